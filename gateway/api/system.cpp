@@ -1,0 +1,33 @@
+#include "gateway/api/system.hpp"
+
+#include "gateway/api/problem.hpp"
+#include "gateway/http/router.hpp"
+#include "gateway/metrics/registry.hpp"
+
+namespace segue::api {
+
+void add_system_routes(http::router& routes, metrics::registry& metrics,
+                       std::function<bool()> ready) {
+    routes.add("GET", "/healthz", [](http::context& ctx) -> boost::asio::awaitable<void> {
+        auto& r = ctx.res();
+        r.content_type = "application/json";
+        r.body = R"({"status":"ok"})";
+        co_return;
+    });
+    routes.add("GET", "/readyz", [ready](http::context& ctx) -> boost::asio::awaitable<void> {
+        if (ready()) {
+            ctx.res().content_type = "application/json";
+            ctx.res().body = R"({"status":"ready"})";
+        } else {
+            set_problem(ctx.res(), error_kind::unavailable, "shutting down", ctx.path());
+        }
+        co_return;
+    });
+    routes.add("GET", "/metrics", [&metrics](http::context& ctx) -> boost::asio::awaitable<void> {
+        ctx.res().content_type = "text/plain; version=0.0.4; charset=utf-8";
+        ctx.res().body = metrics.serialize();
+        co_return;
+    });
+}
+
+}  // namespace segue::api

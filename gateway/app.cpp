@@ -1,0 +1,127 @@
+#include "gateway/app.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+#include <vector>
+
+#include "gateway/api/system.hpp"
+#include "gateway/http/router.hpp"
+#include "gateway/http/server.hpp"
+#include "gateway/log/log.hpp"
+#include "gateway/metrics/process.hpp"
+#include "gateway/metrics/registry.hpp"
+#include "gateway/runtime/io_pool.hpp"
+#include "segue/version.hpp"
+
+namespace segue {
+namespace {
+
+namespace net = boost::asio;
+
+int io_thread_count(const config::settings& s) {
+    if (s.server.io_threads > 0)
+        return s.server.io_threads;
+    unsigned n = std::thread::hardware_concurrency();
+    return n == 0 ? 1 : static_cast<int>(n);
+}
+
+// Written to a temporary file and renamed, so a reader never sees a half-written port.
+void write_port_file(const std::string& path, std::uint16_t port) {
+    const std::string tmp = path + ".tmp";
+    {
+        std::ofstream out(tmp, std::ios::trunc);
+        out << port << "\n";
+        if (!out)
+            throw std::runtime_error("cannot write port file " + tmp);
+    }
+    std::filesystem::rename(tmp, path);
+}
+
+log::level to_log_level(config::log_level l) {
+    switch (l) {
+        case config::log_level::debug:
+            return log::level::debug;
+        case config::log_level::info:
+            return log::level::info;
+        case config::log_level::warn:
+            return log::level::warn;
+        case config::log_level::error:
+            return log::level::error;
+    }
+    return log::level::info;
+}
+
+}  // namespace
+
+struct app::impl {
+    explicit impl(config::settings s)
+        : settings(std::move(s)), threads(io_thread_count(settings)), pool(threads) {}
+
+    config::settings settings;
+    int threads;
+    runtime::io_pool pool;
+    metrics::registry metrics;
+    http::router routes;
+    std::unique_ptr<http::server> server;
+};
+
+app::app(config::settings settings) : impl_(std::make_unique<impl>(std::move(settings))) {
+    auto& d = *impl_;
+    log::set_level(to_log_level(d.settings.log.level));
+    metrics::register_process_metrics(d.metrics);
+    d.metrics
+        .gauge_family("segue_build_info", "Build version and revision; always 1.",
+                      {"version", "revision"})
+        .with({build::version, build::revision})
+        .set(1);
+    api::add_system_routes(d.routes, d.metrics, [&d] { return d.server && d.server->ready(); });
+    d.server = std::make_unique<http::server>(d.pool, d.settings, d.routes, d.metrics);
+}
+
+app::~app() = default;
+
+int app::run(const run_options& options) {
+    auto& d = *impl_;
+    d.server->start();
+    log::info("listening", {{"address", d.server->local_address()},
+                            {"port", static_cast<unsigned>(d.server->port())},
+                            {"io_threads", d.threads},
+                            {"version", build::version}});
+    const std::string port_file =
+        options.port_file.empty() ? d.settings.server.port_file : options.port_file;
+    if (!port_file.empty())
+        write_port_file(port_file, d.server->port());
+
+    int exit_code = 0;
+    net::signal_set signals(d.pool.main(), SIGTERM, SIGINT);
+    signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+        if (ec)
+            return;
+        log::info("shutdown requested",
+                  {{"signal", sig}, {"connections", d.server->active_connections()}});
+        // A second signal during the drain stops at once.
+        signals.async_wait([&](const boost::system::error_code& ec2, int) {
+            if (ec2)
+                return;
+            log::warn("second signal: stopping without waiting for the drain");
+            d.pool.stop();
+        });
+        d.server->shutdown([&](bool clean) {
+            log::info("drained", {{"clean", clean}});
+            signals.cancel();
+            d.pool.stop();
+        });
+    });
+
+    d.pool.run();
+    log::info("stopped");
+    return exit_code;
+}
+
+}  // namespace segue

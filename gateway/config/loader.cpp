@@ -1,0 +1,155 @@
+// YAML parsing (the only place that includes yaml-cpp) and the public loader API.
+
+#include "gateway/config/loader.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <utility>
+
+#include "gateway/config/schema.hpp"
+
+namespace segue::config {
+namespace {
+
+int line_of(const YAML::Node& n) {
+    const YAML::Mark m = n.Mark();
+    return m.is_null() ? 0 : m.line + 1;
+}
+
+// yaml-cpp keeps duplicate keys and every node's position, which is all we need: the schema
+// then reports duplicates and positions itself.
+yaml_node convert(const YAML::Node& n, int fallback_line, std::vector<diagnostic>& errors,
+                  const std::string& source) {
+    yaml_node out;
+    out.line = line_of(n);
+    if (out.line == 0)
+        out.line = fallback_line;
+    switch (n.Type()) {
+        case YAML::NodeType::Undefined:
+        case YAML::NodeType::Null:
+            // An empty value is positioned at the next token, so use the key's line instead.
+            out.type = yaml_node::kind::null;
+            out.line = fallback_line ? fallback_line : out.line;
+            break;
+        case YAML::NodeType::Scalar:
+            out.type = yaml_node::kind::scalar;
+            out.text = n.Scalar();
+            out.quoted = n.Tag() == "!";  // yaml-cpp's tag for quoted scalars
+            break;
+        case YAML::NodeType::Sequence:
+            out.type = yaml_node::kind::sequence;
+            for (const auto& item : n)
+                out.items.push_back(convert(item, 0, errors, source));
+            break;
+        case YAML::NodeType::Map:
+            out.type = yaml_node::kind::mapping;
+            for (auto it = n.begin(); it != n.end(); ++it) {
+                int key_line = line_of(it->first);
+                if (!it->first.IsScalar()) {
+                    errors.push_back({source, key_line, "", "keys must be plain names"});
+                    continue;
+                }
+                out.entries.push_back(
+                    {it->first.Scalar(), key_line, convert(it->second, key_line, errors, source)});
+            }
+            break;
+    }
+    return out;
+}
+
+}  // namespace
+
+std::optional<std::string> process_env(const std::string& name) {
+    if (const char* v = std::getenv(name.c_str()))
+        return std::string(v);
+    return std::nullopt;
+}
+
+std::string diagnostic::to_string() const {
+    std::string out = source;
+    if (line > 0)
+        out += ":" + std::to_string(line);
+    out += ": ";
+    if (!path.empty())
+        out += path + ": ";
+    return out + message;
+}
+
+namespace {
+std::string join_diagnostics(std::vector<diagnostic>& diagnostics) {
+    // File order reads best; errors found later on earlier lines (missing required keys,
+    // cross-field rules) are slotted in.
+    std::stable_sort(diagnostics.begin(), diagnostics.end(),
+                     [](const diagnostic& a, const diagnostic& b) { return a.line < b.line; });
+    std::string out;
+    for (const auto& d : diagnostics)
+        out += (out.empty() ? "" : "\n") + d.to_string();
+    return out;
+}
+}  // namespace
+
+config_error::config_error(std::vector<diagnostic> diagnostics)
+    : std::runtime_error(join_diagnostics(diagnostics)), diagnostics_(std::move(diagnostics)) {}
+
+yaml_node parse_yaml(std::string_view text, std::string_view source_name) {
+    const std::string source(source_name);
+    std::vector<YAML::Node> documents;
+    try {
+        documents = YAML::LoadAll(std::string(text));
+    } catch (const YAML::Exception& e) {
+        diagnostic d{source, e.mark.is_null() ? 0 : e.mark.line + 1, "", "invalid YAML: " + e.msg};
+        if (!e.mark.is_null())
+            d.message += " (column " + std::to_string(e.mark.column + 1) + ")";
+        throw config_error({std::move(d)});
+    }
+    if (documents.empty())
+        return yaml_node{};  // an empty file: all defaults
+    if (documents.size() > 1)
+        throw config_error(
+            {{source, line_of(documents[1]), "",
+              "expected one YAML document, found " + std::to_string(documents.size())}});
+    std::vector<diagnostic> errors;
+    yaml_node root = convert(documents.front(), 1, errors, source);
+    if (!errors.empty())
+        throw config_error(std::move(errors));
+    return root;
+}
+
+settings defaults() {
+    return schema_defaults(settings_schema());
+}
+
+settings load_string(std::string_view yaml, std::string_view source_name, const env_lookup& env) {
+    return load_yaml(settings_schema(), yaml, source_name, env);
+}
+
+settings load_file(const std::string& path, const env_lookup& env) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        throw config_error({{path, 0, "", std::string("cannot open: ") + std::strerror(errno)}});
+    std::ostringstream text;
+    text << in.rdbuf();
+    if (in.bad())
+        throw config_error({{path, 0, "", "read error"}});
+    return load_string(text.str(), path, env);
+}
+
+std::string render_effective(const settings& s) {
+    return render_yaml(settings_schema(), s);
+}
+
+std::string render_docs() {
+    return "## Settings reference\n\n"
+           "Generated from gateway/config/schema.cpp by `segue --config-docs`; do not edit by "
+           "hand.\n\n" +
+           render_markdown(settings_schema());
+}
+
+}  // namespace segue::config

@@ -1,0 +1,47 @@
+#pragma once
+// The typed settings of the whole gateway. Each field is declared (name, description, default,
+// bounds) exactly once, in gateway/config/schema.cpp; the defaults written here must match it
+// (a unit test checks that a default-constructed Settings equals the schema's defaults).
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace segue::config {
+
+using duration = std::chrono::milliseconds;
+
+enum class log_level { debug, info, warn, error };
+
+struct server_settings {
+    std::string listen = "127.0.0.1:8080";  // host:port, [v6]:port; port 0 = pick one
+    int io_threads = 0;                     // 0 = number of cores
+    int max_connections = 10000;
+    // After SIGTERM: keep accepting (readiness false) this long so load balancers deregister us.
+    duration shutdown_delay = std::chrono::seconds(0);
+    duration drain_timeout = std::chrono::seconds(20);
+    std::string port_file;  // if set, the bound port is written here once listening
+};
+
+struct limits_settings {
+    std::uint64_t max_header_bytes = 16 * 1024;
+    std::uint64_t max_body_bytes = 1024 * 1024;
+    duration header_timeout = std::chrono::seconds(10);
+    duration idle_timeout = std::chrono::seconds(60);
+    duration body_read_timeout = std::chrono::seconds(15);
+    duration write_timeout = std::chrono::seconds(30);
+    int max_requests_per_connection = 0;  // 0 = unlimited
+};
+
+struct log_settings {
+    log_level level = log_level::info;
+    bool access = true;
+};
+
+struct settings {
+    server_settings server;
+    limits_settings limits;
+    log_settings log;
+};
+
+}  // namespace segue::config

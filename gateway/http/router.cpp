@@ -1,0 +1,97 @@
+#include "gateway/http/router.hpp"
+
+#include <stdexcept>
+
+namespace segue::http {
+namespace {
+
+std::vector<std::string_view> split_path(std::string_view path) {
+    std::vector<std::string_view> out;
+    std::size_t i = 0;
+    if (!path.empty() && path.front() == '/')
+        i = 1;
+    while (i <= path.size()) {
+        auto j = path.find('/', i);
+        if (j == std::string_view::npos)
+            j = path.size();
+        out.push_back(path.substr(i, j - i));
+        i = j + 1;
+    }
+    return out;
+}
+
+bool is_param(std::string_view seg) {
+    return seg.size() > 2 && seg.front() == '{' && seg.back() == '}';
+}
+
+}  // namespace
+
+void router::add(std::string method, std::string pattern, handler fn, route_options options) {
+    if (pattern.empty() || pattern.front() != '/')
+        throw std::invalid_argument("route pattern must start with '/': " + pattern);
+    for (const auto& r : routes_)
+        if (r->method == method && r->pattern == pattern)
+            throw std::invalid_argument("duplicate route " + method + " " + pattern);
+    auto r = std::make_unique<route>();
+    r->method = std::move(method);
+    r->pattern = std::move(pattern);
+    r->fn = std::move(fn);
+    r->options = options;
+    r->index = routes_.size();
+    for (auto seg : split_path(r->pattern)) {
+        if (seg.find('{') != std::string_view::npos && !is_param(seg))
+            throw std::invalid_argument("malformed route segment in " + r->pattern);
+        r->segments.emplace_back(seg);
+    }
+    routes_.push_back(std::move(r));
+}
+
+match_result router::match(std::string_view method, std::string_view path) const {
+    match_result result;
+    const auto parts = split_path(path);
+    const route* head_fallback = nullptr;
+    std::vector<std::pair<std::string, std::string>> head_params;
+    for (const auto& r : routes_) {
+        if (r->segments.size() != parts.size())
+            continue;
+        std::vector<std::pair<std::string, std::string>> params;
+        bool ok = true;
+        for (std::size_t i = 0; i < parts.size() && ok; ++i) {
+            const auto& seg = r->segments[i];
+            if (is_param(seg)) {
+                if (parts[i].empty())
+                    ok = false;
+                else
+                    params.emplace_back(seg.substr(1, seg.size() - 2), parts[i]);
+            } else if (seg != parts[i]) {
+                ok = false;
+            }
+        }
+        if (!ok)
+            continue;
+        if (r->method == method) {
+            result.matched = r.get();
+            result.params = std::move(params);
+            return result;
+        }
+        if (method == "HEAD" && r->method == "GET" && !head_fallback) {
+            head_fallback = r.get();
+            head_params = std::move(params);
+        }
+        result.path_known = true;
+        if (result.allow.find(r->method) == std::string::npos) {
+            if (!result.allow.empty())
+                result.allow += ", ";
+            result.allow += r->method;
+        }
+    }
+    if (head_fallback) {
+        result.matched = head_fallback;
+        result.params = std::move(head_params);
+        result.path_known = false;
+        result.allow.clear();
+    }
+    return result;
+}
+
+}  // namespace segue::http

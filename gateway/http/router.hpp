@@ -1,0 +1,57 @@
+#pragma once
+// Maps (method, path) to a handler by route template ("/v1/extensions/{id}/events"). The
+// template, never the raw path, is what metrics and logs use as the route label.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "gateway/http/message.hpp"
+
+namespace segue::http {
+
+using handler = std::function<boost::asio::awaitable<void>(context&)>;
+
+enum class body_mode {
+    buffered,  // the server reads the whole body (capped by limits.max_body_bytes) first
+    streamed,  // the handler pulls the body with context::read_body()
+};
+
+struct route_options {
+    body_mode body = body_mode::buffered;
+    std::uint64_t max_body_bytes = 0;  // 0: the server's limits.max_body_bytes
+};
+
+struct route {
+    std::string method;
+    std::string pattern;
+    handler fn;
+    route_options options;
+    std::size_t index = 0;  // dense, for per-route tables
+    std::vector<std::string> segments;
+};
+
+struct match_result {
+    const route* matched = nullptr;
+    std::vector<std::pair<std::string, std::string>> params;
+    bool path_known = false;  // some route has this path, under another method (405)
+    std::string allow;        // the methods that path accepts, for the Allow header
+};
+
+class router {
+  public:
+    // Throws std::invalid_argument on a malformed pattern or a duplicate (method, pattern).
+    void add(std::string method, std::string pattern, handler fn, route_options options = {});
+    // HEAD falls back to GET routes (the server then omits the body).
+    match_result match(std::string_view method, std::string_view path) const;
+    const std::vector<std::unique_ptr<route>>& routes() const { return routes_; }
+
+  private:
+    std::vector<std::unique_ptr<route>> routes_;
+};
+
+}  // namespace segue::http

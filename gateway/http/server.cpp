@@ -1,0 +1,775 @@
+#include "gateway/http/server.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/chunk_encode.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/serializer.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <random>
+#include <system_error>
+#include <unordered_map>
+
+#include "gateway/api/problem.hpp"
+#include "gateway/http/router.hpp"
+#include "gateway/log/log.hpp"
+#include "gateway/metrics/registry.hpp"
+#include "gateway/runtime/io_pool.hpp"
+
+namespace segue::http {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = net::ip::tcp;
+using std::chrono::steady_clock;
+
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+constexpr std::array<std::string_view, 7> known_methods{"GET",    "HEAD",  "POST",   "PUT",
+                                                        "DELETE", "PATCH", "OPTIONS"};
+
+std::string_view method_label(std::string_view m) {
+    for (auto k : known_methods)
+        if (k == m)
+            return k;
+    return "OTHER";
+}
+
+// Request ids: 128 random bits as hex. Cheap, per-thread generator.
+std::string new_request_id() {
+    thread_local std::mt19937_64 gen{std::random_device{}()};
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string s(32, '0');
+    for (int half = 0; half < 2; ++half) {
+        auto v = gen();
+        for (int i = 0; i < 16; ++i)
+            s[half * 16 + i] = hex[(v >> (i * 4)) & 0xf];
+    }
+    return s;
+}
+
+// A client-given X-Request-Id is echoed only if it is short and plainly printable, so it
+// cannot inject anything into logs or headers.
+bool acceptable_request_id(std::string_view id) {
+    if (id.empty() || id.size() > 128)
+        return false;
+    for (unsigned char c : id) {
+        bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                  c == '-' || c == '_' || c == '.' || c == ':';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+std::pair<std::string, std::uint16_t> split_listen(const std::string& listen) {
+    auto colon = listen.rfind(':');
+    if (colon == std::string::npos)
+        throw std::invalid_argument("listen address must be host:port: " + listen);
+    std::string host = listen.substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+        host = host.substr(1, host.size() - 2);
+    int port = std::stoi(listen.substr(colon + 1));
+    if (port < 0 || port > 65535)
+        throw std::invalid_argument("port out of range: " + listen);
+    return {host, static_cast<std::uint16_t>(port)};
+}
+
+// Per-route metric children, resolved once so the hot path is two atomic adds.
+struct route_stats {
+    metrics::histogram* duration = nullptr;
+    std::string method;
+    std::array<std::atomic<metrics::counter*>, 600> by_status{};
+};
+
+}  // namespace
+
+class connection;
+
+struct server::impl : std::enable_shared_from_this<server::impl> {
+    impl(runtime::io_pool& p, const config::settings& s, const router& r, metrics::registry& m)
+        : pool(p),
+          ioc(p.main()),
+          settings(s),
+          routes(r),
+          acceptor(p.main()),
+          requests(m.counter_family("segue_http_requests_total",
+                                    "HTTP requests answered, by route template, method and status.",
+                                    {"route", "method", "code"})),
+          durations(m.histogram_family("segue_http_request_duration_seconds",
+                                       "Time from the request's first byte to the response sent.",
+                                       {"route"}, metrics::default_latency_buckets())),
+          connections_gauge(m.make_gauge("segue_http_connections", "Open client connections.")),
+          inflight_gauge(m.make_gauge("segue_http_requests_in_flight",
+                                      "Requests being read, handled or answered.")),
+          accepted(m.make_counter("segue_http_connections_accepted_total",
+                                  "Client connections accepted.")),
+          errors(m.counter_family("segue_http_errors_total",
+                                  "Requests or connections ended by a protocol error or limit.",
+                                  {"kind"})),
+          draining_gauge(
+              m.make_gauge("segue_draining", "1 while the server is shutting down, else 0.")) {
+        stats.reserve(routes.routes().size());
+        for (const auto& rt : routes.routes()) {
+            auto st = std::make_unique<route_stats>();
+            st->duration = &durations.with({rt->pattern});
+            st->method = std::string(method_label(rt->method));
+            stats.push_back(std::move(st));
+        }
+    }
+
+    metrics::counter& request_counter(const route* rt, std::string_view method, int status) {
+        if (status < 100 || status > 599)
+            status = 500;
+        if (rt) {
+            auto& slot = stats[rt->index]->by_status[static_cast<std::size_t>(status)];
+            if (auto* c = slot.load(std::memory_order_acquire))
+                return *c;
+            auto* c =
+                &requests.with({rt->pattern, stats[rt->index]->method, std::to_string(status)});
+            slot.store(c, std::memory_order_release);
+            return *c;
+        }
+        return requests.with({"unmatched", method_label(method), std::to_string(status)});
+    }
+
+    void count_error(std::string_view kind) { errors.with({kind}).inc(); }
+
+    net::awaitable<void> accept_loop();
+    net::awaitable<void> reject(tcp::socket socket);
+    void add(connection* c, std::weak_ptr<connection> w) {
+        std::lock_guard lock(mu);
+        live.emplace(c, std::move(w));
+    }
+    void remove(connection* c) {
+        std::lock_guard lock(mu);
+        live.erase(c);
+    }
+    void close_idle();
+    void cut_all();
+
+    runtime::io_pool& pool;
+    net::io_context& ioc;  // the listener's and the drain's context
+    const config::settings settings;
+    const router& routes;
+    tcp::acceptor acceptor;
+    std::string local;
+    std::uint16_t bound_port = 0;
+
+    metrics::family<metrics::counter>& requests;
+    metrics::family<metrics::histogram>& durations;
+    metrics::gauge& connections_gauge;
+    metrics::gauge& inflight_gauge;
+    metrics::counter& accepted;
+    metrics::family<metrics::counter>& errors;
+    metrics::gauge& draining_gauge;
+    std::vector<std::unique_ptr<route_stats>> stats;
+
+    std::atomic<bool> draining{false};  // readiness false, responses say Connection: close
+    std::atomic<bool> closing{false};   // listener closed: idle connections close too
+    std::atomic<std::uint64_t> open{0};
+    std::mutex mu;
+    std::unordered_map<connection*, std::weak_ptr<connection>> live;
+};
+
+// One client connection. Also the `context` of the request it is serving: requests on a
+// connection are handled one at a time, so pipelined requests wait in the read buffer, which is
+// bounded (pipelining cannot grow memory).
+class connection final : public context, public std::enable_shared_from_this<connection> {
+  public:
+    connection(std::shared_ptr<server::impl> srv, tcp::socket socket)
+        : srv_(std::move(srv)),
+          limits_(srv_->settings.limits),
+          stream_(std::move(socket)),
+          buffer_(static_cast<std::size_t>(limits_.max_header_bytes) + 64 * 1024) {
+        beast::error_code ec;
+        auto ep = stream_.socket().remote_endpoint(ec);
+        if (!ec)
+            remote_ = ep.address().to_string() + ":" + std::to_string(ep.port());
+    }
+
+    // `self` is a parameter so the coroutine frame owns the connection from its creation.
+    net::awaitable<void> run(std::shared_ptr<connection> self) {
+        srv_->add(this, weak_from_this());
+        srv_->open.fetch_add(1, std::memory_order_relaxed);
+        srv_->connections_gauge.inc();
+        int served = 0;
+        for (;;) {
+            if (!co_await wait_for_request())
+                break;
+            bool keep = co_await serve_one();
+            ++served;
+            if (!keep)
+                break;
+            if (limits_.max_requests_per_connection > 0 &&
+                served >= limits_.max_requests_per_connection)
+                break;
+        }
+        beast::error_code ec;
+        stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+        stream_.socket().close(ec);
+        srv_->connections_gauge.dec();
+        srv_->remove(this);
+        srv_->open.fetch_sub(1, std::memory_order_acq_rel);
+    }
+
+    // Runs on this connection's strand (posted by the server during shutdown).
+    void close_if_idle() {
+        if (idle_)
+            stream_.cancel();
+    }
+    void cut() {
+        beast::error_code ec;
+        stream_.socket().close(ec);
+    }
+    net::any_io_executor executor() { return stream_.get_executor(); }
+
+    // --- context ---
+    std::string_view method() const override { return parser_->get().method_string(); }
+    std::string_view target() const override { return parser_->get().target(); }
+    std::optional<std::string_view> header(std::string_view name) const override {
+        const auto& fields = parser_->get();
+        auto it = fields.find(name);
+        if (it == fields.end())
+            return std::nullopt;
+        return it->value();
+    }
+    const std::string& request_id() const override { return request_id_; }
+    std::string_view remote_address() const override { return remote_; }
+    const std::string& body() const override { return body_; }
+    std::optional<std::uint64_t> content_length() const override {
+        auto v = parser_->content_length();
+        if (v)
+            return static_cast<std::uint64_t>(*v);
+        return std::nullopt;
+    }
+    bool draining() const override { return srv_->draining.load(std::memory_order_acquire); }
+
+    net::awaitable<body_chunk> read_body(std::span<char> into) override {
+        body_chunk out;
+        if (parser_->is_done()) {
+            out.done = true;
+            co_return out;
+        }
+        if (!continue_sent_) {
+            continue_sent_ = true;
+            // curl and most clients wait for this before sending a large body.
+            auto expect = header("Expect");
+            if (expect && beast::iequals(*expect, "100-continue")) {
+                static constexpr std::string_view msg = "HTTP/1.1 100 Continue\r\n\r\n";
+                stream_.expires_after(limits_.write_timeout);
+                auto [ec, n] = co_await net::async_write(stream_, net::buffer(msg), use_tuple);
+                if (ec) {
+                    out.error = body_chunk::failure::closed;
+                    co_return out;
+                }
+            }
+        }
+        while (!parser_->is_done()) {
+            auto& b = parser_->get().body();
+            b.data = into.data();
+            b.size = into.size();
+            stream_.expires_after(limits_.body_read_timeout);
+            auto [ec, n] = co_await bhttp::async_read_some(stream_, buffer_, *parser_, use_tuple);
+            const std::size_t got = into.size() - parser_->get().body().size;
+            if (ec == bhttp::error::need_buffer)
+                ec = {};
+            if (ec) {
+                if (ec == bhttp::error::body_limit)
+                    out.error = body_chunk::failure::too_large;
+                else if (ec == beast::error::timeout)
+                    out.error = body_chunk::failure::timeout;
+                else if (ec.category() ==
+                             bhttp::make_error_code(bhttp::error::need_buffer).category() ||
+                         ec == bhttp::error::partial_message)
+                    out.error = body_chunk::failure::malformed;
+                else
+                    out.error = body_chunk::failure::closed;
+                body_failed_ = true;
+                co_return out;
+            }
+            bytes_in_ += got;
+            if (got > 0 || parser_->is_done()) {
+                out.size = got;
+                out.done = parser_->is_done();
+                co_return out;
+            }
+        }
+        out.done = true;
+        co_return out;
+    }
+
+    net::awaitable<bool> begin_stream(int status, std::string content_type) override {
+        bhttp::response<bhttp::empty_body> r;
+        r.version(11);
+        r.result(static_cast<unsigned>(status));
+        r.set(bhttp::field::content_type, content_type);
+        r.set(bhttp::field::cache_control, "no-cache");
+        r.set("X-Request-Id", request_id_);
+        r.chunked(true);
+        r.keep_alive(false);
+        streaming_ = true;
+        stream_status_ = status;
+        bhttp::response_serializer<bhttp::empty_body> sr{r};
+        stream_.expires_after(limits_.write_timeout);
+        auto [ec, n] = co_await bhttp::async_write_header(stream_, sr, use_tuple);
+        co_return !ec;
+    }
+
+    net::awaitable<bool> write_stream(std::string_view data) override {
+        if (data.empty())
+            co_return true;
+        stream_.expires_after(limits_.write_timeout);
+        auto [ec, n] =
+            co_await net::async_write(stream_, bhttp::make_chunk(net::buffer(data)), use_tuple);
+        bytes_out_ += data.size();
+        co_return !ec;
+    }
+
+  private:
+    // Waits for the first byte of the next request under the idle timeout.
+    net::awaitable<bool> wait_for_request() {
+        if (buffer_.size() > 0)
+            co_return true;
+        // Once the listener has closed, an idle connection has nothing left to wait for.
+        if (srv_->closing.load(std::memory_order_acquire))
+            co_return false;
+        idle_ = true;
+        stream_.expires_after(limits_.idle_timeout);
+        auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(4096), use_tuple);
+        idle_ = false;
+        if (ec) {
+            if (ec == beast::error::timeout)
+                srv_->count_error("idle_timeout");
+            co_return false;
+        }
+        buffer_.commit(n);
+        co_return true;
+    }
+
+    net::awaitable<bool> serve_one() {
+        const auto start = steady_clock::now();
+        srv_->inflight_gauge.inc();
+        struct inflight_guard {
+            metrics::gauge& g;
+            ~inflight_guard() { g.dec(); }
+        } guard{srv_->inflight_gauge};
+
+        parser_.emplace();
+        parser_->header_limit(static_cast<std::uint32_t>(limits_.max_header_bytes));
+        // The body limit depends on the route, known only after the header: set it then.
+        parser_->body_limit(boost::none);
+        res_ = response{};
+        body_.clear();
+        params_.clear();
+        route_ = {};
+        continue_sent_ = false;
+        body_failed_ = false;
+        streaming_ = false;
+        bytes_in_ = 0;
+        bytes_out_ = 0;
+
+        // Usually the whole header is already buffered: parse it without another async hop.
+        beast::error_code ec;
+        buffer_.consume(parser_->put(buffer_.data(), ec));
+        if (ec == bhttp::error::need_more)
+            ec = {};
+        if (!ec && !parser_->is_header_done()) {
+            // The rest must arrive within header_timeout (slowloris on headers).
+            stream_.expires_after(limits_.header_timeout);
+            auto [rec, n] =
+                co_await bhttp::async_read_header(stream_, buffer_, *parser_, use_tuple);
+            ec = rec;
+        }
+        if (ec)
+            co_return co_await reject_header(ec, start);
+
+        const auto rid = header("X-Request-Id");
+        request_id_ = rid && acceptable_request_id(*rid) ? std::string(*rid) : new_request_id();
+
+        auto m = srv_->routes.match(method(), path());
+        const http::route* rt = m.matched;
+        bool keep_alive = parser_->get().keep_alive();
+        const bool has_body = parser_->get().has_content_length() || parser_->get().chunked();
+
+        if (!rt) {
+            if (content_length() && *content_length() > limits_.max_body_bytes) {
+                // Like nginx's client_max_body_size: an oversized body is refused before routing.
+                srv_->count_error("body_too_large");
+                api::set_problem(
+                    res_, api::error_kind::payload_too_large,
+                    "request body exceeds " + std::to_string(limits_.max_body_bytes) + " bytes");
+            } else if (m.path_known) {
+                api::set_problem(res_, api::error_kind::method_not_allowed,
+                                 std::string(method()) + " is not allowed on this resource",
+                                 path());
+                res_.set_header("Allow", m.allow);
+            } else {
+                api::set_problem(res_, api::error_kind::not_found, "no route for this path",
+                                 path());
+            }
+            // An unread body would be parsed as the next request: close instead.
+            if (has_body && !(content_length() && *content_length() == 0))
+                keep_alive = false;
+        } else {
+            set_route(rt->pattern, std::move(m.params));
+            const std::uint64_t limit =
+                rt->options.max_body_bytes ? rt->options.max_body_bytes : limits_.max_body_bytes;
+            parser_->body_limit(limit);
+            bool run_handler = true;
+            if (content_length() && *content_length() > limit) {
+                srv_->count_error("body_too_large");
+                api::set_problem(res_, api::error_kind::payload_too_large,
+                                 "request body exceeds " + std::to_string(limit) + " bytes");
+                keep_alive = false;
+                run_handler = false;
+            } else if (rt->options.body == body_mode::buffered && has_body) {
+                run_handler = co_await read_whole_body();
+                if (!run_handler)
+                    keep_alive = false;
+            }
+            if (run_handler) {
+                try {
+                    co_await rt->fn(*this);
+                } catch (const std::exception& e) {
+                    srv_->count_error("handler_exception");
+                    log::error(
+                        "handler failed",
+                        {{"request_id", request_id_}, {"route", rt->pattern}, {"error", e.what()}});
+                    if (streaming_)
+                        keep_alive = false;
+                    else
+                        api::set_problem(res_, api::error_kind::internal, "unexpected error");
+                }
+                if (body_failed_ || !parser_->is_done())
+                    keep_alive = false;
+            }
+        }
+
+        const bool draining_now = draining();
+        if (draining_now)
+            keep_alive = false;
+        bool write_ok = true;
+        int status = res_.status;
+        if (streaming_) {
+            stream_.expires_after(limits_.write_timeout);
+            auto [wec, wn] =
+                co_await net::async_write(stream_, bhttp::make_chunk_last(), use_tuple);
+            write_ok = !wec;
+            keep_alive = false;
+            status = stream_status_;
+        } else {
+            write_ok = co_await write_response(keep_alive, method() == "HEAD");
+        }
+        finish(rt, status, start);
+        co_return write_ok&& keep_alive;
+    }
+
+    // Buffered routes: read the body under the route's limit with a per-read timeout. Answers
+    // the error itself and returns false if the body could not be read.
+    net::awaitable<bool> read_whole_body() {
+        std::array<char, 16 * 1024> chunk;
+        for (;;) {
+            auto c = co_await read_body(chunk);
+            if (c.error != body_chunk::failure::none) {
+                switch (c.error) {
+                    case body_chunk::failure::too_large:
+                        srv_->count_error("body_too_large");
+                        api::set_problem(res_, api::error_kind::payload_too_large,
+                                         "request body too large");
+                        break;
+                    case body_chunk::failure::timeout:
+                        srv_->count_error("body_timeout");
+                        api::set_problem(res_, api::error_kind::request_timeout,
+                                         "request body not received in time");
+                        break;
+                    default:
+                        srv_->count_error("malformed_body");
+                        api::set_problem(res_, api::error_kind::bad_request,
+                                         "malformed request body");
+                }
+                co_return false;
+            }
+            body_.append(chunk.data(), c.size);
+            if (c.done)
+                co_return true;
+        }
+    }
+
+    // Header could not be read: answer what can be answered, then close.
+    net::awaitable<bool> reject_header(beast::error_code ec, steady_clock::time_point start) {
+        api::error_kind kind;
+        if (ec == bhttp::error::header_limit || ec == bhttp::error::buffer_overflow) {
+            srv_->count_error("header_too_large");
+            kind = api::error_kind::header_too_large;
+        } else if (ec == beast::error::timeout) {
+            srv_->count_error("header_timeout");
+            kind = api::error_kind::request_timeout;
+        } else if (ec == bhttp::error::end_of_stream || ec == net::error::eof ||
+                   ec == net::error::connection_reset || ec == net::error::operation_aborted ||
+                   ec == bhttp::error::partial_message) {
+            co_return false;  // the client went away
+        } else {
+            srv_->count_error("malformed_request");
+            kind = api::error_kind::bad_request;
+        }
+        request_id_ = new_request_id();
+        res_ = api::make_problem(kind, ec == beast::error::timeout
+                                           ? "request header not received in time"
+                                           : ec.message());
+        // On a timeout Beast has already closed the socket: nothing can be answered.
+        if (kind != api::error_kind::request_timeout)
+            co_await write_response(false, false);
+        srv_->request_counter(nullptr, "OTHER", res_.status).inc();
+        co_return false;
+    }
+
+    // Serializes the response head by hand (no per-field allocations) and writes head and body
+    // with one gathered write.
+    net::awaitable<bool> write_response(bool keep_alive, bool head) {
+        auto& out = head_buffer_;
+        out.clear();
+        out.append("HTTP/1.1 ");
+        out.append(std::to_string(res_.status));
+        out.push_back(' ');
+        auto reason = bhttp::obsolete_reason(static_cast<bhttp::status>(res_.status));
+        out.append(reason.data(), reason.size());
+        out.append("\r\n");
+        auto add = [&out](std::string_view name, std::string_view value) {
+            out.append(name);
+            out.append(": ");
+            // Handlers never get to split the response: CR and LF are dropped from values.
+            for (char c : value)
+                if (c != '\r' && c != '\n')
+                    out.push_back(c);
+            out.append("\r\n");
+        };
+        if (!res_.content_type.empty())
+            add("Content-Type", res_.content_type);
+        for (const auto& [k, v] : res_.headers)
+            add(k, v);
+        add("X-Request-Id", request_id_);
+        add("Content-Length", std::to_string(res_.body.size()));
+        if (!keep_alive)
+            add("Connection", "close");
+        out.append("\r\n");
+        bytes_out_ = res_.body.size();
+        std::array<net::const_buffer, 2> bufs{
+            net::buffer(out), net::buffer(res_.body.data(), head ? 0 : res_.body.size())};
+        stream_.expires_after(limits_.write_timeout);
+        auto [ec, n] = co_await net::async_write(stream_, bufs, use_tuple);
+        co_return !ec;
+    }
+
+    void finish(const http::route* rt, int status, steady_clock::time_point start) {
+        const double secs = std::chrono::duration<double>(steady_clock::now() - start).count();
+        srv_->request_counter(rt, method(), status).inc();
+        if (rt)
+            srv_->stats[rt->index]->duration->observe(secs);
+        else
+            srv_->durations.with({"unmatched"}).observe(secs);
+        if (srv_->settings.log.access && log::enabled(log::level::info)) {
+            log::info("request", {{"request_id", request_id_},
+                                  {"method", method()},
+                                  {"route", rt ? std::string_view(rt->pattern) : "unmatched"},
+                                  {"status", status},
+                                  {"bytes_in", bytes_in_},
+                                  {"bytes_out", bytes_out_},
+                                  {"duration_ms", secs * 1000.0},
+                                  {"remote", remote_}});
+        }
+    }
+
+    std::shared_ptr<server::impl> srv_;
+    const config::limits_settings& limits_;
+    beast::tcp_stream stream_;
+    beast::flat_buffer buffer_;
+    std::optional<bhttp::request_parser<bhttp::buffer_body>> parser_;
+    std::string request_id_;
+    std::string remote_;
+    std::string body_;
+    std::string head_buffer_;
+    bool idle_ = false;
+    bool continue_sent_ = false;
+    bool body_failed_ = false;
+    bool streaming_ = false;
+    int stream_status_ = 200;
+    std::uint64_t bytes_in_ = 0;
+    std::uint64_t bytes_out_ = 0;
+};
+
+net::awaitable<void> server::impl::accept_loop() {
+    auto self = shared_from_this();
+    for (;;) {
+        // Each connection gets its own strand: its handlers never run concurrently.
+        // The new socket lives on the next IO context, whose single thread is its strand.
+        auto [ec, socket] = co_await acceptor.async_accept(pool.next(), use_tuple);
+        if (ec) {
+            if (ec == net::error::operation_aborted || !acceptor.is_open())
+                co_return;
+            // EMFILE and friends: count, back off briefly so the loop does not spin.
+            count_error("accept");
+            log::warn("accept failed", {{"error", ec.message()}});
+            net::steady_timer t(ioc, std::chrono::milliseconds(50));
+            co_await t.async_wait(use_tuple);
+            continue;
+        }
+        accepted.inc();
+        socket.set_option(tcp::no_delay(true), ec);
+        if (open.load(std::memory_order_relaxed) >=
+            static_cast<std::uint64_t>(settings.server.max_connections)) {
+            count_error("max_connections");
+            auto ex = socket.get_executor();
+            net::co_spawn(ex, reject(std::move(socket)), net::detached);
+            continue;
+        }
+        auto c = std::make_shared<connection>(self, std::move(socket));
+        auto ex = c->executor();
+        net::co_spawn(ex, c->run(c), [](std::exception_ptr e) {
+            if (!e)
+                return;
+            try {
+                std::rethrow_exception(e);
+            } catch (const std::exception& ex) {
+                log::error("connection failed", {{"error", ex.what()}});
+            }
+        });
+    }
+}
+
+// Over the connection cap: a short 503 and close, so clients see why instead of a hang.
+net::awaitable<void> server::impl::reject(tcp::socket socket) {
+    beast::tcp_stream stream(std::move(socket));
+    bhttp::response<bhttp::string_body> r;
+    auto p = api::make_problem(api::error_kind::unavailable, "too many connections");
+    r.version(11);
+    r.result(static_cast<unsigned>(p.status));
+    r.set(bhttp::field::content_type, p.content_type);
+    r.set(bhttp::field::retry_after, "1");
+    r.keep_alive(false);
+    r.body() = std::move(p.body);
+    r.prepare_payload();
+    stream.expires_after(std::chrono::seconds(2));
+    co_await bhttp::async_write(stream, r, use_tuple);
+    beast::error_code ec;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+}
+
+void server::impl::close_idle() {
+    std::lock_guard lock(mu);
+    for (auto& [raw, weak] : live) {
+        if (auto c = weak.lock())
+            net::post(c->executor(), [c] { c->close_if_idle(); });
+    }
+}
+
+void server::impl::cut_all() {
+    std::lock_guard lock(mu);
+    for (auto& [raw, weak] : live) {
+        if (auto c = weak.lock())
+            net::post(c->executor(), [c] { c->cut(); });
+    }
+}
+
+server::server(runtime::io_pool& pool, const config::settings& settings, const router& routes,
+               metrics::registry& metrics)
+    : impl_(std::make_shared<impl>(pool, settings, routes, metrics)) {}
+
+server::~server() = default;
+
+void server::start() {
+    auto [host, port] = split_listen(impl_->settings.server.listen);
+    net::ip::address addr;
+    beast::error_code ec;
+    addr = net::ip::make_address(host, ec);
+    if (ec) {
+        // A name (e.g. "localhost"): resolved once at start-up, before any IO thread runs.
+        tcp::resolver resolver(impl_->ioc);
+        auto results = resolver.resolve(host, std::to_string(port));
+        addr = results.begin()->endpoint().address();
+    }
+    tcp::endpoint ep(addr, port);
+    auto& a = impl_->acceptor;
+    a.open(ep.protocol());
+    a.set_option(net::socket_base::reuse_address(true));
+    a.bind(ep);
+    a.listen(net::socket_base::max_listen_connections);
+    auto bound = a.local_endpoint();
+    impl_->bound_port = bound.port();
+    impl_->local = (bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
+                                            : bound.address().to_string()) +
+                   ":" + std::to_string(bound.port());
+    net::co_spawn(impl_->ioc, impl_->accept_loop(), net::detached);
+}
+
+std::string server::local_address() const {
+    return impl_->local;
+}
+std::uint16_t server::port() const {
+    return impl_->bound_port;
+}
+bool server::ready() const noexcept {
+    return !impl_->draining.load(std::memory_order_acquire);
+}
+std::uint64_t server::active_connections() const noexcept {
+    return impl_->open.load(std::memory_order_acquire);
+}
+
+void server::shutdown(std::function<void(bool clean)> done) {
+    auto self = impl_;
+    if (self->draining.exchange(true))
+        return;
+    self->draining_gauge.set(1);
+    net::co_spawn(self->ioc, drain(self, std::move(done)), net::detached);
+}
+
+net::awaitable<void> server::drain(std::shared_ptr<impl> self, std::function<void(bool)> done) {
+    net::steady_timer timer(self->ioc);
+    if (self->settings.server.shutdown_delay.count() > 0) {
+        // Readiness is already false; keep serving while load balancers notice.
+        timer.expires_after(self->settings.server.shutdown_delay);
+        co_await timer.async_wait(use_tuple);
+    }
+    beast::error_code ec;
+    self->closing.store(true, std::memory_order_release);
+    self->acceptor.close(ec);
+    self->close_idle();
+    // Busy connections close after their current response; wait for them under the deadline.
+    const auto deadline = steady_clock::now() + self->settings.server.drain_timeout;
+    while (self->open.load(std::memory_order_acquire) > 0 && steady_clock::now() < deadline) {
+        timer.expires_after(std::chrono::milliseconds(20));
+        co_await timer.async_wait(use_tuple);
+    }
+    const bool clean = self->open.load(std::memory_order_acquire) == 0;
+    if (!clean) {
+        log::warn("drain deadline passed; closing remaining connections",
+                  {{"connections", self->open.load()}});
+        self->count_error("drain_deadline");
+        self->cut_all();
+    }
+    done(clean);
+}
+
+}  // namespace segue::http

@@ -1,0 +1,64 @@
+#pragma once
+// Structured logs: one JSON object per line on stdout. Cheap enough for an access line per
+// request: the line is built in a thread-local buffer and written with one write(2).
+
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <variant>
+
+namespace segue::log {
+
+enum class level { debug = 0, info = 1, warn = 2, error = 3 };
+
+using value = std::variant<std::string_view, std::int64_t, std::uint64_t, double, bool>;
+
+struct field {
+    std::string_view key;
+    value val;
+    field(std::string_view k, std::string_view v) : key(k), val(v) {}
+    field(std::string_view k, const std::string& v) : key(k), val(std::string_view(v)) {}
+    field(std::string_view k, const char* v) : key(k), val(std::string_view(v)) {}
+    field(std::string_view k, int v) : key(k), val(static_cast<std::int64_t>(v)) {}
+    field(std::string_view k, long v) : key(k), val(static_cast<std::int64_t>(v)) {}
+    field(std::string_view k, long long v) : key(k), val(static_cast<std::int64_t>(v)) {}
+    field(std::string_view k, unsigned v) : key(k), val(static_cast<std::uint64_t>(v)) {}
+    field(std::string_view k, unsigned long v) : key(k), val(static_cast<std::uint64_t>(v)) {}
+    field(std::string_view k, unsigned long long v) : key(k), val(static_cast<std::uint64_t>(v)) {}
+    field(std::string_view k, double v) : key(k), val(v) {}
+    field(std::string_view k, bool v) : key(k), val(v) {}
+};
+
+void set_level(level l) noexcept;
+level current_level() noexcept;
+inline bool enabled(level l) noexcept {
+    return l >= current_level();
+}
+
+// Redirects output (tests); fd 1 by default.
+void set_fd(int fd) noexcept;
+
+void write(level l, std::string_view msg, std::initializer_list<field> fields = {});
+
+inline void debug(std::string_view msg, std::initializer_list<field> f = {}) {
+    if (enabled(level::debug))
+        write(level::debug, msg, f);
+}
+inline void info(std::string_view msg, std::initializer_list<field> f = {}) {
+    if (enabled(level::info))
+        write(level::info, msg, f);
+}
+inline void warn(std::string_view msg, std::initializer_list<field> f = {}) {
+    if (enabled(level::warn))
+        write(level::warn, msg, f);
+}
+inline void error(std::string_view msg, std::initializer_list<field> f = {}) {
+    if (enabled(level::error))
+        write(level::error, msg, f);
+}
+
+// Appends `s` to `out` as the inside of a JSON string (no quotes).
+void append_json_escaped(std::string& out, std::string_view s);
+
+}  // namespace segue::log

@@ -1,0 +1,53 @@
+#include "gateway/runtime/io_pool.hpp"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <atomic>
+#include <thread>
+
+namespace segue::runtime {
+
+namespace net = boost::asio;
+
+struct io_pool::guards {
+    std::vector<net::executor_work_guard<net::io_context::executor_type>> work;
+};
+
+io_pool::io_pool(int threads) : guards_(std::make_unique<guards>()) {
+    if (threads < 1)
+        threads = 1;
+    for (int i = 0; i < threads; ++i) {
+        // Concurrency hint 1: each context is run by exactly one thread.
+        contexts_.push_back(std::make_unique<net::io_context>(1));
+        guards_->work.push_back(net::make_work_guard(*contexts_.back()));
+    }
+}
+
+io_pool::~io_pool() = default;
+
+net::io_context& io_pool::next() noexcept {
+    // Called from the listener only (context 0), so a plain counter is enough.
+    auto& c = *contexts_[next_];
+    next_ = (next_ + 1) % contexts_.size();
+    return c;
+}
+
+void io_pool::run() {
+    std::vector<std::thread> threads;
+    threads.reserve(contexts_.size() - 1);
+    for (std::size_t i = 1; i < contexts_.size(); ++i)
+        threads.emplace_back([c = contexts_[i].get()] { c->run(); });
+    contexts_.front()->run();
+    for (auto& t : threads)
+        t.join();
+}
+
+void io_pool::stop() {
+    for (auto& g : guards_->work)
+        g.reset();
+    for (auto& c : contexts_)
+        c->stop();
+}
+
+}  // namespace segue::runtime

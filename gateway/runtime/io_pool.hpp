@@ -1,0 +1,40 @@
+#pragma once
+// N IO threads, one io_context each. A connection lives on one context, so its handlers never
+// run concurrently (an implicit strand, without a strand's locking), and the contexts share no
+// scheduler lock. Context 0 also runs the listener, signals and timers of the whole process.
+
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace segue::runtime {
+
+class io_pool {
+  public:
+    explicit io_pool(int threads);
+    ~io_pool();
+    io_pool(const io_pool&) = delete;
+    io_pool& operator=(const io_pool&) = delete;
+
+    std::size_t size() const noexcept { return contexts_.size(); }
+    boost::asio::io_context& main() noexcept { return *contexts_.front(); }
+    // Round robin, for spreading new connections.
+    boost::asio::io_context& next() noexcept;
+    boost::asio::io_context& at(std::size_t i) noexcept { return *contexts_[i]; }
+
+    // Runs every context (the calling thread runs context 0) until stop().
+    void run();
+    void stop();
+
+  private:
+    struct guards;
+    std::vector<std::unique_ptr<boost::asio::io_context>> contexts_;
+    std::unique_ptr<guards> guards_;
+    std::size_t next_ = 0;
+};
+
+}  // namespace segue::runtime

@@ -1,0 +1,327 @@
+// The foundation, end to end: the real binary on 127.0.0.1:0.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <regex>
+#include <string>
+#include <thread>
+
+#include "tests/support/process.hpp"
+
+using namespace std::chrono_literals;
+using segue::test::http_connection;
+using segue::test::http_request;
+using segue::test::segue_process;
+
+namespace {
+
+std::string config(const std::string& extra_server = "", const std::string& extra_limits = "") {
+    return "server:\n"
+           "  listen: 127.0.0.1:0\n"
+           "  io_threads: 2\n" +
+           extra_server +
+           "limits:\n"
+           "  max_requests_per_connection: 0\n" +
+           extra_limits +
+           "log:\n"
+           "  level: info\n";
+}
+
+double metric_value(const std::string& text, const std::string& series) {
+    auto pos = text.find("\n" + series + " ");
+    if (pos == std::string::npos)
+        return -1;
+    pos += series.size() + 2;
+    return std::stod(text.substr(pos, text.find('\n', pos) - pos));
+}
+
+}  // namespace
+
+TEST(Server, HealthReadyAndRequestIds) {
+    segue_process s(config());
+    auto h = http_request(s.port(), "GET", "/healthz");
+    ASSERT_TRUE(h);
+    EXPECT_EQ(h->status, 200);
+    EXPECT_EQ(h->header("content-type").value_or(""), "application/json");
+    EXPECT_EQ(h->body, R"({"status":"ok"})");
+    EXPECT_TRUE(
+        std::regex_match(h->header("x-request-id").value_or(""), std::regex("[0-9a-f]{32}")));
+
+    auto r = http_request(s.port(), "GET", "/readyz", "", {"X-Request-Id: my-trace.42"});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->header("x-request-id").value_or(""), "my-trace.42");
+
+    // An id that could inject into logs or headers is replaced, not echoed.
+    auto bad = http_request(s.port(), "GET", "/healthz", "", {"X-Request-Id: a\"b{}"});
+    ASSERT_TRUE(bad);
+    EXPECT_NE(bad->header("x-request-id").value_or(""), "a\"b{}");
+
+    // One JSON access line per request, with the route template and the request id.
+    std::this_thread::sleep_for(100ms);
+    auto log = s.log();
+    EXPECT_NE(log.find("\"msg\":\"listening\""), std::string::npos) << log;
+    EXPECT_NE(log.find("\"request_id\":\"my-trace.42\""), std::string::npos) << log;
+    EXPECT_NE(log.find("\"route\":\"/readyz\""), std::string::npos) << log;
+}
+
+TEST(Server, HeadIsServedLikeGetWithoutBody) {
+    segue_process s(config());
+    http_connection c(s.port());
+    auto r = c.request("HEAD", "/healthz");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->header("content-length").value_or(""), "15");
+    EXPECT_TRUE(r->body.empty());
+    // The connection is still in sync for the next request.
+    auto r2 = c.request("GET", "/healthz");
+    ASSERT_TRUE(r2);
+    EXPECT_EQ(r2->body, R"({"status":"ok"})");
+}
+
+TEST(Server, ProblemJsonFor404And405) {
+    segue_process s(config());
+    auto nf = http_request(s.port(), "GET", "/nope/123");
+    ASSERT_TRUE(nf);
+    EXPECT_EQ(nf->status, 404);
+    EXPECT_EQ(nf->header("content-type").value_or(""), "application/problem+json");
+    EXPECT_NE(nf->body.find(R"("type":"https://segue.dev/problems/not_found")"), std::string::npos)
+        << nf->body;
+    EXPECT_NE(nf->body.find(R"("status":404)"), std::string::npos);
+    EXPECT_NE(nf->body.find(R"("instance":"/nope/123")"), std::string::npos);
+
+    auto na = http_request(s.port(), "DELETE", "/healthz");
+    ASSERT_TRUE(na);
+    EXPECT_EQ(na->status, 405);
+    EXPECT_EQ(na->header("allow").value_or(""), "GET");
+    EXPECT_EQ(na->header("content-type").value_or(""), "application/problem+json");
+}
+
+TEST(Server, MalformedRequestIs400) {
+    segue_process s(config());
+    http_connection c(s.port());
+    c.send_raw("GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n");
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400);
+    EXPECT_EQ(r->header("content-type").value_or(""), "application/problem+json");
+    EXPECT_TRUE(c.closed_by_peer(2s));
+}
+
+TEST(Server, HeaderTooLargeIs431) {
+    segue_process s(config("", "  max_header_bytes: 4KiB\n"));
+    http_connection c(s.port());
+    auto r = c.request("GET", "/healthz", "", {"X-Big: " + std::string(8000, 'a')});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 431);
+    EXPECT_EQ(r->header("content-type").value_or(""), "application/problem+json");
+    // A header just under the limit is fine.
+    auto ok = http_request(s.port(), "GET", "/healthz", "", {"X-Big: " + std::string(3000, 'a')});
+    ASSERT_TRUE(ok);
+    EXPECT_EQ(ok->status, 200);
+}
+
+TEST(Server, BodyOverLimitIs413BeforeItIsRead) {
+    segue_process s(config("", "  max_body_bytes: 1KiB\n"));
+    http_connection c(s.port());
+    // Only the header is sent: the answer must not wait for 10 MB that never come.
+    c.send_raw("POST /anything HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n");
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 413);
+    EXPECT_EQ(r->header("content-type").value_or(""), "application/problem+json");
+    EXPECT_TRUE(c.closed_by_peer(2s));
+}
+
+TEST(Server, SlowlorisHeaderIsCutOff) {
+    segue_process s(config("", "  header_timeout: 1s\n"));
+    http_connection c(s.port(), 5s);
+    const auto start = std::chrono::steady_clock::now();
+    ASSERT_TRUE(c.send_raw("GET /healthz HTTP/1.1\r\n"));
+    // One header byte every 200 ms: each read makes progress, the whole header never arrives.
+    bool cut = false;
+    for (int i = 0; i < 40 && !cut; ++i) {
+        std::this_thread::sleep_for(200ms);
+        if (!c.send_raw("X"))
+            cut = true;
+        else if (c.closed_by_peer(1ms))
+            cut = true;
+    }
+    auto elapsed = std::chrono::steady_clock::now() - start;
+    EXPECT_TRUE(cut);
+    EXPECT_LT(elapsed, 4s);
+    EXPECT_GE(elapsed, 900ms);
+}
+
+TEST(Server, IdleKeepAliveConnectionIsClosed) {
+    segue_process s(config("", "  idle_timeout: 500ms\n"));
+    http_connection c(s.port());
+    auto r = c.request("GET", "/healthz");
+    ASSERT_TRUE(r);
+    EXPECT_TRUE(c.closed_by_peer(3s));
+}
+
+TEST(Server, KeepAliveAndPipelining) {
+    segue_process s(config());
+    http_connection c(s.port());
+    for (int i = 0; i < 5; ++i) {
+        auto r = c.request("GET", "/healthz");
+        ASSERT_TRUE(r);
+        EXPECT_EQ(r->status, 200);
+    }
+    // Three pipelined requests in one write are answered in order.
+    c.send_raw(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: p1\r\n\r\n"
+        "GET /nope HTTP/1.1\r\nHost: x\r\nX-Request-Id: p2\r\n\r\n"
+        "GET /readyz HTTP/1.1\r\nHost: x\r\nX-Request-Id: p3\r\n\r\n");
+    auto a = c.read_response();
+    auto b = c.read_response();
+    auto d = c.read_response();
+    ASSERT_TRUE(a && b && d);
+    EXPECT_EQ(a->header("x-request-id").value_or(""), "p1");
+    EXPECT_EQ(b->status, 404);
+    EXPECT_EQ(b->header("x-request-id").value_or(""), "p2");
+    EXPECT_EQ(d->header("x-request-id").value_or(""), "p3");
+}
+
+TEST(Server, MaxConnectionsAnswers503) {
+    segue_process s(config("  max_connections: 2\n"));
+    http_connection a(s.port()), b(s.port());
+    ASSERT_TRUE(a.request("GET", "/healthz"));
+    ASSERT_TRUE(b.request("GET", "/healthz"));
+    http_connection c(s.port());
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 503);
+    EXPECT_EQ(r->header("retry-after").value_or(""), "1");
+}
+
+TEST(Server, MetricsPassPromtoolAndCountRequests) {
+    segue_process s(config());
+    for (int i = 0; i < 3; ++i)
+        ASSERT_TRUE(http_request(s.port(), "GET", "/healthz"));
+    ASSERT_TRUE(http_request(s.port(), "GET", "/v1/extensions/abc-secret-id"));
+    auto m = http_request(s.port(), "GET", "/metrics");
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->status, 200);
+    EXPECT_EQ(m->header("content-type").value_or(""), "text/plain; version=0.0.4; charset=utf-8");
+    const auto& t = m->body;
+    EXPECT_EQ(
+        metric_value(t, R"(segue_http_requests_total{route="/healthz",method="GET",code="200"})"),
+        3);
+    EXPECT_EQ(
+        metric_value(t, R"(segue_http_requests_total{route="unmatched",method="GET",code="404"})"),
+        1);
+    // Raw paths never become label values.
+    EXPECT_EQ(t.find("abc-secret-id"), std::string::npos);
+    for (auto name : {"segue_http_request_duration_seconds_bucket", "segue_http_connections",
+                      "segue_build_info{", "process_resident_memory_bytes", "process_open_fds",
+                      "process_cpu_seconds_total", "process_start_time_seconds"})
+        EXPECT_NE(t.find(name), std::string::npos) << name;
+
+    auto [code, out] = segue::test::run_command({"promtool", "check", "metrics"}, t);
+    EXPECT_EQ(code, 0) << out;
+
+    // Counters move.
+    ASSERT_TRUE(http_request(s.port(), "GET", "/healthz"));
+    auto m2 = http_request(s.port(), "GET", "/metrics");
+    ASSERT_TRUE(m2);
+    EXPECT_EQ(
+        metric_value(m2->body,
+                     R"(segue_http_requests_total{route="/healthz",method="GET",code="200"})"),
+        4);
+    EXPECT_EQ(
+        metric_value(m2->body,
+                     R"(segue_http_requests_total{route="/metrics",method="GET",code="200"})"),
+        1);
+}
+
+TEST(Server, SigtermDrainsInFlightRequestAndExitsZero) {
+    segue_process s(config("  shutdown_delay: 1s\n  drain_timeout: 10s\n"));
+    // A request in flight: its header is only half sent.
+    http_connection slow(s.port());
+    ASSERT_TRUE(slow.send_raw("GET /healthz HTTP/1.1\r\nHost: x\r\n"));
+    std::this_thread::sleep_for(100ms);
+    s.proc().signal(SIGTERM);
+    std::this_thread::sleep_for(100ms);
+
+    // Readiness is false at once; liveness stays true.
+    auto ready = http_request(s.port(), "GET", "/readyz");
+    ASSERT_TRUE(ready);
+    EXPECT_EQ(ready->status, 503);
+    EXPECT_EQ(ready->header("connection").value_or(""), "close");
+    auto alive = http_request(s.port(), "GET", "/healthz");
+    ASSERT_TRUE(alive);
+    EXPECT_EQ(alive->status, 200);
+
+    // After the shutdown delay, no new connections; the in-flight request still completes.
+    std::this_thread::sleep_for(1200ms);
+    EXPECT_THROW(http_connection late(s.port()), std::runtime_error);
+    ASSERT_TRUE(slow.send_raw("\r\n"));
+    auto r = slow.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->header("connection").value_or(""), "close");
+
+    auto code = s.proc().wait(5s);
+    ASSERT_TRUE(code);
+    EXPECT_EQ(*code, 0) << s.log();
+    EXPECT_NE(s.log().find("\"clean\":true"), std::string::npos) << s.log();
+}
+
+TEST(Server, DrainDeadlineCutsStuckRequests) {
+    segue_process s(config("  drain_timeout: 500ms\n", "  header_timeout: 30s\n"));
+    http_connection stuck(s.port());
+    ASSERT_TRUE(stuck.send_raw("GET /healthz HTTP/1.1\r\n"));
+    std::this_thread::sleep_for(100ms);
+    const auto start = std::chrono::steady_clock::now();
+    s.proc().signal(SIGTERM);
+    auto code = s.proc().wait(5s);
+    ASSERT_TRUE(code);
+    EXPECT_EQ(*code, 0);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+    EXPECT_NE(s.log().find("\"clean\":false"), std::string::npos) << s.log();
+}
+
+TEST(Cli, VersionHelpAndUnknownFlag) {
+    auto bin = segue::test::segue_binary();
+    auto [vc, vout] = segue::test::run_command({bin, "--version"});
+    EXPECT_EQ(vc, 0);
+    EXPECT_EQ(vout.rfind("segue ", 0), 0u) << vout;
+    auto [hc, hout] = segue::test::run_command({bin, "--help"});
+    EXPECT_EQ(hc, 0);
+    EXPECT_NE(hout.find("--check-config"), std::string::npos);
+    auto [uc, uout] = segue::test::run_command({bin, "--bogus"});
+    EXPECT_EQ(uc, 2);
+}
+
+TEST(Cli, CheckConfigAcceptsAndRefuses) {
+    auto bin = segue::test::segue_binary();
+    segue::test::temp_dir d;
+    auto good = d.write("good.yaml", config());
+    auto [gc, gout] = segue::test::run_command({bin, "--config", good, "--check-config"});
+    EXPECT_EQ(gc, 0) << gout;
+    EXPECT_NE(gout.find("listen: \"127.0.0.1:0\""), std::string::npos) << gout;
+
+    auto bad = d.write("bad.yaml",
+                       "server:\n  listen: 127.0.0.1:0\nlimits:\n  max_header_bytes: 1\n  "
+                       "frobnicate: 3\n");
+    auto [bc, bout] = segue::test::run_command({bin, "--config", bad, "--check-config"});
+    EXPECT_EQ(bc, 1);
+    EXPECT_NE(bout.find("limits.max_header_bytes"), std::string::npos) << bout;
+    EXPECT_NE(bout.find("limits.frobnicate"), std::string::npos) << bout;
+    EXPECT_NE(bout.find("bad.yaml:4"), std::string::npos) << bout;
+
+    // A config that fails validation never starts the server either.
+    auto [sc, sout] = segue::test::run_command({bin, "--config", bad});
+    EXPECT_EQ(sc, 1);
+
+    // The shipped configs are valid.
+    for (auto f : {"/config/segue.yaml", "/config/test.yaml"}) {
+        auto [c, out] = segue::test::run_command(
+            {bin, "--config", std::string(SEGUE_SOURCE_DIR) + f, "--check-config"});
+        EXPECT_EQ(c, 0) << f << "\n" << out;
+    }
+}

@@ -1,0 +1,338 @@
+#include "tests/support/process.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace segue::test {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+temp_dir::temp_dir() {
+    std::string tmpl = (fs::temp_directory_path() / "segue-test-XXXXXX").string();
+    if (!::mkdtemp(tmpl.data()))
+        throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+}
+
+temp_dir::~temp_dir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+}
+
+std::string temp_dir::write(const std::string& name, const std::string& content) const {
+    auto p = file(name);
+    std::ofstream out(p, std::ios::binary | std::ios::trunc);
+    out << content;
+    return p;
+}
+
+child_process::~child_process() {
+    if (pid_ > 0 && !status_) {
+        ::kill(pid_, SIGKILL);
+        int st = 0;
+        ::waitpid(pid_, &st, 0);
+    }
+}
+
+void child_process::start(const std::vector<std::string>& argv, const std::string& log_path,
+                          const std::map<std::string, std::string>& env) {
+    status_.reset();
+    pid_ = ::fork();
+    if (pid_ < 0)
+        throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+        int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            ::dup2(fd, 1);
+            ::dup2(fd, 2);
+            ::close(fd);
+        }
+        for (const auto& [k, v] : env)
+            ::setenv(k.c_str(), v.c_str(), 1);
+        std::vector<char*> args;
+        for (const auto& a : argv)
+            args.push_back(const_cast<char*>(a.c_str()));
+        args.push_back(nullptr);
+        ::execv(args[0], args.data());
+        ::_exit(127);
+    }
+}
+
+bool child_process::running() {
+    if (pid_ <= 0 || status_)
+        return false;
+    int st = 0;
+    pid_t r = ::waitpid(pid_, &st, WNOHANG);
+    if (r == pid_) {
+        status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        return false;
+    }
+    return true;
+}
+
+void child_process::signal(int sig) {
+    if (pid_ > 0 && !status_)
+        ::kill(pid_, sig);
+}
+
+std::optional<int> child_process::wait(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (!running())
+            return status_;
+        std::this_thread::sleep_for(10ms);
+    }
+    return running() ? std::nullopt : status_;
+}
+
+std::string segue_binary() {
+    if (const char* p = std::getenv("SEGUE_BINARY"))
+        return p;
+#ifdef SEGUE_BINARY_PATH
+    return SEGUE_BINARY_PATH;
+#else
+    return "segue";
+#endif
+}
+
+segue_process::segue_process(const std::string& config_yaml,
+                             const std::map<std::string, std::string>& env) {
+    auto cfg = dir_.write("segue.yaml", config_yaml);
+    auto port_file = dir_.file("port");
+    proc_.start({segue_binary(), "--config", cfg, "--port-file", port_file}, dir_.file("log"), env);
+    const auto deadline = std::chrono::steady_clock::now() + 15s;
+    while (std::chrono::steady_clock::now() < deadline) {
+        std::ifstream in(port_file);
+        int p = 0;
+        if (in >> p && p > 0) {
+            port_ = static_cast<std::uint16_t>(p);
+            return;
+        }
+        if (!proc_.running())
+            break;
+        std::this_thread::sleep_for(10ms);
+    }
+    throw std::runtime_error("segue did not start; log:\n" + log());
+}
+
+std::string segue_process::log() const {
+    std::ifstream in(dir_.file("log"));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+std::pair<int, std::string> run_command(const std::vector<std::string>& argv,
+                                        const std::string& stdin_data) {
+    temp_dir d;
+    auto in_path = d.write("stdin", stdin_data);
+    auto out_path = d.file("out");
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        int in = ::open(in_path.c_str(), O_RDONLY);
+        int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        ::dup2(in, 0);
+        ::dup2(out, 1);
+        ::dup2(out, 2);
+        std::vector<char*> args;
+        for (const auto& a : argv)
+            args.push_back(const_cast<char*>(a.c_str()));
+        args.push_back(nullptr);
+        ::execvp(args[0], args.data());
+        ::_exit(127);
+    }
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    std::ifstream in(out_path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), ss.str()};
+}
+
+std::optional<std::string> http_response::header(const std::string& lower_name) const {
+    auto it = headers.find(lower_name);
+    if (it == headers.end())
+        return std::nullopt;
+    return it->second;
+}
+
+http_connection::http_connection(std::uint16_t port, std::chrono::milliseconds timeout) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd_ < 0)
+        throw std::runtime_error("socket failed");
+    timeval tv{};
+    tv.tv_sec = timeout.count() / 1000;
+    tv.tv_usec = (timeout.count() % 1000) * 1000;
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    int one = 1;
+    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+        ::close(fd_);
+        fd_ = -1;
+        throw std::runtime_error(std::string("connect failed: ") + std::strerror(errno));
+    }
+}
+
+http_connection::~http_connection() {
+    if (fd_ >= 0)
+        ::close(fd_);
+}
+
+bool http_connection::send_raw(const std::string& bytes) {
+    std::size_t off = 0;
+    while (off < bytes.size()) {
+        ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return false;
+        }
+        off += static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+bool http_connection::fill() {
+    char buf[16384];
+    for (;;) {
+        ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        buffer_.append(buf, static_cast<std::size_t>(n));
+        return true;
+    }
+}
+
+bool http_connection::closed_by_peer(std::chrono::milliseconds wait) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(wait.count())) <= 0)
+        return false;
+    char c;
+    ssize_t n = ::recv(fd_, &c, 1, MSG_PEEK);
+    return n <= 0;
+}
+
+std::optional<http_response> http_connection::read_response(bool skip_interim) {
+    std::size_t header_end;
+    while ((header_end = buffer_.find("\r\n\r\n")) == std::string::npos)
+        if (!fill())
+            return std::nullopt;
+    http_response r;
+    std::istringstream head(buffer_.substr(0, header_end));
+    buffer_.erase(0, header_end + 4);
+    std::string line;
+    std::getline(head, line);
+    {
+        std::istringstream sl(line);
+        std::string version;
+        sl >> version >> r.status;
+        std::getline(sl, r.reason);
+        if (!r.reason.empty() && r.reason.front() == ' ')
+            r.reason.erase(0, 1);
+        if (!r.reason.empty() && r.reason.back() == '\r')
+            r.reason.pop_back();
+    }
+    while (std::getline(head, line)) {
+        if (!line.empty() && line.back() == '\r')
+            line.pop_back();
+        auto colon = line.find(':');
+        if (colon == std::string::npos)
+            continue;
+        std::string name = line.substr(0, colon);
+        std::transform(name.begin(), name.end(), name.begin(), ::tolower);
+        std::string value = line.substr(colon + 1);
+        while (!value.empty() && value.front() == ' ')
+            value.erase(0, 1);
+        r.headers.emplace(name, value);
+    }
+    if (r.status >= 100 && r.status < 200) {
+        if (skip_interim)
+            return read_response();
+        return r;
+    }
+    if (head_) {
+        head_ = false;
+        return r;
+    }
+    if (auto te = r.header("transfer-encoding"); te && te->find("chunked") != std::string::npos) {
+        for (;;) {
+            std::size_t eol;
+            while ((eol = buffer_.find("\r\n")) == std::string::npos)
+                if (!fill())
+                    return std::nullopt;
+            std::size_t size = std::stoul(buffer_.substr(0, eol), nullptr, 16);
+            buffer_.erase(0, eol + 2);
+            while (buffer_.size() < size + 2)
+                if (!fill())
+                    return std::nullopt;
+            r.body.append(buffer_, 0, size);
+            buffer_.erase(0, size + 2);
+            if (size == 0)
+                break;
+        }
+    } else if (auto cl = r.header("content-length")) {
+        std::size_t len = std::stoul(*cl);
+        while (buffer_.size() < len)
+            if (!fill())
+                return std::nullopt;
+        r.body = buffer_.substr(0, len);
+        buffer_.erase(0, len);
+    } else if (r.status != 204 && r.status != 304) {
+        while (fill()) {
+        }
+        r.body = std::move(buffer_);
+        buffer_.clear();
+    }
+    return r;
+}
+
+std::optional<http_response> http_connection::request(const std::string& method,
+                                                      const std::string& target,
+                                                      const std::string& body,
+                                                      const std::vector<std::string>& headers) {
+    std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    for (const auto& h : headers)
+        req += h + "\r\n";
+    if (!body.empty() || method == "POST" || method == "PUT")
+        req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+    req += "\r\n";
+    req += body;
+    head_ = method == "HEAD";
+    if (!send_raw(req))
+        return std::nullopt;
+    return read_response();
+}
+
+std::optional<http_response> http_request(std::uint16_t port, const std::string& method,
+                                          const std::string& target, const std::string& body,
+                                          const std::vector<std::string>& headers) {
+    http_connection c(port);
+    return c.request(method, target, body, headers);
+}
+
+}  // namespace segue::test

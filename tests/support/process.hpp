@@ -1,0 +1,112 @@
+#pragma once
+// Test support: start the real `segue` binary (or a fake provider) as a child process on
+// loopback port 0, and talk HTTP/1.1 to it over plain blocking sockets.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace segue::test {
+
+// A temporary directory removed with the object.
+class temp_dir {
+  public:
+    temp_dir();
+    ~temp_dir();
+    const std::string& path() const { return path_; }
+    std::string file(const std::string& name) const { return path_ + "/" + name; }
+    std::string write(const std::string& name, const std::string& content) const;
+
+  private:
+    std::string path_;
+};
+
+class child_process {
+  public:
+    child_process() = default;
+    ~child_process();  // SIGKILLs a child still running
+    child_process(const child_process&) = delete;
+    child_process& operator=(const child_process&) = delete;
+
+    // Starts `argv[0]` with the given arguments; stdout and stderr go to `log_path`.
+    void start(const std::vector<std::string>& argv, const std::string& log_path,
+               const std::map<std::string, std::string>& env = {});
+    bool running();
+    void signal(int sig);
+    // Waits for exit; returns the exit code, 128+signal if killed, or nullopt on timeout.
+    std::optional<int> wait(std::chrono::milliseconds timeout);
+    pid_t pid() const { return pid_; }
+
+  private:
+    pid_t pid_ = -1;
+    std::optional<int> status_;
+};
+
+// The segue binary started with a config, listening on 127.0.0.1:<ephemeral>.
+class segue_process {
+  public:
+    // `config_yaml` is written to a file in a temporary directory. Waits (bounded) until the
+    // port file appears; throws std::runtime_error with the log on failure.
+    explicit segue_process(const std::string& config_yaml,
+                           const std::map<std::string, std::string>& env = {});
+    std::uint16_t port() const { return port_; }
+    child_process& proc() { return proc_; }
+    std::string log() const;
+    const temp_dir& dir() const { return dir_; }
+
+  private:
+    temp_dir dir_;
+    child_process proc_;
+    std::uint16_t port_ = 0;
+};
+
+std::string segue_binary();
+// Runs a command to completion; returns exit code and combined output.
+std::pair<int, std::string> run_command(const std::vector<std::string>& argv,
+                                        const std::string& stdin_data = {});
+
+struct http_response {
+    int status = 0;
+    std::string reason;
+    std::multimap<std::string, std::string> headers;  // lower-case names
+    std::string body;
+    std::optional<std::string> header(const std::string& lower_name) const;
+};
+
+// A blocking HTTP/1.1 connection with a receive timeout.
+class http_connection {
+  public:
+    explicit http_connection(std::uint16_t port,
+                             std::chrono::milliseconds timeout = std::chrono::seconds(10));
+    ~http_connection();
+    http_connection(const http_connection&) = delete;
+    http_connection& operator=(const http_connection&) = delete;
+
+    bool send_raw(const std::string& bytes);
+    // Reads one response (Content-Length or chunked or until close). nullopt on close/timeout.
+    // 1xx interim responses are skipped unless skip_interim is false.
+    std::optional<http_response> read_response(bool skip_interim = true);
+    // True if the peer has closed the connection (read returns 0 or an error) within `wait`.
+    bool closed_by_peer(std::chrono::milliseconds wait);
+    std::optional<http_response> request(const std::string& method, const std::string& target,
+                                         const std::string& body = {},
+                                         const std::vector<std::string>& headers = {});
+
+  private:
+    int fd_ = -1;
+    bool head_ = false;  // the last request was HEAD: its response has no body
+    std::string buffer_;
+    bool fill();
+};
+
+// One-shot convenience: a fresh connection, one request.
+std::optional<http_response> http_request(std::uint16_t port, const std::string& method,
+                                          const std::string& target, const std::string& body = {},
+                                          const std::vector<std::string>& headers = {});
+
+}  // namespace segue::test
