@@ -1,5 +1,7 @@
 #include "gateway/app.hpp"
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 
@@ -10,13 +12,19 @@
 #include <thread>
 #include <vector>
 
+#include "gateway/api/auth.hpp"
+#include "gateway/api/extensions.hpp"
 #include "gateway/api/system.hpp"
+#include "gateway/core/engine.hpp"
 #include "gateway/http/router.hpp"
 #include "gateway/http/server.hpp"
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/process.hpp"
 #include "gateway/metrics/registry.hpp"
+#include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/runtime/io_pool.hpp"
+#include "gateway/store/db.hpp"
+#include "providers/registry.hpp"
 #include "segue/version.hpp"
 
 namespace segue {
@@ -61,12 +69,22 @@ log::level to_log_level(config::log_level l) {
 
 struct app::impl {
     explicit impl(config::settings s)
-        : settings(std::move(s)), threads(io_thread_count(settings)), pool(threads) {}
+        : settings(std::move(s)),
+          threads(io_thread_count(settings)),
+          pool(threads),
+          blocking(settings.engine.workers),
+          auth(settings.tenants) {}
 
     config::settings settings;
     int threads;
     runtime::io_pool pool;
+    runtime::blocking_pool blocking;
     metrics::registry metrics;
+    api::authenticator auth;
+    std::unique_ptr<store::store> store;
+    std::unique_ptr<store::db> db;
+    std::unique_ptr<providers::registry> providers;
+    std::unique_ptr<core::engine> engine;
     http::router routes;
     std::unique_ptr<http::server> server;
 };
@@ -81,6 +99,23 @@ app::app(config::settings settings) : impl_(std::make_unique<impl>(std::move(set
         .with({build::version, build::revision})
         .set(1);
     api::add_system_routes(d.routes, d.metrics, [&d] { return d.server && d.server->ready(); });
+
+    // Durable state first: nothing is accepted before the store is open and migrated.
+    std::filesystem::create_directories(
+        std::filesystem::absolute(d.settings.storage.sqlite_path).parent_path());
+    std::filesystem::create_directories(d.settings.storage.blob_dir);
+    store::sqlite_options so;
+    so.path = d.settings.storage.sqlite_path;
+    so.synchronous_full = d.settings.storage.sync_full;
+    d.store = store::open_sqlite(so);
+    d.db = std::make_unique<store::db>(*d.store, d.metrics);
+    d.providers = providers::make_registry(d.settings);
+    d.engine = std::make_unique<core::engine>(d.pool.main(), *d.db, *d.providers, d.blocking,
+                                              d.settings, d.metrics);
+    api::add_extension_routes(
+        d.routes, {d.settings, *d.db, *d.engine, *d.providers, d.blocking, d.auth, d.metrics});
+    if (d.auth.tenant_count() == 0)
+        log::warn("no tenants configured: every /v1 request will be refused (401)");
     d.server = std::make_unique<http::server>(d.pool, d.settings, d.routes, d.metrics);
 }
 
@@ -89,6 +124,7 @@ app::~app() = default;
 int app::run(const run_options& options) {
     auto& d = *impl_;
     d.server->start();
+    d.engine->start();
     log::info("listening", {{"address", d.server->local_address()},
                             {"port", static_cast<unsigned>(d.server->port())},
                             {"io_threads", d.threads},
@@ -112,14 +148,25 @@ int app::run(const run_options& options) {
             log::warn("second signal: stopping without waiting for the drain");
             d.pool.stop();
         });
-        d.server->shutdown([&](bool clean) {
-            log::info("drained", {{"clean", clean}});
+        // HTTP drains while the engine finishes its running jobs; then everything stops.
+        auto pending = std::make_shared<int>(2);
+        auto finish = [&d, &signals, pending] {
+            if (--*pending > 0)
+                return;
             signals.cancel();
             d.pool.stop();
+        };
+        d.server->shutdown([finish](bool clean) {
+            log::info("drained", {{"clean", clean}});
+            finish();
         });
+        net::co_spawn(d.pool.main(), d.engine->stop(d.settings.server.drain_timeout),
+                      [finish](std::exception_ptr) { finish(); });
     });
 
     d.pool.run();
+    d.blocking.stop();
+    d.store->close();
     log::info("stopped");
     return exit_code;
 }

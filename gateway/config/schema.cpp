@@ -5,7 +5,9 @@
 // Adding a setting: add the field (with the same default) to settings.hpp, add one
 // declaration below, then regenerate config/README.md (see its intro).
 
+#include <cctype>
 #include <chrono>
+#include <optional>
 
 #include "gateway/config/schema.hpp"
 
@@ -97,6 +99,127 @@ object_schema<log_settings> log_schema() {
     return s;
 }
 
+bool is_hex_sha256_key(const std::string& k) {
+    if (k.rfind("sha256:", 0) != 0)
+        return true;  // a plain key
+    if (k.size() != 7 + 64)
+        return false;
+    for (char c : k.substr(7))
+        if (!std::isxdigit(static_cast<unsigned char>(c)))
+            return false;
+    return true;
+}
+
+object_schema<tenant_settings> tenant_schema() {
+    object_schema<tenant_settings> t;
+    t.field("name", &tenant_settings::name,
+            "Tenant name: owns its tasks, files and credits; never sees another tenant's.")
+        .required();
+    t.field("api_keys", &tenant_settings::api_keys,
+            "API keys (Authorization: Bearer <key>). A key is either the key itself or "
+            "\"sha256:<64 hex digits>\", its SHA-256, so the config need not hold it. Use "
+            "${VAR} to read keys from the environment.")
+        .secret();
+    t.validate([](const tenant_settings& x) -> std::optional<std::string> {
+        if (x.api_keys.empty())
+            return "a tenant needs at least one api key";
+        for (const auto& k : x.api_keys) {
+            if (k.empty())
+                return "api keys must not be empty";
+            if (!is_hex_sha256_key(k))
+                return "a sha256: key must be 64 hex digits";
+        }
+        return std::nullopt;
+    });
+    return t;
+}
+
+object_schema<storage_settings> storage_schema() {
+    object_schema<storage_settings> s;
+    s.field("sqlite_path", &storage_settings::sqlite_path,
+            "SQLite database file (created, with its directory, if missing).")
+        .def("var/segue.db");
+    s.field("blob_dir", &storage_settings::blob_dir,
+            "Directory for spooled uploads and generated audio (a shared volume when several "
+            "replicas run).")
+        .def("var/blobs");
+    s.field("sync_full", &storage_settings::sync_full,
+            "fsync every commit, so a task is on disk before its 202 leaves. Turning it off "
+            "risks losing the last commits on power loss (not on a crash of the process).")
+        .def(true);
+    return s;
+}
+
+object_schema<api_settings> api_schema() {
+    object_schema<api_settings> s;
+    s.field("max_upload_bytes", &api_settings::max_upload_bytes,
+            "Largest multipart upload to POST /v1/extensions (the audio file is streamed to "
+            "disk, never held in memory); larger uploads get 413.")
+        .byte_size()
+        .def(512ull * MiB)
+        .range(1 * MiB, 64ull * GiB);
+    s.field("max_json_bytes", &api_settings::max_json_bytes,
+            "Largest JSON body to POST /v1/extensions; larger bodies get 413.")
+        .byte_size()
+        .def(256 * KiB)
+        .range(1 * KiB, 64 * MiB);
+    s.field("idempotency_retention", &api_settings::idempotency_retention,
+            "How long an Idempotency-Key is remembered.")
+        .def(24h)
+        .range(1min, 24h * 30);
+    s.field("public_base_url", &api_settings::public_base_url,
+            "Base URL clients reach this gateway at (e.g. https://segue.example.com), used for "
+            "absolute file URLs in tasks and events. Empty: URLs are relative (/v1/files/...).")
+        .def("");
+    s.field("default_provider", &api_settings::default_provider,
+            "Provider used when a request names neither provider nor route.")
+        .def("sandbox");
+    return s;
+}
+
+object_schema<engine_settings> engine_schema() {
+    object_schema<engine_settings> s;
+    s.field("workers", &engine_settings::workers,
+            "Threads for blocking work (audio processing, file I/O), off the IO threads.")
+        .def(2)
+        .range(1, 64);
+    s.field("poll_interval", &engine_settings::poll_interval,
+            "How often the task engine looks for due jobs written by other replicas (its own "
+            "jobs wake it at once).")
+        .def(500ms)
+        .range(10ms, 1min);
+    s.field("lease", &engine_settings::lease,
+            "How long a claimed job is reserved; a replica that dies leaves leases that expire "
+            "after this.")
+        .def(2min)
+        .range(1s, 1h);
+    s.field("batch", &engine_settings::batch, "Jobs claimed at once.").def(16).range(1, 1000);
+    return s;
+}
+
+object_schema<sandbox_settings> sandbox_schema() {
+    object_schema<sandbox_settings> s;
+    s.field("enabled", &sandbox_settings::enabled,
+            "The offline sandbox provider: extends audio locally with DSP (a beat-aligned "
+            "crossfaded loop), no account, no network. Not AI.")
+        .def(true);
+    s.field("delay", &sandbox_settings::delay,
+            "Simulated provider latency before the task starts running and before results.")
+        .def(1s)
+        .range(0s, 10min);
+    s.field("default_length", &sandbox_settings::default_length,
+            "Seconds of new audio when the request gives no length.")
+        .def(30.0)
+        .range(1.0, 600.0);
+    return s;
+}
+
+object_schema<providers_settings> providers_schema() {
+    object_schema<providers_settings> s;
+    s.object("sandbox", &providers_settings::sandbox, sandbox_schema(), "The sandbox provider.");
+    return s;
+}
+
 object_schema<settings> make_settings_schema() {
     object_schema<settings> root;
     root.object("server", &settings::server, server_schema(), "The HTTP listener.");
@@ -104,6 +227,14 @@ object_schema<settings> make_settings_schema() {
                 "Per-request and per-connection limits that protect the gateway from slow or "
                 "oversized clients.");
     root.object("log", &settings::log, log_schema(), "Logging.");
+    root.list("tenants", &settings::tenants, tenant_schema(),
+              "Tenants and their API keys. Without any, every /v1 request is refused (401).");
+    root.object("storage", &settings::storage, storage_schema(), "Durable state and files.");
+    root.object("api", &settings::api, api_schema(), "The public extend API.");
+    root.object("engine", &settings::engine, engine_schema(),
+                "The task engine: claims due jobs (submit, poll) from the store.");
+    root.object("providers", &settings::providers, providers_schema(),
+                "Provider plugins and their settings.");
     return root;
 }
 

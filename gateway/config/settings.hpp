@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace segue::config {
 
@@ -38,10 +39,52 @@ struct log_settings {
     bool access = true;
 };
 
+struct tenant_settings {
+    std::string name;
+    // Plain keys, or "sha256:<64 hex>" (the SHA-256 of the key) so configs need not hold them.
+    std::vector<std::string> api_keys;
+};
+
+struct storage_settings {
+    std::string sqlite_path = "var/segue.db";
+    std::string blob_dir = "var/blobs";  // uploads (spool) and generated audio
+    bool sync_full = true;               // fsync every commit
+};
+
+struct api_settings {
+    std::uint64_t max_upload_bytes = 512ull * 1024 * 1024;
+    std::uint64_t max_json_bytes = 256 * 1024;
+    duration idempotency_retention = std::chrono::hours(24);
+    std::string public_base_url;  // absolute file URLs in tasks and events; "" = relative
+    std::string default_provider = "sandbox";
+};
+
+struct engine_settings {
+    int workers = 2;  // threads for blocking work (audio, files)
+    duration poll_interval = std::chrono::milliseconds(500);
+    duration lease = std::chrono::minutes(2);
+    int batch = 16;
+};
+
+struct sandbox_settings {
+    bool enabled = true;
+    duration delay = std::chrono::seconds(1);  // before the provider "starts" and between events
+    double default_length = 30;
+};
+
+struct providers_settings {
+    sandbox_settings sandbox;
+};
+
 struct settings {
     server_settings server;
     limits_settings limits;
     log_settings log;
+    std::vector<tenant_settings> tenants;
+    storage_settings storage;
+    api_settings api;
+    engine_settings engine;
+    providers_settings providers;
 };
 
 }  // namespace segue::config

@@ -61,9 +61,12 @@ class context {
     // The response the connection writes when the handler returns.
     response& res() { return res_; }
 
-    // Streaming responses (Server-Sent Events): sends the status line and headers now with
-    // chunked encoding; after it, `res()` is ignored. Returns false if the client is gone.
-    virtual boost::asio::awaitable<bool> begin_stream(int status, std::string content_type) = 0;
+    // Streaming responses (Server-Sent Events, file downloads): sends the status line and
+    // headers now (plus those already set on res()), chunked unless `content_length` is given;
+    // after it, res().body is ignored. Returns false if the client is gone.
+    virtual boost::asio::awaitable<bool> begin_stream(
+        int status, std::string content_type,
+        std::optional<std::uint64_t> content_length = std::nullopt) = 0;
     virtual boost::asio::awaitable<bool> write_stream(std::string_view data) = 0;
     // True once shutdown has begun: long-lived handlers (SSE) should finish.
     virtual bool draining() const = 0;

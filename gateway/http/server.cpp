@@ -321,16 +321,24 @@ class connection final : public context, public std::enable_shared_from_this<con
         co_return out;
     }
 
-    net::awaitable<bool> begin_stream(int status, std::string content_type) override {
+    net::awaitable<bool> begin_stream(int status, std::string content_type,
+                                      std::optional<std::uint64_t> content_length) override {
         bhttp::response<bhttp::empty_body> r;
         r.version(11);
         r.result(static_cast<unsigned>(status));
         r.set(bhttp::field::content_type, content_type);
-        r.set(bhttp::field::cache_control, "no-cache");
+        for (const auto& [k, v] : res_.headers)
+            r.insert(k, v);
         r.set("X-Request-Id", request_id_);
-        r.chunked(true);
+        if (content_length) {
+            r.content_length(*content_length);
+        } else {
+            r.set(bhttp::field::cache_control, "no-cache");
+            r.chunked(true);
+        }
         r.keep_alive(false);
         streaming_ = true;
+        stream_chunked_ = !content_length;
         stream_status_ = status;
         bhttp::response_serializer<bhttp::empty_body> sr{r};
         stream_.expires_after(limits_.write_timeout);
@@ -342,8 +350,15 @@ class connection final : public context, public std::enable_shared_from_this<con
         if (data.empty())
             co_return true;
         stream_.expires_after(limits_.write_timeout);
-        auto [ec, n] =
-            co_await net::async_write(stream_, bhttp::make_chunk(net::buffer(data)), use_tuple);
+        boost::system::error_code ec;
+        if (stream_chunked_) {
+            auto [wec, n] =
+                co_await net::async_write(stream_, bhttp::make_chunk(net::buffer(data)), use_tuple);
+            ec = wec;
+        } else {
+            auto [wec, n] = co_await net::async_write(stream_, net::buffer(data), use_tuple);
+            ec = wec;
+        }
         bytes_out_ += data.size();
         co_return !ec;
     }
@@ -474,10 +489,12 @@ class connection final : public context, public std::enable_shared_from_this<con
         bool write_ok = true;
         int status = res_.status;
         if (streaming_) {
-            stream_.expires_after(limits_.write_timeout);
-            auto [wec, wn] =
-                co_await net::async_write(stream_, bhttp::make_chunk_last(), use_tuple);
-            write_ok = !wec;
+            if (stream_chunked_) {
+                stream_.expires_after(limits_.write_timeout);
+                auto [wec, wn] =
+                    co_await net::async_write(stream_, bhttp::make_chunk_last(), use_tuple);
+                write_ok = !wec;
+            }
             keep_alive = false;
             status = stream_status_;
         } else {
@@ -615,6 +632,7 @@ class connection final : public context, public std::enable_shared_from_this<con
     bool continue_sent_ = false;
     bool body_failed_ = false;
     bool streaming_ = false;
+    bool stream_chunked_ = true;
     int stream_status_ = 200;
     std::uint64_t bytes_in_ = 0;
     std::uint64_t bytes_out_ = 0;

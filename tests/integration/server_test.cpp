@@ -202,7 +202,7 @@ TEST(Server, MetricsPassPromtoolAndCountRequests) {
     segue_process s(config());
     for (int i = 0; i < 3; ++i)
         ASSERT_TRUE(http_request(s.port(), "GET", "/healthz"));
-    ASSERT_TRUE(http_request(s.port(), "GET", "/v1/extensions/abc-secret-id"));
+    ASSERT_TRUE(http_request(s.port(), "GET", "/nope/abc-secret-id"));
     auto m = http_request(s.port(), "GET", "/metrics");
     ASSERT_TRUE(m);
     EXPECT_EQ(m->status, 200);

@@ -115,7 +115,14 @@ std::string segue_binary() {
 
 segue_process::segue_process(const std::string& config_yaml,
                              const std::map<std::string, std::string>& env) {
-    auto cfg = dir_.write("segue.yaml", config_yaml);
+    // "@DIR@" in the config names this process's own temporary directory.
+    std::string text = config_yaml;
+    for (std::size_t at; (at = text.find("@DIR@")) != std::string::npos;)
+        text.replace(at, 5, dir_.path());
+    if (text.find("storage:") == std::string::npos)
+        text += "storage:\n  sqlite_path: " + dir_.path() + "/segue.db\n  blob_dir: " + dir_.path() +
+                "/blobs\n";
+    auto cfg = dir_.write("segue.yaml", text);
     auto port_file = dir_.file("port");
     proc_.start({segue_binary(), "--config", cfg, "--port-file", port_file}, dir_.file("log"), env);
     const auto deadline = std::chrono::steady_clock::now() + 15s;
@@ -333,6 +340,33 @@ std::optional<http_response> http_request(std::uint16_t port, const std::string&
                                           const std::vector<std::string>& headers) {
     http_connection c(port);
     return c.request(method, target, body, headers);
+}
+
+}  // namespace segue::test
+
+namespace segue::test {
+
+std::string multipart_body(const std::vector<form_part>& parts, const std::string& boundary) {
+    std::string body;
+    for (const auto& p : parts) {
+        body += "--" + boundary + "\r\n";
+        body += "Content-Disposition: form-data; name=\"" + p.name + "\"";
+        if (!p.filename.empty())
+            body += "; filename=\"" + p.filename + "\"";
+        body += "\r\n";
+        if (!p.filename.empty())
+            body += "Content-Type: " + p.content_type + "\r\n";
+        body += "\r\n" + p.value + "\r\n";
+    }
+    body += "--" + boundary + "--\r\n";
+    return body;
+}
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
 }
 
 }  // namespace segue::test

@@ -50,7 +50,8 @@ class child_process {
 // The segue binary started with a config, listening on 127.0.0.1:<ephemeral>.
 class segue_process {
   public:
-    // `config_yaml` is written to a file in a temporary directory. Waits (bounded) until the
+    // `config_yaml` is written to a file in a temporary directory ("@DIR@" in it names that
+    // directory; without a storage section, storage goes there too). Waits (bounded) until the
     // port file appears; throws std::runtime_error with the log on failure.
     explicit segue_process(const std::string& config_yaml,
                            const std::map<std::string, std::string>& env = {});
@@ -108,5 +109,20 @@ class http_connection {
 std::optional<http_response> http_request(std::uint16_t port, const std::string& method,
                                           const std::string& target, const std::string& body = {},
                                           const std::vector<std::string>& headers = {});
+
+}  // namespace segue::test
+
+namespace segue::test {
+
+// A multipart/form-data body as curl -F would send it.
+struct form_part {
+    std::string name;
+    std::string value;
+    std::string filename;  // set for file parts
+    std::string content_type = "application/octet-stream";
+};
+std::string multipart_body(const std::vector<form_part>& parts, const std::string& boundary);
+
+std::string read_file(const std::string& path);
 
 }  // namespace segue::test

@@ -1,0 +1,69 @@
+#include "gateway/api/auth.hpp"
+
+#include <cctype>
+
+#include "gateway/util/crypto.hpp"
+
+namespace segue::api {
+namespace {
+
+std::string unhex(std::string_view hex) {
+    std::string out;
+    out.reserve(hex.size() / 2);
+    auto val = [](char c) -> int {
+        if (c >= '0' && c <= '9')
+            return c - '0';
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        return c - 'a' + 10;
+    };
+    for (std::size_t i = 0; i + 1 < hex.size(); i += 2)
+        out.push_back(static_cast<char>(val(hex[i]) << 4 | val(hex[i + 1])));
+    return out;
+}
+
+}  // namespace
+
+authenticator::authenticator(const std::vector<config::tenant_settings>& tenants)
+    : tenants_(tenants.size()) {
+    for (const auto& t : tenants) {
+        for (const auto& k : t.api_keys) {
+            // The config validated "sha256:" keys as 64 hex digits.
+            if (k.rfind("sha256:", 0) == 0)
+                entries_.push_back({unhex(k.substr(7)), t.name});
+            else
+                entries_.push_back({util::sha256_raw(k), t.name});
+        }
+    }
+}
+
+std::optional<std::string> authenticator::authenticate(
+    std::optional<std::string_view> authorization) const {
+    if (!authorization)
+        return std::nullopt;
+    std::string_view v = *authorization;
+    constexpr std::string_view scheme = "bearer ";
+    if (v.size() <= scheme.size())
+        return std::nullopt;
+    for (std::size_t i = 0; i < scheme.size(); ++i)
+        if (std::tolower(static_cast<unsigned char>(v[i])) != scheme[i])
+            return std::nullopt;
+    v.remove_prefix(scheme.size());
+    while (!v.empty() && v.front() == ' ')
+        v.remove_prefix(1);
+    while (!v.empty() && v.back() == ' ')
+        v.remove_suffix(1);
+    if (v.empty())
+        return std::nullopt;
+    // Digests have a fixed length, so every comparison takes the same time; all entries are
+    // checked so timing does not reveal which tenant's key was close.
+    const std::string digest = util::sha256_raw(v);
+    const entry* found = nullptr;
+    for (const auto& e : entries_)
+        if (util::constant_time_equal(digest, e.digest) && !found)
+            found = &e;
+    if (!found)
+        return std::nullopt;
+    return found->tenant;
+}
+
+}  // namespace segue::api

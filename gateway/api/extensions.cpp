@@ -1,0 +1,864 @@
+#include "gateway/api/extensions.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json.hpp>
+
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+
+#include "gateway/api/auth.hpp"
+#include "gateway/api/problem.hpp"
+#include "gateway/api/validate.hpp"
+#include "gateway/audio/audio.hpp"
+#include "gateway/core/engine.hpp"
+#include "gateway/core/json.hpp"
+#include "gateway/http/message.hpp"
+#include "gateway/http/multipart.hpp"
+#include "gateway/http/router.hpp"
+#include "gateway/log/log.hpp"
+#include "gateway/metrics/registry.hpp"
+#include "gateway/runtime/blocking_pool.hpp"
+#include "gateway/store/db.hpp"
+#include "gateway/util/crypto.hpp"
+#include "providers/provider.hpp"
+#include "providers/registry.hpp"
+
+namespace segue::api {
+namespace {
+
+namespace net = boost::asio;
+namespace json = boost::json;
+namespace fs = std::filesystem;
+using net::awaitable;
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+constexpr std::size_t max_form_field_bytes = 64 * 1024;
+constexpr std::size_t read_chunk = 256 * 1024;
+
+void json_response(http::context& ctx, int status, const json::value& v) {
+    ctx.res().status = status;
+    ctx.res().content_type = "application/json";
+    ctx.res().body = json::serialize(v);
+}
+
+bool accepts_event_stream(http::context& ctx) {
+    auto a = ctx.header("Accept");
+    return a && a->find("text/event-stream") != std::string_view::npos;
+}
+
+std::optional<std::string_view> query_param(std::string_view query, std::string_view name) {
+    while (!query.empty()) {
+        auto amp = query.find('&');
+        auto part = query.substr(0, amp);
+        auto eq = part.find('=');
+        if (part.substr(0, eq) == name)
+            return eq == std::string_view::npos ? std::string_view{} : part.substr(eq + 1);
+        if (amp == std::string_view::npos)
+            break;
+        query.remove_prefix(amp + 1);
+    }
+    return std::nullopt;
+}
+
+std::optional<std::int64_t> parse_int(std::string_view s) {
+    std::int64_t v = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || p != s.data() + s.size() || s.empty())
+        return std::nullopt;
+    return v;
+}
+
+bool valid_idempotency_key(std::string_view k) {
+    if (k.empty() || k.size() > 255)
+        return false;
+    for (unsigned char c : k)
+        if (c < 0x21 || c > 0x7e)
+            return false;
+    return true;
+}
+
+// An upload being spooled to disk. Removed on destruction unless kept.
+class spool_file {
+  public:
+    spool_file(runtime::blocking_pool& blocking, std::string path)
+        : blocking_(blocking), path_(std::move(path)) {}
+    ~spool_file() {
+        if (fd_ >= 0)
+            ::close(fd_);
+        if (!keep_ && opened_) {
+            std::error_code ec;
+            fs::remove(path_, ec);
+        }
+    }
+    awaitable<bool> open() {
+        bool ok = false;
+        co_await blocking_.run([&] {
+            std::error_code ec;
+            fs::create_directories(fs::path(path_).parent_path(), ec);
+            fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+            ok = fd_ >= 0;
+        });
+        opened_ = ok;
+        co_return ok;
+    }
+    // Writes what is pending off the IO thread.
+    awaitable<bool> flush(std::string& pending) {
+        if (pending.empty())
+            co_return true;
+        bool ok = true;
+        co_await blocking_.run([&] {
+            const char* p = pending.data();
+            std::size_t left = pending.size();
+            while (left > 0) {
+                ssize_t n = ::write(fd_, p, left);
+                if (n < 0) {
+                    if (errno == EINTR)
+                        continue;
+                    ok = false;
+                    return;
+                }
+                p += n;
+                left -= static_cast<std::size_t>(n);
+            }
+        });
+        size_ += pending.size();
+        pending.clear();
+        co_return ok;
+    }
+    awaitable<bool> close() {
+        bool ok = true;
+        co_await blocking_.run([&] {
+            // Durable before the task that points at it is.
+            if (::fsync(fd_) != 0)
+                ok = false;
+            if (::close(fd_) != 0)
+                ok = false;
+            fd_ = -1;
+        });
+        co_return ok;
+    }
+    void keep() { keep_ = true; }
+    const std::string& path() const { return path_; }
+    std::uint64_t size() const { return size_; }
+
+  private:
+    runtime::blocking_pool& blocking_;
+    std::string path_;
+    int fd_ = -1;
+    bool opened_ = false;
+    bool keep_ = false;
+    std::uint64_t size_ = 0;
+};
+
+struct handlers : std::enable_shared_from_this<handlers> {
+    explicit handlers(const api_deps& d)
+        : deps(d),
+          created(d.metrics.counter_family("segue_tasks_created_total",
+                                           "Tasks accepted, by provider.", {"provider"})),
+          rejected(d.metrics.counter_family("segue_api_rejected_total",
+                                            "Requests refused by the API, by reason.", {"reason"})),
+          upload_bytes(d.metrics.make_counter("segue_upload_bytes_total",
+                                              "Audio bytes received in uploads.")),
+          spool_bytes(d.metrics.make_gauge("segue_spool_bytes",
+                                           "Bytes of uploads being spooled right now.")),
+          sse_clients(
+              d.metrics.make_gauge("segue_sse_clients", "Open Server-Sent Events streams.")) {}
+
+    // --- auth ---
+    std::optional<std::string> tenant_of(http::context& ctx) {
+        auto t = deps.auth.authenticate(ctx.header("Authorization"));
+        if (!t) {
+            rejected.with({"unauthorized"}).inc();
+            set_problem(ctx.res(), error_kind::unauthorized, "send Authorization: Bearer <api key>",
+                        ctx.path());
+            ctx.res().set_header("WWW-Authenticate", "Bearer");
+        }
+        return t;
+    }
+
+    void refuse(http::context& ctx, error_kind kind, std::string_view reason, std::string detail,
+                std::vector<field_error> errors = {}) {
+        rejected.with({reason}).inc();
+        set_problem(ctx.res(), kind, detail, ctx.path(), errors);
+    }
+
+    awaitable<void> create(http::context& ctx);
+    awaitable<void> get(http::context& ctx);
+    awaitable<void> events(http::context& ctx);
+    awaitable<void> cancel(http::context& ctx);
+    awaitable<void> file(http::context& ctx);
+    awaitable<void> list(http::context& ctx);
+
+    api_deps deps;
+    metrics::family<metrics::counter>& created;
+    metrics::family<metrics::counter>& rejected;
+    metrics::counter& upload_bytes;
+    metrics::gauge& spool_bytes;
+    metrics::gauge& sse_clients;
+};
+
+// Reads a request body up to `limit` bytes. nullopt (and the problem set) on failure.
+awaitable<std::optional<std::string>> read_limited(http::context& ctx, std::uint64_t limit) {
+    std::string body;
+    std::array<char, 16 * 1024> buf;
+    for (;;) {
+        auto c = co_await ctx.read_body(buf);
+        if (c.error != http::body_chunk::failure::none) {
+            if (c.error == http::body_chunk::failure::too_large)
+                set_problem(ctx.res(), error_kind::payload_too_large, "request body too large");
+            else if (c.error == http::body_chunk::failure::timeout)
+                set_problem(ctx.res(), error_kind::request_timeout,
+                            "request body not received in time");
+            else
+                set_problem(ctx.res(), error_kind::bad_request, "malformed request body");
+            co_return std::nullopt;
+        }
+        body.append(buf.data(), c.size);
+        if (body.size() > limit) {
+            set_problem(ctx.res(), error_kind::payload_too_large,
+                        "JSON body exceeds " + std::to_string(limit) + " bytes");
+            co_return std::nullopt;
+        }
+        if (c.done)
+            co_return body;
+    }
+}
+
+awaitable<void> handlers::create(http::context& ctx) {
+    auto self = shared_from_this();
+    auto tenant = tenant_of(ctx);
+    if (!tenant)
+        co_return;
+    const auto& settings = deps.settings;
+
+    std::optional<std::string> idem_key;
+    if (auto k = ctx.header("Idempotency-Key")) {
+        if (!valid_idempotency_key(*k)) {
+            refuse(ctx, error_kind::bad_request, "bad_idempotency_key",
+                   "Idempotency-Key must be 1-255 visible ASCII characters");
+            co_return;
+        }
+        idem_key = std::string(*k);
+    }
+
+    const std::string content_type(ctx.header("Content-Type").value_or(""));
+    json::object fields;
+    bool from_form = false;
+    std::unique_ptr<spool_file> spool;
+    std::string upload_name;
+    std::string upload_sha;
+    std::string file_id;
+
+    if (auto boundary = http::multipart_boundary(content_type)) {
+        from_form = true;
+        if (ctx.content_length() && *ctx.content_length() > settings.api.max_upload_bytes) {
+            refuse(ctx, error_kind::payload_too_large, "too_large",
+                   "upload exceeds " + std::to_string(settings.api.max_upload_bytes) + " bytes");
+            co_return;
+        }
+        // Parse as the body streams in; file bytes go to the spool, never all in memory.
+        std::string current_field;
+        bool in_file = false;
+        bool have_file = false;
+        std::string field_value;
+        std::string pending;  // file bytes parsed from the current chunk, not yet written
+        std::optional<std::string> form_error;
+        util::sha256_stream sha;
+        std::uint64_t file_bytes = 0;
+        bool too_large = false;
+        http::multipart_parser parser(
+            *boundary, {.on_part_begin =
+                            [&](const http::part_info& p) {
+                                if (p.filename || p.name == "audio_file") {
+                                    if (p.name != "audio_file") {
+                                        form_error = "unexpected file field '" + p.name +
+                                                     "' (only audio_file)";
+                                        return false;
+                                    }
+                                    if (have_file) {
+                                        form_error = "audio_file given twice";
+                                        return false;
+                                    }
+                                    have_file = in_file = true;
+                                    upload_name = p.filename.value_or("");
+                                    return true;
+                                }
+                                if (fields.contains(p.name)) {
+                                    form_error = "field '" + p.name + "' given twice";
+                                    return false;
+                                }
+                                current_field = p.name;
+                                field_value.clear();
+                                return true;
+                            },
+                        .on_part_data =
+                            [&](std::string_view d) {
+                                if (in_file) {
+                                    file_bytes += d.size();
+                                    if (file_bytes > settings.api.max_upload_bytes) {
+                                        too_large = true;
+                                        return false;
+                                    }
+                                    sha.update(d);
+                                    pending.append(d);
+                                    return true;
+                                }
+                                if (field_value.size() + d.size() > max_form_field_bytes) {
+                                    form_error = "field '" + current_field + "' is too large";
+                                    return false;
+                                }
+                                field_value.append(d);
+                                return true;
+                            },
+                        .on_part_end =
+                            [&]() {
+                                if (in_file)
+                                    in_file = false;
+                                else
+                                    fields[current_field] = field_value;
+                                return true;
+                            }});
+        std::vector<char> buf(read_chunk);
+        bool failed = false;
+        for (;;) {
+            auto c = co_await ctx.read_body(std::span<char>(buf.data(), buf.size()));
+            if (c.error != http::body_chunk::failure::none) {
+                if (c.error == http::body_chunk::failure::too_large)
+                    refuse(ctx, error_kind::payload_too_large, "too_large", "upload too large");
+                else if (c.error == http::body_chunk::failure::timeout)
+                    refuse(ctx, error_kind::request_timeout, "timeout", "upload stalled");
+                else
+                    refuse(ctx, error_kind::bad_request, "malformed", "malformed request body");
+                failed = true;
+                break;
+            }
+            auto err = parser.feed(std::string_view(buf.data(), c.size));
+            if (!pending.empty()) {
+                if (!spool) {
+                    file_id = util::random_id("file_");
+                    spool = std::make_unique<spool_file>(
+                        deps.blocking,
+                        (fs::path(settings.storage.blob_dir) / "uploads" / file_id).string());
+                    if (!co_await spool->open()) {
+                        refuse(ctx, error_kind::internal, "spool_error", "cannot store the upload");
+                        failed = true;
+                        break;
+                    }
+                }
+                spool_bytes.inc(static_cast<double>(pending.size()));
+                auto n = pending.size();
+                bool ok = co_await spool->flush(pending);
+                spool_bytes.dec(static_cast<double>(n));
+                if (!ok) {
+                    refuse(ctx, error_kind::internal, "spool_error", "cannot store the upload");
+                    failed = true;
+                    break;
+                }
+            }
+            if (err != http::multipart_error::none) {
+                if (too_large)
+                    refuse(ctx, error_kind::payload_too_large, "too_large",
+                           "audio_file exceeds " + std::to_string(settings.api.max_upload_bytes) +
+                               " bytes");
+                else
+                    refuse(ctx, error_kind::bad_request, "malformed",
+                           form_error.value_or("malformed multipart body: " +
+                                               std::string(http::to_string(err))));
+                failed = true;
+                break;
+            }
+            if (c.done) {
+                auto fin = parser.finish();
+                if (fin != http::multipart_error::none) {
+                    refuse(ctx, error_kind::bad_request, "malformed",
+                           "malformed multipart body: " + std::string(http::to_string(fin)));
+                    failed = true;
+                }
+                break;
+            }
+        }
+        if (failed)
+            co_return;
+        if (have_file && !spool) {
+            // An empty file part: still a source, refused as not decodable below.
+            file_id = util::random_id("file_");
+            spool = std::make_unique<spool_file>(
+                deps.blocking,
+                (fs::path(settings.storage.blob_dir) / "uploads" / file_id).string());
+            if (!co_await spool->open()) {
+                refuse(ctx, error_kind::internal, "spool_error", "cannot store the upload");
+                co_return;
+            }
+        }
+        if (spool) {
+            if (!co_await spool->close()) {
+                refuse(ctx, error_kind::internal, "spool_error", "cannot store the upload");
+                co_return;
+            }
+            upload_sha = sha.hex_digest();
+            upload_bytes.inc(static_cast<double>(spool->size()));
+        }
+    } else if (content_type.rfind("application/json", 0) == 0) {
+        if (ctx.content_length() && *ctx.content_length() > settings.api.max_json_bytes) {
+            refuse(ctx, error_kind::payload_too_large, "too_large",
+                   "JSON body exceeds " + std::to_string(settings.api.max_json_bytes) + " bytes");
+            co_return;
+        }
+        auto body = co_await read_limited(ctx, settings.api.max_json_bytes);
+        if (!body) {
+            rejected.with({"malformed"}).inc();
+            co_return;
+        }
+        boost::system::error_code ec;
+        auto v = json::parse(*body, ec);
+        if (ec || !v.is_object()) {
+            refuse(ctx, error_kind::bad_request, "malformed",
+                   ec ? "body is not valid JSON: " + ec.message() : "body must be a JSON object");
+            co_return;
+        }
+        fields = std::move(v.as_object());
+    } else {
+        refuse(ctx, error_kind::unsupported_media_type, "media_type",
+               "send multipart/form-data (with audio_file) or application/json");
+        co_return;
+    }
+
+    validation_input in;
+    in.fields = &fields;
+    in.from_form = from_form;
+    in.has_file = static_cast<bool>(spool);
+    in.provider_exists = [this](std::string_view n) { return deps.providers.find(n) != nullptr; };
+    in.route_exists = [](std::string_view) { return false; };
+    auto v = validate_extend_request(in);
+    auto& req = v.request;
+
+    // The provider must be able to take this request.
+    const std::string provider_name = req.source == core::source_kind::clip
+                                          ? req.clip_provider
+                                          : req.provider.value_or(settings.api.default_provider);
+    if (v.errors.empty()) {
+        auto* p = deps.providers.find(provider_name);
+        if (!p) {
+            v.errors.push_back({"provider", "provider '" + provider_name + "' is not configured"});
+        } else {
+            const auto& caps = p->caps();
+            if (req.source == core::source_kind::file && !caps.source_file)
+                v.errors.push_back({"audio_file", "provider '" + provider_name +
+                                                      "' does not accept uploaded files"});
+            if (req.source == core::source_kind::url && !caps.source_url)
+                v.errors.push_back(
+                    {"audio_url", "provider '" + provider_name + "' does not accept audio URLs"});
+            if (req.source == core::source_kind::clip && !caps.source_clip)
+                v.errors.push_back(
+                    {"clip", "provider '" + provider_name + "' does not accept clips"});
+            if (req.num_outputs > caps.max_outputs)
+                v.errors.push_back(
+                    {"num_outputs", "provider '" + provider_name + "' makes at most " +
+                                        std::to_string(caps.max_outputs) + " output(s)"});
+        }
+    }
+    if (!v.errors.empty()) {
+        std::string detail = std::to_string(v.errors.size()) + " invalid field(s): ";
+        for (std::size_t i = 0; i < v.errors.size(); ++i)
+            detail += (i ? ", " : "") + v.errors[i].field;
+        refuse(ctx, error_kind::validation_failed, "validation", detail, v.errors);
+        co_return;
+    }
+
+    if (spool) {
+        audio::probe_result probe;
+        const std::string path = spool->path();
+        co_await deps.blocking.run([&] { probe = audio::probe(path); });
+        if (!probe.ok) {
+            refuse(ctx, error_kind::unprocessable_audio, "audio", "audio_file: " + probe.error,
+                   {{"audio_file", probe.error}});
+            co_return;
+        }
+        if (req.extend_after > probe.duration_seconds) {
+            std::string m =
+                "is beyond the end of the song (" + std::to_string(probe.duration_seconds) + " s)";
+            refuse(ctx, error_kind::unprocessable_audio, "audio", "extend_after " + m,
+                   {{"extend_after", m}});
+            co_return;
+        }
+        req.audio_file_id = file_id;
+        req.audio_filename = upload_name;
+        req.source_duration = probe.duration_seconds;
+        req.source_sample_rate = probe.sample_rate;
+        req.source_channels = probe.channels;
+    }
+
+    // The task as it will be stored, and the 202 it answers (also kept for idempotent replays).
+    const auto now = core::now_ms();
+    store::task_row task;
+    task.id = util::random_id("ext_");
+    task.tenant = *tenant;
+    task.status = std::string(core::to_string(core::task_status::queued));
+    task.provider = provider_name;
+    task.request_json = core::request_to_json(req);
+    task.num_outputs = req.num_outputs;
+    task.idempotency_key = idem_key.value_or("");
+    task.created_at = task.updated_at = now;
+    std::vector<store::output_row> outs;
+    for (int i = 1; i <= req.num_outputs; ++i)
+        outs.push_back(
+            {task.id, i, std::string(core::to_string(core::output_status::pending)), "{}", now});
+    const std::string response_body = json::serialize(core::task_document(task, outs, {}));
+
+    std::string request_hash;
+    if (idem_key) {
+        auto canon = req;
+        canon.audio_file_id.clear();
+        request_hash = util::sha256_hex(core::request_to_json(canon) + "|" + upload_sha);
+    }
+
+    enum class outcome { created, replay, conflict } result = outcome::created;
+    store::idempotency_row existing;
+    const auto retention = static_cast<store::millis>(settings.api.idempotency_retention.count());
+    co_await deps.db.write([&](store::transaction& tx) {
+        if (idem_key) {
+            auto prior = tx.get_idempotency(*tenant, *idem_key);
+            if (prior && prior->created_at < now - retention) {
+                tx.delete_idempotency_before(now - retention);
+                prior.reset();
+            }
+            if (prior) {
+                existing = *prior;
+                result = prior->request_hash == request_hash ? outcome::replay : outcome::conflict;
+                return;
+            }
+        }
+        core::engine::create_task(tx, task);
+        if (spool) {
+            store::file_row f;
+            f.id = file_id;
+            f.tenant = *tenant;
+            f.task_id = task.id;
+            f.kind = "upload";
+            f.content_type = "application/octet-stream";
+            f.path = (fs::path("uploads") / file_id).string();
+            f.size = static_cast<std::int64_t>(spool->size());
+            f.sha256 = upload_sha;
+            f.created_at = now;
+            tx.insert_file(f);
+        }
+        if (idem_key) {
+            store::idempotency_row r;
+            r.tenant = *tenant;
+            r.key = *idem_key;
+            r.request_hash = request_hash;
+            r.task_id = task.id;
+            r.response_status = 202;
+            r.response_body = response_body;
+            r.created_at = now;
+            tx.insert_idempotency(r);
+        }
+    });
+    if (result == outcome::conflict) {
+        refuse(ctx, error_kind::conflict, "idempotency_conflict",
+               "Idempotency-Key was used with a different request");
+        co_return;
+    }
+    if (result == outcome::replay) {
+        ctx.res().status = existing.response_status;
+        ctx.res().content_type = "application/json";
+        ctx.res().body = existing.response_body;
+        ctx.res().set_header("Location", "/v1/extensions/" + existing.task_id);
+        ctx.res().set_header("Idempotent-Replayed", "true");
+        co_return;
+    }
+    if (spool)
+        spool->keep();
+    deps.engine.notify();
+    created.with({provider_name}).inc();
+    ctx.res().status = 202;
+    ctx.res().content_type = "application/json";
+    ctx.res().body = response_body;
+    ctx.res().set_header("Location", "/v1/extensions/" + task.id);
+    log::info("task created", {{"task_id", task.id},
+                               {"tenant", *tenant},
+                               {"provider", provider_name},
+                               {"request_id", ctx.request_id()}});
+}
+
+awaitable<void> handlers::get(http::context& ctx) {
+    auto self = shared_from_this();
+    auto tenant = tenant_of(ctx);
+    if (!tenant)
+        co_return;
+    const std::string id(ctx.param("id"));
+    std::optional<store::task_row> t;
+    std::vector<store::output_row> outs;
+    std::vector<store::attempt_row> atts;
+    co_await deps.db.read([&](store::transaction& tx) {
+        t = tx.get_task(id);
+        if (!t || t->tenant != *tenant)
+            return;
+        outs = tx.get_outputs(id);
+        atts = tx.get_attempts(id);
+    });
+    // Another tenant's task answers exactly like a missing one.
+    if (!t || t->tenant != *tenant) {
+        set_problem(ctx.res(), error_kind::not_found, "no such extension", ctx.path());
+        co_return;
+    }
+    json_response(ctx, 200, core::task_document(*t, outs, atts));
+    ctx.res().set_header("ETag", "\"" + std::to_string(t->version) + "\"");
+}
+
+awaitable<void> handlers::list(http::context& ctx) {
+    auto self = shared_from_this();
+    auto tenant = tenant_of(ctx);
+    if (!tenant)
+        co_return;
+    int limit = 20;
+    if (auto l = query_param(ctx.query(), "limit")) {
+        auto n = parse_int(*l);
+        if (!n || *n < 1 || *n > 100) {
+            set_problem(ctx.res(), error_kind::bad_request, "limit must be 1..100", ctx.path(),
+                        {{"limit", "must be an integer from 1 to 100"}});
+            co_return;
+        }
+        limit = static_cast<int>(*n);
+    }
+    std::string before(query_param(ctx.query(), "before").value_or(""));
+    std::vector<store::task_row> rows;
+    co_await deps.db.read(
+        [&](store::transaction& tx) { rows = tx.list_tasks(*tenant, limit + 1, before); });
+    json::array data;
+    const bool more = static_cast<int>(rows.size()) > limit;
+    for (int i = 0; i < static_cast<int>(rows.size()) && i < limit; ++i) {
+        json::object o;
+        o["id"] = rows[i].id;
+        o["status"] = rows[i].status;
+        o["provider"] = rows[i].provider;
+        o["created_at"] = core::iso8601(rows[i].created_at);
+        data.emplace_back(std::move(o));
+    }
+    json::object body;
+    body["data"] = std::move(data);
+    body["has_more"] = more;
+    json_response(ctx, 200, body);
+}
+
+awaitable<void> handlers::events(http::context& ctx) {
+    auto self = shared_from_this();
+    auto tenant = tenant_of(ctx);
+    if (!tenant)
+        co_return;
+    const std::string id(ctx.param("id"));
+    std::int64_t after = 0;
+    if (auto a = query_param(ctx.query(), "after")) {
+        auto n = parse_int(*a);
+        if (!n || *n < 0) {
+            set_problem(ctx.res(), error_kind::bad_request, "after must be a sequence number",
+                        ctx.path(), {{"after", "must be an integer >= 0"}});
+            co_return;
+        }
+        after = *n;
+    }
+    const bool sse = accepts_event_stream(ctx);
+    if (sse) {
+        // Reconnecting EventSource clients send the last id they saw.
+        if (auto last = ctx.header("Last-Event-ID")) {
+            if (auto n = parse_int(*last); n && *n >= 0)
+                after = std::max(after, *n);
+        }
+    }
+    int limit = 100;
+    if (auto l = query_param(ctx.query(), "limit")) {
+        auto n = parse_int(*l);
+        if (!n || *n < 1 || *n > 1000) {
+            set_problem(ctx.res(), error_kind::bad_request, "limit must be 1..1000", ctx.path(),
+                        {{"limit", "must be an integer from 1 to 1000"}});
+            co_return;
+        }
+        limit = static_cast<int>(*n);
+    }
+
+    std::optional<store::task_row> t;
+    std::vector<store::event_row> evs;
+    co_await deps.db.read([&](store::transaction& tx) {
+        t = tx.get_task(id);
+        if (t && t->tenant == *tenant)
+            evs = tx.get_events(id, after, limit + 1);
+    });
+    if (!t || t->tenant != *tenant) {
+        set_problem(ctx.res(), error_kind::not_found, "no such extension", ctx.path());
+        co_return;
+    }
+
+    if (!sse) {
+        json::array data;
+        const bool more = static_cast<int>(evs.size()) > limit;
+        std::int64_t last = after;
+        for (int i = 0; i < static_cast<int>(evs.size()) && i < limit; ++i) {
+            data.emplace_back(core::event_document(evs[i]));
+            last = evs[i].seq;
+        }
+        json::object body;
+        body["data"] = std::move(data);
+        body["has_more"] = more;
+        body["next_after"] = last;
+        json_response(ctx, 200, body);
+        co_return;
+    }
+
+    // Server-Sent Events: the log from `after`, then live until the task is final.
+    ctx.res().set_header("X-Accel-Buffering", "no");  // nginx-style proxies must not buffer
+    if (!co_await ctx.begin_stream(200, "text/event-stream"))
+        co_return;
+    sse_clients.inc();
+    struct gauge_guard {
+        metrics::gauge& g;
+        ~gauge_guard() { g.dec(); }
+    } guard{sse_clients};
+    if (!co_await ctx.write_stream("retry: 1000\n\n"))
+        co_return;
+    net::steady_timer timer(co_await net::this_coro::executor);
+    auto last_write = std::chrono::steady_clock::now();
+    for (;;) {
+        for (const auto& e : evs) {
+            std::string frame = "id: " + std::to_string(e.seq) + "\nevent: " + e.type +
+                                "\ndata: " + json::serialize(core::event_document(e)) + "\n\n";
+            if (!co_await ctx.write_stream(frame))
+                co_return;
+            after = e.seq;
+            last_write = std::chrono::steady_clock::now();
+        }
+        const bool final_state = core::is_terminal(
+            core::parse_task_status(t->status).value_or(core::task_status::failed));
+        if (final_state && evs.empty())
+            co_return;  // everything up to the final event was sent
+        if (ctx.draining())
+            co_return;
+        if (evs.empty()) {
+            if (std::chrono::steady_clock::now() - last_write > std::chrono::seconds(15)) {
+                if (!co_await ctx.write_stream(": keep-alive\n\n"))
+                    co_return;
+                last_write = std::chrono::steady_clock::now();
+            }
+            timer.expires_after(std::chrono::milliseconds(200));
+            co_await timer.async_wait(use_tuple);
+        }
+        evs.clear();
+        co_await deps.db.read([&](store::transaction& tx) {
+            t = tx.get_task(id);
+            evs = tx.get_events(id, after, 100);
+        });
+        if (!t)
+            co_return;
+    }
+}
+
+awaitable<void> handlers::cancel(http::context& ctx) {
+    auto self = shared_from_this();
+    auto tenant = tenant_of(ctx);
+    if (!tenant)
+        co_return;
+    const std::string id(ctx.param("id"));
+    auto outcome = co_await deps.engine.cancel(id, *tenant);
+    if (outcome == core::engine::cancel_outcome::not_found) {
+        set_problem(ctx.res(), error_kind::not_found, "no such extension", ctx.path());
+        co_return;
+    }
+    std::optional<store::task_row> t;
+    std::vector<store::output_row> outs;
+    std::vector<store::attempt_row> atts;
+    co_await deps.db.read([&](store::transaction& tx) {
+        t = tx.get_task(id);
+        outs = tx.get_outputs(id);
+        atts = tx.get_attempts(id);
+    });
+    if (outcome == core::engine::cancel_outcome::already_final) {
+        set_problem(ctx.res(), error_kind::conflict,
+                    "the extension is already " + (t ? t->status : std::string("final")),
+                    ctx.path());
+        co_return;
+    }
+    json_response(ctx, 200, core::task_document(*t, outs, atts));
+}
+
+awaitable<void> handlers::file(http::context& ctx) {
+    auto self = shared_from_this();
+    auto tenant = tenant_of(ctx);
+    if (!tenant)
+        co_return;
+    const std::string id(ctx.param("id"));
+    std::optional<store::file_row> f;
+    co_await deps.db.read([&](store::transaction& tx) { f = tx.get_file(id); });
+    if (!f || f->tenant != *tenant) {
+        set_problem(ctx.res(), error_kind::not_found, "no such file", ctx.path());
+        co_return;
+    }
+    const std::string path = (fs::path(deps.settings.storage.blob_dir) / f->path).string();
+    int fd = -1;
+    std::uint64_t size = 0;
+    co_await deps.blocking.run([&] {
+        fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            std::error_code ec;
+            size = fs::file_size(path, ec);
+        }
+    });
+    if (fd < 0) {
+        log::error("file missing from blob store", {{"file_id", id}, {"path", path}});
+        set_problem(ctx.res(), error_kind::internal, "the file cannot be read", ctx.path());
+        co_return;
+    }
+    struct fd_guard {
+        int fd;
+        ~fd_guard() { ::close(fd); }
+    } guard{fd};
+    ctx.res().set_header("Cache-Control", "private, max-age=3600");
+    if (!co_await ctx.begin_stream(200, f->content_type, size))
+        co_return;
+    if (ctx.method() == "HEAD")
+        co_return;
+    std::string buf;
+    std::uint64_t sent = 0;
+    while (sent < size) {
+        ssize_t n = 0;
+        co_await deps.blocking.run([&] {
+            buf.resize(read_chunk);
+            n = ::read(fd, buf.data(), buf.size());
+        });
+        if (n <= 0)
+            break;
+        if (!co_await ctx.write_stream(std::string_view(buf.data(), static_cast<std::size_t>(n))))
+            break;
+        sent += static_cast<std::uint64_t>(n);
+    }
+}
+
+}  // namespace
+
+void add_extension_routes(http::router& routes, const api_deps& deps) {
+    auto h = std::make_shared<handlers>(deps);
+    const auto& s = deps.settings;
+    const std::uint64_t max_body =
+        std::max<std::uint64_t>(s.api.max_upload_bytes, s.api.max_json_bytes) +
+        64 * 1024;  // multipart framing and text fields
+    routes.add("POST", "/v1/extensions", [h](http::context& c) { return h->create(c); },
+               {.body = http::body_mode::streamed, .max_body_bytes = max_body});
+    routes.add("GET", "/v1/extensions", [h](http::context& c) { return h->list(c); });
+    routes.add("GET", "/v1/extensions/{id}", [h](http::context& c) { return h->get(c); });
+    routes.add("GET", "/v1/extensions/{id}/events", [h](http::context& c) { return h->events(c); });
+    routes.add("POST", "/v1/extensions/{id}/cancel",
+               [h](http::context& c) { return h->cancel(c); });
+    routes.add("GET", "/v1/files/{id}", [h](http::context& c) { return h->file(c); });
+}
+
+}  // namespace segue::api

@@ -1,0 +1,41 @@
+#pragma once
+// The public extend API (v1): submit, read, events (JSON and Server-Sent Events), cancel, files.
+
+#include "gateway/config/settings.hpp"
+
+namespace segue::http {
+class router;
+}
+namespace segue::store {
+class db;
+}
+namespace segue::core {
+class engine;
+}
+namespace segue::providers {
+class registry;
+}
+namespace segue::runtime {
+class blocking_pool;
+}
+namespace segue::metrics {
+class registry;
+}
+
+namespace segue::api {
+
+class authenticator;
+
+struct api_deps {
+    const config::settings& settings;
+    store::db& db;
+    core::engine& engine;
+    providers::registry& providers;
+    runtime::blocking_pool& blocking;
+    const authenticator& auth;
+    metrics::registry& metrics;
+};
+
+void add_extension_routes(http::router& routes, const api_deps& deps);
+
+}  // namespace segue::api

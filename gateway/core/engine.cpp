@@ -1,0 +1,738 @@
+#include "gateway/core/engine.hpp"
+
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <system_error>
+
+#include "gateway/core/json.hpp"
+#include "gateway/core/model.hpp"
+#include "gateway/log/log.hpp"
+#include "gateway/metrics/registry.hpp"
+#include "gateway/runtime/blocking_pool.hpp"
+#include "gateway/store/db.hpp"
+#include "gateway/util/crypto.hpp"
+#include "providers/provider.hpp"
+#include "providers/registry.hpp"
+
+namespace segue::core {
+
+namespace net = boost::asio;
+namespace json = boost::json;
+namespace fs = std::filesystem;
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+namespace {
+
+// Thrown inside a unit of work when this replica no longer holds the job's lease: the unit
+// rolls back and the engine drops the result (the new lease holder redoes the work).
+struct lease_lost : std::runtime_error {
+    lease_lost() : std::runtime_error("job lease lost") {}
+};
+
+json::object parse_object(const std::string& text) {
+    if (text.empty())
+        return {};
+    boost::system::error_code ec;
+    auto v = json::parse(text, ec);
+    if (ec || !v.is_object())
+        return {};
+    return v.as_object();
+}
+
+json::object error_object(std::string_view code, error_class cls, std::string_view message,
+                          std::string_view provider) {
+    json::object e;
+    e["code"] = code;
+    e["class"] = to_string(cls);
+    e["message"] = message;
+    if (!provider.empty())
+        e["provider"] = provider;
+    return e;
+}
+
+json::array lyrics_array(const std::vector<lyric_line>& lines) {
+    json::array a;
+    for (const auto& l : lines) {
+        json::object o;
+        o["text"] = l.text;
+        o["start_ms"] = l.start_ms;
+        o["end_ms"] = l.end_ms;
+        a.emplace_back(std::move(o));
+    }
+    return a;
+}
+
+}  // namespace
+
+struct engine::impl : std::enable_shared_from_this<engine::impl> {
+    impl(net::io_context& io, store::db& d, providers::registry& p, runtime::blocking_pool& b,
+         const config::settings& s, metrics::registry& m)
+        : ioc(io),
+          db(d),
+          registry(p),
+          blocking(b),
+          settings(s),
+          timer(io),
+          owner(util::random_id("eng_")),
+          jobs(m.counter_family("segue_engine_jobs_total", "Jobs run by the task engine.",
+                                {"kind", "outcome"})),
+          tasks_created(m.counter_family("segue_tasks_created_total",
+                                         "Tasks accepted, by provider.", {"provider"})),
+          tasks_finished(m.counter_family("segue_tasks_finished_total",
+                                          "Tasks that reached a final status.",
+                                          {"provider", "status"})),
+          task_duration(m.histogram_family(
+              "segue_task_duration_seconds", "From acceptance to a final status, by provider.",
+              {"provider"}, {0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600})),
+          running_gauge(m.make_gauge("segue_engine_jobs_running", "Jobs being run right now.")) {}
+
+    net::awaitable<void> loop();
+    net::awaitable<void> run_job(store::job_row job);
+    net::awaitable<void> apply(const store::job_row& job, const std::string& provider_name,
+                               int attempt_number, providers::update u);
+    void finalize(store::transaction& tx, store::task_row& t, std::vector<store::output_row>& outs,
+                  store::attempt_row* attempt, std::optional<json::object> error);
+    std::string file_url(const std::string& id) const {
+        return settings.api.public_base_url + "/v1/files/" + id;
+    }
+
+    net::io_context& ioc;
+    store::db& db;
+    providers::registry& registry;
+    runtime::blocking_pool& blocking;
+    const config::settings& settings;
+    net::steady_timer timer;
+    std::string owner;
+    bool stopping = false;
+    bool wake = false;
+    int running = 0;
+
+    metrics::family<metrics::counter>& jobs;
+    metrics::family<metrics::counter>& tasks_created;
+    metrics::family<metrics::counter>& tasks_finished;
+    metrics::family<metrics::histogram>& task_duration;
+    metrics::gauge& running_gauge;
+};
+
+namespace {
+net::awaitable<void> run_loop(std::shared_ptr<engine::impl> self) {
+    co_await self->loop();
+}
+}  // namespace
+
+engine::engine(net::io_context& ioc, store::db& db, providers::registry& providers,
+               runtime::blocking_pool& blocking, const config::settings& settings,
+               metrics::registry& metrics)
+    : impl_(std::make_shared<impl>(ioc, db, providers, blocking, settings, metrics)) {}
+
+engine::~engine() = default;
+
+void engine::start() {
+    auto self = impl_;
+    net::co_spawn(self->ioc, run_loop(self), net::detached);
+}
+
+void engine::notify() {
+    auto self = impl_;
+    net::post(self->ioc, [self] {
+        self->wake = true;
+        self->timer.cancel();
+    });
+}
+
+net::awaitable<void> engine::stop(std::chrono::milliseconds deadline) {
+    auto self = impl_;
+    self->stopping = true;
+    self->timer.cancel();
+    net::steady_timer t(self->ioc);
+    const auto until = std::chrono::steady_clock::now() + deadline;
+    while (self->running > 0 && std::chrono::steady_clock::now() < until) {
+        t.expires_after(std::chrono::milliseconds(20));
+        co_await t.async_wait(use_tuple);
+    }
+    if (self->running > 0)
+        log::warn("engine stopped with jobs still running; their leases will expire",
+                  {{"running", self->running}});
+}
+
+net::awaitable<void> engine::impl::loop() {
+    auto self = shared_from_this();
+    const int batch = settings.engine.batch;
+    while (!stopping) {
+        wake = false;
+        std::vector<store::job_row> claimed;
+        std::optional<store::millis> next_due;
+        const int slots = batch - running;
+        if (slots > 0) {
+            try {
+                const auto now = now_ms();
+                const auto lease = static_cast<store::millis>(settings.engine.lease.count());
+                co_await db.write([&](store::transaction& tx) {
+                    claimed = tx.claim_jobs(owner, now, lease, slots);
+                    if (static_cast<int>(claimed.size()) < slots)
+                        next_due = tx.next_job_due();
+                });
+            } catch (const std::exception& e) {
+                log::error("claiming jobs failed", {{"error", e.what()}});
+                jobs.with({"claim", "store_error"}).inc();
+            }
+        }
+        for (auto& j : claimed) {
+            ++running;
+            running_gauge.set(running);
+            net::co_spawn(ioc, run_job(std::move(j)), [self](std::exception_ptr e) {
+                --self->running;
+                self->running_gauge.set(self->running);
+                if (e) {
+                    try {
+                        std::rethrow_exception(e);
+                    } catch (const std::exception& ex) {
+                        log::error("job crashed", {{"error", ex.what()}});
+                    }
+                }
+                // A slot is free: look for more work.
+                self->wake = true;
+                self->timer.cancel();
+            });
+        }
+        if (stopping)
+            break;
+        if (!claimed.empty() && static_cast<int>(claimed.size()) == slots)
+            continue;
+        if (wake)
+            continue;
+        auto wait =
+            std::chrono::duration_cast<std::chrono::milliseconds>(settings.engine.poll_interval);
+        if (next_due) {
+            auto until =
+                std::chrono::milliseconds(std::max<store::millis>(0, *next_due - now_ms()));
+            wait = std::min(wait, until);
+        }
+        if (running >= batch)
+            wait = std::chrono::duration_cast<std::chrono::milliseconds>(
+                settings.engine.poll_interval);
+        timer.expires_after(wait);
+        co_await timer.async_wait(use_tuple);
+    }
+}
+
+net::awaitable<void> engine::impl::run_job(store::job_row job) {
+    auto self = shared_from_this();
+    std::optional<store::task_row> task;
+    std::vector<store::attempt_row> attempts;
+    co_await db.read([&](store::transaction& tx) {
+        task = tx.get_task(job.task_id);
+        if (task)
+            attempts = tx.get_attempts(job.task_id);
+    });
+    if (!task || is_terminal(parse_task_status(task->status).value_or(task_status::failed))) {
+        co_await db.write([&](store::transaction& tx) { tx.complete_job(job.id, owner); });
+        jobs.with({job.kind, "obsolete"}).inc();
+        co_return;
+    }
+    extend_request req = request_from_json(task->request_json);
+    const std::string provider_name = !task->provider.empty()
+                                          ? task->provider
+                                          : req.provider.value_or(settings.api.default_provider);
+    providers::provider* p = registry.find(provider_name);
+
+    providers::task_view view;
+    view.task_id = task->id;
+    view.tenant = task->tenant;
+    view.request = req;
+    if (req.source == source_kind::file && !req.audio_file_id.empty()) {
+        std::optional<store::file_row> f;
+        co_await db.read([&](store::transaction& tx) { f = tx.get_file(req.audio_file_id); });
+        if (f)
+            view.input_path = (fs::path(settings.storage.blob_dir) / f->path).string();
+    }
+    const store::attempt_row* latest = attempts.empty() ? nullptr : &attempts.back();
+    int attempt_number = latest ? latest->number : 0;
+    const fs::path work = fs::path(settings.storage.blob_dir) / "outputs" / task->id;
+    providers::services svc{blocking, work.string()};
+
+    providers::update u;
+    if (!p) {
+        u.what = providers::update::kind::failed;
+        u.error = error_class::rejected;
+        u.error_code = "unknown_provider";
+        u.error_message = "provider '" + provider_name + "' is not configured";
+    } else if (job.kind == "submit") {
+        attempt_number += 1;
+        view.attempt = attempt_number;
+        view.callback_token = util::random_id("cb_");
+        // The attempt is recorded before anything leaves, so a crash mid-submit is visible.
+        store::attempt_row a;
+        a.task_id = task->id;
+        a.number = attempt_number;
+        a.provider = provider_name;
+        a.callback_token = view.callback_token;
+        a.status = "submitting";
+        a.started_at = now_ms();
+        co_await db.write([&](store::transaction& tx) {
+            auto t = tx.get_task(task->id);
+            if (!t)
+                return;
+            t->provider = provider_name;
+            t->updated_at = now_ms();
+            tx.update_task(*t);
+            tx.upsert_attempt(a);
+        });
+        co_await blocking.run([work] { fs::create_directories(work); });
+        try {
+            u = co_await p->submit(view, svc);
+        } catch (const std::exception& e) {
+            u = {};
+            u.what = providers::update::kind::failed;
+            u.error = error_class::unknown;
+            u.error_code = "provider_error";
+            u.error_message = e.what();
+        }
+    } else if (job.kind == "poll") {
+        if (!latest) {
+            co_await db.write([&](store::transaction& tx) { tx.complete_job(job.id, owner); });
+            co_return;
+        }
+        view.attempt = latest->number;
+        view.provider_task_id = latest->provider_task_id;
+        view.callback_token = latest->callback_token;
+        view.state_json = latest->state_json;
+        co_await blocking.run([work] { fs::create_directories(work); });
+        try {
+            u = co_await p->poll(view, svc);
+        } catch (const std::exception& e) {
+            u = {};
+            u.what = providers::update::kind::failed;
+            u.error = error_class::unknown;
+            u.error_code = "provider_error";
+            u.error_message = e.what();
+        }
+    } else {
+        log::warn("unknown job kind", {{"kind", job.kind}, {"task_id", job.task_id}});
+        co_await db.write([&](store::transaction& tx) { tx.complete_job(job.id, owner); });
+        jobs.with({"unknown", "dropped"}).inc();
+        co_return;
+    }
+    try {
+        co_await apply(job, provider_name, attempt_number, std::move(u));
+        jobs.with({job.kind, "ok"}).inc();
+    } catch (const lease_lost&) {
+        jobs.with({job.kind, "lease_lost"}).inc();
+        log::warn("job lease lost; result dropped", {{"task_id", job.task_id}, {"kind", job.kind}});
+    } catch (const std::exception& e) {
+        jobs.with({job.kind, "store_error"}).inc();
+        log::error("applying job result failed", {{"task_id", job.task_id}, {"error", e.what()}});
+    }
+}
+
+net::awaitable<void> engine::impl::apply(const store::job_row& job,
+                                         const std::string& provider_name, int attempt_number,
+                                         providers::update u) {
+    // Locally produced files: measure them off the IO thread, then register them in the
+    // same transaction as the outputs that point at them.
+    struct staged {
+        store::file_row row;
+    };
+    std::map<std::string, staged> files;  // by absolute path
+    auto stage = [&](const providers::local_file& lf) {
+        if (files.count(lf.path))
+            return;
+        store::file_row f;
+        f.id = util::random_id("file_");
+        f.kind = "output";
+        f.content_type = lf.content_type;
+        std::error_code ec;
+        auto rel = fs::relative(lf.path, settings.storage.blob_dir, ec);
+        f.path = ec ? lf.path : rel.string();
+        files[lf.path] = {f};
+    };
+    for (const auto& o : u.outputs) {
+        if (o.mp3)
+            stage(*o.mp3);
+        if (o.wav)
+            stage(*o.wav);
+    }
+    if (u.cover_file)
+        stage(*u.cover_file);
+    if (!files.empty()) {
+        co_await blocking.run([&files] {
+            for (auto& [path, s] : files) {
+                std::error_code ec;
+                s.row.size = static_cast<std::int64_t>(fs::file_size(path, ec));
+            }
+        });
+    }
+
+    bool notify_after = false;
+    std::string final_status;
+    store::millis created_at = 0;
+    co_await db.write([&](store::transaction& tx) {
+        auto t = tx.get_task(job.task_id);
+        if (!t) {
+            tx.complete_job(job.id, owner);
+            return;
+        }
+        const auto status = parse_task_status(t->status).value_or(task_status::failed);
+        if (is_terminal(status)) {
+            tx.complete_job(job.id, owner);
+            return;
+        }
+        auto attempts = tx.get_attempts(t->id);
+        store::attempt_row* attempt = nullptr;
+        for (auto& a : attempts)
+            if (a.number == attempt_number)
+                attempt = &a;
+        auto outs = tx.get_outputs(t->id);
+        const auto now = now_ms();
+
+        // Keep the job (polled again later) or finish it; either way only while we hold it.
+        auto keep_or_finish = [&](bool keep, std::int64_t delay_ms) {
+            bool ok = keep ? tx.reschedule_job(job.id, owner, now + delay_ms, job.payload_json)
+                           : tx.complete_job(job.id, owner);
+            if (!ok)
+                throw lease_lost();
+        };
+
+        for (auto& [path, s] : files) {
+            s.row.tenant = t->tenant;
+            s.row.task_id = t->id;
+            s.row.created_at = now;
+            tx.insert_file(s.row);
+        }
+        if (attempt && !u.state_json.empty())
+            attempt->state_json = u.state_json;
+        if (!u.warnings.empty()) {
+            json::array w;
+            auto old = parse_object(
+                "{\"w\":" + (t->warnings_json.empty() ? std::string("[]") : t->warnings_json) +
+                "}");
+            if (old.contains("w") && old["w"].is_array())
+                w = old["w"].as_array();
+            for (const auto& s : u.warnings)
+                if (std::find(w.begin(), w.end(), json::value(s)) == w.end())
+                    w.emplace_back(s);
+            t->warnings_json = json::serialize(w);
+        }
+        if (!u.method.empty()) {
+            // Shown on every output: how it was made (the sandbox says it is not AI).
+            for (auto& o : outs) {
+                auto d = parse_object(o.data_json);
+                if (!d.contains("method")) {
+                    d["method"] = u.method;
+                    o.data_json = json::serialize(d);
+                    tx.upsert_output(o);
+                }
+            }
+        }
+
+        switch (u.what) {
+            case providers::update::kind::accepted: {
+                if (attempt) {
+                    attempt->status = "accepted";
+                    attempt->provider_task_id = u.provider_task_id;
+                    tx.upsert_attempt(*attempt);
+                }
+                t->status = std::string(to_string(task_status::submitted));
+                t->provider = provider_name;
+                t->updated_at = now;
+                tx.update_task(*t);
+                json::object d;
+                d["attempt"] = attempt_number;
+                d["provider_task_id"] = u.provider_task_id;
+                append_event(tx, *t, event_type::submitted, std::move(d));
+                keep_or_finish(false, 0);
+                store::job_row poll;
+                poll.kind = "poll";
+                poll.task_id = t->id;
+                poll.due_at = now + u.poll_after_ms.value_or(1000);
+                tx.schedule_job(poll, true);
+                notify_after = true;
+                return;
+            }
+            case providers::update::kind::failed: {
+                if (attempt) {
+                    attempt->status = "failed";
+                    attempt->finished_at = now;
+                    attempt->error_json = json::serialize(
+                        error_object(u.error_code, u.error, u.error_message, provider_name));
+                }
+                // The job first: finalize removes the task's jobs, ours included.
+                keep_or_finish(false, 0);
+                finalize(tx, *t, outs, attempt,
+                         error_object(u.error_code.empty() ? "provider_failed" : u.error_code,
+                                      u.error, u.error_message, provider_name));
+                if (attempt)
+                    tx.upsert_attempt(*attempt);
+                final_status = t->status;
+                created_at = t->created_at;
+                return;
+            }
+            case providers::update::kind::running:
+            case providers::update::kind::progress:
+            case providers::update::kind::done:
+                break;
+        }
+
+        if (status == task_status::submitted || status == task_status::queued) {
+            t->status = std::string(to_string(task_status::running));
+            t->updated_at = now;
+        }
+        // Cover: one event per task, the URL shown on every output.
+        std::string cover_url = u.cover_url;
+        if (u.cover_file)
+            cover_url = file_url(files[u.cover_file->path].row.id);
+        if (!cover_url.empty()) {
+            bool had = false;
+            for (auto& o : outs) {
+                auto d = parse_object(o.data_json);
+                if (d.contains("cover_url"))
+                    had = true;
+                d["cover_url"] = cover_url;
+                o.data_json = json::serialize(d);
+                o.updated_at = now;
+                tx.upsert_output(o);
+            }
+            if (!had) {
+                json::object d;
+                d["cover_url"] = cover_url;
+                append_event(tx, *t, event_type::cover_ready, std::move(d));
+            }
+        }
+        for (const auto& ou : u.outputs) {
+            auto it = std::find_if(outs.begin(), outs.end(),
+                                   [&](const store::output_row& r) { return r.index == ou.index; });
+            if (it == outs.end())
+                continue;
+            auto current = parse_output_status(it->status).value_or(output_status::pending);
+            auto d = parse_object(it->data_json);
+            // Timestamped lyrics may come on their own (MusicGPT sends them separately).
+            if (ou.lyrics_timestamped && !d.contains("lyrics_timestamped")) {
+                d["lyrics_timestamped"] = lyrics_array(*ou.lyrics_timestamped);
+                json::object e;
+                e["index"] = ou.index;
+                e["lyrics_timestamped"] = lyrics_array(*ou.lyrics_timestamped);
+                append_event(tx, *t, event_type::lyrics_ready, std::move(e));
+            }
+            if (current == output_status::pending && ou.status != output_status::pending) {
+                json::object audio;
+                if (ou.mp3) {
+                    const auto& f = files[ou.mp3->path].row;
+                    audio["mp3_url"] = file_url(f.id);
+                    audio["mp3_file_id"] = f.id;
+                } else if (!ou.mp3_url.empty()) {
+                    audio["mp3_url"] = ou.mp3_url;
+                }
+                if (ou.wav) {
+                    const auto& f = files[ou.wav->path].row;
+                    audio["wav_url"] = file_url(f.id);
+                    audio["wav_file_id"] = f.id;
+                } else if (!ou.wav_url.empty()) {
+                    audio["wav_url"] = ou.wav_url;
+                }
+                if (ou.duration)
+                    audio["duration"] = *ou.duration;
+                if (ou.status == output_status::ready)
+                    d["audio"] = audio;
+                if (ou.title)
+                    d["title"] = *ou.title;
+                if (ou.lyrics)
+                    d["lyrics"] = *ou.lyrics;
+                d["flagged"] = ou.flagged;
+                if (!ou.flag_reason.empty())
+                    d["flag_reason"] = ou.flag_reason;
+                if (ou.status == output_status::failed)
+                    d["error"] = ou.error.empty() ? "generation failed" : ou.error;
+                it->status = std::string(to_string(ou.status));
+                json::object e;
+                e["index"] = ou.index;
+                e["output"] = d;
+                append_event(tx, *t,
+                             ou.status == output_status::ready ? event_type::output_ready
+                                                               : event_type::output_failed,
+                             std::move(e));
+            }
+            it->data_json = json::serialize(d);
+            it->updated_at = now;
+            tx.upsert_output(*it);
+        }
+        const bool all_final =
+            std::all_of(outs.begin(), outs.end(), [](const store::output_row& o) {
+                return o.status != to_string(output_status::pending);
+            });
+        if (all_final || u.what == providers::update::kind::done) {
+            if (attempt) {
+                attempt->status = "succeeded";
+                attempt->finished_at = now;
+            }
+            keep_or_finish(false, 0);
+            finalize(tx, *t, outs, attempt, std::nullopt);
+            final_status = t->status;
+            created_at = t->created_at;
+        } else {
+            t->updated_at = now;
+            tx.update_task(*t);
+            keep_or_finish(true, u.poll_after_ms.value_or(1000));
+            notify_after = true;
+        }
+        if (attempt)
+            tx.upsert_attempt(*attempt);
+    });
+    if (!final_status.empty()) {
+        tasks_finished.with({provider_name, final_status}).inc();
+        task_duration.with({provider_name})
+            .observe(static_cast<double>(now_ms() - created_at) / 1000.0);
+    }
+    if (notify_after) {
+        wake = true;
+        timer.cancel();
+    }
+}
+
+void engine::impl::finalize(store::transaction& tx, store::task_row& t,
+                            std::vector<store::output_row>& outs, store::attempt_row* attempt,
+                            std::optional<json::object> error) {
+    const auto now = now_ms();
+    int ready = 0;
+    for (auto& o : outs) {
+        if (o.status == to_string(output_status::ready)) {
+            ++ready;
+        } else if (o.status == to_string(output_status::pending)) {
+            o.status = std::string(to_string(output_status::failed));
+            auto d = parse_object(o.data_json);
+            d["error"] = error && error->contains("message") ? (*error)["message"]
+                                                             : json::value("not produced");
+            o.data_json = json::serialize(d);
+            o.updated_at = now;
+            tx.upsert_output(o);
+            json::object e;
+            e["index"] = o.index;
+            e["output"] = d;
+            append_event(tx, t, event_type::output_failed, std::move(e));
+        }
+    }
+    task_status final_status;
+    if (ready == static_cast<int>(outs.size()) && ready > 0 && !error)
+        final_status = task_status::succeeded;
+    else if (ready > 0)
+        final_status = task_status::partially_succeeded;
+    else
+        final_status = task_status::failed;
+    if (final_status == task_status::failed && !error)
+        error =
+            error_object("no_outputs", error_class::unknown, "no output was produced", t.provider);
+    t.status = std::string(to_string(final_status));
+    if (error)
+        t.error_json = json::serialize(*error);
+    t.updated_at = now;
+    tx.update_task(t);
+    if (attempt && attempt->finished_at == 0)
+        attempt->finished_at = now;
+    json::object d;
+    d["outputs_ready"] = ready;
+    if (error)
+        d["error"] = *error;
+    append_event(tx, t,
+                 final_status == task_status::failed ? event_type::failed : event_type::succeeded,
+                 std::move(d));
+    tx.delete_jobs_for_task(t.id);
+}
+
+store::event_row engine::append_event(store::transaction& tx, const store::task_row& task,
+                                      std::string_view type, json::object data) {
+    data["task_id"] = task.id;
+    data["status"] = task.status;
+    if (!task.provider.empty())
+        data["provider"] = task.provider;
+    try {
+        auto req = request_from_json(task.request_json);
+        auto md = parse_object(req.metadata_json);
+        if (!md.empty())
+            data["metadata"] = md;
+    } catch (const std::exception&) {
+    }
+    store::event_row e;
+    e.task_id = task.id;
+    e.tenant = task.tenant;
+    e.type = std::string(type);
+    e.data_json = json::serialize(data);
+    return tx.append_event(std::move(e));
+}
+
+void engine::create_task(store::transaction& tx, const store::task_row& task) {
+    tx.insert_task(task);
+    for (int i = 1; i <= task.num_outputs; ++i) {
+        store::output_row o;
+        o.task_id = task.id;
+        o.index = i;
+        o.status = std::string(to_string(output_status::pending));
+        o.data_json = "{}";
+        o.updated_at = task.created_at;
+        tx.upsert_output(o);
+    }
+    json::object d;
+    d["num_outputs"] = task.num_outputs;
+    append_event(tx, task, event_type::queued, std::move(d));
+    store::job_row j;
+    j.kind = "submit";
+    j.task_id = task.id;
+    j.due_at = task.created_at;
+    tx.schedule_job(j, true);
+}
+
+net::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_id,
+                                                      const std::string& tenant) {
+    auto self = impl_;
+    cancel_outcome outcome = cancel_outcome::not_found;
+    std::string provider;
+    co_await self->db.write([&](store::transaction& tx) {
+        auto t = tx.get_task(task_id);
+        if (!t || t->tenant != tenant)
+            return;
+        if (is_terminal(parse_task_status(t->status).value_or(task_status::failed))) {
+            outcome = cancel_outcome::already_final;
+            return;
+        }
+        const auto now = now_ms();
+        auto outs = tx.get_outputs(t->id);
+        for (auto& o : outs) {
+            if (o.status != to_string(output_status::pending))
+                continue;
+            o.status = std::string(to_string(output_status::failed));
+            auto d = parse_object(o.data_json);
+            d["error"] = "canceled";
+            o.data_json = json::serialize(d);
+            o.updated_at = now;
+            tx.upsert_output(o);
+        }
+        auto attempts = tx.get_attempts(t->id);
+        if (!attempts.empty() && attempts.back().finished_at == 0) {
+            attempts.back().status = "canceled";
+            attempts.back().finished_at = now;
+            tx.upsert_attempt(attempts.back());
+        }
+        t->status = std::string(to_string(task_status::canceled));
+        t->updated_at = now;
+        tx.update_task(*t);
+        append_event(tx, *t, event_type::canceled, {});
+        tx.delete_jobs_for_task(t->id);
+        provider = t->provider;
+        outcome = cancel_outcome::canceled;
+    });
+    if (outcome == cancel_outcome::canceled)
+        self->tasks_finished.with({provider.empty() ? "none" : provider, "canceled"}).inc();
+    co_return outcome;
+}
+
+}  // namespace segue::core

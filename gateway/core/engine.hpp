@@ -1,0 +1,74 @@
+#pragma once
+// The task engine: claims due jobs (submit, poll) from the store under a lease, drives each
+// task through its provider, and applies the provider's normalized updates to the task, its
+// outputs and attempts, appending the events of every change in the same transaction.
+// Any replica may run any job; a replica that dies leaves leases that expire.
+
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "gateway/config/settings.hpp"
+#include "gateway/store/store.hpp"
+
+namespace boost::asio {
+class io_context;
+}
+namespace boost::json {
+class object;
+}
+namespace segue::metrics {
+class registry;
+}
+namespace segue::runtime {
+class blocking_pool;
+}
+namespace segue::store {
+class db;
+}
+namespace segue::providers {
+class registry;
+}
+
+namespace segue::core {
+
+class engine {
+  public:
+    engine(boost::asio::io_context& ioc, store::db& db, providers::registry& providers,
+           runtime::blocking_pool& blocking, const config::settings& settings,
+           metrics::registry& metrics);
+    ~engine();
+    engine(const engine&) = delete;
+    engine& operator=(const engine&) = delete;
+
+    void start();
+    // A job was scheduled by this process: look for due work now. Thread-safe.
+    void notify();
+    // Stops claiming new jobs and waits (up to `deadline`) for running ones. Their leases
+    // expire on their own if they do not finish.
+    boost::asio::awaitable<void> stop(std::chrono::milliseconds deadline);
+
+    enum class cancel_outcome { canceled, not_found, already_final };
+    // Cancels a task of `tenant`: status canceled, extension.canceled, jobs removed.
+    boost::asio::awaitable<cancel_outcome> cancel(const std::string& task_id,
+                                                  const std::string& tenant);
+
+    // Writes a new task inside the caller's transaction: the task row (queued), its pending
+    // outputs, the extension.queued event and the submit job. The caller commits it (with its
+    // idempotency record), then calls notify().
+    static void create_task(store::transaction& tx, const store::task_row& task);
+
+    // Appends an event of `type` for `task` with `data` (task_id, status, provider and the
+    // request's metadata are added).
+    static store::event_row append_event(store::transaction& tx, const store::task_row& task,
+                                         std::string_view type, boost::json::object data);
+
+    struct impl;
+
+  private:
+    std::shared_ptr<impl> impl_;
+};
+
+}  // namespace segue::core

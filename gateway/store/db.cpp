@@ -1,0 +1,69 @@
+#include "gateway/store/db.hpp"
+
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <chrono>
+
+#include "gateway/metrics/registry.hpp"
+
+namespace segue::store {
+
+namespace net = boost::asio;
+
+db::db(store& s, metrics::registry& m)
+    : store_(s),
+      write_latency_(m.histogram_family("segue_store_operation_duration_seconds",
+                                        "Store units of work from submit to durable completion.",
+                                        {"op"}, metrics::default_latency_buckets())
+                         .with({"write"})),
+      read_latency_(m.histogram_family("segue_store_operation_duration_seconds",
+                                       "Store units of work from submit to durable completion.",
+                                       {"op"}, metrics::default_latency_buckets())
+                        .with({"read"})),
+      write_errors_(m.counter_family("segue_store_errors_total",
+                                     "Store units of work that failed and were rolled back.",
+                                     {"op"})
+                        .with({"write"})),
+      read_errors_(m.counter_family("segue_store_errors_total",
+                                    "Store units of work that failed and were rolled back.", {"op"})
+                       .with({"read"})) {}
+
+net::awaitable<void> db::write(store::unit fn) {
+    return run(true, std::move(fn));
+}
+net::awaitable<void> db::read(store::unit fn) {
+    return run(false, std::move(fn));
+}
+
+net::awaitable<void> db::run(bool write, store::unit fn) {
+    const auto start = std::chrono::steady_clock::now();
+    auto ex = co_await net::this_coro::executor;
+    std::exception_ptr err;
+    co_await net::async_initiate<decltype(net::use_awaitable), void()>(
+        [&](auto handler) {
+            using handler_t = decltype(handler);
+            auto h = std::make_shared<handler_t>(std::move(handler));
+            auto done = [h, ex, &err](std::exception_ptr e) {
+                err = e;
+                // Resume on the coroutine's own executor, never on the store thread.
+                net::post(ex, [h]() mutable { (*h)(); });
+            };
+            if (write)
+                store_.submit_write(std::move(fn), std::move(done));
+            else
+                store_.submit_read(std::move(fn), std::move(done));
+        },
+        net::use_awaitable);
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    (write ? write_latency_ : read_latency_).observe(secs);
+    if (err) {
+        (write ? write_errors_ : read_errors_).inc();
+        std::rethrow_exception(err);
+    }
+}
+
+}  // namespace segue::store

@@ -1,0 +1,34 @@
+#pragma once
+// Awaitable access to the store for coroutines on IO threads: the unit of work runs on a store
+// thread, the coroutine resumes on its own executor once it is committed (or rolled back).
+
+#include <boost/asio/awaitable.hpp>
+
+#include "gateway/store/store.hpp"
+
+namespace segue::metrics {
+class registry;
+class histogram;
+class counter;
+}  // namespace segue::metrics
+
+namespace segue::store {
+
+class db {
+  public:
+    db(store& s, metrics::registry& m);
+    // Rethrows the unit's exception (after rollback) or a store_error.
+    boost::asio::awaitable<void> write(store::unit fn);
+    boost::asio::awaitable<void> read(store::unit fn);
+    store& raw() noexcept { return store_; }
+
+  private:
+    boost::asio::awaitable<void> run(bool write, store::unit fn);
+    store& store_;
+    metrics::histogram& write_latency_;
+    metrics::histogram& read_latency_;
+    metrics::counter& write_errors_;
+    metrics::counter& read_errors_;
+};
+
+}  // namespace segue::store

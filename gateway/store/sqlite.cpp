@@ -1,0 +1,1036 @@
+// The SQLite engine of the durable store (see store.hpp for the contract).
+//
+// Two connections, each owned by exactly one thread (so they are opened NOMUTEX):
+//  - the writer runs queued write units in groups: BEGIN IMMEDIATE, one SAVEPOINT per unit, one
+//    COMMIT (one fsync with synchronous=FULL) for the whole group, then the completions;
+//  - the reader runs read units one at a time, each in its own deferred transaction so it sees a
+//    consistent snapshot; WAL lets it proceed while the writer writes.
+// Statements are prepared once per connection (lazily, SQLITE_PREPARE_PERSISTENT) and reset after
+// every use by an RAII guard, so the hot path never parses SQL.
+
+#include <sqlite3.h>
+#include <sys/random.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "gateway/log/log.hpp"
+#include "gateway/store/store.hpp"
+
+namespace segue::store {
+
+namespace detail {
+// sqlite_schema.cpp: the ordered migrations (index 0 is version 1).
+std::span<const char* const> sqlite_migrations();
+}  // namespace detail
+
+namespace {
+
+millis now_ms() {
+    using namespace std::chrono;
+    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+// "evt_" + 26 Crockford base32 characters (130 bits from the kernel CSPRNG): event ids double as
+// webhook ids, so they must be globally unique without coordination.
+std::string random_event_id() {
+    static constexpr char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
+    unsigned char bytes[26];
+    std::size_t got = 0;
+    while (got < sizeof bytes) {
+        const ssize_t n = ::getrandom(bytes + got, sizeof bytes - got, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            throw store_error("getrandom failed");
+        }
+        got += static_cast<std::size_t>(n);
+    }
+    std::string id = "evt_";
+    for (unsigned char b : bytes)
+        id.push_back(alphabet[b & 31]);  // 256 is a multiple of 32: no modulo bias
+    return id;
+}
+
+struct db_closer {
+    // close_v2: safe even if a statement were still alive (it becomes a zombie until finalized).
+    void operator()(sqlite3* db) const noexcept { sqlite3_close_v2(db); }
+};
+struct stmt_finalizer {
+    void operator()(sqlite3_stmt* s) const noexcept { sqlite3_finalize(s); }
+};
+using db_ptr = std::unique_ptr<sqlite3, db_closer>;
+using stmt_ptr = std::unique_ptr<sqlite3_stmt, stmt_finalizer>;
+
+[[noreturn]] void fail(sqlite3* db, std::string_view what) {
+    std::string msg = "sqlite: ";
+    msg += what;
+    msg += ": ";
+    msg += db != nullptr ? sqlite3_errmsg(db) : "out of memory";
+    if (db != nullptr) {
+        msg += " (code ";
+        msg += std::to_string(sqlite3_extended_errcode(db));
+        msg += ")";
+    }
+    throw store_error(msg);
+}
+
+// Every statement the engine runs. Column lists are macros so the SELECTs and the row readers
+// below cannot drift apart (the readers index columns in this order).
+#define SEGUE_TASK_COLS                                                                        \
+    "id, tenant, status, provider, request_json, error_json, warnings_json, idempotency_key, " \
+    "num_outputs, created_at, updated_at, version"
+#define SEGUE_OUTPUT_COLS "task_id, idx, status, data_json, updated_at"
+#define SEGUE_ATTEMPT_COLS                                                              \
+    "task_id, number, provider, provider_task_id, callback_token, status, error_json, " \
+    "state_json, started_at, finished_at"
+#define SEGUE_EVENT_COLS "id, task_id, tenant, seq, type, data_json, created_at"
+#define SEGUE_JOB_COLS "id, kind, task_id, payload_json, due_at, lease_owner, lease_until, attempts"
+#define SEGUE_IDEM_COLS \
+    "tenant, key, request_hash, task_id, response_status, response_body, created_at"
+#define SEGUE_FILE_COLS "id, tenant, task_id, kind, content_type, path, size, sha256, created_at"
+
+enum class q : int {
+    begin_immediate,
+    begin_deferred,
+    commit,
+    rollback,
+    savepoint,
+    release,
+    rollback_to,
+    insert_task,
+    update_task,
+    get_task,
+    list_tasks_first,
+    list_tasks_before,
+    upsert_output,
+    get_outputs,
+    upsert_attempt,
+    get_attempts,
+    find_attempt_by_token,
+    append_event,
+    get_events,
+    insert_job,
+    update_unique_job,
+    claim_jobs,
+    complete_job,
+    reschedule_job,
+    delete_jobs_for_task,
+    next_due_free,
+    next_due_leased,
+    get_idempotency,
+    insert_idempotency,
+    delete_idempotency_before,
+    insert_file,
+    get_file,
+    count_
+};
+
+const char* sql_of(q which) {
+    switch (which) {
+        case q::begin_immediate:
+            return "BEGIN IMMEDIATE";
+        case q::begin_deferred:
+            return "BEGIN";
+        case q::commit:
+            return "COMMIT";
+        case q::rollback:
+            return "ROLLBACK";
+        case q::savepoint:
+            return "SAVEPOINT u";
+        case q::release:
+            return "RELEASE u";
+        case q::rollback_to:
+            return "ROLLBACK TO u";
+        case q::insert_task:
+            return "INSERT INTO tasks (" SEGUE_TASK_COLS
+                   ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+        case q::update_task:
+            return "UPDATE tasks SET tenant = ?2, status = ?3, provider = ?4, request_json = ?5, "
+                   "error_json = ?6, warnings_json = ?7, idempotency_key = ?8, num_outputs = ?9, "
+                   "created_at = ?10, updated_at = ?11, version = version + 1 WHERE id = ?1 "
+                   "RETURNING version";
+        case q::get_task:
+            return "SELECT " SEGUE_TASK_COLS " FROM tasks WHERE id = ?1";
+        case q::list_tasks_first:
+            return "SELECT " SEGUE_TASK_COLS
+                   " FROM tasks WHERE tenant = ?1 "
+                   "ORDER BY created_at DESC, id DESC LIMIT ?2";
+        case q::list_tasks_before:
+            // Keyset paging on (created_at, id): stable under concurrent inserts. An unknown
+            // cursor (or one of another tenant) compares with NULL and yields no rows.
+            return "SELECT " SEGUE_TASK_COLS
+                   " FROM tasks WHERE tenant = ?1 AND (created_at, id) < "
+                   "(SELECT created_at, id FROM tasks WHERE id = ?3 AND tenant = ?1) "
+                   "ORDER BY created_at DESC, id DESC LIMIT ?2";
+        case q::upsert_output:
+            return "INSERT INTO outputs (" SEGUE_OUTPUT_COLS
+                   ") VALUES (?1, ?2, ?3, ?4, ?5) "
+                   "ON CONFLICT (task_id, idx) DO UPDATE SET status = excluded.status, "
+                   "data_json = excluded.data_json, updated_at = excluded.updated_at";
+        case q::get_outputs:
+            return "SELECT " SEGUE_OUTPUT_COLS " FROM outputs WHERE task_id = ?1 ORDER BY idx";
+        case q::upsert_attempt:
+            return "INSERT INTO attempts (" SEGUE_ATTEMPT_COLS
+                   ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
+                   "ON CONFLICT (task_id, number) DO UPDATE SET provider = excluded.provider, "
+                   "provider_task_id = excluded.provider_task_id, "
+                   "callback_token = excluded.callback_token, status = excluded.status, "
+                   "error_json = excluded.error_json, state_json = excluded.state_json, "
+                   "started_at = excluded.started_at, finished_at = excluded.finished_at";
+        case q::get_attempts:
+            return "SELECT " SEGUE_ATTEMPT_COLS " FROM attempts WHERE task_id = ?1 ORDER BY number";
+        case q::find_attempt_by_token:
+            // The `<> ''` term repeats the partial index's WHERE so the planner may use it.
+            return "SELECT " SEGUE_ATTEMPT_COLS
+                   " FROM attempts "
+                   "WHERE callback_token = ?1 AND callback_token <> '' LIMIT 1";
+        case q::append_event:
+            // seq is computed inside the writing transaction: the single writer (and BEGIN
+            // IMMEDIATE) makes it gap- and duplicate-free; the PK would reject a duplicate anyway.
+            return "INSERT INTO events (" SEGUE_EVENT_COLS
+                   ") "
+                   "SELECT ?1, ?2, ?3, COALESCE(MAX(seq), 0) + 1, ?4, ?5, ?6 FROM events "
+                   "WHERE task_id = ?2 RETURNING seq";
+        case q::get_events:
+            return "SELECT " SEGUE_EVENT_COLS
+                   " FROM events WHERE task_id = ?1 AND seq > ?2 "
+                   "ORDER BY seq LIMIT ?3";
+        case q::insert_job:
+            return "INSERT INTO jobs (kind, task_id, payload_json, due_at, lease_owner, "
+                   "lease_until, attempts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id";
+        case q::update_unique_job:
+            // Explicit logic rather than a unique index: non-unique jobs of the same (kind,
+            // task_id) may exist. Safe because all writes run on one writer thread.
+            return "UPDATE jobs SET due_at = ?3, payload_json = ?4, lease_owner = '', "
+                   "lease_until = 0 WHERE id = (SELECT id FROM jobs WHERE task_id = ?2 AND "
+                   "kind = ?1 ORDER BY id LIMIT 1) RETURNING id";
+        case q::claim_jobs:
+            // One statement so it is atomic on its own (and ports to PostgreSQL with
+            // FOR UPDATE SKIP LOCKED in the subquery).
+            return "UPDATE jobs SET lease_owner = ?1, lease_until = ?2 + ?3, "
+                   "attempts = attempts + 1 WHERE id IN (SELECT id FROM jobs WHERE due_at <= ?2 "
+                   "AND (lease_owner = '' OR lease_until <= ?2) ORDER BY due_at, id LIMIT ?4) "
+                   "RETURNING " SEGUE_JOB_COLS;
+        case q::complete_job:
+            return "DELETE FROM jobs WHERE id = ?1 AND lease_owner = ?2 AND ?2 <> ''";
+        case q::reschedule_job:
+            return "UPDATE jobs SET due_at = ?3, payload_json = ?4, lease_owner = '', "
+                   "lease_until = 0 WHERE id = ?1 AND lease_owner = ?2 AND ?2 <> ''";
+        case q::delete_jobs_for_task:
+            return "DELETE FROM jobs WHERE task_id = ?1";
+        case q::next_due_free:
+            // Walks jobs_due in order, skipping leased rows (at most the in-flight jobs).
+            return "SELECT due_at FROM jobs WHERE lease_owner = '' ORDER BY due_at LIMIT 1";
+        case q::next_due_leased:
+            // A leased job becomes claimable again when its lease expires.
+            return "SELECT MIN(MAX(due_at, lease_until)) FROM jobs WHERE lease_owner <> ''";
+        case q::get_idempotency:
+            return "SELECT " SEGUE_IDEM_COLS " FROM idempotency WHERE tenant = ?1 AND key = ?2";
+        case q::insert_idempotency:
+            return "INSERT INTO idempotency (" SEGUE_IDEM_COLS
+                   ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (tenant, key) DO NOTHING";
+        case q::delete_idempotency_before:
+            return "DELETE FROM idempotency WHERE created_at < ?1";
+        case q::insert_file:
+            return "INSERT INTO files (" SEGUE_FILE_COLS
+                   ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+        case q::get_file:
+            return "SELECT " SEGUE_FILE_COLS " FROM files WHERE id = ?1";
+        case q::count_:
+            break;
+    }
+    throw std::logic_error("sql_of: bad statement id");
+}
+
+#undef SEGUE_TASK_COLS
+#undef SEGUE_OUTPUT_COLS
+#undef SEGUE_ATTEMPT_COLS
+#undef SEGUE_EVENT_COLS
+#undef SEGUE_JOB_COLS
+#undef SEGUE_IDEM_COLS
+#undef SEGUE_FILE_COLS
+
+// One sqlite3 connection and its statement cache. Used by one thread only.
+class connection {
+  public:
+    connection(const std::string& path, int busy_timeout_ms) {
+        sqlite3* raw = nullptr;
+        const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+        const int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
+        db_.reset(raw);  // owned even on failure: open_v2 may return a handle holding the error
+        if (rc != SQLITE_OK)
+            fail(raw, "open " + path);
+        sqlite3_extended_result_codes(raw, 1);
+        if (sqlite3_busy_timeout(raw, std::max(0, busy_timeout_ms)) != SQLITE_OK)
+            fail(raw, "busy_timeout");
+    }
+
+    sqlite3* get() const noexcept { return db_.get(); }
+
+    sqlite3_stmt* prepared(q which) {
+        auto& slot = stmts_[static_cast<std::size_t>(which)];
+        if (!slot) {
+            sqlite3_stmt* s = nullptr;
+            const char* sql = sql_of(which);
+            if (sqlite3_prepare_v3(db_.get(), sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) !=
+                SQLITE_OK)
+                fail(db_.get(), std::string("prepare: ") + sql);
+            slot.reset(s);
+        }
+        return slot.get();
+    }
+
+    // Runs SQL text that is not on the hot path (PRAGMAs, migrations); may hold many statements.
+    void exec(const char* sql) {
+        char* err = nullptr;
+        if (sqlite3_exec(db_.get(), sql, nullptr, nullptr, &err) != SQLITE_OK) {
+            std::string msg = err != nullptr ? err : sqlite3_errmsg(db_.get());
+            sqlite3_free(err);
+            throw store_error("sqlite: exec failed: " + msg);
+        }
+    }
+
+    // First column of the first row as text ("" if none), for PRAGMAs that answer.
+    std::string query_text(const char* sql) {
+        std::string out;
+        auto cb = [](void* arg, int n, char** values, char**) -> int {
+            if (n > 0 && values[0] != nullptr)
+                *static_cast<std::string*>(arg) = values[0];
+            return 0;
+        };
+        char* err = nullptr;
+        if (sqlite3_exec(db_.get(), sql, cb, &out, &err) != SQLITE_OK) {
+            std::string msg = err != nullptr ? err : sqlite3_errmsg(db_.get());
+            sqlite3_free(err);
+            throw store_error("sqlite: " + std::string(sql) + ": " + msg);
+        }
+        return out;
+    }
+
+    bool in_transaction() const noexcept { return sqlite3_get_autocommit(db_.get()) == 0; }
+
+  private:
+    db_ptr db_;  // declared first: destroyed after the statements
+    std::array<stmt_ptr, static_cast<std::size_t>(q::count_)> stmts_;
+};
+
+// One use of a cached statement: bind, step, read; reset and unbind on scope exit (also when a
+// unit throws), so the next use starts clean and no read cursor outlives the use.
+class statement {
+  public:
+    statement(connection& c, q which) : db_(c.get()), s_(c.prepared(which)) {}
+    ~statement() {
+        sqlite3_reset(s_);
+        sqlite3_clear_bindings(s_);
+    }
+    statement(const statement&) = delete;
+    statement& operator=(const statement&) = delete;
+
+    // SQLITE_STATIC: the bound buffers outlive the statement use (bindings are cleared in the
+    // destructor, before the caller's arguments go away), so SQLite need not copy them.
+    void bind(int i, std::string_view v) {
+        // A null data pointer would bind SQL NULL; "" must stay the empty string.
+        const char* p = v.data() != nullptr ? v.data() : "";
+        check(sqlite3_bind_text64(s_, i, p, v.size(), SQLITE_STATIC, SQLITE_UTF8), "bind");
+    }
+    void bind(int i, std::int64_t v) { check(sqlite3_bind_int64(s_, i, v), "bind"); }
+    void bind(int i, int v) { bind(i, static_cast<std::int64_t>(v)); }
+
+    template <typename... Args>
+    void bind_all(const Args&... args) {
+        int i = 0;
+        (bind(++i, args), ...);
+    }
+
+    // True if a row is available, false when done.
+    bool step() {
+        const int rc = sqlite3_step(s_);
+        if (rc == SQLITE_ROW)
+            return true;
+        if (rc == SQLITE_DONE)
+            return false;
+        fail(db_, std::string("step: ") + sqlite3_sql(s_));
+    }
+    // Runs to completion (for statements whose rows, if any, are not needed).
+    void run() {
+        while (step()) {
+        }
+    }
+    int changes() const noexcept { return sqlite3_changes(db_); }
+
+    std::string text(int col) const {
+        const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_, col));
+        if (p == nullptr)
+            return {};
+        return std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(s_, col)));
+    }
+    std::int64_t i64(int col) const noexcept { return sqlite3_column_int64(s_, col); }
+    int i32(int col) const noexcept { return sqlite3_column_int(s_, col); }
+    bool is_null(int col) const noexcept { return sqlite3_column_type(s_, col) == SQLITE_NULL; }
+
+  private:
+    void check(int rc, const char* what) {
+        if (rc != SQLITE_OK)
+            fail(db_, what);
+    }
+
+    sqlite3* db_;
+    sqlite3_stmt* s_;
+};
+
+void exec_cached(connection& c, q which) {
+    statement st(c, which);
+    st.run();
+}
+
+task_row read_task(const statement& s) {
+    task_row t;
+    t.id = s.text(0);
+    t.tenant = s.text(1);
+    t.status = s.text(2);
+    t.provider = s.text(3);
+    t.request_json = s.text(4);
+    t.error_json = s.text(5);
+    t.warnings_json = s.text(6);
+    t.idempotency_key = s.text(7);
+    t.num_outputs = s.i32(8);
+    t.created_at = s.i64(9);
+    t.updated_at = s.i64(10);
+    t.version = s.i64(11);
+    return t;
+}
+
+output_row read_output(const statement& s) {
+    output_row o;
+    o.task_id = s.text(0);
+    o.index = s.i32(1);
+    o.status = s.text(2);
+    o.data_json = s.text(3);
+    o.updated_at = s.i64(4);
+    return o;
+}
+
+attempt_row read_attempt(const statement& s) {
+    attempt_row a;
+    a.task_id = s.text(0);
+    a.number = s.i32(1);
+    a.provider = s.text(2);
+    a.provider_task_id = s.text(3);
+    a.callback_token = s.text(4);
+    a.status = s.text(5);
+    a.error_json = s.text(6);
+    a.state_json = s.text(7);
+    a.started_at = s.i64(8);
+    a.finished_at = s.i64(9);
+    return a;
+}
+
+event_row read_event(const statement& s) {
+    event_row e;
+    e.id = s.text(0);
+    e.task_id = s.text(1);
+    e.tenant = s.text(2);
+    e.seq = s.i64(3);
+    e.type = s.text(4);
+    e.data_json = s.text(5);
+    e.created_at = s.i64(6);
+    return e;
+}
+
+job_row read_job(const statement& s) {
+    job_row j;
+    j.id = s.i64(0);
+    j.kind = s.text(1);
+    j.task_id = s.text(2);
+    j.payload_json = s.text(3);
+    j.due_at = s.i64(4);
+    j.lease_owner = s.text(5);
+    j.lease_until = s.i64(6);
+    j.attempts = s.i32(7);
+    return j;
+}
+
+idempotency_row read_idempotency(const statement& s) {
+    idempotency_row r;
+    r.tenant = s.text(0);
+    r.key = s.text(1);
+    r.request_hash = s.text(2);
+    r.task_id = s.text(3);
+    r.response_status = s.i32(4);
+    r.response_body = s.text(5);
+    r.created_at = s.i64(6);
+    return r;
+}
+
+file_row read_file(const statement& s) {
+    file_row f;
+    f.id = s.text(0);
+    f.tenant = s.text(1);
+    f.task_id = s.text(2);
+    f.kind = s.text(3);
+    f.content_type = s.text(4);
+    f.path = s.text(5);
+    f.size = s.i64(6);
+    f.sha256 = s.text(7);
+    f.created_at = s.i64(8);
+    return f;
+}
+
+// The operations over one connection. The caller (writer or reader loop) owns the
+// BEGIN/SAVEPOINT/COMMIT around them.
+class sqlite_transaction final : public transaction {
+  public:
+    explicit sqlite_transaction(connection& c) : c_(c) {}
+
+    void insert_task(const task_row& t) override {
+        statement st(c_, q::insert_task);
+        st.bind_all(t.id, t.tenant, t.status, t.provider, t.request_json, t.error_json,
+                    t.warnings_json, t.idempotency_key, t.num_outputs, t.created_at, t.updated_at,
+                    t.version);
+        st.run();
+    }
+
+    // Returns 0 when no task has that id (versions start at the inserted value and only grow,
+    // so 0 is never a post-update version for a task inserted with version >= 0).
+    std::int64_t update_task(const task_row& t) override {
+        statement st(c_, q::update_task);
+        st.bind_all(t.id, t.tenant, t.status, t.provider, t.request_json, t.error_json,
+                    t.warnings_json, t.idempotency_key, t.num_outputs, t.created_at, t.updated_at);
+        if (!st.step())
+            return 0;
+        const std::int64_t version = st.i64(0);
+        st.run();
+        return version;
+    }
+
+    std::optional<task_row> get_task(std::string_view id) override {
+        statement st(c_, q::get_task);
+        st.bind_all(id);
+        if (!st.step())
+            return std::nullopt;
+        return read_task(st);
+    }
+
+    std::vector<task_row> list_tasks(std::string_view tenant, int limit,
+                                     std::string_view before_id) override {
+        std::vector<task_row> out;
+        if (limit <= 0)
+            return out;
+        statement st(c_, before_id.empty() ? q::list_tasks_first : q::list_tasks_before);
+        st.bind(1, tenant);
+        st.bind(2, limit);
+        if (!before_id.empty())
+            st.bind(3, before_id);
+        while (st.step())
+            out.push_back(read_task(st));
+        return out;
+    }
+
+    void upsert_output(const output_row& o) override {
+        statement st(c_, q::upsert_output);
+        st.bind_all(o.task_id, o.index, o.status, o.data_json, o.updated_at);
+        st.run();
+    }
+
+    std::vector<output_row> get_outputs(std::string_view task_id) override {
+        statement st(c_, q::get_outputs);
+        st.bind_all(task_id);
+        std::vector<output_row> out;
+        while (st.step())
+            out.push_back(read_output(st));
+        return out;
+    }
+
+    void upsert_attempt(const attempt_row& a) override {
+        statement st(c_, q::upsert_attempt);
+        st.bind_all(a.task_id, a.number, a.provider, a.provider_task_id, a.callback_token, a.status,
+                    a.error_json, a.state_json, a.started_at, a.finished_at);
+        st.run();
+    }
+
+    std::vector<attempt_row> get_attempts(std::string_view task_id) override {
+        statement st(c_, q::get_attempts);
+        st.bind_all(task_id);
+        std::vector<attempt_row> out;
+        while (st.step())
+            out.push_back(read_attempt(st));
+        return out;
+    }
+
+    std::optional<attempt_row> find_attempt_by_token(std::string_view token) override {
+        if (token.empty())  // "" means "no token": never matches
+            return std::nullopt;
+        statement st(c_, q::find_attempt_by_token);
+        st.bind_all(token);
+        if (!st.step())
+            return std::nullopt;
+        return read_attempt(st);
+    }
+
+    event_row append_event(event_row e) override {
+        if (e.id.empty())
+            e.id = random_event_id();
+        if (e.created_at == 0)
+            e.created_at = now_ms();
+        statement st(c_, q::append_event);
+        st.bind_all(e.id, e.task_id, e.tenant, e.type, e.data_json, e.created_at);
+        if (!st.step())
+            throw store_error("append_event: no row returned");
+        e.seq = st.i64(0);
+        st.run();
+        return e;
+    }
+
+    std::vector<event_row> get_events(std::string_view task_id, std::int64_t after_seq,
+                                      int limit) override {
+        std::vector<event_row> out;
+        if (limit <= 0)
+            return out;
+        statement st(c_, q::get_events);
+        st.bind_all(task_id, after_seq, limit);
+        while (st.step())
+            out.push_back(read_event(st));
+        return out;
+    }
+
+    std::int64_t schedule_job(const job_row& j, bool unique) override {
+        if (unique) {
+            statement st(c_, q::update_unique_job);
+            st.bind_all(j.kind, j.task_id, j.due_at, j.payload_json);
+            if (st.step()) {
+                const std::int64_t id = st.i64(0);
+                st.run();
+                return id;
+            }
+        }
+        statement st(c_, q::insert_job);
+        st.bind_all(j.kind, j.task_id, j.payload_json, j.due_at, j.lease_owner, j.lease_until,
+                    j.attempts);
+        if (!st.step())
+            throw store_error("schedule_job: no id returned");
+        const std::int64_t id = st.i64(0);
+        st.run();
+        return id;
+    }
+
+    std::vector<job_row> claim_jobs(std::string_view owner, millis now, millis lease_ms,
+                                    int limit) override {
+        // An empty owner would be indistinguishable from "not leased".
+        if (owner.empty())
+            throw std::invalid_argument("claim_jobs: empty lease owner");
+        std::vector<job_row> out;
+        if (limit <= 0)
+            return out;
+        statement st(c_, q::claim_jobs);
+        st.bind_all(owner, now, lease_ms, limit);
+        while (st.step())
+            out.push_back(read_job(st));
+        // RETURNING gives no order guarantee; callers get oldest due first.
+        std::sort(out.begin(), out.end(), [](const job_row& a, const job_row& b) {
+            return a.due_at != b.due_at ? a.due_at < b.due_at : a.id < b.id;
+        });
+        return out;
+    }
+
+    bool complete_job(std::int64_t id, std::string_view owner) override {
+        statement st(c_, q::complete_job);
+        st.bind_all(id, owner);
+        st.run();
+        return st.changes() > 0;
+    }
+
+    bool reschedule_job(std::int64_t id, std::string_view owner, millis due_at,
+                        std::string_view payload_json) override {
+        statement st(c_, q::reschedule_job);
+        st.bind_all(id, owner, due_at, payload_json);
+        st.run();
+        return st.changes() > 0;
+    }
+
+    void delete_jobs_for_task(std::string_view task_id) override {
+        // "" marks jobs that are not about a task; deleting all of them is never what a caller
+        // with an empty task id means.
+        if (task_id.empty())
+            return;
+        statement st(c_, q::delete_jobs_for_task);
+        st.bind_all(task_id);
+        st.run();
+    }
+
+    std::optional<millis> next_job_due() override {
+        std::optional<millis> best;
+        {
+            statement st(c_, q::next_due_free);
+            if (st.step())
+                best = st.i64(0);
+        }
+        statement st(c_, q::next_due_leased);
+        if (st.step() && !st.is_null(0)) {
+            const millis leased = st.i64(0);
+            if (!best || leased < *best)
+                best = leased;
+        }
+        return best;
+    }
+
+    std::optional<idempotency_row> get_idempotency(std::string_view tenant,
+                                                   std::string_view key) override {
+        statement st(c_, q::get_idempotency);
+        st.bind_all(tenant, key);
+        if (!st.step())
+            return std::nullopt;
+        return read_idempotency(st);
+    }
+
+    bool insert_idempotency(const idempotency_row& r) override {
+        statement st(c_, q::insert_idempotency);
+        st.bind_all(r.tenant, r.key, r.request_hash, r.task_id, r.response_status, r.response_body,
+                    r.created_at);
+        st.run();
+        return st.changes() > 0;
+    }
+
+    int delete_idempotency_before(millis cutoff) override {
+        statement st(c_, q::delete_idempotency_before);
+        st.bind_all(cutoff);
+        st.run();
+        return st.changes();
+    }
+
+    void insert_file(const file_row& f) override {
+        statement st(c_, q::insert_file);
+        st.bind_all(f.id, f.tenant, f.task_id, f.kind, f.content_type, f.path, f.size, f.sha256,
+                    f.created_at);
+        st.run();
+    }
+
+    std::optional<file_row> get_file(std::string_view id) override {
+        statement st(c_, q::get_file);
+        st.bind_all(id);
+        if (!st.step())
+            return std::nullopt;
+        return read_file(st);
+    }
+
+  private:
+    connection& c_;
+};
+
+// Applies the migrations the database has not seen yet, each in its own IMMEDIATE transaction
+// (the version is re-read inside it, so two processes opening the same file cannot both apply
+// one).
+void migrate(connection& c) {
+    c.exec(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+        "applied_at INTEGER NOT NULL)");
+    const auto migrations = detail::sqlite_migrations();
+    const auto known = static_cast<std::int64_t>(migrations.size());
+    for (;;) {
+        c.exec("BEGIN IMMEDIATE");
+        try {
+            const std::int64_t current =
+                std::stoll("0" + c.query_text("SELECT MAX(version) FROM schema_migrations"));
+            if (current > known)
+                throw store_error("sqlite: database schema version " + std::to_string(current) +
+                                  " is newer than this build supports (" + std::to_string(known) +
+                                  "); refusing to open it");
+            if (current == known) {
+                c.exec("COMMIT");
+                return;
+            }
+            const std::int64_t version = current + 1;
+            c.exec(migrations[static_cast<std::size_t>(version - 1)]);
+            c.exec(("INSERT INTO schema_migrations (version, applied_at) VALUES (" +
+                    std::to_string(version) + ", " + std::to_string(now_ms()) + ")")
+                       .c_str());
+            c.exec("COMMIT");
+            log::info("store migration applied", {{"version", version}});
+        } catch (...) {
+            if (c.in_transaction())
+                sqlite3_exec(c.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+            throw;
+        }
+    }
+}
+
+void call_done(const store::completion& done, std::exception_ptr err) noexcept {
+    if (!done)
+        return;
+    try {
+        done(std::move(err));
+    } catch (const std::exception& e) {
+        // A throwing completion must not kill the store thread (and with it every later write).
+        log::error("store completion threw", {{"error", e.what()}});
+    } catch (...) {
+        log::error("store completion threw", {{"error", "unknown exception"}});
+    }
+}
+
+class sqlite_store final : public store {
+  public:
+    explicit sqlite_store(const sqlite_options& o)
+        : max_batch_(static_cast<std::size_t>(std::max(1, o.max_batch))) {
+        if (o.path.empty() || o.path == ":memory:" || o.path.starts_with("file::memory:"))
+            throw store_error("sqlite: a database file path is required (WAL needs a file)");
+
+        writer_db_ = std::make_unique<connection>(o.path, o.busy_timeout_ms);
+        const std::string mode = writer_db_->query_text("PRAGMA journal_mode = WAL");
+        if (mode != "wal")
+            throw store_error("sqlite: could not enable WAL (journal_mode is '" + mode + "')");
+        writer_db_->exec(o.synchronous_full ? "PRAGMA synchronous = FULL"
+                                            : "PRAGMA synchronous = NORMAL");
+        writer_db_->exec("PRAGMA foreign_keys = ON");
+        migrate(*writer_db_);
+
+        // Opened after the migrations so it never sees a half-built schema.
+        reader_db_ = std::make_unique<connection>(o.path, o.busy_timeout_ms);
+        reader_db_->exec("PRAGMA foreign_keys = ON");
+        reader_db_->exec("PRAGMA query_only = ON");  // read units cannot write, by construction
+
+        writer_ = std::thread([this] { writer_loop(); });
+        try {
+            reader_ = std::thread([this] { reader_loop(); });
+        } catch (...) {
+            stop_queue(writes_);
+            writer_.join();
+            throw;
+        }
+        // Kept apart from the std::thread objects, which join() modifies.
+        writer_id_ = writer_.get_id();
+        reader_id_ = reader_.get_id();
+    }
+
+    ~sqlite_store() override { close(); }
+
+    void submit_write(unit fn, completion done) override {
+        submit(writes_, std::move(fn), std::move(done));
+    }
+    void submit_read(unit fn, completion done) override {
+        submit(reads_, std::move(fn), std::move(done));
+    }
+
+    void close() override {
+        stop_queue(writes_);
+        stop_queue(reads_);
+        // From a completion (a store thread) we cannot join ourselves: the loops still drain
+        // and exit, and the destructor joins.
+        const auto self = std::this_thread::get_id();
+        if (self == writer_id_ || self == reader_id_)
+            return;
+        std::lock_guard lk(close_mutex_);
+        if (writer_.joinable())
+            writer_.join();
+        if (reader_.joinable())
+            reader_.join();
+        reader_db_.reset();
+        writer_db_.reset();  // the last connection to close checkpoints and removes the WAL
+    }
+
+    store_stats stats() const override {
+        return store_stats{commits_.load(std::memory_order_relaxed),
+                           units_.load(std::memory_order_relaxed)};
+    }
+
+  private:
+    struct item {
+        unit fn;
+        completion done;
+    };
+    struct work_queue {
+        std::mutex m;
+        std::condition_variable cv;
+        std::deque<item> items;
+        bool stopping = false;
+    };
+
+    static void stop_queue(work_queue& wq) {
+        {
+            std::lock_guard lk(wq.m);
+            wq.stopping = true;
+        }
+        wq.cv.notify_all();
+    }
+
+    static void submit(work_queue& wq, unit fn, completion done) {
+        {
+            std::lock_guard lk(wq.m);
+            if (!wq.stopping) {
+                wq.items.push_back(item{std::move(fn), std::move(done)});
+                wq.cv.notify_one();
+                return;
+            }
+        }
+        call_done(done, std::make_exception_ptr(store_error("store closed")));
+    }
+
+    // Waits for work and moves up to `max` items into `out`; false once stopped and drained.
+    static bool take(work_queue& wq, std::vector<item>& out, std::size_t max) {
+        std::unique_lock lk(wq.m);
+        wq.cv.wait(lk, [&] { return !wq.items.empty() || wq.stopping; });
+        if (wq.items.empty())
+            return false;
+        const std::size_t n = std::min(max, wq.items.size());
+        for (std::size_t i = 0; i < n; ++i) {
+            out.push_back(std::move(wq.items.front()));
+            wq.items.pop_front();
+        }
+        return true;
+    }
+
+    void writer_loop() {
+        std::vector<item> batch;
+        batch.reserve(std::min<std::size_t>(max_batch_, 1024));
+        while (take(writes_, batch, max_batch_)) {
+            std::span<item> rest(batch);
+            while (!rest.empty())
+                rest = rest.subspan(run_group(rest));
+            batch.clear();
+        }
+    }
+
+    // Runs units of `items` in one transaction and completes them; returns how many it
+    // consumed (all of them, unless SQLite aborted the whole transaction mid-way: the rest then
+    // go to a fresh transaction).
+    std::size_t run_group(std::span<item> items) {
+        connection& c = *writer_db_;
+        sqlite_transaction txn(c);
+        std::vector<std::exception_ptr> errs(items.size());
+
+        try {
+            if (c.in_transaction())  // a failed ROLLBACK earlier must not wedge every group
+                exec_cached(c, q::rollback);
+            exec_cached(c, q::begin_immediate);
+        } catch (...) {
+            const auto err = std::current_exception();
+            for (auto& it : items)
+                call_done(it.done, err);
+            return items.size();
+        }
+
+        std::size_t ran = 0;
+        bool lost = false;  // the whole transaction is gone (SQLite rolled it back)
+        for (; ran < items.size() && !lost; ++ran) {
+            try {
+                exec_cached(c, q::savepoint);
+            } catch (...) {
+                errs[ran] = std::current_exception();
+                lost = true;
+                break;
+            }
+            try {
+                items[ran].fn(txn);
+                exec_cached(c, q::release);
+            } catch (...) {
+                errs[ran] = std::current_exception();
+                // Some errors (I/O, disk full, ...) make SQLite roll back the whole transaction,
+                // which also undid the earlier units of this group.
+                if (!c.in_transaction()) {
+                    lost = true;
+                    break;
+                }
+                try {
+                    exec_cached(c, q::rollback_to);
+                    exec_cached(c, q::release);
+                } catch (...) {
+                    lost = true;
+                    break;
+                }
+            }
+        }
+
+        std::exception_ptr group_err;
+        if (lost) {
+            group_err = std::make_exception_ptr(
+                store_error("sqlite: transaction aborted by a failing unit; nothing committed"));
+            ++ran;  // the unit that broke the transaction is consumed (it has its error)
+        } else {
+            try {
+                exec_cached(c, q::commit);
+            } catch (...) {
+                group_err = std::current_exception();  // a store_error from statement::step
+            }
+        }
+        if (group_err && c.in_transaction()) {
+            try {
+                exec_cached(c, q::rollback);
+            } catch (...) {
+                // Nothing more to do: the connection reports the state on the next BEGIN.
+            }
+        }
+
+        if (!group_err) {
+            std::uint64_t ok = 0;
+            for (std::size_t i = 0; i < ran; ++i)
+                ok += errs[i] ? 0 : 1;
+            commits_.fetch_add(1, std::memory_order_relaxed);
+            units_.fetch_add(ok, std::memory_order_relaxed);
+        }
+        // Completions only now: after COMMIT returned, the group's data is durable and visible
+        // to any read submitted from a completion. A unit that failed on its own keeps its own
+        // exception; every unit that would have committed gets the group's store_error.
+        for (std::size_t i = 0; i < ran; ++i)
+            call_done(items[i].done, errs[i] ? errs[i] : group_err);
+        return ran;
+    }
+
+    void reader_loop() {
+        connection& c = *reader_db_;
+        sqlite_transaction txn(c);
+        std::vector<item> one;
+        while (take(reads_, one, 1)) {
+            std::exception_ptr err;
+            try {
+                // Deferred: the snapshot starts at the first read and holds until COMMIT.
+                exec_cached(c, q::begin_deferred);
+                one.front().fn(txn);
+                exec_cached(c, q::commit);
+            } catch (...) {
+                err = std::current_exception();
+                if (c.in_transaction()) {
+                    try {
+                        exec_cached(c, q::rollback);
+                    } catch (...) {
+                    }
+                }
+            }
+            call_done(one.front().done, err);
+            one.clear();
+        }
+    }
+
+    const std::size_t max_batch_;
+    std::unique_ptr<connection> writer_db_;
+    std::unique_ptr<connection> reader_db_;
+    work_queue writes_;
+    work_queue reads_;
+    std::atomic<std::uint64_t> commits_{0};
+    std::atomic<std::uint64_t> units_{0};
+    std::mutex close_mutex_;
+    std::thread writer_;
+    std::thread reader_;
+    std::thread::id writer_id_;
+    std::thread::id reader_id_;
+};
+
+}  // namespace
+
+std::unique_ptr<store> open_sqlite(const sqlite_options& options) {
+    return std::make_unique<sqlite_store>(options);
+}
+
+}  // namespace segue::store

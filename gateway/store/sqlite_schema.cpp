@@ -1,0 +1,134 @@
+// The SQLite schema as an ordered list of migrations. Migration N (1-based) is applied once, in
+// its own transaction, and recorded in schema_migrations(version = N). Never edit a migration
+// that has shipped: append a new one (databases in the field already ran the old text).
+//
+// Column names map 1:1 to the row structs in store.hpp (outputs.idx is output_row::index, which
+// is an SQL keyword). Text columns that the structs model as "" for "none" are NOT NULL DEFAULT
+// '' rather than NULL, so the engine never has to translate. Tables are STRICT so a type slip
+// in a binding is an error instead of a silently coerced value.
+
+#include <span>
+
+#include "gateway/store/store.hpp"
+
+namespace segue::store::detail {
+
+namespace {
+
+constexpr const char* migrations[] = {
+    // 1: the initial schema.
+    R"sql(
+CREATE TABLE tasks (
+    id              TEXT    NOT NULL PRIMARY KEY,
+    tenant          TEXT    NOT NULL,
+    status          TEXT    NOT NULL,
+    provider        TEXT    NOT NULL DEFAULT '',
+    request_json    TEXT    NOT NULL DEFAULT '',
+    error_json      TEXT    NOT NULL DEFAULT '',
+    warnings_json   TEXT    NOT NULL DEFAULT '',
+    idempotency_key TEXT    NOT NULL DEFAULT '',
+    num_outputs     INTEGER NOT NULL DEFAULT 0,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    version         INTEGER NOT NULL DEFAULT 0
+) STRICT;
+-- list_tasks: newest first per tenant, (created_at, id) keyset paging.
+CREATE INDEX tasks_tenant_created ON tasks (tenant, created_at, id);
+
+CREATE TABLE outputs (
+    task_id    TEXT    NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    idx        INTEGER NOT NULL,
+    status     TEXT    NOT NULL,
+    data_json  TEXT    NOT NULL DEFAULT '',
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (task_id, idx)
+) STRICT;
+
+CREATE TABLE attempts (
+    task_id          TEXT    NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    number           INTEGER NOT NULL,
+    provider         TEXT    NOT NULL,
+    provider_task_id TEXT    NOT NULL DEFAULT '',
+    callback_token   TEXT    NOT NULL DEFAULT '',
+    status           TEXT    NOT NULL,
+    error_json       TEXT    NOT NULL DEFAULT '',
+    state_json       TEXT    NOT NULL DEFAULT '',
+    started_at       INTEGER NOT NULL,
+    finished_at      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (task_id, number)
+) STRICT;
+-- Webhook lookup by token; partial because most attempts of polling providers have none.
+CREATE INDEX attempts_callback_token ON attempts (callback_token) WHERE callback_token <> '';
+
+CREATE TABLE events (
+    id         TEXT    NOT NULL UNIQUE,
+    task_id    TEXT    NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    tenant     TEXT    NOT NULL,
+    seq        INTEGER NOT NULL,
+    type       TEXT    NOT NULL,
+    data_json  TEXT    NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (task_id, seq)
+) STRICT;
+
+-- Pending work only: a job is deleted when completed, so this table stays small.
+CREATE TABLE jobs (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind         TEXT    NOT NULL,
+    task_id      TEXT    NOT NULL DEFAULT '',
+    payload_json TEXT    NOT NULL DEFAULT '',
+    due_at       INTEGER NOT NULL,
+    lease_owner  TEXT    NOT NULL DEFAULT '',
+    lease_until  INTEGER NOT NULL DEFAULT 0,
+    attempts     INTEGER NOT NULL DEFAULT 0
+) STRICT;
+-- claim_jobs: oldest due first.
+CREATE INDEX jobs_due ON jobs (due_at);
+-- Unique scheduling per (kind, task_id) and delete_jobs_for_task.
+CREATE INDEX jobs_task_kind ON jobs (task_id, kind);
+-- next_job_due: leased jobs become due again at lease expiry.
+CREATE INDEX jobs_leased ON jobs (lease_until) WHERE lease_owner <> '';
+
+CREATE TABLE idempotency (
+    tenant          TEXT    NOT NULL,
+    key             TEXT    NOT NULL,
+    request_hash    TEXT    NOT NULL,
+    task_id         TEXT    NOT NULL DEFAULT '',
+    response_status INTEGER NOT NULL DEFAULT 0,
+    response_body   TEXT    NOT NULL DEFAULT '',
+    created_at      INTEGER NOT NULL,
+    PRIMARY KEY (tenant, key)
+) STRICT;
+-- delete_idempotency_before (expiry sweep).
+CREATE INDEX idempotency_created ON idempotency (created_at);
+
+CREATE TABLE files (
+    id           TEXT    NOT NULL PRIMARY KEY,
+    tenant       TEXT    NOT NULL,
+    task_id      TEXT    NOT NULL DEFAULT '',
+    kind         TEXT    NOT NULL,
+    content_type TEXT    NOT NULL DEFAULT '',
+    path         TEXT    NOT NULL,
+    size         INTEGER NOT NULL DEFAULT 0,
+    sha256       TEXT    NOT NULL DEFAULT '',
+    created_at   INTEGER NOT NULL
+) STRICT;
+)sql",
+};
+
+}  // namespace
+
+// Used by sqlite.cpp (declared there; no header because nothing else should apply migrations).
+std::span<const char* const> sqlite_migrations() {
+    return migrations;
+}
+
+}  // namespace segue::store::detail
+
+namespace segue::store {
+
+int sqlite_schema_version() {
+    return static_cast<int>(std::size(detail::migrations));
+}
+
+}  // namespace segue::store

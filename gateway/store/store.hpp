@@ -1,0 +1,213 @@
+#pragma once
+// The durable store: one interface, engines behind it (SQLite now; PostgreSQL later).
+//
+// Work is expressed as a unit of work over a `transaction`. Writes from all callers go to one
+// writer thread that runs many units in a single database transaction (group commit): each
+// unit runs inside its own SAVEPOINT, so a unit that throws rolls back alone; the commit (and
+// its fsync) is shared. A unit's completion runs only after the commit is durable. Reads run on
+// a separate reader connection (WAL lets them proceed during writes). IO threads never touch
+// the database: they await `store::write` / `store::read` (gateway/store/async.hpp).
+//
+// Times are Unix milliseconds (UTC). JSON-valued columns are strings holding JSON text.
+
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace segue::store {
+
+using millis = std::int64_t;
+
+struct task_row {
+    std::string id;  // "ext_" + 26 chars, unguessable
+    std::string tenant;
+    std::string status;           // core::task_status as text
+    std::string provider;         // provider currently responsible ("" before routing)
+    std::string request_json;     // core::extend_request as JSON
+    std::string error_json;       // normalized error object, "" if none
+    std::string warnings_json;    // array of strings, "" if none
+    std::string idempotency_key;  // "" if none
+    int num_outputs = 0;
+    millis created_at = 0;
+    millis updated_at = 0;
+    std::int64_t version = 0;  // bumped on every update (optimistic checks, ETag)
+};
+
+struct output_row {
+    std::string task_id;
+    int index = 1;          // 1..num_outputs
+    std::string status;     // core::output_status as text
+    std::string data_json;  // audio urls, duration, title, lyrics, timestamped lyrics, cover, flags
+    millis updated_at = 0;
+};
+
+struct attempt_row {
+    std::string task_id;
+    int number = 1;  // 1, 2, ... per task
+    std::string provider;
+    std::string provider_task_id;  // "" until accepted
+    std::string callback_token;    // per-attempt webhook token ("" if none)
+    std::string status;            // "submitting", "accepted", "succeeded", "failed", "canceled"
+    std::string error_json;        // normalized error, "" if none
+    std::string state_json;        // provider-private state (ids, partial results), "" if none
+    millis started_at = 0;
+    millis finished_at = 0;  // 0 while open
+};
+
+struct event_row {
+    std::string id;  // "evt_..." globally unique; the webhook-id
+    std::string task_id;
+    std::string tenant;
+    std::int64_t seq = 0;   // 1, 2, ... per task, no gaps
+    std::string type;       // core::event_type
+    std::string data_json;  // the event's data object
+    millis created_at = 0;
+};
+
+struct job_row {
+    std::int64_t id = 0;       // assigned by the store
+    std::string kind;          // "submit", "poll", ...
+    std::string task_id;       // may be "" for jobs not about a task
+    std::string payload_json;  // "" if none
+    millis due_at = 0;
+    std::string lease_owner;  // "" when not leased
+    millis lease_until = 0;
+    int attempts = 0;  // times claimed
+    // Jobs are unique per (kind, task_id) when `unique` is set at insert: scheduling the same
+    // job again moves its due time instead of adding a second one.
+};
+
+struct idempotency_row {
+    std::string tenant;
+    std::string key;
+    std::string request_hash;  // SHA-256 hex of the canonical request
+    std::string task_id;
+    int response_status = 0;
+    std::string response_body;
+    millis created_at = 0;
+};
+
+struct file_row {
+    std::string id;  // "file_..."
+    std::string tenant;
+    std::string task_id;  // "" for uploads not yet attached
+    std::string kind;     // "upload", "output"
+    std::string content_type;
+    std::string path;  // relative to the blob root
+    std::int64_t size = 0;
+    std::string sha256;
+    millis created_at = 0;
+};
+
+// Raised by engines for failures of the database itself (I/O, corruption, busy beyond the
+// timeout). Domain "not found" is an empty optional, never an exception.
+class store_error : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+// The operations of one transaction. Calls are synchronous: they run on a store thread.
+class transaction {
+  public:
+    virtual ~transaction() = default;
+
+    // Tasks
+    virtual void insert_task(const task_row& t) = 0;
+    // Writes every column of `t` where id matches; bumps and returns the new version.
+    virtual std::int64_t update_task(const task_row& t) = 0;
+    virtual std::optional<task_row> get_task(std::string_view id) = 0;
+    // Newest first; `before_id` pages (tasks created before that task), "" for the first page.
+    virtual std::vector<task_row> list_tasks(std::string_view tenant, int limit,
+                                             std::string_view before_id) = 0;
+
+    // Outputs
+    virtual void upsert_output(const output_row& o) = 0;
+    virtual std::vector<output_row> get_outputs(std::string_view task_id) = 0;
+
+    // Attempts
+    virtual void upsert_attempt(const attempt_row& a) = 0;
+    virtual std::vector<attempt_row> get_attempts(std::string_view task_id) = 0;
+    // The attempt whose callback token equals `token` (exact match), if any.
+    virtual std::optional<attempt_row> find_attempt_by_token(std::string_view token) = 0;
+
+    // Events: appends with the next per-task sequence number (assigned here, in the same
+    // transaction as the state change that caused it); fills id, seq and created_at if empty.
+    virtual event_row append_event(event_row e) = 0;
+    // Events with seq > after_seq, ascending, at most `limit`.
+    virtual std::vector<event_row> get_events(std::string_view task_id, std::int64_t after_seq,
+                                              int limit) = 0;
+
+    // Jobs
+    // Inserts a job; with unique=true an existing job of the same (kind, task_id) is updated
+    // instead (due_at, payload; lease cleared). Returns the job id.
+    virtual std::int64_t schedule_job(const job_row& j, bool unique) = 0;
+    // Atomically leases up to `limit` jobs with due_at <= now whose lease is free or expired:
+    // sets lease_owner = owner, lease_until = now + lease_ms, attempts += 1. Oldest due first.
+    virtual std::vector<job_row> claim_jobs(std::string_view owner, millis now, millis lease_ms,
+                                            int limit) = 0;
+    // Deletes the job if `owner` still holds its lease; false otherwise (someone else took it).
+    virtual bool complete_job(std::int64_t id, std::string_view owner) = 0;
+    // Releases the lease and sets a new due time, if `owner` still holds it.
+    virtual bool reschedule_job(std::int64_t id, std::string_view owner, millis due_at,
+                                std::string_view payload_json) = 0;
+    virtual void delete_jobs_for_task(std::string_view task_id) = 0;
+    // Earliest due_at of any job (leased or not, lease expiry counted), for the engine's sleep.
+    virtual std::optional<millis> next_job_due() = 0;
+
+    // Idempotency keys
+    virtual std::optional<idempotency_row> get_idempotency(std::string_view tenant,
+                                                           std::string_view key) = 0;
+    // False if (tenant, key) already exists (nothing written).
+    virtual bool insert_idempotency(const idempotency_row& r) = 0;
+    virtual int delete_idempotency_before(millis cutoff) = 0;
+
+    // Files (blob metadata)
+    virtual void insert_file(const file_row& f) = 0;
+    virtual std::optional<file_row> get_file(std::string_view id) = 0;
+};
+
+struct store_stats {
+    std::uint64_t commits = 0;
+    std::uint64_t units = 0;  // units of work committed (>= commits with group commit)
+};
+
+class store {
+  public:
+    virtual ~store() = default;
+
+    using unit = std::function<void(transaction&)>;
+    using completion = std::function<void(std::exception_ptr)>;
+
+    // Queues a write unit. `done` runs on a store thread after the group's commit is durable
+    // (nullptr error) or after the unit failed and was rolled back (its exception). Thread-safe.
+    virtual void submit_write(unit fn, completion done) = 0;
+    // Queues a read-only unit on the reader side.
+    virtual void submit_read(unit fn, completion done) = 0;
+
+    // Stops accepting work, finishes what is queued, joins threads. Idempotent.
+    virtual void close() = 0;
+    virtual store_stats stats() const = 0;
+};
+
+struct sqlite_options {
+    std::string path;  // database file; ":memory:" is not supported (WAL needs a file)
+    int busy_timeout_ms = 5000;
+    int max_batch = 256;           // units per group commit
+    bool synchronous_full = true;  // fsync on every commit (durable before the 202)
+};
+
+// Opens (creating if needed) the database, applies pending schema migrations in order (each in
+// its own transaction, recorded in schema_migrations), enables WAL, starts the writer and reader
+// threads. Throws store_error on failure.
+std::unique_ptr<store> open_sqlite(const sqlite_options& options);
+
+// The current schema version the code expects (number of migrations).
+int sqlite_schema_version();
+
+}  // namespace segue::store

@@ -1,0 +1,82 @@
+#include "gateway/util/crypto.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+#include <stdexcept>
+
+namespace segue::util {
+
+std::string hex_encode(std::string_view raw) {
+    static constexpr char digits[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(raw.size() * 2);
+    for (unsigned char c : raw) {
+        out.push_back(digits[c >> 4]);
+        out.push_back(digits[c & 0xf]);
+    }
+    return out;
+}
+
+std::string random_id(std::string_view prefix) {
+    static constexpr char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";  // Crockford base32
+    unsigned char bytes[26];
+    if (RAND_bytes(bytes, sizeof bytes) != 1)
+        throw std::runtime_error("RAND_bytes failed");
+    std::string id(prefix);
+    for (unsigned char b : bytes)
+        id.push_back(alphabet[b & 31]);
+    return id;
+}
+
+std::string random_hex(std::size_t n) {
+    std::string raw(n, '\0');
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), static_cast<int>(n)) != 1)
+        throw std::runtime_error("RAND_bytes failed");
+    return hex_encode(raw);
+}
+
+std::string sha256_raw(std::string_view data) {
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), md);
+    return std::string(reinterpret_cast<char*>(md), sizeof md);
+}
+
+std::string sha256_hex(std::string_view data) {
+    return hex_encode(sha256_raw(data));
+}
+
+bool constant_time_equal(std::string_view a, std::string_view b) noexcept {
+    if (a.size() != b.size()) {
+        volatile unsigned char sink = 0;
+        for (unsigned char c : a)
+            sink = sink | c;
+        (void)sink;
+        return false;
+    }
+    return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+sha256_stream::sha256_stream() : ctx_(EVP_MD_CTX_new()) {
+    if (!ctx_ || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr) != 1)
+        throw std::runtime_error("EVP_DigestInit_ex failed");
+}
+
+sha256_stream::~sha256_stream() {
+    EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_));
+}
+
+void sha256_stream::update(std::string_view data) {
+    EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data.data(), data.size());
+}
+
+std::string sha256_stream::hex_digest() {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), md, &len);
+    return hex_encode(std::string_view(reinterpret_cast<char*>(md), len));
+}
+
+}  // namespace segue::util

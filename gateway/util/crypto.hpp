@@ -1,0 +1,36 @@
+#pragma once
+// Small crypto helpers over OpenSSL: ids, digests, constant-time comparison.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace segue::util {
+
+// prefix + 26 base32 characters from 130 CSPRNG bits ("ext_0k2m..."): unguessable ids.
+std::string random_id(std::string_view prefix);
+// `n` random bytes as lowercase hex.
+std::string random_hex(std::size_t n);
+std::string sha256_hex(std::string_view data);
+// Raw 32-byte digest.
+std::string sha256_raw(std::string_view data);
+// Constant-time equality for equal-length secrets; false (still constant-time in the
+// length of `a`) when the lengths differ.
+bool constant_time_equal(std::string_view a, std::string_view b) noexcept;
+std::string hex_encode(std::string_view raw);
+
+// Incremental SHA-256, for streamed uploads.
+class sha256_stream {
+  public:
+    sha256_stream();
+    ~sha256_stream();
+    sha256_stream(const sha256_stream&) = delete;
+    sha256_stream& operator=(const sha256_stream&) = delete;
+    void update(std::string_view data);
+    std::string hex_digest();
+
+  private:
+    void* ctx_;
+};
+
+}  // namespace segue::util

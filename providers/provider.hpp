@@ -1,0 +1,110 @@
+#pragma once
+// The provider interface. A provider is mostly transformation: it turns a neutral request into
+// its upstream calls and the upstream's answers (submit responses, poll results, webhooks) into
+// normalized updates. The core owns the store, retries, timeouts, metrics and events; providers
+// never read the environment or globals, only the settings and services they are given.
+
+#include <boost/asio/awaitable.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gateway/core/model.hpp"
+
+namespace segue::runtime {
+class blocking_pool;
+}
+
+namespace segue::providers {
+
+// What a provider can do; routing skips providers that lack what a request needs.
+struct capabilities {
+    bool source_file = false;
+    bool source_url = false;
+    bool source_clip = false;
+    bool length = false;  // honours a requested length of new audio
+    int max_outputs = 1;
+    bool webhooks = false;  // results arrive by webhook
+    bool polling = false;   // results can be polled
+};
+
+// One attempt of one task, as the provider sees it.
+struct task_view {
+    std::string task_id;
+    std::string tenant;
+    int attempt = 1;
+    core::extend_request request;
+    std::string input_path;        // file source: absolute path of the spooled upload
+    std::string provider_task_id;  // after acceptance
+    std::string callback_token;    // per-attempt webhook token ("" if none)
+    std::string state_json;        // what the provider last asked to persist ("" at first)
+};
+
+// A file the provider produced locally; the core registers it and serves it.
+struct local_file {
+    std::string path;  // absolute
+    std::string content_type;
+};
+
+struct output_update {
+    int index = 1;
+    core::output_status status = core::output_status::pending;
+    std::optional<local_file> mp3, wav;  // produced locally (sandbox)
+    std::string mp3_url, wav_url;        // remote (real providers)
+    std::optional<double> duration;
+    std::optional<std::string> title;
+    std::optional<std::string> lyrics;
+    std::optional<std::vector<core::lyric_line>> lyrics_timestamped;
+    bool flagged = false;
+    std::string flag_reason;
+    std::string error;  // failed outputs
+};
+
+// A normalized result of submit, poll or an inbound webhook.
+struct update {
+    enum class kind {
+        accepted,  // the provider took the task (provider_task_id set)
+        running,   // still working; poll again after poll_after
+        progress,  // some outputs or artifacts are ready, more to come
+        done,      // every output has reached a final state
+        failed,    // the task failed as a whole (error_* set)
+    };
+    kind what = kind::running;
+    std::string provider_task_id;
+    std::optional<std::int64_t> poll_after_ms;  // ask the core to poll again after this delay
+    std::string state_json;                     // persisted with the attempt if non-empty
+    std::vector<output_update> outputs;
+    std::optional<local_file> cover_file;
+    std::string cover_url;
+    std::vector<std::string> warnings;  // e.g. neutral fields with no upstream equivalent
+    std::string method;                 // how the result was produced (shown in the task)
+    core::error_class error = core::error_class::none;
+    std::string error_code;     // stable, e.g. "upstream_rejected"
+    std::string error_message;  // human readable
+    std::optional<std::int64_t> retry_after_ms;
+};
+
+// What the core lends a provider.
+struct services {
+    runtime::blocking_pool& blocking;
+    std::string work_dir;  // where a provider may write files for this attempt
+};
+
+class provider {
+  public:
+    virtual ~provider() = default;
+    virtual std::string_view name() const = 0;
+    virtual const capabilities& caps() const = 0;
+    // Starts the task upstream. Returns accepted (or done/failed for synchronous providers).
+    virtual boost::asio::awaitable<update> submit(const task_view& task, services& svc) = 0;
+    // Asks for the task's state; only called for providers that asked for polling.
+    virtual boost::asio::awaitable<update> poll(const task_view& task, services& svc) = 0;
+    // Best effort; the core has already marked the task canceled.
+    virtual boost::asio::awaitable<void> cancel(const task_view& task, services& svc);
+};
+
+}  // namespace segue::providers

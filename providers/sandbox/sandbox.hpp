@@ -1,0 +1,30 @@
+#pragma once
+// The offline sandbox provider: no account, no network. It really extends the audio with DSP
+// (gateway/audio: the input's first extend_after seconds, then a beat-aligned crossfaded loop
+// of material from before the cut), writes WAV and MP3, makes a title, timestamped lyrics and a
+// cover, and reports them like a real provider would, over time. It is not AI, and says so.
+
+#include "gateway/config/settings.hpp"
+#include "providers/provider.hpp"
+
+namespace segue::providers::sandbox {
+
+class sandbox_provider final : public provider {
+  public:
+    explicit sandbox_provider(config::sandbox_settings settings);
+    std::string_view name() const override { return "sandbox"; }
+    const capabilities& caps() const override { return caps_; }
+    boost::asio::awaitable<update> submit(const task_view& task, services& svc) override;
+    boost::asio::awaitable<update> poll(const task_view& task, services& svc) override;
+
+  private:
+    config::sandbox_settings settings_;
+    capabilities caps_;
+};
+
+// Title and timestamped lyrics the sandbox gives an output (exposed for tests).
+std::string make_title(const core::extend_request& r, int variant);
+std::vector<core::lyric_line> make_timestamped_lyrics(const core::extend_request& r, double length);
+std::string make_cover_svg(const std::string& seed, const std::string& title);
+
+}  // namespace segue::providers::sandbox

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what is missing (Debian 12, as root). `scripts/setup.sh` for running the gateway;
+# `scripts/setup.sh --test` adds what the tests, fuzzers and benchmarks need.
+set -euo pipefail
+
+packages=(
+  cmake ninja-build clang lld ccache pkg-config
+  libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
+  libyaml-cpp-dev libssl-dev libsqlite3-dev libpq-dev libsndfile1-dev
+)
+if [[ "${1:-}" == "--test" ]]; then
+  packages+=(libgtest-dev prometheus clang lld libfuzzer-14-dev libclang-rt-14-dev curl)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: need root to apt-get install (run as root or with sudo)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,595 @@
+// The extend journey against the real binary and the sandbox provider: upload, events (JSON
+// and SSE), outputs downloaded and checked with libsndfile, validation, idempotency, tenants,
+// cancel, and a restart in the middle of a task.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sndfile.h>
+
+#include <boost/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "gateway/audio/audio.hpp"
+#include "tests/support/process.hpp"
+
+using namespace std::chrono_literals;
+namespace json = boost::json;
+using segue::test::form_part;
+using segue::test::http_connection;
+using segue::test::http_request;
+using segue::test::http_response;
+using segue::test::segue_process;
+
+namespace {
+
+const std::string key_a = "Authorization: Bearer sk-tenant-a";
+const std::string key_b = "Authorization: Bearer sk-tenant-b";
+const std::string boundary = "segue-test-boundary-7d3f";
+
+std::string config_for(const std::string& dir, const std::string& extra = "",
+                       const std::string& sandbox_delay = "100ms") {
+    return "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n  drain_timeout: 5s\n"
+           "log:\n  level: info\n"
+           "tenants:\n"
+           "  - name: a\n    api_keys: [sk-tenant-a]\n"
+           // tenant b's key given as its SHA-256
+           "  - name: b\n    api_keys: "
+           "[\"sha256:2ee2fc626331c5f5659d7006fa212eaff5082b2532da2e9cd0cb99436ccc3502\"]\n"
+           "storage:\n  sqlite_path: " +
+           dir + "/segue.db\n  blob_dir: " + dir +
+           "/blobs\n"
+           "engine:\n  poll_interval: 100ms\n  lease: 2s\n"
+           "providers:\n  sandbox:\n    delay: " +
+           sandbox_delay + "\n" + extra;
+}
+
+struct song {
+    std::string bytes;
+    double seconds;
+};
+
+song make_song(const segue::test::temp_dir& d, const std::string& format, double seconds,
+               int rate = 44100, int channels = 2) {
+    const std::string path = d.file("input." + format);
+    EXPECT_TRUE(segue::audio::write_test_song(path, seconds, rate, channels, 120, format));
+    return {segue::test::read_file(path), seconds};
+}
+
+std::vector<std::string> auth(const std::string& key, std::vector<std::string> more = {}) {
+    more.push_back(key);
+    return more;
+}
+
+std::optional<http_response> post_form(std::uint16_t port, const std::vector<form_part>& parts,
+                                       std::vector<std::string> headers) {
+    headers.push_back("Content-Type: multipart/form-data; boundary=" + boundary);
+    return http_request(port, "POST", "/v1/extensions",
+                        segue::test::multipart_body(parts, boundary), headers);
+}
+
+std::optional<http_response> post_json(std::uint16_t port, const std::string& body,
+                                       std::vector<std::string> headers) {
+    headers.push_back("Content-Type: application/json");
+    return http_request(port, "POST", "/v1/extensions", body, headers);
+}
+
+json::object parse(const std::string& s) {
+    return json::parse(s).as_object();
+}
+
+json::object wait_final(std::uint16_t port, const std::string& id, const std::string& key,
+                        std::chrono::seconds limit = 60s) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    json::object t;
+    while (std::chrono::steady_clock::now() < until) {
+        auto r = http_request(port, "GET", "/v1/extensions/" + id, "", {key});
+        if (r && r->status == 200) {
+            t = parse(r->body);
+            std::string st(t["status"].as_string());
+            if (st == "succeeded" || st == "failed" || st == "partially_succeeded" ||
+                st == "canceled")
+                return t;
+        }
+        std::this_thread::sleep_for(100ms);
+    }
+    ADD_FAILURE() << "task " << id << " did not finish: " << json::serialize(t);
+    return t;
+}
+
+std::vector<json::object> events_of(std::uint16_t port, const std::string& id,
+                                    const std::string& key) {
+    auto r = http_request(port, "GET", "/v1/extensions/" + id + "/events?limit=1000", "", {key});
+    std::vector<json::object> out;
+    if (!r || r->status != 200)
+        return out;
+    auto body = parse(r->body);  // range-for would not extend a temporary's life
+    for (auto& e : body["data"].as_array())
+        out.push_back(e.as_object());
+    return out;
+}
+
+struct sf_audio {
+    int rate = 0, channels = 0;
+    sf_count_t frames = 0;
+    std::vector<short> samples;
+};
+
+sf_audio read_audio(const std::string& path) {
+    sf_audio a;
+    SF_INFO info{};
+    SNDFILE* f = sf_open(path.c_str(), SFM_READ, &info);
+    if (!f)
+        return a;
+    a.rate = info.samplerate;
+    a.channels = info.channels;
+    a.frames = info.frames;
+    a.samples.resize(static_cast<std::size_t>(info.frames * info.channels));
+    sf_readf_short(f, a.samples.data(), info.frames);
+    sf_close(f);
+    return a;
+}
+
+double seconds_of(const sf_audio& a) {
+    return a.rate ? double(a.frames) / a.rate : 0;
+}
+
+std::string file_id_from_url(const std::string& url) {
+    return url.substr(url.rfind('/') + 1);
+}
+
+}  // namespace
+
+TEST(Extend, FullJourneyWavUploadSseAndDownloads) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path()));
+    auto input = make_song(d, "wav", 20);
+    auto r = post_form(s.port(),
+                       {{"audio_file", input.bytes, "song.wav", "audio/wav"},
+                        {"extend_after", "8"},
+                        {"length", "6"},
+                        {"num_outputs", "2"},
+                        {"prompt", "warm analog synth outro"},
+                        {"lyrics", "first line\nsecond line\nthird line"},
+                        {"gender", "female"},
+                        {"metadata", R"({"order":"42"})"}},
+                       {key_a});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 202) << r->body;
+    auto task = parse(r->body);
+    const std::string id(task["id"].as_string());
+    EXPECT_EQ(r->header("location").value_or(""), "/v1/extensions/" + id);
+    EXPECT_EQ(task["status"], "queued");
+    EXPECT_EQ(task["request"].as_object()["source"].as_object()["type"], "file");
+
+    // Live events over SSE until the final one: the stream closes itself.
+    http_connection sse(s.port(), 60s);
+    auto stream = sse.request("GET", "/v1/extensions/" + id + "/events", "",
+                              {key_a, "Accept: text/event-stream"});
+    ASSERT_TRUE(stream);
+    EXPECT_EQ(stream->status, 200);
+    EXPECT_EQ(stream->header("content-type").value_or(""), "text/event-stream");
+    const auto& text = stream->body;
+    EXPECT_NE(text.find("event: extension.queued"), std::string::npos) << text;
+    EXPECT_NE(text.find("event: extension.submitted"), std::string::npos) << text;
+    EXPECT_NE(text.find("event: extension.output.ready"), std::string::npos) << text;
+    EXPECT_NE(text.find("event: extension.lyrics.ready"), std::string::npos) << text;
+    EXPECT_NE(text.find("event: extension.cover.ready"), std::string::npos) << text;
+    EXPECT_NE(text.find("event: extension.succeeded"), std::string::npos) << text;
+    EXPECT_NE(text.find("\"order\":\"42\""), std::string::npos) << "metadata echoed in events";
+
+    auto done = wait_final(s.port(), id, key_a);
+    ASSERT_EQ(done["status"], "succeeded") << json::serialize(done);
+    auto& outputs = done["outputs"].as_array();
+    ASSERT_EQ(outputs.size(), 2u);
+
+    auto in = read_audio(d.file("input.wav"));
+    std::vector<std::vector<short>> continuations;
+    for (auto& ov : outputs) {
+        auto& o = ov.as_object();
+        EXPECT_EQ(o["status"], "ready");
+        EXPECT_FALSE(std::string(o["title"].as_string()).empty());
+        EXPECT_NE(std::string(o["method"].as_string()).find("not AI"), std::string::npos);
+        EXPECT_EQ(o["lyrics_timestamped"].as_array().size(), 3u);
+        auto& line = o["lyrics_timestamped"].as_array()[0].as_object();
+        EXPECT_EQ(line["text"], "first line");
+        EXPECT_EQ(line["start_ms"].to_number<std::int64_t>(), 8000);
+        auto& audio = o["audio"].as_object();
+        for (auto kind : {"wav_url", "mp3_url"}) {
+            auto url = std::string(audio[kind].as_string());
+            auto f =
+                http_request(s.port(), "GET", "/v1/files/" + file_id_from_url(url), "", {key_a});
+            ASSERT_TRUE(f);
+            ASSERT_EQ(f->status, 200);
+            // Files are the tenant's own.
+            auto other =
+                http_request(s.port(), "GET", "/v1/files/" + file_id_from_url(url), "", {key_b});
+            ASSERT_TRUE(other);
+            EXPECT_EQ(other->status, 404);
+            const std::string local = d.write(file_id_from_url(url), f->body);
+            auto out = read_audio(local);
+            ASSERT_GT(out.frames, 0) << kind;
+            EXPECT_NEAR(seconds_of(out), 14.0, 0.1) << kind;
+            if (std::string(kind) == "wav_url") {
+                EXPECT_EQ(f->header("content-type").value_or(""), "audio/wav");
+                ASSERT_EQ(out.channels, in.channels);
+                ASSERT_EQ(out.rate, in.rate);
+                const std::size_t prefix = static_cast<std::size_t>(8 * in.rate) * in.channels;
+                ASSERT_GE(out.samples.size(), prefix);
+                EXPECT_TRUE(std::equal(in.samples.begin(), in.samples.begin() + prefix,
+                                       out.samples.begin()))
+                    << "the first extend_after seconds are the input's samples";
+                continuations.emplace_back(out.samples.begin() + prefix, out.samples.end());
+            } else {
+                EXPECT_EQ(f->header("content-type").value_or(""), "audio/mpeg");
+            }
+        }
+    }
+    ASSERT_EQ(continuations.size(), 2u);
+    EXPECT_NE(continuations[0], continuations[1]) << "two outputs, two different continuations";
+
+    // The event log: consecutive sequence numbers, one output.ready per output.
+    auto evs = events_of(s.port(), id, key_a);
+    ASSERT_FALSE(evs.empty());
+    int ready = 0;
+    for (std::size_t i = 0; i < evs.size(); ++i) {
+        EXPECT_EQ(evs[i]["seq"].to_number<std::int64_t>(), static_cast<std::int64_t>(i + 1));
+        if (evs[i]["type"] == "extension.output.ready")
+            ++ready;
+    }
+    EXPECT_EQ(ready, 2);
+    EXPECT_EQ(evs.front()["type"], "extension.queued");
+    EXPECT_EQ(evs.back()["type"], "extension.succeeded");
+}
+
+TEST(Extend, Mp3UploadWithOneOutput) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path()));
+    auto input = make_song(d, "mp3", 12);
+    auto r = post_form(s.port(),
+                       {{"audio_file", input.bytes, "song.mp3", "audio/mpeg"},
+                        {"starts_at", "5.5"},
+                        {"length", "4"},
+                        {"num_outputs", "1"}},
+                       {key_a});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 202) << r->body;
+    auto id = std::string(parse(r->body)["id"].as_string());
+    auto done = wait_final(s.port(), id, key_a);
+    ASSERT_EQ(done["status"], "succeeded");
+    ASSERT_EQ(done["outputs"].as_array().size(), 1u);
+    auto& audio = done["outputs"].as_array()[0].as_object()["audio"].as_object();
+    auto f = http_request(
+        s.port(), "GET", "/v1/files/" + file_id_from_url(std::string(audio["wav_url"].as_string())),
+        "", {key_a});
+    ASSERT_TRUE(f);
+    auto out = read_audio(d.write("out.wav", f->body));
+    EXPECT_NEAR(seconds_of(out), 9.5, 0.1);
+}
+
+TEST(Extend, AuthIsRequired) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path()));
+    auto none = post_json(s.port(), R"({"audio_url":"https://x.test/a.mp3","extend_after":1})", {});
+    ASSERT_TRUE(none);
+    EXPECT_EQ(none->status, 401);
+    EXPECT_EQ(none->header("content-type").value_or(""), "application/problem+json");
+    auto wrong =
+        http_request(s.port(), "GET", "/v1/extensions", "", {"Authorization: Bearer nope"});
+    ASSERT_TRUE(wrong);
+    EXPECT_EQ(wrong->status, 401);
+    auto basic = http_request(s.port(), "GET", "/v1/extensions", "", {"Authorization: Basic c2s="});
+    ASSERT_TRUE(basic);
+    EXPECT_EQ(basic->status, 401);
+    auto ok = http_request(s.port(), "GET", "/v1/extensions", "", {key_b});
+    ASSERT_TRUE(ok);
+    EXPECT_EQ(ok->status, 200);
+}
+
+TEST(Extend, ValidationNamesEveryBadFieldAndCreatesNothing) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path(), "api:\n  max_upload_bytes: 1MiB\n"));
+    auto song = make_song(d, "wav", 6, 22050, 1);
+    struct bad_case {
+        std::string name;
+        std::function<std::optional<http_response>()> send;
+        int status;
+        std::vector<std::string> fields;
+    };
+    auto json_case = [&](std::string body) {
+        return [&, body] { return post_json(s.port(), body, {key_a}); };
+    };
+    auto form_case = [&](std::vector<form_part> parts) {
+        return [&, parts] { return post_form(s.port(), parts, {key_a}); };
+    };
+    std::vector<bad_case> cases{
+        {"missing extend_after",
+         form_case({{"audio_file", song.bytes, "s.wav"}}),
+         422,
+         {"extend_after"}},
+        {"no source", json_case(R"({"extend_after":1})"), 422, {"audio_file"}},
+        {"two sources",
+         form_case({{"audio_file", song.bytes, "s.wav"},
+                    {"audio_url", "https://x.test/a.mp3"},
+                    {"extend_after", "1"}}),
+         422,
+         {"audio_file"}},
+        {"wrong gender",
+         json_case(R"({"audio_url":"https://x.test/a.mp3","extend_after":1,"gender":"robot"})"),
+         422,
+         {"gender"}},
+        {"num_outputs 3",
+         json_case(R"({"audio_url":"https://x.test/a.mp3","extend_after":1,"num_outputs":3})"),
+         422,
+         {"num_outputs"}},
+        {"lyrics too long",
+         json_case(R"({"audio_url":"https://x.test/a.mp3","extend_after":1,"lyrics":")" +
+                   std::string(2001, 'l') + R"("})"),
+         422,
+         {"lyrics"}},
+        {"section too long",
+         json_case(
+             R"({"audio_url":"https://x.test/a.mp3","extend_after":1,"lyrics_section_to_extend":")" +
+             std::string(3001, 's') + R"("})"),
+         422,
+         {"lyrics_section_to_extend"}},
+        {"negative numbers",
+         json_case(R"({"audio_url":"https://x.test/a.mp3","extend_after":-1,"length":-3})"),
+         422,
+         {"extend_after", "length"}},
+        {"bad urls",
+         json_case(
+             R"({"audio_url":"ftp://x.test/a.mp3","extend_after":1,"webhook_url":"not a url"})"),
+         422,
+         {"audio_url", "webhook_url"}},
+        {"unknown provider",
+         json_case(R"({"audio_url":"https://x.test/a.mp3","extend_after":1,"provider":"nope"})"),
+         422,
+         {"provider"}},
+        {"wrong types",
+         json_case(
+             R"({"audio_url":"https://x.test/a.mp3","extend_after":"soon","prompt":5,"metadata":[1]})"),
+         422,
+         {"extend_after", "prompt", "metadata"}},
+        {"unknown field",
+         json_case(R"({"audio_url":"https://x.test/a.mp3","extend_after":1,"colour":"red"})"),
+         422,
+         {"colour"}},
+        {"url source unsupported by sandbox",
+         json_case(R"({"audio_url":"https://x.test/a.mp3","extend_after":1})"),
+         422,
+         {"audio_url"}},
+        {"not audio",
+         form_case({{"audio_file", std::string(5000, 'x'), "s.wav"}, {"extend_after", "1"}}),
+         422,
+         {"audio_file"}},
+        {"extend_after beyond the song",
+         form_case({{"audio_file", song.bytes, "s.wav"}, {"extend_after", "60"}}),
+         422,
+         {"extend_after"}},
+        {"upload too large",
+         form_case(
+             {{"audio_file", std::string(2 * 1024 * 1024, 'x'), "s.wav"}, {"extend_after", "1"}}),
+         413,
+         {}},
+        {"malformed json", json_case(R"({"extend_after":)"), 400, {}},
+        {"json not an object", json_case(R"([1,2])"), 400, {}},
+    };
+    for (auto& c : cases) {
+        auto r = c.send();
+        ASSERT_TRUE(r) << c.name;
+        EXPECT_EQ(r->status, c.status) << c.name << ": " << r->body;
+        EXPECT_EQ(r->header("content-type").value_or(""), "application/problem+json") << c.name;
+        for (const auto& f : c.fields)
+            EXPECT_NE(r->body.find("\"field\":\"" + f + "\""), std::string::npos)
+                << c.name << " should name " << f << ": " << r->body;
+    }
+    auto text =
+        http_request(s.port(), "POST", "/v1/extensions", "hi", {key_a, "Content-Type: text/plain"});
+    ASSERT_TRUE(text);
+    EXPECT_EQ(text->status, 415);
+
+    // Nothing was created, and no upload was left behind.
+    auto list = http_request(s.port(), "GET", "/v1/extensions", "", {key_a});
+    ASSERT_TRUE(list);
+    EXPECT_EQ(parse(list->body)["data"].as_array().size(), 0u) << list->body;
+    std::error_code ec;
+    std::size_t spooled = 0;
+    for (auto it = std::filesystem::recursive_directory_iterator(d.path() + "/blobs", ec);
+         it != std::filesystem::recursive_directory_iterator(); ++it)
+        if (it->is_regular_file())
+            ++spooled;
+    EXPECT_EQ(spooled, 0u);
+}
+
+TEST(Extend, IdempotencyReplayConflictAndConcurrency) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path()));
+    auto song = make_song(d, "wav", 6, 22050, 1);
+    std::vector<form_part> parts{
+        {"audio_file", song.bytes, "s.wav"}, {"extend_after", "2"}, {"length", "2"}};
+    auto first = post_form(s.port(), parts, {key_a, "Idempotency-Key: order-1"});
+    ASSERT_TRUE(first);
+    ASSERT_EQ(first->status, 202) << first->body;
+    auto again = post_form(s.port(), parts, {key_a, "Idempotency-Key: order-1"});
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->status, 202);
+    EXPECT_EQ(again->body, first->body);
+    EXPECT_EQ(again->header("idempotent-replayed").value_or(""), "true");
+    parts[1].value = "3";
+    auto conflict = post_form(s.port(), parts, {key_a, "Idempotency-Key: order-1"});
+    ASSERT_TRUE(conflict);
+    EXPECT_EQ(conflict->status, 409);
+    // Keys are per tenant.
+    parts[1].value = "2";
+    auto other = post_form(s.port(), parts, {key_b, "Idempotency-Key: order-1"});
+    ASSERT_TRUE(other);
+    EXPECT_EQ(other->status, 202);
+    EXPECT_NE(parse(other->body)["id"], parse(first->body)["id"]);
+
+    // Eight concurrent requests with one new key create one task.
+    std::vector<std::thread> threads;
+    std::vector<std::string> ids(8);
+    for (int i = 0; i < 8; ++i)
+        threads.emplace_back([&, i] {
+            auto r = post_form(s.port(), parts, {key_a, "Idempotency-Key: burst"});
+            if (r && r->status == 202)
+                ids[i] = std::string(parse(r->body)["id"].as_string());
+        });
+    for (auto& t : threads)
+        t.join();
+    std::set<std::string> unique(ids.begin(), ids.end());
+    EXPECT_EQ(unique.size(), 1u);
+    EXPECT_FALSE(unique.begin()->empty());
+    auto list = http_request(s.port(), "GET", "/v1/extensions", "", {key_a});
+    ASSERT_TRUE(list);
+    EXPECT_EQ(parse(list->body)["data"].as_array().size(), 2u) << list->body;
+}
+
+TEST(Extend, TenantsNeverSeeEachOther) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path()));
+    auto song = make_song(d, "wav", 6, 22050, 1);
+    auto r =
+        post_form(s.port(), {{"audio_file", song.bytes, "s.wav"}, {"extend_after", "2"}}, {key_a});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 202);
+    auto id = std::string(parse(r->body)["id"].as_string());
+    for (auto path : {"/v1/extensions/" + id, "/v1/extensions/" + id + "/events"}) {
+        auto x = http_request(s.port(), "GET", path, "", {key_b});
+        ASSERT_TRUE(x);
+        EXPECT_EQ(x->status, 404) << path;
+    }
+    auto c = http_request(s.port(), "POST", "/v1/extensions/" + id + "/cancel", "", {key_b});
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->status, 404);
+    auto list = http_request(s.port(), "GET", "/v1/extensions", "", {key_b});
+    ASSERT_TRUE(list);
+    EXPECT_EQ(parse(list->body)["data"].as_array().size(), 0u);
+}
+
+TEST(Extend, SseResumesAfterLastEventId) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path()));
+    auto song = make_song(d, "wav", 6, 22050, 1);
+    auto r = post_form(
+        s.port(), {{"audio_file", song.bytes, "s.wav"}, {"extend_after", "2"}, {"length", "2"}},
+        {key_a});
+    ASSERT_TRUE(r);
+    auto id = std::string(parse(r->body)["id"].as_string());
+    wait_final(s.port(), id, key_a);
+    auto all = events_of(s.port(), id, key_a);
+    ASSERT_GE(all.size(), 4u);
+    http_connection c(s.port());
+    auto resumed = c.request("GET", "/v1/extensions/" + id + "/events", "",
+                             {key_a, "Accept: text/event-stream", "Last-Event-ID: 2"});
+    ASSERT_TRUE(resumed);
+    EXPECT_EQ(resumed->body.find("id: 1\n"), std::string::npos);
+    EXPECT_EQ(resumed->body.find("id: 2\n"), std::string::npos);
+    EXPECT_NE(resumed->body.find("id: 3\n"), std::string::npos) << resumed->body;
+    EXPECT_NE(resumed->body.find("id: " + std::to_string(all.size()) + "\n"), std::string::npos);
+    // The JSON log pages the same way.
+    auto page = http_request(s.port(), "GET", "/v1/extensions/" + id + "/events?after=2&limit=1",
+                             "", {key_a});
+    ASSERT_TRUE(page);
+    auto body = parse(page->body);
+    ASSERT_EQ(body["data"].as_array().size(), 1u);
+    EXPECT_EQ(body["data"].as_array()[0].as_object()["seq"].to_number<int>(), 3);
+    EXPECT_EQ(body["has_more"], true);
+}
+
+TEST(Extend, CancelStopsTheTask) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path(), "", "3s"));
+    auto song = make_song(d, "wav", 6, 22050, 1);
+    auto r =
+        post_form(s.port(), {{"audio_file", song.bytes, "s.wav"}, {"extend_after", "2"}}, {key_a});
+    ASSERT_TRUE(r);
+    auto id = std::string(parse(r->body)["id"].as_string());
+    auto c = http_request(s.port(), "POST", "/v1/extensions/" + id + "/cancel", "", {key_a});
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->status, 200) << c->body;
+    EXPECT_EQ(parse(c->body)["status"], "canceled");
+    auto again = http_request(s.port(), "POST", "/v1/extensions/" + id + "/cancel", "", {key_a});
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->status, 409);
+    std::this_thread::sleep_for(3500ms);  // the sandbox's delay passes: nothing more happens
+    auto t = http_request(s.port(), "GET", "/v1/extensions/" + id, "", {key_a});
+    EXPECT_EQ(parse(t->body)["status"], "canceled");
+    auto evs = events_of(s.port(), id, key_a);
+    ASSERT_FALSE(evs.empty());
+    EXPECT_EQ(evs.back()["type"], "extension.canceled");
+}
+
+TEST(Extend, RestartMidTaskLosesAndDuplicatesNothing) {
+    segue::test::temp_dir d;
+    const std::string cfg = config_for(d.path(), "", "1500ms");
+    std::string id;
+    {
+        segue_process s(cfg);
+        auto song = make_song(d, "wav", 8, 22050, 2);
+        auto r = post_form(
+            s.port(), {{"audio_file", song.bytes, "s.wav"}, {"extend_after", "3"}, {"length", "3"}},
+            {key_a});
+        ASSERT_TRUE(r);
+        ASSERT_EQ(r->status, 202);
+        id = std::string(parse(r->body)["id"].as_string());
+        // Wait until the task has been submitted, then kill the process outright.
+        for (int i = 0; i < 100; ++i) {
+            auto evs = events_of(s.port(), id, key_a);
+            if (evs.size() >= 2)
+                break;
+            std::this_thread::sleep_for(50ms);
+        }
+        s.proc().signal(SIGKILL);
+        s.proc().wait(5s);
+    }
+    segue_process s2(cfg);
+    auto done = wait_final(s2.port(), id, key_a);
+    EXPECT_EQ(done["status"], "succeeded") << json::serialize(done);
+    auto evs = events_of(s2.port(), id, key_a);
+    std::map<std::string, int> counts;
+    for (std::size_t i = 0; i < evs.size(); ++i) {
+        EXPECT_EQ(evs[i]["seq"].to_number<std::int64_t>(), static_cast<std::int64_t>(i + 1));
+        counts[std::string(evs[i]["type"].as_string())]++;
+    }
+    EXPECT_EQ(counts["extension.queued"], 1);
+    EXPECT_EQ(counts["extension.submitted"], 1);
+    EXPECT_EQ(counts["extension.output.ready"], 2);
+    EXPECT_EQ(counts["extension.cover.ready"], 1);
+    EXPECT_EQ(counts["extension.succeeded"], 1);
+}
+
+TEST(Extend, MetricsCountTasks) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path()));
+    auto song = make_song(d, "wav", 6, 22050, 1);
+    auto r = post_form(s.port(),
+                       {{"audio_file", song.bytes, "s.wav"},
+                        {"extend_after", "2"},
+                        {"length", "2"},
+                        {"num_outputs", "1"}},
+                       {key_a});
+    ASSERT_TRUE(r);
+    wait_final(s.port(), std::string(parse(r->body)["id"].as_string()), key_a);
+    auto m = http_request(s.port(), "GET", "/metrics");
+    ASSERT_TRUE(m);
+    EXPECT_NE(m->body.find(R"(segue_tasks_created_total{provider="sandbox"} 1)"),
+              std::string::npos);
+    EXPECT_NE(
+        m->body.find(R"(segue_tasks_finished_total{provider="sandbox",status="succeeded"} 1)"),
+        std::string::npos)
+        << m->body;
+    EXPECT_NE(m->body.find("segue_task_duration_seconds_bucket"), std::string::npos);
+    EXPECT_NE(m->body.find("segue_store_operation_duration_seconds_bucket"), std::string::npos);
+    EXPECT_NE(m->body.find("segue_upload_bytes_total"), std::string::npos);
+    auto [code, out] = segue::test::run_command({"promtool", "check", "metrics"}, m->body);
+    EXPECT_EQ(code, 0) << out;
+}

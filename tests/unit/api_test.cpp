@@ -1,0 +1,183 @@
+// Validation of the extend request, API-key authentication, routing and the error table.
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include "gateway/api/auth.hpp"
+#include "gateway/api/problem.hpp"
+#include "gateway/api/validate.hpp"
+#include "gateway/core/json.hpp"
+#include "gateway/http/router.hpp"
+#include "gateway/util/crypto.hpp"
+
+namespace json = boost::json;
+using segue::api::validate_extend_request;
+using segue::api::validation_input;
+
+namespace {
+
+segue::api::validation_result run(const std::string& body, bool form = false, bool file = false) {
+    static json::object fields;
+    fields = json::parse(body).as_object();
+    validation_input in;
+    in.fields = &fields;
+    in.from_form = form;
+    in.has_file = file;
+    in.provider_exists = [](std::string_view n) { return n == "sandbox" || n == "musicgpt"; };
+    in.route_exists = [](std::string_view n) { return n == "cheap"; };
+    return validate_extend_request(in);
+}
+
+std::vector<std::string> fields_of(const segue::api::validation_result& r) {
+    std::vector<std::string> out;
+    for (const auto& e : r.errors)
+        out.push_back(e.field);
+    return out;
+}
+
+}  // namespace
+
+TEST(Validate, AcceptsAFullJsonRequest) {
+    auto r = run(R"({"audio_url":"https://cdn.example/song.mp3","extend_after":35.5,
+        "prompt":"piano outro","lyrics":"la","lyrics_section_to_extend":"la la","gender":"neutral",
+        "num_outputs":1,"length":20,"webhook_url":"https://hooks.example/x","provider":"musicgpt",
+        "metadata":{"k":"v"}})");
+    EXPECT_TRUE(r.errors.empty()) << fields_of(r).size();
+    EXPECT_EQ(r.request.source, segue::core::source_kind::url);
+    EXPECT_EQ(r.request.extend_after, 35.5);
+    EXPECT_EQ(r.request.num_outputs, 1);
+    EXPECT_EQ(*r.request.length, 20);
+    EXPECT_EQ(*r.request.provider, "musicgpt");
+    EXPECT_EQ(r.request.metadata_json, R"({"k":"v"})");
+}
+
+TEST(Validate, AliasesAndFormStrings) {
+    auto r = run(R"({"starts_at":"12.25","instruction":"go","num_outputs":"2"})", true, true);
+    EXPECT_TRUE(r.errors.empty());
+    EXPECT_EQ(r.request.extend_after, 12.25);
+    EXPECT_EQ(*r.request.prompt, "go");
+    EXPECT_EQ(r.request.source, segue::core::source_kind::file);
+    // Aliases that disagree are an error.
+    auto d = run(R"({"audio_url":"https://a.example/x","extend_after":1,"starts_at":2})");
+    EXPECT_EQ(fields_of(d), std::vector<std::string>{"starts_at"});
+    // JSON numbers must be numbers; form values are strings.
+    auto t = run(R"({"audio_url":"https://a.example/x","extend_after":"1"})");
+    EXPECT_EQ(fields_of(t), std::vector<std::string>{"extend_after"});
+}
+
+TEST(Validate, ReportsEveryBadFieldAtOnce) {
+    auto r = run(
+        R"({"extend_after":-2,"gender":"x","num_outputs":3,"length":0,
+        "lyrics":")" +
+        std::string(2001, 'a') + R"(","prompt":)" + "7" +
+        R"(,"webhook_url":"mailto:a@b","provider":"nope","route":"nope","metadata":"x","zzz":1})");
+    auto f = fields_of(r);
+    for (auto want : {"zzz", "audio_file", "extend_after", "prompt", "lyrics", "gender",
+                      "num_outputs", "length", "webhook_url", "provider", "route", "metadata"})
+        EXPECT_NE(std::find(f.begin(), f.end(), want), f.end()) << want;
+}
+
+TEST(Validate, SourcesExactlyOne) {
+    EXPECT_EQ(fields_of(run(R"({"extend_after":1})")), std::vector<std::string>{"audio_file"});
+    EXPECT_EQ(
+        fields_of(run(R"({"extend_after":1,"audio_url":"https://a.example/x"})", false, true)),
+        std::vector<std::string>{"audio_file"});
+    auto clip = run(R"({"extend_after":1,"clip":{"provider":"musicgpt","id":"c1"}})");
+    EXPECT_TRUE(clip.errors.empty());
+    EXPECT_EQ(clip.request.source, segue::core::source_kind::clip);
+    EXPECT_EQ(clip.request.clip_id, "c1");
+    auto bad = run(R"({"extend_after":1,"clip":{"provider":"zzz","extra":1}})");
+    auto f = fields_of(bad);
+    EXPECT_NE(std::find(f.begin(), f.end(), "clip.provider"), f.end());
+    EXPECT_NE(std::find(f.begin(), f.end(), "clip.id"), f.end());
+    EXPECT_NE(std::find(f.begin(), f.end(), "clip.extra"), f.end());
+}
+
+TEST(Validate, LimitsCountCharactersNotBytes) {
+    std::string lyrics;
+    for (int i = 0; i < 2000; ++i)
+        lyrics += "é";  // 2 bytes each
+    auto r =
+        run(R"({"audio_url":"https://a.example/x","extend_after":1,"lyrics":")" + lyrics + R"("})");
+    EXPECT_TRUE(r.errors.empty());
+    EXPECT_EQ(segue::api::utf8_length("héllo"), 5u);
+}
+
+TEST(Validate, UrlsMustBeHttpWithAHostAndNoCredentials) {
+    for (auto u :
+         {"ftp://a.example/x", "https://", "relative/path", "https://user:pw@a.example/x"}) {
+        auto r = run(std::string(R"({"extend_after":1,"audio_url":")") + u + "\"}");
+        EXPECT_FALSE(r.errors.empty()) << u;
+    }
+}
+
+TEST(Auth, PlainAndHashedKeysConstantTimeLookup) {
+    std::vector<segue::config::tenant_settings> tenants{
+        {"a", {"sk-a-1", "sk-a-2"}},
+        {"b", {"sha256:" + segue::util::sha256_hex("sk-b")}},
+    };
+    segue::api::authenticator auth(tenants);
+    EXPECT_EQ(auth.authenticate("Bearer sk-a-2").value_or(""), "a");
+    EXPECT_EQ(auth.authenticate("bearer   sk-b ").value_or(""), "b");
+    EXPECT_FALSE(auth.authenticate("Bearer sk-b-x"));
+    EXPECT_FALSE(auth.authenticate("sk-a-1"));
+    EXPECT_FALSE(auth.authenticate("Basic sk-a-1"));
+    EXPECT_FALSE(auth.authenticate("Bearer "));
+    EXPECT_FALSE(auth.authenticate(std::nullopt));
+}
+
+TEST(Router, TemplatesParamsAnd405) {
+    segue::http::router r;
+    auto h = [](segue::http::context&) -> boost::asio::awaitable<void> { co_return; };
+    r.add("GET", "/v1/extensions/{id}", h);
+    r.add("POST", "/v1/extensions/{id}/cancel", h);
+    r.add("GET", "/healthz", h);
+    auto m = r.match("GET", "/v1/extensions/ext_1");
+    ASSERT_TRUE(m.matched);
+    EXPECT_EQ(m.matched->pattern, "/v1/extensions/{id}");
+    ASSERT_EQ(m.params.size(), 1u);
+    EXPECT_EQ(m.params[0].second, "ext_1");
+    auto na = r.match("DELETE", "/v1/extensions/ext_1");
+    EXPECT_FALSE(na.matched);
+    EXPECT_TRUE(na.path_known);
+    EXPECT_EQ(na.allow, "GET");
+    EXPECT_FALSE(r.match("GET", "/v1/extensions/").matched);
+    EXPECT_FALSE(r.match("GET", "/v1/extensions/a/b").matched);
+    EXPECT_TRUE(r.match("HEAD", "/healthz").matched);
+    EXPECT_THROW(r.add("GET", "/healthz", h), std::invalid_argument);
+    EXPECT_THROW(r.add("GET", "no-slash", h), std::invalid_argument);
+}
+
+TEST(Problem, OneTableOfKinds) {
+    auto p = segue::api::make_problem(segue::api::error_kind::validation_failed, "2 invalid",
+                                      "/v1/extensions", {{"gender", "bad"}});
+    EXPECT_EQ(p.status, 422);
+    EXPECT_EQ(p.content_type, "application/problem+json");
+    auto o = json::parse(p.body).as_object();
+    EXPECT_EQ(o["type"], "https://segue.dev/problems/validation_failed");
+    EXPECT_EQ(o["code"], "validation_failed");
+    EXPECT_EQ(o["errors"].as_array()[0].as_object()["field"], "gender");
+    EXPECT_EQ(segue::api::info(segue::api::error_kind::header_too_large).status, 431);
+    EXPECT_EQ(segue::api::info(segue::api::error_kind::payload_too_large).status, 413);
+}
+
+TEST(ModelJson, RequestRoundTrip) {
+    segue::core::extend_request r;
+    r.source = segue::core::source_kind::clip;
+    r.clip_provider = "musicapi";
+    r.clip_id = "c9";
+    r.extend_after = 3.5;
+    r.prompt = "p";
+    r.num_outputs = 1;
+    r.length = 12;
+    r.metadata_json = R"({"a":1})";
+    auto back = segue::core::request_from_json(segue::core::request_to_json(r));
+    EXPECT_EQ(back.source, r.source);
+    EXPECT_EQ(back.clip_id, "c9");
+    EXPECT_EQ(back.extend_after, 3.5);
+    EXPECT_EQ(*back.prompt, "p");
+    EXPECT_FALSE(back.lyrics);
+    EXPECT_EQ(*back.length, 12);
+    EXPECT_EQ(back.metadata_json, r.metadata_json);
+}

@@ -1,0 +1,874 @@
+// The SQLite engine of the durable store: schema, operations, group commit, threads, durability.
+// Every test runs on a fresh database file in its own temporary directory.
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <future>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gateway/store/store.hpp"
+
+namespace st = segue::store;
+namespace fs = std::filesystem;
+
+namespace {
+
+class temp_dir {
+  public:
+    temp_dir() {
+        std::string tmpl = (fs::temp_directory_path() / "segue_store_test_XXXXXX").string();
+        if (::mkdtemp(tmpl.data()) == nullptr)
+            throw std::runtime_error("mkdtemp failed");
+        path_ = tmpl;
+    }
+    ~temp_dir() {
+        std::error_code ec;
+        fs::remove_all(path_, ec);
+    }
+    const fs::path& path() const { return path_; }
+
+  private:
+    fs::path path_;
+};
+
+// Blocks until the unit's completion ran; rethrows the unit's (or the store's) exception.
+void run_sync(st::store& s, bool write, st::store::unit fn) {
+    std::promise<void> p;
+    auto f = p.get_future();
+    auto done = [&p](std::exception_ptr e) {
+        if (e)
+            p.set_exception(e);
+        else
+            p.set_value();
+    };
+    if (write)
+        s.submit_write(std::move(fn), done);
+    else
+        s.submit_read(std::move(fn), done);
+    f.get();
+}
+void sync_write(st::store& s, st::store::unit fn) {
+    run_sync(s, true, std::move(fn));
+}
+void sync_read(st::store& s, st::store::unit fn) {
+    run_sync(s, false, std::move(fn));
+}
+
+// Counts completions; wait() returns once `n` arrived.
+class countdown {
+  public:
+    explicit countdown(int n) : left_(n) {}
+    void arrive() {
+        std::lock_guard lk(m_);
+        if (--left_ == 0)
+            cv_.notify_all();
+    }
+    void wait() {
+        std::unique_lock lk(m_);
+        cv_.wait(lk, [&] { return left_ <= 0; });
+    }
+
+  private:
+    std::mutex m_;
+    std::condition_variable cv_;
+    int left_;
+};
+
+st::task_row make_task(const std::string& id, const std::string& tenant = "tenant_a",
+                       st::millis created_at = 1000) {
+    st::task_row t;
+    t.id = id;
+    t.tenant = tenant;
+    t.status = "queued";
+    t.request_json = R"({"audio":"file_1"})";
+    t.num_outputs = 2;
+    t.created_at = created_at;
+    t.updated_at = created_at;
+    return t;
+}
+
+// Runs `sql` on a separate raw connection and returns the first column of each row as text.
+std::vector<std::string> raw_query(const std::string& path, const std::string& sql) {
+    sqlite3* db = nullptr;
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
+        sqlite3_close(db);
+        throw std::runtime_error("raw open failed");
+    }
+    std::vector<std::string> rows;
+    auto cb = [](void* arg, int n, char** v, char**) -> int {
+        static_cast<std::vector<std::string>*>(arg)->push_back(n > 0 && v[0] ? v[0] : "");
+        return 0;
+    };
+    char* err = nullptr;
+    const int rc = sqlite3_exec(db, sql.c_str(), cb, &rows, &err);
+    std::string msg = err ? err : "";
+    sqlite3_free(err);
+    sqlite3_close(db);
+    if (rc != SQLITE_OK)
+        throw std::runtime_error("raw query failed: " + msg);
+    return rows;
+}
+
+class StoreTest : public ::testing::Test {
+  protected:
+    std::string db_path() const { return (dir_.path() / "segue.db").string(); }
+
+    std::unique_ptr<st::store> open(bool synchronous_full = true, int max_batch = 256) {
+        st::sqlite_options o;
+        o.path = db_path();
+        o.synchronous_full = synchronous_full;
+        o.max_batch = max_batch;
+        return st::open_sqlite(o);
+    }
+
+    temp_dir dir_;
+};
+
+// A unit that blocks the writer until released, so the units queued meanwhile form one group.
+class writer_gate {
+  public:
+    void hold(st::store& s) {
+        auto entered_f = entered_.get_future();
+        s.submit_write(
+            [this](st::transaction&) {
+                entered_.set_value();
+                release_f_.wait();
+            },
+            nullptr);
+        entered_f.wait();
+    }
+    void release() { release_.set_value(); }
+
+  private:
+    std::promise<void> entered_;  // a member: it must outlive the unit's set_value call
+    std::promise<void> release_;
+    std::shared_future<void> release_f_ = release_.get_future().share();
+};
+
+}  // namespace
+
+TEST_F(StoreTest, MigrationsCreateSchemaAndReopenIsNoop) {
+    ASSERT_GE(st::sqlite_schema_version(), 1);
+    open()->close();
+
+    const auto tables =
+        raw_query(db_path(), "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name");
+    for (const char* want : {"attempts", "events", "files", "idempotency", "jobs", "outputs",
+                             "schema_migrations", "tasks"})
+        EXPECT_NE(std::find(tables.begin(), tables.end(), want), tables.end()) << want;
+    EXPECT_EQ(raw_query(db_path(), "PRAGMA journal_mode"), std::vector<std::string>{"wal"});
+
+    const auto versions = raw_query(db_path(), "SELECT version FROM schema_migrations");
+    ASSERT_EQ(versions.size(), static_cast<std::size_t>(st::sqlite_schema_version()));
+    const auto applied = raw_query(db_path(), "SELECT applied_at FROM schema_migrations");
+    EXPECT_GT(std::stoll(applied.front()), 1'600'000'000'000LL);  // Unix ms
+
+    // Reopening applies nothing (same rows, same applied_at) and the data survives.
+    {
+        auto s = open();
+        sync_write(*s, [](st::transaction& tx) { tx.insert_task(make_task("ext_a")); });
+    }
+    EXPECT_EQ(raw_query(db_path(), "SELECT applied_at FROM schema_migrations"), applied);
+    {
+        auto s = open();
+        bool found = false;
+        sync_read(*s, [&](st::transaction& tx) { found = tx.get_task("ext_a").has_value(); });
+        EXPECT_TRUE(found);
+    }
+
+    // A database written by newer code is refused.
+    raw_query(db_path(), "INSERT INTO schema_migrations VALUES (" +
+                             std::to_string(st::sqlite_schema_version() + 1) + ", 0)");
+    EXPECT_THROW(open(), st::store_error);
+}
+
+TEST_F(StoreTest, OpenRejectsMemoryAndBadPaths) {
+    st::sqlite_options o;
+    o.path = ":memory:";
+    EXPECT_THROW(st::open_sqlite(o), st::store_error);
+    o.path = (dir_.path() / "missing_dir" / "x.db").string();
+    EXPECT_THROW(st::open_sqlite(o), st::store_error);
+}
+
+TEST_F(StoreTest, TasksInsertGetUpdateAndList) {
+    auto s = open();
+    sync_write(*s, [](st::transaction& tx) { tx.insert_task(make_task("ext_1")); });
+
+    std::optional<st::task_row> got;
+    sync_read(*s, [&](st::transaction& tx) { got = tx.get_task("ext_1"); });
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->tenant, "tenant_a");
+    EXPECT_EQ(got->status, "queued");
+    EXPECT_EQ(got->request_json, R"({"audio":"file_1"})");
+    EXPECT_EQ(got->error_json, "");
+    EXPECT_EQ(got->num_outputs, 2);
+    EXPECT_EQ(got->version, 0);
+
+    std::int64_t v1 = 0, v2 = 0, missing = -1;
+    sync_write(*s, [&](st::transaction& tx) {
+        auto t = *tx.get_task("ext_1");
+        t.status = "running";
+        t.provider = "alpha";
+        t.updated_at = 2000;
+        v1 = tx.update_task(t);
+        t.error_json = R"({"code":"x"})";
+        v2 = tx.update_task(t);
+        missing = tx.update_task(make_task("ext_nope"));
+    });
+    EXPECT_EQ(v1, 1);
+    EXPECT_EQ(v2, 2);
+    EXPECT_EQ(missing, 0);
+    sync_read(*s, [&](st::transaction& tx) { got = tx.get_task("ext_1"); });
+    EXPECT_EQ(got->status, "running");
+    EXPECT_EQ(got->provider, "alpha");
+    EXPECT_EQ(got->error_json, R"({"code":"x"})");
+    EXPECT_EQ(got->updated_at, 2000);
+    EXPECT_EQ(got->version, 2);
+    sync_read(*s, [&](st::transaction& tx) { EXPECT_FALSE(tx.get_task("ext_nope")); });
+
+    // Duplicate ids fail the unit.
+    EXPECT_THROW(sync_write(*s, [](st::transaction& tx) { tx.insert_task(make_task("ext_1")); }),
+                 st::store_error);
+
+    // Paging: newest first, (created_at, id) keyset, per tenant.
+    sync_write(*s, [](st::transaction& tx) {
+        for (int i = 2; i <= 6; ++i)
+            tx.insert_task(make_task("ext_p" + std::to_string(i), "tenant_p", 100 * i));
+        tx.insert_task(make_task("ext_p6b", "tenant_p", 600));  // same created_at as ext_p6
+        tx.insert_task(make_task("ext_other", "tenant_q", 650));
+    });
+    auto ids = [](const std::vector<st::task_row>& v) {
+        std::vector<std::string> out;
+        for (const auto& t : v)
+            out.push_back(t.id);
+        return out;
+    };
+    std::vector<st::task_row> page;
+    sync_read(*s, [&](st::transaction& tx) { page = tx.list_tasks("tenant_p", 3, ""); });
+    EXPECT_EQ(ids(page), (std::vector<std::string>{"ext_p6b", "ext_p6", "ext_p5"}));
+    sync_read(*s, [&](st::transaction& tx) { page = tx.list_tasks("tenant_p", 3, "ext_p5"); });
+    EXPECT_EQ(ids(page), (std::vector<std::string>{"ext_p4", "ext_p3", "ext_p2"}));
+    sync_read(*s, [&](st::transaction& tx) { page = tx.list_tasks("tenant_p", 3, "ext_p6b"); });
+    EXPECT_EQ(ids(page), (std::vector<std::string>{"ext_p6", "ext_p5", "ext_p4"}));
+    sync_read(*s, [&](st::transaction& tx) { page = tx.list_tasks("tenant_p", 3, "ext_p2"); });
+    EXPECT_TRUE(page.empty());
+    // A cursor from another tenant (or unknown) yields nothing rather than leaking.
+    sync_read(*s, [&](st::transaction& tx) { page = tx.list_tasks("tenant_p", 3, "ext_other"); });
+    EXPECT_TRUE(page.empty());
+    sync_read(*s, [&](st::transaction& tx) { page = tx.list_tasks("tenant_q", 10, ""); });
+    EXPECT_EQ(ids(page), (std::vector<std::string>{"ext_other"}));
+}
+
+TEST_F(StoreTest, OutputsAndAttemptsUpsertAndTokenLookup) {
+    auto s = open();
+    sync_write(*s, [](st::transaction& tx) {
+        tx.insert_task(make_task("ext_1"));
+        tx.insert_task(make_task("ext_2"));
+        tx.upsert_output({"ext_1", 2, "pending", "", 10});
+        tx.upsert_output({"ext_1", 1, "pending", "", 10});
+        tx.upsert_output({"ext_1", 1, "ready", R"({"url":"u1"})", 20});  // update in place
+        tx.upsert_attempt({"ext_1", 1, "alpha", "", "tok_1", "submitting", "", "", 100, 0});
+        tx.upsert_attempt({"ext_1", 1, "alpha", "p-1", "tok_1", "accepted", "", "{}", 100, 0});
+        tx.upsert_attempt({"ext_1", 2, "beta", "", "", "submitting", "", "", 200, 0});
+        tx.upsert_attempt({"ext_2", 1, "beta", "", "tok_2", "failed", R"({"e":1})", "", 1, 2});
+    });
+
+    std::vector<st::output_row> outs;
+    std::vector<st::attempt_row> atts;
+    std::optional<st::attempt_row> by1, by2, by_empty, by_none;
+    sync_read(*s, [&](st::transaction& tx) {
+        outs = tx.get_outputs("ext_1");
+        atts = tx.get_attempts("ext_1");
+        by1 = tx.find_attempt_by_token("tok_1");
+        by2 = tx.find_attempt_by_token("tok_2");
+        by_empty = tx.find_attempt_by_token("");
+        by_none = tx.find_attempt_by_token("tok_");
+    });
+    ASSERT_EQ(outs.size(), 2u);
+    EXPECT_EQ(outs[0].index, 1);
+    EXPECT_EQ(outs[0].status, "ready");
+    EXPECT_EQ(outs[0].data_json, R"({"url":"u1"})");
+    EXPECT_EQ(outs[0].updated_at, 20);
+    EXPECT_EQ(outs[1].index, 2);
+    EXPECT_EQ(outs[1].status, "pending");
+
+    ASSERT_EQ(atts.size(), 2u);
+    EXPECT_EQ(atts[0].number, 1);
+    EXPECT_EQ(atts[0].provider_task_id, "p-1");
+    EXPECT_EQ(atts[0].status, "accepted");
+    EXPECT_EQ(atts[0].state_json, "{}");
+    EXPECT_EQ(atts[1].number, 2);
+    EXPECT_EQ(atts[1].provider, "beta");
+
+    ASSERT_TRUE(by1);
+    EXPECT_EQ(by1->task_id, "ext_1");
+    EXPECT_EQ(by1->number, 1);
+    ASSERT_TRUE(by2);
+    EXPECT_EQ(by2->task_id, "ext_2");
+    EXPECT_EQ(by2->error_json, R"({"e":1})");
+    EXPECT_EQ(by2->finished_at, 2);
+    EXPECT_FALSE(by_empty);  // "" means "no token", even though attempt 2 has ""
+    EXPECT_FALSE(by_none);   // exact match only
+
+    // Children of a missing task violate the foreign key: the unit fails.
+    EXPECT_THROW(sync_write(*s,
+                            [](st::transaction& tx) {
+                                tx.upsert_output({"ext_missing", 1, "pending", "", 1});
+                            }),
+                 st::store_error);
+}
+
+TEST_F(StoreTest, EventsConsecutiveSeqsUnderConcurrentWriters) {
+    auto s = open();
+    const std::vector<std::string> tasks = {"ext_e0", "ext_e1", "ext_e2"};
+    sync_write(*s, [&](st::transaction& tx) {
+        for (const auto& id : tasks)
+            tx.insert_task(make_task(id));
+    });
+
+    constexpr int threads = 4, per_thread = 200;
+    countdown left(threads * per_thread);
+    std::atomic<int> failures{0};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+        pool.emplace_back([&, t] {
+            for (int i = 0; i < per_thread; ++i) {
+                const std::string task = tasks[(t * per_thread + i) % tasks.size()];
+                s->submit_write(
+                    [task, t, i](st::transaction& tx) {
+                        st::event_row e;
+                        e.task_id = task;
+                        e.tenant = "tenant_a";
+                        e.type = "task.progress";
+                        e.data_json =
+                            "{\"t\":" + std::to_string(t) + ",\"i\":" + std::to_string(i) + "}";
+                        const auto out = tx.append_event(e);
+                        if (out.seq < 1 || out.id.empty() || out.created_at == 0)
+                            throw std::runtime_error("append_event did not fill the row");
+                    },
+                    [&](std::exception_ptr e) {
+                        if (e)
+                            ++failures;
+                        left.arrive();
+                    });
+            }
+        });
+    }
+    for (auto& th : pool)
+        th.join();
+    left.wait();
+    EXPECT_EQ(failures.load(), 0);
+
+    std::set<std::string> ids;
+    std::size_t total = 0;
+    for (const auto& task : tasks) {
+        std::vector<st::event_row> events;
+        sync_read(*s, [&](st::transaction& tx) { events = tx.get_events(task, 0, 10'000); });
+        total += events.size();
+        for (std::size_t k = 0; k < events.size(); ++k) {
+            ASSERT_EQ(events[k].seq, static_cast<std::int64_t>(k + 1)) << task;
+            EXPECT_EQ(events[k].task_id, task);
+            EXPECT_EQ(events[k].id.size(), 4u + 26u);
+            EXPECT_EQ(events[k].id.rfind("evt_", 0), 0u);
+            ids.insert(events[k].id);
+        }
+    }
+    EXPECT_EQ(total, static_cast<std::size_t>(threads * per_thread));
+    EXPECT_EQ(ids.size(), total);
+
+    // after_seq and limit; a caller-chosen id and created_at are kept.
+    std::vector<st::event_row> tail;
+    st::event_row kept;
+    sync_write(*s, [&](st::transaction& tx) {
+        kept = tx.append_event({"evt_custom", "ext_e0", "tenant_a", 0, "task.done", "{}", 42});
+    });
+    EXPECT_EQ(kept.id, "evt_custom");
+    EXPECT_EQ(kept.created_at, 42);
+    sync_read(*s, [&](st::transaction& tx) { tail = tx.get_events("ext_e0", kept.seq - 3, 2); });
+    ASSERT_EQ(tail.size(), 2u);
+    EXPECT_EQ(tail[0].seq, kept.seq - 2);
+    EXPECT_EQ(tail[1].seq, kept.seq - 1);
+    sync_read(*s, [&](st::transaction& tx) { tail = tx.get_events("ext_e0", kept.seq - 1, 10); });
+    ASSERT_EQ(tail.size(), 1u);
+    EXPECT_EQ(tail[0].id, "evt_custom");
+    EXPECT_EQ(tail[0].type, "task.done");
+}
+
+TEST_F(StoreTest, GroupFailingUnitRollsBackAlone) {
+    auto s = open();
+    writer_gate gate;
+    gate.hold(*s);  // the next three units queue up behind it and run as one group
+    const auto before = s->stats();
+
+    std::promise<std::exception_ptr> ra, rb, rc;
+    auto fa = ra.get_future(), fb = rb.get_future(), fc = rc.get_future();
+    s->submit_write([](st::transaction& tx) { tx.insert_task(make_task("ext_a")); },
+                    [&](std::exception_ptr e) { ra.set_value(e); });
+    s->submit_write(
+        [](st::transaction& tx) {
+            tx.insert_task(make_task("ext_b"));
+            st::event_row e{"", "ext_b", "tenant_a", 0, "task.created", "{}", 0};
+            tx.append_event(e);
+            throw std::runtime_error("unit b gives up");
+        },
+        [&](std::exception_ptr e) { rb.set_value(e); });
+    s->submit_write(
+        [](st::transaction& tx) {
+            tx.insert_task(make_task("ext_c"));
+            tx.append_event({"", "ext_c", "tenant_a", 0, "task.created", "{}", 0});
+        },
+        [&](std::exception_ptr e) { rc.set_value(e); });
+    gate.release();
+
+    EXPECT_EQ(fa.get(), nullptr);
+    const auto eb = fb.get();
+    ASSERT_NE(eb, nullptr);
+    try {
+        std::rethrow_exception(eb);
+    } catch (const std::runtime_error& e) {
+        EXPECT_STREQ(e.what(), "unit b gives up");  // the unit's own exception, unchanged
+    }
+    EXPECT_EQ(fc.get(), nullptr);
+
+    const auto after = s->stats();
+    // The gate's own group (1 unit) committed meanwhile; a, (b), c shared one more commit and b
+    // was not committed.
+    EXPECT_EQ(after.commits - before.commits, 1u + 1u);
+    EXPECT_EQ(after.units - before.units, 1u + 2u);
+
+    sync_read(*s, [](st::transaction& tx) {
+        EXPECT_TRUE(tx.get_task("ext_a"));
+        EXPECT_FALSE(tx.get_task("ext_b"));
+        EXPECT_TRUE(tx.get_events("ext_b", 0, 10).empty());
+        EXPECT_TRUE(tx.get_task("ext_c"));
+        EXPECT_EQ(tx.get_events("ext_c", 0, 10).size(), 1u);
+    });
+}
+
+TEST_F(StoreTest, CompletionRunsAfterCommit) {
+    auto s = open();
+    std::promise<void> done;
+    auto done_f = done.get_future();
+    bool seen_by_reader = false;
+    std::vector<std::string> seen_raw;
+    s->submit_write(
+        [](st::transaction& tx) { tx.insert_task(make_task("ext_vis")); },
+        [&](std::exception_ptr e) {
+            ASSERT_EQ(e, nullptr);
+            // Committed: another connection sees it...
+            seen_raw = raw_query(db_path(), "SELECT id FROM tasks");
+            // ...and so does a read submitted from the completion.
+            s->submit_read(
+                [&](st::transaction& tx) { seen_by_reader = tx.get_task("ext_vis").has_value(); },
+                [&](std::exception_ptr) { done.set_value(); });
+        });
+    ASSERT_EQ(done_f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    EXPECT_TRUE(seen_by_reader);
+    EXPECT_EQ(seen_raw, std::vector<std::string>{"ext_vis"});
+}
+
+TEST_F(StoreTest, GroupCommitBatches) {
+    auto s = open();
+    constexpr int n = 500;
+    countdown left(n);
+    std::atomic<int> failures{0};
+    for (int i = 0; i < n; ++i)
+        s->submit_write(
+            [i](st::transaction& tx) { tx.insert_task(make_task("ext_g" + std::to_string(i))); },
+            [&](std::exception_ptr e) {
+                if (e)
+                    ++failures;
+                left.arrive();
+            });
+    left.wait();
+    EXPECT_EQ(failures.load(), 0);
+    const auto stats = s->stats();
+    std::printf("[ store ] group commit: %llu units in %llu commits\n",
+                static_cast<unsigned long long>(stats.units),
+                static_cast<unsigned long long>(stats.commits));
+    EXPECT_EQ(stats.units, static_cast<std::uint64_t>(n));
+    EXPECT_LT(stats.commits, stats.units);
+}
+
+TEST_F(StoreTest, GroupRespectsMaxBatch) {
+    auto s = open(true, 4);
+    writer_gate gate;
+    gate.hold(*s);
+    const auto before = s->stats();
+    countdown left(10);
+    for (int i = 0; i < 10; ++i)
+        s->submit_write(
+            [i](st::transaction& tx) { tx.insert_task(make_task("ext_m" + std::to_string(i))); },
+            [&](std::exception_ptr) { left.arrive(); });
+    gate.release();
+    left.wait();
+    const auto after = s->stats();
+    EXPECT_EQ(after.units - before.units, 1u + 10u);     // the gate's unit, then ours
+    EXPECT_EQ(after.commits - before.commits, 1u + 3u);  // the gate's group, then 4 + 4 + 2
+}
+
+TEST_F(StoreTest, ReadUnitsCannotWrite) {
+    auto s = open();
+    EXPECT_THROW(sync_read(*s, [](st::transaction& tx) { tx.insert_task(make_task("ext_r")); }),
+                 st::store_error);
+    // The reader keeps working after a failed unit.
+    sync_read(*s, [](st::transaction& tx) { EXPECT_FALSE(tx.get_task("ext_r")); });
+}
+
+TEST_F(StoreTest, JobsClaimLeaseExpiryAndOwnership) {
+    auto s = open();
+    std::int64_t id = 0;
+    sync_write(*s, [&](st::transaction& tx) {
+        id = tx.schedule_job({0, "poll", "ext_1", R"({"n":1})", 1000, "", 0, 0}, false);
+    });
+    ASSERT_GT(id, 0);
+
+    std::vector<st::job_row> got;
+    auto claim = [&](const char* owner, st::millis now, st::millis lease, int limit = 10) {
+        sync_write(*s, [&](st::transaction& tx) { got = tx.claim_jobs(owner, now, lease, limit); });
+        return got;
+    };
+    EXPECT_TRUE(claim("w1", 999, 100).empty());  // not due yet
+
+    got = claim("w1", 1000, 100);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].id, id);
+    EXPECT_EQ(got[0].kind, "poll");
+    EXPECT_EQ(got[0].task_id, "ext_1");
+    EXPECT_EQ(got[0].payload_json, R"({"n":1})");
+    EXPECT_EQ(got[0].lease_owner, "w1");
+    EXPECT_EQ(got[0].lease_until, 1100);
+    EXPECT_EQ(got[0].attempts, 1);
+
+    EXPECT_TRUE(claim("w2", 1099, 100).empty());  // leased
+
+    bool ok = true;
+    sync_write(*s, [&](st::transaction& tx) { ok = tx.complete_job(id, "w2"); });
+    EXPECT_FALSE(ok);
+    sync_write(*s, [&](st::transaction& tx) { ok = tx.reschedule_job(id, "w2", 5, ""); });
+    EXPECT_FALSE(ok);
+    sync_write(*s, [&](st::transaction& tx) { ok = tx.complete_job(id, ""); });
+    EXPECT_FALSE(ok);
+
+    // The lease expires: someone else may take it.
+    got = claim("w2", 1100, 100);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].lease_owner, "w2");
+    EXPECT_EQ(got[0].attempts, 2);
+
+    sync_write(*s, [&](st::transaction& tx) { ok = tx.complete_job(id, "w1"); });
+    EXPECT_FALSE(ok);  // w1 lost it
+    sync_write(*s,
+               [&](st::transaction& tx) { ok = tx.reschedule_job(id, "w2", 3000, R"({"n":2})"); });
+    EXPECT_TRUE(ok);
+    EXPECT_TRUE(claim("w3", 2999, 100).empty());
+    got = claim("w3", 3000, 50);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].payload_json, R"({"n":2})");
+    EXPECT_EQ(got[0].attempts, 3);
+    sync_write(*s, [&](st::transaction& tx) { ok = tx.complete_job(id, "w3"); });
+    EXPECT_TRUE(ok);
+    EXPECT_TRUE(claim("w3", 1'000'000, 50).empty());  // deleted
+
+    // Oldest due first, limit respected.
+    sync_write(*s, [&](st::transaction& tx) {
+        for (st::millis due : {500, 100, 300, 200, 400})
+            tx.schedule_job({0, "submit", "ext_" + std::to_string(due), "", due, "", 0, 0}, false);
+    });
+    got = claim("w1", 1000, 10, 3);
+    ASSERT_EQ(got.size(), 3u);
+    EXPECT_EQ(got[0].due_at, 100);
+    EXPECT_EQ(got[1].due_at, 200);
+    EXPECT_EQ(got[2].due_at, 300);
+    got = claim("w2", 1000, 10, 10);
+    ASSERT_EQ(got.size(), 2u);
+    EXPECT_EQ(got[0].due_at, 400);
+    EXPECT_EQ(got[1].due_at, 500);
+
+    // An empty owner is a bug in the caller: the unit fails.
+    EXPECT_THROW(sync_write(*s, [](st::transaction& tx) { tx.claim_jobs("", 1, 1, 1); }),
+                 std::invalid_argument);
+}
+
+TEST_F(StoreTest, JobsUniqueSchedulingAndNextDue) {
+    auto s = open();
+    std::optional<st::millis> next;
+    sync_read(*s, [&](st::transaction& tx) { next = tx.next_job_due(); });
+    EXPECT_FALSE(next);
+
+    std::int64_t a = 0, b = 0, c = 0, d = 0;
+    sync_write(*s, [&](st::transaction& tx) {
+        a = tx.schedule_job({0, "poll", "ext_1", "p1", 5000, "", 0, 0}, true);
+        b = tx.schedule_job({0, "poll", "ext_1", "p2", 7000, "", 0, 0}, true);  // moves a
+        c = tx.schedule_job({0, "submit", "ext_1", "", 9000, "", 0, 0}, true);  // other kind
+        d = tx.schedule_job({0, "poll", "ext_2", "", 8000, "", 0, 0}, true);    // other task
+    });
+    EXPECT_EQ(a, b);
+    EXPECT_NE(a, c);
+    EXPECT_NE(a, d);
+    sync_read(*s, [&](st::transaction& tx) { next = tx.next_job_due(); });
+    EXPECT_EQ(next, 7000);
+
+    // Moving earlier works too, and a leased job's lease is cleared by re-scheduling.
+    std::vector<st::job_row> got;
+    sync_write(*s, [&](st::transaction& tx) { got = tx.claim_jobs("w1", 7000, 60'000, 1); });
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].id, a);
+    EXPECT_EQ(got[0].payload_json, "p2");
+    sync_read(*s, [&](st::transaction& tx) { next = tx.next_job_due(); });
+    EXPECT_EQ(next, 8000);  // the leased one counts at its lease expiry (67000)
+
+    sync_write(*s, [&](st::transaction& tx) {
+        EXPECT_EQ(tx.schedule_job({0, "poll", "ext_1", "p3", 6500, "", 0, 0}, true), a);
+    });
+    bool ok = true;
+    sync_write(*s, [&](st::transaction& tx) { ok = tx.complete_job(a, "w1"); });
+    EXPECT_FALSE(ok);  // the lease was cleared
+    sync_read(*s, [&](st::transaction& tx) { next = tx.next_job_due(); });
+    EXPECT_EQ(next, 6500);
+
+    // Only leased jobs left: the earliest lease expiry.
+    sync_write(*s, [&](st::transaction& tx) { got = tx.claim_jobs("w1", 10'000, 1000, 10); });
+    EXPECT_EQ(got.size(), 3u);
+    sync_read(*s, [&](st::transaction& tx) { next = tx.next_job_due(); });
+    EXPECT_EQ(next, 11'000);
+
+    // Without `unique`, a second job of the same (kind, task) is added.
+    sync_write(*s, [&](st::transaction& tx) {
+        EXPECT_NE(tx.schedule_job({0, "poll", "ext_1", "", 1, "", 0, 0}, false), a);
+    });
+    sync_read(*s, [&](st::transaction& tx) { next = tx.next_job_due(); });
+    EXPECT_EQ(next, 1);
+
+    // delete_jobs_for_task removes all of a task's jobs (and only those).
+    sync_write(*s, [&](st::transaction& tx) {
+        tx.schedule_job({0, "sweep", "", "", 20'000, "", 0, 0}, false);
+        tx.delete_jobs_for_task("ext_1");
+        tx.delete_jobs_for_task("");  // no-op, never "all task-less jobs"
+    });
+    sync_write(*s, [&](st::transaction& tx) { got = tx.claim_jobs("w9", 100'000, 10, 10); });
+    ASSERT_EQ(got.size(), 2u);
+    EXPECT_EQ(got[0].task_id, "ext_2");
+    EXPECT_EQ(got[1].kind, "sweep");
+}
+
+TEST_F(StoreTest, IdempotencyInsertConflictAndExpiry) {
+    auto s = open();
+    bool first = false, second = true;
+    sync_write(*s, [&](st::transaction& tx) {
+        first =
+            tx.insert_idempotency({"t1", "k1", "hash1", "ext_1", 202, R"({"id":"ext_1"})", 100});
+        second = tx.insert_idempotency({"t1", "k1", "hash2", "ext_2", 202, "{}", 150});
+        tx.insert_idempotency({"t2", "k1", "hash3", "ext_3", 202, "{}", 200});  // other tenant
+        tx.insert_idempotency({"t1", "k2", "hash4", "ext_4", 400, "{}", 300});
+    });
+    EXPECT_TRUE(first);
+    EXPECT_FALSE(second);
+
+    std::optional<st::idempotency_row> r;
+    sync_read(*s, [&](st::transaction& tx) { r = tx.get_idempotency("t1", "k1"); });
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->request_hash, "hash1");  // the conflicting insert wrote nothing
+    EXPECT_EQ(r->task_id, "ext_1");
+    EXPECT_EQ(r->response_status, 202);
+    EXPECT_EQ(r->response_body, R"({"id":"ext_1"})");
+    EXPECT_EQ(r->created_at, 100);
+    sync_read(*s, [&](st::transaction& tx) { EXPECT_FALSE(tx.get_idempotency("t3", "k1")); });
+
+    int deleted = -1;
+    sync_write(*s, [&](st::transaction& tx) { deleted = tx.delete_idempotency_before(250); });
+    EXPECT_EQ(deleted, 2);
+    sync_read(*s, [&](st::transaction& tx) {
+        EXPECT_FALSE(tx.get_idempotency("t1", "k1"));
+        EXPECT_FALSE(tx.get_idempotency("t2", "k1"));
+        EXPECT_TRUE(tx.get_idempotency("t1", "k2"));
+    });
+}
+
+TEST_F(StoreTest, FilesInsertAndGet) {
+    auto s = open();
+    const st::file_row f{"file_1",       "t1",  "",         "upload", "audio/wav",
+                         "ab/cd/file_1", 12345, "e3b0c442", 77};
+    sync_write(*s, [&](st::transaction& tx) { tx.insert_file(f); });
+    std::optional<st::file_row> got;
+    sync_read(*s, [&](st::transaction& tx) { got = tx.get_file("file_1"); });
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->tenant, "t1");
+    EXPECT_EQ(got->task_id, "");
+    EXPECT_EQ(got->kind, "upload");
+    EXPECT_EQ(got->content_type, "audio/wav");
+    EXPECT_EQ(got->path, "ab/cd/file_1");
+    EXPECT_EQ(got->size, 12345);
+    EXPECT_EQ(got->sha256, "e3b0c442");
+    EXPECT_EQ(got->created_at, 77);
+    sync_read(*s, [&](st::transaction& tx) { EXPECT_FALSE(tx.get_file("file_2")); });
+    EXPECT_THROW(sync_write(*s, [&](st::transaction& tx) { tx.insert_file(f); }), st::store_error);
+}
+
+TEST_F(StoreTest, DurabilityAcrossReopen) {
+    {
+        auto s = open();
+        sync_write(*s, [](st::transaction& tx) {
+            tx.insert_task(make_task("ext_d"));
+            tx.upsert_output({"ext_d", 1, "ready", "{}", 5});
+            tx.append_event({"", "ext_d", "tenant_a", 0, "task.created", "{}", 0});
+            tx.schedule_job({0, "poll", "ext_d", "", 10, "", 0, 0}, true);
+            tx.insert_idempotency({"tenant_a", "k", "h", "ext_d", 202, "{}", 1});
+        });
+        s->close();
+        s->close();  // idempotent
+    }
+    auto s = open();
+    sync_read(*s, [](st::transaction& tx) {
+        EXPECT_TRUE(tx.get_task("ext_d"));
+        EXPECT_EQ(tx.get_outputs("ext_d").size(), 1u);
+        EXPECT_EQ(tx.get_events("ext_d", 0, 10).size(), 1u);
+        EXPECT_EQ(tx.next_job_due(), 10);
+        EXPECT_TRUE(tx.get_idempotency("tenant_a", "k"));
+    });
+    // Sequences continue after a reopen.
+    sync_write(*s, [](st::transaction& tx) {
+        EXPECT_EQ(tx.append_event({"", "ext_d", "tenant_a", 0, "task.done", "{}", 0}).seq, 2);
+    });
+}
+
+TEST_F(StoreTest, CloseDrainsThenRejects) {
+    auto s = open();
+    constexpr int n = 50;
+    std::atomic<int> ok{0};
+    for (int i = 0; i < n; ++i)
+        s->submit_write(
+            [i](st::transaction& tx) { tx.insert_task(make_task("ext_c" + std::to_string(i))); },
+            [&](std::exception_ptr e) {
+                if (!e)
+                    ++ok;
+            });
+    s->close();  // finishes what is queued
+    EXPECT_EQ(ok.load(), n);
+
+    for (bool is_write : {true, false}) {
+        bool called = false, ran = false;
+        std::string what;
+        auto done = [&](std::exception_ptr e) {
+            called = true;
+            try {
+                if (e)
+                    std::rethrow_exception(e);
+            } catch (const st::store_error& err) {
+                what = err.what();
+            }
+        };
+        auto fn = [&](st::transaction&) { ran = true; };
+        if (is_write)
+            s->submit_write(fn, done);
+        else
+            s->submit_read(fn, done);
+        EXPECT_TRUE(called);  // immediately, on the caller's thread
+        EXPECT_FALSE(ran);
+        EXPECT_EQ(what, "store closed");
+    }
+    s->close();
+    s.reset();
+    EXPECT_EQ(raw_query(db_path(), "SELECT COUNT(*) FROM tasks"), std::vector<std::string>{"50"});
+}
+
+namespace {
+
+// One task creation as the gateway does it: task, its outputs, the first event, the submit job
+// and the idempotency record, in one unit.
+st::store::unit creation_unit(int n) {
+    return [n](st::transaction& tx) {
+        const std::string id = "ext_perf" + std::to_string(n);
+        tx.insert_task(make_task(id, "tenant_perf", 1'700'000'000'000 + n));
+        tx.upsert_output({id, 1, "pending", "", 1});
+        tx.upsert_output({id, 2, "pending", "", 1});
+        tx.append_event({"", id, "tenant_perf", 0, "task.created", R"({"status":"queued"})", 0});
+        tx.schedule_job({0, "submit", id, "", 1, "", 0, 0}, true);
+        tx.insert_idempotency({"tenant_perf", "key" + std::to_string(n),
+                               "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                               id, 202, R"({"id":")" + id + "\"}", 1});
+    };
+}
+
+}  // namespace
+
+TEST_F(StoreTest, PerfTaskCreationThroughput) {
+    for (bool full : {true, false}) {
+        temp_dir dir;
+        st::sqlite_options o;
+        o.path = (dir.path() / "perf.db").string();
+        o.synchronous_full = full;
+        auto s = st::open_sqlite(o);
+
+        constexpr int threads = 4, per_thread = 2500, total = threads * per_thread;
+        countdown left(total);
+        std::atomic<int> failures{0};
+        const auto t0 = std::chrono::steady_clock::now();
+        std::vector<std::thread> pool;
+        for (int t = 0; t < threads; ++t)
+            pool.emplace_back([&, t] {
+                for (int i = 0; i < per_thread; ++i)
+                    s->submit_write(creation_unit(t * per_thread + i), [&](std::exception_ptr e) {
+                        if (e)
+                            ++failures;
+                        left.arrive();
+                    });
+            });
+        for (auto& th : pool)
+            th.join();
+        left.wait();
+        const double secs =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        EXPECT_EQ(failures.load(), 0);
+        const auto stats = s->stats();
+        EXPECT_EQ(stats.units, static_cast<std::uint64_t>(total));
+        std::printf(
+            "[ store ] synchronous=%s: %d creation units from %d threads in %.3f s = %.0f "
+            "units/s, %llu commits (%.1f units/commit)\n",
+            full ? "FULL" : "NORMAL", total, threads, secs, total / secs,
+            static_cast<unsigned long long>(stats.commits),
+            static_cast<unsigned long long>(stats.commits) > 0
+                ? static_cast<double>(stats.units) / static_cast<double>(stats.commits)
+                : 0.0);
+
+        // Closed loop (each thread waits for its commit before the next unit): the worst case
+        // for group commit, bounded by the fsync latency.
+        constexpr int closed_per_thread = 100;
+        const auto before = s->stats();
+        const auto t1 = std::chrono::steady_clock::now();
+        pool.clear();
+        for (int t = 0; t < threads; ++t)
+            pool.emplace_back([&, t] {
+                for (int i = 0; i < closed_per_thread; ++i)
+                    sync_write(*s, creation_unit(total + t * closed_per_thread + i));
+            });
+        for (auto& th : pool)
+            th.join();
+        const double secs1 =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+        const auto after = s->stats();
+        std::printf(
+            "[ store ] synchronous=%s closed loop: %d units (%d threads, 1 in flight each) in "
+            "%.3f s = %.0f units/s, %llu commits\n",
+            full ? "FULL" : "NORMAL", threads * closed_per_thread, threads, secs1,
+            threads * closed_per_thread / secs1,
+            static_cast<unsigned long long>(after.commits - before.commits));
+    }
+}
