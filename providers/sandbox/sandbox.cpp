@@ -158,6 +158,11 @@ boost::asio::awaitable<update> sandbox_provider::submit(const task_view& task, s
         co_return u;
     }
     u.what = update::kind::accepted;
+    // Said plainly in the task: the sandbox continues the song's own material.
+    if (task.request.prompt)
+        u.warnings.push_back("sandbox: prompt is not used (DSP continuation, not AI)");
+    if (task.request.gender)
+        u.warnings.push_back("sandbox: gender is not used (no vocals are generated)");
     u.provider_task_id = "sbx_" + task.task_id.substr(task.task_id.find('_') + 1);
     u.poll_after_ms = settings_.delay.count();
     u.state_json = R"({"next_output":1})";

@@ -187,6 +187,7 @@ TEST(Extend, FullJourneyWavUploadSseAndDownloads) {
 
     auto done = wait_final(s.port(), id, key_a);
     ASSERT_EQ(done["status"], "succeeded") << json::serialize(done);
+    EXPECT_NE(json::serialize(done["warnings"]).find("prompt is not used"), std::string::npos);
     auto& outputs = done["outputs"].as_array();
     ASSERT_EQ(outputs.size(), 2u);
 

@@ -1,0 +1,299 @@
+// The event model through the task engine, with a scripted provider: duplicated and
+// out-of-order provider results give exactly one event each, in a sane order; failures finalize
+// the task; every change is an event with the next sequence number.
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/json.hpp>
+
+#include <deque>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "gateway/core/engine.hpp"
+#include "gateway/core/json.hpp"
+#include "gateway/metrics/registry.hpp"
+#include "gateway/runtime/blocking_pool.hpp"
+#include "gateway/runtime/io_pool.hpp"
+#include "gateway/store/db.hpp"
+#include "providers/registry.hpp"
+#include "tests/support/process.hpp"
+
+using namespace std::chrono_literals;
+namespace json = boost::json;
+using segue::providers::update;
+
+namespace {
+
+class scripted_provider final : public segue::providers::provider {
+  public:
+    std::string_view name() const override { return "scripted"; }
+    const segue::providers::capabilities& caps() const override { return caps_; }
+    boost::asio::awaitable<update> submit(const segue::providers::task_view&,
+                                          segue::providers::services&) override {
+        update u;
+        u.what = update::kind::accepted;
+        u.provider_task_id = "up-1";
+        u.poll_after_ms = 0;
+        co_return u;
+    }
+    boost::asio::awaitable<update> poll(const segue::providers::task_view&,
+                                        segue::providers::services&) override {
+        std::lock_guard lock(mu);
+        ++polls;
+        if (script.empty()) {
+            update u;
+            u.what = update::kind::running;
+            u.poll_after_ms = 10;
+            co_return u;
+        }
+        update u = script.front();
+        script.pop_front();
+        co_return u;
+    }
+    std::mutex mu;
+    std::deque<update> script;
+    int polls = 0;
+
+  private:
+    segue::providers::capabilities caps_{.source_url = true, .max_outputs = 2, .polling = true};
+};
+
+segue::providers::output_update ready(int index, const std::string& title) {
+    segue::providers::output_update o;
+    o.index = index;
+    o.status = segue::core::output_status::ready;
+    o.mp3_url = "https://cdn.example/" + std::to_string(index) + ".mp3";
+    o.duration = 42.5;
+    o.title = title;
+    return o;
+}
+
+class Engine : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        settings_.storage.sqlite_path = dir_.file("segue.db");
+        settings_.storage.blob_dir = dir_.file("blobs");
+        settings_.engine.poll_interval = 20ms;
+        settings_.api.default_provider = "scripted";
+        store_ = segue::store::open_sqlite({.path = settings_.storage.sqlite_path});
+        db_ = std::make_unique<segue::store::db>(*store_, metrics_);
+        auto p = std::make_unique<scripted_provider>();
+        provider_ = p.get();
+        registry_.add(std::move(p));
+        pool_ = std::make_unique<segue::runtime::io_pool>(1);
+        engine_ = std::make_unique<segue::core::engine>(pool_->main(), *db_, registry_, blocking_,
+                                                        settings_, metrics_);
+    }
+    void TearDown() override {
+        pool_->stop();
+        if (thread_.joinable())
+            thread_.join();
+        store_->close();
+    }
+    void start() {
+        engine_->start();
+        thread_ = std::thread([this] { pool_->run(); });
+    }
+    std::string create(int outputs) {
+        segue::store::task_row t;
+        t.id = "ext_test" + std::to_string(++n_);
+        t.tenant = "acme";
+        t.status = "queued";
+        t.provider = "scripted";
+        segue::core::extend_request r;
+        r.source = segue::core::source_kind::url;
+        r.audio_url = "https://cdn.example/in.mp3";
+        r.num_outputs = outputs;
+        r.metadata_json = R"({"order":7})";
+        t.request_json = segue::core::request_to_json(r);
+        t.num_outputs = outputs;
+        t.created_at = t.updated_at = segue::core::now_ms();
+        write([&](segue::store::transaction& tx) { segue::core::engine::create_task(tx, t); });
+        engine_->notify();
+        return t.id;
+    }
+    void write(std::function<void(segue::store::transaction&)> fn) {
+        std::promise<void> done;
+        store_->submit_write(std::move(fn), [&](std::exception_ptr e) {
+            if (e)
+                done.set_exception(e);
+            else
+                done.set_value();
+        });
+        done.get_future().get();
+    }
+    void read(std::function<void(segue::store::transaction&)> fn) {
+        std::promise<void> done;
+        store_->submit_read(std::move(fn), [&](std::exception_ptr e) {
+            if (e)
+                done.set_exception(e);
+            else
+                done.set_value();
+        });
+        done.get_future().get();
+    }
+    segue::store::task_row wait_final(const std::string& id) {
+        segue::store::task_row t;
+        for (int i = 0; i < 500; ++i) {
+            read([&](segue::store::transaction& tx) { t = *tx.get_task(id); });
+            if (segue::core::is_terminal(*segue::core::parse_task_status(t.status)))
+                return t;
+            std::this_thread::sleep_for(10ms);
+        }
+        ADD_FAILURE() << "not final: " << t.status;
+        return t;
+    }
+    std::vector<segue::store::event_row> events(const std::string& id) {
+        std::vector<segue::store::event_row> e;
+        read([&](segue::store::transaction& tx) { e = tx.get_events(id, 0, 1000); });
+        return e;
+    }
+
+    segue::test::temp_dir dir_;
+    segue::config::settings settings_;
+    segue::metrics::registry metrics_;
+    std::unique_ptr<segue::store::store> store_;
+    std::unique_ptr<segue::store::db> db_;
+    segue::providers::registry registry_;
+    scripted_provider* provider_ = nullptr;
+    segue::runtime::blocking_pool blocking_{1};
+    std::unique_ptr<segue::runtime::io_pool> pool_;
+    std::unique_ptr<segue::core::engine> engine_;
+    std::thread thread_;
+    int n_ = 0;
+};
+
+std::vector<std::string> types(const std::vector<segue::store::event_row>& evs) {
+    std::vector<std::string> out;
+    for (const auto& e : evs)
+        out.push_back(e.type);
+    return out;
+}
+
+}  // namespace
+
+TEST_F(Engine, DuplicatedAndOutOfOrderResultsGiveOneEventEach) {
+    // Lyrics for output 2 before any audio, output 1 twice, the cover twice, then output 2.
+    update lyrics;
+    lyrics.what = update::kind::progress;
+    segue::providers::output_update l2;
+    l2.index = 2;
+    l2.lyrics_timestamped = std::vector<segue::core::lyric_line>{{"hello", 1000, 2500}};
+    lyrics.outputs.push_back(l2);
+    lyrics.poll_after_ms = 0;
+    update first;
+    first.what = update::kind::progress;
+    first.outputs.push_back(ready(1, "One"));
+    first.cover_url = "https://cdn.example/cover.png";
+    first.poll_after_ms = 0;
+    update last;
+    last.what = update::kind::done;
+    last.outputs.push_back(ready(1, "One"));
+    last.outputs.push_back(ready(2, "Two"));
+    last.outputs.push_back(l2);
+    last.cover_url = "https://cdn.example/cover.png";
+    provider_->script = {lyrics, first, first, last};
+    start();
+    auto id = create(2);
+    auto t = wait_final(id);
+    EXPECT_EQ(t.status, "succeeded");
+    auto evs = events(id);
+    EXPECT_EQ(types(evs), (std::vector<std::string>{
+                              "extension.queued", "extension.submitted", "extension.lyrics.ready",
+                              "extension.cover.ready", "extension.output.ready",
+                              "extension.output.ready", "extension.succeeded"}));
+    for (std::size_t i = 0; i < evs.size(); ++i) {
+        EXPECT_EQ(evs[i].seq, static_cast<std::int64_t>(i + 1));
+        EXPECT_EQ(evs[i].tenant, "acme");
+        auto data = json::parse(evs[i].data_json).as_object();
+        EXPECT_EQ(data["task_id"].as_string(), id);
+        EXPECT_EQ(data["metadata"].as_object()["order"], 7) << "metadata echoed in every event";
+    }
+    // The task document has both outputs, the cover and the lyrics on output 2.
+    std::vector<segue::store::output_row> outs;
+    std::vector<segue::store::attempt_row> atts;
+    read([&](segue::store::transaction& tx) {
+        outs = tx.get_outputs(id);
+        atts = tx.get_attempts(id);
+    });
+    auto doc = segue::core::task_document(t, outs, atts);
+    auto& o = doc["outputs"].as_array();
+    ASSERT_EQ(o.size(), 2u);
+    EXPECT_EQ(o[0].as_object().at("title"), "One");
+    EXPECT_EQ(o[1].as_object().at("lyrics_timestamped").as_array().size(), 1u);
+    EXPECT_EQ(o[1].as_object().at("cover_url"), "https://cdn.example/cover.png");
+    ASSERT_EQ(doc["attempts"].as_array().size(), 1u);
+    EXPECT_EQ(doc["attempts"].as_array()[0].as_object().at("provider_task_id"), "up-1");
+    EXPECT_EQ(doc["attempts"].as_array()[0].as_object().at("status"), "succeeded");
+    // No jobs are left behind.
+    std::optional<segue::store::millis> due;
+    read([&](segue::store::transaction& tx) { due = tx.next_job_due(); });
+    EXPECT_FALSE(due);
+}
+
+TEST_F(Engine, FailedOutputAndFlaggedGivePartialSuccess) {
+    update u;
+    u.what = update::kind::done;
+    u.outputs.push_back(ready(1, "One"));
+    segue::providers::output_update bad;
+    bad.index = 2;
+    bad.status = segue::core::output_status::failed;
+    bad.flagged = true;
+    bad.flag_reason = "moderation";
+    bad.error = "flagged by the provider";
+    u.outputs.push_back(bad);
+    provider_->script = {u};
+    start();
+    auto id = create(2);
+    auto t = wait_final(id);
+    EXPECT_EQ(t.status, "partially_succeeded");
+    auto ty = types(events(id));
+    EXPECT_EQ(std::count(ty.begin(), ty.end(), "extension.output.failed"), 1);
+    EXPECT_EQ(ty.back(), "extension.succeeded");
+}
+
+TEST_F(Engine, TaskLevelFailureFailsPendingOutputs) {
+    update u;
+    u.what = update::kind::failed;
+    u.error = segue::core::error_class::rejected;
+    u.error_code = "upstream_rejected";
+    u.error_message = "lyrics contain copyrighted content";
+    provider_->script = {u};
+    start();
+    auto id = create(2);
+    auto t = wait_final(id);
+    EXPECT_EQ(t.status, "failed");
+    auto err = json::parse(t.error_json).as_object();
+    EXPECT_EQ(err["code"], "upstream_rejected");
+    EXPECT_EQ(err["class"], "rejected");
+    EXPECT_EQ(err["message"], "lyrics contain copyrighted content");
+    auto ty = types(events(id));
+    EXPECT_EQ(std::count(ty.begin(), ty.end(), "extension.output.failed"), 2);
+    EXPECT_EQ(ty.back(), "extension.failed");
+}
+
+TEST_F(Engine, CancelStopsPollingAndIsFinal) {
+    start();  // the script is empty: the provider keeps saying "running"
+    auto id = create(1);
+    for (int i = 0; i < 200 && provider_->polls < 2; ++i)
+        std::this_thread::sleep_for(10ms);
+    std::promise<segue::core::engine::cancel_outcome> p;
+    boost::asio::co_spawn(
+        pool_->main(), engine_->cancel(id, "other-tenant"),
+        [&](std::exception_ptr, segue::core::engine::cancel_outcome o) { p.set_value(o); });
+    EXPECT_EQ(p.get_future().get(), segue::core::engine::cancel_outcome::not_found);
+    std::promise<segue::core::engine::cancel_outcome> p2;
+    boost::asio::co_spawn(
+        pool_->main(), engine_->cancel(id, "acme"),
+        [&](std::exception_ptr, segue::core::engine::cancel_outcome o) { p2.set_value(o); });
+    EXPECT_EQ(p2.get_future().get(), segue::core::engine::cancel_outcome::canceled);
+    auto polls = provider_->polls;
+    std::this_thread::sleep_for(200ms);
+    EXPECT_LE(provider_->polls, polls + 1);  // at most one poll was already in flight
+    EXPECT_EQ(wait_final(id).status, "canceled");
+    EXPECT_EQ(types(events(id)).back(), "extension.canceled");
+}
