@@ -88,6 +88,13 @@ struct update {
     std::optional<std::int64_t> retry_after_ms;
 };
 
+// A webhook a provider sent us (on /v1/providers/{name}/webhooks/{token}); the core has
+// already matched the token to the attempt.
+struct inbound_webhook {
+    std::string body;
+    std::vector<std::pair<std::string, std::string>> headers;  // lower-case names
+};
+
 // What the core lends a provider.
 struct services {
     runtime::blocking_pool& blocking;
@@ -105,6 +112,11 @@ class provider {
     virtual boost::asio::awaitable<update> poll(const task_view& task, services& svc) = 0;
     // Best effort; the core has already marked the task canceled.
     virtual boost::asio::awaitable<void> cancel(const task_view& task, services& svc);
+    // Turns an inbound webhook into an update (usually `progress` with what it carries). A
+    // malformed or unexpected payload returns nullopt and says why in `error`; the core counts
+    // it and answers the sender 400. Pure transformation: no I/O.
+    virtual std::optional<update> on_webhook(const task_view& task, const inbound_webhook& hook,
+                                             std::string& error) const;
 };
 
 }  // namespace segue::providers
