@@ -11,6 +11,12 @@ boost::asio::awaitable<void> provider::cancel(const task_view&, services&) {
     co_return;
 }
 
+std::optional<update> provider::on_webhook(const task_view&, const inbound_webhook&,
+                                           std::string& error) const {
+    error = "this provider does not take webhooks";
+    return std::nullopt;
+}
+
 void registry::add(std::unique_ptr<provider> p) {
     if (find(p->name()))
         throw std::invalid_argument("duplicate provider " + std::string(p->name()));
