@@ -40,7 +40,8 @@ struct task_view {
     core::extend_request request;
     std::string input_path;        // file source: absolute path of the spooled upload
     std::string provider_task_id;  // after acceptance
-    std::string callback_token;    // per-attempt webhook token ("" if none)
+    std::string callback_token;    // submit only: this attempt's secret webhook token
+    std::string callback_url;      // submit only: absolute URL for webhooks ("" if not reachable)
     std::string state_json;        // what the provider last asked to persist ("" at first)
 };
 

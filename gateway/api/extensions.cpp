@@ -200,6 +200,7 @@ struct handlers : std::enable_shared_from_this<handlers> {
     awaitable<void> cancel(http::context& ctx);
     awaitable<void> file(http::context& ctx);
     awaitable<void> list(http::context& ctx);
+    awaitable<void> provider_webhook(http::context& ctx);
 
     api_deps deps;
     metrics::family<metrics::counter>& created;
@@ -843,6 +844,30 @@ awaitable<void> handlers::file(http::context& ctx) {
     }
 }
 
+awaitable<void> handlers::provider_webhook(http::context& ctx) {
+    auto self = shared_from_this();
+    // No API key here: the unguessable per-attempt token in the path is the credential.
+    providers::inbound_webhook hook;
+    hook.body = ctx.body();
+    hook.headers = ctx.headers();
+    std::string error;
+    auto outcome = co_await deps.engine.handle_webhook(
+        std::string(ctx.param("name")), std::string(ctx.param("token")), std::move(hook), &error);
+    switch (outcome) {
+        case core::engine::webhook_outcome::applied:
+        case core::engine::webhook_outcome::ignored:
+            json_response(ctx, 200, json::object{{"received", true}});
+            break;
+        case core::engine::webhook_outcome::unknown_token:
+            // The instance is left out: it would echo the token into logs and responses.
+            set_problem(ctx.res(), error_kind::not_found, "unknown webhook");
+            break;
+        case core::engine::webhook_outcome::rejected:
+            set_problem(ctx.res(), error_kind::bad_request, "webhook payload refused: " + error);
+            break;
+    }
+}
+
 }  // namespace
 
 void add_extension_routes(http::router& routes, const api_deps& deps) {
@@ -859,6 +884,8 @@ void add_extension_routes(http::router& routes, const api_deps& deps) {
     routes.add("POST", "/v1/extensions/{id}/cancel",
                [h](http::context& c) { return h->cancel(c); });
     routes.add("GET", "/v1/files/{id}", [h](http::context& c) { return h->file(c); });
+    routes.add("POST", "/v1/providers/{name}/webhooks/{token}",
+               [h](http::context& c) { return h->provider_webhook(c); });
 }
 
 }  // namespace segue::api

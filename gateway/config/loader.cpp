@@ -2,6 +2,7 @@
 
 #include "gateway/config/loader.hpp"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -18,15 +19,47 @@
 namespace segue::config {
 namespace {
 
+struct ignore_events final : YAML::EventHandler {
+    void OnDocumentStart(const YAML::Mark&) override {}
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  const std::string&) override {}
+    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                         YAML::EmitterStyle::value) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                    YAML::EmitterStyle::value) override {}
+    void OnMapEnd() override {}
+};
+
 int line_of(const YAML::Node& n) {
     const YAML::Mark m = n.Mark();
     return m.is_null() ? 0 : m.line + 1;
 }
 
+// Aliases are expanded by copying: a bound on nodes and depth stops an anchor used inside
+// itself ("&a [*a]") and exponential "billion laughs" documents. Real configs are far below.
+struct convert_budget {
+    std::size_t nodes = 100000;
+    int depth = 0;
+};
+constexpr int max_depth = 64;
+
+struct too_complex {};
+
 // yaml-cpp keeps duplicate keys and every node's position, which is all we need: the schema
 // then reports duplicates and positions itself.
 yaml_node convert(const YAML::Node& n, int fallback_line, std::vector<diagnostic>& errors,
-                  const std::string& source) {
+                  const std::string& source, convert_budget& budget) {
+    if (budget.nodes-- == 0 || budget.depth > max_depth)
+        throw too_complex{};
+    struct depth_guard {
+        int& d;
+        explicit depth_guard(int& x) : d(++x) {}
+        ~depth_guard() { --d; }
+    } guard(budget.depth);
     yaml_node out;
     out.line = line_of(n);
     if (out.line == 0)
@@ -46,7 +79,7 @@ yaml_node convert(const YAML::Node& n, int fallback_line, std::vector<diagnostic
         case YAML::NodeType::Sequence:
             out.type = yaml_node::kind::sequence;
             for (const auto& item : n)
-                out.items.push_back(convert(item, 0, errors, source));
+                out.items.push_back(convert(item, 0, errors, source, budget));
             break;
         case YAML::NodeType::Map:
             out.type = yaml_node::kind::mapping;
@@ -56,8 +89,8 @@ yaml_node convert(const YAML::Node& n, int fallback_line, std::vector<diagnostic
                     errors.push_back({source, key_line, "", "keys must be plain names"});
                     continue;
                 }
-                out.entries.push_back(
-                    {it->first.Scalar(), key_line, convert(it->second, key_line, errors, source)});
+                out.entries.push_back({it->first.Scalar(), key_line,
+                                       convert(it->second, key_line, errors, source, budget)});
             }
             break;
     }
@@ -102,7 +135,19 @@ yaml_node parse_yaml(std::string_view text, std::string_view source_name) {
     const std::string source(source_name);
     std::vector<YAML::Node> documents;
     try {
-        documents = YAML::LoadAll(std::string(text));
+        // yaml-cpp 0.7's LoadAll never returns on some inputs (a lone ","): it reports empty
+        // documents forever (jbeder/yaml-cpp#1040). Count at most two with a parser pass, then
+        // load only the first.
+        std::istringstream in{std::string(text)};
+        YAML::Parser parser(in);
+        ignore_events events;
+        int count = 0;
+        while (count < 2 && parser.HandleNextDocument(events))
+            ++count;
+        if (count > 1)
+            throw config_error({{source, 0, "", "expected one YAML document, found several"}});
+        if (count == 1)
+            documents.push_back(YAML::Load(std::string(text)));
     } catch (const YAML::Exception& e) {
         diagnostic d{source, e.mark.is_null() ? 0 : e.mark.line + 1, "", "invalid YAML: " + e.msg};
         if (!e.mark.is_null())
@@ -116,7 +161,15 @@ yaml_node parse_yaml(std::string_view text, std::string_view source_name) {
             {{source, line_of(documents[1]), "",
               "expected one YAML document, found " + std::to_string(documents.size())}});
     std::vector<diagnostic> errors;
-    yaml_node root = convert(documents.front(), 1, errors, source);
+    convert_budget budget;
+    yaml_node root;
+    try {
+        root = convert(documents.front(), 1, errors, source, budget);
+    } catch (const too_complex&) {
+        throw config_error({{source, 0, "",
+                             "document too large or too deeply nested (aliases are expanded; "
+                             "a self-referencing anchor never ends)"}});
+    }
     if (!errors.empty())
         throw config_error(std::move(errors));
     return root;

@@ -279,6 +279,9 @@ struct scalar_spec {
             // An empty secret is shown as "" (it tells the operator it is unset, which is no
             // secret); anything else is hidden.
             n.text = (redact && kind == value_kind::secret && !v.empty()) ? "<redacted>" : v;
+            // A literal "${" is written back escaped, so the output loads to the same value.
+            for (std::size_t at = 0; (at = n.text.find("${", at)) != std::string::npos; at += 3)
+                n.text.insert(at, "$");
         } else {
             n.text = format(v);
         }

@@ -96,12 +96,18 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
           task_duration(m.histogram_family(
               "segue_task_duration_seconds", "From acceptance to a final status, by provider.",
               {"provider"}, {0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600})),
-          running_gauge(m.make_gauge("segue_engine_jobs_running", "Jobs being run right now.")) {}
+          running_gauge(m.make_gauge("segue_engine_jobs_running", "Jobs being run right now.")),
+          webhooks(m.counter_family("segue_provider_webhooks_total",
+                                    "Inbound provider webhooks, by provider and outcome.",
+                                    {"provider", "outcome"})) {}
 
     net::awaitable<void> loop();
     net::awaitable<void> run_job(store::job_row job);
-    net::awaitable<void> apply(const store::job_row& job, const std::string& provider_name,
-                               int attempt_number, providers::update u);
+    // Applies a provider's update to the task. `job` is the job that produced it (finished or
+    // rescheduled in the same transaction), or null for an inbound webhook.
+    net::awaitable<void> apply(const std::string& task_id, const store::job_row* job,
+                               const std::string& provider_name, int attempt_number,
+                               providers::update u);
     void finalize(store::transaction& tx, store::task_row& t, std::vector<store::output_row>& outs,
                   store::attempt_row* attempt, std::optional<json::object> error);
     std::string file_url(const std::string& id) const {
@@ -124,6 +130,7 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     metrics::family<metrics::counter>& tasks_finished;
     metrics::family<metrics::histogram>& task_duration;
     metrics::gauge& running_gauge;
+    metrics::family<metrics::counter>& webhooks;
 };
 
 namespace {
@@ -273,12 +280,16 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
         attempt_number += 1;
         view.attempt = attempt_number;
         view.callback_token = util::random_id("cb_");
+        if (!settings.api.public_base_url.empty())
+            view.callback_url = settings.api.public_base_url + "/v1/providers/" + provider_name +
+                                "/webhooks/" + view.callback_token;
         // The attempt is recorded before anything leaves, so a crash mid-submit is visible.
+        // Only the token's hash is stored: the database never holds a usable callback URL.
         store::attempt_row a;
         a.task_id = task->id;
         a.number = attempt_number;
         a.provider = provider_name;
-        a.callback_token = view.callback_token;
+        a.callback_token = util::sha256_hex(view.callback_token);
         a.status = "submitting";
         a.started_at = now_ms();
         co_await db.write([&](store::transaction& tx) {
@@ -307,7 +318,6 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
         }
         view.attempt = latest->number;
         view.provider_task_id = latest->provider_task_id;
-        view.callback_token = latest->callback_token;
         view.state_json = latest->state_json;
         co_await blocking.run([work] { fs::create_directories(work); });
         try {
@@ -326,7 +336,7 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
         co_return;
     }
     try {
-        co_await apply(job, provider_name, attempt_number, std::move(u));
+        co_await apply(job.task_id, &job, provider_name, attempt_number, std::move(u));
         jobs.with({job.kind, "ok"}).inc();
     } catch (const lease_lost&) {
         jobs.with({job.kind, "lease_lost"}).inc();
@@ -337,7 +347,7 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
     }
 }
 
-net::awaitable<void> engine::impl::apply(const store::job_row& job,
+net::awaitable<void> engine::impl::apply(const std::string& task_id, const store::job_row* job,
                                          const std::string& provider_name, int attempt_number,
                                          providers::update u) {
     // Locally produced files: measure them off the IO thread, then register them in the
@@ -379,16 +389,13 @@ net::awaitable<void> engine::impl::apply(const store::job_row& job,
     std::string final_status;
     store::millis created_at = 0;
     co_await db.write([&](store::transaction& tx) {
-        auto t = tx.get_task(job.task_id);
-        if (!t) {
-            tx.complete_job(job.id, owner);
+        auto t = tx.get_task(task_id);
+        if (!t || is_terminal(parse_task_status(t->status).value_or(task_status::failed))) {
+            if (job)
+                tx.complete_job(job->id, owner);
             return;
         }
         const auto status = parse_task_status(t->status).value_or(task_status::failed);
-        if (is_terminal(status)) {
-            tx.complete_job(job.id, owner);
-            return;
-        }
         auto attempts = tx.get_attempts(t->id);
         store::attempt_row* attempt = nullptr;
         for (auto& a : attempts)
@@ -399,8 +406,10 @@ net::awaitable<void> engine::impl::apply(const store::job_row& job,
 
         // Keep the job (polled again later) or finish it; either way only while we hold it.
         auto keep_or_finish = [&](bool keep, std::int64_t delay_ms) {
-            bool ok = keep ? tx.reschedule_job(job.id, owner, now + delay_ms, job.payload_json)
-                           : tx.complete_job(job.id, owner);
+            if (!job)
+                return;  // a webhook: the task's own poll job stays as it is
+            bool ok = keep ? tx.reschedule_job(job->id, owner, now + delay_ms, job->payload_json)
+                           : tx.complete_job(job->id, owner);
             if (!ok)
                 throw lease_lost();
         };
@@ -689,6 +698,57 @@ void engine::create_task(store::transaction& tx, const store::task_row& task) {
     j.task_id = task.id;
     j.due_at = task.created_at;
     tx.schedule_job(j, true);
+}
+
+net::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string provider,
+                                                               std::string token,
+                                                               providers::inbound_webhook hook,
+                                                               std::string* error) {
+    auto self = impl_;
+    auto& counter = self->webhooks;
+    // Tokens are looked up by their SHA-256: timing can reveal nothing usable about a token.
+    const std::string hash = util::sha256_hex(token);
+    std::optional<store::attempt_row> attempt;
+    std::optional<store::task_row> task;
+    co_await self->db.read([&](store::transaction& tx) {
+        attempt = tx.find_attempt_by_token(hash);
+        if (attempt)
+            task = tx.get_task(attempt->task_id);
+    });
+    if (!attempt || !task || attempt->provider != provider ||
+        !util::constant_time_equal(attempt->callback_token, hash)) {
+        counter.with({provider, "unknown_token"}).inc();
+        co_return webhook_outcome::unknown_token;
+    }
+    providers::provider* p = self->registry.find(provider);
+    if (!p) {
+        counter.with({provider, "unknown_token"}).inc();
+        co_return webhook_outcome::unknown_token;
+    }
+    providers::task_view view;
+    view.task_id = task->id;
+    view.tenant = task->tenant;
+    view.attempt = attempt->number;
+    view.request = request_from_json(task->request_json);
+    view.provider_task_id = attempt->provider_task_id;
+    view.state_json = attempt->state_json;
+    std::string err;
+    auto u = p->on_webhook(view, hook, err);
+    if (!u) {
+        counter.with({provider, "rejected"}).inc();
+        log::warn("provider webhook refused",
+                  {{"provider", provider}, {"task_id", task->id}, {"error", err}});
+        if (error)
+            *error = err;
+        co_return webhook_outcome::rejected;
+    }
+    if (is_terminal(parse_task_status(task->status).value_or(task_status::failed))) {
+        counter.with({provider, "late"}).inc();
+        co_return webhook_outcome::ignored;
+    }
+    co_await self->apply(task->id, nullptr, provider, attempt->number, std::move(*u));
+    counter.with({provider, "applied"}).inc();
+    co_return webhook_outcome::applied;
 }
 
 net::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_id,

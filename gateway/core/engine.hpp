@@ -30,6 +30,7 @@ class db;
 }
 namespace segue::providers {
 class registry;
+struct inbound_webhook;
 }
 
 namespace segue::core {
@@ -49,6 +50,14 @@ class engine {
     // Stops claiming new jobs and waits (up to `deadline`) for running ones. Their leases
     // expire on their own if they do not finish.
     boost::asio::awaitable<void> stop(std::chrono::milliseconds deadline);
+
+    enum class webhook_outcome { applied, ignored, unknown_token, rejected };
+    // An inbound provider webhook on /v1/providers/{provider}/webhooks/{token}: finds the
+    // attempt by its callback token, lets the provider transform the payload and applies it.
+    // Unknown tokens change nothing. `error` says why a payload was rejected.
+    boost::asio::awaitable<webhook_outcome> handle_webhook(std::string provider, std::string token,
+                                                           providers::inbound_webhook hook,
+                                                           std::string* error);
 
     enum class cancel_outcome { canceled, not_found, already_final };
     // Cancels a task of `tenant`: status canceled, extension.canceled, jobs removed.

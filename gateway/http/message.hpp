@@ -44,6 +44,8 @@ class context {
     std::string_view query() const;               // after '?', without it
     // First value of the header (case-insensitive name), if present.
     virtual std::optional<std::string_view> header(std::string_view name) const = 0;
+    // Every request header, names lower-cased, in arrival order.
+    virtual std::vector<std::pair<std::string, std::string>> headers() const = 0;
     virtual const std::string& request_id() const = 0;
     virtual std::string_view remote_address() const = 0;
     // Value of `{name}` in the matched route template; empty if absent.

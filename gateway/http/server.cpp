@@ -256,6 +256,16 @@ class connection final : public context, public std::enable_shared_from_this<con
             return std::nullopt;
         return it->value();
     }
+    std::vector<std::pair<std::string, std::string>> headers() const override {
+        std::vector<std::pair<std::string, std::string>> out;
+        for (const auto& f : parser_->get()) {
+            std::string name(f.name_string());
+            for (auto& c : name)
+                c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            out.emplace_back(std::move(name), std::string(f.value()));
+        }
+        return out;
+    }
     const std::string& request_id() const override { return request_id_; }
     std::string_view remote_address() const override { return remote_; }
     const std::string& body() const override { return body_; }
@@ -427,7 +437,9 @@ class connection final : public context, public std::enable_shared_from_this<con
         auto m = srv_->routes.match(method(), path());
         const http::route* rt = m.matched;
         bool keep_alive = parser_->get().keep_alive();
-        const bool has_body = parser_->get().has_content_length() || parser_->get().chunked();
+        // The parser's own framing decision: message::chunked() reads only the first
+        // Transfer-Encoding field, the parser the last coding of all of them (found by fuzzing).
+        const bool has_body = !parser_->is_done();
 
         if (!rt) {
             if (content_length() && *content_length() > limits_.max_body_bytes) {

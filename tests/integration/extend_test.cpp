@@ -594,3 +594,17 @@ TEST(Extend, MetricsCountTasks) {
     auto [code, out] = segue::test::run_command({"promtool", "check", "metrics"}, m->body);
     EXPECT_EQ(code, 0) << out;
 }
+
+TEST(Extend, UnknownProviderWebhookTokenChangesNothing) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path()));
+    auto r = http_request(s.port(), "POST", "/v1/providers/sandbox/webhooks/cb_forged", "{}",
+                          {"Content-Type: application/json"});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 404);
+    EXPECT_EQ(r->body.find("cb_forged"), std::string::npos) << "the token is not echoed";
+    auto m = http_request(s.port(), "GET", "/metrics");
+    EXPECT_NE(m->body.find(
+                  R"(segue_provider_webhooks_total{provider="sandbox",outcome="unknown_token"} 1)"),
+              std::string::npos);
+}

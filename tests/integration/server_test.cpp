@@ -325,3 +325,19 @@ TEST(Cli, CheckConfigAcceptsAndRefuses) {
         EXPECT_EQ(c, 0) << f << "\n" << out;
     }
 }
+
+TEST(Server, SplitTransferEncodingDoesNotDesyncTheConnection) {
+    // Found by fuzzing: the parser frames the body by the last coding of all the
+    // Transfer-Encoding fields; the server must agree and not read the body as a new request.
+    segue_process s(config());
+    http_connection c(s.port());
+    c.send_raw(
+        "POST /nope HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+        "1a\r\nGET /healthz HTTP/1.1\r\n\r\n\r\n0\r\n\r\n");
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 404);
+    EXPECT_EQ(r->header("connection").value_or(""), "close");
+    EXPECT_FALSE(c.read_response()) << "the body was answered as a second request";
+}

@@ -722,3 +722,30 @@ TEST(ConfigSchemaComposite, SchemaMistakesAreCaught) {
 }
 
 }  // namespace
+
+// ---- Found by fuzzing --------------------------------------------------------------------------
+
+TEST(ConfigFuzzFindings, SelfReferencingAliasIsAnErrorNotACrash) {
+    EXPECT_THROW(cfg::load_string("&a [*a]", "x.yaml", no_env), cfg::config_error);
+    std::string laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n";
+    std::string prev = "a";
+    for (int i = 0; i < 9; ++i) {
+        std::string name = "l" + std::to_string(i);
+        laughs += name + ": &" + name + " [*" + prev + ", *" + prev + ", *" + prev + ", *" + prev +
+                  ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + "]\n";
+        prev = name;
+    }
+    EXPECT_THROW(cfg::load_string(laughs, "x.yaml", no_env), cfg::config_error);
+}
+
+TEST(ConfigFuzzFindings, LoneCommaReturns) {
+    EXPECT_THROW(cfg::load_string(",", "x.yaml", no_env), cfg::config_error);
+    EXPECT_THROW(cfg::load_string("a: 1\n---\nb: 2\n", "x.yaml", no_env), cfg::config_error);
+}
+
+TEST(ConfigFuzzFindings, LiteralDollarBraceRoundTrips) {
+    auto s = cfg::load_string("server:\n  port_file: \"$${HOME}/p\"\n", "x.yaml", no_env);
+    EXPECT_EQ(s.server.port_file, "${HOME}/p");
+    auto again = cfg::load_string(cfg::render_effective(s), "y.yaml", no_env);
+    EXPECT_EQ(again.server.port_file, "${HOME}/p");
+}
