@@ -21,6 +21,7 @@
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/process.hpp"
 #include "gateway/metrics/registry.hpp"
+#include "gateway/net/http_client.hpp"
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/runtime/io_pool.hpp"
 #include "gateway/store/db.hpp"
@@ -30,7 +31,7 @@
 namespace segue {
 namespace {
 
-namespace net = boost::asio;
+namespace asio = boost::asio;
 
 int io_thread_count(const config::settings& s) {
     if (s.server.io_threads > 0)
@@ -83,6 +84,7 @@ struct app::impl {
     api::authenticator auth;
     std::unique_ptr<store::store> store;
     std::unique_ptr<store::db> db;
+    std::unique_ptr<net::http_client> http;
     std::unique_ptr<providers::registry> providers;
     std::unique_ptr<core::engine> engine;
     http::router routes;
@@ -110,8 +112,17 @@ app::app(config::settings settings) : impl_(std::make_unique<impl>(std::move(set
     d.store = store::open_sqlite(so);
     d.db = std::make_unique<store::db>(*d.store, d.metrics);
     d.providers = providers::make_registry(d.settings);
+    net::client_options co;
+    co.connect_timeout = d.settings.upstream.connect_timeout;
+    co.request_timeout = d.settings.upstream.request_timeout;
+    co.max_response_bytes = d.settings.upstream.max_response_bytes;
+    co.max_idle_per_host = d.settings.upstream.max_idle_per_host;
+    co.allow_plain_http = d.settings.upstream.allow_plain_http;
+    co.ca_file = d.settings.upstream.ca_file;
+    co.run_blocking = [&d](std::function<void()> fn) { return d.blocking.run(std::move(fn)); };
+    d.http = std::make_unique<net::http_client>(d.pool.main(), co, d.metrics);
     d.engine = std::make_unique<core::engine>(d.pool.main(), *d.db, *d.providers, d.blocking,
-                                              d.settings, d.metrics);
+                                              d.settings, d.metrics, d.http.get());
     api::add_extension_routes(
         d.routes, {d.settings, *d.db, *d.engine, *d.providers, d.blocking, d.auth, d.metrics});
     if (d.auth.tenant_count() == 0)
@@ -135,7 +146,7 @@ int app::run(const run_options& options) {
         write_port_file(port_file, d.server->port());
 
     int exit_code = 0;
-    net::signal_set signals(d.pool.main(), SIGTERM, SIGINT);
+    asio::signal_set signals(d.pool.main(), SIGTERM, SIGINT);
     signals.async_wait([&](const boost::system::error_code& ec, int sig) {
         if (ec)
             return;
@@ -160,8 +171,8 @@ int app::run(const run_options& options) {
             log::info("drained", {{"clean", clean}});
             finish();
         });
-        net::co_spawn(d.pool.main(), d.engine->stop(d.settings.server.drain_timeout),
-                      [finish](std::exception_ptr) { finish(); });
+        asio::co_spawn(d.pool.main(), d.engine->stop(d.settings.server.drain_timeout),
+                       [finish](std::exception_ptr) { finish(); });
     });
 
     d.pool.run();

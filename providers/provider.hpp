@@ -18,6 +18,9 @@
 namespace segue::runtime {
 class blocking_pool;
 }
+namespace segue::net {
+class http_client;
+}
 
 namespace segue::providers {
 
@@ -30,6 +33,10 @@ struct capabilities {
     int max_outputs = 1;
     bool webhooks = false;  // results arrive by webhook
     bool polling = false;   // results can be polled
+    // Lyrics and the cover arrive on their own, after the audio (MusicGPT's webhooks): a task
+    // is finished by a progress update only once every ready output has them; otherwise a
+    // poll that reports `done` settles it.
+    bool separate_artifacts = false;
 };
 
 // One attempt of one task, as the provider sees it.
@@ -99,7 +106,8 @@ struct inbound_webhook {
 // What the core lends a provider.
 struct services {
     runtime::blocking_pool& blocking;
-    std::string work_dir;  // where a provider may write files for this attempt
+    std::string work_dir;           // where a provider may write files for this attempt
+    net::http_client* http = nullptr;  // the upstream client (owned by the core)
 };
 
 class provider {

@@ -3,6 +3,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "providers/musicgpt/musicgpt.hpp"
 #include "providers/sandbox/sandbox.hpp"
 
 namespace segue::providers {
@@ -41,6 +42,8 @@ std::unique_ptr<registry> make_registry(const config::settings& settings) {
     auto r = std::make_unique<registry>();
     if (settings.providers.sandbox.enabled)
         r->add(std::make_unique<sandbox::sandbox_provider>(settings.providers.sandbox));
+    if (settings.providers.musicgpt.enabled)
+        r->add(std::make_unique<musicgpt::musicgpt_provider>(settings.providers.musicgpt));
     return r;
 }
 

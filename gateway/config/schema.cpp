@@ -214,9 +214,77 @@ object_schema<sandbox_settings> sandbox_schema() {
     return s;
 }
 
+object_schema<musicgpt_settings> musicgpt_schema() {
+    object_schema<musicgpt_settings> s;
+    s.field("enabled", &musicgpt_settings::enabled, "Route requests to MusicGPT.").def(false);
+    s.field("base_url", &musicgpt_settings::base_url,
+            "MusicGPT's public API root (the fake in tests/fakes listens on plain http).")
+        .def("https://api.musicgpt.com/api/public");
+    s.field("api_key", &musicgpt_settings::api_key,
+            "MusicGPT API key, sent raw in Authorization. Use ${MUSICGPT_API_KEY}.")
+        .secret()
+        .def("");
+    s.field("submit_timeout", &musicgpt_settings::submit_timeout,
+            "Deadline of one extend submission, upload included.")
+        .def(2min)
+        .range(1s, 30min);
+    s.field("poll_timeout", &musicgpt_settings::poll_timeout, "Deadline of one byId query.")
+        .def(15s)
+        .range(1s, 5min);
+    s.field("reconcile_after", &musicgpt_settings::reconcile_after,
+            "After acceptance, when to ask byId if webhooks have not finished the task (a lost "
+            "webhook never leaves a task hanging). Without public_base_url there are no webhooks "
+            "and poll_interval applies from the start.")
+        .def(90s)
+        .range(1s, 24h);
+    s.field("poll_interval", &musicgpt_settings::poll_interval,
+            "Interval of later byId queries while the task runs.")
+        .def(30s)
+        .range(100ms, 1h);
+    s.validate([](const musicgpt_settings& m) -> std::optional<std::string> {
+        if (m.enabled && m.api_key.empty())
+            return "enabled needs an api_key";
+        if (m.base_url.rfind("http://", 0) != 0 && m.base_url.rfind("https://", 0) != 0)
+            return "base_url must be an http(s) URL";
+        return std::nullopt;
+    });
+    return s;
+}
+
 object_schema<providers_settings> providers_schema() {
     object_schema<providers_settings> s;
     s.object("sandbox", &providers_settings::sandbox, sandbox_schema(), "The sandbox provider.");
+    s.object("musicgpt", &providers_settings::musicgpt, musicgpt_schema(),
+             "MusicGPT (multipart or JSON submit, webhooks, byId polling).");
+    return s;
+}
+
+object_schema<upstream_settings> upstream_schema() {
+    object_schema<upstream_settings> s;
+    s.field("connect_timeout", &upstream_settings::connect_timeout,
+            "Resolve + connect + TLS handshake of a new upstream connection.")
+        .def(5s)
+        .range(100ms, 5min);
+    s.field("request_timeout", &upstream_settings::request_timeout,
+            "Default deadline of one upstream exchange (providers set their own per call).")
+        .def(30s)
+        .range(100ms, 1h);
+    s.field("max_response_bytes", &upstream_settings::max_response_bytes,
+            "Largest upstream response body held in memory.")
+        .byte_size()
+        .def(8 * MiB)
+        .range(1 * KiB, 1 * GiB);
+    s.field("max_idle_per_host", &upstream_settings::max_idle_per_host,
+            "Keep-alive connections kept per upstream host.")
+        .def(8)
+        .range(0, 1024);
+    s.field("allow_plain_http", &upstream_settings::allow_plain_http,
+            "Allow http:// upstreams (local fakes, tests). Production upstreams use https with "
+            "certificate verification.")
+        .def(false);
+    s.field("ca_file", &upstream_settings::ca_file,
+            "Extra trusted CA bundle (PEM) for upstream TLS, besides the system store.")
+        .def("");
     return s;
 }
 
@@ -235,6 +303,8 @@ object_schema<settings> make_settings_schema() {
                 "The task engine: claims due jobs (submit, poll) from the store.");
     root.object("providers", &settings::providers, providers_schema(),
                 "Provider plugins and their settings.");
+    root.object("upstream", &settings::upstream, upstream_schema(),
+                "The HTTP client for provider APIs.");
     return root;
 }
 

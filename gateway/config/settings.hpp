@@ -72,8 +72,30 @@ struct sandbox_settings {
     double default_length = 30;
 };
 
+struct musicgpt_settings {
+    bool enabled = false;
+    std::string base_url = "https://api.musicgpt.com/api/public";
+    std::string api_key;  // secret
+    duration submit_timeout = std::chrono::minutes(2);  // uploads can be large
+    duration poll_timeout = std::chrono::seconds(15);
+    // First byId reconcile when webhooks have not finished the task by then.
+    duration reconcile_after = std::chrono::seconds(90);
+    duration poll_interval = std::chrono::seconds(30);
+};
+
 struct providers_settings {
     sandbox_settings sandbox;
+    musicgpt_settings musicgpt;
+};
+
+// The client every provider and URL fetch goes through.
+struct upstream_settings {
+    duration connect_timeout = std::chrono::seconds(5);
+    duration request_timeout = std::chrono::seconds(30);
+    std::uint64_t max_response_bytes = 8 * 1024 * 1024;
+    std::size_t max_idle_per_host = 8;
+    bool allow_plain_http = false;  // http:// upstreams (tests and local fakes only)
+    std::string ca_file;            // extra trusted CA bundle (PEM)
 };
 
 struct settings {
@@ -85,6 +107,7 @@ struct settings {
     api_settings api;
     engine_settings engine;
     providers_settings providers;
+    upstream_settings upstream;
 };
 
 }  // namespace segue::config

@@ -78,8 +78,9 @@ json::array lyrics_array(const std::vector<lyric_line>& lines) {
 
 struct engine::impl : std::enable_shared_from_this<engine::impl> {
     impl(net::io_context& io, store::db& d, providers::registry& p, runtime::blocking_pool& b,
-         const config::settings& s, metrics::registry& m)
-        : ioc(io),
+         const config::settings& s, metrics::registry& m, segue::net::http_client* h)
+        : http(h),
+          ioc(io),
           db(d),
           registry(p),
           blocking(b),
@@ -97,6 +98,9 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
               "segue_task_duration_seconds", "From acceptance to a final status, by provider.",
               {"provider"}, {0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600})),
           running_gauge(m.make_gauge("segue_engine_jobs_running", "Jobs being run right now.")),
+          failures(m.counter_family("segue_provider_failures_total",
+                                    "Attempts that failed, by provider and normalized error code.",
+                                    {"provider", "code"})),
           webhooks(m.counter_family("segue_provider_webhooks_total",
                                     "Inbound provider webhooks, by provider and outcome.",
                                     {"provider", "outcome"})) {}
@@ -114,6 +118,7 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
         return settings.api.public_base_url + "/v1/files/" + id;
     }
 
+    segue::net::http_client* http;
     net::io_context& ioc;
     store::db& db;
     providers::registry& registry;
@@ -130,6 +135,7 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     metrics::family<metrics::counter>& tasks_finished;
     metrics::family<metrics::histogram>& task_duration;
     metrics::gauge& running_gauge;
+    metrics::family<metrics::counter>& failures;
     metrics::family<metrics::counter>& webhooks;
 };
 
@@ -141,8 +147,8 @@ net::awaitable<void> run_loop(std::shared_ptr<engine::impl> self) {
 
 engine::engine(net::io_context& ioc, store::db& db, providers::registry& providers,
                runtime::blocking_pool& blocking, const config::settings& settings,
-               metrics::registry& metrics)
-    : impl_(std::make_shared<impl>(ioc, db, providers, blocking, settings, metrics)) {}
+               metrics::registry& metrics, segue::net::http_client* http)
+    : impl_(std::make_shared<impl>(ioc, db, providers, blocking, settings, metrics, http)) {}
 
 engine::~engine() = default;
 
@@ -268,7 +274,7 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
     const store::attempt_row* latest = attempts.empty() ? nullptr : &attempts.back();
     int attempt_number = latest ? latest->number : 0;
     const fs::path work = fs::path(settings.storage.blob_dir) / "outputs" / task->id;
-    providers::services svc{blocking, work.string()};
+    providers::services svc{blocking, work.string(), http};
 
     providers::update u;
     if (!p) {
@@ -471,6 +477,13 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
                 return;
             }
             case providers::update::kind::failed: {
+                failures.with({provider_name, u.error_code.empty() ? "unknown" : u.error_code})
+                    .inc();
+                log::warn("provider attempt failed", {{"task_id", t->id},
+                                                      {"provider", provider_name},
+                                                      {"code", u.error_code},
+                                                      {"class", to_string(u.error)},
+                                                      {"message", u.error_message}});
                 if (attempt) {
                     attempt->status = "failed";
                     attempt->finished_at = now;
@@ -576,10 +589,20 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
             it->updated_at = now;
             tx.upsert_output(*it);
         }
-        const bool all_final =
-            std::all_of(outs.begin(), outs.end(), [](const store::output_row& o) {
-                return o.status != to_string(output_status::pending);
+        bool all_final = std::all_of(outs.begin(), outs.end(), [](const store::output_row& o) {
+            return o.status != to_string(output_status::pending);
+        });
+        const auto* prov = registry.find(provider_name);
+        if (all_final && prov && prov->caps().separate_artifacts) {
+            // Wait for the lyrics and cover that come on their own; the poll settles it if
+            // they never do.
+            all_final = std::all_of(outs.begin(), outs.end(), [](const store::output_row& o) {
+                if (o.status != to_string(output_status::ready))
+                    return true;
+                auto d = parse_object(o.data_json);
+                return d.contains("lyrics_timestamped") && d.contains("cover_url");
             });
+        }
         if (all_final || u.what == providers::update::kind::done) {
             if (attempt) {
                 attempt->status = "succeeded";

@@ -28,6 +28,9 @@ class blocking_pool;
 namespace segue::store {
 class db;
 }
+namespace segue::net {
+class http_client;
+}
 namespace segue::providers {
 class registry;
 struct inbound_webhook;
@@ -39,7 +42,7 @@ class engine {
   public:
     engine(boost::asio::io_context& ioc, store::db& db, providers::registry& providers,
            runtime::blocking_pool& blocking, const config::settings& settings,
-           metrics::registry& metrics);
+           metrics::registry& metrics, net::http_client* http = nullptr);
     ~engine();
     engine(const engine&) = delete;
     engine& operator=(const engine&) = delete;

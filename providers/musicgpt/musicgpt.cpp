@@ -1,0 +1,195 @@
+#include "providers/musicgpt/musicgpt.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <memory>
+
+#include "gateway/net/http_client.hpp"
+#include "gateway/runtime/blocking_pool.hpp"
+#include "gateway/util/crypto.hpp"
+#include "providers/musicgpt/transform.hpp"
+
+namespace segue::providers::musicgpt {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The multipart body, produced as the client asks for it: text fields, then the spooled file in
+// 256 KiB reads on the blocking pool, then the closing boundary. Never all in memory.
+struct multipart_stream {
+    runtime::blocking_pool* blocking = nullptr;
+    std::string head;  // fields + the file part's header
+    std::string tail;  // CRLF + closing boundary
+    std::string path;
+    int fd = -1;
+    int stage = 0;  // 0 head, 1 file, 2 tail, 3 done
+    ~multipart_stream() {
+        if (fd >= 0)
+            ::close(fd);
+    }
+};
+
+// A plain function with the state as a parameter: coroutine lambdas with captures are avoided.
+boost::asio::awaitable<std::string> next_part(std::shared_ptr<multipart_stream> s) {
+    if (s->stage == 0) {
+        s->stage = 1;
+        co_return s->head;
+    }
+    if (s->stage == 1) {
+        std::string chunk;
+        bool failed = false;
+        co_await s->blocking->run([&] {
+            if (s->fd < 0)
+                s->fd = ::open(s->path.c_str(), O_RDONLY | O_CLOEXEC);
+            if (s->fd < 0) {
+                failed = true;
+                return;
+            }
+            chunk.resize(256 * 1024);
+            ssize_t n = ::read(s->fd, chunk.data(), chunk.size());
+            if (n < 0)
+                failed = true;
+            chunk.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+        });
+        if (failed)
+            throw std::runtime_error("cannot read the spooled upload");
+        if (!chunk.empty())
+            co_return chunk;
+        s->stage = 2;
+    }
+    if (s->stage == 2) {
+        s->stage = 3;
+        co_return s->tail;
+    }
+    co_return std::string();
+}
+
+update transport_failure(const net::result& r, std::string_view what) {
+    update u;
+    u.what = update::kind::failed;
+    u.error = core::error_class::transient;
+    u.error_code = r.error == net::failure::timeout ? "upstream_timeout" : "upstream_unreachable";
+    if (r.error == net::failure::tls || r.error == net::failure::bad_url ||
+        r.error == net::failure::plain_http_refused || r.error == net::failure::refused_address) {
+        u.error = core::error_class::unknown;
+        u.error_code = "upstream_misconfigured";
+    }
+    u.error_message = std::string(what) + ": " + std::string(net::to_string(r.error)) +
+                      (r.message.empty() ? "" : " (" + r.message + ")");
+    if (r.request_sent)
+        u.error_message +=
+            "; the request may have reached MusicGPT (ambiguous: reconcile before "
+            "resubmitting)";
+    return u;
+}
+
+}  // namespace
+
+musicgpt_provider::musicgpt_provider(config::musicgpt_settings settings)
+    : settings_(std::move(settings)) {
+    caps_.source_file = true;
+    caps_.source_url = true;
+    caps_.max_outputs = 2;
+    caps_.webhooks = true;
+    caps_.polling = true;
+    caps_.separate_artifacts = true;
+}
+
+boost::asio::awaitable<update> musicgpt_provider::submit(const task_view& task, services& svc) {
+    auto sr = build_submit(task.request, task.callback_url);
+    if (sr.kind == submit_request::body_kind::none) {
+        update u;
+        u.what = update::kind::failed;
+        u.error = core::error_class::rejected;
+        u.error_code = sr.error_code;
+        u.error_message = sr.error;
+        co_return u;
+    }
+    net::request req;
+    req.method = "POST";
+    req.url = settings_.base_url + std::string(extend_path);
+    req.headers.emplace_back("Authorization", authorization_value(settings_.api_key));
+    req.headers.emplace_back("Accept", "application/json");
+    req.timeout = settings_.submit_timeout;
+    if (sr.kind == submit_request::body_kind::json) {
+        req.headers.emplace_back("Content-Type", "application/json");
+        req.body = sr.json_body;
+    } else {
+        auto s = std::make_shared<multipart_stream>();
+        s->blocking = &svc.blocking;
+        s->path = task.input_path;
+        const std::string boundary = "segue-" + util::random_hex(12);
+        for (const auto& f : sr.fields)
+            s->head += "--" + boundary + "\r\nContent-Disposition: form-data; name=\"" + f.name +
+                       "\"\r\n\r\n" + f.value + "\r\n";
+        s->head += "--" + boundary + "\r\nContent-Disposition: form-data; name=\"" + sr.file_field +
+                   "\"; filename=\"" + sr.file_name +
+                   "\"\r\nContent-Type: " + sr.file_content_type + "\r\n\r\n";
+        s->tail = "\r\n--" + boundary + "--\r\n";
+        std::uint64_t file_size = 0;
+        bool ok = true;
+        const std::string path = task.input_path;
+        co_await svc.blocking.run([&] {
+            std::error_code ec;
+            file_size = fs::file_size(path, ec);
+            ok = !ec;
+        });
+        if (!ok) {
+            update u;
+            u.what = update::kind::failed;
+            u.error = core::error_class::unknown;
+            u.error_code = "upload_missing";
+            u.error_message = "the spooled upload is gone";
+            co_return u;
+        }
+        req.headers.emplace_back("Content-Type", "multipart/form-data; boundary=" + boundary);
+        req.body_size = s->head.size() + file_size + s->tail.size();
+        req.body_source = [s] { return next_part(s); };
+    }
+    auto r = co_await svc.http->send(std::move(req));
+    if (!r.ok())
+        co_return transport_failure(r, "submit");
+    auto u = parse_submit_response(r.res.status, r.res.body, r.res.headers);
+    for (auto& w : sr.warnings)
+        u.warnings.push_back(w);
+    if (u.what == update::kind::accepted)
+        u.poll_after_ms =
+            (task.callback_url.empty() ? settings_.poll_interval : settings_.reconcile_after)
+                .count();
+    co_return u;
+}
+
+boost::asio::awaitable<update> musicgpt_provider::poll(const task_view& task, services& svc) {
+    auto state = parse_state(task.state_json);
+    net::request req;
+    req.url = settings_.base_url +
+              by_id_target(state.task_id.empty() ? task.provider_task_id : state.task_id);
+    req.headers.emplace_back("Authorization", authorization_value(settings_.api_key));
+    req.headers.emplace_back("Accept", "application/json");
+    req.timeout = settings_.poll_timeout;
+    auto r = co_await svc.http->send(std::move(req));
+    if (!r.ok()) {
+        // A failed poll is not a failed task: try again later.
+        update u;
+        u.what = update::kind::running;
+        u.poll_after_ms = settings_.poll_interval.count();
+        co_return u;
+    }
+    auto u = parse_by_id(task.state_json, r.res.status, r.res.body, r.res.headers);
+    if (u.what == update::kind::running && !u.poll_after_ms)
+        u.poll_after_ms = settings_.poll_interval.count();
+    if (u.what == update::kind::running || u.what == update::kind::progress)
+        u.poll_after_ms =
+            std::max<std::int64_t>(u.poll_after_ms.value_or(0), settings_.poll_interval.count());
+    co_return u;
+}
+
+std::optional<update> musicgpt_provider::on_webhook(const task_view& task,
+                                                    const inbound_webhook& hook,
+                                                    std::string& error) const {
+    return parse_webhook(task.state_json, hook.body, error);
+}
+
+}  // namespace segue::providers::musicgpt

@@ -1,0 +1,320 @@
+// MusicGPT end to end: the real binary against the fake MusicGPT (tests/fakes/musicgpt), which
+// speaks its protocol (multipart/JSON submit, five shuffled webhooks, byId) and injects faults.
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "gateway/audio/audio.hpp"
+#include "gateway/util/crypto.hpp"
+#include "tests/support/process.hpp"
+
+using namespace std::chrono_literals;
+namespace json = boost::json;
+using segue::test::form_part;
+using segue::test::http_request;
+using segue::test::http_response;
+
+namespace {
+
+const std::string key = "Authorization: Bearer sk-mg-tenant";
+const std::string boundary = "mg-test-boundary-91";
+
+std::uint16_t free_port() {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    ::close(fd);
+    return ntohs(a.sin_port);
+}
+
+json::object parse(const std::string& s) {
+    return json::parse(s).as_object();
+}
+
+// The fake MusicGPT as a child process.
+class fake_musicgpt {
+  public:
+    fake_musicgpt() {
+        const std::string port_file = dir_.file("port");
+        proc_.start({SEGUE_FAKE_MUSICGPT_PATH, "--listen", "127.0.0.1:0", "--port-file", port_file,
+                     "--api-key", "mg-upstream-key", "--webhook-delay-ms", "150"},
+                    dir_.file("log"));
+        for (int i = 0; i < 500; ++i) {
+            std::ifstream in(port_file);
+            int p = 0;
+            if (in >> p && p > 0) {
+                port_ = static_cast<std::uint16_t>(p);
+                return;
+            }
+            std::this_thread::sleep_for(10ms);
+        }
+        throw std::runtime_error("fake_musicgpt did not start");
+    }
+    std::uint16_t port() const { return port_; }
+    void control(const std::string& body) {
+        auto r = http_request(port_, "POST", "/_control", body, {"Content-Type: application/json"});
+        ASSERT_TRUE(r);
+        ASSERT_EQ(r->status, 200) << r->body;
+    }
+    json::array requests(const std::string& route) {
+        auto r = http_request(port_, "GET", "/_control/requests?route=" + route);
+        return parse(r->body)["requests"].as_array();
+    }
+
+  private:
+    segue::test::temp_dir dir_;
+    segue::test::child_process proc_;
+    std::uint16_t port_ = 0;
+};
+
+struct gateway {
+    explicit gateway(const fake_musicgpt& fake, const std::string& extra = "") {
+        port = free_port();
+        const std::string cfg =
+            "server:\n  listen: 127.0.0.1:" + std::to_string(port) +
+            "\n  io_threads: 2\nlog:\n  level: info\n"
+            "tenants:\n  - name: t\n    api_keys: [sk-mg-tenant]\n"
+            "api:\n  public_base_url: http://127.0.0.1:" +
+            std::to_string(port) +
+            "\n  default_provider: musicgpt\n"
+            "engine:\n  poll_interval: 100ms\n  lease: 5s\n"
+            "upstream:\n  allow_plain_http: true\n  request_timeout: 5s\n"
+            "providers:\n  musicgpt:\n    enabled: true\n    base_url: http://127.0.0.1:" +
+            std::to_string(fake.port()) +
+            "/api/public\n    api_key: mg-upstream-key\n    reconcile_after: 3s\n"
+            "    poll_interval: 500ms\n    submit_timeout: 5s\n" +
+            extra;
+        proc = std::make_unique<segue::test::segue_process>(cfg);
+    }
+    std::unique_ptr<segue::test::segue_process> proc;
+    std::uint16_t port = 0;
+};
+
+std::string make_song(const segue::test::temp_dir& d, double seconds) {
+    const std::string path = d.file("in.wav");
+    EXPECT_TRUE(segue::audio::write_test_song(path, seconds, 22050, 2, 120, "wav"));
+    return segue::test::read_file(path);
+}
+
+std::optional<http_response> post_form(std::uint16_t port, const std::vector<form_part>& parts) {
+    return http_request(port, "POST", "/v1/extensions",
+                        segue::test::multipart_body(parts, boundary),
+                        {key, "Content-Type: multipart/form-data; boundary=" + boundary});
+}
+
+json::object wait_final(std::uint16_t port, const std::string& id,
+                        std::chrono::seconds limit = 30s) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    json::object t;
+    while (std::chrono::steady_clock::now() < until) {
+        auto r = http_request(port, "GET", "/v1/extensions/" + id, "", {key});
+        if (r && r->status == 200) {
+            t = parse(r->body);
+            std::string st(t["status"].as_string());
+            if (st != "queued" && st != "submitted" && st != "running")
+                return t;
+        }
+        std::this_thread::sleep_for(100ms);
+    }
+    ADD_FAILURE() << "not final: " << json::serialize(t);
+    return t;
+}
+
+std::map<std::string, int> event_counts(std::uint16_t port, const std::string& id) {
+    auto r = http_request(port, "GET", "/v1/extensions/" + id + "/events?limit=1000", "", {key});
+    std::map<std::string, int> counts;
+    auto body = parse(r->body);
+    std::int64_t expect = 1;
+    for (auto& e : body["data"].as_array()) {
+        EXPECT_EQ(e.as_object()["seq"].to_number<std::int64_t>(), expect++);
+        counts[std::string(e.as_object()["type"].as_string())]++;
+    }
+    return counts;
+}
+
+std::string submit_file(std::uint16_t port, const segue::test::temp_dir& d, std::string& bytes) {
+    bytes = make_song(d, 12);
+    auto r = post_form(port, {{"audio_file", bytes, "song.wav", "audio/wav"},
+                              {"extend_after", "6.5"},
+                              {"prompt", "calming piano outro"},
+                              {"lyrics", "let the journey fade away"},
+                              {"lyrics_section_to_extend", "and the night comes"},
+                              {"gender", "neutral"},
+                              {"num_outputs", "2"}});
+    EXPECT_TRUE(r);
+    EXPECT_EQ(r->status, 202) << r->body;
+    return std::string(parse(r->body)["id"].as_string());
+}
+
+}  // namespace
+
+TEST(MusicGpt, FileUploadReachesSucceededWithEveryFieldAndTheExactBytes) {
+    fake_musicgpt fake;
+    gateway g(fake);
+    segue::test::temp_dir d;
+    std::string bytes;
+    auto id = submit_file(g.port, d, bytes);
+    auto t = wait_final(g.port, id);
+    ASSERT_EQ(t["status"], "succeeded") << json::serialize(t);
+    auto& outs = t["outputs"].as_array();
+    ASSERT_EQ(outs.size(), 2u);
+    for (auto& ov : outs) {
+        auto& o = ov.as_object();
+        EXPECT_EQ(o["status"], "ready");
+        auto& audio = o["audio"].as_object();
+        EXPECT_NE(std::string(audio["mp3_url"].as_string()).find(".mp3"), std::string::npos);
+        EXPECT_NE(std::string(audio["wav_url"].as_string()).find(".wav"), std::string::npos);
+        EXPECT_GT(audio["duration"].to_number<double>(), 0);
+        EXPECT_FALSE(std::string(o["title"].as_string()).empty());
+        EXPECT_FALSE(o["lyrics_timestamped"].as_array().empty());
+        EXPECT_FALSE(std::string(o["cover_url"].as_string()).empty());
+    }
+    EXPECT_EQ(t["attempts"].as_array()[0].as_object()["provider"], "musicgpt");
+
+    // The multipart MusicGPT received: every mapped field, and the exact audio bytes.
+    auto submits = fake.requests("submit");
+    ASSERT_EQ(submits.size(), 1u);
+    auto& req = submits[0].as_object();
+    EXPECT_EQ(req["headers"].as_object()["authorization"], "mg-upstream-key")
+        << "raw key, no Bearer";
+    std::map<std::string, json::object> fields;
+    for (auto& f : req["fields"].as_array())
+        fields[std::string(f.as_object().at("name").as_string())] = f.as_object();
+    EXPECT_EQ(fields["extend_after"]["value"], "6.5");
+    EXPECT_EQ(fields["prompt"]["value"], "calming piano outro");
+    EXPECT_EQ(fields["lyrics"]["value"], "let the journey fade away");
+    EXPECT_EQ(fields["lyrics_section_to_extend"]["value"], "and the night comes");
+    EXPECT_EQ(fields["gender"]["value"], "neutral");
+    EXPECT_EQ(fields["num_outputs"]["value"], "2");
+    const std::string hook(fields["webhook_url"]["value"].as_string());
+    EXPECT_EQ(
+        hook.rfind(
+            "http://127.0.0.1:" + std::to_string(g.port) + "/v1/providers/musicgpt/webhooks/", 0),
+        0u)
+        << hook;
+    EXPECT_EQ(fields["audio_file"]["sha256"].as_string(), segue::util::sha256_hex(bytes));
+    EXPECT_EQ(fields["audio_file"]["size"].to_number<std::size_t>(), bytes.size());
+
+    auto counts = event_counts(g.port, id);
+    EXPECT_EQ(counts["extension.output.ready"], 2);
+    EXPECT_EQ(counts["extension.lyrics.ready"], 2);
+    EXPECT_EQ(counts["extension.cover.ready"], 1);
+    EXPECT_EQ(counts["extension.succeeded"], 1);
+}
+
+TEST(MusicGpt, UrlSourceIsSentAsJson) {
+    fake_musicgpt fake;
+    gateway g(fake);
+    auto r = http_request(
+        g.port, "POST", "/v1/extensions",
+        R"({"audio_url":"https://cdn.example/song.mp3","extend_after":35,"num_outputs":1,"prompt":"more drums"})",
+        {key, "Content-Type: application/json"});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 202) << r->body;
+    auto t = wait_final(g.port, std::string(parse(r->body)["id"].as_string()));
+    EXPECT_EQ(t["status"], "succeeded") << json::serialize(t);
+    EXPECT_EQ(t["outputs"].as_array().size(), 1u);
+    auto submits = fake.requests("submit");
+    ASSERT_EQ(submits.size(), 1u);
+    auto& j = submits[0].as_object()["json"].as_object();
+    EXPECT_EQ(j["audio_url"], "https://cdn.example/song.mp3");
+    EXPECT_EQ(j["extend_after"].to_number<double>(), 35);
+    EXPECT_EQ(j["num_outputs"].to_number<int>(), 1);
+    EXPECT_EQ(j["prompt"], "more drums");
+}
+
+TEST(MusicGpt, DuplicatedShuffledWebhooksGiveOneEventEach) {
+    fake_musicgpt fake;
+    fake.control(R"({"duplicate_webhooks":2,"shuffle_webhooks":true})");
+    gateway g(fake);
+    segue::test::temp_dir d;
+    std::string bytes;
+    auto id = submit_file(g.port, d, bytes);
+    auto t = wait_final(g.port, id);
+    ASSERT_EQ(t["status"], "succeeded");
+    std::this_thread::sleep_for(500ms);  // late duplicates arrive after the end
+    auto counts = event_counts(g.port, id);
+    EXPECT_EQ(counts["extension.output.ready"], 2);
+    EXPECT_EQ(counts["extension.lyrics.ready"], 2);
+    EXPECT_EQ(counts["extension.cover.ready"], 1);
+    EXPECT_EQ(counts["extension.succeeded"], 1);
+}
+
+TEST(MusicGpt, LostWebhooksAreRecoveredByPolling) {
+    fake_musicgpt fake;
+    fake.control(R"({"drop_all_webhooks":true})");
+    gateway g(fake);
+    segue::test::temp_dir d;
+    std::string bytes;
+    auto id = submit_file(g.port, d, bytes);
+    auto t = wait_final(g.port, id, 30s);
+    ASSERT_EQ(t["status"], "succeeded") << json::serialize(t);
+    EXPECT_EQ(t["outputs"].as_array().size(), 2u);
+    EXPECT_GE(fake.requests("by_id").size(), 1u);
+}
+
+TEST(MusicGpt, UpstreamErrorsEndTheTaskWithTheNormalizedError) {
+    struct error_case {
+        std::string fault;
+        std::string code;
+        std::string cls;
+    };
+    std::vector<error_case> cases{
+        {R"({"match":"submit","status":402})", "insufficient_funds", "quota"},
+        {R"({"match":"submit","status":401})", "upstream_unauthorized", "credential"},
+        {R"({"match":"submit","status":422})", "upstream_rejected", "rejected"},
+        {R"({"match":"submit","status":429,"retry_after":7})", "upstream_rate_limited",
+         "rate_limited"},
+        {R"({"match":"submit","status":500})", "upstream_unavailable", "transient"},
+        {R"({"match":"submit","reset":true})", "upstream_unreachable", "transient"},
+    };
+    fake_musicgpt fake;
+    gateway g(fake);
+    for (const auto& c : cases) {
+        fake.control(R"({"faults":[)" + c.fault + "]}");
+        auto r = http_request(g.port, "POST", "/v1/extensions",
+                              R"({"audio_url":"https://cdn.example/song.mp3","extend_after":3})",
+                              {key, "Content-Type: application/json"});
+        ASSERT_TRUE(r);
+        ASSERT_EQ(r->status, 202);
+        auto t = wait_final(g.port, std::string(parse(r->body)["id"].as_string()));
+        EXPECT_EQ(t["status"], "failed") << c.fault;
+        auto& e = t["error"].as_object();
+        EXPECT_EQ(e["code"].as_string(), c.code) << c.fault << " " << json::serialize(e);
+        EXPECT_EQ(e["class"].as_string(), c.cls) << c.fault;
+        if (c.code == "upstream_rejected")
+            EXPECT_NE(std::string(e["message"].as_string()).find("extend_after"),
+                      std::string::npos);
+    }
+}
+
+TEST(MusicGpt, ForgedWebhookTokenChangesNothing) {
+    fake_musicgpt fake;
+    fake.control(R"({"drop_all_webhooks":true})");
+    gateway g(fake, "");
+    segue::test::temp_dir d;
+    std::string bytes;
+    auto id = submit_file(g.port, d, bytes);
+    const std::string forged =
+        R"({"success":true,"conversion_type":"Extend","task_id":"x","conversion_id":"y","conversion_path":"https://evil.example/a.mp3"})";
+    auto r = http_request(g.port, "POST",
+                          "/v1/providers/musicgpt/webhooks/cb_forgedtoken0000000000000000", forged,
+                          {"Content-Type: application/json"});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 404);
+    auto counts = event_counts(g.port, id);
+    EXPECT_EQ(counts["extension.output.ready"], 0);
+}
