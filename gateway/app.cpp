@@ -21,6 +21,7 @@
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/process.hpp"
 #include "gateway/metrics/registry.hpp"
+#include "gateway/net/address_policy.hpp"
 #include "gateway/net/http_client.hpp"
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/runtime/io_pool.hpp"
@@ -85,6 +86,7 @@ struct app::impl {
     std::unique_ptr<store::store> store;
     std::unique_ptr<store::db> db;
     std::unique_ptr<net::http_client> http;
+    std::unique_ptr<net::http_client> fetch;
     std::unique_ptr<providers::registry> providers;
     std::unique_ptr<core::engine> engine;
     http::router routes;
@@ -121,8 +123,26 @@ app::app(config::settings settings) : impl_(std::make_unique<impl>(std::move(set
     co.ca_file = d.settings.upstream.ca_file;
     co.run_blocking = [&d](std::function<void()> fn) { return d.blocking.run(std::move(fn)); };
     d.http = std::make_unique<net::http_client>(d.pool.main(), co, d.metrics);
+    // User-given URLs get their own client: plain http allowed, but only public addresses
+    // (checked on the resolved addresses, which are the ones connected to), unless allow-listed.
+    net::client_options fo = co;
+    fo.allow_plain_http = true;
+    fo.request_timeout = d.settings.fetch.timeout;
+    fo.check_endpoints =
+        [allow = std::make_shared<net::cidr_list>(d.settings.fetch.allow_cidrs)](
+            std::string_view host,
+            const std::vector<net::resolved_endpoint>& eps) -> std::optional<std::string> {
+        for (const auto& ep : eps) {
+            if (allow->contains(ep.address))
+                continue;
+            if (auto why = net::non_public_reason(ep.address))
+                return std::string(host) + " resolves to " + ep.address + " (" + *why + ")";
+        }
+        return std::nullopt;
+    };
+    d.fetch = std::make_unique<net::http_client>(d.pool.main(), fo, d.metrics);
     d.engine = std::make_unique<core::engine>(d.pool.main(), *d.db, *d.providers, d.blocking,
-                                              d.settings, d.metrics, d.http.get());
+                                              d.settings, d.metrics, d.http.get(), d.fetch.get());
     api::add_extension_routes(
         d.routes, {d.settings, *d.db, *d.engine, *d.providers, d.blocking, d.auth, d.metrics});
     if (d.auth.tenant_count() == 0)

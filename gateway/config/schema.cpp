@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "gateway/config/schema.hpp"
+#include "gateway/net/address_policy.hpp"
 
 namespace segue::config {
 namespace {
@@ -288,6 +289,26 @@ object_schema<upstream_settings> upstream_schema() {
     return s;
 }
 
+object_schema<fetch_settings> fetch_schema() {
+    object_schema<fetch_settings> s;
+    s.field("allow_cidrs", &fetch_settings::allow_cidrs,
+            "Addresses user-given URLs (audio_url) may reach although they are not public "
+            "(loopback, private, link-local, ...), as CIDRs, e.g. 127.0.0.1/32 for tests. "
+            "Everything else non-public is refused after resolving, before connecting.");
+    s.field("timeout", &fetch_settings::timeout, "Deadline of one audio_url download.")
+        .def(2min)
+        .range(1s, 1h);
+    s.validate([](const fetch_settings& f) -> std::optional<std::string> {
+        try {
+            net::cidr_list check(f.allow_cidrs);
+        } catch (const std::exception& e) {
+            return e.what();
+        }
+        return std::nullopt;
+    });
+    return s;
+}
+
 object_schema<settings> make_settings_schema() {
     object_schema<settings> root;
     root.object("server", &settings::server, server_schema(), "The HTTP listener.");
@@ -305,6 +326,8 @@ object_schema<settings> make_settings_schema() {
                 "Provider plugins and their settings.");
     root.object("upstream", &settings::upstream, upstream_schema(),
                 "The HTTP client for provider APIs.");
+    root.object("fetch", &settings::fetch, fetch_schema(),
+                "Downloading user-given URLs (SSRF guard).");
     return root;
 }
 

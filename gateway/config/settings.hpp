@@ -88,7 +88,13 @@ struct providers_settings {
     musicgpt_settings musicgpt;
 };
 
-// The client every provider and URL fetch goes through.
+// Fetching user-given URLs (audio_url): only public addresses, unless allow-listed.
+struct fetch_settings {
+    std::vector<std::string> allow_cidrs;  // e.g. 127.0.0.1/32 in tests
+    duration timeout = std::chrono::minutes(2);
+};
+
+// The client every provider call goes through.
 struct upstream_settings {
     duration connect_timeout = std::chrono::seconds(5);
     duration request_timeout = std::chrono::seconds(30);
@@ -108,6 +114,7 @@ struct settings {
     engine_settings engine;
     providers_settings providers;
     upstream_settings upstream;
+    fetch_settings fetch;
 };
 
 }  // namespace segue::config

@@ -78,8 +78,10 @@ json::array lyrics_array(const std::vector<lyric_line>& lines) {
 
 struct engine::impl : std::enable_shared_from_this<engine::impl> {
     impl(net::io_context& io, store::db& d, providers::registry& p, runtime::blocking_pool& b,
-         const config::settings& s, metrics::registry& m, segue::net::http_client* h)
+         const config::settings& s, metrics::registry& m, segue::net::http_client* h,
+         segue::net::http_client* f)
         : http(h),
+          fetch(f),
           ioc(io),
           db(d),
           registry(p),
@@ -119,6 +121,7 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     }
 
     segue::net::http_client* http;
+    segue::net::http_client* fetch;
     net::io_context& ioc;
     store::db& db;
     providers::registry& registry;
@@ -147,8 +150,9 @@ net::awaitable<void> run_loop(std::shared_ptr<engine::impl> self) {
 
 engine::engine(net::io_context& ioc, store::db& db, providers::registry& providers,
                runtime::blocking_pool& blocking, const config::settings& settings,
-               metrics::registry& metrics, segue::net::http_client* http)
-    : impl_(std::make_shared<impl>(ioc, db, providers, blocking, settings, metrics, http)) {}
+               metrics::registry& metrics, segue::net::http_client* http,
+               segue::net::http_client* fetch)
+    : impl_(std::make_shared<impl>(ioc, db, providers, blocking, settings, metrics, http, fetch)) {}
 
 engine::~engine() = default;
 
@@ -274,7 +278,7 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
     const store::attempt_row* latest = attempts.empty() ? nullptr : &attempts.back();
     int attempt_number = latest ? latest->number : 0;
     const fs::path work = fs::path(settings.storage.blob_dir) / "outputs" / task->id;
-    providers::services svc{blocking, work.string(), http};
+    providers::services svc{blocking, work.string(), http, fetch, settings.api.max_upload_bytes};
 
     providers::update u;
     if (!p) {

@@ -42,7 +42,8 @@ class engine {
   public:
     engine(boost::asio::io_context& ioc, store::db& db, providers::registry& providers,
            runtime::blocking_pool& blocking, const config::settings& settings,
-           metrics::registry& metrics, net::http_client* http = nullptr);
+           metrics::registry& metrics, net::http_client* http = nullptr,
+           net::http_client* fetch = nullptr);
     ~engine();
     engine(const engine&) = delete;
     engine& operator=(const engine&) = delete;

@@ -229,6 +229,8 @@ class connection final : public context, public std::enable_shared_from_this<con
         }
         beast::error_code ec;
         stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+        if (linger_)
+            co_await drain_unread();
         stream_.socket().close(ec);
         srv_->connections_gauge.dec();
         srv_->remove(this);
@@ -374,6 +376,22 @@ class connection final : public context, public std::enable_shared_from_this<con
     }
 
   private:
+    // Lingering close: a response was sent before the request body was read (413, 401, ...).
+    // Closing now would reset the connection while the client is still sending, and the reset
+    // can destroy the response before the client reads it. Discard what still arrives, bounded
+    // in time and bytes, so the client sees the answer.
+    net::awaitable<void> drain_unread() {
+        std::array<char, 16 * 1024> scratch;
+        std::size_t total = 0;
+        stream_.expires_after(std::chrono::seconds(2));
+        while (total < 8 * 1024 * 1024) {
+            auto [ec, n] = co_await stream_.async_read_some(net::buffer(scratch), use_tuple);
+            if (ec)
+                break;
+            total += n;
+        }
+    }
+
     // Waits for the first byte of the next request under the idle timeout.
     net::awaitable<bool> wait_for_request() {
         if (buffer_.size() > 0)
@@ -498,6 +516,8 @@ class connection final : public context, public std::enable_shared_from_this<con
         const bool draining_now = draining();
         if (draining_now)
             keep_alive = false;
+        // Part of the body may still be on its way: linger before closing.
+        linger_ = !keep_alive && !parser_->is_done();
         bool write_ok = true;
         int status = res_.status;
         if (streaming_) {
@@ -641,6 +661,7 @@ class connection final : public context, public std::enable_shared_from_this<con
     std::string body_;
     std::string head_buffer_;
     bool idle_ = false;
+    bool linger_ = false;
     bool continue_sent_ = false;
     bool body_failed_ = false;
     bool streaming_ = false;

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "gateway/audio/audio.hpp"
+#include "gateway/net/http_client.hpp"
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/util/crypto.hpp"
 
@@ -143,18 +144,21 @@ std::string make_cover_svg(const std::string& seed, const std::string& title) {
 
 sandbox_provider::sandbox_provider(config::sandbox_settings settings) : settings_(settings) {
     caps_.source_file = true;
+    caps_.source_url = true;
     caps_.length = true;
     caps_.max_outputs = 2;
     caps_.polling = true;
 }
 
-boost::asio::awaitable<update> sandbox_provider::submit(const task_view& task, services&) {
+boost::asio::awaitable<update> sandbox_provider::submit(const task_view& task, services& svc) {
     update u;
-    if (task.request.source != core::source_kind::file || task.input_path.empty()) {
+    const bool file = task.request.source == core::source_kind::file && !task.input_path.empty();
+    const bool url = task.request.source == core::source_kind::url && svc.fetch;
+    if (!file && !url) {
         u.what = update::kind::failed;
         u.error = core::error_class::rejected;
         u.error_code = "unsupported_source";
-        u.error_message = "the sandbox provider extends uploaded files only";
+        u.error_message = "the sandbox provider extends uploaded files and audio URLs only";
         co_return u;
     }
     u.what = update::kind::accepted;
@@ -181,6 +185,43 @@ boost::asio::awaitable<update> sandbox_provider::poll(const task_view& task, ser
     const std::string mp3 = (dir / ("output-" + std::to_string(next) + ".mp3")).string();
     const std::string title = make_title(task.request, next);
 
+    // A URL source is downloaded once (through the guarded client), then treated as a file.
+    std::string input = task.input_path;
+    if (task.request.source == core::source_kind::url) {
+        input = (dir / "input").string();
+        bool have = false;
+        co_await svc.blocking.run([&] {
+            std::error_code ec;
+            have = fs::exists(input, ec);
+        });
+        if (!have) {
+            net::request req;
+            req.url = task.request.audio_url;
+            req.metrics_host = "user_url";  // bounded label set
+            auto got =
+                co_await svc.fetch->download(std::move(req), input + ".part", svc.max_fetch_bytes);
+            if (!got.ok() || got.res.status / 100 != 2) {
+                u.what = update::kind::failed;
+                const bool refused = got.error == net::failure::refused_address ||
+                                     got.error == net::failure::bad_url ||
+                                     (got.ok() && got.res.status / 100 == 4) ||
+                                     got.error == net::failure::too_large;
+                u.error = refused ? core::error_class::rejected : core::error_class::transient;
+                u.error_code = "audio_url_unavailable";
+                u.error_message =
+                    "audio_url: " +
+                    (got.ok() ? "HTTP " + std::to_string(got.res.status)
+                              : std::string(net::to_string(got.error)) +
+                                    (got.message.empty() ? "" : " (" + got.message + ")"));
+                co_return u;
+            }
+            co_await svc.blocking.run([&] {
+                std::error_code ec;
+                fs::rename(input + ".part", input, ec);
+            });
+        }
+    }
+
     audio::extend_result r;
     bool cover_written = false;
     const std::string cover = (dir / "cover.svg").string();
@@ -189,7 +230,7 @@ boost::asio::awaitable<update> sandbox_provider::poll(const task_view& task, ser
         o.extend_after = task.request.extend_after;
         o.length = length;
         o.variant = next;
-        r = audio::extend(task.input_path, wav, mp3, o);
+        r = audio::extend(input, wav, mp3, o);
         if (r.ok && next == 1) {
             std::ofstream out(cover, std::ios::trunc);
             out << make_cover_svg(task.task_id, make_title(task.request, 1));

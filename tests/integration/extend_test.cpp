@@ -3,8 +3,11 @@
 // cancel, and a restart in the middle of a task.
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sndfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <boost/json.hpp>
 
@@ -363,10 +366,10 @@ TEST(Extend, ValidationNamesEveryBadFieldAndCreatesNothing) {
          json_case(R"({"audio_url":"https://x.test/a.mp3","extend_after":1,"colour":"red"})"),
          422,
          {"colour"}},
-        {"url source unsupported by sandbox",
-         json_case(R"({"audio_url":"https://x.test/a.mp3","extend_after":1})"),
+        {"clip source unsupported by sandbox",
+         json_case(R"({"clip":{"provider":"sandbox","id":"c1"},"extend_after":1})"),
          422,
-         {"audio_url"}},
+         {"clip"}},
         {"not audio",
          form_case({{"audio_file", std::string(5000, 'x'), "s.wav"}, {"extend_after", "1"}}),
          422,
@@ -607,4 +610,90 @@ TEST(Extend, UnknownProviderWebhookTokenChangesNothing) {
     EXPECT_NE(m->body.find(
                   R"(segue_provider_webhooks_total{provider="sandbox",outcome="unknown_token"} 1)"),
               std::string::npos);
+}
+
+namespace {
+// Serves `body` to every GET on 127.0.0.1:<port>, counting requests, until destroyed.
+class static_server {
+  public:
+    explicit static_server(std::string body) : body_(std::move(body)) {
+        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        int one = 1;
+        ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+        socklen_t len = sizeof a;
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+        port_ = ntohs(a.sin_port);
+        ::listen(fd_, 16);
+        thread_ = std::thread([this] {
+            for (;;) {
+                int c = ::accept(fd_, nullptr, nullptr);
+                if (c < 0)
+                    return;
+                ++hits;
+                char buf[4096];
+                std::string req;
+                while (req.find("\r\n\r\n") == std::string::npos) {
+                    auto n = ::recv(c, buf, sizeof buf, 0);
+                    if (n <= 0)
+                        break;
+                    req.append(buf, static_cast<std::size_t>(n));
+                }
+                std::string head =
+                    "HTTP/1.1 200 OK\r\nContent-Type: audio/wav\r\nContent-Length: " +
+                    std::to_string(body_.size()) + "\r\nConnection: close\r\n\r\n";
+                ::send(c, head.data(), head.size(), MSG_NOSIGNAL);
+                ::send(c, body_.data(), body_.size(), MSG_NOSIGNAL);
+                ::close(c);
+            }
+        });
+    }
+    ~static_server() {
+        ::shutdown(fd_, SHUT_RDWR);
+        ::close(fd_);
+        thread_.join();
+    }
+    std::uint16_t port() const { return port_; }
+    std::atomic<int> hits{0};
+
+  private:
+    std::string body_;
+    int fd_ = -1;
+    std::uint16_t port_ = 0;
+    std::thread thread_;
+};
+}  // namespace
+
+TEST(Extend, UrlSourceIsFetchedThroughTheGuard) {
+    segue::test::temp_dir d;
+    auto song = make_song(d, "wav", 8, 22050, 1);
+    static_server files(song.bytes);
+    const std::string url = "http://127.0.0.1:" + std::to_string(files.port()) + "/song.wav";
+    const std::string body =
+        R"({"audio_url":")" + url + R"(","extend_after":3,"length":2,"num_outputs":1})";
+    {
+        // Without an allow-list, loopback is refused after resolving, before connecting.
+        segue_process s(config_for(d.path() + "/a"));
+        auto r = post_json(s.port(), body, {key_a});
+        ASSERT_TRUE(r);
+        ASSERT_EQ(r->status, 202) << r->body;
+        auto t = wait_final(s.port(), std::string(parse(r->body)["id"].as_string()), key_a);
+        EXPECT_EQ(t["status"], "failed");
+        EXPECT_EQ(t["error"].as_object()["code"].as_string(), "audio_url_unavailable");
+        EXPECT_NE(json::serialize(t["error"]).find("loopback"), std::string::npos)
+            << json::serialize(t);
+        EXPECT_EQ(files.hits.load(), 0) << "no connection was made";
+    }
+    {
+        segue_process s(config_for(d.path() + "/b", "fetch:\n  allow_cidrs: [127.0.0.1/32]\n"));
+        auto r = post_json(s.port(), body, {key_a});
+        ASSERT_TRUE(r);
+        ASSERT_EQ(r->status, 202) << r->body;
+        auto t = wait_final(s.port(), std::string(parse(r->body)["id"].as_string()), key_a);
+        EXPECT_EQ(t["status"], "succeeded") << json::serialize(t);
+        EXPECT_EQ(files.hits.load(), 1);
+    }
 }
