@@ -94,6 +94,7 @@ struct update {
     std::string error_code;     // stable, e.g. "upstream_rejected"
     std::string error_message;  // human readable
     std::optional<std::int64_t> retry_after_ms;
+    std::string webhook_kind;  // inbound webhooks: what it carried ("audio", "lyrics", ...)
 };
 
 // A webhook a provider sent us (on /v1/providers/{name}/webhooks/{token}); the core has

@@ -104,8 +104,8 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
                                     "Attempts that failed, by provider and normalized error code.",
                                     {"provider", "code"})),
           webhooks(m.counter_family("segue_provider_webhooks_total",
-                                    "Inbound provider webhooks, by provider and outcome.",
-                                    {"provider", "outcome"})) {}
+                                    "Inbound provider webhooks, by provider, kind and outcome.",
+                                    {"provider", "kind", "outcome"})) {}
 
     net::awaitable<void> loop();
     net::awaitable<void> run_job(store::job_row job);
@@ -744,12 +744,12 @@ net::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string provi
     });
     if (!attempt || !task || attempt->provider != provider ||
         !util::constant_time_equal(attempt->callback_token, hash)) {
-        counter.with({provider, "unknown_token"}).inc();
+        counter.with({provider, "unknown", "unknown_token"}).inc();
         co_return webhook_outcome::unknown_token;
     }
     providers::provider* p = self->registry.find(provider);
     if (!p) {
-        counter.with({provider, "unknown_token"}).inc();
+        counter.with({provider, "unknown", "unknown_token"}).inc();
         co_return webhook_outcome::unknown_token;
     }
     providers::task_view view;
@@ -762,7 +762,7 @@ net::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string provi
     std::string err;
     auto u = p->on_webhook(view, hook, err);
     if (!u) {
-        counter.with({provider, "rejected"}).inc();
+        counter.with({provider, "unknown", "rejected"}).inc();
         log::warn("provider webhook refused",
                   {{"provider", provider}, {"task_id", task->id}, {"error", err}});
         if (error)
@@ -770,11 +770,13 @@ net::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string provi
         co_return webhook_outcome::rejected;
     }
     if (is_terminal(parse_task_status(task->status).value_or(task_status::failed))) {
-        counter.with({provider, "late"}).inc();
+        counter.with({provider, u->webhook_kind.empty() ? "unknown" : u->webhook_kind, "late"})
+            .inc();
         co_return webhook_outcome::ignored;
     }
+    const std::string kind = u->webhook_kind.empty() ? "unknown" : u->webhook_kind;
     co_await self->apply(task->id, nullptr, provider, attempt->number, std::move(*u));
-    counter.with({provider, "applied"}).inc();
+    counter.with({provider, kind, "applied"}).inc();
     co_return webhook_outcome::applied;
 }
 

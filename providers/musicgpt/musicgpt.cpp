@@ -191,7 +191,14 @@ boost::asio::awaitable<update> musicgpt_provider::poll(const task_view& task, se
 std::optional<update> musicgpt_provider::on_webhook(const task_view& task,
                                                     const inbound_webhook& hook,
                                                     std::string& error) const {
-    return parse_webhook(task.state_json, hook.body, error);
+    auto u = parse_webhook(task.state_json, hook.body, error);
+    if (u) {
+        u->webhook_kind = !u->cover_url.empty() ? "cover" : "audio";
+        for (const auto& o : u->outputs)
+            if (o.lyrics_timestamped && o.status == core::output_status::pending)
+                u->webhook_kind = "lyrics";
+    }
+    return u;
 }
 
 }  // namespace segue::providers::musicgpt

@@ -607,9 +607,10 @@ TEST(Extend, UnknownProviderWebhookTokenChangesNothing) {
     EXPECT_EQ(r->status, 404);
     EXPECT_EQ(r->body.find("cb_forged"), std::string::npos) << "the token is not echoed";
     auto m = http_request(s.port(), "GET", "/metrics");
-    EXPECT_NE(m->body.find(
-                  R"(segue_provider_webhooks_total{provider="sandbox",outcome="unknown_token"} 1)"),
-              std::string::npos);
+    EXPECT_NE(
+        m->body.find(
+            R"(segue_provider_webhooks_total{provider="sandbox",kind="unknown",outcome="unknown_token"} 1)"),
+        std::string::npos);
 }
 
 namespace {

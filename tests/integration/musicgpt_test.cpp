@@ -213,6 +213,14 @@ TEST(MusicGpt, FileUploadReachesSucceededWithEveryFieldAndTheExactBytes) {
     EXPECT_EQ(counts["extension.lyrics.ready"], 2);
     EXPECT_EQ(counts["extension.cover.ready"], 1);
     EXPECT_EQ(counts["extension.succeeded"], 1);
+    auto m = http_request(g.port, "GET", "/metrics");
+    for (auto kind : {"audio", "lyrics", "cover"})
+        EXPECT_NE(m->body.find(
+                      std::string("segue_provider_webhooks_total{provider=\"musicgpt\",kind=\"") +
+                      kind + "\",outcome=\"applied\"}"),
+                  std::string::npos)
+            << kind;
+    EXPECT_NE(m->body.find("segue_upstream_requests_total{"), std::string::npos);
 }
 
 TEST(MusicGpt, UrlSourceIsSentAsJson) {
