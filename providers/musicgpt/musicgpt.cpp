@@ -112,6 +112,7 @@ boost::asio::awaitable<update> musicgpt_provider::submit(const task_view& task, 
     net::request req;
     req.method = "POST";
     req.url = settings_.base_url + std::string(extend_path);
+    req.metrics_host = "musicgpt";  // upstream metrics by provider; the method tells the call
     req.headers.emplace_back("Authorization", authorization_value(settings_.api_key));
     req.headers.emplace_back("Accept", "application/json");
     req.timeout = settings_.submit_timeout;
