@@ -172,6 +172,7 @@ boost::asio::awaitable<update> musicgpt_provider::poll(const task_view& task, se
     req.headers.emplace_back("Authorization", authorization_value(settings_.api_key));
     req.headers.emplace_back("Accept", "application/json");
     req.timeout = settings_.poll_timeout;
+    req.metrics_host = "musicgpt";
     auto r = co_await svc.http->send(std::move(req));
     if (!r.ok()) {
         // A failed poll is not a failed task: try again later.
