@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # Load scenario: GET /healthz over keep-alive, segue vs nginx serving a static 200, same run,
-# same machine, same client (wrk). Prints requests/s, p50/p99 latency, idle and peak RSS of
-# segue, and segue/nginx ratios.
+# same machine, same client (wrk). Prints requests/s, p50/p99 latency, errors, CPU per request,
+# each server's and wrk's CPU use, idle and peak RSS of segue, and segue/nginx ratios.
 #
-#   bench/healthz.sh [duration-seconds] [connections]     (defaults: 10 64)
-#   BENCH_PIN=1 bench/healthz.sh 10 64                    (pinned mode, see below)
-#
-# Shared mode (default): both servers get 2 workers (segue io_threads: 2, nginx
-# worker_processes 2), no access log, wrk gets 2 threads, nobody is pinned: on a 2-core machine
-# server and client fight for the same cores, so the ratio matters more than the figures.
+#   BENCH_PIN=1 bench/healthz.sh 10 64                    (pinned: the method the targets use)
+#   bench/healthz.sh [duration-seconds] [connections]     (shared; defaults: 10 64)
 #
 # Pinned mode (BENCH_PIN=1): each server runs on CPU 0 only with 1 worker (segue io_threads: 1,
-# nginx worker_processes 1), wrk runs on CPU 1 only with 1 thread (taskset). The client no
-# longer steals the server's core, so latency reflects the server, not the scheduler.
-# Needs >= 2 CPUs.
+# nginx worker_processes 1); wrk runs on CPU 1 only with 1 thread (taskset). The same for both
+# servers; the client no longer steals the server's core, so latency reflects the server, not
+# the scheduler. Needs >= 2 CPUs.
+#
+# Shared mode (default): both servers get 2 workers (segue io_threads: 2, nginx
+# worker_processes 2), wrk gets 2 threads, nobody is pinned: on a 2-core machine 4 busy threads
+# share 2 cores and p99 measures time slices (both servers miss 2 ms); requests/s still compare.
+#
+# "CPU us/req" (the server's user+system CPU per request) barely depends on what else runs;
+# "server CPU"/"wrk CPU" (% of one core) show whether a run got the cores: the script prints a
+# WARNING (do not use the run) when other load on the machine starved it.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 duration="${1:-10}"

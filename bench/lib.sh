@@ -58,12 +58,13 @@ bench_setup() {
   cp "${SEGUE_BIN:-build/segue}" "$work/segue.bin"
 }
 
-bench_machine_note() {  # one line: date, commit, binary build time, cores, load
+bench_machine_note() {  # one line: date, HEAD, which binary (and when built), cores, load
   # "+dirty": gateway/ or providers/ differ from HEAD, so build/segue may hold uncommitted code.
-  printf '# %s  commit %s%s  segue binary of %s  %s cores  load %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+  printf '# %s  HEAD %s%s  binary %s of %s  %s cores  load %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
     "$(git diff --quiet HEAD -- gateway providers 2>/dev/null || echo '+dirty')" \
-    "$(date -u -r "${SEGUE_BIN:-build/segue}" +%H:%M:%SZ)" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    "${SEGUE_BIN:-build/segue}" "$(date -u -r "${SEGUE_BIN:-build/segue}" '+%F %H:%M:%SZ')" \
+    "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 free_port() {  # a random loopback port nobody listens on

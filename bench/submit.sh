@@ -17,9 +17,10 @@
 # does run during it, as it would in production.
 #
 # Body: {"audio_url":"http://127.0.0.1:<nginx>/song.wav","extend_after":5,"length":5,
-# "num_outputs":1}; nginx serves a 10 s WAV there in case segue fetches it. Until the sandbox
-# takes URL sources this answers 422 (validation path only): the script reports the status mix
-# and says so.
+# "num_outputs":1}; nginx serves a 10 s WAV there (segue downloads it only in the poll step,
+# after the delay, so not during the run; fetch.allow_cidrs lets it reach 127.0.0.1 then).
+# Builds before ac571c1 (sandbox without URL sources) answer 422: the script reports the status
+# mix and labels such a run "validation path only".
 #
 # Targets: >= 2,000 accepted (202) extensions/s and p99 < 10 ms at 32 connections.
 set -euo pipefail
@@ -70,7 +71,8 @@ providers:
 YAML
 # Builds with the audio_url guard refuse loopback downloads unless allowed. The download only
 # happens in the sandbox's poll step (after the 10 m delay), so never during the measurement.
-if "$work/segue.bin" --config-docs 2>/dev/null | grep -q 'fetch.allow_cidrs'; then
+"$work/segue.bin" --config-docs >"$work/config-docs.md" 2>/dev/null || true
+if grep -q 'fetch.allow_cidrs' "$work/config-docs.md"; then
   printf 'fetch:\n  allow_cidrs: ["127.0.0.1/32"]\n' >>"$work/segue.yaml"
 fi
 start_segue "$work/segue.yaml" "$segue_cpu"

@@ -117,7 +117,7 @@ growth_kb=$((peak_kb - before_kb))
 if [[ "$s_code" != 202 ]]; then
   echo "segue answered HTTP $s_code (expected 202):"; head -c 600 "$work/s.body"; echo
 fi
-stored=$(find "$work/blobs" -type f -name 'file_*' -printf '%s\n' 2>/dev/null | head -1)
+stored=$(find "$work/blobs" -type f -name 'file_*' -printf '%s\n' -quit 2>/dev/null || true)
 
 printf '%-22s %6s %14s %10s %10s\n' target status 'bytes sent' 'MB/s' 'seconds'
 if [[ -z "$limit_rate" ]]; then

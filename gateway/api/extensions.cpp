@@ -46,6 +46,7 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
 constexpr std::size_t max_form_field_bytes = 64 * 1024;
 constexpr std::size_t read_chunk = 256 * 1024;
+constexpr std::size_t spool_write_bytes = 1024 * 1024;
 
 void json_response(http::context& ctx, int status, const json::value& v) {
     ctx.res().status = status;
@@ -346,7 +347,10 @@ awaitable<void> handlers::create(http::context& ctx) {
                 break;
             }
             auto err = parser.feed(std::string_view(buf.data(), c.size));
-            if (!pending.empty()) {
+            // Spool in large writes: each one is a hop to the blocking pool.
+            const bool flush_now =
+                pending.size() >= spool_write_bytes || c.done || err != http::multipart_error::none;
+            if (!pending.empty() && flush_now) {
                 if (!spool) {
                     file_id = util::random_id("file_");
                     spool = std::make_unique<spool_file>(

@@ -311,7 +311,6 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
             tx.update_task(*t);
             tx.upsert_attempt(a);
         });
-        co_await blocking.run([work] { fs::create_directories(work); });
         try {
             u = co_await p->submit(view, svc);
         } catch (const std::exception& e) {
