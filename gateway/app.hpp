@@ -14,13 +14,13 @@ struct run_options {
 };
 
 class app {
-public:
+  public:
     explicit app(config::settings settings);
     ~app();
     // Serves until SIGTERM/SIGINT, then drains. Returns the process exit code.
     int run(const run_options& options);
 
-private:
+  private:
     struct impl;
     std::unique_ptr<impl> impl_;
 };

@@ -107,7 +107,7 @@ struct inbound_webhook {
 // What the core lends a provider.
 struct services {
     runtime::blocking_pool& blocking;
-    std::string work_dir;           // where a provider may write files for this attempt
+    std::string work_dir;               // where a provider may write files for this attempt
     net::http_client* http = nullptr;   // the upstream client (owned by the core)
     net::http_client* fetch = nullptr;  // for user-given URLs: public addresses only
     std::uint64_t max_fetch_bytes = 0;

@@ -75,7 +75,7 @@ struct sandbox_settings {
 struct musicgpt_settings {
     bool enabled = false;
     std::string base_url = "https://api.musicgpt.com/api/public";
-    std::string api_key;  // secret
+    std::string api_key;                                // secret
     duration submit_timeout = std::chrono::minutes(2);  // uploads can be large
     duration poll_timeout = std::chrono::seconds(15);
     // First byId reconcile when webhooks have not finished the task by then.

@@ -34,7 +34,7 @@ class http_client;
 namespace segue::providers {
 class registry;
 struct inbound_webhook;
-}
+}  // namespace segue::providers
 
 namespace segue::core {
 

@@ -19,12 +19,12 @@ std::optional<std::string> non_public_reason(std::string_view ip);
 
 // A CIDR allow-list ("127.0.0.1/32", "10.0.0.0/8", "::1/128") that overrides the policy.
 class cidr_list {
-public:
+  public:
     // Throws std::invalid_argument for a malformed entry.
     explicit cidr_list(const std::vector<std::string>& cidrs);
     bool contains(std::string_view ip) const;
 
-private:
+  private:
     struct entry {
         bool v6;
         unsigned char bytes[16];

@@ -123,8 +123,8 @@ segue_process::segue_process(const std::string& config_yaml,
     for (std::size_t at; (at = text.find("@DIR@")) != std::string::npos;)
         text.replace(at, 5, dir_.path());
     if (text.find("storage:") == std::string::npos)
-        text += "storage:\n  sqlite_path: " + dir_.path() + "/segue.db\n  blob_dir: " + dir_.path() +
-                "/blobs\n";
+        text += "storage:\n  sqlite_path: " + dir_.path() +
+                "/segue.db\n  blob_dir: " + dir_.path() + "/blobs\n";
     auto cfg = dir_.write("segue.yaml", text);
     auto port_file = dir_.file("port");
     proc_.start({segue_binary(), "--config", cfg, "--port-file", port_file}, dir_.file("log"), env);
