@@ -81,6 +81,24 @@ std::optional<std::int64_t> parse_int(std::string_view s) {
     return v;
 }
 
+// An integer query parameter within [min, max], or `fallback` when absent. On a bad value the
+// 400 problem is set and nullopt returned.
+std::optional<int> int_param(http::context& ctx, std::string_view name, int fallback, int min,
+                             int max) {
+    auto v = query_param(ctx.query(), name);
+    if (!v)
+        return fallback;
+    auto n = parse_int(*v);
+    if (!n || *n < min || *n > max) {
+        const std::string range = std::to_string(min) + " to " + std::to_string(max);
+        set_problem(ctx.res(), error_kind::bad_request,
+                    std::string(name) + " must be an integer from " + range, ctx.path(),
+                    {{std::string(name), "must be an integer from " + range}});
+        return std::nullopt;
+    }
+    return static_cast<int>(*n);
+}
+
 bool valid_idempotency_key(std::string_view k) {
     if (k.empty() || k.size() > 255)
         return false;
@@ -628,23 +646,16 @@ awaitable<void> handlers::list(http::context& ctx) {
     auto tenant = tenant_of(ctx);
     if (!tenant)
         co_return;
-    int limit = 20;
-    if (auto l = query_param(ctx.query(), "limit")) {
-        auto n = parse_int(*l);
-        if (!n || *n < 1 || *n > 100) {
-            set_problem(ctx.res(), error_kind::bad_request, "limit must be 1..100", ctx.path(),
-                        {{"limit", "must be an integer from 1 to 100"}});
-            co_return;
-        }
-        limit = static_cast<int>(*n);
-    }
+    auto limit = int_param(ctx, "limit", 20, 1, 100);
+    if (!limit)
+        co_return;
     std::string before(query_param(ctx.query(), "before").value_or(""));
     std::vector<store::task_row> rows;
     co_await deps.db.read(
-        [&](store::transaction& tx) { rows = tx.list_tasks(*tenant, limit + 1, before); });
+        [&](store::transaction& tx) { rows = tx.list_tasks(*tenant, *limit + 1, before); });
     json::array data;
-    const bool more = static_cast<int>(rows.size()) > limit;
-    for (int i = 0; i < static_cast<int>(rows.size()) && i < limit; ++i) {
+    const bool more = static_cast<int>(rows.size()) > *limit;
+    for (int i = 0; i < static_cast<int>(rows.size()) && i < *limit; ++i) {
         json::object o;
         o["id"] = rows[i].id;
         o["status"] = rows[i].status;
@@ -682,16 +693,10 @@ awaitable<void> handlers::events(http::context& ctx) {
                 after = std::max(after, *n);
         }
     }
-    int limit = 100;
-    if (auto l = query_param(ctx.query(), "limit")) {
-        auto n = parse_int(*l);
-        if (!n || *n < 1 || *n > 1000) {
-            set_problem(ctx.res(), error_kind::bad_request, "limit must be 1..1000", ctx.path(),
-                        {{"limit", "must be an integer from 1 to 1000"}});
-            co_return;
-        }
-        limit = static_cast<int>(*n);
-    }
+    auto limit_param = int_param(ctx, "limit", 100, 1, 1000);
+    if (!limit_param)
+        co_return;
+    const int limit = *limit_param;
 
     std::optional<store::task_row> t;
     std::vector<store::event_row> evs;
