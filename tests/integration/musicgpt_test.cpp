@@ -228,19 +228,26 @@ TEST(MusicGpt, UrlSourceIsSentAsJson) {
     gateway g(fake);
     auto r = http_request(
         g.port, "POST", "/v1/extensions",
-        R"({"audio_url":"https://cdn.example/song.mp3","extend_after":35,"num_outputs":1,"prompt":"more drums"})",
+        R"({"audio_url":"https://cdn.example/song.mp3","extend_after":35,"num_outputs":2,"prompt":"more drums"})",
         {key, "Content-Type: application/json"});
     ASSERT_TRUE(r);
     ASSERT_EQ(r->status, 202) << r->body;
     auto t = wait_final(g.port, std::string(parse(r->body)["id"].as_string()));
     EXPECT_EQ(t["status"], "succeeded") << json::serialize(t);
-    EXPECT_EQ(t["outputs"].as_array().size(), 1u);
+    auto& outs = t["outputs"].as_array();
+    ASSERT_EQ(outs.size(), 2u);
+    for (auto& ov : outs) {
+        auto& o = ov.as_object();
+        EXPECT_EQ(o["status"], "ready");
+        EXPECT_FALSE(o["lyrics_timestamped"].as_array().empty());
+        EXPECT_FALSE(std::string(o["cover_url"].as_string()).empty());
+    }
     auto submits = fake.requests("submit");
     ASSERT_EQ(submits.size(), 1u);
     auto& j = submits[0].as_object()["json"].as_object();
     EXPECT_EQ(j["audio_url"], "https://cdn.example/song.mp3");
     EXPECT_EQ(j["extend_after"].to_number<double>(), 35);
-    EXPECT_EQ(j["num_outputs"].to_number<int>(), 1);
+    EXPECT_EQ(j["num_outputs"].to_number<int>(), 2);
     EXPECT_EQ(j["prompt"], "more drums");
 }
 
