@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
@@ -18,6 +19,79 @@ std::string hex_encode(std::string_view raw) {
         out.push_back(digits[c & 0xf]);
     }
     return out;
+}
+
+std::string hmac_sha256(std::string_view key, std::string_view data) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+              reinterpret_cast<const unsigned char*>(data.data()), data.size(), md, &len))
+        throw std::runtime_error("HMAC failed");
+    return std::string(reinterpret_cast<char*>(md), len);
+}
+
+namespace {
+constexpr char b64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+}
+
+std::string base64_encode(std::string_view raw) {
+    std::string out;
+    out.reserve((raw.size() + 2) / 3 * 4);
+    std::size_t i = 0;
+    auto byte = [&](std::size_t k) { return static_cast<unsigned char>(raw[k]); };
+    for (; i + 3 <= raw.size(); i += 3) {
+        unsigned v = (byte(i) << 16) | (byte(i + 1) << 8) | byte(i + 2);
+        out.push_back(b64_alphabet[(v >> 18) & 63]);
+        out.push_back(b64_alphabet[(v >> 12) & 63]);
+        out.push_back(b64_alphabet[(v >> 6) & 63]);
+        out.push_back(b64_alphabet[v & 63]);
+    }
+    if (raw.size() - i == 1) {
+        unsigned v = byte(i) << 16;
+        out.push_back(b64_alphabet[(v >> 18) & 63]);
+        out.push_back(b64_alphabet[(v >> 12) & 63]);
+        out += "==";
+    } else if (raw.size() - i == 2) {
+        unsigned v = (byte(i) << 16) | (byte(i + 1) << 8);
+        out.push_back(b64_alphabet[(v >> 18) & 63]);
+        out.push_back(b64_alphabet[(v >> 12) & 63]);
+        out.push_back(b64_alphabet[(v >> 6) & 63]);
+        out.push_back('=');
+    }
+    return out;
+}
+
+bool base64_decode(std::string_view text, std::string& out) {
+    while (!text.empty() && text.back() == '=')
+        text.remove_suffix(1);
+    if (text.size() % 4 == 1)
+        return false;
+    out.clear();
+    out.reserve(text.size() * 3 / 4);
+    unsigned acc = 0;
+    int bits = 0;
+    for (char c : text) {
+        int v;
+        if (c >= 'A' && c <= 'Z')
+            v = c - 'A';
+        else if (c >= 'a' && c <= 'z')
+            v = c - 'a' + 26;
+        else if (c >= '0' && c <= '9')
+            v = c - '0' + 52;
+        else if (c == '+')
+            v = 62;
+        else if (c == '/')
+            v = 63;
+        else
+            return false;
+        acc = (acc << 6) | static_cast<unsigned>(v);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out.push_back(static_cast<char>((acc >> bits) & 0xff));
+        }
+    }
+    return true;
 }
 
 std::string random_id(std::string_view prefix) {

@@ -18,6 +18,12 @@ std::string sha256_raw(std::string_view data);
 // length of `a`) when the lengths differ.
 bool constant_time_equal(std::string_view a, std::string_view b) noexcept;
 std::string hex_encode(std::string_view raw);
+// Raw 32-byte HMAC-SHA256 of `data` under `key`.
+std::string hmac_sha256(std::string_view key, std::string_view data);
+// Standard base64 (RFC 4648 section 4, with padding).
+std::string base64_encode(std::string_view raw);
+// Standard base64 with or without padding; false for any other character or a bad length.
+bool base64_decode(std::string_view text, std::string& out);
 
 // Incremental SHA-256, for streamed uploads.
 class sha256_stream {

@@ -1,0 +1,47 @@
+#include <gtest/gtest.h>
+
+#include "gateway/util/crypto.hpp"
+
+using namespace segue::util;
+
+TEST(Crypto, HmacSha256MatchesRfc4231) {
+    // RFC 4231 test case 2.
+    EXPECT_EQ(hex_encode(hmac_sha256("Jefe", "what do ya want for nothing?")),
+              "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    // Test case 1: key = 20 x 0x0b.
+    EXPECT_EQ(hex_encode(hmac_sha256(std::string(20, '\x0b'), "Hi There")),
+              "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+}
+
+TEST(Crypto, Base64RoundTripsRfc4648Vectors) {
+    const std::pair<const char*, const char*> vectors[] = {
+        {"", ""},
+        {"f", "Zg=="},
+        {"fo", "Zm8="},
+        {"foo", "Zm9v"},
+        {"foob", "Zm9vYg=="},
+        {"fooba", "Zm9vYmE="},
+        {"foobar", "Zm9vYmFy"},
+    };
+    for (auto [raw, text] : vectors) {
+        EXPECT_EQ(base64_encode(raw), text);
+        std::string back;
+        ASSERT_TRUE(base64_decode(text, back)) << text;
+        EXPECT_EQ(back, raw);
+    }
+    std::string bytes;
+    for (int i = 0; i < 256; ++i)
+        bytes.push_back(static_cast<char>(i));
+    std::string back;
+    ASSERT_TRUE(base64_decode(base64_encode(bytes), back));
+    EXPECT_EQ(back, bytes);
+}
+
+TEST(Crypto, Base64RejectsForeignCharactersAndBadLengths) {
+    std::string out;
+    EXPECT_FALSE(base64_decode("Zm9v!", out));
+    EXPECT_FALSE(base64_decode("Zm9-", out));  // URL-safe alphabet is not standard base64
+    EXPECT_FALSE(base64_decode("Z", out));
+    EXPECT_TRUE(base64_decode("Zm8", out));  // padding is optional
+    EXPECT_EQ(out, "fo");
+}
