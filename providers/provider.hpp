@@ -94,6 +94,9 @@ struct update {
     std::string error_code;     // stable, e.g. "upstream_rejected"
     std::string error_message;  // human readable
     std::optional<std::int64_t> retry_after_ms;
+    // failed: the provider says it refunded its own credits for this task (MusicAPI does on
+    // FAILED and 504); recorded with the task's error.
+    bool provider_refunded = false;
     std::string webhook_kind;  // inbound webhooks: what it carried ("audio", "lyrics", ...)
 };
 

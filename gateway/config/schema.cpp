@@ -11,6 +11,7 @@
 
 #include "gateway/config/schema.hpp"
 #include "gateway/net/address_policy.hpp"
+#include "gateway/util/crypto.hpp"
 
 namespace segue::config {
 namespace {
@@ -121,7 +122,19 @@ object_schema<tenant_settings> tenant_schema() {
             "\"sha256:<64 hex digits>\", its SHA-256, so the config need not hold it. Use "
             "${VAR} to read keys from the environment.")
         .secret();
+    t.field("webhook_secrets", &tenant_settings::webhook_secrets,
+            "Standard Webhooks signing secrets (\"whsec_\" + base64 of 24 to 64 random bytes) "
+            "for this tenant's webhook deliveries. Every delivery is signed with each one, so "
+            "during a rotation list the new secret first and drop the old one once receivers "
+            "have switched. A task with a webhook_url needs one. Use ${VAR}.")
+        .secret();
     t.validate([](const tenant_settings& x) -> std::optional<std::string> {
+        for (const auto& w : x.webhook_secrets) {
+            std::string key;
+            if (w.rfind("whsec_", 0) != 0 || !util::base64_decode(w.substr(6), key) ||
+                key.size() < 16 || key.size() > 128)
+                return "a webhook secret is \"whsec_\" + base64 of 16 to 128 bytes";
+        }
         if (x.api_keys.empty())
             return "a tenant needs at least one api key";
         for (const auto& k : x.api_keys) {
@@ -252,11 +265,123 @@ object_schema<musicgpt_settings> musicgpt_schema() {
     return s;
 }
 
+object_schema<musicapi_settings> musicapi_schema() {
+    object_schema<musicapi_settings> s;
+    s.field("enabled", &musicapi_settings::enabled, "Route requests to MusicAPI.ai.").def(false);
+    s.field("base_url", &musicapi_settings::base_url,
+            "MusicAPI's API root, up to and including /api/v1 (the fake in tests/fakes listens "
+            "on plain http).")
+        .def("https://api.musicapi.ai/api/v1");
+    s.field("api_key", &musicapi_settings::api_key,
+            "MusicAPI key, sent as Authorization: Bearer <key>. Use ${MUSICAPI_API_KEY}.")
+        .secret()
+        .def("");
+    s.field("webhook_secret", &musicapi_settings::webhook_secret,
+            "Secret MusicAPI signs its webhooks with (X-Webhook-Signature: sha256=HMAC of "
+            "\"timestamp.body\"). When set, and api.public_base_url makes the gateway reachable, "
+            "extends ask for a webhook and a verified one finishes the task early; polling "
+            "continues regardless. Empty: polling only.")
+        .secret()
+        .def("");
+    s.field("submit_timeout", &musicapi_settings::submit_timeout,
+            "Deadline of one upload or create call.")
+        .def(60s)
+        .range(1s, 30min);
+    s.field("poll_timeout", &musicapi_settings::poll_timeout, "Deadline of one task query.")
+        .def(15s)
+        .range(1s, 5min);
+    s.field("poll_initial", &musicapi_settings::poll_initial,
+            "First delay between task queries; it grows by poll_multiplier up to poll_max.")
+        .def(5s)
+        .range(10ms, 1h);
+    s.field("poll_max", &musicapi_settings::poll_max, "Longest delay between task queries.")
+        .def(30s)
+        .range(10ms, 1h);
+    s.field("poll_multiplier", &musicapi_settings::poll_multiplier,
+            "Growth of the delay between task queries.")
+        .def(1.5)
+        .range(1.0, 10.0);
+    s.field("poll_jitter", &musicapi_settings::poll_jitter,
+            "Fraction of each delay that is randomized, so replicas and tasks spread out.")
+        .def(0.2)
+        .range(0.0, 1.0);
+    s.field("deadline", &musicapi_settings::deadline,
+            "Overall time from submission (upload included) after which a task still running "
+            "upstream fails with class transient.")
+        .def(30min)
+        .range(1s, 48h);
+    s.field("source_url_ttl", &musicapi_settings::source_url_ttl,
+            "Lifetime of the signed URL MusicAPI downloads an uploaded file from (file sources).")
+        .def(30min)
+        .range(10s, 24h);
+    s.field("webhook_tolerance", &musicapi_settings::webhook_tolerance,
+            "Inbound webhooks whose X-Webhook-Timestamp is further than this from now are "
+            "refused (replay guard).")
+        .def(5min)
+        .range(1s, 1h);
+    s.validate([](const musicapi_settings& m) -> std::optional<std::string> {
+        if (m.enabled && m.api_key.empty())
+            return "enabled needs an api_key";
+        if (m.base_url.rfind("http://", 0) != 0 && m.base_url.rfind("https://", 0) != 0)
+            return "base_url must be an http(s) URL";
+        if (m.poll_max < m.poll_initial)
+            return "poll_max must be at least poll_initial";
+        return std::nullopt;
+    });
+    return s;
+}
+
+object_schema<webhooks_settings> webhooks_schema() {
+    using namespace std::chrono;
+    object_schema<webhooks_settings> s;
+    s.field("retry_schedule", &webhooks_settings::retry_schedule,
+            "Delays before each retry of a delivery that did not get a 2xx; after the last one "
+            "the delivery is dead (GET /v1/deliveries?status=dead, then redeliver). The default "
+            "is the Standard Webhooks schedule: about 28 hours in all.")
+        .def({5s, 5min, 30min, 2h, 5h, 10h, 10h})
+        .range(0s, 48h);
+    s.field("jitter", &webhooks_settings::jitter,
+            "Fraction of each retry delay that is randomized (spreads retries of many "
+            "deliveries to one endpoint).")
+        .def(0.1)
+        .range(0.0, 1.0);
+    s.field("timeout", &webhooks_settings::timeout,
+            "Deadline of one delivery attempt (connect to end of response).")
+        .def(15s)
+        .range(100ms, 5min);
+    s.field("max_retry_after", &webhooks_settings::max_retry_after,
+            "A receiver's Retry-After (on 429 or 503) is honoured up to this; longer values are "
+            "capped. It only ever lengthens the scheduled delay.")
+        .def(1h)
+        .range(0s, 48h);
+    s.field("concurrency", &webhooks_settings::concurrency,
+            "Deliveries in flight at once per replica.")
+        .def(64)
+        .range(1, 10000);
+    s.field("batch", &webhooks_settings::batch, "Deliveries claimed from the store per round.")
+        .def(64)
+        .range(1, 10000);
+    s.field("lease", &webhooks_settings::lease,
+            "How long a claimed delivery is reserved for this replica; longer than timeout, so "
+            "a live replica's delivery is never sent twice at once.")
+        .def(1min)
+        .range(1s, 1h);
+    s.validate([](const webhooks_settings& w) -> std::optional<std::string> {
+        if (w.lease <= w.timeout)
+            return "lease must be longer than timeout";
+        return std::nullopt;
+    });
+    return s;
+}
+
 object_schema<providers_settings> providers_schema() {
     object_schema<providers_settings> s;
     s.object("sandbox", &providers_settings::sandbox, sandbox_schema(), "The sandbox provider.");
     s.object("musicgpt", &providers_settings::musicgpt, musicgpt_schema(),
              "MusicGPT (multipart or JSON submit, webhooks, byId polling).");
+    s.object("musicapi", &providers_settings::musicapi, musicapi_schema(),
+             "MusicAPI.ai producer (upload to a clip, extend_music, polled task, signed "
+             "webhooks).");
     return s;
 }
 
@@ -295,6 +420,10 @@ object_schema<fetch_settings> fetch_schema() {
             "Addresses user-given URLs (audio_url) may reach although they are not public "
             "(loopback, private, link-local, ...), as CIDRs, e.g. 127.0.0.1/32 for tests. "
             "Everything else non-public is refused after resolving, before connecting.");
+    s.field("allowed_ports", &fetch_settings::allowed_ports,
+            "Ports user-given URLs (audio_url, webhook_url) may name; an empty list allows any.")
+        .def({80, 443})
+        .range(1, 65535);
     s.field("timeout", &fetch_settings::timeout, "Deadline of one audio_url download.")
         .def(2min)
         .range(1s, 1h);
@@ -327,7 +456,10 @@ object_schema<settings> make_settings_schema() {
     root.object("upstream", &settings::upstream, upstream_schema(),
                 "The HTTP client for provider APIs.");
     root.object("fetch", &settings::fetch, fetch_schema(),
-                "Downloading user-given URLs (SSRF guard).");
+                "User-given URLs: audio_url downloads and webhook deliveries (SSRF guard).");
+    root.object("webhooks", &settings::webhooks, webhooks_schema(),
+                "Signed event delivery to each task's webhook_url (Standard Webhooks), from the "
+                "outbox.");
     return root;
 }
 

@@ -43,6 +43,9 @@ struct tenant_settings {
     std::string name;
     // Plain keys, or "sha256:<64 hex>" (the SHA-256 of the key) so configs need not hold them.
     std::vector<std::string> api_keys;
+    // Standard Webhooks secrets ("whsec_" + base64) signing this tenant's webhook deliveries;
+    // during a rotation list the new one first: every delivery is signed with each.
+    std::vector<std::string> webhook_secrets;
 };
 
 struct storage_settings {
@@ -83,14 +86,46 @@ struct musicgpt_settings {
     duration poll_interval = std::chrono::seconds(30);
 };
 
+struct musicapi_settings {
+    bool enabled = false;
+    std::string base_url = "https://api.musicapi.ai/api/v1";
+    std::string api_key;         // secret
+    std::string webhook_secret;  // secret; "" = no webhooks, polling only
+    duration submit_timeout = std::chrono::seconds(60);
+    duration poll_timeout = std::chrono::seconds(15);
+    duration poll_initial = std::chrono::seconds(5);
+    duration poll_max = std::chrono::seconds(30);
+    double poll_multiplier = 1.5;
+    double poll_jitter = 0.2;
+    duration deadline = std::chrono::minutes(30);  // upload + extend, from submission
+    duration source_url_ttl = std::chrono::minutes(30);
+    duration webhook_tolerance = std::chrono::minutes(5);
+};
+
 struct providers_settings {
     sandbox_settings sandbox;
     musicgpt_settings musicgpt;
+    musicapi_settings musicapi;
+};
+
+// Outbound webhooks (Standard Webhooks) from the outbox.
+struct webhooks_settings {
+    std::vector<duration> retry_schedule = {std::chrono::seconds(5),  std::chrono::minutes(5),
+                                            std::chrono::minutes(30), std::chrono::hours(2),
+                                            std::chrono::hours(5),    std::chrono::hours(10),
+                                            std::chrono::hours(10)};
+    double jitter = 0.1;
+    duration timeout = std::chrono::seconds(15);
+    duration max_retry_after = std::chrono::hours(1);
+    int concurrency = 64;
+    int batch = 64;
+    duration lease = std::chrono::minutes(1);
 };
 
 // Fetching user-given URLs (audio_url): only public addresses, unless allow-listed.
 struct fetch_settings {
-    std::vector<std::string> allow_cidrs;  // e.g. 127.0.0.1/32 in tests
+    std::vector<std::string> allow_cidrs;        // e.g. 127.0.0.1/32 in tests
+    std::vector<int> allowed_ports = {80, 443};  // empty = any port
     duration timeout = std::chrono::minutes(2);
 };
 
@@ -115,6 +150,7 @@ struct settings {
     providers_settings providers;
     upstream_settings upstream;
     fetch_settings fetch;
+    webhooks_settings webhooks;
 };
 
 }  // namespace segue::config
