@@ -103,6 +103,9 @@ using stmt_ptr = std::unique_ptr<sqlite3_stmt, stmt_finalizer>;
 #define SEGUE_IDEM_COLS \
     "tenant, key, request_hash, task_id, response_status, response_body, created_at"
 #define SEGUE_FILE_COLS "id, tenant, task_id, kind, content_type, path, size, sha256, created_at"
+#define SEGUE_DELIVERY_COLS                                                             \
+    "id, event_id, task_id, tenant, seq, url, status, attempts, next_at, lease_owner, " \
+    "lease_until, last_status, last_error, event_at, created_at, updated_at, delivered_at"
 
 enum class q : int {
     begin_immediate,
@@ -137,6 +140,20 @@ enum class q : int {
     delete_idempotency_before,
     insert_file,
     get_file,
+    insert_delivery,
+    claim_deliveries,
+    get_event_by_id,
+    finish_delivery,
+    get_delivery,
+    list_deliveries,
+    redeliver,
+    kill_deliveries_to,
+    set_endpoint_gone,
+    clear_endpoint_gone,
+    endpoint_gone,
+    next_delivery_free,
+    next_delivery_leased,
+    summarize_deliveries,
     count_
 };
 
@@ -251,6 +268,65 @@ const char* sql_of(q which) {
                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
         case q::get_file:
             return "SELECT " SEGUE_FILE_COLS " FROM files WHERE id = ?1";
+        case q::insert_delivery:
+            return "INSERT INTO deliveries (" SEGUE_DELIVERY_COLS
+                   ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
+                   "?16, ?17)";
+        case q::claim_deliveries:
+            // One statement (atomic; on PostgreSQL the subquery gets FOR UPDATE SKIP LOCKED).
+            // The NOT EXISTS keeps each (task, url) queue in seq order: only its head is
+            // claimable, so a later event waits behind an earlier undelivered one.
+            return "UPDATE deliveries SET lease_owner = ?1, lease_until = ?2 + ?3 "
+                   "WHERE id IN (SELECT d.id FROM deliveries d WHERE d.status = 'pending' "
+                   "AND d.next_at <= ?2 AND (d.lease_owner = '' OR d.lease_until <= ?2) "
+                   "AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.task_id = d.task_id "
+                   "AND p.url = d.url AND p.status = 'pending' AND p.seq < d.seq) "
+                   "ORDER BY d.next_at, d.id LIMIT ?4) RETURNING " SEGUE_DELIVERY_COLS;
+        case q::get_event_by_id:
+            return "SELECT type, data_json FROM events WHERE id = ?1";
+        case q::finish_delivery:
+            return "UPDATE deliveries SET status = ?3, attempts = ?4, next_at = ?5, "
+                   "last_status = ?6, last_error = ?7, updated_at = ?8, delivered_at = ?9, "
+                   "lease_owner = '', lease_until = 0 WHERE id = ?1 AND lease_owner = ?2 "
+                   "AND ?2 <> ''";
+        case q::get_delivery:
+            return "SELECT " SEGUE_DELIVERY_COLS " FROM deliveries WHERE id = ?1";
+        case q::list_deliveries:
+            // ?2 status and ?3 task_id filter when not empty; ?5 is a keyset cursor.
+            return "SELECT " SEGUE_DELIVERY_COLS
+                   " FROM deliveries WHERE tenant = ?1 AND (?2 = '' OR status = ?2) "
+                   "AND (?3 = '' OR task_id = ?3) AND (?5 = '' OR (created_at, id) < "
+                   "(SELECT created_at, id FROM deliveries WHERE id = ?5 AND tenant = ?1)) "
+                   "ORDER BY created_at DESC, id DESC LIMIT ?4";
+        case q::redeliver:
+            return "UPDATE deliveries SET status = 'pending', attempts = 0, next_at = ?2, "
+                   "lease_owner = '', lease_until = 0, updated_at = ?2, delivered_at = 0 "
+                   "WHERE id = ?1";
+        case q::kill_deliveries_to:
+            return "UPDATE deliveries SET status = 'dead', last_error = ?3, updated_at = ?4, "
+                   "lease_owner = '', lease_until = 0 WHERE tenant = ?1 AND url = ?2 AND "
+                   "status = 'pending'";
+        case q::set_endpoint_gone:
+            return "INSERT INTO gone_endpoints (tenant, url, created_at) VALUES (?1, ?2, ?3) "
+                   "ON CONFLICT (tenant, url) DO NOTHING";
+        case q::clear_endpoint_gone:
+            return "DELETE FROM gone_endpoints WHERE tenant = ?1 AND url = ?2";
+        case q::endpoint_gone:
+            return "SELECT 1 FROM gone_endpoints WHERE tenant = ?1 AND url = ?2";
+        case q::next_delivery_free:
+            // Heads of queues only: a delivery waiting behind an earlier one is not due, however
+            // old its next_at (else a retrying head would make the dispatcher spin).
+            return "SELECT d.next_at FROM deliveries d WHERE d.status = 'pending' AND "
+                   "d.lease_owner = '' AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE "
+                   "p.task_id = d.task_id AND p.url = d.url AND p.status = 'pending' AND "
+                   "p.seq < d.seq) ORDER BY d.next_at LIMIT 1";
+        case q::next_delivery_leased:
+            return "SELECT MIN(MAX(next_at, lease_until)) FROM deliveries WHERE "
+                   "status = 'pending' AND lease_owner <> ''";
+        case q::summarize_deliveries:
+            return "SELECT (SELECT COUNT(*) FROM deliveries WHERE status = 'pending'), "
+                   "(SELECT COUNT(*) FROM deliveries WHERE status = 'dead'), "
+                   "(SELECT MIN(event_at) FROM deliveries WHERE status = 'pending')";
         case q::count_:
             break;
     }
@@ -264,6 +340,7 @@ const char* sql_of(q which) {
 #undef SEGUE_JOB_COLS
 #undef SEGUE_IDEM_COLS
 #undef SEGUE_FILE_COLS
+#undef SEGUE_DELIVERY_COLS
 
 // One sqlite3 connection and its statement cache. Used by one thread only.
 class connection {
@@ -489,6 +566,28 @@ file_row read_file(const statement& s) {
     f.sha256 = s.text(7);
     f.created_at = s.i64(8);
     return f;
+}
+
+delivery_row read_delivery(const statement& s) {
+    delivery_row d;
+    d.id = s.text(0);
+    d.event_id = s.text(1);
+    d.task_id = s.text(2);
+    d.tenant = s.text(3);
+    d.seq = s.i64(4);
+    d.url = s.text(5);
+    d.status = s.text(6);
+    d.attempts = s.i32(7);
+    d.next_at = s.i64(8);
+    d.lease_owner = s.text(9);
+    d.lease_until = s.i64(10);
+    d.last_status = s.i32(11);
+    d.last_error = s.text(12);
+    d.event_at = s.i64(13);
+    d.created_at = s.i64(14);
+    d.updated_at = s.i64(15);
+    d.delivered_at = s.i64(16);
+    return d;
 }
 
 // The operations over one connection. The caller (writer or reader loop) owns the
@@ -727,6 +826,135 @@ class sqlite_transaction final : public transaction {
         return read_file(st);
     }
 
+    void insert_delivery(const delivery_row& d) override {
+        outbox_written = true;
+        statement st(c_, q::insert_delivery);
+        st.bind_all(d.id, d.event_id, d.task_id, d.tenant, d.seq, d.url, d.status, d.attempts,
+                    d.next_at, d.lease_owner, d.lease_until, d.last_status, d.last_error,
+                    d.event_at, d.created_at, d.updated_at, d.delivered_at);
+        st.run();
+    }
+
+    std::vector<delivery_row> claim_deliveries(std::string_view owner, millis now, millis lease_ms,
+                                               int limit) override {
+        if (owner.empty())
+            throw std::invalid_argument("claim_deliveries: empty lease owner");
+        std::vector<delivery_row> out;
+        if (limit <= 0)
+            return out;
+        {
+            statement st(c_, q::claim_deliveries);
+            st.bind_all(owner, now, lease_ms, limit);
+            while (st.step())
+                out.push_back(read_delivery(st));
+        }
+        for (auto& d : out) {
+            statement ev(c_, q::get_event_by_id);
+            ev.bind_all(d.event_id);
+            if (ev.step()) {
+                d.event_type = ev.text(0);
+                d.event_data_json = ev.text(1);
+            }
+        }
+        std::sort(out.begin(), out.end(), [](const delivery_row& a, const delivery_row& b) {
+            return a.next_at != b.next_at ? a.next_at < b.next_at : a.id < b.id;
+        });
+        return out;
+    }
+
+    bool finish_delivery(const delivery_row& d, std::string_view owner) override {
+        statement st(c_, q::finish_delivery);
+        st.bind_all(d.id, owner, d.status, d.attempts, d.next_at, d.last_status, d.last_error,
+                    d.updated_at, d.delivered_at);
+        st.run();
+        return st.changes() > 0;
+    }
+
+    std::optional<delivery_row> get_delivery(std::string_view id) override {
+        statement st(c_, q::get_delivery);
+        st.bind_all(id);
+        if (!st.step())
+            return std::nullopt;
+        return read_delivery(st);
+    }
+
+    std::vector<delivery_row> list_deliveries(std::string_view tenant, std::string_view status,
+                                              std::string_view task_id, int limit,
+                                              std::string_view before_id) override {
+        statement st(c_, q::list_deliveries);
+        st.bind_all(tenant, status, task_id, limit, before_id);
+        std::vector<delivery_row> out;
+        while (st.step())
+            out.push_back(read_delivery(st));
+        return out;
+    }
+
+    bool redeliver(std::string_view id, millis now) override {
+        outbox_written = true;
+        statement st(c_, q::redeliver);
+        st.bind_all(id, now);
+        st.run();
+        return st.changes() > 0;
+    }
+
+    int kill_deliveries_to(std::string_view tenant, std::string_view url, std::string_view reason,
+                           millis now) override {
+        statement st(c_, q::kill_deliveries_to);
+        st.bind_all(tenant, url, reason, now);
+        st.run();
+        return st.changes();
+    }
+
+    void set_endpoint_gone(std::string_view tenant, std::string_view url, bool gone,
+                           millis now) override {
+        if (gone) {
+            statement st(c_, q::set_endpoint_gone);
+            st.bind_all(tenant, url, now);
+            st.run();
+        } else {
+            statement st(c_, q::clear_endpoint_gone);
+            st.bind_all(tenant, url);
+            st.run();
+        }
+    }
+
+    bool endpoint_gone(std::string_view tenant, std::string_view url) override {
+        statement st(c_, q::endpoint_gone);
+        st.bind_all(tenant, url);
+        return st.step();
+    }
+
+    std::optional<millis> next_delivery_due() override {
+        std::optional<millis> best;
+        {
+            statement st(c_, q::next_delivery_free);
+            if (st.step())
+                best = st.i64(0);
+        }
+        statement st(c_, q::next_delivery_leased);
+        if (st.step() && !st.is_null(0)) {
+            const millis leased = st.i64(0);
+            if (!best || leased < *best)
+                best = leased;
+        }
+        return best;
+    }
+
+    delivery_summary summarize_deliveries() override {
+        statement st(c_, q::summarize_deliveries);
+        delivery_summary out;
+        if (st.step()) {
+            out.pending = st.i64(0);
+            out.dead = st.i64(1);
+            if (!st.is_null(2))
+                out.oldest_pending_event_at = st.i64(2);
+        }
+        return out;
+    }
+
+    // Set when a unit made a delivery due: the store tells the outbox listener after commit.
+    bool outbox_written = false;
+
   private:
     connection& c_;
 };
@@ -839,6 +1067,11 @@ class sqlite_store final : public store {
             reader_.join();
         reader_db_.reset();
         writer_db_.reset();  // the last connection to close checkpoints and removes the WAL
+    }
+
+    void set_outbox_listener(std::function<void()> fn) override {
+        std::lock_guard lk(listener_mutex_);
+        outbox_listener_ = std::move(fn);
     }
 
     store_stats stats() const override {
@@ -973,6 +1206,15 @@ class sqlite_store final : public store {
             }
         }
 
+        if (!group_err && txn.outbox_written) {
+            std::function<void()> listener;
+            {
+                std::lock_guard lk(listener_mutex_);
+                listener = outbox_listener_;
+            }
+            if (listener)
+                listener();
+        }
         if (!group_err) {
             std::uint64_t ok = 0;
             for (std::size_t i = 0; i < ran; ++i)
@@ -1014,6 +1256,8 @@ class sqlite_store final : public store {
     }
 
     const std::size_t max_batch_;
+    std::mutex listener_mutex_;
+    std::function<void()> outbox_listener_;
     std::unique_ptr<connection> writer_db_;
     std::unique_ptr<connection> reader_db_;
     work_queue writes_;

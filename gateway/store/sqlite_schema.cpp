@@ -114,6 +114,44 @@ CREATE TABLE files (
     created_at   INTEGER NOT NULL
 ) STRICT;
 )sql",
+    // 2: the webhook outbox.
+    R"sql(
+CREATE TABLE deliveries (
+    id           TEXT    NOT NULL PRIMARY KEY,
+    event_id     TEXT    NOT NULL,
+    task_id      TEXT    NOT NULL,
+    tenant       TEXT    NOT NULL,
+    seq          INTEGER NOT NULL,
+    url          TEXT    NOT NULL,
+    status       TEXT    NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_at      INTEGER NOT NULL DEFAULT 0,
+    lease_owner  TEXT    NOT NULL DEFAULT '',
+    lease_until  INTEGER NOT NULL DEFAULT 0,
+    last_status  INTEGER NOT NULL DEFAULT 0,
+    last_error   TEXT    NOT NULL DEFAULT '',
+    event_at     INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    delivered_at INTEGER NOT NULL DEFAULT 0
+) STRICT;
+-- claim_deliveries / next_delivery_due: only pending rows, by due time.
+CREATE INDEX deliveries_due ON deliveries (next_at) WHERE status = 'pending';
+-- The head-of-line test: earlier pending deliveries of the same task and URL.
+CREATE INDEX deliveries_queue ON deliveries (task_id, url, seq) WHERE status = 'pending';
+-- list_deliveries: a tenant's, newest first, optionally by status.
+CREATE INDEX deliveries_tenant ON deliveries (tenant, created_at, id);
+CREATE INDEX deliveries_tenant_status ON deliveries (tenant, status, created_at, id);
+CREATE INDEX deliveries_to ON deliveries (tenant, url) WHERE status = 'pending';
+
+-- Endpoints that answered 410 Gone: no more attempts until a redelivery.
+CREATE TABLE gone_endpoints (
+    tenant     TEXT    NOT NULL,
+    url        TEXT    NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, url)
+) STRICT;
+)sql",
 };
 
 }  // namespace

@@ -105,6 +105,37 @@ struct file_row {
     millis created_at = 0;
 };
 
+// One event to deliver to one webhook URL (the outbox). Written in the same transaction as the
+// event; claimed by a dispatcher under a lease; kept after delivery (history, dead letters).
+struct delivery_row {
+    std::string id;        // "dlv_..."
+    std::string event_id;  // the webhook-id: the same on every attempt
+    std::string task_id;
+    std::string tenant;
+    std::int64_t seq = 0;  // the event's seq: one task's deliveries go out in this order
+    std::string url;
+    std::string status;  // "pending", "delivered", "dead"
+    int attempts = 0;    // attempts made so far
+    millis next_at = 0;  // due time of the next attempt (pending only)
+    std::string lease_owner;
+    millis lease_until = 0;
+    int last_status = 0;     // HTTP status of the last attempt, 0 if it got none
+    std::string last_error;  // why the last attempt failed, "" after success
+    millis event_at = 0;     // when the event happened
+    millis created_at = 0;
+    millis updated_at = 0;
+    millis delivered_at = 0;  // 0 unless delivered
+    // Filled by claim_deliveries from the event (not columns of the delivery).
+    std::string event_type;
+    std::string event_data_json;
+};
+
+struct delivery_summary {
+    std::int64_t pending = 0;
+    std::int64_t dead = 0;
+    std::optional<millis> oldest_pending_event_at;
+};
+
 // Raised by engines for failures of the database itself (I/O, corruption, busy beyond the
 // timeout). Domain "not found" is an empty optional, never an exception.
 class store_error : public std::runtime_error {
@@ -170,6 +201,37 @@ class transaction {
     // Files (blob metadata)
     virtual void insert_file(const file_row& f) = 0;
     virtual std::optional<file_row> get_file(std::string_view id) = 0;
+
+    // Webhook deliveries (the outbox)
+    virtual void insert_delivery(const delivery_row& d) = 0;
+    // Leases up to `limit` due pending deliveries whose lease is free or expired, oldest due
+    // first, but only the head of each (task, url) queue: a delivery is claimable only when no
+    // pending delivery of the same task and URL has a lower seq, so one task's events reach an
+    // endpoint in order while other tasks go on. Fills event_type / event_data_json.
+    virtual std::vector<delivery_row> claim_deliveries(std::string_view owner, millis now,
+                                                       millis lease_ms, int limit) = 0;
+    // Writes the outcome of an attempt (status, attempts, next_at, last_status, last_error,
+    // delivered_at, updated_at) and frees the lease, if `owner` still holds it.
+    virtual bool finish_delivery(const delivery_row& d, std::string_view owner) = 0;
+    virtual std::optional<delivery_row> get_delivery(std::string_view id) = 0;
+    // A tenant's deliveries, newest first; `status` and `task_id` filter when not empty;
+    // `before_id` pages like list_tasks.
+    virtual std::vector<delivery_row> list_deliveries(std::string_view tenant,
+                                                      std::string_view status,
+                                                      std::string_view task_id, int limit,
+                                                      std::string_view before_id) = 0;
+    // Makes a delivery pending again, due at `now`, with a fresh retry schedule (attempts 0).
+    virtual bool redeliver(std::string_view id, millis now) = 0;
+    // An endpoint answered 410 Gone: every pending delivery of the tenant to `url` becomes dead
+    // with `reason`, and new ones are created dead until a redelivery to it (endpoint_gone).
+    virtual int kill_deliveries_to(std::string_view tenant, std::string_view url,
+                                   std::string_view reason, millis now) = 0;
+    virtual void set_endpoint_gone(std::string_view tenant, std::string_view url, bool gone,
+                                   millis now) = 0;
+    virtual bool endpoint_gone(std::string_view tenant, std::string_view url) = 0;
+    // Earliest time a pending delivery becomes claimable (due, lease expiry counted).
+    virtual std::optional<millis> next_delivery_due() = 0;
+    virtual delivery_summary summarize_deliveries() = 0;
 };
 
 struct store_stats {
@@ -189,6 +251,10 @@ class store {
     virtual void submit_write(unit fn, completion done) = 0;
     // Queues a read-only unit on the reader side.
     virtual void submit_read(unit fn, completion done) = 0;
+
+    // Called on the writer thread after a commit that made a webhook delivery due (inserted or
+    // redelivered), so a dispatcher can wake at once instead of polling. Must not block.
+    virtual void set_outbox_listener(std::function<void()> fn) = 0;
 
     // Stops accepting work, finishes what is queued, joins threads. Idempotent.
     virtual void close() = 0;

@@ -872,3 +872,168 @@ TEST_F(StoreTest, PerfTaskCreationThroughput) {
             static_cast<unsigned long long>(after.commits - before.commits));
     }
 }
+
+namespace {
+
+// Appends an event to `task` and its delivery to `url`, due at `due`.
+st::delivery_row add_delivery(st::transaction& tx, const std::string& task, const std::string& url,
+                              st::millis due, const std::string& tenant = "tenant_a") {
+    st::event_row e;
+    e.task_id = task;
+    e.tenant = tenant;
+    e.type = "extension.progress";
+    e.data_json = R"({"n":1})";
+    e.created_at = due;
+    auto row = tx.append_event(e);
+    st::delivery_row d;
+    d.id = "dlv_" + task + "_" + std::to_string(row.seq) + "_" + url;
+    d.event_id = row.id;
+    d.task_id = task;
+    d.tenant = tenant;
+    d.seq = row.seq;
+    d.url = url;
+    d.status = "pending";
+    d.next_at = due;
+    d.event_at = d.created_at = d.updated_at = due;
+    tx.insert_delivery(d);
+    return d;
+}
+
+}  // namespace
+
+TEST_F(StoreTest, DeliveriesClaimOnlyTheHeadOfEachTaskQueue) {
+    auto s = open();
+    std::vector<st::delivery_row> a, b;
+    sync_write(*s, [&](st::transaction& tx) {
+        tx.insert_task(make_task("ext_a"));
+        tx.insert_task(make_task("ext_b"));
+        for (int i = 0; i < 3; ++i)
+            a.push_back(add_delivery(tx, "ext_a", "http://r/a", 1000 + i));
+        b.push_back(add_delivery(tx, "ext_b", "http://r/b", 1000));
+    });
+    std::vector<st::delivery_row> got;
+    auto claim = [&](const char* owner, st::millis now, int limit = 10) {
+        sync_write(*s,
+                   [&](st::transaction& tx) { got = tx.claim_deliveries(owner, now, 500, limit); });
+        return got;
+    };
+    got = claim("d1", 2000);
+    ASSERT_EQ(got.size(), 2u);  // ext_a's seq 1 and ext_b's seq 1; ext_a's 2 and 3 wait
+    std::set<std::string> ids{got[0].id, got[1].id};
+    EXPECT_TRUE(ids.count(a[0].id));
+    EXPECT_TRUE(ids.count(b[0].id));
+    for (const auto& d : got) {
+        EXPECT_EQ(d.event_type, "extension.progress");
+        EXPECT_EQ(d.event_data_json, R"({"n":1})");
+        EXPECT_EQ(d.lease_owner, "d1");
+    }
+    EXPECT_TRUE(claim("d2", 2000).empty());  // leased, and the rest wait behind them
+
+    // The head of ext_a fails and is rescheduled for later: the queue still waits for it.
+    auto head = a[0];
+    head.status = "pending";
+    head.attempts = 1;
+    head.next_at = 5000;
+    head.last_status = 500;
+    head.last_error = "HTTP 500";
+    head.updated_at = 2001;
+    bool held = false;
+    sync_write(*s, [&](st::transaction& tx) { held = tx.finish_delivery(head, "d1"); });
+    EXPECT_TRUE(held);
+    EXPECT_TRUE(claim("d2", 2100).empty());
+    std::optional<st::millis> due;
+    sync_read(*s, [&](st::transaction& tx) { due = tx.next_delivery_due(); });
+    ASSERT_TRUE(due);  // ext_b's lease (2500); ext_a's waiting seq 2 does not count
+    EXPECT_EQ(*due, 2500);
+
+    // Delivered at 5000: seq 2 becomes the head.
+    got = claim("d2", 5000);
+    ASSERT_EQ(got.size(), 2u);  // ext_a's head again and ext_b's expired lease
+    head = got[0].task_id == "ext_a" ? got[0] : got[1];
+    EXPECT_EQ(head.id, a[0].id);
+    EXPECT_EQ(head.attempts, 1);
+    head.status = "delivered";
+    head.delivered_at = 5001;
+    sync_write(*s, [&](st::transaction& tx) { held = tx.finish_delivery(head, "d1"); });
+    EXPECT_FALSE(held);  // d1 lost the lease to d2
+    sync_write(*s, [&](st::transaction& tx) { held = tx.finish_delivery(head, "d2"); });
+    EXPECT_TRUE(held);
+    got = claim("d3", 5002);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].id, a[1].id);
+}
+
+TEST_F(StoreTest, DeliveriesListRedeliverGoneAndSummary) {
+    auto s = open();
+    std::vector<st::delivery_row> d;
+    sync_write(*s, [&](st::transaction& tx) {
+        tx.insert_task(make_task("ext_a"));
+        tx.insert_task(make_task("ext_c", "tenant_b"));
+        d.push_back(add_delivery(tx, "ext_a", "http://r/a", 1000));
+        d.push_back(add_delivery(tx, "ext_a", "http://r/a", 1001));
+        d.push_back(add_delivery(tx, "ext_a", "http://r/other", 1002));
+        d.push_back(add_delivery(tx, "ext_c", "http://r/a", 1003, "tenant_b"));
+    });
+    int killed = 0;
+    sync_write(*s, [&](st::transaction& tx) {
+        killed = tx.kill_deliveries_to("tenant_a", "http://r/a", "410 Gone", 2000);
+        tx.set_endpoint_gone("tenant_a", "http://r/a", true, 2000);
+    });
+    EXPECT_EQ(killed, 2);  // not tenant_b's, not the other URL's
+    std::vector<st::delivery_row> rows;
+    bool gone_a = false, gone_b = false;
+    st::delivery_summary sum;
+    sync_read(*s, [&](st::transaction& tx) {
+        rows = tx.list_deliveries("tenant_a", "dead", "", 10, "");
+        gone_a = tx.endpoint_gone("tenant_a", "http://r/a");
+        gone_b = tx.endpoint_gone("tenant_b", "http://r/a");
+        sum = tx.summarize_deliveries();
+    });
+    ASSERT_EQ(rows.size(), 2u);
+    EXPECT_EQ(rows[0].id, d[1].id);  // newest first
+    EXPECT_EQ(rows[0].last_error, "410 Gone");
+    EXPECT_TRUE(gone_a);
+    EXPECT_FALSE(gone_b);
+    EXPECT_EQ(sum.pending, 2);
+    EXPECT_EQ(sum.dead, 2);
+    ASSERT_TRUE(sum.oldest_pending_event_at);
+    EXPECT_EQ(*sum.oldest_pending_event_at, 1002);
+
+    // Paging and filters.
+    sync_read(*s,
+              [&](st::transaction& tx) { rows = tx.list_deliveries("tenant_a", "", "", 2, ""); });
+    ASSERT_EQ(rows.size(), 2u);
+    EXPECT_EQ(rows[0].id, d[2].id);
+    sync_read(*s, [&](st::transaction& tx) {
+        rows = tx.list_deliveries("tenant_a", "", "", 10, rows[1].id);
+    });
+    ASSERT_EQ(rows.size(), 1u);
+    EXPECT_EQ(rows[0].id, d[0].id);
+    sync_read(*s, [&](st::transaction& tx) {
+        rows = tx.list_deliveries("tenant_b", "", "ext_a", 10, "");
+    });
+    EXPECT_TRUE(rows.empty());
+
+    // Redeliver: pending again, fresh schedule, due now.
+    bool ok = false;
+    std::optional<st::delivery_row> after;
+    sync_write(*s, [&](st::transaction& tx) {
+        ok = tx.redeliver(d[0].id, 3000);
+        after = tx.get_delivery(d[0].id);
+    });
+    EXPECT_TRUE(ok);
+    ASSERT_TRUE(after);
+    EXPECT_EQ(after->status, "pending");
+    EXPECT_EQ(after->attempts, 0);
+    EXPECT_EQ(after->next_at, 3000);
+}
+
+TEST_F(StoreTest, OutboxListenerRunsAfterCommitsThatMadeDeliveriesDue) {
+    auto s = open();
+    std::atomic<int> calls{0};
+    s->set_outbox_listener([&] { calls.fetch_add(1); });
+    sync_write(*s, [&](st::transaction& tx) { tx.insert_task(make_task("ext_a")); });
+    EXPECT_EQ(calls.load(), 0);
+    sync_write(*s, [&](st::transaction& tx) { add_delivery(tx, "ext_a", "http://r/a", 1); });
+    EXPECT_EQ(calls.load(), 1);
+}
