@@ -10,6 +10,10 @@ packages=(
 )
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(libgtest-dev prometheus clang lld libfuzzer-14-dev libclang-rt-14-dev curl)
+  # The webhook test receiver (tests/receiver) runs on Node >= 18; keep a node that is there
+  # already (e.g. from another repository, which ships its own npm).
+  command -v node >/dev/null || packages+=(nodejs)
+  command -v npm >/dev/null || packages+=(npm)
 fi
 
 missing=()
@@ -25,4 +29,15 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ "${1:-}" == "--test" ]]; then
+  # The receiver's npm dependencies, pinned by its package-lock.json: again only when missing
+  # or when the lock changed since the last install (npm writes node_modules/.package-lock.json).
+  receiver="$(cd "$(dirname "$0")/.." && pwd)/tests/receiver"
+  if [[ ! -f "$receiver/node_modules/.package-lock.json" ||
+        "$receiver/package-lock.json" -nt "$receiver/node_modules/.package-lock.json" ]]; then
+    echo "setup: npm ci in tests/receiver" >&2
+    (cd "$receiver" && npm ci --no-audit --no-fund >&2)
+  fi
 fi
