@@ -66,11 +66,18 @@ std::optional<std::string> check_v6(const unsigned char* b) {
     if (std::memcmp(b, zero, 15) == 0 && (b[15] == 0 || b[15] == 1))
         return std::string(b[15] ? "loopback" : "unspecified");
     // IPv4-mapped ::ffff:a.b.c.d and IPv4-compatible ::a.b.c.d: judge the IPv4 inside.
+    // The IPv4-compatible form (deprecated by RFC 4291) is refused even around a public
+    // address: nothing legitimate uses it, and how a host routes it depends on its tunnels.
     static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (std::memcmp(b, mapped, 12) == 0 || std::memcmp(b, zero, 12) == 0) {
+    if (std::memcmp(b, mapped, 12) == 0) {
         if (auto why = check_v4(v4_at(b + 12)))
             return "IPv4-mapped " + *why;
         return std::nullopt;
+    }
+    if (std::memcmp(b, zero, 12) == 0) {
+        if (auto why = check_v4(v4_at(b + 12)))
+            return "IPv4-compatible " + *why;
+        return std::string("IPv4-compatible (deprecated)");
     }
     // NAT64 64:ff9b::/96 (and the local-use 64:ff9b:1::/48): the embedded IPv4 decides.
     static const unsigned char nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
@@ -97,10 +104,21 @@ std::optional<std::string> check_v6(const unsigned char* b) {
         return std::string("multicast");
     if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8)
         return std::string("documentation");
+    // Teredo (2001::/32) embeds an obfuscated client IPv4 address and reaches it through
+    // relays: refused whole, like the rest of 2001::/23 (benchmarking 2001:2::/48, ORCHID,
+    // AMT, AS112), which no HTTP server a client names lives in.
     if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x00 && b[3] == 0x00)
         return std::string("Teredo");
+    if (b[0] == 0x20 && b[1] == 0x01 && (b[2] & 0xfe) == 0x00)
+        return std::string("IETF protocol assignments");
+    if (b[0] == 0x3f && b[1] == 0xff && (b[2] & 0xf0) == 0x00)
+        return std::string("documentation");  // 3fff::/20 (RFC 9637)
     if (b[0] == 0x01 && b[1] == 0x00 && std::memcmp(b + 2, zero, 6) == 0)
         return std::string("discard-only");
+    // Everything else outside 2000::/3 (the only global unicast block allocated) is not a
+    // public address either: ::ffff:0:0/96 translated, 5f00::/16 SRv6, unassigned space.
+    if ((b[0] & 0xe0) != 0x20)
+        return std::string("not global unicast (outside 2000::/3)");
     return std::nullopt;
 }
 
