@@ -13,9 +13,11 @@
 #include <vector>
 
 #include "gateway/api/auth.hpp"
+#include "gateway/api/deliveries.hpp"
 #include "gateway/api/extensions.hpp"
 #include "gateway/api/system.hpp"
 #include "gateway/core/engine.hpp"
+#include "gateway/events/dispatcher.hpp"
 #include "gateway/http/router.hpp"
 #include "gateway/http/server.hpp"
 #include "gateway/log/log.hpp"
@@ -89,6 +91,8 @@ struct app::impl {
     std::unique_ptr<net::http_client> fetch;
     std::unique_ptr<providers::registry> providers;
     std::unique_ptr<core::engine> engine;
+    std::unique_ptr<net::http_client> webhook_client;
+    std::unique_ptr<events::dispatcher> dispatcher;
     http::router routes;
     std::unique_ptr<http::server> server;
 };
@@ -143,8 +147,18 @@ app::app(config::settings settings) : impl_(std::make_unique<impl>(std::move(set
     d.fetch = std::make_unique<net::http_client>(d.pool.main(), fo, d.metrics);
     d.engine = std::make_unique<core::engine>(d.pool.main(), *d.db, *d.providers, d.blocking,
                                               d.settings, d.metrics, d.http.get(), d.fetch.get());
+    // Webhook deliveries: the same guard as fetches; one attempt per send, never a redirect.
+    net::client_options wo = fo;
+    wo.request_timeout = d.settings.webhooks.timeout;
+    wo.max_response_bytes = 64 * 1024;  // receivers' bodies are not read, only their status
+    wo.max_idle_per_host = static_cast<std::size_t>(d.settings.webhooks.concurrency);
+    d.webhook_client = std::make_unique<net::http_client>(d.pool.main(), wo, d.metrics);
+    d.dispatcher = std::make_unique<events::dispatcher>(d.pool.main(), *d.db, d.settings, d.metrics,
+                                                        *d.webhook_client);
+    d.store->set_outbox_listener([disp = d.dispatcher.get()] { disp->notify(); });
     api::add_extension_routes(
         d.routes, {d.settings, *d.db, *d.engine, *d.providers, d.blocking, d.auth, d.metrics});
+    api::add_delivery_routes(d.routes, {*d.db, d.auth});
     if (d.auth.tenant_count() == 0)
         log::warn("no tenants configured: every /v1 request will be refused (401)");
     d.server = std::make_unique<http::server>(d.pool, d.settings, d.routes, d.metrics);
@@ -156,6 +170,7 @@ int app::run(const run_options& options) {
     auto& d = *impl_;
     d.server->start();
     d.engine->start();
+    d.dispatcher->start();
     log::info("listening", {{"address", d.server->local_address()},
                             {"port", static_cast<unsigned>(d.server->port())},
                             {"io_threads", d.threads},
@@ -180,7 +195,7 @@ int app::run(const run_options& options) {
             d.pool.stop();
         });
         // HTTP drains while the engine finishes its running jobs; then everything stops.
-        auto pending = std::make_shared<int>(2);
+        auto pending = std::make_shared<int>(3);
         auto finish = [&d, &signals, pending] {
             if (--*pending > 0)
                 return;
@@ -192,6 +207,8 @@ int app::run(const run_options& options) {
             finish();
         });
         asio::co_spawn(d.pool.main(), d.engine->stop(d.settings.server.drain_timeout),
+                       [finish](std::exception_ptr) { finish(); });
+        asio::co_spawn(d.pool.main(), d.dispatcher->stop(d.settings.server.drain_timeout),
                        [finish](std::exception_ptr) { finish(); });
     });
 

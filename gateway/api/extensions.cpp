@@ -19,6 +19,7 @@
 #include <memory>
 
 #include "gateway/api/auth.hpp"
+#include "gateway/api/common.hpp"
 #include "gateway/api/problem.hpp"
 #include "gateway/api/validate.hpp"
 #include "gateway/audio/audio.hpp"
@@ -48,55 +49,9 @@ constexpr std::size_t max_form_field_bytes = 64 * 1024;
 constexpr std::size_t read_chunk = 256 * 1024;
 constexpr std::size_t spool_write_bytes = 1024 * 1024;
 
-void json_response(http::context& ctx, int status, const json::value& v) {
-    ctx.res().status = status;
-    ctx.res().content_type = "application/json";
-    ctx.res().body = json::serialize(v);
-}
-
 bool accepts_event_stream(http::context& ctx) {
     auto a = ctx.header("Accept");
     return a && a->find("text/event-stream") != std::string_view::npos;
-}
-
-std::optional<std::string_view> query_param(std::string_view query, std::string_view name) {
-    while (!query.empty()) {
-        auto amp = query.find('&');
-        auto part = query.substr(0, amp);
-        auto eq = part.find('=');
-        if (part.substr(0, eq) == name)
-            return eq == std::string_view::npos ? std::string_view{} : part.substr(eq + 1);
-        if (amp == std::string_view::npos)
-            break;
-        query.remove_prefix(amp + 1);
-    }
-    return std::nullopt;
-}
-
-std::optional<std::int64_t> parse_int(std::string_view s) {
-    std::int64_t v = 0;
-    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc() || p != s.data() + s.size() || s.empty())
-        return std::nullopt;
-    return v;
-}
-
-// An integer query parameter within [min, max], or `fallback` when absent. On a bad value the
-// 400 problem is set and nullopt returned.
-std::optional<int> int_param(http::context& ctx, std::string_view name, int fallback, int min,
-                             int max) {
-    auto v = query_param(ctx.query(), name);
-    if (!v)
-        return fallback;
-    auto n = parse_int(*v);
-    if (!n || *n < min || *n > max) {
-        const std::string range = std::to_string(min) + " to " + std::to_string(max);
-        set_problem(ctx.res(), error_kind::bad_request,
-                    std::string(name) + " must be an integer from " + range, ctx.path(),
-                    {{std::string(name), "must be an integer from " + range}});
-        return std::nullopt;
-    }
-    return static_cast<int>(*n);
 }
 
 bool valid_idempotency_key(std::string_view k) {
@@ -197,13 +152,9 @@ struct handlers : std::enable_shared_from_this<handlers> {
 
     // --- auth ---
     std::optional<std::string> tenant_of(http::context& ctx) {
-        auto t = deps.auth.authenticate(ctx.header("Authorization"));
-        if (!t) {
+        auto t = authenticate(ctx, deps.auth);
+        if (!t)
             rejected.with({"unauthorized"}).inc();
-            set_problem(ctx.res(), error_kind::unauthorized, "send Authorization: Bearer <api key>",
-                        ctx.path());
-            ctx.res().set_header("WWW-Authenticate", "Bearer");
-        }
         return t;
     }
 
@@ -491,6 +442,15 @@ awaitable<void> handlers::create(http::context& ctx) {
                     {"num_outputs", "provider '" + provider_name + "' makes at most " +
                                         std::to_string(caps.max_outputs) + " output(s)"});
         }
+    }
+    if (req.webhook_url) {
+        auto t = std::find_if(settings.tenants.begin(), settings.tenants.end(),
+                              [&](const config::tenant_settings& x) { return x.name == *tenant; });
+        if (t == settings.tenants.end() || t->webhook_secrets.empty())
+            v.errors.push_back({"webhook_url",
+                                "deliveries are signed, and this tenant has no "
+                                "webhook secret configured "
+                                "(tenants[].webhook_secrets)"});
     }
     if (!v.errors.empty()) {
         std::string detail = std::to_string(v.errors.size()) + " invalid field(s): ";

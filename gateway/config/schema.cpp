@@ -10,8 +10,8 @@
 #include <optional>
 
 #include "gateway/config/schema.hpp"
+#include "gateway/events/signer.hpp"
 #include "gateway/net/address_policy.hpp"
-#include "gateway/util/crypto.hpp"
 
 namespace segue::config {
 namespace {
@@ -130,10 +130,9 @@ object_schema<tenant_settings> tenant_schema() {
         .secret();
     t.validate([](const tenant_settings& x) -> std::optional<std::string> {
         for (const auto& w : x.webhook_secrets) {
-            std::string key;
-            if (w.rfind("whsec_", 0) != 0 || !util::base64_decode(w.substr(6), key) ||
-                key.size() < 16 || key.size() > 128)
-                return "a webhook secret is \"whsec_\" + base64 of 16 to 128 bytes";
+            std::string key, error;
+            if (!events::parse_secret(w, key, error))
+                return "webhook_secrets: " + error;
         }
         if (x.api_keys.empty())
             return "a tenant needs at least one api key";

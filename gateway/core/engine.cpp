@@ -690,11 +690,13 @@ store::event_row engine::append_event(store::transaction& tx, const store::task_
     data["status"] = task.status;
     if (!task.provider.empty())
         data["provider"] = task.provider;
+    std::string webhook_url;
     try {
         auto req = request_from_json(task.request_json);
         auto md = parse_object(req.metadata_json);
         if (!md.empty())
             data["metadata"] = md;
+        webhook_url = req.webhook_url.value_or("");
     } catch (const std::exception&) {
     }
     store::event_row e;
@@ -702,7 +704,26 @@ store::event_row engine::append_event(store::transaction& tx, const store::task_
     e.tenant = task.tenant;
     e.type = std::string(type);
     e.data_json = json::serialize(data);
-    return tx.append_event(std::move(e));
+    auto row = tx.append_event(std::move(e));
+    // The outbox: the delivery commits with the event, or neither does.
+    if (!webhook_url.empty()) {
+        store::delivery_row d;
+        d.id = util::random_id("dlv_");
+        d.event_id = row.id;
+        d.task_id = row.task_id;
+        d.tenant = row.tenant;
+        d.seq = row.seq;
+        d.url = webhook_url;
+        d.event_at = d.created_at = d.updated_at = d.next_at = row.created_at;
+        if (tx.endpoint_gone(d.tenant, d.url)) {
+            d.status = "dead";
+            d.last_error = "the endpoint answered 410 Gone earlier; redeliver to resume";
+        } else {
+            d.status = "pending";
+        }
+        tx.insert_delivery(d);
+    }
+    return row;
 }
 
 void engine::create_task(store::transaction& tx, const store::task_row& task) {

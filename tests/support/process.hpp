@@ -67,6 +67,12 @@ class segue_process {
 };
 
 std::string segue_binary();
+// A port that was free on 127.0.0.1 a moment ago (for processes that must keep one port across a
+// restart).
+std::uint16_t free_port();
+// Waits (bounded) for a port file as written by `--port-file`; 0 on timeout.
+std::uint16_t wait_port_file(const std::string& path,
+                             std::chrono::milliseconds limit = std::chrono::seconds(10));
 // Runs a command to completion; returns exit code and combined output.
 std::pair<int, std::string> run_command(const std::vector<std::string>& argv,
                                         const std::string& stdin_data = {});

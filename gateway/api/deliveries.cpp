@@ -1,0 +1,160 @@
+// /v1/deliveries: the tenant's webhook deliveries (the outbox), dead letters and redelivery.
+//
+//   GET  /v1/deliveries?status=pending|delivered|dead&task_id=…&limit=…&before=<id>
+//   GET  /v1/deliveries/{id}
+//   POST /v1/deliveries/{id}/redeliver   dead or delivered -> pending now, fresh schedule;
+//                                        also re-enables an endpoint that answered 410
+
+#include "gateway/api/deliveries.hpp"
+
+#include <boost/json.hpp>
+
+#include <chrono>
+#include <memory>
+
+#include "gateway/api/auth.hpp"
+#include "gateway/api/common.hpp"
+#include "gateway/api/problem.hpp"
+#include "gateway/core/json.hpp"
+#include "gateway/http/message.hpp"
+#include "gateway/http/router.hpp"
+#include "gateway/store/db.hpp"
+
+namespace segue::api {
+namespace {
+
+namespace json = boost::json;
+using boost::asio::awaitable;
+
+store::millis now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+json::object delivery_document(const store::delivery_row& d) {
+    json::object o;
+    o["id"] = d.id;
+    o["event_id"] = d.event_id;
+    o["task_id"] = d.task_id;
+    o["seq"] = d.seq;
+    o["url"] = d.url;
+    o["status"] = d.status;
+    o["attempts"] = d.attempts;
+    if (d.status == "pending")
+        o["next_attempt_at"] = core::iso8601(d.next_at);
+    if (d.last_status != 0)
+        o["last_status"] = d.last_status;
+    if (!d.last_error.empty())
+        o["last_error"] = d.last_error;
+    o["event_at"] = core::iso8601(d.event_at);
+    o["created_at"] = core::iso8601(d.created_at);
+    o["updated_at"] = core::iso8601(d.updated_at);
+    if (d.delivered_at != 0)
+        o["delivered_at"] = core::iso8601(d.delivered_at);
+    return o;
+}
+
+struct delivery_handlers : std::enable_shared_from_this<delivery_handlers> {
+    explicit delivery_handlers(const delivery_deps& d) : deps(d) {}
+
+    awaitable<void> list(http::context& ctx) {
+        auto self = shared_from_this();
+        auto tenant = authenticate(ctx, deps.auth);
+        if (!tenant)
+            co_return;
+        auto limit = int_param(ctx, "limit", 50, 1, 500);
+        if (!limit)
+            co_return;
+        std::string status(query_param(ctx.query(), "status").value_or(""));
+        if (!status.empty() && status != "pending" && status != "delivered" && status != "dead") {
+            set_problem(ctx.res(), error_kind::bad_request,
+                        "status must be pending, delivered or dead", ctx.path(),
+                        {{"status", "must be pending, delivered or dead"}});
+            co_return;
+        }
+        std::string task_id(query_param(ctx.query(), "task_id").value_or(""));
+        std::string before(query_param(ctx.query(), "before").value_or(""));
+        std::vector<store::delivery_row> rows;
+        co_await deps.db.read([&](store::transaction& tx) {
+            rows = tx.list_deliveries(*tenant, status, task_id, *limit + 1, before);
+        });
+        json::array data;
+        const bool more = static_cast<int>(rows.size()) > *limit;
+        for (int i = 0; i < static_cast<int>(rows.size()) && i < *limit; ++i)
+            data.emplace_back(delivery_document(rows[i]));
+        json::object body;
+        body["data"] = std::move(data);
+        body["has_more"] = more;
+        json_response(ctx, 200, body);
+    }
+
+    awaitable<void> get(http::context& ctx) {
+        auto self = shared_from_this();
+        auto tenant = authenticate(ctx, deps.auth);
+        if (!tenant)
+            co_return;
+        const std::string id(ctx.param("id"));
+        std::optional<store::delivery_row> d;
+        co_await deps.db.read([&](store::transaction& tx) { d = tx.get_delivery(id); });
+        if (!d || d->tenant != *tenant) {
+            set_problem(ctx.res(), error_kind::not_found, "no such delivery", ctx.path());
+            co_return;
+        }
+        json_response(ctx, 200, delivery_document(*d));
+    }
+
+    awaitable<void> redeliver(http::context& ctx) {
+        auto self = shared_from_this();
+        auto tenant = authenticate(ctx, deps.auth);
+        if (!tenant)
+            co_return;
+        const std::string id(ctx.param("id"));
+        enum class outcome { done, not_found, pending } out = outcome::not_found;
+        std::optional<store::delivery_row> after;
+        const auto now = now_ms();
+        co_await deps.db.write([&](store::transaction& tx) {
+            auto d = tx.get_delivery(id);
+            if (!d || d->tenant != *tenant)
+                return;
+            if (d->status == "pending") {
+                out = outcome::pending;
+                after = d;
+                return;
+            }
+            // A redelivery says the endpoint is back: lift a 410 stop for it.
+            tx.set_endpoint_gone(d->tenant, d->url, false, now);
+            tx.redeliver(id, now);
+            after = tx.get_delivery(id);
+            out = outcome::done;
+        });
+        switch (out) {
+            case outcome::not_found:
+                set_problem(ctx.res(), error_kind::not_found, "no such delivery", ctx.path());
+                break;
+            case outcome::pending:
+                set_problem(ctx.res(), error_kind::conflict,
+                            "the delivery is still pending; it will be attempted again at " +
+                                core::iso8601(after->next_at),
+                            ctx.path());
+                break;
+            case outcome::done:
+                json_response(ctx, 202, delivery_document(*after));
+                break;
+        }
+    }
+
+    delivery_deps deps;
+};
+
+}  // namespace
+
+void add_delivery_routes(http::router& routes, const delivery_deps& deps) {
+    auto h = std::make_shared<delivery_handlers>(deps);
+    routes.add("GET", "/v1/deliveries", [h](http::context& c) { return h->list(c); });
+    routes.add("GET", "/v1/deliveries/{id}", [h](http::context& c) { return h->get(c); });
+    routes.add("POST", "/v1/deliveries/{id}/redeliver",
+               [h](http::context& c) { return h->redeliver(c); });
+}
+
+}  // namespace segue::api

@@ -1,0 +1,394 @@
+#include "gateway/events/dispatcher.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <random>
+#include <vector>
+
+#include "gateway/core/json.hpp"
+#include "gateway/events/signer.hpp"
+#include "gateway/log/log.hpp"
+#include "gateway/metrics/registry.hpp"
+#include "gateway/net/http_client.hpp"
+#include "gateway/store/db.hpp"
+#include "gateway/util/crypto.hpp"
+
+namespace segue::events {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+store::millis now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+double unit_random() {
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+}
+
+// Retry-After on a delivery answer: delta-seconds only (receivers rarely send dates; a date is
+// ignored and the schedule applies).
+std::optional<std::int64_t> retry_after_of(const segue::net::response& res) {
+    auto v = res.header("retry-after");
+    if (!v || v->empty() || v->size() > 9)
+        return std::nullopt;
+    std::int64_t s = 0;
+    for (char c : *v) {
+        if (c < '0' || c > '9')
+            return std::nullopt;
+        s = s * 10 + (c - '0');
+    }
+    return s * 1000;
+}
+
+std::string status_class(int status) {
+    return std::to_string(status / 100) + "xx";
+}
+
+}  // namespace
+
+std::optional<std::int64_t> retry_delay_ms(const config::webhooks_settings& w, int attempts,
+                                           double unit_random,
+                                           std::optional<std::int64_t> retry_after_ms) {
+    if (attempts < 1 || attempts > static_cast<int>(w.retry_schedule.size()))
+        return std::nullopt;
+    const double base = static_cast<double>(w.retry_schedule[attempts - 1].count());
+    const double spread = base * w.jitter * (2.0 * unit_random - 1.0);
+    auto delay = static_cast<std::int64_t>(std::llround(std::max(0.0, base + spread)));
+    if (retry_after_ms && *retry_after_ms > delay)
+        delay = std::min<std::int64_t>(*retry_after_ms, w.max_retry_after.count());
+    return std::max<std::int64_t>(delay, 0);
+}
+
+std::string delivery_body(const store::delivery_row& d) {
+    json::object body;
+    body["type"] = d.event_type;
+    body["timestamp"] = core::iso8601(d.event_at);
+    json::object data;
+    try {
+        auto v = json::parse(d.event_data_json);
+        if (v.is_object())
+            data = std::move(v.as_object());
+    } catch (const std::exception&) {
+    }
+    data["event_id"] = d.event_id;
+    data["seq"] = d.seq;
+    body["data"] = std::move(data);
+    return json::serialize(body);
+}
+
+struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
+    impl(asio::io_context& io, store::db& d, const config::settings& s, metrics::registry& m,
+         segue::net::http_client& c)
+        : ioc(io),
+          db(d),
+          settings(s),
+          client(c),
+          timer(io),
+          owner(util::random_id("dsp_")),
+          deliveries(m.counter_family("segue_webhook_deliveries_total",
+                                      "Webhook deliveries that reached a final state, by outcome "
+                                      "(delivered, dead, gone).",
+                                      {"outcome"})),
+          attempts(m.counter_family("segue_webhook_attempts_total",
+                                    "Webhook delivery attempts, by result (2xx, 3xx, 4xx, 5xx, or "
+                                    "the transport failure: timeout, connect, refused_address, "
+                                    "...).",
+                                    {"result"})),
+          latency(m.histogram_family(
+                       "segue_webhook_delivery_latency_seconds",
+                       "From the event to its delivery's 2xx answer (retries included).", {},
+                       {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 300, 1800,
+                        7200, 36000, 108000})
+                      .with({})),
+          in_flight_gauge(m.make_gauge("segue_webhook_deliveries_in_flight",
+                                       "Webhook deliveries being sent by this replica.")),
+          pending_gauge(m.make_gauge("segue_webhook_deliveries_pending",
+                                     "Deliveries waiting to be delivered (all replicas).")),
+          dead_gauge(m.make_gauge("segue_webhook_deliveries_dead",
+                                  "Dead deliveries (retries exhausted or 410 Gone), until "
+                                  "redelivered.")),
+          oldest_gauge(m.make_gauge("segue_webhook_oldest_undelivered_age_seconds",
+                                    "Age of the oldest event still waiting for delivery; 0 when "
+                                    "none waits.")) {
+        for (const auto& t : s.tenants) {
+            std::vector<std::string> ks;
+            for (const auto& secret : t.webhook_secrets) {
+                std::string key, error;
+                if (parse_secret(secret, key, error))
+                    ks.push_back(std::move(key));
+            }
+            keys[t.name] = std::move(ks);
+        }
+    }
+
+    asio::awaitable<void> loop();
+    asio::awaitable<void> deliver(store::delivery_row d);
+    asio::awaitable<void> refresh_gauges();
+
+    asio::io_context& ioc;
+    store::db& db;
+    const config::settings& settings;
+    segue::net::http_client& client;
+    asio::steady_timer timer;
+    std::string owner;
+    std::map<std::string, std::vector<std::string>, std::less<>> keys;  // tenant -> raw keys
+    bool stopping = false;
+    bool wake = false;
+    int in_flight = 0;
+    std::chrono::steady_clock::time_point gauges_at{};
+
+    metrics::family<metrics::counter>& deliveries;
+    metrics::family<metrics::counter>& attempts;
+    metrics::histogram& latency;
+    metrics::gauge& in_flight_gauge;
+    metrics::gauge& pending_gauge;
+    metrics::gauge& dead_gauge;
+    metrics::gauge& oldest_gauge;
+};
+
+namespace {
+asio::awaitable<void> run_loop(std::shared_ptr<dispatcher::impl> self) {
+    co_await self->loop();
+}
+}  // namespace
+
+dispatcher::dispatcher(asio::io_context& ioc, store::db& db, const config::settings& settings,
+                       metrics::registry& metrics, segue::net::http_client& client)
+    : impl_(std::make_shared<impl>(ioc, db, settings, metrics, client)) {}
+
+dispatcher::~dispatcher() = default;
+
+void dispatcher::start() {
+    auto self = impl_;
+    asio::co_spawn(self->ioc, run_loop(self), asio::detached);
+}
+
+void dispatcher::notify() {
+    auto self = impl_;
+    asio::post(self->ioc, [self] {
+        self->wake = true;
+        self->timer.cancel();
+    });
+}
+
+asio::awaitable<void> dispatcher::stop(std::chrono::milliseconds deadline) {
+    auto self = impl_;
+    self->stopping = true;
+    self->timer.cancel();
+    asio::steady_timer t(self->ioc);
+    const auto until = std::chrono::steady_clock::now() + deadline;
+    while (self->in_flight > 0 && std::chrono::steady_clock::now() < until) {
+        t.expires_after(std::chrono::milliseconds(20));
+        co_await t.async_wait(use_tuple);
+    }
+    if (self->in_flight > 0)
+        log::warn("webhook dispatcher stopped with deliveries in flight; their leases will expire",
+                  {{"in_flight", self->in_flight}});
+}
+
+asio::awaitable<void> dispatcher::impl::refresh_gauges() {
+    store::delivery_summary sum;
+    try {
+        co_await db.read([&](store::transaction& tx) { sum = tx.summarize_deliveries(); });
+    } catch (const std::exception& e) {
+        log::warn("summarizing deliveries failed", {{"error", e.what()}});
+        co_return;
+    }
+    pending_gauge.set(static_cast<double>(sum.pending));
+    dead_gauge.set(static_cast<double>(sum.dead));
+    oldest_gauge.set(sum.oldest_pending_event_at
+                         ? std::max<double>(0.0, (now_ms() - *sum.oldest_pending_event_at) / 1e3)
+                         : 0.0);
+}
+
+asio::awaitable<void> dispatcher::impl::loop() {
+    auto self = shared_from_this();
+    const auto& w = settings.webhooks;
+    while (!stopping) {
+        wake = false;
+        if (std::chrono::steady_clock::now() - gauges_at > std::chrono::seconds(1)) {
+            gauges_at = std::chrono::steady_clock::now();
+            co_await refresh_gauges();
+        }
+        std::vector<store::delivery_row> claimed;
+        std::optional<store::millis> next_due;
+        const int slots = std::min(w.batch, w.concurrency - in_flight);
+        if (slots > 0) {
+            try {
+                const auto now = now_ms();
+                const auto lease = static_cast<store::millis>(w.lease.count());
+                co_await db.write([&](store::transaction& tx) {
+                    claimed = tx.claim_deliveries(owner, now, lease, slots);
+                    if (static_cast<int>(claimed.size()) < slots)
+                        next_due = tx.next_delivery_due();
+                });
+            } catch (const std::exception& e) {
+                log::error("claiming deliveries failed", {{"error", e.what()}});
+            }
+        }
+        for (auto& d : claimed) {
+            ++in_flight;
+            in_flight_gauge.set(in_flight);
+            asio::co_spawn(ioc, deliver(std::move(d)), [self](std::exception_ptr e) {
+                --self->in_flight;
+                self->in_flight_gauge.set(self->in_flight);
+                if (e) {
+                    try {
+                        std::rethrow_exception(e);
+                    } catch (const std::exception& ex) {
+                        log::error("delivery crashed", {{"error", ex.what()}});
+                    }
+                }
+                // A slot is free, and the task's next event may now be the head of its queue.
+                self->wake = true;
+                self->timer.cancel();
+            });
+        }
+        if (stopping)
+            break;
+        if (!claimed.empty() && static_cast<int>(claimed.size()) == slots)
+            continue;
+        if (wake)
+            continue;
+        auto wait =
+            std::chrono::duration_cast<std::chrono::milliseconds>(settings.engine.poll_interval);
+        if (next_due && in_flight < w.concurrency) {
+            auto until =
+                std::chrono::milliseconds(std::max<store::millis>(0, *next_due - now_ms()));
+            wait = std::min(wait, until);
+        }
+        timer.expires_after(wait);
+        co_await timer.async_wait(use_tuple);
+    }
+}
+
+asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d) {
+    auto self = shared_from_this();
+    const auto& w = settings.webhooks;
+    const auto started = now_ms();
+
+    std::string error;
+    int status = 0;
+    std::optional<std::int64_t> retry_after;
+    bool gone = false;
+    bool ok = false;
+
+    auto k = keys.find(d.tenant);
+    if (k == keys.end() || k->second.empty()) {
+        error = "tenant " + d.tenant + " has no webhook secret configured";
+        attempts.with({"no_secret"}).inc();
+    } else {
+        segue::net::request req;
+        req.method = "POST";
+        req.url = d.url;
+        req.body = delivery_body(d);
+        const std::int64_t ts = started / 1000;
+        req.headers = {
+            {"Content-Type", "application/json"},
+            {"webhook-id", d.event_id},
+            {"webhook-timestamp", std::to_string(ts)},
+            {"webhook-signature", signature_header(k->second, d.event_id, ts, req.body)},
+        };
+        req.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(w.timeout);
+        req.metrics_host = "webhook";  // bounded label set
+        auto r = co_await client.send(std::move(req));
+        if (!r.ok()) {
+            error =
+                std::string(segue::net::to_string(r.error)) + (r.message.empty() ? "" : ": " + r.message);
+            attempts.with({std::string(segue::net::to_string(r.error))}).inc();
+        } else {
+            status = r.res.status;
+            attempts.with({status_class(status)}).inc();
+            if (status / 100 == 2) {
+                ok = true;
+            } else if (status == 410) {
+                gone = true;
+                error = "410 Gone: the endpoint asked for no more deliveries";
+            } else {
+                error = "HTTP " + std::to_string(status) +
+                        (status / 100 == 3 ? " (redirects are not followed)" : "");
+                if (status == 429 || status == 503)
+                    retry_after = retry_after_of(r.res);
+            }
+        }
+    }
+
+    const auto now = now_ms();
+    d.attempts += 1;
+    d.last_status = status;
+    d.updated_at = now;
+    std::string outcome;
+    if (ok) {
+        d.status = "delivered";
+        d.delivered_at = now;
+        d.last_error.clear();
+        outcome = "delivered";
+    } else if (gone) {
+        d.status = "dead";
+        d.last_error = error;
+        outcome = "gone";
+    } else if (auto delay = retry_delay_ms(w, d.attempts, unit_random(), retry_after)) {
+        d.status = "pending";
+        d.next_at = now + *delay;
+        d.last_error = error;
+    } else {
+        d.status = "dead";
+        d.last_error = error + " (retries exhausted)";
+        outcome = "dead";
+    }
+
+    bool held = false;
+    int killed = 0;
+    try {
+        co_await db.write([&](store::transaction& tx) {
+            held = tx.finish_delivery(d, owner);
+            if (held && gone) {
+                killed = tx.kill_deliveries_to(d.tenant, d.url,
+                                               "the endpoint answered 410 Gone to " + d.id, now);
+                tx.set_endpoint_gone(d.tenant, d.url, true, now);
+            }
+        });
+    } catch (const std::exception& e) {
+        // The lease expires and the delivery is sent again: at least once.
+        log::error("recording a delivery failed", {{"delivery_id", d.id}, {"error", e.what()}});
+        co_return;
+    }
+    if (!held) {
+        log::warn("delivery lease lost before its outcome was recorded",
+                  {{"delivery_id", d.id}, {"event_id", d.event_id}});
+        co_return;
+    }
+    if (!outcome.empty())
+        deliveries.with({outcome}).inc();
+    if (killed > 0)
+        deliveries.with({"gone"}).inc(killed);
+    if (ok)
+        latency.observe(std::max<double>(0.0, (now - d.event_at) / 1e3));
+    if (!ok)
+        log::info("webhook delivery failed", {{"delivery_id", d.id},
+                                              {"task_id", d.task_id},
+                                              {"event_id", d.event_id},
+                                              {"attempt", d.attempts},
+                                              {"status", d.status},
+                                              {"error", d.last_error}});
+}
+
+}  // namespace segue::events

@@ -1,0 +1,390 @@
+// Outbound webhooks end to end: the real binary, the sandbox provider, and a Node receiver
+// (tests/receiver) that verifies every delivery with the official `standardwebhooks` package.
+// Receiver down then up, 500 / 3xx / 410 / hanging answers, dead letters and redelivery, and a
+// restart of segue with deliveries pending.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <boost/json.hpp>
+
+#include <chrono>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "gateway/audio/audio.hpp"
+#include "tests/support/process.hpp"
+
+using namespace std::chrono_literals;
+namespace json = boost::json;
+using segue::test::form_part;
+using segue::test::http_request;
+using segue::test::http_response;
+
+namespace {
+
+// The tenant signs with both during a "rotation"; the receiver knows only the old one, so a
+// delivery verifies only if it carries a signature per key.
+const std::string secret_new = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const std::string secret_old = "whsec_c2VndWUtdGVzdC1vbGQtd2ViaG9vay1zZWNyZXQ=";
+const std::string key = "Authorization: Bearer sk-hooks";
+const std::string key_nosecret = "Authorization: Bearer sk-nosecret";
+const std::string boundary = "segue-hooks-boundary";
+
+json::object parse(const std::string& s) {
+    return json::parse(s).as_object();
+}
+
+std::string node_binary() {
+    auto [rc, out] = segue::test::run_command({"/bin/sh", "-c", "command -v node"});
+    while (!out.empty() && (out.back() == '\n' || out.back() == '\r'))
+        out.pop_back();
+    return rc == 0 ? out : "";
+}
+
+// tests/receiver/receiver.js as a child process, on a fixed port so it can come back.
+class receiver {
+  public:
+    explicit receiver(std::uint16_t port = 0) : port_(port ? port : segue::test::free_port()) {
+        start();
+    }
+    void start() {
+        const std::string node = node_binary();
+        if (node.empty())
+            throw std::runtime_error("node is not installed (scripts/setup.sh --test installs it)");
+        const std::string port_file = dir_.file("port." + std::to_string(++starts_));
+        proc_ = std::make_unique<segue::test::child_process>();
+        proc_->start({node, std::string(SEGUE_SOURCE_DIR) + "/tests/receiver/receiver.js",
+                      "--secret", secret_old, "--listen", "127.0.0.1:" + std::to_string(port_),
+                      "--port-file", port_file},
+                     dir_.file("log"));
+        if (segue::test::wait_port_file(port_file, 15s) != port_)
+            throw std::runtime_error("receiver did not start: " +
+                                     segue::test::read_file(dir_.file("log")));
+    }
+    void stop() {
+        proc_->signal(SIGTERM);
+        proc_->wait(5s);
+    }
+    std::uint16_t port() const { return port_; }
+    std::string url(const std::string& path) const {
+        return "http://127.0.0.1:" + std::to_string(port_) + path;
+    }
+    void mode(const std::string& body) {
+        auto r = http_request(port_, "POST", "/_control", body, {"Content-Type: application/json"});
+        ASSERT_TRUE(r);
+        ASSERT_EQ(r->status, 200) << r->body;
+    }
+    json::array deliveries(const std::string& path = "") {
+        auto r = http_request(port_, "GET",
+                              "/_control/deliveries" + (path.empty() ? "" : "?path=" + path));
+        if (!r || r->status != 200)
+            return {};
+        return parse(r->body)["deliveries"].as_array();
+    }
+
+  private:
+    segue::test::temp_dir dir_;
+    std::uint16_t port_;
+    int starts_ = 0;
+    std::unique_ptr<segue::test::child_process> proc_;
+};
+
+std::string config(const std::string& storage_dir, const std::string& webhooks) {
+    return "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n  drain_timeout: 3s\n"
+           "log:\n  level: info\n"
+           "tenants:\n"
+           "  - name: hooks\n    api_keys: [sk-hooks]\n    webhook_secrets: [\"" +
+           secret_new + "\", \"" + secret_old +
+           "\"]\n"
+           "  - name: nosecret\n    api_keys: [sk-nosecret]\n"
+           "storage:\n  sqlite_path: " +
+           storage_dir + "/segue.db\n  blob_dir: " + storage_dir +
+           "/blobs\n"
+           "engine:\n  poll_interval: 100ms\n  lease: 2s\n"
+           "providers:\n  sandbox:\n    delay: 50ms\n"
+           "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n"
+           "webhooks:\n" +
+           webhooks;
+}
+
+const std::string fast_schedule =
+    "  retry_schedule: [200ms, 300ms, 500ms, 500ms, 1s, 1s, 1s, 1s, 1s, 1s]\n"
+    "  jitter: 0\n  timeout: 1s\n  lease: 5s\n";
+
+std::string song(const segue::test::temp_dir& d) {
+    const std::string path = d.file("in.wav");
+    EXPECT_TRUE(segue::audio::write_test_song(path, 4.0, 22050, 1, 120, "wav"));
+    return segue::test::read_file(path);
+}
+
+// Creates a sandbox task whose events go to `hook`; returns its id.
+std::string create(std::uint16_t port, const std::string& audio, const std::string& hook,
+                   const std::string& auth = key) {
+    std::vector<form_part> parts = {{"audio_file", audio, "in.wav", "audio/wav"},
+                                    {"extend_after", "2"},
+                                    {"length", "2"},
+                                    {"webhook_url", hook}};
+    auto r =
+        http_request(port, "POST", "/v1/extensions", segue::test::multipart_body(parts, boundary),
+                     {auth, "Content-Type: multipart/form-data; boundary=" + boundary});
+    EXPECT_TRUE(r);
+    if (!r)
+        return "";
+    EXPECT_EQ(r->status, 202) << r->body;
+    return r->status == 202 ? std::string(parse(r->body)["id"].as_string()) : "";
+}
+
+std::string wait_final(std::uint16_t port, const std::string& id) {
+    const auto until = std::chrono::steady_clock::now() + 30s;
+    while (std::chrono::steady_clock::now() < until) {
+        auto r = http_request(port, "GET", "/v1/extensions/" + id, "", {key});
+        if (r && r->status == 200) {
+            std::string st(parse(r->body)["status"].as_string());
+            if (st == "succeeded" || st == "failed" || st == "canceled")
+                return st;
+        }
+        std::this_thread::sleep_for(50ms);
+    }
+    return "timeout";
+}
+
+// The task's event log: id -> (seq, type).
+std::vector<json::object> events_of(std::uint16_t port, const std::string& id) {
+    auto r = http_request(port, "GET", "/v1/extensions/" + id + "/events", "", {key});
+    std::vector<json::object> out;
+    if (!r || r->status != 200)
+        return out;
+    auto doc = parse(r->body);  // a range-for over a temporary's member would dangle
+    for (auto& e : doc["data"].as_array())
+        out.push_back(e.as_object());
+    return out;
+}
+
+json::array deliveries(std::uint16_t port, const std::string& query) {
+    auto r = http_request(port, "GET", "/v1/deliveries?" + query, "", {key});
+    if (!r || r->status != 200)
+        return {};
+    return parse(r->body)["data"].as_array();
+}
+
+// Waits until the receiver has a verified delivery of every event of the task (at path), then
+// checks that the first arrival of each came in seq order and that every delivery verified.
+void expect_all_delivered_in_order(receiver& rcv, std::uint16_t port, const std::string& id,
+                                   const std::string& path, std::chrono::seconds limit = 30s) {
+    const auto events = events_of(port, id);
+    ASSERT_GE(events.size(), 4u);
+    std::map<std::string, std::int64_t> seq_of;
+    for (const auto& e : events)
+        seq_of[std::string(e.at("id").as_string())] = e.at("seq").as_int64();
+    const auto until = std::chrono::steady_clock::now() + limit;
+    json::array got;
+    std::set<std::string> seen;
+    while (std::chrono::steady_clock::now() < until) {
+        got = rcv.deliveries(path);
+        seen.clear();
+        for (const auto& d : got)
+            if (d.at("verified").as_bool() && d.at("answered").is_int64() &&
+                d.at("answered").as_int64() / 100 == 2)
+                seen.insert(std::string(d.at("id").as_string()));
+        if (seen.size() >= seq_of.size())
+            break;
+        std::this_thread::sleep_for(100ms);
+    }
+    ASSERT_EQ(seen.size(), seq_of.size()) << json::serialize(got);
+    std::int64_t last = 0;
+    std::set<std::string> first;
+    for (const auto& d : got) {
+        EXPECT_TRUE(d.at("verified").as_bool()) << json::serialize(d);
+        const std::string eid(d.at("id").as_string());
+        ASSERT_TRUE(seq_of.count(eid)) << "unknown event " << eid;
+        if (!first.insert(eid).second)
+            continue;  // a retry of one already seen (at least once)
+        EXPECT_GT(seq_of[eid], last) << "out of order: " << json::serialize(got);
+        last = seq_of[eid];
+        // The body is {type, timestamp, data}; data carries the event id and seq.
+        const auto& body = d.at("body").as_object();
+        EXPECT_EQ(body.size(), 3u);
+        EXPECT_EQ(body.at("data").at("event_id").as_string(), eid);
+        EXPECT_EQ(body.at("data").at("seq").as_int64(), seq_of[eid]);
+        EXPECT_EQ(body.at("data").at("task_id").as_string(), id);
+        // Two signatures: one per key of the rotation.
+        std::string sig(d.at("signature").as_string());
+        EXPECT_EQ(std::count(sig.begin(), sig.end(), ' '), 1) << sig;
+    }
+    EXPECT_EQ(first.size(), seq_of.size());
+}
+
+class WebhooksTest : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        if (node_binary().empty())
+            GTEST_SKIP() << "node is not installed (scripts/setup.sh --test installs it)";
+    }
+    segue::test::temp_dir storage_;
+    segue::test::temp_dir files_;
+};
+
+}  // namespace
+
+TEST_F(WebhooksTest, EveryEventOfASandboxTaskArrivesVerifiedAndInOrder) {
+    receiver rcv;
+    segue::test::segue_process gw(config(storage_.path(), fast_schedule));
+    const std::string id = create(gw.port(), song(files_), rcv.url("/hooks/a"));
+    ASSERT_FALSE(id.empty());
+    ASSERT_EQ(wait_final(gw.port(), id), "succeeded");
+    expect_all_delivered_in_order(rcv, gw.port(), id, "/hooks/a");
+
+    // The outbox shows them delivered, one attempt each.
+    auto rows = deliveries(gw.port(), "task_id=" + id);
+    ASSERT_EQ(rows.size(), events_of(gw.port(), id).size());
+    for (const auto& d : rows) {
+        EXPECT_EQ(d.at("status").as_string(), "delivered") << json::serialize(d);
+        EXPECT_EQ(d.at("attempts").as_int64(), 1);
+    }
+    // Metrics count them.
+    auto m = http_request(gw.port(), "GET", "/metrics");
+    ASSERT_TRUE(m);
+    EXPECT_NE(m->body.find("segue_webhook_deliveries_total{outcome=\"delivered\"}"),
+              std::string::npos);
+    EXPECT_NE(m->body.find("segue_webhook_delivery_latency_seconds_count"), std::string::npos);
+}
+
+TEST_F(WebhooksTest, AWebhookUrlNeedsATenantSecret) {
+    segue::test::segue_process gw(config(storage_.path(), fast_schedule));
+    std::vector<form_part> parts = {{"audio_file", song(files_), "in.wav", "audio/wav"},
+                                    {"extend_after", "2"},
+                                    {"webhook_url", "http://127.0.0.1:9/x"}};
+    auto r = http_request(
+        gw.port(), "POST", "/v1/extensions", segue::test::multipart_body(parts, boundary),
+        {key_nosecret, "Content-Type: multipart/form-data; boundary=" + boundary});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 422) << r->body;
+    EXPECT_NE(r->body.find("webhook_url"), std::string::npos);
+}
+
+TEST_F(WebhooksTest, ReceiverDownThenUpGetsEverything) {
+    receiver rcv;
+    rcv.stop();  // down: connections are refused
+    segue::test::segue_process gw(config(storage_.path(), fast_schedule));
+    const std::string id = create(gw.port(), song(files_), rcv.url("/hooks/down"));
+    ASSERT_EQ(wait_final(gw.port(), id), "succeeded");
+    std::this_thread::sleep_for(700ms);
+    auto rows = deliveries(gw.port(), "task_id=" + id + "&status=pending");
+    ASSERT_FALSE(rows.empty());
+    bool retried = false;
+    for (const auto& d : rows)
+        retried = retried || d.at("attempts").as_int64() >= 1;
+    EXPECT_TRUE(retried) << json::serialize(rows);
+    rcv.start();  // up again on the same port
+    expect_all_delivered_in_order(rcv, gw.port(), id, "/hooks/down");
+}
+
+TEST_F(WebhooksTest, ErrorsRedirectsAndHangsAreRetriedNeverFollowed) {
+    receiver rcv;
+    segue::test::segue_process gw(config(storage_.path(), fast_schedule));
+    // The first delivery gets a 500, the next a 302 (never followed), then one hangs past the
+    // 1 s timeout; after that the receiver is fine.
+    rcv.mode(R"({"mode":"500","times":1,"path":"/hooks/e"})");
+    const std::string id = create(gw.port(), song(files_), rcv.url("/hooks/e"));
+    ASSERT_EQ(wait_final(gw.port(), id), "succeeded");
+    // Switch modes as the attempts come in.
+    auto wait_count = [&](std::size_t n) {
+        for (int i = 0; i < 100 && rcv.deliveries("/hooks/e").size() < n; ++i)
+            std::this_thread::sleep_for(50ms);
+    };
+    wait_count(1);
+    rcv.mode(R"({"mode":"redirect","times":1,"path":"/hooks/e"})");
+    wait_count(2);
+    rcv.mode(R"({"mode":"hang","times":1,"path":"/hooks/e"})");
+    wait_count(3);
+    expect_all_delivered_in_order(rcv, gw.port(), id, "/hooks/e");
+    EXPECT_TRUE(rcv.deliveries("/_redirected").empty()) << "a redirect was followed";
+    auto first = rcv.deliveries("/hooks/e");
+    ASSERT_GE(first.size(), 3u);
+    EXPECT_EQ(first[0].at("answered").as_int64(), 500);
+    // The same event (webhook-id) was retried after each failure.
+    EXPECT_EQ(first[0].at("id"), first[1].at("id"));
+    EXPECT_EQ(first[1].at("id"), first[2].at("id"));
+}
+
+TEST_F(WebhooksTest, GoneStopsTheEndpointAndDeadLettersCanBeRedelivered) {
+    receiver rcv;
+    segue::test::segue_process gw(config(storage_.path(), fast_schedule));
+    rcv.mode(R"({"mode":"gone","path":"/hooks/g"})");
+    const std::string id = create(gw.port(), song(files_), rcv.url("/hooks/g"));
+    ASSERT_EQ(wait_final(gw.port(), id), "succeeded");
+    const auto events = events_of(gw.port(), id);
+    json::array dead;
+    for (int i = 0; i < 100; ++i) {
+        dead = deliveries(gw.port(), "status=dead&task_id=" + id);
+        if (dead.size() == events.size())
+            break;
+        std::this_thread::sleep_for(100ms);
+    }
+    ASSERT_EQ(dead.size(), events.size()) << json::serialize(dead);
+    EXPECT_EQ(rcv.deliveries("/hooks/g").size(), 1u);  // one 410, then no more attempts
+
+    // Redeliver everything, oldest first, once the endpoint is back.
+    rcv.mode(R"({"mode":"ok","path":"/hooks/g"})");
+    for (auto it = dead.rbegin(); it != dead.rend(); ++it) {
+        const std::string did(it->at("id").as_string());
+        auto r = http_request(gw.port(), "POST", "/v1/deliveries/" + did + "/redeliver", "", {key});
+        ASSERT_TRUE(r);
+        EXPECT_EQ(r->status, 202) << r->body;
+    }
+    expect_all_delivered_in_order(rcv, gw.port(), id, "/hooks/g");
+
+    // Unknown, foreign and still-pending deliveries.
+    auto r = http_request(gw.port(), "POST", "/v1/deliveries/dlv_nope/redeliver", "", {key});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 404);
+    r = http_request(gw.port(), "GET", "/v1/deliveries?status=weird", "", {key});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400);
+    r = http_request(gw.port(), "GET",
+                     "/v1/deliveries/" + std::string(dead[0].at("id").as_string()), "",
+                     {key_nosecret});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 404);
+}
+
+TEST_F(WebhooksTest, RetriesExhaustedMakeADeadDelivery) {
+    receiver rcv;
+    segue::test::segue_process gw(
+        config(storage_.path(), "  retry_schedule: [100ms, 100ms]\n  jitter: 0\n  timeout: 1s\n"));
+    rcv.mode(R"({"mode":"503","path":"/hooks/x"})");
+    const std::string id = create(gw.port(), song(files_), rcv.url("/hooks/x"));
+    ASSERT_EQ(wait_final(gw.port(), id), "succeeded");
+    json::array dead;
+    for (int i = 0; i < 100 && dead.empty(); ++i) {
+        dead = deliveries(gw.port(), "status=dead&task_id=" + id);
+        std::this_thread::sleep_for(100ms);
+    }
+    ASSERT_FALSE(dead.empty());
+    const auto& d = dead.back().as_object();  // the oldest: the queue's head
+    EXPECT_EQ(d.at("attempts").as_int64(), 3);
+    EXPECT_EQ(d.at("last_status").as_int64(), 503);
+    EXPECT_NE(std::string(d.at("last_error").as_string()).find("retries exhausted"),
+              std::string::npos);
+    auto m = http_request(gw.port(), "GET", "/metrics");
+    ASSERT_TRUE(m);
+    EXPECT_NE(m->body.find("segue_webhook_deliveries_total{outcome=\"dead\"}"), std::string::npos);
+}
+
+TEST_F(WebhooksTest, RestartWithPendingDeliveriesLosesNone) {
+    receiver rcv;
+    rcv.stop();
+    std::string id;
+    {
+        segue::test::segue_process gw(config(storage_.path(), fast_schedule));
+        id = create(gw.port(), song(files_), rcv.url("/hooks/r"));
+        ASSERT_EQ(wait_final(gw.port(), id), "succeeded");
+        gw.proc().signal(SIGKILL);  // no drain, leases left behind
+        gw.proc().wait(5s);
+    }
+    rcv.start();
+    segue::test::segue_process gw(config(storage_.path(), fast_schedule));
+    expect_all_delivered_in_order(rcv, gw.port(), id, "/hooks/r");
+}
