@@ -113,8 +113,8 @@ std::string parse_fault(const json::value& v, fault_rule& r) {
                 return "fault.style must be a string";
             r.style = std::string(val.as_string());
             if (r.style != "auto" && r.style != "detail" && r.style != "message" &&
-                r.style != "error" && r.style != "mix")
-                return "fault.style must be auto, detail, message, error or mix";
+                r.style != "error" && r.style != "mix" && r.style != "code_message")
+                return "fault.style must be auto, detail, message, error, mix or code_message";
         } else if (k == "message") {
             if (!val.is_string())
                 return "fault.message must be a string";
@@ -192,6 +192,9 @@ fake_reply error_reply(int status, std::string_view style_in, std::string messag
         }
     } else if (style == "message") {
         o["success"] = false;
+        o["message"] = message;
+    } else if (style == "code_message") {
+        o["code"] = status;
         o["message"] = message;
     } else {
         o["error"] = message;

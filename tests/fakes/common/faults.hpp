@@ -6,8 +6,10 @@
 //   {"match":"submit",        route name the fake gives the request, or "any" (default)
 //    "status":429,            answer this status instead of the real answer
 //    "style":"message",       error body: "detail" | "message" | "error" | "mix" (rotates) |
+//                             "code_message" ({"code":<status>,"message":"…"}, MusicAPI.ai) |
 //                             "auto" (default: 401 error, 402 message INSUFFICIENT FUNDS,
-//                             422 detail[], 429 message, 404 error, others detail)
+//                             422 detail[], 429 message, 404 error, others detail; a fake
+//                             may pick its own style for "auto" before building the reply)
 //    "message":"…",           text in the body (defaults by status)
 //    "body":"…",              exact body instead (with "content_type", default JSON)
 //    "retry_after":3,         seconds: a `retry_after` body field and a Retry-After header
