@@ -25,6 +25,7 @@
 #include "gateway/metrics/registry.hpp"
 #include "gateway/net/address_policy.hpp"
 #include "gateway/net/http_client.hpp"
+#include "gateway/net/url_guard.hpp"
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/runtime/io_pool.hpp"
 #include "gateway/store/db.hpp"
@@ -89,6 +90,7 @@ struct app::impl {
     std::unique_ptr<store::db> db;
     std::unique_ptr<net::http_client> http;
     std::unique_ptr<net::http_client> fetch;
+    std::shared_ptr<const net::url_policy> url_policy;
     std::unique_ptr<providers::registry> providers;
     std::unique_ptr<core::engine> engine;
     std::unique_ptr<net::http_client> webhook_client;
@@ -129,24 +131,22 @@ app::app(config::settings settings) : impl_(std::make_unique<impl>(std::move(set
     d.http = std::make_unique<net::http_client>(d.pool.main(), co, d.metrics);
     // User-given URLs get their own client: plain http allowed, but only public addresses
     // (checked on the resolved addresses, which are the ones connected to), unless allow-listed.
+    {
+        auto policy = std::make_shared<net::url_policy>();
+        policy->allow = net::cidr_list(d.settings.fetch.allow_cidrs);
+        policy->allowed_ports.assign(d.settings.fetch.allowed_ports.begin(),
+                                     d.settings.fetch.allowed_ports.end());
+        policy->allow_http = true;
+        d.url_policy = std::move(policy);
+    }
     net::client_options fo = co;
     fo.allow_plain_http = true;
     fo.request_timeout = d.settings.fetch.timeout;
-    fo.check_endpoints =
-        [allow = std::make_shared<net::cidr_list>(d.settings.fetch.allow_cidrs)](
-            std::string_view host,
-            const std::vector<net::resolved_endpoint>& eps) -> std::optional<std::string> {
-        for (const auto& ep : eps) {
-            if (allow->contains(ep.address))
-                continue;
-            if (auto why = net::non_public_reason(ep.address))
-                return std::string(host) + " resolves to " + ep.address + " (" + *why + ")";
-        }
-        return std::nullopt;
-    };
+    fo.check_endpoints = net::make_endpoint_check(d.url_policy);
     d.fetch = std::make_unique<net::http_client>(d.pool.main(), fo, d.metrics);
-    d.engine = std::make_unique<core::engine>(d.pool.main(), *d.db, *d.providers, d.blocking,
-                                              d.settings, d.metrics, d.http.get(), d.fetch.get());
+    d.engine =
+        std::make_unique<core::engine>(d.pool.main(), *d.db, *d.providers, d.blocking, d.settings,
+                                       d.metrics, d.http.get(), d.fetch.get(), d.url_policy);
     // Webhook deliveries: the same guard as fetches; one attempt per send, never a redirect.
     net::client_options wo = fo;
     wo.request_timeout = d.settings.webhooks.timeout;
@@ -156,8 +156,8 @@ app::app(config::settings settings) : impl_(std::make_unique<impl>(std::move(set
     d.dispatcher = std::make_unique<events::dispatcher>(d.pool.main(), *d.db, d.settings, d.metrics,
                                                         *d.webhook_client);
     d.store->set_outbox_listener([disp = d.dispatcher.get()] { disp->notify(); });
-    api::add_extension_routes(
-        d.routes, {d.settings, *d.db, *d.engine, *d.providers, d.blocking, d.auth, d.metrics});
+    api::add_extension_routes(d.routes, {d.settings, *d.db, *d.engine, *d.providers, d.blocking,
+                                         d.auth, d.metrics, d.url_policy});
     api::add_delivery_routes(d.routes, {*d.db, d.auth});
     if (d.auth.tenant_count() == 0)
         log::warn("no tenants configured: every /v1 request will be refused (401)");

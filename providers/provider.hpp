@@ -20,7 +20,8 @@ class blocking_pool;
 }
 namespace segue::net {
 class http_client;
-}
+struct url_policy;
+}  // namespace segue::net
 
 namespace segue::providers {
 
@@ -114,6 +115,8 @@ struct services {
     net::http_client* http = nullptr;   // the upstream client (owned by the core)
     net::http_client* fetch = nullptr;  // for user-given URLs: public addresses only
     std::uint64_t max_fetch_bytes = 0;
+    // The URL guard's policy, to re-check redirects hop by hop (net::download_following).
+    std::shared_ptr<const net::url_policy> url_policy;
 };
 
 class provider {

@@ -30,6 +30,7 @@
 #include "gateway/http/router.hpp"
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
+#include "gateway/net/url_guard.hpp"
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/store/db.hpp"
 #include "gateway/util/crypto.hpp"
@@ -441,6 +442,25 @@ awaitable<void> handlers::create(http::context& ctx) {
                 v.errors.push_back(
                     {"num_outputs", "provider '" + provider_name + "' makes at most " +
                                         std::to_string(caps.max_outputs) + " output(s)"});
+        }
+    }
+    // The URL guard, now rather than when the URL is used: a refused URL is the client's error
+    // (422 naming the field), before any task exists. Syntax first (no DNS), then the
+    // resolved addresses.
+    if (v.errors.empty() && deps.url_policy) {
+        std::vector<std::pair<std::string, std::string>> urls;
+        if (req.source == core::source_kind::url)
+            urls.emplace_back("audio_url", req.audio_url);
+        if (req.webhook_url)
+            urls.emplace_back("webhook_url", *req.webhook_url);
+        for (const auto& [field, url] : urls) {
+            auto why = segue::net::check_url_syntax(url, *deps.url_policy);
+            if (!why)
+                why = co_await segue::net::check_url(co_await net::this_coro::executor, url,
+                                                     deps.url_policy, std::chrono::seconds(3),
+                                                     /*refuse_unresolvable=*/false);
+            if (why)
+                v.errors.push_back({field, "refused: " + *why});
         }
     }
     if (req.webhook_url) {

@@ -1,6 +1,8 @@
 #pragma once
 // The public extend API (v1): submit, read, events (JSON and Server-Sent Events), cancel, files.
 
+#include <memory>
+
 #include "gateway/config/settings.hpp"
 
 namespace segue::http {
@@ -21,6 +23,9 @@ class blocking_pool;
 namespace segue::metrics {
 class registry;
 }
+namespace segue::net {
+struct url_policy;
+}
 
 namespace segue::api {
 
@@ -34,6 +39,9 @@ struct api_deps {
     runtime::blocking_pool& blocking;
     const authenticator& auth;
     metrics::registry& metrics;
+    // The URL guard: audio_url and webhook_url are refused at submit (422) when it would
+    // refuse them later.
+    std::shared_ptr<const net::url_policy> url_policy;
 };
 
 void add_extension_routes(http::router& routes, const api_deps& deps);

@@ -79,9 +79,10 @@ json::array lyrics_array(const std::vector<lyric_line>& lines) {
 struct engine::impl : std::enable_shared_from_this<engine::impl> {
     impl(net::io_context& io, store::db& d, providers::registry& p, runtime::blocking_pool& b,
          const config::settings& s, metrics::registry& m, segue::net::http_client* h,
-         segue::net::http_client* f)
+         segue::net::http_client* f, std::shared_ptr<const segue::net::url_policy> up)
         : http(h),
           fetch(f),
+          url_policy(std::move(up)),
           ioc(io),
           db(d),
           registry(p),
@@ -122,6 +123,7 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
 
     segue::net::http_client* http;
     segue::net::http_client* fetch;
+    std::shared_ptr<const segue::net::url_policy> url_policy;
     net::io_context& ioc;
     store::db& db;
     providers::registry& registry;
@@ -151,8 +153,10 @@ net::awaitable<void> run_loop(std::shared_ptr<engine::impl> self) {
 engine::engine(net::io_context& ioc, store::db& db, providers::registry& providers,
                runtime::blocking_pool& blocking, const config::settings& settings,
                metrics::registry& metrics, segue::net::http_client* http,
-               segue::net::http_client* fetch)
-    : impl_(std::make_shared<impl>(ioc, db, providers, blocking, settings, metrics, http, fetch)) {}
+               segue::net::http_client* fetch,
+               std::shared_ptr<const segue::net::url_policy> url_policy)
+    : impl_(std::make_shared<impl>(ioc, db, providers, blocking, settings, metrics, http, fetch,
+                                   std::move(url_policy))) {}
 
 engine::~engine() = default;
 
@@ -278,7 +282,8 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
     const store::attempt_row* latest = attempts.empty() ? nullptr : &attempts.back();
     int attempt_number = latest ? latest->number : 0;
     const fs::path work = fs::path(settings.storage.blob_dir) / "outputs" / task->id;
-    providers::services svc{blocking, work.string(), http, fetch, settings.api.max_upload_bytes};
+    providers::services svc{blocking,  work.string(), http, fetch, settings.api.max_upload_bytes,
+                            url_policy};
 
     providers::update u;
     if (!p) {

@@ -30,7 +30,8 @@ class db;
 }
 namespace segue::net {
 class http_client;
-}
+struct url_policy;
+}  // namespace segue::net
 namespace segue::providers {
 class registry;
 struct inbound_webhook;
@@ -43,7 +44,8 @@ class engine {
     engine(boost::asio::io_context& ioc, store::db& db, providers::registry& providers,
            runtime::blocking_pool& blocking, const config::settings& settings,
            metrics::registry& metrics, net::http_client* http = nullptr,
-           net::http_client* fetch = nullptr);
+           net::http_client* fetch = nullptr,
+           std::shared_ptr<const net::url_policy> url_policy = {});
     ~engine();
     engine(const engine&) = delete;
     engine& operator=(const engine&) = delete;

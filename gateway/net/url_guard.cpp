@@ -235,7 +235,8 @@ struct lookup {
 
 asio::awaitable<std::optional<std::string>> resolve_and_check(
     asio::strand<asio::any_io_executor> strand, checked_url target,
-    std::shared_ptr<const url_policy> policy, std::chrono::milliseconds timeout) {
+    std::shared_ptr<const url_policy> policy, std::chrono::milliseconds timeout,
+    bool refuse_unresolvable) {
     auto st = std::make_shared<lookup>(strand);
     st->done.expires_after(timeout);
     // Same flags as http_client: every A and AAAA record, whatever the local interfaces.
@@ -250,8 +251,12 @@ asio::awaitable<std::optional<std::string>> resolve_and_check(
     co_await st->done.async_wait(use_tuple);
     if (!st->finished) {
         st->resolver.cancel();
+        if (!refuse_unresolvable)
+            co_return std::nullopt;
         co_return "cannot resolve " + target.host + ": timed out";
     }
+    if ((st->ec || st->results.empty()) && !refuse_unresolvable)
+        co_return std::nullopt;
     if (st->ec || st->results.empty())
         co_return "cannot resolve " + target.host + ": " +
             (st->ec ? st->ec.message() : std::string("no addresses"));
@@ -386,7 +391,8 @@ endpoint_check make_endpoint_check(std::shared_ptr<const url_policy> policy) {
 
 asio::awaitable<std::optional<std::string>> check_url(asio::any_io_executor ex, std::string url,
                                                       std::shared_ptr<const url_policy> policy,
-                                                      std::chrono::milliseconds timeout) {
+                                                      std::chrono::milliseconds timeout,
+                                                      bool refuse_unresolvable) {
     checked_url cu;
     if (auto bad = check_syntax(url, *policy, cu))
         co_return std::move(bad->why);
@@ -394,7 +400,8 @@ asio::awaitable<std::optional<std::string>> check_url(asio::any_io_executor ex, 
         co_return std::nullopt;  // already judged by the syntax check
     auto strand = asio::make_strand(ex);
     co_return co_await asio::co_spawn(
-        strand, resolve_and_check(strand, std::move(cu), std::move(policy), timeout),
+        strand,
+        resolve_and_check(strand, std::move(cu), std::move(policy), timeout, refuse_unresolvable),
         asio::use_awaitable);
 }
 

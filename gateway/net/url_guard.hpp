@@ -71,11 +71,12 @@ endpoint_check make_endpoint_check(std::shared_ptr<const url_policy> policy);
 
 // Syntax + resolution (A and AAAA, on `ex`, bounded by `timeout`) + address check (see 3.
 // above). nullopt if OK, else the reason; a name that does not resolve, or a resolution that
-// times out, is refused too ("cannot resolve ..."). Runs on a strand of `ex`; `ex` must belong to
-// an io_context that keeps running.
+// times out, is refused too ("cannot resolve ...") unless `refuse_unresolvable` is false (submit
+// time: DNS trouble may be passing, and every later use checks again). Runs on a strand of `ex`;
+// `ex` must belong to an io_context that keeps running.
 boost::asio::awaitable<std::optional<std::string>> check_url(
     boost::asio::any_io_executor ex, std::string url, std::shared_ptr<const url_policy> policy,
-    std::chrono::milliseconds timeout);
+    std::chrono::milliseconds timeout, bool refuse_unresolvable = true);
 
 // http_client::download(r, path, max_bytes) following at most `max_hops` redirects (301, 302,
 // 303, 307, 308 with a Location). `client` should have make_endpoint_check(policy) installed:

@@ -10,6 +10,7 @@
 
 #include "gateway/audio/audio.hpp"
 #include "gateway/net/http_client.hpp"
+#include "gateway/net/url_guard.hpp"
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/util/crypto.hpp"
 
@@ -198,8 +199,13 @@ boost::asio::awaitable<update> sandbox_provider::poll(const task_view& task, ser
             net::request req;
             req.url = task.request.audio_url;
             req.metrics_host = "user_url";  // bounded label set
-            auto got =
-                co_await svc.fetch->download(std::move(req), input + ".part", svc.max_fetch_bytes);
+            // Redirects are followed (at most 3), each hop re-checked by the URL guard.
+            auto got = svc.url_policy
+                           ? co_await net::download_following(
+                                 *svc.fetch, std::move(req), input + ".part", svc.max_fetch_bytes,
+                                 svc.url_policy, net::fetch_max_redirects)
+                           : co_await svc.fetch->download(std::move(req), input + ".part",
+                                                          svc.max_fetch_bytes);
             if (!got.ok() || got.res.status / 100 != 2) {
                 u.what = update::kind::failed;
                 const bool refused = got.error == net::failure::refused_address ||

@@ -95,7 +95,8 @@ struct gateway {
             "providers:\n  musicgpt:\n    enabled: true\n    base_url: http://127.0.0.1:" +
             std::to_string(fake.port()) +
             "/api/public\n    api_key: mg-upstream-key\n    reconcile_after: 3s\n"
-            "    poll_interval: 500ms\n    submit_timeout: 5s\n" +
+            "    poll_interval: 500ms\n    submit_timeout: 5s\n"
+            "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n" +
             extra;
         proc = std::make_unique<segue::test::segue_process>(cfg);
     }

@@ -342,12 +342,14 @@ TEST(UrlGuard, EndpointCheckAllowListAndPorts) {
 // --- check_url: syntax + real resolution (names from /etc/hosts only) ---
 
 std::optional<std::string> run_check(const std::string& url, url_policy p,
-                                     std::chrono::milliseconds timeout = 5s) {
+                                     std::chrono::milliseconds timeout = 5s,
+                                     bool refuse_unresolvable = true) {
     asio::io_context ioc;
     std::optional<std::optional<std::string>> out;
     asio::co_spawn(ioc,
                    segue::net::check_url(ioc.get_executor(), url,
-                                         std::make_shared<const url_policy>(std::move(p)), timeout),
+                                         std::make_shared<const url_policy>(std::move(p)), timeout,
+                                         refuse_unresolvable),
                    [&](std::exception_ptr e, std::optional<std::string> r) {
                        if (e)
                            std::rethrow_exception(e);
@@ -368,6 +370,17 @@ TEST(UrlGuard, CheckUrlResolvesAndRefusesLocalhost) {
     ASSERT_TRUE(dot);
     EXPECT_NE(dot->find("loopback"), std::string::npos) << *dot;
     EXPECT_TRUE(run_check("http://LOCALHOST:80/x", url_policy{}));
+}
+
+TEST(UrlGuard, CheckUrlUnresolvableNamesAreRefusedOnlyWhenAsked) {
+    // .invalid never resolves (RFC 6761). Submit time passes it on (DNS trouble may be
+    // passing; the fetch checks again), everything else refuses it.
+    const auto why = run_check("http://segue-test.invalid/", url_policy{});
+    ASSERT_TRUE(why);
+    EXPECT_NE(why->find("cannot resolve"), std::string::npos) << *why;
+    EXPECT_FALSE(run_check("http://segue-test.invalid/", url_policy{}, 5s, false));
+    // A refused address is refused either way.
+    EXPECT_TRUE(run_check("http://localhost/", url_policy{}, 5s, false));
 }
 
 TEST(UrlGuard, CheckUrlAllowListedLocalhost) {
