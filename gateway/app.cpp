@@ -29,6 +29,7 @@
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/runtime/io_pool.hpp"
 #include "gateway/store/db.hpp"
+#include "gateway/util/crypto.hpp"
 #include "providers/registry.hpp"
 #include "segue/version.hpp"
 
@@ -102,6 +103,8 @@ struct app::impl {
 app::app(config::settings settings) : impl_(std::make_unique<impl>(std::move(settings))) {
     auto& d = *impl_;
     log::set_level(to_log_level(d.settings.log.level));
+    if (d.settings.api.url_signing_key.empty())
+        d.settings.api.url_signing_key = util::random_hex(32);  // one replica: nothing to share
     metrics::register_process_metrics(d.metrics);
     d.metrics
         .gauge_family("segue_build_info", "Build version and revision; always 1.",

@@ -6,7 +6,9 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -117,6 +119,10 @@ struct services {
     std::uint64_t max_fetch_bytes = 0;
     // The URL guard's policy, to re-check redirects hop by hop (net::download_following).
     std::shared_ptr<const net::url_policy> url_policy;
+    // An absolute, expiring, signed URL of one of the task's files (the spooled upload) that a
+    // provider may fetch without credentials; empty when the gateway has no public_base_url.
+    std::function<std::string(const std::string& file_id, std::chrono::seconds ttl)>
+        signed_file_url;
 };
 
 class provider {

@@ -3,6 +3,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "providers/musicapi/musicapi.hpp"
 #include "providers/musicgpt/musicgpt.hpp"
 #include "providers/sandbox/sandbox.hpp"
 
@@ -44,6 +45,8 @@ std::unique_ptr<registry> make_registry(const config::settings& settings) {
         r->add(std::make_unique<sandbox::sandbox_provider>(settings.providers.sandbox));
     if (settings.providers.musicgpt.enabled)
         r->add(std::make_unique<musicgpt::musicgpt_provider>(settings.providers.musicgpt));
+    if (settings.providers.musicapi.enabled)
+        r->add(std::make_unique<musicapi::musicapi_provider>(settings.providers.musicapi));
     return r;
 }
 

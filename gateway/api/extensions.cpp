@@ -25,6 +25,7 @@
 #include "gateway/audio/audio.hpp"
 #include "gateway/core/engine.hpp"
 #include "gateway/core/json.hpp"
+#include "gateway/core/signed_url.hpp"
 #include "gateway/http/message.hpp"
 #include "gateway/http/multipart.hpp"
 #include "gateway/http/router.hpp"
@@ -783,13 +784,30 @@ awaitable<void> handlers::cancel(http::context& ctx) {
 
 awaitable<void> handlers::file(http::context& ctx) {
     auto self = shared_from_this();
-    auto tenant = tenant_of(ctx);
-    if (!tenant)
-        co_return;
     const std::string id(ctx.param("id"));
+    // A signed, expiring URL (handed to a provider that fetches the upload itself) stands in for
+    // the API key; anything else authenticates as usual.
+    std::optional<std::string> tenant;
+    auto sig = query_param(ctx.query(), "sig");
+    auto expires = query_param(ctx.query(), "expires");
+    if (sig && expires) {
+        const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+        if (!core::verify_file_signature(deps.settings.api.url_signing_key, id, *expires, *sig,
+                                         now_s)) {
+            set_problem(ctx.res(), error_kind::not_found, "no such file, or the link expired",
+                        ctx.path());
+            co_return;
+        }
+    } else {
+        tenant = tenant_of(ctx);
+        if (!tenant)
+            co_return;
+    }
     std::optional<store::file_row> f;
     co_await deps.db.read([&](store::transaction& tx) { f = tx.get_file(id); });
-    if (!f || f->tenant != *tenant) {
+    if (!f || (tenant && f->tenant != *tenant)) {
         set_problem(ctx.res(), error_kind::not_found, "no such file", ctx.path());
         co_return;
     }

@@ -187,6 +187,12 @@ object_schema<api_settings> api_schema() {
     s.field("default_provider", &api_settings::default_provider,
             "Provider used when a request names neither provider nor route.")
         .def("sandbox");
+    s.field("url_signing_key", &api_settings::url_signing_key,
+            "Key of the expiring signed file URLs handed to providers that fetch an upload "
+            "themselves (MusicAPI). Every replica needs the same one; empty: a random key per "
+            "process, fine for a single replica. Use ${VAR}.")
+        .secret()
+        .def("");
     return s;
 }
 

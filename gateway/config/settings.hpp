@@ -60,6 +60,7 @@ struct api_settings {
     duration idempotency_retention = std::chrono::hours(24);
     std::string public_base_url;  // absolute file URLs in tasks and events; "" = relative
     std::string default_provider = "sandbox";
+    std::string url_signing_key;  // secret; "" = random per process
 };
 
 struct engine_settings {

@@ -18,6 +18,7 @@
 
 #include "gateway/core/json.hpp"
 #include "gateway/core/model.hpp"
+#include "gateway/core/signed_url.hpp"
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
 #include "gateway/runtime/blocking_pool.hpp"
@@ -284,6 +285,12 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
     const fs::path work = fs::path(settings.storage.blob_dir) / "outputs" / task->id;
     providers::services svc{blocking,  work.string(), http, fetch, settings.api.max_upload_bytes,
                             url_policy};
+    if (!settings.api.public_base_url.empty())
+        svc.signed_file_url = [this](const std::string& file_id, std::chrono::seconds ttl) {
+            return settings.api.public_base_url +
+                   core::signed_file_path(settings.api.url_signing_key, file_id,
+                                          now_ms() / 1000 + ttl.count());
+        };
 
     providers::update u;
     if (!p) {
@@ -436,6 +443,9 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
         }
         if (attempt && !u.state_json.empty())
             attempt->state_json = u.state_json;
+        // A provider may move to another upstream task (MusicAPI: upload, then extend).
+        if (attempt && !u.provider_task_id.empty() && u.what != providers::update::kind::accepted)
+            attempt->provider_task_id = u.provider_task_id;
         if (!u.warnings.empty()) {
             json::array w;
             auto old = parse_object(
@@ -492,17 +502,18 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
                                                       {"code", u.error_code},
                                                       {"class", to_string(u.error)},
                                                       {"message", u.error_message}});
+                auto err = error_object(u.error_code.empty() ? "provider_failed" : u.error_code,
+                                        u.error, u.error_message, provider_name);
+                if (u.provider_refunded)
+                    err["provider_refunded"] = true;  // the provider gave its credits back
                 if (attempt) {
                     attempt->status = "failed";
                     attempt->finished_at = now;
-                    attempt->error_json = json::serialize(
-                        error_object(u.error_code, u.error, u.error_message, provider_name));
+                    attempt->error_json = json::serialize(err);
                 }
                 // The job first: finalize removes the task's jobs, ours included.
                 keep_or_finish(false, 0);
-                finalize(tx, *t, outs, attempt,
-                         error_object(u.error_code.empty() ? "provider_failed" : u.error_code,
-                                      u.error, u.error_message, provider_name));
+                finalize(tx, *t, outs, attempt, err);
                 if (attempt)
                     tx.upsert_attempt(*attempt);
                 final_status = t->status;

@@ -55,6 +55,11 @@ struct attempt_state {
     int polls = 0;               // polls done in the current phase
     std::int64_t phase_started_ms = 0;    // Unix ms when the phase's task was accepted (0: unknown)
     std::optional<double> clip_duration;  // seconds, when the upload task reported it
+    std::int64_t started_ms = 0;          // Unix ms of the submission (the overall deadline)
+    // This attempt's inbound webhook URL, kept for the extend that is created only after the
+    // upload finished ("" without webhooks). It holds the attempt's callback token: MusicAPI's
+    // webhooks are HMAC-signed too, so the token alone never authenticates one.
+    std::string callback_url;
 };
 // "" or unparsable text gives an empty state.
 attempt_state parse_state(std::string_view state_json);

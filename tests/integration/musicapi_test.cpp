@@ -1,0 +1,403 @@
+// The MusicAPI provider end to end: the real binary against the fake MusicAPI
+// (tests/fakes/musicapi). File sources reach MusicAPI through a signed URL of the gateway's own,
+// URL sources through its upload, clip sources directly; the fake records what it received.
+// Errors and faults end the task as classified; a restart in the middle of polling still
+// finishes the task; a badly signed webhook changes nothing, a good one finishes early.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <boost/json.hpp>
+
+#include <chrono>
+#include <thread>
+
+#include "gateway/audio/audio.hpp"
+#include "gateway/util/crypto.hpp"
+#include "tests/support/process.hpp"
+
+using namespace std::chrono_literals;
+namespace json = boost::json;
+using segue::test::form_part;
+using segue::test::http_request;
+using segue::test::http_response;
+
+namespace {
+
+const std::string key = "Authorization: Bearer sk-ma-tenant";
+const std::string boundary = "segue-musicapi-boundary";
+const std::string webhook_secret = "ma-webhook-secret-for-tests";
+
+json::object parse(const std::string& s) {
+    return json::parse(s).as_object();
+}
+
+class fake_musicapi {
+  public:
+    explicit fake_musicapi(const std::string& control = "") {
+        const std::string port_file = dir_.file("port");
+        std::vector<std::string> argv = {SEGUE_FAKE_MUSICAPI_PATH,
+                                         "--listen",
+                                         "127.0.0.1:0",
+                                         "--port-file",
+                                         port_file,
+                                         "--api-key",
+                                         "ma-upstream-key",
+                                         "--clip",
+                                         "clip_seeded:30",
+                                         "--song-seconds",
+                                         "4"};
+        if (!control.empty()) {
+            argv.push_back("--control");
+            argv.push_back(control);
+        }
+        proc_.start(argv, dir_.file("log"));
+        port_ = segue::test::wait_port_file(port_file);
+        if (port_ == 0)
+            throw std::runtime_error("fake_musicapi did not start");
+    }
+    std::uint16_t port() const { return port_; }
+    void control(const std::string& body) {
+        auto r = http_request(port_, "POST", "/_control", body, {"Content-Type: application/json"});
+        ASSERT_TRUE(r);
+        ASSERT_EQ(r->status, 200) << r->body;
+    }
+    json::object get(const std::string& path) {
+        auto r = http_request(port_, "GET", path);
+        return r && r->status == 200 ? parse(r->body) : json::object{};
+    }
+    json::array requests(const std::string& route) {
+        auto doc = get("/_control/requests?route=" + route);
+        return doc.contains("requests") ? doc["requests"].as_array() : json::array{};
+    }
+
+  private:
+    segue::test::temp_dir dir_;
+    segue::test::child_process proc_;
+    std::uint16_t port_ = 0;
+};
+
+struct gateway {
+    gateway(const fake_musicapi& fake, const std::string& storage, const std::string& extra = "",
+            std::uint16_t fixed_port = 0) {
+        port = fixed_port ? fixed_port : segue::test::free_port();
+        const std::string cfg =
+            "server:\n  listen: 127.0.0.1:" + std::to_string(port) +
+            "\n  io_threads: 2\nlog:\n  level: info\n"
+            "tenants:\n  - name: t\n    api_keys: [sk-ma-tenant]\n"
+            "storage:\n  sqlite_path: " +
+            storage + "/segue.db\n  blob_dir: " + storage +
+            "/blobs\n"
+            "api:\n  public_base_url: http://127.0.0.1:" +
+            std::to_string(port) +
+            "\n  default_provider: musicapi\n"
+            "engine:\n  poll_interval: 100ms\n  lease: 3s\n"
+            "upstream:\n  allow_plain_http: true\n  request_timeout: 5s\n"
+            "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n"
+            "providers:\n  musicapi:\n    enabled: true\n    base_url: http://127.0.0.1:" +
+            std::to_string(fake.port()) + "/api/v1\n    api_key: ma-upstream-key\n" +
+            std::string(extra.find("poll_initial") == std::string::npos
+                            ? "    poll_initial: 100ms\n    poll_max: 300ms\n"
+                            : "") +
+            "    poll_jitter: 0\n"
+            "    submit_timeout: 5s\n    poll_timeout: 2s\n" +
+            extra;
+        proc = std::make_unique<segue::test::segue_process>(cfg);
+    }
+    std::unique_ptr<segue::test::segue_process> proc;
+    std::uint16_t port = 0;
+};
+
+std::string make_song(const segue::test::temp_dir& d, double seconds) {
+    const std::string path = d.file("in.wav");
+    EXPECT_TRUE(segue::audio::write_test_song(path, seconds, 22050, 1, 120, "wav"));
+    return segue::test::read_file(path);
+}
+
+std::optional<http_response> post_form(std::uint16_t port, const std::vector<form_part>& parts) {
+    return http_request(port, "POST", "/v1/extensions",
+                        segue::test::multipart_body(parts, boundary),
+                        {key, "Content-Type: multipart/form-data; boundary=" + boundary});
+}
+
+std::optional<http_response> post_json(std::uint16_t port, const std::string& body) {
+    return http_request(port, "POST", "/v1/extensions", body,
+                        {key, "Content-Type: application/json"});
+}
+
+std::string accepted_id(const std::optional<http_response>& r) {
+    EXPECT_TRUE(r);
+    if (!r)
+        return "";
+    EXPECT_EQ(r->status, 202) << r->body;
+    return r->status == 202 ? std::string(parse(r->body)["id"].as_string()) : "";
+}
+
+json::object task(std::uint16_t port, const std::string& id) {
+    auto r = http_request(port, "GET", "/v1/extensions/" + id, "", {key});
+    return r && r->status == 200 ? parse(r->body) : json::object{};
+}
+
+json::object wait_final(std::uint16_t port, const std::string& id,
+                        std::chrono::seconds limit = 30s) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    json::object t;
+    while (std::chrono::steady_clock::now() < until) {
+        t = task(port, id);
+        if (t.contains("status")) {
+            std::string st(t["status"].as_string());
+            if (st != "queued" && st != "submitted" && st != "running")
+                return t;
+        }
+        std::this_thread::sleep_for(100ms);
+    }
+    ADD_FAILURE() << "task " << id << " did not finish: " << json::serialize(t);
+    return t;
+}
+
+std::vector<std::string> event_types(std::uint16_t port, const std::string& id) {
+    auto r = http_request(port, "GET", "/v1/extensions/" + id + "/events", "", {key});
+    std::vector<std::string> out;
+    if (!r || r->status != 200)
+        return out;
+    auto doc = parse(r->body);
+    for (auto& e : doc["data"].as_array())
+        out.emplace_back(e.at("type").as_string());
+    return out;
+}
+
+// The succeeded task has one ready output with the fake's audio; returns its mp3 URL.
+void expect_one_ready_output(json::object& t) {
+    ASSERT_EQ(t["status"], "succeeded") << json::serialize(t);
+    auto& outs = t["outputs"].as_array();
+    ASSERT_GE(outs.size(), 1u);
+    auto& o = outs[0].as_object();
+    EXPECT_EQ(o["status"], "ready") << json::serialize(o);
+    std::string mp3(o["audio"].at("mp3_url").as_string());
+    EXPECT_NE(mp3.find("/files/"), std::string::npos) << mp3;
+    EXPECT_TRUE(o["audio"].as_object().contains("duration"));
+}
+
+json::object last_create_body(fake_musicapi& fake) {
+    auto reqs = fake.requests("create");
+    if (reqs.empty())
+        return {};
+    auto& last = reqs.back().as_object();
+    return parse(std::string(last.at("body").as_string()));
+}
+
+}  // namespace
+
+TEST(MusicApi, FileSourceGoesThroughASignedUrlAndSucceeds) {
+    fake_musicapi fake;
+    segue::test::temp_dir storage, files;
+    gateway gw(fake, storage.path());
+    const std::string song = make_song(files, 6);
+    auto id = accepted_id(post_form(gw.port, {{"audio_file", song, "in.wav", "audio/wav"},
+                                              {"extend_after", "4.5"},
+                                              {"prompt", "add strings"},
+                                              {"lyrics", "la la la"},
+                                              {"gender", "female"},
+                                              {"num_outputs", "1"},
+                                              {"length", "20"}}));
+    ASSERT_FALSE(id.empty());
+    auto t = wait_final(gw.port, id);
+    expect_one_ready_output(t);
+
+    // The fake fetched exactly our bytes from the signed URL.
+    auto uploads = fake.get("/_control/uploads");
+    ASSERT_TRUE(uploads.contains("uploads")) << json::serialize(uploads);
+    auto& ups = uploads["uploads"].as_array();
+    ASSERT_EQ(ups.size(), 1u);
+    auto& dl = ups[0].at("download").as_object();
+    EXPECT_EQ(dl.at("sha256").as_string(), segue::util::sha256_hex(song)) << json::serialize(dl);
+    auto up_req = fake.requests("upload");
+    ASSERT_EQ(up_req.size(), 1u);
+    const std::string up_body(up_req[0].at("body").as_string());
+    EXPECT_NE(up_body.find("sig="), std::string::npos) << up_body;
+    EXPECT_NE(up_body.find("expires="), std::string::npos) << up_body;
+
+    // Every mapped field reached the create call.
+    auto body = last_create_body(fake);
+    EXPECT_EQ(body["task_type"], "extend_music");
+    EXPECT_EQ(body["clip_id"], ups[0].at("clip_id"));
+    EXPECT_EQ(body["starts_at"].to_number<double>(), 4.5);
+    EXPECT_EQ(body["instruction"], "add strings");
+    EXPECT_EQ(body["lyrics"], "la la la");
+    EXPECT_EQ(body["length"].to_number<double>(), 20);
+    EXPECT_FALSE(body.contains("gender"));
+    // ... and what has no equivalent is said, not dropped silently.
+    EXPECT_NE(json::serialize(t["warnings"]).find("gender"), std::string::npos)
+        << json::serialize(t);
+
+    // The signed URL is the only door without a key, and only for its file and its time.
+    auto plain = http_request(gw.port, "GET", "/v1/files/nope?expires=9999999999&sig=00");
+    ASSERT_TRUE(plain);
+    EXPECT_EQ(plain->status, 404);
+    const auto types = event_types(gw.port, id);
+    EXPECT_EQ(types.front(), "extension.queued");
+    EXPECT_EQ(types.back(), "extension.succeeded");
+}
+
+TEST(MusicApi, UrlSourceIsUploadedByUrl) {
+    fake_musicapi fake;
+    segue::test::temp_dir storage;
+    gateway gw(fake, storage.path());
+    // The fake serves the seeded clip's audio: use it as "someone's URL".
+    const std::string url =
+        "http://127.0.0.1:" + std::to_string(fake.port()) + "/files/clip_seeded.mp3";
+    auto id = accepted_id(
+        post_json(gw.port, R"({"audio_url":")" + url + R"(","extend_after":2,"num_outputs":1})"));
+    ASSERT_FALSE(id.empty());
+    auto t = wait_final(gw.port, id);
+    expect_one_ready_output(t);
+    auto up_req = fake.requests("upload");
+    ASSERT_EQ(up_req.size(), 1u);
+    auto up = parse(std::string(up_req[0].at("body").as_string()));
+    EXPECT_EQ(up["audio_url"], json::value(url));
+    EXPECT_EQ(last_create_body(fake)["starts_at"].to_number<double>(), 2);
+}
+
+TEST(MusicApi, ClipSourceSkipsTheUpload) {
+    fake_musicapi fake(R"({"clips":2})");
+    segue::test::temp_dir storage;
+    gateway gw(fake, storage.path());
+    auto id = accepted_id(post_json(
+        gw.port,
+        R"({"clip":{"provider":"musicapi","id":"clip_seeded"},"extend_after":10,"num_outputs":2})"));
+    ASSERT_FALSE(id.empty());
+    auto t = wait_final(gw.port, id);
+    ASSERT_EQ(t["status"], "succeeded") << json::serialize(t);
+    auto& outs = t["outputs"].as_array();
+    ASSERT_EQ(outs.size(), 2u);
+    EXPECT_EQ(outs[1].at("status"), "ready");
+    EXPECT_TRUE(fake.requests("upload").empty());
+    EXPECT_EQ(last_create_body(fake)["clip_id"], "clip_seeded");
+}
+
+TEST(MusicApi, ErrorsEndTheTaskAsClassified) {
+    fake_musicapi fake;
+    segue::test::temp_dir storage;
+    gateway gw(fake, storage.path());
+    auto clip_task = [&](const std::string& extra) {
+        return accepted_id(post_json(
+            gw.port, R"({"clip":{"provider":"musicapi","id":"clip_seeded"},"extend_after":5,)"
+                     R"("num_outputs":1)" +
+                         extra + "}"));
+    };
+    struct expectation {
+        std::string setup, extra, cls, code;
+        bool refunded;
+    };
+    const std::vector<expectation> cases = {
+        {R"({"credits":5})", "", "quota", "insufficient_credits", false},
+        {R"({"credits":1000})", R"(,"lyrics":"COPYRIGHTED words")", "rejected",
+         "upstream_moderation", false},
+        {R"({"fail_next":1,"fail_reason":"the model gave up"})", "", "rejected", "upstream_failed",
+         true},
+        {R"({"faults":[{"match":"create","status":504,"times":1}]})", "", "transient",
+         "upstream_timeout", true},
+        {R"({"faults":[{"match":"create","status":401,"times":1}]})", "", "credential",
+         "upstream_unauthorized", false},
+    };
+    for (const auto& c : cases) {
+        SCOPED_TRACE(c.setup + c.extra);
+        fake.control(c.setup);
+        auto id = clip_task(c.extra);
+        ASSERT_FALSE(id.empty());
+        auto t = wait_final(gw.port, id);
+        EXPECT_EQ(t["status"], "failed") << json::serialize(t);
+        auto& err = t["error"].as_object();
+        EXPECT_EQ(err["class"], json::value(c.cls)) << json::serialize(err);
+        EXPECT_EQ(err["code"], json::value(c.code)) << json::serialize(err);
+        EXPECT_EQ(err.contains("provider_refunded"), c.refunded) << json::serialize(err);
+        if (c.code == "upstream_failed")
+            EXPECT_NE(std::string(err["message"].as_string()).find("the model gave up"),
+                      std::string::npos);
+        fake.control(R"({"faults":[]})");
+    }
+    // The fake's own books: every failed extend was refunded (12 charged, 12 back).
+    auto ledger = fake.get("/_control/ledger");
+    EXPECT_EQ(ledger["charged"], ledger["refunded"]) << json::serialize(ledger);
+}
+
+TEST(MusicApi, PollErrorsAreRetriedUntilTheTaskFinishes) {
+    fake_musicapi fake;
+    segue::test::temp_dir storage;
+    gateway gw(fake, storage.path());
+    fake.control(
+        R"({"faults":[{"match":"task","status":429,"retry_after":0,"times":2},)"
+        R"({"match":"task","status":500,"times":1},{"match":"task","reset":true,"times":1}]})");
+    auto id = accepted_id(post_json(
+        gw.port,
+        R"({"clip":{"provider":"musicapi","id":"clip_seeded"},"extend_after":5,"num_outputs":1})"));
+    auto t = wait_final(gw.port, id);
+    expect_one_ready_output(t);
+    EXPECT_GE(fake.requests("task").size(), 5u);
+}
+
+TEST(MusicApi, ARestartInTheMiddleOfPollingStillFinishes) {
+    fake_musicapi fake(R"({"finish_after_ms":3000})");
+    segue::test::temp_dir storage, files;
+    const std::uint16_t port = segue::test::free_port();
+    std::string id;
+    {
+        gateway gw(fake, storage.path(), "", port);
+        id = accepted_id(
+            post_form(gw.port, {{"audio_file", make_song(files, 5), "in.wav", "audio/wav"},
+                                {"extend_after", "3"},
+                                {"num_outputs", "1"}}));
+        ASSERT_FALSE(id.empty());
+        // Wait until the extend exists upstream and is being polled, then kill -9.
+        for (int i = 0; i < 100 && fake.requests("create").empty(); ++i)
+            std::this_thread::sleep_for(50ms);
+        ASSERT_FALSE(fake.requests("create").empty());
+        gw.proc->proc().signal(SIGKILL);
+        gw.proc->proc().wait(5s);
+    }
+    gateway gw(fake, storage.path(), "", port);  // same storage, same public URL
+    auto t = wait_final(gw.port, id);
+    expect_one_ready_output(t);
+    EXPECT_EQ(fake.requests("create").size(), 1u) << "the extend was not created twice";
+}
+
+TEST(MusicApi, SignedWebhooksFinishEarlyAndForgedOnesChangeNothing) {
+    fake_musicapi fake;
+    segue::test::temp_dir storage;
+    // Polling so slow that only the webhook can finish the task in time.
+    gateway gw(
+        fake, storage.path(),
+        "    webhook_secret: " + webhook_secret + "\n    poll_initial: 20s\n    poll_max: 20s\n");
+    // First a forged webhook: the task must not move.
+    fake.control(R"({"webhook_bad_signature":true,"webhook_attempts":1})");
+    auto forged = accepted_id(post_json(
+        gw.port,
+        R"({"clip":{"provider":"musicapi","id":"clip_seeded"},"extend_after":5,"num_outputs":1})"));
+    ASSERT_FALSE(forged.empty());
+    json::array hooks;
+    for (int i = 0; i < 100; ++i) {
+        auto w = fake.get("/_control/webhooks");
+        hooks = w.contains("webhooks") ? w["webhooks"].as_array() : json::array{};
+        if (!hooks.empty() && hooks[0].as_object().contains("status") &&
+            hooks[0].at("status").as_int64() != 0)
+            break;
+        std::this_thread::sleep_for(50ms);
+    }
+    ASSERT_FALSE(hooks.empty());
+    EXPECT_EQ(hooks[0].at("status").as_int64(), 400) << json::serialize(hooks);
+    std::this_thread::sleep_for(300ms);
+    EXPECT_NE(task(gw.port, forged)["status"], "succeeded");
+
+    // Then a good one: done long before the first poll (20 s).
+    fake.control(R"({"webhook_bad_signature":false})");
+    auto good = accepted_id(post_json(
+        gw.port,
+        R"({"clip":{"provider":"musicapi","id":"clip_seeded"},"extend_after":5,"num_outputs":1})"));
+    auto t = wait_final(gw.port, good, 10s);
+    expect_one_ready_output(t);
+    auto create = last_create_body(fake);
+    EXPECT_EQ(create["webhook_secret"], json::value(webhook_secret));
+    EXPECT_NE(
+        std::string(create["webhook_url"].as_string()).find("/v1/providers/musicapi/webhooks/"),
+        std::string::npos);
+}
