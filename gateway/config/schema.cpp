@@ -128,6 +128,11 @@ object_schema<tenant_settings> tenant_schema() {
             "during a rotation list the new secret first and drop the old one once receivers "
             "have switched. A task with a webhook_url needs one. Use ${VAR}.")
         .secret();
+    t.field("credits", &tenant_settings::credits,
+            "Initial credit grant, written to the tenant's ledger once; top-ups come from "
+            "POST /v1/admin/credits.")
+        .def(1000.0)
+        .range(0.0, 1e12);
     t.validate([](const tenant_settings& x) -> std::optional<std::string> {
         for (const auto& w : x.webhook_secrets) {
             std::string key, error;
@@ -230,6 +235,11 @@ object_schema<sandbox_settings> sandbox_schema() {
             "Seconds of new audio when the request gives no length.")
         .def(30.0)
         .range(1.0, 600.0);
+    s.field("price", &sandbox_settings::price,
+            "Credits held per requested output when a task is routed here first, captured when "
+            "the output is ready and released when it is not (see GET /v1/credits).")
+        .def(0.0)
+        .range(0.0, 1000000.0);
     return s;
 }
 
@@ -260,6 +270,12 @@ object_schema<musicgpt_settings> musicgpt_schema() {
             "Interval of later byId queries while the task runs.")
         .def(30s)
         .range(100ms, 1h);
+    s.field("price", &musicgpt_settings::price,
+            "Credits held per requested output when a task is routed here first, captured when "
+            "the output is ready and released when it is not (see GET /v1/credits).")
+        .def(42.0)
+        .range(0.0, 1000000.0);
+
     s.validate([](const musicgpt_settings& m) -> std::optional<std::string> {
         if (m.enabled && m.api_key.empty())
             return "enabled needs an api_key";
@@ -324,6 +340,11 @@ object_schema<musicapi_settings> musicapi_schema() {
             "refused (replay guard).")
         .def(5min)
         .range(1s, 1h);
+    s.field("price", &musicapi_settings::price,
+            "Credits held per requested output when a task is routed here first, captured when "
+            "the output is ready and released when it is not (see GET /v1/credits).")
+        .def(12.0)
+        .range(0.0, 1000000.0);
     s.validate([](const musicapi_settings& m) -> std::optional<std::string> {
         if (m.enabled && m.api_key.empty())
             return "enabled needs an api_key";
@@ -376,6 +397,148 @@ object_schema<webhooks_settings> webhooks_schema() {
             return "lease must be longer than timeout";
         return std::nullopt;
     });
+    return s;
+}
+
+object_schema<route_entry_settings> route_entry_schema() {
+    object_schema<route_entry_settings> s;
+    s.field("provider", &route_entry_settings::provider, "A provider name.").required();
+    s.field("weight", &route_entry_settings::weight,
+            "Share of first picks: the first provider of a task is drawn by weight among the "
+            "entries that have one; without any weight the chain's first entry goes first. The "
+            "rest follow in chain order.")
+        .def(0.0)
+        .range(0.0, 1000000.0);
+    return s;
+}
+
+object_schema<route_settings> route_schema() {
+    object_schema<route_settings> s;
+    s.list("chain", &route_settings::chain, route_entry_schema(),
+           "Providers in failover order. Providers lacking what a request needs (its source "
+           "kind, length, two outputs) are skipped; clip sources stay on the clip's provider.");
+    s.field("regenerate", &route_settings::regenerate,
+            "A task that fails at a provider after being accepted (a failed webhook or poll) is "
+            "generated again at the next provider. Off: only failures before acceptance fail "
+            "over.")
+        .def(false);
+    s.validate([](const route_settings& r) -> std::optional<std::string> {
+        if (r.chain.empty())
+            return "a route needs at least one provider in its chain";
+        return std::nullopt;
+    });
+    return s;
+}
+
+object_schema<routing_settings> routing_schema() {
+    object_schema<routing_settings> s;
+    s.field("default_route", &routing_settings::default_route,
+            "Route for requests that name neither provider nor route; empty: the one-provider "
+            "chain [api.default_provider].")
+        .def("");
+    s.map("routes", &routing_settings::routes, route_schema(),
+          "Named routes a request may pick with `route`.");
+    s.validate([](const routing_settings& r) -> std::optional<std::string> {
+        if (!r.default_route.empty() && !r.routes.count(r.default_route))
+            return "default_route '" + r.default_route + "' is not one of the routes";
+        return std::nullopt;
+    });
+    return s;
+}
+
+object_schema<class_retry_settings> class_retry_schema(const class_retry_settings& d) {
+    object_schema<class_retry_settings> s;
+    s.field("max_attempts", &class_retry_settings::max_attempts,
+            "Attempts at one provider after a failure of this class, the first included.")
+        .def(d.max_attempts)
+        .range(1, 100);
+    s.field("failover", &class_retry_settings::failover,
+            "Once attempts at a provider are used up, move on to the route's next provider "
+            "(only while no provider has accepted the task).")
+        .def(d.failover);
+    s.field("initial", &class_retry_settings::initial, "First delay before a retry.")
+        .def(d.initial)
+        .range(0s, 1h);
+    s.field("max", &class_retry_settings::max, "Longest delay before a retry.")
+        .def(d.max)
+        .range(0s, 6h);
+    s.field("multiplier", &class_retry_settings::multiplier, "Growth of the delay per retry.")
+        .def(d.multiplier)
+        .range(1.0, 10.0);
+    s.field("jitter", &class_retry_settings::jitter, "Randomized fraction of each delay.")
+        .def(d.jitter)
+        .range(0.0, 1.0);
+    return s;
+}
+
+object_schema<retry_settings> retry_schema() {
+    const retry_settings d;
+    object_schema<retry_settings> s;
+    s.field("attempt_budget", &retry_settings::attempt_budget,
+            "Attempts per task over all providers; then the task fails.")
+        .def(d.attempt_budget)
+        .range(1, 100);
+    s.field("deadline", &retry_settings::deadline,
+            "No retry or failover starts later than this after the task was created.")
+        .def(d.deadline)
+        .range(1s, 48h);
+    s.object("transient", &retry_settings::transient, class_retry_schema(d.transient),
+             "5xx, timeouts, resets: retried, then failed over.");
+    s.object("rate_limited", &retry_settings::rate_limited, class_retry_schema(d.rate_limited),
+             "429: retried after Retry-After or the backoff, whichever is longer.");
+    s.object("quota", &retry_settings::quota, class_retry_schema(d.quota),
+             "The provider account is out of credits: failed over at once.");
+    s.object("credential", &retry_settings::credential, class_retry_schema(d.credential),
+             "The provider refused our key: failed over at once.");
+    s.object("rejected", &retry_settings::rejected, class_retry_schema(d.rejected),
+             "The provider refused the request itself (validation, moderation): not retried.");
+    s.object("unknown", &retry_settings::unknown, class_retry_schema(d.unknown),
+             "Anything unclassified: not retried.");
+    return s;
+}
+
+object_schema<breaker_settings> breaker_schema() {
+    object_schema<breaker_settings> s;
+    s.field("consecutive_failures", &breaker_settings::consecutive_failures,
+            "Consecutive failed calls (transient or rate limited) that open a provider's circuit.")
+        .def(5)
+        .range(1, 1000);
+    s.field("failure_ratio", &breaker_settings::failure_ratio,
+            "Failure ratio over `window` that opens the circuit, once min_requests calls were "
+            "made in it.")
+        .def(0.5)
+        .range(0.0, 1.0);
+    s.field("min_requests", &breaker_settings::min_requests,
+            "Calls in the window before the ratio counts.")
+        .def(10)
+        .range(1, 100000);
+    s.field("window", &breaker_settings::window, "Sliding window of the failure ratio.")
+        .def(60s)
+        .range(1s, 1h);
+    s.field("open", &breaker_settings::open,
+            "How long an opened circuit refuses calls before a probe; doubled at each re-open.")
+        .def(30s)
+        .range(100ms, 1h);
+    s.field("max_open", &breaker_settings::max_open, "Longest open period.")
+        .def(10min)
+        .range(100ms, 24h);
+    s.field("half_open_probes", &breaker_settings::half_open_probes,
+            "Calls let through after the open period; success closes the circuit.")
+        .def(1)
+        .range(1, 100);
+    s.field("max_concurrency", &breaker_settings::max_concurrency,
+            "Calls in flight per provider and replica; 0: unlimited.")
+        .def(0)
+        .range(0, 100000);
+    return s;
+}
+
+object_schema<credits_settings> credits_schema() {
+    object_schema<credits_settings> s;
+    s.field("admin_key", &credits_settings::admin_key,
+            "Bearer key of POST /v1/admin/credits (top-ups); empty disables it. Use ${VAR}.")
+        .secret()
+        .def("");
     return s;
 }
 
@@ -462,6 +625,14 @@ object_schema<settings> make_settings_schema() {
                 "The HTTP client for provider APIs.");
     root.object("fetch", &settings::fetch, fetch_schema(),
                 "User-given URLs: audio_url downloads and webhook deliveries (SSRF guard).");
+    root.object("routing", &settings::routing, routing_schema(),
+                "Which providers a task goes to, in which order.");
+    root.object("retry", &settings::retry, retry_schema(),
+                "Retries and failover of provider failures, by error class.");
+    root.object("breakers", &settings::breakers, breaker_schema(),
+                "Per-provider circuit breakers and concurrency limits (the same settings for "
+                "every provider).");
+    root.object("credits", &settings::credits, credits_schema(), "The credit ledger.");
     root.object("webhooks", &settings::webhooks, webhooks_schema(),
                 "Signed event delivery to each task's webhook_url (Standard Webhooks), from the "
                 "outbox.");

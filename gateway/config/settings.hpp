@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,7 @@ struct tenant_settings {
     // Standard Webhooks secrets ("whsec_" + base64) signing this tenant's webhook deliveries;
     // during a rotation list the new one first: every delivery is signed with each.
     std::vector<std::string> webhook_secrets;
+    double credits = 1000;  // initial grant
 };
 
 struct storage_settings {
@@ -74,6 +76,7 @@ struct sandbox_settings {
     bool enabled = true;
     duration delay = std::chrono::seconds(1);  // before the provider "starts" and between events
     double default_length = 30;
+    double price = 0;  // credits per output
 };
 
 struct musicgpt_settings {
@@ -85,6 +88,7 @@ struct musicgpt_settings {
     // First byId reconcile when webhooks have not finished the task by then.
     duration reconcile_after = std::chrono::seconds(90);
     duration poll_interval = std::chrono::seconds(30);
+    double price = 42;  // credits per output
 };
 
 struct musicapi_settings {
@@ -101,6 +105,7 @@ struct musicapi_settings {
     duration deadline = std::chrono::minutes(30);  // upload + extend, from submission
     duration source_url_ttl = std::chrono::minutes(30);
     duration webhook_tolerance = std::chrono::minutes(5);
+    double price = 12;  // credits per output
 };
 
 struct providers_settings {
@@ -140,6 +145,61 @@ struct upstream_settings {
     std::string ca_file;            // extra trusted CA bundle (PEM)
 };
 
+struct route_entry_settings {
+    std::string provider;
+    double weight = 0;  // > 0: a candidate for the first pick
+};
+
+struct route_settings {
+    std::vector<route_entry_settings> chain;
+    bool regenerate = false;  // a task that failed after acceptance may be made again elsewhere
+};
+
+struct routing_settings {
+    std::string default_route;  // "" = the one-provider chain [api.default_provider]
+    std::map<std::string, route_settings> routes;
+};
+
+struct class_retry_settings {
+    int max_attempts = 1;  // at one provider, the first try included
+    bool failover = true;
+    duration initial = std::chrono::seconds(1);
+    duration max = std::chrono::seconds(30);
+    double multiplier = 2;
+    double jitter = 0.5;
+};
+
+struct retry_settings {
+    int attempt_budget = 6;
+    duration deadline = std::chrono::minutes(30);
+    class_retry_settings transient{3, true, std::chrono::seconds(1), std::chrono::seconds(30),
+                                   2, 0.5};
+    class_retry_settings rate_limited{4, true, std::chrono::seconds(2), std::chrono::seconds(60),
+                                      2, 0.5};
+    class_retry_settings quota{1, true, std::chrono::seconds(1), std::chrono::seconds(30), 2, 0.5};
+    class_retry_settings credential{1, true, std::chrono::seconds(1), std::chrono::seconds(30),
+                                    2, 0.5};
+    class_retry_settings rejected{1, false, std::chrono::seconds(1), std::chrono::seconds(30),
+                                  2, 0.5};
+    class_retry_settings unknown{1, false, std::chrono::seconds(1), std::chrono::seconds(30),
+                                 2, 0.5};
+};
+
+struct breaker_settings {
+    int consecutive_failures = 5;
+    double failure_ratio = 0.5;
+    int min_requests = 10;
+    duration window = std::chrono::seconds(60);
+    duration open = std::chrono::seconds(30);
+    duration max_open = std::chrono::minutes(10);
+    int half_open_probes = 1;
+    int max_concurrency = 0;  // calls in flight per provider per replica; 0 = unlimited
+};
+
+struct credits_settings {
+    std::string admin_key;  // secret; "" = POST /v1/admin/credits disabled
+};
+
 struct settings {
     server_settings server;
     limits_settings limits;
@@ -152,6 +212,10 @@ struct settings {
     upstream_settings upstream;
     fetch_settings fetch;
     webhooks_settings webhooks;
+    routing_settings routing;
+    retry_settings retry;
+    breaker_settings breakers;
+    credits_settings credits;
 };
 
 }  // namespace segue::config
