@@ -19,6 +19,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -106,6 +107,8 @@ using stmt_ptr = std::unique_ptr<sqlite3_stmt, stmt_finalizer>;
 #define SEGUE_DELIVERY_COLS                                                             \
     "id, event_id, task_id, tenant, seq, url, status, attempts, next_at, lease_owner, " \
     "lease_until, last_status, last_error, event_at, created_at, updated_at, delivered_at"
+#define SEGUE_LEDGER_COLS \
+    "id, tenant, task_id, output, kind, key, amount_milli, provider, note, created_at"
 
 enum class q : int {
     begin_immediate,
@@ -154,6 +157,13 @@ enum class q : int {
     next_delivery_free,
     next_delivery_leased,
     summarize_deliveries,
+    insert_ledger,
+    find_ledger,
+    ledger_task_open,
+    ledger_account_add,
+    ledger_totals,
+    ledger_for_task,
+    list_ledger,
     count_
 };
 
@@ -327,6 +337,37 @@ const char* sql_of(q which) {
             return "SELECT (SELECT COUNT(*) FROM deliveries WHERE status = 'pending'), "
                    "(SELECT COUNT(*) FROM deliveries WHERE status = 'dead'), "
                    "(SELECT MIN(event_at) FROM deliveries WHERE status = 'pending')";
+        case q::insert_ledger:
+            return "INSERT INTO ledger (tenant, task_id, output, kind, key, amount_milli, "
+                   "provider, note, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+                   "ON CONFLICT (tenant, task_id, output, kind, key) DO NOTHING";
+        case q::find_ledger:
+            return "SELECT " SEGUE_LEDGER_COLS
+                   " FROM ledger WHERE tenant = ?1 AND task_id = ?2 AND output = ?3 AND "
+                   "kind = ?4 AND key = ?5";
+        case q::ledger_task_open:
+            // What a task's holds still cover after its captures and releases (may be < 0).
+            return "SELECT COALESCE(SUM(CASE kind WHEN 'hold' THEN amount_milli "
+                   "ELSE -amount_milli END), 0) FROM ledger WHERE tenant = ?1 AND task_id = ?2";
+        case q::ledger_account_add:
+            return "INSERT INTO ledger_accounts (tenant, granted, captured, held, updated_at) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (tenant) DO UPDATE SET "
+                   "granted = granted + excluded.granted, "
+                   "captured = captured + excluded.captured, held = held + excluded.held, "
+                   "updated_at = excluded.updated_at";
+        case q::ledger_totals:
+            return "SELECT granted, captured, held FROM ledger_accounts WHERE tenant = ?1";
+        case q::ledger_for_task:
+            // The `<> ''` term repeats the partial index's WHERE so the planner may use it.
+            return "SELECT "
+                   "COALESCE(SUM(CASE WHEN kind = 'hold' THEN amount_milli END), 0), "
+                   "COALESCE(SUM(CASE WHEN kind = 'capture' THEN amount_milli END), 0), "
+                   "COALESCE(SUM(CASE WHEN kind = 'release' THEN amount_milli END), 0) "
+                   "FROM ledger WHERE task_id = ?1 AND task_id <> ''";
+        case q::list_ledger:
+            // ?3 is the keyset cursor (the caller binds INT64_MAX for the first page).
+            return "SELECT " SEGUE_LEDGER_COLS
+                   " FROM ledger WHERE tenant = ?1 AND id < ?3 ORDER BY id DESC LIMIT ?2";
         case q::count_:
             break;
     }
@@ -341,6 +382,7 @@ const char* sql_of(q which) {
 #undef SEGUE_IDEM_COLS
 #undef SEGUE_FILE_COLS
 #undef SEGUE_DELIVERY_COLS
+#undef SEGUE_LEDGER_COLS
 
 // One sqlite3 connection and its statement cache. Used by one thread only.
 class connection {
@@ -588,6 +630,39 @@ delivery_row read_delivery(const statement& s) {
     d.updated_at = s.i64(15);
     d.delivered_at = s.i64(16);
     return d;
+}
+
+ledger_row read_ledger(const statement& s) {
+    ledger_row e;
+    e.id = s.i64(0);
+    e.tenant = s.text(1);
+    e.task_id = s.text(2);
+    e.output = s.i32(3);
+    e.kind = s.text(4);
+    e.key = s.text(5);
+    e.amount_milli = s.i64(6);
+    e.provider = s.text(7);
+    e.note = s.text(8);
+    e.created_at = s.i64(9);
+    return e;
+}
+
+// Refuses entries that would corrupt the totals (the schema's CHECKs catch less, and later).
+void check_ledger_entry(const ledger_row& e) {
+    const bool task_kind = e.kind == "hold" || e.kind == "capture" || e.kind == "release";
+    const bool tenant_kind = e.kind == "grant" || e.kind == "topup";
+    if (!task_kind && !tenant_kind)
+        throw std::invalid_argument("add_ledger_entry: unknown kind '" + e.kind + "'");
+    if (e.amount_milli < 0)
+        throw std::invalid_argument("add_ledger_entry: negative amount");
+    if (e.tenant.empty())
+        throw std::invalid_argument("add_ledger_entry: empty tenant");
+    if (task_kind && e.task_id.empty())
+        throw std::invalid_argument("add_ledger_entry: a " + e.kind + " needs a task_id");
+    if (tenant_kind && (!e.task_id.empty() || e.output != 0))
+        throw std::invalid_argument("add_ledger_entry: a " + e.kind + " is not about a task");
+    if (e.output < 0)
+        throw std::invalid_argument("add_ledger_entry: negative output index");
 }
 
 // The operations over one connection. The caller (writer or reader loop) owns the
@@ -950,6 +1025,106 @@ class sqlite_transaction final : public transaction {
                 out.oldest_pending_event_at = st.i64(2);
         }
         return out;
+    }
+
+    bool add_ledger_entry(const ledger_row& e) override {
+        check_ledger_entry(e);
+        const millis at = e.created_at != 0 ? e.created_at : now_ms();
+        {
+            statement st(c_, q::insert_ledger);
+            st.bind_all(e.tenant, e.task_id, e.output, e.kind, e.key, e.amount_milli, e.provider,
+                        e.note, at);
+            st.run();
+            if (st.changes() == 0)
+                return false;
+        }
+        // Keep the tenant's running totals (same transaction: they commit or roll back with
+        // the entry).
+        std::int64_t granted = 0, captured = 0, held = 0;
+        if (e.kind == "grant" || e.kind == "topup") {
+            granted = e.amount_milli;
+        } else {
+            if (e.kind == "capture")
+                captured = e.amount_milli;
+            statement st(c_, q::ledger_task_open);
+            st.bind_all(e.tenant, e.task_id);
+            const std::int64_t after = st.step() ? st.i64(0) : 0;
+            const std::int64_t before =
+                e.kind == "hold" ? after - e.amount_milli : after + e.amount_milli;
+            held = std::max<std::int64_t>(0, after) - std::max<std::int64_t>(0, before);
+        }
+        statement st(c_, q::ledger_account_add);
+        st.bind_all(e.tenant, granted, captured, held, at);
+        st.run();
+        return true;
+    }
+
+    std::optional<ledger_row> find_ledger_entry(std::string_view tenant, std::string_view task_id,
+                                                int output, std::string_view kind,
+                                                std::string_view key) override {
+        statement st(c_, q::find_ledger);
+        st.bind_all(tenant, task_id, output, kind, key);
+        if (!st.step())
+            return std::nullopt;
+        return read_ledger(st);
+    }
+
+    ledger_balance ledger_totals(std::string_view tenant) override {
+        statement st(c_, q::ledger_totals);
+        st.bind_all(tenant);
+        ledger_balance b;
+        if (st.step()) {
+            b.granted = st.i64(0);
+            b.captured = st.i64(1);
+            b.held = st.i64(2);
+        }
+        b.balance = b.granted - b.captured;
+        b.available = b.balance - b.held;
+        return b;
+    }
+
+    task_ledger ledger_for_task(std::string_view task_id) override {
+        task_ledger t;
+        if (task_id.empty())  // "" marks grants and top-ups, which are no task's
+            return t;
+        statement st(c_, q::ledger_for_task);
+        st.bind_all(task_id);
+        if (st.step()) {
+            t.hold = st.i64(0);
+            t.captured = st.i64(1);
+            t.released = st.i64(2);
+        }
+        return t;
+    }
+
+    std::vector<ledger_row> list_ledger(std::string_view tenant, int limit,
+                                        std::int64_t before_id) override {
+        std::vector<ledger_row> out;
+        if (limit <= 0)
+            return out;
+        statement st(c_, q::list_ledger);
+        st.bind_all(tenant, limit,
+                    before_id > 0 ? before_id : std::numeric_limits<std::int64_t>::max());
+        while (st.step())
+            out.push_back(read_ledger(st));
+        return out;
+    }
+
+    bool ensure_grant(std::string_view tenant, std::int64_t amount_milli, millis now) override {
+        if (amount_milli <= 0)
+            return false;
+        // Look first: the common case (already granted) then writes nothing at all, not even
+        // the AUTOINCREMENT counter that an ignored INSERT still advances.
+        if (find_ledger_entry(tenant, "", 0, "grant", "initial"))
+            return false;
+        ledger_row e;
+        e.tenant = std::string(tenant);
+        e.kind = "grant";
+        e.key = "initial";
+        e.amount_milli = amount_milli;
+        e.note = "initial grant";
+        e.created_at = now;
+        return add_ledger_entry(e);
     }
 
     // Set when a unit made a delivery due: the store tells the outbox listener after commit.

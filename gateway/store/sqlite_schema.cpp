@@ -152,6 +152,41 @@ CREATE TABLE gone_endpoints (
     PRIMARY KEY (tenant, url)
 ) STRICT;
 )sql",
+    // 3: the credit ledger (append-only; amounts in integer milli-credits).
+    R"sql(
+CREATE TABLE ledger (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant       TEXT    NOT NULL,
+    task_id      TEXT    NOT NULL DEFAULT '',
+    output       INTEGER NOT NULL DEFAULT 0,
+    kind         TEXT    NOT NULL
+                 CHECK (kind IN ('grant', 'topup', 'hold', 'capture', 'release')),
+    key          TEXT    NOT NULL DEFAULT '',
+    amount_milli INTEGER NOT NULL CHECK (amount_milli >= 0),
+    provider     TEXT    NOT NULL DEFAULT '',
+    note         TEXT    NOT NULL DEFAULT '',
+    created_at   INTEGER NOT NULL,
+    -- At most one entry per key: a capture or release written twice counts once. Its index
+    -- also serves the per-task sum that keeps ledger_accounts.held.
+    UNIQUE (tenant, task_id, output, kind, key)
+) STRICT;
+-- list_ledger: a tenant's entries, newest first (keyset paging on id).
+CREATE INDEX ledger_tenant ON ledger (tenant, id);
+-- ledger_for_task.
+CREATE INDEX ledger_task ON ledger (task_id, kind) WHERE task_id <> '';
+
+-- Each tenant's running totals, kept by the store in the transaction that appends an entry (the
+-- ledger is never updated or deleted, so they cannot drift): reading a balance is one row, not a
+-- scan of every entry the tenant ever had. held is the sum over tasks of max(0, holds - captures
+-- - releases).
+CREATE TABLE ledger_accounts (
+    tenant     TEXT    NOT NULL PRIMARY KEY,
+    granted    INTEGER NOT NULL DEFAULT 0,
+    captured   INTEGER NOT NULL DEFAULT 0,
+    held       INTEGER NOT NULL DEFAULT 0,
+    updated_at INTEGER NOT NULL
+) STRICT;
+)sql",
 };
 
 }  // namespace

@@ -136,6 +136,47 @@ struct delivery_summary {
     std::optional<millis> oldest_pending_event_at;
 };
 
+// One entry of the credit ledger (append-only). Amounts are integer milli-credits (1 credit =
+// 1000), never negative: the kind says which way an entry moves credits. An entry is unique per
+// (tenant, task_id, output, kind, key), which is what makes a capture or a refund happen at most
+// once however often the job that writes it runs.
+struct ledger_row {
+    std::int64_t id = 0;  // assigned by the store; ascending in write order
+    std::string tenant;
+    std::string task_id;  // "" for grants and top-ups
+    int output = 0;       // 0 = the task as a whole, else the output index (1..num_outputs)
+    std::string kind;     // "grant", "topup" (task_id ""); "hold", "capture", "release" (a task)
+    std::string key;      // discriminator: "initial" for the config grant, the top-up's
+                          // idempotency key or a random id; "" for task entries (a second entry
+                          // of the same kind for the same task and output takes another key)
+    std::int64_t amount_milli = 0;  // >= 0
+    std::string provider;           // "" if none
+    std::string note;               // "" if none
+    millis created_at = 0;
+};
+
+// A tenant's position, in milli-credits.
+struct ledger_balance {
+    std::int64_t granted = 0;   // grants + top-ups
+    std::int64_t captured = 0;  // captures (spent)
+    // Per task max(0, holds - captures - releases), summed: what running tasks may still spend.
+    std::int64_t held = 0;
+    std::int64_t balance = 0;    // granted - captured (negative if captures outran the grants)
+    std::int64_t available = 0;  // balance - held: what a new submit may hold
+};
+
+// One task's entries summed by kind (all outputs), in milli-credits.
+struct task_ledger {
+    std::int64_t hold = 0;
+    std::int64_t captured = 0;
+    std::int64_t released = 0;
+    // What is still held: the amount a final release should free (never negative).
+    std::int64_t outstanding() const noexcept {
+        const std::int64_t left = hold - captured - released;
+        return left > 0 ? left : 0;
+    }
+};
+
 // Raised by engines for failures of the database itself (I/O, corruption, busy beyond the
 // timeout). Domain "not found" is an empty optional, never an exception.
 class store_error : public std::runtime_error {
@@ -232,6 +273,31 @@ class transaction {
     // Earliest time a pending delivery becomes claimable (due, lease expiry counted).
     virtual std::optional<millis> next_delivery_due() = 0;
     virtual delivery_summary summarize_deliveries() = 0;
+
+    // Credit ledger (append-only; amounts in milli-credits)
+    // Appends `e` (id and, if 0, created_at are assigned). False if an entry with the same
+    // (tenant, task_id, output, kind, key) exists: nothing is written, so a capture or release
+    // repeated by a job that runs twice counts once. Throws std::invalid_argument for an unknown
+    // kind, a negative amount, an empty tenant, a task kind without task_id or a grant/top-up
+    // with one.
+    virtual bool add_ledger_entry(const ledger_row& e) = 0;
+    // The entry with that unique key, if any (e.g. to answer a replayed top-up).
+    virtual std::optional<ledger_row> find_ledger_entry(std::string_view tenant,
+                                                        std::string_view task_id, int output,
+                                                        std::string_view kind,
+                                                        std::string_view key) = 0;
+    // The tenant's totals: one row, kept up to date by add_ledger_entry (no scan of entries).
+    // Zeros for a tenant without entries.
+    virtual ledger_balance ledger_totals(std::string_view tenant) = 0;
+    virtual task_ledger ledger_for_task(std::string_view task_id) = 0;
+    // A tenant's entries, newest first; `before_id` pages (entries with a smaller id), 0 for the
+    // first page.
+    virtual std::vector<ledger_row> list_ledger(std::string_view tenant, int limit,
+                                                std::int64_t before_id) = 0;
+    // Writes the tenant's initial grant (kind "grant", key "initial") unless it exists. True if
+    // written; false if it existed or `amount_milli` <= 0 (nothing to grant). Idempotent: call it
+    // wherever the grant must be in place (reading credits, creating a task).
+    virtual bool ensure_grant(std::string_view tenant, std::int64_t amount_milli, millis now) = 0;
 };
 
 struct store_stats {

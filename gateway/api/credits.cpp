@@ -1,0 +1,293 @@
+// Credits: the tenant's balance and ledger, and operator top-ups.
+//
+//   GET  /v1/credits?limit=…&before=<entry id>
+//        {"tenant", "balance", "held", "available", "captured", "granted", "unit": "credits",
+//         "entries": [newest first], "has_more"}; amounts are JSON numbers of credits.
+//   POST /v1/admin/credits   Authorization: Bearer <admin key>; Idempotency-Key optional
+//        {"tenant": "t", "amount": 100, "note": "…"} -> 201 with the totals and the entry; a
+//        replay of the same Idempotency-Key adds nothing and answers 200 with the current totals.
+//
+// The tenant's initial grant (config) is written lazily and idempotently: the first read of its
+// credits (or top-up, or task creation) writes it.
+
+#include "gateway/api/credits.hpp"
+
+#include <boost/json.hpp>
+
+#include <cctype>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <set>
+
+#include "gateway/api/auth.hpp"
+#include "gateway/api/common.hpp"
+#include "gateway/api/problem.hpp"
+#include "gateway/api/validate.hpp"
+#include "gateway/core/json.hpp"
+#include "gateway/core/ledger.hpp"
+#include "gateway/http/message.hpp"
+#include "gateway/http/router.hpp"
+#include "gateway/log/log.hpp"
+#include "gateway/store/db.hpp"
+#include "gateway/util/crypto.hpp"
+
+namespace segue::api {
+namespace {
+
+namespace json = boost::json;
+using boost::asio::awaitable;
+
+constexpr double max_topup_credits = 1e9;
+constexpr std::size_t max_note_chars = 500;
+
+bool valid_idempotency_key(std::string_view k) {
+    if (k.empty() || k.size() > 255)
+        return false;
+    for (unsigned char c : k)
+        if (c < 0x21 || c > 0x7e)
+            return false;
+    return true;
+}
+
+// The token of an "Authorization: Bearer <token>" value ("" if absent or another scheme).
+std::string_view bearer_token(std::optional<std::string_view> authorization) {
+    if (!authorization)
+        return {};
+    std::string_view v = *authorization;
+    constexpr std::string_view scheme = "bearer ";
+    if (v.size() <= scheme.size())
+        return {};
+    for (std::size_t i = 0; i < scheme.size(); ++i)
+        if (std::tolower(static_cast<unsigned char>(v[i])) != scheme[i])
+            return {};
+    v.remove_prefix(scheme.size());
+    while (!v.empty() && v.front() == ' ')
+        v.remove_prefix(1);
+    while (!v.empty() && v.back() == ' ')
+        v.remove_suffix(1);
+    return v;
+}
+
+struct topup_request {
+    std::string tenant;
+    std::int64_t amount_milli = 0;
+    std::string note;
+};
+
+// Every bad field at once, like POST /v1/extensions.
+std::vector<field_error> validate_topup(const json::object& body, const credits_deps& deps,
+                                        topup_request& out) {
+    std::vector<field_error> errors;
+    for (const auto& kv : body) {
+        const std::string_view k = kv.key();
+        if (k != "tenant" && k != "amount" && k != "note")
+            errors.push_back({std::string(k), "unknown field"});
+    }
+
+    const auto* tenant = body.if_contains("tenant");
+    if (tenant == nullptr || !tenant->is_string() || tenant->as_string().empty()) {
+        errors.push_back({"tenant", "required: the name of a configured tenant"});
+    } else {
+        out.tenant = std::string(tenant->as_string());
+        if (!deps.tenant_exists || !deps.tenant_exists(out.tenant))
+            errors.push_back({"tenant", "no such tenant"});
+    }
+
+    const auto* amount = body.if_contains("amount");
+    if (amount == nullptr || !amount->is_number()) {
+        errors.push_back({"amount", "required: a number of credits"});
+    } else {
+        const double credits = amount->to_number<double>();
+        const auto milli = core::credits_to_milli(credits);
+        if (!std::isfinite(credits) || credits <= 0 || credits > max_topup_credits)
+            errors.push_back({"amount", "must be more than 0 and at most 1000000000"});
+        else if (!milli || *milli < 1)
+            errors.push_back({"amount", "must be at least 0.001 (the smallest unit)"});
+        else
+            out.amount_milli = *milli;
+    }
+
+    if (const auto* note = body.if_contains("note")) {
+        if (!note->is_string())
+            errors.push_back({"note", "must be a string"});
+        else if (utf8_length(note->as_string()) > max_note_chars)
+            errors.push_back({"note", "must be at most 500 characters"});
+        else
+            out.note = std::string(note->as_string());
+    }
+    return errors;
+}
+
+struct credit_handlers : std::enable_shared_from_this<credit_handlers> {
+    explicit credit_handlers(const credits_deps& d)
+        : deps(d), admin_digest(d.admin_key.empty() ? "" : util::sha256_raw(d.admin_key)) {}
+
+    // Writes the tenant's initial grant unless this process already saw it in place. The store
+    // call is idempotent; the set only saves the writer a unit per read.
+    awaitable<void> ensure_initial_grant(const std::string& tenant) {
+        auto self = shared_from_this();
+        const std::int64_t amount = deps.initial_grant ? deps.initial_grant(tenant) : 0;
+        if (amount <= 0)
+            co_return;
+        {
+            std::lock_guard lk(granted_mutex);
+            if (granted.contains(tenant))
+                co_return;
+        }
+        const auto now = core::now_ms();
+        co_await deps.db.write(
+            [&](store::transaction& tx) { tx.ensure_grant(tenant, amount, now); });
+        std::lock_guard lk(granted_mutex);
+        granted.insert(tenant);
+    }
+
+    awaitable<void> show(http::context& ctx) {
+        auto self = shared_from_this();
+        auto tenant = authenticate(ctx, deps.auth);
+        if (!tenant)
+            co_return;
+        auto limit = int_param(ctx, "limit", 50, 1, 500);
+        if (!limit)
+            co_return;
+        std::int64_t before = 0;
+        if (auto b = query_param(ctx.query(), "before")) {
+            auto n = parse_int(*b);
+            if (!n || *n < 1) {
+                set_problem(ctx.res(), error_kind::bad_request,
+                            "before must be the id of a ledger entry", ctx.path(),
+                            {{"before", "must be a positive integer (an entry id)"}});
+                co_return;
+            }
+            before = *n;
+        }
+        co_await ensure_initial_grant(*tenant);
+        store::ledger_balance totals;
+        std::vector<store::ledger_row> rows;
+        co_await deps.db.read([&](store::transaction& tx) {
+            totals = tx.ledger_totals(*tenant);
+            rows = tx.list_ledger(*tenant, *limit + 1, before);
+        });
+        json::object body = core::ledger_totals_document(*tenant, totals);
+        json::array entries;
+        const bool more = static_cast<int>(rows.size()) > *limit;
+        for (int i = 0; i < static_cast<int>(rows.size()) && i < *limit; ++i)
+            entries.emplace_back(core::ledger_entry_document(rows[i]));
+        body["entries"] = std::move(entries);
+        body["has_more"] = more;
+        json_response(ctx, 200, body);
+    }
+
+    awaitable<void> top_up(http::context& ctx) {
+        auto self = shared_from_this();
+        if (admin_digest.empty()) {
+            set_problem(ctx.res(), error_kind::not_found,
+                        "the admin API is disabled (no admin key is configured)", ctx.path());
+            co_return;
+        }
+        const std::string_view token = bearer_token(ctx.header("Authorization"));
+        // Digests have a fixed length: the comparison takes the same time for any token.
+        if (token.empty() || !util::constant_time_equal(util::sha256_raw(token), admin_digest)) {
+            set_problem(ctx.res(), error_kind::unauthorized,
+                        "send Authorization: Bearer <admin key>", ctx.path());
+            ctx.res().set_header("WWW-Authenticate", "Bearer");
+            co_return;
+        }
+
+        std::string key;
+        bool keyed = false;
+        if (auto k = ctx.header("Idempotency-Key")) {
+            if (!valid_idempotency_key(*k)) {
+                set_problem(ctx.res(), error_kind::bad_request,
+                            "Idempotency-Key must be 1-255 visible ASCII characters", ctx.path());
+                co_return;
+            }
+            key = std::string(*k);
+            keyed = true;
+        } else {
+            key = util::random_id("top_");
+        }
+
+        boost::system::error_code ec;
+        auto parsed = json::parse(ctx.body(), ec);
+        if (ec || !parsed.is_object()) {
+            set_problem(
+                ctx.res(), error_kind::bad_request,
+                ec ? "body is not valid JSON: " + ec.message() : "body must be a JSON object",
+                ctx.path());
+            co_return;
+        }
+        topup_request req;
+        auto errors = validate_topup(parsed.as_object(), deps, req);
+        if (!errors.empty()) {
+            set_problem(
+                ctx.res(), error_kind::validation_failed,
+                std::to_string(errors.size()) + " invalid field" + (errors.size() == 1 ? "" : "s"),
+                ctx.path(), errors);
+            co_return;
+        }
+
+        const std::int64_t grant = deps.initial_grant ? deps.initial_grant(req.tenant) : 0;
+        const auto now = core::now_ms();
+        enum class outcome { added, replayed, conflict } out = outcome::added;
+        std::optional<store::ledger_row> entry;
+        store::ledger_balance totals;
+        co_await deps.db.write([&](store::transaction& tx) {
+            tx.ensure_grant(req.tenant, grant, now);
+            store::ledger_row e;
+            e.tenant = req.tenant;
+            e.kind = "topup";
+            e.key = key;
+            e.amount_milli = req.amount_milli;
+            e.note = req.note;
+            e.created_at = now;
+            if (!tx.add_ledger_entry(e)) {
+                entry = tx.find_ledger_entry(req.tenant, "", 0, "topup", key);
+                out = entry && entry->amount_milli == req.amount_milli && entry->note == req.note
+                          ? outcome::replayed
+                          : outcome::conflict;
+            } else {
+                entry = tx.find_ledger_entry(req.tenant, "", 0, "topup", key);
+            }
+            totals = tx.ledger_totals(req.tenant);
+        });
+        if (out == outcome::conflict) {
+            set_problem(ctx.res(), error_kind::conflict,
+                        "Idempotency-Key was used for a different top-up of this tenant",
+                        ctx.path());
+            co_return;
+        }
+        {
+            std::lock_guard lk(granted_mutex);
+            if (grant > 0)
+                granted.insert(req.tenant);
+        }
+        if (out == outcome::added)
+            log::info("credits added", {{"tenant", req.tenant},
+                                        {"amount", core::format_credits(req.amount_milli)},
+                                        {"entry_id", entry ? entry->id : std::int64_t{0}},
+                                        {"idempotency_key", keyed}});
+        json::object body = core::ledger_totals_document(req.tenant, totals);
+        if (entry)
+            body["entry"] = core::ledger_entry_document(*entry);
+        if (out == outcome::replayed)
+            ctx.res().set_header("Idempotent-Replayed", "true");
+        json_response(ctx, out == outcome::added ? 201 : 200, body);
+    }
+
+    credits_deps deps;
+    std::string admin_digest;  // raw SHA-256 of the admin key, "" when disabled
+    std::mutex granted_mutex;
+    std::set<std::string, std::less<>> granted;  // tenants whose initial grant is in place
+};
+
+}  // namespace
+
+void add_credit_routes(http::router& routes, const credits_deps& deps) {
+    auto h = std::make_shared<credit_handlers>(deps);
+    routes.add("GET", "/v1/credits", [h](http::context& c) { return h->show(c); });
+    routes.add("POST", "/v1/admin/credits", [h](http::context& c) { return h->top_up(c); });
+}
+
+}  // namespace segue::api
