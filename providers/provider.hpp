@@ -100,6 +100,10 @@ struct update {
     // failed: the provider says it refunded its own credits for this task (MusicAPI does on
     // FAILED and 504); recorded with the task's error.
     bool provider_refunded = false;
+    // failed: the request may have reached the provider (a timeout or reset after it was sent,
+    // or an unreadable 2xx). The core reconciles (waits for the attempt's callback, asks the
+    // provider) before it ever submits again.
+    bool ambiguous = false;
     std::string webhook_kind;  // inbound webhooks: what it carried ("audio", "lyrics", ...)
 };
 

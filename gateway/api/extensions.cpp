@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <random>
 
 #include "gateway/api/auth.hpp"
 #include "gateway/api/common.hpp"
@@ -25,6 +26,7 @@
 #include "gateway/audio/audio.hpp"
 #include "gateway/core/engine.hpp"
 #include "gateway/core/json.hpp"
+#include "gateway/core/routing.hpp"
 #include "gateway/core/signed_url.hpp"
 #include "gateway/http/message.hpp"
 #include "gateway/http/multipart.hpp"
@@ -164,6 +166,31 @@ struct handlers : std::enable_shared_from_this<handlers> {
                 std::vector<field_error> errors = {}) {
         rejected.with({reason}).inc();
         set_problem(ctx.res(), kind, detail, ctx.path(), errors);
+    }
+
+    // The failover chain for a request (see core/routing.hpp); empty with `why` if none.
+    std::vector<std::string> plan_for(core::extend_request& req, std::string* why) {
+        const auto& s = deps.settings;
+        core::route r;
+        const std::string name = req.route.value_or(s.routing.default_route);
+        if (auto it = s.routing.routes.find(name); !name.empty() && it != s.routing.routes.end()) {
+            r.name = name;
+            for (const auto& e : it->second.chain)
+                r.chain.push_back({e.provider, e.weight});
+            req.route_regenerate = it->second.regenerate;
+        } else {
+            r.name = "default";
+            r.chain.push_back({s.api.default_provider, 0});
+        }
+        thread_local std::mt19937_64 rng{std::random_device{}()};
+        const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+        return core::plan_route(
+            r, core::make_routing_request(req),
+            [this](std::string_view n) -> const providers::capabilities* {
+                auto* p = deps.providers.find(n);
+                return p ? &p->caps() : nullptr;
+            },
+            u, why);
     }
 
     awaitable<void> create(http::context& ctx);
@@ -416,33 +443,31 @@ awaitable<void> handlers::create(http::context& ctx) {
     in.from_form = from_form;
     in.has_file = static_cast<bool>(spool);
     in.provider_exists = [this](std::string_view n) { return deps.providers.find(n) != nullptr; };
-    in.route_exists = [](std::string_view) { return false; };
+    in.route_exists = [&settings](std::string_view n) {
+        return settings.routing.routes.count(std::string(n)) > 0;
+    };
     auto v = validate_extend_request(in);
     auto& req = v.request;
 
-    // The provider must be able to take this request.
-    const std::string provider_name = req.source == core::source_kind::clip
-                                          ? req.clip_provider
-                                          : req.provider.value_or(settings.api.default_provider);
+    // Routing: the providers that can take this request, in failover order (the first drawn
+    // by weight). None: the request cannot be served here (422 naming what is in the way).
     if (v.errors.empty()) {
-        auto* p = deps.providers.find(provider_name);
-        if (!p) {
-            v.errors.push_back({"provider", "provider '" + provider_name + "' is not configured"});
-        } else {
-            const auto& caps = p->caps();
-            if (req.source == core::source_kind::file && !caps.source_file)
-                v.errors.push_back({"audio_file", "provider '" + provider_name +
-                                                      "' does not accept uploaded files"});
-            if (req.source == core::source_kind::url && !caps.source_url)
-                v.errors.push_back(
-                    {"audio_url", "provider '" + provider_name + "' does not accept audio URLs"});
-            if (req.source == core::source_kind::clip && !caps.source_clip)
-                v.errors.push_back(
-                    {"clip", "provider '" + provider_name + "' does not accept clips"});
-            if (req.num_outputs > caps.max_outputs)
-                v.errors.push_back(
-                    {"num_outputs", "provider '" + provider_name + "' makes at most " +
-                                        std::to_string(caps.max_outputs) + " output(s)"});
+        std::string why;
+        req.route_chain = plan_for(req, &why);
+        if (req.route_chain.empty()) {
+            std::string field = req.source == core::source_kind::clip ? "clip"
+                                : req.provider                        ? "provider"
+                                : req.route                           ? "route"
+                                                                      : "provider";
+            if (why.find("outputs") != std::string::npos)
+                field = "num_outputs";
+            else if (why.find("length") != std::string::npos)
+                field = "length";
+            else if (!req.provider && !req.route && why.find("file sources") != std::string::npos)
+                field = "audio_file";
+            else if (!req.provider && !req.route && why.find("url sources") != std::string::npos)
+                field = "audio_url";
+            v.errors.push_back({field, why});
         }
     }
     // The URL guard, now rather than when the URL is used: a refused URL is the client's error
@@ -510,7 +535,7 @@ awaitable<void> handlers::create(http::context& ctx) {
     task.id = util::random_id("ext_");
     task.tenant = *tenant;
     task.status = std::string(core::to_string(core::task_status::queued));
-    task.provider = provider_name;
+    task.provider = req.route_chain.front();
     task.request_json = core::request_to_json(req);
     task.num_outputs = req.num_outputs;
     task.idempotency_key = idem_key.value_or("");
@@ -525,6 +550,8 @@ awaitable<void> handlers::create(http::context& ctx) {
     if (idem_key) {
         auto canon = req;
         canon.audio_file_id.clear();
+        canon.route_chain.clear();  // drawn by weight: not part of what the client sent
+        canon.hold_milli = 0;
         request_hash = util::sha256_hex(core::request_to_json(canon) + "|" + upload_sha);
     }
 
@@ -586,14 +613,14 @@ awaitable<void> handlers::create(http::context& ctx) {
     if (spool)
         spool->keep();
     deps.engine.notify();
-    created.with({provider_name}).inc();
+    created.with({req.route_chain.front()}).inc();
     ctx.res().status = 202;
     ctx.res().content_type = "application/json";
     ctx.res().body = response_body;
     ctx.res().set_header("Location", "/v1/extensions/" + task.id);
     log::info("task created", {{"task_id", task.id},
                                {"tenant", *tenant},
-                               {"provider", provider_name},
+                               {"provider", req.route_chain.front()},
                                {"request_id", ctx.request_id()}});
 }
 

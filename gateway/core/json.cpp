@@ -83,6 +83,12 @@ std::string request_to_json(const extend_request& r) {
     o["source_duration"] = r.source_duration;
     o["source_sample_rate"] = r.source_sample_rate;
     o["source_channels"] = r.source_channels;
+    json::array chain;
+    for (const auto& p : r.route_chain)
+        chain.emplace_back(p);
+    o["route_chain"] = std::move(chain);
+    o["route_regenerate"] = r.route_regenerate;
+    o["hold_milli"] = r.hold_milli;
     return json::serialize(o);
 }
 
@@ -110,6 +116,13 @@ extend_request request_from_json(const std::string& text) {
     r.source_duration = get_num(o, "source_duration").value_or(0);
     r.source_sample_rate = static_cast<int>(get_num(o, "source_sample_rate").value_or(0));
     r.source_channels = static_cast<int>(get_num(o, "source_channels").value_or(0));
+    if (auto it = o.find("route_chain"); it != o.end() && it->value().is_array())
+        for (const auto& p : it->value().as_array())
+            if (p.is_string())
+                r.route_chain.emplace_back(p.as_string());
+    if (auto it = o.find("route_regenerate"); it != o.end() && it->value().is_bool())
+        r.route_regenerate = it->value().as_bool();
+    r.hold_milli = static_cast<std::int64_t>(get_num(o, "hold_milli").value_or(0));
     return r;
 }
 

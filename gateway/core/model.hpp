@@ -79,6 +79,11 @@ struct extend_request {
     double source_duration = 0;
     int source_sample_rate = 0;
     int source_channels = 0;
+    // Routing, decided at submit: the providers to try, in order (failover), and whether a task
+    // that failed after acceptance may be generated again at the next one.
+    std::vector<std::string> route_chain;
+    bool route_regenerate = false;
+    std::int64_t hold_milli = 0;  // credits held at submit (ledger), in milli-credits
 };
 
 }  // namespace segue::core

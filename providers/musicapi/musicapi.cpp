@@ -35,6 +35,7 @@ update transport_failure(const net::result& r, std::string_view what) {
         u.error = core::error_class::unknown;
         u.error_code = "upstream_misconfigured";
     }
+    u.ambiguous = r.request_sent;
     if (r.request_sent)
         u.error_message +=
             "; the request may have reached MusicAPI (ambiguous: reconcile before resubmitting)";
@@ -108,6 +109,7 @@ boost::asio::awaitable<update> musicapi_provider::submit(const task_view& task, 
     if (!r.ok())
         co_return transport_failure(r, "upload");
     auto u = parse_upload_response(r.res.status, r.res.body, r.res.headers, now_ms());
+    u.ambiguous = u.what == update::kind::failed && u.error_code == "malformed_response";
     if (u.what != update::kind::accepted)
         co_return u;
     auto up = parse_state(u.state_json);
@@ -153,6 +155,7 @@ boost::asio::awaitable<update> musicapi_provider::create_extend(const task_view&
         u = transport_failure(r, "create extend_music");
     } else {
         u = parse_create_response(state_json, r.res.status, r.res.body, r.res.headers, now_ms());
+        u.ambiguous = u.what == update::kind::failed && u.error_code == "malformed_response";
         if (u.what == update::kind::accepted) {
             // parse_create_response keeps the fields it knows; keep ours too.
             auto next = parse_state(u.state_json);

@@ -80,6 +80,7 @@ update transport_failure(const net::result& r, std::string_view what) {
     }
     u.error_message = std::string(what) + ": " + std::string(net::to_string(r.error)) +
                       (r.message.empty() ? "" : " (" + r.message + ")");
+    u.ambiguous = r.request_sent;
     if (r.request_sent)
         u.error_message +=
             "; the request may have reached MusicGPT (ambiguous: reconcile before "
@@ -155,6 +156,8 @@ boost::asio::awaitable<update> musicgpt_provider::submit(const task_view& task, 
     if (!r.ok())
         co_return transport_failure(r, "submit");
     auto u = parse_submit_response(r.res.status, r.res.body, r.res.headers);
+    // A 2xx we cannot read may still be a task that exists upstream.
+    u.ambiguous = u.what == update::kind::failed && u.error_code == "malformed_response";
     for (auto& w : sr.warnings)
         u.warnings.push_back(w);
     if (u.what == update::kind::accepted)
