@@ -13,10 +13,12 @@
 #include <vector>
 
 #include "gateway/api/auth.hpp"
+#include "gateway/api/credits.hpp"
 #include "gateway/api/deliveries.hpp"
 #include "gateway/api/extensions.hpp"
 #include "gateway/api/system.hpp"
 #include "gateway/core/engine.hpp"
+#include "gateway/core/ledger.hpp"
 #include "gateway/events/dispatcher.hpp"
 #include "gateway/http/router.hpp"
 #include "gateway/http/server.hpp"
@@ -123,6 +125,15 @@ app::app(config::settings settings) : impl_(std::make_unique<impl>(std::move(set
     d.store = store::open_sqlite(so);
     d.db = std::make_unique<store::db>(*d.store, d.metrics);
     d.providers = providers::make_registry(d.settings);
+    // Routes may only name providers that are enabled here.
+    if (!d.providers->find(d.settings.api.default_provider))
+        throw std::runtime_error("api.default_provider '" + d.settings.api.default_provider +
+                                 "' is not an enabled provider");
+    for (const auto& [name, route] : d.settings.routing.routes)
+        for (const auto& e : route.chain)
+            if (!d.providers->find(e.provider))
+                throw std::runtime_error("routing.routes." + name + ": provider '" + e.provider +
+                                         "' is not enabled");
     net::client_options co;
     co.connect_timeout = d.settings.upstream.connect_timeout;
     co.request_timeout = d.settings.upstream.request_timeout;
@@ -162,6 +173,20 @@ app::app(config::settings settings) : impl_(std::make_unique<impl>(std::move(set
     api::add_extension_routes(d.routes, {d.settings, *d.db, *d.engine, *d.providers, d.blocking,
                                          d.auth, d.metrics, d.url_policy});
     api::add_delivery_routes(d.routes, {*d.db, d.auth});
+    api::add_credit_routes(d.routes,
+                           {*d.db, d.auth, d.settings.credits.admin_key,
+                            [&d](std::string_view tenant) -> std::int64_t {
+                                for (const auto& t : d.settings.tenants)
+                                    if (t.name == tenant)
+                                        return core::credits_to_milli(t.credits).value_or(0);
+                                return 0;
+                            },
+                            [&d](std::string_view tenant) {
+                                for (const auto& t : d.settings.tenants)
+                                    if (t.name == tenant)
+                                        return true;
+                                return false;
+                            }});
     if (d.auth.tenant_count() == 0)
         log::warn("no tenants configured: every /v1 request will be refused (401)");
     d.server = std::make_unique<http::server>(d.pool, d.settings, d.routes, d.metrics);

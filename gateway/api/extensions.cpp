@@ -26,6 +26,7 @@
 #include "gateway/audio/audio.hpp"
 #include "gateway/core/engine.hpp"
 #include "gateway/core/json.hpp"
+#include "gateway/core/ledger.hpp"
 #include "gateway/core/routing.hpp"
 #include "gateway/core/signed_url.hpp"
 #include "gateway/http/message.hpp"
@@ -194,6 +195,14 @@ struct handlers : std::enable_shared_from_this<handlers> {
     }
 
     awaitable<void> create(http::context& ctx);
+    awaitable<void> providers(http::context& ctx) {
+        auto self = shared_from_this();
+        if (!tenant_of(ctx))
+            co_return;
+        ctx.res().status = 200;
+        ctx.res().content_type = "application/json";
+        ctx.res().body = deps.engine.providers_json();
+    }
     awaitable<void> get(http::context& ctx);
     awaitable<void> events(http::context& ctx);
     awaitable<void> cancel(http::context& ctx);
@@ -529,6 +538,13 @@ awaitable<void> handlers::create(http::context& ctx) {
         req.source_channels = probe.channels;
     }
 
+    // Credits: the route's first provider's price for every output is held at submit.
+    req.hold_milli = core::estimate_hold_milli(settings, req.route_chain.front(), req.num_outputs);
+    std::int64_t grant_milli = 0;
+    for (const auto& t : settings.tenants)
+        if (t.name == *tenant)
+            grant_milli = core::credits_to_milli(t.credits).value_or(0);
+
     // The task as it will be stored, and the 202 it answers (also kept for idempotent replays).
     const auto now = core::now_ms();
     store::task_row task;
@@ -555,7 +571,8 @@ awaitable<void> handlers::create(http::context& ctx) {
         request_hash = util::sha256_hex(core::request_to_json(canon) + "|" + upload_sha);
     }
 
-    enum class outcome { created, replay, conflict } result = outcome::created;
+    enum class outcome { created, replay, conflict, insufficient } result = outcome::created;
+    std::int64_t available_milli = 0;
     store::idempotency_row existing;
     const auto retention = static_cast<store::millis>(settings.api.idempotency_retention.count());
     co_await deps.db.write([&](store::transaction& tx) {
@@ -571,7 +588,31 @@ awaitable<void> handlers::create(http::context& ctx) {
                 return;
             }
         }
+        // The balance check and the hold in one transaction (one writer): two submits can never
+        // both spend the same credits.
+        tx.ensure_grant(*tenant, grant_milli, now);
+        if (req.hold_milli > 0) {
+            auto totals = tx.ledger_totals(*tenant);
+            if (totals.available < req.hold_milli) {
+                available_milli = totals.available;
+                result = outcome::insufficient;
+                return;
+            }
+        }
         core::engine::create_task(tx, task);
+        if (req.hold_milli > 0) {
+            store::ledger_row h;
+            h.tenant = *tenant;
+            h.task_id = task.id;
+            h.kind = "hold";
+            h.amount_milli = req.hold_milli;
+            h.provider = req.route_chain.front();
+            h.note =
+                std::to_string(req.num_outputs) + " output(s) at " +
+                core::format_credits(core::provider_price_milli(settings, req.route_chain.front()));
+            h.created_at = now;
+            tx.add_ledger_entry(h);
+        }
         if (spool) {
             store::file_row f;
             f.id = file_id;
@@ -597,6 +638,12 @@ awaitable<void> handlers::create(http::context& ctx) {
             tx.insert_idempotency(r);
         }
     });
+    if (result == outcome::insufficient) {
+        refuse(ctx, error_kind::payment_required, "insufficient_credits",
+               "this extension holds " + core::format_credits(req.hold_milli) + " credits and " +
+                   core::format_credits(available_milli) + " are available (GET /v1/credits)");
+        co_return;
+    }
     if (result == outcome::conflict) {
         refuse(ctx, error_kind::conflict, "idempotency_conflict",
                "Idempotency-Key was used with a different request");
@@ -614,6 +661,14 @@ awaitable<void> handlers::create(http::context& ctx) {
         spool->keep();
     deps.engine.notify();
     created.with({req.route_chain.front()}).inc();
+    if (req.hold_milli > 0)
+        deps.metrics
+            .counter_family("segue_credits_total",
+                            "Credits held at submit, captured by ready outputs and refunded "
+                            "(released) when outputs failed or were canceled.",
+                            {"tenant", "provider", "kind"})
+            .with({*tenant, req.route_chain.front(), "held"})
+            .inc(core::milli_to_credits(req.hold_milli));
     ctx.res().status = 202;
     ctx.res().content_type = "application/json";
     ctx.res().body = response_body;
@@ -918,6 +973,7 @@ void add_extension_routes(http::router& routes, const api_deps& deps) {
     routes.add("POST", "/v1/extensions/{id}/cancel",
                [h](http::context& c) { return h->cancel(c); });
     routes.add("GET", "/v1/files/{id}", [h](http::context& c) { return h->file(c); });
+    routes.add("GET", "/v1/providers", [h](http::context& c) { return h->providers(c); });
     routes.add("POST", "/v1/providers/{name}/webhooks/{token}",
                [h](http::context& c) { return h->provider_webhook(c); });
 }

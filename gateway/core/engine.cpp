@@ -14,10 +14,14 @@
 #include <algorithm>
 #include <filesystem>
 #include <map>
+#include <random>
 #include <system_error>
 
+#include "gateway/core/breaker.hpp"
 #include "gateway/core/json.hpp"
+#include "gateway/core/ledger.hpp"
 #include "gateway/core/model.hpp"
+#include "gateway/core/retry_policy.hpp"
 #include "gateway/core/signed_url.hpp"
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
@@ -61,6 +65,48 @@ json::object error_object(std::string_view code, error_class cls, std::string_vi
     if (!provider.empty())
         e["provider"] = provider;
     return e;
+}
+
+class_policy class_policy_from(const config::class_retry_settings& c) {
+    class_policy p;
+    p.max_attempts = c.max_attempts;
+    p.failover = c.failover;
+    p.backoff.initial_ms = c.initial.count();
+    p.backoff.max_ms = c.max.count();
+    p.backoff.multiplier = c.multiplier;
+    p.backoff.jitter = c.jitter;
+    return p;
+}
+
+retry_settings retry_from(const config::retry_settings& r) {
+    retry_settings s;
+    s.transient = class_policy_from(r.transient);
+    s.rate_limited = class_policy_from(r.rate_limited);
+    s.quota = class_policy_from(r.quota);
+    s.credential = class_policy_from(r.credential);
+    s.rejected = class_policy_from(r.rejected);
+    s.unknown = class_policy_from(r.unknown);
+    s.attempt_budget = r.attempt_budget;
+    s.deadline_ms = r.deadline.count();
+    return s;
+}
+
+breaker_settings breaker_from(const config::breaker_settings& b) {
+    breaker_settings s;
+    s.consecutive_failures = b.consecutive_failures;
+    s.failure_ratio = b.failure_ratio;
+    s.min_requests = b.min_requests;
+    s.window_ms = b.window.count();
+    s.open_ms = b.open.count();
+    s.max_open_ms = b.max_open.count();
+    s.half_open_probes = b.half_open_probes;
+    s.max_concurrency = b.max_concurrency;
+    return s;
+}
+
+double unit_random() {
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
 }
 
 json::array lyrics_array(const std::vector<lyric_line>& lines) {
@@ -107,7 +153,49 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
                                     {"provider", "code"})),
           webhooks(m.counter_family("segue_provider_webhooks_total",
                                     "Inbound provider webhooks, by provider, kind and outcome.",
-                                    {"provider", "kind", "outcome"})) {}
+                                    {"provider", "kind", "outcome"})),
+          retries(m.counter_family(
+              "segue_task_retries_total",
+              "Retries (decision retry_same or reconcile) and failovers after a provider failure, "
+              "by the provider that failed and the reason.",
+              {"provider", "decision", "reason"})),
+          breaker_state(m.gauge_family("segue_provider_circuit_state",
+                                       "Circuit breaker state per provider: 0 closed, 1 half-open, "
+                                       "2 open.",
+                                       {"provider"})),
+          breaker_opened(m.counter_family("segue_provider_circuit_opened_total",
+                                          "Times a provider's circuit opened.", {"provider"})),
+          credits(m.counter_family("segue_credits_total",
+                                   "Credits held at submit, captured by ready outputs and "
+                                   "refunded (released) when outputs failed or were canceled.",
+                                   {"tenant", "provider", "kind"})),
+          retry(retry_from(s.retry)) {
+        for (auto* prov : p.all()) {
+            breakers.emplace(std::string(prov->name()),
+                             std::make_unique<circuit_breaker>(breaker_from(s.breakers)));
+            breaker_state.with({std::string(prov->name())}).set(0);
+        }
+    }
+
+    circuit_breaker* breaker_for(std::string_view name) {
+        auto it = breakers.find(name);
+        return it == breakers.end() ? nullptr : it->second.get();
+    }
+    void breaker_result(std::string_view name, bool ok) {
+        auto* b = breaker_for(name);
+        if (!b)
+            return;
+        const auto now = now_ms();
+        const int before = b->snap(now).times_opened;
+        b->on_result(ok, now);
+        const auto snap = b->snap(now);
+        if (snap.times_opened > before)
+            breaker_opened.with({std::string(name)}).inc();
+        breaker_state.with({std::string(name)})
+            .set(snap.st == circuit_breaker::state::open        ? 2
+                 : snap.st == circuit_breaker::state::half_open ? 1
+                                                                : 0);
+    }
 
     net::awaitable<void> loop();
     net::awaitable<void> run_job(store::job_row job);
@@ -118,6 +206,94 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
                                providers::update u);
     void finalize(store::transaction& tx, store::task_row& t, std::vector<store::output_row>& outs,
                   store::attempt_row* attempt, std::optional<json::object> error);
+    // Ledger: a ready output captures its share of the task's hold, once (unique key).
+    void capture_output(store::transaction& tx, const store::task_row& t, int index,
+                        const std::string& provider) {
+        std::int64_t hold = 0;
+        try {
+            hold = request_from_json(t.request_json).hold_milli;
+        } catch (const std::exception&) {
+        }
+        if (hold <= 0 || index < 1 || index > t.num_outputs)
+            return;
+        store::ledger_row c;
+        c.tenant = t.tenant;
+        c.task_id = t.id;
+        c.output = index;
+        c.kind = "capture";
+        c.amount_milli = share_of(hold, t.num_outputs, index);
+        c.provider = provider;
+        c.note = "output " + std::to_string(index) + " ready";
+        c.created_at = now_ms();
+        if (c.amount_milli > 0 && tx.add_ledger_entry(c))
+            credits.with({t.tenant, provider, "captured"}).inc(milli_to_credits(c.amount_milli));
+    }
+    // Ledger: at the end (or a cancel) what is held and not captured goes back, once, and the
+    // task says so (extension.credits.refunded).
+    static void release_outstanding(store::transaction& tx, const store::task_row& t,
+                                    metrics::family<metrics::counter>& credits) {
+        const auto l = tx.ledger_for_task(t.id);
+        const auto out = l.outstanding();
+        if (out <= 0)
+            return;
+        store::ledger_row r;
+        r.tenant = t.tenant;
+        r.task_id = t.id;
+        r.kind = "release";
+        r.amount_milli = out;
+        r.provider = t.provider;
+        r.note = t.status == to_string(task_status::canceled) ? "canceled" : "not produced";
+        r.created_at = now_ms();
+        if (!tx.add_ledger_entry(r))
+            return;
+        credits.with({t.tenant, t.provider, "refunded"}).inc(milli_to_credits(out));
+        json::object d;
+        d["amount"] = credits_value(out);
+        d["held"] = credits_value(l.hold);
+        d["captured"] = credits_value(l.captured);
+        d["unit"] = "credits";
+        append_event(tx, t, event_type::credits_refunded, std::move(d));
+    }
+
+    // What to do about a failed attempt (see core/retry_policy.hpp): the decision's inputs come
+    // from the task's attempts and route. Never retries once an output is ready.
+    decision plan_recovery(const store::task_row& t,
+                           const std::vector<store::attempt_row>& attempts,
+                           const store::attempt_row* attempt, const std::string& provider_name,
+                           const providers::update& u, const std::vector<store::output_row>& outs,
+                           store::millis now) const {
+        decision none;
+        none.what = decision_kind::fail;
+        for (const auto& o : outs)
+            if (o.status == to_string(output_status::ready))
+                return none;
+        extend_request req;
+        try {
+            req = request_from_json(t.request_json);
+        } catch (const std::exception&) {
+            return none;
+        }
+        failure_info fi;
+        fi.cls = u.error;
+        fi.retry_after_ms = u.retry_after_ms;
+        fi.circuit_open = u.error_code == "circuit_open";
+        fi.async_failure = attempt && !attempt->provider_task_id.empty();
+        fi.accepted_by_provider = fi.async_failure;
+        fi.ambiguous = u.ambiguous && !fi.async_failure;
+        retry_state rs;
+        rs.attempts_total = static_cast<int>(attempts.size());
+        rs.attempts_at_provider = 0;
+        for (const auto& a : attempts)
+            if (a.provider == provider_name &&
+                a.error_json.find("circuit_open") == std::string::npos)
+                ++rs.attempts_at_provider;
+        rs.attempts_at_provider = std::max(1, rs.attempts_at_provider);
+        rs.task_age_ms = now - t.created_at;
+        auto it = std::find(req.route_chain.begin(), req.route_chain.end(), provider_name);
+        rs.has_next_provider = it != req.route_chain.end() && it + 1 != req.route_chain.end();
+        rs.route_allows_regeneration = req.route_regenerate;
+        return decide(retry, fi, rs, unit_random());
+    }
     std::string file_url(const std::string& id) const {
         return settings.api.public_base_url + "/v1/files/" + id;
     }
@@ -143,6 +319,12 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     metrics::gauge& running_gauge;
     metrics::family<metrics::counter>& failures;
     metrics::family<metrics::counter>& webhooks;
+    metrics::family<metrics::counter>& retries;
+    metrics::family<metrics::gauge>& breaker_state;
+    metrics::family<metrics::counter>& breaker_opened;
+    metrics::family<metrics::counter>& credits;
+    retry_settings retry;
+    std::map<std::string, std::unique_ptr<circuit_breaker>, std::less<>> breakers;
 };
 
 namespace {
@@ -299,6 +481,28 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
         u.error_code = "unknown_provider";
         u.error_message = "provider '" + provider_name + "' is not configured";
     } else if (job.kind == "submit") {
+        // The provider's circuit breaker and concurrency limit come first.
+        auto* br = breaker_for(provider_name);
+        bool circuit_open = false;
+        std::int64_t open_left_ms = 0;
+        bool acquired = false;
+        if (br) {
+            const auto now = now_ms();
+            acquired = br->try_acquire(now);
+            if (!acquired) {
+                if (br->current(now) != circuit_breaker::state::open) {
+                    // At the concurrency limit (or a half-open probe is out): wait a moment,
+                    // without spending an attempt.
+                    co_await db.write([&](store::transaction& tx) {
+                        tx.reschedule_job(job.id, owner, now + 250, job.payload_json);
+                    });
+                    jobs.with({"submit", "throttled"}).inc();
+                    co_return;
+                }
+                circuit_open = true;
+                open_left_ms = std::max<std::int64_t>(0, br->open_until_ms() - now);
+            }
+        }
         attempt_number += 1;
         view.attempt = attempt_number;
         view.callback_token = util::random_id("cb_");
@@ -323,14 +527,29 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
             tx.update_task(*t);
             tx.upsert_attempt(a);
         });
-        try {
-            u = co_await p->submit(view, svc);
-        } catch (const std::exception& e) {
-            u = {};
+        if (circuit_open) {
             u.what = providers::update::kind::failed;
-            u.error = error_class::unknown;
-            u.error_code = "provider_error";
-            u.error_message = e.what();
+            u.error = error_class::transient;
+            u.error_code = "circuit_open";
+            u.error_message = "provider '" + provider_name +
+                              "' is failing: its circuit is open for another " +
+                              std::to_string(open_left_ms) + " ms; nothing was sent";
+            u.retry_after_ms = open_left_ms;
+        } else {
+            try {
+                u = co_await p->submit(view, svc);
+            } catch (const std::exception& e) {
+                u = {};
+                u.what = providers::update::kind::failed;
+                u.error = error_class::unknown;
+                u.error_code = "provider_error";
+                u.error_message = e.what();
+            }
+            // Only failures that say something about the provider's health count.
+            if (acquired)
+                breaker_result(provider_name, !(u.what == providers::update::kind::failed &&
+                                                (u.error == error_class::transient ||
+                                                 u.error == error_class::rate_limited)));
         }
     } else if (job.kind == "poll") {
         if (!latest) {
@@ -350,6 +569,43 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
             u.error_code = "provider_error";
             u.error_message = e.what();
         }
+    } else if (job.kind == "reconcile") {
+        // An ambiguous submit (timeout or reset after sending): did the attempt show up since
+        // (its callback came, it got an upstream id, outputs moved)? Then it lives upstream:
+        // keep following it. Otherwise it never arrived, and the failure is decided again as
+        // a plain transient one (retry or fail over) — never a blind resubmit before this.
+        if (!latest) {
+            co_await db.write([&](store::transaction& tx) { tx.complete_job(job.id, owner); });
+            co_return;
+        }
+        bool evidence = latest->status != "unknown" || !latest->provider_task_id.empty();
+        co_await db.read([&](store::transaction& tx) {
+            for (const auto& o : tx.get_outputs(task->id))
+                if (o.status != to_string(output_status::pending))
+                    evidence = true;
+        });
+        if (evidence) {
+            co_await db.write([&](store::transaction& tx) {
+                if (!tx.complete_job(job.id, owner))
+                    return;
+                if (!latest->provider_task_id.empty() && p && p->caps().polling) {
+                    store::job_row poll;
+                    poll.kind = "poll";
+                    poll.task_id = task->id;
+                    poll.due_at = now_ms();
+                    tx.schedule_job(poll, true);
+                }
+            });
+            jobs.with({"reconcile", "found_upstream"}).inc();
+            co_return;
+        }
+        attempt_number = latest->number;
+        u.what = providers::update::kind::failed;
+        u.error = error_class::transient;
+        u.error_code = "ambiguous_unresolved";
+        u.error_message =
+            "the submit's outcome stayed unknown (no callback, no upstream id): "
+            "treated as not received";
     } else {
         log::warn("unknown job kind", {{"kind", job.kind}, {"task_id", job.task_id}});
         co_await db.write([&](store::transaction& tx) { tx.complete_job(job.id, owner); });
@@ -443,6 +699,9 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
         }
         if (attempt && !u.state_json.empty())
             attempt->state_json = u.state_json;
+        // A sign of life from an attempt whose submit was ambiguous: it exists upstream.
+        if (attempt && attempt->status == "unknown" && u.what != providers::update::kind::failed)
+            attempt->status = "accepted";
         // A provider may move to another upstream task (MusicAPI: upload, then extend).
         if (attempt && !u.provider_task_id.empty() && u.what != providers::update::kind::accepted)
             attempt->provider_task_id = u.provider_task_id;
@@ -510,6 +769,48 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
                     attempt->status = "failed";
                     attempt->finished_at = now;
                     attempt->error_json = json::serialize(err);
+                }
+                // Retry here, fail over along the route, reconcile an ambiguous submit, or fail.
+                if (auto d = plan_recovery(*t, attempts, attempt, provider_name, u, outs, now);
+                    d.what != decision_kind::fail) {
+                    const auto req = request_from_json(t->request_json);
+                    std::string next = provider_name;
+                    if (d.what == decision_kind::failover) {
+                        auto it = std::find(req.route_chain.begin(), req.route_chain.end(),
+                                            provider_name);
+                        if (it != req.route_chain.end() && it + 1 != req.route_chain.end())
+                            next = *(it + 1);
+                    }
+                    keep_or_finish(false, 0);
+                    tx.delete_jobs_for_task(t->id);
+                    store::job_row j;
+                    j.kind = d.what == decision_kind::reconcile ? "reconcile" : "submit";
+                    j.task_id = t->id;
+                    j.due_at = now + d.delay_ms;
+                    j.payload_json = "{\"attempt\":" + std::to_string(attempt_number) + "}";
+                    tx.schedule_job(j, true);
+                    if (attempt) {
+                        if (d.what == decision_kind::reconcile)
+                            attempt->status = "unknown";  // it may exist upstream
+                        tx.upsert_attempt(*attempt);
+                    }
+                    if (d.what != decision_kind::reconcile)
+                        t->status = std::string(to_string(task_status::queued));
+                    t->provider = next;
+                    t->updated_at = now;
+                    tx.update_task(*t);
+                    json::object e;
+                    e["attempt"] = attempt_number;
+                    e["failed_provider"] = provider_name;
+                    e["next_provider"] = next;
+                    e["decision"] = to_string(d.what);
+                    e["reason"] = d.reason;
+                    e["delay_ms"] = d.delay_ms;
+                    e["error"] = err;
+                    append_event(tx, *t, event_type::retrying, std::move(e));
+                    retries.with({provider_name, std::string(to_string(d.what)), d.reason}).inc();
+                    notify_after = true;
+                    return;
                 }
                 // The job first: finalize removes the task's jobs, ours included.
                 keep_or_finish(false, 0);
@@ -596,6 +897,8 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
                 if (ou.status == output_status::failed)
                     d["error"] = ou.error.empty() ? "generation failed" : ou.error;
                 it->status = std::string(to_string(ou.status));
+                if (ou.status == output_status::ready)
+                    capture_output(tx, *t, ou.index, provider_name);
                 json::object e;
                 e["index"] = ou.index;
                 e["output"] = d;
@@ -690,6 +993,7 @@ void engine::impl::finalize(store::transaction& tx, store::task_row& t,
     tx.update_task(t);
     if (attempt && attempt->finished_at == 0)
         attempt->finished_at = now;
+    release_outstanding(tx, t, credits);
     json::object d;
     d["outputs_ready"] = ready;
     if (error)
@@ -850,6 +1154,7 @@ net::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_id
         t->status = std::string(to_string(task_status::canceled));
         t->updated_at = now;
         tx.update_task(*t);
+        impl::release_outstanding(tx, *t, self->credits);
         append_event(tx, *t, event_type::canceled, {});
         tx.delete_jobs_for_task(t->id);
         provider = t->provider;
@@ -858,6 +1163,50 @@ net::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_id
     if (outcome == cancel_outcome::canceled)
         self->tasks_finished.with({provider.empty() ? "none" : provider, "canceled"}).inc();
     co_return outcome;
+}
+
+std::string engine::providers_json() const {
+    const auto now = now_ms();
+    json::array out;
+    for (auto* p : impl_->registry.all()) {
+        const std::string name(p->name());
+        const auto& c = p->caps();
+        json::object o;
+        o["name"] = name;
+        json::array sources;
+        if (c.source_file)
+            sources.emplace_back("file");
+        if (c.source_url)
+            sources.emplace_back("url");
+        if (c.source_clip)
+            sources.emplace_back("clip");
+        json::object caps;
+        caps["sources"] = std::move(sources);
+        caps["length"] = c.length;
+        caps["max_outputs"] = c.max_outputs;
+        caps["webhooks"] = c.webhooks;
+        caps["polling"] = c.polling;
+        o["capabilities"] = std::move(caps);
+        o["price_per_output"] = credits_value(provider_price_milli(impl_->settings, name));
+        if (auto* b = impl_->breaker_for(name)) {
+            const auto s = b->snap(now);
+            json::object br;
+            br["state"] = to_string(s.st);
+            br["consecutive_failures"] = s.consecutive_failures;
+            br["window_requests"] = s.window_requests;
+            br["window_failures"] = s.window_failures;
+            br["in_flight"] = s.in_flight;
+            br["times_opened"] = s.times_opened;
+            if (s.st != circuit_breaker::state::closed && s.open_until_ms > 0)
+                br["open_until"] = iso8601(s.open_until_ms);
+            o["circuit"] = std::move(br);
+            o["healthy"] = s.st == circuit_breaker::state::closed;
+        }
+        out.emplace_back(std::move(o));
+    }
+    json::object doc;
+    doc["data"] = std::move(out);
+    return json::serialize(doc);
 }
 
 }  // namespace segue::core

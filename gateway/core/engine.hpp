@@ -80,6 +80,10 @@ class engine {
     static store::event_row append_event(store::transaction& tx, const store::task_row& task,
                                          std::string_view type, boost::json::object data);
 
+    // The providers, their capabilities, price and circuit breaker state, as a JSON array
+    // (GET /v1/providers).
+    std::string providers_json() const;
+
     struct impl;
 
   private:

@@ -1,5 +1,7 @@
 #include "gateway/core/ledger.hpp"
 
+#include <algorithm>
+
 #include <boost/json.hpp>
 
 #include <charconv>
@@ -111,6 +113,22 @@ json::object ledger_totals_document(std::string_view tenant, const store::ledger
     o["granted"] = credits_value(b.granted);
     o["unit"] = "credits";
     return o;
+}
+
+std::int64_t provider_price_milli(const config::settings& settings, std::string_view provider) {
+    double price = 0;
+    if (provider == "sandbox")
+        price = settings.providers.sandbox.price;
+    else if (provider == "musicgpt")
+        price = settings.providers.musicgpt.price;
+    else if (provider == "musicapi")
+        price = settings.providers.musicapi.price;
+    return credits_to_milli(price).value_or(0);
+}
+
+std::int64_t estimate_hold_milli(const config::settings& settings, std::string_view provider,
+                                 int num_outputs) {
+    return provider_price_milli(settings, provider) * std::max(1, num_outputs);
 }
 
 }  // namespace segue::core

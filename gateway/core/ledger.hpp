@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "gateway/config/settings.hpp"
 #include "gateway/store/store.hpp"
 
 namespace segue::core {
@@ -38,6 +39,13 @@ boost::json::value credits_value(std::int64_t milli);
 // so the shares sum to `total` exactly. Throws std::invalid_argument for outputs < 1, an index
 // outside 1..outputs or a negative total.
 std::int64_t share_of(std::int64_t total, int outputs, int index);
+
+// A provider's price per output from config (providers.<name>.price), in milli-credits; 0 for
+// a provider without one.
+std::int64_t provider_price_milli(const config::settings& settings, std::string_view provider);
+// What a request holds at submit: the price of the route's first provider times num_outputs.
+std::int64_t estimate_hold_milli(const config::settings& settings, std::string_view provider,
+                                 int num_outputs);
 
 // One entry: {"id", "kind", "amount", "task_id"?, "output"?, "provider"?, "note"?,
 // "created_at"}; amount in credits, always >= 0 (the kind says which way it moves credits).

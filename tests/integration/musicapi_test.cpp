@@ -100,7 +100,9 @@ struct gateway {
                             ? "    poll_initial: 100ms\n    poll_max: 300ms\n"
                             : "") +
             "    poll_jitter: 0\n"
-            "    submit_timeout: 5s\n    poll_timeout: 2s\n" +
+            "    submit_timeout: 5s\n    poll_timeout: 2s\n"
+            "retry:\n  transient: {initial: 50ms, max: 100ms}\n"
+            "  rate_limited: {initial: 50ms, max: 100ms}\n" +
             extra;
         proc = std::make_unique<segue::test::segue_process>(cfg);
     }
@@ -295,8 +297,6 @@ TEST(MusicApi, ErrorsEndTheTaskAsClassified) {
          "upstream_moderation", false},
         {R"({"fail_next":1,"fail_reason":"the model gave up"})", "", "rejected", "upstream_failed",
          true},
-        {R"({"faults":[{"match":"create","status":504,"times":1}]})", "", "transient",
-         "upstream_timeout", true},
         {R"({"faults":[{"match":"create","status":401,"times":1}]})", "", "credential",
          "upstream_unauthorized", false},
     };
@@ -319,6 +319,15 @@ TEST(MusicApi, ErrorsEndTheTaskAsClassified) {
     // The fake's own books: every failed extend was refunded (12 charged, 12 back).
     auto ledger = fake.get("/_control/ledger");
     EXPECT_EQ(ledger["charged"], ledger["refunded"]) << json::serialize(ledger);
+    // A 504 (MusicAPI refunded its credits) is transient: retried, and the retry succeeds.
+    fake.control(R"({"faults":[{"match":"create","status":504,"times":1}]})");
+    auto id = clip_task("");
+    auto t = wait_final(gw.port, id);
+    EXPECT_EQ(t["status"], "succeeded") << json::serialize(t);
+    auto ev = http_request(gw.port, "GET", "/v1/extensions/" + id + "/events", "", {key});
+    ASSERT_TRUE(ev);
+    EXPECT_NE(ev->body.find("extension.retrying"), std::string::npos);
+    EXPECT_NE(ev->body.find("provider_refunded"), std::string::npos) << ev->body;
 }
 
 TEST(MusicApi, PollErrorsAreRetriedUntilTheTaskFinishes) {

@@ -96,7 +96,11 @@ struct gateway {
             std::to_string(fake.port()) +
             "/api/public\n    api_key: mg-upstream-key\n    reconcile_after: 3s\n"
             "    poll_interval: 500ms\n    submit_timeout: 5s\n"
-            "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n" +
+            "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n"
+            "retry:\n  transient: {initial: 50ms, max: 100ms}\n"
+            "  rate_limited: {initial: 50ms, max: 100ms}\n"
+            // These tests inject failures on purpose: keep the circuit closed.
+            "breakers:\n  consecutive_failures: 1000\n  min_requests: 1000\n" +
             extra;
         proc = std::make_unique<segue::test::segue_process>(cfg);
     }
@@ -295,7 +299,8 @@ TEST(MusicGpt, UpstreamErrorsEndTheTaskWithTheNormalizedError) {
         {R"({"match":"submit","status":429,"retry_after":7})", "upstream_rate_limited",
          "rate_limited"},
         {R"({"match":"submit","status":500})", "upstream_unavailable", "transient"},
-        {R"({"match":"submit","reset":true})", "upstream_unreachable", "transient"},
+        // A reset after sending is ambiguous: reconciled (no callback came) before each retry.
+        {R"({"match":"submit","reset":true})", "ambiguous_unresolved", "transient"},
     };
     fake_musicgpt fake;
     gateway g(fake);
@@ -314,7 +319,29 @@ TEST(MusicGpt, UpstreamErrorsEndTheTaskWithTheNormalizedError) {
         if (c.code == "upstream_rejected")
             EXPECT_NE(std::string(e["message"].as_string()).find("extend_after"),
                       std::string::npos);
+        // Transient and rate-limited failures were retried first (sticky faults: in vain);
+        // the others were not.
+        const auto counts = event_counts(g.port, std::string(t["id"].as_string()));
+        const bool retryable = c.cls == "transient" || c.cls == "rate_limited";
+        EXPECT_EQ(counts.count("extension.retrying") > 0, retryable) << c.fault;
     }
+}
+
+TEST(MusicGpt, ATransientFailureIsRetriedAndTheTaskSucceeds) {
+    fake_musicgpt fake;
+    gateway g(fake);
+    fake.control(R"({"faults":[{"match":"submit","status":503,"times":1}]})");
+    auto r = http_request(g.port, "POST", "/v1/extensions",
+                          R"({"audio_url":"https://cdn.example/song.mp3","extend_after":3})",
+                          {key, "Content-Type: application/json"});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 202);
+    const std::string id(parse(r->body)["id"].as_string());
+    auto t = wait_final(g.port, id);
+    EXPECT_EQ(t["status"], "succeeded") << json::serialize(t);
+    EXPECT_EQ(event_counts(g.port, id)["extension.retrying"], 1);
+    EXPECT_EQ(t["attempts"].as_array().size(), 2u) << json::serialize(t["attempts"]);
+    EXPECT_EQ(fake.requests("submit").size(), 2u);
 }
 
 TEST(MusicGpt, ForgedWebhookTokenChangesNothing) {
