@@ -94,16 +94,16 @@ struct gateway {
             "engine:\n  poll_interval: 100ms\n  lease: 3s\n"
             "upstream:\n  allow_plain_http: true\n  request_timeout: 5s\n"
             "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n"
+            "retry:\n  transient: {initial: 50ms, max: 100ms}\n"
+            "  rate_limited: {initial: 50ms, max: 100ms}\n"
             "providers:\n  musicapi:\n    enabled: true\n    base_url: http://127.0.0.1:" +
             std::to_string(fake.port()) + "/api/v1\n    api_key: ma-upstream-key\n" +
             std::string(extra.find("poll_initial") == std::string::npos
                             ? "    poll_initial: 100ms\n    poll_max: 300ms\n"
                             : "") +
             "    poll_jitter: 0\n"
-            "    submit_timeout: 5s\n    poll_timeout: 2s\n"
-            "retry:\n  transient: {initial: 50ms, max: 100ms}\n"
-            "  rate_limited: {initial: 50ms, max: 100ms}\n" +
-            extra;
+            "    submit_timeout: 5s\n    poll_timeout: 2s\n" +
+            extra;  // extra continues providers.musicapi
         proc = std::make_unique<segue::test::segue_process>(cfg);
     }
     std::unique_ptr<segue::test::segue_process> proc;
