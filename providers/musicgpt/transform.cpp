@@ -1,5 +1,7 @@
 #include "providers/musicgpt/transform.hpp"
 
+#include "gateway/core/backoff.hpp"
+
 #include <boost/json.hpp>
 
 #include <algorithm>
@@ -494,29 +496,11 @@ core::error_class classify_http(int status) {
 
 std::optional<std::int64_t> retry_after_ms(std::string_view value,
                                            std::optional<std::int64_t> now_unix_ms) {
-    value = trim(value);
-    if (value.empty())
-        return std::nullopt;
-    if (std::isdigit(static_cast<unsigned char>(value.front()))) {
-        double secs = 0;
-        auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), secs);
-        if (ec != std::errc() || p != value.data() + value.size() || !std::isfinite(secs) ||
-            secs < 0)
-            return std::nullopt;
-        return static_cast<std::int64_t>(std::llround(secs * 1000.0));
-    }
-    // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT".
-    std::tm tm{};
-    const std::string text(value);
-    const char* end = strptime(text.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    if (!end || *end != '\0')
-        return std::nullopt;
-    const std::int64_t at_ms = static_cast<std::int64_t>(timegm(&tm)) * 1000;
-    const std::int64_t now = now_unix_ms ? *now_unix_ms
-                                         : std::chrono::duration_cast<std::chrono::milliseconds>(
-                                               std::chrono::system_clock::now().time_since_epoch())
-                                               .count();
-    return std::max<std::int64_t>(0, at_ms - now);
+    if (!now_unix_ms)
+        now_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+    return core::parse_retry_after(value, now_unix_ms);
 }
 
 std::string error_text(std::string_view body) {

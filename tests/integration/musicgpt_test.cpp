@@ -28,18 +28,6 @@ namespace {
 const std::string key = "Authorization: Bearer sk-mg-tenant";
 const std::string boundary = "mg-test-boundary-91";
 
-std::uint16_t free_port() {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    ::close(fd);
-    return ntohs(a.sin_port);
-}
-
 json::object parse(const std::string& s) {
     return json::parse(s).as_object();
 }
@@ -82,7 +70,7 @@ class fake_musicgpt {
 
 struct gateway {
     explicit gateway(const fake_musicgpt& fake, const std::string& extra = "") {
-        port = free_port();
+        port = segue::test::free_port();
         const std::string cfg =
             "server:\n  listen: 127.0.0.1:" + std::to_string(port) +
             "\n  io_threads: 2\nlog:\n  level: info\n"
