@@ -1,5 +1,7 @@
 #include "providers/musicapi/transform.hpp"
 
+#include "providers/common/wire.hpp"
+
 #include <boost/json.hpp>
 
 #include <algorithm>
@@ -17,26 +19,17 @@ namespace json = boost::json;
 
 namespace {
 
+using wire::failed;
+using wire::field;
+using wire::find_header;
+using wire::format_number;
+using wire::icontains;
+using wire::iequals;
+using wire::json_string;
+using wire::printable_prefix;
+using wire::trim;
+
 constexpr std::string_view method_name = "musicapi producer extend_music";
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size())
-        return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (std::tolower(static_cast<unsigned char>(a[i])) !=
-            std::tolower(static_cast<unsigned char>(b[i])))
-            return false;
-    return true;
-}
-
-bool icontains(std::string_view hay, std::string_view needle) {
-    if (needle.empty())
-        return true;
-    for (std::size_t i = 0; i + needle.size() <= hay.size(); ++i)
-        if (iequals(hay.substr(i, needle.size()), needle))
-            return true;
-    return false;
-}
 
 bool icontains_any(std::string_view hay, std::initializer_list<std::string_view> needles) {
     return std::any_of(needles.begin(), needles.end(),
@@ -49,34 +42,6 @@ std::string lower(std::string_view s) {
     for (char c : s)
         out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
     return out;
-}
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())))
-        s.remove_prefix(1);
-    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
-        s.remove_suffix(1);
-    return s;
-}
-
-std::optional<std::string_view> find_header(const header_list& headers, std::string_view name) {
-    for (const auto& [k, v] : headers)
-        if (iequals(k, name))
-            return std::string_view(v);
-    return std::nullopt;
-}
-
-// Shortest text that reads back as the same double ("45", "35.5", "0.1").
-std::string format_number(double v) {
-    char buf[64];
-    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-    if (ec != std::errc())
-        return "0";
-    return std::string(buf, end);
-}
-
-std::string json_string(std::string_view s) {
-    return json::serialize(json::string_view(s.data(), s.size()));
 }
 
 std::optional<json::value> parse_value(std::string_view text) {
@@ -92,10 +57,6 @@ std::optional<json::object> parse_object(std::string_view text) {
     if (!v || !v->is_object())
         return std::nullopt;
     return std::move(v->as_object());
-}
-
-const json::value* field(const json::object& o, std::string_view key) {
-    return o.if_contains(json::string_view(key.data(), key.size()));
 }
 
 // A string field ("" when absent or not a string).
@@ -141,19 +102,6 @@ std::optional<int> body_code(const json::object& o) {
     return static_cast<int>(*d);
 }
 
-std::string printable_prefix(std::string_view body, std::size_t max) {
-    std::string out;
-    for (char c : trim(body)) {
-        if (out.size() >= max) {
-            out += "…";
-            break;
-        }
-        const auto u = static_cast<unsigned char>(c);
-        out.push_back(u < 0x20 || u == 0x7f ? ' ' : c);
-    }
-    return out;
-}
-
 std::string error_text_of(const json::object& o) {
     for (std::string_view key : {"message", "error", "detail", "msg", "error_message"}) {
         auto* v = field(o, key);
@@ -176,15 +124,6 @@ bool says_refunded(std::string_view msg) {
            !icontains_any(msg, {"not refund", "no refund", "non-refund", "not been refund",
                                 "not yet refund", "unable to refund", "refund failed",
                                 "without refund", "cannot refund", "can't refund"});
-}
-
-update failed(core::error_class cls, std::string code, std::string message) {
-    update u;
-    u.what = update::kind::failed;
-    u.error = cls;
-    u.error_code = std::move(code);
-    u.error_message = std::move(message);
-    return u;
 }
 
 // The newer shape's task status is a string; a numeric "status" (an HTTP code echoed by some

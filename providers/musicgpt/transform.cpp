@@ -1,5 +1,7 @@
 #include "providers/musicgpt/transform.hpp"
 
+#include "providers/common/wire.hpp"
+
 #include "gateway/core/backoff.hpp"
 
 #include <boost/json.hpp>
@@ -18,24 +20,15 @@ namespace json = boost::json;
 
 namespace {
 
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size())
-        return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (std::tolower(static_cast<unsigned char>(a[i])) !=
-            std::tolower(static_cast<unsigned char>(b[i])))
-            return false;
-    return true;
-}
-
-bool icontains(std::string_view hay, std::string_view needle) {
-    if (needle.empty())
-        return true;
-    for (std::size_t i = 0; i + needle.size() <= hay.size(); ++i)
-        if (iequals(hay.substr(i, needle.size()), needle))
-            return true;
-    return false;
-}
+using wire::failed;
+using wire::field;
+using wire::find_header;
+using wire::format_number;
+using wire::icontains;
+using wire::iequals;
+using wire::json_string;
+using wire::printable_prefix;
+using wire::trim;
 
 std::string upper(std::string_view s) {
     std::string out;
@@ -45,44 +38,12 @@ std::string upper(std::string_view s) {
     return out;
 }
 
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())))
-        s.remove_prefix(1);
-    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
-        s.remove_suffix(1);
-    return s;
-}
-
-std::optional<std::string_view> find_header(const header_list& headers, std::string_view name) {
-    for (const auto& [k, v] : headers)
-        if (iequals(k, name))
-            return std::string_view(v);
-    return std::nullopt;
-}
-
-// Shortest text that reads back as the same double ("35", "35.5", "0.1").
-std::string format_number(double v) {
-    char buf[64];
-    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-    if (ec != std::errc())
-        return "0";
-    return std::string(buf, end);
-}
-
-std::string json_string(std::string_view s) {
-    return json::serialize(json::string_view(s.data(), s.size()));
-}
-
 std::optional<json::object> parse_object(std::string_view text) {
     boost::system::error_code ec;
     auto v = json::parse(json::string_view(text.data(), text.size()), ec);
     if (ec || !v.is_object())
         return std::nullopt;
     return std::move(v.as_object());
-}
-
-const json::value* field(const json::object& o, std::string_view key) {
-    return o.if_contains(json::string_view(key.data(), key.size()));
 }
 
 std::optional<std::string> str(const json::object& o, std::string_view key) {
@@ -138,19 +99,6 @@ std::optional<bool> boolean(const json::object& o, std::string_view key) {
             return false;
     }
     return std::nullopt;
-}
-
-std::string printable_prefix(std::string_view body, std::size_t max) {
-    std::string out;
-    for (char c : trim(body)) {
-        if (out.size() >= max) {
-            out += "…";
-            break;
-        }
-        const auto u = static_cast<unsigned char>(c);
-        out.push_back(u < 0x20 || u == 0x7f ? ' ' : c);
-    }
-    return out;
 }
 
 std::string render_detail(const json::value& d) {
@@ -213,15 +161,6 @@ std::optional<std::int64_t> body_retry_after_ms(const json::object& o) {
     if (!s || *s < 0)
         return std::nullopt;
     return static_cast<std::int64_t>(std::llround(*s * 1000.0));
-}
-
-update failed(core::error_class cls, std::string code, std::string message) {
-    update u;
-    u.what = update::kind::failed;
-    u.error = cls;
-    u.error_code = std::move(code);
-    u.error_message = std::move(message);
-    return u;
 }
 
 std::string content_type_for(std::string_view filename) {

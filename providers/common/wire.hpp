@@ -1,0 +1,38 @@
+#pragma once
+// Small pieces every provider's wire transform needs (header lookups, JSON text, error
+// updates), so each provider's transform.cpp holds only its own protocol. Pure, no I/O.
+
+#include <boost/json/object.hpp>
+#include <boost/json/value.hpp>
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "gateway/core/model.hpp"
+#include "providers/provider.hpp"
+
+namespace segue::providers::wire {
+
+using header_list = std::vector<std::pair<std::string, std::string>>;
+
+// ASCII case-insensitive comparison and search.
+bool iequals(std::string_view a, std::string_view b);
+bool icontains(std::string_view hay, std::string_view needle);
+std::string_view trim(std::string_view s);
+// The first header named `name` (any case).
+std::optional<std::string_view> find_header(const header_list& headers, std::string_view name);
+// Shortest text that reads back as the same double ("35", "35.5", "0.1").
+std::string format_number(double v);
+// `s` as a JSON string literal, quotes included.
+std::string json_string(std::string_view s);
+const boost::json::value* field(const boost::json::object& o, std::string_view key);
+// At most `max` characters of `body` for an error message, control characters blanked.
+std::string printable_prefix(std::string_view body, std::size_t max);
+// A `failed` update of class `cls`.
+update failed(core::error_class cls, std::string code, std::string message);
+
+}  // namespace segue::providers::wire
