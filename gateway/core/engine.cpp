@@ -206,14 +206,34 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
                                providers::update u);
     void finalize(store::transaction& tx, store::task_row& t, std::vector<store::output_row>& outs,
                   store::attempt_row* attempt, std::optional<json::object> error);
+    // Ledger: on failover the hold follows the next provider's price (the tenant pays for what
+    // makes the outputs), as an extra hold or a partial release keyed by the attempt.
+    void retarget_hold(store::transaction& tx, const store::task_row& t, const std::string& next,
+                       int attempt_number) {
+        const auto l = tx.ledger_for_task(t.id);
+        if (l.hold == 0)
+            return;  // nothing was held (a free provider first): nothing to move
+        const std::int64_t current = l.hold - l.released;
+        const std::int64_t target = estimate_hold_milli(settings, next, t.num_outputs);
+        if (target == current)
+            return;
+        store::ledger_row e;
+        e.tenant = t.tenant;
+        e.task_id = t.id;
+        e.kind = target > current ? "hold" : "release";
+        e.key = "failover-" + std::to_string(attempt_number);
+        e.amount_milli = target > current ? target - current : current - target;
+        e.provider = next;
+        e.note = "failover to " + next;
+        e.created_at = now_ms();
+        tx.add_ledger_entry(e);
+    }
+
     // Ledger: a ready output captures its share of the task's hold, once (unique key).
     void capture_output(store::transaction& tx, const store::task_row& t, int index,
                         const std::string& provider) {
-        std::int64_t hold = 0;
-        try {
-            hold = request_from_json(t.request_json).hold_milli;
-        } catch (const std::exception&) {
-        }
+        const auto l = tx.ledger_for_task(t.id);
+        const std::int64_t hold = l.hold - l.released;
         if (hold <= 0 || index < 1 || index > t.num_outputs)
             return;
         store::ledger_row c;
@@ -796,6 +816,8 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
                     }
                     if (d.what != decision_kind::reconcile)
                         t->status = std::string(to_string(task_status::queued));
+                    if (next != provider_name)
+                        retarget_hold(tx, *t, next, attempt_number);
                     t->provider = next;
                     t->updated_at = now;
                     tx.update_task(*t);

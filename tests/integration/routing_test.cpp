@@ -144,6 +144,11 @@ TEST(Routing, QuotaAtTheFirstProviderFailsOverToTheNext) {
     EXPECT_EQ(retrying, 1);
     // The same audio went to the next provider (a URL source: MusicAPI uploaded it).
     EXPECT_EQ(w.ma.requests("upload").size(), 1u);
+    // The hold followed the failover: MusicGPT's 5 held, 2 released, MusicAPI's 3 captured.
+    auto c = w.credits();
+    EXPECT_EQ(num(c["captured"]), 3) << json::serialize(c);
+    EXPECT_EQ(num(c["held"]), 0);
+    EXPECT_EQ(num(c["balance"]), 997);
 }
 
 TEST(Routing, RejectedRequestsDoNotFailOverAndPinsAndRoutesAreHonoured) {
