@@ -8,6 +8,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <set>
@@ -334,10 +335,17 @@ TEST_F(WebhooksTest, GoneStopsTheEndpointAndDeadLettersCanBeRedelivered) {
     ASSERT_EQ(dead.size(), events.size()) << json::serialize(dead);
     EXPECT_EQ(rcv.deliveries("/hooks/g").size(), 1u);  // one 410, then no more attempts
 
-    // Redeliver everything, oldest first, once the endpoint is back.
+    // Redeliver everything in sequence order once the endpoint is back (the list is newest
+    // first by creation time; events of one transaction share a timestamp, so sort by seq).
     rcv.mode(R"({"mode":"ok","path":"/hooks/g"})");
-    for (auto it = dead.rbegin(); it != dead.rend(); ++it) {
-        const std::string did(it->at("id").as_string());
+    std::vector<json::object> by_seq;
+    for (auto& d : dead)
+        by_seq.push_back(d.as_object());
+    std::sort(by_seq.begin(), by_seq.end(), [](const json::object& a, const json::object& b) {
+        return a.at("seq").as_int64() < b.at("seq").as_int64();
+    });
+    for (const auto& d : by_seq) {
+        const std::string did(d.at("id").as_string());
         auto r = http_request(gw.port(), "POST", "/v1/deliveries/" + did + "/redeliver", "", {key});
         ASSERT_TRUE(r);
         EXPECT_EQ(r->status, 202) << r->body;
