@@ -40,6 +40,10 @@ struct capabilities {
     // is finished by a progress update only once every ready output has them; otherwise a
     // poll that reports `done` settles it.
     bool separate_artifacts = false;
+    // How long an ambiguous submit (a timeout or reset after sending, a crash mid-submit) is
+    // given to show up (its callback, an upstream id) before the core treats it as never
+    // received and submits again.
+    std::int64_t reconcile_window_ms = 0;
 };
 
 // One attempt of one task, as the provider sees it.

@@ -500,6 +500,15 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
         u.error = error_class::rejected;
         u.error_code = "unknown_provider";
         u.error_message = "provider '" + provider_name + "' is not configured";
+    } else if (job.kind == "submit" && latest && latest->status == "submitting") {
+        // The previous run of this job died mid-submit (a crash, a kill): the request may have
+        // reached the provider. Never resubmit blindly: reconcile it like any ambiguous submit.
+        u.what = providers::update::kind::failed;
+        u.error = error_class::transient;
+        u.error_code = "interrupted_submit";
+        u.error_message = "the gateway stopped while submitting; the provider may have the task";
+        u.ambiguous = true;
+        jobs.with({"submit", "interrupted"}).inc();
     } else if (job.kind == "submit") {
         // The provider's circuit breaker and concurrency limit come first.
         auto* br = breaker_for(provider_name);
@@ -683,6 +692,7 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
     }
 
     bool notify_after = false;
+    bool superseded = false;
     std::string final_status;
     store::millis created_at = 0;
     co_await db.write([&](store::transaction& tx) {
@@ -716,6 +726,14 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
             s.row.task_id = t->id;
             s.row.created_at = now;
             tx.insert_file(s.row);
+        }
+        // A webhook for an attempt that is no longer the task's current one (it failed, or a
+        // later attempt replaced it) must not touch the task.
+        if (!job && attempt &&
+            (attempt->number != attempts.back().number || attempt->status == "failed" ||
+             attempt->status == "canceled")) {
+            superseded = true;
+            return;
         }
         if (attempt && !u.state_json.empty())
             attempt->state_json = u.state_json;
@@ -790,9 +808,43 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
                     attempt->finished_at = now;
                     attempt->error_json = json::serialize(err);
                 }
+                // The provider's own callback already proved this attempt exists upstream (it
+                // set the upstream id while the submit answer was late): the failed answer is
+                // not the attempt's outcome. Follow the task instead of submitting again.
+                if (job && job->kind == "submit" && attempt && !attempt->provider_task_id.empty()) {
+                    attempt->status = "accepted";
+                    attempt->finished_at = 0;
+                    attempt->error_json.clear();
+                    tx.upsert_attempt(*attempt);
+                    keep_or_finish(false, 0);
+                    const auto* prov = registry.find(provider_name);
+                    if (prov && prov->caps().polling) {
+                        store::job_row poll;
+                        poll.kind = "poll";
+                        poll.task_id = t->id;
+                        poll.due_at = now + 1000;
+                        tx.schedule_job(poll, true);
+                    }
+                    if (t->status == to_string(task_status::queued)) {
+                        t->status = std::string(to_string(task_status::submitted));
+                        t->updated_at = now;
+                        tx.update_task(*t);
+                    }
+                    json::object e;
+                    e["attempt"] = attempt_number;
+                    e["provider_task_id"] = attempt->provider_task_id;
+                    e["reconciled"] = true;
+                    append_event(tx, *t, event_type::submitted, std::move(e));
+                    retries.with({provider_name, "reconciled", "callback_seen"}).inc();
+                    notify_after = true;
+                    return;
+                }
                 // Retry here, fail over along the route, reconcile an ambiguous submit, or fail.
                 if (auto d = plan_recovery(*t, attempts, attempt, provider_name, u, outs, now);
                     d.what != decision_kind::fail) {
+                    if (d.what == decision_kind::reconcile)
+                        if (const auto* prov = registry.find(provider_name))
+                            d.delay_ms = std::max(d.delay_ms, prov->caps().reconcile_window_ms);
                     const auto req = request_from_json(t->request_json);
                     std::string next = provider_name;
                     if (d.what == decision_kind::failover) {
@@ -965,6 +1017,11 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
         if (attempt)
             tx.upsert_attempt(*attempt);
     });
+    if (superseded)
+        webhooks
+            .with(
+                {provider_name, u.webhook_kind.empty() ? "unknown" : u.webhook_kind, "superseded"})
+            .inc();
     if (!final_status.empty()) {
         tasks_finished.with({provider_name, final_status}).inc();
         task_duration.with({provider_name})

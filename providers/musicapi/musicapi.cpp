@@ -55,6 +55,8 @@ musicapi_provider::musicapi_provider(config::musicapi_settings settings)
     caps_.max_outputs = 2;
     caps_.webhooks = !settings_.webhook_secret.empty();
     caps_.polling = true;
+    // No lookup by our reference exists: only a webhook can show an ambiguous create.
+    caps_.reconcile_window_ms = settings_.poll_max.count();
 }
 
 std::int64_t musicapi_provider::next_poll_ms(int polls,

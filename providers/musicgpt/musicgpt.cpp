@@ -98,6 +98,9 @@ musicgpt_provider::musicgpt_provider(config::musicgpt_settings settings)
     caps_.webhooks = true;
     caps_.polling = true;
     caps_.separate_artifacts = true;
+    // MusicGPT's first webhook comes when the generation is done: wait as long as we would
+    // before asking byId.
+    caps_.reconcile_window_ms = settings_.reconcile_after.count();
 }
 
 boost::asio::awaitable<update> musicgpt_provider::submit(const task_view& task, services& svc) {
