@@ -1198,6 +1198,9 @@ class sqlite_store final : public store {
         writer_db_->exec(o.synchronous_full ? "PRAGMA synchronous = FULL"
                                             : "PRAGMA synchronous = NORMAL");
         writer_db_->exec("PRAGMA foreign_keys = ON");
+        // Savepoint journals stay in memory instead of spilling to /var/tmp files (measured:
+        // ~1.2 temp files created and deleted per task without it).
+        writer_db_->exec("PRAGMA temp_store = MEMORY");
         migrate(*writer_db_);
 
         // Opened after the migrations so it never sees a half-built schema.
