@@ -384,9 +384,15 @@ TEST_F(WebhooksTest, RetriesExhaustedMakeADeadDelivery) {
     EXPECT_EQ(d.at("last_status").as_int64(), 503);
     EXPECT_NE(std::string(d.at("last_error").as_string()).find("retries exhausted"),
               std::string::npos);
+    // Counted just after the outcome is committed: wait (bounded) rather than race it.
+    const std::string dead_series = "segue_webhook_deliveries_total{outcome=\"dead\"}";
     auto m = http_request(gw.port(), "GET", "/metrics");
+    for (int i = 0; i < 50 && m && m->body.find(dead_series) == std::string::npos; ++i) {
+        std::this_thread::sleep_for(20ms);
+        m = http_request(gw.port(), "GET", "/metrics");
+    }
     ASSERT_TRUE(m);
-    EXPECT_NE(m->body.find("segue_webhook_deliveries_total{outcome=\"dead\"}"), std::string::npos);
+    EXPECT_NE(m->body.find(dead_series), std::string::npos);
 }
 
 TEST_F(WebhooksTest, RestartWithPendingDeliveriesLosesNone) {
