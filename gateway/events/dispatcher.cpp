@@ -311,8 +311,8 @@ asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d) {
         req.metrics_host = "webhook";  // bounded label set
         auto r = co_await client.send(std::move(req));
         if (!r.ok()) {
-            error =
-                std::string(segue::net::to_string(r.error)) + (r.message.empty() ? "" : ": " + r.message);
+            error = std::string(segue::net::to_string(r.error)) +
+                    (r.message.empty() ? "" : ": " + r.message);
             attempts.with({std::string(segue::net::to_string(r.error))}).inc();
         } else {
             status = r.res.status;
