@@ -74,6 +74,8 @@ YAML
 "$work/segue.bin" --config-docs >"$work/config-docs.md" 2>/dev/null || true
 if grep -q 'fetch.allow_cidrs' "$work/config-docs.md"; then
   printf 'fetch:\n  allow_cidrs: ["127.0.0.1/32"]\n' >>"$work/segue.yaml"
+  # nginx listens on an ephemeral port; builds that restrict URL ports allow any here.
+  grep -q 'fetch.allowed_ports' "$work/config-docs.md" && printf '  allowed_ports: []\n' >>"$work/segue.yaml"
 fi
 start_segue "$work/segue.yaml" "$segue_cpu"
 base="http://127.0.0.1:$segue_port"
