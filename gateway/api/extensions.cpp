@@ -359,7 +359,7 @@ awaitable<void> handlers::create(http::context& ctx) {
                 pending.size() >= spool_write_bytes || c.done || err != http::multipart_error::none;
             if (!pending.empty() && flush_now) {
                 if (!spool) {
-                    file_id = util::random_id("file_");
+                    file_id = util::sortable_id("file_");
                     spool = std::make_unique<spool_file>(
                         deps.blocking,
                         (fs::path(settings.storage.blob_dir) / "uploads" / file_id).string());
@@ -405,7 +405,7 @@ awaitable<void> handlers::create(http::context& ctx) {
             co_return;
         if (have_file && !spool) {
             // An empty file part: still a source, refused as not decodable below.
-            file_id = util::random_id("file_");
+            file_id = util::sortable_id("file_");
             spool = std::make_unique<spool_file>(
                 deps.blocking,
                 (fs::path(settings.storage.blob_dir) / "uploads" / file_id).string());
@@ -550,7 +550,7 @@ awaitable<void> handlers::create(http::context& ctx) {
     // The task as it will be stored, and the 202 it answers (also kept for idempotent replays).
     const auto now = core::now_ms();
     store::task_row task;
-    task.id = util::random_id("ext_");
+    task.id = util::sortable_id("ext_");
     task.tenant = *tenant;
     task.status = std::string(core::to_string(core::task_status::queued));
     task.provider = req.route_chain.front();

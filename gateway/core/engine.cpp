@@ -666,7 +666,7 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
         if (files.count(lf.path))
             return;
         store::file_row f;
-        f.id = util::random_id("file_");
+        f.id = util::sortable_id("file_");
         f.kind = "output";
         f.content_type = lf.content_type;
         std::error_code ec;
@@ -1107,7 +1107,7 @@ store::event_row engine::append_event(store::transaction& tx, const store::task_
     // The outbox: the delivery commits with the event, or neither does.
     if (!webhook_url.empty()) {
         store::delivery_row d;
-        d.id = util::random_id("dlv_");
+        d.id = util::sortable_id("dlv_");
         d.event_id = row.id;
         d.task_id = row.task_id;
         d.tenant = row.tenant;

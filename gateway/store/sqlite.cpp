@@ -9,12 +9,10 @@
 // every use by an RAII guard, so the hot path never parses SQL.
 
 #include <sqlite3.h>
-#include <sys/random.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -31,6 +29,7 @@
 
 #include "gateway/log/log.hpp"
 #include "gateway/store/store.hpp"
+#include "gateway/util/crypto.hpp"
 
 namespace segue::store {
 
@@ -44,27 +43,6 @@ namespace {
 millis now_ms() {
     using namespace std::chrono;
     return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
-
-// "evt_" + 26 Crockford base32 characters (130 bits from the kernel CSPRNG): event ids double as
-// webhook ids, so they must be globally unique without coordination.
-std::string random_event_id() {
-    static constexpr char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
-    unsigned char bytes[26];
-    std::size_t got = 0;
-    while (got < sizeof bytes) {
-        const ssize_t n = ::getrandom(bytes + got, sizeof bytes - got, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            throw store_error("getrandom failed");
-        }
-        got += static_cast<std::size_t>(n);
-    }
-    std::string id = "evt_";
-    for (unsigned char b : bytes)
-        id.push_back(alphabet[b & 31]);  // 256 is a multiple of 32: no modulo bias
-    return id;
 }
 
 struct db_closer {
@@ -758,7 +736,9 @@ class sqlite_transaction final : public transaction {
 
     event_row append_event(event_row e) override {
         if (e.id.empty())
-            e.id = random_event_id();
+            // Event ids double as webhook ids: globally unique without coordination (80
+            // random bits), and time-ordered so the events table's id index grows at its edge.
+            e.id = util::sortable_id("evt_");
         if (e.created_at == 0)
             e.created_at = now_ms();
         statement st(c_, q::append_event);

@@ -25,7 +25,7 @@ namespace segue::store {
 using millis = std::int64_t;
 
 struct task_row {
-    std::string id;  // "ext_" + 26 chars, unguessable
+    std::string id;  // "ext_" + 26 chars: creation time, then 80 random bits (sortable_id)
     std::string tenant;
     std::string status;           // core::task_status as text
     std::string provider;         // provider currently responsible ("" before routing)

@@ -6,6 +6,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include <chrono>
 #include <stdexcept>
 
 namespace segue::util {
@@ -103,6 +104,29 @@ std::string random_id(std::string_view prefix) {
     for (unsigned char b : bytes)
         id.push_back(alphabet[b & 31]);
     return id;
+}
+
+std::string sortable_id(std::string_view prefix, std::uint64_t unix_ms) {
+    static constexpr char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";  // Crockford base32
+    unsigned char bytes[16];
+    if (RAND_bytes(bytes, sizeof bytes) != 1)
+        throw std::runtime_error("RAND_bytes failed");
+    std::string id(prefix);
+    id.reserve(prefix.size() + 26);
+    // 10 characters hold 50 bits: the time's 48 (good until the year 10889) behind two zeros,
+    // most significant first so that the string order is the time order.
+    for (int shift = 45; shift >= 0; shift -= 5)
+        id.push_back(alphabet[(unix_ms >> shift) & 31]);
+    for (unsigned char b : bytes)
+        id.push_back(alphabet[b & 31]);
+    return id;
+}
+
+std::string sortable_id(std::string_view prefix) {
+    const auto now = std::chrono::system_clock::now().time_since_epoch();
+    return sortable_id(prefix,
+                       static_cast<std::uint64_t>(
+                           std::chrono::duration_cast<std::chrono::milliseconds>(now).count()));
 }
 
 std::string random_hex(std::size_t n) {

@@ -9,6 +9,13 @@ namespace segue::util {
 
 // prefix + 26 base32 characters from 130 CSPRNG bits ("ext_0k2m..."): unguessable ids.
 std::string random_id(std::string_view prefix);
+// prefix + 26 base32 characters that sort by creation time: 10 for the Unix time in
+// milliseconds (48 bits, as in ULID), then 16 from 80 CSPRNG bits. Still unguessable, and rows
+// keyed by them are inserted at the right edge of their B-tree indexes instead of on a random
+// page each (measured: that random page per index is most of what a commit writes).
+std::string sortable_id(std::string_view prefix);
+// The same from a given time (tests).
+std::string sortable_id(std::string_view prefix, std::uint64_t unix_ms);
 // `n` random bytes as lowercase hex.
 std::string random_hex(std::size_t n);
 std::string sha256_hex(std::string_view data);

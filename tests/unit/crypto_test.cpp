@@ -1,5 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <set>
+#include <string>
+#include <string_view>
+
 #include "gateway/util/crypto.hpp"
 
 using namespace segue::util;
@@ -44,4 +49,30 @@ TEST(Crypto, Base64RejectsForeignCharactersAndBadLengths) {
     EXPECT_FALSE(base64_decode("Z", out));
     EXPECT_TRUE(base64_decode("Zm8", out));  // padding is optional
     EXPECT_EQ(out, "fo");
+}
+
+TEST(Crypto, SortableIdsEncodeTheTimeFirstAndSortByIt) {
+    // 1 ms after the epoch: nine zeros and a 1, then 16 random characters.
+    const auto first = sortable_id("ext_", 1);
+    ASSERT_EQ(first.size(), 4u + 26u);
+    EXPECT_EQ(first.substr(0, 14), "ext_0000000001");
+    // ULID's time encoding: 2^48 - 1 (its largest time) is "7zzzzzzzzz".
+    EXPECT_EQ(sortable_id("", (std::uint64_t{1} << 48) - 1).substr(0, 10), "7zzzzzzzzz");
+    // A later millisecond always sorts after an earlier one, whatever the random part.
+    std::string prev = sortable_id("evt_", 1'763'800'000'000);
+    for (std::uint64_t ms = 1'763'800'000'001; ms < 1'763'800'002'000; ms += 7) {
+        const auto next = sortable_id("evt_", ms);
+        EXPECT_LT(prev, next) << ms;
+        prev = next;
+    }
+    // Only Crockford base32 characters after the prefix.
+    for (char c : sortable_id("x_").substr(2))
+        EXPECT_NE(std::string_view("0123456789abcdefghjkmnpqrstvwxyz").find(c),
+                  std::string_view::npos);
+}
+
+TEST(Crypto, SortableIdsOfOneMillisecondDifferInTheirRandomPart) {
+    std::set<std::string> seen;
+    for (int i = 0; i < 10'000; ++i)
+        EXPECT_TRUE(seen.insert(sortable_id("ext_", 42)).second);
 }
