@@ -563,6 +563,7 @@ awaitable<void> handlers::create(http::context& ctx) {
         outs.push_back(
             {task.id, i, std::string(core::to_string(core::output_status::pending)), "{}", now});
     const std::string response_body = json::serialize(core::task_document(task, outs, {}));
+    const auto events = core::engine::event_context_of(req);
 
     std::string request_hash;
     if (idem_key) {
@@ -601,7 +602,7 @@ awaitable<void> handlers::create(http::context& ctx) {
                 return;
             }
         }
-        core::engine::create_task(tx, task);
+        core::engine::create_task(tx, task, &events);
         if (req.hold_milli > 0) {
             store::ledger_row h;
             h.tenant = *tenant;

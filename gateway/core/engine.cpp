@@ -1083,26 +1083,52 @@ void engine::impl::finalize(store::transaction& tx, store::task_row& t,
     tx.delete_jobs_for_task(t.id);
 }
 
+engine::event_context engine::event_context_of(const std::string& request_json) {
+    event_context c;
+    try {
+        auto req = request_from_json(request_json);
+        // Re-serialized from the parsed object: the text spliced into events is valid JSON.
+        if (auto md = parse_object(req.metadata_json); !md.empty())
+            c.metadata_json = json::serialize(md);
+        c.webhook_url = req.webhook_url.value_or("");
+    } catch (const std::exception&) {
+        // A request that does not parse: its events carry no metadata and go nowhere.
+    }
+    return c;
+}
+
+engine::event_context engine::event_context_of(const extend_request& req) {
+    event_context c;
+    // The validator stores metadata as serialized JSON of an object.
+    if (req.metadata_json != "{}")
+        c.metadata_json = req.metadata_json;
+    c.webhook_url = req.webhook_url.value_or("");
+    return c;
+}
+
 store::event_row engine::append_event(store::transaction& tx, const store::task_row& task,
-                                      std::string_view type, json::object data) {
+                                      std::string_view type, json::object data,
+                                      const event_context* ctx) {
     data["task_id"] = task.id;
     data["status"] = task.status;
     if (!task.provider.empty())
         data["provider"] = task.provider;
-    std::string webhook_url;
-    try {
-        auto req = request_from_json(task.request_json);
-        auto md = parse_object(req.metadata_json);
-        if (!md.empty())
-            data["metadata"] = md;
-        webhook_url = req.webhook_url.value_or("");
-    } catch (const std::exception&) {
+    event_context parsed;
+    if (ctx == nullptr) {
+        parsed = event_context_of(task.request_json);
+        ctx = &parsed;
     }
+    const std::string& webhook_url = ctx->webhook_url;
     store::event_row e;
     e.task_id = task.id;
     e.tenant = task.tenant;
     e.type = std::string(type);
     e.data_json = json::serialize(data);
+    if (!ctx->metadata_json.empty() && !data.contains("metadata")) {
+        // Spliced in as text, last (data is a non-empty object: it has task_id).
+        e.data_json.pop_back();
+        e.data_json.append(",\"metadata\":").append(ctx->metadata_json).push_back('}');
+    }
     auto row = tx.append_event(std::move(e));
     // The outbox: the delivery commits with the event, or neither does.
     if (!webhook_url.empty()) {
@@ -1125,7 +1151,8 @@ store::event_row engine::append_event(store::transaction& tx, const store::task_
     return row;
 }
 
-void engine::create_task(store::transaction& tx, const store::task_row& task) {
+void engine::create_task(store::transaction& tx, const store::task_row& task,
+                         const event_context* ctx) {
     tx.insert_task(task);
     for (int i = 1; i <= task.num_outputs; ++i) {
         store::output_row o;
@@ -1138,7 +1165,7 @@ void engine::create_task(store::transaction& tx, const store::task_row& task) {
     }
     json::object d;
     d["num_outputs"] = task.num_outputs;
-    append_event(tx, task, event_type::queued, std::move(d));
+    append_event(tx, task, event_type::queued, std::move(d), ctx);
     store::job_row j;
     j.kind = "submit";
     j.task_id = task.id;

@@ -39,6 +39,8 @@ struct inbound_webhook;
 
 namespace segue::core {
 
+struct extend_request;
+
 class engine {
   public:
     engine(boost::asio::io_context& ioc, store::db& db, providers::registry& providers,
@@ -73,12 +75,27 @@ class engine {
     // Writes a new task inside the caller's transaction: the task row (queued), its pending
     // outputs, the extension.queued event and the submit job. The caller commits it (with its
     // idempotency record), then calls notify().
-    static void create_task(store::transaction& tx, const store::task_row& task);
+    // `ctx`, when given, is event_context_of(the task's request), made before the
+    // transaction; otherwise the stored request JSON is parsed inside it.
+    struct event_context;
+    static void create_task(store::transaction& tx, const store::task_row& task,
+                            const event_context* ctx = nullptr);
+
+    // What each event of a task takes from its request: the metadata it carries and the
+    // webhook_url it is delivered to. Parsing the request for it costs more than writing the
+    // event, so callers on the create path build it once, outside the store's writer.
+    struct event_context {
+        std::string metadata_json;  // the request's metadata object as JSON text, "" if none
+        std::string webhook_url;    // "" if none
+    };
+    static event_context event_context_of(const std::string& request_json);
+    static event_context event_context_of(const extend_request& req);  // no parsing
 
     // Appends an event of `type` for `task` with `data` (task_id, status, provider and the
-    // request's metadata are added).
+    // request's metadata are added) and, when the task has a webhook_url, its delivery row.
     static store::event_row append_event(store::transaction& tx, const store::task_row& task,
-                                         std::string_view type, boost::json::object data);
+                                         std::string_view type, boost::json::object data,
+                                         const event_context* ctx = nullptr);
 
     // The providers, their capabilities, price and circuit breaker state, as a JSON array
     // (GET /v1/providers).

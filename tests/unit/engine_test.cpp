@@ -297,3 +297,49 @@ TEST_F(Engine, CancelStopsPollingAndIsFinal) {
     EXPECT_EQ(wait_final(id).status, "canceled");
     EXPECT_EQ(types(events(id)).back(), "extension.canceled");
 }
+
+// The create path passes the event context it built from the validated request; the engine
+// parses the stored request instead. Both must give the same event and the same delivery.
+TEST_F(Engine, EventContextFromTheRequestEqualsParsingTheStoredRequest) {
+    for (const char* metadata : {R"({"order":7,"tags":["a","b"]})", "{}", ""}) {
+        SCOPED_TRACE(metadata);
+        segue::core::extend_request r;
+        r.source = segue::core::source_kind::url;
+        r.audio_url = "https://cdn.example/in.mp3";
+        r.num_outputs = 1;
+        r.metadata_json = metadata;
+        r.webhook_url = "https://hooks.example/segue";
+        std::string data[2];
+        for (int with_ctx = 0; with_ctx < 2; ++with_ctx) {
+            segue::store::task_row t;
+            t.id = "ext_ctx" + std::to_string(++n_);
+            t.tenant = "acme";
+            t.status = "queued";
+            t.provider = "scripted";
+            t.request_json = segue::core::request_to_json(r);
+            t.num_outputs = 1;
+            t.created_at = t.updated_at = segue::core::now_ms();
+            const auto ctx = segue::core::engine::event_context_of(r);
+            write([&](segue::store::transaction& tx) {
+                segue::core::engine::create_task(tx, t, with_ctx ? &ctx : nullptr);
+            });
+            const auto evs = events(t.id);
+            ASSERT_EQ(evs.size(), 1u);
+            auto d = boost::json::parse(evs[0].data_json).as_object();
+            EXPECT_EQ(d["task_id"], t.id.c_str());
+            d.erase("task_id");
+            data[with_ctx] = boost::json::serialize(d);
+            std::vector<segue::store::delivery_row> dl;
+            read([&](segue::store::transaction& tx) {
+                dl = tx.list_deliveries("acme", "", t.id, 10, "");
+            });
+            ASSERT_EQ(dl.size(), 1u) << "one delivery for the webhook_url";
+            EXPECT_EQ(dl[0].url, "https://hooks.example/segue");
+            EXPECT_EQ(dl[0].event_id, evs[0].id);
+        }
+        EXPECT_EQ(data[0], data[1]);
+        const bool has_md = std::string_view(metadata).size() > 2;
+        EXPECT_EQ(data[1].find("\"metadata\":{\"order\":7") != std::string::npos, has_md)
+            << data[1];
+    }
+}
