@@ -122,6 +122,7 @@ app::app(config::settings settings) : impl_(std::make_unique<impl>(std::move(set
     store::sqlite_options so;
     so.path = d.settings.storage.sqlite_path;
     so.synchronous_full = d.settings.storage.sync_full;
+    so.writer_cache_bytes = d.settings.storage.cache_size;
     d.store = store::open_sqlite(so);
     d.db = std::make_unique<store::db>(*d.store, d.metrics);
     d.providers = providers::make_registry(d.settings);

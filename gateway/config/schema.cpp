@@ -165,6 +165,13 @@ object_schema<storage_settings> storage_schema() {
             "fsync every commit, so a task is on disk before its 202 leaves. Turning it off "
             "risks losing the last commits on power loss (not on a crash of the process).")
         .def(true);
+    s.field("cache_size", &storage_settings::cache_size,
+            "SQLite page cache of the writing connection (the reading one keeps SQLite's 2 MB). "
+            "Filled as the database is used, not at start. Smaller costs throughput under load: "
+            "the writer then re-reads index pages from the OS on every commit.")
+        .byte_size()
+        .def(16ull * MiB)
+        .range(1 * MiB, 4ull * GiB);
     return s;
 }
 

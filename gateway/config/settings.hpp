@@ -52,8 +52,9 @@ struct tenant_settings {
 
 struct storage_settings {
     std::string sqlite_path = "var/segue.db";
-    std::string blob_dir = "var/blobs";  // uploads (spool) and generated audio
-    bool sync_full = true;               // fsync every commit
+    std::string blob_dir = "var/blobs";              // uploads (spool) and generated audio
+    bool sync_full = true;                           // fsync every commit
+    std::uint64_t cache_size = 16ull * 1024 * 1024;  // SQLite page cache of the writer
 };
 
 struct api_settings {

@@ -302,7 +302,9 @@ class transaction {
 
 struct store_stats {
     std::uint64_t commits = 0;
-    std::uint64_t units = 0;  // units of work committed (>= commits with group commit)
+    std::uint64_t units = 0;        // units of work committed (>= commits with group commit)
+    std::uint64_t checkpoints = 0;  // background WAL checkpoints completed
+    std::uint64_t wal_pages = 0;    // the WAL's size in pages after the last commit
 };
 
 class store {
@@ -332,6 +334,8 @@ struct sqlite_options {
     int busy_timeout_ms = 5000;
     int max_batch = 256;           // units per group commit
     bool synchronous_full = true;  // fsync on every commit (durable before the 202)
+    std::uint64_t writer_cache_bytes = 16ull * 1024 * 1024;  // page cache of the writer
+    int checkpoint_pages = 1000;  // WAL size (pages) that starts a background checkpoint
 };
 
 // Opens (creating if needed) the database, applies pending schema migrations in order (each in

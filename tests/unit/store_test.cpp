@@ -524,6 +524,57 @@ TEST_F(StoreTest, GroupRespectsMaxBatch) {
     EXPECT_EQ(after.commits - before.commits, 1u + 3u);  // the gate's group, then 4 + 4 + 2
 }
 
+// Checkpoints run in the background (and are finished by the writer between groups): the WAL
+// is copied into the database file and starts over, so it stays small however much is written.
+TEST_F(StoreTest, BackgroundCheckpointsKeepTheWalSmall) {
+    st::sqlite_options o;
+    o.path = db_path();
+    o.synchronous_full = false;  // the checkpoints are the same; the test is faster
+    o.checkpoint_pages = 64;     // 256 KiB
+    auto s = st::open_sqlite(o);
+    const std::string big(8 * 1024, 'x');
+    constexpr int waves = 40, per_wave = 50;  // 2,000 tasks, > 16 MB of rows
+    std::uintmax_t largest_wal = 0;
+    for (int w = 0; w < waves; ++w) {
+        countdown left(per_wave);
+        std::atomic<int> failures{0};
+        for (int i = 0; i < per_wave; ++i)
+            s->submit_write(
+                [&, id = "ext_w" + std::to_string(w * per_wave + i)](st::transaction& tx) {
+                    auto t = make_task(id);
+                    t.request_json = big;
+                    tx.insert_task(t);
+                },
+                [&](std::exception_ptr e) {
+                    if (e)
+                        ++failures;
+                    left.arrive();
+                });
+        left.wait();
+        ASSERT_EQ(failures.load(), 0);
+        std::error_code ec;
+        largest_wal = std::max(largest_wal, std::filesystem::file_size(db_path() + "-wal", ec));
+    }
+    const auto stats = s->stats();
+    std::printf("[ store ] %llu checkpoints, largest WAL %ju bytes\n",
+                static_cast<unsigned long long>(stats.checkpoints), largest_wal);
+    EXPECT_GT(stats.checkpoints, 0u);
+    // Without checkpoints the WAL would hold all of it (> 16 MB).
+    EXPECT_LT(largest_wal, 4u * 1024 * 1024);
+    std::int64_t count = 0;
+    sync_read(*s, [&](st::transaction& tx) {
+        count = static_cast<std::int64_t>(tx.list_tasks("tenant_a", 5000, "").size());
+    });
+    EXPECT_EQ(count, waves * per_wave);
+    s->close();
+    // Reopened from the database file (the WAL is gone after a clean close): all there.
+    auto again = open();
+    sync_read(*again, [&](st::transaction& tx) {
+        count = static_cast<std::int64_t>(tx.list_tasks("tenant_a", 5000, "").size());
+    });
+    EXPECT_EQ(count, waves * per_wave);
+}
+
 TEST_F(StoreTest, ReadUnitsCannotWrite) {
     auto s = open();
     EXPECT_THROW(sync_read(*s, [](st::transaction& tx) { tx.insert_task(make_task("ext_r")); }),
