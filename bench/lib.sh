@@ -185,6 +185,22 @@ nginx_workers() {  # pids of the workers of the nginx whose pid file is $1
     /proc/[0-9]*/stat 2>/dev/null || true
 }
 clk_tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
+# The machine's CPU time split between two snapshots of /proc/stat's "cpu" line:
+#   stat0=$(cpu_split_snapshot); ...run...; cpu_split "$stat0"   ->  "user 41% system 20% idle 25% iowait 9% steal 5%"
+# steal is time the hypervisor gave this VM's vCPUs to others: a run with much steal measured
+# a slower machine than one without.
+cpu_split_snapshot() { awk '$1 == "cpu" { print $2 + $3, $4 + $7 + $8, $5, $6, $9; exit }' /proc/stat; }
+cpu_split() {
+  local now
+  now=$(cpu_split_snapshot)
+  awk -v a="$1" -v b="$now" 'BEGIN {
+    split(a, x, " "); split(b, y, " "); t = 0
+    for (i = 1; i <= 5; i++) { d[i] = y[i] - x[i]; t += d[i] }
+    if (t <= 0) { print "n/a"; exit }
+    printf "user %.0f%% system %.0f%% idle %.0f%% iowait %.0f%% steal %.0f%%\n",
+      100*d[1]/t, 100*d[2]/t, 100*d[3]/t, 100*d[4]/t, 100*d[5]/t }'
+}
+
 us_per_req() {  # ticks requests -> microseconds of CPU per request
   awk -v t="$1" -v n="$2" -v hz="$clk_tck" 'BEGIN{ if (n>0) printf "%.1f", t/hz*1e6/n; else print "n/a" }'
 }

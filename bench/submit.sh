@@ -122,8 +122,10 @@ submitted0=$(metric '^segue_engine_jobs_total[{]kind="submit"')
 wcount0=$(metric '^segue_store_operation_duration_seconds_count[{]op="write"')
 wsum0=$(metric '^segue_store_operation_duration_seconds_sum[{]op="write"')
 c0=$(cpu_ticks "$segue_pid")
+stat0=$(cpu_split_snapshot)
 wrk_lua "$base/v1/extensions" "$work/submit.out" "${lua_args[@]}"
 s_ticks=$(($(cpu_ticks "$segue_pid") - c0))
+machine_split=$(cpu_split "$stat0")
 segue_alive
 created1=$(metric '^segue_tasks_created_total')
 submitted1=$(metric '^segue_engine_jobs_total[{]kind="submit"')
@@ -147,6 +149,7 @@ printf '%-36s %12.0f %12s %10.3f %10.3f %12s\n' 'GET /healthz' "$h_rps" - "$h_p5
 printf '%-36s %12.0f %12s %10.3f %10.3f %12s\n' "$label" "$s_rps" "$accepted_rps" "$s_p50" "$s_p99" "$(us_per_req "$s_ticks" "$s_n")"
 echo "status mix, POST:    ${mix:-none}   ($lua_errs)"
 echo "status mix, healthz: ${h_mix:-none}"
+echo "machine CPU during the POST run: $machine_split"
 printf 'tasks created during the POST run (segue_tasks_created_total): %.0f (wrk counted %s x 202)\n' \
   "$(awk -v a="$created1" -v b="$created0" 'BEGIN{print a-b}')" "$n202"
 awk -v c0="$wcount0" -v c1="$wcount1" -v s0="$wsum0" -v s1="$wsum1" -v secs="$s_secs" 'BEGIN {
