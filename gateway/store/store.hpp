@@ -305,6 +305,7 @@ struct store_stats {
     std::uint64_t units = 0;        // units of work committed (>= commits with group commit)
     std::uint64_t checkpoints = 0;  // background WAL checkpoints completed
     std::uint64_t wal_pages = 0;    // the WAL's size in pages after the last commit
+    std::uint64_t syncs = 0;        // fdatasyncs of the WAL (<= commits: one covers many)
 };
 
 class store {

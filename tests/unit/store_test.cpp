@@ -18,12 +18,17 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "gateway/store/store.hpp"
+
+namespace segue::store::detail {
+std::span<const char* const> sqlite_migrations();  // sqlite_schema.cpp
+}
 
 namespace st = segue::store;
 namespace fs = std::filesystem;
@@ -197,6 +202,71 @@ TEST_F(StoreTest, MigrationsCreateSchemaAndReopenIsNoop) {
     raw_query(db_path(), "INSERT INTO schema_migrations VALUES (" +
                              std::to_string(st::sqlite_schema_version() + 1) + ", 0)");
     EXPECT_THROW(open(), st::store_error);
+}
+
+// Migration 4 rebuilds events, outputs and attempts WITHOUT ROWID: a database written by the
+// schema before it keeps every row, and the rebuilt tables work as before.
+TEST_F(StoreTest, Migration4KeepsTheRowsOfAVersion3Database) {
+    ASSERT_GE(st::sqlite_schema_version(), 4);
+    {
+        sqlite3* db = nullptr;
+        ASSERT_EQ(sqlite3_open_v2(db_path().c_str(), &db,
+                                  SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr),
+                  SQLITE_OK);
+        sqlite3_close(db);
+    }
+    const auto migrations = segue::store::detail::sqlite_migrations();
+    std::string v3 =
+        "PRAGMA journal_mode = WAL; CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+        "applied_at INTEGER NOT NULL);";
+    for (int i = 0; i < 3; ++i)
+        v3 += std::string(migrations[static_cast<std::size_t>(i)]) +
+              "; INSERT INTO schema_migrations VALUES (" + std::to_string(i + 1) + ", 1);";
+    v3 += R"sql(
+INSERT INTO tasks (id, tenant, status, num_outputs, created_at, updated_at)
+    VALUES ('ext_old', 'tenant_a', 'running', 2, 1, 1);
+INSERT INTO events (id, task_id, tenant, seq, type, data_json, created_at) VALUES
+    ('evt_1', 'ext_old', 'tenant_a', 1, 'extension.queued', '{}', 1),
+    ('evt_2', 'ext_old', 'tenant_a', 2, 'extension.submitted', '{"a":1}', 2);
+INSERT INTO outputs (task_id, idx, status, data_json, updated_at) VALUES
+    ('ext_old', 1, 'ready', '{"u":1}', 3), ('ext_old', 2, 'pending', '{}', 3);
+INSERT INTO attempts (task_id, number, provider, callback_token, status, started_at)
+    VALUES ('ext_old', 1, 'sandbox', 'tok_hash', 'running', 2);
+)sql";
+    raw_query(db_path(), v3);
+
+    auto s = open();
+    EXPECT_EQ(raw_query(db_path(), "SELECT MAX(version) FROM schema_migrations"),
+              std::vector<std::string>{std::to_string(st::sqlite_schema_version())});
+    for (const char* table : {"events", "outputs", "attempts"}) {
+        const auto sql = raw_query(
+            db_path(), std::string("SELECT sql FROM sqlite_master WHERE name = '") + table + "'");
+        ASSERT_EQ(sql.size(), 1u) << table;
+        EXPECT_NE(sql[0].find("WITHOUT ROWID"), std::string::npos) << sql[0];
+    }
+    sync_read(*s, [](st::transaction& tx) {
+        const auto evs = tx.get_events("ext_old", 0, 10);
+        ASSERT_EQ(evs.size(), 2u);
+        EXPECT_EQ(evs[0].id, "evt_1");
+        EXPECT_EQ(evs[1].data_json, R"({"a":1})");
+        const auto outs = tx.get_outputs("ext_old");
+        ASSERT_EQ(outs.size(), 2u);
+        EXPECT_EQ(outs[0].data_json, R"({"u":1})");
+        const auto att = tx.find_attempt_by_token("tok_hash");
+        ASSERT_TRUE(att);
+        EXPECT_EQ(att->provider, "sandbox");
+    });
+    // Writing goes on where the old rows end; deleting a task still cascades.
+    sync_write(*s, [](st::transaction& tx) {
+        EXPECT_EQ(tx.append_event({"", "ext_old", "tenant_a", 0, "extension.running", "{}", 0}).seq,
+                  3);
+        tx.upsert_output({"ext_old", 2, "ready", "{}", 4});
+    });
+    s->close();
+    raw_query(db_path(), "PRAGMA foreign_keys = ON; DELETE FROM tasks WHERE id = 'ext_old'");
+    EXPECT_EQ(raw_query(db_path(), "SELECT COUNT(*) FROM events"), std::vector<std::string>{"0"});
+    EXPECT_EQ(raw_query(db_path(), "SELECT COUNT(*) FROM outputs"), std::vector<std::string>{"0"});
+    EXPECT_EQ(raw_query(db_path(), "SELECT COUNT(*) FROM attempts"), std::vector<std::string>{"0"});
 }
 
 TEST_F(StoreTest, OpenRejectsMemoryAndBadPaths) {
@@ -505,6 +575,53 @@ TEST_F(StoreTest, GroupCommitBatches) {
                 static_cast<unsigned long long>(stats.commits));
     EXPECT_EQ(stats.units, static_cast<std::uint64_t>(n));
     EXPECT_LT(stats.commits, stats.units);
+}
+
+// With synchronous_full the WAL is fsynced by a syncer thread, once for every group committed
+// since its last sync, before those groups' completions run; completions keep the order of
+// the submissions.
+TEST_F(StoreTest, SyncerCompletesInSubmissionOrderAfterOneSyncPerBatch) {
+    for (bool full : {true, false}) {
+        SCOPED_TRACE(full ? "synchronous_full" : "no sync");
+        auto s = open(full);
+        constexpr int n = 300;
+        countdown left(n);
+        std::mutex m;
+        std::vector<int> order;
+        for (int i = 0; i < n; ++i)
+            s->submit_write(
+                [i, full](st::transaction& tx) {
+                    tx.insert_task(
+                        make_task("ext_o" + std::to_string(full) + "_" + std::to_string(i)));
+                },
+                [&, i, full](std::exception_ptr e) {
+                    EXPECT_FALSE(e);
+                    // Durable before completed: the sync covering this unit already happened.
+                    if (full)
+                        EXPECT_GT(s->stats().syncs, 0u);
+                    {
+                        std::lock_guard lk(m);
+                        order.push_back(i);
+                    }
+                    left.arrive();
+                });
+        left.wait();
+        std::vector<int> expected(n);
+        for (int i = 0; i < n; ++i)
+            expected[i] = i;
+        EXPECT_EQ(order, expected);
+        const auto stats = s->stats();
+        std::printf("[ store ] %s: %llu units, %llu commits, %llu syncs\n",
+                    full ? "full" : "normal", static_cast<unsigned long long>(stats.units),
+                    static_cast<unsigned long long>(stats.commits),
+                    static_cast<unsigned long long>(stats.syncs));
+        if (full) {
+            EXPECT_GT(stats.syncs, 0u);
+            EXPECT_LE(stats.syncs, stats.commits);
+        } else {
+            EXPECT_EQ(stats.syncs, 0u);
+        }
+    }
 }
 
 TEST_F(StoreTest, GroupRespectsMaxBatch) {
