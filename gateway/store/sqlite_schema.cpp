@@ -187,6 +187,59 @@ CREATE TABLE ledger_accounts (
     updated_at INTEGER NOT NULL
 ) STRICT;
 )sql",
+    // 4: the tables written on every state change keyed by their primary key alone (WITHOUT
+    // ROWID): one B-tree insert per row instead of two (the rowid table and the key's index).
+    // Each is a child of tasks only, so it can be rebuilt with its foreign key in place.
+    R"sql(
+CREATE TABLE events_v4 (
+    id         TEXT    NOT NULL UNIQUE,
+    task_id    TEXT    NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    tenant     TEXT    NOT NULL,
+    seq        INTEGER NOT NULL,
+    type       TEXT    NOT NULL,
+    data_json  TEXT    NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (task_id, seq)
+) STRICT, WITHOUT ROWID;
+INSERT INTO events_v4 (id, task_id, tenant, seq, type, data_json, created_at)
+    SELECT id, task_id, tenant, seq, type, data_json, created_at FROM events;
+DROP TABLE events;
+ALTER TABLE events_v4 RENAME TO events;
+
+CREATE TABLE outputs_v4 (
+    task_id    TEXT    NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    idx        INTEGER NOT NULL,
+    status     TEXT    NOT NULL,
+    data_json  TEXT    NOT NULL DEFAULT '',
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (task_id, idx)
+) STRICT, WITHOUT ROWID;
+INSERT INTO outputs_v4 (task_id, idx, status, data_json, updated_at)
+    SELECT task_id, idx, status, data_json, updated_at FROM outputs;
+DROP TABLE outputs;
+ALTER TABLE outputs_v4 RENAME TO outputs;
+
+CREATE TABLE attempts_v4 (
+    task_id          TEXT    NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    number           INTEGER NOT NULL,
+    provider         TEXT    NOT NULL,
+    provider_task_id TEXT    NOT NULL DEFAULT '',
+    callback_token   TEXT    NOT NULL DEFAULT '',
+    status           TEXT    NOT NULL,
+    error_json       TEXT    NOT NULL DEFAULT '',
+    state_json       TEXT    NOT NULL DEFAULT '',
+    started_at       INTEGER NOT NULL,
+    finished_at      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (task_id, number)
+) STRICT, WITHOUT ROWID;
+INSERT INTO attempts_v4 (task_id, number, provider, provider_task_id, callback_token, status,
+                         error_json, state_json, started_at, finished_at)
+    SELECT task_id, number, provider, provider_task_id, callback_token, status, error_json,
+           state_json, started_at, finished_at FROM attempts;
+DROP TABLE attempts;
+ALTER TABLE attempts_v4 RENAME TO attempts;
+CREATE INDEX attempts_callback_token ON attempts (callback_token) WHERE callback_token <> '';
+)sql",
 };
 
 }  // namespace
