@@ -1170,7 +1170,8 @@ void engine::create_task(store::transaction& tx, const store::task_row& task,
     j.kind = "submit";
     j.task_id = task.id;
     j.due_at = task.created_at;
-    tx.schedule_job(j, true);
+    // Not `unique`: the task is new, no job of it can exist (saves a lookup per create).
+    tx.schedule_job(j, false);
 }
 
 net::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string provider,
