@@ -1,9 +1,12 @@
 #include "gateway/runtime/io_pool.hpp"
 
+#include <pthread.h>
+
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 
 #include <atomic>
+#include <string>
 #include <thread>
 
 namespace segue::runtime {
@@ -37,7 +40,11 @@ void io_pool::run() {
     std::vector<std::thread> threads;
     threads.reserve(contexts_.size() - 1);
     for (std::size_t i = 1; i < contexts_.size(); ++i)
-        threads.emplace_back([c = contexts_[i].get()] { c->run(); });
+        threads.emplace_back([c = contexts_[i].get(), i] {
+            const std::string name = "segue-io-" + std::to_string(i);  // <= 15 characters
+            ::pthread_setname_np(::pthread_self(), name.c_str());
+            c->run();
+        });
     contexts_.front()->run();
     for (auto& t : threads)
         t.join();
