@@ -178,6 +178,15 @@ cpu_ticks() {
   done
   echo "$t"
 }
+thread_ticks() {  # pid thread-name -> user+system ticks of that process's threads of that name
+  local f t=0 s
+  for f in /proc/"$1"/task/*; do
+    [[ "$(cat "$f/comm" 2>/dev/null)" == "$2" ]] || continue
+    s=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "$f/stat" 2>/dev/null || echo 0)
+    t=$((t + s))
+  done
+  echo "$t"
+}
 nginx_workers() {  # pids of the workers of the nginx whose pid file is $1
   local master
   master=$(cat "$1")

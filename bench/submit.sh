@@ -122,9 +122,11 @@ submitted0=$(metric '^segue_engine_jobs_total[{]kind="submit"')
 wcount0=$(metric '^segue_store_operation_duration_seconds_count[{]op="write"')
 wsum0=$(metric '^segue_store_operation_duration_seconds_sum[{]op="write"')
 c0=$(cpu_ticks "$segue_pid")
+w0=$(thread_ticks "$segue_pid" store-writer)
 stat0=$(cpu_split_snapshot)
 wrk_lua "$base/v1/extensions" "$work/submit.out" "${lua_args[@]}"
 s_ticks=$(($(cpu_ticks "$segue_pid") - c0))
+w_ticks=$(($(thread_ticks "$segue_pid" store-writer) - w0))
 machine_split=$(cpu_split "$stat0")
 segue_alive
 created1=$(metric '^segue_tasks_created_total')
@@ -150,6 +152,14 @@ printf '%-36s %12.0f %12s %10.3f %10.3f %12s\n' "$label" "$s_rps" "$accepted_rps
 echo "status mix, POST:    ${mix:-none}   ($lua_errs)"
 echo "status mix, healthz: ${h_mix:-none}"
 echo "machine CPU during the POST run: $machine_split"
+# The store's writer thread (named by builds from 2026-11-22 on): every create is one unit on
+# it, so its CPU per task and how busy it was say more than wall-clock figures on a noisy VM.
+if ((w_ticks > 0)); then
+  awk -v t="$w_ticks" -v hz="$(getconf CLK_TCK)" -v n="$s_n" -v secs="$s_secs" 'BEGIN {
+    printf "store writer thread: %.0f us CPU per request, busy %.0f%% of the run\n",
+      t / hz * 1e6 / (n > 0 ? n : 1), 100 * t / hz / (secs > 0 ? secs : 1) }'
+fi
+echo "POST latency distribution (wrk): $(awk '/Latency Distribution/ {on=1; next} on && /%/ {printf "%s %s  ", $1, $2} on && !/%/ {on=0}' "$work/submit.out")"
 printf 'tasks created during the POST run (segue_tasks_created_total): %.0f (wrk counted %s x 202)\n' \
   "$(awk -v a="$created1" -v b="$created0" 'BEGIN{print a-b}')" "$n202"
 awk -v c0="$wcount0" -v c1="$wcount1" -v s0="$wsum0" -v s1="$wsum1" -v secs="$s_secs" 'BEGIN {
