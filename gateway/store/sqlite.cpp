@@ -1471,11 +1471,7 @@ class sqlite_store final : public store {
             synced_group g;
             for (auto& it : items)
                 g.dones.push_back({std::move(it.done), sync_failure()});
-            {
-                std::lock_guard lk(sync_mutex_);
-                sync_queue_.push_back(std::move(g));
-            }
-            sync_cv_.notify_one();
+            to_syncer(std::move(g));
             return items.size();
         }
 
@@ -1488,11 +1484,7 @@ class sqlite_store final : public store {
             synced_group g;
             for (auto& it : items)
                 g.dones.push_back({std::move(it.done), err});
-            {
-                std::lock_guard lk(sync_mutex_);
-                sync_queue_.push_back(std::move(g));
-            }
-            sync_cv_.notify_one();
+            to_syncer(std::move(g));
             return items.size();
         }
 
@@ -1564,12 +1556,18 @@ class sqlite_store final : public store {
         g.dones.reserve(ran);
         for (std::size_t i = 0; i < ran; ++i)
             g.dones.push_back({std::move(items[i].done), errs[i] ? errs[i] : group_err});
+        to_syncer(std::move(g));
+        return ran;
+    }
+
+    // Every group's completions go through the syncer, failed groups' too, so that completions
+    // keep the order of the units.
+    void to_syncer(synced_group g) {
         {
             std::lock_guard lk(sync_mutex_);
             sync_queue_.push_back(std::move(g));
         }
         sync_cv_.notify_one();
-        return ran;
     }
 
     // Completes committed groups in commit order. With synchronous_full, first one fdatasync
