@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 
@@ -33,6 +34,19 @@ template <class T>
 void put_opt(json::object& o, std::string_view k, const std::optional<T>& v) {
     if (v)
         o[k] = *v;
+}
+
+// Seconds and durations as clients wrote them: a whole number as an integer ("extend_after":5,
+// not Boost.JSON's 5E0 for the double 5.0), anything else as a double.
+json::value number(double d) {
+    if (std::isfinite(d) && d == std::trunc(d) && std::fabs(d) < 9007199254740992.0)  // 2^53
+        return static_cast<std::int64_t>(d);
+    return d;
+}
+
+void put_opt(json::object& o, std::string_view k, const std::optional<double>& v) {
+    if (v)
+        o[k] = number(*v);
 }
 
 std::optional<std::string> get_str(const json::object& o, std::string_view k) {
@@ -69,7 +83,7 @@ std::string request_to_json(const extend_request& r) {
     o["audio_url"] = r.audio_url;
     o["clip_provider"] = r.clip_provider;
     o["clip_id"] = r.clip_id;
-    o["extend_after"] = r.extend_after;
+    o["extend_after"] = number(r.extend_after);
     put_opt(o, "prompt", r.prompt);
     put_opt(o, "lyrics", r.lyrics);
     put_opt(o, "lyrics_section_to_extend", r.lyrics_section_to_extend);
@@ -80,7 +94,7 @@ std::string request_to_json(const extend_request& r) {
     put_opt(o, "provider", r.provider);
     put_opt(o, "route", r.route);
     o["metadata"] = r.metadata_json;
-    o["source_duration"] = r.source_duration;
+    o["source_duration"] = number(r.source_duration);
     o["source_sample_rate"] = r.source_sample_rate;
     o["source_channels"] = r.source_channels;
     json::array chain;
@@ -135,7 +149,7 @@ json::object public_request(const extend_request& r) {
             src["file_id"] = r.audio_file_id;
             if (!r.audio_filename.empty())
                 src["filename"] = r.audio_filename;
-            src["duration"] = r.source_duration;
+            src["duration"] = number(r.source_duration);
             src["sample_rate"] = r.source_sample_rate;
             src["channels"] = r.source_channels;
             break;
@@ -148,7 +162,7 @@ json::object public_request(const extend_request& r) {
             break;
     }
     o["source"] = std::move(src);
-    o["extend_after"] = r.extend_after;
+    o["extend_after"] = number(r.extend_after);
     put_opt(o, "prompt", r.prompt);
     put_opt(o, "lyrics", r.lyrics);
     put_opt(o, "lyrics_section_to_extend", r.lyrics_section_to_extend);

@@ -181,3 +181,24 @@ TEST(ModelJson, RequestRoundTrip) {
     EXPECT_EQ(*back.length, 12);
     EXPECT_EQ(back.metadata_json, r.metadata_json);
 }
+
+// Whole seconds are written as integers ("extend_after":30), fractions as they are.
+TEST(ModelJson, WholeSecondsAreIntegersInTheJson) {
+    segue::core::extend_request r;
+    r.source = segue::core::source_kind::file;
+    r.audio_file_id = "file_1";
+    r.extend_after = 30;
+    r.length = 12.5;
+    r.source_duration = 60;
+    const auto pub = boost::json::serialize(segue::core::public_request(r));
+    EXPECT_NE(pub.find(R"("extend_after":30,)"), std::string::npos) << pub;
+    EXPECT_NE(pub.find(R"("length":1.25E1)"), std::string::npos) << pub;
+    EXPECT_NE(pub.find(R"("duration":60,)"), std::string::npos) << pub;
+    EXPECT_EQ(pub.find("E0"), std::string::npos) << pub;
+    const auto stored = segue::core::request_to_json(r);
+    EXPECT_NE(stored.find(R"("extend_after":30,)"), std::string::npos) << stored;
+    auto back = segue::core::request_from_json(stored);
+    EXPECT_EQ(back.extend_after, 30.0);
+    EXPECT_EQ(*back.length, 12.5);
+    EXPECT_EQ(back.source_duration, 60.0);
+}
