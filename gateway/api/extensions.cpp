@@ -571,7 +571,7 @@ awaitable<void> handlers::create(http::context& ctx) {
         canon.audio_file_id.clear();
         canon.route_chain.clear();  // drawn by weight: not part of what the client sent
         canon.hold_milli = 0;
-        request_hash = util::sha256_hex(core::request_to_json(canon) + "|" + upload_sha);
+        request_hash = util::sha256_hex(core::request_fingerprint(canon) + "|" + upload_sha);
     }
 
     enum class outcome { created, replay, conflict, insufficient } result = outcome::created;

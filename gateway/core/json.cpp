@@ -38,7 +38,11 @@ void put_opt(json::object& o, std::string_view k, const std::optional<T>& v) {
 
 // Seconds and durations as clients wrote them: a whole number as an integer ("extend_after":5,
 // not Boost.JSON's 5E0 for the double 5.0), anything else as a double.
+thread_local bool numbers_as_doubles = false;  // request_fingerprint's format
+
 json::value number(double d) {
+    if (numbers_as_doubles)
+        return d;
     if (std::isfinite(d) && d == std::trunc(d) && std::fabs(d) < 9007199254740992.0)  // 2^53
         return static_cast<std::int64_t>(d);
     return d;
@@ -138,6 +142,18 @@ extend_request request_from_json(const std::string& text) {
         r.route_regenerate = it->value().as_bool();
     r.hold_milli = static_cast<std::int64_t>(get_num(o, "hold_milli").value_or(0));
     return r;
+}
+
+std::string request_fingerprint(const extend_request& r) {
+    numbers_as_doubles = true;
+    try {
+        auto text = request_to_json(r);
+        numbers_as_doubles = false;
+        return text;
+    } catch (...) {
+        numbers_as_doubles = false;
+        throw;
+    }
 }
 
 json::object public_request(const extend_request& r) {

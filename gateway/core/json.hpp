@@ -12,6 +12,10 @@
 namespace segue::core {
 
 std::string request_to_json(const extend_request& r);
+// The text Idempotency-Key hashes are taken over: request_to_json as it was before whole
+// seconds became integers (every number a double), so keys stored by older versions still
+// match the same request after an upgrade. Never change its output.
+std::string request_fingerprint(const extend_request& r);
 extend_request request_from_json(const std::string& text);
 
 // The public request echo (no internal paths).

@@ -201,4 +201,8 @@ TEST(ModelJson, WholeSecondsAreIntegersInTheJson) {
     EXPECT_EQ(back.extend_after, 30.0);
     EXPECT_EQ(*back.length, 12.5);
     EXPECT_EQ(back.source_duration, 60.0);
+    // Idempotency hashes are taken over the old format (doubles), stable across the change.
+    const auto fp = segue::core::request_fingerprint(r);
+    EXPECT_NE(fp.find(R"("extend_after":3E1,)"), std::string::npos) << fp;
+    EXPECT_NE(segue::core::request_to_json(r), fp);
 }
