@@ -38,11 +38,7 @@ void put_opt(json::object& o, std::string_view k, const std::optional<T>& v) {
 
 // Seconds and durations as clients wrote them: a whole number as an integer ("extend_after":5,
 // not Boost.JSON's 5E0 for the double 5.0), anything else as a double.
-thread_local bool numbers_as_doubles = false;  // request_fingerprint's format
-
 json::value number(double d) {
-    if (numbers_as_doubles)
-        return d;
     if (std::isfinite(d) && d == std::trunc(d) && std::fabs(d) < 9007199254740992.0)  // 2^53
         return static_cast<std::int64_t>(d);
     return d;
@@ -79,7 +75,9 @@ json::value parse_or_null(const std::string& text) {
 
 }  // namespace
 
-std::string request_to_json(const extend_request& r) {
+namespace {
+
+json::object request_object(const extend_request& r) {
     json::object o;
     o["source"] = to_string(r.source);
     o["audio_file_id"] = r.audio_file_id;
@@ -107,7 +105,13 @@ std::string request_to_json(const extend_request& r) {
     o["route_chain"] = std::move(chain);
     o["route_regenerate"] = r.route_regenerate;
     o["hold_milli"] = r.hold_milli;
-    return json::serialize(o);
+    return o;
+}
+
+}  // namespace
+
+std::string request_to_json(const extend_request& r) {
+    return json::serialize(request_object(r));
 }
 
 extend_request request_from_json(const std::string& text) {
@@ -145,15 +149,14 @@ extend_request request_from_json(const std::string& text) {
 }
 
 std::string request_fingerprint(const extend_request& r) {
-    numbers_as_doubles = true;
-    try {
-        auto text = request_to_json(r);
-        numbers_as_doubles = false;
-        return text;
-    } catch (...) {
-        numbers_as_doubles = false;
-        throw;
-    }
+    auto o = request_object(r);
+    // The format before whole numbers became integers: these as doubles, in place (assigning to
+    // an existing key keeps its position).
+    o["extend_after"] = r.extend_after;
+    if (r.length)
+        o["length"] = *r.length;
+    o["source_duration"] = r.source_duration;
+    return json::serialize(o);
 }
 
 json::object public_request(const extend_request& r) {
