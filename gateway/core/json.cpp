@@ -73,10 +73,6 @@ json::value parse_or_null(const std::string& text) {
     return v;
 }
 
-}  // namespace
-
-namespace {
-
 json::object request_object(const extend_request& r) {
     json::object o;
     o["source"] = to_string(r.source);
