@@ -104,13 +104,15 @@ using stmt_ptr = std::unique_ptr<sqlite3_stmt, stmt_finalizer>;
     "task_id, number, provider, provider_task_id, callback_token, status, error_json, " \
     "state_json, started_at, finished_at"
 #define SEGUE_EVENT_COLS "id, task_id, tenant, seq, type, data_json, created_at"
-#define SEGUE_JOB_COLS "id, kind, task_id, payload_json, due_at, lease_owner, lease_until, attempts"
+#define SEGUE_JOB_COLS \
+    "id, kind, task_id, payload_json, due_at, lease_owner, lease_until, attempts, failures"
 #define SEGUE_IDEM_COLS \
     "tenant, key, request_hash, task_id, response_status, response_body, created_at"
 #define SEGUE_FILE_COLS "id, tenant, task_id, kind, content_type, path, size, sha256, created_at"
-#define SEGUE_DELIVERY_COLS                                                             \
-    "id, event_id, task_id, tenant, seq, url, status, attempts, next_at, lease_owner, " \
-    "lease_until, last_status, last_error, event_at, created_at, updated_at, delivered_at"
+#define SEGUE_DELIVERY_COLS                                                                  \
+    "id, event_id, task_id, tenant, seq, url, status, attempts, next_at, lease_owner, "      \
+    "lease_until, last_status, last_error, event_at, created_at, updated_at, delivered_at, " \
+    "lease_fence"
 #define SEGUE_LEDGER_COLS \
     "id, tenant, task_id, output, kind, key, amount_milli, provider, note, created_at"
 
@@ -139,6 +141,8 @@ enum class q : int {
     claim_jobs,
     complete_job,
     reschedule_job,
+    fail_job,
+    renew_job,
     delete_jobs_for_task,
     next_due_free,
     next_due_leased,
@@ -151,6 +155,7 @@ enum class q : int {
     claim_deliveries,
     get_event_by_id,
     finish_delivery,
+    renew_delivery,
     get_delivery,
     list_deliveries,
     redeliver,
@@ -253,15 +258,29 @@ const char* sql_of(q which) {
         case q::claim_jobs:
             // One statement so it is atomic on its own (and ports to PostgreSQL with
             // FOR UPDATE SKIP LOCKED in the subquery).
+            // attempts is the claim's fencing token. A lease that expired unreleased (its
+            // holder died or hung) counts as a failed run. ?5 is a JSON array of ids the
+            // caller is running itself and must not take again.
             return "UPDATE jobs SET lease_owner = ?1, lease_until = ?2 + ?3, "
-                   "attempts = attempts + 1 WHERE id IN (SELECT id FROM jobs WHERE due_at <= ?2 "
-                   "AND (lease_owner = '' OR lease_until <= ?2) ORDER BY due_at, id LIMIT ?4) "
-                   "RETURNING " SEGUE_JOB_COLS;
+                   "attempts = attempts + 1, failures = failures + (lease_owner <> '') "
+                   "WHERE id IN (SELECT id FROM jobs WHERE due_at <= ?2 "
+                   "AND (lease_owner = '' OR lease_until <= ?2) "
+                   "AND id NOT IN (SELECT value FROM json_each(?5)) ORDER BY due_at, id "
+                   "LIMIT ?4) RETURNING " SEGUE_JOB_COLS;
         case q::complete_job:
-            return "DELETE FROM jobs WHERE id = ?1 AND lease_owner = ?2 AND ?2 <> ''";
+            return "DELETE FROM jobs WHERE id = ?1 AND lease_owner = ?2 AND ?2 <> '' "
+                   "AND attempts = ?3";
         case q::reschedule_job:
-            return "UPDATE jobs SET due_at = ?3, payload_json = ?4, lease_owner = '', "
-                   "lease_until = 0 WHERE id = ?1 AND lease_owner = ?2 AND ?2 <> ''";
+            return "UPDATE jobs SET due_at = ?4, payload_json = ?5, lease_owner = '', "
+                   "lease_until = 0, failures = 0 WHERE id = ?1 AND lease_owner = ?2 "
+                   "AND ?2 <> '' AND attempts = ?3";
+        case q::fail_job:
+            return "UPDATE jobs SET due_at = ?4, lease_owner = '', lease_until = 0, "
+                   "failures = failures + 1 WHERE id = ?1 AND lease_owner = ?2 AND ?2 <> '' "
+                   "AND attempts = ?3";
+        case q::renew_job:
+            return "UPDATE jobs SET lease_until = ?4 WHERE id = ?1 AND lease_owner = ?2 "
+                   "AND ?2 <> '' AND attempts = ?3";
         case q::delete_jobs_for_task:
             return "DELETE FROM jobs WHERE task_id = ?1";
         case q::next_due_free:
@@ -285,14 +304,18 @@ const char* sql_of(q which) {
         case q::insert_delivery:
             return "INSERT INTO deliveries (" SEGUE_DELIVERY_COLS
                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
-                   "?16, ?17)";
+                   "?16, ?17, ?18)";
         case q::claim_deliveries:
             // One statement (atomic; on PostgreSQL the subquery gets FOR UPDATE SKIP LOCKED).
             // The NOT EXISTS keeps each (task, url) queue in seq order: only its head is
             // claimable, so a later event waits behind an earlier undelivered one.
-            return "UPDATE deliveries SET lease_owner = ?1, lease_until = ?2 + ?3 "
+            // lease_fence is the claim's fencing token; ?5 a JSON array of ids the caller is
+            // sending itself and must not take again.
+            return "UPDATE deliveries SET lease_owner = ?1, lease_until = ?2 + ?3, "
+                   "lease_fence = lease_fence + 1 "
                    "WHERE id IN (SELECT d.id FROM deliveries d WHERE d.status = 'pending' "
                    "AND d.next_at <= ?2 AND (d.lease_owner = '' OR d.lease_until <= ?2) "
+                   "AND d.id NOT IN (SELECT value FROM json_each(?5)) "
                    "AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.task_id = d.task_id "
                    "AND p.url = d.url AND p.status = 'pending' AND p.seq < d.seq) "
                    "ORDER BY d.next_at, d.id LIMIT ?4) RETURNING " SEGUE_DELIVERY_COLS;
@@ -302,7 +325,10 @@ const char* sql_of(q which) {
             return "UPDATE deliveries SET status = ?3, attempts = ?4, next_at = ?5, "
                    "last_status = ?6, last_error = ?7, updated_at = ?8, delivered_at = ?9, "
                    "lease_owner = '', lease_until = 0 WHERE id = ?1 AND lease_owner = ?2 "
-                   "AND ?2 <> ''";
+                   "AND ?2 <> '' AND lease_fence = ?10";
+        case q::renew_delivery:
+            return "UPDATE deliveries SET lease_until = ?4 WHERE id = ?1 AND lease_owner = ?2 "
+                   "AND ?2 <> '' AND lease_fence = ?3 AND status = 'pending'";
         case q::get_delivery:
             return "SELECT " SEGUE_DELIVERY_COLS " FROM deliveries WHERE id = ?1";
         case q::list_deliveries:
@@ -538,6 +564,33 @@ task_row read_task(const statement& s) {
     return t;
 }
 
+// A JSON array of ids for json_each() (claim exclusions): numbers as numbers, strings quoted
+// (ids are the store's own: letters, digits and '_' only, nothing to escape).
+std::string ids_json(const std::vector<std::int64_t>& ids) {
+    std::string out = "[";
+    for (auto id : ids) {
+        if (out.size() > 1)
+            out.push_back(',');
+        out += std::to_string(id);
+    }
+    out.push_back(']');
+    return out;
+}
+std::string ids_json(const std::vector<std::string>& ids) {
+    std::string out = "[";
+    for (const auto& id : ids) {
+        if (out.size() > 1)
+            out.push_back(',');
+        out.push_back('"');
+        for (char c : id)
+            if (c != '"' && c != '\\' && static_cast<unsigned char>(c) >= 0x20)
+                out.push_back(c);
+        out.push_back('"');
+    }
+    out.push_back(']');
+    return out;
+}
+
 output_row read_output(const statement& s) {
     output_row o;
     o.task_id = s.text(0);
@@ -585,6 +638,7 @@ job_row read_job(const statement& s) {
     j.lease_owner = s.text(5);
     j.lease_until = s.i64(6);
     j.attempts = s.i32(7);
+    j.failures = s.i32(8);
     return j;
 }
 
@@ -633,6 +687,7 @@ delivery_row read_delivery(const statement& s) {
     d.created_at = s.i64(14);
     d.updated_at = s.i64(15);
     d.delivered_at = s.i64(16);
+    d.lease_fence = s.i64(17);
     return d;
 }
 
@@ -808,16 +863,33 @@ class sqlite_transaction final : public transaction {
         return id;
     }
 
-    std::vector<job_row> claim_jobs(std::string_view owner, millis now, millis lease_ms,
-                                    int limit) override {
+    // Renews each (id, fence) lease `owner` still holds until `until`; returns the ids it no
+    // longer holds (expired and claimed again, completed elsewhere, or deleted).
+    template <typename Id>
+    std::vector<Id> renew(q query, std::string_view owner,
+                          const std::vector<std::pair<Id, std::int64_t>>& leases, millis until) {
+        std::vector<Id> lost;
+        for (const auto& [id, fence] : leases) {
+            statement st(c_, query);
+            st.bind_all(id, owner, fence, until);
+            st.run();
+            if (st.changes() == 0)
+                lost.push_back(id);
+        }
+        return lost;
+    }
+
+    std::vector<job_row> claim_jobs(std::string_view owner, millis now, millis lease_ms, int limit,
+                                    const std::vector<std::int64_t>& exclude) override {
         // An empty owner would be indistinguishable from "not leased".
         if (owner.empty())
             throw std::invalid_argument("claim_jobs: empty lease owner");
         std::vector<job_row> out;
         if (limit <= 0)
             return out;
+        const std::string excluded = ids_json(exclude);  // bound without a copy: keep it alive
         statement st(c_, q::claim_jobs);
-        st.bind_all(owner, now, lease_ms, limit);
+        st.bind_all(owner, now, lease_ms, limit, excluded);
         while (st.step())
             out.push_back(read_job(st));
         // RETURNING gives no order guarantee; callers get oldest due first.
@@ -827,19 +899,31 @@ class sqlite_transaction final : public transaction {
         return out;
     }
 
-    bool complete_job(std::int64_t id, std::string_view owner) override {
+    bool complete_job(const lease_ref& l) override {
         statement st(c_, q::complete_job);
-        st.bind_all(id, owner);
+        st.bind_all(l.id, l.owner, l.fence);
         st.run();
         return st.changes() > 0;
     }
 
-    bool reschedule_job(std::int64_t id, std::string_view owner, millis due_at,
-                        std::string_view payload_json) override {
+    bool reschedule_job(const lease_ref& l, millis due_at, std::string_view payload_json) override {
         statement st(c_, q::reschedule_job);
-        st.bind_all(id, owner, due_at, payload_json);
+        st.bind_all(l.id, l.owner, l.fence, due_at, payload_json);
         st.run();
         return st.changes() > 0;
+    }
+
+    bool fail_job(const lease_ref& l, millis due_at) override {
+        statement st(c_, q::fail_job);
+        st.bind_all(l.id, l.owner, l.fence, due_at);
+        st.run();
+        return st.changes() > 0;
+    }
+
+    std::vector<std::int64_t> renew_jobs(
+        std::string_view owner, const std::vector<std::pair<std::int64_t, std::int64_t>>& leases,
+        millis until) override {
+        return renew(q::renew_job, owner, leases, until);
     }
 
     void delete_jobs_for_task(std::string_view task_id) override {
@@ -912,20 +996,22 @@ class sqlite_transaction final : public transaction {
         statement st(c_, q::insert_delivery);
         st.bind_all(d.id, d.event_id, d.task_id, d.tenant, d.seq, d.url, d.status, d.attempts,
                     d.next_at, d.lease_owner, d.lease_until, d.last_status, d.last_error,
-                    d.event_at, d.created_at, d.updated_at, d.delivered_at);
+                    d.event_at, d.created_at, d.updated_at, d.delivered_at, d.lease_fence);
         st.run();
     }
 
     std::vector<delivery_row> claim_deliveries(std::string_view owner, millis now, millis lease_ms,
-                                               int limit) override {
+                                               int limit,
+                                               const std::vector<std::string>& exclude) override {
         if (owner.empty())
             throw std::invalid_argument("claim_deliveries: empty lease owner");
         std::vector<delivery_row> out;
         if (limit <= 0)
             return out;
         {
+            const std::string excluded = ids_json(exclude);  // bound without a copy
             statement st(c_, q::claim_deliveries);
-            st.bind_all(owner, now, lease_ms, limit);
+            st.bind_all(owner, now, lease_ms, limit, excluded);
             while (st.step())
                 out.push_back(read_delivery(st));
         }
@@ -946,9 +1032,15 @@ class sqlite_transaction final : public transaction {
     bool finish_delivery(const delivery_row& d, std::string_view owner) override {
         statement st(c_, q::finish_delivery);
         st.bind_all(d.id, owner, d.status, d.attempts, d.next_at, d.last_status, d.last_error,
-                    d.updated_at, d.delivered_at);
+                    d.updated_at, d.delivered_at, d.lease_fence);
         st.run();
         return st.changes() > 0;
+    }
+
+    std::vector<std::string> renew_deliveries(
+        std::string_view owner, const std::vector<std::pair<std::string, std::int64_t>>& leases,
+        millis until) override {
+        return renew(q::renew_delivery, owner, leases, until);
     }
 
     std::optional<delivery_row> get_delivery(std::string_view id) override {

@@ -240,6 +240,13 @@ DROP TABLE attempts;
 ALTER TABLE attempts_v4 RENAME TO attempts;
 CREATE INDEX attempts_callback_token ON attempts (callback_token) WHERE callback_token <> '';
 )sql",
+    // 5: fenced leases and bounded poison jobs. jobs.attempts (bumped by every claim) is a
+    // job claim's fencing token; deliveries get their own (their attempts restart at a
+    // redelivery). jobs.failures counts the failed runs since the last good one.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE deliveries ADD COLUMN lease_fence INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 }  // namespace

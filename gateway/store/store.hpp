@@ -78,7 +78,9 @@ struct job_row {
     millis due_at = 0;
     std::string lease_owner;  // "" when not leased
     millis lease_until = 0;
-    int attempts = 0;  // times claimed
+    int attempts = 0;  // times claimed; also the current claim's fencing token
+    int failures = 0;  // failed runs since the last good one (a run that threw, a lease that
+                       // expired unreleased); bounds poison jobs
     // Jobs are unique per (kind, task_id) when `unique` is set at insert: scheduling the same
     // job again moves its due time instead of adding a second one.
 };
@@ -124,7 +126,8 @@ struct delivery_row {
     millis event_at = 0;     // when the event happened
     millis created_at = 0;
     millis updated_at = 0;
-    millis delivered_at = 0;  // 0 unless delivered
+    millis delivered_at = 0;       // 0 unless delivered
+    std::int64_t lease_fence = 0;  // bumped by every claim: the claim's fencing token
     // Filled by claim_deliveries from the event (not columns of the delivery).
     std::string event_type;
     std::string event_data_json;
@@ -177,6 +180,15 @@ struct task_ledger {
     }
 };
 
+// One claim of a job: the row, who holds it and which claim it is. Every write that depends on
+// the lease names all three, so a holder whose lease expired and was claimed again (by another
+// replica, or by this one) can no longer write anything: its writes are refused (false).
+struct lease_ref {
+    std::int64_t id = 0;
+    std::string_view owner;
+    std::int64_t fence = 0;  // job_row::attempts at the claim
+};
+
 // Raised by engines for failures of the database itself (I/O, corruption, busy beyond the
 // timeout). Domain "not found" is an empty optional, never an exception.
 class store_error : public std::runtime_error {
@@ -219,15 +231,26 @@ class transaction {
     // Inserts a job; with unique=true an existing job of the same (kind, task_id) is updated
     // instead (due_at, payload; lease cleared). Returns the job id.
     virtual std::int64_t schedule_job(const job_row& j, bool unique) = 0;
-    // Atomically leases up to `limit` jobs with due_at <= now whose lease is free or expired:
-    // sets lease_owner = owner, lease_until = now + lease_ms, attempts += 1. Oldest due first.
+    // Atomically leases up to `limit` jobs with due_at <= now whose lease is free or expired,
+    // except those in `exclude` (the caller's own running jobs: never taken twice by one
+    // process): sets lease_owner = owner, lease_until = now + lease_ms, attempts += 1 (the new
+    // fence), and failures += 1 when the previous lease expired unreleased. Oldest due first.
     virtual std::vector<job_row> claim_jobs(std::string_view owner, millis now, millis lease_ms,
-                                            int limit) = 0;
-    // Deletes the job if `owner` still holds its lease; false otherwise (someone else took it).
-    virtual bool complete_job(std::int64_t id, std::string_view owner) = 0;
-    // Releases the lease and sets a new due time, if `owner` still holds it.
-    virtual bool reschedule_job(std::int64_t id, std::string_view owner, millis due_at,
+                                            int limit,
+                                            const std::vector<std::int64_t>& exclude = {}) = 0;
+    // Deletes the job if the claim still holds its lease; false otherwise (it was lost).
+    virtual bool complete_job(const lease_ref& lease) = 0;
+    // Releases the lease and sets a new due time (failures back to 0: the run was good), if
+    // the claim still holds it.
+    virtual bool reschedule_job(const lease_ref& lease, millis due_at,
                                 std::string_view payload_json) = 0;
+    // The run failed: releases the lease, failures += 1, due again at `due_at`.
+    virtual bool fail_job(const lease_ref& lease, millis due_at) = 0;
+    // Heartbeat: extends each (id, fence) lease `owner` still holds to `until`; returns the ids
+    // it no longer holds.
+    virtual std::vector<std::int64_t> renew_jobs(
+        std::string_view owner, const std::vector<std::pair<std::int64_t, std::int64_t>>& leases,
+        millis until) = 0;
     virtual void delete_jobs_for_task(std::string_view task_id) = 0;
     // Earliest due_at of any job (leased or not, lease expiry counted), for the engine's sleep.
     virtual std::optional<millis> next_job_due() = 0;
@@ -249,11 +272,20 @@ class transaction {
     // first, but only the head of each (task, url) queue: a delivery is claimable only when no
     // pending delivery of the same task and URL has a lower seq, so one task's events reach an
     // endpoint in order while other tasks go on. Fills event_type / event_data_json.
-    virtual std::vector<delivery_row> claim_deliveries(std::string_view owner, millis now,
-                                                       millis lease_ms, int limit) = 0;
+    // `exclude`: the caller's own deliveries in flight (never claimed twice by one process).
+    // Bumps lease_fence (the claim's fencing token).
+    virtual std::vector<delivery_row> claim_deliveries(
+        std::string_view owner, millis now, millis lease_ms, int limit,
+        const std::vector<std::string>& exclude = {}) = 0;
     // Writes the outcome of an attempt (status, attempts, next_at, last_status, last_error,
-    // delivered_at, updated_at) and frees the lease, if `owner` still holds it.
+    // delivered_at, updated_at) and frees the lease, if `owner` still holds it with the claim
+    // d.lease_fence.
     virtual bool finish_delivery(const delivery_row& d, std::string_view owner) = 0;
+    // Heartbeat: extends each (id, fence) lease `owner` still holds to `until`; returns the ids
+    // it no longer holds.
+    virtual std::vector<std::string> renew_deliveries(
+        std::string_view owner, const std::vector<std::pair<std::string, std::int64_t>>& leases,
+        millis until) = 0;
     virtual std::optional<delivery_row> get_delivery(std::string_view id) = 0;
     // A tenant's deliveries, newest first; `status` and `task_id` filter when not empty;
     // `before_id` pages like list_tasks.

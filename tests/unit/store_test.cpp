@@ -728,11 +728,11 @@ TEST_F(StoreTest, JobsClaimLeaseExpiryAndOwnership) {
     EXPECT_TRUE(claim("w2", 1099, 100).empty());  // leased
 
     bool ok = true;
-    sync_write(*s, [&](st::transaction& tx) { ok = tx.complete_job(id, "w2"); });
+    sync_write(*s, [&](st::transaction& tx) { ok = tx.complete_job({id, "w2", 1}); });
     EXPECT_FALSE(ok);
-    sync_write(*s, [&](st::transaction& tx) { ok = tx.reschedule_job(id, "w2", 5, ""); });
+    sync_write(*s, [&](st::transaction& tx) { ok = tx.reschedule_job({id, "w2", 1}, 5, ""); });
     EXPECT_FALSE(ok);
-    sync_write(*s, [&](st::transaction& tx) { ok = tx.complete_job(id, ""); });
+    sync_write(*s, [&](st::transaction& tx) { ok = tx.complete_job({id, "", 1}); });
     EXPECT_FALSE(ok);
 
     // The lease expires: someone else may take it.
@@ -741,17 +741,18 @@ TEST_F(StoreTest, JobsClaimLeaseExpiryAndOwnership) {
     EXPECT_EQ(got[0].lease_owner, "w2");
     EXPECT_EQ(got[0].attempts, 2);
 
-    sync_write(*s, [&](st::transaction& tx) { ok = tx.complete_job(id, "w1"); });
+    sync_write(*s, [&](st::transaction& tx) { ok = tx.complete_job({id, "w1", 1}); });
     EXPECT_FALSE(ok);  // w1 lost it
-    sync_write(*s,
-               [&](st::transaction& tx) { ok = tx.reschedule_job(id, "w2", 3000, R"({"n":2})"); });
+    sync_write(*s, [&](st::transaction& tx) {
+        ok = tx.reschedule_job({id, "w2", 2}, 3000, R"({"n":2})");
+    });
     EXPECT_TRUE(ok);
     EXPECT_TRUE(claim("w3", 2999, 100).empty());
     got = claim("w3", 3000, 50);
     ASSERT_EQ(got.size(), 1u);
     EXPECT_EQ(got[0].payload_json, R"({"n":2})");
     EXPECT_EQ(got[0].attempts, 3);
-    sync_write(*s, [&](st::transaction& tx) { ok = tx.complete_job(id, "w3"); });
+    sync_write(*s, [&](st::transaction& tx) { ok = tx.complete_job({id, "w3", 3}); });
     EXPECT_TRUE(ok);
     EXPECT_TRUE(claim("w3", 1'000'000, 50).empty());  // deleted
 
@@ -773,6 +774,71 @@ TEST_F(StoreTest, JobsClaimLeaseExpiryAndOwnership) {
     // An empty owner is a bug in the caller: the unit fails.
     EXPECT_THROW(sync_write(*s, [](st::transaction& tx) { tx.claim_jobs("", 1, 1, 1); }),
                  std::invalid_argument);
+}
+
+// The fencing token: a claim whose lease expired and was claimed again, even by the same owner
+// (one process, one owner id), can write nothing more; the new claim can. Renewals keep a lease
+// alive, exclusions keep a process from taking its own running job, and a lease that expired
+// unreleased counts as a failed run.
+TEST_F(StoreTest, JobsFencedLeasesRenewalExclusionAndFailures) {
+    auto s = open();
+    std::int64_t id = 0;
+    sync_write(*s, [&](st::transaction& tx) {
+        id = tx.schedule_job({0, "submit", "ext_f", "", 0, "", 0, 0}, false);
+    });
+    std::vector<st::job_row> got;
+    auto claim = [&](st::millis now, std::vector<std::int64_t> exclude = {}) {
+        sync_write(*s,
+                   [&](st::transaction& tx) { got = tx.claim_jobs("w1", now, 100, 10, exclude); });
+        return got;
+    };
+    ASSERT_EQ(claim(0).size(), 1u);
+    const std::int64_t first = got[0].attempts;
+    EXPECT_EQ(got[0].failures, 0);
+
+    // Renewed before expiry: not claimable at the old expiry.
+    std::vector<std::int64_t> lost;
+    sync_write(*s, [&](st::transaction& tx) { lost = tx.renew_jobs("w1", {{id, first}}, 250); });
+    EXPECT_TRUE(lost.empty());
+    EXPECT_TRUE(claim(150).empty());
+
+    // Expired: the same owner's own running job is excluded...
+    EXPECT_TRUE(claim(300, {id}).empty());
+    // ...but claimed again without the exclusion (a restarted process), with a new fence and a
+    // failed run counted.
+    ASSERT_EQ(claim(300).size(), 1u);
+    const std::int64_t second = got[0].attempts;
+    EXPECT_GT(second, first);
+    EXPECT_EQ(got[0].failures, 1);
+
+    bool ok = true;
+    sync_write(*s, [&](st::transaction& tx) { ok = tx.reschedule_job({id, "w1", first}, 0, ""); });
+    EXPECT_FALSE(ok);  // the stale claim is refused although the owner matches
+    sync_write(*s, [&](st::transaction& tx) { ok = tx.complete_job({id, "w1", first}); });
+    EXPECT_FALSE(ok);
+    sync_write(*s, [&](st::transaction& tx) { ok = tx.fail_job({id, "w1", first}, 0); });
+    EXPECT_FALSE(ok);
+    sync_write(*s, [&](st::transaction& tx) {
+        lost = tx.renew_jobs("w1", {{id, first}, {id, second}}, 1000);
+    });
+    ASSERT_EQ(lost.size(), 1u);  // only the stale one
+    EXPECT_EQ(lost[0], id);
+
+    // A failed run: released, due again, failures counted; a good run resets them.
+    sync_write(*s, [&](st::transaction& tx) { ok = tx.fail_job({id, "w1", second}, 500); });
+    EXPECT_TRUE(ok);
+    EXPECT_TRUE(claim(499).empty());
+    ASSERT_EQ(claim(500).size(), 1u);
+    EXPECT_EQ(got[0].failures, 2);
+    const std::int64_t third = got[0].attempts;
+    sync_write(*s, [&](st::transaction& tx) {
+        ok = tx.reschedule_job({id, "w1", third}, 600, "");
+    });
+    EXPECT_TRUE(ok);
+    ASSERT_EQ(claim(600).size(), 1u);
+    EXPECT_EQ(got[0].failures, 0);
+    sync_write(*s, [&](st::transaction& tx) { ok = tx.complete_job({id, "w1", got[0].attempts}); });
+    EXPECT_TRUE(ok);
 }
 
 TEST_F(StoreTest, JobsUniqueSchedulingAndNextDue) {
@@ -807,7 +873,7 @@ TEST_F(StoreTest, JobsUniqueSchedulingAndNextDue) {
         EXPECT_EQ(tx.schedule_job({0, "poll", "ext_1", "p3", 6500, "", 0, 0}, true), a);
     });
     bool ok = true;
-    sync_write(*s, [&](st::transaction& tx) { ok = tx.complete_job(a, "w1"); });
+    sync_write(*s, [&](st::transaction& tx) { ok = tx.complete_job({a, "w1", 1}); });
     EXPECT_FALSE(ok);  // the lease was cleared
     sync_read(*s, [&](st::transaction& tx) { next = tx.next_job_due(); });
     EXPECT_EQ(next, 6500);
@@ -1099,6 +1165,7 @@ TEST_F(StoreTest, DeliveriesClaimOnlyTheHeadOfEachTaskQueue) {
 
     // The head of ext_a fails and is rescheduled for later: the queue still waits for it.
     auto head = a[0];
+    head.lease_fence = 1;  // the claim's fencing token
     head.status = "pending";
     head.attempts = 1;
     head.next_at = 5000;
@@ -1129,6 +1196,49 @@ TEST_F(StoreTest, DeliveriesClaimOnlyTheHeadOfEachTaskQueue) {
     got = claim("d3", 5002);
     ASSERT_EQ(got.size(), 1u);
     EXPECT_EQ(got[0].id, a[1].id);
+}
+
+// Deliveries are fenced like jobs: a stale claim of the same owner writes nothing; a process's
+// own deliveries in flight are never claimed again by it; renewals keep a lease.
+TEST_F(StoreTest, DeliveriesFencedLeasesRenewalAndExclusion) {
+    auto s = open();
+    st::delivery_row d;
+    sync_write(*s, [&](st::transaction& tx) {
+        tx.insert_task(make_task("ext_a"));
+        d = add_delivery(tx, "ext_a", "http://r/a", 1000);
+    });
+    std::vector<st::delivery_row> got;
+    auto claim = [&](st::millis now, std::vector<std::string> exclude = {}) {
+        sync_write(*s, [&](st::transaction& tx) {
+            got = tx.claim_deliveries("d1", now, 500, 10, exclude);
+        });
+        return got;
+    };
+    ASSERT_EQ(claim(1000).size(), 1u);
+    auto first = got[0];
+    std::vector<std::string> lost;
+    sync_write(*s, [&](st::transaction& tx) {
+        lost = tx.renew_deliveries("d1", {{first.id, first.lease_fence}}, 2000);
+    });
+    EXPECT_TRUE(lost.empty());
+    EXPECT_TRUE(claim(1600).empty());          // renewed to 2000
+    EXPECT_TRUE(claim(2000, {d.id}).empty());  // expired, but in flight here
+    ASSERT_EQ(claim(2000).size(), 1u);
+    auto second = got[0];
+    EXPECT_GT(second.lease_fence, first.lease_fence);
+    first.status = "delivered";
+    first.delivered_at = 2001;
+    bool held = true;
+    sync_write(*s, [&](st::transaction& tx) { held = tx.finish_delivery(first, "d1"); });
+    EXPECT_FALSE(held);  // same owner, stale claim
+    sync_write(*s, [&](st::transaction& tx) {
+        lost = tx.renew_deliveries("d1", {{first.id, first.lease_fence}}, 9000);
+    });
+    EXPECT_EQ(lost.size(), 1u);
+    second.status = "delivered";
+    second.delivered_at = 2002;
+    sync_write(*s, [&](st::transaction& tx) { held = tx.finish_delivery(second, "d1"); });
+    EXPECT_TRUE(held);
 }
 
 TEST_F(StoreTest, DeliveriesListRedeliverGoneAndSummary) {
