@@ -84,6 +84,15 @@ void circuit_breaker::on_result(bool success, std::int64_t now_ms) {
     }
 }
 
+void circuit_breaker::release() {
+    std::lock_guard lock(mu_);
+    if (in_flight_ <= 0)
+        return;
+    --in_flight_;
+    if (state_ == state::half_open && probes_in_flight_ > 0)
+        --probes_in_flight_;
+}
+
 void circuit_breaker::record(bool success, std::int64_t now_ms) {
     prune(now_ms);
     const std::int64_t start = floor_to(now_ms, bucket_ms_);

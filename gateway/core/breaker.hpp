@@ -73,6 +73,9 @@ class circuit_breaker {
     // Releases the slot taken by try_acquire and records the outcome (see the top of the file).
     // Without a slot in flight it does nothing.
     void on_result(bool success, std::int64_t now_ms);
+    // Gives the slot back without an outcome: the call was never made (the gateway failed
+    // before sending it). A half-open probe slot becomes free for the next probe.
+    void release();
 
     // The state at now_ms (open turns half_open once open_until_ms has passed).
     state current(std::int64_t now_ms) const;

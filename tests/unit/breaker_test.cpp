@@ -371,3 +371,28 @@ TEST(Breaker, ThreadedSmoke) {
     EXPECT_LE(s.window_requests, reported.load());
     EXPECT_GT(s.times_opened, 0);  // a third of calls fail: it must have opened
 }
+
+// A probe whose call was never made (the gateway failed before sending it) gives its slot back
+// without an outcome: the breaker stays half-open and the next probe may go (it leaked before,
+// leaving the provider refused forever).
+TEST(Breaker, ReleaseFreesAProbeSlotWithoutAnOutcome) {
+    circuit_breaker b(quick());
+    for (int i = 0; i < 3; ++i)
+        call(b, false, 0);
+    ASSERT_TRUE(b.try_acquire(1000));
+    EXPECT_FALSE(b.try_acquire(1000));  // the one probe is out
+    b.release();
+    EXPECT_EQ(b.in_flight(), 0);
+    EXPECT_EQ(b.current(1000), S::half_open);
+    ASSERT_TRUE(b.try_acquire(1001));  // a new probe
+    b.on_result(true, 1002);
+    EXPECT_EQ(b.current(1002), S::closed);
+    b.release();  // nothing in flight: nothing happens
+    EXPECT_EQ(b.in_flight(), 0);
+    // Closed: a released slot records nothing.
+    const int before = b.snap(2000).window_requests;
+    ASSERT_TRUE(b.try_acquire(2000));
+    b.release();
+    EXPECT_EQ(b.snap(2000).window_requests, before);
+    EXPECT_EQ(b.in_flight(), 0);
+}
