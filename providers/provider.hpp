@@ -56,7 +56,9 @@ struct task_view {
     std::string provider_task_id;  // after acceptance
     std::string callback_token;    // submit only: this attempt's secret webhook token
     std::string callback_url;      // submit only: absolute URL for webhooks ("" if not reachable)
-    std::string state_json;        // what the provider last asked to persist ("" at first)
+    // What the provider last asked to persist ("" at first). At a submit that follows a
+    // `prepared` attempt at the same provider: that attempt's state.
+    std::string state_json;
 };
 
 // A file the provider produced locally; the core registers it and serves it.
@@ -87,6 +89,12 @@ struct update {
         progress,  // some outputs or artifacts are ready, more to come
         done,      // every output has reached a final state
         failed,    // the task failed as a whole (error_* set)
+        // A preparation step finished (MusicAPI: the upload became a clip) and the next
+        // upstream call is a new non-idempotent request (the extend create). The core closes
+        // this attempt as "prepared" (state_json kept) and runs that call as a submit of a new
+        // attempt: its intent recorded first, its failures retried and failed over like any
+        // submit's. The new attempt's task_view::state_json is this state.
+        prepared,
     };
     kind what = kind::running;
     std::string provider_task_id;

@@ -208,6 +208,16 @@ object_schema<api_settings> api_schema() {
     return s;
 }
 
+// A lease is renewed every lease/3 while its work runs; a renewal is a store write that needs
+// time to commit under load. Below 1.5 s (a renewal every 500 ms, due 1 s before expiry) a busy
+// store could let a live lease expire, and the work would run twice: refused.
+static std::optional<std::string> lease_check(std::chrono::milliseconds lease) {
+    if (lease < std::chrono::milliseconds(1500))
+        return "lease must be at least 1500ms: running work renews it every lease/3, and a "
+               "renewal needs time to commit";
+    return std::nullopt;
+}
+
 object_schema<engine_settings> engine_schema() {
     object_schema<engine_settings> s;
     s.field("workers", &engine_settings::workers,
@@ -221,10 +231,19 @@ object_schema<engine_settings> engine_schema() {
         .range(10ms, 1min);
     s.field("lease", &engine_settings::lease,
             "How long a claimed job is reserved; a replica that dies leaves leases that expire "
-            "after this.")
+            "after this. A running job's lease is renewed every lease/3 (the heartbeat), so a "
+            "provider call may take longer than the lease.")
         .def(2min)
         .range(1s, 1h);
     s.field("batch", &engine_settings::batch, "Jobs claimed at once.").def(16).range(1, 1000);
+    s.field("max_job_failures", &engine_settings::max_job_failures,
+            "Failed runs in a row (the job threw, or its lease expired unreleased) after which "
+            "a job fails its task with error code `internal`, releasing its held credits.")
+        .def(5)
+        .range(1, 100);
+    s.validate([](const engine_settings& e) -> std::optional<std::string> {
+        return lease_check(e.lease);
+    });
     return s;
 }
 
@@ -402,7 +421,7 @@ object_schema<webhooks_settings> webhooks_schema() {
     s.validate([](const webhooks_settings& w) -> std::optional<std::string> {
         if (w.lease <= w.timeout)
             return "lease must be longer than timeout";
-        return std::nullopt;
+        return lease_check(w.lease);
     });
     return s;
 }

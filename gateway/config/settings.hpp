@@ -71,6 +71,7 @@ struct engine_settings {
     duration poll_interval = std::chrono::milliseconds(500);
     duration lease = std::chrono::minutes(2);
     int batch = 16;
+    int max_job_failures = 5;  // failed runs in a row before a job fails its task (internal)
 };
 
 struct sandbox_settings {

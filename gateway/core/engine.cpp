@@ -19,6 +19,7 @@
 
 #include "gateway/core/breaker.hpp"
 #include "gateway/core/json.hpp"
+#include "gateway/core/lease_worker.hpp"
 #include "gateway/core/ledger.hpp"
 #include "gateway/core/model.hpp"
 #include "gateway/core/retry_policy.hpp"
@@ -36,7 +37,6 @@ namespace segue::core {
 namespace net = boost::asio;
 namespace json = boost::json;
 namespace fs = std::filesystem;
-constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
 namespace {
 
@@ -104,10 +104,21 @@ breaker_settings breaker_from(const config::breaker_settings& b) {
     return s;
 }
 
+// The breakers' clock: monotonic, so a wall-clock step never opens or closes a circuit.
+std::int64_t steady_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
 double unit_random() {
     thread_local std::mt19937_64 rng{std::random_device{}()};
     return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
 }
+
+// Metric increments decided inside a write unit, applied only once it committed: a unit that
+// rolls back (a lost lease, a store error) must not count what did not happen.
+using deferred = std::vector<std::function<void()>>;
 
 json::array lyrics_array(const std::vector<lyric_line>& lines) {
     json::array a;
@@ -135,7 +146,6 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
           registry(p),
           blocking(b),
           settings(s),
-          timer(io),
           owner(util::random_id("eng_")),
           jobs(m.counter_family("segue_engine_jobs_total", "Jobs run by the task engine.",
                                 {"kind", "outcome"})),
@@ -185,7 +195,7 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
         auto* b = breaker_for(name);
         if (!b)
             return;
-        const auto now = now_ms();
+        const auto now = steady_ms();
         const int before = b->snap(now).times_opened;
         b->on_result(ok, now);
         const auto snap = b->snap(now);
@@ -197,15 +207,23 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
                                                                 : 0);
     }
 
-    net::awaitable<void> loop();
-    net::awaitable<void> run_job(store::job_row job);
+    // This claim of `job`: every write that depends on the job's lease names it.
+    store::lease_ref lease_of(const store::job_row& job) const {
+        return {job.id, owner, job.attempts};
+    }
+    void make_worker();
+    // One claimed job: the poison check, the run, and a failed run's record.
+    net::awaitable<void> run_claimed(store::job_row job, std::shared_ptr<const lease_state> lease);
+    net::awaitable<void> run_job(store::job_row job, const lease_state& lease);
+    // A job failed max_job_failures runs in a row: its task fails (internal), its hold goes back.
+    net::awaitable<void> fail_poisoned(const store::job_row& job);
     // Applies a provider's update to the task. `job` is the job that produced it (finished or
     // rescheduled in the same transaction), or null for an inbound webhook.
     net::awaitable<void> apply(const std::string& task_id, const store::job_row* job,
                                const std::string& provider_name, int attempt_number,
                                providers::update u);
     void finalize(store::transaction& tx, store::task_row& t, std::vector<store::output_row>& outs,
-                  store::attempt_row* attempt, std::optional<json::object> error);
+                  store::attempt_row* attempt, std::optional<json::object> error, deferred& after);
     // Ledger: on failover the hold follows the next provider's price (the tenant pays for what
     // makes the outputs), as an extra hold or a partial release keyed by the attempt.
     void retarget_hold(store::transaction& tx, const store::task_row& t, const std::string& next,
@@ -231,7 +249,7 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
 
     // Ledger: a ready output captures its share of the task's hold, once (unique key).
     void capture_output(store::transaction& tx, const store::task_row& t, int index,
-                        const std::string& provider) {
+                        const std::string& provider, deferred& after) {
         const auto l = tx.ledger_for_task(t.id);
         const std::int64_t hold = l.hold - l.released;
         if (hold <= 0 || index < 1 || index > t.num_outputs)
@@ -246,12 +264,14 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
         c.note = "output " + std::to_string(index) + " ready";
         c.created_at = now_ms();
         if (c.amount_milli > 0 && tx.add_ledger_entry(c))
-            credits.with({t.tenant, provider, "captured"}).inc(milli_to_credits(c.amount_milli));
+            after.push_back([this, tenant = t.tenant, provider, amount = c.amount_milli] {
+                credits.with({tenant, provider, "captured"}).inc(milli_to_credits(amount));
+            });
     }
     // Ledger: at the end (or a cancel) what is held and not captured goes back, once, and the
     // task says so (extension.credits.refunded).
     static void release_outstanding(store::transaction& tx, const store::task_row& t,
-                                    metrics::family<metrics::counter>& credits) {
+                                    metrics::family<metrics::counter>& credits, deferred& after) {
         const auto l = tx.ledger_for_task(t.id);
         const auto out = l.outstanding();
         if (out <= 0)
@@ -266,7 +286,9 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
         r.created_at = now_ms();
         if (!tx.add_ledger_entry(r))
             return;
-        credits.with({t.tenant, t.provider, "refunded"}).inc(milli_to_credits(out));
+        after.push_back([&credits, tenant = t.tenant, provider = t.provider, out] {
+            credits.with({tenant, provider, "refunded"}).inc(milli_to_credits(out));
+        });
         json::object d;
         d["amount"] = credits_value(out);
         d["held"] = credits_value(l.hold);
@@ -301,12 +323,17 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
         fi.accepted_by_provider = fi.async_failure;
         fi.ambiguous = u.ambiguous && !fi.async_failure;
         retry_state rs;
-        rs.attempts_total = static_cast<int>(attempts.size());
+        // A preparation step that succeeded (status "prepared") is not a try of the call.
+        rs.attempts_total = 0;
         rs.attempts_at_provider = 0;
-        for (const auto& a : attempts)
+        for (const auto& a : attempts) {
+            if (a.status == "prepared")
+                continue;
+            ++rs.attempts_total;
             if (a.provider == provider_name &&
                 a.error_json.find("circuit_open") == std::string::npos)
                 ++rs.attempts_at_provider;
+        }
         rs.attempts_at_provider = std::max(1, rs.attempts_at_provider);
         rs.task_age_ms = now - t.created_at;
         auto it = std::find(req.route_chain.begin(), req.route_chain.end(), provider_name);
@@ -326,11 +353,8 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     providers::registry& registry;
     runtime::blocking_pool& blocking;
     const config::settings& settings;
-    net::steady_timer timer;
     std::string owner;
-    bool stopping = false;
-    bool wake = false;
-    int running = 0;
+    std::unique_ptr<lease_worker> worker;
 
     metrics::family<metrics::counter>& jobs;
     metrics::family<metrics::counter>& tasks_created;
@@ -347,112 +371,156 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     std::map<std::string, std::unique_ptr<circuit_breaker>, std::less<>> breakers;
 };
 
-namespace {
-net::awaitable<void> run_loop(std::shared_ptr<engine::impl> self) {
-    co_await self->loop();
-}
-}  // namespace
-
 engine::engine(net::io_context& ioc, store::db& db, providers::registry& providers,
                runtime::blocking_pool& blocking, const config::settings& settings,
                metrics::registry& metrics, segue::net::http_client* http,
                segue::net::http_client* fetch,
                std::shared_ptr<const segue::net::url_policy> url_policy)
     : impl_(std::make_shared<impl>(ioc, db, providers, blocking, settings, metrics, http, fetch,
-                                   std::move(url_policy))) {}
+                                   std::move(url_policy))) {
+    impl_->make_worker();
+}
 
 engine::~engine() = default;
 
+void engine::impl::make_worker() {
+    lease_worker::hooks h;
+    h.name = "engine";
+    // Hooks run on the worker (this impl's io_context) while the engine lives.
+    h.claim = [this](store::transaction& tx, const std::string& who, store::millis now,
+                     store::millis lease_ms, int limit, const std::vector<std::string>& exclude,
+                     std::optional<store::millis>& next_due) {
+        std::vector<std::int64_t> ids;
+        for (const auto& id : exclude)
+            ids.push_back(std::stoll(id));
+        auto claimed = tx.claim_jobs(who, now, lease_ms, limit, ids);
+        if (static_cast<int>(claimed.size()) < limit)
+            next_due = tx.next_job_due();
+        std::vector<lease_worker::item> items;
+        auto self = shared_from_this();
+        for (auto& j : claimed) {
+            lease_worker::item it;
+            it.id = std::to_string(j.id);
+            it.fence = j.attempts;
+            it.run = [self, j](std::shared_ptr<const lease_state> l) {
+                return self->run_claimed(j, std::move(l));
+            };
+            items.push_back(std::move(it));
+        }
+        return items;
+    };
+    h.renew = [](store::transaction& tx, const std::string& who, const lease_worker::held& held,
+                 store::millis until) {
+        std::vector<std::pair<std::int64_t, std::int64_t>> leases;
+        for (const auto& [id, fence] : held)
+            leases.emplace_back(std::stoll(id), fence);
+        std::vector<std::string> lost;
+        for (auto id : tx.renew_jobs(who, leases, until))
+            lost.push_back(std::to_string(id));
+        return lost;
+    };
+    h.slots = [this](int running) { return settings.engine.batch - running; };
+    h.on_running = [this](int running) { running_gauge.set(running); };
+    h.on_lost = [this](const std::string&) { jobs.with({"any", "lease_lost"}).inc(); };
+    lease_worker::timing t;
+    t.lease = std::chrono::duration_cast<std::chrono::milliseconds>(settings.engine.lease);
+    t.poll_interval =
+        std::chrono::duration_cast<std::chrono::milliseconds>(settings.engine.poll_interval);
+    worker = std::make_unique<lease_worker>(ioc, db, owner, t, std::move(h));
+}
+
 void engine::start() {
-    auto self = impl_;
-    net::co_spawn(self->ioc, run_loop(self), net::detached);
+    impl_->worker->start();
 }
 
 void engine::notify() {
-    auto self = impl_;
-    net::post(self->ioc, [self] {
-        self->wake = true;
-        self->timer.cancel();
-    });
+    impl_->worker->notify();
 }
 
 net::awaitable<void> engine::stop(std::chrono::milliseconds deadline) {
     auto self = impl_;
-    self->stopping = true;
-    self->timer.cancel();
-    net::steady_timer t(self->ioc);
-    const auto until = std::chrono::steady_clock::now() + deadline;
-    while (self->running > 0 && std::chrono::steady_clock::now() < until) {
-        t.expires_after(std::chrono::milliseconds(20));
-        co_await t.async_wait(use_tuple);
-    }
-    if (self->running > 0)
-        log::warn("engine stopped with jobs still running; their leases will expire",
-                  {{"running", self->running}});
+    co_await self->worker->stop(deadline);
 }
 
-net::awaitable<void> engine::impl::loop() {
+net::awaitable<void> engine::impl::run_claimed(store::job_row job,
+                                               std::shared_ptr<const lease_state> lease) {
     auto self = shared_from_this();
-    const int batch = settings.engine.batch;
-    while (!stopping) {
-        wake = false;
-        std::vector<store::job_row> claimed;
-        std::optional<store::millis> next_due;
-        const int slots = batch - running;
-        if (slots > 0) {
-            try {
-                const auto now = now_ms();
-                const auto lease = static_cast<store::millis>(settings.engine.lease.count());
-                co_await db.write([&](store::transaction& tx) {
-                    claimed = tx.claim_jobs(owner, now, lease, slots);
-                    if (static_cast<int>(claimed.size()) < slots)
-                        next_due = tx.next_job_due();
-                });
-            } catch (const std::exception& e) {
-                log::error("claiming jobs failed", {{"error", e.what()}});
-                jobs.with({"claim", "store_error"}).inc();
-            }
+    if (job.failures >= settings.engine.max_job_failures) {
+        co_await fail_poisoned(job);
+        co_return;
+    }
+    std::string error;
+    try {
+        co_await run_job(job, *lease);
+        co_return;
+    } catch (const std::exception& e) {
+        error = e.what();
+    }
+    // The run threw (a task whose data the engine cannot use, a store failure): record a failed
+    // run and try again later, up to max_job_failures runs in a row.
+    jobs.with({job.kind, "crashed"}).inc();
+    log::error("job failed; it runs again later", {{"task_id", job.task_id},
+                                                   {"kind", job.kind},
+                                                   {"failures", job.failures + 1},
+                                                   {"error", error}});
+    const std::int64_t delay = std::min<std::int64_t>(60'000, 1000LL << std::min(job.failures, 6));
+    try {
+        co_await db.write(
+            [&](store::transaction& tx) { tx.fail_job(lease_of(job), now_ms() + delay); });
+    } catch (const std::exception& e) {
+        // The lease expires instead, which counts as a failed run too.
+        log::error("recording a failed job run failed", {{"error", e.what()}});
+    }
+    worker->notify();
+}
+
+net::awaitable<void> engine::impl::fail_poisoned(const store::job_row& job) {
+    auto self = shared_from_this();
+    std::string final_status, provider = "none";
+    store::millis created_at = 0;
+    deferred after;
+    co_await db.write([&](store::transaction& tx) {
+        after.clear();
+        if (!tx.complete_job(lease_of(job)))
+            return;
+        auto t = tx.get_task(job.task_id);
+        if (!t || is_terminal(parse_task_status(t->status).value_or(task_status::failed)))
+            return;
+        auto outs = tx.get_outputs(t->id);
+        auto attempts = tx.get_attempts(t->id);
+        store::attempt_row* attempt = nullptr;
+        if (!attempts.empty() && attempts.back().finished_at == 0)
+            attempt = &attempts.back();
+        auto err = error_object("internal", error_class::unknown,
+                                "the gateway could not run this task's " + job.kind + " job (" +
+                                    std::to_string(job.failures) +
+                                    " failed runs in a row); it was stopped",
+                                t->provider);
+        if (attempt) {
+            attempt->status = "failed";
+            attempt->finished_at = now_ms();
+            attempt->error_json = json::serialize(err);
         }
-        for (auto& j : claimed) {
-            ++running;
-            running_gauge.set(running);
-            net::co_spawn(ioc, run_job(std::move(j)), [self](std::exception_ptr e) {
-                --self->running;
-                self->running_gauge.set(self->running);
-                if (e) {
-                    try {
-                        std::rethrow_exception(e);
-                    } catch (const std::exception& ex) {
-                        log::error("job crashed", {{"error", ex.what()}});
-                    }
-                }
-                // A slot is free: look for more work.
-                self->wake = true;
-                self->timer.cancel();
-            });
-        }
-        if (stopping)
-            break;
-        if (!claimed.empty() && static_cast<int>(claimed.size()) == slots)
-            continue;
-        if (wake)
-            continue;
-        auto wait =
-            std::chrono::duration_cast<std::chrono::milliseconds>(settings.engine.poll_interval);
-        if (next_due) {
-            auto until =
-                std::chrono::milliseconds(std::max<store::millis>(0, *next_due - now_ms()));
-            wait = std::min(wait, until);
-        }
-        if (running >= batch)
-            wait = std::chrono::duration_cast<std::chrono::milliseconds>(
-                settings.engine.poll_interval);
-        timer.expires_after(wait);
-        co_await timer.async_wait(use_tuple);
+        finalize(tx, *t, outs, attempt, err, after);
+        if (attempt)
+            tx.upsert_attempt(*attempt);
+        final_status = t->status;
+        created_at = t->created_at;
+        if (!t->provider.empty())
+            provider = t->provider;
+    });
+    for (auto& f : after)
+        f();
+    jobs.with({job.kind, "poisoned"}).inc();
+    if (!final_status.empty()) {
+        log::error("job failed too often; its task failed",
+                   {{"task_id", job.task_id}, {"kind", job.kind}, {"failures", job.failures}});
+        tasks_finished.with({provider, final_status}).inc();
+        task_duration.with({provider}).observe(static_cast<double>(now_ms() - created_at) / 1000.0);
     }
 }
 
-net::awaitable<void> engine::impl::run_job(store::job_row job) {
+net::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state& lease) {
     auto self = shared_from_this();
     std::optional<store::task_row> task;
     std::vector<store::attempt_row> attempts;
@@ -462,7 +530,7 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
             attempts = tx.get_attempts(job.task_id);
     });
     if (!task || is_terminal(parse_task_status(task->status).value_or(task_status::failed))) {
-        co_await db.write([&](store::transaction& tx) { tx.complete_job(job.id, owner); });
+        co_await db.write([&](store::transaction& tx) { tx.complete_job(lease_of(job)); });
         jobs.with({job.kind, "obsolete"}).inc();
         co_return;
     }
@@ -516,14 +584,14 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
         std::int64_t open_left_ms = 0;
         bool acquired = false;
         if (br) {
-            const auto now = now_ms();
+            const auto now = steady_ms();
             acquired = br->try_acquire(now);
             if (!acquired) {
                 if (br->current(now) != circuit_breaker::state::open) {
                     // At the concurrency limit (or a half-open probe is out): wait a moment,
                     // without spending an attempt.
                     co_await db.write([&](store::transaction& tx) {
-                        tx.reschedule_job(job.id, owner, now + 250, job.payload_json);
+                        tx.reschedule_job(lease_of(job), now_ms() + 250, job.payload_json);
                     });
                     jobs.with({"submit", "throttled"}).inc();
                     co_return;
@@ -534,12 +602,21 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
         }
         attempt_number += 1;
         view.attempt = attempt_number;
+        // A preparation at this provider (MusicAPI's upload) hands its state to this call.
+        for (auto it = attempts.rbegin(); it != attempts.rend(); ++it)
+            if (it->provider == provider_name && it->status == "prepared") {
+                view.state_json = it->state_json;
+                break;
+            }
         view.callback_token = util::random_id("cb_");
         if (!settings.api.public_base_url.empty())
             view.callback_url = settings.api.public_base_url + "/v1/providers/" + provider_name +
                                 "/webhooks/" + view.callback_token;
-        // The attempt is recorded before anything leaves, so a crash mid-submit is visible.
-        // Only the token's hash is stored: the database never holds a usable callback URL.
+        // The intent: the attempt is recorded ("submitting") and durable before anything
+        // leaves, so a crash or a lost lease mid-submit is visible and reconciled, never
+        // resubmitted blindly. Written only while this claim still holds the job (fenced):
+        // a claim that lost its lease sends nothing. Only the token's hash is stored: the
+        // database never holds a usable callback URL.
         store::attempt_row a;
         a.task_id = task->id;
         a.number = attempt_number;
@@ -547,15 +624,39 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
         a.callback_token = util::sha256_hex(view.callback_token);
         a.status = "submitting";
         a.started_at = now_ms();
-        co_await db.write([&](store::transaction& tx) {
-            auto t = tx.get_task(task->id);
-            if (!t)
-                return;
-            t->provider = provider_name;
-            t->updated_at = now_ms();
-            tx.update_task(*t);
-            tx.upsert_attempt(a);
-        });
+        bool intent = false;
+        try {
+            if (lease.lost)
+                throw lease_lost();
+            co_await db.write([&](store::transaction& tx) {
+                const auto now = now_ms();
+                const auto until = now + static_cast<store::millis>(settings.engine.lease.count());
+                if (!tx.renew_jobs(owner, {{job.id, job.attempts}}, until).empty())
+                    throw lease_lost();
+                auto t = tx.get_task(task->id);
+                if (!t || is_terminal(parse_task_status(t->status).value_or(task_status::failed)))
+                    return;
+                t->provider = provider_name;
+                t->updated_at = now;
+                tx.update_task(*t);
+                tx.upsert_attempt(a);
+                intent = true;
+            });
+        } catch (const lease_lost&) {
+            if (acquired)
+                br->release();  // nothing was sent: the slot (maybe a half-open probe) goes back
+            jobs.with({"submit", "lease_lost"}).inc();
+            co_return;
+        } catch (...) {
+            if (acquired)
+                br->release();
+            throw;
+        }
+        if (!intent) {
+            if (acquired)
+                br->release();
+            co_return;  // canceled meanwhile: the cancel removed the job
+        }
         if (circuit_open) {
             u.what = providers::update::kind::failed;
             u.error = error_class::transient;
@@ -582,7 +683,7 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
         }
     } else if (job.kind == "poll") {
         if (!latest) {
-            co_await db.write([&](store::transaction& tx) { tx.complete_job(job.id, owner); });
+            co_await db.write([&](store::transaction& tx) { tx.complete_job(lease_of(job)); });
             co_return;
         }
         view.attempt = latest->number;
@@ -604,7 +705,7 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
         // keep following it. Otherwise it never arrived, and the failure is decided again as
         // a plain transient one (retry or fail over) — never a blind resubmit before this.
         if (!latest) {
-            co_await db.write([&](store::transaction& tx) { tx.complete_job(job.id, owner); });
+            co_await db.write([&](store::transaction& tx) { tx.complete_job(lease_of(job)); });
             co_return;
         }
         bool evidence = latest->status != "unknown" || !latest->provider_task_id.empty();
@@ -615,7 +716,7 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
         });
         if (evidence) {
             co_await db.write([&](store::transaction& tx) {
-                if (!tx.complete_job(job.id, owner))
+                if (!tx.complete_job(lease_of(job)))
                     return;
                 if (!latest->provider_task_id.empty() && p && p->caps().polling) {
                     store::job_row poll;
@@ -637,7 +738,7 @@ net::awaitable<void> engine::impl::run_job(store::job_row job) {
             "treated as not received";
     } else {
         log::warn("unknown job kind", {{"kind", job.kind}, {"task_id", job.task_id}});
-        co_await db.write([&](store::transaction& tx) { tx.complete_job(job.id, owner); });
+        co_await db.write([&](store::transaction& tx) { tx.complete_job(lease_of(job)); });
         jobs.with({"unknown", "dropped"}).inc();
         co_return;
     }
@@ -695,11 +796,15 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
     bool superseded = false;
     std::string final_status;
     store::millis created_at = 0;
+    deferred after;
     co_await db.write([&](store::transaction& tx) {
+        after.clear();
+        notify_after = superseded = false;
+        final_status.clear();
         auto t = tx.get_task(task_id);
         if (!t || is_terminal(parse_task_status(t->status).value_or(task_status::failed))) {
             if (job)
-                tx.complete_job(job->id, owner);
+                tx.complete_job(lease_of(*job));
             return;
         }
         const auto status = parse_task_status(t->status).value_or(task_status::failed);
@@ -715,8 +820,8 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
         auto keep_or_finish = [&](bool keep, std::int64_t delay_ms) {
             if (!job)
                 return;  // a webhook: the task's own poll job stays as it is
-            bool ok = keep ? tx.reschedule_job(job->id, owner, now + delay_ms, job->payload_json)
-                           : tx.complete_job(job->id, owner);
+            bool ok = keep ? tx.reschedule_job(lease_of(*job), now + delay_ms, job->payload_json)
+                           : tx.complete_job(lease_of(*job));
             if (!ok)
                 throw lease_lost();
         };
@@ -774,7 +879,10 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
                     attempt->provider_task_id = u.provider_task_id;
                     tx.upsert_attempt(*attempt);
                 }
-                t->status = std::string(to_string(task_status::submitted));
+                // A second step's acceptance (MusicAPI's create after its upload) keeps a task
+                // that runs running; the event names the new upstream task either way.
+                if (status == task_status::queued)
+                    t->status = std::string(to_string(task_status::submitted));
                 t->provider = provider_name;
                 t->updated_at = now;
                 tx.update_task(*t);
@@ -792,8 +900,9 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
                 return;
             }
             case providers::update::kind::failed: {
-                failures.with({provider_name, u.error_code.empty() ? "unknown" : u.error_code})
-                    .inc();
+                after.push_back([this, provider_name, code = u.error_code] {
+                    failures.with({provider_name, code.empty() ? "unknown" : code}).inc();
+                });
                 log::warn("provider attempt failed", {{"task_id", t->id},
                                                       {"provider", provider_name},
                                                       {"code", u.error_code},
@@ -835,7 +944,9 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
                     e["provider_task_id"] = attempt->provider_task_id;
                     e["reconciled"] = true;
                     append_event(tx, *t, event_type::submitted, std::move(e));
-                    retries.with({provider_name, "reconciled", "callback_seen"}).inc();
+                    after.push_back([this, provider_name] {
+                        retries.with({provider_name, "reconciled", "callback_seen"}).inc();
+                    });
                     notify_after = true;
                     return;
                 }
@@ -882,17 +993,43 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
                     e["delay_ms"] = d.delay_ms;
                     e["error"] = err;
                     append_event(tx, *t, event_type::retrying, std::move(e));
-                    retries.with({provider_name, std::string(to_string(d.what)), d.reason}).inc();
+                    after.push_back([this, provider_name, what = std::string(to_string(d.what)),
+                                     reason = d.reason] {
+                        retries.with({provider_name, what, reason}).inc();
+                    });
                     notify_after = true;
                     return;
                 }
                 // The job first: finalize removes the task's jobs, ours included.
                 keep_or_finish(false, 0);
-                finalize(tx, *t, outs, attempt, err);
+                finalize(tx, *t, outs, attempt, err, after);
                 if (attempt)
                     tx.upsert_attempt(*attempt);
                 final_status = t->status;
                 created_at = t->created_at;
+                return;
+            }
+            case providers::update::kind::prepared: {
+                // The preparation step is done; the next upstream call runs as a submit of a
+                // new attempt (intent first, retried and failed over like any submit).
+                if (attempt) {
+                    attempt->status = "prepared";
+                    if (!u.provider_task_id.empty())
+                        attempt->provider_task_id = u.provider_task_id;
+                    attempt->finished_at = now;
+                    tx.upsert_attempt(*attempt);
+                }
+                keep_or_finish(false, 0);
+                tx.delete_jobs_for_task(t->id);  // the preparation's poll, if a webhook did it
+                store::job_row next;
+                next.kind = "submit";
+                next.task_id = t->id;
+                next.due_at = now;
+                next.payload_json = "{\"step\":\"after_prepared\"}";
+                tx.schedule_job(next, true);
+                t->updated_at = now;
+                tx.update_task(*t);
+                notify_after = true;
                 return;
             }
             case providers::update::kind::running:
@@ -972,7 +1109,7 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
                     d["error"] = ou.error.empty() ? "generation failed" : ou.error;
                 it->status = std::string(to_string(ou.status));
                 if (ou.status == output_status::ready)
-                    capture_output(tx, *t, ou.index, provider_name);
+                    capture_output(tx, *t, ou.index, provider_name, after);
                 json::object e;
                 e["index"] = ou.index;
                 e["output"] = d;
@@ -1005,7 +1142,7 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
                 attempt->finished_at = now;
             }
             keep_or_finish(false, 0);
-            finalize(tx, *t, outs, attempt, std::nullopt);
+            finalize(tx, *t, outs, attempt, std::nullopt, after);
             final_status = t->status;
             created_at = t->created_at;
         } else {
@@ -1017,6 +1154,8 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
         if (attempt)
             tx.upsert_attempt(*attempt);
     });
+    for (auto& f : after)
+        f();
     if (superseded)
         webhooks
             .with(
@@ -1027,15 +1166,14 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
         task_duration.with({provider_name})
             .observe(static_cast<double>(now_ms() - created_at) / 1000.0);
     }
-    if (notify_after) {
-        wake = true;
-        timer.cancel();
-    }
+    // Webhooks apply on whichever IO thread took them: the worker is told by a post.
+    if (notify_after)
+        worker->notify();
 }
 
 void engine::impl::finalize(store::transaction& tx, store::task_row& t,
                             std::vector<store::output_row>& outs, store::attempt_row* attempt,
-                            std::optional<json::object> error) {
+                            std::optional<json::object> error, deferred& after) {
     const auto now = now_ms();
     int ready = 0;
     for (auto& o : outs) {
@@ -1072,13 +1210,15 @@ void engine::impl::finalize(store::transaction& tx, store::task_row& t,
     tx.update_task(t);
     if (attempt && attempt->finished_at == 0)
         attempt->finished_at = now;
-    release_outstanding(tx, t, credits);
+    release_outstanding(tx, t, credits, after);
     json::object d;
     d["outputs_ready"] = ready;
     if (error)
         d["error"] = *error;
     append_event(tx, t,
-                 final_status == task_status::failed ? event_type::failed : event_type::succeeded,
+                 final_status == task_status::failed      ? event_type::failed
+                 : final_status == task_status::succeeded ? event_type::succeeded
+                                                          : event_type::partially_succeeded,
                  std::move(d));
     tx.delete_jobs_for_task(t.id);
 }
@@ -1189,13 +1329,12 @@ net::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string provi
         if (attempt)
             task = tx.get_task(attempt->task_id);
     });
+    // Only configured providers' names ever reach a metric label.
+    providers::provider* p = self->registry.find(provider);
+    if (!p)
+        co_return webhook_outcome::unknown_token;
     if (!attempt || !task || attempt->provider != provider ||
         !util::constant_time_equal(attempt->callback_token, hash)) {
-        counter.with({provider, "unknown", "unknown_token"}).inc();
-        co_return webhook_outcome::unknown_token;
-    }
-    providers::provider* p = self->registry.find(provider);
-    if (!p) {
         counter.with({provider, "unknown", "unknown_token"}).inc();
         co_return webhook_outcome::unknown_token;
     }
@@ -1232,7 +1371,9 @@ net::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_id
     auto self = impl_;
     cancel_outcome outcome = cancel_outcome::not_found;
     std::string provider;
+    deferred after;
     co_await self->db.write([&](store::transaction& tx) {
+        after.clear();
         auto t = tx.get_task(task_id);
         if (!t || t->tenant != tenant)
             return;
@@ -1245,9 +1386,8 @@ net::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_id
         for (auto& o : outs) {
             if (o.status != to_string(output_status::pending))
                 continue;
-            o.status = std::string(to_string(output_status::failed));
+            o.status = std::string(to_string(output_status::canceled));
             auto d = parse_object(o.data_json);
-            d["error"] = "canceled";
             o.data_json = json::serialize(d);
             o.updated_at = now;
             tx.upsert_output(o);
@@ -1261,19 +1401,22 @@ net::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_id
         t->status = std::string(to_string(task_status::canceled));
         t->updated_at = now;
         tx.update_task(*t);
-        impl::release_outstanding(tx, *t, self->credits);
+        impl::release_outstanding(tx, *t, self->credits, after);
         append_event(tx, *t, event_type::canceled, {});
         tx.delete_jobs_for_task(t->id);
         provider = t->provider;
         outcome = cancel_outcome::canceled;
     });
+    for (auto& f : after)
+        f();
     if (outcome == cancel_outcome::canceled)
         self->tasks_finished.with({provider.empty() ? "none" : provider, "canceled"}).inc();
     co_return outcome;
 }
 
 std::string engine::providers_json() const {
-    const auto now = now_ms();
+    const auto now = steady_ms();
+    const auto wall = now_ms();
     json::array out;
     for (auto* p : impl_->registry.all()) {
         const std::string name(p->name());
@@ -1305,7 +1448,7 @@ std::string engine::providers_json() const {
             br["in_flight"] = s.in_flight;
             br["times_opened"] = s.times_opened;
             if (s.st != circuit_breaker::state::closed && s.open_until_ms > 0)
-                br["open_until"] = iso8601(s.open_until_ms);
+                br["open_until"] = iso8601(wall + (s.open_until_ms - now));
             o["circuit"] = std::move(br);
             o["healthy"] = s.st == circuit_breaker::state::closed;
         }

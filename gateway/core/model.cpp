@@ -32,10 +32,11 @@ constexpr std::array<std::pair<task_status, std::string_view>, 7> task_statuses{
     {task_status::failed, "failed"},
     {task_status::canceled, "canceled"},
 }};
-constexpr std::array<std::pair<output_status, std::string_view>, 3> output_statuses{{
+constexpr std::array<std::pair<output_status, std::string_view>, 4> output_statuses{{
     {output_status::pending, "pending"},
     {output_status::ready, "ready"},
     {output_status::failed, "failed"},
+    {output_status::canceled, "canceled"},
 }};
 constexpr std::array<std::pair<source_kind, std::string_view>, 3> source_kinds{{
     {source_kind::file, "file"},

@@ -19,7 +19,7 @@ enum class task_status {
     failed,
     canceled
 };
-enum class output_status { pending, ready, failed };
+enum class output_status { pending, ready, failed, canceled };
 enum class source_kind { file, url, clip };
 
 std::string_view to_string(task_status s) noexcept;
@@ -45,6 +45,8 @@ inline constexpr std::string_view output_failed = "extension.output.failed";
 inline constexpr std::string_view lyrics_ready = "extension.lyrics.ready";
 inline constexpr std::string_view cover_ready = "extension.cover.ready";
 inline constexpr std::string_view succeeded = "extension.succeeded";
+// The last event of a task that ended with some outputs ready and some not.
+inline constexpr std::string_view partially_succeeded = "extension.partially_succeeded";
 inline constexpr std::string_view failed = "extension.failed";
 inline constexpr std::string_view canceled = "extension.canceled";
 inline constexpr std::string_view credits_refunded = "extension.credits.refunded";

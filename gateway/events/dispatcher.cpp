@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "gateway/core/json.hpp"
+#include "gateway/core/lease_worker.hpp"
 #include "gateway/events/signer.hpp"
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
@@ -101,7 +102,6 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
           db(d),
           settings(s),
           client(c),
-          timer(io),
           owner(util::random_id("dsp_")),
           deliveries(m.counter_family("segue_webhook_deliveries_total",
                                       "Webhook deliveries that reached a final state, by outcome "
@@ -139,7 +139,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
         }
     }
 
-    asio::awaitable<void> loop();
+    void make_worker();
     asio::awaitable<void> deliver(store::delivery_row d);
     asio::awaitable<void> refresh_gauges();
 
@@ -147,12 +147,9 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     store::db& db;
     const config::settings& settings;
     segue::net::http_client& client;
-    asio::steady_timer timer;
     std::string owner;
+    std::unique_ptr<core::lease_worker> worker;
     std::map<std::string, std::vector<std::string>, std::less<>> keys;  // tenant -> raw keys
-    bool stopping = false;
-    bool wake = false;
-    int in_flight = 0;
     std::chrono::steady_clock::time_point gauges_at{};
 
     metrics::family<metrics::counter>& deliveries;
@@ -164,44 +161,68 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     metrics::gauge& oldest_gauge;
 };
 
-namespace {
-asio::awaitable<void> run_loop(std::shared_ptr<dispatcher::impl> self) {
-    co_await self->loop();
-}
-}  // namespace
-
 dispatcher::dispatcher(asio::io_context& ioc, store::db& db, const config::settings& settings,
                        metrics::registry& metrics, segue::net::http_client& client)
-    : impl_(std::make_shared<impl>(ioc, db, settings, metrics, client)) {}
+    : impl_(std::make_shared<impl>(ioc, db, settings, metrics, client)) {
+    impl_->make_worker();
+}
 
 dispatcher::~dispatcher() = default;
 
+void dispatcher::impl::make_worker() {
+    const auto& w = settings.webhooks;
+    core::lease_worker::hooks h;
+    h.name = "dispatcher";
+    h.claim = [this](store::transaction& tx, const std::string& who, store::millis now,
+                     store::millis lease_ms, int limit, const std::vector<std::string>& exclude,
+                     std::optional<store::millis>& next_due) {
+        auto claimed = tx.claim_deliveries(who, now, lease_ms, limit, exclude);
+        if (static_cast<int>(claimed.size()) < limit)
+            next_due = tx.next_delivery_due();
+        std::vector<core::lease_worker::item> items;
+        auto self = shared_from_this();
+        for (auto& d : claimed) {
+            core::lease_worker::item it;
+            it.id = d.id;
+            it.fence = d.lease_fence;
+            it.run = [self, d](std::shared_ptr<const core::lease_state>) {
+                return self->deliver(d);
+            };
+            items.push_back(std::move(it));
+        }
+        return items;
+    };
+    h.renew = [](store::transaction& tx, const std::string& who,
+                 const core::lease_worker::held& held,
+                 store::millis until) { return tx.renew_deliveries(who, held, until); };
+    h.slots = [this](int running) {
+        return std::min(settings.webhooks.batch, settings.webhooks.concurrency - running);
+    };
+    h.before_claim = [this]() -> asio::awaitable<void> {
+        if (std::chrono::steady_clock::now() - gauges_at > std::chrono::seconds(1)) {
+            gauges_at = std::chrono::steady_clock::now();
+            co_await refresh_gauges();
+        }
+    };
+    h.on_running = [this](int running) { in_flight_gauge.set(running); };
+    core::lease_worker::timing t;
+    t.lease = std::chrono::duration_cast<std::chrono::milliseconds>(w.lease);
+    t.poll_interval =
+        std::chrono::duration_cast<std::chrono::milliseconds>(settings.engine.poll_interval);
+    worker = std::make_unique<core::lease_worker>(ioc, db, owner, t, std::move(h));
+}
+
 void dispatcher::start() {
-    auto self = impl_;
-    asio::co_spawn(self->ioc, run_loop(self), asio::detached);
+    impl_->worker->start();
 }
 
 void dispatcher::notify() {
-    auto self = impl_;
-    asio::post(self->ioc, [self] {
-        self->wake = true;
-        self->timer.cancel();
-    });
+    impl_->worker->notify();
 }
 
 asio::awaitable<void> dispatcher::stop(std::chrono::milliseconds deadline) {
     auto self = impl_;
-    self->stopping = true;
-    self->timer.cancel();
-    asio::steady_timer t(self->ioc);
-    const auto until = std::chrono::steady_clock::now() + deadline;
-    while (self->in_flight > 0 && std::chrono::steady_clock::now() < until) {
-        t.expires_after(std::chrono::milliseconds(20));
-        co_await t.async_wait(use_tuple);
-    }
-    if (self->in_flight > 0)
-        log::warn("webhook dispatcher stopped with deliveries in flight; their leases will expire",
-                  {{"in_flight", self->in_flight}});
+    co_await self->worker->stop(deadline);
 }
 
 asio::awaitable<void> dispatcher::impl::refresh_gauges() {
@@ -217,67 +238,6 @@ asio::awaitable<void> dispatcher::impl::refresh_gauges() {
     oldest_gauge.set(sum.oldest_pending_event_at
                          ? std::max<double>(0.0, (now_ms() - *sum.oldest_pending_event_at) / 1e3)
                          : 0.0);
-}
-
-asio::awaitable<void> dispatcher::impl::loop() {
-    auto self = shared_from_this();
-    const auto& w = settings.webhooks;
-    while (!stopping) {
-        wake = false;
-        if (std::chrono::steady_clock::now() - gauges_at > std::chrono::seconds(1)) {
-            gauges_at = std::chrono::steady_clock::now();
-            co_await refresh_gauges();
-        }
-        std::vector<store::delivery_row> claimed;
-        std::optional<store::millis> next_due;
-        const int slots = std::min(w.batch, w.concurrency - in_flight);
-        if (slots > 0) {
-            try {
-                const auto now = now_ms();
-                const auto lease = static_cast<store::millis>(w.lease.count());
-                co_await db.write([&](store::transaction& tx) {
-                    claimed = tx.claim_deliveries(owner, now, lease, slots);
-                    if (static_cast<int>(claimed.size()) < slots)
-                        next_due = tx.next_delivery_due();
-                });
-            } catch (const std::exception& e) {
-                log::error("claiming deliveries failed", {{"error", e.what()}});
-            }
-        }
-        for (auto& d : claimed) {
-            ++in_flight;
-            in_flight_gauge.set(in_flight);
-            asio::co_spawn(ioc, deliver(std::move(d)), [self](std::exception_ptr e) {
-                --self->in_flight;
-                self->in_flight_gauge.set(self->in_flight);
-                if (e) {
-                    try {
-                        std::rethrow_exception(e);
-                    } catch (const std::exception& ex) {
-                        log::error("delivery crashed", {{"error", ex.what()}});
-                    }
-                }
-                // A slot is free, and the task's next event may now be the head of its queue.
-                self->wake = true;
-                self->timer.cancel();
-            });
-        }
-        if (stopping)
-            break;
-        if (!claimed.empty() && static_cast<int>(claimed.size()) == slots)
-            continue;
-        if (wake)
-            continue;
-        auto wait =
-            std::chrono::duration_cast<std::chrono::milliseconds>(settings.engine.poll_interval);
-        if (next_due && in_flight < w.concurrency) {
-            auto until =
-                std::chrono::milliseconds(std::max<store::millis>(0, *next_due - now_ms()));
-            wait = std::min(wait, until);
-        }
-        timer.expires_after(wait);
-        co_await timer.async_wait(use_tuple);
-    }
 }
 
 asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d) {

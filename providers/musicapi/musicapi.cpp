@@ -75,8 +75,18 @@ std::int64_t musicapi_provider::next_poll_ms(int polls,
 boost::asio::awaitable<update> musicapi_provider::submit(const task_view& task, services& svc) {
     attempt_state st;
     st.started_ms = now_ms();
-    if (!settings_.webhook_secret.empty())
-        st.callback_url = task.callback_url;
+
+    // The second step: the upload of an earlier attempt made the clip; the extend create is
+    // this attempt's own call (the core recorded its intent before calling).
+    if (auto prepared = parse_state(task.state_json);
+        prepared.phase == "extend" && !prepared.clip_id.empty()) {
+        prepared.polls = 0;
+        prepared.task_id.clear();
+        prepared.callback_url.clear();
+        if (prepared.started_ms == 0)
+            prepared.started_ms = st.started_ms;
+        co_return co_await create_extend(task, svc, state_to_json(prepared));
+    }
 
     if (task.request.source == core::source_kind::clip) {
         st.clip_id = task.request.clip_id;
@@ -116,15 +126,14 @@ boost::asio::awaitable<update> musicapi_provider::submit(const task_view& task, 
         co_return u;
     auto up = parse_state(u.state_json);
     up.started_ms = st.started_ms;
-    up.callback_url = st.callback_url;
+    up.callback_url.clear();
     u.method = "musicapi producer extend_music";
     if (!up.clip_id.empty()) {
-        // A synchronous upload: the clip exists already, extend it now.
+        // A synchronous upload: the clip exists already. The create is its own attempt.
         up.phase = "extend";
-        auto e = co_await create_extend(task, svc, state_to_json(up));
-        if (e.what == update::kind::accepted && e.provider_task_id.empty())
-            e.provider_task_id = u.provider_task_id;
-        co_return e;
+        u.what = update::kind::prepared;
+        u.state_json = state_to_json(up);
+        co_return u;
     }
     u.state_json = state_to_json(up);
     u.poll_after_ms = next_poll_ms(0, std::nullopt);
@@ -135,8 +144,11 @@ boost::asio::awaitable<update> musicapi_provider::create_extend(const task_view&
                                                                 services& svc,
                                                                 std::string state_json) {
     auto st = parse_state(state_json);
-    auto body = build_extend(task.request, st.clip_id, st.callback_url,
-                             st.callback_url.empty() ? "" : settings_.webhook_secret);
+    // This attempt's webhook URL comes from the core with the call, never from the persisted
+    // state: it holds the attempt's secret callback token.
+    const std::string callback = settings_.webhook_secret.empty() ? "" : task.callback_url;
+    auto body = build_extend(task.request, st.clip_id, callback,
+                             callback.empty() ? "" : settings_.webhook_secret);
     if (!body.ok) {
         auto u = failed(core::error_class::rejected, body.error_code, body.error);
         u.warnings = body.warnings;
@@ -162,7 +174,7 @@ boost::asio::awaitable<update> musicapi_provider::create_extend(const task_view&
             // parse_create_response keeps the fields it knows; keep ours too.
             auto next = parse_state(u.state_json);
             next.started_ms = st.started_ms;
-            next.callback_url = st.callback_url;
+            next.callback_url.clear();
             u.state_json = state_to_json(next);
             u.poll_after_ms = next_poll_ms(0, std::nullopt);
         }
@@ -221,13 +233,17 @@ boost::asio::awaitable<update> musicapi_provider::poll(const task_view& task, se
             case upload_poll::kind::ready:
                 break;
         }
+        // The clip exists. The extend create is a new, non-idempotent request: hand it back to
+        // the core, which records its intent and runs it as a submit of its own attempt.
         st.clip_id = p.clip_id;
         st.clip_duration = p.duration;
         st.phase = "extend";
         st.polls = 0;
-        auto u = co_await create_extend(task, svc, state_to_json(st));
-        if (u.what == update::kind::accepted)
-            u.what = update::kind::running;  // the task was accepted at the upload already
+        st.callback_url.clear();  // the create's attempt brings its own
+        update u;
+        u.what = update::kind::prepared;
+        u.state_json = state_to_json(st);
+        u.method = "musicapi producer extend_music";
         co_return u;
     }
 

@@ -127,11 +127,15 @@ TEST(Routing, QuotaAtTheFirstProviderFailsOverToTheNext) {
     EXPECT_EQ(t["status"], "succeeded") << json::serialize(t);
     EXPECT_EQ(t["provider"], "musicapi");
     auto& atts = t["attempts"].as_array();
-    ASSERT_EQ(atts.size(), 2u) << json::serialize(atts);
+    // MusicAPI's upload (prepared) and its create are attempts of their own.
+    ASSERT_EQ(atts.size(), 3u) << json::serialize(atts);
     EXPECT_EQ(atts[0].at("provider"), "musicgpt");
     EXPECT_EQ(atts[0].at("status"), "failed");
     EXPECT_EQ(atts[0].at("error").at("class"), "quota");
     EXPECT_EQ(atts[1].at("provider"), "musicapi");
+    EXPECT_EQ(atts[1].at("status"), "prepared");
+    EXPECT_EQ(atts[2].at("provider"), "musicapi");
+    EXPECT_EQ(atts[2].at("status"), "succeeded");
     // One extension.retrying event says what happened.
     int retrying = 0;
     for (auto& e : w.events(id))

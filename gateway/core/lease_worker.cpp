@@ -1,0 +1,236 @@
+#include "gateway/core/lease_worker.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <algorithm>
+#include <map>
+
+#include "gateway/core/json.hpp"
+#include "gateway/log/log.hpp"
+#include "gateway/store/db.hpp"
+
+namespace segue::core {
+
+namespace net = boost::asio;
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+struct lease_worker::impl : std::enable_shared_from_this<lease_worker::impl> {
+    impl(net::io_context& io, store::db& d, std::string o, timing t, hooks h)
+        : ioc(io),
+          db(d),
+          owner(std::move(o)),
+          time(t),
+          hk(std::move(h)),
+          timer(io),
+          beat_timer(io) {
+        if (time.heartbeat.count() <= 0)
+            time.heartbeat = std::max(std::chrono::milliseconds(1), time.lease / 3);
+    }
+
+    net::awaitable<void> loop();
+    net::awaitable<void> heartbeat();
+    void spawn(item it);
+    void wake_now() {
+        wake = true;
+        timer.cancel();
+    }
+
+    net::io_context& ioc;
+    store::db& db;
+    const std::string owner;
+    timing time;
+    hooks hk;
+    net::steady_timer timer;
+    net::steady_timer beat_timer;
+    bool started = false;
+    bool stopping = false;
+    bool beating = true;
+    bool wake = false;
+    std::map<std::string, std::shared_ptr<lease_state>> running;
+};
+
+void lease_worker::impl::spawn(item it) {
+    auto self = shared_from_this();
+    auto st = std::make_shared<lease_state>();
+    st->id = it.id;
+    st->fence = it.fence;
+    running[it.id] = st;
+    if (hk.on_running)
+        hk.on_running(static_cast<int>(running.size()));
+    auto run = std::move(it.run);
+    net::co_spawn(ioc, run(st), [self, st](std::exception_ptr e) {
+        // Only this claim's entry: a newer claim of the same id (after this one was lost and
+        // the row came back) has its own.
+        if (auto i = self->running.find(st->id); i != self->running.end() && i->second == st)
+            self->running.erase(i);
+        if (self->hk.on_running)
+            self->hk.on_running(static_cast<int>(self->running.size()));
+        if (e) {
+            try {
+                std::rethrow_exception(e);
+            } catch (const std::exception& ex) {
+                log::error("leased work crashed",
+                           {{"worker", self->hk.name}, {"id", st->id}, {"error", ex.what()}});
+            }
+        }
+        // A slot is free (and, for deliveries, the next of a queue may be its head now).
+        self->wake_now();
+    });
+}
+
+net::awaitable<void> lease_worker::impl::loop() {
+    auto self = shared_from_this();
+    while (!stopping) {
+        wake = false;
+        if (hk.before_claim)
+            co_await hk.before_claim();
+        const int now_running = static_cast<int>(running.size());
+        const int slots = hk.slots ? hk.slots(now_running) : 0;
+        std::vector<item> claimed;
+        std::optional<store::millis> next_due;
+        const auto now = now_ms();
+        if (slots > 0) {
+            std::vector<std::string> exclude;
+            exclude.reserve(running.size());
+            for (const auto& [id, st] : running)
+                exclude.push_back(id);
+            try {
+                const auto lease = static_cast<store::millis>(time.lease.count());
+                co_await db.write([&](store::transaction& tx) {
+                    claimed = hk.claim(tx, owner, now, lease, slots, exclude, next_due);
+                });
+            } catch (const std::exception& e) {
+                log::error("claiming leased work failed",
+                           {{"worker", hk.name}, {"error", e.what()}});
+            }
+        }
+        const bool full = !claimed.empty() && static_cast<int>(claimed.size()) == slots;
+        for (auto& it : claimed)
+            spawn(std::move(it));
+        if (stopping)
+            break;
+        if (full || wake)
+            continue;
+        auto wait = time.poll_interval;
+        // A due time already past after a claim round can only be our own running work (the
+        // claim excluded it): waiting for it would spin.
+        if (next_due && *next_due > now && slots > 0)
+            wait = std::min(wait, std::chrono::milliseconds(*next_due - now_ms()));
+        if (wait.count() < 0)
+            wait = std::chrono::milliseconds(0);
+        timer.expires_after(wait);
+        co_await timer.async_wait(use_tuple);
+    }
+}
+
+net::awaitable<void> lease_worker::impl::heartbeat() {
+    auto self = shared_from_this();
+    while (beating) {
+        beat_timer.expires_after(time.heartbeat);
+        co_await beat_timer.async_wait(use_tuple);
+        if (!beating)
+            break;
+        held leases;
+        for (const auto& [id, st] : running)
+            if (!st->lost)
+                leases.emplace_back(id, st->fence);
+        if (leases.empty())
+            continue;
+        std::vector<std::string> lost;
+        try {
+            const auto until = now_ms() + static_cast<store::millis>(time.lease.count());
+            co_await db.write(
+                [&](store::transaction& tx) { lost = hk.renew(tx, owner, leases, until); });
+        } catch (const std::exception& e) {
+            // The next beat tries again; the lease lasts until `lease` after the last renewal.
+            log::error("renewing leases failed", {{"worker", hk.name}, {"error", e.what()}});
+            continue;
+        }
+        for (const auto& id : lost) {
+            auto i = running.find(id);
+            if (i == running.end())
+                continue;  // finished meanwhile (it completed or released the row itself)
+            // Renewals are only sent for claims that were running when the beat started, and
+            // those are still the entries here unless they finished: a finished claim's row may
+            // be gone, which is not a loss.
+            const bool same = std::any_of(leases.begin(), leases.end(), [&](const auto& l) {
+                return l.first == id && l.second == i->second->fence;
+            });
+            if (!same || i->second->lost)
+                continue;
+            i->second->lost = true;
+            log::warn("lease lost while its work runs; its writes will be refused",
+                      {{"worker", hk.name}, {"id", id}});
+            if (hk.on_lost)
+                hk.on_lost(id);
+        }
+    }
+}
+
+lease_worker::lease_worker(net::io_context& ioc, store::db& db, std::string owner, timing t,
+                           hooks h)
+    : impl_(std::make_shared<impl>(ioc, db, std::move(owner), t, std::move(h))) {}
+
+lease_worker::~lease_worker() = default;
+
+namespace {
+net::awaitable<void> run_loop(std::shared_ptr<lease_worker::impl> self) {
+    co_await self->loop();
+}
+net::awaitable<void> run_heartbeat(std::shared_ptr<lease_worker::impl> self) {
+    co_await self->heartbeat();
+}
+}  // namespace
+
+void lease_worker::start() {
+    auto self = impl_;
+    net::post(self->ioc, [self] {
+        if (self->started)
+            return;
+        self->started = true;
+        net::co_spawn(self->ioc, run_loop(self), net::detached);
+        net::co_spawn(self->ioc, run_heartbeat(self), net::detached);
+    });
+}
+
+void lease_worker::notify() {
+    auto self = impl_;
+    net::post(self->ioc, [self] { self->wake_now(); });
+}
+
+net::awaitable<void> lease_worker::stop(std::chrono::milliseconds deadline) {
+    auto self = impl_;
+    self->stopping = true;
+    self->timer.cancel();
+    net::steady_timer t(self->ioc);
+    const auto until = std::chrono::steady_clock::now() + deadline;
+    while (!self->running.empty() && std::chrono::steady_clock::now() < until) {
+        t.expires_after(std::chrono::milliseconds(20));
+        co_await t.async_wait(use_tuple);
+    }
+    if (!self->running.empty())
+        log::warn("stopped with work still running; its leases will expire",
+                  {{"worker", self->hk.name}, {"running", static_cast<int>(self->running.size())}});
+    self->beating = false;
+    self->beat_timer.cancel();
+}
+
+const std::string& lease_worker::owner() const noexcept {
+    return impl_->owner;
+}
+
+int lease_worker::running() const noexcept {
+    return static_cast<int>(impl_->running.size());
+}
+
+std::chrono::milliseconds lease_worker::heartbeat() const noexcept {
+    return impl_->time.heartbeat;
+}
+
+}  // namespace segue::core

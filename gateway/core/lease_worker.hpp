@@ -1,0 +1,114 @@
+#pragma once
+// One claim loop for all work that lives in the store as rows with a due time and a lease:
+// the engine's jobs and the dispatcher's webhook deliveries.
+//
+//   claim    due rows under a fenced lease (store::lease_ref): every claim bumps the row's
+//            fencing token, and every write of a claim names it, so a claim whose lease expired
+//            and was taken again (by another replica, or by this very process) writes nothing
+//   run      each claimed row as its own coroutine on the worker's io_context
+//   renew    the leases of running work on a heartbeat (every lease/3), so a slow provider call
+//            never lets its lease expire under it; a renewal that finds the lease gone marks
+//            the work `lost` (it should stop before any further upstream call)
+//   exclude  the rows this process is running from its own claims: even if a renewal failed,
+//            one process never runs the same row twice at once
+//   wake     at once on notify() (thread-safe), or at the next due time, or every
+//            poll_interval for work written by other replicas
+//
+// Everything but notify() runs on the io_context given at construction, which must be run by
+// one thread (runtime::io_pool's contexts are): the worker's state needs no locks.
+
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gateway/store/store.hpp"
+
+namespace boost::asio {
+class io_context;
+}
+namespace segue::store {
+class db;
+}
+
+namespace segue::core {
+
+// What running work knows of its lease. Owned by the worker; valid while the work runs.
+struct lease_state {
+    std::string id;          // the row's id (jobs: the number as text)
+    std::int64_t fence = 0;  // the claim's fencing token
+    bool lost = false;       // a renewal found the lease gone: every write of this claim will
+                             // be refused, so stop before anything irreversible
+};
+
+class lease_worker {
+  public:
+    using held = std::vector<std::pair<std::string, std::int64_t>>;  // (id, fence)
+
+    struct item {
+        std::string id;
+        std::int64_t fence = 0;
+        std::function<boost::asio::awaitable<void>(std::shared_ptr<const lease_state>)> run;
+    };
+
+    struct hooks {
+        std::string name;  // for logs ("engine", "dispatcher")
+        // Inside a write unit: claims up to `limit` due rows (not in `exclude`) for `owner`
+        // until now + lease_ms. When it finds fewer than `limit`, it sets `next_due` to the
+        // earliest time more work becomes claimable (if any).
+        std::function<std::vector<item>(store::transaction& tx, const std::string& owner,
+                                        store::millis now, store::millis lease_ms, int limit,
+                                        const std::vector<std::string>& exclude,
+                                        std::optional<store::millis>& next_due)>
+            claim;
+        // Inside a write unit: extends the leases `owner` still holds to `until`; returns the
+        // ids it no longer holds.
+        std::function<std::vector<std::string>(store::transaction& tx, const std::string& owner,
+                                               const held& leases, store::millis until)>
+            renew;
+        // How many more rows may be claimed now, given how many run (default: batch - running).
+        std::function<int(int running)> slots;
+        // Before each claim round (e.g. refresh gauges). Optional.
+        std::function<boost::asio::awaitable<void>()> before_claim;
+        // After the number of running rows changed (e.g. a gauge). Optional.
+        std::function<void(int running)> on_running;
+        // A renewal found a lease gone. Optional (for a metric; it is logged either way).
+        std::function<void(const std::string& id)> on_lost;
+    };
+
+    struct timing {
+        std::chrono::milliseconds lease{120'000};
+        std::chrono::milliseconds poll_interval{500};
+        // How often running leases are renewed; 0: lease / 3.
+        std::chrono::milliseconds heartbeat{0};
+    };
+
+    lease_worker(boost::asio::io_context& ioc, store::db& db, std::string owner, timing t, hooks h);
+    ~lease_worker();
+    lease_worker(const lease_worker&) = delete;
+    lease_worker& operator=(const lease_worker&) = delete;
+
+    void start();
+    // Work became due in this process: claim now. Thread-safe.
+    void notify();
+    // Stops claiming, waits (up to `deadline`) for running work while still renewing its
+    // leases, then stops renewing (the leases of what still runs expire on their own).
+    boost::asio::awaitable<void> stop(std::chrono::milliseconds deadline);
+
+    const std::string& owner() const noexcept;
+    int running() const noexcept;  // on the worker's io_context only
+    std::chrono::milliseconds heartbeat() const noexcept;
+
+    struct impl;
+
+  private:
+    std::shared_ptr<impl> impl_;
+};
+
+}  // namespace segue::core
