@@ -12,9 +12,10 @@
 //    checkpoint_pages; the writer finishes each checkpoint between two groups so the WAL starts
 //    over (SQLite's automatic checkpoint, inside a commit, is off);
 //  - the reader runs read units one at a time, each in its own deferred transaction so it sees a
-//    consistent snapshot; WAL lets it proceed while the writer writes. It may see a commit
-//    a moment before the syncer made it durable (only a power loss in that moment would undo
-//    it; no completion, and so no API answer or job, depends on it before).
+//    consistent snapshot; WAL lets it proceed while the writer writes. With synchronous_full a
+//    read unit only runs once every commit its snapshot may hold is durable (see
+//    wait_durable_snapshot): else a GET or an SSE stream could show a commit that a power loss
+//    right after would undo.
 // Statements are prepared once per connection (lazily, SQLITE_PREPARE_PERSISTENT) and reset after
 // every use by an RAII guard, so the hot path never parses SQL.
 
@@ -119,6 +120,7 @@ using stmt_ptr = std::unique_ptr<sqlite3_stmt, stmt_finalizer>;
 enum class q : int {
     begin_immediate,
     begin_deferred,
+    read_snapshot,
     commit,
     rollback,
     savepoint,
@@ -182,6 +184,10 @@ const char* sql_of(q which) {
             return "BEGIN IMMEDIATE";
         case q::begin_deferred:
             return "BEGIN";
+        case q::read_snapshot:
+            // Reads the database header: inside BEGIN this starts the read transaction, i.e.
+            // fixes the WAL snapshot (a "SELECT 1" would not: it reads no table).
+            return "PRAGMA schema_version";
         case q::commit:
             return "COMMIT";
         case q::rollback:
@@ -1290,7 +1296,9 @@ void call_done(const store::completion& done, std::exception_ptr err) noexcept {
 class sqlite_store final : public store {
   public:
     explicit sqlite_store(const sqlite_options& o)
-        : max_batch_(static_cast<std::size_t>(std::max(1, o.max_batch))) {
+        : max_batch_(static_cast<std::size_t>(std::max(1, o.max_batch))),
+          sync_wal_(o.synchronous_full),
+          before_sync_(o.before_sync) {
         if (o.path.empty() || o.path == ":memory:" || o.path.starts_with("file::memory:"))
             throw store_error("sqlite: a database file path is required (WAL needs a file)");
 
@@ -1337,6 +1345,13 @@ class sqlite_store final : public store {
             if (wal_fd_ < 0)
                 throw store_error("sqlite: cannot open " + wal +
                                   " to sync it: " + std::strerror(errno));
+            // Frames a killed predecessor committed but never synced are still in the page
+            // cache, and readable: make them durable before anything reads them.
+            if (::fdatasync(wal_fd_) != 0) {
+                const std::string err = std::strerror(errno);
+                close_wal_fd();
+                throw store_error("sqlite: cannot sync " + wal + ": " + err);
+            }
         }
 
         // Named for ps -L, top -H, perf and the benchmarks (which read each one's CPU time).
@@ -1417,10 +1432,12 @@ class sqlite_store final : public store {
     }
 
     store_stats stats() const override {
-        return store_stats{
-            commits_.load(std::memory_order_relaxed), units_.load(std::memory_order_relaxed),
-            checkpoints_.load(std::memory_order_relaxed),
-            wal_pages_.load(std::memory_order_relaxed), syncs_.load(std::memory_order_relaxed)};
+        return store_stats{commits_.load(std::memory_order_relaxed),
+                           units_.load(std::memory_order_relaxed),
+                           checkpoints_.load(std::memory_order_relaxed),
+                           wal_pages_.load(std::memory_order_relaxed),
+                           syncs_.load(std::memory_order_relaxed),
+                           read_waits_.load(std::memory_order_relaxed)};
     }
 
   private:
@@ -1434,6 +1451,7 @@ class sqlite_store final : public store {
     };
     struct synced_group {
         bool committed = false;  // needs the sync before its completions
+        std::uint64_t seq = 0;   // its commit sequence number (0: no COMMIT was attempted)
         bool outbox = false;     // made a delivery due: tell the outbox listener
         std::vector<pending_done> dones;
     };
@@ -1612,11 +1630,16 @@ class sqlite_store final : public store {
         }
 
         std::exception_ptr group_err;
+        std::uint64_t seq = 0;
         if (lost) {
             group_err = std::make_exception_ptr(
                 store_error("sqlite: transaction aborted by a failing unit; nothing committed"));
             ++ran;  // the unit that broke the transaction is consumed (it has its error)
         } else {
+            // Published before the COMMIT makes the group visible to readers: see
+            // wait_durable_snapshot for why not after.
+            seq = ++commit_seq_;
+            committing_.store(seq, std::memory_order_seq_cst);
             try {
                 exec_cached(c, q::commit);
             } catch (...) {
@@ -1644,6 +1667,7 @@ class sqlite_store final : public store {
         // gets the group's store_error.
         synced_group g;
         g.committed = !group_err;
+        g.seq = seq;
         g.outbox = !group_err && txn.outbox_written;
         g.dones.reserve(ran);
         for (std::size_t i = 0; i < ran; ++i)
@@ -1674,28 +1698,43 @@ class sqlite_store final : public store {
             {
                 std::unique_lock lk(sync_mutex_);
                 sync_cv_.wait(lk, [&] { return !sync_queue_.empty() || sync_stop_; });
-                if (sync_queue_.empty())
+                if (sync_queue_.empty()) {
+                    lk.unlock();
+                    {
+                        std::lock_guard dlk(durable_mutex_);
+                        sync_exited_ = true;
+                    }
+                    durable_cv_.notify_all();
                     return;
+                }
                 groups.swap(sync_queue_);
             }
             bool any_commit = false, outbox = false;
+            std::uint64_t top = 0;  // the highest commit sequence number these groups hold
             for (const auto& g : groups) {
-                any_commit = any_commit || g.committed;
+                // A failed COMMIT too: its number counts as durable only after a sync.
+                any_commit = any_commit || g.committed || g.seq != 0;
                 outbox = outbox || g.outbox;
+                top = std::max(top, g.seq);
             }
             std::exception_ptr sync_err;
             if (any_commit && wal_fd_ >= 0) {
                 if (sync_failed_.load(std::memory_order_acquire)) {
                     sync_err = sync_failure();
-                } else if (::fdatasync(wal_fd_) != 0) {
+                } else if (const std::string why = sync_wal(); !why.empty()) {
                     log::error("store: fdatasync of the WAL failed; refusing further writes",
-                               {{"error", std::strerror(errno)}});
+                               {{"error", why}});
                     sync_failed_.store(true, std::memory_order_release);
                     sync_err = sync_failure();
                 } else {
                     syncs_.fetch_add(1, std::memory_order_relaxed);
                 }
             }
+            // Before the completions: a read submitted from one must see its write.
+            if (sync_err)
+                wake_readers();  // a read waiting for these groups fails
+            else if (top != 0)
+                publish_durable(top);
             if (outbox && !sync_err) {
                 std::function<void()> listener;
                 {
@@ -1710,6 +1749,36 @@ class sqlite_store final : public store {
                     call_done(d.done, d.err ? d.err : (g.committed ? sync_err : nullptr));
             groups.clear();
         }
+    }
+
+    // The fdatasync of the WAL (after the test hook): "" on success, else why it failed.
+    std::string sync_wal() {
+        try {
+            if (before_sync_)
+                before_sync_();
+        } catch (const std::exception& e) {
+            return std::string("before_sync: ") + e.what();
+        } catch (...) {
+            return "before_sync threw";
+        }
+        if (::fdatasync(wal_fd_) != 0)
+            return std::strerror(errno);
+        return {};
+    }
+
+    // Every commit up to `seq` is durable.
+    void publish_durable(std::uint64_t seq) {
+        {
+            std::lock_guard lk(durable_mutex_);
+            durable_.store(seq, std::memory_order_release);
+        }
+        durable_cv_.notify_all();
+    }
+
+    // Wakes a reader waiting in wait_durable_snapshot to look at sync_failed_ / sync_exited_.
+    void wake_readers() {
+        { std::lock_guard lk(durable_mutex_); }  // no lost wakeup: its predicate reads under it
+        durable_cv_.notify_all();
     }
 
     static std::exception_ptr sync_failure() {
@@ -1731,6 +1800,43 @@ class sqlite_store final : public store {
         wal_fd_ = -1;
     }
 
+    // Starts the read transaction just begun on `c` and returns once everything its snapshot
+    // holds is durable. The order of the steps is what makes that true:
+    //  1. The writer publishes a group's commit sequence number k (committing_) before its
+    //     COMMIT; the COMMIT makes the group visible to new snapshots when it writes the WAL
+    //     index header, inside the COMMIT. So "k published" happens before "k visible".
+    //  2. Here the snapshot is fixed first (read_snapshot starts the read transaction, which
+    //     reads that header), then committing_ is read: c. If the snapshot holds group k, this
+    //     thread read the header after k's COMMIT wrote it, hence after k was published, so
+    //     c >= k. (SQLite puts a full memory barrier next to each write and read of the shared
+    //     header, and committing_ is seq_cst, so the publication is seen.)
+    //  3. Waiting until durable_ >= c (set by the syncer after the fdatasync that covers c)
+    //     thus covers every group in the snapshot; c may also be a group not in it (published,
+    //     COMMIT not yet done): then the read waits for one group more than it needs.
+    // Either other order is wrong: reading committing_ before fixing the snapshot lets groups
+    // committed in between into the snapshot unsynced; publishing after the COMMIT lets a
+    // snapshot taken between the two hold a group newer than c.
+    // The snapshot stays open while it waits (for one fsync at most), which only delays a WAL
+    // restart. Throws store_error if the sync fails (nothing after it will become durable) or
+    // the syncer has stopped.
+    void wait_durable_snapshot(connection& c) {
+        exec_cached(c, q::read_snapshot);
+        const std::uint64_t need = committing_.load(std::memory_order_seq_cst);
+        if (durable_.load(std::memory_order_acquire) >= need)
+            return;  // nothing pending: no lock, no wait
+        read_waits_.fetch_add(1, std::memory_order_relaxed);
+        std::unique_lock lk(durable_mutex_);
+        durable_cv_.wait(lk, [&] {
+            return durable_.load(std::memory_order_acquire) >= need ||
+                   sync_failed_.load(std::memory_order_acquire) || sync_exited_;
+        });
+        if (durable_.load(std::memory_order_acquire) >= need)
+            return;
+        if (sync_failed_.load(std::memory_order_acquire))
+            std::rethrow_exception(sync_failure());
+        throw store_error("sqlite: store closed before a read's data was durable");
+    }
+
     void reader_loop() {
         connection& c = *reader_db_;
         sqlite_transaction txn(c);
@@ -1740,6 +1846,8 @@ class sqlite_store final : public store {
             try {
                 // Deferred: the snapshot starts at the first read and holds until COMMIT.
                 exec_cached(c, q::begin_deferred);
+                if (sync_wal_)
+                    wait_durable_snapshot(c);
                 one.front().fn(txn);
                 exec_cached(c, q::commit);
             } catch (...) {
@@ -1757,6 +1865,8 @@ class sqlite_store final : public store {
     }
 
     const std::size_t max_batch_;
+    const bool sync_wal_;  // synchronous_full: the syncer fdatasyncs, reads wait for it
+    const std::function<void()> before_sync_;
     std::mutex listener_mutex_;
     std::function<void()> outbox_listener_;
     std::unique_ptr<connection> writer_db_;
@@ -1776,6 +1886,16 @@ class sqlite_store final : public store {
     bool sync_stop_ = false;
     std::atomic<bool> sync_failed_{false};
     std::atomic<std::uint64_t> syncs_{0};
+    // Commit sequence numbers: the writer numbers each group's COMMIT (commit_seq_, its own),
+    // publishes the number before the COMMIT (committing_), and the syncer publishes the highest
+    // number a successful fdatasync covered (durable_). See wait_durable_snapshot.
+    std::uint64_t commit_seq_ = 0;
+    std::atomic<std::uint64_t> committing_{0};
+    std::atomic<std::uint64_t> durable_{0};
+    std::mutex durable_mutex_;
+    std::condition_variable durable_cv_;
+    bool sync_exited_ = false;  // under durable_mutex_
+    std::atomic<std::uint64_t> read_waits_{0};
     std::atomic<std::uint64_t> wal_pages_{0};
     work_queue writes_;
     work_queue reads_;

@@ -5,8 +5,10 @@
 // writer thread that runs many units in a single database transaction (group commit): each
 // unit runs inside its own SAVEPOINT, so a unit that throws rolls back alone; the commit (and
 // its fsync) is shared. A unit's completion runs only after the commit is durable. Reads run on
-// a separate reader connection (WAL lets them proceed during writes). IO threads never touch
-// the database: they await `store::write` / `store::read` (gateway/store/async.hpp).
+// a separate reader connection (WAL lets them proceed during writes) and only ever see durable
+// commits: a read whose snapshot holds a commit not yet synced waits for that sync (or fails
+// with store_error if it fails), so nothing a crash could undo is ever shown. IO threads never
+// touch the database: they await `store::write` / `store::read` (gateway/store/async.hpp).
 //
 // Times are Unix milliseconds (UTC). JSON-valued columns are strings holding JSON text.
 
@@ -338,6 +340,7 @@ struct store_stats {
     std::uint64_t checkpoints = 0;  // background WAL checkpoints completed
     std::uint64_t wal_pages = 0;    // the WAL's size in pages after the last commit
     std::uint64_t syncs = 0;        // fdatasyncs of the WAL (<= commits: one covers many)
+    std::uint64_t read_waits = 0;   // read units that waited for a sync to see durable data
 };
 
 class store {
@@ -349,8 +352,11 @@ class store {
 
     // Queues a write unit. `done` runs on a store thread after the group's commit is durable
     // (nullptr error) or after the unit failed and was rolled back (its exception). Thread-safe.
+    // A completion must not block: in particular not wait for a read, which may be waiting for
+    // the very thread that runs the completion to make a later commit durable.
     virtual void submit_write(unit fn, completion done) = 0;
-    // Queues a read-only unit on the reader side.
+    // Queues a read-only unit on the reader side. It sees every write completed before it was
+    // submitted, and nothing that is not durable yet (it may wait for a sync to see it).
     virtual void submit_read(unit fn, completion done) = 0;
 
     // Called on the writer thread after a commit that made a webhook delivery due (inserted or
@@ -369,6 +375,9 @@ struct sqlite_options {
     bool synchronous_full = true;  // fsync on every commit (durable before the 202)
     std::uint64_t writer_cache_bytes = 16ull * 1024 * 1024;  // page cache of the writer
     int checkpoint_pages = 1000;  // WAL size (pages) that starts a background checkpoint
+    // Tests only: called on the syncer thread before each fdatasync of the WAL (so a test can
+    // hold a sync); an exception from it counts as a failed fdatasync.
+    std::function<void()> before_sync;
 };
 
 // Opens (creating if needed) the database, applies pending schema migrations in order (each in

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <exception>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <map>
 #include <mutex>
@@ -621,6 +622,225 @@ TEST_F(StoreTest, SyncerCompletesInSubmissionOrderAfterOneSyncPerBatch) {
         } else {
             EXPECT_EQ(stats.syncs, 0u);
         }
+    }
+}
+
+namespace {
+
+// Holds the syncer at its next fdatasync of the WAL (sqlite_options::before_sync) until
+// released; the held sync then happens, or fails.
+class sync_gate {
+  public:
+    std::function<void()> hook() {
+        return [this] {
+            std::unique_lock lk(m_);
+            if (!armed_)
+                return;
+            armed_ = false;
+            held_ = true;
+            cv_.notify_all();
+            cv_.wait(lk, [&] { return released_; });
+            held_ = false;
+            if (fail_)
+                throw std::runtime_error("injected fdatasync failure");
+        };
+    }
+    void arm() {
+        std::lock_guard lk(m_);
+        armed_ = true;
+        released_ = false;
+    }
+    // True once the syncer is held (a committed group waits for its sync).
+    bool wait_held() {
+        std::unique_lock lk(m_);
+        return cv_.wait_for(lk, std::chrono::seconds(10), [&] { return held_; });
+    }
+    void release(bool fail = false) {
+        {
+            std::lock_guard lk(m_);
+            fail_ = fail;
+            released_ = true;
+        }
+        cv_.notify_all();
+    }
+
+  private:
+    std::mutex m_;
+    std::condition_variable cv_;
+    bool armed_ = false, held_ = false, released_ = true, fail_ = false;
+};
+
+// Releases the gate when it goes out of scope, so a failed assertion cannot leave close() (in
+// the store's destructor) waiting for a held sync. Declare it after the store.
+struct release_on_exit {
+    sync_gate& gate;
+    ~release_on_exit() { gate.release(); }
+};
+
+template <typename T>
+bool ready_within(std::future<T>& f, std::chrono::milliseconds d) {
+    return f.wait_for(d) == std::future_status::ready;
+}
+
+std::string store_error_of(std::exception_ptr e) {
+    if (!e)
+        return "";
+    try {
+        std::rethrow_exception(e);
+    } catch (const st::store_error& err) {
+        return err.what();
+    } catch (...) {
+        return "not a store_error";
+    }
+}
+
+}  // namespace
+
+// A read must not show a commit before it is durable: a GET or an SSE stream could otherwise
+// show an event that a power loss right after would undo. The syncer is held after a group's
+// COMMIT: the group is visible to any WAL reader, yet the store's reads wait for its sync.
+TEST_F(StoreTest, ReadsSeeOnlyDurableCommits) {
+    sync_gate gate;
+    st::sqlite_options o;
+    o.path = db_path();
+    o.before_sync = gate.hook();
+    auto s = st::open_sqlite(o);
+    release_on_exit guard{gate};
+
+    sync_write(*s, [](st::transaction& tx) { tx.insert_task(make_task("ext_before")); });
+    // Nothing pending: reads run at once, without waiting (the cheap path: two atomic loads).
+    for (int i = 0; i < 20; ++i)
+        sync_read(*s, [](st::transaction& tx) { EXPECT_TRUE(tx.get_task("ext_before")); });
+    EXPECT_EQ(s->stats().read_waits, 0u);
+
+    gate.arm();
+    std::promise<std::exception_ptr> written;
+    auto written_f = written.get_future();
+    s->submit_write([](st::transaction& tx) { tx.insert_task(make_task("ext_held")); },
+                    [&](std::exception_ptr e) { written.set_value(e); });
+    ASSERT_TRUE(gate.wait_held());  // committed; its fdatasync is held
+    // Committed: another connection already sees it...
+    EXPECT_EQ(raw_query(db_path(), "SELECT COUNT(*) FROM tasks WHERE id = 'ext_held'"),
+              std::vector<std::string>{"1"});
+    // ...but the store's reads wait for the sync (reads of older rows too: their snapshot
+    // holds the new commit).
+    std::promise<bool> seen, old_seen;
+    auto seen_f = seen.get_future();
+    auto old_seen_f = old_seen.get_future();
+    s->submit_read(
+        [&](st::transaction& tx) { seen.set_value(tx.get_task("ext_held").has_value()); }, nullptr);
+    s->submit_read(
+        [&](st::transaction& tx) { old_seen.set_value(tx.get_task("ext_before").has_value()); },
+        nullptr);
+    EXPECT_FALSE(ready_within(seen_f, std::chrono::milliseconds(300)));
+    EXPECT_FALSE(ready_within(old_seen_f, std::chrono::milliseconds(0)));
+    EXPECT_FALSE(ready_within(written_f, std::chrono::milliseconds(0)));
+
+    gate.release();
+    ASSERT_TRUE(ready_within(seen_f, std::chrono::seconds(10)));
+    EXPECT_TRUE(seen_f.get());
+    ASSERT_TRUE(ready_within(old_seen_f, std::chrono::seconds(10)));
+    EXPECT_TRUE(old_seen_f.get());
+    ASSERT_TRUE(ready_within(written_f, std::chrono::seconds(10)));
+    EXPECT_EQ(written_f.get(), nullptr);
+    EXPECT_EQ(s->stats().read_waits, 1u);  // the second read found the sync done
+
+    // Synced: cheap again.
+    sync_read(*s, [](st::transaction& tx) { EXPECT_TRUE(tx.get_task("ext_held")); });
+    EXPECT_EQ(s->stats().read_waits, 1u);
+}
+
+// A read waiting for a sync that fails fails with store_error (never hangs, never shows the
+// commit); so do later reads: their snapshots hold that commit, which will never be durable.
+TEST_F(StoreTest, ReadWaitingForAFailedSyncFails) {
+    sync_gate gate;
+    st::sqlite_options o;
+    o.path = db_path();
+    o.before_sync = gate.hook();
+    auto s = st::open_sqlite(o);
+    release_on_exit guard{gate};
+
+    sync_write(*s, [](st::transaction& tx) { tx.insert_task(make_task("ext_ok")); });
+    gate.arm();
+    std::promise<std::exception_ptr> written, read;
+    auto written_f = written.get_future();
+    auto read_f = read.get_future();
+    s->submit_write([](st::transaction& tx) { tx.insert_task(make_task("ext_lost")); },
+                    [&](std::exception_ptr e) { written.set_value(e); });
+    ASSERT_TRUE(gate.wait_held());
+    bool ran = false;
+    s->submit_read([&](st::transaction& tx) { ran = tx.get_task("ext_lost").has_value(); },
+                   [&](std::exception_ptr e) { read.set_value(e); });
+    // Waiting for the held sync.
+    for (int i = 0; i < 1000 && s->stats().read_waits == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_EQ(s->stats().read_waits, 1u);
+
+    gate.release(/*fail=*/true);
+    ASSERT_TRUE(ready_within(read_f, std::chrono::seconds(10)));
+    EXPECT_NE(store_error_of(read_f.get()).find("fsync"), std::string::npos);
+    EXPECT_FALSE(ran);
+    ASSERT_TRUE(ready_within(written_f, std::chrono::seconds(10)));
+    EXPECT_NE(store_error_of(written_f.get()).find("fsync"), std::string::npos);
+
+    std::promise<std::exception_ptr> later;
+    auto later_f = later.get_future();
+    s->submit_read([](st::transaction& tx) { tx.get_task("ext_ok"); },
+                   [&](std::exception_ptr e) { later.set_value(e); });
+    ASSERT_TRUE(ready_within(later_f, std::chrono::seconds(10)));
+    EXPECT_NE(store_error_of(later_f.get()).find("fsync"), std::string::npos);
+}
+
+// Reads interleaved with a stream of writes all succeed and see every write completed before
+// them (with synchronous_full some wait for a sync, as many as the timing makes); without
+// synchronous_full (no fsync at all) reads never wait.
+TEST_F(StoreTest, ReadsInterleavedWithWrites) {
+    for (bool full : {true, false}) {
+        SCOPED_TRACE(full ? "synchronous_full" : "no sync");
+        temp_dir dir;
+        st::sqlite_options o;
+        o.path = (dir.path() / "segue.db").string();
+        o.synchronous_full = full;
+        o.max_batch = 4;  // many small groups, so that reads meet pending syncs
+        auto s = st::open_sqlite(o);
+        constexpr int n = 400;
+        countdown left(2 * n);
+        std::atomic<int> failures{0}, completed{0}, missing{0};
+        for (int i = 0; i < n; ++i)
+            s->submit_write(
+                [i](st::transaction& tx) {
+                    tx.insert_task(make_task("ext_i" + std::to_string(i)));
+                },
+                [&](std::exception_ptr e) {
+                    if (e)
+                        ++failures;
+                    ++completed;
+                    left.arrive();
+                });
+        for (int i = 0; i < n; ++i) {
+            // Completions run in submission order: writes 0 .. done_before-1 are done, so in
+            // the read's snapshot.
+            const int done_before = completed.load();
+            s->submit_read(
+                [&, done_before](st::transaction& tx) {
+                    for (int k = 0; k < done_before; ++k)
+                        if (!tx.get_task("ext_i" + std::to_string(k)))
+                            ++missing;
+                },
+                [&](std::exception_ptr e) {
+                    if (e)
+                        ++failures;
+                    left.arrive();
+                });
+        }
+        left.wait();
+        EXPECT_EQ(failures.load(), 0);
+        EXPECT_EQ(missing.load(), 0);
+        const auto stats = s->stats();
+        std::printf("[ store ] %s: %d reads, %llu waited for a sync\n", full ? "full" : "normal", n,
+                    static_cast<unsigned long long>(stats.read_waits));
+        if (!full)
+            EXPECT_EQ(stats.read_waits, 0u);
     }
 }
 
