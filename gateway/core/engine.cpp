@@ -463,7 +463,7 @@ net::awaitable<void> engine::impl::run_claimed(store::job_row job,
                                                    {"kind", job.kind},
                                                    {"failures", job.failures + 1},
                                                    {"error", error}});
-    const std::int64_t delay = std::min<std::int64_t>(60'000, 1000LL << std::min(job.failures, 6));
+    const std::int64_t delay = std::min<std::int64_t>(60'000, 500LL << std::min(job.failures, 7));
     try {
         co_await db.write(
             [&](store::transaction& tx) { tx.fail_job(lease_of(job), now_ms() + delay); });
@@ -623,6 +623,7 @@ net::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state
         a.provider = provider_name;
         a.callback_token = util::sha256_hex(view.callback_token);
         a.status = "submitting";
+        a.state_json = view.state_json;  // a preparation's state: a lost answer's webhook fits
         a.started_at = now_ms();
         bool intent = false;
         try {

@@ -95,7 +95,10 @@ struct gateway {
             "upstream:\n  allow_plain_http: true\n  request_timeout: 5s\n"
             "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n"
             "retry:\n  transient: {initial: 50ms, max: 100ms}\n"
-            "  rate_limited: {initial: 50ms, max: 100ms}\n"
+            // A Retry-After is honoured up to `max` (2 s here, so a test can see it).
+            "  rate_limited: {initial: 50ms, max: 2s}\n"
+            // These tests inject failures on purpose: keep the circuit closed.
+            "breakers:\n  consecutive_failures: 1000\n  min_requests: 1000\n"
             "providers:\n  musicapi:\n    enabled: true\n    base_url: http://127.0.0.1:" +
             std::to_string(fake.port()) + "/api/v1\n    api_key: ma-upstream-key\n" +
             std::string(extra.find("poll_initial") == std::string::npos
@@ -409,4 +412,91 @@ TEST(MusicApi, SignedWebhooksFinishEarlyAndForgedOnesChangeNothing) {
     EXPECT_NE(
         std::string(create["webhook_url"].as_string()).find("/v1/providers/musicapi/webhooks/"),
         std::string::npos);
+}
+
+// The extend create after a successful upload is an attempt of its own, its intent recorded
+// before it is sent: a transient failure of it (429 with Retry-After, 500, a reset) is retried
+// like any submit failure and the task succeeds. (It used to fail the task at once.)
+TEST(MusicApi, TransientCreateFailuresAfterTheUploadAreRetried) {
+    struct scenario {
+        const char* name;
+        std::string faults;
+        std::size_t creates;
+        std::chrono::milliseconds at_least;
+    };
+    const std::vector<scenario> cases = {
+        {"429 twice, Retry-After 1 s",
+         R"({"faults":[{"match":"create","status":429,"retry_after":1,"times":2}]})", 3, 2000ms},
+        {"500 twice", R"({"faults":[{"match":"create","status":500,"times":2}]})", 3, 0ms},
+        {"a reset", R"({"faults":[{"match":"create","reset":true,"times":1}]})", 2, 0ms},
+    };
+    fake_musicapi fake;
+    segue::test::temp_dir storage, files;
+    gateway gw(fake, storage.path());
+    const auto song = make_song(files, 5);
+    for (const auto& c : cases) {
+        SCOPED_TRACE(c.name);
+        fake.control(c.faults);
+        const auto before = fake.requests("create").size();
+        const auto uploads_before = fake.requests("upload").size();
+        const auto started = std::chrono::steady_clock::now();
+        auto id = accepted_id(post_form(gw.port, {{"audio_file", song, "in.wav", "audio/wav"},
+                                                  {"extend_after", "3"},
+                                                  {"num_outputs", "1"}}));
+        ASSERT_FALSE(id.empty());
+        auto t = wait_final(gw.port, id);
+        expect_one_ready_output(t);
+        EXPECT_GE(std::chrono::steady_clock::now() - started, c.at_least) << json::serialize(t);
+        EXPECT_EQ(fake.requests("create").size() - before, c.creates);
+        EXPECT_EQ(fake.requests("upload").size() - uploads_before, 1u) << "one upload";
+        // The upload's attempt is "prepared"; the creates after it are attempts of their own.
+        const auto& atts = t["attempts"].as_array();
+        ASSERT_EQ(atts.size(), 1 + c.creates) << json::serialize(atts);
+        EXPECT_EQ(atts[0].at("status"), "prepared");
+        EXPECT_EQ(atts.back().at("status"), "succeeded");
+        fake.control(R"({"faults":[]})");
+    }
+}
+
+// SIGKILL after the create's intent was written and its request sent, before the answer: the
+// restarted gateway reconciles it (its webhook shows the extend exists) and never creates it
+// a second time.
+TEST(MusicApi, AKillBetweenTheCreateIntentAndItsAnswerCreatesOnce) {
+    fake_musicapi fake;
+    segue::test::temp_dir storage, files;
+    const std::uint16_t port = segue::test::free_port();
+    // A reconcile window (poll_max) long enough for the webhook to come back.
+    const std::string extra =
+        "    webhook_secret: " + webhook_secret + "\n    poll_initial: 100ms\n    poll_max: 8s\n";
+    fake.control(R"({"faults":[{"match":"create","delay_ms":2500,"times":1}],)"
+                 R"("webhook_attempts":12,"webhook_backoff_ms":200})");
+    std::string id;
+    {
+        gateway gw(fake, storage.path(), extra, port);
+        id = accepted_id(
+            post_form(gw.port, {{"audio_file", make_song(files, 5), "in.wav", "audio/wav"},
+                                {"extend_after", "3"},
+                                {"num_outputs", "1"}}));
+        ASSERT_FALSE(id.empty());
+        // The create's intent: a second attempt "submitting" (the upload's is "prepared").
+        bool intent = false;
+        for (int i = 0; i < 200 && !intent; ++i) {
+            auto t = task(gw.port, id);
+            if (t.contains("attempts")) {
+                const auto& atts = t["attempts"].as_array();
+                intent = atts.size() == 2 && atts[1].at("status") == "submitting";
+            }
+            if (!intent)
+                std::this_thread::sleep_for(20ms);
+        }
+        ASSERT_TRUE(intent) << json::serialize(task(gw.port, id));
+        std::this_thread::sleep_for(300ms);  // the request is on its way (answer due in 2.5 s)
+        gw.proc->proc().signal(SIGKILL);
+        gw.proc->proc().wait(5s);
+    }
+    gateway gw(fake, storage.path(), extra, port);  // same storage, same public URL
+    auto t = wait_final(gw.port, id, 60s);
+    expect_one_ready_output(t);
+    std::this_thread::sleep_for(500ms);
+    EXPECT_EQ(fake.requests("create").size(), 1u) << "the extend was created twice";
 }

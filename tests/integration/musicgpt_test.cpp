@@ -69,7 +69,8 @@ class fake_musicgpt {
 };
 
 struct gateway {
-    explicit gateway(const fake_musicgpt& fake, const std::string& extra = "") {
+    explicit gateway(const fake_musicgpt& fake, const std::string& extra = "",
+                     const std::string& lease = "5s") {
         port = segue::test::free_port();
         const std::string cfg =
             "server:\n  listen: 127.0.0.1:" + std::to_string(port) +
@@ -78,7 +79,9 @@ struct gateway {
             "api:\n  public_base_url: http://127.0.0.1:" +
             std::to_string(port) +
             "\n  default_provider: musicgpt\n"
-            "engine:\n  poll_interval: 100ms\n  lease: 5s\n"
+            "engine:\n  poll_interval: 100ms\n  lease: " +
+            lease +
+            "\n"
             "upstream:\n  allow_plain_http: true\n  request_timeout: 5s\n"
             "providers:\n  musicgpt:\n    enabled: true\n    base_url: http://127.0.0.1:" +
             std::to_string(fake.port()) +
@@ -348,4 +351,24 @@ TEST(MusicGpt, ForgedWebhookTokenChangesNothing) {
     EXPECT_EQ(r->status, 404);
     auto counts = event_counts(g.port, id);
     EXPECT_EQ(counts["extension.output.ready"], 0);
+}
+
+// A submit slower than the job's lease: the heartbeat keeps the lease, so the same process
+// never claims the job again mid-call and the provider makes the song once. (It used to treat
+// its own running submit as a crash and submit a second time.)
+TEST(MusicGpt, ASubmitSlowerThanTheLeaseIsSentOnce) {
+    fake_musicgpt fake;
+    gateway g(fake, "", "2s");
+    fake.control(R"({"faults":[{"match":"submit","delay_ms":4500,"times":1}]})");
+    auto r = http_request(g.port, "POST", "/v1/extensions",
+                          R"({"audio_url":"https://cdn.example/song.mp3","extend_after":3})",
+                          {key, "Content-Type: application/json"});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 202);
+    const std::string id(parse(r->body)["id"].as_string());
+    auto t = wait_final(g.port, id);
+    EXPECT_EQ(t["status"], "succeeded") << json::serialize(t);
+    EXPECT_EQ(t["attempts"].as_array().size(), 1u) << json::serialize(t["attempts"]);
+    EXPECT_EQ(event_counts(g.port, id)["extension.retrying"], 0);
+    EXPECT_EQ(fake.requests("submit").size(), 1u) << "the song was submitted twice";
 }

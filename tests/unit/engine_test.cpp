@@ -344,3 +344,47 @@ TEST_F(Engine, EventContextFromTheRequestEqualsParsingTheStoredRequest) {
             << data[1];
     }
 }
+
+// A job that fails on every run (here: a task whose stored request the engine cannot read, as
+// invalid UTF-8 once made) is bounded: after engine.max_job_failures failed runs its task fails
+// with code internal, the hold goes back, and events say why. It used to stay queued forever.
+TEST_F(Engine, APoisonJobFailsItsTaskAndReleasesItsHold) {
+    settings_.engine.max_job_failures = 3;
+    segue::store::task_row t;
+    t.id = "ext_poison";
+    t.tenant = "acme";
+    t.status = "queued";
+    t.provider = "scripted";
+    t.request_json = "{\"extend_after\": 3, \"prompt\": \"unterminated";
+    t.num_outputs = 1;
+    t.created_at = t.updated_at = segue::core::now_ms();
+    write([&](segue::store::transaction& tx) {
+        segue::core::engine::create_task(tx, t);
+        segue::store::ledger_row grant{0, "acme", "", 0, "grant", "initial", 100'000, "", "", 1};
+        ASSERT_TRUE(tx.add_ledger_entry(grant));
+        segue::store::ledger_row hold{0, "acme", t.id, 0, "hold", "", 12'000, "scripted", "", 2};
+        ASSERT_TRUE(tx.add_ledger_entry(hold));
+    });
+    start();
+    engine_->notify();
+    auto done = wait_final(t.id);
+    EXPECT_EQ(done.status, "failed");
+    EXPECT_NE(done.error_json.find("\"internal\""), std::string::npos) << done.error_json;
+    segue::store::task_ledger l;
+    segue::store::ledger_balance b;
+    read([&](segue::store::transaction& tx) {
+        l = tx.ledger_for_task(t.id);
+        b = tx.ledger_totals("acme");
+    });
+    EXPECT_EQ(l.outstanding(), 0);
+    EXPECT_EQ(l.released, 12'000);
+    EXPECT_EQ(b.held, 0);
+    EXPECT_EQ(b.available, 100'000);
+    auto ty = types(events(t.id));
+    EXPECT_EQ(std::count(ty.begin(), ty.end(), "extension.credits.refunded"), 1);
+    EXPECT_EQ(ty.back(), "extension.failed");
+    // Nothing left to run.
+    std::optional<segue::store::millis> due;
+    read([&](segue::store::transaction& tx) { due = tx.next_job_due(); });
+    EXPECT_FALSE(due);
+}
