@@ -240,6 +240,7 @@ output_update clip_output(const json::object& clip, int index, std::string_view 
     }
     o.status = core::output_status::ready;
     o.wav_url = text(clip, "wav_url");
+    o.cover_url = text(clip, "image_url");  // each clip has its own cover
     if (auto* d = field(clip, "duration"); d && !d->is_null()) {
         o.duration = duration_of(d);
         if (!o.duration)
@@ -253,7 +254,8 @@ output_update clip_output(const json::object& clip, int index, std::string_view 
     return o;
 }
 
-// A finished task's clips -> `done`, outputs in order, the first cover.
+// A finished task's clips -> `done`, outputs in order, each with its own cover; the task's
+// cover is the first non-empty one.
 update done_from(const std::vector<const json::object*>& clips, std::string_view task_message) {
     update u;
     u.what = update::kind::done;

@@ -186,8 +186,9 @@ upload_poll parse_upload_task(int status, std::string_view body, const header_li
 //   PENDING / RUNNING (legacy: any clip pending, running or streaming)    running
 //   SUCCESS (legacy: every clip final, at least one succeeded)            done, one output per
 //       clip in order (index 1..N): ready with mp3_url = audio_url, wav_url, duration, title,
-//       lyrics; a clip without audio_url, or failed, is a failed output. cover_url = the first
-//       non-empty image_url. method = "musicapi producer extend_music".
+//       lyrics, cover_url = its own image_url; a clip without audio_url, or failed, is a failed
+//       output. update::cover_url (the task's) = the first non-empty image_url. method =
+//       "musicapi producer extend_music".
 //   FAILED (legacy: every clip failed)  failed, rejected, upstream_failed, error_message = the
 //       upstream message, provider_refunded = true (MusicAPI documents that a failed extend is
 //       refunded automatically; the message only says whether it has happened yet).
