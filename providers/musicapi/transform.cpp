@@ -396,7 +396,8 @@ attempt_state parse_state(std::string_view state_json) {
     st.clip_duration = duration_of(field(*o, "clip_duration"));
     if (auto t = number(field(*o, "started_ms")); t && *t >= 0 && *t < 9e18)
         st.started_ms = static_cast<std::int64_t>(*t);
-    st.callback_url = text(*o, "callback_url");
+    // "callback_url", which states written by earlier versions hold, is ignored: it carries
+    // the attempt's webhook token, and the token lives in the store only as its SHA-256.
     return st;
 }
 
@@ -414,8 +415,6 @@ std::string state_to_json(const attempt_state& st) {
         b += ",\"clip_duration\":" + format_number(*st.clip_duration);
     if (st.started_ms != 0)
         b += ",\"started_ms\":" + std::to_string(st.started_ms);
-    if (!st.callback_url.empty())
-        b += ",\"callback_url\":" + json_string(st.callback_url);
     b += "}";
     return b;
 }

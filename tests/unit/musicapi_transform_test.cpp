@@ -713,6 +713,38 @@ TEST(MusicApiTransform, RunningPollsCountThemselves) {
     EXPECT_EQ(ma::parse_extend_task("", 200, load("task_running.json")).state_json, "");
 }
 
+// The persisted state never holds the callback URL: it carries the attempt's secret webhook
+// token, which the store keeps only as a SHA-256. A state written before keeps working, its
+// URL dropped.
+TEST(MusicApiTransform, StateNeverKeepsTheCallbackToken) {
+    const std::string token = "tok_9f2c4e1a7b3d5f60c8e2a4b6d8f0e1c3";
+    const std::string url = "https://gw.example/v1/providers/musicapi/webhooks/" + token;
+    ma::attempt_state st;
+    st.phase = "upload";
+    st.upload_task_id = "u1";
+    st.started_ms = 1700000000000;
+    st.callback_url = url;
+    const auto text = ma::state_to_json(st);
+    EXPECT_EQ(text.find(token), std::string::npos) << text;
+    EXPECT_EQ(text.find("callback_url"), std::string::npos) << text;
+    EXPECT_EQ(text, R"({"phase":"upload","upload_task_id":"u1","polls":0,"phase_started_ms":0,)"
+                    R"("started_ms":1700000000000})");
+
+    const auto old = ma::parse_state(
+        R"({"phase":"extend","clip_id":"c","task_id":"t","polls":2,"phase_started_ms":5,)"
+        R"("callback_url":")" +
+        url + R"("})");
+    EXPECT_EQ(old.task_id, "t");
+    EXPECT_EQ(old.polls, 2);
+    EXPECT_EQ(old.callback_url, "");
+    EXPECT_EQ(ma::state_to_json(old).find(token), std::string::npos);
+
+    // States the transforms hand back do not carry it either.
+    auto created = ma::parse_create_response(text, 200, load("create_accepted.json"), {}, now_ms);
+    ASSERT_EQ(created.what, kind::accepted);
+    EXPECT_EQ(created.state_json.find(token), std::string::npos) << created.state_json;
+}
+
 TEST(MusicApiTransform, StateRoundTripAndGarbage) {
     ma::attempt_state st;
     st.phase = "extend";
