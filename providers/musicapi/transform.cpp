@@ -12,6 +12,7 @@
 
 #include "gateway/core/backoff.hpp"
 #include "gateway/util/crypto.hpp"
+#include "gateway/util/json_text.hpp"
 
 namespace segue::providers::musicapi {
 
@@ -244,7 +245,7 @@ output_update clip_output(const json::object& clip, int index, std::string_view 
     if (auto* d = field(clip, "duration"); d && !d->is_null()) {
         o.duration = duration_of(d);
         if (!o.duration)
-            warnings.push_back("musicapi: unreadable duration " + json::serialize(*d) +
+            warnings.push_back("musicapi: unreadable duration " + util::json_text(*d) +
                                " ignored for output " + std::to_string(index));
     }
     if (auto t = text(clip, "title"); !t.empty())

@@ -745,6 +745,17 @@ TEST(MusicApiTransform, StateNeverKeepsTheCallbackToken) {
     EXPECT_EQ(created.state_json.find(token), std::string::npos) << created.state_json;
 }
 
+// A refused numeric duration is quoted in the warning as it was sent: -3.5, not -3.5E0.
+TEST(MusicApiTransform, UnreadableDurationWarningQuotesPlainNumbers) {
+    const auto u = ma::parse_extend_task(
+        state_extend, 200,
+        R"({"code":200,"status":"SUCCESS","message":"success","data":[{"clip_id":"c1",)"
+        R"("audio_url":"https://cdn.musicapi.ai/producer/c1.mp3","duration":-3.5}]})");
+    ASSERT_EQ(u.what, kind::done);
+    ASSERT_EQ(u.warnings.size(), 1u);
+    EXPECT_NE(u.warnings[0].find("duration -3.5 ignored"), std::string::npos) << u.warnings[0];
+}
+
 TEST(MusicApiTransform, StateRoundTripAndGarbage) {
     ma::attempt_state st;
     st.phase = "extend";
