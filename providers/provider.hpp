@@ -78,6 +78,7 @@ struct output_update {
     std::optional<std::vector<core::lyric_line>> lyrics_timestamped;
     bool flagged = false;
     std::string flag_reason;
+    std::string cover_url;  // this output's own cover, "" if the task's applies
     std::string error;  // failed outputs
 };
 

@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   cmake ninja-build clang lld ccache pkg-config
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
-  libyaml-cpp-dev libssl-dev libsqlite3-dev libpq-dev libsndfile1-dev
+  libyaml-cpp-dev libssl-dev libsqlite3-dev libpq-dev libsndfile1-dev libmpg123-dev
 )
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(libgtest-dev prometheus clang lld libfuzzer-14-dev libclang-rt-14-dev curl)

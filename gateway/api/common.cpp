@@ -7,6 +7,7 @@
 #include "gateway/api/auth.hpp"
 #include "gateway/api/problem.hpp"
 #include "gateway/http/message.hpp"
+#include "gateway/util/json_text.hpp"
 
 namespace segue::api {
 
@@ -15,7 +16,7 @@ namespace json = boost::json;
 void json_response(http::context& ctx, int status, const json::value& v) {
     ctx.res().status = status;
     ctx.res().content_type = "application/json";
-    ctx.res().body = json::serialize(v);
+    ctx.res().body = util::json_text(v);
 }
 
 std::optional<std::string_view> query_param(std::string_view query, std::string_view name) {

@@ -38,6 +38,7 @@
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/store/db.hpp"
 #include "gateway/util/crypto.hpp"
+#include "gateway/util/json_text.hpp"
 #include "providers/provider.hpp"
 #include "providers/registry.hpp"
 
@@ -562,7 +563,7 @@ awaitable<void> handlers::create(http::context& ctx) {
     for (int i = 1; i <= req.num_outputs; ++i)
         outs.push_back(
             {task.id, i, std::string(core::to_string(core::output_status::pending)), "{}", now});
-    const std::string response_body = json::serialize(core::task_document(task, outs, {}));
+    const std::string response_body = util::json_text(core::task_document(task, outs, {}));
     const auto events = core::engine::event_context_of(req);
 
     std::string request_hash;
@@ -808,7 +809,7 @@ awaitable<void> handlers::events(http::context& ctx) {
     for (;;) {
         for (const auto& e : evs) {
             std::string frame = "id: " + std::to_string(e.seq) + "\nevent: " + e.type +
-                                "\ndata: " + json::serialize(core::event_document(e)) + "\n\n";
+                                "\ndata: " + util::json_text(core::event_document(e)) + "\n\n";
             if (!co_await ctx.write_stream(frame))
                 co_return;
             after = e.seq;

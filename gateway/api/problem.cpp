@@ -2,9 +2,10 @@
 
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
-#include <boost/json/serialize.hpp>
 
 #include <array>
+
+#include "gateway/util/json_text.hpp"
 
 namespace segue::api {
 namespace {
@@ -69,7 +70,7 @@ void set_problem(http::response& res, error_kind kind, std::string_view detail,
     }
     res.status = e.status;
     res.content_type = "application/problem+json";
-    res.body = boost::json::serialize(o);
+    res.body = util::json_text(o);
 }
 
 http::response make_problem(error_kind kind, std::string_view detail, std::string_view instance,

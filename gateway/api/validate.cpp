@@ -7,6 +7,8 @@
 #include <cmath>
 #include <set>
 
+#include "gateway/util/json_text.hpp"
+
 namespace segue::api {
 
 namespace json = boost::json;
@@ -244,7 +246,7 @@ validation_result validate_extend_request(const validation_input& in) {
         if (!mv || !mv->is_object()) {
             c.error("metadata", "must be a JSON object");
         } else {
-            auto text = json::serialize(*mv);
+            auto text = util::json_text(*mv);
             if (text.size() > max_metadata_bytes)
                 c.error("metadata",
                         "must be at most " + std::to_string(max_metadata_bytes) + " bytes as JSON");

@@ -1,5 +1,6 @@
 #include "gateway/audio/audio.hpp"
 
+#include <mpg123.h>
 #include <sndfile.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <exception>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <numbers>
 #include <sstream>
@@ -95,6 +97,106 @@ int mp3_target_rate(int sr) {
         if (r >= sr)
             return r;
     return 48000;
+}
+
+// MP3 sources, gapless. An MP3 decodes to the encoder's delay (LAME: 576 samples) plus the
+// decoder's own (529) before the first sample of the original, and ends with padding. LAME's
+// Info/Xing tag records the encoder delay and the padding; mpg123 (libsndfile's MP3 decoder)
+// removes them itself when it finds that tag, but measured here (mpg123 1.31, libsndfile 1.2):
+//   LAME tag (delay + padding)       nothing left to remove: sample-aligned
+//   Xing/Info frame count, no LAME   529 removed, the encoder's 576 left: 13 ms late
+//   no tag at all                    nothing removed: 1105 samples, 25 ms late at 44.1 kHz
+// So the decoder is asked what it drops at the start (the same first frames decoded with and
+// without its gapless mode) and the rest of 529 + the tag's delay (576 without a tag, LAME's
+// fixed delay) is dropped here. The padding of an untagged file is unknown and stays (past the
+// end, where it changes nothing before a cut).
+constexpr long kMp3DecoderDelay = 529;
+constexpr long kMp3DefaultEncoderDelay = 576;
+
+struct mpg123_closer {
+    void operator()(mpg123_handle* h) const {
+        if (h != nullptr) {
+            mpg123_close(h);
+            mpg123_delete(h);
+        }
+    }
+};
+
+// Samples mpg123 outputs for the first `max_frames` MPEG frames of `path`, and the encoder
+// delay its LAME tag declares (-1: none). -1 samples if the file does not decode.
+long mp3_head_samples(const std::string& path, bool gapless, int max_frames, long& enc_delay) {
+    static std::once_flag init;
+    std::call_once(init, [] { mpg123_init(); });  // required before 1.27, a no-op since
+    int err = 0;
+    std::unique_ptr<mpg123_handle, mpg123_closer> h(mpg123_new(nullptr, &err));
+    if (!h)
+        return -1;
+    mpg123_param(h.get(), gapless ? MPG123_ADD_FLAGS : MPG123_REMOVE_FLAGS, MPG123_GAPLESS, 0);
+    mpg123_param(h.get(), MPG123_ADD_FLAGS, MPG123_QUIET, 0);
+    if (mpg123_open(h.get(), path.c_str()) != MPG123_OK)
+        return -1;
+    long rate = 0;
+    int channels = 0, encoding = 0;
+    if (mpg123_getformat(h.get(), &rate, &channels, &encoding) != MPG123_OK || channels <= 0)
+        return -1;
+    const int frame_bytes = mpg123_encsize(encoding) * channels;
+    if (frame_bytes <= 0)
+        return -1;
+    long delay = -1;
+    double unused = 0;
+    if (mpg123_getstate(h.get(), MPG123_ENC_DELAY, &delay, &unused) == MPG123_OK)
+        enc_delay = delay;
+    long samples = 0;
+    for (int frames = 0; frames < max_frames;) {
+        off_t num = 0;
+        unsigned char* audio = nullptr;
+        size_t bytes = 0;
+        const int r = mpg123_decode_frame(h.get(), &num, &audio, &bytes);
+        if (r == MPG123_NEW_FORMAT)
+            continue;
+        if (r != MPG123_OK)
+            break;
+        samples += static_cast<long>(bytes) / frame_bytes;
+        ++frames;
+    }
+    return samples;
+}
+
+// Frames to drop at the start of the decoded MP3 `path` (see above); 0 when unsure.
+long mp3_start_skip(const std::string& path) {
+    // 16 frames (>= 9216 samples; 4608 at MPEG-2 rates) hold any start trim: 529 + 4095 at most.
+    constexpr int kFrames = 16;
+    long enc_delay = -1, unused = -1;
+    const long with = mp3_head_samples(path, true, kFrames, enc_delay);
+    const long without = mp3_head_samples(path, false, kFrames, unused);
+    if (with < 0 || without < 0)
+        return 0;
+    // A file shorter than kFrames has its end padding trimmed too (only with a LAME tag, whose
+    // delay is then removed already): the difference only grows, the skip stays 0.
+    const long dropped = without - with;
+    const long wanted = kMp3DecoderDelay + (enc_delay >= 0 ? enc_delay : kMp3DefaultEncoderDelay);
+    return std::max(0L, wanted - dropped);
+}
+
+bool is_mp3(int format) {
+    return (format & SF_FORMAT_TYPEMASK) == SF_FORMAT_MPEG &&
+           (format & SF_FORMAT_SUBMASK) == SF_FORMAT_MPEG_LAYER_III;
+}
+
+// sf_open for reading, with MP3 sources made gapless: what mp3_start_skip says is read and
+// dropped, and info.frames (when known) counts only the rest.
+sf_handle open_source(const std::string& path, SF_INFO& info) {
+    sf_handle f(sf_open(path.c_str(), SFM_READ, &info));
+    if (!f || !is_mp3(info.format) || info.channels <= 0)
+        return f;
+    const long skip = mp3_start_skip(path);
+    if (skip <= 0)
+        return f;
+    std::vector<float> scratch(static_cast<std::size_t>(skip) * info.channels);
+    const sf_count_t got = sf_readf_float(f.get(), scratch.data(), skip);
+    if (info.frames < SF_COUNT_MAX / 2)
+        info.frames = std::max<sf_count_t>(0, info.frames - std::max<sf_count_t>(0, got));
+    return f;
 }
 
 // How samples move from the input to the WAV output.
@@ -429,7 +531,7 @@ extend_result extend_impl(const std::string& input_path, const std::string& wav_
     }
 
     SF_INFO info{};
-    sf_handle in(sf_open(input_path.c_str(), SFM_READ, &info));
+    sf_handle in = open_source(input_path, info);
     if (!in)
         return fail("not a decodable audio file: " + std::string(sf_strerror(nullptr)));
     const int sr = info.samplerate;
@@ -735,7 +837,7 @@ probe_result probe(const std::string& path) {
             return r;
         }
         SF_INFO info{};
-        sf_handle f(sf_open(path.c_str(), SFM_READ, &info));
+        sf_handle f = open_source(path, info);
         if (!f) {
             r.error = "not a decodable audio file: " + std::string(sf_strerror(nullptr));
             return r;

@@ -21,7 +21,9 @@ struct probe_result {
 };
 
 // Opens `path` and reads its header plus the first block of audio. A file without any audio frame
-// is reported as !ok.
+// is reported as !ok. MP3s are read gapless here and in extend(): the encoder and decoder delay
+// is removed (from the LAME tag, else the usual 529 + 576 samples), so sample n of the decoded
+// MP3 is sample n of the audio that was encoded.
 probe_result probe(const std::string& path);
 
 struct extend_options {

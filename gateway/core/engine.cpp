@@ -29,6 +29,7 @@
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/store/db.hpp"
 #include "gateway/util/crypto.hpp"
+#include "gateway/util/json_text.hpp"
 #include "providers/provider.hpp"
 #include "providers/registry.hpp"
 
@@ -499,7 +500,7 @@ net::awaitable<void> engine::impl::fail_poisoned(const store::job_row& job) {
         if (attempt) {
             attempt->status = "failed";
             attempt->finished_at = now_ms();
-            attempt->error_json = json::serialize(err);
+            attempt->error_json = util::json_text(err);
         }
         finalize(tx, *t, outs, attempt, err, after);
         if (attempt)
@@ -859,7 +860,7 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
             for (const auto& s : u.warnings)
                 if (std::find(w.begin(), w.end(), json::value(s)) == w.end())
                     w.emplace_back(s);
-            t->warnings_json = json::serialize(w);
+            t->warnings_json = util::json_text(w);
         }
         if (!u.method.empty()) {
             // Shown on every output: how it was made (the sandbox says it is not AI).
@@ -867,7 +868,7 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
                 auto d = parse_object(o.data_json);
                 if (!d.contains("method")) {
                     d["method"] = u.method;
-                    o.data_json = json::serialize(d);
+                    o.data_json = util::json_text(d);
                     tx.upsert_output(o);
                 }
             }
@@ -916,7 +917,7 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
                 if (attempt) {
                     attempt->status = "failed";
                     attempt->finished_at = now;
-                    attempt->error_json = json::serialize(err);
+                    attempt->error_json = util::json_text(err);
                 }
                 // The provider's own callback already proved this attempt exists upstream (it
                 // set the upstream id while the submit answer was late): the failed answer is
@@ -1054,7 +1055,7 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
                 if (d.contains("cover_url"))
                     had = true;
                 d["cover_url"] = cover_url;
-                o.data_json = json::serialize(d);
+                o.data_json = util::json_text(d);
                 o.updated_at = now;
                 tx.upsert_output(o);
             }
@@ -1119,7 +1120,7 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
                                                                : event_type::output_failed,
                              std::move(e));
             }
-            it->data_json = json::serialize(d);
+            it->data_json = util::json_text(d);
             it->updated_at = now;
             tx.upsert_output(*it);
         }
@@ -1185,7 +1186,7 @@ void engine::impl::finalize(store::transaction& tx, store::task_row& t,
             auto d = parse_object(o.data_json);
             d["error"] = error && error->contains("message") ? (*error)["message"]
                                                              : json::value("not produced");
-            o.data_json = json::serialize(d);
+            o.data_json = util::json_text(d);
             o.updated_at = now;
             tx.upsert_output(o);
             json::object e;
@@ -1206,7 +1207,7 @@ void engine::impl::finalize(store::transaction& tx, store::task_row& t,
             error_object("no_outputs", error_class::unknown, "no output was produced", t.provider);
     t.status = std::string(to_string(final_status));
     if (error)
-        t.error_json = json::serialize(*error);
+        t.error_json = util::json_text(*error);
     t.updated_at = now;
     tx.update_task(t);
     if (attempt && attempt->finished_at == 0)
@@ -1230,7 +1231,7 @@ engine::event_context engine::event_context_of(const std::string& request_json) 
         auto req = request_from_json(request_json);
         // Re-serialized from the parsed object: the text spliced into events is valid JSON.
         if (auto md = parse_object(req.metadata_json); !md.empty())
-            c.metadata_json = json::serialize(md);
+            c.metadata_json = util::json_text(md);
         c.webhook_url = req.webhook_url.value_or("");
     } catch (const std::exception&) {
         // A request that does not parse: its events carry no metadata and go nowhere.
@@ -1264,7 +1265,7 @@ store::event_row engine::append_event(store::transaction& tx, const store::task_
     e.task_id = task.id;
     e.tenant = task.tenant;
     e.type = std::string(type);
-    e.data_json = json::serialize(data);
+    e.data_json = util::json_text(data);
     if (!ctx->metadata_json.empty() && !data.contains("metadata")) {
         // Spliced in as text, last (data is a non-empty object: it has task_id).
         e.data_json.pop_back();
@@ -1389,7 +1390,7 @@ net::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_id
                 continue;
             o.status = std::string(to_string(output_status::canceled));
             auto d = parse_object(o.data_json);
-            o.data_json = json::serialize(d);
+            o.data_json = util::json_text(d);
             o.updated_at = now;
             tx.upsert_output(o);
         }
@@ -1457,7 +1458,7 @@ std::string engine::providers_json() const {
     }
     json::object doc;
     doc["data"] = std::move(out);
-    return json::serialize(doc);
+    return util::json_text(doc);
 }
 
 }  // namespace segue::core

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <ctime>
 
+#include "gateway/util/json_text.hpp"
+
 namespace segue::core {
 
 namespace json = boost::json;
@@ -107,7 +109,7 @@ json::object request_object(const extend_request& r) {
 }  // namespace
 
 std::string request_to_json(const extend_request& r) {
-    return json::serialize(request_object(r));
+    return util::json_text(request_object(r));
 }
 
 extend_request request_from_json(const std::string& text) {

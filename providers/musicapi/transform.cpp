@@ -12,6 +12,7 @@
 
 #include "gateway/core/backoff.hpp"
 #include "gateway/util/crypto.hpp"
+#include "gateway/util/json_text.hpp"
 
 namespace segue::providers::musicapi {
 
@@ -240,10 +241,11 @@ output_update clip_output(const json::object& clip, int index, std::string_view 
     }
     o.status = core::output_status::ready;
     o.wav_url = text(clip, "wav_url");
+    o.cover_url = text(clip, "image_url");  // each clip has its own cover
     if (auto* d = field(clip, "duration"); d && !d->is_null()) {
         o.duration = duration_of(d);
         if (!o.duration)
-            warnings.push_back("musicapi: unreadable duration " + json::serialize(*d) +
+            warnings.push_back("musicapi: unreadable duration " + util::json_text(*d) +
                                " ignored for output " + std::to_string(index));
     }
     if (auto t = text(clip, "title"); !t.empty())
@@ -253,7 +255,8 @@ output_update clip_output(const json::object& clip, int index, std::string_view 
     return o;
 }
 
-// A finished task's clips -> `done`, outputs in order, the first cover.
+// A finished task's clips -> `done`, outputs in order, each with its own cover; the task's
+// cover is the first non-empty one.
 update done_from(const std::vector<const json::object*>& clips, std::string_view task_message) {
     update u;
     u.what = update::kind::done;
@@ -394,7 +397,8 @@ attempt_state parse_state(std::string_view state_json) {
     st.clip_duration = duration_of(field(*o, "clip_duration"));
     if (auto t = number(field(*o, "started_ms")); t && *t >= 0 && *t < 9e18)
         st.started_ms = static_cast<std::int64_t>(*t);
-    st.callback_url = text(*o, "callback_url");
+    // "callback_url", which states written by earlier versions hold, is ignored: it carries
+    // the attempt's webhook token, and the token lives in the store only as its SHA-256.
     return st;
 }
 
@@ -412,8 +416,6 @@ std::string state_to_json(const attempt_state& st) {
         b += ",\"clip_duration\":" + format_number(*st.clip_duration);
     if (st.started_ms != 0)
         b += ",\"started_ms\":" + std::to_string(st.started_ms);
-    if (!st.callback_url.empty())
-        b += ",\"callback_url\":" + json_string(st.callback_url);
     b += "}";
     return b;
 }

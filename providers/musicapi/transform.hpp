@@ -16,7 +16,8 @@
 // Persisted attempt state (update::state_json):
 //   {"phase":"upload"|"extend","upload_task_id":"…","clip_id":"…","task_id":"…","polls":3,
 //    "phase_started_ms":1700000000000,"clip_duration":181.2}
-// Empty strings and an absent clip_duration are omitted.
+// Empty strings and an absent clip_duration are omitted. The attempt's callback URL is never
+// part of it (it holds the webhook token): it comes from task_view::callback_url.
 
 #include <cstdint>
 #include <optional>
@@ -56,9 +57,10 @@ struct attempt_state {
     std::int64_t phase_started_ms = 0;    // Unix ms when the phase's task was accepted (0: unknown)
     std::optional<double> clip_duration;  // seconds, when the upload task reported it
     std::int64_t started_ms = 0;          // Unix ms of the submission (the overall deadline)
-    // This attempt's inbound webhook URL, kept for the extend that is created only after the
-    // upload finished ("" without webhooks). It holds the attempt's callback token: MusicAPI's
-    // webhooks are HMAC-signed too, so the token alone never authenticates one.
+    // Never persisted: state_to_json leaves it out and parse_state ignores it (older states
+    // have it), because the URL holds the attempt's secret webhook token, which the store keeps
+    // only as a SHA-256. The provider takes the URL from task_view::callback_url when it
+    // creates the extend. Deprecated: kept only so that callers still compile.
     std::string callback_url;
 };
 // "" or unparsable text gives an empty state.
@@ -186,8 +188,9 @@ upload_poll parse_upload_task(int status, std::string_view body, const header_li
 //   PENDING / RUNNING (legacy: any clip pending, running or streaming)    running
 //   SUCCESS (legacy: every clip final, at least one succeeded)            done, one output per
 //       clip in order (index 1..N): ready with mp3_url = audio_url, wav_url, duration, title,
-//       lyrics; a clip without audio_url, or failed, is a failed output. cover_url = the first
-//       non-empty image_url. method = "musicapi producer extend_music".
+//       lyrics, cover_url = its own image_url; a clip without audio_url, or failed, is a failed
+//       output. update::cover_url (the task's) = the first non-empty image_url. method =
+//       "musicapi producer extend_music".
 //   FAILED (legacy: every clip failed)  failed, rejected, upstream_failed, error_message = the
 //       upstream message, provider_refunded = true (MusicAPI documents that a failed extend is
 //       refunded automatically; the message only says whether it has happened yet).

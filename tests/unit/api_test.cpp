@@ -10,6 +10,7 @@
 #include "gateway/core/json.hpp"
 #include "gateway/http/router.hpp"
 #include "gateway/util/crypto.hpp"
+#include "gateway/util/json_text.hpp"
 
 namespace json = boost::json;
 using segue::api::validate_extend_request;
@@ -190,13 +191,14 @@ TEST(ModelJson, WholeSecondsAreIntegersInTheJson) {
     r.extend_after = 30;
     r.length = 12.5;
     r.source_duration = 60;
-    const auto pub = boost::json::serialize(segue::core::public_request(r));
+    const auto pub = segue::util::json_text(segue::core::public_request(r));
     EXPECT_NE(pub.find(R"("extend_after":30,)"), std::string::npos) << pub;
-    EXPECT_NE(pub.find(R"("length":1.25E1)"), std::string::npos) << pub;
+    EXPECT_NE(pub.find(R"("length":12.5)"), std::string::npos) << pub;
     EXPECT_NE(pub.find(R"("duration":60,)"), std::string::npos) << pub;
     EXPECT_EQ(pub.find("E0"), std::string::npos) << pub;
     const auto stored = segue::core::request_to_json(r);
     EXPECT_NE(stored.find(R"("extend_after":30,)"), std::string::npos) << stored;
+    EXPECT_NE(stored.find(R"("length":12.5,)"), std::string::npos) << stored;
     auto back = segue::core::request_from_json(stored);
     EXPECT_EQ(back.extend_after, 30.0);
     EXPECT_EQ(*back.length, 12.5);
@@ -205,4 +207,26 @@ TEST(ModelJson, WholeSecondsAreIntegersInTheJson) {
     const auto fp = segue::core::request_fingerprint(r);
     EXPECT_NE(fp.find(R"("extend_after":3E1,)"), std::string::npos) << fp;
     EXPECT_NE(segue::core::request_to_json(r), fp);
+}
+
+// Idempotency keys stored by any earlier version must still replay: the fingerprint text is
+// pinned byte for byte (Boost's exponent form included), whatever the documents look like.
+TEST(ModelJson, FingerprintTextIsPinned) {
+    segue::core::extend_request r;
+    r.source = segue::core::source_kind::url;
+    r.audio_url = "https://example.com/a.mp3";
+    r.extend_after = 2.5;
+    r.length = 30;
+    r.source_duration = 181.25;
+    r.prompt = "calm \"piano\"";
+    r.num_outputs = 2;
+    r.metadata_json = R"({"order":7})";
+    EXPECT_EQ(
+        segue::core::request_fingerprint(r),
+        R"({"source":"url","audio_file_id":"","audio_filename":"",)"
+        R"("audio_url":"https://example.com/a.mp3","clip_provider":"","clip_id":"",)"
+        R"("extend_after":2.5E0,"prompt":"calm \"piano\"",)"
+        R"("num_outputs":2,"length":3E1,"metadata":"{\"order\":7}","source_duration":1.8125E2,)"
+        R"("source_sample_rate":0,"source_channels":0,"route_chain":[],"route_regenerate":false,)"
+        R"("hold_milli":0})");
 }

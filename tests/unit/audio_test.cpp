@@ -14,6 +14,7 @@
 
 #include "gateway/audio/audio.hpp"
 #include "gateway/audio/dsp.hpp"
+#include "tests/support/process.hpp"
 
 namespace fs = std::filesystem;
 namespace au = segue::audio;
@@ -607,6 +608,94 @@ TEST_F(AudioExtend, Mp3InputGivesDecodedSamples) {
         for (int c = 0; c < out.in.ch; ++c)
             worst = std::max(worst, std::abs(out.wav.at(n, c) - out.in.at(n, c)));
     EXPECT_LE(worst, 2.0 / 32768);  // the decoded samples, at 16 bits
+}
+
+// An MP3 of `seconds` of silence with one full-scale click at exactly `click_s`, as libsndfile
+// writes it (LAME, with its Info tag: encoder delay and padding).
+bool write_click_mp3(const std::string& path, int sr, int ch, double seconds, double click_s) {
+    std::vector<float> x(static_cast<std::size_t>(seconds * sr) * ch, 0.0f);
+    for (int c = 0; c < ch; ++c)
+        x[static_cast<std::size_t>(std::llround(click_s * sr)) * ch + c] = 0.9f;
+    SF_INFO info{};
+    info.samplerate = sr;
+    info.channels = ch;
+    info.format = SF_FORMAT_MPEG | SF_FORMAT_MPEG_LAYER_III;
+    SNDFILE* f = sf_open(path.c_str(), SFM_WRITE, &info);
+    if (f == nullptr)
+        return false;
+    const auto frames = static_cast<sf_count_t>(x.size() / ch);
+    const bool ok = sf_writef_float(f, x.data(), frames) == frames;
+    return sf_close(f) == 0 && ok;
+}
+
+// Byte length of the MPEG audio frame (Layer III) whose header is at `p`; 0 if not one.
+std::size_t mp3_frame_length(const std::string& b, std::size_t p) {
+    if (p + 4 > b.size())
+        return 0;
+    const auto u = [&](std::size_t i) { return static_cast<unsigned char>(b[p + i]); };
+    if (u(0) != 0xff || (u(1) & 0xe0) != 0xe0 || ((u(1) >> 1) & 3) != 1)
+        return 0;
+    const int version = (u(1) >> 3) & 3;  // 3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5
+    const int bi = u(2) >> 4, si = (u(2) >> 2) & 3, pad = (u(2) >> 1) & 1;
+    static constexpr int kbps1[] = {0,   32,  40,  48,  56,  64,  80, 96,
+                                    112, 128, 160, 192, 224, 256, 320};
+    static constexpr int kbps2[] = {0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160};
+    static constexpr int rates[] = {44100, 48000, 32000};
+    if (bi == 0 || bi == 15 || si == 3 || version == 1)
+        return 0;
+    const int rate = rates[si] >> (version == 3 ? 0 : version == 2 ? 1 : 2);
+    const int kbps = version == 3 ? kbps1[bi] : kbps2[bi];
+    return static_cast<std::size_t>((version == 3 ? 144000 : 72000) * kbps / rate + pad);
+}
+
+// MP3s in the three shapes found in the wild: LAME's Info tag (delay and padding), a Xing/Info
+// frame without the LAME extension, and no tag frame at all (a stream). Each must decode with
+// the click where it was encoded: at 1.000 s, not 13 ms (576) or 25 ms (529 + 576) later.
+TEST_F(AudioExtend, Mp3SourcesAreGapless) {
+    for (const auto& [sr, ch] : {std::pair{44100, 1}, std::pair{48000, 2}}) {
+        const std::string tagged = path("click_" + std::to_string(sr) + ".mp3");
+        ASSERT_TRUE(write_click_mp3(tagged, sr, ch, 3.0, 1.0));
+        const std::string bytes = segue::test::read_file(tagged);
+        const std::size_t first = mp3_frame_length(bytes, 0);
+        ASSERT_GT(first, 0u) << "libsndfile writes no ID3v2 tag: the tag frame comes first";
+        const std::size_t lame = bytes.find("LAME", 0);
+        ASSERT_LT(lame, first) << "the first frame carries LAME's tag";
+        ASSERT_TRUE(bytes.find("Xing") < first || bytes.find("Info") < first);
+
+        std::string xing_only = bytes;
+        std::fill(xing_only.begin() + static_cast<long>(lame),
+                  xing_only.begin() + static_cast<long>(first), '\0');
+        const std::string untagged = bytes.substr(first);
+        const std::pair<std::string, std::string> shapes[] = {
+            {"tagged", bytes}, {"xing_only", xing_only}, {"untagged", untagged}};
+        for (const auto& [name, data] : shapes) {
+            const std::string tag = name + "_" + std::to_string(sr);
+            const std::string in = path(tag + ".mp3");
+            {
+                std::ofstream o(in, std::ios::binary);
+                o.write(data.data(), static_cast<std::streamsize>(data.size()));
+            }
+            const auto probed = au::probe(in);
+            ASSERT_TRUE(probed.ok) << tag << ": " << probed.error;
+            if (name == "tagged")
+                EXPECT_EQ(probed.frames, 3LL * sr) << tag << ": LAME's tag gives the exact length";
+
+            au::extend_options o;
+            o.extend_after = 2.0;
+            o.length = 1.0;
+            const std::string wav = path(tag + "_out.wav"), mp3 = path(tag + "_out.mp3");
+            const auto r = au::extend(in, wav, mp3, o);
+            ASSERT_TRUE(r.ok) << tag << ": " << r.error;
+            const pcm out = read_pcm(wav);
+            ASSERT_TRUE(out.ok) << tag;
+            long long peak = 0;
+            for (long long n = 0; n < 2LL * sr; ++n)
+                if (std::abs(out.at(n, 0)) > std::abs(out.at(peak, 0)))
+                    peak = n;
+            EXPECT_NEAR(peak, sr, 2) << tag << ": the click is " << peak - sr << " samples late";
+            EXPECT_GT(std::abs(out.at(peak, 0)), 0.3) << tag;
+        }
+    }
 }
 
 TEST_F(AudioExtend, HighRateMultichannelResamplesTheMp3Only) {

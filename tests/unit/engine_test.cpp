@@ -257,6 +257,30 @@ TEST_F(Engine, FailedOutputAndFlaggedGivePartialSuccess) {
     EXPECT_EQ(ty.back(), "extension.partially_succeeded");
 }
 
+// What the engine stores (output data, event data) has plain decimals: 42.5, not 4.25E1.
+TEST_F(Engine, StoredDocumentsHavePlainDecimals) {
+    update u;
+    u.what = update::kind::done;
+    u.outputs.push_back(ready(1, "One"));
+    provider_->script = {u};
+    start();
+    auto id = create(1);
+    wait_final(id);
+    std::vector<segue::store::output_row> outs;
+    read([&](segue::store::transaction& tx) { outs = tx.get_outputs(id); });
+    ASSERT_EQ(outs.size(), 1u);
+    EXPECT_NE(outs[0].data_json.find(R"("duration":42.5)"), std::string::npos) << outs[0].data_json;
+    bool seen = false;
+    for (const auto& e : events(id)) {
+        if (e.type != "extension.output.ready")
+            continue;
+        seen = true;
+        EXPECT_NE(e.data_json.find(R"("duration":42.5)"), std::string::npos) << e.data_json;
+        EXPECT_EQ(e.data_json.find("E1"), std::string::npos) << e.data_json;
+    }
+    EXPECT_TRUE(seen);
+}
+
 TEST_F(Engine, TaskLevelFailureFailsPendingOutputs) {
     update u;
     u.what = update::kind::failed;

@@ -70,6 +70,7 @@ struct expected_output {
     std::optional<std::string> title;
     std::optional<std::string> lyrics;
     std::string error_contains;  // failed outputs
+    std::string cover_url;       // this output's own cover
 };
 
 struct expectation {
@@ -109,6 +110,11 @@ expected_output ready(int index, std::string mp3, std::string wav, std::optional
     o.duration = dur;
     o.title = std::move(title);
     o.lyrics = std::move(lyrics);
+    return o;
+}
+
+expected_output with_cover(expected_output o, std::string cover) {
+    o.cover_url = std::move(cover);
     return o;
 }
 
@@ -281,15 +287,17 @@ std::vector<fixture_case> cases() {
 
     // --- extend task polls: done ---
     add("task_SUCCESS_one_clip", "task_success_one.json", transform::extend_task, 200, state_extend,
-        done({ready(1, a1_mp3, a1_wav, 75.3, a1_title, a1_lyrics)}, a1_jpg));
+        done({with_cover(ready(1, a1_mp3, a1_wav, 75.3, a1_title, a1_lyrics), a1_jpg)}, a1_jpg));
     add("task_SUCCESS_two_clips_string_durations", "task_success_two_string_durations.json",
         transform::extend_task, 200, state_extend,
-        done({ready(1, a1_mp3, a1_wav, 75.3, a1_title, a1_lyrics),
-              ready(2, b2_mp3, "", 81, b2_title)},
+        done({ready(1, a1_mp3, a1_wav, 75.3, a1_title, a1_lyrics),  // no image_url
+              with_cover(ready(2, b2_mp3, "", 81, b2_title), b2_jpg)},
              b2_jpg));  // the first non-empty image_url
     add("task_SUCCESS_clip_without_audio", "task_success_missing_audio.json",
         transform::extend_task, 200, state_extend,
-        done({ready(1, a1_mp3, "", 75.3, a1_title), failed_output(2, "without audio")}, a1_jpg));
+        done({with_cover(ready(1, a1_mp3, "", 75.3, a1_title), a1_jpg),
+              failed_output(2, "without audio")},
+             a1_jpg));
     {
         auto e = done({ready(1, a1_mp3, "", std::nullopt, std::nullopt),
                        ready(2, b2_mp3, "", std::nullopt, std::nullopt)},
@@ -300,12 +308,12 @@ std::vector<fixture_case> cases() {
     }
     add("task_legacy_succeeded", "task_legacy_succeeded.json", transform::extend_task, 200,
         state_extend,
-        done({ready(1, a1_mp3, "", 75, a1_title, a1_lyrics),
-              ready(2, b2_mp3, "", 82, b2_title, a1_lyrics)},
-             a1_jpg));
+        done({with_cover(ready(1, a1_mp3, "", 75, a1_title, a1_lyrics), a1_jpg),
+              with_cover(ready(2, b2_mp3, "", 82, b2_title, a1_lyrics), b2_jpg)},
+             a1_jpg));  // each output its own cover, the task the first
     add("task_legacy_one_failed", "task_legacy_one_failed.json", transform::extend_task, 200,
         state_extend,
-        done({ready(1, a1_mp3, "", 75, a1_title),
+        done({with_cover(ready(1, a1_mp3, "", 75, a1_title), a1_jpg),
               failed_output(2, "Generation failed for this variation.")},
              a1_jpg));
 
@@ -367,7 +375,8 @@ std::vector<fixture_case> cases() {
 
     // --- webhooks ---
     {
-        auto e = done({ready(1, a1_mp3, "", 104.88, a1_title, a1_lyrics)}, a1_jpg);
+        auto e =
+            done({with_cover(ready(1, a1_mp3, "", 104.88, a1_title, a1_lyrics), a1_jpg)}, a1_jpg);
         e.webhook_kind = "song.completed";
         add("webhook_completed_doc_payload", "webhook_completed_doc.json", transform::webhook, 200,
             state_extend, e);
@@ -377,7 +386,7 @@ std::vector<fixture_case> cases() {
             200, "", e);
     }
     {
-        auto e = done({ready(1, a1_mp3, a1_wav, 104.88, a1_title, a1_lyrics),
+        auto e = done({with_cover(ready(1, a1_mp3, a1_wav, 104.88, a1_title, a1_lyrics), a1_jpg),
                        failed_output(2, "MusicAPI reported the clip as failed")},
                       a1_jpg);
         e.webhook_kind = "song.completed";
@@ -431,6 +440,7 @@ void check_outputs(const update& u, const expectation& e) {
             EXPECT_DOUBLE_EQ(*got.duration, *want.duration);
         EXPECT_EQ(got.title, want.title);
         EXPECT_EQ(got.lyrics, want.lyrics);
+        EXPECT_EQ(got.cover_url, want.cover_url);
         EXPECT_FALSE(got.lyrics_timestamped);
         EXPECT_FALSE(got.flagged);
         if (want.status == output_status::failed)
@@ -701,6 +711,49 @@ TEST(MusicApiTransform, RunningPollsCountThemselves) {
     EXPECT_EQ(fin.state_json, "");
     // No state: nothing invented.
     EXPECT_EQ(ma::parse_extend_task("", 200, load("task_running.json")).state_json, "");
+}
+
+// The persisted state never holds the callback URL: it carries the attempt's secret webhook
+// token, which the store keeps only as a SHA-256. A state written before keeps working, its
+// URL dropped.
+TEST(MusicApiTransform, StateNeverKeepsTheCallbackToken) {
+    const std::string token = "tok_9f2c4e1a7b3d5f60c8e2a4b6d8f0e1c3";
+    const std::string url = "https://gw.example/v1/providers/musicapi/webhooks/" + token;
+    ma::attempt_state st;
+    st.phase = "upload";
+    st.upload_task_id = "u1";
+    st.started_ms = 1700000000000;
+    st.callback_url = url;
+    const auto text = ma::state_to_json(st);
+    EXPECT_EQ(text.find(token), std::string::npos) << text;
+    EXPECT_EQ(text.find("callback_url"), std::string::npos) << text;
+    EXPECT_EQ(text, R"({"phase":"upload","upload_task_id":"u1","polls":0,"phase_started_ms":0,)"
+                    R"("started_ms":1700000000000})");
+
+    const auto old = ma::parse_state(
+        R"({"phase":"extend","clip_id":"c","task_id":"t","polls":2,"phase_started_ms":5,)"
+        R"("callback_url":")" +
+        url + R"("})");
+    EXPECT_EQ(old.task_id, "t");
+    EXPECT_EQ(old.polls, 2);
+    EXPECT_EQ(old.callback_url, "");
+    EXPECT_EQ(ma::state_to_json(old).find(token), std::string::npos);
+
+    // States the transforms hand back do not carry it either.
+    auto created = ma::parse_create_response(text, 200, load("create_accepted.json"), {}, now_ms);
+    ASSERT_EQ(created.what, kind::accepted);
+    EXPECT_EQ(created.state_json.find(token), std::string::npos) << created.state_json;
+}
+
+// A refused numeric duration is quoted in the warning as it was sent: -3.5, not -3.5E0.
+TEST(MusicApiTransform, UnreadableDurationWarningQuotesPlainNumbers) {
+    const auto u = ma::parse_extend_task(
+        state_extend, 200,
+        R"({"code":200,"status":"SUCCESS","message":"success","data":[{"clip_id":"c1",)"
+        R"("audio_url":"https://cdn.musicapi.ai/producer/c1.mp3","duration":-3.5}]})");
+    ASSERT_EQ(u.what, kind::done);
+    ASSERT_EQ(u.warnings.size(), 1u);
+    EXPECT_NE(u.warnings[0].find("duration -3.5 ignored"), std::string::npos) << u.warnings[0];
 }
 
 TEST(MusicApiTransform, StateRoundTripAndGarbage) {
