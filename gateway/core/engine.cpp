@@ -1072,6 +1072,8 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
                 continue;
             auto current = parse_output_status(it->status).value_or(output_status::pending);
             auto d = parse_object(it->data_json);
+            if (!ou.cover_url.empty())
+                d["cover_url"] = ou.cover_url;  // this output's own cover over the task's
             // Timestamped lyrics may come on their own (MusicGPT sends them separately).
             if (ou.lyrics_timestamped && !d.contains("lyrics_timestamped")) {
                 d["lyrics_timestamped"] = lyrics_array(*ou.lyrics_timestamped);

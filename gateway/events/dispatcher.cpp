@@ -23,6 +23,7 @@
 #include "gateway/net/http_client.hpp"
 #include "gateway/store/db.hpp"
 #include "gateway/util/crypto.hpp"
+#include "gateway/util/json_text.hpp"
 
 namespace segue::events {
 
@@ -92,7 +93,7 @@ std::string delivery_body(const store::delivery_row& d) {
     data["event_id"] = d.event_id;
     data["seq"] = d.seq;
     body["data"] = std::move(data);
-    return json::serialize(body);
+    return util::json_text(body);  // plain decimals, as every API document
 }
 
 struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {

@@ -55,3 +55,19 @@ TEST(DeliveryBody, IsTypeTimestampAndDataWithEventIdAndSeq) {
     EXPECT_EQ(data["event_id"].as_string(), "evt_1");
     EXPECT_EQ(data["seq"].as_int64(), 3);
 }
+
+// Webhook bodies re-serialize the event's data: numbers stay plain decimals (2.5, not 2.5E0),
+// exactly as the task, the event log and SSE show them.
+TEST(DeliveryBody, NumbersArePlainDecimals) {
+    segue::store::delivery_row d;
+    d.event_id = "evt_2";
+    d.seq = 4;
+    d.event_type = "extension.output.ready";
+    d.event_at = 1614265330123;
+    d.event_data_json = R"({"output":{"audio":{"duration":2.5}},"amount":0.125,"n":50})";
+    const auto body = segue::events::delivery_body(d);
+    EXPECT_NE(body.find("\"duration\":2.5"), std::string::npos) << body;
+    EXPECT_NE(body.find("\"amount\":0.125"), std::string::npos) << body;
+    EXPECT_NE(body.find("\"n\":50"), std::string::npos) << body;
+    EXPECT_EQ(body.find('E'), std::string::npos) << body;
+}

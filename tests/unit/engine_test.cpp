@@ -412,3 +412,25 @@ TEST_F(Engine, APoisonJobFailsItsTaskAndReleasesItsHold) {
     read([&](segue::store::transaction& tx) { due = tx.next_job_due(); });
     EXPECT_FALSE(due);
 }
+
+// An output that brings its own cover (MusicAPI: one image per clip) keeps it; the task's cover
+// still fills the others.
+TEST_F(Engine, EachOutputKeepsItsOwnCover) {
+    update u;
+    u.what = update::kind::done;
+    auto a = ready(1, "One");
+    a.cover_url = "https://cdn.example/one.jpg";
+    auto b = ready(2, "Two");
+    b.cover_url = "https://cdn.example/two.jpg";
+    u.outputs = {a, b};
+    u.cover_url = "https://cdn.example/one.jpg";
+    provider_->script = {u};
+    start();
+    auto id = create(2);
+    EXPECT_EQ(wait_final(id).status, "succeeded");
+    std::vector<segue::store::output_row> outs;
+    read([&](segue::store::transaction& tx) { outs = tx.get_outputs(id); });
+    ASSERT_EQ(outs.size(), 2u);
+    EXPECT_EQ(json::parse(outs[0].data_json).at("cover_url"), "https://cdn.example/one.jpg");
+    EXPECT_EQ(json::parse(outs[1].data_json).at("cover_url"), "https://cdn.example/two.jpg");
+}
