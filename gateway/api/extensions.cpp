@@ -939,12 +939,21 @@ awaitable<void> handlers::file(http::context& ctx) {
 awaitable<void> handlers::provider_webhook(http::context& ctx) {
     auto self = shared_from_this();
     // No API key here: the unguessable per-attempt token in the path is the credential.
+    // Only a configured provider's name goes further: the engine labels metrics with it, and
+    // this route is open to anyone, so any other name would be a new series per request.
+    const std::string name(ctx.param("name"));
+    if (deps.providers.find(name) == nullptr) {
+        // The same answer as an unknown token (which configured providers exist is not told to
+        // an outsider); the instance is left out: the path holds the token.
+        set_problem(ctx.res(), error_kind::not_found, "unknown webhook");
+        co_return;
+    }
     providers::inbound_webhook hook;
     hook.body = ctx.body();
     hook.headers = ctx.headers();
     std::string error;
-    auto outcome = co_await deps.engine.handle_webhook(
-        std::string(ctx.param("name")), std::string(ctx.param("token")), std::move(hook), &error);
+    auto outcome = co_await deps.engine.handle_webhook(name, std::string(ctx.param("token")),
+                                                       std::move(hook), &error);
     switch (outcome) {
         case core::engine::webhook_outcome::applied:
         case core::engine::webhook_outcome::ignored:
