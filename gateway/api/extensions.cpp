@@ -38,6 +38,7 @@
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/store/db.hpp"
 #include "gateway/util/crypto.hpp"
+#include "gateway/util/utf8.hpp"
 #include "providers/provider.hpp"
 #include "providers/registry.hpp"
 
@@ -301,7 +302,8 @@ awaitable<void> handlers::create(http::context& ctx) {
                                         return false;
                                     }
                                     have_file = in_file = true;
-                                    upload_name = p.filename.value_or("");
+                                    // Informational only: kept, but as valid text.
+                                    upload_name = util::sanitize_utf8(p.filename.value_or(""));
                                     return true;
                                 }
                                 if (fields.contains(p.name)) {
@@ -434,7 +436,11 @@ awaitable<void> handlers::create(http::context& ctx) {
             co_return;
         }
         boost::system::error_code ec;
-        auto v = json::parse(*body, ec);
+        // Invalid UTF-8 inside strings is let through the parser so that validation can name
+        // the field (422) instead of refusing the whole body as malformed.
+        json::parse_options opts;
+        opts.allow_invalid_utf8 = true;
+        auto v = json::parse(*body, ec, {}, opts);
         if (ec || !v.is_object()) {
             refuse(ctx, error_kind::bad_request, "malformed",
                    ec ? "body is not valid JSON: " + ec.message() : "body must be a JSON object");

@@ -161,3 +161,59 @@ TEST(ApiEdge, UnknownProviderWebhooksAre404AndMakeNoSeries) {
                             R"(outcome="unknown_token"} 1)"),
               std::string::npos);
 }
+
+TEST(ApiEdge, InvalidUtf8TextIs422NamingTheFieldAndCreatesNothing) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path()));
+    const std::string wav = song(d, "wav");
+
+    // A multipart text field: 0xC3 starts a 2-byte sequence, 0x28 '(' cannot continue it.
+    auto r = post_form(s.port(), {{"audio_file", wav, "s.wav", "audio/wav"},
+                                  {"extend_after", "1"},
+                                  {"prompt", "piano \xC3\x28 outro"}});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 422) << r->body;
+    EXPECT_EQ(r->header("content-type").value_or(""), "application/problem+json");
+    auto p = parse(r->body);
+    ASSERT_TRUE(p.contains("errors")) << r->body;
+    auto& errors = p["errors"].as_array();
+    ASSERT_EQ(errors.size(), 1u) << r->body;
+    EXPECT_EQ(errors[0].at("field"), "prompt");
+
+    // Every text field, also in JSON bodies (where the parser alone would refuse the whole body
+    // as malformed, without saying which field).
+    auto j = http_request(s.port(), "POST", "/v1/extensions",
+                          "{\"audio_url\":\"https://x.test/a.mp3\",\"extend_after\":1,"
+                          "\"lyrics\":\"la \xFF la\"}",
+                          {key, "Content-Type: application/json"});
+    ASSERT_TRUE(j);
+    EXPECT_EQ(j->status, 422) << j->body;
+    EXPECT_EQ(parse(j->body)["errors"].as_array()[0].at("field"), "lyrics");
+
+    // A form field whose *name* is not UTF-8: refused, and the answer is still valid JSON.
+    auto n = post_form(
+        s.port(),
+        {{"audio_file", wav, "s.wav", "audio/wav"}, {"extend_after", "1"}, {"col\xC3our", "x"}});
+    ASSERT_TRUE(n);
+    EXPECT_EQ(n->status, 422);
+    EXPECT_NO_THROW(parse(n->body)) << n->body;
+
+    // Nothing was created, and no upload was left behind.
+    EXPECT_EQ(extension_count(s.port()), 0u);
+    std::size_t spooled = 0;
+    std::error_code ec;
+    for (auto it = std::filesystem::recursive_directory_iterator(d.path() + "/blobs", ec);
+         it != std::filesystem::recursive_directory_iterator(); ++it)
+        if (it->is_regular_file())
+            ++spooled;
+    EXPECT_EQ(spooled, 0u);
+
+    // A filename that is not UTF-8 is only informational: kept, as valid text.
+    auto f = post_form(s.port(), {{"audio_file", wav, "caf\xE9.wav", "audio/wav"},
+                                  {"extend_after", "1"},
+                                  {"num_outputs", "1"}});
+    ASSERT_TRUE(f);
+    ASSERT_EQ(f->status, 202) << f->body;
+    auto t = parse(f->body);
+    EXPECT_EQ(t["request"].at("source").at("filename"), "caf\xEF\xBF\xBD.wav");
+}

@@ -1,0 +1,120 @@
+// Client text at the API's edge: UTF-8 checks, query parameter decoding, problem+json that stays
+// valid JSON, and what the stored request remembers about what the client sent.
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include "gateway/api/common.hpp"
+#include "gateway/api/problem.hpp"
+#include "gateway/api/validate.hpp"
+#include "gateway/audio/audio.hpp"
+#include "gateway/core/json.hpp"
+#include "gateway/util/utf8.hpp"
+
+namespace json = boost::json;
+using segue::util::first_invalid_utf8;
+using segue::util::sanitize_utf8;
+using segue::util::valid_utf8;
+
+namespace {
+
+// As the API parses bodies: invalid UTF-8 inside strings reaches validation.
+segue::api::validation_result run(const std::string& body, bool form = false, bool file = false) {
+    static json::object fields;
+    json::parse_options opts;
+    opts.allow_invalid_utf8 = true;
+    fields = json::parse(body, {}, opts).as_object();
+    segue::api::validation_input in;
+    in.fields = &fields;
+    in.from_form = form;
+    in.has_file = file;
+    in.provider_exists = [](std::string_view n) { return n == "sandbox"; };
+    in.route_exists = [](std::string_view) { return false; };
+    return segue::api::validate_extend_request(in);
+}
+
+std::vector<std::string> fields_of(const segue::api::validation_result& r) {
+    std::vector<std::string> out;
+    for (const auto& e : r.errors)
+        out.push_back(e.field);
+    return out;
+}
+
+}  // namespace
+
+TEST(Utf8, ValidAndInvalidSequences) {
+    EXPECT_TRUE(valid_utf8(""));
+    EXPECT_TRUE(valid_utf8("plain ascii"));
+    EXPECT_TRUE(valid_utf8("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x8E\xB5"));  // é € 🎵
+    EXPECT_TRUE(valid_utf8(std::string_view("a\0b", 3)));
+    EXPECT_TRUE(valid_utf8("\xF4\x8F\xBF\xBF"));  // U+10FFFF
+
+    EXPECT_FALSE(valid_utf8("\xC3\x28"));          // lead, then not a continuation
+    EXPECT_FALSE(valid_utf8("\xC3"));              // truncated at the end
+    EXPECT_FALSE(valid_utf8("\x80"));              // lone continuation
+    EXPECT_FALSE(valid_utf8("\xC0\xAF"));          // overlong '/'
+    EXPECT_FALSE(valid_utf8("\xE0\x80\xAF"));      // overlong
+    EXPECT_FALSE(valid_utf8("\xED\xA0\x80"));      // surrogate U+D800
+    EXPECT_FALSE(valid_utf8("\xF4\x90\x80\x80"));  // above U+10FFFF
+    EXPECT_FALSE(valid_utf8("\xF5\x80\x80\x80"));
+    EXPECT_FALSE(valid_utf8("\xFF"));
+    EXPECT_EQ(first_invalid_utf8("ab\xC3\x28"), 2u);
+    EXPECT_EQ(first_invalid_utf8("ok"), std::string_view::npos);
+}
+
+TEST(Utf8, SanitizeReplacesMaximalSubparts) {
+    EXPECT_EQ(sanitize_utf8("caf\xC3\xA9"), "caf\xC3\xA9");
+    EXPECT_EQ(sanitize_utf8("a\xC3\x28z"), "a\xEF\xBF\xBD(z");
+    // A truncated 3-byte sequence is one replacement; a stray continuation another.
+    EXPECT_EQ(sanitize_utf8("\xE2\x82x\x80"), "\xEF\xBF\xBDx\xEF\xBF\xBD");
+    EXPECT_EQ(sanitize_utf8("\xF0\x9F\x8E"), "\xEF\xBF\xBD");
+    EXPECT_TRUE(valid_utf8(sanitize_utf8("\xFF\xFE\xC0\xAF\xED\xA0\x80")));
+}
+
+TEST(Validate, InvalidUtf8TextIsRefusedNamingTheField) {
+    // A multipart text field: every value a string.
+    auto r = run("{\"extend_after\":\"1\",\"prompt\":\"bad \xC3\x28 text\"}", true, true);
+    ASSERT_EQ(fields_of(r), std::vector<std::string>{"prompt"});
+    EXPECT_NE(r.errors[0].message.find("UTF-8"), std::string::npos);
+
+    // JSON bodies, every text field, nested ones too.
+    for (const std::string field : {"prompt", "instruction", "lyrics", "lyrics_section_to_extend",
+                                    "gender", "provider", "webhook_url"}) {
+        auto j = run(R"({"audio_url":"https://x.test/a.mp3","extend_after":1,")" + field +
+                     "\":\"\xFF\"}");
+        EXPECT_EQ(fields_of(j), std::vector<std::string>{field}) << field;
+    }
+    auto md = run(R"({"audio_url":"https://x.test/a.mp3","extend_after":1,"metadata":{"k":")"
+                  "\xED\xA0\x80\"}}");
+    EXPECT_EQ(fields_of(md), std::vector<std::string>{"metadata"});
+    auto md_key = run(R"({"audio_url":"https://x.test/a.mp3","extend_after":1,"metadata":{")"
+                      "\xC0\xAF\":1}}");
+    EXPECT_EQ(fields_of(md_key), std::vector<std::string>{"metadata"});
+
+    // A source that is not text counts as given: no "source missing" on top.
+    auto url = run("{\"audio_url\":\"https://x.test/\xC3\",\"extend_after\":1}");
+    EXPECT_EQ(fields_of(url), std::vector<std::string>{"audio_url"});
+    auto clip = run("{\"clip\":{\"provider\":\"sandbox\",\"id\":\"\xC3\"},\"extend_after\":1}");
+    EXPECT_EQ(fields_of(clip), std::vector<std::string>{"clip"});
+    // And a required field that is not text is reported once, not also as missing.
+    auto ea = run("{\"extend_after\":\"\xC3\"}", true, true);
+    EXPECT_EQ(fields_of(ea), std::vector<std::string>{"extend_after"});
+
+    // Valid non-ASCII text is fine.
+    auto ok =
+        run("{\"extend_after\":\"1\",\"prompt\":\"caf\xC3\xA9 \xF0\x9F\x8E\xB5\"}", true, true);
+    EXPECT_TRUE(ok.errors.empty());
+}
+
+TEST(Problem, StaysValidJsonWhenItQuotesInvalidUtf8) {
+    segue::http::response res;
+    segue::api::set_problem(res, segue::api::error_kind::validation_failed,
+                            "field 'a\xC3\x28' given twice", "/v1/\xFF",
+                            {{"col\xC3our", "unknown field"}});
+    boost::system::error_code ec;
+    auto v = json::parse(res.body, ec);  // the strict parser: rejects invalid UTF-8
+    ASSERT_FALSE(ec) << res.body;
+    EXPECT_EQ(v.at("detail").as_string(), "field 'a\xEF\xBF\xBD(' given twice");
+    EXPECT_EQ(v.at("errors").at(0).at("field").as_string(), "col\xEF\xBF\xBDour");
+}
