@@ -721,7 +721,10 @@ awaitable<void> handlers::list(http::context& ctx) {
     auto limit = int_param(ctx, "limit", 20, 1, 100);
     if (!limit)
         co_return;
-    std::string before(query_param(ctx.query(), "before").value_or(""));
+    std::optional<std::string> before_param;
+    if (!text_param(ctx, "before", before_param))
+        co_return;
+    const std::string before = before_param.value_or("");
     std::vector<store::task_row> rows;
     co_await deps.db.read(
         [&](store::transaction& tx) { rows = tx.list_tasks(*tenant, *limit + 1, before); });
@@ -748,7 +751,10 @@ awaitable<void> handlers::events(http::context& ctx) {
         co_return;
     const std::string id(ctx.param("id"));
     std::int64_t after = 0;
-    if (auto a = query_param(ctx.query(), "after")) {
+    std::optional<std::string> a;
+    if (!text_param(ctx, "after", a))
+        co_return;
+    if (a) {
         auto n = parse_int(*a);
         if (!n || *n < 0) {
             set_problem(ctx.res(), error_kind::bad_request, "after must be a sequence number",
@@ -879,8 +885,10 @@ awaitable<void> handlers::file(http::context& ctx) {
     // A signed, expiring URL (handed to a provider that fetches the upload itself) stands in for
     // the API key; anything else authenticates as usual.
     std::optional<std::string> tenant;
-    auto sig = query_param(ctx.query(), "sig");
-    auto expires = query_param(ctx.query(), "expires");
+    std::optional<std::string> sig;
+    std::optional<std::string> expires;
+    if (!text_param(ctx, "sig", sig) || !text_param(ctx, "expires", expires))
+        co_return;
     if (sig && expires) {
         const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
                                std::chrono::system_clock::now().time_since_epoch())

@@ -217,3 +217,64 @@ TEST(ApiEdge, InvalidUtf8TextIs422NamingTheFieldAndCreatesNothing) {
     auto t = parse(f->body);
     EXPECT_EQ(t["request"].at("source").at("filename"), "caf\xEF\xBF\xBD.wav");
 }
+
+TEST(ApiEdge, QueryParametersArePercentDecoded) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path()));
+    const std::string wav = song(d, "wav");
+    std::vector<std::string> ids;
+    for (int i = 0; i < 2; ++i) {
+        auto r = post_form(s.port(), {{"audio_file", wav, "s.wav", "audio/wav"},
+                                      {"extend_after", "1"},
+                                      {"num_outputs", "1"}});
+        ASSERT_TRUE(r);
+        ASSERT_EQ(r->status, 202) << r->body;
+        ids.emplace_back(parse(r->body)["id"].as_string());
+    }
+
+    // The cursor, every byte percent-encoded: the same as the plain id.
+    auto plain = http_request(s.port(), "GET", "/v1/extensions?before=" + ids[1], "", {key});
+    auto encoded = http_request(s.port(), "GET",
+                                "/v1/extensions?before=" + percent_encode_all(ids[1]), "", {key});
+    ASSERT_TRUE(plain && encoded);
+    ASSERT_EQ(encoded->status, 200) << encoded->body;
+    auto data = parse(encoded->body)["data"].as_array();
+    ASSERT_EQ(data.size(), 1u) << encoded->body;
+    EXPECT_EQ(data[0].at("id").as_string(), ids[0]);
+    EXPECT_EQ(encoded->body, plain->body);
+
+    // Enumerations and numbers decode too; names as well.
+    auto dead =
+        http_request(s.port(), "GET", "/v1/deliveries?status=%64ead&task_id=ext_%41", "", {key});
+    ASSERT_TRUE(dead);
+    EXPECT_EQ(dead->status, 200) << dead->body;
+    auto lim = http_request(s.port(), "GET", "/v1/extensions?%6Cimit=%31", "", {key});
+    ASSERT_TRUE(lim);
+    ASSERT_EQ(lim->status, 200) << lim->body;
+    EXPECT_EQ(parse(lim->body)["data"].as_array().size(), 1u);
+    auto after =
+        http_request(s.port(), "GET", "/v1/extensions/" + ids[0] + "/events?after=%31", "", {key});
+    ASSERT_TRUE(after);
+    EXPECT_EQ(after->status, 200) << after->body;
+
+    // A malformed escape is a 400 naming the parameter.
+    struct bad {
+        std::string target;
+        std::string param;
+    };
+    for (const auto& b :
+         std::vector<bad>{{"/v1/extensions?before=%zz", "before"},
+                          {"/v1/extensions?limit=1%", "limit"},
+                          {"/v1/deliveries?status=de%4", "status"},
+                          {"/v1/deliveries?task_id=%C3%28", "task_id"},
+                          {"/v1/credits?before=%G1", "before"},
+                          {"/v1/extensions/" + ids[0] + "/events?after=%", "after"}}) {
+        auto r = http_request(s.port(), "GET", b.target, "", {key});
+        ASSERT_TRUE(r) << b.target;
+        EXPECT_EQ(r->status, 400) << b.target << ": " << r->body;
+        EXPECT_EQ(r->header("content-type").value_or(""), "application/problem+json");
+        auto p = parse(r->body);
+        ASSERT_TRUE(p.contains("errors")) << b.target << ": " << r->body;
+        EXPECT_EQ(p["errors"].as_array()[0].at("field").as_string(), b.param) << b.target;
+    }
+}

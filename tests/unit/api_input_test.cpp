@@ -72,6 +72,44 @@ TEST(Utf8, SanitizeReplacesMaximalSubparts) {
     EXPECT_TRUE(valid_utf8(sanitize_utf8("\xFF\xFE\xC0\xAF\xED\xA0\x80")));
 }
 
+TEST(QueryParams, PercentDecodingPerRfc3986) {
+    EXPECT_EQ(segue::api::percent_decode("ext_%41b").value(), "ext_Ab");
+    EXPECT_EQ(segue::api::percent_decode("%2f%2F").value(), "//");
+    EXPECT_EQ(segue::api::percent_decode("a+b").value(), "a+b");  // '+' is not a space here
+    EXPECT_EQ(segue::api::percent_decode("%20").value(), " ");
+    EXPECT_EQ(segue::api::percent_decode("").value(), "");
+    EXPECT_FALSE(segue::api::percent_decode("%"));
+    EXPECT_FALSE(segue::api::percent_decode("%4"));
+    EXPECT_FALSE(segue::api::percent_decode("ab%"));
+    EXPECT_FALSE(segue::api::percent_decode("%zz"));
+    EXPECT_FALSE(segue::api::percent_decode("%4g"));
+}
+
+TEST(QueryParams, LookupDecodesNamesAndValues) {
+    using segue::api::query_param;
+    using segue::api::query_value;
+    auto v =
+        query_param("status=dead&task_id=ext_%41%42c&before=2024-01-01T00%3A00%3A00Z", "task_id");
+    EXPECT_EQ(v.status, query_value::state::present);
+    EXPECT_EQ(v.value, "ext_ABc");
+    EXPECT_EQ(query_param("before=2024-01-01T00%3A00%3A00Z", "before").value,
+              "2024-01-01T00:00:00Z");
+    EXPECT_EQ(query_param("%6Cimit=5", "limit").value, "5");
+    EXPECT_EQ(query_param("limit", "limit").status, query_value::state::present);
+    EXPECT_EQ(query_param("limit", "limit").value, "");
+    EXPECT_EQ(query_param("a=1", "limit").status, query_value::state::absent);
+    EXPECT_EQ(query_param("", "limit").status, query_value::state::absent);
+    // The first occurrence wins.
+    EXPECT_EQ(query_param("a=1&a=2", "a").value, "1");
+    // Malformed: a bad escape, or bytes that are not UTF-8 text.
+    EXPECT_EQ(query_param("before=%zz", "before").status, query_value::state::malformed);
+    EXPECT_EQ(query_param("before=abc%", "before").status, query_value::state::malformed);
+    EXPECT_EQ(query_param("task_id=%C3%28", "task_id").status, query_value::state::malformed);
+    EXPECT_EQ(query_param("task_id=%C3%A9", "task_id").value, "\xC3\xA9");
+    // Another parameter's bad escape does not matter.
+    EXPECT_EQ(query_param("x=%zz&a=1", "a").value, "1");
+}
+
 TEST(Validate, InvalidUtf8TextIsRefusedNamingTheField) {
     // A multipart text field: every value a string.
     auto r = run("{\"extend_after\":\"1\",\"prompt\":\"bad \xC3\x28 text\"}", true, true);
