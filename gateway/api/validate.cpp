@@ -254,8 +254,10 @@ validation_result validate_extend_request(const validation_input& in) {
     if (auto n = c.number_field("num_outputs")) {
         if (*n != 1 && *n != 2)
             c.error("num_outputs", "must be 1 or 2");
-        else
+        else {
             r.num_outputs = static_cast<int>(*n);
+            r.num_outputs_given = true;
+        }
     }
     if (auto l = c.number_field("length")) {
         if (*l <= 0)

@@ -156,3 +156,32 @@ TEST(Problem, StaysValidJsonWhenItQuotesInvalidUtf8) {
     EXPECT_EQ(v.at("detail").as_string(), "field 'a\xEF\xBF\xBD(' given twice");
     EXPECT_EQ(v.at("errors").at(0).at("field").as_string(), "col\xEF\xBF\xBDour");
 }
+
+TEST(ModelJson, NumOutputsRemembersWhetherTheClientSentIt) {
+    auto sent = run(R"({"audio_url":"https://x.test/a.mp3","extend_after":1,"num_outputs":2})");
+    ASSERT_TRUE(sent.errors.empty());
+    EXPECT_TRUE(sent.request.num_outputs_given);
+    auto form = run(R"({"extend_after":"1","num_outputs":"1"})", true, true);
+    EXPECT_TRUE(form.request.num_outputs_given);
+    auto dflt = run(R"({"audio_url":"https://x.test/a.mp3","extend_after":1})");
+    ASSERT_TRUE(dflt.errors.empty());
+    EXPECT_FALSE(dflt.request.num_outputs_given);
+    EXPECT_EQ(dflt.request.num_outputs, 2);
+
+    // Round trip through the store.
+    auto back = segue::core::request_from_json(segue::core::request_to_json(sent.request));
+    EXPECT_TRUE(back.num_outputs_given);
+    back = segue::core::request_from_json(segue::core::request_to_json(dflt.request));
+    EXPECT_FALSE(back.num_outputs_given);
+    // A request stored before the field existed reads as not sent.
+    auto old = segue::core::request_from_json(
+        R"({"source":"url","audio_url":"https://x.test/a.mp3","extend_after":1,"num_outputs":2})");
+    EXPECT_FALSE(old.num_outputs_given);
+    EXPECT_EQ(old.num_outputs, 2);
+    // Idempotency fingerprints keep their format: the flag is not part of them.
+    const auto fp = segue::core::request_fingerprint(sent.request);
+    EXPECT_EQ(fp.find("num_outputs_given"), std::string::npos) << fp;
+    auto unflagged = sent.request;
+    unflagged.num_outputs_given = false;
+    EXPECT_EQ(segue::core::request_fingerprint(unflagged), fp);
+}
