@@ -269,6 +269,7 @@ awaitable<void> handlers::create(http::context& ctx) {
     std::unique_ptr<spool_file> spool;
     std::string upload_name;
     std::string upload_sha;
+    std::string upload_content_type = "application/octet-stream";  // as probed, below
     std::string file_id;
 
     if (auto boundary = http::multipart_boundary(content_type)) {
@@ -539,6 +540,7 @@ awaitable<void> handlers::create(http::context& ctx) {
                    {{"extend_after", m}});
             co_return;
         }
+        upload_content_type = std::string(audio::content_type_for_format(probe.format));
         req.audio_file_id = file_id;
         req.audio_filename = upload_name;
         req.source_duration = probe.duration_seconds;
@@ -628,7 +630,7 @@ awaitable<void> handlers::create(http::context& ctx) {
             f.tenant = *tenant;
             f.task_id = task.id;
             f.kind = "upload";
-            f.content_type = "application/octet-stream";
+            f.content_type = upload_content_type;
             f.path = (fs::path("uploads") / file_id).string();
             f.size = static_cast<std::int64_t>(spool->size());
             f.sha256 = upload_sha;

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace segue::audio {
 
@@ -23,6 +24,11 @@ struct probe_result {
 // Opens `path` and reads its header plus the first block of audio. A file without any audio frame
 // is reported as !ok.
 probe_result probe(const std::string& path);
+
+// The media type to serve a file of a probed format with ("mp3" -> "audio/mpeg", "wav" ->
+// "audio/wav", "flac" -> "audio/flac", "ogg" and "opus" -> "audio/ogg", ...);
+// "application/octet-stream" for a format without a registered audio type.
+std::string_view content_type_for_format(std::string_view format);
 
 struct extend_options {
     double extend_after = 0;  // seconds; 0 <= extend_after <= duration

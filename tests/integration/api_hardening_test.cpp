@@ -278,3 +278,27 @@ TEST(ApiEdge, QueryParametersArePercentDecoded) {
         EXPECT_EQ(p["errors"].as_array()[0].at("field").as_string(), b.param) << b.target;
     }
 }
+
+TEST(ApiEdge, UploadsAreServedWithTheirProbedContentType) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path()));
+    const std::vector<std::pair<std::string, std::string>> formats{
+        {"mp3", "audio/mpeg"}, {"wav", "audio/wav"}, {"flac", "audio/flac"}, {"ogg", "audio/ogg"}};
+    for (const auto& [format, type] : formats) {
+        const std::string bytes = song(d, format);
+        // The client's own part type is not trusted: the probe decides.
+        auto r =
+            post_form(s.port(), {{"audio_file", bytes, "upload.bin", "application/octet-stream"},
+                                 {"extend_after", "1"},
+                                 {"num_outputs", "1"}});
+        ASSERT_TRUE(r);
+        ASSERT_EQ(r->status, 202) << format << ": " << r->body;
+        auto t = parse(r->body);
+        const std::string file_id(t["request"].at("source").at("file_id").as_string());
+        auto f = http_request(s.port(), "GET", "/v1/files/" + file_id, "", {key});
+        ASSERT_TRUE(f);
+        ASSERT_EQ(f->status, 200) << format;
+        EXPECT_EQ(f->header("content-type").value_or(""), type) << format;
+        EXPECT_EQ(f->body, bytes) << format;
+    }
+}

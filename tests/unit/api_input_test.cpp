@@ -185,3 +185,14 @@ TEST(ModelJson, NumOutputsRemembersWhetherTheClientSentIt) {
     unflagged.num_outputs_given = false;
     EXPECT_EQ(segue::core::request_fingerprint(unflagged), fp);
 }
+
+TEST(Audio, ContentTypeOfProbedFormats) {
+    using segue::audio::content_type_for_format;
+    EXPECT_EQ(content_type_for_format("mp3"), "audio/mpeg");
+    EXPECT_EQ(content_type_for_format("wav"), "audio/wav");
+    EXPECT_EQ(content_type_for_format("flac"), "audio/flac");
+    EXPECT_EQ(content_type_for_format("ogg"), "audio/ogg");
+    EXPECT_EQ(content_type_for_format("opus"), "audio/ogg");
+    EXPECT_EQ(content_type_for_format("caf"), "application/octet-stream");
+    EXPECT_EQ(content_type_for_format(""), "application/octet-stream");
+}
