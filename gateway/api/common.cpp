@@ -8,6 +8,7 @@
 #include "gateway/api/problem.hpp"
 #include "gateway/http/message.hpp"
 #include "gateway/util/json_text.hpp"
+#include "gateway/util/utf8.hpp"
 
 namespace segue::api {
 
@@ -19,18 +20,88 @@ void json_response(http::context& ctx, int status, const json::value& v) {
     ctx.res().body = util::json_text(v);
 }
 
-std::optional<std::string_view> query_param(std::string_view query, std::string_view name) {
+namespace {
+
+int hex_digit(char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+void set_param_problem(http::context& ctx, std::string_view name) {
+    const std::string why = "must be percent-encoded UTF-8 (%XX with two hex digits)";
+    set_problem(ctx.res(), error_kind::bad_request,
+                "query parameter " + std::string(name) + " is malformed", ctx.path(),
+                {{std::string(name), why}});
+}
+
+}  // namespace
+
+std::optional<std::string> percent_decode(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] != '%') {
+            out += s[i];
+            continue;
+        }
+        if (s.size() - i < 3)
+            return std::nullopt;
+        const int hi = hex_digit(s[i + 1]);
+        const int lo = hex_digit(s[i + 2]);
+        if (hi < 0 || lo < 0)
+            return std::nullopt;
+        out += static_cast<char>(hi * 16 + lo);
+        i += 2;
+    }
+    return out;
+}
+
+query_value query_param(std::string_view query, std::string_view name) {
+    query_value out;
     while (!query.empty()) {
         auto amp = query.find('&');
         auto part = query.substr(0, amp);
         auto eq = part.find('=');
-        if (part.substr(0, eq) == name)
-            return eq == std::string_view::npos ? std::string_view{} : part.substr(eq + 1);
+        auto raw_name = part.substr(0, eq);
+        // Names are compared decoded ("%6Cimit" is "limit"); the cheap raw match first.
+        bool match = raw_name == name;
+        if (!match && raw_name.find('%') != std::string_view::npos) {
+            auto decoded = percent_decode(raw_name);
+            match = decoded && *decoded == name;
+        }
+        if (match) {
+            auto raw = eq == std::string_view::npos ? std::string_view{} : part.substr(eq + 1);
+            auto v = percent_decode(raw);
+            if (!v || !util::valid_utf8(*v)) {
+                out.status = query_value::state::malformed;
+                return out;
+            }
+            out.status = query_value::state::present;
+            out.value = std::move(*v);
+            return out;
+        }
         if (amp == std::string_view::npos)
             break;
         query.remove_prefix(amp + 1);
     }
-    return std::nullopt;
+    return out;
+}
+
+bool text_param(http::context& ctx, std::string_view name, std::optional<std::string>& out) {
+    auto q = query_param(ctx.query(), name);
+    out.reset();
+    if (q.status == query_value::state::malformed) {
+        set_param_problem(ctx, name);
+        return false;
+    }
+    if (q.status == query_value::state::present)
+        out = std::move(q.value);
+    return true;
 }
 
 std::optional<std::int64_t> parse_int(std::string_view s) {
@@ -45,7 +116,9 @@ std::optional<std::int64_t> parse_int(std::string_view s) {
 // 400 problem is set and nullopt returned.
 std::optional<int> int_param(http::context& ctx, std::string_view name, int fallback, int min,
                              int max) {
-    auto v = query_param(ctx.query(), name);
+    std::optional<std::string> v;
+    if (!text_param(ctx, name, v))
+        return std::nullopt;
     if (!v)
         return fallback;
     auto n = parse_int(*v);

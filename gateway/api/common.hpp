@@ -18,8 +18,26 @@ class authenticator;
 
 void json_response(http::context& ctx, int status, const boost::json::value& v);
 
-// The raw (not percent-decoded) value of the first query parameter `name`.
-std::optional<std::string_view> query_param(std::string_view query, std::string_view name);
+// RFC 3986 percent-decoding of one query component: "%XX" (hex digits, either case) becomes
+// that byte. '+' stays '+': the API's query strings are not form-encoded (no endpoint takes an
+// HTML form by GET), and its cursors and signatures may contain a literal '+'. nullopt on a
+// malformed escape ('%' not followed by two hex digits).
+std::optional<std::string> percent_decode(std::string_view s);
+
+// One query parameter, looked up by its decoded name.
+struct query_value {
+    enum class state { absent, present, malformed };
+    state status = state::absent;
+    std::string value;  // decoded, when present
+};
+
+// The first query parameter named `name`, percent-decoded. `malformed` when its value (or, for
+// the first match, its name) has a bad escape or does not decode to valid UTF-8.
+query_value query_param(std::string_view query, std::string_view name);
+
+// query_param for a handler: false, with the 400 problem naming the parameter set, when it is
+// malformed; else true, and `out` is the decoded value (nullopt when absent).
+bool text_param(http::context& ctx, std::string_view name, std::optional<std::string>& out);
 
 std::optional<std::int64_t> parse_int(std::string_view s);
 

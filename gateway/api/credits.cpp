@@ -152,7 +152,10 @@ struct credit_handlers : std::enable_shared_from_this<credit_handlers> {
         if (!limit)
             co_return;
         std::int64_t before = 0;
-        if (auto b = query_param(ctx.query(), "before")) {
+        std::optional<std::string> b;
+        if (!text_param(ctx, "before", b))
+            co_return;
+        if (b) {
             auto n = parse_int(*b);
             if (!n || *n < 1) {
                 set_problem(ctx.res(), error_kind::bad_request,

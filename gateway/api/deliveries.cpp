@@ -66,15 +66,21 @@ struct delivery_handlers : std::enable_shared_from_this<delivery_handlers> {
         auto limit = int_param(ctx, "limit", 50, 1, 500);
         if (!limit)
             co_return;
-        std::string status(query_param(ctx.query(), "status").value_or(""));
+        std::optional<std::string> status_param;
+        std::optional<std::string> task_id_param;
+        std::optional<std::string> before_param;
+        if (!text_param(ctx, "status", status_param) ||
+            !text_param(ctx, "task_id", task_id_param) || !text_param(ctx, "before", before_param))
+            co_return;
+        const std::string status = status_param.value_or("");
         if (!status.empty() && status != "pending" && status != "delivered" && status != "dead") {
             set_problem(ctx.res(), error_kind::bad_request,
                         "status must be pending, delivered or dead", ctx.path(),
                         {{"status", "must be pending, delivered or dead"}});
             co_return;
         }
-        std::string task_id(query_param(ctx.query(), "task_id").value_or(""));
-        std::string before(query_param(ctx.query(), "before").value_or(""));
+        const std::string task_id = task_id_param.value_or("");
+        const std::string before = before_param.value_or("");
         std::vector<store::delivery_row> rows;
         co_await deps.db.read([&](store::transaction& tx) {
             rows = tx.list_deliveries(*tenant, status, task_id, *limit + 1, before);

@@ -39,6 +39,7 @@
 #include "gateway/store/db.hpp"
 #include "gateway/util/crypto.hpp"
 #include "gateway/util/json_text.hpp"
+#include "gateway/util/utf8.hpp"
 #include "providers/provider.hpp"
 #include "providers/registry.hpp"
 
@@ -269,6 +270,7 @@ awaitable<void> handlers::create(http::context& ctx) {
     std::unique_ptr<spool_file> spool;
     std::string upload_name;
     std::string upload_sha;
+    std::string upload_content_type = "application/octet-stream";  // as probed, below
     std::string file_id;
 
     if (auto boundary = http::multipart_boundary(content_type)) {
@@ -302,7 +304,8 @@ awaitable<void> handlers::create(http::context& ctx) {
                                         return false;
                                     }
                                     have_file = in_file = true;
-                                    upload_name = p.filename.value_or("");
+                                    // Informational only: kept, but as valid text.
+                                    upload_name = util::sanitize_utf8(p.filename.value_or(""));
                                     return true;
                                 }
                                 if (fields.contains(p.name)) {
@@ -435,7 +438,11 @@ awaitable<void> handlers::create(http::context& ctx) {
             co_return;
         }
         boost::system::error_code ec;
-        auto v = json::parse(*body, ec);
+        // Invalid UTF-8 inside strings is let through the parser so that validation can name
+        // the field (422) instead of refusing the whole body as malformed.
+        json::parse_options opts;
+        opts.allow_invalid_utf8 = true;
+        auto v = json::parse(*body, ec, {}, opts);
         if (ec || !v.is_object()) {
             refuse(ctx, error_kind::bad_request, "malformed",
                    ec ? "body is not valid JSON: " + ec.message() : "body must be a JSON object");
@@ -534,6 +541,7 @@ awaitable<void> handlers::create(http::context& ctx) {
                    {{"extend_after", m}});
             co_return;
         }
+        upload_content_type = std::string(audio::content_type_for_format(probe.format));
         req.audio_file_id = file_id;
         req.audio_filename = upload_name;
         req.source_duration = probe.duration_seconds;
@@ -623,7 +631,7 @@ awaitable<void> handlers::create(http::context& ctx) {
             f.tenant = *tenant;
             f.task_id = task.id;
             f.kind = "upload";
-            f.content_type = "application/octet-stream";
+            f.content_type = upload_content_type;
             f.path = (fs::path("uploads") / file_id).string();
             f.size = static_cast<std::int64_t>(spool->size());
             f.sha256 = upload_sha;
@@ -716,7 +724,10 @@ awaitable<void> handlers::list(http::context& ctx) {
     auto limit = int_param(ctx, "limit", 20, 1, 100);
     if (!limit)
         co_return;
-    std::string before(query_param(ctx.query(), "before").value_or(""));
+    std::optional<std::string> before_param;
+    if (!text_param(ctx, "before", before_param))
+        co_return;
+    const std::string before = before_param.value_or("");
     std::vector<store::task_row> rows;
     co_await deps.db.read(
         [&](store::transaction& tx) { rows = tx.list_tasks(*tenant, *limit + 1, before); });
@@ -743,7 +754,10 @@ awaitable<void> handlers::events(http::context& ctx) {
         co_return;
     const std::string id(ctx.param("id"));
     std::int64_t after = 0;
-    if (auto a = query_param(ctx.query(), "after")) {
+    std::optional<std::string> a;
+    if (!text_param(ctx, "after", a))
+        co_return;
+    if (a) {
         auto n = parse_int(*a);
         if (!n || *n < 0) {
             set_problem(ctx.res(), error_kind::bad_request, "after must be a sequence number",
@@ -874,8 +888,10 @@ awaitable<void> handlers::file(http::context& ctx) {
     // A signed, expiring URL (handed to a provider that fetches the upload itself) stands in for
     // the API key; anything else authenticates as usual.
     std::optional<std::string> tenant;
-    auto sig = query_param(ctx.query(), "sig");
-    auto expires = query_param(ctx.query(), "expires");
+    std::optional<std::string> sig;
+    std::optional<std::string> expires;
+    if (!text_param(ctx, "sig", sig) || !text_param(ctx, "expires", expires))
+        co_return;
     if (sig && expires) {
         const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
                                std::chrono::system_clock::now().time_since_epoch())
@@ -940,12 +956,21 @@ awaitable<void> handlers::file(http::context& ctx) {
 awaitable<void> handlers::provider_webhook(http::context& ctx) {
     auto self = shared_from_this();
     // No API key here: the unguessable per-attempt token in the path is the credential.
+    // Only a configured provider's name goes further: the engine labels metrics with it, and
+    // this route is open to anyone, so any other name would be a new series per request.
+    const std::string name(ctx.param("name"));
+    if (deps.providers.find(name) == nullptr) {
+        // The same answer as an unknown token (which configured providers exist is not told to
+        // an outsider); the instance is left out: the path holds the token.
+        set_problem(ctx.res(), error_kind::not_found, "unknown webhook");
+        co_return;
+    }
     providers::inbound_webhook hook;
     hook.body = ctx.body();
     hook.headers = ctx.headers();
     std::string error;
-    auto outcome = co_await deps.engine.handle_webhook(
-        std::string(ctx.param("name")), std::string(ctx.param("token")), std::move(hook), &error);
+    auto outcome = co_await deps.engine.handle_webhook(name, std::string(ctx.param("token")),
+                                                       std::move(hook), &error);
     switch (outcome) {
         case core::engine::webhook_outcome::applied:
         case core::engine::webhook_outcome::ignored:

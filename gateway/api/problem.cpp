@@ -6,6 +6,7 @@
 #include <array>
 
 #include "gateway/util/json_text.hpp"
+#include "gateway/util/utf8.hpp"
 
 namespace segue::api {
 namespace {
@@ -53,17 +54,19 @@ void set_problem(http::response& res, error_kind kind, std::string_view detail,
     o["title"] = e.title;
     o["status"] = e.status;
     o["code"] = e.code;
+    // Details and field names can quote client input (a form field's name, a path): sanitized,
+    // so the answer is valid JSON even when that input is not valid UTF-8.
     if (!detail.empty())
-        o["detail"] = detail;
+        o["detail"] = util::sanitize_utf8(detail);
     if (!instance.empty())
-        o["instance"] = instance;
+        o["instance"] = util::sanitize_utf8(instance);
     if (!errors.empty()) {
         boost::json::array arr;
         arr.reserve(errors.size());
         for (const auto& fe : errors) {
             boost::json::object f;
-            f["field"] = fe.field;
-            f["message"] = fe.message;
+            f["field"] = util::sanitize_utf8(fe.field);
+            f["message"] = util::sanitize_utf8(fe.message);
             arr.emplace_back(std::move(f));
         }
         o["errors"] = std::move(arr);

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "gateway/util/json_text.hpp"
+#include "gateway/util/utf8.hpp"
 
 namespace segue::api {
 
@@ -29,15 +30,56 @@ const std::set<std::string_view> known_fields{
     "gender",    "num_outputs", "length",       "webhook_url",
     "provider",  "route",       "metadata",     "audio_file"};
 
+// True if every string in `v` (object keys included) is valid UTF-8.
+bool valid_text(const json::value& v) {
+    switch (v.kind()) {
+        case json::kind::string:
+            return util::valid_utf8(v.get_string());
+        case json::kind::array:
+            for (const auto& e : v.get_array())
+                if (!valid_text(e))
+                    return false;
+            return true;
+        case json::kind::object:
+            for (const auto& kv : v.get_object())
+                if (!util::valid_utf8(kv.key()) || !valid_text(kv.value()))
+                    return false;
+            return true;
+        default:
+            return true;
+    }
+}
+
 class checker {
   public:
     explicit checker(const validation_input& in) : in_(in), o_(*in.fields) {}
 
+    // A known field's value, or null when absent, JSON null, or already refused as not UTF-8.
     const json::value* get(std::string_view k) const {
+        if (bad_text_.count(k))
+            return nullptr;
         auto it = o_.find(k);
         if (it == o_.end() || it->value().is_null())
             return nullptr;
         return &it->value();
+    }
+
+    // Given at all (even if refused): for "required" and "exactly one" checks.
+    bool present(std::string_view k) const {
+        auto it = o_.find(k);
+        return it != o_.end() && !it->value().is_null();
+    }
+
+    // Every text must be valid UTF-8: a request that is not would be stored, echoed and sent
+    // upstream, and fail there. One error per field; the field then counts as given but
+    // invalid.
+    void check_text() {
+        for (const auto& kv : o_) {
+            if (!known_fields.count(kv.key()) || valid_text(kv.value()))
+                continue;
+            error(std::string(kv.key()), "must be valid UTF-8 text");
+            bad_text_.insert(std::string(kv.key()));
+        }
     }
 
     void error(std::string field, std::string message) {
@@ -113,6 +155,9 @@ class checker {
     const validation_input& in_;
     const json::object& o_;
     std::vector<field_error> errors;
+
+  private:
+    std::set<std::string, std::less<>> bad_text_;
 };
 
 }  // namespace
@@ -125,6 +170,7 @@ validation_result validate_extend_request(const validation_input& in) {
     for (const auto& kv : *in.fields)
         if (!known_fields.count(kv.key()))
             c.error(std::string(kv.key()), "unknown field");
+    c.check_text();
 
     // Source: exactly one of audio_file, audio_url, clip.
     int sources = in.has_file ? 1 : 0;
@@ -134,7 +180,7 @@ validation_result validate_extend_request(const validation_input& in) {
         ++sources;
         r.source = core::source_kind::url;
         r.audio_url = *u;
-    } else if (c.get("audio_url")) {
+    } else if (c.present("audio_url")) {
         ++sources;  // present but invalid: already reported
     }
     if (const auto* clip = c.get("clip")) {
@@ -168,6 +214,8 @@ validation_result validate_extend_request(const validation_input& in) {
                 r.clip_id = std::string(id->get_string());
             }
         }
+    } else if (c.present("clip")) {
+        ++sources;  // present but not UTF-8: already reported
     }
     if (in.has_file)
         r.source = core::source_kind::file;
@@ -182,7 +230,7 @@ validation_result validate_extend_request(const validation_input& in) {
     if (ea && sa && *ea != *sa)
         c.error("starts_at", "is an alias of extend_after and differs from it");
     auto extend_after = ea ? ea : sa;
-    if (!extend_after && !c.get("extend_after") && !c.get("starts_at"))
+    if (!extend_after && !c.present("extend_after") && !c.present("starts_at"))
         c.error("extend_after", "is required (seconds into the song where the extension starts)");
     if (extend_after) {
         if (*extend_after < 0)
@@ -207,8 +255,10 @@ validation_result validate_extend_request(const validation_input& in) {
     if (auto n = c.number_field("num_outputs")) {
         if (*n != 1 && *n != 2)
             c.error("num_outputs", "must be 1 or 2");
-        else
+        else {
             r.num_outputs = static_cast<int>(*n);
+            r.num_outputs_given = true;
+        }
     }
     if (auto l = c.number_field("length")) {
         if (*l <= 0)

@@ -15,7 +15,9 @@
 #include <numbers>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "gateway/audio/dsp.hpp"
@@ -818,6 +820,21 @@ extend_result extend_impl(const std::string& input_path, const std::string& wav_
 }
 
 }  // namespace
+
+std::string_view content_type_for_format(std::string_view format) {
+    // IANA audio/* types (RFC 3003 mpeg, RFC 2361 wav as browsers send it, RFC 9639 flac,
+    // RFC 5334 ogg); Opus here is always in an Ogg container.
+    static constexpr std::pair<std::string_view, std::string_view> table[] = {
+        {"mp3", "audio/mpeg"}, {"mp2", "audio/mpeg"}, {"mp1", "audio/mpeg"},
+        {"wav", "audio/wav"},  {"rf64", "audio/wav"}, {"flac", "audio/flac"},
+        {"ogg", "audio/ogg"},  {"opus", "audio/ogg"}, {"aiff", "audio/aiff"},
+        {"au", "audio/basic"},
+    };
+    for (const auto& [f, type] : table)
+        if (f == format)
+            return type;
+    return "application/octet-stream";
+}
 
 probe_result probe(const std::string& path) {
     probe_result r;

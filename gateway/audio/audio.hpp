@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace segue::audio {
 
@@ -25,6 +26,11 @@ struct probe_result {
 // is removed (from the LAME tag, else the usual 529 + 576 samples), so sample n of the decoded
 // MP3 is sample n of the audio that was encoded.
 probe_result probe(const std::string& path);
+
+// The media type to serve a file of a probed format with ("mp3" -> "audio/mpeg", "wav" ->
+// "audio/wav", "flac" -> "audio/flac", "ogg" and "opus" -> "audio/ogg", ...);
+// "application/octet-stream" for a format without a registered audio type.
+std::string_view content_type_for_format(std::string_view format);
 
 struct extend_options {
     double extend_after = 0;  // seconds; 0 <= extend_after <= duration

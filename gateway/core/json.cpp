@@ -109,7 +109,11 @@ json::object request_object(const extend_request& r) {
 }  // namespace
 
 std::string request_to_json(const extend_request& r) {
-    return util::json_text(request_object(r));
+    auto o = request_object(r);
+    // Not in request_object: the Idempotency-Key fingerprint must keep its format, and an
+    // explicit `num_outputs: 2` is the same request as the default.
+    o["num_outputs_given"] = r.num_outputs_given;
+    return util::json_text(o);
 }
 
 extend_request request_from_json(const std::string& text) {
@@ -128,6 +132,8 @@ extend_request request_from_json(const std::string& text) {
     r.lyrics_section_to_extend = get_str(o, "lyrics_section_to_extend");
     r.gender = get_str(o, "gender");
     r.num_outputs = static_cast<int>(get_num(o, "num_outputs").value_or(2));
+    if (auto it = o.find("num_outputs_given"); it != o.end() && it->value().is_bool())
+        r.num_outputs_given = it->value().as_bool();
     r.length = get_num(o, "length");
     r.webhook_url = get_str(o, "webhook_url");
     r.provider = get_str(o, "provider");

@@ -72,6 +72,10 @@ struct extend_request {
     std::optional<std::string> lyrics_section_to_extend;
     std::optional<std::string> gender;  // male | female | neutral
     int num_outputs = 2;
+    // The client sent num_outputs (else 2 is the default): a provider that cannot honour the
+    // count warns only about a count that was asked for. Absent in requests stored before this
+    // field existed, which read as not sent.
+    bool num_outputs_given = false;
     std::optional<double> length;
     std::optional<std::string> webhook_url;
     std::optional<std::string> provider;

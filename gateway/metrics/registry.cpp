@@ -237,11 +237,26 @@ std::vector<double> default_latency_buckets() {
 
 // ---- family
 
+namespace {
+
 template <class T>
-family<T>::family(std::string name, std::string help, std::vector<std::string> label_names,
-                  std::vector<double> bounds)
+std::unique_ptr<T> make_child(const std::vector<double>& bounds) {
+    if constexpr (std::is_same_v<T, histogram>) {
+        return std::make_unique<T>(bounds);
+    } else {
+        return std::make_unique<T>();
+    }
+}
+
+}  // namespace
+
+template <class T>
+family<T>::family(registry* owner, std::string name, std::string help,
+                  std::vector<std::string> label_names, std::vector<double> bounds)
     : family_base(std::move(name), std::move(help), std::move(label_names)),
-      bounds_(std::move(bounds)) {
+      owner_(owner),
+      bounds_(std::move(bounds)),
+      overflow_(make_child<T>(bounds_)) {
     // An unlabelled metric exists (and is exposed as 0) from registration on.
     if (this->label_names().empty())
         with({});
@@ -260,17 +275,22 @@ T& family<T>::with_impl(const Values& values) {
         if (auto it = children_.find(values); it != children_.end())
             return *it->second;
     }
-    std::unique_ptr<T> child;
-    if constexpr (std::is_same_v<T, histogram>) {
-        child = std::make_unique<T>(bounds_);
-    } else {
-        child = std::make_unique<T>();
-    }
+    std::unique_ptr<T> child = make_child<T>(bounds_);
     std::vector<std::string> key(values.begin(), values.end());
-    std::unique_lock lock(mutex_);
-    // Another thread may have inserted it meanwhile; emplace keeps the first one.
-    auto [it, inserted] = children_.emplace(std::move(key), std::move(child));
-    return *it->second;
+    {
+        std::unique_lock lock(mutex_);
+        // Another thread may have inserted it meanwhile: that one is kept.
+        if (auto it = children_.find(key); it != children_.end())
+            return *it->second;
+        // The cap is checked under the lock, so racing inserts cannot overshoot it.
+        if (owner_ == nullptr || children_.size() < owner_->max_series_per_family()) {
+            auto [it, inserted] = children_.emplace(std::move(key), std::move(child));
+            return *it->second;
+        }
+    }
+    // Counted outside the family's lock: the refusal counter is a family too.
+    owner_->count_refused(name());
+    return *overflow_;
 }
 
 template <class T>
@@ -328,12 +348,31 @@ template class family<histogram>;
 
 // ---- registry
 
-registry::registry() = default;
+registry::registry(std::size_t max_series_per_family)
+    : max_series_(std::max<std::size_t>(1, max_series_per_family)) {}
 registry::~registry() = default;
+
+void registry::set_max_series_per_family(std::size_t n) noexcept {
+    max_series_.store(std::max<std::size_t>(1, n), std::memory_order_relaxed);
+}
+
+void registry::count_refused(const std::string& family_name) {
+    family<counter>* f = refused_.load(std::memory_order_acquire);
+    if (f == nullptr) {
+        // Registering twice returns the same family, so a race here is harmless.
+        f = &add_family<counter>(std::string(series_refused_metric),
+                                 "New label sets refused because their family reached the "
+                                 "per-family series cap, by family.",
+                                 {"family"}, {}, /*capped=*/false);
+        refused_.store(f, std::memory_order_release);
+    }
+    f->with({family_name}).inc();
+}
 
 template <class T>
 family<T>& registry::add_family(std::string name, std::string help,
-                                std::vector<std::string> label_names, std::vector<double> buckets) {
+                                std::vector<std::string> label_names, std::vector<double> buckets,
+                                bool capped) {
     constexpr bool is_histogram = std::is_same_v<T, histogram>;
     if (!is_metric_name(name))
         throw std::invalid_argument("invalid metric name: " + name);
@@ -377,8 +416,8 @@ family<T>& registry::add_family(std::string name, std::string help,
             }
         }
     }
-    std::unique_ptr<family<T>> f(
-        new family<T>(name, std::move(help), std::move(label_names), std::move(buckets)));
+    std::unique_ptr<family<T>> f(new family<T>(capped ? this : nullptr, name, std::move(help),
+                                               std::move(label_names), std::move(buckets)));
     family<T>& ref = *f;
     by_name_.emplace(std::move(name), f.get());
     families_.push_back(std::move(f));

@@ -2,6 +2,11 @@
 // A small Prometheus registry (text exposition format 0.0.4). Metric updates are lock-free
 // atomics; a family's label lookup takes a shared lock, so hot paths resolve a child once with
 // with() and keep the reference (valid for the registry's lifetime).
+//
+// Cardinality is capped: a family holds at most max_series_per_family() label sets. A new label
+// set past the cap is refused: with() returns the family's overflow child, which is never
+// exported, and segue_metrics_series_refused_total{family="..."} counts the refusal. So a label
+// value that leaks from input can cost a bounded amount of memory and scrape size, never more.
 
 #include <atomic>
 #include <cstdint>
@@ -99,6 +104,12 @@ class histogram {
 // Seconds: 0.0005 .. 10.
 std::vector<double> default_latency_buckets();
 
+// Label sets a family keeps before it refuses new ones (see registry).
+inline constexpr std::size_t default_max_series_per_family = 1000;
+
+// The counter of refused label sets, by family.
+inline constexpr std::string_view series_refused_metric = "segue_metrics_series_refused_total";
+
 class registry;
 
 namespace detail {
@@ -146,11 +157,13 @@ template <class T>
 class family final : public detail::family_base {
   public:
     // Returns the child for these label values (in the order of the family's label names),
-    // creating it on first use. Throws std::invalid_argument on a wrong number of values.
+    // creating it on first use. Past the registry's per-family cap a new label set is refused:
+    // the family's overflow child is returned (usable, never exported) and the refusal counted.
+    // Throws std::invalid_argument on a wrong number of values.
     T& with(std::initializer_list<std::string_view> label_values);
     T& with(const std::vector<std::string>& label_values);
 
-    std::size_t size() const;                                               // number of children
+    std::size_t size() const;  // number of children (exported series), the overflow not included
     const std::vector<double>& bounds() const noexcept { return bounds_; }  // histograms only
 
     std::string_view type() const noexcept override;
@@ -158,13 +171,15 @@ class family final : public detail::family_base {
 
   private:
     friend class registry;
-    family(std::string name, std::string help, std::vector<std::string> label_names,
-           std::vector<double> bounds);
+    family(registry* owner, std::string name, std::string help,
+           std::vector<std::string> label_names, std::vector<double> bounds);
 
     template <class Values>
     T& with_impl(const Values& values);
 
+    registry* owner_;  // for the cap and the refusal counter; null: uncapped
     std::vector<double> bounds_;
+    std::unique_ptr<T> overflow_;  // what refused label sets get
     mutable std::shared_mutex mutex_;
     // unique_ptr keeps children in place; the map keeps them sorted for stable output.
     std::map<std::vector<std::string>, std::unique_ptr<T>, detail::label_values_less> children_;
@@ -176,7 +191,7 @@ extern template class family<histogram>;
 
 class registry {
   public:
-    registry();
+    explicit registry(std::size_t max_series_per_family = default_max_series_per_family);
     ~registry();
     registry(const registry&) = delete;
     registry& operator=(const registry&) = delete;
@@ -200,11 +215,27 @@ class registry {
 
     std::string serialize() const;
 
+    // The cap on label sets per family (at least 1). Lowering it keeps the series that exist and
+    // refuses new ones until a family is below it; it applies to every family.
+    void set_max_series_per_family(std::size_t n) noexcept;
+    std::size_t max_series_per_family() const noexcept {
+        return max_series_.load(std::memory_order_relaxed);
+    }
+
   private:
     template <class T>
-    family<T>& add_family(std::string name, std::string help, std::vector<std::string> label_names,
-                          std::vector<double> buckets);
+    friend class family;
 
+    template <class T>
+    family<T>& add_family(std::string name, std::string help, std::vector<std::string> label_names,
+                          std::vector<double> buckets, bool capped = true);
+    // Counts one refused label set of `family_name`.
+    void count_refused(const std::string& family_name);
+
+    std::atomic<std::size_t> max_series_;
+    // segue_metrics_series_refused_total, registered on the first refusal (so a registry that
+    // never refuses exports nothing extra); uncapped: one series per family at most.
+    std::atomic<family<counter>*> refused_{nullptr};
     mutable std::shared_mutex mutex_;
     std::vector<std::unique_ptr<detail::family_base>> families_;  // registration order
     std::map<std::string, detail::family_base*, std::less<>> by_name_;

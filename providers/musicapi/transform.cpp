@@ -444,8 +444,9 @@ std::string build_upload(std::string_view audio_url) {
 //                             alias `lyrics_text` not sent
 //   length                    length (seconds, a number)
 //   gender                    warning: no voice control in producer extend
-//   num_outputs > 1           warning: the producer returns the clips it returns (the outputs
-//                             are still read one per clip)
+//   num_outputs > 1           warning, when the client sent it (not for the default): the
+//                             producer returns the clips it returns (the outputs are still
+//                             read one per clip)
 //   webhook_url (tenant's)    never sent: the tenant gets the gateway's own events. The
 //                             `webhook_url` argument is the gateway's inbound URL instead
 //   provider, route           routing only
@@ -502,7 +503,7 @@ create_request build_extend(const core::extend_request& r, std::string_view clip
     if (r.gender)
         c.warnings.push_back("musicapi: gender '" + *r.gender +
                              "' is not supported by producer extend; not sent");
-    if (r.num_outputs > 1)
+    if (r.num_outputs_given && r.num_outputs > 1)
         c.warnings.push_back("musicapi: num_outputs " + std::to_string(r.num_outputs) +
                              " cannot be requested; MusicAPI decides how many clips it returns");
     c.ok = true;

@@ -268,7 +268,7 @@ TEST(MetricsRegistry, EmptyLabelledFamilyPrintsHeaderOnly) {
 }
 
 TEST(MetricsRegistry, ReferencesStayValid) {
-    m::registry r;
+    m::registry r(5000);  // above the default cap, to grow the map well past it
     auto& f = r.counter_family("refs_total", "x", {"i"});
     m::counter& first = f.with({"0"});
     first.inc();
@@ -404,6 +404,9 @@ TEST(MetricsPromtool, CheckMetricsAcceptsOutput) {
         r.counter_family("segue_http_requests_total", "Requests handled.", {"method", "code"});
     requests.with({"GET", "200"}).inc(3);
     requests.with({"POST", "503"}).inc();
+    // Past the cap: refused, and the refusal counter is exported too.
+    r.set_max_series_per_family(2);
+    requests.with({"PUT", "201"}).inc();
     r.counter_family("segue_unused_total", "Labelled, never used.", {"reason"});
     r.make_counter("segue_upstream_errors_total", "Upstream errors.");
     r.make_gauge("segue_connections", "Open connections.").set(12);
@@ -425,6 +428,10 @@ TEST(MetricsPromtool, CheckMetricsAcceptsOutput) {
     m::register_process_metrics(r);
 
     const std::string text = r.serialize();
+    EXPECT_NE(
+        text.find("segue_metrics_series_refused_total{family=\"segue_http_requests_total\"} 1"),
+        std::string::npos)
+        << text;
     const auto dir = std::filesystem::temp_directory_path();
     const std::string stem = "segue_metrics_" + std::to_string(::getpid());
     const auto input = dir / (stem + ".prom");
@@ -447,4 +454,100 @@ TEST(MetricsPromtool, CheckMetricsAcceptsOutput) {
     EXPECT_EQ(WEXITSTATUS(status), 0) << "promtool output:\n"
                                       << promtool_output << "\ninput:\n"
                                       << text;
+}
+
+// ---- cardinality cap
+
+TEST(MetricsCap, NewLabelSetsPastTheCapAreRefusedAndCounted) {
+    m::registry r(3);
+    EXPECT_EQ(r.max_series_per_family(), 3u);
+    auto& f = r.counter_family("hits_total", "Hits.", {"who"});
+    m::counter& a = f.with({"a"});
+    f.with({"b"}).inc();
+    f.with({"c"}).inc();
+    // No refusal yet: nothing extra is exported.
+    EXPECT_EQ(r.serialize().find(std::string(m::series_refused_metric)), std::string::npos);
+
+    m::counter& d = f.with({"d"});
+    d.inc(5);  // usable, never exported
+    f.with({"e"}).inc();
+    f.with(std::vector<std::string>{"f"}).inc();
+    EXPECT_EQ(f.size(), 3u);
+    EXPECT_EQ(&f.with({"a"}), &a) << "existing series are still found";
+    EXPECT_NE(&d, &a);
+    a.inc(2);
+
+    const std::string text = r.serialize();
+    EXPECT_EQ(sample_value(text, "hits_total{who=\"a\"}"), 2);
+    EXPECT_EQ(text.find("who=\"d\""), std::string::npos) << text;
+    EXPECT_EQ(text.find("who=\"e\""), std::string::npos) << text;
+    EXPECT_EQ(sample_value(text, "segue_metrics_series_refused_total{family=\"hits_total\"}"), 3)
+        << text;
+    EXPECT_NE(text.find("# TYPE segue_metrics_series_refused_total counter\n"), std::string::npos);
+}
+
+TEST(MetricsCap, GaugesAndHistogramsHaveAnOverflowToo) {
+    m::registry r(1);
+    auto& g = r.gauge_family("temp", "T.", {"room"});
+    g.with({"kitchen"}).set(20);
+    g.with({"attic"}).set(99);
+    auto& h = r.histogram_family("lat_seconds", "L.", {"route"}, {0.1, 1});
+    h.with({"/a"}).observe(0.05);
+    m::histogram& over = h.with({"/b"});
+    over.observe(0.5);
+    EXPECT_EQ(over.bounds(), h.bounds());
+    EXPECT_EQ(g.size(), 1u);
+    EXPECT_EQ(h.size(), 1u);
+    const std::string text = r.serialize();
+    EXPECT_EQ(text.find("attic"), std::string::npos) << text;
+    EXPECT_EQ(text.find("/b"), std::string::npos) << text;
+    EXPECT_EQ(sample_value(text, "segue_metrics_series_refused_total{family=\"temp\"}"), 1);
+    EXPECT_EQ(sample_value(text, "segue_metrics_series_refused_total{family=\"lat_seconds\"}"), 1);
+    // Unlabelled families have their one series whatever the cap.
+    r.make_counter("plain_total", "P.").inc();
+    EXPECT_EQ(sample_value(r.serialize(), "plain_total"), 1);
+}
+
+TEST(MetricsCap, DefaultIsAThousandPerFamily) {
+    m::registry r;
+    EXPECT_EQ(r.max_series_per_family(), m::default_max_series_per_family);
+    EXPECT_EQ(m::default_max_series_per_family, 1000u);
+    auto& f = r.counter_family("by_name_total", "N.", {"name"});
+    for (int i = 0; i < 1500; ++i)
+        f.with({"n" + std::to_string(i)}).inc();
+    EXPECT_EQ(f.size(), 1000u);
+    EXPECT_EQ(
+        sample_value(r.serialize(), "segue_metrics_series_refused_total{family=\"by_name_total\"}"),
+        500);
+}
+
+TEST(MetricsCap, LoweringTheCapKeepsSeriesAndRefusesNewOnes) {
+    m::registry r(10);
+    auto& f = r.counter_family("x_total", "X.", {"k"});
+    for (int i = 0; i < 5; ++i)
+        f.with({std::to_string(i)}).inc();
+    r.set_max_series_per_family(2);
+    f.with({"new"}).inc();
+    EXPECT_EQ(f.size(), 5u);
+    f.with({"3"}).inc();  // existing: counted normally
+    EXPECT_EQ(sample_value(r.serialize(), "x_total{k=\"3\"}"), 2);
+    r.set_max_series_per_family(0);  // clamped to 1
+    EXPECT_EQ(r.max_series_per_family(), 1u);
+}
+
+TEST(MetricsCap, ConcurrentInsertsNeverOvershoot) {
+    m::registry r(100);
+    auto& f = r.counter_family("race_total", "R.", {"id"});
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+        threads.emplace_back([&f, t] {
+            for (int i = 0; i < 200; ++i)
+                f.with({std::to_string(t) + "-" + std::to_string(i)}).inc();
+        });
+    for (auto& th : threads)
+        th.join();
+    EXPECT_EQ(f.size(), 100u);
+    EXPECT_EQ(
+        sample_value(r.serialize(), "segue_metrics_series_refused_total{family=\"race_total\"}"),
+        700);
 }

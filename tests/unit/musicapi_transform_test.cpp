@@ -797,6 +797,7 @@ core::extend_request full_request() {
     r.lyrics_section_to_extend = "New words\nfor the end";
     r.gender = "female";
     r.num_outputs = 2;
+    r.num_outputs_given = true;
     r.length = 30;
     r.webhook_url = "https://tenant.example/hook";  // the tenant's: never sent upstream
     r.provider = "musicapi";
@@ -826,6 +827,21 @@ TEST(MusicApiTransform, BuildExtendMapsEveryField) {
     EXPECT_NE(c.warnings[0].find("lyrics (of the original) not sent"), std::string::npos);
     EXPECT_NE(c.warnings[1].find("gender 'female'"), std::string::npos);
     EXPECT_NE(c.warnings[2].find("num_outputs 2"), std::string::npos);
+}
+
+// The default of 2 outputs is not something the client asked for: no warning about it.
+TEST(MusicApiTransform, NumOutputsWarnsOnlyWhenTheClientSentIt) {
+    auto r = full_request();
+    r.gender.reset();
+    r.lyrics.reset();
+    r.num_outputs_given = false;  // 2 by default
+    auto c = ma::build_extend(r, "clip-1", "", "");
+    ASSERT_TRUE(c.ok) << c.error;
+    EXPECT_TRUE(c.warnings.empty()) << c.warnings.front();
+    r.num_outputs_given = true;
+    c = ma::build_extend(r, "clip-1", "", "");
+    ASSERT_EQ(c.warnings.size(), 1u);
+    EXPECT_NE(c.warnings[0].find("num_outputs 2"), std::string::npos);
 }
 
 TEST(MusicApiTransform, BuildExtendMinimalAndLyricsFallback) {

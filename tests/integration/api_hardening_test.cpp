@@ -1,0 +1,304 @@
+// The API's edge against hostile or sloppy input, on the real binary: provider names in the
+// open webhook route never reach a metric label, text must be UTF-8, query parameters are
+// percent-decoded, and uploads are served with the type they were probed as.
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include <filesystem>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "gateway/audio/audio.hpp"
+#include "tests/support/process.hpp"
+
+using namespace std::chrono_literals;
+namespace json = boost::json;
+using segue::test::form_part;
+using segue::test::http_connection;
+using segue::test::http_request;
+using segue::test::http_response;
+using segue::test::segue_process;
+
+namespace {
+
+const std::string key = "Authorization: Bearer sk-edge";
+const std::string boundary = "segue-edge-boundary-41c2";
+
+std::string config_for(const std::string& dir) {
+    return "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n  drain_timeout: 3s\n"
+           "limits:\n  max_requests_per_connection: 0\n"
+           "log:\n  level: warn\n"
+           "tenants:\n  - name: edge\n    api_keys: [sk-edge]\n"
+           "storage:\n  sqlite_path: " +
+           dir + "/segue.db\n  blob_dir: " + dir +
+           "/blobs\n"
+           "engine:\n  poll_interval: 100ms\n  lease: 2s\n"
+           "providers:\n  sandbox:\n    delay: 50ms\n";
+}
+
+std::string song(const segue::test::temp_dir& d, const std::string& format, double seconds = 4) {
+    const std::string path = d.file("in." + format);
+    EXPECT_TRUE(segue::audio::write_test_song(path, seconds, 22050, 1, 120, format));
+    return segue::test::read_file(path);
+}
+
+std::optional<http_response> post_form(std::uint16_t port, const std::vector<form_part>& parts) {
+    return http_request(port, "POST", "/v1/extensions",
+                        segue::test::multipart_body(parts, boundary),
+                        {key, "Content-Type: multipart/form-data; boundary=" + boundary});
+}
+
+// Strict parse: Boost.JSON refuses invalid UTF-8 by default, so this also checks the answer is
+// valid JSON text.
+json::object parse(const std::string& s) {
+    return json::parse(s).as_object();
+}
+
+// The series (sample lines, labels included) of an exposition, without their values.
+std::set<std::string> series_of(const std::string& text) {
+    std::set<std::string> out;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+        if (line.empty() || line[0] == '#')
+            continue;
+        out.insert(line.substr(0, line.rfind(' ')));
+    }
+    return out;
+}
+
+std::set<std::string> metric_series(std::uint16_t port) {
+    auto m = http_request(port, "GET", "/metrics");
+    EXPECT_TRUE(m && m->status == 200);
+    return m ? series_of(m->body) : std::set<std::string>{};
+}
+
+std::size_t extension_count(std::uint16_t port) {
+    auto list = http_request(port, "GET", "/v1/extensions?limit=100", "", {key});
+    EXPECT_TRUE(list && list->status == 200);
+    return list ? parse(list->body)["data"].as_array().size() : 0;
+}
+
+std::string percent_encode_all(const std::string& s) {
+    static const char* hex = "0123456789ABCDEF";
+    std::string out;
+    for (unsigned char c : s) {
+        out += '%';
+        out += hex[c >> 4];
+        out += hex[c & 15];
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST(ApiEdge, UnknownProviderWebhooksAre404AndMakeNoSeries) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path()));
+    // One unknown name first, so the route's own series (by template, method and code) exist.
+    auto warm = http_request(s.port(), "POST", "/v1/providers/warmup/webhooks/tok", "{}",
+                             {"Content-Type: application/json"});
+    ASSERT_TRUE(warm);
+    ASSERT_EQ(warm->status, 404);
+    // A request is counted once its answer is written: wait until both routes' series show.
+    std::set<std::string> before;
+    for (int i = 0; i < 100; ++i) {
+        before = metric_series(s.port());
+        const bool ready =
+            before.count(
+                R"(segue_http_requests_total{route="/metrics",method="GET",code="200"})") &&
+            before.count(
+                R"(segue_http_requests_total{route="/v1/providers/{name}/webhooks/{token}",)"
+                R"(method="POST",code="404"})");
+        if (ready)
+            break;
+        std::this_thread::sleep_for(20ms);
+    }
+
+    std::mt19937 rng(12);
+    const std::string alphabet = "abcdefghijklmnopqrstuvwxyz0123456789-_";
+    http_connection conn(s.port());
+    std::vector<std::string> names;
+    for (int i = 0; i < 10000; ++i) {
+        std::string name = "p";
+        const int len = 4 + static_cast<int>(rng() % 24);
+        for (int k = 0; k < len; ++k)
+            name += alphabet[rng() % alphabet.size()];
+        names.push_back(name);
+        auto r = conn.request("POST", "/v1/providers/" + name + "/webhooks/tok" + std::to_string(i),
+                              "{}", {"Content-Type: application/json"});
+        ASSERT_TRUE(r) << i;
+        ASSERT_EQ(r->status, 404) << name << ": " << r->body;
+        ASSERT_EQ(r->header("content-type").value_or(""), "application/problem+json");
+    }
+
+    // The counts moved, but no series was added, and no name made it into the exposition.
+    auto m = http_request(s.port(), "GET", "/metrics");
+    ASSERT_TRUE(m);
+    const auto after = series_of(m->body);
+    std::vector<std::string> added;
+    for (const auto& x : after)
+        if (!before.count(x))
+            added.push_back(x);
+    EXPECT_TRUE(added.empty()) << added.size() << " new series, e.g. " << added.front();
+    for (const auto& n : names)
+        ASSERT_EQ(m->body.find(n), std::string::npos) << n;
+    EXPECT_EQ(m->body.find("segue_metrics_series_refused_total"), std::string::npos)
+        << "refused by the route, not by the registry's cap";
+
+    // A configured provider still reaches the engine (and its bounded label).
+    auto known = http_request(s.port(), "POST", "/v1/providers/sandbox/webhooks/forged", "{}",
+                              {"Content-Type: application/json"});
+    ASSERT_TRUE(known);
+    EXPECT_EQ(known->status, 404);
+    auto m2 = http_request(s.port(), "GET", "/metrics");
+    ASSERT_TRUE(m2);
+    EXPECT_NE(m2->body.find(R"(segue_provider_webhooks_total{provider="sandbox",kind="unknown",)"
+                            R"(outcome="unknown_token"} 1)"),
+              std::string::npos);
+}
+
+TEST(ApiEdge, InvalidUtf8TextIs422NamingTheFieldAndCreatesNothing) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path()));
+    const std::string wav = song(d, "wav");
+
+    // A multipart text field: 0xC3 starts a 2-byte sequence, 0x28 '(' cannot continue it.
+    auto r = post_form(s.port(), {{"audio_file", wav, "s.wav", "audio/wav"},
+                                  {"extend_after", "1"},
+                                  {"prompt", "piano \xC3\x28 outro"}});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 422) << r->body;
+    EXPECT_EQ(r->header("content-type").value_or(""), "application/problem+json");
+    auto p = parse(r->body);
+    ASSERT_TRUE(p.contains("errors")) << r->body;
+    auto& errors = p["errors"].as_array();
+    ASSERT_EQ(errors.size(), 1u) << r->body;
+    EXPECT_EQ(errors[0].at("field"), "prompt");
+
+    // Every text field, also in JSON bodies (where the parser alone would refuse the whole body
+    // as malformed, without saying which field).
+    auto j = http_request(s.port(), "POST", "/v1/extensions",
+                          "{\"audio_url\":\"https://x.test/a.mp3\",\"extend_after\":1,"
+                          "\"lyrics\":\"la \xFF la\"}",
+                          {key, "Content-Type: application/json"});
+    ASSERT_TRUE(j);
+    EXPECT_EQ(j->status, 422) << j->body;
+    EXPECT_EQ(parse(j->body)["errors"].as_array()[0].at("field"), "lyrics");
+
+    // A form field whose *name* is not UTF-8: refused, and the answer is still valid JSON.
+    auto n = post_form(
+        s.port(),
+        {{"audio_file", wav, "s.wav", "audio/wav"}, {"extend_after", "1"}, {"col\xC3our", "x"}});
+    ASSERT_TRUE(n);
+    EXPECT_EQ(n->status, 422);
+    EXPECT_NO_THROW(parse(n->body)) << n->body;
+
+    // Nothing was created, and no upload was left behind.
+    EXPECT_EQ(extension_count(s.port()), 0u);
+    std::size_t spooled = 0;
+    std::error_code ec;
+    for (auto it = std::filesystem::recursive_directory_iterator(d.path() + "/blobs", ec);
+         it != std::filesystem::recursive_directory_iterator(); ++it)
+        if (it->is_regular_file())
+            ++spooled;
+    EXPECT_EQ(spooled, 0u);
+
+    // A filename that is not UTF-8 is only informational: kept, as valid text.
+    auto f = post_form(s.port(), {{"audio_file", wav, "caf\xE9.wav", "audio/wav"},
+                                  {"extend_after", "1"},
+                                  {"num_outputs", "1"}});
+    ASSERT_TRUE(f);
+    ASSERT_EQ(f->status, 202) << f->body;
+    auto t = parse(f->body);
+    EXPECT_EQ(t["request"].at("source").at("filename"), "caf\xEF\xBF\xBD.wav");
+}
+
+TEST(ApiEdge, QueryParametersArePercentDecoded) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path()));
+    const std::string wav = song(d, "wav");
+    std::vector<std::string> ids;
+    for (int i = 0; i < 2; ++i) {
+        auto r = post_form(s.port(), {{"audio_file", wav, "s.wav", "audio/wav"},
+                                      {"extend_after", "1"},
+                                      {"num_outputs", "1"}});
+        ASSERT_TRUE(r);
+        ASSERT_EQ(r->status, 202) << r->body;
+        ids.emplace_back(parse(r->body)["id"].as_string());
+    }
+
+    // The cursor, every byte percent-encoded: the same as the plain id.
+    auto plain = http_request(s.port(), "GET", "/v1/extensions?before=" + ids[1], "", {key});
+    auto encoded = http_request(s.port(), "GET",
+                                "/v1/extensions?before=" + percent_encode_all(ids[1]), "", {key});
+    ASSERT_TRUE(plain && encoded);
+    ASSERT_EQ(encoded->status, 200) << encoded->body;
+    auto data = parse(encoded->body)["data"].as_array();
+    ASSERT_EQ(data.size(), 1u) << encoded->body;
+    EXPECT_EQ(data[0].at("id").as_string(), ids[0]);
+    EXPECT_EQ(encoded->body, plain->body);
+
+    // Enumerations and numbers decode too; names as well.
+    auto dead =
+        http_request(s.port(), "GET", "/v1/deliveries?status=%64ead&task_id=ext_%41", "", {key});
+    ASSERT_TRUE(dead);
+    EXPECT_EQ(dead->status, 200) << dead->body;
+    auto lim = http_request(s.port(), "GET", "/v1/extensions?%6Cimit=%31", "", {key});
+    ASSERT_TRUE(lim);
+    ASSERT_EQ(lim->status, 200) << lim->body;
+    EXPECT_EQ(parse(lim->body)["data"].as_array().size(), 1u);
+    auto after =
+        http_request(s.port(), "GET", "/v1/extensions/" + ids[0] + "/events?after=%31", "", {key});
+    ASSERT_TRUE(after);
+    EXPECT_EQ(after->status, 200) << after->body;
+
+    // A malformed escape is a 400 naming the parameter.
+    struct bad {
+        std::string target;
+        std::string param;
+    };
+    for (const auto& b :
+         std::vector<bad>{{"/v1/extensions?before=%zz", "before"},
+                          {"/v1/extensions?limit=1%", "limit"},
+                          {"/v1/deliveries?status=de%4", "status"},
+                          {"/v1/deliveries?task_id=%C3%28", "task_id"},
+                          {"/v1/credits?before=%G1", "before"},
+                          {"/v1/extensions/" + ids[0] + "/events?after=%", "after"}}) {
+        auto r = http_request(s.port(), "GET", b.target, "", {key});
+        ASSERT_TRUE(r) << b.target;
+        EXPECT_EQ(r->status, 400) << b.target << ": " << r->body;
+        EXPECT_EQ(r->header("content-type").value_or(""), "application/problem+json");
+        auto p = parse(r->body);
+        ASSERT_TRUE(p.contains("errors")) << b.target << ": " << r->body;
+        EXPECT_EQ(p["errors"].as_array()[0].at("field").as_string(), b.param) << b.target;
+    }
+}
+
+TEST(ApiEdge, UploadsAreServedWithTheirProbedContentType) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path()));
+    const std::vector<std::pair<std::string, std::string>> formats{
+        {"mp3", "audio/mpeg"}, {"wav", "audio/wav"}, {"flac", "audio/flac"}, {"ogg", "audio/ogg"}};
+    for (const auto& [format, type] : formats) {
+        const std::string bytes = song(d, format);
+        // The client's own part type is not trusted: the probe decides.
+        auto r =
+            post_form(s.port(), {{"audio_file", bytes, "upload.bin", "application/octet-stream"},
+                                 {"extend_after", "1"},
+                                 {"num_outputs", "1"}});
+        ASSERT_TRUE(r);
+        ASSERT_EQ(r->status, 202) << format << ": " << r->body;
+        auto t = parse(r->body);
+        const std::string file_id(t["request"].at("source").at("file_id").as_string());
+        auto f = http_request(s.port(), "GET", "/v1/files/" + file_id, "", {key});
+        ASSERT_TRUE(f);
+        ASSERT_EQ(f->status, 200) << format;
+        EXPECT_EQ(f->header("content-type").value_or(""), type) << format;
+        EXPECT_EQ(f->body, bytes) << format;
+    }
+}
