@@ -248,6 +248,18 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
         tx.add_ledger_entry(e);
     }
 
+    // Ledger: how much more a failover to `next` would hold (0 when nothing more, or nothing
+    // was held).
+    std::int64_t failover_extra_hold(store::transaction& tx, const store::task_row& t,
+                                     const std::string& next) {
+        const auto l = tx.ledger_for_task(t.id);
+        if (l.hold == 0)
+            return 0;
+        const std::int64_t current = l.hold - l.released;
+        return std::max<std::int64_t>(0,
+                                      estimate_hold_milli(settings, next, t.num_outputs) - current);
+    }
+
     // Ledger: a ready output captures its share of the task's hold, once (unique key).
     void capture_output(store::transaction& tx, const store::task_row& t, int index,
                         const std::string& provider, deferred& after) {
@@ -953,19 +965,36 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
                     return;
                 }
                 // Retry here, fail over along the route, reconcile an ambiguous submit, or fail.
-                if (auto d = plan_recovery(*t, attempts, attempt, provider_name, u, outs, now);
-                    d.what != decision_kind::fail) {
+                auto d = plan_recovery(*t, attempts, attempt, provider_name, u, outs, now);
+                std::string next = provider_name;
+                if (d.what == decision_kind::failover) {
+                    const auto req = request_from_json(t->request_json);
+                    auto it =
+                        std::find(req.route_chain.begin(), req.route_chain.end(), provider_name);
+                    if (it != req.route_chain.end() && it + 1 != req.route_chain.end())
+                        next = *(it + 1);
+                    // The hold follows the next provider's price: a pricier one needs credits
+                    // the tenant has, or the task fails here (nothing is sent to it).
+                    if (const auto extra = failover_extra_hold(tx, *t, next);
+                        extra > 0 && tx.ledger_totals(t->tenant).available < extra) {
+                        auto cause = err;
+                        err = error_object(
+                            "insufficient_credits", error_class::quota,
+                            "failing over to " + next + " needs " + format_credits(extra) +
+                                " more credits than the tenant has available (the first provider "
+                                "failed: " +
+                                u.error_message + ")",
+                            provider_name);
+                        err["cause"] = std::move(cause);
+                        if (attempt)
+                            attempt->error_json = util::json_text(err);
+                        d.what = decision_kind::fail;
+                    }
+                }
+                if (d.what != decision_kind::fail) {
                     if (d.what == decision_kind::reconcile)
                         if (const auto* prov = registry.find(provider_name))
                             d.delay_ms = std::max(d.delay_ms, prov->caps().reconcile_window_ms);
-                    const auto req = request_from_json(t->request_json);
-                    std::string next = provider_name;
-                    if (d.what == decision_kind::failover) {
-                        auto it = std::find(req.route_chain.begin(), req.route_chain.end(),
-                                            provider_name);
-                        if (it != req.route_chain.end() && it + 1 != req.route_chain.end())
-                            next = *(it + 1);
-                    }
                     keep_or_finish(false, 0);
                     tx.delete_jobs_for_task(t->id);
                     store::job_row j;

@@ -58,6 +58,7 @@ struct world {
             "routing:\n  default_route: main\n  routes:\n"
             "    main:\n      chain: [{provider: musicgpt}, {provider: musicapi}]\n"
             "    only_api:\n      chain: [{provider: musicapi}]\n"
+            "    cheap_first:\n      chain: [{provider: musicapi}, {provider: musicgpt}]\n"
             "retry:\n  transient: {initial: 50ms, max: 100ms}\n"
             "  rate_limited: {initial: 50ms, max: 100ms}\n"
             "credits:\n  admin_key: admin-secret\n" +
@@ -293,4 +294,24 @@ TEST(Ledger, HoldsCapturesRefundsAndRefusesWhatCannotBePaid) {
         }
     }
     EXPECT_EQ(captured, num(c["captured"]));
+}
+
+// A failover moves the hold to the next provider's price: when that provider is pricier and the
+// tenant cannot cover the difference, the task fails (insufficient_credits, the first failure as
+// its cause) instead of running on credits it does not have; nothing is sent to that provider
+// and the hold goes back.
+TEST(Routing, AFailoverThatTheBalanceCannotCoverFailsTheTask) {
+    world w("", 4);  // MusicAPI holds 3 of the 4; MusicGPT would need 5
+    ASSERT_TRUE(w.ma.control(R"({"faults":[{"match":"upload","status":500}]})"));
+    auto id = w.submit(R"({"audio_url":")" + w.url() +
+                       R"(","extend_after":2,"num_outputs":1,"route":"cheap_first"})");
+    auto t = w.wait_final(id);
+    EXPECT_EQ(t["status"], "failed") << json::serialize(t);
+    EXPECT_EQ(t["error"].at("code"), "insufficient_credits") << json::serialize(t["error"]);
+    EXPECT_EQ(t["error"].at("cause").at("class"), "transient") << json::serialize(t["error"]);
+    EXPECT_TRUE(w.mg.requests("submit").empty()) << "nothing is sent to the pricier provider";
+    auto c = w.credits();
+    EXPECT_EQ(num(c["held"]), 0) << json::serialize(c);
+    EXPECT_EQ(num(c["captured"]), 0);
+    EXPECT_EQ(num(c["available"]), 4);
 }
