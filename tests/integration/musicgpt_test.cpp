@@ -359,7 +359,10 @@ TEST(MusicGpt, ForgedWebhookTokenChangesNothing) {
 TEST(MusicGpt, ASubmitSlowerThanTheLeaseIsSentOnce) {
     fake_musicgpt fake;
     gateway g(fake, "", "2s");
-    fake.control(R"({"faults":[{"match":"submit","delay_ms":4500,"times":1}]})");
+    // The answer comes after 4.5 s, its webhooks only after 6 s: until then nothing but the
+    // submit's own answer can show the task exists.
+    fake.control(
+        R"({"faults":[{"match":"submit","delay_ms":4500,"times":1}],"webhook_delay_ms":6000})");
     auto r = http_request(g.port, "POST", "/v1/extensions",
                           R"({"audio_url":"https://cdn.example/song.mp3","extend_after":3})",
                           {key, "Content-Type: application/json"});
