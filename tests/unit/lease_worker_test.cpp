@@ -1,0 +1,209 @@
+// The shared lease worker (core::lease_worker) over the real SQLite store: work slower than its
+// lease keeps it while the heartbeat renews it (another replica never takes it), and without
+// renewals the other replica takes it while the first one's writes are fenced off.
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <memory>
+#include <thread>
+
+#include "gateway/core/lease_worker.hpp"
+#include "gateway/metrics/registry.hpp"
+#include "gateway/runtime/io_pool.hpp"
+#include "gateway/store/db.hpp"
+#include "tests/support/process.hpp"
+
+using namespace std::chrono_literals;
+namespace net = boost::asio;
+using segue::core::lease_state;
+using segue::core::lease_worker;
+
+namespace {
+
+net::awaitable<void> stop_worker(lease_worker* w) {
+    co_await w->stop(2s);
+}
+
+class LeaseWorker;
+// The work of one claim: a coroutine with its arguments by value (a capturing lambda coroutine
+// would outlive its captures).
+net::awaitable<void> slow_work(LeaseWorker* t, segue::store::job_row j, std::string who,
+                               std::chrono::milliseconds work,
+                               std::shared_ptr<const lease_state> l);
+
+class LeaseWorker : public ::testing::Test {
+  public:
+    friend net::awaitable<void> slow_work(LeaseWorker*, segue::store::job_row, std::string,
+                                          std::chrono::milliseconds,
+                                          std::shared_ptr<const lease_state>);
+
+  protected:
+  protected:
+    void SetUp() override {
+        store_ = segue::store::open_sqlite({.path = dir_.file("segue.db")});
+        db_ = std::make_unique<segue::store::db>(*store_, metrics_);
+        pool_ = std::make_unique<segue::runtime::io_pool>(1);
+    }
+    void TearDown() override {
+        for (auto& w : workers_) {
+            std::promise<void> stopped;
+            net::co_spawn(pool_->main(), stop_worker(w.get()),
+                          [&](std::exception_ptr) { stopped.set_value(); });
+            stopped.get_future().wait_for(5s);
+        }
+        pool_->stop();
+        if (thread_.joinable())
+            thread_.join();
+        workers_.clear();
+        store_->close();
+    }
+
+    // A worker named `owner` whose work sleeps `work` and then completes the job with its
+    // claim's fence, recording whether the store still took the write.
+    lease_worker& add_worker(const std::string& owner, std::chrono::milliseconds lease,
+                             std::chrono::milliseconds heartbeat, std::chrono::milliseconds work) {
+        lease_worker::hooks h;
+        h.name = owner;
+        h.claim = [this, work, owner](segue::store::transaction& tx, const std::string& who,
+                                      segue::store::millis now, segue::store::millis lease_ms,
+                                      int limit, const std::vector<std::string>& exclude,
+                                      std::optional<segue::store::millis>& next_due) {
+            std::vector<std::int64_t> ids;
+            for (const auto& id : exclude)
+                ids.push_back(std::stoll(id));
+            auto jobs = tx.claim_jobs(who, now, lease_ms, limit, ids);
+            if (static_cast<int>(jobs.size()) < limit)
+                next_due = tx.next_job_due();
+            std::vector<lease_worker::item> items;
+            for (const auto& j : jobs) {
+                lease_worker::item it;
+                it.id = std::to_string(j.id);
+                it.fence = j.attempts;
+                it.run = [this, j, work, who](std::shared_ptr<const lease_state> l) {
+                    return slow_work(this, j, who, work, std::move(l));
+                };
+                items.push_back(std::move(it));
+            }
+            return items;
+        };
+        h.renew = [this](segue::store::transaction& tx, const std::string& who,
+                         const lease_worker::held& held, segue::store::millis until) {
+            renewals_++;
+            std::vector<std::pair<std::int64_t, std::int64_t>> leases;
+            for (const auto& [id, fence] : held)
+                leases.emplace_back(std::stoll(id), fence);
+            std::vector<std::string> lost;
+            for (auto id : tx.renew_jobs(who, leases, until))
+                lost.push_back(std::to_string(id));
+            return lost;
+        };
+        h.slots = [](int running) { return 4 - running; };
+        lease_worker::timing t;
+        t.lease = lease;
+        t.poll_interval = 20ms;
+        t.heartbeat = heartbeat;
+        workers_.push_back(
+            std::make_unique<lease_worker>(pool_->main(), *db_, owner, t, std::move(h)));
+        return *workers_.back();
+    }
+    void schedule_job() {
+        std::promise<void> done;
+        store_->submit_write(
+            [](segue::store::transaction& tx) {
+                tx.schedule_job({0, "submit", "ext_lw", "", 0, "", 0, 0}, false);
+            },
+            [&](std::exception_ptr) { done.set_value(); });
+        done.get_future().wait();
+    }
+    void run() {
+        for (auto& w : workers_)
+            w->start();
+        thread_ = std::thread([this] { pool_->run(); });
+    }
+    bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds limit) {
+        const auto until = std::chrono::steady_clock::now() + limit;
+        while (std::chrono::steady_clock::now() < until) {
+            if (cond())
+                return true;
+            std::this_thread::sleep_for(10ms);
+        }
+        return cond();
+    }
+
+    segue::test::temp_dir dir_;
+    segue::metrics::registry metrics_;
+    std::unique_ptr<segue::store::store> store_;
+    std::unique_ptr<segue::store::db> db_;
+    std::unique_ptr<segue::runtime::io_pool> pool_;
+    std::vector<std::unique_ptr<lease_worker>> workers_;
+    std::thread thread_;
+    // Touched on the one IO thread, read by the test thread: atomics.
+    std::map<std::string, std::atomic<int>> runs_by_{};
+    std::atomic<int> completed_{0}, refused_{0}, lost_seen_{0}, renewals_{0};
+};
+
+net::awaitable<void> slow_work(LeaseWorker* t, segue::store::job_row j, std::string who,
+                               std::chrono::milliseconds work,
+                               std::shared_ptr<const lease_state> l) {
+    t->runs_by_[who]++;
+    net::steady_timer timer(co_await net::this_coro::executor);
+    timer.expires_after(work);
+    co_await timer.async_wait(net::as_tuple(net::use_awaitable));
+    bool held = false;
+    co_await t->db_->write([&](segue::store::transaction& tx) {
+        held = tx.complete_job({j.id, who, j.attempts});
+    });
+    (held ? t->completed_ : t->refused_)++;
+    if (l->lost)
+        t->lost_seen_++;
+}
+
+}  // namespace
+
+// Work four times longer than its lease: the heartbeat keeps the lease, so neither this worker
+// nor another one runs the job again, and the work's fenced write at the end is accepted.
+TEST_F(LeaseWorker, HeartbeatKeepsALeaseLongerThanTheWork) {
+    runs_by_["a"] = 0;
+    runs_by_["b"] = 0;
+    schedule_job();
+    add_worker("a", 300ms, 100ms, 1200ms);
+    run();
+    ASSERT_TRUE(wait_for([&] { return runs_by_["a"] == 1; }, 2s));
+    add_worker("b", 300ms, 100ms, 1200ms).start();  // a second replica, later
+    ASSERT_TRUE(wait_for([&] { return completed_ + refused_ == 1; }, 5s));
+    EXPECT_EQ(completed_, 1);
+    EXPECT_EQ(refused_, 0);
+    EXPECT_EQ(runs_by_["a"], 1);
+    EXPECT_EQ(runs_by_["b"], 0) << "the other replica took a live lease";
+    EXPECT_GE(renewals_, 3);
+    EXPECT_EQ(lost_seen_, 0);
+}
+
+// Without renewals (a heartbeat slower than the lease) the lease expires under the work: this
+// worker does not run its own job again (it is excluded), another replica takes it, and the
+// first claim's write is refused by its fence; its lease shows as lost.
+TEST_F(LeaseWorker, AnExpiredLeaseGoesToAnotherReplicaAndTheOldClaimIsFenced) {
+    runs_by_["a"] = 0;
+    runs_by_["b"] = 0;
+    schedule_job();
+    add_worker("a", 300ms, 600ms, 1200ms);
+    run();
+    ASSERT_TRUE(wait_for([&] { return runs_by_["a"] == 1; }, 2s));
+    add_worker("b", 300ms, 100ms, 100ms).start();
+    ASSERT_TRUE(wait_for([&] { return completed_ + refused_ == 2; }, 5s));
+    EXPECT_EQ(runs_by_["a"], 1) << "a process ran its own running job twice";
+    EXPECT_EQ(runs_by_["b"], 1);
+    EXPECT_EQ(completed_, 1);  // b's
+    EXPECT_EQ(refused_, 1);    // a's stale claim
+    EXPECT_EQ(lost_seen_, 1);  // a's heartbeat found it gone before the work ended
+}
