@@ -7,8 +7,13 @@
 // '' rather than NULL, so the engine never has to translate. Tables are STRICT so a type slip
 // in a binding is an error instead of a silently coerced value.
 
-#include <span>
+#include <sqlite3.h>
 
+#include <span>
+#include <string>
+
+#include "gateway/log/log.hpp"
+#include "gateway/store/sqlite_connection.hpp"
 #include "gateway/store/store.hpp"
 
 namespace segue::store::detail {
@@ -251,12 +256,53 @@ ALTER TABLE deliveries ADD COLUMN lease_fence INTEGER NOT NULL DEFAULT 0;
 
 }  // namespace
 
-// Used by sqlite.cpp (declared there; no header because nothing else should apply migrations).
+// Used by migrate() below (no header because nothing else should apply migrations).
 std::span<const char* const> sqlite_migrations() {
     return migrations;
 }
 
 }  // namespace segue::store::detail
+
+namespace segue::store::sqlite {
+
+// Applies the migrations the database has not seen yet, each in its own IMMEDIATE transaction
+// (the version is re-read inside it, so two processes opening the same file cannot both apply
+// one).
+void migrate(connection& c) {
+    c.exec(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+        "applied_at INTEGER NOT NULL)");
+    const auto migrations = detail::sqlite_migrations();
+    const auto known = static_cast<std::int64_t>(migrations.size());
+    for (;;) {
+        c.exec("BEGIN IMMEDIATE");
+        try {
+            const std::int64_t current =
+                std::stoll("0" + c.query_text("SELECT MAX(version) FROM schema_migrations"));
+            if (current > known)
+                throw store_error("sqlite: database schema version " + std::to_string(current) +
+                                  " is newer than this build supports (" + std::to_string(known) +
+                                  "); refusing to open it");
+            if (current == known) {
+                c.exec("COMMIT");
+                return;
+            }
+            const std::int64_t version = current + 1;
+            c.exec(migrations[static_cast<std::size_t>(version - 1)]);
+            c.exec(("INSERT INTO schema_migrations (version, applied_at) VALUES (" +
+                    std::to_string(version) + ", " + std::to_string(now_ms()) + ")")
+                       .c_str());
+            c.exec("COMMIT");
+            log::info("store migration applied", {{"version", version}});
+        } catch (...) {
+            if (c.in_transaction())
+                sqlite3_exec(c.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+            throw;
+        }
+    }
+}
+
+}  // namespace segue::store::sqlite
 
 namespace segue::store {
 

@@ -1,0 +1,722 @@
+// The SQLite engine of the durable store (see store.hpp for the contract).
+//
+// Three connections, each owned by exactly one thread (so they are opened NOMUTEX), and a
+// fourth thread:
+//  - the writer runs queued write units in groups: BEGIN IMMEDIATE, one SAVEPOINT per unit, one
+//    COMMIT for the whole group (synchronous=NORMAL: no fsync in it), then hands the group's
+//    completions to the syncer and runs the next group;
+//  - the syncer (with synchronous_full) fdatasyncs the WAL once for every group committed since
+//    its last sync, then runs those completions in commit order: a unit completes only once it
+//    is durable, and the disk's latency overlaps the writer's work instead of adding to it;
+//  - the checkpointer copies the WAL into the database file (PASSIVE) when it passes
+//    checkpoint_pages; the writer finishes each checkpoint between two groups so the WAL starts
+//    over (SQLite's automatic checkpoint, inside a commit, is off);
+//  - the reader runs read units one at a time, each in its own deferred transaction so it sees a
+//    consistent snapshot; WAL lets it proceed while the writer writes. With synchronous_full a
+//    read unit only runs once every commit its snapshot may hold is durable (see
+//    wait_durable_snapshot): else a GET or an SSE stream could show a commit that a power loss
+//    right after would undo.
+//
+// The files of the engine: this one (the threads and the store), sqlite_transaction.hpp (the
+// operations over one connection, defined by concern in sqlite_tasks/jobs/outbox/ledger/
+// idempotency.cpp), sqlite_connection.{hpp,cpp} (connection, statement, binding helpers),
+// sqlite_sql.{hpp,cpp} (every statement's SQL text and the row readers) and sqlite_schema.cpp
+// (migrations).
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstring>
+#include <deque>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "gateway/log/log.hpp"
+#include "gateway/store/sqlite_transaction.hpp"
+#include "gateway/store/store.hpp"
+
+namespace segue::store {
+
+namespace sqlite {
+// sqlite_schema.cpp: applies the migrations the database has not seen yet.
+void migrate(connection& c);
+}  // namespace sqlite
+
+namespace {
+
+using sqlite::connection;
+using sqlite::exec_cached;
+using sqlite::migrate;
+using sqlite::q;
+using sqlite::sqlite_transaction;
+
+// SQLite keeps malloc statistics behind a global mutex by default: two lock round trips per
+// allocation, for figures segue never reads (measured: ~4 % of the writer thread's CPU). Must
+// run before SQLite initializes; a later call is refused (SQLITE_MISUSE) and changes nothing.
+void disable_memory_statistics() {
+    static const bool once = [] {
+        sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+        return true;
+    }();
+    (void)once;
+}
+
+// At most 15 characters (the kernel's limit).
+void name_thread(const char* name) noexcept {
+    ::pthread_setname_np(::pthread_self(), name);
+}
+
+void call_done(const store::completion& done, std::exception_ptr err) noexcept {
+    if (!done)
+        return;
+    try {
+        done(std::move(err));
+    } catch (const std::exception& e) {
+        // A throwing completion must not kill the store thread (and with it every later write).
+        log::error("store completion threw", {{"error", e.what()}});
+    } catch (...) {
+        log::error("store completion threw", {{"error", "unknown exception"}});
+    }
+}
+
+class sqlite_store final : public store {
+  public:
+    explicit sqlite_store(const sqlite_options& o)
+        : max_batch_(static_cast<std::size_t>(std::max(1, o.max_batch))),
+          sync_wal_(o.synchronous_full),
+          before_sync_(o.before_sync) {
+        if (o.path.empty() || o.path == ":memory:" || o.path.starts_with("file::memory:"))
+            throw store_error("sqlite: a database file path is required (WAL needs a file)");
+
+        disable_memory_statistics();
+        writer_db_ = std::make_unique<connection>(o.path, o.busy_timeout_ms);
+        const std::string mode = writer_db_->query_text("PRAGMA journal_mode = WAL");
+        if (mode != "wal")
+            throw store_error("sqlite: could not enable WAL (journal_mode is '" + mode + "')");
+        // NORMAL: COMMIT does not fsync. With synchronous_full the syncer thread makes each
+        // commit durable (fdatasync of the WAL) before its completions run, while the writer
+        // already runs the next group: see sync_loop.
+        writer_db_->exec("PRAGMA synchronous = NORMAL");
+        writer_db_->exec("PRAGMA foreign_keys = ON");
+        // Savepoint journals stay in memory instead of spilling to /var/tmp files (measured:
+        // ~1.2 temp files created and deleted per task without it).
+        writer_db_->exec("PRAGMA temp_store = MEMORY");
+        // A restarted WAL is cut back to this size (it is reused, not shrunk, otherwise).
+        writer_db_->exec("PRAGMA journal_size_limit = 67108864");
+        // Negative: in KiB rather than pages.
+        const std::string cache = "PRAGMA cache_size = -" + std::to_string(std::max<std::uint64_t>(
+                                                                1, o.writer_cache_bytes / 1024));
+        writer_db_->exec(cache.c_str());
+        migrate(*writer_db_);
+
+        // Opened after the migrations so it never sees a half-built schema.
+        reader_db_ = std::make_unique<connection>(o.path, o.busy_timeout_ms);
+        reader_db_->exec("PRAGMA foreign_keys = ON");
+        reader_db_->exec("PRAGMA query_only = ON");  // read units cannot write, by construction
+
+        // Checkpoints (WAL -> database file) run on their own connection and thread, see
+        // checkpoint_loop. The hook replaces SQLite's automatic checkpoint, which would copy
+        // ~1,000 pages and fsync twice inside a commit of the writer: measured, that stall was
+        // the whole tail of the submit latency (bench/submit.sh p99 12 ms -> 5.8 ms without it).
+        checkpoint_db_ = std::make_unique<connection>(o.path, o.busy_timeout_ms);
+        checkpoint_pages_ = std::max(1, o.checkpoint_pages);
+        sqlite3_wal_hook(writer_db_->get(), &sqlite_store::on_wal_commit, this);
+
+        if (o.synchronous_full) {
+            // The WAL exists now (the connections above read the database). fdatasync on any
+            // descriptor of a file flushes that file; SQLite keeps the WAL's inode until the
+            // last connection closes (a restarted WAL is rewritten or truncated in place).
+            const std::string wal = o.path + "-wal";
+            wal_fd_ = ::open(wal.c_str(), O_RDONLY | O_CLOEXEC);
+            if (wal_fd_ < 0)
+                throw store_error("sqlite: cannot open " + wal +
+                                  " to sync it: " + std::strerror(errno));
+            // Frames a killed predecessor committed but never synced are still in the page
+            // cache, and readable: make them durable before anything reads them.
+            if (::fdatasync(wal_fd_) != 0) {
+                const std::string err = std::strerror(errno);
+                close_wal_fd();
+                throw store_error("sqlite: cannot sync " + wal + ": " + err);
+            }
+        }
+
+        // Named for ps -L, top -H, perf and the benchmarks (which read each one's CPU time).
+        syncer_ = std::thread([this] {
+            name_thread("store-sync");
+            sync_loop();
+        });
+        try {
+            writer_ = std::thread([this] {
+                name_thread("store-writer");
+                writer_loop();
+            });
+            reader_ = std::thread([this] {
+                name_thread("store-reader");
+                reader_loop();
+            });
+            checkpointer_ = std::thread([this] {
+                name_thread("store-checkpoint");
+                checkpoint_loop();
+            });
+        } catch (...) {
+            stop_queue(writes_);
+            stop_queue(reads_);
+            stop_checkpointer();
+            if (writer_.joinable())
+                writer_.join();
+            stop_syncer();
+            syncer_.join();
+            if (reader_.joinable())
+                reader_.join();
+            close_wal_fd();
+            throw;
+        }
+        // Kept apart from the std::thread objects, which join() modifies.
+        writer_id_ = writer_.get_id();
+        reader_id_ = reader_.get_id();
+        syncer_id_ = syncer_.get_id();
+    }
+
+    ~sqlite_store() override { close(); }
+
+    void submit_write(unit fn, completion done) override {
+        submit(writes_, std::move(fn), std::move(done));
+    }
+    void submit_read(unit fn, completion done) override {
+        submit(reads_, std::move(fn), std::move(done));
+    }
+
+    void close() override {
+        stop_queue(writes_);
+        stop_queue(reads_);
+        // From a completion (a store thread) we cannot join ourselves: the loops still drain
+        // and exit, and the destructor joins.
+        const auto self = std::this_thread::get_id();
+        if (self == writer_id_ || self == reader_id_ || self == syncer_id_)
+            return;
+        std::lock_guard lk(close_mutex_);
+        if (writer_.joinable())
+            writer_.join();
+        // After the writer: its last groups still get synced and completed.
+        stop_syncer();
+        if (syncer_.joinable())
+            syncer_.join();
+        close_wal_fd();
+        if (reader_.joinable())
+            reader_.join();
+        stop_checkpointer();
+        if (checkpointer_.joinable())
+            checkpointer_.join();
+        checkpoint_db_.reset();
+        reader_db_.reset();
+        writer_db_.reset();  // the last connection to close checkpoints and removes the WAL
+    }
+
+    void set_outbox_listener(std::function<void()> fn) override {
+        std::lock_guard lk(listener_mutex_);
+        outbox_listener_ = std::move(fn);
+    }
+
+    store_stats stats() const override {
+        return store_stats{commits_.load(std::memory_order_relaxed),
+                           units_.load(std::memory_order_relaxed),
+                           checkpoints_.load(std::memory_order_relaxed),
+                           wal_pages_.load(std::memory_order_relaxed),
+                           syncs_.load(std::memory_order_relaxed),
+                           read_waits_.load(std::memory_order_relaxed)};
+    }
+
+  private:
+    struct item {
+        unit fn;
+        completion done;
+    };
+    struct pending_done {
+        completion done;
+        std::exception_ptr err;
+    };
+    struct synced_group {
+        bool committed = false;  // needs the sync before its completions
+        std::uint64_t seq = 0;   // its commit sequence number (0: no COMMIT was attempted)
+        bool outbox = false;     // made a delivery due: tell the outbox listener
+        std::vector<pending_done> dones;
+    };
+    struct work_queue {
+        std::mutex m;
+        std::condition_variable cv;
+        std::deque<item> items;
+        bool stopping = false;
+    };
+
+    static void stop_queue(work_queue& wq) {
+        {
+            std::lock_guard lk(wq.m);
+            wq.stopping = true;
+        }
+        wq.cv.notify_all();
+    }
+
+    static void submit(work_queue& wq, unit fn, completion done) {
+        {
+            std::lock_guard lk(wq.m);
+            if (!wq.stopping) {
+                wq.items.push_back(item{std::move(fn), std::move(done)});
+                wq.cv.notify_one();
+                return;
+            }
+        }
+        call_done(done, std::make_exception_ptr(store_error("store closed")));
+    }
+
+    // Waits for work and moves up to `max` items into `out`; false once stopped and drained.
+    static bool take(work_queue& wq, std::vector<item>& out, std::size_t max) {
+        std::unique_lock lk(wq.m);
+        wq.cv.wait(lk, [&] { return !wq.items.empty() || wq.stopping; });
+        if (wq.items.empty())
+            return false;
+        const std::size_t n = std::min(max, wq.items.size());
+        for (std::size_t i = 0; i < n; ++i) {
+            out.push_back(std::move(wq.items.front()));
+            wq.items.pop_front();
+        }
+        return true;
+    }
+
+    void writer_loop() {
+        std::vector<item> batch;
+        batch.reserve(std::min<std::size_t>(max_batch_, 1024));
+        while (take(writes_, batch, max_batch_)) {
+            std::span<item> rest(batch);
+            while (!rest.empty())
+                rest = rest.subspan(run_group(rest));
+            batch.clear();
+            if (finish_checkpoint_.exchange(false, std::memory_order_acq_rel))
+                checkpoint_tail();
+        }
+    }
+
+    // Called by SQLite on the writer thread after each commit, with the WAL's size in pages.
+    static int on_wal_commit(void* self, sqlite3*, const char*, int pages) {
+        auto& s = *static_cast<sqlite_store*>(self);
+        s.wal_pages_.store(static_cast<std::uint64_t>(pages), std::memory_order_relaxed);
+        if (pages >= s.checkpoint_pages_) {
+            {
+                std::lock_guard lk(s.checkpoint_mutex_);
+                s.checkpoint_due_ = true;
+            }
+            s.checkpoint_cv_.notify_one();
+        }
+        return SQLITE_OK;
+    }
+
+    // The bulk of each checkpoint, off the writer: a PASSIVE checkpoint copies the WAL's frames
+    // into the database file (and fsyncs both) without taking the write lock, so commits go on
+    // meanwhile. It cannot catch up with a writer that keeps appending, and SQLite only starts
+    // the WAL over once a checkpoint has copied every frame; so the writer then finishes it
+    // itself between two groups (checkpoint_tail), when only the frames of the last moments
+    // are left to copy.
+    void checkpoint_loop() {
+        std::unique_lock lk(checkpoint_mutex_);
+        for (;;) {
+            checkpoint_cv_.wait(lk, [&] { return checkpoint_due_ || checkpoint_stop_; });
+            if (checkpoint_stop_)
+                return;
+            checkpoint_due_ = false;
+            lk.unlock();
+            int log_pages = 0, copied = 0;
+            const int rc = sqlite3_wal_checkpoint_v2(
+                checkpoint_db_->get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_pages, &copied);
+            if (rc == SQLITE_OK) {
+                checkpoints_.fetch_add(1, std::memory_order_relaxed);
+                finish_checkpoint_.store(true, std::memory_order_release);
+            } else if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED) {
+                log::warn("store checkpoint failed",
+                          {{"error", sqlite3_errmsg(checkpoint_db_->get())}});
+            }
+            lk.lock();
+        }
+    }
+
+    // On the writer, between groups: copies what the background checkpoint left (the frames
+    // committed while it ran), so that the next transaction starts the WAL over.
+    void checkpoint_tail() {
+        int log_pages = 0, copied = 0;
+        const int rc = sqlite3_wal_checkpoint_v2(writer_db_->get(), nullptr,
+                                                 SQLITE_CHECKPOINT_PASSIVE, &log_pages, &copied);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+            log::warn("store checkpoint failed", {{"error", sqlite3_errmsg(writer_db_->get())}});
+    }
+
+    void stop_checkpointer() {
+        {
+            std::lock_guard lk(checkpoint_mutex_);
+            checkpoint_stop_ = true;
+        }
+        checkpoint_cv_.notify_all();
+    }
+
+    // Runs units of `items` in one transaction and completes them; returns how many it
+    // consumed (all of them, unless SQLite aborted the whole transaction mid-way: the rest then
+    // go to a fresh transaction).
+    std::size_t run_group(std::span<item> items) {
+        connection& c = *writer_db_;
+        sqlite_transaction txn(c);
+        std::vector<std::exception_ptr> errs(items.size());
+        if (sync_failed_.load(std::memory_order_acquire)) {
+            // Completed through the syncer too, so completions keep their order.
+            synced_group g;
+            for (auto& it : items)
+                g.dones.push_back({std::move(it.done), sync_failure()});
+            to_syncer(std::move(g));
+            return items.size();
+        }
+
+        try {
+            if (c.in_transaction())  // a failed ROLLBACK earlier must not wedge every group
+                exec_cached(c, q::rollback);
+            exec_cached(c, q::begin_immediate);
+        } catch (...) {
+            const auto err = std::current_exception();
+            synced_group g;
+            for (auto& it : items)
+                g.dones.push_back({std::move(it.done), err});
+            to_syncer(std::move(g));
+            return items.size();
+        }
+
+        std::size_t ran = 0;
+        bool lost = false;  // the whole transaction is gone (SQLite rolled it back)
+        for (; ran < items.size() && !lost; ++ran) {
+            try {
+                exec_cached(c, q::savepoint);
+            } catch (...) {
+                errs[ran] = std::current_exception();
+                lost = true;
+                break;
+            }
+            try {
+                items[ran].fn(txn);
+                exec_cached(c, q::release);
+            } catch (...) {
+                errs[ran] = std::current_exception();
+                // Some errors (I/O, disk full, ...) make SQLite roll back the whole transaction,
+                // which also undid the earlier units of this group.
+                if (!c.in_transaction()) {
+                    lost = true;
+                    break;
+                }
+                try {
+                    exec_cached(c, q::rollback_to);
+                    exec_cached(c, q::release);
+                } catch (...) {
+                    lost = true;
+                    break;
+                }
+            }
+        }
+
+        std::exception_ptr group_err;
+        std::uint64_t seq = 0;
+        if (lost) {
+            group_err = std::make_exception_ptr(
+                store_error("sqlite: transaction aborted by a failing unit; nothing committed"));
+            ++ran;  // the unit that broke the transaction is consumed (it has its error)
+        } else {
+            // Published before the COMMIT makes the group visible to readers: see
+            // wait_durable_snapshot for why not after.
+            seq = ++commit_seq_;
+            committing_.store(seq, std::memory_order_seq_cst);
+            try {
+                exec_cached(c, q::commit);
+            } catch (...) {
+                group_err = std::current_exception();  // a store_error from statement::step
+            }
+        }
+        if (group_err && c.in_transaction()) {
+            try {
+                exec_cached(c, q::rollback);
+            } catch (...) {
+                // Nothing more to do: the connection reports the state on the next BEGIN.
+            }
+        }
+
+        if (!group_err) {
+            std::uint64_t ok = 0;
+            for (std::size_t i = 0; i < ran; ++i)
+                ok += errs[i] ? 0 : 1;
+            commits_.fetch_add(1, std::memory_order_relaxed);
+            units_.fetch_add(ok, std::memory_order_relaxed);
+        }
+        // Completions only after COMMIT (the group's data is visible to any read submitted from
+        // a completion) and, with synchronous_full, after the syncer made it durable. A unit
+        // that failed on its own keeps its own exception; every unit that would have committed
+        // gets the group's store_error.
+        synced_group g;
+        g.committed = !group_err;
+        g.seq = seq;
+        g.outbox = !group_err && txn.outbox_written;
+        g.dones.reserve(ran);
+        for (std::size_t i = 0; i < ran; ++i)
+            g.dones.push_back({std::move(items[i].done), errs[i] ? errs[i] : group_err});
+        to_syncer(std::move(g));
+        return ran;
+    }
+
+    // Every group's completions go through the syncer, failed groups' too, so that completions
+    // keep the order of the units.
+    void to_syncer(synced_group g) {
+        {
+            std::lock_guard lk(sync_mutex_);
+            sync_queue_.push_back(std::move(g));
+        }
+        sync_cv_.notify_one();
+    }
+
+    // Completes committed groups in commit order. With synchronous_full, first one fdatasync
+    // of the WAL for every group committed since the last one: meanwhile the writer runs the
+    // next groups instead of waiting for the disk (measured: the writer spent ~a third of its
+    // time in fsync). A failed sync fails the units it covered and every later write: after a
+    // failed fsync the kernel may have dropped the dirty pages, so nothing written since can be
+    // trusted to be on disk (the process must restart).
+    void sync_loop() {
+        std::vector<synced_group> groups;
+        for (;;) {
+            {
+                std::unique_lock lk(sync_mutex_);
+                sync_cv_.wait(lk, [&] { return !sync_queue_.empty() || sync_stop_; });
+                if (sync_queue_.empty()) {
+                    lk.unlock();
+                    {
+                        std::lock_guard dlk(durable_mutex_);
+                        sync_exited_ = true;
+                    }
+                    durable_cv_.notify_all();
+                    return;
+                }
+                groups.swap(sync_queue_);
+            }
+            bool any_commit = false, outbox = false;
+            std::uint64_t top = 0;  // the highest commit sequence number these groups hold
+            for (const auto& g : groups) {
+                // A failed COMMIT too: its number counts as durable only after a sync.
+                any_commit = any_commit || g.committed || g.seq != 0;
+                outbox = outbox || g.outbox;
+                top = std::max(top, g.seq);
+            }
+            std::exception_ptr sync_err;
+            if (any_commit && wal_fd_ >= 0) {
+                if (sync_failed_.load(std::memory_order_acquire)) {
+                    sync_err = sync_failure();
+                } else if (const std::string why = sync_wal(); !why.empty()) {
+                    log::error("store: fdatasync of the WAL failed; refusing further writes",
+                               {{"error", why}});
+                    sync_failed_.store(true, std::memory_order_release);
+                    sync_err = sync_failure();
+                } else {
+                    syncs_.fetch_add(1, std::memory_order_relaxed);
+                }
+            }
+            // Before the completions: a read submitted from one must see its write.
+            if (sync_err)
+                wake_readers();  // a read waiting for these groups fails
+            else if (top != 0)
+                publish_durable(top);
+            if (outbox && !sync_err) {
+                std::function<void()> listener;
+                {
+                    std::lock_guard lk(listener_mutex_);
+                    listener = outbox_listener_;
+                }
+                if (listener)
+                    listener();
+            }
+            for (auto& g : groups)
+                for (auto& d : g.dones)
+                    call_done(d.done, d.err ? d.err : (g.committed ? sync_err : nullptr));
+            groups.clear();
+        }
+    }
+
+    // The fdatasync of the WAL (after the test hook): "" on success, else why it failed.
+    std::string sync_wal() {
+        try {
+            if (before_sync_)
+                before_sync_();
+        } catch (const std::exception& e) {
+            return std::string("before_sync: ") + e.what();
+        } catch (...) {
+            return "before_sync threw";
+        }
+        if (::fdatasync(wal_fd_) != 0)
+            return std::strerror(errno);
+        return {};
+    }
+
+    // Every commit up to `seq` is durable.
+    void publish_durable(std::uint64_t seq) {
+        {
+            std::lock_guard lk(durable_mutex_);
+            durable_.store(seq, std::memory_order_release);
+        }
+        durable_cv_.notify_all();
+    }
+
+    // Wakes a reader waiting in wait_durable_snapshot to look at sync_failed_ / sync_exited_.
+    void wake_readers() {
+        { std::lock_guard lk(durable_mutex_); }  // no lost wakeup: its predicate reads under it
+        durable_cv_.notify_all();
+    }
+
+    static std::exception_ptr sync_failure() {
+        return std::make_exception_ptr(
+            store_error("sqlite: an fsync of the WAL failed: writes are not durable; restart"));
+    }
+
+    void stop_syncer() {
+        {
+            std::lock_guard lk(sync_mutex_);
+            sync_stop_ = true;
+        }
+        sync_cv_.notify_all();
+    }
+
+    void close_wal_fd() {
+        if (wal_fd_ >= 0)
+            ::close(wal_fd_);
+        wal_fd_ = -1;
+    }
+
+    // Starts the read transaction just begun on `c` and returns once everything its snapshot
+    // holds is durable. The order of the steps is what makes that true:
+    //  1. The writer publishes a group's commit sequence number k (committing_) before its
+    //     COMMIT; the COMMIT makes the group visible to new snapshots when it writes the WAL
+    //     index header, inside the COMMIT. So "k published" happens before "k visible".
+    //  2. Here the snapshot is fixed first (read_snapshot starts the read transaction, which
+    //     reads that header), then committing_ is read: c. If the snapshot holds group k, this
+    //     thread read the header after k's COMMIT wrote it, hence after k was published, so
+    //     c >= k. (SQLite puts a full memory barrier next to each write and read of the shared
+    //     header, and committing_ is seq_cst, so the publication is seen.)
+    //  3. Waiting until durable_ >= c (set by the syncer after the fdatasync that covers c)
+    //     thus covers every group in the snapshot; c may also be a group not in it (published,
+    //     COMMIT not yet done): then the read waits for one group more than it needs.
+    // Either other order is wrong: reading committing_ before fixing the snapshot lets groups
+    // committed in between into the snapshot unsynced; publishing after the COMMIT lets a
+    // snapshot taken between the two hold a group newer than c.
+    // The snapshot stays open while it waits (for one fsync at most), which only delays a WAL
+    // restart. Throws store_error if the sync fails (nothing after it will become durable) or
+    // the syncer has stopped.
+    void wait_durable_snapshot(connection& c) {
+        exec_cached(c, q::read_snapshot);
+        const std::uint64_t need = committing_.load(std::memory_order_seq_cst);
+        if (durable_.load(std::memory_order_acquire) >= need)
+            return;  // nothing pending: no lock, no wait
+        read_waits_.fetch_add(1, std::memory_order_relaxed);
+        std::unique_lock lk(durable_mutex_);
+        durable_cv_.wait(lk, [&] {
+            return durable_.load(std::memory_order_acquire) >= need ||
+                   sync_failed_.load(std::memory_order_acquire) || sync_exited_;
+        });
+        if (durable_.load(std::memory_order_acquire) >= need)
+            return;
+        if (sync_failed_.load(std::memory_order_acquire))
+            std::rethrow_exception(sync_failure());
+        throw store_error("sqlite: store closed before a read's data was durable");
+    }
+
+    void reader_loop() {
+        connection& c = *reader_db_;
+        sqlite_transaction txn(c);
+        std::vector<item> one;
+        while (take(reads_, one, 1)) {
+            std::exception_ptr err;
+            try {
+                // Deferred: the snapshot starts at the first read and holds until COMMIT.
+                exec_cached(c, q::begin_deferred);
+                if (sync_wal_)
+                    wait_durable_snapshot(c);
+                one.front().fn(txn);
+                exec_cached(c, q::commit);
+            } catch (...) {
+                err = std::current_exception();
+                if (c.in_transaction()) {
+                    try {
+                        exec_cached(c, q::rollback);
+                    } catch (...) {
+                    }
+                }
+            }
+            call_done(one.front().done, err);
+            one.clear();
+        }
+    }
+
+    const std::size_t max_batch_;
+    const bool sync_wal_;  // synchronous_full: the syncer fdatasyncs, reads wait for it
+    const std::function<void()> before_sync_;
+    std::mutex listener_mutex_;
+    std::function<void()> outbox_listener_;
+    std::unique_ptr<connection> writer_db_;
+    std::unique_ptr<connection> reader_db_;
+    std::unique_ptr<connection> checkpoint_db_;
+    int checkpoint_pages_ = 1000;
+    std::mutex checkpoint_mutex_;
+    std::condition_variable checkpoint_cv_;
+    bool checkpoint_due_ = false;
+    bool checkpoint_stop_ = false;
+    std::atomic<bool> finish_checkpoint_{false};
+    std::atomic<std::uint64_t> checkpoints_{0};
+    int wal_fd_ = -1;  // the WAL, for the syncer's fdatasync; -1 without synchronous_full
+    std::mutex sync_mutex_;
+    std::condition_variable sync_cv_;
+    std::vector<synced_group> sync_queue_;
+    bool sync_stop_ = false;
+    std::atomic<bool> sync_failed_{false};
+    std::atomic<std::uint64_t> syncs_{0};
+    // Commit sequence numbers: the writer numbers each group's COMMIT (commit_seq_, its own),
+    // publishes the number before the COMMIT (committing_), and the syncer publishes the highest
+    // number a successful fdatasync covered (durable_). See wait_durable_snapshot.
+    std::uint64_t commit_seq_ = 0;
+    std::atomic<std::uint64_t> committing_{0};
+    std::atomic<std::uint64_t> durable_{0};
+    std::mutex durable_mutex_;
+    std::condition_variable durable_cv_;
+    bool sync_exited_ = false;  // under durable_mutex_
+    std::atomic<std::uint64_t> read_waits_{0};
+    std::atomic<std::uint64_t> wal_pages_{0};
+    work_queue writes_;
+    work_queue reads_;
+    std::atomic<std::uint64_t> commits_{0};
+    std::atomic<std::uint64_t> units_{0};
+    std::mutex close_mutex_;
+    std::thread writer_;
+    std::thread reader_;
+    std::thread checkpointer_;
+    std::thread syncer_;
+    std::thread::id syncer_id_;
+    std::thread::id writer_id_;
+    std::thread::id reader_id_;
+};
+
+}  // namespace
+
+std::unique_ptr<store> open_sqlite(const sqlite_options& options) {
+    return std::make_unique<sqlite_store>(options);
+}
+
+}  // namespace segue::store
