@@ -1,5 +1,6 @@
 #pragma once
-// The durable store: one interface, engines behind it (SQLite now; PostgreSQL later).
+// The durable store: one interface, engines behind it (SQLite now, gateway/store/sqlite_*.cpp;
+// PostgreSQL later).
 //
 // Work is expressed as a unit of work over a `transaction`. Writes from all callers go to one
 // writer thread that runs many units in a single database transaction (group commit): each
@@ -8,7 +9,7 @@
 // a separate reader connection (WAL lets them proceed during writes) and only ever see durable
 // commits: a read whose snapshot holds a commit not yet synced waits for that sync (or fails
 // with store_error if it fails), so nothing a crash could undo is ever shown. IO threads never
-// touch the database: they await `store::write` / `store::read` (gateway/store/async.hpp).
+// touch the database: they await `db::write` / `db::read` (gateway/store/db.hpp).
 //
 // Times are Unix milliseconds (UTC). JSON-valued columns are strings holding JSON text.
 
