@@ -566,8 +566,8 @@ net::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state
     const store::attempt_row* latest = attempts.empty() ? nullptr : &attempts.back();
     int attempt_number = latest ? latest->number : 0;
     const fs::path work = fs::path(settings.storage.blob_dir) / "outputs" / task->id;
-    providers::services svc{blocking,  work.string(), http, fetch, settings.api.max_upload_bytes,
-                            url_policy};
+    providers::services svc{
+        blocking, work.string(), http, fetch, settings.api.max_upload_bytes, url_policy, {}};
     if (!settings.api.public_base_url.empty())
         svc.signed_file_url = [this](const std::string& file_id, std::chrono::seconds ttl) {
             return settings.api.public_base_url +
