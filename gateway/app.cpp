@@ -82,6 +82,9 @@ struct app::impl {
           pool(threads),
           blocking(settings.engine.workers),
           auth(settings.tenants) {}
+    // Coroutines still suspended (requests cut by the drain deadline) hold references to the
+    // members below the pool: unwind them first, not when the pool goes, after those members.
+    ~impl() { pool.shutdown(); }
 
     config::settings settings;
     int threads;

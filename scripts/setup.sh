@@ -9,6 +9,7 @@ packages=(
   libyaml-cpp-dev libssl-dev libsqlite3-dev libpq-dev libsndfile1-dev libmpg123-dev
 )
 if [[ "${1:-}" == "--test" ]]; then
+  # libclang-rt-14-dev: the sanitizer runtimes (ASan/UBSan for fuzz.sh, TSan for tsan.sh).
   packages+=(libgtest-dev prometheus clang lld libfuzzer-14-dev libclang-rt-14-dev curl)
   # The webhook test receiver (tests/receiver) runs on Node >= 18; keep a node that is there
   # already (e.g. from another repository, which ships its own npm).

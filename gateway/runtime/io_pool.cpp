@@ -13,6 +13,16 @@ namespace segue::runtime {
 
 namespace net = boost::asio;
 
+namespace {
+// io_context with execution_context::shutdown() public: it destroys every outstanding handler
+// (what ~io_context does first) without destroying the services yet.
+class context final : public net::io_context {
+  public:
+    using net::execution_context::shutdown;
+    using net::io_context::io_context;
+};
+}  // namespace
+
 struct io_pool::guards {
     std::vector<net::executor_work_guard<net::io_context::executor_type>> work;
 };
@@ -22,7 +32,7 @@ io_pool::io_pool(int threads) : guards_(std::make_unique<guards>()) {
         threads = 1;
     for (int i = 0; i < threads; ++i) {
         // Concurrency hint 1: each context is run by exactly one thread.
-        contexts_.push_back(std::make_unique<net::io_context>(1));
+        contexts_.push_back(std::make_unique<context>(1));
         guards_->work.push_back(net::make_work_guard(*contexts_.back()));
     }
 }
@@ -55,6 +65,12 @@ void io_pool::stop() {
         g.reset();
     for (auto& c : contexts_)
         c->stop();
+}
+
+void io_pool::shutdown() {
+    stop();
+    for (auto& c : contexts_)
+        static_cast<context&>(*c).shutdown();
 }
 
 }  // namespace segue::runtime

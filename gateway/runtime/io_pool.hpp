@@ -29,6 +29,11 @@ class io_pool {
     // Runs every context (the calling thread runs context 0) until stop().
     void run();
     void stop();
+    // After run() has returned: destroys every handler the contexts still hold (coroutines
+    // suspended for good, e.g. requests cut by the drain deadline), so their frames unwind while
+    // what they refer to (server, engine, metrics: owned next to the pool) still exists. The
+    // contexts cannot run again. The destructor does the same, but too late for those owners.
+    void shutdown();
 
   private:
     struct guards;

@@ -11,6 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
@@ -50,12 +52,46 @@ child_process::~child_process() {
         ::kill(pid_, SIGKILL);
         int st = 0;
         ::waitpid(pid_, &st, 0);
+        check_sanitizer_reports();
     }
+}
+
+std::string sanitizer_report(const std::string& output) {
+    // halt_on_error stops a child at its first report; "ThreadSanitizer: " also covers its
+    // FATAL errors (a failed start-up is a failed test too).
+    auto at = output.find("WARNING: ThreadSanitizer");
+    if (at == std::string::npos)
+        at = output.find("FATAL: ThreadSanitizer");
+    if (at == std::string::npos)
+        return {};
+    return output.substr(at, 16384);
+}
+
+void child_process::check_sanitizer_reports() {
+    std::error_code ec;
+    const auto size = fs::file_size(log_path_, ec);
+    if (ec || size <= log_checked_)
+        return;
+    std::ifstream in(log_path_, std::ios::binary);
+    in.seekg(static_cast<std::streamoff>(log_checked_));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    log_checked_ = size;
+    if (auto report = sanitizer_report(ss.str()); !report.empty())
+        ADD_FAILURE() << "sanitizer report from child " << pid_ << " (log " << log_path_ << "):\n"
+                      << report;
 }
 
 void child_process::start(const std::vector<std::string>& argv, const std::string& log_path,
                           const std::map<std::string, std::string>& env) {
     status_.reset();
+    if (log_path != log_path_) {
+        log_path_ = log_path;
+        std::error_code ec;
+        log_checked_ = fs::file_size(log_path, ec);  // appending: only what this child writes
+        if (ec)
+            log_checked_ = 0;
+    }
     pid_ = ::fork();
     if (pid_ < 0)
         throw std::runtime_error("fork failed");
@@ -86,6 +122,7 @@ bool child_process::running() {
     pid_t r = ::waitpid(pid_, &st, WNOHANG);
     if (r == pid_) {
         status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        check_sanitizer_reports();
         return false;
     }
     return true;
@@ -174,7 +211,10 @@ std::pair<int, std::string> run_command(const std::vector<std::string>& argv,
     std::ifstream in(out_path);
     std::stringstream ss;
     ss << in.rdbuf();
-    return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), ss.str()};
+    std::string out = ss.str();
+    if (auto report = sanitizer_report(out); !report.empty())
+        ADD_FAILURE() << "sanitizer report from " << argv.front() << ":\n" << report;
+    return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), std::move(out)};
 }
 
 std::optional<std::string> http_response::header(const std::string& lower_name) const {

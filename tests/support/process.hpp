@@ -43,9 +43,19 @@ class child_process {
     pid_t pid() const { return pid_; }
 
   private:
+    // Once the child is reaped: a sanitizer report in what it logged since the last check fails
+    // the running test (TSAN_OPTIONS from the test's environment reaches every child).
+    void check_sanitizer_reports();
+
     pid_t pid_ = -1;
     std::optional<int> status_;
+    std::string log_path_;
+    std::uintmax_t log_checked_ = 0;  // bytes of log_path_ already checked
 };
+
+// The sanitizer report (from its "WARNING: ThreadSanitizer" line, capped) in `output`, or an
+// empty string.
+std::string sanitizer_report(const std::string& output);
 
 // The segue binary started with a config, listening on 127.0.0.1:<ephemeral>.
 class segue_process {

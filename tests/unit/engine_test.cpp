@@ -8,6 +8,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
 
+#include <atomic>
 #include <deque>
 #include <future>
 #include <mutex>
@@ -56,7 +57,7 @@ class scripted_provider final : public segue::providers::provider {
     }
     std::mutex mu;
     std::deque<update> script;
-    int polls = 0;
+    std::atomic<int> polls = 0;  // read by the test thread without `mu`
 
   private:
     segue::providers::capabilities caps_{.source_url = true, .max_outputs = 2, .polling = true};
@@ -316,7 +317,7 @@ TEST_F(Engine, CancelStopsPollingAndIsFinal) {
         pool_->main(), engine_->cancel(id, "acme"),
         [&](std::exception_ptr, segue::core::engine::cancel_outcome o) { p2.set_value(o); });
     EXPECT_EQ(p2.get_future().get(), segue::core::engine::cancel_outcome::canceled);
-    auto polls = provider_->polls;
+    const int polls = provider_->polls;
     std::this_thread::sleep_for(200ms);
     EXPECT_LE(provider_->polls, polls + 1);  // at most one poll was already in flight
     EXPECT_EQ(wait_final(id).status, "canceled");

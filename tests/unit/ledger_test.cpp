@@ -545,14 +545,14 @@ class LedgerApi : public ::testing::Test {
         if (!m.matched)
             return {};
         ctx.set_route(m.matched->pattern, m.params);
-        boost::asio::io_context ioc;
-        auto guard = boost::asio::make_work_guard(ioc);
+        ioc_.restart();
+        auto guard = boost::asio::make_work_guard(ioc_);
         std::exception_ptr err;
-        boost::asio::co_spawn(ioc, m.matched->fn(ctx), [&](std::exception_ptr e) {
+        boost::asio::co_spawn(ioc_, m.matched->fn(ctx), [&](std::exception_ptr e) {
             err = e;
             guard.reset();
         });
-        ioc.run();
+        ioc_.run();
         if (err)
             std::rethrow_exception(err);
         reply r;
@@ -574,6 +574,9 @@ class LedgerApi : public ::testing::Test {
 
     segue::test::temp_dir dir_;
     segue::metrics::registry metrics_;
+    // Outlives the store: a store thread that resumed a handler here may still be inside
+    // post() (signalling the io_context's condition variable) after run() has returned.
+    boost::asio::io_context ioc_;
     std::unique_ptr<st::store> s_;
     std::unique_ptr<st::db> db_;
     std::unique_ptr<segue::api::authenticator> auth_;

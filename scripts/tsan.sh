@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# ThreadSanitizer: builds the unit tests, the integration tests and what they start (segue, the
+# fake providers) with -fsanitize=thread into build-tsan/ (Ninja, ccache; CMake option
+# SEGUE_SANITIZE=thread), then runs them there through CTest.
+#
+#   scripts/tsan.sh [CTEST-ARGS...]        e.g. scripts/tsan.sh -R webhooks
+#
+# The integration tests start build-tsan's own segue and fakes (their paths are compiled into the
+# test binary), which inherit TSAN_OPTIONS; a report in a child's log fails the test that started
+# it (tests/support/process.cpp), and one in a test binary fails it with exit code 66.
+# Environment: SEGUE_TSAN_BUILD_DIR (default build-tsan), SEGUE_TSAN_JOBS (default 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+build=${SEGUE_TSAN_BUILD_DIR:-$root/build-tsan}
+export CCACHE_DIR="${CCACHE_DIR:-$PWD/.cache/ccache}"
+
+if [[ ! -f $build/build.ninja ]]; then
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSEGUE_SANITIZE=thread \
+    -DSEGUE_BENCH=OFF >/dev/null
+fi
+start=$SECONDS
+# segue_integration_tests depends on segue, fake_musicgpt and fake_musicapi.
+ninja -C "$build" -j "${SEGUE_TSAN_JOBS:-2}" segue_unit_tests segue_integration_tests
+echo "tsan.sh: built in $((SECONDS - start)) s"
+
+# Tests left out of the TSAN run, each with its reason; they go back in when it is fixed.
+# SEGUE_TSAN_EXCLUDE replaces the whole list (a ctest -E regex; set it empty to run them all).
+excluded=(
+  # A data race in gateway/core/engine.cpp (being rewritten): engine::impl::apply() sets `wake`
+  # and cancels `timer` (engine.cpp:1031-1032) on whichever IO thread took an inbound provider
+  # webhook (handle_webhook), while impl::loop() writes and reads them on the main context
+  # (engine.cpp:398, 438, 450). segue stops at its first report in these tests.
+  'MusicGpt\.FileUploadReachesSucceededWithEveryFieldAndTheExactBytes'
+  'MusicGpt\.UrlSourceIsSentAsJson'
+  'MusicGpt\.DuplicatedShuffledWebhooksGiveOneEventEach'
+  'MusicGpt\.ATransientFailureIsRetriedAndTheTaskSucceeds'
+  'Ledger\.HoldsCapturesRefundsAndRefusesWhatCannotBePaid'
+  # The same race; and, slowed down by TSAN, a MusicAPI generation is requested twice upstream
+  # (issue 12: lease expiry resubmits, the create after upload is not an attempt of its own).
+  'Chaos\.KillsAndFaultsLoseNothing'
+)
+default_exclude="^($(IFS='|'; echo "${excluded[*]}"))\$"
+exclude_regex=${SEGUE_TSAN_EXCLUDE-$default_exclude}
+
+export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 exitcode=66 suppressions=$root/tests/tsan.supp ${TSAN_OPTIONS:-}"
+# clang 14's TSAN cannot place its shadow memory when the kernel randomizes mmap with more than
+# 28 bits (newer kernels allow 32): run without address randomization there (children inherit it).
+run=()
+if [[ $(cat /proc/sys/vm/mmap_rnd_bits 2>/dev/null || echo 28) -gt 28 ]]; then
+  run=(setarch "$(uname -m)" -R)
+fi
+start=$SECONDS
+cd "$build"
+args=(-L '^(unit|integration)$' --output-on-failure -j "${SEGUE_TSAN_JOBS:-2}" --timeout 600)
+if [[ -n $exclude_regex ]]; then
+  args+=(-E "$exclude_regex")
+fi
+"${run[@]}" ctest "${args[@]}" "$@"
+echo "tsan.sh: tests ran in $((SECONDS - start)) s"
