@@ -473,7 +473,7 @@ class sqlite_store final : public store {
         g.outbox = !group_err && txn.outbox_written;
         g.dones.reserve(ran);
         for (std::size_t i = 0; i < ran; ++i)
-            g.dones.push_back({std::move(items[i].done), errs[i] ? errs[i] : group_err});
+            g.dones.push_back({std::move(items[i].done), errs[i] ? errs[i] : own_copy(group_err)});
         to_syncer(std::move(g));
         return ran;
     }
@@ -548,7 +548,11 @@ class sqlite_store final : public store {
             }
             for (auto& g : groups)
                 for (auto& d : g.dones)
-                    call_done(d.done, d.err ? d.err : (g.committed ? sync_err : nullptr));
+                    // Each completion its own exception object: they run on other threads,
+                    // and one shared object's refcount would be the only thing between them.
+                    call_done(d.done, d.err                     ? d.err
+                                      : g.committed && sync_err ? sync_failure()
+                                                                : nullptr);
             groups.clear();
         }
     }
@@ -581,6 +585,19 @@ class sqlite_store final : public store {
     void wake_readers() {
         { std::lock_guard lk(durable_mutex_); }  // no lost wakeup: its predicate reads under it
         durable_cv_.notify_all();
+    }
+
+    // A store_error of its own with the same message: one exception object per completion.
+    static std::exception_ptr own_copy(const std::exception_ptr& e) {
+        if (!e)
+            return e;
+        try {
+            std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+            return std::make_exception_ptr(store_error(ex.what()));
+        } catch (...) {
+            return e;
+        }
     }
 
     static std::exception_ptr sync_failure() {
