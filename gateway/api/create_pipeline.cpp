@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <span>
 
+#include "gateway/api/common.hpp"
 #include "gateway/api/validate.hpp"
 #include "gateway/config/settings.hpp"
 #include "gateway/core/json.hpp"
@@ -47,15 +48,6 @@ refusal refuse(error_kind kind, std::string reason, std::string detail,
 
 // ---------------------------------------------------------------------------------------------
 // read: the header and the spool
-
-bool valid_idempotency_key(std::string_view k) {
-    if (k.empty() || k.size() > 255)
-        return false;
-    for (unsigned char c : k)
-        if (c < 0x21 || c > 0x7e)
-            return false;
-    return true;
-}
 
 outcome<std::optional<std::string>> read_idempotency_key(std::optional<std::string_view> header) {
     if (!header)

@@ -70,9 +70,7 @@ using outcome = std::variant<T, refusal>;
 // ---------------------------------------------------------------------------------------------
 // read
 
-// 1-255 visible ASCII characters.
-bool valid_idempotency_key(std::string_view key);
-// The key (nullopt without the header), or the 400 for a malformed one.
+// The key (nullopt without the header), or the 400 for a malformed one (valid_idempotency_key).
 outcome<std::optional<std::string>> read_idempotency_key(std::optional<std::string_view> header);
 
 // An upload being spooled to disk. Removed on destruction unless kept.

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <future>
 
+#include "gateway/api/common.hpp"
 #include "gateway/api/create_pipeline.hpp"
 #include "gateway/config/settings.hpp"
 #include "gateway/core/json.hpp"
@@ -66,7 +67,7 @@ const std::string url_body = R"({"audio_url":"https://x.test/a.mp3","extend_afte
 TEST(CreateRead, IdempotencyKeyIsVisibleAsciiUpTo255) {
     EXPECT_FALSE(std::get<std::optional<std::string>>(create::read_idempotency_key(std::nullopt)));
     EXPECT_EQ(std::get<std::optional<std::string>>(create::read_idempotency_key("k-1")), "k-1");
-    EXPECT_TRUE(create::valid_idempotency_key(std::string(255, 'a')));
+    EXPECT_TRUE(segue::api::valid_idempotency_key(std::string(255, 'a')));
     for (std::string bad : {std::string(), std::string(256, 'a'), std::string("a b"),
                             std::string("caf\xC3\xA9"), std::string("tab\t")}) {
         auto r = create::read_idempotency_key(bad);
