@@ -104,6 +104,15 @@ bool text_param(http::context& ctx, std::string_view name, std::optional<std::st
     return true;
 }
 
+bool valid_idempotency_key(std::string_view k) {
+    if (k.empty() || k.size() > 255)
+        return false;
+    for (unsigned char c : k)
+        if (c < 0x21 || c > 0x7e)
+            return false;
+    return true;
+}
+
 std::optional<std::int64_t> parse_int(std::string_view s) {
     std::int64_t v = 0;
     auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);

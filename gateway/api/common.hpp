@@ -41,6 +41,9 @@ bool text_param(http::context& ctx, std::string_view name, std::optional<std::st
 
 std::optional<std::int64_t> parse_int(std::string_view s);
 
+// An Idempotency-Key header value: 1-255 visible ASCII characters.
+bool valid_idempotency_key(std::string_view key);
+
 // An integer query parameter within [min, max], or `fallback` when absent. On a bad value the
 // 400 problem is set and nullopt returned.
 std::optional<int> int_param(http::context& ctx, std::string_view name, int fallback, int min,

@@ -42,15 +42,6 @@ using boost::asio::awaitable;
 constexpr double max_topup_credits = 1e9;
 constexpr std::size_t max_note_chars = 500;
 
-bool valid_idempotency_key(std::string_view k) {
-    if (k.empty() || k.size() > 255)
-        return false;
-    for (unsigned char c : k)
-        if (c < 0x21 || c > 0x7e)
-            return false;
-    return true;
-}
-
 // The token of an "Authorization: Bearer <token>" value ("" if absent or another scheme).
 std::string_view bearer_token(std::optional<std::string_view> authorization) {
     if (!authorization)

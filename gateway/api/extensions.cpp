@@ -11,9 +11,7 @@
 
 #include <array>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
-#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -21,25 +19,19 @@
 
 #include "gateway/api/auth.hpp"
 #include "gateway/api/common.hpp"
+#include "gateway/api/create_pipeline.hpp"
 #include "gateway/api/problem.hpp"
-#include "gateway/api/validate.hpp"
-#include "gateway/audio/audio.hpp"
 #include "gateway/core/engine.hpp"
 #include "gateway/core/json.hpp"
 #include "gateway/core/ledger.hpp"
-#include "gateway/core/routing.hpp"
 #include "gateway/core/signed_url.hpp"
 #include "gateway/http/message.hpp"
-#include "gateway/http/multipart.hpp"
 #include "gateway/http/router.hpp"
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
-#include "gateway/net/url_guard.hpp"
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/store/db.hpp"
-#include "gateway/util/crypto.hpp"
 #include "gateway/util/json_text.hpp"
-#include "gateway/util/utf8.hpp"
 #include "providers/provider.hpp"
 #include "providers/registry.hpp"
 
@@ -52,96 +44,12 @@ namespace fs = std::filesystem;
 using net::awaitable;
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
-constexpr std::size_t max_form_field_bytes = 64 * 1024;
 constexpr std::size_t read_chunk = 256 * 1024;
-constexpr std::size_t spool_write_bytes = 1024 * 1024;
 
 bool accepts_event_stream(http::context& ctx) {
     auto a = ctx.header("Accept");
     return a && a->find("text/event-stream") != std::string_view::npos;
 }
-
-bool valid_idempotency_key(std::string_view k) {
-    if (k.empty() || k.size() > 255)
-        return false;
-    for (unsigned char c : k)
-        if (c < 0x21 || c > 0x7e)
-            return false;
-    return true;
-}
-
-// An upload being spooled to disk. Removed on destruction unless kept.
-class spool_file {
-  public:
-    spool_file(runtime::blocking_pool& blocking, std::string path)
-        : blocking_(blocking), path_(std::move(path)) {}
-    ~spool_file() {
-        if (fd_ >= 0)
-            ::close(fd_);
-        if (!keep_ && opened_) {
-            std::error_code ec;
-            fs::remove(path_, ec);
-        }
-    }
-    awaitable<bool> open() {
-        bool ok = false;
-        co_await blocking_.run([&] {
-            std::error_code ec;
-            fs::create_directories(fs::path(path_).parent_path(), ec);
-            fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-            ok = fd_ >= 0;
-        });
-        opened_ = ok;
-        co_return ok;
-    }
-    // Writes what is pending off the IO thread.
-    awaitable<bool> flush(std::string& pending) {
-        if (pending.empty())
-            co_return true;
-        bool ok = true;
-        co_await blocking_.run([&] {
-            const char* p = pending.data();
-            std::size_t left = pending.size();
-            while (left > 0) {
-                ssize_t n = ::write(fd_, p, left);
-                if (n < 0) {
-                    if (errno == EINTR)
-                        continue;
-                    ok = false;
-                    return;
-                }
-                p += n;
-                left -= static_cast<std::size_t>(n);
-            }
-        });
-        size_ += pending.size();
-        pending.clear();
-        co_return ok;
-    }
-    awaitable<bool> close() {
-        bool ok = true;
-        co_await blocking_.run([&] {
-            // Durable before the task that points at it is.
-            if (::fsync(fd_) != 0)
-                ok = false;
-            if (::close(fd_) != 0)
-                ok = false;
-            fd_ = -1;
-        });
-        co_return ok;
-    }
-    void keep() { keep_ = true; }
-    const std::string& path() const { return path_; }
-    std::uint64_t size() const { return size_; }
-
-  private:
-    runtime::blocking_pool& blocking_;
-    std::string path_;
-    int fd_ = -1;
-    bool opened_ = false;
-    bool keep_ = false;
-    std::uint64_t size_ = 0;
-};
 
 struct handlers : std::enable_shared_from_this<handlers> {
     explicit handlers(const api_deps& d)
@@ -171,30 +79,33 @@ struct handlers : std::enable_shared_from_this<handlers> {
         set_problem(ctx.res(), kind, detail, ctx.path(), errors);
     }
 
-    // The failover chain for a request (see core/routing.hpp); empty with `why` if none.
-    std::vector<std::string> plan_for(core::extend_request& req, std::string* why) {
-        const auto& s = deps.settings;
-        core::route r;
-        const std::string name = req.route.value_or(s.routing.default_route);
-        if (auto it = s.routing.routes.find(name); !name.empty() && it != s.routing.routes.end()) {
-            r.name = name;
-            for (const auto& e : it->second.chain)
-                r.chain.push_back({e.provider, e.weight});
-            req.route_regenerate = it->second.regenerate;
-        } else {
-            r.name = "default";
-            r.chain.push_back({s.api.default_provider, 0});
-        }
-        thread_local std::mt19937_64 rng{std::random_device{}()};
-        const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
-        return core::plan_route(
-            r, core::make_routing_request(req),
-            [this](std::string_view n) -> const providers::capabilities* {
-                auto* p = deps.providers.find(n);
-                return p ? &p->caps() : nullptr;
-            },
-            u, why);
+    void refuse(http::context& ctx, const create::refusal& r) {
+        refuse(ctx, r.kind, r.reason, r.detail, r.errors);
     }
+
+    // What the create steps need from the gateway.
+    create::read_env read_env() {
+        const auto& s = deps.settings;
+        return {s.api.max_upload_bytes,
+                s.api.max_json_bytes,
+                (fs::path(s.storage.blob_dir) / "uploads").string(),
+                deps.blocking,
+                upload_bytes,
+                spool_bytes};
+    }
+    create::validate_env validate_env() {
+        thread_local std::mt19937_64 rng{std::random_device{}()};
+        return {deps.settings,
+                [this](std::string_view n) { return deps.providers.find(n) != nullptr; },
+                [this](std::string_view n) -> const providers::capabilities* {
+                    auto* p = deps.providers.find(n);
+                    return p ? &p->caps() : nullptr;
+                },
+                std::uniform_real_distribution<double>(0.0, 1.0)(rng)};
+    }
+    // The 202 for a new task, or the stored answer replayed.
+    void answer_created(http::context& ctx, const create::admission& a);
+    void answer_replay(http::context& ctx, const store::idempotency_row& prior);
 
     awaitable<void> create(http::context& ctx);
     awaitable<void> providers(http::context& ctx) {
@@ -220,474 +131,78 @@ struct handlers : std::enable_shared_from_this<handlers> {
     metrics::gauge& sse_clients;
 };
 
-// Reads a request body up to `limit` bytes. nullopt (and the problem set) on failure.
-awaitable<std::optional<std::string>> read_limited(http::context& ctx, std::uint64_t limit) {
-    std::string body;
-    std::array<char, 16 * 1024> buf;
-    for (;;) {
-        auto c = co_await ctx.read_body(buf);
-        if (c.error != http::body_chunk::failure::none) {
-            if (c.error == http::body_chunk::failure::too_large)
-                set_problem(ctx.res(), error_kind::payload_too_large, "request body too large");
-            else if (c.error == http::body_chunk::failure::timeout)
-                set_problem(ctx.res(), error_kind::request_timeout,
-                            "request body not received in time");
-            else
-                set_problem(ctx.res(), error_kind::bad_request, "malformed request body");
-            co_return std::nullopt;
-        }
-        body.append(buf.data(), c.size);
-        if (body.size() > limit) {
-            set_problem(ctx.res(), error_kind::payload_too_large,
-                        "JSON body exceeds " + std::to_string(limit) + " bytes");
-            co_return std::nullopt;
-        }
-        if (c.done)
-            co_return body;
-    }
-}
-
+// POST /v1/extensions: read -> validate -> prepare the source -> admit (create_pipeline.hpp).
 awaitable<void> handlers::create(http::context& ctx) {
     auto self = shared_from_this();
     auto tenant = tenant_of(ctx);
     if (!tenant)
         co_return;
-    const auto& settings = deps.settings;
+    auto key = create::read_idempotency_key(ctx.header("Idempotency-Key"));
+    if (auto* r = std::get_if<create::refusal>(&key))
+        co_return refuse(ctx, *r);
+    auto read = co_await create::read_submission(ctx, read_env());
+    if (auto* r = std::get_if<create::refusal>(&read))
+        co_return refuse(ctx, *r);
+    auto& submitted = std::get<create::submission>(read);
 
-    std::optional<std::string> idem_key;
-    if (auto k = ctx.header("Idempotency-Key")) {
-        if (!valid_idempotency_key(*k)) {
-            refuse(ctx, error_kind::bad_request, "bad_idempotency_key",
-                   "Idempotency-Key must be 1-255 visible ASCII characters");
-            co_return;
-        }
-        idem_key = std::string(*k);
+    auto checked = create::validate_submission(submitted, validate_env());
+    co_await create::guard_urls(checked, deps.url_policy);
+    create::require_webhook_secret(checked, deps.settings, *tenant);
+    if (auto r = create::invalid_fields(checked))
+        co_return refuse(ctx, *r);
+    auto& req = checked.request;
+
+    auto& file = submitted.file;
+    if (file) {
+        auto probe = co_await create::probe_upload(*file, deps.blocking);
+        if (auto r = create::accept_probe(probe, *file, req))
+            co_return refuse(ctx, *r);
     }
 
-    const std::string content_type(ctx.header("Content-Type").value_or(""));
-    json::object fields;
-    bool from_form = false;
-    std::unique_ptr<spool_file> spool;
-    std::string upload_name;
-    std::string upload_sha;
-    std::string upload_content_type = "application/octet-stream";  // as probed, below
-    std::string file_id;
-
-    if (auto boundary = http::multipart_boundary(content_type)) {
-        from_form = true;
-        if (ctx.content_length() && *ctx.content_length() > settings.api.max_upload_bytes) {
-            refuse(ctx, error_kind::payload_too_large, "too_large",
-                   "upload exceeds " + std::to_string(settings.api.max_upload_bytes) + " bytes");
-            co_return;
-        }
-        // Parse as the body streams in; file bytes go to the spool, never all in memory.
-        std::string current_field;
-        bool in_file = false;
-        bool have_file = false;
-        std::string field_value;
-        std::string pending;  // file bytes parsed from the current chunk, not yet written
-        std::optional<std::string> form_error;
-        util::sha256_stream sha;
-        std::uint64_t file_bytes = 0;
-        bool too_large = false;
-        http::multipart_parser parser(
-            *boundary, {.on_part_begin =
-                            [&](const http::part_info& p) {
-                                if (p.filename || p.name == "audio_file") {
-                                    if (p.name != "audio_file") {
-                                        form_error = "unexpected file field '" + p.name +
-                                                     "' (only audio_file)";
-                                        return false;
-                                    }
-                                    if (have_file) {
-                                        form_error = "audio_file given twice";
-                                        return false;
-                                    }
-                                    have_file = in_file = true;
-                                    // Informational only: kept, but as valid text.
-                                    upload_name = util::sanitize_utf8(p.filename.value_or(""));
-                                    return true;
-                                }
-                                if (fields.contains(p.name)) {
-                                    form_error = "field '" + p.name + "' given twice";
-                                    return false;
-                                }
-                                current_field = p.name;
-                                field_value.clear();
-                                return true;
-                            },
-                        .on_part_data =
-                            [&](std::string_view d) {
-                                if (in_file) {
-                                    file_bytes += d.size();
-                                    if (file_bytes > settings.api.max_upload_bytes) {
-                                        too_large = true;
-                                        return false;
-                                    }
-                                    sha.update(d);
-                                    pending.append(d);
-                                    return true;
-                                }
-                                if (field_value.size() + d.size() > max_form_field_bytes) {
-                                    form_error = "field '" + current_field + "' is too large";
-                                    return false;
-                                }
-                                field_value.append(d);
-                                return true;
-                            },
-                        .on_part_end =
-                            [&]() {
-                                if (in_file)
-                                    in_file = false;
-                                else
-                                    fields[current_field] = field_value;
-                                return true;
-                            }});
-        std::vector<char> buf(read_chunk);
-        bool failed = false;
-        for (;;) {
-            auto c = co_await ctx.read_body(std::span<char>(buf.data(), buf.size()));
-            if (c.error != http::body_chunk::failure::none) {
-                if (c.error == http::body_chunk::failure::too_large)
-                    refuse(ctx, error_kind::payload_too_large, "too_large", "upload too large");
-                else if (c.error == http::body_chunk::failure::timeout)
-                    refuse(ctx, error_kind::request_timeout, "timeout", "upload stalled");
-                else
-                    refuse(ctx, error_kind::bad_request, "malformed", "malformed request body");
-                failed = true;
-                break;
-            }
-            auto err = parser.feed(std::string_view(buf.data(), c.size));
-            // Spool in large writes: each one is a hop to the blocking pool.
-            const bool flush_now =
-                pending.size() >= spool_write_bytes || c.done || err != http::multipart_error::none;
-            if (!pending.empty() && flush_now) {
-                if (!spool) {
-                    file_id = util::sortable_id("file_");
-                    spool = std::make_unique<spool_file>(
-                        deps.blocking,
-                        (fs::path(settings.storage.blob_dir) / "uploads" / file_id).string());
-                    if (!co_await spool->open()) {
-                        refuse(ctx, error_kind::internal, "spool_error", "cannot store the upload");
-                        failed = true;
-                        break;
-                    }
-                }
-                spool_bytes.inc(static_cast<double>(pending.size()));
-                auto n = pending.size();
-                bool ok = co_await spool->flush(pending);
-                spool_bytes.dec(static_cast<double>(n));
-                if (!ok) {
-                    refuse(ctx, error_kind::internal, "spool_error", "cannot store the upload");
-                    failed = true;
-                    break;
-                }
-            }
-            if (err != http::multipart_error::none) {
-                if (too_large)
-                    refuse(ctx, error_kind::payload_too_large, "too_large",
-                           "audio_file exceeds " + std::to_string(settings.api.max_upload_bytes) +
-                               " bytes");
-                else
-                    refuse(ctx, error_kind::bad_request, "malformed",
-                           form_error.value_or("malformed multipart body: " +
-                                               std::string(http::to_string(err))));
-                failed = true;
-                break;
-            }
-            if (c.done) {
-                auto fin = parser.finish();
-                if (fin != http::multipart_error::none) {
-                    refuse(ctx, error_kind::bad_request, "malformed",
-                           "malformed multipart body: " + std::string(http::to_string(fin)));
-                    failed = true;
-                }
-                break;
-            }
-        }
-        if (failed)
-            co_return;
-        if (have_file && !spool) {
-            // An empty file part: still a source, refused as not decodable below.
-            file_id = util::sortable_id("file_");
-            spool = std::make_unique<spool_file>(
-                deps.blocking,
-                (fs::path(settings.storage.blob_dir) / "uploads" / file_id).string());
-            if (!co_await spool->open()) {
-                refuse(ctx, error_kind::internal, "spool_error", "cannot store the upload");
-                co_return;
-            }
-        }
-        if (spool) {
-            if (!co_await spool->close()) {
-                refuse(ctx, error_kind::internal, "spool_error", "cannot store the upload");
-                co_return;
-            }
-            upload_sha = sha.hex_digest();
-            upload_bytes.inc(static_cast<double>(spool->size()));
-        }
-    } else if (content_type.rfind("application/json", 0) == 0) {
-        if (ctx.content_length() && *ctx.content_length() > settings.api.max_json_bytes) {
-            refuse(ctx, error_kind::payload_too_large, "too_large",
-                   "JSON body exceeds " + std::to_string(settings.api.max_json_bytes) + " bytes");
-            co_return;
-        }
-        auto body = co_await read_limited(ctx, settings.api.max_json_bytes);
-        if (!body) {
-            rejected.with({"malformed"}).inc();
-            co_return;
-        }
-        boost::system::error_code ec;
-        // Invalid UTF-8 inside strings is let through the parser so that validation can name
-        // the field (422) instead of refusing the whole body as malformed.
-        json::parse_options opts;
-        opts.allow_invalid_utf8 = true;
-        auto v = json::parse(*body, ec, {}, opts);
-        if (ec || !v.is_object()) {
-            refuse(ctx, error_kind::bad_request, "malformed",
-                   ec ? "body is not valid JSON: " + ec.message() : "body must be a JSON object");
-            co_return;
-        }
-        fields = std::move(v.as_object());
-    } else {
-        refuse(ctx, error_kind::unsupported_media_type, "media_type",
-               "send multipart/form-data (with audio_file) or application/json");
-        co_return;
-    }
-
-    validation_input in;
-    in.fields = &fields;
-    in.from_form = from_form;
-    in.has_file = static_cast<bool>(spool);
-    in.provider_exists = [this](std::string_view n) { return deps.providers.find(n) != nullptr; };
-    in.route_exists = [&settings](std::string_view n) {
-        return settings.routing.routes.count(std::string(n)) > 0;
-    };
-    auto v = validate_extend_request(in);
-    auto& req = v.request;
-
-    // Routing: the providers that can take this request, in failover order (the first drawn
-    // by weight). None: the request cannot be served here (422 naming what is in the way).
-    if (v.errors.empty()) {
-        std::string why;
-        req.route_chain = plan_for(req, &why);
-        if (req.route_chain.empty()) {
-            std::string field = req.source == core::source_kind::clip ? "clip"
-                                : req.provider                        ? "provider"
-                                : req.route                           ? "route"
-                                                                      : "provider";
-            if (why.find("outputs") != std::string::npos)
-                field = "num_outputs";
-            else if (why.find("length") != std::string::npos)
-                field = "length";
-            else if (!req.provider && !req.route && why.find("file sources") != std::string::npos)
-                field = "audio_file";
-            else if (!req.provider && !req.route && why.find("url sources") != std::string::npos)
-                field = "audio_url";
-            v.errors.push_back({field, why});
-        }
-    }
-    // The URL guard, now rather than when the URL is used: a refused URL is the client's error
-    // (422 naming the field), before any task exists. Syntax first (no DNS), then the
-    // resolved addresses, bounded tightly: a slow or failing resolver must not hold the
-    // submit (measured: a flaky resolver made 3 s waits), and every later use checks again.
-    if (v.errors.empty() && deps.url_policy) {
-        std::vector<std::pair<std::string, std::string>> urls;
-        if (req.source == core::source_kind::url)
-            urls.emplace_back("audio_url", req.audio_url);
-        if (req.webhook_url)
-            urls.emplace_back("webhook_url", *req.webhook_url);
-        for (const auto& [field, url] : urls) {
-            auto why = segue::net::check_url_syntax(url, *deps.url_policy);
-            if (!why)
-                why =
-                    co_await segue::net::check_url(co_await net::this_coro::executor, url,
-                                                   deps.url_policy, std::chrono::milliseconds(300),
-                                                   /*refuse_unresolvable=*/false);
-            if (why)
-                v.errors.push_back({field, "refused: " + *why});
-        }
-    }
-    if (req.webhook_url) {
-        auto t = std::find_if(settings.tenants.begin(), settings.tenants.end(),
-                              [&](const config::tenant_settings& x) { return x.name == *tenant; });
-        if (t == settings.tenants.end() || t->webhook_secrets.empty())
-            v.errors.push_back({"webhook_url",
-                                "deliveries are signed, and this tenant has no "
-                                "webhook secret configured "
-                                "(tenants[].webhook_secrets)"});
-    }
-    if (!v.errors.empty()) {
-        std::string detail = std::to_string(v.errors.size()) + " invalid field(s): ";
-        for (std::size_t i = 0; i < v.errors.size(); ++i)
-            detail += (i ? ", " : "") + v.errors[i].field;
-        refuse(ctx, error_kind::validation_failed, "validation", detail, v.errors);
-        co_return;
-    }
-
-    if (spool) {
-        audio::probe_result probe;
-        const std::string path = spool->path();
-        co_await deps.blocking.run([&] { probe = audio::probe(path); });
-        if (!probe.ok) {
-            refuse(ctx, error_kind::unprocessable_audio, "audio", "audio_file: " + probe.error,
-                   {{"audio_file", probe.error}});
-            co_return;
-        }
-        if (req.extend_after > probe.duration_seconds) {
-            std::string m =
-                "is beyond the end of the song (" + std::to_string(probe.duration_seconds) + " s)";
-            refuse(ctx, error_kind::unprocessable_audio, "audio", "extend_after " + m,
-                   {{"extend_after", m}});
-            co_return;
-        }
-        upload_content_type = std::string(audio::content_type_for_format(probe.format));
-        req.audio_file_id = file_id;
-        req.audio_filename = upload_name;
-        req.source_duration = probe.duration_seconds;
-        req.source_sample_rate = probe.sample_rate;
-        req.source_channels = probe.channels;
-    }
-
-    // Credits: the route's first provider's price for every output is held at submit.
-    req.hold_milli = core::estimate_hold_milli(settings, req.route_chain.front(), req.num_outputs);
-    std::int64_t grant_milli = 0;
-    for (const auto& t : settings.tenants)
-        if (t.name == *tenant)
-            grant_milli = core::credits_to_milli(t.credits).value_or(0);
-
-    // The task as it will be stored, and the 202 it answers (also kept for idempotent replays).
     const auto now = core::now_ms();
-    store::task_row task;
-    task.id = util::sortable_id("ext_");
-    task.tenant = *tenant;
-    task.status = std::string(core::to_string(core::task_status::queued));
-    task.provider = req.route_chain.front();
-    task.request_json = core::request_to_json(req);
-    task.num_outputs = req.num_outputs;
-    task.idempotency_key = idem_key.value_or("");
-    task.created_at = task.updated_at = now;
-    std::vector<store::output_row> outs;
-    for (int i = 1; i <= req.num_outputs; ++i)
-        outs.push_back(
-            {task.id, i, std::string(core::to_string(core::output_status::pending)), "{}", now});
-    const std::string response_body = util::json_text(core::task_document(task, outs, {}));
-    const auto events = core::engine::event_context_of(req);
+    const auto a = create::plan_admission(req, *tenant, std::get<0>(key), file ? &*file : nullptr,
+                                          deps.settings, now);
+    const auto retention =
+        static_cast<store::millis>(deps.settings.api.idempotency_retention.count());
+    create::admitted result;
+    co_await deps.db.write(
+        [&](store::transaction& tx) { result = create::admit(tx, a, now, retention); });
+    if (auto r = create::refused_admission(result, a))
+        co_return refuse(ctx, *r);
+    if (result.what == create::admitted::kind::replay)
+        co_return answer_replay(ctx, result.prior);
+    if (file)
+        file->spool->keep();
+    answer_created(ctx, a);
+}
 
-    std::string request_hash;
-    if (idem_key) {
-        auto canon = req;
-        canon.audio_file_id.clear();
-        canon.route_chain.clear();  // drawn by weight: not part of what the client sent
-        canon.hold_milli = 0;
-        request_hash = util::sha256_hex(core::request_fingerprint(canon) + "|" + upload_sha);
-    }
+void handlers::answer_replay(http::context& ctx, const store::idempotency_row& prior) {
+    ctx.res().status = prior.response_status;
+    ctx.res().content_type = "application/json";
+    ctx.res().body = prior.response_body;
+    ctx.res().set_header("Location", "/v1/extensions/" + prior.task_id);
+    ctx.res().set_header("Idempotent-Replayed", "true");
+}
 
-    enum class outcome { created, replay, conflict, insufficient } result = outcome::created;
-    std::int64_t available_milli = 0;
-    store::idempotency_row existing;
-    const auto retention = static_cast<store::millis>(settings.api.idempotency_retention.count());
-    co_await deps.db.write([&](store::transaction& tx) {
-        if (idem_key) {
-            auto prior = tx.get_idempotency(*tenant, *idem_key);
-            if (prior && prior->created_at < now - retention) {
-                tx.delete_idempotency_before(now - retention);
-                prior.reset();
-            }
-            if (prior) {
-                existing = *prior;
-                result = prior->request_hash == request_hash ? outcome::replay : outcome::conflict;
-                return;
-            }
-        }
-        // The balance check and the hold in one transaction (one writer): two submits can never
-        // both spend the same credits.
-        tx.ensure_grant(*tenant, grant_milli, now);
-        if (req.hold_milli > 0) {
-            auto totals = tx.ledger_totals(*tenant);
-            if (totals.available < req.hold_milli) {
-                available_milli = totals.available;
-                result = outcome::insufficient;
-                return;
-            }
-        }
-        core::engine::create_task(tx, task, &events);
-        if (req.hold_milli > 0) {
-            store::ledger_row h;
-            h.tenant = *tenant;
-            h.task_id = task.id;
-            h.kind = "hold";
-            h.amount_milli = req.hold_milli;
-            h.provider = req.route_chain.front();
-            h.note =
-                std::to_string(req.num_outputs) + " output(s) at " +
-                core::format_credits(core::provider_price_milli(settings, req.route_chain.front()));
-            h.created_at = now;
-            tx.add_ledger_entry(h);
-        }
-        if (spool) {
-            store::file_row f;
-            f.id = file_id;
-            f.tenant = *tenant;
-            f.task_id = task.id;
-            f.kind = "upload";
-            f.content_type = upload_content_type;
-            f.path = (fs::path("uploads") / file_id).string();
-            f.size = static_cast<std::int64_t>(spool->size());
-            f.sha256 = upload_sha;
-            f.created_at = now;
-            tx.insert_file(f);
-        }
-        if (idem_key) {
-            store::idempotency_row r;
-            r.tenant = *tenant;
-            r.key = *idem_key;
-            r.request_hash = request_hash;
-            r.task_id = task.id;
-            r.response_status = 202;
-            r.response_body = response_body;
-            r.created_at = now;
-            tx.insert_idempotency(r);
-        }
-    });
-    if (result == outcome::insufficient) {
-        refuse(ctx, error_kind::payment_required, "insufficient_credits",
-               "this extension holds " + core::format_credits(req.hold_milli) + " credits and " +
-                   core::format_credits(available_milli) + " are available (GET /v1/credits)");
-        co_return;
-    }
-    if (result == outcome::conflict) {
-        refuse(ctx, error_kind::conflict, "idempotency_conflict",
-               "Idempotency-Key was used with a different request");
-        co_return;
-    }
-    if (result == outcome::replay) {
-        ctx.res().status = existing.response_status;
-        ctx.res().content_type = "application/json";
-        ctx.res().body = existing.response_body;
-        ctx.res().set_header("Location", "/v1/extensions/" + existing.task_id);
-        ctx.res().set_header("Idempotent-Replayed", "true");
-        co_return;
-    }
-    if (spool)
-        spool->keep();
+void handlers::answer_created(http::context& ctx, const create::admission& a) {
+    const auto& provider = a.request.route_chain.front();
     deps.engine.notify();
-    created.with({req.route_chain.front()}).inc();
-    if (req.hold_milli > 0)
+    created.with({provider}).inc();
+    if (a.request.hold_milli > 0)
         deps.metrics
             .counter_family("segue_credits_total",
                             "Credits held at submit, captured by ready outputs and refunded "
                             "(released) when outputs failed or were canceled.",
                             {"tenant", "provider", "kind"})
-            .with({*tenant, req.route_chain.front(), "held"})
-            .inc(core::milli_to_credits(req.hold_milli));
+            .with({a.tenant, provider, "held"})
+            .inc(core::milli_to_credits(a.request.hold_milli));
     ctx.res().status = 202;
     ctx.res().content_type = "application/json";
-    ctx.res().body = response_body;
-    ctx.res().set_header("Location", "/v1/extensions/" + task.id);
-    log::info("task created", {{"task_id", task.id},
-                               {"tenant", *tenant},
-                               {"provider", req.route_chain.front()},
+    ctx.res().body = a.response_body;
+    ctx.res().set_header("Location", "/v1/extensions/" + a.task.id);
+    log::info("task created", {{"task_id", a.task.id},
+                               {"tenant", a.tenant},
+                               {"provider", provider},
                                {"request_id", ctx.request_id()}});
 }
 

@@ -1,5 +1,6 @@
 #include "providers/common/wire.hpp"
 
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <cctype>
@@ -79,6 +80,27 @@ update failed(core::error_class cls, std::string code, std::string message) {
     u.error_code = std::move(code);
     u.error_message = std::move(message);
     return u;
+}
+
+std::optional<webhook_body> open_webhook(std::string_view provider, std::string_view body,
+                                         std::string_view attempt_task_id, std::string& error) {
+    boost::system::error_code ec;
+    auto v = json::parse(json::string_view(body.data(), body.size()), ec);
+    if (ec || !v.is_object()) {
+        error = std::string(provider) + " webhook body is not a JSON object";
+        return std::nullopt;
+    }
+    webhook_body w;
+    w.object = std::move(v.as_object());
+    if (auto* id = field(w.object, "task_id"); id && id->is_string())
+        w.task_id = std::string(id->as_string());
+    if (!w.task_id.empty() && !attempt_task_id.empty() && w.task_id != attempt_task_id) {
+        error = std::string(provider) + " webhook for task '" + w.task_id + "', expected '" +
+                std::string(attempt_task_id) + "'";
+        return std::nullopt;
+    }
+    w.provider_task_id = attempt_task_id.empty() ? w.task_id : std::string(attempt_task_id);
+    return w;
 }
 
 }  // namespace segue::providers::wire

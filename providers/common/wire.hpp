@@ -35,4 +35,18 @@ std::string printable_prefix(std::string_view body, std::size_t max);
 // A `failed` update of class `cls`.
 update failed(core::error_class cls, std::string code, std::string message);
 
+// The opening every provider's webhook shares: the body as a JSON object, and the task id it
+// names matched against the attempt's.
+struct webhook_body {
+    boost::json::object object;
+    std::string task_id;  // as the payload names it, "" if it names none
+    // The attempt's task id or, when the attempt has none (its submit answer was lost), the
+    // payload's own.
+    std::string provider_task_id;
+};
+// nullopt, with `error` naming `provider` ("MusicAPI"), for a body that is not a JSON object or
+// that names another task than `attempt_task_id` (when both are known).
+std::optional<webhook_body> open_webhook(std::string_view provider, std::string_view body,
+                                         std::string_view attempt_task_id, std::string& error);
+
 }  // namespace segue::providers::wire

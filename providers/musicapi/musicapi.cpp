@@ -5,6 +5,8 @@
 
 #include "gateway/core/backoff.hpp"
 #include "gateway/net/http_client.hpp"
+#include "providers/common/transport.hpp"
+#include "providers/common/wire.hpp"
 #include "providers/musicapi/transform.hpp"
 
 namespace segue::providers::musicapi {
@@ -16,30 +18,10 @@ std::int64_t now_ms() {
         .count();
 }
 
-update failed(core::error_class cls, std::string code, std::string message) {
-    update u;
-    u.what = update::kind::failed;
-    u.error = cls;
-    u.error_code = std::move(code);
-    u.error_message = std::move(message);
-    return u;
-}
+using wire::failed;
 
 update transport_failure(const net::result& r, std::string_view what) {
-    auto u = failed(core::error_class::transient,
-                    r.error == net::failure::timeout ? "upstream_timeout" : "upstream_unreachable",
-                    std::string(what) + ": " + std::string(net::to_string(r.error)) +
-                        (r.message.empty() ? "" : " (" + r.message + ")"));
-    if (r.error == net::failure::tls || r.error == net::failure::bad_url ||
-        r.error == net::failure::plain_http_refused || r.error == net::failure::refused_address) {
-        u.error = core::error_class::unknown;
-        u.error_code = "upstream_misconfigured";
-    }
-    u.ambiguous = r.request_sent;
-    if (r.request_sent)
-        u.error_message +=
-            "; the request may have reached MusicAPI (ambiguous: reconcile before resubmitting)";
-    return u;
+    return wire::transport_failure(r, "MusicAPI", what);
 }
 
 }  // namespace

@@ -883,20 +883,11 @@ bool verify_webhook_signature(std::string_view secret, const header_list& header
 
 std::optional<update> parse_webhook(const std::string& state_json, std::string_view body,
                                     std::string& error) {
-    auto obj = parse_object(body);
-    if (!obj) {
-        error = "MusicAPI webhook body is not a JSON object";
+    auto hook = wire::open_webhook("MusicAPI", body, parse_state(state_json).task_id, error);
+    if (!hook)
         return std::nullopt;
-    }
-    const auto& o = *obj;
-    const attempt_state st = parse_state(state_json);
-    const std::string task_id = text(o, "task_id");
-    if (!task_id.empty() && !st.task_id.empty() && task_id != st.task_id) {
-        error = "MusicAPI webhook for task '" + task_id + "', expected '" + st.task_id + "'";
-        return std::nullopt;
-    }
-    // Without a known extend task (its submit answer was lost) the payload's own id stands.
-    const std::string provider_task_id = st.task_id.empty() ? task_id : st.task_id;
+    const auto& o = hook->object;
+    const std::string& provider_task_id = hook->provider_task_id;
     const std::string message = text(o, "message");
     const auto code = body_code(o);
     const auto clips = clips_of(o);

@@ -9,6 +9,7 @@
 #include "gateway/net/http_client.hpp"
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/util/crypto.hpp"
+#include "providers/common/transport.hpp"
 #include "providers/musicgpt/transform.hpp"
 
 namespace segue::providers::musicgpt {
@@ -69,23 +70,7 @@ boost::asio::awaitable<std::string> next_part(std::shared_ptr<multipart_stream> 
 }
 
 update transport_failure(const net::result& r, std::string_view what) {
-    update u;
-    u.what = update::kind::failed;
-    u.error = core::error_class::transient;
-    u.error_code = r.error == net::failure::timeout ? "upstream_timeout" : "upstream_unreachable";
-    if (r.error == net::failure::tls || r.error == net::failure::bad_url ||
-        r.error == net::failure::plain_http_refused || r.error == net::failure::refused_address) {
-        u.error = core::error_class::unknown;
-        u.error_code = "upstream_misconfigured";
-    }
-    u.error_message = std::string(what) + ": " + std::string(net::to_string(r.error)) +
-                      (r.message.empty() ? "" : " (" + r.message + ")");
-    u.ambiguous = r.request_sent;
-    if (r.request_sent)
-        u.error_message +=
-            "; the request may have reached MusicGPT (ambiguous: reconcile before "
-            "resubmitting)";
-    return u;
+    return wire::transport_failure(r, "MusicGPT", what);
 }
 
 }  // namespace

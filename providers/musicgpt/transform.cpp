@@ -556,23 +556,15 @@ std::optional<std::vector<core::lyric_line>> parse_lyrics_timestamped(std::strin
 
 std::optional<update> parse_webhook(const std::string& state_json, std::string_view body,
                                     std::string& error) {
-    auto obj = parse_object(body);
-    if (!obj) {
-        error = "MusicGPT webhook body is not a JSON object";
-        return std::nullopt;
-    }
-    const auto& o = *obj;
     const attempt_state st = parse_state(state_json);
-
-    const std::string task_id = nonempty(o, "task_id");
-    if (!task_id.empty() && !st.task_id.empty() && task_id != st.task_id) {
-        error = "MusicGPT webhook for task '" + task_id + "', expected '" + st.task_id + "'";
+    auto hook = wire::open_webhook("MusicGPT", body, st.task_id, error);
+    if (!hook)
         return std::nullopt;
-    }
+    const auto& o = hook->object;
 
     update u;
     u.what = update::kind::progress;
-    u.provider_task_id = st.task_id.empty() ? task_id : st.task_id;
+    u.provider_task_id = hook->provider_task_id;
 
     const std::string subtype = nonempty(o, "subtype");
     const std::string conversion_id = nonempty(o, "conversion_id");
