@@ -32,6 +32,7 @@
 #include "gateway/runtime/io_pool.hpp"
 #include "gateway/store/db.hpp"
 #include "gateway/util/crypto.hpp"
+#include "providers/builtin.hpp"
 #include "providers/registry.hpp"
 #include "segue/version.hpp"
 
@@ -105,7 +106,12 @@ struct app::impl {
     std::unique_ptr<http::server> server;
 };
 
-app::app(config::settings settings) : impl_(std::make_unique<impl>(std::move(settings))) {
+const providers::descriptor_list& builtin_providers() {
+    return providers::builtin();
+}
+
+app::app(config::settings settings, const providers::descriptor_list& provider_kinds)
+    : impl_(std::make_unique<impl>(std::move(settings))) {
     auto& d = *impl_;
     log::set_level(to_log_level(d.settings.log.level));
     if (d.settings.api.url_signing_key.empty())
@@ -128,7 +134,7 @@ app::app(config::settings settings) : impl_(std::make_unique<impl>(std::move(set
     so.writer_cache_bytes = d.settings.storage.cache_size;
     d.store = store::open_sqlite(so);
     d.db = std::make_unique<store::db>(*d.store, d.metrics);
-    d.providers = providers::make_registry(d.settings);
+    d.providers = providers::make_registry(provider_kinds, d.settings);
     // Routes may only name providers that are enabled here.
     if (!d.providers->find(d.settings.api.default_provider))
         throw std::runtime_error("api.default_provider '" + d.settings.api.default_provider +

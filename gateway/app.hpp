@@ -4,10 +4,19 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "gateway/config/settings.hpp"
 
+namespace segue::providers {
+struct descriptor;
+using descriptor_list = std::vector<const descriptor*>;
+}  // namespace segue::providers
+
 namespace segue {
+
+// The providers shipped with the gateway (providers/builtin.cpp).
+const providers::descriptor_list& builtin_providers();
 
 struct run_options {
     std::string port_file;  // overrides server.port_file when set
@@ -15,7 +24,9 @@ struct run_options {
 
 class app {
   public:
-    explicit app(config::settings settings);
+    // `providers`: the provider kinds this process knows (the ones `settings` was loaded with);
+    // each one whose block is enabled is built.
+    app(config::settings settings, const providers::descriptor_list& providers);
     ~app();
     // Serves until SIGTERM/SIGINT, then drains. Returns the process exit code.
     int run(const run_options& options);

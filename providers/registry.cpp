@@ -3,9 +3,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "providers/musicapi/musicapi.hpp"
-#include "providers/musicgpt/musicgpt.hpp"
-#include "providers/sandbox/sandbox.hpp"
+#include "gateway/config/provider_config.hpp"
+#include "providers/descriptor.hpp"
 
 namespace segue::providers {
 
@@ -39,15 +38,27 @@ std::vector<provider*> registry::all() const {
     return out;
 }
 
-std::unique_ptr<registry> make_registry(const config::settings& settings) {
+std::unique_ptr<registry> make_registry(const std::vector<const descriptor*>& descriptors,
+                                        const config::settings& settings) {
     auto r = std::make_unique<registry>();
-    if (settings.providers.sandbox.enabled)
-        r->add(std::make_unique<sandbox::sandbox_provider>(settings.providers.sandbox));
-    if (settings.providers.musicgpt.enabled)
-        r->add(std::make_unique<musicgpt::musicgpt_provider>(settings.providers.musicgpt));
-    if (settings.providers.musicapi.enabled)
-        r->add(std::make_unique<musicapi::musicapi_provider>(settings.providers.musicapi));
+    for (const descriptor* d : descriptors) {
+        auto it = settings.providers.find(d->name);
+        if (it == settings.providers.end() || !it->second || !it->second->enabled())
+            continue;
+        auto p = d->make(*it->second);
+        if (p->name() != d->name)
+            throw std::invalid_argument("provider descriptor '" + d->name + "' built '" +
+                                        std::string(p->name()) + "'");
+        r->add(std::move(p));
+    }
     return r;
+}
+
+config::provider_catalog settings_catalog(const descriptor_list& descriptors) {
+    config::provider_catalog out;
+    for (const descriptor* d : descriptors)
+        out.push_back(d->settings);
+    return out;
 }
 
 }  // namespace segue::providers

@@ -1,5 +1,6 @@
 #pragma once
-// Provider plugins by name. The list of providers is explicit, in registry.cpp.
+// The providers this process runs, by name. Built from the provider descriptors the app's wiring
+// passes in (providers/builtin.hpp lists the shipped ones); the core uses only this interface.
 
 #include <memory>
 #include <string_view>
@@ -9,6 +10,8 @@
 #include "providers/provider.hpp"
 
 namespace segue::providers {
+
+struct descriptor;
 
 class registry {
   public:
@@ -21,7 +24,9 @@ class registry {
     std::vector<std::unique_ptr<provider>> providers_;
 };
 
-// Builds every provider enabled in the settings.
-std::unique_ptr<registry> make_registry(const config::settings& settings);
+// Builds every provider whose block (settings.providers.<name>) is enabled, with its descriptor's
+// factory. Throws std::invalid_argument if a built provider's name differs from its descriptor's.
+std::unique_ptr<registry> make_registry(const std::vector<const descriptor*>& descriptors,
+                                        const config::settings& settings);
 
 }  // namespace segue::providers

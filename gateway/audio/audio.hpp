@@ -1,6 +1,6 @@
 #pragma once
 
-// Audio library behind the offline `sandbox` provider: probing uploaded songs and extending them
+// Audio library behind the offline DSP provider: probing uploaded songs and extending them
 // with a DSP continuation (a beat-aligned, crossfaded loop of material taken from the song
 // itself). No AI, no network. Everything here is synchronous, meant for worker threads, and never
 // throws: errors come back as values.

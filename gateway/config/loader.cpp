@@ -175,15 +175,17 @@ yaml_node parse_yaml(std::string_view text, std::string_view source_name) {
     return root;
 }
 
-settings defaults() {
-    return schema_defaults(settings_schema());
+settings defaults(const provider_catalog& providers) {
+    return schema_defaults(settings_schema(providers));
 }
 
-settings load_string(std::string_view yaml, std::string_view source_name, const env_lookup& env) {
-    return load_yaml(settings_schema(), yaml, source_name, env);
+settings load_string(std::string_view yaml, std::string_view source_name, const env_lookup& env,
+                     const provider_catalog& providers) {
+    return load_yaml(settings_schema(providers), yaml, source_name, env);
 }
 
-settings load_file(const std::string& path, const env_lookup& env) {
+settings load_file(const std::string& path, const env_lookup& env,
+                   const provider_catalog& providers) {
     std::ifstream in(path, std::ios::binary);
     if (!in)
         throw config_error({{path, 0, "", std::string("cannot open: ") + std::strerror(errno)}});
@@ -191,18 +193,18 @@ settings load_file(const std::string& path, const env_lookup& env) {
     text << in.rdbuf();
     if (in.bad())
         throw config_error({{path, 0, "", "read error"}});
-    return load_string(text.str(), path, env);
+    return load_string(text.str(), path, env, providers);
 }
 
-std::string render_effective(const settings& s) {
-    return render_yaml(settings_schema(), s);
+std::string render_effective(const settings& s, const provider_catalog& providers) {
+    return render_yaml(settings_schema(providers), s);
 }
 
-std::string render_docs() {
+std::string render_docs(const provider_catalog& providers) {
     return "## Settings reference\n\n"
-           "Generated from gateway/config/schema.cpp by `segue --config-docs`; do not edit by "
-           "hand.\n\n" +
-           render_markdown(settings_schema());
+           "Generated from gateway/config/schema.cpp and each provider's descriptor by "
+           "`segue --config-docs`; do not edit by hand.\n\n" +
+           render_markdown(settings_schema(providers));
 }
 
 }  // namespace segue::config

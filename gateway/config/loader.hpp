@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -20,6 +21,11 @@
 #include "gateway/config/settings.hpp"
 
 namespace segue::config {
+
+// The providers whose blocks may appear under `providers:` (gateway/config/provider_config.hpp);
+// the app's wiring builds it from the provider descriptors. Blocks of other names are errors.
+class provider_schema;
+using provider_catalog = std::vector<std::shared_ptr<const provider_schema>>;
 
 // Looks up an environment variable; production passes a getenv wrapper, tests inject a map.
 using env_lookup = std::function<std::optional<std::string>(const std::string&)>;
@@ -49,21 +55,24 @@ class config_error : public std::runtime_error {
     std::vector<diagnostic> diagnostics_;
 };
 
-// The schema defaults (equal to a default-constructed settings; a unit test enforces it).
-settings defaults();
+// The schema defaults (equal to a default-constructed settings, whose `providers` is filled
+// in with each provider's defaults; a unit test enforces it).
+settings defaults(const provider_catalog& providers);
 
 // Loads and validates a YAML file; throws config_error (also when the file cannot be read).
-settings load_file(const std::string& path, const env_lookup& env);
+settings load_file(const std::string& path, const env_lookup& env,
+                   const provider_catalog& providers);
 
 // Same for YAML text; source_name is used in messages in place of a file name.
-settings load_string(std::string_view yaml, std::string_view source_name, const env_lookup& env);
+settings load_string(std::string_view yaml, std::string_view source_name, const env_lookup& env,
+                     const provider_catalog& providers);
 
 // The effective configuration as YAML: every setting, defaults included, secrets "<redacted>".
-std::string render_effective(const settings& s);
+std::string render_effective(const settings& s, const provider_catalog& providers);
 
 // Markdown reference of every setting (name, type, default, bounds, description); it is
 // what `segue --config-docs` prints and what config/README.md ends with.
-std::string render_docs();
+std::string render_docs(const provider_catalog& providers);
 
 // A listen address split into its parts: "host:port", "[v6]:port" (brackets removed).
 struct host_port {

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <optional>
 
+#include "gateway/config/provider_config.hpp"
 #include "gateway/config/schema.hpp"
 #include "gateway/events/signer.hpp"
 #include "gateway/net/address_policy.hpp"
@@ -201,7 +202,7 @@ object_schema<api_settings> api_schema() {
         .def("sandbox");
     s.field("url_signing_key", &api_settings::url_signing_key,
             "Key of the expiring signed file URLs handed to providers that fetch an upload "
-            "themselves (MusicAPI). Every replica needs the same one; empty: a random key per "
+            "themselves. Every replica needs the same one; empty: a random key per "
             "process, fine for a single replica. Use ${VAR}.")
         .secret()
         .def("");
@@ -243,142 +244,6 @@ object_schema<engine_settings> engine_schema() {
         .range(1, 100);
     s.validate([](const engine_settings& e) -> std::optional<std::string> {
         return lease_check(e.lease);
-    });
-    return s;
-}
-
-object_schema<sandbox_settings> sandbox_schema() {
-    object_schema<sandbox_settings> s;
-    s.field("enabled", &sandbox_settings::enabled,
-            "The offline sandbox provider: extends audio locally with DSP (a beat-aligned "
-            "crossfaded loop), no account, no network. Not AI.")
-        .def(true);
-    s.field("delay", &sandbox_settings::delay,
-            "Simulated provider latency before the task starts running and before results.")
-        .def(1s)
-        .range(0s, 10min);
-    s.field("default_length", &sandbox_settings::default_length,
-            "Seconds of new audio when the request gives no length.")
-        .def(30.0)
-        .range(1.0, 600.0);
-    s.field("price", &sandbox_settings::price,
-            "Credits held per requested output when a task is routed here first, captured when "
-            "the output is ready and released when it is not (see GET /v1/credits).")
-        .def(0.0)
-        .range(0.0, 1000000.0);
-    return s;
-}
-
-object_schema<musicgpt_settings> musicgpt_schema() {
-    object_schema<musicgpt_settings> s;
-    s.field("enabled", &musicgpt_settings::enabled, "Route requests to MusicGPT.").def(false);
-    s.field("base_url", &musicgpt_settings::base_url,
-            "MusicGPT's public API root (the fake in tests/fakes listens on plain http).")
-        .def("https://api.musicgpt.com/api/public");
-    s.field("api_key", &musicgpt_settings::api_key,
-            "MusicGPT API key, sent raw in Authorization. Use ${MUSICGPT_API_KEY}.")
-        .secret()
-        .def("");
-    s.field("submit_timeout", &musicgpt_settings::submit_timeout,
-            "Deadline of one extend submission, upload included.")
-        .def(2min)
-        .range(1s, 30min);
-    s.field("poll_timeout", &musicgpt_settings::poll_timeout, "Deadline of one byId query.")
-        .def(15s)
-        .range(1s, 5min);
-    s.field("reconcile_after", &musicgpt_settings::reconcile_after,
-            "After acceptance, when to ask byId if webhooks have not finished the task (a lost "
-            "webhook never leaves a task hanging). Without public_base_url there are no webhooks "
-            "and poll_interval applies from the start.")
-        .def(90s)
-        .range(1s, 24h);
-    s.field("poll_interval", &musicgpt_settings::poll_interval,
-            "Interval of later byId queries while the task runs.")
-        .def(30s)
-        .range(100ms, 1h);
-    s.field("price", &musicgpt_settings::price,
-            "Credits held per requested output when a task is routed here first, captured when "
-            "the output is ready and released when it is not (see GET /v1/credits).")
-        .def(42.0)
-        .range(0.0, 1000000.0);
-
-    s.validate([](const musicgpt_settings& m) -> std::optional<std::string> {
-        if (m.enabled && m.api_key.empty())
-            return "enabled needs an api_key";
-        if (m.base_url.rfind("http://", 0) != 0 && m.base_url.rfind("https://", 0) != 0)
-            return "base_url must be an http(s) URL";
-        return std::nullopt;
-    });
-    return s;
-}
-
-object_schema<musicapi_settings> musicapi_schema() {
-    object_schema<musicapi_settings> s;
-    s.field("enabled", &musicapi_settings::enabled, "Route requests to MusicAPI.ai.").def(false);
-    s.field("base_url", &musicapi_settings::base_url,
-            "MusicAPI's API root, up to and including /api/v1 (the fake in tests/fakes listens "
-            "on plain http).")
-        .def("https://api.musicapi.ai/api/v1");
-    s.field("api_key", &musicapi_settings::api_key,
-            "MusicAPI key, sent as Authorization: Bearer <key>. Use ${MUSICAPI_API_KEY}.")
-        .secret()
-        .def("");
-    s.field("webhook_secret", &musicapi_settings::webhook_secret,
-            "Secret MusicAPI signs its webhooks with (X-Webhook-Signature: sha256=HMAC of "
-            "\"timestamp.body\"). When set, and api.public_base_url makes the gateway reachable, "
-            "extends ask for a webhook and a verified one finishes the task early; polling "
-            "continues regardless. Empty: polling only.")
-        .secret()
-        .def("");
-    s.field("submit_timeout", &musicapi_settings::submit_timeout,
-            "Deadline of one upload or create call.")
-        .def(60s)
-        .range(1s, 30min);
-    s.field("poll_timeout", &musicapi_settings::poll_timeout, "Deadline of one task query.")
-        .def(15s)
-        .range(1s, 5min);
-    s.field("poll_initial", &musicapi_settings::poll_initial,
-            "First delay between task queries; it grows by poll_multiplier up to poll_max.")
-        .def(5s)
-        .range(10ms, 1h);
-    s.field("poll_max", &musicapi_settings::poll_max, "Longest delay between task queries.")
-        .def(30s)
-        .range(10ms, 1h);
-    s.field("poll_multiplier", &musicapi_settings::poll_multiplier,
-            "Growth of the delay between task queries.")
-        .def(1.5)
-        .range(1.0, 10.0);
-    s.field("poll_jitter", &musicapi_settings::poll_jitter,
-            "Fraction of each delay that is randomized, so replicas and tasks spread out.")
-        .def(0.2)
-        .range(0.0, 1.0);
-    s.field("deadline", &musicapi_settings::deadline,
-            "Overall time from submission (upload included) after which a task still running "
-            "upstream fails with class transient.")
-        .def(30min)
-        .range(1s, 48h);
-    s.field("source_url_ttl", &musicapi_settings::source_url_ttl,
-            "Lifetime of the signed URL MusicAPI downloads an uploaded file from (file sources).")
-        .def(30min)
-        .range(10s, 24h);
-    s.field("webhook_tolerance", &musicapi_settings::webhook_tolerance,
-            "Inbound webhooks whose X-Webhook-Timestamp is further than this from now are "
-            "refused (replay guard).")
-        .def(5min)
-        .range(1s, 1h);
-    s.field("price", &musicapi_settings::price,
-            "Credits held per requested output when a task is routed here first, captured when "
-            "the output is ready and released when it is not (see GET /v1/credits).")
-        .def(12.0)
-        .range(0.0, 1000000.0);
-    s.validate([](const musicapi_settings& m) -> std::optional<std::string> {
-        if (m.enabled && m.api_key.empty())
-            return "enabled needs an api_key";
-        if (m.base_url.rfind("http://", 0) != 0 && m.base_url.rfind("https://", 0) != 0)
-            return "base_url must be an http(s) URL";
-        if (m.poll_max < m.poll_initial)
-            return "poll_max must be at least poll_initial";
-        return std::nullopt;
     });
     return s;
 }
@@ -568,16 +433,96 @@ object_schema<credits_settings> credits_schema() {
     return s;
 }
 
-object_schema<providers_settings> providers_schema() {
-    object_schema<providers_settings> s;
-    s.object("sandbox", &providers_settings::sandbox, sandbox_schema(), "The sandbox provider.");
-    s.object("musicgpt", &providers_settings::musicgpt, musicgpt_schema(),
-             "MusicGPT (multipart or JSON submit, webhooks, byId polling).");
-    s.object("musicapi", &providers_settings::musicapi, musicapi_schema(),
-             "MusicAPI.ai producer (upload to a clip, extend_music, polled task, signed "
-             "webhooks).");
-    return s;
-}
+// `providers:`: a mapping from provider names to their own blocks, each loaded, rendered and
+// documented by that provider's schema (from the catalog the wiring passes in). Every known
+// provider gets an entry, its defaults when the file has no block for it.
+class providers_member final : public member<settings> {
+  public:
+    providers_member(provider_catalog catalog)
+        : member<settings>("providers", "Provider plugins and their settings."),
+          catalog_(std::move(catalog)) {}
+
+    void apply_default(settings& target) const override {
+        target.providers.clear();
+        for (const auto& p : catalog_)
+            target.providers[p->name()] = p->defaults();
+    }
+    void load(const yaml_node& node, settings& target, detail::load_context& ctx,
+              const std::string& path) const override {
+        if (node.type == yaml_node::kind::null)
+            return;
+        if (node.type != yaml_node::kind::mapping) {
+            ctx.error(node.line, path,
+                      "expected a mapping of provider names to settings, got " +
+                          std::string(detail::node_with_article(node.type)));
+            return;
+        }
+        std::map<std::string, int> seen;
+        for (const auto& entry : node.entries) {
+            const std::string item_path = detail::join_key(path, entry.key);
+            if (auto [it, fresh] = seen.emplace(entry.key, entry.line); !fresh) {
+                ctx.error(entry.line, item_path,
+                          "duplicate key (first set on line " + std::to_string(it->second) + ")");
+                continue;
+            }
+            const provider_schema* schema = find(entry.key);
+            if (!schema) {
+                ctx.error(entry.line, item_path, unknown_message(entry.key));
+                continue;
+            }
+            target.providers[entry.key] = schema->load(entry.value, ctx, item_path);
+        }
+    }
+    yaml_node render(const settings& source, bool redact) const override {
+        yaml_node n;
+        n.type = yaml_node::kind::mapping;
+        for (const auto& p : catalog_) {
+            auto it = source.providers.find(p->name());
+            const auto value =
+                it != source.providers.end() && it->second ? it->second : p->defaults();
+            n.entries.push_back({p->name(), 0, p->render(*value, redact)});
+        }
+        return n;
+    }
+    void document(const std::string& parent, std::size_t, detail::doc_writer& docs) const override {
+        for (const auto& p : catalog_) {
+            const std::string path = detail::join_key(detail::join_key(parent, name_), p->name());
+            p->document(path, docs.begin(path, p->description()), docs);
+        }
+    }
+    void self_check(const std::string& parent, std::vector<std::string>& problems) const override {
+        for (const auto& p : catalog_) {
+            const std::string path = detail::join_key(detail::join_key(parent, name_), p->name());
+            if (p->description().empty())
+                problems.push_back(path + ": no description");
+            p->self_check(path, problems);
+        }
+    }
+
+  private:
+    const provider_schema* find(std::string_view name) const {
+        for (const auto& p : catalog_)
+            if (p->name() == name)
+                return p.get();
+        return nullptr;
+    }
+    std::string unknown_message(std::string_view name) const {
+        std::vector<std::string> names;
+        for (const auto& p : catalog_)
+            names.push_back(p->name());
+        std::string out = "unknown provider";
+        if (auto guess = detail::closest(name, names))
+            out += " (did you mean " + detail::quote(*guess) + "?)";
+        if (names.empty())
+            return out + "; no providers are known";
+        out += "; known providers: ";
+        for (std::size_t i = 0; i < names.size(); ++i)
+            out += (i ? ", " : "") + names[i];
+        return out;
+    }
+
+    provider_catalog catalog_;
+};
 
 object_schema<upstream_settings> upstream_schema() {
     object_schema<upstream_settings> s;
@@ -632,7 +577,7 @@ object_schema<fetch_settings> fetch_schema() {
     return s;
 }
 
-object_schema<settings> make_settings_schema() {
+object_schema<settings> make_settings_schema(provider_catalog providers) {
     object_schema<settings> root;
     root.object("server", &settings::server, server_schema(), "The HTTP listener.");
     root.object("limits", &settings::limits, limits_schema(),
@@ -645,8 +590,7 @@ object_schema<settings> make_settings_schema() {
     root.object("api", &settings::api, api_schema(), "The public extend API.");
     root.object("engine", &settings::engine, engine_schema(),
                 "The task engine: claims due jobs (submit, poll) from the store.");
-    root.object("providers", &settings::providers, providers_schema(),
-                "Provider plugins and their settings.");
+    root.add_member(std::make_unique<providers_member>(std::move(providers)));
     root.object("upstream", &settings::upstream, upstream_schema(),
                 "The HTTP client for provider APIs.");
     root.object("fetch", &settings::fetch, fetch_schema(),
@@ -667,9 +611,8 @@ object_schema<settings> make_settings_schema() {
 
 }  // namespace
 
-const object_schema<settings>& settings_schema() {
-    static const object_schema<settings> schema = make_settings_schema();
-    return schema;
+object_schema<settings> settings_schema(const provider_catalog& providers) {
+    return make_settings_schema(providers);
 }
 
 }  // namespace segue::config

@@ -10,7 +10,7 @@
 //   root.object("limits", &settings::limits, std::move(limits), "Per-connection limits.");
 //
 // Composite settings: object() for a nested mapping, list() for a list of mappings (paths like
-// tenants[2].name), map() for a name -> mapping table (paths like providers.musicgpt.timeout).
+// tenants[2].name), map() for a name -> mapping table (paths like routing.routes.main.chain).
 // A field whose type is std::vector<scalar> is a list of scalars (e.g. api_keys).
 //
 // This header is for the config code and its tests; the rest of the gateway uses loader.hpp.
@@ -785,6 +785,9 @@ class object_schema {
             std::move(description)));
     }
 
+    // A member with its own loading and docs (e.g. `providers`, whose blocks belong to plugins).
+    void add_member(std::unique_ptr<member<T>> m) { add(std::move(m)); }
+
     // A cross-field rule, run once the object loaded without errors; reported at the object.
     object_schema& validate(std::function<std::optional<std::string>(const T&)> rule) {
         validators_.push_back(std::move(rule));
@@ -932,7 +935,11 @@ std::vector<std::string> self_check(const object_schema<T>& schema) {
     return problems;
 }
 
-// The gateway's schema (gateway/config/schema.cpp).
-const object_schema<settings>& settings_schema();
+class provider_schema;
+using provider_catalog = std::vector<std::shared_ptr<const provider_schema>>;
+
+// The gateway's schema (gateway/config/schema.cpp), with a `providers.<name>` block for each
+// provider in the catalog (the app's wiring knows them; the config layer does not).
+object_schema<settings> settings_schema(const provider_catalog& providers);
 
 }  // namespace segue::config

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -74,47 +75,11 @@ struct engine_settings {
     int max_job_failures = 5;  // failed runs in a row before a job fails its task (internal)
 };
 
-struct sandbox_settings {
-    bool enabled = true;
-    duration delay = std::chrono::seconds(1);  // before the provider "starts" and between events
-    double default_length = 30;
-    double price = 0;  // credits per output
-};
-
-struct musicgpt_settings {
-    bool enabled = false;
-    std::string base_url = "https://api.musicgpt.com/api/public";
-    std::string api_key;                                // secret
-    duration submit_timeout = std::chrono::minutes(2);  // uploads can be large
-    duration poll_timeout = std::chrono::seconds(15);
-    // First byId reconcile when webhooks have not finished the task by then.
-    duration reconcile_after = std::chrono::seconds(90);
-    duration poll_interval = std::chrono::seconds(30);
-    double price = 42;  // credits per output
-};
-
-struct musicapi_settings {
-    bool enabled = false;
-    std::string base_url = "https://api.musicapi.ai/api/v1";
-    std::string api_key;         // secret
-    std::string webhook_secret;  // secret; "" = no webhooks, polling only
-    duration submit_timeout = std::chrono::seconds(60);
-    duration poll_timeout = std::chrono::seconds(15);
-    duration poll_initial = std::chrono::seconds(5);
-    duration poll_max = std::chrono::seconds(30);
-    double poll_multiplier = 1.5;
-    double poll_jitter = 0.2;
-    duration deadline = std::chrono::minutes(30);  // upload + extend, from submission
-    duration source_url_ttl = std::chrono::minutes(30);
-    duration webhook_tolerance = std::chrono::minutes(5);
-    double price = 12;  // credits per output
-};
-
-struct providers_settings {
-    sandbox_settings sandbox;
-    musicgpt_settings musicgpt;
-    musicapi_settings musicapi;
-};
+// Each provider's own settings block (providers.<name>), parsed by the provider's descriptor
+// (gateway/config/provider_config.hpp); the gateway sees only `enabled` and `price`. Loading
+// fills in every known provider, with its defaults when the file has no block for it.
+class provider_config;
+using providers_settings = std::map<std::string, std::shared_ptr<const provider_config>>;
 
 // Outbound webhooks (Standard Webhooks) from the outbox.
 struct webhooks_settings {

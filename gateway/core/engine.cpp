@@ -615,7 +615,8 @@ net::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state
         }
         attempt_number += 1;
         view.attempt = attempt_number;
-        // A preparation at this provider (MusicAPI's upload) hands its state to this call.
+        // A preparation at this provider (e.g. an upload that became a clip) hands its state to
+        // this call.
         for (auto it = attempts.rbegin(); it != attempts.rend(); ++it)
             if (it->provider == provider_name && it->status == "prepared") {
                 view.state_json = it->state_json;
@@ -859,7 +860,7 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
         // A sign of life from an attempt whose submit was ambiguous: it exists upstream.
         if (attempt && attempt->status == "unknown" && u.what != providers::update::kind::failed)
             attempt->status = "accepted";
-        // A provider may move to another upstream task (MusicAPI: upload, then extend).
+        // A provider may move to another upstream task (e.g. an upload, then the extend).
         if (attempt && !u.provider_task_id.empty() && u.what != providers::update::kind::accepted)
             attempt->provider_task_id = u.provider_task_id;
         if (!u.warnings.empty()) {
@@ -875,7 +876,7 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
             t->warnings_json = util::json_text(w);
         }
         if (!u.method.empty()) {
-            // Shown on every output: how it was made (the sandbox says it is not AI).
+            // Shown on every output: how it was made (an offline provider says it is not AI).
             for (auto& o : outs) {
                 auto d = parse_object(o.data_json);
                 if (!d.contains("method")) {
@@ -893,7 +894,7 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
                     attempt->provider_task_id = u.provider_task_id;
                     tx.upsert_attempt(*attempt);
                 }
-                // A second step's acceptance (MusicAPI's create after its upload) keeps a task
+                // A second step's acceptance (a create after an upload) keeps a task
                 // that runs running; the event names the new upstream task either way.
                 if (status == task_status::queued)
                     t->status = std::string(to_string(task_status::submitted));
@@ -1103,7 +1104,7 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
             auto d = parse_object(it->data_json);
             if (!ou.cover_url.empty())
                 d["cover_url"] = ou.cover_url;  // this output's own cover over the task's
-            // Timestamped lyrics may come on their own (MusicGPT sends them separately).
+            // Timestamped lyrics may come on their own (some providers send them separately).
             if (ou.lyrics_timestamped && !d.contains("lyrics_timestamped")) {
                 d["lyrics_timestamped"] = lyrics_array(*ou.lyrics_timestamped);
                 json::object e;

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "gateway/config/provider_config.hpp"
 #include "gateway/core/json.hpp"
 
 namespace segue::core {
@@ -116,14 +117,11 @@ json::object ledger_totals_document(std::string_view tenant, const store::ledger
 }
 
 std::int64_t provider_price_milli(const config::settings& settings, std::string_view provider) {
-    double price = 0;
-    if (provider == "sandbox")
-        price = settings.providers.sandbox.price;
-    else if (provider == "musicgpt")
-        price = settings.providers.musicgpt.price;
-    else if (provider == "musicapi")
-        price = settings.providers.musicapi.price;
-    return credits_to_milli(price).value_or(0);
+    // Each provider's price is a setting of its own block, declared by its descriptor.
+    auto it = settings.providers.find(std::string(provider));
+    if (it == settings.providers.end() || !it->second)
+        return 0;
+    return credits_to_milli(it->second->price()).value_or(0);
 }
 
 std::int64_t estimate_hold_milli(const config::settings& settings, std::string_view provider,

@@ -49,7 +49,7 @@ std::string outputs_word(int n) {
     return std::to_string(n) + (n == 1 ? " output" : " outputs");
 }
 
-// "'musicapi' does not accept file sources"
+// "'<provider>' does not accept file sources"
 std::string one_reason(std::string_view provider, unfit u, const providers::capabilities* c,
                        const routing_request& req) {
     const std::string p = quoted(provider);

@@ -1,6 +1,6 @@
 #pragma once
 // Expiring, signed file URLs: what a provider fetches an uploaded file from without credentials
-// (MusicAPI takes audio only by URL). The signature is HMAC-SHA256(key, "<file id>.<expires>"),
+// (some take audio only by URL). The signature is HMAC-SHA256(key, "<file id>.<expires>"),
 // hex; every replica must share api.url_signing_key.
 
 #include <cstdint>

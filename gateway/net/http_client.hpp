@@ -1,5 +1,5 @@
 #pragma once
-// The upstream HTTP/1.1 client: provider APIs (MusicGPT, MusicAPI) and audio URL downloads.
+// The upstream HTTP/1.1 client: provider APIs and audio URL downloads.
 //
 // One attempt per call: the caller owns the retry policy (see core/). The only retry made here is
 // the stale keep-alive case described at http_client::send(). Every call has a deadline (the
@@ -70,7 +70,7 @@ struct client_options {
     std::size_t max_idle_per_host = 8;
     // A pooled connection idle this long is closed.
     std::chrono::milliseconds idle_timeout{30000};
-    // http:// URLs only when the config says so (tests, sandboxes); https:// always works.
+    // http:// URLs only when the config says so (tests, local fakes); https:// always works.
     bool allow_plain_http = false;
     // Certificate chain + host name verification against the system CA store (and ca_file).
     bool verify_tls = true;

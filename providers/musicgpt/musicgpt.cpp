@@ -75,8 +75,7 @@ update transport_failure(const net::result& r, std::string_view what) {
 
 }  // namespace
 
-musicgpt_provider::musicgpt_provider(config::musicgpt_settings settings)
-    : settings_(std::move(settings)) {
+musicgpt_provider::musicgpt_provider(musicgpt_settings settings) : settings_(std::move(settings)) {
     caps_.source_file = true;
     caps_.source_url = true;
     caps_.max_outputs = 2;

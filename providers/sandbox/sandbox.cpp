@@ -143,7 +143,7 @@ std::string make_cover_svg(const std::string& seed, const std::string& title) {
     return svg.str();
 }
 
-sandbox_provider::sandbox_provider(config::sandbox_settings settings) : settings_(settings) {
+sandbox_provider::sandbox_provider(sandbox_settings settings) : settings_(settings) {
     caps_.source_file = true;
     caps_.source_url = true;
     caps_.length = true;

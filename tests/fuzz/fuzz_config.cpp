@@ -29,6 +29,7 @@
 
 #include "gateway/config/loader.hpp"
 #include "gateway/config/schema.hpp"
+#include "providers/builtin.hpp"
 
 namespace {
 
@@ -131,15 +132,23 @@ std::optional<std::string> fake_env(const std::string& name) {
     return std::nullopt;
 }
 
+// The shipped providers' blocks, as the segue binary loads them.
+const provider_catalog& shipped() {
+    static const provider_catalog catalog =
+        segue::providers::settings_catalog(segue::providers::builtin());
+    return catalog;
+}
+
 std::optional<std::string> no_env(const std::string&) {
     return std::nullopt;
 }
 
 void check_round_trip(const settings& loaded) {
-    const std::string rendered = render_effective(loaded);
+    const std::string rendered = render_effective(loaded, shipped());
     std::string again;
     try {
-        again = render_effective(load_string(rendered, "effective.yaml", no_env));
+        again =
+            render_effective(load_string(rendered, "effective.yaml", no_env, shipped()), shipped());
     } catch (const config_error& e) {
         fail("the effective config does not load again", rendered + "---\n" + e.what());
     }
@@ -179,7 +188,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     (void)yaml_cpp_loadall_loops;  // fixed in parse_yaml; kept to re-check with SEGUE_FUZZ_STRICT
     (void)loader_expands_aliases_forever;
     try {
-        const settings s = load_string(text, "fuzz.yaml", fake_env);
+        const settings s = load_string(text, "fuzz.yaml", fake_env, shipped());
         if (!parse_host_port(s.server.listen))
             fail("loaded a server.listen that parse_host_port rejects", s.server.listen);
         check_round_trip(s);

@@ -154,7 +154,8 @@ std::string segue_binary() {
 }
 
 segue_process::segue_process(const std::string& config_yaml,
-                             const std::map<std::string, std::string>& env) {
+                             const std::map<std::string, std::string>& env,
+                             const std::string& binary) {
     // "@DIR@" in the config names this process's own temporary directory.
     std::string text = config_yaml;
     for (std::size_t at; (at = text.find("@DIR@")) != std::string::npos;)
@@ -164,7 +165,9 @@ segue_process::segue_process(const std::string& config_yaml,
                 "/segue.db\n  blob_dir: " + dir_.path() + "/blobs\n";
     auto cfg = dir_.write("segue.yaml", text);
     auto port_file = dir_.file("port");
-    proc_.start({segue_binary(), "--config", cfg, "--port-file", port_file}, dir_.file("log"), env);
+    proc_.start(
+        {binary.empty() ? segue_binary() : binary, "--config", cfg, "--port-file", port_file},
+        dir_.file("log"), env);
     const auto deadline = std::chrono::steady_clock::now() + 15s;
     while (std::chrono::steady_clock::now() < deadline) {
         std::ifstream in(port_file);

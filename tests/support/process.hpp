@@ -63,8 +63,10 @@ class segue_process {
     // `config_yaml` is written to a file in a temporary directory ("@DIR@" in it names that
     // directory; without a storage section, storage goes there too). Waits (bounded) until the
     // port file appears; throws std::runtime_error with the log on failure.
+    // `binary`: another build of segue (e.g. one with test providers); "" = segue_binary().
     explicit segue_process(const std::string& config_yaml,
-                           const std::map<std::string, std::string>& env = {});
+                           const std::map<std::string, std::string>& env = {},
+                           const std::string& binary = "");
     std::uint16_t port() const { return port_; }
     child_process& proc() { return proc_; }
     std::string log() const;

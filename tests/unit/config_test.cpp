@@ -16,7 +16,9 @@
 #include <vector>
 
 #include "gateway/config/loader.hpp"
+#include "gateway/config/provider_config.hpp"
 #include "gateway/config/schema.hpp"
+#include "providers/builtin.hpp"
 
 namespace {
 
@@ -36,14 +38,21 @@ cfg::env_lookup env_of(std::map<std::string, std::string> vars) {
 
 const cfg::env_lookup no_env = env_of({});
 
+// The shipped providers' blocks, as the segue binary loads them.
+const cfg::provider_catalog& shipped() {
+    static const cfg::provider_catalog catalog =
+        segue::providers::settings_catalog(segue::providers::builtin());
+    return catalog;
+}
+
 cfg::settings load(const std::string& yaml, const cfg::env_lookup& env = no_env) {
-    return cfg::load_string(yaml, "test.yaml", env);
+    return cfg::load_string(yaml, "test.yaml", env, shipped());
 }
 
 // The config_error message for `yaml`; fails the test if it loads.
 std::string error_of(const std::string& yaml, const cfg::env_lookup& env = no_env) {
     try {
-        cfg::load_string(yaml, "test.yaml", env);
+        cfg::load_string(yaml, "test.yaml", env, shipped());
     } catch (const cfg::config_error& e) {
         return e.what();
     }
@@ -61,7 +70,7 @@ std::string read_file(const std::string& path) {
 // ---- The shipped files and the schema itself ----------------------------------------------------
 
 TEST(ConfigFiles, SegueYamlIsValid) {
-    cfg::settings s = cfg::load_file(source_dir + "/config/segue.yaml", no_env);
+    cfg::settings s = cfg::load_file(source_dir + "/config/segue.yaml", no_env, shipped());
     EXPECT_EQ(s.server.listen, "127.0.0.1:8080");
 }
 
@@ -85,9 +94,10 @@ TEST(ConfigFiles, SegueYamlSpellsOutEveryDefault) {
     const std::string path = source_dir + "/config/segue.yaml";
     const cfg::yaml_node file = cfg::parse_yaml(read_file(path), path);
     const cfg::yaml_node loaded =
-        cfg::settings_schema().render(cfg::load_file(path, no_env), false);
-    const cfg::yaml_node defaults = cfg::settings_schema().render(cfg::defaults(), false);
-    for (const auto& section : cfg::document_schema(cfg::settings_schema()).sections) {
+        cfg::settings_schema(shipped()).render(cfg::load_file(path, no_env, shipped()), false);
+    const cfg::yaml_node defaults =
+        cfg::settings_schema(shipped()).render(cfg::defaults(shipped()), false);
+    for (const auto& section : cfg::document_schema(cfg::settings_schema(shipped())).sections) {
         for (const auto& row : section.rows) {
             if (row.name.find_first_of("[<") != std::string::npos)
                 continue;
@@ -102,34 +112,35 @@ TEST(ConfigFiles, SegueYamlSpellsOutEveryDefault) {
 }
 
 TEST(ConfigFiles, TestYamlIsValid) {
-    cfg::settings s = cfg::load_file(source_dir + "/config/test.yaml", no_env);
+    cfg::settings s = cfg::load_file(source_dir + "/config/test.yaml", no_env, shipped());
     EXPECT_EQ(s.server.listen, "127.0.0.1:0");
 }
 
 TEST(ConfigDefaults, SchemaDefaultsEqualSettingsStructDefaults) {
     // Unredacted, so a drifting secret default would show too.
-    EXPECT_EQ(cfg::render_yaml(cfg::settings_schema(), cfg::defaults(), false),
-              cfg::render_yaml(cfg::settings_schema(), cfg::settings{}, false));
+    EXPECT_EQ(cfg::render_yaml(cfg::settings_schema(shipped()), cfg::defaults(shipped()), false),
+              cfg::render_yaml(cfg::settings_schema(shipped()), cfg::settings{}, false));
 }
 
 TEST(ConfigDefaults, EmptyDocumentGivesDefaults) {
-    EXPECT_EQ(cfg::render_effective(load("")), cfg::render_effective(cfg::defaults()));
-    EXPECT_EQ(cfg::render_effective(load("# only a comment\n")),
-              cfg::render_effective(cfg::defaults()));
-    EXPECT_EQ(cfg::render_effective(load("server:\nlog: ~\n")),
-              cfg::render_effective(cfg::defaults()));
+    EXPECT_EQ(cfg::render_effective(load(""), shipped()),
+              cfg::render_effective(cfg::defaults(shipped()), shipped()));
+    EXPECT_EQ(cfg::render_effective(load("# only a comment\n"), shipped()),
+              cfg::render_effective(cfg::defaults(shipped()), shipped()));
+    EXPECT_EQ(cfg::render_effective(load("server:\nlog: ~\n"), shipped()),
+              cfg::render_effective(cfg::defaults(shipped()), shipped()));
 }
 
 TEST(ConfigSchema, SelfCheckFindsNoMistakes) {
     // Defaults within bounds, every setting described, enums named.
-    EXPECT_EQ(cfg::self_check(cfg::settings_schema()), std::vector<std::string>{});
+    EXPECT_EQ(cfg::self_check(cfg::settings_schema(shipped())), std::vector<std::string>{});
 }
 
 TEST(ConfigDocs, ReadmeEndsWithGeneratedDocs) {
     const std::string marker = "<!-- generated below: segue --config-docs -->\n";
     const std::string path = source_dir + "/config/README.md";
     const std::string readme = read_file(path);
-    const std::string docs = cfg::render_docs();
+    const std::string docs = cfg::render_docs(shipped());
     auto at = readme.find(marker);
     ASSERT_NE(at, std::string::npos) << path << " lacks the marker line " << marker;
     const std::string intro = readme.substr(0, at + marker.size());
@@ -145,7 +156,7 @@ TEST(ConfigDocs, ReadmeEndsWithGeneratedDocs) {
 }
 
 TEST(ConfigDocs, DocumentEverySetting) {
-    const std::string docs = cfg::render_docs();
+    const std::string docs = cfg::render_docs(shipped());
     for (const char* name :
          {"`server.listen`", "`server.drain_timeout`", "`limits.max_header_bytes`",
           "`limits.max_requests_per_connection`", "`log.level`", "`log.access`"})
@@ -204,15 +215,15 @@ TEST(ConfigLoad, UnsetKeysKeepDefaults) {
 
 TEST(ConfigLoad, RenderedEffectiveConfigLoadsBackUnchanged) {
     cfg::settings s = load("server:\n  listen: 0.0.0.0:0\nlimits:\n  max_body_bytes: 1000\n");
-    std::string yaml = cfg::render_effective(s);
-    EXPECT_EQ(cfg::render_effective(load(yaml)), yaml);
+    std::string yaml = cfg::render_effective(s, shipped());
+    EXPECT_EQ(cfg::render_effective(load(yaml), shipped()), yaml);
 }
 
 TEST(ConfigLoad, LoadFileNamesThePathInErrors) {
     auto path = std::filesystem::temp_directory_path() / "segue_config_test_bad.yaml";
     std::ofstream(path) << "server:\n  io_threads: -1\n";
     try {
-        cfg::load_file(path.string(), no_env);
+        cfg::load_file(path.string(), no_env, shipped());
         ADD_FAILURE() << "expected a config_error";
     } catch (const cfg::config_error& e) {
         EXPECT_EQ(std::string(e.what()),
@@ -223,7 +234,7 @@ TEST(ConfigLoad, LoadFileNamesThePathInErrors) {
 
 TEST(ConfigLoad, MissingFileIsAConfigError) {
     try {
-        cfg::load_file("/nonexistent/segue.yaml", no_env);
+        cfg::load_file("/nonexistent/segue.yaml", no_env, shipped());
         ADD_FAILURE() << "expected a config_error";
     } catch (const cfg::config_error& e) {
         EXPECT_NE(std::string(e.what()).find("/nonexistent/segue.yaml: cannot open"),
@@ -419,10 +430,24 @@ TEST(ConfigEnv, MalformedReferences) {
               "(letters, digits and _; write $${ for a literal ${)");
 }
 
+TEST(ConfigProviders, UnknownProviderNamesTheKnownOnes) {
+    EXPECT_EQ(error_of("providers:\n  musicgtp:\n    enabled: true\n"),
+              "test.yaml:2: providers.musicgtp: unknown provider (did you mean 'musicgpt'?); "
+              "known providers: sandbox, musicgpt, musicapi");
+    // A provider's own block is checked by its own schema, with its bounds.
+    EXPECT_EQ(error_of("providers:\n  sandbox:\n    price: -1\n"),
+              "test.yaml:3: providers.sandbox.price: -1 is below the minimum 0");
+    // Without a block, a provider keeps its defaults (and the sandbox is on by default).
+    const cfg::settings s = load("");
+    ASSERT_EQ(s.providers.count("sandbox"), 1u);
+    EXPECT_TRUE(s.providers.at("sandbox")->enabled());
+    EXPECT_EQ(s.providers.at("musicgpt")->price(), 42.0);
+}
+
 // ---- Rendering ---------------------------------------------------------------------------------
 
 TEST(ConfigRender, EffectiveConfigShowsEverySetting) {
-    const std::string yaml = cfg::render_effective(cfg::defaults());
+    const std::string yaml = cfg::render_effective(cfg::defaults(shipped()), shipped());
     // The head, exactly (format and order); the rest is checked by the round trip below.
     EXPECT_EQ(yaml.substr(0, yaml.find("limits:")),
               "server:\n"
@@ -435,7 +460,9 @@ TEST(ConfigRender, EffectiveConfigShowsEverySetting) {
     for (auto section : {"limits:\n", "log:\n", "tenants: []\n", "storage:\n", "api:\n",
                          "engine:\n", "providers:\n  sandbox:\n"})
         EXPECT_NE(yaml.find(section), std::string::npos) << section;
-    EXPECT_EQ(cfg::render_effective(cfg::load_string(yaml, "effective.yaml", no_env)), yaml);
+    EXPECT_EQ(cfg::render_effective(cfg::load_string(yaml, "effective.yaml", no_env, shipped()),
+                                    shipped()),
+              yaml);
 }
 
 // ---- Values ------------------------------------------------------------------------------------
@@ -726,7 +753,7 @@ TEST(ConfigSchemaComposite, SchemaMistakesAreCaught) {
 // ---- Found by fuzzing --------------------------------------------------------------------------
 
 TEST(ConfigFuzzFindings, SelfReferencingAliasIsAnErrorNotACrash) {
-    EXPECT_THROW(cfg::load_string("&a [*a]", "x.yaml", no_env), cfg::config_error);
+    EXPECT_THROW(cfg::load_string("&a [*a]", "x.yaml", no_env, shipped()), cfg::config_error);
     std::string laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n";
     std::string prev = "a";
     for (int i = 0; i < 9; ++i) {
@@ -735,17 +762,19 @@ TEST(ConfigFuzzFindings, SelfReferencingAliasIsAnErrorNotACrash) {
                   ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + "]\n";
         prev = name;
     }
-    EXPECT_THROW(cfg::load_string(laughs, "x.yaml", no_env), cfg::config_error);
+    EXPECT_THROW(cfg::load_string(laughs, "x.yaml", no_env, shipped()), cfg::config_error);
 }
 
 TEST(ConfigFuzzFindings, LoneCommaReturns) {
-    EXPECT_THROW(cfg::load_string(",", "x.yaml", no_env), cfg::config_error);
-    EXPECT_THROW(cfg::load_string("a: 1\n---\nb: 2\n", "x.yaml", no_env), cfg::config_error);
+    EXPECT_THROW(cfg::load_string(",", "x.yaml", no_env, shipped()), cfg::config_error);
+    EXPECT_THROW(cfg::load_string("a: 1\n---\nb: 2\n", "x.yaml", no_env, shipped()),
+                 cfg::config_error);
 }
 
 TEST(ConfigFuzzFindings, LiteralDollarBraceRoundTrips) {
-    auto s = cfg::load_string("server:\n  port_file: \"$${HOME}/p\"\n", "x.yaml", no_env);
+    auto s =
+        cfg::load_string("server:\n  port_file: \"$${HOME}/p\"\n", "x.yaml", no_env, shipped());
     EXPECT_EQ(s.server.port_file, "${HOME}/p");
-    auto again = cfg::load_string(cfg::render_effective(s), "y.yaml", no_env);
+    auto again = cfg::load_string(cfg::render_effective(s, shipped()), "y.yaml", no_env, shipped());
     EXPECT_EQ(again.server.port_file, "${HOME}/p");
 }

@@ -1,0 +1,114 @@
+// The command line of segue: parses it, loads the config (with the provider kinds given) and
+// hands over to the composition root (gateway/app.cpp).
+
+#include "gateway/cli.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "gateway/app.hpp"
+#include "gateway/config/loader.hpp"
+#include "providers/descriptor.hpp"
+#include "segue/version.hpp"
+
+namespace {
+
+constexpr std::string_view usage = R"(usage: segue [options]
+
+Segue: one provider-neutral API to extend songs with AI music providers.
+
+options:
+  --config FILE      load settings from FILE (YAML); without it, the embedded defaults
+                     (also $SEGUE_CONFIG if set)
+  --check-config     validate the config, print the effective settings (secrets redacted)
+                     and exit 0 if valid, 1 if not
+  --config-docs      print the documentation of every setting (Markdown) and exit
+  --port-file FILE   write the bound port to FILE once listening (useful with port 0)
+  --version          print the version and exit
+  --help             print this help and exit
+
+signals: SIGTERM/SIGINT drain in-flight requests (server.drain_timeout), then exit 0.
+)";
+
+std::optional<std::string> env_lookup(const std::string& name) {
+    if (const char* v = std::getenv(name.c_str()))
+        return std::string(v);
+    return std::nullopt;
+}
+
+}  // namespace
+
+namespace segue {
+
+int run_cli(int argc, char** argv, const providers::descriptor_list& provider_kinds) {
+    const config::provider_catalog catalog = providers::settings_catalog(provider_kinds);
+    std::string config_path;
+    std::string port_file;
+    bool check_only = false;
+    for (int i = 1; i < argc; ++i) {
+        std::string_view a = argv[i];
+        auto need_value = [&](std::string_view flag) -> std::string {
+            if (i + 1 >= argc) {
+                std::fprintf(stderr, "segue: %.*s needs a value\n", static_cast<int>(flag.size()),
+                             flag.data());
+                std::exit(2);
+            }
+            return argv[++i];
+        };
+        if (a == "--help" || a == "-h") {
+            std::fwrite(usage.data(), 1, usage.size(), stdout);
+            return 0;
+        } else if (a == "--version") {
+            std::printf("segue %s (%s)\n", segue::build::version, segue::build::revision);
+            return 0;
+        } else if (a == "--config") {
+            config_path = need_value(a);
+        } else if (a.starts_with("--config=")) {
+            config_path = std::string(a.substr(9));
+        } else if (a == "--check-config") {
+            check_only = true;
+        } else if (a == "--config-docs") {
+            std::cout << segue::config::render_docs(catalog);
+            return 0;
+        } else if (a == "--port-file") {
+            port_file = need_value(a);
+        } else {
+            std::fprintf(stderr, "segue: unknown option '%s' (see --help)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (config_path.empty()) {
+        if (auto p = env_lookup("SEGUE_CONFIG"))
+            config_path = *p;
+    }
+
+    segue::config::settings settings;
+    try {
+        settings = config_path.empty() ? segue::config::defaults(catalog)
+                                       : segue::config::load_file(config_path, env_lookup, catalog);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "segue: invalid config:\n%s\n", e.what());
+        return 1;
+    }
+    if (check_only) {
+        std::cout << segue::config::render_effective(settings, catalog);
+        std::fprintf(stderr, "segue: config %s is valid\n",
+                     config_path.empty() ? "(embedded defaults)" : config_path.c_str());
+        return 0;
+    }
+
+    try {
+        segue::app app(std::move(settings), provider_kinds);
+        return app.run({.port_file = port_file});
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "segue: fatal: %s\n", e.what());
+        return 1;
+    }
+}
+
+}  // namespace segue
