@@ -24,6 +24,7 @@
 #include "gateway/core/model.hpp"
 #include "gateway/core/retry_policy.hpp"
 #include "gateway/core/signed_url.hpp"
+#include "gateway/core/transition.hpp"
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
 #include "gateway/runtime/blocking_pool.hpp"
@@ -46,27 +47,6 @@ namespace {
 struct lease_lost : std::runtime_error {
     lease_lost() : std::runtime_error("job lease lost") {}
 };
-
-json::object parse_object(const std::string& text) {
-    if (text.empty())
-        return {};
-    boost::system::error_code ec;
-    auto v = json::parse(text, ec);
-    if (ec || !v.is_object())
-        return {};
-    return v.as_object();
-}
-
-json::object error_object(std::string_view code, error_class cls, std::string_view message,
-                          std::string_view provider) {
-    json::object e;
-    e["code"] = code;
-    e["class"] = to_string(cls);
-    e["message"] = message;
-    if (!provider.empty())
-        e["provider"] = provider;
-    return e;
-}
 
 class_policy class_policy_from(const config::class_retry_settings& c) {
     class_policy p;
@@ -117,22 +97,6 @@ double unit_random() {
     return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
 }
 
-// Metric increments decided inside a write unit, applied only once it committed: a unit that
-// rolls back (a lost lease, a store error) must not count what did not happen.
-using deferred = std::vector<std::function<void()>>;
-
-json::array lyrics_array(const std::vector<lyric_line>& lines) {
-    json::array a;
-    for (const auto& l : lines) {
-        json::object o;
-        o["text"] = l.text;
-        o["start_ms"] = l.start_ms;
-        o["end_ms"] = l.end_ms;
-        a.emplace_back(std::move(o));
-    }
-    return a;
-}
-
 }  // namespace
 
 struct engine::impl : std::enable_shared_from_this<engine::impl> {
@@ -180,7 +144,13 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
                                    "Credits held at submit, captured by ready outputs and "
                                    "refunded (released) when outputs failed or were canceled.",
                                    {"tenant", "provider", "kind"})),
-          retry(retry_from(s.retry)) {
+          retry(retry_from(s.retry)),
+          trans({s, retry_from(s.retry),
+                 [&p](std::string_view name) -> const providers::capabilities* {
+                     const auto* prov = p.find(std::string(name));
+                     return prov ? &prov->caps() : nullptr;
+                 },
+                 unit_random}) {
         for (auto* prov : p.all()) {
             breakers.emplace(std::string(prov->name()),
                              std::make_unique<circuit_breaker>(breaker_from(s.breakers)));
@@ -223,139 +193,14 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     net::awaitable<void> apply(const std::string& task_id, const store::job_row* job,
                                const std::string& provider_name, int attempt_number,
                                providers::update u);
-    void finalize(store::transaction& tx, store::task_row& t, std::vector<store::output_row>& outs,
-                  store::attempt_row* attempt, std::optional<json::object> error, deferred& after);
-    // Ledger: on failover the hold follows the next provider's price (the tenant pays for what
-    // makes the outputs), as an extra hold or a partial release keyed by the attempt.
-    void retarget_hold(store::transaction& tx, const store::task_row& t, const std::string& next,
-                       int attempt_number) {
-        const auto l = tx.ledger_for_task(t.id);
-        if (l.hold == 0)
-            return;  // nothing was held (a free provider first): nothing to move
-        const std::int64_t current = l.hold - l.released;
-        const std::int64_t target = estimate_hold_milli(settings, next, t.num_outputs);
-        if (target == current)
-            return;
-        store::ledger_row e;
-        e.tenant = t.tenant;
-        e.task_id = t.id;
-        e.kind = target > current ? "hold" : "release";
-        e.key = "failover-" + std::to_string(attempt_number);
-        e.amount_milli = target > current ? target - current : current - target;
-        e.provider = next;
-        e.note = "failover to " + next;
-        e.created_at = now_ms();
-        tx.add_ledger_entry(e);
-    }
-
-    // Ledger: how much more a failover to `next` would hold (0 when nothing more, or nothing
-    // was held).
-    std::int64_t failover_extra_hold(store::transaction& tx, const store::task_row& t,
-                                     const std::string& next) {
-        const auto l = tx.ledger_for_task(t.id);
-        if (l.hold == 0)
-            return 0;
-        const std::int64_t current = l.hold - l.released;
-        return std::max<std::int64_t>(0,
-                                      estimate_hold_milli(settings, next, t.num_outputs) - current);
-    }
-
-    // Ledger: a ready output captures its share of the task's hold, once (unique key).
-    void capture_output(store::transaction& tx, const store::task_row& t, int index,
-                        const std::string& provider, deferred& after) {
-        const auto l = tx.ledger_for_task(t.id);
-        const std::int64_t hold = l.hold - l.released;
-        if (hold <= 0 || index < 1 || index > t.num_outputs)
-            return;
-        store::ledger_row c;
-        c.tenant = t.tenant;
-        c.task_id = t.id;
-        c.output = index;
-        c.kind = "capture";
-        c.amount_milli = share_of(hold, t.num_outputs, index);
-        c.provider = provider;
-        c.note = "output " + std::to_string(index) + " ready";
-        c.created_at = now_ms();
-        if (c.amount_milli > 0 && tx.add_ledger_entry(c))
-            after.push_back([this, tenant = t.tenant, provider, amount = c.amount_milli] {
-                credits.with({tenant, provider, "captured"}).inc(milli_to_credits(amount));
-            });
-    }
-    // Ledger: at the end (or a cancel) what is held and not captured goes back, once, and the
-    // task says so (extension.credits.refunded).
-    static void release_outstanding(store::transaction& tx, const store::task_row& t,
-                                    metrics::family<metrics::counter>& credits, deferred& after) {
-        const auto l = tx.ledger_for_task(t.id);
-        const auto out = l.outstanding();
-        if (out <= 0)
-            return;
-        store::ledger_row r;
-        r.tenant = t.tenant;
-        r.task_id = t.id;
-        r.kind = "release";
-        r.amount_milli = out;
-        r.provider = t.provider;
-        r.note = t.status == to_string(task_status::canceled) ? "canceled" : "not produced";
-        r.created_at = now_ms();
-        if (!tx.add_ledger_entry(r))
-            return;
-        after.push_back([&credits, tenant = t.tenant, provider = t.provider, out] {
-            credits.with({tenant, provider, "refunded"}).inc(milli_to_credits(out));
-        });
-        json::object d;
-        d["amount"] = credits_value(out);
-        d["held"] = credits_value(l.hold);
-        d["captured"] = credits_value(l.captured);
-        d["unit"] = "credits";
-        append_event(tx, t, event_type::credits_refunded, std::move(d));
-    }
-
-    // What to do about a failed attempt (see core/retry_policy.hpp): the decision's inputs come
-    // from the task's attempts and route. Never retries once an output is ready.
-    decision plan_recovery(const store::task_row& t,
-                           const std::vector<store::attempt_row>& attempts,
-                           const store::attempt_row* attempt, const std::string& provider_name,
-                           const providers::update& u, const std::vector<store::output_row>& outs,
-                           store::millis now) const {
-        decision none;
-        none.what = decision_kind::fail;
-        for (const auto& o : outs)
-            if (o.status == to_string(output_status::ready))
-                return none;
-        extend_request req;
-        try {
-            req = request_from_json(t.request_json);
-        } catch (const std::exception&) {
-            return none;
+    // Metric changes a transition decided, once its transaction committed.
+    void count(const std::vector<metric_effect>& effects) {
+        for (const auto& m : effects) {
+            auto& fam = m.which == metric_effect::family::credits    ? credits
+                        : m.which == metric_effect::family::failures ? failures
+                                                                     : retries;
+            fam.with(m.labels).inc(m.amount);
         }
-        failure_info fi;
-        fi.cls = u.error;
-        fi.retry_after_ms = u.retry_after_ms;
-        fi.circuit_open = u.error_code == "circuit_open";
-        fi.async_failure = attempt && !attempt->provider_task_id.empty();
-        fi.accepted_by_provider = fi.async_failure;
-        fi.ambiguous = u.ambiguous && !fi.async_failure;
-        retry_state rs;
-        // A preparation step that succeeded (status "prepared") is not a try of the call.
-        rs.attempts_total = 0;
-        rs.attempts_at_provider = 0;
-        for (const auto& a : attempts) {
-            if (a.status == "prepared")
-                continue;
-            ++rs.attempts_total;
-            if (a.provider == provider_name &&
-                a.error_json.find("circuit_open") == std::string::npos)
-                ++rs.attempts_at_provider;
-        }
-        rs.attempts_at_provider = std::max(1, rs.attempts_at_provider);
-        rs.task_age_ms = now - t.created_at;
-        auto it = std::find(req.route_chain.begin(), req.route_chain.end(), provider_name);
-        rs.has_next_provider = it != req.route_chain.end() && it + 1 != req.route_chain.end();
-        rs.route_allows_regeneration = req.route_regenerate;
-        return decide(retry, fi, rs, unit_random());
-    }
-    std::string file_url(const std::string& id) const {
-        return settings.api.public_base_url + "/v1/files/" + id;
     }
 
     segue::net::http_client* http;
@@ -382,6 +227,7 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     metrics::family<metrics::counter>& credits;
     retry_settings retry;
     std::map<std::string, std::unique_ptr<circuit_breaker>, std::less<>> breakers;
+    transition trans;
 };
 
 engine::engine(net::io_context& ioc, store::db& db, providers::registry& providers,
@@ -491,9 +337,9 @@ net::awaitable<void> engine::impl::fail_poisoned(const store::job_row& job) {
     auto self = shared_from_this();
     std::string final_status, provider = "none";
     store::millis created_at = 0;
-    deferred after;
+    transition::result res;
     co_await db.write([&](store::transaction& tx) {
-        after.clear();
+        res = {};
         if (!tx.complete_job(lease_of(job)))
             return;
         auto t = tx.get_task(job.task_id);
@@ -514,7 +360,7 @@ net::awaitable<void> engine::impl::fail_poisoned(const store::job_row& job) {
             attempt->finished_at = now_ms();
             attempt->error_json = util::json_text(err);
         }
-        finalize(tx, *t, outs, attempt, err, after);
+        trans.finalize(tx, *t, outs, attempt, err, res);
         if (attempt)
             tx.upsert_attempt(*attempt);
         final_status = t->status;
@@ -522,8 +368,7 @@ net::awaitable<void> engine::impl::fail_poisoned(const store::job_row& job) {
         if (!t->provider.empty())
             provider = t->provider;
     });
-    for (auto& f : after)
-        f();
+    count(res.metrics);
     jobs.with({job.kind, "poisoned"}).inc();
     if (!final_status.empty()) {
         log::error("job failed too often; its task failed",
@@ -807,389 +652,24 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
         });
     }
 
-    bool notify_after = false;
-    bool superseded = false;
-    std::string final_status;
-    store::millis created_at = 0;
-    deferred after;
+    // Load, apply (no I/O: core/transition), save.
+    transition::result res;
     co_await db.write([&](store::transaction& tx) {
-        after.clear();
-        notify_after = superseded = false;
-        final_status.clear();
-        auto t = tx.get_task(task_id);
-        if (!t || is_terminal(parse_task_status(t->status).value_or(task_status::failed))) {
-            if (job)
-                tx.complete_job(lease_of(*job));
-            return;
-        }
-        const auto status = parse_task_status(t->status).value_or(task_status::failed);
-        auto attempts = tx.get_attempts(t->id);
-        store::attempt_row* attempt = nullptr;
-        for (auto& a : attempts)
-            if (a.number == attempt_number)
-                attempt = &a;
-        auto outs = tx.get_outputs(t->id);
-        const auto now = now_ms();
-
-        // Keep the job (polled again later) or finish it; either way only while we hold it.
-        auto keep_or_finish = [&](bool keep, std::int64_t delay_ms) {
-            if (!job)
-                return;  // a webhook: the task's own poll job stays as it is
-            bool ok = keep ? tx.reschedule_job(lease_of(*job), now + delay_ms, job->payload_json)
-                           : tx.complete_job(lease_of(*job));
-            if (!ok)
-                throw lease_lost();
-        };
-
-        for (auto& [path, s] : files) {
-            s.row.tenant = t->tenant;
-            s.row.task_id = t->id;
-            s.row.created_at = now;
-            tx.insert_file(s.row);
-        }
-        // A webhook for an attempt that is no longer the task's current one (it failed, or a
-        // later attempt replaced it) must not touch the task.
-        if (!job && attempt &&
-            (attempt->number != attempts.back().number || attempt->status == "failed" ||
-             attempt->status == "canceled")) {
-            superseded = true;
-            return;
-        }
-        if (attempt && !u.state_json.empty())
-            attempt->state_json = u.state_json;
-        // A sign of life from an attempt whose submit was ambiguous: it exists upstream.
-        if (attempt && attempt->status == "unknown" && u.what != providers::update::kind::failed)
-            attempt->status = "accepted";
-        // A provider may move to another upstream task (e.g. an upload, then the extend).
-        if (attempt && !u.provider_task_id.empty() && u.what != providers::update::kind::accepted)
-            attempt->provider_task_id = u.provider_task_id;
-        if (!u.warnings.empty()) {
-            json::array w;
-            auto old = parse_object(
-                "{\"w\":" + (t->warnings_json.empty() ? std::string("[]") : t->warnings_json) +
-                "}");
-            if (old.contains("w") && old["w"].is_array())
-                w = old["w"].as_array();
-            for (const auto& s : u.warnings)
-                if (std::find(w.begin(), w.end(), json::value(s)) == w.end())
-                    w.emplace_back(s);
-            t->warnings_json = util::json_text(w);
-        }
-        if (!u.method.empty()) {
-            // Shown on every output: how it was made (an offline provider says it is not AI).
-            for (auto& o : outs) {
-                auto d = parse_object(o.data_json);
-                if (!d.contains("method")) {
-                    d["method"] = u.method;
-                    o.data_json = util::json_text(d);
-                    tx.upsert_output(o);
-                }
-            }
-        }
-
-        switch (u.what) {
-            case providers::update::kind::accepted: {
-                if (attempt) {
-                    attempt->status = "accepted";
-                    attempt->provider_task_id = u.provider_task_id;
-                    tx.upsert_attempt(*attempt);
-                }
-                // A second step's acceptance (a create after an upload) keeps a task
-                // that runs running; the event names the new upstream task either way.
-                if (status == task_status::queued)
-                    t->status = std::string(to_string(task_status::submitted));
-                t->provider = provider_name;
-                t->updated_at = now;
-                tx.update_task(*t);
-                json::object d;
-                d["attempt"] = attempt_number;
-                d["provider_task_id"] = u.provider_task_id;
-                append_event(tx, *t, event_type::submitted, std::move(d));
-                keep_or_finish(false, 0);
-                store::job_row poll;
-                poll.kind = "poll";
-                poll.task_id = t->id;
-                poll.due_at = now + u.poll_after_ms.value_or(1000);
-                tx.schedule_job(poll, true);
-                notify_after = true;
-                return;
-            }
-            case providers::update::kind::failed: {
-                after.push_back([this, provider_name, code = u.error_code] {
-                    failures.with({provider_name, code.empty() ? "unknown" : code}).inc();
-                });
-                log::warn("provider attempt failed", {{"task_id", t->id},
-                                                      {"provider", provider_name},
-                                                      {"code", u.error_code},
-                                                      {"class", to_string(u.error)},
-                                                      {"message", u.error_message}});
-                auto err = error_object(u.error_code.empty() ? "provider_failed" : u.error_code,
-                                        u.error, u.error_message, provider_name);
-                if (u.provider_refunded)
-                    err["provider_refunded"] = true;  // the provider gave its credits back
-                if (attempt) {
-                    attempt->status = "failed";
-                    attempt->finished_at = now;
-                    attempt->error_json = util::json_text(err);
-                }
-                // The provider's own callback already proved this attempt exists upstream (it
-                // set the upstream id while the submit answer was late): the failed answer is
-                // not the attempt's outcome. Follow the task instead of submitting again.
-                if (job && job->kind == "submit" && attempt && !attempt->provider_task_id.empty()) {
-                    attempt->status = "accepted";
-                    attempt->finished_at = 0;
-                    attempt->error_json.clear();
-                    tx.upsert_attempt(*attempt);
-                    keep_or_finish(false, 0);
-                    const auto* prov = registry.find(provider_name);
-                    if (prov && prov->caps().polling) {
-                        store::job_row poll;
-                        poll.kind = "poll";
-                        poll.task_id = t->id;
-                        poll.due_at = now + 1000;
-                        tx.schedule_job(poll, true);
-                    }
-                    if (t->status == to_string(task_status::queued)) {
-                        t->status = std::string(to_string(task_status::submitted));
-                        t->updated_at = now;
-                        tx.update_task(*t);
-                    }
-                    json::object e;
-                    e["attempt"] = attempt_number;
-                    e["provider_task_id"] = attempt->provider_task_id;
-                    e["reconciled"] = true;
-                    append_event(tx, *t, event_type::submitted, std::move(e));
-                    after.push_back([this, provider_name] {
-                        retries.with({provider_name, "reconciled", "callback_seen"}).inc();
-                    });
-                    notify_after = true;
-                    return;
-                }
-                // Retry here, fail over along the route, reconcile an ambiguous submit, or fail.
-                auto d = plan_recovery(*t, attempts, attempt, provider_name, u, outs, now);
-                std::string next = provider_name;
-                if (d.what == decision_kind::failover) {
-                    const auto req = request_from_json(t->request_json);
-                    auto it =
-                        std::find(req.route_chain.begin(), req.route_chain.end(), provider_name);
-                    if (it != req.route_chain.end() && it + 1 != req.route_chain.end())
-                        next = *(it + 1);
-                    // The hold follows the next provider's price: a pricier one needs credits
-                    // the tenant has, or the task fails here (nothing is sent to it).
-                    if (const auto extra = failover_extra_hold(tx, *t, next);
-                        extra > 0 && tx.ledger_totals(t->tenant).available < extra) {
-                        auto cause = err;
-                        err = error_object(
-                            "insufficient_credits", error_class::quota,
-                            "failing over to " + next + " needs " + format_credits(extra) +
-                                " more credits than the tenant has available (the first provider "
-                                "failed: " +
-                                u.error_message + ")",
-                            provider_name);
-                        err["cause"] = std::move(cause);
-                        if (attempt)
-                            attempt->error_json = util::json_text(err);
-                        d.what = decision_kind::fail;
-                    }
-                }
-                if (d.what != decision_kind::fail) {
-                    if (d.what == decision_kind::reconcile)
-                        if (const auto* prov = registry.find(provider_name))
-                            d.delay_ms = std::max(d.delay_ms, prov->caps().reconcile_window_ms);
-                    keep_or_finish(false, 0);
-                    tx.delete_jobs_for_task(t->id);
-                    store::job_row j;
-                    j.kind = d.what == decision_kind::reconcile ? "reconcile" : "submit";
-                    j.task_id = t->id;
-                    j.due_at = now + d.delay_ms;
-                    j.payload_json = "{\"attempt\":" + std::to_string(attempt_number) + "}";
-                    tx.schedule_job(j, true);
-                    if (attempt) {
-                        if (d.what == decision_kind::reconcile)
-                            attempt->status = "unknown";  // it may exist upstream
-                        tx.upsert_attempt(*attempt);
-                    }
-                    if (d.what != decision_kind::reconcile)
-                        t->status = std::string(to_string(task_status::queued));
-                    if (next != provider_name)
-                        retarget_hold(tx, *t, next, attempt_number);
-                    t->provider = next;
-                    t->updated_at = now;
-                    tx.update_task(*t);
-                    json::object e;
-                    e["attempt"] = attempt_number;
-                    e["failed_provider"] = provider_name;
-                    e["next_provider"] = next;
-                    e["decision"] = to_string(d.what);
-                    e["reason"] = d.reason;
-                    e["delay_ms"] = d.delay_ms;
-                    e["error"] = err;
-                    append_event(tx, *t, event_type::retrying, std::move(e));
-                    after.push_back([this, provider_name, what = std::string(to_string(d.what)),
-                                     reason = d.reason] {
-                        retries.with({provider_name, what, reason}).inc();
-                    });
-                    notify_after = true;
-                    return;
-                }
-                // The job first: finalize removes the task's jobs, ours included.
-                keep_or_finish(false, 0);
-                finalize(tx, *t, outs, attempt, err, after);
-                if (attempt)
-                    tx.upsert_attempt(*attempt);
-                final_status = t->status;
-                created_at = t->created_at;
-                return;
-            }
-            case providers::update::kind::prepared: {
-                // The preparation step is done; the next upstream call runs as a submit of a
-                // new attempt (intent first, retried and failed over like any submit).
-                if (attempt) {
-                    attempt->status = "prepared";
-                    if (!u.provider_task_id.empty())
-                        attempt->provider_task_id = u.provider_task_id;
-                    attempt->finished_at = now;
-                    tx.upsert_attempt(*attempt);
-                }
-                keep_or_finish(false, 0);
-                tx.delete_jobs_for_task(t->id);  // the preparation's poll, if a webhook did it
-                store::job_row next;
-                next.kind = "submit";
-                next.task_id = t->id;
-                next.due_at = now;
-                next.payload_json = "{\"step\":\"after_prepared\"}";
-                tx.schedule_job(next, true);
-                t->updated_at = now;
-                tx.update_task(*t);
-                notify_after = true;
-                return;
-            }
-            case providers::update::kind::running:
-            case providers::update::kind::progress:
-            case providers::update::kind::done:
-                break;
-        }
-
-        if (status == task_status::submitted || status == task_status::queued) {
-            t->status = std::string(to_string(task_status::running));
-            t->updated_at = now;
-        }
-        // Cover: one event per task, the URL shown on every output.
-        std::string cover_url = u.cover_url;
-        if (u.cover_file)
-            cover_url = file_url(files[u.cover_file->path].row.id);
-        if (!cover_url.empty()) {
-            bool had = false;
-            for (auto& o : outs) {
-                auto d = parse_object(o.data_json);
-                if (d.contains("cover_url"))
-                    had = true;
-                d["cover_url"] = cover_url;
-                o.data_json = util::json_text(d);
-                o.updated_at = now;
-                tx.upsert_output(o);
-            }
-            if (!had) {
-                json::object d;
-                d["cover_url"] = cover_url;
-                append_event(tx, *t, event_type::cover_ready, std::move(d));
-            }
-        }
-        for (const auto& ou : u.outputs) {
-            auto it = std::find_if(outs.begin(), outs.end(),
-                                   [&](const store::output_row& r) { return r.index == ou.index; });
-            if (it == outs.end())
-                continue;
-            auto current = parse_output_status(it->status).value_or(output_status::pending);
-            auto d = parse_object(it->data_json);
-            if (!ou.cover_url.empty())
-                d["cover_url"] = ou.cover_url;  // this output's own cover over the task's
-            // Timestamped lyrics may come on their own (some providers send them separately).
-            if (ou.lyrics_timestamped && !d.contains("lyrics_timestamped")) {
-                d["lyrics_timestamped"] = lyrics_array(*ou.lyrics_timestamped);
-                json::object e;
-                e["index"] = ou.index;
-                e["lyrics_timestamped"] = lyrics_array(*ou.lyrics_timestamped);
-                append_event(tx, *t, event_type::lyrics_ready, std::move(e));
-            }
-            if (current == output_status::pending && ou.status != output_status::pending) {
-                json::object audio;
-                if (ou.mp3) {
-                    const auto& f = files[ou.mp3->path].row;
-                    audio["mp3_url"] = file_url(f.id);
-                    audio["mp3_file_id"] = f.id;
-                } else if (!ou.mp3_url.empty()) {
-                    audio["mp3_url"] = ou.mp3_url;
-                }
-                if (ou.wav) {
-                    const auto& f = files[ou.wav->path].row;
-                    audio["wav_url"] = file_url(f.id);
-                    audio["wav_file_id"] = f.id;
-                } else if (!ou.wav_url.empty()) {
-                    audio["wav_url"] = ou.wav_url;
-                }
-                if (ou.duration)
-                    audio["duration"] = *ou.duration;
-                if (ou.status == output_status::ready)
-                    d["audio"] = audio;
-                if (ou.title)
-                    d["title"] = *ou.title;
-                if (ou.lyrics)
-                    d["lyrics"] = *ou.lyrics;
-                d["flagged"] = ou.flagged;
-                if (!ou.flag_reason.empty())
-                    d["flag_reason"] = ou.flag_reason;
-                if (ou.status == output_status::failed)
-                    d["error"] = ou.error.empty() ? "generation failed" : ou.error;
-                it->status = std::string(to_string(ou.status));
-                if (ou.status == output_status::ready)
-                    capture_output(tx, *t, ou.index, provider_name, after);
-                json::object e;
-                e["index"] = ou.index;
-                e["output"] = d;
-                append_event(tx, *t,
-                             ou.status == output_status::ready ? event_type::output_ready
-                                                               : event_type::output_failed,
-                             std::move(e));
-            }
-            it->data_json = util::json_text(d);
-            it->updated_at = now;
-            tx.upsert_output(*it);
-        }
-        bool all_final = std::all_of(outs.begin(), outs.end(), [](const store::output_row& o) {
-            return o.status != to_string(output_status::pending);
-        });
-        const auto* prov = registry.find(provider_name);
-        if (all_final && prov && prov->caps().separate_artifacts) {
-            // Wait for the lyrics and cover that come on their own; the poll settles it if
-            // they never do.
-            all_final = std::all_of(outs.begin(), outs.end(), [](const store::output_row& o) {
-                if (o.status != to_string(output_status::ready))
-                    return true;
-                auto d = parse_object(o.data_json);
-                return d.contains("lyrics_timestamped") && d.contains("cover_url");
-            });
-        }
-        if (all_final || u.what == providers::update::kind::done) {
-            if (attempt) {
-                attempt->status = "succeeded";
-                attempt->finished_at = now;
-            }
-            keep_or_finish(false, 0);
-            finalize(tx, *t, outs, attempt, std::nullopt, after);
-            final_status = t->status;
-            created_at = t->created_at;
-        } else {
-            t->updated_at = now;
-            tx.update_task(*t);
-            keep_or_finish(true, u.poll_after_ms.value_or(1000));
-            notify_after = true;
-        }
-        if (attempt)
-            tx.upsert_attempt(*attempt);
+        task_work work(task_work::load(tx, task_id));
+        std::map<std::string, store::file_row> rows;
+        for (const auto& [path, s] : files)
+            rows[path] = s.row;
+        res = trans.apply(work, task_id, job, provider_name, attempt_number, u, std::move(rows),
+                          now_ms());
+        if (!task_work::save(tx, work.effects(),
+                             job ? std::optional<store::lease_ref>(lease_of(*job)) : std::nullopt))
+            throw lease_lost();
     });
-    for (auto& f : after)
-        f();
+    count(res.metrics);
+    const bool superseded = res.superseded;
+    const std::string& final_status = res.final_status;
+    const store::millis created_at = res.created_at;
+    const bool notify_after = res.notify;
     if (superseded)
         webhooks
             .with(
@@ -1203,58 +683,6 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
     // Webhooks apply on whichever IO thread took them: the worker is told by a post.
     if (notify_after)
         worker->notify();
-}
-
-void engine::impl::finalize(store::transaction& tx, store::task_row& t,
-                            std::vector<store::output_row>& outs, store::attempt_row* attempt,
-                            std::optional<json::object> error, deferred& after) {
-    const auto now = now_ms();
-    int ready = 0;
-    for (auto& o : outs) {
-        if (o.status == to_string(output_status::ready)) {
-            ++ready;
-        } else if (o.status == to_string(output_status::pending)) {
-            o.status = std::string(to_string(output_status::failed));
-            auto d = parse_object(o.data_json);
-            d["error"] = error && error->contains("message") ? (*error)["message"]
-                                                             : json::value("not produced");
-            o.data_json = util::json_text(d);
-            o.updated_at = now;
-            tx.upsert_output(o);
-            json::object e;
-            e["index"] = o.index;
-            e["output"] = d;
-            append_event(tx, t, event_type::output_failed, std::move(e));
-        }
-    }
-    task_status final_status;
-    if (ready == static_cast<int>(outs.size()) && ready > 0 && !error)
-        final_status = task_status::succeeded;
-    else if (ready > 0)
-        final_status = task_status::partially_succeeded;
-    else
-        final_status = task_status::failed;
-    if (final_status == task_status::failed && !error)
-        error =
-            error_object("no_outputs", error_class::unknown, "no output was produced", t.provider);
-    t.status = std::string(to_string(final_status));
-    if (error)
-        t.error_json = util::json_text(*error);
-    t.updated_at = now;
-    tx.update_task(t);
-    if (attempt && attempt->finished_at == 0)
-        attempt->finished_at = now;
-    release_outstanding(tx, t, credits, after);
-    json::object d;
-    d["outputs_ready"] = ready;
-    if (error)
-        d["error"] = *error;
-    append_event(tx, t,
-                 final_status == task_status::failed      ? event_type::failed
-                 : final_status == task_status::succeeded ? event_type::succeeded
-                                                          : event_type::partially_succeeded,
-                 std::move(d));
-    tx.delete_jobs_for_task(t.id);
 }
 
 engine::event_context engine::event_context_of(const std::string& request_json) {
@@ -1405,9 +833,9 @@ net::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_id
     auto self = impl_;
     cancel_outcome outcome = cancel_outcome::not_found;
     std::string provider;
-    deferred after;
+    transition::result res;
     co_await self->db.write([&](store::transaction& tx) {
-        after.clear();
+        res = {};
         auto t = tx.get_task(task_id);
         if (!t || t->tenant != tenant)
             return;
@@ -1435,14 +863,13 @@ net::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_id
         t->status = std::string(to_string(task_status::canceled));
         t->updated_at = now;
         tx.update_task(*t);
-        impl::release_outstanding(tx, *t, self->credits, after);
+        transition::release_outstanding(tx, *t, res);
         append_event(tx, *t, event_type::canceled, {});
         tx.delete_jobs_for_task(t->id);
         provider = t->provider;
         outcome = cancel_outcome::canceled;
     });
-    for (auto& f : after)
-        f();
+    self->count(res.metrics);
     if (outcome == cancel_outcome::canceled)
         self->tasks_finished.with({provider.empty() ? "none" : provider, "canceled"}).inc();
     co_return outcome;

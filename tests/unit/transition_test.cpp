@@ -1,0 +1,373 @@
+// core::transition without a store: a task snapshot and a provider update in, the recorded
+// effects (task, outputs, attempts, events, ledger entries, jobs) out. One table of cases.
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "gateway/config/provider_config.hpp"
+#include "gateway/config/settings.hpp"
+#include "gateway/core/json.hpp"
+#include "gateway/core/model.hpp"
+#include "gateway/core/transition.hpp"
+
+namespace json = boost::json;
+using segue::core::task_work;
+using segue::core::transition;
+using segue::providers::update;
+using kind = task_work::effect::kind;
+
+namespace {
+
+constexpr segue::store::millis now = 1'700'000'000'000;
+
+// alpha costs 10 credits per output, beta 30.
+struct priced final : segue::config::provider_config {
+    explicit priced(double p) : p_(p) {}
+    bool enabled() const override { return true; }
+    double price() const override { return p_; }
+    double p_;
+};
+
+segue::config::settings make_settings() {
+    segue::config::settings s;
+    s.providers["alpha"] = std::make_shared<priced>(10);
+    s.providers["beta"] = std::make_shared<priced>(30);
+    return s;
+}
+
+segue::store::attempt_row attempt(int n, std::string provider, std::string status,
+                                  std::string upstream = "") {
+    segue::store::attempt_row a;
+    a.task_id = "ext_t";
+    a.number = n;
+    a.provider = std::move(provider);
+    a.status = std::move(status);
+    a.provider_task_id = std::move(upstream);
+    a.started_at = now - 10'000;
+    return a;
+}
+
+// A task of `outputs` outputs at `provider` with `status`, a route of [alpha, beta], a hold of
+// `hold` milli-credits, and `attempts`.
+task_work::snapshot task(std::string status, int outputs,
+                         std::vector<segue::store::attempt_row> attempts, std::int64_t hold = 0,
+                         std::int64_t available = 1'000'000) {
+    task_work::snapshot s;
+    segue::store::task_row t;
+    t.id = "ext_t";
+    t.tenant = "acme";
+    t.status = std::move(status);
+    t.provider = "alpha";
+    segue::core::extend_request r;
+    r.source = segue::core::source_kind::url;
+    r.audio_url = "https://cdn.example/in.mp3";
+    r.num_outputs = outputs;
+    r.route_chain = {"alpha", "beta"};
+    t.request_json = segue::core::request_to_json(r);
+    t.num_outputs = outputs;
+    t.created_at = t.updated_at = now - 60'000;
+    s.task = t;
+    for (int i = 1; i <= outputs; ++i)
+        s.outputs.push_back({"ext_t", i, "pending", "{}", t.created_at});
+    s.attempts = std::move(attempts);
+    s.ledger.hold = hold;
+    s.tenant_available = available;
+    return s;
+}
+
+segue::providers::output_update ready(int index) {
+    segue::providers::output_update o;
+    o.index = index;
+    o.status = segue::core::output_status::ready;
+    o.mp3_url = "https://cdn.example/out" + std::to_string(index) + ".mp3";
+    o.title = "Out " + std::to_string(index);
+    return o;
+}
+
+update failed(segue::core::error_class cls, std::string code) {
+    update u;
+    u.what = update::kind::failed;
+    u.error = cls;
+    u.error_code = std::move(code);
+    u.error_message = "it failed";
+    return u;
+}
+
+struct outcome {
+    transition::result res;
+    std::vector<task_work::effect> effects;
+    task_work::snapshot after;
+
+    std::vector<std::string> events() const {
+        std::vector<std::string> out;
+        for (const auto& e : effects)
+            if (e.what == kind::append_event)
+                out.push_back(e.event.type);
+        return out;
+    }
+    std::vector<std::string> jobs() const {  // job effects, in order
+        std::vector<std::string> out;
+        for (const auto& e : effects) {
+            if (e.what == kind::complete_job)
+                out.push_back("complete");
+            else if (e.what == kind::reschedule_job)
+                out.push_back("reschedule");
+            else if (e.what == kind::delete_jobs)
+                out.push_back("delete_all");
+            else if (e.what == kind::schedule_job)
+                out.push_back("schedule " + e.job.kind);
+        }
+        return out;
+    }
+    std::vector<std::string> ledger() const {  // "kind:output:amount"
+        std::vector<std::string> out;
+        for (const auto& e : effects)
+            if (e.what == kind::add_ledger)
+                out.push_back(e.ledger.kind + ":" + std::to_string(e.ledger.output) + ":" +
+                              std::to_string(e.ledger.amount_milli));
+        return out;
+    }
+    std::string status() const { return after.task ? after.task->status : ""; }
+    std::string attempt_status(int n) const {
+        for (const auto& a : after.attempts)
+            if (a.number == n)
+                return a.status;
+        return "";
+    }
+};
+
+struct row {
+    const char* name;
+    std::function<task_work::snapshot()> given;
+    bool from_job;  // the update came from a job (else a webhook)
+    int attempt;
+    std::function<update()> update_of;
+    std::function<void(const outcome&)> expect;
+};
+
+outcome run(const row& r) {
+    const auto settings = make_settings();
+    segue::providers::capabilities polling;
+    polling.polling = true;
+    polling.reconcile_window_ms = 5000;
+    segue::core::retry_settings retry;  // defaults: transient 3 tries, failover on
+    retry.transient.max_attempts = 3;
+    retry.transient.failover = true;
+    retry.quota.max_attempts = 1;
+    retry.quota.failover = true;
+    retry.attempt_budget = 6;
+    retry.deadline_ms = 3'600'000;
+    transition tr({settings, retry,
+                   [&](std::string_view name) -> const segue::providers::capabilities* {
+                       return name == "alpha" || name == "beta" ? &polling : nullptr;
+                   },
+                   [] { return 0.5; }});
+    task_work w(r.given());
+    segue::store::job_row job;
+    job.id = 7;
+    job.kind = "poll";
+    job.task_id = "ext_t";
+    job.attempts = 1;
+    outcome o;
+    o.res = tr.apply(w, "ext_t", r.from_job ? &job : nullptr, "alpha", r.attempt, r.update_of(), {},
+                     now);
+    o.effects = w.effects();
+    o.after = w.state();
+    return o;
+}
+
+}  // namespace
+
+TEST(Transition, Table) {
+    using segue::core::error_class;
+    const std::vector<row> rows = {
+        {"accepted: submitted, a poll scheduled, the submit job done",
+         [] { return task("queued", 2, {attempt(1, "alpha", "submitting")}, 20'000); }, true, 1,
+         [] {
+             update u;
+             u.what = update::kind::accepted;
+             u.provider_task_id = "up-1";
+             return u;
+         },
+         [](const outcome& o) {
+             EXPECT_EQ(o.status(), "submitted");
+             EXPECT_EQ(o.attempt_status(1), "accepted");
+             EXPECT_EQ(o.events(), (std::vector<std::string>{"extension.submitted"}));
+             EXPECT_EQ(o.jobs(), (std::vector<std::string>{"complete", "schedule poll"}));
+             EXPECT_TRUE(o.ledger().empty());
+             EXPECT_TRUE(o.res.notify);
+         }},
+        {"prepared: the attempt closes prepared, a submit of the next step is due",
+         [] { return task("submitted", 1, {attempt(1, "alpha", "accepted", "upl-1")}); }, true, 1,
+         [] {
+             update u;
+             u.what = update::kind::prepared;
+             u.state_json = R"({"phase":"extend","clip_id":"c1"})";
+             return u;
+         },
+         [](const outcome& o) {
+             EXPECT_EQ(o.attempt_status(1), "prepared");
+             EXPECT_EQ(o.jobs(),
+                       (std::vector<std::string>{"complete", "delete_all", "schedule submit"}));
+             EXPECT_TRUE(o.events().empty());
+             EXPECT_EQ(o.status(), "submitted");
+         }},
+        {"a transient submit failure: retried at the same provider",
+         [] { return task("queued", 1, {attempt(1, "alpha", "submitting")}, 10'000); }, true, 1,
+         [] { return failed(error_class::transient, "upstream_unavailable"); },
+         [](const outcome& o) {
+             EXPECT_EQ(o.attempt_status(1), "failed");
+             EXPECT_EQ(o.events(), (std::vector<std::string>{"extension.retrying"}));
+             EXPECT_EQ(o.jobs(),
+                       (std::vector<std::string>{"complete", "delete_all", "schedule submit"}));
+             EXPECT_EQ(o.after.task->provider, "alpha");
+             ASSERT_EQ(o.res.metrics.size(), 2u);  // a failure and a retry, counted after commit
+         }},
+        {"quota: failed over to the next provider, the hold re-priced",
+         [] {
+             // beta's default price differs from what is held: the hold follows it.
+             return task("queued", 1, {attempt(1, "alpha", "submitting")}, 10'000);
+         },
+         true, 1, [] { return failed(error_class::quota, "insufficient_funds"); },
+         [](const outcome& o) {
+             EXPECT_EQ(o.after.task->provider, "beta");
+             EXPECT_EQ(o.status(), "queued");
+             EXPECT_EQ(o.events(), (std::vector<std::string>{"extension.retrying"}));
+             EXPECT_EQ(o.jobs(),
+                       (std::vector<std::string>{"complete", "delete_all", "schedule submit"}));
+             EXPECT_EQ(o.ledger(), (std::vector<std::string>{"hold:0:20000"}));  // 10 -> 30
+         }},
+        {"quota, and the tenant cannot cover the pricier next provider: failed, hold released",
+         [] { return task("queued", 1, {attempt(1, "alpha", "submitting")}, 10'000, 5'000); }, true,
+         1, [] { return failed(error_class::quota, "insufficient_funds"); },
+         [](const outcome& o) {
+             // beta needs 20 more credits than the 10 held; 5 are available.
+             EXPECT_EQ(o.status(), "failed");
+             EXPECT_NE(o.after.task->error_json.find("insufficient_credits"), std::string::npos)
+                 << o.after.task->error_json;
+             EXPECT_EQ(o.ledger(), (std::vector<std::string>{"release:0:10000"}));
+             EXPECT_EQ(o.events().back(), "extension.failed");
+         }},
+        {"a rejected submit: failed, pending outputs failed, the hold released",
+         [] { return task("queued", 2, {attempt(1, "alpha", "submitting")}, 20'000); }, true, 1,
+         [] { return failed(error_class::rejected, "upstream_rejected"); },
+         [](const outcome& o) {
+             EXPECT_EQ(o.status(), "failed");
+             EXPECT_EQ(o.events(), (std::vector<std::string>{
+                                       "extension.output.failed", "extension.output.failed",
+                                       "extension.credits.refunded", "extension.failed"}));
+             EXPECT_EQ(o.ledger(), (std::vector<std::string>{"release:0:20000"}));
+             EXPECT_EQ(o.jobs(), (std::vector<std::string>{"complete", "delete_all"}));
+             EXPECT_EQ(o.res.final_status, "failed");
+         }},
+        {"an ambiguous submit: reconciled after the provider's window, never resent at once",
+         [] { return task("queued", 1, {attempt(1, "alpha", "submitting")}, 10'000); }, true, 1,
+         [] {
+             auto u = failed(error_class::transient, "upstream_timeout");
+             u.ambiguous = true;
+             return u;
+         },
+         [](const outcome& o) {
+             EXPECT_EQ(o.attempt_status(1), "unknown");
+             EXPECT_EQ(o.jobs(),
+                       (std::vector<std::string>{"complete", "delete_all", "schedule reconcile"}));
+             for (const auto& e : o.effects)
+                 if (e.what == kind::schedule_job)
+                     EXPECT_GE(e.job.due_at, now + 5000);  // the reconcile window
+         }},
+        {"one of two outputs ready: captured, the poll goes on",
+         [] { return task("submitted", 2, {attempt(1, "alpha", "accepted", "up-1")}, 20'000); },
+         true, 1,
+         [] {
+             update u;
+             u.what = update::kind::progress;
+             u.outputs = {ready(1)};
+             u.poll_after_ms = 2000;
+             return u;
+         },
+         [](const outcome& o) {
+             EXPECT_EQ(o.status(), "running");
+             EXPECT_EQ(o.events(), (std::vector<std::string>{"extension.output.ready"}));
+             EXPECT_EQ(o.ledger(), (std::vector<std::string>{"capture:1:10000"}));
+             EXPECT_EQ(o.jobs(), (std::vector<std::string>{"reschedule"}));
+         }},
+        {"done with one output failed: partially_succeeded, the rest released",
+         [] { return task("running", 2, {attempt(1, "alpha", "accepted", "up-1")}, 20'000); }, true,
+         1,
+         [] {
+             update u;
+             u.what = update::kind::done;
+             auto bad = ready(2);
+             bad.status = segue::core::output_status::failed;
+             bad.error = "moderated";
+             u.outputs = {ready(1), bad};
+             return u;
+         },
+         [](const outcome& o) {
+             EXPECT_EQ(o.status(), "partially_succeeded");
+             EXPECT_EQ(o.ledger(),
+                       (std::vector<std::string>{"capture:1:10000", "release:0:10000"}));
+             EXPECT_EQ(o.events(),
+                       (std::vector<std::string>{
+                           "extension.output.ready", "extension.output.failed",
+                           "extension.credits.refunded", "extension.partially_succeeded"}));
+             EXPECT_EQ(o.attempt_status(1), "succeeded");
+         }},
+        {"a webhook of a superseded attempt changes nothing",
+         [] {
+             return task("queued", 1,
+                         {attempt(1, "alpha", "failed"), attempt(2, "alpha", "submitting")});
+         },
+         false, 1,
+         [] {
+             update u;
+             u.what = update::kind::done;
+             u.outputs = {ready(1)};
+             return u;
+         },
+         [](const outcome& o) {
+             EXPECT_TRUE(o.res.superseded);
+             EXPECT_TRUE(o.events().empty());
+             EXPECT_TRUE(o.ledger().empty());
+             EXPECT_TRUE(o.jobs().empty());
+         }},
+        {"a final task takes nothing but its job's completion",
+         [] { return task("succeeded", 1, {attempt(1, "alpha", "succeeded", "up-1")}); }, true, 1,
+         [] {
+             update u;
+             u.what = update::kind::done;
+             u.outputs = {ready(1)};
+             return u;
+         },
+         [](const outcome& o) {
+             EXPECT_EQ(o.jobs(), (std::vector<std::string>{"complete"}));
+             EXPECT_TRUE(o.events().empty());
+         }},
+    };
+    for (const auto& r : rows) {
+        SCOPED_TRACE(r.name);
+        r.expect(run(r));
+    }
+}
+
+// A capture that exists already (a job that runs twice) is not written again, and the release
+// at the end counts only what is left: the snapshot's ledger keys decide, not the store.
+TEST(Transition, LedgerEntriesAreWrittenOnce) {
+    auto s = task("running", 1, {attempt(1, "alpha", "accepted", "up-1")}, 10'000);
+    s.ledger.captured = 10'000;
+    s.ledger_keys.insert(task_work::key_of(1, "capture", ""));
+    task_work w(std::move(s));
+    EXPECT_FALSE(
+        w.add_ledger_entry({0, "acme", "ext_t", 1, "capture", "", 10'000, "alpha", "", 1}));
+    EXPECT_TRUE(w.effects().empty());
+    EXPECT_EQ(w.ledger_for_task("ext_t").outstanding(), 0);
+    EXPECT_TRUE(w.add_ledger_entry({0, "acme", "ext_t", 0, "release", "", 5, "alpha", "", 1}));
+    EXPECT_EQ(w.effects().size(), 1u);
+    EXPECT_THROW(w.claim_jobs("x", 0, 0, 1, {}), std::logic_error);  // not a transition's
+}
