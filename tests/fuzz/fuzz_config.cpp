@@ -10,6 +10,8 @@
 // Inputs that hit a known bug are skipped unless SEGUE_FUZZ_STRICT=1 (see tests/fuzz/README.md).
 
 #include <algorithm>
+#include <chrono>
+#include <memory>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -29,7 +31,7 @@
 
 #include "gateway/config/loader.hpp"
 #include "gateway/config/schema.hpp"
-#include "providers/builtin.hpp"
+#include "gateway/config/provider_config.hpp"
 
 namespace {
 
@@ -132,10 +134,35 @@ std::optional<std::string> fake_env(const std::string& name) {
     return std::nullopt;
 }
 
-// The shipped providers' blocks, as the segue binary loads them.
+// A provider block like the shipped ones (enabled, price, a bounded duration, a secret), declared
+// here: the shipped providers' descriptors bring their whole implementations (HTTP clients,
+// audio), which this target does not build. The loader's provider-block path is the same code
+// for every provider; their own schemas are covered by the unit tests.
+struct fuzzed_provider_settings {
+    bool enabled = false;
+    double price = 1;
+    std::chrono::milliseconds timeout{1000};
+    std::string api_key;
+};
+
+object_schema<fuzzed_provider_settings> fuzzed_provider_schema() {
+    using namespace std::chrono_literals;
+    object_schema<fuzzed_provider_settings> s;
+    s.field("enabled", &fuzzed_provider_settings::enabled, "Route requests to it.").def(false);
+    s.field("price", &fuzzed_provider_settings::price, "Credits per output.")
+        .def(1.0)
+        .range(0.0, 1000000.0);
+    s.field("timeout", &fuzzed_provider_settings::timeout, "Deadline of one call.")
+        .def(1s)
+        .range(1s, 30min);
+    s.field("api_key", &fuzzed_provider_settings::api_key, "Its key.").secret().def("");
+    return s;
+}
+
 const provider_catalog& shipped() {
-    static const provider_catalog catalog =
-        segue::providers::settings_catalog(segue::providers::builtin());
+    static const provider_catalog catalog = {
+        std::make_shared<const typed_provider_schema<fuzzed_provider_settings>>(
+            "fuzzed", "A provider block for the fuzzer.", fuzzed_provider_schema())};
     return catalog;
 }
 
