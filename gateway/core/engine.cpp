@@ -619,10 +619,7 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
                                          providers::update u) {
     // Locally produced files: measure them off the IO thread, then register them in the
     // same transaction as the outputs that point at them.
-    struct staged {
-        store::file_row row;
-    };
-    std::map<std::string, staged> files;  // by absolute path
+    std::map<std::string, store::file_row> files;  // by absolute path
     auto stage = [&](const providers::local_file& lf) {
         if (files.count(lf.path))
             return;
@@ -633,7 +630,7 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
         std::error_code ec;
         auto rel = fs::relative(lf.path, settings.storage.blob_dir, ec);
         f.path = ec ? lf.path : rel.string();
-        files[lf.path] = {f};
+        files[lf.path] = f;
     };
     for (const auto& o : u.outputs) {
         if (o.mp3)
@@ -645,9 +642,9 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
         stage(*u.cover_file);
     if (!files.empty()) {
         co_await blocking.run([&files] {
-            for (auto& [path, s] : files) {
+            for (auto& [path, f] : files) {
                 std::error_code ec;
-                s.row.size = static_cast<std::int64_t>(fs::file_size(path, ec));
+                f.size = static_cast<std::int64_t>(fs::file_size(path, ec));
             }
         });
     }
@@ -656,32 +653,24 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
     transition::result res;
     co_await db.write([&](store::transaction& tx) {
         task_work work(task_work::load(tx, task_id));
-        std::map<std::string, store::file_row> rows;
-        for (const auto& [path, s] : files)
-            rows[path] = s.row;
-        res = trans.apply(work, task_id, job, provider_name, attempt_number, u, std::move(rows),
-                          now_ms());
+        res = trans.apply(work, task_id, job, provider_name, attempt_number, u, files, now_ms());
         if (!task_work::save(tx, work.effects(),
                              job ? std::optional<store::lease_ref>(lease_of(*job)) : std::nullopt))
             throw lease_lost();
     });
     count(res.metrics);
-    const bool superseded = res.superseded;
-    const std::string& final_status = res.final_status;
-    const store::millis created_at = res.created_at;
-    const bool notify_after = res.notify;
-    if (superseded)
+    if (res.superseded)
         webhooks
             .with(
                 {provider_name, u.webhook_kind.empty() ? "unknown" : u.webhook_kind, "superseded"})
             .inc();
-    if (!final_status.empty()) {
-        tasks_finished.with({provider_name, final_status}).inc();
+    if (!res.final_status.empty()) {
+        tasks_finished.with({provider_name, res.final_status}).inc();
         task_duration.with({provider_name})
-            .observe(static_cast<double>(now_ms() - created_at) / 1000.0);
+            .observe(static_cast<double>(now_ms() - res.created_at) / 1000.0);
     }
     // Webhooks apply on whichever IO thread took them: the worker is told by a post.
-    if (notify_after)
+    if (res.notify)
         worker->notify();
 }
 
