@@ -79,7 +79,7 @@ struct output_update {
     bool flagged = false;
     std::string flag_reason;
     std::string cover_url;  // this output's own cover, "" if the task's applies
-    std::string error;  // failed outputs
+    std::string error;      // failed outputs
 };
 
 // A normalized result of submit, poll or an inbound webhook.

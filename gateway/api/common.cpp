@@ -1,6 +1,7 @@
 #include "gateway/api/common.hpp"
 
 #include <boost/json.hpp>
+#include <boost/url/pct_string_view.hpp>
 
 #include <charconv>
 
@@ -22,16 +23,6 @@ void json_response(http::context& ctx, int status, const json::value& v) {
 
 namespace {
 
-int hex_digit(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 void set_param_problem(http::context& ctx, std::string_view name) {
     const std::string why = "must be percent-encoded UTF-8 (%XX with two hex digits)";
     set_problem(ctx.res(), error_kind::bad_request,
@@ -42,23 +33,11 @@ void set_param_problem(http::context& ctx, std::string_view name) {
 }  // namespace
 
 std::optional<std::string> percent_decode(std::string_view s) {
-    std::string out;
-    out.reserve(s.size());
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        if (s[i] != '%') {
-            out += s[i];
-            continue;
-        }
-        if (s.size() - i < 3)
-            return std::nullopt;
-        const int hi = hex_digit(s[i + 1]);
-        const int lo = hex_digit(s[i + 2]);
-        if (hi < 0 || lo < 0)
-            return std::nullopt;
-        out += static_cast<char>(hi * 16 + lo);
-        i += 2;
-    }
-    return out;
+    // Boost.URL checks every escape (%XX, two hex digits); '+' stays a '+' (not form encoding).
+    auto pct = boost::urls::make_pct_string_view(s);
+    if (!pct)
+        return std::nullopt;
+    return pct->decode();
 }
 
 query_value query_param(std::string_view query, std::string_view name) {

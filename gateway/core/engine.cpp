@@ -652,7 +652,7 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
     // Load, apply (no I/O: core/transition), save.
     transition::result res;
     co_await db.write([&](store::transaction& tx) {
-        task_work work(task_work::load(tx, task_id));
+        task_work work(task_work::load(tx, task_id, attempt_number));
         res = trans.apply(work, task_id, job, provider_name, attempt_number, u, files, now_ms());
         if (!task_work::save(tx, work.effects(),
                              job ? std::optional<store::lease_ref>(lease_of(*job)) : std::nullopt))

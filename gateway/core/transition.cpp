@@ -69,7 +69,8 @@ std::string task_work::key_of(int output, std::string_view kind, std::string_vie
     return std::to_string(output) + "/" + std::string(kind) + "/" + std::string(key);
 }
 
-task_work::snapshot task_work::load(store::transaction& tx, std::string_view task_id) {
+task_work::snapshot task_work::load(store::transaction& tx, std::string_view task_id,
+                                    int attempt_number) {
     snapshot s;
     s.task = tx.get_task(task_id);
     if (!s.task)
@@ -81,8 +82,11 @@ task_work::snapshot task_work::load(store::transaction& tx, std::string_view tas
     s.tenant_available = tx.ledger_totals(t.tenant).available;
     const auto ctx = engine::event_context_of(t.request_json);
     s.endpoint_gone = !ctx.webhook_url.empty() && tx.endpoint_gone(t.tenant, ctx.webhook_url);
-    // The entries a transition may write, each unique: captures, the final release, and the
-    // failover adjustments keyed by attempt.
+    // The unique entries a transition may write: captures, the final release and this
+    // attempt's failover adjustment. Nothing held (a free provider): it writes none of them,
+    // so nothing is looked up.
+    if (s.ledger.hold == 0)
+        return s;
     auto note = [&](int output, std::string_view kind, std::string_view key) {
         if (tx.find_ledger_entry(t.tenant, t.id, output, kind, key))
             s.ledger_keys.insert(key_of(output, kind, key));
@@ -90,13 +94,9 @@ task_work::snapshot task_work::load(store::transaction& tx, std::string_view tas
     for (int i = 1; i <= t.num_outputs; ++i)
         note(i, "capture", "");
     note(0, "release", "");
-    int last = 0;
-    for (const auto& a : s.attempts)
-        last = std::max(last, a.number);
-    for (int n = 1; n <= last + 1; ++n) {
-        note(0, "hold", "failover-" + std::to_string(n));
-        note(0, "release", "failover-" + std::to_string(n));
-    }
+    const std::string failover = "failover-" + std::to_string(attempt_number);
+    note(0, "hold", failover);
+    note(0, "release", failover);
     return s;
 }
 

@@ -87,8 +87,9 @@ class task_work final : public store::transaction {
         std::string payload_json;
     };
 
-    // What a transition of `task_id` reads, from the real transaction.
-    static snapshot load(store::transaction& tx, std::string_view task_id);
+    // What a transition of `task_id` by its attempt `attempt_number` reads, from the real
+    // transaction.
+    static snapshot load(store::transaction& tx, std::string_view task_id, int attempt_number);
     // Writes `effects` in order. The current job's completion or reschedule names `job` (the
     // claim's lease); false if the claim no longer holds it (nothing more is written then, and
     // the caller rolls the unit back).

@@ -11,12 +11,12 @@
 
 #include <algorithm>
 #include <chrono>
-#include <memory>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -30,8 +30,8 @@
 #include <yaml-cpp/yaml.h>
 
 #include "gateway/config/loader.hpp"
-#include "gateway/config/schema.hpp"
 #include "gateway/config/provider_config.hpp"
+#include "gateway/config/schema.hpp"
 
 namespace {
 
