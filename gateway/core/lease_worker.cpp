@@ -221,16 +221,4 @@ net::awaitable<void> lease_worker::stop(std::chrono::milliseconds deadline) {
     self->beat_timer.cancel();
 }
 
-const std::string& lease_worker::owner() const noexcept {
-    return impl_->owner;
-}
-
-int lease_worker::running() const noexcept {
-    return static_cast<int>(impl_->running.size());
-}
-
-std::chrono::milliseconds lease_worker::heartbeat() const noexcept {
-    return impl_->time.heartbeat;
-}
-
 }  // namespace segue::core

@@ -101,10 +101,6 @@ class lease_worker {
     // leases, then stops renewing (the leases of what still runs expire on their own).
     boost::asio::awaitable<void> stop(std::chrono::milliseconds deadline);
 
-    const std::string& owner() const noexcept;
-    int running() const noexcept;  // on the worker's io_context only
-    std::chrono::milliseconds heartbeat() const noexcept;
-
     struct impl;
 
   private:
