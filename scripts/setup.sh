@@ -11,6 +11,9 @@ packages=(
 if [[ "${1:-}" == "--test" ]]; then
   # libclang-rt-14-dev: the sanitizer runtimes (ASan/UBSan for fuzz.sh, TSan for tsan.sh).
   packages+=(libgtest-dev prometheus clang lld libfuzzer-14-dev libclang-rt-14-dev curl)
+  # PostgreSQL 15 for the store suite, the PostgreSQL journeys and the multi-replica test
+  # (scripts/pg.sh runs a throwaway server of its own; see below), nginx in front of replicas.
+  packages+=(postgresql-15 postgresql-client-15 nginx-light util-linux)
   # The webhook test receiver (tests/receiver) runs on Node >= 18; keep a node that is there
   # already (e.g. from another repository, which ships its own npm).
   command -v node >/dev/null || packages+=(nodejs)
@@ -28,6 +31,17 @@ if ((${#missing[@]})); then
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
+  # Installing postgresql-15 must not create and start the system cluster: the tests run their
+  # own server (scripts/pg.sh) and nothing else should listen on the machine.
+  mkdir -p /etc/postgresql-common
+  [[ -f /etc/postgresql-common/createcluster.conf ]] ||
+    echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.conf
+  # Nor may nginx start as a service: packages install, their daemons stay down (policy-rc.d).
+  policy=/usr/sbin/policy-rc.d
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >$policy && chmod +x $policy
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
