@@ -1,0 +1,76 @@
+#include "tests/support/pg.hpp"
+
+#include <libpq-fe.h>
+
+#include <array>
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <stdexcept>
+
+namespace segue::test {
+
+namespace {
+
+std::string start_server() {
+    if (const char* url = std::getenv("SEGUE_TEST_PG_URL"); url && *url)
+        return url;
+    std::unique_ptr<FILE, int (*)(FILE*)> p(popen(SEGUE_PG_SCRIPT " start", "r"), pclose);
+    if (!p)
+        throw std::runtime_error("cannot run " SEGUE_PG_SCRIPT);
+    std::string out;
+    std::array<char, 512> buf{};
+    while (std::fgets(buf.data(), buf.size(), p.get()))
+        out += buf.data();
+    const int rc = pclose(p.release());
+    while (!out.empty() && (out.back() == '\n' || out.back() == ' '))
+        out.pop_back();
+    if (rc != 0 || out.empty())
+        throw std::runtime_error(SEGUE_PG_SCRIPT " start failed (exit " + std::to_string(rc) + ")");
+    return out;
+}
+
+}  // namespace
+
+const std::string& pg_server_url() {
+    static const std::string url = start_server();
+    return url;
+}
+
+std::string pg_exec(const std::string& url, const std::string& sql) {
+    std::unique_ptr<PGconn, void (*)(PGconn*)> c(PQconnectdb(url.c_str()), PQfinish);
+    if (PQstatus(c.get()) != CONNECTION_OK)
+        throw std::runtime_error("pg_exec: connect: " + std::string(PQerrorMessage(c.get())));
+    std::unique_ptr<PGresult, void (*)(PGresult*)> r(PQexec(c.get(), sql.c_str()), PQclear);
+    const auto st = PQresultStatus(r.get());
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        throw std::runtime_error("pg_exec: " + sql + ": " + PQerrorMessage(c.get()));
+    if (st == PGRES_TUPLES_OK && PQntuples(r.get()) > 0 && PQnfields(r.get()) > 0)
+        return PQgetvalue(r.get(), 0, 0);
+    return "";
+}
+
+pg_schema::pg_schema() {
+    static std::mutex m;
+    static std::mt19937_64 rng{std::random_device{}()};
+    {
+        std::lock_guard lock(m);
+        name_ = "t" + std::to_string(rng() % 1'000'000'000'000ull);
+    }
+    const std::string& base = pg_server_url();
+    pg_exec(base, "CREATE SCHEMA " + name_);
+    // libpq URL: options=-c search_path=<schema> (percent-encoded).
+    url_ = base + (base.find('?') == std::string::npos ? "?" : "&") +
+           "options=-csearch_path%3D" + name_;
+}
+
+pg_schema::~pg_schema() {
+    try {
+        pg_exec(pg_server_url(), "DROP SCHEMA IF EXISTS " + name_ + " CASCADE");
+    } catch (...) {
+        // A test that broke the server reports that itself; the schema dies with the server dir.
+    }
+}
+
+}  // namespace segue::test

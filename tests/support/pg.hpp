@@ -1,0 +1,34 @@
+#pragma once
+// Test support: the throwaway PostgreSQL of scripts/pg.sh, and a fresh schema per test in it.
+
+#include <string>
+
+namespace segue::test {
+
+// The libpq URL of the test server: $SEGUE_TEST_PG_URL if set, else the server scripts/pg.sh
+// starts (once per process; the script itself is safe to run from parallel tests). Fails the
+// process (throws) if PostgreSQL cannot be started: a PostgreSQL test never silently skips.
+const std::string& pg_server_url();
+
+// A schema of its own in the test server, dropped (with everything in it) with the object:
+// url() points libpq's search_path at it, so a store opened on it migrates and works in
+// isolation from every other test, in parallel.
+class pg_schema {
+  public:
+    pg_schema();
+    ~pg_schema();
+    pg_schema(const pg_schema&) = delete;
+    pg_schema& operator=(const pg_schema&) = delete;
+    const std::string& url() const { return url_; }
+    const std::string& name() const { return name_; }
+
+  private:
+    std::string name_;
+    std::string url_;
+};
+
+// Runs one SQL command on `url` (throws std::runtime_error with libpq's message on failure) and
+// returns the first column of the first row, "" if none.
+std::string pg_exec(const std::string& url, const std::string& sql);
+
+}  // namespace segue::test
