@@ -689,7 +689,10 @@ int main(int argc, char** argv) {
     auto client = std::make_unique<net::http_client>(ioc, wo, reg);
     auto base_client = std::make_unique<net::http_client>(ioc, wo, reg);
     auto disp = std::make_unique<events::dispatcher>(ioc, db, settings, reg, *client);
-    st->set_outbox_listener([d = disp.get()] { d->notify(); });
+    st->set_commit_listener([d = disp.get()](const store::commit_notice& n) {
+        if (n.outbox)
+            d->notify();
+    });
 
     counters m;
     m.delivered =

@@ -20,6 +20,7 @@
 #include "gateway/core/engine.hpp"
 #include "gateway/core/ledger.hpp"
 #include "gateway/events/dispatcher.hpp"
+#include "gateway/events/event_hub.hpp"
 #include "gateway/http/router.hpp"
 #include "gateway/http/server.hpp"
 #include "gateway/log/log.hpp"
@@ -31,6 +32,7 @@
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/runtime/io_pool.hpp"
 #include "gateway/store/db.hpp"
+#include "gateway/store/open_store.hpp"
 #include "gateway/util/crypto.hpp"
 #include "providers/builtin.hpp"
 #include "providers/registry.hpp"
@@ -102,6 +104,7 @@ struct app::impl {
     std::unique_ptr<core::engine> engine;
     std::unique_ptr<net::http_client> webhook_client;
     std::unique_ptr<events::dispatcher> dispatcher;
+    events::event_hub hub;
     http::router routes;
     std::unique_ptr<http::server> server;
 };
@@ -114,8 +117,14 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
     : impl_(std::make_unique<impl>(std::move(settings))) {
     auto& d = *impl_;
     log::set_level(to_log_level(d.settings.log.level));
-    if (d.settings.api.url_signing_key.empty())
+    if (d.settings.api.url_signing_key.empty()) {
+        // Signed file URLs are checked by whichever replica a provider's fetch reaches.
+        if (d.settings.storage.engine == config::storage_engine::postgres)
+            throw std::runtime_error(
+                "api.url_signing_key must be set with storage.engine postgres: every replica "
+                "must verify the file URLs the others sign (set the same secret on each)");
         d.settings.api.url_signing_key = util::random_hex(32);  // one replica: nothing to share
+    }
     metrics::register_process_metrics(d.metrics);
     d.metrics
         .gauge_family("segue_build_info", "Build version and revision; always 1.",
@@ -125,14 +134,8 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
     api::add_system_routes(d.routes, d.metrics, [&d] { return d.server && d.server->ready(); });
 
     // Durable state first: nothing is accepted before the store is open and migrated.
-    std::filesystem::create_directories(
-        std::filesystem::absolute(d.settings.storage.sqlite_path).parent_path());
     std::filesystem::create_directories(d.settings.storage.blob_dir);
-    store::sqlite_options so;
-    so.path = d.settings.storage.sqlite_path;
-    so.synchronous_full = d.settings.storage.sync_full;
-    so.writer_cache_bytes = d.settings.storage.cache_size;
-    d.store = store::open_sqlite(so);
+    d.store = store::open_store(d.settings.storage);
     d.db = std::make_unique<store::db>(*d.store, d.metrics);
     d.providers = providers::make_registry(provider_kinds, d.settings);
     // Routes may only name providers that are enabled here.
@@ -179,9 +182,21 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
     d.webhook_client = std::make_unique<net::http_client>(d.pool.main(), wo, d.metrics);
     d.dispatcher = std::make_unique<events::dispatcher>(d.pool.main(), *d.db, d.settings, d.metrics,
                                                         *d.webhook_client);
-    d.store->set_outbox_listener([disp = d.dispatcher.get()] { disp->notify(); });
+    // Commits wake who waits for them: the dispatcher (deliveries due), the engine (jobs
+    // scheduled by another replica: this one's own are notified directly), SSE streams (events).
+    d.store->set_commit_listener([disp = d.dispatcher.get(), eng = d.engine.get(),
+                                  hub = &d.hub](const store::commit_notice& n) {
+        if (n.outbox || n.all)
+            disp->notify();
+        if (n.remote && (n.jobs || n.all))
+            eng->notify();
+        if (n.all)
+            hub->publish_all();
+        else if (!n.event_tasks.empty())
+            hub->publish(n.event_tasks);
+    });
     api::add_extension_routes(d.routes, {d.settings, *d.db, *d.engine, *d.providers, d.blocking,
-                                         d.auth, d.metrics, d.url_policy});
+                                         d.auth, d.metrics, d.url_policy, d.hub});
     api::add_delivery_routes(d.routes, {*d.db, d.auth});
     api::add_credit_routes(d.routes,
                            {*d.db, d.auth, d.settings.credits.admin_key,

@@ -13,12 +13,14 @@
 
 #include "gateway/app.hpp"
 #include "gateway/config/loader.hpp"
+#include "gateway/store/open_store.hpp"
 #include "providers/descriptor.hpp"
 #include "segue/version.hpp"
 
 namespace {
 
 constexpr std::string_view usage = R"(usage: segue [options]
+       segue migrate [--config FILE]
 
 Segue: one provider-neutral API to extend songs with AI music providers.
 
@@ -31,6 +33,11 @@ options:
   --port-file FILE   write the bound port to FILE once listening (useful with port 0)
   --version          print the version and exit
   --help             print this help and exit
+
+commands:
+  migrate            apply the store's pending schema migrations and exit (PostgreSQL; for
+                     SQLite too). Replicas also migrate at start, one at a time (advisory
+                     lock), so running it first is optional: it is for a release step or a Job.
 
 signals: SIGTERM/SIGINT drain in-flight requests (server.drain_timeout), then exit 0.
 )";
@@ -50,6 +57,7 @@ int run_cli(int argc, char** argv, const providers::descriptor_list& provider_ki
     std::string config_path;
     std::string port_file;
     bool check_only = false;
+    bool migrate = false;
     for (int i = 1; i < argc; ++i) {
         std::string_view a = argv[i];
         auto need_value = [&](std::string_view flag) -> std::string {
@@ -70,6 +78,8 @@ int run_cli(int argc, char** argv, const providers::descriptor_list& provider_ki
             config_path = need_value(a);
         } else if (a.starts_with("--config=")) {
             config_path = std::string(a.substr(9));
+        } else if (a == "migrate" && i == 1) {
+            migrate = true;
         } else if (a == "--check-config") {
             check_only = true;
         } else if (a == "--config-docs") {
@@ -100,6 +110,21 @@ int run_cli(int argc, char** argv, const providers::descriptor_list& provider_ki
         std::fprintf(stderr, "segue: config %s is valid\n",
                      config_path.empty() ? "(embedded defaults)" : config_path.c_str());
         return 0;
+    }
+
+    if (migrate) {
+        try {
+            auto opened = segue::store::open_store(settings.storage);
+            opened->close();
+            std::fprintf(stderr, "segue: store schema is current (%s)\n",
+                         settings.storage.engine == segue::config::storage_engine::postgres
+                             ? "postgres"
+                             : "sqlite");
+            return 0;
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "segue: migrate failed: %s\n", e.what());
+            return 1;
+        }
     }
 
     try {

@@ -594,16 +594,15 @@ admitted admit(store::transaction& tx, const admission& a, store::millis now,
     }
     tx.ensure_grant(a.tenant, a.grant_milli, now);
     if (a.hold) {
-        auto totals = tx.ledger_totals(a.tenant);
-        if (totals.available < a.hold->amount_milli) {
+        // Reserve-or-refuse, atomic against every other writer (store.hpp).
+        const auto r = tx.hold_credits(*a.hold);
+        if (!r.held) {
             out.what = admitted::kind::insufficient;
-            out.available_milli = totals.available;
+            out.available_milli = r.before.available;
             return out;
         }
     }
     core::engine::create_task(tx, a.task, &a.events);
-    if (a.hold)
-        tx.add_ledger_entry(*a.hold);
     if (a.file)
         tx.insert_file(*a.file);
     if (a.idempotency_key) {

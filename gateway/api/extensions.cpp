@@ -10,6 +10,7 @@
 #include <boost/json.hpp>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
@@ -25,6 +26,7 @@
 #include "gateway/core/json.hpp"
 #include "gateway/core/ledger.hpp"
 #include "gateway/core/signed_url.hpp"
+#include "gateway/events/event_hub.hpp"
 #include "gateway/http/message.hpp"
 #include "gateway/http/router.hpp"
 #include "gateway/log/log.hpp"
@@ -333,7 +335,16 @@ awaitable<void> handlers::events(http::context& ctx) {
     } guard{sse_clients};
     if (!co_await ctx.write_stream("retry: 1000\n\n"))
         co_return;
-    net::steady_timer timer(co_await net::this_coro::executor);
+    // Woken by the event hub the moment this task's next events are committed (here or on
+    // another replica); the timer is only the fallback (a lost notification, keep-alives).
+    const auto executor = co_await net::this_coro::executor;
+    auto timer = std::make_shared<net::steady_timer>(executor);
+    auto woken = std::make_shared<std::atomic<bool>>(false);
+    const auto sub = deps.events.subscribe(id, [timer, woken, executor] {
+        woken->store(true);
+        // Expiring (not just cancelling) also ends a wait that starts after this runs.
+        net::post(executor, [timer] { timer->expires_at(net::steady_timer::time_point::min()); });
+    });
     auto last_write = std::chrono::steady_clock::now();
     for (;;) {
         for (const auto& e : evs) {
@@ -356,8 +367,10 @@ awaitable<void> handlers::events(http::context& ctx) {
                     co_return;
                 last_write = std::chrono::steady_clock::now();
             }
-            timer.expires_after(std::chrono::milliseconds(200));
-            co_await timer.async_wait(use_tuple);
+            timer->expires_after(std::chrono::seconds(1));
+            if (!woken->exchange(false))
+                co_await timer->async_wait(use_tuple);
+            woken->store(false);
         }
         evs.clear();
         co_await deps.db.read([&](store::transaction& tx) {

@@ -23,6 +23,9 @@ class blocking_pool;
 namespace segue::metrics {
 class registry;
 }
+namespace segue::events {
+class event_hub;
+}  // namespace segue::events
 namespace segue::net {
 struct url_policy;
 }
@@ -42,6 +45,8 @@ struct api_deps {
     // The URL guard: audio_url and webhook_url are refused at submit (422) when it would
     // refuse them later.
     std::shared_ptr<const net::url_policy> url_policy;
+    // Wakes SSE streams when their task's events are committed (by any replica).
+    events::event_hub& events;
 };
 
 void add_extension_routes(http::router& routes, const api_deps& deps);

@@ -153,8 +153,35 @@ object_schema<tenant_settings> tenant_schema() {
     return t;
 }
 
+object_schema<postgres_settings> postgres_schema() {
+    object_schema<postgres_settings> s;
+    s.field("url", &postgres_settings::url,
+            "libpq connection URL (postgresql://user:password@host:5432/db?sslmode=require, or "
+            "postgresql:///db?host=/run/postgresql for a socket). Usually ${VAR} from a Secret.")
+        .secret()
+        .def(std::string());
+    s.field("pool_size", &postgres_settings::pool_size,
+            "Connections per process: one runs write units, grouping many into one commit; the "
+            "rest run reads; one more listens for other replicas' commits.")
+        .def(8)
+        .range(2, 200);
+    s.field("statement_timeout", &postgres_settings::statement_timeout,
+            "Longest a statement may run (PostgreSQL statement_timeout); a unit that exceeds it "
+            "fails instead of holding locks.")
+        .def(5s)
+        .range(100ms, 10min);
+    return s;
+}
+
 object_schema<storage_settings> storage_schema() {
     object_schema<storage_settings> s;
+    s.field("engine", &storage_settings::engine,
+            "Where durable state lives: sqlite (embedded, one process; the default) or postgres "
+            "(shared by several replicas).")
+        .values({{"sqlite", storage_engine::sqlite}, {"postgres", storage_engine::postgres}})
+        .def(storage_engine::sqlite);
+    s.object("postgres", &storage_settings::postgres, postgres_schema(),
+             "The PostgreSQL database (storage.engine: postgres).");
     s.field("sqlite_path", &storage_settings::sqlite_path,
             "SQLite database file (created, with its directory, if missing).")
         .def("var/segue.db");
@@ -173,6 +200,11 @@ object_schema<storage_settings> storage_schema() {
         .byte_size()
         .def(16ull * MiB)
         .range(1 * MiB, 4ull * GiB);
+    s.validate([](const storage_settings& st) -> std::optional<std::string> {
+        if (st.engine == storage_engine::postgres && st.postgres.url.empty())
+            return "engine postgres needs postgres.url (a libpq connection URL)";
+        return std::nullopt;
+    });
     return s;
 }
 

@@ -51,7 +51,17 @@ struct tenant_settings {
     double credits = 1000;  // initial grant
 };
 
+enum class storage_engine { sqlite, postgres };
+
+struct postgres_settings {
+    std::string url;    // libpq connection URL; secret (it may hold a password)
+    int pool_size = 8;  // connections per process: one writes (grouped commits), the rest read
+    duration statement_timeout = std::chrono::seconds(5);
+};
+
 struct storage_settings {
+    storage_engine engine = storage_engine::sqlite;
+    postgres_settings postgres;
     std::string sqlite_path = "var/segue.db";
     std::string blob_dir = "var/blobs";              // uploads (spool) and generated audio
     bool sync_full = true;                           // fsync every commit

@@ -490,7 +490,8 @@ net::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state
                 throw lease_lost();
             co_await db.write([&](store::transaction& tx) {
                 const auto now = now_ms();
-                const auto until = now + static_cast<store::millis>(settings.engine.lease.count());
+                const auto until =
+                    tx.clock_ms() + static_cast<store::millis>(settings.engine.lease.count());
                 if (!tx.renew_jobs(owner, {{job.id, job.attempts}}, until).empty())
                     throw lease_lost();
                 auto t = tx.get_task(task->id);

@@ -103,7 +103,12 @@ net::awaitable<void> lease_worker::impl::loop() {
             try {
                 const auto lease = static_cast<store::millis>(time.lease.count());
                 co_await db.write([&](store::transaction& tx) {
-                    claimed = hk.claim(tx, owner, now, lease, slots, exclude, next_due);
+                    // Lease times by the store's clock (the database's, shared by replicas);
+                    // the due time it reports is turned into ours by the same offset.
+                    const auto store_now = tx.clock_ms();
+                    claimed = hk.claim(tx, owner, store_now, lease, slots, exclude, next_due);
+                    if (next_due)
+                        *next_due += now - store_now;
                 });
             } catch (const std::exception& e) {
                 log::error("claiming leased work failed",
@@ -144,9 +149,10 @@ net::awaitable<void> lease_worker::impl::heartbeat() {
             continue;
         std::vector<std::string> lost;
         try {
-            const auto until = now_ms() + static_cast<store::millis>(time.lease.count());
-            co_await db.write(
-                [&](store::transaction& tx) { lost = hk.renew(tx, owner, leases, until); });
+            const auto lease = static_cast<store::millis>(time.lease.count());
+            co_await db.write([&](store::transaction& tx) {
+                lost = hk.renew(tx, owner, leases, tx.clock_ms() + lease);
+            });
         } catch (const std::exception& e) {
             // The next beat tries again; the lease lasts until `lease` after the last renewal.
             log::error("renewing leases failed", {{"worker", hk.name}, {"error", e.what()}});

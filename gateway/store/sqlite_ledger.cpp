@@ -8,30 +8,8 @@
 
 namespace segue::store::sqlite {
 
-namespace {
-
-// Refuses entries that would corrupt the totals (the schema's CHECKs catch less, and later).
-void check_ledger_entry(const ledger_row& e) {
-    const bool task_kind = e.kind == "hold" || e.kind == "capture" || e.kind == "release";
-    const bool tenant_kind = e.kind == "grant" || e.kind == "topup";
-    if (!task_kind && !tenant_kind)
-        throw std::invalid_argument("add_ledger_entry: unknown kind '" + e.kind + "'");
-    if (e.amount_milli < 0)
-        throw std::invalid_argument("add_ledger_entry: negative amount");
-    if (e.tenant.empty())
-        throw std::invalid_argument("add_ledger_entry: empty tenant");
-    if (task_kind && e.task_id.empty())
-        throw std::invalid_argument("add_ledger_entry: a " + e.kind + " needs a task_id");
-    if (tenant_kind && (!e.task_id.empty() || e.output != 0))
-        throw std::invalid_argument("add_ledger_entry: a " + e.kind + " is not about a task");
-    if (e.output < 0)
-        throw std::invalid_argument("add_ledger_entry: negative output index");
-}
-
-}  // namespace
-
 bool sqlite_transaction::add_ledger_entry(const ledger_row& e) {
-    check_ledger_entry(e);
+    detail::check_ledger_entry(e);
     const millis at = e.created_at != 0 ? e.created_at : now_ms();
     {
         statement st(c_, q::insert_ledger);
@@ -43,21 +21,15 @@ bool sqlite_transaction::add_ledger_entry(const ledger_row& e) {
     }
     // Keep the tenant's running totals (same transaction: they commit or roll back with
     // the entry).
-    std::int64_t granted = 0, captured = 0, held = 0;
-    if (e.kind == "grant" || e.kind == "topup") {
-        granted = e.amount_milli;
-    } else {
-        if (e.kind == "capture")
-            captured = e.amount_milli;
+    std::int64_t open_after = 0;
+    if (e.kind != "grant" && e.kind != "topup") {
         statement st(c_, q::ledger_task_open);
         st.bind_all(e.tenant, e.task_id);
-        const std::int64_t after = st.step() ? st.i64(0) : 0;
-        const std::int64_t before =
-            e.kind == "hold" ? after - e.amount_milli : after + e.amount_milli;
-        held = std::max<std::int64_t>(0, after) - std::max<std::int64_t>(0, before);
+        open_after = st.step() ? st.i64(0) : 0;
     }
+    const auto d = detail::account_delta(e, open_after);
     statement st(c_, q::ledger_account_add);
-    st.bind_all(e.tenant, granted, captured, held, at);
+    st.bind_all(e.tenant, d.granted, d.captured, d.held, at);
     st.run();
     return true;
 }
@@ -112,24 +84,6 @@ std::vector<ledger_row> sqlite_transaction::list_ledger(std::string_view tenant,
     while (st.step())
         out.push_back(read_ledger(st));
     return out;
-}
-
-bool sqlite_transaction::ensure_grant(std::string_view tenant, std::int64_t amount_milli,
-                                      millis now) {
-    if (amount_milli <= 0)
-        return false;
-    // Look first: the common case (already granted) then writes nothing at all, not even
-    // the AUTOINCREMENT counter that an ignored INSERT still advances.
-    if (find_ledger_entry(tenant, "", 0, "grant", "initial"))
-        return false;
-    ledger_row e;
-    e.tenant = std::string(tenant);
-    e.kind = "grant";
-    e.key = "initial";
-    e.amount_milli = amount_milli;
-    e.note = "initial grant";
-    e.created_at = now;
-    return add_ledger_entry(e);
 }
 
 }  // namespace segue::store::sqlite

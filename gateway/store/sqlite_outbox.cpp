@@ -9,7 +9,7 @@
 namespace segue::store::sqlite {
 
 void sqlite_transaction::insert_delivery(const delivery_row& d) {
-    outbox_written = true;
+    notice.outbox = true;
     statement st(c_, q::insert_delivery);
     st.bind_all(d.id, d.event_id, d.task_id, d.tenant, d.seq, d.url, d.status, d.attempts,
                 d.next_at, d.lease_owner, d.lease_until, d.last_status, d.last_error, d.event_at,
@@ -81,7 +81,7 @@ std::vector<delivery_row> sqlite_transaction::list_deliveries(std::string_view t
 }
 
 bool sqlite_transaction::redeliver(std::string_view id, millis now) {
-    outbox_written = true;
+    notice.outbox = true;
     statement st(c_, q::redeliver);
     st.bind_all(id, now);
     st.run();

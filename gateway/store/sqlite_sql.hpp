@@ -3,6 +3,7 @@
 
 #pragma once
 
+#include "gateway/store/row_readers.hpp"
 #include "gateway/store/store.hpp"
 
 namespace segue::store::sqlite {
@@ -73,15 +74,15 @@ enum class q : int {
 
 const char* sql_of(q which);
 
-// Row readers: each reads the columns of its table's column list (sqlite_sql.cpp), in order.
-task_row read_task(const statement& s);
-output_row read_output(const statement& s);
-attempt_row read_attempt(const statement& s);
-event_row read_event(const statement& s);
-job_row read_job(const statement& s);
-idempotency_row read_idempotency(const statement& s);
-file_row read_file(const statement& s);
-delivery_row read_delivery(const statement& s);
-ledger_row read_ledger(const statement& s);
+// Row readers (row_readers.hpp): each reads its table's column list (columns.hpp), in order.
+using detail::read_attempt;
+using detail::read_delivery;
+using detail::read_event;
+using detail::read_file;
+using detail::read_idempotency;
+using detail::read_job;
+using detail::read_ledger;
+using detail::read_output;
+using detail::read_task;
 
 }  // namespace segue::store::sqlite

@@ -50,6 +50,7 @@
 #include "gateway/log/log.hpp"
 #include "gateway/store/sqlite_transaction.hpp"
 #include "gateway/store/store.hpp"
+#include "gateway/store/work_queue.hpp"
 
 namespace segue::store {
 
@@ -60,6 +61,8 @@ void migrate(connection& c);
 
 namespace {
 
+using detail::call_done;
+using detail::name_thread;
 using sqlite::connection;
 using sqlite::exec_cached;
 using sqlite::migrate;
@@ -75,24 +78,6 @@ void disable_memory_statistics() {
         return true;
     }();
     (void)once;
-}
-
-// At most 15 characters (the kernel's limit).
-void name_thread(const char* name) noexcept {
-    ::pthread_setname_np(::pthread_self(), name);
-}
-
-void call_done(const store::completion& done, std::exception_ptr err) noexcept {
-    if (!done)
-        return;
-    try {
-        done(std::move(err));
-    } catch (const std::exception& e) {
-        // A throwing completion must not kill the store thread (and with it every later write).
-        log::error("store completion threw", {{"error", e.what()}});
-    } catch (...) {
-        log::error("store completion threw", {{"error", "unknown exception"}});
-    }
 }
 
 class sqlite_store final : public store {
@@ -175,8 +160,8 @@ class sqlite_store final : public store {
                 checkpoint_loop();
             });
         } catch (...) {
-            stop_queue(writes_);
-            stop_queue(reads_);
+            writes_.stop();
+            reads_.stop();
             stop_checkpointer();
             if (writer_.joinable())
                 writer_.join();
@@ -196,15 +181,15 @@ class sqlite_store final : public store {
     ~sqlite_store() override { close(); }
 
     void submit_write(unit fn, completion done) override {
-        submit(writes_, std::move(fn), std::move(done));
+        writes_.submit(std::move(fn), std::move(done));
     }
     void submit_read(unit fn, completion done) override {
-        submit(reads_, std::move(fn), std::move(done));
+        reads_.submit(std::move(fn), std::move(done));
     }
 
     void close() override {
-        stop_queue(writes_);
-        stop_queue(reads_);
+        writes_.stop();
+        reads_.stop();
         // From a completion (a store thread) we cannot join ourselves: the loops still drain
         // and exit, and the destructor joins.
         const auto self = std::this_thread::get_id();
@@ -228,9 +213,9 @@ class sqlite_store final : public store {
         writer_db_.reset();  // the last connection to close checkpoints and removes the WAL
     }
 
-    void set_outbox_listener(std::function<void()> fn) override {
+    void set_commit_listener(std::function<void(const commit_notice&)> fn) override {
         std::lock_guard lk(listener_mutex_);
-        outbox_listener_ = std::move(fn);
+        commit_listener_ = std::move(fn);
     }
 
     store_stats stats() const override {
@@ -243,10 +228,6 @@ class sqlite_store final : public store {
     }
 
   private:
-    struct item {
-        unit fn;
-        completion done;
-    };
     struct pending_done {
         completion done;
         std::exception_ptr err;
@@ -254,55 +235,15 @@ class sqlite_store final : public store {
     struct synced_group {
         bool committed = false;  // needs the sync before its completions
         std::uint64_t seq = 0;   // its commit sequence number (0: no COMMIT was attempted)
-        bool outbox = false;     // made a delivery due: tell the outbox listener
+        commit_notice notice;    // what it changed: tell the commit listener
         std::vector<pending_done> dones;
     };
-    struct work_queue {
-        std::mutex m;
-        std::condition_variable cv;
-        std::deque<item> items;
-        bool stopping = false;
-    };
-
-    static void stop_queue(work_queue& wq) {
-        {
-            std::lock_guard lk(wq.m);
-            wq.stopping = true;
-        }
-        wq.cv.notify_all();
-    }
-
-    static void submit(work_queue& wq, unit fn, completion done) {
-        {
-            std::lock_guard lk(wq.m);
-            if (!wq.stopping) {
-                wq.items.push_back(item{std::move(fn), std::move(done)});
-                wq.cv.notify_one();
-                return;
-            }
-        }
-        call_done(done, std::make_exception_ptr(store_error("store closed")));
-    }
-
-    // Waits for work and moves up to `max` items into `out`; false once stopped and drained.
-    static bool take(work_queue& wq, std::vector<item>& out, std::size_t max) {
-        std::unique_lock lk(wq.m);
-        wq.cv.wait(lk, [&] { return !wq.items.empty() || wq.stopping; });
-        if (wq.items.empty())
-            return false;
-        const std::size_t n = std::min(max, wq.items.size());
-        for (std::size_t i = 0; i < n; ++i) {
-            out.push_back(std::move(wq.items.front()));
-            wq.items.pop_front();
-        }
-        return true;
-    }
 
     void writer_loop() {
-        std::vector<item> batch;
+        std::vector<detail::queued_unit> batch;
         batch.reserve(std::min<std::size_t>(max_batch_, 1024));
-        while (take(writes_, batch, max_batch_)) {
-            std::span<item> rest(batch);
+        while (writes_.take(batch, max_batch_)) {
+            std::span<detail::queued_unit> rest(batch);
             while (!rest.empty())
                 rest = rest.subspan(run_group(rest));
             batch.clear();
@@ -374,7 +315,7 @@ class sqlite_store final : public store {
     // Runs units of `items` in one transaction and completes them; returns how many it
     // consumed (all of them, unless SQLite aborted the whole transaction mid-way: the rest then
     // go to a fresh transaction).
-    std::size_t run_group(std::span<item> items) {
+    std::size_t run_group(std::span<detail::queued_unit> items) {
         connection& c = *writer_db_;
         sqlite_transaction txn(c);
         std::vector<std::exception_ptr> errs(items.size());
@@ -470,7 +411,8 @@ class sqlite_store final : public store {
         synced_group g;
         g.committed = !group_err;
         g.seq = seq;
-        g.outbox = !group_err && txn.outbox_written;
+        if (!group_err)
+            g.notice = std::move(txn.notice);
         g.dones.reserve(ran);
         for (std::size_t i = 0; i < ran; ++i)
             g.dones.push_back({std::move(items[i].done), errs[i] ? errs[i] : own_copy(group_err)});
@@ -511,12 +453,13 @@ class sqlite_store final : public store {
                 }
                 groups.swap(sync_queue_);
             }
-            bool any_commit = false, outbox = false;
+            bool any_commit = false;
+            commit_notice notice;
             std::uint64_t top = 0;  // the highest commit sequence number these groups hold
-            for (const auto& g : groups) {
+            for (auto& g : groups) {
                 // A failed COMMIT too: its number counts as durable only after a sync.
                 any_commit = any_commit || g.committed || g.seq != 0;
-                outbox = outbox || g.outbox;
+                merge_notice(notice, std::move(g.notice));
                 top = std::max(top, g.seq);
             }
             std::exception_ptr sync_err;
@@ -537,14 +480,14 @@ class sqlite_store final : public store {
                 wake_readers();  // a read waiting for these groups fails
             else if (top != 0)
                 publish_durable(top);
-            if (outbox && !sync_err) {
-                std::function<void()> listener;
+            if (!notice.empty() && !sync_err) {
+                std::function<void(const commit_notice&)> listener;
                 {
                     std::lock_guard lk(listener_mutex_);
-                    listener = outbox_listener_;
+                    listener = commit_listener_;
                 }
                 if (listener)
-                    listener();
+                    listener(notice);
             }
             for (auto& g : groups)
                 for (auto& d : g.dones)
@@ -659,8 +602,8 @@ class sqlite_store final : public store {
     void reader_loop() {
         connection& c = *reader_db_;
         sqlite_transaction txn(c);
-        std::vector<item> one;
-        while (take(reads_, one, 1)) {
+        std::vector<detail::queued_unit> one;
+        while (reads_.take(one, 1)) {
             std::exception_ptr err;
             try {
                 // Deferred: the snapshot starts at the first read and holds until COMMIT.
@@ -687,7 +630,7 @@ class sqlite_store final : public store {
     const bool sync_wal_;  // synchronous_full: the syncer fdatasyncs, reads wait for it
     const std::function<void()> before_sync_;
     std::mutex listener_mutex_;
-    std::function<void()> outbox_listener_;
+    std::function<void(const commit_notice&)> commit_listener_;
     std::unique_ptr<connection> writer_db_;
     std::unique_ptr<connection> reader_db_;
     std::unique_ptr<connection> checkpoint_db_;
@@ -716,8 +659,8 @@ class sqlite_store final : public store {
     bool sync_exited_ = false;  // under durable_mutex_
     std::atomic<std::uint64_t> read_waits_{0};
     std::atomic<std::uint64_t> wal_pages_{0};
-    work_queue writes_;
-    work_queue reads_;
+    detail::work_queue writes_;
+    detail::work_queue reads_;
     std::atomic<std::uint64_t> commits_{0};
     std::atomic<std::uint64_t> units_{0};
     std::mutex close_mutex_;

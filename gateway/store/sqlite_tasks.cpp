@@ -103,6 +103,7 @@ event_row sqlite_transaction::append_event(event_row e) {
         throw store_error("append_event: no row returned");
     e.seq = st.i64(0);
     st.run();
+    notice.event_tasks.push_back(e.task_id);
     return e;
 }
 

@@ -93,7 +93,6 @@ class sqlite_transaction final : public transaction {
     task_ledger ledger_for_task(std::string_view task_id) override;
     std::vector<ledger_row> list_ledger(std::string_view tenant, int limit,
                                         std::int64_t before_id) override;
-    bool ensure_grant(std::string_view tenant, std::int64_t amount_milli, millis now) override;
 
     // Renews each (id, fence) lease `owner` still holds until `until`; returns the ids it no
     // longer holds (expired and claimed again, completed elsewhere, or deleted).
@@ -111,8 +110,8 @@ class sqlite_transaction final : public transaction {
         return lost;
     }
 
-    // Set when a unit made a delivery due: the store tells the outbox listener after commit.
-    bool outbox_written = false;
+    // What the group's units changed: the store tells the commit listener once it is durable.
+    commit_notice notice;
 
   private:
     connection& c_;

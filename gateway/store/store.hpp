@@ -1,6 +1,21 @@
 #pragma once
-// The durable store: one interface, engines behind it (SQLite now, gateway/store/sqlite_*.cpp;
-// PostgreSQL later).
+// The durable store: one interface, two engines behind it: SQLite (gateway/store/sqlite_*.cpp,
+// the embedded default: one process, one writer) and PostgreSQL (gateway/store/pg_*.cpp: several
+// writers per process, several processes).
+//
+// The concurrency contract both engines keep, whoever else writes at the same time:
+//  - a unit of work is atomic and isolated from other units where it matters: in a write unit,
+//    get_task locks the task until commit (units on one task run one after the other) and
+//    ledger_totals locks the tenant's account (a balance check and the hold or failover it
+//    allows cannot be overtaken: hold_credits is reserve-or-refuse);
+//  - append_event hands out each task's next sequence number exactly once, without gaps;
+//  - schedule_job(unique) leaves one job per (kind, task), however many schedule it at once;
+//  - insert_idempotency is insert-or-keep-the-existing (false: read the existing one);
+//  - ledger entries are unique per (tenant, task, output, kind, key);
+//  - claims (jobs, deliveries) hand a row to one claimant, fenced (see lease_ref).
+// A write unit may be run again from the start when the database aborts it to resolve a
+// conflict (PostgreSQL: serialization failure or deadlock), so a unit must not have effects
+// outside the transaction: it reads and writes rows and assigns its results, nothing else.
 //
 // Work is expressed as a unit of work over a `transaction`. Writes from all callers go to one
 // writer thread that runs many units in a single database transaction (group commit): each
@@ -199,10 +214,23 @@ class store_error : public std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+struct hold_result {
+    bool held = false;      // the hold is in place (written now, or it existed)
+    ledger_balance before;  // the tenant's position before it
+};
+
 // The operations of one transaction. Calls are synchronous: they run on a store thread.
 class transaction {
   public:
     virtual ~transaction() = default;
+
+    // The clock leases are measured by: the database's where processes share one (PostgreSQL),
+    // so replicas whose clocks disagree still agree on when a lease expires.
+    virtual millis clock_ms();
+
+    // Reserve-or-refuse: writes `hold` (kind "hold") only if the tenant has that much
+    // available; the check and the write are atomic (ledger_totals locks the account).
+    virtual hold_result hold_credits(const ledger_row& hold);
 
     // Tasks
     virtual void insert_task(const task_row& t) = 0;
@@ -332,8 +360,21 @@ class transaction {
     // Writes the tenant's initial grant (kind "grant", key "initial") unless it exists. True if
     // written; false if it existed or `amount_milli` <= 0 (nothing to grant). Idempotent: call it
     // wherever the grant must be in place (reading credits, creating a task).
-    virtual bool ensure_grant(std::string_view tenant, std::int64_t amount_milli, millis now) = 0;
+    virtual bool ensure_grant(std::string_view tenant, std::int64_t amount_milli, millis now);
 };
+
+// What a commit changed, for listeners (store::set_commit_listener).
+struct commit_notice {
+    bool outbox = false;                   // a webhook delivery became due
+    bool jobs = false;                     // a job was scheduled
+    std::vector<std::string> event_tasks;  // tasks with new events (sorted, unique)
+    bool all = false;                      // anything may have changed (after a lost channel)
+    bool remote = false;                   // written by another process
+    bool empty() const { return !outbox && !jobs && event_tasks.empty() && !all; }
+};
+
+// Adds `from` to `into`; event_tasks sorted and unique afterwards.
+void merge_notice(commit_notice& into, commit_notice&& from);
 
 struct store_stats {
     std::uint64_t commits = 0;
@@ -360,9 +401,12 @@ class store {
     // submitted, and nothing that is not durable yet (it may wait for a sync to see it).
     virtual void submit_read(unit fn, completion done) = 0;
 
-    // Called on the writer thread after a commit that made a webhook delivery due (inserted or
-    // redelivered), so a dispatcher can wake at once instead of polling. Must not block.
-    virtual void set_outbox_listener(std::function<void()> fn) = 0;
+    // Called after a commit that changed something other components wait for (a delivery
+    // became due, a job was scheduled, events were appended), so they can wake at once instead
+    // of polling. With PostgreSQL also for commits of other processes (LISTEN/NOTIFY;
+    // notice.remote), and with everything set after the notification channel was lost and
+    // reconnected (something may have been missed). Runs on a store thread: must not block.
+    virtual void set_commit_listener(std::function<void(const commit_notice&)> fn) = 0;
 
     // Stops accepting work, finishes what is queued, joins threads. Idempotent.
     virtual void close() = 0;
@@ -388,5 +432,28 @@ std::unique_ptr<store> open_sqlite(const sqlite_options& options);
 
 // The current schema version the code expects (number of migrations).
 int sqlite_schema_version();
+
+struct postgres_options {
+    std::string url;  // libpq connection URL (or key=value string)
+    // Connections running write units, each grouping many units into one commit. One is the
+    // default and what the gateway uses: units of one batch hold their row locks until the
+    // batch commits, so two writers of one process could deadlock each other on the same rows
+    // (resolved, but only after deadlock_timeout); one writer per replica leaves that to the
+    // rare case of two replicas working on the same task at the same moment.
+    int writers = 1;
+    int readers = 4;  // connections running read units
+    int statement_timeout_ms = 5000;
+    int max_batch = 64;          // units per commit on one writer connection
+    bool listen = true;          // LISTEN for other processes' commits (set_commit_listener)
+    std::string name = "segue";  // application_name, and how own notifications are recognized
+};
+
+// Connects, applies pending migrations under an advisory lock (safe with several replicas
+// starting at once), starts the writer, reader and listener threads. Throws store_error.
+std::unique_ptr<store> open_postgres(const postgres_options& options);
+
+// Applies pending migrations and returns the schema version (`segue migrate`).
+int migrate_postgres(const std::string& url);
+int postgres_schema_version();
 
 }  // namespace segue::store

@@ -42,6 +42,8 @@ std::string pg_exec(const std::string& url, const std::string& sql) {
     std::unique_ptr<PGconn, void (*)(PGconn*)> c(PQconnectdb(url.c_str()), PQfinish);
     if (PQstatus(c.get()) != CONNECTION_OK)
         throw std::runtime_error("pg_exec: connect: " + std::string(PQerrorMessage(c.get())));
+    PQsetNoticeProcessor(
+        c.get(), [](void*, const char*) {}, nullptr);
     std::unique_ptr<PGresult, void (*)(PGresult*)> r(PQexec(c.get(), sql.c_str()), PQclear);
     const auto st = PQresultStatus(r.get());
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
@@ -61,8 +63,8 @@ pg_schema::pg_schema() {
     const std::string& base = pg_server_url();
     pg_exec(base, "CREATE SCHEMA " + name_);
     // libpq URL: options=-c search_path=<schema> (percent-encoded).
-    url_ = base + (base.find('?') == std::string::npos ? "?" : "&") +
-           "options=-csearch_path%3D" + name_;
+    url_ = base + (base.find('?') == std::string::npos ? "?" : "&") + "options=-csearch_path%3D" +
+           name_;
 }
 
 pg_schema::~pg_schema() {

@@ -28,27 +28,14 @@
 #include "gateway/store/db.hpp"
 #include "gateway/store/store.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/store_sync.hpp"
 
 namespace st = segue::store;
 namespace json = boost::json;
 
 namespace {
 
-void run_sync(st::store& s, bool write, st::store::unit fn) {
-    std::promise<void> p;
-    auto f = p.get_future();
-    auto done = [&p](std::exception_ptr e) {
-        if (e)
-            p.set_exception(e);
-        else
-            p.set_value();
-    };
-    if (write)
-        s.submit_write(std::move(fn), done);
-    else
-        s.submit_read(std::move(fn), done);
-    f.get();
-}
+using segue::test::run_sync;
 
 // The first column of the first row of `sql`, on a separate raw connection (WAL: it sees what
 // the store committed).

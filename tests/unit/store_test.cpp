@@ -1,5 +1,8 @@
-// The SQLite engine of the durable store: schema, operations, group commit, threads, durability.
-// Every test runs on a fresh database file in its own temporary directory.
+// The durable store. StoreEngineTest runs every operation's contract against both engines
+// (SQLite: a fresh database file in a temporary directory; PostgreSQL: a fresh schema in the test
+// server of scripts/pg.sh); StoreTest covers what only the SQLite engine has (its migrations,
+// group commit on one writer, the syncer, checkpoints). PostgreSQL's own (several writers and
+// processes on one database, LISTEN/NOTIFY, conflicts) are in pg_store_test.cpp.
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
@@ -11,6 +14,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <filesystem>
 #include <functional>
@@ -26,6 +30,8 @@
 #include <vector>
 
 #include "gateway/store/store.hpp"
+#include "tests/support/pg.hpp"
+#include "tests/support/store_sync.hpp"
 
 namespace segue::store::detail {
 std::span<const char* const> sqlite_migrations();  // sqlite_schema.cpp
@@ -54,28 +60,9 @@ class temp_dir {
     fs::path path_;
 };
 
-// Blocks until the unit's completion ran; rethrows the unit's (or the store's) exception.
-void run_sync(st::store& s, bool write, st::store::unit fn) {
-    std::promise<void> p;
-    auto f = p.get_future();
-    auto done = [&p](std::exception_ptr e) {
-        if (e)
-            p.set_exception(e);
-        else
-            p.set_value();
-    };
-    if (write)
-        s.submit_write(std::move(fn), done);
-    else
-        s.submit_read(std::move(fn), done);
-    f.get();
-}
-void sync_write(st::store& s, st::store::unit fn) {
-    run_sync(s, true, std::move(fn));
-}
-void sync_read(st::store& s, st::store::unit fn) {
-    run_sync(s, false, std::move(fn));
-}
+using segue::test::run_sync;
+using segue::test::sync_read;
+using segue::test::sync_write;
 
 // Counts completions; wait() returns once `n` arrived.
 class countdown {
@@ -146,6 +133,34 @@ class StoreTest : public ::testing::Test {
 
     temp_dir dir_;
 };
+
+// Both engines, by name.
+class StoreEngineTest : public ::testing::TestWithParam<std::string> {
+  protected:
+    bool postgres() const { return GetParam() == "postgres"; }
+
+    std::unique_ptr<st::store> open(bool synchronous_full = true, int max_batch = 256) {
+        if (postgres()) {
+            if (!schema_)
+                schema_ = std::make_unique<segue::test::pg_schema>();
+            st::postgres_options o;
+            o.url = schema_->url();
+            o.max_batch = max_batch;
+            return st::open_postgres(o);
+        }
+        st::sqlite_options o;
+        o.path = (dir_.path() / "segue.db").string();
+        o.synchronous_full = synchronous_full;
+        o.max_batch = max_batch;
+        return st::open_sqlite(o);
+    }
+
+    temp_dir dir_;
+    std::unique_ptr<segue::test::pg_schema> schema_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Engines, StoreEngineTest, ::testing::Values("sqlite", "postgres"),
+                         [](const auto& info) { return info.param; });
 
 // A unit that blocks the writer until released, so the units queued meanwhile form one group.
 class writer_gate {
@@ -278,7 +293,7 @@ TEST_F(StoreTest, OpenRejectsMemoryAndBadPaths) {
     EXPECT_THROW(st::open_sqlite(o), st::store_error);
 }
 
-TEST_F(StoreTest, TasksInsertGetUpdateAndList) {
+TEST_P(StoreEngineTest, TasksInsertGetUpdateAndList) {
     auto s = open();
     sync_write(*s, [](st::transaction& tx) { tx.insert_task(make_task("ext_1")); });
 
@@ -347,7 +362,7 @@ TEST_F(StoreTest, TasksInsertGetUpdateAndList) {
     EXPECT_EQ(ids(page), (std::vector<std::string>{"ext_other"}));
 }
 
-TEST_F(StoreTest, OutputsAndAttemptsUpsertAndTokenLookup) {
+TEST_P(StoreEngineTest, OutputsAndAttemptsUpsertAndTokenLookup) {
     auto s = open();
     sync_write(*s, [](st::transaction& tx) {
         tx.insert_task(make_task("ext_1"));
@@ -406,7 +421,7 @@ TEST_F(StoreTest, OutputsAndAttemptsUpsertAndTokenLookup) {
                  st::store_error);
 }
 
-TEST_F(StoreTest, EventsConsecutiveSeqsUnderConcurrentWriters) {
+TEST_P(StoreEngineTest, EventsConsecutiveSeqsUnderConcurrentWriters) {
     auto s = open();
     const std::vector<std::string> tasks = {"ext_e0", "ext_e1", "ext_e2"};
     sync_write(*s, [&](st::transaction& tx) {
@@ -794,7 +809,7 @@ TEST_F(StoreTest, ReadWaitingForAFailedSyncFails) {
 // Reads interleaved with a stream of writes all succeed and see every write completed before
 // them (with synchronous_full some wait for a sync, as many as the timing makes); without
 // synchronous_full (no fsync at all) reads never wait.
-TEST_F(StoreTest, ReadsInterleavedWithWrites) {
+TEST_P(StoreEngineTest, ReadsInterleavedWithWrites) {
     for (bool full : {true, false}) {
         SCOPED_TRACE(full ? "synchronous_full" : "no sync");
         temp_dir dir;
@@ -912,7 +927,7 @@ TEST_F(StoreTest, BackgroundCheckpointsKeepTheWalSmall) {
     EXPECT_EQ(count, waves * per_wave);
 }
 
-TEST_F(StoreTest, ReadUnitsCannotWrite) {
+TEST_P(StoreEngineTest, ReadUnitsCannotWrite) {
     auto s = open();
     EXPECT_THROW(sync_read(*s, [](st::transaction& tx) { tx.insert_task(make_task("ext_r")); }),
                  st::store_error);
@@ -920,7 +935,7 @@ TEST_F(StoreTest, ReadUnitsCannotWrite) {
     sync_read(*s, [](st::transaction& tx) { EXPECT_FALSE(tx.get_task("ext_r")); });
 }
 
-TEST_F(StoreTest, JobsClaimLeaseExpiryAndOwnership) {
+TEST_P(StoreEngineTest, JobsClaimLeaseExpiryAndOwnership) {
     auto s = open();
     std::int64_t id = 0;
     sync_write(*s, [&](st::transaction& tx) {
@@ -1000,7 +1015,7 @@ TEST_F(StoreTest, JobsClaimLeaseExpiryAndOwnership) {
 // (one process, one owner id), can write nothing more; the new claim can. Renewals keep a lease
 // alive, exclusions keep a process from taking its own running job, and a lease that expired
 // unreleased counts as a failed run.
-TEST_F(StoreTest, JobsFencedLeasesRenewalExclusionAndFailures) {
+TEST_P(StoreEngineTest, JobsFencedLeasesRenewalExclusionAndFailures) {
     auto s = open();
     std::int64_t id = 0;
     sync_write(*s, [&](st::transaction& tx) {
@@ -1061,7 +1076,7 @@ TEST_F(StoreTest, JobsFencedLeasesRenewalExclusionAndFailures) {
     EXPECT_TRUE(ok);
 }
 
-TEST_F(StoreTest, JobsUniqueSchedulingAndNextDue) {
+TEST_P(StoreEngineTest, JobsUniqueSchedulingAndNextDue) {
     auto s = open();
     std::optional<st::millis> next;
     sync_read(*s, [&](st::transaction& tx) { next = tx.next_job_due(); });
@@ -1123,7 +1138,7 @@ TEST_F(StoreTest, JobsUniqueSchedulingAndNextDue) {
     EXPECT_EQ(got[1].kind, "sweep");
 }
 
-TEST_F(StoreTest, IdempotencyInsertConflictAndExpiry) {
+TEST_P(StoreEngineTest, IdempotencyInsertConflictAndExpiry) {
     auto s = open();
     bool first = false, second = true;
     sync_write(*s, [&](st::transaction& tx) {
@@ -1156,7 +1171,7 @@ TEST_F(StoreTest, IdempotencyInsertConflictAndExpiry) {
     });
 }
 
-TEST_F(StoreTest, FilesInsertAndGet) {
+TEST_P(StoreEngineTest, FilesInsertAndGet) {
     auto s = open();
     const st::file_row f{"file_1",       "t1",  "",         "upload", "audio/wav",
                          "ab/cd/file_1", 12345, "e3b0c442", 77};
@@ -1176,7 +1191,7 @@ TEST_F(StoreTest, FilesInsertAndGet) {
     EXPECT_THROW(sync_write(*s, [&](st::transaction& tx) { tx.insert_file(f); }), st::store_error);
 }
 
-TEST_F(StoreTest, DurabilityAcrossReopen) {
+TEST_P(StoreEngineTest, DurabilityAcrossReopen) {
     {
         auto s = open();
         sync_write(*s, [](st::transaction& tx) {
@@ -1201,46 +1216,6 @@ TEST_F(StoreTest, DurabilityAcrossReopen) {
     sync_write(*s, [](st::transaction& tx) {
         EXPECT_EQ(tx.append_event({"", "ext_d", "tenant_a", 0, "task.done", "{}", 0}).seq, 2);
     });
-}
-
-TEST_F(StoreTest, CloseDrainsThenRejects) {
-    auto s = open();
-    constexpr int n = 50;
-    std::atomic<int> ok{0};
-    for (int i = 0; i < n; ++i)
-        s->submit_write(
-            [i](st::transaction& tx) { tx.insert_task(make_task("ext_c" + std::to_string(i))); },
-            [&](std::exception_ptr e) {
-                if (!e)
-                    ++ok;
-            });
-    s->close();  // finishes what is queued
-    EXPECT_EQ(ok.load(), n);
-
-    for (bool is_write : {true, false}) {
-        bool called = false, ran = false;
-        std::string what;
-        auto done = [&](std::exception_ptr e) {
-            called = true;
-            try {
-                if (e)
-                    std::rethrow_exception(e);
-            } catch (const st::store_error& err) {
-                what = err.what();
-            }
-        };
-        auto fn = [&](st::transaction&) { ran = true; };
-        if (is_write)
-            s->submit_write(fn, done);
-        else
-            s->submit_read(fn, done);
-        EXPECT_TRUE(called);  // immediately, on the caller's thread
-        EXPECT_FALSE(ran);
-        EXPECT_EQ(what, "store closed");
-    }
-    s->close();
-    s.reset();
-    EXPECT_EQ(raw_query(db_path(), "SELECT COUNT(*) FROM tasks"), std::vector<std::string>{"50"});
 }
 
 namespace {
@@ -1355,7 +1330,7 @@ st::delivery_row add_delivery(st::transaction& tx, const std::string& task, cons
 
 }  // namespace
 
-TEST_F(StoreTest, DeliveriesClaimOnlyTheHeadOfEachTaskQueue) {
+TEST_P(StoreEngineTest, DeliveriesClaimOnlyTheHeadOfEachTaskQueue) {
     auto s = open();
     std::vector<st::delivery_row> a, b;
     sync_write(*s, [&](st::transaction& tx) {
@@ -1420,7 +1395,7 @@ TEST_F(StoreTest, DeliveriesClaimOnlyTheHeadOfEachTaskQueue) {
 
 // Deliveries are fenced like jobs: a stale claim of the same owner writes nothing; a process's
 // own deliveries in flight are never claimed again by it; renewals keep a lease.
-TEST_F(StoreTest, DeliveriesFencedLeasesRenewalAndExclusion) {
+TEST_P(StoreEngineTest, DeliveriesFencedLeasesRenewalAndExclusion) {
     auto s = open();
     st::delivery_row d;
     sync_write(*s, [&](st::transaction& tx) {
@@ -1461,7 +1436,7 @@ TEST_F(StoreTest, DeliveriesFencedLeasesRenewalAndExclusion) {
     EXPECT_TRUE(held);
 }
 
-TEST_F(StoreTest, DeliveriesListRedeliverGoneAndSummary) {
+TEST_P(StoreEngineTest, DeliveriesListRedeliverGoneAndSummary) {
     auto s = open();
     std::vector<st::delivery_row> d;
     sync_write(*s, [&](st::transaction& tx) {
@@ -1526,12 +1501,150 @@ TEST_F(StoreTest, DeliveriesListRedeliverGoneAndSummary) {
     EXPECT_EQ(after->next_at, 3000);
 }
 
-TEST_F(StoreTest, OutboxListenerRunsAfterCommitsThatMadeDeliveriesDue) {
+TEST_P(StoreEngineTest, OutboxListenerRunsAfterCommitsThatMadeDeliveriesDue) {
     auto s = open();
     std::atomic<int> calls{0};
-    s->set_outbox_listener([&] { calls.fetch_add(1); });
+    s->set_commit_listener([&](const st::commit_notice& n) {
+        if (n.outbox)
+            calls.fetch_add(1);
+    });
     sync_write(*s, [&](st::transaction& tx) { tx.insert_task(make_task("ext_a")); });
     EXPECT_EQ(calls.load(), 0);
     sync_write(*s, [&](st::transaction& tx) { add_delivery(tx, "ext_a", "http://r/a", 1); });
     EXPECT_EQ(calls.load(), 1);
+}
+
+TEST_P(StoreEngineTest, AFailingUnitRollsBackAloneAndTheOthersCommit) {
+    auto s = open();
+    std::promise<std::exception_ptr> ra, rb, rc;
+    auto fa = ra.get_future(), fb = rb.get_future(), fc = rc.get_future();
+    s->submit_write([](st::transaction& tx) { tx.insert_task(make_task("ext_a")); },
+                    [&](std::exception_ptr e) { ra.set_value(e); });
+    s->submit_write(
+        [](st::transaction& tx) {
+            tx.insert_task(make_task("ext_b"));
+            tx.append_event({"", "ext_b", "tenant_a", 0, "task.created", "{}", 0});
+            throw std::runtime_error("unit b gives up");
+        },
+        [&](std::exception_ptr e) { rb.set_value(e); });
+    s->submit_write(
+        [](st::transaction& tx) {
+            tx.insert_task(make_task("ext_c"));
+            tx.append_event({"", "ext_c", "tenant_a", 0, "task.created", "{}", 0});
+        },
+        [&](std::exception_ptr e) { rc.set_value(e); });
+    EXPECT_EQ(fa.get(), nullptr);
+    const auto eb = fb.get();
+    ASSERT_NE(eb, nullptr);
+    try {
+        std::rethrow_exception(eb);
+    } catch (const std::runtime_error& e) {
+        EXPECT_STREQ(e.what(), "unit b gives up");
+    }
+    EXPECT_EQ(fc.get(), nullptr);
+    // A unit that breaks a statement (duplicate key) also fails alone.
+    EXPECT_THROW(sync_write(*s, [](st::transaction& tx) { tx.insert_task(make_task("ext_a")); }),
+                 st::store_error);
+    sync_write(*s, [](st::transaction& tx) { tx.insert_task(make_task("ext_d")); });
+    sync_read(*s, [](st::transaction& tx) {
+        EXPECT_TRUE(tx.get_task("ext_a"));
+        EXPECT_FALSE(tx.get_task("ext_b"));
+        EXPECT_TRUE(tx.get_events("ext_b", 0, 10).empty());
+        EXPECT_EQ(tx.get_events("ext_c", 0, 10).size(), 1u);
+        EXPECT_TRUE(tx.get_task("ext_d"));
+    });
+}
+
+TEST_P(StoreEngineTest, CloseFinishesQueuedWritesThenRejects) {
+    auto s = open();
+    constexpr int n = 50;
+    std::atomic<int> ok{0};
+    for (int i = 0; i < n; ++i)
+        s->submit_write(
+            [i](st::transaction& tx) { tx.insert_task(make_task("ext_c" + std::to_string(i))); },
+            [&](std::exception_ptr e) {
+                if (!e)
+                    ++ok;
+            });
+    s->close();
+    EXPECT_EQ(ok.load(), n);
+    std::string what;
+    s->submit_write([](st::transaction&) {},
+                    [&](std::exception_ptr e) {
+                        try {
+                            if (e)
+                                std::rethrow_exception(e);
+                        } catch (const st::store_error& err) {
+                            what = err.what();
+                        }
+                    });
+    EXPECT_EQ(what, "store closed");
+    s.reset();
+    auto again = open();
+    sync_read(*again, [](st::transaction& tx) {
+        EXPECT_EQ(tx.list_tasks("tenant_a", 100, "").size(), static_cast<std::size_t>(n));
+    });
+}
+
+TEST_P(StoreEngineTest, HoldCreditsReservesOrRefuses) {
+    auto s = open();
+    auto hold = [](const std::string& task, std::int64_t amount) {
+        st::ledger_row h;
+        h.tenant = "tenant_a";
+        h.task_id = task;
+        h.kind = "hold";
+        h.amount_milli = amount;
+        return h;
+    };
+    sync_write(*s, [&](st::transaction& tx) {
+        EXPECT_TRUE(tx.ensure_grant("tenant_a", 1000, 1));
+        const auto r1 = tx.hold_credits(hold("ext_1", 600));
+        EXPECT_TRUE(r1.held);
+        EXPECT_EQ(r1.before.available, 1000);
+        const auto r2 = tx.hold_credits(hold("ext_2", 600));
+        EXPECT_FALSE(r2.held);
+        EXPECT_EQ(r2.before.available, 400);
+        EXPECT_TRUE(tx.hold_credits(hold("ext_3", 400)).held);
+    });
+    sync_read(*s, [](st::transaction& tx) {
+        const auto b = tx.ledger_totals("tenant_a");
+        EXPECT_EQ(b.held, 1000);
+        EXPECT_EQ(b.available, 0);
+        EXPECT_EQ(tx.ledger_for_task("ext_2").hold, 0);
+    });
+}
+
+TEST_P(StoreEngineTest, ClockIsNearThisMachinesClock) {
+    auto s = open();
+    st::millis db = 0;
+    sync_write(*s, [&](st::transaction& tx) { db = tx.clock_ms(); });
+    const auto here = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+    EXPECT_LT(std::abs(here - db), 5000);  // same machine: the same clock, give or take
+}
+
+TEST_P(StoreEngineTest, CommitNoticesNameWhatChanged) {
+    auto s = open();
+    std::mutex m;
+    std::vector<st::commit_notice> seen;
+    s->set_commit_listener([&](const st::commit_notice& n) {
+        std::lock_guard lk(m);
+        if (!n.remote)
+            seen.push_back(n);
+    });
+    sync_write(*s, [&](st::transaction& tx) {
+        tx.insert_task(make_task("ext_n1"));
+        tx.insert_task(make_task("ext_n2"));
+        tx.append_event({"", "ext_n2", "tenant_a", 0, "task.created", "{}", 0});
+        tx.append_event({"", "ext_n1", "tenant_a", 0, "task.created", "{}", 0});
+        tx.append_event({"", "ext_n1", "tenant_a", 0, "task.queued", "{}", 0});
+        tx.schedule_job({0, "submit", "ext_n1", "", 1, "", 0, 0}, true);
+    });
+    sync_write(*s, [&](st::transaction& tx) { tx.get_task("ext_n1"); });  // changes nothing
+    std::lock_guard lk(m);
+    ASSERT_EQ(seen.size(), 1u);
+    EXPECT_EQ(seen[0].event_tasks, (std::vector<std::string>{"ext_n1", "ext_n2"}));
+    EXPECT_TRUE(seen[0].jobs);
+    EXPECT_FALSE(seen[0].outbox);
 }

@@ -1,0 +1,119 @@
+// Internal to the PostgreSQL engine (included only by gateway/store/pg_*.cpp): one libpq
+// connection, its prepared statements and results.
+//
+// Statements are prepared on first use per connection (by their q id, see pg_sql.hpp) and run
+// with text parameters: every value is bound, never spliced into SQL text.
+
+#pragma once
+
+#include <libpq-fe.h>
+
+#include <array>
+#include <charconv>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gateway/store/pg_sql.hpp"
+#include "gateway/store/store.hpp"
+
+namespace segue::store::pg {
+
+// A failed command: libpq's message and the SQLSTATE (five characters, "" if none, e.g. when
+// the connection was lost).
+class pg_error : public store_error {
+  public:
+    pg_error(const std::string& what, std::string sqlstate, bool connection_lost)
+        : store_error(what), sqlstate_(std::move(sqlstate)), lost_(connection_lost) {}
+    const std::string& sqlstate() const noexcept { return sqlstate_; }
+    // The server aborted the unit to let another proceed: running it again is safe and
+    // likely to succeed (serialization failure, deadlock).
+    bool retryable() const noexcept { return sqlstate_ == "40001" || sqlstate_ == "40P01"; }
+    bool connection_lost() const noexcept { return lost_; }
+
+  private:
+    std::string sqlstate_;
+    bool lost_;
+};
+
+class result {
+  public:
+    result() = default;
+    explicit result(PGresult* r) : r_(r, PQclear) {}
+    int rows() const { return r_ ? PQntuples(r_.get()) : 0; }
+    std::int64_t affected() const;  // rows changed by an INSERT/UPDATE/DELETE
+    bool is_null(int row, int col) const { return PQgetisnull(r_.get(), row, col) != 0; }
+    std::string text(int row, int col) const {
+        return std::string(PQgetvalue(r_.get(), row, col),
+                           static_cast<std::size_t>(PQgetlength(r_.get(), row, col)));
+    }
+    std::int64_t i64(int row, int col) const;
+    int i32(int row, int col) const { return static_cast<int>(i64(row, col)); }
+    bool boolean(int row, int col) const { return PQgetvalue(r_.get(), row, col)[0] == 't'; }
+
+  private:
+    std::shared_ptr<PGresult> r_;
+};
+
+// One row of a result, for the row readers (row_readers.hpp).
+struct row {
+    const result& r;
+    int i;
+    std::string text(int c) const { return r.text(i, c); }
+    std::int64_t i64(int c) const { return r.i64(i, c); }
+    int i32(int c) const { return r.i32(i, c); }
+};
+
+// A parameter in text form; integers are formatted into the object itself.
+class param {
+  public:
+    param(std::string_view s) : s_(s) {}                           // NOLINT: implicit by design
+    param(const std::string& s) : s_(s) {}                         // NOLINT
+    param(const char* s) : s_(s) {}                                // NOLINT
+    param(std::int64_t v) { set(v); }                              // NOLINT
+    param(int v) { set(v); }                                       // NOLINT
+    param(bool v) : s_(v ? "true" : "false") {}                    // NOLINT
+    param(std::uint64_t v) { set(static_cast<std::int64_t>(v)); }  // NOLINT
+    std::string_view view() const { return s_; }
+
+  private:
+    void set(std::int64_t v) {
+        auto [end, ec] = std::to_chars(buf_.data(), buf_.data() + buf_.size(), v);
+        s_ = std::string_view(buf_.data(), static_cast<std::size_t>(end - buf_.data()));
+    }
+    std::array<char, 24> buf_{};
+    std::string_view s_;
+};
+
+class connection {
+  public:
+    // Connects (throws pg_error) and sets the session up: statement_timeout (0 = none), UTC,
+    // application_name.
+    connection(const std::string& url, int statement_timeout_ms, std::string_view app_name);
+    ~connection();
+    connection(const connection&) = delete;
+    connection& operator=(const connection&) = delete;
+
+    // One or more statements in the simple protocol, no parameters (schema, BEGIN, COMMIT).
+    void exec(const char* sql);
+    // The prepared statement `which` with these parameters (prepared on first use).
+    result run(q which, std::initializer_list<param> params);
+    // An ad-hoc parameterised statement (not prepared): migrations and rare queries.
+    result query(const char* sql, std::initializer_list<param> params);
+
+    bool ok() const { return PQstatus(c_) == CONNECTION_OK; }
+    PGconn* get() const { return c_; }
+
+  private:
+    result check(PGresult* r, const char* what);
+    PGconn* c_ = nullptr;
+    std::array<bool, static_cast<std::size_t>(q::count_)> prepared_{};
+};
+
+// A JSON array of ids for `= ANY(...)`: PostgreSQL array text, e.g. {1,2,3} or {"a","b"}.
+std::string array_text(const std::vector<std::int64_t>& ids);
+std::string array_text(const std::vector<std::string>& ids);
+
+}  // namespace segue::store::pg

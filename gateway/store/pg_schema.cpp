@@ -1,0 +1,235 @@
+// The PostgreSQL schema as an ordered list of migrations, side by side with sqlite_schema.cpp.
+// Migration N (1-based) is applied once and recorded in schema_migrations(version = N). Never
+// edit a migration that has shipped: append a new one.
+//
+// Several replicas start at once: each runs migrate(), which takes a session advisory lock
+// first, so exactly one applies what is missing while the others wait and then find nothing to
+// do. `segue migrate` runs the same function.
+//
+// Migration 1 is the SQLite schema as of its migration 5, in PostgreSQL's types (BIGINT times,
+// BIGSERIAL ids), plus tasks.event_seq: the per-task counter that hands out event sequence
+// numbers under the task's row lock.
+
+#include <span>
+#include <string>
+
+#include "gateway/log/log.hpp"
+#include "gateway/store/pg_connection.hpp"
+
+namespace segue::store::pg {
+
+namespace {
+
+constexpr const char* migrations[] = {
+    // 1: the schema.
+    R"sql(
+CREATE TABLE tasks (
+    id              TEXT    NOT NULL PRIMARY KEY,
+    tenant          TEXT    NOT NULL,
+    status          TEXT    NOT NULL,
+    provider        TEXT    NOT NULL DEFAULT '',
+    request_json    TEXT    NOT NULL DEFAULT '',
+    error_json      TEXT    NOT NULL DEFAULT '',
+    warnings_json   TEXT    NOT NULL DEFAULT '',
+    idempotency_key TEXT    NOT NULL DEFAULT '',
+    num_outputs     INTEGER NOT NULL DEFAULT 0,
+    created_at      BIGINT  NOT NULL,
+    updated_at      BIGINT  NOT NULL,
+    version         BIGINT  NOT NULL DEFAULT 0,
+    event_seq       BIGINT  NOT NULL DEFAULT 0
+);
+CREATE INDEX tasks_tenant_created ON tasks (tenant, created_at, id);
+
+CREATE TABLE outputs (
+    task_id    TEXT    NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    idx        INTEGER NOT NULL,
+    status     TEXT    NOT NULL,
+    data_json  TEXT    NOT NULL DEFAULT '',
+    updated_at BIGINT  NOT NULL,
+    PRIMARY KEY (task_id, idx)
+);
+
+CREATE TABLE attempts (
+    task_id          TEXT    NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    number           INTEGER NOT NULL,
+    provider         TEXT    NOT NULL,
+    provider_task_id TEXT    NOT NULL DEFAULT '',
+    callback_token   TEXT    NOT NULL DEFAULT '',
+    status           TEXT    NOT NULL,
+    error_json       TEXT    NOT NULL DEFAULT '',
+    state_json       TEXT    NOT NULL DEFAULT '',
+    started_at       BIGINT  NOT NULL,
+    finished_at      BIGINT  NOT NULL DEFAULT 0,
+    PRIMARY KEY (task_id, number)
+);
+CREATE INDEX attempts_callback_token ON attempts (callback_token) WHERE callback_token <> '';
+
+CREATE TABLE events (
+    id         TEXT    NOT NULL UNIQUE,
+    task_id    TEXT    NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    tenant     TEXT    NOT NULL,
+    seq        BIGINT  NOT NULL,
+    type       TEXT    NOT NULL,
+    data_json  TEXT    NOT NULL DEFAULT '',
+    created_at BIGINT  NOT NULL,
+    PRIMARY KEY (task_id, seq)
+);
+
+CREATE TABLE jobs (
+    id           BIGSERIAL PRIMARY KEY,
+    kind         TEXT    NOT NULL,
+    task_id      TEXT    NOT NULL DEFAULT '',
+    payload_json TEXT    NOT NULL DEFAULT '',
+    due_at       BIGINT  NOT NULL,
+    lease_owner  TEXT    NOT NULL DEFAULT '',
+    lease_until  BIGINT  NOT NULL DEFAULT 0,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    failures     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX jobs_due ON jobs (due_at);
+CREATE INDEX jobs_task_kind ON jobs (task_id, kind);
+CREATE INDEX jobs_leased ON jobs (lease_until) WHERE lease_owner <> '';
+
+CREATE TABLE idempotency (
+    tenant          TEXT    NOT NULL,
+    key             TEXT    NOT NULL,
+    request_hash    TEXT    NOT NULL,
+    task_id         TEXT    NOT NULL DEFAULT '',
+    response_status INTEGER NOT NULL DEFAULT 0,
+    response_body   TEXT    NOT NULL DEFAULT '',
+    created_at      BIGINT  NOT NULL,
+    PRIMARY KEY (tenant, key)
+);
+CREATE INDEX idempotency_created ON idempotency (created_at);
+
+CREATE TABLE files (
+    id           TEXT    NOT NULL PRIMARY KEY,
+    tenant       TEXT    NOT NULL,
+    task_id      TEXT    NOT NULL DEFAULT '',
+    kind         TEXT    NOT NULL,
+    content_type TEXT    NOT NULL DEFAULT '',
+    path         TEXT    NOT NULL,
+    size         BIGINT  NOT NULL DEFAULT 0,
+    sha256       TEXT    NOT NULL DEFAULT '',
+    created_at   BIGINT  NOT NULL
+);
+
+CREATE TABLE deliveries (
+    id           TEXT    NOT NULL PRIMARY KEY,
+    event_id     TEXT    NOT NULL,
+    task_id      TEXT    NOT NULL,
+    tenant       TEXT    NOT NULL,
+    seq          BIGINT  NOT NULL,
+    url          TEXT    NOT NULL,
+    status       TEXT    NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_at      BIGINT  NOT NULL DEFAULT 0,
+    lease_owner  TEXT    NOT NULL DEFAULT '',
+    lease_until  BIGINT  NOT NULL DEFAULT 0,
+    last_status  INTEGER NOT NULL DEFAULT 0,
+    last_error   TEXT    NOT NULL DEFAULT '',
+    event_at     BIGINT  NOT NULL,
+    created_at   BIGINT  NOT NULL,
+    updated_at   BIGINT  NOT NULL,
+    delivered_at BIGINT  NOT NULL DEFAULT 0,
+    lease_fence  BIGINT  NOT NULL DEFAULT 0
+);
+CREATE INDEX deliveries_due ON deliveries (next_at) WHERE status = 'pending';
+CREATE INDEX deliveries_queue ON deliveries (task_id, url, seq) WHERE status = 'pending';
+CREATE INDEX deliveries_tenant ON deliveries (tenant, created_at, id);
+CREATE INDEX deliveries_tenant_status ON deliveries (tenant, status, created_at, id);
+CREATE INDEX deliveries_to ON deliveries (tenant, url) WHERE status = 'pending';
+
+CREATE TABLE gone_endpoints (
+    tenant     TEXT    NOT NULL,
+    url        TEXT    NOT NULL,
+    created_at BIGINT  NOT NULL,
+    PRIMARY KEY (tenant, url)
+);
+
+CREATE TABLE ledger (
+    id           BIGSERIAL PRIMARY KEY,
+    tenant       TEXT    NOT NULL,
+    task_id      TEXT    NOT NULL DEFAULT '',
+    output       INTEGER NOT NULL DEFAULT 0,
+    kind         TEXT    NOT NULL
+                 CHECK (kind IN ('grant', 'topup', 'hold', 'capture', 'release')),
+    key          TEXT    NOT NULL DEFAULT '',
+    amount_milli BIGINT  NOT NULL CHECK (amount_milli >= 0),
+    provider     TEXT    NOT NULL DEFAULT '',
+    note         TEXT    NOT NULL DEFAULT '',
+    created_at   BIGINT  NOT NULL,
+    UNIQUE (tenant, task_id, output, kind, key)
+);
+CREATE INDEX ledger_tenant ON ledger (tenant, id);
+CREATE INDEX ledger_task ON ledger (task_id, kind) WHERE task_id <> '';
+
+CREATE TABLE ledger_accounts (
+    tenant     TEXT    NOT NULL PRIMARY KEY,
+    granted    BIGINT  NOT NULL DEFAULT 0,
+    captured   BIGINT  NOT NULL DEFAULT 0,
+    held       BIGINT  NOT NULL DEFAULT 0,
+    updated_at BIGINT  NOT NULL
+);
+)sql",
+};
+
+// Any 64-bit constant, the same in every replica and every `segue migrate`.
+constexpr const char* lock_key = "7365677565";  // "segue" in hex digits
+
+}  // namespace
+
+void migrate(connection& c) {
+    c.exec(("SELECT pg_advisory_lock(" + std::string(lock_key) + ")").c_str());
+    struct unlock {
+        connection& c;
+        ~unlock() {
+            try {
+                c.exec(("SELECT pg_advisory_unlock(" + std::string(lock_key) + ")").c_str());
+            } catch (...) {
+                // The session's end releases it too.
+            }
+        }
+    } guard{c};
+    c.exec(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+        "applied_at BIGINT NOT NULL)");
+    const auto known = static_cast<std::int64_t>(std::size(migrations));
+    for (;;) {
+        auto r = c.query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", {});
+        const std::int64_t current = r.i64(0, 0);
+        if (current > known)
+            throw store_error("postgres: database schema version " + std::to_string(current) +
+                              " is newer than this build supports (" + std::to_string(known) +
+                              "); refusing to use it");
+        if (current == known)
+            return;
+        const std::int64_t version = current + 1;
+        c.exec("BEGIN");
+        try {
+            c.exec(migrations[static_cast<std::size_t>(version - 1)]);
+            c.query(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, "
+                "(extract(epoch FROM clock_timestamp()) * 1000)::bigint)",
+                {version});
+            c.exec("COMMIT");
+        } catch (...) {
+            try {
+                c.exec("ROLLBACK");
+            } catch (...) {
+            }
+            throw;
+        }
+        log::info("store migration applied", {{"engine", "postgres"}, {"version", version}});
+    }
+}
+
+}  // namespace segue::store::pg
+
+namespace segue::store {
+
+int postgres_schema_version() {
+    return static_cast<int>(std::size(pg::migrations));
+}
+
+}  // namespace segue::store

@@ -1,0 +1,233 @@
+// The SQL text of every statement the PostgreSQL engine runs. Pure text: no statement is run
+// here (pg_connection.cpp prepares and runs them). Side by side with sqlite_sql.cpp: the same
+// operations, with PostgreSQL's means of concurrency where several writers (connections and
+// replicas) meet: row locks (FOR UPDATE), SKIP LOCKED claims, per-task sequence counters and
+// advisory locks, none of which SQLite's single writer needs.
+//
+// Parameters are untyped text: casts ($2::bigint) say what they are where the SQL alone does
+// not.
+
+#include "gateway/store/pg_sql.hpp"
+
+#include <stdexcept>
+
+#include "gateway/store/columns.hpp"
+
+namespace segue::store::pg {
+
+const char* sql_of(q which) {
+    switch (which) {
+        case q::clock:
+            // The database's clock: lease times come from here, so replicas whose clocks
+            // disagree still agree on who holds a lease.
+            return "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+        case q::notify:
+            return "SELECT pg_notify('segue', $1)";
+        case q::insert_task:
+            return "INSERT INTO tasks (" SEGUE_TASK_COLS
+                   ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+        case q::update_task:
+            return "UPDATE tasks SET tenant = $2, status = $3, provider = $4, request_json = $5, "
+                   "error_json = $6, warnings_json = $7, idempotency_key = $8, num_outputs = $9, "
+                   "created_at = $10, updated_at = $11, version = version + 1 WHERE id = $1 "
+                   "RETURNING version";
+        case q::get_task:
+            return "SELECT " SEGUE_TASK_COLS " FROM tasks WHERE id = $1";
+        case q::get_task_locked:
+            // In a write unit: the task's row stays locked until commit, so two units working on
+            // one task (a webhook on one replica, a poll on another) run one after the other.
+            return "SELECT " SEGUE_TASK_COLS " FROM tasks WHERE id = $1 FOR UPDATE";
+        case q::list_tasks_first:
+            return "SELECT " SEGUE_TASK_COLS
+                   " FROM tasks WHERE tenant = $1 ORDER BY created_at DESC, id DESC LIMIT $2";
+        case q::list_tasks_before:
+            return "SELECT " SEGUE_TASK_COLS
+                   " FROM tasks WHERE tenant = $1 AND (created_at, id) < "
+                   "(SELECT created_at, id FROM tasks WHERE id = $3 AND tenant = $1) "
+                   "ORDER BY created_at DESC, id DESC LIMIT $2";
+        case q::upsert_output:
+            return "INSERT INTO outputs (" SEGUE_OUTPUT_COLS
+                   ") VALUES ($1, $2, $3, $4, $5) "
+                   "ON CONFLICT (task_id, idx) DO UPDATE SET status = excluded.status, "
+                   "data_json = excluded.data_json, updated_at = excluded.updated_at";
+        case q::get_outputs:
+            return "SELECT " SEGUE_OUTPUT_COLS " FROM outputs WHERE task_id = $1 ORDER BY idx";
+        case q::upsert_attempt:
+            return "INSERT INTO attempts (" SEGUE_ATTEMPT_COLS
+                   ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+                   "ON CONFLICT (task_id, number) DO UPDATE SET provider = excluded.provider, "
+                   "provider_task_id = excluded.provider_task_id, "
+                   "callback_token = excluded.callback_token, status = excluded.status, "
+                   "error_json = excluded.error_json, state_json = excluded.state_json, "
+                   "started_at = excluded.started_at, finished_at = excluded.finished_at";
+        case q::get_attempts:
+            return "SELECT " SEGUE_ATTEMPT_COLS " FROM attempts WHERE task_id = $1 ORDER BY number";
+        case q::find_attempt_by_token:
+            return "SELECT " SEGUE_ATTEMPT_COLS
+                   " FROM attempts WHERE callback_token = $1 AND callback_token <> '' LIMIT 1";
+        case q::append_event:
+            // The task's counter hands out the next seq: its row lock orders concurrent appends
+            // (MAX(seq) + 1 would give two writers the same number).
+            return "WITH s AS (UPDATE tasks SET event_seq = event_seq + 1 WHERE id = $2 "
+                   "RETURNING event_seq) INSERT INTO events (" SEGUE_EVENT_COLS
+                   ") SELECT $1, $2, $3, s.event_seq, $4, $5, $6 FROM s RETURNING seq";
+        case q::get_events:
+            return "SELECT " SEGUE_EVENT_COLS
+                   " FROM events WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+        case q::lock_job_key:
+            // Scheduling a unique job is update-else-insert: the advisory lock on its (kind,
+            // task) makes that atomic across writers without a unique index (non-unique jobs of
+            // the same kind and task may exist). Released at commit.
+            return "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))";
+        case q::insert_job:
+            return "INSERT INTO jobs (kind, task_id, payload_json, due_at, lease_owner, "
+                   "lease_until, attempts) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+        case q::update_unique_job:
+            return "UPDATE jobs SET due_at = $3, payload_json = $4, lease_owner = '', "
+                   "lease_until = 0 WHERE id = (SELECT id FROM jobs WHERE task_id = $2 AND "
+                   "kind = $1 ORDER BY id LIMIT 1) RETURNING id";
+        case q::claim_jobs:
+            // SKIP LOCKED: replicas claiming at once take different rows instead of waiting for
+            // each other. attempts is the claim's fencing token; a lease that expired unreleased
+            // counts as a failed run. $5: ids the caller runs itself.
+            return "UPDATE jobs SET lease_owner = $1, lease_until = $2::bigint + $3::bigint, "
+                   "attempts = attempts + 1, "
+                   "failures = failures + CASE WHEN lease_owner <> '' THEN 1 ELSE 0 END "
+                   "WHERE id IN (SELECT id FROM jobs WHERE due_at <= $2::bigint "
+                   "AND (lease_owner = '' OR lease_until <= $2::bigint) "
+                   "AND NOT (id = ANY ($5::bigint[])) ORDER BY due_at, id LIMIT $4 "
+                   "FOR UPDATE SKIP LOCKED) RETURNING " SEGUE_JOB_COLS;
+        case q::complete_job:
+            return "DELETE FROM jobs WHERE id = $1 AND lease_owner = $2::text AND $2::text <> '' "
+                   "AND attempts = $3";
+        case q::reschedule_job:
+            return "UPDATE jobs SET due_at = $4, payload_json = $5, lease_owner = '', "
+                   "lease_until = 0, failures = 0 WHERE id = $1 AND lease_owner = $2::text "
+                   "AND $2::text <> '' AND attempts = $3";
+        case q::fail_job:
+            return "UPDATE jobs SET due_at = $4, lease_owner = '', lease_until = 0, "
+                   "failures = failures + 1 WHERE id = $1 AND lease_owner = $2::text "
+                   "AND $2::text <> '' AND attempts = $3";
+        case q::renew_job:
+            return "UPDATE jobs SET lease_until = $4 WHERE id = $1 AND lease_owner = $2::text "
+                   "AND $2::text <> '' AND attempts = $3";
+        case q::delete_jobs_for_task:
+            return "DELETE FROM jobs WHERE task_id = $1";
+        case q::next_job_due:
+            return "SELECT LEAST((SELECT due_at FROM jobs WHERE lease_owner = '' "
+                   "ORDER BY due_at LIMIT 1), (SELECT MIN(GREATEST(due_at, lease_until)) "
+                   "FROM jobs WHERE lease_owner <> ''))";
+        case q::get_idempotency:
+            return "SELECT " SEGUE_IDEM_COLS " FROM idempotency WHERE tenant = $1 AND key = $2";
+        case q::insert_idempotency:
+            // A concurrent insert of the same key waits for the other's commit, then does
+            // nothing: insert-or-find-the-existing, never two.
+            return "INSERT INTO idempotency (" SEGUE_IDEM_COLS
+                   ") VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant, key) DO NOTHING";
+        case q::delete_idempotency_before:
+            return "DELETE FROM idempotency WHERE created_at < $1";
+        case q::insert_file:
+            return "INSERT INTO files (" SEGUE_FILE_COLS
+                   ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+        case q::get_file:
+            return "SELECT " SEGUE_FILE_COLS " FROM files WHERE id = $1";
+        case q::insert_delivery:
+            return "INSERT INTO deliveries (" SEGUE_DELIVERY_COLS
+                   ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
+                   "$16, $17, $18)";
+        case q::claim_deliveries:
+            // As claim_jobs, only the head of each (task, url) queue, and the event joined in
+            // (type, data) so a claim is one round trip.
+            return "WITH c AS (UPDATE deliveries SET lease_owner = $1, "
+                   "lease_until = $2::bigint + $3::bigint, lease_fence = lease_fence + 1 "
+                   "WHERE id IN (SELECT d.id FROM deliveries d WHERE d.status = 'pending' "
+                   "AND d.next_at <= $2::bigint AND (d.lease_owner = '' OR "
+                   "d.lease_until <= $2::bigint) AND NOT (d.id = ANY ($5::text[])) "
+                   "AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.task_id = d.task_id "
+                   "AND p.url = d.url AND p.status = 'pending' AND p.seq < d.seq) "
+                   "ORDER BY d.next_at, d.id LIMIT $4 FOR UPDATE OF d SKIP LOCKED) "
+                   "RETURNING " SEGUE_DELIVERY_COLS
+                   ") SELECT c.*, COALESCE(e.type, ''), COALESCE(e.data_json, '') FROM c "
+                   "LEFT JOIN events e ON e.id = c.event_id ORDER BY c.next_at, c.id";
+        case q::finish_delivery:
+            return "UPDATE deliveries SET status = $3, attempts = $4, next_at = $5, "
+                   "last_status = $6, last_error = $7, updated_at = $8, delivered_at = $9, "
+                   "lease_owner = '', lease_until = 0 WHERE id = $1 AND lease_owner = $2::text "
+                   "AND $2::text <> '' AND lease_fence = $10";
+        case q::renew_delivery:
+            return "UPDATE deliveries SET lease_until = $4 WHERE id = $1 AND "
+                   "lease_owner = $2::text AND $2::text <> '' AND lease_fence = $3 AND "
+                   "status = 'pending'";
+        case q::get_delivery:
+            return "SELECT " SEGUE_DELIVERY_COLS " FROM deliveries WHERE id = $1";
+        case q::list_deliveries:
+            return "SELECT " SEGUE_DELIVERY_COLS
+                   " FROM deliveries WHERE tenant = $1 AND ($2::text = '' OR status = $2) "
+                   "AND ($3::text = '' OR task_id = $3) AND ($5::text = '' OR "
+                   "(created_at, id) < (SELECT created_at, id FROM deliveries WHERE id = $5 AND "
+                   "tenant = $1)) ORDER BY created_at DESC, id DESC LIMIT $4";
+        case q::redeliver:
+            return "UPDATE deliveries SET status = 'pending', attempts = 0, next_at = $2, "
+                   "lease_owner = '', lease_until = 0, updated_at = $2, delivered_at = 0 "
+                   "WHERE id = $1";
+        case q::kill_deliveries_to:
+            return "UPDATE deliveries SET status = 'dead', last_error = $3, updated_at = $4, "
+                   "lease_owner = '', lease_until = 0 WHERE tenant = $1 AND url = $2 AND "
+                   "status = 'pending'";
+        case q::set_endpoint_gone:
+            return "INSERT INTO gone_endpoints (tenant, url, created_at) VALUES ($1, $2, $3) "
+                   "ON CONFLICT (tenant, url) DO NOTHING";
+        case q::clear_endpoint_gone:
+            return "DELETE FROM gone_endpoints WHERE tenant = $1 AND url = $2";
+        case q::endpoint_gone:
+            return "SELECT 1 FROM gone_endpoints WHERE tenant = $1 AND url = $2";
+        case q::next_delivery_due:
+            return "SELECT LEAST((SELECT d.next_at FROM deliveries d WHERE d.status = 'pending' "
+                   "AND d.lease_owner = '' AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE "
+                   "p.task_id = d.task_id AND p.url = d.url AND p.status = 'pending' AND "
+                   "p.seq < d.seq) ORDER BY d.next_at LIMIT 1), "
+                   "(SELECT MIN(GREATEST(next_at, lease_until)) FROM deliveries WHERE "
+                   "status = 'pending' AND lease_owner <> ''))";
+        case q::summarize_deliveries:
+            return "SELECT (SELECT COUNT(*) FROM deliveries WHERE status = 'pending'), "
+                   "(SELECT COUNT(*) FROM deliveries WHERE status = 'dead'), "
+                   "(SELECT MIN(event_at) FROM deliveries WHERE status = 'pending')";
+        case q::lock_account:
+            // The tenant's totals row, created if missing and locked until commit: every ledger
+            // write and every reservation of a tenant goes through it, one at a time, so a
+            // balance check and the hold it allows are atomic.
+            return "INSERT INTO ledger_accounts (tenant, updated_at) VALUES ($1, $2) "
+                   "ON CONFLICT (tenant) DO UPDATE SET tenant = excluded.tenant "
+                   "RETURNING granted, captured, held";
+        case q::insert_ledger:
+            return "INSERT INTO ledger (tenant, task_id, output, kind, key, amount_milli, "
+                   "provider, note, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+                   "ON CONFLICT (tenant, task_id, output, kind, key) DO NOTHING";
+        case q::find_ledger:
+            return "SELECT " SEGUE_LEDGER_COLS
+                   " FROM ledger WHERE tenant = $1 AND task_id = $2 AND output = $3 AND "
+                   "kind = $4 AND key = $5";
+        case q::ledger_task_open:
+            return "SELECT COALESCE(SUM(CASE kind WHEN 'hold' THEN amount_milli "
+                   "ELSE -amount_milli END), 0) FROM ledger WHERE tenant = $1 AND task_id = $2";
+        case q::ledger_account_add:
+            return "UPDATE ledger_accounts SET granted = granted + $2, captured = captured + $3, "
+                   "held = held + $4, updated_at = $5 WHERE tenant = $1";
+        case q::ledger_totals:
+            return "SELECT granted, captured, held FROM ledger_accounts WHERE tenant = $1";
+        case q::ledger_for_task:
+            return "SELECT "
+                   "COALESCE(SUM(CASE WHEN kind = 'hold' THEN amount_milli END), 0), "
+                   "COALESCE(SUM(CASE WHEN kind = 'capture' THEN amount_milli END), 0), "
+                   "COALESCE(SUM(CASE WHEN kind = 'release' THEN amount_milli END), 0) "
+                   "FROM ledger WHERE task_id = $1 AND task_id <> ''";
+        case q::list_ledger:
+            return "SELECT " SEGUE_LEDGER_COLS
+                   " FROM ledger WHERE tenant = $1 AND id < $3 ORDER BY id DESC LIMIT $2";
+        case q::count_:
+            break;
+    }
+    throw std::logic_error("pg sql_of: bad statement id");
+}
+
+}  // namespace segue::store::pg

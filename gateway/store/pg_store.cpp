@@ -1,0 +1,445 @@
+// The PostgreSQL engine of the durable store (see store.hpp for the contract; side by side with
+// sqlite_store.cpp).
+//
+// Threads, each owning one connection:
+//  - `writers` writer threads share one queue of write units. Each takes up to max_batch units
+//    and runs them in one transaction, each inside its own SAVEPOINT (a unit that throws rolls
+//    back alone), then one COMMIT for all: PostgreSQL's group commit does the rest across
+//    connections and replicas. Isolation is READ COMMITTED plus explicit row locks where a
+//    unit reads before it writes (pg_sql.cpp says which); a unit the server aborts to break a
+//    deadlock or a serialization conflict is rolled back to its savepoint and run again in a
+//    later batch, which is why units must have no effects outside the transaction. A lost
+//    connection before COMMIT runs the whole batch again on a new connection; a COMMIT whose
+//    answer is lost fails its units (the outcome is unknown: the callers' leases and
+//    idempotency make a retry safe).
+//  - `readers` reader threads run read units, each in a READ ONLY REPEATABLE READ transaction
+//    (one consistent snapshot; a commit is visible to every read submitted after its completion
+//    ran, because completions run only after COMMIT returned).
+//  - one listener (LISTEN segue): commits of other processes arrive as notifications, sent by
+//    their writers in the committing transaction (so they arrive only if it commits), and are
+//    handed to the commit listener marked remote.
+
+#include <poll.h>
+#include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "gateway/log/log.hpp"
+#include "gateway/store/pg_transaction.hpp"
+#include "gateway/store/store.hpp"
+#include "gateway/store/work_queue.hpp"
+
+namespace segue::store {
+
+namespace pg {
+void migrate(connection& c);  // pg_schema.cpp
+}  // namespace pg
+
+namespace {
+
+using detail::call_done;
+using detail::name_thread;
+using pg::connection;
+using pg::pg_error;
+using pg::pg_transaction;
+
+// Notification payloads: "<sender>|<flags>|<task>,<task>,..." where flags has 'o' (a delivery
+// became due), 'j' (a job was scheduled). At most ~7.9 KB each (PostgreSQL's limit is 8000).
+std::vector<std::string> encode_notice(const std::string& sender, const commit_notice& n) {
+    std::string head = sender + "|";
+    if (n.outbox)
+        head += 'o';
+    if (n.jobs)
+        head += 'j';
+    head += '|';
+    std::vector<std::string> out;
+    std::string cur = head;
+    for (const auto& t : n.event_tasks) {
+        if (cur.size() + t.size() + 1 > 7900) {
+            out.push_back(std::move(cur));
+            cur = head;
+        }
+        if (cur.size() > head.size())
+            cur += ',';
+        cur += t;
+    }
+    out.push_back(std::move(cur));
+    return out;
+}
+
+// False if the payload is not one of ours or came from `self`.
+bool decode_notice(std::string_view payload, std::string_view self, commit_notice& n) {
+    const auto a = payload.find('|');
+    if (a == std::string_view::npos)
+        return false;
+    const auto b = payload.find('|', a + 1);
+    if (b == std::string_view::npos || payload.substr(0, a) == self)
+        return false;
+    const auto flags = payload.substr(a + 1, b - a - 1);
+    n.outbox = n.outbox || flags.find('o') != std::string_view::npos;
+    n.jobs = n.jobs || flags.find('j') != std::string_view::npos;
+    auto rest = payload.substr(b + 1);
+    while (!rest.empty()) {
+        const auto c = rest.find(',');
+        n.event_tasks.emplace_back(rest.substr(0, c));
+        rest = c == std::string_view::npos ? std::string_view() : rest.substr(c + 1);
+    }
+    return true;
+}
+
+class pg_store final : public store {
+  public:
+    explicit pg_store(const postgres_options& o) : o_(o) {
+        if (o_.url.empty())
+            throw store_error("postgres: no connection URL (storage.postgres.url)");
+        o_.writers = std::max(1, o_.writers);
+        o_.readers = std::max(1, o_.readers);
+        o_.max_batch = std::max(1, o_.max_batch);
+        std::mt19937_64 rng{std::random_device{}()};
+        sender_ = o_.name + "-" + std::to_string(rng() % 1'000'000'000ull);
+        {
+            connection c(o_.url, o_.statement_timeout_ms, o_.name);
+            pg::migrate(c);
+        }
+        // Connections first, so a bad URL fails the open, not a thread later.
+        for (int i = 0; i < o_.writers; ++i)
+            writer_conns_.push_back(connect());
+        for (int i = 0; i < o_.readers; ++i)
+            reader_conns_.push_back(connect());
+        for (int i = 0; i < o_.writers; ++i)
+            threads_.emplace_back([this, i] {
+                name_thread("pg-writer");
+                writer_loop(writer_conns_[static_cast<std::size_t>(i)]);
+            });
+        for (int i = 0; i < o_.readers; ++i)
+            threads_.emplace_back([this, i] {
+                name_thread("pg-reader");
+                reader_loop(reader_conns_[static_cast<std::size_t>(i)]);
+            });
+        if (o_.listen) {
+            // Listening before the open returns: a commit made after it is heard.
+            std::unique_ptr<connection> lc = connect();
+            lc->exec("LISTEN segue");
+            listener_ = std::thread([this, c = std::move(lc)]() mutable {
+                name_thread("pg-listen");
+                listen_loop(std::move(c));
+            });
+        }
+    }
+
+    ~pg_store() override { close(); }
+
+    void submit_write(unit fn, completion done) override {
+        writes_.submit(std::move(fn), std::move(done));
+    }
+    void submit_read(unit fn, completion done) override {
+        reads_.submit(std::move(fn), std::move(done));
+    }
+
+    void set_commit_listener(std::function<void(const commit_notice&)> fn) override {
+        std::lock_guard lk(listener_mutex_);
+        commit_listener_ = std::move(fn);
+    }
+
+    void close() override {
+        writes_.stop();
+        reads_.stop();
+        stopping_.store(true);
+        const auto self = std::this_thread::get_id();
+        std::lock_guard lk(close_mutex_);
+        for (auto& t : threads_)
+            if (t.joinable() && t.get_id() != self)
+                t.join();
+        if (listener_.joinable() && listener_.get_id() != self)
+            listener_.join();
+    }
+
+    store_stats stats() const override {
+        store_stats s;
+        s.commits = commits_.load(std::memory_order_relaxed);
+        s.units = units_.load(std::memory_order_relaxed);
+        return s;
+    }
+
+  private:
+    std::unique_ptr<connection> connect() {
+        return std::make_unique<connection>(o_.url, o_.statement_timeout_ms, o_.name);
+    }
+
+    // A working connection in `c`, reconnecting with backoff while the store is open.
+    bool ensure_connected(std::unique_ptr<connection>& c) {
+        auto wait = std::chrono::milliseconds(50);
+        while (!c || !c->ok()) {
+            try {
+                c = connect();
+                log::info("postgres: reconnected", {});
+                return true;
+            } catch (const std::exception& e) {
+                if (stopping_.load())
+                    return false;
+                log::warn("postgres: cannot connect; retrying", {{"error", e.what()}});
+                std::this_thread::sleep_for(wait);
+                wait = std::min(wait * 2, std::chrono::milliseconds(2000));
+            }
+        }
+        return true;
+    }
+
+    // A unit the database aborted (deadlock, serialization failure) this many times fails.
+    static constexpr int max_tries = 8;
+
+    void writer_loop(std::unique_ptr<connection>& c) {
+        std::vector<detail::queued_unit> batch;
+        while (writes_.take(batch, static_cast<std::size_t>(o_.max_batch))) {
+            run_batch(c, batch);
+            batch.clear();
+        }
+    }
+
+    // Fails (with `err`) the units out of tries and requeues the others.
+    void again_or_fail(std::vector<detail::queued_unit>& items, const std::exception_ptr& err) {
+        std::vector<detail::queued_unit> again;
+        for (auto& it : items) {
+            if (++it.tries >= max_tries || stopping_.load())
+                call_done(it.done, err);
+            else
+                again.push_back(std::move(it));
+        }
+        if (!again.empty())
+            writes_.requeue_front(again);
+    }
+
+    void run_batch(std::unique_ptr<connection>& c, std::vector<detail::queued_unit>& items) {
+        if (!ensure_connected(c)) {
+            for (auto& it : items)
+                call_done(it.done, std::make_exception_ptr(store_error("store closed")));
+            return;
+        }
+        enum class outcome { ok, failed, retry };
+        std::vector<outcome> result(items.size(), outcome::ok);
+        std::vector<std::exception_ptr> errs(items.size());
+        pg_transaction txn(*c, true);
+        try {
+            c->exec("BEGIN");
+            for (std::size_t i = 0; i < items.size(); ++i) {
+                c->exec("SAVEPOINT u");
+                try {
+                    items[i].fn(txn);
+                    c->exec("RELEASE u");
+                } catch (const pg_error& e) {
+                    if (e.connection_lost())
+                        throw;
+                    errs[i] = std::current_exception();
+                    result[i] = e.retryable() && items[i].tries + 1 < max_tries ? outcome::retry
+                                                                                : outcome::failed;
+                    c->exec("ROLLBACK TO u");
+                    c->exec("RELEASE u");
+                } catch (...) {
+                    errs[i] = std::current_exception();
+                    result[i] = outcome::failed;
+                    c->exec("ROLLBACK TO u");
+                    c->exec("RELEASE u");
+                }
+            }
+            auto& tasks = txn.notice.event_tasks;
+            std::sort(tasks.begin(), tasks.end());
+            tasks.erase(std::unique(tasks.begin(), tasks.end()), tasks.end());
+            if (!txn.notice.empty())
+                for (const auto& payload : encode_notice(sender_, txn.notice))
+                    c->run(pg::q::notify, {payload});
+        } catch (const std::exception& e) {
+            // The connection (or the transaction) broke before COMMIT: nothing was committed,
+            // so every unit of the batch runs again, on a new connection if needed.
+            log::warn("postgres: write batch aborted before commit; running it again",
+                      {{"error", e.what()}, {"units", static_cast<std::int64_t>(items.size())}});
+            const auto err = std::current_exception();
+            if (c->ok())
+                try_exec(*c, "ROLLBACK");
+            else
+                c.reset();
+            again_or_fail(items, err);
+            return;
+        }
+        try {
+            c->exec("COMMIT");
+        } catch (const std::exception& e) {
+            // The COMMIT's answer is lost: it may or may not have committed.
+            log::error("postgres: COMMIT failed; its units' outcome is unknown",
+                       {{"error", e.what()}});
+            const auto err = std::make_exception_ptr(
+                store_error(std::string("postgres: commit outcome unknown: ") + e.what()));
+            if (!c->ok())
+                c.reset();
+            for (std::size_t i = 0; i < items.size(); ++i)
+                call_done(items[i].done, result[i] == outcome::ok ? err : errs[i]);
+            return;
+        }
+        commits_.fetch_add(1, std::memory_order_relaxed);
+        if (!txn.notice.empty())
+            tell_listener(txn.notice);  // sorted and unique (before the NOTIFY, above)
+        std::vector<detail::queued_unit> again;
+        std::uint64_t ok = 0;
+        for (std::size_t i = 0; i < items.size(); ++i) {
+            switch (result[i]) {
+                case outcome::ok:
+                    ++ok;
+                    call_done(items[i].done, nullptr);
+                    break;
+                case outcome::failed:
+                    call_done(items[i].done, errs[i]);
+                    break;
+                case outcome::retry:
+                    ++items[i].tries;
+                    again.push_back(std::move(items[i]));
+                    break;
+            }
+        }
+        units_.fetch_add(ok, std::memory_order_relaxed);
+        if (!again.empty())
+            writes_.requeue_front(again);
+    }
+
+    static void try_exec(connection& c, const char* sql) noexcept {
+        try {
+            c.exec(sql);
+        } catch (...) {
+        }
+    }
+
+    void reader_loop(std::unique_ptr<connection>& c) {
+        std::vector<detail::queued_unit> one;
+        while (reads_.take(one, 1)) {
+            detail::queued_unit it = std::move(one.front());
+            one.clear();
+            std::exception_ptr err;
+            for (int attempt = 0;; ++attempt) {
+                err = nullptr;
+                if (!ensure_connected(c)) {
+                    err = std::make_exception_ptr(store_error("store closed"));
+                    break;
+                }
+                bool lost = false;
+                try {
+                    c->exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+                    pg_transaction txn(*c, false);
+                    it.fn(txn);
+                    c->exec("COMMIT");
+                } catch (const pg_error& e) {
+                    err = std::current_exception();
+                    lost = e.connection_lost();
+                } catch (...) {
+                    err = std::current_exception();
+                }
+                if (err && c && c->ok())
+                    try_exec(*c, "ROLLBACK");
+                if (lost) {
+                    c.reset();
+                    if (attempt < 2 && !stopping_.load())
+                        continue;  // a read is safe to run again
+                }
+                break;
+            }
+            call_done(it.done, err);
+        }
+    }
+
+    void tell_listener(const commit_notice& n) {
+        std::function<void(const commit_notice&)> fn;
+        {
+            std::lock_guard lk(listener_mutex_);
+            fn = commit_listener_;
+        }
+        if (!fn)
+            return;
+        try {
+            fn(n);
+        } catch (const std::exception& e) {
+            log::error("store commit listener threw", {{"error", e.what()}});
+        }
+    }
+
+    void listen_loop(std::unique_ptr<connection> c) {
+        while (!stopping_.load()) {
+            if (!c || !c->ok()) {
+                c.reset();
+                try {
+                    c = connect();
+                    c->exec("LISTEN segue");
+                } catch (const std::exception& e) {
+                    c.reset();
+                    log::warn("postgres: LISTEN connection failed; retrying",
+                              {{"error", e.what()}});
+                    for (int i = 0; i < 10 && !stopping_.load(); ++i)
+                        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+                    continue;
+                }
+                // Notifications sent while we were away are gone: wake everything.
+                commit_notice all;
+                all.all = all.outbox = all.jobs = all.remote = true;
+                tell_listener(all);
+            }
+            pollfd p{PQsocket(c->get()), POLLIN, 0};
+            const int rc = ::poll(&p, 1, 200);
+            if (rc < 0 && errno != EINTR) {
+                c.reset();
+                continue;
+            }
+            if (PQconsumeInput(c->get()) == 0) {
+                log::warn("postgres: LISTEN connection lost",
+                          {{"error", PQerrorMessage(c->get())}});
+                c.reset();
+                continue;
+            }
+            commit_notice n;
+            bool any = false;
+            while (PGnotify* msg = PQnotifies(c->get())) {
+                any = decode_notice(msg->extra ? msg->extra : "", sender_, n) || any;
+                PQfreemem(msg);
+            }
+            if (any) {
+                n.remote = true;
+                std::sort(n.event_tasks.begin(), n.event_tasks.end());
+                n.event_tasks.erase(std::unique(n.event_tasks.begin(), n.event_tasks.end()),
+                                    n.event_tasks.end());
+                tell_listener(n);
+            }
+        }
+    }
+
+    postgres_options o_;
+    std::string sender_;
+    std::vector<std::unique_ptr<connection>> writer_conns_;
+    std::vector<std::unique_ptr<connection>> reader_conns_;
+    std::vector<std::thread> threads_;
+    std::thread listener_;
+    detail::work_queue writes_;
+    detail::work_queue reads_;
+    std::atomic<bool> stopping_{false};
+    std::mutex close_mutex_;
+    std::mutex listener_mutex_;
+    std::function<void(const commit_notice&)> commit_listener_;
+    std::atomic<std::uint64_t> commits_{0};
+    std::atomic<std::uint64_t> units_{0};
+};
+
+}  // namespace
+
+std::unique_ptr<store> open_postgres(const postgres_options& options) {
+    return std::make_unique<pg_store>(options);
+}
+
+int migrate_postgres(const std::string& url) {
+    connection c(url, 0, "segue-migrate");
+    pg::migrate(c);
+    return postgres_schema_version();
+}
+
+}  // namespace segue::store

@@ -1,0 +1,113 @@
+// The PostgreSQL engine: tasks, their outputs and attempts, and the event log (side by side with
+// sqlite_tasks.cpp).
+
+#include <chrono>
+
+#include "gateway/store/pg_transaction.hpp"
+#include "gateway/store/row_readers.hpp"
+#include "gateway/util/crypto.hpp"
+
+namespace segue::store::pg {
+
+millis now_ms() {
+    using namespace std::chrono;
+    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+millis pg_transaction::clock_ms() {
+    return c_.run(q::clock, {}).i64(0, 0);
+}
+
+void pg_transaction::insert_task(const task_row& t) {
+    c_.run(q::insert_task,
+           {t.id, t.tenant, t.status, t.provider, t.request_json, t.error_json, t.warnings_json,
+            t.idempotency_key, t.num_outputs, t.created_at, t.updated_at, t.version});
+}
+
+std::int64_t pg_transaction::update_task(const task_row& t) {
+    auto r = c_.run(q::update_task, {t.id, t.tenant, t.status, t.provider, t.request_json,
+                                     t.error_json, t.warnings_json, t.idempotency_key,
+                                     t.num_outputs, t.created_at, t.updated_at});
+    return r.rows() ? r.i64(0, 0) : 0;
+}
+
+std::optional<task_row> pg_transaction::get_task(std::string_view id) {
+    auto r = c_.run(writer_ ? q::get_task_locked : q::get_task, {id});
+    if (!r.rows())
+        return std::nullopt;
+    return detail::read_task(row{r, 0});
+}
+
+std::vector<task_row> pg_transaction::list_tasks(std::string_view tenant, int limit,
+                                                 std::string_view before_id) {
+    std::vector<task_row> out;
+    if (limit <= 0)
+        return out;
+    auto r = before_id.empty() ? c_.run(q::list_tasks_first, {tenant, limit})
+                               : c_.run(q::list_tasks_before, {tenant, limit, before_id});
+    for (int i = 0; i < r.rows(); ++i)
+        out.push_back(detail::read_task(row{r, i}));
+    return out;
+}
+
+void pg_transaction::upsert_output(const output_row& o) {
+    c_.run(q::upsert_output, {o.task_id, o.index, o.status, o.data_json, o.updated_at});
+}
+
+std::vector<output_row> pg_transaction::get_outputs(std::string_view task_id) {
+    auto r = c_.run(q::get_outputs, {task_id});
+    std::vector<output_row> out;
+    for (int i = 0; i < r.rows(); ++i)
+        out.push_back(detail::read_output(row{r, i}));
+    return out;
+}
+
+void pg_transaction::upsert_attempt(const attempt_row& a) {
+    c_.run(q::upsert_attempt,
+           {a.task_id, a.number, a.provider, a.provider_task_id, a.callback_token, a.status,
+            a.error_json, a.state_json, a.started_at, a.finished_at});
+}
+
+std::vector<attempt_row> pg_transaction::get_attempts(std::string_view task_id) {
+    auto r = c_.run(q::get_attempts, {task_id});
+    std::vector<attempt_row> out;
+    for (int i = 0; i < r.rows(); ++i)
+        out.push_back(detail::read_attempt(row{r, i}));
+    return out;
+}
+
+std::optional<attempt_row> pg_transaction::find_attempt_by_token(std::string_view token) {
+    if (token.empty())
+        return std::nullopt;
+    auto r = c_.run(q::find_attempt_by_token, {token});
+    if (!r.rows())
+        return std::nullopt;
+    return detail::read_attempt(row{r, 0});
+}
+
+event_row pg_transaction::append_event(event_row e) {
+    if (e.id.empty())
+        e.id = util::sortable_id("evt_");
+    if (e.created_at == 0)
+        e.created_at = now_ms();
+    auto r =
+        c_.run(q::append_event, {e.id, e.task_id, e.tenant, e.type, e.data_json, e.created_at});
+    if (!r.rows())
+        throw store_error("append_event: no task " + e.task_id);
+    e.seq = r.i64(0, 0);
+    notice.event_tasks.push_back(e.task_id);
+    return e;
+}
+
+std::vector<event_row> pg_transaction::get_events(std::string_view task_id, std::int64_t after_seq,
+                                                  int limit) {
+    std::vector<event_row> out;
+    if (limit <= 0)
+        return out;
+    auto r = c_.run(q::get_events, {task_id, after_seq, limit});
+    for (int i = 0; i < r.rows(); ++i)
+        out.push_back(detail::read_event(row{r, i}));
+    return out;
+}
+
+}  // namespace segue::store::pg

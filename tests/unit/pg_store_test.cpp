@@ -1,0 +1,249 @@
+// The PostgreSQL engine where it differs from SQLite: several writers and several processes on
+// one database. Two (or more) stores opened on one schema stand for replicas: each has its own
+// connections, writers and listener, exactly as two segue processes would.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gateway/store/store.hpp"
+#include "tests/support/pg.hpp"
+#include "tests/support/store_sync.hpp"
+
+namespace st = segue::store;
+
+namespace {
+
+using segue::test::run_sync;
+
+st::task_row task(const std::string& id) {
+    st::task_row t;
+    t.id = id;
+    t.tenant = "tenant_a";
+    t.status = "queued";
+    t.num_outputs = 1;
+    t.created_at = 1000;
+    t.updated_at = 1000;
+    return t;
+}
+
+class PgStoreTest : public ::testing::Test {
+  protected:
+    // Two writers per store (not the gateway's one) to exercise conflicts inside one process too.
+    std::unique_ptr<st::store> open(int writers = 2) {
+        st::postgres_options o;
+        o.url = schema_.url();
+        o.writers = writers;
+        o.readers = 2;
+        return st::open_postgres(o);
+    }
+    segue::test::pg_schema schema_;
+};
+
+// Runs `per_thread` write units from each of `threads` threads on each store at once.
+void hammer(std::vector<st::store*> stores, int threads, int per_thread,
+            std::function<void(st::transaction&, int store, int n)> unit) {
+    std::vector<std::thread> ts;
+    for (int si = 0; si < static_cast<int>(stores.size()); ++si)
+        for (int t = 0; t < threads; ++t)
+            ts.emplace_back([&, si, t] {
+                for (int i = 0; i < per_thread; ++i)
+                    run_sync(
+                        *stores[static_cast<std::size_t>(si)], true,
+                        [&, si, n = t * per_thread + i](st::transaction& tx) { unit(tx, si, n); });
+            });
+    for (auto& t : ts)
+        t.join();
+}
+
+}  // namespace
+
+TEST_F(PgStoreTest, ReplicasStartingAtOnceMigrateOnce) {
+    std::vector<std::future<std::unique_ptr<st::store>>> opening;
+    for (int i = 0; i < 4; ++i)
+        opening.push_back(std::async(std::launch::async, [this] { return open(); }));
+    std::vector<std::unique_ptr<st::store>> stores;
+    for (auto& f : opening)
+        stores.push_back(f.get());
+    EXPECT_EQ(segue::test::pg_exec(schema_.url(), "SELECT COUNT(*) FROM schema_migrations"),
+              std::to_string(st::postgres_schema_version()));
+    EXPECT_EQ(st::migrate_postgres(schema_.url()), st::postgres_schema_version());
+}
+
+TEST_F(PgStoreTest, EventSequencesStayGaplessAcrossReplicas) {
+    auto a = open(), b = open();
+    run_sync(*a, true, [](st::transaction& tx) { tx.insert_task(task("ext_seq")); });
+    hammer({a.get(), b.get()}, 4, 25, [](st::transaction& tx, int, int) {
+        tx.get_task("ext_seq");  // as a transition does: the task first
+        tx.append_event({"", "ext_seq", "tenant_a", 0, "task.progress", "{}", 0});
+    });
+    std::vector<st::event_row> evs;
+    run_sync(*a, false, [&](st::transaction& tx) { evs = tx.get_events("ext_seq", 0, 1000); });
+    ASSERT_EQ(evs.size(), 200u);
+    for (std::size_t i = 0; i < evs.size(); ++i)
+        EXPECT_EQ(evs[i].seq, static_cast<std::int64_t>(i + 1));
+}
+
+TEST_F(PgStoreTest, CreditHoldsNeverOverdrawAcrossReplicas) {
+    auto a = open(), b = open();
+    run_sync(*a, true, [](st::transaction& tx) { tx.ensure_grant("tenant_a", 50'000, 1); });
+    std::atomic<int> held{0};
+    // 2 stores x 4 threads x 20 = 160 attempts at 1,000 each against 50,000: exactly 50 win.
+    hammer({a.get(), b.get()}, 4, 20, [&](st::transaction& tx, int si, int n) {
+        st::ledger_row h;
+        h.tenant = "tenant_a";
+        h.task_id = "ext_" + std::to_string(si) + "_" + std::to_string(n);
+        h.kind = "hold";
+        h.amount_milli = 1000;
+        if (tx.hold_credits(h).held)
+            held.fetch_add(1);
+    });
+    EXPECT_EQ(held.load(), 50);
+    run_sync(*b, false, [](st::transaction& tx) {
+        const auto t = tx.ledger_totals("tenant_a");
+        EXPECT_EQ(t.held, 50'000);
+        EXPECT_EQ(t.available, 0);
+    });
+}
+
+TEST_F(PgStoreTest, UniqueJobsAndIdempotencyKeysStayUniqueAcrossReplicas) {
+    auto a = open(), b = open();
+    run_sync(*a, true, [](st::transaction& tx) { tx.insert_task(task("ext_u")); });
+    std::atomic<int> inserted{0};
+    hammer({a.get(), b.get()}, 4, 10, [&](st::transaction& tx, int, int n) {
+        tx.schedule_job({0, "poll", "ext_u", "", 1000 + n, "", 0, 0}, true);
+        if (tx.insert_idempotency({"tenant_a", "key-1", "hash", "ext_u", 202, "{}", 1}))
+            inserted.fetch_add(1);
+    });
+    EXPECT_EQ(inserted.load(), 1);
+    EXPECT_EQ(
+        segue::test::pg_exec(schema_.url(), "SELECT COUNT(*) FROM jobs WHERE task_id = 'ext_u'"),
+        "1");
+}
+
+TEST_F(PgStoreTest, ClaimsNeverHandOneJobToTwoReplicas) {
+    auto a = open(), b = open();
+    run_sync(*a, true, [](st::transaction& tx) {
+        for (int i = 0; i < 200; ++i)
+            tx.schedule_job({0, "submit", "ext_" + std::to_string(i), "", 1, "", 0, 0}, false);
+    });
+    std::mutex m;
+    std::multiset<std::int64_t> claimed;
+    std::vector<std::thread> ts;
+    for (auto* s : {a.get(), b.get()})
+        for (int t = 0; t < 3; ++t)
+            ts.emplace_back([&, s, t] {
+                const std::string owner = "w" + std::to_string(t) + "@" +
+                                          std::to_string(reinterpret_cast<std::uintptr_t>(s));
+                for (;;) {
+                    std::vector<st::job_row> got;
+                    run_sync(*s, true, [&](st::transaction& tx) {
+                        got = tx.claim_jobs(owner, tx.clock_ms(), 60'000, 7);
+                    });
+                    if (got.empty())
+                        return;
+                    std::lock_guard lk(m);
+                    for (const auto& j : got)
+                        claimed.insert(j.id);
+                }
+            });
+    for (auto& t : ts)
+        t.join();
+    EXPECT_EQ(claimed.size(), 200u);
+    EXPECT_EQ(std::set<std::int64_t>(claimed.begin(), claimed.end()).size(), 200u);
+}
+
+TEST_F(PgStoreTest, ADeadlockedUnitRunsAgainAndBothCommit) {
+    auto a = open(), b = open();
+    run_sync(*a, true, [](st::transaction& tx) {
+        tx.insert_task(task("ext_x"));
+        tx.insert_task(task("ext_y"));
+    });
+    // a locks x then y, b locks y then x, each pausing in between: PostgreSQL aborts one of
+    // them (deadlock_timeout, 1 s by default); the store runs it again and both commit.
+    std::atomic<int> runs{0};
+    auto crosser = [&](const char* first, const char* second) {
+        return [&, first, second](st::transaction& tx) {
+            runs.fetch_add(1);
+            auto t = tx.get_task(first);
+            std::this_thread::sleep_for(std::chrono::milliseconds(300));
+            tx.get_task(second);
+            t->status = "running";
+            tx.update_task(*t);
+        };
+    };
+    auto fa =
+        std::async(std::launch::async, [&] { run_sync(*a, true, crosser("ext_x", "ext_y")); });
+    auto fb =
+        std::async(std::launch::async, [&] { run_sync(*b, true, crosser("ext_y", "ext_x")); });
+    EXPECT_NO_THROW(fa.get());
+    EXPECT_NO_THROW(fb.get());
+    EXPECT_GE(runs.load(), 3);  // one of the two ran twice
+    run_sync(*a, false, [](st::transaction& tx) {
+        EXPECT_EQ(tx.get_task("ext_x")->status, "running");
+        EXPECT_EQ(tx.get_task("ext_y")->status, "running");
+    });
+}
+
+TEST_F(PgStoreTest, OtherReplicasHearOfCommitsWithinMilliseconds) {
+    auto a = open(), b = open();
+    std::mutex m;
+    std::condition_variable cv;
+    std::vector<st::commit_notice> heard;
+    b->set_commit_listener([&](const st::commit_notice& n) {
+        std::lock_guard lk(m);
+        if (n.remote)
+            heard.push_back(n);
+        cv.notify_all();
+    });
+    const auto t0 = std::chrono::steady_clock::now();
+    run_sync(*a, true, [](st::transaction& tx) {
+        tx.insert_task(task("ext_l"));
+        tx.append_event({"", "ext_l", "tenant_a", 0, "task.created", "{}", 0});
+        st::delivery_row d;
+        d.id = "dlv_1";
+        d.event_id = "evt_x";
+        d.task_id = "ext_l";
+        d.tenant = "tenant_a";
+        d.seq = 1;
+        d.url = "http://r/";
+        d.status = "pending";
+        d.next_at = d.event_at = d.created_at = d.updated_at = 1;
+        tx.insert_delivery(d);
+    });
+    std::unique_lock lk(m);
+    ASSERT_TRUE(cv.wait_for(lk, std::chrono::seconds(5), [&] { return !heard.empty(); }));
+    const auto took = std::chrono::steady_clock::now() - t0;
+    EXPECT_LT(took, std::chrono::milliseconds(500));
+    EXPECT_EQ(heard[0].event_tasks, std::vector<std::string>{"ext_l"});
+    EXPECT_TRUE(heard[0].outbox);
+    // Its own commits are not heard as remote.
+    heard.clear();
+    lk.unlock();
+    run_sync(*b, true, [](st::transaction& tx) {
+        tx.append_event({"", "ext_l", "tenant_a", 0, "task.queued", "{}", 0});
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    lk.lock();
+    EXPECT_TRUE(heard.empty());
+}
+
+TEST_F(PgStoreTest, ABadUrlFailsTheOpenWithLibpqsReason) {
+    st::postgres_options o;
+    o.url = "postgresql:///nope?host=/nonexistent-dir&connect_timeout=2";
+    try {
+        st::open_postgres(o);
+        FAIL() << "opened";
+    } catch (const st::store_error& e) {
+        EXPECT_NE(std::string(e.what()).find("cannot connect"), std::string::npos) << e.what();
+    }
+}
