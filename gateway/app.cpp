@@ -120,9 +120,9 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
     if (d.settings.api.url_signing_key.empty()) {
         // Signed file URLs are checked by whichever replica a provider's fetch reaches.
         if (d.settings.storage.engine == config::storage_engine::postgres)
-            throw std::runtime_error(
-                "api.url_signing_key must be set with storage.engine postgres: every replica "
-                "must verify the file URLs the others sign (set the same secret on each)");
+            log::warn(
+                "api.url_signing_key is not set: with several replicas, file URLs "
+                "signed by one are refused by the others (set the same secret on each)");
         d.settings.api.url_signing_key = util::random_hex(32);  // one replica: nothing to share
     }
     metrics::register_process_metrics(d.metrics);

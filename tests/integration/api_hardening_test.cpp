@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "gateway/audio/audio.hpp"
+#include "tests/support/pg.hpp"
 #include "tests/support/process.hpp"
 
 using namespace std::chrono_literals;
@@ -33,10 +34,8 @@ std::string config_for(const std::string& dir) {
     return "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n  drain_timeout: 3s\n"
            "limits:\n  max_requests_per_connection: 0\n"
            "log:\n  level: warn\n"
-           "tenants:\n  - name: edge\n    api_keys: [sk-edge]\n"
-           "storage:\n  sqlite_path: " +
-           dir + "/segue.db\n  blob_dir: " + dir +
-           "/blobs\n"
+           "tenants:\n  - name: edge\n    api_keys: [sk-edge]\n" +
+           segue::test::storage_yaml(dir) +
            "engine:\n  poll_interval: 100ms\n  lease: 2s\n"
            "providers:\n  sandbox:\n    delay: 50ms\n";
 }

@@ -40,6 +40,7 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/support/pg.hpp"
 #include "tests/support/process.hpp"
 
 using namespace std::chrono_literals;
@@ -179,9 +180,7 @@ std::string config(std::uint16_t port, const std::string& storage, std::uint16_t
         c << "  - name: " << t.name << "\n    api_keys: [" << t.key << "]\n"
           << "    webhook_secrets: [\"" << t.secret << "\"]\n"
           << "    credits: " << initial_credits << "\n";
-    c << "storage:\n  sqlite_path: " << storage << "/segue.db\n  blob_dir: " << storage
-      << "/blobs\n"
-      << "api:\n  public_base_url: http://127.0.0.1:" << port
+    c << segue::test::storage_yaml(storage) << "api:\n  public_base_url: http://127.0.0.1:" << port
       << "\n  url_signing_key: chaos-url-signing-key\n"
       << "engine:\n  poll_interval: 100ms\n  lease: 2s\n  batch: 32\n"
       << "upstream:\n  allow_plain_http: true\n  connect_timeout: 1s\n  request_timeout: 5s\n"

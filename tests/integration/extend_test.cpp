@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "gateway/audio/audio.hpp"
+#include "tests/support/pg.hpp"
 #include "tests/support/process.hpp"
 
 using namespace std::chrono_literals;
@@ -45,10 +46,8 @@ std::string config_for(const std::string& dir, const std::string& extra = "",
            "  - name: a\n    api_keys: [sk-tenant-a]\n"
            // tenant b's key given as its SHA-256
            "  - name: b\n    api_keys: "
-           "[\"sha256:2ee2fc626331c5f5659d7006fa212eaff5082b2532da2e9cd0cb99436ccc3502\"]\n"
-           "storage:\n  sqlite_path: " +
-           dir + "/segue.db\n  blob_dir: " + dir +
-           "/blobs\n"
+           "[\"sha256:2ee2fc626331c5f5659d7006fa212eaff5082b2532da2e9cd0cb99436ccc3502\"]\n" +
+           segue::test::storage_yaml(dir) +
            "engine:\n  poll_interval: 100ms\n  lease: 2s\n"
            "providers:\n  sandbox:\n    delay: " +
            sandbox_delay + "\n" + extra;

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "gateway/audio/audio.hpp"
+#include "tests/support/pg.hpp"
 #include "tests/support/process.hpp"
 
 using namespace std::chrono_literals;
@@ -39,10 +40,8 @@ TEST(JsonNumbers, TaskEventsAndLedgerArePlainDecimals) {
     segue_process s(
         "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n"
         "log:\n  level: warn\n"
-        "tenants:\n  - name: n\n    api_keys: [sk-numbers]\n    credits: 10.5\n"
-        "storage:\n  sqlite_path: " +
-        d.path() + "/segue.db\n  blob_dir: " + d.path() +
-        "/blobs\n"
+        "tenants:\n  - name: n\n    api_keys: [sk-numbers]\n    credits: 10.5\n" +
+        segue::test::storage_yaml(d.path()) +
         "engine:\n  poll_interval: 100ms\n"
         "providers:\n  sandbox:\n    delay: 50ms\n    price: 0.125\n");
     const std::string path = d.file("input.wav");

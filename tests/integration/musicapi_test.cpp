@@ -14,6 +14,7 @@
 
 #include "gateway/audio/audio.hpp"
 #include "gateway/util/crypto.hpp"
+#include "tests/support/pg.hpp"
 #include "tests/support/process.hpp"
 
 using namespace std::chrono_literals;
@@ -84,12 +85,9 @@ struct gateway {
         const std::string cfg =
             "server:\n  listen: 127.0.0.1:" + std::to_string(port) +
             "\n  io_threads: 2\nlog:\n  level: info\n"
-            "tenants:\n  - name: t\n    api_keys: [sk-ma-tenant]\n"
-            "storage:\n  sqlite_path: " +
-            storage + "/segue.db\n  blob_dir: " + storage +
-            "/blobs\n"
-            "api:\n  public_base_url: http://127.0.0.1:" +
-            std::to_string(port) +
+            "tenants:\n  - name: t\n    api_keys: [sk-ma-tenant]\n" +
+            segue::test::storage_yaml(storage) +
+            "api:\n  public_base_url: http://127.0.0.1:" + std::to_string(port) +
             "\n  default_provider: musicapi\n"
             "engine:\n  poll_interval: 100ms\n  lease: 3s\n"
             "upstream:\n  allow_plain_http: true\n  request_timeout: 5s\n"

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "gateway/audio/audio.hpp"
+#include "tests/support/pg.hpp"
 #include "tests/support/process.hpp"
 
 using namespace std::chrono_literals;
@@ -99,10 +100,8 @@ std::string config(const std::string& storage_dir, const std::string& webhooks) 
            "  - name: hooks\n    api_keys: [sk-hooks]\n    webhook_secrets: [\"" +
            secret_new + "\", \"" + secret_old +
            "\"]\n"
-           "  - name: nosecret\n    api_keys: [sk-nosecret]\n"
-           "storage:\n  sqlite_path: " +
-           storage_dir + "/segue.db\n  blob_dir: " + storage_dir +
-           "/blobs\n"
+           "  - name: nosecret\n    api_keys: [sk-nosecret]\n" +
+           segue::test::storage_yaml(storage_dir) +
            "engine:\n  poll_interval: 100ms\n  lease: 2s\n"
            "providers:\n  sandbox:\n    delay: 50ms\n"
            "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n"

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -73,6 +74,24 @@ pg_schema::~pg_schema() {
     } catch (...) {
         // A test that broke the server reports that itself; the schema dies with the server dir.
     }
+}
+
+bool testing_postgres() {
+    const char* v = std::getenv("SEGUE_TEST_STORAGE");
+    return v && std::string(v) == "postgres";
+}
+
+std::string storage_yaml(const std::string& dir, const std::string& more) {
+    std::string out = "storage:\n  blob_dir: " + dir + "/blobs\n";
+    if (!testing_postgres())
+        return out + "  sqlite_path: " + dir + "/segue.db\n" + more;
+    static std::mutex m;
+    static std::map<std::string, std::unique_ptr<pg_schema>> schemas;
+    std::lock_guard lock(m);
+    auto& s = schemas[dir];
+    if (!s)
+        s = std::make_unique<pg_schema>();
+    return out + "  engine: postgres\n  postgres:\n    url: \"" + s->url() + "\"\n" + more;
 }
 
 }  // namespace segue::test

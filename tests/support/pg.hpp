@@ -27,6 +27,13 @@ class pg_schema {
     std::string url_;
 };
 
+// The `storage:` section of a test gateway's config whose files live in `dir`: SQLite there, or,
+// when $SEGUE_TEST_STORAGE is "postgres" (CTest's pg.* run of the integration tests), a
+// schema of the test server kept for `dir` until the test process exits, so a gateway restarted
+// on the same dir finds its state again. Blobs in `dir` either way (`blobs_yaml` adds more).
+std::string storage_yaml(const std::string& dir, const std::string& more = "");
+bool testing_postgres();
+
 // Runs one SQL command on `url` (throws std::runtime_error with libpq's message on failure) and
 // returns the first column of the first row, "" if none.
 std::string pg_exec(const std::string& url, const std::string& sql);

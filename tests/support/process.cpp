@@ -1,4 +1,5 @@
 #include "tests/support/process.hpp"
+#include "tests/support/pg.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -161,8 +162,7 @@ segue_process::segue_process(const std::string& config_yaml,
     for (std::size_t at; (at = text.find("@DIR@")) != std::string::npos;)
         text.replace(at, 5, dir_.path());
     if (text.find("storage:") == std::string::npos)
-        text += "storage:\n  sqlite_path: " + dir_.path() +
-                "/segue.db\n  blob_dir: " + dir_.path() + "/blobs\n";
+        text += storage_yaml(dir_.path());
     auto cfg = dir_.write("segue.yaml", text);
     auto port_file = dir_.file("port");
     proc_.start(
