@@ -96,7 +96,8 @@ struct app::impl {
     metrics::registry metrics;
     api::authenticator auth;
     std::unique_ptr<store::store> store;
-    std::unique_ptr<store::db> db;
+    std::unique_ptr<store::db> db;       // the API's (write_lane::requests)
+    std::unique_ptr<store::db> work_db;  // the engine's and the dispatcher's (write_lane::work)
     std::unique_ptr<net::http_client> http;
     std::unique_ptr<net::http_client> fetch;
     std::shared_ptr<const net::url_policy> url_policy;
@@ -137,6 +138,7 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
     std::filesystem::create_directories(d.settings.storage.blob_dir);
     d.store = store::open_store(d.settings.storage);
     d.db = std::make_unique<store::db>(*d.store, d.metrics);
+    d.work_db = std::make_unique<store::db>(*d.store, d.metrics, store::write_lane::work);
     d.providers = providers::make_registry(provider_kinds, d.settings);
     // Routes may only name providers that are enabled here.
     if (!d.providers->find(d.settings.api.default_provider))
@@ -171,17 +173,17 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
     fo.request_timeout = d.settings.fetch.timeout;
     fo.check_endpoints = net::make_endpoint_check(d.url_policy);
     d.fetch = std::make_unique<net::http_client>(d.pool.main(), fo, d.metrics);
-    d.engine =
-        std::make_unique<core::engine>(d.pool.main(), *d.db, *d.providers, d.blocking, d.settings,
-                                       d.metrics, d.http.get(), d.fetch.get(), d.url_policy);
+    d.engine = std::make_unique<core::engine>(d.pool.main(), *d.work_db, *d.providers, d.blocking,
+                                              d.settings, d.metrics, d.http.get(), d.fetch.get(),
+                                              d.url_policy);
     // Webhook deliveries: the same guard as fetches; one attempt per send, never a redirect.
     net::client_options wo = fo;
     wo.request_timeout = d.settings.webhooks.timeout;
     wo.max_response_bytes = 64 * 1024;  // receivers' bodies are not read, only their status
     wo.max_idle_per_host = static_cast<std::size_t>(d.settings.webhooks.concurrency);
     d.webhook_client = std::make_unique<net::http_client>(d.pool.main(), wo, d.metrics);
-    d.dispatcher = std::make_unique<events::dispatcher>(d.pool.main(), *d.db, d.settings, d.metrics,
-                                                        *d.webhook_client);
+    d.dispatcher = std::make_unique<events::dispatcher>(d.pool.main(), *d.work_db, d.settings,
+                                                        d.metrics, *d.webhook_client);
     // Commits wake who waits for them: the dispatcher (deliveries due), the engine (jobs
     // scheduled by another replica: this one's own are notified directly), SSE streams (events).
     d.store->set_commit_listener([disp = d.dispatcher.get(), eng = d.engine.get(),

@@ -13,8 +13,9 @@ namespace segue::store {
 
 namespace net = boost::asio;
 
-db::db(store& s, metrics::registry& m)
+db::db(store& s, metrics::registry& m, write_lane lane)
     : store_(s),
+      lane_(lane),
       write_latency_(m.histogram_family("segue_store_operation_duration_seconds",
                                         "Store units of work from submit to durable completion.",
                                         {"op"}, metrics::default_latency_buckets())
@@ -52,7 +53,7 @@ net::awaitable<void> db::run(bool write, store::unit fn) {
                 net::post(ex, [h]() mutable { (*h)(); });
             };
             if (write)
-                store_.submit_write(std::move(fn), std::move(done));
+                store_.submit_write(std::move(fn), std::move(done), lane_);
             else
                 store_.submit_read(std::move(fn), std::move(done));
         },

@@ -16,7 +16,9 @@ namespace segue::store {
 
 class db {
   public:
-    db(store& s, metrics::registry& m);
+    // Writes go to `lane` (store.hpp): the API's db is requests, the engine's and the
+    // dispatcher's is work.
+    db(store& s, metrics::registry& m, write_lane lane = write_lane::requests);
     // Rethrows the unit's exception (after rollback) or a store_error.
     boost::asio::awaitable<void> write(store::unit fn);
     boost::asio::awaitable<void> read(store::unit fn);
@@ -25,6 +27,7 @@ class db {
   private:
     boost::asio::awaitable<void> run(bool write, store::unit fn);
     store& store_;
+    write_lane lane_;
     metrics::histogram& write_latency_;
     metrics::histogram& read_latency_;
     metrics::counter& write_errors_;

@@ -13,9 +13,8 @@ std::int64_t pg_transaction::schedule_job(const job_row& j, bool unique) {
     notice.jobs = true;
     if (unique) {
         c_.run(q::lock_job_key, {j.kind + "/" + j.task_id});
-        auto r = c_.run(q::update_unique_job, {j.kind, j.task_id, j.due_at, j.payload_json});
-        if (r.rows())
-            return r.i64(0, 0);
+        return c_.run(q::upsert_unique_job, {j.kind, j.task_id, j.due_at, j.payload_json})
+            .i64(0, 0);
     }
     auto r = c_.run(q::insert_job, {j.kind, j.task_id, j.payload_json, j.due_at, j.lease_owner,
                                     j.lease_until, j.attempts});

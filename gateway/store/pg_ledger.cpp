@@ -12,6 +12,7 @@ namespace segue::store::pg {
 
 ledger_balance pg_transaction::lock_account(std::string_view tenant, millis now) {
     auto r = c_.run(q::lock_account, {tenant, now});
+    locked_accounts_.emplace(tenant);
     ledger_balance b;
     b.granted = r.i64(0, 0);
     b.captured = r.i64(0, 1);
@@ -24,17 +25,19 @@ ledger_balance pg_transaction::lock_account(std::string_view tenant, millis now)
 bool pg_transaction::add_ledger_entry(const ledger_row& e) {
     detail::check_ledger_entry(e);
     const millis at = e.created_at != 0 ? e.created_at : now_ms();
-    lock_account(e.tenant, at);
-    if (c_.run(q::insert_ledger, {e.tenant, e.task_id, e.output, e.kind, e.key, e.amount_milli,
-                                  e.provider, e.note, at})
-            .affected() == 0)
-        return false;
-    std::int64_t open_after = 0;
-    if (e.kind != "grant" && e.kind != "topup")
-        open_after = c_.run(q::ledger_task_open, {e.tenant, e.task_id}).i64(0, 0);
-    const auto d = detail::account_delta(e, open_after);
-    c_.run(q::ledger_account_add, {e.tenant, d.granted, d.captured, d.held, at});
-    return true;
+    if (!locked_accounts_.contains(e.tenant))
+        lock_account(e.tenant, at);
+    // The entry and the totals it moves in one statement (pg_sql.cpp, ledger_append): how the
+    // task's open amount changes with this entry.
+    std::int64_t change = 0;
+    if (e.kind == "hold")
+        change = e.amount_milli;
+    else if (e.kind == "capture" || e.kind == "release")
+        change = -e.amount_milli;
+    const auto d = detail::account_delta(e, 0);
+    return c_.run(q::ledger_append, {e.tenant, e.task_id, e.output, e.kind, e.key, e.amount_milli,
+                                     e.provider, e.note, at, change, d.granted, d.captured})
+               .rows() > 0;
 }
 
 std::optional<ledger_row> pg_transaction::find_ledger_entry(std::string_view tenant,

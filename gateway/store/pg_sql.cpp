@@ -22,7 +22,7 @@ const char* sql_of(q which) {
             // disagree still agree on who holds a lease.
             return "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
         case q::notify:
-            return "SELECT pg_notify('segue', $1)";
+            return "SELECT pg_notify($1, $2)";
         case q::insert_task:
             return "INSERT INTO tasks (" SEGUE_TASK_COLS
                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
@@ -82,10 +82,16 @@ const char* sql_of(q which) {
         case q::insert_job:
             return "INSERT INTO jobs (kind, task_id, payload_json, due_at, lease_owner, "
                    "lease_until, attempts) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
-        case q::update_unique_job:
-            return "UPDATE jobs SET due_at = $3, payload_json = $4, lease_owner = '', "
+        case q::upsert_unique_job:
+            // Under the key's advisory lock (lock_job_key, a statement of its own so this one's
+            // snapshot sees what the previous holder committed): move the job if it exists,
+            // else add it.
+            return "WITH u AS (UPDATE jobs SET due_at = $3, payload_json = $4, lease_owner = '', "
                    "lease_until = 0 WHERE id = (SELECT id FROM jobs WHERE task_id = $2 AND "
-                   "kind = $1 ORDER BY id LIMIT 1) RETURNING id";
+                   "kind = $1 ORDER BY id LIMIT 1) RETURNING id), "
+                   "i AS (INSERT INTO jobs (kind, task_id, payload_json, due_at) SELECT $1, $2, "
+                   "$4, $3 WHERE NOT EXISTS (SELECT 1 FROM u) RETURNING id) "
+                   "SELECT id FROM u UNION ALL SELECT id FROM i";
         case q::claim_jobs:
             // SKIP LOCKED: replicas claiming at once take different rows instead of waiting for
             // each other. attempts is the claim's fencing token; a lease that expired unreleased
@@ -199,20 +205,28 @@ const char* sql_of(q which) {
             return "INSERT INTO ledger_accounts (tenant, updated_at) VALUES ($1, $2) "
                    "ON CONFLICT (tenant) DO UPDATE SET tenant = excluded.tenant "
                    "RETURNING granted, captured, held";
-        case q::insert_ledger:
-            return "INSERT INTO ledger (tenant, task_id, output, kind, key, amount_milli, "
-                   "provider, note, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
-                   "ON CONFLICT (tenant, task_id, output, kind, key) DO NOTHING";
+        case q::ledger_append:
+            // Appends the entry (nothing if its unique key exists: no row returned) and moves the
+            // tenant's totals in the same statement. The task's open amount after the entry is
+            // the sum of its earlier entries (this statement's snapshot does not hold the new
+            // one) plus $10, the entry's own change (+hold, -capture, -release); held moves by
+            // max(0, after) - max(0, before). The caller locked the account row first
+            // (lock_account), so no other writer moves these sums meanwhile.
+            return "WITH ins AS (INSERT INTO ledger (tenant, task_id, output, kind, key, "
+                   "amount_milli, provider, note, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, "
+                   "$8, $9) ON CONFLICT (tenant, task_id, output, kind, key) DO NOTHING "
+                   "RETURNING 1), "
+                   "o AS (SELECT COALESCE(SUM(CASE kind WHEN 'hold' THEN amount_milli ELSE "
+                   "-amount_milli END), 0) + $10::bigint AS after FROM ledger WHERE tenant = $1 "
+                   "AND task_id = $2 AND $2::text <> '') "
+                   "UPDATE ledger_accounts SET granted = granted + $11::bigint, "
+                   "captured = captured + $12::bigint, held = held + GREATEST(0, o.after) - "
+                   "GREATEST(0, o.after - $10::bigint), updated_at = $9 FROM o "
+                   "WHERE ledger_accounts.tenant = $1 AND EXISTS (SELECT 1 FROM ins) RETURNING 1";
         case q::find_ledger:
             return "SELECT " SEGUE_LEDGER_COLS
                    " FROM ledger WHERE tenant = $1 AND task_id = $2 AND output = $3 AND "
                    "kind = $4 AND key = $5";
-        case q::ledger_task_open:
-            return "SELECT COALESCE(SUM(CASE kind WHEN 'hold' THEN amount_milli "
-                   "ELSE -amount_milli END), 0) FROM ledger WHERE tenant = $1 AND task_id = $2";
-        case q::ledger_account_add:
-            return "UPDATE ledger_accounts SET granted = granted + $2, captured = captured + $3, "
-                   "held = held + $4, updated_at = $5 WHERE tenant = $1";
         case q::ledger_totals:
             return "SELECT granted, captured, held FROM ledger_accounts WHERE tenant = $1";
         case q::ledger_for_task:

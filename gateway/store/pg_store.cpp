@@ -15,7 +15,8 @@
 //  - `readers` reader threads run read units, each in a READ ONLY REPEATABLE READ transaction
 //    (one consistent snapshot; a commit is visible to every read submitted after its completion
 //    ran, because completions run only after COMMIT returned).
-//  - one listener (LISTEN segue): commits of other processes arrive as notifications, sent by
+//  - one listener (LISTEN on "segue:<schema>"): commits of other processes arrive as notifications,
+//  sent by
 //    their writers in the committing transaction (so they arrive only if it commits), and are
 //    handed to the commit listener marked remote.
 
@@ -23,6 +24,7 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -108,16 +110,25 @@ class pg_store final : public store {
         {
             connection c(o_.url, o_.statement_timeout_ms, o_.name);
             pg::migrate(c);
+            // One channel per schema: deployments (or tests) sharing a database by schema do
+            // not wake each other.
+            channel_ = ("segue:" + c.query("SELECT current_schema()", {}).text(0, 0)).substr(0, 63);
+            char* quoted = PQescapeIdentifier(c.get(), channel_.data(), channel_.size());
+            if (!quoted)
+                throw store_error("postgres: cannot quote the channel name " + channel_);
+            listen_sql_ = std::string("LISTEN ") + quoted;
+            PQfreemem(quoted);
         }
         // Connections first, so a bad URL fails the open, not a thread later.
-        for (int i = 0; i < o_.writers; ++i)
+        for (int i = 0; i < o_.writers * lanes; ++i)
             writer_conns_.push_back(connect());
         for (int i = 0; i < o_.readers; ++i)
             reader_conns_.push_back(connect());
-        for (int i = 0; i < o_.writers; ++i)
+        for (int i = 0; i < o_.writers * lanes; ++i)
             threads_.emplace_back([this, i] {
-                name_thread("pg-writer");
-                writer_loop(writer_conns_[static_cast<std::size_t>(i)]);
+                name_thread(i % lanes == 0 ? "pg-writer" : "pg-writer-work");
+                writer_loop(writer_conns_[static_cast<std::size_t>(i)],
+                            writes_[static_cast<std::size_t>(i % lanes)]);
             });
         for (int i = 0; i < o_.readers; ++i)
             threads_.emplace_back([this, i] {
@@ -127,7 +138,7 @@ class pg_store final : public store {
         if (o_.listen) {
             // Listening before the open returns: a commit made after it is heard.
             std::unique_ptr<connection> lc = connect();
-            lc->exec("LISTEN segue");
+            lc->exec(listen_sql_.c_str());
             listener_ = std::thread([this, c = std::move(lc)]() mutable {
                 name_thread("pg-listen");
                 listen_loop(std::move(c));
@@ -137,8 +148,8 @@ class pg_store final : public store {
 
     ~pg_store() override { close(); }
 
-    void submit_write(unit fn, completion done) override {
-        writes_.submit(std::move(fn), std::move(done));
+    void submit_write(unit fn, completion done, write_lane lane) override {
+        writes_[static_cast<std::size_t>(lane)].submit(std::move(fn), std::move(done));
     }
     void submit_read(unit fn, completion done) override {
         reads_.submit(std::move(fn), std::move(done));
@@ -150,7 +161,8 @@ class pg_store final : public store {
     }
 
     void close() override {
-        writes_.stop();
+        for (auto& w : writes_)
+            w.stop();
         reads_.stop();
         stopping_.store(true);
         const auto self = std::this_thread::get_id();
@@ -196,16 +208,17 @@ class pg_store final : public store {
     // A unit the database aborted (deadlock, serialization failure) this many times fails.
     static constexpr int max_tries = 8;
 
-    void writer_loop(std::unique_ptr<connection>& c) {
+    void writer_loop(std::unique_ptr<connection>& c, detail::work_queue& q) {
         std::vector<detail::queued_unit> batch;
-        while (writes_.take(batch, static_cast<std::size_t>(o_.max_batch))) {
-            run_batch(c, batch);
+        while (q.take(batch, static_cast<std::size_t>(o_.max_batch))) {
+            run_batch(c, q, batch);
             batch.clear();
         }
     }
 
     // Fails (with `err`) the units out of tries and requeues the others.
-    void again_or_fail(std::vector<detail::queued_unit>& items, const std::exception_ptr& err) {
+    void again_or_fail(detail::work_queue& q, std::vector<detail::queued_unit>& items,
+                       const std::exception_ptr& err) {
         std::vector<detail::queued_unit> again;
         for (auto& it : items) {
             if (++it.tries >= max_tries || stopping_.load())
@@ -214,10 +227,11 @@ class pg_store final : public store {
                 again.push_back(std::move(it));
         }
         if (!again.empty())
-            writes_.requeue_front(again);
+            q.requeue_front(again);
     }
 
-    void run_batch(std::unique_ptr<connection>& c, std::vector<detail::queued_unit>& items) {
+    void run_batch(std::unique_ptr<connection>& c, detail::work_queue& q,
+                   std::vector<detail::queued_unit>& items) {
         if (!ensure_connected(c)) {
             for (auto& it : items)
                 call_done(it.done, std::make_exception_ptr(store_error("store closed")));
@@ -228,12 +242,15 @@ class pg_store final : public store {
         std::vector<std::exception_ptr> errs(items.size());
         pg_transaction txn(*c, true);
         try {
-            c->exec("BEGIN");
+            // One round trip per unit for its savepoint: "RELEASE u; SAVEPOINT u" between two
+            // units, ROLLBACK TO u (which keeps u) after a failed one, COMMIT after the last.
+            c->exec("BEGIN; SAVEPOINT u");
             for (std::size_t i = 0; i < items.size(); ++i) {
-                c->exec("SAVEPOINT u");
+                if (i > 0 && result[i - 1] == outcome::ok)
+                    c->exec("RELEASE u; SAVEPOINT u");
+                txn.begin_unit();
                 try {
                     items[i].fn(txn);
-                    c->exec("RELEASE u");
                 } catch (const pg_error& e) {
                     if (e.connection_lost())
                         throw;
@@ -241,12 +258,10 @@ class pg_store final : public store {
                     result[i] = e.retryable() && items[i].tries + 1 < max_tries ? outcome::retry
                                                                                 : outcome::failed;
                     c->exec("ROLLBACK TO u");
-                    c->exec("RELEASE u");
                 } catch (...) {
                     errs[i] = std::current_exception();
                     result[i] = outcome::failed;
                     c->exec("ROLLBACK TO u");
-                    c->exec("RELEASE u");
                 }
             }
             auto& tasks = txn.notice.event_tasks;
@@ -254,7 +269,7 @@ class pg_store final : public store {
             tasks.erase(std::unique(tasks.begin(), tasks.end()), tasks.end());
             if (!txn.notice.empty())
                 for (const auto& payload : encode_notice(sender_, txn.notice))
-                    c->run(pg::q::notify, {payload});
+                    c->run(pg::q::notify, {channel_, payload});
         } catch (const std::exception& e) {
             // The connection (or the transaction) broke before COMMIT: nothing was committed,
             // so every unit of the batch runs again, on a new connection if needed.
@@ -265,7 +280,7 @@ class pg_store final : public store {
                 try_exec(*c, "ROLLBACK");
             else
                 c.reset();
-            again_or_fail(items, err);
+            again_or_fail(q, items, err);
             return;
         }
         try {
@@ -304,7 +319,7 @@ class pg_store final : public store {
         }
         units_.fetch_add(ok, std::memory_order_relaxed);
         if (!again.empty())
-            writes_.requeue_front(again);
+            q.requeue_front(again);
     }
 
     static void try_exec(connection& c, const char* sql) noexcept {
@@ -372,7 +387,7 @@ class pg_store final : public store {
                 c.reset();
                 try {
                     c = connect();
-                    c->exec("LISTEN segue");
+                    c->exec(listen_sql_.c_str());
                 } catch (const std::exception& e) {
                     c.reset();
                     log::warn("postgres: LISTEN connection failed; retrying",
@@ -416,11 +431,14 @@ class pg_store final : public store {
 
     postgres_options o_;
     std::string sender_;
+    std::string channel_;     // the NOTIFY channel of this schema
+    std::string listen_sql_;  // LISTEN on it
     std::vector<std::unique_ptr<connection>> writer_conns_;
     std::vector<std::unique_ptr<connection>> reader_conns_;
     std::vector<std::thread> threads_;
     std::thread listener_;
-    detail::work_queue writes_;
+    static constexpr int lanes = 2;  // write_lane::requests, write_lane::work
+    std::array<detail::work_queue, lanes> writes_;
     detail::work_queue reads_;
     std::atomic<bool> stopping_{false};
     std::mutex close_mutex_;

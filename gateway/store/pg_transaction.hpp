@@ -30,6 +30,10 @@ class pg_transaction final : public transaction {
   public:
     pg_transaction(connection& c, bool writer) : c_(c), writer_(writer) {}
 
+    // Called by the writer before each unit: what the previous unit locked may have been rolled
+    // back with it.
+    void begin_unit() { locked_accounts_.clear(); }
+
     millis clock_ms() override;
 
     // pg_tasks.cpp
@@ -118,6 +122,7 @@ class pg_transaction final : public transaction {
 
     connection& c_;
     bool writer_;
+    std::set<std::string, std::less<>> locked_accounts_;  // by this unit (lock_account)
 };
 
 }  // namespace segue::store::pg

@@ -180,7 +180,7 @@ class sqlite_store final : public store {
 
     ~sqlite_store() override { close(); }
 
-    void submit_write(unit fn, completion done) override {
+    void submit_write(unit fn, completion done, write_lane) override {
         writes_.submit(std::move(fn), std::move(done));
     }
     void submit_read(unit fn, completion done) override {

@@ -385,6 +385,14 @@ struct store_stats {
     std::uint64_t read_waits = 0;   // read units that waited for a sync to see durable data
 };
 
+// Which writer a write unit queues for. SQLite has one writer for everything; PostgreSQL runs a
+// writer connection per lane, so the API's units (creates, cancels, top-ups) never wait behind
+// the many small units of the engine and the dispatcher (claims, intents, transitions,
+// deliveries), which outnumber them several to one. Units of the two lanes lock rows in one
+// order (a task, then its tenant's account), and a request unit locks at most one existing task,
+// so the two writers do not deadlock each other in practice (the database resolves it if ever).
+enum class write_lane { requests = 0, work = 1 };
+
 class store {
   public:
     virtual ~store() = default;
@@ -396,7 +404,7 @@ class store {
     // (nullptr error) or after the unit failed and was rolled back (its exception). Thread-safe.
     // A completion must not block: in particular not wait for a read, which may be waiting for
     // the very thread that runs the completion to make a later commit durable.
-    virtual void submit_write(unit fn, completion done) = 0;
+    virtual void submit_write(unit fn, completion done, write_lane lane = write_lane::requests) = 0;
     // Queues a read-only unit on the reader side. It sees every write completed before it was
     // submitted, and nothing that is not durable yet (it may wait for a sync to see it).
     virtual void submit_read(unit fn, completion done) = 0;
@@ -440,7 +448,7 @@ struct postgres_options {
     // batch commits, so two writers of one process could deadlock each other on the same rows
     // (resolved, but only after deadlock_timeout); one writer per replica leaves that to the
     // rare case of two replicas working on the same task at the same moment.
-    int writers = 1;
+    int writers = 1;  // per lane (write_lane)
     int readers = 4;  // connections running read units
     int statement_timeout_ms = 5000;
     int max_batch = 64;          // units per commit on one writer connection
