@@ -778,3 +778,25 @@ TEST(ConfigFuzzFindings, LiteralDollarBraceRoundTrips) {
     auto again = cfg::load_string(cfg::render_effective(s, shipped()), "y.yaml", no_env, shipped());
     EXPECT_EQ(again.server.port_file, "${HOME}/p");
 }
+
+TEST(ConfigStorage, PostgresEngineNeedsAUrlAndTakesItFromTheEnvironment) {
+    EXPECT_NE(error_of("storage:\n  engine: postgres\n").find("engine postgres needs postgres.url"),
+              std::string::npos);
+    EXPECT_NE(error_of("storage:\n  engine: mysql\n").find("storage.engine"), std::string::npos);
+    const auto env = [](const std::string& name) -> std::optional<std::string> {
+        if (name == "SEGUE_DATABASE_URL")
+            return "postgresql://segue:pw@db:5432/segue";
+        return std::nullopt;
+    };
+    const auto s = load(
+        "storage:\n  engine: postgres\n  postgres:\n    url: ${SEGUE_DATABASE_URL}\n"
+        "    pool_size: 12\n    statement_timeout: 2s\n",
+        env);
+    EXPECT_EQ(s.storage.engine, cfg::storage_engine::postgres);
+    EXPECT_EQ(s.storage.postgres.url, "postgresql://segue:pw@db:5432/segue");
+    EXPECT_EQ(s.storage.postgres.pool_size, 12);
+    EXPECT_EQ(s.storage.postgres.statement_timeout, std::chrono::seconds(2));
+    // The URL may hold a password: redacted in the effective config.
+    EXPECT_EQ(cfg::render_effective(s, shipped()).find("segue:pw@"), std::string::npos);
+    EXPECT_EQ(load("").storage.engine, cfg::storage_engine::sqlite);
+}
