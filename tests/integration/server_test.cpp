@@ -9,6 +9,8 @@
 #include <string>
 #include <thread>
 
+#include "gateway/store/store.hpp"
+#include "tests/support/pg.hpp"
 #include "tests/support/process.hpp"
 
 using namespace std::chrono_literals;
@@ -355,4 +357,29 @@ TEST(Server, SplitTransferEncodingDoesNotDesyncTheConnection) {
     EXPECT_EQ(r->status, 404);
     EXPECT_EQ(r->header("connection").value_or(""), "close");
     EXPECT_FALSE(c.read_response()) << "the body was answered as a second request";
+}
+
+TEST(Cli, MigrateAppliesThePostgresSchemaOnceAndCheckConfigAcceptsIt) {
+    auto bin = segue::test::segue_binary();
+    segue::test::temp_dir d;
+    segue::test::pg_schema schema;
+    auto cfg = d.write("pg.yaml", "storage:\n  engine: postgres\n  postgres:\n    url: \"" +
+                                      schema.url() + "\"\n  blob_dir: " + d.path() + "/blobs\n");
+    auto [cc, cout] = segue::test::run_command({bin, "--config", cfg, "--check-config"});
+    EXPECT_EQ(cc, 0) << cout;
+    EXPECT_NE(cout.find("engine: postgres"), std::string::npos) << cout;
+    for (int i = 0; i < 2; ++i) {  // the second run finds nothing to do
+        auto [mc, mout] = segue::test::run_command({bin, "migrate", "--config", cfg});
+        EXPECT_EQ(mc, 0) << mout;
+        EXPECT_NE(mout.find("store schema is current (postgres)"), std::string::npos) << mout;
+    }
+    EXPECT_EQ(segue::test::pg_exec(schema.url(), "SELECT COUNT(*) FROM schema_migrations"),
+              std::to_string(segue::store::postgres_schema_version()));
+    // An unreachable database: a clear failure, exit 1.
+    auto bad = d.write("bad.yaml",
+                       "storage:\n  engine: postgres\n  postgres:\n    url: "
+                       "\"postgresql:///x?host=/nonexistent&connect_timeout=2\"\n");
+    auto [bc, bout] = segue::test::run_command({bin, "migrate", "--config", bad});
+    EXPECT_EQ(bc, 1);
+    EXPECT_NE(bout.find("migrate failed"), std::string::npos) << bout;
 }
