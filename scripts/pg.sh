@@ -12,6 +12,7 @@
 # from several processes at once (flock): the first starts the server, the others wait and reuse
 # it. Settings are for tests (fsync off: the tests kill segue, never the database); the benchmark
 # passes SEGUE_PG_DURABLE=1 to keep PostgreSQL's defaults (fsync on, synchronous_commit on).
+# SEGUE_PG_OPTIONS adds server options (e.g. "-c shared_preload_libraries=pg_stat_statements").
 set -euo pipefail
 
 cmd="${1:-start}"
@@ -74,7 +75,7 @@ if ! as_user "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
   as_user "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start -o "$(printf '%q ' \
     -c listen_addresses= -c unix_socket_directories="$dir/run" -c port=$port \
     -c max_connections=400 -c shared_buffers=256MB -c max_wal_size=2GB \
-    "${durable[@]}")" >/dev/null 9>&- ||
+    "${durable[@]}" ${SEGUE_PG_OPTIONS:-})" >/dev/null 9>&- ||
     { tail -20 "$dir/server.log" >&2; exit 1; }
   as_user "$bin/psql" -h "$dir/run" -p $port -U segue -d postgres -qAt -c \
     "SELECT 1 FROM pg_database WHERE datname = 'segue'" | grep -q 1 ||
