@@ -1,0 +1,522 @@
+// The PostgreSQL blob backend: a blob is one `blobs` row (size, SHA-256, chunk size) and its
+// bytes in `blob_chunks` rows of chunk_size bytes (1 MiB), so every replica reads every file
+// with nothing but the database.
+//
+// A put writes the chunks and then the blobs row in one transaction: nobody sees a half-written
+// blob, and a put over an existing key replaces it atomically (the blobs row is locked first,
+// so puts of one key queue up). A read fetches one chunk per statement, on a pooled connection
+// held only for that statement (a slow client never holds a connection), and each fetch checks
+// that the blob still has the SHA-256 it had when opened: a blob replaced mid-read is an error,
+// never a mix of two. Neither direction ever holds more than a chunk in memory. Chunks are
+// stored uncompressed (STORAGE EXTERNAL): audio does not compress.
+
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "gateway/store/blob_internal.hpp"
+#include "gateway/util/crypto.hpp"
+
+namespace segue::store::blob_detail {
+namespace {
+
+// Tables created once, by whichever replica gets there first (an advisory lock serializes
+// replicas starting together). Chunks are stored out of line and uncompressed.
+constexpr const char* schema_sql = R"sql(
+BEGIN;
+SELECT pg_advisory_xact_lock(hashtext('segue_blobs'));
+CREATE TABLE IF NOT EXISTS blobs (
+    key TEXT PRIMARY KEY,
+    size BIGINT NOT NULL,
+    sha256 TEXT NOT NULL DEFAULT '',
+    chunk_size INT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+DO $$
+BEGIN
+    IF to_regclass('blob_chunks') IS NULL THEN
+        CREATE TABLE blob_chunks (
+            key TEXT NOT NULL,
+            n INT NOT NULL,
+            data BYTEA NOT NULL,
+            PRIMARY KEY (key, n)
+        );
+        ALTER TABLE blob_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+    END IF;
+END
+$$;
+COMMIT;
+)sql";
+
+struct statement {
+    const char* name;
+    const char* sql;
+    int params;
+};
+
+// Prepared on every connection when it is opened.
+constexpr std::array statements{
+    // Locks the key for this put (a concurrent put of the same key waits here). The row is
+    // invisible to others until the commit, which comes after blob_done has filled it in.
+    statement{"blob_claim",
+              "INSERT INTO blobs (key, size, sha256, chunk_size, created_at) "
+              "VALUES ($1, -1, '', 0, 0) ON CONFLICT (key) DO UPDATE SET size = -1",
+              1},
+    statement{"blob_clear", "DELETE FROM blob_chunks WHERE key = $1", 1},
+    statement{"blob_chunk_put", "INSERT INTO blob_chunks (key, n, data) VALUES ($1, $2, $3)", 3},
+    statement{"blob_done",
+              "UPDATE blobs SET size = $2, sha256 = $3, chunk_size = $4, created_at = $5 "
+              "WHERE key = $1",
+              5},
+    statement{"blob_stat", "SELECT size, sha256, chunk_size FROM blobs WHERE key = $1", 1},
+    // One chunk, only while the blob is still the one the reader opened.
+    statement{"blob_chunk_get",
+              "SELECT c.data FROM blob_chunks c JOIN blobs b ON b.key = c.key "
+              "WHERE c.key = $1 AND c.n = $2 AND b.sha256 = $3 AND b.chunk_size = $4",
+              4},
+    statement{"blob_delete", "DELETE FROM blobs WHERE key = $1", 1},
+};
+
+using pg_result = std::unique_ptr<PGresult, decltype(&PQclear)>;
+
+std::int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+std::string trimmed(const char* message) {
+    std::string m = message ? message : "";
+    while (!m.empty() && (m.back() == '\n' || m.back() == ' '))
+        m.pop_back();
+    return m;
+}
+
+blob_result<PGconn*> connect_pg(const std::string& url) {
+    PGconn* c = PQconnectdb(url.c_str());
+    if (PQstatus(c) != CONNECTION_OK) {
+        auto e = make_error(blob_errc::backend, "blob store: cannot connect to PostgreSQL: " +
+                                                    trimmed(PQerrorMessage(c)));
+        PQfinish(c);
+        return e;
+    }
+    // Notices ("relation already exists, skipping") are not for the log.
+    PQsetNoticeProcessor(
+        c, [](void*, const char*) {}, nullptr);
+    return c;
+}
+
+// Connections opened on demand up to a limit, reused, dropped when broken. Thread-safe.
+class pg_pool {
+  public:
+    pg_pool(std::string url, int max) : url_(std::move(url)), max_(std::max(1, max)) {}
+    ~pg_pool() {
+        for (auto* c : idle_)
+            PQfinish(c);
+    }
+
+    // A connection for one caller; returned to the pool when the lease goes.
+    class lease {
+      public:
+        lease(pg_pool* pool, PGconn* c) : pool_(pool), conn_(c) {}
+        lease(lease&& o) noexcept : pool_(o.pool_), conn_(std::exchange(o.conn_, nullptr)) {}
+        lease& operator=(lease&&) = delete;
+        ~lease() {
+            if (conn_)
+                pool_->give_back(conn_);
+        }
+        PGconn* get() const { return conn_; }
+
+      private:
+        pg_pool* pool_;
+        PGconn* conn_;
+    };
+
+    blob_result<lease> acquire() {
+        {
+            std::unique_lock lock(mu_);
+            cv_.wait(lock, [&] { return !idle_.empty() || open_ < max_; });
+            if (!idle_.empty()) {
+                PGconn* c = idle_.back();
+                idle_.pop_back();
+                return lease(this, c);
+            }
+            ++open_;  // a slot, taken before the (slow) connect outside the lock
+        }
+        auto c = connect();
+        if (!c) {
+            std::lock_guard lock(mu_);
+            --open_;
+            cv_.notify_one();
+            return c.error();
+        }
+        return lease(this, *c);
+    }
+
+  private:
+    blob_result<PGconn*> connect() {
+        auto opened = connect_pg(url_);
+        if (!opened)
+            return opened.error();
+        PGconn* c = *opened;
+        for (const auto& s : statements) {
+            pg_result r(PQprepare(c, s.name, s.sql, s.params, nullptr), PQclear);
+            if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
+                auto e =
+                    make_error(blob_errc::backend, std::string("blob store: prepare ") + s.name +
+                                                       ": " + trimmed(PQerrorMessage(c)));
+                PQfinish(c);
+                return e;
+            }
+        }
+        return c;
+    }
+
+    // A broken connection (or one left inside a transaction) is closed, not reused.
+    void give_back(PGconn* c) {
+        const bool reusable =
+            PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) == PQTRANS_IDLE;
+        if (!reusable)
+            PQfinish(c);
+        std::lock_guard lock(mu_);
+        if (reusable)
+            idle_.push_back(c);
+        else
+            --open_;
+        cv_.notify_one();
+    }
+
+    std::string url_;
+    int max_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::vector<PGconn*> idle_;
+    int open_ = 0;  // connections idle or leased
+};
+
+// Parameters of one prepared statement: text unless given a length (binary).
+struct params {
+    std::vector<const char*> values;
+    std::vector<int> lengths;
+    std::vector<int> formats;
+    std::vector<std::string> keep;  // storage for numbers turned into text
+
+    params& text(std::string_view s) {
+        keep.emplace_back(s);
+        return raw(nullptr, 0, 0);
+    }
+    params& binary(const char* data, std::size_t size) {
+        return raw(data, static_cast<int>(size), 1);
+    }
+
+  private:
+    params& raw(const char* v, int len, int fmt) {
+        values.push_back(v);
+        lengths.push_back(len);
+        formats.push_back(fmt);
+        return *this;
+    }
+
+  public:
+    // Pointers into `keep` are taken last: the vector may have moved while it grew.
+    void fix() {
+        std::size_t k = 0;
+        for (std::size_t i = 0; i < values.size(); ++i)
+            if (formats[i] == 0)
+                values[i] = keep[k++].c_str();
+    }
+};
+
+// Runs a prepared statement; results in binary when `binary_result`.
+pg_result run(PGconn* c, const char* name, params& p, bool binary_result = false) {
+    p.fix();
+    return pg_result(PQexecPrepared(c, name, static_cast<int>(p.values.size()), p.values.data(),
+                                    p.lengths.data(), p.formats.data(), binary_result ? 1 : 0),
+                     PQclear);
+}
+
+bool ok(const pg_result& r) {
+    const auto s = PQresultStatus(r.get());
+    return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+}
+
+blob_error backend_error(std::string_view key, std::string_view step, PGconn* c) {
+    return make_error(blob_errc::backend, "blob " + std::string(key) + ": " + std::string(step) +
+                                              ": " + trimmed(PQerrorMessage(c)));
+}
+
+bool exec_simple(PGconn* c, const char* sql) {
+    pg_result r(PQexec(c, sql), PQclear);
+    return ok(r);
+}
+
+// What blob_stat found.
+struct blob_meta {
+    std::uint64_t size = 0;
+    std::string sha256;
+    int chunk_size = 0;
+};
+
+class pg_store;
+
+class pg_reader final : public blob_reader {
+  public:
+    pg_reader(std::shared_ptr<pg_pool> pool, std::string key, blob_meta meta)
+        : pool_(std::move(pool)), key_(std::move(key)), meta_(std::move(meta)) {}
+    std::uint64_t size() const override { return meta_.size; }
+    blob_result<std::size_t> read(std::span<char> into) override {
+        if (pos_ >= meta_.size || into.empty())
+            return std::size_t{0};
+        const auto chunk = static_cast<std::uint64_t>(meta_.chunk_size);
+        const auto n = static_cast<int>(pos_ / chunk);
+        if (n != current_n_) {
+            if (auto f = fetch(n); !f)
+                return f.error();
+        }
+        const auto offset = static_cast<std::size_t>(pos_ - static_cast<std::uint64_t>(n) * chunk);
+        const auto length = static_cast<std::size_t>(PQgetlength(current_.get(), 0, 0));
+        if (offset >= length)
+            return make_error(blob_errc::changed,
+                              "blob " + key_ + ": chunk " + std::to_string(n) + " is short");
+        const std::size_t take = std::min(into.size(), length - offset);
+        std::memcpy(into.data(), PQgetvalue(current_.get(), 0, 0) + offset, take);
+        pos_ += take;
+        return take;
+    }
+    blob_result<void> seek(std::uint64_t offset) override {
+        if (offset > meta_.size)
+            return make_error(blob_errc::io, "blob " + key_ + ": offset beyond the end");
+        pos_ = offset;
+        return {};
+    }
+
+  private:
+    blob_result<void> fetch(int n) {
+        current_.reset();
+        current_n_ = -1;
+        auto conn = pool_->acquire();
+        if (!conn)
+            return conn.error();
+        params p;
+        p.text(key_)
+            .text(std::to_string(n))
+            .text(meta_.sha256)
+            .text(std::to_string(meta_.chunk_size));
+        pg_result r = run(conn->get(), "blob_chunk_get", p, /*binary_result=*/true);
+        if (!ok(r))
+            return backend_error(key_, "read chunk " + std::to_string(n), conn->get());
+        if (PQntuples(r.get()) != 1)
+            return make_error(blob_errc::changed,
+                              "blob " + key_ + " was replaced or removed while being read");
+        current_ = std::move(r);
+        current_n_ = n;
+        return {};
+    }
+
+    std::shared_ptr<pg_pool> pool_;
+    std::string key_;
+    blob_meta meta_;
+    std::uint64_t pos_ = 0;
+    pg_result current_{nullptr, PQclear};  // the chunk being read (binary result)
+    int current_n_ = -1;
+};
+
+class pg_store final : public blob_store {
+  public:
+    explicit pg_store(const blob_options& o)
+        : pool_(std::make_shared<pg_pool>(o.pg_url, o.pg_max_connections)),
+          chunk_size_(o.chunk_size),
+          cache_(o.dir + "/cache", o.cache_ttl) {
+        if (chunk_size_ == 0 || chunk_size_ > (64u << 20))
+            throw std::runtime_error("blob store: chunk size must be 1 byte to 64 MiB");
+        // A connection of its own: the pool's prepare statements on tables made here.
+        auto conn = connect_pg(o.pg_url);
+        if (!conn)
+            throw std::runtime_error(conn.error().message);
+        std::unique_ptr<PGconn, decltype(&PQfinish)> c(*conn, PQfinish);
+        if (!exec_simple(c.get(), schema_sql))
+            throw std::runtime_error("blob store: cannot create the blob tables: " +
+                                     trimmed(PQerrorMessage(c.get())));
+    }
+
+    std::string_view backend() const override { return "postgres"; }
+
+    blob_result<std::uint64_t> put(std::string_view key, const std::string& local,
+                                   put_mode mode) override {
+        if (auto why = check_blob_key(key); !why.empty())
+            return make_error(blob_errc::invalid_key, why);
+        const std::string k(key);
+        const int fd = ::open(local.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return errno_error("blob " + k + ": open " + local, errno);
+        fd_closer close_fd{fd};
+        auto conn = pool_->acquire();
+        if (!conn)
+            return conn.error();
+        PGconn* c = conn->get();
+        auto size = write_chunks(c, k, fd, local);
+        if (!size) {
+            if (PQtransactionStatus(c) != PQTRANS_IDLE)
+                exec_simple(c, "ROLLBACK");
+            return size;
+        }
+        if (mode == put_mode::take)
+            ::unlink(local.c_str());
+        return size;
+    }
+
+    blob_result<std::unique_ptr<blob_reader>> open(std::string_view key) override {
+        auto meta = stat(key);
+        if (!meta)
+            return meta.error();
+        return std::unique_ptr<blob_reader>(new pg_reader(pool_, std::string(key), *meta));
+    }
+
+    blob_result<local_blob> materialize(std::string_view key) override {
+        auto meta = stat(key);
+        if (!meta)
+            return meta.error();
+        const std::string k(key);
+        // Named by content: the copy of a replaced blob is a different file.
+        return cache_.get(meta->sha256, meta->size,
+                          [&](const std::string& temp) { return copy_out(k, *meta, temp); });
+    }
+
+    blob_result<bool> remove(std::string_view key) override {
+        if (auto why = check_blob_key(key); !why.empty())
+            return make_error(blob_errc::invalid_key, why);
+        const std::string k(key);
+        auto conn = pool_->acquire();
+        if (!conn)
+            return conn.error();
+        PGconn* c = conn->get();
+        // The blobs row first: it locks the key against a put running at the same time.
+        if (!exec_simple(c, "BEGIN"))
+            return backend_error(k, "begin", c);
+        params p1;
+        p1.text(k);
+        pg_result r = run(c, "blob_delete", p1);
+        params p2;
+        p2.text(k);
+        if (!ok(r) || !ok(run(c, "blob_clear", p2)) || !exec_simple(c, "COMMIT")) {
+            auto e = backend_error(k, "remove", c);
+            exec_simple(c, "ROLLBACK");
+            return e;
+        }
+        return std::strtoll(PQcmdTuples(r.get()), nullptr, 10) > 0;
+    }
+
+  private:
+    // The chunks and the blobs row, in one transaction.
+    blob_result<std::uint64_t> write_chunks(PGconn* c, const std::string& key, int fd,
+                                            const std::string& local) {
+        if (!exec_simple(c, "BEGIN"))
+            return backend_error(key, "begin", c);
+        for (const char* step : {"blob_claim", "blob_clear"}) {
+            params p;
+            p.text(key);
+            if (!ok(run(c, step, p)))
+                return backend_error(key, step, c);
+        }
+        std::vector<char> buf(chunk_size_);
+        util::sha256_stream sha;
+        std::uint64_t total = 0;
+        for (int n = 0;; ++n) {
+            const long got = read_full(fd, buf.data(), buf.size());
+            if (got < 0)
+                return errno_error("blob " + key + ": read " + local, errno);
+            if (got == 0)
+                break;
+            sha.update(std::string_view(buf.data(), static_cast<std::size_t>(got)));
+            params p;
+            p.text(key).text(std::to_string(n)).binary(buf.data(), static_cast<std::size_t>(got));
+            if (!ok(run(c, "blob_chunk_put", p)))
+                return backend_error(key, "write chunk " + std::to_string(n), c);
+            total += static_cast<std::uint64_t>(got);
+            if (static_cast<std::size_t>(got) < buf.size())
+                break;
+        }
+        params p;
+        p.text(key)
+            .text(std::to_string(total))
+            .text(sha.hex_digest())
+            .text(std::to_string(chunk_size_))
+            .text(std::to_string(now_ms()));
+        if (!ok(run(c, "blob_done", p)))
+            return backend_error(key, "blob_done", c);
+        if (!exec_simple(c, "COMMIT"))
+            return backend_error(key, "commit", c);
+        return total;
+    }
+
+    // The blobs row; a broken pooled connection (a restarted server) is retried once on a
+    // fresh one.
+    blob_result<blob_meta> stat(std::string_view key) {
+        if (auto why = check_blob_key(key); !why.empty())
+            return make_error(blob_errc::invalid_key, why);
+        for (int attempt = 0;; ++attempt) {
+            auto conn = pool_->acquire();
+            if (!conn)
+                return conn.error();
+            params p;
+            p.text(key);
+            pg_result r = run(conn->get(), "blob_stat", p);
+            if (!ok(r)) {
+                if (attempt == 0 && PQstatus(conn->get()) == CONNECTION_BAD)
+                    continue;
+                return backend_error(key, "stat", conn->get());
+            }
+            if (PQntuples(r.get()) == 0)
+                return make_error(blob_errc::not_found, "blob " + std::string(key) + " not found");
+            blob_meta m;
+            m.size = std::strtoull(PQgetvalue(r.get(), 0, 0), nullptr, 10);
+            m.sha256 = PQgetvalue(r.get(), 0, 1);
+            m.chunk_size = std::atoi(PQgetvalue(r.get(), 0, 2));
+            if (m.chunk_size <= 0 || m.sha256.empty())
+                return make_error(blob_errc::backend,
+                                  "blob " + std::string(key) + " has a malformed blobs row");
+            return m;
+        }
+    }
+
+    // The blob, chunk by chunk, into a new local file.
+    blob_result<void> copy_out(const std::string& key, const blob_meta& meta,
+                               const std::string& path) {
+        const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+        if (fd < 0)
+            return errno_error("blob " + key + ": create " + path, errno);
+        fd_closer close_fd{fd};
+        pg_reader reader(pool_, key, meta);
+        std::vector<char> buf(chunk_size_);
+        for (;;) {
+            auto n = reader.read(buf);
+            if (!n)
+                return n.error();
+            if (*n == 0)
+                return {};
+            if (!write_all(fd, buf.data(), *n))
+                return errno_error("blob " + key + ": write " + path, errno);
+        }
+    }
+
+    std::shared_ptr<pg_pool> pool_;
+    std::size_t chunk_size_;
+    blob_cache cache_;
+};
+
+}  // namespace
+
+std::unique_ptr<blob_store> open_postgres(const blob_options& options) {
+    return std::make_unique<pg_store>(options);
+}
+
+}  // namespace segue::store::blob_detail
