@@ -181,14 +181,22 @@ object_schema<storage_settings> storage_schema() {
         .values({{"sqlite", storage_engine::sqlite}, {"postgres", storage_engine::postgres}})
         .def(storage_engine::sqlite);
     s.object("postgres", &storage_settings::postgres, postgres_schema(),
-             "The PostgreSQL database (storage.engine: postgres).");
+             "The PostgreSQL database (storage.engine: postgres, storage.blobs: postgres).");
     s.field("sqlite_path", &storage_settings::sqlite_path,
             "SQLite database file (created, with its directory, if missing).")
         .def("var/segue.db");
     s.field("blob_dir", &storage_settings::blob_dir,
-            "Directory for spooled uploads and generated audio (a shared volume when several "
-            "replicas run).")
+            "Directory for files: with `blobs: directory` the files themselves (a volume shared "
+            "by every replica when several run); with any backend, uploads being received, "
+            "providers' scratch files and local copies of stored files.")
         .def("var/blobs");
+    s.field("blobs", &storage_settings::blobs,
+            "Where files (uploads, generated audio) live: `directory` keeps them under blob_dir "
+            "(a volume shared by every replica when several run); `postgres` keeps them in "
+            "PostgreSQL in 1 MiB rows, so replicas share nothing but the database (blob_dir then "
+            "holds only the spool, scratch files and a cache of local copies).")
+        .values({{"directory", blob_backend::directory}, {"postgres", blob_backend::postgres}})
+        .def(blob_backend::directory);
     s.field("sync_full", &storage_settings::sync_full,
             "fsync every commit, so a task is on disk before its 202 leaves. Turning it off "
             "risks losing the last commits on power loss (not on a crash of the process).")
@@ -203,6 +211,8 @@ object_schema<storage_settings> storage_schema() {
     s.validate([](const storage_settings& st) -> std::optional<std::string> {
         if (st.engine == storage_engine::postgres && st.postgres.url.empty())
             return "engine postgres needs postgres.url (a libpq connection URL)";
+        if (st.blobs == blob_backend::postgres && st.postgres.url.empty())
+            return "blobs: postgres needs postgres.url (a libpq connection URL)";
         return std::nullopt;
     });
     return s;

@@ -16,6 +16,9 @@ using duration = std::chrono::milliseconds;
 
 enum class log_level { debug, info, warn, error };
 
+// Where file bytes live (gateway/store/blob_store.hpp).
+enum class blob_backend { directory, postgres };
+
 struct server_settings {
     std::string listen = "127.0.0.1:8080";  // host:port, [v6]:port; port 0 = pick one
     int io_threads = 0;                     // 0 = number of cores
@@ -63,7 +66,8 @@ struct storage_settings {
     storage_engine engine = storage_engine::sqlite;
     postgres_settings postgres;
     std::string sqlite_path = "var/segue.db";
-    std::string blob_dir = "var/blobs";              // uploads (spool) and generated audio
+    std::string blob_dir = "var/blobs";              // files (directory backend), spool, scratch
+    blob_backend blobs = blob_backend::directory;    // where files live (blob_dir: scratch, cache)
     bool sync_full = true;                           // fsync every commit
     std::uint64_t cache_size = 16ull * 1024 * 1024;  // SQLite page cache of the writer
 };
