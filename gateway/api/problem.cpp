@@ -12,7 +12,7 @@ namespace segue::api {
 namespace {
 
 // Indexed by error_kind; the static_assert below keeps it in step with the enum.
-constexpr std::array<error_info, 18> table{{
+constexpr std::array<error_info, 19> table{{
     {400, "bad_request", "Bad request"},
     {401, "unauthorized", "Missing or invalid API key"},
     {402, "insufficient_credits", "Insufficient credits"},
@@ -24,6 +24,7 @@ constexpr std::array<error_info, 18> table{{
     {410, "gone", "Gone"},
     {413, "payload_too_large", "Payload too large"},
     {415, "unsupported_media_type", "Unsupported media type"},
+    {416, "range_not_satisfiable", "Range not satisfiable"},
     {422, "validation_failed", "Validation failed"},
     {422, "unprocessable_audio", "Audio cannot be processed"},
     {429, "too_many_requests", "Too many requests"},

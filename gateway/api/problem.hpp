@@ -22,6 +22,7 @@ enum class error_kind {
     gone,                    // 410
     payload_too_large,       // 413
     unsupported_media_type,  // 415
+    range_not_satisfiable,   // 416 a Range past the end of a file
     validation_failed,       // 422 fields invalid
     unprocessable_audio,     // 422 audio not decodable / too short
     too_many_requests,       // 429
