@@ -31,6 +31,7 @@
 #include "gateway/net/url_guard.hpp"
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/runtime/io_pool.hpp"
+#include "gateway/store/blob_store.hpp"
 #include "gateway/store/db.hpp"
 #include "gateway/store/open_store.hpp"
 #include "gateway/util/crypto.hpp"
@@ -98,6 +99,7 @@ struct app::impl {
     std::unique_ptr<store::store> store;
     std::unique_ptr<store::db> db;       // the API's (write_lane::requests)
     std::unique_ptr<store::db> work_db;  // the engine's and the dispatcher's (write_lane::work)
+    std::unique_ptr<store::blob_store> blobs;
     std::unique_ptr<net::http_client> http;
     std::unique_ptr<net::http_client> fetch;
     std::shared_ptr<const net::url_policy> url_policy;
@@ -139,6 +141,13 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
     d.store = store::open_store(d.settings.storage);
     d.db = std::make_unique<store::db>(*d.store, d.metrics);
     d.work_db = std::make_unique<store::db>(*d.store, d.metrics, store::write_lane::work);
+    store::blob_options bo;
+    bo.backend = d.settings.storage.blobs == config::blob_backend::postgres
+                     ? store::blob_backend::postgres
+                     : store::blob_backend::directory;
+    bo.dir = d.settings.storage.blob_dir;
+    bo.pg_url = d.settings.storage.postgres.url;
+    d.blobs = store::open_blob_store(bo);
     d.providers = providers::make_registry(provider_kinds, d.settings);
     // Routes may only name providers that are enabled here.
     if (!d.providers->find(d.settings.api.default_provider))
@@ -173,9 +182,9 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
     fo.request_timeout = d.settings.fetch.timeout;
     fo.check_endpoints = net::make_endpoint_check(d.url_policy);
     d.fetch = std::make_unique<net::http_client>(d.pool.main(), fo, d.metrics);
-    d.engine = std::make_unique<core::engine>(d.pool.main(), *d.work_db, *d.providers, d.blocking,
-                                              d.settings, d.metrics, d.http.get(), d.fetch.get(),
-                                              d.url_policy);
+    d.engine = std::make_unique<core::engine>(d.pool.main(), *d.work_db, *d.blobs, *d.providers,
+                                              d.blocking, d.settings, d.metrics, d.http.get(),
+                                              d.fetch.get(), d.url_policy);
     // Webhook deliveries: the same guard as fetches; one attempt per send, never a redirect.
     net::client_options wo = fo;
     wo.request_timeout = d.settings.webhooks.timeout;
@@ -197,8 +206,8 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
         else if (!n.event_tasks.empty())
             hub->publish(n.event_tasks);
     });
-    api::add_extension_routes(d.routes, {d.settings, *d.db, *d.engine, *d.providers, d.blocking,
-                                         d.auth, d.metrics, d.url_policy, d.hub});
+    api::add_extension_routes(d.routes, {d.settings, *d.db, *d.blobs, *d.engine, *d.providers,
+                                         d.blocking, d.auth, d.metrics, d.url_policy, d.hub});
     api::add_delivery_routes(d.routes, {*d.db, d.auth});
     api::add_credit_routes(d.routes,
                            {*d.db, d.auth, d.settings.credits.admin_key,

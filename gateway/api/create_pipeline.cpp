@@ -20,9 +20,11 @@
 #include "gateway/core/ledger.hpp"
 #include "gateway/http/message.hpp"
 #include "gateway/http/multipart.hpp"
+#include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
 #include "gateway/net/url_guard.hpp"
 #include "gateway/runtime/blocking_pool.hpp"
+#include "gateway/store/blob_store.hpp"
 #include "gateway/util/crypto.hpp"
 #include "gateway/util/json_text.hpp"
 #include "gateway/util/utf8.hpp"
@@ -109,10 +111,7 @@ awaitable<bool> spool_file::flush(std::string& pending) {
 awaitable<bool> spool_file::close() {
     bool ok = true;
     co_await blocking_.run([&] {
-        if (::fsync(fd_) != 0)
-            ok = false;
-        if (::close(fd_) != 0)
-            ok = false;
+        ok = ::close(fd_) == 0;
         fd_ = -1;
     });
     co_return ok;
@@ -214,8 +213,8 @@ awaitable<bool> ensure_spool(upload& up, const read_env& env) {
     if (up.spool)
         co_return true;
     up.file_id = util::sortable_id("file_");
-    up.spool = std::make_unique<spool_file>(env.blocking,
-                                            (fs::path(env.upload_dir) / up.file_id).string());
+    up.spool =
+        std::make_unique<spool_file>(env.blocking, (fs::path(env.spool_dir) / up.file_id).string());
     co_return co_await up.spool->open();
 }
 
@@ -482,6 +481,27 @@ std::optional<refusal> accept_probe(const audio::probe_result& probe, upload& up
     return std::nullopt;
 }
 
+awaitable<std::optional<refusal>> store_upload(upload& up, store::blob_store& blobs,
+                                               runtime::blocking_pool& blocking) {
+    std::optional<store::blob_result<std::uint64_t>> put;
+    const std::string key = upload_key(up.file_id);
+    const std::string path = up.spool->path();
+    co_await blocking.run([&] { put = blobs.put(key, path, store::put_mode::take); });
+    if (!*put) {
+        log::error("upload not stored", {{"file_id", up.file_id},
+                                         {"backend", std::string(blobs.backend())},
+                                         {"error", put->error().message}});
+        co_return refuse(error_kind::internal, "blob_error", "cannot store the upload");
+    }
+    up.spool->keep();  // the store has it now
+    up.stored = true;
+    co_return std::nullopt;
+}
+
+std::string upload_key(std::string_view file_id) {
+    return "uploads/" + std::string(file_id);
+}
+
 // ---------------------------------------------------------------------------------------------
 // admit
 
@@ -520,7 +540,7 @@ store::file_row upload_entry(const admission& a, const upload& up, store::millis
     f.task_id = a.task.id;
     f.kind = "upload";
     f.content_type = up.content_type;
-    f.path = (fs::path("uploads") / up.file_id).string();
+    f.path = upload_key(up.file_id);
     f.size = static_cast<std::int64_t>(up.spool ? up.spool->size() : 0);
     f.sha256 = up.sha256;
     f.created_at = now;
@@ -634,6 +654,18 @@ std::optional<refusal> refused_admission(const admitted& result, const admission
             return std::nullopt;
     }
     return std::nullopt;
+}
+
+awaitable<void> discard_upload(const upload& up, store::blob_store& blobs,
+                               runtime::blocking_pool& blocking) {
+    if (!up.stored)
+        co_return;
+    std::optional<store::blob_result<bool>> removed;
+    const std::string key = upload_key(up.file_id);
+    co_await blocking.run([&] { removed = blobs.remove(key); });
+    if (!*removed)
+        log::warn("an unused upload was not removed",
+                  {{"file_id", up.file_id}, {"error", removed->error().message}});
 }
 
 }  // namespace segue::api::create

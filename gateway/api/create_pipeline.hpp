@@ -10,10 +10,13 @@
 //             invalid_fields         the 422 naming every invalid field (pure)
 //   prepare   probe_upload           decode the spooled upload's header (blocking pool)
 //             accept_probe           the probe into the request: decodable, extend_after within
+//             store_upload           the spool into the blob store (blocking pool), before the
+//                                    task that points at it exists
 //   admit     plan_admission         the task row, outputs, 202 body, request hash, hold (pure)
 //             judge_idempotency      a prior key: replay, conflict or expired (pure)
 //             admit                  idempotency, balance, hold, task, file: one transaction
 //             refused_admission      the 402 / 409 an admission can end in (pure)
+//             discard_upload         a stored upload no task points at (a refusal, a replay)
 //
 // Beast stays out of here (http::context is the handlers' interface); only Asio's awaitable.
 
@@ -52,6 +55,9 @@ struct url_policy;
 namespace segue::runtime {
 class blocking_pool;
 }
+namespace segue::store {
+class blob_store;
+}
 
 namespace segue::api::create {
 
@@ -83,7 +89,7 @@ class spool_file {
     boost::asio::awaitable<bool> open();
     // Writes what is pending off the IO thread, and clears it.
     boost::asio::awaitable<bool> flush(std::string& pending);
-    // fsync and close: durable before the task that points at it is.
+    // Closes the file (durability is the blob store's, which takes it: store_upload).
     boost::asio::awaitable<bool> close();
     void keep() { keep_ = true; }
     const std::string& path() const { return path_; }
@@ -98,14 +104,19 @@ class spool_file {
     std::uint64_t size_ = 0;
 };
 
-// The audio_file part of a form, spooled to <blob_dir>/uploads/<file_id>.
+// The audio_file part of a form, spooled to <blob_dir>/spool/<file_id>, then stored in the
+// blob store under upload_key(file_id).
 struct upload {
     std::unique_ptr<spool_file> spool;
     std::string file_id;
     std::string name;    // the client's filename as valid UTF-8 (informational only)
     std::string sha256;  // hex, of the bytes as received
     std::string content_type = "application/octet-stream";  // as probed (accept_probe)
+    bool stored = false;                                    // in the blob store (store_upload)
 };
+
+// The blob store key of an upload: "uploads/<file id>" (the file row's path).
+std::string upload_key(std::string_view file_id);
 
 // What the client sent: the fields as JSON (from a form every value is a string) and the file.
 struct submission {
@@ -117,7 +128,7 @@ struct submission {
 struct read_env {
     std::uint64_t max_upload_bytes = 0;
     std::uint64_t max_json_bytes = 0;
-    std::string upload_dir;  // where uploads are spooled
+    std::string spool_dir;  // where uploads are spooled (local, on blob_dir's file system)
     runtime::blocking_pool& blocking;
     metrics::counter& upload_bytes;  // bytes of uploads received
     metrics::gauge& spool_bytes;     // bytes being written to the spool right now
@@ -172,6 +183,11 @@ boost::asio::awaitable<audio::probe_result> probe_upload(const upload& up,
 std::optional<refusal> accept_probe(const audio::probe_result& probe, upload& up,
                                     core::extend_request& req);
 
+// The spool into the blob store under upload_key (it takes the spool file: renamed into place
+// by the directory backend, streamed and removed by the others); the 500 if it cannot be.
+boost::asio::awaitable<std::optional<refusal>> store_upload(upload& up, store::blob_store& blobs,
+                                                            runtime::blocking_pool& blocking);
+
 // ---------------------------------------------------------------------------------------------
 // admit
 
@@ -220,5 +236,9 @@ admitted admit(store::transaction& tx, const admission& a, store::millis now,
 
 // The 402 (insufficient credits) or 409 (key reused) an admission ended in; nullopt otherwise.
 std::optional<refusal> refused_admission(const admitted& result, const admission& a);
+
+// Removes a stored upload that no task points at (its request was refused or replayed).
+boost::asio::awaitable<void> discard_upload(const upload& up, store::blob_store& blobs,
+                                            runtime::blocking_pool& blocking);
 
 }  // namespace segue::api::create

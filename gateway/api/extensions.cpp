@@ -1,8 +1,5 @@
 #include "gateway/api/extensions.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -28,10 +25,12 @@
 #include "gateway/core/signed_url.hpp"
 #include "gateway/events/event_hub.hpp"
 #include "gateway/http/message.hpp"
+#include "gateway/http/range.hpp"
 #include "gateway/http/router.hpp"
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
 #include "gateway/runtime/blocking_pool.hpp"
+#include "gateway/store/blob_store.hpp"
 #include "gateway/store/db.hpp"
 #include "gateway/util/json_text.hpp"
 #include "providers/provider.hpp"
@@ -90,7 +89,7 @@ struct handlers : std::enable_shared_from_this<handlers> {
         const auto& s = deps.settings;
         return {s.api.max_upload_bytes,
                 s.api.max_json_bytes,
-                (fs::path(s.storage.blob_dir) / "uploads").string(),
+                (fs::path(s.storage.blob_dir) / "spool").string(),
                 deps.blocking,
                 upload_bytes,
                 spool_bytes};
@@ -159,6 +158,8 @@ awaitable<void> handlers::create(http::context& ctx) {
         auto probe = co_await create::probe_upload(*file, deps.blocking);
         if (auto r = create::accept_probe(probe, *file, req))
             co_return refuse(ctx, *r);
+        if (auto r = co_await create::store_upload(*file, deps.blobs, deps.blocking))
+            co_return refuse(ctx, *r);
     }
 
     const auto now = core::now_ms();
@@ -167,14 +168,22 @@ awaitable<void> handlers::create(http::context& ctx) {
     const auto retention =
         static_cast<store::millis>(deps.settings.api.idempotency_retention.count());
     create::admitted result;
-    co_await deps.db.write(
-        [&](store::transaction& tx) { result = create::admit(tx, a, now, retention); });
+    std::exception_ptr failed;
+    try {
+        co_await deps.db.write(
+            [&](store::transaction& tx) { result = create::admit(tx, a, now, retention); });
+    } catch (...) {
+        failed = std::current_exception();
+    }
+    // No task points at the stored upload unless one was created.
+    if (file && (failed || result.what != create::admitted::kind::created))
+        co_await create::discard_upload(*file, deps.blobs, deps.blocking);
+    if (failed)
+        std::rethrow_exception(failed);
     if (auto r = create::refused_admission(result, a))
         co_return refuse(ctx, *r);
     if (result.what == create::admitted::kind::replay)
         co_return answer_replay(ctx, result.prior);
-    if (file)
-        file->spool->keep();
     answer_created(ctx, a);
 }
 
@@ -441,44 +450,77 @@ awaitable<void> handlers::file(http::context& ctx) {
         set_problem(ctx.res(), error_kind::not_found, "no such file", ctx.path());
         co_return;
     }
-    const std::string path = (fs::path(deps.settings.storage.blob_dir) / f->path).string();
-    int fd = -1;
-    std::uint64_t size = 0;
-    co_await deps.blocking.run([&] {
-        fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            std::error_code ec;
-            size = fs::file_size(path, ec);
-        }
-    });
-    if (fd < 0) {
-        log::error("file missing from blob store", {{"file_id", id}, {"path", path}});
+    // The blob, streamed a piece at a time off the IO thread: constant memory at any size.
+    std::optional<store::blob_result<std::unique_ptr<store::blob_reader>>> opened;
+    co_await deps.blocking.run([&] { opened = deps.blobs.open(f->path); });
+    if (!*opened) {
+        log::error("file unreadable in the blob store",
+                   {{"file_id", id},
+                    {"key", f->path},
+                    {"backend", std::string(deps.blobs.backend())},
+                    {"error", opened->error().message}});
         set_problem(ctx.res(), error_kind::internal, "the file cannot be read", ctx.path());
         co_return;
     }
-    struct fd_guard {
-        int fd;
-        ~fd_guard() { ::close(fd); }
-    } guard{fd};
+    std::unique_ptr<store::blob_reader> reader = std::move(**opened);
+    const std::uint64_t size = reader->size();
+    // One byte range (Range: bytes=...), unless If-Range asks for a validator this endpoint
+    // does not give: then the whole file, as RFC 9110 says.
+    const auto range =
+        http::parse_range(ctx.header("If-Range") ? std::nullopt : ctx.header("Range"), size);
+    ctx.res().set_header("Accept-Ranges", "bytes");
+    if (range.what == http::range_request::kind::unsatisfiable) {
+        ctx.res().set_header("Content-Range", "bytes */" + std::to_string(size));
+        set_problem(ctx.res(), error_kind::range_not_satisfiable,
+                    "the file has " + std::to_string(size) + " bytes", ctx.path());
+        co_return;
+    }
+    const bool partial = range.what == http::range_request::kind::partial;
+    const std::uint64_t first = partial ? range.first : 0;
+    const std::uint64_t length = partial ? range.last - range.first + 1 : size;
+    if (partial)
+        ctx.res().set_header("Content-Range", "bytes " + std::to_string(range.first) + "-" +
+                                                  std::to_string(range.last) + "/" +
+                                                  std::to_string(size));
     ctx.res().set_header("Cache-Control", "private, max-age=3600");
-    if (!co_await ctx.begin_stream(200, f->content_type, size))
+    if (!co_await ctx.begin_stream(partial ? 206 : 200, f->content_type, length))
         co_return;
     if (ctx.method() == "HEAD")
         co_return;
-    std::string buf;
+    std::vector<char> buf(read_chunk);
     std::uint64_t sent = 0;
-    while (sent < size) {
-        ssize_t n = 0;
+    std::optional<store::blob_error> failure;
+    if (first > 0) {
         co_await deps.blocking.run([&] {
-            buf.resize(read_chunk);
-            n = ::read(fd, buf.data(), buf.size());
+            if (auto r = reader->seek(first); !r)
+                failure = r.error();
         });
-        if (n <= 0)
-            break;
-        if (!co_await ctx.write_stream(std::string_view(buf.data(), static_cast<std::size_t>(n))))
-            break;
-        sent += static_cast<std::uint64_t>(n);
     }
+    while (!failure && sent < length) {
+        std::size_t n = 0;
+        const auto want =
+            static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), length - sent));
+        co_await deps.blocking.run([&] {
+            auto r = reader->read(std::span<char>(buf.data(), want));
+            if (r)
+                n = *r;
+            else
+                failure = r.error();
+        });
+        if (failure || n == 0)
+            break;
+        if (!co_await ctx.write_stream(std::string_view(buf.data(), n)))
+            co_return;
+        sent += n;
+    }
+    // The headers are gone: a short body is all that can tell the client (the connection is
+    // closed by the server when a body falls short of its Content-Length).
+    if (sent < length)
+        log::error("file download cut short",
+                   {{"file_id", id},
+                    {"sent", static_cast<std::int64_t>(sent)},
+                    {"length", static_cast<std::int64_t>(length)},
+                    {"error", failure ? failure->message : "end of blob"}});
 }
 
 awaitable<void> handlers::provider_webhook(http::context& ctx) {

@@ -10,7 +10,8 @@ class router;
 }
 namespace segue::store {
 class db;
-}
+class blob_store;
+}  // namespace segue::store
 namespace segue::core {
 class engine;
 }
@@ -37,6 +38,7 @@ class authenticator;
 struct api_deps {
     const config::settings& settings;
     store::db& db;
+    store::blob_store& blobs;  // uploads are stored and files served from here
     core::engine& engine;
     providers::registry& providers;
     runtime::blocking_pool& blocking;

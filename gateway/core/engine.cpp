@@ -28,6 +28,7 @@
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
 #include "gateway/runtime/blocking_pool.hpp"
+#include "gateway/store/blob_store.hpp"
 #include "gateway/store/db.hpp"
 #include "gateway/util/crypto.hpp"
 #include "gateway/util/json_text.hpp"
@@ -100,14 +101,16 @@ double unit_random() {
 }  // namespace
 
 struct engine::impl : std::enable_shared_from_this<engine::impl> {
-    impl(net::io_context& io, store::db& d, providers::registry& p, runtime::blocking_pool& b,
-         const config::settings& s, metrics::registry& m, segue::net::http_client* h,
-         segue::net::http_client* f, std::shared_ptr<const segue::net::url_policy> up)
+    impl(net::io_context& io, store::db& d, store::blob_store& bl, providers::registry& p,
+         runtime::blocking_pool& b, const config::settings& s, metrics::registry& m,
+         segue::net::http_client* h, segue::net::http_client* f,
+         std::shared_ptr<const segue::net::url_policy> up)
         : http(h),
           fetch(f),
           url_policy(std::move(up)),
           ioc(io),
           db(d),
+          blobs(bl),
           registry(p),
           blocking(b),
           settings(s),
@@ -193,6 +196,29 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     net::awaitable<void> apply(const std::string& task_id, const store::job_row* job,
                                const std::string& provider_name, int attempt_number,
                                providers::update u);
+    // Where a provider writes a task's files (scratch, on blob_dir's file system) before the
+    // engine puts them in the blob store; removed when the task is final.
+    std::string work_dir_of(const std::string& task_id) const {
+        return (fs::path(settings.storage.blob_dir) / "work" / task_id).string();
+    }
+    net::awaitable<void> remove_work_dir(const std::string& task_id) {
+        co_await blocking.run([dir = work_dir_of(task_id)] {
+            std::error_code ec;
+            fs::remove_all(dir, ec);
+        });
+    }
+    // A task's upload as a local file for its provider, held while the provider runs. A blob
+    // that cannot be read throws: the job runs again later (a database hiccup passes), up to
+    // max_job_failures times.
+    net::awaitable<store::local_blob> local_input(const store::file_row& f) {
+        std::optional<store::blob_result<store::local_blob>> got;
+        co_await blocking.run([&] { got = blobs.materialize(f.path); });
+        if (!*got)
+            throw std::runtime_error("the upload " + f.id +
+                                     " cannot be read from the blob store (" +
+                                     std::string(blobs.backend()) + "): " + got->error().message);
+        co_return std::move(**got);
+    }
     // Metric changes a transition decided, once its transaction committed.
     void count(const std::vector<metric_effect>& effects) {
         for (const auto& m : effects) {
@@ -208,6 +234,7 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     std::shared_ptr<const segue::net::url_policy> url_policy;
     net::io_context& ioc;
     store::db& db;
+    store::blob_store& blobs;
     providers::registry& registry;
     runtime::blocking_pool& blocking;
     const config::settings& settings;
@@ -230,13 +257,13 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     transition trans;
 };
 
-engine::engine(net::io_context& ioc, store::db& db, providers::registry& providers,
-               runtime::blocking_pool& blocking, const config::settings& settings,
-               metrics::registry& metrics, segue::net::http_client* http,
-               segue::net::http_client* fetch,
+engine::engine(net::io_context& ioc, store::db& db, store::blob_store& blobs,
+               providers::registry& providers, runtime::blocking_pool& blocking,
+               const config::settings& settings, metrics::registry& metrics,
+               segue::net::http_client* http, segue::net::http_client* fetch,
                std::shared_ptr<const segue::net::url_policy> url_policy)
-    : impl_(std::make_shared<impl>(ioc, db, providers, blocking, settings, metrics, http, fetch,
-                                   std::move(url_policy))) {
+    : impl_(std::make_shared<impl>(ioc, db, blobs, providers, blocking, settings, metrics, http,
+                                   fetch, std::move(url_policy))) {
     impl_->make_worker();
 }
 
@@ -389,6 +416,7 @@ net::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state
     });
     if (!task || is_terminal(parse_task_status(task->status).value_or(task_status::failed))) {
         co_await db.write([&](store::transaction& tx) { tx.complete_job(lease_of(job)); });
+        co_await remove_work_dir(job.task_id);  // e.g. canceled while a poll was due
         jobs.with({job.kind, "obsolete"}).inc();
         co_return;
     }
@@ -402,15 +430,19 @@ net::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state
     view.task_id = task->id;
     view.tenant = task->tenant;
     view.request = req;
-    if (req.source == source_kind::file && !req.audio_file_id.empty()) {
+    store::local_blob input;  // the upload's local copy, held until the provider is done
+    if (req.source == source_kind::file && !req.audio_file_id.empty() &&
+        (job.kind == "submit" || job.kind == "poll")) {
         std::optional<store::file_row> f;
         co_await db.read([&](store::transaction& tx) { f = tx.get_file(req.audio_file_id); });
-        if (f)
-            view.input_path = (fs::path(settings.storage.blob_dir) / f->path).string();
+        if (f) {
+            input = co_await local_input(*f);
+            view.input_path = input.path;
+        }
     }
     const store::attempt_row* latest = attempts.empty() ? nullptr : &attempts.back();
     int attempt_number = latest ? latest->number : 0;
-    const fs::path work = fs::path(settings.storage.blob_dir) / "outputs" / task->id;
+    const fs::path work = work_dir_of(task->id);
     providers::services svc{
         blocking, work.string(), http, fetch, settings.api.max_upload_bytes, url_policy, {}};
     if (!settings.api.public_base_url.empty())
@@ -618,9 +650,9 @@ net::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state
 net::awaitable<void> engine::impl::apply(const std::string& task_id, const store::job_row* job,
                                          const std::string& provider_name, int attempt_number,
                                          providers::update u) {
-    // Locally produced files: measure them off the IO thread, then register them in the
-    // same transaction as the outputs that point at them.
-    std::map<std::string, store::file_row> files;  // by absolute path
+    // Locally produced files go into the blob store (off the IO thread), each under a key of
+    // its own, then are registered in the same transaction as the outputs that point at them.
+    std::map<std::string, store::file_row> files;  // by local path
     auto stage = [&](const providers::local_file& lf) {
         if (files.count(lf.path))
             return;
@@ -628,9 +660,7 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
         f.id = util::sortable_id("file_");
         f.kind = "output";
         f.content_type = lf.content_type;
-        std::error_code ec;
-        auto rel = fs::relative(lf.path, settings.storage.blob_dir, ec);
-        f.path = ec ? lf.path : rel.string();
+        f.path = "outputs/" + task_id + "/" + f.id + "-" + fs::path(lf.path).filename().string();
         files[lf.path] = f;
     };
     for (const auto& o : u.outputs) {
@@ -641,24 +671,53 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
     }
     if (u.cover_file)
         stage(*u.cover_file);
+    // Removes what was stored of `files` when nothing will point at it.
+    auto unstore = [this, &files] {
+        for (const auto& [path, f] : files)
+            if (f.size >= 0)
+                (void)blobs.remove(f.path);
+    };
     if (!files.empty()) {
-        co_await blocking.run([&files] {
-            for (auto& [path, f] : files) {
-                std::error_code ec;
-                f.size = static_cast<std::int64_t>(fs::file_size(path, ec));
+        // A file that cannot be stored throws: the job runs again later and the provider makes
+        // it again (the files it made are taken by the store, or left where they were).
+        co_await blocking.run([&] {
+            for (auto& [path, f] : files)
+                f.size = -1;
+            try {
+                for (auto& [path, f] : files)
+                    f.size = static_cast<std::int64_t>(
+                        blobs.put(f.path, path, store::put_mode::take).value());
+            } catch (...) {
+                unstore();
+                throw;
             }
         });
     }
 
     // Load, apply (no I/O: core/transition), save.
     transition::result res;
-    co_await db.write([&](store::transaction& tx) {
-        task_work work(task_work::load(tx, task_id, attempt_number));
-        res = trans.apply(work, task_id, job, provider_name, attempt_number, u, files, now_ms());
-        if (!task_work::save(tx, work.effects(),
-                             job ? std::optional<store::lease_ref>(lease_of(*job)) : std::nullopt))
-            throw lease_lost();
-    });
+    std::exception_ptr failed;
+    try {
+        co_await db.write([&](store::transaction& tx) {
+            task_work work(task_work::load(tx, task_id, attempt_number));
+            res =
+                trans.apply(work, task_id, job, provider_name, attempt_number, u, files, now_ms());
+            if (!task_work::save(
+                    tx, work.effects(),
+                    job ? std::optional<store::lease_ref>(lease_of(*job)) : std::nullopt))
+                throw lease_lost();
+        });
+    } catch (...) {
+        failed = std::current_exception();
+    }
+    if (failed) {
+        // Nothing points at the files just stored (a new run stores its own).
+        if (!files.empty())
+            co_await blocking.run(unstore);
+        std::rethrow_exception(failed);
+    }
+    if (!res.final_status.empty())
+        co_await remove_work_dir(task_id);
     count(res.metrics);
     if (res.superseded)
         webhooks

@@ -27,7 +27,8 @@ class blocking_pool;
 }
 namespace segue::store {
 class db;
-}
+class blob_store;
+}  // namespace segue::store
 namespace segue::net {
 class http_client;
 struct url_policy;
@@ -43,10 +44,12 @@ struct extend_request;
 
 class engine {
   public:
-    engine(boost::asio::io_context& ioc, store::db& db, providers::registry& providers,
-           runtime::blocking_pool& blocking, const config::settings& settings,
-           metrics::registry& metrics, net::http_client* http = nullptr,
-           net::http_client* fetch = nullptr,
+    // Uploads are read from `blobs` (a local copy for the provider), and files providers
+    // produce are put there.
+    engine(boost::asio::io_context& ioc, store::db& db, store::blob_store& blobs,
+           providers::registry& providers, runtime::blocking_pool& blocking,
+           const config::settings& settings, metrics::registry& metrics,
+           net::http_client* http = nullptr, net::http_client* fetch = nullptr,
            std::shared_ptr<const net::url_policy> url_policy = {});
     ~engine();
     engine(const engine&) = delete;

@@ -19,6 +19,7 @@
 #include "gateway/metrics/registry.hpp"
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/runtime/io_pool.hpp"
+#include "gateway/store/blob_store.hpp"
 #include "gateway/store/db.hpp"
 #include "providers/registry.hpp"
 #include "tests/support/process.hpp"
@@ -86,8 +87,9 @@ class Engine : public ::testing::Test {
         provider_ = p.get();
         registry_.add(std::move(p));
         pool_ = std::make_unique<segue::runtime::io_pool>(1);
-        engine_ = std::make_unique<segue::core::engine>(pool_->main(), *db_, registry_, blocking_,
-                                                        settings_, metrics_);
+        blobs_ = segue::store::open_blob_store({.dir = settings_.storage.blob_dir});
+        engine_ = std::make_unique<segue::core::engine>(pool_->main(), *db_, *blobs_, registry_,
+                                                        blocking_, settings_, metrics_);
     }
     void TearDown() override {
         pool_->stop();
@@ -159,6 +161,7 @@ class Engine : public ::testing::Test {
     segue::metrics::registry metrics_;
     std::unique_ptr<segue::store::store> store_;
     std::unique_ptr<segue::store::db> db_;
+    std::unique_ptr<segue::store::blob_store> blobs_;
     segue::providers::registry registry_;
     scripted_provider* provider_ = nullptr;
     segue::runtime::blocking_pool blocking_{1};

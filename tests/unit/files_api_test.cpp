@@ -1,0 +1,288 @@
+// Files through the API, in-process, on each blob backend: an upload is stored in the blob
+// store before its task exists (and removed when no task is made), the provider reads it as a
+// local file, what the provider makes is stored, and GET /v1/files/{id} streams either back,
+// whole or by byte range.
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "gateway/api/auth.hpp"
+#include "gateway/api/extensions.hpp"
+#include "gateway/audio/audio.hpp"
+#include "gateway/core/engine.hpp"
+#include "gateway/events/event_hub.hpp"
+#include "gateway/http/router.hpp"
+#include "gateway/http/server.hpp"
+#include "gateway/metrics/registry.hpp"
+#include "gateway/runtime/blocking_pool.hpp"
+#include "gateway/runtime/io_pool.hpp"
+#include "gateway/store/blob_store.hpp"
+#include "gateway/store/db.hpp"
+#include "providers/registry.hpp"
+#include "tests/support/pg.hpp"
+#include "tests/support/process.hpp"
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+namespace json = boost::json;
+using segue::store::blob_backend;
+
+namespace {
+
+// Settles in submit: its one output is a copy of the input file it was given.
+class copier final : public segue::providers::provider {
+  public:
+    copier() {
+        caps_.source_file = true;
+        caps_.max_outputs = 1;
+    }
+    std::string_view name() const override { return "copier"; }
+    const segue::providers::capabilities& caps() const override { return caps_; }
+    boost::asio::awaitable<segue::providers::update> submit(
+        const segue::providers::task_view& task, segue::providers::services& svc) override {
+        {
+            std::lock_guard lock(mu);
+            inputs.push_back(task.input_path);
+        }
+        segue::providers::update u;
+        u.what = segue::providers::update::kind::done;
+        u.provider_task_id = "copy-" + task.task_id;
+        const auto out = (fs::path(svc.work_dir) / "copy.wav").string();
+        std::error_code ec;
+        fs::create_directories(svc.work_dir, ec);
+        fs::copy_file(task.input_path, out, ec);
+        segue::providers::output_update o;
+        o.index = 1;
+        o.status = ec ? segue::core::output_status::failed : segue::core::output_status::ready;
+        o.error = ec.message();
+        o.wav = segue::providers::local_file{out, "audio/wav"};
+        u.outputs.push_back(std::move(o));
+        co_return u;
+    }
+    boost::asio::awaitable<segue::providers::update> poll(const segue::providers::task_view&,
+                                                          segue::providers::services&) override {
+        segue::providers::update u;
+        u.what = segue::providers::update::kind::failed;
+        u.error_code = "not_polled";
+        co_return u;
+    }
+    std::mutex mu;
+    std::vector<std::string> inputs;  // the input paths it was given
+
+  private:
+    segue::providers::capabilities caps_;
+};
+
+const std::string key_header = "Authorization: Bearer sk-files";
+const std::string boundary = "files-test-boundary";
+
+class FilesApi : public ::testing::TestWithParam<blob_backend> {
+  protected:
+    void SetUp() override {
+        auto& s = settings_;
+        s.server.listen = "127.0.0.1:0";
+        s.log.access = false;
+        s.storage.sqlite_path = dir_.file("segue.db");
+        s.storage.blob_dir = dir_.file("blobs");
+        s.api.default_provider = "copier";
+        s.engine.poll_interval = 20ms;
+        s.tenants.push_back({"acme", {"sk-files"}, {}, 100});
+        segue::store::blob_options o;
+        o.backend = GetParam();
+        o.dir = s.storage.blob_dir;
+        if (postgres()) {
+            schema_ = std::make_unique<segue::test::pg_schema>();
+            o.pg_url = schema_->url();
+        }
+        blobs_ = segue::store::open_blob_store(o);
+        store_ = segue::store::open_sqlite({.path = s.storage.sqlite_path});
+        db_ = std::make_unique<segue::store::db>(*store_, metrics_);
+        auto p = std::make_unique<copier>();
+        copier_ = p.get();
+        registry_.add(std::move(p));
+        auth_ = std::make_unique<segue::api::authenticator>(s.tenants);
+        pool_ = std::make_unique<segue::runtime::io_pool>(2);
+        engine_ = std::make_unique<segue::core::engine>(pool_->main(), *db_, *blobs_, registry_,
+                                                        blocking_, settings_, metrics_);
+        segue::api::add_extension_routes(routes_, {settings_, *db_, *blobs_, *engine_, registry_,
+                                                   blocking_, *auth_, metrics_, nullptr, hub_});
+        server_ = std::make_unique<segue::http::server>(*pool_, settings_, routes_, metrics_);
+        server_->start();
+        engine_->start();
+        thread_ = std::thread([this] { pool_->run(); });
+    }
+    void TearDown() override {
+        pool_->stop();
+        thread_.join();
+        store_->close();
+    }
+    bool postgres() const { return GetParam() == blob_backend::postgres; }
+    std::optional<segue::test::http_response> request(const std::string& method,
+                                                      const std::string& target,
+                                                      std::vector<std::string> headers = {},
+                                                      const std::string& body = {}) {
+        headers.push_back(key_header);
+        return segue::test::http_request(server_->port(), method, target, body, headers);
+    }
+    // POSTs the song; the answer.
+    segue::test::http_response create(const std::string& song,
+                                      const std::string& idempotency_key = "") {
+        std::vector<std::string> h{"Content-Type: multipart/form-data; boundary=" + boundary};
+        if (!idempotency_key.empty())
+            h.push_back("Idempotency-Key: " + idempotency_key);
+        auto r = request("POST", "/v1/extensions", h,
+                         segue::test::multipart_body({{"audio_file", song, "in.wav", "audio/wav"},
+                                                      {"extend_after", "2"},
+                                                      {"num_outputs", "1"}},
+                                                     boundary));
+        EXPECT_TRUE(r);
+        return r.value_or(segue::test::http_response{});
+    }
+    json::object wait_final(const std::string& id) {
+        json::object t;
+        for (int i = 0; i < 200; ++i) {
+            auto r = request("GET", "/v1/extensions/" + id);
+            t = json::parse(r->body).as_object();
+            if (t["status"] == "succeeded" || t["status"] == "failed")
+                break;
+            std::this_thread::sleep_for(25ms);
+        }
+        return t;
+    }
+    // Keys in the blob store under `prefix`, by the backend's own account.
+    int stored(const std::string& prefix) {
+        if (postgres())
+            return std::stoi(segue::test::pg_exec(
+                schema_->url(), "SELECT count(*) FROM blobs WHERE key LIKE '" + prefix + "%'"));
+        int n = 0;
+        std::error_code ec;
+        if (fs::exists(dir_.file("blobs/" + prefix)))
+            for (auto it = fs::recursive_directory_iterator(dir_.file("blobs/" + prefix), ec);
+                 it != fs::recursive_directory_iterator(); ++it)
+                n += it->is_regular_file() ? 1 : 0;
+        return n;
+    }
+    segue::test::temp_dir dir_;
+    segue::config::settings settings_;
+    segue::metrics::registry metrics_;
+    std::unique_ptr<segue::test::pg_schema> schema_;
+    std::unique_ptr<segue::store::blob_store> blobs_;
+    std::unique_ptr<segue::store::store> store_;
+    std::unique_ptr<segue::store::db> db_;
+    segue::providers::registry registry_;
+    copier* copier_ = nullptr;
+    std::unique_ptr<segue::api::authenticator> auth_;
+    segue::runtime::blocking_pool blocking_{2};
+    std::unique_ptr<segue::runtime::io_pool> pool_;
+    std::unique_ptr<segue::core::engine> engine_;
+    segue::events::event_hub hub_;
+    segue::http::router routes_;
+    std::unique_ptr<segue::http::server> server_;
+    std::thread thread_;
+};
+
+TEST_P(FilesApi, UploadIsStoredReadByTheProviderAndServedBackWholeOrByRange) {
+    const std::string path = dir_.file("song.wav");
+    ASSERT_TRUE(segue::audio::write_test_song(path, 8, 44100, 2, 120, "wav"));
+    const std::string song = segue::test::read_file(path);
+    ASSERT_GT(song.size(), 1u << 20);  // more than one PostgreSQL chunk
+
+    auto created = create(song);
+    ASSERT_EQ(created.status, 202) << created.body;
+    const std::string id(json::parse(created.body).as_object()["id"].as_string());
+    auto t = wait_final(id);
+    ASSERT_EQ(t["status"], "succeeded") << json::serialize(t);
+
+    // The provider got a local file: the blob itself, or a copy in the local cache.
+    {
+        std::lock_guard lock(copier_->mu);
+        ASSERT_EQ(copier_->inputs.size(), 1u);
+        const auto parent = fs::path(copier_->inputs[0]).parent_path();
+        EXPECT_EQ(parent, fs::path(dir_.file(postgres() ? "blobs/cache" : "blobs/uploads")));
+    }
+    // Nothing is left in the spool or the task's scratch directory; with PostgreSQL no file
+    // lives under blob_dir but the cache.
+    EXPECT_TRUE(fs::is_empty(dir_.file("blobs/spool")));
+    EXPECT_FALSE(fs::exists(dir_.file("blobs/work/" + id)));
+    EXPECT_EQ(stored("uploads/"), 1);
+    EXPECT_EQ(stored("outputs/" + id + "/"), 1);
+    if (postgres()) {
+        EXPECT_FALSE(fs::exists(dir_.file("blobs/uploads")));
+        EXPECT_FALSE(fs::exists(dir_.file("blobs/outputs")));
+    }
+
+    // The output (a copy of the upload) and the upload itself, byte for byte.
+    const std::string url(
+        t["outputs"].as_array()[0].as_object()["audio"].as_object()["wav_url"].as_string());
+    const std::string output = url.substr(url.find("/v1/files/"));
+    const std::string upload =
+        "/v1/files/" + std::string(t["request"].at("source").at("file_id").as_string());
+    for (const auto& target : {output, upload}) {
+        auto whole = request("GET", target);
+        ASSERT_TRUE(whole);
+        EXPECT_EQ(whole->status, 200);
+        EXPECT_EQ(whole->body, song) << target;
+        EXPECT_EQ(whole->header("accept-ranges"), "bytes");
+    }
+
+    // Ranges, across the first chunk's end.
+    const auto size = song.size();
+    const std::uint64_t mib = 1u << 20;
+    auto r = request("GET", output,
+                     {"Range: bytes=" + std::to_string(mib - 10) + "-" + std::to_string(mib + 9)});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 206);
+    EXPECT_EQ(r->body, song.substr(mib - 10, 20));
+    EXPECT_EQ(r->header("content-range"), "bytes " + std::to_string(mib - 10) + "-" +
+                                              std::to_string(mib + 9) + "/" + std::to_string(size));
+    auto tail = request("GET", output, {"Range: bytes=-100"});
+    EXPECT_EQ(tail->status, 206);
+    EXPECT_EQ(tail->body, song.substr(size - 100));
+    auto open_ended = request("GET", output, {"Range: bytes=" + std::to_string(size - 5) + "-"});
+    EXPECT_EQ(open_ended->body, song.substr(size - 5));
+    auto past = request("GET", output, {"Range: bytes=" + std::to_string(size) + "-"});
+    EXPECT_EQ(past->status, 416);
+    EXPECT_EQ(past->header("content-range"), "bytes */" + std::to_string(size));
+    EXPECT_EQ(json::parse(past->body).as_object()["code"], "range_not_satisfiable");
+    // Several ranges, or an If-Range this endpoint cannot check: the whole file.
+    auto several = request("GET", output, {"Range: bytes=0-1,5-6"});
+    EXPECT_EQ(several->status, 200);
+    EXPECT_EQ(several->body.size(), size);
+    auto if_range = request("GET", output, {"Range: bytes=0-1", "If-Range: \"x\""});
+    EXPECT_EQ(if_range->status, 200);
+    auto head = request("HEAD", output, {"Range: bytes=0-99"});
+    EXPECT_EQ(head->status, 206);
+    EXPECT_EQ(head->header("content-length"), "100");
+    EXPECT_EQ(head->body, "");
+}
+
+TEST_P(FilesApi, AnUploadNoTaskPointsAtIsRemoved) {
+    const std::string path = dir_.file("song.wav");
+    ASSERT_TRUE(segue::audio::write_test_song(path, 3, 22050, 1, 120, "wav"));
+    const std::string song = segue::test::read_file(path);
+    auto first = create(song, "key-1");
+    ASSERT_EQ(first.status, 202) << first.body;
+    auto replay = create(song, "key-1");
+    ASSERT_EQ(replay.status, 202) << replay.body;
+    EXPECT_EQ(replay.header("idempotent-replayed"), "true");
+    // The replay's upload was stored before admission, then removed: one upload remains.
+    EXPECT_EQ(stored("uploads/"), 1);
+    // Not audio: refused before anything is stored.
+    auto bad = create("not audio at all");
+    EXPECT_EQ(bad.status, 422) << bad.body;
+    EXPECT_EQ(stored("uploads/"), 1);
+    EXPECT_TRUE(fs::is_empty(dir_.file("blobs/spool")));
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, FilesApi,
+                         ::testing::Values(blob_backend::directory, blob_backend::postgres),
+                         [](const auto& info) {
+                             return info.param == blob_backend::postgres ? "postgres" : "directory";
+                         });
+
+}  // namespace
