@@ -119,7 +119,7 @@ struct file_row {
     std::string task_id;  // "" for uploads not yet attached
     std::string kind;     // "upload", "output"
     std::string content_type;
-    std::string path;  // relative to the blob root
+    std::string path;  // its key in the blob store (store/blob_store.hpp)
     std::int64_t size = 0;
     std::string sha256;
     millis created_at = 0;

@@ -36,6 +36,7 @@ class scripted_provider final : public segue::providers::provider {
     const segue::providers::capabilities& caps() const override { return caps_; }
     boost::asio::awaitable<update> submit(const segue::providers::task_view&,
                                           segue::providers::services&) override {
+        ++submits;
         update u;
         u.what = update::kind::accepted;
         u.provider_task_id = "up-1";
@@ -59,6 +60,7 @@ class scripted_provider final : public segue::providers::provider {
     std::mutex mu;
     std::deque<update> script;
     std::atomic<int> polls = 0;  // read by the test thread without `mu`
+    std::atomic<int> submits = 0;
 
   private:
     segue::providers::capabilities caps_{.source_url = true, .max_outputs = 2, .polling = true};
@@ -101,20 +103,26 @@ class Engine : public ::testing::Test {
         engine_->start();
         thread_ = std::thread([this] { pool_->run(); });
     }
-    std::string create(int outputs) {
+    // A queued task of acme's at the scripted provider (not yet written).
+    static segue::store::task_row queued(std::string id, std::string request_json, int outputs) {
         segue::store::task_row t;
-        t.id = "ext_test" + std::to_string(++n_);
+        t.id = std::move(id);
         t.tenant = "acme";
         t.status = "queued";
         t.provider = "scripted";
+        t.request_json = std::move(request_json);
+        t.num_outputs = outputs;
+        t.created_at = t.updated_at = segue::core::now_ms();
+        return t;
+    }
+    std::string create(int outputs) {
         segue::core::extend_request r;
         r.source = segue::core::source_kind::url;
         r.audio_url = "https://cdn.example/in.mp3";
         r.num_outputs = outputs;
         r.metadata_json = R"({"order":7})";
-        t.request_json = segue::core::request_to_json(r);
-        t.num_outputs = outputs;
-        t.created_at = t.updated_at = segue::core::now_ms();
+        auto t =
+            queued("ext_test" + std::to_string(++n_), segue::core::request_to_json(r), outputs);
         write([&](segue::store::transaction& tx) { segue::core::engine::create_task(tx, t); });
         engine_->notify();
         return t.id;
@@ -378,14 +386,7 @@ TEST_F(Engine, EventContextFromTheRequestEqualsParsingTheStoredRequest) {
 // with code internal, the hold goes back, and events say why. It used to stay queued forever.
 TEST_F(Engine, APoisonJobFailsItsTaskAndReleasesItsHold) {
     settings_.engine.max_job_failures = 3;
-    segue::store::task_row t;
-    t.id = "ext_poison";
-    t.tenant = "acme";
-    t.status = "queued";
-    t.provider = "scripted";
-    t.request_json = "{\"extend_after\": 3, \"prompt\": \"unterminated";
-    t.num_outputs = 1;
-    t.created_at = t.updated_at = segue::core::now_ms();
+    auto t = queued("ext_poison", "{\"extend_after\": 3, \"prompt\": \"unterminated", 1);
     write([&](segue::store::transaction& tx) {
         segue::core::engine::create_task(tx, t);
         segue::store::ledger_row grant{0, "acme", "", 0, "grant", "initial", 100'000, "", "", 1};
@@ -415,6 +416,28 @@ TEST_F(Engine, APoisonJobFailsItsTaskAndReleasesItsHold) {
     std::optional<segue::store::millis> due;
     read([&](segue::store::transaction& tx) { due = tx.next_job_due(); });
     EXPECT_FALSE(due);
+}
+
+// An upload the blob store cannot give (here: missing) is the job's failure, not the
+// provider's: the provider is never called, the job runs again later (a database hiccup
+// passes), and after max_job_failures runs the task fails with code internal.
+TEST_F(Engine, AnUnreadableUploadFailsTheJobNotTheProvider) {
+    settings_.engine.max_job_failures = 2;
+    segue::core::extend_request r;
+    r.source = segue::core::source_kind::file;
+    r.audio_file_id = "file_gone";
+    r.num_outputs = 1;
+    auto t = queued("ext_no_blob", segue::core::request_to_json(r), 1);
+    write([&](segue::store::transaction& tx) {
+        segue::core::engine::create_task(tx, t);
+        tx.insert_file({"file_gone", "acme", t.id, "upload", "audio/wav", "uploads/file_gone", 10,
+                        "", t.created_at});
+    });
+    start();
+    auto done = wait_final(t.id);
+    EXPECT_EQ(done.status, "failed");
+    EXPECT_NE(done.error_json.find("\"internal\""), std::string::npos) << done.error_json;
+    EXPECT_EQ(provider_->submits, 0);
 }
 
 // An output that brings its own cover (MusicAPI: one image per clip) keeps it; the task's cover
