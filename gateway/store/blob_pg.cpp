@@ -481,7 +481,10 @@ class pg_store final : public blob_store {
             m.size = std::strtoull(PQgetvalue(r.get(), 0, 0), nullptr, 10);
             m.sha256 = PQgetvalue(r.get(), 0, 1);
             m.chunk_size = std::atoi(PQgetvalue(r.get(), 0, 2));
-            if (m.chunk_size <= 0 || m.sha256.empty())
+            // The SHA-256 also names the cached copy: 64 hex digits, nothing else.
+            const bool hex = m.sha256.size() == 64 &&
+                             m.sha256.find_first_not_of("0123456789abcdef") == std::string::npos;
+            if (m.chunk_size <= 0 || !hex)
                 return make_error(blob_errc::backend,
                                   "blob " + std::string(key) + " has a malformed blobs row");
             return m;
