@@ -143,4 +143,9 @@ std::string multipart_body(const std::vector<form_part>& parts, const std::strin
 
 std::string read_file(const std::string& path);
 
+// A field of /proc/self/status in KiB ("VmRSS", "VmHWM"); 0 if absent.
+std::uint64_t status_kib(const std::string& field);
+// Resets the peak resident set (VmHWM) to the current one; false where the kernel cannot.
+bool reset_peak_rss();
+
 }  // namespace segue::test

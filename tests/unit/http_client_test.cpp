@@ -230,23 +230,6 @@ test_cert make_self_signed(const std::string& subject_alt_name) {
     return out;
 }
 
-// --- memory: peak resident set since the last reset ---
-
-std::uint64_t status_kib(const std::string& field) {
-    std::ifstream in("/proc/self/status");
-    std::string line;
-    while (std::getline(in, line))
-        if (line.rfind(field + ":", 0) == 0)
-            return std::stoull(line.substr(field.size() + 1));
-    return 0;
-}
-bool reset_peak_rss() {
-    std::ofstream out("/proc/self/clear_refs");
-    out << "5";
-    out.flush();
-    return static_cast<bool>(out);
-}
-
 // --- the client side ---
 
 class HttpClient : public ::testing::Test {
@@ -657,10 +640,10 @@ TEST_F(HttpClient, StreamedUploadOf50MiBInConstantMemory) {
         produced += chunk;
         co_return std::string(chunk, 'w');
     };
-    const bool peak_reset = reset_peak_rss();
-    const auto rss_before = status_kib("VmRSS");
+    const bool peak_reset = segue::test::reset_peak_rss();
+    const auto rss_before = segue::test::status_kib("VmRSS");
     auto r = run(client.send(req));
-    const auto peak = status_kib("VmHWM");
+    const auto peak = segue::test::status_kib("VmHWM");
     ASSERT_TRUE(r.ok()) << r.message;
     EXPECT_EQ(r.res.body, std::to_string(total));
     EXPECT_EQ(produced, total);
