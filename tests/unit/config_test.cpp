@@ -800,3 +800,15 @@ TEST(ConfigStorage, PostgresEngineNeedsAUrlAndTakesItFromTheEnvironment) {
     EXPECT_EQ(cfg::render_effective(s, shipped()).find("segue:pw@"), std::string::npos);
     EXPECT_EQ(load("").storage.engine, cfg::storage_engine::sqlite);
 }
+
+TEST(ConfigStorage, PostgresBlobsNeedAUrl) {
+    EXPECT_EQ(load("").storage.blobs, cfg::blob_backend::directory);
+    EXPECT_NE(error_of("storage:\n  blobs: postgres\n").find("blobs: postgres needs postgres.url"),
+              std::string::npos);
+    EXPECT_NE(error_of("storage:\n  blobs: s3\n").find("storage.blobs"), std::string::npos);
+    // Files in PostgreSQL with the task store in SQLite is allowed (one process, no shared disk
+    // for files); usually both are on PostgreSQL.
+    const auto s = load("storage:\n  blobs: postgres\n  postgres:\n    url: postgresql:///x\n");
+    EXPECT_EQ(s.storage.blobs, cfg::blob_backend::postgres);
+    EXPECT_EQ(s.storage.engine, cfg::storage_engine::sqlite);
+}
