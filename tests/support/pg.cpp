@@ -91,7 +91,8 @@ std::string storage_yaml(const std::string& dir, const std::string& more) {
     auto& s = schemas[dir];
     if (!s)
         s = std::make_unique<pg_schema>();
-    return out + "  engine: postgres\n  postgres:\n    url: \"" + s->url() + "\"\n" + more;
+    return out + "  engine: postgres\n  blobs: postgres\n  postgres:\n    url: \"" + s->url() +
+           "\"\n" + more;
 }
 
 }  // namespace segue::test

@@ -30,7 +30,8 @@ class pg_schema {
 // The `storage:` section of a test gateway's config whose files live in `dir`: SQLite there, or,
 // when $SEGUE_TEST_STORAGE is "postgres" (CTest's pg.* run of the integration tests), a
 // schema of the test server kept for `dir` until the test process exits, so a gateway restarted
-// on the same dir finds its state again. Blobs in `dir` either way (`blobs_yaml` adds more).
+// on the same dir finds its state again, with its files in that schema too (blobs: postgres;
+// blob_dir in `dir` holds the spool and cache). `more` adds lines to the section.
 std::string storage_yaml(const std::string& dir, const std::string& more = "");
 bool testing_postgres();
 
