@@ -161,10 +161,12 @@ object_schema<postgres_settings> postgres_schema() {
         .secret()
         .def(std::string());
     s.field("pool_size", &postgres_settings::pool_size,
-            "Connections per process: one runs write units, grouping many into one commit; the "
-            "rest run reads; one more listens for other replicas' commits.")
+            "Store connections per process: two run write units (one for the API's, one for "
+            "the engine's and the dispatcher's), each grouping many into one commit; the rest "
+            "run reads. One more listens for other replicas' commits, and the blob store "
+            "(storage.blobs: postgres) opens up to 4 of its own on demand.")
         .def(8)
-        .range(2, 200);
+        .range(3, 200);
     s.field("statement_timeout", &postgres_settings::statement_timeout,
             "Longest a statement may run (PostgreSQL statement_timeout); a unit that exceeds it "
             "fails instead of holding locks.")

@@ -58,7 +58,7 @@ enum class storage_engine { sqlite, postgres };
 
 struct postgres_settings {
     std::string url;    // libpq connection URL; secret (it may hold a password)
-    int pool_size = 8;  // connections per process: one writes (grouped commits), the rest read
+    int pool_size = 8;  // store connections per process: 2 write (a lane each), the rest read
     duration statement_timeout = std::chrono::seconds(5);
 };
 

@@ -9,8 +9,8 @@ namespace segue::store {
 postgres_options postgres_options_of(const config::storage_settings& s) {
     postgres_options o;
     o.url = s.postgres.url;
-    o.writers = 1;  // see postgres_options::writers
-    o.readers = std::max(1, s.postgres.pool_size - o.writers);
+    o.writers = 1;  // per lane (two lanes): see postgres_options::writers
+    o.readers = std::max(1, s.postgres.pool_size - 2 * o.writers);
     o.statement_timeout_ms = static_cast<int>(
         std::chrono::duration_cast<std::chrono::milliseconds>(s.postgres.statement_timeout)
             .count());
