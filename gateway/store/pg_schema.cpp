@@ -86,7 +86,8 @@ CREATE TABLE jobs (
     attempts     INTEGER NOT NULL DEFAULT 0,
     failures     INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX jobs_due ON jobs (due_at);
+-- claim_jobs: ORDER BY due_at, id LIMIT n walks this index and stops.
+CREATE INDEX jobs_due ON jobs (due_at, id);
 CREATE INDEX jobs_task_kind ON jobs (task_id, kind);
 CREATE INDEX jobs_leased ON jobs (lease_until) WHERE lease_owner <> '';
 
@@ -134,7 +135,7 @@ CREATE TABLE deliveries (
     delivered_at BIGINT  NOT NULL DEFAULT 0,
     lease_fence  BIGINT  NOT NULL DEFAULT 0
 );
-CREATE INDEX deliveries_due ON deliveries (next_at) WHERE status = 'pending';
+CREATE INDEX deliveries_due ON deliveries (next_at, id) WHERE status = 'pending';
 CREATE INDEX deliveries_queue ON deliveries (task_id, url, seq) WHERE status = 'pending';
 CREATE INDEX deliveries_tenant ON deliveries (tenant, created_at, id);
 CREATE INDEX deliveries_tenant_status ON deliveries (tenant, status, created_at, id);
