@@ -12,6 +12,7 @@
 #include <chrono>
 #include <filesystem>
 #include <span>
+#include <stdexcept>
 
 #include "gateway/api/common.hpp"
 #include "gateway/api/validate.hpp"
@@ -596,6 +597,8 @@ admitted admit(store::transaction& tx, const admission& a, store::millis now,
                store::millis retention) {
     admitted out;
     if (a.idempotency_key) {
+        // The key stays locked until commit (store.hpp): another create with it, on any
+        // replica, waits here and then finds this one's record.
         if (auto prior = tx.get_idempotency(a.tenant, *a.idempotency_key)) {
             switch (judge_idempotency(*prior, a.request_hash, now, retention)) {
                 case idempotency_verdict::expired:
@@ -634,7 +637,10 @@ admitted admit(store::transaction& tx, const admission& a, store::millis now,
         r.response_status = 202;
         r.response_body = a.response_body;
         r.created_at = now;
-        tx.insert_idempotency(r);
+        // Never a second task for one key: if the store broke its contract, the unit (this
+        // task and its hold) rolls back rather than commit.
+        if (!tx.insert_idempotency(r))
+            throw std::logic_error("admit: idempotency key recorded by another writer meanwhile");
     }
     return out;
 }

@@ -8,6 +8,8 @@ namespace segue::store::pg {
 
 std::optional<idempotency_row> pg_transaction::get_idempotency(std::string_view tenant,
                                                                std::string_view key) {
+    if (writer_)  // keys are visible ASCII: the newline cannot be part of one
+        c_.run(q::lock_idempotency_key, {std::string(tenant) + "\n" + std::string(key)});
     auto r = c_.run(q::get_idempotency, {tenant, key});
     if (!r.rows())
         return std::nullopt;

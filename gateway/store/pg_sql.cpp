@@ -123,6 +123,12 @@ const char* sql_of(q which) {
             return "SELECT LEAST((SELECT due_at FROM jobs WHERE lease_owner = '' "
                    "ORDER BY due_at LIMIT 1), (SELECT MIN(GREATEST(due_at, lease_until)) "
                    "FROM jobs WHERE lease_owner <> ''))";
+        case q::lock_idempotency_key:
+            // Read-then-insert of a key (admit: look the key up, create the task, record the
+            // key) made atomic across writers: a second writer of the key waits here for the
+            // first's commit, then reads its row. A row lock cannot do it: the row does not
+            // exist yet. Released at commit.
+            return "SELECT pg_advisory_xact_lock(hashtextextended($1, 11))";
         case q::get_idempotency:
             return "SELECT " SEGUE_IDEM_COLS " FROM idempotency WHERE tenant = $1 AND key = $2";
         case q::insert_idempotency:

@@ -31,6 +31,7 @@ enum class q : int {
     renew_job,
     delete_jobs_for_task,
     next_job_due,
+    lock_idempotency_key,
     get_idempotency,
     insert_idempotency,
     delete_idempotency_before,

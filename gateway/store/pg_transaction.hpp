@@ -25,7 +25,8 @@ millis now_ms();
 
 // The operations over one connection. The caller (a writer or reader thread of pg_store.cpp)
 // owns BEGIN/SAVEPOINT/COMMIT around them. In a write unit (`writer`), reads that precede a
-// read-modify-write take row locks (get_task, ledger_totals) held until commit.
+// read-modify-write take locks held until commit: row locks (get_task, ledger_totals) and, for
+// an idempotency key that may not exist yet, an advisory lock (get_idempotency).
 class pg_transaction final : public transaction {
   public:
     pg_transaction(connection& c, bool writer) : c_(c), writer_(writer) {}

@@ -7,7 +7,9 @@
 //  - a unit of work is atomic and isolated from other units where it matters: in a write unit,
 //    get_task locks the task until commit (units on one task run one after the other) and
 //    ledger_totals locks the tenant's account (a balance check and the hold or failover it
-//    allows cannot be overtaken: hold_credits is reserve-or-refuse);
+//    allows cannot be overtaken: hold_credits is reserve-or-refuse), and get_idempotency locks
+//    the (tenant, key), found or not (a lookup, the task it decides to create and the key's
+//    insert cannot be overtaken by another writer of the same key);
 //  - append_event hands out each task's next sequence number exactly once, without gaps;
 //  - schedule_job(unique) leaves one job per (kind, task), however many schedule it at once;
 //  - insert_idempotency is insert-or-keep-the-existing (false: read the existing one);
@@ -287,6 +289,7 @@ class transaction {
     virtual std::optional<millis> next_job_due() = 0;
 
     // Idempotency keys
+    // In a write unit: the (tenant, key) stays locked until commit, whether found or not.
     virtual std::optional<idempotency_row> get_idempotency(std::string_view tenant,
                                                            std::string_view key) = 0;
     // False if (tenant, key) already exists (nothing written).

@@ -131,6 +131,38 @@ TEST_F(PgStoreTest, UniqueJobsAndIdempotencyKeysStayUniqueAcrossReplicas) {
         "1");
 }
 
+// The create path looks a key up, creates the task, then records the key. Replica A has looked
+// and found nothing; replica B looking meanwhile must wait for A's commit and find A's record
+// (before the fix B found nothing too, and both created a task for one key).
+TEST_F(PgStoreTest, AKeyLookedUpInAWriteUnitIsHeldUntilCommit) {
+    auto a = open(), b = open();
+    std::promise<void> looked;
+    auto a_unit = std::async(std::launch::async, [&] {
+        run_sync(*a, true, [&](st::transaction& tx) {
+            EXPECT_FALSE(tx.get_idempotency("tenant_a", "key-1"));
+            looked.set_value();
+            std::this_thread::sleep_for(std::chrono::milliseconds(300));
+            EXPECT_TRUE(
+                tx.insert_idempotency({"tenant_a", "key-1", "hash", "ext_a", 202, "{}", 1}));
+        });
+    });
+    looked.get_future().wait();
+    std::optional<st::idempotency_row> seen;
+    const auto t0 = std::chrono::steady_clock::now();
+    run_sync(*b, true,
+             [&](st::transaction& tx) { seen = tx.get_idempotency("tenant_a", "key-1"); });
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    a_unit.get();
+    ASSERT_TRUE(seen) << "B did not wait for A's record of the key";
+    EXPECT_EQ(seen->task_id, "ext_a");
+    EXPECT_GE(waited, std::chrono::milliseconds(150));
+    // Another key, or a read unit, does not wait.
+    run_sync(*b, true,
+             [](st::transaction& tx) { EXPECT_FALSE(tx.get_idempotency("tenant_a", "k2")); });
+    run_sync(*b, false,
+             [](st::transaction& tx) { EXPECT_TRUE(tx.get_idempotency("tenant_a", "key-1")); });
+}
+
 TEST_F(PgStoreTest, ClaimsNeverHandOneJobToTwoReplicas) {
     auto a = open(), b = open();
     run_sync(*a, true, [](st::transaction& tx) {
