@@ -31,6 +31,8 @@ class pg_error : public store_error {
     // The server aborted the unit to let another proceed: running it again is safe and
     // likely to succeed (serialization failure, deadlock).
     bool retryable() const noexcept { return sqlstate_ == "40001" || sqlstate_ == "40P01"; }
+    // A lock wait ran past lock_timeout (55P03).
+    bool lock_timeout() const noexcept { return sqlstate_ == "55P03"; }
     bool connection_lost() const noexcept { return lost_; }
 
   private:

@@ -8,7 +8,14 @@
 //    connections and replicas. Isolation is READ COMMITTED plus explicit row locks where a
 //    unit reads before it writes (pg_sql.cpp says which); a unit the server aborts to break a
 //    deadlock or a serialization conflict is rolled back to its savepoint and run again in a
-//    later batch, which is why units must have no effects outside the transaction. A lost
+//    later batch, which is why units must have no effects outside the transaction. Only a
+//    batch's first unit may wait for a lock as long as it takes: a later unit waits holding
+//    the locks of the units before it, which another replica's batch may be waiting for while
+//    holding the one it wants (two tenants' accounts taken in opposite orders are enough). So
+//    later units wait at most later_unit_lock_timeout, then are rolled back to their savepoint
+//    and run again at the head of the next batch, where they may wait; a cycle between batches
+//    breaks within that timeout instead of PostgreSQL's deadlock_timeout (1 s), and rolling
+//    back one victim unit never leaves its batch holding locks the next unit trips over. A lost
 //    connection before COMMIT runs the whole batch again on a new connection; a COMMIT whose
 //    answer is lost fails its units (the outcome is unknown: the callers' leases and
 //    idempotency make a retry safe).
@@ -178,6 +185,8 @@ class pg_store final : public store {
         store_stats s;
         s.commits = commits_.load(std::memory_order_relaxed);
         s.units = units_.load(std::memory_order_relaxed);
+        s.conflicts = conflicts_.load(std::memory_order_relaxed);
+        s.put_off = put_off_.load(std::memory_order_relaxed);
         return s;
     }
 
@@ -207,6 +216,11 @@ class pg_store final : public store {
 
     // A unit the database aborted (deadlock, serialization failure) this many times fails.
     static constexpr int max_tries = 8;
+    // How long a unit after a batch's first may wait for a lock before it is put off to the
+    // next batch (see the top of this file): long enough for a lock held by a batch that is
+    // committing, short against leases and deadlock_timeout.
+    static constexpr const char* later_unit_lock_timeout =
+        "RELEASE u; SET LOCAL lock_timeout = '50ms'; SAVEPOINT u";
 
     void writer_loop(std::unique_ptr<connection>& c, detail::work_queue& q) {
         std::vector<detail::queued_unit> batch;
@@ -237,7 +251,7 @@ class pg_store final : public store {
                 call_done(it.done, std::make_exception_ptr(store_error("store closed")));
             return;
         }
-        enum class outcome { ok, failed, retry };
+        enum class outcome { ok, failed, retry, put_off };
         std::vector<outcome> result(items.size(), outcome::ok);
         std::vector<std::exception_ptr> errs(items.size());
         pg_transaction txn(*c, true);
@@ -246,7 +260,9 @@ class pg_store final : public store {
             // units, ROLLBACK TO u (which keeps u) after a failed one, COMMIT after the last.
             c->exec("BEGIN; SAVEPOINT u");
             for (std::size_t i = 0; i < items.size(); ++i) {
-                if (i > 0 && result[i - 1] == outcome::ok)
+                if (i == 1)  // set at the top level, where no ROLLBACK TO u undoes it
+                    c->exec(later_unit_lock_timeout);
+                else if (i > 0 && result[i - 1] == outcome::ok)
                     c->exec("RELEASE u; SAVEPOINT u");
                 txn.begin_unit();
                 try {
@@ -255,8 +271,12 @@ class pg_store final : public store {
                     if (e.connection_lost())
                         throw;
                     errs[i] = std::current_exception();
-                    result[i] = e.retryable() && items[i].tries + 1 < max_tries ? outcome::retry
-                                                                                : outcome::failed;
+                    if (i > 0 && e.lock_timeout())
+                        result[i] = outcome::put_off;  // not a failure: it may wait next time
+                    else
+                        result[i] = e.retryable() && items[i].tries + 1 < max_tries
+                                        ? outcome::retry
+                                        : outcome::failed;
                     c->exec("ROLLBACK TO u");
                 } catch (...) {
                     errs[i] = std::current_exception();
@@ -301,7 +321,7 @@ class pg_store final : public store {
         if (!txn.notice.empty())
             tell_listener(txn.notice);  // sorted and unique (before the NOTIFY, above)
         std::vector<detail::queued_unit> again;
-        std::uint64_t ok = 0;
+        std::uint64_t ok = 0, put_off = 0, conflicts = 0;
         for (std::size_t i = 0; i < items.size(); ++i) {
             switch (result[i]) {
                 case outcome::ok:
@@ -312,12 +332,19 @@ class pg_store final : public store {
                     call_done(items[i].done, errs[i]);
                     break;
                 case outcome::retry:
+                    ++conflicts;
                     ++items[i].tries;
+                    again.push_back(std::move(items[i]));
+                    break;
+                case outcome::put_off:
+                    ++put_off;
                     again.push_back(std::move(items[i]));
                     break;
             }
         }
         units_.fetch_add(ok, std::memory_order_relaxed);
+        put_off_.fetch_add(put_off, std::memory_order_relaxed);
+        conflicts_.fetch_add(conflicts, std::memory_order_relaxed);
         if (!again.empty())
             q.requeue_front(again);
     }
@@ -446,6 +473,8 @@ class pg_store final : public store {
     std::function<void(const commit_notice&)> commit_listener_;
     std::atomic<std::uint64_t> commits_{0};
     std::atomic<std::uint64_t> units_{0};
+    std::atomic<std::uint64_t> put_off_{0};
+    std::atomic<std::uint64_t> conflicts_{0};
 };
 
 }  // namespace

@@ -16,8 +16,9 @@
 //  - ledger entries are unique per (tenant, task, output, kind, key);
 //  - claims (jobs, deliveries) hand a row to one claimant, fenced (see lease_ref).
 // A write unit may be run again from the start when the database aborts it to resolve a
-// conflict (PostgreSQL: serialization failure or deadlock), so a unit must not have effects
-// outside the transaction: it reads and writes rows and assigns its results, nothing else.
+// conflict (PostgreSQL: serialization failure, deadlock, or a lock wait put off to the next
+// batch), so a unit must not have effects outside the transaction: it reads and writes rows and
+// assigns its results, nothing else.
 //
 // Work is expressed as a unit of work over a `transaction`. Writes from all callers go to one
 // writer thread that runs many units in a single database transaction (group commit): each
@@ -386,6 +387,10 @@ struct store_stats {
     std::uint64_t wal_pages = 0;    // the WAL's size in pages after the last commit
     std::uint64_t syncs = 0;        // fdatasyncs of the WAL (<= commits: one covers many)
     std::uint64_t read_waits = 0;   // read units that waited for a sync to see durable data
+    std::uint64_t conflicts = 0;    // PostgreSQL: units aborted by a deadlock or serialization
+                                    // failure and run again
+    std::uint64_t put_off = 0;      // PostgreSQL: units put off to the next batch after waiting
+                                    // for a lock (pg_store.cpp)
 };
 
 // Which writer a write unit queues for. SQLite has one writer for everything; PostgreSQL runs a
@@ -393,7 +398,8 @@ struct store_stats {
 // the many small units of the engine and the dispatcher (claims, intents, transitions,
 // deliveries), which outnumber them several to one. Units of the two lanes lock rows in one
 // order (a task, then its tenant's account), and a request unit locks at most one existing task,
-// so the two writers do not deadlock each other in practice (the database resolves it if ever).
+// so two units of the two lanes do not deadlock each other in practice (the database resolves
+// it if ever); two batches whose units cross do not wait for that (postgres_options::writers).
 enum class write_lane { requests = 0, work = 1 };
 
 class store {
@@ -447,10 +453,11 @@ int sqlite_schema_version();
 struct postgres_options {
     std::string url;  // libpq connection URL (or key=value string)
     // Connections running write units, each grouping many units into one commit. One is the
-    // default and what the gateway uses: units of one batch hold their row locks until the
-    // batch commits, so two writers of one process could deadlock each other on the same rows
-    // (resolved, but only after deadlock_timeout); one writer per replica leaves that to the
-    // rare case of two replicas working on the same task at the same moment.
+    // default and what the gateway uses. Units of one batch hold their locks until the batch
+    // commits, so two batches (two lanes' writers, or two replicas) may want each other's rows;
+    // only a batch's first unit waits for a lock as long as it takes, later ones give up after
+    // a moment and run again in the next batch (pg_store.cpp), so such a cycle breaks at once
+    // instead of after PostgreSQL's deadlock_timeout.
     int writers = 1;  // per lane (write_lane)
     int readers = 4;  // connections running read units
     int statement_timeout_ms = 5000;

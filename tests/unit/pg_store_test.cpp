@@ -227,6 +227,61 @@ TEST_F(PgStoreTest, ADeadlockedUnitRunsAgainAndBothCommit) {
     });
 }
 
+// Group commit across replicas: a batch holds the locks of all its units until it commits. Two
+// replicas' batches whose units take two tenants' accounts in opposite orders (any two tenants,
+// any two replicas: every credit change locks its tenant's account) form a cycle that only
+// PostgreSQL's deadlock detection broke, after deadlock_timeout (1 s), and rolling back only the
+// victim unit left its batch holding the rest, so the next unit deadlocked again: the writers of
+// three replicas stalled for seconds, leases expired, work ran twice. Only a batch's first unit
+// may wait for a lock: a later one that waits gives up at once and runs again in the next batch.
+TEST_F(PgStoreTest, CrossingBatchesOnTwoReplicasNeitherWaitsForDeadlockDetection) {
+    auto a = open(1), b = open(1);
+    run_sync(*a, true, [](st::transaction& tx) {
+        tx.ensure_grant("alpha", 1000, 1);
+        tx.ensure_grant("beta", 1000, 1);
+    });
+    std::atomic<int> second_runs{0};
+    std::promise<void> go;
+    std::shared_future<void> gate = go.get_future().share();
+    // On each replica: a unit holding the writer until the gate opens, then two units queued
+    // behind it (one batch): the first locks one account and lingers, the second locks the other.
+    auto batch = [&](st::store& s, std::string first, std::string second) {
+        std::vector<std::future<void>> done;
+        auto submit = [&](st::store::unit fn) {
+            auto p = std::make_shared<std::promise<void>>();
+            done.push_back(p->get_future());
+            s.submit_write(std::move(fn), [p](std::exception_ptr e) {
+                if (e)
+                    p->set_exception(e);
+                else
+                    p->set_value();
+            });
+        };
+        submit([gate](st::transaction&) { gate.wait(); });
+        submit([first](st::transaction& tx) {
+            tx.ledger_totals(first);
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        });
+        submit([&, second](st::transaction& tx) {
+            second_runs.fetch_add(1);
+            tx.ledger_totals(second);
+        });
+        return done;
+    };
+    auto on_a = batch(*a, "alpha", "beta");
+    auto on_b = batch(*b, "beta", "alpha");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // both queued behind the gate
+    const auto t0 = std::chrono::steady_clock::now();
+    go.set_value();
+    for (auto* done : {&on_a, &on_b})
+        for (auto& f : *done)
+            EXPECT_NO_THROW(f.get());
+    const auto took = std::chrono::steady_clock::now() - t0;
+    EXPECT_LT(took, std::chrono::milliseconds(800)) << "the batches waited for deadlock detection";
+    EXPECT_GE(second_runs.load(), 3);  // a second unit gave up and ran again
+    EXPECT_GE(a->stats().put_off + b->stats().put_off, 1u);
+}
+
 TEST_F(PgStoreTest, OtherReplicasHearOfCommitsWithinMilliseconds) {
     auto a = open(), b = open();
     std::mutex m;
