@@ -81,18 +81,22 @@ bool testing_postgres() {
     return v && std::string(v) == "postgres";
 }
 
+std::string postgres_storage_yaml(const std::string& url, const std::string& blob_dir) {
+    return "storage:\n  blob_dir: " + blob_dir +
+           "\n  engine: postgres\n  blobs: postgres\n  postgres:\n    url: \"" + url + "\"\n";
+}
+
 std::string storage_yaml(const std::string& dir, const std::string& more) {
-    std::string out = "storage:\n  blob_dir: " + dir + "/blobs\n";
     if (!testing_postgres())
-        return out + "  sqlite_path: " + dir + "/segue.db\n" + more;
+        return "storage:\n  blob_dir: " + dir + "/blobs\n  sqlite_path: " + dir + "/segue.db\n" +
+               more;
     static std::mutex m;
     static std::map<std::string, std::unique_ptr<pg_schema>> schemas;
     std::lock_guard lock(m);
     auto& s = schemas[dir];
     if (!s)
         s = std::make_unique<pg_schema>();
-    return out + "  engine: postgres\n  blobs: postgres\n  postgres:\n    url: \"" + s->url() +
-           "\"\n" + more;
+    return postgres_storage_yaml(s->url(), dir + "/blobs") + more;
 }
 
 }  // namespace segue::test

@@ -33,6 +33,9 @@ class pg_schema {
 // on the same dir finds its state again, with its files in that schema too (blobs: postgres;
 // blob_dir in `dir` holds the spool and cache). `more` adds lines to the section.
 std::string storage_yaml(const std::string& dir, const std::string& more = "");
+// The `storage:` section of a gateway on the PostgreSQL database `url` (a pg_schema's), files
+// included (blobs: postgres); `blob_dir` is its scratch space (spool, cache), its own.
+std::string postgres_storage_yaml(const std::string& url, const std::string& blob_dir);
 bool testing_postgres();
 
 // Runs one SQL command on `url` (throws std::runtime_error with libpq's message on failure) and

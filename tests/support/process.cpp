@@ -290,7 +290,7 @@ bool http_connection::closed_by_peer(std::chrono::milliseconds wait) {
     return n <= 0;
 }
 
-std::optional<http_response> http_connection::read_response(bool skip_interim) {
+std::optional<http_response> http_connection::read_head(bool skip_interim) {
     std::size_t header_end;
     while ((header_end = buffer_.find("\r\n\r\n")) == std::string::npos)
         if (!fill())
@@ -323,44 +323,70 @@ std::optional<http_response> http_connection::read_response(bool skip_interim) {
             value.erase(0, 1);
         r.headers.emplace(name, value);
     }
-    if (r.status >= 100 && r.status < 200) {
-        if (skip_interim)
-            return read_response();
-        return r;
-    }
-    if (head_) {
-        head_ = false;
-        return r;
-    }
+    if (r.status >= 100 && r.status < 200 && skip_interim)
+        return read_head();
+    return r;
+}
+
+bool http_connection::read_body(const http_response& r,
+                                const std::function<void(std::string_view)>& on_body) {
     if (auto te = r.header("transfer-encoding"); te && te->find("chunked") != std::string::npos) {
         for (;;) {
             std::size_t eol;
             while ((eol = buffer_.find("\r\n")) == std::string::npos)
                 if (!fill())
-                    return std::nullopt;
+                    return false;
             std::size_t size = std::stoul(buffer_.substr(0, eol), nullptr, 16);
             buffer_.erase(0, eol + 2);
             while (buffer_.size() < size + 2)
                 if (!fill())
-                    return std::nullopt;
-            r.body.append(buffer_, 0, size);
+                    return false;
+            if (size > 0)
+                on_body(std::string_view(buffer_).substr(0, size));
             buffer_.erase(0, size + 2);
             if (size == 0)
-                break;
+                return true;
         }
-    } else if (auto cl = r.header("content-length")) {
+    }
+    if (auto cl = r.header("content-length")) {
         std::size_t len = std::stoul(*cl);
         while (buffer_.size() < len)
             if (!fill())
-                return std::nullopt;
-        r.body = buffer_.substr(0, len);
+                return false;
+        on_body(std::string_view(buffer_).substr(0, len));
         buffer_.erase(0, len);
-    } else if (r.status != 204 && r.status != 304) {
-        while (fill()) {
-        }
-        r.body = std::move(buffer_);
-        buffer_.clear();
+        return true;
     }
+    if (r.status == 204 || r.status == 304)
+        return true;
+    // Until the peer closes.
+    for (;;) {
+        if (!buffer_.empty())
+            on_body(buffer_);
+        buffer_.clear();
+        if (!fill())
+            return true;
+    }
+}
+
+std::optional<http_response> http_connection::read_response(bool skip_interim) {
+    auto r = read_head(skip_interim);
+    if (!r || (r->status >= 100 && r->status < 200))
+        return r;
+    if (head_) {
+        head_ = false;
+        return r;
+    }
+    if (!read_body(*r, [&](std::string_view piece) { r->body.append(piece); }))
+        return std::nullopt;
+    return r;
+}
+
+std::optional<http_response> http_connection::read_streaming(
+    const std::function<void(std::string_view)>& on_body) {
+    auto r = read_head();
+    if (!r || !read_body(*r, on_body))
+        return std::nullopt;
     return r;
 }
 

@@ -6,9 +6,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace segue::test {
@@ -110,6 +112,11 @@ class http_connection {
     // Reads one response (Content-Length or chunked or until close). nullopt on close/timeout.
     // 1xx interim responses are skipped unless skip_interim is false.
     std::optional<http_response> read_response(bool skip_interim = true);
+    // Reads one response, handing its body to `on_body` piece by piece as it arrives (each chunk
+    // of a chunked body: a Server-Sent Events stream); the response it returns has no body.
+    // nullopt on close or timeout before the body ended.
+    std::optional<http_response> read_streaming(
+        const std::function<void(std::string_view)>& on_body);
     // True if the peer has closed the connection (read returns 0 or an error) within `wait`.
     bool closed_by_peer(std::chrono::milliseconds wait);
     std::optional<http_response> request(const std::string& method, const std::string& target,
@@ -121,6 +128,8 @@ class http_connection {
     bool head_ = false;  // the last request was HEAD: its response has no body
     std::string buffer_;
     bool fill();
+    std::optional<http_response> read_head(bool skip_interim = true);
+    bool read_body(const http_response& r, const std::function<void(std::string_view)>& on_body);
 };
 
 // One-shot convenience: a fresh connection, one request.
