@@ -354,6 +354,9 @@ awaitable<void> handlers::events(http::context& ctx) {
         // Expiring (not just cancelling) also ends a wait that starts after this runs.
         net::post(executor, [timer] { timer->expires_at(net::steady_timer::time_point::min()); });
     });
+    // An event committed between the first read (above) and this subscription woke nobody:
+    // read once more before the first wait.
+    woken->store(true);
     auto last_write = std::chrono::steady_clock::now();
     for (;;) {
         for (const auto& e : evs) {
