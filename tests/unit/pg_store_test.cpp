@@ -260,7 +260,16 @@ TEST_F(PgStoreTest, CrossingBatchesOnTwoReplicasNeitherWaitsForDeadlockDetection
                     p->set_value();
             });
         };
-        submit([gate](st::transaction&) { gate.wait(); });
+        // The other two are queued only once the writer is inside this one, so they are
+        // taken together as the next batch (queued earlier, the writer might have taken the
+        // first with this one and left the second to a batch of its own: no crossing).
+        auto entered = std::make_shared<std::promise<void>>();
+        auto inside = entered->get_future();
+        submit([gate, entered](st::transaction&) {
+            entered->set_value();
+            gate.wait();
+        });
+        inside.wait();
         submit([first, &both_locked](st::transaction& tx) {
             tx.ledger_totals(first);
             both_locked.arrive_and_wait();
