@@ -119,6 +119,11 @@ class FilesApi : public ::testing::TestWithParam<blob_backend> {
     void TearDown() override {
         pool_->stop();
         thread_.join();
+        // As the gateway stops (app.cpp): the blocking threads are joined before the IO
+        // contexts' leftover handlers are destroyed; a blocking job that finishes later would
+        // otherwise resume its coroutine against a deleted io_context (TSAN: heap-use-after-free).
+        blocking_.stop();
+        pool_->shutdown();
         store_->close();
     }
     bool postgres() const { return GetParam() == blob_backend::postgres; }
