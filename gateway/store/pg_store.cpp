@@ -284,9 +284,7 @@ class pg_store final : public store {
                     c->exec("ROLLBACK TO u");
                 }
             }
-            auto& tasks = txn.notice.event_tasks;
-            std::sort(tasks.begin(), tasks.end());
-            tasks.erase(std::unique(tasks.begin(), tasks.end()), tasks.end());
+            merge_notice(txn.notice, {});  // sorts and dedupes event_tasks
             if (!txn.notice.empty())
                 for (const auto& payload : encode_notice(sender_, txn.notice))
                     c->run(pg::q::notify, {channel_, payload});
@@ -447,11 +445,10 @@ class pg_store final : public store {
                 PQfreemem(msg);
             }
             if (any) {
-                n.remote = true;
-                std::sort(n.event_tasks.begin(), n.event_tasks.end());
-                n.event_tasks.erase(std::unique(n.event_tasks.begin(), n.event_tasks.end()),
-                                    n.event_tasks.end());
-                tell_listener(n);
+                commit_notice heard;
+                merge_notice(heard, std::move(n));  // sorted and unique
+                heard.remote = true;
+                tell_listener(heard);
             }
         }
     }
