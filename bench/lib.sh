@@ -75,11 +75,11 @@ free_port() {  # a random loopback port nobody listens on
   done
 }
 
-# start_nginx NAME WORKERS SERVER_BLOCK_BODY [cpu-list]
+# start_nginx NAME WORKERS SERVER_BLOCK_BODY [cpu-list] [HTTP_LEVEL_BLOCK]
 # Starts nginx (daemon, its own prefix under $work/NAME) listening on a free port; sets
 # nginx_port. The body goes inside `server { listen ...; <body> }`.
-start_nginx() {
-  local name=$1 workers=$2 body=$3 cpus=${4:-}
+start_nginx() {  # name workers server-body [cpus] [http-level block, e.g. an upstream]
+  local name=$1 workers=$2 body=$3 cpus=${4:-} http_extra=${5:-}
   local dir="$work/$name" echo_mod=""
   # nginx workers run as an unprivileged user: they must reach root/ and create tmp/ themselves.
   chmod 755 "$work"
@@ -104,6 +104,7 @@ http {
   scgi_temp_path $dir/tmp;
   keepalive_requests 100000;
   types { audio/wav wav; }
+$http_extra
   server {
     listen 127.0.0.1:$nginx_port;
     root $dir/root;

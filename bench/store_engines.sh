@@ -82,40 +82,17 @@ YAML
 }
 
 lb_port=""
-start_lb() {  # an nginx in front of the replicas
-  local dir="$work/lb" upstreams="" p
-  mkdir -p "$dir/tmp"
-  chmod 755 "$work" "$dir"
+start_lb() {  # an nginx in front of the replicas (lib.sh's start_nginx with an upstream)
+  local upstreams="" p
   for p in "${replica_ports[@]}"; do upstreams+="    server 127.0.0.1:$p;"$'\n'; done
-  lb_port=$(free_port)
-  cat >"$dir/nginx.conf" <<NGINX
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log;
-daemon on;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $dir/tmp;
-  proxy_temp_path $dir/tmp;
-  fastcgi_temp_path $dir/tmp;
-  uwsgi_temp_path $dir/tmp;
-  scgi_temp_path $dir/tmp;
-  upstream segue {
-$upstreams    keepalive 64;
-  }
-  server {
-    listen 127.0.0.1:$lb_port;
-    location / {
+  start_nginx lb 1 "    location / {
       proxy_pass http://segue;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-NGINX
-  nginx -c "$dir/nginx.conf" -p "$dir"
-  bench_nginx_pidfiles+=("$dir/nginx.pid")
+      proxy_set_header Connection \"\";
+    }" "" "  upstream segue {
+$upstreams    keepalive 64;
+  }"
+  lb_port=$nginx_port
 }
 stop_lb() {
   [[ -f "$work/lb/nginx.pid" ]] && kill -QUIT "$(cat "$work/lb/nginx.pid")" 2>/dev/null || true
