@@ -52,6 +52,44 @@ bool accepts_event_stream(http::context& ctx) {
     return a && a->find("text/event-stream") != std::string_view::npos;
 }
 
+// What one task's credits did, in credits: held at submit, captured by ready outputs, refunded
+// (released) for failed or canceled ones, and what is held still.
+json::object credits_document(const store::task_ledger& l) {
+    return {{"held", core::credits_value(l.hold)},
+            {"captured", core::credits_value(l.captured)},
+            {"refunded", core::credits_value(l.released)},
+            {"outstanding", core::credits_value(l.outstanding())}};
+}
+
+// A task as the list shows it.
+struct task_summary {
+    store::task_row task;
+    store::task_ledger ledger;
+};
+
+std::vector<task_summary> read_summaries(store::transaction& tx, std::string_view tenant, int limit,
+                                         std::string_view before) {
+    std::vector<task_summary> out;
+    for (auto& t : tx.list_tasks(tenant, limit, before)) {
+        auto l = tx.ledger_for_task(t.id);
+        out.push_back({std::move(t), l});
+    }
+    return out;
+}
+
+json::object summary_document(const task_summary& s) {
+    const auto& t = s.task;
+    json::object o;
+    o["id"] = t.id;
+    o["status"] = t.status;
+    o["provider"] = t.provider;
+    o["num_outputs"] = t.num_outputs;
+    o["created_at"] = core::iso8601(t.created_at);
+    o["updated_at"] = core::iso8601(t.updated_at);
+    o["credits"] = credits_document(s.ledger);
+    return o;
+}
+
 struct handlers : std::enable_shared_from_this<handlers> {
     explicit handlers(const api_deps& d)
         : deps(d),
@@ -122,6 +160,43 @@ struct handlers : std::enable_shared_from_this<handlers> {
     awaitable<void> cancel(http::context& ctx);
     awaitable<void> file(http::context& ctx);
     awaitable<void> list(http::context& ctx);
+    awaitable<void> list_stream(http::context& ctx, std::string tenant, int limit);
+
+    // An open Server-Sent Events response, counted in segue_sse_clients while it lasts, with
+    // a hub subscription that sets `woken` and ends the current wait on `timer` the moment
+    // the task's next events are committed (here or on another replica). `woken` starts true:
+    // an event committed before the subscription woke nobody, so the stream reads once first.
+    struct sse_stream {
+        metrics::gauge& clients;
+        std::shared_ptr<net::steady_timer> timer;
+        std::shared_ptr<std::atomic<bool>> woken = std::make_shared<std::atomic<bool>>(true);
+        std::unique_ptr<events::event_hub::subscription> sub;
+        ~sse_stream() {
+            sub.reset();
+            clients.dec();
+        }
+    };
+    // Sends the stream's head and retry hint, then subscribes to `task` (or
+    // event_hub::any_task); nullptr when the client is gone.
+    awaitable<std::unique_ptr<sse_stream>> open_sse(http::context& ctx, std::string task) {
+        ctx.res().set_header("X-Accel-Buffering", "no");  // nginx-style proxies must not buffer
+        if (!co_await ctx.begin_stream(200, "text/event-stream"))
+            co_return nullptr;
+        sse_clients.inc();
+        const auto executor = co_await net::this_coro::executor;
+        std::unique_ptr<sse_stream> s(
+            new sse_stream{sse_clients, std::make_shared<net::steady_timer>(executor)});
+        if (!co_await ctx.write_stream("retry: 1000\n\n"))
+            co_return nullptr;
+        s->sub =
+            deps.events.subscribe(std::move(task), [timer = s->timer, woken = s->woken, executor] {
+                woken->store(true);
+                // Expiring (not just cancelling) also ends a wait that starts after this runs.
+                net::post(executor,
+                          [timer] { timer->expires_at(net::steady_timer::time_point::min()); });
+            });
+        co_return s;
+    }
     awaitable<void> provider_webhook(http::context& ctx);
 
     api_deps deps;
@@ -226,19 +301,23 @@ awaitable<void> handlers::get(http::context& ctx) {
     std::optional<store::task_row> t;
     std::vector<store::output_row> outs;
     std::vector<store::attempt_row> atts;
+    store::task_ledger ledger;
     co_await deps.db.read([&](store::transaction& tx) {
         t = tx.get_task(id);
         if (!t || t->tenant != *tenant)
             return;
         outs = tx.get_outputs(id);
         atts = tx.get_attempts(id);
+        ledger = tx.ledger_for_task(id);
     });
     // Another tenant's task answers exactly like a missing one.
     if (!t || t->tenant != *tenant) {
         set_problem(ctx.res(), error_kind::not_found, "no such extension", ctx.path());
         co_return;
     }
-    json_response(ctx, 200, core::task_document(*t, outs, atts));
+    auto doc = core::task_document(*t, outs, atts);
+    doc["credits"] = credits_document(ledger);
+    json_response(ctx, 200, doc);
     ctx.res().set_header("ETag", "\"" + std::to_string(t->version) + "\"");
 }
 
@@ -254,23 +333,87 @@ awaitable<void> handlers::list(http::context& ctx) {
     if (!text_param(ctx, "before", before_param))
         co_return;
     const std::string before = before_param.value_or("");
-    std::vector<store::task_row> rows;
+    if (accepts_event_stream(ctx)) {
+        if (!before.empty()) {
+            set_problem(ctx.res(), error_kind::bad_request,
+                        "the live list starts at the newest task: no before", ctx.path(),
+                        {{"before", "not allowed with Accept: text/event-stream"}});
+            co_return;
+        }
+        co_return co_await list_stream(ctx, *tenant, *limit);
+    }
+    std::vector<task_summary> rows;
     co_await deps.db.read(
-        [&](store::transaction& tx) { rows = tx.list_tasks(*tenant, *limit + 1, before); });
+        [&](store::transaction& tx) { rows = read_summaries(tx, *tenant, *limit + 1, before); });
     json::array data;
     const bool more = static_cast<int>(rows.size()) > *limit;
-    for (int i = 0; i < static_cast<int>(rows.size()) && i < *limit; ++i) {
-        json::object o;
-        o["id"] = rows[i].id;
-        o["status"] = rows[i].status;
-        o["provider"] = rows[i].provider;
-        o["created_at"] = core::iso8601(rows[i].created_at);
-        data.emplace_back(std::move(o));
-    }
+    for (int i = 0; i < static_cast<int>(rows.size()) && i < *limit; ++i)
+        data.emplace_back(summary_document(rows[i]));
     json::object body;
     body["data"] = std::move(data);
     body["has_more"] = more;
     json_response(ctx, 200, body);
+}
+
+// The tenant's newest `limit` tasks as Server-Sent Events: one `task` frame per task at the
+// start, then one whenever a task of the first page changes (or a new one arrives), until the
+// client leaves or the server drains. Woken by any task's commit (the hub has no tenant index),
+// it re-reads the page, which is one indexed query, and sends only what changed.
+awaitable<void> handlers::list_stream(http::context& ctx, std::string tenant, int limit) {
+    auto self = shared_from_this();
+    const auto stream = co_await open_sse(ctx, std::string(events::event_hub::any_task));
+    if (!stream)
+        co_return;
+    auto& timer = stream->timer;
+    auto& woken = stream->woken;
+    std::map<std::string, std::int64_t> sent;  // task id -> version last sent
+    int idle_seconds = 0;
+    auto last_write = std::chrono::steady_clock::now();
+    for (;;) {
+        if (woken->exchange(false)) {
+            std::vector<task_summary> rows;
+            co_await deps.db.read(
+                [&](store::transaction& tx) { rows = read_summaries(tx, tenant, limit, ""); });
+            // Oldest first, so a client that prepends what is new keeps the newest on top.
+            for (auto it = rows.rbegin(); it != rows.rend(); ++it) {
+                auto [pos, fresh] = sent.try_emplace(it->task.id, it->task.version);
+                if (!fresh && pos->second == it->task.version)
+                    continue;
+                pos->second = it->task.version;
+                if (!co_await ctx.write_stream(
+                        "event: task\ndata: " + util::json_text(summary_document(*it)) + "\n\n"))
+                    co_return;
+                last_write = std::chrono::steady_clock::now();
+            }
+            // Forget tasks that fell off the page, so the map stays at most `limit` long.
+            if (sent.size() > rows.size()) {
+                std::map<std::string, std::int64_t> kept;
+                for (const auto& r : rows)
+                    kept.emplace(r.task.id, r.task.version);
+                sent = std::move(kept);
+            }
+        }
+        if (ctx.draining())
+            co_return;
+        if (std::chrono::steady_clock::now() - last_write > std::chrono::seconds(15)) {
+            if (!co_await ctx.write_stream(": keep-alive\n\n"))
+                co_return;
+            last_write = std::chrono::steady_clock::now();
+        }
+        // Commits come in bursts: a short pause lets one re-read cover a burst. Then wait for
+        // a wake-up, looking at draining every second and re-reading every 5 s anyway (a lost
+        // wake-up).
+        timer->expires_after(std::chrono::milliseconds(100));
+        co_await timer->async_wait(use_tuple);
+        if (!woken->load()) {
+            timer->expires_after(std::chrono::seconds(1));
+            co_await timer->async_wait(use_tuple);
+            if (!woken->load() && ++idle_seconds >= 5)
+                woken->store(true);
+        }
+        if (woken->load())
+            idle_seconds = 0;
+    }
 }
 
 awaitable<void> handlers::events(http::context& ctx) {
@@ -334,29 +477,11 @@ awaitable<void> handlers::events(http::context& ctx) {
     }
 
     // Server-Sent Events: the log from `after`, then live until the task is final.
-    ctx.res().set_header("X-Accel-Buffering", "no");  // nginx-style proxies must not buffer
-    if (!co_await ctx.begin_stream(200, "text/event-stream"))
+    const auto stream = co_await open_sse(ctx, id);
+    if (!stream)
         co_return;
-    sse_clients.inc();
-    struct gauge_guard {
-        metrics::gauge& g;
-        ~gauge_guard() { g.dec(); }
-    } guard{sse_clients};
-    if (!co_await ctx.write_stream("retry: 1000\n\n"))
-        co_return;
-    // Woken by the event hub the moment this task's next events are committed (here or on
-    // another replica); the timer is only the fallback (a lost notification, keep-alives).
-    const auto executor = co_await net::this_coro::executor;
-    auto timer = std::make_shared<net::steady_timer>(executor);
-    auto woken = std::make_shared<std::atomic<bool>>(false);
-    const auto sub = deps.events.subscribe(id, [timer, woken, executor] {
-        woken->store(true);
-        // Expiring (not just cancelling) also ends a wait that starts after this runs.
-        net::post(executor, [timer] { timer->expires_at(net::steady_timer::time_point::min()); });
-    });
-    // An event committed between the first read (above) and this subscription woke nobody:
-    // read once more before the first wait.
-    woken->store(true);
+    auto& timer = stream->timer;
+    auto& woken = stream->woken;
     auto last_write = std::chrono::steady_clock::now();
     for (;;) {
         for (const auto& e : evs) {
@@ -408,10 +533,12 @@ awaitable<void> handlers::cancel(http::context& ctx) {
     std::optional<store::task_row> t;
     std::vector<store::output_row> outs;
     std::vector<store::attempt_row> atts;
+    store::task_ledger ledger;
     co_await deps.db.read([&](store::transaction& tx) {
         t = tx.get_task(id);
         outs = tx.get_outputs(id);
         atts = tx.get_attempts(id);
+        ledger = tx.ledger_for_task(id);
     });
     if (outcome == core::engine::cancel_outcome::already_final) {
         set_problem(ctx.res(), error_kind::conflict,
@@ -419,7 +546,9 @@ awaitable<void> handlers::cancel(http::context& ctx) {
                     ctx.path());
         co_return;
     }
-    json_response(ctx, 200, core::task_document(*t, outs, atts));
+    auto doc = core::task_document(*t, outs, atts);
+    doc["credits"] = credits_document(ledger);
+    json_response(ctx, 200, doc);
 }
 
 awaitable<void> handlers::file(http::context& ctx) {

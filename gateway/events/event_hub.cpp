@@ -31,6 +31,11 @@ void event_hub::publish(const std::vector<std::string>& task_ids) {
         for (auto i = b; i != e; ++i)
             i->second.wake();
     }
+    if (task_ids.empty())
+        return;
+    auto [b, e] = waiters_.equal_range(std::string(any_task));
+    for (auto i = b; i != e; ++i)
+        i->second.wake();
 }
 
 void event_hub::publish_all() {

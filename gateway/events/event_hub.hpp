@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -15,6 +16,8 @@ namespace segue::events {
 
 class event_hub {
   public:
+    static constexpr std::string_view any_task = "*";  // no task id is "*"
+
     class subscription {
       public:
         ~subscription();
@@ -31,7 +34,8 @@ class event_hub {
     };
 
     // `wake` runs on the publishing thread (a store thread): it must not block, only post.
-    // It never runs once the subscription is destroyed.
+    // It never runs once the subscription is destroyed. `any_task` as the id: woken by every
+    // task's events (a tenant-wide stream, which re-reads and filters by itself).
     [[nodiscard]] std::unique_ptr<subscription> subscribe(std::string task_id,
                                                           std::function<void()> wake);
     void publish(const std::vector<std::string>& task_ids);
