@@ -22,6 +22,7 @@
 #include "gateway/core/lease_worker.hpp"
 #include "gateway/core/ledger.hpp"
 #include "gateway/core/model.hpp"
+#include "gateway/core/recent_outcomes.hpp"
 #include "gateway/core/retry_policy.hpp"
 #include "gateway/core/signed_url.hpp"
 #include "gateway/core/transition.hpp"
@@ -157,6 +158,7 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
         for (auto* prov : p.all()) {
             breakers.emplace(std::string(prov->name()),
                              std::make_unique<circuit_breaker>(breaker_from(s.breakers)));
+            outcomes.emplace(std::string(prov->name()), std::make_unique<recent_outcomes>());
             breaker_state.with({std::string(prov->name())}).set(0);
         }
     }
@@ -166,6 +168,8 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
         return it == breakers.end() ? nullptr : it->second.get();
     }
     void breaker_result(std::string_view name, bool ok) {
+        if (auto it = outcomes.find(name); it != outcomes.end())
+            it->second->record(ok, steady_ms());
         auto* b = breaker_for(name);
         if (!b)
             return;
@@ -254,6 +258,7 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     metrics::family<metrics::counter>& credits;
     retry_settings retry;
     std::map<std::string, std::unique_ptr<circuit_breaker>, std::less<>> breakers;
+    std::map<std::string, std::unique_ptr<recent_outcomes>, std::less<>> outcomes;
     transition trans;
 };
 
@@ -961,6 +966,22 @@ std::string engine::providers_json() const {
                 br["open_until"] = iso8601(wall + (s.open_until_ms - now));
             o["circuit"] = std::move(br);
             o["healthy"] = s.st == circuit_breaker::state::closed;
+        }
+        if (auto it = impl_->outcomes.find(name); it != impl_->outcomes.end()) {
+            // Upstream results this replica saw: requests, failures and their ratio (null
+            // without requests) over the last 5 and 60 minutes.
+            json::object recent;
+            for (const int span : {5, 60}) {
+                const auto c = it->second->over(span, now);
+                json::object w;
+                w["requests"] = c.requests;
+                w["failures"] = c.failures;
+                w["error_rate"] = c.requests > 0 ? json::value(static_cast<double>(c.failures) /
+                                                               static_cast<double>(c.requests))
+                                                 : json::value(nullptr);
+                recent[span == 5 ? "last_5m" : "last_60m"] = std::move(w);
+            }
+            o["recent"] = std::move(recent);
         }
         out.emplace_back(std::move(o));
     }
