@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "gateway/api/auth.hpp"
+#include "gateway/api/console.hpp"
 #include "gateway/api/credits.hpp"
 #include "gateway/api/deliveries.hpp"
 #include "gateway/api/extensions.hpp"
@@ -135,6 +136,7 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
         .with({build::version, build::revision})
         .set(1);
     api::add_system_routes(d.routes, d.metrics, [&d] { return d.server && d.server->ready(); });
+    api::add_console_routes(d.routes);
 
     // Durable state first: nothing is accepted before the store is open and migrated.
     std::filesystem::create_directories(d.settings.storage.blob_dir);

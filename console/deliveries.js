@@ -1,0 +1,73 @@
+// Deliveries: the tenant's pending and dead webhook deliveries with their last error;
+// redeliver one, or every dead one of a task.
+
+import { api } from './api.js';
+import { h, replace, toast, problemText } from './dom.js';
+
+export async function render(main, [taskParam], signal) {
+  const task = h('input', { id: 'delivery-task', type: 'search', placeholder: 'ext_…',
+    value: taskParam || '' });
+  const pending = h('tbody', { id: 'pending-rows' });
+  const dead = h('tbody', { id: 'dead-rows' });
+  const all = h('button', { type: 'button', id: 'redeliver-all', hidden: true },
+    'Redeliver every dead delivery of this task');
+  const counts = h('p', { class: 'hint', id: 'delivery-counts' });
+  const head = (...cols) => h('thead', {}, h('tr', {}, cols.map((c) => h('th', { scope: 'col' }, c))));
+
+  main.append(
+    h('div', { class: 'bar' }, h('h2', {}, 'Deliveries'),
+      h('button', { type: 'button', id: 'refresh-deliveries', onclick: () => load() }, 'Refresh')),
+    h('form', { class: 'filters', role: 'search', onsubmit: (e) => { e.preventDefault(); load(); } },
+      h('label', {}, 'Task id ', task), h('button', { type: 'submit' }, 'Filter'), all),
+    counts,
+    h('section', { class: 'card' }, h('h3', {}, 'Dead'),
+      h('div', { class: 'scroll' }, h('table', {},
+        head('Delivery', 'Task', 'Event', 'URL', 'Attempts', 'Last error', ''), dead))),
+    h('section', { class: 'card' }, h('h3', {}, 'Pending'),
+      h('div', { class: 'scroll' }, h('table', {},
+        head('Delivery', 'Task', 'Event', 'URL', 'Attempts', 'Last error', 'Next attempt'), pending))));
+
+  async function redeliver(ids) {
+    let ok = 0;
+    for (const id of ids) {
+      try {
+        await api(`/v1/deliveries/${encodeURIComponent(id)}/redeliver`, { method: 'POST', signal });
+        ok++;
+      } catch (e) {
+        toast(`${id}: ${problemText(e)}`, 'error');
+      }
+    }
+    if (ok) toast(`${ok} deliver${ok === 1 ? 'y' : 'ies'} queued again`);
+    await load();
+  }
+
+  const lastError = (d) => [d.last_status ? `HTTP ${d.last_status}` : '', d.last_error || '']
+    .filter(Boolean).join(' · ');
+
+  async function load() {
+    const t = task.value.trim();
+    const q = t ? `&task_id=${encodeURIComponent(t)}` : '';
+    const [p, x] = await Promise.all([
+      api(`/v1/deliveries?status=pending&limit=200${q}`, { signal }),
+      api(`/v1/deliveries?status=dead&limit=200${q}`, { signal }),
+    ]);
+    const row = (d, last) => h('tr', { dataset: { id: d.id, status: d.status } },
+      h('td', {}, h('code', {}, d.id)),
+      h('td', {}, h('a', { href: `#/tasks/${d.task_id}` }, d.task_id)),
+      h('td', {}, `#${d.seq}`),
+      h('td', { class: 'url' }, d.url),
+      h('td', {}, d.attempts),
+      h('td', {}, lastError(d)),
+      last);
+    replace(dead, x.data.map((d) => row(d, h('td', {}, h('button', { type: 'button',
+      class: 'redeliver', onclick: () => redeliver([d.id]) }, 'Redeliver')))));
+    replace(pending, p.data.map((d) => row(d, h('td', {},
+      d.next_attempt_at ? new Date(d.next_attempt_at).toLocaleTimeString() : '–'))));
+    counts.textContent = `${x.data.length}${x.has_more ? '+' : ''} dead · ` +
+      `${p.data.length}${p.has_more ? '+' : ''} pending`;
+    all.hidden = !(t && x.data.length);
+    all.onclick = () => redeliver(x.data.map((d) => d.id));
+    if (t) history.replaceState(null, '', `#/deliveries?task=${t}`);
+  }
+  await load();
+}

@@ -1,0 +1,119 @@
+// New extension: drop a song (or choose it), see its waveform, click it (or use the arrow
+// keys) to choose extend_after, fill in the prompt, lyrics and options, submit, and land on the
+// live task page.
+
+import { api } from './api.js';
+import { h, toast, problemText } from './dom.js';
+import { decode, formatTime, Waveform } from './waveform.js';
+
+export async function render(main, _params, signal) {
+  let file = null;
+  const fileInput = h('input', { id: 'audio-file', type: 'file', accept: 'audio/*' });
+  const drop = h('div', { class: 'drop', id: 'drop' },
+    h('p', {}, 'Drop a song here, or '), h('label', { class: 'button' }, 'choose a file', fileInput));
+  const canvas = h('canvas', { class: 'wave', id: 'wave-new', hidden: true });
+  const wave = new Waveform(canvas, { label: 'Choose where to extend: click or use the arrow keys',
+    interactive: true, onSeek: (t) => setSplice(t) });
+  const fileInfo = h('p', { class: 'hint', id: 'file-info' });
+  const after = h('input', { id: 'extend-after', name: 'extend_after', type: 'number', min: '0',
+    step: '0.01', required: true });
+  const prompt = h('textarea', { id: 'prompt', name: 'prompt', maxlength: '3000', rows: '2' });
+  const lyrics = h('textarea', { id: 'lyrics', name: 'lyrics', maxlength: '2000', rows: '3' });
+  const lyricsNew = h('textarea', { id: 'lyrics-new', name: 'lyrics_section_to_extend',
+    maxlength: '3000', rows: '3' });
+  const gender = h('select', { id: 'gender', name: 'gender' }, h('option', { value: '' }, 'any'),
+    ['female', 'male', 'neutral'].map((g) => h('option', { value: g }, g)));
+  const outputs = h('select', { id: 'num-outputs', name: 'num_outputs' },
+    h('option', { value: '2' }, '2'), h('option', { value: '1' }, '1'));
+  const length = h('input', { id: 'length', name: 'length', type: 'number', min: '1', step: '1' });
+  const provider = h('select', { id: 'provider', name: 'provider' },
+    h('option', { value: '' }, 'routed by the gateway'));
+  const webhook = h('input', { id: 'webhook-url', name: 'webhook_url', type: 'url',
+    placeholder: 'https://…' });
+  const submit = h('button', { type: 'submit', id: 'submit', disabled: true }, 'Extend');
+  const errors = h('div', { class: 'error', role: 'alert', id: 'form-errors' });
+
+  const field = (label, el, hint) => h('div', { class: 'field' },
+    h('label', { for: el.id }, label), el, hint ? h('small', {}, hint) : null);
+  const form = h('form', { class: 'card', id: 'new-form', novalidate: true },
+    h('h2', {}, 'New extension'), drop, canvas, fileInfo,
+    field('Extend after (seconds)', after, 'Click the waveform to choose it'),
+    field('Prompt', prompt), field('Lyrics of the song', lyrics),
+    field('Lyrics for the new part', lyricsNew),
+    h('div', { class: 'row' }, field('Voice', gender), field('Outputs', outputs),
+      field('New length (s)', length, 'optional'), field('Provider', provider)),
+    field('Webhook URL', webhook, 'optional: the events are posted there, signed'),
+    submit, errors);
+  main.append(form);
+
+  api('/v1/providers', { signal }).then((r) => {
+    for (const p of r.data) provider.append(h('option', { value: p.name }, p.name));
+  }).catch(() => {});
+
+  function setSplice(t) {
+    after.value = t.toFixed(2);
+    wave.set({ splice: t });
+    fileInfo.textContent = `${file.name} · ${formatTime(wave.audio.duration)} · extend after ` +
+      formatTime(t);
+  }
+  after.addEventListener('input', () => {
+    const t = Number(after.value);
+    if (wave.audio && Number.isFinite(t)) wave.set({ splice: Math.min(Math.max(t, 0), wave.audio.duration) });
+  });
+
+  async function take(f) {
+    if (!f) return;
+    file = f;
+    submit.disabled = true;
+    fileInfo.textContent = `${f.name}: decoding…`;
+    try {
+      const audio = await decode(await f.arrayBuffer());
+      canvas.hidden = false;
+      wave.set({ audio, axis: audio.duration });
+      setSplice(Math.round(audio.duration * 50) / 100);
+      submit.disabled = false;
+      canvas.focus();
+    } catch (e) {
+      file = null;
+      canvas.hidden = true;
+      fileInfo.textContent = `${f.name}: this browser cannot decode it (${e.message})`;
+    }
+  }
+  fileInput.addEventListener('change', () => take(fileInput.files[0]));
+  drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
+  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+  drop.addEventListener('drop', (e) => {
+    e.preventDefault();
+    drop.classList.remove('over');
+    take(e.dataTransfer.files[0]);
+  });
+
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    errors.textContent = '';
+    for (const el of form.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
+    if (!file) return;
+    const body = new FormData();
+    body.append('audio_file', file, file.name);
+    body.append('extend_after', after.value);
+    for (const el of [prompt, lyrics, lyricsNew, gender, outputs, length, provider, webhook])
+      if (el.value.trim()) body.append(el.name, el.value.trim());
+    submit.disabled = true;
+    submit.textContent = 'Uploading…';
+    try {
+      const task = await api('/v1/extensions', { method: 'POST', body, signal,
+        headers: { 'Idempotency-Key': crypto.randomUUID() } });
+      toast(`Task ${task.id} created`);
+      location.hash = `#/tasks/${task.id}`;
+    } catch (err) {
+      if (signal.aborted) return;
+      errors.textContent = problemText(err);
+      for (const fe of (err.problem && err.problem.errors) || []) {
+        const el = form.querySelector(`[name="${CSS.escape(fe.field)}"]`);
+        if (el) el.setAttribute('aria-invalid', 'true');
+      }
+      submit.disabled = false;
+      submit.textContent = 'Extend';
+    }
+  });
+}

@@ -1,0 +1,317 @@
+// One task, live: the source's waveform with extend_after marked and each output's waveform on
+// the same time axis (the kept part and the new part line up), players (source, each output,
+// A/B around the splice), title, lyrics highlighted as the audio plays, cover, the event
+// timeline, the attempts per provider and the credits held, captured and refunded.
+
+import { api, apiBlob, filePath, stream } from './api.js';
+import { h, replace, credits, statusBadge, toast, problemText } from './dom.js';
+import { decode, formatTime, Waveform } from './waveform.js';
+
+const FINAL = new Set(['succeeded', 'partially_succeeded', 'failed', 'canceled']);
+const FINAL_EVENTS = new Set(['extension.succeeded', 'extension.partially_succeeded',
+  'extension.failed', 'extension.canceled']);
+const PRE_ROLL = 4;  // seconds before the splice that A/B starts from
+
+// Where to play and decode an output's audio from: a signed link when the task has one (no
+// header needed, so the <audio> element streams it), else the API file fetched with the key.
+// WAV first: every browser decodes it.
+function audioSource(audio) {
+  if (!audio) return null;
+  for (const fmt of ['wav', 'mp3']) {
+    const signed = (audio.signed_urls && audio.signed_urls[fmt]) || audio[`${fmt}_signed_url`];
+    const signedPath = filePath(signed);
+    if (signedPath) return { signed: signedPath };
+    const id = audio[`${fmt}_file_id`];
+    if (id) return { path: `/v1/files/${encodeURIComponent(id)}` };
+    const p = filePath(audio[`${fmt}_url`]);
+    if (p) return { path: p };
+  }
+  const p = filePath(audio.signed_url);
+  return p ? { signed: p } : null;
+}
+
+export async function render(main, [id], signal) {
+  const urls = [];  // object URLs to revoke when the page goes
+  signal.addEventListener('abort', () => urls.forEach((u) => URL.revokeObjectURL(u)));
+  const tracks = new Map();  // key -> {audio, wave, data, el}
+  let doc = null;
+  let axis = 0;
+  let sawFinalEvent = false;
+
+  const status = h('span', { id: 'task-status' });
+  const live = h('span', { class: 'live', id: 'live-state' }, 'connecting…');
+  const meta = h('dl', { class: 'meta' });
+  const creditsEl = h('p', { id: 'task-credits' });
+  const cancel = h('button', { type: 'button', id: 'cancel', hidden: true }, 'Cancel');
+  const sourceBox = h('section', { class: 'card', id: 'source', 'aria-label': 'Source' });
+  const outputsBox = h('div', { id: 'outputs' });
+  const timeline = h('ol', { class: 'timeline', id: 'timeline' });
+  const attempts = h('tbody', { id: 'attempts' });
+  const error = h('p', { class: 'error', role: 'alert', id: 'task-error' });
+
+  main.append(
+    h('div', { class: 'bar' }, h('h2', {}, 'Task ', h('code', {}, id)), status, live, cancel),
+    error, meta,
+    h('section', { class: 'card' }, h('h3', {}, 'Credits'), creditsEl),
+    sourceBox, outputsBox,
+    h('section', { class: 'card' }, h('h3', {}, 'Attempts'),
+      h('div', { class: 'scroll' }, h('table', {},
+        h('thead', {}, h('tr', {}, ['#', 'Provider', 'Provider task', 'Status', 'Error',
+          'Started', 'Finished'].map((c) => h('th', { scope: 'col' }, c)))), attempts))),
+    h('section', { class: 'card' }, h('h3', {}, 'Events'), timeline),
+    h('p', {}, h('a', { href: `#/deliveries?task=${id}` }, 'Webhook deliveries of this task')));
+
+  cancel.addEventListener('click', async () => {
+    try {
+      await api(`/v1/extensions/${id}/cancel`, { method: 'POST', signal });
+      toast('Cancel requested');
+    } catch (e) {
+      toast(problemText(e), 'error');
+    }
+  });
+
+  // Audio: decoded for the waveform; played from a signed link or a Blob of the API file.
+  async function loadTrack(key, src) {
+    if (tracks.has(key)) return tracks.get(key);
+    const t = { audio: h('audio', { preload: 'auto', controls: true, dataset: { track: key } }),
+      data: null, src };
+    tracks.set(key, t);
+    const fetched = src.signed ? await fetch(src.signed, { signal }).then((r) => {
+      if (!r.ok) throw new Error(`audio ${r.status}`);
+      return r.blob();
+    }) : await apiBlob(src.path, signal);
+    if (src.signed) {
+      t.audio.src = src.signed;
+    } else {
+      const u = URL.createObjectURL(fetched);
+      urls.push(u);
+      t.audio.src = u;
+    }
+    t.data = await decode(await fetched.arrayBuffer());
+    return t;
+  }
+
+  function relayout() {
+    axis = Math.max(0, ...[...tracks.values()].filter((t) => t.data).map((t) => t.data.duration));
+    for (const t of tracks.values()) if (t.wave && t.data) t.wave.set({ axis, audio: t.data });
+  }
+
+  function attachPlayhead(t, lyricsList) {
+    let frame = 0;
+    const tick = () => {
+      t.wave.setPlayhead(t.audio.currentTime);
+      if (lyricsList) highlight(lyricsList, t.audio.currentTime * 1000);
+      if (!t.audio.paused) frame = requestAnimationFrame(tick);
+    };
+    t.audio.addEventListener('play', () => { cancelAnimationFrame(frame); tick(); });
+    t.audio.addEventListener('seeked', tick);
+    t.audio.addEventListener('timeupdate', tick);
+    signal.addEventListener('abort', () => { cancelAnimationFrame(frame); t.audio.pause(); });
+  }
+
+  function playButton(t, label) {
+    return h('button', { type: 'button', class: 'play', onclick: () => {
+      for (const o of tracks.values()) if (o !== t) o.audio.pause();
+      if (t.audio.paused) t.audio.play().catch((e) => toast(`cannot play: ${e.message}`, 'error'));
+      else t.audio.pause();
+    } }, label);
+  }
+
+  async function showSource(d) {
+    const src = d.request && d.request.source;
+    if (!src || src.type !== 'file' || !src.file_id || tracks.has('source')) return;
+    const splice = d.request.extend_after;
+    replace(sourceBox, h('h3', {}, 'Source ', h('small', {}, src.filename || ''),
+      ` · extend after ${formatTime(splice)}`), h('p', { class: 'hint' }, 'loading audio…'));
+    const t = await loadTrack('source', { path: `/v1/files/${encodeURIComponent(src.file_id)}` });
+    const canvas = h('canvas', { class: 'wave', id: 'wave-source' });
+    t.wave = new Waveform(canvas, { label: `Source waveform, extend after ${formatTime(splice)}`,
+      onSeek: (s) => { t.audio.currentTime = s; } });
+    t.wave.set({ splice });
+    attachPlayhead(t, null);
+    replace(sourceBox,
+      h('h3', {}, 'Source ', h('small', {}, src.filename || ''),
+        ` · ${formatTime(t.data.duration)} · extend after ${formatTime(splice)}`),
+      canvas, h('div', { class: 'controls' }, playButton(t, 'Play source'), t.audio));
+    relayout();
+  }
+
+  function outputBox(o) {
+    let box = outputsBox.querySelector(`[data-output="${o.index}"]`);
+    if (!box) {
+      box = h('section', { class: 'card output', dataset: { output: o.index },
+        'aria-label': `Output ${o.index}` });
+      outputsBox.append(box);
+    }
+    return box;
+  }
+
+  async function showOutput(o) {
+    const box = outputBox(o);
+    box.dataset.status = o.status;
+    const key = `output-${o.index}`;
+    const src = audioSource(o.audio);
+    if (o.status !== 'ready' || !src) {
+      replace(box, h('h3', {}, `Output ${o.index} `, statusBadge(o.status)),
+        o.error ? h('p', { class: 'error' }, o.error.message || o.error.code || 'failed') : null);
+      return;
+    }
+    if (tracks.has(key)) return updateOutputText(box, o);
+    replace(box, h('h3', {}, `Output ${o.index} `, statusBadge(o.status)),
+      h('p', { class: 'hint' }, 'loading audio…'));
+    const t = await loadTrack(key, src);
+    const splice = doc.request.extend_after;
+    const canvas = h('canvas', { class: 'wave', id: `wave-output-${o.index}` });
+    t.wave = new Waveform(canvas, { label: `Output ${o.index} waveform`,
+      onSeek: (s) => { t.audio.currentTime = s; } });
+    t.wave.set({ splice });
+    const lyricsList = h('ol', { class: 'lyrics', id: `lyrics-${o.index}` });
+    attachPlayhead(t, lyricsList);
+    const ab = h('button', { type: 'button', class: 'ab', id: `ab-${o.index}` }, 'A/B at splice');
+    ab.addEventListener('click', () => abToggle(t, ab));
+    replace(box,
+      h('div', { class: 'output-head' },
+        h('img', { class: 'cover', alt: '', id: `cover-${o.index}`, hidden: true }),
+        h('div', {}, h('h3', {}, `Output ${o.index} `, statusBadge(o.status)),
+          h('p', { class: 'title', id: `title-${o.index}` }),
+          h('p', { class: 'hint' }, `${formatTime(t.data.duration)} · kept until ` +
+            `${formatTime(splice)}, new after it`))),
+      canvas,
+      h('div', { class: 'controls' }, playButton(t, `Play output ${o.index}`), ab, t.audio),
+      lyricsList);
+    updateOutputText(box, o);
+    relayout();
+  }
+
+  // A/B around the splice: plays the source from a little before extend_after, and each press
+  // switches between the source (A) and this output (B) at the same moment.
+  function abToggle(out, button) {
+    const src = tracks.get('source');
+    if (!src || !src.data) return toast('the source is not loaded', 'error');
+    const playing = [src, out].find((t) => !t.audio.paused);
+    for (const t of tracks.values()) if (t !== src && t !== out) t.audio.pause();
+    let next;
+    let at;
+    if (!playing) {
+      next = src;
+      at = Math.max(0, doc.request.extend_after - PRE_ROLL);
+    } else {
+      next = playing === src ? out : src;
+      at = playing.audio.currentTime;
+      playing.audio.pause();
+    }
+    next.audio.currentTime = Math.min(at, next.data.duration);
+    next.audio.play().catch((e) => toast(`cannot play: ${e.message}`, 'error'));
+    button.textContent = next === src ? 'A/B: playing A (source), press for B' :
+      'A/B: playing B (output), press for A';
+  }
+
+  async function updateOutputText(box, o) {
+    const title = box.querySelector('.title');
+    if (title) title.textContent = o.title || '';
+    const list = box.querySelector('.lyrics');
+    if (list && Array.isArray(o.lyrics_timestamped) && !list.childElementCount) {
+      replace(list, o.lyrics_timestamped.map((l) => h('li', {
+        dataset: { start: l.start_ms, end: l.end_ms } },
+      h('span', { class: 'ts' }, formatTime(l.start_ms / 1000)), ' ', l.text)));
+    } else if (list && !list.childElementCount && o.lyrics) {
+      replace(list, o.lyrics.split('\n').map((l) => h('li', {}, l)));
+    }
+    const img = box.querySelector('img.cover');
+    const cover = filePath(o.cover_url);
+    if (img && cover && !img.dataset.src) {
+      img.dataset.src = cover;
+      try {
+        const u = URL.createObjectURL(await apiBlob(cover, signal));
+        urls.push(u);
+        img.src = u;
+        img.alt = `Cover of output ${o.index}`;
+        img.hidden = false;
+      } catch (e) {
+        if (!signal.aborted) img.dataset.src = '';
+      }
+    }
+  }
+
+  function showDoc(d) {
+    doc = d;
+    replace(status, statusBadge(d.status));
+    status.dataset.status = d.status;
+    cancel.hidden = FINAL.has(d.status);
+    replace(meta,
+      h('dt', {}, 'Provider'), h('dd', {}, d.provider || '–'),
+      h('dt', {}, 'Created'), h('dd', {}, new Date(d.created_at).toLocaleString()),
+      h('dt', {}, 'Updated'), h('dd', {}, new Date(d.updated_at).toLocaleString()),
+      h('dt', {}, 'Extend after'), h('dd', {}, formatTime(d.request.extend_after)),
+      d.request.prompt ? [h('dt', {}, 'Prompt'), h('dd', {}, d.request.prompt)] : null,
+      (d.warnings || []).length ? [h('dt', {}, 'Warnings'), h('dd', {}, d.warnings.join('; '))] : null);
+    error.textContent = d.error ? `${d.error.code || 'error'}: ${d.error.message || ''}` : '';
+    creditsEl.textContent = d.credits
+      ? `${credits(d.credits)} · ${d.credits.outstanding} still held` : '–';
+    replace(attempts, (d.attempts || []).map((a) => h('tr', {},
+      h('td', {}, a.number), h('td', {}, a.provider), h('td', {}, h('code', {}, a.provider_task_id || '–')),
+      h('td', {}, a.status), h('td', {}, a.error ? `${a.error.code || ''} ${a.error.message || ''}` : ''),
+      h('td', {}, new Date(a.started_at).toLocaleTimeString()),
+      h('td', {}, a.finished_at ? new Date(a.finished_at).toLocaleTimeString() : '–'))));
+    const work = [showSource(d), ...(d.outputs || []).map(showOutput)];
+    Promise.all(work).catch((e) => { if (!signal.aborted) toast(problemText(e), 'error'); });
+  }
+
+  let refreshing = null;
+  let again = false;
+  async function refresh() {
+    if (refreshing) { again = true; return refreshing; }
+    refreshing = (async () => {
+      do {
+        again = false;
+        showDoc(await api(`/v1/extensions/${id}`, { signal }));
+      } while (again);
+    })().finally(() => { refreshing = null; });
+    return refreshing;
+  }
+
+  function describe(e) {
+    const d = e.data || {};
+    const parts = [];
+    if (d.index) parts.push(`output ${d.index}`);
+    if (d.provider) parts.push(d.provider);
+    if (d.failed_provider) parts.push(`${d.failed_provider} failed`);
+    if (d.decision) parts.push(d.decision);
+    if (d.next_provider) parts.push(`next: ${d.next_provider}`);
+    if (d.reason) parts.push(`reason: ${d.reason}`);
+    if (d.error) parts.push(`${d.error.code || ''} ${d.error.message || ''}`.trim());
+    if (d.amount !== undefined) parts.push(`${d.amount} credits`);
+    return parts.join(' · ');
+  }
+
+  await refresh();
+  await stream(`/v1/extensions/${id}/events`, {
+    signal,
+    done: () => sawFinalEvent || (doc && FINAL.has(doc.status)),
+    onState: (s) => { live.textContent = s === 'live' ? 'live' : 'reconnecting…'; },
+    onEvent: (ev) => {
+      const e = JSON.parse(ev.data);
+      if (FINAL_EVENTS.has(e.type)) sawFinalEvent = true;
+      timeline.append(h('li', { dataset: { type: e.type, seq: e.seq } },
+        h('time', { datetime: e.created_at }, new Date(e.created_at).toLocaleTimeString()), ' ',
+        h('strong', {}, e.type.replace(/^extension\./, '')), ' ', describe(e)));
+      refresh().catch((err) => { if (!signal.aborted) toast(problemText(err), 'error'); });
+    },
+  });
+  if (!signal.aborted) {
+    live.textContent = 'final';
+    await refresh();
+  }
+}
+
+function highlight(list, ms) {
+  for (const li of list.children) {
+    const on = li.dataset.start !== undefined && ms >= Number(li.dataset.start) &&
+      ms < Number(li.dataset.end);
+    if (on !== li.classList.contains('now')) {
+      li.classList.toggle('now', on);
+      if (on) li.setAttribute('aria-current', 'true');
+      else li.removeAttribute('aria-current');
+    }
+  }
+}
