@@ -358,7 +358,8 @@ awaitable<void> handlers::list(http::context& ctx) {
 // The tenant's newest `limit` tasks as Server-Sent Events: one `task` frame per task at the
 // start, then one whenever a task of the first page changes (or a new one arrives), until the
 // client leaves or the server drains. Woken by any task's commit (the hub has no tenant index),
-// it re-reads the page, which is one indexed query, and sends only what changed.
+// it re-reads the page (one indexed query) and the credits of the tasks that may have moved,
+// and sends only what changed.
 awaitable<void> handlers::list_stream(http::context& ctx, std::string tenant, int limit) {
     auto self = shared_from_this();
     const auto stream = co_await open_sse(ctx, std::string(events::event_hub::any_task));
@@ -366,30 +367,52 @@ awaitable<void> handlers::list_stream(http::context& ctx, std::string tenant, in
         co_return;
     auto& timer = stream->timer;
     auto& woken = stream->woken;
-    std::map<std::string, std::int64_t> sent;  // task id -> version last sent
+    struct shown {
+        std::int64_t version = 0;
+        store::task_ledger ledger;
+        bool same(const task_summary& s) const {
+            return version == s.task.version && ledger.hold == s.ledger.hold &&
+                   ledger.captured == s.ledger.captured && ledger.released == s.ledger.released;
+        }
+    };
+    std::map<std::string, shown> sent;  // what the client was last sent of each task
     int idle_seconds = 0;
     auto last_write = std::chrono::steady_clock::now();
     for (;;) {
         if (woken->exchange(false)) {
-            std::vector<task_summary> rows;
-            co_await deps.db.read(
-                [&](store::transaction& tx) { rows = read_summaries(tx, tenant, limit, ""); });
+            std::vector<std::string> page;      // the ids on the page, newest first
+            std::vector<task_summary> changed;  // newest first
+            co_await deps.db.read([&](store::transaction& tx) {
+                for (auto& t : tx.list_tasks(tenant, limit, "")) {
+                    page.push_back(t.id);
+                    // A final task shown at its version changes no more; a running one may
+                    // capture credits without a new version, so its ledger is read again.
+                    const auto s = sent.find(t.id);
+                    if (s != sent.end() && s->second.version == t.version &&
+                        core::is_terminal(
+                            core::parse_task_status(t.status).value_or(core::task_status::failed)))
+                        continue;
+                    auto l = tx.ledger_for_task(t.id);
+                    changed.push_back({std::move(t), l});
+                }
+            });
             // Oldest first, so a client that prepends what is new keeps the newest on top.
-            for (auto it = rows.rbegin(); it != rows.rend(); ++it) {
-                auto [pos, fresh] = sent.try_emplace(it->task.id, it->task.version);
-                if (!fresh && pos->second == it->task.version)
+            for (auto it = changed.rbegin(); it != changed.rend(); ++it) {
+                auto [last, fresh] = sent.try_emplace(it->task.id);
+                if (!fresh && last->second.same(*it))
                     continue;
-                pos->second = it->task.version;
+                last->second = {it->task.version, it->ledger};
                 if (!co_await ctx.write_stream(
                         "event: task\ndata: " + util::json_text(summary_document(*it)) + "\n\n"))
                     co_return;
                 last_write = std::chrono::steady_clock::now();
             }
             // Forget tasks that fell off the page, so the map stays at most `limit` long.
-            if (sent.size() > rows.size()) {
-                std::map<std::string, std::int64_t> kept;
-                for (const auto& r : rows)
-                    kept.emplace(r.task.id, r.task.version);
+            if (sent.size() > page.size()) {
+                std::map<std::string, shown> kept;
+                for (const auto& id : page)
+                    if (auto s = sent.find(id); s != sent.end())
+                        kept.insert(std::move(*s));
                 sent = std::move(kept);
             }
         }
