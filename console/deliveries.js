@@ -44,13 +44,20 @@ export async function render(main, [taskParam], signal) {
   const lastError = (d) => [d.last_status ? `HTTP ${d.last_status}` : '', d.last_error || '']
     .filter(Boolean).join(' · ');
 
+  // Loads can overlap (a refresh while a redelivery reloads): only the latest one is shown,
+  // and "redeliver all" waits for it.
+  let loads = 0;
   async function load() {
+    const mine = ++loads;
+    all.disabled = true;
     const t = task.value.trim();
     const q = t ? `&task_id=${encodeURIComponent(t)}` : '';
     const [p, x] = await Promise.all([
       api(`/v1/deliveries?status=pending&limit=200${q}`, { signal }),
       api(`/v1/deliveries?status=dead&limit=200${q}`, { signal }),
     ]);
+    if (mine !== loads) return;
+    all.disabled = false;
     const row = (d, last) => h('tr', { dataset: { id: d.id, status: d.status } },
       h('td', {}, h('code', {}, d.id)),
       h('td', {}, h('a', { href: `#/tasks/${d.task_id}` }, d.task_id)),

@@ -158,7 +158,10 @@ async function main() {
       await page.screenshot({ path: file, fullPage: true });
       console.log(`  screenshot ${file}`);
     };
-    const ok = (what) => console.log(`ok ${what} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+    const ok = (what) => {
+      if (problems.length) throw new Error(`console/page error(s) before "${what}":\n  ${problems.join('\n  ')}`);
+      console.log(`ok ${what} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+    };
 
     // The page and its headers: self-only CSP, ETag, revalidated.
     const res = await page.goto(`${base}/console/`, { waitUntil: 'networkidle0' });
@@ -302,6 +305,8 @@ async function main() {
     const lastUpdate = (await call(`/v1/deliveries?status=dead&task_id=${taskId}`, KEY_A)).body.data
       .reduce((s, d) => (d.updated_at > s ? d.updated_at : s), '');
     await page.click('#refresh-deliveries');
+    await page.waitForFunction((n) => document.querySelectorAll('#dead-rows tr').length === n &&
+      !document.getElementById('redeliver-all').disabled, {}, dead.length);
     await page.waitForSelector('#redeliver-all:not([hidden])');
     await page.click('#redeliver-all');
     await page.waitForFunction((n) => document.getElementById('toast').textContent.includes(`${n} deliveries queued again`), {}, dead.length);
