@@ -119,7 +119,15 @@ export async function render(main, [id], signal) {
 
   async function showSource(d) {
     const src = d.request && d.request.source;
-    if (!src || src.type !== 'file' || !src.file_id || tracks.has('source')) return;
+    if (!src || tracks.has('source')) return;
+    if (src.type !== 'file' || !src.file_id) {
+      // Only uploads are files of this gateway; a URL or a provider's clip is elsewhere.
+      replace(sourceBox, h('h3', {}, 'Source'), h('p', { class: 'hint' },
+        src.type === 'url' ? ['Fetched from ', h('a', { href: src.url, rel: 'noreferrer' }, src.url),
+          ': no waveform (the console only reads this gateway\'s files).']
+          : `A ${src.provider || 'provider'} clip (${src.id || ''}): no waveform.`));
+      return;
+    }
     const splice = d.request.extend_after;
     replace(sourceBox, h('h3', {}, 'Source ', h('small', {}, src.filename || ''),
       ` · extend after ${formatTime(splice)}`), h('p', { class: 'hint' }, 'loading audio…'));
@@ -152,8 +160,12 @@ export async function render(main, [id], signal) {
     const key = `output-${o.index}`;
     const src = audioSource(o.audio);
     if (o.status !== 'ready' || !src) {
+      const remote = o.audio && (o.audio.mp3_url || o.audio.wav_url);
       replace(box, h('h3', {}, `Output ${o.index} `, statusBadge(o.status)),
-        o.error ? h('p', { class: 'error' }, o.error.message || o.error.code || 'failed') : null);
+        o.title ? h('p', { class: 'title' }, o.title) : null,
+        o.error ? h('p', { class: 'error' }, o.error.message || o.error.code || 'failed') : null,
+        o.status === 'ready' && remote ? h('p', { class: 'hint' }, 'Audio at the provider: ',
+          h('a', { href: remote, rel: 'noreferrer' }, remote), ' (no waveform: not a file of this gateway)') : null);
       return;
     }
     if (tracks.has(key)) return updateOutputText(box, o);

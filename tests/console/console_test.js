@@ -95,7 +95,7 @@ engine:
   poll_interval: 100ms
 providers:
   sandbox:
-    delay: 700ms
+    delay: 2s
     price: 1.5
 fetch:
   allow_cidrs: [127.0.0.1/32]
