@@ -625,7 +625,10 @@ class connection final : public context, public std::enable_shared_from_this<con
         for (const auto& [k, v] : res_.headers)
             add(k, v);
         add("X-Request-Id", request_id_);
-        add("Content-Length", std::to_string(res_.body.size()));
+        // A 304 and a 204 have no content, and RFC 9110 forbids a Content-Length that is not
+        // the 200's (304) or any at all (204).
+        if (res_.status != 304 && res_.status != 204)
+            add("Content-Length", std::to_string(res_.body.size()));
         if (!keep_alive)
             add("Connection", "close");
         out.append("\r\n");

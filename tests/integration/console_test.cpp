@@ -127,6 +127,7 @@ TEST(Console, ServesItsEmbeddedFilesWithTypesEtagsAndASelfOnlyPolicy) {
             ASSERT_TRUE(again);
             EXPECT_EQ(again->status, 304) << inm;
             EXPECT_TRUE(again->body.empty());
+            EXPECT_FALSE(again->header("content-length")) << "not the 200's length";
             EXPECT_EQ(again->header("etag").value_or(""), a.etag);
         }
         auto other = http_request(s.port(), "GET", std::string(a.path), "",
