@@ -12,22 +12,20 @@ const FINAL_EVENTS = new Set(['extension.succeeded', 'extension.partially_succee
   'extension.failed', 'extension.canceled']);
 const PRE_ROLL = 4;  // seconds before the splice that A/B starts from
 
-// Where to play and decode an output's audio from: a signed link when the task has one (no
-// header needed, so the <audio> element streams it), else the API file fetched with the key.
-// WAV first: every browser decodes it.
+// Where to play and decode an output's audio from: a signed link when the task has one
+// (`wav_signed_url`, `mp3_signed_url`: no header needed, so the <audio> element streams it),
+// else the API file fetched with the key. WAV first: every browser decodes it.
 function audioSource(audio) {
   if (!audio) return null;
   for (const fmt of ['wav', 'mp3']) {
-    const signed = (audio.signed_urls && audio.signed_urls[fmt]) || audio[`${fmt}_signed_url`];
-    const signedPath = filePath(signed);
-    if (signedPath) return { signed: signedPath };
+    const signed = filePath(audio[`${fmt}_signed_url`]);
+    if (signed) return { signed };
     const id = audio[`${fmt}_file_id`];
     if (id) return { path: `/v1/files/${encodeURIComponent(id)}` };
     const p = filePath(audio[`${fmt}_url`]);
     if (p) return { path: p };
   }
-  const p = filePath(audio.signed_url);
-  return p ? { signed: p } : null;
+  return null;
 }
 
 export async function render(main, [id], signal) {
@@ -131,7 +129,9 @@ export async function render(main, [id], signal) {
     const splice = d.request.extend_after;
     replace(sourceBox, h('h3', {}, 'Source ', h('small', {}, src.filename || ''),
       ` · extend after ${formatTime(splice)}`), h('p', { class: 'hint' }, 'loading audio…'));
-    const t = await loadTrack('source', { path: `/v1/files/${encodeURIComponent(src.file_id)}` });
+    const signed = filePath(src.signed_url);
+    const t = await loadTrack('source', signed ? { signed }
+      : { path: `/v1/files/${encodeURIComponent(src.file_id)}` });
     const canvas = h('canvas', { class: 'wave', id: 'wave-source' });
     t.wave = new Waveform(canvas, { label: `Source waveform, extend after ${formatTime(splice)}`,
       onSeek: (s) => { t.audio.currentTime = s; } });
@@ -231,7 +231,14 @@ export async function render(main, [id], signal) {
     }
     const img = box.querySelector('img.cover');
     const cover = filePath(o.cover_url);
-    if (img && cover && !img.dataset.src) {
+    const coverSigned = filePath(o.cover_signed_url);
+    if (img && coverSigned && !img.dataset.src) {
+      // A signed link needs no key: the image loads it itself.
+      img.dataset.src = coverSigned;
+      img.src = coverSigned;
+      img.alt = `Cover of output ${o.index}`;
+      img.hidden = false;
+    } else if (img && cover && !img.dataset.src) {
       img.dataset.src = cover;
       try {
         const u = URL.createObjectURL(await apiBlob(cover, signal));

@@ -10,6 +10,7 @@
 
 'use strict';
 const { spawn } = require('node:child_process');
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
@@ -38,6 +39,7 @@ if (!fs.existsSync(chromium)) {
 
 const KEY_A = 'sk-console-alpha';
 const KEY_B = 'sk-console-beta';
+const SIGNING_KEY = 'console-test-url-signing-key';
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // A 6 s mono 22.05 kHz 16-bit WAV: a chord with a beat-like envelope, so the waveform has shape.
@@ -93,6 +95,8 @@ storage:
   sqlite_path: ${dir}/segue.db
 engine:
   poll_interval: 100ms
+api:
+  url_signing_key: ${SIGNING_KEY}
 providers:
   sandbox:
     delay: 2s
@@ -275,6 +279,46 @@ async function main() {
     await page.click('#ab-1');
     await page.evaluate(() => document.querySelectorAll('audio').forEach((a) => a.pause()));
     ok('output 1 reached canplay and played; lyrics highlighted; A/B switched');
+
+    // 4b. A signed link in the task (as GET /v1/extensions/{id} gives when the gateway signs
+    // file links) is what the page plays and decodes: fetched without the key, streamed by the
+    // audio element itself. The task's answer is rewritten here to carry one for output 2.
+    const task = (await call(`/v1/extensions/${taskId}`, KEY_A)).body;
+    const wavId = task.outputs[1].audio.wav_file_id;
+    const expires = Math.floor(Date.now() / 1000) + 600;
+    const sig = crypto.createHmac('sha256', SIGNING_KEY).update(`${wavId}.${expires}`).digest('hex');
+    const signedPath = `/v1/files/${wavId}?expires=${expires}&sig=${sig}`;
+    const signedRequests = [];
+    await page.setRequestInterception(true);
+    const intercept = async (req) => {
+      const u = new URL(req.url());
+      if (u.pathname === signedPath.split('?')[0] && u.search) {
+        signedRequests.push(req.headers().authorization || 'no authorization');
+        return req.continue();
+      }
+      if (req.method() !== 'GET' || u.pathname !== `/v1/extensions/${taskId}`) return req.continue();
+      const doc = (await call(u.pathname, KEY_A)).body;
+      doc.outputs[1].audio.wav_signed_url = signedPath;
+      return req.respond({ status: 200, contentType: 'application/json', body: JSON.stringify(doc) });
+    };
+    page.on('request', intercept);
+    await page.evaluate(() => { location.hash = '#/providers'; });
+    await page.waitForSelector('#provider-rows tr');
+    await page.evaluate((id) => { location.hash = `#/tasks/${id}`; }, taskId);
+    await page.waitForSelector('#wave-output-2');
+    assert.equal(await page.$eval('audio[data-track="output-2"]', (a) => new URL(a.src).pathname + new URL(a.src).search), signedPath);
+    assert.match(await page.$eval('audio[data-track="output-1"]', (a) => a.src), /^blob:/);
+    await page.$eval('audio[data-track="output-2"]', (a) => {
+      a.addEventListener('playing', () => { window.__signedPlaying = true; });
+    });
+    await page.click('#outputs [data-output="2"] button.play');
+    await page.waitForFunction(() => window.__signedPlaying === true, { timeout: 10000 });
+    await page.evaluate(() => document.querySelectorAll('audio').forEach((a) => a.pause()));
+    assert.ok(signedRequests.length >= 2, `signed link fetched and streamed: ${signedRequests.length}`);
+    assert.ok(signedRequests.every((h) => h === 'no authorization'), 'a signed link is fetched without the key');
+    page.off('request', intercept);
+    await page.setRequestInterception(false);
+    ok('a signed link in the task is played and decoded without the key');
 
     // 5. Deliveries: the webhook's port is closed, so its deliveries died after two retries.
     // Redeliver one, then all of the task's dead ones.
