@@ -795,7 +795,11 @@ struct http_client::impl : std::enable_shared_from_this<impl> {
                     p.get().body().data = buf.get();
                     p.get().body().size = download_chunk;
                     lowest.expires_at(deadline);
-                    auto [ec, n] = co_await bhttp::async_read(s, c.buffer, p, use_tuple);
+                    // An event stream is handed over as it arrives; a file fills the buffer
+                    // first (fewer, larger writes).
+                    auto [ec, n] = r.stream_chunks
+                                       ? co_await bhttp::async_read_some(s, c.buffer, p, use_tuple)
+                                       : co_await bhttp::async_read(s, c.buffer, p, use_tuple);
                     if (ec == bhttp::error::need_buffer)
                         ec = {};
                     if (ec) {

@@ -106,6 +106,9 @@ struct request {
     // The `host` label of the metrics; defaults to the URL's host. Set a fixed name for
     // user-given URLs so the label's cardinality stays bounded.
     std::string metrics_host;
+    // download() only: give the sink each piece of the body as soon as it is read (a
+    // Server-Sent Events stream) rather than once a 64 KiB buffer is full or the body ends.
+    bool stream_chunks = false;
 };
 
 struct response {

@@ -879,3 +879,52 @@ TEST_F(HttpClient, FailureNames) {
     EXPECT_EQ(segue::net::to_string(failure::too_large), "too_large");
     EXPECT_EQ(segue::net::to_string(failure::local_io), "local_io");
 }
+
+// stream_chunks: a Server-Sent Events stream reaches the sink as it is written, not once 64 KiB
+// have gathered or the body has ended. The server sends its first event, then waits (bounded)
+// for the sink to have seen it before it ends the body.
+TEST_F(HttpClient, StreamChunksHandsEachPieceToTheSinkAsItArrives) {
+    std::atomic<bool> seen_first{false};
+    std::atomic<bool> seen_before_end{false};
+    test_server server([&](beast::tcp_stream& s, int) -> asio::awaitable<void> {
+        beast::flat_buffer buf;
+        while (auto req = co_await read_request(s, buf)) {
+            seen_first = false;
+            std::string head =
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n"
+                "d\r\ndata: first\n\n\r\n";
+            auto [ec, n] = co_await asio::async_write(s, asio::buffer(head), use_tuple);
+            if (ec)
+                co_return;
+            asio::steady_timer t(s.get_executor());
+            for (int i = 0; i < 100 && !seen_first; ++i) {
+                t.expires_after(10ms);
+                co_await t.async_wait(use_tuple);
+            }
+            seen_before_end = seen_first.load();
+            std::string rest = "c\r\ndata: last\n\n\r\n0\r\n\r\n";
+            auto [ec2, n2] = co_await asio::async_write(s, asio::buffer(rest), use_tuple);
+            if (ec2)
+                co_return;
+        }
+    });
+    segue::net::http_client client(ioc_, plain_options(), metrics_);
+    for (const bool stream : {true, false}) {
+        std::string got;
+        auto r = get(server.base() + "/events");
+        r.stream_chunks = stream;
+        auto res = run(client.download(
+            std::move(r),
+            [&](std::string_view chunk) -> asio::awaitable<bool> {
+                got.append(chunk);
+                if (got.find("first") != std::string::npos)
+                    seen_first = true;
+                co_return true;
+            },
+            1024 * 1024));
+        ASSERT_TRUE(res.ok()) << res.message;
+        EXPECT_EQ(got, "data: first\n\ndata: last\n\n");
+        EXPECT_EQ(seen_before_end.load(), stream) << (stream ? "streamed" : "buffered");
+    }
+}
