@@ -10,8 +10,11 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "gateway/app.hpp"
+#include "gateway/client/commands.hpp"
+#include "gateway/client/options.hpp"
 #include "gateway/config/loader.hpp"
 #include "gateway/store/open_store.hpp"
 #include "providers/descriptor.hpp"
@@ -19,8 +22,9 @@
 
 namespace {
 
-constexpr std::string_view usage = R"(usage: segue [options]
+constexpr std::string_view usage = R"(usage: segue [options]                 run the gateway
        segue migrate [--config FILE]
+       segue extend|watch|tasks|cancel|deliveries|credits ...   (client commands, below)
 
 Segue: one provider-neutral API to extend songs with AI music providers.
 
@@ -40,6 +44,7 @@ commands:
                      lock), so running it first is optional: it is for a release step or a Job.
 
 signals: SIGTERM/SIGINT drain in-flight requests (server.drain_timeout), then exit 0.
+
 )";
 
 std::optional<std::string> env_lookup(const std::string& name) {
@@ -53,6 +58,9 @@ std::optional<std::string> env_lookup(const std::string& name) {
 namespace segue {
 
 int run_cli(int argc, char** argv, const providers::descriptor_list& provider_kinds) {
+    // The client commands talk to a running gateway; everything else is the gateway itself.
+    if (argc > 1 && client::is_client_command(argv[1]))
+        return client::run_command(std::vector<std::string_view>(argv + 1, argv + argc));
     const config::provider_catalog catalog = providers::settings_catalog(provider_kinds);
     std::string config_path;
     std::string port_file;
@@ -70,6 +78,8 @@ int run_cli(int argc, char** argv, const providers::descriptor_list& provider_ki
         };
         if (a == "--help" || a == "-h") {
             std::fwrite(usage.data(), 1, usage.size(), stdout);
+            const auto more = client::client_usage();
+            std::fwrite(more.data(), 1, more.size(), stdout);
             return 0;
         } else if (a == "--version") {
             std::printf("segue %s (%s)\n", segue::build::version, segue::build::revision);

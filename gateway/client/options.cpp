@@ -1,0 +1,307 @@
+#include "gateway/client/options.hpp"
+
+#include <array>
+#include <charconv>
+#include <cmath>
+#include <map>
+
+namespace segue::client {
+namespace {
+
+constexpr std::string_view common_help = R"(
+common options:
+  --url URL        the gateway (default $SEGUE_URL, else http://127.0.0.1:8080)
+  --key KEY        the API key (default $SEGUE_API_KEY)
+  --json           print one JSON document on stdout (for scripts); nothing is drawn
+  -q, --quiet      draw nothing (no progress bar, no status line); also the case when
+                   stdout or stderr is not a terminal
+  -h, --help       this help
+
+exit codes: 0 success, 1 the task failed, was canceled or partially succeeded,
+  2 usage error, 3 server unreachable or server error, 4 missing or wrong API key,
+  5 request refused by the server (validation, not found, conflict, no credits),
+  130 interrupted (Ctrl-C; the task keeps running)
+)";
+
+constexpr std::string_view usage_text = R"(client commands (talk to a running gateway):
+  segue extend SONG|URL --after SECONDS [--length SECONDS] [--prompt TEXT] [--wait] [-o DIR]
+  segue watch ID [-o DIR]          follow a task live until it ends
+  segue tasks [--limit N]          the latest tasks
+  segue cancel ID
+  segue deliveries [--dead]        webhook deliveries; `deliveries redeliver ID`
+  segue credits                    balance and latest ledger entries
+  segue COMMAND --help             the command's options
+)";
+
+const std::map<std::string_view, std::string_view, std::less<>> command_help = {
+    {"extend", R"(usage: segue extend SONG|URL --after SECONDS [options]
+
+Uploads SONG (streamed from disk; an http(s) URL is sent as audio_url instead) and creates an
+extension task. With --wait (or -o), follows its events live and downloads the outputs.
+
+  --after SECONDS          where the new part starts (required)
+  --length SECONDS         length of the new audio, where the provider supports it
+  --prompt TEXT            how the extension should sound
+  --lyrics TEXT            the song's lyrics
+  --lyrics-to-extend TEXT  lyrics for the new part
+  --gender G               male, female or neutral
+  --num-outputs N          1 or 2 variants (server default 2)
+  --provider NAME          pin a provider
+  --route NAME             a named route from the server's config
+  --webhook-url URL        where the server sends the task's events
+  --metadata JSON          a small object echoed in every event
+  --idempotency-key KEY    a retry with the same key creates nothing new (default: random)
+  --wait                   follow the task until it ends (exit code from its status)
+  -o, --output DIR         download the outputs into DIR (implies --wait)
+  --format F               mp3 (default), wav or both
+)"},
+    {"watch", R"(usage: segue watch ID [-o DIR] [--format mp3|wav|both]
+
+Follows task ID live (Server-Sent Events, resumed with Last-Event-ID after a dropped
+connection) until it ends; -o downloads its outputs. The exit code says how it ended.
+)"},
+    {"tasks", R"(usage: segue tasks [--limit N] [--before ID]
+
+The latest tasks, newest first (N at most 100, default 20; --before ID pages on).
+)"},
+    {"cancel", R"(usage: segue cancel ID
+
+Cancels task ID (held credits are released). A task already ended is a conflict (exit 5).
+)"},
+    {"deliveries", R"(usage: segue deliveries [--dead | --status pending|delivered|dead] [--task ID]
+                        [--limit N] [--before ID]
+       segue deliveries redeliver ID
+
+The tenant's webhook deliveries, newest first; `redeliver` sends a dead or delivered one again.
+)"},
+    {"credits", R"(usage: segue credits [--limit N]
+
+The balance (available, held, captured, granted) and the latest ledger entries.
+)"},
+};
+
+bool parse_number(std::string_view s, double& out) {
+    if (s.empty())
+        return false;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+    return ec == std::errc() && p == s.data() + s.size() && std::isfinite(out);
+}
+
+bool parse_int(std::string_view s, int& out) {
+    if (s.empty())
+        return false;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+    return ec == std::errc() && p == s.data() + s.size();
+}
+
+// The form field each extend flag sets, and how its value is checked.
+enum class check { text, seconds, count, gender };
+struct field_flag {
+    std::string_view flag;
+    std::string_view field;
+    check how;
+};
+constexpr std::array<field_flag, 11> extend_fields{{
+    {"--after", "extend_after", check::seconds},
+    {"--length", "length", check::seconds},
+    {"--prompt", "prompt", check::text},
+    {"--lyrics", "lyrics", check::text},
+    {"--lyrics-to-extend", "lyrics_section_to_extend", check::text},
+    {"--gender", "gender", check::gender},
+    {"--num-outputs", "num_outputs", check::count},
+    {"--provider", "provider", check::text},
+    {"--route", "route", check::text},
+    {"--webhook-url", "webhook_url", check::text},
+    {"--metadata", "metadata", check::text},
+}};
+
+}  // namespace
+
+bool is_client_command(std::string_view arg) {
+    return command_help.contains(arg);
+}
+
+std::string_view client_usage() {
+    return usage_text;
+}
+
+parse_outcome parse_options(const std::vector<std::string_view>& args, const env_fn& env) {
+    parse_outcome out;
+    if (args.empty() || !is_client_command(args.front())) {
+        out.error = "unknown command";
+        return out;
+    }
+    options o;
+    o.command = std::string(args.front());
+    const std::string cmd = o.command;
+    std::vector<std::string> positional;
+    std::optional<std::string> url;
+    std::optional<std::string> key;
+    auto fail = [&](std::string msg) {
+        out.error = "segue " + cmd + ": " + std::move(msg) + " (see segue " + cmd + " --help)";
+        return out;
+    };
+
+    for (std::size_t i = 1; i < args.size(); ++i) {
+        std::string_view a = args[i];
+        std::string_view name = a;
+        std::optional<std::string> inline_value;
+        if (a.starts_with("--")) {
+            if (auto eq = a.find('='); eq != std::string_view::npos) {
+                name = a.substr(0, eq);
+                inline_value = std::string(a.substr(eq + 1));
+            }
+        }
+        std::string value_error;
+        auto value = [&]() -> std::optional<std::string> {
+            if (inline_value)
+                return inline_value;
+            if (i + 1 >= args.size()) {
+                value_error = std::string(name) + " needs a value";
+                return std::nullopt;
+            }
+            return std::string(args[++i]);
+        };
+        auto takes = [&](std::initializer_list<std::string_view> commands) {
+            for (auto c : commands)
+                if (c == cmd)
+                    return true;
+            return false;
+        };
+
+        if (name == "--help" || name == "-h") {
+            out.help = std::string(command_help.find(cmd)->second) + std::string(common_help);
+            return out;
+        }
+        if (name == "--json" || name == "--quiet" || name == "-q" || name == "--wait" ||
+            name == "--dead") {
+            if (inline_value)
+                return fail(std::string(name) + " takes no value");
+            if (name == "--json")
+                o.json = true;
+            else if (name == "--quiet" || name == "-q")
+                o.quiet = true;
+            else if (name == "--wait" && takes({"extend"}))
+                o.wait = true;
+            else if (name == "--dead" && takes({"deliveries"}))
+                o.status = "dead";
+            else
+                return fail("unknown option " + std::string(name));
+            continue;
+        }
+        if (!a.starts_with("-") || a == "-") {
+            positional.emplace_back(a);
+            continue;
+        }
+        // Every other option takes a value.
+        const field_flag* ff = nullptr;
+        for (const auto& f : extend_fields)
+            if (f.flag == name)
+                ff = &f;
+        const bool known = name == "--url" || name == "--key" || (ff && takes({"extend"})) ||
+                           (name == "--extend-after" && takes({"extend"})) ||
+                           (name == "--idempotency-key" && takes({"extend"})) ||
+                           ((name == "-o" || name == "--output" || name == "--format") &&
+                            takes({"extend", "watch"})) ||
+                           (name == "--limit" && takes({"tasks", "deliveries", "credits"})) ||
+                           (name == "--before" && takes({"tasks", "deliveries"})) ||
+                           ((name == "--status" || name == "--task") && takes({"deliveries"}));
+        if (!known)
+            return fail("unknown option " + std::string(name));
+        auto v = value();
+        if (!v)
+            return fail(value_error);
+        if (name == "--url") {
+            url = *v;
+        } else if (name == "--key") {
+            key = *v;
+        } else if (name == "--extend-after" || ff) {
+            const auto& f = ff ? *ff : extend_fields[0];
+            double n = 0;
+            int k = 0;
+            if (f.how == check::seconds && (!parse_number(*v, n) || n < 0))
+                return fail(std::string(name) + " must be a number of seconds >= 0, not '" + *v +
+                            "'");
+            if (f.how == check::count && !parse_int(*v, k))
+                return fail(std::string(name) + " must be a whole number, not '" + *v + "'");
+            if (f.how == check::gender && *v != "male" && *v != "female" && *v != "neutral")
+                return fail(std::string(name) + " must be male, female or neutral");
+            for (auto& [field, existing] : o.fields)
+                if (field == f.field)
+                    return fail(std::string(name) + " given twice");
+            o.fields.emplace_back(std::string(f.field), *v);
+        } else if (name == "--idempotency-key") {
+            o.idempotency_key = *v;
+        } else if (name == "-o" || name == "--output") {
+            if (v->empty())
+                return fail(std::string(name) + " needs a directory");
+            o.out_dir = *v;
+        } else if (name == "--format") {
+            if (*v != "mp3" && *v != "wav" && *v != "both")
+                return fail("--format must be mp3, wav or both");
+            o.format = *v;
+        } else if (name == "--limit") {
+            int n = 0;
+            if (!parse_int(*v, n) || n < 1)
+                return fail("--limit must be a whole number >= 1");
+            o.limit = n;
+        } else if (name == "--before") {
+            o.before = *v;
+        } else if (name == "--status") {
+            if (*v != "pending" && *v != "delivered" && *v != "dead")
+                return fail("--status must be pending, delivered or dead");
+            o.status = *v;
+        } else if (name == "--task") {
+            o.task_id = *v;
+        }
+    }
+
+    // Positional arguments, per command.
+    if (cmd == "extend") {
+        if (positional.size() != 1)
+            return fail(positional.empty() ? "which song? (a file or an http(s) URL)"
+                                           : "one song at a time");
+        o.source = positional[0];
+        bool after = false;
+        for (auto& [field, v] : o.fields)
+            after = after || field == "extend_after";
+        if (!after)
+            return fail("--after SECONDS is required (where the new part starts)");
+        if (!o.out_dir.empty())
+            o.wait = true;
+    } else if (cmd == "watch" || cmd == "cancel") {
+        if (positional.size() != 1)
+            return fail("needs one task id");
+        o.id = positional[0];
+    } else if (cmd == "deliveries") {
+        if (!positional.empty()) {
+            if (positional[0] != "redeliver")
+                return fail("unknown argument '" + positional[0] + "' (redeliver ID?)");
+            if (positional.size() != 2)
+                return fail("redeliver needs one delivery id");
+            o.redeliver = true;
+            o.id = positional[1];
+        }
+    } else if (!positional.empty()) {
+        return fail("unexpected argument '" + positional[0] + "'");
+    }
+
+    if (!url)
+        url = env("SEGUE_URL");
+    o.url = url && !url->empty() ? *url : "http://127.0.0.1:8080";
+    while (o.url.size() > 1 && o.url.back() == '/')
+        o.url.pop_back();
+    if (!o.url.starts_with("http://") && !o.url.starts_with("https://"))
+        return fail("--url must be an http:// or https:// URL, not '" + o.url + "'");
+    if (!key)
+        key = env("SEGUE_API_KEY");
+    if (!key || key->empty()) {
+        out.code = exit_auth;
+        return fail("no API key: pass --key KEY or set SEGUE_API_KEY");
+    }
+    o.key = *key;
+    out.opts = std::move(o);
+    return out;
+}
+
+}  // namespace segue::client

@@ -1,0 +1,419 @@
+// The client commands (`segue extend|watch|tasks|cancel|deliveries|credits`) run as child
+// processes against the real server and the sandbox provider: the upload, the live watch, the
+// outputs downloaded and decoded, --json, the exit codes, Ctrl-C, and a run under a
+// pseudo-terminal (script(1)) whose screen shows the progress bar and the status line.
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sndfile.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "gateway/audio/audio.hpp"
+#include "tests/support/pg.hpp"
+#include "tests/support/process.hpp"
+
+using namespace std::chrono_literals;
+namespace json = boost::json;
+namespace fs = std::filesystem;
+using segue::test::http_request;
+using segue::test::segue_process;
+
+extern char** environ;
+
+namespace {
+
+const std::string key = "sk-cli-a";
+
+std::string config_for(const std::string& dir, const std::string& sandbox_delay = "100ms") {
+    return "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n  drain_timeout: 5s\n"
+           "log:\n  level: warn\n"
+           "tenants:\n  - name: a\n    api_keys: [" +
+           key + "]\n" + segue::test::storage_yaml(dir) +
+           "engine:\n  poll_interval: 100ms\n  lease: 2s\n"
+           "providers:\n  sandbox:\n    delay: " +
+           sandbox_delay +
+           "\n"
+           // The failing task's audio_url is the gateway's own 404, on loopback.
+           "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n";
+}
+
+struct cli_result {
+    int code = -1;
+    std::string out;  // stdout
+    std::string err;  // stderr
+};
+
+// `segue <args>` as a child process with stdout and stderr in files, stdin on /dev/null, and an
+// environment without the caller's SEGUE_* variables (plus `env`).
+class cli_child {
+  public:
+    cli_child(const segue::test::temp_dir& dir, const std::vector<std::string>& args,
+              const std::map<std::string, std::string>& env = {}, const std::string& program = "")
+        : out_(dir.file("cli-" + std::to_string(++count_) + ".out")),
+          err_(out_.substr(0, out_.size() - 4) + ".err") {
+        std::vector<std::string> argv;
+        if (program.empty())
+            argv.push_back(segue::test::segue_binary());
+        else
+            argv.push_back(program);
+        argv.insert(argv.end(), args.begin(), args.end());
+        std::vector<std::string> envs;
+        for (char** e = environ; *e; ++e)
+            if (std::string_view(*e).substr(0, 6) != "SEGUE_")
+                envs.emplace_back(*e);
+        for (const auto& [k, v] : env)
+            envs.push_back(k + "=" + v);
+        std::vector<char*> av, ev;
+        for (auto& a : argv)
+            av.push_back(a.data());
+        av.push_back(nullptr);
+        for (auto& e : envs)
+            ev.push_back(e.data());
+        ev.push_back(nullptr);
+        pid_ = ::fork();
+        if (pid_ == 0) {
+            const int in = ::open("/dev/null", O_RDONLY);
+            const int o = ::open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            const int e = ::open(err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            ::dup2(in, 0);
+            ::dup2(o, 1);
+            ::dup2(e, 2);
+            ::execve(av[0], av.data(), ev.data());
+            ::_exit(127);
+        }
+    }
+    ~cli_child() {
+        if (pid_ > 0 && !reaped_) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, nullptr, 0);
+        }
+    }
+    void signal(int sig) { ::kill(pid_, sig); }
+    // The exit code (128+signal if killed); -1 if still running after `limit`.
+    cli_result wait(std::chrono::milliseconds limit = 90s) {
+        cli_result r;
+        const auto until = std::chrono::steady_clock::now() + limit;
+        int status = 0;
+        while (std::chrono::steady_clock::now() < until) {
+            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+                reaped_ = true;
+                r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+                break;
+            }
+            std::this_thread::sleep_for(20ms);
+        }
+        r.out = segue::test::read_file(out_);
+        r.err = segue::test::read_file(err_);
+        return r;
+    }
+
+  private:
+    static inline int count_ = 0;
+    std::string out_, err_;
+    pid_t pid_ = -1;
+    bool reaped_ = false;
+};
+
+cli_result run_cli(const segue::test::temp_dir& dir, const std::vector<std::string>& args,
+                   const std::map<std::string, std::string>& env = {}) {
+    cli_child c(dir, args, env);
+    return c.wait();
+}
+
+std::string dump(const cli_result& r) {
+    return "exit " + std::to_string(r.code) + "\n--- stdout\n" + r.out + "--- stderr\n" + r.err;
+}
+
+struct fixture {
+    segue::test::temp_dir dir;
+    segue_process server;
+    std::map<std::string, std::string> env;
+    std::string song;
+
+    explicit fixture(const std::string& sandbox_delay = "100ms")
+        : server(config_for(dir.path(), sandbox_delay)) {
+        env = {{"SEGUE_URL", "http://127.0.0.1:" + std::to_string(server.port())},
+               {"SEGUE_API_KEY", key}};
+        song = dir.file("song.wav");
+        EXPECT_TRUE(segue::audio::write_test_song(song, 20, 44100, 2, 120, "wav"));
+    }
+};
+
+struct decoded {
+    int rate = 0, channels = 0;
+    double seconds = 0;
+};
+
+decoded decode(const std::string& path) {
+    decoded d;
+    SF_INFO info{};
+    SNDFILE* f = sf_open(path.c_str(), SFM_READ, &info);
+    if (!f)
+        return d;
+    // Read it all: a truncated file fails here, not only in its header.
+    std::vector<short> samples(static_cast<std::size_t>(info.frames * info.channels));
+    const auto got = sf_readf_short(f, samples.data(), info.frames);
+    sf_close(f);
+    d.rate = info.samplerate;
+    d.channels = info.channels;
+    d.seconds = info.samplerate ? double(got) / info.samplerate : 0;
+    return d;
+}
+
+json::object parse_object(const std::string& s) {
+    return json::parse(s).as_object();
+}
+
+std::string task_status(std::uint16_t port, const std::string& id) {
+    auto r =
+        http_request(port, "GET", "/v1/extensions/" + id, "", {"Authorization: Bearer " + key});
+    if (!r || r->status != 200)
+        return "";
+    return std::string(parse_object(r->body)["status"].as_string());
+}
+
+}  // namespace
+
+// The journey a person types: upload, follow to success, outputs in -o, decodable. stdout is a
+// file here, so the quiet mode: no progress bar, no status line, no escape sequences.
+TEST(CliClient, ExtendWaitDownloadsDecodableOutputs) {
+    fixture f;
+    const auto out_dir = f.dir.file("out");
+    auto r = run_cli(f.dir,
+                     {"extend", f.song, "--after", "8", "--length", "6", "--num-outputs", "2",
+                      "--prompt", "warm strings", "--wait", "-o", out_dir},
+                     f.env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    EXPECT_EQ(r.out.find('\033'), std::string::npos) << dump(r);
+    EXPECT_EQ(r.err.find('\033'), std::string::npos) << dump(r);
+    EXPECT_EQ(r.out.find('\r'), std::string::npos) << dump(r);
+    EXPECT_EQ(r.err, "") << dump(r);
+    EXPECT_NE(r.out.find(" succeeded (sandbox) after "), std::string::npos) << dump(r);
+
+    std::vector<fs::path> files;
+    for (const auto& e : fs::directory_iterator(out_dir))
+        files.push_back(e.path());
+    ASSERT_EQ(files.size(), 2u) << dump(r);
+    for (const auto& p : files) {
+        EXPECT_EQ(p.extension(), ".mp3");
+        EXPECT_NE(r.out.find(p.string()), std::string::npos) << "listed: " << p << dump(r);
+        const auto a = decode(p.string());
+        EXPECT_EQ(a.rate, 44100) << p;
+        EXPECT_EQ(a.channels, 2) << p;
+        EXPECT_NEAR(a.seconds, 14.0, 0.2) << "extend_after 8 + length 6: " << p;
+    }
+}
+
+// --json: one document on stdout that a script can parse, for every command.
+TEST(CliClient, JsonOutputForScripts) {
+    fixture f;
+    const auto out_dir = f.dir.file("out");
+    auto r = run_cli(f.dir,
+                     {"extend", f.song, "--after", "5", "--length", "3", "--json", "--wait", "-o",
+                      out_dir, "--format", "both", "--metadata", R"({"order":"7"})"},
+                     f.env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    auto doc = parse_object(r.out);
+    auto& task = doc["task"].as_object();
+    const std::string id(task["id"].as_string());
+    EXPECT_EQ(task["status"], "succeeded");
+    EXPECT_EQ(task["metadata"].as_object()["order"], "7");
+    auto& downloads = doc["downloads"].as_array();
+    ASSERT_EQ(downloads.size(), 4u) << r.out;  // 2 outputs x (mp3, wav)
+    std::set<std::string> formats;
+    for (auto& dv : downloads) {
+        auto& d = dv.as_object();
+        const std::string path(d["path"].as_string());
+        formats.insert(std::string(d["format"].as_string()));
+        ASSERT_TRUE(fs::exists(path)) << path;
+        EXPECT_EQ(fs::file_size(path), d["bytes"].to_number<std::uint64_t>());
+        EXPECT_NEAR(decode(path).seconds, 8.0, 0.2) << path;
+        EXPECT_FALSE(fs::exists(path + ".part"));
+    }
+    EXPECT_EQ(formats, (std::set<std::string>{"mp3", "wav"}));
+
+    // Without --wait: the 202's task, at once.
+    r = run_cli(f.dir, {"extend", f.song, "--after", "5", "--json"}, f.env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    const std::string second(parse_object(r.out)["task"].as_object()["id"].as_string());
+    EXPECT_NE(second, id);
+
+    r = run_cli(f.dir, {"tasks", "--json"}, f.env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    std::set<std::string> listed;
+    auto list = parse_object(r.out);  // range-for would not extend a temporary's life
+    for (auto& t : list["data"].as_array())
+        listed.insert(std::string(t.as_object().at("id").as_string()));
+    EXPECT_TRUE(listed.contains(id) && listed.contains(second)) << r.out;
+
+    // watch: the second task to its end; a finished task answers at once.
+    r = run_cli(f.dir, {"watch", second, "--json"}, f.env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    EXPECT_EQ(parse_object(r.out)["task"].as_object()["status"], "succeeded");
+    r = run_cli(f.dir, {"watch", id, "--json"}, f.env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    EXPECT_EQ(parse_object(r.out)["task"].as_object()["id"].as_string(), id);
+
+    r = run_cli(f.dir, {"credits", "--json"}, f.env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    auto credits = parse_object(r.out);
+    EXPECT_EQ(credits["tenant"], "a");
+    EXPECT_TRUE(credits["available"].is_number()) << r.out;
+
+    r = run_cli(f.dir, {"deliveries", "--dead", "--json"}, f.env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    EXPECT_TRUE(parse_object(r.out)["data"].as_array().empty()) << r.out;
+    r = run_cli(f.dir, {"deliveries", "redeliver", "del_nope", "--json"}, f.env);
+    EXPECT_EQ(r.code, 5) << dump(r);
+    EXPECT_NE(r.err.find("no such delivery"), std::string::npos) << dump(r);
+
+    // The human forms of the listings.
+    r = run_cli(f.dir, {"tasks"}, f.env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    const auto row = r.out.find(id);
+    ASSERT_NE(row, std::string::npos) << dump(r);
+    EXPECT_NE(r.out.substr(row, r.out.find('\n', row) - row).find(" succeeded "), std::string::npos)
+        << dump(r);
+    r = run_cli(f.dir, {"credits"}, f.env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    EXPECT_NE(r.out.find("tenant a: "), std::string::npos) << dump(r);
+}
+
+// Exit codes a script can rely on (README "CLI").
+TEST(CliClient, ExitCodes) {
+    fixture f;
+    const std::string url = f.env["SEGUE_URL"];
+
+    // 1: the task failed (the sandbox cannot fetch its audio_url: the gateway's own 404).
+    auto r = run_cli(f.dir, {"extend", url + "/no/such/song.mp3", "--after", "5", "--wait"}, f.env);
+    EXPECT_EQ(r.code, 1) << dump(r);
+    EXPECT_NE(r.out.find(" failed (sandbox)"), std::string::npos) << dump(r);
+    EXPECT_NE(r.out.find("audio_url_unavailable"), std::string::npos) << dump(r);
+    const std::string failed_id = r.out.substr(0, r.out.find(' '));
+
+    // 5: the server refused (a finished task cannot be canceled; an unknown id; bad input).
+    r = run_cli(f.dir, {"cancel", failed_id}, f.env);
+    EXPECT_EQ(r.code, 5) << dump(r);
+    EXPECT_NE(r.err.find("409"), std::string::npos) << dump(r);
+    r = run_cli(f.dir, {"watch", "ext_nope"}, f.env);
+    EXPECT_EQ(r.code, 5) << dump(r);
+    r = run_cli(f.dir, {"extend", f.song, "--after", "300"}, f.env);
+    EXPECT_EQ(r.code, 5) << dump(r);
+    EXPECT_NE(r.err.find("extend_after"), std::string::npos) << dump(r);
+
+    // 4: a wrong key, or none.
+    auto bad = f.env;
+    bad["SEGUE_API_KEY"] = "sk-wrong";
+    r = run_cli(f.dir, {"tasks"}, bad);
+    EXPECT_EQ(r.code, 4) << dump(r);
+    EXPECT_NE(r.err.find("401"), std::string::npos) << dump(r);
+    r = run_cli(f.dir, {"credits", "--key", "sk-wrong-too"}, f.env);
+    EXPECT_EQ(r.code, 4) << dump(r);
+    r = run_cli(f.dir, {"tasks"}, {{"SEGUE_URL", url}});
+    EXPECT_EQ(r.code, 4) << dump(r);
+
+    // 2: usage, decided before any request (no task is created).
+    r = run_cli(f.dir, {"extend", f.song}, f.env);
+    EXPECT_EQ(r.code, 2) << dump(r);
+    EXPECT_NE(r.err.find("--after"), std::string::npos) << dump(r);
+    r = run_cli(f.dir, {"extend", f.dir.file("missing.mp3"), "--after", "1"}, f.env);
+    EXPECT_EQ(r.code, 2) << dump(r);
+    EXPECT_NE(r.err.find("cannot read"), std::string::npos) << dump(r);
+    r = run_cli(f.dir, {"tasks", "--bogus"}, f.env);
+    EXPECT_EQ(r.code, 2) << dump(r);
+
+    // 3: nobody listening.
+    r = run_cli(f.dir,
+                {"tasks", "--url", "http://127.0.0.1:" + std::to_string(segue::test::free_port())},
+                f.env);
+    EXPECT_EQ(r.code, 3) << dump(r);
+    EXPECT_NE(r.err.find("cannot reach"), std::string::npos) << dump(r);
+
+    // 0: the one task that failed is the only one, and help is not an error.
+    r = run_cli(f.dir, {"tasks", "--json"}, f.env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    EXPECT_EQ(parse_object(r.out)["data"].as_array().size(), 1u) << r.out;
+    r = run_cli(f.dir, {"extend", "--help"}, {});
+    EXPECT_EQ(r.code, 0) << dump(r);
+    EXPECT_NE(r.out.find("exit codes"), std::string::npos);
+}
+
+// Ctrl-C while following a task: the CLI stops (130) and says how to watch again; the task is
+// not canceled and finishes on the server; `segue watch` picks it up.
+TEST(CliClient, CtrlCLeavesTheTaskRunning) {
+    fixture f("1500ms");
+    cli_child c(f.dir, {"extend", f.song, "--after", "8", "--length", "4", "--wait"}, f.env);
+    // Interrupt once the CLI follows the task live: its SSE stream is open on the server.
+    const auto until = std::chrono::steady_clock::now() + 30s;
+    bool following = false;
+    while (!following && std::chrono::steady_clock::now() < until) {
+        auto m = http_request(f.server.port(), "GET", "/metrics");
+        following = m && m->body.find("\nsegue_sse_clients 1\n") != std::string::npos;
+        if (!following)
+            std::this_thread::sleep_for(20ms);
+    }
+    ASSERT_TRUE(following) << "the CLI never opened its event stream";
+    c.signal(SIGINT);
+    auto r = c.wait(10s);
+    ASSERT_EQ(r.code, 130) << dump(r);
+    const auto at = r.err.find("segue watch ext_");
+    ASSERT_NE(at, std::string::npos) << dump(r);
+    EXPECT_NE(r.err.find("keeps running"), std::string::npos) << dump(r);
+    auto id = r.err.substr(at + 12);
+    id = id.substr(0, id.find_first_of(" \n"));
+    const auto st = task_status(f.server.port(), id);
+    EXPECT_TRUE(st == "queued" || st == "submitted" || st == "running") << st;
+
+    r = run_cli(f.dir, {"watch", id}, f.env);
+    EXPECT_EQ(r.code, 0) << dump(r);
+    EXPECT_NE(r.out.find(id + " succeeded"), std::string::npos) << dump(r);
+    EXPECT_EQ(task_status(f.server.port(), id), "succeeded");
+}
+
+// On a terminal (script(1) gives the CLI a pseudo-terminal): the upload's progress bar, the
+// live status line with the outputs and the elapsed time, the events, and the final status.
+TEST(CliClient, PseudoTerminalShowsProgressAndStatus) {
+    fixture f("300ms");
+    const auto out_dir = f.dir.file("out");
+    const std::string command = segue::test::segue_binary() + " extend " + f.song +
+                                " --after 8 --length 4 --num-outputs 2 --wait -o " + out_dir;
+    cli_child c(f.dir, {"-q", "-e", "-c", command, "/dev/null"}, f.env, "/usr/bin/script");
+    auto r = c.wait();
+    ASSERT_EQ(r.code, 0) << dump(r);
+    const auto& screen = r.out;  // everything the CLI drew, escape sequences included
+    EXPECT_NE(screen.find("uploading song.wav ["), std::string::npos) << screen;
+    EXPECT_NE(screen.find("] 100%"), std::string::npos) << screen;
+    EXPECT_NE(screen.find("\r\033[K"), std::string::npos) << "redrawn in place: " << screen;
+    EXPECT_NE(screen.find("outputs 0/2"), std::string::npos) << screen;
+    EXPECT_NE(screen.find("outputs 2/2"), std::string::npos) << screen;
+    EXPECT_NE(screen.find("] output 1 ready"), std::string::npos) << screen;
+    EXPECT_NE(screen.find("  0:0"), std::string::npos) << "elapsed time: " << screen;
+    EXPECT_NE(screen.find("saved " + out_dir), std::string::npos) << screen;
+    // The final status is the last thing on the screen, on lines of its own.
+    const auto last = screen.rfind(" succeeded (sandbox) after ");
+    ASSERT_NE(last, std::string::npos) << screen;
+    EXPECT_EQ(screen.find('\033', last), std::string::npos) << screen;
+    EXPECT_EQ(std::distance(fs::directory_iterator(out_dir), fs::directory_iterator()), 2);
+}
+
+// The server side of the binary is unchanged: no subcommand still means "run the gateway"
+// (every other integration test starts it that way), and --help names both.
+TEST(CliClient, HelpListsServerAndClientCommands) {
+    segue::test::temp_dir d;
+    auto r = run_cli(d, {"--help"});
+    EXPECT_EQ(r.code, 0) << dump(r);
+    EXPECT_NE(r.out.find("--check-config"), std::string::npos);
+    EXPECT_NE(r.out.find("segue extend SONG|URL"), std::string::npos);
+    r = run_cli(d, {"frobnicate"});
+    EXPECT_EQ(r.code, 2) << dump(r);
+}
