@@ -66,6 +66,11 @@ struct cli_error {
     std::string message;
 };
 
+// Worth another try while following a task: no answer, or a 5xx or 429 one.
+bool transient(const net::result& res) {
+    return !res.ok() || res.res.status == 429 || res.res.status >= 500;
+}
+
 bool is_final(std::string_view status) {
     return status == "succeeded" || status == "partially_succeeded" || status == "failed" ||
            status == "canceled";
@@ -413,6 +418,7 @@ struct watch_state {
     int ready = 0;
     int total = 0;
     bool final_seen = false;
+    bool got_data = false;  // on the current connection
     bool done = false;
     int spin = 0;
     sse_parser parser;
@@ -422,7 +428,7 @@ struct watch_state {
     std::string status_line() {
         static constexpr char spinner[] = {'|', '/', '-', '\\'};
         std::string l(1, spinner[spin++ % 4]);
-        l += " " + id + "  " + status;
+        l += " " + status;
         if (!provider.empty())
             l += " (" + provider + ")";
         if (total > 0)
@@ -443,6 +449,10 @@ awaitable<void> tick(std::shared_ptr<watch_state> w) {
 }
 
 awaitable<bool> on_sse_chunk(std::shared_ptr<watch_state> w, std::string_view chunk) {
+    if (!chunk.empty() && !w->got_data) {
+        w->got_data = true;
+        w->note.clear();  // connected again
+    }
     for (const auto& e : w->parser.feed(chunk))
         w->s->on_event(*w, e);
     co_return true;
@@ -486,7 +496,8 @@ void session::on_event(watch_state& w, const sse_event& e) {
         if (const auto* err = member(data, "error"); err && err->is_object())
             line += ": " + text(*err, "message");
     } else {
-        line = type;
+        line = type;  // lyrics.ready, cover.ready, queued...
+        std::replace(line.begin(), line.end(), '.', ' ');
     }
     scr_.line("[" + elapsed() + "] " + line, w.status_line());
 }
@@ -531,37 +542,53 @@ awaitable<json::value> session::follow(const std::string& id, json::value task) 
         r.timeout = sse_window;
         r.stream_chunks = true;
         w->parser = sse_parser();
+        w->got_data = false;
         auto res = co_await http_.download(
             std::move(r), [w](std::string_view c) { return on_sse_chunk(w, c); },
             max_download_bytes);
         if (w->parser.retry_ms())
             retry_delay =
                 std::chrono::milliseconds(std::clamp(*w->parser.retry_ms(), 100L, 30000L));
-        if (res.ok() && res.res.status != 200)
-            throw http_error(res.res.status, res.res.body);
-        if (w->final_seen)
-            break;
-        // The stream ended without the final event: our window closed, the server drained, or
-        // the connection broke. The task says whether there is more to follow.
-        const bool broken = !res.ok() && res.error != net::failure::timeout;
-        if (broken) {
-            if (!trouble_since)
-                trouble_since = steady::now();
-            if (steady::now() - *trouble_since > reconnect_budget)
-                throw cli_error{exit_unavailable, unreachable(res) + "; task " + id +
-                                                      " keeps running: segue watch " + id};
-            w->note = "reconnecting (" + std::string(net::to_string(res.error)) + ")";
-            asio::steady_timer pause(ioc_, retry_delay);
-            co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
-            continue;
+        if (w->got_data)
+            trouble_since.reset();
+        std::optional<net::result> trouble;
+        if (res.ok() && res.res.status != 200) {
+            if (!transient(res))
+                throw http_error(res.res.status, res.res.body);
+            trouble = std::move(res);
+        } else if (!res.ok() && res.error != net::failure::timeout) {
+            trouble = std::move(res);
         }
-        trouble_since.reset();
-        w->note.clear();
-        task = co_await get("/v1/extensions/" + id);
-        if (is_final(text(task, "status")))
-            co_return task;
+        if (!trouble) {
+            // The stream ended: after the final event, at the end of our window, or as the
+            // server drained. The task says whether there is more to follow.
+            auto got = co_await http_.send(request("GET", "/v1/extensions/" + id));
+            if (!transient(got)) {
+                task = answer_body("GET /v1/extensions/" + id, got);
+                if (is_final(text(task, "status")))
+                    co_return task;
+                trouble_since.reset();
+                w->note.clear();
+                continue;
+            }
+            trouble = std::move(got);
+        }
+        // The gateway is away (restarting, a broken connection, overloaded): try again, with
+        // Last-Event-ID, for a while.
+        if (!trouble_since)
+            trouble_since = steady::now();
+        const std::string why = trouble->ok() ? "HTTP " + std::to_string(trouble->res.status)
+                                              : std::string(net::to_string(trouble->error));
+        if (steady::now() - *trouble_since > reconnect_budget)
+            throw cli_error{
+                exit_unavailable,
+                (trouble->ok() ? http_error(trouble->res.status, trouble->res.body).message
+                               : unreachable(*trouble)) +
+                    "; task " + id + " keeps running: segue watch " + id};
+        w->note = "reconnecting (" + why + ")";
+        asio::steady_timer pause(ioc_, retry_delay);
+        co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
     }
-    co_return co_await get("/v1/extensions/" + id);
 }
 
 awaitable<int> session::watch(const std::string& id, json::value task) {

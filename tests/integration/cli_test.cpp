@@ -15,6 +15,7 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <set>
 #include <thread>
 
@@ -404,6 +405,64 @@ TEST(CliClient, PseudoTerminalShowsProgressAndStatus) {
     ASSERT_NE(last, std::string::npos) << screen;
     EXPECT_EQ(screen.find('\033', last), std::string::npos) << screen;
     EXPECT_EQ(std::distance(fs::directory_iterator(out_dir), fs::directory_iterator()), 2);
+}
+
+std::size_t count(const std::string& text, const std::string& what) {
+    std::size_t n = 0;
+    for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1))
+        ++n;
+    return n;
+}
+
+// The gateway restarts while the CLI follows a task: the CLI reconnects to the new process,
+// resumes the stream with Last-Event-ID (every event is shown once) and ends with the task.
+TEST(CliClient, WatchSurvivesAGatewayRestart) {
+    segue::test::temp_dir dir;
+    const auto port = segue::test::free_port();
+    std::string config = config_for(dir.path(), "1500ms");
+    config.replace(config.find("127.0.0.1:0"), 11, "127.0.0.1:" + std::to_string(port));
+    auto server = std::make_unique<segue_process>(config);
+    const std::string song = dir.file("song.wav");
+    ASSERT_TRUE(segue::audio::write_test_song(song, 20, 44100, 2, 120, "wav"));
+    const std::string command = segue::test::segue_binary() + " extend " + song +
+                                " --after 8 --length 4 --num-outputs 2 --wait";
+    cli_child c(dir, {"-q", "-e", "-c", command, "/dev/null"},
+                {{"SEGUE_URL", "http://127.0.0.1:" + std::to_string(port)}, {"SEGUE_API_KEY", key}},
+                "/usr/bin/script");
+    // Once the CLI has seen the task submitted (its stream is open), stop the gateway.
+    const auto until = std::chrono::steady_clock::now() + 30s;
+    std::string id;
+    while (id.empty() && std::chrono::steady_clock::now() < until) {
+        auto r = http_request(port, "GET", "/v1/extensions?limit=1", "",
+                              {"Authorization: Bearer " + key});
+        auto m = http_request(port, "GET", "/metrics");
+        if (r && r->status == 200 && m &&
+            m->body.find("\nsegue_sse_clients 1\n") != std::string::npos) {
+            auto list = parse_object(r->body);
+            auto& data = list["data"].as_array();
+            if (!data.empty() && data[0].as_object()["status"] != "queued")
+                id = std::string(data[0].as_object()["id"].as_string());
+        }
+        if (id.empty())
+            std::this_thread::sleep_for(20ms);
+    }
+    ASSERT_FALSE(id.empty()) << "the CLI never followed its task";
+    server->proc().signal(SIGTERM);
+    ASSERT_EQ(server->proc().wait(15s), 0) << server->log();
+    server.reset();
+    std::this_thread::sleep_for(1500ms);  // the CLI meets a closed port for a while
+    server = std::make_unique<segue_process>(config);
+
+    auto r = c.wait();
+    ASSERT_EQ(r.code, 0) << dump(r) << server->log();
+    const auto& screen = r.out;
+    EXPECT_NE(screen.find("reconnecting"), std::string::npos) << screen;
+    EXPECT_EQ(count(screen, "] queued"), 1u) << screen;
+    EXPECT_EQ(count(screen, "] submitted to sandbox"), 1u) << screen;
+    EXPECT_EQ(count(screen, "] output 1 ready"), 1u) << screen;
+    EXPECT_EQ(count(screen, "] output 2 ready"), 1u) << screen;
+    EXPECT_EQ(count(screen, "] succeeded"), 1u) << screen;
+    EXPECT_NE(screen.find(id + " succeeded (sandbox) after "), std::string::npos) << screen;
 }
 
 // The server side of the binary is unchanged: no subcommand still means "run the gateway"
