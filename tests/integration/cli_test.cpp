@@ -39,13 +39,16 @@ std::string config_for(const std::string& dir, const std::string& sandbox_delay 
     return "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n  drain_timeout: 5s\n"
            "log:\n  level: warn\n"
            "tenants:\n  - name: a\n    api_keys: [" +
-           key + "]\n" + segue::test::storage_yaml(dir) +
+           key + "]\n    webhook_secrets: [\"whsec_c2VndWUtY2xpLXRlc3Qtd2ViaG9vay1zZWNyZXQ=\"]\n" +
+           segue::test::storage_yaml(dir) +
            "engine:\n  poll_interval: 100ms\n  lease: 2s\n"
            "providers:\n  sandbox:\n    delay: " +
            sandbox_delay +
            "\n"
            // The failing task's audio_url is the gateway's own 404, on loopback.
-           "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n";
+           "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n"
+           // Webhooks to a closed port are dead letters within a second.
+           "webhooks:\n  retry_schedule: [100ms]\n  jitter: 0\n  timeout: 1s\n";
 }
 
 struct cli_result {
@@ -405,6 +408,51 @@ TEST(CliClient, PseudoTerminalShowsProgressAndStatus) {
     ASSERT_NE(last, std::string::npos) << screen;
     EXPECT_EQ(screen.find('\033', last), std::string::npos) << screen;
     EXPECT_EQ(std::distance(fs::directory_iterator(out_dir), fs::directory_iterator()), 2);
+}
+
+// A webhook endpoint that is down: the task's deliveries become dead letters, which
+// `segue deliveries --dead` lists and `segue deliveries redeliver` sends again.
+TEST(CliClient, DeadDeliveriesListedAndRedelivered) {
+    fixture f;
+    const std::string hook =
+        "http://127.0.0.1:" + std::to_string(segue::test::free_port()) + "/hooks";
+    auto r = run_cli(f.dir,
+                     {"extend", f.song, "--after", "5", "--length", "2", "--num-outputs", "1",
+                      "--webhook-url", hook, "--wait", "--json"},
+                     f.env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    const std::string id(parse_object(r.out)["task"].as_object()["id"].as_string());
+
+    json::array dead;
+    for (int i = 0; i < 100; ++i) {
+        r = run_cli(f.dir, {"deliveries", "--dead", "--task", id, "--json"}, f.env);
+        ASSERT_EQ(r.code, 0) << dump(r);
+        auto list = parse_object(r.out);
+        dead = list["data"].as_array();
+        if (dead.size() >= 3)  // queued, submitted, ..., succeeded: at least three events
+            break;
+        std::this_thread::sleep_for(100ms);
+    }
+    ASSERT_GE(dead.size(), 3u) << r.out;
+    for (auto& d : dead) {
+        EXPECT_EQ(d.as_object()["status"], "dead");
+        EXPECT_EQ(d.as_object()["url"].as_string(), hook);
+    }
+
+    r = run_cli(f.dir, {"deliveries", "--dead"}, f.env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    const std::string first(dead[0].as_object()["id"].as_string());
+    const auto row = r.out.find(first);
+    ASSERT_NE(row, std::string::npos) << dump(r);
+    const auto line = r.out.substr(row, r.out.find('\n', row) - row);
+    EXPECT_NE(line.find(" dead "), std::string::npos) << line;
+    EXPECT_NE(line.find(id), std::string::npos) << line;
+
+    r = run_cli(f.dir, {"deliveries", "redeliver", first, "--json"}, f.env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    auto again = parse_object(r.out);
+    EXPECT_EQ(again["id"].as_string(), first);
+    EXPECT_EQ(again["status"], "pending");
 }
 
 std::size_t count(const std::string& text, const std::string& what) {
