@@ -24,6 +24,9 @@ if [[ "${1:-}" == "--test" ]]; then
   # PostgreSQL 15 for the store suite, the PostgreSQL journeys and the multi-replica test
   # (scripts/pg.sh runs a throwaway server of its own; see below), nginx in front of replicas.
   packages+=(postgresql-15 postgresql-client-15 nginx-light util-linux)
+  # script(1) gives the CLI a pseudo-terminal in tests/integration/cli_test.cpp (Essential on
+  # Debian, so normally there already).
+  packages+=(bsdutils)
   # The webhook test receiver (tests/receiver) runs on Node >= 18; keep a node that is there
   # already (e.g. from another repository, which ships its own npm).
   command -v node >/dev/null || packages+=(nodejs)
