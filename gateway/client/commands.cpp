@@ -248,7 +248,7 @@ struct upload_state {
     std::string label;
     std::string head;  // the text fields and the file part's header
     std::string tail;  // the closing boundary
-    int part = 0;      // 0: head, 1: file, 2: tail, 3: done
+    int part = 0;      // 0: head, 1: the file (then the tail), 2: done
     std::uint64_t total = 0;
     std::uint64_t sent = 0;
     steady::time_point started = steady::now();
@@ -275,14 +275,16 @@ awaitable<std::string> next_upload_chunk(std::shared_ptr<upload_state> st) {
         chunk.resize(static_cast<std::size_t>(n));
         if (n == 0) {
             chunk = st->tail;
-            st->part = 3;
+            st->part = 2;
+            // All sent: from here a Ctrl-C cannot tell whether the task exists.
+            st->s->stage_ = session::stage::awaiting_answer;
         }
     } else {
         co_return std::string();
     }
     st->sent += chunk.size();
     const auto now = steady::now();
-    if (st->part == 3 || now - st->drawn >= 100ms) {
+    if (st->part == 2 || now - st->drawn >= 100ms) {
         st->drawn = now;
         auto& scr = st->s->scr_;
         if (scr.enabled())

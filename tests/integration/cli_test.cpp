@@ -3,10 +3,13 @@
 // outputs downloaded and decoded, --json, the exit codes, Ctrl-C, and a run under a
 // pseudo-terminal (script(1)) whose screen shows the progress bar and the status line.
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sndfile.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -382,6 +385,32 @@ TEST(CliClient, CtrlCLeavesTheTaskRunning) {
     EXPECT_EQ(r.code, 0) << dump(r);
     EXPECT_NE(r.out.find(id + " succeeded"), std::string::npos) << dump(r);
     EXPECT_EQ(task_status(f.server.port(), id), "succeeded");
+}
+
+// Ctrl-C in the middle of an upload: nothing was created, and the CLI says so. The "server" is
+// a socket nobody reads, so the upload stalls once the kernel's buffers are full.
+TEST(CliClient, CtrlCDuringTheUploadSaysNoTaskWasCreated) {
+    segue::test::temp_dir dir;
+    const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(listener, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ASSERT_EQ(::listen(listener, 4), 0);
+    socklen_t len = sizeof addr;
+    ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+    const std::string url = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+    const std::string big = dir.write("big.wav", std::string(64 << 20, '\0'));
+
+    cli_child c(dir, {"extend", big, "--after", "1"}, {{"SEGUE_URL", url}, {"SEGUE_API_KEY", key}});
+    std::this_thread::sleep_for(1s);
+    c.signal(SIGINT);
+    auto r = c.wait(10s);
+    ::close(listener);
+    EXPECT_EQ(r.code, 130) << dump(r);
+    EXPECT_NE(r.err.find("interrupted during the upload: no task was created"), std::string::npos)
+        << dump(r);
 }
 
 // On a terminal (script(1) gives the CLI a pseudo-terminal): the upload's progress bar, the
