@@ -41,6 +41,10 @@ const error_info& info(error_kind kind) noexcept {
     return table[static_cast<std::size_t>(kind)];
 }
 
+std::span<const error_info> all_errors() noexcept {
+    return table;
+}
+
 std::string type_uri(error_kind kind) {
     std::string s = "https://segue.dev/problems/";
     s.append(info(kind).code);

@@ -2,6 +2,7 @@
 // RFC 9457 problem details. Every error the gateway answers comes from this one table of kinds,
 // so a kind always maps to the same status, `type` URI and `code`.
 
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,6 +40,8 @@ struct error_info {
 };
 
 const error_info& info(error_kind kind) noexcept;
+// Every kind's entry, in enum order (the OpenAPI document must list each code: a unit test).
+std::span<const error_info> all_errors() noexcept;
 
 // One offending field in a validation error.
 struct field_error {

@@ -1,5 +1,6 @@
 #include "gateway/api/system.hpp"
 
+#include "gateway/api/openapi.hpp"
 #include "gateway/api/problem.hpp"
 #include "gateway/http/router.hpp"
 #include "gateway/metrics/registry.hpp"
@@ -21,6 +22,12 @@ void add_system_routes(http::router& routes, metrics::registry& metrics,
         } else {
             set_problem(ctx.res(), error_kind::unavailable, "shutting down", ctx.path());
         }
+        co_return;
+    });
+    // The contract, as committed (docs/openapi.json): no key needed, like the other system paths.
+    routes.add("GET", "/openapi.json", [](http::context& ctx) -> boost::asio::awaitable<void> {
+        ctx.res().content_type = "application/json";
+        ctx.res().body = std::string(openapi_document());
         co_return;
     });
     routes.add("GET", "/metrics", [&metrics](http::context& ctx) -> boost::asio::awaitable<void> {

@@ -1,5 +1,6 @@
 #pragma once
-// Operational endpoints: /healthz (alive), /readyz (takes traffic), /metrics (Prometheus).
+// Operational endpoints: /healthz (alive), /readyz (takes traffic), /metrics (Prometheus),
+// /openapi.json (the API's OpenAPI 3.1 document).
 
 #include <functional>
 
