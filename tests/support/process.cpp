@@ -1,4 +1,5 @@
 #include "tests/support/process.hpp"
+#include "tests/support/contract_log.hpp"
 #include "tests/support/pg.hpp"
 
 #include <arpa/inet.h>
@@ -404,7 +405,10 @@ std::optional<http_response> http_connection::request(const std::string& method,
     head_ = method == "HEAD";
     if (!send_raw(req))
         return std::nullopt;
-    return read_response();
+    auto r = read_response();
+    if (r)
+        record_response(method, target, *r);
+    return r;
 }
 
 std::optional<http_response> http_request(std::uint16_t port, const std::string& method,
