@@ -21,6 +21,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -256,6 +257,14 @@ http_connection::~http_connection() {
 }
 
 bool http_connection::send_raw(const std::string& bytes) {
+    // A send that starts a request (not the rest of one sent in pieces): its request line names
+    // the response to come, for the contract log. Only the first of pipelined requests is named;
+    // the answers to the others are not recorded.
+    static const std::regex request_line(R"(^([A-Z]+) (/[^ \r\n]*) HTTP/1\.[01]\r\n)");
+    if (std::smatch m;
+        std::regex_search(bytes.begin(), bytes.begin() + std::min<std::size_t>(bytes.size(), 8192),
+                          m, request_line))
+        sent_.emplace_back(m[1], m[2]);
     std::size_t off = 0;
     while (off < bytes.size()) {
         ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
@@ -372,22 +381,47 @@ bool http_connection::read_body(const http_response& r,
 
 std::optional<http_response> http_connection::read_response(bool skip_interim) {
     auto r = read_head(skip_interim);
-    if (!r || (r->status >= 100 && r->status < 200))
+    if (r && r->status >= 100 && r->status < 200)
         return r;
-    if (head_) {
+    if (r && head_) {
         head_ = false;
+        record(&*r);
         return r;
     }
-    if (!read_body(*r, [&](std::string_view piece) { r->body.append(piece); }))
+    if (!r || !read_body(*r, [&](std::string_view piece) { r->body.append(piece); })) {
+        record(nullptr);
         return std::nullopt;
+    }
+    record(&*r);
     return r;
+}
+
+void http_connection::record(const http_response* r) {
+    if (sent_.empty())
+        return;
+    auto [method, target] = std::move(sent_.front());
+    sent_.pop_front();
+    if (r)
+        record_response(method, target, *r);
 }
 
 std::optional<http_response> http_connection::read_streaming(
     const std::function<void(std::string_view)>& on_body) {
+    // The body is the caller's; a copy (capped: event streams are small) goes to the contract log.
+    std::string copy;
+    const bool keep = std::getenv("SEGUE_CONTRACT_LOG") != nullptr;
     auto r = read_head();
-    if (!r || !read_body(*r, on_body))
+    if (!r || !read_body(*r, [&](std::string_view piece) {
+            if (keep && copy.size() < (1u << 20))
+                copy.append(piece);
+            on_body(piece);
+        })) {
+        record(nullptr);
         return std::nullopt;
+    }
+    auto logged = *r;
+    logged.body = std::move(copy);
+    record(keep ? &logged : nullptr);
     return r;
 }
 
@@ -405,10 +439,7 @@ std::optional<http_response> http_connection::request(const std::string& method,
     head_ = method == "HEAD";
     if (!send_raw(req))
         return std::nullopt;
-    auto r = read_response();
-    if (r)
-        record_response(method, target, *r);
-    return r;
+    return read_response();
 }
 
 std::optional<http_response> http_request(std::uint16_t port, const std::string& method,

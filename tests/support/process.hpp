@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <optional>
@@ -127,9 +128,14 @@ class http_connection {
     int fd_ = -1;
     bool head_ = false;  // the last request was HEAD: its response has no body
     std::string buffer_;
+    // For the contract log: the request line of each request sent whose response is not read
+    // yet (method, target), oldest first.
+    std::deque<std::pair<std::string, std::string>> sent_;
     bool fill();
     std::optional<http_response> read_head(bool skip_interim = true);
     bool read_body(const http_response& r, const std::function<void(std::string_view)>& on_body);
+    // The answer to sent_.front() (nullptr: none came) goes to the contract log.
+    void record(const http_response* r);
 };
 
 // One-shot convenience: a fresh connection, one request.
