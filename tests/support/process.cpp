@@ -416,7 +416,17 @@ std::optional<http_response> http_connection::read_streaming(
                 copy.append(piece);
             on_body(piece);
         })) {
-        record(nullptr);
+        // An event stream that never ends (the live task list) ends here, at the caller's
+        // timeout: its complete frames are what the client received.
+        const auto frames_end = copy.rfind("\n\n");
+        if (r && keep && frames_end != std::string::npos &&
+            r->header("content-type").value_or("").rfind("text/event-stream", 0) == 0) {
+            auto logged = *r;
+            logged.body = copy.substr(0, frames_end + 2);
+            record(&logged);
+        } else {
+            record(nullptr);
+        }
         return std::nullopt;
     }
     auto logged = *r;
