@@ -27,7 +27,7 @@ function load(file = DOCUMENT) {
   // Ajv takes the tag from each variant's const, so the mapping (for generators) is left out.
   const ajv = new Ajv2020({ allErrors: true, strict: true, strictTypes: false, strictRequired: false, discriminator: true });
   addFormats(ajv);
-  ajv.addVocabulary(['components', 'example', 'x-segue-sse-data', 'xml', 'externalDocs']);
+  ajv.addVocabulary(['components', 'example', 'x-segue-sse-data', 'x-segue-sse-event', 'xml', 'externalDocs']);
   // Only components are schemas; the rest of the document is reached by JSON pointer.
   const schemas = structuredClone(doc.components.schemas);
   for (const schema of Object.values(schemas)) if (schema.discriminator) delete schema.discriminator.mapping;
@@ -106,8 +106,8 @@ function validateJson(c, schema, text, what) {
   return [`${what}: ${formatErrors(fn.errors)}`];
 }
 
-// Server-Sent Events: every frame's data is the schema named by x-segue-sse-data, its `event:`
-// is the event's type and its `id:` the event's seq.
+// Server-Sent Events: every frame's data is the schema named by x-segue-sse-data; its `event:` is
+// x-segue-sse-event when the document names one, else the event's type, with `id:` its seq.
 function validateSse(c, schema, text, what) {
   const problems = [];
   const pointer = schema['x-segue-sse-data'];
@@ -134,8 +134,11 @@ function validateSse(c, schema, text, what) {
       problems.push(`${what}: a data line that is not JSON`);
       continue;
     }
-    if (!fn(ev)) problems.push(`${what}: event ${fields.id}: ${formatErrors(fn.errors)}`);
-    else if (fields.event !== ev.type || String(ev.seq) !== fields.id)
+    const fixed = schema['x-segue-sse-event'];
+    if (!fn(ev)) problems.push(`${what}: frame ${fields.id ?? fields.event}: ${formatErrors(fn.errors)}`);
+    else if (fixed !== undefined && fields.event !== fixed)
+      problems.push(`${what}: a frame's event is ${fields.event}, not ${fixed}`);
+    else if (fixed === undefined && (fields.event !== ev.type || String(ev.seq) !== fields.id))
       problems.push(`${what}: frame id/event (${fields.id}/${fields.event}) differ from the event's seq/type`);
   }
   return problems;
