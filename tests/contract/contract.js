@@ -151,8 +151,9 @@ function mediaMatch(content, type) {
 }
 
 // Problems with one recorded response; [] when it keeps the contract. `r`: {method, target,
-// status, content_type, body?, body_bytes?}.
-function check(c, r) {
+// status, content_type, body?, body_bytes?}. `seen` (a Set, optional) collects the documented
+// responses it matched, as "METHOD /template status".
+function check(c, r, seen) {
   const p = r.target.split('?')[0];
   const what = `${r.method} ${r.target.length > 120 ? r.target.slice(0, 120) + '...' : r.target} -> ${r.status}`;
   const ct = (r.content_type || '').split(';')[0].trim().toLowerCase();
@@ -176,6 +177,7 @@ function check(c, r) {
   const status = String(r.status);
   let resp = op.responses[status] || op.responses[status[0] + 'XX'] || op.responses.default;
   if (!resp) return [`${what}: status ${status} is not documented for ${method.toUpperCase()} ${route.template}`];
+  if (seen) seen.add(`${method.toUpperCase()} ${route.template} ${op.responses[status] ? status : status[0] + 'XX'}`);
   resp = deref(c, resp);
   const out = [];
   if (!resp.content) {
