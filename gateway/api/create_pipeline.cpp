@@ -335,6 +335,40 @@ awaitable<outcome<submission>> read_json(http::context& ctx, const read_env& env
     co_return s;
 }
 
+// application/x-www-form-urlencoded (what Python's requests sends for `data=` without files):
+// text fields only, as a multipart form's are.
+awaitable<outcome<submission>> read_urlencoded(http::context& ctx, const read_env& env) {
+    if (ctx.content_length() && *ctx.content_length() > env.max_json_bytes)
+        co_return refuse(error_kind::payload_too_large, "too_large",
+                         "form body exceeds " + std::to_string(env.max_json_bytes) + " bytes");
+    auto body = co_await read_limited(ctx, env.max_json_bytes);
+    if (auto* r = std::get_if<refusal>(&body))
+        co_return std::move(*r);
+    submission s;
+    s.from_form = true;
+    std::string_view rest = std::get<std::string>(body);
+    while (!rest.empty()) {
+        const auto amp = rest.find('&');
+        std::string pair(rest.substr(0, amp));
+        rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
+        if (pair.empty())
+            continue;
+        std::replace(pair.begin(), pair.end(), '+', ' ');  // form encoding: '+' is a space
+        const auto eq = pair.find('=');
+        auto name = percent_decode(std::string_view(pair).substr(0, eq));
+        auto value = percent_decode(
+            eq == std::string::npos ? std::string_view() : std::string_view(pair).substr(eq + 1));
+        if (!name || !value)
+            co_return refuse(error_kind::bad_request, "malformed",
+                             "malformed form body: a bad %-escape");
+        if (s.fields.contains(*name))
+            co_return refuse(error_kind::bad_request, "malformed",
+                             "field '" + *name + "' given twice");
+        s.fields[*name] = *value;
+    }
+    co_return s;
+}
+
 }  // namespace
 
 awaitable<outcome<submission>> read_submission(http::context& ctx, const read_env& env) {
@@ -343,8 +377,11 @@ awaitable<outcome<submission>> read_submission(http::context& ctx, const read_en
         co_return co_await read_form(ctx, *boundary, env);
     if (content_type.rfind("application/json", 0) == 0)
         co_return co_await read_json(ctx, env);
+    if (content_type.rfind("application/x-www-form-urlencoded", 0) == 0)
+        co_return co_await read_urlencoded(ctx, env);
     co_return refuse(error_kind::unsupported_media_type, "media_type",
-                     "send multipart/form-data (with audio_file) or application/json");
+                     "send multipart/form-data (with audio_file), "
+                     "application/x-www-form-urlencoded or application/json");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -407,8 +444,10 @@ checked validate_submission(const submission& s, const validate_env& env) {
     const auto route = route_of(c.request, settings);
     c.request.route_chain = core::plan_route(route, core::make_routing_request(c.request),
                                              env.capabilities, env.draw, &why);
-    if (c.request.route_chain.empty())
+    if (c.request.route_chain.empty()) {
         c.errors.push_back(unroutable(c.request, why));
+        c.unroutable = true;
+    }
     return c;
 }
 

@@ -134,7 +134,8 @@ struct read_env {
     metrics::gauge& spool_bytes;     // bytes being written to the spool right now
 };
 
-// multipart/form-data (streamed; the file never all in memory) or application/json.
+// multipart/form-data (streamed; the file never all in memory), application/json, or
+// application/x-www-form-urlencoded (text fields only, parsed as a form's).
 boost::asio::awaitable<outcome<submission>> read_submission(http::context& ctx,
                                                             const read_env& env);
 
@@ -152,6 +153,7 @@ struct validate_env {
 struct checked {
     core::extend_request request;
     std::vector<field_error> errors;
+    bool unroutable = false;  // the fields are valid, and no provider can serve them
 };
 
 // The fields into the neutral request and, when they are valid, its failover chain

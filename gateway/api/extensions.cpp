@@ -13,10 +13,10 @@
 #include <filesystem>
 #include <map>
 #include <memory>
-#include <random>
 
 #include "gateway/api/auth.hpp"
 #include "gateway/api/common.hpp"
+#include "gateway/api/create_flow.hpp"
 #include "gateway/api/create_pipeline.hpp"
 #include "gateway/api/problem.hpp"
 #include "gateway/core/engine.hpp"
@@ -93,14 +93,9 @@ json::object summary_document(const task_summary& s) {
 struct handlers : std::enable_shared_from_this<handlers> {
     explicit handlers(const api_deps& d)
         : deps(d),
-          created(d.metrics.counter_family("segue_tasks_created_total",
-                                           "Tasks accepted, by provider.", {"provider"})),
+          creating(d),
           rejected(d.metrics.counter_family("segue_api_rejected_total",
                                             "Requests refused by the API, by reason.", {"reason"})),
-          upload_bytes(d.metrics.make_counter("segue_upload_bytes_total",
-                                              "Audio bytes received in uploads.")),
-          spool_bytes(d.metrics.make_gauge("segue_spool_bytes",
-                                           "Bytes of uploads being spooled right now.")),
           sse_clients(
               d.metrics.make_gauge("segue_sse_clients", "Open Server-Sent Events streams.")) {}
 
@@ -112,36 +107,6 @@ struct handlers : std::enable_shared_from_this<handlers> {
         return t;
     }
 
-    void refuse(http::context& ctx, error_kind kind, std::string_view reason, std::string detail,
-                std::vector<field_error> errors = {}) {
-        rejected.with({reason}).inc();
-        set_problem(ctx.res(), kind, detail, ctx.path(), errors);
-    }
-
-    void refuse(http::context& ctx, const create::refusal& r) {
-        refuse(ctx, r.kind, r.reason, r.detail, r.errors);
-    }
-
-    // What the create steps need from the gateway.
-    create::read_env read_env() {
-        const auto& s = deps.settings;
-        return {s.api.max_upload_bytes,
-                s.api.max_json_bytes,
-                (fs::path(s.storage.blob_dir) / "spool").string(),
-                deps.blocking,
-                upload_bytes,
-                spool_bytes};
-    }
-    create::validate_env validate_env() {
-        thread_local std::mt19937_64 rng{std::random_device{}()};
-        return {deps.settings,
-                [this](std::string_view n) { return deps.providers.find(n) != nullptr; },
-                [this](std::string_view n) -> const providers::capabilities* {
-                    auto* p = deps.providers.find(n);
-                    return p ? &p->caps() : nullptr;
-                },
-                std::uniform_real_distribution<double>(0.0, 1.0)(rng)};
-    }
     // The 202 for a new task, or the stored answer replayed.
     void answer_created(http::context& ctx, const create::admission& a);
     void answer_replay(http::context& ctx, const store::idempotency_row& prior);
@@ -200,66 +165,29 @@ struct handlers : std::enable_shared_from_this<handlers> {
     awaitable<void> provider_webhook(http::context& ctx);
 
     api_deps deps;
-    metrics::family<metrics::counter>& created;
+    create::flow creating;
     metrics::family<metrics::counter>& rejected;
-    metrics::counter& upload_bytes;
-    metrics::gauge& spool_bytes;
     metrics::gauge& sse_clients;
 };
 
-// POST /v1/extensions: read -> validate -> prepare the source -> admit (create_pipeline.hpp).
+// POST /v1/extensions: read -> validate -> prepare the source -> admit (create_flow.hpp).
 awaitable<void> handlers::create(http::context& ctx) {
     auto self = shared_from_this();
     auto tenant = tenant_of(ctx);
     if (!tenant)
         co_return;
-    auto key = create::read_idempotency_key(ctx.header("Idempotency-Key"));
-    if (auto* r = std::get_if<create::refusal>(&key))
-        co_return refuse(ctx, *r);
-    auto read = co_await create::read_submission(ctx, read_env());
-    if (auto* r = std::get_if<create::refusal>(&read))
-        co_return refuse(ctx, *r);
-    auto& submitted = std::get<create::submission>(read);
-
-    auto checked = create::validate_submission(submitted, validate_env());
-    co_await create::guard_urls(checked, deps.url_policy);
-    create::require_webhook_secret(checked, deps.settings, *tenant);
-    if (auto r = create::invalid_fields(checked))
-        co_return refuse(ctx, *r);
-    auto& req = checked.request;
-
-    auto& file = submitted.file;
-    if (file) {
-        auto probe = co_await create::probe_upload(*file, deps.blocking);
-        if (auto r = create::accept_probe(probe, *file, req))
-            co_return refuse(ctx, *r);
-        if (auto r = co_await create::store_upload(*file, deps.blobs, deps.blocking))
-            co_return refuse(ctx, *r);
+    auto r = co_await creating.run(ctx, *tenant);
+    switch (r.what) {
+        case create::flow_result::kind::refused:
+            set_problem(ctx.res(), r.refused.kind, r.refused.detail, ctx.path(), r.refused.errors);
+            break;
+        case create::flow_result::kind::replay:
+            answer_replay(ctx, r.prior);
+            break;
+        case create::flow_result::kind::created:
+            answer_created(ctx, r.admitted);
+            break;
     }
-
-    const auto now = core::now_ms();
-    const auto a = create::plan_admission(req, *tenant, std::get<0>(key), file ? &*file : nullptr,
-                                          deps.settings, now);
-    const auto retention =
-        static_cast<store::millis>(deps.settings.api.idempotency_retention.count());
-    create::admitted result;
-    std::exception_ptr failed;
-    try {
-        co_await deps.db.write(
-            [&](store::transaction& tx) { result = create::admit(tx, a, now, retention); });
-    } catch (...) {
-        failed = std::current_exception();
-    }
-    // No task points at the stored upload unless one was created.
-    if (file && (failed || result.what != create::admitted::kind::created))
-        co_await create::discard_upload(*file, deps.blobs, deps.blocking);
-    if (failed)
-        std::rethrow_exception(failed);
-    if (auto r = create::refused_admission(result, a))
-        co_return refuse(ctx, *r);
-    if (result.what == create::admitted::kind::replay)
-        co_return answer_replay(ctx, result.prior);
-    answer_created(ctx, a);
 }
 
 void handlers::answer_replay(http::context& ctx, const store::idempotency_row& prior) {
@@ -271,25 +199,10 @@ void handlers::answer_replay(http::context& ctx, const store::idempotency_row& p
 }
 
 void handlers::answer_created(http::context& ctx, const create::admission& a) {
-    const auto& provider = a.request.route_chain.front();
-    deps.engine.notify();
-    created.with({provider}).inc();
-    if (a.request.hold_milli > 0)
-        deps.metrics
-            .counter_family("segue_credits_total",
-                            "Credits held at submit, captured by ready outputs and refunded "
-                            "(released) when outputs failed or were canceled.",
-                            {"tenant", "provider", "kind"})
-            .with({a.tenant, provider, "held"})
-            .inc(core::milli_to_credits(a.request.hold_milli));
     ctx.res().status = 202;
     ctx.res().content_type = "application/json";
     ctx.res().body = a.response_body;
     ctx.res().set_header("Location", "/v1/extensions/" + a.task.id);
-    log::info("task created", {{"task_id", a.task.id},
-                               {"tenant", a.tenant},
-                               {"provider", provider},
-                               {"request_id", ctx.request_id()}});
 }
 
 awaitable<void> handlers::get(http::context& ctx) {

@@ -1,0 +1,165 @@
+#include "gateway/api/create_flow.hpp"
+
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <exception>
+#include <filesystem>
+#include <random>
+
+#include "gateway/core/json.hpp"
+#include "gateway/core/ledger.hpp"
+#include "gateway/http/message.hpp"
+#include "gateway/log/log.hpp"
+#include "gateway/metrics/registry.hpp"
+#include "gateway/store/db.hpp"
+#include "gateway/util/json_text.hpp"
+#include "providers/provider.hpp"
+#include "providers/registry.hpp"
+
+namespace segue::api::create {
+
+namespace fs = std::filesystem;
+using boost::asio::awaitable;
+
+flow::flow(const api_deps& d)
+    : deps_(d),
+      created_(d.metrics.counter_family("segue_tasks_created_total", "Tasks accepted, by provider.",
+                                        {"provider"})),
+      rejected_(d.metrics.counter_family("segue_api_rejected_total",
+                                         "Requests refused by the API, by reason.", {"reason"})),
+      upload_bytes_(
+          d.metrics.make_counter("segue_upload_bytes_total", "Audio bytes received in uploads.")),
+      spool_bytes_(
+          d.metrics.make_gauge("segue_spool_bytes", "Bytes of uploads being spooled right now.")) {}
+
+void flow::count_refusal(std::string_view reason) {
+    rejected_.with({reason}).inc();
+}
+
+read_env flow::reading() {
+    const auto& s = deps_.settings;
+    return {s.api.max_upload_bytes,
+            s.api.max_json_bytes,
+            (fs::path(s.storage.blob_dir) / "spool").string(),
+            deps_.blocking,
+            upload_bytes_,
+            spool_bytes_};
+}
+
+validate_env flow::validating() {
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    auto& providers = deps_.providers;
+    return {deps_.settings,
+            [&providers](std::string_view n) { return providers.find(n) != nullptr; },
+            [&providers](std::string_view n) -> const providers::capabilities* {
+                auto* p = providers.find(n);
+                return p ? &p->caps() : nullptr;
+            },
+            std::uniform_real_distribution<double>(0.0, 1.0)(rng)};
+}
+
+// read -> validate -> prepare the source -> admit (create_pipeline.hpp).
+awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
+                                 const flow_hooks& hooks) {
+    flow_result out;
+    auto refused = [&](refusal r) {
+        count_refusal(r.reason);
+        out.what = flow_result::kind::refused;
+        out.refused = std::move(r);
+        return out;
+    };
+    auto key = read_idempotency_key(ctx.header("Idempotency-Key"));
+    if (auto* r = std::get_if<refusal>(&key))
+        co_return refused(std::move(*r));
+    auto read = co_await read_submission(ctx, reading());
+    if (auto* r = std::get_if<refusal>(&read))
+        co_return refused(std::move(*r));
+    auto& submitted = std::get<submission>(read);
+    if (hooks.translate)
+        if (auto r = co_await hooks.translate(submitted))
+            co_return refused(std::move(*r));
+
+    auto checked = validate_submission(submitted, validating());
+    std::vector<std::string> warnings;
+    if (checked.unroutable && !hooks.best_effort.empty() &&
+        std::all_of(checked.errors.begin(), checked.errors.end(), [&](const field_error& e) {
+            return std::find(hooks.best_effort.begin(), hooks.best_effort.end(), e.field) !=
+                   hooks.best_effort.end();
+        })) {
+        for (const auto& e : checked.errors) {
+            submitted.fields.erase(e.field);
+            warnings.push_back(e.field + " left out: " + e.message);
+        }
+        checked = validate_submission(submitted, validating());
+    }
+    co_await guard_urls(checked, deps_.url_policy);
+    require_webhook_secret(checked, deps_.settings, tenant);
+    if (auto r = invalid_fields(checked))
+        co_return refused(std::move(*r));
+    auto& req = checked.request;
+    if (hooks.decorate)
+        hooks.decorate(req);
+
+    auto& file = submitted.file;
+    if (file) {
+        auto probe = co_await probe_upload(*file, deps_.blocking);
+        if (auto r = accept_probe(probe, *file, req))
+            co_return refused(std::move(*r));
+        if (auto r = co_await store_upload(*file, deps_.blobs, deps_.blocking))
+            co_return refused(std::move(*r));
+    }
+
+    const auto now = core::now_ms();
+    out.admitted =
+        plan_admission(req, tenant, std::get<0>(key), file ? &*file : nullptr, deps_.settings, now);
+    if (!warnings.empty()) {
+        boost::json::array w;
+        for (auto& x : warnings)
+            w.emplace_back(std::move(x));
+        out.admitted.task.warnings_json = util::json_text(w);
+    }
+    const auto& a = out.admitted;
+    const auto retention =
+        static_cast<store::millis>(deps_.settings.api.idempotency_retention.count());
+    admitted result;
+    std::exception_ptr failed;
+    try {
+        co_await deps_.db.write(
+            [&](store::transaction& tx) { result = admit(tx, a, now, retention); });
+    } catch (...) {
+        failed = std::current_exception();
+    }
+    // No task points at the stored upload unless one was created.
+    if (file && (failed || result.what != admitted::kind::created))
+        co_await discard_upload(*file, deps_.blobs, deps_.blocking);
+    if (failed)
+        std::rethrow_exception(failed);
+    if (auto r = refused_admission(result, a))
+        co_return refused(std::move(*r));
+    if (result.what == admitted::kind::replay) {
+        out.what = flow_result::kind::replay;
+        out.prior = result.prior;
+        co_return out;
+    }
+
+    const auto& provider = a.request.route_chain.front();
+    deps_.engine.notify();
+    created_.with({provider}).inc();
+    if (a.request.hold_milli > 0)
+        deps_.metrics
+            .counter_family("segue_credits_total",
+                            "Credits held at submit, captured by ready outputs and refunded "
+                            "(released) when outputs failed or were canceled.",
+                            {"tenant", "provider", "kind"})
+            .with({a.tenant, provider, "held"})
+            .inc(core::milli_to_credits(a.request.hold_milli));
+    log::info("task created", {{"task_id", a.task.id},
+                               {"tenant", a.tenant},
+                               {"provider", provider},
+                               {"request_id", ctx.request_id()}});
+    out.what = flow_result::kind::created;
+    co_return out;
+}
+
+}  // namespace segue::api::create

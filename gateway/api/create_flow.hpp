@@ -1,0 +1,65 @@
+#pragma once
+// The create as one call, for every API shape that creates tasks: the neutral POST
+// /v1/extensions (extensions.cpp) and the drop-in shapes that providers add
+// (providers/<name>/compat/). Runs the steps of create_pipeline.hpp in order and says how it
+// ended; the caller answers in its own shape. Counts what it refuses and creates.
+
+#include <boost/asio/awaitable.hpp>
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gateway/api/create_pipeline.hpp"
+#include "gateway/api/extensions.hpp"
+
+namespace segue::metrics {
+template <class T>
+class family;
+}  // namespace segue::metrics
+
+namespace segue::api::create {
+
+// What a shape may change on the way. Each hook is optional.
+struct flow_hooks {
+    // After reading: the shape's fields into the neutral ones (renames, defaults, lookups of
+    // its own ids). A refusal ends the create with it.
+    std::function<boost::asio::awaitable<std::optional<refusal>>(submission&)> translate;
+    // After validation, before admission: e.g. the shape's webhook format for the task.
+    std::function<void(core::extend_request&)> decorate;
+    // Fields the shape's clients send as hints: when no provider on the route can honour one
+    // (e.g. `length` on a route of providers without it), it is left out and the task says so
+    // in its warnings, instead of refusing the request. An invalid value is still refused.
+    std::vector<std::string> best_effort;
+};
+
+struct flow_result {
+    enum class kind { refused, created, replay } what = kind::refused;
+    refusal refused;               // refused
+    admission admitted;            // created (and, for its request and task, replay too)
+    store::idempotency_row prior;  // replay: the stored answer of the first create
+};
+
+class flow {
+  public:
+    explicit flow(const api_deps& deps);
+    // Runs the create for `tenant` (already authenticated). The created task is committed and
+    // the engine told before it returns.
+    boost::asio::awaitable<flow_result> run(http::context& ctx, const std::string& tenant,
+                                            const flow_hooks& hooks = {});
+    // Counts a refusal made outside run() (e.g. authentication) under segue_api_rejected_total.
+    void count_refusal(std::string_view reason);
+
+  private:
+    read_env reading();
+    validate_env validating();
+
+    api_deps deps_;
+    metrics::family<metrics::counter>& created_;
+    metrics::family<metrics::counter>& rejected_;
+    metrics::counter& upload_bytes_;
+    metrics::gauge& spool_bytes_;
+};
+
+}  // namespace segue::api::create
