@@ -113,6 +113,10 @@ std::string request_to_json(const extend_request& r) {
     // Not in request_object: the Idempotency-Key fingerprint must keep its format, and an
     // explicit `num_outputs: 2` is the same request as the default.
     o["num_outputs_given"] = r.num_outputs_given;
+    if (!r.webhook_format.empty())
+        o["webhook_format"] = r.webhook_format;
+    if (!r.webhook_format_secret.empty())
+        o["webhook_format_secret"] = r.webhook_format_secret;
     return util::json_text(o);
 }
 
@@ -139,6 +143,8 @@ extend_request request_from_json(const std::string& text) {
     r.provider = get_str(o, "provider");
     r.route = get_str(o, "route");
     r.metadata_json = get_str(o, "metadata").value_or("");
+    r.webhook_format = get_str(o, "webhook_format").value_or("");
+    r.webhook_format_secret = get_str(o, "webhook_format_secret").value_or("");
     r.source_duration = get_num(o, "source_duration").value_or(0);
     r.source_sample_rate = static_cast<int>(get_num(o, "source_sample_rate").value_or(0));
     r.source_channels = static_cast<int>(get_num(o, "source_channels").value_or(0));

@@ -81,6 +81,11 @@ struct extend_request {
     std::optional<std::string> provider;
     std::optional<std::string> route;
     std::string metadata_json;  // object, "" if none
+    // The shape of the webhook deliveries: "" is Segue's own event body; another name is a
+    // delivery format registered by a drop-in API (events/webhook_format.hpp), which may also
+    // sign with `webhook_format_secret` (the caller's own secret for that shape; never shown).
+    std::string webhook_format;
+    std::string webhook_format_secret;
     // From probing a file source.
     double source_duration = 0;
     int source_sample_rate = 0;

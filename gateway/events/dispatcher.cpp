@@ -12,12 +12,14 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <mutex>
 #include <random>
 #include <vector>
 
 #include "gateway/core/json.hpp"
 #include "gateway/core/lease_worker.hpp"
 #include "gateway/events/signer.hpp"
+#include "gateway/events/webhook_format.hpp"
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
 #include "gateway/net/http_client.hpp"
@@ -96,15 +98,17 @@ std::string delivery_body(const store::delivery_row& d) {
 
 struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     impl(asio::io_context& io, store::db& d, const config::settings& s, metrics::registry& m,
-         segue::net::http_client& c)
+         segue::net::http_client& c, const webhook_formats* f)
         : ioc(io),
           db(d),
           settings(s),
           client(c),
+          formats(f),
           owner(util::random_id("dsp_")),
           deliveries(m.counter_family("segue_webhook_deliveries_total",
                                       "Webhook deliveries that reached a final state, by outcome "
-                                      "(delivered, dead, gone).",
+                                      "(delivered, dead, gone, not_in_format: the task's "
+                                      "delivery format has no callback for the event).",
                                       {"outcome"})),
           attempts(m.counter_family("segue_webhook_attempts_total",
                                     "Webhook delivery attempts, by result (2xx, 3xx, 4xx, 5xx, or "
@@ -140,12 +144,22 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
 
     void make_worker();
     asio::awaitable<void> deliver(store::delivery_row d);
+    // The body (and extra headers) of the delivery in its task's format; nullopt for Segue's
+    // own body. `skip`: the format has no callback for this event. Throws if the task cannot
+    // be read (the attempt fails and is retried).
+    asio::awaitable<std::optional<formatted>> shape(const store::delivery_row& d, std::int64_t ts,
+                                                    bool& skip);
     asio::awaitable<void> refresh_gauges();
 
     asio::io_context& ioc;
     store::db& db;
     const config::settings& settings;
     segue::net::http_client& client;
+    const webhook_formats* formats;
+    // Task -> its delivery format ("" for Segue's own): a task's format never changes, so the
+    // tasks of the plain shape are read once. Bounded: cleared when full.
+    std::mutex format_mutex;
+    std::map<std::string, std::string, std::less<>> task_formats;
     std::string owner;
     std::unique_ptr<core::lease_worker> worker;
     std::map<std::string, std::vector<std::string>, std::less<>> keys;  // tenant -> raw keys
@@ -161,8 +175,9 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
 };
 
 dispatcher::dispatcher(asio::io_context& ioc, store::db& db, const config::settings& settings,
-                       metrics::registry& metrics, segue::net::http_client& client)
-    : impl_(std::make_shared<impl>(ioc, db, settings, metrics, client)) {
+                       metrics::registry& metrics, segue::net::http_client& client,
+                       const webhook_formats* formats)
+    : impl_(std::make_shared<impl>(ioc, db, settings, metrics, client, formats)) {
     impl_->make_worker();
 }
 
@@ -239,6 +254,44 @@ asio::awaitable<void> dispatcher::impl::refresh_gauges() {
                          : 0.0);
 }
 
+asio::awaitable<std::optional<formatted>> dispatcher::impl::shape(const store::delivery_row& d,
+                                                                  std::int64_t ts, bool& skip) {
+    skip = false;
+    if (formats == nullptr || formats->empty())
+        co_return std::nullopt;
+    {
+        std::lock_guard lock(format_mutex);
+        if (auto it = task_formats.find(d.task_id); it != task_formats.end() && it->second.empty())
+            co_return std::nullopt;
+    }
+    std::optional<store::task_row> task;
+    std::vector<store::output_row> outputs;
+    co_await db.read([&](store::transaction& tx) {
+        task = tx.get_task(d.task_id);
+        if (task)
+            outputs = tx.get_outputs(d.task_id);
+    });
+    if (!task)
+        co_return std::nullopt;
+    core::extend_request req;
+    try {
+        req = core::request_from_json(task->request_json);
+    } catch (const std::exception&) {
+    }
+    {
+        std::lock_guard lock(format_mutex);
+        if (task_formats.size() >= 4096)
+            task_formats.clear();
+        task_formats[d.task_id] = req.webhook_format;
+    }
+    const formatter* f = req.webhook_format.empty() ? nullptr : formats->find(req.webhook_format);
+    if (f == nullptr)
+        co_return std::nullopt;
+    auto out = (*f)(format_input{d, *task, outputs, req, ts});
+    skip = !out;
+    co_return out;
+}
+
 asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d) {
     auto self = shared_from_this();
     const auto& w = settings.webhooks;
@@ -250,22 +303,39 @@ asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d) {
     bool gone = false;
     bool ok = false;
 
+    const std::int64_t ts = started / 1000;
+    std::optional<formatted> shaped;
+    bool skip = false;
+    bool unreadable = false;
+    try {
+        shaped = co_await shape(d, ts, skip);
+    } catch (const std::exception& e) {
+        unreadable = true;
+        error = std::string("cannot read the task for its delivery format: ") + e.what();
+        attempts.with({"store_error"}).inc();
+    }
     auto k = keys.find(d.tenant);
-    if (k == keys.end() || k->second.empty()) {
+    if (unreadable) {
+    } else if (skip) {
+        // The task's format has no callback for this event: nothing to send.
+        ok = true;
+    } else if (k == keys.end() || k->second.empty()) {
         error = "tenant " + d.tenant + " has no webhook secret configured";
         attempts.with({"no_secret"}).inc();
     } else {
         segue::net::request req;
         req.method = "POST";
         req.url = d.url;
-        req.body = delivery_body(d);
-        const std::int64_t ts = started / 1000;
+        req.body = shaped ? std::move(shaped->body) : delivery_body(d);
         req.headers = {
             {"Content-Type", "application/json"},
             {"webhook-id", d.event_id},
             {"webhook-timestamp", std::to_string(ts)},
             {"webhook-signature", signature_header(k->second, d.event_id, ts, req.body)},
         };
+        if (shaped)
+            for (auto& h : shaped->headers)
+                req.headers.push_back(std::move(h));
         req.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(w.timeout);
         req.metrics_host = "webhook";  // bounded label set
         auto r = co_await client.send(std::move(req));
@@ -300,6 +370,11 @@ asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d) {
         d.delivered_at = now;
         d.last_error.clear();
         outcome = "delivered";
+        if (skip) {
+            d.last_error =
+                "not sent: the task's webhook format has no callback for " + d.event_type;
+            outcome = "not_in_format";
+        }
     } else if (gone) {
         d.status = "dead";
         d.last_error = error;
@@ -339,7 +414,7 @@ asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d) {
         deliveries.with({outcome}).inc();
     if (killed > 0)
         deliveries.with({"gone"}).inc(killed);
-    if (ok)
+    if (ok && !skip)
         latency.observe(std::max<double>(0.0, (now - d.event_at) / 1e3));
     if (!ok)
         log::info("webhook delivery failed", {{"delivery_id", d.id},

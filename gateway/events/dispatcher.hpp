@@ -41,6 +41,8 @@ class http_client;
 
 namespace segue::events {
 
+class webhook_formats;
+
 // The delay before retry number `attempts` (1 = the first retry) with `unit_random` in [0, 1)
 // spreading it by +-jitter; nullopt once the schedule is exhausted (the delivery is dead). A
 // Retry-After (ms) only ever lengthens the delay, up to max_retry_after.
@@ -55,9 +57,12 @@ std::string delivery_body(const store::delivery_row& d);
 class dispatcher {
   public:
     // `client` sends the deliveries; it must carry the URL guard (check_endpoints) and must
-    // outlive the dispatcher's run.
+    // outlive the dispatcher's run. `formats` (optional, outliving the run): the delivery formats
+    // a task may name (webhook_format.hpp); a task naming none, or one not registered here,
+    // gets Segue's own body.
     dispatcher(boost::asio::io_context& ioc, store::db& db, const config::settings& settings,
-               metrics::registry& metrics, net::http_client& client);
+               metrics::registry& metrics, net::http_client& client,
+               const webhook_formats* formats = nullptr);
     ~dispatcher();
     dispatcher(const dispatcher&) = delete;
     dispatcher& operator=(const dispatcher&) = delete;
