@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "gateway/api/auth.hpp"
+#include "gateway/api/compat.hpp"
 #include "gateway/api/console.hpp"
 #include "gateway/api/credits.hpp"
 #include "gateway/api/deliveries.hpp"
@@ -22,6 +23,7 @@
 #include "gateway/core/ledger.hpp"
 #include "gateway/events/dispatcher.hpp"
 #include "gateway/events/event_hub.hpp"
+#include "gateway/events/webhook_format.hpp"
 #include "gateway/http/router.hpp"
 #include "gateway/http/server.hpp"
 #include "gateway/log/log.hpp"
@@ -37,6 +39,7 @@
 #include "gateway/store/open_store.hpp"
 #include "gateway/util/crypto.hpp"
 #include "providers/builtin.hpp"
+#include "providers/descriptor.hpp"
 #include "providers/registry.hpp"
 #include "segue/version.hpp"
 
@@ -107,6 +110,7 @@ struct app::impl {
     std::unique_ptr<providers::registry> providers;
     std::unique_ptr<core::engine> engine;
     std::unique_ptr<net::http_client> webhook_client;
+    events::webhook_formats webhook_formats;  // filled by drop-in APIs before the dispatcher runs
     std::unique_ptr<events::dispatcher> dispatcher;
     events::event_hub hub;
     http::router routes;
@@ -193,8 +197,8 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
     wo.max_response_bytes = 64 * 1024;  // receivers' bodies are not read, only their status
     wo.max_idle_per_host = static_cast<std::size_t>(d.settings.webhooks.concurrency);
     d.webhook_client = std::make_unique<net::http_client>(d.pool.main(), wo, d.metrics);
-    d.dispatcher = std::make_unique<events::dispatcher>(d.pool.main(), *d.work_db, d.settings,
-                                                        d.metrics, *d.webhook_client);
+    d.dispatcher = std::make_unique<events::dispatcher>(
+        d.pool.main(), *d.work_db, d.settings, d.metrics, *d.webhook_client, &d.webhook_formats);
     // Commits wake who waits for them: the dispatcher (deliveries due), the engine (jobs
     // scheduled by another replica: this one's own are notified directly), SSE streams (events).
     d.store->set_commit_listener([disp = d.dispatcher.get(), eng = d.engine.get(),
@@ -208,8 +212,15 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
         else if (!n.event_tasks.empty())
             hub->publish(n.event_tasks);
     });
-    api::add_extension_routes(d.routes, {d.settings, *d.db, *d.blobs, *d.engine, *d.providers,
-                                         d.blocking, d.auth, d.metrics, d.url_policy, d.hub});
+    const api::api_deps api{d.settings, *d.db,  *d.blobs,  *d.engine,    *d.providers,
+                            d.blocking, d.auth, d.metrics, d.url_policy, d.hub};
+    api::add_extension_routes(d.routes, api);
+    // Drop-in APIs in providers' own shapes (providers/<name>/compat/).
+    for (const auto* kind : provider_kinds)
+        if (kind->compat) {
+            api::compat_host host{d.routes, api, d.webhook_formats};
+            kind->compat(host);
+        }
     api::add_delivery_routes(d.routes, {*d.db, d.auth});
     api::add_credit_routes(d.routes,
                            {*d.db, d.auth, d.settings.credits.admin_key,

@@ -14,6 +14,9 @@
 //                 provider it builds reports them (provider::caps()); they may depend on its
 //                 settings (a webhook secret turns webhooks on).
 //   factory       builds the provider from its parsed block, when the block is enabled.
+//   compat        optional: a drop-in API in the provider's own shapes (providers/<name>/compat/,
+//                 gateway/api/compat.hpp), installed whether or not the provider is enabled: a
+//                 request in its shape may be served by any provider.
 
 #include <functional>
 #include <memory>
@@ -24,12 +27,17 @@
 #include "gateway/config/provider_config.hpp"
 #include "providers/provider.hpp"
 
+namespace segue::api {
+struct compat_host;
+}
+
 namespace segue::providers {
 
 struct descriptor {
     std::string name;
     std::shared_ptr<const config::provider_schema> settings;
     std::function<std::unique_ptr<provider>(const config::provider_config&)> make;
+    std::function<void(api::compat_host&)> compat;
 };
 
 // A descriptor whose block is the settings struct S (with `bool enabled`, `double price`).

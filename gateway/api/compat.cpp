@@ -1,0 +1,129 @@
+#include "gateway/api/compat.hpp"
+
+#include <boost/json.hpp>
+
+#include <cctype>
+#include <chrono>
+
+#include "gateway/api/auth.hpp"
+#include "gateway/api/common.hpp"
+#include "gateway/config/settings.hpp"
+#include "gateway/core/json.hpp"
+#include "gateway/core/signed_url.hpp"
+#include "gateway/store/db.hpp"
+
+namespace segue::api {
+
+namespace json = boost::json;
+
+namespace {
+
+// How long a signed link to an output handed out by a drop-in shape stays valid.
+constexpr std::int64_t link_ttl_s = 7 * 24 * 3600;
+
+std::string signed_link(const config::settings& s, std::string_view file_id) {
+    const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
+    return s.api.public_base_url +
+           core::signed_file_path(s.api.url_signing_key, file_id, now_s + link_ttl_s);
+}
+
+}  // namespace
+
+std::optional<std::string> tenant_of_key(const authenticator& auth,
+                                         std::optional<std::string_view> authorization) {
+    if (!authorization)
+        return std::nullopt;
+    std::string_view v = *authorization;
+    while (!v.empty() && v.front() == ' ')
+        v.remove_prefix(1);
+    constexpr std::string_view scheme = "bearer ";
+    bool bearer = v.size() > scheme.size();
+    for (std::size_t i = 0; bearer && i < scheme.size(); ++i)
+        bearer = std::tolower(static_cast<unsigned char>(v[i])) == scheme[i];
+    if (bearer)
+        return auth.authenticate(v);
+    return auth.authenticate("Bearer " + std::string(v));
+}
+
+std::string_view status_in(std::string_view s, const status_words& w) {
+    if (s == "queued" || s == "submitted")
+        return w.waiting;
+    if (s == "running")
+        return w.working;
+    if (s == "succeeded" || s == "partially_succeeded")
+        return w.done;
+    return w.failed;
+}
+
+boost::asio::awaitable<std::optional<task_snapshot>> load_task(store::db& db, std::string id,
+                                                               std::string tenant) {
+    std::optional<task_snapshot> out;
+    co_await db.read([&](store::transaction& tx) {
+        auto t = tx.get_task(id);
+        if (!t || t->tenant != tenant)
+            return;
+        out.emplace();
+        out->task = std::move(*t);
+        out->outputs = tx.get_outputs(id);
+    });
+    if (out) {
+        try {
+            out->request = core::request_from_json(out->task.request_json);
+        } catch (const std::exception&) {
+        }
+    }
+    co_return out;
+}
+
+std::string public_url(const config::settings& settings, std::string_view url) {
+    constexpr std::string_view files = "/v1/files/";
+    const auto& base = settings.api.public_base_url;
+    if (!base.empty() && url.rfind(base, 0) == 0)
+        url.remove_prefix(base.size());
+    if (url.rfind(files, 0) == 0 && url.find('?') == std::string_view::npos &&
+        !settings.api.public_base_url.empty())
+        return signed_link(settings, url.substr(files.size()));
+    return url.rfind(files, 0) == 0 ? base + std::string(url) : std::string(url);
+}
+
+std::string public_audio_url(const config::settings& settings, const json::object& output,
+                             std::string_view kind) {
+    const auto* audio = output.if_contains("audio");
+    if (!audio || !audio->is_object())
+        return "";
+    const auto& a = audio->as_object();
+    const std::string file_key = std::string(kind) + "_file_id";
+    const std::string url_key = std::string(kind) + "_url";
+    if (const auto* f = a.if_contains(file_key);
+        f && f->is_string() && !settings.api.public_base_url.empty())
+        return signed_link(settings, f->as_string());
+    if (const auto* u = a.if_contains(url_key); u && u->is_string())
+        return std::string(u->as_string());
+    return "";
+}
+
+json::object output_data(const store::output_row& o) {
+    boost::system::error_code ec;
+    auto v = json::parse(o.data_json, ec);
+    if (ec || !v.is_object())
+        return {};
+    return std::move(v.as_object());
+}
+
+std::string output_id(std::string_view task_id, int index) {
+    return std::string(task_id) + "-" + std::to_string(index);
+}
+
+std::optional<output_ref> parse_output_id(std::string_view id) {
+    const auto dash = id.rfind('-');
+    if (dash == std::string_view::npos || dash == 0 || dash + 1 >= id.size())
+        return std::nullopt;
+    auto n = parse_int(id.substr(dash + 1));
+    if (!n || *n < 1 || *n > 16 || id.substr(dash + 1).size() > 2)
+        return std::nullopt;
+    return output_ref{std::string(id.substr(0, dash)), static_cast<int>(*n)};
+}
+
+}  // namespace segue::api
