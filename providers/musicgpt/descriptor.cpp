@@ -8,6 +8,7 @@
 
 #include "gateway/config/schema.hpp"
 #include "providers/descriptor.hpp"
+#include "providers/musicgpt/compat/compat.hpp"
 #include "providers/musicgpt/musicgpt.hpp"
 
 namespace segue::providers::musicgpt {
@@ -62,10 +63,14 @@ object_schema<musicgpt_settings> musicgpt_schema() {
 }  // namespace
 
 const descriptor& provider_descriptor() {
-    static const descriptor d = make_descriptor<musicgpt_settings>(
-        "musicgpt", "MusicGPT (multipart or JSON submit, webhooks, byId polling).",
-        musicgpt_schema(),
-        [](const musicgpt_settings& s) { return std::make_unique<musicgpt_provider>(s); });
+    static const descriptor d = [] {
+        auto d = make_descriptor<musicgpt_settings>(
+            "musicgpt", "MusicGPT (multipart or JSON submit, webhooks, byId polling).",
+            musicgpt_schema(),
+            [](const musicgpt_settings& s) { return std::make_unique<musicgpt_provider>(s); });
+        d.compat = compat::install;  // MusicGPT's own API, served by Segue
+        return d;
+    }();
     return d;
 }
 

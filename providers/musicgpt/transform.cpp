@@ -571,9 +571,9 @@ std::optional<update> parse_webhook(const std::string& state_json, std::string_v
     const bool has_path = field(o, "conversion_path") || field(o, "audio_url");
 
     enum class kind { audio, lyrics, cover } k;
-    if (iequals(subtype, "lyrics_timestamped")) {
+    if (iequals(subtype, spelling::subtype_lyrics)) {
         k = kind::lyrics;
-    } else if (iequals(subtype, "album_cover_generation") ||
+    } else if (iequals(subtype, spelling::subtype_cover) ||
                (conversion_id.empty() && field(o, "image_path"))) {
         k = kind::cover;
     } else if (!conversion_id.empty() && field(o, "lyrics_timestamped") && !has_path &&
@@ -730,12 +730,13 @@ update parse_by_id(const std::string& state_json, int status, std::string_view b
 
     update u;
     u.provider_task_id = st.task_id.empty() ? nonempty(c, "task_id") : st.task_id;
-    if (s == "IN_QUEUE" || s == "QUEUED" || s == "PENDING" || s == "PROCESSING") {
+    if (s == spelling::status_in_queue || s == "QUEUED" || s == "PENDING" ||
+        s == spelling::status_processing) {
         u.what = update::kind::running;
         return u;
     }
-    if (s == "FAILED" || s == "ERROR") {
-        const bool f = s == "FAILED";
+    if (s == spelling::status_failed || s == spelling::status_error) {
+        const bool f = s == spelling::status_failed;
         u = failed(f ? core::error_class::rejected : core::error_class::unknown,
                    f ? "upstream_failed" : "upstream_error",
                    "MusicGPT reported the task " + s +
@@ -743,7 +744,7 @@ update parse_by_id(const std::string& state_json, int status, std::string_view b
         u.provider_task_id = st.task_id;
         return u;
     }
-    if (s != "COMPLETED") {
+    if (s != spelling::status_completed) {
         u = failed(core::error_class::unknown, "unknown_upstream_status",
                    "MusicGPT byId returned an unknown status '" + raw_status + "'");
         u.provider_task_id = st.task_id;

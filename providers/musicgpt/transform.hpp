@@ -24,6 +24,25 @@ namespace segue::providers::musicgpt {
 inline constexpr std::string_view extend_path = "/v1/extend";
 inline constexpr std::string_view by_id_path = "/v1/byId";
 
+// MusicGPT's spellings, shared by the provider (reading them) and its drop-in API (compat/,
+// writing them).
+namespace spelling {
+inline constexpr std::string_view conversion_type_extend = "Extend";  // webhooks
+inline constexpr std::string_view by_id_type_extend = "EXTEND";       // byId conversionType
+inline constexpr std::string_view subtype_lyrics = "lyrics_timestamped";
+inline constexpr std::string_view subtype_cover = "album_cover_generation";
+// byId statuses (the documented four, and the older rendering's PROCESSING).
+inline constexpr std::string_view status_in_queue = "IN_QUEUE";
+inline constexpr std::string_view status_processing = "PROCESSING";
+inline constexpr std::string_view status_completed = "COMPLETED";
+inline constexpr std::string_view status_failed = "FAILED";
+inline constexpr std::string_view status_error = "ERROR";
+// A task-level field of output `index` (1-based): "conversion_path_2".
+inline std::string numbered(std::string_view field, int index) {
+    return std::string(field) + "_" + std::to_string(index);
+}
+}  // namespace spelling
+
 // Lower-case header names, as in inbound_webhook::headers (lookups here ignore case anyway).
 using header_list = std::vector<std::pair<std::string, std::string>>;
 

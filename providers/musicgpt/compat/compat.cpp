@@ -1,0 +1,388 @@
+#include "providers/musicgpt/compat/compat.hpp"
+
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <array>
+#include <memory>
+
+#include "gateway/api/auth.hpp"
+#include "gateway/api/common.hpp"
+#include "gateway/api/create_flow.hpp"
+#include "gateway/config/settings.hpp"
+#include "gateway/core/json.hpp"
+#include "gateway/core/ledger.hpp"
+#include "gateway/http/message.hpp"
+#include "gateway/http/router.hpp"
+#include "gateway/util/json_text.hpp"
+#include "providers/musicgpt/transform.hpp"
+
+namespace segue::providers::musicgpt::compat {
+
+namespace json = boost::json;
+using boost::asio::awaitable;
+
+namespace {
+
+// Fields MusicGPT's extend takes that mean the same in Segue's request.
+constexpr std::array<std::string_view, 8> shared_fields = {
+    "audio_url", "extend_after", "prompt",     "lyrics", "lyrics_section_to_extend",
+    "gender",    "num_outputs",  "webhook_url"};
+
+// MusicGPT gives no estimate rule; Segue's providers report none at submit. A fixed figure in
+// MusicGPT's range (its docs' example is 38 s).
+constexpr int eta_seconds = 60;
+
+json::value credits(std::int64_t milli) {
+    const double c = core::milli_to_credits(milli);
+    if (c == static_cast<double>(static_cast<std::int64_t>(c)))
+        return static_cast<std::int64_t>(c);
+    return c;
+}
+
+std::string text(const json::object& o, std::string_view key) {
+    const auto* v = o.if_contains(key);
+    return v && v->is_string() ? std::string(v->as_string()) : std::string();
+}
+
+// Segue's timestamped lyrics ([{text,start_ms,end_ms}]) as MusicGPT sends them: a JSON string
+// of [{index,text,start,end}] in milliseconds.
+std::string lyrics_timestamped_text(const json::value* v) {
+    json::array out;
+    if (v && v->is_array()) {
+        std::int64_t i = 0;
+        for (const auto& line : v->as_array()) {
+            if (!line.is_object())
+                continue;
+            const auto& l = line.as_object();
+            json::object m;
+            m["index"] = i++;
+            m["text"] = text(l, "text");
+            m["start"] = l.contains("start_ms") ? l.at("start_ms") : json::value(0);
+            m["end"] = l.contains("end_ms") ? l.at("end_ms") : json::value(0);
+            out.emplace_back(std::move(m));
+        }
+    }
+    return util::json_text(out);
+}
+
+json::value duration_of(const json::object& output) {
+    const auto* a = output.if_contains("audio");
+    if (a && a->is_object())
+        if (const auto* d = a->as_object().if_contains("duration"); d && d->is_number())
+            return *d;
+    return nullptr;
+}
+
+std::string status_msg(std::string_view status, const store::task_row& t) {
+    if (status == spelling::status_completed)
+        return "Conversion successful";
+    if (status == spelling::status_in_queue)
+        return "In queue";
+    if (status == spelling::status_processing)
+        return "Processing";
+    boost::system::error_code ec;
+    auto e = json::parse(t.error_json, ec);
+    if (!ec && e.is_object())
+        if (auto m = text(e.as_object(), "message"); !m.empty())
+            return m;
+    return t.status == "canceled" ? "Canceled" : "Conversion failed";
+}
+
+std::string cover_of(const std::vector<store::output_row>& outputs,
+                     const config::settings& settings) {
+    for (const auto& o : outputs)
+        if (auto c = text(api::output_data(o), "cover_url"); !c.empty())
+            return api::public_url(settings, c);
+    return "";
+}
+
+void answer(http::context& ctx, int status, const json::value& body) {
+    ctx.res().status = status;
+    ctx.res().content_type = "application/json";
+    ctx.res().body = util::json_text(body);
+}
+
+void answer_message(http::context& ctx, int status, std::string message) {
+    answer(ctx, status, json::object{{"success", false}, {"message", std::move(message)}});
+}
+
+}  // namespace
+
+void translate_fields(api::create::submission& s) {
+    json::object kept;
+    for (auto& kv : s.fields)
+        if (std::find(shared_fields.begin(), shared_fields.end(), kv.key()) != shared_fields.end())
+            kept[kv.key()] = std::move(kv.value());
+    s.fields = std::move(kept);
+}
+
+error_answer error_of(const api::create::refusal& r) {
+    const int status = api::info(r.kind).status;
+    if (status == 422) {
+        // FastAPI's validation shape, which MusicGPT answers with.
+        json::array detail;
+        for (const auto& e : r.errors)
+            detail.emplace_back(json::object{{"loc", json::array{"body", e.field}},
+                                             {"msg", e.message},
+                                             {"type", "value_error"}});
+        if (detail.empty())
+            detail.emplace_back(json::object{
+                {"loc", json::array{"body"}}, {"msg", r.detail}, {"type", "value_error"}});
+        return {422, util::json_text(json::object{{"detail", std::move(detail)}})};
+    }
+    json::object body{{"success", false}, {"message", r.detail}};
+    if (r.kind == api::error_kind::payment_required) {
+        body["message"] = "INSUFFICIENT FUNDS";
+        body["detail"] = r.detail;
+    }
+    return {status, util::json_text(body)};
+}
+
+std::string_view status_of(std::string_view s) {
+    return api::status_in(s, {spelling::status_in_queue, spelling::status_processing,
+                              spelling::status_completed, spelling::status_failed});
+}
+
+std::string by_id_document(const api::task_snapshot& t, const config::settings& settings,
+                           std::optional<int> conversion) {
+    const auto& task = t.task;
+    const auto status = status_of(task.status);
+    json::object c;
+    c["task_id"] = task.id;
+    c["conversion_type"] = spelling::by_id_type_extend;
+    c["status"] = status;
+    const std::string msg = status_msg(status, task);
+    c["status_msg"] = msg;
+    c["message"] = msg;
+    c["provider"] = task.provider;
+    for (const auto& o : t.outputs) {
+        const auto d = api::output_data(o);
+        const int n = o.index;
+        // Copied out first: inserting into `c` may move what a reference into it points at.
+        const std::string id = api::output_id(task.id, n);
+        const std::string title = text(d, "title");
+        const std::string mp3 = api::public_audio_url(settings, d, "mp3");
+        const std::string wav = api::public_audio_url(settings, d, "wav");
+        const json::value duration = duration_of(d);
+        const std::string lyrics = text(d, "lyrics");
+        c[spelling::numbered("conversion_id", n)] = id;
+        c[spelling::numbered("title", n)] = title;
+        c[spelling::numbered("conversion_path", n)] = mp3;
+        c[spelling::numbered("conversion_path_wav", n)] = wav;
+        c[spelling::numbered("conversion_duration", n)] = duration;
+        c[spelling::numbered("lyrics", n)] = lyrics;
+        c[spelling::numbered("lyrics_timestamped", n)] =
+            lyrics_timestamped_text(d.if_contains("lyrics_timestamped"));
+        c[spelling::numbered("is_flagged", n)] =
+            d.contains("flagged") && d.at("flagged").is_bool() && d.at("flagged").as_bool();
+        if (conversion && *conversion == n) {
+            c["conversion_id"] = id;
+            c["title"] = title;
+            c["conversion_path"] = mp3;
+            c["audio_url"] = mp3;
+            c["conversion_path_wav"] = wav;
+            c["conversion_duration"] = duration;
+            c["lyrics"] = lyrics;
+        }
+    }
+    c["album_cover_path"] = cover_of(t.outputs, settings);
+    c["conversion_cost"] = credits(t.request.hold_milli);
+    c["createdAt"] = core::iso8601(task.created_at);
+    c["updatedAt"] = core::iso8601(task.updated_at);
+    return util::json_text(json::object{{"success", true}, {"conversion", std::move(c)}});
+}
+
+std::optional<events::formatted> format_webhook(const events::format_input& in,
+                                                const config::settings& settings) {
+    const auto& type = in.delivery.event_type;
+    boost::system::error_code ec;
+    auto parsed = json::parse(in.delivery.event_data_json, ec);
+    if (ec || !parsed.is_object())
+        return std::nullopt;
+    const auto& data = parsed.as_object();
+    const auto& task_id = in.task.id;
+    int index = 0;
+    if (const auto* i = data.if_contains("index"); i && i->is_int64())
+        index = static_cast<int>(i->as_int64());
+    json::object b;
+    if (type == core::event_type::output_ready || type == core::event_type::output_failed) {
+        json::object output;
+        if (const auto* o = data.if_contains("output"); o && o->is_object())
+            output = o->as_object();
+        b["success"] = type == core::event_type::output_ready;
+        b["conversion_type"] = spelling::conversion_type_extend;
+        b["task_id"] = task_id;
+        b["conversion_id"] = api::output_id(task_id, index);
+        if (type == core::event_type::output_ready) {
+            b["conversion_path"] = api::public_audio_url(settings, output, "mp3");
+            b["conversion_path_wav"] = api::public_audio_url(settings, output, "wav");
+            b["conversion_duration"] = duration_of(output);
+            b["is_flagged"] = output.contains("flagged") && output.at("flagged").is_bool() &&
+                              output.at("flagged").as_bool();
+            b["reason"] = text(output, "flag_reason");
+            b["lyrics"] = text(output, "lyrics");
+            b["lyrics_timestamped"] = json::array();  // they come in their own callback
+            b["title"] = text(output, "title");
+        } else {
+            b["status"] = spelling::status_failed;
+            b["status_msg"] = text(output, "error");
+            b["reason"] = text(output, "error");
+        }
+    } else if (type == core::event_type::lyrics_ready) {
+        b["subtype"] = spelling::subtype_lyrics;
+        b["task_id"] = task_id;
+        b["conversion_id"] = api::output_id(task_id, index);
+        b["lyrics_timestamped"] = lyrics_timestamped_text(data.if_contains("lyrics_timestamped"));
+    } else if (type == core::event_type::cover_ready) {
+        b["subtype"] = spelling::subtype_cover;
+        b["success"] = true;
+        b["task_id"] = task_id;
+        b["image_path"] = api::public_url(settings, text(data, "cover_url"));
+        for (int n = 1; n <= in.task.num_outputs; ++n)
+            b[spelling::numbered("conversion_id", n)] = api::output_id(task_id, n);
+    } else {
+        return std::nullopt;  // MusicGPT calls back only with results
+    }
+    b["provider"] = in.task.provider;
+    return events::formatted{util::json_text(b), {}};
+}
+
+namespace {
+
+struct handlers : std::enable_shared_from_this<handlers> {
+    explicit handlers(const api::api_deps& d) : deps(d), creating(d) {}
+
+    std::optional<std::string> tenant_of(http::context& ctx) {
+        auto t = api::tenant_of_key(deps.auth, ctx.header("Authorization"));
+        if (!t) {
+            creating.count_refusal("unauthorized");
+            answer_message(ctx, 401, "Invalid API key");
+        }
+        return t;
+    }
+
+    awaitable<void> extend(http::context& ctx);
+    awaitable<void> by_id(http::context& ctx);
+
+    api::api_deps deps;
+    api::create::flow creating;
+};
+
+awaitable<void> handlers::extend(http::context& ctx) {
+    auto self = shared_from_this();
+    auto tenant = tenant_of(ctx);
+    if (!tenant)
+        co_return;
+    api::create::flow_hooks hooks;
+    hooks.translate =
+        [](api::create::submission& s) -> awaitable<std::optional<api::create::refusal>> {
+        translate_fields(s);
+        co_return std::nullopt;
+    };
+    hooks.decorate = [](core::extend_request& r) { r.webhook_format = format_name; };
+    auto r = co_await creating.run(ctx, *tenant, hooks);
+    std::string task_id;
+    int outputs = 0;
+    std::int64_t hold = 0;
+    std::string provider;
+    switch (r.what) {
+        case api::create::flow_result::kind::refused: {
+            auto e = error_of(r.refused);
+            ctx.res().status = e.status;
+            ctx.res().content_type = "application/json";
+            ctx.res().body = std::move(e.body);
+            co_return;
+        }
+        case api::create::flow_result::kind::created:
+            task_id = r.admitted.task.id;
+            outputs = r.admitted.task.num_outputs;
+            hold = r.admitted.request.hold_milli;
+            provider = r.admitted.task.provider;
+            break;
+        case api::create::flow_result::kind::replay: {
+            // The same answer as the first time, rebuilt from the task.
+            auto t = co_await api::load_task(deps.db, r.prior.task_id, *tenant);
+            if (!t) {
+                answer_message(ctx, 404, "Conversion not found");
+                co_return;
+            }
+            task_id = t->task.id;
+            outputs = t->task.num_outputs;
+            hold = t->request.hold_milli;
+            provider = t->task.provider;
+            ctx.res().set_header("Idempotent-Replayed", "true");
+            break;
+        }
+    }
+    json::object b;
+    b["success"] = true;
+    b["message"] = "Extend request submitted successfully";
+    b["task_id"] = task_id;
+    for (int n = 1; n <= outputs; ++n)
+        b[spelling::numbered("conversion_id", n)] = api::output_id(task_id, n);
+    b["eta"] = eta_seconds;
+    b["credit_estimate"] = credits(hold);
+    b["provider"] = provider;
+    ctx.res().set_header("Location", "/v1/extensions/" + task_id);
+    answer(ctx, 200, b);
+}
+
+awaitable<void> handlers::by_id(http::context& ctx) {
+    auto self = shared_from_this();
+    auto tenant = tenant_of(ctx);
+    if (!tenant)
+        co_return;
+    auto query_error = [&](std::string_view name, std::string msg) {
+        answer(ctx, 422,
+               json::object{{"detail", json::array{json::object{{"loc", json::array{"query", name}},
+                                                                {"msg", std::move(msg)},
+                                                                {"type", "value_error"}}}}});
+    };
+    const auto type = api::query_param(ctx.query(), "conversionType");
+    const auto task_id = api::query_param(ctx.query(), "task_id");
+    const auto conversion_id = api::query_param(ctx.query(), "conversion_id");
+    using st = api::query_value::state;
+    if (type.status != st::present)
+        co_return query_error("conversionType", "field required");
+    if (task_id.status == st::malformed || conversion_id.status == st::malformed)
+        co_return query_error(task_id.status == st::malformed ? "task_id" : "conversion_id",
+                              "malformed value");
+    if ((task_id.status == st::present) == (conversion_id.status == st::present))
+        co_return query_error("task_id", "give either task_id or conversion_id, not both");
+    std::string id = task_id.value;
+    std::optional<int> conversion;
+    if (conversion_id.status == st::present) {
+        auto ref = api::parse_output_id(conversion_id.value);
+        if (!ref)
+            co_return answer_message(ctx, 404, "Conversion not found");
+        id = ref->task_id;
+        conversion = ref->index;
+    }
+    std::string upper(type.value);
+    std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
+    std::optional<api::task_snapshot> t;
+    if (upper == spelling::by_id_type_extend)
+        t = co_await api::load_task(deps.db, id, *tenant);
+    if (!t || (conversion && *conversion > t->task.num_outputs))
+        co_return answer_message(ctx, 404, "Conversion not found");
+    ctx.res().status = 200;
+    ctx.res().content_type = "application/json";
+    ctx.res().body = by_id_document(*t, deps.settings, conversion);
+}
+
+}  // namespace
+
+void install(api::compat_host& host) {
+    auto h = std::make_shared<handlers>(host.deps);
+    const auto& s = host.deps.settings;
+    const std::uint64_t max_body =
+        std::max<std::uint64_t>(s.api.max_upload_bytes, s.api.max_json_bytes) + 64 * 1024;
+    host.routes.add("POST", "/api/public/v1/extend", [h](http::context& c) { return h->extend(c); },
+                    {.body = http::body_mode::streamed, .max_body_bytes = max_body});
+    host.routes.add("GET", "/api/public/v1/byId", [h](http::context& c) { return h->by_id(c); });
+    host.formats.add(std::string(format_name),
+                     [&s](const events::format_input& in) { return format_webhook(in, s); });
+}
+
+}  // namespace segue::providers::musicgpt::compat
