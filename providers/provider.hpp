@@ -70,6 +70,9 @@ struct local_file {
 struct output_update {
     int index = 1;
     core::output_status status = core::output_status::pending;
+    // The provider's own id of this output (MusicAPI's clip id), "" if it has none: kept with
+    // the output, so a client can extend it again at that provider (a `clip` source).
+    std::string provider_output_id;
     std::optional<local_file> mp3, wav;  // produced locally (sandbox)
     std::string mp3_url, wav_url;        // remote (real providers)
     std::optional<double> duration;

@@ -590,6 +590,8 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
                 audio["duration"] = *ou.duration;
             if (ou.status == output_status::ready)
                 d["audio"] = audio;
+            if (!ou.provider_output_id.empty())
+                d["provider_output_id"] = ou.provider_output_id;
             if (ou.title)
                 d["title"] = *ou.title;
             if (ou.lyrics)

@@ -8,6 +8,7 @@
 
 #include "gateway/config/schema.hpp"
 #include "providers/descriptor.hpp"
+#include "providers/musicapi/compat/compat.hpp"
 #include "providers/musicapi/musicapi.hpp"
 
 namespace segue::providers::musicapi {
@@ -90,11 +91,15 @@ object_schema<musicapi_settings> musicapi_schema() {
 }  // namespace
 
 const descriptor& provider_descriptor() {
-    static const descriptor d = make_descriptor<musicapi_settings>(
-        "musicapi",
-        "MusicAPI.ai producer (upload to a clip, extend_music, polled task, signed webhooks).",
-        musicapi_schema(),
-        [](const musicapi_settings& s) { return std::make_unique<musicapi_provider>(s); });
+    static const descriptor d = [] {
+        auto d = make_descriptor<musicapi_settings>(
+            "musicapi",
+            "MusicAPI.ai producer (upload to a clip, extend_music, polled task, signed webhooks).",
+            musicapi_schema(),
+            [](const musicapi_settings& s) { return std::make_unique<musicapi_provider>(s); });
+        d.compat = compat::install;  // MusicAPI's own API, served by Segue
+        return d;
+    }();
     return d;
 }
 

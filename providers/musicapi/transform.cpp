@@ -221,11 +221,17 @@ std::string clip_failure_text(const json::object& clip, std::string_view task_me
     return m.empty() ? std::string("MusicAPI reported the clip as failed") : m;
 }
 
+std::string clip_id_of(const json::object& clip) {
+    auto id = text(clip, "clip_id");
+    return id.empty() ? text(clip, "id") : id;
+}
+
 // One clip of a finished task -> one output.
 output_update clip_output(const json::object& clip, int index, std::string_view task_message,
                           std::vector<std::string>& warnings) {
     output_update o;
     o.index = index;
+    o.provider_output_id = clip_id_of(clip);
     if (read_state(text(clip, "state")) == state::failed) {
         o.status = core::output_status::failed;
         o.error = clip_failure_text(clip, task_message);
@@ -353,11 +359,6 @@ update keep_polling_malformed(std::string message) {
     u.error_code = "malformed_poll_response";
     u.error_message = std::move(message);
     return u;
-}
-
-std::string clip_id_of(const json::object& clip) {
-    auto id = text(clip, "clip_id");
-    return id.empty() ? text(clip, "id") : id;
 }
 
 }  // namespace
@@ -872,13 +873,18 @@ bool verify_webhook_signature(std::string_view secret, const header_list& header
         return false;
     }
     const std::string got = lower(sig.substr(7));
-    const std::string expected =
-        util::hex_encode(util::hmac_sha256(secret, std::string(ts) + "." + std::string(raw_body)));
+    const std::string expected = signature_hex(secret, ts, raw_body);
     if (!util::constant_time_equal(got, expected)) {
         error = "MusicAPI webhook signature does not match";
         return false;
     }
     return true;
+}
+
+std::string signature_hex(std::string_view secret, std::string_view timestamp,
+                          std::string_view raw_body) {
+    return util::hex_encode(
+        util::hmac_sha256(secret, std::string(timestamp) + "." + std::string(raw_body)));
 }
 
 std::optional<update> parse_webhook(const std::string& state_json, std::string_view body,
@@ -896,7 +902,7 @@ std::optional<update> parse_webhook(const std::string& state_json, std::string_v
         if (code && *code >= 400) {
             update u = extend_failed(message.empty() ? error_text_of(o) : message);
             u.provider_task_id = provider_task_id;
-            u.webhook_kind = "song.failed";
+            u.webhook_kind = std::string(spelling::event_failed);
             return u;
         }
         error = clips ? "MusicAPI webhook without clips"
@@ -916,14 +922,14 @@ std::optional<update> parse_webhook(const std::string& state_json, std::string_v
             break;
         case state::succeeded:
             u = done_from(*clips, message);
-            u.webhook_kind = "song.completed";
+            u.webhook_kind = std::string(spelling::event_completed);
             break;
         case state::failed: {
             std::string why = message;
             if (why.empty())
                 why = error_text_of(*clips->front());
             u = extend_failed(why);
-            u.webhook_kind = "song.failed";
+            u.webhook_kind = std::string(spelling::event_failed);
             break;
         }
     }

@@ -211,6 +211,27 @@ update parse_extend_task(const std::string& state_json, int status, std::string_
 bool verify_webhook_signature(std::string_view secret, const header_list& headers,
                               std::string_view raw_body, std::int64_t now_unix_s,
                               std::int64_t tolerance_s, std::string& error);
+// hex(HMAC_SHA256(secret, timestamp + "." + raw body)): the <hex> of "sha256=<hex>", checked
+// above and sent by the drop-in API's webhooks (compat/).
+std::string signature_hex(std::string_view secret, std::string_view timestamp,
+                          std::string_view raw_body);
+
+// MusicAPI's spellings, shared by the provider (reading them) and its drop-in API (compat/,
+// writing them).
+namespace spelling {
+inline constexpr std::string_view task_extend = "extend_music";
+// Task statuses (the newer shape) and clip states (the legacy shape, and webhooks).
+inline constexpr std::string_view status_pending = "PENDING";
+inline constexpr std::string_view status_running = "RUNNING";
+inline constexpr std::string_view status_success = "SUCCESS";
+inline constexpr std::string_view status_failed = "FAILED";
+inline constexpr std::string_view state_pending = "pending";
+inline constexpr std::string_view state_running = "running";
+inline constexpr std::string_view state_succeeded = "succeeded";
+inline constexpr std::string_view state_failed = "failed";
+inline constexpr std::string_view event_completed = "song.completed";
+inline constexpr std::string_view event_failed = "song.failed";
+}  // namespace spelling
 
 // One inbound webhook {"code":200,"task_id"?,"message"?,"data":[{clip_id,state,title,tags,
 // lyrics,image_url,audio_url,wav_url?,video_url,created_at,duration:"104.88",mv}]} -> an update
