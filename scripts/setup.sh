@@ -21,6 +21,8 @@ packages=(
 if [[ "${1:-}" == "--test" ]]; then
   # libclang-rt-14-dev: the sanitizer runtimes (ASan/UBSan for fuzz.sh, TSan for tsan.sh).
   packages+=(libgtest-dev prometheus clang lld libfuzzer-14-dev libclang-rt-14-dev curl)
+  # The drop-in tests run the providers' own Python samples (tests/integration/dropin_test.cpp).
+  packages+=(python3 python3-requests)
   # PostgreSQL 15 for the store suite, the PostgreSQL journeys and the multi-replica test
   # (scripts/pg.sh runs a throwaway server of its own; see below), nginx in front of replicas.
   packages+=(postgresql-15 postgresql-client-15 nginx-light util-linux)

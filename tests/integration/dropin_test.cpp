@@ -1,0 +1,640 @@
+// Drop-in endpoints: the providers' own samples, read from their docs (../shared/seeds, see
+// tests/CMakeLists.txt), run unchanged except for the base URL and the key (and what the docs
+// themselves say to replace: the audio file, the audio URL, the webhook URL) against Segue, with
+// the task served by the sandbox, by the fake MusicGPT and by the fake MusicAPI, cross-wise
+// included. Their answers, the tasks they made and the webhooks they receive are checked in the
+// providers' shapes (the webhooks also verified as Standard Webhooks by tests/receiver).
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "gateway/audio/audio.hpp"
+#include "gateway/util/crypto.hpp"
+#include "tests/integration/chaos_harness.hpp"
+#include "tests/support/process.hpp"
+
+using namespace std::chrono_literals;
+namespace json = boost::json;
+namespace fs = std::filesystem;
+using segue::test::http_request;
+using segue::test::chaos::child;
+using segue::test::chaos::tenants;
+
+namespace {
+
+const auto& tenant = tenants.front();
+const std::string webhook_secret = "ma-dropin-webhook-secret";
+
+json::object parse(const std::string& s) {
+    boost::system::error_code ec;
+    auto v = json::parse(s, ec);
+    return !ec && v.is_object() ? v.as_object() : json::object{};
+}
+
+std::string str(const json::value* v) {
+    return v && v->is_string() ? std::string(v->as_string()) : "";
+}
+
+// --- the samples, as the docs have them ---
+
+struct sample {
+    enum class kind { curl, python } what;
+    std::string provider;  // "musicgpt" or "musicapi", from the URL it calls
+    std::string file;      // the seed it came from
+    std::string code;
+};
+
+std::string provider_of(const std::string& code) {
+    if (code.find("api.musicgpt.com") != std::string::npos)
+        return "musicgpt";
+    if (code.find("api.musicapi.ai") != std::string::npos)
+        return "musicapi";
+    return "";
+}
+
+// Every curl command (continued lines, and a quoted body over several lines) and every Python
+// program (from `import requests` to its closing `# print(response.json())`) in the seeds.
+std::vector<sample> read_samples(const std::string& dir) {
+    std::vector<sample> out;
+    std::vector<fs::path> files;
+    for (const auto& e : fs::directory_iterator(dir))
+        files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    for (const auto& path : files) {
+        std::ifstream in(path);
+        std::vector<std::string> lines;
+        for (std::string l; std::getline(in, l);)
+            lines.push_back(l);
+        for (std::size_t i = 0; i < lines.size(); ++i) {
+            if (lines[i].rfind("curl ", 0) == 0) {
+                std::string code;
+                std::size_t j = i;
+                for (; j < lines.size(); ++j) {
+                    code += lines[j] + "\n";
+                    const bool continued = !lines[j].empty() && lines[j].back() == '\\';
+                    if (!continued && std::count(code.begin(), code.end(), '\'') % 2 == 0)
+                        break;
+                }
+                out.push_back({sample::kind::curl, provider_of(code), path.filename(), code});
+                i = j;
+            } else if (lines[i] == "import requests") {
+                std::string code;
+                std::size_t j = i;
+                for (; j < lines.size(); ++j) {
+                    code += lines[j] + "\n";
+                    if (lines[j].rfind("# print(response", 0) == 0)
+                        break;
+                }
+                out.push_back({sample::kind::python, provider_of(code), path.filename(), code});
+                i = j;
+            }
+        }
+    }
+    return out;
+}
+
+void replace_all(std::string& s, const std::string& from, const std::string& to) {
+    for (auto p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size()))
+        s.replace(p, from.size(), to);
+}
+
+// What a sample's reader replaces: the base URL and the key; and what the docs say to replace
+// ("Replace {path_to_your_audio_file}, api_key, and webhook_url"): the audio, its URL, the hook.
+struct substitution {
+    std::uint16_t gateway = 0;
+    std::string key;
+    std::string audio_path;
+    std::string audio_url;
+    std::string webhook_url;
+    std::string clip_id;  // MusicAPI's example clip, when the gateway cannot know it
+};
+
+std::string substitute(std::string code, const substitution& s) {
+    const std::string base = "http://127.0.0.1:" + std::to_string(s.gateway);
+    replace_all(code, "https://api.musicgpt.com", base);
+    replace_all(code, "https://api.musicapi.ai", base);
+    for (const char* k : {"<api_key>", "<API_KEY>", "<token>"})
+        replace_all(code, k, s.key);
+    replace_all(code, "/path/to/audio.mp3", s.audio_path);
+    replace_all(code, "https://example.com/webhook", s.webhook_url);
+    code = std::regex_replace(code, std::regex(R"(https://[a-z0-9.-]*s3\.amazonaws\.com/[^"]*)"),
+                              s.audio_url);
+    if (!s.clip_id.empty())
+        replace_all(code, "abc123xyz789", s.clip_id);
+    return code;
+}
+
+struct run_result {
+    int status = 0;
+    json::object body;
+    std::string output;
+};
+
+// Runs the sample as its reader would: curl in a shell, Python with python3. Only a line that
+// reports the answer is added after it.
+run_result run_sample(const sample& smp, const substitution& sub) {
+    segue::test::temp_dir d;
+    const std::string code = substitute(smp.code, sub);
+    run_result r;
+    std::string status_text;
+    if (smp.what == sample::kind::curl) {
+        std::string cmd = code;
+        while (!cmd.empty() && (cmd.back() == '\n' || cmd.back() == ' '))
+            cmd.pop_back();
+        cmd += " -sS -o " + d.file("body") + " -w 'SEGUE_STATUS %{http_code}\\n'\n";
+        auto [rc, out] = segue::test::run_command({"/bin/sh", "-c", cmd});
+        r.output = "$ " + cmd + out;
+        EXPECT_EQ(rc, 0) << r.output;
+        if (auto p = out.find("SEGUE_STATUS "); p != std::string::npos)
+            status_text = out.substr(p + 13, 3);
+        r.body = parse(segue::test::read_file(d.file("body")));
+    } else {
+        const std::string path =
+            d.write("sample.py", code +
+                                     "\nimport json as _json\nprint('SEGUE_STATUS', "
+                                     "response.status_code)\nprint('SEGUE_BODY', "
+                                     "_json.dumps(response.json()))\n");
+        auto [rc, out] = segue::test::run_command({"python3", path});
+        r.output = code + "\n---\n" + out;
+        EXPECT_EQ(rc, 0) << r.output;
+        if (auto p = out.find("SEGUE_STATUS "); p != std::string::npos)
+            status_text = out.substr(p + 13, 3);
+        if (auto p = out.find("SEGUE_BODY "); p != std::string::npos)
+            r.body = parse(out.substr(p + 11, out.find('\n', p) - p - 11));
+    }
+    r.status = std::atoi(status_text.c_str());
+    return r;
+}
+
+// --- the gateway, the audio and the receiver ---
+
+struct setup {
+    setup() : up(20261203), files("http_server", http_server_argv(dir)) {
+        song_path = dir.file("song.wav");
+        EXPECT_TRUE(segue::audio::write_test_song(song_path, 50.0, 22050, 1, 120, "wav"));
+        std::filesystem::copy_file(song_path, dir.file("files/song.wav"));
+        // The clip of MusicAPI's docs, known to the fake MusicAPI.
+        up.musicapi.control(R"({"add_clips":[{"id":"abc123xyz789","duration":60}]})");
+    }
+    static std::vector<std::string> http_server_argv(const segue::test::temp_dir& d) {
+        std::filesystem::create_directories(d.file("files"));
+        // python3's own file server, writing the port file the harness waits for.
+        const std::string script = d.write("serve.py", R"(import http.server, os, sys
+os.chdir(sys.argv[1])
+s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), http.server.SimpleHTTPRequestHandler)
+with open(sys.argv[3] + '.tmp', 'w') as f: f.write(str(s.server_address[1]) + '\n')
+os.rename(sys.argv[3] + '.tmp', sys.argv[3])
+s.serve_forever()
+)");
+        return {"/usr/bin/env", "python3", script, d.file("files")};
+    }
+    std::string audio_url() const { return files.url("/song.wav"); }
+
+    segue::test::temp_dir dir;
+    segue::test::chaos::upstreams up;
+    child files;
+    std::string song_path;
+};
+
+struct gateway {
+    gateway(const setup& s, const std::string& provider) {
+        port = segue::test::free_port();
+        const std::string self = "http://127.0.0.1:" + std::to_string(port);
+        std::string cfg = "server:\n  listen: 127.0.0.1:" + std::to_string(port) +
+                          "\n  io_threads: 2\nlog:\n  level: info\n"
+                          "tenants:\n  - name: " +
+                          tenant.name + "\n    api_keys: [" + tenant.key +
+                          "]\n    webhook_secrets: [\"" + tenant.secret +
+                          "\"]\n"
+                          "api:\n  public_base_url: " +
+                          self + "\n  default_provider: " + provider +
+                          "\n"
+                          "engine:\n  poll_interval: 100ms\n  lease: 3s\n"
+                          "upstream:\n  allow_plain_http: true\n  request_timeout: 5s\n"
+                          "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n"
+                          "webhooks:\n  retry_schedule: [200ms, 500ms, 1s]\n  jitter: 0\n"
+                          "providers:\n  sandbox:\n    delay: 50ms\n"
+                          "  musicgpt:\n    enabled: true\n    base_url: " +
+                          s.up.musicgpt.url("/api/public") +
+                          "\n    api_key: mg-upstream-key\n    reconcile_after: 3s\n"
+                          "    poll_interval: 500ms\n"
+                          "  musicapi:\n    enabled: true\n    base_url: " +
+                          s.up.musicapi.url("/api/v1") +
+                          "\n    api_key: ma-upstream-key\n    poll_initial: 100ms\n"
+                          "    poll_max: 300ms\n    poll_jitter: 0\n";
+        proc = std::make_unique<segue::test::segue_process>(cfg);
+    }
+    std::string key_header() const { return "Authorization: Bearer " + tenant.key; }
+    std::unique_ptr<segue::test::segue_process> proc;
+    std::uint16_t port = 0;
+};
+
+std::vector<sample> samples_of(const std::string& provider, sample::kind k) {
+    std::vector<sample> out;
+    for (auto& s : read_samples(SEGUE_SEEDS_DIR))
+        if (s.provider == provider && s.what == k)
+            out.push_back(std::move(s));
+    return out;
+}
+
+// Polls MusicGPT's byId until the task is final; its last document.
+json::object wait_by_id(const gateway& g, const std::string& task_id) {
+    json::object doc;
+    for (int i = 0; i < 300; ++i) {
+        auto r = http_request(g.port, "GET",
+                              "/api/public/v1/byId?conversionType=EXTEND&task_id=" + task_id, "",
+                              {"Authorization: " + tenant.key});
+        if (r && r->status == 200) {
+            doc = parse(r->body);
+            const auto* c = doc.if_contains("conversion");
+            const auto st = c && c->is_object() ? str(c->as_object().if_contains("status")) : "";
+            if (st == "COMPLETED" || st == "FAILED")
+                return doc;
+        }
+        std::this_thread::sleep_for(100ms);
+    }
+    ADD_FAILURE() << "task " << task_id << " did not finish: " << json::serialize(doc);
+    return doc;
+}
+
+json::object wait_task(const gateway& g, const std::string& task_id) {
+    json::object doc;
+    for (int i = 0; i < 300; ++i) {
+        auto r =
+            http_request(g.port, "GET", "/api/v1/producer/task/" + task_id, "", {g.key_header()});
+        if (r && r->status == 200) {
+            doc = parse(r->body);
+            const auto st = str(doc.if_contains("status"));
+            if (st == "SUCCESS" || st == "FAILED")
+                return doc;
+        }
+        std::this_thread::sleep_for(100ms);
+    }
+    ADD_FAILURE() << "task " << task_id << " did not finish: " << json::serialize(doc);
+    return doc;
+}
+
+// The receiver's verified deliveries on `path`, once there are at least `n` (bounded wait).
+json::array deliveries(const setup& s, const std::string& path, std::size_t n) {
+    json::array got;
+    for (int i = 0; i < 200 && got.size() < n; ++i) {
+        got.clear();
+        auto doc =
+            segue::test::chaos::get_json(s.up.receiver.port(), "/_control/deliveries?path=" + path);
+        if (doc && doc->contains("deliveries"))
+            for (auto& d : (*doc)["deliveries"].as_array())
+                got.push_back(d);
+        if (got.size() < n)
+            std::this_thread::sleep_for(100ms);
+    }
+    return got;
+}
+
+// A MusicGPT-shaped submit answered as MusicGPT does.
+void expect_submit_answer(const run_result& r, const std::string& provider) {
+    ASSERT_EQ(r.status, 200) << r.output;
+    auto b = r.body;
+    EXPECT_EQ(b["success"], true) << r.output;
+    EXPECT_EQ(str(b.if_contains("message")), "Extend request submitted successfully");
+    const auto task = str(b.if_contains("task_id"));
+    EXPECT_EQ(task.rfind("ext_", 0), 0u) << r.output;
+    EXPECT_EQ(str(b.if_contains("conversion_id_1")), task + "-1");
+    EXPECT_EQ(str(b.if_contains("conversion_id_2")), task + "-2");
+    EXPECT_TRUE(b["eta"].is_number());
+    EXPECT_TRUE(b["credit_estimate"].is_number());
+    EXPECT_EQ(str(b.if_contains("provider")), provider);
+}
+
+// byId COMPLETED with MusicGPT's numbered fields, and the audio fetchable by its URL alone.
+void expect_completed(const gateway& g, const std::string& task_id, const std::string& provider) {
+    auto doc = wait_by_id(g, task_id);
+    ASSERT_EQ(doc["success"], true);
+    ASSERT_TRUE(doc["conversion"].is_object());
+    auto& c = doc["conversion"].as_object();
+    EXPECT_EQ(str(c.if_contains("status")), "COMPLETED") << json::serialize(doc);
+    EXPECT_EQ(str(c.if_contains("provider")), provider);
+    for (int n = 1; n <= 2; ++n) {
+        const std::string i = std::to_string(n);
+        EXPECT_EQ(str(c.if_contains("conversion_id_" + i)), task_id + "-" + i);
+        EXPECT_FALSE(str(c.if_contains("conversion_path_" + i)).empty()) << json::serialize(c);
+        EXPECT_TRUE(c["conversion_duration_" + i].is_number()) << json::serialize(c);
+    }
+    // The documented single-conversion fields, asked by conversion_id.
+    auto one = http_request(
+        g.port, "GET", "/api/public/v1/byId?conversionType=EXTEND&conversion_id=" + task_id + "-2",
+        "", {"Authorization: " + tenant.key});
+    ASSERT_TRUE(one);
+    ASSERT_EQ(one->status, 200) << one->body;
+    auto oc = parse(one->body)["conversion"].as_object();
+    EXPECT_EQ(str(oc.if_contains("conversion_id")), task_id + "-2");
+    EXPECT_EQ(str(oc.if_contains("conversion_path")), str(oc.if_contains("conversion_path_2")));
+    // A gateway file is handed out as a signed link: no key needed, as MusicGPT's S3 URLs.
+    const std::string url = str(c.if_contains("conversion_path_1"));
+    const std::string self = "http://127.0.0.1:" + std::to_string(g.port);
+    if (url.rfind(self, 0) == 0) {
+        auto f = http_request(g.port, "GET", url.substr(self.size()));
+        ASSERT_TRUE(f);
+        EXPECT_EQ(f->status, 200);
+        EXPECT_GT(f->body.size(), 1000u);
+    }
+}
+
+// MusicGPT's callbacks for one task: two audio (one per conversion), and, when the provider
+// made them, timestamped lyrics per conversion and the album cover; Standard Webhooks verified.
+void expect_musicgpt_webhooks(const setup& s, const std::string& path, const std::string& task_id,
+                              bool lyrics_and_cover) {
+    const std::set<std::string> both = {task_id + "-1", task_id + "-2"};
+    std::set<std::string> audio, lyrics;
+    int covers = 0;
+    json::array got;
+    for (int i = 0; i < 200; ++i) {
+        got = deliveries(s, path, 1);
+        audio.clear();
+        lyrics.clear();
+        covers = 0;
+        for (auto& dv : got) {
+            auto& b = dv.as_object()["body"];
+            if (!b.is_object())
+                continue;
+            const auto subtype = str(b.as_object().if_contains("subtype"));
+            const auto id = str(b.as_object().if_contains("conversion_id"));
+            if (subtype == "lyrics_timestamped")
+                lyrics.insert(id);
+            else if (subtype == "album_cover_generation")
+                ++covers;
+            else
+                audio.insert(id);
+        }
+        if (audio == both && (!lyrics_and_cover || (lyrics == both && covers == 1)))
+            break;
+        std::this_thread::sleep_for(100ms);
+    }
+    EXPECT_EQ(audio, both) << json::serialize(got);
+    if (lyrics_and_cover) {
+        EXPECT_EQ(lyrics, both) << json::serialize(got);
+        EXPECT_EQ(covers, 1) << json::serialize(got);
+    }
+    for (auto& dv : got) {
+        auto& d = dv.as_object();
+        EXPECT_EQ(d["verified"], true) << json::serialize(d);
+        if (!d["body"].is_object())
+            continue;
+        auto& b = d["body"].as_object();
+        const auto subtype = str(b.if_contains("subtype"));
+        if (subtype == "lyrics_timestamped") {
+            // A JSON string of [{index, text, start, end}] in ms, as MusicGPT sends it.
+            auto lines = json::parse(str(b.if_contains("lyrics_timestamped")));
+            ASSERT_TRUE(lines.is_array());
+            if (!lines.as_array().empty())
+                EXPECT_TRUE(lines.as_array()[0].as_object().contains("start"));
+        } else if (subtype == "album_cover_generation") {
+            EXPECT_EQ(b["success"], true);
+            EXPECT_FALSE(str(b.if_contains("image_path")).empty());
+            EXPECT_EQ(str(b.if_contains("conversion_id_1")), task_id + "-1");
+            EXPECT_EQ(str(b.if_contains("conversion_id_2")), task_id + "-2");
+            EXPECT_FALSE(b.contains("conversion_id"));
+        } else {
+            EXPECT_EQ(b["success"], true) << json::serialize(b);
+            EXPECT_EQ(str(b.if_contains("conversion_type")), "Extend");
+            EXPECT_EQ(str(b.if_contains("task_id")), task_id);
+            EXPECT_FALSE(str(b.if_contains("conversion_path")).empty());
+            EXPECT_TRUE(b["conversion_duration"].is_number());
+            EXPECT_EQ(b["is_flagged"], false);
+        }
+    }
+}
+
+// Every MusicGPT sample of the docs against a gateway whose tasks go to `provider`.
+void run_musicgpt_samples(const setup& s, const std::string& provider, bool lyrics_and_cover) {
+    gateway g(s, provider);
+    auto curls = samples_of("musicgpt", sample::kind::curl);
+    auto pythons = samples_of("musicgpt", sample::kind::python);
+    ASSERT_GE(curls.size(), 1u) << "no MusicGPT curl sample in " << SEGUE_SEEDS_DIR;
+    ASSERT_GE(pythons.size(), 1u) << "no MusicGPT Python sample in " << SEGUE_SEEDS_DIR;
+    std::vector<sample> all = curls;
+    all.insert(all.end(), pythons.begin(), pythons.end());
+    int n = 0;
+    for (const auto& smp : all) {
+        SCOPED_TRACE(smp.file + (smp.what == sample::kind::curl ? " curl" : " python"));
+        const std::string path = "/hooks/" + provider + "/" + std::to_string(++n);
+        substitution sub{g.port, tenant.key, s.song_path, s.audio_url(), s.up.receiver.url(path),
+                         ""};
+        auto r = run_sample(smp, sub);
+        expect_submit_answer(r, provider);
+        const auto task_id = str(r.body.if_contains("task_id"));
+        if (task_id.empty())
+            continue;
+        expect_completed(g, task_id, provider);
+        expect_musicgpt_webhooks(s, path, task_id, lyrics_and_cover);
+    }
+}
+
+// MusicAPI's sample (its clip, `starts_at`, `instruction`, `length`) and the task it made.
+json::object run_musicapi_sample(const gateway& g, const std::string& clip_id,
+                                 const std::string& provider) {
+    auto curls = samples_of("musicapi", sample::kind::curl);
+    EXPECT_GE(curls.size(), 1u) << "no MusicAPI curl sample in " << SEGUE_SEEDS_DIR;
+    if (curls.empty())
+        return {};
+    auto r = run_sample(curls.front(), {g.port, tenant.key, "", "", "", clip_id});
+    EXPECT_EQ(r.status, 200) << r.output;
+    EXPECT_EQ(str(r.body.if_contains("message")), "success") << r.output;
+    const auto task_id = str(r.body.if_contains("task_id"));
+    EXPECT_EQ(task_id.rfind("ext_", 0), 0u) << r.output;
+    auto doc = wait_task(g, task_id);
+    // The same task on the neutral API: the ids are Segue's.
+    auto neutral = http_request(g.port, "GET", "/v1/extensions/" + task_id, "", {g.key_header()});
+    EXPECT_TRUE(neutral && neutral->status == 200);
+    if (neutral && provider == "musicgpt")  // MusicGPT has no `length`: left out, and said so
+        EXPECT_NE(neutral->body.find("length left out"), std::string::npos) << neutral->body;
+    EXPECT_EQ(doc["code"], 200);
+    EXPECT_EQ(str(doc.if_contains("status")), "SUCCESS") << json::serialize(doc);
+    EXPECT_EQ(str(doc.if_contains("provider")), provider);
+    EXPECT_EQ(doc["data"].as_array().size(), 2u) << json::serialize(doc);
+    for (auto& c : doc["data"].as_array()) {
+        auto& clip = c.as_object();
+        EXPECT_EQ(str(clip.if_contains("state")), "succeeded");    // the legacy shape
+        EXPECT_FALSE(str(clip.if_contains("audio_url")).empty());  // the newer shape
+        EXPECT_FALSE(str(clip.if_contains("clip_id")).empty());
+    }
+    return doc;
+}
+
+// An upload through MusicAPI's shape; its clip id.
+std::string upload_clip(const gateway& g, const std::string& url) {
+    auto r = http_request(g.port, "POST", "/api/v1/producer/upload",
+                          json::serialize(json::object{{"audio_url", url}}),
+                          {g.key_header(), "Content-Type: application/json"});
+    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
+    const auto task = str(parse(r ? r->body : "").if_contains("task_id"));
+    auto doc = wait_task(g, task);
+    EXPECT_EQ(str(doc.if_contains("status")), "SUCCESS");
+    auto& data = doc["data"].as_array();
+    return data.empty() ? "" : str(data[0].as_object().if_contains("clip_id"));
+}
+
+}  // namespace
+
+TEST(DropIn, MusicGptSamplesServedByTheSandbox) {
+    setup s;
+    run_musicgpt_samples(s, "sandbox", true);
+}
+
+TEST(DropIn, MusicGptSamplesServedByMusicGpt) {
+    setup s;
+    run_musicgpt_samples(s, "musicgpt", true);
+}
+
+TEST(DropIn, MusicGptSamplesServedByMusicApi) {
+    setup s;
+    run_musicgpt_samples(s, "musicapi", false);
+}
+
+// MusicAPI's sample as it is (its clip is MusicAPI's own, which the fake knows); the clips it
+// made are MusicAPI's ids, usable as a neutral `clip` source; a webhook in MusicAPI's shape,
+// signed with its scheme.
+TEST(DropIn, MusicApiSampleServedByMusicApi) {
+    setup s;
+    gateway g(s, "musicapi");
+    auto doc = run_musicapi_sample(g, "", "musicapi");
+    ASSERT_FALSE(doc["data"].as_array().empty());
+    const auto clip = str(doc["data"].as_array()[0].as_object().if_contains("clip_id"));
+    EXPECT_EQ(clip.rfind("ext_", 0), std::string::npos) << "MusicAPI's own clip id: " << clip;
+    auto neutral =
+        http_request(g.port, "POST", "/v1/extensions",
+                     json::serialize(json::object{
+                         {"clip", {{"provider", "musicapi"}, {"id", clip}}}, {"extend_after", 10}}),
+                     {g.key_header(), "Content-Type: application/json"});
+    ASSERT_TRUE(neutral);
+    EXPECT_EQ(neutral->status, 202) << neutral->body;
+
+    // With a webhook: MusicAPI's body and headers, its signature, and Standard Webhooks too.
+    const std::string path = "/hooks/musicapi-shape";
+    auto r = http_request(g.port, "POST", "/api/v1/producer/create",
+                          json::serialize(json::object{{"task_type", "extend_music"},
+                                                       {"clip_id", "abc123xyz789"},
+                                                       {"starts_at", 20},
+                                                       {"webhook_url", s.up.receiver.url(path)},
+                                                       {"webhook_secret", webhook_secret}}),
+                          {g.key_header(), "Content-Type: application/json"});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const auto task_id = str(parse(r->body).if_contains("task_id"));
+    auto got = deliveries(s, path, 1);
+    ASSERT_EQ(got.size(), 1u);
+    auto& d = got[0].as_object();
+    EXPECT_EQ(d["verified"], true) << json::serialize(d);
+    auto& h = d["headers"].as_object();
+    EXPECT_EQ(str(h.if_contains("x-webhook-event")), "song.completed");
+    EXPECT_EQ(str(h.if_contains("x-webhook-id")), str(h.if_contains("idempotency-key")));
+    const auto ts = str(h.if_contains("x-webhook-timestamp"));
+    const auto body = str(d.if_contains("body_text"));
+    EXPECT_EQ(str(h.if_contains("x-webhook-signature")),
+              "sha256=" + segue::util::hex_encode(
+                              segue::util::hmac_sha256(webhook_secret, ts + "." + body)));
+    auto b = parse(body);
+    EXPECT_EQ(b["code"], 200);
+    EXPECT_EQ(str(b.if_contains("task_id")), task_id);
+    ASSERT_EQ(b["data"].as_array().size(), 2u);
+    auto& c = b["data"].as_array()[0].as_object();
+    EXPECT_EQ(str(c.if_contains("state")), "succeeded");
+    EXPECT_TRUE(c["duration"].is_string()) << "a string in MusicAPI's webhooks";
+}
+
+// MusicAPI's sample served by the sandbox and by MusicGPT: its clip is one made by an upload
+// through MusicAPI's shape (the docs' example clip exists only at MusicAPI); clips Segue made
+// are extended again by their ids.
+TEST(DropIn, MusicApiSampleServedByTheSandboxAndMusicGpt) {
+    setup s;
+    for (const std::string provider : {"sandbox", "musicgpt"}) {
+        SCOPED_TRACE(provider);
+        gateway g(s, provider);
+        const auto clip = upload_clip(g, s.audio_url());
+        ASSERT_EQ(clip.rfind("upl_", 0), 0u) << clip;
+        auto doc = run_musicapi_sample(g, clip, provider);
+        if (provider != "sandbox")
+            continue;
+        // A clip of that task extended again (the sandbox made 45 + 30 s).
+        const auto made = str(doc["data"].as_array()[0].as_object().if_contains("clip_id"));
+        auto r = http_request(g.port, "POST", "/api/v1/producer/create",
+                              json::serialize(json::object{{"task_type", "extend_music"},
+                                                           {"clip_id", made},
+                                                           {"starts_at", 60},
+                                                           {"length", 5}}),
+                              {g.key_header(), "Content-Type: application/json"});
+        ASSERT_TRUE(r);
+        ASSERT_EQ(r->status, 200) << r->body;
+        auto again = wait_task(g, str(parse(r->body).if_contains("task_id")));
+        EXPECT_EQ(str(again.if_contains("status")), "SUCCESS") << json::serialize(again);
+    }
+}
+
+// Errors on these paths come in the providers' own shapes (problem+json stays on /v1).
+TEST(DropIn, ErrorsInTheProvidersShapes) {
+    setup s;
+    gateway g(s, "sandbox");
+    auto mg = [&](const std::string& body, const std::vector<std::string>& headers) {
+        return http_request(g.port, "POST", "/api/public/v1/extend", body, headers);
+    };
+    auto r = mg("prompt=x",
+                {"Authorization: sk-wrong", "Content-Type: application/x-www-form-urlencoded"});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 401);
+    EXPECT_EQ(parse(r->body)["success"], false);
+    r = mg("prompt=x",
+           {"Authorization: " + tenant.key, "Content-Type: application/x-www-form-urlencoded"});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 422);
+    auto detail = parse(r->body)["detail"].as_array();
+    ASSERT_FALSE(detail.empty()) << r->body;
+    EXPECT_EQ(detail[0].as_object()["loc"].as_array()[0], "body");
+    r = http_request(g.port, "GET", "/api/public/v1/byId?conversionType=EXTEND&task_id=ext_nope",
+                     "", {"Authorization: " + tenant.key});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 404);
+    EXPECT_EQ(parse(r->body)["success"], false);
+    r = http_request(g.port, "GET", "/api/public/v1/byId?task_id=x", "",
+                     {"Authorization: " + tenant.key});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 422);
+
+    auto ma = [&](const std::string& body, const std::vector<std::string>& headers) {
+        return http_request(g.port, "POST", "/api/v1/producer/create", body, headers);
+    };
+    r = ma("{}", {"Content-Type: application/json"});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 401);
+    EXPECT_EQ(str(parse(r->body).if_contains("message")), "Authorization header is missing.");
+    r = ma("{}", {"Authorization: " + tenant.key, "Content-Type: application/json"});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 401);
+    EXPECT_EQ(str(parse(r->body).if_contains("message")), "Invalid authorization format.");
+    r = ma(R"({"task_type":"swap_music_sound"})",
+           {g.key_header(), "Content-Type: application/json"});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 410);
+    EXPECT_EQ(parse(r->body)["code"], 410);
+    r = ma(R"({"task_type":"extend_music","clip_id":"abc123xyz789","starts_at":-1})",
+           {g.key_header(), "Content-Type: application/json"});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400) << r->body;
+    EXPECT_NE(str(parse(r->body).if_contains("message")).find("starts_at"), std::string::npos)
+        << r->body;
+    r = http_request(g.port, "GET", "/api/v1/producer/task/ext_nope", "", {g.key_header()});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400);
+    EXPECT_EQ(str(parse(r->body).if_contains("message")), "task not found.");
+    // A forged upload id is no clip.
+    r = http_request(g.port, "GET", "/api/v1/producer/task/upl_aGVsbG8.0000", "", {g.key_header()});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400);
+}
