@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <random>
 
+#include "gateway/api/compat.hpp"
 #include "gateway/core/json.hpp"
 #include "gateway/core/ledger.hpp"
 #include "gateway/http/message.hpp"
@@ -59,6 +60,63 @@ validate_env flow::validating() {
             std::uniform_real_distribution<double>(0.0, 1.0)(rng)};
 }
 
+awaitable<std::optional<refusal>> flow::resolve_output_clip(submission& s,
+                                                            const std::string& tenant) {
+    auto* clip = s.fields.if_contains("clip");
+    if (!clip)
+        co_return std::nullopt;
+    boost::json::value parsed;
+    if (clip->is_string() && s.from_form) {
+        boost::system::error_code ec;
+        parsed = boost::json::parse(clip->get_string(), ec);
+        if (ec)
+            co_return std::nullopt;  // validation names it
+        clip = &parsed;
+    }
+    const auto* fields = clip->if_object();
+    const auto* id = fields ? fields->if_contains("id") : nullptr;
+    const auto* provider = fields ? fields->if_contains("provider") : nullptr;
+    if (!id || !id->is_string() || !provider || !provider->is_string())
+        co_return std::nullopt;
+    auto ref = parse_output_id(id->get_string());
+    if (!ref || ref->task_id.rfind("ext_", 0) != 0)
+        co_return std::nullopt;  // a provider's own clip
+    auto not_usable = [](std::string why) {
+        return refusal{error_kind::validation_failed,
+                       "validation",
+                       "clip.id: " + why,
+                       {{"clip.id", std::move(why)}}};
+    };
+    auto t = co_await load_task(deps_.db, ref->task_id, tenant);
+    const store::output_row* out = nullptr;
+    if (t)
+        for (const auto& o : t->outputs)
+            if (o.index == ref->index)
+                out = &o;
+    if (!out)
+        co_return not_usable("no such output");
+    if (out->status != core::to_string(core::output_status::ready))
+        co_return not_usable("the output is " + out->status + ", not ready");
+    const auto data = output_data(*out);
+    const auto* own = data.if_contains("provider_output_id");
+    if (own && own->is_string() && t->task.provider == provider->get_string()) {
+        // Made by that provider: its own clip, extended there.
+        boost::json::object c{{"provider", provider->get_string()}, {"id", own->get_string()}};
+        s.fields["clip"] =
+            s.from_form ? boost::json::value(util::json_text(c)) : boost::json::value(std::move(c));
+        co_return std::nullopt;
+    }
+    // Otherwise its audio, by the output's signed link: any provider that takes URLs.
+    auto url = public_audio_url(deps_.settings, data, "wav");
+    if (url.empty())
+        url = public_audio_url(deps_.settings, data, "mp3");
+    if (url.rfind("http", 0) != 0)
+        co_return not_usable("its audio has no URL a provider can fetch (set api.public_base_url)");
+    s.fields.erase("clip");
+    s.fields["audio_url"] = url;
+    co_return std::nullopt;
+}
+
 // read -> validate -> prepare the source -> admit (create_pipeline.hpp).
 awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
                                  const flow_hooks& hooks) {
@@ -79,6 +137,8 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
     if (hooks.translate)
         if (auto r = co_await hooks.translate(submitted))
             co_return refused(std::move(*r));
+    if (auto r = co_await resolve_output_clip(submitted, tenant))
+        co_return refused(std::move(*r));
 
     auto checked = validate_submission(submitted, validating());
     std::vector<std::string> warnings;

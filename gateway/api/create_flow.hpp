@@ -2,7 +2,8 @@
 // The create as one call, for every API shape that creates tasks: the neutral POST
 // /v1/extensions (extensions.cpp) and the drop-in shapes that providers add
 // (providers/<name>/compat/). Runs the steps of create_pipeline.hpp in order and says how it
-// ended; the caller answers in its own shape. Counts what it refuses and creates.
+// ended; the caller answers in its own shape. Counts what it refuses and creates. A `clip`
+// source may name an output of the tenant's own tasks (resolve_output_clip).
 
 #include <boost/asio/awaitable.hpp>
 
@@ -52,6 +53,11 @@ class flow {
     void count_refusal(std::string_view reason);
 
   private:
+    // A `clip` that is an output of one of the tenant's tasks ("<task id>-N", as the drop-in
+    // shapes name outputs): the provider's own clip when it names the provider that made it
+    // and that provider gave one, else the output's audio by its signed link (an audio_url).
+    boost::asio::awaitable<std::optional<refusal>> resolve_output_clip(submission& s,
+                                                                       const std::string& tenant);
     read_env reading();
     validate_env validating();
 

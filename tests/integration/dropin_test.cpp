@@ -575,6 +575,26 @@ TEST(DropIn, MusicApiSampleServedByTheSandboxAndMusicGpt) {
         ASSERT_EQ(r->status, 200) << r->body;
         auto again = wait_task(g, str(parse(r->body).if_contains("task_id")));
         EXPECT_EQ(str(again.if_contains("status")), "SUCCESS") << json::serialize(again);
+        // The same clip id as a neutral `clip` source.
+        auto neutral = http_request(
+            g.port, "POST", "/v1/extensions",
+            json::serialize(json::object{{"clip", {{"provider", "sandbox"}, {"id", made}}},
+                                         {"extend_after", 60},
+                                         {"length", 5}}),
+            {g.key_header(), "Content-Type: application/json"});
+        ASSERT_TRUE(neutral);
+        ASSERT_EQ(neutral->status, 202) << neutral->body;
+        auto nid = str(parse(neutral->body).if_contains("id"));
+        EXPECT_EQ(str(wait_task(g, nid).if_contains("status")), "SUCCESS");
+        // An output that is not there is named.
+        neutral = http_request(
+            g.port, "POST", "/v1/extensions",
+            json::serialize(json::object{{"clip", {{"provider", "sandbox"}, {"id", nid + "-9"}}},
+                                         {"extend_after", 1}}),
+            {g.key_header(), "Content-Type: application/json"});
+        ASSERT_TRUE(neutral);
+        EXPECT_EQ(neutral->status, 422) << neutral->body;
+        EXPECT_NE(neutral->body.find("clip.id"), std::string::npos) << neutral->body;
     }
 }
 

@@ -294,29 +294,8 @@ awaitable<std::optional<api::create::refusal>> handlers::translate(
     if (auto url = upload_url(deps.settings.api.url_signing_key, tenant, clip)) {
         out["audio_url"] = *url;
     } else if (auto ref = api::parse_output_id(clip); ref && ref->task_id.rfind("ext_", 0) == 0) {
-        auto t = co_await api::load_task(deps.db, ref->task_id, tenant);
-        const store::output_row* o = nullptr;
-        if (t)
-            for (const auto& x : t->outputs)
-                if (x.index == ref->index)
-                    o = &x;
-        if (!o)
-            co_return bad("clip not found.");
-        if (o->status != "ready")
-            co_return bad("clip " + clip + " is not ready (" + o->status + ")");
-        const auto d = api::output_data(*o);
-        const auto own = clip_id_of(t->task, *o, d);
-        if (own != clip) {
-            out["clip"] = json::object{{"provider", provider_name}, {"id", own}};
-        } else {
-            auto url = api::public_audio_url(deps.settings, d, "wav");
-            if (url.empty())
-                url = api::public_audio_url(deps.settings, d, "mp3");
-            if (url.empty() || url.rfind("http", 0) != 0)
-                co_return bad("clip " + clip +
-                              " has no audio reachable by URL (api.public_base_url is not set)");
-            out["audio_url"] = url;
-        }
+        // An output of a Segue task: the create resolves it (create_flow.hpp).
+        out["clip"] = json::object{{"provider", provider_name}, {"id", clip}};
     } else if (deps.providers.find(provider_name) != nullptr) {
         out["clip"] = json::object{{"provider", provider_name}, {"id", clip}};
     } else {
