@@ -33,13 +33,6 @@ constexpr std::array<std::string_view, 8> shared_fields = {
 // MusicGPT's range (its docs' example is 38 s).
 constexpr int eta_seconds = 60;
 
-json::value credits(std::int64_t milli) {
-    const double c = core::milli_to_credits(milli);
-    if (c == static_cast<double>(static_cast<std::int64_t>(c)))
-        return static_cast<std::int64_t>(c);
-    return c;
-}
-
 std::string text(const json::object& o, std::string_view key) {
     const auto* v = o.if_contains(key);
     return v && v->is_string() ? std::string(v->as_string()) : std::string();
@@ -187,7 +180,7 @@ std::string by_id_document(const api::task_snapshot& t, const config::settings& 
         }
     }
     c["album_cover_path"] = cover_of(t.outputs, settings);
-    c["conversion_cost"] = credits(t.request.hold_milli);
+    c["conversion_cost"] = core::credits_value(t.request.hold_milli);
     c["createdAt"] = core::iso8601(task.created_at);
     c["updatedAt"] = core::iso8601(task.updated_at);
     return util::json_text(json::object{{"success", true}, {"conversion", std::move(c)}});
@@ -322,7 +315,7 @@ awaitable<void> handlers::extend(http::context& ctx) {
     for (int n = 1; n <= outputs; ++n)
         b[spelling::numbered("conversion_id", n)] = api::output_id(task_id, n);
     b["eta"] = eta_seconds;
-    b["credit_estimate"] = credits(hold);
+    b["credit_estimate"] = core::credits_value(hold);
     b["provider"] = provider;
     ctx.res().set_header("Location", "/v1/extensions/" + task_id);
     answer(ctx, 200, b);
