@@ -289,6 +289,8 @@ asio::awaitable<std::optional<formatted>> dispatcher::impl::shape(const store::d
         co_return std::nullopt;
     auto out = (*f)(format_input{d, *task, outputs, req, ts});
     skip = !out;
+    if (out)
+        out->format = req.webhook_format;
     co_return out;
 }
 
@@ -333,9 +335,12 @@ asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d) {
             {"webhook-timestamp", std::to_string(ts)},
             {"webhook-signature", signature_header(k->second, d.event_id, ts, req.body)},
         };
-        if (shaped)
+        if (shaped) {
+            // Which shape the body is in: a receiver (or a test) tells them from Segue's events.
+            req.headers.emplace_back("Segue-Webhook-Format", std::move(shaped->format));
             for (auto& h : shaped->headers)
                 req.headers.push_back(std::move(h));
+        }
         req.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(w.timeout);
         req.metrics_host = "webhook";  // bounded label set
         auto r = co_await client.send(std::move(req));

@@ -4,7 +4,8 @@
 // A drop-in API (providers/<name>/compat/) registers a format under a name and stores that name
 // with the tasks it creates (core::extend_request::webhook_format). The dispatcher still sends
 // every delivery from the outbox (leases, retries, order, dead letters, redelivery), signed
-// with the Standard Webhooks headers over the body it sends; a format only chooses that body,
+// with the Standard Webhooks headers over the body it sends, and names the format in a
+// `Segue-Webhook-Format` header; a format only chooses that body,
 // may add headers of its own (e.g. a provider's signature scheme), and may have no callback for
 // an event at all (the delivery is then recorded as delivered without a request).
 
@@ -35,6 +36,8 @@ struct format_input {
 struct formatted {
     std::string body;                                          // JSON
     std::vector<std::pair<std::string, std::string>> headers;  // sent with the Standard ones
+    // The format's name, sent as Segue-Webhook-Format (set by the dispatcher).
+    std::string format;
 };
 
 // nullopt: the format has no callback for this event.

@@ -227,7 +227,10 @@ function webhookBodies(r) {
   }
   if (!v || !Array.isArray(v.deliveries)) return [];
   return v.deliveries
-    .filter((d) => d && d.verified === true && typeof d.body_text === 'string' && d.headers && d.headers['webhook-signature'])
+    // A drop-in shape's delivery (Segue-Webhook-Format: a provider's own webhook shape, README
+    // "Drop-in") is not one of this document's events.
+    .filter((d) => d && d.verified === true && typeof d.body_text === 'string' && d.headers && d.headers['webhook-signature'] &&
+      !d.headers['segue-webhook-format'])
     .map((d) => ({ id: d.id, text: d.body_text }));
 }
 

@@ -386,6 +386,7 @@ void expect_musicgpt_webhooks(const setup& s, const std::string& path, const std
     for (auto& dv : got) {
         auto& d = dv.as_object();
         EXPECT_EQ(d["verified"], true) << json::serialize(d);
+        EXPECT_EQ(str(d["headers"].as_object().if_contains("segue-webhook-format")), "musicgpt");
         if (!d["body"].is_object())
             continue;
         auto& b = d["body"].as_object();
@@ -534,6 +535,7 @@ TEST(DropIn, MusicApiSampleServedByMusicApi) {
     auto& d = got[0].as_object();
     EXPECT_EQ(d["verified"], true) << json::serialize(d);
     auto& h = d["headers"].as_object();
+    EXPECT_EQ(str(h.if_contains("segue-webhook-format")), "musicapi");
     EXPECT_EQ(str(h.if_contains("x-webhook-event")), "song.completed");
     EXPECT_EQ(str(h.if_contains("x-webhook-id")), str(h.if_contains("idempotency-key")));
     const auto ts = str(h.if_contains("x-webhook-timestamp"));
