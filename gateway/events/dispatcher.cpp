@@ -266,18 +266,21 @@ asio::awaitable<std::optional<formatted>> dispatcher::impl::shape(const store::d
     }
     std::optional<store::task_row> task;
     std::vector<store::output_row> outputs;
+    core::extend_request req;
     co_await db.read([&](store::transaction& tx) {
         task = tx.get_task(d.task_id);
-        if (task)
+        if (!task)
+            return;
+        try {
+            req = core::request_from_json(task->request_json);
+        } catch (const std::exception&) {
+        }
+        // Only a shaped delivery needs the outputs (a plain one is decided by the task alone).
+        if (!req.webhook_format.empty())
             outputs = tx.get_outputs(d.task_id);
     });
     if (!task)
         co_return std::nullopt;
-    core::extend_request req;
-    try {
-        req = core::request_from_json(task->request_json);
-    } catch (const std::exception&) {
-    }
     {
         std::lock_guard lock(format_mutex);
         if (task_formats.size() >= 4096)
