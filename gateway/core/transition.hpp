@@ -142,6 +142,20 @@ class task_work final : public store::transaction {
     int delete_idempotency_before(store::millis) override { no("delete_idempotency_before"); }
     void insert_file(const store::file_row& f) override;
     std::optional<store::file_row> get_file(std::string_view) override { no("get_file"); }
+    std::optional<store::file_tombstone_row> get_file_tombstone(std::string_view) override {
+        no("get_file_tombstone");
+    }
+    int expire_files(std::string_view, store::millis, store::millis, int) override {
+        no("expire_files");
+    }
+    int reap_tasks(store::millis, store::millis, int) override { no("reap_tasks"); }
+    std::vector<store::file_tombstone_row> claim_purges(store::millis, store::millis,
+                                                        int) override {
+        no("claim_purges");
+    }
+    void mark_purged(const std::vector<std::string>&) override { no("mark_purged"); }
+    int delete_tombstones_before(store::millis, int) override { no("delete_tombstones_before"); }
+    int delete_idempotency_batch(store::millis, int) override { no("delete_idempotency_batch"); }
     void insert_delivery(const store::delivery_row& d) override;
     std::vector<store::delivery_row> claim_deliveries(std::string_view, store::millis,
                                                       store::millis, int,

@@ -17,6 +17,9 @@
 #define SEGUE_IDEM_COLS \
     "tenant, key, request_hash, task_id, response_status, response_body, created_at"
 #define SEGUE_FILE_COLS "id, tenant, task_id, kind, content_type, path, size, sha256, created_at"
+// The final task statuses, as the partial index tasks_finished lists them (both engines).
+#define SEGUE_FINAL_STATUSES "('succeeded', 'partially_succeeded', 'failed', 'canceled')"
+#define SEGUE_TOMBSTONE_COLS "id, tenant, task_id, kind, path, size, deleted_at, purge_at, purged"
 #define SEGUE_DELIVERY_COLS                                                                  \
     "id, event_id, task_id, tenant, seq, url, status, attempts, next_at, lease_owner, "      \
     "lease_until, last_status, last_error, event_at, created_at, updated_at, delivered_at, " \

@@ -173,6 +173,27 @@ CREATE TABLE ledger_accounts (
     updated_at BIGINT  NOT NULL
 );
 )sql",
+    // 2: retention, as SQLite's migration 6 (gateway/core/reaper.hpp).
+    R"sql(
+CREATE TABLE file_tombstones (
+    id         TEXT    NOT NULL PRIMARY KEY,
+    tenant     TEXT    NOT NULL,
+    task_id    TEXT    NOT NULL DEFAULT '',
+    kind       TEXT    NOT NULL,
+    path       TEXT    NOT NULL,
+    size       BIGINT  NOT NULL DEFAULT 0,
+    deleted_at BIGINT  NOT NULL,
+    purge_at   BIGINT  NOT NULL DEFAULT 0,
+    purged     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX file_tombstones_purge ON file_tombstones (purge_at) WHERE purged = 0;
+CREATE INDEX file_tombstones_deleted ON file_tombstones (deleted_at) WHERE purged = 1;
+CREATE INDEX files_kind_created ON files (kind, created_at);
+CREATE INDEX files_task ON files (task_id);
+CREATE INDEX tasks_finished ON tasks (updated_at)
+    WHERE status IN ('succeeded', 'partially_succeeded', 'failed', 'canceled');
+CREATE INDEX deliveries_task ON deliveries (task_id);
+)sql",
 };
 
 // Any 64-bit constant, the same in every replica and every `segue migrate`.

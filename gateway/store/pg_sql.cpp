@@ -143,6 +143,58 @@ const char* sql_of(q which) {
                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
         case q::get_file:
             return "SELECT " SEGUE_FILE_COLS " FROM files WHERE id = $1";
+        case q::get_file_tombstone:
+            return "SELECT " SEGUE_TOMBSTONE_COLS " FROM file_tombstones WHERE id = $1";
+        // Retention (pg_retention.cpp). Every batch takes its rows FOR UPDATE SKIP LOCKED:
+        // replicas reaping at once take different rows and never wait for one another (or for
+        // a unit that holds a task). $1 of the by-task statements is a text[] of task ids.
+        case q::expire_files:
+            // One statement: pick (locked), delete, and leave tombstones (deleted_at = $3).
+            return "WITH doomed AS (SELECT f.id FROM files f JOIN tasks t ON t.id = f.task_id "
+                   "WHERE f.kind = $1 AND f.created_at < $2::bigint AND t.status "
+                   "IN " SEGUE_FINAL_STATUSES
+                   " ORDER BY f.created_at LIMIT $4::int "
+                   "FOR UPDATE OF f SKIP LOCKED), "
+                   "gone AS (DELETE FROM files WHERE id IN (SELECT id FROM doomed) "
+                   "RETURNING id, tenant, task_id, kind, path, size) "
+                   "INSERT INTO file_tombstones (id, tenant, task_id, kind, path, size, "
+                   "deleted_at) SELECT id, tenant, task_id, kind, path, size, $3::bigint "
+                   "FROM gone ON CONFLICT (id) DO NOTHING";
+        case q::pick_finished_tasks:
+            // The task rows stay locked until commit: a unit about one of them (which locks it
+            // first, get_task) waits and then finds it gone.
+            return "SELECT id FROM tasks t WHERE status IN " SEGUE_FINAL_STATUSES
+                   " AND updated_at < $1::bigint AND NOT EXISTS (SELECT 1 FROM deliveries d "
+                   "WHERE d.task_id = t.id AND d.status = 'pending') ORDER BY updated_at "
+                   "LIMIT $2::int FOR UPDATE SKIP LOCKED";
+        case q::tombstone_task_files:
+            return "INSERT INTO file_tombstones (id, tenant, task_id, kind, path, size, "
+                   "deleted_at) SELECT id, tenant, task_id, kind, path, size, $2::bigint "
+                   "FROM files WHERE task_id = ANY($1::text[]) ON CONFLICT (id) DO NOTHING";
+        case q::delete_task_files:
+            return "DELETE FROM files WHERE task_id = ANY($1::text[])";
+        case q::delete_task_deliveries:
+            return "DELETE FROM deliveries WHERE task_id = ANY($1::text[])";
+        case q::delete_task_jobs:
+            return "DELETE FROM jobs WHERE task_id = ANY($1::text[])";
+        case q::delete_tasks:
+            // Outputs, attempts and events go with them (ON DELETE CASCADE).
+            return "DELETE FROM tasks WHERE id = ANY($1::text[])";
+        case q::claim_purges:
+            return "UPDATE file_tombstones SET purge_at = $1::bigint + $2::bigint WHERE id IN "
+                   "(SELECT id FROM file_tombstones WHERE purged = 0 AND purge_at <= $1::bigint "
+                   "ORDER BY purge_at LIMIT $3::int FOR UPDATE SKIP LOCKED) "
+                   "RETURNING " SEGUE_TOMBSTONE_COLS;
+        case q::mark_purged:
+            return "UPDATE file_tombstones SET purged = 1 WHERE id = ANY($1::text[])";
+        case q::delete_tombstones_before:
+            return "DELETE FROM file_tombstones WHERE id IN (SELECT id FROM file_tombstones "
+                   "WHERE purged = 1 AND deleted_at < $1::bigint ORDER BY deleted_at "
+                   "LIMIT $2::int FOR UPDATE SKIP LOCKED)";
+        case q::delete_idempotency_batch:
+            return "DELETE FROM idempotency WHERE (tenant, key) IN (SELECT tenant, key FROM "
+                   "idempotency WHERE created_at < $1::bigint ORDER BY created_at "
+                   "LIMIT $2::int FOR UPDATE SKIP LOCKED)";
         case q::insert_delivery:
             return "INSERT INTO deliveries (" SEGUE_DELIVERY_COLS
                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "

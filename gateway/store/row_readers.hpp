@@ -105,6 +105,21 @@ idempotency_row read_idempotency(const Row& s) {
 }
 
 template <typename Row>
+file_tombstone_row read_tombstone(const Row& s) {
+    file_tombstone_row f;
+    f.id = s.text(0);
+    f.tenant = s.text(1);
+    f.task_id = s.text(2);
+    f.kind = s.text(3);
+    f.path = s.text(4);
+    f.size = s.i64(5);
+    f.deleted_at = s.i64(6);
+    f.purge_at = s.i64(7);
+    f.purged = s.i32(8) != 0;
+    return f;
+}
+
+template <typename Row>
 file_row read_file(const Row& s) {
     file_row f;
     f.id = s.text(0);

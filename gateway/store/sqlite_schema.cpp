@@ -252,6 +252,31 @@ CREATE INDEX attempts_callback_token ON attempts (callback_token) WHERE callback
 ALTER TABLE jobs ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE deliveries ADD COLUMN lease_fence INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 6: retention (gateway/core/reaper.hpp). A deleted file leaves a tombstone: GET answers
+    // 410 rather than 404, and its blob's removal (after the commit) is leased and retried until
+    // done. The indexes let each of the reaper's batches walk to its few rows and stop:
+    // files by age per kind; final tasks by their last update (partial: running tasks, the
+    // ones written all the time, are not in it); deliveries and files by task for the deletes.
+    R"sql(
+CREATE TABLE file_tombstones (
+    id         TEXT    NOT NULL PRIMARY KEY,
+    tenant     TEXT    NOT NULL,
+    task_id    TEXT    NOT NULL DEFAULT '',
+    kind       TEXT    NOT NULL,
+    path       TEXT    NOT NULL,
+    size       INTEGER NOT NULL DEFAULT 0,
+    deleted_at INTEGER NOT NULL,
+    purge_at   INTEGER NOT NULL DEFAULT 0,
+    purged     INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE INDEX file_tombstones_purge ON file_tombstones (purge_at) WHERE purged = 0;
+CREATE INDEX file_tombstones_deleted ON file_tombstones (deleted_at) WHERE purged = 1;
+CREATE INDEX files_kind_created ON files (kind, created_at);
+CREATE INDEX files_task ON files (task_id);
+CREATE INDEX tasks_finished ON tasks (updated_at)
+    WHERE status IN ('succeeded', 'partially_succeeded', 'failed', 'canceled');
+CREATE INDEX deliveries_task ON deliveries (task_id);
+)sql",
 };
 
 }  // namespace

@@ -139,6 +139,53 @@ const char* sql_of(q which) {
                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
         case q::get_file:
             return "SELECT " SEGUE_FILE_COLS " FROM files WHERE id = ?1";
+        case q::get_file_tombstone:
+            return "SELECT " SEGUE_TOMBSTONE_COLS " FROM file_tombstones WHERE id = ?1";
+        // Retention (sqlite_retention.cpp). ?1 of the by-id statements is a JSON array of ids.
+        case q::pick_expired_files:
+            // files_kind_created walks the kind's oldest files; a file of a task still running
+            // (rare: lifetimes are days, deadlines minutes) is passed over.
+            return "SELECT f.id FROM files f JOIN tasks t ON t.id = f.task_id "
+                   "WHERE f.kind = ?1 AND f.created_at < ?2 AND t.status IN " SEGUE_FINAL_STATUSES
+                   " ORDER BY f.created_at LIMIT ?3";
+        case q::tombstone_files:
+            return "INSERT INTO file_tombstones (id, tenant, task_id, kind, path, size, "
+                   "deleted_at) SELECT id, tenant, task_id, kind, path, size, ?2 FROM files "
+                   "WHERE id IN (SELECT value FROM json_each(?1)) ON CONFLICT (id) DO NOTHING";
+        case q::delete_files:
+            return "DELETE FROM files WHERE id IN (SELECT value FROM json_each(?1))";
+        case q::pick_finished_tasks:
+            // tasks_finished (partial index: the IN list must be the index's, word for word).
+            return "SELECT id FROM tasks t WHERE status IN " SEGUE_FINAL_STATUSES
+                   " AND updated_at < ?1 AND NOT EXISTS (SELECT 1 FROM deliveries d "
+                   "WHERE d.task_id = t.id AND d.status = 'pending') ORDER BY updated_at LIMIT ?2";
+        case q::tombstone_task_files:
+            return "INSERT INTO file_tombstones (id, tenant, task_id, kind, path, size, "
+                   "deleted_at) SELECT id, tenant, task_id, kind, path, size, ?2 FROM files "
+                   "WHERE task_id IN (SELECT value FROM json_each(?1)) "
+                   "ON CONFLICT (id) DO NOTHING";
+        case q::delete_task_files:
+            return "DELETE FROM files WHERE task_id IN (SELECT value FROM json_each(?1))";
+        case q::delete_task_deliveries:
+            return "DELETE FROM deliveries WHERE task_id IN (SELECT value FROM json_each(?1))";
+        case q::delete_task_jobs:
+            return "DELETE FROM jobs WHERE task_id IN (SELECT value FROM json_each(?1))";
+        case q::delete_tasks:
+            // Outputs, attempts and events go with them (ON DELETE CASCADE).
+            return "DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?1))";
+        case q::claim_purges:
+            return "UPDATE file_tombstones SET purge_at = ?1 + ?2 WHERE id IN (SELECT id FROM "
+                   "file_tombstones WHERE purged = 0 AND purge_at <= ?1 ORDER BY purge_at "
+                   "LIMIT ?3) RETURNING " SEGUE_TOMBSTONE_COLS;
+        case q::mark_purged:
+            return "UPDATE file_tombstones SET purged = 1 "
+                   "WHERE id IN (SELECT value FROM json_each(?1))";
+        case q::delete_tombstones_before:
+            return "DELETE FROM file_tombstones WHERE id IN (SELECT id FROM file_tombstones "
+                   "WHERE purged = 1 AND deleted_at < ?1 ORDER BY deleted_at LIMIT ?2)";
+        case q::delete_idempotency_batch:
+            return "DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency "
+                   "WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)";
         case q::insert_delivery:
             return "INSERT INTO deliveries (" SEGUE_DELIVERY_COLS
                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "

@@ -47,6 +47,20 @@ enum class q : int {
     delete_idempotency_before,
     insert_file,
     get_file,
+    get_file_tombstone,
+    pick_expired_files,
+    tombstone_files,
+    delete_files,
+    pick_finished_tasks,
+    tombstone_task_files,
+    delete_task_files,
+    delete_task_deliveries,
+    delete_task_jobs,
+    delete_tasks,
+    claim_purges,
+    mark_purged,
+    delete_tombstones_before,
+    delete_idempotency_batch,
     insert_delivery,
     claim_deliveries,
     get_event_by_id,
@@ -84,5 +98,6 @@ using detail::read_job;
 using detail::read_ledger;
 using detail::read_output;
 using detail::read_task;
+using detail::read_tombstone;
 
 }  // namespace segue::store::sqlite

@@ -5,6 +5,7 @@
 //   sqlite_outbox.cpp       webhook deliveries and gone endpoints
 //   sqlite_ledger.cpp       credits ledger
 //   sqlite_idempotency.cpp  idempotency records and files
+//   sqlite_retention.cpp    retention batches and file tombstones
 
 #pragma once
 
@@ -61,6 +62,15 @@ class sqlite_transaction final : public transaction {
     int delete_idempotency_before(millis cutoff) override;
     void insert_file(const file_row& f) override;
     std::optional<file_row> get_file(std::string_view id) override;
+
+    // sqlite_retention.cpp
+    std::optional<file_tombstone_row> get_file_tombstone(std::string_view id) override;
+    int expire_files(std::string_view kind, millis created_before, millis now, int limit) override;
+    int reap_tasks(millis finished_before, millis now, int limit) override;
+    std::vector<file_tombstone_row> claim_purges(millis now, millis lease_ms, int limit) override;
+    void mark_purged(const std::vector<std::string>& ids) override;
+    int delete_tombstones_before(millis cutoff, int limit) override;
+    int delete_idempotency_batch(millis cutoff, int limit) override;
 
     // sqlite_outbox.cpp
     void insert_delivery(const delivery_row& d) override;

@@ -128,6 +128,22 @@ struct file_row {
     millis created_at = 0;
 };
 
+// A file that is gone (its lifetime ended, or its task's): kept so GET /v1/files/{id} can say
+// 410 "expired" rather than 404, and so the removal of its blob, which happens after the commit
+// that deleted the row, is retried until it is done (purged), by any replica, after any crash.
+// Tombstones are deleted in turn once purged and older than retention.tombstones.
+struct file_tombstone_row {
+    std::string id;
+    std::string tenant;
+    std::string task_id;
+    std::string kind;
+    std::string path;  // the blob's key
+    std::int64_t size = 0;
+    millis deleted_at = 0;
+    millis purge_at = 0;  // not claimed for removal before this (a claim's lease)
+    bool purged = false;  // the blob is removed
+};
+
 // One event to deliver to one webhook URL (the outbox). Written in the same transaction as the
 // event; claimed by a dispatcher under a lease; kept after delivery (history, dead letters).
 struct delivery_row {
@@ -300,6 +316,31 @@ class transaction {
     // Files (blob metadata)
     virtual void insert_file(const file_row& f) = 0;
     virtual std::optional<file_row> get_file(std::string_view id) = 0;
+    virtual std::optional<file_tombstone_row> get_file_tombstone(std::string_view id) = 0;
+
+    // Retention (gateway/core/reaper.hpp): small batches, each at most `limit` rows, oldest
+    // first. Several replicas may run them at once: on PostgreSQL a batch skips rows another
+    // transaction holds (SKIP LOCKED), so two batches never take the same row and never wait
+    // for each other; SQLite has one writer.
+    //
+    // Files of `kind` made before `created_before` whose task is final: each row deleted and a
+    // tombstone (deleted_at = now, due for purging) written in its place. Returns how many.
+    virtual int expire_files(std::string_view kind, millis created_before, millis now,
+                             int limit) = 0;
+    // Final tasks last updated before `finished_before` with no pending webhook delivery:
+    // deleted with their outputs, attempts, events, deliveries and jobs; their files become
+    // tombstones. The ledger keeps its entries (the books stay whole). Returns how many tasks.
+    virtual int reap_tasks(millis finished_before, millis now, int limit) = 0;
+    // Leases up to `limit` unpurged tombstones due for purging (purge_at <= now) until
+    // now + lease_ms: whoever removes their blobs then calls mark_purged; a claimant that dies
+    // leaves them to be claimed again.
+    virtual std::vector<file_tombstone_row> claim_purges(millis now, millis lease_ms,
+                                                         int limit) = 0;
+    virtual void mark_purged(const std::vector<std::string>& ids) = 0;
+    // Purged tombstones deleted before `cutoff`; returns how many were removed.
+    virtual int delete_tombstones_before(millis cutoff, int limit) = 0;
+    // Idempotency records made before `cutoff`, at most `limit`; returns how many.
+    virtual int delete_idempotency_batch(millis cutoff, int limit) = 0;
 
     // Webhook deliveries (the outbox)
     virtual void insert_delivery(const delivery_row& d) = 0;

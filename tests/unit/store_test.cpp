@@ -1648,3 +1648,137 @@ TEST_P(StoreEngineTest, CommitNoticesNameWhatChanged) {
     EXPECT_TRUE(seen[0].jobs);
     EXPECT_FALSE(seen[0].outbox);
 }
+
+// Retention: each batch takes only what its lifetime allows, leaves tombstones for the files it
+// deletes, and touches nothing else (running tasks, newer tasks, tasks with deliveries still to
+// make, the ledger).
+TEST_P(StoreEngineTest, RetentionBatchesDeleteOnlyWhatExpiredAndLeaveTombstones) {
+    auto s = open();
+    auto task = [](const std::string& id, const std::string& status, st::millis at) {
+        auto t = make_task(id, "tenant_a", at);
+        t.status = status;
+        return t;
+    };
+    auto file = [](const std::string& id, const std::string& task_id, const std::string& kind,
+                   st::millis at) {
+        return st::file_row{id, "tenant_a", task_id, kind, "audio/wav", kind + "s/" + id,
+                            10, "",         at};
+    };
+    sync_write(*s, [&](st::transaction& tx) {
+        tx.insert_task(task("ext_old", "succeeded", 1000));
+        tx.insert_task(task("ext_running", "running", 1000));
+        tx.insert_task(task("ext_new", "succeeded", 5000));
+        tx.insert_task(task("ext_undelivered", "failed", 1000));
+        tx.insert_task(task("ext_delivered", "canceled", 1000));
+        tx.insert_file(file("file_up_old", "ext_old", "upload", 100));
+        tx.insert_file(file("file_out_old", "ext_old", "output", 100));
+        tx.insert_file(file("file_out_running", "ext_running", "output", 100));
+        tx.insert_file(file("file_out_new", "ext_new", "output", 4000));
+        tx.upsert_output({"ext_old", 1, "ready", "{}", 1000});
+        tx.upsert_attempt({"ext_old", 1, "sandbox", "p1", "", "succeeded", "", "", 1000, 1000});
+        tx.append_event({"", "ext_old", "tenant_a", 0, "extension.succeeded", "{}", 1000});
+        tx.schedule_job({0, "cleanup", "ext_old", "", 1000, "", 0, 0, 0}, false);
+        tx.add_ledger_entry({0, "tenant_a", "ext_old", 0, "hold", "", 2000, "sandbox", "", 1000});
+        add_delivery(tx, "ext_undelivered", "http://r/u", 1000);
+        add_delivery(tx, "ext_delivered", "http://r/d", 1000);
+        tx.insert_task(task("ext_spare", "queued", 1000));  // old, but not final
+        tx.insert_idempotency({"tenant_a", "k1", "h", "ext_old", 202, "{}", 100});
+        tx.insert_idempotency({"tenant_a", "k2", "h", "ext_new", 202, "{}", 200});
+        tx.insert_idempotency({"tenant_a", "k3", "h", "ext_new", 202, "{}", 300});
+    });
+    // The delivered one is delivered (finish_delivery needs a claim: mark it through one).
+    sync_write(*s, [&](st::transaction& tx) {
+        for (auto& d : tx.claim_deliveries("w", 1000, 1000, 10, {}))
+            if (d.task_id == "ext_delivered") {
+                d.status = "delivered";
+                d.delivered_at = 1001;
+                ASSERT_TRUE(tx.finish_delivery(d, "w"));
+            }
+    });
+
+    // Outputs made before 2000, of final tasks only, one per batch.
+    int n = -1;
+    sync_write(*s, [&](st::transaction& tx) { n = tx.expire_files("output", 2000, 9000, 1); });
+    EXPECT_EQ(n, 1);
+    sync_write(*s, [&](st::transaction& tx) { n = tx.expire_files("output", 2000, 9000, 1); });
+    EXPECT_EQ(n, 0);
+    sync_read(*s, [&](st::transaction& tx) {
+        EXPECT_FALSE(tx.get_file("file_out_old"));
+        EXPECT_TRUE(tx.get_file("file_out_running"));
+        EXPECT_TRUE(tx.get_file("file_out_new"));
+        EXPECT_TRUE(tx.get_file("file_up_old"));
+        auto t = tx.get_file_tombstone("file_out_old");
+        ASSERT_TRUE(t);
+        EXPECT_EQ(t->tenant, "tenant_a");
+        EXPECT_EQ(t->task_id, "ext_old");
+        EXPECT_EQ(t->kind, "output");
+        EXPECT_EQ(t->path, "outputs/file_out_old");
+        EXPECT_EQ(t->deleted_at, 9000);
+        EXPECT_FALSE(t->purged);
+        EXPECT_FALSE(tx.get_file_tombstone("file_out_new"));
+    });
+
+    // Final tasks finished before 2000 without a pending delivery, with everything of theirs.
+    sync_write(*s, [&](st::transaction& tx) { n = tx.reap_tasks(2000, 9100, 10); });
+    EXPECT_EQ(n, 2);
+    sync_read(*s, [&](st::transaction& tx) {
+        EXPECT_FALSE(tx.get_task("ext_old"));
+        EXPECT_FALSE(tx.get_task("ext_delivered"));
+        EXPECT_TRUE(tx.get_task("ext_running"));
+        EXPECT_TRUE(tx.get_task("ext_new"));
+        EXPECT_TRUE(tx.get_task("ext_undelivered"));
+        EXPECT_TRUE(tx.get_task("ext_spare"));
+        EXPECT_TRUE(tx.get_outputs("ext_old").empty());
+        EXPECT_TRUE(tx.get_attempts("ext_old").empty());
+        EXPECT_TRUE(tx.get_events("ext_old", 0, 10).empty());
+        EXPECT_EQ(tx.get_events("ext_undelivered", 0, 10).size(), 1u);
+        EXPECT_TRUE(tx.list_deliveries("tenant_a", "", "ext_delivered", 10, "").empty());
+        EXPECT_EQ(tx.list_deliveries("tenant_a", "", "ext_undelivered", 10, "").size(), 1u);
+        EXPECT_FALSE(tx.get_file("file_up_old"));
+        auto t = tx.get_file_tombstone("file_up_old");
+        ASSERT_TRUE(t);
+        EXPECT_EQ(t->deleted_at, 9100);
+        EXPECT_EQ(tx.get_file_tombstone("file_out_old")->deleted_at, 9000);  // kept as it was
+        EXPECT_EQ(tx.ledger_for_task("ext_old").hold, 2000);                 // the books stay
+        EXPECT_TRUE(tx.get_idempotency("tenant_a", "k1"));  // keys expire on their own
+    });
+    // The job of the reaped task went with it: nothing is due.
+    sync_write(*s, [&](st::transaction& tx) {
+        for (const auto& j : tx.claim_jobs("w", 100000, 1000, 10, {}))
+            EXPECT_NE(j.task_id, "ext_old");
+    });
+
+    // Purging: leased, so a second claimant finds nothing until the lease runs out.
+    std::vector<st::file_tombstone_row> claimed;
+    sync_write(*s, [&](st::transaction& tx) { claimed = tx.claim_purges(9200, 1000, 10); });
+    ASSERT_EQ(claimed.size(), 2u);
+    sync_write(*s,
+               [&](st::transaction& tx) { EXPECT_TRUE(tx.claim_purges(9300, 1000, 10).empty()); });
+    sync_write(*s, [&](st::transaction& tx) { claimed = tx.claim_purges(10300, 1000, 1); });
+    ASSERT_EQ(claimed.size(), 1u);
+    sync_write(*s, [&](st::transaction& tx) {
+        tx.mark_purged({"file_up_old", "file_out_old"});
+        EXPECT_TRUE(tx.claim_purges(50000, 1000, 10).empty());
+    });
+    sync_read(*s, [&](st::transaction& tx) {
+        EXPECT_TRUE(tx.get_file_tombstone("file_up_old")->purged);
+    });
+
+    // Tombstones expire in their turn (purged ones only), in batches.
+    sync_write(*s, [&](st::transaction& tx) { n = tx.delete_tombstones_before(9050, 10); });
+    EXPECT_EQ(n, 1);  // deleted at 9000
+    sync_write(*s, [&](st::transaction& tx) { n = tx.delete_tombstones_before(20000, 10); });
+    EXPECT_EQ(n, 1);
+    sync_read(*s, [&](st::transaction& tx) { EXPECT_FALSE(tx.get_file_tombstone("file_up_old")); });
+
+    // Idempotency keys, oldest first, `limit` at a time.
+    sync_write(*s, [&](st::transaction& tx) { n = tx.delete_idempotency_batch(250, 1); });
+    EXPECT_EQ(n, 1);
+    sync_read(*s, [&](st::transaction& tx) {
+        EXPECT_FALSE(tx.get_idempotency("tenant_a", "k1"));
+        EXPECT_TRUE(tx.get_idempotency("tenant_a", "k2"));
+    });
+    sync_write(*s, [&](st::transaction& tx) { n = tx.delete_idempotency_batch(250, 10); });
+    EXPECT_EQ(n, 1);
+    sync_read(*s, [&](st::transaction& tx) { EXPECT_TRUE(tx.get_idempotency("tenant_a", "k3")); });
+}
