@@ -18,14 +18,13 @@
 #include "gateway/api/common.hpp"
 #include "gateway/api/create_flow.hpp"
 #include "gateway/api/create_pipeline.hpp"
+#include "gateway/api/files.hpp"
 #include "gateway/api/problem.hpp"
 #include "gateway/core/engine.hpp"
 #include "gateway/core/json.hpp"
 #include "gateway/core/ledger.hpp"
-#include "gateway/core/signed_url.hpp"
 #include "gateway/events/event_hub.hpp"
 #include "gateway/http/message.hpp"
-#include "gateway/http/range.hpp"
 #include "gateway/http/router.hpp"
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
@@ -44,8 +43,6 @@ namespace json = boost::json;
 namespace fs = std::filesystem;
 using net::awaitable;
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
-
-constexpr std::size_t read_chunk = 256 * 1024;
 
 bool accepts_event_stream(http::context& ctx) {
     auto a = ctx.header("Accept");
@@ -99,6 +96,17 @@ struct handlers : std::enable_shared_from_this<handlers> {
           sse_clients(
               d.metrics.make_gauge("segue_sse_clients", "Open Server-Sent Events streams.")) {}
 
+    // A task as its owner reads it: with signed links to its files (files.hpp).
+    json::object task_json(const store::task_row& t, const std::vector<store::output_row>& outs,
+                           const std::vector<store::attempt_row>& atts) const {
+        auto doc = core::task_document(t, outs, atts);
+        add_signed_links(doc, deps.settings,
+                         std::chrono::duration_cast<std::chrono::seconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count());
+        return doc;
+    }
+
     // --- auth ---
     std::optional<std::string> tenant_of(http::context& ctx) {
         auto t = authenticate(ctx, deps.auth);
@@ -123,7 +131,6 @@ struct handlers : std::enable_shared_from_this<handlers> {
     awaitable<void> get(http::context& ctx);
     awaitable<void> events(http::context& ctx);
     awaitable<void> cancel(http::context& ctx);
-    awaitable<void> file(http::context& ctx);
     awaitable<void> list(http::context& ctx);
     awaitable<void> list_stream(http::context& ctx, std::string tenant, int limit);
 
@@ -228,10 +235,11 @@ awaitable<void> handlers::get(http::context& ctx) {
         set_problem(ctx.res(), error_kind::not_found, "no such extension", ctx.path());
         co_return;
     }
-    auto doc = core::task_document(*t, outs, atts);
+    auto doc = task_json(*t, outs, atts);
     doc["credits"] = credits_document(ledger);
     json_response(ctx, 200, doc);
-    ctx.res().set_header("ETag", "\"" + std::to_string(t->version) + "\"");
+    // Weak: the signed links in it are renewed from time to time at the same version.
+    ctx.res().set_header("ETag", "W/\"" + std::to_string(t->version) + "\"");
 }
 
 awaitable<void> handlers::list(http::context& ctx) {
@@ -482,113 +490,9 @@ awaitable<void> handlers::cancel(http::context& ctx) {
                     ctx.path());
         co_return;
     }
-    auto doc = core::task_document(*t, outs, atts);
+    auto doc = task_json(*t, outs, atts);
     doc["credits"] = credits_document(ledger);
     json_response(ctx, 200, doc);
-}
-
-awaitable<void> handlers::file(http::context& ctx) {
-    auto self = shared_from_this();
-    const std::string id(ctx.param("id"));
-    // A signed, expiring URL (handed to a provider that fetches the upload itself) stands in for
-    // the API key; anything else authenticates as usual.
-    std::optional<std::string> tenant;
-    std::optional<std::string> sig;
-    std::optional<std::string> expires;
-    if (!text_param(ctx, "sig", sig) || !text_param(ctx, "expires", expires))
-        co_return;
-    if (sig && expires) {
-        const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
-                               std::chrono::system_clock::now().time_since_epoch())
-                               .count();
-        if (!core::verify_file_signature(deps.settings.api.url_signing_key, id, *expires, *sig,
-                                         now_s)) {
-            set_problem(ctx.res(), error_kind::not_found, "no such file, or the link expired",
-                        ctx.path());
-            co_return;
-        }
-    } else {
-        tenant = tenant_of(ctx);
-        if (!tenant)
-            co_return;
-    }
-    std::optional<store::file_row> f;
-    co_await deps.db.read([&](store::transaction& tx) { f = tx.get_file(id); });
-    if (!f || (tenant && f->tenant != *tenant)) {
-        set_problem(ctx.res(), error_kind::not_found, "no such file", ctx.path());
-        co_return;
-    }
-    // The blob, streamed a piece at a time off the IO thread: constant memory at any size.
-    std::optional<store::blob_result<std::unique_ptr<store::blob_reader>>> opened;
-    co_await deps.blocking.run([&] { opened = deps.blobs.open(f->path); });
-    if (!*opened) {
-        log::error("file unreadable in the blob store",
-                   {{"file_id", id},
-                    {"key", f->path},
-                    {"backend", std::string(deps.blobs.backend())},
-                    {"error", opened->error().message}});
-        set_problem(ctx.res(), error_kind::internal, "the file cannot be read", ctx.path());
-        co_return;
-    }
-    std::unique_ptr<store::blob_reader> reader = std::move(**opened);
-    const std::uint64_t size = reader->size();
-    // One byte range (Range: bytes=...), unless If-Range asks for a validator this endpoint
-    // does not give: then the whole file, as RFC 9110 says.
-    const auto range =
-        http::parse_range(ctx.header("If-Range") ? std::nullopt : ctx.header("Range"), size);
-    ctx.res().set_header("Accept-Ranges", "bytes");
-    if (range.what == http::range_request::kind::unsatisfiable) {
-        ctx.res().set_header("Content-Range", "bytes */" + std::to_string(size));
-        set_problem(ctx.res(), error_kind::range_not_satisfiable,
-                    "the file has " + std::to_string(size) + " bytes", ctx.path());
-        co_return;
-    }
-    const bool partial = range.what == http::range_request::kind::partial;
-    const std::uint64_t first = partial ? range.first : 0;
-    const std::uint64_t length = partial ? range.last - range.first + 1 : size;
-    if (partial)
-        ctx.res().set_header("Content-Range", "bytes " + std::to_string(range.first) + "-" +
-                                                  std::to_string(range.last) + "/" +
-                                                  std::to_string(size));
-    ctx.res().set_header("Cache-Control", "private, max-age=3600");
-    if (!co_await ctx.begin_stream(partial ? 206 : 200, f->content_type, length))
-        co_return;
-    if (ctx.method() == "HEAD")
-        co_return;
-    std::vector<char> buf(read_chunk);
-    std::uint64_t sent = 0;
-    std::optional<store::blob_error> failure;
-    if (first > 0) {
-        co_await deps.blocking.run([&] {
-            if (auto r = reader->seek(first); !r)
-                failure = r.error();
-        });
-    }
-    while (!failure && sent < length) {
-        std::size_t n = 0;
-        const auto want =
-            static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), length - sent));
-        co_await deps.blocking.run([&] {
-            auto r = reader->read(std::span<char>(buf.data(), want));
-            if (r)
-                n = *r;
-            else
-                failure = r.error();
-        });
-        if (failure || n == 0)
-            break;
-        if (!co_await ctx.write_stream(std::string_view(buf.data(), n)))
-            co_return;
-        sent += n;
-    }
-    // The headers are gone: a short body is all that can tell the client (the connection is
-    // closed by the server when a body falls short of its Content-Length).
-    if (sent < length)
-        log::error("file download cut short",
-                   {{"file_id", id},
-                    {"sent", static_cast<std::int64_t>(sent)},
-                    {"length", static_cast<std::int64_t>(length)},
-                    {"error", failure ? failure->message : "end of blob"}});
 }
 
 awaitable<void> handlers::provider_webhook(http::context& ctx) {
@@ -639,8 +543,8 @@ void add_extension_routes(http::router& routes, const api_deps& deps) {
     routes.add("GET", "/v1/extensions/{id}/events", [h](http::context& c) { return h->events(c); });
     routes.add("POST", "/v1/extensions/{id}/cancel",
                [h](http::context& c) { return h->cancel(c); });
-    routes.add("GET", "/v1/files/{id}", [h](http::context& c) { return h->file(c); });
     routes.add("GET", "/v1/providers", [h](http::context& c) { return h->providers(c); });
+    add_file_routes(routes, deps);
     routes.add("POST", "/v1/providers/{name}/webhooks/{token}",
                [h](http::context& c) { return h->provider_webhook(c); });
 }

@@ -12,16 +12,18 @@ namespace segue::api {
 namespace {
 
 // Indexed by error_kind; the static_assert below keeps it in step with the enum.
-constexpr std::array<error_info, 19> table{{
+constexpr std::array<error_info, 22> table{{
     {400, "bad_request", "Bad request"},
     {401, "unauthorized", "Missing or invalid API key"},
     {402, "insufficient_credits", "Insufficient credits"},
+    {403, "link_expired", "Link expired"},
     {404, "not_found", "Not found"},
     {405, "method_not_allowed", "Method not allowed"},
     {406, "not_acceptable", "Not acceptable"},
     {408, "request_timeout", "Request timeout"},
     {409, "conflict", "Conflict"},
     {410, "gone", "Gone"},
+    {410, "file_expired", "File expired"},
     {413, "payload_too_large", "Payload too large"},
     {415, "unsupported_media_type", "Unsupported media type"},
     {416, "range_not_satisfiable", "Range not satisfiable"},
@@ -31,6 +33,7 @@ constexpr std::array<error_info, 19> table{{
     {431, "header_too_large", "Request header fields too large"},
     {500, "internal", "Internal error"},
     {502, "upstream_failed", "Upstream provider failed"},
+    {507, "insufficient_storage", "Insufficient storage"},
     {503, "unavailable", "Service unavailable"},
 }};
 static_assert(table.size() == static_cast<std::size_t>(error_kind::unavailable) + 1);

@@ -15,12 +15,14 @@ enum class error_kind {
     bad_request,             // 400 malformed request
     unauthorized,            // 401
     payment_required,        // 402 insufficient credits
+    link_expired,            // 403 a signed file link past its expiry
     not_found,               // 404 unknown route or resource
     method_not_allowed,      // 405
     not_acceptable,          // 406
     request_timeout,         // 408 client too slow
     conflict,                // 409 idempotency key reused with another body
     gone,                    // 410
+    file_expired,            // 410 a file deleted by retention
     payload_too_large,       // 413
     unsupported_media_type,  // 415
     range_not_satisfiable,   // 416 a Range past the end of a file
@@ -30,6 +32,7 @@ enum class error_kind {
     header_too_large,        // 431
     internal,                // 500
     upstream_failed,         // 502
+    insufficient_storage,    // 507 the data volume is below storage.min_free_bytes
     unavailable,             // 503 draining or over capacity
 };
 

@@ -250,6 +250,13 @@ object_schema<api_settings> api_schema() {
             "process, fine for a single replica. Use ${VAR}.")
         .secret()
         .def("");
+    s.field("signed_url_lifetime", &api_settings::signed_url_lifetime,
+            "Lifetime of the signed file links (`*_signed_url`) in task JSON, which work without "
+            "an API key (an <audio src>, a shared link). Rounded up to a step of at most an "
+            "hour so a link stays the same across reads for a while. POST "
+            "/v1/files/{id}/links makes one with another lifetime.")
+        .def(1h)
+        .range(1min, 24h * 7);
     return s;
 }
 

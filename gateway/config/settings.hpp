@@ -72,13 +72,15 @@ struct storage_settings {
     std::uint64_t cache_size = 16ull * 1024 * 1024;  // SQLite page cache of the writer
 };
 
+
 struct api_settings {
     std::uint64_t max_upload_bytes = 512ull * 1024 * 1024;
     std::uint64_t max_json_bytes = 256 * 1024;
     duration idempotency_retention = std::chrono::hours(24);
     std::string public_base_url;  // absolute file URLs in tasks and events; "" = relative
     std::string default_provider = "sandbox";
-    std::string url_signing_key;  // secret; "" = random per process
+    std::string url_signing_key;                           // secret; "" = random per process
+    duration signed_url_lifetime = std::chrono::hours(1);  // signed file links in task JSON
 };
 
 struct engine_settings {

@@ -1,11 +1,14 @@
 // Files through the API, in-process, on each blob backend: an upload is stored in the blob
 // store before its task exists (and removed when no task is made), the provider reads it as a
 // local file, what the provider makes is stored, and GET /v1/files/{id} streams either back,
-// whole or by byte range.
+// whole or by byte range, with the validators and names browsers use; signed links work with
+// no API key.
 
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
+
+
 
 #include <filesystem>
 #include <mutex>
@@ -15,6 +18,7 @@
 #include "gateway/api/extensions.hpp"
 #include "gateway/audio/audio.hpp"
 #include "gateway/core/engine.hpp"
+#include "gateway/core/signed_url.hpp"
 #include "gateway/events/event_hub.hpp"
 #include "gateway/http/router.hpp"
 #include "gateway/http/server.hpp"
@@ -79,6 +83,7 @@ class copier final : public segue::providers::provider {
 };
 
 const std::string key_header = "Authorization: Bearer sk-files";
+const std::string signing_key = "files-test-signing-key";
 const std::string boundary = "files-test-boundary";
 
 class FilesApi : public ::testing::TestWithParam<blob_backend> {
@@ -87,11 +92,13 @@ class FilesApi : public ::testing::TestWithParam<blob_backend> {
         auto& s = settings_;
         s.server.listen = "127.0.0.1:0";
         s.log.access = false;
-        s.storage.sqlite_path = dir_.file("segue.db");
-        s.storage.blob_dir = dir_.file("blobs");
+        s.storage.sqlite_path = data_dir() + "/segue.db";
+        s.storage.blob_dir = data_dir() + "/blobs";
+        s.api.url_signing_key = signing_key;
         s.api.default_provider = "copier";
         s.engine.poll_interval = 20ms;
         s.tenants.push_back({"acme", {"sk-files"}, {}, 100});
+        s.tenants.push_back({"other", {"sk-other"}, {}, 100});
         segue::store::blob_options o;
         o.backend = GetParam();
         o.dir = s.storage.blob_dir;
@@ -127,6 +134,8 @@ class FilesApi : public ::testing::TestWithParam<blob_backend> {
         store_->close();
     }
     bool postgres() const { return GetParam() == blob_backend::postgres; }
+    // Where the database and blob_dir live (FullDisk: a small file system of its own).
+    virtual std::string data_dir() const { return dir_.path(); }
     std::optional<segue::test::http_response> request(const std::string& method,
                                                       const std::string& target,
                                                       std::vector<std::string> headers = {},
@@ -166,8 +175,9 @@ class FilesApi : public ::testing::TestWithParam<blob_backend> {
                 schema_->url(), "SELECT count(*) FROM blobs WHERE key LIKE '" + prefix + "%'"));
         int n = 0;
         std::error_code ec;
-        if (fs::exists(dir_.file("blobs/" + prefix)))
-            for (auto it = fs::recursive_directory_iterator(dir_.file("blobs/" + prefix), ec);
+        const std::string root = data_dir() + "/blobs/" + prefix;
+        if (fs::exists(root))
+            for (auto it = fs::recursive_directory_iterator(root, ec);
                  it != fs::recursive_directory_iterator(); ++it)
                 n += it->is_regular_file() ? 1 : 0;
         return n;
@@ -286,6 +296,136 @@ TEST_P(FilesApi, AnUploadNoTaskPointsAtIsRemoved) {
     EXPECT_EQ(bad.status, 422) << bad.body;
     EXPECT_EQ(stored("uploads/"), 1);
     EXPECT_TRUE(fs::is_empty(dir_.file("blobs/spool")));
+}
+
+// One request with nothing but the bytes given: no API key, as a browser's <audio src> or curl.
+std::optional<segue::test::http_response> raw_get(std::uint16_t port, const std::string& target,
+                                                  const std::string& extra = "") {
+    segue::test::http_connection c(port);
+    if (!c.send_raw("GET " + target + " HTTP/1.1\r\nHost: localhost\r\n" + extra +
+                    "Connection: close\r\n\r\n"))
+        return std::nullopt;
+    return c.read_response();
+}
+
+std::string path_of(const std::string& url) {
+    return url.substr(url.find("/v1/files/"));
+}
+
+TEST_P(FilesApi, ValidatorsNamesAndSignedLinksAsBrowsersUseThem) {
+    const std::string path = dir_.file("song.wav");
+    ASSERT_TRUE(segue::audio::write_test_song(path, 3, 22050, 2, 120, "wav"));
+    const std::string song = segue::test::read_file(path);
+    auto created = create(song);
+    ASSERT_EQ(created.status, 202) << created.body;
+    const std::string id(json::parse(created.body).as_object()["id"].as_string());
+    auto t = wait_final(id);
+    ASSERT_EQ(t["status"], "succeeded") << json::serialize(t);
+    const auto& audio = t["outputs"].as_array()[0].as_object()["audio"].as_object();
+    const std::string output = path_of(std::string(audio.at("wav_url").as_string()));
+    const auto& source = t["request"].as_object()["source"].as_object();
+    const std::string upload = path_of(std::string(source.at("url").as_string()));
+
+    // Type, name, validators.
+    auto whole = request("GET", output);
+    ASSERT_EQ(whole->status, 200);
+    EXPECT_EQ(whole->header("content-type"), "audio/wav");
+    EXPECT_EQ(whole->header("content-disposition"), "inline; filename=\"" + id + "-1.wav\"");
+    const auto etag = whole->header("etag").value_or("");
+    ASSERT_FALSE(etag.empty());
+    EXPECT_EQ(etag.front(), '"');  // strong
+    EXPECT_TRUE(whole->header("last-modified"));
+    auto up = request("GET", upload + "?download=1");
+    EXPECT_EQ(up->body, song);
+    EXPECT_EQ(up->header("content-disposition"), "attachment; filename=\"in.wav\"");
+    EXPECT_NE(up->header("etag"), etag);
+
+    // If-None-Match: 304 with no body, for the tag (weak or strong) or *; else the file.
+    for (const std::string& inm : {etag, "W/" + etag, "\"other\", " + etag, std::string("*")}) {
+        auto r = request("GET", output, {"If-None-Match: " + inm});
+        EXPECT_EQ(r->status, 304) << inm;
+        EXPECT_EQ(r->body, "");
+        EXPECT_EQ(r->header("etag"), etag);
+    }
+    EXPECT_EQ(request("GET", output, {"If-None-Match: \"other\""})->status, 200);
+    EXPECT_EQ(request("HEAD", output, {"If-None-Match: " + etag})->status, 304);
+
+    // Range: the first 100 bytes; If-Range with this version keeps the range, another gets it
+    // whole.
+    auto first = request("GET", output, {"Range: bytes=0-99"});
+    EXPECT_EQ(first->status, 206);
+    EXPECT_EQ(first->body, song.substr(0, 100));
+    EXPECT_EQ(first->header("content-length"), "100");
+    EXPECT_EQ(first->header("content-range"), "bytes 0-99/" + std::to_string(song.size()));
+    auto same = request("GET", output, {"Range: bytes=0-99", "If-Range: " + etag});
+    EXPECT_EQ(same->status, 206);
+    EXPECT_EQ(same->body.size(), 100u);
+    EXPECT_EQ(request("GET", output, {"Range: bytes=0-99", "If-Range: W/" + etag})->status, 200);
+    auto head = request("HEAD", output);
+    EXPECT_EQ(head->status, 200);
+    EXPECT_EQ(head->header("content-length"), std::to_string(song.size()));
+    EXPECT_EQ(head->body, "");
+
+    // Signed links in the task, for the output and the source, that work with no API key.
+    ASSERT_TRUE(audio.contains("wav_signed_url")) << json::serialize(audio);
+    EXPECT_TRUE(audio.contains("signed_url_expires_at"));
+    EXPECT_TRUE(source.contains("signed_url_expires_at"));
+    const std::string signed_output(audio.at("wav_signed_url").as_string());
+    const std::string signed_upload(source.at("signed_url").as_string());
+    EXPECT_EQ(raw_get(server_->port(), output)->status, 401);  // the plain URL needs the key
+    auto s1 = raw_get(server_->port(), signed_output);
+    ASSERT_TRUE(s1);
+    EXPECT_EQ(s1->status, 200);
+    EXPECT_EQ(s1->body, song);
+    auto s2 = raw_get(server_->port(), signed_upload, "Range: bytes=0-99\r\n");
+    EXPECT_EQ(s2->status, 206);
+    EXPECT_EQ(s2->body, song.substr(0, 100));
+    // The same links on the next read (they are renewed in steps, not on every read).
+    auto again = json::parse(request("GET", "/v1/extensions/" + id)->body);
+    EXPECT_EQ(again.at("outputs").at(0).at("audio").at("wav_signed_url"), signed_output.c_str());
+
+    // Tampered: another file's id, another expiry, another signature: refused.
+    const std::string file_id = output.substr(std::string("/v1/files/").size());
+    const std::string query = signed_output.substr(signed_output.find('?'));
+    const std::string upload_id = upload.substr(std::string("/v1/files/").size());
+    auto tampered_sig = signed_output;
+    tampered_sig.back() = tampered_sig.back() == '0' ? '1' : '0';
+    auto later = path_of(signed_output);
+    later[later.find("expires=") + 8] = '9';
+    for (const auto& bad : {tampered_sig, "/v1/files/" + upload_id + query, later}) {
+        auto r = raw_get(server_->port(), path_of(bad));
+        ASSERT_TRUE(r);
+        EXPECT_EQ(r->status, 404) << bad;
+        EXPECT_EQ(r->body.find("RIFF"), std::string::npos);
+    }
+    // Expired: a genuine signature whose time is past.
+    const auto past = std::chrono::duration_cast<std::chrono::seconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count() -
+                      5;
+    auto expired =
+        raw_get(server_->port(), segue::core::signed_file_path(signing_key, file_id, past));
+    EXPECT_EQ(expired->status, 403);
+    EXPECT_EQ(json::parse(expired->body).at("code"), "link_expired");
+
+    // On request: a link of the lifetime asked for; another tenant's file is not theirs.
+    auto link = request("POST", "/v1/files/" + file_id + "/links",
+                        {"Content-Type: application/json"}, R"({"expires_in": 120})");
+    ASSERT_EQ(link->status, 201) << link->body;
+    auto lo = json::parse(link->body).as_object();
+    EXPECT_EQ(raw_get(server_->port(), path_of(std::string(lo["url"].as_string())))->body, song);
+    EXPECT_EQ(
+        request("POST", "/v1/files/" + file_id + "/links", {}, R"({"expires_in": 0})")->status,
+        422);
+    EXPECT_EQ(request("POST", "/v1/files/" + file_id + "/links", {}, "[1]")->status, 400);
+    auto theirs =
+        segue::test::http_request(server_->port(), "POST", "/v1/files/" + file_id + "/links", "",
+                                  {"Authorization: Bearer sk-other"});
+    EXPECT_EQ(theirs->status, 404);
+    EXPECT_EQ(segue::test::http_request(server_->port(), "GET", output, "",
+                                        {"Authorization: Bearer sk-other"})
+                  ->status,
+              404);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, FilesApi,
