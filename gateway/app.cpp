@@ -21,6 +21,7 @@
 #include "gateway/api/system.hpp"
 #include "gateway/core/engine.hpp"
 #include "gateway/core/ledger.hpp"
+#include "gateway/core/reaper.hpp"
 #include "gateway/events/dispatcher.hpp"
 #include "gateway/events/event_hub.hpp"
 #include "gateway/events/webhook_format.hpp"
@@ -112,6 +113,7 @@ struct app::impl {
     std::unique_ptr<net::http_client> webhook_client;
     events::webhook_formats webhook_formats;  // filled by drop-in APIs before the dispatcher runs
     std::unique_ptr<events::dispatcher> dispatcher;
+    std::unique_ptr<core::reaper> reaper;          // retention (work lane)
     events::event_hub hub;
     http::router routes;
     std::unique_ptr<http::server> server;
@@ -199,6 +201,8 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
     d.webhook_client = std::make_unique<net::http_client>(d.pool.main(), wo, d.metrics);
     d.dispatcher = std::make_unique<events::dispatcher>(
         d.pool.main(), *d.work_db, d.settings, d.metrics, *d.webhook_client, &d.webhook_formats);
+    d.reaper = std::make_unique<core::reaper>(d.pool.main(), *d.work_db, *d.blobs, d.blocking,
+                                              d.settings, d.metrics);
     // Commits wake who waits for them: the dispatcher (deliveries due), the engine (jobs
     // scheduled by another replica: this one's own are notified directly), SSE streams (events).
     d.store->set_commit_listener([disp = d.dispatcher.get(), eng = d.engine.get(),
@@ -248,6 +252,7 @@ int app::run(const run_options& options) {
     d.server->start();
     d.engine->start();
     d.dispatcher->start();
+    d.reaper->start();
     log::info("listening", {{"address", d.server->local_address()},
                             {"port", static_cast<unsigned>(d.server->port())},
                             {"io_threads", d.threads},
@@ -271,6 +276,7 @@ int app::run(const run_options& options) {
             log::warn("second signal: stopping without waiting for the drain");
             d.pool.stop();
         });
+        d.reaper->stop();
         // HTTP drains while the engine finishes its running jobs; then everything stops.
         auto pending = std::make_shared<int>(3);
         auto finish = [&d, &signals, pending] {

@@ -260,6 +260,42 @@ object_schema<api_settings> api_schema() {
     return s;
 }
 
+object_schema<retention_settings> retention_schema() {
+    object_schema<retention_settings> s;
+    constexpr auto forever = 24h * 3650;
+    s.field("uploads", &retention_settings::uploads,
+            "How long a source upload is kept after it was uploaded (once its task is final). "
+            "0 = forever.")
+        .def(24h * 7)
+        .range(0ms, forever);
+    s.field("outputs", &retention_settings::outputs,
+            "How long a produced file (audio, cover) is kept after it was made (once its task "
+            "is final). 0 = forever.")
+        .def(24h * 30)
+        .range(0ms, forever);
+    s.field("tasks", &retention_settings::tasks,
+            "How long a final task is kept after its last change, with its events, attempts, "
+            "webhook deliveries and files (never while a delivery is still being retried). The "
+            "credit ledger keeps its entries. 0 = forever.")
+        .def(24h * 90)
+        .range(0ms, forever);
+    s.field("tombstones", &retention_settings::tombstones,
+            "How long a deleted file is remembered, so GET /v1/files/{id} answers 410 "
+            "file_expired rather than 404. 0 = forever.")
+        .def(24h * 90)
+        .range(0ms, forever);
+    s.field("interval", &retention_settings::interval,
+            "How often the reaper runs (on every replica; their batches never take the same "
+            "rows).")
+        .def(1min)
+        .range(100ms, 1h);
+    s.field("batch", &retention_settings::batch,
+            "Rows per reaper transaction: small, so a batch never holds the writer long.")
+        .def(100)
+        .range(1, 10000);
+    return s;
+}
+
 // A lease is renewed every lease/3 while its work runs; a renewal is a store write that needs
 // time to commit under load. Below 1.5 s (a renewal every 500 ms, due 1 s before expiry) a busy
 // store could let a live lease expire, and the work would run twice: refused.
@@ -657,6 +693,10 @@ object_schema<settings> make_settings_schema(provider_catalog providers) {
     root.object("webhooks", &settings::webhooks, webhooks_schema(),
                 "Signed event delivery to each task's webhook_url (Standard Webhooks), from the "
                 "outbox.");
+    root.object("retention", &settings::retention, retention_schema(),
+                "How long files, tasks and tombstones are kept; the reaper deletes what is "
+                "older in small batches. Idempotency keys are deleted once older than "
+                "api.idempotency_retention (the window in which a key replays).");
     return root;
 }
 

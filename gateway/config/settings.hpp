@@ -72,6 +72,15 @@ struct storage_settings {
     std::uint64_t cache_size = 16ull * 1024 * 1024;  // SQLite page cache of the writer
 };
 
+// How long things are kept (gateway/core/reaper.hpp); 0 = forever.
+struct retention_settings {
+    duration uploads = std::chrono::hours(24 * 7);      // source files, from their upload
+    duration outputs = std::chrono::hours(24 * 30);     // produced files, from when they were made
+    duration tasks = std::chrono::hours(24 * 90);       // final tasks, from their last change
+    duration tombstones = std::chrono::hours(24 * 90);  // "expired" answers for deleted files
+    duration interval = std::chrono::minutes(1);
+    int batch = 100;
+};
 
 struct api_settings {
     std::uint64_t max_upload_bytes = 512ull * 1024 * 1024;
@@ -199,6 +208,7 @@ struct settings {
     retry_settings retry;
     breaker_settings breakers;
     credits_settings credits;
+    retention_settings retention;
 };
 
 }  // namespace segue::config

@@ -2,13 +2,15 @@
 // store before its task exists (and removed when no task is made), the provider reads it as a
 // local file, what the provider makes is stored, and GET /v1/files/{id} streams either back,
 // whole or by byte range, with the validators and names browsers use; signed links work with
-// no API key.
+// no API key; retention deletes what expired (410 after) and nothing else.
 
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
 
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_future.hpp>
 
 #include <filesystem>
 #include <mutex>
@@ -18,6 +20,7 @@
 #include "gateway/api/extensions.hpp"
 #include "gateway/audio/audio.hpp"
 #include "gateway/core/engine.hpp"
+#include "gateway/core/reaper.hpp"
 #include "gateway/core/signed_url.hpp"
 #include "gateway/events/event_hub.hpp"
 #include "gateway/http/router.hpp"
@@ -426,6 +429,99 @@ TEST_P(FilesApi, ValidatorsNamesAndSignedLinksAsBrowsersUseThem) {
                                         {"Authorization: Bearer sk-other"})
                   ->status,
               404);
+}
+
+TEST_P(FilesApi, RetentionDeletesWhatExpiredAndAnswers410AndTouchesNothingElse) {
+    const std::string path = dir_.file("song.wav");
+    ASSERT_TRUE(segue::audio::write_test_song(path, 3, 22050, 1, 120, "wav"));
+    const std::string song = segue::test::read_file(path);
+    auto old_created = create(song);
+    ASSERT_EQ(old_created.status, 202) << old_created.body;
+    const std::string old_id(json::parse(old_created.body).as_object()["id"].as_string());
+    auto old_task = wait_final(old_id);
+    ASSERT_EQ(old_task["status"], "succeeded");
+    std::this_thread::sleep_for(1500ms);
+    // A fresh task, younger than every lifetime below.
+    auto fresh_created = create(song);
+    const std::string fresh_id(json::parse(fresh_created.body).as_object()["id"].as_string());
+    auto fresh_task = wait_final(fresh_id);
+    ASSERT_EQ(fresh_task["status"], "succeeded");
+    auto output_of = [](json::object& t) {
+        return path_of(std::string(
+            t["outputs"].as_array()[0].as_object()["audio"].as_object()["wav_url"].as_string()));
+    };
+    auto upload_of = [](json::object& t) {
+        return "/v1/files/" + std::string(t["request"].at("source").at("file_id").as_string());
+    };
+    const auto old_output = output_of(old_task), old_upload = upload_of(old_task);
+    const auto fresh_output = output_of(fresh_task), fresh_upload = upload_of(fresh_task);
+    ASSERT_EQ(stored("outputs/"), 2);
+    ASSERT_EQ(stored("uploads/"), 2);
+
+    settings_.retention.outputs = 1s;
+    settings_.retention.uploads = 1s;
+    settings_.retention.tasks = 1s;
+    settings_.retention.tombstones = 0ms;  // forever, for now
+    settings_.retention.batch = 1;         // several batches
+    segue::core::reaper reaper(pool_->main(), *db_, *blobs_, blocking_, settings_, metrics_);
+    auto round = [&] {
+        return boost::asio::co_spawn(pool_->main(), reaper.run_once(), boost::asio::use_future)
+            .get();
+    };
+    const auto c = round();
+    EXPECT_EQ(c.outputs, 1);
+    EXPECT_EQ(c.uploads, 1);
+    EXPECT_EQ(c.tasks, 1);
+    EXPECT_EQ(c.blobs, 2);
+
+    // The old task is gone with its rows and files; its files say they expired.
+    EXPECT_EQ(request("GET", "/v1/extensions/" + old_id)->status, 404);
+    EXPECT_EQ(request("GET", "/v1/extensions/" + old_id + "/events")->status, 404);
+    std::promise<void> checked;
+    store_->submit_read(
+        [&](segue::store::transaction& tx) {
+            EXPECT_FALSE(tx.get_task(old_id));
+            EXPECT_TRUE(tx.get_outputs(old_id).empty());
+            EXPECT_TRUE(tx.get_attempts(old_id).empty());
+            EXPECT_TRUE(tx.get_events(old_id, 0, 10).empty());
+            EXPECT_TRUE(tx.get_task(fresh_id));
+            EXPECT_FALSE(tx.get_events(fresh_id, 0, 100).empty());
+            EXPECT_FALSE(tx.get_outputs(fresh_id).empty());
+        },
+        [&](std::exception_ptr) { checked.set_value(); });
+    checked.get_future().wait();
+    for (const auto& gone : {old_output, old_upload}) {
+        auto r = request("GET", gone);
+        EXPECT_EQ(r->status, 410) << gone;
+        EXPECT_EQ(r->header("content-type"), "application/problem+json");
+        auto p = json::parse(r->body).as_object();
+        EXPECT_EQ(p["code"], "file_expired");
+        EXPECT_NE(std::string(p["detail"].as_string()).find("expired"), std::string::npos);
+    }
+    EXPECT_EQ(stored("outputs/" + old_id + "/"), 0);
+    EXPECT_EQ(stored("outputs/"), 1);
+    EXPECT_EQ(stored("uploads/"), 1);
+    // Another tenant learns nothing: 404, not 410.
+    EXPECT_EQ(segue::test::http_request(server_->port(), "GET", old_output, "",
+                                        {"Authorization: Bearer sk-other"})
+                  ->status,
+              404);
+
+    // The fresh task: untouched.
+    auto fresh_again = request("GET", "/v1/extensions/" + fresh_id);
+    EXPECT_EQ(fresh_again->status, 200);
+    EXPECT_EQ(json::parse(fresh_again->body).at("status"), "succeeded");
+    EXPECT_EQ(request("GET", fresh_output)->body, song);
+    EXPECT_EQ(request("GET", fresh_upload)->body, song);
+
+    // Nothing left to do: a second round deletes nothing.
+    const auto c2 = round();
+    EXPECT_EQ(c2.outputs + c2.uploads + c2.tasks + c2.blobs + c2.tombstones, 0);
+    // Tombstones expire in turn: then the file is simply unknown.
+    settings_.retention.tombstones = 1ms;
+    std::this_thread::sleep_for(20ms);
+    EXPECT_EQ(round().tombstones, 2);
+    EXPECT_EQ(request("GET", old_output)->status, 404);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, FilesApi,

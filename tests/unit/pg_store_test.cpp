@@ -387,3 +387,57 @@ TEST_F(PgStoreTest, NotificationsTypicallyArriveWithinMilliseconds) {
     EXPECT_LT(ms[ms.size() / 2], 100.0)
         << "median " << ms[ms.size() / 2] << " ms, max " << ms.back();
 }
+
+// Retention on two replicas at once: a batch that holds its rows (uncommitted) is skipped by the
+// other replica's batch, which takes the rest at once instead of waiting; together they take
+// every row exactly once.
+TEST_F(PgStoreTest, ReapingReplicasTakeDifferentRowsAndNeverWaitForEachOther) {
+    auto a = open(1);
+    auto b = open(1);
+    run_sync(*a, true, [](st::transaction& tx) {
+        for (int i = 0; i < 4; ++i) {
+            auto t = task("ext_" + std::to_string(i));
+            t.status = "succeeded";
+            tx.insert_task(t);
+            tx.insert_file({"file_" + std::to_string(i), "tenant_a", t.id, "output", "audio/wav",
+                            "outputs/" + t.id, 1, "", 100});
+        }
+    });
+    for (const auto& step :
+         std::vector<std::pair<std::string, std::function<int(st::transaction&, int)>>>{
+             {"files", [](st::transaction&tx,
+                          int limit) { return tx.expire_files("output", 2000, 3000, limit); }},
+             {"tasks",
+              [](st::transaction&tx, int limit) { return tx.reap_tasks(2000, 3000, limit); }}}) {
+        const std::string& what = step.first;
+        const auto& stage = step.second;
+        std::promise<int> entered;
+        std::promise<void> release;
+        auto release_f = release.get_future().share();
+        std::promise<void> done;
+        a->submit_write(
+            [&](st::transaction& tx) {
+                entered.set_value(stage(tx, 2));
+                release_f.wait();
+            },
+            [&](std::exception_ptr) { done.set_value(); });
+        EXPECT_EQ(entered.get_future().get(), 2) << what;
+        const auto start = std::chrono::steady_clock::now();
+        int taken = 0;
+        run_sync(*b, true, [&](st::transaction& tx) { taken = stage(tx, 10); });
+        const auto waited = std::chrono::steady_clock::now() - start;
+        EXPECT_EQ(taken, 2) << what;  // the two the other replica does not hold
+        EXPECT_LT(waited, std::chrono::seconds(1)) << what;
+        release.set_value();
+        done.get_future().wait();
+        run_sync(*b, true, [&](st::transaction& tx) { EXPECT_EQ(stage(tx, 10), 0) << what; });
+    }
+    run_sync(*a, false, [](st::transaction& tx) {
+        for (int i = 0; i < 4; ++i) {
+            EXPECT_FALSE(tx.get_task("ext_" + std::to_string(i)));
+            EXPECT_TRUE(tx.get_file_tombstone("file_" + std::to_string(i)));
+        }
+    });
+    a->close();
+    b->close();
+}
