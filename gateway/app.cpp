@@ -19,6 +19,7 @@
 #include "gateway/api/deliveries.hpp"
 #include "gateway/api/extensions.hpp"
 #include "gateway/api/system.hpp"
+#include "gateway/core/disk_watch.hpp"
 #include "gateway/core/engine.hpp"
 #include "gateway/core/ledger.hpp"
 #include "gateway/core/reaper.hpp"
@@ -114,6 +115,7 @@ struct app::impl {
     events::webhook_formats webhook_formats;  // filled by drop-in APIs before the dispatcher runs
     std::unique_ptr<events::dispatcher> dispatcher;
     std::unique_ptr<core::reaper> reaper;          // retention (work lane)
+    std::unique_ptr<core::disk_watch> disk_watch;  // disk metrics
     events::event_hub hub;
     http::router routes;
     std::unique_ptr<http::server> server;
@@ -203,6 +205,8 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
         d.pool.main(), *d.work_db, d.settings, d.metrics, *d.webhook_client, &d.webhook_formats);
     d.reaper = std::make_unique<core::reaper>(d.pool.main(), *d.work_db, *d.blobs, d.blocking,
                                               d.settings, d.metrics);
+    d.disk_watch =
+        std::make_unique<core::disk_watch>(d.pool.main(), *d.db, d.blocking, d.settings, d.metrics);
     // Commits wake who waits for them: the dispatcher (deliveries due), the engine (jobs
     // scheduled by another replica: this one's own are notified directly), SSE streams (events).
     d.store->set_commit_listener([disp = d.dispatcher.get(), eng = d.engine.get(),
@@ -253,6 +257,7 @@ int app::run(const run_options& options) {
     d.engine->start();
     d.dispatcher->start();
     d.reaper->start();
+    d.disk_watch->start();
     log::info("listening", {{"address", d.server->local_address()},
                             {"port", static_cast<unsigned>(d.server->port())},
                             {"io_threads", d.threads},
@@ -277,6 +282,7 @@ int app::run(const run_options& options) {
             d.pool.stop();
         });
         d.reaper->stop();
+        d.disk_watch->stop();
         // HTTP drains while the engine finishes its running jobs; then everything stops.
         auto pending = std::make_shared<int>(3);
         auto finish = [&d, &signals, pending] {

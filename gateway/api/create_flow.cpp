@@ -13,7 +13,9 @@
 #include "gateway/http/message.hpp"
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
+#include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/store/db.hpp"
+#include "gateway/store/disk.hpp"
 #include "gateway/util/json_text.hpp"
 #include "providers/provider.hpp"
 #include "providers/registry.hpp"
@@ -117,6 +119,28 @@ awaitable<std::optional<refusal>> flow::resolve_output_clip(submission& s,
     co_return std::nullopt;
 }
 
+awaitable<std::optional<refusal>> flow::room_for(std::uint64_t incoming) {
+    const auto& st = deps_.settings.storage;
+    if (st.min_free_bytes == 0)
+        co_return std::nullopt;
+    std::vector<std::string> paths{st.blob_dir};
+    if (st.engine == config::storage_engine::sqlite)
+        paths.push_back(std::filesystem::path(st.sqlite_path).parent_path().string());
+    std::optional<store::volume_space> v;
+    co_await deps_.blocking.run([&] { v = store::tightest_volume(paths); });
+    if (!v || v->available >= st.min_free_bytes + incoming)
+        co_return std::nullopt;
+    co_return refusal{
+        error_kind::insufficient_storage,
+        "disk_full",
+        "the data volume has " + std::to_string(v->available) + " bytes free" +
+            (incoming ? " for an upload of " + std::to_string(incoming) + " bytes" : "") +
+            ", and storage.min_free_bytes keeps " + std::to_string(st.min_free_bytes) +
+            " free: new uploads are refused until space is freed (tasks already "
+            "accepted go on)",
+        {}};
+}
+
 // read -> validate -> prepare the source -> admit (create_pipeline.hpp).
 awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
                                  const flow_hooks& hooks) {
@@ -130,6 +154,11 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
     auto key = read_idempotency_key(ctx.header("Idempotency-Key"));
     if (auto* r = std::get_if<refusal>(&key))
         co_return refused(std::move(*r));
+    // A file is coming: refused before a byte of it is spooled when the disk is short.
+    if (auto ct = ctx.header("Content-Type");
+        ct && ct->find("multipart/form-data") != std::string_view::npos)
+        if (auto r = co_await room_for(ctx.content_length().value_or(0)))
+            co_return refused(std::move(*r));
     auto read = co_await read_submission(ctx, reading());
     if (auto* r = std::get_if<refusal>(&read))
         co_return refused(std::move(*r));
@@ -158,6 +187,10 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
     if (auto r = invalid_fields(checked))
         co_return refused(std::move(*r));
     auto& req = checked.request;
+    // An audio_url is downloaded to this volume too (by the provider, into its scratch files).
+    if (req.source == core::source_kind::url)
+        if (auto r = co_await room_for(0))
+            co_return refused(std::move(*r));
     if (hooks.decorate)
         hooks.decorate(req);
 

@@ -42,6 +42,9 @@ struct flow_result {
     store::idempotency_row prior;  // replay: the stored answer of the first create
 };
 
+// What a 507 (insufficient_storage) asks the client to wait before trying again (Retry-After).
+constexpr int disk_retry_after_s = 60;
+
 class flow {
   public:
     explicit flow(const api_deps& deps);
@@ -58,6 +61,10 @@ class flow {
     // and that provider gave one, else the output's audio by its signed link (an audio_url).
     boost::asio::awaitable<std::optional<refusal>> resolve_output_clip(submission& s,
                                                                        const std::string& tenant);
+    // storage.min_free_bytes: the 507 for a new upload of `incoming` bytes (0: not known yet)
+    // when the data volume is, or would be, below it. Measured now (statvfs, off the IO
+    // thread), so uploads are taken again the moment space returns.
+    boost::asio::awaitable<std::optional<refusal>> room_for(std::uint64_t incoming);
     read_env reading();
     validate_env validating();
 

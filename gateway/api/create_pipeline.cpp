@@ -80,6 +80,8 @@ awaitable<bool> spool_file::open() {
         fs::create_directories(fs::path(path_).parent_path(), ec);
         fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
         ok = fd_ >= 0;
+        if (!ok)
+            error_ = errno;
     });
     opened_ = ok;
     co_return ok;
@@ -97,6 +99,7 @@ awaitable<bool> spool_file::flush(std::string& pending) {
             if (n < 0) {
                 if (errno == EINTR)
                     continue;
+                error_ = errno;
                 ok = false;
                 return;
             }
@@ -113,6 +116,8 @@ awaitable<bool> spool_file::close() {
     bool ok = true;
     co_await blocking_.run([&] {
         ok = ::close(fd_) == 0;
+        if (!ok)
+            error_ = errno;
         fd_ = -1;
     });
     co_return ok;
@@ -205,7 +210,13 @@ refusal form_failure(const form_collector& f, http::multipart_error err) {
         f.form_error.value_or("malformed multipart body: " + std::string(http::to_string(err))));
 }
 
-refusal spool_failure() {
+// A full disk is the 507 (the client may try again later: handlers add Retry-After); anything
+// else is ours.
+refusal spool_failure(const upload& up) {
+    const int err = up.spool ? up.spool->error() : 0;
+    if (err == ENOSPC || err == EDQUOT)
+        return refuse(error_kind::insufficient_storage, "disk_full",
+                      "the data volume is full: the upload cannot be stored now");
     return refuse(error_kind::internal, "spool_error", "cannot store the upload");
 }
 
@@ -248,7 +259,7 @@ awaitable<std::optional<refusal>> stream_form(http::context& ctx, std::string_vi
         const bool flush_now =
             f.pending.size() >= spool_write_bytes || c.done || err != http::multipart_error::none;
         if (!f.pending.empty() && flush_now && !co_await spool_pending(f, up, env))
-            co_return spool_failure();
+            co_return spool_failure(up);
         if (err != http::multipart_error::none)
             co_return form_failure(f, err);
         if (c.done) {
@@ -276,10 +287,10 @@ awaitable<outcome<submission>> read_form(http::context& ctx, std::string_view bo
     s.fields = std::move(f.fields);
     // An empty file part is still a source (refused as not decodable when probed).
     if (f.have_file && !co_await ensure_spool(up, env))
-        co_return spool_failure();
+        co_return spool_failure(up);
     if (up.spool) {
         if (!co_await up.spool->close())
-            co_return spool_failure();
+            co_return spool_failure(up);
         up.name = std::move(f.upload_name);
         up.sha256 = f.sha.hex_digest();
         env.upload_bytes.inc(static_cast<double>(up.spool->size()));

@@ -94,6 +94,8 @@ class spool_file {
     void keep() { keep_ = true; }
     const std::string& path() const { return path_; }
     std::uint64_t size() const { return size_; }
+    // The errno of the last failed open, write or close (ENOSPC: the disk is full); 0 if none.
+    int error() const { return error_; }
 
   private:
     runtime::blocking_pool& blocking_;
@@ -102,6 +104,7 @@ class spool_file {
     bool opened_ = false;
     bool keep_ = false;
     std::uint64_t size_ = 0;
+    int error_ = 0;
 };
 
 // The audio_file part of a form, spooled to <blob_dir>/spool/<file_id>, then stored in the

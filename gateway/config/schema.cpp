@@ -210,6 +210,19 @@ object_schema<storage_settings> storage_schema() {
         .byte_size()
         .def(16ull * MiB)
         .range(1 * MiB, 4ull * GiB);
+    s.field("min_free_bytes", &storage_settings::min_free_bytes,
+            "Free space kept on the data volume (blob_dir's file system, and the SQLite "
+            "database's): below it new uploads (multipart files and audio_url sources) get 507 "
+            "with Retry-After, while everything already accepted goes on; they are taken again "
+            "as soon as space returns. 0 = never refuse.")
+        .byte_size()
+        .def(256ull * MiB)
+        .range(0, 1024ull * GiB);
+    s.field("disk_check_interval", &storage_settings::disk_check_interval,
+            "How often the disk metrics (segue_disk_free_bytes, segue_blob_bytes, "
+            "segue_database_bytes) are measured.")
+        .def(10s)
+        .range(100ms, 10min);
     s.validate([](const storage_settings& st) -> std::optional<std::string> {
         if (st.engine == storage_engine::postgres && st.postgres.url.empty())
             return "engine postgres needs postgres.url (a libpq connection URL)";

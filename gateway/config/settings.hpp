@@ -70,6 +70,10 @@ struct storage_settings {
     blob_backend blobs = blob_backend::directory;    // where files live (blob_dir: scratch, cache)
     bool sync_full = true;                           // fsync every commit
     std::uint64_t cache_size = 16ull * 1024 * 1024;  // SQLite page cache of the writer
+    // Below this many free bytes on blob_dir's (or the database's) file system new uploads get
+    // 507; 0 = never refuse.
+    std::uint64_t min_free_bytes = 256ull * 1024 * 1024;
+    duration disk_check_interval = std::chrono::seconds(10);  // disk metrics sampled this often
 };
 
 // How long things are kept (gateway/core/reaper.hpp); 0 = forever.

@@ -156,6 +156,7 @@ class task_work final : public store::transaction {
     void mark_purged(const std::vector<std::string>&) override { no("mark_purged"); }
     int delete_tombstones_before(store::millis, int) override { no("delete_tombstones_before"); }
     int delete_idempotency_batch(store::millis, int) override { no("delete_idempotency_batch"); }
+    store::storage_totals totals() override { no("totals"); }
     void insert_delivery(const store::delivery_row& d) override;
     std::vector<store::delivery_row> claim_deliveries(std::string_view, store::millis,
                                                       store::millis, int,

@@ -55,4 +55,15 @@ int pg_transaction::delete_idempotency_batch(millis cutoff, int limit) {
     return static_cast<int>(c_.run(q::delete_idempotency_batch, {cutoff, limit}).affected());
 }
 
+storage_totals pg_transaction::totals() {
+    auto r = c_.run(q::storage_totals, {});
+    storage_totals t;
+    if (r.rows()) {
+        t.files = r.i64(0, 0);
+        t.file_bytes = r.i64(0, 1);
+        t.database_bytes = r.i64(0, 2);
+    }
+    return t;
+}
+
 }  // namespace segue::store::pg

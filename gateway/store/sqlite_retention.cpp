@@ -94,4 +94,15 @@ int sqlite_transaction::delete_idempotency_batch(millis cutoff, int limit) {
     return st.changes();
 }
 
+storage_totals sqlite_transaction::totals() {
+    statement st(c_, q::storage_totals);
+    storage_totals t;
+    if (st.step()) {
+        t.files = st.i64(0);
+        t.file_bytes = st.i64(1);
+        t.database_bytes = st.i64(2);
+    }
+    return t;
+}
+
 }  // namespace segue::store::sqlite

@@ -61,6 +61,7 @@ enum class q : int {
     mark_purged,
     delete_tombstones_before,
     delete_idempotency_batch,
+    storage_totals,
     insert_delivery,
     claim_deliveries,
     get_event_by_id,

@@ -71,6 +71,7 @@ class sqlite_transaction final : public transaction {
     void mark_purged(const std::vector<std::string>& ids) override;
     int delete_tombstones_before(millis cutoff, int limit) override;
     int delete_idempotency_batch(millis cutoff, int limit) override;
+    storage_totals totals() override;
 
     // sqlite_outbox.cpp
     void insert_delivery(const delivery_row& d) override;

@@ -144,6 +144,13 @@ struct file_tombstone_row {
     bool purged = false;  // the blob is removed
 };
 
+// What the store holds, for the disk metrics.
+struct storage_totals {
+    std::int64_t files = 0;
+    std::int64_t file_bytes = 0;      // the sum of the files' sizes (the blob store's content)
+    std::int64_t database_bytes = 0;  // the database itself (SQLite: its main file's pages)
+};
+
 // One event to deliver to one webhook URL (the outbox). Written in the same transaction as the
 // event; claimed by a dispatcher under a lease; kept after delivery (history, dead letters).
 struct delivery_row {
@@ -341,6 +348,8 @@ class transaction {
     virtual int delete_tombstones_before(millis cutoff, int limit) = 0;
     // Idempotency records made before `cutoff`, at most `limit`; returns how many.
     virtual int delete_idempotency_batch(millis cutoff, int limit) = 0;
+    // Files and their bytes, and the database's size (a scan of files: call it now and then).
+    virtual storage_totals totals() = 0;
 
     // Webhook deliveries (the outbox)
     virtual void insert_delivery(const delivery_row& d) = 0;

@@ -2,17 +2,24 @@
 // store before its task exists (and removed when no task is made), the provider reads it as a
 // local file, what the provider makes is stored, and GET /v1/files/{id} streams either back,
 // whole or by byte range, with the validators and names browsers use; signed links work with
-// no API key; retention deletes what expired (410 after) and nothing else.
+// no API key; retention deletes what expired (410 after) and nothing else; a full disk refuses
+// uploads (507) and recovers by itself.
 
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
 
+#include <sqlite3.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_future.hpp>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <thread>
 
@@ -529,5 +536,140 @@ INSTANTIATE_TEST_SUITE_P(Backends, FilesApi,
                          [](const auto& info) {
                              return info.param == blob_backend::postgres ? "postgres" : "directory";
                          });
+
+// A data volume of its own: a tmpfs mounted by the test (CI runs as root), holding the database
+// and blob_dir, with storage.min_free_bytes set.
+class FullDisk : public FilesApi {
+  protected:
+    static constexpr std::uint64_t volume_bytes = 48ull << 20;
+    static constexpr std::uint64_t min_free = 8ull << 20;
+
+    void SetUp() override {
+        volume_ = dir_.file("volume");
+        fs::create_directories(volume_);
+        const std::string opts = "size=" + std::to_string(volume_bytes);
+        if (::mount("tmpfs", volume_.c_str(), "tmpfs", 0, opts.c_str()) != 0)
+            GTEST_SKIP() << "cannot mount a tmpfs for the full-disk test (" << std::strerror(errno)
+                         << "): it needs root or CAP_SYS_ADMIN, as CI has";
+        mounted_ = true;
+        settings_.storage.min_free_bytes = min_free;
+        FilesApi::SetUp();
+    }
+    void TearDown() override {
+        if (!mounted_)
+            return;
+        FilesApi::TearDown();
+        ::umount2(volume_.c_str(), MNT_DETACH);
+    }
+    std::string data_dir() const override { return volume_; }
+
+    std::uint64_t available() const {
+        struct statvfs v {};
+        ::statvfs(volume_.c_str(), &v);
+        return static_cast<std::uint64_t>(v.f_bavail) * v.f_frsize;
+    }
+    // Grows the filler file until at most `leave` bytes are free.
+    void fill_until(std::uint64_t leave) {
+        std::ofstream out(volume_ + "/filler", std::ios::binary | std::ios::app);
+        const std::string mib(1 << 20, 'x');
+        while (available() > leave + mib.size()) {
+            out.write(mib.data(), static_cast<std::streamsize>(mib.size()));
+            out.flush();
+        }
+        const auto rest = available() > leave ? available() - leave : 0;
+        out.write(mib.data(),
+                  static_cast<std::streamsize>(std::min<std::uint64_t>(rest, mib.size())));
+    }
+
+    std::string volume_;
+    bool mounted_ = false;
+};
+
+TEST_P(FullDisk, UploadsGet507BelowMinFreeAndAreTakenAgainWhenSpaceReturns) {
+    const std::string path = dir_.file("song.wav");
+    ASSERT_TRUE(segue::audio::write_test_song(path, 3, 22050, 1, 120, "wav"));
+    const std::string song = segue::test::read_file(path);
+    // Accepted before the disk fills.
+    auto before = create(song);
+    ASSERT_EQ(before.status, 202) << before.body;
+    const std::string before_id(json::parse(before.body).as_object()["id"].as_string());
+    auto before_task = wait_final(before_id);
+    ASSERT_EQ(before_task["status"], "succeeded");
+    const std::string before_output = path_of(std::string(before_task["outputs"]
+                                                              .as_array()[0]
+                                                              .as_object()["audio"]
+                                                              .as_object()["wav_url"]
+                                                              .as_string()));
+
+    // Below storage.min_free_bytes: 507, Retry-After, a problem saying why; nothing stored.
+    fill_until(min_free / 2);
+    auto refused = create(song);
+    EXPECT_EQ(refused.status, 507) << refused.body;
+    EXPECT_EQ(refused.header("retry-after"), "60");
+    EXPECT_EQ(refused.header("content-type"), "application/problem+json");
+    auto problem = json::parse(refused.body).as_object();
+    EXPECT_EQ(problem["code"], "insufficient_storage");
+    EXPECT_NE(std::string(problem["detail"].as_string()).find("min_free_bytes"), std::string::npos);
+    EXPECT_EQ(stored("uploads/"), 1);
+    // What was accepted is not harmed: it reads back whole, its task as it was.
+    EXPECT_EQ(request("GET", before_output)->body, song);
+    EXPECT_EQ(json::parse(request("GET", "/v1/extensions/" + before_id)->body).at("status"),
+              "succeeded");
+
+    // Above the threshold, but an upload larger than what is left (sent chunked, so its size is
+    // not known in advance): the spool hits ENOSPC, the answer is 507, the spool file goes.
+    fs::remove(volume_ + "/filler");
+    fill_until(min_free + (2 << 20));
+    {
+        const std::string big(16u << 20, 'z');  // more than is left
+        const std::string body = segue::test::multipart_body(
+            {{"audio_file", big, "big.wav", "audio/wav"}, {"extend_after", "1"}}, boundary);
+        std::string chunked;
+        for (std::size_t at = 0; at < body.size(); at += 256 * 1024) {
+            const auto piece = body.substr(at, 256 * 1024);
+            char size[32];
+            std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
+            chunked += size + piece + "\r\n";
+        }
+        chunked += "0\r\n\r\n";
+        segue::test::http_connection c(server_->port());
+        ASSERT_TRUE(c.send_raw("POST /v1/extensions HTTP/1.1\r\nHost: localhost\r\n" + key_header +
+                               "\r\nContent-Type: multipart/form-data; boundary=" + boundary +
+                               "\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked));
+        auto r = c.read_response();
+        ASSERT_TRUE(r);
+        EXPECT_EQ(r->status, 507) << r->body;
+        EXPECT_EQ(r->header("retry-after"), "60");
+        // Not the check before the body (that passed): the write that found the disk full.
+        EXPECT_NE(r->body.find("cannot be stored now"), std::string::npos) << r->body;
+    }
+    EXPECT_TRUE(fs::is_empty(volume_ + "/blobs/spool"));
+
+    // Space returns: uploads are taken again at once, and the task runs.
+    fs::remove(volume_ + "/filler");
+    auto after = create(song);
+    ASSERT_EQ(after.status, 202) << after.body;
+    const std::string after_id(json::parse(after.body).as_object()["id"].as_string());
+    EXPECT_EQ(wait_final(after_id)["status"], "succeeded");
+
+    // And the database is whole.
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(
+        sqlite3_open_v2(settings_.storage.sqlite_path.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr),
+        SQLITE_OK);
+    std::string verdict;
+    sqlite3_exec(
+        raw, "PRAGMA integrity_check",
+        [](void* out, int n, char** v, char**) {
+            *static_cast<std::string*>(out) += n > 0 && v[0] ? v[0] : "";
+            return 0;
+        },
+        &verdict, nullptr);
+    sqlite3_close(raw);
+    EXPECT_EQ(verdict, "ok");
+}
+
+INSTANTIATE_TEST_SUITE_P(Directory, FullDisk, ::testing::Values(blob_backend::directory),
+                         [](const auto&) { return std::string("directory"); });
 
 }  // namespace

@@ -1782,3 +1782,19 @@ TEST_P(StoreEngineTest, RetentionBatchesDeleteOnlyWhatExpiredAndLeaveTombstones)
     EXPECT_EQ(n, 1);
     sync_read(*s, [&](st::transaction& tx) { EXPECT_TRUE(tx.get_idempotency("tenant_a", "k3")); });
 }
+
+TEST_P(StoreEngineTest, TotalsCountFilesTheirBytesAndTheDatabase) {
+    auto s = open();
+    st::storage_totals t;
+    sync_read(*s, [&](st::transaction& tx) { t = tx.totals(); });
+    EXPECT_EQ(t.files, 0);
+    EXPECT_EQ(t.file_bytes, 0);
+    EXPECT_GT(t.database_bytes, 0);
+    sync_write(*s, [&](st::transaction& tx) {
+        tx.insert_file({"file_1", "t", "", "upload", "audio/wav", "uploads/file_1", 10, "", 1});
+        tx.insert_file({"file_2", "t", "", "output", "audio/wav", "outputs/file_2", 32, "", 1});
+    });
+    sync_read(*s, [&](st::transaction& tx) { t = tx.totals(); });
+    EXPECT_EQ(t.files, 2);
+    EXPECT_EQ(t.file_bytes, 42);
+}
