@@ -3,16 +3,10 @@
 #include <cstdio>
 #include <ctime>
 
+#include "gateway/http/range.hpp"
+
 namespace segue::http {
 namespace {
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-        s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-        s.remove_suffix(1);
-    return s;
-}
 
 std::string_view opaque(std::string_view tag) {
     if (tag.starts_with("W/"))
@@ -26,7 +20,7 @@ bool none_match(std::string_view header, std::string_view etag) {
     const auto want = opaque(etag);
     while (!header.empty()) {
         const auto comma = header.find(',');
-        const auto item = trim(header.substr(0, comma));
+        const auto item = trim_ows(header.substr(0, comma));
         if (item == "*" || (!item.empty() && opaque(item) == want))
             return true;
         if (comma == std::string_view::npos)
@@ -39,7 +33,7 @@ bool none_match(std::string_view header, std::string_view etag) {
 bool if_range_matches(std::optional<std::string_view> if_range, std::string_view etag) {
     if (!if_range)
         return true;
-    const auto v = trim(*if_range);
+    const auto v = trim_ows(*if_range);
     return !v.starts_with("W/") && v == etag;
 }
 

@@ -5,14 +5,6 @@
 namespace segue::http {
 namespace {
 
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-        s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-        s.remove_suffix(1);
-    return s;
-}
-
 // Digits only (no sign, no space), without overflow.
 std::optional<std::uint64_t> number(std::string_view s) {
     if (s.empty())
@@ -35,21 +27,29 @@ bool iequals(std::string_view a, std::string_view b) {
 
 }  // namespace
 
+std::string_view trim_ows(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+        s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
+        s.remove_suffix(1);
+    return s;
+}
+
 range_request parse_range(std::optional<std::string_view> header, std::uint64_t size) {
     range_request whole;
     if (!header)
         return whole;
     const auto eq = header->find('=');
-    if (eq == std::string_view::npos || !iequals(trim(header->substr(0, eq)), "bytes"))
+    if (eq == std::string_view::npos || !iequals(trim_ows(header->substr(0, eq)), "bytes"))
         return whole;
-    const auto spec = trim(header->substr(eq + 1));
+    const auto spec = trim_ows(header->substr(eq + 1));
     if (spec.find(',') != std::string_view::npos)
         return whole;
     const auto dash = spec.find('-');
     if (dash == std::string_view::npos)
         return whole;
-    const auto first_text = trim(spec.substr(0, dash));
-    const auto last_text = trim(spec.substr(dash + 1));
+    const auto first_text = trim_ows(spec.substr(0, dash));
+    const auto last_text = trim_ows(spec.substr(dash + 1));
     range_request r;
     r.what = range_request::kind::partial;
     if (first_text.empty()) {

@@ -24,4 +24,7 @@ struct range_request {
 // than multipart/byteranges), as is anything malformed.
 range_request parse_range(std::optional<std::string_view> header, std::uint64_t size);
 
+// `s` without leading and trailing spaces and tabs (HTTP's optional white space).
+std::string_view trim_ows(std::string_view s);
+
 }  // namespace segue::http

@@ -178,6 +178,20 @@ class FilesApi : public ::testing::TestWithParam<blob_backend> {
         }
         return t;
     }
+    // A short test song (3 s, 22.05 kHz) as bytes.
+    std::string small_song(int channels = 1) {
+        const std::string path = dir_.file("song.wav");
+        EXPECT_TRUE(segue::audio::write_test_song(path, 3, 22050, channels, 120, "wav"));
+        return segue::test::read_file(path);
+    }
+    // Creates a task from `song` and waits until it succeeded; the task.
+    json::object run_task(const std::string& song) {
+        auto created = create(song);
+        EXPECT_EQ(created.status, 202) << created.body;
+        auto t = wait_final(std::string(json::parse(created.body).as_object()["id"].as_string()));
+        EXPECT_EQ(t["status"], "succeeded") << json::serialize(t);
+        return t;
+    }
     // Keys in the blob store under `prefix`, by the backend's own account.
     int stored(const std::string& prefix) {
         if (postgres())
@@ -322,15 +336,19 @@ std::string path_of(const std::string& url) {
     return url.substr(url.find("/v1/files/"));
 }
 
+// The path of a task's first output (its wav) and of its source upload.
+std::string output_path(const json::object& t) {
+    return path_of(std::string(t.at("outputs").at(0).at("audio").at("wav_url").as_string()));
+}
+std::string upload_path(const json::object& t) {
+    return "/v1/files/" + std::string(t.at("request").at("source").at("file_id").as_string());
+}
+
 TEST_P(FilesApi, ValidatorsNamesAndSignedLinksAsBrowsersUseThem) {
-    const std::string path = dir_.file("song.wav");
-    ASSERT_TRUE(segue::audio::write_test_song(path, 3, 22050, 2, 120, "wav"));
-    const std::string song = segue::test::read_file(path);
-    auto created = create(song);
-    ASSERT_EQ(created.status, 202) << created.body;
-    const std::string id(json::parse(created.body).as_object()["id"].as_string());
-    auto t = wait_final(id);
-    ASSERT_EQ(t["status"], "succeeded") << json::serialize(t);
+    const std::string song = small_song(2);
+    auto t = run_task(song);
+    ASSERT_EQ(t["status"], "succeeded");
+    const std::string id(t["id"].as_string());
     const auto& audio = t["outputs"].as_array()[0].as_object()["audio"].as_object();
     const std::string output = path_of(std::string(audio.at("wav_url").as_string()));
     const auto& source = t["request"].as_object()["source"].as_object();
@@ -439,29 +457,17 @@ TEST_P(FilesApi, ValidatorsNamesAndSignedLinksAsBrowsersUseThem) {
 }
 
 TEST_P(FilesApi, RetentionDeletesWhatExpiredAndAnswers410AndTouchesNothingElse) {
-    const std::string path = dir_.file("song.wav");
-    ASSERT_TRUE(segue::audio::write_test_song(path, 3, 22050, 1, 120, "wav"));
-    const std::string song = segue::test::read_file(path);
-    auto old_created = create(song);
-    ASSERT_EQ(old_created.status, 202) << old_created.body;
-    const std::string old_id(json::parse(old_created.body).as_object()["id"].as_string());
-    auto old_task = wait_final(old_id);
+    const std::string song = small_song();
+    auto old_task = run_task(song);
     ASSERT_EQ(old_task["status"], "succeeded");
+    const std::string old_id(old_task["id"].as_string());
     std::this_thread::sleep_for(1500ms);
     // A fresh task, younger than every lifetime below.
-    auto fresh_created = create(song);
-    const std::string fresh_id(json::parse(fresh_created.body).as_object()["id"].as_string());
-    auto fresh_task = wait_final(fresh_id);
+    auto fresh_task = run_task(song);
     ASSERT_EQ(fresh_task["status"], "succeeded");
-    auto output_of = [](json::object& t) {
-        return path_of(std::string(
-            t["outputs"].as_array()[0].as_object()["audio"].as_object()["wav_url"].as_string()));
-    };
-    auto upload_of = [](json::object& t) {
-        return "/v1/files/" + std::string(t["request"].at("source").at("file_id").as_string());
-    };
-    const auto old_output = output_of(old_task), old_upload = upload_of(old_task);
-    const auto fresh_output = output_of(fresh_task), fresh_upload = upload_of(fresh_task);
+    const std::string fresh_id(fresh_task["id"].as_string());
+    const auto old_output = output_path(old_task), old_upload = upload_path(old_task);
+    const auto fresh_output = output_path(fresh_task), fresh_upload = upload_path(fresh_task);
     ASSERT_EQ(stored("outputs/"), 2);
     ASSERT_EQ(stored("uploads/"), 2);
 
@@ -586,20 +592,12 @@ class FullDisk : public FilesApi {
 };
 
 TEST_P(FullDisk, UploadsGet507BelowMinFreeAndAreTakenAgainWhenSpaceReturns) {
-    const std::string path = dir_.file("song.wav");
-    ASSERT_TRUE(segue::audio::write_test_song(path, 3, 22050, 1, 120, "wav"));
-    const std::string song = segue::test::read_file(path);
+    const std::string song = small_song();
     // Accepted before the disk fills.
-    auto before = create(song);
-    ASSERT_EQ(before.status, 202) << before.body;
-    const std::string before_id(json::parse(before.body).as_object()["id"].as_string());
-    auto before_task = wait_final(before_id);
+    auto before_task = run_task(song);
     ASSERT_EQ(before_task["status"], "succeeded");
-    const std::string before_output = path_of(std::string(before_task["outputs"]
-                                                              .as_array()[0]
-                                                              .as_object()["audio"]
-                                                              .as_object()["wav_url"]
-                                                              .as_string()));
+    const std::string before_id(before_task["id"].as_string());
+    const std::string before_output = output_path(before_task);
 
     // Below storage.min_free_bytes: 507, Retry-After, a problem saying why; nothing stored.
     fill_until(min_free / 2);
@@ -647,10 +645,7 @@ TEST_P(FullDisk, UploadsGet507BelowMinFreeAndAreTakenAgainWhenSpaceReturns) {
 
     // Space returns: uploads are taken again at once, and the task runs.
     fs::remove(volume_ + "/filler");
-    auto after = create(song);
-    ASSERT_EQ(after.status, 202) << after.body;
-    const std::string after_id(json::parse(after.body).as_object()["id"].as_string());
-    EXPECT_EQ(wait_final(after_id)["status"], "succeeded");
+    EXPECT_EQ(run_task(song)["status"], "succeeded");
 
     // And the database is whole.
     sqlite3* raw = nullptr;
