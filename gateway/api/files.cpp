@@ -69,10 +69,11 @@ bool sign_urls(json::object& o, const config::settings& s, std::int64_t expires)
 
 std::string extension_of(std::string_view content_type, std::string_view key) {
     static constexpr std::pair<std::string_view, std::string_view> known[] = {
-        {"audio/mpeg", "mp3"},  {"audio/mp3", "mp3"},   {"audio/wav", "wav"},
-        {"audio/x-wav", "wav"}, {"audio/wave", "wav"},  {"audio/flac", "flac"},
-        {"audio/ogg", "ogg"},   {"audio/mp4", "m4a"},   {"image/jpeg", "jpg"},
-        {"image/png", "png"},   {"image/webp", "webp"}, {"application/json", "json"},
+        {"audio/mpeg", "mp3"},        {"audio/mp3", "mp3"},     {"audio/wav", "wav"},
+        {"audio/x-wav", "wav"},       {"audio/wave", "wav"},    {"audio/flac", "flac"},
+        {"audio/ogg", "ogg"},         {"audio/mp4", "m4a"},     {"image/jpeg", "jpg"},
+        {"image/png", "png"},         {"image/svg+xml", "svg"}, {"image/webp", "webp"},
+        {"application/json", "json"},
     };
     const auto ct = content_type.substr(0, content_type.find(';'));
     for (const auto& [type, ext] : known)

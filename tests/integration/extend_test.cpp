@@ -701,3 +701,70 @@ TEST(Extend, UrlSourceIsFetchedThroughTheGuard) {
         EXPECT_EQ(files.hits.load(), 1);
     }
 }
+
+// Files as a browser (or curl) uses them, through the binary: the signed link of every file a
+// task has (wav, mp3, cover, the source) fetched by curl with no API key, by range; the disk
+// metrics; then retention deletes the task and its files, which answer 410.
+TEST(Extend, FilesPlayWithoutAKeyByRangeOnEveryFormatThenExpire) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path(),
+                               "retention:\n  interval: 200ms\n  outputs: 10s\n  uploads: 10s\n"
+                               "  tasks: 10s\n  tombstones: 0s\n"));
+    auto song = make_song(d, "wav", 6, 22050, 1);
+    auto r = post_form(s.port(),
+                       {{"audio_file", song.bytes, "s.wav"},
+                        {"extend_after", "2"},
+                        {"length", "2"},
+                        {"num_outputs", "1"}},
+                       {key_a});
+    ASSERT_TRUE(r);
+    const std::string id(parse(r->body)["id"].as_string());
+    auto t = wait_final(s.port(), id, key_a);
+    ASSERT_EQ(t["status"], "succeeded") << json::serialize(t);
+    const auto& out = t["outputs"].as_array()[0].as_object();
+    const auto& audio = out.at("audio").as_object();
+    const auto& source = t["request"].at("source").as_object();
+    const std::string base = "http://127.0.0.1:" + std::to_string(s.port());
+    struct file {
+        std::string what, signed_url, type;
+    };
+    std::vector<file> files{
+        {"wav", std::string(audio.at("wav_signed_url").as_string()), "audio/wav"},
+        {"mp3", std::string(audio.at("mp3_signed_url").as_string()), "audio/mpeg"},
+        {"source", std::string(source.at("signed_url").as_string()), "audio/wav"}};
+    if (out.contains("cover_signed_url"))
+        files.push_back({"cover", std::string(out.at("cover_signed_url").as_string()), "image/"});
+    for (const auto& f : files) {
+        // curl, as a browser's <audio> would: no Authorization, a range.
+        auto [code, got] = segue::test::run_command(
+            {"curl", "-s", "-o", "/dev/null", "-r", "0-99", "-w",
+             "%{http_code} %{size_download} %{content_type}", base + f.signed_url});
+        EXPECT_EQ(code, 0) << f.what;
+        EXPECT_EQ(got.substr(0, 8), "206 100 ") << f.what << ": " << got;
+        EXPECT_NE(got.find(f.type), std::string::npos) << f.what << ": " << got;
+        auto [code2, whole] = segue::test::run_command(
+            {"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", base + f.signed_url});
+        EXPECT_EQ(whole, "200") << f.what;
+    }
+    // The disk metrics are there (sampled at start and every 10 s by default).
+    auto m = http_request(s.port(), "GET", "/metrics");
+    ASSERT_TRUE(m);
+    for (const char* name : {"segue_disk_free_bytes ", "segue_disk_min_free_bytes ",
+                             "segue_blob_bytes ", "segue_database_bytes "})
+        EXPECT_NE(m->body.find(name), std::string::npos) << name;
+
+    // Ten seconds after the task finished, the reaper takes it, and its files answer 410.
+    const auto until = std::chrono::steady_clock::now() + 30s;
+    int status = 200;
+    while (status == 200 && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(200ms);
+        status = http_request(s.port(), "GET", "/v1/extensions/" + id, "", {key_a})->status;
+    }
+    EXPECT_EQ(status, 404);
+    for (const auto& f : files) {
+        auto gone = http_request(s.port(), "GET", f.signed_url);
+        ASSERT_TRUE(gone);
+        EXPECT_EQ(gone->status, 410) << f.what;
+        EXPECT_EQ(parse(gone->body)["code"], "file_expired") << f.what;
+    }
+}
