@@ -1798,3 +1798,64 @@ TEST_P(StoreEngineTest, TotalsCountFilesTheirBytesAndTheDatabase) {
     EXPECT_EQ(t.files, 2);
     EXPECT_EQ(t.file_bytes, 42);
 }
+
+// A reaper batch is one write unit: it must stay short, or every submission queued behind it
+// waits. 1,000 final tasks, each as a real one leaves them (2 outputs, an attempt, 8 events, a
+// delivered webhook per event, 3 files), reaped 100 at a time; the slowest batch is printed
+// and bounded generously (the figure is in the README).
+TEST_P(StoreEngineTest, RetentionBatchOfAHundredTasksStaysShort) {
+    auto s = open();
+    constexpr int tasks = 1000;
+    for (int chunk = 0; chunk < tasks / 100; ++chunk)
+        sync_write(*s, [&](st::transaction& tx) {
+            for (int i = chunk * 100; i < (chunk + 1) * 100; ++i) {
+                const std::string id = "ext_" + std::to_string(i);
+                auto t = make_task(id, "tenant_a", 1000);
+                t.status = "succeeded";
+                tx.insert_task(t);
+                tx.upsert_output({id, 1, "ready", R"({"audio":{}})", 1000});
+                tx.upsert_output({id, 2, "ready", R"({"audio":{}})", 1000});
+                tx.upsert_attempt({id, 1, "sandbox", "p", "", "succeeded", "", "", 1000, 1000});
+                for (int e = 0; e < 8; ++e)
+                    add_delivery(tx, id, "http://r/x", 1000);
+                int k = 0;
+                for (const char* kind : {"upload", "output", "output"}) {
+                    const std::string fid = "file_" + std::to_string(i) + "_" + std::to_string(k++);
+                    tx.insert_file({fid, "tenant_a", id, kind, "audio/wav", "x/" + fid, 1, "", 1});
+                }
+            }
+        });
+    // Delivered (not pending), so the tasks may go.
+    sync_write(*s, [](st::transaction& tx) {
+        for (;;) {
+            auto batch = tx.claim_deliveries("w", 2000, 60000, 1000, {});
+            if (batch.empty())
+                break;
+            for (auto& d : batch) {
+                d.status = "delivered";
+                d.delivered_at = 2000;
+                tx.finish_delivery(d, "w");
+            }
+        }
+    });
+    double slowest_ms = 0;
+    int reaped = 0;
+    for (;;) {
+        int n = 0;
+        const auto start = std::chrono::steady_clock::now();
+        sync_write(*s, [&](st::transaction& tx) { n = tx.reap_tasks(5000, 6000, 100); });
+        const double ms =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                .count();
+        if (n == 0)
+            break;
+        slowest_ms = std::max(slowest_ms, ms);
+        reaped += n;
+    }
+    EXPECT_EQ(reaped, tasks);
+    std::printf(
+        "[ measure  ] %s: reaping 100 tasks (with 800 events, 800 deliveries, 300 files) "
+        "per unit, slowest unit %.1f ms\n",
+        GetParam().c_str(), slowest_ms);
+    EXPECT_LT(slowest_ms, 2000.0);
+}
