@@ -53,6 +53,7 @@ class copier final : public segue::providers::provider {
   public:
     copier() {
         caps_.source_file = true;
+        caps_.source_url = true;  // accepted at submit; FullDisk sends one (never run)
         caps_.max_outputs = 1;
     }
     std::string_view name() const override { return "copier"; }
@@ -609,6 +610,12 @@ TEST_P(FullDisk, UploadsGet507BelowMinFreeAndAreTakenAgainWhenSpaceReturns) {
     EXPECT_EQ(problem["code"], "insufficient_storage");
     EXPECT_NE(std::string(problem["detail"].as_string()).find("min_free_bytes"), std::string::npos);
     EXPECT_EQ(stored("uploads/"), 1);
+    // An audio_url source would be downloaded to this volume too.
+    auto by_url = request("POST", "/v1/extensions", {"Content-Type: application/json"},
+                          R"({"audio_url": "http://127.0.0.1:9/a.wav", "extend_after": 1,
+                              "num_outputs": 1})");
+    EXPECT_EQ(by_url->status, 507) << by_url->body;
+    EXPECT_EQ(by_url->header("retry-after"), "60");
     // What was accepted is not harmed: it reads back whole, its task as it was.
     EXPECT_EQ(request("GET", before_output)->body, song);
     EXPECT_EQ(json::parse(request("GET", "/v1/extensions/" + before_id)->body).at("status"),
