@@ -74,6 +74,7 @@ export function retryable(problem: Problem): boolean {
     case 'internal':
     case 'upstream_failed':
     case 'unavailable':
+    case 'insufficient_storage':
       return true;
     case 'bad_request':
     case 'unauthorized':
@@ -89,6 +90,8 @@ export function retryable(problem: Problem): boolean {
     case 'validation_failed':
     case 'unprocessable_audio':
     case 'header_too_large':
+    case 'link_expired':
+    case 'file_expired':
       return false;
     default: {
       const unknown: never = problem.code;
