@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -43,6 +44,45 @@ namespace json = boost::json;
 namespace fs = std::filesystem;
 using net::awaitable;
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+bool is_final(const store::task_row& t) {
+    return core::is_terminal(core::parse_task_status(t.status).value_or(core::task_status::failed));
+}
+
+// One event as a Server-Sent Events frame (the id is what a reconnecting client sends back).
+std::string sse_frame(const store::event_row& e) {
+    return "id: " + std::to_string(e.seq) + "\nevent: " + e.type +
+           "\ndata: " + util::json_text(core::event_document(e)) + "\n\n";
+}
+
+// The event hub's read: a task's events after `after`, formatted once for all its followers.
+events::event_hub::reader hub_reader(store::store& st) {
+    return [&st](const std::string& task, std::int64_t after, int limit,
+                 std::function<void(events::event_batch)> done) {
+        auto b = std::make_shared<events::event_batch>();
+        st.submit_read(
+            [b, task, after, limit](store::transaction& tx) {
+                auto t = tx.get_task(task);
+                if (!t) {
+                    b->found = false;
+                    return;
+                }
+                auto evs = tx.get_events(task, after, limit + 1);
+                b->more = static_cast<int>(evs.size()) > limit;
+                if (b->more)
+                    evs.resize(static_cast<std::size_t>(limit));
+                for (const auto& e : evs)
+                    b->frames.emplace_back(e.seq, sse_frame(e));
+                b->to = evs.empty() ? after : evs.back().seq;
+                b->final = !b->more && is_final(*t);
+            },
+            [b, done = std::move(done)](std::exception_ptr e) {
+                if (e)
+                    b->failed = true;
+                done(std::move(*b));
+            });
+    };
+}
 
 bool accepts_event_stream(http::context& ctx) {
     auto a = ctx.header("Accept");
@@ -130,6 +170,9 @@ struct handlers : std::enable_shared_from_this<handlers> {
     }
     awaitable<void> get(http::context& ctx);
     awaitable<void> events(http::context& ctx);
+    awaitable<void> follow(http::context& ctx, const std::string& id, std::int64_t after);
+    awaitable<std::optional<bool>> stream_from_store(http::context& ctx, const std::string& id,
+                                                     std::int64_t& after);
     awaitable<void> cancel(http::context& ctx);
     awaitable<void> list(http::context& ctx);
     awaitable<void> list_stream(http::context& ctx, std::string tenant, int limit);
@@ -148,8 +191,8 @@ struct handlers : std::enable_shared_from_this<handlers> {
             clients.dec();
         }
     };
-    // Sends the stream's head and retry hint, then subscribes to `task` (or
-    // event_hub::any_task); nullptr when the client is gone.
+    // Sends the stream's head and retry hint, then, unless `task` is empty, subscribes to it
+    // (event_hub::any_task: woken by every commit with events); nullptr when the client is gone.
     awaitable<std::unique_ptr<sse_stream>> open_sse(http::context& ctx, std::string task) {
         ctx.res().set_header("X-Accel-Buffering", "no");  // nginx-style proxies must not buffer
         if (!co_await ctx.begin_stream(200, "text/event-stream"))
@@ -160,13 +203,15 @@ struct handlers : std::enable_shared_from_this<handlers> {
             new sse_stream{sse_clients, std::make_shared<net::steady_timer>(executor)});
         if (!co_await ctx.write_stream("retry: 1000\n\n"))
             co_return nullptr;
-        s->sub =
-            deps.events.subscribe(std::move(task), [timer = s->timer, woken = s->woken, executor] {
-                woken->store(true);
-                // Expiring (not just cancelling) also ends a wait that starts after this runs.
-                net::post(executor,
-                          [timer] { timer->expires_at(net::steady_timer::time_point::min()); });
-            });
+        if (!task.empty())
+            s->sub = deps.events.subscribe(
+                std::move(task), [timer = s->timer, woken = s->woken, executor] {
+                    woken->store(true);
+                    // Expiring (not just cancelling) also ends a wait that starts after this
+                    // runs.
+                    net::post(executor,
+                              [timer] { timer->expires_at(net::steady_timer::time_point::min()); });
+                });
         co_return s;
     }
     awaitable<void> provider_webhook(http::context& ctx);
@@ -423,45 +468,125 @@ awaitable<void> handlers::events(http::context& ctx) {
     }
 
     // Server-Sent Events: the log from `after`, then live until the task is final.
-    const auto stream = co_await open_sse(ctx, id);
+    // No wake-up subscription: follow() takes the task's batches from the hub instead.
+    const auto stream = co_await open_sse(ctx, {});
     if (!stream)
         co_return;
-    auto& timer = stream->timer;
-    auto& woken = stream->woken;
+    for (const auto& e : evs) {
+        if (!co_await ctx.write_stream(sse_frame(e)))
+            co_return;
+        after = e.seq;
+    }
+    if (static_cast<int>(evs.size()) > limit) {
+        auto r = co_await stream_from_store(ctx, id, after);
+        if (!r || *r)
+            co_return;
+    } else if (is_final(*t)) {
+        co_return;  // everything up to the final event was sent
+    }
+    co_await follow(ctx, id, after);
+}
+
+// Live part of an SSE stream: batches pushed by the event hub, keep-alives, nothing else. The
+// coroutine sleeps on one timer that the hub (new events), the socket (client gone) and the
+// keep-alive interval wake; an idle stream costs no reads and no CPU.
+awaitable<void> handlers::follow(http::context& ctx, const std::string& id, std::int64_t after) {
+    struct follower {
+        explicit follower(const net::any_io_executor& ex) : timer(ex) {}
+        net::steady_timer timer;
+        std::deque<events::batch_ptr> batches;
+        bool closed = false;
+    };
+    const auto executor = co_await net::this_coro::executor;
+    auto f = std::make_shared<follower>(executor);
+    ctx.watch_peer_close([f] {
+        f->closed = true;
+        f->timer.cancel();
+    });
+    // Each batch is posted to this stream's IO thread, where the coroutine runs: no locks, and
+    // the check below and the wait cannot miss a wake.
+    const auto sub = deps.events.subscribe(id, after, [f, executor](events::batch_ptr b) {
+        net::post(executor, [f, b = std::move(b)]() mutable {
+            f->batches.push_back(std::move(b));
+            f->timer.cancel();
+        });
+    });
+    if (sub->behind_until() > after) {
+        // The task's channel had already handed out events this stream has not seen.
+        auto r = co_await stream_from_store(ctx, id, after);
+        if (!r || *r)
+            co_return;
+    }
+    const auto keep_alive = deps.settings.api.sse_keep_alive;
     auto last_write = std::chrono::steady_clock::now();
     for (;;) {
-        for (const auto& e : evs) {
-            std::string frame = "id: " + std::to_string(e.seq) + "\nevent: " + e.type +
-                                "\ndata: " + util::json_text(core::event_document(e)) + "\n\n";
-            if (!co_await ctx.write_stream(frame))
+        while (!f->batches.empty() && !f->closed) {
+            auto b = std::move(f->batches.front());
+            f->batches.pop_front();
+            if (!b->found)
                 co_return;
-            after = e.seq;
-            last_write = std::chrono::steady_clock::now();
-        }
-        const bool final_state = core::is_terminal(
-            core::parse_task_status(t->status).value_or(core::task_status::failed));
-        if (final_state && evs.empty())
-            co_return;  // everything up to the final event was sent
-        if (ctx.draining())
-            co_return;
-        if (evs.empty()) {
-            if (std::chrono::steady_clock::now() - last_write > std::chrono::seconds(15)) {
-                if (!co_await ctx.write_stream(": keep-alive\n\n"))
+            if (b->failed || b->from > after) {
+                // The hub's read failed, or this batch starts past what the stream has: read
+                // the store for this stream alone.
+                auto r = co_await stream_from_store(ctx, id, after);
+                if (!r || *r)
                     co_return;
                 last_write = std::chrono::steady_clock::now();
+                continue;
             }
-            timer->expires_after(std::chrono::seconds(1));
-            if (!woken->exchange(false))
-                co_await timer->async_wait(use_tuple);
-            woken->store(false);
+            for (const auto& [seq, text] : b->frames) {
+                if (seq <= after)
+                    continue;
+                if (!co_await ctx.write_stream(text))
+                    co_return;
+                after = seq;
+                last_write = std::chrono::steady_clock::now();
+            }
+            if (b->final && after >= b->to)
+                co_return;  // everything up to the final event was sent
         }
-        evs.clear();
-        co_await deps.db.read([&](store::transaction& tx) {
-            t = tx.get_task(id);
-            evs = tx.get_events(id, after, 100);
-        });
-        if (!t)
+        if (f->closed || ctx.draining())
             co_return;
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last_write >= keep_alive) {
+            if (!co_await ctx.write_stream(": keep-alive\n\n"))
+                co_return;
+            last_write = now;
+            continue;
+        }
+        f->timer.expires_at(last_write + keep_alive);
+        if (f->batches.empty() && !f->closed)
+            co_await f->timer.async_wait(use_tuple);
+    }
+}
+
+// Sends the stored events after `after` (advancing it) in pages until none are left. The task's
+// final state when caught up (true: the stream is complete), or nullopt when the client is gone,
+// the task vanished or the store failed.
+awaitable<std::optional<bool>> handlers::stream_from_store(http::context& ctx,
+                                                           const std::string& id,
+                                                           std::int64_t& after) {
+    constexpr int page = 100;
+    for (;;) {
+        std::optional<store::task_row> t;
+        std::vector<store::event_row> evs;
+        try {
+            co_await deps.db.read([&](store::transaction& tx) {
+                t = tx.get_task(id);
+                evs = tx.get_events(id, after, page);
+            });
+        } catch (const std::exception&) {
+            co_return std::nullopt;  // the client reconnects with Last-Event-ID
+        }
+        if (!t)
+            co_return std::nullopt;
+        for (const auto& e : evs) {
+            if (!co_await ctx.write_stream(sse_frame(e)))
+                co_return std::nullopt;
+            after = e.seq;
+        }
+        if (static_cast<int>(evs.size()) < page)
+            co_return is_final(*t);
     }
 }
 
@@ -534,6 +659,7 @@ awaitable<void> handlers::provider_webhook(http::context& ctx) {
 
 void add_extension_routes(http::router& routes, const api_deps& deps) {
     auto h = std::make_shared<handlers>(deps);
+    deps.events.set_reader(hub_reader(deps.db.raw()));
     const auto& s = deps.settings;
     const std::uint64_t max_body =
         std::max<std::uint64_t>(s.api.max_upload_bytes, s.api.max_json_bytes) +

@@ -270,6 +270,11 @@ object_schema<api_settings> api_schema() {
             "/v1/files/{id}/links makes one with another lifetime.")
         .def(1h)
         .range(1min, 24h * 7);
+    s.field("sse_keep_alive", &api_settings::sse_keep_alive,
+            "How often an idle Server-Sent Events stream sends a comment line, so proxies and "
+            "clients keep it open (events themselves are pushed the moment they commit).")
+        .def(15s)
+        .range(1s, 10min);
     return s;
 }
 

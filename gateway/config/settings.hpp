@@ -94,6 +94,7 @@ struct api_settings {
     std::string default_provider = "sandbox";
     std::string url_signing_key;                           // secret; "" = random per process
     duration signed_url_lifetime = std::chrono::hours(1);  // signed file links in task JSON
+    duration sse_keep_alive = std::chrono::seconds(15);    // comment line on an idle SSE stream
 };
 
 struct engine_settings {

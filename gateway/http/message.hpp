@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -70,6 +71,11 @@ class context {
         int status, std::string content_type,
         std::optional<std::uint64_t> content_length = std::nullopt) = 0;
     virtual boost::asio::awaitable<bool> write_stream(std::string_view data) = 0;
+    // After begin_stream, for long-lived streams (SSE): `fn` runs once, on the connection's
+    // executor, when the client closes the connection (noticed at once by a read kept pending on
+    // the socket, not at the next write) or when shutdown closes the streams. The default (for
+    // contexts without a socket) never calls it.
+    virtual void watch_peer_close(std::function<void()> fn) { (void)fn; }
     // True once shutdown has begun: long-lived handlers (SSE) should finish.
     virtual bool draining() const = 0;
 

@@ -242,6 +242,8 @@ class connection final : public context, public std::enable_shared_from_this<con
     void close_if_idle() {
         if (idle_)
             stream_.cancel();
+        else
+            fire_peer_close();  // a stream waiting for events ends now
     }
     void cut() {
         beast::error_code ec;
@@ -380,7 +382,34 @@ class connection final : public context, public std::enable_shared_from_this<con
         co_return !ec;
     }
 
+    void watch_peer_close(std::function<void()> fn) override {
+        if (watching_)
+            return;
+        watching_ = true;
+        peer_close_ = std::move(fn);
+        // No timeout on this read: an idle stream may stay open for hours. Writes keep theirs
+        // (expires_after while a read is pending sets only the write timer).
+        stream_.expires_never();
+        net::co_spawn(stream_.get_executor(), watch_close(shared_from_this()), net::detached);
+    }
+
   private:
+    // Keeps a read pending on a streaming connection: it completes when the client closes (or
+    // the socket is closed here); bytes a client sends meanwhile are discarded.
+    net::awaitable<void> watch_close(std::shared_ptr<connection> self) {
+        std::array<char, 512> scratch;
+        for (;;) {
+            auto [ec, n] = co_await stream_.async_read_some(net::buffer(scratch), use_tuple);
+            if (ec)
+                break;
+        }
+        fire_peer_close();
+    }
+    void fire_peer_close() {
+        if (auto fn = std::exchange(peer_close_, nullptr))
+            fn();
+    }
+
     // Lingering close: a response was sent before the request body was read (413, 401, ...).
     // Closing now would reset the connection while the client is still sending, and the reset
     // can destroy the response before the client reads it. Discard what still arrives, bounded
@@ -522,7 +551,8 @@ class connection final : public context, public std::enable_shared_from_this<con
         if (draining_now)
             keep_alive = false;
         // Part of the body may still be on its way: linger before closing.
-        linger_ = !keep_alive && !parser_->is_done();
+        linger_ = !keep_alive && !parser_->is_done() && !watching_;
+        peer_close_ = nullptr;  // the handler is done: nobody waits for the close any more
         bool write_ok = true;
         int status = res_.status;
         if (streaming_) {
@@ -670,6 +700,8 @@ class connection final : public context, public std::enable_shared_from_this<con
     std::string head_buffer_;
     bool idle_ = false;
     bool linger_ = false;
+    bool watching_ = false;             // watch_close's read is pending (streams only)
+    std::function<void()> peer_close_;  // watch_peer_close's callback, until it runs
     bool continue_sent_ = false;
     bool body_failed_ = false;
     bool streaming_ = false;
