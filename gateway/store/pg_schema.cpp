@@ -194,6 +194,37 @@ CREATE INDEX tasks_finished ON tasks (updated_at)
     WHERE status IN ('succeeded', 'partially_succeeded', 'failed', 'canceled');
 CREATE INDEX deliveries_task ON deliveries (task_id);
 )sql",
+    // 3: the dispatcher's gauges without scans (as SQLite's migration 7). Deliveries are counted
+    // by status as they are written, by a trigger; each writer session adds to its own shard
+    // row (backend pid % 16), so concurrent writers do not queue on one counter row.
+    R"sql(
+CREATE TABLE delivery_counts (
+    status TEXT    NOT NULL,
+    shard  INTEGER NOT NULL,
+    n      BIGINT  NOT NULL,
+    PRIMARY KEY (status, shard)
+);
+INSERT INTO delivery_counts (status, shard, n)
+    SELECT status, 0, COUNT(*) FROM deliveries GROUP BY status;
+CREATE FUNCTION deliveries_count() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.status <> NEW.status) THEN
+        INSERT INTO delivery_counts (status, shard, n)
+            VALUES (OLD.status, pg_backend_pid() % 16, -1)
+            ON CONFLICT (status, shard) DO UPDATE SET n = delivery_counts.n - 1;
+    END IF;
+    IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND OLD.status <> NEW.status) THEN
+        INSERT INTO delivery_counts (status, shard, n)
+            VALUES (NEW.status, pg_backend_pid() % 16, 1)
+            ON CONFLICT (status, shard) DO UPDATE SET n = delivery_counts.n + 1;
+    END IF;
+    RETURN NULL;
+END
+$f$;
+CREATE TRIGGER deliveries_count AFTER INSERT OR UPDATE OF status OR DELETE ON deliveries
+    FOR EACH ROW EXECUTE FUNCTION deliveries_count();
+CREATE INDEX deliveries_pending_event ON deliveries (event_at) WHERE status = 'pending';
+)sql",
 };
 
 // Any 64-bit constant, the same in every replica and every `segue migrate`.

@@ -256,8 +256,10 @@ const char* sql_of(q which) {
                    "(SELECT MIN(GREATEST(next_at, lease_until)) FROM deliveries WHERE "
                    "status = 'pending' AND lease_owner <> ''))";
         case q::summarize_deliveries:
-            return "SELECT (SELECT COUNT(*) FROM deliveries WHERE status = 'pending'), "
-                   "(SELECT COUNT(*) FROM deliveries WHERE status = 'dead'), "
+            // Counts kept by triggers (migration 3); MIN by the partial index on event_at.
+            return "SELECT (SELECT COALESCE(SUM(n), 0) FROM delivery_counts WHERE "
+                   "status = 'pending'), (SELECT COALESCE(SUM(n), 0) FROM delivery_counts "
+                   "WHERE status = 'dead'), "
                    "(SELECT MIN(event_at) FROM deliveries WHERE status = 'pending')";
         case q::lock_account:
             // The tenant's totals row, created if missing and locked until commit: every ledger

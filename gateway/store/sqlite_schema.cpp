@@ -277,6 +277,30 @@ CREATE INDEX tasks_finished ON tasks (updated_at)
     WHERE status IN ('succeeded', 'partially_succeeded', 'failed', 'canceled');
 CREATE INDEX deliveries_task ON deliveries (task_id);
 )sql",
+    // 7: the dispatcher's gauges without scans. Deliveries are counted by status as they are
+    // written (triggers, so no write path can forget), instead of COUNT(*) over a table that
+    // grows by a row per event and webhook; the oldest pending one is found by index.
+    R"sql(
+CREATE TABLE delivery_counts (
+    status TEXT    NOT NULL PRIMARY KEY,
+    n      INTEGER NOT NULL
+) STRICT;
+INSERT INTO delivery_counts (status, n) SELECT status, COUNT(*) FROM deliveries GROUP BY status;
+CREATE TRIGGER deliveries_count_insert AFTER INSERT ON deliveries BEGIN
+    INSERT INTO delivery_counts (status, n) VALUES (NEW.status, 1)
+        ON CONFLICT (status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER deliveries_count_update AFTER UPDATE OF status ON deliveries
+    WHEN OLD.status <> NEW.status BEGIN
+    UPDATE delivery_counts SET n = n - 1 WHERE status = OLD.status;
+    INSERT INTO delivery_counts (status, n) VALUES (NEW.status, 1)
+        ON CONFLICT (status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER deliveries_count_delete AFTER DELETE ON deliveries BEGIN
+    UPDATE delivery_counts SET n = n - 1 WHERE status = OLD.status;
+END;
+CREATE INDEX deliveries_pending_event ON deliveries (event_at) WHERE status = 'pending';
+)sql",
 };
 
 }  // namespace

@@ -252,8 +252,10 @@ const char* sql_of(q which) {
             return "SELECT MIN(MAX(next_at, lease_until)) FROM deliveries WHERE "
                    "status = 'pending' AND lease_owner <> ''";
         case q::summarize_deliveries:
-            return "SELECT (SELECT COUNT(*) FROM deliveries WHERE status = 'pending'), "
-                   "(SELECT COUNT(*) FROM deliveries WHERE status = 'dead'), "
+            // Counts kept by triggers (migration 7); MIN by the partial index on event_at.
+            return "SELECT (SELECT COALESCE(SUM(n), 0) FROM delivery_counts WHERE "
+                   "status = 'pending'), (SELECT COALESCE(SUM(n), 0) FROM delivery_counts "
+                   "WHERE status = 'dead'), "
                    "(SELECT MIN(event_at) FROM deliveries WHERE status = 'pending')";
         case q::insert_ledger:
             return "INSERT INTO ledger (tenant, task_id, output, kind, key, amount_milli, "

@@ -1502,6 +1502,64 @@ TEST_P(StoreEngineTest, DeliveriesListRedeliverGoneAndSummary) {
     EXPECT_EQ(after->next_at, 3000);
 }
 
+// The summary's counts are kept as deliveries are written (not counted by a scan): they must
+// follow every change of status, and agree with a count of the rows.
+TEST_P(StoreEngineTest, DeliverySummaryFollowsEveryChangeOfStatus) {
+    auto s = open();
+    std::vector<st::delivery_row> d;
+    sync_write(*s, [&](st::transaction& tx) {
+        tx.insert_task(make_task("ext_a"));
+        for (int i = 0; i < 5; ++i)
+            d.push_back(add_delivery(tx, "ext_a", "http://r/" + std::to_string(i), 1000 + i));
+    });
+    auto summary = [&] {
+        st::delivery_summary sum;
+        sync_read(*s, [&](st::transaction& tx) { sum = tx.summarize_deliveries(); });
+        return sum;
+    };
+    auto sum = summary();
+    EXPECT_EQ(sum.pending, 5);
+    EXPECT_EQ(sum.dead, 0);
+    EXPECT_EQ(sum.oldest_pending_event_at.value_or(0), 1000);
+
+    // Delivered (the oldest), dead (by a 410), pending again (redelivered).
+    std::vector<st::delivery_row> got;
+    sync_write(*s, [&](st::transaction& tx) { got = tx.claim_deliveries("o", 5000, 500, 10); });
+    ASSERT_FALSE(got.empty());
+    auto first = std::find_if(got.begin(), got.end(), [&](auto& r) { return r.id == d[0].id; });
+    ASSERT_NE(first, got.end());
+    first->status = "delivered";
+    first->delivered_at = 5001;
+    bool held = false;
+    sync_write(*s, [&](st::transaction& tx) { held = tx.finish_delivery(*first, "o"); });
+    ASSERT_TRUE(held);
+    int killed = 0;
+    sync_write(*s, [&](st::transaction& tx) {
+        killed = tx.kill_deliveries_to("tenant_a", "http://r/1", "410 Gone", 6000);
+        killed += tx.kill_deliveries_to("tenant_a", "http://r/2", "410 Gone", 6000);
+    });
+    EXPECT_EQ(killed, 2);
+    sum = summary();
+    EXPECT_EQ(sum.pending, 2);
+    EXPECT_EQ(sum.dead, 2);
+    EXPECT_EQ(sum.oldest_pending_event_at.value_or(0), 1003);
+    bool ok = false;
+    sync_write(*s, [&](st::transaction& tx) { ok = tx.redeliver(d[1].id, 7000); });
+    EXPECT_TRUE(ok);
+    sum = summary();
+    EXPECT_EQ(sum.pending, 3);
+    EXPECT_EQ(sum.dead, 1);
+    EXPECT_EQ(sum.oldest_pending_event_at.value_or(0), 1001);
+    // The same numbers as counting the rows.
+    std::vector<st::delivery_row> pending, dead;
+    sync_read(*s, [&](st::transaction& tx) {
+        pending = tx.list_deliveries("tenant_a", "pending", "", 100, "");
+        dead = tx.list_deliveries("tenant_a", "dead", "", 100, "");
+    });
+    EXPECT_EQ(static_cast<std::int64_t>(pending.size()), sum.pending);
+    EXPECT_EQ(static_cast<std::int64_t>(dead.size()), sum.dead);
+}
+
 TEST_P(StoreEngineTest, OutboxListenerRunsAfterCommitsThatMadeDeliveriesDue) {
     auto s = open();
     std::atomic<int> calls{0};
