@@ -32,6 +32,7 @@
 #include "gateway/metrics/process.hpp"
 #include "gateway/metrics/registry.hpp"
 #include "gateway/net/address_policy.hpp"
+#include "gateway/net/dns.hpp"
 #include "gateway/net/http_client.hpp"
 #include "gateway/net/url_guard.hpp"
 #include "gateway/runtime/blocking_pool.hpp"
@@ -106,6 +107,7 @@ struct app::impl {
     std::unique_ptr<store::db> db;       // the API's (write_lane::requests)
     std::unique_ptr<store::db> work_db;  // the engine's and the dispatcher's (write_lane::work)
     std::unique_ptr<store::blob_store> blobs;
+    std::shared_ptr<net::dns_resolver> resolver;
     std::unique_ptr<net::http_client> http;
     std::unique_ptr<net::http_client> fetch;
     std::shared_ptr<const net::url_policy> url_policy;
@@ -168,7 +170,13 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
             if (!d.providers->find(e.provider))
                 throw std::runtime_error("routing.routes." + name + ": provider '" + e.provider +
                                          "' is not enabled");
+    // One resolver for every outbound call: lookups concurrent, answers cached (dns.hpp).
+    d.resolver = std::make_shared<net::dns_resolver>(net::dns_options{
+        .threads = d.settings.dns.threads,
+        .ttl = std::chrono::duration_cast<std::chrono::milliseconds>(d.settings.dns.cache_ttl),
+        .max_entries = static_cast<std::size_t>(d.settings.dns.cache_entries)});
     net::client_options co;
+    co.resolver = d.resolver;
     co.connect_timeout = d.settings.upstream.connect_timeout;
     co.request_timeout = d.settings.upstream.request_timeout;
     co.max_response_bytes = d.settings.upstream.max_response_bytes;
@@ -185,6 +193,7 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
         policy->allowed_ports.assign(d.settings.fetch.allowed_ports.begin(),
                                      d.settings.fetch.allowed_ports.end());
         policy->allow_http = true;
+        policy->resolver = d.resolver;
         d.url_policy = std::move(policy);
     }
     net::client_options fo = co;

@@ -682,6 +682,26 @@ object_schema<fetch_settings> fetch_schema() {
     return s;
 }
 
+object_schema<dns_settings> dns_schema() {
+    object_schema<dns_settings> s;
+    s.field("threads", &dns_settings::threads,
+            "Host name lookups that may run at once (each on its own thread: getaddrinfo "
+            "blocks); concurrent lookups of one name share one.")
+        .def(4)
+        .range(1, 64);
+    s.field("cache_ttl", &dns_settings::cache_ttl,
+            "How long a resolved name is reused. The system resolver does not report the "
+            "records' own TTL, so this is the longest a changed record goes unnoticed; 0 turns "
+            "the cache off. Failures are never cached.")
+        .def(30s)
+        .range(0s, 1h);
+    s.field("cache_entries", &dns_settings::cache_entries,
+            "Names kept in the cache at most (the soonest to expire makes room).")
+        .def(4096)
+        .range(1, 1000000);
+    return s;
+}
+
 object_schema<settings> make_settings_schema(provider_catalog providers) {
     object_schema<settings> root;
     root.object("server", &settings::server, server_schema(), "The HTTP listener.");
@@ -700,6 +720,9 @@ object_schema<settings> make_settings_schema(provider_catalog providers) {
                 "The HTTP client for provider APIs.");
     root.object("fetch", &settings::fetch, fetch_schema(),
                 "User-given URLs: audio_url downloads and webhook deliveries (SSRF guard).");
+    root.object("dns", &settings::dns, dns_schema(),
+                "Host name resolution of every outbound call: concurrent lookups, a bounded "
+                "cache.");
     root.object("routing", &settings::routing, routing_schema(),
                 "Which providers a task goes to, in which order.");
     root.object("retry", &settings::retry, retry_schema(),

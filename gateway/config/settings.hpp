@@ -132,6 +132,13 @@ struct fetch_settings {
     duration timeout = std::chrono::minutes(2);
 };
 
+// Host name resolution for every outbound call (gateway/net/dns.hpp).
+struct dns_settings {
+    int threads = 4;                                // lookups at once
+    duration cache_ttl = std::chrono::seconds(30);  // 0: no cache
+    int cache_entries = 4096;
+};
+
 // The client every provider call goes through.
 struct upstream_settings {
     duration connect_timeout = std::chrono::seconds(5);
@@ -208,6 +215,7 @@ struct settings {
     providers_settings providers;
     upstream_settings upstream;
     fetch_settings fetch;
+    dns_settings dns;
     webhooks_settings webhooks;
     routing_settings routing;
     retry_settings retry;

@@ -43,6 +43,7 @@
 
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
+#include "gateway/net/dns.hpp"
 
 namespace segue::net {
 namespace {
@@ -291,15 +292,6 @@ struct opened {
     std::string message;
 };
 
-struct resolve_state {
-    explicit resolve_state(const strand_type& s) : resolver(s), done(s) {}
-    tcp::resolver resolver;
-    asio::steady_timer done;
-    error_code ec;
-    tcp::resolver::results_type results;
-    bool finished = false;
-};
-
 struct file_sink_state {
     blocking_runner run;
     std::string path;
@@ -395,6 +387,7 @@ struct http_client::impl : std::enable_shared_from_this<impl> {
     impl(asio::io_context& ioc, client_options o, metrics::registry& m)
         : strand(asio::make_strand(ioc)),
           opts(std::move(o)),
+          resolver(opts.resolver ? opts.resolver : default_dns_resolver()),
           tls_ctx(ssl::context::tls_client),
           requests(m.counter_family(
               "segue_upstream_requests_total",
@@ -543,36 +536,24 @@ struct http_client::impl : std::enable_shared_from_this<impl> {
 
     // --- connecting ---
 
-    // The resolver runs getaddrinfo on Asio's resolver thread, and cancelling it does not
-    // interrupt a getaddrinfo already running: race it against a timer so a hung DNS server
-    // cannot hold the request past its connect deadline.
+    // dns.hpp: lookups run concurrently on the resolver's threads, answers are cached; the
+    // deadline bounds the wait even when a name server hangs.
     asio::awaitable<opened> resolve(const target& t, steady::time_point deadline,
                                     std::vector<tcp::endpoint>& out) {
         opened res;
-        auto st = std::make_shared<resolve_state>(strand);
-        st->done.expires_at(deadline);
-        st->resolver.async_resolve(t.host, std::to_string(t.port), tcp::resolver::numeric_service,
-                                   [st](const error_code& ec, tcp::resolver::results_type results) {
-                                       st->ec = ec;
-                                       st->results = std::move(results);
-                                       st->finished = true;
-                                       st->done.cancel();
-                                   });
-        co_await st->done.async_wait(use_tuple);
-        if (!st->finished) {
-            st->resolver.cancel();
+        auto a = co_await resolver->resolve(t.host, deadline);
+        if (a.timed_out) {
             res.error = failure::timeout;
             res.message = "resolving " + t.host + " timed out";
             co_return res;
         }
-        if (st->ec || st->results.empty()) {
+        if (!a.ok()) {
             res.error = failure::resolve;
-            res.message = "resolving " + t.host + ": " +
-                          (st->ec ? st->ec.message() : std::string("no addresses"));
+            res.message = "resolving " + t.host + ": " + a.error;
             co_return res;
         }
-        for (const auto& e : st->results)
-            out.push_back(e.endpoint());
+        for (const auto& addr : a.addresses)
+            out.emplace_back(addr, t.port);
         co_return res;
     }
 
@@ -934,6 +915,7 @@ struct http_client::impl : std::enable_shared_from_this<impl> {
 
     strand_type strand;
     client_options opts;
+    std::shared_ptr<dns_resolver> resolver;
     ssl::context tls_ctx;
 
     metrics::family<metrics::counter>& requests;

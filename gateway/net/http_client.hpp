@@ -30,6 +30,8 @@ class registry;
 
 namespace segue::net {
 
+class dns_resolver;
+
 // One address a host name resolved to (numeric text as Asio prints it: "10.0.0.1", "::1",
 // "::ffff:127.0.0.1"), handed to client_options::check_endpoints.
 struct resolved_endpoint {
@@ -81,6 +83,8 @@ struct client_options {
     endpoint_check check_endpoints;
     // Needed by download(request, path, ...) only: where the file writes run.
     blocking_runner run_blocking;
+    // Resolves host names (dns.hpp: concurrent, cached); null: the client makes its own.
+    std::shared_ptr<dns_resolver> resolver;
 };
 
 struct request {

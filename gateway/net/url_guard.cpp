@@ -15,6 +15,8 @@
 #include <cctype>
 #include <utility>
 
+#include "gateway/net/dns.hpp"
+
 namespace segue::net {
 namespace {
 
@@ -222,48 +224,21 @@ struct endpoint_guard {
 
 // --- resolution for check_url ---
 
-// getaddrinfo runs on Asio's resolver thread and cancelling does not interrupt it: the lookup is
-// raced against a timer, everything on one strand (the completion below runs there too).
-struct lookup {
-    explicit lookup(const asio::strand<asio::any_io_executor>& s) : resolver(s), done(s) {}
-    tcp::resolver resolver;
-    asio::steady_timer done;
-    error_code ec;
-    tcp::resolver::results_type results;
-    bool finished = false;
-};
-
 asio::awaitable<std::optional<std::string>> resolve_and_check(
-    asio::strand<asio::any_io_executor> strand, checked_url target,
-    std::shared_ptr<const url_policy> policy, std::chrono::milliseconds timeout,
+    checked_url target, std::shared_ptr<const url_policy> policy, std::chrono::milliseconds timeout,
     bool refuse_unresolvable) {
-    auto st = std::make_shared<lookup>(strand);
-    st->done.expires_after(timeout);
-    // Same flags as http_client: every A and AAAA record, whatever the local interfaces.
-    st->resolver.async_resolve(target.host, std::to_string(target.port),
-                               tcp::resolver::numeric_service,
-                               [st](const error_code& ec, tcp::resolver::results_type results) {
-                                   st->ec = ec;
-                                   st->results = std::move(results);
-                                   st->finished = true;
-                                   st->done.cancel();
-                               });
-    co_await st->done.async_wait(use_tuple);
-    if (!st->finished) {
-        st->resolver.cancel();
-        if (!refuse_unresolvable)
-            co_return std::nullopt;
-        co_return "cannot resolve " + target.host + ": timed out";
-    }
-    if ((st->ec || st->results.empty()) && !refuse_unresolvable)
+    // dns.hpp: concurrent, cached lookups (a policy without a resolver: the uncached default).
+    auto resolver = policy->resolver ? policy->resolver : default_dns_resolver();
+    auto a = co_await resolver->resolve(target.host, std::chrono::steady_clock::now() + timeout);
+    if (!a.ok() && !refuse_unresolvable)
         co_return std::nullopt;
-    if (st->ec || st->results.empty())
-        co_return "cannot resolve " + target.host + ": " +
-            (st->ec ? st->ec.message() : std::string("no addresses"));
+    if (a.timed_out)
+        co_return "cannot resolve " + target.host + ": timed out";
+    if (!a.ok())
+        co_return "cannot resolve " + target.host + ": " + a.error;
     std::vector<resolved_endpoint> eps;
-    for (const auto& e : st->results)
-        eps.push_back({e.endpoint().address().to_string(), e.endpoint().port(),
-                       e.endpoint().address().is_v6()});
+    for (const auto& addr : a.addresses)
+        eps.push_back({addr.to_string(), target.port, addr.is_v6()});
     co_return endpoint_guard{policy}(target.host, eps);
 }
 
@@ -400,8 +375,7 @@ asio::awaitable<std::optional<std::string>> check_url(asio::any_io_executor ex, 
         co_return std::nullopt;  // already judged by the syntax check
     auto strand = asio::make_strand(ex);
     co_return co_await asio::co_spawn(
-        strand,
-        resolve_and_check(strand, std::move(cu), std::move(policy), timeout, refuse_unresolvable),
+        strand, resolve_and_check(std::move(cu), std::move(policy), timeout, refuse_unresolvable),
         asio::use_awaitable);
 }
 

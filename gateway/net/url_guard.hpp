@@ -47,6 +47,8 @@
 
 namespace segue::net {
 
+class dns_resolver;
+
 struct url_policy {
     // Ports a URL may name (explicitly or by its scheme's default); empty: any port 1..65535.
     std::vector<std::uint16_t> allowed_ports{80, 443};
@@ -54,6 +56,8 @@ struct url_policy {
     cidr_list allow;
     // Plain http:// URLs (and https -> http redirects). https:// is always allowed.
     bool allow_http = true;
+    // Resolves host names for check_url (dns.hpp); null: a private one (no shared cache).
+    std::shared_ptr<dns_resolver> resolver;
 };
 
 // Redirect budgets: audio and other fetches follow a few; webhook deliveries none (a 3xx from a
