@@ -9,8 +9,9 @@
 --       POST the same request as multipart/form-data with WAV_PATH as audio_file
 --       (bench/submit.sh with BENCH_SOURCE=file: the accepted path while the sandbox takes
 --       uploaded files only)
---   wrk ... -s bench/submit.lua http://127.0.0.1:PORT/healthz -- get
---       plain GET (the same status counting, so both runs pay the same Lua cost)
+--   wrk ... -s bench/submit.lua http://127.0.0.1:PORT/healthz -- get [API_KEY]
+--       plain GET (the same status counting, so both runs pay the same Lua cost); with
+--       API_KEY, with Authorization: Bearer API_KEY
 --
 -- Non-202 responses of a post run are what the bench reports as failures.
 
@@ -49,8 +50,12 @@ function init(args)
          "--" .. b .. "--", ""}, "\r\n")
       wrk.headers["Content-Type"] = "multipart/form-data; boundary=" .. b
       wrk.headers["Authorization"] = "Bearer " .. key
-   elseif mode ~= "get" then
-      error("mode must be post or get, not " .. mode)
+   elseif mode == "get" then
+      if args[2] then  -- an API key: an authenticated GET (bench/big_db.sh)
+         wrk.headers["Authorization"] = "Bearer " .. args[2]
+      end
+   else
+      error("mode must be post, file or get, not " .. mode)
    end
 end
 
