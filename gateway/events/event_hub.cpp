@@ -1,14 +1,18 @@
 #include "gateway/events/event_hub.hpp"
 
 #include <algorithm>
-#include <stdexcept>
 
 namespace segue::events {
 
 event_hub::subscription::~subscription() {
     std::lock_guard lk(hub_.m_);
     if (waker_) {
-        hub_.wakers_.erase(id_);
+        auto [b, e] = hub_.waiters_.equal_range(task_);
+        for (auto i = b; i != e; ++i)
+            if (i->second.id == id_) {
+                hub_.waiters_.erase(i);
+                break;
+            }
         return;
     }
     auto it = hub_.channels_.find(task_);
@@ -56,25 +60,36 @@ std::unique_ptr<event_hub::subscription> event_hub::subscribe(std::string task_i
 
 std::unique_ptr<event_hub::subscription> event_hub::subscribe(std::string task,
                                                               std::function<void()> wake) {
-    if (task != any_task)
-        throw std::invalid_argument("event_hub: a waker follows any_task");
     std::lock_guard lk(m_);
     const auto id = next_id_++;
-    wakers_.emplace(id, std::move(wake));
+    waiters_.emplace(task, waiter{id, std::move(wake)});
     return std::unique_ptr<subscription>(new subscription(*this, std::move(task), id, 0, true));
 }
 
 void event_hub::publish(const std::vector<std::string>& task_ids) {
     if (!task_ids.empty())
-        wake_all();
+        wake(&task_ids);
     read_channels(task_ids);
 }
 
 // Wakes run under the lock, like sinks (never after their subscription is gone).
-void event_hub::wake_all() {
+void event_hub::wake(const std::vector<std::string>* tasks) {
     std::lock_guard lk(m_);
-    for (auto& [id, w] : wakers_)
-        w();
+    if (waiters_.empty())
+        return;
+    if (!tasks) {
+        for (auto& [task, w] : waiters_)
+            w.wake();
+        return;
+    }
+    for (const auto& t : *tasks) {
+        auto [b, e] = waiters_.equal_range(t);
+        for (auto i = b; i != e; ++i)
+            i->second.wake();
+    }
+    auto [b, e] = waiters_.equal_range(std::string(any_task));  // once per commit
+    for (auto i = b; i != e; ++i)
+        i->second.wake();
 }
 
 void event_hub::read_channels(const std::vector<std::string>& task_ids) {
@@ -107,7 +122,7 @@ void event_hub::publish_all() {
         for (const auto& [task, c] : channels_)
             all.push_back(task);
     }
-    wake_all();
+    wake(nullptr);
     read_channels(all);
 }
 
@@ -164,6 +179,11 @@ void event_hub::finish_read(const std::shared_ptr<channel>& c, event_batch b) {
 std::size_t event_hub::subscribers() const {
     std::lock_guard lk(m_);
     return subscribers_;
+}
+
+std::size_t event_hub::waiters() const {
+    std::lock_guard lk(m_);
+    return waiters_.size();
 }
 
 std::size_t event_hub::channels() const {

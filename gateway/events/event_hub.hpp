@@ -70,9 +70,10 @@ class event_hub {
     // Follows `task_id` from `after` (the last sequence number the subscriber has).
     [[nodiscard]] std::unique_ptr<subscription> subscribe(std::string task_id, std::int64_t after,
                                                           sink s);
-    // Tenant-wide streams (the live task list): `wake` runs, on a store thread, after any commit
-    // with events (`task` must be any_task); the subscriber reads what it needs itself. Must
-    // not block, only post; never runs once the subscription is destroyed.
+    // A wake-up only, no events: `wake` runs, on a store thread, after each commit with events
+    // of `task` (any_task: of any task, e.g. the live task list) and after a lost notification
+    // channel; the subscriber reads what it needs itself. Must not block, only post; never runs
+    // once the subscription is destroyed.
     [[nodiscard]] std::unique_ptr<subscription> subscribe(std::string task,
                                                           std::function<void()> wake);
 
@@ -81,6 +82,7 @@ class event_hub {
     void publish_all();  // after a lost notification channel: every channel reads again
 
     std::size_t subscribers() const;
+    std::size_t waiters() const;  // wake-up subscriptions
     std::size_t channels() const;
     std::uint64_t reads() const;  // reads made by channels so far
 
@@ -92,7 +94,7 @@ class event_hub {
         bool again = false;  // a notice came during the read: read once more after it
         std::vector<std::pair<std::uint64_t, sink>> sinks;
     };
-    void wake_all();
+    void wake(const std::vector<std::string>* tasks);  // nullptr: every waiter
     void read_channels(const std::vector<std::string>& task_ids);
     void start_read(const std::shared_ptr<channel>& c);  // not under m_
     void finish_read(const std::shared_ptr<channel>& c, event_batch b);
@@ -102,7 +104,11 @@ class event_hub {
     mutable std::mutex m_;
     std::unordered_map<std::string, std::shared_ptr<channel>> channels_;
     std::size_t subscribers_ = 0;
-    std::unordered_map<std::uint64_t, std::function<void()>> wakers_;  // any_task subscribers
+    struct waiter {
+        std::uint64_t id;
+        std::function<void()> wake;
+    };
+    std::unordered_multimap<std::string, waiter> waiters_;  // wake-up subscriptions, by task
     std::uint64_t next_id_ = 1;
     std::uint64_t reads_ = 0;
 };
