@@ -69,8 +69,8 @@ extend_result extend(const std::string& input_path, const std::string& wav_path,
 // Test/bench helper: writes a synthetic song (kick on every beat, snare on 2 and 4, hi-hats and
 // bass on eighths, a pad following a 4-bar chord cycle and a non-repeating melody) of `seconds` at
 // `bpm` to `path` in the given format ("wav" 16-bit PCM, "mp3", "flac" 16-bit, "ogg" Vorbis).
-// Deterministic. Returns false on failure.
+// Deterministic. `gain` (0..1) scales it; 0 writes digital silence. Returns false on failure.
 bool write_test_song(const std::string& path, double seconds, int sample_rate, int channels,
-                     double bpm, const std::string& format);
+                     double bpm, const std::string& format, double gain = 1.0);
 
 }  // namespace segue::audio

@@ -217,10 +217,10 @@ bool mp3_rate(int sr) {
 }  // namespace
 
 bool write_test_song(const std::string& path, double seconds, int sample_rate, int channels,
-                     double bpm, const std::string& format) {
+                     double bpm, const std::string& format, double gain) {
     try {
         if (!(seconds > 0 && seconds <= 3600) || sample_rate < 8000 || sample_rate > 384000 ||
-            channels < 1 || channels > 8 || !(bpm >= 30 && bpm <= 300))
+            channels < 1 || channels > 8 || !(bpm >= 30 && bpm <= 300) || !(gain >= 0 && gain <= 1))
             return false;
         SF_INFO info{};
         info.samplerate = sample_rate;
@@ -256,7 +256,7 @@ bool write_test_song(const std::string& path, double seconds, int sample_rate, i
             std::fill(right.begin(), right.end(), 0.0);
             s.render(pos, n, left.data(), right.data());
             for (long long i = 0; i < n; ++i) {
-                const double l = 0.62 * left[i], r = 0.62 * right[i];
+                const double l = 0.62 * gain * left[i], r = 0.62 * gain * right[i];
                 for (int c = 0; c < channels; ++c) {
                     const double v = channels == 1 ? 0.5 * (l + r) : (c % 2 == 0 ? l : r);
                     buf[static_cast<std::size_t>(i * channels + c)] = static_cast<float>(v);
