@@ -44,6 +44,7 @@
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
 #include "gateway/net/dns.hpp"
+#include "gateway/util/fd_io.hpp"
 
 namespace segue::net {
 namespace {
@@ -310,19 +311,7 @@ asio::awaitable<bool> write_file_chunk(std::shared_ptr<file_sink_state> st, std:
             st->fd = -1;
             return;
         }
-        const char* p = d.data();
-        std::size_t left = d.size();
-        while (left > 0) {
-            const auto n = ::write(st->fd, p, left);
-            if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                st->err = errno;
-                return;
-            }
-            p += n;
-            left -= static_cast<std::size_t>(n);
-        }
+        st->err = util::write_all(st->fd, d);
     });
     co_return st->err == 0;
 }

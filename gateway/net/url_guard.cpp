@@ -299,7 +299,7 @@ std::string hop_label(int hop, const std::string& url) {
 
 asio::awaitable<result> follow(http_client& client, request r, bool to_file, std::string path,
                                std::uint64_t max_bytes, std::shared_ptr<const url_policy> policy,
-                               int max_hops) {
+                               int max_hops, body_sink sink = {}) {
     const bool redirectable =
         (r.method == "GET" || r.method == "HEAD") && !r.body_source && !r.body_size;
     if (!redirectable || max_hops < 0)
@@ -325,8 +325,9 @@ asio::awaitable<result> follow(http_client& client, request r, bool to_file, std
             }
             r.timeout = left;
         }
-        result res =
-            to_file ? co_await client.download(r, path, max_bytes) : co_await client.send(r);
+        result res = sink      ? co_await client.download(r, sink, max_bytes)
+                     : to_file ? co_await client.download(r, path, max_bytes)
+                               : co_await client.send(r);
         if (!res.ok() || !is_redirect(res.res.status))
             co_return res;
         const auto location = res.res.header("Location");
@@ -384,6 +385,13 @@ asio::awaitable<result> download_following(http_client& client, request r, std::
                                            std::shared_ptr<const url_policy> policy, int max_hops) {
     return follow(client, std::move(r), true, std::move(path), max_bytes, std::move(policy),
                   max_hops);
+}
+
+asio::awaitable<result> download_following(http_client& client, request r, body_sink sink,
+                                           std::uint64_t max_bytes,
+                                           std::shared_ptr<const url_policy> policy, int max_hops) {
+    return follow(client, std::move(r), true, std::string(), max_bytes, std::move(policy), max_hops,
+                  std::move(sink));
 }
 
 asio::awaitable<result> send_following(http_client& client, request r,

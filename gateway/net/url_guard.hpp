@@ -103,6 +103,13 @@ boost::asio::awaitable<result> download_following(http_client& client, request r
                                                   std::shared_ptr<const url_policy> policy,
                                                   int max_hops);
 
+// The same streaming a 2xx body to `sink` (http_client::download(r, sink, max_bytes)); the sink
+// sees only the last hop's body, never a redirect's.
+boost::asio::awaitable<result> download_following(http_client& client, request r, body_sink sink,
+                                                  std::uint64_t max_bytes,
+                                                  std::shared_ptr<const url_policy> policy,
+                                                  int max_hops);
+
 // The same with http_client::send() (in-memory body), e.g. a webhook POST with
 // webhook_max_redirects: its URL is re-checked for syntax and a 3xx is a failure.
 boost::asio::awaitable<result> send_following(http_client& client, request r,

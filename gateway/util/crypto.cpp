@@ -8,7 +8,9 @@
 
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <stdexcept>
+#include <vector>
 
 namespace segue::util {
 
@@ -203,6 +205,22 @@ std::string sha256_stream::hex_digest() {
     unsigned int len = 0;
     EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), md, &len);
     return hex_encode(std::string_view(reinterpret_cast<char*>(md), len));
+}
+
+std::string sha256_file_hex(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        return {};
+    sha256_stream sha;
+    std::vector<char> buf(1 << 20);
+    while (in) {
+        in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+        if (in.gcount() > 0)
+            sha.update(std::string_view(buf.data(), static_cast<std::size_t>(in.gcount())));
+    }
+    if (in.bad())
+        return {};
+    return sha.hex_digest();
 }
 
 }  // namespace segue::util

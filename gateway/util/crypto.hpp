@@ -32,6 +32,9 @@ std::string base64_encode(std::string_view raw);
 // Standard base64 with or without padding; false for any other character or a bad length.
 bool base64_decode(std::string_view text, std::string& out);
 
+// SHA-256 of a file's bytes (read a MiB at a time), lowercase hex; "" if it cannot be read.
+std::string sha256_file_hex(const std::string& path);
+
 // Incremental SHA-256, for streamed uploads.
 class sha256_stream {
   public:
