@@ -46,20 +46,24 @@ std::string read_all(const fs::path& p) {
     return s.str();
 }
 
-// Two distinct real songs (WAV + MP3): what the clip URLs serve.
+// Two distinct real songs (WAV + MP3): what the clip URLs serve; then a third,
+// digitally silent, for the outputs listed in `silent_outputs`.
 std::vector<musicapi::audio_asset> make_assets(double seconds) {
     char tmpl[] = "/tmp/fake_musicapi.XXXXXX";
     if (!mkdtemp(tmpl))
         throw std::runtime_error("mkdtemp failed");
     const fs::path dir = tmpl;
     std::vector<musicapi::audio_asset> out;
-    const double lengths[2] = {seconds, seconds + 1.5};
-    const double bpms[2] = {110, 92};
-    for (int i = 0; i < 2; ++i) {
+    const double lengths[3] = {seconds, seconds + 1.5, seconds};
+    const double gains[3] = {1, 1, 0};
+    const double bpms[3] = {110, 92, 110};
+    for (int i = 0; i < 3; ++i) {
         const auto wav = dir / ("out" + std::to_string(i) + ".wav");
         const auto mp3 = dir / ("out" + std::to_string(i) + ".mp3");
-        if (!segue::audio::write_test_song(wav.string(), lengths[i], 22050, 1, bpms[i], "wav") ||
-            !segue::audio::write_test_song(mp3.string(), lengths[i], 22050, 1, bpms[i], "mp3")) {
+        if (!segue::audio::write_test_song(wav.string(), lengths[i], 22050, 1, bpms[i], "wav",
+                                           gains[i]) ||
+            !segue::audio::write_test_song(mp3.string(), lengths[i], 22050, 1, bpms[i], "mp3",
+                                           gains[i])) {
             fs::remove_all(dir);
             throw std::runtime_error("cannot generate the test songs");
         }
@@ -159,8 +163,11 @@ int main(int argc, char** argv) {
         }
 
         auto assets = make_assets(song_seconds);
+        auto silent = assets.back();
+        assets.pop_back();
         net::io_context ioc(1);
         musicapi::fake fake(ioc, s, credits, std::move(clips), faults, std::move(assets));
+        fake.set_silent_asset(std::move(silent));
         fake_server server(ioc, fake);
         server.listen(listen);
         if (base_url.empty()) {

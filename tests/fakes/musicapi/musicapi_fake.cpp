@@ -317,6 +317,18 @@ std::string apply_settings(const json::object& o, settings& target, control_extr
             err = int_of(0, s.finish_after_ms);
         } else if (k == "never_finish") {
             err = bool_of(s.never_finish);
+        } else if (k == "silent_outputs" || k == "truncated_outputs") {
+            std::set<int> outs;
+            if (!v.is_array())
+                return k + " must be an array of clip numbers (1, 2)";
+            for (const auto& x : v.as_array()) {
+                if (!x.is_int64() || x.as_int64() < 1 || x.as_int64() > 2)
+                    return k + " must be an array of clip numbers (1, 2)";
+                outs.insert(static_cast<int>(x.as_int64()));
+            }
+            (k == "silent_outputs" ? s.silent_outputs : s.truncated_outputs) = std::move(outs);
+        } else if (k == "files_gone") {
+            err = bool_of(s.files_gone);
         } else if (k == "clips") {
             if (!v.is_int64() || v.as_int64() < 1 || v.as_int64() > 2)
                 return "clips must be 1 or 2";
@@ -408,6 +420,14 @@ json::object settings_json(const settings& s) {
     o["webhook_bad_signature"] = s.webhook_bad_signature;
     o["webhook_malformed"] = s.webhook_malformed;
     o["webhook_drop"] = s.webhook_drop;
+    json::array silent, truncated;
+    for (int n : s.silent_outputs)
+        silent.emplace_back(n);
+    for (int n : s.truncated_outputs)
+        truncated.emplace_back(n);
+    o["silent_outputs"] = std::move(silent);
+    o["truncated_outputs"] = std::move(truncated);
+    o["files_gone"] = s.files_gone;
     return o;
 }
 
@@ -1120,7 +1140,7 @@ fake_reply fake::file(const fake_request& req) {
             "</Message></Error>";
         return r;
     };
-    if (dot == std::string::npos)
+    if (dot == std::string::npos || s_.files_gone)
         return not_found();
     const std::string id = name.substr(0, dot);
     const std::string ext = name.substr(dot + 1);
@@ -1142,8 +1162,14 @@ fake_reply fake::file(const fake_request& req) {
     }
     if (assets_.empty() || (ext != "mp3" && ext != "wav"))
         return not_found();
-    const auto& a = assets_[static_cast<std::size_t>(c.asset) % assets_.size()];
+    const int number = c.asset + 1;  // the clip's place in its extend (1, 2)
+    const bool silent = c.source == "extend" && s_.silent_outputs.count(number) > 0;
+    const auto& a = silent && !silent_.wav.empty()
+                        ? silent_
+                        : assets_[static_cast<std::size_t>(c.asset) % assets_.size()];
     r.body = ext == "mp3" ? a.mp3 : a.wav;
+    if (c.source == "extend" && s_.truncated_outputs.count(number))
+        r.body.resize(r.body.size() / 2);  // cut off mid-stream; the header promises it all
     return r;
 }
 

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,9 @@ struct settings {
     bool webhook_bad_signature = false;      // sign with a wrong secret
     bool webhook_malformed = false;          // cut the body mid-document (signed as sent)
     bool webhook_drop = false;               // logged as dropped, never sent
+    std::set<int> silent_outputs;            // these extend clips (1, 2) serve digital silence
+    std::set<int> truncated_outputs;         // these extend clips' files stop halfway
+    bool files_gone = false;                 // every file URL answers 404 (links expired)
 };
 
 // A clip known to the fake without an upload (--clip ID:SECONDS, "add_clips").
@@ -95,6 +99,9 @@ class fake final : public request_handler {
          std::vector<fault_rule> initial_faults, std::vector<audio_asset> assets);
 
     // The prefix of the file URLs, once the port is known (also what /_control/reset restores).
+    // What the clips in silent_outputs serve.
+    void set_silent_asset(audio_asset a) { silent_ = std::move(a); }
+
     void set_base_url(const std::string& url) {
         initial_.base_url = url;
         s_.base_url = url;
@@ -179,6 +186,7 @@ class fake final : public request_handler {
     const std::vector<fault_rule> initial_faults_;
     settings s_;
     std::vector<audio_asset> assets_;
+    audio_asset silent_;
     fault_table faults_;
     request_log requests_;
     webhook_sender webhooks_;

@@ -287,6 +287,12 @@ std::string apply_settings(const json::object& o, settings& target) {
             err = read_outputs(v, k, s.fail_outputs);
         } else if (k == "flag_outputs") {
             err = read_outputs(v, k, s.flag_outputs);
+        } else if (k == "silent_outputs") {
+            err = read_outputs(v, k, s.silent_outputs);
+        } else if (k == "truncated_outputs") {
+            err = read_outputs(v, k, s.truncated_outputs);
+        } else if (k == "files_gone") {
+            err = bool_of(s.files_gone);
         } else if (k == "flag_reason") {
             err = str_of(s.flag_reason);
         } else if (k == "task_fails") {
@@ -353,6 +359,9 @@ json::object settings_json(const settings& s) {
     o["status_override"] = s.status_override;
     o["fail_outputs"] = ints(s.fail_outputs);
     o["flag_outputs"] = ints(s.flag_outputs);
+    o["silent_outputs"] = ints(s.silent_outputs);
+    o["truncated_outputs"] = ints(s.truncated_outputs);
+    o["files_gone"] = s.files_gone;
     o["flag_reason"] = s.flag_reason;
     o["task_fails"] = s.task_fails;
     o["fail_message"] = s.fail_message;
@@ -977,6 +986,8 @@ fake_reply fake::file(const fake_request& req) {
             "</Message></Error>";
         return r;
     };
+    if (s_.files_gone)
+        return not_found();
     auto slash = name.find('/');
     if (slash != std::string::npos) {
         const std::string task_id = name.substr(0, slash);
@@ -996,10 +1007,15 @@ fake_reply fake::file(const fake_request& req) {
     auto c = conversions_.find(id);
     if (c == conversions_.end() || assets_.empty() || (ext != "mp3" && ext != "wav"))
         return not_found();
-    const auto& asset = assets_[static_cast<std::size_t>(c->second.second - 1) % assets_.size()];
+    const int index = c->second.second;
+    const auto& asset = s_.silent_outputs.count(index) && !silent_.wav.empty()
+                            ? silent_
+                            : assets_[static_cast<std::size_t>(index - 1) % assets_.size()];
     fake_reply r;
     r.content_type = ext == "mp3" ? "audio/mpeg" : "audio/wav";
     r.body = ext == "mp3" ? asset.mp3 : asset.wav;
+    if (s_.truncated_outputs.count(index))
+        r.body.resize(r.body.size() / 2);  // cut off mid-stream; the header promises it all
     return r;
 }
 

@@ -44,8 +44,11 @@ struct settings {
     int duplicate_webhooks = 0;           // every sent webhook is delivered 1 + N times
     std::set<std::string> malformed_webhooks;  // kinds sent as broken JSON
     bool shuffle_webhooks = true;
-    std::uint64_t seed = 0;        // shuffle seed (0: random)
-    bool fetch_audio_url = false;  // GET the submitted audio_url (http only), record size/sha256
+    std::uint64_t seed = 0;           // shuffle seed (0: random)
+    bool fetch_audio_url = false;     // GET the submitted audio_url (http only), record size/sha256
+    std::set<int> silent_outputs;     // these outputs' files are digital silence
+    std::set<int> truncated_outputs;  // these outputs' files stop halfway (the header says more)
+    bool files_gone = false;          // every file URL answers 404 (links expired)
     int eta = 38;
     int credits_per_output = 21;
 };
@@ -66,6 +69,9 @@ class fake final : public request_handler {
          std::vector<audio_asset> assets);
 
     // The prefix of the file URLs, once the port is known (also what /_control/reset restores).
+    // What the outputs in silent_outputs serve.
+    void set_silent_asset(audio_asset a) { silent_ = std::move(a); }
+
     void set_base_url(const std::string& url) {
         initial_.base_url = url;
         s_.base_url = url;
@@ -119,6 +125,7 @@ class fake final : public request_handler {
     const std::vector<fault_rule> initial_faults_;
     settings s_;
     std::vector<audio_asset> assets_;
+    audio_asset silent_;
     fault_table faults_;
     request_log requests_;
     webhook_sender webhooks_;
