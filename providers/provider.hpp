@@ -83,6 +83,8 @@ struct output_update {
     std::string flag_reason;
     std::string cover_url;  // this output's own cover, "" if the task's applies
     std::string error;      // failed outputs
+    // Set by the core, not by providers: the `verification` object (JSON) of local files.
+    std::string verification_json;
 };
 
 // A normalized result of submit, poll or an inbound webhook.

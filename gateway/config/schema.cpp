@@ -702,6 +702,53 @@ object_schema<dns_settings> dns_schema() {
     return s;
 }
 
+object_schema<mirror_settings> mirror_schema() {
+    object_schema<mirror_settings> s;
+    s.field("enabled", &mirror_settings::enabled,
+            "Copy every output a provider reports by URL (audio in each format, cover image) "
+            "into the blob store before the output is ready, so tasks and events carry the "
+            "gateway's own /v1/files URLs (the provider's stays as provider_url).")
+        .def(true);
+    s.field("max_bytes", &mirror_settings::max_bytes,
+            "Largest file mirrored; a larger one is not retried (the mirror fails).")
+        .byte_size()
+        .def(512ull * MiB)
+        .range(1 * KiB, 64ull * GiB);
+    s.field("timeout", &mirror_settings::timeout, "Deadline of one download of one file.")
+        .def(2min)
+        .range(1s, 1h);
+    s.field("deadline", &mirror_settings::deadline,
+            "How long, from the provider's report, an output's mirror is retried before it "
+            "counts as failed.")
+        .def(10min)
+        .range(1s, 24h);
+    s.field("initial_backoff", &mirror_settings::initial_backoff,
+            "Wait before the first retry of a failed mirror; doubles per retry, with jitter.")
+        .def(1s)
+        .range(10ms, 10min);
+    s.field("max_backoff", &mirror_settings::max_backoff, "Longest wait between retries.")
+        .def(30s)
+        .range(10ms, 1h);
+    s.field("fail_output", &mirror_settings::fail_output,
+            "What a mirror that never succeeds does: false (default) makes the output ready "
+            "anyway, its URLs the provider's, flagged mirror_failed; true fails the output "
+            "(its credits are refunded).")
+        .def(false);
+    return s;
+}
+
+object_schema<outputs_settings> outputs_schema() {
+    object_schema<outputs_settings> s;
+    s.object("mirror", &outputs_settings::mirror, mirror_schema(),
+             "Mirroring provider outputs into the blob store.");
+    s.field("verify", &outputs_settings::verify,
+            "Decode every output and report its duration, format, peak, loudness and flags "
+            "(silent, truncated, duration_mismatch, splice_discontinuity) in the output's "
+            "`verification`.")
+        .def(true);
+    return s;
+}
+
 object_schema<settings> make_settings_schema(provider_catalog providers) {
     object_schema<settings> root;
     root.object("server", &settings::server, server_schema(), "The HTTP listener.");
@@ -731,6 +778,8 @@ object_schema<settings> make_settings_schema(provider_catalog providers) {
                 "Per-provider circuit breakers and concurrency limits (the same settings for "
                 "every provider).");
     root.object("credits", &settings::credits, credits_schema(), "The credit ledger.");
+    root.object("outputs", &settings::outputs, outputs_schema(),
+                "Provider outputs: mirrored into the blob store and verified.");
     root.object("webhooks", &settings::webhooks, webhooks_schema(),
                 "Signed event delivery to each task's webhook_url (Standard Webhooks), from the "
                 "outbox.");

@@ -200,6 +200,23 @@ struct breaker_settings {
     int max_concurrency = 0;  // calls in flight per provider per replica; 0 = unlimited
 };
 
+// Outputs a provider reports by URL are mirrored into the blob store (core/mirror.hpp).
+struct mirror_settings {
+    bool enabled = true;
+    std::uint64_t max_bytes = 512ull * 1024 * 1024;  // one file
+    duration timeout = std::chrono::minutes(2);      // one download
+    duration deadline = std::chrono::minutes(10);    // from the report, retries included
+    duration initial_backoff = std::chrono::seconds(1);
+    duration max_backoff = std::chrono::seconds(30);
+    bool fail_output = false;  // a mirror that never succeeds fails its output (else: ready,
+                               // served from provider_url, with mirror_failed)
+};
+
+struct outputs_settings {
+    mirror_settings mirror;
+    bool verify = true;  // decode every output and report what it holds (audio/verify.hpp)
+};
+
 struct credits_settings {
     std::string admin_key;  // secret; "" = POST /v1/admin/credits disabled
 };
@@ -222,6 +239,7 @@ struct settings {
     breaker_settings breakers;
     credits_settings credits;
     retention_settings retention;
+    outputs_settings outputs;
 };
 
 }  // namespace segue::config

@@ -21,6 +21,7 @@
 #include "gateway/core/json.hpp"
 #include "gateway/core/lease_worker.hpp"
 #include "gateway/core/ledger.hpp"
+#include "gateway/core/mirror.hpp"
 #include "gateway/core/model.hpp"
 #include "gateway/core/recent_outcomes.hpp"
 #include "gateway/core/retry_policy.hpp"
@@ -155,6 +156,9 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
                      return prov ? &prov->caps() : nullptr;
                  },
                  unit_random}) {
+        mirror = std::make_unique<output_mirror>(output_mirror::deps{
+            d, bl, b, f, url_policy, s, trans, m, owner,
+            [this](const std::string& task_id) { return work_dir_of(task_id); }});
         for (auto* prov : p.all()) {
             breakers.emplace(std::string(prov->name()),
                              std::make_unique<circuit_breaker>(breaker_from(s.breakers)));
@@ -223,6 +227,38 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
                                      std::string(blobs.backend()) + "): " + got->error().message);
         co_return std::move(**got);
     }
+    // After a transition: its metrics, a finished task's bookkeeping, new work.
+    net::awaitable<void> after(const transition::result& res, const std::string& task_id,
+                               const std::string& provider_name) {
+        count(res.metrics);
+        if (!res.final_status.empty()) {
+            co_await remove_work_dir(task_id);
+            tasks_finished.with({provider_name, res.final_status}).inc();
+            task_duration.with({provider_name})
+                .observe(static_cast<double>(now_ms() - res.created_at) / 1000.0);
+        }
+        if (res.notify)
+            worker->notify();
+    }
+    // Local files a provider produced: verified (decoded) before they are stored.
+    net::awaitable<void> verify_local(providers::update& u, const extend_request& req) {
+        if (!settings.outputs.verify)
+            co_return;
+        co_await blocking.run([&] {
+            for (auto& o : u.outputs) {
+                std::vector<verify_file> files;
+                if (o.mp3)
+                    files.push_back({"mp3", o.mp3->path});
+                if (o.wav)
+                    files.push_back({"wav", o.wav->path});
+                verify_request vr;
+                vr.extend_after = req.extend_after;
+                vr.length = req.length;
+                vr.reported_duration = o.duration;
+                o.verification_json = verify_output(files, vr);
+            }
+        });
+    }
     // Metric changes a transition decided, once its transaction committed.
     void count(const std::vector<metric_effect>& effects) {
         for (const auto& m : effects) {
@@ -260,6 +296,7 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     std::map<std::string, std::unique_ptr<circuit_breaker>, std::less<>> breakers;
     std::map<std::string, std::unique_ptr<recent_outcomes>, std::less<>> outcomes;
     transition trans;
+    std::unique_ptr<output_mirror> mirror;
 };
 
 engine::engine(net::io_context& ioc, store::db& db, store::blob_store& blobs,
@@ -412,6 +449,13 @@ net::awaitable<void> engine::impl::fail_poisoned(const store::job_row& job) {
 
 net::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state& lease) {
     auto self = shared_from_this();
+    if (job.kind == "mirror") {
+        // Copying a provider's files into the blob store (core/mirror.hpp).
+        auto res = co_await mirror->run(job, lease);
+        co_await after(res, job.task_id, res.provider);
+        jobs.with({"mirror", "ok"}).inc();
+        co_return;
+    }
     std::optional<store::task_row> task;
     std::vector<store::attempt_row> attempts;
     co_await db.read([&](store::transaction& tx) {
@@ -641,6 +685,9 @@ net::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state
         co_return;
     }
     try {
+        if (std::any_of(u.outputs.begin(), u.outputs.end(),
+                        [](const providers::output_update& o) { return o.mp3 || o.wav; }))
+            co_await verify_local(u, req);
         co_await apply(job.task_id, &job, provider_name, attempt_number, std::move(u));
         jobs.with({job.kind, "ok"}).inc();
     } catch (const lease_lost&) {
@@ -689,9 +736,11 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
             for (auto& [path, f] : files)
                 f.size = -1;
             try {
-                for (auto& [path, f] : files)
+                for (auto& [path, f] : files) {
+                    f.sha256 = util::sha256_file_hex(path);
                     f.size = static_cast<std::int64_t>(
                         blobs.put(f.path, path, store::put_mode::take).value());
+                }
             } catch (...) {
                 unstore();
                 throw;
@@ -721,22 +770,13 @@ net::awaitable<void> engine::impl::apply(const std::string& task_id, const store
             co_await blocking.run(unstore);
         std::rethrow_exception(failed);
     }
-    if (!res.final_status.empty())
-        co_await remove_work_dir(task_id);
-    count(res.metrics);
     if (res.superseded)
         webhooks
             .with(
                 {provider_name, u.webhook_kind.empty() ? "unknown" : u.webhook_kind, "superseded"})
             .inc();
-    if (!res.final_status.empty()) {
-        tasks_finished.with({provider_name, res.final_status}).inc();
-        task_duration.with({provider_name})
-            .observe(static_cast<double>(now_ms() - res.created_at) / 1000.0);
-    }
     // Webhooks apply on whichever IO thread took them: the worker is told by a post.
-    if (res.notify)
-        worker->notify();
+    co_await after(res, task_id, provider_name);
 }
 
 engine::event_context engine::event_context_of(const std::string& request_json) {

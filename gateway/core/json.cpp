@@ -227,7 +227,8 @@ json::object task_document(const store::task_row& t, const std::vector<store::ou
         auto data = parse_or_null(row.data_json);
         if (data.is_object())
             for (auto& kv : data.as_object())
-                out[kv.key()] = kv.value();
+                if (kv.key().empty() || kv.key().front() != '_')  // '_': the engine's own notes
+                    out[kv.key()] = kv.value();
         outs.emplace_back(std::move(out));
     }
     o["outputs"] = std::move(outs);

@@ -536,7 +536,10 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
     std::string cover_url = u.cover_url;
     if (u.cover_file)
         cover_url = file_url(files[u.cover_file->path].id);
-    if (!cover_url.empty()) {
+    if (!cover_url.empty() && !u.cover_file && mirroring()) {
+        // A remote cover is shown once it is the gateway's own (a mirror job).
+        request_cover_mirror(tx, *t, outs, 0, cover_url, now, res);
+    } else if (!cover_url.empty()) {
         bool had = false;
         for (auto& o : outs) {
             auto d = parse_object(o.data_json);
@@ -560,8 +563,19 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
             continue;
         auto current = parse_output_status(it->status).value_or(output_status::pending);
         auto d = parse_object(it->data_json);
-        if (!ou.cover_url.empty())
+        if (!ou.cover_url.empty() && mirroring()) {
+            // Its own cover, mirrored first; the task's cover no longer replaces it.
+            if (!d.contains("_cover_own")) {
+                d["_cover_own"] = true;
+                d["_own_cover_pending"] = ou.cover_url;
+                json::object p;
+                p["cover"] = ou.index;
+                p["url"] = ou.cover_url;
+                schedule_mirror_job(tx, *t, std::move(p), now, res);
+            }
+        } else if (!ou.cover_url.empty()) {
             d["cover_url"] = ou.cover_url;  // this output's own cover over the task's
+        }
         // Timestamped lyrics may come on their own (some providers send them separately).
         if (ou.lyrics_timestamped && !d.contains("lyrics_timestamped")) {
             d["lyrics_timestamped"] = lyrics_array(*ou.lyrics_timestamped);
@@ -576,6 +590,9 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
                 const auto& f = files[ou.mp3->path];
                 audio["mp3_url"] = file_url(f.id);
                 audio["mp3_file_id"] = f.id;
+                if (!f.sha256.empty())
+                    audio["mp3_sha256"] = f.sha256;
+                audio["mp3_size"] = f.size;
             } else if (!ou.mp3_url.empty()) {
                 audio["mp3_url"] = ou.mp3_url;
             }
@@ -583,6 +600,9 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
                 const auto& f = files[ou.wav->path];
                 audio["wav_url"] = file_url(f.id);
                 audio["wav_file_id"] = f.id;
+                if (!f.sha256.empty())
+                    audio["wav_sha256"] = f.sha256;
+                audio["wav_size"] = f.size;
             } else if (!ou.wav_url.empty()) {
                 audio["wav_url"] = ou.wav_url;
             }
@@ -601,12 +621,24 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
                 d["flag_reason"] = ou.flag_reason;
             if (ou.status == output_status::failed)
                 d["error"] = ou.error.empty() ? "generation failed" : ou.error;
+            if (!ou.verification_json.empty())
+                d["verification"] = parse_object(ou.verification_json);
+            const bool remote = !ou.mp3 && !ou.wav && (!ou.mp3_url.empty() || !ou.wav_url.empty());
+            if (ou.status == output_status::ready && remote && mirroring()) {
+                // Ready once its files are the gateway's own: a mirror job finishes it.
+                d.erase("audio");
+                request_audio_mirror(tx, *t, d, std::move(audio), ou.index, now, res);
+                it->data_json = util::json_text(d);
+                it->updated_at = now;
+                tx.upsert_output(*it);
+                continue;
+            }
             it->status = std::string(to_string(ou.status));
             if (ou.status == output_status::ready)
                 capture_output(tx, *t, ou.index, provider_name, res);
             json::object e;
             e["index"] = ou.index;
-            e["output"] = d;
+            e["output"] = public_output(d);
             engine::append_event(tx, *t,
                                  ou.status == output_status::ready ? event_type::output_ready
                                                                    : event_type::output_failed,
@@ -630,7 +662,31 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
             return d.contains("lyrics_timestamped") && d.contains("cover_url");
         });
     }
-    if (all_final || u.what == providers::update::kind::done) {
+    if ((all_final || u.what == providers::update::kind::done) && waits_for_mirror(outs)) {
+        // The provider is done, the gateway is not: the last mirror job finishes the task.
+        for (auto& o : outs) {
+            auto d = parse_object(o.data_json);
+            if (o.status == to_string(output_status::pending) && !d.contains("_mirror")) {
+                o.status = std::string(to_string(output_status::failed));
+                d["error"] = "not produced";
+                json::object e;
+                e["index"] = o.index;
+                e["output"] = public_output(d);
+                engine::append_event(tx, *t, event_type::output_failed, std::move(e));
+            }
+            d["_settle"] = true;
+            o.data_json = util::json_text(d);
+            o.updated_at = now;
+            tx.upsert_output(o);
+        }
+        if (attempt) {
+            attempt->status = "succeeded";
+            attempt->finished_at = now;
+        }
+        keep_or_finish(false, 0);
+        t->updated_at = now;
+        tx.update_task(*t);
+    } else if (all_final || u.what == providers::update::kind::done) {
         if (attempt) {
             attempt->status = "succeeded";
             attempt->finished_at = now;
@@ -668,7 +724,7 @@ void transition::finalize(store::transaction& tx, store::task_row& t,
             tx.upsert_output(o);
             json::object e;
             e["index"] = o.index;
-            e["output"] = d;
+            e["output"] = public_output(d);
             engine::append_event(tx, t, event_type::output_failed, std::move(e));
         }
     }
@@ -798,7 +854,8 @@ decision transition::plan_recovery(const store::task_row& t,
     decision none;
     none.what = decision_kind::fail;
     for (const auto& o : outs)
-        if (o.status == to_string(output_status::ready))
+        if (o.status == to_string(output_status::ready) ||
+            o.data_json.find("\"_mirror\"") != std::string::npos)
             return none;
     extend_request req;
     try {

@@ -32,6 +32,26 @@ boost::json::object parse_object(const std::string& text);
 boost::json::object error_object(std::string_view code, error_class cls, std::string_view message,
                                  std::string_view provider);
 
+// What a mirror job (core/mirror.hpp) brings back for one output's audio or one cover.
+struct mirror_outcome {
+    int index = 0;       // the output (audio), or the cover's output (0: the task's cover)
+    bool cover = false;  // a cover image, not the output's audio
+    bool ok = false;     // every file was stored
+    std::string error;   // why not (the last failure), when !ok
+    struct file {
+        std::string format;  // "mp3", "wav", "cover"
+        std::string provider_url;
+        store::file_row row;  // id, kind, content type, key, size and sha256 set
+    };
+    std::vector<file> files;
+    std::string verification_json;  // the output's `verification` object, "" if none
+};
+
+// The output data a client sees: internal bookkeeping (keys that start with '_') left out.
+boost::json::object public_output(const boost::json::object& data);
+// Whether an output's audio or a cover of the task is still being mirrored.
+bool waits_for_mirror(const std::vector<store::output_row>& outs);
+
 // A metric change a transition decided; the engine applies it once the transaction committed.
 struct metric_effect {
     enum class family {
@@ -229,6 +249,7 @@ class transition {
         bool notify = false;       // new work is due: wake the engine
         std::string final_status;  // the task reached it in this transition
         store::millis created_at = 0;
+        std::string provider;  // the task's, when final_status is set by mirror_done
         std::vector<metric_effect> metrics;
     };
 
@@ -241,6 +262,12 @@ class transition {
     result apply(store::transaction& tx, const std::string& task_id, const store::job_row* job,
                  const std::string& provider_name, int attempt_number, const providers::update& u,
                  std::map<std::string, store::file_row> files, store::millis now) const;
+
+    // A mirror job's outcome, applied to the task: the output becomes ready (or failed, with
+    // outputs.mirror.fail_output) with the gateway's own URLs, or the cover is set; the task
+    // finishes when nothing is left to wait for. The caller completes the mirror job first.
+    result mirror_done(store::transaction& tx, const std::string& task_id, const mirror_outcome& m,
+                       store::millis now) const;
 
     // The end of a task: pending outputs fail, the status is decided, what is held and not
     // captured is released, the final event written, the task's jobs removed.
@@ -255,6 +282,20 @@ class transition {
                                      const std::string& next) const;
 
   private:
+    // Mirroring (mirror_transition.cpp): a provider's remote output or cover is handed to a
+    // mirror job instead of being shown as it is.
+    bool mirroring() const;
+    void request_audio_mirror(store::transaction& tx, const store::task_row& t,
+                              boost::json::object& d, boost::json::object audio, int index,
+                              store::millis now, result& res) const;
+    void request_cover_mirror(store::transaction& tx, const store::task_row& t,
+                              std::vector<store::output_row>& outs, int index,
+                              const std::string& url, store::millis now, result& res) const;
+    void schedule_mirror_job(store::transaction& tx, const store::task_row& t,
+                             boost::json::object payload, store::millis now, result& res) const;
+    // The task finishes if nothing it waits for is left (outputs, mirrors, artifacts).
+    void settle_if_done(store::transaction& tx, store::task_row& t,
+                        std::vector<store::output_row>& outs, store::millis now, result& res) const;
     void retarget_hold(store::transaction& tx, const store::task_row& t, const std::string& next,
                        int attempt_number) const;
     void capture_output(store::transaction& tx, const store::task_row& t, int index,

@@ -171,8 +171,13 @@ TEST(MusicGpt, FileUploadReachesSucceededWithEveryFieldAndTheExactBytes) {
         auto& o = ov.as_object();
         EXPECT_EQ(o["status"], "ready");
         auto& audio = o["audio"].as_object();
-        EXPECT_NE(std::string(audio["mp3_url"].as_string()).find(".mp3"), std::string::npos);
-        EXPECT_NE(std::string(audio["wav_url"].as_string()).find(".wav"), std::string::npos);
+        // The gateway's copies; MusicGPT's own links stay beside them
+        // (tests/integration/mirror_test).
+        EXPECT_NE(std::string(audio["mp3_url"].as_string()).find("/v1/files/"), std::string::npos);
+        EXPECT_NE(std::string(audio["mp3_provider_url"].as_string()).find(".mp3"),
+                  std::string::npos);
+        EXPECT_NE(std::string(audio["wav_provider_url"].as_string()).find(".wav"),
+                  std::string::npos);
         EXPECT_GT(audio["duration"].to_number<double>(), 0);
         EXPECT_FALSE(std::string(o["title"].as_string()).empty());
         EXPECT_FALSE(o["lyrics_timestamped"].as_array().empty());

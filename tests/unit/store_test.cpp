@@ -1138,6 +1138,65 @@ TEST_P(StoreEngineTest, JobsUniqueSchedulingAndNextDue) {
     EXPECT_EQ(got[1].kind, "sweep");
 }
 
+// What mirror jobs (core/mirror.hpp) rely on: several jobs of one kind per task side by side
+// (one per output), each claimed alone, rescheduled with its retry count in a new payload, and
+// the mirrored file's row keeping its size and SHA-256.
+TEST_P(StoreEngineTest, MirrorJobsPerOutputKeepTheirPayloadAcrossRetries) {
+    auto s = open();
+    std::int64_t one = 0, two = 0;
+    sync_write(*s, [&](st::transaction& tx) {
+        one = tx.schedule_job({0, "mirror", "ext_m", R"({"index":1,"tries":0})", 100, "", 0, 0},
+                              false);
+        two = tx.schedule_job({0, "mirror", "ext_m", R"({"index":2,"tries":0})", 100, "", 0, 0},
+                              false);
+    });
+    ASSERT_NE(one, two);
+    std::vector<st::job_row> got;
+    sync_write(*s, [&](st::transaction& tx) { got = tx.claim_jobs("w1", 100, 1000, 1); });
+    ASSERT_EQ(got.size(), 1u);
+    const auto first = got[0];
+    // The other output's job is claimable meanwhile (by anyone, this process excluded or not).
+    sync_write(*s,
+               [&](st::transaction& tx) { got = tx.claim_jobs("w2", 100, 1000, 10, {first.id}); });
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_NE(got[0].id, first.id);
+    // A failed download: due again later, the retry count in the payload.
+    bool ok = false;
+    sync_write(*s, [&](st::transaction& tx) {
+        ok = tx.reschedule_job({first.id, "w1", first.attempts}, 600,
+                               R"({"index":1,"tries":1,"last_error":"mp3: HTTP 503"})");
+    });
+    ASSERT_TRUE(ok);
+    sync_write(*s, [&](st::transaction& tx) { got = tx.claim_jobs("w3", 599, 1000, 10); });
+    EXPECT_TRUE(got.empty());
+    sync_write(*s, [&](st::transaction& tx) { got = tx.claim_jobs("w3", 600, 1000, 10); });
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].id, first.id);
+    EXPECT_EQ(got[0].payload_json, R"({"index":1,"tries":1,"last_error":"mp3: HTTP 503"})");
+    EXPECT_EQ(got[0].failures, 0);  // a retry is not a crashed run
+    // Done: the file row and the job's completion commit together.
+    st::file_row f;
+    f.id = "file_m1";
+    f.tenant = "t";
+    f.task_id = "ext_m";
+    f.kind = "output";
+    f.content_type = "audio/mpeg";
+    f.path = "outputs/ext_m/file_m1-output-1.mp3";
+    f.size = 123456;
+    f.sha256 = std::string(64, 'e');
+    f.created_at = 700;
+    sync_write(*s, [&](st::transaction& tx) {
+        ASSERT_TRUE(tx.complete_job({first.id, "w3", got[0].attempts}));
+        tx.insert_file(f);
+    });
+    std::optional<st::file_row> back;
+    sync_read(*s, [&](st::transaction& tx) { back = tx.get_file("file_m1"); });
+    ASSERT_TRUE(back);
+    EXPECT_EQ(back->size, 123456);
+    EXPECT_EQ(back->sha256, f.sha256);
+    EXPECT_EQ(back->path, f.path);
+}
+
 TEST_P(StoreEngineTest, IdempotencyInsertConflictAndExpiry) {
     auto s = open();
     bool first = false, second = true;

@@ -34,8 +34,10 @@ struct priced final : segue::config::provider_config {
     double p_;
 };
 
-segue::config::settings make_settings() {
+segue::config::settings make_settings(bool mirror = false) {
     segue::config::settings s;
+    // The tables below are about the provider's own updates; mirroring has its own (Mirror*).
+    s.outputs.mirror.enabled = mirror;
     s.providers["alpha"] = std::make_shared<priced>(10);
     s.providers["beta"] = std::make_shared<priced>(30);
     return s;
@@ -151,8 +153,8 @@ struct row {
     std::function<void(const outcome&)> expect;
 };
 
-outcome run(const row& r) {
-    const auto settings = make_settings();
+outcome run(const row& r, bool mirror = false) {
+    const auto settings = make_settings(mirror);
     segue::providers::capabilities polling;
     polling.polling = true;
     polling.reconcile_window_ms = 5000;
@@ -370,4 +372,86 @@ TEST(Transition, LedgerEntriesAreWrittenOnce) {
     EXPECT_TRUE(w.add_ledger_entry({0, "acme", "ext_t", 0, "release", "", 5, "alpha", "", 1}));
     EXPECT_EQ(w.effects().size(), 1u);
     EXPECT_THROW(w.claim_jobs("x", 0, 0, 1, {}), std::logic_error);  // not a transition's
+}
+
+// Mirroring (core/mirror_transition.cpp): a remote output waits, pending, for its mirror job;
+// the job's outcome readies it with the gateway's URLs and finishes the task.
+TEST(Transition, MirrorHoldsARemoteOutputUntilItsFilesAreCopied) {
+    row r{"two remote outputs and done while mirroring",
+          [] { return task("running", 2, {attempt(1, "alpha", "accepted", "up-1")}, 20'000); },
+          true,
+          1,
+          [] {
+              update u;
+              u.what = update::kind::done;
+              u.outputs = {ready(1), ready(2)};
+              u.cover_url = "https://cdn.example/cover.png";
+              return u;
+          },
+          {}};
+    const auto o = run(r, true);
+    // Nothing ready, nothing captured, nothing final: three mirror jobs (two audio, a cover).
+    EXPECT_TRUE(o.events().empty()) << o.events().front();
+    EXPECT_TRUE(o.ledger().empty());
+    EXPECT_TRUE(o.res.final_status.empty());
+    EXPECT_EQ(o.jobs(), (std::vector<std::string>{"schedule mirror", "schedule mirror",
+                                                  "schedule mirror", "complete"}));
+    for (const auto& out : o.after.outputs) {
+        EXPECT_EQ(out.status, "pending");
+        EXPECT_NE(out.data_json.find("\"_mirror\""), std::string::npos) << out.data_json;
+        EXPECT_NE(out.data_json.find("\"_settle\":true"), std::string::npos) << out.data_json;
+        EXPECT_NE(out.data_json.find("https://cdn.example/out"), std::string::npos);
+    }
+    EXPECT_EQ(o.attempt_status(1), "succeeded");
+
+    // The mirror jobs report back: each output ready with the gateway's URL, then the task ends.
+    const auto settings = make_settings(true);
+    segue::providers::capabilities caps;
+    transition tr({settings, {}, [&](std::string_view) { return &caps; }, [] { return 0.5; }});
+    task_work::snapshot s = o.after;
+    s.ledger.hold = 20'000;
+    task_work w(s);
+    auto done = [&](int index, bool cover) {
+        segue::core::mirror_outcome m;
+        m.index = index;
+        m.cover = cover;
+        m.ok = true;
+        segue::core::mirror_outcome::file f;
+        f.format = cover ? "cover" : "mp3";
+        f.provider_url = cover ? "https://cdn.example/cover.png"
+                               : "https://cdn.example/out" + std::to_string(index) + ".mp3";
+        f.row.id = "file_" + std::to_string(index) + (cover ? "c" : "a");
+        f.row.sha256 = std::string(64, 'a');
+        f.row.size = 1234;
+        m.files.push_back(f);
+        return tr.mirror_done(w, "ext_t", m, now);
+    };
+    EXPECT_TRUE(done(1, false).final_status.empty());
+    EXPECT_TRUE(done(0, true).final_status.empty());
+    const auto last = done(2, false);
+    EXPECT_EQ(last.final_status, "succeeded");
+    std::vector<std::string> events;
+    for (const auto& e : w.effects())
+        if (e.what == kind::append_event)
+            events.push_back(e.event.type);
+    EXPECT_EQ(events, (std::vector<std::string>{"extension.output.ready", "extension.cover.ready",
+                                                "extension.output.ready", "extension.succeeded"}));
+    for (const auto& out : w.state().outputs) {
+        EXPECT_EQ(out.status, "ready");
+        EXPECT_EQ(out.data_json.find("\"_"), std::string::npos) << out.data_json;
+        EXPECT_NE(out.data_json.find("\"mp3_url\":\"/v1/files/file_"), std::string::npos)
+            << out.data_json;
+        EXPECT_NE(out.data_json.find("\"mp3_provider_url\":\"https://cdn.example/out"),
+                  std::string::npos);
+        EXPECT_NE(out.data_json.find("\"cover_url\":\"/v1/files/file_0c\""), std::string::npos)
+            << out.data_json;
+    }
+    int captures = 0;
+    for (const auto& e : w.effects())
+        captures += e.what == kind::add_ledger && e.ledger.kind == "capture";
+    EXPECT_EQ(captures, 2);
+    // A second report of the same output (a job run twice) changes nothing.
+    const auto before = w.effects().size();
+    EXPECT_TRUE(done(1, false).final_status.empty());
+    EXPECT_EQ(w.effects().size(), before);
 }
