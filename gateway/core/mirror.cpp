@@ -477,7 +477,9 @@ asio::awaitable<transition::result> output_mirror::impl::run(store::job_row job,
     } catch (...) {
         failed = std::current_exception();
     }
-    if (lost || failed) {
+    // Nothing awaited it any more (the task moved on): keep no copy.
+    const bool unused = !lost && !failed && !res.mirrored;
+    if (lost || failed || unused) {
         // Nothing points at the stored files: a new run stores its own.
         co_await d.blocking.run([&] {
             for (const auto& mf : m.files)
@@ -485,8 +487,8 @@ asio::awaitable<transition::result> output_mirror::impl::run(store::job_row job,
         });
         if (failed)
             std::rethrow_exception(failed);
-        runs.with({kind, "lease_lost"}).inc();
-        co_return transition::result{};
+        runs.with({kind, lost ? "lease_lost" : "obsolete"}).inc();
+        co_return unused ? res : transition::result{};
     }
     runs.with({kind, complete ? "ok" : "failed"}).inc();
     for (const auto& f : m.files)

@@ -158,6 +158,7 @@ transition::result transition::mirror_done(store::transaction& tx, const std::st
             o.updated_at = now;
             tx.upsert_output(o);
         }
+        res.mirrored = changed;
         if (f && changed) {
             auto row = f->row;
             row.tenant = t->tenant;
@@ -183,6 +184,7 @@ transition::result transition::mirror_done(store::transaction& tx, const std::st
         if (auto a = mit->value().as_object().if_contains("audio"); a && a->is_object())
             audio = a->as_object();
         d.erase(mirror_key);
+        res.mirrored = true;
         output_status status = output_status::ready;
         if (m.ok) {
             for (const auto& f : m.files) {

@@ -624,6 +624,10 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
             if (!ou.verification_json.empty())
                 d["verification"] = parse_object(ou.verification_json);
             const bool remote = !ou.mp3 && !ou.wav && (!ou.mp3_url.empty() || !ou.wav_url.empty());
+            if (ou.status == output_status::ready && remote && mirroring() &&
+                d.contains("_mirror")) {
+                continue;  // a repeated report while its mirror runs: one job is enough
+            }
             if (ou.status == output_status::ready && remote && mirroring()) {
                 // Ready once its files are the gateway's own: a mirror job finishes it.
                 d.erase("audio");

@@ -249,7 +249,8 @@ class transition {
         bool notify = false;       // new work is due: wake the engine
         std::string final_status;  // the task reached it in this transition
         store::millis created_at = 0;
-        std::string provider;  // the task's, when final_status is set by mirror_done
+        std::string provider;   // the task's, when final_status is set by mirror_done
+        bool mirrored = false;  // mirror_done used the outcome (else it was not awaited)
         std::vector<metric_effect> metrics;
     };
 

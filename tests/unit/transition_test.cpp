@@ -404,6 +404,21 @@ TEST(Transition, MirrorHoldsARemoteOutputUntilItsFilesAreCopied) {
     }
     EXPECT_EQ(o.attempt_status(1), "succeeded");
 
+    // The same report again (a webhook retried, the next poll): no second mirror job.
+    row again = r;
+    again.given = [&] { return o.after; };
+    again.update_of = [] {
+        update u;
+        u.what = update::kind::progress;
+        u.outputs = {ready(1), ready(2)};
+        u.cover_url = "https://cdn.example/cover.png";
+        return u;
+    };
+    const auto o2 = run(again, true);
+    for (const auto& j : o2.jobs())
+        EXPECT_NE(j, "schedule mirror");
+    EXPECT_TRUE(o2.events().empty());
+
     // The mirror jobs report back: each output ready with the gateway's URL, then the task ends.
     const auto settings = make_settings(true);
     segue::providers::capabilities caps;
