@@ -377,6 +377,13 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
             return res;
         }
         case providers::update::kind::failed: {
+            if (attempt && attempt->status == "succeeded" && waits_for_mirror(outs)) {
+                // The provider delivered everything (the task waits only for its mirrors): a
+                // late failure of this attempt's call (a submit answer lost, a poll error) is
+                // stale, never a reason to generate again.
+                keep_or_finish(false, 0);
+                return res;
+            }
             res.metrics.push_back(
                 {metric_effect::family::failures,
                  {provider_name, u.error_code.empty() ? "unknown" : u.error_code}});
@@ -861,6 +868,8 @@ decision transition::plan_recovery(const store::task_row& t,
         if (o.status == to_string(output_status::ready) ||
             o.data_json.find("\"_mirror\"") != std::string::npos)
             return none;
+    if (waits_for_mirror(outs))
+        return none;
     extend_request req;
     try {
         req = request_from_json(t.request_json);
