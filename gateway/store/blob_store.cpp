@@ -12,6 +12,7 @@
 
 #include "gateway/store/blob_internal.hpp"
 #include "gateway/util/crypto.hpp"
+#include "gateway/util/fd_io.hpp"
 
 namespace segue::store {
 
@@ -76,15 +77,9 @@ fd_closer::~fd_closer() {
 }
 
 bool write_all(int fd, const char* data, std::size_t size) {
-    while (size > 0) {
-        const ssize_t n = ::write(fd, data, size);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return false;
-        }
-        data += n;
-        size -= static_cast<std::size_t>(n);
+    if (const int err = util::write_all(fd, std::string_view(data, size)); err != 0) {
+        errno = err;
+        return false;
     }
     return true;
 }
