@@ -199,8 +199,11 @@ transition::result transition::mirror_done(store::transaction& tx, const std::st
                 d["verification"] = parse_object(m.verification_json);
         } else {
             for (const char* fmt : {"mp3", "wav"})
-                if (auto u = audio.if_contains(std::string(fmt) + "_url"))
-                    audio[std::string(fmt) + "_provider_url"] = *u;
+                if (auto u = audio.if_contains(std::string(fmt) + "_url")) {
+                    // A copy first: inserting may rehash the object and move what `u` points at.
+                    json::value url = *u;
+                    audio[std::string(fmt) + "_provider_url"] = std::move(url);
+                }
             if (ms.fail_output) {
                 status = output_status::failed;
                 d["error"] = "the output could not be copied from the provider: " + m.error;
