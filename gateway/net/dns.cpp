@@ -94,9 +94,13 @@ asio::awaitable<dns_answer> dns_resolver::resolve(std::string host, steady::time
         co_return cached_answer;
     // The answer is posted to this coroutine's executor (callers run on a strand or a
     // single-threaded context): the check below and the wait cannot miss it.
-    request(host, [st, ex](const dns_answer& a) {
-        asio::post(ex, [st, a] {
-            if (!st->answer) {
+    // The waiter runs, and is dropped, on a lookup thread, and may outlive this coroutine and its
+    // io_context (a caller that timed out): it holds the state only weakly, so the timer is
+    // always destroyed by the coroutine, on its own executor.
+    request(host, [weak = std::weak_ptr<state>(st), ex](const dns_answer& a) {
+        asio::post(ex, [weak, a] {
+            auto st = weak.lock();
+            if (st && !st->answer) {
                 st->answer = a;
                 st->timer.cancel();
             }
