@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -25,8 +24,6 @@ namespace urls = boost::urls;
 using tcp = asio::ip::tcp;
 using error_code = boost::system::error_code;
 using steady = std::chrono::steady_clock;
-
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 // What the syntax check learnt about an acceptable URL.
 struct checked_url {

@@ -65,11 +65,6 @@ song make_song(const segue::test::temp_dir& d, const std::string& format, double
     return {segue::test::read_file(path), seconds};
 }
 
-std::vector<std::string> auth(const std::string& key, std::vector<std::string> more = {}) {
-    more.push_back(key);
-    return more;
-}
-
 std::optional<http_response> post_form(std::uint16_t port, const std::vector<form_part>& parts,
                                        std::vector<std::string> headers) {
     headers.push_back("Content-Type: multipart/form-data; boundary=" + boundary);

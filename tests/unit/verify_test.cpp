@@ -116,7 +116,7 @@ TEST(Verify, FlagsADurationFarFromTheRequest) {
 TEST(Verify, FlagsAJumpAtTheSplicePoint) {
     segue::test::temp_dir d;
     const int sr = 22050;
-    auto tone = [sr](long long n, double amp, double hz) {
+    auto tone = [](long long n, double amp, double hz) {
         return amp * std::sin(2 * std::numbers::pi * hz * n / sr);
     };
     // Smooth: the same tone on both sides of 3 s.
