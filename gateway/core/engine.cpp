@@ -566,6 +566,7 @@ net::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state
         a.state_json = view.state_json;  // a preparation's state: a lost answer's webhook fits
         a.started_at = now_ms();
         bool intent = false;
+        bool stale = false;
         try {
             if (lease.lost)
                 throw lease_lost();
@@ -578,6 +579,16 @@ net::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state
                 auto t = tx.get_task(task->id);
                 if (!t || is_terminal(parse_task_status(t->status).value_or(task_status::failed)))
                     return;
+                // A provider already took this task (a run of this job that outlived its lease,
+                // and the task still waits for its mirrors): submitting again would generate it
+                // twice upstream. The job is done.
+                if (const auto cur = tx.get_attempts(task->id);
+                    !cur.empty() &&
+                    (cur.back().status == "accepted" || cur.back().status == "succeeded")) {
+                    tx.complete_job(lease_of(job));
+                    stale = true;
+                    return;
+                }
                 t->provider = provider_name;
                 t->updated_at = now;
                 tx.update_task(*t);
@@ -597,7 +608,9 @@ net::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state
         if (!intent) {
             if (acquired)
                 br->release();
-            co_return;  // canceled meanwhile: the cancel removed the job
+            if (stale)
+                jobs.with({"submit", "obsolete"}).inc();
+            co_return;  // canceled meanwhile (the cancel removed the job), or stale (done above)
         }
         if (circuit_open) {
             u.what = providers::update::kind::failed;
