@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 #include <optional>
 
 namespace segue::net {
@@ -94,11 +95,31 @@ asio::awaitable<dns_answer> dns_resolver::resolve(std::string host, steady::time
         co_return cached_answer;
     // The answer is posted to this coroutine's executor (callers run on a strand or a
     // single-threaded context): the check below and the wait cannot miss it.
-    // The waiter runs, and is dropped, on a lookup thread, and may outlive this coroutine and its
-    // io_context (a caller that timed out): it holds the state only weakly, so the timer is
-    // always destroyed by the coroutine, on its own executor.
-    request(host, [weak = std::weak_ptr<state>(st), ex](const dns_answer& a) {
-        asio::post(ex, [weak, a] {
+    // The waiter runs, and is dropped, on a lookup thread, and may outlive this coroutine and
+    // its io_context (a caller that timed out). So it holds nothing of the caller's but a
+    // mailbox: the executor sits there only while this coroutine lives, and is posted to under
+    // the mailbox's lock; the coroutine empties it (under the same lock) when it ends, however
+    // it ends, so nothing of its io_context is touched or destroyed on a lookup thread after.
+    struct mailbox {
+        std::mutex m;
+        asio::any_io_executor ex;  // empty once the caller is gone
+        std::weak_ptr<state> st;
+    };
+    auto box = std::make_shared<mailbox>();
+    box->ex = ex;
+    box->st = st;
+    struct close_on_exit {
+        mailbox& b;
+        ~close_on_exit() {
+            std::lock_guard lk(b.m);
+            b.ex = {};
+        }
+    } closer{*box};
+    request(host, [box](const dns_answer& a) {
+        std::lock_guard lk(box->m);
+        if (!box->ex)
+            return;
+        asio::post(box->ex, [weak = box->st, a] {
             auto st = weak.lock();
             if (st && !st->answer) {
                 st->answer = a;
