@@ -225,6 +225,36 @@ CREATE TRIGGER deliveries_count AFTER INSERT OR UPDATE OF status OR DELETE ON de
     FOR EACH ROW EXECUTE FUNCTION deliveries_count();
 CREATE INDEX deliveries_pending_event ON deliveries (event_at) WHERE status = 'pending';
 )sql",
+    // 4: the storage gauges (files and their bytes) kept by a trigger, sharded like
+    // delivery_counts (as SQLite's migration 8), not summed over the files table per scrape.
+    R"sql(
+CREATE TABLE file_totals (
+    shard INTEGER NOT NULL PRIMARY KEY,
+    n     BIGINT  NOT NULL,
+    bytes BIGINT  NOT NULL
+);
+INSERT INTO file_totals (shard, n, bytes) SELECT 0, COUNT(*), COALESCE(SUM(size), 0) FROM files;
+CREATE FUNCTION files_total() RETURNS trigger LANGUAGE plpgsql AS $f$
+DECLARE
+    dn BIGINT := 0;
+    db BIGINT := 0;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        dn := 1; db := NEW.size;
+    ELSIF TG_OP = 'DELETE' THEN
+        dn := -1; db := -OLD.size;
+    ELSE
+        db := NEW.size - OLD.size;
+    END IF;
+    INSERT INTO file_totals (shard, n, bytes) VALUES (pg_backend_pid() % 16, dn, db)
+        ON CONFLICT (shard) DO UPDATE
+        SET n = file_totals.n + EXCLUDED.n, bytes = file_totals.bytes + EXCLUDED.bytes;
+    RETURN NULL;
+END
+$f$;
+CREATE TRIGGER files_total AFTER INSERT OR UPDATE OF size OR DELETE ON files
+    FOR EACH ROW EXECUTE FUNCTION files_total();
+)sql",
 };
 
 // Any 64-bit constant, the same in every replica and every `segue migrate`.

@@ -196,8 +196,9 @@ const char* sql_of(q which) {
                    "idempotency WHERE created_at < $1::bigint ORDER BY created_at "
                    "LIMIT $2::int FOR UPDATE SKIP LOCKED)";
         case q::storage_totals:
-            return "SELECT COUNT(*), COALESCE(SUM(size), 0)::bigint, "
-                   "pg_database_size(current_database()) FROM files";
+            // Totals kept by a trigger (migration 4), in up to 16 shard rows.
+            return "SELECT COALESCE(SUM(n), 0)::bigint, COALESCE(SUM(bytes), 0)::bigint, "
+                   "pg_database_size(current_database()) FROM file_totals";
         case q::insert_delivery:
             return "INSERT INTO deliveries (" SEGUE_DELIVERY_COLS
                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "

@@ -301,6 +301,25 @@ CREATE TRIGGER deliveries_count_delete AFTER DELETE ON deliveries BEGIN
 END;
 CREATE INDEX deliveries_pending_event ON deliveries (event_at) WHERE status = 'pending';
 )sql",
+    // 8: the storage gauges (files and their bytes) kept by triggers as files are written and
+    // deleted, not summed over the files table on every scrape.
+    R"sql(
+CREATE TABLE file_totals (
+    id    INTEGER NOT NULL PRIMARY KEY CHECK (id = 0),
+    n     INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+) STRICT;
+INSERT INTO file_totals (id, n, bytes) SELECT 0, COUNT(*), COALESCE(SUM(size), 0) FROM files;
+CREATE TRIGGER files_total_insert AFTER INSERT ON files BEGIN
+    UPDATE file_totals SET n = n + 1, bytes = bytes + NEW.size WHERE id = 0;
+END;
+CREATE TRIGGER files_total_update AFTER UPDATE OF size ON files BEGIN
+    UPDATE file_totals SET bytes = bytes - OLD.size + NEW.size WHERE id = 0;
+END;
+CREATE TRIGGER files_total_delete AFTER DELETE ON files BEGIN
+    UPDATE file_totals SET n = n - 1, bytes = bytes - OLD.size WHERE id = 0;
+END;
+)sql",
 };
 
 }  // namespace

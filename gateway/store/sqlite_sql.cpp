@@ -187,8 +187,9 @@ const char* sql_of(q which) {
             return "DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency "
                    "WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)";
         case q::storage_totals:
-            return "SELECT COUNT(*), COALESCE(SUM(size), 0), (SELECT page_count * page_size "
-                   "FROM pragma_page_count(), pragma_page_size()) FROM files";
+            // Totals kept by triggers (migration 8).
+            return "SELECT n, bytes, (SELECT page_count * page_size "
+                   "FROM pragma_page_count(), pragma_page_size()) FROM file_totals WHERE id = 0";
         case q::insert_delivery:
             return "INSERT INTO deliveries (" SEGUE_DELIVERY_COLS
                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
