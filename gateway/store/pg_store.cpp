@@ -284,6 +284,12 @@ class pg_store final : public store {
                     c->exec("ROLLBACK TO u");
                 }
             }
+            // The COMMIT waits without limit, like a batch's first unit: a commit that NOTIFYs
+            // takes PostgreSQL's notify queue lock and holds it until its WAL is flushed, so
+            // under load 50 ms is too short for it and the whole batch failed with an unknown
+            // outcome ("canceling statement due to lock timeout" on COMMIT).
+            if (items.size() > 1)
+                c->exec("SET LOCAL lock_timeout = 0");
             merge_notice(txn.notice, {});  // sorts and dedupes event_tasks
             if (!txn.notice.empty())
                 for (const auto& payload : encode_notice(sender_, txn.notice))
