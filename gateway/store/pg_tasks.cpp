@@ -18,10 +18,12 @@ millis pg_transaction::clock_ms() {
     return c_.run(q::clock, {}).i64(0, 0);
 }
 
+// Writes whose answer nobody reads are sent without waiting (connection::send): their errors
+// come with the unit's next answer, before it commits.
 void pg_transaction::insert_task(const task_row& t) {
-    c_.run(q::insert_task,
-           {t.id, t.tenant, t.status, t.provider, t.request_json, t.error_json, t.warnings_json,
-            t.idempotency_key, t.num_outputs, t.created_at, t.updated_at, t.version});
+    c_.send(q::insert_task,
+            {t.id, t.tenant, t.status, t.provider, t.request_json, t.error_json, t.warnings_json,
+             t.idempotency_key, t.num_outputs, t.created_at, t.updated_at, t.version});
 }
 
 std::int64_t pg_transaction::update_task(const task_row& t) {
@@ -51,7 +53,7 @@ std::vector<task_row> pg_transaction::list_tasks(std::string_view tenant, int li
 }
 
 void pg_transaction::upsert_output(const output_row& o) {
-    c_.run(q::upsert_output, {o.task_id, o.index, o.status, o.data_json, o.updated_at});
+    c_.send(q::upsert_output, {o.task_id, o.index, o.status, o.data_json, o.updated_at});
 }
 
 std::vector<output_row> pg_transaction::get_outputs(std::string_view task_id) {
@@ -63,9 +65,9 @@ std::vector<output_row> pg_transaction::get_outputs(std::string_view task_id) {
 }
 
 void pg_transaction::upsert_attempt(const attempt_row& a) {
-    c_.run(q::upsert_attempt,
-           {a.task_id, a.number, a.provider, a.provider_task_id, a.callback_token, a.status,
-            a.error_json, a.state_json, a.started_at, a.finished_at});
+    c_.send(q::upsert_attempt,
+            {a.task_id, a.number, a.provider, a.provider_task_id, a.callback_token, a.status,
+             a.error_json, a.state_json, a.started_at, a.finished_at});
 }
 
 std::vector<attempt_row> pg_transaction::get_attempts(std::string_view task_id) {
