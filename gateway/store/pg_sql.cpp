@@ -298,6 +298,10 @@ const char* sql_of(q which) {
                    "COALESCE(SUM(CASE WHEN kind = 'capture' THEN amount_milli END), 0), "
                    "COALESCE(SUM(CASE WHEN kind = 'release' THEN amount_milli END), 0) "
                    "FROM ledger WHERE task_id = $1 AND task_id <> ''";
+        case q::ledger_of_task:
+            // A write unit's ledger_for_task: the task's entries themselves (a handful), so the
+            // unit's lookups of them (find_ledger_entry) need no statement of their own.
+            return "SELECT " SEGUE_LEDGER_COLS " FROM ledger WHERE task_id = $1 AND task_id <> ''";
         case q::list_ledger:
             return "SELECT " SEGUE_LEDGER_COLS
                    " FROM ledger WHERE tenant = $1 AND id < $3 ORDER BY id DESC LIMIT $2";

@@ -68,6 +68,7 @@ enum class q : int {
     find_ledger,
     ledger_totals,
     ledger_for_task,
+    ledger_of_task,
     list_ledger,
     count_
 };

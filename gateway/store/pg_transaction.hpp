@@ -10,8 +10,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
-#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -34,9 +34,13 @@ class pg_transaction final : public transaction {
 
     // Called by the writer before each unit: what the previous unit locked may have been rolled
     // back with it.
-    void begin_unit() { locked_accounts_.clear(); }
+    void begin_unit() {
+        locked_accounts_.clear();
+        task_entries_.clear();
+    }
 
     millis clock_ms() override;
+    hold_result hold_credits(const ledger_row& hold) override;
 
     // pg_tasks.cpp
     void insert_task(const task_row& t) override;
@@ -131,10 +135,20 @@ class pg_transaction final : public transaction {
     }
     // Locks the tenant's totals row (creating it) and returns it.
     ledger_balance lock_account(std::string_view tenant, millis now);
+    // Appends the entry and moves the totals (the account locked first); `wait`: for the
+    // answer (whether it was new), else sent without waiting (connection::send).
+    bool append_entry(const ledger_row& e, bool wait);
 
     connection& c_;
     bool writer_;
-    std::set<std::string, std::less<>> locked_accounts_;  // by this unit (lock_account)
+    // The accounts this unit locked (lock_account), with their totals while this unit has not
+    // moved them since (no other writer can: the lock is held until commit).
+    std::map<std::string, std::optional<ledger_balance>, std::less<>> locked_accounts_;
+    // The ledger entries of the tasks this unit read them of (ledger_for_task), by task id,
+    // while this unit has not added to them. Nothing else can meanwhile: a task's entries are
+    // written under its tenant's account lock and its task lock (store.hpp), and an insert
+    // that a lookup missed meets the entry's unique key and writes nothing.
+    std::map<std::string, std::vector<ledger_row>, std::less<>> task_entries_;
 };
 
 }  // namespace segue::store::pg
