@@ -20,6 +20,7 @@ enum class q : int {
     get_attempts,
     find_attempt_by_token,
     append_event,
+    insert_task_event,
     get_events,
     lock_job_key,
     insert_job,

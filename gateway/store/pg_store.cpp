@@ -273,6 +273,7 @@ class pg_store final : public store {
                 txn.begin_unit();
                 try {
                     items[i].fn(txn);
+                    txn.end_unit();
                     c->sync();
                 } catch (const pg_error& e) {
                     if (e.connection_lost())

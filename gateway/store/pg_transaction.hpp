@@ -30,14 +30,19 @@ millis now_ms();
 // an idempotency key that may not exist yet, an advisory lock (get_idempotency).
 class pg_transaction final : public transaction {
   public:
-    pg_transaction(connection& c, bool writer) : c_(c), writer_(writer) {}
+    pg_transaction(connection& c, bool writer) : c_{*this, c}, writer_(writer) {}
 
     // Called by the writer before each unit: what the previous unit locked may have been rolled
     // back with it.
     void begin_unit() {
         locked_accounts_.clear();
         task_entries_.clear();
+        new_task_.reset();
+        new_outputs_.clear();
     }
+    // Called by the writer after a unit returned, before its closing sync: sends what the unit
+    // left unsent.
+    void end_unit() { send_new_task(); }
 
     millis clock_ms() override;
     hold_result hold_credits(const ledger_row& hold) override;
@@ -139,7 +144,28 @@ class pg_transaction final : public transaction {
     // answer (whether it was new), else sent without waiting (connection::send).
     bool append_entry(const ledger_row& e, bool wait);
 
-    connection& c_;
+    // A new task (insert_task in a write unit) and its outputs are held back until the unit's
+    // next statement: if that is the task's first event, the task is inserted with it in one
+    // statement (insert_task_event) instead of an insert and then an update of the task's
+    // event counter (append_event), which wrote the whole new row twice. Anything else sends
+    // them first, in order (the connection below is reached only through this proxy).
+    void send_new_task();
+    struct conn_ref {
+        pg_transaction& t;
+        connection& c;
+        result run(q which, std::initializer_list<param> params) {
+            t.send_new_task();
+            return c.run(which, params);
+        }
+        void send(q which, std::initializer_list<param> params) {
+            t.send_new_task();
+            c.send(which, params);
+        }
+    };
+    std::optional<task_row> new_task_;
+    std::vector<output_row> new_outputs_;
+
+    conn_ref c_;
     bool writer_;
     // The accounts this unit locked (lock_account), with their totals while this unit has not
     // moved them since (no other writer can: the lock is held until commit).
