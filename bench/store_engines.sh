@@ -10,6 +10,10 @@
 #
 #   bench/store_engines.sh [duration-seconds] [connections]      (defaults: 10 32)
 #
+# SEGUE_BENCH_PGSS=1 also loads pg_stat_statements and prints, after each PostgreSQL run, the
+# statements the run's database saw: calls and server time per created task (the submit jobs
+# still queued then are printed too: their tasks' engine statements are not all in yet).
+#
 # Target (issue 14): >= 3,000 accepted/s at p99 < 20 ms with one PostgreSQL replica. On a
 # 2-core machine everything (wrk, nginx, PostgreSQL, segue) shares the same two cores: the
 # two-replica figure says what a second process costs here, not what a second machine adds.
@@ -27,7 +31,10 @@ bench/make_wav.sh "$work/song/root/song.wav" 10
 audio_url="http://127.0.0.1:$nginx_port/song.wav"
 
 pg_dir="$work/pg"
-pg_url=$(SEGUE_PG_DURABLE=1 scripts/pg.sh start "$pg_dir")
+pgss="${SEGUE_BENCH_PGSS:-0}"
+pg_opts="${SEGUE_PG_OPTIONS:-}"
+[[ "$pgss" == 1 ]] && pg_opts+=" -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_utility=on"
+pg_url=$(SEGUE_PG_DURABLE=1 SEGUE_PG_OPTIONS="$pg_opts" scripts/pg.sh start "$pg_dir")
 bench_pg_stop() { scripts/pg.sh stop "$pg_dir" >/dev/null 2>&1 || true; }
 trap 'bench_pg_stop; bench_cleanup' EXIT
 
@@ -49,6 +56,13 @@ start_replica() {  # name yaml
   replica_ports+=("$(cat "$work/$name.port")")
 }
 stop_replicas() {
+  local pid f
+  # Errors a run logged (a non-202 in the status mix says there were some): the first few.
+  for f in "$work"/[ab].log; do
+    grep -Eq '"level":"(error|warn)"' "$f" 2>/dev/null || continue
+    echo "# $(basename "$f"): $(grep -Ec '"level":"(error|warn)"' "$f") errors and warnings logged, the first:"
+    grep -E '"level":"(error|warn)"' "$f" | head -3 | cut -c1-400
+  done
   local pid
   for pid in "${replica_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${replica_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
@@ -99,6 +113,27 @@ stop_lb() {
   sleep 0.5
 }
 
+pg_statements() {  # database: what its run cost the server, per created task
+  [[ "$pgss" == 1 ]] || return 0
+  local url=${pg_url/\/segue\?//$1?}
+  echo "# $1: statements per created task (pg_stat_statements)"
+  psql "$url" -qAt -F $'\t' -c "SELECT count(*) FROM tasks" \
+    -c "SELECT 'submit jobs queued', count(*) FROM jobs WHERE kind = 'submit'" \
+    -c "WITH n AS (SELECT count(*)::float AS n FROM tasks)
+        SELECT round((calls / n.n)::numeric, 2) AS per_task,
+               round((total_exec_time * 1000 / n.n)::numeric, 1) AS us_per_task,
+               round((mean_exec_time * 1000)::numeric, 1) AS us_mean,
+               left(regexp_replace(query, '\s+', ' ', 'g'), 90)
+        FROM pg_stat_statements, n
+        WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+        ORDER BY calls DESC LIMIT 40" \
+    -c "WITH n AS (SELECT count(*)::float AS n FROM tasks)
+        SELECT 'total', round((sum(calls) / max(n.n))::numeric, 1),
+               round((sum(total_exec_time) * 1000 / max(n.n))::numeric, 1)
+        FROM pg_stat_statements, n
+        WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+}
+
 results=()
 measure() {  # label base-url
   local label=$1 base=$2 out="$work/run-$RANDOM.out"
@@ -124,6 +159,7 @@ stop_replicas
 
 # 2. PostgreSQL, one replica
 psql "$pg_url" -qc "CREATE DATABASE one" >/dev/null
+[[ "$pgss" == 1 ]] && psql "${pg_url/\/segue\?//one?}" -qc "CREATE EXTENSION pg_stat_statements" >/dev/null
 config "storage:
   engine: postgres
   postgres:
@@ -131,10 +167,12 @@ config "storage:
   blob_dir: $work/blobs2" >"$work/pg1.yaml"
 start_replica a "$work/pg1.yaml"
 measure "PostgreSQL, 1 segue" "http://127.0.0.1:${replica_ports[0]}"
+pg_statements one
 stop_replicas
 
 # 3. PostgreSQL, two replicas behind nginx
 psql "$pg_url" -qc "CREATE DATABASE two" >/dev/null
+[[ "$pgss" == 1 ]] && psql "${pg_url/\/segue\?//two?}" -qc "CREATE EXTENSION pg_stat_statements" >/dev/null
 config "storage:
   engine: postgres
   postgres:
@@ -144,6 +182,7 @@ start_replica a "$work/pg2.yaml"
 start_replica b "$work/pg2.yaml"
 start_lb
 measure "PostgreSQL, 2 segue behind nginx" "http://127.0.0.1:$lb_port"
+pg_statements two
 stop_lb
 stop_replicas
 

@@ -1,6 +1,7 @@
 #include "gateway/store/pg_connection.hpp"
 
 #include <cstring>
+#include <optional>
 
 namespace segue::store::pg {
 
@@ -47,20 +48,36 @@ connection::~connection() {
         PQfinish(c_);
 }
 
-result connection::check(PGresult* r, const char* what) {
-    result res(r);
-    const auto st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
-        return res;
+pg_error connection::error_of(PGresult* r, const char* what) const {
     const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
     std::string msg = r ? PQresultErrorMessage(r) : PQerrorMessage(c_);
     while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' '))
         msg.pop_back();
     const bool lost = PQstatus(c_) != CONNECTION_OK;
-    throw pg_error(std::string("postgres: ") + what + ": " + msg, state ? state : "", lost);
+    return pg_error(std::string("postgres: ") + what + ": " + msg, state ? state : "", lost);
+}
+
+result connection::check(PGresult* r, const char* what) {
+    result res(r);
+    const auto st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        return res;
+    throw error_of(r, what);
+}
+
+void connection::fail(const char* what) {
+    // A send that failed leaves the pipeline out of step: the connection is not used again.
+    broken_ = true;
+    pending_.clear();
+    throw pg_error(std::string("postgres: ") + what + ": " + PQerrorMessage(c_), "", true);
 }
 
 void connection::exec(const char* sql) {
+    if (!pending_.empty()) {
+        send(sql);
+        drain(false);
+        return;
+    }
     check(PQexec(c_, sql), sql);
 }
 
@@ -81,9 +98,27 @@ struct bound {
 
 }  // namespace
 
+namespace {
+
+const std::string& name_of(q which) {
+    static const auto names = [] {
+        std::array<std::string, static_cast<std::size_t>(q::count_)> n;
+        for (std::size_t i = 0; i < n.size(); ++i)
+            n[i] = "q" + std::to_string(i);
+        return n;
+    }();
+    return names[static_cast<std::size_t>(which)];
+}
+
+}  // namespace
+
 result connection::run(q which, std::initializer_list<param> params) {
+    if (!pending_.empty()) {
+        send(which, params);
+        return drain(false);
+    }
     const auto i = static_cast<std::size_t>(which);
-    const std::string name = "q" + std::to_string(i);
+    const std::string& name = name_of(which);
     if (!prepared_[i]) {
         check(PQprepare(c_, name.c_str(), sql_of(which), 0, nullptr), sql_of(which));
         prepared_[i] = true;
@@ -95,10 +130,90 @@ result connection::run(q which, std::initializer_list<param> params) {
 }
 
 result connection::query(const char* sql, std::initializer_list<param> params) {
+    sync();
     bound b(params);
     return check(PQexecParams(c_, sql, static_cast<int>(b.values.size()), nullptr, b.values.data(),
                               nullptr, nullptr, 0),
                  sql);
+}
+
+void connection::enter_pipeline() {
+    if (broken_)
+        fail("pipeline on a broken connection");
+    if (PQpipelineStatus(c_) == PQ_PIPELINE_OFF && PQenterPipelineMode(c_) != 1)
+        fail("cannot enter pipeline mode");
+}
+
+void connection::send(q which, std::initializer_list<param> params) {
+    enter_pipeline();
+    const auto i = static_cast<std::size_t>(which);
+    const std::string& name = name_of(which);
+    if (!prepared_[i]) {
+        if (PQsendPrepare(c_, name.c_str(), sql_of(which), 0, nullptr) != 1)
+            fail(sql_of(which));
+        prepared_[i] = true;
+        pending_.push_back({sql_of(which), static_cast<int>(i)});
+    }
+    bound b(params);
+    if (PQsendQueryPrepared(c_, name.c_str(), static_cast<int>(b.values.size()), b.values.data(),
+                            nullptr, nullptr, 0) != 1)
+        fail(sql_of(which));
+    pending_.push_back({sql_of(which)});
+}
+
+void connection::send(const char* sql) {
+    enter_pipeline();
+    if (PQsendQueryParams(c_, sql, 0, nullptr, nullptr, nullptr, nullptr, 0) != 1)
+        fail(sql);
+    pending_.push_back({sql});
+}
+
+void connection::sync() {
+    if (!pending_.empty())
+        drain(false);
+}
+
+void connection::sync_discarding_errors() {
+    if (!pending_.empty())
+        drain(true);
+}
+
+result connection::drain(bool discard_errors) {
+    if (PQpipelineSync(c_) != 1)
+        fail("pipeline sync");
+    result last;
+    std::optional<pg_error> first;
+    for (const auto& s : pending_) {
+        // Each statement's answer: its result(s), then a null.
+        bool answered = false;
+        while (PGresult* r = PQgetResult(c_)) {
+            answered = true;
+            const auto st = PQresultStatus(r);
+            if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+                last = result(r);
+                continue;
+            }
+            // Skipped after an earlier error (PGRES_PIPELINE_ABORTED) or failed.
+            if (s.prepared >= 0)
+                prepared_[static_cast<std::size_t>(s.prepared)] = false;
+            if (st != PGRES_PIPELINE_ABORTED && !first)
+                first = error_of(r, s.what);
+            PQclear(r);
+            last = result();
+        }
+        if (!answered)
+            fail(s.what);  // the connection broke
+    }
+    PGresult* r = PQgetResult(c_);
+    const bool synced = r && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+    if (r)
+        PQclear(r);
+    if (!synced || PQexitPipelineMode(c_) != 1)
+        fail("pipeline sync");
+    pending_.clear();
+    if (first && (!discard_errors || first->connection_lost()))
+        throw *first;
+    return last;
 }
 
 std::string array_text(const std::vector<std::int64_t>& ids) {

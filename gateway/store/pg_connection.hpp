@@ -99,18 +99,48 @@ class connection {
     connection& operator=(const connection&) = delete;
 
     // One or more statements in the simple protocol, no parameters (schema, BEGIN, COMMIT).
+    // With statements sent and not yet answered (send): one statement only, sent after them.
     void exec(const char* sql);
-    // The prepared statement `which` with these parameters (prepared on first use).
+    // The prepared statement `which` with these parameters (prepared on first use), after any
+    // statements sent before it, in one round trip: the first error among them is thrown.
     result run(q which, std::initializer_list<param> params);
     // An ad-hoc parameterised statement (not prepared): migrations and rare queries.
     result query(const char* sql, std::initializer_list<param> params);
 
-    bool ok() const { return PQstatus(c_) == CONNECTION_OK; }
+    // Pipelining (libpq pipeline mode): a statement whose answer the caller does not read is
+    // sent without waiting for it. The server runs statements in the order sent, each with its
+    // own snapshot, exactly as if each had waited; only the answers come later, with the next
+    // run, exec or sync, which throws the first error among them (the statements after a
+    // failed one are skipped, as a failed statement aborts the transaction anyway).
+    void send(q which, std::initializer_list<param> params);
+    // Sends one parameterless statement (SAVEPOINT u, BEGIN ...) the same way.
+    void send(const char* sql);
+    // Waits for the answers of everything sent; throws the first error.
+    void sync();
+    // As sync, but an error of a statement is dropped (the caller rolls back past it anyway);
+    // a lost connection still throws.
+    void sync_discarding_errors();
+    bool pending() const { return !pending_.empty(); }
+
+    // False once the connection broke, or its pipeline lost step with the server.
+    bool ok() const { return !broken_ && PQstatus(c_) == CONNECTION_OK; }
     PGconn* get() const { return c_; }
 
   private:
     result check(PGresult* r, const char* what);
+    pg_error error_of(PGresult* r, const char* what) const;
+    [[noreturn]] void fail(const char* what);
+    void enter_pipeline();
+    struct sent {
+        const char* what;
+        int prepared = -1;  // a PQsendPrepare of this statement index (undone if it failed)
+    };
+    // Sends sync, reads every answer up to it and leaves pipeline mode: the last statement's
+    // result, or the first error (thrown unless `discard_errors`).
+    result drain(bool discard_errors);
     PGconn* c_ = nullptr;
+    std::vector<sent> pending_;  // what was sent and not yet answered, in order
+    bool broken_ = false;
     std::array<bool, static_cast<std::size_t>(q::count_)> prepared_{};
 };
 

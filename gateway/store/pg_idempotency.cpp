@@ -8,8 +8,10 @@ namespace segue::store::pg {
 
 std::optional<idempotency_row> pg_transaction::get_idempotency(std::string_view tenant,
                                                                std::string_view key) {
+    // The lock is sent with the lookup: the server takes it before it runs the lookup (a
+    // statement of its own, whose snapshot sees what the previous holder committed).
     if (writer_)  // keys are visible ASCII: the newline cannot be part of one
-        c_.run(q::lock_idempotency_key, {std::string(tenant) + "\n" + std::string(key)});
+        c_.send(q::lock_idempotency_key, {std::string(tenant) + "\n" + std::string(key)});
     auto r = c_.run(q::get_idempotency, {tenant, key});
     if (!r.rows())
         return std::nullopt;
@@ -27,8 +29,8 @@ int pg_transaction::delete_idempotency_before(millis cutoff) {
 }
 
 void pg_transaction::insert_file(const file_row& f) {
-    c_.run(q::insert_file, {f.id, f.tenant, f.task_id, f.kind, f.content_type, f.path, f.size,
-                            f.sha256, f.created_at});
+    c_.send(q::insert_file, {f.id, f.tenant, f.task_id, f.kind, f.content_type, f.path, f.size,
+                             f.sha256, f.created_at});
 }
 
 std::optional<file_row> pg_transaction::get_file(std::string_view id) {

@@ -12,7 +12,8 @@ namespace segue::store::pg {
 std::int64_t pg_transaction::schedule_job(const job_row& j, bool unique) {
     notice.jobs = true;
     if (unique) {
-        c_.run(q::lock_job_key, {j.kind + "/" + j.task_id});
+        // Sent with the upsert, which runs after the lock is taken (pg_sql.cpp).
+        c_.send(q::lock_job_key, {j.kind + "/" + j.task_id});
         return c_.run(q::upsert_unique_job, {j.kind, j.task_id, j.due_at, j.payload_json})
             .i64(0, 0);
     }
@@ -61,7 +62,7 @@ std::vector<std::int64_t> pg_transaction::renew_jobs(
 void pg_transaction::delete_jobs_for_task(std::string_view task_id) {
     if (task_id.empty())
         return;
-    c_.run(q::delete_jobs_for_task, {task_id});
+    c_.send(q::delete_jobs_for_task, {task_id});
 }
 
 std::optional<millis> pg_transaction::next_job_due() {

@@ -10,10 +10,10 @@ namespace segue::store::pg {
 
 void pg_transaction::insert_delivery(const delivery_row& d) {
     notice.outbox = true;
-    c_.run(q::insert_delivery,
-           {d.id, d.event_id, d.task_id, d.tenant, d.seq, d.url, d.status, d.attempts, d.next_at,
-            d.lease_owner, d.lease_until, d.last_status, d.last_error, d.event_at, d.created_at,
-            d.updated_at, d.delivered_at, d.lease_fence});
+    c_.send(q::insert_delivery,
+            {d.id, d.event_id, d.task_id, d.tenant, d.seq, d.url, d.status, d.attempts, d.next_at,
+             d.lease_owner, d.lease_until, d.last_status, d.last_error, d.event_at, d.created_at,
+             d.updated_at, d.delivered_at, d.lease_fence});
 }
 
 std::vector<delivery_row> pg_transaction::claim_deliveries(
@@ -79,9 +79,9 @@ int pg_transaction::kill_deliveries_to(std::string_view tenant, std::string_view
 void pg_transaction::set_endpoint_gone(std::string_view tenant, std::string_view url, bool gone,
                                        millis now) {
     if (gone)
-        c_.run(q::set_endpoint_gone, {tenant, url, now});
+        c_.send(q::set_endpoint_gone, {tenant, url, now});
     else
-        c_.run(q::clear_endpoint_gone, {tenant, url});
+        c_.send(q::clear_endpoint_gone, {tenant, url});
 }
 
 bool pg_transaction::endpoint_gone(std::string_view tenant, std::string_view url) {

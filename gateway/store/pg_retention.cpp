@@ -26,10 +26,10 @@ int pg_transaction::reap_tasks(millis finished_before, millis now, int limit) {
     if (ids.empty())
         return 0;
     const std::string arr = array_text(ids);
-    c_.run(q::tombstone_task_files, {arr, now});
-    c_.run(q::delete_task_files, {arr});
-    c_.run(q::delete_task_deliveries, {arr});
-    c_.run(q::delete_task_jobs, {arr});
+    c_.send(q::tombstone_task_files, {arr, now});
+    c_.send(q::delete_task_files, {arr});
+    c_.send(q::delete_task_deliveries, {arr});
+    c_.send(q::delete_task_jobs, {arr});
     return static_cast<int>(c_.run(q::delete_tasks, {arr}).affected());
 }
 

@@ -71,6 +71,14 @@ const char* sql_of(q which) {
             return "WITH s AS (UPDATE tasks SET event_seq = event_seq + 1 WHERE id = $2 "
                    "RETURNING event_seq) INSERT INTO events (" SEGUE_EVENT_COLS
                    ") SELECT $1, $2, $3, s.event_seq, $4, $5, $6 FROM s RETURNING seq";
+        case q::insert_task_event:
+            // A new task with its first event (seq 1, the counter set to match): one statement
+            // where insert_task and append_event wrote the task's row twice. The event's foreign
+            // key is checked at the end of the statement, when the task is there.
+            return "WITH t AS (INSERT INTO tasks (" SEGUE_TASK_COLS
+                   ", event_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1) "
+                   "RETURNING id) INSERT INTO events (" SEGUE_EVENT_COLS
+                   ") SELECT $13, t.id, $14, 1, $15, $16, $17 FROM t RETURNING seq";
         case q::get_events:
             return "SELECT " SEGUE_EVENT_COLS
                    " FROM events WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
@@ -299,6 +307,10 @@ const char* sql_of(q which) {
                    "COALESCE(SUM(CASE WHEN kind = 'capture' THEN amount_milli END), 0), "
                    "COALESCE(SUM(CASE WHEN kind = 'release' THEN amount_milli END), 0) "
                    "FROM ledger WHERE task_id = $1 AND task_id <> ''";
+        case q::ledger_of_task:
+            // A write unit's ledger_for_task: the task's entries themselves (a handful), so the
+            // unit's lookups of them (find_ledger_entry) need no statement of their own.
+            return "SELECT " SEGUE_LEDGER_COLS " FROM ledger WHERE task_id = $1 AND task_id <> ''";
         case q::list_ledger:
             return "SELECT " SEGUE_LEDGER_COLS
                    " FROM ledger WHERE tenant = $1 AND id < $3 ORDER BY id DESC LIMIT $2";

@@ -20,6 +20,7 @@ enum class q : int {
     get_attempts,
     find_attempt_by_token,
     append_event,
+    insert_task_event,
     get_events,
     lock_job_key,
     insert_job,
@@ -68,6 +69,7 @@ enum class q : int {
     find_ledger,
     ledger_totals,
     ledger_for_task,
+    ledger_of_task,
     list_ledger,
     count_
 };

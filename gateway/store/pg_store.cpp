@@ -219,8 +219,7 @@ class pg_store final : public store {
     // How long a unit after a batch's first may wait for a lock before it is put off to the
     // next batch (see the top of this file): long enough for a lock held by a batch that is
     // committing, short against leases and deadlock_timeout.
-    static constexpr const char* later_unit_lock_timeout =
-        "RELEASE u; SET LOCAL lock_timeout = '50ms'; SAVEPOINT u";
+    static constexpr const char* later_unit_lock_timeout = "SET LOCAL lock_timeout = '50ms'";
 
     void writer_loop(std::unique_ptr<connection>& c, detail::work_queue& q) {
         std::vector<detail::queued_unit> batch;
@@ -256,17 +255,26 @@ class pg_store final : public store {
         std::vector<std::exception_ptr> errs(items.size());
         pg_transaction txn(*c, true);
         try {
-            // One round trip per unit for its savepoint: "RELEASE u; SAVEPOINT u" between two
-            // units, ROLLBACK TO u (which keeps u) after a failed one, COMMIT after the last.
-            c->exec("BEGIN; SAVEPOINT u");
+            // The savepoint of each unit ("RELEASE u", "SAVEPOINT u" between two units;
+            // ROLLBACK TO u, which keeps u, after a failed one) is pipelined (connection::send)
+            // with the unit's statements, and so are the unit's statements whose answers it
+            // does not read: they cost no round trip of their own. The unit ends with a sync,
+            // so an error of any of them is the unit's, rolled back to its savepoint as if the
+            // statement had waited for its answer.
+            c->send("BEGIN");
+            c->send("SAVEPOINT u");
             for (std::size_t i = 0; i < items.size(); ++i) {
-                if (i == 1)  // set at the top level, where no ROLLBACK TO u undoes it
-                    c->exec(later_unit_lock_timeout);
-                else if (i > 0 && result[i - 1] == outcome::ok)
-                    c->exec("RELEASE u; SAVEPOINT u");
+                if (i == 1 || (i > 0 && result[i - 1] == outcome::ok)) {
+                    c->send("RELEASE u");
+                    if (i == 1)  // set at the top level, where no ROLLBACK TO u undoes it
+                        c->send(later_unit_lock_timeout);
+                    c->send("SAVEPOINT u");
+                }
                 txn.begin_unit();
                 try {
                     items[i].fn(txn);
+                    txn.end_unit();
+                    c->sync();
                 } catch (const pg_error& e) {
                     if (e.connection_lost())
                         throw;
@@ -277,17 +285,26 @@ class pg_store final : public store {
                         result[i] = e.retryable() && items[i].tries + 1 < max_tries
                                         ? outcome::retry
                                         : outcome::failed;
+                    c->sync_discarding_errors();
                     c->exec("ROLLBACK TO u");
                 } catch (...) {
                     errs[i] = std::current_exception();
                     result[i] = outcome::failed;
+                    c->sync_discarding_errors();  // what it sent is rolled back with it
                     c->exec("ROLLBACK TO u");
                 }
             }
+            // The COMMIT waits without limit, like a batch's first unit: a commit that NOTIFYs
+            // takes PostgreSQL's notify queue lock and holds it until its WAL is flushed, so
+            // under load 50 ms is too short for it and the whole batch failed with an unknown
+            // outcome ("canceling statement due to lock timeout" on COMMIT).
+            if (items.size() > 1)
+                c->send("SET LOCAL lock_timeout = 0");
             merge_notice(txn.notice, {});  // sorts and dedupes event_tasks
             if (!txn.notice.empty())
                 for (const auto& payload : encode_notice(sender_, txn.notice))
-                    c->run(pg::q::notify, {channel_, payload});
+                    c->send(pg::q::notify, {channel_, payload});
+            c->sync();  // COMMIT's answer alone tells whether the batch committed
         } catch (const std::exception& e) {
             // The connection (or the transaction) broke before COMMIT: nothing was committed,
             // so every unit of the batch runs again, on a new connection if needed.
@@ -349,6 +366,7 @@ class pg_store final : public store {
 
     static void try_exec(connection& c, const char* sql) noexcept {
         try {
+            c.sync_discarding_errors();
             c.exec(sql);
         } catch (...) {
         }
@@ -368,7 +386,8 @@ class pg_store final : public store {
                 }
                 bool lost = false;
                 try {
-                    c->exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+                    // Sent with the unit's first statement (connection::send).
+                    c->send("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
                     pg_transaction txn(*c, false);
                     it.fn(txn);
                     c->exec("COMMIT");

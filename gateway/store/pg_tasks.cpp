@@ -18,10 +18,30 @@ millis pg_transaction::clock_ms() {
     return c_.run(q::clock, {}).i64(0, 0);
 }
 
+// Writes whose answer nobody reads are sent without waiting (connection::send): their errors
+// come with the unit's next answer, before it commits.
 void pg_transaction::insert_task(const task_row& t) {
-    c_.run(q::insert_task,
-           {t.id, t.tenant, t.status, t.provider, t.request_json, t.error_json, t.warnings_json,
-            t.idempotency_key, t.num_outputs, t.created_at, t.updated_at, t.version});
+    if (writer_) {
+        send_new_task();
+        new_task_ = t;  // sent with its first event, or before the unit's next statement
+        return;
+    }
+    c_.send(q::insert_task,
+            {t.id, t.tenant, t.status, t.provider, t.request_json, t.error_json, t.warnings_json,
+             t.idempotency_key, t.num_outputs, t.created_at, t.updated_at, t.version});
+}
+
+void pg_transaction::send_new_task() {
+    if (!new_task_)
+        return;
+    const task_row t = std::move(*new_task_);
+    new_task_.reset();
+    c_.c.send(q::insert_task,
+              {t.id, t.tenant, t.status, t.provider, t.request_json, t.error_json, t.warnings_json,
+               t.idempotency_key, t.num_outputs, t.created_at, t.updated_at, t.version});
+    for (const auto& o : new_outputs_)
+        c_.c.send(q::upsert_output, {o.task_id, o.index, o.status, o.data_json, o.updated_at});
+    new_outputs_.clear();
 }
 
 std::int64_t pg_transaction::update_task(const task_row& t) {
@@ -51,7 +71,11 @@ std::vector<task_row> pg_transaction::list_tasks(std::string_view tenant, int li
 }
 
 void pg_transaction::upsert_output(const output_row& o) {
-    c_.run(q::upsert_output, {o.task_id, o.index, o.status, o.data_json, o.updated_at});
+    if (new_task_ && new_task_->id == o.task_id) {
+        new_outputs_.push_back(o);
+        return;
+    }
+    c_.send(q::upsert_output, {o.task_id, o.index, o.status, o.data_json, o.updated_at});
 }
 
 std::vector<output_row> pg_transaction::get_outputs(std::string_view task_id) {
@@ -63,9 +87,9 @@ std::vector<output_row> pg_transaction::get_outputs(std::string_view task_id) {
 }
 
 void pg_transaction::upsert_attempt(const attempt_row& a) {
-    c_.run(q::upsert_attempt,
-           {a.task_id, a.number, a.provider, a.provider_task_id, a.callback_token, a.status,
-            a.error_json, a.state_json, a.started_at, a.finished_at});
+    c_.send(q::upsert_attempt,
+            {a.task_id, a.number, a.provider, a.provider_task_id, a.callback_token, a.status,
+             a.error_json, a.state_json, a.started_at, a.finished_at});
 }
 
 std::vector<attempt_row> pg_transaction::get_attempts(std::string_view task_id) {
@@ -90,6 +114,23 @@ event_row pg_transaction::append_event(event_row e) {
         e.id = util::sortable_id("evt_");
     if (e.created_at == 0)
         e.created_at = now_ms();
+    if (new_task_ && new_task_->id == e.task_id) {
+        // The new task's first event: both in one statement, then its outputs.
+        const task_row t = std::move(*new_task_);
+        new_task_.reset();
+        auto outputs = std::move(new_outputs_);
+        new_outputs_.clear();
+        auto r =
+            c_.c.run(q::insert_task_event,
+                     {t.id, t.tenant, t.status, t.provider, t.request_json, t.error_json,
+                      t.warnings_json, t.idempotency_key, t.num_outputs, t.created_at, t.updated_at,
+                      t.version, e.id, e.tenant, e.type, e.data_json, e.created_at});
+        for (const auto& o : outputs)
+            c_.c.send(q::upsert_output, {o.task_id, o.index, o.status, o.data_json, o.updated_at});
+        e.seq = r.i64(0, 0);
+        notice.event_tasks.push_back(e.task_id);
+        return e;
+    }
     auto r =
         c_.run(q::append_event, {e.id, e.task_id, e.tenant, e.type, e.data_json, e.created_at});
     if (!r.rows())

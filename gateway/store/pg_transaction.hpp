@@ -10,8 +10,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
-#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -30,13 +30,22 @@ millis now_ms();
 // an idempotency key that may not exist yet, an advisory lock (get_idempotency).
 class pg_transaction final : public transaction {
   public:
-    pg_transaction(connection& c, bool writer) : c_(c), writer_(writer) {}
+    pg_transaction(connection& c, bool writer) : c_{*this, c}, writer_(writer) {}
 
     // Called by the writer before each unit: what the previous unit locked may have been rolled
     // back with it.
-    void begin_unit() { locked_accounts_.clear(); }
+    void begin_unit() {
+        locked_accounts_.clear();
+        task_entries_.clear();
+        new_task_.reset();
+        new_outputs_.clear();
+    }
+    // Called by the writer after a unit returned, before its closing sync: sends what the unit
+    // left unsent.
+    void end_unit() { send_new_task(); }
 
     millis clock_ms() override;
+    hold_result hold_credits(const ledger_row& hold) override;
 
     // pg_tasks.cpp
     void insert_task(const task_row& t) override;
@@ -131,10 +140,41 @@ class pg_transaction final : public transaction {
     }
     // Locks the tenant's totals row (creating it) and returns it.
     ledger_balance lock_account(std::string_view tenant, millis now);
+    // Appends the entry and moves the totals (the account locked first); `wait`: for the
+    // answer (whether it was new), else sent without waiting (connection::send).
+    bool append_entry(const ledger_row& e, bool wait);
 
-    connection& c_;
+    // A new task (insert_task in a write unit) and its outputs are held back until the unit's
+    // next statement: if that is the task's first event, the task is inserted with it in one
+    // statement (insert_task_event) instead of an insert and then an update of the task's
+    // event counter (append_event), which wrote the whole new row twice. Anything else sends
+    // them first, in order (the connection below is reached only through this proxy).
+    void send_new_task();
+    struct conn_ref {
+        pg_transaction& t;
+        connection& c;
+        result run(q which, std::initializer_list<param> params) {
+            t.send_new_task();
+            return c.run(which, params);
+        }
+        void send(q which, std::initializer_list<param> params) {
+            t.send_new_task();
+            c.send(which, params);
+        }
+    };
+    std::optional<task_row> new_task_;
+    std::vector<output_row> new_outputs_;
+
+    conn_ref c_;
     bool writer_;
-    std::set<std::string, std::less<>> locked_accounts_;  // by this unit (lock_account)
+    // The accounts this unit locked (lock_account), with their totals while this unit has not
+    // moved them since (no other writer can: the lock is held until commit).
+    std::map<std::string, std::optional<ledger_balance>, std::less<>> locked_accounts_;
+    // The ledger entries of the tasks this unit read them of (ledger_for_task), by task id,
+    // while this unit has not added to them. Nothing else can meanwhile: a task's entries are
+    // written under its tenant's account lock and its task lock (store.hpp), and an insert
+    // that a lookup missed meets the entry's unique key and writes nothing.
+    std::map<std::string, std::vector<ledger_row>, std::less<>> task_entries_;
 };
 
 }  // namespace segue::store::pg

@@ -164,6 +164,76 @@ TEST_F(PgStoreTest, AKeyLookedUpInAWriteUnitIsHeldUntilCommit) {
              [](st::transaction& tx) { EXPECT_TRUE(tx.get_idempotency("tenant_a", "key-1")); });
 }
 
+// Writes whose answers a unit does not read are pipelined (sent without waiting): an error of
+// one still fails its own unit, before the unit's next answer or at its end, and only that unit
+// (rolled back to its savepoint) in a batch whose other units commit.
+TEST_F(PgStoreTest, APipelinedWriteThatFailsFailsItsUnitAlone) {
+    auto s = open(1);
+    run_sync(*s, true, [](st::transaction& tx) { tx.insert_task(task("ext_dup")); });
+    // The writer is held while the units queue, so they run in one batch.
+    std::promise<void> entered, release;
+    auto release_f = release.get_future().share();
+    s->submit_write(
+        [&](st::transaction&) {
+            entered.set_value();
+            release_f.wait();
+        },
+        nullptr);
+    entered.get_future().wait();
+    auto submit = [&](st::store::unit fn) {
+        auto p = std::make_shared<std::promise<std::exception_ptr>>();
+        auto f = p->get_future();
+        s->submit_write(std::move(fn), [p](std::exception_ptr e) { p->set_value(e); });
+        return f;
+    };
+    bool read_threw = false;
+    auto a = submit([](st::transaction& tx) {
+        tx.insert_task(task("ext_a"));
+        tx.upsert_output({"ext_a", 1, "pending", "{}", 1000});
+    });
+    // The duplicate's error comes with the next answer the unit waits for (get_task)...
+    auto b = submit([&](st::transaction& tx) {
+        tx.upsert_output({"ext_dup", 1, "changed", "{}", 1000});
+        tx.insert_task(task("ext_dup"));
+        tx.upsert_attempt({"ext_dup", 1, "p", "", "", "submitting", "", "", 1, 0});
+        try {
+            tx.get_task("ext_dup");
+        } catch (const st::store_error&) {
+            read_threw = true;
+            throw;
+        }
+    });
+    // ... or at the unit's end.
+    auto c = submit([](st::transaction& tx) {
+        tx.upsert_attempt({"ext_a", 1, "p", "", "", "submitting", "", "", 1, 0});
+        tx.insert_task(task("ext_dup"));
+    });
+    auto d = submit([](st::transaction& tx) {
+        tx.insert_task(task("ext_d"));
+        tx.append_event({"", "ext_d", "tenant_a", 0, "task.created", "{}", 0});
+    });
+    release.set_value();
+    EXPECT_EQ(a.get(), nullptr);
+    EXPECT_NE(b.get(), nullptr);
+    EXPECT_TRUE(read_threw);
+    EXPECT_NE(c.get(), nullptr);
+    EXPECT_EQ(d.get(), nullptr);
+    run_sync(*s, false, [](st::transaction& tx) {
+        EXPECT_EQ(tx.get_outputs("ext_a").size(), 1u);
+        EXPECT_TRUE(tx.get_attempts("ext_a").empty());   // c rolled back
+        EXPECT_TRUE(tx.get_outputs("ext_dup").empty());  // b rolled back
+        EXPECT_TRUE(tx.get_attempts("ext_dup").empty());
+        EXPECT_EQ(tx.get_events("ext_d", 0, 10).size(), 1u);
+    });
+    // The connection is still usable, and statements first prepared in a failed pipeline
+    // (skipped there) are prepared again.
+    run_sync(*s, true, [](st::transaction& tx) {
+        tx.upsert_attempt({"ext_d", 1, "p", "", "", "submitting", "", "", 1, 0});
+    });
+    run_sync(*s, false,
+             [](st::transaction& tx) { EXPECT_EQ(tx.get_attempts("ext_d").size(), 1u); });
+}
+
 TEST_F(PgStoreTest, ClaimsNeverHandOneJobToTwoReplicas) {
     auto a = open(), b = open();
     run_sync(*a, true, [](st::transaction& tx) {
