@@ -217,9 +217,13 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
         static_cast<store::millis>(deps_.settings.api.idempotency_retention.count());
     admitted result;
     std::exception_ptr failed;
+    // The submit job goes to this process's engine in memory when it has room (no claim round
+    // before the provider call); otherwise it is written due now for a claim.
+    auto handoff = deps_.engine.reserve();
     try {
-        co_await deps_.db.write(
-            [&](store::transaction& tx) { result = admit(tx, a, now, retention); });
+        co_await deps_.db.write([&](store::transaction& tx) {
+            result = admit(tx, a, now, retention, handoff ? &handoff : nullptr);
+        });
     } catch (...) {
         failed = std::current_exception();
     }
@@ -237,7 +241,10 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
     }
 
     const auto& provider = a.request.route_chain.front();
-    deps_.engine.notify();
+    if (handoff)
+        deps_.engine.hand_off(std::move(handoff), a.task);
+    else
+        deps_.engine.notify();
     created_.with({provider}).inc();
     if (a.request.hold_milli > 0)
         deps_.metrics

@@ -644,7 +644,7 @@ idempotency_verdict judge_idempotency(const store::idempotency_row& prior,
 }
 
 admitted admit(store::transaction& tx, const admission& a, store::millis now,
-               store::millis retention) {
+               store::millis retention, core::engine::handoff* h) {
     admitted out;
     if (a.idempotency_key) {
         // The key stays locked until commit (store.hpp): another create with it, on any
@@ -675,7 +675,7 @@ admitted admit(store::transaction& tx, const admission& a, store::millis now,
             return out;
         }
     }
-    core::engine::create_task(tx, a.task, &a.events);
+    core::engine::create_task(tx, a.task, &a.events, h);
     if (a.file)
         tx.insert_file(*a.file);
     if (a.idempotency_key) {

@@ -235,9 +235,10 @@ struct admitted {
 };
 
 // The balance check and the hold in one transaction (one writer): two submits can never both
-// spend the same credits. Run inside store::db::write.
+// spend the same credits. Run inside store::db::write. With `h` (a reserved hand-off), the
+// submit job is written leased to the local engine (core::engine::create_task).
 admitted admit(store::transaction& tx, const admission& a, store::millis now,
-               store::millis retention);
+               store::millis retention, core::engine::handoff* h = nullptr);
 
 // The 402 (insufficient credits) or 409 (key reused) an admission ended in; nullopt otherwise.
 std::optional<refusal> refused_admission(const admitted& result, const admission& a);

@@ -128,6 +128,12 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
               "segue_task_duration_seconds", "From acceptance to a final status, by provider.",
               {"provider"}, {0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600})),
           running_gauge(m.make_gauge("segue_engine_jobs_running", "Jobs being run right now.")),
+          handoffs(m.counter_family(
+              "segue_engine_handoffs_total",
+              "New tasks' submit jobs handed to this process's engine in memory (handed_off), "
+              "or written unleased for a claim because the engine was at engine.batch "
+              "(saturated).",
+              {"outcome"})),
           failures(m.counter_family("segue_provider_failures_total",
                                     "Attempts that failed, by provider and normalized error code.",
                                     {"provider", "code"})),
@@ -194,9 +200,18 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
         return {job.id, owner, job.attempts};
     }
     void make_worker();
+    // What a run needs of its task, read with the claim (in its unit) or handed over by the
+    // create: the run then starts without a read of its own.
+    struct prefetched {
+        std::optional<store::task_row> task;
+        std::vector<store::attempt_row> attempts;
+    };
+    lease_worker::item item_of(store::job_row job, std::optional<prefetched> pre);
     // One claimed job: the poison check, the run, and a failed run's record.
-    net::awaitable<void> run_claimed(store::job_row job, std::shared_ptr<const lease_state> lease);
-    net::awaitable<void> run_job(store::job_row job, const lease_state& lease);
+    net::awaitable<void> run_claimed(store::job_row job, std::shared_ptr<const lease_state> lease,
+                                     std::optional<prefetched> pre);
+    net::awaitable<void> run_job(store::job_row job, const lease_state& lease,
+                                 std::optional<prefetched> pre);
     // A job failed max_job_failures runs in a row: its task fails (internal), its hold goes back.
     net::awaitable<void> fail_poisoned(const store::job_row& job);
     // Applies a provider's update to the task. `job` is the job that produced it (finished or
@@ -286,6 +301,7 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     metrics::family<metrics::counter>& tasks_finished;
     metrics::family<metrics::histogram>& task_duration;
     metrics::gauge& running_gauge;
+    metrics::family<metrics::counter>& handoffs;
     metrics::family<metrics::counter>& failures;
     metrics::family<metrics::counter>& webhooks;
     metrics::family<metrics::counter>& retries;
@@ -311,6 +327,17 @@ engine::engine(net::io_context& ioc, store::db& db, store::blob_store& blobs,
 
 engine::~engine() = default;
 
+lease_worker::item engine::impl::item_of(store::job_row job, std::optional<prefetched> pre) {
+    lease_worker::item it;
+    it.id = std::to_string(job.id);
+    it.fence = job.attempts;
+    it.run = [self = shared_from_this(), job = std::move(job),
+              pre = std::move(pre)](std::shared_ptr<const lease_state> l) mutable {
+        return self->run_claimed(std::move(job), std::move(l), std::move(pre));
+    };
+    return it;
+}
+
 void engine::impl::make_worker() {
     lease_worker::hooks h;
     h.name = "engine";
@@ -325,15 +352,17 @@ void engine::impl::make_worker() {
         if (static_cast<int>(claimed.size()) < limit)
             next_due = tx.next_job_due();
         std::vector<lease_worker::item> items;
-        auto self = shared_from_this();
         for (auto& j : claimed) {
-            lease_worker::item it;
-            it.id = std::to_string(j.id);
-            it.fence = j.attempts;
-            it.run = [self, j](std::shared_ptr<const lease_state> l) {
-                return self->run_claimed(j, std::move(l));
-            };
-            items.push_back(std::move(it));
+            // The run's read, folded into the claim's unit: one commit less before a submit.
+            // (Mirror jobs read what they need themselves.)
+            std::optional<prefetched> pre;
+            if (j.kind != "mirror" && !j.task_id.empty()) {
+                pre.emplace();
+                pre->task = tx.get_task(j.task_id);
+                if (pre->task)
+                    pre->attempts = tx.get_attempts(j.task_id);
+            }
+            items.push_back(item_of(std::move(j), std::move(pre)));
         }
         return items;
     };
@@ -354,6 +383,8 @@ void engine::impl::make_worker() {
     t.lease = std::chrono::duration_cast<std::chrono::milliseconds>(settings.engine.lease);
     t.poll_interval =
         std::chrono::duration_cast<std::chrono::milliseconds>(settings.engine.poll_interval);
+    // A quarter of the batch stays for claimed work whatever the rate of creates.
+    t.keep_for_claims = settings.engine.batch / 4;
     worker = std::make_unique<lease_worker>(ioc, db, owner, t, std::move(h));
 }
 
@@ -371,7 +402,8 @@ net::awaitable<void> engine::stop(std::chrono::milliseconds deadline) {
 }
 
 net::awaitable<void> engine::impl::run_claimed(store::job_row job,
-                                               std::shared_ptr<const lease_state> lease) {
+                                               std::shared_ptr<const lease_state> lease,
+                                               std::optional<prefetched> pre) {
     auto self = shared_from_this();
     if (job.failures >= settings.engine.max_job_failures) {
         co_await fail_poisoned(job);
@@ -379,7 +411,7 @@ net::awaitable<void> engine::impl::run_claimed(store::job_row job,
     }
     std::string error;
     try {
-        co_await run_job(job, *lease);
+        co_await run_job(job, *lease, std::move(pre));
         co_return;
     } catch (const std::exception& e) {
         error = e.what();
@@ -447,7 +479,8 @@ net::awaitable<void> engine::impl::fail_poisoned(const store::job_row& job) {
     }
 }
 
-net::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state& lease) {
+net::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state& lease,
+                                           std::optional<prefetched> pre) {
     auto self = shared_from_this();
     if (job.kind == "mirror") {
         // Copying a provider's files into the blob store (core/mirror.hpp).
@@ -458,11 +491,16 @@ net::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state
     }
     std::optional<store::task_row> task;
     std::vector<store::attempt_row> attempts;
-    co_await db.read([&](store::transaction& tx) {
-        task = tx.get_task(job.task_id);
-        if (task)
-            attempts = tx.get_attempts(job.task_id);
-    });
+    if (pre) {
+        task = std::move(pre->task);
+        attempts = std::move(pre->attempts);
+    } else {
+        co_await db.read([&](store::transaction& tx) {
+            task = tx.get_task(job.task_id);
+            if (task)
+                attempts = tx.get_attempts(job.task_id);
+        });
+    }
     if (!task || is_terminal(parse_task_status(task->status).value_or(task_status::failed))) {
         co_await db.write([&](store::transaction& tx) { tx.complete_job(lease_of(job)); });
         co_await remove_work_dir(job.task_id);  // e.g. canceled while a poll was due
@@ -860,8 +898,69 @@ store::event_row engine::append_event(store::transaction& tx, const store::task_
     return row;
 }
 
+engine::handoff::handoff(handoff&& o) noexcept
+    : engine_(std::move(o.engine_)),
+      owner_(std::move(o.owner_)),
+      lease_ms_(o.lease_ms_),
+      job_id_(o.job_id_) {
+    o.engine_.reset();
+}
+
+engine::handoff& engine::handoff::operator=(handoff&& o) noexcept {
+    if (this != &o) {
+        if (engine_)
+            engine_->worker->unreserve();
+        engine_ = std::move(o.engine_);
+        o.engine_.reset();
+        owner_ = std::move(o.owner_);
+        lease_ms_ = o.lease_ms_;
+        job_id_ = o.job_id_;
+    }
+    return *this;
+}
+
+engine::handoff::~handoff() {
+    if (engine_)
+        engine_->worker->unreserve();
+}
+
+engine::handoff engine::reserve() {
+    handoff h;
+    if (!impl_->worker->reserve()) {
+        impl_->handoffs.with({"saturated"}).inc();
+        return h;
+    }
+    h.engine_ = impl_;
+    h.owner_ = impl_->owner;
+    h.lease_ms_ = static_cast<store::millis>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(impl_->settings.engine.lease)
+            .count());
+    return h;
+}
+
+void engine::hand_off(handoff h, const store::task_row& task) {
+    if (!h)
+        return;
+    if (h.job_id_ == 0) {
+        // The create wrote no job: nothing to run; the destructor frees the slot.
+        return;
+    }
+    auto self = std::move(h.engine_);  // the reservation passes to adopt()
+    store::job_row j;
+    j.id = h.job_id_;
+    j.kind = "submit";
+    j.task_id = task.id;
+    j.due_at = task.created_at;
+    j.lease_owner = self->owner;
+    j.attempts = 1;
+    impl::prefetched pre;
+    pre.task = task;  // as create_task wrote it; a new task has no attempts
+    self->handoffs.with({"handed_off"}).inc();
+    self->worker->adopt(self->item_of(std::move(j), std::move(pre)));
+}
+
 void engine::create_task(store::transaction& tx, const store::task_row& task,
-                         const event_context* ctx) {
+                         const event_context* ctx, handoff* h) {
     tx.insert_task(task);
     for (int i = 1; i <= task.num_outputs; ++i) {
         store::output_row o;
@@ -879,8 +978,17 @@ void engine::create_task(store::transaction& tx, const store::task_row& task,
     j.kind = "submit";
     j.task_id = task.id;
     j.due_at = task.created_at;
+    if (h && *h) {
+        // Leased to the local engine (fence 1, as a first claim), by the store's clock as
+        // claims are: no claim round takes it until the lease expires unrenewed.
+        j.lease_owner = h->owner_;
+        j.lease_until = tx.clock_ms() + h->lease_ms_;
+        j.attempts = 1;
+    }
     // Not `unique`: the task is new, no job of it can exist (saves a lookup per create).
-    tx.schedule_job(j, false);
+    const auto id = tx.schedule_job(j, false);
+    if (h)
+        h->job_id_ = id;
 }
 
 net::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string provider,

@@ -7,6 +7,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -44,6 +45,7 @@ struct extend_request;
 
 class engine {
   public:
+    struct impl;
     // Uploads are read from `blobs` (a local copy for the provider), and files providers
     // produce are put there.
     engine(boost::asio::io_context& ioc, store::db& db, store::blob_store& blobs,
@@ -75,14 +77,45 @@ class engine {
     boost::asio::awaitable<cancel_outcome> cancel(const std::string& task_id,
                                                   const std::string& tenant);
 
+    // A new task's submit job handed to this process's engine in memory: reserve() a slot
+    // before the create's transaction, give the handoff to create_task (the job is written
+    // leased to this engine, until the store's clock + engine.lease, fence 1), and after the
+    // commit hand_off() it with the task row: it runs at once (no claim round, no re-read),
+    // renewed, excluded from this process's claims and stopped like any claimed job. A crash
+    // in between leaves a lease that expires; then any replica claims the job. A handoff not
+    // handed off (the transaction failed, or created nothing) frees its slot when destroyed.
+    class handoff {
+      public:
+        handoff() = default;
+        handoff(handoff&& o) noexcept;
+        handoff& operator=(handoff&& o) noexcept;
+        ~handoff();
+        explicit operator bool() const { return engine_ != nullptr; }
+
+      private:
+        friend class engine;
+        std::shared_ptr<engine::impl> engine_;
+        std::string owner_;
+        store::millis lease_ms_ = 0;
+        std::int64_t job_id_ = 0;  // set by create_task
+    };
+    // Empty when the engine is at its limit (running + reserved >= engine.batch) or stopping:
+    // the create then writes the job unleased (due now) and calls notify(). Thread-safe.
+    handoff reserve();
+    // After the create's commit: runs the handed-off submit job of `task` (as written by
+    // create_task). Does nothing for an empty handoff or one whose create wrote no job.
+    // Thread-safe.
+    void hand_off(handoff h, const store::task_row& task);
+
     // Writes a new task inside the caller's transaction: the task row (queued), its pending
     // outputs, the extension.queued event and the submit job. The caller commits it (with its
-    // idempotency record), then calls notify().
+    // idempotency record), then calls hand_off() when it reserved a handoff (`h`), notify()
+    // otherwise.
     // `ctx`, when given, is event_context_of(the task's request), made before the
     // transaction; otherwise the stored request JSON is parsed inside it.
     struct event_context;
     static void create_task(store::transaction& tx, const store::task_row& task,
-                            const event_context* ctx = nullptr);
+                            const event_context* ctx = nullptr, handoff* h = nullptr);
 
     // What each event of a task takes from its request: the metadata it carries and the
     // webhook_url it is delivered to. Parsing the request for it costs more than writing the
@@ -103,8 +136,6 @@ class engine {
     // The providers, their capabilities, price and circuit breaker state, as a JSON array
     // (GET /v1/providers).
     std::string providers_json() const;
-
-    struct impl;
 
   private:
     std::shared_ptr<impl> impl_;

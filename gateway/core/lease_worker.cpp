@@ -9,6 +9,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 
 #include "gateway/core/json.hpp"
@@ -53,6 +54,11 @@ struct lease_worker::impl : std::enable_shared_from_this<lease_worker::impl> {
     bool beating = true;
     bool wake = false;
     std::map<std::string, std::shared_ptr<lease_state>> running;
+    // For reserve() on other threads: running.size() as of the last change, and the slots
+    // reserved for hand-offs not adopted yet.
+    std::atomic<int> running_count{0};
+    std::atomic<int> reserved{0};
+    std::atomic<bool> stopped{false};
 };
 
 void lease_worker::impl::spawn(item it) {
@@ -61,6 +67,7 @@ void lease_worker::impl::spawn(item it) {
     st->id = it.id;
     st->fence = it.fence;
     running[it.id] = st;
+    running_count.store(static_cast<int>(running.size()));
     if (hk.on_running)
         hk.on_running(static_cast<int>(running.size()));
     auto run = std::move(it.run);
@@ -69,6 +76,7 @@ void lease_worker::impl::spawn(item it) {
         // the row came back) has its own.
         if (auto i = self->running.find(st->id); i != self->running.end() && i->second == st)
             self->running.erase(i);
+        self->running_count.store(static_cast<int>(self->running.size()));
         if (self->hk.on_running)
             self->hk.on_running(static_cast<int>(self->running.size()));
         if (e) {
@@ -90,7 +98,8 @@ net::awaitable<void> lease_worker::impl::loop() {
         wake = false;
         if (hk.before_claim)
             co_await hk.before_claim();
-        const int now_running = static_cast<int>(running.size());
+        // Reserved slots are taken: their rows arrive by adopt().
+        const int now_running = static_cast<int>(running.size()) + reserved.load();
         const int slots = hk.slots ? hk.slots(now_running) : 0;
         std::vector<item> claimed;
         std::optional<store::millis> next_due;
@@ -210,9 +219,41 @@ void lease_worker::notify() {
     net::post(self->ioc, [self] { self->wake_now(); });
 }
 
+bool lease_worker::reserve() {
+    auto& s = *impl_;
+    if (s.stopped.load() || !s.hk.slots)
+        return false;
+    int r = s.reserved.load();
+    do {
+        if (s.hk.slots(s.running_count.load() + r) <= s.time.keep_for_claims)
+            return false;
+    } while (!s.reserved.compare_exchange_weak(r, r + 1));
+    return true;
+}
+
+void lease_worker::unreserve() {
+    impl_->reserved.fetch_sub(1);
+}
+
+void lease_worker::adopt(item it) {
+    auto self = impl_;
+    net::post(self->ioc, [self, it = std::move(it)]() mutable {
+        self->reserved.fetch_sub(1);
+        if (self->stopping) {
+            log::info("stopping: a handed-off row is left to its lease",
+                      {{"worker", self->hk.name}, {"id", it.id}});
+            return;
+        }
+        // Claim rounds only take rows whose lease is free or expired: this one's is neither
+        // until it is renewed no more, so no claim (here or elsewhere) can have taken it.
+        self->spawn(std::move(it));
+    });
+}
+
 net::awaitable<void> lease_worker::stop(std::chrono::milliseconds deadline) {
     auto self = impl_;
     self->stopping = true;
+    self->stopped.store(true);
     self->timer.cancel();
     net::steady_timer t(self->ioc);
     const auto until = std::chrono::steady_clock::now() + deadline;

@@ -13,6 +13,9 @@
 //            one process never runs the same row twice at once
 //   wake     at once on notify() (thread-safe), or at the next due time, or every
 //            poll_interval for work written by other replicas
+//   adopt    work this process leased to itself while writing it (a hand-off: reserve() a
+//            slot first, then adopt() the row once its lease is committed): it runs at once,
+//            renewed, excluded and stopped like claimed work, without a claim round
 //
 // Everything but notify() runs on the io_context given at construction, which must be run by
 // one thread (runtime::io_pool's contexts are): the worker's state needs no locks.
@@ -87,6 +90,9 @@ class lease_worker {
         std::chrono::milliseconds poll_interval{500};
         // How often running leases are renewed; 0: lease / 3.
         std::chrono::milliseconds heartbeat{0};
+        // Slots reserve() leaves to claim rounds: a flood of hand-offs never starves the rows
+        // that only a claim runs (e.g. polls, retries, work of other replicas).
+        int keep_for_claims = 0;
     };
 
     lease_worker(boost::asio::io_context& ioc, store::db& db, std::string owner, timing t, hooks h);
@@ -97,6 +103,16 @@ class lease_worker {
     void start();
     // Work became due in this process: claim now. Thread-safe.
     void notify();
+    // A slot for a hand-off, if running + reserved work is below the limit (hooks::slots)
+    // less timing::keep_for_claims.
+    // Thread-safe. A reservation ends with adopt() or unreserve(); claim rounds leave its slot
+    // free meanwhile.
+    bool reserve();
+    void unreserve();
+    // Runs `it` (a row this process leased to itself, committed) at once on the worker's
+    // io_context, as if claimed. Ends a reservation. Thread-safe. After stop() began it does
+    // not run: its lease expires and any replica claims it.
+    void adopt(item it);
     // Stops claiming, waits (up to `deadline`) for running work while still renewing its
     // leases, then stops renewing (the leases of what still runs expire on their own).
     boost::asio::awaitable<void> stop(std::chrono::milliseconds deadline);

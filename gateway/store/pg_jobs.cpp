@@ -10,7 +10,9 @@
 namespace segue::store::pg {
 
 std::int64_t pg_transaction::schedule_job(const job_row& j, bool unique) {
-    notice.jobs = true;
+    // A job leased at insert (an engine's hand-off to itself) is no one else's to claim.
+    if (j.lease_owner.empty())
+        notice.jobs = true;
     if (unique) {
         // Sent with the upsert, which runs after the lock is taken (pg_sql.cpp).
         c_.send(q::lock_job_key, {j.kind + "/" + j.task_id});

@@ -8,7 +8,9 @@
 namespace segue::store::sqlite {
 
 std::int64_t sqlite_transaction::schedule_job(const job_row& j, bool unique) {
-    notice.jobs = true;
+    // A job leased at insert (an engine's hand-off to itself) is no one else's to claim.
+    if (j.lease_owner.empty())
+        notice.jobs = true;
     if (unique) {
         statement st(c_, q::update_unique_job);
         st.bind_all(j.kind, j.task_id, j.due_at, j.payload_json);

@@ -16,11 +16,15 @@
 #include <cmath>
 #include <filesystem>
 #include <functional>
+#include <future>
+#include <iostream>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
 #include "gateway/audio/audio.hpp"
+#include "gateway/store/store.hpp"
 #include "tests/support/pg.hpp"
 #include "tests/support/process.hpp"
 
@@ -563,6 +567,76 @@ TEST(Extend, RestartMidTaskLosesAndDuplicatesNothing) {
     EXPECT_EQ(counts["extension.output.ready"], 2);
     EXPECT_EQ(counts["extension.cover.ready"], 1);
     EXPECT_EQ(counts["extension.succeeded"], 1);
+}
+
+// The create hands its submit job to the engine in memory, leased to the process: a SIGKILL
+// while creates come in (so some tasks are committed, answered 202, and not yet submitted) leaves
+// leases that expire; the restarted process claims them, and every accepted task is submitted
+// once and succeeds, none stuck.
+TEST(Extend, KillRightAfterCreatesSubmitsEachTaskOnce) {
+    segue::test::temp_dir d;
+    const std::string cfg = config_for(d.path(), "", "200ms");
+    auto song = make_song(d, "wav", 4, 8000, 1);
+    std::vector<std::string> ids;
+    std::mutex mu;
+    {
+        segue_process s(cfg);
+        std::atomic<bool> stop{false};
+        std::atomic<int> accepted{0};
+        std::vector<std::thread> clients;
+        for (int c = 0; c < 4; ++c)
+            clients.emplace_back([&] {
+                while (!stop.load()) {
+                    auto r = post_form(s.port(),
+                                       {{"audio_file", song.bytes, "s.wav"},
+                                        {"extend_after", "1"},
+                                        {"length", "1"},
+                                        {"num_outputs", "1"}},
+                                       {key_a});
+                    if (!r || r->status != 202)
+                        return;  // the process is gone
+                    std::lock_guard lock(mu);
+                    ids.emplace_back(parse(r->body)["id"].as_string());
+                    ++accepted;
+                }
+            });
+        while (accepted.load() < 24)
+            std::this_thread::sleep_for(1ms);
+        // Creates are in flight: the last ones committed have not reached the provider yet.
+        s.proc().signal(SIGKILL);
+        s.proc().wait(5s);
+        stop = true;
+        for (auto& t : clients)
+            t.join();
+    }
+    std::lock_guard lock(mu);
+    if (!segue::test::testing_postgres()) {
+        // How many accepted tasks the kill caught before their submit (no attempt yet).
+        auto st = segue::store::open_sqlite({.path = d.path() + "/segue.db"});
+        std::promise<int> unsubmitted;
+        st->submit_read(
+            [&](segue::store::transaction& tx) {
+                int n = 0;
+                for (const auto& id : ids)
+                    n += tx.get_attempts(id).empty() ? 1 : 0;
+                unsubmitted.set_value(n);
+            },
+            [](std::exception_ptr) {});
+        std::cout << "[handoff] " << ids.size() << " tasks accepted before the kill, "
+                  << unsubmitted.get_future().get() << " not yet submitted\n";
+        st->close();
+    }
+    segue_process s2(cfg);
+    for (const auto& id : ids) {
+        auto done = wait_final(s2.port(), id, key_a);
+        EXPECT_EQ(done["status"], "succeeded") << id << " " << json::serialize(done);
+        std::map<std::string, int> counts;
+        for (auto& e : events_of(s2.port(), id, key_a))
+            counts[std::string(e["type"].as_string())]++;
+        EXPECT_EQ(counts["extension.queued"], 1) << id;
+        EXPECT_EQ(counts["extension.submitted"], 1) << id;
+        EXPECT_EQ(counts["extension.succeeded"], 1) << id;
+    }
 }
 
 TEST(Extend, MetricsCountTasks) {

@@ -461,3 +461,106 @@ TEST_F(Engine, EachOutputKeepsItsOwnCover) {
     EXPECT_EQ(json::parse(outs[0].data_json).at("cover_url"), "https://cdn.example/one.jpg");
     EXPECT_EQ(json::parse(outs[1].data_json).at("cover_url"), "https://cdn.example/two.jpg");
 }
+
+namespace {
+
+std::string url_request() {
+    segue::core::extend_request r;
+    r.source = segue::core::source_kind::url;
+    r.audio_url = "https://cdn.example/in.mp3";
+    r.num_outputs = 1;
+    return segue::core::request_to_json(r);
+}
+
+template <class F>
+bool eventually(F f, std::chrono::milliseconds limit = 5s) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (!f()) {
+        if (std::chrono::steady_clock::now() > until)
+            return false;
+        std::this_thread::sleep_for(5ms);
+    }
+    return true;
+}
+
+}  // namespace
+
+// A create hands its submit job to the engine in memory: it runs at once, without a claim
+// round. Here the engine is never started, so no claim round can run at all; the handed-off job
+// still reaches the provider, once, and its attempt is accepted.
+TEST_F(Engine, AHandedOffSubmitRunsWithoutAClaimRound) {
+    thread_ = std::thread([this] { pool_->run(); });  // the io_context only: no engine.start()
+    auto t = queued("ext_handoff", url_request(), 1);
+    auto h = engine_->reserve();
+    ASSERT_TRUE(h);
+    write([&](segue::store::transaction& tx) {
+        segue::core::engine::create_task(tx, t, nullptr, &h);
+        // Leased at insert: a claim at this instant finds nothing due to take.
+        EXPECT_TRUE(tx.claim_jobs("someone_else", tx.clock_ms(), 1000, 10, {}).empty());
+    });
+    engine_->hand_off(std::move(h), t);
+    ASSERT_TRUE(eventually([&] { return provider_->submits.load() == 1; }));
+    std::vector<segue::store::attempt_row> attempts;
+    ASSERT_TRUE(eventually([&] {
+        read([&](segue::store::transaction& tx) { attempts = tx.get_attempts(t.id); });
+        return attempts.size() == 1 && attempts[0].status == "accepted";
+    })) << (attempts.empty() ? "no attempt" : attempts[0].status);
+    EXPECT_EQ(attempts[0].provider_task_id, "up-1");
+    EXPECT_EQ(provider_->submits.load(), 1);
+}
+
+// At engine.batch less the quarter kept for claims, reserve() says no: the create writes the job
+// unleased, due now, and a claim round runs it. A reservation that ends unused frees its slot.
+TEST_F(Engine, ASaturatedEngineLeavesTheSubmitToAClaim) {
+    settings_.engine.batch = 4;  // one slot kept for claims: three hand-offs at most
+    engine_ = std::make_unique<segue::core::engine>(pool_->main(), *db_, *blobs_, registry_,
+                                                    blocking_, settings_, metrics_);
+    std::vector<segue::core::engine::handoff> held;
+    for (int i = 0; i < 3; ++i) {
+        held.push_back(engine_->reserve());
+        ASSERT_TRUE(held.back()) << i;
+    }
+    auto none = engine_->reserve();
+    EXPECT_FALSE(none);
+    auto t = queued("ext_saturated", url_request(), 1);
+    write([&](segue::store::transaction& tx) {
+        segue::core::engine::create_task(tx, t, nullptr, none ? &none : nullptr);
+    });
+    engine_->hand_off(std::move(none), t);  // empty: does nothing
+    start();
+    engine_->notify();
+    ASSERT_TRUE(eventually([&] { return provider_->submits.load() == 1; }));
+    held.clear();  // unused reservations end: their slots are free again
+    EXPECT_TRUE(engine_->reserve());
+}
+
+// A crash between the create's commit and the hand-off leaves the job leased to an engine that
+// is gone: nothing runs it until the lease expires, then another engine (a restarted process: a
+// new owner) claims it and submits once.
+TEST_F(Engine, AJobHandedToADeadEngineIsClaimedAfterItsLease) {
+    settings_.engine.lease = 600ms;
+    auto t = queued("ext_orphan", url_request(), 1);
+    {
+        auto h = engine_->reserve();
+        ASSERT_TRUE(h);
+        write([&](segue::store::transaction& tx) {
+            segue::core::engine::create_task(tx, t, nullptr, &h);
+        });
+        // "Crash": the handoff is dropped, its engine never runs.
+    }
+    const auto written = std::chrono::steady_clock::now();
+    engine_ = std::make_unique<segue::core::engine>(pool_->main(), *db_, *blobs_, registry_,
+                                                    blocking_, settings_, metrics_);
+    start();
+    engine_->notify();
+    std::this_thread::sleep_for(200ms);
+    EXPECT_EQ(provider_->submits.load(), 0) << "claimed while another engine held the lease";
+    ASSERT_TRUE(eventually([&] { return provider_->submits.load() == 1; }));
+    EXPECT_GE(std::chrono::steady_clock::now() - written, 550ms);
+    std::this_thread::sleep_for(300ms);
+    EXPECT_EQ(provider_->submits.load(), 1);
+    std::vector<segue::store::attempt_row> attempts;
+    read([&](segue::store::transaction& tx) { attempts = tx.get_attempts(t.id); });
+    ASSERT_EQ(attempts.size(), 1u);
+    EXPECT_EQ(attempts[0].status, "accepted");
+}
