@@ -5,6 +5,8 @@
 --       POST a JSON extension request:
 --       {"audio_url":AUDIO_URL,"extend_after":5,"length":5,"num_outputs":1}
 --       with Authorization: Bearer API_KEY
+--       (... -- post API_KEY AUDIO_URL EXTEND_AFTER LENGTH: those two instead of 5 and 5;
+--       bench/pipeline.sh uses a short song)
 --   wrk ... -s bench/submit.lua http://127.0.0.1:PORT/v1/extensions -- file API_KEY WAV_PATH
 --       POST the same request as multipart/form-data with WAV_PATH as audio_file
 --       (bench/submit.sh with BENCH_SOURCE=file: the accepted path while the sandbox takes
@@ -29,7 +31,8 @@ function init(args)
       assert(key and url, "post needs API_KEY and AUDIO_URL")
       wrk.method = "POST"
       wrk.body = string.format(
-         '{"audio_url":"%s","extend_after":5,"length":5,"num_outputs":1}', url)
+         '{"audio_url":"%s","extend_after":%s,"length":%s,"num_outputs":1}', url,
+         args[4] or "5", args[5] or "5")
       wrk.headers["Content-Type"] = "application/json"
       wrk.headers["Authorization"] = "Bearer " .. key
    elseif mode == "file" then

@@ -239,11 +239,9 @@ void lease_worker::adopt(item it) {
     auto self = impl_;
     net::post(self->ioc, [self, it = std::move(it)]() mutable {
         self->reserved.fetch_sub(1);
-        if (self->stopping) {
-            log::info("stopping: a handed-off row is left to its lease",
-                      {{"worker", self->hk.name}, {"id", it.id}});
-            return;
-        }
+        // Even while stopping: stop() waits for it with the rest of the running work (a create
+        // that reserved before the stop began commits during the drain), or, once stop() gave
+        // up, it runs unrenewed like work that was running then.
         // Claim rounds only take rows whose lease is free or expired: this one's is neither
         // until it is renewed no more, so no claim (here or elsewhere) can have taken it.
         self->spawn(std::move(it));

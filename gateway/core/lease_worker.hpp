@@ -110,8 +110,8 @@ class lease_worker {
     bool reserve();
     void unreserve();
     // Runs `it` (a row this process leased to itself, committed) at once on the worker's
-    // io_context, as if claimed. Ends a reservation. Thread-safe. After stop() began it does
-    // not run: its lease expires and any replica claims it.
+    // io_context, as if claimed. Ends a reservation. Thread-safe. reserve() refuses once stop()
+    // began; a row reserved before is still run (stop() waits for it like running work).
     void adopt(item it);
     // Stops claiming, waits (up to `deadline`) for running work while still renewing its
     // leases, then stops renewing (the leases of what still runs expire on their own).
