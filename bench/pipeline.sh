@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Load scenario: the sustained pipeline, end to end (issue 19, "the engine keeps up"). wrk posts
+# JSON extensions for a long run while the engine submits them to the sandbox provider at zero
+# delay, which then makes the outputs (download of the song from nginx, DSP, the files into the
+# blob store) and the task succeeds. Does the engine keep up with the API?
+#
+#   bench/pipeline.sh [duration-seconds] [connections]          (defaults: 60 32)
+#   BENCH_ENGINE_BATCH=64 bench/pipeline.sh 60 32               (engine.batch; default 64)
+#   BENCH_DRAIN_LIMIT=120 ...   (seconds to wait for the backlog to drain after the load)
+#   SEGUE_BIN=path ...          (measure that binary, e.g. a build before a change)
+# The load is closed-loop: wrk posts as fast as the API accepts.
+#
+# Measured over the run (from /metrics, before and after; wrk for the 202s):
+#   accepted/s    202 answers / run time
+#   submitted/s   engine submit jobs that reached the provider and were applied
+#                 (segue_engine_jobs_total{kind="submit",outcome="ok"})
+#   succeeded/s   tasks that reached succeeded (segue_tasks_finished_total{status="succeeded"})
+#   backlog       at the end of the run: tasks created and not yet submitted, and what that is
+#                 in seconds of work at the run's submit rate; the same for not yet succeeded;
+#                 then how long the engine takes to drain it after the load stops
+# Baseline in the same run: GET /healthz on the same process before the load (what the HTTP
+# layer does with nothing else to do), and the accept rate alone is compared to the submit rate.
+#
+# Segue: durable SQLite (storage.sync_full: true), log.level warn (no line per task),
+# log.access: false, io_threads 2, providers.sandbox.delay: 0s. The song: a 2 s, 8 kHz mono
+# WAV (extend_after 1, length 1), so the DSP per task is small and the engine's own cost shows.
+#
+# Targets (issue 19): accepted/s = submitted/s over the run, backlog < 1 s of work at the end;
+# >= 5,000 tasks/s end to end (accept, submit, outputs, succeeded) on this machine with SQLite.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+duration="${1:-60}"
+conns="${2:-32}"
+batch="${BENCH_ENGINE_BATCH:-64}"
+key="sk-bench-$RANDOM$RANDOM"
+bench_setup
+bench_machine_note
+echo "# $duration s, $conns connections, engine.batch $batch, storage.sync_full: true, sandbox delay 0s"
+
+start_nginx nginx 1 "    location / { }" ""
+bench/make_wav.sh "$work/nginx/root/song.wav" 2 8000 1
+audio_url="http://127.0.0.1:$nginx_port/song.wav"
+curl -sf -o /dev/null "$audio_url" || { echo "bench: nginx does not serve $audio_url" >&2; exit 1; }
+
+cat >"$work/segue.yaml" <<YAML
+server:
+  listen: 127.0.0.1:0
+  io_threads: 2
+  drain_timeout: 2s
+log:
+  level: warn
+  access: false
+tenants:
+  - name: bench
+    api_keys: ["$key"]
+storage:
+  sqlite_path: $work/db/segue.db
+  blob_dir: $work/blobs
+  sync_full: true
+engine:
+  batch: $batch
+providers:
+  sandbox:
+    delay: 0s
+fetch:
+  allow_cidrs: ["127.0.0.1/32"]
+  allowed_ports: []
+YAML
+start_segue "$work/segue.yaml" ""
+base="http://127.0.0.1:$segue_port"
+body="{\"audio_url\":\"$audio_url\",\"extend_after\":1,\"length\":1,\"num_outputs\":1}"
+probe_status=$(curl -s -o "$work/probe.json" -w '%{http_code}' -H "Authorization: Bearer $key" \
+  -H 'Content-Type: application/json' --data-binary "$body" "$base/v1/extensions")
+echo "# one request by hand: HTTP $probe_status $(head -c 200 "$work/probe.json")"
+[[ "$probe_status" == 202 ]] || { echo "bench: the create is not accepted" >&2; exit 1; }
+probe_id=$(sed -n 's/.*"id":"\(ext_[^"]*\)".*/\1/p' "$work/probe.json")
+for _ in $(seq 100); do
+  st=$(curl -s -H "Authorization: Bearer $key" "$base/v1/extensions/$probe_id" | sed -n 's/.*"status":"\([a-z_]*\)".*/\1/p' | head -1)
+  [[ "$st" == succeeded ]] && break
+  sleep 0.1
+done
+echo "# that task: $st"
+[[ "$st" == succeeded ]] || { echo "bench: the probe task did not succeed; log:" >&2; tail -20 "$work/segue.log" >&2; exit 1; }
+
+metric() {  # sum of a metric's samples whose line matches a regex, from /metrics now
+  curl -s "$base/metrics" | awk -v re="$1" '$0 !~ /^#/ && $0 ~ re { s += $NF } END { printf "%.0f\n", s }'
+}
+created() { metric '^segue_tasks_created_total'; }
+submitted() { metric '^segue_engine_jobs_total[{]kind="submit",outcome="ok"'; }
+succeeded() { metric '^segue_tasks_finished_total[{].*status="succeeded"'; }
+finished() { metric '^segue_tasks_finished_total'; }
+
+# Baseline: /healthz, same process, same connections, before any load.
+wrk -t1 -c"$conns" -d5s --latency -s bench/submit.lua "$base/healthz" -- get >"$work/healthz.out" 2>&1
+read -r h_rps h_p50 h_p99 _ < <(wrk_parse "$work/healthz.out")
+
+c0=$(created) s0=$(submitted) ok0=$(succeeded) f0=$(finished)
+cpu0=$(cpu_ticks "$segue_pid")
+stat0=$(cpu_split_snapshot)
+t0=$(date +%s.%N)
+# Sampled every 5 s during the run: the backlog as it grows (or not).
+(
+  while sleep 5; do
+    kill -0 "$segue_pid" 2>/dev/null || exit 0
+    c=$(created) s=$(submitted) ok=$(succeeded)
+    echo "  t+$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN{printf "%.0f", a-b}')s created $((c - c0)) submitted $((s - s0)) succeeded $((ok - ok0)) not-yet-submitted $((c - s)) not-yet-succeeded $((c - ok))"
+  done
+) &
+sampler=$!
+bench_pids+=("$sampler")
+wrk -t1 -c"$conns" -d"${duration}s" --latency -s bench/submit.lua "$base/v1/extensions" -- \
+  post "$key" "$audio_url" 1 1 >"$work/post.out" 2>&1
+t1=$(date +%s.%N)
+c1=$(created) s1=$(submitted) ok1=$(succeeded) f1=$(finished)
+cpu1=$(cpu_ticks "$segue_pid")
+machine_split=$(cpu_split "$stat0")
+kill "$sampler" 2>/dev/null || true
+segue_alive
+secs=$(awk -v a="$t1" -v b="$t0" 'BEGIN{printf "%.3f", a-b}')
+read -r p_rps p_p50 p_p99 p_n _ < <(wrk_parse "$work/post.out")
+n202=$(awk '$1=="status" && $2==202 {print $3}' "$work/post.out")
+n202=${n202:-0}
+mix=$(awk '$1=="status" { printf "%s%s x %s", sep, $2, $3; sep=", " }' "$work/post.out")
+
+rate() { awk -v n="$1" -v s="$secs" 'BEGIN{printf "%.0f", n/s}'; }
+acc_rps=$(rate "$n202")
+sub_rps=$(rate $((s1 - s0)))
+ok_rps=$(rate $((ok1 - ok0)))
+back_sub=$((c1 - s1))
+back_ok=$((c1 - ok1))
+echo
+printf '%-44s %10s\n' "GET /healthz (baseline, same process)" "$(printf '%.0f req/s, p50 %.3f ms, p99 %.3f ms' "$h_rps" "$h_p50" "$h_p99")"
+echo "POST /v1/extensions: $mix; p50 $p_p50 ms, p99 $p_p99 ms over ${secs} s"
+printf 'accepted/s:  %s\n' "$acc_rps"
+printf 'submitted/s: %s   (submitted/accepted: %s)\n' "$sub_rps" "$(ratio "$sub_rps" "$acc_rps")"
+printf 'succeeded/s: %s   (succeeded/accepted: %s)\n' "$ok_rps" "$(ratio "$ok_rps" "$acc_rps")"
+printf 'tasks finished other than succeeded during the run: %s\n' "$(((f1 - f0) - (ok1 - ok0)))"
+awk -v b="$back_sub" -v r="$sub_rps" 'BEGIN{ printf "backlog at the end, not yet submitted: %d tasks = %.2f s of submit work (target < 1 s)\n", b, (r>0 ? b/r : 0) }'
+awk -v b="$back_ok" -v r="$ok_rps" 'BEGIN{ printf "backlog at the end, not yet succeeded: %d tasks = %.2f s of end-to-end work\n", b, (r>0 ? b/r : 0) }'
+echo "segue CPU during the run: $(awk -v t=$((cpu1 - cpu0)) -v hz="$(getconf CLK_TCK)" -v s="$secs" 'BEGIN{printf "%.2f cores", t/hz/s}'); machine: $machine_split"
+# Drain: how long until everything created is submitted, and succeeded.
+drain_limit="${BENCH_DRAIN_LIMIT:-120}"  # seconds to wait for the backlog after the load
+d0=$SECONDS
+while (($(created) - $(submitted) > 0)) && ((SECONDS - d0 < drain_limit)); do sleep 0.5; done
+echo "not-yet-submitted drained $((SECONDS - d0)) s after the load stopped (left: $(($(created) - $(submitted))))"
+while (($(created) - $(finished) > 0)) && ((SECONDS - d0 < drain_limit)); do sleep 0.5; done
+echo "all tasks final $((SECONDS - d0)) s after the load stopped (left: $(($(created) - $(finished))); succeeded $(succeeded) of $(created))"
+echo "handoffs: $(curl -s "$base/metrics" | awk '/^segue_engine_handoffs_total/ {printf "%s ", $0}')"
