@@ -200,8 +200,8 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
         return {job.id, owner, job.attempts};
     }
     void make_worker();
-    // What a run needs of its task, read with the claim (in its unit) or handed over by the
-    // create: the run then starts without a read of its own.
+    // What a run needs of its task, handed over by the create: the run then starts without a
+    // read of its own.
     struct prefetched {
         std::optional<store::task_row> task;
         std::vector<store::attempt_row> attempts;
@@ -352,18 +352,13 @@ void engine::impl::make_worker() {
         if (static_cast<int>(claimed.size()) < limit)
             next_due = tx.next_job_due();
         std::vector<lease_worker::item> items;
-        for (auto& j : claimed) {
-            // The run's read, folded into the claim's unit: one commit less before a submit.
-            // (Mirror jobs read what they need themselves.)
-            std::optional<prefetched> pre;
-            if (j.kind != "mirror" && !j.task_id.empty()) {
-                pre.emplace();
-                pre->task = tx.get_task(j.task_id);
-                if (pre->task)
-                    pre->attempts = tx.get_attempts(j.task_id);
-            }
-            items.push_back(item_of(std::move(j), std::move(pre)));
-        }
+        // A claimed job reads its task in a read of its own (run_job), not here: in a write
+        // unit get_task locks the task until the batch commits (store.hpp), and a claim that
+        // waits for one task's lock holds up the whole work lane (the renewals and the
+        // dispatcher's records behind it: leases expired and webhooks went out twice in the
+        // replicas chaos test with the read folded in here).
+        for (auto& j : claimed)
+            items.push_back(item_of(std::move(j), std::nullopt));
         return items;
     };
     h.renew = [](store::transaction& tx, const std::string& who, const lease_worker::held& held,
