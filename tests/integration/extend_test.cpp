@@ -600,7 +600,9 @@ TEST(Extend, KillRightAfterCreatesSubmitsEachTaskOnce) {
                     ++accepted;
                 }
             });
-        while (accepted.load() < 24)
+        // Bounded: clients that stop early (a refusal) fail the test below, not hang it.
+        const auto give_up = std::chrono::steady_clock::now() + 30s;
+        while (accepted.load() < 24 && std::chrono::steady_clock::now() < give_up)
             std::this_thread::sleep_for(1ms);
         // Creates are in flight: the last ones committed have not reached the provider yet.
         s.proc().signal(SIGKILL);
@@ -610,6 +612,7 @@ TEST(Extend, KillRightAfterCreatesSubmitsEachTaskOnce) {
             t.join();
     }
     std::lock_guard lock(mu);
+    ASSERT_GE(ids.size(), 24u) << "the creates before the kill were refused";
     if (!segue::test::testing_postgres()) {
         // How many accepted tasks the kill caught before their submit (no attempt yet).
         auto st = segue::store::open_sqlite({.path = d.path() + "/segue.db"});
