@@ -141,8 +141,10 @@ class FilesApi : public ::testing::TestWithParam<blob_backend> {
         // contexts' leftover handlers are destroyed; a blocking job that finishes later would
         // otherwise resume its coroutine against a deleted io_context (TSAN: heap-use-after-free).
         blocking_.stop();
-        pool_->shutdown();
+        // The store next, still as app.cpp: its threads may complete a unit (posting to an IO
+        // context) until it is closed, and must not race the contexts' shutdown.
         store_->close();
+        pool_->shutdown();
     }
     bool postgres() const { return GetParam() == blob_backend::postgres; }
     // Where the database and blob_dir live (FullDisk: a small file system of its own).
