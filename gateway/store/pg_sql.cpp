@@ -204,7 +204,8 @@ const char* sql_of(q which) {
                    "idempotency WHERE created_at < $1::bigint ORDER BY created_at "
                    "LIMIT $2::int FOR UPDATE SKIP LOCKED)";
         case q::storage_totals:
-            // Totals kept by a trigger (migration 4), in up to 16 shard rows.
+            // Totals kept by a trigger (migrations 4 and 5): 16 shard rows, more only while more
+            // writers than that are open at once.
             return "SELECT COALESCE(SUM(n), 0)::bigint, COALESCE(SUM(bytes), 0)::bigint, "
                    "pg_database_size(current_database()) FROM file_totals";
         case q::insert_delivery:

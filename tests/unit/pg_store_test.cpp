@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "gateway/store/pg_connection.hpp"
 #include "gateway/store/store.hpp"
 #include "tests/support/pg.hpp"
 #include "tests/support/store_sync.hpp"
@@ -461,6 +462,52 @@ TEST_F(PgStoreTest, NotificationsTypicallyArriveWithinMilliseconds) {
 // Retention on two replicas at once: a batch that holds its rows (uncommitted) is skipped by the
 // other replica's batch, which takes the rest at once instead of waiting; together they take
 // every row exactly once.
+// The gauges' counter rows (files and their bytes, deliveries by status) are shared by every
+// writer: a writer takes a shard no other open transaction holds, so it never waits for another's
+// commit, whatever their backend pids. Here another session holds every existing shard row: the
+// writes still go through at once (on new shard rows), and the totals stay exact.
+TEST_F(PgStoreTest, CounterShardsHeldByOthersNeverMakeAWriterWait) {
+    auto a = open(1);
+    st::pg::connection holder(schema_.url(), 0, "shard-holder");
+    // Every shard a session could call its own exists (a zero row), so holding them all holds
+    // the writer's too.
+    holder.exec(
+        "INSERT INTO file_totals (shard, n, bytes) SELECT g, 0, 0 FROM generate_series(0, 15) g "
+        "ON CONFLICT DO NOTHING");
+    holder.exec(
+        "INSERT INTO delivery_counts (status, shard, n) SELECT 'pending', g, 0 FROM "
+        "generate_series(0, 15) g ON CONFLICT DO NOTHING");
+    holder.exec("BEGIN");
+    holder.exec("SELECT shard FROM file_totals FOR UPDATE");
+    holder.exec("SELECT shard FROM delivery_counts FOR UPDATE");
+    const auto start = std::chrono::steady_clock::now();
+    run_sync(*a, true, [](st::transaction& tx) {
+        tx.insert_task(task("ext_shards"));
+        for (int i = 0; i < 3; ++i)
+            tx.insert_file({"file_s" + std::to_string(i), "tenant_a", "ext_shards", "output",
+                            "audio/wav", "outputs/s" + std::to_string(i), 100, "", 100});
+        st::delivery_row d;
+        d.id = "dlv_s";
+        d.event_id = "evt_s";
+        d.task_id = "ext_shards";
+        d.tenant = "tenant_a";
+        d.seq = 1;
+        d.url = "http://r/";
+        d.status = "pending";
+        d.next_at = d.event_at = d.created_at = d.updated_at = 1;
+        tx.insert_delivery(d);
+    });
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+    holder.exec("COMMIT");
+    run_sync(*a, false, [](st::transaction& tx) {
+        const auto t = tx.totals();
+        EXPECT_EQ(t.files, 3);
+        EXPECT_EQ(t.file_bytes, 300);
+        EXPECT_EQ(tx.summarize_deliveries().pending, 1);
+    });
+    a->close();
+}
+
 TEST_F(PgStoreTest, ReapingReplicasTakeDifferentRowsAndNeverWaitForEachOther) {
     auto a = open(1);
     auto b = open(1);
