@@ -329,8 +329,10 @@ TEST_P(BlobStore, ConcurrentPutsAndReads) {
     ASSERT_TRUE(store_->put("shared", srcs[0], put_mode::copy));
     std::atomic<bool> stop = false;
     std::atomic<int> torn = 0, reads = 0;
+    // Reads until the writers are done and it has read one whole version (under TSAN every read
+    // during the writes may end `changed`: each takes longer than the next replacement).
     std::thread reader([&] {
-        while (!stop) {
+        while (!stop || reads == 0) {
             try {
                 const auto sha = blob_sha(*store_, "shared");
                 if (std::find(shas.begin(), shas.end(), sha) == shas.end())
