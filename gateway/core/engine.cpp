@@ -977,7 +977,7 @@ void engine::create_task(store::transaction& tx, const store::task_row& task,
         // Leased to the local engine (fence 1, as a first claim), by the store's clock as
         // claims are: no claim round takes it until the lease expires unrenewed.
         j.lease_owner = h->owner_;
-        j.lease_until = tx.clock_ms() + h->lease_ms_;
+        j.lease_for = h->lease_ms_;  // from the store's clock, in the insert
         j.attempts = 1;
     }
     // Not `unique`: the task is new, no job of it can exist (saves a lookup per create).

@@ -20,7 +20,7 @@ std::int64_t pg_transaction::schedule_job(const job_row& j, bool unique) {
             .i64(0, 0);
     }
     auto r = c_.run(q::insert_job, {j.kind, j.task_id, j.payload_json, j.due_at, j.lease_owner,
-                                    j.lease_until, j.attempts});
+                                    j.lease_until, j.attempts, j.lease_for});
     return r.i64(0, 0);
 }
 

@@ -88,8 +88,11 @@ const char* sql_of(q which) {
             // the same kind and task may exist). Released at commit.
             return "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))";
         case q::insert_job:
+            // $8 > 0: leased from the database's clock (as q::clock) for $8 ms.
             return "INSERT INTO jobs (kind, task_id, payload_json, due_at, lease_owner, "
-                   "lease_until, attempts) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+                   "lease_until, attempts) VALUES ($1, $2, $3, $4, $5, CASE WHEN $8::bigint > 0 "
+                   "THEN (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $8::bigint "
+                   "ELSE $6::bigint END, $7) RETURNING id";
         case q::upsert_unique_job:
             // Under the key's advisory lock (lock_job_key, a statement of its own so this one's
             // snapshot sees what the previous holder committed): move the job if it exists,

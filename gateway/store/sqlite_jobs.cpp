@@ -21,8 +21,8 @@ std::int64_t sqlite_transaction::schedule_job(const job_row& j, bool unique) {
         }
     }
     statement st(c_, q::insert_job);
-    st.bind_all(j.kind, j.task_id, j.payload_json, j.due_at, j.lease_owner, j.lease_until,
-                j.attempts);
+    st.bind_all(j.kind, j.task_id, j.payload_json, j.due_at, j.lease_owner,
+                j.lease_for > 0 ? clock_ms() + j.lease_for : j.lease_until, j.attempts);
     if (!st.step())
         throw store_error("schedule_job: no id returned");
     const std::int64_t id = st.i64(0);

@@ -102,6 +102,10 @@ struct job_row {
     int attempts = 0;  // times claimed; also the current claim's fencing token
     int failures = 0;  // failed runs since the last good one (a run that threw, a lease that
                        // expired unreleased); bounds poison jobs
+    // Read by schedule_job's insert only: when > 0 (with lease_owner), lease_until is the
+    // store's own clock (clock_ms()) + lease_for, taken by the insert itself: no clock read
+    // (a round trip on PostgreSQL) before it.
+    millis lease_for = 0;
     // Jobs are unique per (kind, task_id) when `unique` is set at insert: scheduling the same
     // job again moves its due time instead of adding a second one.
 };

@@ -935,6 +935,35 @@ TEST_P(StoreEngineTest, ReadUnitsCannotWrite) {
     sync_read(*s, [](st::transaction& tx) { EXPECT_FALSE(tx.get_task("ext_r")); });
 }
 
+// A job written leased (an engine's hand-off to itself): its lease runs from the store's own
+// clock (PostgreSQL's, for every replica alike), taken by the insert: no claim takes it before
+// the lease ends, any claim after.
+TEST_P(StoreEngineTest, AJobLeasedAtInsertTakesItsLeaseFromTheStoresClock) {
+    auto s = open();
+    st::millis before = 0, after = 0;
+    sync_write(*s, [&](st::transaction& tx) {
+        before = tx.clock_ms();
+        st::job_row j;
+        j.kind = "submit";
+        j.task_id = "ext_h";
+        j.due_at = 1;
+        j.lease_owner = "w1";
+        j.attempts = 1;
+        j.lease_for = 60'000;
+        tx.schedule_job(j, false);
+        after = tx.clock_ms();
+    });
+    std::vector<st::job_row> got;
+    sync_write(*s,
+               [&](st::transaction& tx) { got = tx.claim_jobs("w2", before + 59'000, 100, 10); });
+    EXPECT_TRUE(got.empty());  // still leased to w1
+    sync_write(*s,
+               [&](st::transaction& tx) { got = tx.claim_jobs("w2", after + 60'001, 100, 10); });
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].lease_owner, "w2");
+    EXPECT_EQ(got[0].attempts, 2);  // the insert's lease was the first claim
+}
+
 TEST_P(StoreEngineTest, JobsClaimLeaseExpiryAndOwnership) {
     auto s = open();
     std::int64_t id = 0;
