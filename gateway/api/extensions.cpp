@@ -39,11 +39,11 @@
 namespace segue::api {
 namespace {
 
-namespace net = boost::asio;
+namespace asio = boost::asio;
 namespace json = boost::json;
 namespace fs = std::filesystem;
-using net::awaitable;
-constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+using asio::awaitable;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 bool is_final(const store::task_row& t) {
     return core::is_terminal(core::parse_task_status(t.status).value_or(core::task_status::failed));
@@ -183,7 +183,7 @@ struct handlers : std::enable_shared_from_this<handlers> {
     // an event committed before the subscription woke nobody, so the stream reads once first.
     struct sse_stream {
         metrics::gauge& clients;
-        std::shared_ptr<net::steady_timer> timer;
+        std::shared_ptr<asio::steady_timer> timer;
         std::shared_ptr<std::atomic<bool>> woken = std::make_shared<std::atomic<bool>>(true);
         std::unique_ptr<events::event_hub::subscription> sub;
         ~sse_stream() {
@@ -198,9 +198,9 @@ struct handlers : std::enable_shared_from_this<handlers> {
         if (!co_await ctx.begin_stream(200, "text/event-stream"))
             co_return nullptr;
         sse_clients.inc();
-        const auto executor = co_await net::this_coro::executor;
+        const auto executor = co_await asio::this_coro::executor;
         std::unique_ptr<sse_stream> s(
-            new sse_stream{sse_clients, std::make_shared<net::steady_timer>(executor)});
+            new sse_stream{sse_clients, std::make_shared<asio::steady_timer>(executor)});
         if (!co_await ctx.write_stream("retry: 1000\n\n"))
             co_return nullptr;
         if (!task.empty())
@@ -209,8 +209,9 @@ struct handlers : std::enable_shared_from_this<handlers> {
                     woken->store(true);
                     // Expiring (not just cancelling) also ends a wait that starts after this
                     // runs.
-                    net::post(executor,
-                              [timer] { timer->expires_at(net::steady_timer::time_point::min()); });
+                    asio::post(executor, [timer] {
+                        timer->expires_at(asio::steady_timer::time_point::min());
+                    });
                 });
         co_return s;
     }
@@ -492,12 +493,12 @@ awaitable<void> handlers::events(http::context& ctx) {
 // keep-alive interval wake; an idle stream costs no reads and no CPU.
 awaitable<void> handlers::follow(http::context& ctx, const std::string& id, std::int64_t after) {
     struct follower {
-        explicit follower(const net::any_io_executor& ex) : timer(ex) {}
-        net::steady_timer timer;
+        explicit follower(const asio::any_io_executor& ex) : timer(ex) {}
+        asio::steady_timer timer;
         std::deque<events::batch_ptr> batches;
         bool closed = false;
     };
-    const auto executor = co_await net::this_coro::executor;
+    const auto executor = co_await asio::this_coro::executor;
     auto f = std::make_shared<follower>(executor);
     ctx.watch_peer_close([f] {
         f->closed = true;
@@ -506,7 +507,7 @@ awaitable<void> handlers::follow(http::context& ctx, const std::string& id, std:
     // Each batch is posted to this stream's IO thread, where the coroutine runs: no locks, and
     // the check below and the wait cannot miss a wake.
     const auto sub = deps.events.subscribe(id, after, [f, executor](events::batch_ptr b) {
-        net::post(executor, [f, b = std::move(b)]() mutable {
+        asio::post(executor, [f, b = std::move(b)]() mutable {
             f->batches.push_back(std::move(b));
             f->timer.cancel();
         });

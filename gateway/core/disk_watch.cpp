@@ -18,11 +18,11 @@
 
 namespace segue::core {
 
-namespace net = boost::asio;
-using net::awaitable;
+namespace asio = boost::asio;
+using asio::awaitable;
 
 struct disk_watch::impl : std::enable_shared_from_this<impl> {
-    impl(net::io_context& ioc, store::db& db, runtime::blocking_pool& blocking,
+    impl(asio::io_context& ioc, store::db& db, runtime::blocking_pool& blocking,
          const config::settings& s, metrics::registry& m)
         : ioc(ioc),
           db(db),
@@ -77,15 +77,15 @@ struct disk_watch::impl : std::enable_shared_from_this<impl> {
                 log::warn("disk metrics not measured", {{"error", e.what()}});
             }
             timer.expires_after(settings.storage.disk_check_interval);
-            co_await timer.async_wait(net::as_tuple(net::use_awaitable));
+            co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
         }
     }
 
-    net::io_context& ioc;
+    asio::io_context& ioc;
     store::db& db;
     runtime::blocking_pool& blocking;
     const config::settings& settings;
-    net::steady_timer timer;
+    asio::steady_timer timer;
     std::atomic<bool> stopped{false};
     metrics::gauge& free_bytes;
     metrics::gauge& size_bytes;
@@ -95,7 +95,7 @@ struct disk_watch::impl : std::enable_shared_from_this<impl> {
     metrics::gauge& database_bytes;
 };
 
-disk_watch::disk_watch(net::io_context& ioc, store::db& db, runtime::blocking_pool& blocking,
+disk_watch::disk_watch(asio::io_context& ioc, store::db& db, runtime::blocking_pool& blocking,
                        const config::settings& settings, metrics::registry& metrics)
     : impl_(std::make_shared<impl>(ioc, db, blocking, settings, metrics)) {}
 
@@ -106,12 +106,12 @@ disk_watch::~disk_watch() {
 }
 
 void disk_watch::start() {
-    net::co_spawn(impl_->ioc, impl_->loop(), net::detached);
+    asio::co_spawn(impl_->ioc, impl_->loop(), asio::detached);
 }
 
 void disk_watch::stop() {
     impl_->stopped = true;
-    net::post(impl_->ioc, [i = impl_] { i->timer.cancel(); });
+    asio::post(impl_->ioc, [i = impl_] { i->timer.cancel(); });
 }
 
 }  // namespace segue::core

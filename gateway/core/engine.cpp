@@ -39,7 +39,7 @@
 
 namespace segue::core {
 
-namespace net = boost::asio;
+namespace asio = boost::asio;
 namespace json = boost::json;
 namespace fs = std::filesystem;
 
@@ -103,10 +103,9 @@ double unit_random() {
 }  // namespace
 
 struct engine::impl : std::enable_shared_from_this<engine::impl> {
-    impl(net::io_context& io, store::db& d, store::blob_store& bl, providers::registry& p,
+    impl(asio::io_context& io, store::db& d, store::blob_store& bl, providers::registry& p,
          runtime::blocking_pool& b, const config::settings& s, metrics::registry& m,
-         segue::net::http_client* h, segue::net::http_client* f,
-         std::shared_ptr<const segue::net::url_policy> up)
+         net::http_client* h, net::http_client* f, std::shared_ptr<const net::url_policy> up)
         : http(h),
           fetch(f),
           url_policy(std::move(up)),
@@ -208,23 +207,23 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     };
     lease_worker::item item_of(store::job_row job, std::optional<prefetched> pre);
     // One claimed job: the poison check, the run, and a failed run's record.
-    net::awaitable<void> run_claimed(store::job_row job, std::shared_ptr<const lease_state> lease,
-                                     std::optional<prefetched> pre);
-    net::awaitable<void> run_job(store::job_row job, const lease_state& lease,
-                                 std::optional<prefetched> pre);
+    asio::awaitable<void> run_claimed(store::job_row job, std::shared_ptr<const lease_state> lease,
+                                      std::optional<prefetched> pre);
+    asio::awaitable<void> run_job(store::job_row job, const lease_state& lease,
+                                  std::optional<prefetched> pre);
     // A job failed max_job_failures runs in a row: its task fails (internal), its hold goes back.
-    net::awaitable<void> fail_poisoned(const store::job_row& job);
+    asio::awaitable<void> fail_poisoned(const store::job_row& job);
     // Applies a provider's update to the task. `job` is the job that produced it (finished or
     // rescheduled in the same transaction), or null for an inbound webhook.
-    net::awaitable<void> apply(const std::string& task_id, const store::job_row* job,
-                               const std::string& provider_name, int attempt_number,
-                               providers::update u);
+    asio::awaitable<void> apply(const std::string& task_id, const store::job_row* job,
+                                const std::string& provider_name, int attempt_number,
+                                providers::update u);
     // Where a provider writes a task's files (scratch, on blob_dir's file system) before the
     // engine puts them in the blob store; removed when the task is final.
     std::string work_dir_of(const std::string& task_id) const {
         return (fs::path(settings.storage.blob_dir) / "work" / task_id).string();
     }
-    net::awaitable<void> remove_work_dir(const std::string& task_id) {
+    asio::awaitable<void> remove_work_dir(const std::string& task_id) {
         co_await blocking.run([dir = work_dir_of(task_id)] {
             std::error_code ec;
             fs::remove_all(dir, ec);
@@ -233,7 +232,7 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     // A task's upload as a local file for its provider, held while the provider runs. A blob
     // that cannot be read throws: the job runs again later (a database hiccup passes), up to
     // max_job_failures times.
-    net::awaitable<store::local_blob> local_input(const store::file_row& f) {
+    asio::awaitable<store::local_blob> local_input(const store::file_row& f) {
         std::optional<store::blob_result<store::local_blob>> got;
         co_await blocking.run([&] { got = blobs.materialize(f.path); });
         if (!*got)
@@ -243,8 +242,8 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
         co_return std::move(**got);
     }
     // After a transition: its metrics, a finished task's bookkeeping, new work.
-    net::awaitable<void> after(const transition::result& res, const std::string& task_id,
-                               const std::string& provider_name) {
+    asio::awaitable<void> after(const transition::result& res, const std::string& task_id,
+                                const std::string& provider_name) {
         count(res.metrics);
         if (!res.final_status.empty()) {
             co_await remove_work_dir(task_id);
@@ -256,7 +255,7 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
             worker->notify();
     }
     // Local files a provider produced: verified (decoded) before they are stored.
-    net::awaitable<void> verify_local(providers::update& u, const extend_request& req) {
+    asio::awaitable<void> verify_local(providers::update& u, const extend_request& req) {
         if (!settings.outputs.verify)
             co_return;
         co_await blocking.run([&] {
@@ -284,10 +283,10 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
         }
     }
 
-    segue::net::http_client* http;
-    segue::net::http_client* fetch;
-    std::shared_ptr<const segue::net::url_policy> url_policy;
-    net::io_context& ioc;
+    net::http_client* http;
+    net::http_client* fetch;
+    std::shared_ptr<const net::url_policy> url_policy;
+    asio::io_context& ioc;
     store::db& db;
     store::blob_store& blobs;
     providers::registry& registry;
@@ -315,11 +314,10 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     std::unique_ptr<output_mirror> mirror;
 };
 
-engine::engine(net::io_context& ioc, store::db& db, store::blob_store& blobs,
+engine::engine(asio::io_context& ioc, store::db& db, store::blob_store& blobs,
                providers::registry& providers, runtime::blocking_pool& blocking,
-               const config::settings& settings, metrics::registry& metrics,
-               segue::net::http_client* http, segue::net::http_client* fetch,
-               std::shared_ptr<const segue::net::url_policy> url_policy)
+               const config::settings& settings, metrics::registry& metrics, net::http_client* http,
+               net::http_client* fetch, std::shared_ptr<const net::url_policy> url_policy)
     : impl_(std::make_shared<impl>(ioc, db, blobs, providers, blocking, settings, metrics, http,
                                    fetch, std::move(url_policy))) {
     impl_->make_worker();
@@ -391,14 +389,14 @@ void engine::notify() {
     impl_->worker->notify();
 }
 
-net::awaitable<void> engine::stop(std::chrono::milliseconds deadline) {
+asio::awaitable<void> engine::stop(std::chrono::milliseconds deadline) {
     auto self = impl_;
     co_await self->worker->stop(deadline);
 }
 
-net::awaitable<void> engine::impl::run_claimed(store::job_row job,
-                                               std::shared_ptr<const lease_state> lease,
-                                               std::optional<prefetched> pre) {
+asio::awaitable<void> engine::impl::run_claimed(store::job_row job,
+                                                std::shared_ptr<const lease_state> lease,
+                                                std::optional<prefetched> pre) {
     auto self = shared_from_this();
     if (job.failures >= settings.engine.max_job_failures) {
         co_await fail_poisoned(job);
@@ -429,7 +427,7 @@ net::awaitable<void> engine::impl::run_claimed(store::job_row job,
     worker->notify();
 }
 
-net::awaitable<void> engine::impl::fail_poisoned(const store::job_row& job) {
+asio::awaitable<void> engine::impl::fail_poisoned(const store::job_row& job) {
     auto self = shared_from_this();
     std::string final_status, provider = "none";
     store::millis created_at = 0;
@@ -474,8 +472,8 @@ net::awaitable<void> engine::impl::fail_poisoned(const store::job_row& job) {
     }
 }
 
-net::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state& lease,
-                                           std::optional<prefetched> pre) {
+asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state& lease,
+                                            std::optional<prefetched> pre) {
     auto self = shared_from_this();
     if (job.kind == "mirror") {
         // Copying a provider's files into the blob store (core/mirror.hpp).
@@ -745,9 +743,9 @@ net::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state
     }
 }
 
-net::awaitable<void> engine::impl::apply(const std::string& task_id, const store::job_row* job,
-                                         const std::string& provider_name, int attempt_number,
-                                         providers::update u) {
+asio::awaitable<void> engine::impl::apply(const std::string& task_id, const store::job_row* job,
+                                          const std::string& provider_name, int attempt_number,
+                                          providers::update u) {
     // Locally produced files go into the blob store (off the IO thread), each under a key of
     // its own, then are registered in the same transaction as the outputs that point at them.
     std::map<std::string, store::file_row> files;  // by local path
@@ -986,10 +984,10 @@ void engine::create_task(store::transaction& tx, const store::task_row& task,
         h->job_id_ = id;
 }
 
-net::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string provider,
-                                                               std::string token,
-                                                               providers::inbound_webhook hook,
-                                                               std::string* error) {
+asio::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string provider,
+                                                                std::string token,
+                                                                providers::inbound_webhook hook,
+                                                                std::string* error) {
     auto self = impl_;
     auto& counter = self->webhooks;
     // Tokens are looked up by their SHA-256: timing can reveal nothing usable about a token.
@@ -1038,8 +1036,8 @@ net::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string provi
     co_return webhook_outcome::applied;
 }
 
-net::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_id,
-                                                      const std::string& tenant) {
+asio::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_id,
+                                                       const std::string& tenant) {
     auto self = impl_;
     cancel_outcome outcome = cancel_outcome::not_found;
     std::string provider;

@@ -18,11 +18,11 @@
 
 namespace segue::core {
 
-namespace net = boost::asio;
-constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+namespace asio = boost::asio;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 struct lease_worker::impl : std::enable_shared_from_this<lease_worker::impl> {
-    impl(net::io_context& io, store::db& d, std::string o, timing t, hooks h)
+    impl(asio::io_context& io, store::db& d, std::string o, timing t, hooks h)
         : ioc(io),
           db(d),
           owner(std::move(o)),
@@ -34,21 +34,21 @@ struct lease_worker::impl : std::enable_shared_from_this<lease_worker::impl> {
             time.heartbeat = std::max(std::chrono::milliseconds(1), time.lease / 3);
     }
 
-    net::awaitable<void> loop();
-    net::awaitable<void> heartbeat();
+    asio::awaitable<void> loop();
+    asio::awaitable<void> heartbeat();
     void spawn(item it);
     void wake_now() {
         wake = true;
         timer.cancel();
     }
 
-    net::io_context& ioc;
+    asio::io_context& ioc;
     store::db& db;
     const std::string owner;
     timing time;
     hooks hk;
-    net::steady_timer timer;
-    net::steady_timer beat_timer;
+    asio::steady_timer timer;
+    asio::steady_timer beat_timer;
     bool started = false;
     bool stopping = false;
     bool beating = true;
@@ -71,7 +71,7 @@ void lease_worker::impl::spawn(item it) {
     if (hk.on_running)
         hk.on_running(static_cast<int>(running.size()));
     auto run = std::move(it.run);
-    net::co_spawn(ioc, run(st), [self, st](std::exception_ptr e) {
+    asio::co_spawn(ioc, run(st), [self, st](std::exception_ptr e) {
         // Only this claim's entry: a newer claim of the same id (after this one was lost and
         // the row came back) has its own.
         if (auto i = self->running.find(st->id); i != self->running.end() && i->second == st)
@@ -92,7 +92,7 @@ void lease_worker::impl::spawn(item it) {
     });
 }
 
-net::awaitable<void> lease_worker::impl::loop() {
+asio::awaitable<void> lease_worker::impl::loop() {
     auto self = shared_from_this();
     while (!stopping) {
         wake = false;
@@ -143,7 +143,7 @@ net::awaitable<void> lease_worker::impl::loop() {
     }
 }
 
-net::awaitable<void> lease_worker::impl::heartbeat() {
+asio::awaitable<void> lease_worker::impl::heartbeat() {
     auto self = shared_from_this();
     while (beating) {
         beat_timer.expires_after(time.heartbeat);
@@ -188,35 +188,35 @@ net::awaitable<void> lease_worker::impl::heartbeat() {
     }
 }
 
-lease_worker::lease_worker(net::io_context& ioc, store::db& db, std::string owner, timing t,
+lease_worker::lease_worker(asio::io_context& ioc, store::db& db, std::string owner, timing t,
                            hooks h)
     : impl_(std::make_shared<impl>(ioc, db, std::move(owner), t, std::move(h))) {}
 
 lease_worker::~lease_worker() = default;
 
 namespace {
-net::awaitable<void> run_loop(std::shared_ptr<lease_worker::impl> self) {
+asio::awaitable<void> run_loop(std::shared_ptr<lease_worker::impl> self) {
     co_await self->loop();
 }
-net::awaitable<void> run_heartbeat(std::shared_ptr<lease_worker::impl> self) {
+asio::awaitable<void> run_heartbeat(std::shared_ptr<lease_worker::impl> self) {
     co_await self->heartbeat();
 }
 }  // namespace
 
 void lease_worker::start() {
     auto self = impl_;
-    net::post(self->ioc, [self] {
+    asio::post(self->ioc, [self] {
         if (self->started)
             return;
         self->started = true;
-        net::co_spawn(self->ioc, run_loop(self), net::detached);
-        net::co_spawn(self->ioc, run_heartbeat(self), net::detached);
+        asio::co_spawn(self->ioc, run_loop(self), asio::detached);
+        asio::co_spawn(self->ioc, run_heartbeat(self), asio::detached);
     });
 }
 
 void lease_worker::notify() {
     auto self = impl_;
-    net::post(self->ioc, [self] { self->wake_now(); });
+    asio::post(self->ioc, [self] { self->wake_now(); });
 }
 
 bool lease_worker::reserve() {
@@ -237,7 +237,7 @@ void lease_worker::unreserve() {
 
 void lease_worker::adopt(item it) {
     auto self = impl_;
-    net::post(self->ioc, [self, it = std::move(it)]() mutable {
+    asio::post(self->ioc, [self, it = std::move(it)]() mutable {
         self->reserved.fetch_sub(1);
         // Even while stopping: stop() waits for it with the rest of the running work (a create
         // that reserved before the stop began commits during the drain), or, once stop() gave
@@ -248,12 +248,12 @@ void lease_worker::adopt(item it) {
     });
 }
 
-net::awaitable<void> lease_worker::stop(std::chrono::milliseconds deadline) {
+asio::awaitable<void> lease_worker::stop(std::chrono::milliseconds deadline) {
     auto self = impl_;
     self->stopping = true;
     self->stopped.store(true);
     self->timer.cancel();
-    net::steady_timer t(self->ioc);
+    asio::steady_timer t(self->ioc);
     const auto until = std::chrono::steady_clock::now() + deadline;
     while (!self->running.empty() && std::chrono::steady_clock::now() < until) {
         t.expires_after(std::chrono::milliseconds(20));

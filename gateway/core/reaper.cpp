@@ -19,8 +19,8 @@
 
 namespace segue::core {
 
-namespace net = boost::asio;
-using net::awaitable;
+namespace asio = boost::asio;
+using asio::awaitable;
 
 namespace {
 
@@ -34,7 +34,7 @@ store::millis ms(std::chrono::milliseconds d) {
 }  // namespace
 
 struct reaper::impl : std::enable_shared_from_this<impl> {
-    impl(net::io_context& ioc, store::db& db, store::blob_store& blobs,
+    impl(asio::io_context& ioc, store::db& db, store::blob_store& blobs,
          runtime::blocking_pool& blocking, const config::settings& s, metrics::registry& m)
         : ioc(ioc),
           db(db),
@@ -144,7 +144,7 @@ struct reaper::impl : std::enable_shared_from_this<impl> {
         auto self = shared_from_this();
         while (!stopped) {
             timer.expires_after(settings.retention.interval);
-            co_await timer.async_wait(net::as_tuple(net::use_awaitable));
+            co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
             if (stopped)
                 break;
             try {
@@ -157,18 +157,18 @@ struct reaper::impl : std::enable_shared_from_this<impl> {
         }
     }
 
-    net::io_context& ioc;
+    asio::io_context& ioc;
     store::db& db;
     store::blob_store& blobs;
     runtime::blocking_pool& blocking;
     const config::settings& settings;
-    net::steady_timer timer;
+    asio::steady_timer timer;
     std::atomic<bool> stopped{false};
     metrics::family<metrics::counter>& deleted;
     metrics::counter& errors;
 };
 
-reaper::reaper(net::io_context& ioc, store::db& db, store::blob_store& blobs,
+reaper::reaper(asio::io_context& ioc, store::db& db, store::blob_store& blobs,
                runtime::blocking_pool& blocking, const config::settings& settings,
                metrics::registry& metrics)
     : impl_(std::make_shared<impl>(ioc, db, blobs, blocking, settings, metrics)) {}
@@ -180,13 +180,13 @@ reaper::~reaper() {
 }
 
 void reaper::start() {
-    net::co_spawn(impl_->ioc, impl_->loop(), net::detached);
+    asio::co_spawn(impl_->ioc, impl_->loop(), asio::detached);
 }
 
 void reaper::stop() {
     impl_->stopped = true;
     // On the timer's own context: timers are not thread-safe.
-    net::post(impl_->ioc, [i = impl_] { i->timer.cancel(); });
+    asio::post(impl_->ioc, [i = impl_] { i->timer.cancel(); });
 }
 
 awaitable<reap_counts> reaper::run_once() {

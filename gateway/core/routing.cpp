@@ -36,7 +36,7 @@ unfit check(const providers::capabilities* c, const routing_request& req) {
     return unfit::none;
 }
 
-std::string quoted(std::string_view s) {
+std::string in_quotes(std::string_view s) {
     std::string out;
     out.reserve(s.size() + 2);
     out += '\'';
@@ -52,7 +52,7 @@ std::string outputs_word(int n) {
 // "'<provider>' does not accept file sources"
 std::string one_reason(std::string_view provider, unfit u, const providers::capabilities* c,
                        const routing_request& req) {
-    const std::string p = quoted(provider);
+    const std::string p = in_quotes(provider);
     switch (u) {
         case unfit::none:
             break;
@@ -138,8 +138,8 @@ std::vector<std::string> plan_route(const route& r, const routing_request& req,
             return {};
         }
         if (req.pinned_provider && *req.pinned_provider != req.clip_provider) {
-            set(why_empty, "the clip belongs to provider " + quoted(req.clip_provider) +
-                               " but the request pins provider " + quoted(*req.pinned_provider));
+            set(why_empty, "the clip belongs to provider " + in_quotes(req.clip_provider) +
+                               " but the request pins provider " + in_quotes(*req.pinned_provider));
             return {};
         }
         return single(req.clip_provider, req, caps, "the clip's provider: ", why_empty);
@@ -148,7 +148,7 @@ std::vector<std::string> plan_route(const route& r, const routing_request& req,
         return single(*req.pinned_provider, req, caps, "the pinned provider: ", why_empty);
 
     if (r.chain.empty()) {
-        set(why_empty, "route " + quoted(r.name) + " has no providers");
+        set(why_empty, "route " + in_quotes(r.name) + " has no providers");
         return {};
     }
 
@@ -177,10 +177,10 @@ std::vector<std::string> plan_route(const route& r, const routing_request& req,
     if (capable.empty()) {
         if (!mixed && same) {
             set(why_empty,
-                "no provider in route " + quoted(r.name) + " " + common_reason(*same, req));
+                "no provider in route " + in_quotes(r.name) + " " + common_reason(*same, req));
         } else {
             std::string text =
-                "no provider in route " + quoted(r.name) + " can serve this request (";
+                "no provider in route " + in_quotes(r.name) + " can serve this request (";
             for (std::size_t i = 0; i < reasons.size(); ++i) {
                 if (i)
                     text += "; ";

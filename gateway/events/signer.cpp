@@ -5,25 +5,13 @@
 #include <stdexcept>
 
 #include "gateway/util/crypto.hpp"
+#include "gateway/util/text.hpp"
 
 namespace segue::events {
 
 namespace {
 
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size())
-        return false;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        char x = a[i], y = b[i];
-        if (x >= 'A' && x <= 'Z')
-            x = static_cast<char>(x - 'A' + 'a');
-        if (y >= 'A' && y <= 'Z')
-            y = static_cast<char>(y - 'A' + 'a');
-        if (x != y)
-            return false;
-    }
-    return true;
-}
+using util::iequals;
 
 const std::string* find_header(const header_list& headers, std::string_view name) {
     for (const auto& [k, v] : headers)

@@ -3,9 +3,13 @@
 #include <cstring>
 #include <utility>
 
+#include "gateway/util/text.hpp"
+
 namespace segue::http {
 
 namespace {
+
+using util::iequals;
 
 constexpr std::size_t max_boundary_size = 70;  // RFC 2046 section 5.1.1
 
@@ -95,24 +99,10 @@ bool is_ctl(unsigned char c) {
     return (c < 0x20 && c != '\t') || c == 0x7f;
 }
 
-char lower(char c) {
-    return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size())
-        return false;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        if (lower(a[i]) != lower(b[i]))
-            return false;
-    }
-    return true;
-}
-
 std::string to_lower(std::string_view s) {
     std::string out(s);
     for (char& c : out)
-        c = lower(c);
+        c = util::ascii_lower(c);
     return out;
 }
 

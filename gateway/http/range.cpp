@@ -2,8 +2,12 @@
 
 #include <charconv>
 
+#include "gateway/util/text.hpp"
+
 namespace segue::http {
 namespace {
+
+using util::iequals;
 
 // Digits only (no sign, no space), without overflow.
 std::optional<std::uint64_t> number(std::string_view s) {
@@ -14,15 +18,6 @@ std::optional<std::uint64_t> number(std::string_view s) {
     if (ec != std::errc() || end != s.data() + s.size())
         return std::nullopt;
     return v;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size())
-        return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if ((a[i] | 0x20) != (b[i] | 0x20))
-            return false;
-    return true;
 }
 
 }  // namespace

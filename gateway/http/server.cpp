@@ -39,13 +39,13 @@
 namespace segue::http {
 namespace {
 
-namespace net = boost::asio;
+namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
-using tcp = net::ip::tcp;
+using tcp = asio::ip::tcp;
 using std::chrono::steady_clock;
 
-constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t body_read_capacity = 64 * 1024;
 
 constexpr std::array<std::string_view, 7> known_methods{"GET",    "HEAD",  "POST",   "PUT",
@@ -158,8 +158,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
 
     void count_error(std::string_view kind) { errors.with({kind}).inc(); }
 
-    net::awaitable<void> accept_loop();
-    net::awaitable<void> reject(tcp::socket socket);
+    asio::awaitable<void> accept_loop();
+    asio::awaitable<void> reject(tcp::socket socket);
     void add(connection* c, std::weak_ptr<connection> w) {
         std::lock_guard lock(mu);
         live.emplace(c, std::move(w));
@@ -172,7 +172,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     void cut_all();
 
     runtime::io_pool& pool;
-    net::io_context& ioc;  // the listener's and the drain's context
+    asio::io_context& ioc;  // the listener's and the drain's context
     const config::settings settings;
     const router& routes;
     tcp::acceptor acceptor;
@@ -212,7 +212,7 @@ class connection final : public context, public std::enable_shared_from_this<con
     }
 
     // `self` is a parameter so the coroutine frame owns the connection from its creation.
-    net::awaitable<void> run(std::shared_ptr<connection> self) {
+    asio::awaitable<void> run(std::shared_ptr<connection> self) {
         srv_->add(this, weak_from_this());
         srv_->open.fetch_add(1, std::memory_order_relaxed);
         srv_->connections_gauge.inc();
@@ -249,7 +249,7 @@ class connection final : public context, public std::enable_shared_from_this<con
         beast::error_code ec;
         stream_.socket().close(ec);
     }
-    net::any_io_executor executor() { return stream_.get_executor(); }
+    asio::any_io_executor executor() { return stream_.get_executor(); }
 
     // --- context ---
     std::string_view method() const override { return parser_->get().method_string(); }
@@ -282,7 +282,7 @@ class connection final : public context, public std::enable_shared_from_this<con
     }
     bool draining() const override { return srv_->draining.load(std::memory_order_acquire); }
 
-    net::awaitable<body_chunk> read_body(std::span<char> into) override {
+    asio::awaitable<body_chunk> read_body(std::span<char> into) override {
         body_chunk out;
         if (parser_->is_done()) {
             out.done = true;
@@ -295,7 +295,7 @@ class connection final : public context, public std::enable_shared_from_this<con
             if (expect && beast::iequals(*expect, "100-continue")) {
                 static constexpr std::string_view msg = "HTTP/1.1 100 Continue\r\n\r\n";
                 stream_.expires_after(limits_.write_timeout);
-                auto [ec, n] = co_await net::async_write(stream_, net::buffer(msg), use_tuple);
+                auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(msg), use_tuple);
                 if (ec) {
                     out.error = body_chunk::failure::closed;
                     co_return out;
@@ -340,8 +340,8 @@ class connection final : public context, public std::enable_shared_from_this<con
         co_return out;
     }
 
-    net::awaitable<bool> begin_stream(int status, std::string content_type,
-                                      std::optional<std::uint64_t> content_length) override {
+    asio::awaitable<bool> begin_stream(int status, std::string content_type,
+                                       std::optional<std::uint64_t> content_length) override {
         bhttp::response<bhttp::empty_body> r;
         r.version(11);
         r.result(static_cast<unsigned>(status));
@@ -365,17 +365,17 @@ class connection final : public context, public std::enable_shared_from_this<con
         co_return !ec;
     }
 
-    net::awaitable<bool> write_stream(std::string_view data) override {
+    asio::awaitable<bool> write_stream(std::string_view data) override {
         if (data.empty())
             co_return true;
         stream_.expires_after(limits_.write_timeout);
         boost::system::error_code ec;
         if (stream_chunked_) {
-            auto [wec, n] =
-                co_await net::async_write(stream_, bhttp::make_chunk(net::buffer(data)), use_tuple);
+            auto [wec, n] = co_await asio::async_write(
+                stream_, bhttp::make_chunk(asio::buffer(data)), use_tuple);
             ec = wec;
         } else {
-            auto [wec, n] = co_await net::async_write(stream_, net::buffer(data), use_tuple);
+            auto [wec, n] = co_await asio::async_write(stream_, asio::buffer(data), use_tuple);
             ec = wec;
         }
         bytes_out_ += data.size();
@@ -390,16 +390,16 @@ class connection final : public context, public std::enable_shared_from_this<con
         // No timeout on this read: an idle stream may stay open for hours. Writes keep theirs
         // (expires_after while a read is pending sets only the write timer).
         stream_.expires_never();
-        net::co_spawn(stream_.get_executor(), watch_close(shared_from_this()), net::detached);
+        asio::co_spawn(stream_.get_executor(), watch_close(shared_from_this()), asio::detached);
     }
 
   private:
     // Keeps a read pending on a streaming connection: it completes when the client closes (or
     // the socket is closed here); bytes a client sends meanwhile are discarded.
-    net::awaitable<void> watch_close(std::shared_ptr<connection> self) {
+    asio::awaitable<void> watch_close(std::shared_ptr<connection> self) {
         std::array<char, 512> scratch;
         for (;;) {
-            auto [ec, n] = co_await stream_.async_read_some(net::buffer(scratch), use_tuple);
+            auto [ec, n] = co_await stream_.async_read_some(asio::buffer(scratch), use_tuple);
             if (ec)
                 break;
         }
@@ -414,12 +414,12 @@ class connection final : public context, public std::enable_shared_from_this<con
     // Closing now would reset the connection while the client is still sending, and the reset
     // can destroy the response before the client reads it. Discard what still arrives, bounded
     // in time and bytes, so the client sees the answer.
-    net::awaitable<void> drain_unread() {
+    asio::awaitable<void> drain_unread() {
         std::array<char, 16 * 1024> scratch;
         std::size_t total = 0;
         stream_.expires_after(std::chrono::seconds(2));
         while (total < 8 * 1024 * 1024) {
-            auto [ec, n] = co_await stream_.async_read_some(net::buffer(scratch), use_tuple);
+            auto [ec, n] = co_await stream_.async_read_some(asio::buffer(scratch), use_tuple);
             if (ec)
                 break;
             total += n;
@@ -427,7 +427,7 @@ class connection final : public context, public std::enable_shared_from_this<con
     }
 
     // Waits for the first byte of the next request under the idle timeout.
-    net::awaitable<bool> wait_for_request() {
+    asio::awaitable<bool> wait_for_request() {
         if (buffer_.size() > 0)
             co_return true;
         // Once the listener has closed, an idle connection has nothing left to wait for.
@@ -446,7 +446,7 @@ class connection final : public context, public std::enable_shared_from_this<con
         co_return true;
     }
 
-    net::awaitable<bool> serve_one() {
+    asio::awaitable<bool> serve_one() {
         const auto start = steady_clock::now();
         srv_->inflight_gauge.inc();
         struct inflight_guard {
@@ -559,7 +559,7 @@ class connection final : public context, public std::enable_shared_from_this<con
             if (stream_chunked_) {
                 stream_.expires_after(limits_.write_timeout);
                 auto [wec, wn] =
-                    co_await net::async_write(stream_, bhttp::make_chunk_last(), use_tuple);
+                    co_await asio::async_write(stream_, bhttp::make_chunk_last(), use_tuple);
                 write_ok = !wec;
             }
             keep_alive = false;
@@ -573,7 +573,7 @@ class connection final : public context, public std::enable_shared_from_this<con
 
     // Buffered routes: read the body under the route's limit with a per-read timeout. Answers
     // the error itself and returns false if the body could not be read.
-    net::awaitable<bool> read_whole_body() {
+    asio::awaitable<bool> read_whole_body() {
         std::array<char, 16 * 1024> chunk;
         for (;;) {
             auto c = co_await read_body(chunk);
@@ -603,7 +603,7 @@ class connection final : public context, public std::enable_shared_from_this<con
     }
 
     // Header could not be read: answer what can be answered, then close.
-    net::awaitable<bool> reject_header(beast::error_code ec, steady_clock::time_point start) {
+    asio::awaitable<bool> reject_header(beast::error_code ec, steady_clock::time_point start) {
         api::error_kind kind;
         if (ec == bhttp::error::header_limit || ec == bhttp::error::buffer_overflow) {
             srv_->count_error("header_too_large");
@@ -611,8 +611,8 @@ class connection final : public context, public std::enable_shared_from_this<con
         } else if (ec == beast::error::timeout) {
             srv_->count_error("header_timeout");
             kind = api::error_kind::request_timeout;
-        } else if (ec == bhttp::error::end_of_stream || ec == net::error::eof ||
-                   ec == net::error::connection_reset || ec == net::error::operation_aborted ||
+        } else if (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
+                   ec == asio::error::connection_reset || ec == asio::error::operation_aborted ||
                    ec == bhttp::error::partial_message) {
             co_return false;  // the client went away
         } else {
@@ -632,7 +632,7 @@ class connection final : public context, public std::enable_shared_from_this<con
 
     // Serializes the response head by hand (no per-field allocations) and writes head and body
     // with one gathered write.
-    net::awaitable<bool> write_response(bool keep_alive, bool head) {
+    asio::awaitable<bool> write_response(bool keep_alive, bool head) {
         auto& out = head_buffer_;
         out.clear();
         out.append("HTTP/1.1 ");
@@ -663,10 +663,10 @@ class connection final : public context, public std::enable_shared_from_this<con
             add("Connection", "close");
         out.append("\r\n");
         bytes_out_ = res_.body.size();
-        std::array<net::const_buffer, 2> bufs{
-            net::buffer(out), net::buffer(res_.body.data(), head ? 0 : res_.body.size())};
+        std::array<asio::const_buffer, 2> bufs{
+            asio::buffer(out), asio::buffer(res_.body.data(), head ? 0 : res_.body.size())};
         stream_.expires_after(limits_.write_timeout);
-        auto [ec, n] = co_await net::async_write(stream_, bufs, use_tuple);
+        auto [ec, n] = co_await asio::async_write(stream_, bufs, use_tuple);
         co_return !ec;
     }
 
@@ -711,19 +711,19 @@ class connection final : public context, public std::enable_shared_from_this<con
     std::uint64_t bytes_out_ = 0;
 };
 
-net::awaitable<void> server::impl::accept_loop() {
+asio::awaitable<void> server::impl::accept_loop() {
     auto self = shared_from_this();
     for (;;) {
         // Each connection gets its own strand: its handlers never run concurrently.
         // The new socket lives on the next IO context, whose single thread is its strand.
         auto [ec, socket] = co_await acceptor.async_accept(pool.next(), use_tuple);
         if (ec) {
-            if (ec == net::error::operation_aborted || !acceptor.is_open())
+            if (ec == asio::error::operation_aborted || !acceptor.is_open())
                 co_return;
             // EMFILE and friends: count, back off briefly so the loop does not spin.
             count_error("accept");
             log::warn("accept failed", {{"error", ec.message()}});
-            net::steady_timer t(ioc, std::chrono::milliseconds(50));
+            asio::steady_timer t(ioc, std::chrono::milliseconds(50));
             co_await t.async_wait(use_tuple);
             continue;
         }
@@ -733,12 +733,12 @@ net::awaitable<void> server::impl::accept_loop() {
             static_cast<std::uint64_t>(settings.server.max_connections)) {
             count_error("max_connections");
             auto ex = socket.get_executor();
-            net::co_spawn(ex, reject(std::move(socket)), net::detached);
+            asio::co_spawn(ex, reject(std::move(socket)), asio::detached);
             continue;
         }
         auto c = std::make_shared<connection>(self, std::move(socket));
         auto ex = c->executor();
-        net::co_spawn(ex, c->run(c), [](std::exception_ptr e) {
+        asio::co_spawn(ex, c->run(c), [](std::exception_ptr e) {
             if (!e)
                 return;
             try {
@@ -751,7 +751,7 @@ net::awaitable<void> server::impl::accept_loop() {
 }
 
 // Over the connection cap: a short 503 and close, so clients see why instead of a hang.
-net::awaitable<void> server::impl::reject(tcp::socket socket) {
+asio::awaitable<void> server::impl::reject(tcp::socket socket) {
     beast::tcp_stream stream(std::move(socket));
     bhttp::response<bhttp::string_body> r;
     auto p = api::make_problem(api::error_kind::unavailable, "too many connections");
@@ -772,7 +772,7 @@ void server::impl::close_idle() {
     std::lock_guard lock(mu);
     for (auto& [raw, weak] : live) {
         if (auto c = weak.lock())
-            net::post(c->executor(), [c] { c->close_if_idle(); });
+            asio::post(c->executor(), [c] { c->close_if_idle(); });
     }
 }
 
@@ -780,7 +780,7 @@ void server::impl::cut_all() {
     std::lock_guard lock(mu);
     for (auto& [raw, weak] : live) {
         if (auto c = weak.lock())
-            net::post(c->executor(), [c] { c->cut(); });
+            asio::post(c->executor(), [c] { c->cut(); });
     }
 }
 
@@ -792,9 +792,9 @@ server::~server() = default;
 
 void server::start() {
     auto [host, port] = split_listen(impl_->settings.server.listen);
-    net::ip::address addr;
+    asio::ip::address addr;
     beast::error_code ec;
-    addr = net::ip::make_address(host, ec);
+    addr = asio::ip::make_address(host, ec);
     if (ec) {
         // A name (e.g. "localhost"): resolved once at start-up, before any IO thread runs.
         tcp::resolver resolver(impl_->ioc);
@@ -804,15 +804,15 @@ void server::start() {
     tcp::endpoint ep(addr, port);
     auto& a = impl_->acceptor;
     a.open(ep.protocol());
-    a.set_option(net::socket_base::reuse_address(true));
+    a.set_option(asio::socket_base::reuse_address(true));
     a.bind(ep);
-    a.listen(net::socket_base::max_listen_connections);
+    a.listen(asio::socket_base::max_listen_connections);
     auto bound = a.local_endpoint();
     impl_->bound_port = bound.port();
     impl_->local = (bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
                                             : bound.address().to_string()) +
                    ":" + std::to_string(bound.port());
-    net::co_spawn(impl_->ioc, impl_->accept_loop(), net::detached);
+    asio::co_spawn(impl_->ioc, impl_->accept_loop(), asio::detached);
 }
 
 std::string server::local_address() const {
@@ -833,11 +833,11 @@ void server::shutdown(std::function<void(bool clean)> done) {
     if (self->draining.exchange(true))
         return;
     self->draining_gauge.set(1);
-    net::co_spawn(self->ioc, drain(self, std::move(done)), net::detached);
+    asio::co_spawn(self->ioc, drain(self, std::move(done)), asio::detached);
 }
 
-net::awaitable<void> server::drain(std::shared_ptr<impl> self, std::function<void(bool)> done) {
-    net::steady_timer timer(self->ioc);
+asio::awaitable<void> server::drain(std::shared_ptr<impl> self, std::function<void(bool)> done) {
+    asio::steady_timer timer(self->ioc);
     if (self->settings.server.shutdown_delay.count() > 0) {
         // Readiness is already false; keep serving while load balancers notice.
         timer.expires_after(self->settings.server.shutdown_delay);

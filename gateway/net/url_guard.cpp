@@ -15,9 +15,12 @@
 #include <utility>
 
 #include "gateway/net/dns.hpp"
+#include "gateway/util/text.hpp"
 
 namespace segue::net {
 namespace {
+
+using util::iequals;
 
 namespace asio = boost::asio;
 namespace urls = boost::urls;
@@ -259,13 +262,6 @@ std::string origin_of(std::string_view url) {
     if (port.empty())
         port = scheme == "https" ? "443" : "80";
     return scheme + "://" + host + ":" + port;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               return std::tolower(static_cast<unsigned char>(x)) ==
-                      std::tolower(static_cast<unsigned char>(y));
-           });
 }
 
 void drop_credentials(request& r) {

@@ -6,11 +6,11 @@
 
 namespace segue::runtime {
 
-namespace net = boost::asio;
+namespace asio = boost::asio;
 
 struct blocking_pool::impl {
     explicit impl(int n) : pool(static_cast<std::size_t>(n < 1 ? 1 : n)) {}
-    net::thread_pool pool;
+    asio::thread_pool pool;
 };
 
 blocking_pool::blocking_pool(int threads) : impl_(std::make_unique<impl>(threads)) {}
@@ -21,15 +21,15 @@ blocking_pool::~blocking_pool() {
 namespace {
 // A plain function, not a capturing lambda: coroutine parameters live in the frame, while a
 // coroutine lambda's captures live in a closure object whose lifetime is easy to get wrong.
-net::awaitable<void> invoke(std::function<void()> fn) {
+asio::awaitable<void> invoke(std::function<void()> fn) {
     fn();
     co_return;
 }
 }  // namespace
 
-net::awaitable<void> blocking_pool::run(std::function<void()> fn) {
+asio::awaitable<void> blocking_pool::run(std::function<void()> fn) {
     // co_spawn onto the pool and await it: the completion comes back to our executor.
-    co_await net::co_spawn(impl_->pool.get_executor(), invoke(std::move(fn)), net::use_awaitable);
+    co_await asio::co_spawn(impl_->pool.get_executor(), invoke(std::move(fn)), asio::use_awaitable);
 }
 
 void blocking_pool::stop() {

@@ -11,20 +11,20 @@
 
 namespace segue::runtime {
 
-namespace net = boost::asio;
+namespace asio = boost::asio;
 
 namespace {
 // io_context with execution_context::shutdown() public: it destroys every outstanding handler
 // (what ~io_context does first) without destroying the services yet.
-class context final : public net::io_context {
+class context final : public asio::io_context {
   public:
-    using net::execution_context::shutdown;
-    using net::io_context::io_context;
+    using asio::execution_context::shutdown;
+    using asio::io_context::io_context;
 };
 }  // namespace
 
 struct io_pool::guards {
-    std::vector<net::executor_work_guard<net::io_context::executor_type>> work;
+    std::vector<asio::executor_work_guard<asio::io_context::executor_type>> work;
 };
 
 io_pool::io_pool(int threads) : guards_(std::make_unique<guards>()) {
@@ -33,13 +33,13 @@ io_pool::io_pool(int threads) : guards_(std::make_unique<guards>()) {
     for (int i = 0; i < threads; ++i) {
         // Concurrency hint 1: each context is run by exactly one thread.
         contexts_.push_back(std::make_unique<context>(1));
-        guards_->work.push_back(net::make_work_guard(*contexts_.back()));
+        guards_->work.push_back(asio::make_work_guard(*contexts_.back()));
     }
 }
 
 io_pool::~io_pool() = default;
 
-net::io_context& io_pool::next() noexcept {
+asio::io_context& io_pool::next() noexcept {
     // Called from the listener only (context 0), so a plain counter is enough.
     auto& c = *contexts_[next_];
     next_ = (next_ + 1) % contexts_.size();

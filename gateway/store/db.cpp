@@ -11,7 +11,7 @@
 
 namespace segue::store {
 
-namespace net = boost::asio;
+namespace asio = boost::asio;
 
 db::db(store& s, metrics::registry& m, write_lane lane)
     : store_(s),
@@ -32,32 +32,32 @@ db::db(store& s, metrics::registry& m, write_lane lane)
                                     "Store units of work that failed and were rolled back.", {"op"})
                        .with({"read"})) {}
 
-net::awaitable<void> db::write(store::unit fn) {
+asio::awaitable<void> db::write(store::unit fn) {
     return run(true, std::move(fn));
 }
-net::awaitable<void> db::read(store::unit fn) {
+asio::awaitable<void> db::read(store::unit fn) {
     return run(false, std::move(fn));
 }
 
-net::awaitable<void> db::run(bool write, store::unit fn) {
+asio::awaitable<void> db::run(bool write, store::unit fn) {
     const auto start = std::chrono::steady_clock::now();
-    auto ex = co_await net::this_coro::executor;
+    auto ex = co_await asio::this_coro::executor;
     std::exception_ptr err;
-    co_await net::async_initiate<decltype(net::use_awaitable), void()>(
+    co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
         [&](auto handler) {
             using handler_t = decltype(handler);
             auto h = std::make_shared<handler_t>(std::move(handler));
             auto done = [h, ex, &err](std::exception_ptr e) {
                 err = e;
                 // Resume on the coroutine's own executor, never on the store thread.
-                net::post(ex, [h]() mutable { (*h)(); });
+                asio::post(ex, [h]() mutable { (*h)(); });
             };
             if (write)
                 store_.submit_write(std::move(fn), std::move(done), lane_);
             else
                 store_.submit_read(std::move(fn), std::move(done));
         },
-        net::use_awaitable);
+        asio::use_awaitable);
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     (write ? write_latency_ : read_latency_).observe(secs);

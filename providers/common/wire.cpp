@@ -10,16 +10,6 @@ namespace segue::providers::wire {
 
 namespace json = boost::json;
 
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size())
-        return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (std::tolower(static_cast<unsigned char>(a[i])) !=
-            std::tolower(static_cast<unsigned char>(b[i])))
-            return false;
-    return true;
-}
-
 bool icontains(std::string_view hay, std::string_view needle) {
     if (needle.empty())
         return true;

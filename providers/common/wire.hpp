@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "gateway/core/model.hpp"
+#include "gateway/util/text.hpp"
 #include "providers/provider.hpp"
 
 namespace segue::providers::wire {
@@ -20,7 +21,7 @@ namespace segue::providers::wire {
 using header_list = std::vector<std::pair<std::string, std::string>>;
 
 // ASCII case-insensitive comparison and search.
-bool iequals(std::string_view a, std::string_view b);
+using util::iequals;
 bool icontains(std::string_view hay, std::string_view needle);
 std::string_view trim(std::string_view s);
 // The first header named `name` (any case).

@@ -10,6 +10,7 @@
 #include "gateway/api/validate.hpp"
 #include "gateway/audio/audio.hpp"
 #include "gateway/core/json.hpp"
+#include "gateway/util/text.hpp"
 #include "gateway/util/utf8.hpp"
 
 namespace json = boost::json;
@@ -42,6 +43,19 @@ std::vector<std::string> fields_of(const segue::api::validation_result& r) {
 }
 
 }  // namespace
+
+TEST(Text, IequalsFoldsOnlyAsciiLetters) {
+    using segue::util::iequals;
+    EXPECT_TRUE(iequals("Content-Type", "content-type"));
+    EXPECT_TRUE(iequals("BYTES", "bytes"));
+    EXPECT_TRUE(iequals("", ""));
+    EXPECT_FALSE(iequals("bytes", "byte"));
+    // Not letters: compared exactly (an OR with 0x20 would take '@' for '`' and '[' for '{').
+    EXPECT_FALSE(iequals("@", "`"));
+    EXPECT_FALSE(iequals("[", "{"));
+    EXPECT_FALSE(iequals("\xc3\x89", "\xc3\xa9"));  // bytes of UTF-8 are not folded
+    static_assert(iequals("SHA256=", "sha256="));
+}
 
 TEST(Utf8, ValidAndInvalidSequences) {
     EXPECT_TRUE(valid_utf8(""));

@@ -28,7 +28,6 @@ namespace bhttp = boost::beast::http;
 using tcp = net::ip::tcp;
 
 namespace {
-constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
 bool iequal(std::string_view a, std::string_view b) {
     return beast::iequals(a, b);

@@ -7,9 +7,11 @@
 // Why not segue::http::server: a fake must misbehave on purpose (reset a connection after reading
 // the request, answer nothing), which the gateway's own server rightly cannot do.
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -22,6 +24,9 @@
 namespace segue::fakes {
 
 namespace net = boost::asio;
+
+// Completion token for co_await without exceptions: (error_code, results...).
+inline constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
 using header_pairs = std::vector<std::pair<std::string, std::string>>;
 

@@ -13,10 +13,6 @@ namespace segue::fakes {
 
 namespace json = boost::json;
 
-namespace {
-constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
-}
-
 webhook_sender::entry* webhook_sender::find(std::int64_t seq) {
     for (auto& e : entries_)
         if (e.seq == seq)
