@@ -20,6 +20,7 @@ export CCACHE_DIR="${CCACHE_DIR:-$PWD/.cache/ccache}"
 
 if [[ ! -f $build/build.ninja ]]; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSEGUE_SANITIZE=thread \
+    -DSEGUE_UNITY_BUILD=ON \
     -DSEGUE_BENCH=OFF >/dev/null
 fi
 start=$SECONDS
