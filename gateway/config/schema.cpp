@@ -719,7 +719,7 @@ object_schema<mirror_settings> mirror_schema() {
         .range(1s, 1h);
     s.field("deadline", &mirror_settings::deadline,
             "How long, from the provider's report, an output's mirror is retried before it "
-            "counts as failed.")
+            "counts as failed; no retry starts after the task's retry.deadline either.")
         .def(10min)
         .range(1s, 24h);
     s.field("initial_backoff", &mirror_settings::initial_backoff,

@@ -307,6 +307,10 @@ asio::awaitable<transition::result> output_mirror::impl::run(store::job_row job,
         static_cast<int>(number_of(payload, cover ? "cover" : "index").value_or(cover ? 0 : 1));
     const store::millis deadline =
         static_cast<store::millis>(number_of(payload, "deadline").value_or(0));
+    // Retries stop here: the earlier of the mirror's deadline and the task's (a job scheduled
+    // before retry_until existed has only its own).
+    const store::millis retry_until =
+        static_cast<store::millis>(number_of(payload, "retry_until").value_or(deadline));
     const int tries = static_cast<int>(number_of(payload, "tries").value_or(0));
     const char* kind = cover ? "cover" : "audio";
 
@@ -395,7 +399,7 @@ asio::awaitable<transition::result> output_mirror::impl::run(store::job_row job,
             std::chrono::duration_cast<std::chrono::milliseconds>(ms.max_backoff).count());
         const auto delay = static_cast<store::millis>(
             std::min(cap, base * std::pow(2.0, std::min(tries, 30))) * (0.5 + 0.5 * unit_random()));
-        if (!permanent && now + delay < deadline) {
+        if (!permanent && now + delay < retry_until) {
             payload["tries"] = tries + 1;
             payload["last_error"] = error;
             bool held = true;

@@ -14,10 +14,10 @@
 //  - puts the files into the blob store, then in one fenced write unit completes the job and
 //    applies the outcome (transition::mirror_done): the output is ready with /v1/files URLs,
 //    each file's provider_url, sha256 and size, and its `verification`.
-// A failed download is retried with capped exponential backoff and jitter until the deadline;
-// refusals that cannot pass (the URL guard, a file over the cap) are not retried. After that
-// the output is ready with the provider's URLs and `mirror_failed` (or fails, with
-// outputs.mirror.fail_output).
+// A failed download is retried with capped exponential backoff and jitter until the deadline or
+// the task's (retry.deadline after its creation), whichever is earlier; refusals that cannot
+// pass (the URL guard, a file over the cap) are not retried. After that the output is ready
+// with the provider's URLs and `mirror_failed` (or fails, with outputs.mirror.fail_output).
 
 #include <boost/asio/awaitable.hpp>
 

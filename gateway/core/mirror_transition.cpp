@@ -61,9 +61,14 @@ bool transition::mirroring() const {
 
 void transition::schedule_mirror_job(store::transaction& tx, const store::task_row& t,
                                      json::object payload, store::millis now, result& res) const {
-    payload["deadline"] = now + std::chrono::duration_cast<std::chrono::milliseconds>(
-                                    env_.settings.outputs.mirror.deadline)
-                                    .count();
+    const store::millis own = now + std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        env_.settings.outputs.mirror.deadline)
+                                        .count();
+    payload["deadline"] = own;
+    // No retry starts after the task's deadline either (retry.deadline from its creation, as for
+    // the provider's own retries): the earlier of the two. The first download runs regardless.
+    payload["retry_until"] =
+        env_.retry.deadline_ms > 0 ? std::min(own, t.created_at + env_.retry.deadline_ms) : own;
     payload["tries"] = 0;
     store::job_row j;
     j.kind = "mirror";

@@ -46,7 +46,8 @@ fake_provider start_fake(which w) {
 
 struct gateway {
     gateway(which w, const fake_provider& fake, const std::string& storage,
-            const std::string& outputs = "", std::uint16_t fixed_port = 0) {
+            const std::string& outputs = "", std::uint16_t fixed_port = 0,
+            const std::string& retry = "") {
         port = fixed_port ? fixed_port : segue::test::free_port();
         const std::string provider =
             w == which::musicgpt
@@ -66,10 +67,9 @@ struct gateway {
             "\nengine:\n  poll_interval: 100ms\n  lease: 3s\n"
             "upstream:\n  allow_plain_http: true\n  request_timeout: 5s\n"
             "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n"
-            "retry:\n  transient: {initial: 50ms, max: 100ms}\n"
-            "breakers:\n  consecutive_failures: 1000\n  min_requests: 1000\n" +
-            provider + "outputs:\n  mirror:\n    initial_backoff: 100ms\n    max_backoff: 400ms\n" +
-            outputs;
+            "retry:\n  transient: {initial: 50ms, max: 100ms}\n" +
+            retry + "breakers:\n  consecutive_failures: 1000\n  min_requests: 1000\n" + provider +
+            "outputs:\n  mirror:\n    initial_backoff: 100ms\n    max_backoff: 400ms\n" + outputs;
         proc = std::make_unique<segue::test::segue_process>(cfg);
     }
     std::string base() const { return "http://127.0.0.1:" + std::to_string(port); }
@@ -307,6 +307,30 @@ TEST(Mirror, AMirrorThatNeverSucceedsKeepsTheProvidersUrlOrFailsTheOutput) {
         EXPECT_EQ(t["status"], fail_output ? "failed" : "succeeded") << json::serialize(t);
         // Retried (backoff 100-400 ms) within the 2 s deadline, then given up.
         EXPECT_GE(fake.requests("files").size(), 6u);
+    }
+}
+
+// Retries stop at the task's deadline (retry.deadline from its creation) when it comes before
+// the mirror's own: links that never answer end the mirror in seconds, not in ten minutes.
+TEST(Mirror, RetriesStopAtTheTasksDeadlineWhenItComesBeforeTheMirrors) {
+    auto fake = start_fake(which::musicapi);
+    ASSERT_TRUE(fake.control(R"({"files_gone":true})"));
+    segue::test::temp_dir storage, d;
+    gateway g(which::musicapi, fake, storage.path(), "    deadline: 10m\n", 0, "  deadline: 2s\n");
+    const auto started = std::chrono::steady_clock::now();
+    const auto id = submit(g, which::musicapi, d);
+    ASSERT_FALSE(id.empty());
+    auto t = wait_final(g, id, 20s);
+    ASSERT_EQ(t["status"], "succeeded") << json::serialize(t);
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 10s);
+    const auto& outs = t["outputs"].as_array();
+    ASSERT_EQ(outs.size(), 2u);
+    for (const auto& ov : outs) {
+        const auto& o = ov.as_object();
+        EXPECT_EQ(o.at("status"), "ready") << json::serialize(o);
+        EXPECT_EQ(o.at("mirror_failed"), true) << json::serialize(o);
+        EXPECT_NE(text(o, "mirror_error").find("HTTP 404"), std::string::npos);
+        EXPECT_EQ(text(o.at("audio").as_object(), "mp3_url").rfind(fake.base(), 0), 0u);
     }
 }
 

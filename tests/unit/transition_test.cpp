@@ -470,3 +470,54 @@ TEST(Transition, MirrorHoldsARemoteOutputUntilItsFilesAreCopied) {
     EXPECT_TRUE(done(1, false).final_status.empty());
     EXPECT_EQ(w.effects().size(), before);
 }
+
+// A mirror is retried within the task's deadline (retry.deadline from its creation) as well as
+// its own (outputs.mirror.deadline from the report): each mirror job carries the earlier of the
+// two as `retry_until`; its own deadline stays `deadline` (what bounds one download).
+TEST(Transition, MirrorRetriesStopAtTheTasksDeadlineWhenItComesFirst) {
+    struct deadline_case {
+        const char* name;
+        std::int64_t task_deadline_ms;  // retry.deadline; 0: none
+        std::int64_t retry_until;       // expected, from now
+    };
+    // The task was created a minute ago; the mirror's own deadline is 10 minutes after the report.
+    const std::int64_t own = 10 * 60'000;
+    for (const auto& c : std::vector<deadline_case>{
+             {"the task's deadline first", 2 * 60'000, 60'000},
+             {"the task's deadline already past", 30'000, -30'000},
+             {"the mirror's deadline first", 60 * 60'000, own},
+             {"no task deadline", 0, own},
+         }) {
+        SCOPED_TRACE(c.name);
+        auto settings = make_settings(true);
+        settings.outputs.mirror.deadline = std::chrono::minutes(10);
+        segue::core::retry_settings retry;
+        retry.deadline_ms = c.task_deadline_ms;
+        segue::providers::capabilities caps;
+        transition tr(
+            {settings, retry, [&](std::string_view) { return &caps; }, [] { return 0.5; }});
+        task_work w(task("running", 2, {attempt(1, "alpha", "accepted", "up-1")}, 20'000));
+        update u;
+        u.what = update::kind::done;
+        u.outputs = {ready(1), ready(2)};
+        u.cover_url = "https://cdn.example/cover.png";
+        segue::store::job_row job;
+        job.id = 7;
+        job.kind = "poll";
+        job.task_id = "ext_t";
+        job.attempts = 1;
+        tr.apply(w, "ext_t", &job, "alpha", 1, u, {}, now);
+        int mirrors = 0;
+        for (const auto& e : w.effects()) {
+            if (e.what != kind::schedule_job || e.job.kind != "mirror")
+                continue;
+            ++mirrors;
+            const auto p = json::parse(e.job.payload_json).as_object();
+            EXPECT_EQ(p.at("deadline").to_number<std::int64_t>(), now + own) << e.job.payload_json;
+            ASSERT_TRUE(p.contains("retry_until")) << e.job.payload_json;
+            EXPECT_EQ(p.at("retry_until").to_number<std::int64_t>(), now + c.retry_until)
+                << e.job.payload_json;
+        }
+        EXPECT_EQ(mirrors, 3);  // two outputs' audio, the cover
+    }
+}
