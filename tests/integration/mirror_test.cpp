@@ -133,8 +133,45 @@ std::set<std::string> flags_of(const json::object& output) {
     return out;
 }
 
+// A mirrored file as a browser plays it: `Range: bytes=0-99` gives 206 with the first 100 bytes
+// of `whole` (all of a file shorter than that: the 70-byte covers) and their Content-Range; the
+// signed link gives the same bytes, whole or by range, with no Authorization header, which the
+// plain URL refuses.
+void expect_playable(const gateway& g, const std::string& url, const std::string& signed_url,
+                     const std::string& whole) {
+    ASSERT_FALSE(whole.empty());
+    const std::string first = whole.substr(0, 100);
+    const std::string content_range =
+        "bytes 0-" + std::to_string(first.size() - 1) + "/" + std::to_string(whole.size());
+    auto part =
+        http_request(g.port, "GET", url.substr(g.base().size()), "", {key, "Range: bytes=0-99"});
+    ASSERT_TRUE(part);
+    EXPECT_EQ(part->status, 206) << part->body;
+    EXPECT_EQ(part->header("content-range").value_or(""), content_range);
+    EXPECT_EQ(part->body.size(), first.size());
+    EXPECT_TRUE(part->body == first) << "the range is not the file's first 100 bytes";
+
+    auto bare = http_request(g.port, "GET", url.substr(g.base().size()));
+    ASSERT_TRUE(bare);
+    EXPECT_EQ(bare->status, 401) << "the plain URL needs the key";
+    ASSERT_EQ(signed_url.rfind(g.base() + "/v1/files/file_", 0), 0u) << signed_url;
+    const std::string link = signed_url.substr(g.base().size());
+    ASSERT_NE(link.find("sig="), std::string::npos) << link;
+    auto linked = http_request(g.port, "GET", link);
+    ASSERT_TRUE(linked);
+    EXPECT_EQ(linked->status, 200) << linked->body;
+    EXPECT_EQ(linked->body.size(), whole.size());
+    EXPECT_TRUE(linked->body == whole) << "the signed link serves other bytes";
+    auto linked_part = http_request(g.port, "GET", link, "", {"Range: bytes=0-99"});
+    ASSERT_TRUE(linked_part);
+    EXPECT_EQ(linked_part->status, 206) << linked_part->body;
+    EXPECT_EQ(linked_part->header("content-range").value_or(""), content_range);
+    EXPECT_TRUE(linked_part->body == first) << "the signed range is not the first 100 bytes";
+}
+
 // Every file of every ready output is the gateway's own, downloads with its key and has the
-// SHA-256 and size the output reports; the provider's URL is kept beside it.
+// SHA-256 and size the output reports, plays by range and through its signed link without a key;
+// the provider's URL is kept beside it.
 void expect_mirrored(const gateway& g, const fake_provider& fake, const json::object& t) {
     for (const auto& ov : t.at("outputs").as_array()) {
         const auto& o = ov.as_object();
@@ -160,6 +197,9 @@ void expect_mirrored(const gateway& g, const fake_provider& fake, const json::ob
             EXPECT_EQ(segue::util::sha256_hex(r->body), sha);
             EXPECT_EQ(static_cast<std::int64_t>(r->body.size()),
                       holder.at(p + "_size").to_number<std::int64_t>());
+            if (p != "cover")  // audio: 100 bytes of it, not fewer
+                EXPECT_GT(r->body.size(), 100u);
+            expect_playable(g, url, text(holder, p + "_signed_url"), r->body);
             // The provider's link is dead (files_gone): the gateway's copy is all there is.
             auto dead = http_request(fake.port(), "GET",
                                      text(holder, p + "_provider_url").substr(fake.base().size()));
