@@ -374,6 +374,51 @@ TEST(Mirror, RetriesStopAtTheTasksDeadlineWhenItComesBeforeTheMirrors) {
     }
 }
 
+// A provider file over outputs.mirror.max_bytes is refused and not retried: the output ends the
+// way a failed mirror does, ready with the provider's URL kept and mirror_failed. The 1 KiB cap
+// is under the fake's audio files and over its 70-byte cover, which is mirrored as usual.
+TEST(Mirror, AFileOverTheSizeCapIsNotMirroredAndKeepsTheProvidersUrl) {
+    auto fake = start_fake(which::musicapi);
+    segue::test::temp_dir storage, d;
+    gateway g(which::musicapi, fake, storage.path(), "    max_bytes: 1KiB\n");
+    const auto id = submit(g, which::musicapi, d);
+    ASSERT_FALSE(id.empty());
+    auto t = wait_final(g, id, 20s);
+    ASSERT_EQ(t["status"], "succeeded") << json::serialize(t);
+    const auto& outs = t["outputs"].as_array();
+    ASSERT_EQ(outs.size(), 2u);
+    for (const auto& ov : outs) {
+        const auto& o = ov.as_object();
+        SCOPED_TRACE(json::serialize(o));
+        EXPECT_EQ(o.at("status"), "ready");
+        ASSERT_TRUE(o.contains("mirror_failed"));
+        EXPECT_EQ(o.at("mirror_failed"), true);
+        EXPECT_NE(text(o, "mirror_error").find("too_large"), std::string::npos);
+        const auto& audio = o.at("audio").as_object();
+        EXPECT_EQ(text(audio, "mp3_url").rfind(fake.base() + "/files/", 0), 0u);
+        EXPECT_EQ(text(audio, "mp3_provider_url"), text(audio, "mp3_url"));
+        EXPECT_FALSE(audio.contains("mp3_file_id"));
+        EXPECT_FALSE(audio.contains("mp3_sha256"));
+        // The cover, under the cap, is the gateway's own.
+        EXPECT_EQ(text(o, "cover_url").rfind(g.base() + "/v1/files/file_", 0), 0u);
+        EXPECT_FALSE(o.contains("cover_mirror_failed"));
+    }
+    // Each output's audio was asked for once: a file over the cap is not retried.
+    int audio_requests = 0;
+    for (const auto& r : fake.requests("files")) {
+        const std::string path(r.as_object().at("path").as_string());
+        audio_requests += path.ends_with(".mp3") || path.ends_with(".wav");
+    }
+    EXPECT_EQ(audio_requests, 2);
+    auto m = http_request(g.port, "GET", "/metrics");
+    ASSERT_TRUE(m);
+    EXPECT_NE(m->body.find("segue_output_mirrors_total{kind=\"audio\",outcome=\"failed\"} 2"),
+              std::string::npos)
+        << m->body;
+    EXPECT_EQ(m->body.find("segue_output_mirrors_total{kind=\"audio\",outcome=\"retry\"}"),
+              std::string::npos);
+}
+
 // SIGKILL while the files are being downloaded (slowly): the mirror job is a row with a lease,
 // so the restarted gateway takes it up when the lease expires and each output is ready once.
 TEST(Mirror, AMirrorSurvivesAKillAndReadiesEachOutputOnce) {
