@@ -380,7 +380,8 @@ TEST(Mirror, RetriesStopAtTheTasksDeadlineWhenItComesBeforeTheMirrors) {
 TEST(Mirror, AFileOverTheSizeCapIsNotMirroredAndKeepsTheProvidersUrl) {
     auto fake = start_fake(which::musicapi);
     segue::test::temp_dir storage, d;
-    gateway g(which::musicapi, fake, storage.path(), "    max_bytes: 1KiB\n");
+    // A short deadline: were it retried, the requests below would show it within seconds.
+    gateway g(which::musicapi, fake, storage.path(), "    max_bytes: 1KiB\n    deadline: 3s\n");
     const auto id = submit(g, which::musicapi, d);
     ASSERT_FALSE(id.empty());
     auto t = wait_final(g, id, 20s);
