@@ -12,6 +12,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -206,7 +207,9 @@ s.serve_forever()
 };
 
 struct gateway {
-    gateway(const setup& s, const std::string& provider) {
+    // `sandbox_delay`: the sandbox's wait before it starts and between its outputs.
+    gateway(const setup& s, const std::string& provider,
+            const std::string& sandbox_delay = "50ms") {
         port = segue::test::free_port();
         const std::string self = "http://127.0.0.1:" + std::to_string(port);
         std::string cfg = "server:\n  listen: 127.0.0.1:" + std::to_string(port) +
@@ -222,7 +225,9 @@ struct gateway {
                           "upstream:\n  allow_plain_http: true\n  request_timeout: 5s\n"
                           "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n"
                           "webhooks:\n  retry_schedule: [200ms, 500ms, 1s]\n  jitter: 0\n"
-                          "providers:\n  sandbox:\n    delay: 50ms\n"
+                          "providers:\n  sandbox:\n    delay: " +
+                          sandbox_delay +
+                          "\n"
                           "  musicgpt:\n    enabled: true\n    base_url: " +
                           s.up.musicgpt.url("/api/public") +
                           "\n    api_key: mg-upstream-key\n    reconcile_after: 3s\n"
@@ -297,6 +302,22 @@ json::array deliveries(const setup& s, const std::string& path, std::size_t n) {
             std::this_thread::sleep_for(100ms);
     }
     return got;
+}
+
+// One delivery in MusicAPI's webhook shape: verified as Standard Webhooks, MusicAPI's headers
+// for `event`, its signature (HMAC of "ts.body" with the request's webhook_secret); its body.
+json::object musicapi_webhook_body(json::object& d, const std::string& event) {
+    EXPECT_EQ(d["verified"], true) << json::serialize(d);
+    auto& h = d["headers"].as_object();
+    EXPECT_EQ(str(h.if_contains("segue-webhook-format")), "musicapi");
+    EXPECT_EQ(str(h.if_contains("x-webhook-event")), event);
+    EXPECT_EQ(str(h.if_contains("x-webhook-id")), str(h.if_contains("idempotency-key")));
+    const auto ts = str(h.if_contains("x-webhook-timestamp"));
+    const auto body = str(d.if_contains("body_text"));
+    EXPECT_EQ(str(h.if_contains("x-webhook-signature")),
+              "sha256=" + segue::util::hex_encode(
+                              segue::util::hmac_sha256(webhook_secret, ts + "." + body)));
+    return parse(body);
 }
 
 // A MusicGPT-shaped submit answered as MusicGPT does.
@@ -532,18 +553,7 @@ TEST(DropIn, MusicApiSampleServedByMusicApi) {
     const auto task_id = str(parse(r->body).if_contains("task_id"));
     auto got = deliveries(s, path, 1);
     ASSERT_EQ(got.size(), 1u);
-    auto& d = got[0].as_object();
-    EXPECT_EQ(d["verified"], true) << json::serialize(d);
-    auto& h = d["headers"].as_object();
-    EXPECT_EQ(str(h.if_contains("segue-webhook-format")), "musicapi");
-    EXPECT_EQ(str(h.if_contains("x-webhook-event")), "song.completed");
-    EXPECT_EQ(str(h.if_contains("x-webhook-id")), str(h.if_contains("idempotency-key")));
-    const auto ts = str(h.if_contains("x-webhook-timestamp"));
-    const auto body = str(d.if_contains("body_text"));
-    EXPECT_EQ(str(h.if_contains("x-webhook-signature")),
-              "sha256=" + segue::util::hex_encode(
-                              segue::util::hmac_sha256(webhook_secret, ts + "." + body)));
-    auto b = parse(body);
+    auto b = musicapi_webhook_body(got[0].as_object(), "song.completed");
     EXPECT_EQ(b["code"], 200);
     EXPECT_EQ(str(b.if_contains("task_id")), task_id);
     ASSERT_EQ(b["data"].as_array().size(), 2u);
@@ -659,4 +669,100 @@ TEST(DropIn, ErrorsInTheProvidersShapes) {
     r = http_request(g.port, "GET", "/api/v1/producer/task/upl_aGVsbG8.0000", "", {g.key_header()});
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 400);
+}
+
+namespace {
+
+// A MusicGPT-shaped extend with a JSON body (as MusicGPT's n8n node sends it), the key raw.
+std::optional<segue::test::http_response> musicgpt_json_extend(
+    const gateway& g, const json::object& body, const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> headers = {"Authorization: " + tenant.key,
+                                        "Content-Type: application/json"};
+    headers.insert(headers.end(), extra.begin(), extra.end());
+    return http_request(g.port, "POST", "/api/public/v1/extend", json::serialize(body), headers);
+}
+
+}  // namespace
+
+// MusicGPT takes JSON as well as multipart and forms (its n8n node sends JSON when it has a
+// URL): the JSON body's fields are the task's, it runs to the end, and byId reads it back.
+TEST(DropIn, AJsonBodyPostedToMusicGptsExtendRunsToCompletionAndReadsBackById) {
+    setup s;
+    gateway g(s, "sandbox");
+    const std::string path = "/hooks/json-extend";
+    auto r = musicgpt_json_extend(g, {{"audio_url", s.audio_url()},
+                                      {"extend_after", 20},
+                                      {"prompt", "a brighter chorus"},
+                                      {"lyrics", "Let the journey fade away"},
+                                      {"title", "Taken and unused, as MusicGPT's extra fields"},
+                                      {"webhook_url", s.up.receiver.url(path)}});
+    ASSERT_TRUE(r);
+    expect_submit_answer({r->status, parse(r->body), r->body}, "sandbox");
+    const auto task_id = str(parse(r->body).if_contains("task_id"));
+    ASSERT_FALSE(task_id.empty()) << r->body;
+    expect_completed(g, task_id, "sandbox");
+    // What the JSON said is what the task did: its source, its cut, its prompt and lyrics.
+    auto neutral = http_request(g.port, "GET", "/v1/extensions/" + task_id, "", {g.key_header()});
+    ASSERT_TRUE(neutral && neutral->status == 200);
+    auto req = parse(neutral->body)["request"].as_object();
+    EXPECT_EQ(str(req["source"].as_object().if_contains("url")), s.audio_url());
+    EXPECT_EQ(req["extend_after"].to_number<double>(), 20.0) << neutral->body;
+    EXPECT_EQ(str(req.if_contains("prompt")), "a brighter chorus");
+    EXPECT_EQ(str(req.if_contains("lyrics")), "Let the journey fade away");
+    auto doc = wait_by_id(g, task_id);
+    auto& c = doc["conversion"].as_object();
+    // The sandbox keeps the first 20 s and adds its default 30 s.
+    EXPECT_NEAR(c["conversion_duration_1"].to_number<double>(), 50.0, 1.0) << json::serialize(c);
+    EXPECT_EQ(str(c.if_contains("lyrics_1")), "Let the journey fade away");
+    expect_musicgpt_webhooks(s, path, task_id, true);
+}
+
+// A task waiting and a task working, read through both shapes while it runs (the sandbox
+// waits 1 s before it starts and between its two outputs): MusicGPT's byId says IN_QUEUE, then
+// PROCESSING, then COMPLETED (the spellings of its docs' two versions, PROVIDERS.md 1.2);
+// MusicAPI's task says PENDING, RUNNING, SUCCESS, its clips pending, then running until made.
+TEST(DropIn, ATaskInQueueAndProcessingIsSpelledAsEachProviderSpellsIt) {
+    setup s;
+    gateway g(s, "sandbox", "1s");
+    auto r = musicgpt_json_extend(g, {{"audio_url", s.audio_url()}, {"extend_after", 10}});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const auto task_id = str(parse(r->body).if_contains("task_id"));
+    std::vector<std::string> mg_seen, ma_seen;
+    std::map<std::string, std::string> msg_of;           // byId status -> its status_msg
+    std::map<std::string, std::set<std::string>> clips;  // MusicAPI status -> clip states seen
+    const auto until = std::chrono::steady_clock::now() + 12s;
+    while (std::chrono::steady_clock::now() < until) {
+        auto mg = http_request(g.port, "GET",
+                               "/api/public/v1/byId?conversionType=EXTEND&task_id=" + task_id, "",
+                               {"Authorization: " + tenant.key});
+        auto ma =
+            http_request(g.port, "GET", "/api/v1/producer/task/" + task_id, "", {g.key_header()});
+        ASSERT_TRUE(mg && mg->status == 200) << (mg ? mg->body : "no answer");
+        ASSERT_TRUE(ma && ma->status == 200) << (ma ? ma->body : "no answer");
+        auto c = parse(mg->body)["conversion"].as_object();
+        const auto mst = str(c.if_contains("status"));
+        if (mg_seen.empty() || mg_seen.back() != mst)
+            mg_seen.push_back(mst);
+        msg_of[mst] = str(c.if_contains("status_msg"));
+        auto t = parse(ma->body);
+        const auto ast = str(t.if_contains("status"));
+        if (ma_seen.empty() || ma_seen.back() != ast)
+            ma_seen.push_back(ast);
+        EXPECT_EQ(t["code"], 200);
+        for (auto& clip : t["data"].as_array())
+            clips[ast].insert(str(clip.as_object().if_contains("state")));
+        if (mst == "COMPLETED" && ast == "SUCCESS")
+            break;
+        std::this_thread::sleep_for(50ms);
+    }
+    EXPECT_EQ(mg_seen, (std::vector<std::string>{"IN_QUEUE", "PROCESSING", "COMPLETED"}));
+    EXPECT_EQ(msg_of["IN_QUEUE"], "In queue");
+    EXPECT_EQ(msg_of["PROCESSING"], "Processing");
+    EXPECT_EQ(msg_of["COMPLETED"], "Conversion successful");
+    EXPECT_EQ(ma_seen, (std::vector<std::string>{"PENDING", "RUNNING", "SUCCESS"}));
+    EXPECT_EQ(clips["PENDING"], (std::set<std::string>{"pending"}));
+    // While it runs: the first output made, the second on its way.
+    EXPECT_EQ(clips["RUNNING"], (std::set<std::string>{"succeeded", "running"}));
+    EXPECT_EQ(clips["SUCCESS"], (std::set<std::string>{"succeeded"}));
 }
