@@ -104,6 +104,30 @@ std::string public_audio_url(const config::settings& settings, const json::objec
     return "";
 }
 
+std::string failure_message(const store::task_row& task,
+                            const std::vector<store::output_row>& outputs) {
+    boost::system::error_code ec;
+    auto e = json::parse(task.error_json, ec);
+    std::string code, message;
+    if (!ec && e.is_object()) {
+        const auto& o = e.as_object();
+        if (const auto* c = o.if_contains("code"); c && c->is_string())
+            code = c->as_string();
+        if (const auto* m = o.if_contains("message"); m && m->is_string())
+            message = m->as_string();
+    }
+    if (code == "no_outputs" || message.empty())
+        for (const auto& out : outputs) {
+            if (out.status != "failed")
+                continue;
+            const auto d = output_data(out);
+            if (const auto* m = d.if_contains("error");
+                m && m->is_string() && !m->as_string().empty())
+                return std::string(m->as_string());
+        }
+    return message;
+}
+
 json::object output_data(const store::output_row& o) {
     boost::system::error_code ec;
     auto v = json::parse(o.data_json, ec);

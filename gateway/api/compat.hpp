@@ -63,6 +63,12 @@ std::string public_audio_url(const config::settings& settings, const boost::json
 // The same for a URL field that may name a gateway file ("/v1/files/<id>", e.g. a cover).
 std::string public_url(const config::settings& settings, std::string_view url);
 
+// Why a task failed, as a drop-in shape tells its client: the task's error message; when that
+// only says no output was produced (each output failed on its own, e.g. by the provider's
+// failure webhooks), the first failed output's own error, the provider's reason. "" for none.
+std::string failure_message(const store::task_row& task,
+                            const std::vector<store::output_row>& outputs);
+
 // An output row's data as an object ({} when empty or unreadable).
 boost::json::object output_data(const store::output_row& o);
 

@@ -682,6 +682,22 @@ std::optional<segue::test::http_response> musicgpt_json_extend(
     return http_request(g.port, "POST", "/api/public/v1/extend", json::serialize(body), headers);
 }
 
+std::optional<segue::test::http_response> musicapi_create(
+    const gateway& g, const json::object& body, const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> headers = {g.key_header(), "Content-Type: application/json"};
+    headers.insert(headers.end(), extra.begin(), extra.end());
+    return http_request(g.port, "POST", "/api/v1/producer/create", json::serialize(body), headers);
+}
+
+// The deliveries on `path` once at least `n` are there, after a moment for any extra to land.
+json::array settled_deliveries(const setup& s, const std::string& path, std::size_t n) {
+    auto got = deliveries(s, path, n);
+    if (got.size() < n)
+        return got;
+    std::this_thread::sleep_for(500ms);
+    return deliveries(s, path, n);
+}
+
 }  // namespace
 
 // MusicGPT takes JSON as well as multipart and forms (its n8n node sends JSON when it has a
@@ -765,4 +781,107 @@ TEST(DropIn, ATaskInQueueAndProcessingIsSpelledAsEachProviderSpellsIt) {
     // While it runs: the first output made, the second on its way.
     EXPECT_EQ(clips["RUNNING"], (std::set<std::string>{"succeeded", "running"}));
     EXPECT_EQ(clips["SUCCESS"], (std::set<std::string>{"succeeded"}));
+}
+
+// A task MusicGPT fails (the fake's task_fails): byId says FAILED with the reason, the MusicAPI
+// view says FAILED with its refund note, and the caller's webhook_url gets MusicGPT's failure
+// form, one per conversion (success false, status FAILED, no audio), verified as Standard
+// Webhooks.
+TEST(DropIn, AFailedTaskReadsFailedAndCallsBackInMusicGptsFailureForm) {
+    setup s;
+    const std::string reason = "Audio could not be processed";
+    ASSERT_TRUE(s.up.musicgpt.control(
+        json::serialize(json::object{{"task_fails", true}, {"fail_message", reason}})));
+    gateway g(s, "musicgpt");
+    const std::string path = "/hooks/musicgpt-failed";
+    auto r = musicgpt_json_extend(g, {{"audio_url", s.up.audio_url()},
+                                      {"extend_after", 10},
+                                      {"prompt", "anything"},
+                                      {"webhook_url", s.up.receiver.url(path)}});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const auto task_id = str(parse(r->body).if_contains("task_id"));
+    auto doc = wait_by_id(g, task_id);
+    EXPECT_EQ(doc["success"], true);
+    auto& c = doc["conversion"].as_object();
+    EXPECT_EQ(str(c.if_contains("status")), "FAILED") << json::serialize(doc);
+    EXPECT_NE(str(c.if_contains("status_msg")).find(reason), std::string::npos)
+        << json::serialize(c);
+    EXPECT_EQ(str(c.if_contains("conversion_path_1")), "");
+    EXPECT_EQ(str(c.if_contains("conversion_path_2")), "");
+    auto ma = http_request(g.port, "GET", "/api/v1/producer/task/" + task_id, "", {g.key_header()});
+    ASSERT_TRUE(ma && ma->status == 200);
+    auto t = parse(ma->body);
+    EXPECT_EQ(str(t.if_contains("status")), "FAILED") << ma->body;
+    EXPECT_NE(str(t.if_contains("message")).find("Credits were refunded."), std::string::npos);
+    EXPECT_NE(str(t.if_contains("message")).find(reason), std::string::npos) << ma->body;
+    for (auto& clip : t["data"].as_array())
+        EXPECT_EQ(str(clip.as_object().if_contains("state")), "failed") << ma->body;
+
+    auto got = settled_deliveries(s, path, 2);
+    ASSERT_EQ(got.size(), 2u) << json::serialize(got);
+    std::set<std::string> ids;
+    for (auto& dv : got) {
+        auto& d = dv.as_object();
+        EXPECT_EQ(d["verified"], true) << json::serialize(d);
+        EXPECT_EQ(str(d["headers"].as_object().if_contains("segue-webhook-format")), "musicgpt");
+        ASSERT_TRUE(d["body"].is_object()) << json::serialize(d);
+        auto& b = d["body"].as_object();
+        EXPECT_EQ(b["success"], false) << json::serialize(b);
+        EXPECT_EQ(str(b.if_contains("status")), "FAILED");
+        EXPECT_EQ(str(b.if_contains("conversion_type")), "Extend");
+        EXPECT_EQ(str(b.if_contains("task_id")), task_id);
+        EXPECT_NE(str(b.if_contains("status_msg")).find(reason), std::string::npos)
+            << json::serialize(b);
+        EXPECT_FALSE(b.contains("conversion_path")) << json::serialize(b);
+        ids.insert(str(b.if_contains("conversion_id")));
+    }
+    EXPECT_EQ(ids, (std::set<std::string>{task_id + "-1", task_id + "-2"}));
+}
+
+// A task MusicAPI fails (the fake's outcome "fail"): MusicAPI's task says FAILED with its refund
+// note and failed clips, byId says FAILED, and the webhook_url gets one song.failed in
+// MusicAPI's shape, signed with the request's webhook_secret and as Standard Webhooks.
+TEST(DropIn, AFailedTaskReadsFailedAndCallsBackAsSongFailedInMusicApisShape) {
+    setup s;
+    const std::string reason = "upstream generation error";
+    ASSERT_TRUE(s.up.musicapi.control(
+        json::serialize(json::object{{"outcome", "fail"}, {"fail_reason", reason}})));
+    gateway g(s, "musicapi");
+    const std::string path = "/hooks/musicapi-failed";
+    auto r = musicapi_create(g, {{"task_type", "extend_music"},
+                                 {"clip_id", "abc123xyz789"},
+                                 {"starts_at", 20},
+                                 {"webhook_url", s.up.receiver.url(path)},
+                                 {"webhook_secret", webhook_secret}});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const auto task_id = str(parse(r->body).if_contains("task_id"));
+    auto t = wait_task(g, task_id);
+    EXPECT_EQ(t["code"], 200);
+    EXPECT_EQ(str(t.if_contains("status")), "FAILED") << json::serialize(t);
+    EXPECT_NE(str(t.if_contains("message")).find("Credits were refunded."), std::string::npos)
+        << json::serialize(t);
+    EXPECT_NE(str(t.if_contains("message")).find(reason), std::string::npos) << json::serialize(t);
+    ASSERT_FALSE(t["data"].as_array().empty());
+    for (auto& clip : t["data"].as_array())
+        EXPECT_EQ(str(clip.as_object().if_contains("state")), "failed") << json::serialize(t);
+    auto doc = wait_by_id(g, task_id);
+    EXPECT_EQ(str(doc["conversion"].as_object().if_contains("status")), "FAILED");
+    EXPECT_NE(str(doc["conversion"].as_object().if_contains("status_msg")).find(reason),
+              std::string::npos)
+        << json::serialize(doc);
+
+    auto got = settled_deliveries(s, path, 1);
+    ASSERT_EQ(got.size(), 1u) << json::serialize(got);
+    auto b = musicapi_webhook_body(got[0].as_object(), "song.failed");
+    const auto body = json::serialize(b);
+    EXPECT_EQ(str(b.if_contains("task_id")), task_id);
+    EXPECT_NE(str(b.if_contains("message")).find("Credits were refunded."), std::string::npos)
+        << body;
+    ASSERT_FALSE(b["data"].as_array().empty()) << body;
+    for (auto& clip : b["data"].as_array()) {
+        EXPECT_EQ(str(clip.as_object().if_contains("state")), "failed") << body;
+        EXPECT_EQ(str(clip.as_object().if_contains("audio_url")), "") << body;
+    }
 }

@@ -210,3 +210,34 @@ TEST(Compat, KeysRawOrBearer) {
     EXPECT_FALSE(segue::api::tenant_of_key(auth, "sk-2"));
     EXPECT_FALSE(segue::api::tenant_of_key(auth, std::nullopt));
 }
+
+// A task whose outputs each failed on their own (the provider's failure webhooks) ends with
+// Segue's "no output was produced": both shapes tell the provider's reason instead.
+TEST(CompatShapes, AFailedTaskTellsTheProvidersReasonRatherThanNoOutputWasProduced) {
+    fixture f;
+    f.task.status = "failed";
+    f.task.error_json =
+        R"({"code":"no_outputs","class":"unknown","message":"no output was produced"})";
+    for (auto& o : f.outputs) {
+        o.status = "failed";
+        o.data_json = R"({"error":"Audio could not be processed"})";
+    }
+    segue::api::task_snapshot t{f.task, f.outputs, f.request};
+    auto c = json::parse(mg::by_id_document(t, f.settings, std::nullopt))
+                 .as_object()["conversion"]
+                 .as_object();
+    EXPECT_EQ(c["status"], "FAILED");
+    EXPECT_EQ(c["status_msg"], "Audio could not be processed");
+    auto doc = json::parse(ma::task_document(t, f.settings)).as_object();
+    EXPECT_EQ(doc["message"], "Audio could not be processed. Credits were refunded.");
+    auto hook = f.musicapi("extension.failed");
+    ASSERT_TRUE(hook);
+    EXPECT_EQ(body(hook)["message"], "Audio could not be processed. Credits were refunded.");
+    // A task-level error of the provider stays what it says.
+    f.task.error_json = R"({"code":"upstream_failed","message":"MusicGPT reported FAILED"})";
+    t.task = f.task;
+    c = json::parse(mg::by_id_document(t, f.settings, std::nullopt))
+            .as_object()["conversion"]
+            .as_object();
+    EXPECT_EQ(c["status_msg"], "MusicGPT reported FAILED");
+}

@@ -87,10 +87,8 @@ std::string_view status_of(std::string_view s) {
                               spelling::status_success, spelling::status_failed});
 }
 
-std::string task_error(const store::task_row& t) {
-    boost::system::error_code ec;
-    auto e = json::parse(t.error_json, ec);
-    std::string m = !ec && e.is_object() ? text(e.as_object(), "message") : "";
+std::string task_error(const store::task_row& t, const std::vector<store::output_row>& outputs) {
+    std::string m = api::failure_message(t, outputs);
     if (m.empty())
         m = t.status == "canceled" ? "the task was canceled" : "the task failed";
     // Segue releases what it held for outputs not produced (extension.credits.refunded).
@@ -196,7 +194,7 @@ std::string task_document(const api::task_snapshot& t, const config::settings& s
     o["task_id"] = t.task.id;
     o["type"] = spelling::task_extend;
     o["status"] = status;
-    o["message"] = status == spelling::status_failed    ? task_error(t.task)
+    o["message"] = status == spelling::status_failed    ? task_error(t.task, t.outputs)
                    : status == spelling::status_success ? "success"
                                                         : "processing";
     o["provider"] = t.task.provider;
@@ -217,7 +215,7 @@ std::optional<events::formatted> format_webhook(const events::format_input& in,
     json::object b;
     b["code"] = 200;
     b["task_id"] = in.task.id;
-    b["message"] = failed ? task_error(in.task) : "success";
+    b["message"] = failed ? task_error(in.task, in.outputs) : "success";
     json::array data;
     for (const auto& o : in.outputs)
         data.emplace_back(clip_of(in.task, o, settings, true));

@@ -67,19 +67,16 @@ json::value duration_of(const json::object& output) {
     return nullptr;
 }
 
-std::string status_msg(std::string_view status, const store::task_row& t) {
+std::string status_msg(std::string_view status, const api::task_snapshot& s) {
     if (status == spelling::status_completed)
         return "Conversion successful";
     if (status == spelling::status_in_queue)
         return "In queue";
     if (status == spelling::status_processing)
         return "Processing";
-    boost::system::error_code ec;
-    auto e = json::parse(t.error_json, ec);
-    if (!ec && e.is_object())
-        if (auto m = text(e.as_object(), "message"); !m.empty())
-            return m;
-    return t.status == "canceled" ? "Canceled" : "Conversion failed";
+    if (auto m = api::failure_message(s.task, s.outputs); !m.empty())
+        return m;
+    return s.task.status == "canceled" ? "Canceled" : "Conversion failed";
 }
 
 std::string cover_of(const std::vector<store::output_row>& outputs,
@@ -145,7 +142,7 @@ std::string by_id_document(const api::task_snapshot& t, const config::settings& 
     c["task_id"] = task.id;
     c["conversion_type"] = spelling::by_id_type_extend;
     c["status"] = status;
-    const std::string msg = status_msg(status, task);
+    const std::string msg = status_msg(status, t);
     c["status_msg"] = msg;
     c["message"] = msg;
     c["provider"] = task.provider;
