@@ -561,7 +561,13 @@ std::string request_hash(const core::extend_request& req, std::string_view uploa
     canon.audio_file_id.clear();
     canon.route_chain.clear();  // drawn by weight: not part of what the client sent
     canon.hold_milli = 0;
-    return util::sha256_hex(core::request_fingerprint(canon) + "|" + std::string(upload_sha256));
+    std::string text = core::request_fingerprint(canon) + "|" + std::string(upload_sha256);
+    // A drop-in shape's webhook format and secret are part of what its client sent (another
+    // webhook_secret is another request); appended only when set, so a /v1 fingerprint stays
+    // what it was.
+    if (!req.webhook_format.empty() || !req.webhook_format_secret.empty())
+        text += "|" + req.webhook_format + "|" + req.webhook_format_secret;
+    return util::sha256_hex(text);
 }
 
 namespace {

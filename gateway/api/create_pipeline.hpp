@@ -197,7 +197,8 @@ boost::asio::awaitable<std::optional<refusal>> store_upload(upload& up, store::b
 // admit
 
 // The idempotency fingerprint: what the client sent (and the upload's bytes), not what the
-// gateway drew or derived (route chain, hold, file id).
+// gateway drew or derived (route chain, hold, file id); a drop-in shape's webhook format and
+// secret count.
 std::string request_hash(const core::extend_request& req, std::string_view upload_sha256);
 
 // Everything the admit transaction writes, decided before it.

@@ -689,6 +689,15 @@ std::optional<segue::test::http_response> musicapi_create(
     return http_request(g.port, "POST", "/api/v1/producer/create", json::serialize(body), headers);
 }
 
+// How many tasks the tenant has (the neutral list; a fresh gateway has none).
+std::size_t task_count(const gateway& g) {
+    auto r = http_request(g.port, "GET", "/v1/extensions?limit=100", "", {g.key_header()});
+    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
+    auto doc = parse(r ? r->body : "");
+    const auto* d = doc.if_contains("data");
+    return d && d->is_array() ? d->as_array().size() : 0;
+}
+
 // The deliveries on `path` once at least `n` are there, after a moment for any extra to land.
 json::array settled_deliveries(const setup& s, const std::string& path, std::size_t n) {
     auto got = deliveries(s, path, n);
@@ -884,4 +893,76 @@ TEST(DropIn, AFailedTaskReadsFailedAndCallsBackAsSongFailedInMusicApisShape) {
         EXPECT_EQ(str(clip.as_object().if_contains("state")), "failed") << body;
         EXPECT_EQ(str(clip.as_object().if_contains("audio_url")), "") << body;
     }
+}
+
+// MusicGPT's extend with an Idempotency-Key, as on /v1: the same key and body again answer the
+// first answer (same task and conversion ids, Idempotent-Replayed) and make no second task; the
+// same key with another body is refused (409) in MusicGPT's error shape.
+TEST(DropIn, MusicGptsExtendReplaysAnIdempotencyKeyAndRefusesItForAnotherBody) {
+    setup s;
+    gateway g(s, "sandbox");
+    const json::object body{{"audio_url", s.audio_url()}, {"extend_after", 20}, {"prompt", "x"}};
+    const std::string key = "Idempotency-Key: mg-dropin-1";
+    auto first = musicgpt_json_extend(g, body, {key});
+    ASSERT_TRUE(first);
+    ASSERT_EQ(first->status, 200) << first->body;
+    auto again = musicgpt_json_extend(g, body, {key});
+    ASSERT_TRUE(again);
+    ASSERT_EQ(again->status, 200) << again->body;
+    EXPECT_EQ(again->header("idempotent-replayed").value_or(""), "true");
+    auto a = parse(first->body), b = parse(again->body);
+    EXPECT_FALSE(str(a.if_contains("task_id")).empty());
+    for (const char* f : {"task_id", "conversion_id_1", "conversion_id_2", "provider"})
+        EXPECT_EQ(str(b.if_contains(f)), str(a.if_contains(f))) << f;
+    EXPECT_EQ(b["credit_estimate"], a["credit_estimate"]);
+    auto other = body;
+    other["extend_after"] = 25;
+    auto refused = musicgpt_json_extend(g, other, {key});
+    ASSERT_TRUE(refused);
+    EXPECT_EQ(refused->status, 409) << refused->body;
+    auto e = parse(refused->body);
+    EXPECT_EQ(e["success"], false) << refused->body;
+    EXPECT_NE(str(e.if_contains("message")).find("Idempotency-Key"), std::string::npos);
+    EXPECT_EQ(task_count(g), 1u);
+}
+
+// MusicAPI's producer/create with an Idempotency-Key: replayed for the same body (same task,
+// one task), refused (409) in MusicAPI's {"code","message"} for another body, a different
+// webhook_secret included (the webhooks would be signed with another key).
+TEST(DropIn, MusicApisCreateReplaysAnIdempotencyKeyAndRefusesItForAnotherBody) {
+    setup s;
+    gateway g(s, "sandbox");
+    const auto clip = upload_clip(g, s.audio_url());
+    ASSERT_FALSE(clip.empty());
+    const json::object body{{"task_type", "extend_music"},
+                            {"clip_id", clip},
+                            {"starts_at", 20},
+                            {"webhook_url", s.up.receiver.url("/hooks/ma-idem")},
+                            {"webhook_secret", webhook_secret}};
+    const std::string key = "Idempotency-Key: ma-dropin-1";
+    auto first = musicapi_create(g, body, {key});
+    ASSERT_TRUE(first);
+    ASSERT_EQ(first->status, 200) << first->body;
+    auto again = musicapi_create(g, body, {key});
+    ASSERT_TRUE(again);
+    ASSERT_EQ(again->status, 200) << again->body;
+    EXPECT_EQ(again->header("idempotent-replayed").value_or(""), "true");
+    const auto task_id = str(parse(first->body).if_contains("task_id"));
+    EXPECT_FALSE(task_id.empty());
+    EXPECT_EQ(str(parse(again->body).if_contains("task_id")), task_id);
+    EXPECT_EQ(str(parse(again->body).if_contains("message")), "success");
+    auto other = body;
+    other["starts_at"] = 25;
+    auto other_secret = body;
+    other_secret["webhook_secret"] = "another-secret";
+    for (const auto& o : {other, other_secret}) {
+        auto refused = musicapi_create(g, o, {key});
+        ASSERT_TRUE(refused);
+        EXPECT_EQ(refused->status, 409) << json::serialize(o) << " -> " << refused->body;
+        auto e = parse(refused->body);
+        EXPECT_EQ(e["code"], 409) << refused->body;
+        EXPECT_NE(str(e.if_contains("message")).find("Idempotency-Key"), std::string::npos);
+    }
+    EXPECT_EQ(task_count(g), 1u);
+    EXPECT_EQ(str(wait_task(g, task_id).if_contains("status")), "SUCCESS");
 }

@@ -204,6 +204,13 @@ TEST(CreateAdmit, RequestHashIsWhatTheClientSent) {
     auto other = a;
     other.prompt = "different";
     EXPECT_NE(create::request_hash(a, "sha"), create::request_hash(other, "sha"));
+    // A drop-in shape's webhook format and secret are part of the request.
+    auto shaped = a;
+    shaped.webhook_format = "musicapi";
+    EXPECT_NE(create::request_hash(a, "sha"), create::request_hash(shaped, "sha"));
+    auto signed_other = shaped;
+    signed_other.webhook_format_secret = "another";
+    EXPECT_NE(create::request_hash(shaped, "sha"), create::request_hash(signed_other, "sha"));
 }
 
 TEST(CreateAdmit, IdempotencyVerdicts) {
