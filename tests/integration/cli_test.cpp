@@ -38,7 +38,8 @@ namespace {
 
 const std::string key = "sk-cli-a";
 
-std::string config_for(const std::string& dir, const std::string& sandbox_delay = "100ms") {
+std::string config_for(const std::string& dir, const std::string& sandbox_delay = "100ms",
+                       const std::string& webhook_retry = "100ms") {
     return "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n  drain_timeout: 5s\n"
            "log:\n  level: warn\n"
            "tenants:\n  - name: a\n    api_keys: [" +
@@ -50,8 +51,9 @@ std::string config_for(const std::string& dir, const std::string& sandbox_delay 
            "\n"
            // The failing task's audio_url is the gateway's own 404, on loopback.
            "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n"
-           // Webhooks to a closed port are dead letters within a second.
-           "webhooks:\n  retry_schedule: [100ms]\n  jitter: 0\n  timeout: 1s\n";
+           // Webhooks to a closed port are dead letters within a second (by default).
+           "webhooks:\n  retry_schedule: [" +
+           webhook_retry + "]\n  jitter: 0\n  timeout: 1s\n";
 }
 
 struct cli_result {
@@ -147,8 +149,9 @@ struct fixture {
     std::map<std::string, std::string> env;
     std::string song;
 
-    explicit fixture(const std::string& sandbox_delay = "100ms")
-        : server(config_for(dir.path(), sandbox_delay)) {
+    explicit fixture(const std::string& sandbox_delay = "100ms",
+                     const std::string& webhook_retry = "100ms")
+        : server(config_for(dir.path(), sandbox_delay, webhook_retry)) {
         env = {{"SEGUE_URL", "http://127.0.0.1:" + std::to_string(server.port())},
                {"SEGUE_API_KEY", key}};
         song = dir.file("song.wav");
@@ -187,6 +190,21 @@ std::string task_status(std::uint16_t port, const std::string& id) {
     if (!r || r->status != 200)
         return "";
     return std::string(parse_object(r->body)["status"].as_string());
+}
+
+// A task run to its end by `segue extend --wait` whose webhook URL is a closed port: its id and
+// that URL ("" if the CLI failed).
+std::pair<std::string, std::string> extend_with_hook_down(fixture& f) {
+    const std::string hook =
+        "http://127.0.0.1:" + std::to_string(segue::test::free_port()) + "/hooks";
+    auto r = run_cli(f.dir,
+                     {"extend", f.song, "--after", "5", "--length", "2", "--num-outputs", "1",
+                      "--webhook-url", hook, "--wait", "--json"},
+                     f.env);
+    EXPECT_EQ(r.code, 0) << dump(r);
+    if (r.code != 0)
+        return {"", hook};
+    return {std::string(parse_object(r.out)["task"].as_object()["id"].as_string()), hook};
 }
 
 }  // namespace
@@ -443,14 +461,9 @@ TEST(CliClient, PseudoTerminalShowsProgressAndStatus) {
 // `segue deliveries --dead` lists and `segue deliveries redeliver` sends again.
 TEST(CliClient, DeadDeliveriesListedAndRedelivered) {
     fixture f;
-    const std::string hook =
-        "http://127.0.0.1:" + std::to_string(segue::test::free_port()) + "/hooks";
-    auto r = run_cli(f.dir,
-                     {"extend", f.song, "--after", "5", "--length", "2", "--num-outputs", "1",
-                      "--webhook-url", hook, "--wait", "--json"},
-                     f.env);
-    ASSERT_EQ(r.code, 0) << dump(r);
-    const std::string id(parse_object(r.out)["task"].as_object()["id"].as_string());
+    const auto [id, hook] = extend_with_hook_down(f);
+    ASSERT_FALSE(id.empty());
+    cli_result r;
 
     json::array dead;
     for (int i = 0; i < 100; ++i) {
@@ -484,11 +497,91 @@ TEST(CliClient, DeadDeliveriesListedAndRedelivered) {
     EXPECT_EQ(again["status"], "pending");
 }
 
+// `segue cancel ID` on a task still at the provider (the sandbox waits 3 s): exit 0, the
+// task's id and status on stdout, and the task ends canceled on the server.
+TEST(CliClient, CancelARunningTask) {
+    fixture f("3s");
+    auto r = run_cli(f.dir, {"extend", f.song, "--after", "5", "--length", "2", "--json"}, f.env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    const std::string id(parse_object(r.out)["task"].as_object()["id"].as_string());
+    const auto before = task_status(f.server.port(), id);
+    ASSERT_TRUE(before == "queued" || before == "submitted" || before == "running") << before;
+
+    r = run_cli(f.dir, {"cancel", id}, f.env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    EXPECT_EQ(r.out.rfind(id + " ", 0), 0u) << dump(r);
+    EXPECT_EQ(r.err, "") << dump(r);
+
+    std::string st;
+    for (int i = 0; i < 100 && st != "canceled"; ++i) {
+        st = task_status(f.server.port(), id);
+        if (st != "canceled")
+            std::this_thread::sleep_for(50ms);
+    }
+    EXPECT_EQ(st, "canceled");
+    EXPECT_NE(r.out.find(" canceled"), std::string::npos) << dump(r);
+    // Canceled is final: the sandbox's result (due 3 s after submission) does not revive it.
+    std::this_thread::sleep_for(3500ms);
+    EXPECT_EQ(task_status(f.server.port(), id), "canceled");
+    r = run_cli(f.dir, {"cancel", id}, f.env);
+    EXPECT_EQ(r.code, 5) << dump(r);
+}
+
 std::size_t count(const std::string& text, const std::string& what) {
     std::size_t n = 0;
     for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1))
         ++n;
     return n;
+}
+
+// Plain `segue deliveries` (no --dead) lists pending deliveries: the endpoint is down and the
+// next retry is ten minutes away, so after its first failed attempt the task's first event
+// stays pending with its error, and the later ones wait behind it (each task and URL is a queue
+// in seq order), pending with no attempt yet.
+TEST(CliClient, DeliveriesListsPendingOnes) {
+    fixture f("100ms", "10m");
+    const auto [id, hook] = extend_with_hook_down(f);
+    ASSERT_FALSE(id.empty());
+    cli_result r;
+
+    json::array listed;
+    json::object head;  // the delivery of seq 1, once tried
+    for (int i = 0; i < 100 && head.empty(); ++i) {
+        r = run_cli(f.dir, {"deliveries", "--task", id, "--json"}, f.env);
+        ASSERT_EQ(r.code, 0) << dump(r);
+        auto list = parse_object(r.out);
+        listed = list["data"].as_array();
+        for (auto& d : listed)
+            if (d.as_object()["seq"] == 1 && d.as_object()["attempts"] == 1)
+                head = d.as_object();
+        if (head.empty())
+            std::this_thread::sleep_for(100ms);
+    }
+    ASSERT_FALSE(head.empty()) << r.out;
+    ASSERT_GE(listed.size(), 3u) << r.out;  // queued, submitted, ..., succeeded
+    for (auto& d : listed) {
+        auto& o = d.as_object();
+        EXPECT_EQ(o["status"], "pending") << d;
+        EXPECT_EQ(o["attempts"], o["seq"] == 1 ? 1 : 0) << d;
+    }
+    ASSERT_TRUE(head.contains("last_error")) << head;
+    const std::string error(head["last_error"].as_string());
+    EXPECT_FALSE(error.empty()) << head;
+    EXPECT_TRUE(head.contains("next_attempt_at")) << head;
+
+    r = run_cli(f.dir, {"deliveries"}, f.env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    EXPECT_EQ(count(r.out, " pending "), listed.size()) << dump(r);
+    const auto row = r.out.find(std::string(head["id"].as_string()));
+    ASSERT_NE(row, std::string::npos) << dump(r);
+    const auto line = r.out.substr(row, r.out.find('\n', row) - row);
+    EXPECT_NE(line.find(" pending "), std::string::npos) << line;
+    EXPECT_NE(line.find(id), std::string::npos) << line;
+    EXPECT_NE(line.find(error), std::string::npos) << line;
+    // --dead lists none of them.
+    r = run_cli(f.dir, {"deliveries", "--dead", "--json"}, f.env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    EXPECT_TRUE(parse_object(r.out)["data"].as_array().empty()) << r.out;
 }
 
 // The gateway restarts while the CLI follows a task: the CLI reconnects to the new process,
