@@ -133,7 +133,8 @@ export async function render(main, [id], signal) {
     const t = await loadTrack('source', signed ? { signed }
       : { path: `/v1/files/${encodeURIComponent(src.file_id)}` });
     const canvas = h('canvas', { class: 'wave', id: 'wave-source' });
-    t.wave = new Waveform(canvas, { label: `Source waveform, extend after ${formatTime(splice)}`,
+    t.wave = new Waveform(canvas, { label: `Source waveform, extend after ${formatTime(splice)}: ` +
+      'click or use the arrow keys to seek', seekable: true,
       onSeek: (s) => { t.audio.currentTime = s; } });
     t.wave.set({ splice });
     attachPlayhead(t, null);
@@ -174,8 +175,8 @@ export async function render(main, [id], signal) {
     const t = await loadTrack(key, src);
     const splice = doc.request.extend_after;
     const canvas = h('canvas', { class: 'wave', id: `wave-output-${o.index}` });
-    t.wave = new Waveform(canvas, { label: `Output ${o.index} waveform`,
-      onSeek: (s) => { t.audio.currentTime = s; } });
+    t.wave = new Waveform(canvas, { label: `Output ${o.index} waveform: click or use the ` +
+      'arrow keys to seek', seekable: true, onSeek: (s) => { t.audio.currentTime = s; } });
     t.wave.set({ splice });
     const lyricsList = h('ol', { class: 'lyrics', id: `lyrics-${o.index}` });
     attachPlayhead(t, lyricsList);

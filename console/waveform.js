@@ -23,17 +23,22 @@ export function formatTime(s) {
 
 // One canvas. `axis` is the duration the full width stands for (shared by the source and the
 // outputs of a task, so what was kept lines up). `splice` colours the part before it as kept.
+// Keyboard: `interactive` (choosing the splice) moves the splice, 0.1 s per arrow key (1 s with
+// Shift); `seekable` (a player's waveform) moves the playhead, 1 s per arrow key (5 s with
+// Shift). Either makes the canvas a focusable slider; Home and End go to either end.
 export class Waveform {
-  constructor(canvas, { label = 'Waveform', onSeek, interactive = false } = {}) {
+  constructor(canvas, { label = 'Waveform', onSeek, interactive = false, seekable = false } = {}) {
     this.canvas = canvas;
     this.audio = null;
     this.axis = 0;
     this.splice = null;
     this.playhead = null;
     this.onSeek = onSeek;
-    canvas.setAttribute('role', interactive ? 'slider' : 'img');
+    this.picking = interactive;
+    this.slider = interactive || (seekable && !!onSeek);
+    canvas.setAttribute('role', this.slider ? 'slider' : 'img');
     canvas.setAttribute('aria-label', label);
-    if (interactive) {
+    if (this.slider) {
       canvas.tabIndex = 0;
       canvas.setAttribute('aria-valuemin', '0');
     }
@@ -43,17 +48,25 @@ export class Waveform {
         const t = ((e.clientX - r.left) / r.width) * this.axis;
         onSeek(Math.max(0, Math.min(t, this.audio ? this.audio.duration : this.axis)));
       });
+    }
+    if (this.slider) {
       canvas.addEventListener('keydown', (e) => {
-        if (!this.audio || this.splice == null) return;
-        const step = e.shiftKey ? 1 : 0.1;
-        let t = this.splice;
+        if (!this.audio) return;
+        const from = this.picking ? this.splice : (this.playhead || 0);
+        if (from == null) return;
+        const step = this.picking ? (e.shiftKey ? 1 : 0.1) : (e.shiftKey ? 5 : 1);
+        let t = from;
         if (e.key === 'ArrowLeft' || e.key === 'ArrowDown') t -= step;
         else if (e.key === 'ArrowRight' || e.key === 'ArrowUp') t += step;
         else if (e.key === 'Home') t = 0;
         else if (e.key === 'End') t = this.audio.duration;
         else return;
         e.preventDefault();
-        onSeek(Math.max(0, Math.min(Math.round(t * 100) / 100, this.audio.duration)));
+        t = Math.max(0, Math.min(Math.round(t * 100) / 100, this.audio.duration));
+        // The playhead moves at once, so a second key press counts from here (the audio
+        // element's `seeked` comes later).
+        if (!this.picking) this.setPlayhead(t);
+        onSeek(t);
       });
     }
     this.resize = new ResizeObserver(() => this.draw());
@@ -64,18 +77,29 @@ export class Waveform {
     if (audio !== undefined) this.audio = audio;
     if (axis !== undefined) this.axis = axis;
     if (splice !== undefined) this.splice = splice;
-    if (this.canvas.getAttribute('role') === 'slider' && this.audio) {
+    if (this.slider && this.audio) {
       this.canvas.setAttribute('aria-valuemax', this.audio.duration.toFixed(2));
-      if (this.splice != null) {
+      if (this.picking && this.splice != null) {
         this.canvas.setAttribute('aria-valuenow', this.splice.toFixed(2));
         this.canvas.setAttribute('aria-valuetext', `extend after ${formatTime(this.splice)}`);
+      } else if (!this.picking) {
+        this.describePlayhead();
       }
     }
     this.draw();
   }
 
+  describePlayhead() {
+    const t = this.playhead || 0;
+    const now = t.toFixed(2);
+    if (this.canvas.getAttribute('aria-valuenow') === now) return;
+    this.canvas.setAttribute('aria-valuenow', now);
+    this.canvas.setAttribute('aria-valuetext', `at ${formatTime(t)}`);
+  }
+
   setPlayhead(t) {
     this.playhead = t;
+    if (this.slider && !this.picking) this.describePlayhead();
     this.draw();
   }
 

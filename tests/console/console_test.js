@@ -280,6 +280,47 @@ async function main() {
     await page.evaluate(() => document.querySelectorAll('audio').forEach((a) => a.pause()));
     ok('output 1 reached canplay and played; lyrics highlighted; A/B switched');
 
+    // 4a. The task page's waveforms seek by keyboard: Shift+Tab from the output's play button
+    // reaches its waveform (a slider); Home, the arrow keys (1 s, 5 s with Shift) and End move
+    // the audio's playhead, which the slider reports.
+    await page.focus('#outputs [data-output="1"] button.play');
+    await page.keyboard.down('Shift');
+    await page.keyboard.press('Tab');
+    await page.keyboard.up('Shift');
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'wave-output-1');
+    assert.equal(await page.$eval('#wave-output-1', (c) => c.getAttribute('role')), 'slider');
+    const seekState = () => page.$eval('#wave-output-1', (c) => ({
+      now: Number(c.getAttribute('aria-valuenow')),
+      max: Number(c.getAttribute('aria-valuemax')),
+      at: document.querySelector('audio[data-track="output-1"]').currentTime,
+    }));
+    const seekedTo = async (want, what) => {
+      await page.waitForFunction((w) => Math.abs(document.querySelector(
+        'audio[data-track="output-1"]').currentTime - w) < 0.05, { timeout: 5000 }, want)
+        .catch(async () => assert.fail(`${what}: ${JSON.stringify(await seekState())}, want ${want}`));
+      const st = await seekState();
+      assert.ok(Math.abs(st.now - want) < 0.05, `${what}: aria-valuenow ${st.now}, want ${want}`);
+      return st;
+    };
+    await page.keyboard.press('Home');
+    await seekedTo(0, 'Home');
+    await page.keyboard.press('ArrowRight');
+    await page.keyboard.press('ArrowRight');
+    await seekedTo(2, 'two ArrowRight');
+    await page.keyboard.down('Shift');
+    await page.keyboard.press('ArrowRight');
+    await page.keyboard.up('Shift');
+    const outLength = (await seekState()).max;
+    assert.ok(Math.abs(outLength - (picked + 3)) < 0.2, `output 1 is ${outLength} s`);
+    await seekedTo(Math.min(7, outLength), 'Shift+ArrowRight');
+    await page.keyboard.press('ArrowLeft');
+    await seekedTo(Math.min(7, outLength) - 1, 'ArrowLeft');
+    assert.equal(await page.$eval('audio[data-track="output-1"]', (a) => a.paused), true);
+    await shot('output-seek-keyboard');
+    await page.keyboard.press('Home');
+    await seekedTo(0, 'Home again');
+    ok(`output 1's waveform seeks by keyboard (0 -> 2 -> ${Math.min(7, outLength).toFixed(2)} s)`);
+
     // 4b. A signed link in the task (as GET /v1/extensions/{id} gives when the gateway signs
     // file links) is what the page plays and decodes: fetched without the key, streamed by the
     // audio element itself. The task's answer is rewritten here to carry one for output 2.
