@@ -41,8 +41,12 @@ export async function render(main, [taskParam], signal) {
     await load();
   }
 
-  const lastError = (d) => [d.last_status ? `HTTP ${d.last_status}` : '', d.last_error || '']
-    .filter(Boolean).join(' · ');
+  // The status, then the error unless it only says the status again ("HTTP 503").
+  const lastError = (d) => {
+    const status = d.last_status ? `HTTP ${d.last_status}` : '';
+    return [status, d.last_error && d.last_error !== status ? d.last_error : '']
+      .filter(Boolean).join(' · ');
+  };
 
   // Loads can overlap (a refresh while a redelivery reloads): only the latest one is shown,
   // and "redeliver all" waits for it.

@@ -3,8 +3,12 @@
 // the sandbox provider, driven by puppeteer-core. Enter a key, upload a song, pick the splice on
 // the waveform (click, then the keyboard), submit, watch the task reach `succeeded` live, play
 // an output (canplay, then playing, lyrics highlighted), redeliver dead webhook deliveries, see
-// the providers; another tenant's key sees none of it; the pages fit a phone's width. Any
-// console error or page error fails the test. Screenshots of every step go to --out.
+// the providers; a retry and a failover in a task's timeline (MusicGPT configured at a closed
+// port, so it fails before the route moves on to the sandbox); a pending delivery with its next
+// attempt (a receiver that answers 503 with Retry-After); the task list's filters; the task
+// page's waveforms seek by keyboard; another tenant's key sees none of it; the pages fit a
+// phone's width. Any console error or page error fails the test. Screenshots of every step go
+// to --out.
 //
 //   node console_test.js --segue build/segue --out build/console-artifacts [--chromium PATH]
 
@@ -12,6 +16,7 @@
 const { spawn } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
+const http = require('node:http');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
@@ -75,7 +80,25 @@ function closedPort() {
   });
 }
 
-async function startSegue(dir) {
+// A webhook endpoint that is busy: every delivery gets 503 with Retry-After: 600, so it stays
+// pending with its next attempt ten minutes away.
+function busyReceiver() {
+  return new Promise((resolve, reject) => {
+    const hits = [];
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        hits.push(req.url);
+        res.writeHead(503, { 'Retry-After': '600', 'Content-Type': 'text/plain' });
+        res.end('busy');
+      });
+    });
+    server.listen(0, '127.0.0.1', () => resolve({ server, port: server.address().port, hits }));
+    server.on('error', reject);
+  });
+}
+
+async function startSegue(dir, deadPort) {
   const config = `server:
   listen: 127.0.0.1:0
   io_threads: 2
@@ -97,10 +120,24 @@ engine:
   poll_interval: 100ms
 api:
   url_signing_key: ${SIGNING_KEY}
+upstream:
+  allow_plain_http: true
 providers:
   sandbox:
     delay: 2s
     price: 1.5
+    default_length: 3
+  musicgpt:
+    enabled: true
+    base_url: http://127.0.0.1:${deadPort}/api/public
+    api_key: mg-console-test
+    price: 2
+routing:
+  routes:
+    fallback:
+      chain: [{provider: musicgpt}, {provider: sandbox}]
+retry:
+  transient: {max_attempts: 2, initial: 100ms, max: 200ms, jitter: 0}
 fetch:
   allow_cidrs: [127.0.0.1/32]
   allowed_ports: []
@@ -134,7 +171,8 @@ async function main() {
   const song = path.join(dir, 'song.wav');
   writeSong(song);
   const hookPort = await closedPort();
-  const { child, port } = await startSegue(dir);
+  const busy = await busyReceiver();
+  const { child, port } = await startSegue(dir, await closedPort());
   const base = `http://127.0.0.1:${port}`;
   const call = async (p, key, init = {}) => {
     const r = await fetch(base + p, { ...init, headers: { Authorization: `Bearer ${key}`, ...(init.headers || {}) } });
@@ -378,8 +416,17 @@ async function main() {
     assert.ok(dead.length >= 3, `dead deliveries: ${dead.length}`);
     await page.click('a[href^="#/deliveries?task="]');
     await page.waitForFunction((n) => document.querySelectorAll('#dead-rows tr').length === n, {}, dead.length);
-    const firstDead = await page.$eval('#dead-rows tr', (r) => ({ id: r.dataset.id, text: r.textContent }));
-    assert.match(firstDead.text, /127\.0\.0\.1/);
+    const firstDead = await page.$eval('#dead-rows tr', (r) => ({ id: r.dataset.id, text: r.textContent,
+      url: r.cells[3].textContent, attempts: r.cells[4].textContent, error: r.cells[5].textContent }));
+    assert.equal(firstDead.url, `http://127.0.0.1:${hookPort}/hook`);
+    assert.equal(firstDead.attempts, '3');
+    // The last error is the connection's own failure (nothing listens on the port), as the API
+    // tells it, and not an HTTP status: no answer came.
+    const deadDoc = (await call(`/v1/deliveries/${firstDead.id}`, KEY_A)).body;
+    assert.ok(deadDoc.last_error, `a dead delivery without last_error: ${JSON.stringify(deadDoc)}`);
+    assert.equal(deadDoc.last_status, undefined);
+    assert.equal(firstDead.error, deadDoc.last_error);
+    assert.match(firstDead.error, /refused/i);
     await shot('deliveries-dead');
     // A redelivery starts a fresh schedule (attempts from 0): it shows as a later updated_at.
     const before = (await call(`/v1/deliveries/${firstDead.id}`, KEY_A)).body.updated_at;
@@ -418,6 +465,112 @@ async function main() {
     await shot('providers');
     ok('providers page: price, circuit closed, error rates');
 
+    // 6a. A retry and a failover in a task's timeline, with their reasons: the route `fallback`
+    // tries MusicGPT (nothing listens at its base_url) twice, then moves on to the sandbox. No
+    // `length`: MusicGPT takes none, so a request with one would skip it.
+    const upload = (fields) => {
+      const f = new FormData();
+      f.append('audio_file', new Blob([fs.readFileSync(song)], { type: 'audio/wav' }), 'c.wav');
+      for (const [k, v] of Object.entries(fields)) f.append(k, v);
+      return call('/v1/extensions', KEY_A, { method: 'POST', body: f });
+    };
+    const fo = await upload({ extend_after: '3', num_outputs: '1', route: 'fallback',
+      webhook_url: `http://127.0.0.1:${busy.port}/busy` });
+    assert.equal(fo.status, 202, JSON.stringify(fo.body));
+    assert.equal(fo.body.provider, 'musicgpt');
+    const foId = fo.body.id;
+    await page.evaluate((id) => { location.hash = `#/tasks/${id}`; }, foId);
+    await page.waitForFunction(() => document.querySelectorAll(
+      '#timeline li[data-type="extension.succeeded"]').length === 1, { timeout: 30000 });
+    await page.waitForFunction(() => document.querySelectorAll('#attempts tr').length === 3);
+    const retries = await page.$$eval('#timeline li[data-type="extension.retrying"]',
+      (li) => li.map((x) => x.textContent));
+    assert.equal(retries.length, 2, `retrying events: ${retries}`);
+    assert.match(retries[0], /musicgpt failed · retry_same · next: musicgpt · reason: transient · upstream_unreachable submit: connect .*Connection refused/);
+    assert.match(retries[1], /musicgpt failed · failover · next: sandbox · reason: transient · upstream_unreachable submit: connect .*Connection refused/);
+    const foAttempts = await page.$$eval('#attempts tr', (r) => r.map((x) =>
+      [...x.cells].map((c) => c.textContent)));
+    assert.deepEqual(foAttempts.map((a) => [a[1], a[3]]),
+      [['musicgpt', 'failed'], ['musicgpt', 'failed'], ['sandbox', 'succeeded']]);
+    assert.match(foAttempts[0][4], /upstream_unreachable/);
+    assert.equal(await page.$eval('#task-status', (e) => e.dataset.status), 'succeeded');
+    await shot('task-failover');
+    ok(`task ${foId}: a retry and a failover with their reasons in the timeline`);
+
+    // 6b. Its deliveries are pending: the receiver answered the first one (the head of the
+    // task's queue to that URL) 503 with Retry-After: 600, so its row shows that status as the
+    // last error and its next attempt ten minutes away; the later events wait behind it.
+    let onePending;
+    let foPending = [];
+    for (let i = 0; i < 100 && !onePending; i++) {
+      foPending = (await call(`/v1/deliveries?status=pending&task_id=${foId}`, KEY_A)).body.data;
+      onePending = foPending.find((d) => d.seq === 1 && d.attempts === 1);
+      if (!onePending) await sleep(100);
+    }
+    assert.ok(onePending, `no tried pending delivery: ${JSON.stringify(foPending)}`);
+    assert.ok(foPending.length >= 3, `pending deliveries: ${foPending.length}`);
+    assert.deepEqual(busy.hits, ['/busy']);
+    const ahead = Date.parse(onePending.next_attempt_at) - Date.now();
+    assert.ok(ahead > 500000 && ahead <= 600000, `next attempt in ${ahead} ms`);
+    await page.evaluate((id) => { location.hash = `#/deliveries?task=${id}`; }, foId);
+    await page.waitForSelector(`#pending-rows tr[data-id="${onePending.id}"]`);
+    const pendingRow = await page.$eval(`#pending-rows tr[data-id="${onePending.id}"]`, (r) =>
+      ({ status: r.dataset.status, cells: [...r.cells].map((c) => c.textContent) }));
+    assert.equal(pendingRow.status, 'pending');
+    assert.equal(pendingRow.cells[3], `http://127.0.0.1:${busy.port}/busy`);
+    assert.equal(pendingRow.cells[4], '1');
+    assert.equal(onePending.last_status, 503);
+    assert.equal(pendingRow.cells[5], 'HTTP 503');  // not "HTTP 503 · HTTP 503"
+    const nextShown = await page.evaluate((t) => new Date(t).toLocaleTimeString(),
+      onePending.next_attempt_at);
+    assert.equal(pendingRow.cells[6], nextShown);
+    assert.equal(await page.$$eval('#dead-rows tr', (r) => r.length), 0);
+    await shot('deliveries-pending');
+    ok(`a pending delivery: last error ${pendingRow.cells[5]}, next attempt at ${nextShown}`);
+
+    // 6c. The task list's filters: by status, by provider and by id, each narrowing the rows.
+    // A task sent to MusicGPT alone fails there (after its retry): another status and provider.
+    const mg = await upload({ extend_after: '1', provider: 'musicgpt' });
+    assert.equal(mg.status, 202, JSON.stringify(mg.body));
+    const mgId = mg.body.id;
+    for (let i = 0; ; i++) {
+      const st = (await call(`/v1/extensions/${mgId}`, KEY_A)).body.status;
+      if (st === 'failed') break;
+      assert.ok(i < 100 && !['succeeded', 'canceled'].includes(st), `musicgpt task ${st}`);
+      await sleep(100);
+    }
+    await page.evaluate(() => { location.hash = '#/tasks'; });
+    await page.waitForSelector(`#task-rows tr[data-id="${mgId}"][data-status="failed"]`);
+    const rowIds = () => page.$$eval('#task-rows tr', (r) => r.map((x) => x.dataset.id).sort());
+    const all = [taskId, foId, mgId].sort();
+    assert.deepEqual(await rowIds(), all);
+    await page.select('#filter-status', 'failed');
+    assert.deepEqual(await rowIds(), [mgId]);
+    await shot('tasks-filter-status');
+    await page.select('#filter-status', 'succeeded');
+    assert.deepEqual(await rowIds(), [taskId, foId].sort());
+    await page.select('#filter-status', '');
+    await page.waitForSelector('#filter-provider option[value="musicgpt"]');
+    await page.select('#filter-provider', 'musicgpt');
+    assert.deepEqual(await rowIds(), [mgId]);
+    assert.match(await page.$eval(`#task-rows tr[data-id="${mgId}"]`, (r) => r.cells[2].textContent), /musicgpt/);
+    await shot('tasks-filter-provider');
+    await page.select('#filter-provider', 'sandbox');
+    assert.deepEqual(await rowIds(), [taskId, foId].sort());
+    await page.select('#filter-provider', '');
+    assert.deepEqual(await rowIds(), all);
+    await page.type('#filter-id', taskId.slice(-10));
+    assert.deepEqual(await rowIds(), [taskId]);
+    await shot('tasks-filter-id');
+    // Filters combine: this id is not a failed task.
+    await page.select('#filter-status', 'failed');
+    assert.deepEqual(await rowIds(), []);
+    assert.equal(await page.$eval('#no-tasks', (e) => !e.hidden && e.textContent), 'No task matches the filters.');
+    await page.select('#filter-status', '');
+    await page.$eval('#filter-id', (e) => { e.value = ''; e.dispatchEvent(new Event('input')); });
+    assert.deepEqual(await rowIds(), all);
+    ok('task list filters: status, provider and id each narrow the rows, and combine');
+
     // 7. Phone width: nothing wider than the screen, the task page included.
     await page.setViewport({ width: 375, height: 800, isMobile: true });
     for (const hash of ['#/tasks', `#/tasks/${taskId}`, '#/new']) {
@@ -453,12 +606,7 @@ async function main() {
     // 9. The live list: a task created elsewhere (the API) appears without a reload.
     await page.waitForSelector(`#task-rows tr[data-id="${taskId}"][data-status="succeeded"]`);
     await page.evaluate(() => { window.__noReload = true; });  // (a viewport change reloads)
-    const form = new FormData();
-    form.append('audio_file', new Blob([fs.readFileSync(song)], { type: 'audio/wav' }), 'b.wav');
-    form.append('extend_after', '3');
-    form.append('length', '2');
-    form.append('num_outputs', '1');
-    const created = await call('/v1/extensions', KEY_A, { method: 'POST', body: form });
+    const created = await upload({ extend_after: '3', length: '2', num_outputs: '1' });
     assert.equal(created.status, 202);
     await page.waitForSelector(`#task-rows tr[data-id="${created.body.id}"]`, { timeout: 10000 });
     await page.waitForSelector(`#task-rows tr[data-id="${created.body.id}"][data-status="succeeded"]`, { timeout: 20000 });
@@ -496,6 +644,7 @@ async function main() {
     await page.close();
   } finally {
     await browser.close();
+    busy.server.close();
     child.kill('SIGTERM');
     await new Promise((r) => { if (child.exitCode !== null) r(); else child.on('exit', r); });
     fs.rmSync(dir, { recursive: true, force: true });
