@@ -72,8 +72,19 @@ export async function render(main, [taskParam], signal) {
       last);
     replace(dead, x.data.map((d) => row(d, h('td', {}, h('button', { type: 'button',
       class: 'redeliver', onclick: () => redeliver([d.id]) }, 'Redeliver')))));
-    replace(pending, p.data.map((d) => row(d, h('td', {},
-      d.next_attempt_at ? new Date(d.next_attempt_at).toLocaleTimeString() : '–'))));
+    // A task's deliveries to one URL go out in order: one behind an earlier pending one is
+    // tried after it, whatever its own due time says.
+    const heads = new Map();
+    for (const d of p.data) {
+      const k = `${d.task_id} ${d.url}`;
+      if (!heads.has(k) || d.seq < heads.get(k).seq) heads.set(k, d);
+    }
+    const nextAttempt = (d) => {
+      const first = heads.get(`${d.task_id} ${d.url}`);
+      if (first.seq < d.seq) return `after #${first.seq}`;
+      return d.next_attempt_at ? new Date(d.next_attempt_at).toLocaleTimeString() : '–';
+    };
+    replace(pending, p.data.map((d) => row(d, h('td', {}, nextAttempt(d)))));
     counts.textContent = `${x.data.length}${x.has_more ? '+' : ''} dead · ` +
       `${p.data.length}${p.has_more ? '+' : ''} pending`;
     all.hidden = !(t && x.data.length);

@@ -524,6 +524,15 @@ async function main() {
     const nextShown = await page.evaluate((t) => new Date(t).toLocaleTimeString(),
       onePending.next_attempt_at);
     assert.equal(pendingRow.cells[6], nextShown);
+    // The ones behind it are tried after it, not at their own (past) due time.
+    const behind = foPending.filter((d) => d.url === onePending.url && d.seq > onePending.seq);
+    assert.ok(behind.length >= 2, `deliveries behind the first: ${behind.length}`);
+    for (const d of behind) {
+      const cells = await page.$eval(`#pending-rows tr[data-id="${d.id}"]`,
+        (r) => [...r.cells].map((c) => c.textContent));
+      assert.equal(cells[4], '0');
+      assert.equal(cells[6], `after #${onePending.seq}`);
+    }
     assert.equal(await page.$$eval('#dead-rows tr', (r) => r.length), 0);
     await shot('deliveries-pending');
     ok(`a pending delivery: last error ${pendingRow.cells[5]}, next attempt at ${nextShown}`);
