@@ -728,6 +728,7 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
         jobs.with({"unknown", "dropped"}).inc();
         co_return;
     }
+    bool lost = false;
     try {
         if (std::any_of(u.outputs.begin(), u.outputs.end(),
                         [](const providers::output_update& o) { return o.mp3 || o.wav; }))
@@ -737,9 +738,21 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
     } catch (const lease_lost&) {
         jobs.with({job.kind, "lease_lost"}).inc();
         log::warn("job lease lost; result dropped", {{"task_id", job.task_id}, {"kind", job.kind}});
+        lost = true;
     } catch (const std::exception& e) {
         jobs.with({job.kind, "store_error"}).inc();
         log::error("applying job result failed", {{"task_id", job.task_id}, {"error", e.what()}});
+    }
+    // A lease lost because the task ended meanwhile (a cancel deletes its jobs): what this run
+    // wrote to the scratch directory has no one left to remove it.
+    if (lost) {
+        bool final = false;
+        co_await db.read([&](store::transaction& tx) {
+            const auto t = tx.get_task(job.task_id);
+            final = !t || is_terminal(parse_task_status(t->status).value_or(task_status::failed));
+        });
+        if (final)
+            co_await remove_work_dir(job.task_id);
     }
 }
 
@@ -1078,8 +1091,12 @@ asio::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_i
         outcome = cancel_outcome::canceled;
     });
     self->count(res.metrics);
-    if (outcome == cancel_outcome::canceled)
+    if (outcome == cancel_outcome::canceled) {
         self->tasks_finished.with({provider.empty() ? "none" : provider, "canceled"}).inc();
+        // Its jobs are gone, so no run of them will remove its scratch files (a run already
+        // under way removes them when it finds its lease gone).
+        co_await self->remove_work_dir(task_id);
+    }
     co_return outcome;
 }
 

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <deque>
+#include <filesystem>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -26,6 +27,7 @@
 
 using namespace std::chrono_literals;
 namespace json = boost::json;
+namespace fs = std::filesystem;
 using segue::providers::update;
 
 namespace {
@@ -323,6 +325,9 @@ TEST_F(Engine, CancelStopsPollingAndIsFinal) {
         pool_->main(), engine_->cancel(id, "other-tenant"),
         [&](std::exception_ptr, segue::core::engine::cancel_outcome o) { p.set_value(o); });
     EXPECT_EQ(p.get_future().get(), segue::core::engine::cancel_outcome::not_found);
+    // The polls made the task's scratch directory; the cancel removes it.
+    const auto work = dir_.file("blobs/work/" + id);
+    ASSERT_TRUE(fs::exists(work));
     std::promise<segue::core::engine::cancel_outcome> p2;
     boost::asio::co_spawn(
         pool_->main(), engine_->cancel(id, "acme"),
@@ -333,6 +338,11 @@ TEST_F(Engine, CancelStopsPollingAndIsFinal) {
     EXPECT_LE(provider_->polls, polls + 1);  // at most one poll was already in flight
     EXPECT_EQ(wait_final(id).status, "canceled");
     EXPECT_EQ(types(events(id)).back(), "extension.canceled");
+    // A poll in flight at the cancel may have made it again; it removes it when it finds its
+    // lease gone.
+    for (int i = 0; i < 200 && fs::exists(work); ++i)
+        std::this_thread::sleep_for(10ms);
+    EXPECT_FALSE(fs::exists(work));
 }
 
 // The create path passes the event context it built from the validated request; the engine
