@@ -7,10 +7,12 @@
 #include <signal.h>
 #include <sndfile.h>
 #include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -777,6 +779,76 @@ TEST(Extend, UrlSourceIsFetchedThroughTheGuard) {
 // Files as a browser (or curl) uses them, through the binary: the signed link of every file a
 // task has (wav, mp3, cover, the source) fetched by curl with no API key, by range; the disk
 // metrics; then retention deletes the task and its files, which answer 410.
+// The disk gauges measure what they say: the volume under blob_dir, the configured floor, the
+// bytes and files Segue holds (an upload and each output's files), the database's size.
+TEST(Extend, DiskMetricsMeasureTheVolumeTheFilesAndTheDatabase) {
+    segue::test::temp_dir d;
+    std::string config = config_for(d.path());
+    const std::string storage = "storage:\n";
+    config.replace(config.find(storage), storage.size(),
+                   storage + "  disk_check_interval: 100ms\n  min_free_bytes: 1234567\n");
+    segue_process s(config);
+    auto song = make_song(d, "wav", 4, 22050, 1);
+    auto r = post_form(s.port(),
+                       {{"audio_file", song.bytes, "s.wav"},
+                        {"extend_after", "2"},
+                        {"length", "2"},
+                        {"num_outputs", "2"}},
+                       {key_a});
+    ASSERT_TRUE(r);
+    const std::string id(parse(r->body)["id"].as_string());
+    auto t = wait_final(s.port(), id, key_a);
+    ASSERT_EQ(t["status"], "succeeded") << json::serialize(t);
+
+    // Every file the task holds, by its size as served.
+    std::vector<std::string> urls{"/v1/files/" +
+                                  std::string(t["request"].at("source").at("file_id").as_string())};
+    for (const auto& o : t["outputs"].as_array()) {
+        const auto& out = o.as_object();
+        for (const char* f : {"wav_url", "mp3_url"})
+            urls.emplace_back(out.at("audio").at(f).as_string());
+        if (const auto* c = out.if_contains("cover_url"); c && c->is_string())
+            urls.emplace_back(c->as_string());
+    }
+    // Outputs may share a file (the sandbox gives both outputs one cover): each counts once.
+    std::sort(urls.begin(), urls.end());
+    urls.erase(std::unique(urls.begin(), urls.end()), urls.end());
+    double bytes = 0;
+    for (const auto& u : urls) {
+        auto f = http_request(s.port(), "GET", u.substr(u.find("/v1/files/")), "", {key_a});
+        ASSERT_TRUE(f);
+        ASSERT_EQ(f->status, 200) << u;
+        bytes += static_cast<double>(f->body.size());
+    }
+
+    // Sampled every 100 ms: wait for a sample taken after the outputs were stored.
+    std::string m;
+    for (int i = 0; i < 100; ++i) {
+        m = http_request(s.port(), "GET", "/metrics")->body;
+        if (segue::test::metric_value(m, "segue_blob_files") == static_cast<double>(urls.size()))
+            break;
+        std::this_thread::sleep_for(50ms);
+    }
+    EXPECT_EQ(segue::test::metric_value(m, "segue_blob_files"), static_cast<double>(urls.size()))
+        << m;
+    EXPECT_EQ(segue::test::metric_value(m, "segue_blob_bytes"), bytes);
+    EXPECT_EQ(segue::test::metric_value(m, "segue_disk_min_free_bytes"), 1234567);
+    struct statvfs v {};
+    ASSERT_EQ(::statvfs(d.path().c_str(), &v), 0);
+    const double available = static_cast<double>(v.f_bavail) * static_cast<double>(v.f_frsize);
+    const double free_bytes = segue::test::metric_value(m, "segue_disk_free_bytes");
+    EXPECT_GT(free_bytes, 0);
+    // Other tests write to the same volume meanwhile: within 256 MiB of what statvfs says now.
+    EXPECT_NEAR(free_bytes, available, 256.0 * 1024 * 1024);
+    if (!segue::test::testing_postgres()) {
+        // SQLite: the database file and its WAL (at least the file).
+        EXPECT_GE(segue::test::metric_value(m, "segue_database_bytes"),
+                  static_cast<double>(std::filesystem::file_size(d.file("segue.db"))));
+    } else {
+        EXPECT_GT(segue::test::metric_value(m, "segue_database_bytes"), 0);
+    }
+}
+
 TEST(Extend, FilesPlayWithoutAKeyByRangeOnEveryFormatThenExpire) {
     segue::test::temp_dir d;
     segue_process s(config_for(d.path(),

@@ -16,6 +16,7 @@
 using namespace std::chrono_literals;
 using segue::test::http_connection;
 using segue::test::http_request;
+using segue::test::metric_value;
 using segue::test::segue_process;
 
 namespace {
@@ -30,14 +31,6 @@ std::string config(const std::string& extra_server = "", const std::string& extr
            extra_limits +
            "log:\n"
            "  level: info\n";
-}
-
-double metric_value(const std::string& text, const std::string& series) {
-    auto pos = text.find("\n" + series + " ");
-    if (pos == std::string::npos)
-        return -1;
-    pos += series.size() + 2;
-    return std::stod(text.substr(pos, text.find('\n', pos) - pos));
 }
 
 // GET /metrics until `series` reaches `at_least` (bounded): a request is counted once its

@@ -122,13 +122,7 @@ std::vector<frame> log_of(std::uint16_t port, const std::string& id) {
 
 double metric(std::uint16_t port, const std::string& series) {
     auto r = http_request(port, "GET", "/metrics");
-    if (!r)
-        return -1;
-    std::istringstream in(r->body);
-    for (std::string line; std::getline(in, line);)
-        if (line.rfind(series + " ", 0) == 0)
-            return std::stod(line.substr(series.size() + 1));
-    return -1;
+    return r ? segue::test::metric_value(r->body, series) : -1;
 }
 
 void expect_same(const std::vector<frame>& got, const std::vector<frame>& log,

@@ -486,6 +486,15 @@ std::string read_file(const std::string& path) {
     return ss.str();
 }
 
+double metric_value(const std::string& exposition, const std::string& series) {
+    std::istringstream in(exposition);
+    for (std::string line; std::getline(in, line);)
+        if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
+            line[series.size()] == ' ')
+            return std::stod(line.substr(series.size() + 1));
+    return -1;
+}
+
 std::uint64_t status_kib(const std::string& field) {
     std::ifstream in("/proc/self/status");
     std::string line;

@@ -158,6 +158,10 @@ std::string multipart_body(const std::vector<form_part>& parts, const std::strin
 
 std::string read_file(const std::string& path);
 
+// The value of one series in a Prometheus text exposition (`name` or `name{labels}`, exactly as
+// exposed); -1 if it is not there.
+double metric_value(const std::string& exposition, const std::string& series);
+
 // A field of /proc/self/status in KiB ("VmRSS", "VmHWM"); 0 if absent.
 std::uint64_t status_kib(const std::string& field);
 // Resets the peak resident set (VmHWM) to the current one; false where the kernel cannot.
