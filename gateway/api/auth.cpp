@@ -3,6 +3,7 @@
 #include <cctype>
 
 #include "gateway/util/crypto.hpp"
+#include "gateway/util/text.hpp"
 
 namespace segue::api {
 namespace {
@@ -23,6 +24,19 @@ std::string unhex(std::string_view hex) {
 
 }  // namespace
 
+std::string_view bearer_token(std::optional<std::string_view> authorization) {
+    constexpr std::string_view scheme = "bearer ";
+    if (!authorization || authorization->size() <= scheme.size() ||
+        !util::iequals(authorization->substr(0, scheme.size()), scheme))
+        return {};
+    std::string_view v = authorization->substr(scheme.size());
+    while (!v.empty() && v.front() == ' ')
+        v.remove_prefix(1);
+    while (!v.empty() && v.back() == ' ')
+        v.remove_suffix(1);
+    return v;
+}
+
 authenticator::authenticator(const std::vector<config::tenant_settings>& tenants)
     : tenants_(tenants.size()) {
     for (const auto& t : tenants) {
@@ -38,20 +52,7 @@ authenticator::authenticator(const std::vector<config::tenant_settings>& tenants
 
 std::optional<std::string> authenticator::authenticate(
     std::optional<std::string_view> authorization) const {
-    if (!authorization)
-        return std::nullopt;
-    std::string_view v = *authorization;
-    constexpr std::string_view scheme = "bearer ";
-    if (v.size() <= scheme.size())
-        return std::nullopt;
-    for (std::size_t i = 0; i < scheme.size(); ++i)
-        if (std::tolower(static_cast<unsigned char>(v[i])) != scheme[i])
-            return std::nullopt;
-    v.remove_prefix(scheme.size());
-    while (!v.empty() && v.front() == ' ')
-        v.remove_prefix(1);
-    while (!v.empty() && v.back() == ' ')
-        v.remove_suffix(1);
+    const std::string_view v = bearer_token(authorization);
     if (v.empty())
         return std::nullopt;
     // Digests have a fixed length, so every comparison takes the same time; all entries are

@@ -10,6 +10,10 @@
 
 namespace segue::api {
 
+// The token of an "Authorization: Bearer <token>" value (scheme in any case, spaces around the
+// token trimmed); "" if absent, empty or another scheme.
+std::string_view bearer_token(std::optional<std::string_view> authorization);
+
 class authenticator {
   public:
     explicit authenticator(const std::vector<config::tenant_settings>& tenants);

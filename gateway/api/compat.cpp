@@ -2,7 +2,6 @@
 
 #include <boost/json.hpp>
 
-#include <cctype>
 #include <chrono>
 
 #include "gateway/api/auth.hpp"
@@ -11,6 +10,7 @@
 #include "gateway/core/json.hpp"
 #include "gateway/core/signed_url.hpp"
 #include "gateway/store/db.hpp"
+#include "gateway/util/text.hpp"
 
 namespace segue::api {
 
@@ -39,10 +39,7 @@ std::optional<std::string> tenant_of_key(const authenticator& auth,
     while (!v.empty() && v.front() == ' ')
         v.remove_prefix(1);
     constexpr std::string_view scheme = "bearer ";
-    bool bearer = v.size() > scheme.size();
-    for (std::size_t i = 0; bearer && i < scheme.size(); ++i)
-        bearer = std::tolower(static_cast<unsigned char>(v[i])) == scheme[i];
-    if (bearer)
+    if (v.size() > scheme.size() && util::iequals(v.substr(0, scheme.size()), scheme))
         return auth.authenticate(v);
     return auth.authenticate("Bearer " + std::string(v));
 }
@@ -104,36 +101,37 @@ std::string public_audio_url(const config::settings& settings, const json::objec
     return "";
 }
 
+namespace {
+
+json::object object_of(const std::string& text) {
+    boost::system::error_code ec;
+    auto v = json::parse(text, ec);
+    if (ec || !v.is_object())
+        return {};
+    return std::move(v.as_object());
+}
+
+std::string string_at(const json::object& o, std::string_view key) {
+    const auto* v = o.if_contains(key);
+    return v && v->is_string() ? std::string(v->as_string()) : std::string();
+}
+
+}  // namespace
+
 std::string failure_message(const store::task_row& task,
                             const std::vector<store::output_row>& outputs) {
-    boost::system::error_code ec;
-    auto e = json::parse(task.error_json, ec);
-    std::string code, message;
-    if (!ec && e.is_object()) {
-        const auto& o = e.as_object();
-        if (const auto* c = o.if_contains("code"); c && c->is_string())
-            code = c->as_string();
-        if (const auto* m = o.if_contains("message"); m && m->is_string())
-            message = m->as_string();
-    }
-    if (code == "no_outputs" || message.empty())
-        for (const auto& out : outputs) {
-            if (out.status != "failed")
-                continue;
-            const auto d = output_data(out);
-            if (const auto* m = d.if_contains("error");
-                m && m->is_string() && !m->as_string().empty())
-                return std::string(m->as_string());
-        }
+    const auto error = object_of(task.error_json);
+    std::string message = string_at(error, "message");
+    if (string_at(error, "code") == "no_outputs" || message.empty())
+        for (const auto& out : outputs)
+            if (out.status == "failed")
+                if (auto m = string_at(output_data(out), "error"); !m.empty())
+                    return m;
     return message;
 }
 
 json::object output_data(const store::output_row& o) {
-    boost::system::error_code ec;
-    auto v = json::parse(o.data_json, ec);
-    if (ec || !v.is_object())
-        return {};
-    return std::move(v.as_object());
+    return object_of(o.data_json);
 }
 
 std::string output_id(std::string_view task_id, int index) {

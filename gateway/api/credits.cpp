@@ -14,7 +14,6 @@
 
 #include <boost/json.hpp>
 
-#include <cctype>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -41,25 +40,6 @@ using boost::asio::awaitable;
 
 constexpr double max_topup_credits = 1e9;
 constexpr std::size_t max_note_chars = 500;
-
-// The token of an "Authorization: Bearer <token>" value ("" if absent or another scheme).
-std::string_view bearer_token(std::optional<std::string_view> authorization) {
-    if (!authorization)
-        return {};
-    std::string_view v = *authorization;
-    constexpr std::string_view scheme = "bearer ";
-    if (v.size() <= scheme.size())
-        return {};
-    for (std::size_t i = 0; i < scheme.size(); ++i)
-        if (std::tolower(static_cast<unsigned char>(v[i])) != scheme[i])
-            return {};
-    v.remove_prefix(scheme.size());
-    while (!v.empty() && v.front() == ' ')
-        v.remove_prefix(1);
-    while (!v.empty() && v.back() == ' ')
-        v.remove_suffix(1);
-    return v;
-}
 
 struct topup_request {
     std::string tenant;

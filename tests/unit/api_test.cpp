@@ -126,6 +126,10 @@ TEST(Auth, PlainAndHashedKeysConstantTimeLookup) {
     EXPECT_FALSE(auth.authenticate("Basic sk-a-1"));
     EXPECT_FALSE(auth.authenticate("Bearer "));
     EXPECT_FALSE(auth.authenticate(std::nullopt));
+    // The admin key's check (credits) reads the same token.
+    EXPECT_EQ(segue::api::bearer_token("BEARER  tok "), "tok");
+    EXPECT_EQ(segue::api::bearer_token("Bearer"), "");
+    EXPECT_EQ(segue::api::bearer_token("Bearertok"), "");
 }
 
 TEST(Router, TemplatesParamsAnd405) {
