@@ -10,6 +10,9 @@
 #include <boost/json.hpp>
 
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <thread>
@@ -221,6 +224,57 @@ void expect_mirrored(const gateway& g, const fake_provider& fake, const json::ob
     }
 }
 
+// Every output's audio, by its signed link, in a real browser (Debian's chromium, headless, no
+// key anywhere): each <audio> element reaches canplay and plays.
+void expect_plays_in_a_browser(const json::object& t, const segue::test::temp_dir& d) {
+    const char* env = std::getenv("SEGUE_CHROMIUM");
+    const std::string chromium = env && *env ? env : "/usr/bin/chromium";
+    ASSERT_TRUE(std::filesystem::exists(chromium))
+        << "no Chromium at " << chromium << ": scripts/setup.sh --test installs Debian's chromium";
+    std::vector<std::string> links;
+    for (const auto& ov : t.at("outputs").as_array()) {
+        const auto& audio = ov.as_object().at("audio").as_object();
+        for (const char* f : {"mp3_signed_url", "wav_signed_url"})
+            if (audio.contains(f))
+                links.push_back(text(audio, f));
+    }
+    ASSERT_FALSE(links.empty());
+    std::string page =
+        "<!doctype html><body><script>\n"
+        "const links = " +
+        json::serialize(json::value_from(links)) +
+        ";\n"
+        "links.forEach((src, i) => {\n"
+        "  const a = new Audio(src);\n"
+        "  a.oncanplay = () => { document.body.dataset['canplay' + i] = 'yes';\n"
+        "    a.play().then(() => { document.body.dataset['playing' + i] = 'yes'; },\n"
+        "                  (e) => { document.body.dataset['error' + i] = String(e); }); };\n"
+        "  a.onerror = () => { document.body.dataset['error' + i] = 'media error ' +\n"
+        "                      (a.error && a.error.code); };\n"
+        "});\n"
+        "</script></body>\n";
+    const std::string file = d.file("play.html");
+    {
+        std::ofstream out(file);
+        out << page;
+    }
+    auto [code, output] = segue::test::run_command(
+        {"timeout", "60", chromium, "--headless", "--no-sandbox", "--disable-gpu",
+         "--autoplay-policy=no-user-gesture-required", "--virtual-time-budget=10000",
+         "--user-data-dir=" + d.file("chromium-profile"), "--dump-dom", "file://" + file});
+    ASSERT_EQ(code, 0) << output;
+    const auto body = output.find("<body");
+    ASSERT_NE(body, std::string::npos) << output;
+    const std::string tag = output.substr(body, output.find('>', body) - body);
+    for (std::size_t i = 0; i < links.size(); ++i) {
+        SCOPED_TRACE(links[i]);
+        EXPECT_NE(tag.find("data-canplay" + std::to_string(i) + "=\"yes\""), std::string::npos)
+            << tag;
+        EXPECT_NE(tag.find("data-playing" + std::to_string(i) + "=\"yes\""), std::string::npos)
+            << tag;
+    }
+}
+
 void journey(which w) {
     auto fake = start_fake(w);
     segue::test::temp_dir storage, d;
@@ -232,6 +286,7 @@ void journey(which w) {
     ASSERT_EQ(t["outputs"].as_array().size(), 2u);
     ASSERT_TRUE(fake.control(R"({"files_gone":true})"));
     expect_mirrored(g, fake, t);
+    expect_plays_in_a_browser(t, d);
     // The events carry the same URLs: output.ready waited for the mirror.
     int ready = 0;
     for (const auto& ev : events(g, id)) {
