@@ -1,7 +1,7 @@
 -- wrk script for bench/submit_overhead.sh: POSTs an extend request at a FIXED rate and prints
 -- the latency distribution, the achieved rate and the status mix in `done`.
 --
---   wrk -t1 -c8 -d20s -s bench/submit_overhead.lua URL -- MODE KEY INTERVAL_MS AUDIO_URL [WEBHOOK_URL]
+--   wrk -t1 -c8 -d20s -s bench/submit_overhead.lua URL -- MODE KEY INTERVAL_MS AUDIO_URL [WEBHOOK_URL] [TAG]
 --
 --   MODE direct: the fake MusicGPT, POST /api/public/v1/extend, `Authorization: KEY` (raw),
 --        body {"audio_url":AUDIO_URL,"extend_after":3,"num_outputs":1,"webhook_url":WEBHOOK_URL}
@@ -10,6 +10,11 @@
 --        body {"audio_url":AUDIO_URL,"extend_after":3,"num_outputs":1}
 --   INTERVAL_MS: time between two request starts of one wrk thread (each thread keeps its own
 --        schedule): rate = threads * 1000 / INTERVAL_MS.
+--   TAG (default "m"): every body also carries "prompt":"sb-TAG-t<µs>", where <µs> is
+--        CLOCK_MONOTONIC in microseconds when wrk builds the request, just before it writes it
+--        (wrk calls request() from its socket-writable handler). The fake MusicGPT logs the
+--        prompt it receives (segue forwards it) and its own CLOCK_MONOTONIC receive time
+--        (GET /_control/requests: received_mono_us): the difference is client -> provider.
 --
 -- Pacing. wrk has no -R: before every request it calls `delay()` and waits that many
 -- milliseconds (an integer: wrk truncates). Here every thread hands out absolute start slots
@@ -34,6 +39,10 @@ local function now_ms()
    ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
    return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
 end
+local function now_us()
+   ffi.C.clock_gettime(1, ts)
+   return tonumber(ts.tv_sec) * 1000000 + math.floor(tonumber(ts.tv_nsec) / 1000)
+end
 
 local threads = {}
 
@@ -43,6 +52,7 @@ end
 
 local interval
 local next_slot
+local body_fmt -- the body with one %d: the send time in µs
 
 function init(args)
    counts = {}
@@ -50,21 +60,27 @@ function init(args)
    interval = tonumber(args[3])
    local audio_url = args[4]
    assert(mode and key and interval and interval > 0 and audio_url,
-      "args: MODE KEY INTERVAL_MS AUDIO_URL [WEBHOOK_URL]")
-   local audio = string.format('"audio_url":"%s","extend_after":3,"num_outputs":1', audio_url)
+      "args: MODE KEY INTERVAL_MS AUDIO_URL [WEBHOOK_URL] [TAG]")
+   local tag = args[6] or "m"
+   local audio = string.format('"audio_url":"%s","extend_after":3,"num_outputs":1,"prompt":"sb-%s-t%%d"',
+      audio_url, tag)
    wrk.method = "POST"
    wrk.headers["Content-Type"] = "application/json"
    wrk.headers["Accept"] = "application/json"
    if mode == "direct" then
       local hook = assert(args[5], "direct needs WEBHOOK_URL")
       wrk.headers["Authorization"] = key
-      wrk.body = string.format('{%s,"webhook_url":"%s"}', audio, hook)
+      body_fmt = string.format('{%s,"webhook_url":"%s"}', audio, hook)
    elseif mode == "segue" then
       wrk.headers["Authorization"] = "Bearer " .. key
-      wrk.body = "{" .. audio .. "}"
+      body_fmt = "{" .. audio .. "}"
    else
       error("MODE must be direct or segue, not " .. tostring(mode))
    end
+end
+
+function request()
+   return wrk.format(nil, nil, nil, string.format(body_fmt, now_us()))
 end
 
 function delay()

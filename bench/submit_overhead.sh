@@ -134,11 +134,18 @@ metric() {  # sum of a metric's samples whose line matches a regex, from /metric
 disk=$(basename "$(df --output=source "$work" | tail -1)")
 disk_ms() { awk -v d="$disk" '$3 == d { print $13; f = 1 } END { if (!f) print 0 }' /proc/diskstats; }
 fake_reset() { curl -sf -o /dev/null -X POST "http://127.0.0.1:$fport/_control/reset"; }
-paced() {  # url secs out mode key [webhook_url]
+paced() {  # url secs out mode key webhook_url tag
   local url=$1 secs=$2 out=$3
   shift 3
   wrk -t1 -c"$conns" -d"${secs}s" --timeout 10s --latency -s bench/submit_overhead.lua "$url" -- \
-    "$1" "$2" "$interval" "$audio_url" "${3:-}" >"$out" 2>&1
+    "$1" "$2" "$interval" "$audio_url" "$3" "$4" >"$out" 2>&1
+}
+# Client -> provider per request, in µs: the fake's receive time (CLOCK_MONOTONIC) minus the
+# send time wrk wrote into the prompt (sb-m-t<µs>; warm-ups are tagged w and left out).
+to_provider() {  # out
+  curl -sf "http://127.0.0.1:$fport/_control/requests?route=submit" |
+    grep -o '"received_mono_us":[0-9]*\|sb-m-t[0-9]*' |
+    awk -F'[:t]' '/received_mono_us/ { r = $NF; next } r != "" { print r - $NF; r = "" }' >"$1"
 }
 submitted_of() {  # tenant -> "tasks submitted_events"
   sqlite3 "$db" ".timeout 5000" "SELECT (SELECT count(*) FROM tasks WHERE tenant='$1'),
@@ -148,11 +155,12 @@ submitted_of() {  # tenant -> "tasks submitted_events"
 # Phase 1: direct. Segue idles meanwhile (its engine wakes every 100 ms): its CPU then is the
 # background the segue phase's figure contains too.
 fake_reset
-paced "$fake_url" 2 "$work/direct_warm.out" direct "$mg_key" "$hook_url"
+paced "$fake_url" 2 "$work/direct_warm.out" direct "$mg_key" "$hook_url" w
 f0=$(cpu_ticks "$fake_pid")
 s0=$(cpu_ticks "$segue_pid")
 k0=$(disk_ms)
-paced "$fake_url" "$duration" "$work/direct.out" direct "$mg_key" "$hook_url"
+paced "$fake_url" "$duration" "$work/direct.out" direct "$mg_key" "$hook_url" m
+to_provider "$work/direct_to_provider.txt"
 d_disk=$(($(disk_ms) - k0))
 d_load=$(cut -d' ' -f1 /proc/loadavg)
 d_fake_ticks=$(($(cpu_ticks "$fake_pid") - f0))
@@ -161,7 +169,7 @@ segue_alive
 
 # Phase 2: through segue (warm-up on the other tenant, then wait until it is all submitted).
 fake_reset
-paced "$base/v1/extensions" 2 "$work/segue_warm.out" segue "$warm_key"
+paced "$base/v1/extensions" 2 "$work/segue_warm.out" segue "$warm_key" "" w
 for _ in $(seq 100); do
   read -r n m < <(submitted_of warm | tr '|' ' ')
   ((m >= n)) && break
@@ -178,7 +186,7 @@ f0=$(cpu_ticks "$fake_pid")
 s0=$(cpu_ticks "$segue_pid")
 k0=$(disk_ms)
 t_phase=$SECONDS
-paced "$base/v1/extensions" "$duration" "$work/segue.out" segue "$key"
+paced "$base/v1/extensions" "$duration" "$work/segue.out" segue "$key" "" m
 s_disk=$(($(disk_ms) - k0))
 s_load=$(cut -d' ' -f1 /proc/loadavg)
 segue_alive
@@ -189,6 +197,7 @@ for _ in $(seq 300); do
   ((m >= n)) && break
   sleep 0.1
 done
+to_provider "$work/segue_to_provider.txt"
 s_fake_ticks=$(($(cpu_ticks "$fake_pid") - f0))
 s_segue_ticks=$(($(cpu_ticks "$segue_pid") - s0))
 phase_secs=$((SECONDS - t_phase))
@@ -208,8 +217,8 @@ sqlite3 -separator ' ' "$db" ".timeout 5000" "
 statuses=$(sqlite3 "$db" ".timeout 5000" "SELECT status || ' x ' || count(*) FROM tasks WHERE tenant='bench' GROUP BY status;" | paste -sd, -)
 attempts_per_task=$(sqlite3 "$db" ".timeout 5000" "SELECT printf('%.2f', count(*) * 1.0 / (SELECT count(*) FROM tasks WHERE tenant='bench')) FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE t.tenant='bench';")
 
-col_stats() {  # column -> "n p50 p90 p99 max mean" (nearest rank)
-  awk -v c="$1" '{ print $c }' "$work/per_task.txt" | sort -n | awk '
+col_stats() {  # column [file] -> "n p50 p90 p99 max mean" (nearest rank)
+  awk -v c="$1" '{ print $c }' "${2:-$work/per_task.txt}" | sort -n | awk '
     { v[NR] = $1; s += $1 }
     function at(p,  i) { i = int(p / 100 * NR); if (i < p / 100 * NR) i++; if (i < 1) i = 1; return v[i] }
     END { if (NR == 0) { print "0 0 0 0 0 0"; exit } printf "%d %d %d %d %d %.2f\n", NR, at(50), at(90), at(99), v[NR], s / NR }'
@@ -221,6 +230,8 @@ wrk_stats() {  # wrk out -> "p50 p90 p99 max mean (ms) achieved_rate requests"
 }
 mix() { awk '$1=="status" { printf "%s%s x %s", sep, $2, $3; sep=", " }' "$1"; }
 
+read -r tdn tdp50 tdp90 tdp99 tdmax tdmean < <(col_stats 1 "$work/direct_to_provider.txt")
+read -r tsn tsp50 tsp90 tsp99 tsmax tsmean < <(col_stats 1 "$work/segue_to_provider.txt")
 read -r dp50 dp90 dp99 dmax dmean drate dn < <(wrk_stats "$work/direct.out")
 read -r sp50 sp90 sp99 smax smean srate sn < <(wrk_stats "$work/segue.out")
 read -r qn qp50 qp90 qp99 qmax qmean < <(col_stats 1)
@@ -235,6 +246,9 @@ printf '%-52s %9s %6s %8d %8d %8d %8d %8.2f\n' 'segue: queued -> submitted (even
 printf '%-52s %9s %6s %8d %8d %8d %8d %8.2f\n' '  queued -> attempt started (commit, wake, claim)' - "$qn" "$cp50" "$cp90" "$cp99" "$cmax" "$cmean"
 printf '%-52s %9s %6s %8d %8d %8d %8d %8.2f\n' '  attempt started -> submitted (write, HTTP, apply)' - "$qn" "$hp50" "$hp90" "$hp99" "$hmax" "$hmean"
 printf '%-52s %9s %6s %8d %8d %8d %8d %8.2f\n' '  (API stamp -> queued: create txn queue wait)' - "$qn" "$wp50" "$wp90" "$wp99" "$wmax" "$wmean"
+us() { awk -v v="$1" 'BEGIN { printf "%8.3f", v / 1000 }'; }
+printf '%-52s %9s %6s %s %s %s %s %s\n' 'direct: client sent -> fake received' - "$tdn" "$(us "$tdp50")" "$(us "$tdp90")" "$(us "$tdp99")" "$(us "$tdmax")" "$(us "$tdmean")"
+printf '%-52s %9s %6s %s %s %s %s %s\n' 'segue: client sent -> fake received (the submit)' - "$tsn" "$(us "$tsp50")" "$(us "$tsp90")" "$(us "$tsp99")" "$(us "$tsmax")" "$(us "$tsmean")"
 echo "status mix: direct $(mix "$work/direct.out"); segue $(mix "$work/segue.out"); tasks: $statuses; attempts/task $attempts_per_task"
 awk -v d50="$dp50" -v d99="$dp99" -v s50="$sp50" -v s99="$sp99" -v q50="$qp50" -v q99="$qp99" -v qm="$qmean" -v sm="$smean" -v dm="$dmean" 'BEGIN {
   printf "submit path p50 = p50(202) + p50(queued->submitted) = %.3f + %d = %.3f ms; direct p50 %.3f ms; overhead %.3f ms\n", s50, q50, s50 + q50, d50, s50 + q50 - d50
@@ -255,6 +269,10 @@ printf 'CPU us/request: segue %s (its idle background during the direct phase: %
 echo "  (segue's ticks over ${phase_secs} s: the paced run and the wait for its last submits; CLK_TCK $clk_tck)"
 awk -v a="$d_disk" -v b="$s_disk" -v s="$duration" -v la="$d_load" -v lb="$s_load" -v d="$disk" 'BEGIN {
   printf "machine: disk %s busy %.0f %% of the direct phase, %.0f %% of the segue phase (all processes, the segue phase counts its own writes); load at their ends %s, %s\n", d, a/(s*10), b/(s*10), la, lb }'
+awk -v s50="$tsp50" -v s99="$tsp99" -v d50="$tdp50" -v d99="$tdp99" -v r50="$dp50" 'BEGIN {
+  printf "client -> provider through segue: p50 %.3f ms (target < 1), p99 %.3f ms (target < 5); straight to the fake: p50 %.3f, p99 %.3f ms (its whole 200: p50 %.3f ms)\n", s50/1000, s99/1000, d50/1000, d99/1000, r50 }'
+printf 'TO_PROVIDER direct_n %d direct_p50_us %d direct_p99_us %d segue_n %d segue_p50_us %d segue_p90_us %d segue_p99_us %d segue_max_us %d\n' \
+  "$tdn" "$tdp50" "$tdp99" "$tsn" "$tsp50" "$tsp90" "$tsp99" "$tsmax"
 printf 'RESULT direct_p50 %.3f direct_p99 %.3f 202_p50 %.3f 202_p99 %.3f qs_p50 %d qs_p99 %d path_p50 %.3f overhead_p50 %.3f qs_mean %.2f claim_p50 %d call_p50 %d segue_cpu_us %s rate_direct %s rate_segue %s\n' \
   "$dp50" "$dp99" "$sp50" "$sp99" "$qp50" "$qp99" "$(awk -v a="$sp50" -v b="$qp50" 'BEGIN{print a+b}')" \
   "$(awk -v a="$sp50" -v b="$qp50" -v d="$dp50" 'BEGIN{print a+b-d}')" "$qmean" "$cp50" "$hp50" \

@@ -18,6 +18,7 @@
 #include <boost/url/parse.hpp>
 
 #include <cctype>
+#include <chrono>
 #include <iostream>
 #include <stdexcept>
 
@@ -211,6 +212,9 @@ net::awaitable<void> fake_server::session(fake_server* self, tcp::socket socket)
         auto msg = parser.release();
 
         fake_request req;
+        req.received_mono_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count();
         req.method = std::string(msg.method_string());
         req.target = std::string(msg.target());
         auto q = req.target.find('?');

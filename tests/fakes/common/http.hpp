@@ -39,6 +39,10 @@ struct fake_request {
     std::string body;
     std::string remote;
     std::int64_t log_seq = -1;  // set by whoever records the request (request_log)
+    // CLOCK_MONOTONIC (steady_clock on Linux: one clock for every process of the machine), in
+    // microseconds, when the whole request had been read: bench/submit_overhead.sh compares it
+    // with the client's send time.
+    std::int64_t received_mono_us = 0;
 
     // First value of a header (name in any case).
     std::optional<std::string_view> header(std::string_view name) const;

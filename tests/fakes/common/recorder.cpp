@@ -135,6 +135,7 @@ std::int64_t request_log::record(fake_request& request, const parsed_body& body,
     const std::int64_t seq = next_seq_++;
     e["seq"] = seq;
     e["received_at_ms"] = unix_ms();
+    e["received_mono_us"] = request.received_mono_us;
     e["method"] = request.method;
     e["target"] = request.target;
     e["path"] = request.path;

@@ -42,7 +42,7 @@ std::string_view to_string(parsed_body::kind k);
 parsed_body parse_body(std::string_view content_type, const std::string& body);
 
 // The request log behind GET /_control/requests. Each entry:
-//   {"seq":1,"received_at_ms":…,"method":"POST","target":"/api/public/v1/extend?…","path":…,
+//   {"seq":1,"received_at_ms":…,"received_mono_us":…,"method":"POST","target":"/api/public/v1/extend?…","path":…,
 //    "query":{"name":"value",…},"headers":{"authorization":"…",…},   (lower-case names)
 //    "body_size":N,"body_sha256":"…","body_kind":"json|multipart|form|other|empty",
 //    "fields":[{"name":"extend_after","value":"35"},
