@@ -358,17 +358,31 @@ TEST(MusicApi, ARestartInTheMiddleOfPollingStillFinishes) {
                                 {"extend_after", "3"},
                                 {"num_outputs", "1"}}));
         ASSERT_FALSE(id.empty());
-        // Wait until the extend exists upstream and is being polled, then kill -9.
-        for (int i = 0; i < 100 && fake.requests("create").empty(); ++i)
+        // Wait until the extend exists upstream and is being polled (the create's answer is
+        // recorded: its attempt has the upstream id), then kill -9. A kill between the create's
+        // request and its recorded answer is AKillBetweenTheCreateIntentAndItsAnswerCreatesOnce.
+        auto polled = [&] {
+            const auto t = task(gw.port, id);
+            const auto* atts = t.if_contains("attempts");
+            if (!atts || !atts->is_array() || atts->as_array().size() < 2)
+                return false;
+            const auto& last = atts->as_array().back().as_object();
+            return last.at("status") == "accepted" && last.at("provider_task_id").is_string();
+        };
+        for (int i = 0; i < 200 && !polled(); ++i)
             std::this_thread::sleep_for(50ms);
-        ASSERT_FALSE(fake.requests("create").empty());
+        ASSERT_TRUE(polled()) << json::serialize(task(gw.port, id));
+        ASSERT_EQ(fake.requests("create").size(), 1u);
         gw.proc->proc().signal(SIGKILL);
         gw.proc->proc().wait(5s);
     }
     gateway gw(fake, storage.path(), "", port);  // same storage, same public URL
     auto t = wait_final(gw.port, id);
     expect_one_ready_output(t);
-    EXPECT_EQ(fake.requests("create").size(), 1u) << "the extend was not created twice";
+    const auto evs = http_request(gw.port, "GET", "/v1/extensions/" + id + "/events", "", {key});
+    EXPECT_EQ(fake.requests("create").size(), 1u)
+        << "the extend was not created twice: " << json::serialize(t) << "\n"
+        << (evs ? evs->body : "");
 }
 
 TEST(MusicApi, SignedWebhooksFinishEarlyAndForgedOnesChangeNothing) {
