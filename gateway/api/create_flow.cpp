@@ -219,7 +219,7 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
     std::exception_ptr failed;
     // The submit job goes to this process's engine in memory when it has room (no claim round
     // before the provider call); otherwise it is written due now for a claim.
-    auto handoff = deps_.engine.reserve();
+    auto handoff = deps_.engine.reserve(out.admitted.task.provider);
     try {
         co_await deps_.db.write([&](store::transaction& tx) {
             result = admit(tx, a, now, retention, handoff ? &handoff : nullptr);

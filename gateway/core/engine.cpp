@@ -100,6 +100,56 @@ double unit_random() {
     return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
 }
 
+// Attempt 1's intent as a handed-off create writes it (engine::handoff): "submitting", the
+// callback token's hash, started when the task was created.
+store::attempt_row first_attempt(const store::task_row& task, const std::string& provider,
+                                 const std::string& callback_token) {
+    store::attempt_row a;
+    a.task_id = task.id;
+    a.number = 1;
+    a.provider = provider;
+    a.callback_token = util::sha256_hex(callback_token);
+    a.status = "submitting";
+    a.started_at = task.created_at;
+    return a;
+}
+
+// A provider call that threw: a failure of unknown class.
+providers::update provider_error(const std::exception& e) {
+    providers::update u;
+    u.what = providers::update::kind::failed;
+    u.error = error_class::unknown;
+    u.error_code = "provider_error";
+    u.error_message = e.what();
+    return u;
+}
+
+// A slot taken from a provider's breaker: given back (no outcome) unless take()n for a call
+// whose outcome is then recorded.
+class breaker_slot {
+  public:
+    breaker_slot() = default;
+    explicit breaker_slot(circuit_breaker* b) : b_(b) {}
+    breaker_slot(breaker_slot&& o) noexcept : b_(std::exchange(o.b_, nullptr)) {}
+    breaker_slot& operator=(breaker_slot&& o) noexcept {
+        if (this != &o) {
+            reset();
+            b_ = std::exchange(o.b_, nullptr);
+        }
+        return *this;
+    }
+    ~breaker_slot() { reset(); }
+    explicit operator bool() const { return b_ != nullptr; }
+    circuit_breaker* take() { return std::exchange(b_, nullptr); }
+    void reset() {
+        if (b_)
+            std::exchange(b_, nullptr)->release();
+    }
+
+  private:
+    circuit_breaker* b_ = nullptr;
+};
+
 }  // namespace
 
 struct engine::impl : std::enable_shared_from_this<engine::impl> {
@@ -204,7 +254,26 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     struct prefetched {
         std::optional<store::task_row> task;
         std::vector<store::attempt_row> attempts;
+        // Set when the create wrote attempt 1's intent (engine::handoff): the call's breaker
+        // slot (shared: a lease_worker item is copyable) and the plain callback token.
+        std::shared_ptr<breaker_slot> slot;
+        std::string callback_token;
     };
+    // The callback token of this attempt, and the URL the provider calls back on.
+    void set_callback(providers::task_view& view, const std::string& provider,
+                      std::string token) const {
+        view.callback_token = std::move(token);
+        if (!settings.api.public_base_url.empty())
+            view.callback_url = settings.api.public_base_url + "/v1/providers/" + provider +
+                                "/webhooks/" + view.callback_token;
+    }
+    // The provider call of a submit whose intent is durable; `acquired`: it holds a slot of the
+    // provider's breaker, whose outcome it records.
+    asio::awaitable<providers::update> call_provider(providers::provider& p,
+                                                     const providers::task_view& view,
+                                                     providers::services& svc,
+                                                     const std::string& provider_name,
+                                                     bool acquired);
     lease_worker::item item_of(store::job_row job, std::optional<prefetched> pre);
     // One claimed job: the poison check, the run, and a failed run's record.
     asio::awaitable<void> run_claimed(store::job_row job, std::shared_ptr<const lease_state> lease,
@@ -472,6 +541,25 @@ asio::awaitable<void> engine::impl::fail_poisoned(const store::job_row& job) {
     }
 }
 
+asio::awaitable<providers::update> engine::impl::call_provider(providers::provider& p,
+                                                               const providers::task_view& view,
+                                                               providers::services& svc,
+                                                               const std::string& provider_name,
+                                                               bool acquired) {
+    providers::update u;
+    try {
+        u = co_await p.submit(view, svc);
+    } catch (const std::exception& e) {
+        u = provider_error(e);
+    }
+    // Only failures that say something about the provider's health count.
+    if (acquired)
+        breaker_result(provider_name, !(u.what == providers::update::kind::failed &&
+                                        (u.error == error_class::transient ||
+                                         u.error == error_class::rate_limited)));
+    co_return u;
+}
+
 asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state& lease,
                                             std::optional<prefetched> pre) {
     auto self = shared_from_this();
@@ -484,9 +572,14 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
     }
     std::optional<store::task_row> task;
     std::vector<store::attempt_row> attempts;
+    breaker_slot slot;         // attempt 1's call slot, when the create wrote its intent
+    std::string intent_token;  // and its callback token
     if (pre) {
         task = std::move(pre->task);
         attempts = std::move(pre->attempts);
+        if (pre->slot)
+            slot = std::move(*pre->slot);
+        intent_token = std::move(pre->callback_token);
     } else {
         co_await db.read([&](store::transaction& tx) {
             task = tx.get_task(job.task_id);
@@ -538,6 +631,18 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
         u.error = error_class::rejected;
         u.error_code = "unknown_provider";
         u.error_message = "provider '" + provider_name + "' is not configured";
+    } else if (job.kind == "submit" && slot && latest && latest->number == 1 &&
+               latest->status == "submitting") {
+        // Handed off by the create, which wrote this attempt's intent in its own commit: the
+        // call goes out now. A lost lease sends nothing; the job's next claim then reconciles
+        // the intent as an interrupted submit.
+        view.attempt = attempt_number;
+        set_callback(view, provider_name, std::move(intent_token));
+        if (lease.lost) {
+            jobs.with({"submit", "lease_lost"}).inc();
+            co_return;
+        }
+        u = co_await call_provider(*p, view, svc, provider_name, slot.take() != nullptr);
     } else if (job.kind == "submit" && latest && latest->status == "submitting") {
         // The previous run of this job died mid-submit (a crash, a kill): the request may have
         // reached the provider. Never resubmit blindly: reconcile it like any ambiguous submit.
@@ -579,10 +684,7 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
                 view.state_json = it->state_json;
                 break;
             }
-        view.callback_token = util::random_id("cb_");
-        if (!settings.api.public_base_url.empty())
-            view.callback_url = settings.api.public_base_url + "/v1/providers/" + provider_name +
-                                "/webhooks/" + view.callback_token;
+        set_callback(view, provider_name, util::random_id("cb_"));
         // The intent: the attempt is recorded ("submitting") and durable before anything
         // leaves, so a crash or a lost lease mid-submit is visible and reconciled, never
         // resubmitted blindly. Written only while this claim still holds the job (fenced):
@@ -652,20 +754,7 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
                               std::to_string(open_left_ms) + " ms; nothing was sent";
             u.retry_after_ms = open_left_ms;
         } else {
-            try {
-                u = co_await p->submit(view, svc);
-            } catch (const std::exception& e) {
-                u = {};
-                u.what = providers::update::kind::failed;
-                u.error = error_class::unknown;
-                u.error_code = "provider_error";
-                u.error_message = e.what();
-            }
-            // Only failures that say something about the provider's health count.
-            if (acquired)
-                breaker_result(provider_name, !(u.what == providers::update::kind::failed &&
-                                                (u.error == error_class::transient ||
-                                                 u.error == error_class::rate_limited)));
+            u = co_await call_provider(*p, view, svc, provider_name, acquired);
         }
     } else if (job.kind == "poll") {
         if (!latest) {
@@ -679,11 +768,7 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
         try {
             u = co_await p->poll(view, svc);
         } catch (const std::exception& e) {
-            u = {};
-            u.what = providers::update::kind::failed;
-            u.error = error_class::unknown;
-            u.error_code = "provider_error";
-            u.error_message = e.what();
+            u = provider_error(e);
         }
     } else if (job.kind == "reconcile") {
         // An ambiguous submit (timeout or reset after sending): did the attempt show up since
@@ -908,29 +993,38 @@ engine::handoff::handoff(handoff&& o) noexcept
     : engine_(std::move(o.engine_)),
       owner_(std::move(o.owner_)),
       lease_ms_(o.lease_ms_),
-      job_id_(o.job_id_) {
+      job_id_(o.job_id_),
+      slot_(std::exchange(o.slot_, nullptr)),
+      provider_(std::move(o.provider_)),
+      callback_token_(std::move(o.callback_token_)),
+      intent_(o.intent_) {
     o.engine_.reset();
 }
 
 engine::handoff& engine::handoff::operator=(handoff&& o) noexcept {
     if (this != &o) {
-        if (engine_)
-            engine_->worker->unreserve();
+        handoff old(std::move(*this));  // frees what this one held
         engine_ = std::move(o.engine_);
         o.engine_.reset();
         owner_ = std::move(o.owner_);
         lease_ms_ = o.lease_ms_;
         job_id_ = o.job_id_;
+        slot_ = std::exchange(o.slot_, nullptr);
+        provider_ = std::move(o.provider_);
+        callback_token_ = std::move(o.callback_token_);
+        intent_ = o.intent_;
     }
     return *this;
 }
 
 engine::handoff::~handoff() {
+    if (slot_)
+        slot_->release();  // no call was made
     if (engine_)
         engine_->worker->unreserve();
 }
 
-engine::handoff engine::reserve() {
+engine::handoff engine::reserve(std::string_view provider) {
     handoff h;
     if (!impl_->worker->reserve()) {
         impl_->handoffs.with({"saturated"}).inc();
@@ -941,6 +1035,13 @@ engine::handoff engine::reserve() {
     h.lease_ms_ = static_cast<store::millis>(
         std::chrono::duration_cast<std::chrono::milliseconds>(impl_->settings.engine.lease)
             .count());
+    // The provider call's slot now, so the create can write the call's intent with the task.
+    if (impl_->registry.find(provider))
+        if (auto* br = impl_->breaker_for(provider); br && br->try_acquire(steady_ms())) {
+            h.slot_ = br;
+            h.provider_ = std::string(provider);
+            h.callback_token_ = util::random_id("cb_");
+        }
     return h;
 }
 
@@ -960,7 +1061,12 @@ void engine::hand_off(handoff h, const store::task_row& task) {
     j.lease_owner = self->owner;
     j.attempts = 1;
     impl::prefetched pre;
-    pre.task = task;  // as create_task wrote it; a new task has no attempts
+    pre.task = task;  // as create_task wrote it; a new task has no attempts but its intent
+    if (h.intent_) {
+        pre.attempts.push_back(first_attempt(task, h.provider_, h.callback_token_));
+        pre.slot = std::make_shared<breaker_slot>(std::exchange(h.slot_, nullptr));
+        pre.callback_token = std::move(h.callback_token_);
+    }
     self->handoffs.with({"handed_off"}).inc();
     self->worker->adopt(self->item_of(std::move(j), std::move(pre)));
 }
@@ -993,8 +1099,14 @@ void engine::create_task(store::transaction& tx, const store::task_row& task,
     }
     // Not `unique`: the task is new, no job of it can exist (saves a lookup per create).
     const auto id = tx.schedule_job(j, false);
-    if (h)
+    if (h) {
         h->job_id_ = id;
+        // The first attempt's intent, in this commit (see handoff): the job sends at once.
+        if (*h && h->slot_ && h->provider_ == task.provider) {
+            tx.upsert_attempt(first_attempt(task, h->provider_, h->callback_token_));
+            h->intent_ = true;
+        }
+    }
 }
 
 asio::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string provider,

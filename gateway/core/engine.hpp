@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "gateway/config/settings.hpp"
 #include "gateway/store/store.hpp"
@@ -42,6 +43,7 @@ struct inbound_webhook;
 namespace segue::core {
 
 struct extend_request;
+class circuit_breaker;
 
 class engine {
   public:
@@ -84,6 +86,14 @@ class engine {
     // renewed, excluded from this process's claims and stopped like any claimed job. A crash
     // in between leaves a lease that expires; then any replica claims the job. A handoff not
     // handed off (the transaction failed, or created nothing) frees its slot when destroyed.
+    //
+    // When the task's provider can take a call now (a slot of its circuit breaker, taken by
+    // reserve()), create_task also writes the first attempt's intent ("submitting", its
+    // callback token's hash) in the create's transaction: the create's commit is then the one
+    // durable write before the provider call, and the handed-off job sends at once. A crash
+    // after that commit leaves an attempt that may or may not have reached the provider: it is
+    // reconciled like any interrupted submit (never resubmitted blindly). Without the slot (an
+    // open circuit, max_concurrency reached) the job writes its intent itself, as claimed jobs do.
     class handoff {
       public:
         handoff() = default;
@@ -98,10 +108,16 @@ class engine {
         std::string owner_;
         store::millis lease_ms_ = 0;
         std::int64_t job_id_ = 0;  // set by create_task
+        // The provider call's slot in the breaker of `provider_` (released unless handed off).
+        circuit_breaker* slot_ = nullptr;
+        std::string provider_;
+        std::string callback_token_;  // plain; the attempt row holds its SHA-256
+        bool intent_ = false;         // set by create_task: attempt 1 is written
     };
     // Empty when the engine is at its limit (running + reserved >= engine.batch) or stopping:
-    // the create then writes the job unleased (due now) and calls notify(). Thread-safe.
-    handoff reserve();
+    // the create then writes the job unleased (due now) and calls notify(). `provider` is the
+    // one the create routes the task to (its task row's provider). Thread-safe.
+    handoff reserve(std::string_view provider);
     // After the create's commit: runs the handed-off submit job of `task` (as written by
     // create_task). Does nothing for an empty handoff or one whose create wrote no job.
     // Thread-safe.

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -22,6 +23,7 @@
 #include "gateway/runtime/io_pool.hpp"
 #include "gateway/store/blob_store.hpp"
 #include "gateway/store/db.hpp"
+#include "gateway/util/crypto.hpp"
 #include "providers/registry.hpp"
 #include "tests/support/process.hpp"
 
@@ -36,8 +38,14 @@ class scripted_provider final : public segue::providers::provider {
   public:
     std::string_view name() const override { return "scripted"; }
     const segue::providers::capabilities& caps() const override { return caps_; }
-    boost::asio::awaitable<update> submit(const segue::providers::task_view&,
+    boost::asio::awaitable<update> submit(const segue::providers::task_view& task,
                                           segue::providers::services&) override {
+        {
+            std::lock_guard lock(mu);
+            callback_tokens.push_back(task.callback_token);
+            if (on_submit)
+                on_submit(task);
+        }
         ++submits;
         update u;
         u.what = update::kind::accepted;
@@ -61,6 +69,8 @@ class scripted_provider final : public segue::providers::provider {
     }
     std::mutex mu;
     std::deque<update> script;
+    std::vector<std::string> callback_tokens;                           // of every submit, in order
+    std::function<void(const segue::providers::task_view&)> on_submit;  // called in submit
     std::atomic<int> polls = 0;  // read by the test thread without `mu`
     std::atomic<int> submits = 0;
 
@@ -501,7 +511,7 @@ bool eventually(F f, std::chrono::milliseconds limit = 5s) {
 TEST_F(Engine, AHandedOffSubmitRunsWithoutAClaimRound) {
     thread_ = std::thread([this] { pool_->run(); });  // the io_context only: no engine.start()
     auto t = queued("ext_handoff", url_request(), 1);
-    auto h = engine_->reserve();
+    auto h = engine_->reserve("scripted");
     ASSERT_TRUE(h);
     write([&](segue::store::transaction& tx) {
         segue::core::engine::create_task(tx, t, nullptr, &h);
@@ -527,10 +537,10 @@ TEST_F(Engine, ASaturatedEngineLeavesTheSubmitToAClaim) {
                                                     blocking_, settings_, metrics_);
     std::vector<segue::core::engine::handoff> held;
     for (int i = 0; i < 3; ++i) {
-        held.push_back(engine_->reserve());
+        held.push_back(engine_->reserve("scripted"));
         ASSERT_TRUE(held.back()) << i;
     }
-    auto none = engine_->reserve();
+    auto none = engine_->reserve("scripted");
     EXPECT_FALSE(none);
     auto t = queued("ext_saturated", url_request(), 1);
     write([&](segue::store::transaction& tx) {
@@ -541,17 +551,91 @@ TEST_F(Engine, ASaturatedEngineLeavesTheSubmitToAClaim) {
     engine_->notify();
     ASSERT_TRUE(eventually([&] { return provider_->submits.load() == 1; }));
     held.clear();  // unused reservations end: their slots are free again
-    EXPECT_TRUE(engine_->reserve());
+    EXPECT_TRUE(engine_->reserve("scripted"));
 }
 
-// A crash between the create's commit and the hand-off leaves the job leased to an engine that
-// is gone: nothing runs it until the lease expires, then another engine (a restarted process: a
-// new owner) claims it and submits once.
-TEST_F(Engine, AJobHandedToADeadEngineIsClaimedAfterItsLease) {
+// A create whose provider can take a call now writes attempt 1's intent in its own commit: the
+// handed-off job's first write is its result, after the call. While the provider has the call,
+// the attempt is already durable, "submitting", and holds the SHA-256 of the callback token the
+// provider was given.
+TEST_F(Engine, AHandedOffCreateWritesTheIntentInItsOwnCommit) {
+    thread_ = std::thread([this] { pool_->run(); });
+    auto t = queued("ext_intent", url_request(), 1);
+    std::promise<std::vector<segue::store::attempt_row>> during;
+    provider_->on_submit = [&](const segue::providers::task_view&) {
+        // On the engine's thread: a read through the store's own reader.
+        std::thread([&] {
+            read([&](auto& tx) { during.set_value(tx.get_attempts("ext_intent")); });
+        }).join();
+    };
+    auto h = engine_->reserve("scripted");
+    ASSERT_TRUE(h);
+    std::vector<segue::store::attempt_row> committed;
+    write([&](segue::store::transaction& tx) {
+        segue::core::engine::create_task(tx, t, nullptr, &h);
+        committed = tx.get_attempts(t.id);
+    });
+    ASSERT_EQ(committed.size(), 1u);
+    EXPECT_EQ(committed[0].number, 1);
+    EXPECT_EQ(committed[0].provider, "scripted");
+    EXPECT_EQ(committed[0].status, "submitting");
+    engine_->hand_off(std::move(h), t);
+    auto seen = during.get_future();
+    ASSERT_EQ(seen.wait_for(5s), std::future_status::ready);
+    const auto at_call = seen.get();
+    ASSERT_EQ(at_call.size(), 1u);
+    EXPECT_EQ(at_call[0].status, "submitting");
+    std::vector<segue::store::attempt_row> attempts;
+    ASSERT_TRUE(eventually([&] {
+        read([&](segue::store::transaction& tx) { attempts = tx.get_attempts(t.id); });
+        return attempts.size() == 1 && attempts[0].status == "accepted";
+    }));
+    std::lock_guard lock(provider_->mu);
+    ASSERT_EQ(provider_->callback_tokens.size(), 1u);
+    EXPECT_EQ(segue::util::sha256_hex(provider_->callback_tokens[0]), committed[0].callback_token);
+    EXPECT_EQ(provider_->submits.load(), 1);
+}
+
+// Without a free slot at the provider's breaker (max_concurrency reached) the create writes no
+// intent: the handed-off job waits for a slot and writes its own intent, as a claimed job does.
+// A handoff that ends unused gives its slot back.
+TEST_F(Engine, AHandOffWithoutABreakerSlotWritesNoIntentAndTheJobWaitsForOne) {
+    settings_.breakers.max_concurrency = 1;
+    engine_ = std::make_unique<segue::core::engine>(pool_->main(), *db_, *blobs_, registry_,
+                                                    blocking_, settings_, metrics_);
+    auto holder = std::make_optional(engine_->reserve("scripted"));  // takes the one slot
+    ASSERT_TRUE(*holder);
+    auto t = queued("ext_noslot", url_request(), 1);
+    auto h = engine_->reserve("scripted");
+    ASSERT_TRUE(h);
+    write([&](segue::store::transaction& tx) {
+        segue::core::engine::create_task(tx, t, nullptr, &h);
+        EXPECT_TRUE(tx.get_attempts(t.id).empty());
+    });
+    start();
+    engine_->hand_off(std::move(h), t);
+    std::this_thread::sleep_for(300ms);
+    EXPECT_EQ(provider_->submits.load(), 0) << "sent beyond max_concurrency";
+    holder.reset();  // unused: its slot goes back
+    ASSERT_TRUE(eventually([&] { return provider_->submits.load() == 1; }));
+    std::vector<segue::store::attempt_row> attempts;
+    ASSERT_TRUE(eventually([&] {
+        read([&](segue::store::transaction& tx) { attempts = tx.get_attempts(t.id); });
+        return attempts.size() == 1 && attempts[0].status == "accepted";
+    }));
+}
+
+// A crash between the create's commit and the call leaves the job leased to an engine that is
+// gone, and attempt 1's intent written: nothing runs the job until the lease expires; then
+// another engine (a restarted process: a new owner) claims it. It cannot know whether the call
+// left before the crash, so it never resends blindly: attempt 1 is reconciled (no sign of it
+// upstream), and attempt 2 is the one call the provider gets.
+TEST_F(Engine, AJobHandedToADeadEngineIsClaimedAfterItsLeaseAndItsIntentReconciled) {
     settings_.engine.lease = 600ms;
+    settings_.retry.transient.initial = 10ms;
     auto t = queued("ext_orphan", url_request(), 1);
     {
-        auto h = engine_->reserve();
+        auto h = engine_->reserve("scripted");
         ASSERT_TRUE(h);
         write([&](segue::store::transaction& tx) {
             segue::core::engine::create_task(tx, t, nullptr, &h);
@@ -565,12 +649,16 @@ TEST_F(Engine, AJobHandedToADeadEngineIsClaimedAfterItsLease) {
     engine_->notify();
     std::this_thread::sleep_for(200ms);
     EXPECT_EQ(provider_->submits.load(), 0) << "claimed while another engine held the lease";
-    ASSERT_TRUE(eventually([&] { return provider_->submits.load() == 1; }));
+    ASSERT_TRUE(eventually([&] { return provider_->submits.load() == 1; }, 10s));
     EXPECT_GE(std::chrono::steady_clock::now() - written, 550ms);
+    std::vector<segue::store::attempt_row> attempts;
+    ASSERT_TRUE(eventually([&] {
+        read([&](segue::store::transaction& tx) { attempts = tx.get_attempts(t.id); });
+        return attempts.size() == 2 && attempts[1].status == "accepted";
+    }));
+    EXPECT_EQ(attempts[0].status, "failed");
+    EXPECT_NE(attempts[0].error_json.find("ambiguous_unresolved"), std::string::npos)
+        << attempts[0].error_json;
     std::this_thread::sleep_for(300ms);
     EXPECT_EQ(provider_->submits.load(), 1);
-    std::vector<segue::store::attempt_row> attempts;
-    read([&](segue::store::transaction& tx) { attempts = tx.get_attempts(t.id); });
-    ASSERT_EQ(attempts.size(), 1u);
-    EXPECT_EQ(attempts[0].status, "accepted");
 }
