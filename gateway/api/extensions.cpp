@@ -200,7 +200,8 @@ struct handlers : std::enable_shared_from_this<handlers> {
         sse_clients.inc();
         const auto executor = co_await asio::this_coro::executor;
         std::unique_ptr<sse_stream> s(
-            new sse_stream{sse_clients, std::make_shared<asio::steady_timer>(executor)});
+            new sse_stream{sse_clients, std::make_shared<asio::steady_timer>(executor),
+                           std::make_shared<std::atomic<bool>>(true), nullptr});
         if (!co_await ctx.write_stream("retry: 1000\n\n"))
             co_return nullptr;
         if (!task.empty())

@@ -235,7 +235,7 @@ std::optional<events::formatted> format_webhook(const events::format_input& in,
         return std::nullopt;  // MusicGPT calls back only with results
     }
     b["provider"] = in.task.provider;
-    return events::formatted{util::json_text(b), {}};
+    return events::formatted{util::json_text(b), {}, {}};
 }
 
 namespace {
