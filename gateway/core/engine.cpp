@@ -997,7 +997,7 @@ engine::handoff::handoff(handoff&& o) noexcept
       slot_(std::exchange(o.slot_, nullptr)),
       provider_(std::move(o.provider_)),
       callback_token_(std::move(o.callback_token_)),
-      intent_(o.intent_) {
+      intent_(std::move(o.intent_)) {
     o.engine_.reset();
 }
 
@@ -1012,7 +1012,7 @@ engine::handoff& engine::handoff::operator=(handoff&& o) noexcept {
         slot_ = std::exchange(o.slot_, nullptr);
         provider_ = std::move(o.provider_);
         callback_token_ = std::move(o.callback_token_);
-        intent_ = o.intent_;
+        intent_ = std::move(o.intent_);
     }
     return *this;
 }
@@ -1063,7 +1063,7 @@ void engine::hand_off(handoff h, const store::task_row& task) {
     impl::prefetched pre;
     pre.task = task;  // as create_task wrote it; a new task has no attempts but its intent
     if (h.intent_) {
-        pre.attempts.push_back(first_attempt(task, h.provider_, h.callback_token_));
+        pre.attempts.push_back(std::move(*h.intent_));
         pre.slot = std::make_shared<breaker_slot>(std::exchange(h.slot_, nullptr));
         pre.callback_token = std::move(h.callback_token_);
     }
@@ -1103,8 +1103,8 @@ void engine::create_task(store::transaction& tx, const store::task_row& task,
         h->job_id_ = id;
         // The first attempt's intent, in this commit (see handoff): the job sends at once.
         if (*h && h->slot_ && h->provider_ == task.provider) {
-            tx.upsert_attempt(first_attempt(task, h->provider_, h->callback_token_));
-            h->intent_ = true;
+            h->intent_ = first_attempt(task, h->provider_, h->callback_token_);
+            tx.upsert_attempt(*h->intent_);
         }
     }
 }

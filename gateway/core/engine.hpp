@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -111,8 +112,8 @@ class engine {
         // The provider call's slot in the breaker of `provider_` (released unless handed off).
         circuit_breaker* slot_ = nullptr;
         std::string provider_;
-        std::string callback_token_;  // plain; the attempt row holds its SHA-256
-        bool intent_ = false;         // set by create_task: attempt 1 is written
+        std::string callback_token_;                // plain; the attempt row holds its SHA-256
+        std::optional<store::attempt_row> intent_;  // attempt 1, when create_task wrote it
     };
     // Empty when the engine is at its limit (running + reserved >= engine.batch) or stopping:
     // the create then writes the job unleased (due now) and calls notify(). `provider` is the

@@ -107,6 +107,23 @@ json::object wait_final(std::uint16_t port, const std::string& id, const std::st
     return t;
 }
 
+// A 2 s extension (extend_after 2) of `song` with `outputs` outputs, run to its end: the final
+// task (a test failure unless it succeeded).
+json::object extend_to_success(std::uint16_t port, const std::string& song, int outputs) {
+    auto r = post_form(port,
+                       {{"audio_file", song, "s.wav"},
+                        {"extend_after", "2"},
+                        {"length", "2"},
+                        {"num_outputs", std::to_string(outputs)}},
+                       {key_a});
+    EXPECT_TRUE(r && r->status == 202) << (r ? r->body : "no answer");
+    if (!r || r->status != 202)
+        return {};
+    auto t = wait_final(port, std::string(parse(r->body)["id"].as_string()), key_a);
+    EXPECT_EQ(t["status"], "succeeded") << json::serialize(t);
+    return t;
+}
+
 std::vector<json::object> events_of(std::uint16_t port, const std::string& id,
                                     const std::string& key) {
     auto r = http_request(port, "GET", "/v1/extensions/" + id + "/events?limit=1000", "", {key});
@@ -792,16 +809,8 @@ TEST(Extend, DiskMetricsMeasureTheVolumeTheFilesAndTheDatabase) {
                    storage + "  disk_check_interval: 100ms\n  min_free_bytes: 1234567\n");
     segue_process s(config);
     auto song = make_song(d, "wav", 4, 22050, 1);
-    auto r = post_form(s.port(),
-                       {{"audio_file", song.bytes, "s.wav"},
-                        {"extend_after", "2"},
-                        {"length", "2"},
-                        {"num_outputs", "2"}},
-                       {key_a});
-    ASSERT_TRUE(r);
-    const std::string id(parse(r->body)["id"].as_string());
-    auto t = wait_final(s.port(), id, key_a);
-    ASSERT_EQ(t["status"], "succeeded") << json::serialize(t);
+    auto t = extend_to_success(s.port(), song.bytes, 2);
+    ASSERT_EQ(t["status"], "succeeded");
 
     // Every file the task holds, by its size as served.
     std::vector<std::string> urls{"/v1/files/" +
@@ -858,16 +867,9 @@ TEST(Extend, FilesPlayWithoutAKeyByRangeOnEveryFormatThenExpire) {
                                "retention:\n  interval: 200ms\n  outputs: 10s\n  uploads: 10s\n"
                                "  tasks: 10s\n  tombstones: 0s\n"));
     auto song = make_song(d, "wav", 6, 22050, 1);
-    auto r = post_form(s.port(),
-                       {{"audio_file", song.bytes, "s.wav"},
-                        {"extend_after", "2"},
-                        {"length", "2"},
-                        {"num_outputs", "1"}},
-                       {key_a});
-    ASSERT_TRUE(r);
-    const std::string id(parse(r->body)["id"].as_string());
-    auto t = wait_final(s.port(), id, key_a);
-    ASSERT_EQ(t["status"], "succeeded") << json::serialize(t);
+    auto t = extend_to_success(s.port(), song.bytes, 1);
+    ASSERT_EQ(t["status"], "succeeded");
+    const std::string id(t["id"].as_string());
     const auto& out = t["outputs"].as_array()[0].as_object();
     const auto& audio = out.at("audio").as_object();
     const auto& source = t["request"].at("source").as_object();
