@@ -6,6 +6,7 @@
 #
 #   bench/pipeline.sh [duration-seconds] [connections]          (defaults: 60 32)
 #   BENCH_ENGINE_BATCH=64 bench/pipeline.sh 60 32               (engine.batch; default 64)
+#   BENCH_ENGINE_WORKERS=2 ...  (engine.workers: the engine's blocking threads; default 2)
 #   BENCH_DRAIN_LIMIT=120 ...   (seconds to wait for the backlog to drain after the load)
 #   SEGUE_BIN=path ...          (measure that binary, e.g. a build before a change)
 # The load is closed-loop: wrk posts as fast as the API accepts.
@@ -59,6 +60,7 @@ storage:
   sync_full: true
 engine:
   batch: $batch
+  workers: ${BENCH_ENGINE_WORKERS:-2}
 providers:
   sandbox:
     delay: 0s

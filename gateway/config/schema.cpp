@@ -327,7 +327,10 @@ static std::optional<std::string> lease_check(std::chrono::milliseconds lease) {
 object_schema<engine_settings> engine_schema() {
     object_schema<engine_settings> s;
     s.field("workers", &engine_settings::workers,
-            "Threads for blocking work (audio processing, file I/O), off the IO threads.")
+            "Threads for the engine's blocking work (audio processing, outputs' files), off "
+            "the IO threads. The API's own blocking work (uploads, file serving, free-space "
+            "checks) has threads of its own, as many as the IO threads (at least 2), so a "
+            "request never waits behind audio processing.")
         .def(2)
         .range(1, 64);
     s.field("poll_interval", &engine_settings::poll_interval,
