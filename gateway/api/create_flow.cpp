@@ -27,6 +27,7 @@ using boost::asio::awaitable;
 
 flow::flow(const api_deps& d)
     : deps_(d),
+      space_(std::make_unique<store::space_gate>()),
       created_(d.metrics.counter_family("segue_tasks_created_total", "Tasks accepted, by provider.",
                                         {"provider"})),
       rejected_(d.metrics.counter_family("segue_api_rejected_total",
@@ -126,9 +127,13 @@ awaitable<std::optional<refusal>> flow::room_for(std::uint64_t incoming) {
     std::vector<std::string> paths{st.blob_dir};
     if (st.engine == config::storage_engine::sqlite)
         paths.push_back(std::filesystem::path(st.sqlite_path).parent_path().string());
+    if (space_->admits(st.min_free_bytes, incoming, store::space_gate::clock::now()))
+        co_return std::nullopt;
     std::optional<store::volume_space> v;
     co_await deps_.blocking.run([&] { v = store::tightest_volume(paths); });
-    if (!v || v->available >= st.min_free_bytes + incoming)
+    const bool room = !v || v->available >= st.min_free_bytes + incoming;
+    space_->measured(v, store::space_gate::clock::now(), room ? incoming : 0);
+    if (room)
         co_return std::nullopt;
     co_return refusal{
         error_kind::insufficient_storage,

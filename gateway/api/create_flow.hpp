@@ -8,12 +8,14 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "gateway/api/create_pipeline.hpp"
 #include "gateway/api/extensions.hpp"
+#include "gateway/store/disk.hpp"
 
 namespace segue::metrics {
 template <class T>
@@ -62,13 +64,15 @@ class flow {
     boost::asio::awaitable<std::optional<refusal>> resolve_output_clip(submission& s,
                                                                        const std::string& tenant);
     // storage.min_free_bytes: the 507 for a new upload of `incoming` bytes (0: not known yet)
-    // when the data volume is, or would be, below it. Measured now (statvfs, off the IO
-    // thread), so uploads are taken again the moment space returns.
+    // when the data volume is, or would be, below it. Measured (statvfs, off the IO thread)
+    // unless a measurement of the last second left far more than enough (store::space_gate);
+    // a refusal is always measured now, so uploads are taken again the moment space returns.
     boost::asio::awaitable<std::optional<refusal>> room_for(std::uint64_t incoming);
     read_env reading();
     validate_env validating();
 
     api_deps deps_;
+    std::unique_ptr<store::space_gate> space_;
     metrics::family<metrics::counter>& created_;
     metrics::family<metrics::counter>& rejected_;
     metrics::counter& upload_bytes_;

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include <algorithm>
 #include <filesystem>
 
 namespace segue::store {
@@ -44,6 +45,27 @@ std::uint64_t file_size(const std::string& path) {
     if (::stat(path.c_str(), &st) != 0)
         return 0;
     return static_cast<std::uint64_t>(st.st_size);
+}
+
+bool space_gate::admits(std::uint64_t floor, std::uint64_t incoming, clock::time_point now) {
+    std::lock_guard lk(m_);
+    if (!last_ || now < at_ || now - at_ >= max_age)
+        return false;
+    const std::uint64_t headroom = std::max(floor, min_headroom);
+    const std::uint64_t left = last_->available > admitted_ ? last_->available - admitted_ : 0;
+    // floor + incoming + headroom, without overflowing on absurd inputs.
+    if (incoming > left || left - incoming < floor || left - incoming - floor < headroom)
+        return false;
+    admitted_ += incoming;
+    return true;
+}
+
+void space_gate::measured(std::optional<volume_space> v, clock::time_point at,
+                          std::uint64_t admitted) {
+    std::lock_guard lk(m_);
+    last_ = v;
+    at_ = at;
+    admitted_ = admitted;
 }
 
 }  // namespace segue::store
