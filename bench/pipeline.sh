@@ -19,6 +19,8 @@
 #   backlog       at the end of the run: tasks created and not yet submitted, and what that is
 #                 in seconds of work at the run's submit rate; the same for not yet succeeded;
 #                 then how long the engine takes to drain it after the load stops
+# All from one scrape of /metrics at each point. At the end: failed attempts by code, and final
+# statuses other than succeeded, if there were any.
 # Baseline in the same run: GET /healthz on the same process before the load (what the HTTP
 # layer does with nothing else to do), and the accept rate alone is compared to the submit rate.
 #
@@ -84,19 +86,22 @@ done
 echo "# that task: $st"
 [[ "$st" == succeeded ]] || { echo "bench: the probe task did not succeed; log:" >&2; tail -20 "$work/segue.log" >&2; exit 1; }
 
-metric() {  # sum of a metric's samples whose line matches a regex, from /metrics now
-  curl -s "$base/metrics" | awk -v re="$1" '$0 !~ /^#/ && $0 ~ re { s += $NF } END { printf "%.0f\n", s }'
+# All four from ONE scrape ("created submitted succeeded finished"): separate scrapes a moment
+# apart counted tasks that succeeded in between as "finished other than succeeded".
+counts() {
+  curl -s "$base/metrics" | awk '
+    /^#/ { next }
+    /^segue_tasks_created_total/ { c += $NF }
+    /^segue_engine_jobs_total[{]kind="submit",outcome="ok"/ { s += $NF }
+    /^segue_tasks_finished_total[{]/ { f += $NF; if ($0 ~ /status="succeeded"/) ok += $NF }
+    END { printf "%.0f %.0f %.0f %.0f\n", c, s, ok, f }'
 }
-created() { metric '^segue_tasks_created_total'; }
-submitted() { metric '^segue_engine_jobs_total[{]kind="submit",outcome="ok"'; }
-succeeded() { metric '^segue_tasks_finished_total[{].*status="succeeded"'; }
-finished() { metric '^segue_tasks_finished_total'; }
 
 # Baseline: /healthz, same process, same connections, before any load.
 wrk -t1 -c"$conns" -d5s --latency -s bench/submit.lua "$base/healthz" -- get >"$work/healthz.out" 2>&1
 read -r h_rps h_p50 h_p99 _ < <(wrk_parse "$work/healthz.out")
 
-c0=$(created) s0=$(submitted) ok0=$(succeeded) f0=$(finished)
+read -r c0 s0 ok0 f0 < <(counts)
 cpu0=$(cpu_ticks "$segue_pid")
 stat0=$(cpu_split_snapshot)
 t0=$(date +%s.%N)
@@ -104,7 +109,7 @@ t0=$(date +%s.%N)
 (
   while sleep 5; do
     kill -0 "$segue_pid" 2>/dev/null || exit 0
-    c=$(created) s=$(submitted) ok=$(succeeded)
+    read -r c s ok _ < <(counts)
     echo "  t+$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN{printf "%.0f", a-b}')s created $((c - c0)) submitted $((s - s0)) succeeded $((ok - ok0)) not-yet-submitted $((c - s)) not-yet-succeeded $((c - ok))"
   done
 ) &
@@ -113,7 +118,7 @@ bench_pids+=("$sampler")
 wrk -t1 -c"$conns" -d"${duration}s" --latency -s bench/submit.lua "$base/v1/extensions" -- \
   post "$key" "$audio_url" 1 1 >"$work/post.out" 2>&1
 t1=$(date +%s.%N)
-c1=$(created) s1=$(submitted) ok1=$(succeeded) f1=$(finished)
+read -r c1 s1 ok1 f1 < <(counts)
 cpu1=$(cpu_ticks "$segue_pid")
 machine_split=$(cpu_split "$stat0")
 kill "$sampler" 2>/dev/null || true
@@ -143,8 +148,13 @@ echo "segue CPU during the run: $(awk -v t=$((cpu1 - cpu0)) -v hz="$(getconf CLK
 # Drain: how long until everything created is submitted, and succeeded.
 drain_limit="${BENCH_DRAIN_LIMIT:-120}"  # seconds to wait for the backlog after the load
 d0=$SECONDS
-while (($(created) - $(submitted) > 0)) && ((SECONDS - d0 < drain_limit)); do sleep 0.5; done
-echo "not-yet-submitted drained $((SECONDS - d0)) s after the load stopped (left: $(($(created) - $(submitted))))"
-while (($(created) - $(finished) > 0)) && ((SECONDS - d0 < drain_limit)); do sleep 0.5; done
-echo "all tasks final $((SECONDS - d0)) s after the load stopped (left: $(($(created) - $(finished))); succeeded $(succeeded) of $(created))"
+while read -r c s ok f < <(counts) && ((c - s > 0)) && ((SECONDS - d0 < drain_limit)); do sleep 0.5; done
+read -r c s ok f < <(counts)
+echo "not-yet-submitted drained $((SECONDS - d0)) s after the load stopped (left: $((c - s)))"
+while read -r c s ok f < <(counts) && ((c - f > 0)) && ((SECONDS - d0 < drain_limit)); do sleep 0.5; done
+read -r c s ok f < <(counts)
+echo "all tasks final $((SECONDS - d0)) s after the load stopped (left: $((c - f)); succeeded $ok of $c)"
 echo "handoffs: $(curl -s "$base/metrics" | awk '/^segue_engine_handoffs_total/ {printf "%s ", $0}')"
+# Why tasks did not succeed, if some did not: failed attempts by code, final statuses.
+curl -s "$base/metrics" | awk '/^segue_provider_failures_total[{]/ || (/^segue_tasks_finished_total[{]/ && !/status="succeeded"/) { printf "%s\n", $0 }' |
+  sed 's/^/  /' | { grep . && true || echo "  (no failed attempt, every final task succeeded)"; }
