@@ -558,3 +558,72 @@ TEST_F(PgStoreTest, ReapingReplicasTakeDifferentRowsAndNeverWaitForEachOther) {
     a->close();
     b->close();
 }
+
+// The queue tables are vacuumed by the store once they have churned (pg_store.cpp: dead rows
+// at the head of the claims' index made every claim walk over them until autovacuum came by).
+TEST_F(PgStoreTest, TheStoreVacuumsItsChurnedQueueTableItself) {
+    // How often `jobs` was vacuumed by hand (VACUUM, not autovacuum), and its dead rows.
+    st::pg::connection probe(schema_.url(), 5000, "probe");
+    auto jobs_stats = [&] {
+        auto r = probe.query(
+            "SELECT vacuum_count, n_dead_tup FROM pg_stat_user_tables "
+            "WHERE schemaname = current_schema() AND relname = 'jobs'",
+            {});
+        return std::pair<std::int64_t, std::int64_t>{r.i64(0, 0), r.i64(0, 1)};
+    };
+    // Claims and completes (deletes) `n` jobs.
+    auto churn = [](st::store& s, int n) {
+        run_sync(s, true, [&](st::transaction& tx) {
+            for (int i = 0; i < n; ++i)
+                tx.schedule_job({0, "poll", "ext_" + std::to_string(i), "", 1, "", 0, 0}, false);
+        });
+        for (;;) {
+            std::size_t got = 0;
+            run_sync(s, true, [&](st::transaction& tx) {
+                auto jobs = tx.claim_jobs("w", tx.clock_ms(), 60'000, 500);
+                got = jobs.size();
+                for (const auto& j : jobs)
+                    tx.complete_job({j.id, "w", j.attempts});
+            });
+            if (got == 0)
+                return;
+        }
+    };
+    // PostgreSQL 15 publishes a backend's counts at most once a second while it is busy, and
+    // up to 10 s after it went idle: the waits below are that long here, not in production.
+    auto wait_for = [](auto pred) {
+        const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+        while (!pred() && std::chrono::steady_clock::now() < until)
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        return pred();
+    };
+
+    // Turned off: the same churn leaves its dead rows (autovacuum's own runs do not count here).
+    {
+        st::postgres_options o;
+        o.url = schema_.url();
+        o.vacuum_check_ms = 0;
+        auto s = st::open_postgres(o);
+        churn(*s, 2000);
+        ASSERT_TRUE(wait_for([&] { return jobs_stats().second >= 2000; }))
+            << "dead rows " << jobs_stats().second;
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        EXPECT_EQ(jobs_stats().first, 0);
+    }
+    // On: once the dead rows pass the threshold, the store vacuums the table.
+    st::postgres_options o;
+    o.url = schema_.url();
+    o.vacuum_check_ms = 100;
+    o.vacuum_min_dead = 1000;
+    auto s = st::open_postgres(o);
+    EXPECT_TRUE(wait_for([&] { return jobs_stats().first >= 1; }));
+    churn(*s, 3000);
+    EXPECT_TRUE(wait_for([&] { return jobs_stats().first >= 2; }))
+        << "vacuums " << jobs_stats().first << ", dead rows " << jobs_stats().second;
+    EXPECT_TRUE(wait_for([&] { return jobs_stats().second < 1000; }))
+        << "dead rows " << jobs_stats().second;
+    // And close() does not wait for it.
+    const auto t0 = std::chrono::steady_clock::now();
+    s->close();
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
+}
