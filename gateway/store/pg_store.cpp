@@ -22,15 +22,6 @@
 //  - `readers` reader threads run read units, each in a READ ONLY REPEATABLE READ transaction
 //    (one consistent snapshot; a commit is visible to every read submitted after its completion
 //    ran, because completions run only after COMMIT returned).
-//  - one vacuumer, for the queue tables (jobs, deliveries): every claim rewrites a row and every
-//    finished job deletes one, and a dead row's index entries stay until VACUUM. The claims
-//    (ORDER BY due_at ... LIMIT, SKIP LOCKED) walk over them from the head of the index:
-//    measured, 9,563 dead jobs made a claim of 64 take 1.0 ms instead of 0.7 ms (0.63 ms before
-//    its first row), and claims averaged 1.9 ms in bench/store_engines.sh. Autovacuum visits a
-//    table once a minute at best (autovacuum_naptime), by which time a gateway finishing 2,000
-//    jobs/s has left 120,000 dead rows at the head of every claim. So the store vacuums them
-//    itself once they have churned (postgres_options::vacuum_*), with SKIP_LOCKED: another
-//    replica vacuuming the same table at that moment is enough.
 //  - one listener (LISTEN on "segue:<schema>"): commits of other processes arrive as notifications,
 //  sent by
 //    their writers in the committing transaction (so they arrive only if it commits), and are
@@ -151,11 +142,6 @@ class pg_store final : public store {
                 name_thread("pg-reader");
                 reader_loop(reader_conns_[static_cast<std::size_t>(i)]);
             });
-        if (o_.vacuum_check_ms > 0)
-            vacuumer_ = std::thread([this] {
-                name_thread("pg-vacuum");
-                vacuum_loop();
-            });
         if (o_.listen) {
             // Listening before the open returns: a commit made after it is heard.
             std::unique_ptr<connection> lc = connect();
@@ -193,19 +179,6 @@ class pg_store final : public store {
                 t.join();
         if (listener_.joinable() && listener_.get_id() != self)
             listener_.join();
-        {
-            std::lock_guard vlk(vacuum_mutex_);
-            vacuum_stop_ = true;
-            if (vacuum_conn_)  // a VACUUM under way ends now, not at its statement timeout
-                if (PGcancel* k = PQgetCancel(vacuum_conn_)) {
-                    char err[256];
-                    PQcancel(k, err, sizeof err);
-                    PQfreeCancel(k);
-                }
-        }
-        vacuum_cv_.notify_all();
-        if (vacuumer_.joinable() && vacuumer_.get_id() != self)
-            vacuumer_.join();
     }
 
     store_stats stats() const override {
@@ -499,66 +472,6 @@ class pg_store final : public store {
         }
     }
 
-    // See the top of this file. Reconnects by itself; a failed round is logged and tried again
-    // at the next check.
-    void vacuum_loop() {
-        std::unique_ptr<connection> c;
-        vacuum_rounds(c);
-        drop_vacuum_connection(c);  // before close() could cancel through a freed connection
-    }
-
-    void vacuum_rounds(std::unique_ptr<connection>& c) {
-        for (;;) {
-            {
-                std::unique_lock lk(vacuum_mutex_);
-                if (vacuum_cv_.wait_for(lk, std::chrono::milliseconds(o_.vacuum_check_ms),
-                                        [&] { return vacuum_stop_; }))
-                    return;
-            }
-            try {
-                if (!c || !c->ok()) {
-                    drop_vacuum_connection(c);
-                    // A bigger table takes longer: 30 s at least, against the units' 5.
-                    auto fresh = std::make_unique<connection>(
-                        o_.url, std::max(o_.statement_timeout_ms, 30'000), o_.name);
-                    std::lock_guard lk(vacuum_mutex_);
-                    if (vacuum_stop_)
-                        return;
-                    c = std::move(fresh);
-                    vacuum_conn_ = c->get();
-                }
-                // Counts as of the backends' last statistics flush (at most a second old).
-                auto r = c->query(
-                    "SELECT relname, n_dead_tup, n_live_tup FROM pg_stat_user_tables "
-                    "WHERE schemaname = current_schema() AND relname IN ('jobs', 'deliveries')",
-                    {});
-                for (int i = 0; i < r.rows(); ++i) {
-                    const std::string table = r.text(i, 0);
-                    const std::int64_t dead = r.i64(i, 1), live = r.i64(i, 2);
-                    if (dead < o_.vacuum_min_dead || dead < live / 4)
-                        continue;
-                    const std::string sql = "VACUUM (SKIP_LOCKED) " + table;
-                    c->exec(sql.c_str());
-                }
-            } catch (const std::exception& e) {
-                drop_vacuum_connection(c);
-                {
-                    std::lock_guard lk(vacuum_mutex_);
-                    if (vacuum_stop_)
-                        return;  // canceled by close()
-                }
-                log::warn("postgres: vacuum of the queue tables failed; trying again later",
-                          {{"error", e.what()}});
-            }
-        }
-    }
-
-    void drop_vacuum_connection(std::unique_ptr<connection>& c) {
-        std::lock_guard lk(vacuum_mutex_);  // close() cancels through the pointer under it
-        vacuum_conn_ = nullptr;
-        c.reset();
-    }
-
     postgres_options o_;
     std::string sender_;
     std::string channel_;     // the NOTIFY channel of this schema
@@ -567,11 +480,6 @@ class pg_store final : public store {
     std::vector<std::unique_ptr<connection>> reader_conns_;
     std::vector<std::thread> threads_;
     std::thread listener_;
-    std::thread vacuumer_;
-    std::mutex vacuum_mutex_;
-    std::condition_variable vacuum_cv_;
-    bool vacuum_stop_ = false;
-    PGconn* vacuum_conn_ = nullptr;  // the vacuumer's connection, for close() to cancel
     static constexpr int lanes = 2;  // write_lane::requests, write_lane::work
     std::array<detail::work_queue, lanes> writes_;
     detail::work_queue reads_;

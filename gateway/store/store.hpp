@@ -518,11 +518,6 @@ struct postgres_options {
     int max_batch = 64;          // units per commit on one writer connection
     bool listen = true;          // LISTEN for other processes' commits (set_commit_listener)
     std::string name = "segue";  // application_name, and how own notifications are recognized
-    // The queue tables (jobs, deliveries) are vacuumed by the store itself: every this many ms
-    // it reads their dead-row counts and VACUUMs one holding at least vacuum_min_dead dead rows
-    // (and a quarter of its live ones). 0: never (autovacuum only). See pg_store.cpp.
-    int vacuum_check_ms = 2000;
-    std::int64_t vacuum_min_dead = 2000;
 };
 
 // Connects, applies pending migrations under an advisory lock (safe with several replicas
