@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <exception>
 #include <filesystem>
+#include <mutex>
 #include <random>
+#include <set>
 
 #include "gateway/api/compat.hpp"
 #include "gateway/core/json.hpp"
@@ -25,9 +27,23 @@ namespace segue::api::create {
 namespace fs = std::filesystem;
 using boost::asio::awaitable;
 
+struct flow::known_grants {
+    bool has(const std::string& tenant) {
+        std::lock_guard lk(m);
+        return tenants.count(tenant) != 0;
+    }
+    void add(const std::string& tenant) {
+        std::lock_guard lk(m);
+        tenants.insert(tenant);
+    }
+    std::mutex m;
+    std::set<std::string> tenants;
+};
+
 flow::flow(const api_deps& d)
     : deps_(d),
       space_(std::make_unique<store::space_gate>()),
+      grants_(std::make_shared<known_grants>()),
       created_(d.metrics.counter_family("segue_tasks_created_total", "Tasks accepted, by provider.",
                                         {"provider"})),
       rejected_(d.metrics.counter_family("segue_api_rejected_total",
@@ -217,6 +233,9 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
             w.emplace_back(std::move(x));
         out.admitted.task.warnings_json = util::json_text(w);
     }
+    const bool grant_to_ensure = out.admitted.grant_milli > 0 && !grants_->has(tenant);
+    if (!grant_to_ensure)
+        out.admitted.grant_milli = 0;  // admit's ensure_grant then looks nothing up
     const auto& a = out.admitted;
     const auto retention =
         static_cast<store::millis>(deps_.settings.api.idempotency_retention.count());
@@ -232,6 +251,11 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
     } catch (...) {
         failed = std::current_exception();
     }
+    // Committed past ensure_grant (a replay or a key conflict returns before it): the grant is
+    // in the ledger now.
+    if (!failed && grant_to_ensure &&
+        (result.what == admitted::kind::created || result.what == admitted::kind::insufficient))
+        grants_->add(tenant);
     // No task points at the stored upload unless one was created.
     if (file && (failed || result.what != admitted::kind::created))
         co_await discard_upload(*file, deps_.blobs, deps_.blocking);

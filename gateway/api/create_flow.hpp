@@ -73,6 +73,11 @@ class flow {
 
     api_deps deps_;
     std::unique_ptr<store::space_gate> space_;
+    // Tenants whose initial grant is known to be in the ledger (a create committed after
+    // ensuring it): their creates skip the lookup, one round trip on PostgreSQL. A grant is
+    // never removed, so what is known stays true.
+    struct known_grants;
+    std::shared_ptr<known_grants> grants_;
     metrics::family<metrics::counter>& created_;
     metrics::family<metrics::counter>& rejected_;
     metrics::counter& upload_bytes_;
