@@ -31,8 +31,14 @@
 # figures). The fake is reset (POST /_control/reset: its task table and request log emptied)
 # before each warm-up, so both phases find it in the same state.
 #
-# The client gets its 202 before the upstream call, so the submit path is reported as
-# p50(202) + p50(queued -> submitted); overhead = that - p50(direct). The two overlap by the
+# The figure issue 19 names, client -> provider, is measured at the provider: wrk's request()
+# stamps its CLOCK_MONOTONIC send time (us) into each body's prompt (sb-m-t<us>), segue forwards
+# the prompt, and the fake logs its own CLOCK_MONOTONIC when the whole request was read
+# (GET /_control/requests: received_mono_us); the same for requests sent straight to the fake.
+# Printed as "client -> provider through segue" and the TO_PROVIDER line.
+# The older figure is still printed beside it. The client gets its 202 before the upstream
+# call, so the submit path was reported as p50(202) + p50(queued -> submitted); overhead = that
+# - p50(direct). The two overlap by the
 # create transaction's commit (queued is stamped inside the transaction the 202 waits for), so
 # the sum slightly over-counts. Event times are whole milliseconds (created_at is unix ms):
 # per-task differences are integers with +-1 ms error; their mean is still unbiased.
