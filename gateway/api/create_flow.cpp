@@ -140,11 +140,11 @@ awaitable<std::optional<refusal>> flow::room_for(std::uint64_t incoming) {
     const auto& st = deps_.settings.storage;
     if (st.min_free_bytes == 0)
         co_return std::nullopt;
+    if (space_->admits(st.min_free_bytes, incoming, store::space_gate::clock::now()))
+        co_return std::nullopt;
     std::vector<std::string> paths{st.blob_dir};
     if (st.engine == config::storage_engine::sqlite)
         paths.push_back(std::filesystem::path(st.sqlite_path).parent_path().string());
-    if (space_->admits(st.min_free_bytes, incoming, store::space_gate::clock::now()))
-        co_return std::nullopt;
     std::optional<store::volume_space> v;
     co_await deps_.blocking.run([&] { v = store::tightest_volume(paths); });
     const bool room = !v || v->available >= st.min_free_bytes + incoming;
