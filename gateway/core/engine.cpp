@@ -275,6 +275,11 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
                                                      const std::string& provider_name,
                                                      bool acquired);
     lease_worker::item item_of(store::job_row job, std::optional<prefetched> pre);
+    // Inside the claim's write unit, for a claimed submit job that will call its provider: the
+    // attempt's intent, written in the claim's commit (as a handed-off create writes it in its
+    // own), with the breaker slot it takes. Nothing when the job's run decides otherwise (see
+    // the function).
+    std::optional<prefetched> claim_intent(store::transaction& tx, const store::job_row& job);
     // One claimed job: the poison check, the run, and a failed run's record.
     asio::awaitable<void> run_claimed(store::job_row job, std::shared_ptr<const lease_state> lease,
                                       std::optional<prefetched> pre);
@@ -405,6 +410,64 @@ lease_worker::item engine::impl::item_of(store::job_row job, std::optional<prefe
     return it;
 }
 
+std::optional<engine::impl::prefetched> engine::impl::claim_intent(store::transaction& tx,
+                                                                   const store::job_row& job) {
+    // A poisoned job fails its task instead (run_claimed).
+    if (job.failures >= settings.engine.max_job_failures)
+        return std::nullopt;
+    auto task = tx.get_task_if_unlocked(job.task_id);
+    if (!task || is_terminal(parse_task_status(task->status).value_or(task_status::failed)))
+        return std::nullopt;
+    auto attempts = tx.get_attempts(task->id);
+    // An interrupted submit is reconciled, and a task a provider already took is not sent
+    // again: run_job decides both.
+    if (!attempts.empty() &&
+        (attempts.back().status == "submitting" || attempts.back().status == "accepted" ||
+         attempts.back().status == "succeeded"))
+        return std::nullopt;
+    std::string provider_name = task->provider;
+    if (provider_name.empty()) {
+        try {
+            provider_name = request_from_json(task->request_json)
+                                .provider.value_or(settings.api.default_provider);
+        } catch (const std::exception&) {
+            return std::nullopt;  // the run fails it (a task whose data the engine cannot use)
+        }
+    }
+    auto* br = breaker_for(provider_name);
+    if (!registry.find(provider_name) || !br)
+        return std::nullopt;
+    // Throttled or open: the run reschedules it or fails the attempt, as for any claimed submit.
+    if (!br->try_acquire(steady_ms()))
+        return std::nullopt;
+    // Held by the item from here: if this unit fails or runs again, the items it built are
+    // dropped and their slots go back (breaker_slot), so a unit run twice takes one slot.
+    prefetched pre;
+    pre.slot = std::make_shared<breaker_slot>(br);
+    pre.callback_token = util::random_id("cb_");
+    store::attempt_row a;
+    a.task_id = task->id;
+    a.number = attempts.empty() ? 1 : attempts.back().number + 1;
+    a.provider = provider_name;
+    a.callback_token = util::sha256_hex(pre.callback_token);
+    a.status = "submitting";
+    // A preparation at this provider (e.g. an upload that became a clip) hands its state on.
+    for (auto it = attempts.rbegin(); it != attempts.rend(); ++it)
+        if (it->provider == provider_name && it->status == "prepared") {
+            a.state_json = it->state_json;
+            break;
+        }
+    a.started_at = now_ms();
+    task->provider = provider_name;
+    task->updated_at = a.started_at;
+    task->version = tx.update_task(*task);
+    tx.upsert_attempt(a);
+    attempts.push_back(std::move(a));
+    pre.task = std::move(task);
+    pre.attempts = std::move(attempts);
+    return pre;
+}
+
 void engine::impl::make_worker() {
     lease_worker::hooks h;
     h.name = "engine";
@@ -419,13 +482,17 @@ void engine::impl::make_worker() {
         if (static_cast<int>(claimed.size()) < limit)
             next_due = tx.next_job_due();
         std::vector<lease_worker::item> items;
-        // A claimed job reads its task in a read of its own (run_job), not here: in a write
-        // unit get_task locks the task until the batch commits (store.hpp), and a claim that
-        // waits for one task's lock holds up the whole work lane (the renewals and the
-        // dispatcher's records behind it: leases expired and webhooks went out twice in the
-        // replicas chaos test with the read folded in here).
-        for (auto& j : claimed)
-            items.push_back(item_of(std::move(j), std::nullopt));
+        // A claimed submit that can call its provider now writes its attempt's intent in this
+        // commit (claim_intent). Any other job reads its task in a read of its own (run_job):
+        // in a write unit get_task locks the task until the batch commits (store.hpp), and a
+        // claim that waits for one task's lock holds up the whole work lane (the renewals and
+        // the dispatcher's records behind it: leases expired and webhooks went out twice in
+        // the replicas chaos test with a waiting read folded in here). claim_intent never
+        // waits: a task locked elsewhere is left to the run.
+        for (auto& j : claimed) {
+            auto pre = j.kind == "submit" ? claim_intent(tx, j) : std::nullopt;
+            items.push_back(item_of(std::move(j), std::move(pre)));
+        }
         return items;
     };
     h.renew = [](store::transaction& tx, const std::string& who, const lease_worker::held& held,
@@ -631,12 +698,12 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
         u.error = error_class::rejected;
         u.error_code = "unknown_provider";
         u.error_message = "provider '" + provider_name + "' is not configured";
-    } else if (job.kind == "submit" && slot && latest && latest->number == 1 &&
-               latest->status == "submitting") {
-        // Handed off by the create, which wrote this attempt's intent in its own commit: the
+    } else if (job.kind == "submit" && slot && latest && latest->status == "submitting") {
+        // Handed off by the create, or claimed, whose commit wrote this attempt's intent: the
         // call goes out now. A lost lease sends nothing; the job's next claim then reconciles
         // the intent as an interrupted submit.
         view.attempt = attempt_number;
+        view.state_json = latest->state_json;  // a preparation's state (claim_intent)
         set_callback(view, provider_name, std::move(intent_token));
         if (lease.lost) {
             jobs.with({"submit", "lease_lost"}).inc();

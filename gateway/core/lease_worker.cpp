@@ -120,6 +120,9 @@ asio::awaitable<void> lease_worker::impl::loop() {
                         *next_due += now - store_now;
                 });
             } catch (const std::exception& e) {
+                // Nothing of it committed (or its outcome is unknown): its rows are not ours,
+                // and what a run of the unit built for them goes (e.g. breaker slots).
+                claimed.clear();
                 log::error("claiming leased work failed",
                            {{"worker", hk.name}, {"error", e.what()}});
             }

@@ -37,6 +37,8 @@ const char* sql_of(q which) {
             // In a write unit: the task's row stays locked until commit, so two units working on
             // one task (a webhook on one replica, a poll on another) run one after the other.
             return "SELECT " SEGUE_TASK_COLS " FROM tasks WHERE id = $1 FOR UPDATE";
+        case q::get_task_if_unlocked:
+            return "SELECT " SEGUE_TASK_COLS " FROM tasks WHERE id = $1 FOR UPDATE SKIP LOCKED";
         case q::list_tasks_first:
             return "SELECT " SEGUE_TASK_COLS
                    " FROM tasks WHERE tenant = $1 ORDER BY created_at DESC, id DESC LIMIT $2";

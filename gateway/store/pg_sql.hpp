@@ -12,6 +12,7 @@ enum class q : int {
     update_task,
     get_task,
     get_task_locked,
+    get_task_if_unlocked,
     list_tasks_first,
     list_tasks_before,
     upsert_output,

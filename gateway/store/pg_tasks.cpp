@@ -58,6 +58,15 @@ std::optional<task_row> pg_transaction::get_task(std::string_view id) {
     return detail::read_task(row{r, 0});
 }
 
+std::optional<task_row> pg_transaction::get_task_if_unlocked(std::string_view id) {
+    if (!writer_)
+        return get_task(id);
+    auto r = c_.run(q::get_task_if_unlocked, {id});
+    if (!r.rows())
+        return std::nullopt;
+    return detail::read_task(row{r, 0});
+}
+
 std::vector<task_row> pg_transaction::list_tasks(std::string_view tenant, int limit,
                                                  std::string_view before_id) {
     std::vector<task_row> out;

@@ -51,6 +51,7 @@ class pg_transaction final : public transaction {
     void insert_task(const task_row& t) override;
     std::int64_t update_task(const task_row& t) override;
     std::optional<task_row> get_task(std::string_view id) override;
+    std::optional<task_row> get_task_if_unlocked(std::string_view id) override;
     std::vector<task_row> list_tasks(std::string_view tenant, int limit,
                                      std::string_view before_id) override;
     void upsert_output(const output_row& o) override;

@@ -267,6 +267,12 @@ class transaction {
     // Writes every column of `t` where id matches; bumps and returns the new version.
     virtual std::int64_t update_task(const task_row& t) = 0;
     virtual std::optional<task_row> get_task(std::string_view id) = 0;
+    // In a write unit: get_task without waiting for its lock. Nothing when the task does not
+    // exist or another transaction holds its lock (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite,
+    // one writer, has no row locks to wait for). For work that may as well be done later.
+    virtual std::optional<task_row> get_task_if_unlocked(std::string_view id) {
+        return get_task(id);
+    }
     // Newest first; `before_id` pages (tasks created before that task), "" for the first page.
     virtual std::vector<task_row> list_tasks(std::string_view tenant, int limit,
                                              std::string_view before_id) = 0;

@@ -176,6 +176,10 @@ class Engine : public ::testing::Test {
         return e;
     }
 
+    // The provider got one call, for attempt 1 of `id`, whose callback token hashes to
+    // `token_hash`; the attempt is accepted.
+    void expect_one_call_accepted(const std::string& id, const std::string& token_hash);
+
     segue::test::temp_dir dir_;
     segue::config::settings settings_;
     segue::metrics::registry metrics_;
@@ -505,6 +509,18 @@ bool eventually(F f, std::chrono::milliseconds limit = 5s) {
 
 }  // namespace
 
+void Engine::expect_one_call_accepted(const std::string& id, const std::string& token_hash) {
+    std::vector<segue::store::attempt_row> attempts;
+    ASSERT_TRUE(eventually([&] {
+        read([&](segue::store::transaction& tx) { attempts = tx.get_attempts(id); });
+        return attempts.size() == 1 && attempts[0].status == "accepted";
+    }));
+    std::lock_guard lock(provider_->mu);
+    ASSERT_EQ(provider_->callback_tokens.size(), 1u);
+    EXPECT_EQ(segue::util::sha256_hex(provider_->callback_tokens[0]), token_hash);
+    EXPECT_EQ(provider_->submits.load(), 1);
+}
+
 // A create hands its submit job to the engine in memory: it runs at once, without a claim
 // round. Here the engine is never started, so no claim round can run at all; the handed-off job
 // still reaches the provider, once, and its attempt is accepted.
@@ -585,15 +601,7 @@ TEST_F(Engine, AHandedOffCreateWritesTheIntentInItsOwnCommit) {
     const auto at_call = seen.get();
     ASSERT_EQ(at_call.size(), 1u);
     EXPECT_EQ(at_call[0].status, "submitting");
-    std::vector<segue::store::attempt_row> attempts;
-    ASSERT_TRUE(eventually([&] {
-        read([&](segue::store::transaction& tx) { attempts = tx.get_attempts(t.id); });
-        return attempts.size() == 1 && attempts[0].status == "accepted";
-    }));
-    std::lock_guard lock(provider_->mu);
-    ASSERT_EQ(provider_->callback_tokens.size(), 1u);
-    EXPECT_EQ(segue::util::sha256_hex(provider_->callback_tokens[0]), committed[0].callback_token);
-    EXPECT_EQ(provider_->submits.load(), 1);
+    expect_one_call_accepted(t.id, committed[0].callback_token);
 }
 
 // Without a free slot at the provider's breaker (max_concurrency reached) the create writes no
@@ -623,6 +631,59 @@ TEST_F(Engine, AHandOffWithoutABreakerSlotWritesNoIntentAndTheJobWaitsForOne) {
         read([&](segue::store::transaction& tx) { attempts = tx.get_attempts(t.id); });
         return attempts.size() == 1 && attempts[0].status == "accepted";
     }));
+}
+
+// A claimed submit job (the engine was saturated when its task was created) writes its
+// attempt's intent in the claim's commit: between the create and the call, one write unit
+// commits, the claim, and the attempt it wrote is durable and "submitting" while the provider
+// has the call, with the SHA-256 of the token the provider was given.
+TEST_F(Engine, AClaimedSubmitWritesItsIntentInTheClaimsCommit) {
+    auto t = queued("ext_claimed", url_request(), 1);
+    write([&](segue::store::transaction& tx) { segue::core::engine::create_task(tx, t); });
+    const auto before = store_->stats().units;
+    std::promise<std::pair<std::uint64_t, std::vector<segue::store::attempt_row>>> during;
+    provider_->on_submit = [&](const segue::providers::task_view&) {
+        const auto units = store_->stats().units;
+        std::thread([&] {
+            read([&](auto& tx) { during.set_value({units, tx.get_attempts("ext_claimed")}); });
+        }).join();
+    };
+    start();
+    engine_->notify();
+    auto seen = during.get_future();
+    ASSERT_EQ(seen.wait_for(5s), std::future_status::ready);
+    const auto [units, at_call] = seen.get();
+    EXPECT_EQ(units - before, 1u) << "write units committed between the create and the call";
+    ASSERT_EQ(at_call.size(), 1u);
+    EXPECT_EQ(at_call[0].number, 1);
+    EXPECT_EQ(at_call[0].provider, "scripted");
+    EXPECT_EQ(at_call[0].status, "submitting");
+    expect_one_call_accepted(t.id, at_call[0].callback_token);
+}
+
+// At the provider's concurrency limit a claim writes no intent: the claimed job waits for a slot
+// (rescheduled, no attempt spent) and then writes its own, once.
+TEST_F(Engine, AClaimAtTheProvidersLimitWritesNoIntent) {
+    settings_.breakers.max_concurrency = 1;
+    engine_ = std::make_unique<segue::core::engine>(pool_->main(), *db_, *blobs_, registry_,
+                                                    blocking_, settings_, metrics_);
+    auto holder = std::make_optional(engine_->reserve("scripted"));  // takes the one slot
+    ASSERT_TRUE(*holder);
+    auto t = queued("ext_claim_full", url_request(), 1);
+    write([&](segue::store::transaction& tx) { segue::core::engine::create_task(tx, t); });
+    start();
+    engine_->notify();
+    std::this_thread::sleep_for(300ms);
+    EXPECT_EQ(provider_->submits.load(), 0) << "sent beyond max_concurrency";
+    read([&](segue::store::transaction& tx) { EXPECT_TRUE(tx.get_attempts(t.id).empty()); });
+    holder.reset();
+    ASSERT_TRUE(eventually([&] { return provider_->submits.load() == 1; }));
+    std::vector<segue::store::attempt_row> attempts;
+    ASSERT_TRUE(eventually([&] {
+        read([&](segue::store::transaction& tx) { attempts = tx.get_attempts(t.id); });
+        return attempts.size() == 1 && attempts[0].status == "accepted";
+    }));
+    EXPECT_EQ(provider_->submits.load(), 1);
 }
 
 // A crash between the create's commit and the call leaves the job leased to an engine that is
