@@ -94,7 +94,9 @@ class engine {
     // durable write before the provider call, and the handed-off job sends at once. A crash
     // after that commit leaves an attempt that may or may not have reached the provider: it is
     // reconciled like any interrupted submit (never resubmitted blindly). Without the slot (an
-    // open circuit, max_concurrency reached) the job writes its intent itself, as claimed jobs do.
+    // open circuit, max_concurrency reached) the job writes its intent itself once it has one.
+    // A claimed submit job gets the same from its claim: when a slot is free, the claim's
+    // commit writes its intent (engine.cpp, claim_intent).
     class handoff {
       public:
         handoff() = default;
