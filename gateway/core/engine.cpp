@@ -100,17 +100,25 @@ double unit_random() {
     return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
 }
 
-// Attempt 1's intent as a handed-off create writes it (engine::handoff): "submitting", the
-// callback token's hash, started when the task was created.
-store::attempt_row first_attempt(const store::task_row& task, const std::string& provider,
-                                 const std::string& callback_token) {
+// The intent of a task's next attempt, at `provider`: "submitting", and only the callback
+// token's hash (the database never holds a usable callback URL). A preparation at this provider
+// (e.g. an upload that became a clip) hands its state on: the call needs it, and a lost answer's
+// webhook fits it.
+store::attempt_row next_intent(const std::string& task_id, const std::string& provider,
+                               const std::vector<store::attempt_row>& attempts,
+                               const std::string& callback_token, store::millis started_at) {
     store::attempt_row a;
-    a.task_id = task.id;
-    a.number = 1;
+    a.task_id = task_id;
+    a.number = attempts.empty() ? 1 : attempts.back().number + 1;
     a.provider = provider;
     a.callback_token = util::sha256_hex(callback_token);
     a.status = "submitting";
-    a.started_at = task.created_at;
+    for (auto it = attempts.rbegin(); it != attempts.rend(); ++it)
+        if (it->provider == provider && it->status == "prepared") {
+            a.state_json = it->state_json;
+            break;
+        }
+    a.started_at = started_at;
     return a;
 }
 
@@ -259,6 +267,11 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
         std::shared_ptr<breaker_slot> slot;
         std::string callback_token;
     };
+    // The provider a task's next call goes to.
+    std::string provider_of(const store::task_row& task, const extend_request& req) const {
+        return !task.provider.empty() ? task.provider
+                                      : req.provider.value_or(settings.api.default_provider);
+    }
     // The callback token of this attempt, and the URL the provider calls back on.
     void set_callback(providers::task_view& view, const std::string& provider,
                       std::string token) const {
@@ -425,11 +438,10 @@ std::optional<engine::impl::prefetched> engine::impl::claim_intent(store::transa
         (attempts.back().status == "submitting" || attempts.back().status == "accepted" ||
          attempts.back().status == "succeeded"))
         return std::nullopt;
-    std::string provider_name = task->provider;
+    std::string provider_name = task->provider;  // set at create: the request is parsed rarely
     if (provider_name.empty()) {
         try {
-            provider_name = request_from_json(task->request_json)
-                                .provider.value_or(settings.api.default_provider);
+            provider_name = provider_of(*task, request_from_json(task->request_json));
         } catch (const std::exception&) {
             return std::nullopt;  // the run fails it (a task whose data the engine cannot use)
         }
@@ -445,19 +457,7 @@ std::optional<engine::impl::prefetched> engine::impl::claim_intent(store::transa
     prefetched pre;
     pre.slot = std::make_shared<breaker_slot>(br);
     pre.callback_token = util::random_id("cb_");
-    store::attempt_row a;
-    a.task_id = task->id;
-    a.number = attempts.empty() ? 1 : attempts.back().number + 1;
-    a.provider = provider_name;
-    a.callback_token = util::sha256_hex(pre.callback_token);
-    a.status = "submitting";
-    // A preparation at this provider (e.g. an upload that became a clip) hands its state on.
-    for (auto it = attempts.rbegin(); it != attempts.rend(); ++it)
-        if (it->provider == provider_name && it->status == "prepared") {
-            a.state_json = it->state_json;
-            break;
-        }
-    a.started_at = now_ms();
+    auto a = next_intent(task->id, provider_name, attempts, pre.callback_token, now_ms());
     task->provider = provider_name;
     task->updated_at = a.started_at;
     task->version = tx.update_task(*task);
@@ -661,9 +661,7 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
         co_return;
     }
     extend_request req = request_from_json(task->request_json);
-    const std::string provider_name = !task->provider.empty()
-                                          ? task->provider
-                                          : req.provider.value_or(settings.api.default_provider);
+    const std::string provider_name = provider_of(*task, req);
     providers::provider* p = registry.find(provider_name);
 
     providers::task_view view;
@@ -742,29 +740,16 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
                 open_left_ms = std::max<std::int64_t>(0, br->open_until_ms() - now);
             }
         }
-        attempt_number += 1;
-        view.attempt = attempt_number;
-        // A preparation at this provider (e.g. an upload that became a clip) hands its state to
-        // this call.
-        for (auto it = attempts.rbegin(); it != attempts.rend(); ++it)
-            if (it->provider == provider_name && it->status == "prepared") {
-                view.state_json = it->state_json;
-                break;
-            }
         set_callback(view, provider_name, util::random_id("cb_"));
         // The intent: the attempt is recorded ("submitting") and durable before anything
         // leaves, so a crash or a lost lease mid-submit is visible and reconciled, never
         // resubmitted blindly. Written only while this claim still holds the job (fenced):
-        // a claim that lost its lease sends nothing. Only the token's hash is stored: the
-        // database never holds a usable callback URL.
-        store::attempt_row a;
-        a.task_id = task->id;
-        a.number = attempt_number;
-        a.provider = provider_name;
-        a.callback_token = util::sha256_hex(view.callback_token);
-        a.status = "submitting";
-        a.state_json = view.state_json;  // a preparation's state: a lost answer's webhook fits
-        a.started_at = now_ms();
+        // a claim that lost its lease sends nothing.
+        const auto a =
+            next_intent(task->id, provider_name, attempts, view.callback_token, now_ms());
+        attempt_number = a.number;
+        view.attempt = attempt_number;
+        view.state_json = a.state_json;
         bool intent = false;
         bool stale = false;
         try {
@@ -1170,7 +1155,8 @@ void engine::create_task(store::transaction& tx, const store::task_row& task,
         h->job_id_ = id;
         // The first attempt's intent, in this commit (see handoff): the job sends at once.
         if (*h && h->slot_ && h->provider_ == task.provider) {
-            h->intent_ = first_attempt(task, h->provider_, h->callback_token_);
+            h->intent_ =
+                next_intent(task.id, h->provider_, {}, h->callback_token_, task.created_at);
             tx.upsert_attempt(*h->intent_);
         }
     }

@@ -176,6 +176,14 @@ class Engine : public ::testing::Test {
         return e;
     }
 
+    // A new engine whose provider takes one call at a time (breakers.max_concurrency 1), and a
+    // reservation holding that one slot; reset() gives it back.
+    std::optional<segue::core::engine::handoff> hold_the_only_slot() {
+        settings_.breakers.max_concurrency = 1;
+        engine_ = std::make_unique<segue::core::engine>(pool_->main(), *db_, *blobs_, registry_,
+                                                        blocking_, settings_, metrics_);
+        return std::make_optional(engine_->reserve("scripted"));
+    }
     // The provider got one call, for attempt 1 of `id`, whose callback token hashes to
     // `token_hash`; the attempt is accepted.
     void expect_one_call_accepted(const std::string& id, const std::string& token_hash);
@@ -608,10 +616,7 @@ TEST_F(Engine, AHandedOffCreateWritesTheIntentInItsOwnCommit) {
 // intent: the handed-off job waits for a slot and writes its own intent, as a claimed job does.
 // A handoff that ends unused gives its slot back.
 TEST_F(Engine, AHandOffWithoutABreakerSlotWritesNoIntentAndTheJobWaitsForOne) {
-    settings_.breakers.max_concurrency = 1;
-    engine_ = std::make_unique<segue::core::engine>(pool_->main(), *db_, *blobs_, registry_,
-                                                    blocking_, settings_, metrics_);
-    auto holder = std::make_optional(engine_->reserve("scripted"));  // takes the one slot
+    auto holder = hold_the_only_slot();
     ASSERT_TRUE(*holder);
     auto t = queued("ext_noslot", url_request(), 1);
     auto h = engine_->reserve("scripted");
@@ -664,10 +669,7 @@ TEST_F(Engine, AClaimedSubmitWritesItsIntentInTheClaimsCommit) {
 // At the provider's concurrency limit a claim writes no intent: the claimed job waits for a slot
 // (rescheduled, no attempt spent) and then writes its own, once.
 TEST_F(Engine, AClaimAtTheProvidersLimitWritesNoIntent) {
-    settings_.breakers.max_concurrency = 1;
-    engine_ = std::make_unique<segue::core::engine>(pool_->main(), *db_, *blobs_, registry_,
-                                                    blocking_, settings_, metrics_);
-    auto holder = std::make_optional(engine_->reserve("scripted"));  // takes the one slot
+    auto holder = hold_the_only_slot();
     ASSERT_TRUE(*holder);
     auto t = queued("ext_claim_full", url_request(), 1);
     write([&](segue::store::transaction& tx) { segue::core::engine::create_task(tx, t); });
