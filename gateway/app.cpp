@@ -15,6 +15,7 @@
 #include "gateway/api/auth.hpp"
 #include "gateway/api/compat.hpp"
 #include "gateway/api/console.hpp"
+#include "gateway/api/create_flow.hpp"
 #include "gateway/api/credits.hpp"
 #include "gateway/api/deliveries.hpp"
 #include "gateway/api/extensions.hpp"
@@ -234,8 +235,17 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
         else if (!n.event_tasks.empty())
             hub->publish(n.event_tasks);
     });
-    const api::api_deps api{d.settings,     *d.db,  *d.blobs,  *d.engine,    *d.providers,
-                            d.api_blocking, d.auth, d.metrics, d.url_policy, d.hub};
+    const api::api_deps api{d.settings,
+                            *d.db,
+                            *d.blobs,
+                            *d.engine,
+                            *d.providers,
+                            d.api_blocking,
+                            d.auth,
+                            d.metrics,
+                            d.url_policy,
+                            d.hub,
+                            api::create::make_flow_state()};
     api::add_extension_routes(d.routes, api);
     // Drop-in APIs in providers' own shapes (providers/<name>/compat/).
     for (const auto* kind : provider_kinds)

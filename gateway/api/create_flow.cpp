@@ -27,23 +27,27 @@ namespace segue::api::create {
 namespace fs = std::filesystem;
 using boost::asio::awaitable;
 
-struct flow::known_grants {
-    bool has(const std::string& tenant) {
+struct flow_state {
+    bool grant_known(const std::string& tenant) {
         std::lock_guard lk(m);
-        return tenants.count(tenant) != 0;
+        return granted.count(tenant) != 0;
     }
-    void add(const std::string& tenant) {
+    void grant_ensured(const std::string& tenant) {
         std::lock_guard lk(m);
-        tenants.insert(tenant);
+        granted.insert(tenant);
     }
+    store::space_gate space;
     std::mutex m;
-    std::set<std::string> tenants;
+    std::set<std::string> granted;
 };
+
+std::shared_ptr<flow_state> make_flow_state() {
+    return std::make_shared<flow_state>();
+}
 
 flow::flow(const api_deps& d)
     : deps_(d),
-      space_(std::make_unique<store::space_gate>()),
-      grants_(std::make_shared<known_grants>()),
+      shared_(d.creates ? d.creates : make_flow_state()),
       created_(d.metrics.counter_family("segue_tasks_created_total", "Tasks accepted, by provider.",
                                         {"provider"})),
       rejected_(d.metrics.counter_family("segue_api_rejected_total",
@@ -140,7 +144,7 @@ awaitable<std::optional<refusal>> flow::room_for(std::uint64_t incoming) {
     const auto& st = deps_.settings.storage;
     if (st.min_free_bytes == 0)
         co_return std::nullopt;
-    if (space_->admits(st.min_free_bytes, incoming, store::space_gate::clock::now()))
+    if (shared_->space.admits(st.min_free_bytes, incoming, store::space_gate::clock::now()))
         co_return std::nullopt;
     std::vector<std::string> paths{st.blob_dir};
     if (st.engine == config::storage_engine::sqlite)
@@ -148,7 +152,7 @@ awaitable<std::optional<refusal>> flow::room_for(std::uint64_t incoming) {
     std::optional<store::volume_space> v;
     co_await deps_.blocking.run([&] { v = store::tightest_volume(paths); });
     const bool room = !v || v->available >= st.min_free_bytes + incoming;
-    space_->measured(v, store::space_gate::clock::now(), room ? incoming : 0);
+    shared_->space.measured(v, store::space_gate::clock::now(), room ? incoming : 0);
     if (room)
         co_return std::nullopt;
     co_return refusal{
@@ -233,7 +237,7 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
             w.emplace_back(std::move(x));
         out.admitted.task.warnings_json = util::json_text(w);
     }
-    const bool grant_to_ensure = out.admitted.grant_milli > 0 && !grants_->has(tenant);
+    const bool grant_to_ensure = out.admitted.grant_milli > 0 && !shared_->grant_known(tenant);
     if (!grant_to_ensure)
         out.admitted.grant_milli = 0;  // admit's ensure_grant then looks nothing up
     const auto& a = out.admitted;
@@ -255,7 +259,7 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
     // in the ledger now.
     if (!failed && grant_to_ensure &&
         (result.what == admitted::kind::created || result.what == admitted::kind::insufficient))
-        grants_->add(tenant);
+        shared_->grant_ensured(tenant);
     // No task points at the stored upload unless one was created.
     if (file && (failed || result.what != admitted::kind::created))
         co_await discard_upload(*file, deps_.blobs, deps_.blocking);

@@ -47,6 +47,15 @@ struct flow_result {
 // What a 507 (insufficient_storage) asks the client to wait before trying again (Retry-After).
 constexpr int disk_retry_after_s = 60;
 
+// What the create flows of one process (the extensions API and each drop-in shape) share, so
+// they measure the data volume and look up tenants' grants once between them, not once each:
+// the free-space gate of storage.min_free_bytes (store::space_gate), and the tenants whose
+// initial grant is known to be in the ledger (a create committed after ensuring it; a grant is
+// never removed, so what is known stays true): their creates skip the lookup, one round trip on
+// PostgreSQL.
+struct flow_state;
+std::shared_ptr<flow_state> make_flow_state();
+
 class flow {
   public:
     explicit flow(const api_deps& deps);
@@ -72,12 +81,7 @@ class flow {
     validate_env validating();
 
     api_deps deps_;
-    std::unique_ptr<store::space_gate> space_;
-    // Tenants whose initial grant is known to be in the ledger (a create committed after
-    // ensuring it): their creates skip the lookup, one round trip on PostgreSQL. A grant is
-    // never removed, so what is known stays true.
-    struct known_grants;
-    std::shared_ptr<known_grants> grants_;
+    std::shared_ptr<flow_state> shared_;  // deps_.creates, or one of its own without it
     metrics::family<metrics::counter>& created_;
     metrics::family<metrics::counter>& rejected_;
     metrics::counter& upload_bytes_;

@@ -32,6 +32,9 @@ struct url_policy;
 }
 
 namespace segue::api {
+namespace create {
+struct flow_state;
+}  // namespace create
 
 class authenticator;
 
@@ -49,6 +52,9 @@ struct api_deps {
     std::shared_ptr<const net::url_policy> url_policy;
     // Wakes SSE streams when their task's events are committed (by any replica).
     events::event_hub& events;
+    // What the process's create flows (this API and the drop-in shapes) share:
+    // create::make_flow_state().
+    std::shared_ptr<create::flow_state> creates;
 };
 
 void add_extension_routes(http::router& routes, const api_deps& deps);
