@@ -234,8 +234,12 @@ class sqlite_store final : public store {
     };
     struct synced_group {
         bool committed = false;  // needs the sync before its completions
-        std::uint64_t seq = 0;   // its commit sequence number (0: no COMMIT was attempted)
-        commit_notice notice;    // what it changed: tell the commit listener
+        // Its COMMIT appended frames to the WAL. A group that changed nothing (a claim round
+        // that found no work, a renewal with nothing to renew) commits without writing a
+        // frame: there is nothing of it to sync.
+        bool wrote = true;
+        std::uint64_t seq = 0;  // its commit sequence number (0: no COMMIT was attempted)
+        commit_notice notice;   // what it changed: tell the commit listener
         std::vector<pending_done> dones;
     };
 
@@ -255,6 +259,7 @@ class sqlite_store final : public store {
     // Called by SQLite on the writer thread after each commit, with the WAL's size in pages.
     static int on_wal_commit(void* self, sqlite3*, const char*, int pages) {
         auto& s = *static_cast<sqlite_store*>(self);
+        s.wal_commits_.fetch_add(1, std::memory_order_relaxed);
         s.wal_pages_.store(static_cast<std::uint64_t>(pages), std::memory_order_relaxed);
         if (pages >= s.checkpoint_pages_) {
             {
@@ -374,6 +379,7 @@ class sqlite_store final : public store {
 
         std::exception_ptr group_err;
         std::uint64_t seq = 0;
+        bool wrote = true;
         if (lost) {
             group_err = std::make_exception_ptr(
                 store_error("sqlite: transaction aborted by a failing unit; nothing committed"));
@@ -383,8 +389,12 @@ class sqlite_store final : public store {
             // wait_durable_snapshot for why not after.
             seq = ++commit_seq_;
             committing_.store(seq, std::memory_order_seq_cst);
+            const auto wal_commits = wal_commits_.load(std::memory_order_relaxed);
             try {
                 exec_cached(c, q::commit);
+                // SQLite calls the WAL hook (on this thread, inside COMMIT) exactly for the
+                // commits that appended frames.
+                wrote = wal_commits_.load(std::memory_order_relaxed) != wal_commits;
             } catch (...) {
                 group_err = std::current_exception();  // a store_error from statement::step
             }
@@ -410,6 +420,7 @@ class sqlite_store final : public store {
         // gets the group's store_error.
         synced_group g;
         g.committed = !group_err;
+        g.wrote = group_err || wrote;
         g.seq = seq;
         if (!group_err)
             g.notice = std::move(txn.notice);
@@ -457,8 +468,10 @@ class sqlite_store final : public store {
             commit_notice notice;
             std::uint64_t top = 0;  // the highest commit sequence number these groups hold
             for (auto& g : groups) {
-                // A failed COMMIT too: its number counts as durable only after a sync.
-                any_commit = any_commit || g.committed || g.seq != 0;
+                // A failed COMMIT too: its number counts as durable only after a sync. A
+                // commit that wrote no frame needs none: every frame before it was synced
+                // before an earlier batch's completions, or is synced now with this batch.
+                any_commit = any_commit || (g.seq != 0 && g.wrote);
                 merge_notice(notice, std::move(g.notice));
                 top = std::max(top, g.seq);
             }
@@ -659,6 +672,7 @@ class sqlite_store final : public store {
     bool sync_exited_ = false;  // under durable_mutex_
     std::atomic<std::uint64_t> read_waits_{0};
     std::atomic<std::uint64_t> wal_pages_{0};
+    std::atomic<std::uint64_t> wal_commits_{0};  // commits that appended WAL frames (the hook)
     detail::work_queue writes_;
     detail::work_queue reads_;
     std::atomic<std::uint64_t> commits_{0};

@@ -806,6 +806,43 @@ TEST_F(StoreTest, ReadWaitingForAFailedSyncFails) {
     EXPECT_NE(store_error_of(later_f.get()).find("fsync"), std::string::npos);
 }
 
+// A write unit that changes nothing (a claim round that finds no due job, every 100 ms per
+// worker even when idle) commits without appending a WAL frame, so it costs no fdatasync;
+// the next unit that changes a row is synced as before, and a failed sync still fails it.
+TEST_F(StoreTest, AWriteThatChangesNothingIsNotSynced) {
+    sync_gate gate;
+    st::sqlite_options o;
+    o.path = db_path();
+    o.synchronous_full = true;
+    o.before_sync = gate.hook();
+    auto s = st::open_sqlite(o);
+    release_on_exit guard{gate};
+
+    sync_write(*s, [](st::transaction& tx) { tx.insert_task(make_task("ext_first")); });
+    const auto synced = s->stats().syncs;
+    ASSERT_GT(synced, 0u);
+    const auto commits = s->stats().commits;
+    for (int i = 0; i < 20; ++i)
+        sync_write(*s, [](st::transaction& tx) {
+            EXPECT_TRUE(tx.get_task("ext_first"));
+            EXPECT_TRUE(tx.claim_jobs("w", tx.clock_ms(), 1000, 8, {}).empty());
+        });
+    EXPECT_EQ(s->stats().commits, commits + 20);
+    EXPECT_EQ(s->stats().syncs, synced);
+
+    // A change after them is synced, and its completion waits for that sync.
+    gate.arm();
+    std::promise<std::exception_ptr> written;
+    auto written_f = written.get_future();
+    s->submit_write([](st::transaction& tx) { tx.insert_task(make_task("ext_second")); },
+                    [&](std::exception_ptr e) { written.set_value(e); });
+    ASSERT_TRUE(gate.wait_held());
+    EXPECT_FALSE(ready_within(written_f, std::chrono::milliseconds(100)));
+    gate.release(/*fail=*/true);
+    ASSERT_TRUE(ready_within(written_f, std::chrono::seconds(10)));
+    EXPECT_NE(store_error_of(written_f.get()).find("fsync"), std::string::npos);
+}
+
 // Reads interleaved with a stream of writes all succeed and see every write completed before
 // them (with synchronous_full some wait for a sync, as many as the timing makes); without
 // synchronous_full (no fsync at all) reads never wait.
