@@ -158,3 +158,6 @@ echo "handoffs: $(curl -s "$base/metrics" | awk '/^segue_engine_handoffs_total/ 
 # Why tasks did not succeed, if some did not: failed attempts by code, final statuses.
 curl -s "$base/metrics" | awk '/^segue_provider_failures_total[{]/ || (/^segue_tasks_finished_total[{]/ && !/status="succeeded"/) { printf "%s\n", $0 }' |
   sed 's/^/  /' | { grep . && true || echo "  (no failed attempt, every final task succeeded)"; }
+# Leases a renewal found gone while their work ran (all kinds). Work that released its own row
+# is not counted; anything here is a real loss (or a cancel) and shows as a warning in the log.
+echo "lease losses: $(curl -s "$base/metrics" | awk '/^segue_engine_jobs_total[{].*outcome="lease_lost"/ { s += $NF } END { printf "%d", s }') (segue_engine_jobs_total, outcome lease_lost); warnings in the log: $(grep -c 'lease lost while its work runs' "$work/segue.log" || true)"

@@ -252,9 +252,10 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
                                                                 : 0);
     }
 
-    // This claim of `job`: every write that depends on the job's lease names it.
-    store::lease_ref lease_of(const store::job_row& job) const {
-        return {job.id, owner, job.attempts};
+    // This claim of `job`: every write that depends on the job's lease names it. A write that
+    // releases the row marks `lease` released, for the heartbeat.
+    store::lease_ref lease_of(const store::job_row& job, const lease_state& lease) const {
+        return {job.id, owner, job.attempts, &lease.released};
     }
     void make_worker();
     // What a run needs of its task, handed over by the create: the run then starts without a
@@ -299,12 +300,13 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     asio::awaitable<void> run_job(store::job_row job, const lease_state& lease,
                                   std::optional<prefetched> pre);
     // A job failed max_job_failures runs in a row: its task fails (internal), its hold goes back.
-    asio::awaitable<void> fail_poisoned(const store::job_row& job);
+    asio::awaitable<void> fail_poisoned(const store::job_row& job, const lease_state& lease);
     // Applies a provider's update to the task. `job` is the job that produced it (finished or
-    // rescheduled in the same transaction), or null for an inbound webhook.
+    // rescheduled in the same transaction) under its claim's `lease`, or both are null for an
+    // inbound webhook.
     asio::awaitable<void> apply(const std::string& task_id, const store::job_row* job,
-                                const std::string& provider_name, int attempt_number,
-                                providers::update u);
+                                const lease_state* lease, const std::string& provider_name,
+                                int attempt_number, providers::update u);
     // Where a provider writes a task's files (scratch, on blob_dir's file system) before the
     // engine puts them in the blob store; removed when the task is final.
     std::string work_dir_of(const std::string& task_id) const {
@@ -535,7 +537,7 @@ asio::awaitable<void> engine::impl::run_claimed(store::job_row job,
                                                 std::optional<prefetched> pre) {
     auto self = shared_from_this();
     if (job.failures >= settings.engine.max_job_failures) {
-        co_await fail_poisoned(job);
+        co_await fail_poisoned(job, *lease);
         co_return;
     }
     std::string error;
@@ -555,7 +557,7 @@ asio::awaitable<void> engine::impl::run_claimed(store::job_row job,
     const std::int64_t delay = std::min<std::int64_t>(60'000, 500LL << std::min(job.failures, 7));
     try {
         co_await db.write(
-            [&](store::transaction& tx) { tx.fail_job(lease_of(job), now_ms() + delay); });
+            [&](store::transaction& tx) { tx.fail_job(lease_of(job, *lease), now_ms() + delay); });
     } catch (const std::exception& e) {
         // The lease expires instead, which counts as a failed run too.
         log::error("recording a failed job run failed", {{"error", e.what()}});
@@ -563,14 +565,15 @@ asio::awaitable<void> engine::impl::run_claimed(store::job_row job,
     worker->notify();
 }
 
-asio::awaitable<void> engine::impl::fail_poisoned(const store::job_row& job) {
+asio::awaitable<void> engine::impl::fail_poisoned(const store::job_row& job,
+                                                  const lease_state& lease) {
     auto self = shared_from_this();
     std::string final_status, provider = "none";
     store::millis created_at = 0;
     transition::result res;
     co_await db.write([&](store::transaction& tx) {
         res = {};
-        if (!tx.complete_job(lease_of(job)))
+        if (!tx.complete_job(lease_of(job, lease)))
             return;
         auto t = tx.get_task(job.task_id);
         if (!t || is_terminal(parse_task_status(t->status).value_or(task_status::failed)))
@@ -655,7 +658,7 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
         });
     }
     if (!task || is_terminal(parse_task_status(task->status).value_or(task_status::failed))) {
-        co_await db.write([&](store::transaction& tx) { tx.complete_job(lease_of(job)); });
+        co_await db.write([&](store::transaction& tx) { tx.complete_job(lease_of(job, lease)); });
         co_await remove_work_dir(job.task_id);  // e.g. canceled while a poll was due
         jobs.with({job.kind, "obsolete"}).inc();
         co_return;
@@ -731,7 +734,7 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
                     // At the concurrency limit (or a half-open probe is out): wait a moment,
                     // without spending an attempt.
                     co_await db.write([&](store::transaction& tx) {
-                        tx.reschedule_job(lease_of(job), now_ms() + 250, job.payload_json);
+                        tx.reschedule_job(lease_of(job, lease), now_ms() + 250, job.payload_json);
                     });
                     jobs.with({"submit", "throttled"}).inc();
                     co_return;
@@ -770,7 +773,7 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
                 if (const auto cur = tx.get_attempts(task->id);
                     !cur.empty() &&
                     (cur.back().status == "accepted" || cur.back().status == "succeeded")) {
-                    tx.complete_job(lease_of(job));
+                    tx.complete_job(lease_of(job, lease));
                     stale = true;
                     return;
                 }
@@ -810,7 +813,8 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
         }
     } else if (job.kind == "poll") {
         if (!latest) {
-            co_await db.write([&](store::transaction& tx) { tx.complete_job(lease_of(job)); });
+            co_await db.write(
+                [&](store::transaction& tx) { tx.complete_job(lease_of(job, lease)); });
             co_return;
         }
         view.attempt = latest->number;
@@ -828,7 +832,8 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
         // keep following it. Otherwise it never arrived, and the failure is decided again as
         // a plain transient one (retry or fail over) — never a blind resubmit before this.
         if (!latest) {
-            co_await db.write([&](store::transaction& tx) { tx.complete_job(lease_of(job)); });
+            co_await db.write(
+                [&](store::transaction& tx) { tx.complete_job(lease_of(job, lease)); });
             co_return;
         }
         bool evidence = latest->status != "unknown" || !latest->provider_task_id.empty();
@@ -839,7 +844,7 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
         });
         if (evidence) {
             co_await db.write([&](store::transaction& tx) {
-                if (!tx.complete_job(lease_of(job)))
+                if (!tx.complete_job(lease_of(job, lease)))
                     return;
                 if (!latest->provider_task_id.empty() && p && p->caps().polling) {
                     store::job_row poll;
@@ -861,7 +866,7 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
             "treated as not received";
     } else {
         log::warn("unknown job kind", {{"kind", job.kind}, {"task_id", job.task_id}});
-        co_await db.write([&](store::transaction& tx) { tx.complete_job(lease_of(job)); });
+        co_await db.write([&](store::transaction& tx) { tx.complete_job(lease_of(job, lease)); });
         jobs.with({"unknown", "dropped"}).inc();
         co_return;
     }
@@ -870,7 +875,7 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
         if (std::any_of(u.outputs.begin(), u.outputs.end(),
                         [](const providers::output_update& o) { return o.mp3 || o.wav; }))
             co_await verify_local(u, req);
-        co_await apply(job.task_id, &job, provider_name, attempt_number, std::move(u));
+        co_await apply(job.task_id, &job, &lease, provider_name, attempt_number, std::move(u));
         jobs.with({job.kind, "ok"}).inc();
     } catch (const lease_lost&) {
         jobs.with({job.kind, "lease_lost"}).inc();
@@ -894,6 +899,7 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
 }
 
 asio::awaitable<void> engine::impl::apply(const std::string& task_id, const store::job_row* job,
+                                          const lease_state* lease,
                                           const std::string& provider_name, int attempt_number,
                                           providers::update u) {
     // Locally produced files go into the blob store (off the IO thread), each under a key of
@@ -952,7 +958,7 @@ asio::awaitable<void> engine::impl::apply(const std::string& task_id, const stor
                 trans.apply(work, task_id, job, provider_name, attempt_number, u, files, now_ms());
             if (!task_work::save(
                     tx, work.effects(),
-                    job ? std::optional<store::lease_ref>(lease_of(*job)) : std::nullopt))
+                    job ? std::optional<store::lease_ref>(lease_of(*job, *lease)) : std::nullopt))
                 throw lease_lost();
         });
     } catch (...) {
@@ -1209,7 +1215,7 @@ asio::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string prov
         co_return webhook_outcome::ignored;
     }
     const std::string kind = u->webhook_kind.empty() ? "unknown" : u->webhook_kind;
-    co_await self->apply(task->id, nullptr, provider, attempt->number, std::move(*u));
+    co_await self->apply(task->id, nullptr, nullptr, provider, attempt->number, std::move(*u));
     counter.with({provider, kind, "applied"}).inc();
     co_return webhook_outcome::applied;
 }

@@ -155,7 +155,7 @@ asio::awaitable<void> lease_worker::impl::heartbeat() {
             break;
         held leases;
         for (const auto& [id, st] : running)
-            if (!st->lost)
+            if (!st->lost && !st->released.load())
                 leases.emplace_back(id, st->fence);
         if (leases.empty())
             continue;
@@ -180,7 +180,7 @@ asio::awaitable<void> lease_worker::impl::heartbeat() {
             const bool same = std::any_of(leases.begin(), leases.end(), [&](const auto& l) {
                 return l.first == id && l.second == i->second->fence;
             });
-            if (!same || i->second->lost)
+            if (!same || i->second->lost || i->second->released.load())
                 continue;
             i->second->lost = true;
             log::warn("lease lost while its work runs; its writes will be refused",

@@ -8,7 +8,8 @@
 //   run      each claimed row as its own coroutine on the worker's io_context
 //   renew    the leases of running work on a heartbeat (every lease/3), so a slow provider call
 //            never lets its lease expire under it; a renewal that finds the lease gone marks
-//            the work `lost` (it should stop before any further upstream call)
+//            the work `lost` (it should stop before any further upstream call), unless the
+//            work released the row itself (`released`: it is only finishing)
 //   exclude  the rows this process is running from its own claims: even if a renewal failed,
 //            one process never runs the same row twice at once
 //   wake     at once on notify() (thread-safe), or at the next due time, or every
@@ -22,6 +23,7 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -48,6 +50,10 @@ struct lease_state {
     std::int64_t fence = 0;  // the claim's fencing token
     bool lost = false;       // a renewal found the lease gone: every write of this claim will
                              // be refused, so stop before anything irreversible
+    // The work let go of its row itself (completed, rescheduled or failed it: the store sets
+    // this through store::lease_ref::released). A renewal that no longer finds the row is then
+    // no loss: the work is only finishing. Mutable: the work holds its state as const.
+    mutable std::atomic<bool> released{false};
 };
 
 class lease_worker {

@@ -300,7 +300,7 @@ asio::awaitable<fetched> output_mirror::impl::fetch_one(std::string format, std:
 asio::awaitable<transition::result> output_mirror::impl::run(store::job_row job,
                                                              const lease_state& lease) {
     auto self = shared_from_this();
-    const store::lease_ref ref{job.id, d.owner, job.attempts};
+    const store::lease_ref ref{job.id, d.owner, job.attempts, &lease.released};
     auto payload = parse_object(job.payload_json);
     const bool cover = payload.contains("cover");
     const int index =

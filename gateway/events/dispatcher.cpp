@@ -143,7 +143,8 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     }
 
     void make_worker();
-    asio::awaitable<void> deliver(store::delivery_row d);
+    asio::awaitable<void> deliver(store::delivery_row d,
+                                  std::shared_ptr<const core::lease_state> l);
     // The body (and extra headers) of the delivery in its task's format; nullopt for Segue's
     // own body. `skip`: the format has no callback for this event. Throws if the task cannot
     // be read (the attempt fails and is retried).
@@ -199,8 +200,8 @@ void dispatcher::impl::make_worker() {
             core::lease_worker::item it;
             it.id = d.id;
             it.fence = d.lease_fence;
-            it.run = [self, d](std::shared_ptr<const core::lease_state>) {
-                return self->deliver(d);
+            it.run = [self, d](std::shared_ptr<const core::lease_state> l) {
+                return self->deliver(d, std::move(l));
             };
             items.push_back(std::move(it));
         }
@@ -297,7 +298,8 @@ asio::awaitable<std::optional<formatted>> dispatcher::impl::shape(const store::d
     co_return out;
 }
 
-asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d) {
+asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d,
+                                                std::shared_ptr<const core::lease_state> l) {
     auto self = shared_from_this();
     const auto& w = settings.webhooks;
     const auto started = now_ms();
@@ -402,6 +404,8 @@ asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d) {
     try {
         co_await db.write([&](store::transaction& tx) {
             held = tx.finish_delivery(d, owner);
+            if (held)
+                l->released = true;  // no longer renewable: for the heartbeat, not a loss
             if (held && gone) {
                 killed = tx.kill_deliveries_to(d.tenant, d.url,
                                                "the endpoint answered 410 Gone to " + d.id, now);

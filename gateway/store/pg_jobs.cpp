@@ -42,17 +42,19 @@ std::vector<job_row> pg_transaction::claim_jobs(std::string_view owner, millis n
 }
 
 bool pg_transaction::complete_job(const lease_ref& l) {
-    return c_.run(q::complete_job, {l.id, l.owner, l.fence}).affected() > 0;
+    return mark_released(l, c_.run(q::complete_job, {l.id, l.owner, l.fence}).affected() > 0);
 }
 
 bool pg_transaction::reschedule_job(const lease_ref& l, millis due_at,
                                     std::string_view payload_json) {
     notice.jobs = true;
-    return c_.run(q::reschedule_job, {l.id, l.owner, l.fence, due_at, payload_json}).affected() > 0;
+    return mark_released(
+        l,
+        c_.run(q::reschedule_job, {l.id, l.owner, l.fence, due_at, payload_json}).affected() > 0);
 }
 
 bool pg_transaction::fail_job(const lease_ref& l, millis due_at) {
-    return c_.run(q::fail_job, {l.id, l.owner, l.fence, due_at}).affected() > 0;
+    return mark_released(l, c_.run(q::fail_job, {l.id, l.owner, l.fence, due_at}).affected() > 0);
 }
 
 std::vector<std::int64_t> pg_transaction::renew_jobs(

@@ -55,7 +55,7 @@ bool sqlite_transaction::complete_job(const lease_ref& l) {
     statement st(c_, q::complete_job);
     st.bind_all(l.id, l.owner, l.fence);
     st.run();
-    return st.changes() > 0;
+    return mark_released(l, st.changes() > 0);
 }
 
 bool sqlite_transaction::reschedule_job(const lease_ref& l, millis due_at,
@@ -63,14 +63,14 @@ bool sqlite_transaction::reschedule_job(const lease_ref& l, millis due_at,
     statement st(c_, q::reschedule_job);
     st.bind_all(l.id, l.owner, l.fence, due_at, payload_json);
     st.run();
-    return st.changes() > 0;
+    return mark_released(l, st.changes() > 0);
 }
 
 bool sqlite_transaction::fail_job(const lease_ref& l, millis due_at) {
     statement st(c_, q::fail_job);
     st.bind_all(l.id, l.owner, l.fence, due_at);
     st.run();
-    return st.changes() > 0;
+    return mark_released(l, st.changes() > 0);
 }
 
 std::vector<std::int64_t> sqlite_transaction::renew_jobs(

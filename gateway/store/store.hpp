@@ -31,6 +31,7 @@
 //
 // Times are Unix milliseconds (UTC). JSON-valued columns are strings holding JSON text.
 
+#include <atomic>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -235,7 +236,18 @@ struct lease_ref {
     std::int64_t id = 0;
     std::string_view owner;
     std::int64_t fence = 0;  // job_row::attempts at the claim
+    // Optional: set to true (inside the unit) when complete_job, reschedule_job or fail_job
+    // let go of the row with this lease. The claim's heartbeat then knows a row it can no
+    // longer renew was released by its own work, not lost (core::lease_state::released).
+    std::atomic<bool>* released = nullptr;
 };
+
+// For engines: a release's outcome, marked on the lease when it took the row.
+inline bool mark_released(const lease_ref& l, bool took) {
+    if (took && l.released)
+        l.released->store(true);
+    return took;
+}
 
 // Raised by engines for failures of the database itself (I/O, corruption, busy beyond the
 // timeout). Domain "not found" is an empty optional, never an exception.

@@ -41,11 +41,20 @@ net::awaitable<void> slow_work(LeaseWorker* t, segue::store::job_row j, std::str
                                std::chrono::milliseconds work,
                                std::shared_ptr<const lease_state> l);
 
+// Releases its row first (completes the job with its claim's lease), then goes on for `work`
+// (what a run does after its last write: metrics, wake-ups, the next await).
+net::awaitable<void> release_then_linger(LeaseWorker* t, segue::store::job_row j, std::string who,
+                                         std::chrono::milliseconds work,
+                                         std::shared_ptr<const lease_state> l);
+
 class LeaseWorker : public ::testing::Test {
   public:
     friend net::awaitable<void> slow_work(LeaseWorker*, segue::store::job_row, std::string,
                                           std::chrono::milliseconds,
                                           std::shared_ptr<const lease_state>);
+    friend net::awaitable<void> release_then_linger(LeaseWorker*, segue::store::job_row,
+                                                    std::string, std::chrono::milliseconds,
+                                                    std::shared_ptr<const lease_state>);
 
   protected:
   protected:
@@ -71,13 +80,15 @@ class LeaseWorker : public ::testing::Test {
     // A worker named `owner` whose work sleeps `work` and then completes the job with its
     // claim's fence, recording whether the store still took the write.
     lease_worker& add_worker(const std::string& owner, std::chrono::milliseconds lease,
-                             std::chrono::milliseconds heartbeat, std::chrono::milliseconds work) {
+                             std::chrono::milliseconds heartbeat, std::chrono::milliseconds work,
+                             bool release_first = false) {
         lease_worker::hooks h;
         h.name = owner;
-        h.claim = [this, work, owner](segue::store::transaction& tx, const std::string& who,
-                                      segue::store::millis now, segue::store::millis lease_ms,
-                                      int limit, const std::vector<std::string>& exclude,
-                                      std::optional<segue::store::millis>& next_due) {
+        h.claim = [this, work, owner, release_first](
+                      segue::store::transaction& tx, const std::string& who,
+                      segue::store::millis now, segue::store::millis lease_ms, int limit,
+                      const std::vector<std::string>& exclude,
+                      std::optional<segue::store::millis>& next_due) {
             std::vector<std::int64_t> ids;
             for (const auto& id : exclude)
                 ids.push_back(std::stoll(id));
@@ -89,8 +100,9 @@ class LeaseWorker : public ::testing::Test {
                 lease_worker::item it;
                 it.id = std::to_string(j.id);
                 it.fence = j.attempts;
-                it.run = [this, j, work, who](std::shared_ptr<const lease_state> l) {
-                    return slow_work(this, j, who, work, std::move(l));
+                it.run = [this, j, work, who, release_first](std::shared_ptr<const lease_state> l) {
+                    return release_first ? release_then_linger(this, j, who, work, std::move(l))
+                                         : slow_work(this, j, who, work, std::move(l));
                 };
                 items.push_back(std::move(it));
             }
@@ -108,6 +120,7 @@ class LeaseWorker : public ::testing::Test {
             return lost;
         };
         h.slots = [](int running) { return 4 - running; };
+        h.on_lost = [this](const std::string&) { on_lost_++; };
         lease_worker::timing t;
         t.lease = lease;
         t.poll_interval = 20ms;
@@ -149,7 +162,8 @@ class LeaseWorker : public ::testing::Test {
     std::thread thread_;
     // Touched on the one IO thread, read by the test thread: atomics.
     std::map<std::string, std::atomic<int>> runs_by_{};
-    std::atomic<int> completed_{0}, refused_{0}, lost_seen_{0}, renewals_{0};
+    std::atomic<int> completed_{0}, refused_{0}, lost_seen_{0}, renewals_{0}, on_lost_{0},
+        finished_{0};
 };
 
 net::awaitable<void> slow_work(LeaseWorker* t, segue::store::job_row j, std::string who,
@@ -166,6 +180,24 @@ net::awaitable<void> slow_work(LeaseWorker* t, segue::store::job_row j, std::str
     (held ? t->completed_ : t->refused_)++;
     if (l->lost)
         t->lost_seen_++;
+    t->finished_++;
+}
+
+net::awaitable<void> release_then_linger(LeaseWorker* t, segue::store::job_row j, std::string who,
+                                         std::chrono::milliseconds work,
+                                         std::shared_ptr<const lease_state> l) {
+    t->runs_by_[who]++;
+    bool held = false;
+    co_await t->db_->write([&](segue::store::transaction& tx) {
+        held = tx.complete_job({j.id, who, j.attempts, &l->released});
+    });
+    (held ? t->completed_ : t->refused_)++;
+    net::steady_timer timer(co_await net::this_coro::executor);
+    timer.expires_after(work);
+    co_await timer.async_wait(net::as_tuple(net::use_awaitable));
+    if (l->lost)
+        t->lost_seen_++;
+    t->finished_++;
 }
 
 }  // namespace
@@ -206,4 +238,40 @@ TEST_F(LeaseWorker, AnExpiredLeaseGoesToAnotherReplicaAndTheOldClaimIsFenced) {
     EXPECT_EQ(completed_, 1);  // b's
     EXPECT_EQ(refused_, 1);    // a's stale claim
     EXPECT_EQ(lost_seen_, 1);  // a's heartbeat found it gone before the work ended
+}
+
+// Work that completed its own job and is still finishing when a heartbeat comes: its row is
+// gone because it released it, which is no lost lease (no `lost`, no on_lost, no warning);
+// released rows are not renewed at all.
+TEST_F(LeaseWorker, WorkThatReleasedItsRowIsNotLostWhileItFinishes) {
+    runs_by_["a"] = 0;
+    schedule_job();
+    add_worker("a", 300ms, 50ms, 600ms, /*release_first=*/true);
+    run();
+    ASSERT_TRUE(wait_for([&] { return completed_ == 1; }, 2s));
+    const int renewals_then = renewals_;
+    // Several heartbeats while the work lingers.
+    ASSERT_TRUE(wait_for([&] { return finished_ == 1; }, 3s));
+    EXPECT_EQ(runs_by_["a"], 1);
+    EXPECT_EQ(on_lost_, 0) << "a released row was reported as a lost lease";
+    EXPECT_EQ(lost_seen_, 0);
+    EXPECT_LE(renewals_, renewals_then + 1);  // at most one beat already under way
+}
+
+// The same work whose row someone else removed (a cancel deletes the task's jobs) while it
+// runs, before it wrote anything: that is a lost lease.
+TEST_F(LeaseWorker, WorkWhoseRowIsRemovedByOthersIsLost) {
+    runs_by_["a"] = 0;
+    schedule_job();
+    add_worker("a", 300ms, 50ms, 600ms);
+    run();
+    ASSERT_TRUE(wait_for([&] { return runs_by_["a"] == 1; }, 2s));
+    std::promise<void> removed;
+    store_->submit_write([](segue::store::transaction& tx) { tx.delete_jobs_for_task("ext_lw"); },
+                         [&](std::exception_ptr) { removed.set_value(); });
+    removed.get_future().wait();
+    ASSERT_TRUE(wait_for([&] { return completed_ + refused_ == 1; }, 3s));
+    EXPECT_EQ(on_lost_, 1);
+    EXPECT_EQ(lost_seen_, 1);
+    EXPECT_EQ(refused_, 1);
 }
