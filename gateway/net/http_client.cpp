@@ -17,20 +17,10 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 #include <boost/beast/core/error.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/http/buffer_body.hpp>
-#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
-#include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/read.hpp>
-#include <boost/beast/http/serializer.hpp>
-#include <boost/beast/http/span_body.hpp>
-#include <boost/beast/http/string_body.hpp>
-#include <boost/beast/http/write.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/url/parse.hpp>
 
@@ -44,6 +34,7 @@
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
 #include "gateway/net/dns.hpp"
+#include "gateway/net/http_client_exchange.hpp"
 #include "gateway/util/fd_io.hpp"
 
 namespace segue::net {
@@ -57,23 +48,14 @@ using tcp = asio::ip::tcp;
 using steady = std::chrono::steady_clock;
 using error_code = boost::system::error_code;
 using strand_type = asio::strand<asio::io_context::executor_type>;
-using tls_stream = beast::ssl_stream<beast::tcp_stream>;
+using detail::attempt_state;
+using detail::connection;
+using detail::target;
+using detail::tls_stream;
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
-constexpr std::size_t download_chunk = 64 * 1024;
-constexpr int max_interim_responses = 8;
 
 // --- URL and request checks ---
-
-struct target {
-    bool tls = false;
-    std::string host;  // lower case; an IPv6 literal without brackets
-    bool host_is_ip = false;
-    std::uint16_t port = 0;
-    std::string host_field;  // the Host header: host[:port]
-    std::string path;        // origin-form request target: path and query
-    std::string key;         // pool key: scheme://host:port
-};
 
 bool host_name_char(char c) {
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_';
@@ -210,29 +192,6 @@ std::string status_class(int status) {
     return "other";
 }
 
-// --- error classification ---
-
-const boost::system::error_category& http_category() {
-    return bhttp::make_error_code(bhttp::error::need_buffer).category();
-}
-
-failure classify(const error_code& ec) {
-    if (ec == beast::error::timeout)
-        return failure::timeout;
-    if (ec == bhttp::error::body_limit || ec == bhttp::error::header_limit ||
-        ec == bhttp::error::buffer_overflow)
-        return failure::too_large;
-    if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message)
-        return failure::reset;
-    if (ec.category() == http_category())
-        return failure::protocol;
-    if (ec == ssl::error::stream_truncated)
-        return failure::reset;
-    if (ec.category() == asio::error::get_ssl_category())
-        return failure::tls;
-    return failure::reset;
-}
-
 // What a server closing a kept-alive connection looks like from our side.
 bool stale_connection_error(const error_code& ec) {
     return ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
@@ -251,40 +210,6 @@ struct verify_host {
             X509_STORE_CTX_set_error(ctx.native_handle(), X509_V_ERR_HOSTNAME_MISMATCH);
         return ok;
     }
-};
-
-// --- connections ---
-
-struct connection {
-    std::unique_ptr<beast::tcp_stream> plain;
-    std::unique_ptr<tls_stream> tls;
-    beast::flat_buffer buffer;
-    std::string key;
-    steady::time_point idle_since{};
-
-    beast::tcp_stream& tcp() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
-    void close() {
-        // No TLS close_notify: it costs a round trip and a peer that is gone would stall it.
-        tcp().close();
-    }
-    // A pooled connection is usable only if the server has neither closed it (FIN or RST) nor
-    // sent anything unasked while it sat idle. A non-blocking peek, so safe on the IO thread.
-    bool still_open() {
-        if (buffer.size() > 0)
-            return false;
-        char b;
-        const auto n = ::recv(tcp().socket().native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
-        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-    }
-};
-
-// How one attempt on one connection went, for the retry decision.
-struct attempt_state {
-    error_code ec;             // the I/O error that ended it, if any
-    bool sent = false;         // the kernel accepted at least one request byte
-    bool source_used = false;  // body_source was called: the body cannot be replayed
-    bool response_started = false;
-    bool reusable = false;
 };
 
 struct opened {
@@ -314,21 +239,6 @@ asio::awaitable<bool> write_file_chunk(std::shared_ptr<file_sink_state> st, std:
         st->err = util::write_all(st->fd, d);
     });
     co_return st->err == 0;
-}
-
-template <class Message>
-void fill_header(Message& m, const target& t, const request& r, const std::string& user_agent) {
-    m.version(11);
-    m.method_string(r.method);
-    m.target(t.path);
-    m.set(bhttp::field::host, t.host_field);
-    m.set(bhttp::field::user_agent, user_agent);
-    for (const auto& [name, value] : r.headers) {
-        if (beast::iequals(name, "host") || beast::iequals(name, "user-agent"))
-            m.set(name, value);
-        else
-            m.insert(name, value);
-    }
 }
 
 }  // namespace
@@ -627,184 +537,6 @@ struct http_client::impl : std::enable_shared_from_this<impl> {
         co_return out;
     }
 
-    // --- one exchange on one connection ---
-
-    template <class Stream>
-    asio::awaitable<void> exchange(Stream& s, connection& c, const target& t, request& r,
-                                   steady::time_point deadline, const body_sink* sink,
-                                   std::uint64_t sink_max, attempt_state& at, result& out) {
-        auto& lowest = c.tcp();
-        auto fail = [&](failure f, std::string msg) {
-            out.error = f;
-            out.message = std::move(msg);
-        };
-
-        // Write the request. The deadline is the whole exchange's, set before every operation.
-        error_code wec;
-        if (r.body_source) {
-            bhttp::request<bhttp::empty_body> m;
-            fill_header(m, t, r, opts.user_agent);
-            m.content_length(*r.body_size);
-            bhttp::request_serializer<bhttp::empty_body> sr{m};
-            lowest.expires_at(deadline);
-            auto [ec, n] = co_await bhttp::async_write_header(s, sr, use_tuple);
-            at.sent = n > 0;
-            wec = ec;
-            std::uint64_t total = 0;
-            while (!wec) {
-                at.source_used = true;
-                std::string chunk;
-                try {
-                    chunk = co_await r.body_source();
-                } catch (const std::exception& e) {
-                    fail(failure::local_io, std::string("body_source failed: ") + e.what());
-                    co_return;
-                }
-                if (chunk.empty())
-                    break;
-                if (chunk.size() > *r.body_size - total) {
-                    fail(failure::invalid_request, "body_source produced more than body_size (" +
-                                                       std::to_string(*r.body_size) + " bytes)");
-                    co_return;
-                }
-                total += chunk.size();
-                lowest.expires_at(deadline);
-                auto [cec, cn] = co_await asio::async_write(s, asio::buffer(chunk), use_tuple);
-                wec = cec;
-            }
-            if (!wec && total != *r.body_size) {
-                fail(failure::invalid_request, "body_source ended after " + std::to_string(total) +
-                                                   " of " + std::to_string(*r.body_size) +
-                                                   " bytes");
-                co_return;
-            }
-        } else {
-            // span_body: the body is sent from the request itself, so a retry needs no copy.
-            bhttp::request<bhttp::span_body<const char>> m;
-            fill_header(m, t, r, opts.user_agent);
-            m.body() = {r.body.data(), r.body.size()};
-            m.prepare_payload();
-            lowest.expires_at(deadline);
-            auto [ec, n] = co_await bhttp::async_write(s, m, use_tuple);
-            at.sent = n > 0;
-            wec = ec;
-        }
-        if (wec) {
-            at.ec = wec;
-            if (wec == beast::error::timeout) {
-                fail(failure::timeout, "deadline passed while sending the request");
-                co_return;
-            }
-            // Go on reading: a server may answer early and close without reading the whole body
-            // (401, 413 on an upload). Its answer beats our write error.
-        }
-
-        // Read the response header, skipping interim 1xx responses (100 Continue, 103).
-        const bool head = r.method == "HEAD";
-        std::optional<bhttp::response_parser<bhttp::empty_body>> hp;
-        for (int interim = 0;; ++interim) {
-            hp.emplace();
-            hp->header_limit(opts.max_header_bytes);
-            // Checked by hand below: which cap applies depends on the status.
-            hp->body_limit(boost::none);
-            if (head)
-                hp->skip(true);
-            lowest.expires_at(deadline);
-            auto [ec, n] = co_await bhttp::async_read_header(s, c.buffer, *hp, use_tuple);
-            if (hp->got_some() || c.buffer.size() > 0)
-                at.response_started = true;
-            if (ec) {
-                if (wec) {
-                    fail(classify(wec), "sending the request: " + wec.message());
-                } else {
-                    at.ec = ec;
-                    fail(classify(ec), "reading the response: " + ec.message());
-                }
-                co_return;
-            }
-            const int status = hp->get().result_int();
-            if (status < 100 || status >= 200 || status == 101)
-                break;
-            if (interim == max_interim_responses) {
-                fail(failure::protocol, "too many interim 1xx responses");
-                co_return;
-            }
-        }
-
-        const auto& h = hp->get();
-        out.res.status = h.result_int();
-        for (const auto& f : h)
-            out.res.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
-
-        const bool to_sink = sink && out.res.status >= 200 && out.res.status < 300;
-        const std::uint64_t limit = to_sink ? sink_max : opts.max_response_bytes;
-        bool keep_alive = hp->keep_alive();
-        if (!hp->is_done()) {
-            if (auto len = hp->content_length(); len && *len > limit) {
-                fail(failure::too_large, "Content-Length " + std::to_string(*len) +
-                                             " is over the cap of " + std::to_string(limit));
-                co_return;
-            }
-            if (!to_sink) {
-                bhttp::response_parser<bhttp::string_body> p{std::move(*hp)};
-                p.body_limit(limit);
-                lowest.expires_at(deadline);
-                auto [ec, n] = co_await bhttp::async_read(s, c.buffer, p, use_tuple);
-                if (ec) {
-                    fail(classify(ec), "reading the response body: " + ec.message());
-                    co_return;
-                }
-                out.res.body = std::move(p.get().body());
-                out.body_bytes = out.res.body.size();
-                keep_alive = p.keep_alive();
-            } else {
-                bhttp::response_parser<bhttp::buffer_body> p{std::move(*hp)};
-                p.body_limit(limit);
-                auto buf = std::make_unique<char[]>(download_chunk);
-                while (!p.is_done()) {
-                    p.get().body().data = buf.get();
-                    p.get().body().size = download_chunk;
-                    lowest.expires_at(deadline);
-                    // An event stream is handed over as it arrives; a file fills the buffer
-                    // first (fewer, larger writes).
-                    auto [ec, n] = r.stream_chunks
-                                       ? co_await bhttp::async_read_some(s, c.buffer, p, use_tuple)
-                                       : co_await bhttp::async_read(s, c.buffer, p, use_tuple);
-                    if (ec == bhttp::error::need_buffer)
-                        ec = {};
-                    if (ec) {
-                        fail(classify(ec), "reading the response body: " + ec.message());
-                        co_return;
-                    }
-                    const std::size_t got = download_chunk - p.get().body().size;
-                    if (got == 0)
-                        continue;
-                    out.body_bytes += got;
-                    if (!co_await call_sink(*sink, std::string_view(buf.get(), got), out))
-                        co_return;
-                }
-                keep_alive = p.keep_alive();
-            }
-        }
-        if (to_sink && !co_await call_sink(*sink, {}, out))
-            co_return;
-        at.reusable = !wec && keep_alive && out.res.status != 101 && c.buffer.size() == 0;
-    }
-
-    static asio::awaitable<bool> call_sink(const body_sink& sink, std::string_view chunk,
-                                           result& out) {
-        std::string why = "the body sink refused the data";
-        try {
-            if (co_await sink(chunk))
-                co_return true;
-        } catch (const std::exception& e) {
-            why = std::string("the body sink failed: ") + e.what();
-        }
-        out.error = failure::local_io;
-        out.message = std::move(why);
-        co_return false;
-    }
-
     // --- a whole call: pool, exchange, the one stale-connection retry, metrics ---
 
     // `self` keeps the client's internals alive for the whole call.
@@ -854,9 +586,11 @@ struct http_client::impl : std::enable_shared_from_this<impl> {
             }
             attempt_state at;
             if (c->tls)
-                co_await exchange(*c->tls, *c, *t, r, deadline, sink_ptr, sink_max, at, out);
+                co_await detail::exchange(*c->tls, *c, *t, r, deadline, sink_ptr, sink_max, opts,
+                                          at, out);
             else
-                co_await exchange(*c->plain, *c, *t, r, deadline, sink_ptr, sink_max, at, out);
+                co_await detail::exchange(*c->plain, *c, *t, r, deadline, sink_ptr, sink_max, opts,
+                                          at, out);
             sent = sent || at.sent;
             release(std::move(c), out.ok() && at.reusable);
             if (out.ok())
