@@ -203,6 +203,15 @@ class Engine : public ::testing::Test {
     int n_ = 0;
 };
 
+// Attempt 1's intent as it stands before the call: the only attempt, "submitting", at the
+// scripted provider.
+void expect_intent(const std::vector<segue::store::attempt_row>& attempts) {
+    ASSERT_EQ(attempts.size(), 1u);
+    EXPECT_EQ(attempts[0].number, 1);
+    EXPECT_EQ(attempts[0].provider, "scripted");
+    EXPECT_EQ(attempts[0].status, "submitting");
+}
+
 std::vector<std::string> types(const std::vector<segue::store::event_row>& evs) {
     std::vector<std::string> out;
     for (const auto& e : evs)
@@ -599,16 +608,11 @@ TEST_F(Engine, AHandedOffCreateWritesTheIntentInItsOwnCommit) {
         segue::core::engine::create_task(tx, t, nullptr, &h);
         committed = tx.get_attempts(t.id);
     });
-    ASSERT_EQ(committed.size(), 1u);
-    EXPECT_EQ(committed[0].number, 1);
-    EXPECT_EQ(committed[0].provider, "scripted");
-    EXPECT_EQ(committed[0].status, "submitting");
+    ASSERT_NO_FATAL_FAILURE(expect_intent(committed));
     engine_->hand_off(std::move(h), t);
     auto seen = during.get_future();
     ASSERT_EQ(seen.wait_for(5s), std::future_status::ready);
-    const auto at_call = seen.get();
-    ASSERT_EQ(at_call.size(), 1u);
-    EXPECT_EQ(at_call[0].status, "submitting");
+    ASSERT_NO_FATAL_FAILURE(expect_intent(seen.get()));
     expect_one_call_accepted(t.id, committed[0].callback_token);
 }
 
@@ -659,10 +663,7 @@ TEST_F(Engine, AClaimedSubmitWritesItsIntentInTheClaimsCommit) {
     ASSERT_EQ(seen.wait_for(5s), std::future_status::ready);
     const auto [units, at_call] = seen.get();
     EXPECT_EQ(units - before, 1u) << "write units committed between the create and the call";
-    ASSERT_EQ(at_call.size(), 1u);
-    EXPECT_EQ(at_call[0].number, 1);
-    EXPECT_EQ(at_call[0].provider, "scripted");
-    EXPECT_EQ(at_call[0].status, "submitting");
+    ASSERT_NO_FATAL_FAILURE(expect_intent(at_call));
     expect_one_call_accepted(t.id, at_call[0].callback_token);
 }
 
