@@ -28,7 +28,7 @@ millis now_ms() {
 connection::connection(const std::string& path, int busy_timeout_ms) {
     sqlite3* raw = nullptr;
     const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
-    const int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
+    const int rc = sqlite3_open_v2(path.c_str(), &raw, flags, wal_coalescing_vfs());
     db_.reset(raw);  // owned even on failure: open_v2 may return a handle holding the error
     if (rc != SQLITE_OK)
         fail(raw, "open " + path);

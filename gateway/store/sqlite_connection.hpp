@@ -34,6 +34,18 @@ struct stmt_finalizer {
 using db_ptr = std::unique_ptr<sqlite3, db_closer>;
 using stmt_ptr = std::unique_ptr<sqlite3_stmt, stmt_finalizer>;
 
+// The VFS every connection opens with: SQLite's default one, with the writes to a WAL coalesced
+// into one write per commit (sqlite_vfs.cpp). nullptr if it could not be registered (the default
+// VFS is used then).
+const char* wal_coalescing_vfs();
+// Process-wide counts, for tests: write calls SQLite made on WAL files, and the writes that
+// reached the files for them.
+struct wal_write_counts {
+    std::uint64_t writes = 0;
+    std::uint64_t flushes = 0;
+};
+wal_write_counts wal_writes_so_far() noexcept;
+
 // Throws a store_error naming `what` and the connection's last error.
 [[noreturn]] void fail(sqlite3* db, std::string_view what);
 
