@@ -14,6 +14,9 @@
 # statements the run's database saw: calls and server time per created task (the submit jobs
 # still queued then are printed too: their tasks' engine statements are not all in yet).
 #
+# SEGUE_BENCH_FRESH_WAL=1 measures PostgreSQL as initdb left it (no WAL segment to recycle yet);
+# by default its WAL is cycled once first, as on a server that has been running (below).
+#
 # Target (issue 14): >= 3,000 accepted/s at p99 < 20 ms with one PostgreSQL replica. On a
 # 2-core machine everything (wrk, nginx, PostgreSQL, segue) shares the same two cores: the
 # two-replica figure says what a second process costs here, not what a second machine adds.
@@ -34,9 +37,25 @@ pg_dir="$work/pg"
 pgss="${SEGUE_BENCH_PGSS:-0}"
 pg_opts="${SEGUE_PG_OPTIONS:-}"
 [[ "$pgss" == 1 ]] && pg_opts+=" -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_utility=on"
+# A PostgreSQL that has been running a while recycles its WAL segments (a checkpoint renames
+# the ones it no longer needs into the next ones, up to min_wal_size). A cluster initdb'd a
+# moment ago has none to recycle: every 16 MB of WAL (every ~2 s under this load) it creates
+# and zero-fills a new segment (wal_init_zero), and the commits waiting on that flush stall
+# 15-20 ms (bench/README.md 6h). So, unless SEGUE_BENCH_FRESH_WAL=1, the run starts from the
+# steady state: 64 segments (1 GB, this run's WAL and more) written once and recycled by a
+# CHECKPOINT before the first measurement.
+pg_opts+=" -c min_wal_size=1GB"
 pg_url=$(SEGUE_PG_DURABLE=1 SEGUE_PG_OPTIONS="$pg_opts" scripts/pg.sh start "$pg_dir")
 bench_pg_stop() { scripts/pg.sh stop "$pg_dir" >/dev/null 2>&1 || true; }
 trap 'bench_pg_stop; bench_cleanup' EXIT
+if [[ "${SEGUE_BENCH_FRESH_WAL:-0}" != 1 ]]; then
+  psql "$pg_url" -qAt -c "CREATE TABLE wal_cycle (x int)" \
+    -c "DO \$\$ BEGIN FOR i IN 1..64 LOOP INSERT INTO wal_cycle VALUES (i); PERFORM pg_switch_wal(); END LOOP; END \$\$" \
+    -c "DROP TABLE wal_cycle" -c "CHECKPOINT" >/dev/null
+  echo "# PostgreSQL WAL: $(ls "$pg_dir/data/pg_wal" | grep -c '^0') segments ready (recycled), as on a server running a while"
+else
+  echo "# PostgreSQL WAL: a fresh cluster's (SEGUE_BENCH_FRESH_WAL=1): new segments are zero-filled as the run needs them"
+fi
 
 replica_pids=()
 replica_ports=()
