@@ -262,6 +262,9 @@ int x_open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* p, int flags, int*
     }
     const int rc = real_vfs->xOpen(real_vfs, name, f->real, flags, out_flags);
     if (rc != SQLITE_OK || f->real->pMethods == nullptr) {
+        // A failed open that still set its methods expects its xClose (SQLite's contract).
+        if (f->real->pMethods != nullptr)
+            f->real->pMethods->xClose(f->real);
         delete f->pending;
         f->pending = nullptr;
         return rc != SQLITE_OK ? rc : SQLITE_CANTOPEN;
