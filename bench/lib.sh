@@ -68,9 +68,14 @@ bench_machine_note() {  # one line: date, HEAD, which binary (and when built), c
 }
 
 free_port() {  # a random loopback port nobody listens on
-  local p
+  # Below the kernel's ephemeral range: a port there can be the local end of one of the many
+  # client connections a run makes (wrk's, segue's), which nobody listens on but which still
+  # makes a later bind() fail ("Address already in use": a pipeline run lost its nginx so).
+  local p low
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || low=32768
+  ((low > 12000)) || low=60000
   while :; do
-    p=$((20000 + RANDOM % 40000))
+    p=$((10000 + RANDOM % (low - 10000)))
     (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo "$p"; return; }
   done
 }
