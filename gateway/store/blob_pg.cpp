@@ -11,9 +11,9 @@
 // stored uncompressed (STORAGE EXTERNAL): audio does not compress.
 
 #include <fcntl.h>
-#include <libpq-fe.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "gateway/store/pg_api.hpp"
 
 #include <algorithm>
 #include <array>
@@ -86,7 +86,7 @@ constexpr std::array statements{
     statement{"blob_delete", "DELETE FROM blobs WHERE key = $1", 1},
 };
 
-using pg_result = std::unique_ptr<PGresult, decltype(&PQclear)>;
+using pg_result = std::unique_ptr<PGresult, void (*)(PGresult*)>;
 
 std::int64_t now_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -342,7 +342,7 @@ class pg_store final : public blob_store {
         auto conn = connect_pg(o.pg_url);
         if (!conn)
             throw std::runtime_error(conn.error().message);
-        std::unique_ptr<PGconn, decltype(&PQfinish)> c(*conn, PQfinish);
+        std::unique_ptr<PGconn, void (*)(PGconn*)> c(*conn, PQfinish);
         if (!exec_simple(c.get(), schema_sql))
             throw std::runtime_error("blob store: cannot create the blob tables: " +
                                      trimmed(PQerrorMessage(c.get())));

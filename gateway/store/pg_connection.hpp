@@ -6,7 +6,7 @@
 
 #pragma once
 
-#include <libpq-fe.h>
+#include "gateway/store/pg_api.hpp"
 
 #include <array>
 #include <charconv>

@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <fstream>
 #include <optional>
 #include <regex>
 #include <string>
@@ -375,4 +376,34 @@ TEST(Cli, MigrateAppliesThePostgresSchemaOnceAndCheckConfigAcceptsIt) {
     auto [bc, bout] = segue::test::run_command({bin, "migrate", "--config", bad});
     EXPECT_EQ(bc, 1);
     EXPECT_NE(bout.find("migrate failed"), std::string::npos) << bout;
+}
+
+namespace {
+// The shared objects a running process has mapped whose path contains `name`.
+bool maps_library(pid_t pid, const std::string& name) {
+    std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+    std::string line;
+    while (std::getline(maps, line))
+        if (line.find(name) != std::string::npos)
+            return true;
+    return false;
+}
+}  // namespace
+
+// libpq (and gnutls, krb5, ldap... which it pulls in) is loaded only by the PostgreSQL engine:
+// a process on SQLite never maps it (gateway/store/pg_api.hpp).
+TEST(Server, OnlyThePostgresEngineLoadsLibpq) {
+    segue_process lite(config());
+    ASSERT_TRUE(http_request(lite.port(), "GET", "/readyz"));
+    EXPECT_FALSE(maps_library(lite.proc().pid(), "libpq.so"));
+    EXPECT_FALSE(maps_library(lite.proc().pid(), "libgnutls"));
+    EXPECT_TRUE(maps_library(lite.proc().pid(), "libsqlite3"));
+
+    segue::test::pg_schema schema;
+    segue_process pg(config() + "storage:\n  engine: postgres\n  postgres:\n    url: \"" +
+                     schema.url() + "\"\n  blob_dir: @DIR@/blobs\n");
+    auto r = http_request(pg.port(), "GET", "/readyz");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_TRUE(maps_library(pg.proc().pid(), "libpq.so"));
 }
