@@ -66,6 +66,7 @@ void lease_worker::impl::spawn(item it) {
     auto st = std::make_shared<lease_state>();
     st->id = it.id;
     st->fence = it.fence;
+    st->until = it.until;
     running[it.id] = st;
     running_count.store(static_cast<int>(running.size()));
     if (hk.on_running)
@@ -160,15 +161,24 @@ asio::awaitable<void> lease_worker::impl::heartbeat() {
         if (leases.empty())
             continue;
         std::vector<std::string> lost;
+        store::millis until = 0;
         try {
             const auto lease = static_cast<store::millis>(time.lease.count());
             co_await db.write([&](store::transaction& tx) {
-                lost = hk.renew(tx, owner, leases, tx.clock_ms() + lease);
+                until = tx.clock_ms() + lease;
+                lost = hk.renew(tx, owner, leases, until);
             });
         } catch (const std::exception& e) {
             // The next beat tries again; the lease lasts until `lease` after the last renewal.
             log::error("renewing leases failed", {{"worker", hk.name}, {"error", e.what()}});
             continue;
+        }
+        // The renewed leases now end at `until`: those of the same claims still running.
+        for (const auto& [id, fence] : leases) {
+            auto i = running.find(id);
+            if (i != running.end() && i->second->fence == fence &&
+                std::find(lost.begin(), lost.end(), id) == lost.end())
+                i->second->until = std::max(i->second->until, until);
         }
         for (const auto& id : lost) {
             auto i = running.find(id);

@@ -50,6 +50,10 @@ struct lease_state {
     std::int64_t fence = 0;  // the claim's fencing token
     bool lost = false;       // a renewal found the lease gone: every write of this claim will
                              // be refused, so stop before anything irreversible
+    // When the lease ends by the store's clock, as of the claim or the last renewal seen to
+    // commit; 0 when unknown. A write refused before this time was refused by a claim that
+    // should not exist (two claims of one live lease); after it, the lease had expired.
+    store::millis until = 0;
     // The work let go of its row itself (completed, rescheduled or failed it: the store sets
     // this through store::lease_ref::released). A renewal that no longer finds the row is then
     // no loss: the work is only finishing. Mutable: the work holds its state as const.
@@ -63,6 +67,7 @@ class lease_worker {
     struct item {
         std::string id;
         std::int64_t fence = 0;
+        store::millis until = 0;  // the lease's end by the store's clock, if known
         std::function<boost::asio::awaitable<void>(std::shared_ptr<const lease_state>)> run;
     };
 

@@ -115,6 +115,11 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
                                     "the transport failure: timeout, connect, refused_address, "
                                     "...).",
                                     {"result"})),
+          leases_expired(m.make_counter(
+              "segue_webhook_leases_expired_total",
+              "Deliveries sent whose lease had expired before their outcome was recorded (the "
+              "store or the process stalled longer than webhooks.lease): another claim sends "
+              "them again.")),
           latency(m.histogram_family(
                        "segue_webhook_delivery_latency_seconds",
                        "From the event to its delivery's 2xx answer (retries included).", {},
@@ -168,6 +173,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
 
     metrics::family<metrics::counter>& deliveries;
     metrics::family<metrics::counter>& attempts;
+    metrics::counter& leases_expired;
     metrics::histogram& latency;
     metrics::gauge& in_flight_gauge;
     metrics::gauge& pending_gauge;
@@ -200,6 +206,7 @@ void dispatcher::impl::make_worker() {
             core::lease_worker::item it;
             it.id = d.id;
             it.fence = d.lease_fence;
+            it.until = d.lease_until;
             it.run = [self, d](std::shared_ptr<const core::lease_state> l) {
                 return self->deliver(d, std::move(l));
             };
@@ -401,6 +408,9 @@ asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d,
 
     bool held = false;
     int killed = 0;
+    store::millis recorded_at = 0;  // by the store's clock, when the record was refused
+    std::optional<store::delivery_row> now_row;
+    const auto record_started = std::chrono::steady_clock::now();
     try {
         co_await db.write([&](store::transaction& tx) {
             held = tx.finish_delivery(d, owner);
@@ -411,6 +421,10 @@ asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d,
                                                "the endpoint answered 410 Gone to " + d.id, now);
                 tx.set_endpoint_gone(d.tenant, d.url, true, now);
             }
+            if (!held) {
+                recorded_at = tx.clock_ms();
+                now_row = tx.get_delivery(d.id);
+            }
         });
     } catch (const std::exception& e) {
         // The lease expires and the delivery is sent again: at least once.
@@ -418,8 +432,41 @@ asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d,
         co_return;
     }
     if (!held) {
-        log::warn("delivery lease lost before its outcome was recorded",
-                  {{"delivery_id", d.id}, {"event_id", d.event_id}});
+        // Another claim took the row: at least once, the event is (or was) sent again. Only a
+        // lease that had ended allows that; one taken while this claim still held it is a bug.
+        const auto ms_since = [](std::chrono::steady_clock::time_point t) {
+            return static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                 std::chrono::steady_clock::now() - t)
+                                                 .count());
+        };
+        const std::string now_owner = now_row ? now_row->lease_owner : "";
+        const std::int64_t now_fence = now_row ? now_row->lease_fence : 0;
+        const std::string now_status = now_row ? now_row->status : "gone";
+        // A claim bumps the fence; a kill (a 410 to the same URL) or a redelivery does not.
+        const bool claimed_again = now_row && now_fence != d.lease_fence;
+        const bool live = l->until > 0 && recorded_at <= l->until;
+        if (claimed_again && !live)
+            leases_expired.inc();
+        log::write(!claimed_again ? log::level::info
+                   : live         ? log::level::error
+                                  : log::level::warn,
+                   !claimed_again
+                       ? "delivery's row was changed while it was sent (killed or redelivered); "
+                         "its outcome is not recorded"
+                   : live ? "delivery taken by another claim while this one's lease still held"
+                          : "delivery lease expired before its outcome was recorded; it may be "
+                            "sent again",
+                   {{"delivery_id", d.id},
+                    {"event_id", d.event_id},
+                    {"fence", d.lease_fence},
+                    {"lease_until", l->until},
+                    {"recorded_at", recorded_at},
+                    {"late_ms", recorded_at - l->until},
+                    {"sending_ms", now - started},
+                    {"record_wait_ms", ms_since(record_started)},
+                    {"now_owner", now_owner},
+                    {"now_fence", now_fence},
+                    {"now_status", now_status}});
         co_return;
     }
     if (!outcome.empty())

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <map>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "gateway/audio/audio.hpp"
@@ -408,4 +409,74 @@ TEST_F(WebhooksTest, RestartWithPendingDeliveriesLosesNone) {
     rcv.start();
     segue::test::segue_process gw(config(storage_.path(), fast_schedule));
     expect_all_delivered_in_order(rcv, gw.port(), id, "/hooks/r");
+}
+
+// A replica frozen (SIGSTOP) while its delivery is on the wire: another replica takes the row
+// once the lease expires and sends it again (at least once). When the frozen one wakes up and
+// answers for its send, its record is refused and it says why, measured by the database's
+// clock: its lease had ended (late_ms > 0), and the row is now under a newer claim. Never the
+// error that a claim took a lease still held.
+// Two replicas share a store on PostgreSQL only: CTest runs this suite as pg.* alone.
+class WebhooksOnReplicas : public WebhooksTest {};
+
+TEST_F(WebhooksOnReplicas, AReplicaFrozenPastItsLeaseSaysSoAndTheEventIsStillDelivered) {
+    if (!segue::test::testing_postgres())
+        GTEST_SKIP() << "two replicas share a store on PostgreSQL only (pg.WebhooksOnReplicas)";
+    receiver rcv;
+    const std::string webhooks =
+        "  retry_schedule: [200ms, 300ms, 500ms, 500ms, 1s, 1s, 1s]\n"
+        "  jitter: 0\n  timeout: 1s\n  lease: 2s\n";
+    segue::test::segue_process a(config(storage_.path(), webhooks));
+    // The first delivery is answered 2xx after 600 ms: long enough to freeze its sender first.
+    rcv.mode(R"({"mode":"ok","times":1,"delay_ms":600})");
+    const std::string id = create(a.port(), song(files_), rcv.url("/hooks/f"));
+    ASSERT_FALSE(id.empty());
+    auto until = std::chrono::steady_clock::now() + 20s;
+    while (rcv.deliveries("/hooks/").empty() && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(5ms);
+    ASSERT_FALSE(rcv.deliveries("/hooks/").empty());
+    a.proc().signal(SIGSTOP);
+    const std::string first(rcv.deliveries("/hooks/")[0].at("id").as_string());
+
+    // B shares A's store; after A's lease (2 s) it takes the delivery and sends it again.
+    segue::test::segue_process b(config(storage_.path(), webhooks));
+    until = std::chrono::steady_clock::now() + 20s;
+    auto sent_twice = [&] {
+        int n = 0;
+        for (const auto& d : rcv.deliveries("/hooks/"))
+            n += d.at("id").as_string() == first;
+        return n >= 2;
+    };
+    while (!sent_twice() && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(20ms);
+    ASSERT_TRUE(sent_twice()) << json::serialize(rcv.deliveries());
+    a.proc().signal(SIGCONT);
+
+    // A records nothing and says its lease had expired, with the newer claim's fence.
+    std::string line;
+    until = std::chrono::steady_clock::now() + 15s;
+    while (line.empty() && std::chrono::steady_clock::now() < until) {
+        std::istringstream in(a.log());
+        for (std::string l; std::getline(in, l);)
+            if (l.find("delivery lease expired before its outcome was recorded") !=
+                std::string::npos)
+                line = l;
+        std::this_thread::sleep_for(50ms);
+    }
+    ASSERT_FALSE(line.empty()) << a.log();
+    const auto f = parse(line);
+    EXPECT_EQ(f.at("event_id").as_string(), first);
+    EXPECT_GT(f.at("late_ms").as_int64(), 0) << line;
+    EXPECT_GT(f.at("lease_until").as_int64(), 0) << line;
+    EXPECT_GT(f.at("now_fence").as_int64(), f.at("fence").as_int64()) << line;
+    auto m = http_request(a.port(), "GET", "/metrics");
+    ASSERT_TRUE(m);
+    EXPECT_NE(m->body.find("segue_webhook_leases_expired_total 1\n"), std::string::npos);
+    for (const auto* log : {&a, &b})
+        EXPECT_EQ(log->log().find("while this one's lease still held"), std::string::npos)
+            << log->log();
+
+    // Every event of the task still arrives, in order (B sends the rest).
+    ASSERT_EQ(wait_final(b.port(), id), "succeeded");
+    expect_all_delivered_in_order(rcv, b.port(), id, "/hooks/f");
 }

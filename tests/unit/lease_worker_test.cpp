@@ -100,6 +100,7 @@ class LeaseWorker : public ::testing::Test {
                 lease_worker::item it;
                 it.id = std::to_string(j.id);
                 it.fence = j.attempts;
+                it.until = j.lease_until;
                 it.run = [this, j, work, who, release_first](std::shared_ptr<const lease_state> l) {
                     return release_first ? release_then_linger(this, j, who, work, std::move(l))
                                          : slow_work(this, j, who, work, std::move(l));
@@ -164,15 +165,19 @@ class LeaseWorker : public ::testing::Test {
     std::map<std::string, std::atomic<int>> runs_by_{};
     std::atomic<int> completed_{0}, refused_{0}, lost_seen_{0}, renewals_{0}, on_lost_{0},
         finished_{0};
+    // slow_work's lease_state::until when it starts and when it ends (by the store's clock).
+    std::atomic<std::int64_t> until_at_start_{0}, until_at_end_{0};
 };
 
 net::awaitable<void> slow_work(LeaseWorker* t, segue::store::job_row j, std::string who,
                                std::chrono::milliseconds work,
                                std::shared_ptr<const lease_state> l) {
     t->runs_by_[who]++;
+    t->until_at_start_ = l->until;
     net::steady_timer timer(co_await net::this_coro::executor);
     timer.expires_after(work);
     co_await timer.async_wait(net::as_tuple(net::use_awaitable));
+    t->until_at_end_ = l->until;
     bool held = false;
     co_await t->db_->write([&](segue::store::transaction& tx) {
         held = tx.complete_job({j.id, who, j.attempts});
@@ -219,6 +224,9 @@ TEST_F(LeaseWorker, HeartbeatKeepsALeaseLongerThanTheWork) {
     EXPECT_EQ(runs_by_["b"], 0) << "the other replica took a live lease";
     EXPECT_GE(renewals_, 3);
     EXPECT_EQ(lost_seen_, 0);
+    // The work knows when its lease ends: the claim's end, moved on by every renewal.
+    EXPECT_GT(until_at_start_, 0);
+    EXPECT_GE(until_at_end_, until_at_start_ + 600) << "renewals did not move the lease's end";
 }
 
 // Without renewals (a heartbeat slower than the lease) the lease expires under the work: this
