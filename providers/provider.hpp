@@ -132,6 +132,16 @@ struct inbound_webhook {
     std::vector<std::pair<std::string, std::string>> headers;  // lower-case names
 };
 
+// Why a provider refused an inbound webhook (provider::on_webhook).
+struct webhook_refusal {
+    std::string message;
+    // The payload belongs to the attempt but names what the attempt does not know yet: a
+    // callback that overtook the submit's answer (the provider called back before its HTTP
+    // answer was read and recorded). The core reads the attempt again for a moment before it
+    // refuses the payload.
+    bool too_early = false;
+};
+
 // What the core lends a provider.
 struct services {
     runtime::blocking_pool& blocking;
@@ -159,10 +169,11 @@ class provider {
     // Best effort; the core has already marked the task canceled.
     virtual boost::asio::awaitable<void> cancel(const task_view& task, services& svc);
     // Turns an inbound webhook into an update (usually `progress` with what it carries). A
-    // malformed or unexpected payload returns nullopt and says why in `error`; the core counts
-    // it and answers the sender 400. Pure transformation: no I/O.
+    // malformed or unexpected payload returns nullopt and says why in `refused`; the core counts
+    // it and answers the sender 400 (when `refused.too_early`, only if the attempt still does
+    // not know what it names after engine::early_webhook_wait). Pure transformation: no I/O.
     virtual std::optional<update> on_webhook(const task_view& task, const inbound_webhook& hook,
-                                             std::string& error) const;
+                                             webhook_refusal& refused) const;
 };
 
 }  // namespace segue::providers

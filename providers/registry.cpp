@@ -13,8 +13,8 @@ boost::asio::awaitable<void> provider::cancel(const task_view&, services&) {
 }
 
 std::optional<update> provider::on_webhook(const task_view&, const inbound_webhook&,
-                                           std::string& error) const {
-    error = "this provider does not take webhooks";
+                                           webhook_refusal& refused) const {
+    refused.message = "this provider does not take webhooks";
     return std::nullopt;
 }
 

@@ -8,6 +8,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
 
@@ -1176,37 +1177,57 @@ asio::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string prov
     auto& counter = self->webhooks;
     // Tokens are looked up by their SHA-256: timing can reveal nothing usable about a token.
     const std::string hash = util::sha256_hex(token);
-    std::optional<store::attempt_row> attempt;
-    std::optional<store::task_row> task;
-    co_await self->db.read([&](store::transaction& tx) {
-        attempt = tx.find_attempt_by_token(hash);
-        if (attempt)
-            task = tx.get_task(attempt->task_id);
-    });
     // Only configured providers' names ever reach a metric label.
     providers::provider* p = self->registry.find(provider);
     if (!p)
         co_return webhook_outcome::unknown_token;
-    if (!attempt || !task || attempt->provider != provider ||
-        !util::constant_time_equal(attempt->callback_token, hash)) {
-        counter.with({provider, "unknown", "unknown_token"}).inc();
-        co_return webhook_outcome::unknown_token;
+    std::optional<store::attempt_row> attempt;
+    std::optional<store::task_row> task;
+    std::optional<providers::update> u;
+    providers::webhook_refusal refused;
+    // A callback that overtook the submit's answer names what the attempt learns from that
+    // answer a moment later (on this replica or another): read the attempt again, for up to
+    // early_webhook_wait, before refusing it. The sender's request stays open meanwhile; no
+    // thread waits.
+    const auto until = std::chrono::steady_clock::now() + early_webhook_wait;
+    auto pause = std::chrono::milliseconds(20);
+    for (;;) {
+        attempt.reset();
+        task.reset();
+        co_await self->db.read([&](store::transaction& tx) {
+            attempt = tx.find_attempt_by_token(hash);
+            if (attempt)
+                task = tx.get_task(attempt->task_id);
+        });
+        if (!attempt || !task || attempt->provider != provider ||
+            !util::constant_time_equal(attempt->callback_token, hash)) {
+            counter.with({provider, "unknown", "unknown_token"}).inc();
+            co_return webhook_outcome::unknown_token;
+        }
+        providers::task_view view;
+        view.task_id = task->id;
+        view.tenant = task->tenant;
+        view.attempt = attempt->number;
+        view.request = request_from_json(task->request_json);
+        view.provider_task_id = attempt->provider_task_id;
+        view.state_json = attempt->state_json;
+        refused = {};
+        u = p->on_webhook(view, hook, refused);
+        if (u || !refused.too_early || std::chrono::steady_clock::now() + pause > until ||
+            is_terminal(parse_task_status(task->status).value_or(task_status::failed)))
+            break;
+        asio::steady_timer timer(co_await asio::this_coro::executor, pause);
+        co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+        pause = std::min(pause * 2, std::chrono::milliseconds(200));
     }
-    providers::task_view view;
-    view.task_id = task->id;
-    view.tenant = task->tenant;
-    view.attempt = attempt->number;
-    view.request = request_from_json(task->request_json);
-    view.provider_task_id = attempt->provider_task_id;
-    view.state_json = attempt->state_json;
-    std::string err;
-    auto u = p->on_webhook(view, hook, err);
     if (!u) {
-        counter.with({provider, "unknown", "rejected"}).inc();
-        log::warn("provider webhook refused",
-                  {{"provider", provider}, {"task_id", task->id}, {"error", err}});
+        counter.with({provider, "unknown", refused.too_early ? "too_early" : "rejected"}).inc();
+        log::warn("provider webhook refused", {{"provider", provider},
+                                               {"task_id", task->id},
+                                               {"error", refused.message},
+                                               {"too_early", refused.too_early}});
         if (error)
-            *error = err;
+            *error = refused.message;
         co_return webhook_outcome::rejected;
     }
     if (is_terminal(parse_task_status(task->status).value_or(task_status::failed))) {

@@ -68,6 +68,9 @@ class engine {
     boost::asio::awaitable<void> stop(std::chrono::milliseconds deadline);
 
     enum class webhook_outcome { applied, ignored, unknown_token, rejected };
+    // How long an inbound webhook that names what its attempt does not know yet (it overtook
+    // the submit's answer) waits for the attempt to learn it before it is refused.
+    static constexpr std::chrono::milliseconds early_webhook_wait{3000};
     // An inbound provider webhook on /v1/providers/{provider}/webhooks/{token}: finds the
     // attempt by its callback token, lets the provider transform the payload and applies it.
     // Unknown tokens change nothing. `error` says why a payload was rejected.

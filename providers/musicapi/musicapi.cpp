@@ -238,7 +238,8 @@ boost::asio::awaitable<update> musicapi_provider::poll(const task_view& task, se
 
 std::optional<update> musicapi_provider::on_webhook(const task_view& task,
                                                     const inbound_webhook& hook,
-                                                    std::string& error) const {
+                                                    webhook_refusal& refused) const {
+    std::string& error = refused.message;
     if (settings_.webhook_secret.empty()) {
         error = "webhooks are not configured (providers.musicapi.webhook_secret)";
         return std::nullopt;

@@ -51,7 +51,7 @@ class musicapi_provider final : public provider {
     boost::asio::awaitable<update> submit(const task_view& task, services& svc) override;
     boost::asio::awaitable<update> poll(const task_view& task, services& svc) override;
     std::optional<update> on_webhook(const task_view& task, const inbound_webhook& hook,
-                                     std::string& error) const override;
+                                     webhook_refusal& refused) const override;
 
   private:
     boost::asio::awaitable<update> create_extend(const task_view& task, services& svc,

@@ -40,7 +40,7 @@ class musicgpt_provider final : public provider {
     boost::asio::awaitable<update> submit(const task_view& task, services& svc) override;
     boost::asio::awaitable<update> poll(const task_view& task, services& svc) override;
     std::optional<update> on_webhook(const task_view& task, const inbound_webhook& hook,
-                                     std::string& error) const override;
+                                     webhook_refusal& refused) const override;
 
   private:
     musicgpt_settings settings_;

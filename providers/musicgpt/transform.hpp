@@ -140,8 +140,10 @@ update parse_submit_response(int status, std::string_view body, const header_lis
 //   the docs' generic sample {task_id, status, audio_url, …} -> like audio when it names a
 //           conversion_id or the task has one output.
 // Duplicates are not filtered here: the engine only moves an output out of pending once.
+// `too_early` (if given) is set when the payload names a conversion while the attempt knows
+// none yet (the submit's answer is not recorded): the same payload applies once it is.
 std::optional<update> parse_webhook(const std::string& state_json, std::string_view body,
-                                    std::string& error);
+                                    std::string& error, bool* too_early = nullptr);
 
 // A `byId` answer (the task-level numbered shape, or the documented single-conversion shape):
 //   IN_QUEUE / PENDING / PROCESSING (and QUEUED)  running

@@ -380,3 +380,41 @@ TEST(MusicGpt, ASubmitSlowerThanTheLeaseIsSentOnce) {
     EXPECT_EQ(event_counts(g.port, id)["extension.retrying"], 0);
     EXPECT_EQ(fake.requests("submit").size(), 1u) << "the song was submitted twice";
 }
+
+// A callback that overtakes the submit's answer (MusicGPT calls back before its HTTP answer is
+// read: here the answer is held 1 s, the webhooks leave after 100 ms) names conversions the
+// attempt does not know yet. The gateway reads the attempt again until the answer is in (up to
+// engine::early_webhook_wait) and applies it: every webhook is taken at its first delivery and
+// the outputs come from them, not from polling. Before, each was refused with 400, which the
+// fake (like many senders) does not retry, and the outputs waited for a byId poll.
+TEST(MusicGpt, AWebhookThatOvertakesTheSubmitAnswerWaitsForItAndIsApplied) {
+    fake_musicgpt fake;
+    fake.control(R"({"faults":[{"match":"submit","delay_ms":1000,"times":1}],)"
+                 R"("webhook_delay_ms":100})");
+    gateway g(fake);
+    auto r = http_request(g.port, "POST", "/v1/extensions",
+                          R"({"audio_url":"https://cdn.example/song.mp3","extend_after":3})",
+                          {key, "Content-Type: application/json"});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 202) << r->body;
+    const std::string id(parse(r->body)["id"].as_string());
+    auto t = wait_final(g.port, id);
+    ASSERT_EQ(t["status"], "succeeded") << json::serialize(t);
+    EXPECT_EQ(t["outputs"].as_array().size(), 2u);
+    EXPECT_EQ(fake.requests("by_id").size(), 0u) << "the outputs should come from the webhooks";
+
+    auto w = http_request(fake.port(), "GET", "/_control/webhooks");
+    ASSERT_TRUE(w);
+    const auto log = parse(w->body);  // a range-for over a temporary's member would dangle
+    const auto& hooks = log.at("webhooks").as_array();
+    EXPECT_EQ(hooks.size(), 5u);
+    for (const auto& v : hooks) {
+        const auto& o = v.as_object();
+        EXPECT_EQ(o.at("status").as_int64(), 200) << json::serialize(o);
+        EXPECT_EQ(o.at("attempts").as_int64(), 1) << json::serialize(o);
+    }
+    auto m = http_request(g.port, "GET", "/metrics");
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->body.find(R"(outcome="rejected"} )"), std::string::npos) << m->body;
+    EXPECT_EQ(m->body.find(R"(outcome="too_early"} )"), std::string::npos) << m->body;
+}

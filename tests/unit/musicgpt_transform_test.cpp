@@ -69,6 +69,7 @@ struct expectation {
     error_class error = error_class::none;
     std::string error_code;
     std::string message_contains;  // error_message, or the webhook refusal text
+    bool too_early = false;        // a webhook refusal: it names ids the attempt has not learned
     std::optional<std::int64_t> retry_after_ms;
     std::optional<std::int64_t> poll_after_ms;
     std::string provider_task_id;
@@ -270,8 +271,14 @@ std::vector<fixture_case> cases() {
         refused("not a JSON object"));
     add("webhook_lyrics_malformed", "webhook_lyrics_malformed.json", transform::webhook, 200,
         state_two, refused("unreadable lyrics_timestamped"));
-    add("webhook_audio_without_state", "webhook_audio_seed.json", transform::webhook, 200, "",
-        refused("unknown conversion_id"));
+    {
+        // Before the submit's answer is recorded the attempt knows no conversion: not a wrong
+        // payload but an early one (the engine reads the attempt again before refusing it).
+        auto e = refused("unknown conversion_id");
+        e.too_early = true;
+        add("webhook_audio_without_state", "webhook_audio_seed.json", transform::webhook, 200, "",
+            e);
+    }
 
     // --- byId ---
     for (const auto& [file, spelling] : std::vector<std::pair<std::string, std::string>>{
@@ -402,12 +409,13 @@ TEST_P(MusicGptFixture, ReplaysToExpectedUpdate) {
     const std::string body = load(c.file);
     std::optional<update> got;
     std::string refusal;
+    bool too_early = false;
     switch (c.via) {
         case transform::submit:
             got = mg::parse_submit_response(c.status, body, c.headers);
             break;
         case transform::webhook:
-            got = mg::parse_webhook(c.state, body, refusal);
+            got = mg::parse_webhook(c.state, body, refusal, &too_early);
             break;
         case transform::by_id:
             got = mg::parse_by_id(c.state, c.status, body, c.headers);
@@ -417,6 +425,7 @@ TEST_P(MusicGptFixture, ReplaysToExpectedUpdate) {
     if (!e.what) {
         ASSERT_FALSE(got) << "expected the webhook to be refused";
         EXPECT_NE(refusal.find(e.message_contains), std::string::npos) << refusal;
+        EXPECT_EQ(too_early, e.too_early) << refusal;
         return;
     }
     ASSERT_TRUE(got) << refusal;
