@@ -434,36 +434,35 @@ asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d,
     if (!held) {
         // Another claim took the row: at least once, the event is (or was) sent again. Only a
         // lease that had ended allows that; one taken while this claim still held it is a bug.
-        const auto ms_since = [](std::chrono::steady_clock::time_point t) {
-            return static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                 std::chrono::steady_clock::now() - t)
-                                                 .count());
-        };
         const std::string now_owner = now_row ? now_row->lease_owner : "";
         const std::int64_t now_fence = now_row ? now_row->lease_fence : 0;
         const std::string now_status = now_row ? now_row->status : "gone";
         // A claim bumps the fence; a kill (a 410 to the same URL) or a redelivery does not.
         const bool claimed_again = now_row && now_fence != d.lease_fence;
         const bool live = l->until > 0 && recorded_at <= l->until;
-        if (claimed_again && !live)
+        auto level = log::level::info;
+        const char* what =
+            "delivery's row was changed while it was sent (killed or redelivered); its outcome "
+            "is not recorded";
+        if (claimed_again && live) {
+            level = log::level::error;
+            what = "delivery taken by another claim while this one's lease still held";
+        } else if (claimed_again) {
+            level = log::level::warn;
+            what = "delivery lease expired before its outcome was recorded; it may be sent again";
             leases_expired.inc();
-        log::write(!claimed_again ? log::level::info
-                   : live         ? log::level::error
-                                  : log::level::warn,
-                   !claimed_again
-                       ? "delivery's row was changed while it was sent (killed or redelivered); "
-                         "its outcome is not recorded"
-                   : live ? "delivery taken by another claim while this one's lease still held"
-                          : "delivery lease expired before its outcome was recorded; it may be "
-                            "sent again",
+        }
+        const auto record_wait = std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::steady_clock::now() - record_started);
+        log::write(level, what,
                    {{"delivery_id", d.id},
                     {"event_id", d.event_id},
                     {"fence", d.lease_fence},
                     {"lease_until", l->until},
                     {"recorded_at", recorded_at},
-                    {"late_ms", recorded_at - l->until},
+                    {"late_ms", l->until > 0 ? recorded_at - l->until : 0},
                     {"sending_ms", now - started},
-                    {"record_wait_ms", ms_since(record_started)},
+                    {"record_wait_ms", static_cast<std::int64_t>(record_wait.count())},
                     {"now_owner", now_owner},
                     {"now_fence", now_fence},
                     {"now_status", now_status}});

@@ -379,7 +379,7 @@ TEST(Cli, MigrateAppliesThePostgresSchemaOnceAndCheckConfigAcceptsIt) {
 }
 
 namespace {
-// The shared objects a running process has mapped whose path contains `name`.
+// Whether a running process has mapped a file whose path contains `name`.
 bool maps_library(pid_t pid, const std::string& name) {
     std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
     std::string line;
