@@ -13,7 +13,9 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
+#include <iterator>
 #include <map>
 #include <random>
 #include <system_error>
@@ -45,6 +47,13 @@ namespace json = boost::json;
 namespace fs = std::filesystem;
 
 namespace {
+
+// The engine's lanes of work (lease_worker lanes): new tasks' submits, and everything else.
+constexpr int submit_lane = 0;
+constexpr int other_lane = 1;
+int lane_of(std::string_view kind) {
+    return kind == store::submit_job_kind ? submit_lane : other_lane;
+}
 
 // Thrown inside a unit of work when this replica no longer holds the job's lease: the unit
 // rolls back and the engine drops the result (the new lease holder redoes the work).
@@ -402,6 +411,8 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     std::map<std::string, std::unique_ptr<recent_outcomes>, std::less<>> outcomes;
     transition trans;
     std::unique_ptr<output_mirror> mirror;
+    // Claim rounds so far: which lane claims first alternates by round.
+    std::atomic<unsigned> claim_rounds{0};
 };
 
 engine::engine(asio::io_context& ioc, store::db& db, store::blob_store& blobs,
@@ -419,6 +430,7 @@ lease_worker::item engine::impl::item_of(store::job_row job, std::optional<prefe
     lease_worker::item it;
     it.id = std::to_string(job.id);
     it.fence = job.attempts;
+    it.lane = lane_of(job.kind);
     it.run = [self = shared_from_this(), job = std::move(job),
               pre = std::move(pre)](std::shared_ptr<const lease_state> l) mutable {
         return self->run_claimed(std::move(job), std::move(l), std::move(pre));
@@ -476,12 +488,27 @@ void engine::impl::make_worker() {
     h.name = "engine";
     // Hooks run on the worker (this impl's io_context) while the engine lives.
     h.claim = [this](store::transaction& tx, const std::string& who, store::millis now,
-                     store::millis lease_ms, int limit, const std::vector<std::string>& exclude,
+                     store::millis lease_ms, int limit, const std::vector<int>& lane_limits,
+                     const std::vector<std::string>& exclude,
                      std::optional<store::millis>& next_due) {
         std::vector<std::int64_t> ids;
         for (const auto& id : exclude)
             ids.push_back(std::stoll(id));
-        auto claimed = tx.claim_jobs(who, now, lease_ms, limit, ids);
+        // Both lanes, each up to its room and together up to `limit`. Which goes first
+        // alternates by round, so that neither always gets the last free slots.
+        const bool submits_first = (claim_rounds.fetch_add(1) & 1) == 0;
+        std::vector<store::job_row> claimed;
+        for (int n = 0; n < 2; ++n) {
+            const int lane = (n == 0) == submits_first ? submit_lane : other_lane;
+            const int want = std::min(lane_limits[static_cast<std::size_t>(lane)],
+                                      limit - static_cast<int>(claimed.size()));
+            if (want <= 0)
+                continue;
+            auto got = tx.claim_jobs(
+                who, now, lease_ms, want, ids,
+                lane == submit_lane ? store::job_lane::submit : store::job_lane::other);
+            std::move(got.begin(), got.end(), std::back_inserter(claimed));
+        }
         if (static_cast<int>(claimed.size()) < limit)
             next_due = tx.next_job_due();
         std::vector<lease_worker::item> items;
@@ -517,6 +544,12 @@ void engine::impl::make_worker() {
         std::chrono::duration_cast<std::chrono::milliseconds>(settings.engine.poll_interval);
     // A quarter of the batch stays for claimed work whatever the rate of creates.
     t.keep_for_claims = settings.engine.batch / 4;
+    // Submits and all other jobs in lanes of their own, each holding at most three quarters
+    // of the batch: a quarter always stays for the other lane. Without it, polls whose work
+    // waits for the blocking threads (the sandbox's audio, a mirror's verify) took every slot
+    // while a backlog of cheap submits waited, each claim round finding one or two slots free.
+    t.lanes = 2;
+    t.lane_cap = std::max(1, settings.engine.batch - settings.engine.batch / 4);
     worker = std::make_unique<lease_worker>(ioc, db, owner, t, std::move(h));
 }
 
@@ -1080,12 +1113,12 @@ engine::handoff::~handoff() {
     if (slot_)
         slot_->release();  // no call was made
     if (engine_)
-        engine_->worker->unreserve();
+        engine_->worker->unreserve(submit_lane);
 }
 
 engine::handoff engine::reserve(std::string_view provider) {
     handoff h;
-    if (!impl_->worker->reserve()) {
+    if (!impl_->worker->reserve(submit_lane)) {
         impl_->handoffs.with({"saturated"}).inc();
         return h;
     }

@@ -9,7 +9,9 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <limits>
 #include <map>
 
 #include "gateway/core/json.hpp"
@@ -32,6 +34,14 @@ struct lease_worker::impl : std::enable_shared_from_this<lease_worker::impl> {
           beat_timer(io) {
         if (time.heartbeat.count() <= 0)
             time.heartbeat = std::max(std::chrono::milliseconds(1), time.lease / 3);
+        time.lanes = std::clamp(time.lanes, 1, max_lanes);
+    }
+
+    // Slots lane `l` may still take under timing::lane_cap (its running and reserved work).
+    int lane_room(int l) const {
+        if (time.lane_cap <= 0)
+            return std::numeric_limits<int>::max();
+        return time.lane_cap - lane_running[l].load() - lane_reserved[l].load();
     }
 
     asio::awaitable<void> loop();
@@ -58,6 +68,9 @@ struct lease_worker::impl : std::enable_shared_from_this<lease_worker::impl> {
     // reserved for hand-offs not adopted yet.
     std::atomic<int> running_count{0};
     std::atomic<int> reserved{0};
+    // The same per lane.
+    std::array<std::atomic<int>, max_lanes> lane_running{};
+    std::array<std::atomic<int>, max_lanes> lane_reserved{};
     std::atomic<bool> stopped{false};
 };
 
@@ -67,7 +80,11 @@ void lease_worker::impl::spawn(item it) {
     st->id = it.id;
     st->fence = it.fence;
     st->until = it.until;
+    st->lane = std::clamp(it.lane, 0, time.lanes - 1);
+    if (auto i = running.find(it.id); i != running.end())
+        lane_running[i->second->lane].fetch_sub(1);  // an older claim's entry, replaced
     running[it.id] = st;
+    lane_running[st->lane].fetch_add(1);
     running_count.store(static_cast<int>(running.size()));
     if (hk.on_running)
         hk.on_running(static_cast<int>(running.size()));
@@ -75,8 +92,10 @@ void lease_worker::impl::spawn(item it) {
     asio::co_spawn(ioc, run(st), [self, st](std::exception_ptr e) {
         // Only this claim's entry: a newer claim of the same id (after this one was lost and
         // the row came back) has its own.
-        if (auto i = self->running.find(st->id); i != self->running.end() && i->second == st)
+        if (auto i = self->running.find(st->id); i != self->running.end() && i->second == st) {
             self->running.erase(i);
+            self->lane_running[st->lane].fetch_sub(1);
+        }
         self->running_count.store(static_cast<int>(self->running.size()));
         if (self->hk.on_running)
             self->hk.on_running(static_cast<int>(self->running.size()));
@@ -101,7 +120,16 @@ asio::awaitable<void> lease_worker::impl::loop() {
             co_await hk.before_claim();
         // Reserved slots are taken: their rows arrive by adopt().
         const int now_running = static_cast<int>(running.size()) + reserved.load();
-        const int slots = hk.slots ? hk.slots(now_running) : 0;
+        int slots = hk.slots ? hk.slots(now_running) : 0;
+        // Each lane gets what is free of the slots, up to its own room; a full lane takes none.
+        std::vector<int> lane_limits(static_cast<std::size_t>(time.lanes));
+        long room = 0;
+        for (int l = 0; l < time.lanes; ++l) {
+            lane_limits[static_cast<std::size_t>(l)] =
+                std::clamp(lane_room(l), 0, std::max(slots, 0));
+            room += lane_limits[static_cast<std::size_t>(l)];
+        }
+        slots = static_cast<int>(std::min<long>(slots, room));
         std::vector<item> claimed;
         std::optional<store::millis> next_due;
         const auto now = now_ms();
@@ -116,7 +144,8 @@ asio::awaitable<void> lease_worker::impl::loop() {
                     // Lease times by the store's clock (the database's, shared by replicas);
                     // the due time it reports is turned into ours by the same offset.
                     const auto store_now = tx.clock_ms();
-                    claimed = hk.claim(tx, owner, store_now, lease, slots, exclude, next_due);
+                    claimed = hk.claim(tx, owner, store_now, lease, slots, lane_limits, exclude,
+                                       next_due);
                     if (next_due)
                         *next_due += now - store_now;
                 });
@@ -232,32 +261,46 @@ void lease_worker::notify() {
     asio::post(self->ioc, [self] { self->wake_now(); });
 }
 
-bool lease_worker::reserve() {
+bool lease_worker::reserve(int lane) {
     auto& s = *impl_;
     if (s.stopped.load() || !s.hk.slots)
         return false;
+    lane = std::clamp(lane, 0, s.time.lanes - 1);
+    // The lane's slot first, then the total's; each undone if the other is refused.
+    int lr = s.lane_reserved[lane].load();
+    do {
+        if (s.time.lane_cap > 0 && s.lane_running[lane].load() + lr >= s.time.lane_cap)
+            return false;
+    } while (!s.lane_reserved[lane].compare_exchange_weak(lr, lr + 1));
     int r = s.reserved.load();
     do {
-        if (s.hk.slots(s.running_count.load() + r) <= s.time.keep_for_claims)
+        if (s.hk.slots(s.running_count.load() + r) <= s.time.keep_for_claims) {
+            s.lane_reserved[lane].fetch_sub(1);
             return false;
+        }
     } while (!s.reserved.compare_exchange_weak(r, r + 1));
     return true;
 }
 
-void lease_worker::unreserve() {
-    impl_->reserved.fetch_sub(1);
+void lease_worker::unreserve(int lane) {
+    auto& s = *impl_;
+    s.lane_reserved[std::clamp(lane, 0, s.time.lanes - 1)].fetch_sub(1);
+    s.reserved.fetch_sub(1);
 }
 
 void lease_worker::adopt(item it) {
     auto self = impl_;
     asio::post(self->ioc, [self, it = std::move(it)]() mutable {
-        self->reserved.fetch_sub(1);
         // Even while stopping: stop() waits for it with the rest of the running work (a create
         // that reserved before the stop began commits during the drain), or, once stop() gave
         // up, it runs unrenewed like work that was running then.
         // Claim rounds only take rows whose lease is free or expired: this one's is neither
         // until it is renewed no more, so no claim (here or elsewhere) can have taken it.
+        // Counted as running (spawn) before its reservation ends, never as neither.
+        const int lane = std::clamp(it.lane, 0, self->time.lanes - 1);
         self->spawn(std::move(it));
+        self->lane_reserved[lane].fetch_sub(1);
+        self->reserved.fetch_sub(1);
     });
 }
 

@@ -17,6 +17,9 @@
 //   adopt    work this process leased to itself while writing it (a hand-off: reserve() a
 //            slot first, then adopt() the row once its lease is committed): it runs at once,
 //            renewed, excluded and stopped like claimed work, without a claim round
+//   lanes    optionally, work of different kinds in lanes (timing::lanes), each holding at
+//            most timing::lane_cap of the slots: a lane whose work is slow (e.g. queued for
+//            blocking threads) leaves the rest to the others, so it never starves them
 //
 // Everything but notify() runs on the io_context given at construction, which must be run by
 // one thread (runtime::io_pool's contexts are): the worker's state needs no locks.
@@ -54,6 +57,7 @@ struct lease_state {
     // commit; 0 when unknown. A write refused before this time was refused by a claim that
     // should not exist (two claims of one live lease); after it, the lease had expired.
     store::millis until = 0;
+    int lane = 0;  // item::lane
     // The work let go of its row itself (completed, rescheduled or failed it: the store sets
     // this through store::lease_ref::released). A renewal that no longer finds the row is then
     // no loss: the work is only finishing. Mutable: the work holds its state as const.
@@ -68,18 +72,20 @@ class lease_worker {
         std::string id;
         std::int64_t fence = 0;
         store::millis until = 0;  // the lease's end by the store's clock, if known
+        int lane = 0;             // < timing::lanes
         std::function<boost::asio::awaitable<void>(std::shared_ptr<const lease_state>)> run;
     };
 
     struct hooks {
         std::string name;  // for logs ("engine", "dispatcher")
         // Inside a write unit: claims up to `limit` due rows (not in `exclude`) for `owner`
-        // until now + lease_ms. When it finds fewer than `limit`, it sets `next_due` to the
-        // earliest time more work becomes claimable (if any).
-        std::function<std::vector<item>(store::transaction& tx, const std::string& owner,
-                                        store::millis now, store::millis lease_ms, int limit,
-                                        const std::vector<std::string>& exclude,
-                                        std::optional<store::millis>& next_due)>
+        // until now + lease_ms, of which at most lane_limits[i] in lane i (one entry per lane,
+        // each <= limit). When it finds fewer than `limit`, it sets `next_due` to the earliest
+        // time more work becomes claimable (if any).
+        std::function<std::vector<item>(
+            store::transaction& tx, const std::string& owner, store::millis now,
+            store::millis lease_ms, int limit, const std::vector<int>& lane_limits,
+            const std::vector<std::string>& exclude, std::optional<store::millis>& next_due)>
             claim;
         // Inside a write unit: extends the leases `owner` still holds to `until`; returns the
         // ids it no longer holds.
@@ -104,7 +110,12 @@ class lease_worker {
         // Slots reserve() leaves to claim rounds: a flood of hand-offs never starves the rows
         // that only a claim runs (e.g. polls, retries, work of other replicas).
         int keep_for_claims = 0;
+        // Lanes of work (item::lane), 1 to max_lanes; with lane_cap > 0, no lane holds more
+        // than lane_cap slots (running and reserved), so every other lane keeps the rest.
+        int lanes = 1;
+        int lane_cap = 0;
     };
+    static constexpr int max_lanes = 2;
 
     lease_worker(boost::asio::io_context& ioc, store::db& db, std::string owner, timing t, hooks h);
     ~lease_worker();
@@ -114,12 +125,12 @@ class lease_worker {
     void start();
     // Work became due in this process: claim now. Thread-safe.
     void notify();
-    // A slot for a hand-off, if running + reserved work is below the limit (hooks::slots)
-    // less timing::keep_for_claims.
-    // Thread-safe. A reservation ends with adopt() or unreserve(); claim rounds leave its slot
-    // free meanwhile.
-    bool reserve();
-    void unreserve();
+    // A slot for a hand-off in `lane`, if running + reserved work is below the limit
+    // (hooks::slots) less timing::keep_for_claims, and the lane below timing::lane_cap.
+    // Thread-safe. A reservation ends with adopt() (of an item of the same lane) or
+    // unreserve(lane); claim rounds leave its slot free meanwhile.
+    bool reserve(int lane = 0);
+    void unreserve(int lane = 0);
     // Runs `it` (a row this process leased to itself, committed) at once on the worker's
     // io_context, as if claimed. Ends a reservation. Thread-safe. reserve() refuses once stop()
     // began; a row reserved before is still run (stop() waits for it like running work).

@@ -140,7 +140,8 @@ class task_work final : public store::transaction {
     }
     std::int64_t schedule_job(const store::job_row& j, bool unique) override;
     std::vector<store::job_row> claim_jobs(std::string_view, store::millis, store::millis, int,
-                                           const std::vector<std::int64_t>&) override {
+                                           const std::vector<std::int64_t>&,
+                                           store::job_lane) override {
         no("claim_jobs");
     }
     bool complete_job(const store::lease_ref& lease) override;

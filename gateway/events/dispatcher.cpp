@@ -195,7 +195,8 @@ void dispatcher::impl::make_worker() {
     core::lease_worker::hooks h;
     h.name = "dispatcher";
     h.claim = [this](store::transaction& tx, const std::string& who, store::millis now,
-                     store::millis lease_ms, int limit, const std::vector<std::string>& exclude,
+                     store::millis lease_ms, int limit, const std::vector<int>& /*one lane*/,
+                     const std::vector<std::string>& exclude,
                      std::optional<store::millis>& next_due) {
         auto claimed = tx.claim_deliveries(who, now, lease_ms, limit, exclude);
         if (static_cast<int>(claimed.size()) < limit)

@@ -25,14 +25,15 @@ std::int64_t pg_transaction::schedule_job(const job_row& j, bool unique) {
 }
 
 std::vector<job_row> pg_transaction::claim_jobs(std::string_view owner, millis now, millis lease_ms,
-                                                int limit,
-                                                const std::vector<std::int64_t>& exclude) {
+                                                int limit, const std::vector<std::int64_t>& exclude,
+                                                job_lane lane) {
     if (owner.empty())
         throw std::invalid_argument("claim_jobs: empty lease owner");
     std::vector<job_row> out;
     if (limit <= 0)
         return out;
-    auto r = c_.run(q::claim_jobs, {owner, now, lease_ms, limit, array_text(exclude)});
+    auto r = c_.run(detail::claim_jobs_query<q>(lane),
+                    {owner, now, lease_ms, limit, array_text(exclude)});
     for (int i = 0; i < r.rows(); ++i)
         out.push_back(detail::read_job(row{r, i}));
     std::sort(out.begin(), out.end(), [](const job_row& a, const job_row& b) {

@@ -320,6 +320,11 @@ BEGIN
 END
 $f$;
 )sql",
+    // 6: the engine's job lanes, as SQLite's migration 9.
+    R"sql(
+CREATE INDEX jobs_due_submit ON jobs (due_at, id) WHERE kind = 'submit';
+CREATE INDEX jobs_due_other ON jobs (due_at, id) WHERE kind <> 'submit';
+)sql",
 };
 
 // Any 64-bit constant, the same in every replica and every `segue migrate`.

@@ -15,6 +15,18 @@
 
 namespace segue::store::pg {
 
+// SKIP LOCKED: replicas claiming at once take different rows instead of waiting for each other.
+// attempts is the claim's fencing token; a lease that expired unreleased counts as a failed run.
+// $5: ids the caller runs itself.
+#define SEGUE_PG_CLAIM_JOBS(lane)                                               \
+    "UPDATE jobs SET lease_owner = $1, lease_until = $2::bigint + $3::bigint, " \
+    "attempts = attempts + 1, "                                                 \
+    "failures = failures + CASE WHEN lease_owner <> '' THEN 1 ELSE 0 END "      \
+    "WHERE id IN (SELECT id FROM jobs WHERE due_at <= $2::bigint " lane         \
+    "AND (lease_owner = '' OR lease_until <= $2::bigint) "                      \
+    "AND NOT (id = ANY ($5::bigint[])) ORDER BY due_at, id LIMIT $4 "           \
+    "FOR UPDATE SKIP LOCKED) RETURNING " SEGUE_JOB_COLS
+
 const char* sql_of(q which) {
     switch (which) {
         case q::clock:
@@ -106,16 +118,13 @@ const char* sql_of(q which) {
                    "$4, $3 WHERE NOT EXISTS (SELECT 1 FROM u) RETURNING id) "
                    "SELECT id FROM u UNION ALL SELECT id FROM i";
         case q::claim_jobs:
-            // SKIP LOCKED: replicas claiming at once take different rows instead of waiting for
-            // each other. attempts is the claim's fencing token; a lease that expired unreleased
-            // counts as a failed run. $5: ids the caller runs itself.
-            return "UPDATE jobs SET lease_owner = $1, lease_until = $2::bigint + $3::bigint, "
-                   "attempts = attempts + 1, "
-                   "failures = failures + CASE WHEN lease_owner <> '' THEN 1 ELSE 0 END "
-                   "WHERE id IN (SELECT id FROM jobs WHERE due_at <= $2::bigint "
-                   "AND (lease_owner = '' OR lease_until <= $2::bigint) "
-                   "AND NOT (id = ANY ($5::bigint[])) ORDER BY due_at, id LIMIT $4 "
-                   "FOR UPDATE SKIP LOCKED) RETURNING " SEGUE_JOB_COLS;
+            return SEGUE_PG_CLAIM_JOBS("");
+        case q::claim_submit_jobs:
+            // One lane (store::job_lane), by a literal kind test that matches the lane's
+            // partial index (migration 6).
+            return SEGUE_PG_CLAIM_JOBS("AND kind = 'submit' ");
+        case q::claim_other_jobs:
+            return SEGUE_PG_CLAIM_JOBS("AND kind <> 'submit' ");
         case q::complete_job:
             return "DELETE FROM jobs WHERE id = $1 AND lease_owner = $2::text AND $2::text <> '' "
                    "AND attempts = $3";

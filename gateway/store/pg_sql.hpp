@@ -27,6 +27,8 @@ enum class q : int {
     insert_job,
     upsert_unique_job,
     claim_jobs,
+    claim_submit_jobs,
+    claim_other_jobs,
     complete_job,
     reschedule_job,
     fail_job,

@@ -66,7 +66,8 @@ class pg_transaction final : public transaction {
     // pg_jobs.cpp
     std::int64_t schedule_job(const job_row& j, bool unique) override;
     std::vector<job_row> claim_jobs(std::string_view owner, millis now, millis lease_ms, int limit,
-                                    const std::vector<std::int64_t>& exclude) override;
+                                    const std::vector<std::int64_t>& exclude,
+                                    job_lane lane) override;
     bool complete_job(const lease_ref& l) override;
     bool reschedule_job(const lease_ref& l, millis due_at, std::string_view payload_json) override;
     bool fail_job(const lease_ref& l, millis due_at) override;

@@ -18,6 +18,20 @@ struct account_change {
 };
 account_change account_delta(const ledger_row& e, std::int64_t task_open_after);
 
+// The claim statement of a job lane, in either engine's statement ids (`Q`: sqlite::q, pg::q).
+template <typename Q>
+Q claim_jobs_query(job_lane lane) {
+    switch (lane) {
+        case job_lane::submit:
+            return Q::claim_submit_jobs;
+        case job_lane::other:
+            return Q::claim_other_jobs;
+        case job_lane::any:
+            break;
+    }
+    return Q::claim_jobs;
+}
+
 template <typename Row>
 task_row read_task(const Row& s) {
     task_row t;

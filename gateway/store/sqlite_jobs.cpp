@@ -32,7 +32,8 @@ std::int64_t sqlite_transaction::schedule_job(const job_row& j, bool unique) {
 
 std::vector<job_row> sqlite_transaction::claim_jobs(std::string_view owner, millis now,
                                                     millis lease_ms, int limit,
-                                                    const std::vector<std::int64_t>& exclude) {
+                                                    const std::vector<std::int64_t>& exclude,
+                                                    job_lane lane) {
     // An empty owner would be indistinguishable from "not leased".
     if (owner.empty())
         throw std::invalid_argument("claim_jobs: empty lease owner");
@@ -40,7 +41,7 @@ std::vector<job_row> sqlite_transaction::claim_jobs(std::string_view owner, mill
     if (limit <= 0)
         return out;
     const std::string excluded = ids_json(exclude);  // bound without a copy: keep it alive
-    statement st(c_, q::claim_jobs);
+    statement st(c_, detail::claim_jobs_query<q>(lane));
     st.bind_all(owner, now, lease_ms, limit, excluded);
     while (st.step())
         out.push_back(read_job(st));

@@ -320,6 +320,13 @@ CREATE TRIGGER files_total_delete AFTER DELETE ON files BEGIN
     UPDATE file_totals SET n = n - 1, bytes = bytes - OLD.size WHERE id = 0;
 END;
 )sql",
+    // 9: the engine claims submits and other jobs in lanes of their own (store::job_lane), each
+    // oldest due first by its own index: a backlog of one lane is never scanned by the other's
+    // claims.
+    R"sql(
+CREATE INDEX jobs_due_submit ON jobs (due_at, id) WHERE kind = 'submit';
+CREATE INDEX jobs_due_other ON jobs (due_at, id) WHERE kind <> 'submit';
+)sql",
 };
 
 }  // namespace

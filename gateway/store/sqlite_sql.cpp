@@ -10,6 +10,14 @@
 
 namespace segue::store::sqlite {
 
+#define SEGUE_SQLITE_CLAIM_JOBS(lane)                                      \
+    "UPDATE jobs SET lease_owner = ?1, lease_until = ?2 + ?3, "            \
+    "attempts = attempts + 1, failures = failures + (lease_owner <> '') "  \
+    "WHERE id IN (SELECT id FROM jobs WHERE due_at <= ?2 " lane            \
+    "AND (lease_owner = '' OR lease_until <= ?2) "                         \
+    "AND id NOT IN (SELECT value FROM json_each(?5)) ORDER BY due_at, id " \
+    "LIMIT ?4) RETURNING " SEGUE_JOB_COLS
+
 const char* sql_of(q which) {
     switch (which) {
         case q::begin_immediate:
@@ -99,12 +107,13 @@ const char* sql_of(q which) {
             // attempts is the claim's fencing token. A lease that expired unreleased (its
             // holder died or hung) counts as a failed run. ?5 is a JSON array of ids the
             // caller is running itself and must not take again.
-            return "UPDATE jobs SET lease_owner = ?1, lease_until = ?2 + ?3, "
-                   "attempts = attempts + 1, failures = failures + (lease_owner <> '') "
-                   "WHERE id IN (SELECT id FROM jobs WHERE due_at <= ?2 "
-                   "AND (lease_owner = '' OR lease_until <= ?2) "
-                   "AND id NOT IN (SELECT value FROM json_each(?5)) ORDER BY due_at, id "
-                   "LIMIT ?4) RETURNING " SEGUE_JOB_COLS;
+            return SEGUE_SQLITE_CLAIM_JOBS("");
+        case q::claim_submit_jobs:
+            // One lane (store::job_lane): the literal kind test is what lets the planner use
+            // that lane's partial index (migration 9), which a bound parameter would not.
+            return SEGUE_SQLITE_CLAIM_JOBS("AND kind = 'submit' ");
+        case q::claim_other_jobs:
+            return SEGUE_SQLITE_CLAIM_JOBS("AND kind <> 'submit' ");
         case q::complete_job:
             return "DELETE FROM jobs WHERE id = ?1 AND lease_owner = ?2 AND ?2 <> '' "
                    "AND attempts = ?3";

@@ -35,6 +35,8 @@ enum class q : int {
     insert_job,
     update_unique_job,
     claim_jobs,
+    claim_submit_jobs,
+    claim_other_jobs,
     complete_job,
     reschedule_job,
     fail_job,

@@ -92,6 +92,12 @@ struct event_row {
     millis created_at = 0;
 };
 
+// The engine's two lanes of jobs: submits (a new task's first call) and all other work
+// (polls, reconciles, mirrors, ledger jobs). Each lane is claimed on its own, so that a backlog
+// of one never holds up the other (gateway/core/engine.cpp).
+enum class job_lane { any, submit, other };
+inline constexpr std::string_view submit_job_kind = "submit";
+
 struct job_row {
     std::int64_t id = 0;       // assigned by the store
     std::string kind;          // "submit", "poll", ...
@@ -314,9 +320,12 @@ class transaction {
     // except those in `exclude` (the caller's own running jobs: never taken twice by one
     // process): sets lease_owner = owner, lease_until = now + lease_ms, attempts += 1 (the new
     // fence), and failures += 1 when the previous lease expired unreleased. Oldest due first.
+    // `lane`: only submit jobs, or only the others (each lane has its own index, so a backlog
+    // of one never costs the other's claims a scan).
     virtual std::vector<job_row> claim_jobs(std::string_view owner, millis now, millis lease_ms,
                                             int limit,
-                                            const std::vector<std::int64_t>& exclude = {}) = 0;
+                                            const std::vector<std::int64_t>& exclude = {},
+                                            job_lane lane = job_lane::any) = 0;
     // Deletes the job if the claim still holds its lease; false otherwise (it was lost).
     virtual bool complete_job(const lease_ref& lease) = 0;
     // Releases the lease and sets a new due time (failures back to 0: the run was good), if

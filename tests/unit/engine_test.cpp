@@ -4,8 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
 
 #include <atomic>
@@ -55,6 +59,11 @@ class scripted_provider final : public segue::providers::provider {
     }
     boost::asio::awaitable<update> poll(const segue::providers::task_view&,
                                         segue::providers::services&) override {
+        if (const int ms = poll_delay_ms.load(); ms > 0) {  // a slow provider
+            boost::asio::steady_timer t(co_await boost::asio::this_coro::executor);
+            t.expires_after(std::chrono::milliseconds(ms));
+            co_await t.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+        }
         std::lock_guard lock(mu);
         ++polls;
         if (script.empty()) {
@@ -73,6 +82,7 @@ class scripted_provider final : public segue::providers::provider {
     std::function<void(const segue::providers::task_view&)> on_submit;  // called in submit
     std::atomic<int> polls = 0;  // read by the test thread without `mu`
     std::atomic<int> submits = 0;
+    std::atomic<int> poll_delay_ms = 0;  // each poll takes this long before it answers
 
   private:
     segue::providers::capabilities caps_{.source_url = true, .max_outputs = 2, .polling = true};
@@ -582,9 +592,37 @@ TEST_F(Engine, ASaturatedEngineLeavesTheSubmitToAClaim) {
     engine_->hand_off(std::move(none), t);  // empty: does nothing
     start();
     engine_->notify();
-    ASSERT_TRUE(eventually([&] { return provider_->submits.load() == 1; }));
+    // The three hand-offs fill the submit lane (three quarters of the batch): the kept slot is
+    // the other lane's, so the written job waits for a claim once a submit slot is free.
+    std::this_thread::sleep_for(200ms);
+    EXPECT_EQ(provider_->submits.load(), 0) << "submits took more than their lane";
     held.clear();  // unused reservations end: their slots are free again
+    ASSERT_TRUE(eventually([&] { return provider_->submits.load() == 1; }));
     EXPECT_TRUE(engine_->reserve("scripted"));
+}
+
+// Slow polls hold at most three quarters of the batch: with every poll slot taken by a provider
+// that answers in seconds, a new task is still submitted at once (by a claim: it was written
+// without a hand-off), not after the first poll ends.
+TEST_F(Engine, SlowPollsLeaveNewSubmitsTheirSlots) {
+    settings_.engine.batch = 4;  // lanes of at most three
+    engine_ = std::make_unique<segue::core::engine>(pool_->main(), *db_, *blobs_, registry_,
+                                                    blocking_, settings_, metrics_);
+    provider_->poll_delay_ms = 3000;
+    start();
+    for (int i = 0; i < 4; ++i)
+        create(1);
+    ASSERT_TRUE(eventually([&] { return provider_->submits.load() == 4; }));
+    const auto running = [&] {
+        return metrics_.serialize().find("segue_engine_jobs_running 3\n") != std::string::npos;
+    };
+    ASSERT_TRUE(eventually(running)) << metrics_.serialize();  // three polls, each for 3 s
+    const auto t0 = std::chrono::steady_clock::now();
+    create(1);
+    ASSERT_TRUE(eventually([&] { return provider_->submits.load() == 5; }, 2s))
+        << "the new task's submit waited behind the slow polls";
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 1500ms);
+    EXPECT_EQ(provider_->polls.load(), 0) << "no poll has answered yet";
 }
 
 // A create whose provider can take a call now writes attempt 1's intent in its own commit: the

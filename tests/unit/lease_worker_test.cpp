@@ -47,8 +47,28 @@ net::awaitable<void> release_then_linger(LeaseWorker* t, segue::store::job_row j
                                          std::chrono::milliseconds work,
                                          std::shared_ptr<const lease_state> l);
 
+// Lane work: a submit ends at once; any other job takes `work`. Counts what runs at once.
+net::awaitable<void> lane_work(LeaseWorker* t, segue::store::job_row j, std::string who,
+                               std::chrono::milliseconds work,
+                               std::shared_ptr<const lease_state> l);
+
+// The renew hook of job leases (as the engine's).
+std::vector<std::string> renew_jobs(segue::store::transaction& tx, const std::string& who,
+                                    const lease_worker::held& held, segue::store::millis until) {
+    std::vector<std::pair<std::int64_t, std::int64_t>> leases;
+    for (const auto& [id, fence] : held)
+        leases.emplace_back(std::stoll(id), fence);
+    std::vector<std::string> lost;
+    for (auto id : tx.renew_jobs(who, leases, until))
+        lost.push_back(std::to_string(id));
+    return lost;
+}
+
 class LeaseWorker : public ::testing::Test {
   public:
+    friend net::awaitable<void> lane_work(LeaseWorker*, segue::store::job_row, std::string,
+                                          std::chrono::milliseconds,
+                                          std::shared_ptr<const lease_state>);
     friend net::awaitable<void> slow_work(LeaseWorker*, segue::store::job_row, std::string,
                                           std::chrono::milliseconds,
                                           std::shared_ptr<const lease_state>);
@@ -87,7 +107,7 @@ class LeaseWorker : public ::testing::Test {
         h.claim = [this, work, owner, release_first](
                       segue::store::transaction& tx, const std::string& who,
                       segue::store::millis now, segue::store::millis lease_ms, int limit,
-                      const std::vector<std::string>& exclude,
+                      const std::vector<int>& /*one lane*/, const std::vector<std::string>& exclude,
                       std::optional<segue::store::millis>& next_due) {
             std::vector<std::int64_t> ids;
             for (const auto& id : exclude)
@@ -112,13 +132,7 @@ class LeaseWorker : public ::testing::Test {
         h.renew = [this](segue::store::transaction& tx, const std::string& who,
                          const lease_worker::held& held, segue::store::millis until) {
             renewals_++;
-            std::vector<std::pair<std::int64_t, std::int64_t>> leases;
-            for (const auto& [id, fence] : held)
-                leases.emplace_back(std::stoll(id), fence);
-            std::vector<std::string> lost;
-            for (auto id : tx.renew_jobs(who, leases, until))
-                lost.push_back(std::to_string(id));
-            return lost;
+            return renew_jobs(tx, who, held, until);
         };
         h.slots = [](int running) { return 4 - running; };
         h.on_lost = [this](const std::string&) { on_lost_++; };
@@ -129,6 +143,63 @@ class LeaseWorker : public ::testing::Test {
         workers_.push_back(
             std::make_unique<lease_worker>(pool_->main(), *db_, owner, t, std::move(h)));
         return *workers_.back();
+    }
+    // Four slots in two lanes (0: submit jobs, 1: the others) of at most `lane_cap` each,
+    // claimed lane by lane as the engine does.
+    lease_worker& add_lane_worker(const std::string& owner, int lane_cap,
+                                  std::chrono::milliseconds slow_work) {
+        lease_worker::hooks h;
+        h.name = owner;
+        h.claim = [this, slow_work](segue::store::transaction& tx, const std::string& who,
+                                    segue::store::millis now, segue::store::millis lease_ms,
+                                    int limit, const std::vector<int>& lane_limits,
+                                    const std::vector<std::string>& exclude,
+                                    std::optional<segue::store::millis>& next_due) {
+            std::vector<std::int64_t> ids;
+            for (const auto& id : exclude)
+                ids.push_back(std::stoll(id));
+            std::vector<lease_worker::item> items;
+            for (int lane = 0; lane < 2; ++lane) {
+                const int want = std::min(lane_limits[static_cast<std::size_t>(lane)],
+                                          limit - static_cast<int>(items.size()));
+                if (want <= 0)
+                    continue;
+                for (const auto& j : tx.claim_jobs(who, now, lease_ms, want, ids,
+                                                   lane == 0 ? segue::store::job_lane::submit
+                                                             : segue::store::job_lane::other)) {
+                    lease_worker::item it;
+                    it.id = std::to_string(j.id);
+                    it.fence = j.attempts;
+                    it.lane = lane;
+                    it.run = [this, j, who, slow_work](std::shared_ptr<const lease_state> l) {
+                        return lane_work(this, j, who, slow_work, std::move(l));
+                    };
+                    items.push_back(std::move(it));
+                }
+            }
+            if (static_cast<int>(items.size()) < limit)
+                next_due = tx.next_job_due();
+            return items;
+        };
+        h.renew = renew_jobs;
+        h.slots = [](int running) { return 4 - running; };
+        lease_worker::timing t;
+        t.lease = 5s;
+        t.poll_interval = 20ms;
+        t.lanes = 2;
+        t.lane_cap = lane_cap;
+        workers_.push_back(
+            std::make_unique<lease_worker>(pool_->main(), *db_, owner, t, std::move(h)));
+        return *workers_.back();
+    }
+    void schedule_kind(const std::string& kind, segue::store::millis due) {
+        std::promise<void> done;
+        store_->submit_write(
+            [&](segue::store::transaction& tx) {
+                tx.schedule_job({0, kind, "ext_lw", "", due, "", 0, 0}, false);
+            },
+            [&](std::exception_ptr) { done.set_value(); });
+        done.get_future().wait();
     }
     void schedule_job() {
         std::promise<void> done;
@@ -165,6 +236,8 @@ class LeaseWorker : public ::testing::Test {
     std::map<std::string, std::atomic<int>> runs_by_{};
     std::atomic<int> completed_{0}, refused_{0}, lost_seen_{0}, renewals_{0}, on_lost_{0},
         finished_{0};
+    // lane_work: slow jobs running now and at most at once; submits done.
+    std::atomic<int> slow_running_{0}, slow_max_{0}, submits_done_{0};
     // slow_work's lease_state::until when it starts and when it ends (by the store's clock).
     std::atomic<std::int64_t> until_at_start_{0}, until_at_end_{0};
 };
@@ -205,7 +278,58 @@ net::awaitable<void> release_then_linger(LeaseWorker* t, segue::store::job_row j
     t->finished_++;
 }
 
+net::awaitable<void> lane_work(LeaseWorker* t, segue::store::job_row j, std::string who,
+                               std::chrono::milliseconds work, std::shared_ptr<const lease_state>) {
+    const bool submit = j.kind == "submit";
+    if (!submit) {
+        const int now = ++t->slow_running_;
+        for (int m = t->slow_max_.load(); now > m && !t->slow_max_.compare_exchange_weak(m, now);)
+            ;
+        net::steady_timer timer(co_await net::this_coro::executor);
+        timer.expires_after(work);
+        co_await timer.async_wait(net::as_tuple(net::use_awaitable));
+    }
+    co_await t->db_->write([&](segue::store::transaction& tx) {
+        tx.complete_job({j.id, who, j.attempts});
+    });
+    if (submit)
+        t->submits_done_++;
+    else
+        t->slow_running_--;
+}
+
 }  // namespace
+
+// Four slots, lanes of at most three. Six slow jobs are due before a submit: they take three
+// slots, and the submit runs at once in the slot left to its lane. (With one lane, the slow
+// jobs took all four slots and the submit waited for the first of them to end.)
+TEST_F(LeaseWorker, ALaneOfSlowWorkLeavesTheOtherLaneItsSlots) {
+    for (int i = 0; i < 6; ++i)
+        schedule_kind("poll", 0);
+    schedule_kind("submit", 1);
+    add_lane_worker("a", /*lane_cap=*/3, /*slow_work=*/3s);
+    run();
+    ASSERT_TRUE(wait_for([&] { return submits_done_ == 1; }, 2s))
+        << "the submit waited behind the slow lane";
+    EXPECT_EQ(slow_running_, 3);
+    EXPECT_EQ(slow_max_, 3) << "the slow lane held more than its cap";
+}
+
+// A hand-off reserves in its lane: refused when the lane is at its cap even with slots free
+// overall, taken in the other lane, and refused once all slots are taken.
+TEST_F(LeaseWorker, AReservationCountsInItsLane) {
+    for (int i = 0; i < 3; ++i)
+        schedule_kind("poll", 0);
+    auto& w = add_lane_worker("a", /*lane_cap=*/3, /*slow_work=*/3s);
+    run();
+    ASSERT_TRUE(wait_for([&] { return slow_running_ == 3; }, 2s));
+    EXPECT_FALSE(w.reserve(1)) << "lane 1 is at its cap";
+    EXPECT_TRUE(w.reserve(0));
+    EXPECT_FALSE(w.reserve(0)) << "all four slots are taken";
+    w.unreserve(0);
+    EXPECT_TRUE(w.reserve(0)) << "an ended reservation frees its slot";
+    w.unreserve(0);
+}
 
 // Work four times longer than its lease: the heartbeat keeps the lease, so neither this worker
 // nor another one runs the job again, and the work's fenced write at the end is accepted.

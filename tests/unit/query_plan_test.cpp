@@ -175,3 +175,30 @@ TEST(QueryPlans, PostgresStatementsUseIndexesOnGrowingTables) {
     EXPECT_EQ(pg_seq_scans(pg_plan(c, "SELECT id FROM tasks WHERE request_json = $1", 9999)),
               std::set<std::string>{"tasks"});
 }
+
+// Each lane's claim reads its own partial index: a backlog of submits is never walked by the
+// claims of polls, nor the other way round (an index on due_at alone would walk it).
+TEST(QueryPlans, EachJobLaneIsClaimedByItsOwnIndex) {
+    const auto dir =
+        fs::temp_directory_path() / ("segue-plans-lanes-" + std::to_string(::getpid()));
+    fs::create_directories(dir);
+    {
+        store::sqlite::connection c((dir / "plans.db").string(), 1000);
+        store::sqlite::migrate(c);
+        const auto submit =
+            sqlite_plan(c, store::sqlite::sql_of(store::sqlite::q::claim_submit_jobs));
+        const auto other =
+            sqlite_plan(c, store::sqlite::sql_of(store::sqlite::q::claim_other_jobs));
+        EXPECT_NE(submit.find("jobs_due_submit"), std::string::npos) << submit;
+        EXPECT_NE(other.find("jobs_due_other"), std::string::npos) << other;
+    }
+    fs::remove_all(dir);
+    test::pg_schema schema;
+    store::pg::connection c(schema.url(), 0, "segue-plan-test");
+    store::pg::migrate(c);
+    c.exec("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off");
+    const auto submit = pg_plan(c, store::pg::sql_of(store::pg::q::claim_submit_jobs), 1);
+    const auto other = pg_plan(c, store::pg::sql_of(store::pg::q::claim_other_jobs), 2);
+    EXPECT_NE(submit.find("jobs_due_submit"), std::string::npos) << submit;
+    EXPECT_NE(other.find("jobs_due_other"), std::string::npos) << other;
+}

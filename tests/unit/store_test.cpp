@@ -1081,6 +1081,33 @@ TEST_P(StoreEngineTest, JobsClaimLeaseExpiryAndOwnership) {
 // (one process, one owner id), can write nothing more; the new claim can. Renewals keep a lease
 // alive, exclusions keep a process from taking its own running job, and a lease that expired
 // unreleased counts as a failed run.
+// Lanes: a submit claim takes only submit jobs, an `other` claim every other kind, each oldest
+// due first with its own limit; `any` takes both.
+TEST_P(StoreEngineTest, JobsClaimedByLane) {
+    auto s = open();
+    sync_write(*s, [&](st::transaction& tx) {
+        tx.schedule_job({0, "poll", "ext_1", "", 100, "", 0, 0}, false);
+        tx.schedule_job({0, "submit", "ext_2", "", 200, "", 0, 0}, false);
+        tx.schedule_job({0, "mirror", "ext_1", "", 300, "", 0, 0}, false);
+        tx.schedule_job({0, "submit", "ext_3", "", 400, "", 0, 0}, false);
+        tx.schedule_job({0, "poll", "ext_4", "", 500, "", 0, 0}, false);
+    });
+    auto claim = [&](st::job_lane lane, int limit) {
+        std::vector<std::string> got;
+        sync_write(*s, [&](st::transaction& tx) {
+            for (const auto& j : tx.claim_jobs("w", 1000, 100, limit, {}, lane))
+                got.push_back(j.kind + ":" + j.task_id);
+        });
+        return got;
+    };
+    EXPECT_EQ(claim(st::job_lane::submit, 1), (std::vector<std::string>{"submit:ext_2"}));
+    EXPECT_EQ(claim(st::job_lane::other, 2),
+              (std::vector<std::string>{"poll:ext_1", "mirror:ext_1"}));
+    EXPECT_EQ(claim(st::job_lane::submit, 10), (std::vector<std::string>{"submit:ext_3"}));
+    EXPECT_TRUE(claim(st::job_lane::submit, 10).empty());
+    EXPECT_EQ(claim(st::job_lane::any, 10), (std::vector<std::string>{"poll:ext_4"}));
+}
+
 TEST_P(StoreEngineTest, JobsFencedLeasesRenewalExclusionAndFailures) {
     auto s = open();
     std::int64_t id = 0;

@@ -371,7 +371,8 @@ TEST(Transition, LedgerEntriesAreWrittenOnce) {
     EXPECT_EQ(w.ledger_for_task("ext_t").outstanding(), 0);
     EXPECT_TRUE(w.add_ledger_entry({0, "acme", "ext_t", 0, "release", "", 5, "alpha", "", 1}));
     EXPECT_EQ(w.effects().size(), 1u);
-    EXPECT_THROW(w.claim_jobs("x", 0, 0, 1, {}), std::logic_error);  // not a transition's
+    EXPECT_THROW(w.claim_jobs("x", 0, 0, 1, {}, segue::store::job_lane::any),
+                 std::logic_error);  // not a transition's
 }
 
 // Mirroring (core/mirror_transition.cpp): a remote output waits, pending, for its mirror job;
