@@ -16,12 +16,7 @@
 --        prompt it receives (segue forwards it) and its own CLOCK_MONOTONIC receive time
 --        (GET /_control/requests: received_mono_us): the difference is client -> provider.
 --
--- Pacing. wrk has no -R: before every request it calls `delay()` and waits that many
--- milliseconds (an integer: wrk truncates). Here every thread hands out absolute start slots
--- next, next + INTERVAL_MS, ... (LuaJIT FFI clock_gettime(CLOCK_MONOTONIC)), to whichever of its
--- connections is free: the arrival rate is fixed and does not drift with the latency (it is not
--- a closed loop). A slot missed by more than one interval (all connections busy, or the thread
--- was not scheduled) is dropped, not made up with a burst; the achieved rate is printed.
+-- Pacing: bench/pacing.lua (absolute start slots INTERVAL_MS apart; the achieved rate is printed).
 -- wrk starts its latency clock when the request is written, after the delay.
 --
 -- `done` prints:  latency_us p50 p90 p99 p999 max mean stdev
@@ -29,20 +24,8 @@
 --                 status CODE COUNT            (one line per status)
 --                 errors connect .. read .. write .. status .. timeout ..
 
-local ffi = require("ffi")
-pcall(ffi.cdef, [[
-typedef struct { long tv_sec; long tv_nsec; } segue_bench_timespec;
-int clock_gettime(int clk_id, segue_bench_timespec *tp);
-]])
-local ts = ffi.new("segue_bench_timespec")
-local function now_ms()
-   ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
-   return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
-end
-local function now_us()
-   ffi.C.clock_gettime(1, ts)
-   return tonumber(ts.tv_sec) * 1000000 + math.floor(tonumber(ts.tv_nsec) / 1000)
-end
+local pacing = dofile("bench/pacing.lua")
+local now_us = pacing.now_us
 
 local threads = {}
 
@@ -51,7 +34,6 @@ function setup(thread)
 end
 
 local interval
-local next_slot
 local body_fmt -- the body with one %d: the send time in µs
 
 function init(args)
@@ -83,18 +65,7 @@ function request()
    return wrk.format(nil, nil, nil, string.format(body_fmt, now_us()))
 end
 
-function delay()
-   local t = now_ms()
-   if next_slot == nil or next_slot < t - interval then
-      next_slot = t
-   end
-   local d = next_slot - t
-   next_slot = next_slot + interval
-   if d < 0 then
-      d = 0
-   end
-   return d
-end
+delay = pacing.delay_fn(function() return interval end)
 
 function response(status, headers, body)
    counts[status] = (counts[status] or 0) + 1
