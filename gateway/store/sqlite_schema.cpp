@@ -321,11 +321,12 @@ CREATE TRIGGER files_total_delete AFTER DELETE ON files BEGIN
 END;
 )sql",
     // 9: the engine claims submits and other jobs in lanes of their own (store::job_lane), each
-    // oldest due first by its own index: a backlog of one lane is never scanned by the other's
-    // claims.
+    // oldest due first by the lane's part of this index: a backlog of one lane is never scanned
+    // by the other's claims. An index on an expression, not two partial indexes: a statement
+    // that binds `kind` (update_unique_job) would be prepared again at every run, because
+    // SQLite tests whether a bound value matches a partial index's WHERE.
     R"sql(
-CREATE INDEX jobs_due_submit ON jobs (due_at, id) WHERE kind = 'submit';
-CREATE INDEX jobs_due_other ON jobs (due_at, id) WHERE kind <> 'submit';
+CREATE INDEX jobs_lane_due ON jobs ((kind = 'submit'), due_at, id);
 )sql",
 };
 

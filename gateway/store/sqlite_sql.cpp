@@ -109,11 +109,11 @@ const char* sql_of(q which) {
             // caller is running itself and must not take again.
             return SEGUE_SQLITE_CLAIM_JOBS("");
         case q::claim_submit_jobs:
-            // One lane (store::job_lane): the literal kind test is what lets the planner use
-            // that lane's partial index (migration 9), which a bound parameter would not.
-            return SEGUE_SQLITE_CLAIM_JOBS("AND kind = 'submit' ");
+            // One lane (store::job_lane): the lane's part of jobs_lane_due (migration 9), by
+            // the very expression it indexes.
+            return SEGUE_SQLITE_CLAIM_JOBS("AND (kind = 'submit') = 1 ");
         case q::claim_other_jobs:
-            return SEGUE_SQLITE_CLAIM_JOBS("AND kind <> 'submit' ");
+            return SEGUE_SQLITE_CLAIM_JOBS("AND (kind = 'submit') = 0 ");
         case q::complete_job:
             return "DELETE FROM jobs WHERE id = ?1 AND lease_owner = ?2 AND ?2 <> '' "
                    "AND attempts = ?3";

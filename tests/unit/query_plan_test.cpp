@@ -189,8 +189,20 @@ TEST(QueryPlans, EachJobLaneIsClaimedByItsOwnIndex) {
             sqlite_plan(c, store::sqlite::sql_of(store::sqlite::q::claim_submit_jobs));
         const auto other =
             sqlite_plan(c, store::sqlite::sql_of(store::sqlite::q::claim_other_jobs));
-        EXPECT_NE(submit.find("jobs_due_submit"), std::string::npos) << submit;
-        EXPECT_NE(other.find("jobs_due_other"), std::string::npos) << other;
+        EXPECT_NE(submit.find("jobs_lane_due"), std::string::npos) << submit;
+        EXPECT_NE(other.find("jobs_lane_due"), std::string::npos) << other;
+        // And no statement that binds a job's kind is prepared again at each run (as SQLite
+        // does when a bound value may match a partial index's WHERE): update_unique_job run
+        // with two kinds.
+        auto* st = c.prepared(store::sqlite::q::update_unique_job);
+        for (const char* kind : {"submit", "poll", "submit"}) {
+            sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, "ext_x", -1, SQLITE_STATIC);
+            while (sqlite3_step(st) == SQLITE_ROW) {
+            }
+            sqlite3_reset(st);
+        }
+        EXPECT_EQ(sqlite3_stmt_status(st, SQLITE_STMTSTATUS_REPREPARE, 0), 0);
     }
     fs::remove_all(dir);
     test::pg_schema schema;
