@@ -47,7 +47,9 @@ bench_setup
 bench_machine_note
 sandbox_delay="${BENCH_SANDBOX_DELAY:-0s}"
 rate="${BENCH_RATE:-}"
-echo "# $duration s, $conns connections, engine.batch $batch, storage.sync_full: true, sandbox delay $sandbox_delay, load: ${rate:+fixed $rate/s}${rate:-closed loop}"
+load_kind="closed loop"
+[[ -z "$rate" ]] || load_kind="fixed $rate/s"
+echo "# $duration s, $conns connections, engine.batch $batch, storage.sync_full: true, sandbox delay $sandbox_delay, load: $load_kind"
 
 start_nginx nginx 1 "    location / { }" ""
 bench/make_wav.sh "$work/nginx/root/song.wav" 2 8000 1
@@ -87,9 +89,10 @@ probe_status=$(curl -s -o "$work/probe.json" -w '%{http_code}' -H "Authorization
 echo "# one request by hand: HTTP $probe_status $(head -c 200 "$work/probe.json")"
 [[ "$probe_status" == 202 ]] || { echo "bench: the create is not accepted" >&2; exit 1; }
 probe_id=$(sed -n 's/.*"id":"\(ext_[^"]*\)".*/\1/p' "$work/probe.json")
-# With the sandbox at zero delay the probe must succeed; with a longer one, be submitted.
+# With the sandbox at zero delay the probe must succeed; with a longer one, reach the provider
+# (the API calls that status "accepted").
 want=succeeded
-[[ "$sandbox_delay" == 0s ]] || want=submitted
+[[ "$sandbox_delay" == 0s ]] || want=accepted
 for _ in $(seq 100); do
   st=$(curl -s -H "Authorization: Bearer $key" "$base/v1/extensions/$probe_id" | sed -n 's/.*"status":"\([a-z_]*\)".*/\1/p' | head -1)
   [[ "$st" == "$want" ]] && break
