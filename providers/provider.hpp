@@ -140,6 +140,12 @@ struct webhook_refusal {
     // answer was read and recorded). The core reads the attempt again for a moment before it
     // refuses the payload.
     bool too_early = false;
+    // The upstream task a too-early payload names, if it names one. A callback is the
+    // provider's word that the attempt exists upstream: should the attempt still know no
+    // upstream task once the wait is over (its submit's answer was lost: a timeout or a reset
+    // after sending), the core records this one, so the attempt is followed (polled) and never
+    // submitted again, even though the payload itself is refused.
+    std::string upstream_task_id;
 };
 
 // What the core lends a provider.

@@ -1253,6 +1253,31 @@ asio::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string prov
         co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
         pause = std::min(pause * 2, std::chrono::milliseconds(200));
     }
+    if (!u && refused.too_early && !refused.upstream_task_id.empty() &&
+        attempt->provider_task_id.empty() &&
+        !is_terminal(parse_task_status(task->status).value_or(task_status::failed))) {
+        // The wait is over and the attempt still knows no upstream task: its submit's answer
+        // is lost (a timeout or a reset after sending) or very late. The callback is the
+        // provider's word that the attempt exists upstream: record the task it names, as an
+        // applied callback would, so the attempt is followed (polled) and its submit is never
+        // sent again. The payload itself stays refused; its content comes from the polls.
+        providers::update sign;
+        sign.what = providers::update::kind::progress;
+        sign.provider_task_id = refused.upstream_task_id;
+        try {
+            co_await self->apply(task->id, nullptr, nullptr, provider, attempt->number,
+                                 std::move(sign));
+            counter.with({provider, "unknown", "upstream_recorded"}).inc();
+            log::info("refused provider webhook: its upstream task recorded for the attempt",
+                      {{"provider", provider},
+                       {"task_id", task->id},
+                       {"attempt", attempt->number},
+                       {"provider_task_id", refused.upstream_task_id}});
+        } catch (const std::exception& e) {
+            log::error("recording a refused webhook's upstream task failed",
+                       {{"provider", provider}, {"task_id", task->id}, {"error", e.what()}});
+        }
+    }
     if (!u) {
         counter.with({provider, "unknown", refused.too_early ? "too_early" : "rejected"}).inc();
         log::warn("provider webhook refused", {{"provider", provider},

@@ -183,7 +183,8 @@ boost::asio::awaitable<update> musicgpt_provider::poll(const task_view& task, se
 std::optional<update> musicgpt_provider::on_webhook(const task_view& task,
                                                     const inbound_webhook& hook,
                                                     webhook_refusal& refused) const {
-    auto u = parse_webhook(task.state_json, hook.body, refused.message, &refused.too_early);
+    auto u = parse_webhook(task.state_json, hook.body, refused.message, &refused.too_early,
+                           &refused.upstream_task_id);
     if (u) {
         u->webhook_kind = !u->cover_url.empty() ? "cover" : "audio";
         for (const auto& o : u->outputs)

@@ -555,7 +555,8 @@ std::optional<std::vector<core::lyric_line>> parse_lyrics_timestamped(std::strin
 }
 
 std::optional<update> parse_webhook(const std::string& state_json, std::string_view body,
-                                    std::string& error, bool* too_early) {
+                                    std::string& error, bool* too_early,
+                                    std::string* upstream_task_id) {
     const attempt_state st = parse_state(state_json);
     auto hook = wire::open_webhook("MusicGPT", body, st.task_id, error);
     if (!hook)
@@ -615,8 +616,11 @@ std::optional<update> parse_webhook(const std::string& state_json, std::string_v
     if (index == 0 && conversion_id.empty() && k == kind::audio && st.conversion_ids.size() <= 1)
         index = 1;  // the generic sample names no conversion; one output leaves no doubt
     if (index == 0) {
-        if (too_early && !conversion_id.empty() && st.conversion_ids.empty())
+        if (too_early && !conversion_id.empty() && st.conversion_ids.empty()) {
             *too_early = true;
+            if (upstream_task_id)
+                *upstream_task_id = hook->task_id;
+        }
         error = conversion_id.empty() ? std::string("MusicGPT webhook names no conversion_id")
                                       : "MusicGPT webhook for unknown conversion_id '" +
                                             conversion_id + "' (expected " + expected_ids(st) + ")";

@@ -141,9 +141,11 @@ update parse_submit_response(int status, std::string_view body, const header_lis
 //           conversion_id or the task has one output.
 // Duplicates are not filtered here: the engine only moves an output out of pending once.
 // `too_early` (if given) is set when the payload names a conversion while the attempt knows
-// none yet (the submit's answer is not recorded): the same payload applies once it is.
+// none yet (the submit's answer is not recorded): the same payload applies once it is. Then
+// `upstream_task_id` (if given) is the MusicGPT task the payload names, if any.
 std::optional<update> parse_webhook(const std::string& state_json, std::string_view body,
-                                    std::string& error, bool* too_early = nullptr);
+                                    std::string& error, bool* too_early = nullptr,
+                                    std::string* upstream_task_id = nullptr);
 
 // A `byId` answer (the task-level numbered shape, or the documented single-conversion shape):
 //   IN_QUEUE / PENDING / PROCESSING (and QUEUED)  running

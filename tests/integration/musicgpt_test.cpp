@@ -381,6 +381,34 @@ TEST(MusicGpt, ASubmitSlowerThanTheLeaseIsSentOnce) {
     EXPECT_EQ(fake.requests("submit").size(), 1u) << "the song was submitted twice";
 }
 
+// A submit whose answer is lost (held past submit_timeout: a timeout after sending, ambiguous)
+// while the provider took the task and calls back at once. Its audio and lyrics callbacks name
+// conversions the attempt never learns (no answer), so they are refused after the wait; the
+// cover callback, the one that names no conversion, is dropped here. The refused callbacks still
+// name MusicGPT's task: the gateway records it for the attempt, so the timeout is reconciled as
+// "the provider has it" and the outputs come from byId polls. Before, nothing recorded the
+// callbacks: the reconcile window passed with no evidence and the song was submitted again.
+TEST(MusicGpt, ACallbackForASubmitWhoseAnswerIsLostKeepsItFromBeingSentTwice) {
+    fake_musicgpt fake;
+    fake.control(R"({"faults":[{"match":"submit","delay_ms":8000,"times":1}],)"
+                 R"("webhook_delay_ms":100,"drop_webhooks":["cover"]})");
+    gateway g(fake);
+    auto r = http_request(g.port, "POST", "/v1/extensions",
+                          R"({"audio_url":"https://cdn.example/song.mp3","extend_after":3})",
+                          {key, "Content-Type: application/json"});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 202) << r->body;
+    const std::string id(parse(r->body)["id"].as_string());
+    auto t = wait_final(g.port, id, 40s);
+    EXPECT_EQ(t["status"], "succeeded") << json::serialize(t);
+    EXPECT_EQ(fake.requests("submit").size(), 1u) << "the song was submitted twice";
+    EXPECT_EQ(t["attempts"].as_array().size(), 1u) << json::serialize(t["attempts"]);
+    EXPECT_GE(fake.requests("by_id").size(), 1u) << "the outputs should come from polling";
+    auto m = http_request(g.port, "GET", "/metrics");
+    ASSERT_TRUE(m);
+    EXPECT_NE(m->body.find(R"(outcome="upstream_recorded"})"), std::string::npos) << m->body;
+}
+
 // A callback that overtakes the submit's answer (MusicGPT calls back before its HTTP answer is
 // read: here the answer is held 1 s, the webhooks leave after 100 ms) names conversions the
 // attempt does not know yet. The gateway reads the attempt again until the answer is in (up to

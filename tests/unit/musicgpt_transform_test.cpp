@@ -524,6 +524,24 @@ TEST(MusicGptTransform, DuplicateWebhooksGiveTheSameUpdate) {
     EXPECT_EQ(a->outputs[0].mp3_url, b->outputs[0].mp3_url);
 }
 
+// A webhook that names a conversion while the attempt knows none (its submit's answer is not
+// recorded) is too early, and says which MusicGPT task it belongs to: the engine records that
+// task for the attempt if the answer never comes. A webhook the attempt can place names none.
+TEST(MusicGptTransform, ATooEarlyWebhookNamesItsUpstreamTask) {
+    std::string err;
+    bool early = false;
+    std::string upstream;
+    EXPECT_FALSE(mg::parse_webhook("", load("webhook_audio_seed.json"), err, &early, &upstream));
+    EXPECT_TRUE(early) << err;
+    EXPECT_EQ(upstream, "task-extend-789");
+    early = false;
+    upstream.clear();
+    EXPECT_TRUE(
+        mg::parse_webhook(state_two, load("webhook_audio_seed.json"), err, &early, &upstream));
+    EXPECT_FALSE(early);
+    EXPECT_EQ(upstream, "");
+}
+
 core::extend_request base_request() {
     core::extend_request r;
     r.extend_after = 35.5;
