@@ -141,6 +141,18 @@ std::map<std::string, int> event_counts(std::uint16_t port, const std::string& i
     return counts;
 }
 
+// A task of a URL source (audio_url, extend_after 3): its id, or "" (a failure recorded).
+std::string create_url_task(std::uint16_t port) {
+    auto r = http_request(port, "POST", "/v1/extensions",
+                          R"({"audio_url":"https://cdn.example/song.mp3","extend_after":3})",
+                          {key, "Content-Type: application/json"});
+    EXPECT_TRUE(r);
+    if (!r)
+        return {};
+    EXPECT_EQ(r->status, 202) << r->body;
+    return r->status == 202 ? std::string(parse(r->body)["id"].as_string()) : std::string();
+}
+
 std::string submit_file(std::uint16_t port, const segue::test::temp_dir& d, std::string& bytes) {
     bytes = make_song(d, 12);
     auto r = post_form(port, {{"audio_file", bytes, "song.wav", "audio/wav"},
@@ -393,12 +405,8 @@ TEST(MusicGpt, ACallbackForASubmitWhoseAnswerIsLostKeepsItFromBeingSentTwice) {
     fake.control(R"({"faults":[{"match":"submit","delay_ms":8000,"times":1}],)"
                  R"("webhook_delay_ms":100,"drop_webhooks":["cover"]})");
     gateway g(fake);
-    auto r = http_request(g.port, "POST", "/v1/extensions",
-                          R"({"audio_url":"https://cdn.example/song.mp3","extend_after":3})",
-                          {key, "Content-Type: application/json"});
-    ASSERT_TRUE(r);
-    ASSERT_EQ(r->status, 202) << r->body;
-    const std::string id(parse(r->body)["id"].as_string());
+    const std::string id = create_url_task(g.port);
+    ASSERT_FALSE(id.empty());
     auto t = wait_final(g.port, id, 40s);
     EXPECT_EQ(t["status"], "succeeded") << json::serialize(t);
     EXPECT_EQ(fake.requests("submit").size(), 1u) << "the song was submitted twice";
@@ -420,12 +428,8 @@ TEST(MusicGpt, AWebhookThatOvertakesTheSubmitAnswerWaitsForItAndIsApplied) {
     fake.control(R"({"faults":[{"match":"submit","delay_ms":1000,"times":1}],)"
                  R"("webhook_delay_ms":100})");
     gateway g(fake);
-    auto r = http_request(g.port, "POST", "/v1/extensions",
-                          R"({"audio_url":"https://cdn.example/song.mp3","extend_after":3})",
-                          {key, "Content-Type: application/json"});
-    ASSERT_TRUE(r);
-    ASSERT_EQ(r->status, 202) << r->body;
-    const std::string id(parse(r->body)["id"].as_string());
+    const std::string id = create_url_task(g.port);
+    ASSERT_FALSE(id.empty());
     auto t = wait_final(g.port, id);
     ASSERT_EQ(t["status"], "succeeded") << json::serialize(t);
     EXPECT_EQ(t["outputs"].as_array().size(), 2u);
