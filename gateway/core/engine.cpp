@@ -525,16 +525,7 @@ void engine::impl::make_worker() {
         }
         return items;
     };
-    h.renew = [](store::transaction& tx, const std::string& who, const lease_worker::held& held,
-                 store::millis until) {
-        std::vector<std::pair<std::int64_t, std::int64_t>> leases;
-        for (const auto& [id, fence] : held)
-            leases.emplace_back(std::stoll(id), fence);
-        std::vector<std::string> lost;
-        for (auto id : tx.renew_jobs(who, leases, until))
-            lost.push_back(std::to_string(id));
-        return lost;
-    };
+    h.renew = renew_job_leases;
     h.slots = [this](int running) { return settings.engine.batch - running; };
     h.on_running = [this](int running) { running_gauge.set(running); };
     h.on_lost = [this](const std::string&) { jobs.with({"any", "lease_lost"}).inc(); };
@@ -1268,11 +1259,13 @@ asio::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string prov
             co_await self->apply(task->id, nullptr, nullptr, provider, attempt->number,
                                  std::move(sign));
             counter.with({provider, "unknown", "upstream_recorded"}).inc();
-            log::info("refused provider webhook: its upstream task recorded for the attempt",
-                      {{"provider", provider},
-                       {"task_id", task->id},
-                       {"attempt", attempt->number},
-                       {"provider_task_id", refused.upstream_task_id}});
+            log::info(
+                "refused provider webhook: the upstream task it names applied to the "
+                "attempt (unless a newer attempt replaced it)",
+                {{"provider", provider},
+                 {"task_id", task->id},
+                 {"attempt", attempt->number},
+                 {"provider_task_id", refused.upstream_task_id}});
         } catch (const std::exception& e) {
             log::error("recording a refused webhook's upstream task failed",
                        {{"provider", provider}, {"task_id", task->id}, {"error", e.what()}});

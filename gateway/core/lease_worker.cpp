@@ -322,4 +322,16 @@ asio::awaitable<void> lease_worker::stop(std::chrono::milliseconds deadline) {
     self->beat_timer.cancel();
 }
 
+std::vector<std::string> renew_job_leases(store::transaction& tx, const std::string& owner,
+                                          const lease_worker::held& leases, store::millis until) {
+    std::vector<std::pair<std::int64_t, std::int64_t>> ids;
+    ids.reserve(leases.size());
+    for (const auto& [id, fence] : leases)
+        ids.emplace_back(std::stoll(id), fence);
+    std::vector<std::string> lost;
+    for (auto id : tx.renew_jobs(owner, ids, until))
+        lost.push_back(std::to_string(id));
+    return lost;
+}
+
 }  // namespace segue::core

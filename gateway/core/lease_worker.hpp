@@ -145,4 +145,9 @@ class lease_worker {
     std::shared_ptr<impl> impl_;
 };
 
+// hooks::renew for work that is rows of the jobs table (ids are job ids as text): renews them
+// with store::transaction::renew_jobs.
+std::vector<std::string> renew_job_leases(store::transaction& tx, const std::string& owner,
+                                          const lease_worker::held& leases, store::millis until);
+
 }  // namespace segue::core

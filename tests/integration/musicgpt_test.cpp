@@ -402,14 +402,18 @@ TEST(MusicGpt, ASubmitSlowerThanTheLeaseIsSentOnce) {
 // callbacks: the reconcile window passed with no evidence and the song was submitted again.
 TEST(MusicGpt, ACallbackForASubmitWhoseAnswerIsLostKeepsItFromBeingSentTwice) {
     fake_musicgpt fake;
+    // In order (audio 1 first): the fake sends its callbacks one at a time, each held for the
+    // 3 s wait, and a lyrics callback names no MusicGPT task. Shuffled, a lyrics callback could
+    // come first and the first one that names the task come only after the reconcile window.
     fake.control(R"({"faults":[{"match":"submit","delay_ms":8000,"times":1}],)"
-                 R"("webhook_delay_ms":100,"drop_webhooks":["cover"]})");
+                 R"("webhook_delay_ms":100,"drop_webhooks":["cover"],"shuffle_webhooks":false})");
     gateway g(fake);
     const std::string id = create_url_task(g.port);
     ASSERT_FALSE(id.empty());
     auto t = wait_final(g.port, id, 40s);
     EXPECT_EQ(t["status"], "succeeded") << json::serialize(t);
-    EXPECT_EQ(fake.requests("submit").size(), 1u) << "the song was submitted twice";
+    EXPECT_EQ(fake.requests("submit").size(), 1u) << "the song was submitted twice; gateway log:\n"
+                                                  << g.proc->log();
     EXPECT_EQ(t["attempts"].as_array().size(), 1u) << json::serialize(t["attempts"]);
     EXPECT_GE(fake.requests("by_id").size(), 1u) << "the outputs should come from polling";
     auto m = http_request(g.port, "GET", "/metrics");

@@ -52,18 +52,6 @@ net::awaitable<void> lane_work(LeaseWorker* t, segue::store::job_row j, std::str
                                std::chrono::milliseconds work,
                                std::shared_ptr<const lease_state> l);
 
-// The renew hook of job leases (as the engine's).
-std::vector<std::string> renew_jobs(segue::store::transaction& tx, const std::string& who,
-                                    const lease_worker::held& held, segue::store::millis until) {
-    std::vector<std::pair<std::int64_t, std::int64_t>> leases;
-    for (const auto& [id, fence] : held)
-        leases.emplace_back(std::stoll(id), fence);
-    std::vector<std::string> lost;
-    for (auto id : tx.renew_jobs(who, leases, until))
-        lost.push_back(std::to_string(id));
-    return lost;
-}
-
 class LeaseWorker : public ::testing::Test {
   public:
     friend net::awaitable<void> lane_work(LeaseWorker*, segue::store::job_row, std::string,
@@ -132,7 +120,7 @@ class LeaseWorker : public ::testing::Test {
         h.renew = [this](segue::store::transaction& tx, const std::string& who,
                          const lease_worker::held& held, segue::store::millis until) {
             renewals_++;
-            return renew_jobs(tx, who, held, until);
+            return segue::core::renew_job_leases(tx, who, held, until);
         };
         h.slots = [](int running) { return 4 - running; };
         h.on_lost = [this](const std::string&) { on_lost_++; };
@@ -181,7 +169,7 @@ class LeaseWorker : public ::testing::Test {
                 next_due = tx.next_job_due();
             return items;
         };
-        h.renew = renew_jobs;
+        h.renew = segue::core::renew_job_leases;
         h.slots = [](int running) { return 4 - running; };
         lease_worker::timing t;
         t.lease = 5s;
