@@ -861,14 +861,30 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
                 [&](store::transaction& tx) { tx.complete_job(lease_of(job, lease)); });
             co_return;
         }
-        bool evidence = latest->status != "unknown" || !latest->provider_task_id.empty();
+        bool evidence = latest->status != "unknown" || seen_upstream(*latest);
         co_await db.read([&](store::transaction& tx) {
             for (const auto& o : tx.get_outputs(task->id))
                 if (o.status != to_string(output_status::pending))
                     evidence = true;
         });
-        if (evidence) {
+        // Upstream, but known by no id to poll it by (only callbacks that name no upstream
+        // task came, e.g. MusicGPT's lyrics): look again after the provider's window, by when
+        // another callback may have named it, until the task's retry deadline. Then the
+        // attempt has failed as a task the provider took and never delivered: never sent again.
+        const bool unnamed = evidence && latest->provider_task_id.empty() && p &&
+                             p->caps().polling && seen_upstream(*latest);
+        const auto now = now_ms();
+        const store::millis give_up = retry.deadline_ms > 0
+                                          ? task->created_at + retry.deadline_ms
+                                          : latest->started_at + 3'600'000;  // no deadline: an hour
+        if (evidence && !(unnamed && now >= give_up)) {
+            const auto again =
+                now + std::max<std::int64_t>(1000, p ? p->caps().reconcile_window_ms : 0);
             co_await db.write([&](store::transaction& tx) {
+                if (unnamed) {
+                    tx.reschedule_job(lease_of(job, lease), again, job.payload_json);
+                    return;
+                }
                 if (!tx.complete_job(lease_of(job, lease)))
                     return;
                 if (!latest->provider_task_id.empty() && p && p->caps().polling) {
@@ -879,16 +895,23 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
                     tx.schedule_job(poll, true);
                 }
             });
-            jobs.with({"reconcile", "found_upstream"}).inc();
+            jobs.with({"reconcile", unnamed ? "unnamed_upstream" : "found_upstream"}).inc();
             co_return;
         }
         attempt_number = latest->number;
         u.what = providers::update::kind::failed;
         u.error = error_class::transient;
-        u.error_code = "ambiguous_unresolved";
-        u.error_message =
-            "the submit's outcome stayed unknown (no callback, no upstream id): "
-            "treated as not received";
+        if (unnamed) {
+            u.error_code = "upstream_silent";
+            u.error_message =
+                "the provider took the attempt (its callbacks came) but never named its task "
+                "nor delivered it before the task's retry deadline";
+        } else {
+            u.error_code = "ambiguous_unresolved";
+            u.error_message =
+                "the submit's outcome stayed unknown (no callback, no upstream id): "
+                "treated as not received";
+        }
     } else {
         log::warn("unknown job kind", {{"kind", job.kind}, {"task_id", job.task_id}});
         co_await db.write([&](store::transaction& tx) { tx.complete_job(lease_of(job, lease)); });
@@ -1244,14 +1267,17 @@ asio::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string prov
         co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
         pause = std::min(pause * 2, std::chrono::milliseconds(200));
     }
-    if (!u && refused.too_early && !refused.upstream_task_id.empty() &&
-        attempt->provider_task_id.empty() &&
+    const bool names_new_task =
+        !refused.upstream_task_id.empty() && attempt->provider_task_id.empty();
+    if (!u && refused.too_early && (names_new_task || attempt->seen_at == 0) &&
         !is_terminal(parse_task_status(task->status).value_or(task_status::failed))) {
-        // The wait is over and the attempt still knows no upstream task: its submit's answer
-        // is lost (a timeout or a reset after sending) or very late. The callback is the
-        // provider's word that the attempt exists upstream: record the task it names, as an
-        // applied callback would, so the attempt is followed (polled) and its submit is never
-        // sent again. The payload itself stays refused; its content comes from the polls.
+        // The wait is over and the attempt still knows nothing of what the callback names: its
+        // submit's answer is lost (a timeout or a reset after sending) or very late. The
+        // callback, which carries the attempt's own token, is the provider's word that the
+        // attempt exists upstream: record that (store::attempt_row::seen_at) and the task it
+        // names, if it names one, as an applied callback would, so the attempt is followed
+        // (polled) and its submit is never sent again. The payload itself stays refused; its
+        // content comes from the polls.
         providers::update sign;
         sign.what = providers::update::kind::progress;
         sign.provider_task_id = refused.upstream_task_id;
@@ -1260,8 +1286,8 @@ asio::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string prov
                                  std::move(sign));
             counter.with({provider, "unknown", "upstream_recorded"}).inc();
             log::info(
-                "refused provider webhook: the upstream task it names applied to the "
-                "attempt (unless a newer attempt replaced it)",
+                "refused provider webhook: recorded that the provider has the attempt (unless "
+                "a newer attempt replaced it)",
                 {{"provider", provider},
                  {"task_id", task->id},
                  {"attempt", attempt->number},

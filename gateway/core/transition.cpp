@@ -320,6 +320,11 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
     }
     if (attempt && !u.state_json.empty())
         attempt->state_json = u.state_json;
+    // A callback (an update with no job) carries the attempt's own token: the provider has
+    // this attempt, whatever the callback says. Recorded once, it keeps the attempt from ever
+    // being submitted again (see the failed case below and plan_recovery).
+    if (attempt && !job && attempt->seen_at == 0)
+        attempt->seen_at = now;
     // A sign of life from an attempt whose submit was ambiguous: it exists upstream.
     if (attempt && attempt->status == "unknown" && u.what != providers::update::kind::failed)
         attempt->status = "accepted";
@@ -402,21 +407,33 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
                 attempt->error_json = util::json_text(err);
             }
             // The provider's own callback already proved this attempt exists upstream (it
-            // set the upstream id while the submit answer was late): the failed answer is
-            // not the attempt's outcome. Follow the task instead of submitting again.
-            if (job && job->kind == "submit" && attempt && !attempt->provider_task_id.empty()) {
+            // came while the submit answer was late or lost): the failed answer is not the
+            // attempt's outcome. Follow the task instead of submitting again: poll it by the
+            // upstream id a callback named, or, when none named one (MusicGPT's lyrics
+            // callbacks do not), reconcile it again after the provider's window, by when a
+            // callback may have named it.
+            if (job && job->kind == "submit" && attempt && seen_upstream(*attempt)) {
                 attempt->status = "accepted";
                 attempt->finished_at = 0;
                 attempt->error_json.clear();
                 tx.upsert_attempt(*attempt);
                 keep_or_finish(false, 0);
                 const auto* prov = env_.caps_of(provider_name);
-                if (prov && prov->polling) {
+                if (prov && prov->polling && !attempt->provider_task_id.empty()) {
                     store::job_row poll;
                     poll.kind = "poll";
                     poll.task_id = t->id;
                     poll.due_at = now + 1000;
                     tx.schedule_job(poll, true);
+                } else if (attempt->provider_task_id.empty()) {
+                    store::job_row again;
+                    again.kind = "reconcile";
+                    again.task_id = t->id;
+                    again.due_at =
+                        now +
+                        (prov ? std::max<std::int64_t>(1000, prov->reconcile_window_ms) : 1000);
+                    again.payload_json = "{\"attempt\":" + std::to_string(attempt_number) + "}";
+                    tx.schedule_job(again, true);
                 }
                 if (t->status == to_string(task_status::queued)) {
                     t->status = std::string(to_string(task_status::submitted));
@@ -425,7 +442,10 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
                 }
                 json::object e;
                 e["attempt"] = attempt_number;
-                e["provider_task_id"] = attempt->provider_task_id;
+                if (attempt->provider_task_id.empty())
+                    e["provider_task_id"] = nullptr;  // known upstream by its callbacks only
+                else
+                    e["provider_task_id"] = attempt->provider_task_id;
                 e["reconciled"] = true;
                 engine::append_event(tx, *t, event_type::submitted, std::move(e));
                 res.metrics.push_back({metric_effect::family::retries,
@@ -880,7 +900,7 @@ decision transition::plan_recovery(const store::task_row& t,
     fi.cls = u.error;
     fi.retry_after_ms = u.retry_after_ms;
     fi.circuit_open = u.error_code == "circuit_open";
-    fi.async_failure = attempt && !attempt->provider_task_id.empty();
+    fi.async_failure = attempt && seen_upstream(*attempt);
     fi.accepted_by_provider = fi.async_failure;
     fi.ambiguous = u.ambiguous && !fi.async_failure;
     retry_state rs;

@@ -51,6 +51,12 @@ struct mirror_outcome {
 boost::json::object public_output(const boost::json::object& data);
 // Whether an output's audio or a cover of the task is still being mirrored.
 bool waits_for_mirror(const std::vector<store::output_row>& outs);
+// Whether the provider is known to have this attempt: it named its upstream task, or a callback
+// with the attempt's token came (store::attempt_row::seen_at). Such an attempt is followed,
+// never submitted again.
+inline bool seen_upstream(const store::attempt_row& a) {
+    return !a.provider_task_id.empty() || a.seen_at > 0;
+}
 
 // A metric change a transition decided; the engine applies it once the transaction committed.
 struct metric_effect {

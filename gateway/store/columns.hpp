@@ -10,7 +10,7 @@
 #define SEGUE_OUTPUT_COLS "task_id, idx, status, data_json, updated_at"
 #define SEGUE_ATTEMPT_COLS                                                              \
     "task_id, number, provider, provider_task_id, callback_token, status, error_json, " \
-    "state_json, started_at, finished_at"
+    "state_json, started_at, finished_at, seen_at"
 #define SEGUE_EVENT_COLS "id, task_id, tenant, seq, type, data_json, created_at"
 #define SEGUE_JOB_COLS \
     "id, kind, task_id, payload_json, due_at, lease_owner, lease_until, attempts, failures"

@@ -325,6 +325,10 @@ $f$;
 CREATE INDEX jobs_due_submit ON jobs (due_at, id) WHERE kind = 'submit';
 CREATE INDEX jobs_due_other ON jobs (due_at, id) WHERE kind <> 'submit';
 )sql",
+    // 7: as SQLite's migration 10 (store::attempt_row::seen_at).
+    R"sql(
+ALTER TABLE attempts ADD COLUMN seen_at BIGINT NOT NULL DEFAULT 0;
+)sql",
 };
 
 // Any 64-bit constant, the same in every replica and every `segue migrate`.

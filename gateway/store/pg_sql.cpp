@@ -68,12 +68,14 @@ const char* sql_of(q which) {
             return "SELECT " SEGUE_OUTPUT_COLS " FROM outputs WHERE task_id = $1 ORDER BY idx";
         case q::upsert_attempt:
             return "INSERT INTO attempts (" SEGUE_ATTEMPT_COLS
-                   ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+                   ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+                   "$11) "
                    "ON CONFLICT (task_id, number) DO UPDATE SET provider = excluded.provider, "
                    "provider_task_id = excluded.provider_task_id, "
                    "callback_token = excluded.callback_token, status = excluded.status, "
                    "error_json = excluded.error_json, state_json = excluded.state_json, "
-                   "started_at = excluded.started_at, finished_at = excluded.finished_at";
+                   "started_at = excluded.started_at, finished_at = excluded.finished_at, "
+                   "seen_at = excluded.seen_at";
         case q::get_attempts:
             return "SELECT " SEGUE_ATTEMPT_COLS " FROM attempts WHERE task_id = $1 ORDER BY number";
         case q::find_attempt_by_token:

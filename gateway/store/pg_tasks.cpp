@@ -98,7 +98,7 @@ std::vector<output_row> pg_transaction::get_outputs(std::string_view task_id) {
 void pg_transaction::upsert_attempt(const attempt_row& a) {
     c_.send(q::upsert_attempt,
             {a.task_id, a.number, a.provider, a.provider_task_id, a.callback_token, a.status,
-             a.error_json, a.state_json, a.started_at, a.finished_at});
+             a.error_json, a.state_json, a.started_at, a.finished_at, a.seen_at});
 }
 
 std::vector<attempt_row> pg_transaction::get_attempts(std::string_view task_id) {

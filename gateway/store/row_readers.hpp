@@ -74,6 +74,7 @@ attempt_row read_attempt(const Row& s) {
     a.state_json = s.text(7);
     a.started_at = s.i64(8);
     a.finished_at = s.i64(9);
+    a.seen_at = s.i64(10);
     return a;
 }
 

@@ -328,6 +328,10 @@ END;
     R"sql(
 CREATE INDEX jobs_lane_due ON jobs ((kind = 'submit'), due_at, id);
 )sql",
+    // 10: when a callback first proved the provider has an attempt (store::attempt_row::seen_at).
+    R"sql(
+ALTER TABLE attempts ADD COLUMN seen_at INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 }  // namespace

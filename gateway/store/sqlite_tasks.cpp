@@ -67,7 +67,7 @@ std::vector<output_row> sqlite_transaction::get_outputs(std::string_view task_id
 void sqlite_transaction::upsert_attempt(const attempt_row& a) {
     statement st(c_, q::upsert_attempt);
     st.bind_all(a.task_id, a.number, a.provider, a.provider_task_id, a.callback_token, a.status,
-                a.error_json, a.state_json, a.started_at, a.finished_at);
+                a.error_json, a.state_json, a.started_at, a.finished_at, a.seen_at);
     st.run();
 }
 

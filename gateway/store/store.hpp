@@ -80,6 +80,11 @@ struct attempt_row {
     std::string state_json;        // provider-private state (ids, partial results), "" if none
     millis started_at = 0;
     millis finished_at = 0;  // 0 while open
+    // When a callback first proved that the provider has this attempt (0: none yet). A callback
+    // carries the attempt's own token, which only this attempt's submit ever sent: whatever its
+    // content, the submit arrived. An attempt seen upstream is never submitted again, even if
+    // its answer was lost and no callback named the provider's task.
+    millis seen_at = 0;
 };
 
 struct event_row {

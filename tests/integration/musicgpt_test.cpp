@@ -393,20 +393,16 @@ TEST(MusicGpt, ASubmitSlowerThanTheLeaseIsSentOnce) {
     EXPECT_EQ(fake.requests("submit").size(), 1u) << "the song was submitted twice";
 }
 
-// A submit whose answer is lost (held past submit_timeout: a timeout after sending, ambiguous)
-// while the provider took the task and calls back at once. Its audio and lyrics callbacks name
-// conversions the attempt never learns (no answer), so they are refused after the wait; the
-// cover callback, the one that names no conversion, is dropped here. The refused callbacks still
-// name MusicGPT's task: the gateway records it for the attempt, so the timeout is reconciled as
-// "the provider has it" and the outputs come from byId polls. Before, nothing recorded the
-// callbacks: the reconcile window passed with no evidence and the song was submitted again.
-TEST(MusicGpt, ACallbackForASubmitWhoseAnswerIsLostKeepsItFromBeingSentTwice) {
+// A submit whose answer is lost (held 8 s past a 5 s submit_timeout: a timeout after sending,
+// ambiguous) while MusicGPT took the task and calls back (its callbacks as `webhooks` sets
+// them, the cover dropped). Expects one submit, the task succeeded from byId polls, and
+// `metric` on /metrics.
+namespace {
+void expect_a_lost_answer_sent_once(const std::string& webhooks, const std::string& metric) {
     fake_musicgpt fake;
-    // In order (audio 1 first): the fake sends its callbacks one at a time, each held for the
-    // 3 s wait, and a lyrics callback names no MusicGPT task. Shuffled, a lyrics callback could
-    // come first and the first one that names the task come only after the reconcile window.
     fake.control(R"({"faults":[{"match":"submit","delay_ms":8000,"times":1}],)"
-                 R"("webhook_delay_ms":100,"drop_webhooks":["cover"],"shuffle_webhooks":false})");
+                 R"("webhook_delay_ms":100,"drop_webhooks":["cover"],)" +
+                 webhooks + "}");
     gateway g(fake);
     const std::string id = create_url_task(g.port);
     ASSERT_FALSE(id.empty());
@@ -418,7 +414,32 @@ TEST(MusicGpt, ACallbackForASubmitWhoseAnswerIsLostKeepsItFromBeingSentTwice) {
     EXPECT_GE(fake.requests("by_id").size(), 1u) << "the outputs should come from polling";
     auto m = http_request(g.port, "GET", "/metrics");
     ASSERT_TRUE(m);
-    EXPECT_NE(m->body.find(R"(outcome="upstream_recorded"})"), std::string::npos) << m->body;
+    EXPECT_NE(m->body.find(metric), std::string::npos) << m->body;
+}
+}  // namespace
+
+// The audio and lyrics callbacks of a lost answer name conversions the attempt never learns,
+// so they are refused after the wait (the cover, the one that names no conversion, is dropped).
+// The audio callbacks still name MusicGPT's task: the gateway records it for the attempt, so
+// the timeout is reconciled as "the provider has it" and the outputs come from byId polls.
+// Before, nothing recorded the callbacks: the reconcile window passed with no evidence and the
+// song was submitted again. In order (audio 1 first): the fake sends its callbacks one at a
+// time, each held for the 3 s wait; shuffled, the lyrics could come first (the next test).
+TEST(MusicGpt, ACallbackForASubmitWhoseAnswerIsLostKeepsItFromBeingSentTwice) {
+    expect_a_lost_answer_sent_once(R"("shuffle_webhooks":false)",
+                                   R"(outcome="upstream_recorded"})");
+}
+
+// The same lost answer, but the callbacks that come while the submit waits for it name no
+// MusicGPT task: the lyrics callbacks come first (each held 3 s by the early-webhook wait), the
+// audio ones only after the submit timed out and its reconcile window passed. A callback carries
+// the attempt's own token, so the first lyrics callback already proves MusicGPT has the attempt:
+// the timeout is followed, not resubmitted; the reconcile looks again one window later, by when
+// an audio callback has named the task. Before, the lyrics callbacks left no trace: the song was
+// submitted twice.
+TEST(MusicGpt, CallbacksThatNameNoTaskStillKeepALostAnswersSubmitFromBeingSentTwice) {
+    expect_a_lost_answer_sent_once(R"("webhook_order":["lyrics","audio"])",
+                                   R"(kind="reconcile",outcome="unnamed_upstream"})");
 }
 
 // A callback that overtakes the submit's answer (MusicGPT calls back before its HTTP answer is

@@ -371,7 +371,7 @@ TEST_P(StoreEngineTest, OutputsAndAttemptsUpsertAndTokenLookup) {
         tx.upsert_output({"ext_1", 1, "pending", "", 10});
         tx.upsert_output({"ext_1", 1, "ready", R"({"url":"u1"})", 20});  // update in place
         tx.upsert_attempt({"ext_1", 1, "alpha", "", "tok_1", "submitting", "", "", 100, 0});
-        tx.upsert_attempt({"ext_1", 1, "alpha", "p-1", "tok_1", "accepted", "", "{}", 100, 0});
+        tx.upsert_attempt({"ext_1", 1, "alpha", "p-1", "tok_1", "accepted", "", "{}", 100, 0, 150});
         tx.upsert_attempt({"ext_1", 2, "beta", "", "", "submitting", "", "", 200, 0});
         tx.upsert_attempt({"ext_2", 1, "beta", "", "tok_2", "failed", R"({"e":1})", "", 1, 2});
     });
@@ -400,12 +400,15 @@ TEST_P(StoreEngineTest, OutputsAndAttemptsUpsertAndTokenLookup) {
     EXPECT_EQ(atts[0].provider_task_id, "p-1");
     EXPECT_EQ(atts[0].status, "accepted");
     EXPECT_EQ(atts[0].state_json, "{}");
+    EXPECT_EQ(atts[0].seen_at, 150);
     EXPECT_EQ(atts[1].number, 2);
+    EXPECT_EQ(atts[1].seen_at, 0);
     EXPECT_EQ(atts[1].provider, "beta");
 
     ASSERT_TRUE(by1);
     EXPECT_EQ(by1->task_id, "ext_1");
     EXPECT_EQ(by1->number, 1);
+    EXPECT_EQ(by1->seen_at, 150);
     ASSERT_TRUE(by2);
     EXPECT_EQ(by2->task_id, "ext_2");
     EXPECT_EQ(by2->error_json, R"({"e":1})");

@@ -151,6 +151,7 @@ struct row {
     int attempt;
     std::function<update()> update_of;
     std::function<void(const outcome&)> expect;
+    const char* job_kind = "poll";  // the job's kind, when from_job
 };
 
 outcome run(const row& r, bool mirror = false) {
@@ -173,7 +174,7 @@ outcome run(const row& r, bool mirror = false) {
     task_work w(r.given());
     segue::store::job_row job;
     job.id = 7;
-    job.kind = "poll";
+    job.kind = r.job_kind;
     job.task_id = "ext_t";
     job.attempts = 1;
     outcome o;
@@ -283,6 +284,62 @@ TEST(Transition, Table) {
                  if (e.what == kind::schedule_job)
                      EXPECT_GE(e.job.due_at, now + 5000);  // the reconcile window
          }},
+        {"a callback marks its attempt seen upstream, whatever it carries",
+         [] { return task("queued", 1, {attempt(1, "alpha", "submitting")}, 10'000); }, false, 1,
+         [] {
+             update u;
+             u.what = update::kind::progress;  // a refused callback's sign of life: no outputs
+             return u;
+         },
+         [](const outcome& o) {
+             ASSERT_EQ(o.after.attempts.size(), 1u);
+             EXPECT_EQ(o.after.attempts[0].seen_at, now);
+             EXPECT_EQ(o.attempt_status(1), "submitting");
+             EXPECT_TRUE(o.ledger().empty());
+         }},
+        {"a submit answer lost after a callback that named no upstream task: followed, "
+         "reconciled again after the window, never resent",
+         [] {
+             auto a = attempt(1, "alpha", "submitting");
+             a.seen_at = now - 2000;
+             return task("queued", 1, {a}, 10'000);
+         },
+         true, 1,
+         [] {
+             auto u = failed(error_class::transient, "upstream_timeout");
+             u.ambiguous = true;
+             return u;
+         },
+         [](const outcome& o) {
+             EXPECT_EQ(o.attempt_status(1), "accepted");
+             EXPECT_EQ(o.status(), "submitted");
+             EXPECT_EQ(o.jobs(), (std::vector<std::string>{"complete", "schedule reconcile"}));
+             for (const auto& e : o.effects)
+                 if (e.what == kind::schedule_job)
+                     EXPECT_GE(e.job.due_at, now + 5000);  // the reconcile window
+             EXPECT_EQ(o.events(), (std::vector<std::string>{"extension.submitted"}));
+             for (const auto& e : o.effects)
+                 if (e.what == kind::append_event)  // no upstream id to name yet
+                     EXPECT_NE(e.event.data_json.find(R"("provider_task_id":null)"),
+                               std::string::npos)
+                         << e.event.data_json;
+             EXPECT_TRUE(o.ledger().empty());
+         },
+         "submit"},
+        {"an attempt seen upstream that never delivered: failed, never generated again",
+         [] {
+             auto a = attempt(1, "alpha", "accepted");
+             a.seen_at = now - 2000;
+             return task("submitted", 1, {a}, 10'000);
+         },
+         true, 1, [] { return failed(error_class::transient, "upstream_silent"); },
+         [](const outcome& o) {
+             EXPECT_EQ(o.status(), "failed");
+             EXPECT_EQ(o.ledger(), (std::vector<std::string>{"release:0:10000"}));
+             for (const auto& j : o.jobs())
+                 EXPECT_NE(j, "schedule submit");
+         },
+         "reconcile"},
         {"one of two outputs ready: captured, the poll goes on",
          [] { return task("submitted", 2, {attempt(1, "alpha", "accepted", "up-1")}, 20'000); },
          true, 1,
