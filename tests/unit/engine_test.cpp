@@ -764,3 +764,70 @@ TEST_F(Engine, AJobHandedToADeadEngineIsClaimedAfterItsLeaseAndItsIntentReconcil
     std::this_thread::sleep_for(300ms);
     EXPECT_EQ(provider_->submits.load(), 1);
 }
+
+// `t` written with attempt 1 accepted and seen upstream at `now` (a callback came) but with no
+// upstream id, and its reconcile due.
+namespace {
+void seen_but_unnamed(segue::store::transaction& tx, const segue::store::task_row& t,
+                      segue::store::millis now) {
+    segue::core::engine::create_task(tx, t);
+    tx.delete_jobs_for_task(t.id);
+    tx.upsert_attempt({t.id, 1, "scripted", "", "hash", "accepted", "", "", now, 0, now});
+    segue::store::job_row j;
+    j.kind = "reconcile";
+    j.task_id = t.id;
+    j.due_at = now;
+    j.payload_json = R"({"attempt":1})";
+    tx.schedule_job(j, true);
+}
+}  // namespace
+
+// An attempt the provider has (a callback with its token came, store::attempt_row::seen_at) but
+// that no callback named the upstream task of: its reconcile looks again every window instead of
+// submitting (here the scripted provider's window, 0, floored to 1 s), polls once the task is
+// named, and is never sent again.
+TEST_F(Engine, AnAttemptSeenUpstreamButUnnamedIsReconciledAgainUntilItIsNamed) {
+    auto t = queued("ext_unnamed", url_request(), 1);
+    const auto now = segue::core::now_ms();
+    write([&](segue::store::transaction& tx) { seen_but_unnamed(tx, t, now); });
+    {
+        update done;
+        done.what = update::kind::done;
+        done.outputs = {ready(1, "Named")};
+        std::lock_guard lock(provider_->mu);
+        provider_->script.push_back(done);
+    }
+    start();
+    engine_->notify();
+    std::optional<segue::store::millis> due;
+    ASSERT_TRUE(eventually([&] {
+        read([&](segue::store::transaction& tx) { due = tx.next_job_due(); });
+        return due && *due >= now + 1000;
+    })) << "the reconcile should wait another window";
+    EXPECT_EQ(provider_->polls.load(), 0);
+    // A callback names the upstream task meanwhile (as the refused MusicGPT audio callback does).
+    write([&](segue::store::transaction& tx) {
+        auto a = tx.get_attempts(t.id);
+        a[0].provider_task_id = "up-9";
+        tx.upsert_attempt(a[0]);
+    });
+    EXPECT_EQ(wait_final(t.id).status, "succeeded");
+    EXPECT_EQ(provider_->submits.load(), 0);
+    EXPECT_EQ(provider_->polls.load(), 1);
+}
+
+// The same attempt once the task's retry deadline has passed: failed as a task the provider
+// took and never delivered (upstream_silent), its hold released, and not generated again.
+TEST_F(Engine, AnAttemptSeenUpstreamButNeverNamedFailsAtTheDeadlineWithoutAResubmit) {
+    auto t = queued("ext_silent", url_request(), 1);
+    t.created_at = t.updated_at = segue::core::now_ms() - settings_.retry.deadline.count() - 1000;
+    const auto now = segue::core::now_ms();
+    write([&](segue::store::transaction& tx) { seen_but_unnamed(tx, t, now); });
+    start();
+    engine_->notify();
+    const auto done = wait_final(t.id);
+    EXPECT_EQ(done.status, "failed");
+    EXPECT_NE(done.error_json.find("upstream_silent"), std::string::npos) << done.error_json;
+    std::this_thread::sleep_for(200ms);
+    EXPECT_EQ(provider_->submits.load(), 0);
+}
