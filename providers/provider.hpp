@@ -106,6 +106,9 @@ struct update {
     std::string provider_task_id;
     std::optional<std::int64_t> poll_after_ms;  // ask the core to poll again after this delay
     std::string state_json;                     // persisted with the attempt if non-empty
+    // Set by the core, not by providers: state_json is persisted only if the attempt's state is
+    // still this (a state derived from an older read of the attempt).
+    std::optional<std::string> state_if;
     std::vector<output_update> outputs;
     std::optional<local_file> cover_file;
     std::string cover_url;
@@ -146,6 +149,10 @@ struct webhook_refusal {
     // after sending), the core records this one, so the attempt is followed (polled) and never
     // submitted again, even though the payload itself is refused.
     std::string upstream_task_id;
+    // The attempt's state with what a too-early payload names that the provider can look the
+    // attempt up by (MusicGPT: a conversion, for byId), "" if nothing: recorded with the sign of
+    // life, unless the attempt's state changed meanwhile (update::state_if).
+    std::string state_json;
 };
 
 // What the core lends a provider.

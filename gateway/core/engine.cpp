@@ -868,16 +868,38 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
                     evidence = true;
         });
         // Upstream, but known by no id to poll it by (only callbacks that name no upstream
-        // task came, e.g. MusicGPT's lyrics): look again after the provider's window, by when
-        // another callback may have named it, until the task's retry deadline. Then the
-        // attempt has failed as a task the provider took and never delivered: never sent again.
+        // task came, e.g. MusicGPT's lyrics): ask the provider, which may look the attempt up by
+        // what those callbacks named (MusicGPT: a conversion); if it cannot yet, look again
+        // after the provider's window, by when another callback may have named the task, until
+        // the task's retry deadline. Then the attempt has failed as a task the provider took
+        // and never delivered: never sent again.
         const bool unnamed = evidence && latest->provider_task_id.empty() && p &&
                              p->caps().polling && seen_upstream(*latest);
         const auto now = now_ms();
         const store::millis give_up = retry.deadline_ms > 0
                                           ? task->created_at + retry.deadline_ms
                                           : latest->started_at + 3'600'000;  // no deadline: an hour
-        if (evidence && !(unnamed && now >= give_up)) {
+        std::optional<providers::update> found;
+        if (unnamed && now < give_up) {
+            view.attempt = latest->number;
+            view.state_json = latest->state_json;
+            co_await blocking.run([work] { fs::create_directories(work); });
+            try {
+                found = co_await p->poll(view, svc);
+            } catch (const std::exception& e) {
+                found = provider_error(e);
+            }
+            // Nothing learned (still running, no task named): look again later.
+            if (found->what == providers::update::kind::running && found->provider_task_id.empty())
+                found.reset();
+        }
+        if (found) {
+            // Applied as a poll's answer: it names the task (this job, kept, then finds it
+            // named and hands over to a poll), or delivers, or fails the attempt upstream.
+            attempt_number = latest->number;
+            u = std::move(*found);
+            jobs.with({"reconcile", "looked_up"}).inc();
+        } else if (evidence && !(unnamed && now >= give_up)) {
             const auto again =
                 now + std::max<std::int64_t>(1000, p ? p->caps().reconcile_window_ms : 0);
             co_await db.write([&](store::transaction& tx) {
@@ -897,20 +919,21 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
             });
             jobs.with({"reconcile", unnamed ? "unnamed_upstream" : "found_upstream"}).inc();
             co_return;
-        }
-        attempt_number = latest->number;
-        u.what = providers::update::kind::failed;
-        u.error = error_class::transient;
-        if (unnamed) {
-            u.error_code = "upstream_silent";
-            u.error_message =
-                "the provider took the attempt (its callbacks came) but never named its task "
-                "nor delivered it before the task's retry deadline";
         } else {
-            u.error_code = "ambiguous_unresolved";
-            u.error_message =
-                "the submit's outcome stayed unknown (no callback, no upstream id): "
-                "treated as not received";
+            attempt_number = latest->number;
+            u.what = providers::update::kind::failed;
+            u.error = error_class::transient;
+            if (unnamed) {
+                u.error_code = "upstream_silent";
+                u.error_message =
+                    "the provider took the attempt (its callbacks came) but never named its "
+                    "task nor delivered it before the task's retry deadline";
+            } else {
+                u.error_code = "ambiguous_unresolved";
+                u.error_message =
+                    "the submit's outcome stayed unknown (no callback, no upstream id): "
+                    "treated as not received";
+            }
         }
     } else {
         log::warn("unknown job kind", {{"kind", job.kind}, {"task_id", job.task_id}});
@@ -1281,6 +1304,10 @@ asio::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string prov
         providers::update sign;
         sign.what = providers::update::kind::progress;
         sign.provider_task_id = refused.upstream_task_id;
+        if (!refused.state_json.empty()) {
+            sign.state_json = refused.state_json;
+            sign.state_if = attempt->state_json;  // not over a state recorded meanwhile
+        }
         try {
             co_await self->apply(task->id, nullptr, nullptr, provider, attempt->number,
                                  std::move(sign));

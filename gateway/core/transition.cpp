@@ -318,7 +318,7 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
         res.superseded = true;
         return res;
     }
-    if (attempt && !u.state_json.empty())
+    if (attempt && !u.state_json.empty() && (!u.state_if || *u.state_if == attempt->state_json))
         attempt->state_json = u.state_json;
     // A callback (an update with no job) carries the attempt's own token: the provider has
     // this attempt, whatever the callback says. Recorded once, it keeps the attempt from ever

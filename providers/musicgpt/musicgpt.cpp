@@ -156,9 +156,18 @@ boost::asio::awaitable<update> musicgpt_provider::submit(const task_view& task, 
 
 boost::asio::awaitable<update> musicgpt_provider::poll(const task_view& task, services& svc) {
     auto state = parse_state(task.state_json);
+    const std::string& upstream = state.task_id.empty() ? task.provider_task_id : state.task_id;
+    if (upstream.empty() && state.lookup_conversion_id.empty()) {
+        // Known upstream only by callbacks that named nothing to look it up by: nothing to ask.
+        update u;
+        u.what = update::kind::running;
+        u.poll_after_ms = settings_.reconcile_after.count();
+        co_return u;
+    }
     net::request req;
-    req.url = settings_.base_url +
-              by_id_target(state.task_id.empty() ? task.provider_task_id : state.task_id);
+    req.url = settings_.base_url + (upstream.empty()
+                                        ? by_id_target_for_conversion(state.lookup_conversion_id)
+                                        : by_id_target(upstream));
     req.headers.emplace_back("Authorization", authorization_value(settings_.api_key));
     req.headers.emplace_back("Accept", "application/json");
     req.timeout = settings_.poll_timeout;
@@ -184,7 +193,7 @@ std::optional<update> musicgpt_provider::on_webhook(const task_view& task,
                                                     const inbound_webhook& hook,
                                                     webhook_refusal& refused) const {
     auto u = parse_webhook(task.state_json, hook.body, refused.message, &refused.too_early,
-                           &refused.upstream_task_id);
+                           &refused.upstream_task_id, &refused.state_json);
     if (u) {
         u->webhook_kind = !u->cover_url.empty() ? "cover" : "audio";
         for (const auto& o : u->outputs)

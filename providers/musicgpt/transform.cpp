@@ -362,6 +362,7 @@ attempt_state parse_state(std::string_view state_json) {
     }
     st.eta_seconds = num(*o, "eta");
     st.credit_estimate = num(*o, "credit_estimate");
+    st.lookup_conversion_id = nonempty(*o, "lookup_conversion_id");
     return st;
 }
 
@@ -374,6 +375,8 @@ std::string state_to_json(const attempt_state& st) {
         b += ",\"eta\":" + format_number(*st.eta_seconds);
     if (st.credit_estimate)
         b += ",\"credit_estimate\":" + format_number(*st.credit_estimate);
+    if (!st.lookup_conversion_id.empty())
+        b += ",\"lookup_conversion_id\":" + json_string(st.lookup_conversion_id);
     b += "}";
     return b;
 }
@@ -556,7 +559,7 @@ std::optional<std::vector<core::lyric_line>> parse_lyrics_timestamped(std::strin
 
 std::optional<update> parse_webhook(const std::string& state_json, std::string_view body,
                                     std::string& error, bool* too_early,
-                                    std::string* upstream_task_id) {
+                                    std::string* upstream_task_id, std::string* state_with) {
     const attempt_state st = parse_state(state_json);
     auto hook = wire::open_webhook("MusicGPT", body, st.task_id, error);
     if (!hook)
@@ -620,6 +623,11 @@ std::optional<update> parse_webhook(const std::string& state_json, std::string_v
             *too_early = true;
             if (upstream_task_id)
                 *upstream_task_id = hook->task_id;
+            if (state_with && st.task_id.empty() && hook->task_id.empty()) {
+                attempt_state with = st;
+                with.lookup_conversion_id = conversion_id;
+                *state_with = state_to_json(with);
+            }
         }
         error = conversion_id.empty() ? std::string("MusicGPT webhook names no conversion_id")
                                       : "MusicGPT webhook for unknown conversion_id '" +

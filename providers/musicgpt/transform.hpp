@@ -88,6 +88,9 @@ struct attempt_state {
     std::vector<std::string> conversion_ids;  // [0] is conversion_id_1, [1] conversion_id_2
     std::optional<double> eta_seconds;
     std::optional<double> credit_estimate;
+    // A conversion of the attempt that a callback named while the attempt knew no task (its
+    // submit's answer lost): byId finds the task by it ("" if none).
+    std::string lookup_conversion_id;
 };
 // "" or unparsable text gives an empty state.
 attempt_state parse_state(std::string_view state_json);
@@ -142,10 +145,12 @@ update parse_submit_response(int status, std::string_view body, const header_lis
 // Duplicates are not filtered here: the engine only moves an output out of pending once.
 // `too_early` (if given) is set when the payload names a conversion while the attempt knows
 // none yet (the submit's answer is not recorded): the same payload applies once it is. Then
-// `upstream_task_id` (if given) is the MusicGPT task the payload names, if any.
+// `upstream_task_id` (if given) is the MusicGPT task the payload names, if any, and `state_with`
+// (if given) the attempt's state with the conversion it names to look the task up by.
 std::optional<update> parse_webhook(const std::string& state_json, std::string_view body,
                                     std::string& error, bool* too_early = nullptr,
-                                    std::string* upstream_task_id = nullptr);
+                                    std::string* upstream_task_id = nullptr,
+                                    std::string* state_with = nullptr);
 
 // A `byId` answer (the task-level numbered shape, or the documented single-conversion shape):
 //   IN_QUEUE / PENDING / PROCESSING (and QUEUED)  running

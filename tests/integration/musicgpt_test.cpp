@@ -395,13 +395,12 @@ TEST(MusicGpt, ASubmitSlowerThanTheLeaseIsSentOnce) {
 
 // A submit whose answer is lost (held 8 s past a 5 s submit_timeout: a timeout after sending,
 // ambiguous) while MusicGPT took the task and calls back (its callbacks as `webhooks` sets
-// them, the cover dropped). Expects one submit, the task succeeded from byId polls, and
-// `metric` on /metrics.
+// them). Expects one submit, the task succeeded from byId polls, and `metric` on /metrics.
 namespace {
 void expect_a_lost_answer_sent_once(const std::string& webhooks, const std::string& metric) {
     fake_musicgpt fake;
     fake.control(R"({"faults":[{"match":"submit","delay_ms":8000,"times":1}],)"
-                 R"("webhook_delay_ms":100,"drop_webhooks":["cover"],)" +
+                 R"("webhook_delay_ms":100,)" +
                  webhooks + "}");
     gateway g(fake);
     const std::string id = create_url_task(g.port);
@@ -426,20 +425,19 @@ void expect_a_lost_answer_sent_once(const std::string& webhooks, const std::stri
 // song was submitted again. In order (audio 1 first): the fake sends its callbacks one at a
 // time, each held for the 3 s wait; shuffled, the lyrics could come first (the next test).
 TEST(MusicGpt, ACallbackForASubmitWhoseAnswerIsLostKeepsItFromBeingSentTwice) {
-    expect_a_lost_answer_sent_once(R"("shuffle_webhooks":false)",
+    expect_a_lost_answer_sent_once(R"("drop_webhooks":["cover"],"shuffle_webhooks":false)",
                                    R"(outcome="upstream_recorded"})");
 }
 
-// The same lost answer, but the callbacks that come while the submit waits for it name no
-// MusicGPT task: the lyrics callbacks come first (each held 3 s by the early-webhook wait), the
-// audio ones only after the submit timed out and its reconcile window passed. A callback carries
-// the attempt's own token, so the first lyrics callback already proves MusicGPT has the attempt:
-// the timeout is followed, not resubmitted; the reconcile looks again one window later, by when
-// an audio callback has named the task. Before, the lyrics callbacks left no trace: the song was
-// submitted twice.
+// The same lost answer, but only the lyrics callbacks come (the audio and cover ones are lost),
+// and they name no MusicGPT task. A callback carries the attempt's own token, so the first one
+// already proves MusicGPT has the attempt: the timeout is followed, not resubmitted. The
+// reconcile then asks byId by the conversion that callback named, which names the task, and
+// the outputs come from byId polls. Before, the lyrics callbacks left no trace and the song was
+// submitted twice (with the sign but no lookup, the task waited for its retry deadline).
 TEST(MusicGpt, CallbacksThatNameNoTaskStillKeepALostAnswersSubmitFromBeingSentTwice) {
-    expect_a_lost_answer_sent_once(R"("webhook_order":["lyrics","audio"])",
-                                   R"(kind="reconcile",outcome="unnamed_upstream"})");
+    expect_a_lost_answer_sent_once(R"("drop_webhooks":["cover","audio"])",
+                                   R"(kind="reconcile",outcome="looked_up"})");
 }
 
 // A callback that overtakes the submit's answer (MusicGPT calls back before its HTTP answer is

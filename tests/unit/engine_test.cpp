@@ -783,19 +783,22 @@ void seen_but_unnamed(segue::store::transaction& tx, const segue::store::task_ro
 }  // namespace
 
 // An attempt the provider has (a callback with its token came, store::attempt_row::seen_at) but
-// that no callback named the upstream task of: its reconcile looks again every window instead of
-// submitting (here the scripted provider's window, 0, floored to 1 s), polls once the task is
-// named, and is never sent again.
+// that no callback named the upstream task of: its reconcile asks the provider (which may look
+// the attempt up by what the callbacks named) and, told nothing, looks again every window (here
+// the scripted provider's window, 0, floored to 1 s) instead of submitting; it polls once the
+// task is named, and is never sent again.
 TEST_F(Engine, AnAttemptSeenUpstreamButUnnamedIsReconciledAgainUntilItIsNamed) {
     auto t = queued("ext_unnamed", url_request(), 1);
     const auto now = segue::core::now_ms();
     write([&](segue::store::transaction& tx) { seen_but_unnamed(tx, t, now); });
     {
+        update nothing;  // the lookup: still running, no task named
+        nothing.what = update::kind::running;
         update done;
         done.what = update::kind::done;
         done.outputs = {ready(1, "Named")};
         std::lock_guard lock(provider_->mu);
-        provider_->script.push_back(done);
+        provider_->script = {nothing, done};
     }
     start();
     engine_->notify();
@@ -804,7 +807,7 @@ TEST_F(Engine, AnAttemptSeenUpstreamButUnnamedIsReconciledAgainUntilItIsNamed) {
         read([&](segue::store::transaction& tx) { due = tx.next_job_due(); });
         return due && *due >= now + 1000;
     })) << "the reconcile should wait another window";
-    EXPECT_EQ(provider_->polls.load(), 0);
+    EXPECT_EQ(provider_->polls.load(), 1);
     // A callback names the upstream task meanwhile (as the refused MusicGPT audio callback does).
     write([&](segue::store::transaction& tx) {
         auto a = tx.get_attempts(t.id);
@@ -813,7 +816,34 @@ TEST_F(Engine, AnAttemptSeenUpstreamButUnnamedIsReconciledAgainUntilItIsNamed) {
     });
     EXPECT_EQ(wait_final(t.id).status, "succeeded");
     EXPECT_EQ(provider_->submits.load(), 0);
-    EXPECT_EQ(provider_->polls.load(), 1);
+    EXPECT_EQ(provider_->polls.load(), 2);
+}
+
+// The same attempt, but the provider finds its task by what the callbacks named: the reconcile
+// records the task it names and hands over to polling; nothing is submitted.
+TEST_F(Engine, AnAttemptSeenUpstreamIsLookedUpByTheProvider) {
+    auto t = queued("ext_lookup", url_request(), 1);
+    const auto now = segue::core::now_ms();
+    write([&](segue::store::transaction& tx) { seen_but_unnamed(tx, t, now); });
+    {
+        update named;  // the lookup found the task, still running
+        named.what = update::kind::running;
+        named.provider_task_id = "up-7";
+        named.poll_after_ms = 10;
+        update done;
+        done.what = update::kind::done;
+        done.outputs = {ready(1, "Found")};
+        std::lock_guard lock(provider_->mu);
+        provider_->script = {named, done};
+    }
+    start();
+    engine_->notify();
+    EXPECT_EQ(wait_final(t.id).status, "succeeded");
+    std::vector<segue::store::attempt_row> attempts;
+    read([&](segue::store::transaction& tx) { attempts = tx.get_attempts(t.id); });
+    ASSERT_EQ(attempts.size(), 1u);
+    EXPECT_EQ(attempts[0].provider_task_id, "up-7");
+    EXPECT_EQ(provider_->submits.load(), 0);
 }
 
 // The same attempt once the task's retry deadline has passed: failed as a task the provider

@@ -542,6 +542,27 @@ TEST(MusicGptTransform, ATooEarlyWebhookNamesItsUpstreamTask) {
     EXPECT_EQ(upstream, "");
 }
 
+// A too-early lyrics webhook names no MusicGPT task, only its conversion: the attempt's state
+// with that conversion is what the engine records, and a byId poll of that state asks by it.
+// A webhook that names the task gives none: the task is what polls ask by.
+TEST(MusicGptTransform, ATooEarlyWebhookThatNamesNoTaskGivesAConversionToLookItUpBy) {
+    const std::string body = load("webhook_lyrics_timestamped.json");
+    const auto conversion = boost::json::parse(body).as_object().at("conversion_id").as_string();
+    std::string err, upstream, with;
+    bool early = false;
+    EXPECT_FALSE(mg::parse_webhook("", body, err, &early, &upstream, &with));
+    EXPECT_TRUE(early) << err;
+    EXPECT_EQ(upstream, "");
+    const auto st = mg::parse_state(with);
+    EXPECT_EQ(st.lookup_conversion_id, conversion);
+    EXPECT_TRUE(st.task_id.empty());
+    EXPECT_EQ(mg::parse_state(mg::state_to_json(st)).lookup_conversion_id, conversion);
+    with.clear();
+    EXPECT_FALSE(
+        mg::parse_webhook("", load("webhook_audio_seed.json"), err, &early, &upstream, &with));
+    EXPECT_EQ(with, "");
+}
+
 core::extend_request base_request() {
     core::extend_request r;
     r.extend_after = 35.5;
