@@ -718,6 +718,18 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
                                           now_ms() / 1000 + ttl.count());
         };
 
+    // Asks the provider for the latest attempt's state (p and latest set).
+    auto poll_latest = [&]() -> asio::awaitable<providers::update> {
+        view.attempt = latest->number;
+        view.provider_task_id = latest->provider_task_id;
+        view.state_json = latest->state_json;
+        co_await blocking.run([work] { fs::create_directories(work); });
+        try {
+            co_return co_await p->poll(view, svc);
+        } catch (const std::exception& e) {
+            co_return provider_error(e);
+        }
+    };
     providers::update u;
     if (!p) {
         u.what = providers::update::kind::failed;
@@ -842,15 +854,7 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
                 [&](store::transaction& tx) { tx.complete_job(lease_of(job, lease)); });
             co_return;
         }
-        view.attempt = latest->number;
-        view.provider_task_id = latest->provider_task_id;
-        view.state_json = latest->state_json;
-        co_await blocking.run([work] { fs::create_directories(work); });
-        try {
-            u = co_await p->poll(view, svc);
-        } catch (const std::exception& e) {
-            u = provider_error(e);
-        }
+        u = co_await poll_latest();
     } else if (job.kind == "reconcile") {
         // An ambiguous submit (timeout or reset after sending): did the attempt show up since
         // (its callback came, it got an upstream id, outputs moved)? Then it lives upstream:
@@ -881,14 +885,7 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
                                           : latest->started_at + 3'600'000;  // no deadline: an hour
         std::optional<providers::update> found;
         if (unnamed && now < give_up) {
-            view.attempt = latest->number;
-            view.state_json = latest->state_json;
-            co_await blocking.run([work] { fs::create_directories(work); });
-            try {
-                found = co_await p->poll(view, svc);
-            } catch (const std::exception& e) {
-                found = provider_error(e);
-            }
+            found = co_await poll_latest();
             // Nothing learned (still running, no task named): look again later.
             if (found->what == providers::update::kind::running && found->provider_task_id.empty())
                 found.reset();
