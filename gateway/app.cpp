@@ -129,6 +129,9 @@ struct app::impl {
     std::unique_ptr<http::server> server;
 };
 
+// The log's queue: ~16,000 access lines, a few seconds of a stalled reader at full load.
+constexpr std::size_t log_queue_bytes = std::size_t{4} << 20;
+
 const providers::descriptor_list& builtin_providers() {
     return providers::builtin();
 }
@@ -146,6 +149,12 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
         d.settings.api.url_signing_key = util::random_hex(32);  // one replica: nothing to share
     }
     metrics::register_process_metrics(d.metrics);
+    d.metrics.add_collector([](metrics::text_writer& w) {
+        w.write_counter("segue_log_lines_dropped_total",
+                        "Log lines dropped because the log's reader fell behind by more than "
+                        "the queue holds.",
+                        static_cast<double>(log::dropped_lines()));
+    });
     d.metrics
         .gauge_family("segue_build_info", "Build version and revision; always 1.",
                       {"version", "revision"})
@@ -277,6 +286,9 @@ app::~app() = default;
 
 int app::run(const run_options& options) {
     auto& d = *impl_;
+    // From here log lines leave through a writer thread: no IO thread waits on a slow reader
+    // of stdout. Its destruction, on every way out of run(), writes what is queued.
+    log::async_writer log_writer(log_queue_bytes);
     d.server->start();
     d.engine->start();
     d.dispatcher->start();

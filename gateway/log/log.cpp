@@ -1,14 +1,18 @@
 #include "gateway/log/log.hpp"
 
-#include <unistd.h>
+#include "gateway/util/fd_io.hpp"
+
 
 #include <atomic>
-#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <ctime>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
 
 namespace segue::log {
 namespace {
@@ -76,7 +80,118 @@ void append_value(std::string& out, const value& v) {
     std::visit(visitor{out}, v);
 }
 
+void format_line(std::string& line, level l, std::string_view msg,
+                 std::initializer_list<field> fields) {
+    line.clear();
+    line.append("{\"time\":\"");
+    append_time(line);
+    line.append("\",\"level\":\"");
+    line.append(level_name(l));
+    line.append("\",\"msg\":\"");
+    append_json_escaped(line, msg);
+    line.push_back('"');
+    for (const auto& f : fields) {
+        line.append(",\"");
+        append_json_escaped(line, f.key);
+        line.append("\":");
+        append_value(line, f.val);
+    }
+    line.append("}\n");
+}
+
+// The queue of an async_writer. Static, never destroyed: a thread that logs while the writer
+// stops finds it still there (and then writes its line itself).
+struct queue {
+    std::mutex mu;
+    std::condition_variable wake;     // the writer: lines, drops to report, or stop
+    std::condition_variable written;  // flush(): a batch went out
+    std::string pending;              // whole lines, not yet taken by the writer
+    std::size_t limit = 0;
+    std::uint64_t queued = 0;      // lines queued, ever
+    std::uint64_t done = 0;        // of those, written (or given up on)
+    std::uint64_t unreported = 0;  // dropped since the last notice
+    bool running = false;
+    bool stopping = false;
+    std::thread thread;
+};
+
+queue& the_queue() {
+    static auto* q = new queue;  // never destroyed (see queue)
+    return *q;
+}
+
+std::atomic<bool> g_async{false};
+std::atomic<std::uint64_t> g_dropped{0};
+
+void writer_loop(queue& q) {
+    std::string batch;
+    std::unique_lock lk(q.mu);
+    for (;;) {
+        q.wake.wait(lk, [&] { return !q.pending.empty() || q.unreported > 0 || q.stopping; });
+        if (q.pending.empty() && q.unreported == 0) {  // stopping, and nothing left
+            q.running = false;
+            q.written.notify_all();
+            return;
+        }
+        batch.swap(q.pending);
+        const auto dropped = q.unreported;
+        q.unreported = 0;
+        const auto upto = q.queued;
+        lk.unlock();
+        if (dropped > 0) {
+            std::string notice;
+            format_line(notice, level::warn,
+                        "log lines dropped: the log's reader was slower than the log",
+                        {{"dropped", static_cast<std::uint64_t>(dropped)}});
+            batch.append(notice);
+        }
+        (void)util::write_all(g_fd.load(std::memory_order_relaxed), batch);  // no one to tell
+        batch.clear();
+        if (batch.capacity() > 4 * q.limit)
+            std::string().swap(batch);  // a burst's buffer is not kept for ever
+        lk.lock();
+        q.done = upto;
+        q.written.notify_all();
+    }
+}
+
 }  // namespace
+
+async_writer::async_writer(std::size_t max_queued_bytes) {
+    auto& q = the_queue();
+    std::lock_guard lk(q.mu);
+    if (q.running || q.thread.joinable())
+        throw std::logic_error("log: an async_writer is already running");
+    q.limit = max_queued_bytes;
+    q.stopping = false;
+    q.running = true;
+    q.thread = std::thread([&q] { writer_loop(q); });
+    g_async.store(true, std::memory_order_release);
+}
+
+async_writer::~async_writer() {
+    auto& q = the_queue();
+    {
+        std::lock_guard lk(q.mu);
+        q.stopping = true;
+    }
+    q.wake.notify_one();
+    q.thread.join();  // it writes what is queued first
+    g_async.store(false, std::memory_order_release);
+}
+
+void flush() {
+    if (!g_async.load(std::memory_order_acquire))
+        return;
+    auto& q = the_queue();
+    std::unique_lock lk(q.mu);
+    const auto upto = q.queued;
+    q.written.wait(lk, [&] { return q.done >= upto || !q.running; });
+}
+
+std::uint64_t dropped_lines() noexcept {
+    return g_dropped.load(std::memory_order_relaxed);
+}
 
 void set_level(level l) noexcept {
     g_level.store(static_cast<int>(l), std::memory_order_relaxed);
@@ -121,35 +236,28 @@ void append_json_escaped(std::string& out, std::string_view s) {
 
 void write(level l, std::string_view msg, std::initializer_list<field> fields) {
     thread_local std::string line;
-    line.clear();
-    line.append("{\"time\":\"");
-    append_time(line);
-    line.append("\",\"level\":\"");
-    line.append(level_name(l));
-    line.append("\",\"msg\":\"");
-    append_json_escaped(line, msg);
-    line.push_back('"');
-    for (const auto& f : fields) {
-        line.append(",\"");
-        append_json_escaped(line, f.key);
-        line.append("\":");
-        append_value(line, f.val);
-    }
-    line.append("}\n");
-    // One write(2) per line keeps lines whole when several threads log at once.
-    const int fd = g_fd.load(std::memory_order_relaxed);
-    const char* p = line.data();
-    std::size_t left = line.size();
-    while (left > 0) {
-        ssize_t n = ::write(fd, p, left);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return;  // nowhere left to report a failing log sink
+    format_line(line, l, msg, fields);
+    if (g_async.load(std::memory_order_acquire)) {
+        auto& q = the_queue();
+        std::unique_lock lk(q.mu);
+        if (q.running) {
+            if (q.pending.size() + line.size() > q.limit) {
+                ++q.unreported;
+                g_dropped.fetch_add(1, std::memory_order_relaxed);
+                return;
+            }
+            const bool was_empty = q.pending.empty();
+            q.pending.append(line);
+            ++q.queued;
+            lk.unlock();
+            if (was_empty)  // otherwise the writer is awake already, or about to take it
+                q.wake.notify_one();
+            return;
         }
-        p += n;
-        left -= static_cast<std::size_t>(n);
     }
+    // One write(2) per line keeps lines whole when several threads log at once (a failing sink
+    // leaves no one to tell).
+    (void)util::write_all(g_fd.load(std::memory_order_relaxed), line);
 }
 
 }  // namespace segue::log

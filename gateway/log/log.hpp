@@ -1,7 +1,12 @@
 #pragma once
 // Structured logs: one JSON object per line on stdout. Cheap enough for an access line per
-// request: the line is built in a thread-local buffer and written with one write(2).
+// request: the line is built in a thread-local buffer. By default it is written at once with one
+// write(2). A server starts an async_writer: lines are then queued in memory and written by a
+// thread of their own, several per write(2), so no IO thread ever waits on a slow log reader (a
+// full pipe, a stalled collector). A line that does not fit the queue is dropped and counted,
+// and the writer says how many it dropped once the sink takes lines again.
 
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
@@ -40,6 +45,21 @@ inline bool enabled(level l) noexcept {
 void set_fd(int fd) noexcept;
 
 void write(level l, std::string_view msg, std::initializer_list<field> fields = {});
+
+// While one lives, lines go through a queue of at most `max_queued_bytes` to a writer thread.
+// Its destruction writes what is queued, then lines are written at once again. One at a time.
+class async_writer {
+  public:
+    explicit async_writer(std::size_t max_queued_bytes);
+    ~async_writer();
+    async_writer(const async_writer&) = delete;
+    async_writer& operator=(const async_writer&) = delete;
+};
+
+// Returns once every line logged before the call is written (at once when no async_writer).
+void flush();
+// Lines dropped because the queue was full, since the process started.
+std::uint64_t dropped_lines() noexcept;
 
 inline void debug(std::string_view msg, std::initializer_list<field> f = {}) {
     if (enabled(level::debug))
