@@ -1,8 +1,5 @@
 #include "gateway/log/log.hpp"
 
-#include "gateway/util/fd_io.hpp"
-
-
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -13,6 +10,8 @@
 #include <mutex>
 #include <stdexcept>
 #include <thread>
+
+#include "gateway/util/fd_io.hpp"
 
 namespace segue::log {
 namespace {
