@@ -1,7 +1,10 @@
 // The foundation, end to end: the real binary on 127.0.0.1:0.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <fstream>
@@ -406,4 +409,43 @@ TEST(Server, OnlyThePostgresEngineLoadsLibpq) {
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 200);
     EXPECT_TRUE(maps_library(pg.proc().pid(), "libpq.so"));
+}
+
+// A reader of stdout that takes nothing (a stalled log collector: the pipe fills after a few
+// hundred lines) never stops the gateway: every request is still answered, each with its access
+// line queued or, beyond the queue, dropped and counted. Before, the IO thread that wrote the
+// access line waited on the full pipe, and so did every request on that thread.
+TEST(Server, AStalledReaderOfItsLogNeverStopsTheGateway) {
+    segue::test::temp_dir dir;
+    const std::string fifo = dir.file("stdout");
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    // The read end, held open and never read, so the gateway's stdout is a pipe that fills.
+    const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+    ASSERT_GE(reader, 0);
+    const std::string cfg = dir.write(
+        "segue.yaml", config() +
+                          "  access: true\nstorage:\n"
+                          "  sqlite_path: " +
+                          dir.file("segue.db") + "\n  blob_dir: " + dir.file("blobs") + "\n");
+    const std::string port_file = dir.file("port");
+    segue::test::child_process p;
+    p.start({"/bin/sh", "-c", "exec \"$0\" --config \"$1\" --port-file \"$2\" >\"$3\"",
+             segue::test::segue_binary(), cfg, port_file, fifo},
+            dir.file("stderr"));
+    const auto port = segue::test::wait_port_file(port_file);
+    ASSERT_NE(port, 0) << segue::test::read_file(dir.file("stderr"));
+    http_connection c(port);
+    constexpr int n = 2000;  // ~500 KB of access lines: the pipe holds 64 KiB
+    for (int i = 0; i < n; ++i) {
+        auto r = c.request("GET", "/healthz");
+        ASSERT_TRUE(r) << "request " << i << " got no answer";
+        ASSERT_EQ(r->status, 200);
+    }
+    auto m = http_request(port, "GET", "/metrics");
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->status, 200);
+    EXPECT_NE(m->body.find("segue_log_lines_dropped_total"), std::string::npos);
+    p.signal(SIGKILL);
+    p.wait(5s);
+    ::close(reader);
 }
