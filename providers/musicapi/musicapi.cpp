@@ -177,6 +177,14 @@ boost::asio::awaitable<update> musicapi_provider::poll(const task_view& task, se
     const bool uploading = st.phase == "upload";
     const std::string id =
         uploading ? st.upload_task_id : (st.task_id.empty() ? task.provider_task_id : st.task_id);
+    if (id.empty()) {
+        // Known upstream only by a callback that named no task (engine reconcile): nothing to
+        // ask by yet.
+        update u;
+        u.what = update::kind::running;
+        u.poll_after_ms = settings_.poll_max.count();
+        co_return u;
+    }
     net::request req;
     req.url = settings_.base_url + task_path(id);
     req.headers = {{"Authorization", authorization_value(settings_.api_key)},
