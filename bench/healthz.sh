@@ -15,6 +15,10 @@
 # worker_processes 2), wrk gets 2 threads, nobody is pinned: on a 2-core machine 4 busy threads
 # share 2 cores and p99 measures time slices (both servers miss 2 ms); requests/s still compare.
 #
+# BENCH_ACCESS_LOG=1: segue writes its access line per request (log.level info, log.access true,
+# the shipped default) to its log file; otherwise it logs warnings only, as nginx (access_log
+# off) does.
+#
 # "CPU us/req" (the server's user+system CPU per request) barely depends on what else runs;
 # "server CPU"/"wrk CPU" (% of one core) show whether a run got the cores: the script prints a
 # WARNING (do not use the run) when other load on the machine starved it.
@@ -23,6 +27,8 @@ source "$(dirname "$0")/lib.sh"
 duration="${1:-10}"
 conns="${2:-64}"
 pin="${BENCH_PIN:-0}"
+log_level=warn log_access=false
+if [[ "${BENCH_ACCESS_LOG:-0}" == 1 ]]; then log_level=info log_access=true; fi
 bench_setup
 
 if [[ "$pin" == 1 ]]; then
@@ -47,8 +53,8 @@ server:
   io_threads: $workers
   drain_timeout: 2s
 log:
-  level: warn
-  access: false
+  level: $log_level
+  access: $log_access
 storage:
   sqlite_path: $work/segue.db
   blob_dir: $work/blobs
