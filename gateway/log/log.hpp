@@ -2,9 +2,9 @@
 // Structured logs: one JSON object per line on stdout. Cheap enough for an access line per
 // request: the line is built in a thread-local buffer. By default it is written at once with one
 // write(2). A server starts an async_writer: lines are then queued in memory and written by a
-// thread of their own, several per write(2), so no IO thread ever waits on a slow log reader (a
-// full pipe, a stalled collector). A line that does not fit the queue is dropped and counted,
-// and the writer says how many it dropped once the sink takes lines again.
+// thread of their own, many per write(2) (a line waits at most ~10 ms), so no IO thread ever
+// waits on a slow log reader (a full pipe, a stalled collector). A line that does not fit the queue
+// is dropped and counted, and the writer says how many it dropped once the sink takes lines again.
 
 #include <cstddef>
 #include <cstdint>
