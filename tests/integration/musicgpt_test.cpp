@@ -395,9 +395,12 @@ TEST(MusicGpt, ASubmitSlowerThanTheLeaseIsSentOnce) {
 
 // A submit whose answer is lost (held 8 s past a 5 s submit_timeout: a timeout after sending,
 // ambiguous) while MusicGPT took the task and calls back (its callbacks as `webhooks` sets
-// them). Expects one submit, the task succeeded from byId polls, and `metric` on /metrics.
+// them). Expects one submit, the task succeeded from byId polls, `metric` on /metrics, and the
+// timeout reconciled as received: its `extension.submitted` event names the MusicGPT task if a
+// callback had named it by then (`named`), else `provider_task_id: null`.
 namespace {
-void expect_a_lost_answer_sent_once(const std::string& webhooks, const std::string& metric) {
+void expect_a_lost_answer_sent_once(const std::string& webhooks, const std::string& metric,
+                                    bool named) {
     fake_musicgpt fake;
     fake.control(R"({"faults":[{"match":"submit","delay_ms":8000,"times":1}],)"
                  R"("webhook_delay_ms":100,)" +
@@ -414,6 +417,22 @@ void expect_a_lost_answer_sent_once(const std::string& webhooks, const std::stri
     auto m = http_request(g.port, "GET", "/metrics");
     ASSERT_TRUE(m);
     EXPECT_NE(m->body.find(metric), std::string::npos) << m->body;
+    auto r = http_request(g.port, "GET", "/v1/extensions/" + id + "/events?limit=1000", "", {key});
+    ASSERT_TRUE(r);
+    int reconciled = 0;
+    const auto events = parse(r->body);  // a range-for over a temporary's member would dangle
+    for (const auto& e : events.at("data").as_array()) {
+        const auto& o = e.as_object();
+        if (o.at("type") != "extension.submitted")
+            continue;
+        const auto& d = o.at("data").as_object();
+        if (!d.contains("reconciled"))
+            continue;
+        ++reconciled;
+        EXPECT_EQ(d.at("provider_task_id").is_string(), named) << json::serialize(o);
+        EXPECT_EQ(d.at("provider_task_id").is_null(), !named) << json::serialize(o);
+    }
+    EXPECT_EQ(reconciled, 1) << r->body;
 }
 }  // namespace
 
@@ -426,7 +445,7 @@ void expect_a_lost_answer_sent_once(const std::string& webhooks, const std::stri
 // time, each held for the 3 s wait; shuffled, the lyrics could come first (the next test).
 TEST(MusicGpt, ACallbackForASubmitWhoseAnswerIsLostKeepsItFromBeingSentTwice) {
     expect_a_lost_answer_sent_once(R"("drop_webhooks":["cover"],"shuffle_webhooks":false)",
-                                   R"(outcome="upstream_recorded"})");
+                                   R"(outcome="upstream_recorded"})", true);
 }
 
 // The same lost answer, but only the lyrics callbacks come (the audio and cover ones are lost),
@@ -437,7 +456,7 @@ TEST(MusicGpt, ACallbackForASubmitWhoseAnswerIsLostKeepsItFromBeingSentTwice) {
 // submitted twice (with the sign but no lookup, the task waited for its retry deadline).
 TEST(MusicGpt, CallbacksThatNameNoTaskStillKeepALostAnswersSubmitFromBeingSentTwice) {
     expect_a_lost_answer_sent_once(R"("drop_webhooks":["cover","audio"])",
-                                   R"(kind="reconcile",outcome="looked_up"})");
+                                   R"(kind="reconcile",outcome="looked_up"})", false);
 }
 
 // A callback that overtakes the submit's answer (MusicGPT calls back before its HTTP answer is
