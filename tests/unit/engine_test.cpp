@@ -197,6 +197,10 @@ class Engine : public ::testing::Test {
     // The provider got one call, for attempt 1 of `id`, whose callback token hashes to
     // `token_hash`; the attempt is accepted.
     void expect_one_call_accepted(const std::string& id, const std::string& token_hash);
+    // Starts the engine on task `id` (one output) whose attempt 1 a callback proved upstream but
+    // that knows no upstream id, with its reconcile due; the provider's polls answer `lookup`,
+    // then done. Returns the task's id.
+    std::string start_seen_but_unnamed(const std::string& id, const update& lookup);
 
     segue::test::temp_dir dir_;
     segue::config::settings settings_;
@@ -782,37 +786,41 @@ void seen_but_unnamed(segue::store::transaction& tx, const segue::store::task_ro
 }
 }  // namespace
 
+std::string Engine::start_seen_but_unnamed(const std::string& id, const update& lookup) {
+    auto t = queued(id, url_request(), 1);
+    write([&](segue::store::transaction& tx) { seen_but_unnamed(tx, t, segue::core::now_ms()); });
+    update done;
+    done.what = update::kind::done;
+    done.outputs = {ready(1, "Found")};
+    {
+        std::lock_guard lock(provider_->mu);
+        provider_->script = {lookup, done};
+    }
+    start();
+    engine_->notify();
+    return t.id;
+}
+
 // An attempt the provider has (a callback with its token came, store::attempt_row::seen_at) but
 // that no callback named the upstream task of: its reconcile asks the provider (which may look
 // the attempt up by what the callbacks named) and, told nothing, looks again every window (here
 // the scripted provider's window, 0, floored to 1 s) instead of submitting; it polls once the
 // task is named, and is never sent again.
 TEST_F(Engine, AnAttemptSeenUpstreamButUnnamedIsReconciledAgainUntilItIsNamed) {
-    auto t = queued("ext_unnamed", url_request(), 1);
-    const auto now = segue::core::now_ms();
-    write([&](segue::store::transaction& tx) { seen_but_unnamed(tx, t, now); });
-    {
-        update nothing;  // the lookup: still running, no task named
-        nothing.what = update::kind::running;
-        update done;
-        done.what = update::kind::done;
-        done.outputs = {ready(1, "Named")};
-        std::lock_guard lock(provider_->mu);
-        provider_->script = {nothing, done};
-    }
-    start();
-    engine_->notify();
+    update nothing;  // the lookup: still running, no task named
+    nothing.what = update::kind::running;
+    const auto id = start_seen_but_unnamed("ext_unnamed", nothing);
     ASSERT_TRUE(eventually([&] { return provider_->polls.load() == 1; }));
     std::this_thread::sleep_for(300ms);
     EXPECT_EQ(provider_->polls.load(), 1) << "the reconcile should wait another window";
     EXPECT_EQ(provider_->submits.load(), 0);
     // A callback names the upstream task meanwhile (as the refused MusicGPT audio callback does).
     write([&](segue::store::transaction& tx) {
-        auto a = tx.get_attempts(t.id);
+        auto a = tx.get_attempts(id);
         a[0].provider_task_id = "up-9";
         tx.upsert_attempt(a[0]);
     });
-    EXPECT_EQ(wait_final(t.id).status, "succeeded");
+    EXPECT_EQ(wait_final(id).status, "succeeded");
     EXPECT_EQ(provider_->submits.load(), 0);
     EXPECT_EQ(provider_->polls.load(), 2);
 }
@@ -820,25 +828,14 @@ TEST_F(Engine, AnAttemptSeenUpstreamButUnnamedIsReconciledAgainUntilItIsNamed) {
 // The same attempt, but the provider finds its task by what the callbacks named: the reconcile
 // records the task it names and hands over to polling; nothing is submitted.
 TEST_F(Engine, AnAttemptSeenUpstreamIsLookedUpByTheProvider) {
-    auto t = queued("ext_lookup", url_request(), 1);
-    const auto now = segue::core::now_ms();
-    write([&](segue::store::transaction& tx) { seen_but_unnamed(tx, t, now); });
-    {
-        update named;  // the lookup found the task, still running
-        named.what = update::kind::running;
-        named.provider_task_id = "up-7";
-        named.poll_after_ms = 10;
-        update done;
-        done.what = update::kind::done;
-        done.outputs = {ready(1, "Found")};
-        std::lock_guard lock(provider_->mu);
-        provider_->script = {named, done};
-    }
-    start();
-    engine_->notify();
-    EXPECT_EQ(wait_final(t.id).status, "succeeded");
+    update named;  // the lookup found the task, still running
+    named.what = update::kind::running;
+    named.provider_task_id = "up-7";
+    named.poll_after_ms = 10;
+    const auto id = start_seen_but_unnamed("ext_lookup", named);
+    EXPECT_EQ(wait_final(id).status, "succeeded");
     std::vector<segue::store::attempt_row> attempts;
-    read([&](segue::store::transaction& tx) { attempts = tx.get_attempts(t.id); });
+    read([&](segue::store::transaction& tx) { attempts = tx.get_attempts(id); });
     ASSERT_EQ(attempts.size(), 1u);
     EXPECT_EQ(attempts[0].provider_task_id, "up-7");
     EXPECT_EQ(provider_->submits.load(), 0);
