@@ -312,14 +312,6 @@ std::string apply_settings(const json::object& o, settings& target) {
             err = read_kinds(v, k, s.malformed_webhooks);
         } else if (k == "shuffle_webhooks") {
             err = bool_of(s.shuffle_webhooks);
-        } else if (k == "webhook_order") {
-            std::set<std::string> kinds;
-            err = read_kinds(v, k, kinds);
-            if (err.empty()) {
-                s.webhook_order.clear();
-                for (const auto& x : v.as_array())
-                    s.webhook_order.emplace_back(x.as_string());
-            }
         } else if (k == "seed") {
             if (err = int_of(0, n); err.empty())
                 s.seed = static_cast<std::uint64_t>(n);
@@ -379,7 +371,6 @@ json::object settings_json(const settings& s) {
     o["duplicate_webhooks"] = s.duplicate_webhooks;
     o["malformed_webhooks"] = strs(s.malformed_webhooks);
     o["shuffle_webhooks"] = s.shuffle_webhooks;
-    o["webhook_order"] = strs(s.webhook_order);
     o["seed"] = s.seed;
     o["fetch_audio_url"] = s.fetch_audio_url;
     o["eta"] = s.eta;
@@ -794,16 +785,8 @@ void fake::send_webhooks(const task& t) {
         make("cover", 0, c);
     }
     std::mt19937_64 rng(s_.seed ? s_.seed + shuffles_++ : std::random_device{}());
-    if (!s_.webhook_order.empty()) {
-        const auto rank = [this](const outbound_webhook& w) {
-            const auto it = std::find(s_.webhook_order.begin(), s_.webhook_order.end(), w.kind);
-            return it - s_.webhook_order.begin();
-        };
-        std::stable_sort(items.begin(), items.end(),
-                         [&](const auto& a, const auto& b) { return rank(a) < rank(b); });
-    } else if (s_.shuffle_webhooks) {
+    if (s_.shuffle_webhooks)
         std::shuffle(items.begin(), items.end(), rng);
-    }
     // Repeated deliveries come after the originals, in another order.
     std::vector<outbound_webhook> again;
     for (int d = 0; d < s_.duplicate_webhooks; ++d) {

@@ -44,9 +44,6 @@ struct settings {
     int duplicate_webhooks = 0;           // every sent webhook is delivered 1 + N times
     std::set<std::string> malformed_webhooks;  // kinds sent as broken JSON
     bool shuffle_webhooks = true;
-    // Kinds in the order they are sent, e.g. ["lyrics", "audio", "cover"] (stable within a
-    // kind; unlisted kinds last). Non-empty: no shuffle.
-    std::vector<std::string> webhook_order;
     std::uint64_t seed = 0;           // shuffle seed (0: random)
     bool fetch_audio_url = false;     // GET the submitted audio_url (http only), record size/sha256
     std::set<int> silent_outputs;     // these outputs' files are digital silence
