@@ -156,9 +156,7 @@ void writer_loop(queue& q) {
             batch.append(notice);
         }
         (void)util::write_all(g_fd.load(std::memory_order_relaxed), batch);  // no one to tell
-        batch.clear();
-        if (batch.capacity() > 4 * q.limit)
-            std::string().swap(batch);  // a burst's buffer is not kept for ever
+        batch.clear();  // its capacity (at most about twice the queue's limit) is kept
         lk.lock();
         q.done = upto;
         q.written.notify_all();
