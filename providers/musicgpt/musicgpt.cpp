@@ -180,6 +180,18 @@ boost::asio::awaitable<update> musicgpt_provider::poll(const task_view& task, se
         u.poll_after_ms = settings_.poll_interval.count();
         co_return u;
     }
+    if (upstream.empty() && r.res.status == 404) {
+        // Asked by a conversion that a callback with this attempt's token named: MusicGPT has
+        // the task, so a 404 is "not findable by that conversion (yet)", not "no such task".
+        // Ask again after a window; the reconcile fails the attempt at its retry deadline if
+        // nothing names the task by then.
+        update u;
+        u.what = update::kind::running;
+        u.poll_after_ms = settings_.reconcile_after.count();
+        u.warnings.push_back("musicgpt: byId does not know conversion '" +
+                             state.lookup_conversion_id + "' (HTTP 404); asking again later");
+        co_return u;
+    }
     auto u = parse_by_id(task.state_json, r.res.status, r.res.body, r.res.headers);
     if (u.what == update::kind::running && !u.poll_after_ms)
         u.poll_after_ms = settings_.poll_interval.count();

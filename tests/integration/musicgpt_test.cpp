@@ -400,11 +400,10 @@ TEST(MusicGpt, ASubmitSlowerThanTheLeaseIsSentOnce) {
 // callback had named it by then (`named`), else `provider_task_id: null`.
 namespace {
 void expect_a_lost_answer_sent_once(const std::string& webhooks, const std::string& metric,
-                                    bool named) {
+                                    bool named, const std::string& more_faults = "") {
     fake_musicgpt fake;
-    fake.control(R"({"faults":[{"match":"submit","delay_ms":8000,"times":1}],)"
-                 R"("webhook_delay_ms":100,)" +
-                 webhooks + "}");
+    fake.control(R"({"faults":[{"match":"submit","delay_ms":8000,"times":1})" + more_faults +
+                 R"(],"webhook_delay_ms":100,)" + webhooks + "}");
     gateway g(fake);
     const std::string id = create_url_task(g.port);
     ASSERT_FALSE(id.empty());
@@ -457,6 +456,16 @@ TEST(MusicGpt, ACallbackForASubmitWhoseAnswerIsLostKeepsItFromBeingSentTwice) {
 TEST(MusicGpt, CallbacksThatNameNoTaskStillKeepALostAnswersSubmitFromBeingSentTwice) {
     expect_a_lost_answer_sent_once(R"("drop_webhooks":["cover","audio"])",
                                    R"(kind="reconcile",outcome="looked_up"})", false);
+}
+
+// The same, and byId does not know the conversion the first time it is asked (404, as for a
+// conversion it has not indexed yet). The callback proved MusicGPT has the task, so the lookup
+// is asked again a window later, which names it. Before, the 404 failed the attempt
+// ("upstream_task_not_found") and the task failed although MusicGPT was making the song.
+TEST(MusicGpt, ALookupByConversionThatByIdDoesNotKnowYetIsAskedAgain) {
+    expect_a_lost_answer_sent_once(R"("drop_webhooks":["cover","audio"])",
+                                   R"(kind="reconcile",outcome="looked_up"})", false,
+                                   R"(,{"match":"by_id","status":404,"times":1})");
 }
 
 // A callback that overtakes the submit's answer (MusicGPT calls back before its HTTP answer is
