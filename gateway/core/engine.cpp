@@ -1004,11 +1004,15 @@ asio::awaitable<void> engine::impl::apply(const std::string& task_id, const stor
             for (auto& [path, f] : files)
                 f.size = -1;
             try {
+                std::vector<store::blob_put> set;
                 for (auto& [path, f] : files) {
                     f.sha256 = util::sha256_file_hex(path);
-                    f.size = static_cast<std::int64_t>(
-                        blobs.put(f.path, path, store::put_mode::take).value());
+                    set.push_back({f.path, path});
                 }
+                const auto sizes = blobs.put_all(set, store::put_mode::take).value();
+                std::size_t i = 0;
+                for (auto& [path, f] : files)
+                    f.size = static_cast<std::int64_t>(sizes[i++]);
             } catch (...) {
                 unstore();
                 throw;

@@ -451,13 +451,16 @@ asio::awaitable<transition::result> output_mirror::impl::run(store::job_row job,
                                             : "output-" + std::to_string(index) + "." + f.format;
                     mf.row.path = "outputs/" + job.task_id + "/" + mf.row.id + "-" + name;
                     mf.row.sha256 = f.sha256;
-                    mf.row.size = static_cast<std::int64_t>(
-                        d.blobs.put(mf.row.path, f.path, store::put_mode::take).value());
                     m.files.push_back(std::move(mf));
                 }
+                std::vector<store::blob_put> set;
+                for (std::size_t i = 0; i < got.size(); ++i)
+                    set.push_back({m.files[i].row.path, got[i].path});
+                const auto sizes = d.blobs.put_all(set, store::put_mode::take).value();
+                for (std::size_t i = 0; i < sizes.size(); ++i)
+                    m.files[i].row.size = static_cast<std::int64_t>(sizes[i]);
             } catch (...) {
-                for (const auto& mf : m.files)
-                    (void)d.blobs.remove(mf.row.path);
+                m.files.clear();  // put_all removed what it had stored of the set
                 for (const auto& f : got) {
                     std::error_code ec;
                     fs::remove(f.path, ec);

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <filesystem>
+#include <span>
 #include <vector>
 
 #include "gateway/store/blob_internal.hpp"
@@ -69,33 +70,42 @@ class dir_store final : public blob_store {
 
     blob_result<std::uint64_t> put(std::string_view key, const std::string& local,
                                    put_mode mode) override {
-        if (auto why = check_blob_key(key); !why.empty())
-            return make_error(blob_errc::invalid_key, why);
-        const std::string target = path_of(key);
-        const std::string parent = fs::path(target).parent_path().string();
-        if (!make_dirs(parent))
-            return errno_error("blob " + std::string(key) + ": create " + parent, errno);
-        if (mode == put_mode::take) {
-            // The local file becomes the blob: durable first, then renamed into place (on the
-            // same file system; across file systems it is copied like any other).
-            fd_closer src{::open(local.c_str(), O_RDONLY | O_CLOEXEC)};
-            struct stat st {};
-            if (src.fd < 0 || ::fstat(src.fd, &st) != 0)
-                return errno_error("blob " + std::string(key) + ": open " + local, errno);
-            if (::fsync(src.fd) != 0)
-                return errno_error("blob " + std::string(key) + ": fsync " + local, errno);
-            if (::rename(local.c_str(), target.c_str()) == 0) {
-                if (!fsync_dir(parent))
-                    return errno_error("blob " + std::string(key) + ": fsync " + parent, errno);
-                return static_cast<std::uint64_t>(st.st_size);
-            }
-            if (errno != EXDEV)
-                return errno_error("blob " + std::string(key) + ": rename " + local, errno);
-        }
-        auto size = copy_in(key, local, target, parent);
-        if (size && mode == put_mode::take)
-            ::unlink(local.c_str());
+        std::string parent;
+        auto size = place(key, local, mode, parent);
+        if (size && !fsync_dir(parent))
+            return errno_error("blob " + std::string(key) + ": fsync " + parent, errno);
         return size;
+    }
+
+    // Each file placed as by put(), then each directory they went into synced once: the
+    // renames (and new entries) of the whole set become durable together.
+    blob_result<std::vector<std::uint64_t>> put_all(std::span<const blob_put> files,
+                                                    put_mode mode) override {
+        std::vector<std::uint64_t> sizes;
+        sizes.reserve(files.size());
+        std::vector<std::string> parents;
+        auto undo = [&] {
+            for (std::size_t i = 0; i < sizes.size(); ++i)
+                ::unlink(path_of(files[i].key).c_str());
+        };
+        for (const auto& f : files) {
+            std::string parent;
+            auto size = place(f.key, f.local_path, mode, parent);
+            if (!size) {
+                undo();
+                return size.error();
+            }
+            sizes.push_back(*size);
+            if (std::find(parents.begin(), parents.end(), parent) == parents.end())
+                parents.push_back(std::move(parent));
+        }
+        for (const auto& p : parents)
+            if (!fsync_dir(p)) {
+                const int err = errno;
+                undo();
+                return errno_error("blob set: fsync " + p, err);
+            }
+        return sizes;
     }
 
     blob_result<std::unique_ptr<blob_reader>> open(std::string_view key) override {
@@ -139,9 +149,40 @@ class dir_store final : public blob_store {
   private:
     std::string path_of(std::string_view key) const { return root_ + "/" + std::string(key); }
 
-    // Copies `local` to a temporary file beside `target`, fsyncs it and renames it over.
+    // The local file's bytes durable under `key` (its data synced, renamed into place), but the
+    // directory entry not yet: the caller syncs `parent` (set to the key's directory).
+    blob_result<std::uint64_t> place(std::string_view key, const std::string& local, put_mode mode,
+                                     std::string& parent) {
+        if (auto why = check_blob_key(key); !why.empty())
+            return make_error(blob_errc::invalid_key, why);
+        const std::string target = path_of(key);
+        parent = fs::path(target).parent_path().string();
+        if (!make_dirs(parent))
+            return errno_error("blob " + std::string(key) + ": create " + parent, errno);
+        if (mode == put_mode::take) {
+            // The local file becomes the blob: durable first, then renamed into place (on the
+            // same file system; across file systems it is copied like any other).
+            fd_closer src{::open(local.c_str(), O_RDONLY | O_CLOEXEC)};
+            struct stat st {};
+            if (src.fd < 0 || ::fstat(src.fd, &st) != 0)
+                return errno_error("blob " + std::string(key) + ": open " + local, errno);
+            if (::fsync(src.fd) != 0)
+                return errno_error("blob " + std::string(key) + ": fsync " + local, errno);
+            if (::rename(local.c_str(), target.c_str()) == 0)
+                return static_cast<std::uint64_t>(st.st_size);
+            if (errno != EXDEV)
+                return errno_error("blob " + std::string(key) + ": rename " + local, errno);
+        }
+        auto size = copy_in(key, local, target);
+        if (size && mode == put_mode::take)
+            ::unlink(local.c_str());
+        return size;
+    }
+
+    // Copies `local` to a temporary file beside `target`, fsyncs it and renames it over (the
+    // caller syncs the directory).
     blob_result<std::uint64_t> copy_in(std::string_view key, const std::string& local,
-                                       const std::string& target, const std::string& parent) {
+                                       const std::string& target) {
         const std::string what = "blob " + std::string(key);
         fd_closer src{::open(local.c_str(), O_RDONLY | O_CLOEXEC)};
         if (src.fd < 0)
@@ -176,8 +217,6 @@ class dir_store final : public blob_store {
         dst.fd = -1;
         if (::rename(temp.c_str(), target.c_str()) != 0)
             return fail("rename " + temp);
-        if (!fsync_dir(parent))
-            return errno_error(what + ": fsync " + parent, errno);
         return total;
     }
 

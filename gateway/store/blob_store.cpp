@@ -22,6 +22,22 @@ void throw_exception_from_error(const blob_error& e, const boost::source_locatio
     throw blob_failure(e);
 }
 
+blob_result<std::vector<std::uint64_t>> blob_store::put_all(std::span<const blob_put> files,
+                                                            put_mode mode) {
+    std::vector<std::uint64_t> sizes;
+    sizes.reserve(files.size());
+    for (const auto& f : files) {
+        auto r = put(f.key, f.local_path, mode);
+        if (!r) {
+            for (std::size_t i = 0; i < sizes.size(); ++i)
+                (void)remove(files[i].key);
+            return r.error();
+        }
+        sizes.push_back(*r);
+    }
+    return sizes;
+}
+
 std::string check_blob_key(std::string_view key) {
     if (key.empty())
         return "empty key";

@@ -23,6 +23,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace segue::store {
 
@@ -74,6 +75,12 @@ enum class put_mode {
     take,  // the store takes the local file: renamed into place where it can, else removed
 };
 
+// One file of a set stored by put_all.
+struct blob_put {
+    std::string key;
+    std::string local_path;
+};
+
 class blob_store {
   public:
     virtual ~blob_store() = default;
@@ -83,6 +90,13 @@ class blob_store {
     // sees the old blob or the new one, never a part. Returns the size stored.
     virtual blob_result<std::uint64_t> put(std::string_view key, const std::string& local_path,
                                            put_mode mode) = 0;
+    // Stores a set of files, as put() each, and returns their sizes in order: the files of one
+    // output set, which nothing points at until all of them are stored. A backend may make the
+    // set durable at once rather than file by file (the directory backend syncs each directory
+    // once for the set, not once per file). On an error, what the call stored of the set is
+    // removed again (a local file taken before the error is gone).
+    virtual blob_result<std::vector<std::uint64_t>> put_all(std::span<const blob_put> files,
+                                                            put_mode mode);
     // The blob for a streamed read (not_found if absent).
     virtual blob_result<std::unique_ptr<blob_reader>> open(std::string_view key) = 0;
     // The blob as a local file: the directory backend's own file, or a copy in the local cache.

@@ -162,6 +162,44 @@ TEST_P(BlobStore, TakeConsumesTheLocalFile) {
     EXPECT_EQ(blob_sha(*store_, "uploads/file_b"), sha_of(200'000, 2));
 }
 
+// A set (an output's MP3, WAV and cover) stored at once, across two directories: each file
+// under its key, the sizes in order, the local files taken.
+TEST_P(BlobStore, PutAllStoresEveryFileOfASet) {
+    const std::vector<segue::store::blob_put> set = {
+        {"outputs/ext_a/file_1-output-1.mp3", local("mp3", 70'000, 11)},
+        {"outputs/ext_a/file_2-output-1.wav", local("wav", 1'500'000, 12)},
+        {"covers/ext_a/file_3-cover.png", local("png", 0, 13)},
+    };
+    auto sizes = store_->put_all(set, put_mode::take);
+    ASSERT_TRUE(sizes) << sizes.error().message;
+    EXPECT_EQ(*sizes, (std::vector<std::uint64_t>{70'000, 1'500'000, 0}));
+    for (const auto& f : set)
+        EXPECT_FALSE(fs::exists(f.local_path)) << f.local_path;
+    EXPECT_EQ(blob_sha(*store_, set[0].key), sha_of(70'000, 11));
+    EXPECT_EQ(blob_sha(*store_, set[1].key), sha_of(1'500'000, 12));
+    EXPECT_EQ(store_->open(set[2].key).value()->size(), 0u);
+}
+
+// A file of the set that cannot be stored (its local file is gone): the call fails naming it,
+// and nothing of the set stays stored, neither the files before it nor any after it.
+TEST_P(BlobStore, PutAllThatFailsLeavesNothingOfTheSet) {
+    const std::vector<segue::store::blob_put> set = {
+        {"outputs/ext_b/file_1-output-1.mp3", local("mp3", 10'000, 21)},
+        {"outputs/ext_b/file_2-output-1.wav", dir_.file("no-such-file")},
+        {"outputs/ext_b/file_3-cover.png", local("png", 3'000, 23)},
+    };
+    auto sizes = store_->put_all(set, put_mode::copy);
+    ASSERT_FALSE(sizes);
+    EXPECT_NE(sizes.error().message.find("no-such-file"), std::string::npos)
+        << sizes.error().message;
+    for (const auto& f : set) {
+        auto r = store_->open(f.key);
+        ASSERT_FALSE(r) << f.key << " is stored";
+        EXPECT_EQ(r.error().code, blob_errc::not_found) << r.error().message;
+    }
+    EXPECT_TRUE(fs::exists(set[0].local_path));  // copy leaves the local files
+}
+
 TEST_P(BlobStore, RangesStartAnywhere) {
     const std::uint64_t size = 2 * MiB + 777;
     ASSERT_TRUE(store_->put("k", local("in", size, 3), put_mode::copy));
