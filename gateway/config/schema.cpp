@@ -344,7 +344,12 @@ object_schema<engine_settings> engine_schema() {
             "provider call may take longer than the lease.")
         .def(2min)
         .range(1s, 1h);
-    s.field("batch", &engine_settings::batch, "Jobs claimed at once.").def(16).range(1, 1000);
+    s.field("batch", &engine_settings::batch,
+            "Jobs run at once by this replica (submits and the other jobs each hold at most "
+            "three quarters of it). A job waiting for its provider holds no thread, so this is "
+            "not the bound on provider calls: breakers.max_concurrency is.")
+        .def(256)
+        .range(1, 1000);
     s.field("max_job_failures", &engine_settings::max_job_failures,
             "Failed runs in a row (the job threw, or its lease expired unreleased) after which "
             "a job fails its task with error code `internal`, releasing its held credits.")

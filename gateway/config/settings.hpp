@@ -101,7 +101,7 @@ struct engine_settings {
     int workers = 2;  // threads for blocking work (audio, files)
     duration poll_interval = std::chrono::milliseconds(500);
     duration lease = std::chrono::minutes(2);
-    int batch = 16;
+    int batch = 256;
     int max_job_failures = 5;  // failed runs in a row before a job fails its task (internal)
 };
 

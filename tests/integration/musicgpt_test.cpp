@@ -8,10 +8,12 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <map>
 #include <thread>
+#include <vector>
 
 #include "gateway/audio/audio.hpp"
 #include "gateway/util/crypto.hpp"
@@ -500,4 +502,63 @@ TEST(MusicGpt, AWebhookThatOvertakesTheSubmitAnswerWaitsForItAndIsApplied) {
     ASSERT_TRUE(m);
     EXPECT_EQ(m->body.find(R"(outcome="rejected"} )"), std::string::npos) << m->body;
     EXPECT_EQ(m->body.find(R"(outcome="too_early"} )"), std::string::npos) << m->body;
+}
+
+// How many submits the provider had in flight at most: each of them answered `answer_after`
+// after it was received (a fault's delay), so two were in flight together when one was
+// received less than that after the other.
+namespace {
+std::size_t most_submits_in_flight(fake_musicgpt& fake, std::int64_t answer_after_us) {
+    std::vector<std::int64_t> at;
+    for (const auto& r : fake.requests("submit"))
+        at.push_back(r.as_object().at("received_mono_us").to_number<std::int64_t>());
+    std::sort(at.begin(), at.end());
+    std::size_t most = 0;
+    for (std::size_t i = 0; i < at.size(); ++i) {
+        std::size_t j = i;
+        while (j < at.size() && at[j] < at[i] + answer_after_us)
+            ++j;
+        most = std::max(most, j - i);
+    }
+    return most;
+}
+
+// Creates `n` tasks at once (an IP literal for a source: nothing to resolve; one output each, so
+// the tenant's 1,000 credits cover 23) while every submit is answered 3 s after it arrives (long
+// enough for all the creates, even under ThreadSanitizer); waits until all `n` reached the
+// provider. Returns the most the provider had in flight at once.
+std::size_t submits_in_flight_for(int n, const std::string& gateway_extra) {
+    fake_musicgpt fake;
+    fake.control(R"({"faults":[{"match":"submit","delay_ms":3000}]})");
+    gateway g(fake, gateway_extra);
+    for (int i = 0; i < n; ++i) {
+        auto r = http_request(
+            g.port, "POST", "/v1/extensions",
+            R"({"audio_url":"https://93.184.215.14/a.mp3","extend_after":3,"num_outputs":1})",
+            {key, "Content-Type: application/json"});
+        EXPECT_TRUE(r && r->status == 202) << (r ? r->body : "no answer");
+    }
+    const auto until = std::chrono::steady_clock::now() + 20s;
+    while (fake.requests("submit").size() < static_cast<std::size_t>(n) &&
+           std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(100ms);
+    EXPECT_EQ(fake.requests("submit").size(), static_cast<std::size_t>(n));
+    // 2.9 s, not 3: a submit sent when another's answer came is never counted with it.
+    return most_submits_in_flight(fake, 2'900'000);
+}
+}  // namespace
+
+// The engine does not hold provider calls back: with the shipped settings, a burst of tasks
+// reaches the provider at once (every call is an asynchronous request, not a thread). Before,
+// engine.batch defaulted to 16, so at most 12 submits were in flight per replica: 12 tasks a
+// second with 1 s provider calls, and these 20 took two rounds of 3 s.
+TEST(MusicGpt, ABurstOfTasksReachesTheProviderAtOnce) {
+    EXPECT_EQ(submits_in_flight_for(20, ""), 20u);
+}
+
+// The provider's limit is what bounds them: breakers.max_concurrency 8 keeps eight calls in
+// flight, never more, and the rest follow as calls finish.
+TEST(MusicGpt, SubmitsInFlightStopAtTheProvidersLimit) {
+    // Appended to the gateway's `breakers:` block.
+    EXPECT_EQ(submits_in_flight_for(12, "  max_concurrency: 8\n"), 8u);
 }
