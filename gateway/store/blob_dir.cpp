@@ -86,7 +86,7 @@ class dir_store final : public blob_store {
         std::vector<std::string> parents;
         auto undo = [&] {
             for (std::size_t i = 0; i < sizes.size(); ++i)
-                ::unlink(path_of(files[i].key).c_str());
+                (void)remove(files[i].key);
         };
         for (const auto& f : files) {
             std::string parent;
