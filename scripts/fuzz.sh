@@ -11,7 +11,7 @@
 # out-of-memory; the input that did it is kept under build-fuzz/fuzz/crashes/TARGET/.
 # Environment:
 #   SEGUE_FUZZ_BUILD_DIR  build directory (default: build-fuzz at the repository root)
-#   SEGUE_FUZZ_JOBS       parallel compile jobs (default: 2)
+#   SEGUE_FUZZ_JOBS       parallel compile jobs, and targets run at once (default: 2)
 #   SEGUE_FUZZ_ARGS       extra libFuzzer flags, e.g. "-seed=1 -only_ascii=1"
 # Longer runs, crash reproduction and what each target covers: tests/fuzz/README.md.
 set -euo pipefail
@@ -104,24 +104,25 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:detect_stack_use_after_return
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 read -r -a extra_args <<<"${SEGUE_FUZZ_ARGS:-}"
 
-summary=()
-failed=0
-for target in "${targets[@]}"; do
-    name=${target#fuzz_}
-    seeds=$root/tests/fuzz/corpus/$name
-    corpus=$work/corpus/$target
-    crashes=$work/crashes/$target
-    log=$work/$target.log
+# One target's run; its summary line goes to $work/TARGET.summary. Exits non-zero on a finding.
+run_target() {
+    local target=$1
+    local name=${target#fuzz_}
+    local seeds=$root/tests/fuzz/corpus/$name
+    local corpus=$work/corpus/$target
+    local crashes=$work/crashes/$target
+    local log=$work/$target.log
     rm -rf "$corpus"
     mkdir -p "$corpus" "$crashes"
     if [[ -d $seeds ]]; then
         cp -R "$seeds/." "$corpus/"
     fi
-    args=(-max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048
+    local args=(-max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048
         -print_final_stats=1 -artifact_prefix="$crashes/")
     if [[ -f $root/tests/fuzz/corpus/$name.dict ]]; then
         args+=(-dict="$root/tests/fuzz/corpus/$name.dict")
     fi
+    local seed_count before start rc elapsed
     seed_count=$(find "$corpus" -type f | wc -l)
     before=$(find "$crashes" -type f | wc -l)
     echo "fuzz.sh: running $target for ${seconds}s (log: $log)"
@@ -132,6 +133,7 @@ for target in "${targets[@]}"; do
     set -e
     elapsed=$((SECONDS - start))
 
+    local execs rate last cov ft corp line
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n1)
     last=$(grep -E '^#[0-9]+.* cov: ' "$log" | tail -n1 || true)
@@ -140,23 +142,48 @@ for target in "${targets[@]}"; do
     corp=$(sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p' <<<"$last")
     line="$target: execs=${execs:-?} seconds=$elapsed exec/s=${rate:-?} cov=${cov:-?} ft=${ft:-?} corpus=${corp:-?} (seeds $seed_count)"
     if ((rc != 0)); then
-        failed=1
+        local kind input="(none written)"
         kind=$(grep -m1 -E 'invariant broken|^fuzz_config: |Boost assertion|runtime error: |^SUMMARY: |ERROR: libFuzzer' "$log" || true)
-        input="(none written)"
         if (($(find "$crashes" -type f | wc -l) > before)); then
             # shellcheck disable=SC2012  # libFuzzer names artifacts crash-<sha1> etc.
             input=$crashes/$(ls -t "$crashes" | head -n1)
         fi
         line="$line FAILED (exit $rc): ${kind:-see the log}; input: $input"
-        echo "---- last lines of $log ----" >&2
-        grep -vE '^#[0-9]+\s+(NEW|REDUCE|pulse|RELOAD)' "$log" | tail -n 40 >&2
-        echo "----" >&2
+        # One write, so the tails of two targets failing at once do not interleave.
+        printf -- '---- last lines of %s ----\n%s\n----\n' "$log" \
+            "$(grep -vE '^#[0-9]+\s+(NEW|REDUCE|pulse|RELOAD)' "$log" | tail -n 40)" >&2
     else
         line="$line ok"
     fi
-    summary+=("$line")
+    echo "$line" >"$work/$target.summary"
+    return "$rc"
+}
+
+# The targets run side by side, $jobs at a time: each is one process on one core.
+mkdir -p "$work"
+failed=0
+running=0
+for target in "${targets[@]}"; do
+    rm -f "$work/$target.summary"
+    if ((running >= jobs)); then
+        wait -n || failed=1
+        running=$((running - 1))
+    fi
+    run_target "$target" &
+    running=$((running + 1))
+done
+while ((running > 0)); do
+    wait -n || failed=1
+    running=$((running - 1))
 done
 
 echo "fuzz.sh: summary"
-printf '  %s\n' "${summary[@]}"
+for target in "${targets[@]}"; do
+    if [[ -f $work/$target.summary ]]; then
+        echo "  $(cat "$work/$target.summary")"
+    else
+        echo "  $target: no summary (the run died before writing one)"
+        failed=1
+    fi
+done
 exit "$failed"
