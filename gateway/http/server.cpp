@@ -47,6 +47,9 @@ using std::chrono::steady_clock;
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t body_read_capacity = 64 * 1024;
+// Once the listener has closed, how long a connection that has not sent its first request may
+// take to send it: a proxy that connected just before the close is writing it.
+constexpr std::chrono::milliseconds drain_first_request_wait{1000};
 
 constexpr std::array<std::string_view, 7> known_methods{"GET",    "HEAD",  "POST",   "PUT",
                                                         "DELETE", "PATCH", "OPTIONS"};
@@ -159,6 +162,11 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     void count_error(std::string_view kind) { errors.with({kind}).inc(); }
 
     asio::awaitable<void> accept_loop();
+    // Starts serving an accepted socket (or answers 503 over max_connections).
+    void admit(tcp::socket socket);
+    // At the drain: accepts every connection the kernel has queued on the listener, which
+    // closing it would reset (a client that already sent its request would see it fail).
+    void accept_queued();
     asio::awaitable<void> reject(tcp::socket socket);
     void add(connection* c, std::weak_ptr<connection> w) {
         std::lock_guard lock(mu);
@@ -168,7 +176,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         std::lock_guard lock(mu);
         live.erase(c);
     }
-    void close_idle();
+    // Closes the connections waiting for their next request; with `fresh` also those that
+    // have not sent their first one yet.
+    void close_idle(bool fresh);
     void cut_all();
 
     runtime::io_pool& pool;
@@ -216,16 +226,15 @@ class connection final : public context, public std::enable_shared_from_this<con
         srv_->add(this, weak_from_this());
         srv_->open.fetch_add(1, std::memory_order_relaxed);
         srv_->connections_gauge.inc();
-        int served = 0;
         for (;;) {
             if (!co_await wait_for_request())
                 break;
             bool keep = co_await serve_one();
-            ++served;
+            ++served_;
             if (!keep)
                 break;
             if (limits_.max_requests_per_connection > 0 &&
-                served >= limits_.max_requests_per_connection)
+                served_ >= limits_.max_requests_per_connection)
                 break;
         }
         beast::error_code ec;
@@ -239,11 +248,12 @@ class connection final : public context, public std::enable_shared_from_this<con
     }
 
     // Runs on this connection's strand (posted by the server during shutdown).
-    void close_if_idle() {
-        if (idle_)
-            stream_.cancel();
-        else
+    void close_if_idle(bool fresh) {
+        if (!idle_)
             fire_peer_close();  // a stream waiting for events ends now
+        else if (served_ > 0 || fresh)
+            stream_.cancel();
+        // else its first request may be on its way: wait_for_request bounds the wait
     }
     void cut() {
         beast::error_code ec;
@@ -430,11 +440,16 @@ class connection final : public context, public std::enable_shared_from_this<con
     asio::awaitable<bool> wait_for_request() {
         if (buffer_.size() > 0)
             co_return true;
-        // Once the listener has closed, an idle connection has nothing left to wait for.
-        if (srv_->closing.load(std::memory_order_acquire))
+        // Once the listener has closed, a connection that has been answered has nothing left
+        // to wait for. One that has not sent its first request yet was opened to send one (a
+        // proxy writes it right after its connect): it is served if the request comes soon.
+        const bool closing = srv_->closing.load(std::memory_order_acquire);
+        if (closing && served_ > 0)
             co_return false;
         idle_ = true;
-        stream_.expires_after(limits_.idle_timeout);
+        stream_.expires_after(closing ? std::min<std::chrono::steady_clock::duration>(
+                                            limits_.idle_timeout, drain_first_request_wait)
+                                      : limits_.idle_timeout);
         auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(4096), use_tuple);
         idle_ = false;
         if (ec) {
@@ -698,7 +713,8 @@ class connection final : public context, public std::enable_shared_from_this<con
     std::string remote_;
     std::string body_;
     std::string head_buffer_;
-    bool idle_ = false;
+    int served_ = 0;     // requests answered on this connection
+    bool idle_ = false;  // waiting for a request's first byte
     bool linger_ = false;
     bool watching_ = false;             // watch_close's read is pending (streams only)
     std::function<void()> peer_close_;  // watch_peer_close's callback, until it runs
@@ -727,26 +743,46 @@ asio::awaitable<void> server::impl::accept_loop() {
             co_await t.async_wait(use_tuple);
             continue;
         }
-        accepted.inc();
-        socket.set_option(tcp::no_delay(true), ec);
-        if (open.load(std::memory_order_relaxed) >=
-            static_cast<std::uint64_t>(settings.server.max_connections)) {
-            count_error("max_connections");
-            auto ex = socket.get_executor();
-            asio::co_spawn(ex, reject(std::move(socket)), asio::detached);
-            continue;
+        admit(std::move(socket));
+    }
+}
+
+void server::impl::admit(tcp::socket socket) {
+    accepted.inc();
+    beast::error_code ec;
+    socket.set_option(tcp::no_delay(true), ec);
+    if (open.load(std::memory_order_relaxed) >=
+        static_cast<std::uint64_t>(settings.server.max_connections)) {
+        count_error("max_connections");
+        auto ex = socket.get_executor();
+        asio::co_spawn(ex, reject(std::move(socket)), asio::detached);
+        return;
+    }
+    auto c = std::make_shared<connection>(shared_from_this(), std::move(socket));
+    auto ex = c->executor();
+    asio::co_spawn(ex, c->run(c), [](std::exception_ptr e) {
+        if (!e)
+            return;
+        try {
+            std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+            log::error("connection failed", {{"error", ex.what()}});
         }
-        auto c = std::make_shared<connection>(self, std::move(socket));
-        auto ex = c->executor();
-        asio::co_spawn(ex, c->run(c), [](std::exception_ptr e) {
-            if (!e)
-                return;
-            try {
-                std::rethrow_exception(e);
-            } catch (const std::exception& ex) {
-                log::error("connection failed", {{"error", ex.what()}});
-            }
-        });
+    });
+}
+
+void server::impl::accept_queued() {
+    beast::error_code ec;
+    acceptor.non_blocking(true, ec);
+    if (ec)
+        return;
+    // Bounded: the listener's backlog (somaxconn) is the most the kernel can have queued.
+    for (int n = 0; n < 65536; ++n) {
+        tcp::socket socket(pool.next());
+        acceptor.accept(socket, ec);
+        if (ec)
+            break;  // would_block: nothing more queued
+        admit(std::move(socket));
     }
 }
 
@@ -768,11 +804,11 @@ asio::awaitable<void> server::impl::reject(tcp::socket socket) {
     stream.socket().shutdown(tcp::socket::shutdown_send, ec);
 }
 
-void server::impl::close_idle() {
+void server::impl::close_idle(bool fresh) {
     std::lock_guard lock(mu);
     for (auto& [raw, weak] : live) {
         if (auto c = weak.lock())
-            asio::post(c->executor(), [c] { c->close_if_idle(); });
+            asio::post(c->executor(), [c, fresh] { c->close_if_idle(fresh); });
     }
 }
 
@@ -845,11 +881,19 @@ asio::awaitable<void> server::drain(std::shared_ptr<impl> self, std::function<vo
     }
     beast::error_code ec;
     self->closing.store(true, std::memory_order_release);
+    self->accept_queued();
     self->acceptor.close(ec);
-    self->close_idle();
+    self->close_idle(false);
     // Busy connections close after their current response; wait for them under the deadline.
-    const auto deadline = steady_clock::now() + self->settings.server.drain_timeout;
+    // Connections whose first request has not come close after drain_first_request_wait.
+    const auto start = steady_clock::now();
+    const auto deadline = start + self->settings.server.drain_timeout;
+    bool fresh_closed = false;
     while (self->open.load(std::memory_order_acquire) > 0 && steady_clock::now() < deadline) {
+        if (!fresh_closed && steady_clock::now() - start >= drain_first_request_wait) {
+            fresh_closed = true;
+            self->close_idle(true);
+        }
         timer.expires_after(std::chrono::milliseconds(20));
         co_await timer.async_wait(use_tuple);
     }

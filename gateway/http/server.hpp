@@ -40,8 +40,11 @@ class server {
 
     // False once shutdown has begun.
     bool ready() const noexcept;
-    // Begins a graceful shutdown (idempotent): readiness turns false at once, the listener
-    // closes, idle keep-alive connections close, busy ones close after their current response.
+    // Begins a graceful shutdown (idempotent): readiness turns false at once; after
+    // server.shutdown_delay the listener closes (the connections the kernel had queued on it
+    // are accepted first, not reset), idle keep-alive connections close, busy ones close after
+    // their current response, and a connection that has not sent its first request gets a
+    // second to send it (it is then served, with Connection: close).
     // `done(clean)` runs on the main context when no connection is left (clean) or when the drain
     // deadline passes (connections are then cut).
     void shutdown(std::function<void(bool clean)> done);

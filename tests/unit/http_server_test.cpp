@@ -194,3 +194,80 @@ TEST_F(HttpServer, ResponseHeadersCannotBeSplit) {
     ASSERT_TRUE(r);
     EXPECT_FALSE(r->header("x-evil"));
 }
+
+// The drain closes the listener. A proxy that connected just before (its request written, or
+// about to be) must get an answer, not a reset: a POST it may not resend would fail.
+TEST_F(HttpServer, DrainServesARequestSentJustAfterTheListenerClosed) {
+    start();
+    http_connection answered(port());  // a keep-alive connection that has been answered
+    ASSERT_TRUE(answered.request("GET", "/items/1/parts/2"));
+    http_connection fresh(port());  // connected, its request not sent yet
+    std::this_thread::sleep_for(50ms);
+
+    std::promise<bool> drained;
+    server_->shutdown([&](bool clean) { drained.set_value(clean); });
+    std::this_thread::sleep_for(200ms);
+    EXPECT_THROW(http_connection late(port()), std::runtime_error) << "the listener is open";
+    EXPECT_TRUE(answered.closed_by_peer(1s)) << "an answered idle connection stays open";
+
+    ASSERT_TRUE(fresh.send_raw("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"));
+    auto r = fresh.read_response();
+    ASSERT_TRUE(r) << "the request sent on a connection opened before the close got no answer";
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->body, "hi");
+    EXPECT_EQ(r->header("connection").value_or(""), "close");
+    auto f = drained.get_future();
+    ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+    EXPECT_TRUE(f.get());
+}
+
+// A connection that never sends its first request does not hold the drain to its deadline.
+TEST_F(HttpServer, DrainClosesAConnectionThatSendsNothingAfterASecond) {
+    segue::config::settings s;
+    s.server.drain_timeout = 20s;
+    start(s);
+    http_connection silent(port());
+    std::this_thread::sleep_for(50ms);
+    const auto began = std::chrono::steady_clock::now();
+    std::promise<bool> drained;
+    server_->shutdown([&](bool clean) { drained.set_value(clean); });
+    auto f = drained.get_future();
+    ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+    EXPECT_TRUE(f.get());
+    const auto took = std::chrono::steady_clock::now() - began;
+    EXPECT_GE(took, 900ms) << "closed before it had a chance to send its request";
+    EXPECT_LT(took, 3s);
+    EXPECT_TRUE(silent.closed_by_peer(1s));
+}
+
+// Connections the kernel completed on the listener before the drain closed it, with their
+// requests already sent, are accepted and answered: closing a listening socket resets them.
+TEST_F(HttpServer, DrainAnswersTheConnectionsQueuedOnTheListener) {
+    start();
+    // Hold the listener's context (context 0) so nothing queued is accepted yet.
+    std::promise<void> release;
+    std::promise<void> holding;
+    boost::asio::post(pool_->main(), [&] {
+        holding.set_value();
+        release.get_future().wait();
+    });
+    holding.get_future().wait();
+    std::vector<std::unique_ptr<http_connection>> queued;
+    for (int i = 0; i < 4; ++i) {
+        queued.push_back(std::make_unique<http_connection>(port()));
+        ASSERT_TRUE(queued.back()->send_raw(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nq" + std::to_string(i)));
+    }
+    std::promise<bool> drained;
+    server_->shutdown([&](bool clean) { drained.set_value(clean); });
+    release.set_value();
+    for (int i = 0; i < 4; ++i) {
+        auto r = queued[static_cast<std::size_t>(i)]->read_response();
+        ASSERT_TRUE(r) << "connection " << i << " was reset";
+        EXPECT_EQ(r->status, 200);
+        EXPECT_EQ(r->body, "q" + std::to_string(i));
+    }
+    auto f = drained.get_future();
+    ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+    EXPECT_TRUE(f.get());
+}
