@@ -60,8 +60,11 @@ std::string nginx_binary() {
 //  - any other POST (cancel, redeliver) is resent only if it never left nginx (the connection
 //    was refused): once sent, the replica may have acted on it.
 // A replica that refused a connection is left alone for fail_timeout (no active health checks
-// in open source nginx). Upstream keep-alive as a real deployment has it: a connection idle in
-// nginx's pool that the draining gateway closes is an `error` retried like any other.
+// in open source nginx). Upstream keep-alive, with nginx closing a connection idle in its pool
+// after 200 ms, less than the replicas' shutdown_delay (300 ms): from SIGTERM on, every response
+// of the replica closes its connection, so when it closes its listener and idle connections
+// nginx holds none of them (it could otherwise send a request on one just as the replica closes
+// it, and a POST it may not resend would fail).
 // master_process off: one process, our child (it dies with the test, PR_SET_PDEATHSIG); it
 // proxies exactly as a worker would.
 std::string nginx_conf(const std::string& dir, std::uint16_t listen,
@@ -81,6 +84,7 @@ std::string nginx_conf(const std::string& dir, std::uint16_t listen,
     for (auto p : backends)
         c << "    server 127.0.0.1:" << p << " max_fails=1 fail_timeout=1s;\n";
     c << "    keepalive 32;\n"
+      << "    keepalive_timeout 200ms;\n"
       << "  }\n"
       // First match wins: reads, provider webhooks, then any write without a key.
       << "  map \"$request_method:$http_idempotency_key:$uri\" $replay_unsafe {\n"
@@ -196,7 +200,8 @@ class cluster {
             // per start, as a pod's emptyDir).
             o.storage_yaml = segue::test::postgres_storage_yaml(schema.url(), "@DIR@/blobs");
             o.public_base_url = nginx->url();
-            // Readiness turns 503 at once; nginx has no health checks, so a short delay.
+            // Readiness turns 503 at once; nginx has no health checks, so a short delay, longer
+            // than nginx's upstream keepalive_timeout (nginx_conf).
             o.server_extra = "  shutdown_delay: 300ms\n";
             replicas.push_back(std::make_unique<gateway>(gateway_config(o, up)));
         }
