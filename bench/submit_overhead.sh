@@ -16,6 +16,9 @@
 #       (a host NAME: every submit then waits for a DNS lookup, see below)
 #   SEGUE_BIN=path / FAKE_BIN=path: measure those binaries (default build/segue and
 #       build/tests/fakes/fake_musicgpt; both are copied into the temp dir first)
+#   BENCH_SYNC_FULL=false bench/submit_overhead.sh 15 200 8
+#       (storage.sync_full false: commits are not fsynced, so a task survives a crash of the
+#       process but not of the machine; shows what the disk's fdatasync costs the path)
 #
 # The audio_url. Default https://93.184.215.14/a.mp3: a public IPv4 literal, so segue's URL
 # guard at submit is the syntax check only (gateway/api/extensions.cpp: check_url_syntax, and
@@ -43,7 +46,8 @@
 # the sum slightly over-counts. Event times are whole milliseconds (created_at is unix ms):
 # per-task differences are integers with +-1 ms error; their mean is still unbiased.
 #
-# Segue: tenant with ample credits, durable SQLite (storage.sync_full: true), log.level info,
+# Segue: tenant with ample credits, durable SQLite (storage.sync_full: true unless
+# BENCH_SYNC_FULL=false), log.level info,
 # log.access false, io_threads 2, engine.poll_interval 100ms, providers.musicgpt enabled at the
 # fake (upstream.allow_plain_http), api.public_base_url set so segue asks for webhooks and
 # providers.musicgpt.reconcile_after 10m: no byId polling during the run; the fake's
@@ -59,11 +63,13 @@ key="sk-bench-$RANDOM$RANDOM"
 warm_key="sk-warm-$RANDOM$RANDOM"
 mg_key="mg-bench-$RANDOM"
 audio_url="${BENCH_AUDIO_URL:-https://93.184.215.14/a.mp3}"
+sync_full="${BENCH_SYNC_FULL:-true}"
+[[ $sync_full == true || $sync_full == false ]] || { echo "bench: BENCH_SYNC_FULL is true or false" >&2; exit 1; }
 bench_setup
 bench_need sqlite3 sqlite3
 bench_machine_note
 interval=$(awk -v r="$rate" 'BEGIN{ printf "%.4f", 1000 / r }')
-echo "# fixed rate $rate req/s (one start slot every $interval ms; wrk -t1 -c$conns), $duration s per phase, 2 s warm-up each; audio_url $audio_url"
+echo "# fixed rate $rate req/s (one start slot every $interval ms; wrk -t1 -c$conns), $duration s per phase, 2 s warm-up each; audio_url $audio_url; storage.sync_full: $sync_full"
 
 fake="${FAKE_BIN:-build/tests/fakes/fake_musicgpt}"
 [[ -x $fake ]] || scripts/build.sh fake_musicgpt
@@ -97,7 +103,7 @@ tenants:
 storage:
   sqlite_path: $db
   blob_dir: $work/blobs
-  sync_full: true
+  sync_full: $sync_full
 api:
   public_base_url: http://127.0.0.1:$sport
   default_provider: musicgpt
