@@ -82,8 +82,8 @@ object_schema<limits_settings> limits_schema() {
         .def(30s)
         .range(100ms, 1h);
     s.field("max_requests_per_connection", &limits_settings::max_requests_per_connection,
-            "Requests served on one keep-alive connection before it is closed; 0 means "
-            "unlimited.")
+            "Requests served on one keep-alive connection before it is closed (the last "
+            "response says Connection: close); 0 means unlimited.")
         .def(0)
         .range(0, 1000000000);
     return s;

@@ -232,10 +232,7 @@ class connection final : public context, public std::enable_shared_from_this<con
             bool keep = co_await serve_one();
             ++served_;
             if (!keep)
-                break;
-            if (limits_.max_requests_per_connection > 0 &&
-                served_ >= limits_.max_requests_per_connection)
-                break;
+                break;  // also after the last request limits.max_requests_per_connection allows
         }
         beast::error_code ec;
         stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
@@ -564,6 +561,11 @@ class connection final : public context, public std::enable_shared_from_this<con
 
         const bool draining_now = draining();
         if (draining_now)
+            keep_alive = false;
+        // The connection's last request by limits.max_requests_per_connection: say so, or the
+        // client would send its next request on a connection about to close.
+        if (limits_.max_requests_per_connection > 0 &&
+            served_ + 1 >= limits_.max_requests_per_connection)
             keep_alive = false;
         // Part of the body may still be on its way: linger before closing.
         linger_ = !keep_alive && !parser_->is_done() && !watching_;

@@ -271,3 +271,23 @@ TEST_F(HttpServer, DrainAnswersTheConnectionsQueuedOnTheListener) {
     ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
     EXPECT_TRUE(f.get());
 }
+
+// limits.max_requests_per_connection: the last request's response says Connection: close, so
+// a client does not send another request on a connection the server is closing.
+TEST_F(HttpServer, TheLastRequestAConnectionMayCarrySaysConnectionClose) {
+    segue::config::settings s;
+    s.limits.max_requests_per_connection = 2;
+    start(s);
+    http_connection c(port());
+    auto first = c.request("POST", "/echo", "one");
+    ASSERT_TRUE(first);
+    EXPECT_EQ(first->status, 200);
+    EXPECT_NE(first->header("connection").value_or(""), "close");
+    auto second = c.request("POST", "/echo", "two");
+    ASSERT_TRUE(second);
+    EXPECT_EQ(second->status, 200);
+    EXPECT_EQ(second->body, "two");
+    EXPECT_EQ(second->header("connection").value_or(""), "close")
+        << "the connection's last response did not say it closes";
+    EXPECT_TRUE(c.closed_by_peer(1s));
+}
