@@ -206,9 +206,18 @@ TEST_F(HttpServer, DrainServesARequestSentJustAfterTheListenerClosed) {
 
     std::promise<bool> drained;
     server_->shutdown([&](bool clean) { drained.set_value(clean); });
-    std::this_thread::sleep_for(200ms);
-    EXPECT_THROW(http_connection late(port()), std::runtime_error) << "the listener is open";
-    EXPECT_TRUE(answered.closed_by_peer(1s)) << "an answered idle connection stays open";
+    // The listener closes (a connect is refused) within a few seconds even on a loaded machine.
+    bool refused = false;
+    for (int i = 0; i < 100 && !refused; ++i) {
+        try {
+            http_connection late(port(), 1s);
+            std::this_thread::sleep_for(50ms);
+        } catch (const std::runtime_error&) {
+            refused = true;
+        }
+    }
+    ASSERT_TRUE(refused) << "the listener is still open";
+    EXPECT_TRUE(answered.closed_by_peer(5s)) << "an answered idle connection stays open";
 
     ASSERT_TRUE(fresh.send_raw("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"));
     auto r = fresh.read_response();
