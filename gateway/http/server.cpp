@@ -730,7 +730,7 @@ class connection final : public context, public std::enable_shared_from_this<con
 };
 
 asio::awaitable<void> server::impl::accept_loop() {
-    auto self = shared_from_this();
+    const auto self = shared_from_this();  // the loop keeps the server's state alive
     for (;;) {
         // Each connection gets its own strand: its handlers never run concurrently.
         // The new socket lives on the next IO context, whose single thread is its strand.
