@@ -223,8 +223,7 @@ class connection final : public context, public std::enable_shared_from_this<con
 
     // `self` is a parameter so the coroutine frame owns the connection from its creation.
     asio::awaitable<void> run(std::shared_ptr<connection> self) {
-        srv_->add(this, weak_from_this());
-        srv_->open.fetch_add(1, std::memory_order_relaxed);
+        srv_->add(this, weak_from_this());  // counted in `open` by admit()
         srv_->connections_gauge.inc();
         for (;;) {
             if (!co_await wait_for_request())
@@ -760,6 +759,9 @@ void server::impl::admit(tcp::socket socket) {
         asio::co_spawn(ex, reject(std::move(socket)), asio::detached);
         return;
     }
+    // Counted before its coroutine starts on its context: the drain, which may admit it just
+    // before it counts what is open, must wait for it.
+    open.fetch_add(1, std::memory_order_relaxed);
     auto c = std::make_shared<connection>(shared_from_this(), std::move(socket));
     auto ex = c->executor();
     asio::co_spawn(ex, c->run(c), [](std::exception_ptr e) {
