@@ -8,5 +8,12 @@ foreach(list segue_integration_tests_main segue_integration_tests_replicas segue
     if(name MATCHES "Chaos\\.KillsAndFaultsLoseNothing|^Replicas\\.(KillsAndFaults|RollingRestart)")
       set_tests_properties("${name}" PROPERTIES COST 1000)
     endif()
+    # The flood saturates both cores by itself, and a drain has one window no server closes (a
+    # connection the kernel completes between the drain's last accept and the listener's
+    # close is reset): beside other tests' load that window widened enough to cost a request
+    # (1 run in 3 with two busy loops beside it). Alone, it has not.
+    if(name MATCHES "^Replicas\\.DrainsUnderAFloodOfKeylessPostsFailNone$")
+      set_tests_properties("${name}" PROPERTIES RUN_SERIAL TRUE)
+    endif()
   endforeach()
 endforeach()

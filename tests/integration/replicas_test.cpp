@@ -42,6 +42,21 @@ namespace {
 
 constexpr int replica_count = 3;
 
+// The client threads of a test that also restarts replicas: stopped and joined on every way
+// out of the test, a failed ASSERT's early return included (a joinable std::thread that is
+// destroyed ends the process). Declared after everything the threads use.
+struct joined_threads {
+    std::atomic<bool>& stop;
+    std::vector<std::thread> threads;
+    void join() {
+        stop = true;
+        for (auto& th : threads)
+            if (th.joinable())
+                th.join();
+    }
+    ~joined_threads() { join(); }
+};
+
 std::string nginx_binary() {
     auto [rc, out] =
         segue::test::run_command({"/bin/sh", "-c", "PATH=$PATH:/usr/sbin command -v nginx"});
@@ -667,9 +682,9 @@ TEST_F(Replicas, RollingRestartFailsNoRequest) {
             }
         }
     };
-    std::vector<std::thread> threads;
+    joined_threads clients{stop, {}};
     for (int n = 0; n < client_threads; ++n)
-        threads.emplace_back(client, n);
+        clients.threads.emplace_back(client, n);
 
     // Warm up (every replica in nginx's pool), then each replica in turn.
     std::this_thread::sleep_for(2s);
@@ -690,9 +705,7 @@ TEST_F(Replicas, RollingRestartFailsNoRequest) {
         // nginx puts a replica that refused a connection back after fail_timeout (1 s).
         std::this_thread::sleep_for(2s);
     }
-    stop = true;
-    for (auto& th : threads)
-        th.join();
+    clients.join();
 
     for (std::size_t k = 0; k < failures.size() && k < 10; ++k)
         ADD_FAILURE() << "t=" << failures[k].at << "s " << failures[k].what;
@@ -761,9 +774,9 @@ TEST_F(Replicas, DrainsUnderAFloodOfKeylessPostsFailNone) {
                 conn.reset();
         }
     };
-    std::vector<std::thread> threads;
+    joined_threads clients{stop, {}};
     for (int n = 0; n < client_threads; ++n)
-        threads.emplace_back(flood);
+        clients.threads.emplace_back(flood);
 
     std::this_thread::sleep_for(1s);
     // Two rounds: at this load a restart of the old drain failed a request about one time in
@@ -783,9 +796,7 @@ TEST_F(Replicas, DrainsUnderAFloodOfKeylessPostsFailNone) {
         std::cout << "[replicas] replica " << i << " restarted; " << answered.load() - before
                   << " answers meanwhile" << std::endl;
     }
-    stop = true;
-    for (auto& th : threads)
-        th.join();
+    clients.join();
 
     for (std::size_t k = 0; k < failures.size() && k < 10; ++k)
         ADD_FAILURE() << failures[k];
