@@ -222,7 +222,8 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
     // Webhook deliveries: the same guard as fetches; one attempt per send, never a redirect.
     net::client_options wo = fo;
     wo.request_timeout = d.settings.webhooks.timeout;
-    wo.max_response_bytes = 64 * 1024;  // receivers' bodies are not read, only their status
+    // Only a delivery's status counts: a body over this is left unread (request::status_only).
+    wo.max_response_bytes = 64 * 1024;
     wo.max_idle_per_host = static_cast<std::size_t>(d.settings.webhooks.concurrency);
     d.webhook_client = std::make_unique<net::http_client>(d.pool.main(), wo, d.metrics);
     d.dispatcher = std::make_unique<events::dispatcher>(

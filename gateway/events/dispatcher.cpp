@@ -356,6 +356,7 @@ asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d,
         }
         req.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(w.timeout);
         req.metrics_host = "webhook";  // bounded label set
+        req.status_only = true;        // a 2xx delivers, whatever the body that comes with it
         auto r = co_await client.send(std::move(req));
         if (!r.ok()) {
             error = std::string(segue::net::to_string(r.error)) +

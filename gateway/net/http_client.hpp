@@ -113,6 +113,10 @@ struct request {
     // download() only: give the sink each piece of the body as soon as it is read (a
     // Server-Sent Events stream) rather than once a 64 KiB buffer is full or the body ends.
     bool stream_chunks = false;
+    // send() only: the answer is its status and header fields (a webhook delivery). A body
+    // over client_options::max_response_bytes is then not a failure: it is not read (the
+    // response's body stays empty) and the connection is closed instead of reused.
+    bool status_only = false;
 };
 
 struct response {

@@ -195,7 +195,12 @@ asio::awaitable<void> exchange_on(Stream& s, connection& c, const target& t, req
     const std::uint64_t limit = to_sink ? sink_max : opts.max_response_bytes;
     bool keep_alive = hp->keep_alive();
     if (!hp->is_done()) {
+        // A body nobody reads past its cap: the answer stands, the rest of the body is left
+        // unread and the connection is not reused (at.reusable stays false).
+        const bool cap_is_the_end = r.status_only && !to_sink;
         if (auto len = hp->content_length(); len && *len > limit) {
+            if (cap_is_the_end)
+                co_return;
             fail(failure::too_large, "Content-Length " + std::to_string(*len) +
                                          " is over the cap of " + std::to_string(limit));
             co_return;
@@ -205,6 +210,8 @@ asio::awaitable<void> exchange_on(Stream& s, connection& c, const target& t, req
             p.body_limit(limit);
             lowest.expires_at(deadline);
             auto [ec, n] = co_await bhttp::async_read(s, c.buffer, p, use_tuple);
+            if (ec == bhttp::error::body_limit && cap_is_the_end)
+                co_return;
             if (ec) {
                 fail(classify(ec), "reading the response body: " + ec.message());
                 co_return;

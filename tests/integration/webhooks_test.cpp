@@ -318,6 +318,45 @@ TEST_F(WebhooksTest, ErrorsRedirectsAndHangsAreRetriedNeverFollowed) {
     EXPECT_EQ(failures_seen, (std::set<std::string>{"500", "302", "no answer"}));
 }
 
+// A receiver may answer a delivery with any body (a framework's HTML page): a 2xx delivers the
+// event however large the body, with a Content-Length over the client's 64 KiB cap or chunked
+// past it, and the event is not sent again.
+TEST_F(WebhooksTest, A2xxWithALargeBodyDeliversTheEventOnce) {
+    receiver rcv;
+    segue::test::segue_process gw(config(storage_.path(), fast_schedule));
+    rcv.mode(R"({"mode":"ok","status":200,"body_bytes":100000,"path":"/hooks/big"})");
+    rcv.mode(
+        R"({"mode":"ok","status":200,"body_bytes":400000,"chunked":true,"path":"/hooks/chunked"})");
+    const std::string audio = song(files_);
+    for (const std::string path : {"/hooks/big", "/hooks/chunked"}) {
+        SCOPED_TRACE(path);
+        const std::string id = create(gw.port(), audio, rcv.url(path));
+        ASSERT_EQ(wait_final(gw.port(), id), "succeeded");
+        expect_all_delivered_in_order(rcv, gw.port(), id, path);
+        // Every delivery of the task is delivered at its first attempt, with the 200 recorded.
+        json::array rows;
+        bool all_delivered = false;
+        for (int i = 0; i < 100 && !all_delivered; ++i) {
+            rows = deliveries(gw.port(), "task_id=" + id);
+            all_delivered = !rows.empty();
+            for (const auto& d : rows)
+                all_delivered = all_delivered && d.at("status").as_string() == "delivered";
+            if (!all_delivered)
+                std::this_thread::sleep_for(100ms);
+        }
+        ASSERT_TRUE(all_delivered) << json::serialize(rows);
+        for (const auto& d : rows) {
+            EXPECT_EQ(d.at("attempts").as_int64(), 1) << json::serialize(d);
+            EXPECT_EQ(d.at("last_status").as_int64(), 200) << json::serialize(d);
+        }
+        std::map<std::string, int> sent;
+        for (const auto& d : rcv.deliveries(path))
+            ++sent[std::string(d.at("id").as_string())];
+        for (const auto& [eid, n] : sent)
+            EXPECT_EQ(n, 1) << eid << " was sent " << n << " times";
+    }
+}
+
 TEST_F(WebhooksTest, GoneStopsTheEndpointAndDeadLettersCanBeRedelivered) {
     receiver rcv;
     segue::test::segue_process gw(config(storage_.path(), fast_schedule));

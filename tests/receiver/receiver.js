@@ -71,8 +71,9 @@ const verifiers = opts.secrets.map((s, i) => {
 // ---- state ----------------------------------------------------------------------------------
 let deliveries = [];
 let seq = 0;
-// Rules: { path: null (global) | prefix, mode, times: null | remaining, retry_after, status,
-// location, delay_ms }. The longest matching path prefix wins, then the global rule, else "ok".
+// Rules: { path: null (global) | prefix, mode, times: null | remaining, retry_after,
+// retry_after_date, status, location, delay_ms, body_bytes, chunked }. The longest matching
+// path prefix wins, then the global rule, else "ok".
 let rules = [];
 const waiters = new Set(); // long-polls of GET /_control/deliveries?min=N
 
@@ -98,12 +99,20 @@ function validateRule(body) {
   if (typeof body !== "object" || body === null || Array.isArray(body)) return "body must be a JSON object";
   const mode = body.mode === undefined ? "ok" : String(body.mode);
   if (!MODES.has(mode) && !/^[2-5]\d\d$/.test(mode)) return `unknown mode ${mode}`;
-  const rule = { path: null, mode, times: null, retry_after: null, status: null, location: null, delay_ms: 0 };
+  const rule = {
+    path: null, mode, times: null, retry_after: null, retry_after_date: false, status: null, location: null,
+    delay_ms: 0, body_bytes: null, chunked: false,
+  };
   if (body.path !== undefined && body.path !== null) {
     if (typeof body.path !== "string" || !body.path.startsWith("/")) return "path must start with /";
     rule.path = body.path;
   }
-  for (const k of ["times", "retry_after", "status", "delay_ms"]) {
+  for (const k of ["retry_after_date", "chunked"]) {
+    if (body[k] === undefined || body[k] === null) continue;
+    if (typeof body[k] !== "boolean") return `${k} must be a boolean`;
+    rule[k] = body[k];
+  }
+  for (const k of ["times", "retry_after", "status", "delay_ms", "body_bytes"]) {
     if (body[k] === undefined || body[k] === null) continue;
     if (!Number.isInteger(body[k]) || body[k] < 0) return `${k} must be a non-negative integer`;
     rule[k] = body[k];
@@ -277,7 +286,13 @@ function handleDelivery(req, res, url) {
             break;
           case "retry_after":
             status = (rule && rule.status) || 503;
-            headers["retry-after"] = String(rule && rule.retry_after !== null ? rule.retry_after : 1);
+            {
+              const secs = rule && rule.retry_after !== null ? rule.retry_after : 1;
+              // An HTTP-date (IMF-fixdate, whole seconds) instead of delta-seconds on request.
+              headers["retry-after"] = rule && rule.retry_after_date
+                ? new Date(Date.now() + secs * 1000).toUTCString()
+                : String(secs);
+            }
             break;
           case "hang":
           case "close":
@@ -302,6 +317,16 @@ function handleDelivery(req, res, url) {
     if (record.mode === "close") return req.socket.destroy();
     const answer = () => {
       if (res.destroyed) return;
+      if (rule && rule.body_bytes !== null && status !== 204) {
+        // A body of body_bytes bytes ("x"s), with Content-Length or chunked.
+        const text = "x".repeat(rule.body_bytes);
+        const framing = rule.chunked ? {} : { "content-length": Buffer.byteLength(text) };
+        res.writeHead(status, { ...headers, "content-type": "text/plain", ...framing });
+        // Chunked: several writes, so the body really comes in pieces.
+        const piece = 16384;
+        for (let i = 0; i < text.length; i += piece) res.write(text.slice(i, i + piece));
+        return res.end();
+      }
       const text = status === 204 ? "" : JSON.stringify({ ok: status < 300, error: record.error || undefined });
       res.writeHead(status, { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(text) });
       res.end(text);
