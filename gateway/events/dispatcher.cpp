@@ -16,6 +16,7 @@
 #include <random>
 #include <vector>
 
+#include "gateway/core/backoff.hpp"
 #include "gateway/core/json.hpp"
 #include "gateway/core/lease_worker.hpp"
 #include "gateway/events/signer.hpp"
@@ -45,19 +46,12 @@ double unit_random() {
     return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
 }
 
-// Retry-After on a delivery answer: delta-seconds only (receivers rarely send dates; a date is
-// ignored and the schedule applies).
+// Retry-After on a delivery answer, in either form (delta-seconds or an HTTP-date).
 std::optional<std::int64_t> retry_after_of(const segue::net::response& res) {
     auto v = res.header("retry-after");
-    if (!v || v->empty() || v->size() > 9)
+    if (!v)
         return std::nullopt;
-    std::int64_t s = 0;
-    for (char c : *v) {
-        if (c < '0' || c > '9')
-            return std::nullopt;
-        s = s * 10 + (c - '0');
-    }
-    return s * 1000;
+    return core::parse_retry_after(*v, now_ms());
 }
 
 std::string status_class(int status) {

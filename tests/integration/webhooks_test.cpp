@@ -357,6 +357,27 @@ TEST_F(WebhooksTest, A2xxWithALargeBodyDeliversTheEventOnce) {
     }
 }
 
+// Retry-After in its HTTP-date form (RFC 9110 10.2.3) is honoured like delta-seconds: the
+// retry waits for the date, not for the schedule's 200 ms.
+TEST_F(WebhooksTest, ARetryAfterDateIsHonoured) {
+    receiver rcv;
+    segue::test::segue_process gw(config(storage_.path(), fast_schedule));
+    rcv.mode(
+        R"({"mode":"retry_after","status":429,"retry_after":3,"retry_after_date":true,"times":1,"path":"/hooks/date"})");
+    const std::string id = create(gw.port(), song(files_), rcv.url("/hooks/date"));
+    ASSERT_EQ(wait_final(gw.port(), id), "succeeded");
+    expect_all_delivered_in_order(rcv, gw.port(), id, "/hooks/date");
+    auto all = rcv.deliveries("/hooks/date");
+    ASSERT_GE(all.size(), 2u);
+    ASSERT_EQ(all[0].at("answered").as_int64(), 429);
+    const auto& retry = all[1].as_object();
+    EXPECT_EQ(retry.at("id"), all[0].at("id"));
+    // The date has whole seconds: 3 s ahead is at least 2 s ahead.
+    const auto waited =
+        retry.at("received_at_ms").as_int64() - all[0].at("received_at_ms").as_int64();
+    EXPECT_GE(waited, 2000) << "the retry came after " << waited << " ms";
+}
+
 TEST_F(WebhooksTest, GoneStopsTheEndpointAndDeadLettersCanBeRedelivered) {
     receiver rcv;
     segue::test::segue_process gw(config(storage_.path(), fast_schedule));
