@@ -214,6 +214,7 @@ class connection final : public context, public std::enable_shared_from_this<con
         : srv_(std::move(srv)),
           limits_(srv_->settings.limits),
           stream_(std::move(socket)),
+          read_timer_(stream_.get_executor()),
           buffer_(static_cast<std::size_t>(limits_.max_header_bytes) + 64 * 1024) {
         beast::error_code ec;
         auto ep = stream_.socket().remote_endpoint(ec);
@@ -316,8 +317,9 @@ class connection final : public context, public std::enable_shared_from_this<con
             auto& b = parser_->get().body();
             b.data = into.data();
             b.size = into.size();
-            stream_.expires_after(limits_.body_read_timeout);
-            auto [ec, n] = co_await bhttp::async_read_some(stream_, buffer_, *parser_, use_tuple);
+            arm_read_deadline(limits_.body_read_timeout);
+            auto [rec, n] = co_await bhttp::async_read_some(stream_, buffer_, *parser_, use_tuple);
+            auto ec = read_done(rec);
             const std::size_t got = into.size() - parser_->get().body().size;
             if (ec == bhttp::error::need_buffer)
                 ec = {};
@@ -400,6 +402,33 @@ class connection final : public context, public std::enable_shared_from_this<con
     }
 
   private:
+    // Header and body reads are timed by a timer of their own that cancels the read when it
+    // expires: Beast's stream timeout would close the socket, and the stalled client could no
+    // longer be told 408. A generation number keeps a late expiry from cancelling a later
+    // operation.
+    void arm_read_deadline(steady_clock::duration d) {
+        stream_.expires_never();
+        const auto gen = ++read_gen_;
+        read_timed_out_ = false;
+        read_timer_.expires_after(d);
+        read_timer_.async_wait([w = weak_from_this(), gen](boost::system::error_code ec) {
+            auto self = w.lock();
+            if (ec || !self || self->read_gen_ != gen)
+                return;
+            self->read_timed_out_ = true;
+            beast::error_code ignored;
+            self->stream_.socket().cancel(ignored);
+        });
+    }
+    // The read's error, with a cancel by the deadline reported as beast::error::timeout.
+    beast::error_code read_done(beast::error_code ec) {
+        ++read_gen_;
+        read_timer_.cancel();
+        if (ec == asio::error::operation_aborted && read_timed_out_)
+            return beast::error::timeout;
+        return ec;
+    }
+
     // Keeps a read pending on a streaming connection: it completes when the client closes (or
     // the socket is closed here); bytes a client sends meanwhile are discarded.
     asio::awaitable<void> watch_close(std::shared_ptr<connection> self) {
@@ -486,10 +515,10 @@ class connection final : public context, public std::enable_shared_from_this<con
             ec = {};
         if (!ec && !parser_->is_header_done()) {
             // The rest must arrive within header_timeout (slowloris on headers).
-            stream_.expires_after(limits_.header_timeout);
+            arm_read_deadline(limits_.header_timeout);
             auto [rec, n] =
                 co_await bhttp::async_read_header(stream_, buffer_, *parser_, use_tuple);
-            ec = rec;
+            ec = read_done(rec);
         }
         if (ec)
             co_return co_await reject_header(ec, start);
@@ -639,9 +668,11 @@ class connection final : public context, public std::enable_shared_from_this<con
         res_ = api::make_problem(kind, ec == beast::error::timeout
                                            ? "request header not received in time"
                                            : ec.message());
-        // On a timeout Beast has already closed the socket: nothing can be answered.
-        if (kind != api::error_kind::request_timeout)
-            co_await write_response(false, false);
+        // A client that stalled may still be sending: linger, so the close does not reset
+        // the connection before it has read the 408.
+        if (kind == api::error_kind::request_timeout)
+            linger_ = true;
+        co_await write_response(false, false);
         srv_->request_counter(nullptr, "OTHER", res_.status).inc();
         co_return false;
     }
@@ -708,6 +739,9 @@ class connection final : public context, public std::enable_shared_from_this<con
     std::shared_ptr<server::impl> srv_;
     const config::limits_settings& limits_;
     beast::tcp_stream stream_;
+    asio::steady_timer read_timer_;  // arm_read_deadline
+    std::uint64_t read_gen_ = 0;
+    bool read_timed_out_ = false;
     beast::flat_buffer buffer_;
     std::optional<bhttp::request_parser<bhttp::buffer_body>> parser_;
     std::string request_id_;

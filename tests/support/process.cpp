@@ -291,6 +291,13 @@ bool http_connection::fill() {
     }
 }
 
+bool http_connection::readable(std::chrono::milliseconds wait) {
+    if (!buffer_.empty())
+        return true;
+    pollfd p{fd_, POLLIN, 0};
+    return ::poll(&p, 1, static_cast<int>(wait.count())) > 0;
+}
+
 bool http_connection::closed_by_peer(std::chrono::milliseconds wait) {
     pollfd p{fd_, POLLIN, 0};
     if (::poll(&p, 1, static_cast<int>(wait.count())) <= 0)

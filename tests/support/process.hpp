@@ -120,6 +120,8 @@ class http_connection {
         const std::function<void(std::string_view)>& on_body);
     // True if the peer has closed the connection (read returns 0 or an error) within `wait`.
     bool closed_by_peer(std::chrono::milliseconds wait);
+    // True if something (data or the close) can be read within `wait`.
+    bool readable(std::chrono::milliseconds wait);
     std::optional<http_response> request(const std::string& method, const std::string& target,
                                          const std::string& body = {},
                                          const std::vector<std::string>& headers = {});

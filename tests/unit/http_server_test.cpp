@@ -165,11 +165,16 @@ TEST_F(HttpServer, SlowBodyIsCutByPerReadTimeout) {
     http_connection c(port(), 5s);
     const auto start = std::chrono::steady_clock::now();
     c.send_raw("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc");
-    // A timed-out stream is closed at once (Beast closes the socket on expiry): no answer.
-    EXPECT_FALSE(c.read_response());
+    // The stalled client is told so (a 408 problem), then the connection closes.
+    auto r = c.read_response();
     const auto elapsed = std::chrono::steady_clock::now() - start;
+    ASSERT_TRUE(r) << "no answer";
+    EXPECT_EQ(r->status, 408);
+    EXPECT_EQ(r->header("content-type").value_or(""), "application/problem+json");
+    EXPECT_EQ(r->header("connection").value_or(""), "close");
     EXPECT_GE(elapsed, 250ms);
     EXPECT_LT(elapsed, 3s);
+    EXPECT_TRUE(c.closed_by_peer(4s));
     // The server counts the error right after closing: the client may see the close first.
     const std::string want = R"(segue_http_errors_total{kind="body_timeout"} 1)";
     auto text = metrics_.serialize();
@@ -178,6 +183,44 @@ TEST_F(HttpServer, SlowBodyIsCutByPerReadTimeout) {
         text = metrics_.serialize();
     }
     EXPECT_NE(text.find(want), std::string::npos) << text;
+}
+
+TEST_F(HttpServer, AStalledHeaderGetsA408) {
+    segue::config::settings s;
+    s.limits.header_timeout = 300ms;
+    start(s);
+    http_connection c(port(), 5s);
+    const auto start = std::chrono::steady_clock::now();
+    c.send_raw("GET /hello HTTP/1.1\r\nHost: x\r\n");  // the header's end never comes
+    auto r = c.read_response();
+    const auto elapsed = std::chrono::steady_clock::now() - start;
+    ASSERT_TRUE(r) << "no answer";
+    EXPECT_EQ(r->status, 408);
+    EXPECT_EQ(r->header("content-type").value_or(""), "application/problem+json");
+    EXPECT_GE(elapsed, 250ms);
+    EXPECT_LT(elapsed, 3s);
+    EXPECT_TRUE(c.closed_by_peer(4s));
+}
+
+// A read that completes just as its deadline passes must not leave the deadline to cancel what
+// comes next: many requests, each body sent right at the edge of a short body_read_timeout,
+// all answered (200 or 408), none cut without an answer.
+TEST_F(HttpServer, ReadDeadlinesNeverCutALaterOperation) {
+    segue::config::settings s;
+    s.limits.body_read_timeout = 20ms;
+    start(s);
+    int answered = 0;
+    for (int i = 0; i < 30; ++i) {
+        http_connection c(port(), 5s);
+        c.send_raw("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab");
+        std::this_thread::sleep_for(std::chrono::milliseconds(15 + i % 10));
+        c.send_raw("cd");
+        auto r = c.read_response();
+        ASSERT_TRUE(r) << "request " << i << " got no answer";
+        EXPECT_TRUE(r->status == 200 || r->status == 408) << r->status;
+        ++answered;
+    }
+    EXPECT_EQ(answered, 30);
 }
 
 TEST_F(HttpServer, HandlerExceptionIs500AndCounted) {
