@@ -13,6 +13,7 @@
 #include "gateway/core/json.hpp"
 #include "gateway/core/ledger.hpp"
 #include "gateway/http/message.hpp"
+#include "gateway/http/multipart.hpp"
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
 #include "gateway/runtime/blocking_pool.hpp"
@@ -180,8 +181,7 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
     if (auto* r = std::get_if<refusal>(&key))
         co_return refused(std::move(*r));
     // A file is coming: refused before a byte of it is spooled when the disk is short.
-    if (auto ct = ctx.header("Content-Type");
-        ct && ct->find("multipart/form-data") != std::string_view::npos)
+    if (auto ct = ctx.header("Content-Type"); ct && http::media_type_is(*ct, "multipart/form-data"))
         if (auto r = co_await room_for(ctx.content_length().value_or(0)))
             co_return refused(std::move(*r));
     auto read = co_await read_submission(ctx, reading());

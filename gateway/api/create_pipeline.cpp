@@ -386,9 +386,9 @@ awaitable<outcome<submission>> read_submission(http::context& ctx, const read_en
     const std::string content_type(ctx.header("Content-Type").value_or(""));
     if (auto boundary = http::multipart_boundary(content_type))
         co_return co_await read_form(ctx, *boundary, env);
-    if (content_type.rfind("application/json", 0) == 0)
+    if (http::media_type_is(content_type, "application/json"))
         co_return co_await read_json(ctx, env);
-    if (content_type.rfind("application/x-www-form-urlencoded", 0) == 0)
+    if (http::media_type_is(content_type, "application/x-www-form-urlencoded"))
         co_return co_await read_urlencoded(ctx, env);
     co_return refuse(error_kind::unsupported_media_type, "media_type",
                      "send multipart/form-data (with audio_file), "

@@ -27,6 +27,7 @@
 #include "gateway/core/json.hpp"
 #include "gateway/core/ledger.hpp"
 #include "gateway/http/message.hpp"
+#include "gateway/http/multipart.hpp"
 #include "gateway/http/router.hpp"
 #include "gateway/log/log.hpp"
 #include "gateway/store/db.hpp"
@@ -183,6 +184,11 @@ struct credit_handlers : std::enable_shared_from_this<credit_handlers> {
             key = util::random_id("top_");
         }
 
+        if (!http::media_type_is(ctx.header("Content-Type").value_or(""), "application/json")) {
+            set_problem(ctx.res(), error_kind::unsupported_media_type,
+                        "send the body as application/json", ctx.path());
+            co_return;
+        }
         boost::system::error_code ec;
         auto parsed = json::parse(ctx.body(), ec);
         if (ec || !parsed.is_object()) {

@@ -14,6 +14,7 @@
 #include "gateway/core/signed_url.hpp"
 #include "gateway/http/conditional.hpp"
 #include "gateway/http/message.hpp"
+#include "gateway/http/multipart.hpp"
 #include "gateway/http/range.hpp"
 #include "gateway/http/router.hpp"
 #include "gateway/log/log.hpp"
@@ -391,6 +392,11 @@ awaitable<void> file_handlers::link(http::context& ctx) {
         std::chrono::duration_cast<std::chrono::seconds>(deps.settings.api.signed_url_lifetime)
             .count();
     if (!ctx.body().empty()) {
+        if (!http::media_type_is(ctx.header("Content-Type").value_or(""), "application/json")) {
+            set_problem(ctx.res(), error_kind::unsupported_media_type,
+                        "send the body as application/json (or send none)", ctx.path());
+            co_return;
+        }
         boost::system::error_code ec;
         auto body = json::parse(ctx.body(), ec);
         if (ec || !body.is_object()) {
@@ -398,22 +404,31 @@ awaitable<void> file_handlers::link(http::context& ctx) {
                         ctx.path());
             co_return;
         }
-        if (auto it = body.get_object().find("expires_in"); it != body.get_object().end()) {
-            const auto& v = it->value();
+        std::vector<field_error> errors;
+        for (const auto& field : body.get_object()) {
+            if (field.key() != "expires_in") {
+                errors.push_back({std::string(field.key()), "unknown field"});
+                continue;
+            }
+            const auto& v = field.value();
             const bool whole = v.is_int64() || v.is_uint64();
             const auto n =
                 v.is_int64() ? v.get_int64()
                 : v.is_uint64()
                     ? static_cast<std::int64_t>(std::min<std::uint64_t>(v.get_uint64(), INT64_MAX))
                     : 0;
-            if (!whole || n < 1 || n > max_link_lifetime_s) {
-                set_problem(ctx.res(), error_kind::validation_failed, "invalid expires_in",
-                            ctx.path(),
-                            {{"expires_in", "must be whole seconds from 1 to " +
-                                                std::to_string(max_link_lifetime_s)}});
-                co_return;
-            }
-            lifetime = n;
+            if (!whole || n < 1 || n > max_link_lifetime_s)
+                errors.push_back({"expires_in", "must be whole seconds from 1 to " +
+                                                    std::to_string(max_link_lifetime_s)});
+            else
+                lifetime = n;
+        }
+        if (!errors.empty()) {
+            set_problem(
+                ctx.res(), error_kind::validation_failed,
+                std::to_string(errors.size()) + " invalid field" + (errors.size() == 1 ? "" : "s"),
+                ctx.path(), errors);
+            co_return;
         }
     }
     std::optional<store::file_row> f;

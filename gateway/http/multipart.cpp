@@ -425,6 +425,19 @@ std::optional<std::string> multipart_boundary(std::string_view content_type) {
     return boundary;
 }
 
+bool media_type_is(std::string_view content_type, std::string_view type_subtype) {
+    const auto slash = type_subtype.find('/');
+    cursor c(content_type);
+    c.skip_ows();
+    const auto type = c.token();
+    if (!c.consume('/'))
+        return false;
+    const auto subtype = c.token();
+    return !type.empty() && !subtype.empty() && iequals(type, type_subtype.substr(0, slash)) &&
+           iequals(subtype, type_subtype.substr(slash + 1)) &&
+           c.parameters([](const std::string&, const std::string&) { return true; });
+}
+
 std::string_view to_string(multipart_error e) {
     switch (e) {
         case multipart_error::none:

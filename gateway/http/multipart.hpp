@@ -25,6 +25,10 @@ namespace segue::http {
 // value is malformed, or if the boundary is missing, duplicated or invalid.
 std::optional<std::string> multipart_boundary(std::string_view content_type);
 
+// Whether a Content-Type value names `type_subtype` (e.g. "application/json"): type and subtype
+// compared case-insensitively (RFC 9110 8.3.1), any well-formed parameters allowed.
+bool media_type_is(std::string_view content_type, std::string_view type_subtype);
+
 struct multipart_limits {
     std::size_t max_parts = 32;
     std::size_t max_part_header_bytes = 8 * 1024;  // all header lines of one part

@@ -416,6 +416,17 @@ TEST(Extend, ValidationNamesEveryBadFieldAndCreatesNothing) {
         http_request(s.port(), "POST", "/v1/extensions", "hi", {key_a, "Content-Type: text/plain"});
     ASSERT_TRUE(text);
     EXPECT_EQ(text->status, 415);
+    // Media types are case-insensitive (RFC 9110 8.3.1): these are read, then refused as bodies.
+    for (const std::string type : {"Application/JSON", "application/json; Charset=UTF-8"}) {
+        auto r = http_request(s.port(), "POST", "/v1/extensions", "[1]",
+                              {key_a, "Content-Type: " + type});
+        ASSERT_TRUE(r);
+        EXPECT_EQ(r->status, 400) << type << ": " << r->body;
+    }
+    auto form = http_request(s.port(), "POST", "/v1/extensions", "extend_after=x",
+                             {key_a, "Content-Type: Application/X-WWW-Form-Urlencoded"});
+    ASSERT_TRUE(form);
+    EXPECT_EQ(form->status, 422) << form->body;
 
     // Nothing was created, and no upload was left behind.
     auto list = http_request(s.port(), "GET", "/v1/extensions", "", {key_a});

@@ -446,10 +446,28 @@ TEST_P(FilesApi, ValidatorsNamesAndSignedLinksAsBrowsersUseThem) {
     ASSERT_EQ(link->status, 201) << link->body;
     auto lo = json::parse(link->body).as_object();
     EXPECT_EQ(raw_get(server_->port(), path_of(std::string(lo["url"].as_string())))->body, song);
-    EXPECT_EQ(
-        request("POST", "/v1/files/" + file_id + "/links", {}, R"({"expires_in": 0})")->status,
-        422);
-    EXPECT_EQ(request("POST", "/v1/files/" + file_id + "/links", {}, "[1]")->status, 400);
+    const std::vector<std::string> json_type{"Content-Type: application/json"};
+    EXPECT_EQ(request("POST", "/v1/files/" + file_id + "/links", json_type, R"({"expires_in": 0})")
+                  ->status,
+              422);
+    EXPECT_EQ(request("POST", "/v1/files/" + file_id + "/links", json_type, "[1]")->status, 400);
+    // Unknown fields are named (the schema is closed); a body must be JSON.
+    auto unknown = request("POST", "/v1/files/" + file_id + "/links", json_type,
+                           R"({"expires_in": 60, "x": 1})");
+    ASSERT_EQ(unknown->status, 422) << unknown->body;
+    EXPECT_EQ(json::parse(unknown->body).at("errors").at(0).at("field"), "x");
+    EXPECT_EQ(request("POST", "/v1/files/" + file_id + "/links", {"Content-Type: text/plain"},
+                      R"({"expires_in": 60})")
+                  ->status,
+              415);
+    EXPECT_EQ(request("POST", "/v1/files/" + file_id + "/links",
+                      {"Content-Type: application/x-www-form-urlencoded"}, "expires_in=60")
+                  ->status,
+              415);
+    EXPECT_EQ(request("POST", "/v1/files/" + file_id + "/links", {"Content-Type: Application/JSON"},
+                      R"({"expires_in": 60})")
+                  ->status,
+              201);
     auto theirs =
         segue::test::http_request(server_->port(), "POST", "/v1/files/" + file_id + "/links", "",
                                   {"Authorization: Bearer sk-other"});

@@ -518,6 +518,7 @@ class LedgerApi : public ::testing::Test {
             });
     }
 
+    std::string content_type = "application/json";  // of call()'s bodies
     reply call(const std::string& method, const std::string& target,
                const std::string& authorization, const std::string& body = "",
                const std::string& idempotency_key = "") {
@@ -526,6 +527,8 @@ class LedgerApi : public ::testing::Test {
             ctx.headers_.emplace_back("authorization", authorization);
         if (!idempotency_key.empty())
             ctx.headers_.emplace_back("idempotency-key", idempotency_key);
+        if (!body.empty())
+            ctx.headers_.emplace_back("content-type", content_type);
         ctx.body_ = body;
         auto m = router_->match(method, ctx.path());
         EXPECT_TRUE(m.matched) << target;
@@ -655,6 +658,12 @@ TEST_F(LedgerApi, AdminTopUpAuthAndValidation) {
 
     const std::string admin = "Bearer admin-secret";
     EXPECT_EQ(call("POST", "/v1/admin/credits", admin, "{").status, 400);
+    // A body in another media type (media types are case-insensitive).
+    content_type = "text/plain";
+    EXPECT_EQ(call("POST", "/v1/admin/credits", admin, ok).status, 415);
+    content_type = "Application/JSON; charset=utf-8";
+    EXPECT_EQ(call("POST", "/v1/admin/credits", admin, ok, "k-type").status, 201);
+    content_type = "application/json";
     EXPECT_EQ(call("POST", "/v1/admin/credits", admin, "[1]").status, 400);
     EXPECT_EQ(call("POST", "/v1/admin/credits", admin, ok, std::string(256, 'k')).status, 400);
 

@@ -202,6 +202,27 @@ void expect_curl_like(const parse_result& r) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Media types
+
+TEST(MediaType, TypeAndSubtypeAreCaseInsensitiveAndParametersAllowed) {
+    using segue::http::media_type_is;
+    EXPECT_TRUE(media_type_is("application/json", "application/json"));
+    EXPECT_TRUE(media_type_is("application/JSON", "application/json"));
+    EXPECT_TRUE(media_type_is("Application/Json; charset=UTF-8", "application/json"));
+    EXPECT_TRUE(media_type_is(" application/json ;charset=\"utf-8\" ;", "application/json"));
+    EXPECT_TRUE(
+        media_type_is("Application/X-WWW-Form-Urlencoded", "application/x-www-form-urlencoded"));
+    EXPECT_TRUE(media_type_is("Multipart/Form-Data; BOUNDARY=x", "multipart/form-data"));
+    EXPECT_FALSE(media_type_is("application/jsonx", "application/json"));
+    EXPECT_FALSE(media_type_is("application/json-patch+json", "application/json"));
+    EXPECT_FALSE(media_type_is("text/json", "application/json"));
+    EXPECT_FALSE(media_type_is("application/json; charset", "application/json"));
+    EXPECT_FALSE(media_type_is("application/json garbage", "application/json"));
+    EXPECT_FALSE(media_type_is("application", "application/json"));
+    EXPECT_FALSE(media_type_is("", "application/json"));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Boundary extraction
 
 TEST(MultipartBoundary, TokenAndQuoted) {
