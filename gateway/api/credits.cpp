@@ -201,10 +201,7 @@ struct credit_handlers : std::enable_shared_from_this<credit_handlers> {
         topup_request req;
         auto errors = validate_topup(parsed.as_object(), deps, req);
         if (!errors.empty()) {
-            set_problem(
-                ctx.res(), error_kind::validation_failed,
-                std::to_string(errors.size()) + " invalid field" + (errors.size() == 1 ? "" : "s"),
-                ctx.path(), errors);
+            set_validation_problem(ctx.res(), ctx.path(), errors);
             co_return;
         }
 

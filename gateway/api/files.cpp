@@ -424,10 +424,7 @@ awaitable<void> file_handlers::link(http::context& ctx) {
                 lifetime = n;
         }
         if (!errors.empty()) {
-            set_problem(
-                ctx.res(), error_kind::validation_failed,
-                std::to_string(errors.size()) + " invalid field" + (errors.size() == 1 ? "" : "s"),
-                ctx.path(), errors);
+            set_validation_problem(ctx.res(), ctx.path(), errors);
             co_return;
         }
     }

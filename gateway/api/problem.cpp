@@ -84,6 +84,13 @@ void set_problem(http::response& res, error_kind kind, std::string_view detail,
     res.body = util::json_text(o);
 }
 
+void set_validation_problem(http::response& res, std::string_view instance,
+                            const std::vector<field_error>& errors) {
+    set_problem(res, error_kind::validation_failed,
+                std::to_string(errors.size()) + " invalid field" + (errors.size() == 1 ? "" : "s"),
+                instance, errors);
+}
+
 http::response make_problem(error_kind kind, std::string_view detail, std::string_view instance,
                             const std::vector<field_error>& errors) {
     http::response r;

@@ -56,6 +56,10 @@ struct field_error {
 void set_problem(http::response& res, error_kind kind, std::string_view detail,
                  std::string_view instance = {}, const std::vector<field_error>& errors = {});
 
+// A 422 naming every field in `errors` ("2 invalid fields").
+void set_validation_problem(http::response& res, std::string_view instance,
+                            const std::vector<field_error>& errors);
+
 http::response make_problem(error_kind kind, std::string_view detail,
                             std::string_view instance = {},
                             const std::vector<field_error>& errors = {});
