@@ -58,6 +58,9 @@ constexpr auto sse_window = 60s;
 constexpr auto reconnect_budget = 60s;
 constexpr auto upload_timeout = std::chrono::hours(1);
 constexpr auto download_timeout = std::chrono::minutes(10);
+// Within those, a gateway (or a proxy) that stops reading the upload, or answering, for this
+// long is given up on (exit 3), rather than after the hour.
+constexpr auto stall_timeout = std::chrono::minutes(1);
 constexpr std::uint64_t max_download_bytes = 4ull << 30;
 
 // A failure that ends the command with `code` after printing `message` on stderr.
@@ -378,6 +381,7 @@ awaitable<json::value> session::create_task() {
     r.body_size = st->total;
     r.body_source = [st]() { return next_upload_chunk(st); };
     r.timeout = upload_timeout;
+    r.stall_timeout = stall_timeout;
     stage_ = stage::uploading;
     const std::string what = r.method + " " + r.url;
     auto res = co_await http_.send(std::move(r));
@@ -643,6 +647,7 @@ awaitable<json::object> session::download_one(const std::string& url, bool with_
     if (with_key)
         r.headers = {{"Authorization", "Bearer " + o_.key}};
     r.timeout = download_timeout;
+    r.stall_timeout = stall_timeout;
     const std::string part = path.string() + ".part";
     auto st = std::make_shared<file_sink>();
     st->f = std::fopen(part.c_str(), "wb");

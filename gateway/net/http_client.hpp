@@ -104,6 +104,11 @@ struct request {
     std::optional<std::uint64_t> body_size;
     // Whole-exchange deadline for this call, overriding client_options::request_timeout.
     std::optional<std::chrono::milliseconds> timeout;
+    // Each write and read of the exchange (the header, a piece of the body, the response's
+    // header, a piece of its body) must complete within this, whatever `timeout` allows the
+    // whole: a long upload or download is given up on once the peer stops reading or answering
+    // for this long (failure::timeout). Unset: only the deadline.
+    std::optional<std::chrono::milliseconds> stall_timeout;
     // Whether replaying the request is harmless; by default true for GET, HEAD, PUT, DELETE,
     // OPTIONS and TRACE (RFC 9110 9.2.2). Set it for a POST carrying an idempotency key.
     std::optional<bool> idempotent;

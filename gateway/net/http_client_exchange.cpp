@@ -94,6 +94,11 @@ asio::awaitable<void> exchange_on(Stream& s, connection& c, const target& t, req
         out.error = f;
         out.message = std::move(msg);
     };
+    // Set before every operation: the exchange's deadline, or sooner by the stall timeout.
+    auto arm = [&] {
+        lowest.expires_at(r.stall_timeout ? std::min(deadline, steady::now() + *r.stall_timeout)
+                                          : deadline);
+    };
 
     // Write the request. The deadline is the whole exchange's, set before every operation.
     error_code wec;
@@ -102,7 +107,7 @@ asio::awaitable<void> exchange_on(Stream& s, connection& c, const target& t, req
         fill_header(m, t, r, opts.user_agent);
         m.content_length(*r.body_size);
         bhttp::request_serializer<bhttp::empty_body> sr{m};
-        lowest.expires_at(deadline);
+        arm();
         auto [ec, n] = co_await bhttp::async_write_header(s, sr, use_tuple);
         at.sent = n > 0;
         wec = ec;
@@ -124,7 +129,7 @@ asio::awaitable<void> exchange_on(Stream& s, connection& c, const target& t, req
                 co_return;
             }
             total += chunk.size();
-            lowest.expires_at(deadline);
+            arm();
             auto [cec, cn] = co_await asio::async_write(s, asio::buffer(chunk), use_tuple);
             wec = cec;
         }
@@ -139,7 +144,7 @@ asio::awaitable<void> exchange_on(Stream& s, connection& c, const target& t, req
         fill_header(m, t, r, opts.user_agent);
         m.body() = {r.body.data(), r.body.size()};
         m.prepare_payload();
-        lowest.expires_at(deadline);
+        arm();
         auto [ec, n] = co_await bhttp::async_write(s, m, use_tuple);
         at.sent = n > 0;
         wec = ec;
@@ -147,7 +152,11 @@ asio::awaitable<void> exchange_on(Stream& s, connection& c, const target& t, req
     if (wec) {
         at.ec = wec;
         if (wec == beast::error::timeout) {
-            fail(failure::timeout, "deadline passed while sending the request");
+            fail(failure::timeout,
+                 steady::now() < deadline
+                     ? "the peer stopped reading the request (no progress for " +
+                           std::to_string(r.stall_timeout ? r.stall_timeout->count() : 0) + " ms)"
+                     : "deadline passed while sending the request");
             co_return;
         }
         // Go on reading: a server may answer early and close without reading the whole body
@@ -164,7 +173,7 @@ asio::awaitable<void> exchange_on(Stream& s, connection& c, const target& t, req
         hp->body_limit(boost::none);
         if (head)
             hp->skip(true);
-        lowest.expires_at(deadline);
+        arm();
         auto [ec, n] = co_await bhttp::async_read_header(s, c.buffer, *hp, use_tuple);
         if (hp->got_some() || c.buffer.size() > 0)
             at.response_started = true;
@@ -208,7 +217,7 @@ asio::awaitable<void> exchange_on(Stream& s, connection& c, const target& t, req
         if (!to_sink) {
             bhttp::response_parser<bhttp::string_body> p{std::move(*hp)};
             p.body_limit(limit);
-            lowest.expires_at(deadline);
+            arm();
             auto [ec, n] = co_await bhttp::async_read(s, c.buffer, p, use_tuple);
             if (ec == bhttp::error::body_limit && cap_is_the_end)
                 co_return;
@@ -226,7 +235,7 @@ asio::awaitable<void> exchange_on(Stream& s, connection& c, const target& t, req
             while (!p.is_done()) {
                 p.get().body().data = buf.get();
                 p.get().body().size = download_chunk;
-                lowest.expires_at(deadline);
+                arm();
                 // An event stream is handed over as it arrives; a file fills the buffer
                 // first (fewer, larger writes).
                 auto [ec, n] = r.stream_chunks

@@ -565,6 +565,73 @@ TEST_F(HttpClient, RequestTimeoutWhenTheServerNeverAnswers) {
         R"(segue_upstream_requests_total{host="127.0.0.1",method="GET",outcome="timeout"} 1)"));
 }
 
+// A peer that accepts an upload and then stops reading it, or reads it all and never answers:
+// the stall timeout gives up long before the exchange's own (long) timeout.
+TEST_F(HttpClient, AStalledPeerIsGivenUpOnByTheStallTimeout) {
+    test_server server([](beast::tcp_stream& s, int) -> asio::awaitable<void> {
+        beast::flat_buffer buf;
+        co_await read_request(s, buf);  // the header and a small body; then silence
+        char c;
+        co_await s.async_read_some(asio::buffer(&c, 1), use_tuple);
+    });
+    test_server deaf([](beast::tcp_stream& s, int) -> asio::awaitable<void> {
+        asio::steady_timer t(co_await asio::this_coro::executor, 10s);  // never reads
+        co_await t.async_wait(use_tuple);
+    });
+    segue::net::http_client client(ioc_, plain_options(), metrics_);
+    // Reads everything, never answers.
+    auto req = get(server.base() + "/silent");
+    req.timeout = 30s;
+    req.stall_timeout = 300ms;
+    auto start = steady::now();
+    auto r = run(client.send(req));
+    EXPECT_EQ(r.error, failure::timeout) << r.message;
+    EXPECT_GE(steady::now() - start, 250ms);
+    EXPECT_LT(steady::now() - start, 3s);
+    // Never reads: a 64 MiB upload fills the socket buffers, then makes no progress.
+    segue::net::request up;
+    up.method = "POST";
+    up.url = deaf.base() + "/upload";
+    up.timeout = 30s;
+    up.stall_timeout = 300ms;
+    up.body_size = 64u << 20;
+    auto left = std::make_shared<std::uint64_t>(*up.body_size);
+    up.body_source = [left]() -> asio::awaitable<std::string> {
+        const auto n = std::min<std::uint64_t>(*left, 64 * 1024);
+        *left -= n;
+        co_return std::string(n, 'u');
+    };
+    start = steady::now();
+    r = run(client.send(up));
+    EXPECT_EQ(r.error, failure::timeout) << r.message;
+    EXPECT_NE(r.message.find("stopped reading"), std::string::npos) << r.message;
+    EXPECT_LT(steady::now() - start, 5s);
+}
+
+// status_only: a body over the cap is not a failure; the status and header fields stand.
+TEST_F(HttpClient, StatusOnlyLeavesABodyOverTheCapUnread) {
+    test_server server([](beast::tcp_stream& s, int) -> asio::awaitable<void> {
+        beast::flat_buffer buf;
+        while (auto req = co_await read_request(s, buf)) {
+            const bool chunked = req->target() == "/chunked";
+            const std::size_t size = req->target() == "/small" ? 1024 : 1024 * 1024;
+            if (!co_await reply(s, std::string(size, 'a'), true, 200, chunked))
+                break;
+        }
+    });
+    auto o = plain_options();
+    o.max_response_bytes = 64 * 1024;
+    segue::net::http_client client(ioc_, o, metrics_);
+    for (const std::string path : {"/big", "/chunked", "/small"}) {
+        auto req = get(server.base() + path);
+        req.status_only = true;
+        auto r = run(client.send(req));
+        ASSERT_TRUE(r.ok()) << path << ": " << r.message;
+        EXPECT_EQ(r.res.status, 200) << path;
+        EXPECT_EQ(r.res.body.size(), path == "/small" ? 1024u : 0u) << path;
+    }
+}
+
 TEST_F(HttpClient, ResponseOverTheCapIsTooLarge) {
     test_server server([](beast::tcp_stream& s, int) -> asio::awaitable<void> {
         beast::flat_buffer buf;
