@@ -565,6 +565,20 @@ TEST_F(HttpClient, RequestTimeoutWhenTheServerNeverAnswers) {
         R"(segue_upstream_requests_total{host="127.0.0.1",method="GET",outcome="timeout"} 1)"));
 }
 
+// Answers /small with 1 KiB, anything else with 1 MiB (/chunked: chunked), keeping the
+// connection open.
+namespace {
+asio::awaitable<void> sized_replies(beast::tcp_stream& s, int) {
+    beast::flat_buffer buf;
+    while (auto req = co_await read_request(s, buf)) {
+        const bool chunked = req->target() == "/chunked";
+        const std::size_t size = req->target() == "/small" ? 1024 : 1024 * 1024;
+        if (!co_await reply(s, std::string(size, 'a'), true, 200, chunked))
+            break;
+    }
+}
+}  // namespace
+
 // A peer that accepts an upload and then stops reading it, or reads it all and never answers:
 // the stall timeout gives up long before the exchange's own (long) timeout.
 TEST_F(HttpClient, AStalledPeerIsGivenUpOnByTheStallTimeout) {
@@ -610,15 +624,7 @@ TEST_F(HttpClient, AStalledPeerIsGivenUpOnByTheStallTimeout) {
 
 // status_only: a body over the cap is not a failure; the status and header fields stand.
 TEST_F(HttpClient, StatusOnlyLeavesABodyOverTheCapUnread) {
-    test_server server([](beast::tcp_stream& s, int) -> asio::awaitable<void> {
-        beast::flat_buffer buf;
-        while (auto req = co_await read_request(s, buf)) {
-            const bool chunked = req->target() == "/chunked";
-            const std::size_t size = req->target() == "/small" ? 1024 : 1024 * 1024;
-            if (!co_await reply(s, std::string(size, 'a'), true, 200, chunked))
-                break;
-        }
-    });
+    test_server server(sized_replies);
     auto o = plain_options();
     o.max_response_bytes = 64 * 1024;
     segue::net::http_client client(ioc_, o, metrics_);
@@ -633,15 +639,7 @@ TEST_F(HttpClient, StatusOnlyLeavesABodyOverTheCapUnread) {
 }
 
 TEST_F(HttpClient, ResponseOverTheCapIsTooLarge) {
-    test_server server([](beast::tcp_stream& s, int) -> asio::awaitable<void> {
-        beast::flat_buffer buf;
-        while (auto req = co_await read_request(s, buf)) {
-            const bool chunked = req->target() == "/chunked";
-            const std::size_t size = req->target() == "/small" ? 1024 : 1024 * 1024;
-            if (!co_await reply(s, std::string(size, 'a'), true, 200, chunked))
-                break;
-        }
-    });
+    test_server server(sized_replies);
     auto o = plain_options();
     o.max_response_bytes = 64 * 1024;
     segue::net::http_client client(ioc_, o, metrics_);
