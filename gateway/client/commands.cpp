@@ -125,9 +125,15 @@ cli_error http_error(int status, std::string_view body) {
     return {code, msg};
 }
 
+// The first error writing stdout (a full disk, a closed pipe): the command then fails, so a
+// script never takes a lost result for a success.
+int stdout_errno = 0;
+
 void print_out(const std::string& s) {
-    std::fwrite(s.data(), 1, s.size(), stdout);
-    std::fflush(stdout);
+    errno = 0;
+    if (std::fwrite(s.data(), 1, s.size(), stdout) != s.size() || std::fflush(stdout) != 0)
+        if (stdout_errno == 0)
+            stdout_errno = errno ? errno : EIO;
 }
 
 void print_json(const json::value& v) {
@@ -605,8 +611,21 @@ awaitable<int> session::watch(const std::string& id, json::value task) {
     task = co_await follow(id, std::move(task));
     scr_.clear();
     json::array downloads;
-    if (!o_.out_dir.empty())
-        downloads = co_await download_outputs(task);
+    if (!o_.out_dir.empty()) {
+        // A download that fails (the disk, the network) leaves the task as it is: say which task,
+        // and how to fetch its outputs again.
+        std::optional<cli_error> failed;
+        try {
+            downloads = co_await download_outputs(task);
+        } catch (const cli_error& e) {
+            failed = e;
+        }
+        if (failed)
+            throw cli_error{failed->code, failed->message + "\n  task " + id + " is " +
+                                              text(task, "status") +
+                                              "; download its outputs again: segue watch " + id +
+                                              " -o " + o_.out_dir};
+    }
     co_return finish(task, downloads);
 }
 
@@ -767,8 +786,13 @@ int session::finish(const json::value& task, const json::array& downloads) {
                 std::string url = audio ? text(*audio, "mp3_url") : std::string();
                 if (url.empty() && audio)
                     url = text(*audio, "wav_url");
+                // Why an output failed (an input too short for extend_after, a provider's
+                // reason): a string, or an object with a message.
+                std::string why;
+                if (const auto* e = member(out, "error"))
+                    why = e->is_string() ? std::string(e->as_string()) : text(*e, "message");
                 s += "  output " + text(out, "index") + ": " + text(out, "status") +
-                     (url.empty() ? "" : "  " + url) + "\n";
+                     (why.empty() ? "" : ": " + why) + (url.empty() ? "" : "  " + url) + "\n";
             }
         }
         print_out(s);
@@ -917,6 +941,19 @@ awaitable<int> session::credits() {
 
 awaitable<int> session::run() {
     const auto& c = o_.command;
+    // An output directory that cannot be written is a usage error before anything is created
+    // or uploaded, not after the task has run.
+    if (!o_.out_dir.empty()) {
+        std::error_code ec;
+        fs::create_directories(o_.out_dir, ec);
+        if (ec)
+            throw cli_error{exit_usage, "cannot create " + o_.out_dir + ": " + ec.message()};
+        if (!fs::is_directory(o_.out_dir, ec))
+            throw cli_error{exit_usage, o_.out_dir + " is not a directory"};
+        if (::access(o_.out_dir.c_str(), W_OK | X_OK) != 0)
+            throw cli_error{exit_usage,
+                            "cannot write to " + o_.out_dir + ": " + std::strerror(errno)};
+    }
     if (c == "extend")
         co_return co_await extend();
     if (c == "watch")
@@ -1007,6 +1044,12 @@ int run_command(const std::vector<std::string_view>& args) {
         }
     });
     ioc.run();
+    if (stdout_errno != 0) {
+        std::fprintf(stderr, "segue: cannot write the result to stdout: %s\n",
+                     std::strerror(stdout_errno));
+        if (code == exit_ok || code == exit_task_failed)
+            code = exit_usage;
+    }
     return code;
 }
 

@@ -1,9 +1,13 @@
 #include "gateway/client/options.hpp"
 
+#include <boost/json/parse.hpp>
+
 #include <array>
 #include <charconv>
 #include <cmath>
 #include <map>
+
+#include "gateway/api/common.hpp"
 
 namespace segue::client {
 namespace {
@@ -18,7 +22,8 @@ common options:
   -h, --help       this help
 
 exit codes: 0 success, 1 the task failed, was canceled or partially succeeded,
-  2 usage error, 3 server unreachable or server error, 4 missing or wrong API key,
+  2 usage error (also an unwritable -o or stdout), 3 server unreachable, stalled or server
+  error, 4 missing or wrong API key,
   5 request refused by the server (validation, not found, conflict, no credits),
   130 interrupted (Ctrl-C; the task keeps running)
 )";
@@ -95,7 +100,7 @@ bool parse_int(std::string_view s, int& out) {
 }
 
 // The form field each extend flag sets, and how its value is checked.
-enum class check { text, seconds, count, gender };
+enum class check { text, seconds, count, gender, json_object };
 struct field_flag {
     std::string_view flag;
     std::string_view field;
@@ -112,7 +117,7 @@ constexpr std::array<field_flag, 11> extend_fields{{
     {"--provider", "provider", check::text},
     {"--route", "route", check::text},
     {"--webhook-url", "webhook_url", check::text},
-    {"--metadata", "metadata", check::text},
+    {"--metadata", "metadata", check::json_object},
 }};
 
 }  // namespace
@@ -226,11 +231,20 @@ parse_outcome parse_options(const std::vector<std::string_view>& args, const env
                 return fail(std::string(name) + " must be a whole number, not '" + *v + "'");
             if (f.how == check::gender && *v != "male" && *v != "female" && *v != "neutral")
                 return fail(std::string(name) + " must be male, female or neutral");
+            // Checked here for every source, before a byte is uploaded.
+            if (f.how == check::json_object) {
+                boost::system::error_code ec;
+                const auto doc = boost::json::parse(*v, ec);
+                if (ec || !doc.is_object())
+                    return fail(std::string(name) + " must be a JSON object, like '{\"k\":\"v\"}'");
+            }
             for (auto& [field, existing] : o.fields)
                 if (field == f.field)
                     return fail(std::string(name) + " given twice");
             o.fields.emplace_back(std::string(f.field), *v);
         } else if (name == "--idempotency-key") {
+            if (!api::valid_idempotency_key(*v))
+                return fail(std::string(name) + " must be 1-255 visible ASCII characters");
             o.idempotency_key = *v;
         } else if (name == "-o" || name == "--output") {
             if (v->empty())

@@ -356,6 +356,22 @@ TEST(CliClient, ExitCodes) {
     EXPECT_NE(r.err.find("cannot read"), std::string::npos) << dump(r);
     r = run_cli(f.dir, {"tasks", "--bogus"}, f.env);
     EXPECT_EQ(r.code, 2) << dump(r);
+    // An output directory that cannot be one, and metadata that is not an object: refused
+    // before the upload (the task count below stays 1).
+    r = run_cli(f.dir, {"extend", f.song, "--after", "1", "-o", f.song}, f.env);
+    EXPECT_EQ(r.code, 2) << dump(r);
+    EXPECT_NE(r.err.find(f.song), std::string::npos) << dump(r);
+    r = run_cli(f.dir, {"extend", f.song, "--after", "1", "--metadata", "{bad"}, f.env);
+    EXPECT_EQ(r.code, 2) << dump(r);
+    EXPECT_NE(r.err.find("--metadata must be a JSON object"), std::string::npos) << dump(r);
+    // A result that cannot be written to stdout is a failure, not a silent success.
+    {
+        cli_child c(f.dir, {"-c", "exec \"$0\" credits > /dev/full", segue::test::segue_binary()},
+                    f.env, "/bin/sh");
+        r = c.wait();
+        EXPECT_EQ(r.code, 2) << dump(r);
+        EXPECT_NE(r.err.find("cannot write the result to stdout"), std::string::npos) << dump(r);
+    }
 
     // 3: nobody listening.
     r = run_cli(f.dir,
