@@ -82,9 +82,23 @@ struct delivery_handlers : std::enable_shared_from_this<delivery_handlers> {
         const std::string task_id = task_id_param.value_or("");
         const std::string before = before_param.value_or("");
         std::vector<store::delivery_row> rows;
+        bool cursor_known = true;
         co_await deps.db.read([&](store::transaction& tx) {
+            // An unknown cursor would page to an empty "end of list": refused instead.
+            if (!before.empty()) {
+                const auto d = tx.get_delivery(before);
+                cursor_known = d && d->tenant == *tenant;
+                if (!cursor_known)
+                    return;
+            }
             rows = tx.list_deliveries(*tenant, status, task_id, *limit + 1, before);
         });
+        if (!cursor_known) {
+            set_problem(ctx.res(), error_kind::bad_request,
+                        "before must be the id of one of your deliveries", ctx.path(),
+                        {{"before", "no such delivery"}});
+            co_return;
+        }
         json::array data;
         const bool more = static_cast<int>(rows.size()) > *limit;
         for (int i = 0; i < static_cast<int>(rows.size()) && i < *limit; ++i)

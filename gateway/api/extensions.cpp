@@ -313,8 +313,24 @@ awaitable<void> handlers::list(http::context& ctx) {
         co_return co_await list_stream(ctx, *tenant, *limit);
     }
     std::vector<task_summary> rows;
-    co_await deps.db.read(
-        [&](store::transaction& tx) { rows = read_summaries(tx, *tenant, *limit + 1, before); });
+    bool cursor_known = true;
+    co_await deps.db.read([&](store::transaction& tx) {
+        // A cursor that names no task of the tenant would page to an empty "end of list":
+        // refused, so a typo or a stale cursor is noticed.
+        if (!before.empty()) {
+            const auto t = tx.get_task(before);
+            cursor_known = t && t->tenant == *tenant;
+            if (!cursor_known)
+                return;
+        }
+        rows = read_summaries(tx, *tenant, *limit + 1, before);
+    });
+    if (!cursor_known) {
+        set_problem(ctx.res(), error_kind::bad_request,
+                    "before must be the id of one of your tasks", ctx.path(),
+                    {{"before", "no such task"}});
+        co_return;
+    }
     json::array data;
     const bool more = static_cast<int>(rows.size()) > *limit;
     for (int i = 0; i < static_cast<int>(rows.size()) && i < *limit; ++i)

@@ -267,7 +267,11 @@ TEST(ApiEdge, QueryParametersArePercentDecoded) {
                           {"/v1/deliveries?status=de%4", "status"},
                           {"/v1/deliveries?task_id=%C3%28", "task_id"},
                           {"/v1/credits?before=%G1", "before"},
-                          {"/v1/extensions/" + ids[0] + "/events?after=%", "after"}}) {
+                          {"/v1/extensions/" + ids[0] + "/events?after=%", "after"},
+                          // A cursor that names nothing of the tenant's: not an empty page.
+                          {"/v1/extensions?before=bogus", "before"},
+                          {"/v1/extensions?before=ext_00000000000000000000000000", "before"},
+                          {"/v1/deliveries?before=dlv_zzzz", "before"}}) {
         auto r = http_request(s.port(), "GET", b.target, "", {key});
         ASSERT_TRUE(r) << b.target;
         EXPECT_EQ(r->status, 400) << b.target << ": " << r->body;
