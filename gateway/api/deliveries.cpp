@@ -153,9 +153,15 @@ struct delivery_handlers : std::enable_shared_from_this<delivery_handlers> {
                 set_problem(ctx.res(), error_kind::not_found, "no such delivery", ctx.path());
                 break;
             case outcome::pending:
+                // A delivery whose time has passed waits behind an earlier undelivered event of
+                // its task (each task's events go in order): no time can be promised then.
                 set_problem(ctx.res(), error_kind::conflict,
-                            "the delivery is still pending; it will be attempted again at " +
-                                core::iso8601(after->next_at),
+                            after->next_at > now_ms()
+                                ? "the delivery is still pending; it will be attempted again at " +
+                                      core::iso8601(after->next_at)
+                                : std::string("the delivery is still pending: due now, or waiting "
+                                              "behind an earlier event of its task that is not "
+                                              "delivered yet"),
                             ctx.path());
                 break;
             case outcome::done:

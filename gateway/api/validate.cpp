@@ -3,6 +3,8 @@
 #include <boost/json.hpp>
 #include <boost/url/parse.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <set>
@@ -133,11 +135,27 @@ class checker {
             return std::nullopt;
         auto u = boost::urls::parse_absolute_uri(*s);
         if (!u) {
-            error(std::string(k), "must be an absolute URL");
+            // Say what is wrong with it, where it can be told.
+            const bool has_space = std::any_of(s->begin(), s->end(), [](char c) {
+                return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f;
+            });
+            const bool non_ascii = std::any_of(
+                s->begin(), s->end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
+            if (has_space)
+                error(std::string(k), "must not contain spaces or control characters");
+            else if (non_ascii)
+                error(std::string(k),
+                      "must be ASCII: percent-encode the path and query, and "
+                      "write a host name in its xn-- (punycode) form");
+            else if (boost::urls::parse_uri(*s))
+                error(std::string(k), "must not have a #fragment");
+            else
+                error(std::string(k), "must be an absolute URL");
             return std::nullopt;
         }
-        auto scheme = u->scheme();
-        if (scheme != "http" && scheme != "https") {
+        // Schemes are case-insensitive (RFC 3986 3.1): HTTP://... is http://... .
+        const auto id = u->scheme_id();
+        if (id != boost::urls::scheme::http && id != boost::urls::scheme::https) {
             error(std::string(k), "must be an http or https URL");
             return std::nullopt;
         }
@@ -149,6 +167,9 @@ class checker {
             error(std::string(k), "must not contain credentials");
             return std::nullopt;
         }
+        // Kept as given, but with the scheme in lower case for everything downstream.
+        for (std::size_t i = 0; i < u->scheme().size(); ++i)
+            (*s)[i] = static_cast<char>(std::tolower(static_cast<unsigned char>((*s)[i])));
         return s;
     }
 

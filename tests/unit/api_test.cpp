@@ -113,6 +113,35 @@ TEST(Validate, UrlsMustBeHttpWithAHostAndNoCredentials) {
     }
 }
 
+// Each refusal says what is wrong; an upper-case scheme is fine and stored in lower case.
+TEST(Validate, UrlRefusalsSayWhyAndSchemesAreCaseInsensitive) {
+    struct c {
+        std::string url;
+        std::string says;
+    };
+    for (const auto& t : std::vector<c>{
+             {"http://a.example/h#frag", "#fragment"},
+             {"http://b\u00fccher.example/h", "ASCII"},
+             {"http://a.example/x ", "spaces"},
+             {"http://a.example/\ty", "spaces"},
+             {"relative/path", "absolute URL"},
+             {"ftp://a.example/x", "http or https"},
+         }) {
+        json::object body{
+            {"extend_after", 1}, {"audio_url", "https://a.example/s.mp3"}, {"webhook_url", t.url}};
+        auto r = run(json::serialize(body));
+        ASSERT_EQ(r.errors.size(), 1u) << t.url;
+        EXPECT_EQ(r.errors[0].field, "webhook_url");
+        EXPECT_NE(r.errors[0].message.find(t.says), std::string::npos)
+            << t.url << ": " << r.errors[0].message;
+    }
+    auto r = run(R"({"extend_after":1,"audio_url":"HTTPS://a.example/S.mp3?Q=1",)"
+                 R"("webhook_url":"Http://h.example/Hook"})");
+    ASSERT_TRUE(r.errors.empty()) << r.errors[0].message;
+    EXPECT_EQ(r.request.audio_url, "https://a.example/S.mp3?Q=1");
+    EXPECT_EQ(r.request.webhook_url, "http://h.example/Hook");
+}
+
 TEST(Auth, PlainAndHashedKeysConstantTimeLookup) {
     std::vector<segue::config::tenant_settings> tenants{
         {"a", {"sk-a-1", "sk-a-2"}},
