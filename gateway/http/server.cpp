@@ -533,7 +533,12 @@ class connection final : public context, public std::enable_shared_from_this<con
         // Transfer-Encoding field, the parser the last coding of all of them (found by fuzzing).
         const bool has_body = !parser_->is_done();
 
-        if (!rt) {
+        if (auto why = malformed_fields()) {
+            srv_->count_error("malformed_request");
+            api::set_problem(res_, api::error_kind::bad_request, *why, path());
+            if (has_body)
+                keep_alive = false;  // its body would be read as the next request
+        } else if (!rt) {
             if (content_length() && *content_length() > limits_.max_body_bytes) {
                 // Like nginx's client_max_body_size: an oversized body is refused before routing.
                 srv_->count_error("body_too_large");
@@ -614,6 +619,21 @@ class connection final : public context, public std::enable_shared_from_this<con
         }
         finish(rt, status, start);
         co_return write_ok&& keep_alive;
+    }
+
+    // Header fields whose repetition makes a request ambiguous (a proxy merging or splitting
+    // them would change which one counts), and HTTP/1.1's required Host (RFC 9112 3.2): the
+    // reason to refuse the request, if any.
+    std::optional<std::string> malformed_fields() const {
+        const auto& h = parser_->get();
+        const auto hosts = h.count(bhttp::field::host);
+        if (hosts > 1 || (hosts == 0 && h.version() >= 11))
+            return std::string("an HTTP/1.1 request needs exactly one Host header field");
+        for (const std::string_view name :
+             {"Authorization", "Idempotency-Key", "Content-Type", "Last-Event-ID"})
+            if (h.count(name) > 1)
+                return "the " + std::string(name) + " header field is given more than once";
+        return std::nullopt;
     }
 
     // Buffered routes: read the body under the route's limit with a per-read timeout. Answers

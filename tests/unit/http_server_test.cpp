@@ -223,6 +223,33 @@ TEST_F(HttpServer, ReadDeadlinesNeverCutALaterOperation) {
     EXPECT_EQ(answered, 30);
 }
 
+// RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host; a repeated Authorization or
+// Idempotency-Key is ambiguous (which one a proxy keeps is not the server's choice).
+TEST_F(HttpServer, AmbiguousOrMissingHeaderFieldsAre400) {
+    start();
+    for (const std::string head : {
+             "GET /items/1/parts/2 HTTP/1.1\r\n\r\n",
+             "GET /items/1/parts/2 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+             "GET /items/1/parts/2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\n"
+             "Authorization: Bearer b\r\n\r\n",
+             "POST /echo HTTP/1.1\r\nHost: x\r\nIdempotency-Key: a\r\nIdempotency-Key: b\r\n"
+             "Content-Length: 2\r\n\r\nhi",
+         }) {
+        http_connection c(port());
+        c.send_raw(head);
+        auto r = c.read_response();
+        ASSERT_TRUE(r) << head;
+        EXPECT_EQ(r->status, 400) << head;
+        EXPECT_EQ(r->header("content-type").value_or(""), "application/problem+json") << head;
+    }
+    // HTTP/1.0 has no Host requirement.
+    http_connection c(port());
+    c.send_raw("GET /items/1/parts/2 HTTP/1.0\r\n\r\n");
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+}
+
 TEST_F(HttpServer, HandlerExceptionIs500AndCounted) {
     start();
     auto r = segue::test::http_request(port(), "GET", "/throw");
