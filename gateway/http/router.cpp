@@ -79,10 +79,14 @@ match_result router::match(std::string_view method, std::string_view path) const
             head_params = std::move(params);
         }
         result.path_known = true;
-        if (result.allow.find(r->method) == std::string::npos) {
+        // Every GET route also answers HEAD (the fallback above): Allow says so.
+        for (const std::string_view m :
+             {std::string_view(r->method), r->method == "GET" ? "HEAD" : std::string_view()}) {
+            if (m.empty() || result.allow.find(m) != std::string::npos)
+                continue;
             if (!result.allow.empty())
                 result.allow += ", ";
-            result.allow += r->method;
+            result.allow += m;
         }
     }
     if (head_fallback) {

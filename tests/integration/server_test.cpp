@@ -107,7 +107,7 @@ TEST(Server, ProblemJsonFor404And405) {
     auto na = http_request(s.port(), "DELETE", "/healthz");
     ASSERT_TRUE(na);
     EXPECT_EQ(na->status, 405);
-    EXPECT_EQ(na->header("allow").value_or(""), "GET");
+    EXPECT_EQ(na->header("allow").value_or(""), "GET, HEAD");
     EXPECT_EQ(na->header("content-type").value_or(""), "application/problem+json");
 }
 
