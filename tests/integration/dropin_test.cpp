@@ -638,6 +638,19 @@ TEST(DropIn, ErrorsInTheProvidersShapes) {
                      {"Authorization: " + tenant.key});
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 422);
+    // Neither id, or both: MusicGPT's own two answers.
+    r = http_request(g.port, "GET", "/api/public/v1/byId?conversionType=EXTEND", "",
+                     {"Authorization: " + tenant.key});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 422);
+    EXPECT_NE(r->body.find("either task_id or conversion_id is required"), std::string::npos)
+        << r->body;
+    r = http_request(g.port, "GET",
+                     "/api/public/v1/byId?conversionType=EXTEND&task_id=a&conversion_id=b", "",
+                     {"Authorization: " + tenant.key});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400);
+    EXPECT_EQ(parse(r->body)["message"], "Provide either task_id or conversion_id, not both");
 
     auto ma = [&](const std::string& body, const std::vector<std::string>& headers) {
         return http_request(g.port, "POST", "/api/v1/producer/create", body, headers);

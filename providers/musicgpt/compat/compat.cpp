@@ -338,8 +338,11 @@ awaitable<void> handlers::by_id(http::context& ctx) {
     if (task_id.status == st::malformed || conversion_id.status == st::malformed)
         co_return query_error(task_id.status == st::malformed ? "task_id" : "conversion_id",
                               "malformed value");
-    if ((task_id.status == st::present) == (conversion_id.status == st::present))
-        co_return query_error("task_id", "give either task_id or conversion_id, not both");
+    // MusicGPT's two answers (tests/fakes/musicgpt): neither id is a 422 on task_id, both a 400.
+    if (task_id.status == st::present && conversion_id.status == st::present)
+        co_return answer_message(ctx, 400, "Provide either task_id or conversion_id, not both");
+    if (task_id.status != st::present && conversion_id.status != st::present)
+        co_return query_error("task_id", "either task_id or conversion_id is required");
     std::string id = task_id.value;
     std::optional<int> conversion;
     if (conversion_id.status == st::present) {
