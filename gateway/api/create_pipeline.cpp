@@ -27,6 +27,7 @@
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/store/blob_store.hpp"
 #include "gateway/util/crypto.hpp"
+#include "gateway/util/json_keys.hpp"
 #include "gateway/util/json_text.hpp"
 #include "gateway/util/utf8.hpp"
 
@@ -341,6 +342,10 @@ awaitable<outcome<submission>> read_json(http::context& ctx, const read_env& env
         co_return refuse(
             error_kind::bad_request, "malformed",
             ec ? "body is not valid JSON: " + ec.message() : "body must be a JSON object");
+    // As in the form encodings: a field given twice is ambiguous, not "the last one wins".
+    if (auto twice = util::duplicate_json_key(std::get<std::string>(body)))
+        co_return refuse(error_kind::bad_request, "malformed",
+                         "field '" + *twice + "' given twice");
     submission s;
     s.fields = std::move(v.as_object());
     co_return s;

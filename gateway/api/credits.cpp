@@ -32,6 +32,7 @@
 #include "gateway/log/log.hpp"
 #include "gateway/store/db.hpp"
 #include "gateway/util/crypto.hpp"
+#include "gateway/util/json_keys.hpp"
 
 namespace segue::api {
 namespace {
@@ -196,6 +197,11 @@ struct credit_handlers : std::enable_shared_from_this<credit_handlers> {
                 ctx.res(), error_kind::bad_request,
                 ec ? "body is not valid JSON: " + ec.message() : "body must be a JSON object",
                 ctx.path());
+            co_return;
+        }
+        if (auto twice = util::duplicate_json_key(ctx.body())) {
+            set_problem(ctx.res(), error_kind::bad_request, "field '" + *twice + "' given twice",
+                        ctx.path());
             co_return;
         }
         topup_request req;

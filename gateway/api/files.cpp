@@ -22,6 +22,7 @@
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/store/blob_store.hpp"
 #include "gateway/store/db.hpp"
+#include "gateway/util/json_keys.hpp"
 
 namespace segue::api {
 
@@ -401,6 +402,11 @@ awaitable<void> file_handlers::link(http::context& ctx) {
         auto body = json::parse(ctx.body(), ec);
         if (ec || !body.is_object()) {
             set_problem(ctx.res(), error_kind::bad_request, "the body must be a JSON object",
+                        ctx.path());
+            co_return;
+        }
+        if (auto twice = util::duplicate_json_key(ctx.body())) {
+            set_problem(ctx.res(), error_kind::bad_request, "field '" + *twice + "' given twice",
                         ctx.path());
             co_return;
         }

@@ -402,6 +402,10 @@ TEST(Extend, ValidationNamesEveryBadFieldAndCreatesNothing) {
          {}},
         {"malformed json", json_case(R"({"extend_after":)"), 400, {}},
         {"json not an object", json_case(R"([1,2])"), 400, {}},
+        {"json field given twice",
+         json_case(R"({"audio_url":"https://a.example/a.mp3","extend_after":8,"extend_after":9})"),
+         400,
+         {}},
     };
     for (auto& c : cases) {
         auto r = c.send();

@@ -15,6 +15,7 @@
 #include "gateway/http/router.hpp"
 #include "gateway/net/url_guard.hpp"
 #include "gateway/util/crypto.hpp"
+#include "gateway/util/json_keys.hpp"
 #include "gateway/util/json_text.hpp"
 #include "providers/musicapi/transform.hpp"
 #include "providers/registry.hpp"
@@ -362,6 +363,8 @@ awaitable<void> handlers::upload(http::context& ctx) {
     auto v = json::parse(ctx.body(), ec);
     if (ec || !v.is_object())
         co_return answer(ctx, 400, body_of(400, "the body must be a JSON object"));
+    if (auto twice = util::duplicate_json_key(ctx.body()))
+        co_return answer(ctx, 400, body_of(400, "field '" + *twice + "' given twice"));
     const std::string url = text(v.as_object(), "audio_url");
     if (url.empty())
         co_return answer(ctx, 400, body_of(400, "audio_url is required"));
