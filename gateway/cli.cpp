@@ -97,6 +97,12 @@ int run_cli(int argc, char** argv, const providers::descriptor_list& provider_ki
             return 0;
         } else if (a == "--port-file") {
             port_file = need_value(a);
+        } else if (!a.empty() && a[0] != '-') {
+            std::fprintf(stderr,
+                         "segue: unknown command '%s' (extend, watch, tasks, cancel, deliveries, "
+                         "credits; see --help)\n",
+                         argv[i]);
+            return 2;
         } else {
             std::fprintf(stderr, "segue: unknown option '%s' (see --help)\n", argv[i]);
             return 2;

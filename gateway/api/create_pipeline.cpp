@@ -10,6 +10,7 @@
 #include <array>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <span>
 #include <stdexcept>
@@ -523,8 +524,9 @@ std::optional<refusal> accept_probe(const audio::probe_result& probe, upload& up
         return refuse(error_kind::unprocessable_audio, "audio", "audio_file: " + probe.error,
                       {{"audio_file", probe.error}});
     if (req.extend_after > probe.duration_seconds) {
-        std::string m =
-            "is beyond the end of the song (" + std::to_string(probe.duration_seconds) + " s)";
+        char secs[32];
+        std::snprintf(secs, sizeof secs, "%.3f", probe.duration_seconds);
+        std::string m = "is beyond the end of the song (" + std::string(secs) + " s)";
         return refuse(error_kind::unprocessable_audio, "audio", "extend_after " + m,
                       {{"extend_after", m}});
     }

@@ -630,9 +630,10 @@ awaitable<void> handlers::cancel(http::context& ctx) {
         ledger = tx.ledger_for_task(id);
     });
     if (outcome == core::engine::cancel_outcome::already_final) {
-        set_problem(ctx.res(), error_kind::conflict,
-                    "the extension is already " + (t ? t->status : std::string("final")),
-                    ctx.path());
+        set_problem(
+            ctx.res(), error_kind::conflict,
+            "the extension has already ended" + (t ? " (" + t->status + ")" : std::string()),
+            ctx.path());
         co_return;
     }
     auto doc = task_json(*t, outs, atts);

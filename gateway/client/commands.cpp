@@ -120,8 +120,11 @@ cli_error http_error(int status, std::string_view body) {
     if (auto detail = text(problem, "detail"); !detail.empty())
         msg += ": " + detail;
     if (const auto* errors = member(problem, "errors"); errors && errors->is_array())
-        for (const auto& e : errors->as_array())
-            msg += "\n  " + text(e, "field") + ": " + text(e, "message");
+        for (const auto& e : errors->as_array()) {
+            const std::string line = text(e, "field") + ": " + text(e, "message");
+            if (msg.find(line) == std::string::npos)  // the detail may already say it
+                msg += "\n  " + line;
+        }
     return {code, msg};
 }
 
@@ -243,7 +246,14 @@ class session {
     steady::time_point start_;
 
     // For Ctrl-C's message.
-    enum class stage { other, uploading, awaiting_answer, task_known } stage_ = stage::other;
+    enum class stage {
+        other,
+        uploading,
+        awaiting_answer,
+        task_known,
+        downloading  // the task has ended; its outputs are being saved
+    } stage_ = stage::other;
+    std::string final_status_;  // the task's, once downloading
     std::string task_id_;
     std::string partial_file_;    // a download in progress (removed on Ctrl-C)
     bool already_final_ = false;  // watch found the task ended: "after <elapsed>" means nothing
@@ -364,12 +374,16 @@ awaitable<json::value> session::create_task() {
     st->s = this;
     st->fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     std::error_code ec;
-    const auto size = st->fd >= 0 ? fs::file_size(path, ec) : 0;
-    if (st->fd < 0 || ec || fs::is_directory(path))
-        throw cli_error{exit_usage, "cannot read " + o_.source + ": " +
-                                        (st->fd < 0 ? std::strerror(errno)
-                                         : ec       ? ec.message()
-                                                    : std::string("is a directory"))};
+    // A song is a regular file: its size is the upload's Content-Length.
+    const bool regular = st->fd >= 0 && fs::is_regular_file(path, ec);
+    const auto size = regular ? fs::file_size(path, ec) : 0;
+    if (st->fd < 0 || ec || !regular) {
+        const std::string why = st->fd < 0               ? std::strerror(errno)
+                                : ec                     ? ec.message()
+                                : fs::is_directory(path) ? "is a directory"
+                                                         : "not a regular file";
+        throw cli_error{exit_usage, "cannot read " + o_.source + ": " + why};
+    }
     const std::string boundary = "segue-cli-" + util::random_id("");
     std::string head;
     for (const auto& [field, value] : o_.fields)
@@ -615,6 +629,8 @@ awaitable<int> session::watch(const std::string& id, json::value task) {
         // A download that fails (the disk, the network) leaves the task as it is: say which task,
         // and how to fetch its outputs again.
         std::optional<cli_error> failed;
+        stage_ = stage::downloading;
+        final_status_ = text(task, "status");
         try {
             downloads = co_await download_outputs(task);
         } catch (const cli_error& e) {
@@ -984,6 +1000,11 @@ void session::interrupted() {
                   "  watch it again: segue watch " + task_id_ +
                   (o_.out_dir.empty() ? "" : " -o " + o_.out_dir) + "\n" +
                   "  or cancel it:   segue cancel " + task_id_ + "\n";
+            break;
+        case stage::downloading:
+            msg = "interrupted while saving the outputs: task " + task_id_ + " has ended (" +
+                  final_status_ + ")\n  download them again: segue watch " + task_id_ + " -o " +
+                  o_.out_dir + "\n";
             break;
         case stage::other:
             msg = "interrupted\n";

@@ -188,9 +188,11 @@ parse_outcome parse_options(const std::vector<std::string_view>& args, const env
                 o.quiet = true;
             else if (name == "--wait" && takes({"extend"}))
                 o.wait = true;
-            else if (name == "--dead" && takes({"deliveries"}))
+            else if (name == "--dead" && takes({"deliveries"})) {
+                if (!o.status.empty() && o.status != "dead")
+                    return fail("--dead and --status " + o.status + " contradict each other");
                 o.status = "dead";
-            else
+            } else
                 return fail("unknown option " + std::string(name));
             continue;
         }
@@ -227,6 +229,8 @@ parse_outcome parse_options(const std::vector<std::string_view>& args, const env
             if (f.how == check::seconds && (!parse_number(*v, n) || n < 0))
                 return fail(std::string(name) + " must be a number of seconds >= 0, not '" + *v +
                             "'");
+            if (f.field == "length" && n == 0)  // what is added: nothing is not an extension
+                return fail(std::string(name) + " must be more than 0 seconds");
             if (f.how == check::count && !parse_int(*v, k))
                 return fail(std::string(name) + " must be a whole number, not '" + *v + "'");
             if (f.how == check::gender && *v != "male" && *v != "female" && *v != "neutral")
@@ -264,6 +268,8 @@ parse_outcome parse_options(const std::vector<std::string_view>& args, const env
         } else if (name == "--status") {
             if (*v != "pending" && *v != "delivered" && *v != "dead")
                 return fail("--status must be pending, delivered or dead");
+            if (!o.status.empty() && o.status != *v)
+                return fail("--dead and --status " + *v + " contradict each other");
             o.status = *v;
         } else if (name == "--task") {
             o.task_id = *v;

@@ -183,6 +183,9 @@ TEST(CliOptions, UsageErrorsSayWhat) {
         {{"cancel", "a", "b"}, "needs one task id"},
         {{"deliveries", "resend", "x"}, "redeliver ID?"},
         {{"deliveries", "--status", "lost"}, "--status must be"},
+        {{"deliveries", "--dead", "--status", "pending"}, "contradict"},
+        {{"deliveries", "--status", "pending", "--dead"}, "contradict"},
+        {{"extend", "a.mp3", "--after", "1", "--length", "0"}, "more than 0"},
         {{"tasks", "--url", "ftp://x"}, "--url must be an http"},
         {{"tasks", "--json=yes"}, "takes no value"},
     };
