@@ -26,6 +26,7 @@
 #include "gateway/core/ledger.hpp"
 #include "gateway/events/event_hub.hpp"
 #include "gateway/http/message.hpp"
+#include "gateway/http/multipart.hpp"
 #include "gateway/http/router.hpp"
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
@@ -84,9 +85,15 @@ events::event_hub::reader hub_reader(store::store& st) {
     };
 }
 
+// Server-Sent Events when the client names text/event-stream in Accept (not through */*) and
+// does not prefer JSON to it by its q-values.
 bool accepts_event_stream(http::context& ctx) {
     auto a = ctx.header("Accept");
-    return a && a->find("text/event-stream") != std::string_view::npos;
+    if (!a)
+        return false;
+    const auto sse = http::accept_quality(*a, "text/event-stream", true);
+    const auto json = http::accept_quality(*a, "application/json");
+    return sse && *sse > 0 && *sse >= json.value_or(0);
 }
 
 // What one task's credits did, in credits: held at submit, captured by ready outputs, refunded

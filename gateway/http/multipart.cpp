@@ -1,5 +1,6 @@
 #include "gateway/http/multipart.hpp"
 
+#include <charconv>
 #include <cstring>
 #include <utility>
 
@@ -436,6 +437,60 @@ bool media_type_is(std::string_view content_type, std::string_view type_subtype)
     return !type.empty() && !subtype.empty() && iequals(type, type_subtype.substr(0, slash)) &&
            iequals(subtype, type_subtype.substr(slash + 1)) &&
            c.parameters([](const std::string&, const std::string&) { return true; });
+}
+
+std::optional<double> accept_quality(std::string_view accept, std::string_view type_subtype,
+                                     bool exact) {
+    const auto slash = type_subtype.find('/');
+    const auto want_type = type_subtype.substr(0, slash);
+    const auto want_sub = type_subtype.substr(slash + 1);
+    int best = -1;  // specificity of the best match: 2 exact, 1 type/*, 0 */*
+    double quality = 0;
+    std::size_t start = 0;
+    while (start <= accept.size()) {
+        // One element: up to the next comma outside a quoted string.
+        std::size_t end = start;
+        for (bool quoted = false; end < accept.size() && (quoted || accept[end] != ','); ++end) {
+            if (accept[end] == '"')
+                quoted = !quoted;
+            else if (quoted && accept[end] == '\\')
+                ++end;
+        }
+        cursor c(accept.substr(start, std::min(end, accept.size()) - start));
+        start = end + 1;
+        c.skip_ows();
+        const auto type = c.token();
+        if (type.empty() || !c.consume('/'))
+            continue;
+        const auto sub = c.token();
+        if (sub.empty())
+            continue;
+        double q = 1;
+        bool q_ok = true;
+        if (!c.parameters([&](const std::string& name, const std::string& value) {
+                if (name != "q")
+                    return true;
+                auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), q);
+                q_ok = ec == std::errc() && p == value.data() + value.size() && q >= 0 && q <= 1;
+                return q_ok;
+            }) ||
+            !q_ok)
+            continue;
+        int specificity = -1;
+        if (iequals(type, want_type) && iequals(sub, want_sub))
+            specificity = 2;
+        else if (!exact && iequals(type, want_type) && sub == "*")
+            specificity = 1;
+        else if (!exact && type == "*" && sub == "*")
+            specificity = 0;
+        if (specificity > best) {
+            best = specificity;
+            quality = q;
+        }
+    }
+    if (best < 0)
+        return std::nullopt;
+    return quality;
 }
 
 std::string_view to_string(multipart_error e) {

@@ -29,6 +29,13 @@ std::optional<std::string> multipart_boundary(std::string_view content_type);
 // compared case-insensitively (RFC 9110 8.3.1), any well-formed parameters allowed.
 bool media_type_is(std::string_view content_type, std::string_view type_subtype);
 
+// The quality an Accept value gives `type_subtype` (RFC 9110 12.5.1), from the most specific
+// media range that matches it (type/subtype, then type/*, then */*); 1 for a range without q.
+// nullopt if no range matches; with `exact`, only a range naming type/subtype itself counts.
+// Malformed elements are skipped.
+std::optional<double> accept_quality(std::string_view accept, std::string_view type_subtype,
+                                     bool exact = false);
+
 struct multipart_limits {
     std::size_t max_parts = 32;
     std::size_t max_part_header_bytes = 8 * 1024;  // all header lines of one part

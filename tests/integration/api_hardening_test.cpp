@@ -256,6 +256,19 @@ TEST(ApiEdge, QueryParametersArePercentDecoded) {
     ASSERT_TRUE(after);
     EXPECT_EQ(after->status, 200) << after->body;
 
+    // Content negotiation on the event log: q-values count; */* alone is JSON (a stream needs
+    // text/event-stream named, and not below JSON).
+    for (const auto& [accept, type] : std::vector<std::pair<std::string, std::string>>{
+             {"application/json, text/event-stream;q=0.1", "application/json"},
+             {"*/*", "application/json"},
+             {"text/event-stream;q=0.1, */*;q=0.5", "application/json"}}) {
+        auto r = http_request(s.port(), "GET", "/v1/extensions/" + ids[0] + "/events", "",
+                              {key, "Accept: " + accept});
+        ASSERT_TRUE(r) << accept;
+        EXPECT_EQ(r->status, 200) << accept;
+        EXPECT_EQ(r->header("content-type").value_or("").substr(0, type.size()), type) << accept;
+    }
+
     // A malformed escape is a 400 naming the parameter.
     struct bad {
         std::string target;

@@ -222,6 +222,28 @@ TEST(MediaType, TypeAndSubtypeAreCaseInsensitiveAndParametersAllowed) {
     EXPECT_FALSE(media_type_is("", "application/json"));
 }
 
+TEST(MediaType, AcceptQualityTakesTheMostSpecificRange) {
+    using segue::http::accept_quality;
+    EXPECT_EQ(accept_quality("text/event-stream", "text/event-stream"), 1.0);
+    EXPECT_EQ(accept_quality("application/json, text/event-stream;q=0.1", "text/event-stream"),
+              0.1);
+    EXPECT_EQ(accept_quality("application/json, text/event-stream;q=0.1", "application/json"), 1.0);
+    EXPECT_EQ(
+        accept_quality("*/*;q=0.5, text/*;q=0.7, text/event-stream;q=0.9", "text/event-stream"),
+        0.9);
+    EXPECT_EQ(accept_quality("*/*;q=0.5, text/*;q=0.7", "text/event-stream"), 0.7);
+    EXPECT_EQ(accept_quality("*/*;q=0.5", "application/json"), 0.5);
+    EXPECT_EQ(accept_quality("*/*", "text/event-stream", true), std::nullopt);
+    EXPECT_EQ(accept_quality("Text/Event-Stream ; Q=0.3", "text/event-stream"), 0.3);
+    EXPECT_EQ(accept_quality("text/html", "application/json"), std::nullopt);
+    // Malformed elements are skipped, the rest still counts.
+    EXPECT_EQ(accept_quality("text/event-stream;q=2, application/json", "text/event-stream"),
+              std::nullopt);
+    EXPECT_EQ(accept_quality("garbage, application/json;q=0.2", "application/json"), 0.2);
+    EXPECT_EQ(accept_quality(R"(a/b;x="1,2", application/json)", "application/json"), 1.0);
+    EXPECT_EQ(accept_quality("", "application/json"), std::nullopt);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Boundary extraction
 
