@@ -37,7 +37,13 @@ io_pool::io_pool(int threads) : guards_(std::make_unique<guards>()) {
     }
 }
 
-io_pool::~io_pool() = default;
+// Every context's outstanding handlers are destroyed before any context is: a suspended
+// coroutine on one context may own objects bound to another (a connection on context 1 can hold
+// the last reference to the server, whose acceptor lives on context 0), and destroying them
+// after context 0's services are gone would be a use after free.
+io_pool::~io_pool() {
+    shutdown();
+}
 
 asio::io_context& io_pool::next() noexcept {
     // Called from the listener only (context 0), so a plain counter is enough.

@@ -32,7 +32,8 @@ class io_pool {
     // After run() has returned: destroys every handler the contexts still hold (coroutines
     // suspended for good, e.g. requests cut by the drain deadline), so their frames unwind while
     // what they refer to (server, engine, metrics: owned next to the pool) still exists. The
-    // contexts cannot run again. The destructor does the same, but too late for those owners.
+    // contexts cannot run again. The destructor does the same (every context's handlers before
+    // any context is destroyed), but too late for owners destroyed before the pool.
     void shutdown();
 
   private:

@@ -6,6 +6,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -63,3 +64,34 @@ TEST(IoPool, ShutdownUnwindsSuspendedCoroutinesOnEveryContext) {
 }
 
 }  // namespace
+
+namespace {
+
+// Suspended on one context while owning an I/O object of another.
+net::awaitable<void> holds_a_socket_of_context_0(std::shared_ptr<net::ip::tcp::socket> theirs,
+                                                 std::promise<void>* started) {
+    net::steady_timer never(co_await net::this_coro::executor, 24h);
+    started->set_value();
+    co_await never.async_wait(net::use_awaitable);
+}
+
+}  // namespace
+
+// Without an explicit shutdown(): the destructor destroys every context's handlers before it
+// destroys any context. A coroutine on context 1 holding an I/O object of context 0 (a connection
+// holding the last reference to the server and its acceptor) is unwound while context 0's
+// services still exist; destroying context 0 first was a use after free (ThreadSanitizer found
+// it in HttpServer tests that ended with a connection still open).
+TEST(IoPool, DestructionUnwindsEveryContextBeforeDestroyingAny) {
+    auto pool = std::make_unique<segue::runtime::io_pool>(2);
+    std::promise<void> started;
+    auto socket = std::make_shared<net::ip::tcp::socket>(pool->at(0));
+    socket->open(net::ip::tcp::v4());  // registered with context 0's reactor
+    net::co_spawn(pool->at(1), holds_a_socket_of_context_0(std::move(socket), &started),
+                  net::detached);
+    std::thread t([&] { pool->run(); });
+    started.get_future().wait();
+    pool->stop();
+    t.join();
+    pool.reset();
+}
