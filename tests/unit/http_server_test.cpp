@@ -158,6 +158,21 @@ TEST_F(HttpServer, StreamedBodyWithExpectContinue) {
     EXPECT_EQ(r->body, std::to_string(size));
 }
 
+namespace {
+// A stalled request's answer: a 408 problem about 300 ms after `sent`, then the close.
+void expect_408_then_close(http_connection& c, std::chrono::steady_clock::time_point sent) {
+    auto r = c.read_response();
+    const auto elapsed = std::chrono::steady_clock::now() - sent;
+    ASSERT_TRUE(r) << "no answer";
+    EXPECT_EQ(r->status, 408);
+    EXPECT_EQ(r->header("content-type").value_or(""), "application/problem+json");
+    EXPECT_EQ(r->header("connection").value_or(""), "close");
+    EXPECT_GE(elapsed, 250ms);
+    EXPECT_LT(elapsed, 3s);
+    EXPECT_TRUE(c.closed_by_peer(4s));
+}
+}  // namespace
+
 TEST_F(HttpServer, SlowBodyIsCutByPerReadTimeout) {
     segue::config::settings s;
     s.limits.body_read_timeout = 300ms;
@@ -166,15 +181,7 @@ TEST_F(HttpServer, SlowBodyIsCutByPerReadTimeout) {
     const auto start = std::chrono::steady_clock::now();
     c.send_raw("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc");
     // The stalled client is told so (a 408 problem), then the connection closes.
-    auto r = c.read_response();
-    const auto elapsed = std::chrono::steady_clock::now() - start;
-    ASSERT_TRUE(r) << "no answer";
-    EXPECT_EQ(r->status, 408);
-    EXPECT_EQ(r->header("content-type").value_or(""), "application/problem+json");
-    EXPECT_EQ(r->header("connection").value_or(""), "close");
-    EXPECT_GE(elapsed, 250ms);
-    EXPECT_LT(elapsed, 3s);
-    EXPECT_TRUE(c.closed_by_peer(4s));
+    expect_408_then_close(c, start);
     // The server counts the error right after closing: the client may see the close first.
     const std::string want = R"(segue_http_errors_total{kind="body_timeout"} 1)";
     auto text = metrics_.serialize();
@@ -192,14 +199,7 @@ TEST_F(HttpServer, AStalledHeaderGetsA408) {
     http_connection c(port(), 5s);
     const auto start = std::chrono::steady_clock::now();
     c.send_raw("GET /hello HTTP/1.1\r\nHost: x\r\n");  // the header's end never comes
-    auto r = c.read_response();
-    const auto elapsed = std::chrono::steady_clock::now() - start;
-    ASSERT_TRUE(r) << "no answer";
-    EXPECT_EQ(r->status, 408);
-    EXPECT_EQ(r->header("content-type").value_or(""), "application/problem+json");
-    EXPECT_GE(elapsed, 250ms);
-    EXPECT_LT(elapsed, 3s);
-    EXPECT_TRUE(c.closed_by_peer(4s));
+    expect_408_then_close(c, start);
 }
 
 // A read that completes just as its deadline passes must not leave the deadline to cancel what
