@@ -245,6 +245,7 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
         else if (!n.event_tasks.empty())
             hub->publish(n.event_tasks);
     });
+    d.engine->set_event_hub(&d.hub);  // an early provider webhook waits for its task's events
     const api::api_deps api{d.settings,
                             *d.db,
                             *d.blobs,

@@ -30,6 +30,7 @@
 #include "gateway/core/retry_policy.hpp"
 #include "gateway/core/signed_url.hpp"
 #include "gateway/core/transition.hpp"
+#include "gateway/events/event_hub.hpp"
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
 #include "gateway/runtime/blocking_pool.hpp"
@@ -207,6 +208,12 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
           webhooks(m.counter_family("segue_provider_webhooks_total",
                                     "Inbound provider webhooks, by provider, kind and outcome.",
                                     {"provider", "kind", "outcome"})),
+          early_waits(m.counter_family(
+              "segue_provider_webhook_waits_total",
+              "Waits of inbound provider webhooks that overtook their submit's answer, by "
+              "provider and what ended the wait: the commit of the task's next events "
+              "(commit), the fallback timer (timer).",
+              {"provider", "ended_by"})),
           retries(m.counter_family(
               "segue_task_retries_total",
               "Retries (decision retry_same or reconcile) and failovers after a provider failure, "
@@ -393,6 +400,7 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     const config::settings& settings;
     std::string owner;
     std::unique_ptr<lease_worker> worker;
+    events::event_hub* hub = nullptr;  // set_event_hub
 
     metrics::family<metrics::counter>& jobs;
     metrics::family<metrics::counter>& tasks_created;
@@ -402,6 +410,7 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     metrics::family<metrics::counter>& handoffs;
     metrics::family<metrics::counter>& failures;
     metrics::family<metrics::counter>& webhooks;
+    metrics::family<metrics::counter>& early_waits;
     metrics::family<metrics::counter>& retries;
     metrics::family<metrics::gauge>& breaker_state;
     metrics::family<metrics::counter>& breaker_opened;
@@ -550,6 +559,10 @@ void engine::start() {
 
 void engine::notify() {
     impl_->worker->notify();
+}
+
+void engine::set_event_hub(events::event_hub* hub) {
+    impl_->hub = hub;
 }
 
 asio::awaitable<void> engine::stop(std::chrono::milliseconds deadline) {
@@ -1259,9 +1272,17 @@ asio::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string prov
     // A callback that overtook the submit's answer names what the attempt learns from that
     // answer a moment later (on this replica or another): read the attempt again, for up to
     // early_webhook_wait, before refusing it. The sender's request stays open meanwhile; no
-    // thread waits.
+    // thread waits. With the event hub, the read comes when the task's next events commit
+    // (the answer's commit always appends extension.submitted, here or on another replica;
+    // a lost notification channel wakes every waiter), and once more at the deadline;
+    // without it, reads back off from 20 to 200 ms.
     const auto until = std::chrono::steady_clock::now() + early_webhook_wait;
-    auto pause = std::chrono::milliseconds(20);
+    std::chrono::milliseconds pause =
+        self->hub ? early_webhook_wait : std::chrono::milliseconds(20);
+    const auto pause_cap = self->hub ? early_webhook_wait : std::chrono::milliseconds(200);
+    std::unique_ptr<events::event_hub::subscription> sub;
+    std::shared_ptr<asio::steady_timer> wait_timer;
+    auto woken = std::make_shared<std::atomic<bool>>(false);
     for (;;) {
         attempt.reset();
         task.reset();
@@ -1284,12 +1305,31 @@ asio::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string prov
         view.state_json = attempt->state_json;
         refused = {};
         u = p->on_webhook(view, hook, refused);
-        if (u || !refused.too_early || std::chrono::steady_clock::now() + pause > until ||
+        if (u || !refused.too_early || std::chrono::steady_clock::now() >= until ||
             is_terminal(parse_task_status(task->status).value_or(task_status::failed)))
             break;
-        asio::steady_timer timer(co_await asio::this_coro::executor, pause);
-        co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
-        pause = std::min(pause * 2, std::chrono::milliseconds(200));
+        const auto executor = co_await asio::this_coro::executor;
+        if (!wait_timer)
+            wait_timer = std::make_shared<asio::steady_timer>(executor);
+        if (self->hub && !sub) {
+            // Read once more at once after subscribing: a commit before it woke nobody.
+            sub = self->hub->subscribe(task->id, [t = wait_timer, woken, executor] {
+                woken->store(true);
+                // Expiring (not just cancelling) also ends a wait that starts after this runs.
+                asio::post(executor, [t] { t->expires_at(asio::steady_timer::time_point::min()); });
+            });
+            continue;
+        }
+        bool by_commit = woken->exchange(false);
+        if (!by_commit) {
+            wait_timer->expires_after(std::min<std::chrono::steady_clock::duration>(
+                pause, until - std::chrono::steady_clock::now()));
+            co_await wait_timer->async_wait(asio::as_tuple(asio::use_awaitable));
+            by_commit = woken->exchange(false);
+        }
+        if (self->hub)
+            self->early_waits.with({provider, by_commit ? "commit" : "timer"}).inc();
+        pause = std::min(pause * 2, pause_cap);
     }
     const bool names_new_task =
         !refused.upstream_task_id.empty() && attempt->provider_task_id.empty();

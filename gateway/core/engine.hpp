@@ -40,6 +40,9 @@ namespace segue::providers {
 class registry;
 struct inbound_webhook;
 }  // namespace segue::providers
+namespace segue::events {
+class event_hub;
+}
 
 namespace segue::core {
 
@@ -63,6 +66,9 @@ class engine {
     void start();
     // A job was scheduled by this process: look for due work now. Thread-safe.
     void notify();
+    // Before start(): the hub that wakes an inbound webhook waiting for its submit's answer
+    // (handle_webhook) when the task's next events commit. Without one, it reads on a timer.
+    void set_event_hub(events::event_hub* hub);
     // Stops claiming new jobs and waits (up to `deadline`) for running ones. Their leases
     // expire on their own if they do not finish.
     boost::asio::awaitable<void> stop(std::chrono::milliseconds deadline);

@@ -502,6 +502,14 @@ TEST(MusicGpt, AWebhookThatOvertakesTheSubmitAnswerWaitsForItAndIsApplied) {
     ASSERT_TRUE(m);
     EXPECT_EQ(m->body.find(R"(outcome="rejected"} )"), std::string::npos) << m->body;
     EXPECT_EQ(m->body.find(R"(outcome="too_early"} )"), std::string::npos) << m->body;
+    // The first (the fake sends them one after another) waited until the answer's events
+    // committed and was woken by that commit (the event hub), not by a timer: nothing polled
+    // the store meanwhile.
+    EXPECT_NE(m->body.find(R"(segue_provider_webhook_waits_total{provider="musicgpt",)"
+                           R"(ended_by="commit"} )"),
+              std::string::npos)
+        << m->body;
+    EXPECT_EQ(m->body.find(R"(ended_by="timer"})"), std::string::npos) << m->body;
 }
 
 // How many submits the provider had in flight at most: each of them answered `answer_after`
