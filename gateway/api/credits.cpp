@@ -141,10 +141,26 @@ struct credit_handlers : std::enable_shared_from_this<credit_handlers> {
         co_await ensure_initial_grant(*tenant);
         store::ledger_balance totals;
         std::vector<store::ledger_row> rows;
+        bool cursor_known = true;
         co_await deps.db.read([&](store::transaction& tx) {
+            // An unknown cursor would page to an empty "end of list": refused instead. The
+            // entry itself is the first of the page that starts just after it (by the same
+            // index as the page).
+            if (before > 0) {
+                const auto at = tx.list_ledger(*tenant, 1, before + 1);
+                cursor_known = !at.empty() && at.front().id == before;
+                if (!cursor_known)
+                    return;
+            }
             totals = tx.ledger_totals(*tenant);
             rows = tx.list_ledger(*tenant, *limit + 1, before);
         });
+        if (!cursor_known) {
+            set_problem(ctx.res(), error_kind::bad_request,
+                        "before must be the id of one of your ledger entries", ctx.path(),
+                        {{"before", "no such ledger entry"}});
+            co_return;
+        }
         json::object body = core::ledger_totals_document(*tenant, totals);
         json::array entries;
         const bool more = static_cast<int>(rows.size()) > *limit;

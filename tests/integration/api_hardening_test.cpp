@@ -255,6 +255,17 @@ TEST(ApiEdge, QueryParametersArePercentDecoded) {
         http_request(s.port(), "GET", "/v1/extensions/" + ids[0] + "/events?after=%31", "", {key});
     ASSERT_TRUE(after);
     EXPECT_EQ(after->status, 200) << after->body;
+    // A ledger cursor of the tenant's own pages on (here: past its oldest entry, the grant).
+    auto ledger = http_request(s.port(), "GET", "/v1/credits", "", {key});
+    ASSERT_TRUE(ledger);
+    ASSERT_EQ(ledger->status, 200) << ledger->body;
+    const auto entries = parse(ledger->body)["entries"].as_array();
+    ASSERT_FALSE(entries.empty()) << ledger->body;
+    const auto oldest = json::serialize(entries.back().at("id"));
+    auto past = http_request(s.port(), "GET", "/v1/credits?before=" + oldest, "", {key});
+    ASSERT_TRUE(past);
+    EXPECT_EQ(past->status, 200) << past->body;
+    EXPECT_TRUE(parse(past->body)["entries"].as_array().empty()) << past->body;
 
     // Content negotiation on the event log: q-values count; */* alone is JSON (a stream needs
     // text/event-stream named, and not below JSON).
@@ -284,7 +295,8 @@ TEST(ApiEdge, QueryParametersArePercentDecoded) {
                           // A cursor that names nothing of the tenant's: not an empty page.
                           {"/v1/extensions?before=bogus", "before"},
                           {"/v1/extensions?before=ext_00000000000000000000000000", "before"},
-                          {"/v1/deliveries?before=dlv_zzzz", "before"}}) {
+                          {"/v1/deliveries?before=dlv_zzzz", "before"},
+                          {"/v1/credits?before=999999", "before"}}) {
         auto r = http_request(s.port(), "GET", b.target, "", {key});
         ASSERT_TRUE(r) << b.target;
         EXPECT_EQ(r->status, 400) << b.target << ": " << r->body;
