@@ -766,9 +766,24 @@ void transition::finalize(store::transaction& tx, store::task_row& t,
         final_status = task_status::partially_succeeded;
     else
         final_status = task_status::failed;
-    if (final_status == task_status::failed && !error)
-        error =
-            error_object("no_outputs", error_class::unknown, "no output was produced", t.provider);
+    if (final_status == task_status::failed && !error) {
+        // The outputs' one reason, when they share one (e.g. the sandbox's "extend_after is
+        // past the end of the audio"): the task's error then says why, not only that.
+        std::string reason;
+        bool shared = true;
+        for (const auto& o : outs) {
+            const auto d = parse_object(o.data_json);
+            const auto* e = d.if_contains("error");
+            const std::string m = e && e->is_string() ? std::string(e->as_string()) : "";
+            if (m.empty() || m == "not produced" || (!reason.empty() && m != reason))
+                shared = false;
+            reason = m;
+        }
+        error = error_object("no_outputs", error_class::unknown,
+                             shared && !reason.empty() ? "no output was produced: " + reason
+                                                       : std::string("no output was produced"),
+                             t.provider);
+    }
     t.status = std::string(to_string(final_status));
     if (error)
         t.error_json = util::json_text(*error);

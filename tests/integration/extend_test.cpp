@@ -808,6 +808,21 @@ TEST(Extend, UrlSourceIsFetchedThroughTheGuard) {
         auto t = wait_final(s.port(), std::string(parse(r->body)["id"].as_string()), key_a);
         EXPECT_EQ(t["status"], "succeeded") << json::serialize(t);
         EXPECT_EQ(files.hits.load(), 1);
+
+        // Past the end of the 8 s song: only the fetch can tell, so it is accepted, and the
+        // task's error says why it failed (the outputs' one reason), not only that it did.
+        std::string past = body;
+        past.replace(past.find("\"extend_after\":3"), 16, "\"extend_after\":20");
+        r = post_json(s.port(), past, {key_a});
+        ASSERT_TRUE(r);
+        ASSERT_EQ(r->status, 202) << r->body;
+        t = wait_final(s.port(), std::string(parse(r->body)["id"].as_string()), key_a);
+        EXPECT_EQ(t["status"], "failed") << json::serialize(t);
+        const auto& e = t["error"].as_object();
+        EXPECT_EQ(e.at("code"), "no_outputs") << json::serialize(e);
+        EXPECT_NE(std::string(e.at("message").as_string()).find("extend_after (20"),
+                  std::string::npos)
+            << json::serialize(e);
     }
 }
 
