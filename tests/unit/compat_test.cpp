@@ -220,14 +220,15 @@ TEST(CompatShapes, AFailedTaskTellsTheProvidersReasonRatherThanNoOutputWasProduc
         R"({"code":"no_outputs","class":"unknown","message":"no output was produced"})";
     for (auto& o : f.outputs) {
         o.status = "failed";
-        o.data_json = R"({"error":"Audio could not be processed"})";
+        // A reason that ends its own sentence is not given a second period.
+        o.data_json = R"({"error":"Audio could not be processed."})";
     }
     segue::api::task_snapshot t{f.task, f.outputs, f.request};
     auto c = json::parse(mg::by_id_document(t, f.settings, std::nullopt))
                  .as_object()["conversion"]
                  .as_object();
     EXPECT_EQ(c["status"], "FAILED");
-    EXPECT_EQ(c["status_msg"], "Audio could not be processed");
+    EXPECT_EQ(c["status_msg"], "Audio could not be processed.");
     auto doc = json::parse(ma::task_document(t, f.settings)).as_object();
     EXPECT_EQ(doc["message"], "Audio could not be processed. Credits were refunded.");
     auto hook = f.musicapi("extension.failed");

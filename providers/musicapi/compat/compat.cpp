@@ -93,6 +93,8 @@ std::string task_error(const store::task_row& t, const std::vector<store::output
     if (m.empty())
         m = t.status == "canceled" ? "the task was canceled" : "the task failed";
     // Segue releases what it held for outputs not produced (extension.credits.refunded).
+    while (!m.empty() && (m.back() == '.' || m.back() == ' '))
+        m.pop_back();  // a message that ends its own sentence: "(30 s).. Credits" otherwise
     return m + ". Credits were refunded.";
 }
 
@@ -419,6 +421,20 @@ void install(api::compat_host& host) {
                     [h](http::context& c) { return h->upload(c); }, {.max_body_bytes = 64 * 1024});
     host.routes.add("GET", "/api/v1/producer/task/{id}",
                     [h](http::context& c) { return h->task(c); });
+    // Any other path or method there, in MusicAPI's error shape; its download says why.
+    host.routes.on_unrouted("/api/v1/", [](http::response& res, int status, std::string_view path) {
+        res.status = status;
+        res.content_type = "application/json";
+        if (status == 405)
+            res.body = body_of(405, "Method Not Allowed.");
+        else if (path == "/api/v1/producer/download")
+            res.body =
+                body_of(404,
+                        "download is not offered by this gateway: a task's clips already carry "
+                        "audio_url (MP3) and wav_url (WAV).");
+        else
+            res.body = body_of(404, "Not Found.");
+    });
     host.formats.add(std::string(format_name),
                      [&s](const events::format_input& in) { return format_webhook(in, s); });
 }
