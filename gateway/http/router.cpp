@@ -98,4 +98,19 @@ match_result router::match(std::string_view method, std::string_view path) const
     return result;
 }
 
+void router::on_unrouted(std::string prefix, unrouted fn) {
+    unrouted_.emplace_back(std::move(prefix), std::move(fn));
+}
+
+const unrouted* router::unrouted_for(std::string_view path) const {
+    const unrouted* best = nullptr;
+    std::size_t longest = 0;
+    for (const auto& [prefix, fn] : unrouted_)
+        if (path.substr(0, prefix.size()) == prefix && prefix.size() >= longest) {
+            best = &fn;
+            longest = prefix.size();
+        }
+    return best;
+}
+
 }  // namespace segue::http

@@ -42,16 +42,25 @@ struct match_result {
     std::string allow;        // the methods that path accepts, for the Allow header
 };
 
+// Writes the answer to a request no route takes (404, or 405 with Allow set by the server) in
+// an API's own error shape, for the paths under a prefix (a drop-in API's).
+using unrouted = std::function<void(response& res, int status, std::string_view path)>;
+
 class router {
   public:
     // Throws std::invalid_argument on a malformed pattern or a duplicate (method, pattern).
     void add(std::string method, std::string pattern, handler fn, route_options options = {});
+    // Requests under `prefix` that no route takes are answered by `fn` (the longest matching
+    // prefix wins); others get problem+json.
+    void on_unrouted(std::string prefix, unrouted fn);
+    const unrouted* unrouted_for(std::string_view path) const;
     // HEAD falls back to GET routes (the server then omits the body).
     match_result match(std::string_view method, std::string_view path) const;
     const std::vector<std::unique_ptr<route>>& routes() const { return routes_; }
 
   private:
     std::vector<std::unique_ptr<route>> routes_;
+    std::vector<std::pair<std::string, unrouted>> unrouted_;
 };
 
 }  // namespace segue::http

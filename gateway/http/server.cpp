@@ -545,6 +545,10 @@ class connection final : public context, public std::enable_shared_from_this<con
                 api::set_problem(
                     res_, api::error_kind::payload_too_large,
                     "request body exceeds " + std::to_string(limits_.max_body_bytes) + " bytes");
+            } else if (const auto* shaped = srv_->routes.unrouted_for(path())) {
+                (*shaped)(res_, m.path_known ? 405 : 404, path());  // a drop-in API's shape
+                if (m.path_known)
+                    res_.set_header("Allow", m.allow);
             } else if (m.path_known) {
                 api::set_problem(res_, api::error_kind::method_not_allowed,
                                  std::string(method()) + " is not allowed on this resource",

@@ -358,6 +358,12 @@ void expect_completed(const gateway& g, const std::string& task_id, const std::s
     auto oc = parse(one->body)["conversion"].as_object();
     EXPECT_EQ(str(oc.if_contains("conversion_id")), task_id + "-2");
     EXPECT_EQ(str(oc.if_contains("conversion_path")), str(oc.if_contains("conversion_path_2")));
+    // Every field of a conversion, singular too.
+    for (const char* f : {"title", "conversion_path_wav", "conversion_duration", "lyrics",
+                          "lyrics_timestamped", "is_flagged"}) {
+        ASSERT_TRUE(oc.contains(f)) << f << ": " << one->body;
+        EXPECT_EQ(oc.at(f), oc.at(std::string(f) + "_2")) << f << ": " << one->body;
+    }
     // A gateway file is handed out as a signed link: no key needed, as MusicGPT's S3 URLs.
     const std::string url = str(c.if_contains("conversion_path_1"));
     const std::string self = "http://127.0.0.1:" + std::to_string(g.port);
@@ -682,6 +688,31 @@ TEST(DropIn, ErrorsInTheProvidersShapes) {
     r = http_request(g.port, "GET", "/api/v1/producer/task/upl_aGVsbG8.0000", "", {g.key_header()});
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 400);
+
+    // No route: each drop-in's paths answer in its own shape (MusicGPT's FastAPI, MusicAPI's
+    // code and message), with Allow on a 405; /v1 and the rest keep problem+json.
+    struct unrouted {
+        std::string method, target;
+        int status;
+        std::string body_has;
+    };
+    for (const auto& u : std::vector<unrouted>{
+             {"GET", "/api/public/v1/extend", 405, R"({"detail":"Method Not Allowed"})"},
+             {"GET", "/api/public/v1/nothing", 404, R"({"detail":"Not Found"})"},
+             {"GET", "/api/v1/producer/create", 405, R"("code":405)"},
+             {"POST", "/api/v1/producer/download", 404, "download is not offered"},
+             {"GET", "/api/v1/nothing", 404, R"("code":404)"}}) {
+        r = http_request(g.port, u.method, u.target, "", {g.key_header()});
+        ASSERT_TRUE(r) << u.target;
+        EXPECT_EQ(r->status, u.status) << u.target;
+        EXPECT_EQ(r->header("content-type").value_or(""), "application/json") << u.target;
+        EXPECT_NE(r->body.find(u.body_has), std::string::npos) << u.target << ": " << r->body;
+        EXPECT_EQ(r->header("allow").has_value(), u.status == 405) << u.target;
+    }
+    r = http_request(g.port, "GET", "/v1/nothing", "", {g.key_header()});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 404);
+    EXPECT_EQ(r->header("content-type").value_or(""), "application/problem+json");
 }
 
 namespace {

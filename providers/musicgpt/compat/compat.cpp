@@ -162,10 +162,12 @@ std::string by_id_document(const api::task_snapshot& t, const config::settings& 
         c[spelling::numbered("conversion_path_wav", n)] = wav;
         c[spelling::numbered("conversion_duration", n)] = duration;
         c[spelling::numbered("lyrics", n)] = lyrics;
-        c[spelling::numbered("lyrics_timestamped", n)] =
+        const std::string timestamped =
             lyrics_timestamped_text(d.if_contains("lyrics_timestamped"));
-        c[spelling::numbered("is_flagged", n)] =
+        const bool flagged =
             d.contains("flagged") && d.at("flagged").is_bool() && d.at("flagged").as_bool();
+        c[spelling::numbered("lyrics_timestamped", n)] = timestamped;
+        c[spelling::numbered("is_flagged", n)] = flagged;
         if (conversion && *conversion == n) {
             c["conversion_id"] = id;
             c["title"] = title;
@@ -174,6 +176,8 @@ std::string by_id_document(const api::task_snapshot& t, const config::settings& 
             c["conversion_path_wav"] = wav;
             c["conversion_duration"] = duration;
             c["lyrics"] = lyrics;
+            c["lyrics_timestamped"] = timestamped;
+            c["is_flagged"] = flagged;
         }
     }
     c["album_cover_path"] = cover_of(t.outputs, settings);
@@ -374,6 +378,14 @@ void install(api::compat_host& host) {
     host.routes.add("POST", "/api/public/v1/extend", [h](http::context& c) { return h->extend(c); },
                     {.body = http::body_mode::streamed, .max_body_bytes = max_body});
     host.routes.add("GET", "/api/public/v1/byId", [h](http::context& c) { return h->by_id(c); });
+    // Any other path or method there, as MusicGPT's (FastAPI's) own 404 and 405.
+    host.routes.on_unrouted(
+        "/api/public/v1/", [](http::response& res, int status, std::string_view) {
+            res.status = status;
+            res.content_type = "application/json";
+            res.body =
+                status == 405 ? R"({"detail":"Method Not Allowed"})" : R"({"detail":"Not Found"})";
+        });
     host.formats.add(std::string(format_name),
                      [&s](const events::format_input& in) { return format_webhook(in, s); });
 }
