@@ -142,9 +142,17 @@ struct delivery_handlers : std::enable_shared_from_this<delivery_handlers> {
                 after = d;
                 return;
             }
+            // The update decides, not the read above: on PostgreSQL a redeliver on another
+            // replica may have made it pending (and a claim taken it) since.
+            if (!tx.redeliver(id, now)) {
+                out = outcome::pending;
+                after = tx.get_delivery(id);
+                if (!after)
+                    out = outcome::not_found;
+                return;
+            }
             // A redelivery says the endpoint is back: lift a 410 stop for it.
             tx.set_endpoint_gone(d->tenant, d->url, false, now);
-            tx.redeliver(id, now);
             after = tx.get_delivery(id);
             out = outcome::done;
         });

@@ -241,7 +241,7 @@ const char* sql_of(q which) {
         case q::redeliver:
             return "UPDATE deliveries SET status = 'pending', attempts = 0, next_at = ?2, "
                    "lease_owner = '', lease_until = 0, updated_at = ?2, delivered_at = 0 "
-                   "WHERE id = ?1";
+                   "WHERE id = ?1 AND status <> 'pending'";
         case q::kill_deliveries_to:
             return "UPDATE deliveries SET status = 'dead', last_error = ?3, updated_at = ?4, "
                    "lease_owner = '', lease_until = 0 WHERE tenant = ?1 AND url = ?2 AND "

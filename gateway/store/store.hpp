@@ -414,7 +414,10 @@ class transaction {
                                                       std::string_view status,
                                                       std::string_view task_id, int limit,
                                                       std::string_view before_id) = 0;
-    // Makes a delivery pending again, due at `now`, with a fresh retry schedule (attempts 0).
+    // Makes a delivery that is not pending (delivered, dead) pending again, due at `now`, with
+    // a fresh retry schedule (attempts 0); false when it is pending or gone. Decided by the
+    // UPDATE itself, so two redelivers racing on two replicas make one change: the second
+    // never clears a lease that a claim took in between.
     virtual bool redeliver(std::string_view id, millis now) = 0;
     // An endpoint answered 410 Gone: every pending delivery of the tenant to `url` becomes dead
     // with `reason`, and new ones are created dead until a redelivery to it (endpoint_gone).

@@ -1655,6 +1655,20 @@ TEST_P(StoreEngineTest, DeliveriesListRedeliverGoneAndSummary) {
     EXPECT_EQ(after->status, "pending");
     EXPECT_EQ(after->attempts, 0);
     EXPECT_EQ(after->next_at, 3000);
+    // Pending already (a redeliver raced it, and a claim may hold it): no change, no reset of
+    // its lease.
+    std::vector<st::delivery_row> claimed;
+    sync_write(*s, [&](st::transaction& tx) { claimed = tx.claim_deliveries("o", 3000, 500, 10); });
+    ASSERT_TRUE(std::any_of(claimed.begin(), claimed.end(),
+                            [&](const st::delivery_row& r) { return r.id == d[0].id; }));
+    sync_write(*s, [&](st::transaction& tx) {
+        ok = tx.redeliver(d[0].id, 4000);
+        after = tx.get_delivery(d[0].id);
+    });
+    EXPECT_FALSE(ok);
+    ASSERT_TRUE(after);
+    EXPECT_EQ(after->next_at, 3000);
+    EXPECT_EQ(after->lease_owner, "o");
 }
 
 // The summary's counts are kept as deliveries are written (not counted by a scan): they must
