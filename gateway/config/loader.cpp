@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -189,6 +190,10 @@ settings load_file(const std::string& path, const env_lookup& env,
     std::ifstream in(path, std::ios::binary);
     if (!in)
         throw config_error({{path, 0, "", std::string("cannot open: ") + std::strerror(errno)}});
+    // A directory opens, and reads as nothing: the embedded defaults, silently.
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec))
+        throw config_error({{path, 0, "", "is a directory, not a config file"}});
     std::ostringstream text;
     text << in.rdbuf();
     if (in.bad())

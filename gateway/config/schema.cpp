@@ -7,12 +7,15 @@
 
 #include <cctype>
 #include <chrono>
+#include <map>
 #include <optional>
+#include <set>
 
 #include "gateway/config/provider_config.hpp"
 #include "gateway/config/schema.hpp"
 #include "gateway/events/signer.hpp"
 #include "gateway/net/address_policy.hpp"
+#include "gateway/util/crypto.hpp"
 
 namespace segue::config {
 namespace {
@@ -795,6 +798,42 @@ object_schema<settings> make_settings_schema(provider_catalog providers) {
                 "How long files, tasks and tombstones are kept; the reaper deletes what is "
                 "older in small batches. Idempotency keys are deleted once older than "
                 "api.idempotency_retention (the window in which a key replays).");
+    // Rules across sections: what start-up would refuse, --check-config refuses too.
+    root.validate([](const settings& s) -> std::optional<std::string> {
+        auto enabled = [&](const std::string& name) {
+            auto it = s.providers.find(name);
+            return it != s.providers.end() && it->second && it->second->enabled();
+        };
+        auto why = [&](const std::string& name) {
+            return s.providers.count(name) ? "' is not enabled (providers." + name + ".enabled)"
+                                           : std::string("' is not a known provider");
+        };
+        if (!enabled(s.api.default_provider))
+            return "api.default_provider: '" + s.api.default_provider + why(s.api.default_provider);
+        for (const auto& [name, route] : s.routing.routes)
+            for (const auto& e : route.chain)
+                if (!enabled(e.provider))
+                    return "routing.routes." + name + ".chain: provider '" + e.provider +
+                           why(e.provider);
+        // One key, one tenant: a key listed twice would authenticate as whichever came first.
+        std::map<std::string, std::string> owner;  // key (as its SHA-256) -> tenant
+        std::set<std::string> names;
+        for (const auto& t : s.tenants) {
+            if (!names.insert(t.name).second)
+                return "tenants: the name '" + t.name + "' is given to two tenants";
+            for (const auto& k : t.api_keys) {
+                std::string digest = k.rfind("sha256:", 0) == 0 ? k.substr(7) : util::sha256_hex(k);
+                for (auto& c : digest)
+                    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+                auto [it, fresh] = owner.emplace(digest, t.name);
+                if (!fresh)
+                    return "tenants: an api key of tenant '" + t.name + "' is also " +
+                           (it->second == t.name ? "listed twice for it"
+                                                 : "a key of tenant '" + it->second + "'");
+            }
+        }
+        return std::nullopt;
+    });
     return root;
 }
 

@@ -18,6 +18,7 @@
 #include "gateway/config/loader.hpp"
 #include "gateway/config/provider_config.hpp"
 #include "gateway/config/schema.hpp"
+#include "gateway/util/crypto.hpp"
 #include "providers/builtin.hpp"
 
 namespace {
@@ -241,6 +242,40 @@ TEST(ConfigLoad, MissingFileIsAConfigError) {
                   std::string::npos)
             << e.what();
     }
+}
+
+TEST(ConfigLoad, ADirectoryIsAConfigError) {
+    // It opens, and read as nothing it would be the embedded defaults: a mistyped path.
+    try {
+        cfg::load_file("/tmp", no_env, shipped());
+        ADD_FAILURE() << "expected a config_error";
+    } catch (const cfg::config_error& e) {
+        EXPECT_NE(std::string(e.what()).find("/tmp: is a directory"), std::string::npos)
+            << e.what();
+    }
+}
+
+// What start-up would refuse, loading refuses (so --check-config does): providers a route or
+// the default names must be enabled; one key and one name per tenant.
+TEST(ConfigErrors, CrossSectionRulesAreCheckedAtLoad) {
+    EXPECT_EQ(error_of("api:\n  default_provider: nope\n"),
+              "test.yaml:1: api.default_provider: 'nope' is not a known provider");
+    EXPECT_EQ(error_of("providers:\n  sandbox:\n    enabled: false\n"),
+              "test.yaml:1: api.default_provider: 'sandbox' is not enabled "
+              "(providers.sandbox.enabled)");
+    EXPECT_EQ(error_of("routing:\n  routes:\n    main:\n      chain: [{provider: musicgpt}]\n"),
+              "test.yaml:1: routing.routes.main.chain: provider 'musicgpt' is not enabled "
+              "(providers.musicgpt.enabled)");
+    EXPECT_EQ(error_of("tenants:\n  - {name: a, api_keys: [k1]}\n  - {name: b, api_keys: [k2, "
+                       "k1]}\n"),
+              "test.yaml:1: tenants: an api key of tenant 'b' is also a key of tenant 'a'");
+    // The same key as its SHA-256 is the same key.
+    EXPECT_EQ(error_of("tenants:\n  - {name: a, api_keys: [k1]}\n  - {name: b, api_keys: "
+                       "['sha256:" +
+                       segue::util::sha256_hex("k1") + "']}\n"),
+              "test.yaml:1: tenants: an api key of tenant 'b' is also a key of tenant 'a'");
+    EXPECT_EQ(error_of("tenants:\n  - {name: a, api_keys: [k1]}\n  - {name: a, api_keys: [k2]}\n"),
+              "test.yaml:1: tenants: the name 'a' is given to two tenants");
 }
 
 // ---- Refused configs: each names the file, line and full key path -------------------------------
