@@ -363,7 +363,16 @@ class connection final : public context, public std::enable_shared_from_this<con
             r.set(bhttp::field::cache_control, "no-cache");
             r.chunked(true);
         }
-        r.keep_alive(false);
+        // A body of known length (a file) keeps the connection, as a buffered answer would, once
+        // all of it was written: a player seeking by Range pays no new connection per request.
+        // A stream of unknown length (SSE) ends by closing.
+        stream_keep_alive_ = content_length && parser_->get().keep_alive() && parser_->is_done() &&
+                             !draining() && !watching_ &&
+                             !(limits_.max_requests_per_connection > 0 &&
+                               served_ + 1 >= limits_.max_requests_per_connection);
+        stream_left_ = method() == "HEAD" ? 0 : content_length.value_or(0);
+        stream_failed_ = false;
+        r.keep_alive(stream_keep_alive_);
         streaming_ = true;
         stream_chunked_ = !content_length;
         stream_status_ = status;
@@ -385,8 +394,11 @@ class connection final : public context, public std::enable_shared_from_this<con
         } else {
             auto [wec, n] = co_await asio::async_write(stream_, asio::buffer(data), use_tuple);
             ec = wec;
+            stream_left_ -= std::min<std::uint64_t>(stream_left_, n);
         }
         bytes_out_ += data.size();
+        if (ec)
+            stream_failed_ = true;
         co_return !ec;
     }
 
@@ -616,7 +628,9 @@ class connection final : public context, public std::enable_shared_from_this<con
                     co_await asio::async_write(stream_, bhttp::make_chunk_last(), use_tuple);
                 write_ok = !wec;
             }
-            keep_alive = false;
+            // Kept only when the head said so and every byte it promised went out.
+            keep_alive = keep_alive && !stream_chunked_ && stream_keep_alive_ &&
+                         stream_left_ == 0 && !stream_failed_ && !watching_;
             status = stream_status_;
         } else {
             write_ok = co_await write_response(keep_alive, method() == "HEAD");
@@ -781,6 +795,9 @@ class connection final : public context, public std::enable_shared_from_this<con
     bool body_failed_ = false;
     bool streaming_ = false;
     bool stream_chunked_ = true;
+    bool stream_keep_alive_ = false;  // the stream's head said keep-alive
+    std::uint64_t stream_left_ = 0;   // bytes of a fixed-length stream not written yet
+    bool stream_failed_ = false;      // a write of the stream failed
     int stream_status_ = 200;
     std::uint64_t bytes_in_ = 0;
     std::uint64_t bytes_out_ = 0;

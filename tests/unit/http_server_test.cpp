@@ -72,6 +72,16 @@ class HttpServer : public ::testing::Test {
                         for (int i = 0; i < 3; ++i)
                             co_await ctx.write_stream("data: " + std::to_string(i) + "\n\n");
                     });
+        // A body of known length, written in pieces (as a file is); ?short: one byte missing.
+        routes_.add("GET", "/sized", [](segue::http::context& ctx) -> boost::asio::awaitable<void> {
+            const bool cut = ctx.query().find("short") != std::string_view::npos;
+            if (!co_await ctx.begin_stream(200, "application/octet-stream", 6))
+                co_return;
+            if (ctx.method() == "HEAD")
+                co_return;
+            co_await ctx.write_stream("abc");
+            co_await ctx.write_stream(cut ? "de" : "def");
+        });
         routes_.add("GET", "/inject",
                     [](segue::http::context& ctx) -> boost::asio::awaitable<void> {
                         ctx.res().set_header("X-Test", "a\r\nX-Evil: 1");
@@ -270,6 +280,27 @@ TEST_F(HttpServer, StreamedResponseIsChunked) {
     EXPECT_EQ(r->status, 200);
     EXPECT_EQ(r->header("content-type").value_or(""), "text/event-stream");
     EXPECT_EQ(r->body, "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+}
+
+// A streamed body of known length keeps the connection once all of it went out (a player
+// seeking by Range reuses it); HEAD too; one that falls short closes it, and so does a stream
+// of unknown length.
+TEST_F(HttpServer, AStreamOfKnownLengthKeepsTheConnectionOnlyWhenComplete) {
+    start();
+    http_connection c(port());
+    for (const char* method : {"GET", "HEAD", "GET"}) {
+        auto r = c.request(method, "/sized");
+        ASSERT_TRUE(r) << method;
+        EXPECT_EQ(r->status, 200);
+        EXPECT_EQ(r->body, std::string(method) == "GET" ? "abcdef" : "");
+        EXPECT_NE(r->header("connection").value_or(""), "close") << method;
+    }
+    EXPECT_FALSE(c.closed_by_peer(200ms)) << "a complete body of known length closed it";
+    (void)c.request("GET", "/sized?short");  // its body ends short: read as the close allows
+    EXPECT_TRUE(c.closed_by_peer(1s)) << "a body short of its Content-Length left it open";
+    http_connection sse(port());
+    ASSERT_TRUE(sse.request("GET", "/stream"));
+    EXPECT_TRUE(sse.closed_by_peer(1s));
 }
 
 TEST_F(HttpServer, ResponseHeadersCannotBeSplit) {
