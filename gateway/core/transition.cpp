@@ -498,8 +498,9 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
                 }
                 if (d.what != decision_kind::reconcile)
                     t->status = std::string(to_string(task_status::queued));
+                std::optional<json::object> refunded;
                 if (next != provider_name)
-                    retarget_hold(tx, *t, next, attempt_number);
+                    refunded = retarget_hold(tx, *t, next, attempt_number, res);
                 t->provider = next;
                 t->updated_at = now;
                 tx.update_task(*t);
@@ -512,6 +513,9 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
                 e["delay_ms"] = d.delay_ms;
                 e["error"] = err;
                 engine::append_event(tx, *t, event_type::retrying, std::move(e));
+                if (refunded)  // the next provider costs less: the difference went back
+                    engine::append_event(tx, *t, event_type::credits_refunded,
+                                         std::move(*refunded));
                 res.metrics.push_back({metric_effect::family::retries,
                                        {provider_name, std::string(to_string(d.what)), d.reason}});
                 res.notify = true;
@@ -835,15 +839,17 @@ void transition::release_outstanding(store::transaction& tx, const store::task_r
 
 // Ledger: on failover the hold follows the next provider's price (the tenant pays for what
 // makes the outputs), as an extra hold or a partial release keyed by the attempt.
-void transition::retarget_hold(store::transaction& tx, const store::task_row& t,
-                               const std::string& next, int attempt_number) const {
+std::optional<json::object> transition::retarget_hold(store::transaction& tx,
+                                                      const store::task_row& t,
+                                                      const std::string& next, int attempt_number,
+                                                      result& res) const {
     const auto l = tx.ledger_for_task(t.id);
     if (l.hold == 0)
-        return;  // nothing was held (a free provider first): nothing to move
+        return std::nullopt;  // nothing was held (a free provider first): nothing to move
     const std::int64_t current = l.hold - l.released;
     const std::int64_t target = estimate_hold_milli(env_.settings, next, t.num_outputs);
     if (target == current)
-        return;
+        return std::nullopt;
     store::ledger_row e;
     e.tenant = t.tenant;
     e.task_id = t.id;
@@ -853,7 +859,19 @@ void transition::retarget_hold(store::transaction& tx, const store::task_row& t,
     e.provider = next;
     e.note = "failover to " + next;
     e.created_at = now_ms();
-    tx.add_ledger_entry(e);
+    if (!tx.add_ledger_entry(e) || e.kind != "release")
+        return std::nullopt;
+    // A release is a refund like the one at the end (release_outstanding): the tenant hears
+    // of it (extension.credits.refunded, after the failover's event) and it is counted.
+    res.metrics.push_back({metric_effect::family::credits,
+                           {t.tenant, t.provider, "refunded"},
+                           milli_to_credits(e.amount_milli)});
+    json::object d;
+    d["amount"] = credits_value(e.amount_milli);
+    d["held"] = credits_value(l.hold);
+    d["captured"] = credits_value(l.captured);
+    d["unit"] = "credits";
+    return d;
 }
 
 // Ledger: how much more a failover to `next` would hold (0 when nothing more, or nothing

@@ -304,8 +304,12 @@ class transition {
     // The task finishes if nothing it waits for is left (outputs, mirrors, artifacts).
     void settle_if_done(store::transaction& tx, store::task_row& t,
                         std::vector<store::output_row>& outs, store::millis now, result& res) const;
-    void retarget_hold(store::transaction& tx, const store::task_row& t, const std::string& next,
-                       int attempt_number) const;
+    // On failover, moves the task's hold to `next`'s price; a release (a cheaper provider) is
+    // returned as the data of the extension.credits.refunded event the caller appends.
+    std::optional<boost::json::object> retarget_hold(store::transaction& tx,
+                                                     const store::task_row& t,
+                                                     const std::string& next, int attempt_number,
+                                                     result& res) const;
     void capture_output(store::transaction& tx, const store::task_row& t, int index,
                         const std::string& provider, result& res) const;
     decision plan_recovery(const store::task_row& t,

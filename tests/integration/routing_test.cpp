@@ -147,6 +147,20 @@ TEST(Routing, QuotaAtTheFirstProviderFailsOverToTheNext) {
             EXPECT_EQ(e["data"].at("reason"), "quota");
         }
     EXPECT_EQ(retrying, 1);
+    // The 2 the cheaper provider does not need went back, and the tenant hears of it, right
+    // after the failover; nothing more is refunded at the end (the one output was captured).
+    std::vector<std::string> types;
+    double refunded = 0;
+    for (auto& e : w.events(id)) {
+        types.emplace_back(e["type"].as_string());
+        if (e["type"] == "extension.credits.refunded")
+            refunded += num(e["data"].at("amount"));
+    }
+    EXPECT_EQ(refunded, 2) << json::serialize(w.events(id).back());
+    auto at = std::find(types.begin(), types.end(), "extension.retrying");
+    ASSERT_NE(at, types.end());
+    ASSERT_NE(at + 1, types.end());
+    EXPECT_EQ(*(at + 1), "extension.credits.refunded");
     // The same audio went to the next provider (a URL source: MusicAPI uploaded it).
     EXPECT_EQ(w.ma.requests("upload").size(), 1u);
     // The hold followed the failover: MusicGPT's 5 held, 2 released, MusicAPI's 3 captured.
