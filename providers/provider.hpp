@@ -34,6 +34,10 @@ struct capabilities {
     bool source_clip = false;
     bool length = false;  // honours a requested length of new audio
     int max_outputs = 1;
+    // The provider decides how many outputs it makes (up to max_outputs), not the request:
+    // when a request did not name num_outputs, the outputs it did not make are dropped from the
+    // task (not failed), and their share of the hold goes back.
+    bool output_count_varies = false;
     bool webhooks = false;  // results arrive by webhook
     bool polling = false;   // results can be polled
     // Lyrics and the cover arrive on their own, after the audio (MusicGPT's webhooks): a task

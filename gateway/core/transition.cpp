@@ -119,6 +119,9 @@ bool task_work::save(store::transaction& tx, const std::vector<effect>& effects,
             case effect::kind::upsert_output:
                 tx.upsert_output(e.output);
                 break;
+            case effect::kind::delete_output:
+                tx.delete_output(e.output.task_id, e.output.index);
+                break;
             case effect::kind::upsert_attempt:
                 tx.upsert_attempt(e.attempt);
                 break;
@@ -175,6 +178,14 @@ void task_work::upsert_output(const store::output_row& o) {
         *it = o;
     else
         s_.outputs.push_back(o);
+}
+
+void task_work::delete_output(std::string_view task_id, int index) {
+    effect e{effect::kind::delete_output};
+    e.output.task_id = std::string(task_id);
+    e.output.index = index;
+    record(std::move(e));
+    std::erase_if(s_.outputs, [&](const auto& r) { return r.index == index; });
 }
 
 std::vector<store::output_row> task_work::get_outputs(std::string_view) {
@@ -683,6 +694,8 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
         it->updated_at = now;
         tx.upsert_output(*it);
     }
+    if (u.what == providers::update::kind::done)
+        drop_unmade_outputs(tx, *t, outs, provider_name);
     bool all_final = std::all_of(outs.begin(), outs.end(), [](const store::output_row& o) {
         return o.status != to_string(output_status::pending);
     });
@@ -839,6 +852,46 @@ void transition::release_outstanding(store::transaction& tx, const store::task_r
 
 // Ledger: on failover the hold follows the next provider's price (the tenant pays for what
 // makes the outputs), as an extra hold or a partial release keyed by the attempt.
+// A provider that decides how many outputs it makes (capabilities::output_count_varies) is
+// done, and the request left num_outputs to it: the outputs it did not make (still pending, no
+// mirror on the way) are not failures, and are dropped; the task says so in its warnings.
+// Their share of the hold is never captured, so the final release gives it back. Nothing is
+// dropped when nothing was made (the task fails as usual).
+void transition::drop_unmade_outputs(store::transaction& tx, store::task_row& t,
+                                     std::vector<store::output_row>& outs,
+                                     const std::string& provider) const {
+    const auto* caps = env_.caps_of(provider);
+    if (!caps || !caps->output_count_varies)
+        return;
+    auto unmade = [](const store::output_row& o) {
+        return o.status == to_string(output_status::pending) &&
+               !parse_object(o.data_json).contains("_mirror");
+    };
+    const auto made = std::count_if(outs.begin(), outs.end(), [&](const auto& o) {
+        return !unmade(o) && o.status != to_string(output_status::failed);
+    });
+    if (made == 0 || made == static_cast<std::ptrdiff_t>(outs.size()))
+        return;
+    if (request_from_json(t.request_json).num_outputs_given)
+        return;  // asked for: an output not made fails as "not produced"
+    for (const auto& o : outs)
+        if (unmade(o))
+            tx.delete_output(t.id, o.index);
+    const auto dropped = std::erase_if(outs, unmade);
+    if (dropped == 0)
+        return;
+    json::array w;
+    auto old = parse_object(
+        "{\"w\":" + (t.warnings_json.empty() ? std::string("[]") : t.warnings_json) + "}");
+    if (old.contains("w") && old["w"].is_array())
+        w = old["w"].as_array();
+    w.emplace_back(provider + " made " + std::to_string(made) + " of the " +
+                   std::to_string(made + static_cast<std::ptrdiff_t>(dropped)) +
+                   " outputs (num_outputs was not given, so it decides): the rest are not "
+                   "charged");
+    t.warnings_json = util::json_text(w);
+}
+
 std::optional<json::object> transition::retarget_hold(store::transaction& tx,
                                                       const store::task_row& t,
                                                       const std::string& next, int attempt_number,

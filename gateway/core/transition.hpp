@@ -90,6 +90,7 @@ class task_work final : public store::transaction {
             reschedule_job,
             insert_file,
             upsert_output,
+            delete_output,
             upsert_attempt,
             update_task,
             append_event,
@@ -135,6 +136,7 @@ class task_work final : public store::transaction {
     }
     void upsert_output(const store::output_row& o) override;
     std::vector<store::output_row> get_outputs(std::string_view task_id) override;
+    void delete_output(std::string_view task_id, int index) override;
     void upsert_attempt(const store::attempt_row& a) override;
     std::vector<store::attempt_row> get_attempts(std::string_view task_id) override;
     std::optional<store::attempt_row> find_attempt_by_token(std::string_view) override {
@@ -304,6 +306,9 @@ class transition {
     // The task finishes if nothing it waits for is left (outputs, mirrors, artifacts).
     void settle_if_done(store::transaction& tx, store::task_row& t,
                         std::vector<store::output_row>& outs, store::millis now, result& res) const;
+    void drop_unmade_outputs(store::transaction& tx, store::task_row& t,
+                             std::vector<store::output_row>& outs,
+                             const std::string& provider) const;
     // On failover, moves the task's hold to `next`'s price; a release (a cheaper provider) is
     // returned as the data of the extension.credits.refunded event the caller appends.
     std::optional<boost::json::object> retarget_hold(store::transaction& tx,

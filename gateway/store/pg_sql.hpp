@@ -17,6 +17,7 @@ enum class q : int {
     list_tasks_before,
     upsert_output,
     get_outputs,
+    delete_output,
     upsert_attempt,
     get_attempts,
     find_attempt_by_token,

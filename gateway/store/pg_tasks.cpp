@@ -87,6 +87,14 @@ void pg_transaction::upsert_output(const output_row& o) {
     c_.send(q::upsert_output, {o.task_id, o.index, o.status, o.data_json, o.updated_at});
 }
 
+void pg_transaction::delete_output(std::string_view task_id, int index) {
+    if (new_task_ && new_task_->id == task_id) {  // not written yet: forget it
+        std::erase_if(new_outputs_, [&](const output_row& o) { return o.index == index; });
+        return;
+    }
+    c_.send(q::delete_output, {task_id, index});
+}
+
 std::vector<output_row> pg_transaction::get_outputs(std::string_view task_id) {
     auto r = c_.run(q::get_outputs, {task_id});
     std::vector<output_row> out;

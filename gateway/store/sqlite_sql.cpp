@@ -66,6 +66,8 @@ const char* sql_of(q which) {
                    "data_json = excluded.data_json, updated_at = excluded.updated_at";
         case q::get_outputs:
             return "SELECT " SEGUE_OUTPUT_COLS " FROM outputs WHERE task_id = ?1 ORDER BY idx";
+        case q::delete_output:
+            return "DELETE FROM outputs WHERE task_id = ?1 AND idx = ?2";
         case q::upsert_attempt:
             return "INSERT INTO attempts (" SEGUE_ATTEMPT_COLS
                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "

@@ -55,6 +55,12 @@ void sqlite_transaction::upsert_output(const output_row& o) {
     st.run();
 }
 
+void sqlite_transaction::delete_output(std::string_view task_id, int index) {
+    statement st(c_, q::delete_output);
+    st.bind_all(task_id, index);
+    st.run();
+}
+
 std::vector<output_row> sqlite_transaction::get_outputs(std::string_view task_id) {
     statement st(c_, q::get_outputs);
     st.bind_all(task_id);

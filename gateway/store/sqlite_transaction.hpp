@@ -35,6 +35,7 @@ class sqlite_transaction final : public transaction {
                                      std::string_view before_id) override;
     void upsert_output(const output_row& o) override;
     std::vector<output_row> get_outputs(std::string_view task_id) override;
+    void delete_output(std::string_view task_id, int index) override;
     void upsert_attempt(const attempt_row& a) override;
     std::vector<attempt_row> get_attempts(std::string_view task_id) override;
     std::optional<attempt_row> find_attempt_by_token(std::string_view token) override;

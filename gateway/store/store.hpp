@@ -303,6 +303,9 @@ class transaction {
     // Outputs
     virtual void upsert_output(const output_row& o) = 0;
     virtual std::vector<output_row> get_outputs(std::string_view task_id) = 0;
+    // Removes an output a provider never made, when how many it makes was its choice (see
+    // transition::drop_unmade_outputs). Nothing else refers to an output row.
+    virtual void delete_output(std::string_view task_id, int index) = 0;
 
     // Attempts
     virtual void upsert_attempt(const attempt_row& a) = 0;

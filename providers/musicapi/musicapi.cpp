@@ -31,9 +31,11 @@ musicapi_provider::musicapi_provider(musicapi_settings settings) : settings_(std
     caps_.source_url = true;
     caps_.source_clip = true;
     caps_.length = true;
-    // MusicAPI decides how many clips an extend makes; asking for two is accepted with a
-    // warning, and an output it does not make fails as "not produced".
+    // MusicAPI decides how many clips an extend makes. Asking for two is accepted with a
+    // warning, and an output it does not make then fails as "not produced"; with num_outputs
+    // left out, the clips it did not make are dropped from the task instead.
     caps_.max_outputs = 2;
+    caps_.output_count_varies = true;
     caps_.webhooks = !settings_.webhook_secret.empty();
     caps_.polling = true;
     // No lookup by our reference exists: only a webhook can show an ambiguous create.

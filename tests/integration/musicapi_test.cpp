@@ -278,6 +278,40 @@ TEST(MusicApi, ClipSourceSkipsTheUpload) {
     EXPECT_EQ(last_create_body(fake)["clip_id"], "clip_seeded");
 }
 
+// MusicAPI decides how many clips an extend makes. A request that leaves num_outputs out gets
+// the clips it made: here one, so the task succeeded with one output, a warning, and the
+// second output's share of the hold back. One that asked for two and got one is partially
+// succeeded, as before (the second output failed "not produced").
+TEST(MusicApi, WithoutNumOutputsTheClipsItMakesAreTheTask) {
+    fake_musicapi fake(R"({"clips":1})");
+    segue::test::temp_dir storage;
+    gateway gw(fake, storage.path(), "    price: 6\n");
+    auto id = accepted_id(post_json(
+        gw.port, R"({"clip":{"provider":"musicapi","id":"clip_seeded"},"extend_after":10})"));
+    ASSERT_FALSE(id.empty());
+    auto t = wait_final(gw.port, id);
+    ASSERT_EQ(t["status"], "succeeded") << json::serialize(t);
+    ASSERT_EQ(t["outputs"].as_array().size(), 1u) << json::serialize(t);
+    EXPECT_EQ(t["outputs"].as_array()[0].at("status"), "ready");
+    EXPECT_NE(json::serialize(t["warnings"]).find("made 1 of the 2 outputs"), std::string::npos)
+        << json::serialize(t);
+    const auto& c = t["credits"].as_object();
+    EXPECT_EQ(c.at("held").to_number<double>(), 12) << json::serialize(c);
+    EXPECT_EQ(c.at("captured").to_number<double>(), 6) << json::serialize(c);
+    EXPECT_EQ(c.at("refunded").to_number<double>(), 6) << json::serialize(c);
+    const auto types = event_types(gw.port, id);
+    EXPECT_EQ(std::count(types.begin(), types.end(), "extension.output.failed"), 0);
+    EXPECT_EQ(std::count(types.begin(), types.end(), "extension.credits.refunded"), 1);
+
+    auto asked = accepted_id(post_json(
+        gw.port,
+        R"({"clip":{"provider":"musicapi","id":"clip_seeded"},"extend_after":10,"num_outputs":2})"));
+    ASSERT_FALSE(asked.empty());
+    t = wait_final(gw.port, asked);
+    EXPECT_EQ(t["status"], "partially_succeeded") << json::serialize(t);
+    EXPECT_EQ(t["outputs"].as_array().size(), 2u) << json::serialize(t);
+}
+
 TEST(MusicApi, ErrorsEndTheTaskAsClassified) {
     fake_musicapi fake;
     segue::test::temp_dir storage;
