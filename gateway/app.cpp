@@ -5,10 +5,16 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -49,6 +55,19 @@
 
 namespace segue {
 namespace {
+
+// A directory the process cannot write (a read-only volume, wrong ownership, chattr +i) would
+// fail every upload with a 500 later: refused at start-up instead, naming the setting.
+void check_writable(const std::string& dir) {
+    const auto probe =
+        std::filesystem::path(dir) / (".segue-write-check-" + std::to_string(::getpid()));
+    const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        throw std::runtime_error("storage.blob_dir " + dir +
+                                 " is not writable: " + std::strerror(errno));
+    ::close(fd);
+    ::unlink(probe.c_str());
+}
 
 namespace asio = boost::asio;
 
@@ -165,6 +184,7 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
 
     // Durable state first: nothing is accepted before the store is open and migrated.
     std::filesystem::create_directories(d.settings.storage.blob_dir);
+    check_writable(d.settings.storage.blob_dir);
     d.store = store::open_store(d.settings.storage);
     d.db = std::make_unique<store::db>(*d.store, d.metrics);
     d.work_db = std::make_unique<store::db>(*d.store, d.metrics, store::write_lane::work);

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <span>
 #include <stdexcept>
@@ -219,6 +220,12 @@ refusal spool_failure(const upload& up) {
     if (err == ENOSPC || err == EDQUOT)
         return refuse(error_kind::insufficient_storage, "disk_full",
                       "the data volume is full: the upload cannot be stored now");
+    // Ours, and the operator's to fix (a read-only or unwritable storage.blob_dir): the log
+    // says what failed, where; the client gets the 500 only.
+    log::error("upload not spooled",
+               {{"file_id", up.file_id},
+                {"path", up.spool ? up.spool->path() : std::string()},
+                {"error", err ? std::string(std::strerror(err)) : std::string("unknown")}});
     return refuse(error_kind::internal, "spool_error", "cannot store the upload");
 }
 

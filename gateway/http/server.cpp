@@ -27,6 +27,7 @@
 #include <chrono>
 #include <mutex>
 #include <random>
+#include <stdexcept>
 #include <system_error>
 #include <unordered_map>
 
@@ -910,18 +911,28 @@ void server::start() {
     asio::ip::address addr;
     beast::error_code ec;
     addr = asio::ip::make_address(host, ec);
+    // Start-up failures name the setting and the address, not Asio's source location.
+    const std::string& listen = impl_->settings.server.listen;
+    auto fail = [&](const char* what, const beast::error_code& e) {
+        throw std::runtime_error("server.listen " + listen + ": " + what + ": " + e.message());
+    };
     if (ec) {
         // A name (e.g. "localhost"): resolved once at start-up, before any IO thread runs.
         tcp::resolver resolver(impl_->ioc);
-        auto results = resolver.resolve(host, std::to_string(port));
+        auto results = resolver.resolve(host, std::to_string(port), ec);
+        if (ec || results.empty())
+            fail("cannot resolve the host", ec);
         addr = results.begin()->endpoint().address();
     }
     tcp::endpoint ep(addr, port);
     auto& a = impl_->acceptor;
-    a.open(ep.protocol());
+    if (a.open(ep.protocol(), ec); ec)
+        fail("cannot open a socket", ec);
     a.set_option(asio::socket_base::reuse_address(true));
-    a.bind(ep);
-    a.listen(asio::socket_base::max_listen_connections);
+    if (a.bind(ep, ec); ec)
+        fail("cannot bind", ec);
+    if (a.listen(asio::socket_base::max_listen_connections, ec); ec)
+        fail("cannot listen", ec);
     auto bound = a.local_endpoint();
     impl_->bound_port = bound.port();
     impl_->local = (bound.address().is_v6() ? "[" + bound.address().to_string() + "]"

@@ -1,8 +1,11 @@
 // The foundation, end to end: the real binary on 127.0.0.1:0.
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -312,6 +315,40 @@ TEST(Cli, VersionHelpAndUnknownFlag) {
     EXPECT_NE(hout.find("--check-config"), std::string::npos);
     auto [uc, uout] = segue::test::run_command({bin, "--bogus"});
     EXPECT_EQ(uc, 2);
+}
+
+// Start-up failures name the setting and what is wrong (not Asio's source location), and
+// exit 1 at once: a port another process holds, a blob directory the process cannot write
+// (sysfs refuses even root), which would otherwise fail every upload with a 500 later.
+TEST(Cli, StartUpFailuresNameTheSetting) {
+    auto bin = segue::test::segue_binary();
+    segue::test::temp_dir d;
+    const int held = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(held, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::bind(held, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ASSERT_EQ(::listen(held, 1), 0);
+    socklen_t len = sizeof a;
+    ASSERT_EQ(::getsockname(held, reinterpret_cast<sockaddr*>(&a), &len), 0);
+    const std::string listen = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+    auto taken = d.write("taken.yaml", "server:\n  listen: " + listen +
+                                           "\nstorage:\n  sqlite_path: " + d.path() +
+                                           "/a.db\n  blob_dir: " + d.path() + "/a\n");
+    auto [tc, tout] = segue::test::run_command({"timeout", "20", bin, "--config", taken});
+    ::close(held);
+    EXPECT_EQ(tc, 1) << tout;
+    EXPECT_NE(tout.find("server.listen " + listen + ": cannot bind: Address already in use"),
+              std::string::npos)
+        << tout;
+
+    auto sys =
+        d.write("sys.yaml", "server:\n  listen: 127.0.0.1:0\nstorage:\n  sqlite_path: " + d.path() +
+                                "/b.db\n  blob_dir: /sys/kernel\n");
+    auto [sc, sout] = segue::test::run_command({"timeout", "20", bin, "--config", sys});
+    EXPECT_EQ(sc, 1) << sout;
+    EXPECT_NE(sout.find("storage.blob_dir /sys/kernel is not writable"), std::string::npos) << sout;
 }
 
 TEST(Cli, CheckConfigAcceptsAndRefuses) {
