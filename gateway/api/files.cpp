@@ -300,8 +300,15 @@ awaitable<void> file_handlers::get(http::context& ctx) {
     // Immutable under its URL; private: it is one tenant's. A signed URL is cached as itself.
     res.set_header("Cache-Control", "private, max-age=3600");
     res.set_header("Accept-Ranges", "bytes");
+    // ?download (any value but 0 or false): save it rather than play it.
+    const bool attachment = download && *download != "0" && *download != "false";
     res.set_header("Content-Disposition",
-                   http::content_disposition(download.has_value(), download_name(*f, task, outs)));
+                   http::content_disposition(attachment, download_name(*f, task, outs)));
+    // A file is served as its probed type, never sniffed as another; opened as a page (an SVG
+    // cover, say one copied from a provider), it runs no script and loads nothing.
+    res.set_header("X-Content-Type-Options", "nosniff");
+    res.set_header("Content-Security-Policy",
+                   "default-src 'none'; style-src 'unsafe-inline'; sandbox");
     if (auto inm = ctx.header("If-None-Match"); inm && http::none_match(*inm, etag)) {
         served.with({"not_modified"}).inc();
         res.status = 304;

@@ -369,6 +369,14 @@ TEST_P(FilesApi, ValidatorsNamesAndSignedLinksAsBrowsersUseThem) {
     auto up = request("GET", upload + "?download=1");
     EXPECT_EQ(up->body, song);
     EXPECT_EQ(up->header("content-disposition"), "attachment; filename=\"in.wav\"");
+    for (const char* no : {"?download=0", "?download=false"})
+        EXPECT_EQ(request("GET", upload + no)->header("content-disposition"),
+                  "inline; filename=\"in.wav\"")
+            << no;
+    // Never sniffed as another type; opened as a page, it runs nothing.
+    EXPECT_EQ(whole->header("x-content-type-options"), "nosniff");
+    EXPECT_NE(whole->header("content-security-policy").value_or("").find("sandbox"),
+              std::string::npos);
     EXPECT_EQ(etag, "\"sha256-" + std::string(audio.at("wav_sha256").as_string()) +
                         "\"");  // from the bytes
 
