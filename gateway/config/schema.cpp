@@ -319,13 +319,8 @@ object_schema<retention_settings> retention_schema() {
 
 // A lease is renewed every lease/3 while its work runs; a renewal is a store write that needs
 // time to commit under load. Below 1.5 s (a renewal every 500 ms, due 1 s before expiry) a busy
-// store could let a live lease expire, and the work would run twice: refused.
-static std::optional<std::string> lease_check(std::chrono::milliseconds lease) {
-    if (lease < std::chrono::milliseconds(1500))
-        return "lease must be at least 1500ms: running work renews it every lease/3, and a "
-               "renewal needs time to commit";
-    return std::nullopt;
-}
+// store could let a live lease expire, and the work would run twice: the leases' minimum.
+constexpr std::chrono::milliseconds min_lease{1500};
 
 object_schema<engine_settings> engine_schema() {
     object_schema<engine_settings> s;
@@ -344,9 +339,10 @@ object_schema<engine_settings> engine_schema() {
     s.field("lease", &engine_settings::lease,
             "How long a claimed job is reserved; a replica that dies leaves leases that expire "
             "after this. A running job's lease is renewed every lease/3 (the heartbeat), so a "
-            "provider call may take longer than the lease.")
+            "provider call may take longer than the lease. At least 1500ms: a renewal needs "
+            "time to commit.")
         .def(2min)
-        .range(1s, 1h);
+        .range(min_lease, 1h);
     s.field("batch", &engine_settings::batch,
             "Jobs run at once by this replica (submits and the other jobs each hold at most "
             "three quarters of it). A job waiting for its provider holds no thread, so this is "
@@ -358,9 +354,6 @@ object_schema<engine_settings> engine_schema() {
             "a job fails its task with error code `internal`, releasing its held credits.")
         .def(5)
         .range(1, 100);
-    s.validate([](const engine_settings& e) -> std::optional<std::string> {
-        return lease_check(e.lease);
-    });
     return s;
 }
 
@@ -396,13 +389,14 @@ object_schema<webhooks_settings> webhooks_schema() {
         .range(1, 10000);
     s.field("lease", &webhooks_settings::lease,
             "How long a claimed delivery is reserved for this replica; longer than timeout, so "
-            "a live replica's delivery is never sent twice at once.")
+            "a live replica's delivery is never sent twice at once. At least 1500ms, as "
+            "engine.lease.")
         .def(1min)
-        .range(1s, 1h);
+        .range(min_lease, 1h);
     s.validate([](const webhooks_settings& w) -> std::optional<std::string> {
         if (w.lease <= w.timeout)
             return "lease must be longer than timeout";
-        return lease_check(w.lease);
+        return std::nullopt;
     });
     return s;
 }

@@ -255,6 +255,14 @@ TEST(ConfigLoad, ADirectoryIsAConfigError) {
     }
 }
 
+// A lease below 1500ms could expire under its own renewal: refused, naming the setting.
+TEST(ConfigErrors, ALeaseTooShortToRenewIsRefusedByName) {
+    EXPECT_EQ(error_of("engine:\n  lease: 1s\n"),
+              "test.yaml:2: engine.lease: 1s is below the minimum 1500ms");
+    EXPECT_EQ(error_of("webhooks:\n  lease: 1200ms\n  timeout: 1s\n"),
+              "test.yaml:2: webhooks.lease: 1200ms is below the minimum 1500ms");
+}
+
 // What start-up would refuse, loading refuses (so --check-config does): providers a route or
 // the default names must be enabled; one key and one name per tenant.
 TEST(ConfigErrors, CrossSectionRulesAreCheckedAtLoad) {
