@@ -77,11 +77,12 @@ Cancels task ID (held credits are released). A task already ended is a conflict 
                         [--limit N] [--before ID]
        segue deliveries redeliver ID
 
-The tenant's webhook deliveries, newest first; `redeliver` sends a dead or delivered one again.
+The tenant's webhook deliveries, newest first (N at most 500); `redeliver` sends a dead or
+delivered one again.
 )"},
     {"credits", R"(usage: segue credits [--limit N]
 
-The balance (available, held, captured, granted) and the latest ledger entries.
+The balance (available, held, captured, granted) and the latest ledger entries (N at most 500).
 )"},
 };
 
@@ -259,9 +260,11 @@ parse_outcome parse_options(const std::vector<std::string_view>& args, const env
                 return fail("--format must be mp3, wav or both");
             o.format = *v;
         } else if (name == "--limit") {
+            // The server's own bounds for each list (refused there with a 400 otherwise).
+            const int most = takes({"tasks"}) ? 100 : 500;
             int n = 0;
-            if (!parse_int(*v, n) || n < 1)
-                return fail("--limit must be a whole number >= 1");
+            if (!parse_int(*v, n) || n < 1 || n > most)
+                return fail("--limit must be a whole number from 1 to " + std::to_string(most));
             o.limit = n;
         } else if (name == "--before") {
             o.before = *v;

@@ -178,6 +178,8 @@ TEST(CliOptions, UsageErrorsSayWhat) {
         {{"extend", "a.mp3", "--after", "1", "--idempotency-key", ""}, "visible ASCII"},
         {{"tasks", "--wait"}, "unknown option --wait"},
         {{"tasks", "--limit", "0"}, "--limit must be"},
+        {{"tasks", "--limit", "101"}, "from 1 to 100"},  // the server's bound, checked here
+        {{"credits", "--limit", "501"}, "from 1 to 500"},
         {{"tasks", "extra"}, "unexpected argument"},
         {{"watch"}, "needs one task id"},
         {{"cancel", "a", "b"}, "needs one task id"},
