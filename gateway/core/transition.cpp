@@ -354,10 +354,14 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
         t->warnings_json = util::json_text(w);
     }
     if (!u.method.empty()) {
-        // Shown on every output: how it was made (an offline provider says it is not AI).
+        // Shown on every output: how it was made (an offline provider says it is not AI). An
+        // output not made yet takes the method of whoever reports now: after a failover, the
+        // provider that makes it, not the one an earlier attempt (an upload) reported.
         for (auto& o : outs) {
             auto d = parse_object(o.data_json);
-            if (!d.contains("method")) {
+            const auto* m = d.if_contains("method");
+            if (!m ||
+                (o.status == to_string(output_status::pending) && *m != json::value(u.method))) {
                 d["method"] = u.method;
                 o.data_json = util::json_text(d);
                 tx.upsert_output(o);
@@ -510,8 +514,18 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
                 if (d.what != decision_kind::reconcile)
                     t->status = std::string(to_string(task_status::queued));
                 std::optional<json::object> refunded;
-                if (next != provider_name)
+                if (next != provider_name) {
                     refunded = retarget_hold(tx, *t, next, attempt_number, res);
+                    // How the outputs will be made is the next provider's to say (an upload
+                    // at this one may have said it already).
+                    for (auto& o : outs) {
+                        auto d = parse_object(o.data_json);
+                        if (o.status == to_string(output_status::pending) && d.erase("method")) {
+                            o.data_json = util::json_text(d);
+                            tx.upsert_output(o);
+                        }
+                    }
+                }
                 t->provider = next;
                 t->updated_at = now;
                 tx.update_task(*t);

@@ -310,6 +310,27 @@ TEST(Ledger, HoldsCapturesRefundsAndRefusesWhatCannotBePaid) {
     EXPECT_EQ(captured, num(c["captured"]));
 }
 
+// MusicAPI's upload succeeds (its attempt says how MusicAPI would make the outputs), its create
+// is refused for credits (quota: fail over at once), MusicGPT makes the outputs: they do not
+// say MusicAPI made them.
+TEST(Routing, OutputsDoNotNameTheMethodOfAProviderThatFailedOver) {
+    world w("", 20);
+    ASSERT_TRUE(w.ma.control(R"({"faults":[{"match":"create","status":403,)"
+                             R"("body":"{\"code\":403,\"message\":\"The remaining credits are not )"
+                             R"(enough.\"}"}]})"));
+    auto id = w.submit(R"({"audio_url":")" + w.url() +
+                       R"(","extend_after":2,"num_outputs":1,"route":"cheap_first"})");
+    auto t = w.wait_final(id);
+    ASSERT_EQ(t["status"], "succeeded") << json::serialize(t);
+    EXPECT_EQ(t["provider"], "musicgpt");
+    EXPECT_EQ(w.ma.requests("upload").size(), 1u);
+    for (const auto& o : t["outputs"].as_array()) {
+        const auto* m = o.as_object().if_contains("method");
+        EXPECT_TRUE(!m || json::serialize(*m).find("musicapi") == std::string::npos)
+            << json::serialize(o);
+    }
+}
+
 // A failover moves the hold to the next provider's price: when that provider is pricier and the
 // tenant cannot cover the difference, the task fails (insufficient_credits, the first failure as
 // its cause) instead of running on credits it does not have; nothing is sent to that provider
