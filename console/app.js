@@ -60,6 +60,18 @@ async function whoAmI() {
   document.getElementById('who').hidden = false;
 }
 
+// The header's balance, again: on every page change and whenever a page says credits moved
+// (a task held, captured or refunded some: the 'segue:credits' event). Coalesced.
+let balanceDue = null;
+function refreshBalance() {
+  if (balanceDue || !apiKey()) return;
+  balanceDue = setTimeout(() => {
+    balanceDue = null;
+    whoAmI().catch(() => {});  // a failure leaves the last figure; the page shows the error
+  }, 300);
+}
+window.addEventListener('segue:credits', refreshBalance);
+
 function route() {
   if (current) current.abort();
   current = new AbortController();
@@ -73,11 +85,20 @@ function route() {
       a.toggleAttribute('aria-current', hash.startsWith(a.getAttribute('href')));
     replace(main);
     const signal = current.signal;
+    refreshBalance();
     page.render(main, m.slice(1), signal).catch((e) => {
       if (signal.aborted) return;
       if (e instanceof ApiError && e.status === 401) {
         setApiKey('');
         return signIn('The key was refused; enter it again.');
+      }
+      if (!(e instanceof ApiError)) {
+        // The gateway is not reachable (stopped, restarting, the network): the page tries
+        // again on its own, as its live streams do.
+        replace(main, h('p', { class: 'error', role: 'alert', id: 'unreachable' },
+          `Cannot reach the gateway (${problemText(e)}); trying again…`));
+        setTimeout(() => { if (!signal.aborted) route(); }, 2000);
+        return;
       }
       replace(main, h('p', { class: 'error', role: 'alert' }, problemText(e)));
     });

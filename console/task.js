@@ -3,7 +3,7 @@
 // A/B around the splice), title, lyrics highlighted as the audio plays, cover, the event
 // timeline, the attempts per provider and the credits held, captured and refunded.
 
-import { api, apiBlob, filePath, stream } from './api.js';
+import { api, apiBlob, ApiError, filePath, stream } from './api.js';
 import { h, replace, credits, statusBadge, toast, problemText } from './dom.js';
 import { decode, formatTime, Waveform } from './waveform.js';
 
@@ -74,10 +74,16 @@ export async function render(main, [id], signal) {
     const t = { audio: h('audio', { preload: 'auto', controls: true, dataset: { track: key } }),
       data: null, src };
     tracks.set(key, t);
-    const fetched = src.signed ? await fetch(src.signed, { signal }).then((r) => {
-      if (!r.ok) throw new Error(`audio ${r.status}`);
-      return r.blob();
-    }) : await apiBlob(src.path, signal);
+    let fetched;
+    try {
+      fetched = src.signed ? await fetch(src.signed, { signal }).then((r) => {
+        if (!r.ok) throw new ApiError(r.status, null);
+        return r.blob();
+      }) : await apiBlob(src.path, signal);
+    } catch (e) {
+      tracks.delete(key);  // tried again at the next update, unless it is gone for good
+      throw e;
+    }
     if (src.signed) {
       t.audio.src = src.signed;
     } else {
@@ -87,6 +93,13 @@ export async function render(main, [id], signal) {
     }
     t.data = await decode(await fetched.arrayBuffer());
     return t;
+  }
+
+  // Why a track's audio could not be shown, in the place of its waveform.
+  function audioFailure(e) {
+    if (e instanceof ApiError && e.status === 410)
+      return 'The file expired and was deleted (retention): no audio to show.';
+    return `The audio could not be loaded (${problemText(e)}); it is tried again at the next update.`;
   }
 
   function relayout() {
@@ -130,8 +143,16 @@ export async function render(main, [id], signal) {
     replace(sourceBox, h('h3', {}, 'Source ', h('small', {}, src.filename || ''),
       ` · extend after ${formatTime(splice)}`), h('p', { class: 'hint' }, 'loading audio…'));
     const signed = filePath(src.signed_url);
-    const t = await loadTrack('source', signed ? { signed }
-      : { path: `/v1/files/${encodeURIComponent(src.file_id)}` });
+    let t;
+    try {
+      t = await loadTrack('source', signed ? { signed }
+        : { path: `/v1/files/${encodeURIComponent(src.file_id)}` });
+    } catch (e) {
+      if (signal.aborted) return;
+      replace(sourceBox, h('h3', {}, 'Source ', h('small', {}, src.filename || ''),
+        ` · extend after ${formatTime(splice)}`), h('p', { class: 'error' }, audioFailure(e)));
+      return;
+    }
     const canvas = h('canvas', { class: 'wave', id: 'wave-source' });
     t.wave = new Waveform(canvas, { label: `Source waveform, extend after ${formatTime(splice)}: ` +
       'click or use the arrow keys to seek', seekable: true,
@@ -164,7 +185,8 @@ export async function render(main, [id], signal) {
       const remote = o.audio && (o.audio.mp3_url || o.audio.wav_url);
       replace(box, h('h3', {}, `Output ${o.index} `, statusBadge(o.status)),
         o.title ? h('p', { class: 'title' }, o.title) : null,
-        o.error ? h('p', { class: 'error' }, o.error.message || o.error.code || 'failed') : null,
+        o.error ? h('p', { class: 'error' }, typeof o.error === 'string' ? o.error
+          : (o.error.message || o.error.code || 'failed')) : null,
         o.status === 'ready' && remote ? h('p', { class: 'hint' }, 'Audio at the provider: ',
           h('a', { href: remote, rel: 'noreferrer' }, remote), ' (no waveform: not a file of this gateway)') : null);
       return;
@@ -172,7 +194,16 @@ export async function render(main, [id], signal) {
     if (tracks.has(key)) return updateOutputText(box, o);
     replace(box, h('h3', {}, `Output ${o.index} `, statusBadge(o.status)),
       h('p', { class: 'hint' }, 'loading audio…'));
-    const t = await loadTrack(key, src);
+    let t;
+    try {
+      t = await loadTrack(key, src);
+    } catch (e) {
+      if (signal.aborted) return;
+      replace(box, h('h3', {}, `Output ${o.index} `, statusBadge(o.status)),
+        o.title ? h('p', { class: 'title' }, o.title) : null,
+        h('p', { class: 'error' }, audioFailure(e)));
+      return;
+    }
     const splice = doc.request.extend_after;
     const canvas = h('canvas', { class: 'wave', id: `wave-output-${o.index}` });
     t.wave = new Waveform(canvas, { label: `Output ${o.index} waveform: click or use the ` +
@@ -312,6 +343,10 @@ export async function render(main, [id], signal) {
     onEvent: (ev) => {
       const e = JSON.parse(ev.data);
       if (FINAL_EVENTS.has(e.type)) sawFinalEvent = true;
+      // Credits moved (an output captured its share, a refund, the end): the header's balance.
+      if (FINAL_EVENTS.has(e.type) || e.type === 'extension.output.ready' ||
+          e.type === 'extension.credits.refunded')
+        window.dispatchEvent(new Event('segue:credits'));
       timeline.append(h('li', { dataset: { type: e.type, seq: e.seq } },
         h('time', { datetime: e.created_at }, new Date(e.created_at).toLocaleTimeString()), ' ',
         h('strong', {}, e.type.replace(/^extension\./, '')), ' ', describe(e)));

@@ -46,10 +46,27 @@ export async function render(main, _params, signal) {
       h('td', { title: t.created_at }, age(t.created_at)),
       h('td', {}, credits(t.credits)))));
     empty.hidden = shown.length > 0;
-    empty.textContent = rows.length ? 'No task matches the filters.' : 'No tasks yet.';
+    // The filters look at the tasks loaded so far (the server filters nothing): say so.
+    empty.textContent = !rows.length ? 'No tasks yet.'
+      : older.hidden ? 'No task matches the filters.'
+        : 'No loaded task matches the filters; older ones are searched once loaded (Older tasks).';
   };
   for (const el of [status, provider]) el.addEventListener('change', draw);
-  search.addEventListener('input', draw);
+  // A whole task id is looked up directly, loaded or not.
+  let lookup = null;
+  search.addEventListener('input', () => {
+    draw();
+    const id = search.value.trim();
+    if (!/^ext_[0-9a-z]{26}$/.test(id) || byId.has(id)) return;
+    if (lookup) lookup.abort();
+    lookup = new AbortController();
+    const mine = lookup;
+    signal.addEventListener('abort', () => mine.abort());
+    api(`/v1/extensions/${id}`, { signal: mine.signal }).then((t) => {
+      byId.set(t.id, t);
+      draw();
+    }, () => {});  // not the tenant's, or no such task: the filter's own message stands
+  });
   older.addEventListener('click', async () => {
     const page = await api(`/v1/extensions?limit=50&before=${encodeURIComponent(oldestLoaded)}`,
       { signal });

@@ -550,6 +550,11 @@ async function main() {
     }
     await page.evaluate(() => { location.hash = '#/tasks'; });
     await page.waitForSelector(`#task-rows tr[data-id="${mgId}"][data-status="failed"]`);
+    // The header's balance follows the ledger (it was read once, at sign-in, before).
+    const available = (await call('/v1/credits?limit=1', KEY_A)).body.available;
+    await page.waitForFunction((a) => document.getElementById('tenant').textContent
+      .includes(`${a} credits available`), { timeout: 5000 }, available);
+    ok(`the header's balance follows the ledger: ${available} credits available`);
     const rowIds = () => page.$$eval('#task-rows tr', (r) => r.map((x) => x.dataset.id).sort());
     const all = [taskId, foId, mgId].sort();
     assert.deepEqual(await rowIds(), all);
