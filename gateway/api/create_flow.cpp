@@ -191,8 +191,14 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
     if (hooks.translate)
         if (auto r = co_await hooks.translate(submitted))
             co_return refused(std::move(*r));
-    if (auto r = co_await resolve_output_clip(submitted, tenant))
-        co_return refused(std::move(*r));
+    // Every bad field at once: what the clip's lookup, the URL guard and the upload's probe
+    // find joins the fields' own errors, rather than each hiding the others.
+    std::vector<field_error> clip_errors;
+    if (auto r = co_await resolve_output_clip(submitted, tenant)) {
+        if (r->kind != error_kind::validation_failed || r->errors.empty())
+            co_return refused(std::move(*r));
+        clip_errors = std::move(r->errors);
+    }
 
     auto checked = validate_submission(submitted, validating());
     std::vector<std::string> warnings;
@@ -207,8 +213,29 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
         }
         checked = validate_submission(submitted, validating());
     }
+    if (!clip_errors.empty()) {
+        // The clip could not be resolved: its own error says why, not one about its form.
+        std::erase_if(checked.errors,
+                      [](const field_error& e) { return e.field.rfind("clip", 0) == 0; });
+        checked.errors.insert(checked.errors.begin(), clip_errors.begin(), clip_errors.end());
+    }
     co_await guard_urls(checked, deps_.url_policy);
     require_webhook_secret(checked, deps_.settings, tenant);
+    auto& file = submitted.file;
+    std::optional<audio::probe_result> probe;
+    if (file) {
+        probe = co_await probe_upload(*file, deps_.blocking);
+        // With other fields wrong, the upload's own errors (not audio, extend_after past its
+        // end, unless extend_after is wrong already) are named with them.
+        if (!checked.errors.empty()) {
+            auto req = checked.request;
+            if (auto r = accept_probe(*probe, *file, req))
+                for (auto& e : r->errors)
+                    if (std::none_of(checked.errors.begin(), checked.errors.end(),
+                                     [&](const field_error& x) { return x.field == e.field; }))
+                        checked.errors.push_back(std::move(e));
+        }
+    }
     if (auto r = invalid_fields(checked))
         co_return refused(std::move(*r));
     auto& req = checked.request;
@@ -219,10 +246,8 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
     if (hooks.decorate)
         hooks.decorate(req);
 
-    auto& file = submitted.file;
     if (file) {
-        auto probe = co_await probe_upload(*file, deps_.blocking);
-        if (auto r = accept_probe(probe, *file, req))
+        if (auto r = accept_probe(*probe, *file, req))
             co_return refused(std::move(*r));
         if (auto r = co_await store_upload(*file, deps_.blobs, deps_.blocking))
             co_return refused(std::move(*r));

@@ -476,15 +476,20 @@ checked validate_submission(const submission& s, const validate_env& env) {
 }
 
 awaitable<void> guard_urls(checked& c, std::shared_ptr<const net::url_policy> policy) {
-    if (!c.errors.empty() || !policy)
+    if (!policy)
         co_return;
     const auto& req = c.request;
     std::vector<std::pair<std::string, std::string>> urls;
-    if (req.source == core::source_kind::url)
+    if (req.source == core::source_kind::url && !req.audio_url.empty())
         urls.emplace_back("audio_url", req.audio_url);
-    if (req.webhook_url)
+    if (req.webhook_url && !req.webhook_url->empty())
         urls.emplace_back("webhook_url", *req.webhook_url);
     for (const auto& [field, url] : urls) {
+        // A URL whose field is wrong already is named once; the others are guarded even when
+        // other fields are wrong, so every bad field is named at once.
+        if (std::any_of(c.errors.begin(), c.errors.end(),
+                        [&f = field](const field_error& e) { return e.field == f; }))
+            continue;
         auto why = net::check_url_syntax(url, *policy);
         if (!why)
             why = co_await net::check_url(co_await boost::asio::this_coro::executor, url, policy,

@@ -217,6 +217,43 @@ TEST(ApiEdge, InvalidUtf8TextIs422NamingTheFieldAndCreatesNothing) {
     EXPECT_EQ(t["request"].at("source").at("filename"), "caf\xEF\xBF\xBD.wav");
 }
 
+// Every bad field at once: a clip that names no output, URLs the guard refuses and an upload
+// whose end comes before extend_after are named with the fields' own errors, not one stage
+// at a time (each used to hide the next). Nothing is created.
+TEST(ApiEdge, EveryBadFieldIsNamedAtOnce) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path()));
+    auto fields = [](const std::optional<http_response>& r) {
+        std::set<std::string> out;
+        EXPECT_TRUE(r);
+        if (!r)
+            return out;
+        EXPECT_EQ(r->status, 422) << r->body;
+        auto p = parse(r->body);
+        if (auto* e = p.if_contains("errors"); e && e->is_array())
+            for (const auto& x : e->as_array())
+                out.emplace(x.at("field").as_string());
+        return out;
+    };
+    auto post = [&](const std::string& body) {
+        return http_request(s.port(), "POST", "/v1/extensions", body,
+                            {key, "Content-Type: application/json"});
+    };
+    EXPECT_EQ(
+        fields(post(R"({"clip":{"provider":"sandbox","id":"ext_00000000000000000000000000-1"},)"
+                    R"("extend_after":1,"gender":"x","num_outputs":5})")),
+        (std::set<std::string>{"clip.id", "gender", "num_outputs"}));
+    EXPECT_EQ(fields(post(R"({"audio_url":"http://127.0.0.1/a.mp3","extend_after":1,)"
+                          R"("webhook_url":"http://10.0.0.1/h","gender":"x"})")),
+              (std::set<std::string>{"audio_url", "webhook_url", "gender"}));
+    const std::string wav = song(d, "wav", 4);
+    EXPECT_EQ(fields(post_form(s.port(), {{"audio_file", wav, "s.wav", "audio/wav"},
+                                          {"extend_after", "99"},
+                                          {"gender", "x"}})),
+              (std::set<std::string>{"extend_after", "gender"}));
+    EXPECT_EQ(extension_count(s.port()), 0u);
+}
+
 TEST(ApiEdge, QueryParametersArePercentDecoded) {
     segue::test::temp_dir d;
     segue_process s(config_for(d.path()));
