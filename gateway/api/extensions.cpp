@@ -145,13 +145,18 @@ struct handlers : std::enable_shared_from_this<handlers> {
 
     // A task as its owner reads it: with signed links to its files (files.hpp).
     json::object task_json(const store::task_row& t, const std::vector<store::output_row>& outs,
-                           const std::vector<store::attempt_row>& atts) const {
+                           const std::vector<store::attempt_row>& atts,
+                           const gone_files& gone = {}) const {
         auto doc = core::task_document(t, outs, atts);
+        sign(doc, gone);
+        return doc;
+    }
+    void sign(json::object& doc, const gone_files& gone) const {
         add_signed_links(doc, deps.settings,
                          std::chrono::duration_cast<std::chrono::seconds>(
                              std::chrono::system_clock::now().time_since_epoch())
-                             .count());
-        return doc;
+                             .count(),
+                         gone);
     }
 
     // --- auth ---
@@ -291,7 +296,29 @@ awaitable<void> handlers::get(http::context& ctx) {
         set_problem(ctx.res(), error_kind::not_found, "no such extension", ctx.path());
         co_return;
     }
-    auto doc = task_json(*t, outs, atts);
+    // Files retention deleted say so (and get no signed link): looked up by id, a point read
+    // each, only for the files the task names, and only once the task is old enough for
+    // retention to have deleted any (a recent task costs no second read).
+    auto doc = core::task_document(*t, outs, atts);
+    const auto& keep = deps.settings.retention;
+    std::int64_t shortest = 0;
+    for (const auto d : {keep.uploads, keep.outputs})
+        if (const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+            ms > 0 && (shortest == 0 || ms < shortest))
+            shortest = ms;
+    const auto ids = shortest > 0 && t->created_at < core::now_ms() - shortest
+                         ? file_ids_in(doc, deps.settings)
+                         : std::vector<std::string>{};
+    gone_files gone;
+    if (!ids.empty())
+        co_await deps.db.read([&](store::transaction& tx) {
+            for (const auto& f : ids)
+                if (!tx.get_file(f)) {
+                    const auto g = tx.get_file_tombstone(f);
+                    gone[f] = g ? g->deleted_at : 0;
+                }
+        });
+    sign(doc, gone);
     doc["credits"] = credits_document(ledger);
     json_response(ctx, 200, doc);
     // Weak: the signed links in it are renewed from time to time at the same version.

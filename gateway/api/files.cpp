@@ -51,9 +51,12 @@ std::string file_id_of(std::string_view url, std::string_view base) {
     return std::string(id);
 }
 
-// Signs every `<name>_url` of `o` that points at a Segue file; true if one was.
-bool sign_urls(json::object& o, const config::settings& s, std::int64_t expires) {
-    std::vector<std::pair<std::string, std::string>> added;
+// Signs every `<name>_url` of `o` that points at a Segue file (unless `sign` is false); one
+// that retention deleted gets `<name>_expired_at` instead. True if a link was added.
+bool sign_urls(json::object& o, const config::settings& s, std::int64_t expires, bool sign,
+               const gone_files& gone) {
+    std::vector<std::pair<std::string, json::value>> added;
+    bool signed_one = false;
     for (const auto& kv : o) {
         const std::string_view key = kv.key();
         if (!key.ends_with("_url") || key.ends_with("_signed_url") || !kv.value().is_string())
@@ -61,12 +64,20 @@ bool sign_urls(json::object& o, const config::settings& s, std::int64_t expires)
         const auto id = file_id_of(kv.value().get_string(), s.api.public_base_url);
         if (id.empty())
             continue;
-        added.emplace_back(std::string(key.substr(0, key.size() - 4)) + "_signed_url",
-                           signed_file_url(s, id, expires));
+        const std::string name(key.substr(0, key.size() - 4));
+        if (auto g = gone.find(id); g != gone.end()) {
+            if (g->second > 0)
+                added.emplace_back(name + "_expired_at", core::iso8601(g->second));
+            continue;
+        }
+        if (!sign)
+            continue;
+        added.emplace_back(name + "_signed_url", signed_file_url(s, id, expires));
+        signed_one = true;
     }
     for (auto& [k, v] : added)
-        o[k] = v;
-    return !added.empty();
+        o[k] = std::move(v);
+    return signed_one;
 }
 
 std::string extension_of(std::string_view content_type, std::string_view key) {
@@ -483,9 +494,9 @@ std::string signed_file_url(const config::settings& s, std::string_view file_id,
            core::signed_file_path(s.api.url_signing_key, file_id, expires_s);
 }
 
-void add_signed_links(json::object& task, const config::settings& s, std::int64_t now_s) {
-    if (s.api.url_signing_key.empty())
-        return;
+void add_signed_links(json::object& task, const config::settings& s, std::int64_t now_s,
+                      const gone_files& gone) {
+    const bool sign = !s.api.url_signing_key.empty();
     const std::int64_t expires = link_expiry(
         now_s, std::chrono::duration_cast<std::chrono::seconds>(s.api.signed_url_lifetime));
     const std::string expires_at = core::iso8601(expires * 1000);
@@ -494,10 +505,10 @@ void add_signed_links(json::object& task, const config::settings& s, std::int64_
             if (!out.is_object())
                 continue;
             auto& o = out.get_object();
-            if (sign_urls(o, s, expires))
+            if (sign_urls(o, s, expires, sign, gone))
                 o["signed_url_expires_at"] = expires_at;
             if (auto* audio = o.if_contains("audio"); audio && audio->is_object())
-                if (sign_urls(audio->get_object(), s, expires))
+                if (sign_urls(audio->get_object(), s, expires, sign, gone))
                     audio->get_object()["signed_url_expires_at"] = expires_at;
         }
     }
@@ -510,9 +521,46 @@ void add_signed_links(json::object& task, const config::settings& s, std::int64_
     if (!id || !id->is_string() || id->get_string().empty())
         return;
     const std::string file_id(id->get_string());
+    if (auto g = gone.find(file_id); g != gone.end()) {
+        if (g->second > 0)
+            source["expired_at"] = core::iso8601(g->second);
+        if (sign)
+            source["url"] = s.api.public_base_url + "/v1/files/" + file_id;
+        return;
+    }
+    if (!sign)
+        return;
     source["url"] = s.api.public_base_url + "/v1/files/" + file_id;
     source["signed_url"] = signed_file_url(s, file_id, expires);
     source["signed_url_expires_at"] = expires_at;
+}
+
+std::vector<std::string> file_ids_in(const json::object& task, const config::settings& s) {
+    std::vector<std::string> ids;
+    auto scan = [&](const json::object& o) {
+        for (const auto& kv : o)
+            if (kv.key().ends_with("_url") && !kv.key().ends_with("_signed_url") &&
+                kv.value().is_string())
+                if (auto id = file_id_of(kv.value().get_string(), s.api.public_base_url);
+                    !id.empty())
+                    ids.push_back(std::move(id));
+    };
+    if (auto* outs = task.if_contains("outputs"); outs && outs->is_array())
+        for (const auto& out : outs->get_array()) {
+            if (!out.is_object())
+                continue;
+            scan(out.get_object());
+            if (auto* audio = out.get_object().if_contains("audio"); audio && audio->is_object())
+                scan(audio->get_object());
+        }
+    if (auto* req = task.if_contains("request"); req && req->is_object())
+        if (auto* src = req->get_object().if_contains("source"); src && src->is_object())
+            if (auto* id = src->get_object().if_contains("file_id");
+                id && id->is_string() && !id->get_string().empty())
+                ids.emplace_back(id->get_string());
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    return ids;
 }
 
 void add_file_routes(http::router& routes, const api_deps& deps) {

@@ -8,8 +8,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "gateway/api/extensions.hpp"
 
@@ -30,6 +32,13 @@ std::string signed_file_url(const config::settings& s, std::string_view file_id,
 // output (and of its `audio`) that is a Segue file URL, `<name>_signed_url`; the file source
 // gets `url` and `signed_url`; each object given a signed link also gets
 // `signed_url_expires_at`. Provider URLs are left alone.
-void add_signed_links(boost::json::object& task, const config::settings& s, std::int64_t now_s);
+//
+// `gone`: files retention deleted (id -> when, 0 if no longer known): instead of a signed link,
+// `<name>_expired_at` (the file source: `expired_at`), when known; never a link to nothing.
+using gone_files = std::map<std::string, std::int64_t, std::less<>>;
+void add_signed_links(boost::json::object& task, const config::settings& s, std::int64_t now_s,
+                      const gone_files& gone = {});
+// The ids of the Segue files a task document names (its outputs' and its source's).
+std::vector<std::string> file_ids_in(const boost::json::object& task, const config::settings& s);
 
 }  // namespace segue::api

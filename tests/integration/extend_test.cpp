@@ -947,3 +947,46 @@ TEST(Extend, FilesPlayWithoutAKeyByRangeOnEveryFormatThenExpire) {
         EXPECT_EQ(parse(gone->body)["code"], "file_expired") << f.what;
     }
 }
+
+// Retention deleted a task's files, and the task is still there: it says when each file went
+// (`*_expired_at`, the source's `expired_at`) and hands out no signed link to nothing.
+TEST(Extend, ATaskWhoseFilesRetentionDeletedSaysSo) {
+    segue::test::temp_dir d;
+    segue_process s(
+        config_for(d.path(), "retention:\n  interval: 200ms\n  outputs: 3s\n  uploads: 3s\n"));
+    auto song = make_song(d, "wav", 4, 22050, 1);
+    auto t = extend_to_success(s.port(), song.bytes, 1);
+    ASSERT_EQ(t["status"], "succeeded");
+    const std::string id(t["id"].as_string());
+    ASSERT_TRUE(t["outputs"].as_array()[0].at("audio").as_object().contains("wav_signed_url"));
+    json::object now;
+    for (int i = 0; i < 100; ++i) {
+        std::this_thread::sleep_for(200ms);
+        auto r = http_request(s.port(), "GET", "/v1/extensions/" + id, "", {key_a});
+        ASSERT_TRUE(r);
+        ASSERT_EQ(r->status, 200) << r->body;
+        now = parse(r->body);
+        const auto& a = now["outputs"].as_array()[0].at("audio").as_object();
+        if (a.contains("wav_expired_at") && a.contains("mp3_expired_at") &&
+            now["request"].at("source").as_object().contains("expired_at"))
+            break;
+    }
+    const auto& out = now["outputs"].as_array()[0].as_object();
+    const auto& audio = out.at("audio").as_object();
+    for (const char* k : {"wav_expired_at", "mp3_expired_at"})
+        EXPECT_TRUE(audio.contains(k)) << k << ": " << json::serialize(out);
+    for (const char* k : {"wav_signed_url", "mp3_signed_url"})
+        EXPECT_FALSE(audio.contains(k)) << k << ": " << json::serialize(out);
+    EXPECT_FALSE(out.contains("cover_signed_url")) << json::serialize(out);
+    const auto& source = now["request"].at("source").as_object();
+    EXPECT_TRUE(source.contains("expired_at")) << json::serialize(source);
+    EXPECT_FALSE(source.contains("signed_url")) << json::serialize(source);
+    // What it says is what the files answer.
+    auto gone =
+        http_request(s.port(), "GET",
+                     std::string(audio.at("wav_url").as_string())
+                         .substr(std::string(audio.at("wav_url").as_string()).find("/v1/files/")),
+                     "", {key_a});
+    ASSERT_TRUE(gone);
+    EXPECT_EQ(gone->status, 410);
+}
