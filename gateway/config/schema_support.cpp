@@ -499,6 +499,7 @@ std::optional<duration> parse_duration(std::string_view text, std::string& error
         return duration::zero();
     constexpr auto max_ms = static_cast<std::uint64_t>(std::numeric_limits<duration::rep>::max());
     std::uint64_t total = 0;
+    std::uint64_t last_scale = 0;  // parts come largest unit first, each unit once
     std::size_t i = 0;
     skip_spaces(text, i);
     if (i == text.size()) {
@@ -540,6 +541,15 @@ std::optional<duration> parse_duration(std::string_view text, std::string& error
                     " (use ms, s, m or h)";
             return std::nullopt;
         }
+        if (last_scale != 0 && scale >= last_scale) {
+            // "30s1m" or "1m1m": a typo, not a sum (what was meant is not clear).
+            error = quote(text) +
+                    " is not a duration: its parts must go from the largest unit "
+                    "to the smallest, each once" +
+                    hint;
+            return std::nullopt;
+        }
+        last_scale = scale;
         if (overflow || n > (max_ms - total) / scale) {
             error = quote(text) + " is too long a duration";
             return std::nullopt;

@@ -54,9 +54,10 @@ bool parse_secret(std::string_view text, std::string& key_bytes, std::string& er
         return false;
     }
     if (key.size() < webhook_min_key_bytes || key.size() > webhook_max_key_bytes) {
-        error = "webhook secret key is " + std::to_string(key.size()) + " bytes; must be " +
+        error = "webhook secret decodes to " + std::to_string(key.size()) +
+                " bytes; it must be whsec_ followed by the base64 of " +
                 std::to_string(webhook_min_key_bytes) + " to " +
-                std::to_string(webhook_max_key_bytes);
+                std::to_string(webhook_max_key_bytes) + " random bytes";
         return false;
     }
     key_bytes = std::move(key);
