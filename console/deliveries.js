@@ -1,5 +1,5 @@
-// Deliveries: the tenant's pending and dead webhook deliveries with their last error;
-// redeliver one, or every dead one of a task.
+// Deliveries: the tenant's pending, dead and latest delivered webhook deliveries with their
+// last error; redeliver one, or every dead one of a task.
 
 import { api } from './api.js';
 import { h, replace, toast, problemText } from './dom.js';
@@ -9,6 +9,7 @@ export async function render(main, [taskParam], signal) {
     value: taskParam || '' });
   const pending = h('tbody', { id: 'pending-rows' });
   const dead = h('tbody', { id: 'dead-rows' });
+  const delivered = h('tbody', { id: 'delivered-rows' });
   const all = h('button', { type: 'button', id: 'redeliver-all', hidden: true },
     'Redeliver every dead delivery of this task');
   const counts = h('p', { class: 'hint', id: 'delivery-counts' });
@@ -25,7 +26,10 @@ export async function render(main, [taskParam], signal) {
         head('Delivery', 'Task', 'Event', 'URL', 'Attempts', 'Last error', ''), dead))),
     h('section', { class: 'card' }, h('h3', {}, 'Pending'),
       h('div', { class: 'scroll' }, h('table', {},
-        head('Delivery', 'Task', 'Event', 'URL', 'Attempts', 'Last error', 'Next attempt'), pending))));
+        head('Delivery', 'Task', 'Event', 'URL', 'Attempts', 'Last error', 'Next attempt'), pending))),
+    h('section', { class: 'card' }, h('h3', {}, 'Delivered (latest 20)'),
+      h('div', { class: 'scroll' }, h('table', {},
+        head('Delivery', 'Task', 'Event', 'URL', 'Attempts', 'Delivered', ''), delivered))));
 
   async function redeliver(ids) {
     let ok = 0;
@@ -41,11 +45,13 @@ export async function render(main, [taskParam], signal) {
     await load();
   }
 
-  // The status, then the error unless it only says the status again ("HTTP 503").
+  // The status, then the error unless it says the status already ("HTTP 503 (retries
+  // exhausted)"); after a redelivery (no attempt yet) it is the earlier schedule's.
   const lastError = (d) => {
     const status = d.last_status ? `HTTP ${d.last_status}` : '';
-    return [status, d.last_error && d.last_error !== status ? d.last_error : '']
-      .filter(Boolean).join(' · ');
+    const err = d.last_error || '';
+    const text = err && err.startsWith(status) ? err : [status, err].filter(Boolean).join(' · ');
+    return text && d.attempts === 0 ? `before the redelivery: ${text}` : text;
   };
 
   // Loads can overlap (a refresh while a redelivery reloads): only the latest one is shown,
@@ -56,9 +62,10 @@ export async function render(main, [taskParam], signal) {
     all.disabled = true;
     const t = task.value.trim();
     const q = t ? `&task_id=${encodeURIComponent(t)}` : '';
-    const [p, x] = await Promise.all([
+    const [p, x, y] = await Promise.all([
       api(`/v1/deliveries?status=pending&limit=200${q}`, { signal }),
       api(`/v1/deliveries?status=dead&limit=200${q}`, { signal }),
+      api(`/v1/deliveries?status=delivered&limit=20${q}`, { signal }),
     ]);
     if (mine !== loads) return;
     all.disabled = false;
@@ -85,11 +92,21 @@ export async function render(main, [taskParam], signal) {
       return d.next_attempt_at ? new Date(d.next_attempt_at).toLocaleTimeString() : '–';
     };
     replace(pending, p.data.map((d) => row(d, h('td', {}, nextAttempt(d)))));
+    replace(delivered, y.data.map((d) => h('tr', { dataset: { id: d.id, status: d.status } },
+      h('td', {}, h('code', {}, d.id)),
+      h('td', {}, h('a', { href: `#/tasks/${d.task_id}` }, d.task_id)),
+      h('td', {}, `#${d.seq}`),
+      h('td', { class: 'url' }, d.url),
+      h('td', {}, d.attempts),
+      h('td', {}, d.delivered_at ? new Date(d.delivered_at).toLocaleTimeString() : '–'),
+      h('td', {}, h('button', { type: 'button', class: 'redeliver',
+        onclick: () => redeliver([d.id]) }, 'Redeliver')))));
     counts.textContent = `${x.data.length}${x.has_more ? '+' : ''} dead · ` +
       `${p.data.length}${p.has_more ? '+' : ''} pending`;
     all.hidden = !(t && x.data.length);
     all.onclick = () => redeliver(x.data.map((d) => d.id));
-    if (t) history.replaceState(null, '', `#/deliveries?task=${t}`);
+    // The address says the filter (a reload keeps it), and stops saying it once cleared.
+    history.replaceState(null, '', t ? `#/deliveries?task=${t}` : '#/deliveries');
   }
   await load();
 }

@@ -96,6 +96,9 @@ export async function render(main, [id], signal) {
   }
 
   // Why a track's audio could not be shown, in the place of its waveform.
+  const expiredText = (at) =>
+    `The file expired and was deleted on ${new Date(at).toLocaleString()} (retention): no audio to show.`;
+
   function audioFailure(e) {
     if (e instanceof ApiError && e.status === 410)
       return 'The file expired and was deleted (retention): no audio to show.';
@@ -140,6 +143,11 @@ export async function render(main, [id], signal) {
       return;
     }
     const splice = d.request.extend_after;
+    if (src.expired_at) {
+      replace(sourceBox, h('h3', {}, 'Source ', h('small', {}, src.filename || ''),
+        ` · extend after ${formatTime(splice)}`), h('p', { class: 'hint' }, expiredText(src.expired_at)));
+      return;
+    }
     replace(sourceBox, h('h3', {}, 'Source ', h('small', {}, src.filename || ''),
       ` · extend after ${formatTime(splice)}`), h('p', { class: 'hint' }, 'loading audio…'));
     const signed = filePath(src.signed_url);
@@ -192,6 +200,13 @@ export async function render(main, [id], signal) {
       return;
     }
     if (tracks.has(key)) return updateOutputText(box, o);
+    const expired = o.audio && (o.audio.wav_expired_at || o.audio.mp3_expired_at);
+    if (expired) {
+      replace(box, h('h3', {}, `Output ${o.index} `, statusBadge(o.status)),
+        o.title ? h('p', { class: 'title' }, o.title) : null,
+        h('p', { class: 'hint' }, expiredText(expired)));
+      return;
+    }
     replace(box, h('h3', {}, `Output ${o.index} `, statusBadge(o.status)),
       h('p', { class: 'hint' }, 'loading audio…'));
     let t;

@@ -454,6 +454,10 @@ async function main() {
       await sleep(100);
     }
     ok(`redelivered one dead delivery, then all ${dead.length} of the task`);
+    // Clearing the task filter clears it from the address too (a reload would bring it back).
+    await page.$eval('#delivery-task', (e) => { e.value = ''; });
+    await page.$eval('form.filters', (f) => f.requestSubmit());
+    await page.waitForFunction(() => location.hash === '#/deliveries');
 
     // 6. Providers: capabilities, price, breaker, recent error rates.
     await page.click('a[href="#/providers"]');
