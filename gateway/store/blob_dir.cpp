@@ -139,8 +139,14 @@ class dir_store final : public blob_store {
     blob_result<bool> remove(std::string_view key) override {
         if (auto why = check_blob_key(key); !why.empty())
             return make_error(blob_errc::invalid_key, why);
-        if (::unlink(path_of(key).c_str()) == 0)
+        if (::unlink(path_of(key).c_str()) == 0) {
+            // A task's own directory (outputs/<task>/...) goes with its last file, or retention
+            // would leave one empty directory per task behind. Not a top-level one (uploads/).
+            // A put racing into it re-creates it (place() retries once on ENOENT).
+            if (std::count(key.begin(), key.end(), '/') >= 2)
+                (void)::rmdir(fs::path(path_of(key)).parent_path().c_str());
             return true;
+        }
         if (errno == ENOENT)
             return false;
         return errno_error("blob " + std::string(key) + ": remove", errno);
@@ -155,6 +161,17 @@ class dir_store final : public blob_store {
                                      std::string& parent) {
         if (auto why = check_blob_key(key); !why.empty())
             return make_error(blob_errc::invalid_key, why);
+        // Its directory may be removed with the last file of another key in it (remove())
+        // between make_dirs and the rename: once more then.
+        auto r = place_once(key, local, mode, parent);
+        if (!r && r.error().code != blob_errc::invalid_key && ::access(local.c_str(), F_OK) == 0 &&
+            ::access(parent.c_str(), F_OK) != 0)
+            r = place_once(key, local, mode, parent);
+        return r;
+    }
+
+    blob_result<std::uint64_t> place_once(std::string_view key, const std::string& local,
+                                          put_mode mode, std::string& parent) {
         const std::string target = path_of(key);
         parent = fs::path(target).parent_path().string();
         if (!make_dirs(parent))

@@ -278,6 +278,27 @@ TEST_P(BlobStore, MissingKeysAndRemove) {
         EXPECT_EQ(sql("SELECT count(*) FROM blob_chunks"), "0");
 }
 
+// A task's directory (outputs/<task>/) goes with its last file, so retention leaves no empty
+// directory per task; a top-level one stays; a put into the same directory later works.
+TEST_P(BlobStore, ATasksDirectoryGoesWithItsLastFile) {
+    ASSERT_TRUE(store_->put("outputs/ext_d/a.wav", local("a", 10, 1), put_mode::copy));
+    ASSERT_TRUE(store_->put("outputs/ext_d/b.mp3", local("b", 10, 2), put_mode::copy));
+    ASSERT_TRUE(store_->put("uploads/file_u", local("u", 10, 3), put_mode::copy));
+    const auto dir = fs::path(dir_.file("blobs"));
+    EXPECT_TRUE(store_->remove("outputs/ext_d/a.wav").value());
+    if (!postgres())
+        EXPECT_TRUE(fs::exists(dir / "outputs" / "ext_d")) << "b.mp3 is still in it";
+    EXPECT_TRUE(store_->remove("outputs/ext_d/b.mp3").value());
+    EXPECT_TRUE(store_->remove("uploads/file_u").value());
+    if (!postgres()) {
+        EXPECT_FALSE(fs::exists(dir / "outputs" / "ext_d"));
+        EXPECT_TRUE(fs::exists(dir / "outputs"));
+        EXPECT_TRUE(fs::exists(dir / "uploads"));
+    }
+    ASSERT_TRUE(store_->put("outputs/ext_d/c.wav", local("c", 10, 4), put_mode::take));
+    EXPECT_EQ(blob_sha(*store_, "outputs/ext_d/c.wav"), sha_of(10, 4));
+}
+
 TEST_P(BlobStore, InvalidKeysAreRefused) {
     const auto src = local("in", 10, 10);
     for (std::string key : std::vector<std::string>{"", "/abs", "a/../b", "a//b", "./a", "a/", "..",
