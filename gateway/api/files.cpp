@@ -22,6 +22,7 @@
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/store/blob_store.hpp"
 #include "gateway/store/db.hpp"
+#include "gateway/util/http_date.hpp"
 #include "gateway/util/json_keys.hpp"
 
 namespace segue::api {
@@ -320,7 +321,12 @@ awaitable<void> file_handlers::get(http::context& ctx) {
     res.set_header("X-Content-Type-Options", "nosniff");
     res.set_header("Content-Security-Policy",
                    "default-src 'none'; style-src 'unsafe-inline'; sandbox");
-    if (auto inm = ctx.header("If-None-Match"); inm && http::none_match(*inm, etag)) {
+    // If-None-Match decides when sent; else If-Modified-Since (RFC 9110 13.1.3): a file never
+    // changes after it was made, so any date not before it (to the second) is a 304.
+    const auto inm = ctx.header("If-None-Match");
+    const auto ims = inm ? std::nullopt : ctx.header("If-Modified-Since");
+    const auto since = ims ? util::parse_http_date(*ims) : std::nullopt;
+    if ((inm && http::none_match(*inm, etag)) || (since && *since >= f->created_at / 1000 * 1000)) {
         served.with({"not_modified"}).inc();
         res.status = 304;
         co_return;

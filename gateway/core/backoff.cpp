@@ -4,8 +4,9 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
-#include <ctime>
 #include <string>
+
+#include "gateway/util/http_date.hpp"
 
 namespace segue::core {
 
@@ -93,18 +94,8 @@ std::optional<std::int64_t> parse_retry_after(std::string_view value,
     }
     if (!now_unix_ms)
         return std::nullopt;
-    // IMF-fixdate "Sun, 06 Nov 1994 08:49:37 GMT", RFC 850 "Sunday, 06-Nov-94 08:49:37 GMT",
-    // asctime "Sun Nov  6 08:49:37 1994".
-    const std::string text(value);
-    for (const char* format :
-         {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %d %H:%M:%S %Y"}) {
-        std::tm tm{};
-        const char* end = strptime(text.c_str(), format, &tm);
-        if (!end || *end != '\0')
-            continue;
-        const std::int64_t at_ms = static_cast<std::int64_t>(timegm(&tm)) * 1000;
-        return std::max<std::int64_t>(0, at_ms - *now_unix_ms);
-    }
+    if (const auto at_ms = util::parse_http_date(value))
+        return std::max<std::int64_t>(0, *at_ms - *now_unix_ms);
     return std::nullopt;
 }
 

@@ -380,6 +380,17 @@ TEST_P(FilesApi, ValidatorsNamesAndSignedLinksAsBrowsersUseThem) {
     EXPECT_EQ(etag, "\"sha256-" + std::string(audio.at("wav_sha256").as_string()) +
                         "\"");  // from the bytes
 
+    // If-Modified-Since, when no If-None-Match is sent: a file never changes, so its own
+    // Last-Modified (or later) is a 304, an earlier date the file; If-None-Match decides when
+    // both are sent.
+    const auto modified = whole->header("last-modified").value_or("");
+    EXPECT_EQ(request("GET", output, {"If-Modified-Since: " + modified})->status, 304);
+    EXPECT_EQ(request("GET", output, {"If-Modified-Since: Thu, 01 Jan 2015 00:00:00 GMT"})->status,
+              200);
+    EXPECT_EQ(request("GET", output, {"If-None-Match: \"other\"", "If-Modified-Since: " + modified})
+                  ->status,
+              200);
+    EXPECT_EQ(request("GET", output, {"If-Modified-Since: yesterday"})->status, 200);
     // If-None-Match: 304 with no body, for the tag (weak or strong) or *; else the file.
     for (const std::string& inm : {etag, "W/" + etag, "\"other\", " + etag, std::string("*")}) {
         auto r = request("GET", output, {"If-None-Match: " + inm});
