@@ -183,9 +183,24 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
     api::add_console_routes(d.routes);
 
     // Durable state first: nothing is accepted before the store is open and migrated.
-    std::filesystem::create_directories(d.settings.storage.blob_dir);
+    {
+        std::error_code ec;
+        std::filesystem::create_directories(d.settings.storage.blob_dir, ec);
+        if (ec)
+            throw std::runtime_error("storage.blob_dir " + d.settings.storage.blob_dir +
+                                     " cannot be created: " + ec.message());
+    }
     check_writable(d.settings.storage.blob_dir);
-    d.store = store::open_store(d.settings.storage);
+    try {
+        d.store = store::open_store(d.settings.storage);
+    } catch (const std::exception& e) {
+        // The setting to look at: the SQLite file, or the PostgreSQL URL (never printed).
+        throw std::runtime_error(
+            (d.settings.storage.engine == config::storage_engine::postgres
+                 ? std::string("storage.postgres.url: ")
+                 : "storage.sqlite_path " + d.settings.storage.sqlite_path + ": ") +
+            e.what());
+    }
     d.db = std::make_unique<store::db>(*d.store, d.metrics);
     d.work_db = std::make_unique<store::db>(*d.store, d.metrics, store::write_lane::work);
     store::blob_options bo;

@@ -108,6 +108,14 @@ int run_cli(int argc, char** argv, const providers::descriptor_list& provider_ki
             return 2;
         }
     }
+    // An empty --config (an unset variable in a script, say) is a mistake, not "the
+    // defaults": those are what no --config at all gives.
+    for (int i = 1; i < argc; ++i)
+        if ((std::string_view(argv[i]) == "--config" && i + 1 < argc && !*argv[i + 1]) ||
+            std::string_view(argv[i]) == "--config=") {
+            std::fprintf(stderr, "segue: --config needs a file name (it was empty)\n");
+            return 2;
+        }
     if (config_path.empty()) {
         if (auto p = env_lookup("SEGUE_CONFIG"))
             config_path = *p;

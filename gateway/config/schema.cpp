@@ -792,8 +792,10 @@ object_schema<settings> make_settings_schema(provider_catalog providers) {
                 "How long files, tasks and tombstones are kept; the reaper deletes what is "
                 "older in small batches. Idempotency keys are deleted once older than "
                 "api.idempotency_retention (the window in which a key replays).");
-    // Rules across sections: what start-up would refuse, --check-config refuses too.
-    root.validate([](const settings& s) -> std::optional<std::string> {
+    // Rules across sections: what start-up would refuse, --check-config refuses too; every
+    // problem at once, each at its own line.
+    root.validate_each([](const settings& s) {
+        object_schema<settings>::located_problems out;
         auto enabled = [&](const std::string& name) {
             auto it = s.providers.find(name);
             return it != s.providers.end() && it->second && it->second->enabled();
@@ -803,30 +805,53 @@ object_schema<settings> make_settings_schema(provider_catalog providers) {
                                            : std::string("' is not a known provider");
         };
         if (!enabled(s.api.default_provider))
-            return "api.default_provider: '" + s.api.default_provider + why(s.api.default_provider);
+            out.emplace_back("api.default_provider",
+                             "'" + s.api.default_provider + why(s.api.default_provider));
         for (const auto& [name, route] : s.routing.routes)
-            for (const auto& e : route.chain)
-                if (!enabled(e.provider))
-                    return "routing.routes." + name + ".chain: provider '" + e.provider +
-                           why(e.provider);
+            for (std::size_t i = 0; i < route.chain.size(); ++i)
+                if (const auto& p = route.chain[i].provider; !enabled(p))
+                    out.emplace_back(
+                        "routing.routes." + name + ".chain[" + std::to_string(i) + "].provider",
+                        "'" + p + why(p));
         // One key, one tenant: a key listed twice would authenticate as whichever came first.
+        // Names compare without case, as people read them.
         std::map<std::string, std::string> owner;  // key (as its SHA-256) -> tenant
-        std::set<std::string> names;
-        for (const auto& t : s.tenants) {
-            if (!names.insert(t.name).second)
-                return "tenants: the name '" + t.name + "' is given to two tenants";
-            for (const auto& k : t.api_keys) {
-                std::string digest = k.rfind("sha256:", 0) == 0 ? k.substr(7) : util::sha256_hex(k);
+        std::map<std::string, std::string> names;  // lower-cased name -> as written
+        for (std::size_t i = 0; i < s.tenants.size(); ++i) {
+            const auto& t = s.tenants[i];
+            const std::string at = "tenants[" + std::to_string(i) + "]";
+            std::string lower = t.name;
+            for (auto& c : lower)
+                c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            if (t.name.empty())
+                out.emplace_back(at + ".name", "a tenant needs a name");
+            else if (auto [it, fresh] = names.emplace(lower, t.name); !fresh)
+                out.emplace_back(at + ".name", "'" + t.name + "' is already the name of tenant '" +
+                                                   it->second + "'");
+            for (std::size_t k = 0; k < t.api_keys.size(); ++k) {
+                const auto& key = t.api_keys[k];
+                std::string digest =
+                    key.rfind("sha256:", 0) == 0 ? key.substr(7) : util::sha256_hex(key);
                 for (auto& c : digest)
                     c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-                auto [it, fresh] = owner.emplace(digest, t.name);
-                if (!fresh)
-                    return "tenants: an api key of tenant '" + t.name + "' is also " +
-                           (it->second == t.name ? "listed twice for it"
-                                                 : "a key of tenant '" + it->second + "'");
+                if (auto [it, fresh] = owner.emplace(digest, t.name); !fresh)
+                    out.emplace_back(
+                        at + ".api_keys[" + std::to_string(k) + "]",
+                        "this key is also " + (it->second == t.name
+                                                   ? std::string("listed before for it")
+                                                   : "a key of tenant '" + it->second + "'"));
             }
         }
-        return std::nullopt;
+        // The same provider twice in one chain is a typo (a failover to itself).
+        for (const auto& [name, route] : s.routing.routes) {
+            std::set<std::string> seen;
+            for (std::size_t i = 0; i < route.chain.size(); ++i)
+                if (!seen.insert(route.chain[i].provider).second)
+                    out.emplace_back(
+                        "routing.routes." + name + ".chain[" + std::to_string(i) + "].provider",
+                        "'" + route.chain[i].provider + "' is already in this chain");
+        }
+        return out;
     });
     return root;
 }

@@ -108,6 +108,9 @@ struct doc_writer {
 std::string render_markdown(const doc_writer& docs);
 
 std::string join_key(const std::string& parent, std::string_view key);
+// The line of the value at `path` below `node` ("api.default_provider", "tenants[1].api_keys[0]"),
+// or of the deepest part of it the document has (a default has no line of its own).
+int line_at(const yaml_node& node, std::string_view path);
 std::string join_index(const std::string& parent, std::size_t index);
 std::string_view type_name(value_kind k);          // "integer", "duration", ...
 std::string_view type_with_article(value_kind k);  // "an integer", "a duration", ...
@@ -793,6 +796,13 @@ class object_schema {
         validators_.push_back(std::move(rule));
         return *this;
     }
+    // A cross-field rule that names where each problem is: (path below the object, message)
+    // pairs, each reported at that path's line; every problem at once.
+    using located_problems = std::vector<std::pair<std::string, std::string>>;
+    object_schema& validate_each(std::function<located_problems(const T&)> rule) {
+        located_.push_back(std::move(rule));
+        return *this;
+    }
 
     void apply_defaults(T& target) const {
         for (const auto& m : members_)
@@ -833,6 +843,10 @@ class object_schema {
         for (const auto& rule : validators_)
             if (auto problem = rule(target))
                 ctx.error(node.line, path, *problem);
+        for (const auto& rule : located_)
+            for (auto& [where, problem] : rule(target))
+                ctx.error(detail::line_at(node, where), detail::join_key(path, where),
+                          std::move(problem));
     }
 
     yaml_node render(const T& source, bool redact) const {
@@ -877,6 +891,7 @@ class object_schema {
 
     std::vector<std::unique_ptr<member<T>>> members_;
     std::vector<std::function<std::optional<std::string>(const T&)>> validators_;
+    std::vector<std::function<located_problems(const T&)>> located_;
 };
 
 // ---- Whole-document operations, for any root schema ---------------------------------------------

@@ -275,6 +275,46 @@ std::string join_key(const std::string& parent, std::string_view key) {
     return parent.empty() ? std::string(key) : parent + "." + std::string(key);
 }
 
+int line_at(const yaml_node& node, std::string_view path) {
+    const yaml_node* at = &node;
+    int line = node.line;
+    std::size_t i = 0;
+    while (i < path.size()) {
+        if (path[i] == '.') {
+            ++i;
+            continue;
+        }
+        if (path[i] == '[') {  // a list index
+            const auto close = path.find(']', i);
+            if (close == std::string_view::npos || at->type != yaml_node::kind::sequence)
+                return line;
+            std::size_t n = 0;
+            for (auto c : path.substr(i + 1, close - i - 1))
+                n = n * 10 + static_cast<std::size_t>(c - '0');
+            if (n >= at->items.size())
+                return line;
+            at = &at->items[n];
+            line = at->line ? at->line : line;
+            i = close + 1;
+            continue;
+        }
+        const auto end = path.find_first_of(".[", i);
+        const auto key = path.substr(i, end == std::string_view::npos ? path.npos : end - i);
+        if (at->type != yaml_node::kind::mapping)
+            return line;
+        const yaml_entry* found = nullptr;
+        for (const auto& e : at->entries)
+            if (e.key == key)
+                found = &e;
+        if (!found)
+            return line;
+        line = found->line ? found->line : line;
+        at = &found->value;
+        i = end == std::string_view::npos ? path.size() : end;
+    }
+    return line;
+}
+
 std::string join_index(const std::string& parent, std::size_t index) {
     return parent + "[" + std::to_string(index) + "]";
 }

@@ -349,6 +349,21 @@ TEST(Cli, StartUpFailuresNameTheSetting) {
     auto [sc, sout] = segue::test::run_command({"timeout", "20", bin, "--config", sys});
     EXPECT_EQ(sc, 1) << sout;
     EXPECT_NE(sout.find("storage.blob_dir /sys/kernel is not writable"), std::string::npos) << sout;
+
+    // A blob_dir under a regular file cannot be created; a sqlite_path that is a directory
+    // cannot be opened: each names its setting.
+    auto file = d.write("plain", "x");
+    auto under = d.write("under.yaml", "server:\n  listen: 127.0.0.1:0\nstorage:\n  sqlite_path: " +
+                                           d.path() + "/c.db\n  blob_dir: " + file + "/blobs\n");
+    auto [uc, uout] = segue::test::run_command({"timeout", "20", bin, "--config", under});
+    EXPECT_EQ(uc, 1) << uout;
+    EXPECT_NE(uout.find("storage.blob_dir " + file + "/blobs cannot be created"), std::string::npos)
+        << uout;
+    auto dirdb = d.write("dirdb.yaml", "server:\n  listen: 127.0.0.1:0\nstorage:\n  sqlite_path: " +
+                                           d.path() + "\n  blob_dir: " + d.path() + "/d\n");
+    auto [dc, dout] = segue::test::run_command({"timeout", "20", bin, "--config", dirdb});
+    EXPECT_EQ(dc, 1) << dout;
+    EXPECT_NE(dout.find("storage.sqlite_path " + d.path() + ": "), std::string::npos) << dout;
 }
 
 TEST(Cli, CheckConfigAcceptsAndRefuses) {
@@ -367,6 +382,10 @@ TEST(Cli, CheckConfigAcceptsAndRefuses) {
     EXPECT_NE(bout.find("limits.max_header_bytes"), std::string::npos) << bout;
     EXPECT_NE(bout.find("limits.frobnicate"), std::string::npos) << bout;
     EXPECT_NE(bout.find("bad.yaml:4"), std::string::npos) << bout;
+
+    // An empty --config is a mistake, not the embedded defaults.
+    auto [ec, eout] = segue::test::run_command({bin, "--config", "", "--check-config"});
+    EXPECT_EQ(ec, 2) << eout;
 
     // A config that fails validation never starts the server either.
     auto [sc, sout] = segue::test::run_command({bin, "--config", bad});

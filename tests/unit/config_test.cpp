@@ -267,23 +267,32 @@ TEST(ConfigErrors, ALeaseTooShortToRenewIsRefusedByName) {
 // the default names must be enabled; one key and one name per tenant.
 TEST(ConfigErrors, CrossSectionRulesAreCheckedAtLoad) {
     EXPECT_EQ(error_of("api:\n  default_provider: nope\n"),
-              "test.yaml:1: api.default_provider: 'nope' is not a known provider");
+              "test.yaml:2: api.default_provider: 'nope' is not a known provider");
     EXPECT_EQ(error_of("providers:\n  sandbox:\n    enabled: false\n"),
               "test.yaml:1: api.default_provider: 'sandbox' is not enabled "
               "(providers.sandbox.enabled)");
     EXPECT_EQ(error_of("routing:\n  routes:\n    main:\n      chain: [{provider: musicgpt}]\n"),
-              "test.yaml:1: routing.routes.main.chain: provider 'musicgpt' is not enabled "
+              "test.yaml:4: routing.routes.main.chain[0].provider: 'musicgpt' is not enabled "
               "(providers.musicgpt.enabled)");
     EXPECT_EQ(error_of("tenants:\n  - {name: a, api_keys: [k1]}\n  - {name: b, api_keys: [k2, "
                        "k1]}\n"),
-              "test.yaml:1: tenants: an api key of tenant 'b' is also a key of tenant 'a'");
+              "test.yaml:3: tenants[1].api_keys[1]: this key is also a key of tenant 'a'");
     // The same key as its SHA-256 is the same key.
     EXPECT_EQ(error_of("tenants:\n  - {name: a, api_keys: [k1]}\n  - {name: b, api_keys: "
                        "['sha256:" +
                        segue::util::sha256_hex("k1") + "']}\n"),
-              "test.yaml:1: tenants: an api key of tenant 'b' is also a key of tenant 'a'");
-    EXPECT_EQ(error_of("tenants:\n  - {name: a, api_keys: [k1]}\n  - {name: a, api_keys: [k2]}\n"),
-              "test.yaml:1: tenants: the name 'a' is given to two tenants");
+              "test.yaml:3: tenants[1].api_keys[0]: this key is also a key of tenant 'a'");
+    // Every problem at once, each at its own line.
+    EXPECT_EQ(error_of("api:\n  default_provider: nope\n"
+                       "tenants:\n  - {name: a, api_keys: [k1]}\n  - {name: A, api_keys: [k2]}\n"
+                       "  - {name: '', api_keys: [k3]}\n"
+                       "routing:\n  routes:\n    r:\n      chain: [{provider: sandbox}, "
+                       "{provider: sandbox}]\n"),
+              "test.yaml:2: api.default_provider: 'nope' is not a known provider\n"
+              "test.yaml:5: tenants[1].name: 'A' is already the name of tenant 'a'\n"
+              "test.yaml:6: tenants[2].name: a tenant needs a name\n"
+              "test.yaml:10: routing.routes.r.chain[1].provider: 'sandbox' is already in this "
+              "chain");
 }
 
 // ---- Refused configs: each names the file, line and full key path -------------------------------
