@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
+#include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <mutex>
@@ -85,7 +86,8 @@ validate_env flow::validating() {
 }
 
 awaitable<std::optional<refusal>> flow::resolve_output_clip(submission& s,
-                                                            const std::string& tenant) {
+                                                            const std::string& tenant,
+                                                            std::optional<double>& duration) {
     auto* clip = s.fields.if_contains("clip");
     if (!clip)
         co_return std::nullopt;
@@ -102,15 +104,24 @@ awaitable<std::optional<refusal>> flow::resolve_output_clip(submission& s,
     const auto* provider = fields ? fields->if_contains("provider") : nullptr;
     if (!id || !id->is_string() || !provider || !provider->is_string())
         co_return std::nullopt;
-    auto ref = parse_output_id(id->get_string());
-    if (!ref || ref->task_id.rfind("ext_", 0) != 0)
-        co_return std::nullopt;  // a provider's own clip
     auto not_usable = [](std::string why) {
         return refusal{error_kind::validation_failed,
                        "validation",
                        "clip.id: " + why,
                        {{"clip.id", std::move(why)}}};
     };
+    auto ref = parse_output_id(id->get_string());
+    if (!ref || ref->task_id.rfind("ext_", 0) != 0) {
+        // "<task id>-<n>" with an n no output has ("-0", "-99999"): one of ours, not a
+        // provider's clip to send upstream.
+        const std::string_view text = id->get_string();
+        const auto dash = text.rfind('-');
+        if (text.rfind("ext_", 0) == 0 && dash != std::string_view::npos &&
+            dash + 1 < text.size() &&
+            text.find_first_not_of("0123456789", dash + 1) == std::string_view::npos)
+            co_return not_usable("no such output");
+        co_return std::nullopt;  // a provider's own clip
+    }
     auto t = co_await load_task(deps_.db, ref->task_id, tenant);
     const store::output_row* out = nullptr;
     if (t)
@@ -122,6 +133,25 @@ awaitable<std::optional<refusal>> flow::resolve_output_clip(submission& s,
     if (out->status != core::to_string(core::output_status::ready))
         co_return not_usable("the output is " + out->status + ", not ready");
     const auto data = output_data(*out);
+    if (const auto* audio = data.if_contains("audio"); audio && audio->is_object()) {
+        const auto& a = audio->get_object();
+        if (const auto* d = a.if_contains("duration"); d && d->is_number())
+            duration = d->to_number<double>();
+        // Its files are the gateway's: gone once retention deleted them.
+        std::vector<std::string> files;
+        for (const char* k : {"wav_file_id", "mp3_file_id"})
+            if (const auto* f = a.if_contains(k); f && f->is_string() && !f->get_string().empty())
+                files.emplace_back(f->get_string());
+        if (!files.empty()) {
+            bool any = false;
+            co_await deps_.db.read([&](store::transaction& tx) {
+                for (const auto& f : files)
+                    any = any || tx.get_file(f).has_value();
+            });
+            if (!any)
+                co_return not_usable("its audio expired and was deleted (retention)");
+        }
+    }
     const auto* own = data.if_contains("provider_output_id");
     if (own && own->is_string() && t->task.provider == provider->get_string()) {
         // Made by that provider: its own clip, extended there.
@@ -194,7 +224,8 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
     // Every bad field at once: what the clip's lookup, the URL guard and the upload's probe
     // find joins the fields' own errors, rather than each hiding the others.
     std::vector<field_error> clip_errors;
-    if (auto r = co_await resolve_output_clip(submitted, tenant)) {
+    std::optional<double> clip_duration;
+    if (auto r = co_await resolve_output_clip(submitted, tenant, clip_duration)) {
         if (r->kind != error_kind::validation_failed || r->errors.empty())
             co_return refused(std::move(*r));
         clip_errors = std::move(r->errors);
@@ -218,6 +249,16 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
         std::erase_if(checked.errors,
                       [](const field_error& e) { return e.field.rfind("clip", 0) == 0; });
         checked.errors.insert(checked.errors.begin(), clip_errors.begin(), clip_errors.end());
+    }
+    // An output of ours has a known length: extend_after past it is refused now, as for an
+    // upload, not by the provider once the task runs.
+    if (clip_duration && checked.request.extend_after > *clip_duration + 0.001 &&
+        std::none_of(checked.errors.begin(), checked.errors.end(),
+                     [](const field_error& e) { return e.field == "extend_after"; })) {
+        char secs[32];
+        std::snprintf(secs, sizeof secs, "%.3f", *clip_duration);
+        checked.errors.push_back(
+            {"extend_after", "is beyond the end of the clip (" + std::string(secs) + " s)"});
     }
     co_await guard_urls(checked, deps_.url_policy);
     require_webhook_secret(checked, deps_.settings, tenant);

@@ -70,8 +70,12 @@ class flow {
     // A `clip` that is an output of one of the tenant's tasks ("<task id>-N", as the drop-in
     // shapes name outputs): the provider's own clip when it names the provider that made it
     // and that provider gave one, else the output's audio by its signed link (an audio_url).
-    boost::asio::awaitable<std::optional<refusal>> resolve_output_clip(submission& s,
-                                                                       const std::string& tenant);
+    // `duration` is set to the output's length in seconds when it is known (extend_after is
+    // checked against it with the other fields). An id of that form whose output does not
+    // exist, is not ready, or whose files retention deleted is refused, never sent to a
+    // provider as one of its own clips.
+    boost::asio::awaitable<std::optional<refusal>> resolve_output_clip(
+        submission& s, const std::string& tenant, std::optional<double>& duration);
     // storage.min_free_bytes: the 507 for a new upload of `incoming` bytes (0: not known yet)
     // when the data volume is, or would be, below it. Measured (statvfs, off the IO thread)
     // unless a measurement of the last second left far more than enough (store::space_gate);

@@ -948,6 +948,44 @@ TEST(Extend, FilesPlayWithoutAKeyByRangeOnEveryFormatThenExpire) {
     }
 }
 
+// A clip naming one of the tenant's own outputs: an index no output has is "no such output"
+// (never sent to a provider as one of its own clips), and extend_after past the output's end
+// is refused with the other fields, as for an upload.
+TEST(Extend, AClipOfOurOwnOutputIsCheckedBeforeAnythingIsSent) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path(), "api:\n  public_base_url: http://127.0.0.1:9\n"));
+    auto song = make_song(d, "wav", 4, 22050, 1);
+    auto t = extend_to_success(s.port(), song.bytes, 1);
+    ASSERT_EQ(t["status"], "succeeded");
+    const std::string id(t["id"].as_string());
+    auto refused = [&](const std::string& clip_id, const std::string& after) {
+        auto r = http_request(s.port(), "POST", "/v1/extensions",
+                              R"({"clip":{"provider":"sandbox","id":")" + clip_id +
+                                  R"("},"extend_after":)" + after + "}",
+                              {key_a, "Content-Type: application/json"});
+        EXPECT_TRUE(r);
+        std::map<std::string, std::string> errors;
+        if (!r)
+            return errors;
+        EXPECT_EQ(r->status, 422) << r->body;
+        const auto doc = parse(r->body);  // a range-for over a temporary's member would dangle
+        if (const auto* list = doc.if_contains("errors"); list && list->is_array())
+            for (const auto& e : list->as_array())
+                errors[std::string(e.at("field").as_string())] = e.at("message").as_string();
+        return errors;
+    };
+    for (const char* n : {"-0", "-99999999999999999999", "-7"}) {
+        auto e = refused(id + n, "1");
+        EXPECT_EQ(e["clip.id"], "no such output") << n;
+    }
+    auto past = refused(id + "-1", "100");
+    EXPECT_NE(past["extend_after"].find("beyond the end of the clip"), std::string::npos)
+        << past["extend_after"];
+    auto list = http_request(s.port(), "GET", "/v1/extensions?limit=100", "", {key_a});
+    ASSERT_TRUE(list);
+    EXPECT_EQ(parse(list->body)["data"].as_array().size(), 1u) << "nothing else was created";
+}
+
 // Retention deleted a task's files, and the task is still there: it says when each file went
 // (`*_expired_at`, the source's `expired_at`) and hands out no signed link to nothing.
 TEST(Extend, ATaskWhoseFilesRetentionDeletedSaysSo) {
@@ -981,6 +1019,14 @@ TEST(Extend, ATaskWhoseFilesRetentionDeletedSaysSo) {
     const auto& source = now["request"].at("source").as_object();
     EXPECT_TRUE(source.contains("expired_at")) << json::serialize(source);
     EXPECT_FALSE(source.contains("signed_url")) << json::serialize(source);
+    // Its output as a clip is refused now, not failed later by the provider.
+    auto clip =
+        http_request(s.port(), "POST", "/v1/extensions",
+                     R"({"clip":{"provider":"sandbox","id":")" + id + R"(-1"},"extend_after":1})",
+                     {key_a, "Content-Type: application/json"});
+    ASSERT_TRUE(clip);
+    EXPECT_EQ(clip->status, 422) << clip->body;
+    EXPECT_NE(clip->body.find("expired"), std::string::npos) << clip->body;
     // What it says is what the files answer.
     auto gone =
         http_request(s.port(), "GET",
