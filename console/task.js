@@ -105,6 +105,38 @@ export async function render(main, [id], signal) {
     return `The audio could not be loaded (${problemText(e)}); it is tried again at the next update.`;
   }
 
+  // "Download WAV" / "Download MP3": the signed link as an attachment (no key needed), or
+  // the file fetched with the key and saved from memory when links are not signed.
+  function downloads(o) {
+    const a = o.audio || {};
+    const links = [];
+    for (const fmt of ['wav', 'mp3']) {
+      const signed = filePath(a[`${fmt}_signed_url`]);
+      const plain = filePath(a[`${fmt}_url`]);
+      const name = `${id}-${o.index}.${fmt}`;
+      const label = `Download ${fmt.toUpperCase()}`;
+      if (signed) {
+        links.push(h('a', { class: 'button', href: `${signed}&download=1`, download: name,
+          id: `download-${fmt}-${o.index}` }, label));
+      } else if (plain) {
+        links.push(h('button', { type: 'button', id: `download-${fmt}-${o.index}`,
+          onclick: async () => {
+            try {
+              const u = URL.createObjectURL(await apiBlob(plain, signal));
+              const link = h('a', { href: u, download: name });
+              document.body.append(link);
+              link.click();
+              link.remove();
+              setTimeout(() => URL.revokeObjectURL(u), 60000);
+            } catch (e) {
+              if (!signal.aborted) toast(problemText(e), 'error');
+            }
+          } }, label));
+      }
+    }
+    return links.length ? h('p', { class: 'downloads' }, links) : null;
+  }
+
   function relayout() {
     axis = Math.max(0, ...[...tracks.values()].filter((t) => t.data).map((t) => t.data.duration));
     for (const t of tracks.values()) if (t.wave && t.data) t.wave.set({ axis, audio: t.data });
@@ -237,6 +269,7 @@ export async function render(main, [id], signal) {
             `${formatTime(splice)}, new after it`))),
       canvas,
       h('div', { class: 'controls' }, playButton(t, `Play output ${o.index}`), ab, t.audio),
+      downloads(o),
       lyricsList);
     updateOutputText(box, o);
     relayout();

@@ -403,6 +403,15 @@ async function main() {
     page.off('request', intercept);
     await page.setRequestInterception(false);
     ok('a signed link in the task is played and decoded without the key');
+    // Each output offers its WAV and MP3 as downloads: the signed link, as an attachment.
+    for (const fmt of ['wav', 'mp3']) {
+      const href = await page.$eval(`#download-${fmt}-1`, (a) => a.getAttribute('href'));
+      const got = await fetch(`${base}${href}`);
+      assert.equal(got.status, 200, `${fmt} download`);
+      assert.match(got.headers.get('content-disposition') || '', /^attachment; filename=/);
+      await got.arrayBuffer();
+    }
+    ok('each output has WAV and MP3 download links');
 
     // 5. Deliveries: the webhook's port is closed, so its deliveries died after two retries.
     // Redeliver one, then all of the task's dead ones.
