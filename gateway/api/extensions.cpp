@@ -387,6 +387,14 @@ awaitable<void> handlers::list_stream(http::context& ctx, std::string tenant, in
         co_return;
     auto& timer = stream->timer;
     auto& woken = stream->woken;
+    // A client that leaves is noticed at once (a read kept pending on its socket), as on a
+    // task's stream, not at the next keep-alive write.
+    auto closed = std::make_shared<bool>(false);
+    ctx.watch_peer_close([closed, timer] {
+        *closed = true;
+        timer->expires_at(asio::steady_timer::time_point::min());
+    });
+    const auto keep_alive = deps.settings.api.sse_keep_alive;
     struct shown {
         std::int64_t version = 0;
         store::task_ledger ledger;
@@ -436,9 +444,9 @@ awaitable<void> handlers::list_stream(http::context& ctx, std::string tenant, in
                 sent = std::move(kept);
             }
         }
-        if (ctx.draining())
+        if (*closed || ctx.draining())
             co_return;
-        if (std::chrono::steady_clock::now() - last_write > std::chrono::seconds(15)) {
+        if (std::chrono::steady_clock::now() - last_write >= keep_alive) {
             if (!co_await ctx.write_stream(": keep-alive\n\n"))
                 co_return;
             last_write = std::chrono::steady_clock::now();
@@ -448,8 +456,9 @@ awaitable<void> handlers::list_stream(http::context& ctx, std::string tenant, in
         // wake-up).
         timer->expires_after(std::chrono::milliseconds(100));
         co_await timer->async_wait(use_tuple);
-        if (!woken->load()) {
-            timer->expires_after(std::chrono::seconds(1));
+        if (!woken->load() && !*closed) {
+            timer->expires_after(
+                std::min<std::chrono::steady_clock::duration>(std::chrono::seconds(1), keep_alive));
             co_await timer->async_wait(use_tuple);
             if (!woken->load() && ++idle_seconds >= 5)
                 woken->store(true);

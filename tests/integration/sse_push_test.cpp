@@ -6,6 +6,7 @@
 
 #include <boost/json.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -187,30 +188,60 @@ TEST(SsePush, IdleStreamsGetKeepAlives) {
     EXPECT_FALSE(idle.ended);
 }
 
+// A task's stream and the task list's stream alike.
 TEST(SsePush, AClientThatLeavesIsNoticedAtOnce) {
     segue::test::temp_dir d;
     // An idle task, and keep-alives far apart: only the pending read can notice the close.
     segue_process s(config_for(d.path(), "10m", "api:\n  sse_keep_alive: 10m\n"));
     const auto id = create_task(d, s.port());
     ASSERT_FALSE(id.empty());
-    {
-        auto c = std::make_unique<http_connection>(s.port(), 5s);
-        ASSERT_TRUE(c->send_raw("GET /v1/extensions/" + id +
-                                "/events HTTP/1.1\r\nHost: 127.0.0.1\r\n" + key +
-                                "\r\nAccept: text/event-stream\r\n\r\n"));
-        const auto until = std::chrono::steady_clock::now() + 5s;
-        while (metric(s.port(), "segue_sse_clients") != 1 &&
-               std::chrono::steady_clock::now() < until)
-            std::this_thread::sleep_for(10ms);
-        ASSERT_EQ(metric(s.port(), "segue_sse_clients"), 1);
-    }  // closed here
-    const auto closed_at = std::chrono::steady_clock::now();
-    while (metric(s.port(), "segue_sse_clients") != 0 &&
-           std::chrono::steady_clock::now() - closed_at < 5s)
-        std::this_thread::sleep_for(5ms);
-    const auto noticed = std::chrono::steady_clock::now() - closed_at;
-    EXPECT_EQ(metric(s.port(), "segue_sse_clients"), 0);
-    EXPECT_LT(noticed, 1s);
+    for (const std::string target :
+         {"/v1/extensions/" + id + "/events", std::string("/v1/extensions")}) {
+        {
+            auto c = std::make_unique<http_connection>(s.port(), 5s);
+            ASSERT_TRUE(c->send_raw("GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + key +
+                                    "\r\nAccept: text/event-stream\r\n\r\n"));
+            const auto until = std::chrono::steady_clock::now() + 5s;
+            while (metric(s.port(), "segue_sse_clients") != 1 &&
+                   std::chrono::steady_clock::now() < until)
+                std::this_thread::sleep_for(10ms);
+            ASSERT_EQ(metric(s.port(), "segue_sse_clients"), 1) << target;
+        }  // closed here
+        const auto closed_at = std::chrono::steady_clock::now();
+        while (metric(s.port(), "segue_sse_clients") != 0 &&
+               std::chrono::steady_clock::now() - closed_at < 5s)
+            std::this_thread::sleep_for(5ms);
+        const auto noticed = std::chrono::steady_clock::now() - closed_at;
+        EXPECT_EQ(metric(s.port(), "segue_sse_clients"), 0) << target;
+        EXPECT_LT(noticed, 1s) << target;
+    }
+}
+
+// The task list's stream sends its keep-alives at api.sse_keep_alive, as a task's does.
+TEST(SsePush, TheTaskListStreamKeepsItsKeepAliveInterval) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path(), "10m", "api:\n  sse_keep_alive: 1s\n"));
+    http_connection c(s.port(), 5s);
+    int keep_alives = 0;
+    std::atomic<bool> stop{false};
+    std::thread closer([&] {
+        std::this_thread::sleep_for(3500ms);
+        stop = true;  // the next keep-alive ends the read
+    });
+    ASSERT_TRUE(c.send_raw("GET /v1/extensions HTTP/1.1\r\nHost: 127.0.0.1\r\n" + key +
+                           "\r\nAccept: text/event-stream\r\n\r\n"));
+    try {
+        c.read_streaming([&](std::string_view body) {
+            for (auto at = body.find(": keep-alive"); at != std::string_view::npos;
+                 at = body.find(": keep-alive", at + 1))
+                ++keep_alives;
+            if (stop)
+                throw std::runtime_error("enough");
+        });
+    } catch (const std::exception&) {
+    }
+    closer.join();
+    EXPECT_GE(keep_alives, 2) << "about one a second over 3.5 s";
 }
 
 }  // namespace
