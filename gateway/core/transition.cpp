@@ -450,19 +450,14 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
                     again.payload_json = "{\"attempt\":" + std::to_string(attempt_number) + "}";
                     tx.schedule_job(again, true);
                 }
+                // Submitted now, unless the callback that proved it already said so (and
+                // moved the task on: see reconciled_submitted below).
                 if (t->status == to_string(task_status::queued)) {
                     t->status = std::string(to_string(task_status::submitted));
                     t->updated_at = now;
                     tx.update_task(*t);
+                    reconciled_submitted(tx, *t, attempt, attempt_number);
                 }
-                json::object e;
-                e["attempt"] = attempt_number;
-                if (attempt->provider_task_id.empty())
-                    e["provider_task_id"] = nullptr;  // known upstream by its callbacks only
-                else
-                    e["provider_task_id"] = attempt->provider_task_id;
-                e["reconciled"] = true;
-                engine::append_event(tx, *t, event_type::submitted, std::move(e));
                 res.metrics.push_back({metric_effect::family::retries,
                                        {provider_name, "reconciled", "callback_seen"}});
                 res.notify = true;
@@ -584,6 +579,14 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
             break;
     }
 
+    // The event model: extension.submitted comes before anything the provider made. A task
+    // still queued here learns from this update (a callback, or a poll, settling a submit whose
+    // answer was lost or is late) that its attempt exists upstream: submitted first, in this
+    // commit, before the events of what the update brings.
+    if (status == task_status::queued) {
+        t->provider = provider_name;
+        reconciled_submitted(tx, *t, attempt, attempt_number);
+    }
     if (status == task_status::submitted || status == task_status::queued) {
         t->status = std::string(to_string(task_status::running));
         t->updated_at = now;
@@ -866,6 +869,20 @@ void transition::release_outstanding(store::transaction& tx, const store::task_r
 
 // Ledger: on failover the hold follows the next provider's price (the tenant pays for what
 // makes the outputs), as an extra hold or a partial release keyed by the attempt.
+// extension.submitted for an attempt known upstream by its callbacks or a poll rather than by
+// its submit's answer (reconciled), naming its upstream task when one is known.
+void transition::reconciled_submitted(store::transaction& tx, const store::task_row& t,
+                                      const store::attempt_row* attempt, int attempt_number) {
+    json::object e;
+    e["attempt"] = attempt_number;
+    if (!attempt || attempt->provider_task_id.empty())
+        e["provider_task_id"] = nullptr;  // known upstream by its callbacks only
+    else
+        e["provider_task_id"] = attempt->provider_task_id;
+    e["reconciled"] = true;
+    engine::append_event(tx, t, event_type::submitted, std::move(e));
+}
+
 // A provider that decides how many outputs it makes (capabilities::output_count_varies) is
 // done, and the request left num_outputs to it: the outputs it did not make (still pending, no
 // mirror on the way) are not failures, and are dropped; the task says so in its warnings.

@@ -306,6 +306,8 @@ class transition {
     // The task finishes if nothing it waits for is left (outputs, mirrors, artifacts).
     void settle_if_done(store::transaction& tx, store::task_row& t,
                         std::vector<store::output_row>& outs, store::millis now, result& res) const;
+    static void reconciled_submitted(store::transaction& tx, const store::task_row& t,
+                                     const store::attempt_row* attempt, int attempt_number);
     void drop_unmade_outputs(store::transaction& tx, store::task_row& t,
                              std::vector<store::output_row>& outs,
                              const std::string& provider) const;

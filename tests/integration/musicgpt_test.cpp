@@ -421,11 +421,18 @@ void expect_a_lost_answer_sent_once(const std::string& webhooks, const std::stri
     auto r = http_request(g.port, "GET", "/v1/extensions/" + id + "/events?limit=1000", "", {key});
     ASSERT_TRUE(r);
     int reconciled = 0;
+    bool submitted = false;
     const auto events = parse(r->body);  // a range-for over a temporary's member would dangle
     for (const auto& e : events.at("data").as_array()) {
         const auto& o = e.as_object();
-        if (o.at("type") != "extension.submitted")
+        // The event model: submitted before anything the provider made.
+        const std::string type(o.at("type").as_string());
+        if (type.starts_with("extension.output.") || type == "extension.cover.ready" ||
+            type == "extension.lyrics.ready")
+            EXPECT_TRUE(submitted) << type << " before extension.submitted: " << r->body;
+        if (type != "extension.submitted")
             continue;
+        submitted = true;
         const auto& d = o.at("data").as_object();
         if (!d.contains("reconciled"))
             continue;
@@ -447,6 +454,15 @@ void expect_a_lost_answer_sent_once(const std::string& webhooks, const std::stri
 TEST(MusicGpt, ACallbackForASubmitWhoseAnswerIsLostKeepsItFromBeingSentTwice) {
     expect_a_lost_answer_sent_once(R"("drop_webhooks":["cover"],"shuffle_webhooks":false)",
                                    R"(outcome="upstream_recorded"})", true);
+}
+
+// The same lost answer, and only the cover's callback comes, while the submit still waits
+// for its answer: it is applied at once (the task's cover), and it proves MusicGPT has the
+// attempt, so extension.submitted (reconciled) comes first, before cover.ready, as the event
+// model says. Before, cover.ready came first and submitted only with the timeout's reconcile.
+TEST(MusicGpt, ALostAnswersCallbacksKeepSubmittedFirst) {
+    expect_a_lost_answer_sent_once(R"("drop_webhooks":["audio","lyrics"])",
+                                   R"(decision="reconciled",reason="callback_seen"})", true);
 }
 
 // The same lost answer, but only the lyrics callbacks come (the audio and cover ones are lost),
