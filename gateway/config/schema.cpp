@@ -420,8 +420,10 @@ object_schema<route_settings> route_schema() {
            "kind, length, two outputs) are skipped; clip sources stay on the clip's provider.");
     s.field("regenerate", &route_settings::regenerate,
             "A task that fails at a provider after being accepted (a failed webhook or poll) is "
-            "generated again at the next provider. Off: only failures before acceptance fail "
-            "over.")
+            "generated again at the next provider, when its error class fails over "
+            "(retry.<class>.failover: by default transient, rate_limited, quota and credential; "
+            "a rejection or an unknown failure stays final). Off: only failures before "
+            "acceptance fail over.")
         .def(false);
     s.validate([](const route_settings& r) -> std::optional<std::string> {
         if (r.chain.empty())
