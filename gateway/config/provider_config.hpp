@@ -22,6 +22,9 @@ class provider_config {
     virtual bool enabled() const = 0;
     // Credits per output: held when a task is routed here first, captured per ready output.
     virtual double price() const = 0;
+    // The provider's API base URL, when it calls one (checked against
+    // upstream.allow_plain_http at load); empty otherwise.
+    virtual std::string upstream_url() const { return {}; }
 };
 
 // How one provider's block is loaded, checked, rendered and documented.
@@ -49,6 +52,11 @@ class typed_provider_config final : public provider_config {
     explicit typed_provider_config(S s) : settings(std::move(s)) {}
     bool enabled() const override { return settings.enabled; }
     double price() const override { return settings.price; }
+    std::string upstream_url() const override {
+        if constexpr (requires { settings.base_url; })
+            return settings.base_url;
+        return {};
+    }
     S settings;
 };
 

@@ -256,7 +256,23 @@ object_schema<api_settings> api_schema() {
     s.field("public_base_url", &api_settings::public_base_url,
             "Base URL clients reach this gateway at (e.g. https://segue.example.com), used for "
             "absolute file URLs in tasks and events. Empty: URLs are relative (/v1/files/...).")
-        .def("");
+        .def("")
+        .check(
+            "empty, or an http(s) base URL",
+            [](const std::string& u) -> std::optional<std::string> {
+                if (u.empty())
+                    return std::nullopt;
+                const auto scheme = u.find("://");
+                const auto s = scheme == std::string::npos ? std::string() : u.substr(0, scheme);
+                if (s != "http" && s != "https")
+                    return "must be an http:// or https:// URL (clients and providers fetch files "
+                           "from it)";
+                if (u.find_first_of("?#", scheme + 3) != std::string::npos || u.back() == '/' ||
+                    u.size() == scheme + 3)
+                    return "must be a base URL like https://segue.example.com (a host, no trailing "
+                           "slash, query or fragment)";
+                return std::nullopt;
+            });
     s.field("default_provider", &api_settings::default_provider,
             "Provider used when a request names neither provider nor route.")
         .def("sandbox");
@@ -844,6 +860,14 @@ object_schema<settings> make_settings_schema(provider_catalog providers) {
                                                    : "a key of tenant '" + it->second + "'"));
             }
         }
+        // An enabled provider reached by plain http while upstream.allow_plain_http is off:
+        // every one of its tasks would fail at once (upstream_misconfigured).
+        for (const auto& [name, p] : s.providers)
+            if (p && p->enabled() && !s.upstream.allow_plain_http &&
+                p->upstream_url().rfind("http://", 0) == 0)
+                out.emplace_back("providers." + name + ".base_url",
+                                 "plain http is refused (upstream.allow_plain_http: false): use "
+                                 "https, or allow plain http for a test setup");
         // The same provider twice in one chain is a typo (a failover to itself).
         for (const auto& [name, route] : s.routing.routes) {
             std::set<std::string> seen;

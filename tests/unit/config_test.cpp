@@ -295,6 +295,27 @@ TEST(ConfigErrors, CrossSectionRulesAreCheckedAtLoad) {
               "chain");
 }
 
+// What would fail every task at once is refused at load: an enabled provider reached by plain
+// http while upstream.allow_plain_http is off; a public_base_url that is not an http(s) base.
+TEST(ConfigErrors, SettingsThatWouldFailEveryTaskAreRefused) {
+    EXPECT_EQ(error_of("providers:\n  musicgpt:\n    enabled: true\n    api_key: k\n"
+                       "    base_url: http://127.0.0.1:9/api/public\n"),
+              "test.yaml:5: providers.musicgpt.base_url: plain http is refused "
+              "(upstream.allow_plain_http: false): use https, or allow plain http for a test "
+              "setup");
+    EXPECT_NO_THROW(
+        load("upstream:\n  allow_plain_http: true\nproviders:\n  musicgpt:\n"
+             "    enabled: true\n    api_key: k\n"
+             "    base_url: http://127.0.0.1:9/api/public\n"));
+    for (const char* bad : {"ftp://x", "segue.example.com", "https://x/", "https://x?a=1"})
+        EXPECT_NE(error_of(std::string("api:\n  public_base_url: \"") + bad + "\"\n")
+                      .find("api.public_base_url"),
+                  std::string::npos)
+            << bad;
+    EXPECT_NO_THROW(load("api:\n  public_base_url: https://segue.example.com\n"));
+    EXPECT_NO_THROW(load("api:\n  public_base_url: http://127.0.0.1:8080/gw\n"));
+}
+
 // ---- Refused configs: each names the file, line and full key path -------------------------------
 
 TEST(ConfigErrors, UnknownNestedKeyWithSuggestion) {
