@@ -425,16 +425,10 @@ TEST(CliClient, CtrlCLeavesTheTaskRunning) {
 // a socket nobody reads, so the upload stalls once the kernel's buffers are full.
 TEST(CliClient, CtrlCDuringTheUploadSaysNoTaskWasCreated) {
     segue::test::temp_dir dir;
-    const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
-    ASSERT_GE(listener, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    ASSERT_EQ(::listen(listener, 4), 0);
-    socklen_t len = sizeof addr;
-    ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
-    const std::string url = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+    const auto held = segue::test::hold_loopback_port();
+    ASSERT_GE(held.fd, 0);
+    const int listener = held.fd;
+    const std::string url = "http://127.0.0.1:" + std::to_string(held.port);
     const std::string big = dir.write("big.wav", std::string(64 << 20, '\0'));
 
     cli_child c(dir, {"extend", big, "--after", "1"}, {{"SEGUE_URL", url}, {"SEGUE_API_KEY", key}});

@@ -1,11 +1,8 @@
 // The foundation, end to end: the real binary on 127.0.0.1:0.
 
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -323,16 +320,10 @@ TEST(Cli, VersionHelpAndUnknownFlag) {
 TEST(Cli, StartUpFailuresNameTheSetting) {
     auto bin = segue::test::segue_binary();
     segue::test::temp_dir d;
-    const int held = ::socket(AF_INET, SOCK_STREAM, 0);
-    ASSERT_GE(held, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::bind(held, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    ASSERT_EQ(::listen(held, 1), 0);
-    socklen_t len = sizeof a;
-    ASSERT_EQ(::getsockname(held, reinterpret_cast<sockaddr*>(&a), &len), 0);
-    const std::string listen = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+    const auto port = segue::test::hold_loopback_port();
+    ASSERT_GE(port.fd, 0);
+    const int held = port.fd;
+    const std::string listen = "127.0.0.1:" + std::to_string(port.port);
     auto taken = d.write("taken.yaml", "server:\n  listen: " + listen +
                                            "\nstorage:\n  sqlite_path: " + d.path() +
                                            "/a.db\n  blob_dir: " + d.path() + "/a\n");

@@ -518,6 +518,23 @@ bool reset_peak_rss() {
     return static_cast<bool>(out);
 }
 
+held_listener hold_loopback_port() {
+    held_listener h;
+    h.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (h.fd < 0 || ::bind(h.fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::listen(h.fd, 4) != 0 || ::getsockname(h.fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+        if (h.fd >= 0)
+            ::close(h.fd);
+        return {};
+    }
+    h.port = ntohs(a.sin_port);
+    return h;
+}
+
 std::uint16_t free_port() {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};

@@ -85,6 +85,13 @@ std::string segue_binary();
 // A port that was free on 127.0.0.1 a moment ago (for processes that must keep one port across a
 // restart).
 std::uint16_t free_port();
+// A socket listening on 127.0.0.1 that nobody accepts from or reads (a port in use, a peer
+// that stalls): its fd (close it to stop) and port; fd -1 if it could not be made.
+struct held_listener {
+    int fd = -1;
+    std::uint16_t port = 0;
+};
+held_listener hold_loopback_port();
 // Waits (bounded) for a port file as written by `--port-file`; 0 on timeout.
 std::uint16_t wait_port_file(const std::string& path,
                              std::chrono::milliseconds limit = std::chrono::seconds(10));
