@@ -206,7 +206,13 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
                                     "Attempts that failed, by provider and normalized error code.",
                                     {"provider", "code"})),
           webhooks(m.counter_family("segue_provider_webhooks_total",
-                                    "Inbound provider webhooks, by provider, kind and outcome.",
+                                    "Inbound provider webhooks, by provider, kind and outcome: "
+                                    "applied (it changed the task), duplicate (it repeated "
+                                    "what the task knew), superseded (its attempt is no longer "
+                                    "the task's), late (the task had ended), too_early "
+                                    "(refused before its submit's answer), upstream_recorded "
+                                    "(refused, but proof the provider has the attempt), "
+                                    "rejected, unknown_token.",
                                     {"provider", "kind", "outcome"})),
           early_waits(m.counter_family(
               "segue_provider_webhook_waits_total",
@@ -320,10 +326,12 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     asio::awaitable<void> fail_poisoned(const store::job_row& job, const lease_state& lease);
     // Applies a provider's update to the task. `job` is the job that produced it (finished or
     // rescheduled in the same transaction) under its claim's `lease`, or both are null for an
-    // inbound webhook.
-    asio::awaitable<void> apply(const std::string& task_id, const store::job_row* job,
-                                const lease_state* lease, const std::string& provider_name,
-                                int attempt_number, providers::update u);
+    // inbound webhook. Says whether the update changed the task, or repeated what it knew, or
+    // came from an attempt that is no longer the task's.
+    enum class applied { changed, unchanged, superseded };
+    asio::awaitable<applied> apply(const std::string& task_id, const store::job_row* job,
+                                   const lease_state* lease, const std::string& provider_name,
+                                   int attempt_number, providers::update u);
     // Where a provider writes a task's files (scratch, on blob_dir's file system) before the
     // engine puts them in the blob store; removed when the task is final.
     std::string work_dir_of(const std::string& task_id) const {
@@ -979,10 +987,9 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
     }
 }
 
-asio::awaitable<void> engine::impl::apply(const std::string& task_id, const store::job_row* job,
-                                          const lease_state* lease,
-                                          const std::string& provider_name, int attempt_number,
-                                          providers::update u) {
+asio::awaitable<engine::impl::applied> engine::impl::apply(
+    const std::string& task_id, const store::job_row* job, const lease_state* lease,
+    const std::string& provider_name, int attempt_number, providers::update u) {
     // Locally produced files go into the blob store (off the IO thread), each under a key of
     // its own, then are registered in the same transaction as the outputs that point at them.
     std::map<std::string, store::file_row> files;  // by local path
@@ -1035,12 +1042,15 @@ asio::awaitable<void> engine::impl::apply(const std::string& task_id, const stor
 
     // Load, apply (no I/O: core/transition), save.
     transition::result res;
+    bool changed = false;
     std::exception_ptr failed;
     try {
         co_await db.write([&](store::transaction& tx) {
-            task_work work(task_work::load(tx, task_id, attempt_number));
+            auto before = task_work::load(tx, task_id, attempt_number);
+            task_work work(before);
             res =
                 trans.apply(work, task_id, job, provider_name, attempt_number, u, files, now_ms());
+            changed = work.changes(before);
             if (!task_work::save(
                     tx, work.effects(),
                     job ? std::optional<store::lease_ref>(lease_of(*job, *lease)) : std::nullopt))
@@ -1055,13 +1065,11 @@ asio::awaitable<void> engine::impl::apply(const std::string& task_id, const stor
             co_await blocking.run(unstore);
         std::rethrow_exception(failed);
     }
-    if (res.superseded)
-        webhooks
-            .with(
-                {provider_name, u.webhook_kind.empty() ? "unknown" : u.webhook_kind, "superseded"})
-            .inc();
     // Webhooks apply on whichever IO thread took them: the worker is told by a post.
     co_await after(res, task_id, provider_name);
+    co_return res.superseded ? applied::superseded
+    : changed                ? applied::changed
+                             : applied::unchanged;
 }
 
 engine::event_context engine::event_context_of(const std::string& request_json) {
@@ -1381,8 +1389,14 @@ asio::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string prov
         co_return webhook_outcome::ignored;
     }
     const std::string kind = u->webhook_kind.empty() ? "unknown" : u->webhook_kind;
-    co_await self->apply(task->id, nullptr, nullptr, provider, attempt->number, std::move(*u));
-    counter.with({provider, kind, "applied"}).inc();
+    const auto done =
+        co_await self->apply(task->id, nullptr, nullptr, provider, attempt->number, std::move(*u));
+    counter
+        .with({provider, kind,
+               done == impl::applied::changed     ? "applied"
+               : done == impl::applied::unchanged ? "duplicate"
+                                                  : "superseded"})
+        .inc();
     co_return webhook_outcome::applied;
 }
 

@@ -154,6 +154,42 @@ bool task_work::save(store::transaction& tx, const std::vector<effect>& effects,
     return true;
 }
 
+bool task_work::changes(const snapshot& before) const {
+    for (const auto& e : effects_) {
+        switch (e.what) {
+            case effect::kind::update_task: {
+                const auto& b = before.task;
+                if (!b || b->status != e.task.status || b->provider != e.task.provider ||
+                    b->error_json != e.task.error_json || b->warnings_json != e.task.warnings_json)
+                    return true;
+                break;
+            }
+            case effect::kind::upsert_output: {
+                auto it = std::find_if(before.outputs.begin(), before.outputs.end(),
+                                       [&](const auto& r) { return r.index == e.output.index; });
+                if (it == before.outputs.end() || it->status != e.output.status ||
+                    it->data_json != e.output.data_json)
+                    return true;
+                break;
+            }
+            case effect::kind::upsert_attempt: {
+                auto it = std::find_if(before.attempts.begin(), before.attempts.end(),
+                                       [&](const auto& r) { return r.number == e.attempt.number; });
+                if (it == before.attempts.end() || it->status != e.attempt.status ||
+                    it->provider_task_id != e.attempt.provider_task_id ||
+                    it->state_json != e.attempt.state_json || it->seen_at != e.attempt.seen_at ||
+                    it->error_json != e.attempt.error_json ||
+                    it->finished_at != e.attempt.finished_at)
+                    return true;
+                break;
+            }
+            default:
+                return true;  // an event, a job, a file, a ledger entry, a delivery
+        }
+    }
+    return false;
+}
+
 std::optional<store::task_row> task_work::get_task(std::string_view id) {
     if (s_.task && s_.task->id == id)
         return s_.task;

@@ -126,6 +126,10 @@ class task_work final : public store::transaction {
 
     explicit task_work(snapshot s) : s_(std::move(s)) {}
     const std::vector<effect>& effects() const noexcept { return effects_; }
+    // Whether saving the effects changes what the task shows or does, against the state `before`
+    // the transition: a timestamp alone is no change. A webhook that changes nothing repeats
+    // one already applied.
+    bool changes(const snapshot& before) const;
     const snapshot& state() const noexcept { return s_; }
 
     void insert_task(const store::task_row&) override { no("insert_task"); }

@@ -275,7 +275,26 @@ TEST(MusicGpt, DuplicatedShuffledWebhooksGiveOneEventEach) {
     auto id = submit_file(g.port, d, bytes);
     auto t = wait_final(g.port, id);
     ASSERT_EQ(t["status"], "succeeded");
-    std::this_thread::sleep_for(500ms);  // late duplicates arrive after the end
+    // Five webhooks, each sent three times: each changes the task once; the rest are counted
+    // as duplicates (while the task runs) or late (after its end), never as applied.
+    const auto count_of = [](const std::string& metrics, const char* outcome) {
+        double n = 0;
+        for (auto kind : {"audio", "lyrics", "cover"})
+            n += std::max(0.0, segue::test::metric_value(
+                                   metrics, std::string("segue_provider_webhooks_total{provider="
+                                                        "\"musicgpt\",kind=\"") +
+                                                kind + "\",outcome=\"" + outcome + "\"}"));
+        return n;
+    };
+    std::string m;
+    for (int i = 0; i < 100; ++i) {
+        m = http_request(g.port, "GET", "/metrics")->body;
+        if (count_of(m, "applied") + count_of(m, "duplicate") + count_of(m, "late") >= 15)
+            break;
+        std::this_thread::sleep_for(50ms);  // late duplicates arrive after the end
+    }
+    EXPECT_EQ(count_of(m, "applied"), 5) << m;
+    EXPECT_EQ(count_of(m, "applied") + count_of(m, "duplicate") + count_of(m, "late"), 15) << m;
     auto counts = event_counts(g.port, id);
     EXPECT_EQ(counts["extension.output.ready"], 2);
     EXPECT_EQ(counts["extension.lyrics.ready"], 2);
