@@ -185,7 +185,10 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
           blocking(b),
           settings(s),
           owner(util::random_id("eng_")),
-          jobs(m.counter_family("segue_engine_jobs_total", "Jobs run by the task engine.",
+          jobs(m.counter_family("segue_engine_jobs_total",
+                                "Jobs run by the task engine, by kind and outcome (e.g. ok; "
+                                "task_ended: the task ended while the job ran, so its result "
+                                "was not needed; lease_lost: another claim took the job).",
                                 {"kind", "outcome"})),
           tasks_created(m.counter_family("segue_tasks_created_total",
                                          "Tasks accepted, by provider.", {"provider"})),
@@ -967,23 +970,32 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
         co_await apply(job.task_id, &job, &lease, provider_name, attempt_number, std::move(u));
         jobs.with({job.kind, "ok"}).inc();
     } catch (const lease_lost&) {
-        jobs.with({job.kind, "lease_lost"}).inc();
-        log::warn("job lease lost; result dropped", {{"task_id", job.task_id}, {"kind", job.kind}});
         lost = true;
     } catch (const std::exception& e) {
         jobs.with({job.kind, "store_error"}).inc();
         log::error("applying job result failed", {{"task_id", job.task_id}, {"error", e.what()}});
     }
-    // A lease lost because the task ended meanwhile (a cancel deletes its jobs): what this run
-    // wrote to the scratch directory has no one left to remove it.
     if (lost) {
         bool final = false;
+        std::string status;
         co_await db.read([&](store::transaction& tx) {
             const auto t = tx.get_task(job.task_id);
+            status = t ? t->status : "";
             final = !t || is_terminal(parse_task_status(t->status).value_or(task_status::failed));
         });
-        if (final)
+        if (final) {
+            // The task ended meanwhile (a cancel, or a webhook that finished it before this
+            // job's answer came): its jobs went with it, and nothing is lost. What this run
+            // wrote to the scratch directory has no one left to remove it.
+            jobs.with({job.kind, "task_ended"}).inc();
+            log::info("job finished after its task had ended; its result is not needed",
+                      {{"task_id", job.task_id}, {"kind", job.kind}, {"status", status}});
             co_await remove_work_dir(job.task_id);
+        } else {
+            jobs.with({job.kind, "lease_lost"}).inc();
+            log::warn("job lease lost; result dropped",
+                      {{"task_id", job.task_id}, {"kind", job.kind}});
+        }
     }
 }
 

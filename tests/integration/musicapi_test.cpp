@@ -460,6 +460,35 @@ TEST(MusicApi, SignedWebhooksFinishEarlyAndForgedOnesChangeNothing) {
         std::string::npos);
 }
 
+// A task that ends while its create is in flight (here a cancel) takes its jobs with it: the
+// create's late answer finds nothing to write. That is no lost lease (another claim did not
+// take the job): it is counted and logged as a job whose task had ended.
+TEST(MusicApi, ACreateAnsweredAfterItsTaskEndedIsNotALostLease) {
+    fake_musicapi fake(R"({"faults":[{"match":"create","delay_ms":1500}]})");
+    segue::test::temp_dir storage;
+    gateway gw(fake, storage.path());
+    auto id = accepted_id(post_json(
+        gw.port,
+        R"({"clip":{"provider":"musicapi","id":"clip_seeded"},"extend_after":5,"num_outputs":1})"));
+    ASSERT_FALSE(id.empty());
+    std::this_thread::sleep_for(300ms);  // the create is on its way
+    auto c = http_request(gw.port, "POST", "/v1/extensions/" + id + "/cancel", "", {key});
+    ASSERT_TRUE(c);
+    ASSERT_EQ(c->status, 200) << c->body;
+    const std::string ended = R"(segue_engine_jobs_total{kind="submit",outcome="task_ended"})";
+    std::string m;
+    for (int i = 0; i < 100 && segue::test::metric_value(m, ended) < 1; ++i) {
+        std::this_thread::sleep_for(50ms);
+        m = http_request(gw.port, "GET", "/metrics")->body;
+    }
+    EXPECT_EQ(segue::test::metric_value(m, ended), 1) << m;
+    EXPECT_EQ(segue::test::metric_value(
+                  m, R"(segue_engine_jobs_total{kind="submit",outcome="lease_lost"})"),
+              -1)
+        << m;
+    EXPECT_EQ(task(gw.port, id)["status"], "canceled");
+}
+
 // The extend create after a successful upload is an attempt of its own, its intent recorded
 // before it is sent: a transient failure of it (429 with Retry-After, 500, a reset) is retried
 // like any submit failure and the task succeeds. (It used to fail the task at once.)
