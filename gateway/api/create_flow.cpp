@@ -104,6 +104,11 @@ awaitable<std::optional<refusal>> flow::resolve_output_clip(submission& s,
     const auto* provider = fields ? fields->if_contains("provider") : nullptr;
     if (!id || !id->is_string() || !provider || !provider->is_string())
         co_return std::nullopt;
+    // A field of its own besides these two: validation names it, so the clip is checked but
+    // not rewritten into a source that would drop it.
+    const bool extra_fields = std::any_of(fields->begin(), fields->end(), [](const auto& kv) {
+        return kv.key() != "id" && kv.key() != "provider";
+    });
     auto not_usable = [](std::string why) {
         return refusal{error_kind::validation_failed,
                        "validation",
@@ -152,6 +157,8 @@ awaitable<std::optional<refusal>> flow::resolve_output_clip(submission& s,
                 co_return not_usable("its audio expired and was deleted (retention)");
         }
     }
+    if (extra_fields)
+        co_return std::nullopt;
     const auto* own = data.if_contains("provider_output_id");
     if (own && own->is_string() && t->task.provider == provider->get_string()) {
         // Made by that provider: its own clip, extended there.
@@ -225,6 +232,7 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
     // find joins the fields' own errors, rather than each hiding the others.
     std::vector<field_error> clip_errors;
     std::optional<double> clip_duration;
+    const bool had_url = submitted.fields.contains("audio_url");
     if (auto r = co_await resolve_output_clip(submitted, tenant, clip_duration)) {
         if (r->kind != error_kind::validation_failed || r->errors.empty())
             co_return refused(std::move(*r));
@@ -245,13 +253,14 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
         checked = validate_submission(submitted, validating());
     }
     if (!clip_errors.empty()) {
-        // The clip could not be resolved: its own error says why, not one about its form.
-        std::erase_if(checked.errors,
-                      [](const field_error& e) { return e.field.rfind("clip", 0) == 0; });
+        // The clip could not be resolved: its own error says why, not one about its id.
+        std::erase_if(checked.errors, [](const field_error& e) { return e.field == "clip.id"; });
         checked.errors.insert(checked.errors.begin(), clip_errors.begin(), clip_errors.end());
     }
     // An output of ours has a known length: extend_after past it is refused now, as for an
-    // upload, not by the provider once the task runs.
+    // upload (422 unprocessable_audio alone, named with the others), not by the provider once
+    // the task runs.
+    bool clip_too_short = false;
     if (clip_duration && checked.request.extend_after > *clip_duration + 0.001 &&
         std::none_of(checked.errors.begin(), checked.errors.end(),
                      [](const field_error& e) { return e.field == "extend_after"; })) {
@@ -259,8 +268,18 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
         std::snprintf(secs, sizeof secs, "%.3f", *clip_duration);
         checked.errors.push_back(
             {"extend_after", "is beyond the end of the clip (" + std::string(secs) + " s)"});
+        clip_too_short = true;
     }
     co_await guard_urls(checked, deps_.url_policy);
+    if (!had_url && submitted.fields.contains("audio_url"))
+        // The clip became its output's link (api.public_base_url): a refusal of that link is
+        // about the clip the client sent, not a field it did not.
+        for (auto& e : checked.errors)
+            if (e.field == "audio_url") {
+                e.field = "clip.id";
+                e.message = "its audio's link (api.public_base_url) is " + e.message +
+                            " by the fetch policy (fetch.allow_cidrs, fetch.allowed_ports)";
+            }
     require_webhook_secret(checked, deps_.settings, tenant);
     auto& file = submitted.file;
     std::optional<audio::probe_result> probe;
@@ -277,6 +296,10 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
                         checked.errors.push_back(std::move(e));
         }
     }
+    if (clip_too_short && checked.errors.size() == 1)
+        co_return refused(refusal{error_kind::unprocessable_audio, "audio",
+                                  "extend_after " + checked.errors[0].message,
+                                  std::move(checked.errors)});
     if (auto r = invalid_fields(checked))
         co_return refused(std::move(*r));
     auto& req = checked.request;

@@ -143,6 +143,7 @@ struct form_collector {
     bool too_large = false;
     std::string pending;  // file bytes parsed from the current chunk, not yet written
     std::optional<std::string> form_error;
+    std::string form_error_field;  // the field form_error is about
     util::sha256_stream sha;
     std::uint64_t file_bytes = 0;
     std::string upload_name;
@@ -151,10 +152,12 @@ struct form_collector {
         if (p.filename || p.name == "audio_file") {
             if (p.name != "audio_file") {
                 form_error = "unexpected file field '" + p.name + "' (only audio_file)";
+                form_error_field = p.name;
                 return false;
             }
             if (have_file) {
                 form_error = "audio_file given twice";
+                form_error_field = p.name;
                 return false;
             }
             have_file = in_file = true;
@@ -163,6 +166,7 @@ struct form_collector {
         }
         if (fields.contains(p.name)) {
             form_error = "field '" + p.name + "' given twice";
+            form_error_field = p.name;
             return false;
         }
         current_field = p.name;
@@ -181,7 +185,9 @@ struct form_collector {
             return true;
         }
         if (field_value.size() + d.size() > max_form_field_bytes) {
-            form_error = "field '" + current_field + "' is too large";
+            form_error = "field '" + current_field + "' is too large (a text field takes at most " +
+                         std::to_string(max_form_field_bytes) + " bytes)";
+            form_error_field = current_field;
             return false;
         }
         field_value.append(d);
@@ -198,7 +204,9 @@ struct form_collector {
 
 refusal body_read_failure(http::body_chunk::failure f) {
     if (f == http::body_chunk::failure::too_large)
-        return refuse(error_kind::payload_too_large, "too_large", "upload too large");
+        return refuse(error_kind::payload_too_large, "too_large",
+                      "request body exceeds the upload limit (api.max_upload_bytes) and 64 KiB "
+                      "for the form's other fields");
     if (f == http::body_chunk::failure::timeout)
         return refuse(error_kind::request_timeout, "timeout", "upload stalled");
     return refuse(error_kind::bad_request, "malformed", "malformed request body");
@@ -207,7 +215,11 @@ refusal body_read_failure(http::body_chunk::failure f) {
 refusal form_failure(const form_collector& f, http::multipart_error err) {
     if (f.too_large)
         return refuse(error_kind::payload_too_large, "too_large",
-                      "audio_file exceeds " + std::to_string(f.max_upload_bytes) + " bytes");
+                      "upload exceeds " + std::to_string(f.max_upload_bytes) +
+                          " bytes (api.max_upload_bytes)");
+    if (f.form_error && !f.form_error_field.empty())
+        return refuse(error_kind::bad_request, "malformed", *f.form_error,
+                      {{f.form_error_field, *f.form_error}});
     return refuse(
         error_kind::bad_request, "malformed",
         f.form_error.value_or("malformed multipart body: " + std::string(http::to_string(err))));
@@ -285,7 +297,8 @@ awaitable<outcome<submission>> read_form(http::context& ctx, std::string_view bo
                                          const read_env& env) {
     if (ctx.content_length() && *ctx.content_length() > env.max_upload_bytes)
         co_return refuse(error_kind::payload_too_large, "too_large",
-                         "upload exceeds " + std::to_string(env.max_upload_bytes) + " bytes");
+                         "upload exceeds " + std::to_string(env.max_upload_bytes) +
+                             " bytes (api.max_upload_bytes)");
     form_collector f;
     f.max_upload_bytes = env.max_upload_bytes;
     upload up;
@@ -326,8 +339,9 @@ awaitable<outcome<std::string>> read_limited(http::context& ctx, std::uint64_t l
             co_return refuse(error_kind::bad_request, "malformed", "malformed request body");
         body.append(buf.data(), c.size);
         if (body.size() > limit)
-            co_return refuse(error_kind::payload_too_large, "malformed",
-                             "JSON body exceeds " + std::to_string(limit) + " bytes");
+            co_return refuse(
+                error_kind::payload_too_large, "malformed",
+                "JSON body exceeds " + std::to_string(limit) + " bytes (api.max_json_bytes)");
         if (c.done)
             co_return body;
     }
@@ -336,7 +350,8 @@ awaitable<outcome<std::string>> read_limited(http::context& ctx, std::uint64_t l
 awaitable<outcome<submission>> read_json(http::context& ctx, const read_env& env) {
     if (ctx.content_length() && *ctx.content_length() > env.max_json_bytes)
         co_return refuse(error_kind::payload_too_large, "too_large",
-                         "JSON body exceeds " + std::to_string(env.max_json_bytes) + " bytes");
+                         "JSON body exceeds " + std::to_string(env.max_json_bytes) +
+                             " bytes (api.max_json_bytes)");
     auto body = co_await read_limited(ctx, env.max_json_bytes);
     if (auto* r = std::get_if<refusal>(&body))
         co_return std::move(*r);
@@ -352,8 +367,8 @@ awaitable<outcome<submission>> read_json(http::context& ctx, const read_env& env
             ec ? "body is not valid JSON: " + ec.message() : "body must be a JSON object");
     // As in the form encodings: a field given twice is ambiguous, not "the last one wins".
     if (auto twice = util::duplicate_json_key(std::get<std::string>(body)))
-        co_return refuse(error_kind::bad_request, "malformed",
-                         "field '" + *twice + "' given twice");
+        co_return refuse(error_kind::bad_request, "malformed", "field '" + *twice + "' given twice",
+                         {{*twice, "given twice"}});
     submission s;
     s.fields = std::move(v.as_object());
     co_return s;
@@ -364,7 +379,8 @@ awaitable<outcome<submission>> read_json(http::context& ctx, const read_env& env
 awaitable<outcome<submission>> read_urlencoded(http::context& ctx, const read_env& env) {
     if (ctx.content_length() && *ctx.content_length() > env.max_json_bytes)
         co_return refuse(error_kind::payload_too_large, "too_large",
-                         "form body exceeds " + std::to_string(env.max_json_bytes) + " bytes");
+                         "form body exceeds " + std::to_string(env.max_json_bytes) +
+                             " bytes (api.max_json_bytes)");
     auto body = co_await read_limited(ctx, env.max_json_bytes);
     if (auto* r = std::get_if<refusal>(&body))
         co_return std::move(*r);
@@ -387,7 +403,7 @@ awaitable<outcome<submission>> read_urlencoded(http::context& ctx, const read_en
                              "malformed form body: a bad %-escape");
         if (s.fields.contains(*name))
             co_return refuse(error_kind::bad_request, "malformed",
-                             "field '" + *name + "' given twice");
+                             "field '" + *name + "' given twice", {{*name, "given twice"}});
         s.fields[*name] = *value;
     }
     co_return s;
@@ -399,6 +415,10 @@ awaitable<outcome<submission>> read_submission(http::context& ctx, const read_en
     const std::string content_type(ctx.header("Content-Type").value_or(""));
     if (auto boundary = http::multipart_boundary(content_type))
         co_return co_await read_form(ctx, *boundary, env);
+    if (http::media_type_is(content_type, "multipart/form-data"))
+        co_return refuse(error_kind::bad_request, "malformed",
+                         "multipart/form-data needs one boundary parameter of 1 to 70 characters "
+                         "(RFC 2046), e.g. multipart/form-data; boundary=x1y2z3");
     if (http::media_type_is(content_type, "application/json"))
         co_return co_await read_json(ctx, env);
     if (http::media_type_is(content_type, "application/x-www-form-urlencoded"))

@@ -727,7 +727,10 @@ void add_extension_routes(http::router& routes, const api_deps& deps) {
         std::max<std::uint64_t>(s.api.max_upload_bytes, s.api.max_json_bytes) +
         64 * 1024;  // multipart framing and text fields
     routes.add("POST", "/v1/extensions", [h](http::context& c) { return h->create(c); },
-               {.body = http::body_mode::streamed, .max_body_bytes = max_body});
+               {.body = http::body_mode::streamed,
+                .max_body_bytes = max_body,
+                .body_limit_detail = "upload exceeds " + std::to_string(s.api.max_upload_bytes) +
+                                     " bytes (api.max_upload_bytes)"});
     routes.add("GET", "/v1/extensions", [h](http::context& c) { return h->list(c); });
     routes.add("GET", "/v1/extensions/{id}", [h](http::context& c) { return h->get(c); });
     routes.add("GET", "/v1/extensions/{id}/events", [h](http::context& c) { return h->events(c); });

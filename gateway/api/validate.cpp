@@ -7,6 +7,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <set>
 
 #include "gateway/util/json_text.hpp"
@@ -113,7 +114,15 @@ class checker {
             d = v->to_number<double>();
         } else if (in_.from_form && v->is_string()) {
             std::string_view s = v->get_string();
+            // A form's text: an explicit '+' sign is a number too (from_chars takes only '-').
+            if (s.size() > 1 && s[0] == '+' && s[1] != '-' && s[1] != '+')
+                s.remove_prefix(1);
             auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), d);
+            if (ec == std::errc::result_out_of_range && p == s.data() + s.size()) {
+                // Too large (as JSON's 1e400 is), or so small it is zero.
+                d = std::strtod(std::string(s).c_str(), nullptr);
+                ec = std::errc();
+            }
             if (ec != std::errc() || p != s.data() + s.size() || s.empty()) {
                 error(std::string(k), "must be a number");
                 return std::nullopt;

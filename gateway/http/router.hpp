@@ -24,6 +24,9 @@ enum class body_mode {
 struct route_options {
     body_mode body = body_mode::buffered;
     std::uint64_t max_body_bytes = 0;  // 0: the server's limits.max_body_bytes
+    // What the 413 for a body over max_body_bytes says the limit is (by the setting that makes
+    // it); empty: "request body exceeds <max_body_bytes> bytes".
+    std::string body_limit_detail;
 };
 
 struct route {

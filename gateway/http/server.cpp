@@ -557,7 +557,8 @@ class connection final : public context, public std::enable_shared_from_this<con
                 srv_->count_error("body_too_large");
                 api::set_problem(
                     res_, api::error_kind::payload_too_large,
-                    "request body exceeds " + std::to_string(limits_.max_body_bytes) + " bytes");
+                    "request body exceeds " + std::to_string(limits_.max_body_bytes) + " bytes",
+                    path());
             } else if (const auto* shaped = srv_->routes.unrouted_for(path())) {
                 (*shaped)(res_, m.path_known ? 405 : 404, path());  // a drop-in API's shape
                 if (m.path_known)
@@ -583,7 +584,10 @@ class connection final : public context, public std::enable_shared_from_this<con
             if (content_length() && *content_length() > limit) {
                 srv_->count_error("body_too_large");
                 api::set_problem(res_, api::error_kind::payload_too_large,
-                                 "request body exceeds " + std::to_string(limit) + " bytes");
+                                 rt->options.body_limit_detail.empty()
+                                     ? "request body exceeds " + std::to_string(limit) + " bytes"
+                                     : rt->options.body_limit_detail,
+                                 path());
                 keep_alive = false;
                 run_handler = false;
             } else if (rt->options.body == body_mode::buffered && has_body) {

@@ -405,6 +405,30 @@ TEST(Extend, ValidationNamesEveryBadFieldAndCreatesNothing) {
         {"json field given twice",
          json_case(R"({"audio_url":"https://a.example/a.mp3","extend_after":8,"extend_after":9})"),
          400,
+         {"extend_after"}},
+        {"form field given twice",
+         form_case(
+             {{"audio_file", song.bytes, "s.wav"}, {"extend_after", "1"}, {"extend_after", "2"}}),
+         400,
+         {"extend_after"}},
+        {"a file in a text field",
+         form_case({{"audio_file", song.bytes, "s.wav"},
+                    {"extend_after", "1"},
+                    {"prompt", "drums", "p.txt"}}),
+         400,
+         {"prompt"}},
+        {"a text field over 64 KiB",
+         form_case({{"audio_file", song.bytes, "s.wav"},
+                    {"extend_after", "1"},
+                    {"lyrics", std::string(65537, 'x')}}),
+         400,
+         {"lyrics"}},
+        {"multipart without a boundary",
+         [&] {
+             return http_request(s.port(), "POST", "/v1/extensions", "--x\r\n",
+                                 {key_a, "Content-Type: multipart/form-data"});
+         },
+         400,
          {}},
     };
     for (auto& c : cases) {
@@ -415,6 +439,18 @@ TEST(Extend, ValidationNamesEveryBadFieldAndCreatesNothing) {
         for (const auto& f : c.fields)
             EXPECT_NE(r->body.find("\"field\":\"" + f + "\""), std::string::npos)
                 << c.name << " should name " << f << ": " << r->body;
+    }
+    // A 413 names the limit as configured (1 MiB here), whichever check refused the body: the
+    // route's (the body is over the upload limit and the form's slack) or the form's.
+    for (std::size_t size : {2u * 1024 * 1024, 1024u * 1024 + 10}) {
+        auto big = post_form(
+            s.port(), {{"audio_file", std::string(size, 'x'), "s.wav"}, {"extend_after", "1"}},
+            {key_a});
+        ASSERT_TRUE(big);
+        EXPECT_EQ(big->status, 413) << size;
+        const auto doc = parse(big->body);
+        EXPECT_EQ(doc.at("detail"), "upload exceeds 1048576 bytes (api.max_upload_bytes)") << size;
+        EXPECT_EQ(doc.at("instance"), "/v1/extensions") << size;
     }
     auto text =
         http_request(s.port(), "POST", "/v1/extensions", "hi", {key_a, "Content-Type: text/plain"});
@@ -953,15 +989,19 @@ TEST(Extend, FilesPlayWithoutAKeyByRangeOnEveryFormatThenExpire) {
 // is refused with the other fields, as for an upload.
 TEST(Extend, AClipOfOurOwnOutputIsCheckedBeforeAnythingIsSent) {
     segue::test::temp_dir d;
-    segue_process s(config_for(d.path(), "api:\n  public_base_url: http://127.0.0.1:9\n"));
+    segue_process s(config_for(d.path(),
+                               "api:\n  public_base_url: http://127.0.0.1:9\n"
+                               "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n"));
     auto song = make_song(d, "wav", 4, 22050, 1);
     auto t = extend_to_success(s.port(), song.bytes, 1);
     ASSERT_EQ(t["status"], "succeeded");
     const std::string id(t["id"].as_string());
-    auto refused = [&](const std::string& clip_id, const std::string& after) {
+    // The fields' errors, and the problem's code under "#code".
+    auto refused = [&](const std::string& clip_id, const std::string& after,
+                       const std::string& more = "") {
         auto r = http_request(s.port(), "POST", "/v1/extensions",
-                              R"({"clip":{"provider":"sandbox","id":")" + clip_id +
-                                  R"("},"extend_after":)" + after + "}",
+                              R"({"clip":{"provider":"sandbox","id":")" + clip_id + "\"" + more +
+                                  R"(},"extend_after":)" + after + "}",
                               {key_a, "Content-Type: application/json"});
         EXPECT_TRUE(r);
         std::map<std::string, std::string> errors;
@@ -972,6 +1012,8 @@ TEST(Extend, AClipOfOurOwnOutputIsCheckedBeforeAnythingIsSent) {
         if (const auto* list = doc.if_contains("errors"); list && list->is_array())
             for (const auto& e : list->as_array())
                 errors[std::string(e.at("field").as_string())] = e.at("message").as_string();
+        if (const auto* code = doc.if_contains("code"); code && code->is_string())
+            errors["#code"] = code->as_string();
         return errors;
     };
     for (const char* n : {"-0", "-99999999999999999999", "-7"}) {
@@ -981,9 +1023,46 @@ TEST(Extend, AClipOfOurOwnOutputIsCheckedBeforeAnythingIsSent) {
     auto past = refused(id + "-1", "100");
     EXPECT_NE(past["extend_after"].find("beyond the end of the clip"), std::string::npos)
         << past["extend_after"];
+    EXPECT_EQ(past["#code"], "unprocessable_audio") << "as an upload's extend_after past its end";
+    EXPECT_EQ(past.size(), 2u);
+    // With another field wrong, both are named.
+    auto both = refused(id + "-1", "100", R"(,"x":1)");
+    EXPECT_EQ(both["#code"], "validation_failed");
+    EXPECT_EQ(both["clip.x"], "unknown field");
+    // A field the clip does not have is refused, whether or not its id names an output.
+    auto extra = refused(id + "-1", "1", R"(,"x":1)");
+    EXPECT_EQ(extra["clip.x"], "unknown field");
+    EXPECT_EQ(extra.count("clip.id"), 0u);
+    auto extra_bad = refused(id + "-7", "1", R"(,"x":1)");
+    EXPECT_EQ(extra_bad["clip.x"], "unknown field");
+    EXPECT_EQ(extra_bad["clip.id"], "no such output");
     auto list = http_request(s.port(), "GET", "/v1/extensions?limit=100", "", {key_a});
     ASSERT_TRUE(list);
     EXPECT_EQ(parse(list->body)["data"].as_array().size(), 1u) << "nothing else was created";
+}
+
+// A clip of our own output goes to the provider as its output's link (api.public_base_url).
+// When the fetch policy refuses that link, the error is about the clip the client sent, and
+// says which settings decide it, not about an audio_url it never sent.
+TEST(Extend, AClipWhoseLinkTheFetchPolicyRefusesNamesTheClip) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path(), "api:\n  public_base_url: http://127.0.0.1:9\n"));
+    auto song = make_song(d, "wav", 4, 22050, 1);
+    auto t = extend_to_success(s.port(), song.bytes, 1);
+    ASSERT_EQ(t["status"], "succeeded");
+    auto r = http_request(s.port(), "POST", "/v1/extensions",
+                          R"({"clip":{"provider":"sandbox","id":")" +
+                              std::string(t["id"].as_string()) + R"(-1"},"extend_after":1})",
+                          {key_a, "Content-Type: application/json"});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 422) << r->body;
+    const auto doc = parse(r->body);
+    const auto& errors = doc.at("errors").as_array();
+    ASSERT_EQ(errors.size(), 1u) << r->body;
+    EXPECT_EQ(errors[0].at("field"), "clip.id");
+    const std::string m(errors[0].at("message").as_string());
+    EXPECT_NE(m.find("api.public_base_url"), std::string::npos) << m;
+    EXPECT_NE(m.find("port 9"), std::string::npos) << m;
 }
 
 // Retention deleted a task's files, and the task is still there: it says when each file went

@@ -67,6 +67,25 @@ TEST(Validate, AliasesAndFormStrings) {
     EXPECT_EQ(fields_of(t), std::vector<std::string>{"extend_after"});
 }
 
+// A form's numbers are text: an explicit '+' is a number, as the schema's pattern allows; a
+// value too large for a double is "not finite", as JSON's 1e400 is; one too small is zero.
+TEST(Validate, FormNumbersTakeASignAndSayWhenTheyOverflow) {
+    auto plus = run(R"({"extend_after":"+4","length":"+0.5"})", true, true);
+    EXPECT_TRUE(plus.errors.empty()) << (plus.errors.empty() ? "" : plus.errors[0].message);
+    EXPECT_EQ(plus.request.extend_after, 4);
+    auto message_of = [](const std::string& body) {
+        auto r = run(body, true, true);
+        return r.errors.empty() ? std::string() : r.errors[0].field + " " + r.errors[0].message;
+    };
+    EXPECT_EQ(message_of(R"({"extend_after":"1e309"})"), "extend_after must be a finite number");
+    EXPECT_EQ(message_of(R"({"extend_after":"-1e999"})"), "extend_after must be a finite number");
+    EXPECT_EQ(message_of(R"({"extend_after":"1e-400"})"), "");
+    for (const char* bad : {"++4", "+-4", "+", "4+", " 4", "0x10"})
+        EXPECT_EQ(message_of(std::string(R"({"extend_after":")") + bad + "\"}"),
+                  "extend_after must be a number")
+            << bad;
+}
+
 TEST(Validate, ReportsEveryBadFieldAtOnce) {
     auto r = run(
         R"({"extend_after":-2,"gender":"x","num_outputs":3,"length":0,
