@@ -20,6 +20,40 @@ std::vector<std::string_view> split_path(std::string_view path) {
     return out;
 }
 
+int hex_value(char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+// RFC 3986 6.2.2.2: a percent-encoded unreserved character (ALPHA, DIGIT, '-', '.', '_', '~')
+// is that character, so "/v1/%65xtensions/ext%5F1" is "/v1/extensions/ext_1". Every other
+// escape ('%2F' above all) stays as it is: it is not the character it encodes.
+std::string decode_unreserved(std::string_view path) {
+    std::string out;
+    out.reserve(path.size());
+    for (std::size_t i = 0; i < path.size(); ++i) {
+        if (path[i] == '%' && i + 2 < path.size() && hex_value(path[i + 1]) >= 0 &&
+            hex_value(path[i + 2]) >= 0) {
+            const char c = static_cast<char>(hex_value(path[i + 1]) * 16 + hex_value(path[i + 2]));
+            const bool unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                                    (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+                                    c == '~';
+            if (unreserved) {
+                out.push_back(c);
+                i += 2;
+                continue;
+            }
+        }
+        out.push_back(path[i]);
+    }
+    return out;
+}
+
 bool is_param(std::string_view seg) {
     return seg.size() > 2 && seg.front() == '{' && seg.back() == '}';
 }
@@ -48,6 +82,11 @@ void router::add(std::string method, std::string pattern, handler fn, route_opti
 
 match_result router::match(std::string_view method, std::string_view path) const {
     match_result result;
+    std::string decoded;
+    if (path.find('%') != std::string_view::npos) {
+        decoded = decode_unreserved(path);
+        path = decoded;
+    }
     const auto parts = split_path(path);
     const route* head_fallback = nullptr;
     std::vector<std::pair<std::string, std::string>> head_params;

@@ -202,6 +202,24 @@ TEST(Router, TemplatesParamsAnd405) {
     EXPECT_THROW(r.add("GET", "no-slash", h), std::invalid_argument);
 }
 
+// RFC 3986 6.2.2.2: an escaped unreserved character is that character; other escapes stay.
+TEST(Router, EscapedUnreservedCharactersMatchAsThemselves) {
+    segue::http::router r;
+    auto h = [](segue::http::context&) -> boost::asio::awaitable<void> { co_return; };
+    r.add("GET", "/v1/extensions/{id}", h);
+    auto m = r.match("GET", "/v1/%65xtension%73/ext%5f1%2D%7e");
+    ASSERT_TRUE(m.matched);
+    ASSERT_EQ(m.params.size(), 1u);
+    EXPECT_EQ(m.params[0].second, "ext_1-~");
+    // '/' escaped is not a separator, and a bad or cut escape is left as it is.
+    auto slash = r.match("GET", "/v1/extensions/a%2Fb");
+    ASSERT_TRUE(slash.matched);
+    EXPECT_EQ(slash.params[0].second, "a%2Fb");
+    EXPECT_EQ(r.match("GET", "/v1/extensions/a%zz").params[0].second, "a%zz");
+    EXPECT_EQ(r.match("GET", "/v1/extensions/a%4").params[0].second, "a%4");
+    EXPECT_FALSE(r.match("GET", "/v1%2Fextensions/x").matched);
+}
+
 TEST(Problem, OneTableOfKinds) {
     auto p = segue::api::make_problem(segue::api::error_kind::validation_failed, "2 invalid",
                                       "/v1/extensions", {{"gender", "bad"}});
