@@ -107,16 +107,6 @@ std::string to_lower(std::string_view s) {
     return out;
 }
 
-int hex_value(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 bool valid_boundary(std::string_view b) {
     if (b.empty() || b.size() > max_boundary_size || b.back() == ' ')
         return false;
@@ -277,7 +267,7 @@ std::optional<std::string> decode_ext_value(std::string_view v) {
         if (c == '%') {
             if (encoded.size() - i < 3)
                 return std::nullopt;
-            const int h = hex_value(encoded[i + 1]), l = hex_value(encoded[i + 2]);
+            const int h = util::hex_value(encoded[i + 1]), l = util::hex_value(encoded[i + 2]);
             if (h < 0 || l < 0)
                 return std::nullopt;
             raw.push_back(static_cast<char>(h * 16 + l));

@@ -2,6 +2,8 @@
 
 #include <stdexcept>
 
+#include "gateway/util/text.hpp"
+
 namespace segue::http {
 namespace {
 
@@ -20,16 +22,6 @@ std::vector<std::string_view> split_path(std::string_view path) {
     return out;
 }
 
-int hex_value(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 // RFC 3986 6.2.2.2: a percent-encoded unreserved character (ALPHA, DIGIT, '-', '.', '_', '~')
 // is that character, so "/v1/%65xtensions/ext%5F1" is "/v1/extensions/ext_1". Every other
 // escape ('%2F' above all) stays as it is: it is not the character it encodes.
@@ -37,9 +29,10 @@ std::string decode_unreserved(std::string_view path) {
     std::string out;
     out.reserve(path.size());
     for (std::size_t i = 0; i < path.size(); ++i) {
-        if (path[i] == '%' && i + 2 < path.size() && hex_value(path[i + 1]) >= 0 &&
-            hex_value(path[i + 2]) >= 0) {
-            const char c = static_cast<char>(hex_value(path[i + 1]) * 16 + hex_value(path[i + 2]));
+        if (path[i] == '%' && i + 2 < path.size() && util::hex_value(path[i + 1]) >= 0 &&
+            util::hex_value(path[i + 2]) >= 0) {
+            const char c =
+                static_cast<char>(util::hex_value(path[i + 1]) * 16 + util::hex_value(path[i + 2]));
             const bool unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
                                     (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
                                     c == '~';
