@@ -149,6 +149,20 @@ std::string pad(std::string s, std::size_t width) {
     return s;
 }
 
+// `s` as one word of a POSIX shell command line: as it is when it needs no quoting, else in
+// single quotes (a quote inside becomes '\'').
+std::string shell_word(const std::string& s) {
+    const bool plain = !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) {
+        return std::isalnum(c) || (c != 0 && std::strchr("_-./:@%+=,~", c));
+    });
+    if (plain)
+        return s;
+    std::string out = "'";
+    for (char c : s)
+        out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return out + "'";
+}
+
 struct upload_state;
 struct watch_state;
 
@@ -181,7 +195,7 @@ class session {
         net::client_options c;
         c.allow_plain_http = true;  // a gateway on localhost or behind a private network
         c.connect_timeout = 10s;
-        c.request_timeout = 30s;
+        c.request_timeout = 60s;  // README: "stopped ... answering for a minute"
         c.max_response_bytes = 64 * 1024 * 1024;
         c.user_agent = std::string("segue-cli/") + segue::build::version;
         // Downloads write on this thread: a CLI has nothing else to keep responsive.
@@ -219,9 +233,26 @@ class session {
     }
     awaitable<json::value> get(const std::string& path) { return call(request("GET", path)); }
 
+    // `segue watch` of this task as this command line would run it again: the same output
+    // directory and format.
+    std::string watch_again() const {
+        std::string c = "segue watch " + task_id_;
+        if (!o_.out_dir.empty()) {
+            c += " -o " + shell_word(o_.out_dir);
+            if (o_.format != "mp3")
+                c += " --format " + o_.format;
+        }
+        return c;
+    }
+
     std::string unreachable(const net::result& res) const {
         return "cannot reach " + o_.url + ": " + std::string(net::to_string(res.error)) +
                (res.message.empty() ? "" : " (" + res.message + ")");
+    }
+
+    // " --limit N" when the command line gave one (the next page's hint keeps it).
+    std::string limit_flag() const {
+        return o_.limit ? " --limit " + std::to_string(*o_.limit) : std::string();
     }
 
     awaitable<int> extend();
@@ -607,7 +638,7 @@ awaitable<json::value> session::follow(const std::string& id, json::value task) 
                 exit_unavailable,
                 (trouble->ok() ? http_error(trouble->res.status, trouble->res.body).message
                                : unreachable(*trouble)) +
-                    "; task " + id + " keeps running: segue watch " + id};
+                    "; task " + id + " keeps running: " + watch_again()};
         w->note = "reconnecting (" + why + ")";
         asio::steady_timer pause(ioc_, retry_delay);
         co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -636,8 +667,7 @@ awaitable<int> session::watch(const std::string& id, json::value task) {
         if (failed)
             throw cli_error{failed->code, failed->message + "\n  task " + id + " is " +
                                               text(task, "status") +
-                                              "; download its outputs again: segue watch " + id +
-                                              " -o " + o_.out_dir};
+                                              "; download its outputs again: " + watch_again()};
     }
     co_return finish(task, downloads);
 }
@@ -874,7 +904,7 @@ awaitable<int> session::tasks() {
         body,
         {field_column("ID", 32, "id"), field_column("STATUS", 21, "status"),
          field_column("PROVIDER", 12, "provider"), field_column("CREATED", 0, "created_at")},
-        "no tasks", "segue tasks");
+        "no tasks", "segue tasks" + limit_flag());
     co_return exit_ok;
 }
 
@@ -922,7 +952,8 @@ awaitable<int> session::deliveries() {
                  field_column("TASK", 32, "task_id"),
                  {"LAST", 0, last_outcome}},
                 o_.status.empty() ? "no deliveries" : "no " + o_.status + " deliveries",
-                "segue deliveries" + (o_.status.empty() ? "" : " --status " + o_.status));
+                "segue deliveries" + (o_.status.empty() ? "" : " --status " + o_.status) +
+                    (o_.task_id.empty() ? "" : " --task " + shell_word(o_.task_id)) + limit_flag());
     co_return exit_ok;
 }
 
@@ -990,14 +1021,12 @@ void session::interrupted() {
             break;
         case stage::task_known:
             msg = "interrupted: task " + task_id_ + " keeps running on the server\n" +
-                  "  watch it again: segue watch " + task_id_ +
-                  (o_.out_dir.empty() ? "" : " -o " + o_.out_dir) + "\n" +
-                  "  or cancel it:   segue cancel " + task_id_ + "\n";
+                  "  watch it again: " + watch_again() + "\n" + "  or cancel it:   segue cancel " +
+                  task_id_ + "\n";
             break;
         case stage::downloading:
             msg = "interrupted while saving the outputs: task " + task_id_ + " has ended (" +
-                  final_status_ + ")\n  download them again: segue watch " + task_id_ + " -o " +
-                  o_.out_dir + "\n";
+                  final_status_ + ")\n  download them again: " + watch_again() + "\n";
             break;
         case stage::other:
             msg = "interrupted\n";

@@ -393,7 +393,11 @@ TEST(CliClient, ExitCodes) {
 // not canceled and finishes on the server; `segue watch` picks it up.
 TEST(CliClient, CtrlCLeavesTheTaskRunning) {
     fixture f("1500ms");
-    cli_child c(f.dir, {"extend", f.song, "--after", "8", "--length", "4", "--wait"}, f.env);
+    // The hint repeats where and how the outputs were to be saved, quoted for the shell.
+    const std::string out = f.dir.file("my songs");
+    cli_child c(f.dir,
+                {"extend", f.song, "--after", "8", "--length", "4", "-o", out, "--format", "wav"},
+                f.env);
     // Interrupt once the CLI follows the task live: its SSE stream is open on the server.
     const auto until = std::chrono::steady_clock::now() + 30s;
     bool following = false;
@@ -410,6 +414,7 @@ TEST(CliClient, CtrlCLeavesTheTaskRunning) {
     const auto at = r.err.find("segue watch ext_");
     ASSERT_NE(at, std::string::npos) << dump(r);
     EXPECT_NE(r.err.find("keeps running"), std::string::npos) << dump(r);
+    EXPECT_NE(r.err.find(" -o '" + out + "' --format wav\n"), std::string::npos) << dump(r);
     auto id = r.err.substr(at + 12);
     id = id.substr(0, id.find_first_of(" \n"));
     const auto st = task_status(f.server.port(), id);
@@ -499,6 +504,14 @@ TEST(CliClient, DeadDeliveriesListedAndRedelivered) {
     const auto line = r.out.substr(row, r.out.find('\n', row) - row);
     EXPECT_NE(line.find(" dead "), std::string::npos) << line;
     EXPECT_NE(line.find(id), std::string::npos) << line;
+
+    // A page of them: the next page's hint keeps the filters and the page size.
+    r = run_cli(f.dir, {"deliveries", "--dead", "--task", id, "--limit", "2"}, f.env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    EXPECT_NE(r.err.find("more: segue deliveries --status dead --task " + id +
+                         " --limit 2 --before dlv_"),
+              std::string::npos)
+        << dump(r);
 
     r = run_cli(f.dir, {"deliveries", "redeliver", first, "--json"}, f.env);
     ASSERT_EQ(r.code, 0) << dump(r);
