@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <stdexcept>
 #include <vector>
 
@@ -153,10 +154,47 @@ std::string sortable_id(std::string_view prefix, std::uint64_t unix_ms) {
 }
 
 std::string sortable_id(std::string_view prefix) {
-    const auto now = std::chrono::system_clock::now().time_since_epoch();
-    return sortable_id(prefix,
-                       static_cast<std::uint64_t>(
-                           std::chrono::duration_cast<std::chrono::milliseconds>(now).count()));
+    static constexpr char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";  // Crockford base32
+    using u128 = unsigned __int128;
+    constexpr u128 mask80 = (u128{1} << 80) - 1;
+    // Ids made in one millisecond by this process sort in the order they were made (rows of one
+    // transaction, such as a task's deliveries, list in their order): within a millisecond the
+    // 80 bits grow by a random step, so they stay unguessable. A clock that steps back keeps
+    // the last millisecond.
+    static std::mutex m;
+    static std::uint64_t last_ms = 0;
+    static u128 last = 0;
+    unsigned char bytes[16];
+    id_random_bytes(bytes, sizeof bytes);
+    u128 fresh = 0;
+    for (int i = 0; i < 10; ++i)
+        fresh = (fresh << 8) | bytes[i];
+    std::uint64_t step = 0;
+    for (int i = 10; i < 15; ++i)
+        step = (step << 8) | bytes[i];  // 40 bits
+    auto ms = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             std::chrono::system_clock::now().time_since_epoch())
+                                             .count());
+    u128 r;
+    {
+        std::lock_guard lock(m);
+        if (ms <= last_ms && last + step + 1 <= mask80) {
+            ms = last_ms;
+            r = last + step + 1;
+        } else {
+            ms = std::max(ms, last_ms + (ms <= last_ms ? 1 : 0));
+            r = fresh & (mask80 >> 1);  // room to grow within the millisecond
+        }
+        last_ms = ms;
+        last = r;
+    }
+    std::string id(prefix);
+    id.reserve(prefix.size() + 26);
+    for (int shift = 45; shift >= 0; shift -= 5)
+        id.push_back(alphabet[(ms >> shift) & 31]);
+    for (int shift = 75; shift >= 0; shift -= 5)
+        id.push_back(alphabet[static_cast<unsigned>(r >> shift) & 31]);
+    return id;
 }
 
 std::string random_hex(std::size_t n) {

@@ -1,9 +1,12 @@
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cstdint>
 #include <set>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <vector>
 
 #include "gateway/util/crypto.hpp"
 
@@ -69,6 +72,34 @@ TEST(Crypto, SortableIdsEncodeTheTimeFirstAndSortByIt) {
     for (char c : sortable_id("x_").substr(2))
         EXPECT_NE(std::string_view("0123456789abcdefghjkmnpqrstvwxyz").find(c),
                   std::string_view::npos);
+}
+
+// A task's deliveries are made in one transaction, in one millisecond: listed by id they must
+// come in the order they were made, from any thread.
+TEST(Crypto, SortableIdsOfThisProcessSortInTheOrderTheyWereMade) {
+    std::string prev = sortable_id("dlv_");
+    for (int i = 0; i < 100'000; ++i) {
+        auto next = sortable_id("dlv_");
+        ASSERT_LT(prev, next) << i;
+        prev = std::move(next);
+    }
+    std::vector<std::thread> threads;
+    std::array<bool, 4> ordered{};
+    for (int t = 0; t < 4; ++t)
+        threads.emplace_back([&ordered, t] {
+            std::string p = sortable_id("x_");
+            bool ok = true;
+            for (int i = 0; i < 20'000; ++i) {
+                auto n = sortable_id("x_");
+                ok = ok && p < n;
+                p = std::move(n);
+            }
+            ordered[static_cast<std::size_t>(t)] = ok;
+        });
+    for (auto& th : threads)
+        th.join();
+    for (bool ok : ordered)
+        EXPECT_TRUE(ok);
 }
 
 TEST(Crypto, SortableIdsOfOneMillisecondDifferInTheirRandomPart) {
