@@ -8,12 +8,36 @@
 #include "gateway/api/auth.hpp"
 #include "gateway/api/problem.hpp"
 #include "gateway/http/message.hpp"
+#include "gateway/http/multipart.hpp"
+#include "gateway/util/json_keys.hpp"
 #include "gateway/util/json_text.hpp"
 #include "gateway/util/utf8.hpp"
 
 namespace segue::api {
 
 namespace json = boost::json;
+
+std::optional<json::object> json_object_body(http::context& ctx) {
+    if (!http::media_type_is(ctx.header("Content-Type").value_or(""), "application/json")) {
+        set_problem(ctx.res(), error_kind::unsupported_media_type,
+                    "send the body as application/json", ctx.path());
+        return std::nullopt;
+    }
+    boost::system::error_code ec;
+    auto parsed = json::parse(ctx.body(), ec);
+    if (ec || !parsed.is_object()) {
+        set_problem(ctx.res(), error_kind::bad_request,
+                    ec ? "body is not valid JSON: " + ec.message() : "body must be a JSON object",
+                    ctx.path());
+        return std::nullopt;
+    }
+    if (auto twice = util::duplicate_json_key(ctx.body())) {
+        set_problem(ctx.res(), error_kind::bad_request, "field '" + *twice + "' given twice",
+                    ctx.path(), {{*twice, "given twice"}});
+        return std::nullopt;
+    }
+    return std::move(parsed.as_object());
+}
 
 void json_response(http::context& ctx, int status, const json::value& v) {
     ctx.res().status = status;

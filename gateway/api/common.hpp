@@ -49,6 +49,10 @@ bool valid_idempotency_key(std::string_view key);
 std::optional<int> int_param(http::context& ctx, std::string_view name, int fallback, int min,
                              int max);
 
+// A buffered application/json body that is one object with no key given twice, or nullopt with
+// the problem set (415 for another media type, 400 otherwise).
+std::optional<boost::json::object> json_object_body(http::context& ctx);
+
 // The tenant of the request's API key, or nullopt with the 401 problem set.
 std::optional<std::string> authenticate(http::context& ctx, const authenticator& auth);
 

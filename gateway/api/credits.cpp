@@ -201,27 +201,11 @@ struct credit_handlers : std::enable_shared_from_this<credit_handlers> {
             key = util::random_id("top_");
         }
 
-        if (!http::media_type_is(ctx.header("Content-Type").value_or(""), "application/json")) {
-            set_problem(ctx.res(), error_kind::unsupported_media_type,
-                        "send the body as application/json", ctx.path());
+        auto request = json_object_body(ctx);
+        if (!request)
             co_return;
-        }
-        boost::system::error_code ec;
-        auto parsed = json::parse(ctx.body(), ec);
-        if (ec || !parsed.is_object()) {
-            set_problem(
-                ctx.res(), error_kind::bad_request,
-                ec ? "body is not valid JSON: " + ec.message() : "body must be a JSON object",
-                ctx.path());
-            co_return;
-        }
-        if (auto twice = util::duplicate_json_key(ctx.body())) {
-            set_problem(ctx.res(), error_kind::bad_request, "field '" + *twice + "' given twice",
-                        ctx.path());
-            co_return;
-        }
         topup_request req;
-        auto errors = validate_topup(parsed.as_object(), deps, req);
+        auto errors = validate_topup(*request, deps, req);
         if (!errors.empty()) {
             set_validation_problem(ctx.res(), ctx.path(), errors);
             co_return;

@@ -4,13 +4,18 @@
 //   GET  /v1/deliveries/{id}
 //   POST /v1/deliveries/{id}/redeliver   dead or delivered -> pending now, fresh schedule;
 //                                        also re-enables an endpoint that answered 410
+//   POST /v1/deliveries/redeliver        {"task_id", "status": dead|delivered}: all of a
+//                                        task's, in one commit, so they go in seq order
 
 #include "gateway/api/deliveries.hpp"
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
+#include <set>
+#include <vector>
 
 #include "gateway/api/auth.hpp"
 #include "gateway/api/common.hpp"
@@ -178,6 +183,77 @@ struct delivery_handlers : std::enable_shared_from_this<delivery_handlers> {
         }
     }
 
+    // A task's dead (or delivered) deliveries, pending again in one commit: each (task, url)
+    // queue sends its head first, so they arrive in seq order. One by one, a redelivery is
+    // sent as soon as nothing earlier of its task is pending, in the order they were asked for.
+    awaitable<void> redeliver_task(http::context& ctx) {
+        auto self = shared_from_this();
+        auto tenant = authenticate(ctx, deps.auth);
+        if (!tenant)
+            co_return;
+        auto body = json_object_body(ctx);
+        if (!body)
+            co_return;
+        std::vector<field_error> errors;
+        std::string task_id, status = "dead";
+        for (const auto& kv : *body) {
+            if (kv.key() == "task_id") {
+                if (kv.value().is_string() && !kv.value().get_string().empty())
+                    task_id = kv.value().get_string();
+                else
+                    errors.push_back({"task_id", "must be a task id"});
+            } else if (kv.key() == "status") {
+                if (kv.value().is_string() &&
+                    (kv.value().get_string() == "dead" || kv.value().get_string() == "delivered"))
+                    status = kv.value().get_string();
+                else
+                    errors.push_back({"status", "must be dead or delivered"});
+            } else {
+                errors.push_back({std::string(kv.key()), "unknown field"});
+            }
+        }
+        if (task_id.empty() && !body->contains("task_id"))
+            errors.push_back({"task_id", "is required"});
+        if (!errors.empty()) {
+            set_validation_problem(ctx.res(), ctx.path(), errors);
+            co_return;
+        }
+        bool found = false;
+        std::vector<store::delivery_row> done;
+        const auto now = now_ms();
+        co_await deps.db.write([&](store::transaction& tx) {
+            done.clear();
+            auto t = tx.get_task(task_id);
+            found = t && t->tenant == *tenant;
+            if (!found)
+                return;
+            // A task has a few dozen events at most: one page holds them all.
+            auto rows = tx.list_deliveries(*tenant, status, task_id, 10'000, "");
+            std::sort(rows.begin(), rows.end(),
+                      [](const auto& a, const auto& b) { return a.seq < b.seq; });
+            std::set<std::string> urls;
+            for (const auto& d : rows)
+                if (tx.redeliver(d.id, now)) {
+                    urls.insert(d.url);
+                    if (auto after = tx.get_delivery(d.id))
+                        done.push_back(std::move(*after));
+                }
+            for (const auto& u : urls)
+                tx.set_endpoint_gone(*tenant, u, false, now);
+        });
+        if (!found) {
+            set_problem(ctx.res(), error_kind::not_found, "no such extension", ctx.path(),
+                        {{"task_id", "no such extension"}});
+            co_return;
+        }
+        json::array data;
+        for (const auto& d : done)
+            data.emplace_back(delivery_document(d));
+        json::object out;
+        out["data"] = std::move(data);
+        json_response(ctx, 202, out);
+    }
+
     delivery_deps deps;
 };
 
@@ -189,6 +265,8 @@ void add_delivery_routes(http::router& routes, const delivery_deps& deps) {
     routes.add("GET", "/v1/deliveries/{id}", [h](http::context& c) { return h->get(c); });
     routes.add("POST", "/v1/deliveries/{id}/redeliver",
                [h](http::context& c) { return h->redeliver(c); });
+    routes.add("POST", "/v1/deliveries/redeliver",
+               [h](http::context& c) { return h->redeliver_task(c); });
 }
 
 }  // namespace segue::api

@@ -918,6 +918,29 @@ awaitable<int> session::cancel() {
 }
 
 awaitable<int> session::deliveries() {
+    if (o_.redeliver && o_.id.empty()) {
+        // All of a task's dead (or delivered) deliveries, pending together: sent in order.
+        auto r = request("POST", "/v1/deliveries/redeliver");
+        json::object body{{"task_id", o_.task_id}};
+        if (!o_.status.empty())
+            body["status"] = o_.status;
+        r.headers.push_back({"Content-Type", "application/json"});
+        r.body = json::serialize(body);
+        auto sent = co_await call(std::move(r));
+        if (o_.json) {
+            print_json(sent);
+            co_return exit_ok;
+        }
+        const auto* data = member(sent, "data");
+        const std::size_t n = data && data->is_array() ? data->as_array().size() : 0;
+        print_out(
+            std::to_string(n) + " deliver" + (n == 1 ? "y" : "ies") + " of " + o_.task_id +
+            " pending again" +
+            (n ? ", in order"
+               : " (none was " + (o_.status.empty() ? std::string("dead") : o_.status) + ")") +
+            "\n");
+        co_return exit_ok;
+    }
     if (o_.redeliver) {
         auto d = co_await call(request("POST", "/v1/deliveries/" + o_.id + "/redeliver"));
         if (o_.json)

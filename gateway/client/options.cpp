@@ -33,7 +33,7 @@ constexpr std::string_view usage_text = R"(client commands (talk to a running ga
   segue watch ID [-o DIR]          follow a task live until it ends
   segue tasks [--limit N]          the latest tasks
   segue cancel ID
-  segue deliveries [--dead]        webhook deliveries; `deliveries redeliver ID`
+  segue deliveries [--dead]        webhook deliveries; `deliveries redeliver ID|--task ID`
   segue credits                    balance and latest ledger entries
   segue COMMAND --help             the command's options
 )";
@@ -76,9 +76,10 @@ Cancels task ID (held credits are released). A task already ended is a conflict 
     {"deliveries", R"(usage: segue deliveries [--dead | --status pending|delivered|dead] [--task ID]
                         [--limit N] [--before ID]
        segue deliveries redeliver ID
+       segue deliveries redeliver --task ID [--status delivered]
 
 The tenant's webhook deliveries, newest first (N at most 500); `redeliver` sends a dead or
-delivered one again.
+delivered one again, or, with --task, all of a task's dead (or delivered) ones, in order.
 )"},
     {"credits", R"(usage: segue credits [--limit N]
 
@@ -300,10 +301,16 @@ parse_outcome parse_options(const std::vector<std::string_view>& args, const env
         if (!positional.empty()) {
             if (positional[0] != "redeliver")
                 return fail("unknown argument '" + positional[0] + "' (redeliver ID?)");
-            if (positional.size() != 2)
-                return fail("redeliver needs one delivery id");
-            o.redeliver = true;
-            o.id = positional[1];
+            if (positional.size() == 1 && !o.task_id.empty()) {
+                if (!o.status.empty() && o.status != "dead" && o.status != "delivered")
+                    return fail("redeliver --task takes --status dead or delivered");
+                o.redeliver = true;  // all of the task's (o.id stays empty)
+            } else if (positional.size() != 2 || !o.task_id.empty()) {
+                return fail("redeliver needs one delivery id, or --task ID");
+            } else {
+                o.redeliver = true;
+                o.id = positional[1];
+            }
         }
     } else if (!positional.empty()) {
         return fail("unexpected argument '" + positional[0] + "'");

@@ -518,6 +518,13 @@ TEST(CliClient, DeadDeliveriesListedAndRedelivered) {
     auto again = parse_object(r.out);
     EXPECT_EQ(again["id"].as_string(), first);
     EXPECT_EQ(again["status"], "pending");
+
+    // All of the task's dead ones at once (the one above is pending already).
+    r = run_cli(f.dir, {"deliveries", "redeliver", "--task", id}, f.env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    EXPECT_NE(r.out.find(" of " + id + " pending again"), std::string::npos) << dump(r);
+    r = run_cli(f.dir, {"deliveries", "redeliver", first, "--task", id}, f.env);
+    EXPECT_EQ(r.code, 2) << dump(r);
 }
 
 // `segue cancel ID` on a task still at the provider (the sandbox waits 3 s): exit 0, the

@@ -395,20 +395,25 @@ TEST_F(WebhooksTest, GoneStopsTheEndpointAndDeadLettersCanBeRedelivered) {
     ASSERT_EQ(dead.size(), events.size()) << json::serialize(dead);
     EXPECT_EQ(rcv.deliveries("/hooks/g").size(), 1u);  // one 410, then no more attempts
 
-    // Redeliver everything in sequence order once the endpoint is back (the list is newest
-    // first by creation time; events of one transaction share a timestamp, so sort by seq).
+    // The list is newest first; the events of one transaction share a timestamp and still
+    // list in their order (their ids are made in it).
+    for (std::size_t i = 1; i < dead.size(); ++i)
+        EXPECT_GT(dead[i - 1].at("seq").as_int64(), dead[i].at("seq").as_int64())
+            << json::serialize(dead);
+
+    // Once the endpoint is back, the task's dead deliveries are redelivered in one request:
+    // pending together, they go in seq order.
     rcv.mode(R"({"mode":"ok","path":"/hooks/g"})");
-    std::vector<json::object> by_seq;
-    for (auto& d : dead)
-        by_seq.push_back(d.as_object());
-    std::sort(by_seq.begin(), by_seq.end(), [](const json::object& a, const json::object& b) {
-        return a.at("seq").as_int64() < b.at("seq").as_int64();
-    });
-    for (const auto& d : by_seq) {
-        const std::string did(d.at("id").as_string());
-        auto r = http_request(gw.port(), "POST", "/v1/deliveries/" + did + "/redeliver", "", {key});
-        ASSERT_TRUE(r);
-        EXPECT_EQ(r->status, 202) << r->body;
+    auto all =
+        http_request(gw.port(), "POST", "/v1/deliveries/redeliver",
+                     R"({"task_id":")" + id + R"("})", {key, "Content-Type: application/json"});
+    ASSERT_TRUE(all);
+    ASSERT_EQ(all->status, 202) << all->body;
+    const auto redelivered = json::parse(all->body).as_object().at("data").as_array();
+    ASSERT_EQ(redelivered.size(), events.size()) << all->body;
+    for (std::size_t i = 0; i < redelivered.size(); ++i) {
+        EXPECT_EQ(redelivered[i].at("seq").as_int64(), static_cast<std::int64_t>(i + 1));
+        EXPECT_EQ(redelivered[i].at("status"), "pending");
     }
     expect_all_delivered_in_order(rcv, gw.port(), id, "/hooks/g");
 
@@ -416,6 +421,31 @@ TEST_F(WebhooksTest, GoneStopsTheEndpointAndDeadLettersCanBeRedelivered) {
     auto r = http_request(gw.port(), "POST", "/v1/deliveries/dlv_nope/redeliver", "", {key});
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 404);
+    // Nothing dead is left: a second request redelivers nothing. Delivered ones can be sent
+    // again on request; a task of another tenant, or none, is a 404; bad fields are named.
+    const auto bulk = [&](const std::string& body, const std::string& k = key) {
+        return http_request(gw.port(), "POST", "/v1/deliveries/redeliver", body,
+                            {k, "Content-Type: application/json"});
+    };
+    r = bulk(R"({"task_id":")" + id + R"("})");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 202);
+    EXPECT_TRUE(json::parse(r->body).as_object().at("data").as_array().empty()) << r->body;
+    r = bulk(R"({"task_id":")" + id + R"(","status":"delivered"})");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 202);
+    EXPECT_EQ(json::parse(r->body).as_object().at("data").as_array().size(), events.size());
+    r = bulk(R"({"task_id":")" + id + R"("})", key_nosecret);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 404) << r->body;
+    r = bulk(R"({"task_id":"ext_nope"})");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 404) << r->body;
+    r = bulk(R"({"status":"pending","x":1})");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 422) << r->body;
+    for (const char* f : {"\"task_id\"", "\"status\"", "\"x\""})
+        EXPECT_NE(r->body.find(std::string("\"field\":") + f), std::string::npos) << r->body;
     r = http_request(gw.port(), "GET", "/v1/deliveries?status=weird", "", {key});
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 400);

@@ -148,6 +148,12 @@ TEST(CliOptions, EnvironmentAndDefaults) {
     ASSERT_TRUE(r.opts) << r.error;
     EXPECT_TRUE(r.opts->redeliver);
     EXPECT_EQ(r.opts->id, "del_9");
+    r = parse({"deliveries", "redeliver", "--task", "ext_1", "--status", "delivered"});
+    ASSERT_TRUE(r.opts) << r.error;
+    EXPECT_TRUE(r.opts->redeliver);
+    EXPECT_TRUE(r.opts->id.empty());
+    EXPECT_EQ(r.opts->task_id, "ext_1");
+    EXPECT_EQ(r.opts->status, "delivered");
     r = parse({"watch", "ext_2", "-o", "dir"});
     ASSERT_TRUE(r.opts) << r.error;
     EXPECT_EQ(r.opts->id, "ext_2");
@@ -184,6 +190,10 @@ TEST(CliOptions, UsageErrorsSayWhat) {
         {{"watch"}, "needs one task id"},
         {{"cancel", "a", "b"}, "needs one task id"},
         {{"deliveries", "resend", "x"}, "redeliver ID?"},
+        {{"deliveries", "redeliver"}, "one delivery id, or --task ID"},
+        {{"deliveries", "redeliver", "dlv_1", "--task", "ext_1"}, "one delivery id, or --task"},
+        {{"deliveries", "redeliver", "--task", "ext_1", "--status", "pending"},
+         "--status dead or delivered"},
         {{"deliveries", "--status", "lost"}, "--status must be"},
         {{"deliveries", "--dead", "--status", "pending"}, "contradict"},
         {{"deliveries", "--status", "pending", "--dead"}, "contradict"},
