@@ -72,12 +72,17 @@ std::vector<field_error> validate_topup(const json::object& body, const credits_
     if (amount == nullptr || !amount->is_number()) {
         errors.push_back({"amount", "required: a number of credits"});
     } else {
+        // Credits are kept in thousandths: an amount with more decimals would be rounded, so
+        // more (or less) would be credited than asked, and a replay of 1.0001 would match 1.
         const double credits = amount->to_number<double>();
         const auto milli = core::credits_to_milli(credits);
-        if (!std::isfinite(credits) || credits <= 0 || credits > max_topup_credits)
-            errors.push_back({"amount", "must be more than 0 and at most 1000000000"});
-        else if (!milli || *milli < 1)
-            errors.push_back({"amount", "must be at least 0.001 (the smallest unit)"});
+        const double thousandths = credits * 1000;
+        if (!std::isfinite(credits) || credits < 0.001 || credits > max_topup_credits || !milli ||
+            *milli < 1 ||
+            std::abs(thousandths - std::round(thousandths)) > 1e-6 * std::max(1.0, thousandths))
+            errors.push_back({"amount",
+                              "must be from 0.001 to 1000000000 credits, with at most three "
+                              "decimals (credits are kept in thousandths)"});
         else
             out.amount_milli = *milli;
     }

@@ -514,10 +514,10 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
                     auto cause = err;
                     err = error_object(
                         "insufficient_credits", error_class::quota,
-                        "failing over to " + next + " needs " + format_credits(extra) +
-                            " more credits than the tenant has available (the first provider "
-                            "failed: " +
-                            u.error_message + ")",
+                        "failing over to " + next + " would hold " + format_credits(extra) +
+                            " more credits, and the tenant has " +
+                            format_credits(tx.ledger_totals(t->tenant).available) +
+                            " available (the first provider failed: " + u.error_message + ")",
                         provider_name);
                     err["cause"] = std::move(cause);
                     if (attempt)
@@ -861,6 +861,12 @@ void transition::finalize(store::transaction& tx, store::task_row& t,
     tx.update_task(t);
     if (attempt && attempt->finished_at == 0)
         attempt->finished_at = now;
+    // An attempt that made nothing failed, whatever the provider said of the task.
+    if (attempt && final_status == task_status::failed && attempt->status == "succeeded") {
+        attempt->status = "failed";
+        if (attempt->error_json.empty() && error)
+            attempt->error_json = util::json_text(*error);
+    }
     release_outstanding(tx, t, res);
     json::object d;
     d["outputs_ready"] = ready;

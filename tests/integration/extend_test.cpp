@@ -859,6 +859,11 @@ TEST(Extend, UrlSourceIsFetchedThroughTheGuard) {
         EXPECT_NE(std::string(e.at("message").as_string()).find("extend_after (20"),
                   std::string::npos)
             << json::serialize(e);
+        // Its one attempt made nothing: failed, with the same reason.
+        const auto& attempts = t["attempts"].as_array();
+        ASSERT_EQ(attempts.size(), 1u) << json::serialize(t);
+        EXPECT_EQ(attempts[0].at("status"), "failed") << json::serialize(attempts[0]);
+        EXPECT_EQ(attempts[0].at("error").at("code"), "no_outputs") << json::serialize(attempts[0]);
     }
 }
 

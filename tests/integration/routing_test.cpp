@@ -288,6 +288,15 @@ TEST(Ledger, HoldsCapturesRefundsAndRefusesWhatCannotBePaid) {
     };
     top(201);
     top(200);
+    // Credits are kept in thousandths: an amount with more decimals is refused, not rounded.
+    for (const char* amount : {"0.0015", "1.23456789", "0", "1e-9", "-1", "1000000001"}) {
+        auto a = http_request(w.port, "POST", "/v1/admin/credits",
+                              std::string(R"({"tenant":"r","amount":)") + amount + "}",
+                              {admin, "Content-Type: application/json"});
+        ASSERT_TRUE(a);
+        EXPECT_EQ(a->status, 422) << amount << ": " << a->body;
+        EXPECT_NE(a->body.find("at most three decimals"), std::string::npos) << a->body;
+    }
     auto bad = http_request(w.port, "POST", "/v1/admin/credits", R"({"tenant":"r","amount":5})",
                             {key, "Content-Type: application/json"});
     ASSERT_TRUE(bad);
@@ -344,6 +353,11 @@ TEST(Routing, AFailoverThatTheBalanceCannotCoverFailsTheTask) {
     EXPECT_EQ(t["status"], "failed") << json::serialize(t);
     EXPECT_EQ(t["error"].at("code"), "insufficient_credits") << json::serialize(t["error"]);
     EXPECT_EQ(t["error"].at("cause").at("class"), "transient") << json::serialize(t["error"]);
+    // 3 held of 4, 5 needed: 2 more, and 1 available (not "2 more than available").
+    EXPECT_NE(std::string(t["error"].at("message").as_string())
+                  .find("would hold 2 more credits, and the tenant has 1 available"),
+              std::string::npos)
+        << json::serialize(t["error"]);
     EXPECT_TRUE(w.mg.requests("submit").empty()) << "nothing is sent to the pricier provider";
     auto c = w.credits();
     EXPECT_EQ(num(c["held"]), 0) << json::serialize(c);
