@@ -51,6 +51,18 @@ json::array lyrics_array(const std::vector<lyric_line>& lines) {
     return a;
 }
 
+// Edits a task's warnings (a JSON array of strings, "" when none) in place.
+template <class F>
+void edit_warnings(store::task_row& t, F&& edit) {
+    json::array w;
+    auto old = parse_object(
+        "{\"w\":" + (t.warnings_json.empty() ? std::string("[]") : t.warnings_json) + "}");
+    if (old.contains("w") && old["w"].is_array())
+        w = std::move(old["w"].as_array());
+    edit(w);
+    t.warnings_json = w.empty() ? std::string() : util::json_text(w);
+}
+
 // A job lease as a transition names it: the recorder does not check it, the engine's save
 // writes it with the claim's owner.
 store::lease_ref job_lease(const store::job_row& job) {
@@ -378,17 +390,12 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
     // A provider may move to another upstream task (e.g. an upload, then the extend).
     if (attempt && !u.provider_task_id.empty() && u.what != providers::update::kind::accepted)
         attempt->provider_task_id = u.provider_task_id;
-    if (!u.warnings.empty()) {
-        json::array w;
-        auto old = parse_object(
-            "{\"w\":" + (t->warnings_json.empty() ? std::string("[]") : t->warnings_json) + "}");
-        if (old.contains("w") && old["w"].is_array())
-            w = old["w"].as_array();
-        for (const auto& s : u.warnings)
-            if (std::find(w.begin(), w.end(), json::value(s)) == w.end())
-                w.emplace_back(s);
-        t->warnings_json = util::json_text(w);
-    }
+    if (!u.warnings.empty())
+        edit_warnings(*t, [&](json::array& w) {
+            for (const auto& s : u.warnings)
+                if (std::find(w.begin(), w.end(), json::value(s)) == w.end())
+                    w.emplace_back(s);
+        });
     if (!u.method.empty()) {
         // Shown on every output: how it was made (an offline provider says it is not AI). An
         // output not made yet takes the method of whoever reports now: after a failover, the
@@ -547,6 +554,17 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
                 std::optional<json::object> refunded;
                 if (next != provider_name) {
                     refunded = retarget_hold(tx, *t, next, attempt_number, res);
+                    // What the provider that gave up said of the request (how it would have
+                    // sent it) is not how the next one makes it.
+                    const std::string own = provider_name + ":";
+                    edit_warnings(*t, [&](json::array& w) {
+                        w.erase(std::remove_if(w.begin(), w.end(),
+                                               [&](const json::value& v) {
+                                                   return v.is_string() &&
+                                                          v.get_string().starts_with(own);
+                                               }),
+                                w.end());
+                    });
                     // How the outputs will be made is the next provider's to say (an upload
                     // at this one may have said it already).
                     for (auto& o : outs) {
@@ -953,16 +971,12 @@ void transition::drop_unmade_outputs(store::transaction& tx, store::task_row& t,
     const auto dropped = std::erase_if(outs, unmade);
     if (dropped == 0)
         return;
-    json::array w;
-    auto old = parse_object(
-        "{\"w\":" + (t.warnings_json.empty() ? std::string("[]") : t.warnings_json) + "}");
-    if (old.contains("w") && old["w"].is_array())
-        w = old["w"].as_array();
-    w.emplace_back(provider + " made " + std::to_string(made) + " of the " +
-                   std::to_string(made + static_cast<std::ptrdiff_t>(dropped)) +
-                   " outputs (num_outputs was not given, so it decides): the rest are not "
-                   "charged");
-    t.warnings_json = util::json_text(w);
+    edit_warnings(t, [&](json::array& w) {
+        w.emplace_back(provider + " made " + std::to_string(made) + " of the " +
+                       std::to_string(made + static_cast<std::ptrdiff_t>(dropped)) +
+                       " outputs (num_outputs was not given, so it decides): the rest are not "
+                       "charged");
+    });
 }
 
 std::optional<json::object> transition::retarget_hold(store::transaction& tx,

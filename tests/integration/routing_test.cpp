@@ -321,17 +321,20 @@ TEST(Ledger, HoldsCapturesRefundsAndRefusesWhatCannotBePaid) {
 
 // MusicAPI's upload succeeds (its attempt says how MusicAPI would make the outputs), its create
 // is refused for credits (quota: fail over at once), MusicGPT makes the outputs: they do not
-// say MusicAPI made them.
+// say MusicAPI made them, and the task keeps none of MusicAPI's warnings about how it would
+// have sent the request (num_outputs 2 cannot be requested there).
 TEST(Routing, OutputsDoNotNameTheMethodOfAProviderThatFailedOver) {
     world w("", 20);
     ASSERT_TRUE(w.ma.control(R"({"faults":[{"match":"create","status":403,)"
                              R"("body":"{\"code\":403,\"message\":\"The remaining credits are not )"
                              R"(enough.\"}"}]})"));
     auto id = w.submit(R"({"audio_url":")" + w.url() +
-                       R"(","extend_after":2,"num_outputs":1,"route":"cheap_first"})");
+                       R"(","extend_after":2,"num_outputs":2,"route":"cheap_first"})");
     auto t = w.wait_final(id);
     ASSERT_EQ(t["status"], "succeeded") << json::serialize(t);
     EXPECT_EQ(t["provider"], "musicgpt");
+    EXPECT_EQ(json::serialize(t["warnings"]).find("musicapi:"), std::string::npos)
+        << json::serialize(t["warnings"]);
     EXPECT_EQ(w.ma.requests("upload").size(), 1u);
     for (const auto& o : t["outputs"].as_array()) {
         const auto* m = o.as_object().if_contains("method");
