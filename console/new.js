@@ -1,14 +1,16 @@
 // New extension: drop a song (or choose it), see its waveform, click it (or use the arrow
-// keys) to choose extend_after, fill in the prompt, lyrics and options, submit, and land on the
-// live task page.
+// keys) to choose extend_after, fill in the prompt, lyrics and options, submit (the upload shows
+// its progress and can be canceled while it goes), and land on the live task page.
 
-import { api } from './api.js';
-import { h, toast, problemText } from './dom.js';
+import { api, upload } from './api.js';
+import { h, bytes, toast, problemText } from './dom.js';
 import { decode, formatTime, Waveform } from './waveform.js';
 
 export async function render(main, _params, signal) {
   let file = null;
-  const fileInput = h('input', { id: 'audio-file', type: 'file', accept: 'audio/*' });
+  let busy = false;  // a submit is under way
+  const fileInput = h('input', { id: 'audio-file', name: 'audio_file', type: 'file',
+    accept: 'audio/*' });
   const drop = h('div', { class: 'drop', id: 'drop' },
     h('p', {}, 'Drop a song here, or '), h('label', { class: 'button' }, 'choose a file', fileInput));
   const canvas = h('canvas', { class: 'wave', id: 'wave-new', hidden: true });
@@ -32,6 +34,15 @@ export async function render(main, _params, signal) {
     placeholder: 'https://…' });
   const submit = h('button', { type: 'submit', id: 'submit', disabled: true }, 'Extend');
   const errors = h('div', { class: 'error', role: 'alert', id: 'form-errors' });
+  // The upload's progress: a native progress bar (a progressbar to assistive technology, its
+  // value text the same words as shown), and a Cancel that aborts the request while bytes are
+  // still going out. Once they are all sent the gateway is deciding: too late to take it back.
+  const progress = h('progress', { id: 'upload-progress', max: '1', value: '0' });
+  const progressText = h('span', { id: 'upload-progress-text', class: 'hint' });
+  const cancelUpload = h('button', { type: 'button', id: 'cancel-upload' }, 'Cancel upload');
+  const uploading = h('div', { class: 'uploading', id: 'uploading', hidden: true },
+    h('label', { for: 'upload-progress' }, 'Upload'), progress, progressText, cancelUpload);
+  const uploadStatus = h('p', { class: 'hint', role: 'status', id: 'upload-status' });
 
   const field = (label, el, hint) => h('div', { class: 'field' },
     h('label', { for: el.id }, label), el, hint ? h('small', {}, hint) : null);
@@ -43,7 +54,7 @@ export async function render(main, _params, signal) {
     h('div', { class: 'row' }, field('Voice', gender), field('Outputs', outputs),
       field('New length (s)', length, 'optional'), field('Provider', provider)),
     field('Webhook URL', webhook, 'optional: the events are posted there, signed'),
-    submit, errors);
+    submit, uploading, uploadStatus, errors);
   main.append(form);
 
   api('/v1/providers', { signal }).then((r) => {
@@ -71,7 +82,7 @@ export async function render(main, _params, signal) {
       canvas.hidden = false;
       wave.set({ audio, axis: audio.duration });
       setSplice(Math.round(audio.duration * 50) / 100);
-      submit.disabled = false;
+      submit.disabled = busy;
       canvas.focus();
     } catch (e) {
       file = null;
@@ -88,6 +99,47 @@ export async function render(main, _params, signal) {
     take(e.dataTransfer.files[0]);
   });
 
+  function showProgress(sent, total) {
+    const pct = total ? Math.floor((sent / total) * 100) : 0;
+    progress.max = total;
+    progress.value = sent;
+    progressText.textContent = `${bytes(sent)} of ${bytes(total)} · ${pct} %`;
+    progress.setAttribute('aria-valuetext', progressText.textContent);
+    if (total && sent >= total) {
+      cancelUpload.disabled = true;
+      uploadStatus.textContent = 'Uploaded: the gateway is checking the audio…';
+    }
+  }
+
+  // The multipart upload, with its progress shown and a Cancel while it goes.
+  async function send(body, key) {
+    const cancel = new AbortController();
+    cancelUpload.disabled = false;
+    cancelUpload.onclick = () => cancel.abort();
+    uploadStatus.textContent = `Uploading ${file.name}…`;
+    showProgress(0, file.size);
+    uploading.hidden = false;
+    try {
+      return await upload('/v1/extensions', { body, signal: AbortSignal.any([signal, cancel.signal]),
+        headers: { 'Idempotency-Key': key }, onProgress: showProgress });
+    } finally {
+      uploading.hidden = true;
+    }
+  }
+
+  function showError(err) {
+    if (err.name === 'AbortError') {
+      uploadStatus.textContent = `Upload canceled at ${progressText.textContent}: nothing was created.`;
+      return;
+    }
+    uploadStatus.textContent = '';
+    errors.textContent = problemText(err);
+    for (const fe of (err.problem && err.problem.errors) || []) {
+      const el = form.querySelector(`[name="${CSS.escape(fe.field)}"]`);
+      if (el) el.setAttribute('aria-invalid', 'true');
+    }
+  }
+
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     errors.textContent = '';
@@ -98,20 +150,17 @@ export async function render(main, _params, signal) {
     body.append('extend_after', after.value);
     for (const el of [prompt, lyrics, lyricsNew, gender, outputs, length, provider, webhook])
       if (el.value.trim()) body.append(el.name, el.value.trim());
+    busy = true;
     submit.disabled = true;
     submit.textContent = 'Uploading…';
     try {
-      const task = await api('/v1/extensions', { method: 'POST', body, signal,
-        headers: { 'Idempotency-Key': crypto.randomUUID() } });
+      const task = await send(body, crypto.randomUUID());
       toast(`Task ${task.id} created`);
       location.hash = `#/tasks/${task.id}`;
     } catch (err) {
       if (signal.aborted) return;
-      errors.textContent = problemText(err);
-      for (const fe of (err.problem && err.problem.errors) || []) {
-        const el = form.querySelector(`[name="${CSS.escape(fe.field)}"]`);
-        if (el) el.setAttribute('aria-invalid', 'true');
-      }
+      showError(err);
+      busy = false;
       submit.disabled = false;
       submit.textContent = 'Extend';
     }

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // The web console (/console) end to end in real headless Chromium: the real segue binary with
 // the sandbox provider, driven by puppeteer-core. Enter a key, upload a song, pick the splice on
-// the waveform (click, then the keyboard), submit, watch the task reach `succeeded` live, play
-// an output (canplay, then playing, lyrics highlighted), redeliver dead webhook deliveries, see
-// the providers; a retry and a failover in a task's timeline (MusicGPT configured at a closed
+// the waveform (click, then the keyboard), submit (the upload throttled: cancel one midway, which
+// creates nothing, then see the next one's progress reach 100 %), watch the task reach
+// `succeeded` live, play an output (canplay, then playing, lyrics highlighted), redeliver dead
+// webhook deliveries, see the providers; a retry and a failover in a task's timeline (MusicGPT configured at a closed
 // port, so it fails before the route moves on to the sandbox); a pending delivery with its next
 // attempt (a receiver that answers 503 with Retry-After); the task list's filters; the task
 // page's waveforms seek by keyboard; another tenant's key sees none of it; the pages fit a
@@ -256,9 +257,52 @@ async function main() {
     await shot('new-extension');
     ok(`song dropped and splice picked on the waveform at ${picked} s`);
 
-    // 3. Submit; the task page follows it live to `succeeded` (no reload: a marker survives).
+    // 3. Submit, with the page's uploads slowed (DevTools' throttling, 120 kB/s: the song takes
+    // about 2 s) so that the progress shows and can be canceled. A canceled upload creates no
+    // task; the next one shows its bytes and percent up to 100 %, and the task page follows the
+    // task live to `succeeded` (no reload: a marker survives).
+    const listed = async () => (await call('/v1/extensions', KEY_A)).body.data.map((t) => t.id);
+    assert.deepEqual(await listed(), []);
+    await page.emulateNetworkConditions({ download: -1, upload: 120 * 1024, latency: 0 });
+    await page.evaluate(() => {
+      window.__progress = [];
+      const p = document.getElementById('upload-progress');
+      new MutationObserver(() => window.__progress.push({ sent: p.value, total: p.max,
+        text: p.getAttribute('aria-valuetext') })).observe(p, { attributes: true });
+    });
+    const uploadShown = () => page.waitForFunction(() => {
+      const p = document.getElementById('upload-progress');
+      return !document.getElementById('uploading').hidden && p.value > 0.15 * p.max;
+    }, { timeout: 10000 });
     await page.click('#submit');
-    await page.waitForFunction(() => /^#\/tasks\/ext_/.test(location.hash));
+    await uploadShown();
+    assert.equal(await page.$eval('#upload-progress', (p) => p.labels[0].textContent), 'Upload');
+    await page.click('#cancel-upload');
+    await page.waitForFunction(() => document.getElementById('uploading').hidden &&
+      !document.getElementById('submit').disabled);
+    const canceled = await page.$eval('#upload-status', (e) => e.textContent);
+    assert.match(canceled, /^Upload canceled at [\d.]+ kB of [\d.]+ kB · \d+ %: nothing was created\.$/);
+    assert.ok(Number(canceled.match(/(\d+) %/)[1]) < 100, canceled);
+    assert.equal(await page.evaluate(() => location.hash), '#/new');
+    await shot('upload-canceled');
+    await sleep(300);
+    assert.deepEqual(await listed(), [], 'a canceled upload created a task');
+    ok(`upload canceled midway (${canceled}); no task`);
+
+    await page.evaluate(() => { window.__progress = []; });
+    await page.click('#submit');
+    await uploadShown();
+    await shot('uploading');
+    await page.waitForFunction(() => /^#\/tasks\/ext_/.test(location.hash), { timeout: 15000 });
+    await page.emulateNetworkConditions(null);
+    const steps = await page.evaluate(() => window.__progress);
+    const total = fs.statSync(song).size;
+    assert.ok(steps.some((p) => p.sent > 0 && p.sent < p.total), `no progress midway: ${JSON.stringify(steps)}`);
+    const last = steps[steps.length - 1];
+    assert.ok(last.total > total && last.total < total + 4096, `upload of ${last.total} bytes`);
+    assert.equal(last.sent, last.total);
+    assert.match(last.text, / · 100 %$/);
+    ok(`upload progress reached 100 % in ${steps.length} steps (${last.text})`);
     const taskId = await page.evaluate(() => location.hash.slice('#/tasks/'.length));
     await page.evaluate(() => { window.__noReload = true; });
     await page.waitForSelector('#task-status[data-status]');
