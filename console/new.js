@@ -1,24 +1,49 @@
-// New extension: drop a song (or choose it), see its waveform, click it (or use the arrow
-// keys) to choose extend_after, fill in the prompt, lyrics and options, submit (the upload shows
-// its progress and can be canceled while it goes), and land on the live task page.
+// New extension. The song to extend is an upload (drop or choose a file, see its waveform,
+// click it or use the arrow keys to choose extend_after; the upload shows its progress and can be
+// canceled while it goes) or an audio URL the gateway fetches (extend_after typed in: the
+// console reads no other site's audio, so it has no waveform of it). Fill in the prompt, lyrics
+// and options, submit, and land on the live task page.
 
 import { api, upload } from './api.js';
 import { h, bytes, toast, problemText } from './dom.js';
 import { decode, formatTime, Waveform } from './waveform.js';
 
+const SOURCES = [['upload', 'Upload a file'], ['url', 'Audio URL']];
+const NUMBERS = new Set(['num_outputs', 'length']);  // sent as numbers in a JSON body
+
+// An http or https URL, as audio_url takes.
+function httpUrl(text) {
+  try {
+    return ['http:', 'https:'].includes(new URL(text).protocol);
+  } catch {
+    return false;
+  }
+}
+
 export async function render(main, _params, signal) {
+  let mode = 'upload';  // the source chosen: a key of SOURCES
   let file = null;
+  const songs = {};  // per source, its song decoded for the waveform: {name, audio}
+  const notes = {};  // per source, what to say while it has none (decoding, a failure)
   let busy = false;  // a submit is under way
+  const choice = h('fieldset', { class: 'sources', id: 'source-kind' },
+    h('legend', {}, 'Source'),
+    SOURCES.map(([value, label]) => h('label', {},
+      h('input', { type: 'radio', name: 'source', value, id: `source-${value}`,
+        checked: value === mode }), ` ${label}`)));
   const fileInput = h('input', { id: 'audio-file', name: 'audio_file', type: 'file',
     accept: 'audio/*' });
   const drop = h('div', { class: 'drop', id: 'drop' },
     h('p', {}, 'Drop a song here, or '), h('label', { class: 'button' }, 'choose a file', fileInput));
+  const audioUrl = h('input', { id: 'audio-url', name: 'audio_url', type: 'url',
+    placeholder: 'https://…/song.mp3', maxlength: '2048', autocomplete: 'off', spellcheck: 'false' });
   const canvas = h('canvas', { class: 'wave', id: 'wave-new', hidden: true });
+  const info = h('p', { class: 'hint', id: 'file-info', hidden: true });
   const wave = new Waveform(canvas, { label: 'Choose where to extend: click or use the arrow keys',
     interactive: true, onSeek: (t) => setSplice(t) });
-  const fileInfo = h('p', { class: 'hint', id: 'file-info' });
   const after = h('input', { id: 'extend-after', name: 'extend_after', type: 'number', min: '0',
-    step: '0.01', required: true });
+    step: '0.01', required: true, 'aria-describedby': 'extend-after-hint' });
+  const afterHint = h('small', { id: 'extend-after-hint' });
   const prompt = h('textarea', { id: 'prompt', name: 'prompt', maxlength: '3000', rows: '2' });
   const lyrics = h('textarea', { id: 'lyrics', name: 'lyrics', maxlength: '2000', rows: '3' });
   const lyricsNew = h('textarea', { id: 'lyrics-new', name: 'lyrics_section_to_extend',
@@ -32,6 +57,7 @@ export async function render(main, _params, signal) {
     h('option', { value: '' }, 'routed by the gateway'));
   const webhook = h('input', { id: 'webhook-url', name: 'webhook_url', type: 'url',
     placeholder: 'https://…' });
+  const options = [prompt, lyrics, lyricsNew, gender, outputs, length, provider, webhook];
   const submit = h('button', { type: 'submit', id: 'submit', disabled: true }, 'Extend');
   const errors = h('div', { class: 'error', role: 'alert', id: 'form-errors' });
   // The upload's progress: a native progress bar (a progressbar to assistive technology, its
@@ -46,9 +72,15 @@ export async function render(main, _params, signal) {
 
   const field = (label, el, hint) => h('div', { class: 'field' },
     h('label', { for: el.id }, label), el, hint ? h('small', {}, hint) : null);
+  const panels = {
+    upload: h('div', { id: 'upload-panel' }, drop),
+    url: h('div', { id: 'url-panel' }, field('Audio URL', audioUrl,
+      'http or https: the gateway fetches it when the task runs')),
+  };
   const form = h('form', { class: 'card', id: 'new-form', novalidate: true },
-    h('h2', {}, 'New extension'), drop, canvas, fileInfo,
-    field('Extend after (seconds)', after, 'Click the waveform to choose it'),
+    h('h2', {}, 'New extension'), choice, Object.values(panels), canvas, info,
+    h('div', { class: 'field' }, h('label', { for: after.id }, 'Extend after (seconds)'), after,
+      afterHint),
     field('Prompt', prompt), field('Lyrics of the song', lyrics),
     field('Lyrics for the new part', lyricsNew),
     h('div', { class: 'row' }, field('Voice', gender), field('Outputs', outputs),
@@ -61,33 +93,73 @@ export async function render(main, _params, signal) {
     for (const p of r.data) provider.append(h('option', { value: p.name }, p.name));
   }).catch(() => {});
 
+  // Whether this source can be sent: an upload once it decoded, a URL once it is http(s).
+  function ready() {
+    if (busy) return false;
+    if (mode === 'upload') return !!songs.upload;
+    return httpUrl(audioUrl.value.trim());
+  }
+  function refresh() {
+    submit.disabled = !ready();
+    choice.disabled = busy;
+  }
+
+  // The song under the waveform: its name, length and splice, or what to say about it.
+  function describe() {
+    const s = songs[mode];
+    info.textContent = s ? `${s.name} · ${formatTime(s.audio.duration)} · extend after ` +
+      formatTime(Number(after.value)) : (notes[mode] || '');
+    info.hidden = !info.textContent;
+  }
+
+  // The source on screen: its panel, and its waveform when it has one.
+  function show(kind) {
+    mode = kind;
+    choice.querySelector(`#source-${kind}`).checked = true;
+    for (const [k, panel] of Object.entries(panels)) panel.hidden = k !== kind;
+    const s = songs[kind];
+    canvas.hidden = !s;
+    if (s) {
+      const t = Math.min(Math.max(Number(after.value) || 0, 0), s.audio.duration);
+      wave.set({ audio: s.audio, axis: s.audio.duration, splice: t });
+    }
+    afterHint.textContent = kind === 'url'
+      ? 'Seconds into the song: type it in (the console has no waveform of a song elsewhere)'
+      : 'Click the waveform to choose it';
+    describe();
+    refresh();
+  }
+  choice.addEventListener('change', (e) => show(e.target.value));
+  audioUrl.addEventListener('input', refresh);
+
   function setSplice(t) {
     after.value = t.toFixed(2);
     wave.set({ splice: t });
-    fileInfo.textContent = `${file.name} · ${formatTime(wave.audio.duration)} · extend after ` +
-      formatTime(t);
+    describe();
   }
   after.addEventListener('input', () => {
     const t = Number(after.value);
-    if (wave.audio && Number.isFinite(t)) wave.set({ splice: Math.min(Math.max(t, 0), wave.audio.duration) });
+    if (!songs[mode] || !Number.isFinite(t)) return;
+    wave.set({ splice: Math.min(Math.max(t, 0), wave.audio.duration) });
+    describe();
   });
 
+  // A song to extend, decoded here for its waveform; the splice starts halfway.
   async function take(f) {
-    if (!f) return;
+    if (!f || busy) return;
     file = f;
-    submit.disabled = true;
-    fileInfo.textContent = `${f.name}: decoding…`;
+    delete songs.upload;
+    notes.upload = `${f.name}: decoding…`;
+    show('upload');
     try {
-      const audio = await decode(await f.arrayBuffer());
-      canvas.hidden = false;
-      wave.set({ audio, axis: audio.duration });
-      setSplice(Math.round(audio.duration * 50) / 100);
-      submit.disabled = busy;
+      songs.upload = { name: f.name, audio: await decode(await f.arrayBuffer()) };
+      show('upload');
+      setSplice(Math.round(songs.upload.audio.duration * 50) / 100);
       canvas.focus();
     } catch (e) {
       file = null;
-      canvas.hidden = true;
-      fileInfo.textContent = `${f.name}: this browser cannot decode it (${e.message})`;
+      notes.upload = `${f.name}: this browser cannot decode it (${e.message})`;
+      show('upload');
     }
   }
   fileInput.addEventListener('change', () => take(fileInput.files[0]));
@@ -112,7 +184,11 @@ export async function render(main, _params, signal) {
   }
 
   // The multipart upload, with its progress shown and a Cancel while it goes.
-  async function send(body, key) {
+  async function sendFile(key) {
+    const body = new FormData();
+    body.append('audio_file', file, file.name);
+    body.append('extend_after', after.value);
+    for (const el of options) if (el.value.trim()) body.append(el.name, el.value.trim());
     const cancel = new AbortController();
     cancelUpload.disabled = false;
     cancelUpload.onclick = () => cancel.abort();
@@ -127,6 +203,20 @@ export async function render(main, _params, signal) {
     }
   }
 
+  // A source the gateway reads itself, as JSON: the URL and the same fields, numbers as numbers.
+  function sendJson(key) {
+    const body = { audio_url: audioUrl.value.trim() };
+    if (after.value !== '') body.extend_after = Number(after.value);
+    for (const el of options) {
+      const v = el.value.trim();
+      if (v) body[el.name] = NUMBERS.has(el.name) ? Number(v) : v;
+    }
+    return api('/v1/extensions', { method: 'POST', body, signal,
+      headers: { 'Idempotency-Key': key } });
+  }
+
+  // What went wrong, with each field the gateway named marked invalid ("clip.id" marks the
+  // element named so, else the one named "clip").
   function showError(err) {
     if (err.name === 'AbortError') {
       uploadStatus.textContent = `Upload canceled at ${progressText.textContent}: nothing was created.`;
@@ -135,7 +225,8 @@ export async function render(main, _params, signal) {
     uploadStatus.textContent = '';
     errors.textContent = problemText(err);
     for (const fe of (err.problem && err.problem.errors) || []) {
-      const el = form.querySelector(`[name="${CSS.escape(fe.field)}"]`);
+      const named = (n) => form.querySelector(`[name="${CSS.escape(n)}"]`);
+      const el = named(fe.field) || named(String(fe.field).split('.')[0]);
       if (el) el.setAttribute('aria-invalid', 'true');
     }
   }
@@ -144,25 +235,24 @@ export async function render(main, _params, signal) {
     e.preventDefault();
     errors.textContent = '';
     for (const el of form.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
-    if (!file) return;
-    const body = new FormData();
-    body.append('audio_file', file, file.name);
-    body.append('extend_after', after.value);
-    for (const el of [prompt, lyrics, lyricsNew, gender, outputs, length, provider, webhook])
-      if (el.value.trim()) body.append(el.name, el.value.trim());
+    if (!ready()) return;
+    const viaUpload = mode === 'upload';
     busy = true;
-    submit.disabled = true;
-    submit.textContent = 'Uploading…';
+    refresh();
+    submit.textContent = viaUpload ? 'Uploading…' : 'Sending…';
     try {
-      const task = await send(body, crypto.randomUUID());
+      const key = crypto.randomUUID();
+      const task = viaUpload ? await sendFile(key) : await sendJson(key);
       toast(`Task ${task.id} created`);
       location.hash = `#/tasks/${task.id}`;
     } catch (err) {
       if (signal.aborted) return;
       showError(err);
       busy = false;
-      submit.disabled = false;
+      refresh();
       submit.textContent = 'Extend';
     }
   });
+
+  show(mode);
 }

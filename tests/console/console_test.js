@@ -3,12 +3,14 @@
 // the sandbox provider, driven by puppeteer-core. Enter a key, upload a song, pick the splice on
 // the waveform (click, then the keyboard), submit (the upload throttled: cancel one midway, which
 // creates nothing, then see the next one's progress reach 100 %), watch the task reach
-// `succeeded` live, play an output (canplay, then playing, lyrics highlighted), redeliver dead
-// webhook deliveries, see the providers; a retry and a failover in a task's timeline (MusicGPT configured at a closed
+// `succeeded` live, play an output (canplay, then playing, lyrics highlighted); extend a song by
+// its URL (served by the test on 127.0.0.1, sent as JSON); redeliver dead webhook deliveries,
+// see the providers; a retry and a failover in a task's timeline (MusicGPT configured at a closed
 // port, so it fails before the route moves on to the sandbox); a pending delivery with its next
 // attempt (a receiver that answers 503 with Retry-After); the task list's filters; the task
 // page's waveforms seek by keyboard; another tenant's key sees none of it; the pages fit a
-// phone's width. Any console error or page error fails the test. Screenshots of every step go
+// phone's width. Any console error or page error fails the test (but for the one failed request
+// that a step provokes on purpose, a 422, which Chromium logs). Screenshots of every step go
 // to --out.
 //
 //   node console_test.js --segue build/segue --out build/console-artifacts [--chromium PATH]
@@ -99,6 +101,25 @@ function busyReceiver() {
   });
 }
 
+// A plain HTTP server of the song on 127.0.0.1, as an audio_url source: it notes each path asked.
+function songServer(file) {
+  return new Promise((resolve, reject) => {
+    const hits = [];
+    const server = http.createServer((req, res) => {
+      hits.push(req.url);
+      if (req.url !== '/song.wav') {
+        res.writeHead(404, { 'Content-Type': 'text/plain' });
+        return res.end('no such song');
+      }
+      const body = fs.readFileSync(file);
+      res.writeHead(200, { 'Content-Type': 'audio/wav', 'Content-Length': body.length });
+      res.end(body);
+    });
+    server.listen(0, '127.0.0.1', () => resolve({ server, port: server.address().port, hits }));
+    server.on('error', reject);
+  });
+}
+
 async function startSegue(dir, deadPort) {
   const config = `server:
   listen: 127.0.0.1:0
@@ -173,6 +194,8 @@ async function main() {
   writeSong(song);
   const hookPort = await closedPort();
   const busy = await busyReceiver();
+  const songs = await songServer(song);
+  const songUrl = `http://127.0.0.1:${songs.port}/song.wav`;
   const { child, port } = await startSegue(dir, await closedPort());
   const base = `http://127.0.0.1:${port}`;
   const call = async (p, key, init = {}) => {
@@ -187,13 +210,20 @@ async function main() {
       '--use-fake-device-for-media-stream', '--disable-dev-shm-usage'],
   });
   const problems = [];
+  // A failed request that a step provokes on purpose (an answer of `status` to a request of
+  // `path`): Chromium logs it as a console error, which is then no problem. Any other is.
+  let expectedFailure = null;
   let step = 0;
   const started = Date.now();
   try {
     const page = await browser.newPage();
     await page.setViewport({ width: 1200, height: 900 });
     page.on('console', (m) => {
-      if (m.type() === 'error') problems.push(`console error: ${m.text()} ${JSON.stringify(m.location())}`);
+      if (m.type() !== 'error') return;
+      const e = expectedFailure;
+      if (e && m.text().includes(`the server responded with a status of ${e.status} `) &&
+          new URL(m.location().url || 'about:blank').pathname === e.path) return;
+      problems.push(`console error: ${m.text()} ${JSON.stringify(m.location())}`);
     });
     page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
     const shot = async (name) => {
@@ -457,6 +487,58 @@ async function main() {
     }
     ok('each output has WAV and MP3 download links');
 
+    // 4c. A song by URL: the source "Audio URL", extend_after typed in (no waveform of a song
+    // elsewhere), sent as JSON; the gateway fetches it from the test's own server. Without
+    // extend_after the gateway's 422 shows as it is and marks that field.
+    await page.evaluate(() => { location.hash = '#/new'; });
+    await page.waitForSelector('#upload-panel:not([hidden])');
+    await page.click('#source-url');
+    await page.waitForSelector('#audio-url');
+    assert.deepEqual(await page.evaluate(() => ({
+      upload: document.getElementById('upload-panel').hidden,
+      wave: document.getElementById('wave-new').hidden,
+      submit: document.getElementById('submit').disabled,
+      hint: document.getElementById('extend-after-hint').textContent,
+    })), { upload: true, wave: true, submit: true,
+      hint: 'Seconds into the song: type it in (the console has no waveform of a song elsewhere)' });
+    await page.type('#audio-url', 'ftp://127.0.0.1/song.wav');
+    assert.equal(await page.$eval('#submit', (b) => b.disabled), true, 'an ftp URL is not sendable');
+    await page.$eval('#audio-url', (e) => { e.value = ''; });
+    await page.type('#audio-url', songUrl);
+    await page.select('#num-outputs', '1');
+    await page.type('#length', '2');
+    expectedFailure = { status: 422, path: '/v1/extensions' };
+    await page.click('#submit');
+    await page.waitForFunction(() => document.getElementById('form-errors').textContent.length > 0);
+    expectedFailure = null;
+    assert.match(await page.$eval('#form-errors', (e) => e.textContent), /^1 invalid field\(s\): extend_after: extend_after is required/);
+    assert.equal(await page.$eval('#extend-after', (e) => e.getAttribute('aria-invalid')), 'true');
+    assert.equal(await page.$eval('#audio-url', (e) => e.hasAttribute('aria-invalid')), false);
+    await page.type('#extend-after', '2.5');
+    await shot('new-from-url');
+    const posted = page.waitForRequest((r) => r.method() === 'POST' &&
+      new URL(r.url()).pathname === '/v1/extensions');
+    await page.click('#submit');
+    const sent = await posted;
+    assert.equal(sent.headers()['content-type'], 'application/json');
+    assert.ok(sent.headers()['idempotency-key'], 'an Idempotency-Key');
+    assert.deepEqual(JSON.parse(sent.postData()),
+      { audio_url: songUrl, extend_after: 2.5, num_outputs: 1, length: 2 });
+    await page.waitForFunction(() => /^#\/tasks\/ext_/.test(location.hash));
+    const urlId = await page.evaluate(() => location.hash.slice('#/tasks/'.length));
+    await page.waitForSelector('#task-status[data-status="succeeded"]', { timeout: 20000 });
+    await page.waitForSelector('#outputs [data-output="1"][data-status="ready"]');
+    const urlTask = (await call(`/v1/extensions/${urlId}`, KEY_A)).body;
+    assert.equal(urlTask.request.source.type, 'url');
+    assert.equal(urlTask.request.source.url, songUrl);
+    assert.equal(urlTask.request.extend_after, 2.5);
+    assert.ok(songs.hits.includes('/song.wav'), `the song was not fetched: ${songs.hits}`);
+    assert.match(await page.$eval('#source', (e) => e.textContent), new RegExp(`Fetched from ${songUrl}`));
+    await shot('task-from-url');
+    ok(`task ${urlId} from an audio URL (JSON) succeeded; a missing extend_after was marked`);
+    await page.evaluate((id) => { location.hash = `#/tasks/${id}`; }, taskId);
+    await page.waitForSelector('#wave-output-2');
+
     // 5. Deliveries: the webhook's port is closed, so its deliveries died after two retries.
     // Redeliver one, then all of the task's dead ones.
     let dead;
@@ -613,13 +695,13 @@ async function main() {
       .includes(`${a} credits available`), { timeout: 5000 }, available);
     ok(`the header's balance follows the ledger: ${available} credits available`);
     const rowIds = () => page.$$eval('#task-rows tr', (r) => r.map((x) => x.dataset.id).sort());
-    const all = [taskId, foId, mgId].sort();
+    const all = [taskId, foId, mgId, urlId].sort();
     assert.deepEqual(await rowIds(), all);
     await page.select('#filter-status', 'failed');
     assert.deepEqual(await rowIds(), [mgId]);
     await shot('tasks-filter-status');
     await page.select('#filter-status', 'succeeded');
-    assert.deepEqual(await rowIds(), [taskId, foId].sort());
+    assert.deepEqual(await rowIds(), [taskId, foId, urlId].sort());
     await page.select('#filter-status', '');
     await page.waitForSelector('#filter-provider option[value="musicgpt"]');
     await page.select('#filter-provider', 'musicgpt');
@@ -627,7 +709,7 @@ async function main() {
     assert.match(await page.$eval(`#task-rows tr[data-id="${mgId}"]`, (r) => r.cells[2].textContent), /musicgpt/);
     await shot('tasks-filter-provider');
     await page.select('#filter-provider', 'sandbox');
-    assert.deepEqual(await rowIds(), [taskId, foId].sort());
+    assert.deepEqual(await rowIds(), [taskId, foId, urlId].sort());
     await page.select('#filter-provider', '');
     assert.deepEqual(await rowIds(), all);
     await page.type('#filter-id', taskId.slice(-10));
@@ -716,6 +798,7 @@ async function main() {
   } finally {
     await browser.close();
     busy.server.close();
+    songs.server.close();
     child.kill('SIGTERM');
     await new Promise((r) => { if (child.exitCode !== null) r(); else child.on('exit', r); });
     fs.rmSync(dir, { recursive: true, force: true });
