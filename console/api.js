@@ -91,6 +91,30 @@ export async function apiBlob(path, signal) {
   return r.blob();
 }
 
+// Where to play and decode an output's audio from: a signed link when the task has one
+// (`wav_signed_url`, `mp3_signed_url`: no header needed, so an <audio> element streams it),
+// else the API file fetched with the key. WAV first: every browser decodes it.
+export function audioSource(audio) {
+  if (!audio) return null;
+  for (const fmt of ['wav', 'mp3']) {
+    const signed = filePath(audio[`${fmt}_signed_url`]);
+    if (signed) return { signed };
+    const id = audio[`${fmt}_file_id`];
+    if (id) return { path: `/v1/files/${encodeURIComponent(id)}` };
+    const p = filePath(audio[`${fmt}_url`]);
+    if (p) return { path: p };
+  }
+  return null;
+}
+
+// The Blob of an audioSource(): a signed link without the key, else the file with it.
+export async function audioBlob(src, signal) {
+  if (!src.signed) return apiBlob(src.path, signal);
+  const r = await fetch(src.signed, { signal });
+  if (!r.ok) throw new ApiError(r.status, null);
+  return r.blob();
+}
+
 // The path of a /v1/files link (absolute or not), or '' when the URL is elsewhere: the console
 // only talks to its own origin.
 export function filePath(url) {

@@ -1,15 +1,25 @@
 // New extension. The song to extend is an upload (drop or choose a file, see its waveform,
 // click it or use the arrow keys to choose extend_after; the upload shows its progress and can be
-// canceled while it goes) or an audio URL the gateway fetches (extend_after typed in: the
-// console reads no other site's audio, so it has no waveform of it). Fill in the prompt, lyrics
+// canceled while it goes), an audio URL the gateway fetches (extend_after typed in: the console
+// reads no other site's audio, so it has no waveform of it), or an output of one of the tenant's
+// tasks (#/new?clip=<task id>-<n>&provider=…, a task page's "Extend this output": a clip the
+// gateway resolves; its waveform when its audio loads with the key). Fill in the prompt, lyrics
 // and options, submit, and land on the live task page.
 
-import { api, upload } from './api.js';
+import { api, ApiError, audioBlob, audioSource, upload } from './api.js';
 import { h, bytes, toast, problemText } from './dom.js';
 import { decode, formatTime, Waveform } from './waveform.js';
 
 const SOURCES = [['upload', 'Upload a file'], ['url', 'Audio URL']];
 const NUMBERS = new Set(['num_outputs', 'length']);  // sent as numbers in a JSON body
+const OUTPUT_ID = /^(ext_[A-Za-z0-9_-]+)-([1-9][0-9]*)$/;
+
+// The output that `?clip=<task id>-<n>&provider=…` names, or null.
+function clipOf(query) {
+  const q = new URLSearchParams(query || '');
+  const m = (q.get('clip') || '').match(OUTPUT_ID);
+  return m ? { id: m[0], task: m[1], index: Number(m[2]), provider: q.get('provider') || '' } : null;
+}
 
 // An http or https URL, as audio_url takes.
 function httpUrl(text) {
@@ -20,15 +30,17 @@ function httpUrl(text) {
   }
 }
 
-export async function render(main, _params, signal) {
-  let mode = 'upload';  // the source chosen: a key of SOURCES
+export async function render(main, [query], signal) {
+  const clip = clipOf(query);
+  const sources = clip ? [...SOURCES, ['clip', `Output ${clip.index} of task ${clip.task}`]] : SOURCES;
+  let mode = clip ? 'clip' : 'upload';  // the source chosen: a key of `sources`
   let file = null;
   const songs = {};  // per source, its song decoded for the waveform: {name, audio}
   const notes = {};  // per source, what to say while it has none (decoding, a failure)
   let busy = false;  // a submit is under way
   const choice = h('fieldset', { class: 'sources', id: 'source-kind' },
     h('legend', {}, 'Source'),
-    SOURCES.map(([value, label]) => h('label', {},
+    sources.map(([value, label]) => h('label', {},
       h('input', { type: 'radio', name: 'source', value, id: `source-${value}`,
         checked: value === mode }), ` ${label}`)));
   const fileInput = h('input', { id: 'audio-file', name: 'audio_file', type: 'file',
@@ -77,6 +89,19 @@ export async function render(main, _params, signal) {
     url: h('div', { id: 'url-panel' }, field('Audio URL', audioUrl,
       'http or https: the gateway fetches it when the task runs')),
   };
+  // The output to continue: which one (a link to its task), and the clip that is sent, in
+  // read-only fields (errors[] names them: clip.id, clip.provider).
+  const clipTitle = h('span', { id: 'clip-title' });
+  const clipId = h('input', { id: 'clip-id', name: 'clip.id', readonly: true, value: clip && clip.id,
+    size: clip && clip.id.length + 2, spellcheck: 'false' });
+  const clipProvider = h('input', { id: 'clip-provider', name: 'clip.provider', readonly: true,
+    value: clip && clip.provider, spellcheck: 'false' });
+  if (clip) {
+    panels.clip = h('div', { id: 'clip-panel' },
+      h('p', { id: 'clip-info' }, `Continues output ${clip.index} of task `,
+        h('a', { href: `#/tasks/${clip.task}` }, h('code', {}, clip.task)), clipTitle),
+      h('div', { class: 'row' }, field('Clip', clipId), field('Its provider', clipProvider)));
+  }
   const form = h('form', { class: 'card', id: 'new-form', novalidate: true },
     h('h2', {}, 'New extension'), choice, Object.values(panels), canvas, info,
     h('div', { class: 'field' }, h('label', { for: after.id }, 'Extend after (seconds)'), after,
@@ -93,11 +118,13 @@ export async function render(main, _params, signal) {
     for (const p of r.data) provider.append(h('option', { value: p.name }, p.name));
   }).catch(() => {});
 
-  // Whether this source can be sent: an upload once it decoded, a URL once it is http(s).
+  // Whether this source can be sent: an upload once it decoded, a URL once it is http(s), an
+  // output always (the gateway says what is wrong with it).
   function ready() {
     if (busy) return false;
     if (mode === 'upload') return !!songs.upload;
-    return httpUrl(audioUrl.value.trim());
+    if (mode === 'url') return httpUrl(audioUrl.value.trim());
+    return true;
   }
   function refresh() {
     submit.disabled = !ready();
@@ -125,7 +152,8 @@ export async function render(main, _params, signal) {
     }
     afterHint.textContent = kind === 'url'
       ? 'Seconds into the song: type it in (the console has no waveform of a song elsewhere)'
-      : 'Click the waveform to choose it';
+      : s || kind === 'upload' ? 'Click the waveform to choose it'
+        : 'Seconds into the song: type it in (no waveform of it here)';
     describe();
     refresh();
   }
@@ -203,9 +231,11 @@ export async function render(main, _params, signal) {
     }
   }
 
-  // A source the gateway reads itself, as JSON: the URL and the same fields, numbers as numbers.
+  // A source the gateway reads itself, as JSON: the URL or the clip, and the same fields,
+  // numbers as numbers.
   function sendJson(key) {
-    const body = { audio_url: audioUrl.value.trim() };
+    const body = mode === 'url' ? { audio_url: audioUrl.value.trim() }
+      : { clip: { provider: clipProvider.value, id: clip.id } };
     if (after.value !== '') body.extend_after = Number(after.value);
     for (const el of options) {
       const v = el.value.trim();
@@ -254,5 +284,35 @@ export async function render(main, _params, signal) {
     }
   });
 
+  // The output to continue: its task read with the key, its audio (a signed link, or the file
+  // with the key) decoded for the waveform, the splice halfway; else extend_after typed in.
+  async function loadClip() {
+    notes.clip = 'Loading its audio…';
+    try {
+      const d = await api(`/v1/extensions/${encodeURIComponent(clip.task)}`, { signal });
+      if (!clipProvider.value) clipProvider.value = d.provider || '';
+      const o = (d.outputs || []).find((x) => x.index === clip.index);
+      if (o && o.title) clipTitle.textContent = ` · ${o.title}`;
+      const src = o && o.status === 'ready' ? audioSource(o.audio) : null;
+      if (!o) notes.clip = `Task ${clip.task} has no output ${clip.index}.`;
+      else if (o.status !== 'ready') notes.clip = `Output ${clip.index} is ${o.status}, not ready.`;
+      else if (!src) notes.clip = 'Its audio is not a file of this gateway: no waveform here.';
+      if (!src) return;
+      const audio = await decode(await (await audioBlob(src, signal)).arrayBuffer());
+      songs.clip = { name: `Output ${clip.index}`, audio };
+      if (after.value === '') after.value = (Math.round(audio.duration * 50) / 100).toFixed(2);
+    } catch (e) {
+      if (signal.aborted) return;
+      notes.clip = e instanceof ApiError && e.status === 410
+        ? 'Its audio expired and was deleted (retention): the gateway will refuse it.'
+        : `No waveform: its audio could not be loaded (${problemText(e)}).`;
+    } finally {
+      if (!signal.aborted && mode === 'clip') show('clip');
+    }
+  }
+
+  if (query && new URLSearchParams(query).has('clip') && !clip)
+    errors.textContent = 'This link names no output (?clip=<task id>-<n>): choose a source.';
   show(mode);
+  if (clip) loadClip();
 }

@@ -4,14 +4,15 @@
 // the waveform (click, then the keyboard), submit (the upload throttled: cancel one midway, which
 // creates nothing, then see the next one's progress reach 100 %), watch the task reach
 // `succeeded` live, play an output (canplay, then playing, lyrics highlighted); extend a song by
-// its URL (served by the test on 127.0.0.1, sent as JSON); redeliver dead webhook deliveries,
-// see the providers; a retry and a failover in a task's timeline (MusicGPT configured at a closed
-// port, so it fails before the route moves on to the sandbox); a pending delivery with its next
-// attempt (a receiver that answers 503 with Retry-After); the task list's filters; the task
-// page's waveforms seek by keyboard; another tenant's key sees none of it; the pages fit a
-// phone's width. Any console error or page error fails the test (but for the one failed request
-// that a step provokes on purpose, a 422, which Chromium logs). Screenshots of every step go
-// to --out.
+// its URL (served by the test on 127.0.0.1, sent as JSON) and an output by its "Extend this
+// output" (the clip `<task id>-1`, its waveform on the New page; the gateway passes the
+// output's link at api.public_base_url); redeliver dead webhook deliveries, see the providers;
+// a retry and a failover in a task's timeline (MusicGPT configured at a closed port, so it fails
+// before the route moves on to the sandbox); a pending delivery with its next attempt (a
+// receiver that answers 503 with Retry-After); the task list's filters; the task page's
+// waveforms seek by keyboard; another tenant's key sees none of it; the pages fit a phone's
+// width. Any console error or page error fails the test (but for the failed requests that a step
+// provokes on purpose, 422s, which Chromium logs). Screenshots of every step go to --out.
 //
 //   node console_test.js --segue build/segue --out build/console-artifacts [--chromium PATH]
 
@@ -120,9 +121,11 @@ function songServer(file) {
   });
 }
 
-async function startSegue(dir, deadPort) {
+// The gateway listens on `port` (a free one, chosen first) so that api.public_base_url can name
+// it: a clip of its own output is sent to the provider as that output's link there.
+async function startSegue(dir, port, deadPort) {
   const config = `server:
-  listen: 127.0.0.1:0
+  listen: 127.0.0.1:${port}
   io_threads: 2
   drain_timeout: 2s
 log:
@@ -141,6 +144,7 @@ storage:
 engine:
   poll_interval: 100ms
 api:
+  public_base_url: http://127.0.0.1:${port}
   url_signing_key: ${SIGNING_KEY}
 upstream:
   allow_plain_http: true
@@ -196,7 +200,7 @@ async function main() {
   const busy = await busyReceiver();
   const songs = await songServer(song);
   const songUrl = `http://127.0.0.1:${songs.port}/song.wav`;
-  const { child, port } = await startSegue(dir, await closedPort());
+  const { child, port } = await startSegue(dir, await closedPort(), await closedPort());
   const base = `http://127.0.0.1:${port}`;
   const call = async (p, key, init = {}) => {
     const r = await fetch(base + p, { ...init, headers: { Authorization: `Bearer ${key}`, ...(init.headers || {}) } });
@@ -539,6 +543,73 @@ async function main() {
     await page.evaluate((id) => { location.hash = `#/tasks/${id}`; }, taskId);
     await page.waitForSelector('#wave-output-2');
 
+    // 4d. "Extend this output": the New page opens with that output as its source (the clip
+    // `<task id>-1` of the task's provider), its waveform loaded with the key, and sends it as
+    // JSON; the gateway hands the provider the output's link (api.public_base_url) and the new
+    // task succeeds. First a clip that names no output: the gateway's 422 shows as it is.
+    const first = (await call(`/v1/extensions/${taskId}`, KEY_A)).body;
+    const extendHref = await page.$eval('#extend-1', (a) => a.getAttribute('href'));
+    assert.equal(extendHref, `#/new?clip=${taskId}-1&provider=${first.provider}`);
+    assert.equal(await page.$eval('#extend-2', (a) => a.getAttribute('aria-label')),
+      'Extend this output (output 2)');
+    await page.evaluate((id) => { location.hash = `#/new?clip=${id}-9&provider=sandbox`; }, taskId);
+    await page.waitForFunction(() => document.getElementById('file-info').textContent.includes('has no output 9'));
+    assert.equal(await page.$eval('#wave-new', (c) => c.hidden), true);
+    await page.type('#extend-after', '1');
+    expectedFailure = { status: 422, path: '/v1/extensions' };
+    await page.click('#submit');
+    await page.waitForFunction(() => document.getElementById('form-errors').textContent.length > 0);
+    expectedFailure = null;
+    // As the gateway words it: the detail, then each of errors[] (field, message).
+    assert.match(await page.$eval('#form-errors', (e) => e.textContent),
+      /^\d invalid field\(s\): clip\.id\b.*: clip\.id no such output\b/);
+    assert.equal(await page.$eval('#clip-id', (e) => e.getAttribute('aria-invalid')), 'true');
+    await page.evaluate((id) => { location.hash = `#/tasks/${id}`; }, taskId);
+    await page.waitForSelector('#extend-1');
+    await page.click('#extend-1');
+    await page.waitForFunction((h) => location.hash === h, {}, extendHref);
+    await page.waitForSelector('#wave-new:not([hidden])');
+    assert.deepEqual(await page.evaluate(() => ({
+      checked: document.getElementById('source-clip').checked,
+      info: document.getElementById('clip-info').textContent,
+      id: document.getElementById('clip-id').value,
+      provider: document.getElementById('clip-provider').value,
+      upload: document.getElementById('upload-panel').hidden,
+    })), { checked: true, info: `Continues output 1 of task ${taskId} · ${first.outputs[0].title}`,
+      id: `${taskId}-1`, provider: first.provider, upload: true });
+    const clipLength = first.outputs[0].audio.duration;
+    assert.match(await page.$eval('#file-info', (e) => e.textContent),
+      /^Output 1 · 0:0\d\.\d\d · extend after 0:0\d\.\d\d$/);
+    const wb = await (await page.$('#wave-new')).boundingBox();
+    await page.mouse.click(wb.x + wb.width * 0.75, wb.y + wb.height / 2);
+    const clipAfter = Number(await page.$eval('#extend-after', (e) => e.value));
+    assert.ok(Math.abs(clipAfter - clipLength * 0.75) < 0.1, `clicked 75 % of ${clipLength} s: ${clipAfter}`);
+    await page.select('#num-outputs', '1');
+    await shot('new-from-output');
+    const clipPost = page.waitForRequest((r) => r.method() === 'POST' &&
+      new URL(r.url()).pathname === '/v1/extensions');
+    await page.click('#submit');
+    assert.deepEqual(JSON.parse((await clipPost).postData()),
+      { clip: { provider: first.provider, id: `${taskId}-1` }, extend_after: clipAfter, num_outputs: 1 });
+    await page.waitForFunction(() => /^#\/tasks\/ext_/.test(location.hash));
+    const extId = await page.evaluate(() => location.hash.slice('#/tasks/'.length));
+    await page.waitForSelector('#task-status[data-status="succeeded"]', { timeout: 20000 });
+    await page.waitForSelector('#outputs [data-output="1"][data-status="ready"]');
+    const extTask = (await call(`/v1/extensions/${extId}`, KEY_A)).body;
+    const source = extTask.request.source;
+    assert.equal(source.type, 'url', JSON.stringify(source));
+    assert.ok(source.url.startsWith(`${base}/v1/files/${first.outputs[0].audio.wav_file_id}?`),
+      `the source is output 1's link: ${JSON.stringify(source)}`);
+    assert.equal(extTask.request.extend_after, clipAfter);
+    // That link is a file of this gateway: the new task's page shows it as its source.
+    await page.waitForSelector('#wave-source');
+    assert.match(await page.$eval('#source h3', (e) => e.textContent),
+      /^Source a file of this gateway, by its link · 0:0\d\.\d\d · extend after /);
+    await shot('task-from-output');
+    ok(`task ${extId} extends output 1 of ${taskId} after ${clipAfter} s (its link) and succeeded`);
+    await page.evaluate((id) => { location.hash = `#/tasks/${id}`; }, taskId);
+    await page.waitForSelector('#wave-output-2');
+
     // 5. Deliveries: the webhook's port is closed, so its deliveries died after two retries.
     // Redeliver one, then all of the task's dead ones.
     let dead;
@@ -695,13 +766,13 @@ async function main() {
       .includes(`${a} credits available`), { timeout: 5000 }, available);
     ok(`the header's balance follows the ledger: ${available} credits available`);
     const rowIds = () => page.$$eval('#task-rows tr', (r) => r.map((x) => x.dataset.id).sort());
-    const all = [taskId, foId, mgId, urlId].sort();
+    const all = [taskId, foId, mgId, urlId, extId].sort();
     assert.deepEqual(await rowIds(), all);
     await page.select('#filter-status', 'failed');
     assert.deepEqual(await rowIds(), [mgId]);
     await shot('tasks-filter-status');
     await page.select('#filter-status', 'succeeded');
-    assert.deepEqual(await rowIds(), [taskId, foId, urlId].sort());
+    assert.deepEqual(await rowIds(), [taskId, foId, urlId, extId].sort());
     await page.select('#filter-status', '');
     await page.waitForSelector('#filter-provider option[value="musicgpt"]');
     await page.select('#filter-provider', 'musicgpt');
@@ -709,7 +780,7 @@ async function main() {
     assert.match(await page.$eval(`#task-rows tr[data-id="${mgId}"]`, (r) => r.cells[2].textContent), /musicgpt/);
     await shot('tasks-filter-provider');
     await page.select('#filter-provider', 'sandbox');
-    assert.deepEqual(await rowIds(), [taskId, foId, urlId].sort());
+    assert.deepEqual(await rowIds(), [taskId, foId, urlId, extId].sort());
     await page.select('#filter-provider', '');
     assert.deepEqual(await rowIds(), all);
     await page.type('#filter-id', taskId.slice(-10));
@@ -726,9 +797,11 @@ async function main() {
 
     // 7. Phone width: nothing wider than the screen, the task page included.
     await page.setViewport({ width: 375, height: 800, isMobile: true });
-    for (const hash of ['#/tasks', `#/tasks/${taskId}`, '#/new']) {
+    const phonePages = { '#/tasks': '#task-rows tr', [`#/tasks/${taskId}`]: '#wave-output-2',
+      '#/new': '#drop', [`#/new?clip=${taskId}-1&provider=sandbox`]: '#wave-new:not([hidden])' };
+    for (const [hash, shown] of Object.entries(phonePages)) {
       await page.evaluate((h) => { location.hash = h; }, hash);
-      await page.waitForSelector(hash === '#/tasks' ? '#task-rows tr' : hash === '#/new' ? '#drop' : '#wave-output-2');
+      await page.waitForSelector(shown);
       await sleep(200);
       const wide = await page.evaluate(() => document.documentElement.scrollWidth);
       assert.ok(wide <= 376, `${hash} is ${wide}px wide at 375`);
