@@ -28,6 +28,13 @@ function headers(extra) {
   return h;
 }
 
+// An answer's body (JSON when it says so), or its problem+json as an ApiError.
+function answer(status, type, text) {
+  const data = (type || '').includes('json') ? JSON.parse(text) : text;
+  if (status < 200 || status > 299) throw new ApiError(status, data);
+  return data;
+}
+
 // JSON in and out. `body` may be a FormData (multipart) or a plain object (JSON).
 export async function api(path, { method = 'GET', body, headers: extra, signal } = {}) {
   const h = headers(extra);
@@ -38,15 +45,72 @@ export async function api(path, { method = 'GET', body, headers: extra, signal }
   }
   h.set('Accept', 'application/json');
   const r = await fetch(path, { method, headers: h, body: payload, signal, cache: 'no-store' });
-  const type = r.headers.get('Content-Type') || '';
-  const data = type.includes('json') ? await r.json() : await r.text();
-  if (!r.ok) throw new ApiError(r.status, data);
-  return data;
+  return answer(r.status, r.headers.get('Content-Type'), await r.text());
+}
+
+// A POST of a FormData with upload progress, which fetch() does not report: this one call is an
+// XMLHttpRequest, with the same headers and answers as api(). onProgress(sent, total) as the
+// bytes go out; `signal` aborts it (an AbortError, as fetch gives).
+export function upload(path, { body, headers: extra, signal, onProgress = () => {} }) {
+  return new Promise((resolve, reject) => {
+    const x = new XMLHttpRequest();
+    const abort = () => x.abort();
+    const done = (settle) => (arg) => {
+      if (signal) signal.removeEventListener('abort', abort);
+      settle(arg);
+    };
+    x.open('POST', path);
+    const h = headers(extra);
+    h.set('Accept', 'application/json');
+    h.forEach((v, k) => x.setRequestHeader(k, v));
+    x.upload.addEventListener('progress', (e) => {
+      if (e.lengthComputable) onProgress(e.loaded, e.total);
+    });
+    x.addEventListener('load', done(() => {
+      try {
+        resolve(answer(x.status, x.getResponseHeader('Content-Type'), x.responseText));
+      } catch (e) {
+        reject(e);
+      }
+    }));
+    const canceled = () => new DOMException('the upload was canceled', 'AbortError');
+    x.addEventListener('error', done(() => reject(new TypeError('the upload failed (network error)'))));
+    x.addEventListener('abort', done(() => reject(canceled())));
+    if (signal) {
+      if (signal.aborted) return reject(canceled());
+      signal.addEventListener('abort', abort, { once: true });
+    }
+    x.send(body);
+  });
 }
 
 // A file of the API (audio, cover) as a Blob, fetched with the key.
 export async function apiBlob(path, signal) {
   const r = await fetch(path, { headers: headers(), signal });
+  if (!r.ok) throw new ApiError(r.status, null);
+  return r.blob();
+}
+
+// Where to play and decode an output's audio from: a signed link when the task has one
+// (`wav_signed_url`, `mp3_signed_url`: no header needed, so an <audio> element streams it),
+// else the API file fetched with the key. WAV first: every browser decodes it.
+export function audioSource(audio) {
+  if (!audio) return null;
+  for (const fmt of ['wav', 'mp3']) {
+    const signed = filePath(audio[`${fmt}_signed_url`]);
+    if (signed) return { signed };
+    const id = audio[`${fmt}_file_id`];
+    if (id) return { path: `/v1/files/${encodeURIComponent(id)}` };
+    const p = filePath(audio[`${fmt}_url`]);
+    if (p) return { path: p };
+  }
+  return null;
+}
+
+// The Blob of an audioSource(): a signed link without the key, else the file with it.
+export async function audioBlob(src, signal) {
+  if (!src.signed) return apiBlob(src.path, signal);
+  const r = await fetch(src.signed, { signal });
   if (!r.ok) throw new ApiError(r.status, null);
   return r.blob();
 }

@@ -1,6 +1,7 @@
-// The console's shell: the key gate, the hash router (#/tasks, #/tasks/<id>, #/new,
-// #/deliveries, #/providers) and the header. Each page renders into <main> and stops its
-// streams and timers when the route changes (its AbortSignal fires).
+// The console's shell: the key gate, the hash router (#/tasks, #/tasks/<id>, #/new, with
+// ?clip=<task id>-<n>&provider=… to extend an output, #/deliveries, #/providers) and the
+// header. Each page renders into <main> and stops its streams and timers when the route
+// changes (its AbortSignal fires).
 
 import { api, apiKey, setApiKey, ApiError } from './api.js';
 import { h, replace, problemText } from './dom.js';
@@ -16,7 +17,7 @@ let current = null;  // AbortController of the page on screen
 const routes = [
   [/^#\/tasks\/(ext_[A-Za-z0-9_-]+)$/, task, 'Task'],
   [/^#\/tasks$/, tasks, 'Tasks'],
-  [/^#\/new$/, create, 'New extension'],
+  [/^#\/new(?:\?([^#]*))?$/, create, 'New extension'],
   [/^#\/deliveries(?:\?task=(ext_[A-Za-z0-9_-]+))?$/, deliveries, 'Deliveries'],
   [/^#\/providers$/, providers, 'Providers'],
 ];

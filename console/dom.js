@@ -35,6 +35,13 @@ export function age(iso) {
   return `${Math.floor(s / 86400)} d`;
 }
 
+// A size for people: 950 B, 264.6 kB, 12.3 MB (decimal units, as files are shown).
+export function bytes(n) {
+  if (n < 1000) return `${n} B`;
+  if (n < 1e6) return `${(n / 1e3).toFixed(1)} kB`;
+  return `${(n / 1e6).toFixed(1)} MB`;
+}
+
 export function credits(c) {
   if (!c) return '–';
   return `${c.held} held · ${c.captured} captured · ${c.refunded} refunded`;

@@ -1,9 +1,10 @@
 // One task, live: the source's waveform with extend_after marked and each output's waveform on
 // the same time axis (the kept part and the new part line up), players (source, each output,
 // A/B around the splice), title, lyrics highlighted as the audio plays, cover, the event
-// timeline, the attempts per provider and the credits held, captured and refunded.
+// timeline, the attempts per provider and the credits held, captured and refunded; each ready
+// output links to a new extension of it.
 
-import { api, apiBlob, ApiError, filePath, stream } from './api.js';
+import { api, apiBlob, ApiError, audioBlob, audioSource, filePath, stream } from './api.js';
 import { h, replace, credits, statusBadge, toast, problemText } from './dom.js';
 import { decode, formatTime, Waveform } from './waveform.js';
 
@@ -11,22 +12,6 @@ const FINAL = new Set(['succeeded', 'partially_succeeded', 'failed', 'canceled']
 const FINAL_EVENTS = new Set(['extension.succeeded', 'extension.partially_succeeded',
   'extension.failed', 'extension.canceled']);
 const PRE_ROLL = 4;  // seconds before the splice that A/B starts from
-
-// Where to play and decode an output's audio from: a signed link when the task has one
-// (`wav_signed_url`, `mp3_signed_url`: no header needed, so the <audio> element streams it),
-// else the API file fetched with the key. WAV first: every browser decodes it.
-function audioSource(audio) {
-  if (!audio) return null;
-  for (const fmt of ['wav', 'mp3']) {
-    const signed = filePath(audio[`${fmt}_signed_url`]);
-    if (signed) return { signed };
-    const id = audio[`${fmt}_file_id`];
-    if (id) return { path: `/v1/files/${encodeURIComponent(id)}` };
-    const p = filePath(audio[`${fmt}_url`]);
-    if (p) return { path: p };
-  }
-  return null;
-}
 
 export async function render(main, [id], signal) {
   const urls = [];  // object URLs to revoke when the page goes
@@ -76,10 +61,7 @@ export async function render(main, [id], signal) {
     tracks.set(key, t);
     let fetched;
     try {
-      fetched = src.signed ? await fetch(src.signed, { signal }).then((r) => {
-        if (!r.ok) throw new ApiError(r.status, null);
-        return r.blob();
-      }) : await apiBlob(src.path, signal);
+      fetched = await audioBlob(src, signal);
     } catch (e) {
       tracks.delete(key);  // tried again at the next update, unless it is gone for good
       throw e;
@@ -134,7 +116,15 @@ export async function render(main, [id], signal) {
           } }, label));
       }
     }
-    return links.length ? h('p', { class: 'downloads' }, links) : null;
+    return links;
+  }
+
+  // "Extend this output": the New extension page with this output as its source (a clip
+  // `<task id>-<index>` of the provider that made it).
+  function extendLink(o) {
+    const q = new URLSearchParams({ clip: `${id}-${o.index}`, provider: doc.provider || '' });
+    return h('a', { class: 'button', href: `#/new?${q}`, id: `extend-${o.index}`,
+      'aria-label': `Extend this output (output ${o.index})` }, 'Extend this output');
   }
 
   function relayout() {
@@ -163,11 +153,24 @@ export async function render(main, [id], signal) {
     } }, label);
   }
 
+  // A URL source that is a file of this gateway (an output's link, as the gateway makes of an
+  // extended output): its path here, fetched with the key (a signature in the URL may have
+  // expired); '' for one elsewhere.
+  function ownFile(url) {
+    try {
+      const u = new URL(url);
+      return u.origin === location.origin && filePath(url) ? u.pathname : '';
+    } catch {
+      return '';
+    }
+  }
+
   async function showSource(d) {
     const src = d.request && d.request.source;
     if (!src || tracks.has('source')) return;
-    if (src.type !== 'file' || !src.file_id) {
-      // Only uploads are files of this gateway; a URL or a provider's clip is elsewhere.
+    const own = src.type === 'url' ? ownFile(src.url) : '';
+    if ((src.type !== 'file' || !src.file_id) && !own) {
+      // Only uploads and this gateway's links are its files; other URLs and clips are elsewhere.
       replace(sourceBox, h('h3', {}, 'Source'), h('p', { class: 'hint' },
         src.type === 'url' ? ['Fetched from ', h('a', { href: src.url, rel: 'noreferrer' }, src.url),
           ': no waveform (the console only reads this gateway\'s files).']
@@ -175,21 +178,22 @@ export async function render(main, [id], signal) {
       return;
     }
     const splice = d.request.extend_after;
+    const name = src.filename || (own ? 'a file of this gateway, by its link' : '');
     if (src.expired_at) {
-      replace(sourceBox, h('h3', {}, 'Source ', h('small', {}, src.filename || ''),
+      replace(sourceBox, h('h3', {}, 'Source ', h('small', {}, name),
         ` · extend after ${formatTime(splice)}`), h('p', { class: 'hint' }, expiredText(src.expired_at)));
       return;
     }
-    replace(sourceBox, h('h3', {}, 'Source ', h('small', {}, src.filename || ''),
+    replace(sourceBox, h('h3', {}, 'Source ', h('small', {}, name),
       ` · extend after ${formatTime(splice)}`), h('p', { class: 'hint' }, 'loading audio…'));
     const signed = filePath(src.signed_url);
     let t;
     try {
-      t = await loadTrack('source', signed ? { signed }
+      t = await loadTrack('source', own ? { path: own } : signed ? { signed }
         : { path: `/v1/files/${encodeURIComponent(src.file_id)}` });
     } catch (e) {
       if (signal.aborted) return;
-      replace(sourceBox, h('h3', {}, 'Source ', h('small', {}, src.filename || ''),
+      replace(sourceBox, h('h3', {}, 'Source ', h('small', {}, name),
         ` · extend after ${formatTime(splice)}`), h('p', { class: 'error' }, audioFailure(e)));
       return;
     }
@@ -200,7 +204,7 @@ export async function render(main, [id], signal) {
     t.wave.set({ splice });
     attachPlayhead(t, null);
     replace(sourceBox,
-      h('h3', {}, 'Source ', h('small', {}, src.filename || ''),
+      h('h3', {}, 'Source ', h('small', {}, name),
         ` · ${formatTime(t.data.duration)} · extend after ${formatTime(splice)}`),
       canvas, h('div', { class: 'controls' }, playButton(t, 'Play source'), t.audio));
     relayout();
@@ -228,7 +232,8 @@ export async function render(main, [id], signal) {
         o.error ? h('p', { class: 'error' }, typeof o.error === 'string' ? o.error
           : (o.error.message || o.error.code || 'failed')) : null,
         o.status === 'ready' && remote ? h('p', { class: 'hint' }, 'Audio at the provider: ',
-          h('a', { href: remote, rel: 'noreferrer' }, remote), ' (no waveform: not a file of this gateway)') : null);
+          h('a', { href: remote, rel: 'noreferrer' }, remote), ' (no waveform: not a file of this gateway)') : null,
+        o.status === 'ready' ? h('p', { class: 'downloads' }, extendLink(o)) : null);
       return;
     }
     if (tracks.has(key)) return updateOutputText(box, o);
@@ -246,9 +251,12 @@ export async function render(main, [id], signal) {
       t = await loadTrack(key, src);
     } catch (e) {
       if (signal.aborted) return;
+      // Expired audio cannot be extended either (the gateway refuses it): no link then.
+      const gone = e instanceof ApiError && e.status === 410;
       replace(box, h('h3', {}, `Output ${o.index} `, statusBadge(o.status)),
         o.title ? h('p', { class: 'title' }, o.title) : null,
-        h('p', { class: 'error' }, audioFailure(e)));
+        h('p', { class: 'error' }, audioFailure(e)),
+        gone ? null : h('p', { class: 'downloads' }, extendLink(o)));
       return;
     }
     const splice = doc.request.extend_after;
@@ -269,7 +277,7 @@ export async function render(main, [id], signal) {
             `${formatTime(splice)}, new after it`))),
       canvas,
       h('div', { class: 'controls' }, playButton(t, `Play output ${o.index}`), ab, t.audio),
-      downloads(o),
+      h('p', { class: 'downloads' }, downloads(o), extendLink(o)),
       lyricsList);
     updateOutputText(box, o);
     relayout();

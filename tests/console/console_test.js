@@ -1,14 +1,18 @@
 #!/usr/bin/env node
 // The web console (/console) end to end in real headless Chromium: the real segue binary with
 // the sandbox provider, driven by puppeteer-core. Enter a key, upload a song, pick the splice on
-// the waveform (click, then the keyboard), submit, watch the task reach `succeeded` live, play
-// an output (canplay, then playing, lyrics highlighted), redeliver dead webhook deliveries, see
-// the providers; a retry and a failover in a task's timeline (MusicGPT configured at a closed
-// port, so it fails before the route moves on to the sandbox); a pending delivery with its next
-// attempt (a receiver that answers 503 with Retry-After); the task list's filters; the task
-// page's waveforms seek by keyboard; another tenant's key sees none of it; the pages fit a
-// phone's width. Any console error or page error fails the test. Screenshots of every step go
-// to --out.
+// the waveform (click, then the keyboard), submit (the upload throttled: cancel one midway, which
+// creates nothing, then see the next one's progress reach 100 %), watch the task reach
+// `succeeded` live, play an output (canplay, then playing, lyrics highlighted); extend a song by
+// its URL (served by the test on 127.0.0.1, sent as JSON) and an output by its "Extend this
+// output" (the clip `<task id>-1`, its waveform on the New page; the gateway passes the
+// output's link at api.public_base_url); redeliver dead webhook deliveries, see the providers;
+// a retry and a failover in a task's timeline (MusicGPT configured at a closed port, so it fails
+// before the route moves on to the sandbox); a pending delivery with its next attempt (a
+// receiver that answers 503 with Retry-After); the task list's filters; the task page's
+// waveforms seek by keyboard; another tenant's key sees none of it; the pages fit a phone's
+// width. Any console error or page error fails the test (but for the failed requests that a step
+// provokes on purpose, 422s, which Chromium logs). Screenshots of every step go to --out.
 //
 //   node console_test.js --segue build/segue --out build/console-artifacts [--chromium PATH]
 
@@ -98,9 +102,30 @@ function busyReceiver() {
   });
 }
 
-async function startSegue(dir, deadPort) {
+// A plain HTTP server of the song on 127.0.0.1, as an audio_url source: it notes each path asked.
+function songServer(file) {
+  return new Promise((resolve, reject) => {
+    const hits = [];
+    const server = http.createServer((req, res) => {
+      hits.push(req.url);
+      if (req.url !== '/song.wav') {
+        res.writeHead(404, { 'Content-Type': 'text/plain' });
+        return res.end('no such song');
+      }
+      const body = fs.readFileSync(file);
+      res.writeHead(200, { 'Content-Type': 'audio/wav', 'Content-Length': body.length });
+      res.end(body);
+    });
+    server.listen(0, '127.0.0.1', () => resolve({ server, port: server.address().port, hits }));
+    server.on('error', reject);
+  });
+}
+
+// The gateway listens on `port` (a free one, chosen first) so that api.public_base_url can name
+// it: a clip of its own output is sent to the provider as that output's link there.
+async function startSegue(dir, port, deadPort) {
   const config = `server:
-  listen: 127.0.0.1:0
+  listen: 127.0.0.1:${port}
   io_threads: 2
   drain_timeout: 2s
 log:
@@ -119,6 +144,7 @@ storage:
 engine:
   poll_interval: 100ms
 api:
+  public_base_url: http://127.0.0.1:${port}
   url_signing_key: ${SIGNING_KEY}
 upstream:
   allow_plain_http: true
@@ -172,7 +198,9 @@ async function main() {
   writeSong(song);
   const hookPort = await closedPort();
   const busy = await busyReceiver();
-  const { child, port } = await startSegue(dir, await closedPort());
+  const songs = await songServer(song);
+  const songUrl = `http://127.0.0.1:${songs.port}/song.wav`;
+  const { child, port } = await startSegue(dir, await closedPort(), await closedPort());
   const base = `http://127.0.0.1:${port}`;
   const call = async (p, key, init = {}) => {
     const r = await fetch(base + p, { ...init, headers: { Authorization: `Bearer ${key}`, ...(init.headers || {}) } });
@@ -186,13 +214,20 @@ async function main() {
       '--use-fake-device-for-media-stream', '--disable-dev-shm-usage'],
   });
   const problems = [];
+  // A failed request that a step provokes on purpose (an answer of `status` to a request of
+  // `path`): Chromium logs it as a console error, which is then no problem. Any other is.
+  let expectedFailure = null;
   let step = 0;
   const started = Date.now();
   try {
     const page = await browser.newPage();
     await page.setViewport({ width: 1200, height: 900 });
     page.on('console', (m) => {
-      if (m.type() === 'error') problems.push(`console error: ${m.text()} ${JSON.stringify(m.location())}`);
+      if (m.type() !== 'error') return;
+      const e = expectedFailure;
+      if (e && m.text().includes(`the server responded with a status of ${e.status} `) &&
+          new URL(m.location().url || 'about:blank').pathname === e.path) return;
+      problems.push(`console error: ${m.text()} ${JSON.stringify(m.location())}`);
     });
     page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
     const shot = async (name) => {
@@ -256,9 +291,52 @@ async function main() {
     await shot('new-extension');
     ok(`song dropped and splice picked on the waveform at ${picked} s`);
 
-    // 3. Submit; the task page follows it live to `succeeded` (no reload: a marker survives).
+    // 3. Submit, with the page's uploads slowed (DevTools' throttling, 120 kB/s: the song takes
+    // about 2 s) so that the progress shows and can be canceled. A canceled upload creates no
+    // task; the next one shows its bytes and percent up to 100 %, and the task page follows the
+    // task live to `succeeded` (no reload: a marker survives).
+    const listed = async () => (await call('/v1/extensions', KEY_A)).body.data.map((t) => t.id);
+    assert.deepEqual(await listed(), []);
+    await page.emulateNetworkConditions({ download: -1, upload: 120 * 1024, latency: 0 });
+    await page.evaluate(() => {
+      window.__progress = [];
+      const p = document.getElementById('upload-progress');
+      new MutationObserver(() => window.__progress.push({ sent: p.value, total: p.max,
+        text: p.getAttribute('aria-valuetext') })).observe(p, { attributes: true });
+    });
+    const uploadShown = () => page.waitForFunction(() => {
+      const p = document.getElementById('upload-progress');
+      return !document.getElementById('uploading').hidden && p.value > 0.15 * p.max;
+    }, { timeout: 10000 });
     await page.click('#submit');
-    await page.waitForFunction(() => /^#\/tasks\/ext_/.test(location.hash));
+    await uploadShown();
+    assert.equal(await page.$eval('#upload-progress', (p) => p.labels[0].textContent), 'Upload');
+    await page.click('#cancel-upload');
+    await page.waitForFunction(() => document.getElementById('uploading').hidden &&
+      !document.getElementById('submit').disabled);
+    const canceled = await page.$eval('#upload-status', (e) => e.textContent);
+    assert.match(canceled, /^Upload canceled at [\d.]+ kB of [\d.]+ kB · \d+ %: nothing was created\.$/);
+    assert.ok(Number(canceled.match(/(\d+) %/)[1]) < 100, canceled);
+    assert.equal(await page.evaluate(() => location.hash), '#/new');
+    await shot('upload-canceled');
+    await sleep(300);
+    assert.deepEqual(await listed(), [], 'a canceled upload created a task');
+    ok(`upload canceled midway (${canceled}); no task`);
+
+    await page.evaluate(() => { window.__progress = []; });
+    await page.click('#submit');
+    await uploadShown();
+    await shot('uploading');
+    await page.waitForFunction(() => /^#\/tasks\/ext_/.test(location.hash), { timeout: 15000 });
+    await page.emulateNetworkConditions(null);
+    const steps = await page.evaluate(() => window.__progress);
+    const total = fs.statSync(song).size;
+    assert.ok(steps.some((p) => p.sent > 0 && p.sent < p.total), `no progress midway: ${JSON.stringify(steps)}`);
+    const last = steps[steps.length - 1];
+    assert.ok(last.total > total && last.total < total + 4096, `upload of ${last.total} bytes`);
+    assert.equal(last.sent, last.total);
+    assert.match(last.text, / · 100 %$/);
+    ok(`upload progress reached 100 % in ${steps.length} steps (${last.text})`);
     const taskId = await page.evaluate(() => location.hash.slice('#/tasks/'.length));
     await page.evaluate(() => { window.__noReload = true; });
     await page.waitForSelector('#task-status[data-status]');
@@ -412,6 +490,125 @@ async function main() {
       await got.arrayBuffer();
     }
     ok('each output has WAV and MP3 download links');
+
+    // 4c. A song by URL: the source "Audio URL", extend_after typed in (no waveform of a song
+    // elsewhere), sent as JSON; the gateway fetches it from the test's own server. Without
+    // extend_after the gateway's 422 shows as it is and marks that field.
+    await page.evaluate(() => { location.hash = '#/new'; });
+    await page.waitForSelector('#upload-panel:not([hidden])');
+    await page.click('#source-url');
+    await page.waitForSelector('#audio-url');
+    assert.deepEqual(await page.evaluate(() => ({
+      upload: document.getElementById('upload-panel').hidden,
+      wave: document.getElementById('wave-new').hidden,
+      submit: document.getElementById('submit').disabled,
+      hint: document.getElementById('extend-after-hint').textContent,
+    })), { upload: true, wave: true, submit: true,
+      hint: 'Seconds into the song: type it in (the console has no waveform of a song elsewhere)' });
+    await page.type('#audio-url', 'ftp://127.0.0.1/song.wav');
+    assert.equal(await page.$eval('#submit', (b) => b.disabled), true, 'an ftp URL is not sendable');
+    await page.$eval('#audio-url', (e) => { e.value = ''; });
+    await page.type('#audio-url', songUrl);
+    await page.select('#num-outputs', '1');
+    await page.type('#length', '2');
+    expectedFailure = { status: 422, path: '/v1/extensions' };
+    await page.click('#submit');
+    await page.waitForFunction(() => document.getElementById('form-errors').textContent.length > 0);
+    expectedFailure = null;
+    assert.match(await page.$eval('#form-errors', (e) => e.textContent), /^1 invalid field\(s\): extend_after: extend_after is required/);
+    assert.equal(await page.$eval('#extend-after', (e) => e.getAttribute('aria-invalid')), 'true');
+    assert.equal(await page.$eval('#audio-url', (e) => e.hasAttribute('aria-invalid')), false);
+    await page.type('#extend-after', '2.5');
+    await shot('new-from-url');
+    const posted = page.waitForRequest((r) => r.method() === 'POST' &&
+      new URL(r.url()).pathname === '/v1/extensions');
+    await page.click('#submit');
+    const sent = await posted;
+    assert.equal(sent.headers()['content-type'], 'application/json');
+    assert.ok(sent.headers()['idempotency-key'], 'an Idempotency-Key');
+    assert.deepEqual(JSON.parse(sent.postData()),
+      { audio_url: songUrl, extend_after: 2.5, num_outputs: 1, length: 2 });
+    await page.waitForFunction(() => /^#\/tasks\/ext_/.test(location.hash));
+    const urlId = await page.evaluate(() => location.hash.slice('#/tasks/'.length));
+    await page.waitForSelector('#task-status[data-status="succeeded"]', { timeout: 20000 });
+    await page.waitForSelector('#outputs [data-output="1"][data-status="ready"]');
+    const urlTask = (await call(`/v1/extensions/${urlId}`, KEY_A)).body;
+    assert.equal(urlTask.request.source.type, 'url');
+    assert.equal(urlTask.request.source.url, songUrl);
+    assert.equal(urlTask.request.extend_after, 2.5);
+    assert.ok(songs.hits.includes('/song.wav'), `the song was not fetched: ${songs.hits}`);
+    assert.match(await page.$eval('#source', (e) => e.textContent), new RegExp(`Fetched from ${songUrl}`));
+    await shot('task-from-url');
+    ok(`task ${urlId} from an audio URL (JSON) succeeded; a missing extend_after was marked`);
+    await page.evaluate((id) => { location.hash = `#/tasks/${id}`; }, taskId);
+    await page.waitForSelector('#wave-output-2');
+
+    // 4d. "Extend this output": the New page opens with that output as its source (the clip
+    // `<task id>-1` of the task's provider), its waveform loaded with the key, and sends it as
+    // JSON; the gateway hands the provider the output's link (api.public_base_url) and the new
+    // task succeeds. First a clip that names no output: the gateway's 422 shows as it is.
+    const first = (await call(`/v1/extensions/${taskId}`, KEY_A)).body;
+    const extendHref = await page.$eval('#extend-1', (a) => a.getAttribute('href'));
+    assert.equal(extendHref, `#/new?clip=${taskId}-1&provider=${first.provider}`);
+    assert.equal(await page.$eval('#extend-2', (a) => a.getAttribute('aria-label')),
+      'Extend this output (output 2)');
+    await page.evaluate((id) => { location.hash = `#/new?clip=${id}-9&provider=sandbox`; }, taskId);
+    await page.waitForFunction(() => document.getElementById('file-info').textContent.includes('has no output 9'));
+    assert.equal(await page.$eval('#wave-new', (c) => c.hidden), true);
+    await page.type('#extend-after', '1');
+    expectedFailure = { status: 422, path: '/v1/extensions' };
+    await page.click('#submit');
+    await page.waitForFunction(() => document.getElementById('form-errors').textContent.length > 0);
+    expectedFailure = null;
+    // As the gateway words it: the detail, then each of errors[] (field, message).
+    assert.match(await page.$eval('#form-errors', (e) => e.textContent),
+      /^\d invalid field\(s\): clip\.id\b.*: clip\.id no such output\b/);
+    assert.equal(await page.$eval('#clip-id', (e) => e.getAttribute('aria-invalid')), 'true');
+    await page.evaluate((id) => { location.hash = `#/tasks/${id}`; }, taskId);
+    await page.waitForSelector('#extend-1');
+    await page.click('#extend-1');
+    await page.waitForFunction((h) => location.hash === h, {}, extendHref);
+    await page.waitForSelector('#wave-new:not([hidden])');
+    assert.deepEqual(await page.evaluate(() => ({
+      checked: document.getElementById('source-clip').checked,
+      info: document.getElementById('clip-info').textContent,
+      id: document.getElementById('clip-id').value,
+      provider: document.getElementById('clip-provider').value,
+      upload: document.getElementById('upload-panel').hidden,
+    })), { checked: true, info: `Continues output 1 of task ${taskId} · ${first.outputs[0].title}`,
+      id: `${taskId}-1`, provider: first.provider, upload: true });
+    const clipLength = first.outputs[0].audio.duration;
+    assert.match(await page.$eval('#file-info', (e) => e.textContent),
+      /^Output 1 · 0:0\d\.\d\d · extend after 0:0\d\.\d\d$/);
+    const wb = await (await page.$('#wave-new')).boundingBox();
+    await page.mouse.click(wb.x + wb.width * 0.75, wb.y + wb.height / 2);
+    const clipAfter = Number(await page.$eval('#extend-after', (e) => e.value));
+    assert.ok(Math.abs(clipAfter - clipLength * 0.75) < 0.1, `clicked 75 % of ${clipLength} s: ${clipAfter}`);
+    await page.select('#num-outputs', '1');
+    await shot('new-from-output');
+    const clipPost = page.waitForRequest((r) => r.method() === 'POST' &&
+      new URL(r.url()).pathname === '/v1/extensions');
+    await page.click('#submit');
+    assert.deepEqual(JSON.parse((await clipPost).postData()),
+      { clip: { provider: first.provider, id: `${taskId}-1` }, extend_after: clipAfter, num_outputs: 1 });
+    await page.waitForFunction(() => /^#\/tasks\/ext_/.test(location.hash));
+    const extId = await page.evaluate(() => location.hash.slice('#/tasks/'.length));
+    await page.waitForSelector('#task-status[data-status="succeeded"]', { timeout: 20000 });
+    await page.waitForSelector('#outputs [data-output="1"][data-status="ready"]');
+    const extTask = (await call(`/v1/extensions/${extId}`, KEY_A)).body;
+    const source = extTask.request.source;
+    assert.equal(source.type, 'url', JSON.stringify(source));
+    assert.ok(source.url.startsWith(`${base}/v1/files/${first.outputs[0].audio.wav_file_id}?`),
+      `the source is output 1's link: ${JSON.stringify(source)}`);
+    assert.equal(extTask.request.extend_after, clipAfter);
+    // That link is a file of this gateway: the new task's page shows it as its source.
+    await page.waitForSelector('#wave-source');
+    assert.match(await page.$eval('#source h3', (e) => e.textContent),
+      /^Source a file of this gateway, by its link · 0:0\d\.\d\d · extend after /);
+    await shot('task-from-output');
+    ok(`task ${extId} extends output 1 of ${taskId} after ${clipAfter} s (its link) and succeeded`);
+    await page.evaluate((id) => { location.hash = `#/tasks/${id}`; }, taskId);
+    await page.waitForSelector('#wave-output-2');
 
     // 5. Deliveries: the webhook's port is closed, so its deliveries died after two retries.
     // Redeliver one, then all of the task's dead ones.
@@ -569,13 +766,13 @@ async function main() {
       .includes(`${a} credits available`), { timeout: 5000 }, available);
     ok(`the header's balance follows the ledger: ${available} credits available`);
     const rowIds = () => page.$$eval('#task-rows tr', (r) => r.map((x) => x.dataset.id).sort());
-    const all = [taskId, foId, mgId].sort();
+    const all = [taskId, foId, mgId, urlId, extId].sort();
     assert.deepEqual(await rowIds(), all);
     await page.select('#filter-status', 'failed');
     assert.deepEqual(await rowIds(), [mgId]);
     await shot('tasks-filter-status');
     await page.select('#filter-status', 'succeeded');
-    assert.deepEqual(await rowIds(), [taskId, foId].sort());
+    assert.deepEqual(await rowIds(), [taskId, foId, urlId, extId].sort());
     await page.select('#filter-status', '');
     await page.waitForSelector('#filter-provider option[value="musicgpt"]');
     await page.select('#filter-provider', 'musicgpt');
@@ -583,7 +780,7 @@ async function main() {
     assert.match(await page.$eval(`#task-rows tr[data-id="${mgId}"]`, (r) => r.cells[2].textContent), /musicgpt/);
     await shot('tasks-filter-provider');
     await page.select('#filter-provider', 'sandbox');
-    assert.deepEqual(await rowIds(), [taskId, foId].sort());
+    assert.deepEqual(await rowIds(), [taskId, foId, urlId, extId].sort());
     await page.select('#filter-provider', '');
     assert.deepEqual(await rowIds(), all);
     await page.type('#filter-id', taskId.slice(-10));
@@ -600,9 +797,11 @@ async function main() {
 
     // 7. Phone width: nothing wider than the screen, the task page included.
     await page.setViewport({ width: 375, height: 800, isMobile: true });
-    for (const hash of ['#/tasks', `#/tasks/${taskId}`, '#/new']) {
+    const phonePages = { '#/tasks': '#task-rows tr', [`#/tasks/${taskId}`]: '#wave-output-2',
+      '#/new': '#drop', [`#/new?clip=${taskId}-1&provider=sandbox`]: '#wave-new:not([hidden])' };
+    for (const [hash, shown] of Object.entries(phonePages)) {
       await page.evaluate((h) => { location.hash = h; }, hash);
-      await page.waitForSelector(hash === '#/tasks' ? '#task-rows tr' : hash === '#/new' ? '#drop' : '#wave-output-2');
+      await page.waitForSelector(shown);
       await sleep(200);
       const wide = await page.evaluate(() => document.documentElement.scrollWidth);
       assert.ok(wide <= 376, `${hash} is ${wide}px wide at 375`);
@@ -672,6 +871,7 @@ async function main() {
   } finally {
     await browser.close();
     busy.server.close();
+    songs.server.close();
     child.kill('SIGTERM');
     await new Promise((r) => { if (child.exitCode !== null) r(); else child.on('exit', r); });
     fs.rmSync(dir, { recursive: true, force: true });
