@@ -87,7 +87,8 @@ validate_env flow::validating() {
 
 awaitable<std::optional<refusal>> flow::resolve_output_clip(submission& s,
                                                             const std::string& tenant,
-                                                            std::optional<double>& duration) {
+                                                            std::optional<double>& duration,
+                                                            bool& ours) {
     auto* clip = s.fields.if_contains("clip");
     if (!clip)
         co_return std::nullopt;
@@ -123,10 +124,13 @@ awaitable<std::optional<refusal>> flow::resolve_output_clip(submission& s,
         const auto dash = text.rfind('-');
         if (text.rfind("ext_", 0) == 0 && dash != std::string_view::npos &&
             dash + 1 < text.size() &&
-            text.find_first_not_of("0123456789", dash + 1) == std::string_view::npos)
+            text.find_first_not_of("0123456789", dash + 1) == std::string_view::npos) {
+            ours = true;
             co_return not_usable("no such output");
+        }
         co_return std::nullopt;  // a provider's own clip
     }
+    ours = true;
     auto t = co_await load_task(deps_.db, ref->task_id, tenant);
     const store::output_row* out = nullptr;
     if (t)
@@ -233,7 +237,8 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
     std::vector<field_error> clip_errors;
     std::optional<double> clip_duration;
     const bool had_url = submitted.fields.contains("audio_url");
-    if (auto r = co_await resolve_output_clip(submitted, tenant, clip_duration)) {
+    bool our_output = false;
+    if (auto r = co_await resolve_output_clip(submitted, tenant, clip_duration, our_output)) {
         if (r->kind != error_kind::validation_failed || r->errors.empty())
             co_return refused(std::move(*r));
         clip_errors = std::move(r->errors);
@@ -252,8 +257,13 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
         }
         checked = validate_submission(submitted, validating());
     }
+    if (our_output)
+        // One of our outputs goes to any provider as its audio: not a clip to route (a field of
+        // its own was refused, or its lookup failed; either is named below).
+        std::erase_if(checked.errors, [](const field_error& e) { return e.field == "clip"; });
     if (!clip_errors.empty()) {
-        // The clip could not be resolved: its own error says why, not one about its id.
+        // The clip could not be resolved: its own error says why, not one about its id. Its
+        // other fields' errors stay.
         std::erase_if(checked.errors, [](const field_error& e) { return e.field == "clip.id"; });
         checked.errors.insert(checked.errors.begin(), clip_errors.begin(), clip_errors.end());
     }

@@ -73,9 +73,9 @@ class flow {
     // `duration` is set to the output's length in seconds when it is known (extend_after is
     // checked against it with the other fields). An id of that form whose output does not
     // exist, is not ready, or whose files retention deleted is refused, never sent to a
-    // provider as one of its own clips.
+    // provider as one of its own clips. `ours` says the id has that form (whatever became of it).
     boost::asio::awaitable<std::optional<refusal>> resolve_output_clip(
-        submission& s, const std::string& tenant, std::optional<double>& duration);
+        submission& s, const std::string& tenant, std::optional<double>& duration, bool& ours);
     // storage.min_free_bytes: the 507 for a new upload of `incoming` bytes (0: not known yet)
     // when the data volume is, or would be, below it. Measured (statvfs, off the IO thread)
     // unless a measurement of the last second left far more than enough (store::space_gate);

@@ -1038,9 +1038,13 @@ TEST(Extend, AClipOfOurOwnOutputIsCheckedBeforeAnythingIsSent) {
     auto extra = refused(id + "-1", "1", R"(,"x":1)");
     EXPECT_EQ(extra["clip.x"], "unknown field");
     EXPECT_EQ(extra.count("clip.id"), 0u);
+    EXPECT_EQ(extra.count("clip"), 0u) << extra["clip"];
     auto extra_bad = refused(id + "-7", "1", R"(,"x":1)");
     EXPECT_EQ(extra_bad["clip.x"], "unknown field");
     EXPECT_EQ(extra_bad["clip.id"], "no such output");
+    // Not also that the sandbox takes no clips: an output of ours goes to it as its audio.
+    EXPECT_EQ(extra_bad.count("clip"), 0u) << extra_bad["clip"];
+    EXPECT_EQ(refused(id + "-7", "1").count("clip"), 0u);
     auto list = http_request(s.port(), "GET", "/v1/extensions?limit=100", "", {key_a});
     ASSERT_TRUE(list);
     EXPECT_EQ(parse(list->body)["data"].as_array().size(), 1u) << "nothing else was created";
