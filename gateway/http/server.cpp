@@ -306,6 +306,7 @@ class connection final : public context, public std::enable_shared_from_this<con
                 auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(msg), use_tuple);
                 if (ec) {
                     out.error = body_chunk::failure::closed;
+                    peer_gone_ = true;
                     co_return out;
                 }
             }
@@ -329,13 +330,14 @@ class connection final : public context, public std::enable_shared_from_this<con
                     out.error = body_chunk::failure::too_large;
                 else if (ec == beast::error::timeout)
                     out.error = body_chunk::failure::timeout;
-                else if (ec.category() ==
-                             bhttp::make_error_code(bhttp::error::need_buffer).category() ||
-                         ec == bhttp::error::partial_message)
+                else if (ec != bhttp::error::partial_message &&
+                         ec.category() ==
+                             bhttp::make_error_code(bhttp::error::need_buffer).category())
                     out.error = body_chunk::failure::malformed;
                 else
-                    out.error = body_chunk::failure::closed;
+                    out.error = body_chunk::failure::closed;  // the end of the stream, a reset
                 body_failed_ = true;
+                peer_gone_ = out.error == body_chunk::failure::closed;
                 co_return out;
             }
             bytes_in_ += got;
@@ -517,6 +519,7 @@ class connection final : public context, public std::enable_shared_from_this<con
         route_ = {};
         continue_sent_ = false;
         body_failed_ = false;
+        peer_gone_ = false;
         streaming_ = false;
         bytes_in_ = 0;
         bytes_out_ = 0;
@@ -637,6 +640,13 @@ class connection final : public context, public std::enable_shared_from_this<con
             keep_alive = keep_alive && !stream_chunked_ && stream_keep_alive_ &&
                          stream_left_ == 0 && !stream_failed_ && !watching_;
             status = stream_status_;
+        } else if (peer_gone_) {
+            // The client closed the connection before its request was read (an upload it
+            // canceled): nobody to answer. Logged and counted as nginx's 499, not as the 4xx
+            // the handler would have answered.
+            srv_->count_error("client_closed");
+            write_ok = false;
+            status = 499;
         } else {
             write_ok = co_await write_response(keep_alive, method() == "HEAD");
         }
@@ -677,6 +687,8 @@ class connection final : public context, public std::enable_shared_from_this<con
                         api::set_problem(res_, api::error_kind::request_timeout,
                                          "request body not received in time");
                         break;
+                    case body_chunk::failure::closed:
+                        break;  // nobody to answer: the request ends as a 499
                     default:
                         srv_->count_error("malformed_body");
                         api::set_problem(res_, api::error_kind::bad_request,
@@ -798,6 +810,7 @@ class connection final : public context, public std::enable_shared_from_this<con
     std::function<void()> peer_close_;  // watch_peer_close's callback, until it runs
     bool continue_sent_ = false;
     bool body_failed_ = false;
+    bool peer_gone_ = false;  // the body's read found the connection closed or reset
     bool streaming_ = false;
     bool stream_chunked_ = true;
     bool stream_keep_alive_ = false;  // the stream's head said keep-alive

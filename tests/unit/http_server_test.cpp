@@ -202,6 +202,33 @@ TEST_F(HttpServer, SlowBodyIsCutByPerReadTimeout) {
     EXPECT_NE(text.find(want), std::string::npos) << text;
 }
 
+// A client that closes its connection in the middle of a body (an upload it canceled) gets no
+// answer: the request is counted and logged as nginx's 499, not as the 400 a handler would set.
+TEST_F(HttpServer, ABodyCutByTheClientsCloseIsA499) {
+    start();
+    for (const char* path : {"/echo", "/count"}) {
+        segue::test::http_connection c(port(), 5s);
+        c.send_raw(std::string("POST ") + path +
+                   " HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc");
+        std::this_thread::sleep_for(50ms);  // the body's read is under way
+    }
+    const std::string closed = R"(segue_http_errors_total{kind="client_closed"} 2)";
+    auto text = metrics_.serialize();
+    for (int i = 0; i < 100 && text.find(closed) == std::string::npos; ++i) {
+        std::this_thread::sleep_for(20ms);
+        text = metrics_.serialize();
+    }
+    EXPECT_NE(text.find(closed), std::string::npos) << text;
+    for (const char* route : {"/echo", "/count"})
+        EXPECT_NE(text.find(std::string("segue_http_requests_total{route=\"") + route +
+                            "\",method=\"POST\",code=\"499\"} 1"),
+                  std::string::npos)
+            << route << "\n"
+            << text;
+    EXPECT_EQ(text.find("malformed_body"), std::string::npos) << text;
+    EXPECT_EQ(text.find("code=\"400\""), std::string::npos) << text;
+}
+
 TEST_F(HttpServer, AStalledHeaderGetsA408) {
     segue::config::settings s;
     s.limits.header_timeout = 300ms;
