@@ -99,6 +99,16 @@ class HttpServer : public ::testing::Test {
             thread_.join();
     }
     std::uint16_t port() const { return server_->port(); }
+    // The metrics once they contain `want` (or after 2 s): the server counts some outcomes
+    // just after closing, so the client may see the close first.
+    std::string metrics_with(const std::string& want) {
+        auto text = metrics_.serialize();
+        for (int i = 0; i < 100 && text.find(want) == std::string::npos; ++i) {
+            std::this_thread::sleep_for(20ms);
+            text = metrics_.serialize();
+        }
+        return text;
+    }
     // Begins the server's drain; the future says how it ended. The promise is shared with the
     // callback, so a test that returns early (a failed ASSERT) leaves it nothing dangling.
     // `then` runs after, on the drain's context (the gateway stops its contexts there).
@@ -192,13 +202,8 @@ TEST_F(HttpServer, SlowBodyIsCutByPerReadTimeout) {
     c.send_raw("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc");
     // The stalled client is told so (a 408 problem), then the connection closes.
     expect_408_then_close(c, start);
-    // The server counts the error right after closing: the client may see the close first.
     const std::string want = R"(segue_http_errors_total{kind="body_timeout"} 1)";
-    auto text = metrics_.serialize();
-    for (int i = 0; i < 100 && text.find(want) == std::string::npos; ++i) {
-        std::this_thread::sleep_for(20ms);
-        text = metrics_.serialize();
-    }
+    const auto text = metrics_with(want);
     EXPECT_NE(text.find(want), std::string::npos) << text;
 }
 
@@ -213,11 +218,7 @@ TEST_F(HttpServer, ABodyCutByTheClientsCloseIsA499) {
         std::this_thread::sleep_for(50ms);  // the body's read is under way
     }
     const std::string closed = R"(segue_http_errors_total{kind="client_closed"} 2)";
-    auto text = metrics_.serialize();
-    for (int i = 0; i < 100 && text.find(closed) == std::string::npos; ++i) {
-        std::this_thread::sleep_for(20ms);
-        text = metrics_.serialize();
-    }
+    const auto text = metrics_with(closed);
     EXPECT_NE(text.find(closed), std::string::npos) << text;
     for (const char* route : {"/echo", "/count"})
         EXPECT_NE(text.find(std::string("segue_http_requests_total{route=\"") + route +
