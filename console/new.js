@@ -261,6 +261,22 @@ export async function render(main, [query], signal) {
     }
   }
 
+  // One Idempotency-Key per request content: sending the same form again (after a Cancel that
+  // came too late, a lost answer, an error) reuses it, so the gateway answers with the task it
+  // may already have made instead of making a second; any change to the form takes a new one.
+  let lastKey = null;
+  let lastContent = null;
+  function keyFor() {
+    const content = JSON.stringify([mode, file && mode === 'upload'
+      ? [file.name, file.size, file.lastModified] : null, audioUrl.value.trim(),
+    clip && clip.id, clipProvider.value, after.value, options.map((el) => el.value.trim())]);
+    if (content !== lastContent) {
+      lastContent = content;
+      lastKey = crypto.randomUUID();
+    }
+    return lastKey;
+  }
+
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     errors.textContent = '';
@@ -271,7 +287,7 @@ export async function render(main, [query], signal) {
     refresh();
     submit.textContent = viaUpload ? 'Uploading…' : 'Sending…';
     try {
-      const key = crypto.randomUUID();
+      const key = keyFor();
       const task = viaUpload ? await sendFile(key) : await sendJson(key);
       toast(`Task ${task.id} created`);
       location.hash = `#/tasks/${task.id}`;

@@ -308,6 +308,14 @@ async function main() {
       const p = document.getElementById('upload-progress');
       return !document.getElementById('uploading').hidden && p.value > 0.15 * p.max;
     }, { timeout: 10000 });
+    // The same form sent again reuses its Idempotency-Key (a Cancel that came too late makes
+    // no second task).
+    const keys = [];
+    const keyOf = (req) => {
+      if (req.method() === 'POST' && new URL(req.url()).pathname === '/v1/extensions')
+        keys.push(req.headers()['idempotency-key']);
+    };
+    page.on('request', keyOf);
     await page.click('#submit');
     await uploadShown();
     assert.equal(await page.$eval('#upload-progress', (p) => p.labels[0].textContent), 'Upload');
@@ -329,6 +337,9 @@ async function main() {
     await shot('uploading');
     await page.waitForFunction(() => /^#\/tasks\/ext_/.test(location.hash), { timeout: 15000 });
     await page.emulateNetworkConditions(null);
+    page.off('request', keyOf);
+    assert.equal(keys.length, 2, `POSTs: ${JSON.stringify(keys)}`);
+    assert.ok(keys[0] && keys[0] === keys[1], `the resubmit's key: ${JSON.stringify(keys)}`);
     const steps = await page.evaluate(() => window.__progress);
     const total = fs.statSync(song).size;
     assert.ok(steps.some((p) => p.sent > 0 && p.sent < p.total), `no progress midway: ${JSON.stringify(steps)}`);
