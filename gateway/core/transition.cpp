@@ -558,12 +558,14 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
                     // sent it) is not how the next one makes it.
                     const std::string own = provider_name + ":";
                     edit_warnings(*t, [&](json::array& w) {
-                        w.erase(std::remove_if(w.begin(), w.end(),
-                                               [&](const json::value& v) {
-                                                   return v.is_string() &&
-                                                          v.get_string().starts_with(own);
-                                               }),
-                                w.end());
+                        const auto gone =
+                            std::remove_if(w.begin(), w.end(), [&](const json::value& v) {
+                                return v.is_string() && v.get_string().starts_with(own);
+                            });
+                        // Boost 1.81's erase of an empty range writes the size of the array,
+                        // and an empty array's is a table shared by every thread (TSAN).
+                        if (gone != w.end())
+                            w.erase(gone, w.end());
                     });
                     // How the outputs will be made is the next provider's to say (an upload
                     // at this one may have said it already).
