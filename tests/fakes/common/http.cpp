@@ -22,6 +22,8 @@
 #include <iostream>
 #include <stdexcept>
 
+#include "gateway/util/text.hpp"
+
 namespace segue::fakes {
 
 namespace beast = boost::beast;
@@ -47,15 +49,7 @@ std::string lower(std::string_view s) {
 std::string url_decode(std::string_view s) {
     std::string out;
     out.reserve(s.size());
-    auto hex = [](char c) -> int {
-        if (c >= '0' && c <= '9')
-            return c - '0';
-        if (c >= 'a' && c <= 'f')
-            return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-            return c - 'A' + 10;
-        return -1;
-    };
+    const auto hex = segue::util::hex_value;
     for (std::size_t i = 0; i < s.size(); ++i) {
         if (s[i] == '+') {
             out.push_back(' ');
