@@ -210,6 +210,26 @@ export async function render(main, [id], signal) {
     relayout();
   }
 
+  // What the gateway's own check of the output found (outputs.verify): its decoded length,
+  // format and level, the level jump at the splice, and any flag, said plainly.
+  function verificationLine(o) {
+    const v = o.verification;
+    if (!v || typeof v !== 'object') return null;
+    const parts = [];
+    if (Number.isFinite(v.duration)) parts.push(formatTime(v.duration));
+    if (v.format) parts.push(String(v.format).toUpperCase());
+    if (v.sample_rate) parts.push(`${(v.sample_rate / 1000).toFixed(1)} kHz`);
+    if (v.channels) parts.push(v.channels === 1 ? 'mono' : v.channels === 2 ? 'stereo' : `${v.channels} channels`);
+    if (Number.isFinite(v.loudness_lufs)) parts.push(`${v.loudness_lufs.toFixed(1)} LUFS`);
+    if (Number.isFinite(v.peak_dbfs)) parts.push(`peak ${v.peak_dbfs.toFixed(1)} dBFS`);
+    if (v.splice && Number.isFinite(v.splice.level_jump_db))
+      parts.push(`${v.splice.level_jump_db.toFixed(1)} dB jump at the splice`);
+    const flags = Array.isArray(v.flags) ? v.flags : [];
+    return h('p', { class: flags.length ? 'verify flagged' : 'verify hint', id: `verify-${o.index}` },
+      `Checked: ${parts.join(' · ')}`,
+      flags.length ? ` · flagged: ${flags.map((f) => String(f).replace(/_/g, ' ')).join(', ')}` : '');
+  }
+
   function outputBox(o) {
     let box = outputsBox.querySelector(`[data-output="${o.index}"]`);
     if (!box) {
@@ -233,6 +253,7 @@ export async function render(main, [id], signal) {
           : (o.error.message || o.error.code || 'failed')) : null,
         o.status === 'ready' && remote ? h('p', { class: 'hint' }, 'Audio at the provider: ',
           h('a', { href: remote, rel: 'noreferrer' }, remote), ' (no waveform: not a file of this gateway)') : null,
+        o.status === 'ready' ? verificationLine(o) : null,
         o.status === 'ready' ? h('p', { class: 'downloads' }, extendLink(o)) : null);
       return;
     }
@@ -277,6 +298,7 @@ export async function render(main, [id], signal) {
             `${formatTime(splice)}, new after it`))),
       canvas,
       h('div', { class: 'controls' }, playButton(t, `Play output ${o.index}`), ab, t.audio),
+      verificationLine(o),
       h('p', { class: 'downloads' }, downloads(o), extendLink(o)),
       lyricsList);
     updateOutputText(box, o);

@@ -407,6 +407,11 @@ async function main() {
     await page.evaluate(() => document.querySelectorAll('audio').forEach((a) => a.pause()));
     ok('output 1 reached canplay and played; lyrics highlighted; A/B switched');
 
+    // The gateway's check of each output is shown with it: its length, format and level.
+    const verified = await page.$eval('#verify-1', (e) => e.textContent);
+    assert.match(verified, /^Checked: \d+:\d\d(\.\d+)? · WAV · [\d.]+ kHz · (mono|stereo) · .*LUFS.* dB jump at the splice/, verified);
+    ok(`output 1's verification shown (${verified})`);
+
     // 4a. The task page's waveforms seek by keyboard: Shift+Tab from the output's play button
     // reaches its waveform (a slider); Home, the arrow keys (1 s, 5 s with Shift) and End move
     // the audio's playhead, which the slider reports.
