@@ -1058,6 +1058,52 @@ TEST(Extend, AClipOfOurOwnOutputIsCheckedBeforeAnythingIsSent) {
 // A clip of our own output goes to the provider as its output's link (api.public_base_url).
 // When the fetch policy refuses that link, the error is about the clip the client sent, and
 // says which settings decide it, not about an audio_url it never sent.
+// A poller that names the task's ETag gets a 304 (no body) until the task changes; the tag
+// changes with its version (and with its links' renewal or retention, which tests of signing
+// and retention cover by the document itself).
+TEST(Extend, ATaskRevalidatesWithItsETag) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path(), "", "1500ms"));
+    auto song = make_song(d, "wav", 4, 22050, 1);
+    auto r = post_form(
+        s.port(), {{"audio_file", song.bytes, "s.wav"}, {"extend_after", "2"}, {"length", "1"}},
+        {key_a});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 202) << r->body;
+    const std::string id(parse(r->body)["id"].as_string());
+    const std::string path = "/v1/extensions/" + id;
+    auto first = http_request(s.port(), "GET", path, "", {key_a});
+    ASSERT_TRUE(first);
+    const std::string running = first->header("etag").value_or("");
+    ASSERT_EQ(running.rfind("W/\"", 0), 0u) << running;
+    auto same = http_request(s.port(), "GET", path, "", {key_a, "If-None-Match: " + running});
+    ASSERT_TRUE(same);
+    if (same->status == 304) {  // else the task moved on in between
+        EXPECT_TRUE(same->body.empty());
+        EXPECT_EQ(same->header("etag").value_or(""), running);
+    }
+    auto t = wait_final(s.port(), id, key_a);
+    ASSERT_EQ(t["status"], "succeeded");
+    auto done = http_request(s.port(), "GET", path, "", {key_a, "If-None-Match: " + running});
+    ASSERT_TRUE(done);
+    EXPECT_EQ(done->status, 200) << "the task changed since that tag";
+    const std::string final_tag = done->header("etag").value_or("");
+    EXPECT_NE(final_tag, running);
+    // The current tag, alone, in a list, or without W/: 304, with no body and no type.
+    for (const std::string inm : {final_tag, "\"x\", " + final_tag, final_tag.substr(2)}) {
+        auto again = http_request(s.port(), "GET", path, "", {key_a, "If-None-Match: " + inm});
+        ASSERT_TRUE(again);
+        EXPECT_EQ(again->status, 304) << inm;
+        EXPECT_TRUE(again->body.empty());
+        EXPECT_EQ(again->header("etag").value_or(""), final_tag);
+        EXPECT_FALSE(again->header("content-type").has_value());
+    }
+    // Another tenant's tag for it is still a 404.
+    auto other = http_request(s.port(), "GET", path, "", {key_b, "If-None-Match: " + final_tag});
+    ASSERT_TRUE(other);
+    EXPECT_EQ(other->status, 404);
+}
+
 TEST(Extend, AClipWhoseLinkTheFetchPolicyRefusesNamesTheClip) {
     segue::test::temp_dir d;
     segue_process s(config_for(d.path(), "api:\n  public_base_url: http://127.0.0.1:9\n"));
