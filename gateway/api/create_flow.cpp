@@ -161,7 +161,9 @@ awaitable<std::optional<refusal>> flow::resolve_output_clip(submission& s,
                 co_return not_usable("its audio expired and was deleted (retention)");
         }
     }
-    if (extra_fields)
+    // Another source beside it: validation says to give one (the clip is not rewritten into a
+    // URL that would replace the other).
+    if (extra_fields || s.file || s.fields.contains("audio_url"))
         co_return std::nullopt;
     const auto* own = data.if_contains("provider_output_id");
     if (own && own->is_string() && t->task.provider == provider->get_string()) {

@@ -31,6 +31,7 @@
 #include "gateway/util/crypto.hpp"
 #include "gateway/util/json_keys.hpp"
 #include "gateway/util/json_text.hpp"
+#include "gateway/util/text.hpp"
 #include "gateway/util/utf8.hpp"
 
 namespace segue::api::create {
@@ -415,7 +416,15 @@ awaitable<outcome<submission>> read_submission(http::context& ctx, const read_en
     const std::string content_type(ctx.header("Content-Type").value_or(""));
     if (auto boundary = http::multipart_boundary(content_type))
         co_return co_await read_form(ctx, *boundary, env);
-    if (http::media_type_is(content_type, "multipart/form-data"))
+    // multipart/form-data whose boundary is missing, empty or malformed (the type alone decides,
+    // whatever its parameters).
+    const auto type_end = content_type.find(';');
+    std::string_view type = std::string_view(content_type).substr(0, type_end);
+    while (!type.empty() && (type.back() == ' ' || type.back() == '\t'))
+        type.remove_suffix(1);
+    while (!type.empty() && (type.front() == ' ' || type.front() == '\t'))
+        type.remove_prefix(1);
+    if (util::iequals(type, "multipart/form-data"))
         co_return refuse(error_kind::bad_request, "malformed",
                          "multipart/form-data needs one boundary parameter of 1 to 70 characters "
                          "(RFC 2046), e.g. multipart/form-data; boundary=x1y2z3");

@@ -79,7 +79,10 @@ std::vector<field_error> validate_topup(const json::object& body, const credits_
         const double thousandths = credits * 1000;
         if (!std::isfinite(credits) || credits < 0.001 || credits > max_topup_credits || !milli ||
             *milli < 1 ||
-            std::abs(thousandths - std::round(thousandths)) > 1e-6 * std::max(1.0, thousandths))
+            // A few units in the last place of the product: 1.23 is 1230 to that precision,
+            // 1.000001 and 999999999.9999 are not.
+            std::abs(thousandths - std::round(thousandths)) >
+                8 * std::numeric_limits<double>::epsilon() * std::max(1.0, thousandths))
             errors.push_back({"amount",
                               "must be from 0.001 to 1000000000 credits, with at most three "
                               "decimals (credits are kept in thousandths)"});

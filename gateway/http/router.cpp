@@ -1,5 +1,6 @@
 #include "gateway/http/router.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "gateway/util/text.hpp"
@@ -81,26 +82,40 @@ match_result router::match(std::string_view method, std::string_view path) const
         path = decoded;
     }
     const auto parts = split_path(path);
+    // How many literal segments route `r` matches with, or -1 when it does not match the path.
+    auto literals = [&](const route& r) {
+        if (r.segments.size() != parts.size())
+            return -1;
+        int n = 0;
+        for (std::size_t i = 0; i < parts.size(); ++i) {
+            const auto& seg = r.segments[i];
+            if (is_param(seg)) {
+                if (parts[i].empty())
+                    return -1;
+            } else if (seg != parts[i]) {
+                return -1;
+            } else {
+                ++n;
+            }
+        }
+        return n;
+    };
+    // The most specific pattern wins: /v1/deliveries/redeliver is that path's only resource,
+    // not a delivery named "redeliver" of /v1/deliveries/{id}.
+    int best = -1;
+    for (const auto& r : routes_)
+        best = std::max(best, literals(*r));
+    if (best < 0)
+        return result;
     const route* head_fallback = nullptr;
     std::vector<std::pair<std::string, std::string>> head_params;
     for (const auto& r : routes_) {
-        if (r->segments.size() != parts.size())
+        if (literals(*r) != best)
             continue;
         std::vector<std::pair<std::string, std::string>> params;
-        bool ok = true;
-        for (std::size_t i = 0; i < parts.size() && ok; ++i) {
-            const auto& seg = r->segments[i];
-            if (is_param(seg)) {
-                if (parts[i].empty())
-                    ok = false;
-                else
-                    params.emplace_back(seg.substr(1, seg.size() - 2), parts[i]);
-            } else if (seg != parts[i]) {
-                ok = false;
-            }
-        }
-        if (!ok)
-            continue;
+        for (std::size_t i = 0; i < parts.size(); ++i)
+            if (const auto& seg = r->segments[i]; is_param(seg))
+                params.emplace_back(seg.substr(1, seg.size() - 2), parts[i]);
         if (r->method == method) {
             result.matched = r.get();
             result.params = std::move(params);

@@ -558,10 +558,10 @@ class connection final : public context, public std::enable_shared_from_this<con
             if (content_length() && *content_length() > limits_.max_body_bytes) {
                 // Like nginx's client_max_body_size: an oversized body is refused before routing.
                 srv_->count_error("body_too_large");
-                api::set_problem(
-                    res_, api::error_kind::payload_too_large,
-                    "request body exceeds " + std::to_string(limits_.max_body_bytes) + " bytes",
-                    path());
+                api::set_problem(res_, api::error_kind::payload_too_large,
+                                 "request body exceeds " + std::to_string(limits_.max_body_bytes) +
+                                     " bytes (limits.max_body_bytes)",
+                                 path());
             } else if (const auto* shaped = srv_->routes.unrouted_for(path())) {
                 (*shaped)(res_, m.path_known ? 405 : 404, path());  // a drop-in API's shape
                 if (m.path_known)
@@ -588,7 +588,8 @@ class connection final : public context, public std::enable_shared_from_this<con
                 srv_->count_error("body_too_large");
                 api::set_problem(res_, api::error_kind::payload_too_large,
                                  rt->options.body_limit_detail.empty()
-                                     ? "request body exceeds " + std::to_string(limit) + " bytes"
+                                     ? "request body exceeds " + std::to_string(limit) +
+                                           " bytes (limits.max_body_bytes)"
                                      : rt->options.body_limit_detail,
                                  path());
                 keep_alive = false;

@@ -430,6 +430,13 @@ TEST(Extend, ValidationNamesEveryBadFieldAndCreatesNothing) {
          },
          400,
          {}},
+        {"multipart with an empty boundary",
+         [&] {
+             return http_request(s.port(), "POST", "/v1/extensions", "--x\r\n",
+                                 {key_a, "Content-Type: multipart/form-data; boundary="});
+         },
+         400,
+         {}},
     };
     for (auto& c : cases) {
         auto r = c.send();
@@ -1044,6 +1051,14 @@ TEST(Extend, AClipOfOurOwnOutputIsCheckedBeforeAnythingIsSent) {
     EXPECT_EQ(extra["clip.x"], "unknown field");
     EXPECT_EQ(extra.count("clip.id"), 0u);
     EXPECT_EQ(extra.count("clip"), 0u) << extra["clip"];
+    // With another source beside it, it is not rewritten into a URL that replaces that one.
+    auto two = http_request(s.port(), "POST", "/v1/extensions",
+                            R"({"clip":{"provider":"sandbox","id":")" + id +
+                                R"(-1"},"extend_after":1,"audio_url":"not a url"})",
+                            {key_a, "Content-Type: application/json"});
+    ASSERT_TRUE(two);
+    EXPECT_EQ(two->status, 422) << two->body;
+    EXPECT_NE(two->body.find("exactly one source"), std::string::npos) << two->body;
     auto extra_bad = refused(id + "-7", "1", R"(,"x":1)");
     EXPECT_EQ(extra_bad["clip.x"], "unknown field");
     EXPECT_EQ(extra_bad["clip.id"], "no such output");

@@ -289,7 +289,8 @@ TEST(Ledger, HoldsCapturesRefundsAndRefusesWhatCannotBePaid) {
     top(201);
     top(200);
     // Credits are kept in thousandths: an amount with more decimals is refused, not rounded.
-    for (const char* amount : {"0.0015", "1.23456789", "0", "1e-9", "-1", "1000000001"}) {
+    for (const char* amount :
+         {"0.0015", "1.23456789", "1.000001", "999999999.9999", "0", "1e-9", "-1", "1000000001"}) {
         auto a = http_request(w.port, "POST", "/v1/admin/credits",
                               std::string(R"({"tenant":"r","amount":)") + amount + "}",
                               {admin, "Content-Type: application/json"});

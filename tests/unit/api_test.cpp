@@ -202,6 +202,30 @@ TEST(Router, TemplatesParamsAnd405) {
     EXPECT_THROW(r.add("GET", "no-slash", h), std::invalid_argument);
 }
 
+// A literal segment beats a parameter: /v1/deliveries/redeliver is its own resource (POST
+// only), not a delivery named "redeliver".
+TEST(Router, TheMostSpecificPatternWins) {
+    segue::http::router r;
+    auto h = [](segue::http::context&) -> boost::asio::awaitable<void> { co_return; };
+    r.add("GET", "/v1/deliveries/{id}", h);
+    r.add("POST", "/v1/deliveries/{id}/redeliver", h);
+    r.add("POST", "/v1/deliveries/redeliver", h);
+    auto post = r.match("POST", "/v1/deliveries/redeliver");
+    ASSERT_TRUE(post.matched);
+    EXPECT_EQ(post.matched->pattern, "/v1/deliveries/redeliver");
+    EXPECT_TRUE(post.params.empty());
+    for (const char* m : {"GET", "HEAD", "PUT"}) {
+        auto other = r.match(m, "/v1/deliveries/redeliver");
+        EXPECT_FALSE(other.matched) << m;
+        EXPECT_TRUE(other.path_known) << m;
+        EXPECT_EQ(other.allow, "POST") << m;
+    }
+    auto one = r.match("GET", "/v1/deliveries/dlv_1");
+    ASSERT_TRUE(one.matched);
+    EXPECT_EQ(one.params[0].second, "dlv_1");
+    EXPECT_TRUE(r.match("POST", "/v1/deliveries/dlv_1/redeliver").matched);
+}
+
 // RFC 3986 6.2.2.2: an escaped unreserved character is that character; other escapes stay.
 TEST(Router, EscapedUnreservedCharactersMatchAsThemselves) {
     segue::http::router r;
