@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -91,6 +92,14 @@ std::string text(const json::value& v, std::string_view key) {
         return {};
     if (m->is_string())
         return std::string(m->as_string());
+    if (m->is_double()) {
+        // As a person writes it (750.505, 2.5), not as Boost.JSON does (7.50505E2).
+        char buf[64];
+        const auto r =
+            std::to_chars(buf, buf + sizeof buf, m->as_double(), std::chars_format::fixed);
+        if (r.ec == std::errc())
+            return std::string(buf, r.ptr);
+    }
     return json::serialize(*m);
 }
 
@@ -236,7 +245,7 @@ class session {
     // `segue watch` of this task as this command line would run it again: the same output
     // directory and format.
     std::string watch_again() const {
-        std::string c = "segue watch " + task_id_;
+        std::string c = "segue watch " + task_id_ + url_flag();
         if (!o_.out_dir.empty()) {
             c += " -o " + shell_word(o_.out_dir);
             if (o_.format != "mp3")
@@ -253,6 +262,15 @@ class session {
     // " --limit N" when the command line gave one (the next page's hint keeps it).
     std::string limit_flag() const {
         return o_.limit ? " --limit " + std::to_string(*o_.limit) : std::string();
+    }
+    // " --url URL" unless a hint run as printed reaches the same gateway without it ($SEGUE_URL,
+    // else the default).
+    std::string url_flag() const {
+        const char* env = std::getenv("SEGUE_URL");
+        std::string implied = env && *env ? env : "http://127.0.0.1:8080";
+        while (implied.size() > 1 && implied.back() == '/')
+            implied.pop_back();
+        return o_.url == implied ? std::string() : " --url " + shell_word(o_.url);
     }
 
     awaitable<int> extend();
@@ -453,7 +471,7 @@ awaitable<int> session::extend() {
         } else {
             print_out(task_id_ + " " + text(task, "status") + "\n");
             if (!o_.quiet)
-                std::fprintf(stderr, "follow it: segue watch %s\n", task_id_.c_str());
+                std::fprintf(stderr, "follow it: %s\n", watch_again().c_str());
         }
         co_return exit_ok;
     }
@@ -904,7 +922,7 @@ awaitable<int> session::tasks() {
         body,
         {field_column("ID", 32, "id"), field_column("STATUS", 21, "status"),
          field_column("PROVIDER", 12, "provider"), field_column("CREATED", 0, "created_at")},
-        "no tasks", "segue tasks" + limit_flag());
+        "no tasks", "segue tasks" + url_flag() + limit_flag());
     co_return exit_ok;
 }
 
@@ -975,7 +993,8 @@ awaitable<int> session::deliveries() {
                  field_column("TASK", 32, "task_id"),
                  {"LAST", 0, last_outcome}},
                 o_.status.empty() ? "no deliveries" : "no " + o_.status + " deliveries",
-                "segue deliveries" + (o_.status.empty() ? "" : " --status " + o_.status) +
+                "segue deliveries" + url_flag() +
+                    (o_.status.empty() ? "" : " --status " + o_.status) +
                     (o_.task_id.empty() ? "" : " --task " + shell_word(o_.task_id)) + limit_flag());
     co_return exit_ok;
 }
@@ -1040,12 +1059,13 @@ void session::interrupted() {
             msg = "interrupted during the upload: no task was created\n";
             break;
         case stage::awaiting_answer:
-            msg = "interrupted before the server answered: the task may exist (segue tasks)\n";
+            msg = "interrupted before the server answered: the task may exist (segue tasks" +
+                  url_flag() + ")\n";
             break;
         case stage::task_known:
             msg = "interrupted: task " + task_id_ + " keeps running on the server\n" +
                   "  watch it again: " + watch_again() + "\n" + "  or cancel it:   segue cancel " +
-                  task_id_ + "\n";
+                  task_id_ + url_flag() + "\n";
             break;
         case stage::downloading:
             msg = "interrupted while saving the outputs: task " + task_id_ + " has ended (" +

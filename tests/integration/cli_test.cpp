@@ -512,6 +512,14 @@ TEST(CliClient, DeadDeliveriesListedAndRedelivered) {
                          " --limit 2 --before dlv_"),
               std::string::npos)
         << dump(r);
+    // Given by --url rather than $SEGUE_URL, the gateway is named in the hint too.
+    const std::string url = f.env["SEGUE_URL"];
+    r = run_cli(f.dir, {"deliveries", "--dead", "--task", id, "--limit", "2", "--url", url},
+                {{"SEGUE_API_KEY", f.env["SEGUE_API_KEY"]}});
+    ASSERT_EQ(r.code, 0) << dump(r);
+    EXPECT_NE(r.err.find("more: segue deliveries --url " + url + " --status dead --task "),
+              std::string::npos)
+        << dump(r);
 
     r = run_cli(f.dir, {"deliveries", "redeliver", first, "--json"}, f.env);
     ASSERT_EQ(r.code, 0) << dump(r);
