@@ -23,6 +23,7 @@
 #include "gateway/core/ledger.hpp"
 #include "gateway/http/message.hpp"
 #include "gateway/http/multipart.hpp"
+#include "gateway/http/range.hpp"
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
 #include "gateway/net/url_guard.hpp"
@@ -418,12 +419,8 @@ awaitable<outcome<submission>> read_submission(http::context& ctx, const read_en
         co_return co_await read_form(ctx, *boundary, env);
     // multipart/form-data whose boundary is missing, empty or malformed (the type alone decides,
     // whatever its parameters).
-    const auto type_end = content_type.find(';');
-    std::string_view type = std::string_view(content_type).substr(0, type_end);
-    while (!type.empty() && (type.back() == ' ' || type.back() == '\t'))
-        type.remove_suffix(1);
-    while (!type.empty() && (type.front() == ' ' || type.front() == '\t'))
-        type.remove_prefix(1);
+    const auto type =
+        http::trim_ows(std::string_view(content_type).substr(0, content_type.find(';')));
     if (util::iequals(type, "multipart/form-data"))
         co_return refuse(error_kind::bad_request, "malformed",
                          "multipart/form-data needs one boundary parameter of 1 to 70 characters "

@@ -1058,11 +1058,15 @@ asio::awaitable<engine::impl::applied> engine::impl::apply(
     std::exception_ptr failed;
     try {
         co_await db.write([&](store::transaction& tx) {
-            auto before = task_work::load(tx, task_id, attempt_number);
-            task_work work(before);
+            task_work work(task_work::load(tx, task_id, attempt_number));
+            // Only a webhook's outcome says whether it changed anything (duplicate or applied):
+            // a job's run keeps no copy of what it loaded.
+            std::optional<task_work::snapshot> before;
+            if (!job)
+                before = work.state();
             res =
                 trans.apply(work, task_id, job, provider_name, attempt_number, u, files, now_ms());
-            changed = work.changes(before);
+            changed = !before || work.changes(*before);
             if (!task_work::save(
                     tx, work.effects(),
                     job ? std::optional<store::lease_ref>(lease_of(*job, *lease)) : std::nullopt))

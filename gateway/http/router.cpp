@@ -101,26 +101,34 @@ match_result router::match(std::string_view method, std::string_view path) const
         return n;
     };
     // The most specific pattern wins: /v1/deliveries/redeliver is that path's only resource,
-    // not a delivery named "redeliver" of /v1/deliveries/{id}.
+    // not a delivery named "redeliver" of /v1/deliveries/{id}. One pass: a route with more
+    // literal segments than those seen so far starts the answer again.
     int best = -1;
-    for (const auto& r : routes_)
-        best = std::max(best, literals(*r));
-    if (best < 0)
-        return result;
     const route* head_fallback = nullptr;
     std::vector<std::pair<std::string, std::string>> head_params;
     for (const auto& r : routes_) {
-        if (literals(*r) != best)
+        const int n = literals(*r);
+        if (n < 0 || n < best)
             continue;
+        if (n > best) {
+            best = n;
+            result = {};
+            head_fallback = nullptr;
+            head_params.clear();
+        }
         std::vector<std::pair<std::string, std::string>> params;
         for (std::size_t i = 0; i < parts.size(); ++i)
             if (const auto& seg = r->segments[i]; is_param(seg))
                 params.emplace_back(seg.substr(1, seg.size() - 2), parts[i]);
         if (r->method == method) {
-            result.matched = r.get();
-            result.params = std::move(params);
-            return result;
+            if (!result.matched) {  // the first of equally specific ones, as added
+                result.matched = r.get();
+                result.params = std::move(params);
+            }
+            continue;  // a more specific route further on may still take the path
         }
+        if (result.matched)
+            continue;
         if (method == "HEAD" && r->method == "GET" && !head_fallback) {
             head_fallback = r.get();
             head_params = std::move(params);
@@ -135,6 +143,11 @@ match_result router::match(std::string_view method, std::string_view path) const
                 result.allow += ", ";
             result.allow += m;
         }
+    }
+    if (result.matched) {
+        result.path_known = false;
+        result.allow.clear();
+        return result;
     }
     if (head_fallback) {
         result.matched = head_fallback;
