@@ -119,6 +119,9 @@ class Engine : public ::testing::Test {
         pool_->stop();
         if (thread_.joinable())
             thread_.join();
+        // As app.cpp: the blocking threads are joined before the IO contexts go (pool_ is
+        // destroyed before blocking_), or a job finishing late writes to a deleted context.
+        blocking_.stop();
         store_->close();
     }
     void start() {

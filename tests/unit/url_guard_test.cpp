@@ -511,6 +511,10 @@ class UrlGuardRedirects : public ::testing::Test {
     }
     ~UrlGuardRedirects() override {
         client_.reset();
+        // The blocking thread may still be handing a finished job back to ioc_ (releasing its
+        // executor's work count) after the call's result is in: joined before ioc_ goes, or
+        // it writes to a deleted io_context (TSAN: heap-use-after-free).
+        files_.stop();
         std::filesystem::remove(file_);
     }
 
