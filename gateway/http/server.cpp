@@ -24,6 +24,7 @@
 
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <mutex>
 #include <random>
@@ -66,8 +67,9 @@ constexpr std::chrono::milliseconds drain_handshake_wait{10};
 // it but nobody has accepted, and a client (a proxy) may already have written its request on
 // one: it would fail a POST it may not resend. Once nothing new can complete, what is queued
 // can all be accepted first. A dropped SYN is sent again after a second and then refused (the
-// listener is closed by then): the client connects elsewhere. False where unsupported.
-bool refuse_new_handshakes(tcp::acceptor& acceptor) {
+// listener is closed by then): the client connects elsewhere. Some kernels (6.18 here) let
+// only a process with CAP_NET_ADMIN filter a TCP socket: the error then says why not.
+std::error_code refuse_new_handshakes(tcp::acceptor& acceptor) {
 #ifdef __linux__
     constexpr std::uint8_t syn = 0x02, ack = 0x10;
     std::array<sock_filter, 5> code{{
@@ -78,11 +80,13 @@ bool refuse_new_handshakes(tcp::acceptor& acceptor) {
         BPF_STMT(BPF_RET | BPF_K, 0xffffffffu),  // anything else: kept whole
     }};
     sock_fprog prog{static_cast<unsigned short>(code.size()), code.data()};
-    return ::setsockopt(acceptor.native_handle(), SOL_SOCKET, SO_ATTACH_FILTER, &prog,
-                        sizeof prog) == 0;
+    if (::setsockopt(acceptor.native_handle(), SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) !=
+        0)
+        return {errno, std::system_category()};
+    return {};
 #else
     (void)acceptor;
-    return false;
+    return std::make_error_code(std::errc::operation_not_supported);
 #endif
 }
 
@@ -1023,10 +1027,15 @@ asio::awaitable<void> server::drain(std::shared_ptr<impl> self, std::function<vo
     }
     beast::error_code ec;
     self->closing.store(true, std::memory_order_release);
-    if (refuse_new_handshakes(self->acceptor)) {
+    if (const auto err = refuse_new_handshakes(self->acceptor); !err) {
         // The accept loop goes on meanwhile.
         timer.expires_after(drain_handshake_wait);
         co_await timer.async_wait(use_tuple);
+    } else {
+        log::info(
+            "the listener cannot refuse new handshakes before it closes: a connection "
+            "completed just before the close is reset",
+            {{"error", err.message()}, {"needs", "CAP_NET_ADMIN on some kernels"}});
     }
     self->accept_queued();
     self->acceptor.close(ec);
