@@ -142,8 +142,10 @@ std::optional<output_ref> parse_output_id(std::string_view id) {
     const auto dash = id.rfind('-');
     if (dash == std::string_view::npos || dash == 0 || dash + 1 >= id.size())
         return std::nullopt;
-    auto n = parse_int(id.substr(dash + 1));
-    if (!n || *n < 1 || *n > 16 || id.substr(dash + 1).size() > 2)
+    // Only the spelling output_id makes: "-01" names no output.
+    const auto digits = id.substr(dash + 1);
+    auto n = parse_int(digits);
+    if (!n || *n < 1 || *n > 16 || digits.size() > 2 || digits.front() == '0')
         return std::nullopt;
     return output_ref{std::string(id.substr(0, dash)), static_cast<int>(*n)};
 }

@@ -195,7 +195,10 @@ TEST(Compat, OutputIdsMapBothWays) {
     ASSERT_TRUE(ref);
     EXPECT_EQ(ref->task_id, "ext_x");
     EXPECT_EQ(ref->index, 2);
-    for (const char* bad : {"ext_x", "ext_x-", "-1", "ext_x-0", "ext_x-999", "ext_x-a"})
+    EXPECT_EQ(segue::api::parse_output_id("ext_x-16")->index, 16);
+    // Only the id output_id makes: one spelling per output.
+    for (const char* bad :
+         {"ext_x", "ext_x-", "-1", "ext_x-0", "ext_x-999", "ext_x-a", "ext_x-01", "ext_x-17"})
         EXPECT_FALSE(segue::api::parse_output_id(bad)) << bad;
 }
 
