@@ -297,7 +297,8 @@ awaitable<std::optional<refusal>> stream_form(http::context& ctx, std::string_vi
 
 awaitable<outcome<submission>> read_form(http::context& ctx, std::string_view boundary,
                                          const read_env& env) {
-    if (ctx.content_length() && *ctx.content_length() > env.max_upload_bytes)
+    // The file is bounded as it streams (form_collector); this refuses early what cannot fit.
+    if (ctx.content_length() && *ctx.content_length() > env.max_upload_bytes + form_slack_bytes)
         co_return refuse(error_kind::payload_too_large, "too_large",
                          "upload exceeds " + std::to_string(env.max_upload_bytes) +
                              " bytes (api.max_upload_bytes)");

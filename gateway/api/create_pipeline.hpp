@@ -128,6 +128,10 @@ struct submission {
     std::optional<upload> file;
 };
 
+// What a create's body may hold beyond its file (api.max_upload_bytes): multipart framing and
+// the form's text fields.
+inline constexpr std::uint64_t form_slack_bytes = 64 * 1024;
+
 struct read_env {
     std::uint64_t max_upload_bytes = 0;
     std::uint64_t max_json_bytes = 0;

@@ -737,7 +737,7 @@ void add_extension_routes(http::router& routes, const api_deps& deps) {
     const auto& s = deps.settings;
     const std::uint64_t max_body =
         std::max<std::uint64_t>(s.api.max_upload_bytes, s.api.max_json_bytes) +
-        64 * 1024;  // multipart framing and text fields
+        create::form_slack_bytes;
     routes.add("POST", "/v1/extensions", [h](http::context& c) { return h->create(c); },
                {.body = http::body_mode::streamed,
                 .max_body_bytes = max_body,

@@ -459,6 +459,14 @@ TEST(Extend, ValidationNamesEveryBadFieldAndCreatesNothing) {
         EXPECT_EQ(doc.at("detail"), "upload exceeds 1048576 bytes (api.max_upload_bytes)") << size;
         EXPECT_EQ(doc.at("instance"), "/v1/extensions") << size;
     }
+    // The limit is the file's: a file of exactly 1 MiB with its fields is read (and refused
+    // for what it holds, not for its size), with a Content-Length as without.
+    auto at_limit = post_form(
+        s.port(), {{"audio_file", std::string(1024 * 1024, 'x'), "s.wav"}, {"extend_after", "1"}},
+        {key_a});
+    ASSERT_TRUE(at_limit);
+    EXPECT_NE(at_limit->status, 413) << at_limit->body;
+    EXPECT_EQ(at_limit->status / 100, 4) << at_limit->body;
     auto text =
         http_request(s.port(), "POST", "/v1/extensions", "hi", {key_a, "Content-Type: text/plain"});
     ASSERT_TRUE(text);
@@ -1105,7 +1113,7 @@ TEST(Extend, ATaskRevalidatesWithItsETag) {
     const std::string final_tag = done->header("etag").value_or("");
     EXPECT_NE(final_tag, running);
     // The current tag, alone, in a list, or without W/: 304, with no body and no type.
-    for (const std::string inm : {final_tag, "\"x\", " + final_tag, final_tag.substr(2)}) {
+    for (const std::string& inm : {final_tag, "\"x\", " + final_tag, final_tag.substr(2)}) {
         auto again = http_request(s.port(), "GET", path, "", {key_a, "If-None-Match: " + inm});
         ASSERT_TRUE(again);
         EXPECT_EQ(again->status, 304) << inm;
