@@ -47,11 +47,14 @@ void json_response(http::context& ctx, int status, const json::value& v) {
 
 namespace {
 
-void set_param_problem(http::context& ctx, std::string_view name) {
-    const std::string why = "must be percent-encoded UTF-8 (%XX with two hex digits)";
+void set_param_problem(http::context& ctx, std::string_view name, query_value::state state) {
+    const bool repeated = state == query_value::state::repeated;
+    const std::string why = repeated ? "given more than once"
+                                     : "must be percent-encoded UTF-8 (%XX with two hex digits)";
     set_problem(ctx.res(), error_kind::bad_request,
-                "query parameter " + std::string(name) + " is malformed", ctx.path(),
-                {{std::string(name), why}});
+                "query parameter " + std::string(name) +
+                    (repeated ? " is given more than once" : " is malformed"),
+                ctx.path(), {{std::string(name), why}});
 }
 
 }  // namespace
@@ -78,6 +81,11 @@ query_value query_param(std::string_view query, std::string_view name) {
             match = decoded && *decoded == name;
         }
         if (match) {
+            if (out.status != query_value::state::absent) {
+                out.status = query_value::state::repeated;
+                out.value.clear();
+                return out;
+            }
             auto raw = eq == std::string_view::npos ? std::string_view{} : part.substr(eq + 1);
             auto v = percent_decode(raw);
             if (!v || !util::valid_utf8(*v)) {
@@ -86,7 +94,6 @@ query_value query_param(std::string_view query, std::string_view name) {
             }
             out.status = query_value::state::present;
             out.value = std::move(*v);
-            return out;
         }
         if (amp == std::string_view::npos)
             break;
@@ -98,8 +105,8 @@ query_value query_param(std::string_view query, std::string_view name) {
 bool text_param(http::context& ctx, std::string_view name, std::optional<std::string>& out) {
     auto q = query_param(ctx.query(), name);
     out.reset();
-    if (q.status == query_value::state::malformed) {
-        set_param_problem(ctx, name);
+    if (q.status == query_value::state::malformed || q.status == query_value::state::repeated) {
+        set_param_problem(ctx, name, q.status);
         return false;
     }
     if (q.status == query_value::state::present)

@@ -26,17 +26,18 @@ std::optional<std::string> percent_decode(std::string_view s);
 
 // One query parameter, looked up by its decoded name.
 struct query_value {
-    enum class state { absent, present, malformed };
+    enum class state { absent, present, malformed, repeated };
     state status = state::absent;
     std::string value;  // decoded, when present
 };
 
-// The first query parameter named `name`, percent-decoded. `malformed` when its value (or, for
-// the first match, its name) has a bad escape or does not decode to valid UTF-8.
+// The query parameter named `name`, percent-decoded. `malformed` when its value has a bad
+// escape or does not decode to valid UTF-8; `repeated` when the name appears more than once
+// (which one the client meant is unknown).
 query_value query_param(std::string_view query, std::string_view name);
 
 // query_param for a handler: false, with the 400 problem naming the parameter set, when it is
-// malformed; else true, and `out` is the decoded value (nullopt when absent).
+// malformed or repeated; else true, and `out` is the decoded value (nullopt when absent).
 bool text_param(http::context& ctx, std::string_view name, std::optional<std::string>& out);
 
 std::optional<std::int64_t> parse_int(std::string_view s);

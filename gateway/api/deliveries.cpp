@@ -78,10 +78,17 @@ struct delivery_handlers : std::enable_shared_from_this<delivery_handlers> {
             !text_param(ctx, "task_id", task_id_param) || !text_param(ctx, "before", before_param))
             co_return;
         const std::string status = status_param.value_or("");
-        if (!status.empty() && status != "pending" && status != "delivered" && status != "dead") {
+        if (status_param && status != "pending" && status != "delivered" && status != "dead") {
             set_problem(ctx.res(), error_kind::bad_request,
                         "status must be pending, delivered or dead", ctx.path(),
                         {{"status", "must be pending, delivered or dead"}});
+            co_return;
+        }
+        // An empty filter is a client's mistake (a variable it did not set): listing every
+        // task's deliveries instead would hide it.
+        if (task_id_param && task_id_param->empty()) {
+            set_problem(ctx.res(), error_kind::bad_request, "task_id must not be empty", ctx.path(),
+                        {{"task_id", "must not be empty"}});
             co_return;
         }
         const std::string task_id = task_id_param.value_or("");

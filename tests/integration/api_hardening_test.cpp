@@ -317,7 +317,7 @@ TEST(ApiEdge, QueryParametersArePercentDecoded) {
         EXPECT_EQ(r->header("content-type").value_or("").substr(0, type.size()), type) << accept;
     }
 
-    // A malformed escape is a 400 naming the parameter.
+    // A malformed escape, a parameter given twice or an empty filter is a 400 naming it.
     struct bad {
         std::string target;
         std::string param;
@@ -333,7 +333,13 @@ TEST(ApiEdge, QueryParametersArePercentDecoded) {
                           {"/v1/extensions?before=bogus", "before"},
                           {"/v1/extensions?before=ext_00000000000000000000000000", "before"},
                           {"/v1/deliveries?before=dlv_zzzz", "before"},
-                          {"/v1/credits?before=999999", "before"}}) {
+                          {"/v1/credits?before=999999", "before"},
+                          // Given twice (in any spelling), or an empty filter.
+                          {"/v1/extensions?limit=5&limit=5", "limit"},
+                          {"/v1/deliveries?task_id=ext_a&%74ask_id=ext_b", "task_id"},
+                          {"/v1/deliveries?status=dead&status=pending", "status"},
+                          {"/v1/deliveries?task_id=", "task_id"},
+                          {"/v1/deliveries?status=", "status"}}) {
         auto r = http_request(s.port(), "GET", b.target, "", {key});
         ASSERT_TRUE(r) << b.target;
         EXPECT_EQ(r->status, 400) << b.target << ": " << r->body;

@@ -657,6 +657,15 @@ TEST(DropIn, ErrorsInTheProvidersShapes) {
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 400);
     EXPECT_EQ(parse(r->body)["message"], "Provide either task_id or conversion_id, not both");
+    // An id given twice: which was meant is unknown, and the 422 says which field.
+    r = http_request(g.port, "GET", "/api/public/v1/byId?conversionType=EXTEND&task_id=a&task_id=b",
+                     "", {"Authorization: " + tenant.key});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 422);
+    detail = parse(r->body)["detail"].as_array();
+    ASSERT_FALSE(detail.empty()) << r->body;
+    EXPECT_EQ(detail[0].as_object()["loc"].as_array()[1], "task_id") << r->body;
+    EXPECT_EQ(detail[0].as_object()["msg"], "given more than once") << r->body;
 
     auto ma = [&](const std::string& body, const std::vector<std::string>& headers) {
         return http_request(g.port, "POST", "/api/v1/producer/create", body, headers);

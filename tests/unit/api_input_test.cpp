@@ -113,8 +113,10 @@ TEST(QueryParams, LookupDecodesNamesAndValues) {
     EXPECT_EQ(query_param("limit", "limit").value, "");
     EXPECT_EQ(query_param("a=1", "limit").status, query_value::state::absent);
     EXPECT_EQ(query_param("", "limit").status, query_value::state::absent);
-    // The first occurrence wins.
-    EXPECT_EQ(query_param("a=1&a=2", "a").value, "1");
+    // A name given twice, in any spelling, is refused: which value was meant is unknown.
+    EXPECT_EQ(query_param("a=1&a=2", "a").status, query_value::state::repeated);
+    EXPECT_EQ(query_param("limit=5&x=1&%6Cimit=5", "limit").status, query_value::state::repeated);
+    EXPECT_EQ(query_param("a=1&ab=2&b=3", "a").value, "1");
     // Malformed: a bad escape, or bytes that are not UTF-8 text.
     EXPECT_EQ(query_param("before=%zz", "before").status, query_value::state::malformed);
     EXPECT_EQ(query_param("before=abc%", "before").status, query_value::state::malformed);

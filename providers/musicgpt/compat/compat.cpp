@@ -337,6 +337,12 @@ awaitable<void> handlers::by_id(http::context& ctx) {
     const auto task_id = api::query_param(ctx.query(), "task_id");
     const auto conversion_id = api::query_param(ctx.query(), "conversion_id");
     using st = api::query_value::state;
+    for (const auto& [name, q] :
+         {std::pair<std::string_view, const api::query_value&>{"conversionType", type},
+          {"task_id", task_id},
+          {"conversion_id", conversion_id}})
+        if (q.status == st::repeated)
+            co_return query_error(name, "given more than once");
     if (type.status != st::present)
         co_return query_error("conversionType", "field required");
     if (task_id.status == st::malformed || conversion_id.status == st::malformed)
