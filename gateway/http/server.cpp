@@ -24,18 +24,12 @@
 
 #include <array>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <mutex>
 #include <random>
 #include <stdexcept>
 #include <system_error>
 #include <unordered_map>
-
-#ifdef __linux__
-#include <linux/filter.h>
-#include <sys/socket.h>
-#endif
 
 #include "gateway/api/problem.hpp"
 #include "gateway/http/router.hpp"
@@ -57,38 +51,6 @@ constexpr std::size_t body_read_capacity = 64 * 1024;
 // Once the listener has closed, how long a connection that has not sent its first request may
 // take to send it: a proxy that connected just before the close is writing it.
 constexpr std::chrono::milliseconds drain_first_request_wait{1000};
-// Once the listener refuses new handshakes, how long the ones under way (their SYN-ACK sent)
-// have to complete: one round trip, which inside a cluster is well under a millisecond.
-constexpr std::chrono::milliseconds drain_handshake_wait{10};
-
-// Makes the listener drop new connection attempts (a SYN without ACK) while handshakes under
-// way still complete: a cBPF socket filter, which runs on the listener's packets with the TCP
-// header at offset 0. Closing a listener resets every connection the kernel has completed on
-// it but nobody has accepted, and a client (a proxy) may already have written its request on
-// one: it would fail a POST it may not resend. Once nothing new can complete, what is queued
-// can all be accepted first. A dropped SYN is sent again after a second and then refused (the
-// listener is closed by then): the client connects elsewhere. Some kernels (6.18 here) let
-// only a process with CAP_NET_ADMIN filter a TCP socket: the error then says why not.
-std::error_code refuse_new_handshakes(tcp::acceptor& acceptor) {
-#ifdef __linux__
-    constexpr std::uint8_t syn = 0x02, ack = 0x10;
-    std::array<sock_filter, 5> code{{
-        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13),  // the TCP flags
-        BPF_STMT(BPF_ALU | BPF_AND | BPF_K, syn | ack),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, syn, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, 0),            // a new connection: dropped
-        BPF_STMT(BPF_RET | BPF_K, 0xffffffffu),  // anything else: kept whole
-    }};
-    sock_fprog prog{static_cast<unsigned short>(code.size()), code.data()};
-    if (::setsockopt(acceptor.native_handle(), SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) !=
-        0)
-        return {errno, std::system_category()};
-    return {};
-#else
-    (void)acceptor;
-    return std::make_error_code(std::errc::operation_not_supported);
-#endif
-}
 
 constexpr std::array<std::string_view, 7> known_methods{"GET",    "HEAD",  "POST",   "PUT",
                                                         "DELETE", "PATCH", "OPTIONS"};
@@ -1027,16 +989,6 @@ asio::awaitable<void> server::drain(std::shared_ptr<impl> self, std::function<vo
     }
     beast::error_code ec;
     self->closing.store(true, std::memory_order_release);
-    if (const auto err = refuse_new_handshakes(self->acceptor); !err) {
-        // The accept loop goes on meanwhile.
-        timer.expires_after(drain_handshake_wait);
-        co_await timer.async_wait(use_tuple);
-    } else {
-        log::info(
-            "the listener cannot refuse new handshakes before it closes: a connection "
-            "completed just before the close is reset",
-            {{"error", err.message()}, {"needs", "CAP_NET_ADMIN on some kernels"}});
-    }
     self->accept_queued();
     self->acceptor.close(ec);
     self->close_idle(false);

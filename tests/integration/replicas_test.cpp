@@ -734,10 +734,7 @@ TEST_F(Replicas, RollingRestartFailsNoRequest) {
 // closes its connection, so nginx connects anew for nearly every request to the draining
 // replica and writes the request right after its connect. Closing the listener reset what
 // the kernel had queued on it, and the drain closed a connection whose request had not been
-// read yet: before the drain handled both, a restart under such a flood cost a few 502s. A
-// connection completed between the drain's last accept and the close still was (one 502 in
-// a CI run); the listener now drops new SYNs before its last accept. A request caught by that
-// waits for nginx's proxy_connect_timeout (1 s) and goes to another replica.
+// read yet: before the drain handled both, a restart under such a flood cost a few 502s.
 TEST_F(Replicas, DrainsUnderAFloodOfKeylessPostsFailNone) {
     constexpr int client_threads = 8;
     const auto t0 = steady::now();
