@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <memory>
 
@@ -95,6 +96,12 @@ std::string task_error(const store::task_row& t, const std::vector<store::output
     // Segue releases what it held for outputs not produced (extension.credits.refunded).
     while (!m.empty() && (m.back() == '.' || m.back() == ' '))
         m.pop_back();  // a message that ends its own sentence: "(30 s).. Credits" otherwise
+    // MusicAPI's own failure message may say so already ("Credits have been refunded").
+    std::string lower(m);
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (lower.find("refunded") != std::string::npos)
+        return m + ".";
     return m + ". Credits were refunded.";
 }
 

@@ -32,6 +32,8 @@ constexpr std::array<std::string_view, 8> shared_fields = {
 // MusicGPT gives no estimate rule; Segue's providers report none at submit. A fixed figure in
 // MusicGPT's range (its docs' example is 38 s).
 constexpr int eta_seconds = 60;
+// MusicGPT's num_outputs when a request has none (its docs: "default : 2").
+constexpr int default_conversions = 2;
 
 std::string text(const json::object& o, std::string_view key) {
     const auto* v = o.if_contains(key);
@@ -104,6 +106,11 @@ void translate_fields(api::create::submission& s) {
     for (auto& kv : s.fields)
         if (std::find(shared_fields.begin(), shared_fields.end(), kv.key()) != shared_fields.end())
             kept[kv.key()] = std::move(kv.value());
+    // MusicGPT's default is two conversions, and its answer names both: asked for, so one a
+    // provider does not make (MusicAPI decides how many clips it returns) is still reported,
+    // as failed ("not produced", not charged), rather than never heard of again.
+    if (!kept.contains("num_outputs"))
+        kept["num_outputs"] = default_conversions;
     s.fields = std::move(kept);
 }
 
