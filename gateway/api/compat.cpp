@@ -64,6 +64,7 @@ boost::asio::awaitable<std::optional<task_snapshot>> load_task(store::db& db, st
         out.emplace();
         out->task = std::move(*t);
         out->outputs = tx.get_outputs(id);
+        out->ledger = tx.ledger_for_task(id);
     });
     if (out) {
         try {

@@ -51,6 +51,7 @@ struct task_snapshot {
     store::task_row task;
     std::vector<store::output_row> outputs;
     core::extend_request request;  // parsed from the task
+    store::task_ledger ledger;     // its credits: held, captured, released
 };
 boost::asio::awaitable<std::optional<task_snapshot>> load_task(store::db& db, std::string id,
                                                                std::string tenant);

@@ -844,6 +844,10 @@ TEST(DropIn, AConversionMusicApiDidNotMakeIsReportedAsFailedToAMusicGptClient) {
     auto credits = parse(neutral->body)["credits"].as_object();
     EXPECT_EQ(credits["captured"].to_number<double>(), credits["refunded"].to_number<double>())
         << "one of two outputs made: half captured, half given back: " << neutral->body;
+    // byId's cost is what was charged, not what was held.
+    EXPECT_EQ(doc["conversion"].as_object()["conversion_cost"].to_number<double>(),
+              credits["captured"].to_number<double>())
+        << json::serialize(doc);
 }
 
 // A task waiting and a task working, read through both shapes while it runs (the sandbox
@@ -922,6 +926,7 @@ TEST(DropIn, AFailedTaskReadsFailedAndCallsBackInMusicGptsFailureForm) {
         << json::serialize(c);
     EXPECT_EQ(str(c.if_contains("conversion_path_1")), "");
     EXPECT_EQ(str(c.if_contains("conversion_path_2")), "");
+    EXPECT_EQ(c["conversion_cost"].to_number<double>(), 0.0) << "nothing was charged";
     auto ma = http_request(g.port, "GET", "/api/v1/producer/task/" + task_id, "", {g.key_header()});
     ASSERT_TRUE(ma && ma->status == 200);
     auto t = parse(ma->body);

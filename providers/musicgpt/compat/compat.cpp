@@ -188,7 +188,9 @@ std::string by_id_document(const api::task_snapshot& t, const config::settings& 
         }
     }
     c["album_cover_path"] = cover_of(t.outputs, settings);
-    c["conversion_cost"] = core::credits_value(t.request.hold_milli);
+    // What the task costs so far: held while it runs, charged once it ends (a failed task: 0;
+    // an output not made is given back).
+    c["conversion_cost"] = core::credits_value(t.ledger.hold - t.ledger.released);
     c["createdAt"] = core::iso8601(task.created_at);
     c["updatedAt"] = core::iso8601(task.updated_at);
     return util::json_text(json::object{{"success", true}, {"conversion", std::move(c)}});
