@@ -850,6 +850,32 @@ TEST(DropIn, AConversionMusicApiDidNotMakeIsReportedAsFailedToAMusicGptClient) {
         << json::serialize(doc);
 }
 
+// MusicGPT answers from FastAPI, which reads a number sent as a JSON string as the number;
+// text that is no number is still its 422.
+TEST(DropIn, MusicGptsJsonTakesNumbersSentAsStrings) {
+    setup s;
+    gateway g(s, "sandbox");
+    auto r = musicgpt_json_extend(g, {{"audio_url", s.audio_url()},
+                                      {"extend_after", "20.0"},
+                                      {"num_outputs", "1"},
+                                      {"prompt", "numbers as strings"}});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const auto task_id = str(parse(r->body).if_contains("task_id"));
+    EXPECT_FALSE(parse(r->body).contains("conversion_id_2")) << r->body;
+    auto neutral = http_request(g.port, "GET", "/v1/extensions/" + task_id, "", {g.key_header()});
+    ASSERT_TRUE(neutral && neutral->status == 200);
+    auto req = parse(neutral->body)["request"].as_object();
+    EXPECT_EQ(req["extend_after"].to_number<double>(), 20.0) << neutral->body;
+    EXPECT_EQ(req["num_outputs"].to_number<double>(), 1.0) << neutral->body;
+    for (const char* bad : {"twenty", "", "20s"}) {
+        auto b = musicgpt_json_extend(g, {{"audio_url", s.audio_url()}, {"extend_after", bad}});
+        ASSERT_TRUE(b);
+        EXPECT_EQ(b->status, 422) << bad << ": " << b->body;
+        EXPECT_NE(b->body.find("extend_after"), std::string::npos) << b->body;
+    }
+}
+
 // A task waiting and a task working, read through both shapes while it runs (the sandbox
 // waits 1 s before it starts and between its two outputs): MusicGPT's byId says IN_QUEUE, then
 // PROCESSING, then COMPLETED (the spellings of its docs' two versions, PROVIDERS.md 1.2);
