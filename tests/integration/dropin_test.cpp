@@ -688,6 +688,17 @@ TEST(DropIn, ErrorsInTheProvidersShapes) {
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 401);
     EXPECT_EQ(str(parse(r->body).if_contains("message")), "Invalid authorization format.");
+    // JSON only, said in MusicAPI's shape: curl's default form type, or no type at all.
+    for (const std::string type : {"application/x-www-form-urlencoded", "text/plain", ""}) {
+        std::vector<std::string> h = {g.key_header()};
+        if (!type.empty())
+            h.push_back("Content-Type: " + type);
+        r = ma(R"({"task_type":"extend_music","clip_id":"abc123xyz789"})", h);
+        ASSERT_TRUE(r);
+        EXPECT_EQ(r->status, 415) << type << ": " << r->body;
+        EXPECT_EQ(str(parse(r->body).if_contains("message")), "send the body as application/json")
+            << r->body;
+    }
     r = ma(R"({"task_type":"swap_music_sound"})",
            {g.key_header(), "Content-Type: application/json"});
     ASSERT_TRUE(r);

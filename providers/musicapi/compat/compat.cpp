@@ -13,6 +13,7 @@
 #include "gateway/config/settings.hpp"
 #include "gateway/core/json.hpp"
 #include "gateway/http/message.hpp"
+#include "gateway/http/multipart.hpp"
 #include "gateway/http/router.hpp"
 #include "gateway/net/url_guard.hpp"
 #include "gateway/util/crypto.hpp"
@@ -334,6 +335,10 @@ awaitable<void> handlers::create(http::context& ctx) {
     auto tenant = tenant_of(ctx);
     if (!tenant)
         co_return;
+    // MusicAPI's create takes JSON only: say so in its shape (the shared reader would name
+    // MusicGPT's multipart upload, or read curl's default form type as empty fields).
+    if (!http::media_type_is(ctx.header("Content-Type").value_or(""), "application/json"))
+        co_return answer(ctx, 415, body_of(415, "send the body as application/json"));
     auto secret = std::make_shared<std::string>();
     api::create::flow_hooks hooks;
     hooks.translate = [this, tenant = *tenant, secret](api::create::submission& s) {
