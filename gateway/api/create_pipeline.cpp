@@ -480,6 +480,7 @@ checked validate_submission(const submission& s, const validate_env& env) {
     validation_input in;
     in.fields = &s.fields;
     in.from_form = s.from_form;
+    in.text_numbers = s.text_numbers;
     in.has_file = s.file.has_value();
     in.provider_exists = env.provider_exists;
     const auto& settings = env.settings;

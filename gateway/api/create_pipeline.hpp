@@ -125,6 +125,8 @@ std::string upload_key(std::string_view file_id);
 struct submission {
     boost::json::object fields;
     bool from_form = false;
+    // A JSON body whose numbers may be strings (a drop-in for an API that coerces them).
+    bool text_numbers = false;
     std::optional<upload> file;
 };
 

@@ -112,7 +112,7 @@ class checker {
         double d = 0;
         if (v->is_number()) {
             d = v->to_number<double>();
-        } else if (in_.from_form && v->is_string()) {
+        } else if ((in_.from_form || in_.text_numbers) && v->is_string()) {
             std::string_view s = v->get_string();
             // A form's text: an explicit '+' sign is a number too (from_chars takes only '-').
             if (s.size() > 1 && s[0] == '+' && s[1] != '-' && s[1] != '+')

@@ -17,7 +17,8 @@ struct validation_input {
     // numbers are parsed from it; from JSON bodies the types must be right.
     const boost::json::object* fields = nullptr;
     bool from_form = false;
-    bool has_file = false;  // an audio_file part was uploaded
+    bool text_numbers = false;  // JSON whose numbers may come as strings ("35.0"), as from a form
+    bool has_file = false;      // an audio_file part was uploaded
     std::function<bool(std::string_view)> provider_exists;
     std::function<bool(std::string_view)> route_exists;
 };

@@ -3,7 +3,6 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
-#include <cctype>
 #include <cstdio>
 #include <memory>
 
@@ -19,6 +18,7 @@
 #include "gateway/util/crypto.hpp"
 #include "gateway/util/json_keys.hpp"
 #include "gateway/util/json_text.hpp"
+#include "gateway/util/text.hpp"
 #include "providers/musicapi/transform.hpp"
 #include "providers/registry.hpp"
 
@@ -99,8 +99,7 @@ std::string task_error(const store::task_row& t, const std::vector<store::output
         m.pop_back();  // a message that ends its own sentence: "(30 s).. Credits" otherwise
     // MusicAPI's own failure message may say so already ("Credits have been refunded").
     std::string lower(m);
-    std::transform(lower.begin(), lower.end(), lower.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    std::transform(lower.begin(), lower.end(), lower.begin(), util::ascii_lower);
     if (lower.find("refunded") != std::string::npos)
         return m + ".";
     return m + ". Credits were refunded.";

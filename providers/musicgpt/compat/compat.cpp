@@ -4,8 +4,6 @@
 
 #include <algorithm>
 #include <array>
-#include <charconv>
-#include <cmath>
 #include <memory>
 
 #include "gateway/api/auth.hpp"
@@ -109,16 +107,8 @@ void translate_fields(api::create::submission& s) {
         if (std::find(shared_fields.begin(), shared_fields.end(), kv.key()) != shared_fields.end())
             kept[kv.key()] = std::move(kv.value());
     // MusicGPT's API is FastAPI's: a number sent as a JSON string ("35.0") is read as the
-    // number (pydantic's coercion). A form's fields are text anyway.
-    if (!s.from_form)
-        for (std::string_view k : {"extend_after", "num_outputs"})
-            if (auto* v = kept.if_contains(k); v && v->is_string()) {
-                const std::string_view t = v->get_string();
-                double d = 0;
-                auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), d);
-                if (ec == std::errc() && p == t.data() + t.size() && !t.empty() && std::isfinite(d))
-                    *v = d;
-            }
+    // number (pydantic's coercion), as a form's text is.
+    s.text_numbers = true;
     // MusicGPT's default is two conversions, and its answer names both: asked for, so one a
     // provider does not make (MusicAPI decides how many clips it returns) is still reported,
     // as failed ("not produced", not charged), rather than never heard of again.
