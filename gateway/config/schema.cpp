@@ -48,6 +48,12 @@ object_schema<server_settings> server_schema() {
             "remaining connections are closed.")
         .def(20s)
         .range(0s, 10min);
+    s.field("drain_first_request_wait", &server_settings::drain_first_request_wait,
+            "On SIGTERM/SIGINT, once the listener has closed: how long a connection that has not "
+            "sent its first request may take to send it (a proxy that connected just before the "
+            "close is writing it). It is answered if the request comes in time, closed if not.")
+        .def(1s)
+        .range(0s, 1min);
     s.field("port_file", &server_settings::port_file,
             "If set, the bound port is written to this file once listening (useful with port 0). "
             "The --port-file flag overrides it.")

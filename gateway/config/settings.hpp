@@ -26,6 +26,8 @@ struct server_settings {
     // After SIGTERM: keep accepting (readiness false) this long so load balancers deregister us.
     duration shutdown_delay = std::chrono::seconds(0);
     duration drain_timeout = std::chrono::seconds(20);
+    // After the listener closes: how long a connection may take to send its first request.
+    duration drain_first_request_wait = std::chrono::seconds(1);
     std::string port_file;  // if set, the bound port is written here once listening
 };
 

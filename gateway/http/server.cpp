@@ -48,9 +48,6 @@ using std::chrono::steady_clock;
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t body_read_capacity = 64 * 1024;
-// Once the listener has closed, how long a connection that has not sent its first request may
-// take to send it: a proxy that connected just before the close is writing it.
-constexpr std::chrono::milliseconds drain_first_request_wait{1000};
 
 constexpr std::array<std::string_view, 7> known_methods{"GET",    "HEAD",  "POST",   "PUT",
                                                         "DELETE", "PATCH", "OPTIONS"};
@@ -487,9 +484,10 @@ class connection final : public context, public std::enable_shared_from_this<con
         if (closing && served_ > 0)
             co_return false;
         idle_ = true;
-        stream_.expires_after(closing ? std::min<std::chrono::steady_clock::duration>(
-                                            limits_.idle_timeout, drain_first_request_wait)
-                                      : limits_.idle_timeout);
+        stream_.expires_after(
+            closing ? std::min<std::chrono::steady_clock::duration>(
+                          limits_.idle_timeout, srv_->settings.server.drain_first_request_wait)
+                    : limits_.idle_timeout);
         auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(4096), use_tuple);
         idle_ = false;
         if (ec) {
@@ -993,12 +991,14 @@ asio::awaitable<void> server::drain(std::shared_ptr<impl> self, std::function<vo
     self->acceptor.close(ec);
     self->close_idle(false);
     // Busy connections close after their current response; wait for them under the deadline.
-    // Connections whose first request has not come close after drain_first_request_wait.
+    // Connections whose first request has not come close after drain_first_request_wait: a
+    // proxy that connected just before the close is writing it.
     const auto start = steady_clock::now();
     const auto deadline = start + self->settings.server.drain_timeout;
     bool fresh_closed = false;
     while (self->open.load(std::memory_order_acquire) > 0 && steady_clock::now() < deadline) {
-        if (!fresh_closed && steady_clock::now() - start >= drain_first_request_wait) {
+        if (!fresh_closed &&
+            steady_clock::now() - start >= self->settings.server.drain_first_request_wait) {
             fresh_closed = true;
             self->close_idle(true);
         }

@@ -529,6 +529,7 @@ TEST(ConfigRender, EffectiveConfigShowsEverySetting) {
               "  max_connections: 10000\n"
               "  shutdown_delay: 0s\n"
               "  drain_timeout: 20s\n"
+              "  drain_first_request_wait: 1s\n"
               "  port_file: \"\"\n");
     for (auto section : {"limits:\n", "log:\n", "tenants: []\n", "storage:\n", "api:\n",
                          "engine:\n", "providers:\n  sandbox:\n"})

@@ -342,7 +342,11 @@ TEST_F(HttpServer, ResponseHeadersCannotBeSplit) {
 // The drain closes the listener. A proxy that connected just before (its request written, or
 // about to be) must get an answer, not a reset: a POST it may not resend would fail.
 TEST_F(HttpServer, DrainServesARequestSentJustAfterTheListenerClosed) {
-    start();
+    // Time enough for the checks below on a loaded machine: with the default second, a CI run
+    // sent the request after 1.08 s and found the connection rightly closed.
+    segue::config::settings s;
+    s.server.drain_first_request_wait = 10s;
+    start(s);
     http_connection answered(port());  // a keep-alive connection that has been answered
     ASSERT_TRUE(answered.request("GET", "/items/1/parts/2"));
     http_connection fresh(port());  // connected, its request not sent yet
@@ -376,6 +380,7 @@ TEST_F(HttpServer, DrainServesARequestSentJustAfterTheListenerClosed) {
 TEST_F(HttpServer, DrainClosesAConnectionThatSendsNothingAfterASecond) {
     segue::config::settings s;
     s.server.drain_timeout = 20s;
+    EXPECT_EQ(s.server.drain_first_request_wait, 1s) << "the default the bounds below assume";
     start(s);
     http_connection silent(port());
     std::this_thread::sleep_for(50ms);
