@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 #include <boost/url/pct_string_view.hpp>
 
+#include <algorithm>
 #include <charconv>
 
 #include "gateway/api/auth.hpp"
@@ -111,6 +112,31 @@ bool text_param(http::context& ctx, std::string_view name, std::optional<std::st
     }
     if (q.status == query_value::state::present)
         out = std::move(q.value);
+    return true;
+}
+
+bool only_params(http::context& ctx, std::initializer_list<std::string_view> known) {
+    std::string_view query = ctx.query();
+    while (!query.empty()) {
+        const auto amp = query.find('&');
+        const auto part = query.substr(0, amp);
+        query.remove_prefix(amp == std::string_view::npos ? query.size() : amp + 1);
+        if (part.empty())
+            continue;
+        const auto raw = part.substr(0, part.find('='));
+        const auto name = percent_decode(raw);
+        if (name && std::find(known.begin(), known.end(), *name) != known.end())
+            continue;
+        const std::string shown = name && util::valid_utf8(*name) ? *name : std::string(raw);
+        std::string list;
+        for (auto k : known)
+            list += (list.empty() ? "" : ", ") + std::string(k);
+        set_problem(ctx.res(), error_kind::bad_request,
+                    "unknown query parameter " + shown + " (this endpoint takes " +
+                        (list.empty() ? std::string("none") : list) + ")",
+                    ctx.path(), {{shown, "not a parameter of this endpoint"}});
+        return false;
+    }
     return true;
 }
 

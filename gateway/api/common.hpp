@@ -4,6 +4,7 @@
 #include <boost/json/fwd.hpp>
 
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -39,6 +40,12 @@ query_value query_param(std::string_view query, std::string_view name);
 // query_param for a handler: false, with the 400 problem naming the parameter set, when it is
 // malformed or repeated; else true, and `out` is the decoded value (nullopt when absent).
 bool text_param(http::context& ctx, std::string_view name, std::optional<std::string>& out);
+
+// false, with the 400 problem naming it set, when the query has a parameter not in `known`
+// (names compared decoded; an empty query part such as "a=1&&b=2" is no parameter). An
+// unknown name is a typo or a filter the endpoint does not have: ignoring it would answer
+// something else than was asked (?status=failed listing every task).
+bool only_params(http::context& ctx, std::initializer_list<std::string_view> known);
 
 std::optional<std::int64_t> parse_int(std::string_view s);
 

@@ -127,7 +127,7 @@ struct credit_handlers : std::enable_shared_from_this<credit_handlers> {
     awaitable<void> show(http::context& ctx) {
         auto self = shared_from_this();
         auto tenant = authenticate(ctx, deps.auth);
-        if (!tenant)
+        if (!tenant || !only_params(ctx, {"limit", "before"}))
             co_return;
         auto limit = int_param(ctx, "limit", 50, 1, 500);
         if (!limit)

@@ -66,7 +66,7 @@ struct delivery_handlers : std::enable_shared_from_this<delivery_handlers> {
     awaitable<void> list(http::context& ctx) {
         auto self = shared_from_this();
         auto tenant = authenticate(ctx, deps.auth);
-        if (!tenant)
+        if (!tenant || !only_params(ctx, {"limit", "status", "task_id", "before"}))
             co_return;
         auto limit = int_param(ctx, "limit", 50, 1, 500);
         if (!limit)
@@ -89,6 +89,11 @@ struct delivery_handlers : std::enable_shared_from_this<delivery_handlers> {
         if (task_id_param && task_id_param->empty()) {
             set_problem(ctx.res(), error_kind::bad_request, "task_id must not be empty", ctx.path(),
                         {{"task_id", "must not be empty"}});
+            co_return;
+        }
+        if (before_param && before_param->empty()) {
+            set_problem(ctx.res(), error_kind::bad_request, "before must not be empty", ctx.path(),
+                        {{"before", "must be the id of one of your deliveries"}});
             co_return;
         }
         const std::string task_id = task_id_param.value_or("");

@@ -340,7 +340,7 @@ awaitable<void> handlers::get(http::context& ctx) {
 awaitable<void> handlers::list(http::context& ctx) {
     auto self = shared_from_this();
     auto tenant = tenant_of(ctx);
-    if (!tenant)
+    if (!tenant || !only_params(ctx, {"limit", "before"}))
         co_return;
     auto limit = int_param(ctx, "limit", 20, 1, 100);
     if (!limit)
@@ -348,6 +348,11 @@ awaitable<void> handlers::list(http::context& ctx) {
     std::optional<std::string> before_param;
     if (!text_param(ctx, "before", before_param))
         co_return;
+    if (before_param && before_param->empty()) {
+        set_problem(ctx.res(), error_kind::bad_request, "before must not be empty", ctx.path(),
+                    {{"before", "must be the id of one of your tasks"}});
+        co_return;
+    }
     const std::string before = before_param.value_or("");
     if (accepts_event_stream(ctx)) {
         if (!before.empty()) {
@@ -484,6 +489,8 @@ awaitable<void> handlers::events(http::context& ctx) {
     auto self = shared_from_this();
     auto tenant = tenant_of(ctx);
     if (!tenant)
+        co_return;
+    if (!only_params(ctx, {"after", "limit"}))
         co_return;
     const std::string id(ctx.param("id"));
     std::int64_t after = 0;

@@ -317,7 +317,18 @@ TEST(ApiEdge, QueryParametersArePercentDecoded) {
         EXPECT_EQ(r->header("content-type").value_or("").substr(0, type.size()), type) << accept;
     }
 
-    // A malformed escape, a parameter given twice or an empty filter is a 400 naming it.
+    // Known names in any spelling, and empty parts of a query, are no unknown parameter.
+    for (const std::string& target : std::vector<std::string>{
+             "/v1/extensions?%6Cimit=1&", "/v1/extensions?&limit=1&&before=" + ids[0],
+             "/v1/deliveries?limit=1&status=dead&task_id=" + ids[0], "/v1/credits?limit=1",
+             "/v1/extensions/" + ids[0] + "/events?after=0&limit=1"}) {
+        auto r = http_request(s.port(), "GET", target, "", {key});
+        ASSERT_TRUE(r) << target;
+        EXPECT_EQ(r->status, 200) << target << ": " << r->body;
+    }
+
+    // A malformed escape, a parameter given twice or unknown, or an empty filter or cursor is
+    // a 400 naming it.
     struct bad {
         std::string target;
         std::string param;
@@ -339,7 +350,17 @@ TEST(ApiEdge, QueryParametersArePercentDecoded) {
                           {"/v1/deliveries?task_id=ext_a&%74ask_id=ext_b", "task_id"},
                           {"/v1/deliveries?status=dead&status=pending", "status"},
                           {"/v1/deliveries?task_id=", "task_id"},
-                          {"/v1/deliveries?status=", "status"}}) {
+                          {"/v1/deliveries?status=", "status"},
+                          // An empty cursor, on each list alike.
+                          {"/v1/extensions?before=", "before"},
+                          {"/v1/deliveries?before=", "before"},
+                          {"/v1/credits?before=", "before"},
+                          // A parameter the endpoint does not take: a filter it lacks, a typo.
+                          {"/v1/extensions?status=failed", "status"},
+                          {"/v1/extensions?limit=5&Limit=5", "Limit"},
+                          {"/v1/deliveries?taskid=ext_a", "taskid"},
+                          {"/v1/credits?after=3", "after"},
+                          {"/v1/extensions/" + ids[0] + "/events?before=1", "before"}}) {
         auto r = http_request(s.port(), "GET", b.target, "", {key});
         ASSERT_TRUE(r) << b.target;
         EXPECT_EQ(r->status, 400) << b.target << ": " << r->body;
