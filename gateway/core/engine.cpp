@@ -963,6 +963,7 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
         co_return;
     }
     bool lost = false;
+    std::string failure;  // why applying the result failed, other than a lost lease
     try {
         if (std::any_of(u.outputs.begin(), u.outputs.end(),
                         [](const providers::output_update& o) { return o.mp3 || o.wav; }))
@@ -972,30 +973,33 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
     } catch (const lease_lost&) {
         lost = true;
     } catch (const std::exception& e) {
-        jobs.with({job.kind, "store_error"}).inc();
-        log::error("applying job result failed", {{"task_id", job.task_id}, {"error", e.what()}});
+        failure = e.what();
     }
-    if (lost) {
-        bool final = false;
-        std::string status;
-        co_await db.read([&](store::transaction& tx) {
-            const auto t = tx.get_task(job.task_id);
-            status = t ? t->status : "";
-            final = !t || is_terminal(parse_task_status(t->status).value_or(task_status::failed));
-        });
-        if (final) {
-            // The task ended meanwhile (a cancel, or a webhook that finished it before this
-            // job's answer came): its jobs went with it, and nothing is lost. What this run
-            // wrote to the scratch directory has no one left to remove it.
-            jobs.with({job.kind, "task_ended"}).inc();
-            log::info("job finished after its task had ended; its result is not needed",
-                      {{"task_id", job.task_id}, {"kind", job.kind}, {"status", status}});
-            co_await remove_work_dir(job.task_id);
-        } else {
-            jobs.with({job.kind, "lease_lost"}).inc();
-            log::warn("job lease lost; result dropped",
-                      {{"task_id", job.task_id}, {"kind", job.kind}});
-        }
+    if (!lost && failure.empty())
+        co_return;
+    bool final = false;
+    std::string status;
+    co_await db.read([&](store::transaction& tx) {
+        const auto t = tx.get_task(job.task_id);
+        status = t ? t->status : "";
+        final = !t || is_terminal(parse_task_status(t->status).value_or(task_status::failed));
+    });
+    if (final) {
+        // The task ended meanwhile (a cancel, or a webhook that finished it before this job's
+        // answer came): its jobs went with it, and nothing is lost. A cancel also removed the
+        // scratch directory, which may be what applying the result failed on (its files were
+        // gone). What this run wrote there since has no one left to remove it.
+        jobs.with({job.kind, "task_ended"}).inc();
+        log::info(
+            "job finished after its task had ended; its result is not needed",
+            {{"task_id", job.task_id}, {"kind", job.kind}, {"status", status}, {"error", failure}});
+        co_await remove_work_dir(job.task_id);
+    } else if (lost) {
+        jobs.with({job.kind, "lease_lost"}).inc();
+        log::warn("job lease lost; result dropped", {{"task_id", job.task_id}, {"kind", job.kind}});
+    } else {
+        jobs.with({job.kind, "store_error"}).inc();
+        log::error("applying job result failed", {{"task_id", job.task_id}, {"error", failure}});
     }
 }
 

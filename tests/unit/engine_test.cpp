@@ -15,6 +15,7 @@
 #include <atomic>
 #include <deque>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -391,6 +392,51 @@ TEST_F(Engine, CancelStopsPollingAndIsFinal) {
     for (int i = 0; i < 200 && fs::exists(work); ++i)
         std::this_thread::sleep_for(10ms);
     EXPECT_FALSE(fs::exists(work));
+}
+
+// A cancel while a poll is out removes the task's scratch directory, and with it the files the
+// poll then hands in: storing them fails. The job finds its task ended, as when its lease is
+// gone: counted task_ended and logged at info, not a store error.
+TEST_F(Engine, AResultWhoseFilesACancelRemovedCountsAsTaskEndedNotAStoreError) {
+    settings_.outputs.verify = false;  // straight to storing the files
+    provider_->poll_delay_ms = 1000;
+    auto id = std::string("ext_test") + std::to_string(n_ + 1);
+    const auto work = fs::path(dir_.file("blobs/work/" + id));
+    {
+        update u;
+        u.what = update::kind::done;
+        auto o = ready(1, "made");
+        o.mp3_url.clear();
+        o.mp3 = segue::providers::local_file{(work / "out.mp3").string(), "audio/mpeg"};
+        u.outputs.push_back(o);
+        std::lock_guard lock(provider_->mu);
+        provider_->script.push_back(u);
+    }
+    start();
+    ASSERT_EQ(create(1), id);
+    for (int i = 0; i < 200 && provider_->submits < 1; ++i)
+        std::this_thread::sleep_for(10ms);
+    ASSERT_EQ(provider_->submits, 1);
+    // The poll is under way (it answers after a second): the provider writes its file.
+    std::this_thread::sleep_for(100ms);
+    fs::create_directories(work);
+    std::ofstream(work / "out.mp3") << "ID3";
+    std::promise<segue::core::engine::cancel_outcome> p;
+    boost::asio::co_spawn(
+        pool_->main(), engine_->cancel(id, "acme"),
+        [&](std::exception_ptr, segue::core::engine::cancel_outcome o) { p.set_value(o); });
+    ASSERT_EQ(p.get_future().get(), segue::core::engine::cancel_outcome::canceled);
+    ASSERT_FALSE(fs::exists(work / "out.mp3"));
+    const std::string ended = R"(segue_engine_jobs_total{kind="poll",outcome="task_ended"})";
+    std::string m;
+    for (int i = 0; i < 300 && segue::test::metric_value(m, ended) != 1; ++i) {
+        std::this_thread::sleep_for(10ms);
+        m = metrics_.serialize();
+    }
+    EXPECT_EQ(segue::test::metric_value(m, ended), 1) << m;
+    EXPECT_EQ(m.find("outcome=\"store_error\""), std::string::npos) << m;
+    EXPECT_EQ(provider_->polls, 1);
+    EXPECT_EQ(wait_final(id).status, "canceled");
 }
 
 // The create path passes the event context it built from the validated request; the engine
