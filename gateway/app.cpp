@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -151,6 +152,24 @@ struct app::impl {
 // The log's queue: ~16,000 access lines, a few seconds of a stalled reader at full load.
 constexpr std::size_t log_queue_bytes = std::size_t{4} << 20;
 
+// A secret kept in the store (store::transaction::ensure_secret): `fresh` if none was stored
+// yet, else the stored one. At start-up, before any io_context runs: waits for the commit.
+static std::string stored_secret(store::store& s, const std::string& name,
+                                 const std::string& fresh) {
+    std::promise<void> done;
+    std::string value;
+    s.submit_write(
+        [&](store::transaction& tx) { value = tx.ensure_secret(name, fresh, tx.clock_ms()); },
+        [&](std::exception_ptr e) {
+            if (e)
+                done.set_exception(e);
+            else
+                done.set_value();
+        });
+    done.get_future().get();
+    return value;
+}
+
 const providers::descriptor_list& builtin_providers() {
     return providers::builtin();
 }
@@ -159,14 +178,6 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
     : impl_(std::make_unique<impl>(std::move(settings))) {
     auto& d = *impl_;
     log::set_level(to_log_level(d.settings.log.level));
-    if (d.settings.api.url_signing_key.empty()) {
-        // Signed file URLs are checked by whichever replica a provider's fetch reaches.
-        if (d.settings.storage.engine == config::storage_engine::postgres)
-            log::warn(
-                "api.url_signing_key is not set: with several replicas, file URLs "
-                "signed by one are refused by the others (set the same secret on each)");
-        d.settings.api.url_signing_key = util::random_hex(32);  // one replica: nothing to share
-    }
     metrics::register_process_metrics(d.metrics);
     d.metrics.add_collector([](metrics::text_writer& w) {
         w.write_counter("segue_log_lines_dropped_total",
@@ -200,6 +211,13 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
                  ? std::string("storage.postgres.url: ")
                  : "storage.sqlite_path " + d.settings.storage.sqlite_path + ": ") +
             e.what());
+    }
+    if (d.settings.api.url_signing_key.empty()) {
+        // Made once and kept in the store: links already handed out (7-day links, the upload
+        // URLs providers fetch) outlive a restart, and every replica sharing the store signs
+        // and checks with the same key. Read here, before anything copies the settings.
+        d.settings.api.url_signing_key =
+            stored_secret(*d.store, "url_signing_key", util::random_hex(32));
     }
     d.db = std::make_unique<store::db>(*d.store, d.metrics);
     d.work_db = std::make_unique<store::db>(*d.store, d.metrics, store::write_lane::work);

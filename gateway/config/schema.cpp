@@ -283,9 +283,12 @@ object_schema<api_settings> api_schema() {
             "Provider used when a request names neither provider nor route.")
         .def("sandbox");
     s.field("url_signing_key", &api_settings::url_signing_key,
-            "Key of the expiring signed file URLs handed to providers that fetch an upload "
-            "themselves. Every replica needs the same one; empty: a random key per "
-            "process, fine for a single replica. Use ${VAR}.")
+            "Key of the expiring signed file URLs: the `*_signed_url` links in task JSON, "
+            "POST /v1/files/{id}/links, and the upload URLs providers fetch. Empty: the "
+            "gateway makes one at its first start and keeps it in the store (table secrets), "
+            "so links outlive a restart and every replica sharing the store checks them alike. "
+            "Set it (use ${VAR}) to keep it out of the database; changing it invalidates the "
+            "links handed out.")
         .secret()
         .def("");
     s.field("signed_url_lifetime", &api_settings::signed_url_lifetime,

@@ -234,6 +234,9 @@ class task_work final : public store::transaction {
     std::vector<store::ledger_row> list_ledger(std::string_view, int, std::int64_t) override {
         no("list_ledger");
     }
+    std::string ensure_secret(std::string_view, std::string_view, store::millis) override {
+        no("ensure_secret");
+    }
     bool ensure_grant(std::string_view, std::int64_t, store::millis) override {
         no("ensure_grant");
     }

@@ -40,4 +40,15 @@ std::optional<file_row> pg_transaction::get_file(std::string_view id) {
     return detail::read_file(row{r, 0});
 }
 
+std::string pg_transaction::ensure_secret(std::string_view name, std::string_view value,
+                                          millis now) {
+    // A replica inserting at the same moment waits for the other's commit on the key, then
+    // inserts nothing; the select (a statement of its own) then sees the winner's value.
+    c_.send(q::insert_secret, {name, value, now});
+    auto r = c_.run(q::get_secret, {name});
+    if (!r.rows())
+        throw store_error("postgres: secret " + std::string(name) + " is missing after its insert");
+    return r.text(0, 0);
+}
+
 }  // namespace segue::store::pg

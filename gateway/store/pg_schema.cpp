@@ -329,6 +329,14 @@ CREATE INDEX jobs_due_other ON jobs (due_at, id) WHERE kind <> 'submit';
     R"sql(
 ALTER TABLE attempts ADD COLUMN seen_at BIGINT NOT NULL DEFAULT 0;
 )sql",
+    // 8: as SQLite's migration 11 (store::transaction::ensure_secret): shared by every replica.
+    R"sql(
+CREATE TABLE secrets (
+    name       TEXT NOT NULL PRIMARY KEY,
+    value      TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+)sql",
 };
 
 // Any 64-bit constant, the same in every replica and every `segue migrate`.

@@ -333,6 +333,12 @@ const char* sql_of(q which) {
         case q::list_ledger:
             return "SELECT " SEGUE_LEDGER_COLS
                    " FROM ledger WHERE tenant = $1 AND id < $3 ORDER BY id DESC LIMIT $2";
+        // Secrets (pg_idempotency.cpp).
+        case q::insert_secret:
+            return "INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3::bigint) "
+                   "ON CONFLICT (name) DO NOTHING";
+        case q::get_secret:
+            return "SELECT value FROM secrets WHERE name = $1";
         case q::count_:
             break;
     }

@@ -75,6 +75,8 @@ enum class q : int {
     ledger_for_task,
     ledger_of_task,
     list_ledger,
+    insert_secret,
+    get_secret,
     count_
 };
 

@@ -43,4 +43,18 @@ std::optional<file_row> sqlite_transaction::get_file(std::string_view id) {
     return read_file(st);
 }
 
+std::string sqlite_transaction::ensure_secret(std::string_view name, std::string_view value,
+                                              millis now) {
+    {
+        statement st(c_, q::insert_secret);
+        st.bind_all(name, value, now);
+        st.run();
+    }
+    statement st(c_, q::get_secret);
+    st.bind_all(name);
+    if (!st.step())
+        throw store_error("sqlite: secret " + std::string(name) + " is missing after its insert");
+    return st.text(0);
+}
+
 }  // namespace segue::store::sqlite

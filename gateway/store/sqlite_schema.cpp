@@ -332,6 +332,15 @@ CREATE INDEX jobs_lane_due ON jobs ((kind = 'submit'), due_at, id);
     R"sql(
 ALTER TABLE attempts ADD COLUMN seen_at INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 11: secrets the gateway makes for itself (store::transaction::ensure_secret), such as the
+    // key of signed file URLs when api.url_signing_key is empty: they outlive a restart.
+    R"sql(
+CREATE TABLE secrets (
+    name       TEXT NOT NULL PRIMARY KEY,
+    value      TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+)sql",
 };
 
 }  // namespace

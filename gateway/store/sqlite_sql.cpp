@@ -302,6 +302,12 @@ const char* sql_of(q which) {
             // ?3 is the keyset cursor (the caller binds INT64_MAX for the first page).
             return "SELECT " SEGUE_LEDGER_COLS
                    " FROM ledger WHERE tenant = ?1 AND id < ?3 ORDER BY id DESC LIMIT ?2";
+        // Secrets (sqlite_idempotency.cpp).
+        case q::insert_secret:
+            return "INSERT INTO secrets (name, value, created_at) VALUES (?1, ?2, ?3) "
+                   "ON CONFLICT (name) DO NOTHING";
+        case q::get_secret:
+            return "SELECT value FROM secrets WHERE name = ?1";
         case q::count_:
             break;
     }

@@ -87,6 +87,8 @@ enum class q : int {
     ledger_totals,
     ledger_for_task,
     list_ledger,
+    insert_secret,
+    get_secret,
     count_
 };
 

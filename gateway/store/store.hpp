@@ -457,6 +457,13 @@ class transaction {
     // written; false if it existed or `amount_milli` <= 0 (nothing to grant). Idempotent: call it
     // wherever the grant must be in place (reading credits, creating a task).
     virtual bool ensure_grant(std::string_view tenant, std::int64_t amount_milli, millis now);
+
+    // Secrets the gateway makes for itself and every process sharing the store must agree on
+    // (the key of signed file URLs when none is configured): stores `value` under `name`
+    // unless a value is there already, and returns the stored one. The first writer wins; the
+    // value never changes afterwards.
+    virtual std::string ensure_secret(std::string_view name, std::string_view value,
+                                      millis now) = 0;
 };
 
 // What a commit changed, for listeners (store::set_commit_listener).

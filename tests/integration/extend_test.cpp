@@ -952,6 +952,38 @@ TEST(Extend, DiskMetricsMeasureTheVolumeTheFilesAndTheDatabase) {
     }
 }
 
+// Without api.url_signing_key the gateway makes a key once and keeps it in the store: signed
+// links handed out before a restart (task JSON's, and a week-long one from /links) still play.
+TEST(Extend, SignedLinksOutliveARestartWithoutAConfiguredKey) {
+    segue::test::temp_dir d;
+    const std::string cfg = config_for(d.path());
+    ASSERT_EQ(cfg.find("url_signing_key"), std::string::npos);
+    auto song = make_song(d, "wav", 4, 8000, 1);
+    std::vector<std::string> links;
+    {
+        segue_process s(cfg);
+        auto t = extend_to_success(s.port(), song.bytes, 1);
+        ASSERT_EQ(t["status"], "succeeded");
+        const auto& audio = t["outputs"].as_array()[0].at("audio").as_object();
+        links.emplace_back(audio.at("wav_signed_url").as_string());
+        const std::string file_id(t["request"].at("source").at("file_id").as_string());
+        auto l =
+            http_request(s.port(), "POST", "/v1/files/" + file_id + "/links",
+                         R"({"expires_in":604800})", {key_a, "Content-Type: application/json"});
+        ASSERT_TRUE(l);
+        ASSERT_EQ(l->status, 201) << l->body;
+        links.emplace_back(parse(l->body)["url"].as_string());
+        for (const auto& u : links)
+            EXPECT_EQ(http_request(s.port(), "GET", u)->status, 200) << u;
+    }
+    segue_process again(cfg);
+    for (const auto& u : links) {
+        auto r = http_request(again.port(), "GET", u);
+        ASSERT_TRUE(r);
+        EXPECT_EQ(r->status, 200) << u << ": " << r->body;
+    }
+}
+
 TEST(Extend, FilesPlayWithoutAKeyByRangeOnEveryFormatThenExpire) {
     segue::test::temp_dir d;
     segue_process s(config_for(d.path(),

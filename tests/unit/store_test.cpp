@@ -293,6 +293,48 @@ TEST_F(StoreTest, OpenRejectsMemoryAndBadPaths) {
     EXPECT_THROW(st::open_sqlite(o), st::store_error);
 }
 
+// The key of signed file URLs, when none is configured, is such a secret: links handed out
+// before a restart, or by another replica, must still check.
+TEST_P(StoreEngineTest, ASecretIsTheFirstWritersAcrossWritersReopensAndStores) {
+    std::string first, again, other;
+    {
+        auto s = open();
+        run_sync(*s, true, [&](st::transaction& tx) {
+            first = tx.ensure_secret("url_signing_key", "one", 1000);
+            again = tx.ensure_secret("url_signing_key", "two", 2000);
+            other = tx.ensure_secret("another", "three", 3000);
+        });
+        s->close();
+    }
+    EXPECT_EQ(first, "one");
+    EXPECT_EQ(again, "one");
+    EXPECT_EQ(other, "three");
+
+    // Reopened (a restart), and with a second store on the same database (PostgreSQL: another
+    // replica), every writer racing with its own fresh value: all get the one stored first.
+    std::vector<std::unique_ptr<st::store>> stores;
+    stores.push_back(open());
+    if (postgres())
+        stores.push_back(open());
+    std::vector<std::string> got(8);
+    std::vector<std::thread> ts;
+    for (std::size_t i = 0; i < got.size(); ++i)
+        ts.emplace_back([&, i] {
+            run_sync(*stores[i % stores.size()], true, [&](st::transaction& tx) {
+                got[i] = tx.ensure_secret("url_signing_key", "fresh-" + std::to_string(i), 4000);
+                got[i] += "|" + tx.ensure_secret("race", "r" + std::to_string(i), 4000);
+            });
+        });
+    for (auto& t : ts)
+        t.join();
+    const std::string race_winner = got[0].substr(got[0].find('|') + 1);
+    EXPECT_EQ(race_winner.rfind('r', 0), 0u) << got[0];
+    for (const auto& g : got)
+        EXPECT_EQ(g, "one|" + race_winner);
+    for (auto& s : stores)
+        s->close();
+}
+
 TEST_P(StoreEngineTest, TasksInsertGetUpdateAndList) {
     auto s = open();
     sync_write(*s, [](st::transaction& tx) { tx.insert_task(make_task("ext_1")); });
