@@ -384,9 +384,12 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
     // being submitted again (see the failed case below and plan_recovery).
     if (attempt && !job && attempt->seen_at == 0)
         attempt->seen_at = now;
-    // A sign of life from an attempt whose submit was ambiguous: it exists upstream.
-    if (attempt && attempt->status == "unknown" && u.what != providers::update::kind::failed)
+    // A sign of life from an attempt whose submit was ambiguous: it exists upstream, and the
+    // error that made it ambiguous (a timeout, a reset) no longer says anything about it.
+    if (attempt && attempt->status == "unknown" && u.what != providers::update::kind::failed) {
         attempt->status = "accepted";
+        attempt->error_json.clear();
+    }
     // A provider may move to another upstream task (e.g. an upload, then the extend).
     if (attempt && !u.provider_task_id.empty() && u.what != providers::update::kind::accepted)
         attempt->provider_task_id = u.provider_task_id;
@@ -416,6 +419,7 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
         case providers::update::kind::accepted: {
             if (attempt) {
                 attempt->status = "accepted";
+                attempt->error_json.clear();  // e.g. the timeout of an ambiguous submit
                 attempt->provider_task_id = u.provider_task_id;
                 tx.upsert_attempt(*attempt);
             }
@@ -802,6 +806,7 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
         }
         if (attempt) {
             attempt->status = "succeeded";
+            attempt->error_json.clear();  // an attempt's error says why it made nothing
             attempt->finished_at = now;
         }
         keep_or_finish(false, 0);
@@ -810,6 +815,7 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
     } else if (all_final || u.what == providers::update::kind::done) {
         if (attempt) {
             attempt->status = "succeeded";
+            attempt->error_json.clear();  // an attempt's error says why it made nothing
             attempt->finished_at = now;
         }
         keep_or_finish(false, 0);

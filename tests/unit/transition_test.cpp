@@ -284,6 +284,44 @@ TEST(Transition, Table) {
                  if (e.what == kind::schedule_job)
                      EXPECT_GE(e.job.due_at, now + 5000);  // the reconcile window
          }},
+        {"an ambiguous attempt's sign of life: accepted, and the timeout is not its error now",
+         [] {
+             auto a = attempt(1, "alpha", "unknown");
+             a.error_json = R"({"code":"upstream_timeout","class":"transient"})";
+             a.finished_at = now - 5'000;
+             return task("queued", 1, {a}, 10'000);
+         },
+         false, 1,
+         [] {
+             update u;
+             u.what = update::kind::running;
+             return u;
+         },
+         [](const outcome& o) {
+             EXPECT_EQ(o.attempt_status(1), "accepted");
+             ASSERT_EQ(o.after.attempts.size(), 1u);
+             EXPECT_EQ(o.after.attempts[0].error_json, "");
+         }},
+        {"an attempt that made its outputs succeeded: whatever error it had is gone (OpenAPI "
+         "Attempt: a failed one's error says why it made none)",
+         [] {
+             auto a = attempt(1, "alpha", "accepted", "up-1");
+             a.error_json = R"({"code":"upstream_timeout","class":"transient"})";
+             return task("running", 1, {a}, 10'000);
+         },
+         true, 1,
+         [] {
+             update u;
+             u.what = update::kind::done;
+             u.outputs = {ready(1)};
+             return u;
+         },
+         [](const outcome& o) {
+             EXPECT_EQ(o.status(), "succeeded");
+             EXPECT_EQ(o.attempt_status(1), "succeeded");
+             ASSERT_EQ(o.after.attempts.size(), 1u);
+             EXPECT_EQ(o.after.attempts[0].error_json, "");
+         }},
         {"a callback marks its attempt seen upstream, whatever it carries",
          [] { return task("queued", 1, {attempt(1, "alpha", "submitting")}, 10'000); }, false, 1,
          [] {
