@@ -129,6 +129,9 @@ struct update {
     // or an unreadable 2xx). The core reconciles (waits for the attempt's callback, asks the
     // provider) before it ever submits again.
     bool ambiguous = false;
+    // failed: the request's own source (its audio_url) could not be fetched. That says nothing
+    // about the provider's health: its circuit breaker does not count it.
+    bool source_failure = false;
     std::string webhook_kind;  // inbound webhooks: what it carried ("audio", "lyrics", ...)
 };
 

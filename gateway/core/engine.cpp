@@ -671,11 +671,13 @@ asio::awaitable<providers::update> engine::impl::call_provider(providers::provid
     } catch (const std::exception& e) {
         u = provider_error(e);
     }
-    // Only failures that say something about the provider's health count.
+    // Only failures that say something about the provider's health count (not a source host
+    // that is down).
     if (acquired)
-        breaker_result(provider_name, !(u.what == providers::update::kind::failed &&
-                                        (u.error == error_class::transient ||
-                                         u.error == error_class::rate_limited)));
+        breaker_result(
+            provider_name,
+            !(u.what == providers::update::kind::failed && !u.source_failure &&
+              (u.error == error_class::transient || u.error == error_class::rate_limited)));
     co_return u;
 }
 

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "gateway/audio/audio.hpp"
@@ -143,6 +144,56 @@ std::string make_cover_svg(const std::string& seed, const std::string& title) {
     return svg.str();
 }
 
+namespace {
+
+// Downloads the request's audio_url to `input` (through the guarded client; redirects followed,
+// each hop re-checked) unless it is there already. nullopt when the file is in place, else the
+// failed update: rejected when the URL is refused (a 4xx, a forbidden address, too large),
+// transient otherwise (a refused connection, a timeout, a 5xx, a name that does not resolve).
+boost::asio::awaitable<std::optional<update>> fetch_source(const task_view& task, services& svc,
+                                                           const std::string& input) {
+    bool have = false;
+    co_await svc.blocking.run([&] {
+        std::error_code ec;
+        fs::create_directories(fs::path(input).parent_path(), ec);
+        have = fs::exists(input, ec);
+    });
+    if (have)
+        co_return std::nullopt;
+    net::request req;
+    req.url = task.request.audio_url;
+    req.metrics_host = "user_url";  // bounded label set
+    auto got =
+        svc.url_policy
+            ? co_await net::download_following(*svc.fetch, std::move(req), input + ".part",
+                                               svc.max_fetch_bytes, svc.url_policy,
+                                               net::fetch_max_redirects)
+            : co_await svc.fetch->download(std::move(req), input + ".part", svc.max_fetch_bytes);
+    if (!got.ok() || got.res.status / 100 != 2) {
+        update u;
+        u.what = update::kind::failed;
+        const bool refused =
+            got.error == net::failure::refused_address || got.error == net::failure::bad_url ||
+            (got.ok() && got.res.status / 100 == 4) || got.error == net::failure::too_large;
+        u.error = refused ? core::error_class::rejected : core::error_class::transient;
+        u.error_code = "audio_url_unavailable";
+        u.source_failure = true;  // the user's host, not the sandbox: no breaker failure
+
+        u.error_message =
+            "audio_url: " + (got.ok() ? "HTTP " + std::to_string(got.res.status)
+                                      : std::string(net::to_string(got.error)) +
+                                            (got.message.empty() ? "" : " (" + got.message + ")"));
+        co_return u;
+    }
+    co_await svc.blocking.run([&] {
+        std::error_code ec;
+        fs::rename(input + ".part", input, ec);
+    });
+    co_return std::nullopt;
+}
+
+}  // namespace
+
 sandbox_provider::sandbox_provider(sandbox_settings settings) : settings_(settings) {
     caps_.source_file = true;
     caps_.source_url = true;
@@ -161,6 +212,13 @@ boost::asio::awaitable<update> sandbox_provider::submit(const task_view& task, s
         u.error_code = "unsupported_source";
         u.error_message = "the sandbox provider extends uploaded files and audio URLs only";
         co_return u;
+    }
+    // The source first: a provider that cannot fetch it says so before it takes the task, so a
+    // passing failure (a refused connection, a 5xx) is retried like any failed submit.
+    if (url) {
+        if (auto failed =
+                co_await fetch_source(task, svc, (fs::path(svc.work_dir) / "input").string()))
+            co_return *failed;
     }
     u.what = update::kind::accepted;
     // Said plainly in the task: the sandbox continues the song's own material.
@@ -186,45 +244,14 @@ boost::asio::awaitable<update> sandbox_provider::poll(const task_view& task, ser
     const std::string mp3 = (dir / ("output-" + std::to_string(next) + ".mp3")).string();
     const std::string title = make_title(task.request, next);
 
-    // A URL source is downloaded once (through the guarded client), then treated as a file.
+    // A URL source was downloaded at submit; a poll on another replica (or after a restart)
+    // downloads it again into its own scratch directory.
     std::string input = task.input_path;
     if (task.request.source == core::source_kind::url) {
         input = (dir / "input").string();
-        bool have = false;
-        co_await svc.blocking.run([&] {
-            std::error_code ec;
-            have = fs::exists(input, ec);
-        });
-        if (!have) {
-            net::request req;
-            req.url = task.request.audio_url;
-            req.metrics_host = "user_url";  // bounded label set
-            // Redirects are followed (at most 3), each hop re-checked by the URL guard.
-            auto got = svc.url_policy
-                           ? co_await net::download_following(
-                                 *svc.fetch, std::move(req), input + ".part", svc.max_fetch_bytes,
-                                 svc.url_policy, net::fetch_max_redirects)
-                           : co_await svc.fetch->download(std::move(req), input + ".part",
-                                                          svc.max_fetch_bytes);
-            if (!got.ok() || got.res.status / 100 != 2) {
-                u.what = update::kind::failed;
-                const bool refused = got.error == net::failure::refused_address ||
-                                     got.error == net::failure::bad_url ||
-                                     (got.ok() && got.res.status / 100 == 4) ||
-                                     got.error == net::failure::too_large;
-                u.error = refused ? core::error_class::rejected : core::error_class::transient;
-                u.error_code = "audio_url_unavailable";
-                u.error_message =
-                    "audio_url: " +
-                    (got.ok() ? "HTTP " + std::to_string(got.res.status)
-                              : std::string(net::to_string(got.error)) +
-                                    (got.message.empty() ? "" : " (" + got.message + ")"));
-                co_return u;
-            }
-            co_await svc.blocking.run([&] {
-                std::error_code ec;
-                fs::rename(input + ".part", input, ec);
-            });
+        if (auto failed = co_await fetch_source(task, svc, input)) {
+            failed->provider_task_id = task.provider_task_id;
+            co_return *failed;
         }
     }
 

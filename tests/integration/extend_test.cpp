@@ -778,10 +778,12 @@ TEST(Extend, UnknownProviderWebhookTokenChangesNothing) {
 }
 
 namespace {
-// Serves `body` to every GET on 127.0.0.1:<port>, counting requests, until destroyed.
+// Serves `body` to every GET on 127.0.0.1:<port>, counting requests, until destroyed; the first
+// `fail_first` requests get a 503 instead.
 class static_server {
   public:
-    explicit static_server(std::string body) : body_(std::move(body)) {
+    explicit static_server(std::string body, int fail_first = 0)
+        : body_(std::move(body)), fail_first_(fail_first) {
         fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
         int one = 1;
         ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -798,7 +800,7 @@ class static_server {
                 int c = ::accept(fd_, nullptr, nullptr);
                 if (c < 0)
                     return;
-                ++hits;
+                const int n_hit = ++hits;
                 char buf[4096];
                 std::string req;
                 while (req.find("\r\n\r\n") == std::string::npos) {
@@ -806,6 +808,14 @@ class static_server {
                     if (n <= 0)
                         break;
                     req.append(buf, static_cast<std::size_t>(n));
+                }
+                if (n_hit <= fail_first_) {
+                    const std::string busy =
+                        "HTTP/1.1 503 Service Unavailable\r\nContent-Length: "
+                        "0\r\nConnection: close\r\n\r\n";
+                    ::send(c, busy.data(), busy.size(), MSG_NOSIGNAL);
+                    ::close(c);
+                    continue;
                 }
                 std::string head =
                     "HTTP/1.1 200 OK\r\nContent-Type: audio/wav\r\nContent-Length: " +
@@ -826,11 +836,46 @@ class static_server {
 
   private:
     std::string body_;
+    int fail_first_ = 0;
     int fd_ = -1;
     std::uint16_t port_ = 0;
     std::thread thread_;
 };
 }  // namespace
+
+// The sandbox fetches an audio_url before it takes the task: a source host that answers 503 at
+// first is a failed submit, retried as such (retry.transient), and the task succeeds. It used
+// to take the task first and fail it at the first 503, with no retry. The host's failures are
+// not the sandbox's: its circuit (here opened by two failures in a row) stays closed.
+TEST(Extend, ASourceHostThatFailsAtFirstIsAskedAgainBeforeTheSandboxTakesTheTask) {
+    segue::test::temp_dir d;
+    auto song = make_song(d, "wav", 8, 22050, 1);
+    static_server files(song.bytes, 2);  // 503, 503, then the song
+    const std::string url = "http://127.0.0.1:" + std::to_string(files.port()) + "/song.wav";
+    segue_process s(config_for(d.path(),
+                               "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n"
+                               "retry:\n  transient: {initial: 50ms, max: 100ms}\n"
+                               "breakers:\n  consecutive_failures: 2\n"));
+    auto r = post_json(
+        s.port(), R"({"audio_url":")" + url + R"(","extend_after":3,"length":2,"num_outputs":1})",
+        {key_a});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 202) << r->body;
+    const std::string id(parse(r->body)["id"].as_string());
+    auto t = wait_final(s.port(), id, key_a);
+    EXPECT_EQ(t["status"], "succeeded") << json::serialize(t);
+    EXPECT_EQ(files.hits.load(), 3);
+    const auto& attempts = t["attempts"].as_array();
+    ASSERT_EQ(attempts.size(), 3u) << json::serialize(attempts);
+    for (int i = 0; i < 2; ++i) {
+        EXPECT_EQ(attempts[i].at("status"), "failed");
+        EXPECT_EQ(attempts[i].at("error").at("code"), "audio_url_unavailable");
+    }
+    EXPECT_EQ(attempts[2].at("status"), "succeeded");
+    auto p = http_request(s.port(), "GET", "/v1/providers", "", {key_a});
+    ASSERT_TRUE(p);
+    EXPECT_NE(p->body.find(R"("healthy":true)"), std::string::npos) << p->body;
+}
 
 TEST(Extend, UrlSourceIsFetchedThroughTheGuard) {
     segue::test::temp_dir d;
