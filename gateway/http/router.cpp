@@ -23,9 +23,12 @@ std::vector<std::string_view> split_path(std::string_view path) {
     return out;
 }
 
-// RFC 3986 6.2.2.2: a percent-encoded unreserved character (ALPHA, DIGIT, '-', '.', '_', '~')
-// is that character, so "/v1/%65xtensions/ext%5F1" is "/v1/extensions/ext_1". Every other
-// escape ('%2F' above all) stays as it is: it is not the character it encodes.
+bool is_param(std::string_view seg) {
+    return seg.size() > 2 && seg.front() == '{' && seg.back() == '}';
+}
+
+}  // namespace
+
 std::string decode_unreserved(std::string_view path) {
     std::string out;
     out.reserve(path.size());
@@ -47,12 +50,6 @@ std::string decode_unreserved(std::string_view path) {
     }
     return out;
 }
-
-bool is_param(std::string_view seg) {
-    return seg.size() > 2 && seg.front() == '{' && seg.back() == '}';
-}
-
-}  // namespace
 
 void router::add(std::string method, std::string pattern, handler fn, route_options options) {
     if (pattern.empty() || pattern.front() != '/')

@@ -45,6 +45,12 @@ struct match_result {
     std::string allow;        // the methods that path accepts, for the Allow header
 };
 
+// RFC 3986 6.2.2.2: a percent-encoded unreserved character (ALPHA, DIGIT, '-', '.', '_', '~')
+// is that character, so "/v1/%65xtensions/ext%5F1" is "/v1/extensions/ext_1". Every other
+// escape ('%2F' above all) stays as it is: it is not the character it encodes. router::match
+// matches the path so normalized, and its parameters are segments of it.
+std::string decode_unreserved(std::string_view path);
+
 // Writes the answer to a request no route takes (404, or 405 with Allow set by the server) in
 // an API's own error shape, for the paths under a prefix (a drop-in API's).
 using unrouted = std::function<void(response& res, int status, std::string_view path)>;

@@ -278,8 +278,10 @@ void check_match(const segue::http::match_result& m, std::string_view method,
     }
     if (next_param != m.params.size())
         fail("too many parameters", path);
+    // The router matches the path with its unreserved escapes decoded ("%6F" is "o").
+    const std::string normalized = segue::http::decode_unreserved(path);
     std::string expected =
-        path.empty() || path.front() != '/' ? "/" + std::string(path) : std::string(path);
+        normalized.empty() || normalized.front() != '/' ? "/" + normalized : normalized;
     if (rebuilt != expected)
         fail("matched template does not rebuild the path", path);
 }
