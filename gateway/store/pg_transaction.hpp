@@ -86,9 +86,10 @@ class pg_transaction final : public transaction {
     void insert_file(const file_row& f) override;
     std::optional<file_row> get_file(std::string_view id) override;
 
+    std::string ensure_secret(std::string_view name, std::string_view value, millis now) override;
+
     // pg_retention.cpp
     std::optional<file_tombstone_row> get_file_tombstone(std::string_view id) override;
-    std::string ensure_secret(std::string_view name, std::string_view value, millis now) override;
     int expire_files(std::string_view kind, millis created_before, millis now, int limit) override;
     int reap_tasks(millis finished_before, millis now, int limit) override;
     std::vector<file_tombstone_row> claim_purges(millis now, millis lease_ms, int limit) override;
