@@ -508,10 +508,20 @@ awaitable<void> handlers::events(http::context& ctx) {
     }
     const bool sse = accepts_event_stream(ctx);
     if (sse) {
-        // Reconnecting EventSource clients send the last id they saw.
-        if (auto last = ctx.header("Last-Event-ID")) {
-            if (auto n = parse_int(*last); n && *n >= 0)
-                after = std::max(after, *n);
+        // Reconnecting EventSource clients send the last id they saw: a seq this stream sent
+        // in its `id:` lines. Anything else (an event's `evt_` id, a negative number) is a
+        // client's mistake; replaying the whole log for it would be a guess.
+        if (auto last = ctx.header("Last-Event-ID"); last && !last->empty()) {
+            auto n = parse_int(*last);
+            if (!n || *n < 0) {
+                set_problem(ctx.res(), error_kind::bad_request,
+                            "Last-Event-ID must be the id: of an event of this stream", ctx.path(),
+                            {{"Last-Event-ID",
+                              "must be a sequence number >= 0 (the SSE id: "
+                              "field, not the event's evt_ id)"}});
+                co_return;
+            }
+            after = std::max(after, *n);
         }
     }
     auto limit_param = int_param(ctx, "limit", 100, 1, 1000);

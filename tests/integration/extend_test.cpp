@@ -582,6 +582,18 @@ TEST(Extend, SseResumesAfterLastEventId) {
     EXPECT_EQ(resumed->body.find("id: 2\n"), std::string::npos);
     EXPECT_NE(resumed->body.find("id: 3\n"), std::string::npos) << resumed->body;
     EXPECT_NE(resumed->body.find("id: " + std::to_string(all.size()) + "\n"), std::string::npos);
+    // Anything but a seq is refused, not taken as "from the start": a client resuming with the
+    // event's own id would otherwise get the whole log again.
+    const std::string evt_id(all.back().at("id").as_string());
+    for (const std::string bad : {evt_id, std::string("-1"), std::string("abc"), std::string("3.5"),
+                                  std::string("99999999999999999999")}) {
+        auto refused = http_request(s.port(), "GET", "/v1/extensions/" + id + "/events", "",
+                                    {key_a, "Accept: text/event-stream", "Last-Event-ID: " + bad});
+        ASSERT_TRUE(refused);
+        EXPECT_EQ(refused->status, 400) << bad << ": " << refused->body;
+        EXPECT_NE(refused->body.find("Last-Event-ID"), std::string::npos) << refused->body;
+        EXPECT_EQ(refused->body.find("id: 1\n"), std::string::npos) << refused->body;
+    }
     // The JSON log pages the same way.
     auto page = http_request(s.port(), "GET", "/v1/extensions/" + id + "/events?after=2&limit=1",
                              "", {key_a});
