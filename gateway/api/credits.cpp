@@ -194,6 +194,8 @@ struct credit_handlers : std::enable_shared_from_this<credit_handlers> {
             ctx.res().set_header("WWW-Authenticate", "Bearer");
             co_return;
         }
+        if (!only_params(ctx, {}))
+            co_return;
 
         std::string key;
         bool keyed = false;

@@ -129,7 +129,7 @@ struct delivery_handlers : std::enable_shared_from_this<delivery_handlers> {
     awaitable<void> get(http::context& ctx) {
         auto self = shared_from_this();
         auto tenant = authenticate(ctx, deps.auth);
-        if (!tenant)
+        if (!tenant || !only_params(ctx, {}))
             co_return;
         const std::string id(ctx.param("id"));
         std::optional<store::delivery_row> d;
@@ -144,7 +144,7 @@ struct delivery_handlers : std::enable_shared_from_this<delivery_handlers> {
     awaitable<void> redeliver(http::context& ctx) {
         auto self = shared_from_this();
         auto tenant = authenticate(ctx, deps.auth);
-        if (!tenant)
+        if (!tenant || !only_params(ctx, {}))
             co_return;
         const std::string id(ctx.param("id"));
         enum class outcome { done, not_found, pending } out = outcome::not_found;
@@ -201,7 +201,7 @@ struct delivery_handlers : std::enable_shared_from_this<delivery_handlers> {
     awaitable<void> redeliver_task(http::context& ctx) {
         auto self = shared_from_this();
         auto tenant = authenticate(ctx, deps.auth);
-        if (!tenant)
+        if (!tenant || !only_params(ctx, {}))
             co_return;
         auto body = json_object_body(ctx);
         if (!body)

@@ -176,7 +176,7 @@ struct handlers : std::enable_shared_from_this<handlers> {
     awaitable<void> create(http::context& ctx);
     awaitable<void> providers(http::context& ctx) {
         auto self = shared_from_this();
-        if (!tenant_of(ctx))
+        if (!tenant_of(ctx) || !only_params(ctx, {}))
             co_return;
         ctx.res().status = 200;
         ctx.res().content_type = "application/json";
@@ -242,7 +242,7 @@ struct handlers : std::enable_shared_from_this<handlers> {
 awaitable<void> handlers::create(http::context& ctx) {
     auto self = shared_from_this();
     auto tenant = tenant_of(ctx);
-    if (!tenant)
+    if (!tenant || !only_params(ctx, {}))
         co_return;
     auto r = co_await creating.run(ctx, *tenant);
     switch (r.what) {
@@ -278,7 +278,7 @@ void handlers::answer_created(http::context& ctx, const create::admission& a) {
 awaitable<void> handlers::get(http::context& ctx) {
     auto self = shared_from_this();
     auto tenant = tenant_of(ctx);
-    if (!tenant)
+    if (!tenant || !only_params(ctx, {}))
         co_return;
     const std::string id(ctx.param("id"));
     std::optional<store::task_row> t;
@@ -683,7 +683,7 @@ awaitable<std::optional<bool>> handlers::stream_from_store(http::context& ctx,
 awaitable<void> handlers::cancel(http::context& ctx) {
     auto self = shared_from_this();
     auto tenant = tenant_of(ctx);
-    if (!tenant)
+    if (!tenant || !only_params(ctx, {}))
         co_return;
     const std::string id(ctx.param("id"));
     auto outcome = co_await deps.engine.cancel(id, *tenant);

@@ -219,6 +219,7 @@ struct file_handlers : std::enable_shared_from_this<file_handlers> {
     struct access {
         bool signed_link = false;
         std::string tenant;
+        std::int64_t expires_s = 0;  // a signed link's end (unix seconds)
     };
     std::optional<access> admit(http::context& ctx, const std::string& id);
     awaitable<void> get(http::context& ctx);
@@ -233,9 +234,17 @@ std::optional<file_handlers::access> file_handlers::admit(http::context& ctx,
                                                           const std::string& id) {
     std::optional<std::string> sig;
     std::optional<std::string> expires;
-    if (!text_param(ctx, "sig", sig) || !text_param(ctx, "expires", expires))
+    if (!only_params(ctx, {"sig", "expires", "download"}) || !text_param(ctx, "sig", sig) ||
+        !text_param(ctx, "expires", expires))
         return std::nullopt;
-    if (!sig || !expires) {
+    if (sig.has_value() != expires.has_value()) {
+        // Half a link: not a key-authenticated request with a stray parameter either.
+        set_problem(ctx.res(), error_kind::bad_request,
+                    "a signed link has both sig and expires (or neither, with an API key)",
+                    ctx.path(), {{sig ? "expires" : "sig", "missing"}});
+        return std::nullopt;
+    }
+    if (!sig) {
         auto t = authenticate(ctx, deps.auth);
         if (!t) {
             rejected.with({"unauthorized"}).inc();
@@ -261,7 +270,7 @@ std::optional<file_handlers::access> file_handlers::admit(http::context& ctx,
                     ctx.path());
         return std::nullopt;
     }
-    return access{true, {}};
+    return access{true, {}, std::stoll(*expires)};
 }
 
 awaitable<void> file_handlers::get(http::context& ctx) {
@@ -307,20 +316,27 @@ awaitable<void> file_handlers::get(http::context& ctx) {
     if (!text_param(ctx, "download", download))
         co_return;
     auto& res = ctx.res();
-    res.set_header("ETag", etag);
-    res.set_header("Last-Modified", http::http_date(f->created_at));
-    // Immutable under its URL; private: it is one tenant's. A signed URL is cached as itself.
-    res.set_header("Cache-Control", "private, max-age=3600");
-    res.set_header("Accept-Ranges", "bytes");
-    // ?download (any value but 0 or false): save it rather than play it.
-    const bool attachment = download && *download != "0" && *download != "false";
-    res.set_header("Content-Disposition",
-                   http::content_disposition(attachment, download_name(*f, task, outs)));
-    // A file is served as its probed type, never sniffed as another; opened as a page (an SVG
-    // cover, say one copied from a provider), it runs no script and loads nothing.
-    res.set_header("X-Content-Type-Options", "nosniff");
-    res.set_header("Content-Security-Policy",
-                   "default-src 'none'; style-src 'unsafe-inline'; sandbox");
+    // The file's own headers, on its 200, 206, 304 and 416; never on an error about it.
+    const auto file_headers = [&] {
+        res.set_header("ETag", etag);
+        res.set_header("Last-Modified", http::http_date(f->created_at));
+        // Immutable under its URL; private: it is one tenant's. A signed URL is cached as
+        // itself, and no longer than it is valid.
+        std::int64_t max_age = 3600;
+        if (who->signed_link)
+            max_age = std::clamp<std::int64_t>(who->expires_s - unix_now_s(), 0, max_age);
+        res.set_header("Cache-Control", "private, max-age=" + std::to_string(max_age));
+        res.set_header("Accept-Ranges", "bytes");
+        // ?download (any value but 0 or false): save it rather than play it.
+        const bool attachment = download && *download != "0" && *download != "false";
+        res.set_header("Content-Disposition",
+                       http::content_disposition(attachment, download_name(*f, task, outs)));
+        // A file is served as its probed type, never sniffed as another; opened as a page (an
+        // SVG cover, say one copied from a provider), it runs no script and loads nothing.
+        res.set_header("X-Content-Type-Options", "nosniff");
+        res.set_header("Content-Security-Policy",
+                       "default-src 'none'; style-src 'unsafe-inline'; sandbox");
+    };
     // If-None-Match decides when sent; else If-Modified-Since (RFC 9110 13.1.3): a file never
     // changes after it was made, so any date not before it (to the second) is a 304.
     const auto inm = ctx.header("If-None-Match");
@@ -328,6 +344,7 @@ awaitable<void> file_handlers::get(http::context& ctx) {
     const auto since = ims ? util::parse_http_date(*ims) : std::nullopt;
     if ((inm && http::none_match(*inm, etag)) || (since && *since >= f->created_at / 1000 * 1000)) {
         served.with({"not_modified"}).inc();
+        file_headers();
         res.status = 304;
         co_return;
     }
@@ -345,6 +362,19 @@ awaitable<void> file_handlers::get(http::context& ctx) {
     }
     std::unique_ptr<store::blob_reader> reader = std::move(**opened);
     const std::uint64_t size = reader->size();
+    // The blob is not the file that was stored (cut short, or grown, on the disk): served, it
+    // would go out under the stored file's strong ETag, and a cache would keep it as that.
+    if (f->size > 0 && size != static_cast<std::uint64_t>(f->size)) {
+        log::error("file in the blob store does not have its stored size",
+                   {{"file_id", id},
+                    {"key", f->path},
+                    {"backend", std::string(deps.blobs.backend())},
+                    {"size", static_cast<std::int64_t>(size)},
+                    {"stored_size", f->size}});
+        set_problem(res, error_kind::internal, "the file cannot be read", ctx.path());
+        co_return;
+    }
+    file_headers();
     // One byte range (Range: bytes=...), unless an If-Range names another version: then the
     // whole file, as RFC 9110 says.
     const auto range = http::parse_range(
@@ -412,6 +442,8 @@ awaitable<void> file_handlers::link(http::context& ctx) {
         rejected.with({"unauthorized"}).inc();
         co_return;
     }
+    if (!only_params(ctx, {}))
+        co_return;
     const std::string id(ctx.param("id"));
     std::int64_t lifetime =
         std::chrono::duration_cast<std::chrono::seconds>(deps.settings.api.signed_url_lifetime)

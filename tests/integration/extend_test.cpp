@@ -1173,6 +1173,78 @@ TEST(Extend, AClipOfOurOwnOutputIsCheckedBeforeAnythingIsSent) {
 // A poller that names the task's ETag gets a 304 (no body) until the task changes; the tag
 // changes with its version (and with its links' renewal or retention, which tests of signing
 // and retention cover by the document itself).
+// Every endpoint refuses a query parameter it does not take (a link's lifetime asked for in the
+// query was silently a 1-hour link); a signed link is cached no longer than it is valid; a blob
+// that is not the stored file's size is not served under that file's ETag.
+TEST(Extend, FilesTakeOnlyTheirParametersAndNeverOutliveTheirLinkOrTheirBytes) {
+    segue::test::temp_dir d;
+    segue_process s(config_for(d.path()));
+    auto song = make_song(d, "wav", 6, 22050, 1);
+    auto t = extend_to_success(s.port(), song.bytes, 1);
+    ASSERT_EQ(t["status"], "succeeded");
+    const std::string id(t["id"].as_string());
+    const std::string source_url(t["request"].at("source").at("signed_url").as_string());
+    const auto q = source_url.find('?');
+    ASSERT_NE(q, std::string::npos) << source_url;
+    const std::string file_path = source_url.substr(0, q);  // /v1/files/file_...
+    const std::string file_id = file_path.substr(file_path.rfind('/') + 1);
+
+    auto bad = [&](const std::string& method, const std::string& target, const std::string& param,
+                   std::vector<std::string> headers) {
+        auto r = http_request(s.port(), method, target, "", headers);
+        ASSERT_TRUE(r) << target;
+        EXPECT_EQ(r->status, 400) << method << " " << target << ": " << r->body;
+        EXPECT_EQ(r->header("content-type").value_or(""), "application/problem+json") << target;
+        EXPECT_NE(r->body.find(param), std::string::npos) << target << ": " << r->body;
+    };
+    bad("POST", file_path + "/links?expires_in=5", "expires_in", {key_a});
+    bad("GET", source_url + "&foo=1", "foo", {});
+    bad("GET", file_path + "?expires=1", "sig", {key_a});  // half a signed link
+    bad("GET", "/v1/extensions/" + id + "?fields=id", "fields", {key_a});
+    bad("POST", "/v1/extensions/" + id + "/cancel?force=1", "force", {key_a});
+    bad("GET", "/v1/providers?name=sandbox", "name", {key_a});
+    bad("POST", "/v1/extensions?provider=sandbox", "provider", {key_a});
+    bad("POST", "/v1/deliveries/redeliver?task_id=" + id, "task_id", {key_a});
+    auto list = http_request(s.port(), "GET", "/v1/extensions", "", {key_a});
+    ASSERT_TRUE(list);
+    EXPECT_EQ(parse(list->body)["data"].as_array().size(), 1u);  // the refused create made none
+
+    // A key-authenticated GET is cached for an hour; a 2-second link for at most 2 seconds.
+    auto keyed = http_request(s.port(), "GET", file_path, "", {key_a});
+    ASSERT_TRUE(keyed);
+    EXPECT_EQ(keyed->status, 200);
+    EXPECT_EQ(keyed->header("cache-control").value_or(""), "private, max-age=3600");
+    auto link = http_request(s.port(), "POST", file_path + "/links", R"({"expires_in":2})",
+                             {key_a, "Content-Type: application/json"});
+    ASSERT_TRUE(link);
+    ASSERT_EQ(link->status, 201) << link->body;
+    const std::string short_url(parse(link->body)["url"].as_string());
+    auto brief = http_request(s.port(), "GET", short_url.substr(short_url.find("/v1/")));
+    ASSERT_TRUE(brief);
+    EXPECT_EQ(brief->status, 200) << brief->body;
+    const auto cc = brief->header("cache-control").value_or("");
+    EXPECT_TRUE(cc == "private, max-age=2" || cc == "private, max-age=1" ||
+                cc == "private, max-age=0")
+        << cc;
+
+    // The stored upload cut short on the disk: a 500, without the file's ETag or caching.
+    std::string blob;
+    std::error_code ec;
+    for (auto it = std::filesystem::recursive_directory_iterator(d.path() + "/blobs", ec);
+         it != std::filesystem::recursive_directory_iterator(); ++it)
+        if (it->is_regular_file() &&
+            it->path().filename().string().find(file_id) != std::string::npos)
+            blob = it->path().string();
+    ASSERT_FALSE(blob.empty()) << file_id;
+    std::filesystem::resize_file(blob, std::filesystem::file_size(blob) - 10);
+    auto cut = http_request(s.port(), "GET", file_path, "", {key_a});
+    ASSERT_TRUE(cut);
+    EXPECT_EQ(cut->status, 500) << cut->body;
+    EXPECT_EQ(cut->header("content-type").value_or(""), "application/problem+json");
+    EXPECT_FALSE(cut->header("etag").has_value());
+    EXPECT_FALSE(cut->header("cache-control").has_value());
+}
+
 TEST(Extend, ATaskRevalidatesWithItsETag) {
     segue::test::temp_dir d;
     segue_process s(config_for(d.path(), "", "1500ms"));
