@@ -17,8 +17,8 @@ export async function render(main, [taskParam], signal) {
 
   main.append(
     h('div', { class: 'bar' }, h('h2', {}, 'Deliveries'),
-      h('button', { type: 'button', id: 'refresh-deliveries', onclick: () => load() }, 'Refresh')),
-    h('form', { class: 'filters', role: 'search', onsubmit: (e) => { e.preventDefault(); load(); } },
+      h('button', { type: 'button', id: 'refresh-deliveries', onclick: () => reload() }, 'Refresh')),
+    h('form', { class: 'filters', role: 'search', onsubmit: (e) => { e.preventDefault(); reload(); } },
       h('label', {}, 'Task id ', task), h('button', { type: 'submit' }, 'Filter'), all),
     counts,
     h('section', { class: 'card' }, h('h3', {}, 'Dead'),
@@ -42,7 +42,7 @@ export async function render(main, [taskParam], signal) {
       }
     }
     if (ok) toast(`${ok} deliver${ok === 1 ? 'y' : 'ies'} queued again`);
-    await load();
+    await reload();
   }
 
   // The status, then the error unless it says the status already ("HTTP 503 (retries
@@ -53,6 +53,20 @@ export async function render(main, [taskParam], signal) {
     const text = err && err.startsWith(status) ? err : [status, err].filter(Boolean).join(' · ');
     return text && d.attempts === 0 ? `before the redelivery: ${text}` : text;
   };
+
+  // A load the user asked for: one that fails (a task id that is none of the tenant's) says
+  // why and shows no rows, rather than leaving the last filter's rows under the new one.
+  async function reload() {
+    try {
+      await load();
+    } catch (e) {
+      if (signal.aborted) return;
+      for (const body of [pending, dead, delivered]) replace(body, []);
+      all.hidden = true;
+      counts.textContent = problemText(e);
+      toast(problemText(e), 'error');
+    }
+  }
 
   // Loads can overlap (a refresh while a redelivery reloads): only the latest one is shown,
   // and "redeliver all" waits for it.

@@ -100,7 +100,17 @@ struct delivery_handlers : std::enable_shared_from_this<delivery_handlers> {
         const std::string before = before_param.value_or("");
         std::vector<store::delivery_row> rows;
         bool cursor_known = true;
+        bool task_known = true;
         co_await deps.db.read([&](store::transaction& tx) {
+            // A task that is not the tenant's (a typo, another tenant's, one retention removed
+            // with its deliveries) would list as "no deliveries": refused instead, as the
+            // redelivery of such a task is.
+            if (!task_id.empty()) {
+                const auto t = tx.get_task(task_id);
+                task_known = t && t->tenant == *tenant;
+                if (!task_known)
+                    return;
+            }
             // An unknown cursor would page to an empty "end of list": refused instead.
             if (!before.empty()) {
                 const auto d = tx.get_delivery(before);
@@ -110,6 +120,12 @@ struct delivery_handlers : std::enable_shared_from_this<delivery_handlers> {
             }
             rows = tx.list_deliveries(*tenant, status, task_id, *limit + 1, before);
         });
+        if (!task_known) {
+            set_problem(ctx.res(), error_kind::bad_request,
+                        "task_id must be the id of one of your tasks", ctx.path(),
+                        {{"task_id", "no such extension"}});
+            co_return;
+        }
         if (!cursor_known) {
             set_problem(ctx.res(), error_kind::bad_request,
                         "before must be the id of one of your deliveries", ctx.path(),

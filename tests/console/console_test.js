@@ -680,6 +680,16 @@ async function main() {
     await page.$eval('#delivery-task', (e) => { e.value = ''; });
     await page.$eval('form.filters', (f) => f.requestSubmit());
     await page.waitForFunction(() => location.hash === '#/deliveries');
+    // A task id that is none of the tenant's: the API's 400, said, and no rows left over.
+    expectedFailure = { status: 400, path: '/v1/deliveries' };
+    await page.$eval('#delivery-task', (e) => { e.value = 'ext_nosuchtask'; });
+    await page.$eval('form.filters', (f) => f.requestSubmit());
+    await page.waitForFunction(() => document.getElementById('delivery-counts').textContent
+      .includes('task_id must be the id of one of your tasks'));
+    expectedFailure = null;
+    assert.equal(await page.$$eval('#dead-rows tr, #pending-rows tr, #delivered-rows tr',
+      (r) => r.length), 0);
+    ok('a filter by another task id says why it shows nothing');
 
     // 6. Providers: capabilities, price, breaker, recent error rates.
     await page.click('a[href="#/providers"]');

@@ -280,8 +280,9 @@ TEST(ApiEdge, QueryParametersArePercentDecoded) {
     EXPECT_EQ(encoded->body, plain->body);
 
     // Enumerations and numbers decode too; names as well.
-    auto dead =
-        http_request(s.port(), "GET", "/v1/deliveries?status=%64ead&task_id=ext_%41", "", {key});
+    auto dead = http_request(s.port(), "GET",
+                             "/v1/deliveries?status=%64ead&task_id=" + percent_encode_all(ids[0]),
+                             "", {key});
     ASSERT_TRUE(dead);
     EXPECT_EQ(dead->status, 200) << dead->body;
     auto lim = http_request(s.port(), "GET", "/v1/extensions?%6Cimit=%31", "", {key});
@@ -345,6 +346,9 @@ TEST(ApiEdge, QueryParametersArePercentDecoded) {
                           {"/v1/extensions?before=ext_00000000000000000000000000", "before"},
                           {"/v1/deliveries?before=dlv_zzzz", "before"},
                           {"/v1/credits?before=999999", "before"},
+                          // A task filter that names none of the tenant's tasks: not "none".
+                          {"/v1/deliveries?task_id=ext_00000000000000000000000000", "task_id"},
+                          {"/v1/deliveries?status=dead&task_id=" + ids[0] + "x", "task_id"},
                           // Given twice (in any spelling), or an empty filter.
                           {"/v1/extensions?limit=5&limit=5", "limit"},
                           {"/v1/deliveries?task_id=ext_a&%74ask_id=ext_b", "task_id"},
