@@ -531,8 +531,8 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
                             " available (the first provider failed: " + u.error_message + ")",
                         provider_name);
                     err["cause"] = std::move(cause);
-                    if (attempt)
-                        attempt->error_json = util::json_text(err);
+                    // The task's error; the attempt keeps its own (what its provider answered:
+                    // it was sent, the failover was not).
                     d.what = decision_kind::fail;
                 }
             }

@@ -254,6 +254,14 @@ TEST(Transition, Table) {
              EXPECT_EQ(o.status(), "failed");
              EXPECT_NE(o.after.task->error_json.find("insufficient_credits"), std::string::npos)
                  << o.after.task->error_json;
+             // The attempt that was sent keeps what its provider answered.
+             ASSERT_EQ(o.after.attempts.size(), 1u);
+             EXPECT_EQ(o.attempt_status(1), "failed");
+             EXPECT_NE(o.after.attempts[0].error_json.find("insufficient_funds"), std::string::npos)
+                 << o.after.attempts[0].error_json;
+             EXPECT_EQ(o.after.attempts[0].error_json.find("insufficient_credits"),
+                       std::string::npos)
+                 << o.after.attempts[0].error_json;
              EXPECT_EQ(o.ledger(), (std::vector<std::string>{"release:0:10000"}));
              EXPECT_EQ(o.events().back(), "extension.failed");
          }},
