@@ -503,7 +503,8 @@ object_schema<retry_settings> retry_schema() {
     const retry_settings d;
     object_schema<retry_settings> s;
     s.field("attempt_budget", &retry_settings::attempt_budget,
-            "Attempts per task over all providers; then the task fails.")
+            "Attempts per task over all providers (a refusal by an open circuit, which sends "
+            "nothing, is not one); then the task fails.")
         .def(d.attempt_budget)
         .range(1, 100);
     s.field("deadline", &retry_settings::deadline,

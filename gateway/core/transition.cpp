@@ -1088,11 +1088,14 @@ decision transition::plan_recovery(const store::task_row& t,
     // A preparation step that succeeded (status "prepared") is not a try of the call.
     rs.attempts_total = 0;
     rs.attempts_at_provider = 0;
+    // Nor is a refusal by the provider's open circuit: it sent nothing, so it spends neither
+    // the provider's tries nor the task's budget (else every task behind a circuit that stays
+    // open a few cycles would fail with nothing ever sent; retry.deadline bounds the wait).
     for (const auto& a : attempts) {
-        if (a.status == "prepared")
+        if (a.status == "prepared" || a.error_json.find("\"circuit_open\"") != std::string::npos)
             continue;
         ++rs.attempts_total;
-        if (a.provider == provider_name && a.error_json.find("circuit_open") == std::string::npos)
+        if (a.provider == provider_name)
             ++rs.attempts_at_provider;
     }
     rs.attempts_at_provider = std::max(1, rs.attempts_at_provider);

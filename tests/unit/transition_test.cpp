@@ -232,6 +232,29 @@ TEST(Transition, Table) {
              EXPECT_EQ(o.after.task->provider, "alpha");
              ASSERT_EQ(o.res.metrics.size(), 2u);  // a failure and a retry, counted after commit
          }},
+        {"refusals by an open circuit spend no attempt budget: nothing was sent",
+         [] {
+             // Six refusals already (the budget is 6): the seventh still fails over.
+             std::vector<segue::store::attempt_row> as;
+             for (int n = 1; n <= 6; ++n) {
+                 auto a = attempt(n, "alpha", "failed");
+                 a.error_json = R"({"code":"circuit_open","class":"transient"})";
+                 as.push_back(a);
+             }
+             as.push_back(attempt(7, "alpha", "submitting"));
+             return task("queued", 1, as, 10'000);
+         },
+         true, 7,
+         [] {
+             auto u = failed(error_class::transient, "circuit_open");
+             u.retry_after_ms = 5000;
+             return u;
+         },
+         [](const outcome& o) {
+             EXPECT_EQ(o.status(), "queued");
+             EXPECT_EQ(o.after.task->provider, "beta");
+             EXPECT_EQ(o.events(), (std::vector<std::string>{"extension.retrying"}));
+         }},
         {"quota: failed over to the next provider, the hold re-priced",
          [] {
              // beta's default price differs from what is held: the hold follows it.
