@@ -37,7 +37,7 @@ store::millis now_ms() {
         .count();
 }
 
-json::object delivery_document(const store::delivery_row& d) {
+json::object delivery_document(const store::delivery_row& d, store::millis now) {
     json::object o;
     o["id"] = d.id;
     o["event_id"] = d.event_id;
@@ -48,6 +48,10 @@ json::object delivery_document(const store::delivery_row& d) {
     o["attempts"] = d.attempts;
     if (d.status == "pending")
         o["next_attempt_at"] = core::iso8601(d.next_at);
+    // A replica holds it: sending it now, or it stopped while sending (then the delivery is
+    // tried again once this time passes, whatever next_attempt_at says).
+    if (d.status == "pending" && d.lease_until > now)
+        o["claimed_until"] = core::iso8601(d.lease_until);
     if (d.last_status != 0)
         o["last_status"] = d.last_status;
     if (!d.last_error.empty())
@@ -134,8 +138,9 @@ struct delivery_handlers : std::enable_shared_from_this<delivery_handlers> {
         }
         json::array data;
         const bool more = static_cast<int>(rows.size()) > *limit;
+        const auto now = now_ms();
         for (int i = 0; i < static_cast<int>(rows.size()) && i < *limit; ++i)
-            data.emplace_back(delivery_document(rows[i]));
+            data.emplace_back(delivery_document(rows[i], now));
         json::object body;
         body["data"] = std::move(data);
         body["has_more"] = more;
@@ -154,7 +159,7 @@ struct delivery_handlers : std::enable_shared_from_this<delivery_handlers> {
             set_problem(ctx.res(), error_kind::not_found, "no such delivery", ctx.path());
             co_return;
         }
-        json_response(ctx, 200, delivery_document(*d));
+        json_response(ctx, 200, delivery_document(*d, now_ms()));
     }
 
     awaitable<void> redeliver(http::context& ctx) {
@@ -206,7 +211,7 @@ struct delivery_handlers : std::enable_shared_from_this<delivery_handlers> {
                             ctx.path());
                 break;
             case outcome::done:
-                json_response(ctx, 202, delivery_document(*after));
+                json_response(ctx, 202, delivery_document(*after, now_ms()));
                 break;
         }
     }
@@ -276,7 +281,7 @@ struct delivery_handlers : std::enable_shared_from_this<delivery_handlers> {
         }
         json::array data;
         for (const auto& d : done)
-            data.emplace_back(delivery_document(d));
+            data.emplace_back(delivery_document(d, now));
         json::object out;
         out["data"] = std::move(data);
         json_response(ctx, 202, out);

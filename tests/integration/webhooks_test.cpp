@@ -501,6 +501,52 @@ TEST_F(WebhooksTest, RestartWithPendingDeliveriesLosesNone) {
     expect_all_delivered_in_order(rcv, gw.port(), id, "/hooks/r");
 }
 
+// A delivery on the wire says a replica holds it (claimed_until); after that replica is killed,
+// the delivery still says so, until the lease ends, although its next_attempt_at has passed:
+// the API tells why nothing is sent for a while. Then it goes out (at least once).
+TEST_F(WebhooksTest, ADeliveryHeldByAReplicaSaysUntilWhen) {
+    receiver rcv;
+    const std::string webhooks =
+        "  retry_schedule: [200ms, 300ms, 500ms, 1s, 1s]\n  jitter: 0\n  timeout: 3s\n"
+        "  lease: 4s\n";
+    rcv.mode(R"({"mode":"hang","times":1})");
+    auto claimed = [](std::uint16_t port, const std::string& id, const std::string& event) {
+        for (const auto& d : deliveries(port, "task_id=" + id))
+            if (d.at("event_id").as_string() == event)
+                return d.as_object();
+        return json::object();
+    };
+    std::string id, first;
+    {
+        segue::test::segue_process gw(config(storage_.path(), webhooks));
+        id = create(gw.port(), song(files_), rcv.url("/hooks/c"));
+        ASSERT_FALSE(id.empty());
+        const auto until = std::chrono::steady_clock::now() + 20s;
+        while (rcv.deliveries("/hooks/c").empty() && std::chrono::steady_clock::now() < until)
+            std::this_thread::sleep_for(5ms);
+        ASSERT_FALSE(rcv.deliveries("/hooks/c").empty());
+        first = std::string(rcv.deliveries("/hooks/c")[0].at("id").as_string());
+        const auto d = claimed(gw.port(), id, first);
+        ASSERT_EQ(d.at("status").as_string(), "pending") << json::serialize(d);
+        ASSERT_TRUE(d.contains("claimed_until")) << json::serialize(d);
+        EXPECT_GE(d.at("claimed_until").as_string(), d.at("next_attempt_at").as_string());
+        // Deliveries no replica holds say nothing of a claim.
+        for (const auto& o : deliveries(gw.port(), "task_id=" + id))
+            if (o.at("event_id").as_string() != first)
+                EXPECT_FALSE(o.as_object().contains("claimed_until")) << json::serialize(o);
+        gw.proc().signal(SIGKILL);
+        gw.proc().wait(5s);
+    }
+    segue::test::segue_process gw(config(storage_.path(), webhooks));
+    const auto d = claimed(gw.port(), id, first);
+    ASSERT_EQ(d.at("status").as_string(), "pending") << json::serialize(d);
+    EXPECT_TRUE(d.contains("claimed_until")) << json::serialize(d);
+    ASSERT_EQ(wait_final(gw.port(), id), "succeeded");
+    expect_all_delivered_in_order(rcv, gw.port(), id, "/hooks/c");
+    for (const auto& o : deliveries(gw.port(), "task_id=" + id))
+        EXPECT_FALSE(o.as_object().contains("claimed_until")) << json::serialize(o);
+}
+
 // A replica frozen (SIGSTOP) while its delivery is on the wire: another replica takes the row
 // once the lease expires and sends it again (at least once). When the frozen one wakes up and
 // answers for its send, its record is refused and it says why, measured by the database's
