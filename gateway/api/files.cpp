@@ -144,6 +144,21 @@ std::string role_in(const json::object& o, std::string_view file_id) {
     return {};
 }
 
+// The client's own name for its upload, made safe; cut to length before its extension, never
+// through it (a long "....wav" stays a .wav). "" when nothing of it is left.
+std::string upload_name(std::string_view client) {
+    const auto dot = client.rfind('.');
+    const bool has_ext = dot != std::string_view::npos && dot > 0 && dot + 1 < client.size() &&
+                         client.size() - dot - 1 <= 10;
+    if (!has_ext)
+        return filename_part(client);
+    const std::string stem = filename_part(client.substr(0, dot));
+    const std::string ext = filename_part(client.substr(dot + 1));
+    if (stem.empty())
+        return ext.empty() ? std::string() : filename_part(client);
+    return ext.empty() ? stem : stem + "." + ext;
+}
+
 // "<title or task id>-<output>.<ext>" for an output (a cover: "...-<output>-cover.jpg"), the
 // client's own name for an upload, "<file id>.<ext>" for anything else.
 std::string download_name(const store::file_row& f, const std::optional<store::task_row>& t,
@@ -154,7 +169,7 @@ std::string download_name(const store::file_row& f, const std::optional<store::t
     if (f.kind == "upload") {
         try {
             const auto req = core::request_from_json(t->request_json);
-            if (auto n = filename_part(req.audio_filename); !n.empty())
+            if (auto n = upload_name(req.audio_filename); !n.empty())
                 return n;
         } catch (const std::exception&) {
         }

@@ -397,4 +397,16 @@ TEST(ApiEdge, UploadsAreServedWithTheirProbedContentType) {
         EXPECT_EQ(f->header("content-type").value_or(""), type) << format;
         EXPECT_EQ(f->body, bytes) << format;
     }
+    // A long name is cut before its extension, not through it.
+    const std::string long_name = std::string(120, 'a') + ".wav";
+    auto r = post_form(s.port(), {{"audio_file", song(d, "wav"), long_name, "audio/wav"},
+                                  {"extend_after", "1"},
+                                  {"num_outputs", "1"}});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 202) << r->body;
+    const std::string file_id(parse(r->body)["request"].at("source").at("file_id").as_string());
+    auto f = http_request(s.port(), "GET", "/v1/files/" + file_id, "", {key});
+    ASSERT_TRUE(f);
+    EXPECT_EQ(f->header("content-disposition").value_or(""),
+              "inline; filename=\"" + std::string(80, 'a') + ".wav\"");
 }
