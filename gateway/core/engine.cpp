@@ -964,6 +964,13 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
         jobs.with({"unknown", "dropped"}).inc();
         co_return;
     }
+    // What a submit's answer says of the provider's task, kept in case the result cannot be
+    // applied for a lost lease (below).
+    const bool named_upstream = job.kind == "submit" && !u.provider_task_id.empty() &&
+                                u.what != providers::update::kind::failed &&
+                                u.what != providers::update::kind::prepared;
+    const std::string upstream_task = named_upstream ? u.provider_task_id : std::string();
+    const std::string upstream_state = named_upstream ? u.state_json : std::string();
     bool lost = false;
     std::string failure;  // why applying the result failed, other than a lost lease
     try {
@@ -996,6 +1003,39 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
             "job finished after its task had ended; its result is not needed",
             {{"task_id", job.task_id}, {"kind", job.kind}, {"status", status}, {"error", failure}});
         co_await remove_work_dir(job.task_id);
+    } else if (lost && named_upstream) {
+        // The provider took the submit and named its task, but this claim's lease ended before
+        // the answer could be recorded (the store was out of reach longer than engine.lease,
+        // or the process stalled): another claim has found the submit interrupted and waits
+        // to reconcile it. The answer is the provider's word that the attempt exists: record
+        // it (its task, unless a newer attempt replaced this one), as a callback would be, so
+        // the attempt is followed by polls and the song is never submitted again.
+        jobs.with({job.kind, "lease_lost"}).inc();
+        providers::update sign;
+        sign.what = providers::update::kind::progress;
+        sign.provider_task_id = upstream_task;
+        if (!upstream_state.empty()) {
+            sign.state_json = upstream_state;
+            sign.state_if = view.state_json;  // not over a state recorded meanwhile
+        }
+        try {
+            co_await apply(job.task_id, nullptr, nullptr, provider_name, attempt_number,
+                           std::move(sign));
+            log::warn(
+                "job lease lost after the provider took the submit; recorded its task so "
+                "the submit is not sent again",
+                {{"task_id", job.task_id},
+                 {"attempt", attempt_number},
+                 {"provider", provider_name},
+                 {"provider_task_id", upstream_task}});
+        } catch (const std::exception& e) {
+            log::error(
+                "job lease lost after the provider took the submit; recording its task "
+                "failed",
+                {{"task_id", job.task_id},
+                 {"provider_task_id", upstream_task},
+                 {"error", e.what()}});
+        }
     } else if (lost) {
         jobs.with({job.kind, "lease_lost"}).inc();
         log::warn("job lease lost; result dropped", {{"task_id", job.task_id}, {"kind", job.kind}});

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <fstream>
 #include <map>
 #include <thread>
@@ -17,6 +18,7 @@
 
 #include "gateway/audio/audio.hpp"
 #include "gateway/util/crypto.hpp"
+#include "tests/support/pg.hpp"
 #include "tests/support/process.hpp"
 
 using namespace std::chrono_literals;
@@ -412,6 +414,53 @@ TEST(MusicGpt, ASubmitSlowerThanTheLeaseIsSentOnce) {
     EXPECT_EQ(t["attempts"].as_array().size(), 1u) << json::serialize(t["attempts"]);
     EXPECT_EQ(event_counts(g.port, id)["extension.retrying"], 0);
     EXPECT_EQ(fake.requests("submit").size(), 1u) << "the song was submitted twice";
+}
+
+// The provider answers a submit after the claim that sent it lost its lease (here: the replica
+// was frozen past engine.lease; in production, a store out of reach that long), and another
+// replica has already found the submit interrupted. The answer names MusicGPT's task: it is
+// recorded for the attempt, which is then polled, not submitted again. Before, the answer was
+// dropped, the reconcile found no evidence (no webhooks come here) and the song was submitted
+// twice. Two replicas share a store on PostgreSQL only (pg.MusicGpt.*).
+TEST(MusicGpt, AnAnswerThatOutlivedItsLeaseStillKeepsTheSongFromBeingSentTwice) {
+    if (!segue::test::testing_postgres())
+        GTEST_SKIP() << "two replicas share a store on PostgreSQL only (pg.MusicGpt.*)";
+    fake_musicgpt fake;
+    fake.control(
+        R"({"faults":[{"match":"submit","delay_ms":3000,"times":1}],"drop_all_webhooks":true})");
+    segue::test::temp_dir shared;
+    const std::string storage = segue::test::storage_yaml(shared.path());
+    gateway a(fake, storage, "2s");
+    const std::string id = create_url_task(a.port);
+    ASSERT_FALSE(id.empty());
+    auto until = std::chrono::steady_clock::now() + 10s;
+    while (fake.requests("submit").empty() && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(10ms);
+    ASSERT_EQ(fake.requests("submit").size(), 1u);
+    a.proc->proc().signal(SIGSTOP);
+    // B takes the job once A's lease ends and finds the submit interrupted (ambiguous).
+    gateway b(fake, storage, "2s");
+    std::string status;
+    until = std::chrono::steady_clock::now() + 20s;
+    while (status != "unknown" && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(20ms);
+        auto r = http_request(b.port, "GET", "/v1/extensions/" + id, "", {key});
+        if (!r || r->status != 200)
+            continue;
+        auto t = parse(r->body);
+        const auto& as = t["attempts"].as_array();
+        status = as.empty() ? "" : std::string(as.back().at("status").as_string());
+    }
+    a.proc->proc().signal(SIGCONT);
+    ASSERT_EQ(status, "unknown") << b.proc->log();
+    auto t = wait_final(b.port, id, 40s);
+    EXPECT_EQ(t["status"], "succeeded") << json::serialize(t);
+    EXPECT_EQ(fake.requests("submit").size(), 1u) << "the song was submitted twice; A's log:\n"
+                                                  << a.proc->log();
+    EXPECT_EQ(t["attempts"].as_array().size(), 1u) << json::serialize(t["attempts"]);
+    EXPECT_NE(a.proc->log().find("recorded its task so the submit is not sent again"),
+              std::string::npos)
+        << a.proc->log();
 }
 
 // A submit whose answer is lost (held 8 s past a 5 s submit_timeout: a timeout after sending,
