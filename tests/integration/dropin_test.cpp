@@ -17,6 +17,7 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "gateway/audio/audio.hpp"
 #include "gateway/util/crypto.hpp"
@@ -836,6 +837,21 @@ TEST(DropIn, AConversionMusicApiDidNotMakeIsReportedAsFailedToAMusicGptClient) {
     auto doc = wait_by_id(g, task_id);
     EXPECT_EQ(str(doc["conversion"].as_object().if_contains("status")), "COMPLETED")
         << json::serialize(doc);
+    // Asked by its own id, the conversion not made reads FAILED and says why (as its webhook
+    // says success:false); the one made reads COMPLETED.
+    for (const auto& [n, status, msg] :
+         {std::tuple<int, std::string, std::string>{1, "COMPLETED", "Conversion successful"},
+          {2, "FAILED", "not produced"}}) {
+        auto one =
+            http_request(g.port, "GET",
+                         "/api/public/v1/byId?conversionType=EXTEND&conversion_id=" + task_id +
+                             "-" + std::to_string(n),
+                         "", {"Authorization: " + tenant.key});
+        ASSERT_TRUE(one && one->status == 200) << (one ? one->body : "no answer");
+        auto c = parse(one->body)["conversion"].as_object();
+        EXPECT_EQ(str(c.if_contains("status")), status) << one->body;
+        EXPECT_EQ(str(c.if_contains("status_msg")), msg) << one->body;
+    }
     std::map<std::string, bool> audio;  // conversion id -> success
     json::array got;
     for (int i = 0; i < 100 && audio.size() < 2; ++i) {

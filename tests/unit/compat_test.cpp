@@ -245,3 +245,42 @@ TEST(CompatShapes, AFailedTaskTellsTheProvidersReasonRatherThanNoOutputWasProduc
             .as_object();
     EXPECT_EQ(c["status_msg"], "MusicGPT reported FAILED");
 }
+
+// One conversion of two not made (MusicAPI made one clip; MusicGPT failed one): asked by its
+// conversion_id, byId says FAILED and why, as its webhook says success:false; the other reads
+// COMPLETED; the task, which has audio, is COMPLETED and names the one that failed.
+TEST(CompatMusicGpt, AConversionThatFailedReadsFailedByItsId) {
+    fixture f;
+    f.task.status = "partially_succeeded";
+    f.outputs[1].status = "failed";
+    f.outputs[1].data_json = R"({"error":"not produced"})";
+    segue::api::task_snapshot t{f.task, f.outputs, f.request};
+    auto conversion = [&](std::optional<int> n) {
+        return json::parse(mg::by_id_document(t, f.settings, n))
+            .as_object()["conversion"]
+            .as_object();
+    };
+    auto two = conversion(2);
+    EXPECT_EQ(two["status"], "FAILED") << json::serialize(two);
+    EXPECT_EQ(two["status_msg"], "not produced");
+    EXPECT_EQ(two["conversion_id"], "ext_abc-2");
+    EXPECT_EQ(two["conversion_path"], "");
+    auto one = conversion(1);
+    EXPECT_EQ(one["status"], "COMPLETED") << json::serialize(one);
+    EXPECT_EQ(one["status_msg"], "Conversion successful");
+    auto task = conversion(std::nullopt);
+    EXPECT_EQ(task["status"], "COMPLETED");
+    EXPECT_EQ(task["status_msg"], "1 of 2 conversions successful; ext_abc-2 failed: not produced");
+    EXPECT_EQ(task["status_1"], "COMPLETED");
+    EXPECT_EQ(task["status_2"], "FAILED");
+    EXPECT_EQ(task["status_msg_2"], "not produced");
+
+    // A canceled task: each conversion not made reads FAILED, "Canceled".
+    f.task.status = "canceled";
+    f.outputs[0].status = "canceled";
+    f.outputs[0].data_json = "{}";
+    t = {f.task, f.outputs, f.request};
+    auto canceled = conversion(1);
+    EXPECT_EQ(canceled["status"], "FAILED");
+    EXPECT_EQ(canceled["status_msg"], "Canceled");
+}

@@ -81,6 +81,59 @@ std::string status_msg(std::string_view status, const api::task_snapshot& s) {
     return s.task.status == "canceled" ? "Canceled" : "Conversion failed";
 }
 
+// What byId says of one conversion: its own outcome once it has one (made: COMPLETED; failed
+// or canceled: FAILED, with its reason, as its webhook says success:false), else the task's.
+// A conversion with no output row (dropped by the provider) once the task ended was not made.
+struct conversion_state {
+    std::string_view status;
+    std::string msg;
+};
+
+conversion_state conversion_of(const api::task_snapshot& t, int n) {
+    const auto task_status = status_of(t.task.status);
+    const auto it = std::find_if(t.outputs.begin(), t.outputs.end(),
+                                 [n](const store::output_row& o) { return o.index == n; });
+    if (it == t.outputs.end()) {
+        if (task_status == spelling::status_in_queue || task_status == spelling::status_processing)
+            return {task_status, status_msg(task_status, t)};
+        return {spelling::status_failed, "not produced"};
+    }
+    if (it->status == "ready")
+        return {spelling::status_completed, "Conversion successful"};
+    if (it->status == "failed" || it->status == "canceled") {
+        std::string why = text(api::output_data(*it), "error");
+        if (why.empty())
+            why = it->status == "canceled" || t.task.status == "canceled" ? "Canceled"
+                                                                          : "Conversion failed";
+        return {spelling::status_failed, std::move(why)};
+    }
+    if (task_status == spelling::status_completed || task_status == spelling::status_failed)
+        return {spelling::status_failed, status_msg(spelling::status_failed, t)};
+    return {task_status, status_msg(task_status, t)};
+}
+
+// The task's status_msg: a task that made some of its conversions is COMPLETED (there is audio
+// to fetch), and says which conversions failed and why rather than "Conversion successful".
+std::string task_msg(std::string_view status, const api::task_snapshot& t) {
+    if (status != spelling::status_completed)
+        return status_msg(status, t);
+    std::string failed;
+    int made = 0;
+    for (int n = 1; n <= t.task.num_outputs; ++n) {
+        auto c = conversion_of(t, n);
+        if (c.status == spelling::status_completed) {
+            ++made;
+            continue;
+        }
+        failed +=
+            (failed.empty() ? "; " : ", ") + api::output_id(t.task.id, n) + " failed: " + c.msg;
+    }
+    if (failed.empty())
+        return "Conversion successful";
+    return std::to_string(made) + " of " + std::to_string(t.task.num_outputs) +
+           " conversions successful" + failed;
+}
+
 std::string cover_of(const std::vector<store::output_row>& outputs,
                      const config::settings& settings) {
     for (const auto& o : outputs)
@@ -151,10 +204,14 @@ std::string by_id_document(const api::task_snapshot& t, const config::settings& 
     json::object c;
     c["task_id"] = task.id;
     c["conversion_type"] = spelling::by_id_type_extend;
-    c["status"] = status;
-    const std::string msg = status_msg(status, t);
-    c["status_msg"] = msg;
-    c["message"] = msg;
+    // Asked for one conversion, the status is that conversion's (a conversion that failed
+    // reads FAILED, with why, even when its sibling was made); for the task, the task's.
+    conversion_state asked{status, task_msg(status, t)};
+    if (conversion)
+        asked = conversion_of(t, *conversion);
+    c["status"] = asked.status;
+    c["status_msg"] = asked.msg;
+    c["message"] = asked.msg;
     c["provider"] = task.provider;
     for (const auto& o : t.outputs) {
         const auto d = api::output_data(o);
@@ -178,6 +235,10 @@ std::string by_id_document(const api::task_snapshot& t, const config::settings& 
             d.contains("flagged") && d.at("flagged").is_bool() && d.at("flagged").as_bool();
         c[spelling::numbered("lyrics_timestamped", n)] = timestamped;
         c[spelling::numbered("is_flagged", n)] = flagged;
+        // Which of the numbered conversions failed, for a client that reads the task.
+        const auto state = conversion_of(t, n);
+        c[spelling::numbered("status", n)] = state.status;
+        c[spelling::numbered("status_msg", n)] = state.msg;
         if (conversion && *conversion == n) {
             c["conversion_id"] = id;
             c["title"] = title;

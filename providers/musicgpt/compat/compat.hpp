@@ -13,7 +13,9 @@
 //   GET  /api/public/v1/byId     ?conversionType=EXTEND&task_id=… | conversion_id=… (one of)
 //                                -> {success, conversion:{task_id, conversion_id_1/_2, status
 //                                   IN_QUEUE|PROCESSING|COMPLETED|FAILED, status_msg, numbered
-//                                   _1/_2 fields, album_cover_path, conversion_cost, …}}
+//                                   _1/_2 fields (status_N, status_msg_N too), album_cover_path,
+//                                   conversion_cost, …}}; by conversion_id, status and
+//                                   status_msg are that conversion's (FAILED when it failed)
 //   webhooks (delivery format "musicgpt") to the request's webhook_url, one per MusicGPT
 //   callback kind: audio per conversion (success true or false), timestamped lyrics per
 //   conversion, the album cover once; also signed with the Standard Webhooks headers.
@@ -53,7 +55,8 @@ error_answer error_of(const api::create::refusal& r);
 // The byId status of a Segue task status.
 std::string_view status_of(std::string_view task_status);
 
-// The byId document; `conversion` (1-based) adds the singular fields of that conversion.
+// The byId document; `conversion` (1-based) adds the singular fields of that conversion, and
+// its own status (FAILED, with why, when it failed or was not made).
 std::string by_id_document(const api::task_snapshot& t, const config::settings& settings,
                            std::optional<int> conversion);
 
