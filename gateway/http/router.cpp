@@ -155,19 +155,38 @@ match_result router::match(std::string_view method, std::string_view path) const
     return result;
 }
 
-void router::on_unrouted(std::string prefix, unrouted fn) {
-    unrouted_.emplace_back(std::move(prefix), std::move(fn));
-}
+namespace {
 
-const unrouted* router::unrouted_for(std::string_view path) const {
-    const unrouted* best = nullptr;
+// The entry of the longest prefix of `path`, or nullptr.
+template <class F>
+const F* longest_prefix(const std::vector<std::pair<std::string, F>>& entries,
+                        std::string_view path) {
+    const F* best = nullptr;
     std::size_t longest = 0;
-    for (const auto& [prefix, fn] : unrouted_)
+    for (const auto& [prefix, fn] : entries)
         if (path.substr(0, prefix.size()) == prefix && prefix.size() >= longest) {
             best = &fn;
             longest = prefix.size();
         }
     return best;
+}
+
+}  // namespace
+
+void router::on_unrouted(std::string prefix, unrouted fn) {
+    unrouted_.emplace_back(std::move(prefix), std::move(fn));
+}
+
+const unrouted* router::unrouted_for(std::string_view path) const {
+    return longest_prefix(unrouted_, path);
+}
+
+void router::on_error(std::string prefix, error_shape fn) {
+    error_shapes_.emplace_back(std::move(prefix), std::move(fn));
+}
+
+const error_shape* router::error_shape_for(std::string_view path) const {
+    return longest_prefix(error_shapes_, path);
 }
 
 }  // namespace segue::http

@@ -55,6 +55,12 @@ std::string decode_unreserved(std::string_view path);
 // an API's own error shape, for the paths under a prefix (a drop-in API's).
 using unrouted = std::function<void(response& res, int status, std::string_view path)>;
 
+// Writes an error the server answers before or instead of a handler (a body over the route's
+// limit by its Content-Length or as it arrives, headers over limits.max_header_bytes, a body
+// not received in time, a malformed request) in an API's own error shape, for the paths under
+// a prefix (a drop-in API's). `message` says why, naming the setting that makes a limit.
+using error_shape = std::function<void(response& res, int status, std::string_view message)>;
+
 class router {
   public:
     // Throws std::invalid_argument on a malformed pattern or a duplicate (method, pattern).
@@ -63,6 +69,10 @@ class router {
     // prefix wins); others get problem+json.
     void on_unrouted(std::string prefix, unrouted fn);
     const unrouted* unrouted_for(std::string_view path) const;
+    // The server's own errors for requests under `prefix` are written by `fn` (the longest
+    // matching prefix wins); others get problem+json.
+    void on_error(std::string prefix, error_shape fn);
+    const error_shape* error_shape_for(std::string_view path) const;
     // HEAD falls back to GET routes (the server then omits the body).
     match_result match(std::string_view method, std::string_view path) const;
     const std::vector<std::unique_ptr<route>>& routes() const { return routes_; }
@@ -70,6 +80,7 @@ class router {
   private:
     std::vector<std::unique_ptr<route>> routes_;
     std::vector<std::pair<std::string, unrouted>> unrouted_;
+    std::vector<std::pair<std::string, error_shape>> error_shapes_;
 };
 
 }  // namespace segue::http

@@ -86,6 +86,26 @@ bool acceptable_request_id(std::string_view id) {
     return true;
 }
 
+// What a 413 says of a route's body limit: the route's own words (naming the setting that
+// makes it), else the server's limits.max_body_bytes, which it then is.
+std::string body_limit_detail(const route& rt, std::uint64_t limit) {
+    if (!rt.options.body_limit_detail.empty())
+        return rt.options.body_limit_detail;
+    return "request body exceeds " + std::to_string(limit) + " bytes" +
+           (rt.options.max_body_bytes ? "" : " (limits.max_body_bytes)");
+}
+
+// The path of a request whose header could not be parsed, from its raw first bytes ("" when
+// its request line did not come whole): whose error shape the answer takes.
+std::string_view request_line_path(std::string_view raw) {
+    const auto sp = raw.find(' ');
+    if (sp == std::string_view::npos)
+        return {};
+    raw.remove_prefix(sp + 1);
+    const auto end = raw.find_first_of(" ?\r\n");
+    return end == std::string_view::npos ? std::string_view() : raw.substr(0, end);
+}
+
 std::pair<std::string, std::uint16_t> split_listen(const std::string& listen) {
     auto colon = listen.rfind(':');
     if (colon == std::string::npos)
@@ -549,17 +569,17 @@ class connection final : public context, public std::enable_shared_from_this<con
 
         if (auto why = malformed_fields()) {
             srv_->count_error("malformed_request");
-            api::set_problem(res_, api::error_kind::bad_request, *why, path());
+            set_error(api::error_kind::bad_request, *why, path());
             if (has_body)
                 keep_alive = false;  // its body would be read as the next request
         } else if (!rt) {
             if (content_length() && *content_length() > limits_.max_body_bytes) {
                 // Like nginx's client_max_body_size: an oversized body is refused before routing.
                 srv_->count_error("body_too_large");
-                api::set_problem(res_, api::error_kind::payload_too_large,
-                                 "request body exceeds " + std::to_string(limits_.max_body_bytes) +
-                                     " bytes (limits.max_body_bytes)",
-                                 path());
+                set_error(api::error_kind::payload_too_large,
+                          "request body exceeds " + std::to_string(limits_.max_body_bytes) +
+                              " bytes (limits.max_body_bytes)",
+                          path());
             } else if (const auto* shaped = srv_->routes.unrouted_for(path())) {
                 (*shaped)(res_, m.path_known ? 405 : 404, path());  // a drop-in API's shape
                 if (m.path_known)
@@ -584,16 +604,12 @@ class connection final : public context, public std::enable_shared_from_this<con
             bool run_handler = true;
             if (content_length() && *content_length() > limit) {
                 srv_->count_error("body_too_large");
-                api::set_problem(res_, api::error_kind::payload_too_large,
-                                 rt->options.body_limit_detail.empty()
-                                     ? "request body exceeds " + std::to_string(limit) +
-                                           " bytes (limits.max_body_bytes)"
-                                     : rt->options.body_limit_detail,
-                                 path());
+                set_error(api::error_kind::payload_too_large, body_limit_detail(*rt, limit),
+                          path());
                 keep_alive = false;
                 run_handler = false;
             } else if (rt->options.body == body_mode::buffered && has_body) {
-                run_handler = co_await read_whole_body();
+                run_handler = co_await read_whole_body(body_limit_detail(*rt, limit));
                 if (!run_handler)
                     keep_alive = false;
             }
@@ -608,7 +624,7 @@ class connection final : public context, public std::enable_shared_from_this<con
                     if (streaming_)
                         keep_alive = false;
                     else
-                        api::set_problem(res_, api::error_kind::internal, "unexpected error");
+                        set_error(api::error_kind::internal, "unexpected error", {});
                 }
                 if (body_failed_ || !parser_->is_done())
                     keep_alive = false;
@@ -653,6 +669,15 @@ class connection final : public context, public std::enable_shared_from_this<con
         co_return write_ok&& keep_alive;
     }
 
+    // An error the server answers itself, in the shape of the API the request's path belongs
+    // to (a drop-in API's own, router::on_error), else problem+json (with `instance`).
+    void set_error(api::error_kind kind, std::string_view detail, std::string_view instance) {
+        if (const auto* shaped = srv_->routes.error_shape_for(path()))
+            (*shaped)(res_, api::info(kind).status, detail);
+        else
+            api::set_problem(res_, kind, detail, instance);
+    }
+
     // Header fields whose repetition makes a request ambiguous (a proxy merging or splitting
     // them would change which one counts), and HTTP/1.1's required Host (RFC 9112 3.2): the
     // reason to refuse the request, if any.
@@ -670,7 +695,7 @@ class connection final : public context, public std::enable_shared_from_this<con
 
     // Buffered routes: read the body under the route's limit with a per-read timeout. Answers
     // the error itself and returns false if the body could not be read.
-    asio::awaitable<bool> read_whole_body() {
+    asio::awaitable<bool> read_whole_body(std::string too_large) {
         std::array<char, 16 * 1024> chunk;
         for (;;) {
             auto c = co_await read_body(chunk);
@@ -678,20 +703,18 @@ class connection final : public context, public std::enable_shared_from_this<con
                 switch (c.error) {
                     case body_chunk::failure::too_large:
                         srv_->count_error("body_too_large");
-                        api::set_problem(res_, api::error_kind::payload_too_large,
-                                         "request body too large");
+                        set_error(api::error_kind::payload_too_large, too_large, {});
                         break;
                     case body_chunk::failure::timeout:
                         srv_->count_error("body_timeout");
-                        api::set_problem(res_, api::error_kind::request_timeout,
-                                         "request body not received in time");
+                        set_error(api::error_kind::request_timeout,
+                                  "request body not received in time", {});
                         break;
                     case body_chunk::failure::closed:
                         break;  // nobody to answer: the request ends as a 499
                     default:
                         srv_->count_error("malformed_body");
-                        api::set_problem(res_, api::error_kind::bad_request,
-                                         "malformed request body");
+                        set_error(api::error_kind::bad_request, "malformed request body", {});
                 }
                 co_return false;
             }
@@ -719,9 +742,25 @@ class connection final : public context, public std::enable_shared_from_this<con
             kind = api::error_kind::bad_request;
         }
         request_id_ = new_request_id();
-        res_ = api::make_problem(kind, ec == beast::error::timeout
-                                           ? "request header not received in time"
-                                           : ec.message());
+        const std::string detail =
+            kind == api::error_kind::header_too_large
+                ? "request line and headers exceed " + std::to_string(limits_.max_header_bytes) +
+                      " bytes (limits.max_header_bytes)"
+            : ec == beast::error::timeout ? std::string("request header not received in time")
+                                          : ec.message();
+        // Whose path it is: the target the parser took already (it reads the start line and
+        // each field as they come), else the request line still unparsed in the buffer.
+        std::string_view where = parser_->get().target();
+        where = where.empty()
+                    ? request_line_path(std::string_view(
+                          static_cast<const char*>(buffer_.data().data()), buffer_.size()))
+                    : where.substr(0, where.find('?'));
+        if (const auto* shaped = srv_->routes.error_shape_for(where)) {
+            res_ = response{};
+            (*shaped)(res_, api::info(kind).status, detail);
+        } else {
+            res_ = api::make_problem(kind, detail);
+        }
         // A client that stalled may still be sending: linger, so the close does not reset
         // the connection before it has read the 408.
         if (kind == api::error_kind::request_timeout)

@@ -207,10 +207,18 @@ s.serve_forever()
     std::string song_path;
 };
 
+// What a test adds to the gateway's config: lines under `api:` (indented), sections after the
+// rest, and whether api.public_base_url is set (to the gateway's own address) at all.
+struct gateway_extra {
+    std::string api;
+    std::string tail;
+    bool public_base_url = true;
+};
+
 struct gateway {
     // `sandbox_delay`: the sandbox's wait before it starts and between its outputs.
-    gateway(const setup& s, const std::string& provider,
-            const std::string& sandbox_delay = "50ms") {
+    gateway(const setup& s, const std::string& provider, const std::string& sandbox_delay = "50ms",
+            const gateway_extra& extra = {}) {
         port = segue::test::free_port();
         const std::string self = "http://127.0.0.1:" + std::to_string(port);
         std::string cfg = "server:\n  listen: 127.0.0.1:" + std::to_string(port) +
@@ -220,8 +228,8 @@ struct gateway {
                           "]\n    webhook_secrets: [\"" + tenant.secret +
                           "\"]\n"
                           "api:\n  public_base_url: " +
-                          self + "\n  default_provider: " + provider +
-                          "\n"
+                          (extra.public_base_url ? self : std::string("\"\"")) +
+                          "\n  default_provider: " + provider + "\n" + extra.api +
                           "engine:\n  poll_interval: 100ms\n  lease: 3s\n"
                           "upstream:\n  allow_plain_http: true\n  request_timeout: 5s\n"
                           "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n"
@@ -236,7 +244,8 @@ struct gateway {
                           "  musicapi:\n    enabled: true\n    base_url: " +
                           s.up.musicapi.url("/api/v1") +
                           "\n    api_key: ma-upstream-key\n    poll_initial: 100ms\n"
-                          "    poll_max: 300ms\n    poll_jitter: 0\n";
+                          "    poll_max: 300ms\n    poll_jitter: 0\n" +
+                          extra.tail;
         proc = std::make_unique<segue::test::segue_process>(cfg);
     }
     std::string key_header() const { return "Authorization: Bearer " + tenant.key; }
@@ -1125,4 +1134,83 @@ TEST(DropIn, MusicApisCreateReplaysAnIdempotencyKeyAndRefusesItForAnotherBody) {
     }
     EXPECT_EQ(task_count(g), 1u);
     EXPECT_EQ(str(wait_task(g, task_id).if_contains("status")), "SUCCESS");
+}
+
+namespace {
+
+// A request with a body of `content_length` bytes announced, of which only the first few are
+// sent: the answer to its head.
+std::optional<segue::test::http_response> announce_body(std::uint16_t port,
+                                                        const std::string& target,
+                                                        const std::vector<std::string>& headers,
+                                                        std::size_t content_length) {
+    segue::test::http_connection c(port);
+    std::string head = "POST " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    for (const auto& h : headers)
+        head += h + "\r\n";
+    head += "Content-Length: " + std::to_string(content_length) + "\r\n\r\n" +
+            std::string(std::min<std::size_t>(content_length, 1024), 'x');
+    if (!c.send_raw(head))
+        return std::nullopt;
+    return c.read_response();
+}
+
+}  // namespace
+
+// A body over the drop-in route's limit, refused by its Content-Length before it is read, and a
+// header block over limits.max_header_bytes: the provider's own error shape (as the same body
+// sent chunked gets), naming the setting that makes the limit; /v1 keeps problem+json.
+TEST(DropIn, OversizedRequestsAreRefusedInTheProvidersShapesNamingTheSetting) {
+    setup s;
+    gateway g(s, "sandbox", "50ms", {.api = "  max_upload_bytes: 1MiB\n  max_json_bytes: 8KiB\n"});
+    auto mg = announce_body(
+        g.port, "/api/public/v1/extend",
+        {"Authorization: " + tenant.key, "Content-Type: multipart/form-data; boundary=xyz"},
+        7'000'000);
+    ASSERT_TRUE(mg);
+    EXPECT_EQ(mg->status, 413) << mg->body;
+    EXPECT_EQ(mg->header("content-type").value_or(""), "application/json") << mg->body;
+    auto b = parse(mg->body);
+    EXPECT_EQ(b["success"], false) << mg->body;
+    EXPECT_NE(str(b.if_contains("message")).find("(api.max_upload_bytes)"), std::string::npos)
+        << mg->body;
+
+    auto create = announce_body(g.port, "/api/v1/producer/create",
+                                {g.key_header(), "Content-Type: application/json"}, 9000);
+    ASSERT_TRUE(create);
+    EXPECT_EQ(create->status, 413) << create->body;
+    EXPECT_EQ(create->header("content-type").value_or(""), "application/json");
+    b = parse(create->body);
+    EXPECT_EQ(b["code"], 413) << create->body;
+    EXPECT_NE(str(b.if_contains("message")).find("(api.max_json_bytes)"), std::string::npos)
+        << create->body;
+
+    auto upload = announce_body(g.port, "/api/v1/producer/upload",
+                                {g.key_header(), "Content-Type: application/json"}, 200'000);
+    ASSERT_TRUE(upload);
+    EXPECT_EQ(upload->status, 413) << upload->body;
+    EXPECT_EQ(upload->header("content-type").value_or(""), "application/json");
+    EXPECT_EQ(parse(upload->body)["code"], 413) << upload->body;
+    EXPECT_EQ(upload->body.find("limits.max_body_bytes"), std::string::npos) << upload->body;
+
+    // Headers over limits.max_header_bytes (16 KiB): 431, in each shape.
+    const std::string big = "X-Big: " + std::string(20'000, 'a');
+    auto h = http_request(g.port, "GET", "/api/public/v1/byId?conversionType=EXTEND&task_id=x", "",
+                          {"Authorization: " + tenant.key, big});
+    ASSERT_TRUE(h);
+    EXPECT_EQ(h->status, 431);
+    EXPECT_EQ(h->header("content-type").value_or(""), "application/json") << h->body;
+    EXPECT_EQ(parse(h->body)["success"], false) << h->body;
+    h = http_request(g.port, "GET", "/api/v1/producer/task/x", "", {g.key_header(), big});
+    ASSERT_TRUE(h);
+    EXPECT_EQ(h->status, 431);
+    EXPECT_EQ(parse(h->body)["code"], 431) << h->body;
+
+    // /v1 as before.
+    auto v1 = announce_body(g.port, "/v1/extensions",
+                            {g.key_header(), "Content-Type: multipart/form-data; boundary=xyz"},
+                            7'000'000);
+    ASSERT_TRUE(v1);
+    EXPECT_EQ(v1->status, 413);
+    EXPECT_EQ(v1->header("content-type").value_or(""), "application/problem+json");
 }

@@ -32,6 +32,8 @@ namespace {
 constexpr std::string_view provider_name = "musicapi";
 constexpr std::string_view upload_prefix = "upl_";
 constexpr std::size_t max_upload_url = 2048;
+// The body of an upload: {"audio_url"} with room to spare.
+constexpr std::uint64_t max_upload_body = 64 * 1024;
 
 // MusicAPI's verbatim messages (docs.musicapi.ai/error-handling).
 constexpr std::string_view msg_no_auth = "Authorization header is missing.";
@@ -425,11 +427,18 @@ awaitable<void> handlers::task(http::context& ctx) {
 void install(api::compat_host& host) {
     auto h = std::make_shared<handlers>(host.deps);
     const auto& s = host.deps.settings;
-    host.routes.add("POST", "/api/v1/producer/create",
-                    [h](http::context& c) { return h->create(c); },
-                    {.body = http::body_mode::streamed, .max_body_bytes = s.api.max_json_bytes});
-    host.routes.add("POST", "/api/v1/producer/upload",
-                    [h](http::context& c) { return h->upload(c); }, {.max_body_bytes = 64 * 1024});
+    host.routes.add(
+        "POST", "/api/v1/producer/create", [h](http::context& c) { return h->create(c); },
+        {.body = http::body_mode::streamed,
+         .max_body_bytes = s.api.max_json_bytes,
+         .body_limit_detail = "JSON body exceeds " + std::to_string(s.api.max_json_bytes) +
+                              " bytes (api.max_json_bytes)"});
+    host.routes.add(
+        "POST", "/api/v1/producer/upload", [h](http::context& c) { return h->upload(c); },
+        {.max_body_bytes = max_upload_body,
+         .body_limit_detail = "request body exceeds " + std::to_string(max_upload_body) +
+                              " bytes (an {\"audio_url\"} of at most " +
+                              std::to_string(max_upload_url) + " characters)"});
     host.routes.add("GET", "/api/v1/producer/task/{id}",
                     [h](http::context& c) { return h->task(c); });
     // Any other path or method there, in MusicAPI's error shape; its download says why.
@@ -445,6 +454,12 @@ void install(api::compat_host& host) {
                         "audio_url (MP3) and wav_url (WAV).");
         else
             res.body = body_of(404, "Not Found.");
+    });
+    // What the server answers itself there (413 by Content-Length, 431, 408, …), as MusicAPI's.
+    host.routes.on_error("/api/v1/", [](http::response& res, int status, std::string_view message) {
+        res.status = status;
+        res.content_type = "application/json";
+        res.body = body_of(status, message);
     });
     host.formats.add(std::string(format_name),
                      [&s](const events::format_input& in) { return format_webhook(in, s); });

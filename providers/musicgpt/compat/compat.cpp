@@ -454,8 +454,12 @@ void install(api::compat_host& host) {
     const auto& s = host.deps.settings;
     const std::uint64_t max_body =
         std::max<std::uint64_t>(s.api.max_upload_bytes, s.api.max_json_bytes) + 64 * 1024;
-    host.routes.add("POST", "/api/public/v1/extend", [h](http::context& c) { return h->extend(c); },
-                    {.body = http::body_mode::streamed, .max_body_bytes = max_body});
+    host.routes.add(
+        "POST", "/api/public/v1/extend", [h](http::context& c) { return h->extend(c); },
+        {.body = http::body_mode::streamed,
+         .max_body_bytes = max_body,
+         .body_limit_detail = "upload exceeds " + std::to_string(s.api.max_upload_bytes) +
+                              " bytes (api.max_upload_bytes)"});
     host.routes.add("GET", "/api/public/v1/byId", [h](http::context& c) { return h->by_id(c); });
     // Any other path or method there, as MusicGPT's (FastAPI's) own 404 and 405.
     host.routes.on_unrouted(
@@ -464,6 +468,13 @@ void install(api::compat_host& host) {
             res.content_type = "application/json";
             res.body =
                 status == 405 ? R"({"detail":"Method Not Allowed"})" : R"({"detail":"Not Found"})";
+        });
+    // What the server answers itself there (413 by Content-Length, 431, 408, …), as MusicGPT's.
+    host.routes.on_error(
+        "/api/public/v1/", [](http::response& res, int status, std::string_view message) {
+            res.status = status;
+            res.content_type = "application/json";
+            res.body = util::json_text(json::object{{"success", false}, {"message", message}});
         });
     host.formats.add(std::string(format_name),
                      [&s](const events::format_input& in) { return format_webhook(in, s); });
