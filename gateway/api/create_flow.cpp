@@ -216,6 +216,10 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
     flow_result out;
     auto refused = [&](refusal r) {
         count_refusal(r.reason);
+        // What a refusal says in headers, whichever shape the caller writes its body in: a full
+        // disk asks the client to come back later.
+        if (r.kind == error_kind::insufficient_storage)
+            ctx.res().set_header("Retry-After", std::to_string(disk_retry_after_s));
         out.what = flow_result::kind::refused;
         out.refused = std::move(r);
         return out;

@@ -44,7 +44,8 @@ struct flow_result {
     store::idempotency_row prior;  // replay: the stored answer of the first create
 };
 
-// What a 507 (insufficient_storage) asks the client to wait before trying again (Retry-After).
+// What a 507 (insufficient_storage) asks the client to wait before trying again (Retry-After,
+// set by flow::run).
 constexpr int disk_retry_after_s = 60;
 
 // What the create flows of one process (the extensions API and each drop-in shape) share, so
@@ -60,7 +61,8 @@ class flow {
   public:
     explicit flow(const api_deps& deps);
     // Runs the create for `tenant` (already authenticated). The created task is committed and
-    // the engine told before it returns.
+    // the engine told before it returns. A refusal's headers (Retry-After on a full disk) are
+    // set on the response here; the caller writes its status and body in its own shape.
     boost::asio::awaitable<flow_result> run(http::context& ctx, const std::string& tenant,
                                             const flow_hooks& hooks = {});
     // Counts a refusal made outside run() (e.g. authentication) under segue_api_rejected_total.

@@ -248,8 +248,6 @@ awaitable<void> handlers::create(http::context& ctx) {
     switch (r.what) {
         case create::flow_result::kind::refused:
             set_problem(ctx.res(), r.refused.kind, r.refused.detail, ctx.path(), r.refused.errors);
-            if (r.refused.kind == error_kind::insufficient_storage)
-                ctx.res().set_header("Retry-After", std::to_string(create::disk_retry_after_s));
             break;
         case create::flow_result::kind::replay:
             answer_replay(ctx, r.prior);

@@ -22,6 +22,7 @@
 #include "gateway/audio/audio.hpp"
 #include "gateway/util/crypto.hpp"
 #include "tests/integration/chaos_harness.hpp"
+#include "tests/support/pg.hpp"
 #include "tests/support/process.hpp"
 
 using namespace std::chrono_literals;
@@ -1213,4 +1214,31 @@ TEST(DropIn, OversizedRequestsAreRefusedInTheProvidersShapesNamingTheSetting) {
     ASSERT_TRUE(v1);
     EXPECT_EQ(v1->status, 413);
     EXPECT_EQ(v1->header("content-type").value_or(""), "application/problem+json");
+}
+
+// A full data volume (storage.min_free_bytes above what is free): both drop-in creates answer
+// 507 in their provider's shape with Retry-After, as /v1 does.
+TEST(DropIn, AFullDiskIsA507WithRetryAfterOnBothCreates) {
+    setup s;
+    gateway g(s, "sandbox", "50ms",
+              {.tail = segue::test::storage_yaml("@DIR@", "  min_free_bytes: 1000GiB\n")});
+    auto mg = musicgpt_json_extend(g, {{"audio_url", s.audio_url()}, {"extend_after", 10}});
+    ASSERT_TRUE(mg);
+    EXPECT_EQ(mg->status, 507) << mg->body;
+    EXPECT_EQ(mg->header("retry-after").value_or(""), "60");
+    EXPECT_EQ(parse(mg->body)["success"], false) << mg->body;
+    const auto clip = upload_clip(g, s.audio_url());
+    auto ma =
+        musicapi_create(g, {{"task_type", "extend_music"}, {"clip_id", clip}, {"starts_at", 10}});
+    ASSERT_TRUE(ma);
+    EXPECT_EQ(ma->status, 507) << ma->body;
+    EXPECT_EQ(ma->header("retry-after").value_or(""), "60");
+    EXPECT_EQ(parse(ma->body)["code"], 507) << ma->body;
+    auto v1 = http_request(
+        g.port, "POST", "/v1/extensions",
+        json::serialize(json::object{{"audio_url", s.audio_url()}, {"extend_after", 10}}),
+        {g.key_header(), "Content-Type: application/json"});
+    ASSERT_TRUE(v1);
+    EXPECT_EQ(v1->status, 507) << v1->body;
+    EXPECT_EQ(v1->header("retry-after").value_or(""), "60");
 }
