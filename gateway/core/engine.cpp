@@ -1462,6 +1462,9 @@ asio::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string prov
     co_return webhook_outcome::applied;
 }
 
+// Why an output a cancel ended was not made (its data's error, its output.failed event).
+constexpr std::string_view canceled_output_error = "the task was canceled";
+
 asio::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_id,
                                                        const std::string& tenant) {
     auto self = impl_;
@@ -1479,14 +1482,22 @@ asio::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_i
         }
         const auto now = now_ms();
         auto outs = tx.get_outputs(t->id);
+        t->status = std::string(to_string(task_status::canceled));
         for (auto& o : outs) {
             if (o.status != to_string(output_status::pending))
                 continue;
             o.status = std::string(to_string(output_status::canceled));
             auto d = parse_object(o.data_json);
+            d["error"] = std::string(canceled_output_error);
             o.data_json = util::json_text(d);
             o.updated_at = now;
             tx.upsert_output(o);
+            // Every output ends with one event of its own, as one a provider did not make:
+            // a client told per output (MusicGPT's callbacks) learns this one will not come.
+            json::object e;
+            e["index"] = o.index;
+            e["output"] = public_output(d);
+            append_event(tx, *t, event_type::output_failed, std::move(e));
         }
         auto attempts = tx.get_attempts(t->id);
         if (!attempts.empty() && attempts.back().finished_at == 0) {
@@ -1494,7 +1505,6 @@ asio::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_i
             attempts.back().finished_at = now;
             tx.upsert_attempt(attempts.back());
         }
-        t->status = std::string(to_string(task_status::canceled));
         t->updated_at = now;
         tx.update_task(*t);
         transition::release_outstanding(tx, *t, res);

@@ -85,7 +85,9 @@ class engine {
                                                            std::string* error);
 
     enum class cancel_outcome { canceled, not_found, already_final };
-    // Cancels a task of `tenant`: status canceled, extension.canceled, jobs removed.
+    // Cancels a task of `tenant`: status canceled, each output not yet ready canceled, with
+    // an extension.output.failed of its own (error "the task was canceled"), then
+    // extension.canceled; jobs removed.
     boost::asio::awaitable<cancel_outcome> cancel(const std::string& task_id,
                                                   const std::string& tenant);
 

@@ -1242,3 +1242,55 @@ TEST(DropIn, AFullDiskIsA507WithRetryAfterOnBothCreates) {
     EXPECT_EQ(v1->status, 507) << v1->body;
     EXPECT_EQ(v1->header("retry-after").value_or(""), "60");
 }
+
+// A task canceled while it runs, created in MusicGPT's shape: each conversion not yet reported
+// gets MusicGPT's failure callback (success false, the reason: canceled), once; one created in
+// MusicAPI's shape gets song.failed.
+TEST(DropIn, ACanceledTaskCallsBackEachConversionNotMadeAsFailed) {
+    setup s;
+    gateway g(s, "sandbox", "5s");
+    const std::string path = "/hooks/musicgpt-canceled";
+    auto r = musicgpt_json_extend(g, {{"audio_url", s.audio_url()},
+                                      {"extend_after", 10},
+                                      {"webhook_url", s.up.receiver.url(path)}});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const auto task_id = str(parse(r->body).if_contains("task_id"));
+    auto c =
+        http_request(g.port, "POST", "/v1/extensions/" + task_id + "/cancel", "", {g.key_header()});
+    ASSERT_TRUE(c && c->status == 200) << (c ? c->body : "no answer");
+    auto got = settled_deliveries(s, path, 2);
+    ASSERT_EQ(got.size(), 2u) << json::serialize(got);
+    std::set<std::string> ids;
+    for (auto& dv : got) {
+        auto& d = dv.as_object();
+        EXPECT_EQ(d["verified"], true) << json::serialize(d);
+        auto& b = d["body"].as_object();
+        EXPECT_EQ(b["success"], false) << json::serialize(b);
+        EXPECT_EQ(str(b.if_contains("status")), "FAILED");
+        EXPECT_NE(str(b.if_contains("reason")).find("cancel"), std::string::npos)
+            << json::serialize(b);
+        ids.insert(str(b.if_contains("conversion_id")));
+    }
+    EXPECT_EQ(ids, (std::set<std::string>{task_id + "-1", task_id + "-2"}));
+    auto by_id = http_request(
+        g.port, "GET", "/api/public/v1/byId?conversionType=EXTEND&conversion_id=" + task_id + "-1",
+        "", {"Authorization: " + tenant.key});
+    ASSERT_TRUE(by_id && by_id->status == 200);
+    EXPECT_EQ(str(parse(by_id->body)["conversion"].as_object().if_contains("status")), "FAILED");
+
+    const std::string ma_path = "/hooks/musicapi-canceled";
+    auto ma = musicapi_create(g, {{"task_type", "extend_music"},
+                                  {"clip_id", upload_clip(g, s.audio_url())},
+                                  {"starts_at", 10},
+                                  {"webhook_url", s.up.receiver.url(ma_path)},
+                                  {"webhook_secret", webhook_secret}});
+    ASSERT_TRUE(ma && ma->status == 200) << (ma ? ma->body : "no answer");
+    const auto ma_task = str(parse(ma->body).if_contains("task_id"));
+    c = http_request(g.port, "POST", "/v1/extensions/" + ma_task + "/cancel", "", {g.key_header()});
+    ASSERT_TRUE(c && c->status == 200) << (c ? c->body : "no answer");
+    auto ma_got = settled_deliveries(s, ma_path, 1);
+    ASSERT_EQ(ma_got.size(), 1u) << json::serialize(ma_got);
+    auto body = musicapi_webhook_body(ma_got[0].as_object(), "song.failed");
+    EXPECT_EQ(str(body.if_contains("task_id")), ma_task);
+}
