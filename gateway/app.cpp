@@ -312,11 +312,21 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
                             api::create::make_flow_state()};
     api::add_extension_routes(d.routes, api);
     // Drop-in APIs in providers' own shapes (providers/<name>/compat/).
+    std::string drop_ins;
     for (const auto* kind : provider_kinds)
         if (kind->compat) {
             api::compat_host host{d.routes, api, d.webhook_formats};
             kind->compat(host);
+            drop_ins += (drop_ins.empty() ? "" : ", ") + std::string(kind->name);
         }
+    // Their clients are handed file links to fetch, and without a base URL those are relative:
+    // a client written for the provider's absolute URLs cannot use them as they are.
+    if (!drop_ins.empty() && d.settings.api.public_base_url.empty())
+        log::warn(
+            "api.public_base_url is not set: the drop-in APIs hand out relative file links "
+            "(/v1/files/…, signed), which their clients must resolve against this "
+            "gateway's address themselves",
+            {{"drop_in", drop_ins}});
     api::add_delivery_routes(d.routes, {*d.db, d.auth});
     api::add_credit_routes(d.routes,
                            {*d.db, d.auth, d.settings.credits.admin_key,

@@ -21,6 +21,8 @@ namespace {
 // How long a signed link to an output handed out by a drop-in shape stays valid.
 constexpr std::int64_t link_ttl_s = 7 * 24 * 3600;
 
+// Relative without api.public_base_url, as /v1's signed links: a client that reads a drop-in
+// shape sends no Bearer key to fetch a file, so a link is signed either way.
 std::string signed_link(const config::settings& s, std::string_view file_id) {
     const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
                            std::chrono::system_clock::now().time_since_epoch())
@@ -80,8 +82,7 @@ std::string public_url(const config::settings& settings, std::string_view url) {
     const auto& base = settings.api.public_base_url;
     if (!base.empty() && url.rfind(base, 0) == 0)
         url.remove_prefix(base.size());
-    if (url.rfind(files, 0) == 0 && url.find('?') == std::string_view::npos &&
-        !settings.api.public_base_url.empty())
+    if (url.rfind(files, 0) == 0 && url.find('?') == std::string_view::npos)
         return signed_link(settings, url.substr(files.size()));
     return url.rfind(files, 0) == 0 ? base + std::string(url) : std::string(url);
 }
@@ -94,8 +95,7 @@ std::string public_audio_url(const config::settings& settings, const json::objec
     const auto& a = audio->as_object();
     const std::string file_key = std::string(kind) + "_file_id";
     const std::string url_key = std::string(kind) + "_url";
-    if (const auto* f = a.if_contains(file_key);
-        f && f->is_string() && !settings.api.public_base_url.empty())
+    if (const auto* f = a.if_contains(file_key); f && f->is_string())
         return signed_link(settings, f->as_string());
     if (const auto* u = a.if_contains(url_key); u && u->is_string())
         return std::string(u->as_string());

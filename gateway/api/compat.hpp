@@ -57,8 +57,9 @@ boost::asio::awaitable<std::optional<task_snapshot>> load_task(store::db& db, st
                                                                std::string tenant);
 
 // An output's audio URL as a client outside the gateway can fetch it: a file the gateway
-// holds becomes an absolute, signed, expiring link (api.public_base_url; the path alone without
-// it); a provider's URL stays as it is. `kind` is "mp3" or "wav"; "" when the output has none.
+// holds becomes a signed, expiring link (no key needed), absolute under api.public_base_url and
+// relative ("/v1/files/<id>?expires=…&sig=…") without it; a provider's URL stays as it is.
+// `kind` is "mp3" or "wav"; "" when the output has none.
 std::string public_audio_url(const config::settings& settings, const boost::json::object& output,
                              std::string_view kind);
 // The same for a URL field that may name a gateway file ("/v1/files/<id>", e.g. a cover).

@@ -1294,3 +1294,27 @@ TEST(DropIn, ACanceledTaskCallsBackEachConversionNotMadeAsFailed) {
     auto body = musicapi_webhook_body(ma_got[0].as_object(), "song.failed");
     EXPECT_EQ(str(body.if_contains("task_id")), ma_task);
 }
+
+// api.public_base_url unset (the shipped default): the drop-in shapes still hand out signed
+// links, relative ones, that a client fetches without a key, as /v1 does; the start-up log
+// says the drop-in links are relative.
+TEST(DropIn, WithoutAPublicBaseUrlDropInLinksAreSignedAndRelative) {
+    setup s;
+    gateway g(s, "sandbox", "50ms", {.public_base_url = false});
+    auto r = musicgpt_json_extend(g, {{"audio_url", s.audio_url()}, {"extend_after", 10}});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const auto task_id = str(parse(r->body).if_contains("task_id"));
+    auto doc = wait_by_id(g, task_id);
+    const auto path = str(doc["conversion"].as_object().if_contains("conversion_path_1"));
+    EXPECT_EQ(path.rfind("/v1/files/", 0), 0u) << json::serialize(doc);
+    EXPECT_NE(path.find("expires="), std::string::npos) << path;
+    auto f = http_request(g.port, "GET", path);
+    ASSERT_TRUE(f);
+    EXPECT_EQ(f->status, 200) << path << ": " << f->body;
+    auto t = wait_task(g, task_id);
+    const auto audio = str(t["data"].as_array()[0].as_object().if_contains("audio_url"));
+    EXPECT_NE(audio.find("expires="), std::string::npos) << audio;
+    const auto log = g.proc->log();
+    EXPECT_NE(log.find("api.public_base_url"), std::string::npos) << log;
+}
