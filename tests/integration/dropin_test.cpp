@@ -1318,3 +1318,24 @@ TEST(DropIn, WithoutAPublicBaseUrlDropInLinksAreSignedAndRelative) {
     const auto log = g.proc->log();
     EXPECT_NE(log.find("api.public_base_url"), std::string::npos) << log;
 }
+
+// A MusicAPI clip_id that looks like an upload of this gateway but does not verify (another
+// tenant's, another gateway's, altered) is refused at create in MusicAPI's shape, as its task
+// is unknown; nothing goes upstream.
+TEST(DropIn, MusicApisCreateRefusesAnUploadIdThatDoesNotVerify) {
+    setup s;
+    gateway g(s, "musicapi");
+    auto clip = upload_clip(g, s.audio_url());
+    ASSERT_FALSE(clip.empty());
+    clip.back() = clip.back() == 'a' ? 'b' : 'a';
+    for (const std::string& id : {clip, std::string("upl_bm90LWEtdXJs.0123456789abcdef")}) {
+        auto r =
+            musicapi_create(g, {{"task_type", "extend_music"}, {"clip_id", id}, {"starts_at", 10}});
+        ASSERT_TRUE(r);
+        EXPECT_EQ(r->status, 400) << id << ": " << r->body;
+        auto b = parse(r->body);
+        EXPECT_EQ(b["code"], 400) << r->body;
+        EXPECT_FALSE(str(b.if_contains("message")).empty()) << r->body;
+    }
+    EXPECT_EQ(task_count(g), 0u);
+}

@@ -303,6 +303,11 @@ awaitable<std::optional<api::create::refusal>> handlers::translate(
     // The clip: an upload of ours, an output of a Segue task, or MusicAPI's own.
     if (auto url = upload_url(deps.settings.api.url_signing_key, tenant, clip)) {
         out["audio_url"] = *url;
+    } else if (clip.rfind(upload_prefix, 0) == 0) {
+        // Spelled as an upload of ours but not one of this tenant's at this gateway (another
+        // tenant's, another gateway's, altered): unknown, as its task is (GET task/{id}), and
+        // never sent to MusicAPI as one of its clips.
+        co_return bad("clip not found.");
     } else if (auto ref = api::parse_output_id(clip); ref && ref->task_id.rfind("ext_", 0) == 0) {
         // An output of a Segue task: the create resolves it (create_flow.hpp).
         out["clip"] = json::object{{"provider", provider_name}, {"id", clip}};

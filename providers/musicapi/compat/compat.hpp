@@ -22,9 +22,10 @@
 //   webhook_secret, X-Webhook-Signature: sha256=<hex HMAC(secret, ts.body)>; also the Standard
 //   Webhooks headers.
 //
-// Ids: task_id is the Segue task id. A clip id is, in order of lookup: an upload's id; "<task
-// id>-N", output N of a Segue task (the clip id of outputs not made by MusicAPI); or MusicAPI's
-// own clip id, extended at MusicAPI (outputs MusicAPI made carry theirs, so the same id is a
+// Ids: task_id is the Segue task id. A clip id is, in order of lookup: an upload's id (an
+// "upl_" id that does not verify is refused, 400 "clip not found."); "<task id>-N", output N
+// of a Segue task (the clip id of outputs not made by MusicAPI); or MusicAPI's own clip id,
+// extended at MusicAPI (outputs MusicAPI made carry theirs, so the same id is a
 // neutral `{"clip":{"provider":"musicapi","id":…}}` source). Errors come in MusicAPI's shape
 // {"code","message"} (400 for fields and unknown tasks, 401, 403 for credits, 410 for the
 // removed task types).
