@@ -321,8 +321,9 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
         }
     // Their clients are handed file links to fetch, and without a base URL those are relative:
     // a client written for the provider's absolute URLs cannot use them as they are.
+    // Info, not a warning: the single-node default (no base URL) is a supported setup.
     if (!drop_ins.empty() && d.settings.api.public_base_url.empty())
-        log::warn(
+        log::info(
             "api.public_base_url is not set: the drop-in APIs hand out relative file links "
             "(/v1/files/…, signed), which their clients must resolve against this "
             "gateway's address themselves",

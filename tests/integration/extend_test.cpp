@@ -585,8 +585,8 @@ TEST(Extend, SseResumesAfterLastEventId) {
     // Anything but a seq is refused, not taken as "from the start": a client resuming with the
     // event's own id would otherwise get the whole log again.
     const std::string evt_id(all.back().at("id").as_string());
-    for (const std::string bad : {evt_id, std::string("-1"), std::string("abc"), std::string("3.5"),
-                                  std::string("99999999999999999999")}) {
+    for (const std::string& bad : {evt_id, std::string("-1"), std::string("abc"),
+                                   std::string("3.5"), std::string("99999999999999999999")}) {
         auto refused = http_request(s.port(), "GET", "/v1/extensions/" + id + "/events", "",
                                     {key_a, "Accept: text/event-stream", "Last-Event-ID: " + bad});
         ASSERT_TRUE(refused);

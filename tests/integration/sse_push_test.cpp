@@ -195,7 +195,7 @@ TEST(SsePush, AClientThatLeavesIsNoticedAtOnce) {
     segue_process s(config_for(d.path(), "10m", "api:\n  sse_keep_alive: 10m\n"));
     const auto id = create_task(d, s.port());
     ASSERT_FALSE(id.empty());
-    for (const std::string target :
+    for (const std::string& target :
          {"/v1/extensions/" + id + "/events", std::string("/v1/extensions")}) {
         {
             auto c = std::make_unique<http_connection>(s.port(), 5s);
