@@ -190,7 +190,16 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
                       {"version", "revision"})
         .with({build::version, build::revision})
         .set(1);
-    api::add_system_routes(d.routes, d.metrics, [&d] { return d.server && d.server->ready(); });
+    // Not ready while draining, and while the store cannot reach its database: a load balancer
+    // then sends the requests to a replica that can serve them (the API refuses them meanwhile,
+    // store::db fail_fast).
+    api::add_system_routes(d.routes, d.metrics, [&d]() -> std::string {
+        if (!d.server || !d.server->ready())
+            return "shutting down";
+        if (d.store && !d.store->unreachable().empty())
+            return "the database is unreachable: " + d.store->unreachable();
+        return {};
+    });
     api::add_console_routes(d.routes);
 
     // Durable state first: nothing is accepted before the store is open and migrated.
@@ -219,7 +228,8 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
         d.settings.api.url_signing_key =
             stored_secret(*d.store, "url_signing_key", util::random_hex(32));
     }
-    d.db = std::make_unique<store::db>(*d.store, d.metrics);
+    d.db = std::make_unique<store::db>(*d.store, d.metrics, store::write_lane::requests,
+                                       /*fail_fast=*/true);
     d.work_db = std::make_unique<store::db>(*d.store, d.metrics, store::write_lane::work);
     store::blob_options bo;
     bo.backend = d.settings.storage.blobs == config::blob_backend::postgres

@@ -8,19 +8,19 @@
 namespace segue::api {
 
 void add_system_routes(http::router& routes, metrics::registry& metrics,
-                       std::function<bool()> ready) {
+                       std::function<std::string()> not_ready) {
     routes.add("GET", "/healthz", [](http::context& ctx) -> boost::asio::awaitable<void> {
         auto& r = ctx.res();
         r.content_type = "application/json";
         r.body = R"({"status":"ok"})";
         co_return;
     });
-    routes.add("GET", "/readyz", [ready](http::context& ctx) -> boost::asio::awaitable<void> {
-        if (ready()) {
+    routes.add("GET", "/readyz", [not_ready](http::context& ctx) -> boost::asio::awaitable<void> {
+        if (const std::string why = not_ready(); why.empty()) {
             ctx.res().content_type = "application/json";
             ctx.res().body = R"({"status":"ready"})";
         } else {
-            set_problem(ctx.res(), error_kind::unavailable, "shutting down", ctx.path());
+            set_problem(ctx.res(), error_kind::unavailable, why, ctx.path());
         }
         co_return;
     });

@@ -36,6 +36,7 @@
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
 #include "gateway/runtime/io_pool.hpp"
+#include "gateway/util/unavailable.hpp"
 
 namespace segue::http {
 namespace {
@@ -616,6 +617,18 @@ class connection final : public context, public std::enable_shared_from_this<con
             if (run_handler) {
                 try {
                     co_await rt->fn(*this);
+                } catch (const util::unavailable_error& e) {
+                    // Nothing was done (util/unavailable.hpp): a 503 to come back, not a 500.
+                    srv_->count_error("unavailable");
+                    log::warn(
+                        "request refused: unavailable",
+                        {{"request_id", request_id_}, {"route", rt->pattern}, {"error", e.what()}});
+                    if (streaming_) {
+                        keep_alive = false;
+                    } else {
+                        set_error(api::error_kind::unavailable, e.what(), {});
+                        res_.set_header("Retry-After", std::to_string(e.retry_after_s()));
+                    }
                 } catch (const std::exception& e) {
                     srv_->count_error("handler_exception");
                     log::error(

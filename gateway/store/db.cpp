@@ -8,14 +8,22 @@
 #include <chrono>
 
 #include "gateway/metrics/registry.hpp"
+#include "gateway/util/unavailable.hpp"
 
 namespace segue::store {
 
 namespace asio = boost::asio;
 
-db::db(store& s, metrics::registry& m, write_lane lane)
+namespace {
+// A client refused for an unreachable database asks again after this: a restart or a failover
+// of PostgreSQL takes seconds.
+constexpr int retry_after_unreachable_s = 5;
+}  // namespace
+
+db::db(store& s, metrics::registry& m, write_lane lane, bool fail_fast)
     : store_(s),
       lane_(lane),
+      fail_fast_(fail_fast),
       write_latency_(m.histogram_family("segue_store_operation_duration_seconds",
                                         "Store units of work from submit to durable completion.",
                                         {"op"}, metrics::default_latency_buckets())
@@ -40,6 +48,15 @@ asio::awaitable<void> db::read(store::unit fn) {
 }
 
 asio::awaitable<void> db::run(bool write, store::unit fn) {
+    if (fail_fast_) {
+        // The reason (a host, a socket path) is the operator's: the store logs it, /readyz
+        // says it; the client is told only to come back.
+        if (!store_.unreachable().empty()) {
+            (write ? write_errors_ : read_errors_).inc();
+            throw util::unavailable_error("the database is unreachable for now; try again",
+                                          retry_after_unreachable_s);
+        }
+    }
     const auto start = std::chrono::steady_clock::now();
     auto ex = co_await asio::this_coro::executor;
     std::exception_ptr err;

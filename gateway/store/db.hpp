@@ -18,7 +18,12 @@ class db {
   public:
     // Writes go to `lane` (store.hpp): the API's db is requests, the engine's and the
     // dispatcher's is work.
-    db(store& s, metrics::registry& m, write_lane lane = write_lane::requests);
+    // `fail_fast` (the API's): while the store cannot reach its database (store::unreachable),
+    // a unit is refused at once with util::unavailable_error, before it is queued, instead of
+    // waiting for the database with its client: the server answers 503 with Retry-After, and
+    // nothing was done. The engine's units wait: their results must not be dropped.
+    db(store& s, metrics::registry& m, write_lane lane = write_lane::requests,
+       bool fail_fast = false);
     // Rethrows the unit's exception (after rollback) or a store_error.
     boost::asio::awaitable<void> write(store::unit fn);
     boost::asio::awaitable<void> read(store::unit fn);
@@ -28,6 +33,7 @@ class db {
     boost::asio::awaitable<void> run(bool write, store::unit fn);
     store& store_;
     write_lane lane_;
+    bool fail_fast_;
     metrics::histogram& write_latency_;
     metrics::histogram& read_latency_;
     metrics::counter& write_errors_;

@@ -181,6 +181,11 @@ class pg_store final : public store {
             listener_.join();
     }
 
+    std::string unreachable() const override {
+        std::lock_guard lk(reach_mutex_);
+        return unreachable_;
+    }
+
     store_stats stats() const override {
         store_stats s;
         s.commits = commits_.load(std::memory_order_relaxed);
@@ -195,17 +200,25 @@ class pg_store final : public store {
         return std::make_unique<connection>(o_.url, o_.statement_timeout_ms, o_.name);
     }
 
+    // What the last attempt to connect (by any thread) found: "" when it connected.
+    void reached(std::string why) {
+        std::lock_guard lk(reach_mutex_);
+        unreachable_ = std::move(why);
+    }
+
     // A working connection in `c`, reconnecting with backoff while the store is open.
     bool ensure_connected(std::unique_ptr<connection>& c) {
         auto wait = std::chrono::milliseconds(50);
         while (!c || !c->ok()) {
             try {
                 c = connect();
+                reached({});
                 log::info("postgres: reconnected", {});
                 return true;
             } catch (const std::exception& e) {
                 if (stopping_.load())
                     return false;
+                reached(e.what());
                 log::warn("postgres: cannot connect; retrying", {{"error", e.what()}});
                 std::this_thread::sleep_for(wait);
                 wait = std::min(wait * 2, std::chrono::milliseconds(2000));
@@ -431,8 +444,11 @@ class pg_store final : public store {
                 c.reset();
                 try {
                     c = connect();
+                    reached({});
                     c->exec(listen_sql_.c_str());
                 } catch (const std::exception& e) {
+                    if (!c)
+                        reached(e.what());  // the listener notices an outage first
                     c.reset();
                     log::warn("postgres: LISTEN connection failed; retrying",
                               {{"error", e.what()}});
@@ -484,6 +500,8 @@ class pg_store final : public store {
     std::array<detail::work_queue, lanes> writes_;
     detail::work_queue reads_;
     std::atomic<bool> stopping_{false};
+    mutable std::mutex reach_mutex_;
+    std::string unreachable_;  // see store::unreachable
     std::mutex close_mutex_;
     std::mutex listener_mutex_;
     std::function<void(const commit_notice&)> commit_listener_;

@@ -527,6 +527,10 @@ class store {
     // Stops accepting work, finishes what is queued, joins threads. Idempotent.
     virtual void close() = 0;
     virtual store_stats stats() const = 0;
+    // Why the store cannot reach its database now ("" when it can): set by the last failed
+    // attempt to connect, cleared by the next one that succeeds (PostgreSQL; an embedded
+    // store is never out of reach). Readiness and the API's fail-fast look at it.
+    virtual std::string unreachable() const { return {}; }
 };
 
 struct sqlite_options {

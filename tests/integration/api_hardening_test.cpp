@@ -3,6 +3,7 @@
 // percent-decoded, and uploads are served with the type they were probed as.
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <boost/json.hpp>
 
@@ -373,6 +374,72 @@ TEST(ApiEdge, QueryParametersArePercentDecoded) {
         ASSERT_TRUE(p.contains("errors")) << b.target << ": " << r->body;
         EXPECT_EQ(p["errors"].as_array()[0].at("field").as_string(), b.param) << b.target;
     }
+}
+
+// PostgreSQL stops under a running gateway: /readyz says why at once (a load balancer moves the
+// traffic), and the API answers 503 with Retry-After instead of holding each request until the
+// database is back (a client gave up after 40 s, and its task was created after it left).
+// Once the database is back, both serve again. A server of its own: the shared one stays up.
+TEST(ApiEdge, ADatabaseOutageIsA503AndNotReadyThenServesAgain) {
+    segue::test::temp_dir d;
+    const std::string pg_dir =
+        "/tmp/segue-outage-" + std::to_string(::getpid()) + "-" + std::to_string(std::rand());
+    segue::test::pg_private_server pg(pg_dir);
+    segue_process s(
+        "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n  drain_timeout: 3s\n"
+        "log:\n  level: info\n"
+        "tenants:\n  - name: edge\n    api_keys: [sk-edge]\n" +
+        segue::test::postgres_storage_yaml(pg.url(), d.path() + "/blobs") +
+        "engine:\n  poll_interval: 100ms\n");
+    const std::string body = R"({"audio_url":"https://cdn.example/a.mp3","extend_after":3})";
+    const std::vector<std::string> json_key = {key, "Content-Type: application/json"};
+    auto ready = http_request(s.port(), "GET", "/readyz");
+    ASSERT_TRUE(ready);
+    ASSERT_EQ(ready->status, 200) << ready->body;
+
+    pg.stop();
+    // The store notices within about a second (its listener's connection breaks).
+    auto until = std::chrono::steady_clock::now() + 15s;
+    while (std::chrono::steady_clock::now() < until) {
+        ready = http_request(s.port(), "GET", "/readyz");
+        if (ready && ready->status == 503)
+            break;
+        std::this_thread::sleep_for(50ms);
+    }
+    ASSERT_TRUE(ready);
+    ASSERT_EQ(ready->status, 503) << ready->body;
+    EXPECT_NE(parse(ready->body)["detail"].as_string().find("database is unreachable"),
+              std::string::npos)
+        << ready->body;
+    for (const auto& [method, target] : std::vector<std::pair<std::string, std::string>>{
+             {"POST", "/v1/extensions"}, {"GET", "/v1/extensions"}, {"GET", "/v1/credits"}}) {
+        const auto start = std::chrono::steady_clock::now();
+        auto r = http_request(s.port(), method, target, method == "POST" ? body : "", json_key);
+        ASSERT_TRUE(r) << target;
+        EXPECT_EQ(r->status, 503) << target << ": " << r->body;
+        EXPECT_EQ(r->header("content-type").value_or(""), "application/problem+json") << target;
+        EXPECT_EQ(parse(r->body)["code"], "unavailable") << r->body;
+        EXPECT_EQ(r->header("retry-after").value_or(""), "5") << target;
+        EXPECT_LT(std::chrono::steady_clock::now() - start, 2s) << target << " was held";
+    }
+
+    pg.start();
+    until = std::chrono::steady_clock::now() + 20s;
+    while (std::chrono::steady_clock::now() < until) {
+        ready = http_request(s.port(), "GET", "/readyz");
+        if (ready && ready->status == 200)
+            break;
+        std::this_thread::sleep_for(100ms);
+    }
+    ASSERT_EQ(ready->status, 200) << ready->body;
+    auto created = http_request(s.port(), "POST", "/v1/extensions", body, json_key);
+    ASSERT_TRUE(created);
+    EXPECT_EQ(created->status, 202) << created->body;
+    // Exactly the one created after the outage: the refused ones made nothing.
+    auto list = http_request(s.port(), "GET", "/v1/extensions", "", {key});
+    ASSERT_TRUE(list);
+    ASSERT_EQ(list->status, 200) << list->body;
+    EXPECT_EQ(parse(list->body)["data"].as_array().size(), 1u) << list->body;
 }
 
 TEST(ApiEdge, UploadsAreServedWithTheirProbedContentType) {

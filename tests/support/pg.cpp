@@ -14,12 +14,12 @@ namespace segue::test {
 
 namespace {
 
-std::string start_server() {
-    if (const char* url = std::getenv("SEGUE_TEST_PG_URL"); url && *url)
-        return url;
-    std::unique_ptr<FILE, int (*)(FILE*)> p(popen(SEGUE_PG_SCRIPT " start", "r"), pclose);
+// Runs scripts/pg.sh `args`; its output, trimmed.
+std::string run_script(const std::string& args) {
+    const std::string cmd = std::string(SEGUE_PG_SCRIPT) + " " + args;
+    std::unique_ptr<FILE, int (*)(FILE*)> p(popen(cmd.c_str(), "r"), pclose);
     if (!p)
-        throw std::runtime_error("cannot run " SEGUE_PG_SCRIPT);
+        throw std::runtime_error("cannot run " + cmd);
     std::string out;
     std::array<char, 512> buf{};
     while (std::fgets(buf.data(), buf.size(), p.get()))
@@ -27,9 +27,18 @@ std::string start_server() {
     const int rc = pclose(p.release());
     while (!out.empty() && (out.back() == '\n' || out.back() == ' '))
         out.pop_back();
-    if (rc != 0 || out.empty())
-        throw std::runtime_error(SEGUE_PG_SCRIPT " start failed (exit " + std::to_string(rc) + ")");
+    if (rc != 0)
+        throw std::runtime_error(cmd + " failed (exit " + std::to_string(rc) + ")");
     return out;
+}
+
+std::string start_server() {
+    if (const char* url = std::getenv("SEGUE_TEST_PG_URL"); url && *url)
+        return url;
+    auto url = run_script("start");
+    if (url.empty())
+        throw std::runtime_error(SEGUE_PG_SCRIPT " start printed no URL");
+    return url;
 }
 
 }  // namespace
@@ -97,6 +106,27 @@ std::string storage_yaml(const std::string& dir, const std::string& more) {
     if (!s)
         s = std::make_unique<pg_schema>();
     return postgres_storage_yaml(s->url(), dir + "/blobs") + more;
+}
+
+pg_private_server::pg_private_server(std::string dir) : dir_(std::move(dir)) {
+    start();
+}
+
+pg_private_server::~pg_private_server() {
+    try {
+        run_script("destroy " + dir_);
+    } catch (...) {
+    }
+}
+
+void pg_private_server::start() {
+    url_ = run_script("start " + dir_);
+    if (url_.empty())
+        throw std::runtime_error(SEGUE_PG_SCRIPT " start " + dir_ + " printed no URL");
+}
+
+void pg_private_server::stop() {
+    run_script("stop " + dir_);
 }
 
 }  // namespace segue::test

@@ -38,6 +38,24 @@ std::string storage_yaml(const std::string& dir, const std::string& more = "");
 std::string postgres_storage_yaml(const std::string& url, const std::string& blob_dir);
 bool testing_postgres();
 
+// A PostgreSQL server of its own (scripts/pg.sh in `dir`), for a test that stops and starts it
+// (an outage) without touching the shared test server. Started by the constructor; destroyed
+// with the object.
+class pg_private_server {
+  public:
+    explicit pg_private_server(std::string dir);
+    ~pg_private_server();
+    pg_private_server(const pg_private_server&) = delete;
+    pg_private_server& operator=(const pg_private_server&) = delete;
+    void start();
+    void stop();
+    const std::string& url() const { return url_; }
+
+  private:
+    std::string dir_;
+    std::string url_;
+};
+
 // Runs one SQL command on `url` (throws std::runtime_error with libpq's message on failure) and
 // returns the first column of the first row, "" if none.
 std::string pg_exec(const std::string& url, const std::string& sql);
