@@ -9,6 +9,13 @@
 // that the blob still has the SHA-256 it had when opened: a blob replaced mid-read is an error,
 // never a mix of two. Neither direction ever holds more than a chunk in memory. Chunks are
 // stored uncompressed (STORAGE EXTERNAL): audio does not compress.
+//
+// A restarted server leaves every pooled connection dead. An operation whose connection turns
+// out to be dead runs once more on a new connection (the dead one is closed, and so are the idle
+// ones: they died with it) when nothing of it can have taken effect: a read, or a put or remove
+// whose transaction ended before its COMMIT was sent (the server rolled it back). A COMMIT whose
+// answer is lost is an error, not redone: it may have committed, and a put or remove run again
+// could undo another replica's put of the same key made in between.
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -21,8 +28,10 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <utility>
 #include <vector>
 
+#include "gateway/log/log.hpp"
 #include "gateway/store/blob_internal.hpp"
 #include "gateway/util/crypto.hpp"
 
@@ -115,6 +124,19 @@ blob_result<PGconn*> connect_pg(const std::string& url) {
     return c;
 }
 
+// Whether a statement failed because its connection is gone (the server restarted or ended the
+// session), not because of the statement: SQLSTATE class 08 (connection exception) and 57P01-03
+// (administrator or crash shutdown, cannot connect now) come before the session ends.
+bool connection_lost(PGconn* c, const PGresult* r) {
+    if (PQstatus(c) == CONNECTION_BAD)
+        return true;
+    const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+    if (!state)
+        return false;
+    const std::string_view s(state);
+    return s.starts_with("08") || s == "57P01" || s == "57P02" || s == "57P03";
+}
+
 // Connections opened on demand up to a limit, reused, dropped when broken. Thread-safe.
 class pg_pool {
   public:
@@ -128,30 +150,44 @@ class pg_pool {
     class lease {
       public:
         lease(pg_pool* pool, PGconn* c) : pool_(pool), conn_(c) {}
-        lease(lease&& o) noexcept : pool_(o.pool_), conn_(std::exchange(o.conn_, nullptr)) {}
+        lease(lease&& o) noexcept
+            : pool_(o.pool_), conn_(std::exchange(o.conn_, nullptr)), dead_(o.dead_) {}
         lease& operator=(lease&&) = delete;
         ~lease() {
             if (conn_)
-                pool_->give_back(conn_);
+                pool_->give_back(conn_, dead_);
         }
         PGconn* get() const { return conn_; }
+        // The connection is gone: it is closed when given back, with every idle one.
+        void mark_dead() { dead_ = true; }
 
       private:
         pg_pool* pool_;
         PGconn* conn_;
+        bool dead_ = false;
     };
 
-    blob_result<lease> acquire() {
+    // An idle connection if there is one, else a new one; `fresh` always opens a new one (a
+    // retry after a dead connection must not get another connection as old as that one).
+    blob_result<lease> acquire(bool fresh = false) {
+        PGconn* spare = nullptr;
         {
             std::unique_lock lock(mu_);
             cv_.wait(lock, [&] { return !idle_.empty() || open_ < max_; });
-            if (!idle_.empty()) {
+            if (!idle_.empty() && !fresh) {
                 PGconn* c = idle_.back();
                 idle_.pop_back();
                 return lease(this, c);
             }
-            ++open_;  // a slot, taken before the (slow) connect outside the lock
+            if (open_ < max_) {
+                ++open_;  // a slot, taken before the (slow) connect outside the lock
+            } else {
+                spare = idle_.back();  // closed to make room: its slot is the new one's
+                idle_.pop_back();
+            }
         }
+        if (spare)
+            PQfinish(spare);
         auto c = connect();
         if (!c) {
             std::lock_guard lock(mu_);
@@ -181,18 +217,31 @@ class pg_pool {
         return c;
     }
 
-    // A broken connection (or one left inside a transaction) is closed, not reused.
-    void give_back(PGconn* c) {
+    // A broken connection (or one left inside a transaction) is closed, not reused. A dead one
+    // takes the idle ones with it: a restarted server ended them all, and each would cost an
+    // operation a failed first try.
+    void give_back(PGconn* c, bool dead) {
         const bool reusable =
-            PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) == PQTRANS_IDLE;
-        if (!reusable)
-            PQfinish(c);
-        std::lock_guard lock(mu_);
-        if (reusable)
-            idle_.push_back(c);
-        else
-            --open_;
-        cv_.notify_one();
+            !dead && PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) == PQTRANS_IDLE;
+        std::vector<PGconn*> closing;
+        {
+            std::lock_guard lock(mu_);
+            if (reusable)
+                idle_.push_back(c);
+            else
+                closing.push_back(c);
+            if (dead) {
+                closing.insert(closing.end(), idle_.begin(), idle_.end());
+                idle_.clear();
+            }
+            open_ -= static_cast<int>(closing.size());
+            cv_.notify_all();
+        }
+        if (dead)
+            log::warn("postgres blob store: a pooled connection was lost; closing the idle ones",
+                      {{"closed", closing.size()}});
+        for (auto* d : closing)
+            PQfinish(d);
     }
 
     std::string url_;
@@ -254,9 +303,49 @@ blob_error backend_error(std::string_view key, std::string_view step, PGconn* c)
                                               ": " + trimmed(PQerrorMessage(c)));
 }
 
+pg_result exec(PGconn* c, const char* sql) {
+    return pg_result(PQexec(c, sql), PQclear);
+}
+
 bool exec_simple(PGconn* c, const char* sql) {
-    pg_result r(PQexec(c, sql), PQclear);
-    return ok(r);
+    return ok(exec(c, sql));
+}
+
+// The error of a failed statement of an operation. If the connection was lost it is marked
+// dead, and `redo` says whether the operation may run again: `undone` when nothing of it can
+// have taken effect (a read, or a transaction whose COMMIT was not sent).
+blob_error step_error(pg_pool::lease& conn, const pg_result& r, std::string_view key,
+                      std::string_view step, bool& redo, bool undone = true) {
+    auto e = backend_error(key, step, conn.get());
+    if (connection_lost(conn.get(), r.get())) {
+        conn.mark_dead();
+        redo = undone;
+        if (!undone)
+            e.message += " (the connection was lost: whether it took effect is unknown)";
+    }
+    return e;
+}
+
+// Ends the failed transaction of a live connection, so that it can be reused.
+void roll_back(PGconn* c) {
+    if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE)
+        exec_simple(c, "ROLLBACK");
+}
+
+// Runs `attempt(lease, redo)` on a pooled connection. If it fails with `redo` set (its
+// connection was dead, and nothing of it took effect) it runs once more, on a new connection.
+template <class F>
+auto with_retry(pg_pool& pool, F&& attempt)
+    -> decltype(attempt(std::declval<pg_pool::lease&>(), std::declval<bool&>())) {
+    for (int n = 0;; ++n) {
+        auto conn = pool.acquire(/*fresh=*/n > 0);
+        if (!conn)
+            return conn.error();
+        bool redo = false;
+        auto r = attempt(*conn, redo);
+        if (r || !redo || n > 0)
+            return r;
+    }
 }
 
 // What blob_stat found.
@@ -303,21 +392,24 @@ class pg_reader final : public blob_reader {
     blob_result<void> fetch(int n) {
         current_.reset();
         current_n_ = -1;
-        auto conn = pool_->acquire();
-        if (!conn)
-            return conn.error();
-        params p;
-        p.text(key_)
-            .text(std::to_string(n))
-            .text(meta_.sha256)
-            .text(std::to_string(meta_.chunk_size));
-        pg_result r = run(conn->get(), "blob_chunk_get", p, /*binary_result=*/true);
-        if (!ok(r))
-            return backend_error(key_, "read chunk " + std::to_string(n), conn->get());
-        if (PQntuples(r.get()) != 1)
+        auto got =
+            with_retry(*pool_, [&](pg_pool::lease& conn, bool& redo) -> blob_result<pg_result> {
+                params p;
+                p.text(key_)
+                    .text(std::to_string(n))
+                    .text(meta_.sha256)
+                    .text(std::to_string(meta_.chunk_size));
+                pg_result r = run(conn.get(), "blob_chunk_get", p, /*binary_result=*/true);
+                if (!ok(r))
+                    return step_error(conn, r, key_, "read chunk " + std::to_string(n), redo);
+                return std::move(r);
+            });
+        if (!got)
+            return got.error();
+        if (PQntuples(got->get()) != 1)
             return make_error(blob_errc::changed,
                               "blob " + key_ + " was replaced or removed while being read");
-        current_ = std::move(r);
+        current_ = std::move(*got);
         current_n_ = n;
         return {};
     }
@@ -359,16 +451,14 @@ class pg_store final : public blob_store {
         if (fd < 0)
             return errno_error("blob " + k + ": open " + local, errno);
         fd_closer close_fd{fd};
-        auto conn = pool_->acquire();
-        if (!conn)
-            return conn.error();
-        PGconn* c = conn->get();
-        auto size = write_chunks(c, k, fd, local);
-        if (!size) {
-            if (PQtransactionStatus(c) != PQTRANS_IDLE)
-                exec_simple(c, "ROLLBACK");
+        auto size = with_retry(*pool_, [&](pg_pool::lease& conn, bool& redo) {
+            auto r = write_chunks(conn, k, fd, local, redo);
+            if (!r)
+                roll_back(conn.get());
+            return r;
+        });
+        if (!size)
             return size;
-        }
         if (mode == put_mode::take)
             ::unlink(local.c_str());
         return size;
@@ -395,37 +485,50 @@ class pg_store final : public blob_store {
         if (auto why = check_blob_key(key); !why.empty())
             return make_error(blob_errc::invalid_key, why);
         const std::string k(key);
-        auto conn = pool_->acquire();
-        if (!conn)
-            return conn.error();
-        PGconn* c = conn->get();
-        // The blobs row first: it locks the key against a put running at the same time.
-        if (!exec_simple(c, "BEGIN"))
-            return backend_error(k, "begin", c);
-        params p1;
-        p1.text(k);
-        pg_result r = run(c, "blob_delete", p1);
-        params p2;
-        p2.text(k);
-        if (!ok(r) || !ok(run(c, "blob_clear", p2)) || !exec_simple(c, "COMMIT")) {
-            auto e = backend_error(k, "remove", c);
-            exec_simple(c, "ROLLBACK");
-            return e;
-        }
-        return std::strtoll(PQcmdTuples(r.get()), nullptr, 10) > 0;
+        return with_retry(*pool_, [&](pg_pool::lease& conn, bool& redo) -> blob_result<bool> {
+            PGconn* c = conn.get();
+            if (auto r = exec(c, "BEGIN"); !ok(r))
+                return step_error(conn, r, k, "begin", redo);
+            // The blobs row first: it locks the key against a put running at the same time.
+            params p1;
+            p1.text(k);
+            pg_result deleted = run(c, "blob_delete", p1);
+            if (!ok(deleted)) {
+                auto e = step_error(conn, deleted, k, "remove", redo);
+                roll_back(c);
+                return e;
+            }
+            params p2;
+            p2.text(k);
+            if (auto r = run(c, "blob_clear", p2); !ok(r)) {
+                auto e = step_error(conn, r, k, "remove chunks", redo);
+                roll_back(c);
+                return e;
+            }
+            if (auto r = exec(c, "COMMIT"); !ok(r)) {
+                auto e = step_error(conn, r, k, "commit", redo, /*undone=*/false);
+                roll_back(c);
+                return e;
+            }
+            return std::strtoll(PQcmdTuples(deleted.get()), nullptr, 10) > 0;
+        });
     }
 
   private:
-    // The chunks and the blobs row, in one transaction.
-    blob_result<std::uint64_t> write_chunks(PGconn* c, const std::string& key, int fd,
-                                            const std::string& local) {
-        if (!exec_simple(c, "BEGIN"))
-            return backend_error(key, "begin", c);
+    // The chunks and the blobs row, in one transaction, from the start of the file (a second
+    // try reads it again).
+    blob_result<std::uint64_t> write_chunks(pg_pool::lease& conn, const std::string& key, int fd,
+                                            const std::string& local, bool& redo) {
+        PGconn* c = conn.get();
+        if (::lseek(fd, 0, SEEK_SET) < 0)
+            return errno_error("blob " + key + ": seek " + local, errno);
+        if (auto r = exec(c, "BEGIN"); !ok(r))
+            return step_error(conn, r, key, "begin", redo);
         for (const char* step : {"blob_claim", "blob_clear"}) {
             params p;
             p.text(key);
-            if (!ok(run(c, step, p)))
-                return backend_error(key, step, c);
+            if (auto r = run(c, step, p); !ok(r))
+                return step_error(conn, r, key, step, redo);
         }
         std::vector<char> buf(chunk_size_);
         util::sha256_stream sha;
@@ -439,8 +542,8 @@ class pg_store final : public blob_store {
             sha.update(std::string_view(buf.data(), static_cast<std::size_t>(got)));
             params p;
             p.text(key).text(std::to_string(n)).binary(buf.data(), static_cast<std::size_t>(got));
-            if (!ok(run(c, "blob_chunk_put", p)))
-                return backend_error(key, "write chunk " + std::to_string(n), c);
+            if (auto r = run(c, "blob_chunk_put", p); !ok(r))
+                return step_error(conn, r, key, "write chunk " + std::to_string(n), redo);
             total += static_cast<std::uint64_t>(got);
             if (static_cast<std::size_t>(got) < buf.size())
                 break;
@@ -451,30 +554,23 @@ class pg_store final : public blob_store {
             .text(sha.hex_digest())
             .text(std::to_string(chunk_size_))
             .text(std::to_string(now_ms()));
-        if (!ok(run(c, "blob_done", p)))
-            return backend_error(key, "blob_done", c);
-        if (!exec_simple(c, "COMMIT"))
-            return backend_error(key, "commit", c);
+        if (auto r = run(c, "blob_done", p); !ok(r))
+            return step_error(conn, r, key, "blob_done", redo);
+        if (auto r = exec(c, "COMMIT"); !ok(r))
+            return step_error(conn, r, key, "commit", redo, /*undone=*/false);
         return total;
     }
 
-    // The blobs row; a broken pooled connection (a restarted server) is retried once on a
-    // fresh one.
+    // The blobs row.
     blob_result<blob_meta> stat(std::string_view key) {
         if (auto why = check_blob_key(key); !why.empty())
             return make_error(blob_errc::invalid_key, why);
-        for (int attempt = 0;; ++attempt) {
-            auto conn = pool_->acquire();
-            if (!conn)
-                return conn.error();
+        return with_retry(*pool_, [&](pg_pool::lease& conn, bool& redo) -> blob_result<blob_meta> {
             params p;
             p.text(key);
-            pg_result r = run(conn->get(), "blob_stat", p);
-            if (!ok(r)) {
-                if (attempt == 0 && PQstatus(conn->get()) == CONNECTION_BAD)
-                    continue;
-                return backend_error(key, "stat", conn->get());
-            }
+            pg_result r = run(conn.get(), "blob_stat", p);
+            if (!ok(r))
+                return step_error(conn, r, key, "stat", redo);
             if (PQntuples(r.get()) == 0)
                 return make_error(blob_errc::not_found, "blob " + std::string(key) + " not found");
             blob_meta m;
@@ -488,7 +584,7 @@ class pg_store final : public blob_store {
                 return make_error(blob_errc::backend,
                                   "blob " + std::string(key) + " has a malformed blobs row");
             return m;
-        }
+        });
     }
 
     // The blob, chunk by chunk, into a new local file.

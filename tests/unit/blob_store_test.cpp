@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -463,6 +464,85 @@ TEST(BlobStorePostgres, CachedCopiesInUseStayUnusedOnesAreSwept) {
     EXPECT_FALSE(fs::exists(a_path));
     EXPECT_TRUE(fs::exists(b.path));
     EXPECT_EQ(file_text(b.path), bytes(6, 0, 1000));
+}
+
+// A restarted server leaves every pooled connection dead (here the store's sessions are
+// terminated, which is the same for the client and much quicker). Each operation's first try
+// after that succeeds: the dead connection is dropped, with the idle ones (they died with the
+// server), and the operation runs again on a new one.
+TEST(BlobStorePostgres, OperationsSucceedAfterTheServerClosedThePooledConnections) {
+    segue::test::temp_dir dir;
+    segue::test::pg_schema schema;
+    // The store's sessions, and only those, by application_name.
+    const std::string app = "blobs_" + schema.name();
+    const auto sessions = [&] {
+        return std::stoi(segue::test::pg_exec(
+            schema.url(),
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + app + "'"));
+    };
+    const auto terminate_sessions = [&] {
+        segue::test::pg_exec(schema.url(),
+                             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                             "WHERE application_name = '" +
+                                 app + "'");
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (sessions() > 0 && std::chrono::steady_clock::now() < deadline)
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        ASSERT_EQ(sessions(), 0);
+    };
+    segue::store::blob_options o;
+    o.backend = blob_backend::postgres;
+    o.dir = dir.path();
+    o.pg_url = schema.url() + "&application_name=" + app;
+    o.chunk_size = 1000;
+    auto s = segue::store::open_blob_store(o);
+    make_file(dir.file("a"), 2500, 1);
+    ASSERT_TRUE(s->put("a", dir.file("a"), put_mode::copy));
+
+    // Several pooled connections (concurrent reads open them), all of which will die.
+    {
+        std::atomic<bool> stop{false};
+        std::vector<std::thread> readers;
+        for (int t = 0; t < 4; ++t)
+            readers.emplace_back([&] {
+                while (!stop)
+                    EXPECT_EQ(blob_sha(*s, "a"), sha_of(2500, 1));
+            });
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (sessions() < 3 && std::chrono::steady_clock::now() < deadline)
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        stop = true;
+        for (auto& r : readers)
+            r.join();
+    }
+    ASSERT_GE(sessions(), 2);
+
+    make_file(dir.file("b"), 3500, 2);
+    terminate_sessions();
+    auto put = s->put("b", dir.file("b"), put_mode::copy);
+    ASSERT_TRUE(put) << put.error().message;
+    EXPECT_EQ(*put, 3500u);
+
+    terminate_sessions();
+    auto opened = s->open("b");
+    ASSERT_TRUE(opened) << opened.error().message;
+    EXPECT_EQ(read_rest(**opened, 4096), bytes(2, 0, 3500));
+
+    // A reader opened before the server went: its next chunk comes from a new connection.
+    auto reader = s->open("a").value();
+    terminate_sessions();
+    EXPECT_EQ(read_rest(*reader, 4096), bytes(1, 0, 2500));
+
+    terminate_sessions();
+    auto copy = s->materialize("b");
+    ASSERT_TRUE(copy) << copy.error().message;
+    EXPECT_EQ(file_text(copy->path), bytes(2, 0, 3500));
+
+    terminate_sessions();
+    auto removed = s->remove("b");
+    ASSERT_TRUE(removed) << removed.error().message;
+    EXPECT_TRUE(*removed);
+    EXPECT_EQ(s->open("b").error().code, blob_errc::not_found);
 }
 
 TEST(BlobStoreOpen, PostgresNeedsAReachableUrl) {
