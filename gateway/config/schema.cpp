@@ -181,6 +181,11 @@ object_schema<postgres_settings> postgres_schema() {
             "fails instead of holding locks.")
         .def(5s)
         .range(100ms, 10min);
+    s.field("connect_wait", &postgres_settings::connect_wait,
+            "At start, how long to keep trying to reach the database (it restarts, or starts "
+            "with the replicas) before giving up with exit status 1; 0s gives up at once.")
+        .def(30s)
+        .range(0s, 10min);
     return s;
 }
 

@@ -14,6 +14,8 @@ postgres_options postgres_options_of(const config::storage_settings& s) {
     o.statement_timeout_ms = static_cast<int>(
         std::chrono::duration_cast<std::chrono::milliseconds>(s.postgres.statement_timeout)
             .count());
+    o.connect_wait_ms = static_cast<int>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(s.postgres.connect_wait).count());
     return o;
 }
 

@@ -514,7 +514,29 @@ class pg_store final : public store {
 }  // namespace
 
 std::unique_ptr<store> open_postgres(const postgres_options& options) {
-    return std::make_unique<pg_store>(options);
+    const auto until =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(options.connect_wait_ms);
+    auto pause = std::chrono::milliseconds(250);
+    for (;;) {
+        try {
+            return std::make_unique<pg_store>(options);
+        } catch (const pg_error& e) {
+            // Not reached (refused, no such socket, the server starting up or shutting down);
+            // anything else (a schema newer than this build, a failed migration) fails at once.
+            const auto now = std::chrono::steady_clock::now();
+            if (!e.connection_lost() || now >= until)
+                throw;
+            log::warn("postgres: cannot reach the database at start; waiting for it",
+                      {{"error", e.what()},
+                       {"gives_up_in_ms",
+                        static_cast<std::int64_t>(
+                            std::chrono::duration_cast<std::chrono::milliseconds>(until - now)
+                                .count())}});
+            std::this_thread::sleep_for(
+                std::min<std::chrono::steady_clock::duration>(pause, until - now));
+            pause = std::min(pause * 2, std::chrono::milliseconds(5000));
+        }
+    }
 }
 
 int migrate_postgres(const std::string& url) {

@@ -567,6 +567,10 @@ struct postgres_options {
     int max_batch = 64;          // units per commit on one writer connection
     bool listen = true;          // LISTEN for other processes' commits (set_commit_listener)
     std::string name = "segue";  // application_name, and how own notifications are recognized
+    // How long open_postgres keeps trying to reach the database before it throws: a replica
+    // that starts while the database restarts (or together with it) waits rather than exit
+    // into a crash loop's growing back-off. Only a failure to reach it is waited out.
+    int connect_wait_ms = 0;
 };
 
 // Connects, applies pending migrations under an advisory lock (safe with several replicas

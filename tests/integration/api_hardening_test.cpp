@@ -8,6 +8,8 @@
 #include <boost/json.hpp>
 
 #include <filesystem>
+#include <fstream>
+#include <memory>
 #include <random>
 #include <set>
 #include <sstream>
@@ -440,6 +442,56 @@ TEST(ApiEdge, ADatabaseOutageIsA503AndNotReadyThenServesAgain) {
     ASSERT_TRUE(list);
     ASSERT_EQ(list->status, 200) << list->body;
     EXPECT_EQ(parse(list->body)["data"].as_array().size(), 1u) << list->body;
+}
+
+// A replica that starts while its database is down waits for it (storage.postgres.connect_wait)
+// and then serves, instead of exiting into a crash loop; with connect_wait 0s it gives up at once.
+TEST(ApiEdge, AReplicaStartedWhileItsDatabaseIsDownWaitsForIt) {
+    segue::test::temp_dir d;
+    const std::string pg_dir =
+        "/tmp/segue-late-" + std::to_string(::getpid()) + "-" + std::to_string(std::rand());
+    segue::test::pg_private_server pg(pg_dir);
+    pg.stop();
+    auto config = [&](const std::string& wait) {
+        std::string storage = segue::test::postgres_storage_yaml(pg.url(), d.path() + "/blobs");
+        storage.insert(storage.find("  postgres:\n") + 12, "    connect_wait: " + wait + "\n");
+        return "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n"
+               "log:\n  level: info\n"
+               "tenants:\n  - name: edge\n    api_keys: [sk-edge]\n" +
+               storage;
+    };
+    // Given up at once: exit status 1, saying why.
+    const std::string now_file = d.file("now.yaml");
+    { std::ofstream(now_file) << config("0s"); }
+    const auto start = std::chrono::steady_clock::now();
+    auto [code, out] = segue::test::run_command(
+        {"timeout", "20", segue::test::segue_binary(), "--config", now_file});
+    EXPECT_EQ(code, 1) << out;
+    EXPECT_NE(out.find("cannot connect"), std::string::npos) << out;
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+
+    // Waiting: the database comes up 3 s after the replica started.
+    std::thread later([&] {
+        std::this_thread::sleep_for(3s);
+        pg.start();
+    });
+    std::unique_ptr<segue_process> s;
+    try {
+        s = std::make_unique<segue_process>(config("30s"));
+    } catch (...) {
+        later.join();
+        throw;
+    }
+    later.join();
+    EXPECT_NE(s->log().find("waiting for it"), std::string::npos) << s->log();
+    auto ready = http_request(s->port(), "GET", "/readyz");
+    ASSERT_TRUE(ready);
+    EXPECT_EQ(ready->status, 200) << ready->body;
+    auto created = http_request(s->port(), "POST", "/v1/extensions",
+                                R"({"audio_url":"https://cdn.example/a.mp3","extend_after":3})",
+                                {key, "Content-Type: application/json"});
+    ASSERT_TRUE(created);
+    EXPECT_EQ(created->status, 202) << created->body;
 }
 
 TEST(ApiEdge, UploadsAreServedWithTheirProbedContentType) {
