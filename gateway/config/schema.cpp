@@ -516,6 +516,16 @@ object_schema<retry_settings> retry_schema() {
             "No retry or failover starts later than this after the task was created.")
         .def(d.deadline)
         .range(1s, 48h);
+    s.field("attempt_deadline", &retry_settings::attempt_deadline,
+            "An attempt a provider accepted and has not finished this long after it was "
+            "submitted fails with upstream_deadline (class transient), polled or not: its "
+            "unmade outputs fail and what they held is released, and its callbacks after that "
+            "change nothing. It is made again only on a route with regenerate: true, like any "
+            "failure after acceptance, and only within retry.deadline. Every provider; "
+            "MusicAPI's upload and extend together are also bounded by "
+            "providers.musicapi.deadline.")
+        .def(d.attempt_deadline)
+        .range(1s, 48h);
     s.object("transient", &retry_settings::transient, class_retry_schema(d.transient),
              "5xx, timeouts, resets: retried, then failed over.");
     s.object("rate_limited", &retry_settings::rate_limited, class_retry_schema(d.rate_limited),

@@ -179,6 +179,7 @@ struct class_retry_settings {
 struct retry_settings {
     int attempt_budget = 6;
     duration deadline = std::chrono::minutes(30);
+    duration attempt_deadline = std::chrono::minutes(30);  // an accepted attempt, from its submit
     class_retry_settings transient{3, true, std::chrono::seconds(1), std::chrono::seconds(30),
                                    2, 0.5};
     class_retry_settings rate_limited{4, true, std::chrono::seconds(2), std::chrono::seconds(60),

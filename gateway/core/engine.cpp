@@ -83,6 +83,7 @@ retry_settings retry_from(const config::retry_settings& r) {
     s.unknown = class_policy_from(r.unknown);
     s.attempt_budget = r.attempt_budget;
     s.deadline_ms = r.deadline.count();
+    s.attempt_deadline_ms = r.attempt_deadline.count();
     return s;
 }
 
@@ -880,7 +881,15 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
                 [&](store::transaction& tx) { tx.complete_job(lease_of(job, lease)); });
             co_return;
         }
-        u = co_await poll_latest();
+        // An attempt the provider accepted and never finished (no webhook, and polls that
+        // only ever say it is queued) ends at retry.attempt_deadline, without asking again.
+        if (const auto by = trans.attempt_due_by(*latest); by && now_ms() >= *by) {
+            std::vector<store::output_row> outs;
+            co_await db.read([&](store::transaction& tx) { outs = tx.get_outputs(task->id); });
+            u = trans.deadline_update(*latest, outs, now_ms());
+        } else {
+            u = co_await poll_latest();
+        }
     } else if (job.kind == "reconcile") {
         // An ambiguous submit (timeout or reset after sending): did the attempt show up since
         // (its callback came, it got an upstream id, outputs moved)? Then it lives upstream:

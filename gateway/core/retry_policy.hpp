@@ -76,6 +76,9 @@ struct retry_settings {
     class_policy unknown{1, false, {}};
     int attempt_budget = 6;                     // attempts per task over all providers; <= 0: none
     std::int64_t deadline_ms = 30 * 60 * 1000;  // from task creation; <= 0: none
+    // An attempt a provider accepted fails (upstream_deadline) once this long has passed since
+    // it was submitted; <= 0: none. Not a decide() input: see transition::attempt_due_by.
+    std::int64_t attempt_deadline_ms = 30 * 60 * 1000;
 };
 
 // The policy for a class (none reads as unknown).

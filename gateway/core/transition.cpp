@@ -358,7 +358,9 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
     auto keep_or_finish = [&](bool keep, std::int64_t delay_ms) {
         if (!job)
             return;  // a webhook: the task's own poll job stays as it is
-        bool ok = keep ? tx.reschedule_job(job_lease(*job), now + delay_ms, job->payload_json)
+        // A poll is never due after the attempt's deadline, where the engine ends it.
+        const auto due = job->kind == "poll" ? poll_due(attempt, now, delay_ms) : now + delay_ms;
+        bool ok = keep ? tx.reschedule_job(job_lease(*job), due, job->payload_json)
                        : tx.complete_job(job_lease(*job));
         (void)ok;  // recorded: the engine's save checks the lease when it writes it
     };
@@ -438,7 +440,7 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
             store::job_row poll;
             poll.kind = "poll";
             poll.task_id = t->id;
-            poll.due_at = now + u.poll_after_ms.value_or(1000);
+            poll.due_at = poll_due(attempt, now, u.poll_after_ms.value_or(1000));
             tx.schedule_job(poll, true);
             res.notify = true;
             return res;
@@ -1107,6 +1109,42 @@ decision transition::plan_recovery(const store::task_row& t,
 }
 std::string transition::file_url(const std::string& id) const {
     return env_.settings.api.public_base_url + "/v1/files/" + id;
+}
+
+std::optional<store::millis> transition::attempt_due_by(const store::attempt_row& a) const {
+    if (env_.retry.attempt_deadline_ms <= 0 || a.started_at <= 0 ||
+        (a.status != "accepted" && a.status != "unknown"))
+        return std::nullopt;
+    return a.started_at + env_.retry.attempt_deadline_ms;
+}
+
+store::millis transition::poll_due(const store::attempt_row* a, store::millis now,
+                                   std::int64_t delay_ms) const {
+    const store::millis due = now + std::max<std::int64_t>(0, delay_ms);
+    const auto by = a ? attempt_due_by(*a) : std::nullopt;
+    return by ? std::min(due, std::max(now, *by)) : due;
+}
+
+providers::update transition::deadline_update(const store::attempt_row& a,
+                                              const std::vector<store::output_row>& outs,
+                                              store::millis now) const {
+    providers::update u;
+    const bool made = !outs.empty() && std::all_of(outs.begin(), outs.end(), [](const auto& o) {
+        return o.status == to_string(output_status::ready) ||
+               parse_object(o.data_json).contains("_mirror");
+    });
+    if (made) {
+        u.what = providers::update::kind::done;
+        return u;
+    }
+    u.what = providers::update::kind::failed;
+    u.error = error_class::transient;
+    u.error_code = "upstream_deadline";
+    u.error_message = "the provider accepted attempt " + std::to_string(a.number) + " " +
+                      std::to_string(std::max<store::millis>(0, now - a.started_at) / 1000) +
+                      " s ago and has not finished it (retry.attempt_deadline: " +
+                      std::to_string(env_.retry.attempt_deadline_ms / 1000) + " s)";
+    return u;
 }
 
 }  // namespace segue::core

@@ -298,6 +298,21 @@ class transition {
     std::int64_t failover_extra_hold(store::transaction& tx, const store::task_row& t,
                                      const std::string& next) const;
 
+    // When attempt `a` must have finished: retry.attempt_deadline after it was submitted, for
+    // an attempt a provider accepted (or may have: status "unknown"); nullopt when no bound
+    // applies. Every accepted attempt has a poll job (scheduled at acceptance, whether the
+    // provider polls or waits for webhooks), and a poll is never due later than this, so that
+    // job is what ends an attempt the provider never finishes.
+    std::optional<store::millis> attempt_due_by(const store::attempt_row& a) const;
+    // The update that ends attempt `a` at that deadline, with no further call to its provider:
+    // failed (upstream_deadline, class transient), applied like any failure after acceptance
+    // (what was made is kept, the rest fails and is released, made again only on a route that
+    // regenerates); or done when every output is made already and only what a provider sends
+    // on its own (lyrics, a cover) is missing.
+    providers::update deadline_update(const store::attempt_row& a,
+                                      const std::vector<store::output_row>& outs,
+                                      store::millis now) const;
+
   private:
     // Mirroring (mirror_transition.cpp): a provider's remote output or cover is handed to a
     // mirror job instead of being shown as it is.
@@ -332,6 +347,9 @@ class transition {
                            const providers::update& u, const std::vector<store::output_row>& outs,
                            store::millis now) const;
     std::string file_url(const std::string& id) const;
+    // A poll `delay_ms` after `now`, but not later than the attempt's deadline.
+    store::millis poll_due(const store::attempt_row* a, store::millis now,
+                           std::int64_t delay_ms) const;
 
     env env_;
 };

@@ -59,7 +59,8 @@ object_schema<musicapi_settings> musicapi_schema() {
         .range(0.0, 1.0);
     s.field("deadline", &musicapi_settings::deadline,
             "Overall time from submission (upload included) after which a task still running "
-            "upstream fails with class transient.")
+            "upstream fails with upstream_deadline, class transient. retry.attempt_deadline "
+            "bounds the upload and the extend attempt each as well: whichever ends first.")
         .def(30min)
         .range(1s, 48h);
     s.field("source_url_ttl", &musicapi_settings::source_url_ttl,

@@ -74,7 +74,7 @@ class fake_musicgpt {
 
 struct gateway {
     explicit gateway(const fake_musicgpt& fake, const std::string& extra = "",
-                     const std::string& lease = "5s") {
+                     const std::string& lease = "5s", const std::string& retry = "") {
         port = segue::test::free_port();
         const std::string cfg =
             "server:\n  listen: 127.0.0.1:" + std::to_string(port) +
@@ -92,7 +92,9 @@ struct gateway {
             "/api/public\n    api_key: mg-upstream-key\n    reconcile_after: 3s\n"
             "    poll_interval: 500ms\n    submit_timeout: 5s\n"
             "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n"
-            "retry:\n  transient: {initial: 50ms, max: 100ms}\n"
+            "retry:\n" +
+            retry +
+            "  transient: {initial: 50ms, max: 100ms}\n"
             "  rate_limited: {initial: 50ms, max: 100ms}\n"
             // These tests inject failures on purpose: keep the circuit closed.
             "breakers:\n  consecutive_failures: 1000\n  min_requests: 1000\n" +
@@ -315,6 +317,76 @@ TEST(MusicGpt, LostWebhooksAreRecoveredByPolling) {
     ASSERT_EQ(t["status"], "succeeded") << json::serialize(t);
     EXPECT_EQ(t["outputs"].as_array().size(), 2u);
     EXPECT_GE(fake.requests("by_id").size(), 1u);
+}
+
+// MusicGPT took the tasks and never finishes them, and every webhook is lost: byId says
+// IN_QUEUE forever. Polls alone never end such a task (it stayed running, its credits held,
+// polled every poll_interval); retry.attempt_deadline does: each task fails with
+// upstream_deadline soon after it, its outputs failed, its hold released and its jobs gone.
+// Nothing is submitted again (this route does not regenerate), polling stops, and a callback
+// that comes after the deadline changes nothing.
+TEST(MusicGpt, AnAcceptedTaskThatNeverFinishesFailsAtTheAttemptDeadline) {
+    fake_musicgpt fake;
+    fake.control(R"({"complete_after_ms":100000000,"drop_all_webhooks":true})");
+    gateway g(fake, "", "5s", "  attempt_deadline: 3s\n");
+    const auto start = std::chrono::steady_clock::now();
+    const std::vector<std::string> ids{create_url_task(g.port), create_url_task(g.port)};
+    for (const auto& id : ids) {
+        ASSERT_FALSE(id.empty());
+        auto t = wait_final(g.port, id, 20s);
+        ASSERT_EQ(t["status"], "failed") << json::serialize(t);
+        auto& e = t["error"].as_object();
+        EXPECT_EQ(e["code"], "upstream_deadline") << json::serialize(e);
+        EXPECT_EQ(e["class"], "transient") << json::serialize(e);
+        EXPECT_EQ(e["provider"], "musicgpt") << json::serialize(e);
+        for (const auto& o : t["outputs"].as_array())
+            EXPECT_EQ(o.as_object().at("status"), "failed") << json::serialize(o);
+        auto& c = t["credits"].as_object();
+        EXPECT_GT(c["held"].to_number<double>(), 0) << json::serialize(c);
+        EXPECT_EQ(c["outstanding"].to_number<double>(), 0) << json::serialize(c);
+        EXPECT_EQ(c["refunded"].to_number<double>(), c["held"].to_number<double>())
+            << json::serialize(c);
+        auto counts = event_counts(g.port, id);
+        EXPECT_EQ(counts["extension.output.failed"], 2);
+        EXPECT_EQ(counts["extension.credits.refunded"], 1);
+        EXPECT_EQ(counts["extension.failed"], 1);
+        EXPECT_EQ(counts["extension.retrying"], 0);
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 15s);
+    EXPECT_EQ(fake.requests("submit").size(), 2u);
+    auto credits = http_request(g.port, "GET", "/v1/credits", "", {key});
+    ASSERT_TRUE(credits);
+    ASSERT_EQ(credits->status, 200) << credits->body;
+    EXPECT_EQ(parse(credits->body)["held"].to_number<double>(), 0) << credits->body;
+
+    // The jobs went with the tasks: no more byId.
+    const auto polls = fake.requests("by_id").size();
+    std::this_thread::sleep_for(1500ms);
+    EXPECT_EQ(fake.requests("by_id").size(), polls);
+
+    // A late callback (one of the dropped audio webhooks, delivered now) does not bring the
+    // task back.
+    auto w = http_request(fake.port(), "GET", "/_control/webhooks");
+    ASSERT_TRUE(w);
+    const auto log = parse(w->body);
+    std::string url, body;
+    for (const auto& v : log.at("webhooks").as_array())
+        if (v.as_object().at("kind") == "audio") {
+            url = std::string(v.as_object().at("url").as_string());
+            body = std::string(v.as_object().at("body").as_string());
+            break;
+        }
+    ASSERT_FALSE(url.empty()) << json::serialize(log);
+    const std::string path = url.substr(url.find("/v1/"));
+    auto late = http_request(g.port, "POST", path, body, {"Content-Type: application/json"});
+    ASSERT_TRUE(late);
+    EXPECT_LT(late->status, 500) << late->body;
+    for (const auto& id : ids) {
+        auto r = http_request(g.port, "GET", "/v1/extensions/" + id, "", {key});
+        ASSERT_TRUE(r);
+        EXPECT_EQ(parse(r->body)["status"], "failed") << r->body;
+        EXPECT_EQ(event_counts(g.port, id)["extension.output.ready"], 0);
+    }
 }
 
 TEST(MusicGpt, UpstreamErrorsEndTheTaskWithTheNormalizedError) {

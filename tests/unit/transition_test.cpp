@@ -166,6 +166,7 @@ outcome run(const row& r, bool mirror = false) {
     retry.quota.failover = true;
     retry.attempt_budget = 6;
     retry.deadline_ms = 3'600'000;
+    retry.attempt_deadline_ms = 30 * 60'000;
     transition tr({settings, retry,
                    [&](std::string_view name) -> const segue::providers::capabilities* {
                        return name == "alpha" || name == "beta" ? &polling : nullptr;
@@ -447,6 +448,90 @@ TEST(Transition, Table) {
                            "extension.credits.refunded", "extension.partially_succeeded"}));
              EXPECT_EQ(o.attempt_status(1), "succeeded");
          }},
+        // retry.attempt_deadline (30 min by default, from the attempt's start): a provider
+        // that asks to be polled later than that is polled at the deadline, where the engine
+        // fails the attempt (upstream_deadline) rather than ask again.
+        {"a poll asked for after the attempt's deadline is due at the deadline",
+         [] { return task("running", 1, {attempt(1, "alpha", "accepted", "up-1")}, 10'000); }, true,
+         1,
+         [] {
+             update u;
+             u.what = update::kind::running;
+             u.poll_after_ms = 2 * 3'600'000;
+             return u;
+         },
+         [](const outcome& o) {
+             EXPECT_EQ(o.jobs(), (std::vector<std::string>{"reschedule"}));
+             for (const auto& e : o.effects)
+                 if (e.what == kind::reschedule_job)
+                     EXPECT_EQ(e.due_at, now - 10'000 + 30 * 60'000);
+         }},
+        {"an acceptance's first poll is due by the attempt's deadline at the latest",
+         [] { return task("queued", 1, {attempt(1, "alpha", "submitting")}, 10'000); }, true, 1,
+         [] {
+             update u;
+             u.what = update::kind::accepted;
+             u.provider_task_id = "up-1";
+             u.poll_after_ms = 2 * 3'600'000;
+             return u;
+         },
+         [](const outcome& o) {
+             EXPECT_EQ(o.jobs(), (std::vector<std::string>{"complete", "schedule poll"}));
+             for (const auto& e : o.effects)
+                 if (e.what == kind::schedule_job)
+                     EXPECT_EQ(e.job.due_at, now - 10'000 + 30 * 60'000);
+         },
+         "submit"},
+        {"an attempt past its deadline with nothing made: failed, released, not sent again",
+         [] { return task("running", 2, {attempt(1, "alpha", "accepted", "up-1")}, 20'000); }, true,
+         1, [] { return failed(error_class::transient, "upstream_deadline"); },
+         [](const outcome& o) {
+             EXPECT_EQ(o.status(), "failed");
+             EXPECT_EQ(o.attempt_status(1), "failed");
+             EXPECT_EQ(o.ledger(), (std::vector<std::string>{"release:0:20000"}));
+             EXPECT_EQ(o.events(), (std::vector<std::string>{
+                                       "extension.output.failed", "extension.output.failed",
+                                       "extension.credits.refunded", "extension.failed"}));
+             EXPECT_EQ(o.jobs(), (std::vector<std::string>{"complete", "delete_all"}));
+             ASSERT_TRUE(o.after.task);
+             EXPECT_NE(o.after.task->error_json.find("upstream_deadline"), std::string::npos);
+         }},
+        {"an attempt past its deadline with one output made: partially_succeeded",
+         [] {
+             auto s = task("running", 2, {attempt(1, "alpha", "accepted", "up-1")}, 20'000);
+             s.outputs[0].status = "ready";
+             s.ledger.captured = 10'000;
+             s.ledger_keys.insert(task_work::key_of(1, "capture", ""));
+             return s;
+         },
+         true, 1, [] { return failed(error_class::transient, "upstream_deadline"); },
+         [](const outcome& o) {
+             EXPECT_EQ(o.status(), "partially_succeeded");
+             EXPECT_EQ(o.ledger(), (std::vector<std::string>{"release:0:10000"}));
+             EXPECT_EQ(o.events(), (std::vector<std::string>{"extension.output.failed",
+                                                             "extension.credits.refunded",
+                                                             "extension.partially_succeeded"}));
+         }},
+        {"an attempt past its deadline on a route that regenerates: made again, as after any "
+         "asynchronous failure (transient: at the same provider first)",
+         [] {
+             auto s = task("running", 1, {attempt(1, "alpha", "accepted", "up-1")}, 10'000);
+             auto r = segue::core::request_from_json(s.task->request_json);
+             r.route_regenerate = true;
+             s.task->request_json = segue::core::request_to_json(r);
+             return s;
+         },
+         true, 1, [] { return failed(error_class::transient, "upstream_deadline"); },
+         [](const outcome& o) {
+             EXPECT_EQ(o.status(), "queued");
+             EXPECT_EQ(o.after.task->provider, "alpha");
+             EXPECT_EQ(o.attempt_status(1), "failed");
+             EXPECT_EQ(o.events(), (std::vector<std::string>{"extension.retrying"}));
+             EXPECT_EQ(o.jobs(),
+                       (std::vector<std::string>{"complete", "delete_all", "schedule submit"}));
+         }},
+        // (An attempt that failed at its deadline is such an attempt: its late callbacks are
+        // superseded.)
         {"a webhook of a superseded attempt changes nothing",
          [] {
              return task("queued", 1,
@@ -482,6 +567,50 @@ TEST(Transition, Table) {
         SCOPED_TRACE(r.name);
         r.expect(run(r));
     }
+}
+
+// retry.attempt_deadline: which attempts it bounds, from when, and how one that ran out ends.
+TEST(Transition, AttemptDeadline) {
+    const auto settings = make_settings();
+    segue::core::retry_settings retry;
+    retry.attempt_deadline_ms = 60'000;
+    const transition tr(
+        {settings, retry,
+         [](std::string_view) -> const segue::providers::capabilities* { return nullptr; },
+         [] { return 0.5; }});
+    auto a = attempt(2, "alpha", "accepted", "up-1");  // submitted 10 s before `now`
+    ASSERT_TRUE(tr.attempt_due_by(a));
+    EXPECT_EQ(*tr.attempt_due_by(a), now - 10'000 + 60'000);  // from its own submit
+    a.status = "unknown";  // an ambiguous submit found upstream is bounded too
+    EXPECT_TRUE(tr.attempt_due_by(a));
+    for (const char* st : {"submitting", "prepared", "succeeded", "failed", "canceled"}) {
+        a.status = st;
+        EXPECT_FALSE(tr.attempt_due_by(a)) << st;
+    }
+    a.status = "accepted";
+
+    auto s = task("running", 2, {a});
+    auto u = tr.deadline_update(a, s.outputs, now + 50'000);
+    EXPECT_EQ(u.what, update::kind::failed);
+    EXPECT_EQ(u.error, segue::core::error_class::transient);
+    EXPECT_EQ(u.error_code, "upstream_deadline");
+    EXPECT_NE(u.error_message.find("attempt 2 60 s ago"), std::string::npos) << u.error_message;
+    EXPECT_NE(u.error_message.find("retry.attempt_deadline: 60 s"), std::string::npos);
+
+    // One output made, one not: a failure (the made one is kept: partially_succeeded).
+    s.outputs[0].status = "ready";
+    EXPECT_EQ(tr.deadline_update(a, s.outputs, now).what, update::kind::failed);
+    // Every output made (one still being mirrored): only the provider's lyrics or cover are
+    // missing, and the task finishes without them.
+    s.outputs[1].data_json = R"({"_mirror":{"state":"pending"}})";
+    EXPECT_EQ(tr.deadline_update(a, s.outputs, now).what, update::kind::done);
+
+    retry.attempt_deadline_ms = 0;  // none
+    const transition unbounded(
+        {settings, retry,
+         [](std::string_view) -> const segue::providers::capabilities* { return nullptr; },
+         [] { return 0.5; }});
+    EXPECT_FALSE(unbounded.attempt_due_by(a));
 }
 
 // A capture that exists already (a job that runs twice) is not written again, and the release
