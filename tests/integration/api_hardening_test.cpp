@@ -470,14 +470,16 @@ TEST(ApiEdge, AReplicaStartedWhileItsDatabaseIsDownWaitsForIt) {
     EXPECT_NE(out.find("cannot connect"), std::string::npos) << out;
     EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
 
-    // Waiting: the database comes up 3 s after the replica started.
+    // Waiting: the database comes up 3 s after the replica started. (The config is made before:
+    // start() sets the server's URL again, on the other thread.)
+    const std::string waiting = config("30s");
     std::thread later([&] {
         std::this_thread::sleep_for(3s);
         pg.start();
     });
     std::unique_ptr<segue_process> s;
     try {
-        s = std::make_unique<segue_process>(config("30s"));
+        s = std::make_unique<segue_process>(waiting);
     } catch (...) {
         later.join();
         throw;
