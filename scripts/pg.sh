@@ -34,7 +34,7 @@ case "$cmd" in
     if [[ -f "$dir/data/postmaster.pid" ]]; then
       as_user "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
     fi
-    [[ "$cmd" == destroy ]] && rm -rf "$dir"
+    [[ "$cmd" == destroy ]] && rm -rf "$dir" "$dir.lock"
     exit 0
     ;;
   start) ;;
