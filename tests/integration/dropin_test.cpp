@@ -792,6 +792,29 @@ json::array settled_deliveries(const setup& s, const std::string& path, std::siz
     return deliveries(s, path, n);
 }
 
+// MusicGPT's failure callbacks for both conversions of `task_id`, one each: verified, in
+// MusicGPT's format, success:false and FAILED, no audio, with `why` in the body's `field`.
+void expect_musicgpt_failure_callbacks(const json::array& got, const std::string& task_id,
+                                       const char* field, const std::string& why) {
+    ASSERT_EQ(got.size(), 2u) << json::serialize(got);
+    std::set<std::string> ids;
+    for (const auto& dv : got) {
+        const auto& d = dv.as_object();
+        EXPECT_EQ(d.at("verified"), true) << json::serialize(d);
+        EXPECT_EQ(str(d.at("headers").as_object().if_contains("segue-webhook-format")), "musicgpt");
+        ASSERT_TRUE(d.at("body").is_object()) << json::serialize(d);
+        const auto& b = d.at("body").as_object();
+        EXPECT_EQ(b.at("success"), false) << json::serialize(b);
+        EXPECT_EQ(str(b.if_contains("status")), "FAILED");
+        EXPECT_EQ(str(b.if_contains("conversion_type")), "Extend");
+        EXPECT_EQ(str(b.if_contains("task_id")), task_id);
+        EXPECT_NE(str(b.if_contains(field)).find(why), std::string::npos) << json::serialize(b);
+        EXPECT_FALSE(b.contains("conversion_path")) << json::serialize(b);
+        ids.insert(str(b.if_contains("conversion_id")));
+    }
+    EXPECT_EQ(ids, (std::set<std::string>{task_id + "-1", task_id + "-2"}));
+}
+
 }  // namespace
 
 // MusicGPT takes JSON as well as multipart and forms (its n8n node sends JSON when it has a
@@ -999,25 +1022,8 @@ TEST(DropIn, AFailedTaskReadsFailedAndCallsBackInMusicGptsFailureForm) {
     for (auto& clip : t["data"].as_array())
         EXPECT_EQ(str(clip.as_object().if_contains("state")), "failed") << ma->body;
 
-    auto got = settled_deliveries(s, path, 2);
-    ASSERT_EQ(got.size(), 2u) << json::serialize(got);
-    std::set<std::string> ids;
-    for (auto& dv : got) {
-        auto& d = dv.as_object();
-        EXPECT_EQ(d["verified"], true) << json::serialize(d);
-        EXPECT_EQ(str(d["headers"].as_object().if_contains("segue-webhook-format")), "musicgpt");
-        ASSERT_TRUE(d["body"].is_object()) << json::serialize(d);
-        auto& b = d["body"].as_object();
-        EXPECT_EQ(b["success"], false) << json::serialize(b);
-        EXPECT_EQ(str(b.if_contains("status")), "FAILED");
-        EXPECT_EQ(str(b.if_contains("conversion_type")), "Extend");
-        EXPECT_EQ(str(b.if_contains("task_id")), task_id);
-        EXPECT_NE(str(b.if_contains("status_msg")).find(reason), std::string::npos)
-            << json::serialize(b);
-        EXPECT_FALSE(b.contains("conversion_path")) << json::serialize(b);
-        ids.insert(str(b.if_contains("conversion_id")));
-    }
-    EXPECT_EQ(ids, (std::set<std::string>{task_id + "-1", task_id + "-2"}));
+    expect_musicgpt_failure_callbacks(settled_deliveries(s, path, 2), task_id, "status_msg",
+                                      reason);
 }
 
 // A task MusicAPI fails (the fake's outcome "fail"): MusicAPI's task says FAILED with its refund
@@ -1259,20 +1265,7 @@ TEST(DropIn, ACanceledTaskCallsBackEachConversionNotMadeAsFailed) {
     auto c =
         http_request(g.port, "POST", "/v1/extensions/" + task_id + "/cancel", "", {g.key_header()});
     ASSERT_TRUE(c && c->status == 200) << (c ? c->body : "no answer");
-    auto got = settled_deliveries(s, path, 2);
-    ASSERT_EQ(got.size(), 2u) << json::serialize(got);
-    std::set<std::string> ids;
-    for (auto& dv : got) {
-        auto& d = dv.as_object();
-        EXPECT_EQ(d["verified"], true) << json::serialize(d);
-        auto& b = d["body"].as_object();
-        EXPECT_EQ(b["success"], false) << json::serialize(b);
-        EXPECT_EQ(str(b.if_contains("status")), "FAILED");
-        EXPECT_NE(str(b.if_contains("reason")).find("cancel"), std::string::npos)
-            << json::serialize(b);
-        ids.insert(str(b.if_contains("conversion_id")));
-    }
-    EXPECT_EQ(ids, (std::set<std::string>{task_id + "-1", task_id + "-2"}));
+    expect_musicgpt_failure_callbacks(settled_deliveries(s, path, 2), task_id, "reason", "cancel");
     auto by_id = http_request(
         g.port, "GET", "/api/public/v1/byId?conversionType=EXTEND&conversion_id=" + task_id + "-1",
         "", {"Authorization: " + tenant.key});
