@@ -336,6 +336,25 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     asio::awaitable<applied> apply(const std::string& task_id, const store::job_row* job,
                                    const lease_state* lease, const std::string& provider_name,
                                    int attempt_number, providers::update u);
+    // The provider's word that `attempt_number` exists upstream (a callback with its token, or
+    // a submit's answer that came too late to be recorded with its job): recorded as an
+    // applied callback would be (store::attempt_row::seen_at, the task it names, its state
+    // unless one was recorded meanwhile, i.e. unless it is no longer `state_if`), so the
+    // attempt is followed and its submit never sent again. Nothing changes if a newer attempt
+    // replaced it. Throws what apply throws.
+    asio::awaitable<void> record_upstream(const std::string& task_id,
+                                          const std::string& provider_name, int attempt_number,
+                                          std::string upstream_task, std::string state_json,
+                                          std::string state_if) {
+        providers::update sign;
+        sign.what = providers::update::kind::progress;
+        sign.provider_task_id = std::move(upstream_task);
+        if (!state_json.empty()) {
+            sign.state_json = std::move(state_json);
+            sign.state_if = std::move(state_if);
+        }
+        co_await apply(task_id, nullptr, nullptr, provider_name, attempt_number, std::move(sign));
+    }
     // Where a provider writes a task's files (scratch, on blob_dir's file system) before the
     // engine puts them in the blob store; removed when the task is final.
     std::string work_dir_of(const std::string& task_id) const {
@@ -1020,16 +1039,9 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
         // it (its task, unless a newer attempt replaced this one), as a callback would be, so
         // the attempt is followed by polls and the song is never submitted again.
         jobs.with({job.kind, "lease_lost"}).inc();
-        providers::update sign;
-        sign.what = providers::update::kind::progress;
-        sign.provider_task_id = upstream_task;
-        if (!upstream_state.empty()) {
-            sign.state_json = upstream_state;
-            sign.state_if = view.state_json;  // not over a state recorded meanwhile
-        }
         try {
-            co_await apply(job.task_id, nullptr, nullptr, provider_name, attempt_number,
-                           std::move(sign));
+            co_await record_upstream(job.task_id, provider_name, attempt_number, upstream_task,
+                                     upstream_state, view.state_json);
             log::warn(
                 "job lease lost after the provider took the submit; recorded its task so "
                 "the submit is not sent again",
@@ -1421,16 +1433,10 @@ asio::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string prov
         // names, if it names one, as an applied callback would, so the attempt is followed
         // (polled) and its submit is never sent again. The payload itself stays refused; its
         // content comes from the polls.
-        providers::update sign;
-        sign.what = providers::update::kind::progress;
-        sign.provider_task_id = refused.upstream_task_id;
-        if (!refused.state_json.empty()) {
-            sign.state_json = refused.state_json;
-            sign.state_if = attempt->state_json;  // not over a state recorded meanwhile
-        }
         try {
-            co_await self->apply(task->id, nullptr, nullptr, provider, attempt->number,
-                                 std::move(sign));
+            co_await self->record_upstream(task->id, provider, attempt->number,
+                                           refused.upstream_task_id, refused.state_json,
+                                           attempt->state_json);
             counter.with({provider, "unknown", "upstream_recorded"}).inc();
             log::info(
                 "refused provider webhook: recorded that the provider has the attempt (unless "
