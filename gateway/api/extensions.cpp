@@ -684,6 +684,9 @@ awaitable<void> handlers::cancel(http::context& ctx) {
     if (!tenant || !only_params(ctx, {}))
         co_return;
     const std::string id(ctx.param("id"));
+    // The cancel's unit is the engine's, which waits for an unreachable database: refused here
+    // instead, as every other API unit is, with nothing done.
+    deps.db.refuse_if_unreachable();
     auto outcome = co_await deps.engine.cancel(id, *tenant);
     if (outcome == core::engine::cancel_outcome::not_found) {
         set_problem(ctx.res(), error_kind::not_found, "no such extension", ctx.path());

@@ -47,15 +47,20 @@ asio::awaitable<void> db::read(store::unit fn) {
     return run(false, std::move(fn));
 }
 
+void db::refuse_if_unreachable() {
+    // The reason (a host, a socket path) is the operator's: the store logs it, /readyz says it;
+    // the client is told only to come back.
+    if (fail_fast_ && !store_.unreachable().empty())
+        throw util::unavailable_error("the database is unreachable for now; try again",
+                                      retry_after_unreachable_s);
+}
+
 asio::awaitable<void> db::run(bool write, store::unit fn) {
-    if (fail_fast_) {
-        // The reason (a host, a socket path) is the operator's: the store logs it, /readyz
-        // says it; the client is told only to come back.
-        if (!store_.unreachable().empty()) {
-            (write ? write_errors_ : read_errors_).inc();
-            throw util::unavailable_error("the database is unreachable for now; try again",
-                                          retry_after_unreachable_s);
-        }
+    try {
+        refuse_if_unreachable();
+    } catch (const util::unavailable_error&) {
+        (write ? write_errors_ : read_errors_).inc();
+        throw;
     }
     const auto start = std::chrono::steady_clock::now();
     auto ex = co_await asio::this_coro::executor;

@@ -27,6 +27,10 @@ class db {
     // Rethrows the unit's exception (after rollback) or a store_error.
     boost::asio::awaitable<void> write(store::unit fn);
     boost::asio::awaitable<void> read(store::unit fn);
+    // What `fail_fast` does before each unit, for a request whose work goes through another
+    // handle (a cancel is the engine's): throws util::unavailable_error while the database is
+    // out of reach; does nothing on a handle without `fail_fast`.
+    void refuse_if_unreachable();
     store& raw() noexcept { return store_; }
 
   private:

@@ -414,7 +414,11 @@ TEST(ApiEdge, ADatabaseOutageIsA503AndNotReadyThenServesAgain) {
               std::string::npos)
         << ready->body;
     for (const auto& [method, target] : std::vector<std::pair<std::string, std::string>>{
-             {"POST", "/v1/extensions"}, {"GET", "/v1/extensions"}, {"GET", "/v1/credits"}}) {
+             {"POST", "/v1/extensions"},
+             {"GET", "/v1/extensions"},
+             {"GET", "/v1/credits"},
+             // The engine's unit, refused by the API as well.
+             {"POST", "/v1/extensions/ext_0000000000000000000000/cancel"}}) {
         const auto start = std::chrono::steady_clock::now();
         auto r = http_request(s.port(), method, target, method == "POST" ? body : "", json_key);
         ASSERT_TRUE(r) << target;
