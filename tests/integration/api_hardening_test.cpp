@@ -384,9 +384,7 @@ TEST(ApiEdge, QueryParametersArePercentDecoded) {
 // Once the database is back, both serve again. A server of its own: the shared one stays up.
 TEST(ApiEdge, ADatabaseOutageIsA503AndNotReadyThenServesAgain) {
     segue::test::temp_dir d;
-    const std::string pg_dir =
-        "/tmp/segue-outage-" + std::to_string(::getpid()) + "-" + std::to_string(std::rand());
-    segue::test::pg_private_server pg(pg_dir);
+    segue::test::pg_private_server pg;
     segue_process s(
         "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n  drain_timeout: 3s\n"
         "log:\n  level: info\n"
@@ -452,9 +450,7 @@ TEST(ApiEdge, ADatabaseOutageIsA503AndNotReadyThenServesAgain) {
 // and then serves, instead of exiting into a crash loop; with connect_wait 0s it gives up at once.
 TEST(ApiEdge, AReplicaStartedWhileItsDatabaseIsDownWaitsForIt) {
     segue::test::temp_dir d;
-    const std::string pg_dir =
-        "/tmp/segue-late-" + std::to_string(::getpid()) + "-" + std::to_string(std::rand());
-    segue::test::pg_private_server pg(pg_dir);
+    segue::test::pg_private_server pg;
     pg.stop();
     auto config = [&](const std::string& wait) {
         std::string storage = segue::test::postgres_storage_yaml(pg.url(), d.path() + "/blobs");

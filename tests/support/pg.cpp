@@ -2,13 +2,20 @@
 
 #include <libpq-fe.h>
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <array>
+#include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <random>
 #include <stdexcept>
+#include <string_view>
 
 namespace segue::test {
 
@@ -108,7 +115,37 @@ std::string storage_yaml(const std::string& dir, const std::string& more) {
     return postgres_storage_yaml(s->url(), dir + "/blobs") + more;
 }
 
-pg_private_server::pg_private_server(std::string dir) : dir_(std::move(dir)) {
+namespace {
+constexpr std::string_view private_prefix = "segue-private-";
+
+// The private servers of test processes that are gone: /tmp/segue-private-<pid>-<n> whose pid no
+// longer runs. A pid reused by a live process keeps its directory (left, not wrongly destroyed).
+void destroy_orphaned_private_servers() {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator("/tmp", ec)) {
+        const std::string name = e.path().filename().string();
+        if (!name.starts_with(private_prefix) || !e.is_directory(ec))
+            continue;
+        const std::string rest = name.substr(private_prefix.size());
+        const auto dash = rest.find('-');
+        if (dash == std::string::npos || dash == 0 || rest.find_first_not_of("0123456789") != dash)
+            continue;
+        const auto pid = static_cast<pid_t>(std::stol(rest.substr(0, dash)));
+        if (::kill(pid, 0) == 0 || errno != ESRCH)
+            continue;
+        try {
+            run_script("destroy " + e.path().string());
+        } catch (...) {
+        }
+    }
+}
+}  // namespace
+
+pg_private_server::pg_private_server() {
+    destroy_orphaned_private_servers();
+    static std::atomic<int> n{0};
+    dir_ = "/tmp/" + std::string(private_prefix) + std::to_string(::getpid()) + "-" +
+           std::to_string(n++);
     start();
 }
 

@@ -38,12 +38,14 @@ std::string storage_yaml(const std::string& dir, const std::string& more = "");
 std::string postgres_storage_yaml(const std::string& url, const std::string& blob_dir);
 bool testing_postgres();
 
-// A PostgreSQL server of its own (scripts/pg.sh in `dir`), for a test that stops and starts it
-// (an outage) without touching the shared test server. Started by the constructor; destroyed
-// with the object.
+// A PostgreSQL server of its own (scripts/pg.sh in a new /tmp/segue-private-<pid>-<n>), for a
+// test that stops and starts it (an outage) without touching the shared test server. Started by
+// the constructor; destroyed with the object. A test process that died without its destructors
+// (a sanitizer's abort, a kill) leaves its servers running: the constructor first destroys those
+// of processes no longer alive.
 class pg_private_server {
   public:
-    explicit pg_private_server(std::string dir);
+    pg_private_server();
     ~pg_private_server();
     pg_private_server(const pg_private_server&) = delete;
     pg_private_server& operator=(const pg_private_server&) = delete;
