@@ -39,6 +39,14 @@ json::object error_object(std::string_view code, error_class cls, std::string_vi
 
 namespace {
 
+// An attempt the provider's open circuit refused before anything was sent: its error's code
+// (the error as transition stores it, a JSON object) is "circuit_open".
+bool refused_by_open_circuit(const store::attempt_row& a) {
+    const auto e = parse_object(a.error_json);
+    const auto* code = e.if_contains("code");
+    return code && code->is_string() && code->as_string() == "circuit_open";
+}
+
 json::array lyrics_array(const std::vector<lyric_line>& lines) {
     json::array a;
     for (const auto& l : lines) {
@@ -1094,7 +1102,7 @@ decision transition::plan_recovery(const store::task_row& t,
     // the provider's tries nor the task's budget (else every task behind a circuit that stays
     // open a few cycles would fail with nothing ever sent; retry.deadline bounds the wait).
     for (const auto& a : attempts) {
-        if (a.status == "prepared" || a.error_json.find("\"circuit_open\"") != std::string::npos)
+        if (a.status == "prepared" || refused_by_open_circuit(a))
             continue;
         ++rs.attempts_total;
         if (a.provider == provider_name)
