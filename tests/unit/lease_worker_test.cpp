@@ -325,10 +325,12 @@ TEST_F(LeaseWorker, HeartbeatKeepsALeaseLongerThanTheWork) {
     runs_by_["a"] = 0;
     runs_by_["b"] = 0;
     schedule_job();
-    add_worker("a", 300ms, 100ms, 1200ms);
+    // The work outlasts the lease, so only renewals keep it; the lease outlasts a few missed
+    // beats, so a loaded machine (a ctest -j4 beside a TSAN run) does not lose it: 300 ms did.
+    add_worker("a", 700ms, 100ms, 1800ms);
     run();
     ASSERT_TRUE(wait_for([&] { return runs_by_["a"] == 1; }, 2s));
-    add_worker("b", 300ms, 100ms, 1200ms).start();  // a second replica, later
+    add_worker("b", 700ms, 100ms, 1800ms).start();  // a second replica, later
     ASSERT_TRUE(wait_for([&] { return completed_ + refused_ == 1; }, 5s));
     EXPECT_EQ(completed_, 1);
     EXPECT_EQ(refused_, 0);
