@@ -201,6 +201,13 @@ object_schema<storage_settings> storage_schema() {
     s.field("sqlite_path", &storage_settings::sqlite_path,
             "SQLite database file (created, with its directory, if missing).")
         .def("var/segue.db");
+    s.field("sqlite_lock_wait", &storage_settings::sqlite_lock_wait,
+            "SQLite serves one process: the database is locked while a segue (or segue migrate) "
+            "has it open. Another process opening it waits this long for the holder to exit (a "
+            "restart while the old process still drains), then gives up with exit status 1, "
+            "naming the holder's pid; 0s gives up at once.")
+        .def(30s)
+        .range(0s, 10min);
     s.field("blob_dir", &storage_settings::blob_dir,
             "Directory for files: with `blobs: directory` the files themselves (a volume shared "
             "by every replica when several run); with any backend, uploads being received, "

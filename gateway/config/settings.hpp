@@ -69,6 +69,7 @@ struct storage_settings {
     storage_engine engine = storage_engine::sqlite;
     postgres_settings postgres;
     std::string sqlite_path = "var/segue.db";
+    duration sqlite_lock_wait = std::chrono::seconds(30);  // for another process to let it go
     std::string blob_dir = "var/blobs";              // files (directory backend), spool, scratch
     blob_backend blobs = blob_backend::directory;    // where files live (blob_dir: scratch, cache)
     bool sync_full = true;                           // fsync every commit

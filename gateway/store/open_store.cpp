@@ -31,6 +31,8 @@ std::unique_ptr<store> open_store(const config::storage_settings& s) {
     so.path = s.sqlite_path;
     so.synchronous_full = s.sync_full;
     so.writer_cache_bytes = s.cache_size;
+    so.lock_wait_ms = static_cast<int>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(s.sqlite_lock_wait).count());
     return open_sqlite(so);
 }
 

@@ -26,6 +26,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -80,15 +81,80 @@ void disable_memory_statistics() {
     (void)once;
 }
 
+// The one-process rule of the SQLite store, kept by the kernel: an exclusive flock() of
+// `<database>.lock`, held while the store is open and released when the process exits, however
+// it exits (a SIGKILL included), so a stale lock file never blocks a start. The file names the
+// holder's pid for the message of whoever waits.
+class process_lock {
+  public:
+    process_lock(const std::string& db_path, int wait_ms) {
+        const std::string path = db_path + ".lock";
+        fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd_ < 0)
+            throw store_error("sqlite: cannot open " + path + ": " + std::strerror(errno));
+        const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+        bool told = false;
+        while (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+            const int err = errno;
+            if (err == EINTR)
+                continue;
+            if (err != EWOULDBLOCK) {
+                ::close(fd_);
+                throw store_error("sqlite: cannot lock " + path + ": " + std::strerror(err));
+            }
+            const std::string holder = holder_of();
+            if (std::chrono::steady_clock::now() >= until) {
+                ::close(fd_);
+                throw store_error(
+                    "the database is in use by another segue process" +
+                    (holder.empty() ? std::string() : " (pid " + holder + ")") +
+                    "; SQLite serves one process: stop it first, or use storage.engine: "
+                    "postgres for several replicas");
+            }
+            if (!told) {
+                log::warn(
+                    "the SQLite database is in use by another process; waiting for it to "
+                    "exit",
+                    {{"path", db_path},
+                     {"pid", holder},
+                     {"wait_ms", static_cast<std::int64_t>(wait_ms)}});
+                told = true;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        const std::string pid = std::to_string(::getpid()) + "\n";
+        if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) < 0) {
+            // The lock holds without it; only a waiter's message goes without the pid.
+        }
+    }
+    ~process_lock() { release(); }
+    void release() {
+        if (fd_ >= 0)
+            ::close(fd_);  // releases the lock
+        fd_ = -1;
+    }
+    process_lock(const process_lock&) = delete;
+    process_lock& operator=(const process_lock&) = delete;
+
+  private:
+    std::string holder_of() const {
+        std::array<char, 32> buf{};
+        const auto n = ::pread(fd_, buf.data(), buf.size() - 1, 0);
+        std::string s(buf.data(), n > 0 ? static_cast<std::size_t>(n) : 0);
+        while (!s.empty() && (s.back() == '\n' || s.back() == ' '))
+            s.pop_back();
+        return s.find_first_not_of("0123456789") == std::string::npos ? s : std::string();
+    }
+    int fd_ = -1;
+};
+
 class sqlite_store final : public store {
   public:
     explicit sqlite_store(const sqlite_options& o)
-        : max_batch_(static_cast<std::size_t>(std::max(1, o.max_batch))),
+        : lock_(checked_path(o.path), o.lock_wait_ms),
+          max_batch_(static_cast<std::size_t>(std::max(1, o.max_batch))),
           sync_wal_(o.synchronous_full),
           before_sync_(o.before_sync) {
-        if (o.path.empty() || o.path == ":memory:" || o.path.starts_with("file::memory:"))
-            throw store_error("sqlite: a database file path is required (WAL needs a file)");
-
         disable_memory_statistics();
         writer_db_ = std::make_unique<connection>(o.path, o.busy_timeout_ms);
         const std::string mode = writer_db_->query_text("PRAGMA journal_mode = WAL");
@@ -211,6 +277,7 @@ class sqlite_store final : public store {
         checkpoint_db_.reset();
         reader_db_.reset();
         writer_db_.reset();  // the last connection to close checkpoints and removes the WAL
+        lock_.release();     // closed: another process may open it now
     }
 
     void set_commit_listener(std::function<void(const commit_notice&)> fn) override {
@@ -639,6 +706,14 @@ class sqlite_store final : public store {
         }
     }
 
+    static const std::string& checked_path(const std::string& path) {
+        if (path.empty() || path == ":memory:" || path.starts_with("file::memory:"))
+            throw store_error("sqlite: a database file path is required (WAL needs a file)");
+        return path;
+    }
+
+    // First: released last, once every connection below is closed.
+    process_lock lock_;
     const std::size_t max_batch_;
     const bool sync_wal_;  // synchronous_full: the syncer fdatasyncs, reads wait for it
     const std::function<void()> before_sync_;

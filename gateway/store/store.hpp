@@ -540,6 +540,10 @@ struct sqlite_options {
     bool synchronous_full = true;  // fsync on every commit (durable before the 202)
     std::uint64_t writer_cache_bytes = 16ull * 1024 * 1024;  // page cache of the writer
     int checkpoint_pages = 1000;  // WAL size (pages) that starts a background checkpoint
+    // SQLite is one process's store: the database is locked (flock of `<path>.lock`, which
+    // names the holder's pid) while it is open. Held by another process, the open waits up to
+    // this (a restart while the old process still drains), then fails naming that process.
+    int lock_wait_ms = 0;
     // Tests only: called on the syncer thread before each fdatasync of the WAL (so a test can
     // hold a sync); an exception from it counts as a failed fdatasync.
     std::function<void()> before_sync;

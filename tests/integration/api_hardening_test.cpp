@@ -446,6 +446,22 @@ TEST(ApiEdge, ADatabaseOutageIsA503AndNotReadyThenServesAgain) {
     EXPECT_EQ(parse(list->body)["data"].as_array().size(), 1u) << list->body;
 }
 
+// Runs segue (`args` before --config) on `yaml` and expects it to exit 1 within 5 s; its
+// output.
+std::string gives_up_at_once(const segue::test::temp_dir& d, const std::string& yaml,
+                             const std::vector<std::string>& args = {}) {
+    const std::string file = d.file("now.yaml");
+    { std::ofstream(file) << yaml; }
+    std::vector<std::string> argv = {"timeout", "20", segue::test::segue_binary()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.insert(argv.end(), {"--config", file});
+    const auto start = std::chrono::steady_clock::now();
+    auto [code, out] = segue::test::run_command(argv);
+    EXPECT_EQ(code, 1) << out;
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+    return out;
+}
+
 // A replica that starts while its database is down waits for it (storage.postgres.connect_wait)
 // and then serves, instead of exiting into a crash loop; with connect_wait 0s it gives up at once.
 TEST(ApiEdge, AReplicaStartedWhileItsDatabaseIsDownWaitsForIt) {
@@ -461,14 +477,8 @@ TEST(ApiEdge, AReplicaStartedWhileItsDatabaseIsDownWaitsForIt) {
                storage;
     };
     // Given up at once: exit status 1, saying why.
-    const std::string now_file = d.file("now.yaml");
-    { std::ofstream(now_file) << config("0s"); }
-    const auto start = std::chrono::steady_clock::now();
-    auto [code, out] = segue::test::run_command(
-        {"timeout", "20", segue::test::segue_binary(), "--config", now_file});
-    EXPECT_EQ(code, 1) << out;
+    const std::string out = gives_up_at_once(d, config("0s"));
     EXPECT_NE(out.find("cannot connect"), std::string::npos) << out;
-    EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
 
     // Waiting: the database comes up 3 s after the replica started. (The config is made before:
     // start() sets the server's URL again, on the other thread.)
@@ -490,6 +500,57 @@ TEST(ApiEdge, AReplicaStartedWhileItsDatabaseIsDownWaitsForIt) {
     ASSERT_TRUE(ready);
     EXPECT_EQ(ready->status, 200) << ready->body;
     auto created = http_request(s->port(), "POST", "/v1/extensions",
+                                R"({"audio_url":"https://cdn.example/a.mp3","extend_after":3})",
+                                {key, "Content-Type: application/json"});
+    ASSERT_TRUE(created);
+    EXPECT_EQ(created->status, 202) << created->body;
+}
+
+// SQLite serves one process: a second segue on the same database (another port, the same
+// files) is refused, naming the one that has it, instead of running a second engine on it; with
+// a wait it starts once the first has exited (a restart while the old process drains).
+TEST(ApiEdge, ASecondProcessOnTheSameSqliteDatabaseWaitsForTheFirstOrIsRefused) {
+    segue::test::temp_dir d;
+    auto config = [&](const std::string& wait) {
+        return "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n  drain_timeout: 2s\n"
+               "log:\n  level: info\n"
+               "tenants:\n  - name: edge\n    api_keys: [sk-edge]\n"
+               "storage:\n  blob_dir: " +
+               d.path() + "/blobs\n  sqlite_path: " + d.path() +
+               "/segue.db\n  sqlite_lock_wait: " + wait + "\n";
+    };
+    auto first = std::make_unique<segue_process>(config("0s"));
+    const pid_t first_pid = first->proc().pid();
+
+    const std::string out = gives_up_at_once(d, config("0s"));
+    EXPECT_NE(out.find("in use by another segue process (pid " + std::to_string(first_pid) + ")"),
+              std::string::npos)
+        << out;
+    // `segue migrate` is refused the same way while the server has the database.
+    const std::string mout = gives_up_at_once(d, config("0s"), {"migrate"});
+    EXPECT_NE(mout.find("in use by another segue process"), std::string::npos) << mout;
+    // The first one is untouched.
+    auto ready = http_request(first->port(), "GET", "/readyz");
+    ASSERT_TRUE(ready);
+    EXPECT_EQ(ready->status, 200) << ready->body;
+
+    // Waiting: the first is stopped 2 s after the second started.
+    std::thread later([&] {
+        std::this_thread::sleep_for(2s);
+        first->proc().signal(SIGTERM);
+    });
+    std::unique_ptr<segue_process> second;
+    try {
+        second = std::make_unique<segue_process>(config("30s"));
+    } catch (...) {
+        later.join();
+        throw;
+    }
+    later.join();
+    EXPECT_EQ(first->proc().wait(10s), 0);
+    EXPECT_NE(second->log().find("in use by another process; waiting"), std::string::npos)
+        << second->log();
+    auto created = http_request(second->port(), "POST", "/v1/extensions",
                                 R"({"audio_url":"https://cdn.example/a.mp3","extend_after":3})",
                                 {key, "Content-Type: application/json"});
     ASSERT_TRUE(created);
