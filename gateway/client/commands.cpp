@@ -189,6 +189,12 @@ class session {
     [[noreturn]] void interrupted();
     // Before an error message: the status line must not run into it.
     void clear_screen() { scr_.clear(); }
+    // The task this command created or follows ("" before there is one), and how to see it
+    // again: for a message that must name it (its result could not be printed).
+    std::string task_hint() const {
+        return task_id_.empty() ? std::string()
+                                : "task " + task_id_ + " (see it again: " + watch_again() + ")";
+    }
     // Since the command started.
     std::string elapsed() const {
         return format_elapsed(
@@ -1131,8 +1137,9 @@ int run_command(const std::vector<std::string_view>& args) {
     });
     ioc.run();
     if (stdout_errno != 0) {
-        std::fprintf(stderr, "segue: cannot write the result to stdout: %s\n",
-                     std::strerror(stdout_errno));
+        const std::string task = s.task_hint();
+        std::fprintf(stderr, "segue: cannot write the result to stdout: %s%s\n",
+                     std::strerror(stdout_errno), task.empty() ? "" : ("; " + task).c_str());
         if (code == exit_ok || code == exit_task_failed)
             code = exit_usage;
     }

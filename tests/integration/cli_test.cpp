@@ -387,6 +387,23 @@ TEST(CliClient, ExitCodes) {
     r = run_cli(f.dir, {"extend", "--help"}, {});
     EXPECT_EQ(r.code, 0) << dump(r);
     EXPECT_NE(r.out.find("exit codes"), std::string::npos);
+    // A task created whose result cannot be printed: the message names it, so it is not lost.
+    {
+        cli_child c(f.dir,
+                    {"-c", "exec \"$0\" extend \"$1\" --after 1 --json > /dev/full",
+                     segue::test::segue_binary(), f.song},
+                    f.env, "/bin/sh");
+        r = c.wait();
+        EXPECT_EQ(r.code, 2) << dump(r);
+        const auto at = r.err.find(
+            "cannot write the result to stdout: No space left on device; "
+            "task ext_");
+        ASSERT_NE(at, std::string::npos) << dump(r);
+        EXPECT_NE(r.err.find("(see it again: segue watch ext_"), std::string::npos) << dump(r);
+        auto id = r.err.substr(r.err.find("task ext_", at) + 5);
+        id = id.substr(0, id.find(' '));
+        EXPECT_FALSE(task_status(f.server.port(), id).empty()) << dump(r);
+    }
 }
 
 // Ctrl-C while following a task: the CLI stops (130) and says how to watch again; the task is
