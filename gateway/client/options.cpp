@@ -8,6 +8,8 @@
 #include <map>
 
 #include "gateway/api/common.hpp"
+#include "gateway/api/validate.hpp"
+#include "gateway/util/json_text.hpp"
 
 namespace segue::client {
 namespace {
@@ -24,7 +26,8 @@ common options:
 exit codes: 0 success, 1 the task failed, was canceled or partially succeeded,
   2 usage error (also an unwritable -o or stdout), 3 server unreachable, stalled or server
   error, 4 missing or wrong API key,
-  5 request refused by the server (validation, not found, conflict, no credits),
+  5 request refused by the server (any other 4xx: validation, bad parameter, not found,
+  conflict, too large, no credits),
   130 interrupted (Ctrl-C; the task keeps running)
 )";
 
@@ -63,7 +66,11 @@ extension task. With --wait (or -o), follows its events live and downloads the o
     {"watch", R"(usage: segue watch ID [-o DIR] [--format mp3|wav|both]
 
 Follows task ID live (Server-Sent Events, resumed with Last-Event-ID after a dropped
-connection) until it ends; -o downloads its outputs. The exit code says how it ended.
+connection) until it ends. The exit code says how it ended.
+
+  -o, --output DIR         download the outputs into DIR (a task that already ended too:
+                           this is how to download its outputs again)
+  --format F               mp3 (default), wav or both
 )"},
     {"tasks", R"(usage: segue tasks [--limit N] [--before ID]
 
@@ -235,6 +242,22 @@ parse_outcome parse_options(const std::vector<std::string_view>& args, const env
                 return fail(std::string(name) + " must be more than 0 seconds");
             if (f.how == check::count && !parse_int(*v, k))
                 return fail(std::string(name) + " must be a whole number, not '" + *v + "'");
+            // The server's own rules (api/validate.hpp), checked before a byte is uploaded: a
+            // refusal after a long upload wastes it.
+            if (f.field == "num_outputs" && (k < 1 || k > 2))
+                return fail(std::string(name) + " must be 1 or 2");
+            if (f.field == "length" && n > api::max_length_seconds)
+                return fail(std::string(name) + " must be at most " +
+                            std::to_string(static_cast<int>(api::max_length_seconds)) + " seconds");
+            const std::size_t most_chars = f.field == "prompt"   ? api::max_prompt_chars
+                                           : f.field == "lyrics" ? api::max_lyrics_chars
+                                           : f.field == "lyrics_section_to_extend"
+                                               ? api::max_section_chars
+                                               : 0;
+            if (most_chars && api::utf8_length(*v) > most_chars)
+                return fail(std::string(name) + " must be at most " + std::to_string(most_chars) +
+                            " characters (it has " + std::to_string(api::utf8_length(*v)) + ")");
+
             if (f.how == check::gender && *v != "male" && *v != "female" && *v != "neutral")
                 return fail(std::string(name) + " must be male, female or neutral");
             // Checked here for every source, before a byte is uploaded.
@@ -243,6 +266,10 @@ parse_outcome parse_options(const std::vector<std::string_view>& args, const env
                 const auto doc = boost::json::parse(*v, ec);
                 if (ec || !doc.is_object())
                     return fail(std::string(name) + " must be a JSON object, like '{\"k\":\"v\"}'");
+                // Measured as the server does: compact, after parsing.
+                if (util::json_text(doc).size() > api::max_metadata_bytes)
+                    return fail(std::string(name) + " must be at most " +
+                                std::to_string(api::max_metadata_bytes) + " bytes as JSON");
             }
             for (auto& [field, existing] : o.fields)
                 if (field == f.field)

@@ -165,7 +165,22 @@ TEST(CliOptions, UsageErrorsSayWhat) {
         std::vector<std::string_view> args;
         std::string says;
     };
+    // Over the server's limits (api/validate.hpp), refused before the upload: 3,001 characters
+    // (two bytes each, so it is the characters that are counted), 4 KiB of metadata and more.
+    std::string long_prompt;
+    for (int i = 0; i < 3001; ++i)
+        long_prompt += "\xc3\xa9";  // é
+    const std::string long_lyrics(2001, 'l');
+    const std::string big_metadata = "{\"k\":\"" + std::string(4096, 'm') + "\"}";
     const std::vector<bad> cases = {
+        {{"extend", "a.mp3", "--after", "1", "--num-outputs", "3"}, "--num-outputs must be 1 or 2"},
+        {{"extend", "a.mp3", "--after", "1", "--num-outputs", "0"}, "--num-outputs must be 1 or 2"},
+        {{"extend", "a.mp3", "--after", "1", "--prompt", long_prompt},
+         "--prompt must be at most 3000 characters (it has 3001)"},
+        {{"extend", "a.mp3", "--after", "1", "--lyrics", long_lyrics},
+         "--lyrics must be at most 2000 characters"},
+        {{"extend", "a.mp3", "--after", "1", "--length", "601"}, "at most 600 seconds"},
+        {{"extend", "a.mp3", "--after", "1", "--metadata", big_metadata}, "at most 4096 bytes"},
         {{"extend"}, "which song"},
         {{"extend", "a.mp3"}, "--after SECONDS is required"},
         {{"extend", "a.mp3", "b.mp3", "--after", "1"}, "one song at a time"},
@@ -208,6 +223,14 @@ TEST(CliOptions, UsageErrorsSayWhat) {
         EXPECT_NE(r.error.find(c.says), std::string::npos) << r.error;
         EXPECT_NE(r.error.find("--help"), std::string::npos) << r.error;
     }
+    // At the limits: accepted.
+    std::string prompt_at_limit;
+    for (int i = 0; i < 3000; ++i)
+        prompt_at_limit += "\xc3\xa9";
+    auto at =
+        parse({"extend", "a.mp3", "--after", "1", "--num-outputs", "2", "--prompt", prompt_at_limit,
+               "--length", "600", "--metadata", "{ \"k\" : \"" + std::string(4000, 'm') + "\" }"});
+    EXPECT_TRUE(at.opts) << at.error;
     // No key anywhere is an authentication problem, not a usage one.
     auto r = parse({"tasks"}, {});
     EXPECT_FALSE(r.opts);
