@@ -52,6 +52,8 @@ namespace {
 // The engine's lanes of work (lease_worker lanes): new tasks' submits, and everything else.
 constexpr int submit_lane = 0;
 constexpr int other_lane = 1;
+// A job of a kind this version does not know is claimed again after this (run_job).
+constexpr store::millis unknown_kind_retry_ms = 30'000;
 int lane_of(std::string_view kind) {
     return kind == store::submit_job_kind ? submit_lane : other_lane;
 }
@@ -704,6 +706,20 @@ asio::awaitable<providers::update> engine::impl::call_provider(providers::provid
 asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state& lease,
                                             std::optional<prefetched> pre) {
     auto self = shared_from_this();
+    if (job.kind != "mirror" && job.kind != "submit" && job.kind != "poll" &&
+        job.kind != "reconcile") {
+        // A kind a newer version schedules: this replica is the older one of a rolling upgrade
+        // (or the fleet was rolled back). Left for a replica that knows it, never dropped: a
+        // dropped job is a task that waits forever with its credits held.
+        log::warn("a job of a kind this version does not know; left for a newer replica",
+                  {{"kind", job.kind}, {"task_id", job.task_id}});
+        co_await db.write([&](store::transaction& tx) {
+            tx.reschedule_job(lease_of(job, lease), now_ms() + unknown_kind_retry_ms,
+                              job.payload_json);
+        });
+        jobs.with({"unknown", "postponed"}).inc();
+        co_return;
+    }
     if (job.kind == "mirror") {
         // Copying a provider's files into the blob store (core/mirror.hpp).
         auto res = co_await mirror->run(job, lease);
@@ -987,10 +1003,7 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
             }
         }
     } else {
-        log::warn("unknown job kind", {{"kind", job.kind}, {"task_id", job.task_id}});
-        co_await db.write([&](store::transaction& tx) { tx.complete_job(lease_of(job, lease)); });
-        jobs.with({"unknown", "dropped"}).inc();
-        co_return;
+        throw std::logic_error("job kind " + job.kind + " was checked at the top of run_job");
     }
     // What a submit's answer says of the provider's task, kept in case the result cannot be
     // applied for a lost lease (below).

@@ -488,6 +488,51 @@ TEST_F(Engine, EventContextFromTheRequestEqualsParsingTheStoredRequest) {
 // A job that fails on every run (here: a task whose stored request the engine cannot read, as
 // invalid UTF-8 once made) is bounded: after engine.max_job_failures failed runs its task fails
 // with code internal, the hold goes back, and events say why. It used to stay queued forever.
+// A job of a kind this version does not know (a newer replica scheduled it during a rolling
+// upgrade) is left for a replica that knows it: postponed, never dropped, and never counted as
+// a failure of the task. (Older versions deleted it: the task then waited forever.)
+TEST_F(Engine, AJobOfAKindFromANewerVersionIsLeftForANewerReplica) {
+    auto t = queued("ext_newer", "{\"extend_after\": 3}", 1);
+    t.status = "running";
+    write([&](segue::store::transaction& tx) {
+        tx.insert_task(t);
+        segue::store::job_row j;
+        j.kind = "from_a_newer_version";
+        j.task_id = t.id;
+        j.due_at = 0;
+        j.payload_json = R"({"kept":true})";
+        tx.schedule_job(j, false);
+    });
+    const auto started = segue::core::now_ms();
+    start();
+    engine_->notify();
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    std::optional<segue::store::millis> due;
+    while (std::chrono::steady_clock::now() < until) {
+        read([&](segue::store::transaction& tx) { due = tx.next_job_due(); });
+        if (due && *due > started + 20'000)
+            break;
+        std::this_thread::sleep_for(20ms);
+    }
+    ASSERT_TRUE(due) << "the job was dropped";
+    EXPECT_GT(*due, started + 20'000) << "not postponed";
+    EXPECT_NE(metrics_.serialize().find(
+                  R"(segue_engine_jobs_total{kind="unknown",outcome="postponed"} 1)"),
+              std::string::npos);
+    // Its payload goes with it; the task is as it was.
+    bool kept = false;
+    std::optional<segue::store::task_row> after;
+    write([&](segue::store::transaction& tx) {
+        for (const auto& j : tx.claim_jobs("probe", *due, 1000, 10))
+            kept =
+                kept || (j.kind == "from_a_newer_version" && j.payload_json == R"({"kept":true})");
+        after = tx.get_task(t.id);
+    });
+    EXPECT_TRUE(kept);
+    ASSERT_TRUE(after);
+    EXPECT_EQ(after->status, "running");
+}
+
 TEST_F(Engine, APoisonJobFailsItsTaskAndReleasesItsHold) {
     settings_.engine.max_job_failures = 3;
     auto t = queued("ext_poison", "{\"extend_after\": 3, \"prompt\": \"unterminated", 1);
