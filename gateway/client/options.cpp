@@ -3,6 +3,7 @@
 #include <boost/json/parse.hpp>
 
 #include <array>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <map>
@@ -128,6 +129,17 @@ constexpr std::array<field_flag, 11> extend_fields{{
     {"--webhook-url", "webhook_url", check::text},
     {"--metadata", "metadata", check::json_object},
 }};
+
+// An id as the API makes them (ext_..., dlv_...): it goes into a URL path as is, so anything
+// else (a slash, a dot, a space) is a usage error rather than a request to another route.
+bool plain_id(std::string_view s) {
+    if (s.empty() || s.size() > 128)
+        return false;
+    for (char c : s)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-')
+            return false;
+    return true;
+}
 
 }  // namespace
 
@@ -295,6 +307,8 @@ parse_outcome parse_options(const std::vector<std::string_view>& args, const env
                 return fail("--limit must be a whole number from 1 to " + std::to_string(most));
             o.limit = n;
         } else if (name == "--before") {
+            if (!plain_id(*v))
+                return fail("--before takes an id (letters, digits, _ and -), not '" + *v + "'");
             o.before = *v;
         } else if (name == "--status") {
             if (*v != "pending" && *v != "delivered" && *v != "dead")
@@ -303,6 +317,8 @@ parse_outcome parse_options(const std::vector<std::string_view>& args, const env
                 return fail("--dead and --status " + *v + " contradict each other");
             o.status = *v;
         } else if (name == "--task") {
+            if (!plain_id(*v))
+                return fail("--task takes a task id (ext_...), not '" + *v + "'");
             o.task_id = *v;
         }
     }
@@ -323,6 +339,8 @@ parse_outcome parse_options(const std::vector<std::string_view>& args, const env
     } else if (cmd == "watch" || cmd == "cancel") {
         if (positional.size() != 1)
             return fail("needs one task id");
+        if (!plain_id(positional[0]))
+            return fail("'" + positional[0] + "' is not a task id (ext_...)");
         o.id = positional[0];
     } else if (cmd == "deliveries") {
         if (!positional.empty()) {
@@ -335,6 +353,8 @@ parse_outcome parse_options(const std::vector<std::string_view>& args, const env
             } else if (positional.size() != 2 || !o.task_id.empty()) {
                 return fail("redeliver needs one delivery id, or --task ID");
             } else {
+                if (!plain_id(positional[1]))
+                    return fail("'" + positional[1] + "' is not a delivery id (dlv_...)");
                 o.redeliver = true;
                 o.id = positional[1];
             }
