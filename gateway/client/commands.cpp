@@ -260,8 +260,18 @@ class session {
         return c;
     }
 
+    // What went wrong talking to the gateway: it was not reached (resolve, connect, TLS), or it
+    // was and then stopped answering or broke the exchange.
     std::string unreachable(const net::result& res) const {
-        return "cannot reach " + o_.url + ": " + std::string(net::to_string(res.error)) +
+        const bool reached =
+            res.request_sent ||
+            (res.error != net::failure::resolve && res.error != net::failure::connect &&
+             res.error != net::failure::tls && res.error != net::failure::refused_address);
+        const std::string what = !reached ? "cannot reach " + o_.url
+                                 : res.error == net::failure::timeout
+                                     ? "no answer in time from " + o_.url
+                                     : "the exchange with " + o_.url + " broke";
+        return what + ": " + std::string(net::to_string(res.error)) +
                (res.message.empty() ? "" : " (" + res.message + ")");
     }
 
