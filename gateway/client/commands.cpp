@@ -699,9 +699,9 @@ awaitable<int> session::watch(const std::string& id, json::value task) {
             failed = e;
         }
         if (failed)
-            throw cli_error{failed->code, failed->message + "\n  task " + id + " is " +
+            throw cli_error{failed->code, failed->message + "\n  task " + id + " has ended (" +
                                               text(task, "status") +
-                                              "; download its outputs again: " + watch_again()};
+                                              "); download its outputs again: " + watch_again()};
     }
     co_return finish(task, downloads);
 }
