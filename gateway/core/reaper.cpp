@@ -9,6 +9,8 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <string>
+#include <vector>
 
 #include "gateway/config/settings.hpp"
 #include "gateway/log/log.hpp"
@@ -47,7 +49,12 @@ struct reaper::impl : std::enable_shared_from_this<impl> {
                                    "idempotency_keys, blobs, tombstones).",
                                    {"what"})),
           errors(m.make_counter("segue_retention_errors_total",
-                                "Reaper rounds or blob removals that failed (retried later).")) {}
+                                "Reaper rounds or blob removals that failed (retried later).")),
+          without_work(m.make_gauge(
+              "segue_tasks_without_work",
+              "Tasks not ended that have no job and have not changed for 5 minutes, as the "
+              "reaper's last round found them (at most 100): nothing will move them; each is "
+              "logged. 0 unless a job was lost.")) {}
 
     // Runs `batch` (one write unit each, given the database clock) until it returns fewer than
     // retention.batch rows or the stage's cap.
@@ -130,6 +137,7 @@ struct reaper::impl : std::enable_shared_from_this<impl> {
                 co_await batches("tombstones", [&](store::transaction& tx, store::millis now) {
                     return tx.delete_tombstones_before(now - ms(r.tombstones), limit);
                 });
+        c.tasks_without_work = co_await check_tasks_without_work();
         if (c.outputs + c.uploads + c.tasks + c.idempotency_keys + c.blobs + c.tombstones > 0)
             log::info("retention round", {{"outputs", c.outputs},
                                           {"uploads", c.uploads},
@@ -138,6 +146,26 @@ struct reaper::impl : std::enable_shared_from_this<impl> {
                                           {"blobs", c.blobs},
                                           {"tombstones", c.tombstones}});
         co_return c;
+    }
+
+    // Tasks that lost their job: reported (gauge, log), not changed. What would move one on
+    // depends on where it stopped (a submit, a poll, a mirror), and a wrong guess costs a
+    // second generation at the provider; an operator decides (cancel releases its credits).
+    awaitable<int> check_tasks_without_work() {
+        constexpr int most = 100;
+        std::vector<std::string> ids;
+        co_await db.read([&](store::transaction& tx) {
+            ids = tx.tasks_without_work(tx.clock_ms() - ms(reaper::tasks_without_work_after), most);
+        });
+        without_work.set(static_cast<double>(ids.size()));
+        if (!ids.empty()) {
+            std::string some;
+            for (std::size_t i = 0; i < ids.size() && i < 10; ++i)
+                some += (i ? " " : "") + ids[i];
+            log::error("tasks that are not ended have no job: nothing will move them",
+                       {{"count", static_cast<int>(ids.size())}, {"task_ids", some}});
+        }
+        co_return static_cast<int>(ids.size());
     }
 
     awaitable<void> loop() {
@@ -166,6 +194,7 @@ struct reaper::impl : std::enable_shared_from_this<impl> {
     std::atomic<bool> stopped{false};
     metrics::family<metrics::counter>& deleted;
     metrics::counter& errors;
+    metrics::gauge& without_work;
 };
 
 reaper::reaper(asio::io_context& ioc, store::db& db, store::blob_store& blobs,

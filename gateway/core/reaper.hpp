@@ -15,10 +15,14 @@
 //      purged once gone: a crash in between only means another try);
 //   5. purged tombstones older than retention.tombstones.
 // Each stage stops at a batch smaller than retention.batch or after max_batches_per_stage.
+// Then a check, not a deletion: tasks not ended that have no job and have not changed for
+// tasks_without_work_after (store::transaction::tasks_without_work): nothing will ever move
+// them, so each is an error in the log and counts in the gauge segue_tasks_without_work.
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include <chrono>
 #include <memory>
 
 namespace segue::config {
@@ -38,17 +42,21 @@ class registry;
 namespace segue::core {
 
 struct reap_counts {
-    int outputs = 0;           // output files expired
-    int uploads = 0;           // source files expired
-    int tasks = 0;             // tasks deleted (with their files)
-    int idempotency_keys = 0;  // keys deleted
-    int blobs = 0;             // blobs removed from the blob store
-    int tombstones = 0;        // tombstones deleted
+    int outputs = 0;             // output files expired
+    int uploads = 0;             // source files expired
+    int tasks = 0;               // tasks deleted (with their files)
+    int idempotency_keys = 0;    // keys deleted
+    int blobs = 0;               // blobs removed from the blob store
+    int tombstones = 0;          // tombstones deleted
+    int tasks_without_work = 0;  // tasks found with no job (at most 100)
 };
 
 class reaper {
   public:
     static constexpr int max_batches_per_stage = 50;
+    // A task not ended and unchanged this long with no job is reported. Every state a task waits
+    // in has a job, so any age would do; this one leaves a transaction in flight its time.
+    static constexpr std::chrono::milliseconds tasks_without_work_after{5 * 60 * 1000};
 
     // `db`: its writes are the work lane's (app.cpp), beside the engine's.
     reaper(boost::asio::io_context& ioc, store::db& db, store::blob_store& blobs,

@@ -182,6 +182,9 @@ class task_work final : public store::transaction {
         no("expire_files");
     }
     int reap_tasks(store::millis, store::millis, int) override { no("reap_tasks"); }
+    std::vector<std::string> tasks_without_work(store::millis, int) override {
+        no("tasks_without_work");
+    }
     std::vector<store::file_tombstone_row> claim_purges(store::millis, store::millis,
                                                         int) override {
         no("claim_purges");

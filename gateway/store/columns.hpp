@@ -19,6 +19,8 @@
 #define SEGUE_FILE_COLS "id, tenant, task_id, kind, content_type, path, size, sha256, created_at"
 // The final task statuses, as the partial index tasks_finished lists them (both engines).
 #define SEGUE_FINAL_STATUSES "('succeeded', 'partially_succeeded', 'failed', 'canceled')"
+// The others, as the partial index tasks_unfinished lists them (both engines).
+#define SEGUE_UNFINISHED_STATUSES "('queued', 'submitted', 'running')"
 #define SEGUE_TOMBSTONE_COLS "id, tenant, task_id, kind, path, size, deleted_at, purge_at, purged"
 #define SEGUE_DELIVERY_COLS                                                                  \
     "id, event_id, task_id, tenant, seq, url, status, attempts, next_at, lease_owner, "      \

@@ -33,6 +33,14 @@ int pg_transaction::reap_tasks(millis finished_before, millis now, int limit) {
     return static_cast<int>(c_.run(q::delete_tasks, {arr}).affected());
 }
 
+std::vector<std::string> pg_transaction::tasks_without_work(millis untouched_before, int limit) {
+    auto r = c_.run(q::tasks_without_work, {untouched_before, limit});
+    std::vector<std::string> ids;
+    for (int i = 0; i < r.rows(); ++i)
+        ids.push_back(r.text(i, 0));
+    return ids;
+}
+
 std::vector<file_tombstone_row> pg_transaction::claim_purges(millis now, millis lease_ms,
                                                              int limit) {
     auto r = c_.run(q::claim_purges, {now, lease_ms, limit});

@@ -337,6 +337,11 @@ CREATE TABLE secrets (
     created_at BIGINT NOT NULL
 );
 )sql",
+    // 9: as SQLite's migration 12 (store::transaction::tasks_without_work).
+    R"sql(
+CREATE INDEX tasks_unfinished ON tasks (updated_at)
+    WHERE status IN ('queued', 'submitted', 'running');
+)sql",
 };
 
 // Any 64-bit constant, the same in every replica and every `segue migrate`.

@@ -193,6 +193,10 @@ const char* sql_of(q which) {
                    " AND updated_at < $1::bigint AND NOT EXISTS (SELECT 1 FROM deliveries d "
                    "WHERE d.task_id = t.id AND d.status = 'pending') ORDER BY updated_at "
                    "LIMIT $2::int FOR UPDATE SKIP LOCKED";
+        case q::tasks_without_work:
+            return "SELECT id FROM tasks t WHERE status IN " SEGUE_UNFINISHED_STATUSES
+                   " AND updated_at < $1::bigint AND NOT EXISTS (SELECT 1 FROM jobs j "
+                   "WHERE j.task_id = t.id) ORDER BY updated_at LIMIT $2::int";
         case q::tombstone_task_files:
             return "INSERT INTO file_tombstones (id, tenant, task_id, kind, path, size, "
                    "deleted_at) SELECT id, tenant, task_id, kind, path, size, $2::bigint "

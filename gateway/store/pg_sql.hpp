@@ -45,6 +45,7 @@ enum class q : int {
     get_file_tombstone,
     expire_files,
     pick_finished_tasks,
+    tasks_without_work,
     tombstone_task_files,
     delete_task_files,
     delete_task_deliveries,

@@ -92,6 +92,7 @@ class pg_transaction final : public transaction {
     std::optional<file_tombstone_row> get_file_tombstone(std::string_view id) override;
     int expire_files(std::string_view kind, millis created_before, millis now, int limit) override;
     int reap_tasks(millis finished_before, millis now, int limit) override;
+    std::vector<std::string> tasks_without_work(millis untouched_before, int limit) override;
     std::vector<file_tombstone_row> claim_purges(millis now, millis lease_ms, int limit) override;
     void mark_purged(const std::vector<std::string>& ids) override;
     int delete_tombstones_before(millis cutoff, int limit) override;

@@ -65,6 +65,13 @@ int sqlite_transaction::reap_tasks(millis finished_before, millis now, int limit
     return run_for(c_, q::delete_tasks, json);
 }
 
+std::vector<std::string> sqlite_transaction::tasks_without_work(millis untouched_before,
+                                                                int limit) {
+    statement st(c_, q::tasks_without_work);
+    st.bind_all(untouched_before, limit);
+    return ids_of(st);
+}
+
 std::vector<file_tombstone_row> sqlite_transaction::claim_purges(millis now, millis lease_ms,
                                                                  int limit) {
     std::vector<file_tombstone_row> out;

@@ -341,6 +341,12 @@ CREATE TABLE secrets (
     created_at INTEGER NOT NULL
 ) STRICT;
 )sql",
+    // 12: tasks not ended, by when they last changed (store::transaction::tasks_without_work:
+    // the reaper's check for tasks that lost their job).
+    R"sql(
+CREATE INDEX tasks_unfinished ON tasks (updated_at)
+    WHERE status IN ('queued', 'submitted', 'running');
+)sql",
 };
 
 }  // namespace

@@ -172,6 +172,12 @@ const char* sql_of(q which) {
             return "SELECT id FROM tasks t WHERE status IN " SEGUE_FINAL_STATUSES
                    " AND updated_at < ?1 AND NOT EXISTS (SELECT 1 FROM deliveries d "
                    "WHERE d.task_id = t.id AND d.status = 'pending') ORDER BY updated_at LIMIT ?2";
+        case q::tasks_without_work:
+            // tasks_unfinished (partial index: the IN list must be the index's, word for word);
+            // each task's jobs by jobs_task_kind.
+            return "SELECT id FROM tasks t WHERE status IN " SEGUE_UNFINISHED_STATUSES
+                   " AND updated_at < ?1 AND NOT EXISTS (SELECT 1 FROM jobs j "
+                   "WHERE j.task_id = t.id) ORDER BY updated_at LIMIT ?2";
         case q::tombstone_task_files:
             return "INSERT INTO file_tombstones (id, tenant, task_id, kind, path, size, "
                    "deleted_at) SELECT id, tenant, task_id, kind, path, size, ?2 FROM files "

@@ -55,6 +55,7 @@ enum class q : int {
     tombstone_files,
     delete_files,
     pick_finished_tasks,
+    tasks_without_work,
     tombstone_task_files,
     delete_task_files,
     delete_task_deliveries,

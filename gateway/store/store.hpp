@@ -377,6 +377,11 @@ class transaction {
     // deleted with their outputs, attempts, events, deliveries and jobs; their files become
     // tombstones. The ledger keeps its entries (the books stay whole). Returns how many tasks.
     virtual int reap_tasks(millis finished_before, millis now, int limit) = 0;
+    // Tasks not ended that have no job, untouched since before `untouched_before`, oldest
+    // first: nothing will move them (every state a task waits in has a job: its submit, poll,
+    // reconcile or mirror), so each is a job lost, e.g. dropped by an older replica that did
+    // not know its kind. For the reaper's gauge and log; read only.
+    virtual std::vector<std::string> tasks_without_work(millis untouched_before, int limit) = 0;
     // Leases up to `limit` unpurged tombstones due for purging (purge_at <= now) until
     // now + lease_ms: whoever removes their blobs then calls mark_purged; a claimant that dies
     // leaves them to be claimed again.

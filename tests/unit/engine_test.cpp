@@ -10,6 +10,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
 #include <boost/json.hpp>
 
 #include <atomic>
@@ -23,6 +24,7 @@
 
 #include "gateway/core/engine.hpp"
 #include "gateway/core/json.hpp"
+#include "gateway/core/reaper.hpp"
 #include "gateway/metrics/registry.hpp"
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/runtime/io_pool.hpp"
@@ -535,6 +537,33 @@ TEST_F(Engine, AJobOfAKindFromANewerVersionIsLeftForANewerReplica) {
     EXPECT_TRUE(kept);
     ASSERT_TRUE(after);
     EXPECT_EQ(after->status, "running");
+}
+
+// A task that lost its job (none of any kind, unchanged for five minutes, not ended) is
+// reported by the reaper's round: counted, in the gauge, logged; never changed. A job back
+// clears it.
+TEST_F(Engine, TheReaperReportsATaskThatLostItsJob) {
+    auto t = queued("ext_lost", "{\"extend_after\": 3}", 1);
+    t.status = "running";
+    t.updated_at = segue::core::now_ms() - 6 * 60 * 1000;
+    write([&](segue::store::transaction& tx) { tx.insert_task(t); });
+    segue::core::reaper reaper(pool_->main(), *db_, *blobs_, blocking_, settings_, metrics_);
+    thread_ = std::thread([this] { pool_->run(); });
+    auto round = [&] {
+        return boost::asio::co_spawn(pool_->main(), reaper.run_once(), boost::asio::use_future)
+            .get();
+    };
+    EXPECT_EQ(round().tasks_without_work, 1);
+    EXPECT_NE(metrics_.serialize().find("\nsegue_tasks_without_work 1\n"), std::string::npos);
+    std::optional<segue::store::task_row> after;
+    read([&](segue::store::transaction& tx) { after = tx.get_task(t.id); });
+    ASSERT_TRUE(after);
+    EXPECT_EQ(after->status, "running");
+    write([&](segue::store::transaction& tx) {
+        tx.schedule_job({0, "poll", t.id, "", segue::core::now_ms() + 60'000, "", 0, 0, 0}, true);
+    });
+    EXPECT_EQ(round().tasks_without_work, 0);
+    EXPECT_NE(metrics_.serialize().find("\nsegue_tasks_without_work 0\n"), std::string::npos);
 }
 
 TEST_F(Engine, APoisonJobFailsItsTaskAndReleasesItsHold) {

@@ -2073,6 +2073,44 @@ TEST_P(StoreEngineTest, TotalsCountFilesTheirBytesAndTheDatabase) {
 // waits. 1,000 final tasks, each as a real one leaves them (2 outputs, an attempt, 8 events, a
 // delivered webhook per event, 3 files), reaped 100 at a time; the slowest batch is printed
 // and bounded generously (the figure is in the README).
+// Tasks not ended with no job, unchanged since before the cutoff, oldest first: what the
+// reaper reports as lost work. A job of any kind or lease keeps a task out; so do final
+// statuses and recent changes.
+TEST_P(StoreEngineTest, TasksWithoutWorkAreTheUnendedOnesWithNoJob) {
+    auto s = open();
+    auto task = [](const std::string& id, const std::string& status, st::millis updated) {
+        auto t = make_task(id, "tenant_a", updated);
+        t.status = status;
+        return t;
+    };
+    sync_write(*s, [&](st::transaction& tx) {
+        tx.insert_task(task("ext_lost_running", "running", 1000));
+        tx.insert_task(task("ext_lost_queued", "queued", 1500));
+        tx.insert_task(task("ext_lost_submitted", "submitted", 2000));
+        tx.insert_task(task("ext_polled", "running", 1000));
+        tx.insert_task(task("ext_leased", "submitted", 1000));
+        tx.insert_task(task("ext_mirroring", "running", 1000));
+        tx.insert_task(task("ext_recent", "running", 9000));
+        tx.insert_task(task("ext_done", "succeeded", 1000));
+        tx.insert_task(task("ext_canceled", "canceled", 1000));
+        tx.schedule_job({0, "poll", "ext_polled", "", 99'999, "", 0, 0, 0}, false);
+        tx.schedule_job({0, "submit", "ext_leased", "", 1000, "", 0, 0, 0}, false);
+        tx.schedule_job({0, "mirror", "ext_mirroring", R"({"output":1})", 1000, "", 0, 0, 0},
+                        false);
+    });
+    sync_write(*s, [&](st::transaction& tx) {
+        ASSERT_EQ(tx.claim_jobs("w", 1000, 60'000, 10).size(), 2u);  // leased, still a job
+    });
+    std::vector<std::string> ids;
+    sync_read(*s, [&](st::transaction& tx) { ids = tx.tasks_without_work(5000, 10); });
+    EXPECT_EQ(ids, (std::vector<std::string>{"ext_lost_running", "ext_lost_queued",
+                                             "ext_lost_submitted"}));
+    sync_read(*s, [&](st::transaction& tx) { ids = tx.tasks_without_work(5000, 1); });
+    EXPECT_EQ(ids, (std::vector<std::string>{"ext_lost_running"}));
+    sync_read(*s, [&](st::transaction& tx) { ids = tx.tasks_without_work(1000, 10); });
+    EXPECT_TRUE(ids.empty());
+}
+
 TEST_P(StoreEngineTest, RetentionBatchOfAHundredTasksStaysShort) {
     auto s = open();
     constexpr int tasks = 1000;
