@@ -57,6 +57,11 @@ constexpr store::millis unknown_kind_retry_ms = 30'000;
 int lane_of(std::string_view kind) {
     return kind == store::submit_job_kind ? submit_lane : other_lane;
 }
+// The job kinds run_job runs; any other was scheduled by a newer version.
+bool known_job_kind(std::string_view kind) {
+    return kind == store::submit_job_kind || kind == "poll" || kind == "reconcile" ||
+           kind == "mirror";
+}
 
 // Thrown inside a unit of work when this replica no longer holds the job's lease: the unit
 // rolls back and the engine drops the result (the new lease holder redoes the work).
@@ -706,8 +711,7 @@ asio::awaitable<providers::update> engine::impl::call_provider(providers::provid
 asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_state& lease,
                                             std::optional<prefetched> pre) {
     auto self = shared_from_this();
-    if (job.kind != "mirror" && job.kind != "submit" && job.kind != "poll" &&
-        job.kind != "reconcile") {
+    if (!known_job_kind(job.kind)) {
         // A kind a newer version schedules: this replica is the older one of a rolling upgrade
         // (or the fleet was rolled back). Left for a replica that knows it, never dropped: a
         // dropped job is a task that waits forever with its credits held.

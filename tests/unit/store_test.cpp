@@ -97,6 +97,13 @@ st::task_row make_task(const std::string& id, const std::string& tenant = "tenan
     return t;
 }
 
+// tenant_a's task `id` in `status`, made and last changed at `at`.
+st::task_row task_in_status(const std::string& id, const std::string& status, st::millis at) {
+    auto t = make_task(id, "tenant_a", at);
+    t.status = status;
+    return t;
+}
+
 // Runs `sql` on a separate raw connection and returns the first column of each row as text.
 std::vector<std::string> raw_query(const std::string& path, const std::string& sql) {
     sqlite3* db = nullptr;
@@ -1924,11 +1931,7 @@ TEST_P(StoreEngineTest, CommitNoticesNameWhatChanged) {
 // make, the ledger).
 TEST_P(StoreEngineTest, RetentionBatchesDeleteOnlyWhatExpiredAndLeaveTombstones) {
     auto s = open();
-    auto task = [](const std::string& id, const std::string& status, st::millis at) {
-        auto t = make_task(id, "tenant_a", at);
-        t.status = status;
-        return t;
-    };
+    const auto task = task_in_status;
     auto file = [](const std::string& id, const std::string& task_id, const std::string& kind,
                    st::millis at) {
         return st::file_row{id, "tenant_a", task_id, kind, "audio/wav", kind + "s/" + id,
@@ -2069,20 +2072,12 @@ TEST_P(StoreEngineTest, TotalsCountFilesTheirBytesAndTheDatabase) {
     EXPECT_EQ(t.file_bytes, 42);
 }
 
-// A reaper batch is one write unit: it must stay short, or every submission queued behind it
-// waits. 1,000 final tasks, each as a real one leaves them (2 outputs, an attempt, 8 events, a
-// delivered webhook per event, 3 files), reaped 100 at a time; the slowest batch is printed
-// and bounded generously (the figure is in the README).
 // Tasks not ended with no job, unchanged since before the cutoff, oldest first: what the
 // reaper reports as lost work. A job of any kind or lease keeps a task out; so do final
 // statuses and recent changes.
 TEST_P(StoreEngineTest, TasksWithoutWorkAreTheUnendedOnesWithNoJob) {
     auto s = open();
-    auto task = [](const std::string& id, const std::string& status, st::millis updated) {
-        auto t = make_task(id, "tenant_a", updated);
-        t.status = status;
-        return t;
-    };
+    const auto task = task_in_status;
     sync_write(*s, [&](st::transaction& tx) {
         tx.insert_task(task("ext_lost_running", "running", 1000));
         tx.insert_task(task("ext_lost_queued", "queued", 1500));
@@ -2111,6 +2106,10 @@ TEST_P(StoreEngineTest, TasksWithoutWorkAreTheUnendedOnesWithNoJob) {
     EXPECT_TRUE(ids.empty());
 }
 
+// A reaper batch is one write unit: it must stay short, or every submission queued behind it
+// waits. 1,000 final tasks, each as a real one leaves them (2 outputs, an attempt, 8 events, a
+// delivered webhook per event, 3 files), reaped 100 at a time; the slowest batch is printed
+// and bounded generously (the figure is in the README).
 TEST_P(StoreEngineTest, RetentionBatchOfAHundredTasksStaysShort) {
     auto s = open();
     constexpr int tasks = 1000;
