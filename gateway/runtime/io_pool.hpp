@@ -22,7 +22,8 @@ class io_pool {
 
     std::size_t size() const noexcept { return contexts_.size(); }
     boost::asio::io_context& main() noexcept { return *contexts_.front(); }
-    // Round robin, for spreading new connections.
+    // Round robin, for spreading new connections. Not thread-safe: only the listener (on
+    // context 0) calls it.
     boost::asio::io_context& next() noexcept;
     boost::asio::io_context& at(std::size_t i) noexcept { return *contexts_[i]; }
 
