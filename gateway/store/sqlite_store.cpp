@@ -186,6 +186,10 @@ class sqlite_store final : public store {
         // ~1,000 pages and fsync twice inside a commit of the writer: measured, that stall was
         // the whole tail of the submit latency (bench/submit.sh p99 12 ms -> 5.8 ms without it).
         checkpoint_db_ = std::make_unique<connection>(o.path, o.busy_timeout_ms);
+        // A connection learns that the database is in WAL mode (and opens the WAL) only when it
+        // first reads it; until then sqlite3_wal_checkpoint_v2 on it is a no-op that returns
+        // SQLITE_OK (log and copied -1), and every checkpoint fell to the writer's tail.
+        checkpoint_db_->query_text("PRAGMA schema_version");
         checkpoint_pages_ = std::max(1, o.checkpoint_pages);
         sqlite3_wal_hook(writer_db_->get(), &sqlite_store::on_wal_commit, this);
 
@@ -222,7 +226,7 @@ class sqlite_store final : public store {
                 reader_loop();
             });
             checkpointer_ = std::thread([this] {
-                name_thread("store-checkpoint");
+                name_thread("store-ckpt");  // a name has 15 characters at most
                 checkpoint_loop();
             });
         } catch (...) {
@@ -318,8 +322,10 @@ class sqlite_store final : public store {
             while (!rest.empty())
                 rest = rest.subspan(run_group(rest));
             batch.clear();
-            if (finish_checkpoint_.exchange(false, std::memory_order_acq_rel))
+            if (finish_checkpoint_.exchange(false, std::memory_order_acq_rel)) {
                 checkpoint_tail();
+                checkpoint_started_ = false;
+            }
         }
     }
 
@@ -328,7 +334,11 @@ class sqlite_store final : public store {
         auto& s = *static_cast<sqlite_store*>(self);
         s.wal_commits_.fetch_add(1, std::memory_order_relaxed);
         s.wal_pages_.store(static_cast<std::uint64_t>(pages), std::memory_order_relaxed);
-        if (pages >= s.checkpoint_pages_) {
+        // One checkpoint at a time, from its start to the writer's tail: a background
+        // checkpoint started again at every commit would hold SQLite's checkpoint lock nearly
+        // always, the tail would find it busy, and the WAL would never start over.
+        if (pages >= s.checkpoint_pages_ && !s.checkpoint_started_) {
+            s.checkpoint_started_ = true;
             {
                 std::lock_guard lk(s.checkpoint_mutex_);
                 s.checkpoint_due_ = true;
@@ -355,13 +365,17 @@ class sqlite_store final : public store {
             int log_pages = 0, copied = 0;
             const int rc = sqlite3_wal_checkpoint_v2(
                 checkpoint_db_->get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_pages, &copied);
-            if (rc == SQLITE_OK) {
+            // Counted only when the WAL had frames it saw copied: a call that does nothing (on a
+            // connection that cannot see the WAL, see the constructor: copied -1) must not
+            // count as one that works.
+            if (rc == SQLITE_OK && copied > 0)
                 checkpoints_.fetch_add(1, std::memory_order_relaxed);
-                finish_checkpoint_.store(true, std::memory_order_release);
-            } else if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED) {
+            else if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
                 log::warn("store checkpoint failed",
                           {{"error", sqlite3_errmsg(checkpoint_db_->get())}});
-            }
+            // Whatever happened, the writer's tail comes next (and copies what is left), and
+            // after it the next checkpoint may start.
+            finish_checkpoint_.store(true, std::memory_order_release);
             lk.lock();
         }
     }
@@ -728,6 +742,7 @@ class sqlite_store final : public store {
     bool checkpoint_due_ = false;
     bool checkpoint_stop_ = false;
     std::atomic<bool> finish_checkpoint_{false};
+    bool checkpoint_started_ = false;  // the writer's: set by on_wal_commit, cleared after the tail
     std::atomic<std::uint64_t> checkpoints_{0};
     int wal_fd_ = -1;  // the WAL, for the syncer's fdatasync; -1 without synchronous_full
     std::mutex sync_mutex_;

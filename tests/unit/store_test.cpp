@@ -967,6 +967,9 @@ TEST_F(StoreTest, GroupRespectsMaxBatch) {
 
 // Checkpoints run in the background (and are finished by the writer between groups): the WAL
 // is copied into the database file and starts over, so it stays small however much is written.
+// The count is of background checkpoints that copied frames: until 2026-12-06 the
+// checkpointer's connection had never read the database, so SQLite treated it as not in WAL
+// mode and each of its checkpoints did nothing, and the writer's tail did all the copying.
 TEST_F(StoreTest, BackgroundCheckpointsKeepTheWalSmall) {
     st::sqlite_options o;
     o.path = db_path();
