@@ -504,6 +504,15 @@ TEST(ApiEdge, AReplicaStartedWhileItsDatabaseIsDownWaitsForIt) {
                                 {key, "Content-Type: application/json"});
     ASSERT_TRUE(created);
     EXPECT_EQ(created->status, 202) << created->body;
+    // The store's counters on PostgreSQL: its own, and none of SQLite's.
+    auto m = http_request(s->port(), "GET", "/metrics");
+    ASSERT_TRUE(m);
+    EXPECT_GT(segue::test::metric_value(m->body, "segue_store_commits_total"), 0) << m->body;
+    EXPECT_GE(segue::test::metric_value(m->body, "segue_store_conflicts_total"), 0);
+    EXPECT_GE(segue::test::metric_value(m->body, "segue_store_put_off_total"), 0);
+    EXPECT_EQ(segue::test::metric_value(m->body, "segue_store_syncs_total"), -1) << "SQLite's only";
+    auto [code, checked] = segue::test::run_command({"promtool", "check", "metrics"}, m->body);
+    EXPECT_EQ(code, 0) << checked;
 }
 
 // SQLite serves one process: a second segue on the same database (another port, the same
