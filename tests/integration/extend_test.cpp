@@ -770,15 +770,20 @@ TEST(Extend, MetricsCountTasks) {
     EXPECT_NE(m->body.find("segue_task_duration_seconds_bucket"), std::string::npos);
     EXPECT_NE(m->body.find("segue_store_operation_duration_seconds_bucket"), std::string::npos);
     EXPECT_NE(m->body.find("segue_upload_bytes_total"), std::string::npos);
-    // The store's own counters (SQLite, durable): the task's writes committed and were synced.
+    // The store's own counters: the task's writes committed; on SQLite (durable) they were
+    // synced too. Each engine exposes its own series and not the other's.
     const double commits = segue::test::metric_value(m->body, "segue_store_commits_total");
     EXPECT_GT(commits, 0) << m->body;
     EXPECT_GE(segue::test::metric_value(m->body, "segue_store_units_total"), commits);
-    EXPECT_GT(segue::test::metric_value(m->body, "segue_store_syncs_total"), 0);
-    EXPECT_GT(segue::test::metric_value(m->body, "segue_store_wal_pages"), 0);
-    EXPECT_GE(segue::test::metric_value(m->body, "segue_store_checkpoints_total"), 0);
-    EXPECT_EQ(segue::test::metric_value(m->body, "segue_store_conflicts_total"), -1)
-        << "PostgreSQL's only";
+    if (segue::test::testing_postgres()) {
+        EXPECT_GE(segue::test::metric_value(m->body, "segue_store_conflicts_total"), 0);
+        EXPECT_EQ(segue::test::metric_value(m->body, "segue_store_syncs_total"), -1);
+    } else {
+        EXPECT_GT(segue::test::metric_value(m->body, "segue_store_syncs_total"), 0);
+        EXPECT_GT(segue::test::metric_value(m->body, "segue_store_wal_pages"), 0);
+        EXPECT_GE(segue::test::metric_value(m->body, "segue_store_checkpoints_total"), 0);
+        EXPECT_EQ(segue::test::metric_value(m->body, "segue_store_conflicts_total"), -1);
+    }
     auto [code, out] = segue::test::run_command({"promtool", "check", "metrics"}, m->body);
     EXPECT_EQ(code, 0) << out;
 }
