@@ -38,6 +38,7 @@
 #include <cstddef>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -723,6 +724,10 @@ class sqlite_store final : public store {
     static const std::string& checked_path(const std::string& path) {
         if (path.empty() || path == ":memory:" || path.starts_with("file::memory:"))
             throw store_error("sqlite: a database file path is required (WAL needs a file)");
+        // Refused before anything is created beside it (the lock file, <path>.lock).
+        std::error_code ec;
+        if (std::filesystem::is_directory(path, ec))
+            throw store_error("sqlite: " + path + " is a directory, not a database file");
         return path;
     }
 

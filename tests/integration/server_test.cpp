@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <regex>
@@ -355,6 +356,10 @@ TEST(Cli, StartUpFailuresNameTheSetting) {
     auto [dc, dout] = segue::test::run_command({"timeout", "20", bin, "--config", dirdb});
     EXPECT_EQ(dc, 1) << dout;
     EXPECT_NE(dout.find("storage.sqlite_path " + d.path() + ": "), std::string::npos) << dout;
+    EXPECT_NE(dout.find("is a directory"), std::string::npos) << dout;
+    // Bad input changes nothing: no lock file was made beside the directory.
+    EXPECT_FALSE(std::filesystem::exists(d.path() + ".lock"));
+    std::filesystem::remove(d.path() + ".lock");
 }
 
 TEST(Cli, CheckConfigAcceptsAndRefuses) {
