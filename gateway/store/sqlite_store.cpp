@@ -27,6 +27,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -45,6 +46,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -86,26 +88,80 @@ void disable_memory_statistics() {
 // `<database>.lock`, held while the store is open and released when the process exits, however
 // it exits (a SIGKILL included), so a stale lock file never blocks a start. The file names the
 // holder's pid for the message of whoever waits.
+//
+// A store that fails to open removes the lock file if it made it (bad input changes nothing:
+// a `sqlite_path` that is not a database leaves nothing beside it). It unlinks the file while
+// still holding the lock, so a process that opened the same file meanwhile and then got its lock
+// would hold a lock on a file no longer at that path; so a lock counts only when the path still
+// names the locked file, and otherwise it is taken again on the file the path names now.
 class process_lock {
   public:
-    process_lock(const std::string& db_path, int wait_ms) {
-        const std::string path = db_path + ".lock";
-        fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-        if (fd_ < 0)
-            throw store_error("sqlite: cannot open " + path + ": " + std::strerror(errno));
+    process_lock(const std::string& db_path, int wait_ms) : path_(db_path + ".lock") {
         const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
         bool told = false;
+        for (;;) {
+            open_file();
+            if (!try_lock(db_path, wait_ms, until, told))
+                continue;  // the file was removed while we waited: lock the one there now
+            break;
+        }
+        const std::string pid = std::to_string(::getpid()) + "\n";
+        if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) < 0) {
+            // The lock holds without it; only a waiter's message goes without the pid.
+        }
+    }
+    // Until keep(), the destructor removes a lock file this process created (the store failed
+    // to open); after it, the file stays, as it does for a store that opened.
+    ~process_lock() {
+        if (fd_ >= 0 && created_ && !kept_)
+            ::unlink(path_.c_str());  // still locked: nobody else can be using it as theirs
+        release();
+    }
+    void keep() { kept_ = true; }
+    void release() {
+        if (fd_ >= 0)
+            ::close(fd_);  // releases the lock
+        fd_ = -1;
+    }
+    process_lock(const process_lock&) = delete;
+    process_lock& operator=(const process_lock&) = delete;
+
+  private:
+    void open_file() {
+        created_ = false;
+        for (;;) {
+            fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+            if (fd_ >= 0) {
+                created_ = true;
+                return;
+            }
+            if (errno == EEXIST) {
+                fd_ = ::open(path_.c_str(), O_RDWR | O_CLOEXEC);
+                if (fd_ >= 0 || errno != ENOENT)
+                    break;
+                continue;  // removed between the two opens
+            }
+            break;
+        }
+        if (fd_ < 0)
+            throw store_error("sqlite: cannot open " + path_ + ": " + std::strerror(errno));
+    }
+
+    // Locks fd_ (waiting until `until`): true once locked and the path still names the file;
+    // false (fd_ closed) when the file was removed or replaced meanwhile.
+    bool try_lock(const std::string& db_path, int wait_ms,
+                  std::chrono::steady_clock::time_point until, bool& told) {
         while (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
             const int err = errno;
             if (err == EINTR)
                 continue;
             if (err != EWOULDBLOCK) {
-                ::close(fd_);
-                throw store_error("sqlite: cannot lock " + path + ": " + std::strerror(err));
+                release();
+                throw store_error("sqlite: cannot lock " + path_ + ": " + std::strerror(err));
             }
             const std::string holder = holder_of();
             if (std::chrono::steady_clock::now() >= until) {
-                ::close(fd_);
+                release();
                 throw store_error(
                     "the database is in use by another segue process" +
                     (holder.empty() ? std::string() : " (pid " + holder + ")") +
@@ -123,21 +179,15 @@ class process_lock {
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(100));
         }
-        const std::string pid = std::to_string(::getpid()) + "\n";
-        if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) < 0) {
-            // The lock holds without it; only a waiter's message goes without the pid.
-        }
+        struct stat held {};
+        struct stat named {};
+        if (::fstat(fd_, &held) == 0 && ::stat(path_.c_str(), &named) == 0 &&
+            held.st_dev == named.st_dev && held.st_ino == named.st_ino)
+            return true;
+        release();
+        return false;
     }
-    ~process_lock() { release(); }
-    void release() {
-        if (fd_ >= 0)
-            ::close(fd_);  // releases the lock
-        fd_ = -1;
-    }
-    process_lock(const process_lock&) = delete;
-    process_lock& operator=(const process_lock&) = delete;
 
-  private:
     std::string holder_of() const {
         std::array<char, 32> buf{};
         const auto n = ::pread(fd_, buf.data(), buf.size() - 1, 0);
@@ -146,7 +196,10 @@ class process_lock {
             s.pop_back();
         return s.find_first_not_of("0123456789") == std::string::npos ? s : std::string();
     }
+    std::string path_;
     int fd_ = -1;
+    bool created_ = false;
+    bool kept_ = false;
 };
 
 class sqlite_store final : public store {
@@ -247,6 +300,7 @@ class sqlite_store final : public store {
         writer_id_ = writer_.get_id();
         reader_id_ = reader_.get_id();
         syncer_id_ = syncer_.get_id();
+        lock_.keep();
     }
 
     ~sqlite_store() override { close(); }
@@ -724,10 +778,28 @@ class sqlite_store final : public store {
     static const std::string& checked_path(const std::string& path) {
         if (path.empty() || path == ":memory:" || path.starts_with("file::memory:"))
             throw store_error("sqlite: a database file path is required (WAL needs a file)");
-        // Refused before anything is created beside it (the lock file, <path>.lock).
+        // Said plainly, before anything is made beside it (SQLite would say "unable to open
+        // database file").
         std::error_code ec;
         if (std::filesystem::is_directory(path, ec))
             throw store_error("sqlite: " + path + " is a directory, not a database file");
+        // An existing file must be a database already (empty is new). SQLite itself refuses
+        // most other files, but takes a one-byte file for an empty database and overwrites it.
+        if (std::filesystem::is_regular_file(path, ec) &&
+            std::filesystem::file_size(path, ec) > 0) {
+            static constexpr std::string_view magic{"SQLite format 3\0", 16};
+            std::array<char, 16> head{};
+            const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                throw store_error("sqlite: cannot open " + path + ": " + std::strerror(errno));
+            const auto n = ::pread(fd, head.data(), head.size(), 0);
+            ::close(fd);
+            if (n != static_cast<ssize_t>(head.size()) ||
+                std::string_view(head.data(), head.size()) != magic)
+                throw store_error("sqlite: " + path +
+                                  " is not a SQLite database (it does not start with SQLite's "
+                                  "header); name a new file or an existing segue database");
+        }
         return path;
     }
 

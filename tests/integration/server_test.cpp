@@ -360,6 +360,17 @@ TEST(Cli, StartUpFailuresNameTheSetting) {
     // Bad input changes nothing: no lock file was made beside the directory.
     EXPECT_FALSE(std::filesystem::exists(d.path() + ".lock"));
     std::filesystem::remove(d.path() + ".lock");
+    // A regular file that is not a database: refused, untouched, nothing left beside it.
+    auto notdb =
+        d.write("notdb.yaml", "server:\n  listen: 127.0.0.1:0\nstorage:\n  sqlite_path: " + file +
+                                  "\n  blob_dir: " + d.path() + "/e\n");
+    auto [nc, nout] = segue::test::run_command({"timeout", "20", bin, "--config", notdb});
+    EXPECT_EQ(nc, 1) << nout;
+    EXPECT_NE(nout.find("storage.sqlite_path " + file + ": "), std::string::npos) << nout;
+    EXPECT_NE(nout.find("is not a SQLite database"), std::string::npos) << nout;
+    EXPECT_EQ(std::filesystem::file_size(file), 1u);
+    EXPECT_FALSE(std::filesystem::exists(file + ".lock"));
+    EXPECT_FALSE(std::filesystem::exists(file + "-wal"));
 }
 
 TEST(Cli, CheckConfigAcceptsAndRefuses) {

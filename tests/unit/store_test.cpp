@@ -4,9 +4,12 @@
 // group commit on one writer, the syncer, checkpoints). PostgreSQL's own (several writers and
 // processes on one database, LISTEN/NOTIFY, conflicts) are in pg_store_test.cpp.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <stdlib.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -1017,6 +1020,69 @@ TEST_F(StoreTest, BackgroundCheckpointsKeepTheWalSmall) {
         count = static_cast<std::int64_t>(tx.list_tasks("tenant_a", 5000, "").size());
     });
     EXPECT_EQ(count, waves * per_wave);
+}
+
+// Bad input changes nothing: a sqlite_path naming a file that is not a database is refused,
+// the file is untouched (a one-byte file too, which SQLite alone would overwrite), and a lock
+// file made for the attempt is gone again.
+TEST_F(StoreTest, AFileThatIsNotADatabaseIsRefusedAndNothingIsLeftBesideIt) {
+    const std::string path = db_path();
+    {
+        std::FILE* f = std::fopen(path.c_str(), "wb");
+        ASSERT_NE(f, nullptr);
+        std::fputs("these are somebody's notes, not a database\n", f);
+        std::fclose(f);
+    }
+    const auto size = fs::file_size(path);
+    st::sqlite_options o;
+    o.path = path;
+    EXPECT_THROW(st::open_sqlite(o), st::store_error);
+    EXPECT_EQ(fs::file_size(path), size);
+    EXPECT_FALSE(fs::exists(path + ".lock"));
+    EXPECT_FALSE(fs::exists(path + "-wal"));
+    // A lock file that was there before (another store's) is left where it was.
+    fs::remove(path);
+    auto s = st::open_sqlite(o);
+    s->close();
+    s.reset();
+    ASSERT_TRUE(fs::exists(path + ".lock"));
+    {
+        std::FILE* f = std::fopen((path + "x").c_str(), "wb");
+        std::fputs("x", f);  // one byte: SQLite alone would take it for an empty database
+        std::fclose(f);
+    }
+    fs::rename(path + "x", path);
+    EXPECT_THROW(st::open_sqlite(o), st::store_error);
+    EXPECT_EQ(fs::file_size(path), 1u);
+    EXPECT_TRUE(fs::exists(path + ".lock"));
+}
+
+// The lock is held on the file the path names: if the lock file is removed while a store waits
+// for it (a failed open removes the one it made), the waiter locks the file made after, not the
+// removed one, so two processes never both think they hold the database.
+TEST_F(StoreTest, AWaiterWhoseLockFileWasRemovedLocksTheOneThereNow) {
+    const std::string lock_path = db_path() + ".lock";
+    const int held = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    ASSERT_GE(held, 0);
+    ASSERT_EQ(::flock(held, LOCK_EX | LOCK_NB), 0);  // another process's, as far as it knows
+    st::sqlite_options o;
+    o.path = db_path();
+    o.lock_wait_ms = 10'000;
+    auto opened = std::async(std::launch::async, [&] { return st::open_sqlite(o); });
+    // Let it open the file and start waiting, then take the file away and let go.
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    ASSERT_EQ(opened.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+    ASSERT_EQ(::unlink(lock_path.c_str()), 0);
+    ::close(held);
+    auto s = opened.get();
+    // The store holds the lock of the file at the path: nobody else can take it.
+    ASSERT_TRUE(fs::exists(lock_path));
+    const int probe = ::open(lock_path.c_str(), O_RDWR | O_CLOEXEC);
+    ASSERT_GE(probe, 0);
+    EXPECT_NE(::flock(probe, LOCK_EX | LOCK_NB), 0);
+    EXPECT_EQ(errno, EWOULDBLOCK);
+    ::close(probe);
+    s->close();
 }
 
 TEST_P(StoreEngineTest, ReadUnitsCannotWrite) {
