@@ -206,6 +206,7 @@ class sqlite_store final : public store {
   public:
     explicit sqlite_store(const sqlite_options& o)
         : lock_(checked_path(o.path), o.lock_wait_ms),
+          path_(o.path),
           max_batch_(static_cast<std::size_t>(std::max(1, o.max_batch))),
           sync_wal_(o.synchronous_full),
           before_sync_(o.before_sync) {
@@ -333,10 +334,19 @@ class sqlite_store final : public store {
         stop_checkpointer();
         if (checkpointer_.joinable())
             checkpointer_.join();
+        if (checkpoints_off_.load(std::memory_order_acquire))
+            for (auto* c : {writer_db_.get(), reader_db_.get(), checkpoint_db_.get()})
+                if (c)
+                    sqlite3_db_config(c->get(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
         checkpoint_db_.reset();
         reader_db_.reset();
         writer_db_.reset();  // the last connection to close checkpoints and removes the WAL
-        lock_.release();     // closed: another process may open it now
+        // Unless a sync failed: then the WAL stays, and so must the frames the shared index
+        // says were copied already (into pages the kernel may have dropped). Without the index
+        // the next open rebuilds it from the WAL alone and copies every frame again.
+        if (checkpoints_off_.load(std::memory_order_acquire))
+            ::unlink((path_ + "-shm").c_str());
+        lock_.release();  // closed: another process may open it now
     }
 
     void set_commit_listener(std::function<void(const commit_notice&)> fn) override {
@@ -416,6 +426,8 @@ class sqlite_store final : public store {
             if (checkpoint_stop_)
                 return;
             checkpoint_due_ = false;
+            if (checkpoints_off_.load(std::memory_order_acquire))
+                continue;
             lk.unlock();
             int log_pages = 0, copied = 0;
             const int rc = sqlite3_wal_checkpoint_v2(
@@ -438,6 +450,8 @@ class sqlite_store final : public store {
     // On the writer, between groups: copies what the background checkpoint left (the frames
     // committed while it ran), so that the next transaction starts the WAL over.
     void checkpoint_tail() {
+        if (checkpoints_off_.load(std::memory_order_acquire))
+            return;
         int log_pages = 0, copied = 0;
         const int rc = sqlite3_wal_checkpoint_v2(writer_db_->get(), nullptr,
                                                  SQLITE_CHECKPOINT_PASSIVE, &log_pages, &copied);
@@ -618,7 +632,7 @@ class sqlite_store final : public store {
                 } else if (const std::string why = sync_wal(); !why.empty()) {
                     log::error("store: fdatasync of the WAL failed; refusing further writes",
                                {{"error", why}});
-                    sync_failed_.store(true, std::memory_order_release);
+                    stop_checkpoints();
                     sync_err = sync_failure();
                 } else {
                     syncs_.fetch_add(1, std::memory_order_relaxed);
@@ -662,6 +676,16 @@ class sqlite_store final : public store {
         if (::fdatasync(wal_fd_) != 0)
             return std::strerror(errno);
         return {};
+    }
+
+    // After a failed sync of the WAL nothing since the last good one may be trusted to be on
+    // disk (the kernel may have dropped the pages it could not write): writes are refused, and
+    // no checkpoint may run, not even the one SQLite makes when the last connection closes,
+    // which would copy frames read back from the disk into the database and delete the WAL.
+    // The WAL stays for the next start, whose recovery keeps the frames whose checksums hold.
+    void stop_checkpoints() {
+        checkpoints_off_.store(true, std::memory_order_release);
+        sync_failed_.store(true, std::memory_order_release);
     }
 
     // Every commit up to `seq` is durable.
@@ -805,6 +829,7 @@ class sqlite_store final : public store {
 
     // First: released last, once every connection below is closed.
     process_lock lock_;
+    const std::string path_;
     const std::size_t max_batch_;
     const bool sync_wal_;  // synchronous_full: the syncer fdatasyncs, reads wait for it
     const std::function<void()> before_sync_;
@@ -822,6 +847,8 @@ class sqlite_store final : public store {
     bool checkpoint_started_ = false;  // the writer's: set by on_wal_commit, cleared after the tail
     std::atomic<std::uint64_t> checkpoints_{0};
     int wal_fd_ = -1;  // the WAL, for the syncer's fdatasync; -1 without synchronous_full
+    // A sync failed: no checkpoint may complete after it (see stop_checkpoints).
+    std::atomic<bool> checkpoints_off_{false};
     std::mutex sync_mutex_;
     std::condition_variable sync_cv_;
     std::vector<synced_group> sync_queue_;

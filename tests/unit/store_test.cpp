@@ -898,6 +898,60 @@ TEST_F(StoreTest, AWriteThatChangesNothingIsNotSynced) {
     EXPECT_NE(store_error_of(written_f.get()).find("fsync"), std::string::npos);
 }
 
+// After a failed fdatasync of the WAL nothing since the last good sync can be trusted to be on
+// disk: writes are refused, and the WAL is neither checkpointed nor deleted at close (SQLite
+// would copy frames read back from the disk into the database), and its shared index goes, so
+// the next open recovers from the WAL itself. Every acknowledged write is found there.
+TEST_F(StoreTest, AfterAFailedSyncTheWalIsLeftForTheNextStartToRecover) {
+    std::atomic<bool> fail{false};
+    st::sqlite_options o;
+    o.path = db_path();
+    o.synchronous_full = true;
+    o.checkpoint_pages = 16;  // background checkpoints and tails run before the failure
+    o.before_sync = [&] {
+        if (fail.load())
+            throw std::runtime_error("injected");
+    };
+    auto s = st::open_sqlite(o);
+    const std::string big(8 * 1024, 'x');
+    auto write_one = [&](int i) {
+        std::promise<std::exception_ptr> p;
+        auto f = p.get_future();
+        s->submit_write(
+            [&, i](st::transaction& tx) {
+                auto t = make_task("ext_d" + std::to_string(i));
+                t.request_json = big;
+                tx.insert_task(t);
+            },
+            [&](std::exception_ptr e) { p.set_value(e); });
+        return f.get();
+    };
+    int acknowledged = 0;
+    for (; acknowledged < 200; ++acknowledged)
+        ASSERT_FALSE(write_one(acknowledged));
+    ASSERT_GT(s->stats().checkpoints, 0u);
+    fail = true;
+    for (int i = acknowledged; i < acknowledged + 5; ++i) {
+        const auto e = write_one(i);
+        ASSERT_TRUE(e);
+        EXPECT_NE(store_error_of(e).find("fsync"), std::string::npos);
+    }
+    s->close();
+    s.reset();
+    ASSERT_TRUE(fs::exists(db_path() + "-wal"));
+    EXPECT_GT(fs::file_size(db_path() + "-wal"), 0u);
+    EXPECT_FALSE(fs::exists(db_path() + "-shm"));
+    auto again = open();
+    std::int64_t count = 0;
+    sync_read(*again, [&](st::transaction& tx) {
+        count = static_cast<std::int64_t>(tx.list_tasks("tenant_a", 5000, "").size());
+        for (int i = 0; i < acknowledged; ++i)
+            if (!tx.get_task("ext_d" + std::to_string(i)))
+                ADD_FAILURE() << "ext_d" << i << " was acknowledged and is gone";
+    });
+    EXPECT_GE(count, acknowledged);
+}
+
 // Reads interleaved with a stream of writes all succeed and see every write completed before
 // them (with synchronous_full some wait for a sync, as many as the timing makes); without
 // synchronous_full (no fsync at all) reads never wait.
