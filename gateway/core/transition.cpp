@@ -103,14 +103,16 @@ task_work::snapshot task_work::load(store::transaction& tx, std::string_view tas
     const auto ctx = engine::event_context_of(t.request_json);
     s.endpoint_gone = !ctx.webhook_url.empty() && tx.endpoint_gone(t.tenant, ctx.webhook_url);
     // The unique entries a transition may write: captures, the final release and this
-    // attempt's failover adjustment. Nothing held (a free provider): it writes none of them,
-    // so nothing is looked up.
-    if (s.ledger.hold == 0)
-        return s;
+    // attempt's failover adjustment. Nothing held (a free provider so far): only a failover to
+    // a paid one writes an entry, its first hold.
     auto note = [&](int output, std::string_view kind, std::string_view key) {
         if (tx.find_ledger_entry(t.tenant, t.id, output, kind, key))
             s.ledger_keys.insert(key_of(output, kind, key));
     };
+    if (s.ledger.hold == 0) {
+        note(0, "hold", "failover-" + std::to_string(attempt_number));
+        return s;
+    }
     for (int i = 1; i <= t.num_outputs; ++i)
         note(i, "capture", "");
     note(0, "release", "");
@@ -1001,9 +1003,8 @@ std::optional<json::object> transition::retarget_hold(store::transaction& tx,
                                                       const store::task_row& t,
                                                       const std::string& next, int attempt_number,
                                                       result& res) const {
+    // Nothing held (a free provider so far): a paid next provider is held for like at submit.
     const auto l = tx.ledger_for_task(t.id);
-    if (l.hold == 0)
-        return std::nullopt;  // nothing was held (a free provider first): nothing to move
     const std::int64_t current = l.hold - l.released;
     const std::int64_t target = estimate_hold_milli(env_.settings, next, t.num_outputs);
     if (target == current)
@@ -1032,13 +1033,11 @@ std::optional<json::object> transition::retarget_hold(store::transaction& tx,
     return d;
 }
 
-// Ledger: how much more a failover to `next` would hold (0 when nothing more, or nothing
-// was held).
+// Ledger: how much more a failover to `next` would hold (0 when nothing more; all of its price
+// when nothing was held, a free provider first).
 std::int64_t transition::failover_extra_hold(store::transaction& tx, const store::task_row& t,
                                              const std::string& next) const {
     const auto l = tx.ledger_for_task(t.id);
-    if (l.hold == 0)
-        return 0;
     const std::int64_t current = l.hold - l.released;
     return std::max<std::int64_t>(
         0, estimate_hold_milli(env_.settings, next, t.num_outputs) - current);

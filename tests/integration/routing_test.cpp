@@ -59,6 +59,7 @@ struct world {
             "    main:\n      chain: [{provider: musicgpt}, {provider: musicapi}]\n"
             "    only_api:\n      chain: [{provider: musicapi}]\n"
             "    cheap_first:\n      chain: [{provider: musicapi}, {provider: musicgpt}]\n"
+            "    free_first:\n      chain: [{provider: sandbox}, {provider: musicgpt}]\n"
             "retry:\n  transient: {initial: 50ms, max: 100ms}\n"
             "  rate_limited: {initial: 50ms, max: 100ms}\n"
             "credits:\n  admin_key: admin-secret\n" +
@@ -367,4 +368,54 @@ TEST(Routing, AFailoverThatTheBalanceCannotCoverFailsTheTask) {
     EXPECT_EQ(num(c["held"]), 0) << json::serialize(c);
     EXPECT_EQ(num(c["captured"]), 0);
     EXPECT_EQ(num(c["available"]), 4);
+}
+
+// The sandbox is free (nothing is held at submit); when it gives up and the task fails over to
+// a paid provider, that provider's price is held like at submit and captured per output, and a
+// balance that cannot cover it fails the task before anything is sent there.
+TEST(Routing, AFailoverFromAFreeProviderHoldsTheNextOnesPrice) {
+    // A source nobody serves: the sandbox cannot fetch it (transient), MusicGPT takes the URL.
+    const std::string dead =
+        "http://127.0.0.1:" + std::to_string(segue::test::free_port()) + "/gone.mp3";
+    const std::string body =
+        R"({"audio_url":")" + dead + R"(","extend_after":2,"num_outputs":2,"route":"free_first"})";
+    {
+        world w;
+        auto id = w.submit(body);
+        auto t = w.wait_final(id);
+        ASSERT_EQ(t["status"], "succeeded") << json::serialize(t);
+        EXPECT_EQ(t["provider"], "musicgpt");
+        EXPECT_EQ(num(t["credits"].at("held")), 10) << json::serialize(t["credits"]);
+        EXPECT_EQ(num(t["credits"].at("captured")), 10) << json::serialize(t["credits"]);
+        auto c = w.credits();
+        EXPECT_EQ(num(c["captured"]), 10) << json::serialize(c);
+        EXPECT_EQ(num(c["held"]), 0);
+        EXPECT_EQ(num(c["available"]), 990);
+        int holds = 0;
+        for (auto& e : c["entries"].as_array()) {
+            const auto& o = e.as_object();
+            if (o.at("kind") == "hold") {
+                ++holds;
+                EXPECT_EQ(num(o.at("amount")), 10) << json::serialize(o);
+                EXPECT_EQ(o.at("note"), "failover to musicgpt") << json::serialize(o);
+            }
+        }
+        EXPECT_EQ(holds, 1) << json::serialize(c);
+    }
+    {
+        world w("", 9);  // MusicGPT would hold 10
+        auto id = w.submit(body);
+        auto t = w.wait_final(id);
+        EXPECT_EQ(t["status"], "failed") << json::serialize(t);
+        EXPECT_EQ(t["error"].at("code"), "insufficient_credits") << json::serialize(t["error"]);
+        EXPECT_NE(std::string(t["error"].at("message").as_string())
+                      .find("would hold 10 more credits, and the tenant has 9 available"),
+                  std::string::npos)
+            << json::serialize(t["error"]);
+        EXPECT_TRUE(w.mg.requests("submit").empty()) << "nothing is sent to the paid provider";
+        auto c = w.credits();
+        EXPECT_EQ(num(c["held"]), 0) << json::serialize(c);
+        EXPECT_EQ(num(c["captured"]), 0);
+        EXPECT_EQ(num(c["available"]), 9);
+    }
 }
