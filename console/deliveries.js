@@ -31,6 +31,10 @@ export async function render(main, [taskParam], signal) {
       h('div', { class: 'scroll' }, h('table', {},
         head('Delivery', 'Task', 'Event', 'URL', 'Attempts', 'Delivered', ''), delivered))));
 
+  const queued = (ok) => {
+    if (ok) toast(`${ok} deliver${ok === 1 ? 'y' : 'ies'} queued again`);
+  };
+
   async function redeliver(ids) {
     let ok = 0;
     for (const id of ids) {
@@ -41,7 +45,20 @@ export async function render(main, [taskParam], signal) {
         toast(`${id}: ${problemText(e)}`, 'error');
       }
     }
-    if (ok) toast(`${ok} deliver${ok === 1 ? 'y' : 'ies'} queued again`);
+    queued(ok);
+    await reload();
+  }
+
+  // Every dead delivery of a task in one request, so that they go out in sequence order (one
+  // by one, each would go in the order it was redelivered, and the list is newest first).
+  async function redeliverTask(taskId) {
+    try {
+      const r = await api('/v1/deliveries/redeliver', { method: 'POST', signal,
+        body: { task_id: taskId, status: 'dead' } });
+      queued(r.data.length);
+    } catch (e) {
+      toast(problemText(e), 'error');
+    }
     await reload();
   }
 
@@ -118,7 +135,7 @@ export async function render(main, [taskParam], signal) {
     counts.textContent = `${x.data.length}${x.has_more ? '+' : ''} dead · ` +
       `${p.data.length}${p.has_more ? '+' : ''} pending`;
     all.hidden = !(t && x.data.length);
-    all.onclick = () => redeliver(x.data.map((d) => d.id));
+    all.onclick = () => redeliverTask(t);
     // The address says the filter (a reload keeps it), and stops saying it once cleared.
     history.replaceState(null, '', t ? `#/deliveries?task=${t}` : '#/deliveries');
   }

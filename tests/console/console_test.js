@@ -290,6 +290,22 @@ async function main() {
     await page.type('#webhook-url', `http://127.0.0.1:${hookPort}/hook`);
     await shot('new-extension');
     ok(`song dropped and splice picked on the waveform at ${picked} s`);
+    // Past the end of the song decoded here: said at once, and nothing is uploaded.
+    const setAfter = (v) => page.$eval('#extend-after', (e, x) => {
+      e.value = x;
+      e.dispatchEvent(new Event('input'));
+    }, v);
+    let posts = 0;
+    const countPosts = (r) => { if (r.method() === 'POST') posts++; };
+    page.on('request', countPosts);
+    await setAfter('7');
+    await page.click('#submit');
+    await page.waitForFunction(() => /^extend_after is beyond the end of the song \(\d\.\d{3} s\)$/
+      .test(document.getElementById('form-errors').textContent));
+    page.off('request', countPosts);
+    assert.equal(posts, 0, 'nothing sent for an extend_after past the end');
+    assert.equal(await page.$eval('#extend-after', (e) => e.getAttribute('aria-invalid')), 'true');
+    await setAfter(String(picked));
 
     // 3. Submit, with the page's uploads slowed (DevTools' throttling, 120 kB/s: the song takes
     // about 2 s) so that the progress shows and can be canceled. A canceled upload creates no
@@ -523,8 +539,12 @@ async function main() {
       hint: 'Seconds into the song: type it in (the console has no waveform of a song elsewhere)' });
     await page.type('#audio-url', 'ftp://127.0.0.1/song.wav');
     assert.equal(await page.$eval('#submit', (b) => b.disabled), true, 'an ftp URL is not sendable');
+    // and it says why
+    assert.equal(await page.$eval('#url-error', (e) => (e.hidden ? '' : e.textContent)),
+      'Only http:// and https:// URLs can be fetched.');
     await page.$eval('#audio-url', (e) => { e.value = ''; });
     await page.type('#audio-url', songUrl);
+    assert.equal(await page.$eval('#url-error', (e) => e.hidden), true);
     await page.select('#num-outputs', '1');
     await page.type('#length', '2');
     expectedFailure = { status: 422, path: '/v1/extensions' };
@@ -667,8 +687,19 @@ async function main() {
     await page.waitForFunction((n) => document.querySelectorAll('#dead-rows tr').length === n &&
       !document.getElementById('redeliver-all').disabled, {}, dead.length);
     await page.waitForSelector('#redeliver-all:not([hidden])');
+    // All of them in one request to the task-wide endpoint, so they go out in sequence order
+    // (one by one, newest first as listed, a receiver would get them backwards).
+    const redeliveries = [];
+    const onRedeliver = (r) => {
+      if (r.method() === 'POST' && /redeliver$/.test(new URL(r.url()).pathname))
+        redeliveries.push({ path: new URL(r.url()).pathname, body: r.postData() });
+    };
+    page.on('request', onRedeliver);
     await page.click('#redeliver-all');
     await page.waitForFunction((n) => document.getElementById('toast').textContent.includes(`${n} deliveries queued again`), {}, dead.length);
+    page.off('request', onRedeliver);
+    assert.deepEqual(redeliveries.map((r) => r.path), ['/v1/deliveries/redeliver']);
+    assert.deepEqual(JSON.parse(redeliveries[0].body), { task_id: taskId, status: 'dead' });
     for (let i = 0; i < 100; i++) {
       const all = (await call(`/v1/deliveries?task_id=${taskId}`, KEY_A)).body.data;
       if (all.every((d) => d.status === 'dead' && d.updated_at > lastUpdate)) break;
