@@ -65,7 +65,9 @@ export function problemText(e) {
   if (!e) return 'failed';
   const p = e.problem;
   let text = e.message || String(e);
-  if (p && Array.isArray(p.errors) && p.errors.length)
-    text += ': ' + p.errors.map((x) => `${x.field} ${x.message}`).join('; ');
+  // Each field's error, unless the detail says it already (a 422 about one field does).
+  const more = p && Array.isArray(p.errors)
+    ? p.errors.map((x) => `${x.field} ${x.message}`).filter((t) => !text.includes(t)) : [];
+  if (more.length) text += ': ' + more.join('; ');
   return text;
 }

@@ -87,7 +87,8 @@ export async function render(main, [query], signal) {
   const panels = {
     upload: h('div', { id: 'upload-panel' }, drop),
     url: h('div', { id: 'url-panel' }, field('Audio URL', audioUrl,
-      'http or https: the gateway fetches it when the task runs')),
+      'http or https: the gateway fetches it when the task runs'),
+      h('p', { id: 'url-error', class: 'error', role: 'alert', hidden: true })),
   };
   // The output to continue: which one (a link to its task), and the clip that is sent, in
   // read-only fields (errors[] names them: clip.id, clip.provider).
@@ -158,7 +159,17 @@ export async function render(main, [query], signal) {
     refresh();
   }
   choice.addEventListener('change', (e) => show(e.target.value));
-  audioUrl.addEventListener('input', refresh);
+  // Why Extend stays off for a URL typed in: said under it, not left to guess.
+  audioUrl.addEventListener('input', () => {
+    const v = audioUrl.value.trim();
+    const bad = v !== '' && !httpUrl(v);
+    const note = panels.url.querySelector('#url-error');
+    note.textContent = bad ? 'Only http:// and https:// URLs can be fetched.' : '';
+    note.hidden = !bad;
+    if (bad) audioUrl.setAttribute('aria-invalid', 'true');
+    else audioUrl.removeAttribute('aria-invalid');
+    refresh();
+  });
 
   function setSplice(t) {
     after.value = t.toFixed(2);
@@ -282,6 +293,15 @@ export async function render(main, [query], signal) {
     errors.textContent = '';
     for (const el of form.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
     if (!ready()) return;
+    // Past the end of a song decoded here: said at once, before its upload (the gateway would
+    // refuse it after). A little leeway: a browser's decoder may count a few ms fewer.
+    const song = songs[mode];
+    if (song && Number(after.value) > song.audio.duration + 0.05) {
+      errors.textContent = `extend_after is beyond the end of the song ` +
+        `(${song.audio.duration.toFixed(3)} s)`;
+      after.setAttribute('aria-invalid', 'true');
+      return;
+    }
     const viaUpload = mode === 'upload';
     busy = true;
     refresh();
