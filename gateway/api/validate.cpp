@@ -204,8 +204,10 @@ validation_result validate_extend_request(const validation_input& in) {
 
     // Source: exactly one of audio_file, audio_url, clip.
     int sources = in.has_file ? 1 : 0;
-    if (c.get("audio_file"))
+    if (c.get("audio_file")) {
         c.error("audio_file", "must be a file part of a multipart/form-data body");
+        ++sources;  // a source, sent the wrong way: said once, above
+    }
     if (auto u = c.url_field("audio_url")) {
         ++sources;
         r.source = core::source_kind::url;
@@ -231,7 +233,8 @@ validation_result validate_extend_request(const validation_input& in) {
             if (!p || !p->is_string() || p->get_string().empty())
                 c.error("clip.provider", "is required and must be a string");
             else if (in.provider_exists && !in.provider_exists(p->get_string()))
-                c.error("clip.provider", "unknown provider");
+                c.error("clip.provider",
+                        "is not an enabled provider (GET /v1/providers lists them)");
             if (!id || !id->is_string() || id->get_string().empty() ||
                 id->get_string().size() > 256)
                 c.error("clip.id", "is required and must be a string of at most 256 characters");
@@ -265,6 +268,8 @@ validation_result validate_extend_request(const validation_input& in) {
     if (extend_after) {
         if (*extend_after < 0)
             c.error("extend_after", "must be >= 0");
+        else if (*extend_after > max_extend_after_seconds)
+            c.error("extend_after", "must be at most 86400 seconds (24 h) and within the song");
         else
             r.extend_after = *extend_after;
     }
@@ -303,7 +308,7 @@ validation_result validate_extend_request(const validation_input& in) {
     r.webhook_url = c.url_field("webhook_url");
     if (auto p = c.string_field("provider", 64)) {
         if (in.provider_exists && !in.provider_exists(*p))
-            c.error("provider", "unknown provider");
+            c.error("provider", "is not an enabled provider (GET /v1/providers lists them)");
         else
             r.provider = p;
     }

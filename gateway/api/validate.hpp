@@ -36,6 +36,8 @@ inline constexpr std::size_t max_lyrics_chars = 2000;
 inline constexpr std::size_t max_section_chars = 3000;
 inline constexpr std::size_t max_metadata_bytes = 4096;
 inline constexpr double max_length_seconds = 600;
+// No song is a day long: a larger extend_after is a mistake, refused before any source is read.
+inline constexpr double max_extend_after_seconds = 86'400;
 
 // Characters (UTF-8 code points) in `s`; counts invalid bytes as one each.
 std::size_t utf8_length(std::string_view s);

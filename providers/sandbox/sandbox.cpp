@@ -216,9 +216,30 @@ boost::asio::awaitable<update> sandbox_provider::submit(const task_view& task, s
     // The source first: a provider that cannot fetch it says so before it takes the task, so a
     // passing failure (a refused connection, a 5xx) is retried like any failed submit.
     if (url) {
-        if (auto failed =
-                co_await fetch_source(task, svc, (fs::path(svc.work_dir) / "input").string()))
+        const std::string input = (fs::path(svc.work_dir) / "input").string();
+        if (auto failed = co_await fetch_source(task, svc, input))
             co_return *failed;
+        // Checked as an upload is at submit: audio that cannot be decoded, or an extend_after
+        // past its end, fails the task at once, saying so (not each output in turn).
+        audio::probe_result probe;
+        co_await svc.blocking.run([&] { probe = audio::probe(input); });
+        std::string why;
+        if (!probe.ok)
+            why = "audio_url: " + probe.error;
+        else if (task.request.extend_after > probe.duration_seconds) {
+            char secs[64];
+            std::snprintf(secs, sizeof secs, "(%.3f s) is beyond the end of the song (%.3f s)",
+                          task.request.extend_after, probe.duration_seconds);
+            why = std::string("extend_after ") + secs;
+        }
+        if (!why.empty()) {
+            u.what = update::kind::failed;
+            u.error = core::error_class::rejected;
+            u.error_code = "unprocessable_audio";
+            u.error_message = std::move(why);
+            u.source_failure = true;  // the user's audio, not the sandbox: no breaker failure
+            co_return u;
+        }
     }
     u.what = update::kind::accepted;
     // Said plainly in the task: the sandbox continues the song's own material.

@@ -903,6 +903,38 @@ TEST(Extend, ASourceHostThatFailsAtFirstIsAskedAgainBeforeTheSandboxTakesTheTask
     EXPECT_NE(p->body.find(R"("healthy":true)"), std::string::npos) << p->body;
 }
 
+// An audio_url is checked as an upload is, once the sandbox has fetched it: extend_after past
+// its end (or audio it cannot decode) fails the task at once, class rejected, code
+// unprocessable_audio, saying why; not each output in turn as "no outputs". No credits stay held
+// and the sandbox's circuit does not count it.
+TEST(Extend, AUrlSourceShorterThanExtendAfterFailsSayingSo) {
+    segue::test::temp_dir d;
+    auto song = make_song(d, "wav", 4, 22050, 1);
+    static_server files(song.bytes);
+    const std::string url = "http://127.0.0.1:" + std::to_string(files.port()) + "/song.wav";
+    segue_process s(
+        config_for(d.path(), "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n"));
+    auto r = post_json(
+        s.port(), R"({"audio_url":")" + url + R"(","extend_after":6,"length":2,"num_outputs":2})",
+        {key_a});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 202) << r->body;
+    const std::string id(parse(r->body)["id"].as_string());
+    auto t = wait_final(s.port(), id, key_a);
+    EXPECT_EQ(t["status"], "failed") << json::serialize(t);
+    EXPECT_EQ(t["error"].at("code"), "unprocessable_audio") << json::serialize(t["error"]);
+    EXPECT_EQ(t["error"].at("class"), "rejected") << json::serialize(t["error"]);
+    EXPECT_NE(json::serialize(t["error"])
+                  .find("extend_after (6.000 s) is beyond the end of the song (4.000 s)"),
+              std::string::npos)
+        << json::serialize(t["error"]);
+    EXPECT_EQ(t["attempts"].as_array().size(), 1u) << "rejected: not retried";
+    EXPECT_EQ(files.hits.load(), 1);
+    auto p = http_request(s.port(), "GET", "/v1/providers", "", {key_a});
+    ASSERT_TRUE(p);
+    EXPECT_NE(p->body.find(R"("healthy":true)"), std::string::npos) << p->body;
+}
+
 TEST(Extend, UrlSourceIsFetchedThroughTheGuard) {
     segue::test::temp_dir d;
     auto song = make_song(d, "wav", 8, 22050, 1);
@@ -937,7 +969,8 @@ TEST(Extend, UrlSourceIsFetchedThroughTheGuard) {
         EXPECT_EQ(files.hits.load(), 1);
 
         // Past the end of the 8 s song: only the fetch can tell, so it is accepted, and the
-        // task's error says why it failed (the outputs' one reason), not only that it did.
+        // task's error says why it failed, not only that it did (see also
+        // AUrlSourceShorterThanExtendAfterFailsSayingSo).
         std::string past = body;
         past.replace(past.find("\"extend_after\":3"), 16, "\"extend_after\":20");
         r = post_json(s.port(), past, {key_a});
@@ -946,7 +979,7 @@ TEST(Extend, UrlSourceIsFetchedThroughTheGuard) {
         t = wait_final(s.port(), std::string(parse(r->body)["id"].as_string()), key_a);
         EXPECT_EQ(t["status"], "failed") << json::serialize(t);
         const auto& e = t["error"].as_object();
-        EXPECT_EQ(e.at("code"), "no_outputs") << json::serialize(e);
+        EXPECT_EQ(e.at("code"), "unprocessable_audio") << json::serialize(e);
         EXPECT_NE(std::string(e.at("message").as_string()).find("extend_after (20"),
                   std::string::npos)
             << json::serialize(e);
@@ -954,7 +987,8 @@ TEST(Extend, UrlSourceIsFetchedThroughTheGuard) {
         const auto& attempts = t["attempts"].as_array();
         ASSERT_EQ(attempts.size(), 1u) << json::serialize(t);
         EXPECT_EQ(attempts[0].at("status"), "failed") << json::serialize(attempts[0]);
-        EXPECT_EQ(attempts[0].at("error").at("code"), "no_outputs") << json::serialize(attempts[0]);
+        EXPECT_EQ(attempts[0].at("error").at("code"), "unprocessable_audio")
+            << json::serialize(attempts[0]);
     }
 }
 

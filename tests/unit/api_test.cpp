@@ -112,6 +112,15 @@ TEST(Validate, SourcesExactlyOne) {
     EXPECT_NE(std::find(f.begin(), f.end(), "clip.provider"), f.end());
     EXPECT_NE(std::find(f.begin(), f.end(), "clip.id"), f.end());
     EXPECT_NE(std::find(f.begin(), f.end(), "clip.extra"), f.end());
+    // audio_file in a JSON body is a source sent the wrong way: said once, not also "missing".
+    auto json_file = run(R"({"extend_after":1,"audio_file":"song.mp3"})");
+    ASSERT_EQ(fields_of(json_file), std::vector<std::string>{"audio_file"});
+    EXPECT_NE(json_file.errors[0].message.find("must be a file part"), std::string::npos);
+    // extend_after has an upper bound: no song is a day long.
+    auto far = run(R"({"extend_after":1e308,"audio_url":"https://a.example/x"})");
+    ASSERT_EQ(fields_of(far), std::vector<std::string>{"extend_after"});
+    EXPECT_NE(far.errors[0].message.find("at most 86400"), std::string::npos);
+    EXPECT_TRUE(run(R"({"extend_after":86400,"audio_url":"https://a.example/x"})").errors.empty());
 }
 
 TEST(Validate, LimitsCountCharactersNotBytes) {
