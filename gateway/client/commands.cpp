@@ -847,27 +847,7 @@ int session::finish(const json::value& task, const json::array& downloads) {
             s += " after " + elapsed();
         if (const auto* err = member(task, "error"); err && err->is_object())
             s += ": " + text(*err, "message") + " [" + text(*err, "code") + "]";
-        s += "\n";
-        if (!downloads.empty()) {
-            for (const auto& d : downloads) {
-                std::string secs = seconds_text(member(d, "duration"));
-                s += "  " + text(d, "path") + (secs.empty() ? "" : "  " + secs) + "\n";
-            }
-        } else if (const auto* outs = member(task, "outputs"); outs && outs->is_array()) {
-            for (const auto& out : outs->as_array()) {
-                const auto* audio = member(out, "audio");
-                std::string url = audio ? text(*audio, "mp3_url") : std::string();
-                if (url.empty() && audio)
-                    url = text(*audio, "wav_url");
-                // Why an output failed (an input too short for extend_after, a provider's
-                // reason): a string, or an object with a message.
-                std::string why;
-                if (const auto* e = member(out, "error"))
-                    why = e->is_string() ? std::string(e->as_string()) : text(*e, "message");
-                s += "  output " + text(out, "index") + ": " + text(out, "status") +
-                     (why.empty() ? "" : ": " + why) + (url.empty() ? "" : "  " + url) + "\n";
-            }
-        }
+        s += "\n" + outputs_summary(task, downloads);
         print_out(s);
     }
     return status == "succeeded" ? exit_ok : exit_task_failed;
@@ -1154,6 +1134,35 @@ int run_command(const std::vector<std::string_view>& args) {
             code = exit_usage;
     }
     return code;
+}
+
+std::string outputs_summary(const json::value& task, const json::array& downloads) {
+    std::string s;
+    for (const auto& d : downloads) {
+        std::string secs = seconds_text(member(d, "duration"));
+        s += "  " + text(d, "path") + (secs.empty() ? "" : "  " + secs) + "\n";
+    }
+    const auto* outs = member(task, "outputs");
+    if (!outs || !outs->is_array())
+        return s;
+    for (const auto& out : outs->as_array()) {
+        const std::string status = text(out, "status");
+        // With files downloaded, those say the ready outputs; the others are said here.
+        if (!downloads.empty() && status == "ready")
+            continue;
+        const auto* audio = member(out, "audio");
+        std::string url = audio ? text(*audio, "mp3_url") : std::string();
+        if (url.empty() && audio)
+            url = text(*audio, "wav_url");
+        // Why an output failed (an input too short for extend_after, a provider's reason): a
+        // string, or an object with a message.
+        std::string why;
+        if (const auto* e = member(out, "error"))
+            why = e->is_string() ? std::string(e->as_string()) : text(*e, "message");
+        s += "  output " + text(out, "index") + ": " + status + (why.empty() ? "" : ": " + why) +
+             (url.empty() || !downloads.empty() ? "" : "  " + url) + "\n";
+    }
+    return s;
 }
 
 }  // namespace segue::client

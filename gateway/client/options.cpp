@@ -186,6 +186,17 @@ parse_outcome parse_options(const std::vector<std::string_view>& args, const env
                 value_error = std::string(name) + " needs a value";
                 return std::nullopt;
             }
+            // An option where its value should be means the value was left out ("--prompt
+            // --wait" would otherwise make "--wait" the prompt and not wait). A value that
+            // does start so is given with '=': --prompt=--wait.
+            const std::string_view next = args[i + 1];
+            if ((next.starts_with("--") && next.size() > 2) || next == "-q" || next == "-h" ||
+                next == "-o") {
+                value_error = std::string(name) + " needs a value, and " + std::string(next) +
+                              " is an option (write " + std::string(name) + "=" +
+                              std::string(next) + " if that is the value)";
+                return std::nullopt;
+            }
             return std::string(args[++i]);
         };
         auto takes = [&](std::initializer_list<std::string_view> commands) {

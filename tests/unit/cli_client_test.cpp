@@ -3,9 +3,11 @@
 // tests/integration/cli_test.cpp.
 
 #include <gtest/gtest.h>
+#include <boost/json.hpp>
 
 #include <map>
 
+#include "gateway/client/commands.hpp"
 #include "gateway/client/options.hpp"
 #include "gateway/client/sse.hpp"
 #include "gateway/client/terminal.hpp"
@@ -127,6 +129,19 @@ TEST(CliOptions, ExtendWithEveryField) {
     EXPECT_EQ(o.fields, fields);
 }
 
+// A value that starts like an option is given with '='; "-" alone and negative numbers are
+// values (a negative one is then refused for what it is).
+TEST(CliOptions, AValueThatLooksLikeAnOptionIsGivenWithEquals) {
+    auto r = parse({"extend", "a.mp3", "--after", "1", "--prompt=--wait", "--lyrics", "-"});
+    ASSERT_TRUE(r.opts) << r.error;
+    EXPECT_FALSE(r.opts->wait);
+    const std::vector<std::pair<std::string, std::string>> fields = {
+        {"extend_after", "1"}, {"prompt", "--wait"}, {"lyrics", "-"}};
+    EXPECT_EQ(r.opts->fields, fields);
+    auto neg = parse({"extend", "a.mp3", "--after", "-1"});
+    EXPECT_NE(neg.error.find("--after must be a number"), std::string::npos) << neg.error;
+}
+
 TEST(CliOptions, EnvironmentAndDefaults) {
     auto r = parse({"tasks"});
     ASSERT_TRUE(r.opts) << r.error;
@@ -220,6 +235,13 @@ TEST(CliOptions, UsageErrorsSayWhat) {
         {{"extend", "a.mp3", "--after", "1", "--length", "0"}, "more than 0"},
         {{"tasks", "--url", "ftp://x"}, "--url must be an http"},
         {{"tasks", "--json=yes"}, "takes no value"},
+        // A value left out: the next option is not taken for it.
+        {{"extend", "a.mp3", "--after", "1", "--prompt", "--wait"},
+         "--prompt needs a value, and --wait is an option (write --prompt=--wait"},
+        {{"extend", "a.mp3", "--after", "1", "--lyrics-to-extend", "--quiet"},
+         "--lyrics-to-extend needs a value"},
+        {{"extend", "a.mp3", "--after", "1", "--prompt", "-q"}, "--prompt needs a value"},
+        {{"extend", "a.mp3", "--after", "--length", "5"}, "--after needs a value"},
     };
     for (const auto& c : cases) {
         auto r = parse(c.args);
@@ -284,4 +306,23 @@ TEST(Terminal, ProgressLineFitsAndFills) {
     EXPECT_NE(narrow.find(" 25%"), std::string::npos) << narrow;
     // Nothing to send counts as done.
     EXPECT_NE(progress_line("x", 0, 0, 0.0, 80).find("100%"), std::string::npos);
+}
+
+// A partly made task's summary names the output that failed, and why, also when the ready one
+// was downloaded (the files are listed, not the outputs).
+TEST(CliSummary, AnOutputThatFailedIsSaidBesideTheFilesDownloaded) {
+    const auto task = boost::json::parse(R"({"id":"ext_1","status":"partially_succeeded",
+        "outputs":[{"index":1,"status":"ready","audio":{"mp3_url":"/v1/files/f1"}},
+                   {"index":2,"status":"failed","error":"Conversion failed"}]})");
+    boost::json::array downloads;
+    downloads.push_back(boost::json::parse(R"({"path":"out/ext_1-1.mp3","duration":14.0})"));
+    const auto with_files = segue::client::outputs_summary(task, downloads);
+    EXPECT_NE(with_files.find("out/ext_1-1.mp3"), std::string::npos) << with_files;
+    EXPECT_NE(with_files.find("output 2: failed: Conversion failed"), std::string::npos)
+        << with_files;
+    EXPECT_EQ(with_files.find("output 1"), std::string::npos) << with_files;
+    // Without downloads every output is listed, the ready one with its link.
+    const auto without = segue::client::outputs_summary(task, {});
+    EXPECT_NE(without.find("output 1: ready  /v1/files/f1"), std::string::npos) << without;
+    EXPECT_NE(without.find("output 2: failed: Conversion failed"), std::string::npos) << without;
 }
