@@ -417,8 +417,13 @@ app::~app() = default;
 
 int app::run(const run_options& options) {
     auto& d = *impl_;
+    // A log reader that went away (segue | head) is the log's loss, not the process's: a write
+    // to its pipe fails with EPIPE instead of killing the gateway with SIGPIPE mid-request.
+    // (Sockets are written with MSG_NOSIGNAL already.)
+    std::signal(SIGPIPE, SIG_IGN);
     // From here log lines leave through a writer thread: no IO thread waits on a slow reader
-    // of stdout. Its destruction, on every way out of run(), writes what is queued.
+    // of stdout. Its destruction, on every way out of run(), writes what is queued (for up to
+    // 2 s: see log::async_writer).
     log::async_writer log_writer(log_queue_bytes);
     d.server->start();
     d.engine->start();
@@ -435,7 +440,9 @@ int app::run(const run_options& options) {
         write_port_file(port_file, d.server->port());
 
     int exit_code = 0;
-    asio::signal_set signals(d.pool.main(), SIGTERM, SIGINT);
+    // SIGHUP too (a closed terminal, a log rotation's postrotate): drained like the others
+    // rather than ended on the spot by its default action.
+    asio::signal_set signals(d.pool.main(), SIGTERM, SIGINT, SIGHUP);
     signals.async_wait([&](const boost::system::error_code& ec, int sig) {
         if (ec)
             return;

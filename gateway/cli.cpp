@@ -43,7 +43,8 @@ commands:
                      SQLite too). Replicas also migrate at start, one at a time (advisory
                      lock), so running it first is optional: it is for a release step or a Job.
 
-signals: SIGTERM/SIGINT drain in-flight requests (server.drain_timeout), then exit 0.
+signals: SIGTERM/SIGINT/SIGHUP drain in-flight requests (server.drain_timeout), then exit 0;
+SIGPIPE is ignored (a log reader that went away costs only the log).
 
 )";
 

@@ -121,6 +121,8 @@ struct queue {
 // requests/s on one core, bench/healthz.sh).
 constexpr auto linger = std::chrono::milliseconds(10);
 constexpr std::size_t batch_bytes = 64 * 1024;
+// How long a stopping writer may take to write what is queued (see ~async_writer).
+constexpr auto final_write_wait = std::chrono::seconds(2);
 
 queue& the_queue() {
     static auto* q = new queue;  // never destroyed (see queue)
@@ -179,12 +181,22 @@ async_writer::async_writer(std::size_t max_queued_bytes) {
 
 async_writer::~async_writer() {
     auto& q = the_queue();
-    {
-        std::lock_guard lk(q.mu);
-        q.stopping = true;
-    }
+    std::unique_lock lk(q.mu);
+    q.stopping = true;
     q.wake.notify_one();
-    q.thread.join();  // it writes what is queued first
+    // It writes what is queued first, but a reader of the log that stopped reading (a pipe to
+    // a stalled process) would hold the exit for as long as it stalls: measured, a SIGTERM'd
+    // gateway still there 22 s after its drain. So the wait has an end; then the writer, blocked
+    // in write(2), is left to the process's exit, and later lines are dropped rather than block
+    // whoever logs them (the descriptor is not made non-blocking: a terminal shares it).
+    if (q.written.wait_for(lk, final_write_wait, [&] { return !q.running; })) {
+        lk.unlock();
+        q.thread.join();
+    } else {
+        lk.unlock();
+        q.thread.detach();
+        g_fd.store(-1, std::memory_order_relaxed);
+    }
     g_async.store(false, std::memory_order_release);
 }
 

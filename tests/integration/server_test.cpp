@@ -511,7 +511,54 @@ TEST(Server, AStalledReaderOfItsLogNeverStopsTheGateway) {
     ASSERT_TRUE(m);
     EXPECT_EQ(m->status, 200);
     EXPECT_NE(m->body.find("segue_log_lines_dropped_total"), std::string::npos);
-    p.signal(SIGKILL);
-    p.wait(5s);
+    // Nor its exit: a SIGTERM drains (nothing in flight) and the process is gone soon after,
+    // although the log's last lines never get out (it waited for the reader for ever).
+    const auto stop_sent = std::chrono::steady_clock::now();
+    p.signal(SIGTERM);
+    const auto code = p.wait(15s);
+    EXPECT_EQ(code, std::optional<int>(0));
+    EXPECT_LT(std::chrono::steady_clock::now() - stop_sent, 10s);
+    if (!code) {
+        p.signal(SIGKILL);
+        p.wait(5s);
+    }
     ::close(reader);
+}
+
+// SIGHUP (a closed terminal, a log rotation's postrotate) drains like SIGTERM, and a log reader
+// that went away (segue | head) does not take the gateway with it: SIGPIPE is ignored.
+TEST(Server, SighupDrainsAndALogReaderThatLeftDoesNotKillTheGateway) {
+    segue::test::temp_dir dir;
+    const std::string fifo = dir.file("stdout");
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // ours alone
+    ASSERT_GE(reader, 0);
+    const std::string cfg = dir.write(
+        "segue.yaml", config() +
+                          "  access: true\nstorage:\n"
+                          "  sqlite_path: " +
+                          dir.file("segue.db") + "\n  blob_dir: " + dir.file("blobs") + "\n");
+    const std::string port_file = dir.file("port");
+    segue::test::child_process p;
+    p.start({"/bin/sh", "-c", "exec \"$0\" --config \"$1\" --port-file \"$2\" >\"$3\"",
+             segue::test::segue_binary(), cfg, port_file, fifo},
+            dir.file("stderr"));
+    const auto port = segue::test::wait_port_file(port_file);
+    ASSERT_NE(port, 0) << segue::test::read_file(dir.file("stderr"));
+    // The reader goes away: every later log line meets a pipe with no reader (EPIPE).
+    ::close(reader);
+    for (int i = 0; i < 20; ++i) {  // over 400 ms: the log's writer writes every 10 ms
+        auto r = http_request(port, "GET", "/healthz");
+        ASSERT_TRUE(r) << "request " << i << ": the gateway is gone";
+        ASSERT_EQ(r->status, 200);
+        std::this_thread::sleep_for(20ms);
+    }
+    EXPECT_TRUE(p.running());
+    p.signal(SIGHUP);
+    const auto code = p.wait(15s);
+    EXPECT_EQ(code, std::optional<int>(0)) << "SIGHUP ends it as a drain does (exit 0)";
+    if (!code) {
+        p.signal(SIGKILL);
+        p.wait(5s);
+    }
 }
