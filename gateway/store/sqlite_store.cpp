@@ -230,6 +230,7 @@ class sqlite_store final : public store {
                                                                 1, o.writer_cache_bytes / 1024));
         writer_db_->exec(cache.c_str());
         migrate(*writer_db_);
+        release_stale_leases();
 
         // Opened after the migrations so it never sees a half-built schema.
         reader_db_ = std::make_unique<connection>(o.path, o.busy_timeout_ms);
@@ -676,6 +677,33 @@ class sqlite_store final : public store {
         if (::fdatasync(wal_fd_) != 0)
             return std::strerror(errno);
         return {};
+    }
+
+    // SQLite is one process's store, and the lock says no other process has it open: every
+    // lease in it is a dead process's (one killed, or one that stopped before its work ended).
+    // Expired now, its work is claimed at once instead of when the lease would have run out
+    // (engine.lease, 2 min by default). The owner stays, so the claim counts the run as failed,
+    // as it counts any lease that ended unreleased (engine.max_job_failures).
+    void release_stale_leases() {
+        int jobs = 0, deliveries = 0;
+        writer_db_->exec("BEGIN IMMEDIATE");
+        try {
+            writer_db_->exec(
+                "UPDATE jobs SET lease_until = 0 WHERE lease_owner <> '' AND "
+                "lease_until > 0");
+            jobs = sqlite3_changes(writer_db_->get());
+            writer_db_->exec(
+                "UPDATE deliveries SET lease_until = 0 WHERE lease_owner <> '' AND "
+                "lease_until > 0");
+            deliveries = sqlite3_changes(writer_db_->get());
+            writer_db_->exec("COMMIT");
+        } catch (...) {
+            writer_db_->exec("ROLLBACK");
+            throw;
+        }
+        if (jobs > 0 || deliveries > 0)
+            log::info("store: work a previous process left leased is taken up at once",
+                      {{"jobs", jobs}, {"deliveries", deliveries}});
     }
 
     // After a failed sync of the WAL nothing since the last good one may be trusted to be on

@@ -1658,6 +1658,49 @@ st::delivery_row add_delivery(st::transaction& tx, const std::string& task, cons
 
 }  // namespace
 
+// SQLite is one process's store: a lease found in it at open is a dead process's, so its work
+// is claimable at once (counted as a failed run, like any lease that ended unreleased), not
+// when the lease would have run out.
+TEST_F(StoreTest, LeasesOfAProcessThatIsGoneAreFreeAtOpen) {
+    st::millis now = 0;
+    {
+        auto s = open();
+        sync_write(*s, [&](st::transaction& tx) {
+            now = tx.clock_ms();
+            st::job_row j;
+            j.kind = "submit";
+            j.task_id = "ext_dead";
+            j.due_at = 1;
+            j.lease_owner = "killed";
+            j.attempts = 1;
+            j.lease_for = 600'000;
+            tx.schedule_job(j, false);
+            tx.insert_task(make_task("ext_dead"));
+            add_delivery(tx, "ext_dead", "http://r/a", 1000);
+        });
+        std::vector<st::delivery_row> claimed;
+        sync_write(*s, [&](st::transaction& tx) {
+            claimed = tx.claim_deliveries("killed", now, 600'000, 10);
+        });
+        ASSERT_EQ(claimed.size(), 1u);
+        std::vector<st::job_row> got;
+        sync_write(*s, [&](st::transaction& tx) { got = tx.claim_jobs("other", now, 1000, 10); });
+        EXPECT_TRUE(got.empty()) << "leased for 10 minutes";
+        s->close();
+    }
+    auto s = open();
+    std::vector<st::job_row> jobs;
+    std::vector<st::delivery_row> deliveries;
+    sync_write(*s, [&](st::transaction& tx) {
+        jobs = tx.claim_jobs("next", tx.clock_ms(), 1000, 10);
+        deliveries = tx.claim_deliveries("next", tx.clock_ms(), 1000, 10);
+    });
+    ASSERT_EQ(jobs.size(), 1u);
+    EXPECT_EQ(jobs[0].lease_owner, "next");
+    EXPECT_EQ(jobs[0].attempts, 2);
+    EXPECT_EQ(deliveries.size(), 1u);
+}
+
 TEST_P(StoreEngineTest, DeliveriesClaimOnlyTheHeadOfEachTaskQueue) {
     auto s = open();
     std::vector<st::delivery_row> a, b;
