@@ -227,6 +227,9 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
     auto key = read_idempotency_key(ctx.header("Idempotency-Key"));
     if (auto* r = std::get_if<refusal>(&key))
         co_return refused(std::move(*r));
+    // With the database out of reach nothing can be created: 503 before a byte of the body is
+    // read (an upload would be read whole, and then fail to be stored where blobs live in it).
+    deps_.db.refuse_if_unreachable();
     // A file is coming: refused before a byte of it is spooled when the disk is short.
     if (auto ct = ctx.header("Content-Type"); ct && http::media_type_is(*ct, "multipart/form-data"))
         if (auto r = co_await room_for(ctx.content_length().value_or(0)))
@@ -329,8 +332,11 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
     if (file) {
         if (auto r = accept_probe(*probe, *file, req))
             co_return refused(std::move(*r));
-        if (auto r = co_await store_upload(*file, deps_.blobs, deps_.blocking))
+        if (auto r = co_await store_upload(*file, deps_.blobs, deps_.blocking)) {
+            // The database went away during the upload (blobs in it): come back, not a 500.
+            deps_.db.refuse_if_unreachable();
             co_return refused(std::move(*r));
+        }
     }
 
     const auto now = core::now_ms();

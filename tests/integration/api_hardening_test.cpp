@@ -426,6 +426,20 @@ TEST(ApiEdge, ADatabaseOutageIsA503AndNotReadyThenServesAgain) {
         EXPECT_EQ(r->header("retry-after").value_or(""), "5") << target;
         EXPECT_LT(std::chrono::steady_clock::now() - start, 2s) << target << " was held";
     }
+    // An upload too (its blob goes to the database: blobs postgres), in /v1's shape and the
+    // MusicGPT drop-in's: a 503 to come back later, not a 500 "cannot store the upload".
+    const std::string wav = song(d, "wav");
+    for (const auto& [target, file_field] : std::vector<std::pair<std::string, std::string>>{
+             {"/v1/extensions", "audio_file"}, {"/api/public/v1/extend", "audio_file"}}) {
+        const auto upload = segue::test::multipart_body(
+            {{file_field, wav, "song.wav", "audio/wav"}, {"extend_after", "1"}}, boundary);
+        auto r = http_request(s.port(), "POST", target, upload,
+                              {target.starts_with("/v1") ? key : "Authorization: sk-edge",
+                               "Content-Type: multipart/form-data; boundary=" + boundary});
+        ASSERT_TRUE(r) << target;
+        EXPECT_EQ(r->status, 503) << target << ": " << r->body;
+        EXPECT_EQ(r->header("retry-after").value_or(""), "5") << target;
+    }
 
     pg.start();
     until = std::chrono::steady_clock::now() + 20s;
