@@ -32,6 +32,7 @@
 #include <unordered_map>
 
 #include "gateway/api/problem.hpp"
+#include "gateway/http/multipart.hpp"
 #include "gateway/http/router.hpp"
 #include "gateway/log/log.hpp"
 #include "gateway/metrics/registry.hpp"
@@ -142,7 +143,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
                                     "HTTP requests answered, by route template, method and status.",
                                     {"route", "method", "code"})),
           durations(m.histogram_family("segue_http_request_duration_seconds",
-                                       "Time from the request's first byte to the response sent.",
+                                       "Time from the request's first byte to the response sent "
+                                       "(streams of server-sent events are not observed).",
                                        {"route"}, metrics::default_latency_buckets())),
           connections_gauge(m.make_gauge("segue_http_connections", "Open client connections.")),
           inflight_gauge(m.make_gauge("segue_http_requests_in_flight",
@@ -375,6 +377,7 @@ class connection final : public context, public std::enable_shared_from_this<con
         r.version(11);
         r.result(static_cast<unsigned>(status));
         r.set(bhttp::field::content_type, content_type);
+        event_stream_ = media_type_is(content_type, "text/event-stream");
         for (const auto& [k, v] : res_.headers)
             r.insert(k, v);
         r.set("X-Request-Id", request_id_);
@@ -540,6 +543,7 @@ class connection final : public context, public std::enable_shared_from_this<con
         body_failed_ = false;
         peer_gone_ = false;
         streaming_ = false;
+        event_stream_ = false;
         bytes_in_ = 0;
         bytes_out_ = 0;
 
@@ -826,10 +830,15 @@ class connection final : public context, public std::enable_shared_from_this<con
     void finish(const http::route* rt, int status, steady_clock::time_point start) {
         const double secs = std::chrono::duration<double>(steady_clock::now() - start).count();
         srv_->request_counter(rt, method(), status).inc();
-        if (rt)
-            srv_->stats[rt->index]->duration->observe(secs);
-        else
-            srv_->durations.with({"unmatched"}).observe(secs);
+        // A stream of server-sent events lasts as long as its client follows it: not a latency.
+        // Observed, it would share its route's series with that route's requests (the task
+        // list's stream is GET /v1/extensions, beside the creates) and page on a quiet gateway.
+        if (!event_stream_) {
+            if (rt)
+                srv_->stats[rt->index]->duration->observe(secs);
+            else
+                srv_->durations.with({"unmatched"}).observe(secs);
+        }
         if (srv_->settings.log.access && log::enabled(log::level::info)) {
             log::info("request", {{"request_id", request_id_},
                                   {"method", method()},
@@ -863,6 +872,7 @@ class connection final : public context, public std::enable_shared_from_this<con
     bool body_failed_ = false;
     bool peer_gone_ = false;  // the body's read found the connection closed or reset
     bool streaming_ = false;
+    bool event_stream_ = false;  // this request's answer is text/event-stream
     bool stream_chunked_ = true;
     bool stream_keep_alive_ = false;  // the stream's head said keep-alive
     std::uint64_t stream_left_ = 0;   // bytes of a fixed-length stream not written yet

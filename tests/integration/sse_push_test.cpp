@@ -215,6 +215,19 @@ TEST(SsePush, AClientThatLeavesIsNoticedAtOnce) {
         EXPECT_EQ(metric(s.port(), "segue_sse_clients"), 0) << target;
         EXPECT_LT(noticed, 1s) << target;
     }
+    // Each stream is counted as a request, and not observed as a latency: the create's is the
+    // one /v1/extensions duration (a stream open for minutes would set its route's p99).
+    EXPECT_EQ(
+        metric(s.port(),
+               R"(segue_http_requests_total{route="/v1/extensions",method="GET",code="200"})"),
+        1);
+    EXPECT_EQ(
+        metric(s.port(), R"(segue_http_request_duration_seconds_count{route="/v1/extensions"})"),
+        1);
+    EXPECT_EQ(
+        metric(s.port(),
+               R"(segue_http_request_duration_seconds_count{route="/v1/extensions/{id}/events"})"),
+        0);
 }
 
 // The task list's stream sends its keep-alives at api.sse_keep_alive, as a task's does.
