@@ -275,11 +275,20 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
         if (!b)
             return;
         const auto now = steady_ms();
-        const int before = b->snap(now).times_opened;
+        const auto before = b->snap(now);
         b->on_result(ok, now);
         const auto snap = b->snap(now);
-        if (snap.times_opened > before)
+        // The two moments an operator wants in the log: calls to a provider stop, and start again.
+        if (snap.times_opened > before.times_opened) {
             breaker_opened.with({std::string(name)}).inc();
+            log::warn("provider circuit opened: no calls to it until it is probed again",
+                      {{"provider", name},
+                       {"for_ms", std::max<std::int64_t>(0, snap.open_until_ms - now)},
+                       {"times_opened", snap.times_opened}});
+        } else if (before.st != circuit_breaker::state::closed &&
+                   snap.st == circuit_breaker::state::closed) {
+            log::info("provider circuit closed: calls to it go on", {{"provider", name}});
+        }
         breaker_state.with({std::string(name)})
             .set(snap.st == circuit_breaker::state::open        ? 2
                  : snap.st == circuit_breaker::state::half_open ? 1

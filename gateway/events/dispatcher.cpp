@@ -470,13 +470,18 @@ asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d,
         deliveries.with({"gone"}).inc(killed);
     if (ok && !skip)
         latency.observe(std::max<double>(0.0, (now - d.event_at) / 1e3));
-    if (!ok)
-        log::info("webhook delivery failed", {{"delivery_id", d.id},
-                                              {"task_id", d.task_id},
-                                              {"event_id", d.event_id},
-                                              {"attempt", d.attempts},
-                                              {"status", d.status},
-                                              {"error", d.last_error}});
+    // A failure that will be retried is routine (info); one that ends the delivery (dead: the
+    // retries ran out, or the endpoint answered 410) loses an event for the tenant until it is
+    // redelivered, which an operator wants to see (warn).
+    if (const auto lvl = d.status == "dead" ? log::level::warn : log::level::info;
+        !ok && log::enabled(lvl))
+        log::write(lvl, "webhook delivery failed",
+                   {{"delivery_id", d.id},
+                    {"task_id", d.task_id},
+                    {"event_id", d.event_id},
+                    {"attempt", d.attempts},
+                    {"status", d.status},
+                    {"error", d.last_error}});
 }
 
 }  // namespace segue::events

@@ -512,6 +512,11 @@ TEST(CliClient, DeadDeliveriesListedAndRedelivered) {
         EXPECT_EQ(d.as_object()["status"], "dead");
         EXPECT_EQ(d.as_object()["url"].as_string(), hook);
     }
+    // A delivery that ends dead is logged at warn (this gateway logs nothing below it).
+    const auto log = f.server.log();
+    const auto at = log.find(R"("msg":"webhook delivery failed")");
+    ASSERT_NE(at, std::string::npos) << log;
+    EXPECT_NE(log.find(R"("status":"dead")", at), std::string::npos) << log;
 
     r = run_cli(f.dir, {"deliveries", "--dead"}, f.env);
     ASSERT_EQ(r.code, 0) << dump(r);

@@ -230,6 +230,13 @@ TEST(Routing, AnOpenCircuitSendsNothingAndShowsInProviders) {
               std::string::npos);
     EXPECT_NE(m->body.find("segue_task_retries_total{provider=\"musicgpt\",decision=\"failover\""),
               std::string::npos);
+    // And the log says so, once, at warn, naming the provider.
+    const auto log = w.gw->log();
+    const auto at = log.find("provider circuit opened");
+    ASSERT_NE(at, std::string::npos) << log;
+    const auto line = log.substr(log.rfind('\n', at) + 1, log.find('\n', at) - log.rfind('\n', at));
+    EXPECT_NE(line.find(R"("level":"warn")"), std::string::npos) << line;
+    EXPECT_NE(line.find(R"("provider":"musicgpt")"), std::string::npos) << line;
 }
 
 TEST(Ledger, HoldsCapturesRefundsAndRefusesWhatCannotBePaid) {
