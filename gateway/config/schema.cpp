@@ -144,18 +144,20 @@ object_schema<tenant_settings> tenant_schema() {
         .def(1000.0)
         .range(0.0, 1e12);
     t.validate([](const tenant_settings& x) -> std::optional<std::string> {
-        for (const auto& w : x.webhook_secrets) {
+        // Each message names the entry (a key's value is never quoted: it is a secret).
+        for (std::size_t i = 0; i < x.webhook_secrets.size(); ++i) {
             std::string key, error;
-            if (!events::parse_secret(w, key, error))
-                return "webhook_secrets: " + error;
+            if (!events::parse_secret(x.webhook_secrets[i], key, error))
+                return "webhook_secrets[" + std::to_string(i) + "]: " + error;
         }
         if (x.api_keys.empty())
             return "a tenant needs at least one api key";
-        for (const auto& k : x.api_keys) {
+        for (std::size_t i = 0; i < x.api_keys.size(); ++i) {
+            const auto& k = x.api_keys[i];
             if (k.empty())
-                return "api keys must not be empty";
+                return "api_keys[" + std::to_string(i) + "]: must not be empty";
             if (!is_hex_sha256_key(k))
-                return "a sha256: key must be 64 hex digits";
+                return "api_keys[" + std::to_string(i) + "]: a sha256: key must be 64 hex digits";
         }
         return std::nullopt;
     });
@@ -168,7 +170,22 @@ object_schema<postgres_settings> postgres_schema() {
             "libpq connection URL (postgresql://user:password@host:5432/db?sslmode=require, or "
             "postgresql:///db?host=/run/postgresql for a socket). Usually ${VAR} from a Secret.")
         .secret()
-        .def(std::string());
+        .def(std::string())
+        // The shape only (libpq reads it when the store opens): a value that is neither form
+        // is a mistake --check-config can name, rather than a start-up that fails after it.
+        // The value is a secret: the message never quotes it.
+        .check("empty, a postgresql:// URL, or key=value pairs",
+               [](const std::string& u) -> std::optional<std::string> {
+                   if (u.empty() || u.starts_with("postgresql://") || u.starts_with("postgres://"))
+                       return std::nullopt;
+                   const auto first = u.find_first_not_of(" \t");
+                   const auto eq = u.find('=');
+                   if (first != std::string::npos && eq != std::string::npos && eq > first &&
+                       u.find_first_of(" \t", first) > eq)
+                       return std::nullopt;  // host=... dbname=...
+                   return "must be a postgresql:// URL or libpq key=value pairs (host=... "
+                          "dbname=...)";
+               });
     s.field("pool_size", &postgres_settings::pool_size,
             "Store connections per process: two run write units (one for the API's, one for "
             "the engine's and the dispatcher's), each grouping many into one commit; the rest "
@@ -300,9 +317,18 @@ object_schema<api_settings> api_schema() {
             "gateway makes one at its first start and keeps it in the store (table secrets), "
             "so links outlive a restart and every replica sharing the store checks them alike. "
             "Set it (use ${VAR}) to keep it out of the database; changing it invalidates the "
-            "links handed out.")
+            "links handed out. At least 16 characters (e.g. `openssl rand -hex 32`): anyone "
+            "who guesses it can sign links to every file.")
         .secret()
-        .def("");
+        .def("")
+        .check("empty, or at least 16 characters",
+               [](const std::string& k) -> std::optional<std::string> {
+                   if (k.empty() || k.size() >= 16)
+                       return std::nullopt;
+                   return "must be at least 16 characters (it has " + std::to_string(k.size()) +
+                          "): anyone who guesses it can sign links to every file; use e.g. "
+                          "openssl rand -hex 32";
+               });
     s.field("signed_url_lifetime", &api_settings::signed_url_lifetime,
             "Lifetime of the signed file links (`*_signed_url`) in task JSON, which work without "
             "an API key (an <audio src>, a shared link). Rounded up to a step of at most an "
@@ -727,10 +753,14 @@ object_schema<fetch_settings> fetch_schema() {
         .def(2min)
         .range(1s, 1h);
     s.validate([](const fetch_settings& f) -> std::optional<std::string> {
-        try {
-            net::cidr_list check(f.allow_cidrs);
-        } catch (const std::exception& e) {
-            return e.what();
+        // One at a time, so the message names the entry.
+        for (std::size_t i = 0; i < f.allow_cidrs.size(); ++i) {
+            try {
+                net::cidr_list check({f.allow_cidrs[i]});
+            } catch (const std::exception& e) {
+                return "allow_cidrs[" + std::to_string(i) + "]: " + e.what() +
+                       " (an address, or address/prefix length: 10.0.0.0/8, ::1/128)";
+            }
         }
         return std::nullopt;
     });

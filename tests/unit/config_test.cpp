@@ -314,6 +314,34 @@ TEST(ConfigErrors, SettingsThatWouldFailEveryTaskAreRefused) {
             << bad;
     EXPECT_NO_THROW(load("api:\n  public_base_url: https://segue.example.com\n"));
     EXPECT_NO_THROW(load("api:\n  public_base_url: http://127.0.0.1:8080/gw\n"));
+    // A signing key anyone could guess would let anyone sign links to every file.
+    EXPECT_EQ(error_of("api:\n  url_signing_key: x\n"),
+              "test.yaml:2: api.url_signing_key: must be at least 16 characters (it has 1): "
+              "anyone who guesses it can sign links to every file; use e.g. openssl rand -hex 32");
+    EXPECT_NO_THROW(load("api:\n  url_signing_key: 0123456789abcdef\n"));
+    EXPECT_NO_THROW(load("api:\n  url_signing_key: \"\"\n"));
+}
+
+// A list entry's problem names the entry, not only the section.
+TEST(ConfigErrors, AListEntryIsNamedByItsIndex) {
+    EXPECT_NE(error_of("fetch:\n  allow_cidrs: [127.0.0.1/32, 300.1.1.1/33]\n")
+                  .find("fetch: allow_cidrs[1]: not a CIDR: 300.1.1.1/33"),
+              std::string::npos)
+        << error_of("fetch:\n  allow_cidrs: [127.0.0.1/32, 300.1.1.1/33]\n");
+    const auto empty_key = error_of("tenants:\n  - name: a\n    api_keys: [k1, \"\"]\n");
+    EXPECT_NE(empty_key.find("api_keys[1]: must not be empty"), std::string::npos) << empty_key;
+}
+
+// A PostgreSQL URL that is neither libpq form is named by --check-config, without its value.
+TEST(ConfigErrors, APostgresUrlOfNeitherFormIsRefusedUnquoted) {
+    const auto bad = error_of("storage:\n  postgres:\n    url: \"notaurl s3cr3tpw\"\n");
+    EXPECT_NE(bad.find("storage.postgres.url: must be a postgresql:// URL"), std::string::npos)
+        << bad;
+    EXPECT_EQ(bad.find("s3cr3tpw"), std::string::npos) << bad;
+    for (const char* ok : {"postgresql://u:p@h:5432/db", "postgres://h/db",
+                           "postgresql:///db?host=/run/postgresql", "host=/tmp dbname=segue"})
+        EXPECT_NO_THROW(load(std::string("storage:\n  postgres:\n    url: \"") + ok + "\"\n"))
+            << ok;
 }
 
 // ---- Refused configs: each names the file, line and full key path -------------------------------
