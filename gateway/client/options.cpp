@@ -340,6 +340,12 @@ parse_outcome parse_options(const std::vector<std::string_view>& args, const env
             return fail(positional.empty() ? "which song? (a file or an http(s) URL)"
                                            : "one song at a time");
         o.source = positional[0];
+        // "ftp://host/a.mp3" is not a file to open: say what is accepted instead.
+        if (const auto scheme = o.source.find("://"); scheme != std::string::npos && scheme > 0 &&
+                                                      o.source.substr(0, scheme) != "http" &&
+                                                      o.source.substr(0, scheme) != "https")
+            return fail("the song is a file or an http(s) URL, not a " +
+                        o.source.substr(0, scheme) + ":// URL");
         bool after = false;
         for (auto& [field, v] : o.fields)
             after = after || field == "extend_after";

@@ -242,6 +242,7 @@ TEST(CliOptions, UsageErrorsSayWhat) {
          "--lyrics-to-extend needs a value"},
         {{"extend", "a.mp3", "--after", "1", "--prompt", "-q"}, "--prompt needs a value"},
         {{"extend", "a.mp3", "--after", "--length", "5"}, "--after needs a value"},
+        {{"extend", "ftp://host/a.mp3", "--after", "1"}, "a file or an http(s) URL, not a ftp://"},
     };
     for (const auto& c : cases) {
         auto r = parse(c.args);
