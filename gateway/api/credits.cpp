@@ -61,7 +61,8 @@ std::vector<field_error> validate_topup(const json::object& body, const credits_
 
     const auto* tenant = body.if_contains("tenant");
     if (tenant == nullptr || !tenant->is_string() || tenant->as_string().empty()) {
-        errors.push_back({"tenant", "required: the name of a configured tenant"});
+        errors.push_back({"tenant", tenant == nullptr ? "required: the name of a configured tenant"
+                                                      : "must be the name of a configured tenant"});
     } else {
         out.tenant = std::string(tenant->as_string());
         if (!deps.tenant_exists || !deps.tenant_exists(out.tenant))
@@ -69,8 +70,10 @@ std::vector<field_error> validate_topup(const json::object& body, const credits_
     }
 
     const auto* amount = body.if_contains("amount");
-    if (amount == nullptr || !amount->is_number()) {
+    if (amount == nullptr) {
         errors.push_back({"amount", "required: a number of credits"});
+    } else if (!amount->is_number()) {
+        errors.push_back({"amount", "must be a JSON number of credits (5, not \"5\")"});
     } else {
         // Credits are kept in thousandths: an amount with more decimals would be rounded, so
         // more (or less) would be credited than asked, and a replay of 1.0001 would match 1.

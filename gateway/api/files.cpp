@@ -469,20 +469,12 @@ awaitable<void> file_handlers::link(http::context& ctx) {
                         "send the body as application/json (or send none)", ctx.path());
             co_return;
         }
-        boost::system::error_code ec;
-        auto body = json::parse(ctx.body(), ec);
-        if (ec || !body.is_object()) {
-            set_problem(ctx.res(), error_kind::bad_request, "the body must be a JSON object",
-                        ctx.path());
+        // Not JSON, not an object, a field twice: each said as the other JSON routes say it.
+        auto body = json_object_body(ctx);
+        if (!body)
             co_return;
-        }
-        if (auto twice = util::duplicate_json_key(ctx.body())) {
-            set_problem(ctx.res(), error_kind::bad_request, "field '" + *twice + "' given twice",
-                        ctx.path());
-            co_return;
-        }
         std::vector<field_error> errors;
-        for (const auto& field : body.get_object()) {
+        for (const auto& field : *body) {
             if (field.key() != "expires_in") {
                 errors.push_back({std::string(field.key()), "unknown field"});
                 continue;

@@ -1253,6 +1253,12 @@ TEST(Extend, FilesTakeOnlyTheirParametersAndNeverOutliveTheirLinkOrTheirBytes) {
     bad("GET", "/v1/providers?name=sandbox", "name", {key_a});
     bad("POST", "/v1/extensions?provider=sandbox", "provider", {key_a});
     bad("POST", "/v1/deliveries/redeliver?task_id=" + id, "task_id", {key_a});
+    // A link's body that is not JSON says so (as every JSON route does), not "not an object".
+    auto broken = http_request(s.port(), "POST", file_path + "/links", "{",
+                               {key_a, "Content-Type: application/json"});
+    ASSERT_TRUE(broken);
+    EXPECT_EQ(broken->status, 400) << broken->body;
+    EXPECT_NE(broken->body.find("body is not valid JSON"), std::string::npos) << broken->body;
     auto list = http_request(s.port(), "GET", "/v1/extensions", "", {key_a});
     ASSERT_TRUE(list);
     EXPECT_EQ(parse(list->body)["data"].as_array().size(), 1u);  // the refused create made none

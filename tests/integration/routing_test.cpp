@@ -306,6 +306,12 @@ TEST(Ledger, HoldsCapturesRefundsAndRefusesWhatCannotBePaid) {
         EXPECT_EQ(a->status, 422) << amount << ": " << a->body;
         EXPECT_NE(a->body.find("at most three decimals"), std::string::npos) << a->body;
     }
+    // A number sent as a string is named as such, not as missing.
+    auto text = http_request(w.port, "POST", "/v1/admin/credits", R"({"tenant":"r","amount":"5"})",
+                             {admin, "Content-Type: application/json"});
+    ASSERT_TRUE(text);
+    EXPECT_EQ(text->status, 422) << text->body;
+    EXPECT_NE(text->body.find("must be a JSON number of credits"), std::string::npos) << text->body;
     auto bad = http_request(w.port, "POST", "/v1/admin/credits", R"({"tenant":"r","amount":5})",
                             {key, "Content-Type: application/json"});
     ASSERT_TRUE(bad);
