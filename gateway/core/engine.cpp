@@ -400,12 +400,27 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
         count(res.metrics);
         if (!res.final_status.empty()) {
             co_await remove_work_dir(task_id);
-            tasks_finished.with({provider_name, res.final_status}).inc();
-            task_duration.with({provider_name})
-                .observe(static_cast<double>(now_ms() - res.created_at) / 1000.0);
+            finished(task_id, provider_name, res.final_status, res.created_at);
         }
         if (res.notify)
             worker->notify();
+    }
+    // A task reached a final status (committed): counted, timed from its acceptance (when
+    // known: a cancel's is not), and one log line, so the log tells each task's end.
+    void finished(const std::string& task_id, const std::string& provider,
+                  const std::string& status, store::millis created_at) {
+        tasks_finished.with({provider, status}).inc();
+        if (created_at <= 0) {
+            log::info("task finished",
+                      {{"task_id", task_id}, {"status", status}, {"provider", provider}});
+            return;
+        }
+        const auto ms = std::max<store::millis>(0, now_ms() - created_at);
+        task_duration.with({provider}).observe(static_cast<double>(ms) / 1000.0);
+        log::info("task finished", {{"task_id", task_id},
+                                    {"status", status},
+                                    {"provider", provider},
+                                    {"duration_ms", static_cast<std::int64_t>(ms)}});
     }
     // Local files a provider produced: verified (decoded) before they are stored.
     asio::awaitable<void> verify_local(providers::update& u, const extend_request& req) {
@@ -691,8 +706,7 @@ asio::awaitable<void> engine::impl::fail_poisoned(const store::job_row& job,
     if (!final_status.empty()) {
         log::error("job failed too often; its task failed",
                    {{"task_id", job.task_id}, {"kind", job.kind}, {"failures", job.failures}});
-        tasks_finished.with({provider, final_status}).inc();
-        task_duration.with({provider}).observe(static_cast<double>(now_ms() - created_at) / 1000.0);
+        finished(job.task_id, provider, final_status, created_at);
     }
 }
 
@@ -1556,7 +1570,7 @@ asio::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_i
     });
     self->count(res.metrics);
     if (outcome == cancel_outcome::canceled) {
-        self->tasks_finished.with({provider.empty() ? "none" : provider, "canceled"}).inc();
+        self->finished(task_id, provider.empty() ? "none" : provider, "canceled", 0);
         // Its jobs are gone, so no run of them will remove its scratch files (a run already
         // under way removes them when it finds its lease gone).
         co_await self->remove_work_dir(task_id);

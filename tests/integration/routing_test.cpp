@@ -414,6 +414,12 @@ TEST(Routing, AFailoverFromAFreeProviderHoldsTheNextOnesPrice) {
             }
         }
         EXPECT_EQ(holds, 1) << json::serialize(c);
+        // The log tells the task's end, in one line.
+        EXPECT_NE(
+            w.gw->log().find(R"("msg":"task finished","task_id":")" + id +
+                             R"(","status":"succeeded","provider":"musicgpt","duration_ms":)"),
+            std::string::npos)
+            << w.gw->log();
     }
     {
         world w("", 9);  // MusicGPT would hold 10
