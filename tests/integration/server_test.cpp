@@ -477,29 +477,52 @@ TEST(Server, OnlyThePostgresEngineLoadsLibpq) {
     EXPECT_TRUE(maps_library(pg.proc().pid(), "libpq.so"));
 }
 
+// A gateway whose stdout is a FIFO this test holds the read end of (opened before the gateway,
+// and only in this process: O_CLOEXEC), with access lines on.
+struct gateway_on_a_fifo {
+    segue::test::temp_dir dir;
+    int reader = -1;
+    segue::test::child_process p;
+    std::uint16_t port = 0;
+
+    gateway_on_a_fifo() {
+        const std::string fifo = dir.file("stdout");
+        if (::mkfifo(fifo.c_str(), 0600) != 0)
+            return;
+        reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        const std::string cfg = dir.write(
+            "segue.yaml", config() +
+                              "  access: true\nstorage:\n"
+                              "  sqlite_path: " +
+                              dir.file("segue.db") + "\n  blob_dir: " + dir.file("blobs") + "\n");
+        const std::string port_file = dir.file("port");
+        p.start({"/bin/sh", "-c", "exec \"$0\" --config \"$1\" --port-file \"$2\" >\"$3\"",
+                 segue::test::segue_binary(), cfg, port_file, fifo},
+                dir.file("stderr"));
+        port = segue::test::wait_port_file(port_file);
+    }
+    ~gateway_on_a_fifo() {
+        if (p.running()) {
+            p.signal(SIGKILL);
+            p.wait(5s);
+        }
+        if (reader >= 0)
+            ::close(reader);
+    }
+    std::string stderr_text() const { return segue::test::read_file(dir.file("stderr")); }
+};
+
 // A reader of stdout that takes nothing (a stalled log collector: the pipe fills after a few
 // hundred lines) never stops the gateway: every request is still answered, each with its access
 // line queued or, beyond the queue, dropped and counted. Before, the IO thread that wrote the
 // access line waited on the full pipe, and so did every request on that thread.
 TEST(Server, AStalledReaderOfItsLogNeverStopsTheGateway) {
-    segue::test::temp_dir dir;
-    const std::string fifo = dir.file("stdout");
-    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-    // The read end, held open and never read, so the gateway's stdout is a pipe that fills.
-    const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
-    ASSERT_GE(reader, 0);
-    const std::string cfg = dir.write(
-        "segue.yaml", config() +
-                          "  access: true\nstorage:\n"
-                          "  sqlite_path: " +
-                          dir.file("segue.db") + "\n  blob_dir: " + dir.file("blobs") + "\n");
-    const std::string port_file = dir.file("port");
-    segue::test::child_process p;
-    p.start({"/bin/sh", "-c", "exec \"$0\" --config \"$1\" --port-file \"$2\" >\"$3\"",
-             segue::test::segue_binary(), cfg, port_file, fifo},
-            dir.file("stderr"));
-    const auto port = segue::test::wait_port_file(port_file);
-    ASSERT_NE(port, 0) << segue::test::read_file(dir.file("stderr"));
+    // The read end is held open and never read, so the gateway's stdout is a pipe that fills.
+    gateway_on_a_fifo g;
+    ASSERT_GE(g.reader, 0);
+    ASSERT_NE(g.port, 0) << g.stderr_text();
+    auto& p = g.p;
+    const auto port = g.port;
     http_connection c(port);
     constexpr int n = 2000;  // ~500 KB of access lines: the pipe holds 64 KiB
     for (int i = 0; i < n; ++i) {
@@ -518,35 +541,19 @@ TEST(Server, AStalledReaderOfItsLogNeverStopsTheGateway) {
     const auto code = p.wait(15s);
     EXPECT_EQ(code, std::optional<int>(0));
     EXPECT_LT(std::chrono::steady_clock::now() - stop_sent, 10s);
-    if (!code) {
-        p.signal(SIGKILL);
-        p.wait(5s);
-    }
-    ::close(reader);
 }
 
 // SIGHUP (a closed terminal, a log rotation's postrotate) drains like SIGTERM, and a log reader
 // that went away (segue | head) does not take the gateway with it: SIGPIPE is ignored.
 TEST(Server, SighupDrainsAndALogReaderThatLeftDoesNotKillTheGateway) {
-    segue::test::temp_dir dir;
-    const std::string fifo = dir.file("stdout");
-    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-    const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // ours alone
-    ASSERT_GE(reader, 0);
-    const std::string cfg = dir.write(
-        "segue.yaml", config() +
-                          "  access: true\nstorage:\n"
-                          "  sqlite_path: " +
-                          dir.file("segue.db") + "\n  blob_dir: " + dir.file("blobs") + "\n");
-    const std::string port_file = dir.file("port");
-    segue::test::child_process p;
-    p.start({"/bin/sh", "-c", "exec \"$0\" --config \"$1\" --port-file \"$2\" >\"$3\"",
-             segue::test::segue_binary(), cfg, port_file, fifo},
-            dir.file("stderr"));
-    const auto port = segue::test::wait_port_file(port_file);
-    ASSERT_NE(port, 0) << segue::test::read_file(dir.file("stderr"));
+    gateway_on_a_fifo g;
+    ASSERT_GE(g.reader, 0);
+    ASSERT_NE(g.port, 0) << g.stderr_text();
+    auto& p = g.p;
+    const auto port = g.port;
     // The reader goes away: every later log line meets a pipe with no reader (EPIPE).
-    ::close(reader);
+    ::close(g.reader);
+    g.reader = -1;
     for (int i = 0; i < 20; ++i) {  // over 400 ms: the log's writer writes every 10 ms
         auto r = http_request(port, "GET", "/healthz");
         ASSERT_TRUE(r) << "request " << i << ": the gateway is gone";
@@ -557,8 +564,4 @@ TEST(Server, SighupDrainsAndALogReaderThatLeftDoesNotKillTheGateway) {
     p.signal(SIGHUP);
     const auto code = p.wait(15s);
     EXPECT_EQ(code, std::optional<int>(0)) << "SIGHUP ends it as a drain does (exit 0)";
-    if (!code) {
-        p.signal(SIGKILL);
-        p.wait(5s);
-    }
 }
