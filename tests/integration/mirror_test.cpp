@@ -476,7 +476,8 @@ TEST(Mirror, AFileOverTheSizeCapIsNotMirroredAndKeepsTheProvidersUrl) {
 }
 
 // SIGKILL while the files are being downloaded (slowly): the mirror job is a row with a lease,
-// so the restarted gateway takes it up when the lease expires and each output is ready once.
+// so the restarted gateway takes it up (at once on SQLite, whose lock proves the killed process
+// gone; when the lease expires where replicas share PostgreSQL) and each output is ready once.
 TEST(Mirror, AMirrorSurvivesAKillAndReadiesEachOutputOnce) {
     auto fake = start_fake(which::musicgpt);
     ASSERT_TRUE(fake.control(R"({"faults":[{"match":"files","delay_ms":1500}]})"));
