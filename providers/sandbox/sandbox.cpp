@@ -150,13 +150,19 @@ namespace {
 // each hop re-checked) unless it is there already. nullopt when the file is in place, else the
 // failed update: rejected when the URL is refused (a 4xx, a forbidden address, too large),
 // transient otherwise (a refused connection, a timeout, a 5xx, a name that does not resolve).
+// With `probe`, the file is also probed, in the same turn on the blocking threads as the last
+// step of getting it: those two threads bound the sandbox's submits, and the probe adds no turn
+// of its own (bench/README 6r).
 boost::asio::awaitable<std::optional<update>> fetch_source(const task_view& task, services& svc,
-                                                           const std::string& input) {
+                                                           const std::string& input,
+                                                           audio::probe_result* probe = nullptr) {
     bool have = false;
     co_await svc.blocking.run([&] {
         std::error_code ec;
         fs::create_directories(fs::path(input).parent_path(), ec);
         have = fs::exists(input, ec);
+        if (have && probe)
+            *probe = audio::probe(input);
     });
     if (have)
         co_return std::nullopt;
@@ -188,6 +194,8 @@ boost::asio::awaitable<std::optional<update>> fetch_source(const task_view& task
     co_await svc.blocking.run([&] {
         std::error_code ec;
         fs::rename(input + ".part", input, ec);
+        if (probe)
+            *probe = audio::probe(input);
     });
     co_return std::nullopt;
 }
@@ -216,13 +224,12 @@ boost::asio::awaitable<update> sandbox_provider::submit(const task_view& task, s
     // The source first: a provider that cannot fetch it says so before it takes the task, so a
     // passing failure (a refused connection, a 5xx) is retried like any failed submit.
     if (url) {
-        const std::string input = (fs::path(svc.work_dir) / "input").string();
-        if (auto failed = co_await fetch_source(task, svc, input))
-            co_return *failed;
         // Checked as an upload is at submit: audio that cannot be decoded, or an extend_after
         // past its end, fails the task at once, saying so (not each output in turn).
         audio::probe_result probe;
-        co_await svc.blocking.run([&] { probe = audio::probe(input); });
+        const std::string input = (fs::path(svc.work_dir) / "input").string();
+        if (auto failed = co_await fetch_source(task, svc, input, &probe))
+            co_return *failed;
         std::string why;
         if (!probe.ok)
             why = "audio_url: " + probe.error;
