@@ -23,7 +23,6 @@
 #include "gateway/store/blob_store.hpp"
 #include "gateway/store/db.hpp"
 #include "gateway/util/http_date.hpp"
-#include "gateway/util/json_keys.hpp"
 
 namespace segue::api {
 

@@ -1147,6 +1147,19 @@ TEST_P(StoreEngineTest, ReadUnitsCannotWrite) {
     sync_read(*s, [](st::transaction& tx) { EXPECT_FALSE(tx.get_task("ext_r")); });
 }
 
+// A submit job written already leased to `owner` for `lease_for` ms (an engine's hand-off to
+// itself, as create_task writes it).
+st::job_row leased_submit(const std::string& task, const std::string& owner, st::millis lease_for) {
+    st::job_row j;
+    j.kind = "submit";
+    j.task_id = task;
+    j.due_at = 1;
+    j.lease_owner = owner;
+    j.attempts = 1;
+    j.lease_for = lease_for;
+    return j;
+}
+
 // A job written leased (an engine's hand-off to itself): its lease runs from the store's own
 // clock (PostgreSQL's, for every replica alike), taken by the insert: no claim takes it before
 // the lease ends, any claim after.
@@ -1155,14 +1168,7 @@ TEST_P(StoreEngineTest, AJobLeasedAtInsertTakesItsLeaseFromTheStoresClock) {
     st::millis before = 0, after = 0;
     sync_write(*s, [&](st::transaction& tx) {
         before = tx.clock_ms();
-        st::job_row j;
-        j.kind = "submit";
-        j.task_id = "ext_h";
-        j.due_at = 1;
-        j.lease_owner = "w1";
-        j.attempts = 1;
-        j.lease_for = 60'000;
-        tx.schedule_job(j, false);
+        tx.schedule_job(leased_submit("ext_h", "w1", 60'000), false);
         after = tx.clock_ms();
     });
     std::vector<st::job_row> got;
@@ -1667,14 +1673,7 @@ TEST_F(StoreTest, LeasesOfAProcessThatIsGoneAreFreeAtOpen) {
         auto s = open();
         sync_write(*s, [&](st::transaction& tx) {
             now = tx.clock_ms();
-            st::job_row j;
-            j.kind = "submit";
-            j.task_id = "ext_dead";
-            j.due_at = 1;
-            j.lease_owner = "killed";
-            j.attempts = 1;
-            j.lease_for = 600'000;
-            tx.schedule_job(j, false);
+            tx.schedule_job(leased_submit("ext_dead", "killed", 600'000), false);
             tx.insert_task(make_task("ext_dead"));
             add_delivery(tx, "ext_dead", "http://r/a", 1000);
         });
