@@ -64,10 +64,14 @@ constexpr auto download_timeout = std::chrono::minutes(10);
 constexpr auto stall_timeout = std::chrono::minutes(1);
 constexpr std::uint64_t max_download_bytes = 4ull << 30;
 
-// A failure that ends the command with `code` after printing `message` on stderr.
+// A failure that ends the command with `code` after printing `message` on stderr. With --json
+// it is also one document on stdout, with the server's answer when there was one (`status`, and
+// its problem+json as `problem`), so a script that parses stdout learns why.
 struct cli_error {
     int code;
     std::string message;
+    int status = 0;
+    json::value problem = nullptr;
 };
 
 // Worth another try while following a task: no answer, or a 5xx or 429 one.
@@ -134,7 +138,7 @@ cli_error http_error(int status, std::string_view body) {
             if (msg.find(line) == std::string::npos)  // the detail may already say it
                 msg += "\n  " + line;
         }
-    return {code, msg};
+    return {code, msg, status, problem};
 }
 
 // The first error writing stdout (a full disk, a closed pipe): the command then fails, so a
@@ -150,6 +154,21 @@ void print_out(const std::string& s) {
 
 void print_json(const json::value& v) {
     print_out(json::serialize(v) + "\n");
+}
+
+// --json's document for a failed command: {"error": {"exit_code", "message", "status"?,
+// "problem"?, "task_id"?}}; the task is named when one was created or followed before the failure.
+json::value error_document(const cli_error& e, const std::string& task_id) {
+    json::object err;
+    err["exit_code"] = e.code;
+    err["message"] = e.message;
+    if (e.status != 0)
+        err["status"] = e.status;
+    if (!e.problem.is_null())
+        err["problem"] = e.problem;
+    if (!task_id.empty())
+        err["task_id"] = task_id;
+    return json::object{{"error", std::move(err)}};
 }
 
 std::string pad(std::string s, std::size_t width) {
@@ -195,6 +214,9 @@ class session {
         return task_id_.empty() ? std::string()
                                 : "task " + task_id_ + " (see it again: " + watch_again() + ")";
     }
+    // --json: errors are printed on stdout as well.
+    bool json_output() const { return o_.json; }
+    const std::string& task_id() const { return task_id_; }
     // Since the command started.
     std::string elapsed() const {
         return format_elapsed(
@@ -1071,6 +1093,10 @@ void session::interrupted() {
             msg = "interrupted\n";
             break;
     }
+    if (o_.json) {
+        std::string first = msg.substr(0, msg.find('\n'));
+        print_json(error_document({exit_interrupted, first}, task_id_));
+    }
     std::fflush(stdout);
     std::fputs(msg.c_str(), stderr);
     std::fflush(stderr);
@@ -1092,6 +1118,9 @@ int run_command(const std::vector<std::string_view>& args) {
     }
     if (!parsed.opts) {
         std::fprintf(stderr, "%s\n", parsed.error.c_str());
+        // A script that asked for --json gets the usage error there too.
+        if (std::find(args.begin(), args.end(), "--json") != args.end())
+            print_json(error_document({parsed.code, parsed.error}, {}));
         return parsed.code;
     }
     // The gateway's logs go to stdout as JSON lines: here stdout is the command's output.
@@ -1120,9 +1149,13 @@ int run_command(const std::vector<std::string_view>& args) {
         } catch (const cli_error& err) {
             code = err.code;
             std::fprintf(stderr, "segue: %s\n", err.message.c_str());
+            if (s.json_output())
+                print_json(error_document(err, s.task_id()));
         } catch (const std::exception& err) {
             code = exit_unavailable;
             std::fprintf(stderr, "segue: %s\n", err.what());
+            if (s.json_output())
+                print_json(error_document({code, err.what()}, s.task_id()));
         }
     });
     ioc.run();

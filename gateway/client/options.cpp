@@ -19,7 +19,8 @@ constexpr std::string_view common_help = R"(
 common options:
   --url URL        the gateway (default $SEGUE_URL, else http://127.0.0.1:8080)
   --key KEY        the API key (default $SEGUE_API_KEY)
-  --json           print one JSON document on stdout (for scripts); nothing is drawn
+  --json           print one JSON document on stdout (for scripts); nothing is drawn;
+                   a failure is {"error": {"exit_code", "message", ...}}
   -q, --quiet      draw nothing (no progress bar, no status line); also the case when
                    stdout or stderr is not a terminal
   -h, --help       this help

@@ -301,6 +301,40 @@ TEST(CliClient, JsonOutputForScripts) {
     r = run_cli(f.dir, {"deliveries", "redeliver", "del_nope", "--json"}, f.env);
     EXPECT_EQ(r.code, 5) << dump(r);
     EXPECT_NE(r.err.find("no such delivery"), std::string::npos) << dump(r);
+    // A failure is a document on stdout too: the exit code, the message, the server's answer.
+    {
+        auto doc = parse_object(r.out);
+        auto& err = doc["error"].as_object();
+        EXPECT_EQ(err["exit_code"], 5) << r.out;
+        EXPECT_EQ(err["status"], 404) << r.out;
+        EXPECT_NE(std::string(err["message"].as_string()).find("no such delivery"),
+                  std::string::npos)
+            << r.out;
+        EXPECT_EQ(err["problem"].as_object()["status"], 404) << r.out;
+        EXPECT_FALSE(err.contains("task_id")) << r.out;
+    }
+    // A refused create (422), a usage error and an unreachable server, each in the same shape.
+    r = run_cli(f.dir, {"extend", f.song, "--after", "500", "--json"}, f.env);
+    EXPECT_EQ(r.code, 5) << dump(r);
+    {
+        auto doc = parse_object(r.out);
+        auto& err = doc["error"].as_object();
+        EXPECT_EQ(err["status"], 422) << r.out;
+        EXPECT_TRUE(err["problem"].as_object()["errors"].is_array()) << r.out;
+    }
+    r = run_cli(f.dir, {"tasks", "--bogus", "--json"}, f.env);
+    EXPECT_EQ(r.code, 2) << dump(r);
+    EXPECT_EQ(parse_object(r.out)["error"].as_object()["exit_code"], 2) << dump(r);
+    auto gone_env = f.env;
+    gone_env["SEGUE_URL"] = "http://127.0.0.1:1";
+    r = run_cli(f.dir, {"credits", "--json"}, gone_env);
+    EXPECT_EQ(r.code, 3) << dump(r);
+    {
+        auto doc = parse_object(r.out);
+        auto& err = doc["error"].as_object();
+        EXPECT_EQ(err["exit_code"], 3) << r.out;
+        EXPECT_FALSE(err.contains("status")) << r.out;
+    }
 
     // The human forms of the listings.
     r = run_cli(f.dir, {"tasks"}, f.env);
@@ -406,15 +440,16 @@ TEST(CliClient, ExitCodes) {
     }
 }
 
-// Ctrl-C while following a task: the CLI stops (130) and says how to watch again; the task is
-// not canceled and finishes on the server; `segue watch` picks it up.
+// Ctrl-C while following a task: the CLI stops (130) and says how to watch again (with --json,
+// on stdout too); the task is not canceled and finishes on the server; `segue watch` picks it up.
 TEST(CliClient, CtrlCLeavesTheTaskRunning) {
     fixture f("1500ms");
     // The hint repeats where and how the outputs were to be saved, quoted for the shell.
     const std::string out = f.dir.file("my songs");
-    cli_child c(f.dir,
-                {"extend", f.song, "--after", "8", "--length", "4", "-o", out, "--format", "wav"},
-                f.env);
+    cli_child c(
+        f.dir,
+        {"extend", f.song, "--after", "8", "--length", "4", "-o", out, "--format", "wav", "--json"},
+        f.env);
     // Interrupt once the CLI follows the task live: its SSE stream is open on the server.
     const auto until = std::chrono::steady_clock::now() + 30s;
     bool following = false;
@@ -434,6 +469,13 @@ TEST(CliClient, CtrlCLeavesTheTaskRunning) {
     EXPECT_NE(r.err.find(" -o '" + out + "' --format wav\n"), std::string::npos) << dump(r);
     auto id = r.err.substr(at + 12);
     id = id.substr(0, id.find_first_of(" \n"));
+    // With --json, a script reading stdout learns the task too.
+    {
+        auto doc = parse_object(r.out);
+        auto& err = doc["error"].as_object();
+        EXPECT_EQ(err["exit_code"], 130) << r.out;
+        EXPECT_EQ(err["task_id"].as_string(), id) << r.out;
+    }
     const auto st = task_status(f.server.port(), id);
     EXPECT_TRUE(st == "queued" || st == "submitted" || st == "running") << st;
 
