@@ -564,6 +564,17 @@ class connection final : public context, public std::enable_shared_from_this<con
 
         const auto rid = header("X-Request-Id");
         request_id_ = rid && acceptable_request_id(*rid) ? std::string(*rid) : new_request_id();
+        // Behind a proxy, remote is the proxy: the access line also gives the client chain the
+        // proxy reported. Logged, never trusted: cut to 256 bytes, and a byte that is not
+        // printable ASCII becomes '?' (the line stays valid JSON in UTF-8).
+        forwarded_for_.clear();
+        if (srv_->settings.log.access)
+            if (const auto xff = header("X-Forwarded-For")) {
+                forwarded_for_.assign(xff->substr(0, 256));
+                for (char& c : forwarded_for_)
+                    if (c < 0x20 || c > 0x7e)
+                        c = '?';
+            }
 
         auto m = srv_->routes.match(method(), path());
         const http::route* rt = m.matched;
@@ -840,14 +851,26 @@ class connection final : public context, public std::enable_shared_from_this<con
                 srv_->durations.with({"unmatched"}).observe(secs);
         }
         if (srv_->settings.log.access && log::enabled(log::level::info)) {
-            log::info("request", {{"request_id", request_id_},
-                                  {"method", method()},
-                                  {"route", rt ? std::string_view(rt->pattern) : "unmatched"},
-                                  {"status", status},
-                                  {"bytes_in", bytes_in_},
-                                  {"bytes_out", bytes_out_},
-                                  {"duration_ms", secs * 1000.0},
-                                  {"remote", remote_}});
+            const std::string_view route = rt ? std::string_view(rt->pattern) : "unmatched";
+            if (forwarded_for_.empty())
+                log::info("request", {{"request_id", request_id_},
+                                      {"method", method()},
+                                      {"route", route},
+                                      {"status", status},
+                                      {"bytes_in", bytes_in_},
+                                      {"bytes_out", bytes_out_},
+                                      {"duration_ms", secs * 1000.0},
+                                      {"remote", remote_}});
+            else
+                log::info("request", {{"request_id", request_id_},
+                                      {"method", method()},
+                                      {"route", route},
+                                      {"status", status},
+                                      {"bytes_in", bytes_in_},
+                                      {"bytes_out", bytes_out_},
+                                      {"duration_ms", secs * 1000.0},
+                                      {"remote", remote_},
+                                      {"forwarded_for", forwarded_for_}});
         }
     }
 
@@ -861,6 +884,7 @@ class connection final : public context, public std::enable_shared_from_this<con
     std::optional<bhttp::request_parser<bhttp::buffer_body>> parser_;
     std::string request_id_;
     std::string remote_;
+    std::string forwarded_for_;  // X-Forwarded-For as sent, for the access line
     std::string body_;
     std::string head_buffer_;
     int served_ = 0;     // requests answered on this connection

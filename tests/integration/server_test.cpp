@@ -14,6 +14,8 @@
 #include <string>
 #include <thread>
 
+#include <boost/json/parse.hpp>
+
 #include "gateway/store/store.hpp"
 #include "tests/support/pg.hpp"
 #include "tests/support/process.hpp"
@@ -72,12 +74,32 @@ TEST(Server, HealthReadyAndRequestIds) {
     ASSERT_TRUE(bad);
     EXPECT_NE(bad->header("x-request-id").value_or(""), "a\"b{}");
 
+    // Behind a proxy: the client chain it reports, as sent (a byte that is not printable
+    // ASCII replaced), on the access line beside the proxy's own address.
+    auto proxied =
+        http_request(s.port(), "GET", "/healthz", "",
+                     {"X-Request-Id: via-proxy", "X-Forwarded-For: 203.0.113.7, \xC3\xA9"});
+    ASSERT_TRUE(proxied);
+
     // One JSON access line per request, with the route template and the request id.
     std::this_thread::sleep_for(100ms);
     auto log = s.log();
     EXPECT_NE(log.find("\"msg\":\"listening\""), std::string::npos) << log;
     EXPECT_NE(log.find("\"request_id\":\"my-trace.42\""), std::string::npos) << log;
     EXPECT_NE(log.find("\"route\":\"/readyz\""), std::string::npos) << log;
+    const auto line_of = [&](const std::string& id) {
+        const auto at = log.find("\"request_id\":\"" + id + "\"");
+        if (at == std::string::npos)
+            return std::string();
+        const auto start = log.rfind('\n', at) + 1;
+        return log.substr(start, log.find('\n', at) - start);
+    };
+    const auto via = line_of("via-proxy");
+    EXPECT_NE(via.find("\"remote\":\"127.0.0.1"), std::string::npos) << via;
+    EXPECT_NE(via.find("\"forwarded_for\":\"203.0.113.7, ??\""), std::string::npos) << via;
+    boost::system::error_code ec;
+    EXPECT_TRUE(boost::json::parse(via, ec).is_object()) << via;
+    EXPECT_EQ(line_of("my-trace.42").find("forwarded_for"), std::string::npos) << log;
 }
 
 TEST(Server, HeadIsServedLikeGetWithoutBody) {
