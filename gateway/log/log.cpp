@@ -79,8 +79,7 @@ void append_value(std::string& out, const value& v) {
     std::visit(visitor{out}, v);
 }
 
-void format_line(std::string& line, level l, std::string_view msg,
-                 std::initializer_list<field> fields) {
+void format_line(std::string& line, level l, std::string_view msg, std::span<const field> fields) {
     line.clear();
     line.append("{\"time\":\"");
     append_time(line);
@@ -152,9 +151,10 @@ void writer_loop(queue& q) {
         lk.unlock();
         if (dropped > 0) {
             std::string notice;
+            const field count{"dropped", static_cast<std::uint64_t>(dropped)};
             format_line(notice, level::warn,
                         "log lines dropped: the log's reader was slower than the log",
-                        {{"dropped", static_cast<std::uint64_t>(dropped)}});
+                        std::span(&count, 1));
             batch.append(notice);
         }
         (void)util::write_all(g_fd.load(std::memory_order_relaxed), batch);  // no one to tell
@@ -257,7 +257,7 @@ void append_json_escaped(std::string& out, std::string_view s) {
     }
 }
 
-void write(level l, std::string_view msg, std::initializer_list<field> fields) {
+void write(level l, std::string_view msg, std::span<const field> fields) {
     thread_local std::string line;
     format_line(line, l, msg, fields);
     if (g_async.load(std::memory_order_acquire)) {

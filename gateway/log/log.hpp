@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <span>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -44,7 +45,10 @@ inline bool enabled(level l) noexcept {
 // Redirects output (tests); fd 1 by default.
 void set_fd(int fd) noexcept;
 
-void write(level l, std::string_view msg, std::initializer_list<field> fields = {});
+void write(level l, std::string_view msg, std::span<const field> fields);
+inline void write(level l, std::string_view msg, std::initializer_list<field> fields = {}) {
+    write(l, msg, std::span<const field>(fields.begin(), fields.size()));
+}
 
 // While one lives, lines go through a queue of at most `max_queued_bytes` to a writer thread.
 // Its destruction writes what is queued, then lines are written at once again. One at a time.
