@@ -1436,7 +1436,11 @@ asio::awaitable<engine::webhook_outcome> engine::handle_webhook(std::string prov
         view.state_json = attempt->state_json;
         refused = {};
         u = p->on_webhook(view, hook, refused);
+        // An attempt whose submit's outcome is unknown ("unknown": the answer was lost, or the
+        // process that sent it died) waits for no answer, only for its reconcile, which would
+        // take a callback held here for not received and send the song again: recorded now.
         if (u || !refused.too_early || std::chrono::steady_clock::now() >= until ||
+            attempt->status == "unknown" ||
             is_terminal(parse_task_status(task->status).value_or(task_status::failed)))
             break;
         const auto executor = co_await asio::this_coro::executor;

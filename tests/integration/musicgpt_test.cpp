@@ -73,9 +73,11 @@ class fake_musicgpt {
 };
 
 struct gateway {
+    // `on_port`: a restart that keeps the port its callback URLs name (0: a free one).
     explicit gateway(const fake_musicgpt& fake, const std::string& extra = "",
-                     const std::string& lease = "5s", const std::string& retry = "") {
-        port = segue::test::free_port();
+                     const std::string& lease = "5s", const std::string& retry = "",
+                     std::uint16_t on_port = 0) {
+        port = on_port != 0 ? on_port : segue::test::free_port();
         const std::string cfg =
             "server:\n  listen: 127.0.0.1:" + std::to_string(port) +
             "\n  io_threads: 2\nlog:\n  level: info\n"
@@ -628,6 +630,43 @@ TEST(MusicGpt, ALookupByConversionThatByIdDoesNotKnowYetIsAskedAgain) {
     expect_a_lost_answer_sent_once(R"("drop_webhooks":["cover","audio"])",
                                    R"(kind="reconcile",outcome="looked_up"})", false,
                                    R"(,{"match":"by_id","status":404,"times":1})");
+}
+
+// The gateway is killed while its submit waits for MusicGPT's answer, and restarted at once on
+// the same database and port: the restart finds the submit interrupted and will reconcile it
+// (reconcile_after: 3 s), and MusicGPT's callbacks for it come 2 s after the submit. A callback
+// for an attempt whose outcome is unknown is the proof the reconcile looks for, recorded at
+// once. Before, it was held for the answer (up to 3 s) that no process would ever get, the
+// reconcile found no evidence meanwhile, and the song was sent to MusicGPT a second time
+// (found by a black-box run).
+TEST(MusicGpt, ACallbackForASubmitInterruptedByACrashIsRecordedBeforeItsReconcile) {
+    if (segue::test::testing_postgres())
+        GTEST_SKIP() << "the same on both engines; run once";
+    fake_musicgpt fake;
+    fake.control(R"({"faults":[{"match":"submit","delay_ms":2500,"times":1}],)"
+                 R"("webhook_delay_ms":2000,"shuffle_webhooks":false})");
+    segue::test::temp_dir shared;
+    const std::string storage = segue::test::storage_yaml(shared.path());
+    auto a = std::make_unique<gateway>(fake, storage);
+    const std::uint16_t port = a->port;
+    const std::string id = create_url_task(port);
+    ASSERT_FALSE(id.empty());
+    auto until = std::chrono::steady_clock::now() + 10s;
+    while (fake.requests("submit").empty() && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(5ms);
+    ASSERT_EQ(fake.requests("submit").size(), 1u);
+    a->proc->proc().signal(SIGKILL);
+    a->proc->proc().wait(5s);
+    const std::string first_log = a->proc->log();
+    a.reset();
+    gateway b(fake, storage, "5s", "", port);
+    auto t = wait_final(b.port, id, 40s);
+    EXPECT_EQ(t["status"], "succeeded") << json::serialize(t);
+    EXPECT_EQ(fake.requests("submit").size(), 1u)
+        << "the song was submitted twice; the killed gateway's log:\n"
+        << first_log << "\nthe restarted one's:\n"
+        << b.proc->log();
+    EXPECT_EQ(t["attempts"].as_array().size(), 1u) << json::serialize(t["attempts"]);
 }
 
 // A callback that overtakes the submit's answer (MusicGPT calls back before its HTTP answer is
