@@ -594,6 +594,27 @@ TEST(Extend, SseResumesAfterLastEventId) {
         EXPECT_NE(refused->body.find("Last-Event-ID"), std::string::npos) << refused->body;
         EXPECT_EQ(refused->body.find("id: 1\n"), std::string::npos) << refused->body;
     }
+    // A seq past the task's last event was never sent by this stream: a 400, not an empty
+    // stream that skips every event (Last-Event-ID, or `after` on the stream). The last event's
+    // own seq is a resume with nothing left to send.
+    const std::string past = std::to_string(all.size() + 1);
+    auto refused = http_request(s.port(), "GET", "/v1/extensions/" + id + "/events", "",
+                                {key_a, "Accept: text/event-stream", "Last-Event-ID: " + past});
+    ASSERT_TRUE(refused);
+    EXPECT_EQ(refused->status, 400) << refused->body;
+    EXPECT_NE(refused->body.find("\"field\":\"Last-Event-ID\""), std::string::npos)
+        << refused->body;
+    refused = http_request(s.port(), "GET", "/v1/extensions/" + id + "/events?after=50", "",
+                           {key_a, "Accept: text/event-stream"});
+    ASSERT_TRUE(refused);
+    EXPECT_EQ(refused->status, 400) << refused->body;
+    EXPECT_NE(refused->body.find("\"field\":\"after\""), std::string::npos) << refused->body;
+    auto at_end = http_request(
+        s.port(), "GET", "/v1/extensions/" + id + "/events", "",
+        {key_a, "Accept: text/event-stream", "Last-Event-ID: " + std::to_string(all.size())});
+    ASSERT_TRUE(at_end);
+    EXPECT_EQ(at_end->status, 200) << at_end->body;
+    EXPECT_EQ(at_end->body.find("id: "), std::string::npos) << at_end->body;
     // The JSON log pages the same way.
     auto page = http_request(s.port(), "GET", "/v1/extensions/" + id + "/events?after=2&limit=1",
                              "", {key_a});
