@@ -707,8 +707,15 @@ transition::result transition::apply(store::transaction& tx, const std::string& 
         } else if (!ou.cover_url.empty()) {
             d["cover_url"] = ou.cover_url;  // this output's own cover over the task's
         }
-        // Timestamped lyrics may come on their own (some providers send them separately).
-        if (ou.lyrics_timestamped && !d.contains("lyrics_timestamped")) {
+        // Timestamped lyrics may come on their own (some providers send them separately). An
+        // output that has ended without audio (failed, canceled) gets none: its own end was
+        // its last event (found by a black-box run: MusicGPT's lyrics callback after the
+        // output's failed audio callback gave output.failed, then lyrics.ready).
+        const auto ended_without_audio = [](output_status s) {
+            return s == output_status::failed || s == output_status::canceled;
+        };
+        if (ou.lyrics_timestamped && !d.contains("lyrics_timestamped") &&
+            !ended_without_audio(current) && !ended_without_audio(ou.status)) {
             d["lyrics_timestamped"] = lyrics_array(*ou.lyrics_timestamped);
             json::object e;
             e["index"] = ou.index;

@@ -301,6 +301,32 @@ TEST(Transition, Table) {
              EXPECT_EQ(o.jobs(), (std::vector<std::string>{"complete", "delete_all"}));
              EXPECT_EQ(o.res.final_status, "failed");
          }},
+        {"lyrics for an output that has failed: no lyrics.ready after its output.failed",
+         [] {
+             auto s = task("running", 2, {attempt(1, "alpha", "accepted", "up-1")}, 20'000);
+             s.outputs[1].status = "failed";
+             return s;
+         },
+         false, 1,
+         [] {
+             update u;
+             u.what = update::kind::progress;
+             for (int index : {1, 2}) {
+                 segue::providers::output_update o;
+                 o.index = index;
+                 o.lyrics_timestamped = std::vector<segue::core::lyric_line>{{"la", 0, 900}};
+                 u.outputs.push_back(o);
+             }
+             return u;
+         },
+         [](const outcome& o) {
+             // Output 1, still being made, has its lyrics; output 2 ended with its failure.
+             EXPECT_EQ(o.events(), (std::vector<std::string>{"extension.lyrics.ready"}));
+             for (const auto& e : o.effects)
+                 if (e.what == kind::append_event)
+                     EXPECT_NE(e.event.data_json.find("\"index\":1"), std::string::npos)
+                         << e.event.data_json;
+         }},
         {"an ambiguous submit: reconciled after the provider's window, never resent at once",
          [] { return task("queued", 1, {attempt(1, "alpha", "submitting")}, 10'000); }, true, 1,
          [] {
