@@ -1529,9 +1529,11 @@ asio::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_i
     auto self = impl_;
     cancel_outcome outcome = cancel_outcome::not_found;
     std::string provider;
+    int finish_attempt = 0;
     transition::result res;
     co_await self->db.write([&](store::transaction& tx) {
         res = {};
+        outcome = cancel_outcome::not_found;
         auto t = tx.get_task(task_id);
         if (!t || t->tenant != tenant)
             return;
@@ -1541,6 +1543,17 @@ asio::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_i
         }
         const auto now = now_ms();
         auto outs = tx.get_outputs(t->id);
+        if (transition::every_output_made(outs)) {
+            // Nothing left to stop but the wait for lyrics or a cover: finished below, not
+            // canceled (which would have ended a fully made and charged task as "canceled").
+            auto attempts = tx.get_attempts(t->id);
+            if (!attempts.empty()) {
+                outcome = cancel_outcome::finished;
+                provider = attempts.back().provider;
+                finish_attempt = attempts.back().number;
+                return;
+            }
+        }
         t->status = std::string(to_string(task_status::canceled));
         for (auto& o : outs) {
             if (o.status != to_string(output_status::pending))
@@ -1572,6 +1585,13 @@ asio::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_i
         provider = t->provider;
         outcome = cancel_outcome::canceled;
     });
+    if (outcome == cancel_outcome::finished) {
+        // As the attempt's deadline would: the provider's work counts as done.
+        providers::update done;
+        done.what = providers::update::kind::done;
+        co_await self->apply(task_id, nullptr, nullptr, provider, finish_attempt, std::move(done));
+        co_return outcome;
+    }
     self->count(res.metrics);
     if (outcome == cancel_outcome::canceled) {
         self->finished(task_id, provider.empty() ? "none" : provider, "canceled", 0);

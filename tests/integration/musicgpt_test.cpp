@@ -669,6 +669,54 @@ TEST(MusicGpt, ACallbackForASubmitInterruptedByACrashIsRecordedBeforeItsReconcil
     EXPECT_EQ(t["attempts"].as_array().size(), 1u) << json::serialize(t["attempts"]);
 }
 
+// A cancel that comes when every output is made and the task waits only for MusicGPT's separate
+// lyrics callbacks (lost here, and byId failing, so nothing else ends the wait): nothing is left
+// to cancel, so the task finishes as it would at its attempt's deadline: succeeded, both outputs
+// charged, nothing refunded. Before, it ended "canceled" with every output ready and charged
+// (found by a black-box run).
+TEST(MusicGpt, ACancelOnceEveryOutputIsMadeFinishesTheTask) {
+    fake_musicgpt fake;
+    fake.control(R"({"drop_webhooks":["lyrics"],"faults":[{"match":"by_id","status":503}]})");
+    gateway g(fake);
+    const std::string id = create_url_task(g.port);
+    ASSERT_FALSE(id.empty());
+    bool made = false;
+    json::object t;
+    const auto until = std::chrono::steady_clock::now() + 30s;
+    while (!made && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(50ms);
+        auto r = http_request(g.port, "GET", "/v1/extensions/" + id, "", {key});
+        if (!r || r->status != 200)
+            continue;
+        t = parse(r->body);
+        made = t["outputs"].as_array().size() == 2u;
+        for (const auto& o : t["outputs"].as_array())
+            made = made && o.at("status") == "ready";
+    }
+    ASSERT_TRUE(made) << json::serialize(t);
+    std::this_thread::sleep_for(300ms);  // the cover callback too, as it comes
+    EXPECT_EQ(t["status"], "running") << json::serialize(t);
+
+    auto r = http_request(g.port, "POST", "/v1/extensions/" + id + "/cancel", "", {key});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    t = parse(r->body);
+    EXPECT_EQ(t["status"], "succeeded") << r->body;
+    auto& c = t["credits"].as_object();
+    EXPECT_EQ(c["refunded"].to_number<double>(), 0) << r->body;
+    EXPECT_EQ(c["outstanding"].to_number<double>(), 0) << r->body;
+    EXPECT_GT(c["captured"].to_number<double>(), 0) << r->body;
+    auto counts = event_counts(g.port, id);
+    EXPECT_EQ(counts["extension.canceled"], 0);
+    EXPECT_EQ(counts["extension.succeeded"], 1);
+    EXPECT_EQ(counts["extension.output.ready"], 2);
+    EXPECT_EQ(counts["extension.output.failed"], 0);
+    // Once finished, a cancel is what it is for any final task.
+    r = http_request(g.port, "POST", "/v1/extensions/" + id + "/cancel", "", {key});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 409) << r->body;
+}
+
 // A callback that overtakes the submit's answer (MusicGPT calls back before its HTTP answer is
 // read: here the answer is held 1 s, the webhooks leave after 100 ms) names conversions the
 // attempt does not know yet. The gateway reads the attempt again until the answer is in (up to
