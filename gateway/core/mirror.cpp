@@ -47,6 +47,7 @@ struct fetched {
     std::string url;
     bool ok = false;
     bool permanent = false;  // retrying cannot help (the guard refused it, over the cap)
+    bool gone = false;       // the provider's host answered 404 or 410: it has no such file
     std::string error;
     std::string path;
     std::string sha256;
@@ -278,9 +279,10 @@ asio::awaitable<fetched> output_mirror::impl::fetch_one(std::string format, std:
             st->fd = -1;
             ::unlink(path.c_str());
         });
-        if (got.ok() && got.res.status / 100 != 2)
+        if (got.ok() && got.res.status / 100 != 2) {
             f.error = "HTTP " + std::to_string(got.res.status);
-        else if (st->err != 0)
+            f.gone = got.res.status == 404 || got.res.status == 410;
+        } else if (st->err != 0)
             f.error = "writing " + path + ": " + std::strerror(st->err);
         else
             f.error = std::string(net::to_string(got.error)) +
@@ -367,6 +369,7 @@ asio::awaitable<transition::result> output_mirror::impl::run(store::job_row job,
     std::vector<fetched> got;
     std::string error;
     bool permanent = false;
+    bool gone = false;
     for (const auto& [fmt, url] : sources) {
         if (lease.lost)
             break;
@@ -374,6 +377,7 @@ asio::awaitable<transition::result> output_mirror::impl::run(store::job_row job,
         if (!f.ok) {
             error = fmt + ": " + f.error;
             permanent = f.permanent;
+            gone = f.gone;
             break;
         }
         got.push_back(std::move(f));
@@ -427,6 +431,7 @@ asio::awaitable<transition::result> output_mirror::impl::run(store::job_row job,
     m.cover = cover;
     m.ok = complete;
     m.error = error;
+    m.gone = !complete && gone;
     if (complete) {
         // Verify (decode) while the files are local, then store them.
         co_await d.blocking.run([&] {

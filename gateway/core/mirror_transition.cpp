@@ -209,9 +209,14 @@ transition::result transition::mirror_done(store::transaction& tx, const std::st
                     json::value url = *u;
                     audio[std::string(fmt) + "_provider_url"] = std::move(url);
                 }
-            if (ms.fail_output) {
+            // Ready with the provider's link is for a link that may still work; one its host
+            // says has no file (404, 410) is a song the tenant cannot get: failed, its credits
+            // refunded, whatever fail_output says (found by a black-box run: charged in full
+            // for two outputs whose links answered 404).
+            if (ms.fail_output || m.gone) {
                 status = output_status::failed;
-                d["error"] = "the output could not be copied from the provider: " + m.error;
+                d["error"] = "the output could not be copied from the provider: " + m.error +
+                             (m.gone ? " (the provider no longer has it)" : "");
             } else {
                 d["mirror_failed"] = true;
                 d["mirror_error"] = m.error;

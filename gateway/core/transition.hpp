@@ -38,6 +38,7 @@ struct mirror_outcome {
     bool cover = false;  // a cover image, not the output's audio
     bool ok = false;     // every file was stored
     std::string error;   // why not (the last failure), when !ok
+    bool gone = false;   // !ok, and the last failure was the provider's 404 or 410 (no file)
     struct file {
         std::string format;  // "mp3", "wav", "cover"
         std::string provider_url;

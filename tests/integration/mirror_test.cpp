@@ -371,35 +371,58 @@ TEST(Mirror, AFailingMirrorIsRetriedUntilItSucceeds) {
         << m->body;
 }
 
+// A mirror that never succeeds: with the provider's host failing (503), the output is ready
+// with the provider's URL (its link may still work) and mirror_failed, or failed with
+// fail_output. With the host saying it has no such file (404: files_gone), the tenant could not
+// get the song from that link either: failed and refunded, whatever fail_output says.
 TEST(Mirror, AMirrorThatNeverSucceedsKeepsTheProvidersUrlOrFailsTheOutput) {
-    for (bool fail_output : {false, true}) {
-        SCOPED_TRACE(fail_output ? "fail_output" : "provider_url");
+    struct mode {
+        const char* name;
+        const char* fault;
+        bool fail_output;
+        bool expect_failed;
+    };
+    for (const auto& m :
+         {mode{"provider_url", R"({"faults":[{"match":"files","status":503}]})", false, false},
+          mode{"fail_output", R"({"faults":[{"match":"files","status":503}]})", true, true},
+          mode{"gone", R"({"files_gone":true})", false, true}}) {
+        SCOPED_TRACE(m.name);
         auto fake = start_fake(which::musicapi);
-        ASSERT_TRUE(fake.control(R"({"files_gone":true})"));
+        ASSERT_TRUE(fake.control(m.fault));
         segue::test::temp_dir storage, d;
         gateway g(which::musicapi, fake, storage.path(),
                   "    deadline: 2s\n    fail_output: " +
-                      std::string(fail_output ? "true" : "false") + "\n");
+                      std::string(m.fail_output ? "true" : "false") + "\n");
         const auto id = submit(g, which::musicapi, d);
         auto t = wait_final(g, id);
         const auto& outs = t["outputs"].as_array();
         ASSERT_EQ(outs.size(), 2u);
         for (const auto& ov : outs) {
             const auto& o = ov.as_object();
-            if (fail_output) {
+            if (m.expect_failed) {
                 EXPECT_EQ(o.at("status"), "failed") << json::serialize(o);
                 EXPECT_NE(text(o, "error").find("could not be copied"), std::string::npos);
+                if (!m.fail_output)
+                    EXPECT_NE(text(o, "error").find("HTTP 404 (the provider no longer has it)"),
+                              std::string::npos)
+                        << json::serialize(o);
             } else {
                 EXPECT_EQ(o.at("status"), "ready") << json::serialize(o);
                 EXPECT_EQ(o.at("mirror_failed"), true);
-                EXPECT_NE(text(o, "mirror_error").find("HTTP 404"), std::string::npos);
+                EXPECT_NE(text(o, "mirror_error").find("HTTP 503"), std::string::npos);
                 const auto& audio = o.at("audio").as_object();
                 EXPECT_EQ(text(audio, "mp3_url").rfind(fake.base(), 0), 0u);
                 EXPECT_EQ(text(audio, "mp3_provider_url"), text(audio, "mp3_url"));
                 EXPECT_EQ(o.at("cover_mirror_failed"), true);
             }
         }
-        EXPECT_EQ(t["status"], fail_output ? "failed" : "succeeded") << json::serialize(t);
+        EXPECT_EQ(t["status"], m.expect_failed ? "failed" : "succeeded") << json::serialize(t);
+        // What a failed output held goes back: nothing is charged for audio never received.
+        const auto& c = t["credits"].as_object();
+        if (m.expect_failed)
+            EXPECT_EQ(c.at("captured").to_number<double>(), 0) << json::serialize(c);
+        else
+            EXPECT_GT(c.at("captured").to_number<double>(), 0) << json::serialize(c);
         // Retried (backoff 100-400 ms) within the 2 s deadline, then given up.
         EXPECT_GE(fake.requests("files").size(), 6u);
     }
@@ -409,7 +432,7 @@ TEST(Mirror, AMirrorThatNeverSucceedsKeepsTheProvidersUrlOrFailsTheOutput) {
 // the mirror's own: links that never answer end the mirror in seconds, not in ten minutes.
 TEST(Mirror, RetriesStopAtTheTasksDeadlineWhenItComesBeforeTheMirrors) {
     auto fake = start_fake(which::musicapi);
-    ASSERT_TRUE(fake.control(R"({"files_gone":true})"));
+    ASSERT_TRUE(fake.control(R"({"faults":[{"match":"files","status":503}]})"));
     segue::test::temp_dir storage, d;
     gateway g(which::musicapi, fake, storage.path(), "    deadline: 10m\n", 0, "  deadline: 2s\n");
     const auto started = std::chrono::steady_clock::now();
@@ -424,7 +447,7 @@ TEST(Mirror, RetriesStopAtTheTasksDeadlineWhenItComesBeforeTheMirrors) {
         const auto& o = ov.as_object();
         EXPECT_EQ(o.at("status"), "ready") << json::serialize(o);
         EXPECT_EQ(o.at("mirror_failed"), true) << json::serialize(o);
-        EXPECT_NE(text(o, "mirror_error").find("HTTP 404"), std::string::npos);
+        EXPECT_NE(text(o, "mirror_error").find("HTTP 503"), std::string::npos);
         EXPECT_EQ(text(o.at("audio").as_object(), "mp3_url").rfind(fake.base(), 0), 0u);
     }
 }
