@@ -647,6 +647,25 @@ asio::awaitable<void> engine::impl::run_claimed(store::job_row job,
     } catch (const std::exception& e) {
         error = e.what();
     }
+    // A run that threw because its task ended under it (a cancel removes the scratch files a
+    // mirror or the sandbox was writing) is not a failure: its jobs went with the task, so it
+    // would never run again, and saying so at error level misled (found by a black-box run).
+    bool ended = false;
+    try {
+        co_await db.read([&](store::transaction& tx) {
+            const auto t = tx.get_task(job.task_id);
+            ended = !t || is_terminal(parse_task_status(t->status).value_or(task_status::failed));
+        });
+    } catch (const std::exception&) {
+        // Unknown: counted as a failed run below, as before.
+    }
+    if (ended) {
+        jobs.with({job.kind, "task_ended"}).inc();
+        log::info("job stopped: its task ended while it ran; its result is not needed",
+                  {{"task_id", job.task_id}, {"kind", job.kind}, {"error", error}});
+        co_await remove_work_dir(job.task_id);
+        co_return;
+    }
     // The run threw (a task whose data the engine cannot use, a store failure): record a failed
     // run and try again later, up to max_job_failures runs in a row.
     jobs.with({job.kind, "crashed"}).inc();
@@ -1543,9 +1562,15 @@ asio::awaitable<engine::cancel_outcome> engine::cancel(const std::string& task_i
         }
         const auto now = now_ms();
         auto outs = tx.get_outputs(t->id);
-        if (transition::every_output_made(outs)) {
-            // Nothing left to stop but the wait for lyrics or a cover: finished below, not
-            // canceled (which would have ended a fully made and charged task as "canceled").
+        if (std::all_of(outs.begin(), outs.end(),
+                        [](const store::output_row& o) {
+                            return o.status == to_string(output_status::ready);
+                        }) &&
+            !outs.empty()) {
+            // Every output is ready (in the gateway's hands: an output still being copied is
+            // not, and is canceled and refunded like any other): nothing is left to stop but
+            // the wait for lyrics or a cover. Finished below, not canceled, which would have
+            // ended a fully made and charged task as "canceled".
             auto attempts = tx.get_attempts(t->id);
             if (!attempts.empty()) {
                 outcome = cancel_outcome::finished;

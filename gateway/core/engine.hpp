@@ -84,7 +84,7 @@ class engine {
                                                            providers::inbound_webhook hook,
                                                            std::string* error);
 
-    // finished: every output was made already, so nothing was canceled; the task stopped
+    // finished: every output was ready already, so nothing was canceled; the task stopped
     // waiting for what its provider sends on its own (lyrics, a cover) and finished as it
     // would have at its attempt's deadline (succeeded, or by its last mirror job).
     enum class cancel_outcome { canceled, not_found, already_final, finished };

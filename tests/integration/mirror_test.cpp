@@ -371,6 +371,40 @@ TEST(Mirror, AFailingMirrorIsRetriedUntilItSucceeds) {
         << m->body;
 }
 
+// A cancel while a mirror job copies an output: the cancel removes the task's scratch files
+// under the copy, which then fails. Its task has ended, so the job is done with, not a failed
+// run to try again (and no error line saying it "runs again later", which it never did).
+TEST(Mirror, ACancelDuringACopyEndsTheMirrorJobQuietly) {
+    auto fake = start_fake(which::musicgpt);
+    ASSERT_TRUE(fake.control(R"({"faults":[{"match":"files","delay_ms":1500,"times":8}]})"));
+    segue::test::temp_dir storage, d;
+    gateway g(which::musicgpt, fake, storage.path());
+    const auto id = submit(g, which::musicgpt, d);
+    ASSERT_FALSE(id.empty());
+    const auto until = std::chrono::steady_clock::now() + 20s;
+    while (fake.requests("files").empty() && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(20ms);
+    ASSERT_FALSE(fake.requests("files").empty()) << "no mirror started";
+    // Just before the delayed file comes: the copy then goes on to store it before the job's
+    // heartbeat has found its row gone.
+    std::this_thread::sleep_for(1300ms);
+    auto r = http_request(g.port, "POST", "/v1/extensions/" + id + "/cancel", "", {key});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    EXPECT_EQ(parse(r->body)["status"], "canceled") << r->body;
+    std::this_thread::sleep_for(2500ms);  // the delayed files come, the copies end
+    const auto log = g.proc->log();
+    EXPECT_EQ(log.find("job failed; it runs again later"), std::string::npos) << log;
+    auto m = http_request(g.port, "GET", "/metrics");
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->body.find(R"(segue_engine_jobs_total{kind="mirror",outcome="crashed"})"),
+              std::string::npos)
+        << m->body;
+    // Nothing of the task is left in the scratch space.
+    EXPECT_FALSE(
+        std::filesystem::exists(std::filesystem::path(storage.path()) / "blobs" / "work" / id));
+}
+
 // A mirror that never succeeds: with the provider's host failing (503), the output is ready
 // with the provider's URL (its link may still work) and mirror_failed, or failed with
 // fail_output. With the host saying it has no such file (404: files_gone), the tenant could not
