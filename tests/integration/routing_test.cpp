@@ -231,7 +231,7 @@ TEST(Routing, AnOpenCircuitSendsNothingAndShowsInProviders) {
     EXPECT_NE(m->body.find("segue_task_retries_total{provider=\"musicgpt\",decision=\"failover\""),
               std::string::npos);
     // And the log says so, once, at warn, naming the provider.
-    const auto log = w.gw->log();
+    const auto log = w.gw->log_with("provider circuit opened");
     const auto at = log.find("provider circuit opened");
     ASSERT_NE(at, std::string::npos) << log;
     const auto line = log.substr(log.rfind('\n', at) + 1, log.find('\n', at) - log.rfind('\n', at));
@@ -415,11 +415,10 @@ TEST(Routing, AFailoverFromAFreeProviderHoldsTheNextOnesPrice) {
         }
         EXPECT_EQ(holds, 1) << json::serialize(c);
         // The log tells the task's end, in one line.
-        EXPECT_NE(
-            w.gw->log().find(R"("msg":"task finished","task_id":")" + id +
-                             R"(","status":"succeeded","provider":"musicgpt","duration_ms":)"),
-            std::string::npos)
-            << w.gw->log();
+        const std::string line = R"("msg":"task finished","task_id":")" + id +
+                                 R"(","status":"succeeded","provider":"musicgpt","duration_ms":)";
+        const auto log = w.gw->log_with(line);
+        EXPECT_NE(log.find(line), std::string::npos) << log;
     }
     {
         world w("", 9);  // MusicGPT would hold 10

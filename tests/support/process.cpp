@@ -192,6 +192,17 @@ std::string segue_process::log() const {
     return ss.str();
 }
 
+std::string segue_process::log_with(const std::string& needle,
+                                    std::chrono::milliseconds limit) const {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+        auto text = log();
+        if (text.find(needle) != std::string::npos || std::chrono::steady_clock::now() >= until)
+            return text;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+}
+
 std::pair<int, std::string> run_command(const std::vector<std::string>& argv,
                                         const std::string& stdin_data) {
     temp_dir d;

@@ -73,6 +73,10 @@ class segue_process {
     std::uint16_t port() const { return port_; }
     child_process& proc() { return proc_; }
     std::string log() const;
+    // The log once it contains `needle` (lines are written by the gateway's log thread a few
+    // milliseconds after they are logged), or as it is after `limit`.
+    std::string log_with(const std::string& needle,
+                         std::chrono::milliseconds limit = std::chrono::seconds(10)) const;
     const temp_dir& dir() const { return dir_; }
 
   private:
