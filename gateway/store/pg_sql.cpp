@@ -237,8 +237,11 @@ const char* sql_of(q which) {
         case q::claim_deliveries:
             // As claim_jobs, only the head of each (task, url) queue, and the event joined in
             // (type, data) so a claim is one round trip.
+            // A row still owned was claimed and never finished: its send may have gone out
+            // (a crash, a stall past the lease), so it counts as an attempt.
             return "WITH c AS (UPDATE deliveries SET lease_owner = $1, "
-                   "lease_until = $2::bigint + $3::bigint, lease_fence = lease_fence + 1 "
+                   "lease_until = $2::bigint + $3::bigint, lease_fence = lease_fence + 1, "
+                   "attempts = attempts + CASE WHEN lease_owner <> '' THEN 1 ELSE 0 END "
                    "WHERE id IN (SELECT d.id FROM deliveries d WHERE d.status = 'pending' "
                    "AND d.next_at <= $2::bigint AND (d.lease_owner = '' OR "
                    "d.lease_until <= $2::bigint) AND NOT (d.id = ANY ($5::text[])) "

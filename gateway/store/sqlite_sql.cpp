@@ -219,8 +219,10 @@ const char* sql_of(q which) {
             // claimable, so a later event waits behind an earlier undelivered one.
             // lease_fence is the claim's fencing token; ?5 a JSON array of ids the caller is
             // sending itself and must not take again.
+            // A row still owned was claimed and never finished: its send may have gone out
+            // (a crash, a stall past the lease), so it counts as an attempt.
             return "UPDATE deliveries SET lease_owner = ?1, lease_until = ?2 + ?3, "
-                   "lease_fence = lease_fence + 1 "
+                   "lease_fence = lease_fence + 1, attempts = attempts + (lease_owner <> '') "
                    "WHERE id IN (SELECT d.id FROM deliveries d WHERE d.status = 'pending' "
                    "AND d.next_at <= ?2 AND (d.lease_owner = '' OR d.lease_until <= ?2) "
                    "AND d.id NOT IN (SELECT value FROM json_each(?5)) "

@@ -566,6 +566,11 @@ TEST_F(WebhooksTest, ADeliveryHeldByAReplicaSaysUntilWhen) {
     expect_all_delivered_in_order(rcv, gw.port(), id, "/hooks/c");
     for (const auto& o : deliveries(gw.port(), "task_id=" + id))
         EXPECT_FALSE(o.as_object().contains("claimed_until")) << json::serialize(o);
+    // The send the killed process made counts: attempts 2, so a receiver's team can see why
+    // that webhook-id came twice (found by a black-box run: it said 1).
+    const auto d = claimed(gw.port(), id, first);
+    EXPECT_EQ(d.at("status").as_string(), "delivered") << json::serialize(d);
+    EXPECT_EQ(d.at("attempts").to_number<int>(), 2) << json::serialize(d);
 }
 
 // A replica frozen (SIGSTOP) while its delivery is on the wire: another replica takes the row
