@@ -86,7 +86,8 @@ class engine {
 
     // finished: every output was ready already, so nothing was canceled; the task stopped
     // waiting for what its provider sends on its own (lyrics, a cover) and finished as it
-    // would have at its attempt's deadline (succeeded, or by its last mirror job).
+    // would have at its attempt's deadline (succeeded; or, while its own cover is still being
+    // copied, when that copy ends).
     enum class cancel_outcome { canceled, not_found, already_final, finished };
     // Cancels a task of `tenant`: status canceled, each output not yet ready canceled, with
     // an extension.output.failed of its own (error "the task was canceled"), then
