@@ -382,6 +382,28 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
             fs::remove_all(dir, ec);
         });
     }
+    // After a job run that failed (`error`): if its task has ended meanwhile (a cancel, or a
+    // webhook that finished it first), its jobs went with it and nothing is lost. A cancel
+    // also removed the scratch directory, which may be what the run failed on; what the run
+    // wrote there since has no one left to remove it. Then the run is counted as task_ended,
+    // logged at info, its scratch removed, and true is returned. Throws what the read throws.
+    asio::awaitable<bool> done_if_task_ended(const store::job_row& job, const std::string& error) {
+        bool final = false;
+        std::string status;
+        co_await db.read([&](store::transaction& tx) {
+            const auto t = tx.get_task(job.task_id);
+            status = t ? t->status : "";
+            final = !t || is_terminal(parse_task_status(t->status).value_or(task_status::failed));
+        });
+        if (!final)
+            co_return false;
+        jobs.with({job.kind, "task_ended"}).inc();
+        log::info(
+            "job finished after its task had ended; its result is not needed",
+            {{"task_id", job.task_id}, {"kind", job.kind}, {"status", status}, {"error", error}});
+        co_await remove_work_dir(job.task_id);
+        co_return true;
+    }
     // A task's upload as a local file for its provider, held while the provider runs. A blob
     // that cannot be read throws: the job runs again later (a database hiccup passes), up to
     // max_job_failures times.
@@ -648,24 +670,16 @@ asio::awaitable<void> engine::impl::run_claimed(store::job_row job,
         error = e.what();
     }
     // A run that threw because its task ended under it (a cancel removes the scratch files a
-    // mirror or the sandbox was writing) is not a failure: its jobs went with the task, so it
-    // would never run again, and saying so at error level misled (found by a black-box run).
+    // mirror was writing) is not a failure: its jobs went with the task, so it would never run
+    // again, and saying so at error level misled (found by a black-box run).
     bool ended = false;
     try {
-        co_await db.read([&](store::transaction& tx) {
-            const auto t = tx.get_task(job.task_id);
-            ended = !t || is_terminal(parse_task_status(t->status).value_or(task_status::failed));
-        });
+        ended = co_await done_if_task_ended(job, error);
     } catch (const std::exception&) {
         // Unknown: counted as a failed run below, as before.
     }
-    if (ended) {
-        jobs.with({job.kind, "task_ended"}).inc();
-        log::info("job stopped: its task ended while it ran; its result is not needed",
-                  {{"task_id", job.task_id}, {"kind", job.kind}, {"error", error}});
-        co_await remove_work_dir(job.task_id);
+    if (ended)
         co_return;
-    }
     // The run threw (a task whose data the engine cannot use, a store failure): record a failed
     // run and try again later, up to max_job_failures runs in a row.
     jobs.with({job.kind, "crashed"}).inc();
@@ -1073,24 +1087,9 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
     }
     if (!lost && failure.empty())
         co_return;
-    bool final = false;
-    std::string status;
-    co_await db.read([&](store::transaction& tx) {
-        const auto t = tx.get_task(job.task_id);
-        status = t ? t->status : "";
-        final = !t || is_terminal(parse_task_status(t->status).value_or(task_status::failed));
-    });
-    if (final) {
-        // The task ended meanwhile (a cancel, or a webhook that finished it before this job's
-        // answer came): its jobs went with it, and nothing is lost. A cancel also removed the
-        // scratch directory, which may be what applying the result failed on (its files were
-        // gone). What this run wrote there since has no one left to remove it.
-        jobs.with({job.kind, "task_ended"}).inc();
-        log::info(
-            "job finished after its task had ended; its result is not needed",
-            {{"task_id", job.task_id}, {"kind", job.kind}, {"status", status}, {"error", failure}});
-        co_await remove_work_dir(job.task_id);
-    } else if (lost && named_upstream) {
+    if (co_await done_if_task_ended(job, failure))
+        co_return;
+    if (lost && named_upstream) {
         // The provider took the submit and named its task, but this claim's lease ended before
         // the answer could be recorded (the store was out of reach longer than engine.lease,
         // or the process stalled): another claim has found the submit interrupted and waits

@@ -1139,18 +1139,16 @@ store::millis transition::poll_due(const store::attempt_row* a, store::millis no
     return by ? std::min(due, std::max(now, *by)) : due;
 }
 
-bool transition::every_output_made(const std::vector<store::output_row>& outs) {
-    return !outs.empty() && std::all_of(outs.begin(), outs.end(), [](const auto& o) {
-        return o.status == to_string(output_status::ready) ||
-               parse_object(o.data_json).contains("_mirror");
-    });
-}
-
 providers::update transition::deadline_update(const store::attempt_row& a,
                                               const std::vector<store::output_row>& outs,
                                               store::millis now) const {
     providers::update u;
-    if (every_output_made(outs)) {
+    // Every output made: ready, or made and being copied (a mirror job finishes it).
+    const bool made = !outs.empty() && std::all_of(outs.begin(), outs.end(), [](const auto& o) {
+        return o.status == to_string(output_status::ready) ||
+               parse_object(o.data_json).contains("_mirror");
+    });
+    if (made) {
         u.what = providers::update::kind::done;
         return u;
     }

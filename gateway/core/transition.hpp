@@ -316,9 +316,6 @@ class transition {
     providers::update deadline_update(const store::attempt_row& a,
                                       const std::vector<store::output_row>& outs,
                                       store::millis now) const;
-    // Every output is made: ready, or made and being copied (a mirror job finishes it). A task
-    // then waits only for what its provider sends on its own (lyrics, a cover), if anything.
-    static bool every_output_made(const std::vector<store::output_row>& outs);
 
   private:
     // Mirroring (mirror_transition.cpp): a provider's remote output or cover is handed to a
