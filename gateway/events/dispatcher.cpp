@@ -312,19 +312,30 @@ asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d,
     bool gone = false;
     bool ok = false;
 
+    // Every send the schedule allows was made already, the last ones without an outcome: a
+    // claim counts a send whose sender crashed or stalled past its lease. Sending again would
+    // go past the schedule, and a send that ends the process every time would never stop.
+    const bool spent = d.attempts > static_cast<int>(w.retry_schedule.size());
+
     const std::int64_t ts = started / 1000;
     std::optional<formatted> shaped;
     bool skip = false;
     bool unreadable = false;
-    try {
-        shaped = co_await shape(d, ts, skip);
-    } catch (const std::exception& e) {
-        unreadable = true;
-        error = std::string("cannot read the task for its delivery format: ") + e.what();
-        attempts.with({"store_error"}).inc();
+    if (!spent) {
+        try {
+            shaped = co_await shape(d, ts, skip);
+        } catch (const std::exception& e) {
+            unreadable = true;
+            error = std::string("cannot read the task for its delivery format: ") + e.what();
+            attempts.with({"store_error"}).inc();
+        }
     }
     auto k = keys.find(d.tenant);
-    if (unreadable) {
+    if (spent) {
+        error =
+            "not sent again: no outcome was recorded for its last send (the sending "
+            "process ended or stalled past its lease)";
+    } else if (unreadable) {
     } else if (skip) {
         // The task's format has no callback for this event: nothing to send.
         ok = true;
@@ -374,11 +385,17 @@ asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d,
     }
 
     const auto now = now_ms();
-    d.attempts += 1;
-    d.last_status = status;
+    if (!spent) {
+        d.attempts += 1;
+        d.last_status = status;
+    }
     d.updated_at = now;
     std::string outcome;
-    if (ok) {
+    if (spent) {
+        d.status = "dead";
+        d.last_error = error + " (retries exhausted)";
+        outcome = "dead";
+    } else if (ok) {
         d.status = "delivered";
         d.delivered_at = now;
         d.last_error.clear();

@@ -573,6 +573,74 @@ TEST_F(WebhooksTest, ADeliveryHeldByAReplicaSaysUntilWhen) {
     EXPECT_EQ(d.at("attempts").to_number<int>(), 2) << json::serialize(d);
 }
 
+// A send that never comes back (here: the process is killed while the receiver holds every
+// request) still counts against the retry schedule. With one retry, two sends are lost to two
+// kills; the third process finds the schedule spent and ends the delivery `dead` without
+// sending it a third time. Before, a send that ended the process every time went on forever.
+TEST_F(WebhooksTest, SendsCutShortByCrashesRunOutOfRetriesToo) {
+    receiver rcv;
+    const bool shared = segue::test::testing_postgres();
+    const std::string webhooks =
+        "  retry_schedule: [100ms]\n  jitter: 0\n" +
+        std::string(shared ? "  timeout: 3s\n  lease: 4s\n" : "  timeout: 30s\n  lease: 60s\n");
+    rcv.mode(R"({"mode":"hang","path":"/hooks/k"})");
+    std::string id, first;
+    auto sends_of_first = [&] {
+        int n = 0;
+        for (const auto& r : rcv.deliveries("/hooks/k"))
+            n += r.at("id").as_string() == first;
+        return n;
+    };
+    for (int round = 1; round <= 2; ++round) {
+        segue::test::segue_process gw(config(storage_.path(), webhooks));
+        if (round == 1) {
+            id = create(gw.port(), song(files_), rcv.url("/hooks/k"));
+            ASSERT_FALSE(id.empty());
+        }
+        const auto until = std::chrono::steady_clock::now() + 30s;
+        auto sent = [&] {
+            if (first.empty() && !rcv.deliveries("/hooks/k").empty())
+                first = std::string(rcv.deliveries("/hooks/k")[0].at("id").as_string());
+            return !first.empty() && sends_of_first() >= round;
+        };
+        while (!sent() && std::chrono::steady_clock::now() < until)
+            std::this_thread::sleep_for(10ms);
+        ASSERT_EQ(sends_of_first(), round);
+        gw.proc().signal(SIGKILL);  // the send in flight never gets its outcome
+        gw.proc().wait(5s);
+    }
+    rcv.mode(R"({"mode":"ok","path":"/hooks/k"})");
+    segue::test::segue_process gw(config(storage_.path(), webhooks));
+    ASSERT_EQ(wait_final(gw.port(), id), "succeeded");
+    json::object d;
+    const auto until = std::chrono::steady_clock::now() + 20s;
+    while (std::chrono::steady_clock::now() < until) {
+        for (const auto& o : deliveries(gw.port(), "task_id=" + id))
+            if (o.at("event_id").as_string() == first)
+                d = o.as_object();
+        if (d.contains("status") && d.at("status").as_string() != "pending")
+            break;
+        std::this_thread::sleep_for(20ms);
+    }
+    ASSERT_EQ(d.at("status").as_string(), "dead") << json::serialize(d);
+    EXPECT_EQ(d.at("attempts").to_number<int>(), 2) << json::serialize(d);
+    EXPECT_NE(std::string(d.at("last_error").as_string()).find("no outcome was recorded"),
+              std::string::npos)
+        << json::serialize(d);
+    // Not sent a third time, and the events behind it still go out.
+    auto later = [&] {
+        int n = 0;
+        for (const auto& r : rcv.deliveries("/hooks/k"))
+            n += r.at("id").as_string() != first;
+        return n;
+    };
+    const auto until2 = std::chrono::steady_clock::now() + 20s;
+    while (later() == 0 && std::chrono::steady_clock::now() < until2)
+        std::this_thread::sleep_for(20ms);
+    EXPECT_GT(later(), 0);
+    EXPECT_EQ(sends_of_first(), 2);
+}
+
 // A replica frozen (SIGSTOP) while its delivery is on the wire: another replica takes the row
 // once the lease expires and sends it again (at least once). When the frozen one wakes up and
 // answers for its send, its record is refused and it says why, measured by the database's
