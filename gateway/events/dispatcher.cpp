@@ -332,9 +332,9 @@ asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d,
     }
     auto k = keys.find(d.tenant);
     if (spent) {
-        error =
-            "not sent again: no outcome was recorded for its last send (the sending "
-            "process ended or stalled past its lease)";
+        error = "not sent again: " + std::to_string(d.attempts) +
+                " sends made, all that webhooks.retry_schedule allows (a send whose process "
+                "ended or stalled before its outcome was recorded counts)";
     } else if (unreadable) {
     } else if (skip) {
         // The task's format has no callback for this event: nothing to send.
