@@ -33,6 +33,7 @@
 #include <unordered_map>
 
 #include "gateway/api/problem.hpp"
+#include "gateway/http/conditional.hpp"
 #include "gateway/http/multipart.hpp"
 #include "gateway/http/router.hpp"
 #include "gateway/log/log.hpp"
@@ -54,6 +55,21 @@ constexpr std::size_t body_read_capacity = 64 * 1024;
 
 constexpr std::array<std::string_view, 7> known_methods{"GET",    "HEAD",  "POST",   "PUT",
                                                         "DELETE", "PATCH", "OPTIONS"};
+
+// RFC 9110 6.6.1: a server with a clock sends Date on every answer (caches and players reckon
+// a response's age from it). Formatted once a second per thread.
+std::string_view date_now() {
+    thread_local std::int64_t second = -1;
+    thread_local std::string text;
+    const auto s = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+    if (s != second) {
+        second = s;
+        text = http_date(s * 1000);
+    }
+    return text;
+}
 
 std::string_view method_label(std::string_view m) {
     for (auto k : known_methods)
@@ -382,6 +398,7 @@ class connection final : public context, public std::enable_shared_from_this<con
         for (const auto& [k, v] : res_.headers)
             r.insert(k, v);
         r.set("X-Request-Id", request_id_);
+        r.set(bhttp::field::date, date_now());
         if (content_length) {
             r.content_length(*content_length);
         } else {
@@ -824,6 +841,7 @@ class connection final : public context, public std::enable_shared_from_this<con
         for (const auto& [k, v] : res_.headers)
             add(k, v);
         add("X-Request-Id", request_id_);
+        add("Date", date_now());
         // A 304 and a 204 have no content, and RFC 9110 forbids a Content-Length that is not
         // the 200's (304) or any at all (204).
         if (res_.status != 304 && res_.status != 204)

@@ -17,6 +17,7 @@
 #include <boost/json/parse.hpp>
 
 #include "gateway/store/store.hpp"
+#include "gateway/util/http_date.hpp"
 #include "tests/support/pg.hpp"
 #include "tests/support/process.hpp"
 
@@ -63,6 +64,13 @@ TEST(Server, HealthReadyAndRequestIds) {
     EXPECT_EQ(h->body, R"({"status":"ok"})");
     EXPECT_TRUE(
         std::regex_match(h->header("x-request-id").value_or(""), std::regex("[0-9a-f]{32}")));
+    // Every answer has a Date (RFC 9110 6.6.1), the server's clock to the second.
+    const auto date = segue::util::parse_http_date(h->header("date").value_or(""));
+    ASSERT_TRUE(date) << h->header("date").value_or("(none)");
+    const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    EXPECT_LE(std::abs(*date - now_ms), 5000) << h->header("date").value_or("");
 
     auto r = http_request(s.port(), "GET", "/readyz", "", {"X-Request-Id: my-trace.42"});
     ASSERT_TRUE(r);
