@@ -346,10 +346,13 @@ awaitable<void> file_handlers::get(http::context& ctx) {
         res.set_header("Content-Disposition",
                        http::content_disposition(attachment, download_name(*f, task, outs)));
         // A file is served as its probed type, never sniffed as another; opened as a page (an
-        // SVG cover, say one copied from a provider), it runs no script and loads nothing.
+        // SVG cover, say one copied from a provider), it runs no script and loads nothing but
+        // itself: the browser's own player or viewer of a link opened in a tab loads the file
+        // as media or an image, which media-src and img-src let through.
         res.set_header("X-Content-Type-Options", "nosniff");
         res.set_header("Content-Security-Policy",
-                       "default-src 'none'; style-src 'unsafe-inline'; sandbox");
+                       "default-src 'none'; media-src 'self'; img-src 'self'; "
+                       "style-src 'unsafe-inline'; sandbox");
     };
     // If-None-Match decides when sent; else If-Modified-Since (RFC 9110 13.1.3): a file never
     // changes after it was made, so any date not before it (to the second) is a 304.

@@ -341,6 +341,28 @@ object_schema<api_settings> api_schema() {
             "clients keep it open (events themselves are pushed the moment they commit).")
         .def(15s)
         .range(1s, 10min);
+    s.field("cors_allow_origins", &api_settings::cors_allow_origins,
+            "Web origins (scheme://host[:port], e.g. https://app.example.com) whose pages may "
+            "call the API from the browser with an API key (CORS: preflights answered, "
+            "Access-Control-Allow-Origin set); \"*\" allows any. Empty: none, as a key "
+            "belongs on a server. File URLs (/v1/files/...) answer every origin regardless: "
+            "a signed link is its own credential, and a page's <audio crossorigin> or fetch() "
+            "of it needs CORS.");
+    s.validate([](const api_settings& a) -> std::optional<std::string> {
+        for (std::size_t i = 0; i < a.cors_allow_origins.size(); ++i) {
+            const auto& o = a.cors_allow_origins[i];
+            if (o == "*")
+                continue;
+            const auto scheme = o.find("://");
+            const auto sch = scheme == std::string::npos ? std::string() : o.substr(0, scheme);
+            if ((sch != "http" && sch != "https") || o.size() == scheme + 3 ||
+                o.find_first_of("/?#", scheme + 3) != std::string::npos)
+                return "cors_allow_origins[" + std::to_string(i) + "]: '" + o +
+                       "' is not an origin (scheme://host[:port], no path or trailing slash, "
+                       "e.g. https://app.example.com), nor \"*\"";
+        }
+        return std::nullopt;
+    });
     return s;
 }
 

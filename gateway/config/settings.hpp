@@ -99,6 +99,8 @@ struct api_settings {
     std::string url_signing_key;                           // secret; "" = random per process
     duration signed_url_lifetime = std::chrono::hours(1);  // signed file links in task JSON
     duration sse_keep_alive = std::chrono::seconds(15);    // comment line on an idle SSE stream
+    // Web origins whose pages may call the API with a key (CORS); "*" any. /v1/files always.
+    std::vector<std::string> cors_allow_origins;
 };
 
 struct engine_settings {

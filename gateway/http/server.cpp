@@ -71,6 +71,31 @@ std::string_view date_now() {
     return text;
 }
 
+// CORS (Fetch standard). A file URL answers any origin: a signed link is its own credential
+// (an <audio crossorigin>, a fetch() for a waveform, a browser's player of a link opened in a
+// tab, whose sandboxed page has the origin "null"). The rest of the API answers the origins in
+// api.cors_allow_origins: a page there holds a key, sent as a header, never as a cookie.
+constexpr std::string_view cors_allow_headers =
+    "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, Range, If-None-Match, "
+    "If-Modified-Since, If-Range, X-Request-Id";
+constexpr std::string_view cors_expose_headers =
+    "Location, Retry-After, ETag, Last-Modified, Content-Range, Content-Disposition, "
+    "Accept-Ranges, Idempotent-Replayed, X-Request-Id";
+
+// What Access-Control-Allow-Origin says to `origin` for `path`; empty: no CORS for it.
+std::string cors_origin(const config::api_settings& api, std::string_view path,
+                        std::string_view origin) {
+    if (path.starts_with("/v1/files/"))
+        return "*";
+    for (const auto& o : api.cors_allow_origins) {
+        if (o == "*")
+            return "*";
+        if (o == origin)
+            return o;
+    }
+    return {};
+}
+
 std::string_view method_label(std::string_view m) {
     for (auto k : known_methods)
         if (k == m)
@@ -399,6 +424,12 @@ class connection final : public context, public std::enable_shared_from_this<con
             r.insert(k, v);
         r.set("X-Request-Id", request_id_);
         r.set(bhttp::field::date, date_now());
+        if (!cors_origin_.empty()) {
+            r.set(bhttp::field::access_control_allow_origin, cors_origin_);
+            r.set(bhttp::field::access_control_expose_headers, cors_expose_headers);
+            if (cors_origin_ != "*")
+                r.set(bhttp::field::vary, "Origin");
+        }
         if (content_length) {
             r.content_length(*content_length);
         } else {
@@ -562,6 +593,8 @@ class connection final : public context, public std::enable_shared_from_this<con
         peer_gone_ = false;
         streaming_ = false;
         event_stream_ = false;
+        cors_origin_.clear();
+        preflight_ = false;
         bytes_in_ = 0;
         bytes_out_ = 0;
 
@@ -594,6 +627,13 @@ class connection final : public context, public std::enable_shared_from_this<con
                         c = '?';
             }
 
+        const auto origin = header("Origin");
+        if (origin)
+            cors_origin_ = cors_origin(srv_->settings.api, path(), *origin);
+        const auto preflight_method = origin && method() == "OPTIONS"
+                                          ? header("Access-Control-Request-Method")
+                                          : std::nullopt;
+
         auto m = srv_->routes.match(method(), path());
         const http::route* rt = m.matched;
         bool keep_alive = parser_->get().keep_alive();
@@ -601,7 +641,18 @@ class connection final : public context, public std::enable_shared_from_this<con
         // Transfer-Encoding field, the parser the last coding of all of them (found by fuzzing).
         const bool has_body = !parser_->is_done();
 
-        if (auto why = malformed_fields()) {
+        if (preflight_method && !cors_origin_.empty() && !malformed_fields() &&
+            srv_->routes.match(*preflight_method, path()).matched) {
+            // A CORS preflight for a method this path takes, from an origin it answers.
+            preflight_ = true;
+            res_.status = 204;
+            const auto known = srv_->routes.match("OPTIONS", path());
+            res_.set_header("Access-Control-Allow-Methods", known.allow);
+            res_.set_header("Access-Control-Allow-Headers", std::string(cors_allow_headers));
+            res_.set_header("Access-Control-Max-Age", "600");
+            if (has_body && !(content_length() && *content_length() == 0))
+                keep_alive = false;
+        } else if (auto why = malformed_fields()) {
             srv_->count_error("malformed_request");
             set_error(api::error_kind::bad_request, *why, path());
             if (has_body)
@@ -842,6 +893,13 @@ class connection final : public context, public std::enable_shared_from_this<con
             add(k, v);
         add("X-Request-Id", request_id_);
         add("Date", date_now());
+        if (!cors_origin_.empty()) {
+            add("Access-Control-Allow-Origin", cors_origin_);
+            if (!preflight_)
+                add("Access-Control-Expose-Headers", cors_expose_headers);
+            if (cors_origin_ != "*")
+                add("Vary", "Origin");
+        }
         // A 304 and a 204 have no content, and RFC 9110 forbids a Content-Length that is not
         // the 200's (304) or any at all (204).
         if (res_.status != 304 && res_.status != 204)
@@ -896,6 +954,8 @@ class connection final : public context, public std::enable_shared_from_this<con
     std::string request_id_;
     std::string remote_;
     std::string forwarded_for_;  // X-Forwarded-For as sent, for the access line
+    std::string cors_origin_;    // this answer's Access-Control-Allow-Origin; empty: none
+    bool preflight_ = false;     // this request is a CORS preflight (OPTIONS) answered here
     std::string body_;
     std::string head_buffer_;
     int served_ = 0;     // requests answered on this connection

@@ -522,6 +522,24 @@ async function main() {
       await got.arrayBuffer();
     }
     ok('each output has WAV and MP3 download links');
+    // A signed link opened in a tab of its own (shared, or "open in new tab") plays in the
+    // browser's own player: the file's sandboxing CSP lets the media in (it blocked it once).
+    {
+      const tab = await browser.newPage();
+      const blocked = [];
+      tab.on('console', (m) => { if (m.type() === 'error') blocked.push(m.text()); });
+      const r = await tab.goto(`${base}${signedPath}`);
+      assert.equal(r.status(), 200);
+      await tab.waitForFunction(() => {
+        const m = document.querySelector('video, audio');
+        return m && m.readyState >= 1 && m.duration > 0;
+      }, { timeout: 10000 }).catch(() => {});
+      const duration = await tab.evaluate(() => document.querySelector('video, audio')?.duration ?? 0);
+      await tab.close();
+      assert.deepEqual(blocked, [], 'the browser\'s player was refused the file');
+      assert.ok(duration > 0, `the player has the file (duration ${duration})`);
+    }
+    ok('a signed link opened in a tab plays in the browser\'s own player');
 
     // 4c. A song by URL: the source "Audio URL", extend_after typed in (no waveform of a song
     // elsewhere), sent as JSON; the gateway fetches it from the test's own server. Without

@@ -55,6 +55,88 @@ std::optional<segue::test::http_response> metrics_when(std::uint16_t port,
 
 }  // namespace
 
+// CORS: file URLs answer any origin (a signed link is its own credential; a browser's player
+// of a link opened in a tab asks as the origin "null"); the rest of the API only the origins in
+// api.cors_allow_origins, and a preflight from any other gets what it got before (405).
+TEST(Server, CorsForFilesAlwaysAndForTheApiByOrigin) {
+    auto cors_of = [](const segue::test::http_response& r) {
+        return r.header("access-control-allow-origin").value_or("");
+    };
+    const std::vector<std::string> preflight_get = {"Origin: https://app.example.com",
+                                                    "Access-Control-Request-Method: GET",
+                                                    "Access-Control-Request-Headers: range"};
+    {
+        segue_process s(config());
+        // Files: any origin, on errors too (the page reads the problem), and a preflight.
+        auto f = http_request(s.port(), "GET", "/v1/files/file_nothere", "", {"Origin: null"});
+        ASSERT_TRUE(f);
+        EXPECT_EQ(cors_of(*f), "*");
+        EXPECT_NE(f->header("access-control-expose-headers").value_or("").find("Content-Range"),
+                  std::string::npos);
+        auto p = http_request(s.port(), "OPTIONS", "/v1/files/file_nothere", "", preflight_get);
+        ASSERT_TRUE(p);
+        EXPECT_EQ(p->status, 204) << p->body;
+        EXPECT_EQ(cors_of(*p), "*");
+        EXPECT_EQ(p->header("access-control-allow-methods").value_or(""), "GET, HEAD");
+        EXPECT_NE(p->header("access-control-allow-headers").value_or("").find("Range"),
+                  std::string::npos);
+        // The API: no origin is allowed by default.
+        auto a = http_request(s.port(), "GET", "/v1/extensions", "",
+                              {"Origin: https://app.example.com"});
+        ASSERT_TRUE(a);
+        EXPECT_EQ(a->status, 401);
+        EXPECT_FALSE(a->header("access-control-allow-origin"));
+        auto ap = http_request(s.port(), "OPTIONS", "/v1/extensions", "", preflight_get);
+        ASSERT_TRUE(ap);
+        EXPECT_EQ(ap->status, 405);
+        EXPECT_FALSE(ap->header("access-control-allow-origin"));
+        // No Origin, no CORS headers (a server-to-server call).
+        auto plain = http_request(s.port(), "GET", "/v1/files/file_nothere");
+        ASSERT_TRUE(plain);
+        EXPECT_FALSE(plain->header("access-control-allow-origin"));
+    }
+    {
+        segue_process s(config() + "api:\n  cors_allow_origins: [https://app.example.com]\n");
+        auto a = http_request(s.port(), "GET", "/v1/extensions", "",
+                              {"Origin: https://app.example.com"});
+        ASSERT_TRUE(a);
+        EXPECT_EQ(a->status, 401);  // the page can read why
+        EXPECT_EQ(cors_of(*a), "https://app.example.com");
+        EXPECT_EQ(a->header("vary").value_or(""), "Origin");
+        auto p =
+            http_request(s.port(), "OPTIONS", "/v1/extensions", "",
+                         {"Origin: https://app.example.com", "Access-Control-Request-Method: POST",
+                          "Access-Control-Request-Headers: authorization, idempotency-key"});
+        ASSERT_TRUE(p);
+        EXPECT_EQ(p->status, 204) << p->body;
+        EXPECT_EQ(cors_of(*p), "https://app.example.com");
+        EXPECT_NE(p->header("access-control-allow-methods").value_or("").find("POST"),
+                  std::string::npos);
+        const auto allowed = p->header("access-control-allow-headers").value_or("");
+        EXPECT_NE(allowed.find("Authorization"), std::string::npos) << allowed;
+        EXPECT_NE(allowed.find("Idempotency-Key"), std::string::npos) << allowed;
+        // Another origin: nothing.
+        auto other = http_request(s.port(), "GET", "/v1/extensions", "",
+                                  {"Origin: https://evil.example.net"});
+        ASSERT_TRUE(other);
+        EXPECT_FALSE(other->header("access-control-allow-origin"));
+        // A preflight for a method the path does not take is no preflight.
+        auto bad = http_request(
+            s.port(), "OPTIONS", "/v1/extensions", "",
+            {"Origin: https://app.example.com", "Access-Control-Request-Method: DELETE"});
+        ASSERT_TRUE(bad);
+        EXPECT_EQ(bad->status, 405);
+    }
+    // Not an origin: refused at start, naming the entry.
+    segue::test::temp_dir dir;
+    const std::string cfg = dir.file("bad.yaml");
+    std::ofstream(cfg) << config() << "api:\n  cors_allow_origins: [https://a.example/]\n";
+    auto [rc, out] =
+        segue::test::run_command({segue::test::segue_binary(), "--config", cfg, "--check-config"});
+    EXPECT_NE(rc, 0);
+    EXPECT_NE(out.find("cors_allow_origins[0]"), std::string::npos) << out;
+}
+
 TEST(Server, HealthReadyAndRequestIds) {
     segue_process s(config());
     auto h = http_request(s.port(), "GET", "/healthz");

@@ -377,6 +377,11 @@ TEST_P(FilesApi, ValidatorsNamesAndSignedLinksAsBrowsersUseThem) {
     EXPECT_EQ(whole->header("x-content-type-options"), "nosniff");
     EXPECT_NE(whole->header("content-security-policy").value_or("").find("sandbox"),
               std::string::npos);
+    // ... but a link opened in a tab plays in the browser's own player (tests/console checks
+    // that in Chromium).
+    EXPECT_NE(whole->header("content-security-policy").value_or("").find("media-src 'self'"),
+              std::string::npos);
+    EXPECT_TRUE(whole->header("date"));  // a streamed answer has its Date too
     EXPECT_EQ(etag, "\"sha256-" + std::string(audio.at("wav_sha256").as_string()) +
                         "\"");  // from the bytes
 
