@@ -720,10 +720,17 @@ awaitable<int> session::watch(const std::string& id, json::value task) {
         } catch (const cli_error& e) {
             failed = e;
         }
-        if (failed)
-            throw cli_error{failed->code, failed->message + "\n  task " + id + " has ended (" +
-                                              text(task, "status") +
-                                              "); download its outputs again: " + watch_again()};
+        if (failed) {
+            // The server's answer stays with the error (--json prints it). A 410 is a file
+            // retention deleted: no second try brings it back.
+            failed->message +=
+                "\n  task " + id + " has ended (" + text(task, "status") + "); " +
+                (failed->status == 410 ? std::string("that file has expired (deleted by the "
+                                                     "server's retention) and cannot be "
+                                                     "downloaded again")
+                                       : "download its outputs again: " + watch_again());
+            throw *failed;
+        }
     }
     co_return finish(task, downloads);
 }

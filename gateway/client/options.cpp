@@ -63,7 +63,7 @@ extension task. With --wait (or -o), follows its events live and downloads the o
   --idempotency-key KEY    a retry with the same key creates nothing new (default: random)
   --wait                   follow the task until it ends (exit code from its status)
   -o, --output DIR         download the outputs into DIR (implies --wait)
-  --format F               mp3 (default), wav or both
+  --format F               what -o downloads: mp3 (default), wav or both
 )"},
     {"watch", R"(usage: segue watch ID [-o DIR] [--format mp3|wav|both]
 
@@ -72,7 +72,7 @@ connection) until it ends. The exit code says how it ended.
 
   -o, --output DIR         download the outputs into DIR (a task that already ended too:
                            this is how to download its outputs again)
-  --format F               mp3 (default), wav or both
+  --format F               what -o downloads: mp3 (default), wav or both
 )"},
     {"tasks", R"(usage: segue tasks [--limit N] [--before ID]
 
@@ -162,6 +162,7 @@ parse_outcome parse_options(const std::vector<std::string_view>& args, const env
     o.command = std::string(args.front());
     const std::string cmd = o.command;
     std::vector<std::string> positional;
+    bool format_given = false;
     std::optional<std::string> url;
     std::optional<std::string> key;
     auto fail = [&](std::string msg) {
@@ -311,6 +312,7 @@ parse_outcome parse_options(const std::vector<std::string_view>& args, const env
             if (*v != "mp3" && *v != "wav" && *v != "both")
                 return fail("--format must be mp3, wav or both");
             o.format = *v;
+            format_given = true;
         } else if (name == "--limit") {
             // The server's own bounds for each list (refused there with a 400 otherwise).
             const int most = takes({"tasks"}) ? 100 : 500;
@@ -334,6 +336,10 @@ parse_outcome parse_options(const std::vector<std::string_view>& args, const env
             o.task_id = *v;
         }
     }
+
+    // --format picks what -o downloads; alone it would do nothing, silently.
+    if (format_given && o.out_dir.empty())
+        return fail("--format chooses what -o downloads: give -o DIR too");
 
     // Positional arguments, per command.
     if (cmd == "extend") {

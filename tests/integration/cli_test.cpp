@@ -349,6 +349,42 @@ TEST(CliClient, JsonOutputForScripts) {
 }
 
 // Exit codes a script can rely on (README "CLI").
+// An output retention deleted: `watch -o` says it is gone for good (not "download again"), and
+// --json carries the server's 410 problem like any other refusal.
+TEST(CliClient, AnExpiredOutputIsSaidToBeGoneForGood) {
+    segue::test::temp_dir dir;
+    segue_process server(config_for(dir.path()) + "retention:\n  outputs: 1s\n  interval: 200ms\n");
+    const std::map<std::string, std::string> env = {
+        {"SEGUE_URL", "http://127.0.0.1:" + std::to_string(server.port())}, {"SEGUE_API_KEY", key}};
+    const auto song = dir.file("song.wav");
+    ASSERT_TRUE(segue::audio::write_test_song(song, 8, 22050, 1, 120, "wav"));
+    auto r = run_cli(
+        dir,
+        {"extend", song, "--after", "3", "--length", "2", "--num-outputs", "1", "--wait", "--json"},
+        env);
+    ASSERT_EQ(r.code, 0) << dump(r);
+    const std::string id(parse_object(r.out)["task"].as_object()["id"].as_string());
+    // Until retention has deleted the output's files.
+    auto expired = [&] {
+        auto t = http_request(server.port(), "GET", "/v1/extensions/" + id, "",
+                              {"Authorization: Bearer " + key});
+        return t && t->body.find("\"mp3_expired_at\"") != std::string::npos;
+    };
+    const auto until = std::chrono::steady_clock::now() + 20s;
+    while (!expired() && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(100ms);
+    ASSERT_TRUE(expired());
+    r = run_cli(dir, {"watch", id, "-o", dir.file("out"), "--json"}, env);
+    EXPECT_EQ(r.code, 5) << dump(r);
+    EXPECT_NE(r.err.find("cannot be downloaded again"), std::string::npos) << dump(r);
+    EXPECT_EQ(r.err.find("download its outputs again"), std::string::npos) << dump(r);
+    auto doc = parse_object(r.out);
+    auto& err = doc["error"].as_object();
+    EXPECT_EQ(err["status"], 410) << r.out;
+    EXPECT_EQ(err["problem"].as_object()["code"], "file_expired") << r.out;
+    EXPECT_EQ(err["task_id"].as_string(), id) << r.out;
+}
+
 TEST(CliClient, ExitCodes) {
     fixture f;
     const std::string url = f.env["SEGUE_URL"];

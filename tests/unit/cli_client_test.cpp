@@ -206,6 +206,8 @@ TEST(CliOptions, UsageErrorsSayWhat) {
         {{"extend", "a.mp3", "--after", "1", "--after", "2"}, "given twice"},
         {{"extend", "a.mp3", "--after"}, "--after needs a value"},
         {{"extend", "a.mp3", "--after", "1", "--format", "ogg"}, "--format must be"},
+        {{"extend", "a.mp3", "--after", "1", "--format", "wav"}, "give -o DIR too"},
+        {{"watch", "ext_1", "--format", "both"}, "give -o DIR too"},
         {{"extend", "a.mp3", "--after", "1", "--dead"}, "unknown option --dead"},
         {{"extend", "a.mp3", "--after", "1", "--metadata", "{bad json"}, "must be a JSON object"},
         {{"extend", "https://x/a.mp3", "--after", "1", "--metadata", "[1]"},
