@@ -54,6 +54,16 @@ export async function render(main, [id], signal) {
   });
 
   // Audio: decoded for the waveform; played from a signed link or a Blob of the API file.
+  // A loaded track's player takes a renewed signed link while paused, at the same place; a
+  // playing one keeps its own (swapping would interrupt it) until the next read.
+  function takeLink(t, signed) {
+    if (!t || !t.src || !t.src.signed || !signed || signed === t.src.signed || !t.audio.paused) return;
+    const at = t.audio.currentTime;
+    t.src = { signed };
+    t.audio.src = signed;
+    t.audio.currentTime = at;
+  }
+
   async function loadTrack(key, src) {
     if (tracks.has(key)) return tracks.get(key);
     const t = { audio: h('audio', { preload: 'auto', controls: true, dataset: { track: key } }),
@@ -66,8 +76,8 @@ export async function render(main, [id], signal) {
       tracks.delete(key);  // tried again at the next update, unless it is gone for good
       throw e;
     }
-    if (src.signed) {
-      t.audio.src = src.signed;
+    if (t.src.signed) {
+      t.audio.src = t.src.signed;  // renewed meanwhile (takeLink), or as loaded
     } else {
       const u = URL.createObjectURL(fetched);
       urls.push(u);
@@ -167,7 +177,8 @@ export async function render(main, [id], signal) {
 
   async function showSource(d) {
     const src = d.request && d.request.source;
-    if (!src || tracks.has('source')) return;
+    if (src && tracks.has('source')) return takeLink(tracks.get('source'), filePath(src.signed_url));
+    if (!src) return;
     const own = src.type === 'url' ? ownFile(src.url) : '';
     if ((src.type !== 'file' || !src.file_id) && !own) {
       // Only uploads and this gateway's links are its files; other URLs and clips are elsewhere.
@@ -299,9 +310,10 @@ export async function render(main, [id], signal) {
       canvas,
       h('div', { class: 'controls' }, playButton(t, `Play output ${o.index}`), ab, t.audio),
       verificationLine(o),
-      h('p', { class: 'downloads' }, downloads(o), extendLink(o)),
+      h('p', { class: 'downloads' }),
       lyricsList);
-    updateOutputText(box, o);
+    // The task may have been read again while the audio loaded: its links are the newer ones.
+    updateOutputText(box, (doc.outputs || []).find((x) => x.index === o.index) || o);
     relayout();
   }
 
@@ -328,7 +340,17 @@ export async function render(main, [id], signal) {
       'A/B: playing B (output), press for A';
   }
 
+  // A loaded output's signed links, renewed at each read of the task: the download buttons
+  // take the new ones, its player too (takeLink).
+  function renewLinks(box, o) {
+    const dl = box.querySelector('p.downloads');
+    if (dl) replace(dl, downloads(o), extendLink(o));
+    const fresh = audioSource(o.audio);
+    takeLink(tracks.get(`output-${o.index}`), fresh && fresh.signed);
+  }
+
   async function updateOutputText(box, o) {
+    renewLinks(box, o);
     const title = box.querySelector('.title');
     if (title) title.textContent = o.title || '';
     const list = box.querySelector('.lyrics');
@@ -394,9 +416,33 @@ export async function render(main, [id], signal) {
       do {
         again = false;
         showDoc(await api(`/v1/extensions/${id}`, { signal }));
+        renewBeforeLinksEnd(doc);
       } while (again);
     })().finally(() => { refreshing = null; });
     return refreshing;
+  }
+
+  // Signed links end (api.signed_url_lifetime); a tab left open on a task reads it again a
+  // minute before the first of its links does (the gateway hands out new ones), so its
+  // download buttons and players keep working.
+  let renewTimer = null;
+  signal.addEventListener('abort', () => clearTimeout(renewTimer));
+  function renewBeforeLinksEnd(d) {
+    clearTimeout(renewTimer);
+    let first = Infinity;
+    const walk = (v) => {
+      if (!v || typeof v !== 'object') return;
+      for (const [k, x] of Object.entries(v)) {
+        if (k.endsWith('signed_url_expires_at') && typeof x === 'string') first = Math.min(first, Date.parse(x));
+        else walk(x);
+      }
+    };
+    walk(d);
+    if (!Number.isFinite(first) || signal.aborted) return;
+    const wait = Math.min(Math.max(first - Date.now() - 60000, 5000), 2 ** 31 - 1);
+    renewTimer = setTimeout(() => {
+      refresh().catch((err) => { if (!signal.aborted) toast(problemText(err), 'error'); });
+    }, wait);
   }
 
   function describe(e) {

@@ -540,6 +540,46 @@ async function main() {
       assert.ok(duration > 0, `the player has the file (duration ${duration})`);
     }
     ok('a signed link opened in a tab plays in the browser\'s own player');
+    // A tab left open on a task reads it again a minute before its first signed link ends, and
+    // the download buttons and the paused players take the new links. The task's answer is
+    // rewritten: first to say output 1's links end in 61 s, then to carry a new WAV link.
+    {
+      const wav1 = task.outputs[0].audio.wav_file_id;
+      const later = Math.floor(Date.now() / 1000) + 1200;
+      const sig2 = crypto.createHmac('sha256', SIGNING_KEY).update(`${wav1}.${later}`).digest('hex');
+      const renewed = `/v1/files/${wav1}?expires=${later}&sig=${sig2}`;
+      let reads = 0;
+      let opened = Date.now();
+      await page.setRequestInterception(true);
+      const renew = async (req) => {
+        const u = new URL(req.url());
+        if (req.method() !== 'GET' || u.pathname !== `/v1/extensions/${taskId}`) return req.continue();
+        const doc = (await call(u.pathname, KEY_A)).body;
+        const audio = doc.outputs[0].audio;
+        // The page reads the task as it opens (and at each event its stream replays): for 3 s
+        // the links end in 61 s, so only the page's timer, 5 s after, reads the new one.
+        ++reads;
+        if (Date.now() - opened < 3000) audio.signed_url_expires_at = new Date(Date.now() + 61000).toISOString();
+        else audio.wav_signed_url = renewed;
+        return req.respond({ status: 200, contentType: 'application/json', body: JSON.stringify(doc) });
+      };
+      page.on('request', renew);
+      await page.evaluate(() => { location.hash = '#/providers'; });
+      await page.waitForSelector('#provider-rows tr');
+      opened = Date.now();
+      await page.evaluate((id) => { location.hash = `#/tasks/${id}`; }, taskId);
+      await page.waitForSelector('#download-wav-1');
+      await page.waitForFunction((r) => (document.getElementById('download-wav-1')?.getAttribute('href') || '')
+        .startsWith(r), { timeout: 20000 }, renewed).catch(async (e) => {
+        throw new Error(`${e.message}; reads ${reads}; href ${await page.$eval('#download-wav-1', (a) => a.getAttribute('href'))}`);
+      });
+      const src = await page.$eval('audio[data-track="output-1"]', (a) => new URL(a.src).pathname + new URL(a.src).search);
+      assert.equal(src, renewed, 'the paused player took the new link');
+      page.off('request', renew);
+      await page.setRequestInterception(false);
+      assert.ok(Date.now() - opened >= 3000, 'renewed by the timer');
+    }
+    ok('signed links are renewed before they end in a tab left open');
 
     // 4c. A song by URL: the source "Audio URL", extend_after typed in (no waveform of a song
     // elsewhere), sent as JSON; the gateway fetches it from the test's own server. Without
