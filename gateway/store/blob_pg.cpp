@@ -121,6 +121,17 @@ blob_result<PGconn*> connect_pg(const std::string& url) {
     // Notices ("relation already exists, skipping") are not for the log.
     PQsetNoticeProcessor(
         c, [](void*, const char*) {}, nullptr);
+    // A file's chunks are durable before a task commit refers to them (as the store's own
+    // sessions, pg_connection.cpp), whatever the server's default.
+    PGresult* r = PQexec(c, "SET synchronous_commit = on");
+    const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok) {
+        auto e = make_error(blob_errc::backend, "blob store: cannot set up a PostgreSQL session: " +
+                                                    trimmed(PQerrorMessage(c)));
+        PQfinish(c);
+        return e;
+    }
     return c;
 }
 

@@ -37,9 +37,13 @@ connection::connection(const std::string& url, int statement_timeout_ms,
     // NOTICEs (e.g. "drop cascades to ...") are not errors: never printed on stderr.
     PQsetNoticeProcessor(
         c_, [](void*, const char*) {}, nullptr);
+    // synchronous_commit on, whatever the server's default: a COMMIT that returned is on the
+    // database's disk before the gateway acts on it (calls a provider, answers 202). Off, a
+    // database crash can take back a commit a provider call followed: a second generation.
     query(
         "SELECT set_config('statement_timeout', $1, false), set_config('TimeZone', 'UTC', "
-        "false), set_config('application_name', $2, false)",
+        "false), set_config('application_name', $2, false), "
+        "set_config('synchronous_commit', 'on', false)",
         {std::to_string(statement_timeout_ms), app_name});
 }
 

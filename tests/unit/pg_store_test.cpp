@@ -563,3 +563,12 @@ TEST_F(PgStoreTest, ReapingReplicasTakeDifferentRowsAndNeverWaitForEachOther) {
     a->close();
     b->close();
 }
+
+// A store's session commits synchronously whatever the server says (the test server runs with
+// synchronous_commit off): a COMMIT the gateway acts on (a provider call, a 202) is not taken back
+// by a crash of the database (found by a black-box run: a second generation at a provider).
+TEST_F(PgStoreTest, SessionsCommitSynchronouslyWhateverTheServersDefault) {
+    st::pg::connection session(schema_.url() + "&options=-csynchronous_commit%3Doff", 0,
+                               "sync-check");
+    EXPECT_EQ(session.query("SHOW synchronous_commit", {}).text(0, 0), "on");
+}
