@@ -85,6 +85,19 @@ asio::awaitable<void> db::run(bool write, store::unit fn) {
     (write ? write_latency_ : read_latency_).observe(secs);
     if (err) {
         (write ? write_errors_ : read_errors_).inc();
+        // A request's unit the database gave up on for its load was rolled back: the client is
+        // told to come back (503, Retry-After), not that the gateway failed (500).
+        if (fail_fast_) {
+            try {
+                std::rethrow_exception(err);
+            } catch (const store_error& e) {
+                if (e.busy())
+                    throw util::unavailable_error(
+                        "the database is too busy to answer in time; try again",
+                        retry_after_unreachable_s);
+                throw;
+            }
+        }
         std::rethrow_exception(err);
     }
 }

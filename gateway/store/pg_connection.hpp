@@ -33,6 +33,12 @@ class pg_error : public store_error {
     bool retryable() const noexcept { return sqlstate_ == "40001" || sqlstate_ == "40P01"; }
     // A lock wait ran past lock_timeout (55P03).
     bool lock_timeout() const noexcept { return sqlstate_ == "55P03"; }
+    // Canceled (57014: statement_timeout), a lock not available, too many connections (53300),
+    // the server starting up (57P03).
+    bool busy() const noexcept override {
+        return sqlstate_ == "57014" || sqlstate_ == "55P03" || sqlstate_ == "53300" ||
+               sqlstate_ == "57P03";
+    }
     bool connection_lost() const noexcept { return lost_; }
 
   private:

@@ -265,6 +265,10 @@ inline bool mark_released(const lease_ref& l, bool took) {
 class store_error : public std::runtime_error {
   public:
     using std::runtime_error::runtime_error;
+    // The database refused or gave up on the unit for its load (a statement or lock wait past
+    // its timeout, no connection slot): it was rolled back, and the same unit later will likely
+    // succeed. The API answers such a request 503 with Retry-After, not 500.
+    virtual bool busy() const noexcept { return false; }
 };
 
 struct hold_result {

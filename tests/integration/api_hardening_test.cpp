@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "gateway/audio/audio.hpp"
+#include "gateway/store/pg_connection.hpp"
 #include "tests/support/pg.hpp"
 #include "tests/support/process.hpp"
 
@@ -478,6 +479,42 @@ std::string gives_up_at_once(const segue::test::temp_dir& d, const std::string& 
 
 // A replica that starts while its database is down waits for it (storage.postgres.connect_wait)
 // and then serves, instead of exiting into a crash loop; with connect_wait 0s it gives up at once.
+// A request whose unit the database gives up on for its load (here a lock held past
+// storage.postgres.statement_timeout on the tenant's account) is a 503 with Retry-After, to come
+// back: nothing of it was committed. It was a 500 "unexpected error" (found by a black-box run).
+TEST(ApiEdge, ADatabaseTooBusyToAnswerInTimeIs503) {
+    segue::test::temp_dir d;
+    segue::test::pg_schema schema;
+    std::string storage = segue::test::postgres_storage_yaml(schema.url(), d.path() + "/blobs");
+    storage.insert(storage.find("  postgres:\n") + 12, "    statement_timeout: 1s\n");
+    segue_process s(
+        "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n"
+        "log:\n  level: info\n"
+        "tenants:\n  - name: edge\n    api_keys: [sk-edge]\n    credits: 1000\n"
+        "providers:\n  sandbox:\n    price: 1\n" +
+        storage);
+    const std::string body = R"({"audio_url":"https://cdn.example/a.mp3","extend_after":3})";
+    auto create = [&] {
+        return http_request(s.port(), "POST", "/v1/extensions", body,
+                            {key, "Content-Type: application/json"});
+    };
+    auto first = create();
+    ASSERT_TRUE(first);
+    ASSERT_EQ(first->status, 202) << first->body;  // the tenant's account exists
+    segue::store::pg::connection holder(schema.url(), 0, "holder");
+    holder.exec("BEGIN");
+    holder.exec("SELECT tenant FROM ledger_accounts WHERE tenant = 'edge' FOR UPDATE");
+    auto busy = create();
+    holder.exec("ROLLBACK");
+    ASSERT_TRUE(busy);
+    EXPECT_EQ(busy->status, 503) << busy->body;
+    EXPECT_NE(busy->body.find("\"unavailable\""), std::string::npos) << busy->body;
+    EXPECT_TRUE(busy->header("retry-after")) << busy->body;
+    auto after = create();
+    ASSERT_TRUE(after);
+    EXPECT_EQ(after->status, 202) << after->body;
+}
+
 TEST(ApiEdge, AReplicaStartedWhileItsDatabaseIsDownWaitsForIt) {
     segue::test::temp_dir d;
     segue::test::pg_private_server pg;
