@@ -387,6 +387,11 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     // also removed the scratch directory, which may be what the run failed on; what the run
     // wrote there since has no one left to remove it. Then the run is counted as task_ended,
     // logged at info, its scratch removed, and true is returned. Throws what the read throws.
+    asio::awaitable<void> run_again_soon(const store::job_row& job, const lease_state& lease,
+                                         const std::string& provider_name, int attempt_number,
+                                         const std::string& upstream_task,
+                                         const std::string& upstream_state,
+                                         const std::string& state_if);
     asio::awaitable<bool> done_if_task_ended(const store::job_row& job, const std::string& error) {
         bool final = false;
         std::string status;
@@ -411,9 +416,10 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
         std::optional<store::blob_result<store::local_blob>> got;
         co_await blocking.run([&] { got = blobs.materialize(f.path); });
         if (!*got)
-            throw std::runtime_error("the upload " + f.id +
-                                     " cannot be read from the blob store (" +
-                                     std::string(blobs.backend()) + "): " + got->error().message);
+            throw store::blob_failure(  // its code kept: a backend out of reach is an outage
+                {got->error().code, "the upload " + f.id + " cannot be read from the blob store (" +
+                                        std::string(blobs.backend()) +
+                                        "): " + got->error().message});
         co_return std::move(**got);
     }
     // After a transition: its metrics, a finished task's bookkeeping, new work.
@@ -663,9 +669,16 @@ asio::awaitable<void> engine::impl::run_claimed(store::job_row job,
         co_return;
     }
     std::string error;
+    bool outage = false;  // the store (database, blob store) was out of reach or too busy
     try {
         co_await run_job(job, *lease, std::move(pre));
         co_return;
+    } catch (const store::blob_failure& e) {
+        error = e.what();
+        outage = e.error.code == store::blob_errc::backend;
+    } catch (const store::store_error& e) {
+        error = e.what();
+        outage = e.busy();
     } catch (const std::exception& e) {
         error = e.what();
     }
@@ -682,12 +695,20 @@ asio::awaitable<void> engine::impl::run_claimed(store::job_row job,
         co_return;
     // The run threw (a task whose data the engine cannot use, a store failure): record a failed
     // run and try again later, up to max_job_failures runs in a row.
-    jobs.with({job.kind, "crashed"}).inc();
-    log::error("job failed; it runs again later", {{"task_id", job.task_id},
-                                                   {"kind", job.kind},
-                                                   {"failures", job.failures + 1},
-                                                   {"error", error}});
-    const std::int64_t delay = std::min<std::int64_t>(60'000, 500LL << std::min(job.failures, 7));
+    jobs.with({job.kind, outage ? "store_error" : "crashed"}).inc();
+    log::write(outage ? log::level::warn : log::level::error,
+               outage ? "job failed: the store was out of reach or too busy; it runs again later"
+                      : "job failed; it runs again later",
+               {{"task_id", job.task_id},
+                {"kind", job.kind},
+                {"failures", job.failures + 1},
+                {"error", error}});
+    // A run the store failed (an outage, a connection-slot shortage) waits longer before the
+    // next: engine.max_job_failures such runs then span minutes, not seconds, so a short outage
+    // does not fail a task whose outputs the provider has made (found by a black-box run); one
+    // that lasts still ends it, bounded.
+    const std::int64_t delay =
+        std::min<std::int64_t>(60'000, (outage ? 5000LL : 500LL) << std::min(job.failures, 7));
     try {
         co_await db.write(
             [&](store::transaction& tx) { tx.fail_job(lease_of(job, *lease), now_ms() + delay); });
@@ -876,7 +897,9 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
         u.what = providers::update::kind::failed;
         u.error = error_class::transient;
         u.error_code = "interrupted_submit";
-        u.error_message = "the gateway stopped while submitting; the provider may have the task";
+        u.error_message =
+            "the submit's outcome was not recorded (the gateway stopped, or lost its database, "
+            "while submitting); the provider may have the task";
         u.ambiguous = true;
         jobs.with({"submit", "interrupted"}).inc();
     } else if (job.kind == "submit") {
@@ -1120,7 +1143,46 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
         log::warn("job lease lost; result dropped", {{"task_id", job.task_id}, {"kind", job.kind}});
     } else {
         jobs.with({job.kind, "store_error"}).inc();
-        log::error("applying job result failed", {{"task_id", job.task_id}, {"error", failure}});
+        log::error("applying job result failed; the job runs again once the store takes a write",
+                   {{"task_id", job.task_id}, {"kind", job.kind}, {"error", failure}});
+        co_await run_again_soon(job, lease, provider_name, attempt_number, upstream_task,
+                                upstream_state, view.state_json);
+    }
+}
+
+// A result the store did not take (the database out of reach or too busy, the blob store out of
+// connections): the job runs again as soon as the store takes a write, instead of when its
+// lease ends (engine.lease, minutes). A submit the provider named is first recorded as the
+// provider's word, as after a lost lease, so the run again finds the attempt upstream and
+// follows it; an unnamed one is reconciled as an interrupted submit, never sent blindly. Tried
+// with backoff while this claim's lease may still hold; after that another claim takes the job.
+asio::awaitable<void> engine::impl::run_again_soon(
+    const store::job_row& job, const lease_state& lease, const std::string& provider_name,
+    int attempt_number, const std::string& upstream_task, const std::string& upstream_state,
+    const std::string& state_if) {
+    const auto give_up = std::chrono::steady_clock::now() + settings.engine.lease;
+    bool recorded = upstream_task.empty();
+    auto delay = std::chrono::milliseconds(250);
+    auto timer = asio::steady_timer(co_await asio::this_coro::executor);
+    while (!lease.lost && std::chrono::steady_clock::now() + delay < give_up) {
+        timer.expires_after(delay);
+        co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+        delay = std::min<std::chrono::milliseconds>(delay * 2, std::chrono::seconds(5));
+        try {
+            if (!recorded) {
+                co_await record_upstream(job.task_id, provider_name, attempt_number, upstream_task,
+                                         upstream_state, state_if);
+                recorded = true;
+            }
+            co_await db.write([&](store::transaction& tx) {
+                tx.reschedule_job(lease_of(job, lease), now_ms(), job.payload_json);
+            });
+            log::info("the job whose result the store did not take runs again",
+                      {{"task_id", job.task_id}, {"kind", job.kind}});
+            co_return;
+        } catch (const std::exception&) {
+            // Still out of reach: wait longer.
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 // the task; every change is an event with the next sequence number.
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -239,7 +240,78 @@ std::vector<std::string> types(const std::vector<segue::store::event_row>& evs) 
     return out;
 }
 
+// The engine's blob store, whose first `failures` put_all calls fail as a database out of reach
+// (before taking anything).
+class flaky_blobs final : public segue::store::blob_store {
+  public:
+    flaky_blobs(segue::store::blob_store& real, int failures) : real_(real), left_(failures) {}
+    std::string_view backend() const override { return real_.backend(); }
+    segue::store::blob_result<std::uint64_t> put(std::string_view key, const std::string& path,
+                                                 segue::store::put_mode mode) override {
+        return real_.put(key, path, mode);
+    }
+    segue::store::blob_result<std::vector<std::uint64_t>> put_all(
+        std::span<const segue::store::blob_put> files, segue::store::put_mode mode) override {
+        if (left_.fetch_sub(1) > 0)
+            return segue::store::blob_error{segue::store::blob_errc::backend,
+                                            "blob store: cannot connect (a test's outage)"};
+        return real_.put_all(files, mode);
+    }
+    segue::store::blob_result<std::unique_ptr<segue::store::blob_reader>> open(
+        std::string_view key) override {
+        return real_.open(key);
+    }
+    segue::store::blob_result<segue::store::local_blob> materialize(std::string_view key) override {
+        return real_.materialize(key);
+    }
+    segue::store::blob_result<bool> remove(std::string_view key) override {
+        return real_.remove(key);
+    }
+
+  private:
+    segue::store::blob_store& real_;
+    std::atomic<int> left_;
+};
+
 }  // namespace
+
+// A result the store did not take (its files could not be stored: an outage) is made again as
+// soon as the store takes a write, not when the job's lease ends (engine.lease, 2 min here):
+// the task finishes within seconds (found by a black-box run: 2 min frozen).
+TEST_F(Engine, AResultTheStoreDidNotTakeIsMadeAgainOnceTheStoreIsBack) {
+    settings_.outputs.verify = false;  // straight to storing the files
+    flaky_blobs flaky(*blobs_, 1);
+    engine_ = std::make_unique<segue::core::engine>(pool_->main(), *db_, flaky, registry_,
+                                                    blocking_, settings_, metrics_);
+    const auto id = std::string("ext_test") + std::to_string(n_ + 1);
+    const auto work = fs::path(dir_.file("blobs/work/" + id));
+    {
+        update u;
+        u.what = update::kind::done;
+        auto o = ready(1, "made");
+        o.mp3_url.clear();
+        o.mp3 = segue::providers::local_file{(work / "out.mp3").string(), "audio/mpeg"};
+        u.outputs.push_back(o);
+        std::lock_guard lock(provider_->mu);
+        provider_->script.push_back(u);  // the poll whose result is not taken
+        provider_->script.push_back(u);  // the poll again
+        provider_->on_submit = [work](const segue::providers::task_view&) {
+            fs::create_directories(work);
+            std::ofstream(work / "out.mp3") << "ID3";
+        };
+    }
+    start();
+    ASSERT_EQ(create(1), id);
+    const auto started = std::chrono::steady_clock::now();
+    EXPECT_EQ(wait_final(id).status, "succeeded");
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 10s);
+    EXPECT_EQ(provider_->polls, 2);
+    const auto m = metrics_.serialize();
+    EXPECT_EQ(segue::test::metric_value(
+                  m, R"(segue_engine_jobs_total{kind="poll",outcome="store_error"})"),
+              1)
+        << m;
+}
 
 TEST_F(Engine, DuplicatedAndOutOfOrderResultsGiveOneEventEach) {
     // Lyrics for output 2 before any audio, output 1 twice, the cover twice, then output 2.
@@ -619,6 +691,80 @@ TEST_F(Engine, AnUnreadableUploadFailsTheJobNotTheProvider) {
     auto done = wait_final(t.id);
     EXPECT_EQ(done.status, "failed");
     EXPECT_NE(done.error_json.find("\"internal\""), std::string::npos) << done.error_json;
+    EXPECT_EQ(provider_->submits, 0);
+}
+
+// A run the store failed (the blob store out of reach: a connection-slot shortage, an outage)
+// waits ten times longer before the next than another failure: engine.max_job_failures such
+// runs span minutes, so a short outage does not fail the task (found by a black-box run: 5
+// failures in 15 s failed outputs a provider had made).
+TEST_F(Engine, ARunTheStoreFailedWaitsLongerBeforeTheNext) {
+    class unreachable final : public segue::store::blob_store {
+      public:
+        std::string_view backend() const override { return "postgres"; }
+        segue::store::blob_result<std::uint64_t> put(std::string_view, const std::string&,
+                                                     segue::store::put_mode) override {
+            return down();
+        }
+        segue::store::blob_result<std::unique_ptr<segue::store::blob_reader>> open(
+            std::string_view) override {
+            return down();
+        }
+        segue::store::blob_result<segue::store::local_blob> materialize(std::string_view) override {
+            return down();
+        }
+        segue::store::blob_result<bool> remove(std::string_view) override { return down(); }
+
+      private:
+        static segue::store::blob_error down() {
+            return {segue::store::blob_errc::backend, "too many clients already (a test's)"};
+        }
+    } blobs;
+    engine_ = std::make_unique<segue::core::engine>(pool_->main(), *db_, blobs, registry_,
+                                                    blocking_, settings_, metrics_);
+    segue::core::extend_request r;
+    r.source = segue::core::source_kind::file;
+    r.audio_file_id = "file_far";
+    r.num_outputs = 1;
+    auto t = queued("ext_far_blob", segue::core::request_to_json(r), 1);
+    write([&](segue::store::transaction& tx) {
+        segue::core::engine::create_task(tx, t);
+        tx.insert_file({"file_far", "acme", t.id, "upload", "audio/wav", "uploads/file_far", 10, "",
+                        t.created_at});
+    });
+    const auto before = segue::core::now_ms();
+    start();
+    const std::string failed = R"(segue_engine_jobs_total{kind="submit",outcome="store_error"})";
+    std::string m;
+    for (int i = 0; i < 300 && segue::test::metric_value(m, failed) != 1; ++i) {
+        std::this_thread::sleep_for(10ms);
+        m = metrics_.serialize();
+    }
+    ASSERT_EQ(segue::test::metric_value(m, failed), 1) << m;
+    // The job's row, read beside the store (its own connection to the WAL database).
+    auto job = [&] {
+        sqlite3* c = nullptr;
+        std::pair<int, std::int64_t> out{-1, 0};
+        if (sqlite3_open_v2(settings_.storage.sqlite_path.c_str(), &c, SQLITE_OPEN_READONLY,
+                            nullptr) == SQLITE_OK) {
+            sqlite3_stmt* st = nullptr;
+            sqlite3_prepare_v2(c, "SELECT failures, due_at FROM jobs WHERE task_id = ?1", -1, &st,
+                               nullptr);
+            sqlite3_bind_text(st, 1, t.id.c_str(), -1, SQLITE_TRANSIENT);
+            if (sqlite3_step(st) == SQLITE_ROW)
+                out = {sqlite3_column_int(st, 0), sqlite3_column_int64(st, 1)};
+            sqlite3_finalize(st);
+        }
+        sqlite3_close(c);
+        return out;
+    };
+    auto [failures, due_at] = job();
+    for (int i = 0; i < 100 && failures != 1; ++i) {
+        std::this_thread::sleep_for(10ms);
+        std::tie(failures, due_at) = job();
+    }
+    EXPECT_EQ(failures, 1);
+    EXPECT_GE(due_at - before, 4500) << "the next run of a store failure comes after 5 s";
     EXPECT_EQ(provider_->submits, 0);
 }
 
