@@ -102,6 +102,17 @@ segue::providers::output_update ready(int index, const std::string& title) {
     return o;
 }
 
+// A poll's answer: done, output 1 made as a local file at `mp3` (the provider's scratch).
+update made_here(const fs::path& mp3) {
+    update u;
+    u.what = update::kind::done;
+    auto o = ready(1, "made");
+    o.mp3_url.clear();
+    o.mp3 = segue::providers::local_file{mp3.string(), "audio/mpeg"};
+    u.outputs.push_back(o);
+    return u;
+}
+
 class Engine : public ::testing::Test {
   protected:
     void SetUp() override {
@@ -155,6 +166,29 @@ class Engine : public ::testing::Test {
         write([&](segue::store::transaction& tx) { segue::core::engine::create_task(tx, t); });
         engine_->notify();
         return t.id;
+    }
+    // Task `id` (one output) whose source is the upload `file_id` (its row only: no blob).
+    segue::store::task_row create_with_upload(const std::string& id, const std::string& file_id) {
+        segue::core::extend_request r;
+        r.source = segue::core::source_kind::file;
+        r.audio_file_id = file_id;
+        r.num_outputs = 1;
+        auto t = queued(id, segue::core::request_to_json(r), 1);
+        write([&](segue::store::transaction& tx) {
+            segue::core::engine::create_task(tx, t);
+            tx.insert_file({file_id, "acme", t.id, "upload", "audio/wav", "uploads/" + file_id, 10,
+                            "", t.created_at});
+        });
+        return t;
+    }
+    // The registry's text once `series` reads `value` (bounded: 3 s).
+    std::string metrics_when(const std::string& series, double value) {
+        std::string m = metrics_.serialize();
+        for (int i = 0; i < 300 && segue::test::metric_value(m, series) != value; ++i) {
+            std::this_thread::sleep_for(10ms);
+            m = metrics_.serialize();
+        }
+        return m;
     }
     void write(std::function<void(segue::store::transaction&)> fn) {
         std::promise<void> done;
@@ -286,12 +320,7 @@ TEST_F(Engine, AResultTheStoreDidNotTakeIsMadeAgainOnceTheStoreIsBack) {
     const auto id = std::string("ext_test") + std::to_string(n_ + 1);
     const auto work = fs::path(dir_.file("blobs/work/" + id));
     {
-        update u;
-        u.what = update::kind::done;
-        auto o = ready(1, "made");
-        o.mp3_url.clear();
-        o.mp3 = segue::providers::local_file{(work / "out.mp3").string(), "audio/mpeg"};
-        u.outputs.push_back(o);
+        const update u = made_here(work / "out.mp3");
         std::lock_guard lock(provider_->mu);
         provider_->script.push_back(u);  // the poll whose result is not taken
         provider_->script.push_back(u);  // the poll again
@@ -477,14 +506,8 @@ TEST_F(Engine, AResultWhoseFilesACancelRemovedCountsAsTaskEndedNotAStoreError) {
     auto id = std::string("ext_test") + std::to_string(n_ + 1);
     const auto work = fs::path(dir_.file("blobs/work/" + id));
     {
-        update u;
-        u.what = update::kind::done;
-        auto o = ready(1, "made");
-        o.mp3_url.clear();
-        o.mp3 = segue::providers::local_file{(work / "out.mp3").string(), "audio/mpeg"};
-        u.outputs.push_back(o);
         std::lock_guard lock(provider_->mu);
-        provider_->script.push_back(u);
+        provider_->script.push_back(made_here(work / "out.mp3"));
     }
     start();
     ASSERT_EQ(create(1), id);
@@ -502,11 +525,7 @@ TEST_F(Engine, AResultWhoseFilesACancelRemovedCountsAsTaskEndedNotAStoreError) {
     ASSERT_EQ(p.get_future().get(), segue::core::engine::cancel_outcome::canceled);
     ASSERT_FALSE(fs::exists(work / "out.mp3"));
     const std::string ended = R"(segue_engine_jobs_total{kind="poll",outcome="task_ended"})";
-    std::string m;
-    for (int i = 0; i < 300 && segue::test::metric_value(m, ended) != 1; ++i) {
-        std::this_thread::sleep_for(10ms);
-        m = metrics_.serialize();
-    }
+    const std::string m = metrics_when(ended, 1);
     EXPECT_EQ(segue::test::metric_value(m, ended), 1) << m;
     EXPECT_EQ(m.find("outcome=\"store_error\""), std::string::npos) << m;
     EXPECT_EQ(provider_->polls, 1);
@@ -677,16 +696,7 @@ TEST_F(Engine, APoisonJobFailsItsTaskAndReleasesItsHold) {
 // passes), and after max_job_failures runs the task fails with code internal.
 TEST_F(Engine, AnUnreadableUploadFailsTheJobNotTheProvider) {
     settings_.engine.max_job_failures = 2;
-    segue::core::extend_request r;
-    r.source = segue::core::source_kind::file;
-    r.audio_file_id = "file_gone";
-    r.num_outputs = 1;
-    auto t = queued("ext_no_blob", segue::core::request_to_json(r), 1);
-    write([&](segue::store::transaction& tx) {
-        segue::core::engine::create_task(tx, t);
-        tx.insert_file({"file_gone", "acme", t.id, "upload", "audio/wav", "uploads/file_gone", 10,
-                        "", t.created_at});
-    });
+    const auto t = create_with_upload("ext_no_blob", "file_gone");
     start();
     auto done = wait_final(t.id);
     EXPECT_EQ(done.status, "failed");
@@ -722,24 +732,11 @@ TEST_F(Engine, ARunTheStoreFailedWaitsLongerBeforeTheNext) {
     } blobs;
     engine_ = std::make_unique<segue::core::engine>(pool_->main(), *db_, blobs, registry_,
                                                     blocking_, settings_, metrics_);
-    segue::core::extend_request r;
-    r.source = segue::core::source_kind::file;
-    r.audio_file_id = "file_far";
-    r.num_outputs = 1;
-    auto t = queued("ext_far_blob", segue::core::request_to_json(r), 1);
-    write([&](segue::store::transaction& tx) {
-        segue::core::engine::create_task(tx, t);
-        tx.insert_file({"file_far", "acme", t.id, "upload", "audio/wav", "uploads/file_far", 10, "",
-                        t.created_at});
-    });
+    const auto t = create_with_upload("ext_far_blob", "file_far");
     const auto before = segue::core::now_ms();
     start();
     const std::string failed = R"(segue_engine_jobs_total{kind="submit",outcome="store_error"})";
-    std::string m;
-    for (int i = 0; i < 300 && segue::test::metric_value(m, failed) != 1; ++i) {
-        std::this_thread::sleep_for(10ms);
-        m = metrics_.serialize();
-    }
+    const std::string m = metrics_when(failed, 1);
     ASSERT_EQ(segue::test::metric_value(m, failed), 1) << m;
     // The job's row, read beside the store (its own connection to the WAL database).
     auto job = [&] {
