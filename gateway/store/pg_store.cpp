@@ -200,10 +200,23 @@ class pg_store final : public store {
         return std::make_unique<connection>(o_.url, o_.statement_timeout_ms, o_.name);
     }
 
-    // What the last attempt to connect (by any thread) found: "" when it connected.
+    // What the last attempt to connect (by any thread) found: "" when it connected. A server
+    // out of connection slots (max_connections) is up: the connections the store has work, so
+    // neither readiness nor the API's fail-fast turns on that (found by a black-box run: both
+    // replicas refused everything while each had working connections).
     void reached(std::string why) {
+        if (why.find("too many clients") != std::string::npos ||
+            why.find("remaining connection slots are reserved") != std::string::npos)
+            return;
         std::lock_guard lk(reach_mutex_);
         unreachable_ = std::move(why);
+        out_of_reach_.store(!unreachable_.empty(), std::memory_order_relaxed);
+    }
+    // A unit that ran on a connection shows the database reachable, whatever another thread's
+    // last connect found.
+    void worked() {
+        if (out_of_reach_.load(std::memory_order_relaxed))
+            reached({});
     }
 
     // A working connection in `c`, reconnecting with backoff while the store is open.
@@ -346,6 +359,7 @@ class pg_store final : public store {
             return;
         }
         commits_.fetch_add(1, std::memory_order_relaxed);
+        worked();
         if (!txn.notice.empty())
             tell_listener(txn.notice);  // sorted and unique (before the NOTIFY, above)
         std::vector<detail::queued_unit> again;
@@ -404,6 +418,7 @@ class pg_store final : public store {
                     pg_transaction txn(*c, false);
                     it.fn(txn);
                     c->exec("COMMIT");
+                    worked();
                 } catch (const pg_error& e) {
                     err = std::current_exception();
                     lost = e.connection_lost();
@@ -502,6 +517,7 @@ class pg_store final : public store {
     std::atomic<bool> stopping_{false};
     mutable std::mutex reach_mutex_;
     std::string unreachable_;  // see store::unreachable
+    std::atomic<bool> out_of_reach_{false};  // !unreachable_.empty(), read without the mutex
     std::mutex close_mutex_;
     std::mutex listener_mutex_;
     std::function<void(const commit_notice&)> commit_listener_;

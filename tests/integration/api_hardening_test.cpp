@@ -515,6 +515,54 @@ TEST(ApiEdge, ADatabaseTooBusyToAnswerInTimeIs503) {
     EXPECT_EQ(after->status, 202) << after->body;
 }
 
+// A database out of connection slots (max_connections) is up: a replica whose connections work
+// stays ready and serves, although one of its reconnects is refused. Both replicas of a
+// black-box run answered every request 503 then, holding 5 and 9 working connections.
+TEST(ApiEdge, ADatabaseOutOfConnectionSlotsIsNotOutOfReach) {
+    segue::test::temp_dir d;
+    ::setenv("SEGUE_PG_OPTIONS", "-c max_connections=30", 1);
+    segue::test::pg_private_server pg;
+    ::unsetenv("SEGUE_PG_OPTIONS");
+    segue_process s(
+        "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n"
+        "log:\n  level: info\n"
+        "tenants:\n  - name: edge\n    api_keys: [sk-edge]\n" +
+        segue::test::postgres_storage_yaml(pg.url(), d.path() + "/blobs"));
+    const std::string body = R"({"audio_url":"https://cdn.example/a.mp3","extend_after":3})";
+    auto create = [&] {
+        return http_request(s.port(), "POST", "/v1/extensions", body,
+                            {key, "Content-Type: application/json"});
+    };
+    auto first = create();
+    ASSERT_TRUE(first);
+    ASSERT_EQ(first->status, 202) << first->body;
+    // Every slot left taken, then segue's LISTEN session ended: its reconnect finds no slot.
+    std::vector<std::unique_ptr<segue::store::pg::connection>> held;
+    auto fill = [&] {
+        for (int i = 0; i < 40; ++i) {
+            try {
+                held.push_back(std::make_unique<segue::store::pg::connection>(pg.url(), 0, "hog"));
+            } catch (const std::exception&) {
+                return;
+            }
+        }
+    };
+    fill();
+    ASSERT_FALSE(held.empty());
+    held.back()->exec(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'");
+    fill();                               // the slot it freed, before segue takes it back
+    std::this_thread::sleep_for(1500ms);  // segue's listener tries to connect again, and fails
+    auto ready = http_request(s.port(), "GET", "/readyz");
+    ASSERT_TRUE(ready);
+    EXPECT_EQ(ready->status, 200) << ready->body;
+    auto during = create();
+    ASSERT_TRUE(during);
+    EXPECT_EQ(during->status, 202) << during->body;
+    EXPECT_NE(s.log().find("too many clients"), std::string::npos) << "no reconnect was refused";
+    held.clear();
+}
+
 TEST(ApiEdge, AReplicaStartedWhileItsDatabaseIsDownWaitsForIt) {
     segue::test::temp_dir d;
     segue::test::pg_private_server pg;
