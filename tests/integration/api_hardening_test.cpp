@@ -32,6 +32,23 @@ using segue::test::segue_process;
 namespace {
 
 const std::string key = "Authorization: Bearer sk-edge";
+
+// A gateway of tenant edge (sk-edge; `tenant_more`: more of its lines) on `storage` (a
+// `storage:` section), with `more` sections after it.
+std::string edge_on(const std::string& storage, const std::string& tenant_more = "",
+                    const std::string& more = "") {
+    return "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n"
+           "log:\n  level: info\n"
+           "tenants:\n  - name: edge\n    api_keys: [sk-edge]\n" +
+           tenant_more + more + storage;
+}
+
+// Tenant edge's create of a task by URL (the sandbox's, unless routed otherwise).
+std::optional<http_response> create_by_url(std::uint16_t port) {
+    return http_request(port, "POST", "/v1/extensions",
+                        R"({"audio_url":"https://cdn.example/a.mp3","extend_after":3})",
+                        {key, "Content-Type: application/json"});
+}
 const std::string boundary = "segue-edge-boundary-41c2";
 
 std::string config_for(const std::string& dir) {
@@ -477,8 +494,6 @@ std::string gives_up_at_once(const segue::test::temp_dir& d, const std::string& 
     return out;
 }
 
-// A replica that starts while its database is down waits for it (storage.postgres.connect_wait)
-// and then serves, instead of exiting into a crash loop; with connect_wait 0s it gives up at once.
 // A request whose unit the database gives up on for its load (here a lock held past
 // storage.postgres.statement_timeout on the tenant's account) is a 503 with Retry-After, to come
 // back: nothing of it was committed. It was a 500 "unexpected error" (found by a black-box run).
@@ -488,16 +503,8 @@ TEST(ApiEdge, ADatabaseTooBusyToAnswerInTimeIs503) {
     std::string storage = segue::test::postgres_storage_yaml(schema.url(), d.path() + "/blobs");
     storage.insert(storage.find("  postgres:\n") + 12, "    statement_timeout: 1s\n");
     segue_process s(
-        "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n"
-        "log:\n  level: info\n"
-        "tenants:\n  - name: edge\n    api_keys: [sk-edge]\n    credits: 1000\n"
-        "providers:\n  sandbox:\n    price: 1\n" +
-        storage);
-    const std::string body = R"({"audio_url":"https://cdn.example/a.mp3","extend_after":3})";
-    auto create = [&] {
-        return http_request(s.port(), "POST", "/v1/extensions", body,
-                            {key, "Content-Type: application/json"});
-    };
+        edge_on(storage, "    credits: 1000\n", "providers:\n  sandbox:\n    price: 1\n"));
+    auto create = [&] { return create_by_url(s.port()); };
     auto first = create();
     ASSERT_TRUE(first);
     ASSERT_EQ(first->status, 202) << first->body;  // the tenant's account exists
@@ -523,16 +530,8 @@ TEST(ApiEdge, ADatabaseOutOfConnectionSlotsIsNotOutOfReach) {
     ::setenv("SEGUE_PG_OPTIONS", "-c max_connections=30", 1);
     segue::test::pg_private_server pg;
     ::unsetenv("SEGUE_PG_OPTIONS");
-    segue_process s(
-        "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n"
-        "log:\n  level: info\n"
-        "tenants:\n  - name: edge\n    api_keys: [sk-edge]\n" +
-        segue::test::postgres_storage_yaml(pg.url(), d.path() + "/blobs"));
-    const std::string body = R"({"audio_url":"https://cdn.example/a.mp3","extend_after":3})";
-    auto create = [&] {
-        return http_request(s.port(), "POST", "/v1/extensions", body,
-                            {key, "Content-Type: application/json"});
-    };
+    segue_process s(edge_on(segue::test::postgres_storage_yaml(pg.url(), d.path() + "/blobs")));
+    auto create = [&] { return create_by_url(s.port()); };
     auto first = create();
     ASSERT_TRUE(first);
     ASSERT_EQ(first->status, 202) << first->body;
@@ -563,6 +562,8 @@ TEST(ApiEdge, ADatabaseOutOfConnectionSlotsIsNotOutOfReach) {
     held.clear();
 }
 
+// A replica that starts while its database is down waits for it (storage.postgres.connect_wait)
+// and then serves, instead of exiting into a crash loop; with connect_wait 0s it gives up at once.
 TEST(ApiEdge, AReplicaStartedWhileItsDatabaseIsDownWaitsForIt) {
     segue::test::temp_dir d;
     segue::test::pg_private_server pg;
@@ -570,10 +571,7 @@ TEST(ApiEdge, AReplicaStartedWhileItsDatabaseIsDownWaitsForIt) {
     auto config = [&](const std::string& wait) {
         std::string storage = segue::test::postgres_storage_yaml(pg.url(), d.path() + "/blobs");
         storage.insert(storage.find("  postgres:\n") + 12, "    connect_wait: " + wait + "\n");
-        return "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n"
-               "log:\n  level: info\n"
-               "tenants:\n  - name: edge\n    api_keys: [sk-edge]\n" +
-               storage;
+        return edge_on(storage);
     };
     // Given up at once: exit status 1, saying why.
     const std::string out = gives_up_at_once(d, config("0s"));
@@ -598,9 +596,7 @@ TEST(ApiEdge, AReplicaStartedWhileItsDatabaseIsDownWaitsForIt) {
     auto ready = http_request(s->port(), "GET", "/readyz");
     ASSERT_TRUE(ready);
     EXPECT_EQ(ready->status, 200) << ready->body;
-    auto created = http_request(s->port(), "POST", "/v1/extensions",
-                                R"({"audio_url":"https://cdn.example/a.mp3","extend_after":3})",
-                                {key, "Content-Type: application/json"});
+    auto created = create_by_url(s->port());
     ASSERT_TRUE(created);
     EXPECT_EQ(created->status, 202) << created->body;
     // The store's counters on PostgreSQL: its own, and none of SQLite's.
