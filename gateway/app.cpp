@@ -218,6 +218,11 @@ void add_store_metrics(metrics::registry& m, const store::store& s, bool sqlite)
                 w.write_gauge(x.name, x.help, static_cast<double>(x.value));
             else
                 w.write_counter(x.name, x.help, static_cast<double>(x.value));
+        w.write_gauge("segue_store_reachable",
+                      "1 while the store reaches its database, 0 while it does not (PostgreSQL: "
+                      "a connect failed and no connect or unit has succeeded since): the API "
+                      "then refuses requests with 503 and /readyz says why.",
+                      s.unreachable().empty() ? 1.0 : 0.0);
     });
 }
 

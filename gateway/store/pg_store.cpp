@@ -516,7 +516,7 @@ class pg_store final : public store {
     detail::work_queue reads_;
     std::atomic<bool> stopping_{false};
     mutable std::mutex reach_mutex_;
-    std::string unreachable_;  // see store::unreachable
+    std::string unreachable_;                // see store::unreachable
     std::atomic<bool> out_of_reach_{false};  // !unreachable_.empty(), read without the mutex
     std::mutex close_mutex_;
     std::mutex listener_mutex_;
@@ -540,8 +540,13 @@ std::unique_ptr<store> open_postgres(const postgres_options& options) {
             // Not reached (refused, no such socket, the server starting up or shutting down);
             // anything else (a schema newer than this build, a failed migration) fails at once.
             const auto now = std::chrono::steady_clock::now();
-            if (!e.connection_lost() || now >= until)
+            if (!e.connection_lost())
                 throw;
+            if (now >= until)  // the database's absence, said as such (not a wrong setting)
+                throw pg_error(
+                    "no answer from the database within storage.postgres.connect_wait (" +
+                        std::to_string(options.connect_wait_ms) + " ms): " + e.what(),
+                    e.sqlstate(), true);
             log::warn("postgres: cannot reach the database at start; waiting for it",
                       {{"error", e.what()},
                        {"gives_up_in_ms",

@@ -429,6 +429,11 @@ TEST(ApiEdge, ADatabaseOutageIsA503AndNotReadyThenServesAgain) {
     EXPECT_NE(parse(ready->body)["detail"].as_string().find("database is unreachable"),
               std::string::npos)
         << ready->body;
+    auto reachable = [&] {
+        auto m = http_request(s.port(), "GET", "/metrics");
+        return m ? segue::test::metric_value(m->body, "segue_store_reachable") : -1;
+    };
+    EXPECT_EQ(reachable(), 0);  // what SegueDatabaseUnreachable watches
     for (const auto& [method, target] : std::vector<std::pair<std::string, std::string>>{
              {"POST", "/v1/extensions"},
              {"GET", "/v1/extensions"},
@@ -468,6 +473,7 @@ TEST(ApiEdge, ADatabaseOutageIsA503AndNotReadyThenServesAgain) {
         std::this_thread::sleep_for(100ms);
     }
     ASSERT_EQ(ready->status, 200) << ready->body;
+    EXPECT_EQ(reachable(), 1);
     auto created = http_request(s.port(), "POST", "/v1/extensions", body, json_key);
     ASSERT_TRUE(created);
     EXPECT_EQ(created->status, 202) << created->body;
