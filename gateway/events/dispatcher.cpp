@@ -6,6 +6,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
 
@@ -424,25 +425,44 @@ asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d,
     store::millis recorded_at = 0;  // by the store's clock, when the record was refused
     std::optional<store::delivery_row> now_row;
     const auto record_started = std::chrono::steady_clock::now();
-    try {
-        co_await db.write([&](store::transaction& tx) {
-            held = tx.finish_delivery(d, owner);
-            if (held)
-                l->released = true;  // no longer renewable: for the heartbeat, not a loss
-            if (held && gone) {
-                killed = tx.kill_deliveries_to(d.tenant, d.url,
-                                               "the endpoint answered 410 Gone to " + d.id, now);
-                tx.set_endpoint_gone(d.tenant, d.url, true, now);
+    // A record the store does not take (the database out of reach or too busy) is tried again
+    // while this claim's lease may hold: the send's outcome is known, and recording it spares
+    // the receiver a second copy and the task's later events a wait for the lease (1 min).
+    const auto give_up = record_started + w.lease;
+    auto wait = std::chrono::milliseconds(250);
+    for (;;) {
+        try {
+            co_await db.write([&](store::transaction& tx) {
+                killed = 0;
+                now_row.reset();
+                held = tx.finish_delivery(d, owner);
+                if (held)
+                    l->released = true;  // no longer renewable: for the heartbeat, not a loss
+                if (held && gone) {
+                    killed = tx.kill_deliveries_to(
+                        d.tenant, d.url, "the endpoint answered 410 Gone to " + d.id, now);
+                    tx.set_endpoint_gone(d.tenant, d.url, true, now);
+                }
+                if (!held) {
+                    recorded_at = tx.clock_ms();
+                    now_row = tx.get_delivery(d.id);
+                }
+            });
+            break;
+        } catch (const std::exception& e) {
+            l->released = false;  // not committed: the row is still this claim's to renew
+            if (l->lost || std::chrono::steady_clock::now() + wait >= give_up) {
+                // The lease expires and the delivery is sent again: at least once.
+                log::error("recording a delivery failed; it is sent again when its lease ends",
+                           {{"delivery_id", d.id}, {"error", e.what()}});
+                co_return;
             }
-            if (!held) {
-                recorded_at = tx.clock_ms();
-                now_row = tx.get_delivery(d.id);
-            }
-        });
-    } catch (const std::exception& e) {
-        // The lease expires and the delivery is sent again: at least once.
-        log::error("recording a delivery failed", {{"delivery_id", d.id}, {"error", e.what()}});
-        co_return;
+            log::warn("recording a delivery failed; trying again",
+                      {{"delivery_id", d.id}, {"error", e.what()}});
+        }
+        asio::steady_timer pause(co_await asio::this_coro::executor, wait);
+        co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+        wait = std::min<std::chrono::milliseconds>(wait * 2, std::chrono::seconds(5));
     }
     if (!held) {
         // Another claim took the row: at least once, the event is (or was) sent again. Only a

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "gateway/audio/audio.hpp"
+#include "gateway/store/pg_connection.hpp"
 #include "tests/support/pg.hpp"
 #include "tests/support/process.hpp"
 
@@ -640,6 +641,53 @@ TEST_F(WebhooksTest, SendsCutShortByCrashesRunOutOfRetriesToo) {
         std::this_thread::sleep_for(20ms);
     EXPECT_GT(later(), 0);
     EXPECT_EQ(sends_of_first(), 2);
+}
+
+// A delivery's outcome the database does not take at once (its row locked past
+// statement_timeout while the send was on the wire) is recorded when it can be, within the
+// lease: the receiver gets the event once, and the task's later events go out at once. The
+// record used to be given up: the event came twice, the rest a minute later (the lease).
+TEST_F(WebhooksTest, AnOutcomeTheDatabaseRefusedAWhileIsRecordedNotSentAgain) {
+    if (!segue::test::testing_postgres())
+        GTEST_SKIP() << "a row lock and a statement_timeout are PostgreSQL's (pg.WebhooksTest)";
+    receiver rcv;
+    std::string cfg = config(storage_.path(),
+                             "  retry_schedule: [200ms]\n  jitter: 0\n"
+                             "  timeout: 5s\n  lease: 60s\n");
+    cfg.insert(cfg.find("  postgres:\n") + 12, "    statement_timeout: 1s\n");
+    const auto url_at = cfg.find("    url: \"") + 10;
+    const std::string url = cfg.substr(url_at, cfg.find('"', url_at) - url_at);
+    segue::test::segue_process gw(cfg);
+    rcv.mode(R"({"mode":"ok","path":"/hooks/l","delay_ms":2000,"times":1})");
+    const std::string id = create(gw.port(), song(files_), rcv.url("/hooks/l"));
+    ASSERT_FALSE(id.empty());
+    auto until = std::chrono::steady_clock::now() + 20s;
+    while (rcv.deliveries("/hooks/l").empty() && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(5ms);
+    ASSERT_FALSE(rcv.deliveries("/hooks/l").empty());
+    const std::string first(rcv.deliveries("/hooks/l")[0].at("id").as_string());
+    std::string dlv;
+    for (const auto& o : deliveries(gw.port(), "task_id=" + id))
+        if (o.at("event_id").as_string() == first)
+            dlv = std::string(o.at("id").as_string());
+    ASSERT_FALSE(dlv.empty());
+    // While the receiver still holds the send: the row locked for 4 s, so the send's record
+    // waits past statement_timeout, is refused, and must be tried again.
+    {
+        segue::store::pg::connection holder(url, 0, "holder");
+        holder.exec("BEGIN");
+        holder.exec(("SELECT id FROM deliveries WHERE id = '" + dlv + "' FOR UPDATE").c_str());
+        std::this_thread::sleep_for(4s);
+        holder.exec("ROLLBACK");
+    }
+    ASSERT_EQ(wait_final(gw.port(), id), "succeeded");
+    // Well before the lease (60 s) would have let the event go out again.
+    expect_all_delivered_in_order(rcv, gw.port(), id, "/hooks/l", 20s);
+    int copies = 0;
+    for (const auto& r : rcv.deliveries("/hooks/l"))
+        copies += r.at("id").as_string() == first;
+    EXPECT_EQ(copies, 1) << "the event was sent again";
+    EXPECT_NE(gw.log().find("recording a delivery failed; trying again"), std::string::npos);
 }
 
 // A replica frozen (SIGSTOP) while its delivery is on the wire: another replica takes the row
