@@ -173,6 +173,16 @@ json::array deliveries(std::uint16_t port, const std::string& query) {
 
 // Waits until the receiver has a verified delivery of every event of the task (at path), then
 // checks that the first arrival of each came in seq order and that every delivery verified.
+// The webhook-id of the first delivery to reach `path` (a prefix), as soon as it arrives (its
+// answer may still be pending); "" if none came within 20 s.
+std::string first_arrival(receiver& rcv, const std::string& path) {
+    const auto until = std::chrono::steady_clock::now() + 20s;
+    while (rcv.deliveries(path).empty() && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(5ms);
+    const auto got = rcv.deliveries(path);
+    return got.empty() ? "" : std::string(got[0].at("id").as_string());
+}
+
 void expect_all_delivered_in_order(receiver& rcv, std::uint16_t port, const std::string& id,
                                    const std::string& path, std::chrono::seconds limit = 30s) {
     const auto events = events_of(port, id);
@@ -661,11 +671,8 @@ TEST_F(WebhooksTest, AnOutcomeTheDatabaseRefusedAWhileIsRecordedNotSentAgain) {
     rcv.mode(R"({"mode":"ok","path":"/hooks/l","delay_ms":2000,"times":1})");
     const std::string id = create(gw.port(), song(files_), rcv.url("/hooks/l"));
     ASSERT_FALSE(id.empty());
-    auto until = std::chrono::steady_clock::now() + 20s;
-    while (rcv.deliveries("/hooks/l").empty() && std::chrono::steady_clock::now() < until)
-        std::this_thread::sleep_for(5ms);
-    ASSERT_FALSE(rcv.deliveries("/hooks/l").empty());
-    const std::string first(rcv.deliveries("/hooks/l")[0].at("id").as_string());
+    const std::string first = first_arrival(rcv, "/hooks/l");
+    ASSERT_FALSE(first.empty());
     std::string dlv;
     for (const auto& o : deliveries(gw.port(), "task_id=" + id))
         if (o.at("event_id").as_string() == first)
@@ -710,16 +717,13 @@ TEST_F(WebhooksOnReplicas, AReplicaFrozenPastItsLeaseSaysSoAndTheEventIsStillDel
     rcv.mode(R"({"mode":"ok","times":1,"delay_ms":600})");
     const std::string id = create(a.port(), song(files_), rcv.url("/hooks/f"));
     ASSERT_FALSE(id.empty());
-    auto until = std::chrono::steady_clock::now() + 20s;
-    while (rcv.deliveries("/hooks/").empty() && std::chrono::steady_clock::now() < until)
-        std::this_thread::sleep_for(5ms);
-    ASSERT_FALSE(rcv.deliveries("/hooks/").empty());
+    const std::string first = first_arrival(rcv, "/hooks/");
+    ASSERT_FALSE(first.empty());
     a.proc().signal(SIGSTOP);
-    const std::string first(rcv.deliveries("/hooks/")[0].at("id").as_string());
 
     // B shares A's store; after A's lease (2 s) it takes the delivery and sends it again.
     segue::test::segue_process b(config(storage_.path(), webhooks));
-    until = std::chrono::steady_clock::now() + 20s;
+    auto until = std::chrono::steady_clock::now() + 20s;
     auto sent_twice = [&] {
         int n = 0;
         for (const auto& d : rcv.deliveries("/hooks/"))
