@@ -20,6 +20,10 @@ struct backoff_policy {
     double jitter = 0.5;
 };
 
+// Trying a store write again while the database is out of reach or too busy (a job's result,
+// a delivery's outcome): 250 ms, doubling, at most 5 s, no jitter (one writer per row).
+inline constexpr backoff_policy store_retry_backoff{250, 5000, 2.0, 0.0};
+
 // The delay before retry number `attempt` (0-based) without jitter:
 // min(max_ms, initial_ms * multiplier^attempt). Never negative, never above max_ms, and
 // non-decreasing in `attempt`, even for attempt numbers whose power overflows a double.

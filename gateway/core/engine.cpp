@@ -20,6 +20,7 @@
 #include <random>
 #include <system_error>
 
+#include "gateway/core/backoff.hpp"
 #include "gateway/core/breaker.hpp"
 #include "gateway/core/json.hpp"
 #include "gateway/core/lease_worker.hpp"
@@ -1162,12 +1163,13 @@ asio::awaitable<void> engine::impl::run_again_soon(
     const std::string& state_if) {
     const auto give_up = std::chrono::steady_clock::now() + settings.engine.lease;
     bool recorded = upstream_task.empty();
-    auto delay = std::chrono::milliseconds(250);
     auto timer = asio::steady_timer(co_await asio::this_coro::executor);
-    while (!lease.lost && std::chrono::steady_clock::now() + delay < give_up) {
+    for (int tries = 0;; ++tries) {
+        const std::chrono::milliseconds delay(backoff_ceiling_ms(store_retry_backoff, tries));
+        if (lease.lost || std::chrono::steady_clock::now() + delay >= give_up)
+            break;
         timer.expires_after(delay);
         co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
-        delay = std::min<std::chrono::milliseconds>(delay * 2, std::chrono::seconds(5));
         try {
             if (!recorded) {
                 co_await record_upstream(job.task_id, provider_name, attempt_number, upstream_task,

@@ -429,8 +429,9 @@ asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d,
     // while this claim's lease may hold: the send's outcome is known, and recording it spares
     // the receiver a second copy and the task's later events a wait for the lease (1 min).
     const auto give_up = record_started + w.lease;
-    auto wait = std::chrono::milliseconds(250);
-    for (;;) {
+    for (int tries = 0;; ++tries) {
+        const std::chrono::milliseconds wait(
+            core::backoff_ceiling_ms(core::store_retry_backoff, tries));
         try {
             co_await db.write([&](store::transaction& tx) {
                 killed = 0;
@@ -462,7 +463,6 @@ asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d,
         }
         asio::steady_timer pause(co_await asio::this_coro::executor, wait);
         co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
-        wait = std::min<std::chrono::milliseconds>(wait * 2, std::chrono::seconds(5));
     }
     if (!held) {
         // Another claim took the row: at least once, the event is (or was) sent again. Only a
