@@ -20,6 +20,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -754,6 +755,136 @@ TEST_F(HttpClient, EarlyResponseDuringAnUploadIsReturned) {
     EXPECT_EQ(r.res.status, 413);
     EXPECT_EQ(r.res.body, "too big");
     EXPECT_TRUE(r.request_sent);
+}
+
+// What a server has parsed of the requests on its connections so far: body bytes and whether
+// the request was complete.
+struct parse_progress {
+    std::atomic<std::size_t> body_bytes{0};
+    std::atomic<int> complete{0};
+    std::atomic<int> incomplete_at_eof{0};
+};
+
+// Parses each request piece by piece (recording its progress), then echoes its body.
+test_server::handler parse_and_echo(parse_progress& seen) {
+    return [&seen](beast::tcp_stream& s, int) -> asio::awaitable<void> {
+        beast::flat_buffer buf;
+        for (;;) {
+            bhttp::request_parser<bhttp::string_body> p;
+            p.body_limit(64 * 1024 * 1024);
+            while (!p.is_done()) {
+                auto [ec, n] = co_await bhttp::async_read_some(s, buf, p, use_tuple);
+                seen.body_bytes = p.get().body().size();
+                if (ec) {
+                    if (p.got_some())
+                        ++seen.incomplete_at_eof;
+                    co_return;
+                }
+            }
+            ++seen.complete;
+            if (!co_await reply(s, p.get().body()))
+                co_return;
+        }
+    };
+}
+
+// Waits (up to 5 s) until the server has parsed `bytes` body bytes.
+asio::awaitable<bool> until_parsed(const parse_progress& seen, std::size_t bytes) {
+    asio::steady_timer t(co_await asio::this_coro::executor);
+    for (int i = 0; i < 500 && seen.body_bytes.load() < bytes; ++i) {
+        t.expires_after(10ms);
+        co_await t.async_wait(use_tuple);
+    }
+    co_return seen.body_bytes.load() >= bytes;
+}
+
+TEST_F(HttpClient, AHeldLastByteKeepsTheRequestIncompleteUntilTheHoldSaysSo) {
+    parse_progress seen;
+    test_server server(parse_and_echo(seen));
+    segue::net::http_client client(ioc_, plain_options(), metrics_);
+    segue::net::request req;
+    req.method = "POST";
+    req.url = server.base() + "/extend";
+    req.headers = {{"Content-Type", "application/json"}};
+    req.body = R"({"prompt":"a held request"})";
+    // While the hold waits, the server has every byte but the last and no request to act on.
+    bool incomplete_while_held = false, all_but_one = false;
+    req.hold_last_byte = [&]() -> asio::awaitable<bool> {
+        all_but_one = co_await until_parsed(seen, req.body.size() - 1);
+        asio::steady_timer t(co_await asio::this_coro::executor, 50ms);
+        co_await t.async_wait(use_tuple);
+        incomplete_while_held =
+            seen.complete.load() == 0 && seen.body_bytes.load() == req.body.size() - 1;
+        co_return true;
+    };
+    auto r = run(client.send(req));
+    ASSERT_TRUE(r.ok()) << r.message;
+    EXPECT_TRUE(all_but_one);
+    EXPECT_TRUE(incomplete_while_held);
+    EXPECT_EQ(r.res.body, req.body);
+    EXPECT_TRUE(r.request_sent);
+    EXPECT_EQ(seen.complete.load(), 1);
+
+    // The same for a streamed body: the last chunk's last byte is held.
+    const std::string part(40 * 1024, 's');
+    int parts = 0;
+    segue::net::request up;
+    up.method = "POST";
+    up.url = server.base() + "/upload";
+    up.body_size = 3 * part.size();
+    up.body_source = [&]() -> asio::awaitable<std::string> {
+        co_return parts++ < 3 ? part : std::string();
+    };
+    incomplete_while_held = all_but_one = false;
+    up.hold_last_byte = [&]() -> asio::awaitable<bool> {
+        all_but_one = co_await until_parsed(seen, *up.body_size - 1);
+        incomplete_while_held = seen.complete.load() == 1;
+        co_return true;
+    };
+    r = run(client.send(up));
+    ASSERT_TRUE(r.ok()) << r.message;
+    EXPECT_TRUE(all_but_one);
+    EXPECT_TRUE(incomplete_while_held);
+    EXPECT_EQ(r.res.body.size(), *up.body_size);
+    EXPECT_EQ(seen.complete.load(), 2);
+}
+
+TEST_F(HttpClient, AHoldThatSaysNoAbandonsTheRequestIncomplete) {
+    parse_progress seen;
+    test_server server(parse_and_echo(seen));
+    segue::net::http_client client(ioc_, plain_options(), metrics_);
+    segue::net::request req;
+    req.method = "POST";
+    req.url = server.base() + "/extend";
+    req.body = R"({"prompt":"never to be made"})";
+    req.hold_last_byte = [&]() -> asio::awaitable<bool> {
+        co_await until_parsed(seen, req.body.size() - 1);
+        co_return false;
+    };
+    auto r = run(client.send(req));
+    EXPECT_EQ(r.error, failure::local_io) << r.message;
+    EXPECT_NE(r.message.find("abandoned before its last byte"), std::string::npos) << r.message;
+    // The server cannot have acted on it: it never had the whole request.
+    EXPECT_FALSE(r.request_sent);
+    EXPECT_EQ(r.attempts, 1);
+    for (int i = 0; i < 500 && seen.incomplete_at_eof.load() == 0; ++i)
+        std::this_thread::sleep_for(10ms);
+    EXPECT_EQ(seen.incomplete_at_eof.load(), 1);
+    EXPECT_EQ(seen.complete.load(), 0);
+
+    // A hold that throws says no as well; a hold without a body is refused before connecting.
+    req.hold_last_byte = []() -> asio::awaitable<bool> {
+        throw std::runtime_error("the disk went away");
+        co_return true;
+    };
+    r = run(client.send(req));
+    EXPECT_EQ(r.error, failure::local_io);
+    EXPECT_NE(r.message.find("the disk went away"), std::string::npos) << r.message;
+    EXPECT_FALSE(r.request_sent);
+    req.body.clear();
+    r = run(client.send(req));
+    EXPECT_EQ(r.error, failure::invalid_request) << r.message;
+    EXPECT_EQ(seen.complete.load(), 0);
 }
 
 TEST_F(HttpClient, DownloadToFile) {
