@@ -48,11 +48,6 @@ struct capabilities {
     // given to show up (its callback, an upstream id) before the core treats it as never
     // received and submits again.
     std::int64_t reconcile_window_ms = 0;
-    // Its submit gives services::until_durable to each request it sends as
-    // net::request::hold_last_byte, so the provider cannot act on a call before the task's
-    // commit is durable: the core may then call submit while the commit is still being synced
-    // (the call's way there overlaps the disk's sync). Otherwise the core waits for the sync.
-    bool submit_holds_last_byte = false;
 };
 
 // One attempt of one task, as the provider sees it.
@@ -180,9 +175,6 @@ struct services {
     // provider may fetch without credentials; empty when the gateway has no public_base_url.
     std::function<std::string(const std::string& file_id, std::chrono::seconds ttl)>
         signed_file_url;
-    // submit only, when caps().submit_holds_last_byte: set while the task's commit may not be
-    // durable yet. Every request the submit sends takes it as net::request::hold_last_byte.
-    std::function<boost::asio::awaitable<bool>()> until_durable;
 };
 
 class provider {

@@ -20,7 +20,6 @@
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/store/db.hpp"
 #include "gateway/store/disk.hpp"
-#include "gateway/util/durable_gate.hpp"
 #include "gateway/util/json_text.hpp"
 #include "providers/provider.hpp"
 #include "providers/registry.hpp"
@@ -360,35 +359,13 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
     // The submit job goes to this process's engine in memory when it has room (no claim round
     // before the provider call); otherwise it is written due now for a claim.
     auto handoff = deps_.engine.reserve(out.admitted.task.provider);
-    // As soon as the create has committed (SQLite: before its sync), the job goes to the
-    // engine, whose provider call then travels while the disk syncs; the provider gets its
-    // last byte once the commit is durable (store::early_commit, engine::hand_off). The 202
-    // still waits for the sync. A store that commits durably (PostgreSQL) calls no hook: the
-    // job is handed off after the write below, as before.
-    std::shared_ptr<util::durable_gate> durable;
-    bool handed_off = false;
-    store::early_commit early;
-    if (handoff) {
-        durable = std::make_shared<util::durable_gate>();
-        early.committed = [&] {  // the writer thread, the unit done: `result` is set
-            if (result.what != admitted::kind::created)
-                return;
-            handed_off = true;
-            deps_.engine.hand_off(std::move(handoff), a.task, durable);
-        };
-        early.settled = [durable](bool ok) { durable->open(ok); };
-    }
     try {
-        co_await deps_.db.write(
-            [&](store::transaction& tx) {
-                result = admit(tx, a, now, retention, handoff ? &handoff : nullptr);
-            },
-            std::move(early));
+        co_await deps_.db.write([&](store::transaction& tx) {
+            result = admit(tx, a, now, retention, handoff ? &handoff : nullptr);
+        });
     } catch (...) {
         failed = std::current_exception();
     }
-    if (durable)
-        durable->open(!failed);  // settled has said so already, when the hook ran
     // Committed past ensure_grant (a replay or a key conflict returns before it): the grant is
     // in the ledger now.
     if (!failed && grant_to_ensure &&
@@ -410,7 +387,7 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
     const auto& provider = a.request.route_chain.front();
     if (handoff)
         deps_.engine.hand_off(std::move(handoff), a.task);
-    else if (!handed_off)
+    else
         deps_.engine.notify();
     created_.with({provider}).inc();
     if (a.request.hold_milli > 0)

@@ -38,7 +38,6 @@
 #include "gateway/store/blob_store.hpp"
 #include "gateway/store/db.hpp"
 #include "gateway/util/crypto.hpp"
-#include "gateway/util/durable_gate.hpp"
 #include "gateway/util/json_text.hpp"
 #include "providers/provider.hpp"
 #include "providers/registry.hpp"
@@ -312,8 +311,6 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
         // slot (shared: a lease_worker item is copyable) and the plain callback token.
         std::shared_ptr<breaker_slot> slot;
         std::string callback_token;
-        // Handed off before the create's commit was durable: opened by its sync.
-        std::shared_ptr<util::durable_gate> durable;
     };
     // The provider a task's next call goes to.
     std::string provider_of(const store::task_row& task, const extend_request& req) const {
@@ -396,15 +393,6 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
                                          const std::string& upstream_task,
                                          const std::string& upstream_state,
                                          const std::string& state_if);
-    // A handed-off submit whose create's commit did not become durable (a failed fsync): the
-    // store refuses every write from now on, and what the job would record is lost anyway.
-    void not_durable(const store::job_row& job) {
-        jobs.with({"submit", "not_durable"}).inc();
-        log::warn(
-            "submit abandoned: its task's commit did not become durable; nothing was "
-            "sent to the provider",
-            {{"task_id", job.task_id}});
-    }
     asio::awaitable<bool> done_if_task_ended(const store::job_row& job, const std::string& error) {
         bool final = false;
         std::string status;
@@ -825,9 +813,7 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
     std::vector<store::attempt_row> attempts;
     breaker_slot slot;         // attempt 1's call slot, when the create wrote its intent
     std::string intent_token;  // and its callback token
-    std::shared_ptr<util::durable_gate> durable;  // the create's commit, if not yet durable
     if (pre) {
-        durable = std::move(pre->durable);
         task = std::move(pre->task);
         attempts = std::move(pre->attempts);
         if (pre->slot)
@@ -868,7 +854,7 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
     int attempt_number = latest ? latest->number : 0;
     const fs::path work = work_dir_of(task->id);
     providers::services svc{
-        blocking, work.string(), http, fetch, settings.api.max_upload_bytes, url_policy, {}, {}};
+        blocking, work.string(), http, fetch, settings.api.max_upload_bytes, url_policy, {}};
     if (!settings.api.public_base_url.empty())
         svc.signed_file_url = [this](const std::string& file_id, std::chrono::seconds ttl) {
             return settings.api.public_base_url +
@@ -905,21 +891,7 @@ asio::awaitable<void> engine::impl::run_job(store::job_row job, const lease_stat
             jobs.with({"submit", "lease_lost"}).inc();
             co_return;
         }
-        // Handed off before the create's commit was durable: the provider holds the request's
-        // last byte until it is (a provider that cannot is called once it is). A commit that
-        // never became durable has no task behind it after a restart: nothing goes out.
-        if (durable && !durable->state())
-            if (p->caps().submit_holds_last_byte)
-                svc.until_durable = [durable] { return durable->wait(); };
-        if (durable && !p->caps().submit_holds_last_byte && !co_await durable->wait()) {
-            not_durable(job);
-            co_return;
-        }
         u = co_await call_provider(*p, view, svc, provider_name, slot.take() != nullptr);
-        if (durable && !co_await durable->wait()) {
-            not_durable(job);
-            co_return;
-        }
     } else if (job.kind == "submit" && latest && latest->status == "submitting") {
         // The previous run of this job died mid-submit (a crash, a kill): the request may have
         // reached the provider. Never resubmit blindly: reconcile it like any ambiguous submit.
@@ -1430,11 +1402,6 @@ engine::handoff engine::reserve(std::string_view provider) {
 }
 
 void engine::hand_off(handoff h, const store::task_row& task) {
-    hand_off(std::move(h), task, nullptr);
-}
-
-void engine::hand_off(handoff h, const store::task_row& task,
-                      std::shared_ptr<util::durable_gate> durable) {
     if (!h)
         return;
     if (h.job_id_ == 0) {
@@ -1456,7 +1423,6 @@ void engine::hand_off(handoff h, const store::task_row& task,
         pre.slot = std::make_shared<breaker_slot>(std::exchange(h.slot_, nullptr));
         pre.callback_token = std::move(h.callback_token_);
     }
-    pre.durable = std::move(durable);
     self->handoffs.with({"handed_off"}).inc();
     self->worker->adopt(self->item_of(std::move(j), std::move(pre)));
 }

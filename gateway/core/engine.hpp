@@ -43,9 +43,6 @@ struct inbound_webhook;
 namespace segue::events {
 class event_hub;
 }
-namespace segue::util {
-class durable_gate;
-}
 
 namespace segue::core {
 
@@ -143,15 +140,6 @@ class engine {
     // create_task). Does nothing for an empty handoff or one whose create wrote no job.
     // Thread-safe.
     void hand_off(handoff h, const store::task_row& task);
-    // The same before the create's commit is durable, from store::early_commit::committed (on
-    // the store's writer thread), with the gate its durability opens (early_commit::settled).
-    // The job runs at once; its provider call goes out while the commit is synced, but the
-    // provider gets the whole request only once `durable` says yes
-    // (providers::services::until_durable), or, for a provider whose submit does not hold its
-    // last byte, the call waits for it. A no abandons the run with nothing sent: the store
-    // refuses every write after a failed sync, and the job's lease is left to expire.
-    void hand_off(handoff h, const store::task_row& task,
-                  std::shared_ptr<util::durable_gate> durable);
 
     // Writes a new task inside the caller's transaction: the task row (queued), its pending
     // outputs, the extension.queued event and the submit job. The caller commits it (with its

@@ -30,7 +30,6 @@ musicapi_provider::musicapi_provider(musicapi_settings settings) : settings_(std
     caps_.source_file = true;  // through a signed URL of our own (needs api.public_base_url)
     caps_.source_url = true;
     caps_.source_clip = true;
-    caps_.submit_holds_last_byte = true;  // the upload and the create, in submit()
     caps_.length = true;
     // MusicAPI decides how many clips an extend makes. Asking for two is accepted with a
     // warning, and an output it does not make then fails as "not produced"; with num_outputs
@@ -101,7 +100,6 @@ boost::asio::awaitable<update> musicapi_provider::submit(const task_view& task, 
                    {"Content-Type", "application/json"}};
     req.body = build_upload(audio_url);
     req.timeout = settings_.submit_timeout;
-    req.hold_last_byte = svc.until_durable;
     auto r = co_await svc.http->send(std::move(req));
     if (!r.ok())
         co_return transport_failure(r, "upload");
@@ -148,7 +146,6 @@ boost::asio::awaitable<update> musicapi_provider::create_extend(const task_view&
                    {"Content-Type", "application/json"}};
     req.body = body.json_body;
     req.timeout = settings_.submit_timeout;
-    req.hold_last_byte = svc.until_durable;
     auto r = co_await svc.http->send(std::move(req));
     update u;
     if (!r.ok()) {

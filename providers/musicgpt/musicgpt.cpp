@@ -82,7 +82,6 @@ musicgpt_provider::musicgpt_provider(musicgpt_settings settings) : settings_(std
     caps_.webhooks = true;
     caps_.polling = true;
     caps_.separate_artifacts = true;
-    caps_.submit_holds_last_byte = true;  // its one call, in submit()
     // MusicGPT's first webhook comes when the generation is done: wait as long as we would
     // before asking byId.
     caps_.reconcile_window_ms = settings_.reconcile_after.count();
@@ -105,7 +104,6 @@ boost::asio::awaitable<update> musicgpt_provider::submit(const task_view& task, 
     req.headers.emplace_back("Authorization", authorization_value(settings_.api_key));
     req.headers.emplace_back("Accept", "application/json");
     req.timeout = settings_.submit_timeout;
-    req.hold_last_byte = svc.until_durable;
     if (sr.kind == submit_request::body_kind::json) {
         req.headers.emplace_back("Content-Type", "application/json");
         req.body = sr.json_body;

@@ -32,7 +32,6 @@
 #include "gateway/store/blob_store.hpp"
 #include "gateway/store/db.hpp"
 #include "gateway/util/crypto.hpp"
-#include "gateway/util/durable_gate.hpp"
 #include "providers/registry.hpp"
 #include "tests/support/process.hpp"
 
@@ -48,7 +47,7 @@ class scripted_provider final : public segue::providers::provider {
     std::string_view name() const override { return "scripted"; }
     const segue::providers::capabilities& caps() const override { return caps_; }
     boost::asio::awaitable<update> submit(const segue::providers::task_view& task,
-                                          segue::providers::services& svc) override {
+                                          segue::providers::services&) override {
         {
             std::lock_guard lock(mu);
             callback_tokens.push_back(task.callback_token);
@@ -56,18 +55,6 @@ class scripted_provider final : public segue::providers::provider {
                 on_submit(task);
         }
         ++submits;
-        // As a provider's request with net::request::hold_last_byte: complete at the provider
-        // only once the hold says yes.
-        if (svc.until_durable) {
-            ++held;
-            if (!co_await svc.until_durable()) {
-                update u;
-                u.what = update::kind::failed;
-                u.error = segue::core::error_class::transient;
-                u.error_code = "abandoned";
-                co_return u;
-            }
-        }
         update u;
         u.what = update::kind::accepted;
         u.provider_task_id = "up-1";
@@ -100,8 +87,6 @@ class scripted_provider final : public segue::providers::provider {
     std::atomic<int> polls = 0;  // read by the test thread without `mu`
     std::atomic<int> submits = 0;
     std::atomic<int> poll_delay_ms = 0;  // each poll takes this long before it answers
-    std::atomic<int> held = 0;           // submits given services::until_durable
-    void holds_last_byte(bool on) { caps_.submit_holds_last_byte = on; }
 
   private:
     segue::providers::capabilities caps_{.source_url = true, .max_outputs = 2, .polling = true};
@@ -859,73 +844,6 @@ TEST_F(Engine, AHandedOffSubmitRunsWithoutAClaimRound) {
     })) << (attempts.empty() ? "no attempt" : attempts[0].status);
     EXPECT_EQ(attempts[0].provider_task_id, "up-1");
     EXPECT_EQ(provider_->submits.load(), 1);
-}
-
-// A create hands its job off as soon as it has committed, before its commit is durable
-// (store::early_commit), with the gate the sync opens. A provider that holds its request's last
-// byte is called at once and completes the call only once the gate says yes; one that cannot is
-// called only then. A gate that says no (a failed fsync) abandons the job: nothing reaches the
-// provider whole, nothing is recorded.
-TEST_F(Engine, AHandedOffSubmitReachesTheProviderWholeOnlyOnceItsCommitIsDurable) {
-    thread_ = std::thread([this] { pool_->run(); });  // the io_context only: no engine.start()
-    int n = 0;
-    auto hand_off = [&](std::shared_ptr<segue::util::durable_gate> gate) {
-        auto t = queued("ext_early" + std::to_string(++n), url_request(), 1);
-        auto h = engine_->reserve("scripted");
-        EXPECT_TRUE(h);
-        write([&](segue::store::transaction& tx) {
-            segue::core::engine::create_task(tx, t, nullptr, &h);
-        });
-        engine_->hand_off(std::move(h), t, std::move(gate));
-        return t.id;
-    };
-    auto status_of = [&](const std::string& id) {
-        std::vector<segue::store::attempt_row> attempts;
-        read([&](segue::store::transaction& tx) { attempts = tx.get_attempts(id); });
-        return attempts.size() == 1 ? attempts[0].status
-                                    : "attempts: " + std::to_string(attempts.size());
-    };
-    const std::string abandoned = R"(segue_engine_jobs_total{kind="submit",outcome="not_durable"})";
-
-    // A provider that cannot hold: not called while the commit is not durable.
-    auto gate = std::make_shared<segue::util::durable_gate>();
-    auto id = hand_off(gate);
-    std::this_thread::sleep_for(100ms);
-    EXPECT_EQ(provider_->submits.load(), 0);
-    gate->open(true);
-    ASSERT_TRUE(eventually([&] { return status_of(id) == "accepted"; })) << status_of(id);
-    EXPECT_EQ(provider_->submits.load(), 1);
-    EXPECT_EQ(provider_->held.load(), 0);
-
-    // A provider that holds its last byte: called at once, whole once durable.
-    provider_->holds_last_byte(true);
-    gate = std::make_shared<segue::util::durable_gate>();
-    id = hand_off(gate);
-    ASSERT_TRUE(eventually([&] { return provider_->held.load() == 1; }));
-    EXPECT_EQ(provider_->submits.load(), 2);
-    std::this_thread::sleep_for(50ms);
-    EXPECT_EQ(status_of(id), "submitting");
-    gate->open(true);
-    ASSERT_TRUE(eventually([&] { return status_of(id) == "accepted"; })) << status_of(id);
-
-    // Never durable: the held call is abandoned and the job records nothing.
-    gate = std::make_shared<segue::util::durable_gate>();
-    id = hand_off(gate);
-    ASSERT_TRUE(eventually([&] { return provider_->held.load() == 2; }));
-    gate->open(false);
-    ASSERT_TRUE(eventually(
-        [&] { return segue::test::metric_value(metrics_.serialize(), abandoned) == 1; }));
-    EXPECT_EQ(status_of(id), "submitting");
-
-    // And a provider that cannot hold is never called for it.
-    provider_->holds_last_byte(false);
-    gate = std::make_shared<segue::util::durable_gate>();
-    id = hand_off(gate);
-    gate->open(false);
-    ASSERT_TRUE(eventually(
-        [&] { return segue::test::metric_value(metrics_.serialize(), abandoned) == 2; }));
-    EXPECT_EQ(provider_->submits.load(), 3);
-    EXPECT_EQ(status_of(id), "submitting");
 }
 
 // At engine.batch less the quarter kept for claims, reserve() says no: the create writes the job
