@@ -43,9 +43,6 @@ db::db(store& s, metrics::registry& m, write_lane lane, bool fail_fast)
 asio::awaitable<void> db::write(store::unit fn) {
     return run(true, std::move(fn));
 }
-asio::awaitable<void> db::write(store::unit fn, early_commit early) {
-    return run(true, std::move(fn), std::move(early));
-}
 asio::awaitable<void> db::read(store::unit fn) {
     return run(false, std::move(fn));
 }
@@ -58,7 +55,7 @@ void db::refuse_if_unreachable() {
                                       retry_after_unreachable_s);
 }
 
-asio::awaitable<void> db::run(bool write, store::unit fn, early_commit early) {
+asio::awaitable<void> db::run(bool write, store::unit fn) {
     try {
         refuse_if_unreachable();
     } catch (const util::unavailable_error&) {
@@ -77,9 +74,7 @@ asio::awaitable<void> db::run(bool write, store::unit fn, early_commit early) {
                 // Resume on the coroutine's own executor, never on the store thread.
                 asio::post(ex, [h]() mutable { (*h)(); });
             };
-            if (write && (early.committed || early.settled))
-                store_.submit_write(std::move(fn), std::move(done), lane_, std::move(early));
-            else if (write)
+            if (write)
                 store_.submit_write(std::move(fn), std::move(done), lane_);
             else
                 store_.submit_read(std::move(fn), std::move(done));

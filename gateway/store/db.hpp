@@ -26,8 +26,6 @@ class db {
        bool fail_fast = false);
     // Rethrows the unit's exception (after rollback) or a store_error.
     boost::asio::awaitable<void> write(store::unit fn);
-    // The same with early_commit's hooks (store.hpp): SQLite calls them, PostgreSQL does not.
-    boost::asio::awaitable<void> write(store::unit fn, early_commit early);
     boost::asio::awaitable<void> read(store::unit fn);
     // What `fail_fast` does before each unit, for a request whose work goes through another
     // handle (a cancel is the engine's): throws util::unavailable_error while the database is
@@ -36,7 +34,7 @@ class db {
     store& raw() noexcept { return store_; }
 
   private:
-    boost::asio::awaitable<void> run(bool write, store::unit fn, early_commit early = {});
+    boost::asio::awaitable<void> run(bool write, store::unit fn);
     store& store_;
     write_lane lane_;
     bool fail_fast_;

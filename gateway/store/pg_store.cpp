@@ -155,8 +155,6 @@ class pg_store final : public store {
 
     ~pg_store() override { close(); }
 
-    // A commit here is durable when it returns: early_commit's hooks are never called.
-    using store::submit_write;
     void submit_write(unit fn, completion done, write_lane lane) override {
         writes_[static_cast<std::size_t>(lane)].submit(std::move(fn), std::move(done));
     }

@@ -66,7 +66,6 @@ void migrate(connection& c);
 namespace {
 
 using detail::call_done;
-using detail::call_hook;
 using detail::name_thread;
 using sqlite::connection;
 using sqlite::exec_cached;
@@ -311,9 +310,6 @@ class sqlite_store final : public store {
     void submit_write(unit fn, completion done, write_lane) override {
         writes_.submit(std::move(fn), std::move(done));
     }
-    void submit_write(unit fn, completion done, write_lane, early_commit early) override {
-        writes_.submit(std::move(fn), std::move(done), std::move(early));
-    }
     void submit_read(unit fn, completion done) override {
         reads_.submit(std::move(fn), std::move(done));
     }
@@ -372,7 +368,6 @@ class sqlite_store final : public store {
     struct pending_done {
         completion done;
         std::exception_ptr err;
-        std::function<void(bool)> settled;  // early_commit's, once `committed` was called
     };
     struct synced_group {
         bool committed = false;  // needs the sync before its completions
@@ -484,7 +479,7 @@ class sqlite_store final : public store {
             // Completed through the syncer too, so completions keep their order.
             synced_group g;
             for (auto& it : items)
-                g.dones.push_back({std::move(it.done), sync_failure(), {}});
+                g.dones.push_back({std::move(it.done), sync_failure()});
             to_syncer(std::move(g));
             return items.size();
         }
@@ -497,7 +492,7 @@ class sqlite_store final : public store {
             const auto err = std::current_exception();
             synced_group g;
             for (auto& it : items)
-                g.dones.push_back({std::move(it.done), err, {}});
+                g.dones.push_back({std::move(it.done), err});
             to_syncer(std::move(g));
             return items.size();
         }
@@ -581,15 +576,8 @@ class sqlite_store final : public store {
         if (!group_err)
             g.notice = std::move(txn.notice);
         g.dones.reserve(ran);
-        for (std::size_t i = 0; i < ran; ++i) {
-            pending_done d{std::move(items[i].done), errs[i] ? errs[i] : own_copy(group_err), {}};
-            // Committed, not yet durable: a caller may act on it now (store::early_commit).
-            if (!d.err && items[i].early.committed) {
-                call_hook(items[i].early.committed);
-                d.settled = std::move(items[i].early.settled);
-            }
-            g.dones.push_back(std::move(d));
-        }
+        for (std::size_t i = 0; i < ran; ++i)
+            g.dones.push_back({std::move(items[i].done), errs[i] ? errs[i] : own_copy(group_err)});
         to_syncer(std::move(g));
         return ran;
     }
@@ -666,14 +654,12 @@ class sqlite_store final : public store {
                     listener(notice);
             }
             for (auto& g : groups)
-                for (auto& d : g.dones) {
+                for (auto& d : g.dones)
                     // Each completion its own exception object: they run on other threads,
                     // and one shared object's refcount would be the only thing between them.
-                    auto err = d.err ? d.err : g.committed && sync_err ? sync_failure() : nullptr;
-                    if (d.settled)
-                        call_hook([&] { d.settled(!err); });
-                    call_done(d.done, std::move(err));
-                }
+                    call_done(d.done, d.err                     ? d.err
+                                      : g.committed && sync_err ? sync_failure()
+                                                                : nullptr);
             groups.clear();
         }
     }

@@ -15,10 +15,6 @@
 
 namespace segue::store {
 
-void store::submit_write(unit fn, completion done, write_lane lane, early_commit) {
-    submit_write(std::move(fn), std::move(done), lane);
-}
-
 namespace detail {
 
 // Refuses entries that would corrupt the totals (the schema's CHECKs catch less, and later).
@@ -64,25 +60,15 @@ void call_done(const store::completion& done, std::exception_ptr err) noexcept {
     }
 }
 
-void call_hook(const std::function<void()>& fn) noexcept {
-    try {
-        fn();
-    } catch (const std::exception& e) {
-        log::error("store early_commit hook threw", {{"error", e.what()}});
-    } catch (...) {
-        log::error("store early_commit hook threw", {{"error", "unknown exception"}});
-    }
-}
-
 void name_thread(const char* name) noexcept {
     ::pthread_setname_np(::pthread_self(), name);
 }
 
-void work_queue::submit(store::unit fn, store::completion done, early_commit early) {
+void work_queue::submit(store::unit fn, store::completion done) {
     {
         std::lock_guard lk(m_);
         if (!stopping_) {
-            items_.push_back(queued_unit{std::move(fn), std::move(done), std::move(early)});
+            items_.push_back(queued_unit{std::move(fn), std::move(done)});
             cv_.notify_one();
             return;
         }

@@ -510,22 +510,6 @@ struct store_stats {
 // it if ever); two batches whose units cross do not wait for that (postgres_options::writers).
 enum class write_lane { requests = 0, work = 1 };
 
-// The hooks of a write whose caller acts on its commit before the commit is durable: the
-// create hands its submit job to the engine as soon as its group has committed, and the
-// provider call goes out while the WAL is synced, all but its last byte, which waits for
-// `settled` (util::durable_gate, net::request::hold_last_byte). So the disk's sync and the
-// call's way to the provider overlap, and still nothing is started upstream for a task a crash
-// could undo. Only SQLite commits before it syncs; a store whose commit is durable when it
-// returns (PostgreSQL) never calls them, and the caller acts after the completion as usual.
-struct early_commit {
-    // On the writer thread, right after the group holding the unit committed (visible, not yet
-    // durable), and only if the unit itself succeeded. Must be quick and must not throw.
-    std::function<void()> committed;
-    // Once `committed` has been called: exactly once, right before the unit's completion, on
-    // the thread that runs it; whether the commit became durable.
-    std::function<void(bool durable)> settled;
-};
-
 class store {
   public:
     virtual ~store() = default;
@@ -538,8 +522,6 @@ class store {
     // A completion must not block: in particular not wait for a read, which may be waiting for
     // the very thread that runs the completion to make a later commit durable.
     virtual void submit_write(unit fn, completion done, write_lane lane = write_lane::requests) = 0;
-    // The same with the hooks of early_commit. By default they are never called.
-    virtual void submit_write(unit fn, completion done, write_lane lane, early_commit early);
     // Queues a read-only unit on the reader side. It sees every write completed before it was
     // submitted, and nothing that is not durable yet (it may wait for a sync to see it).
     virtual void submit_read(unit fn, completion done) = 0;

@@ -17,23 +17,19 @@ namespace segue::store::detail {
 // A completion that throws must not kill a store thread (and with it every later unit): logged.
 void call_done(const store::completion& done, std::exception_ptr err) noexcept;
 
-// Runs an early_commit hook; what it throws is logged, never propagated.
-void call_hook(const std::function<void()>& fn) noexcept;
-
 // Names the calling thread (ps -L, top -H, perf); at most 15 characters.
 void name_thread(const char* name) noexcept;
 
 struct queued_unit {
     store::unit fn;
     store::completion done;
-    early_commit early;  // SQLite only (store::early_commit)
-    int tries = 0;       // runs the database aborted (PostgreSQL conflicts), for bounded retries
+    int tries = 0;  // runs the database aborted (PostgreSQL conflicts), for bounded retries
 };
 
 class work_queue {
   public:
     // Queues the unit, or completes it at once with store_error("store closed") once stopped.
-    void submit(store::unit fn, store::completion done, early_commit early = {});
+    void submit(store::unit fn, store::completion done);
     // Waits for work and moves up to `max` units into `out`; false once stopped and drained.
     bool take(std::vector<queued_unit>& out, std::size_t max);
     // Puts units back at the front, in their order (they were submitted before the rest).

@@ -747,14 +747,6 @@ struct release_on_exit {
     ~release_on_exit() { gate.release(); }
 };
 
-// The test's store, its syncs held by `gate` when armed.
-std::unique_ptr<st::store> open_held_at(const std::string& path, sync_gate& gate) {
-    st::sqlite_options o;
-    o.path = path;
-    o.before_sync = gate.hook();
-    return st::open_sqlite(o);
-}
-
 template <typename T>
 bool ready_within(std::future<T>& f, std::chrono::milliseconds d) {
     return f.wait_for(d) == std::future_status::ready;
@@ -779,7 +771,10 @@ std::string store_error_of(std::exception_ptr e) {
 // COMMIT: the group is visible to any WAL reader, yet the store's reads wait for its sync.
 TEST_F(StoreTest, ReadsSeeOnlyDurableCommits) {
     sync_gate gate;
-    auto s = open_held_at(db_path(), gate);
+    st::sqlite_options o;
+    o.path = db_path();
+    o.before_sync = gate.hook();
+    auto s = st::open_sqlite(o);
     release_on_exit guard{gate};
 
     sync_write(*s, [](st::transaction& tx) { tx.insert_task(make_task("ext_before")); });
@@ -825,71 +820,14 @@ TEST_F(StoreTest, ReadsSeeOnlyDurableCommits) {
     EXPECT_EQ(s->stats().read_waits, 1u);
 }
 
-// early_commit: `committed` runs once the group has committed, while its sync is still held, and
-// `settled` says whether the sync made it durable, right before the completion. A unit that
-// failed on its own gets neither.
-TEST_F(StoreTest, EarlyCommitHooksComeBeforeTheSyncAndSaySettledAfterIt) {
-    sync_gate gate;
-    auto s = open_held_at(db_path(), gate);
-    release_on_exit guard{gate};
-
-    struct seen {
-        std::mutex m;
-        std::vector<std::string> order;
-        void add(std::string what) {
-            std::lock_guard lk(m);
-            order.push_back(std::move(what));
-        }
-        std::vector<std::string> get() {
-            std::lock_guard lk(m);
-            return order;
-        }
-    } log;
-    auto hooks = [&](std::string name) {
-        st::early_commit e;
-        e.committed = [&log, name] { log.add(name + " committed"); };
-        e.settled = [&log, name](bool durable) {
-            log.add(name + (durable ? " durable" : " not durable"));
-        };
-        return e;
-    };
-    for (bool fail : {false, true}) {
-        SCOPED_TRACE(fail ? "the sync fails" : "the sync succeeds");
-        log.order.clear();
-        gate.arm();
-        std::promise<std::exception_ptr> a, b;
-        auto a_f = a.get_future();
-        auto b_f = b.get_future();
-        const std::string id = fail ? "ext_early_lost" : "ext_early";
-        s->submit_write([&](st::transaction& tx) { tx.insert_task(make_task(id)); },
-                        [&](std::exception_ptr e) {
-                            log.add("a done");
-                            a.set_value(e);
-                        },
-                        st::write_lane::requests, hooks("a"));
-        s->submit_write([](st::transaction&) { throw std::runtime_error("refused"); },
-                        [&](std::exception_ptr e) { b.set_value(e); }, st::write_lane::requests,
-                        hooks("b"));
-        ASSERT_TRUE(gate.wait_held());
-        // Committed, not durable: the hook has run, the completion has not.
-        EXPECT_EQ(log.get(), std::vector<std::string>{"a committed"});
-        EXPECT_FALSE(ready_within(a_f, std::chrono::milliseconds(100)));
-        gate.release(fail);
-        ASSERT_TRUE(ready_within(a_f, std::chrono::seconds(10)));
-        ASSERT_TRUE(ready_within(b_f, std::chrono::seconds(10)));
-        EXPECT_EQ(log.get(), (std::vector<std::string>{
-                                 "a committed", fail ? "a not durable" : "a durable", "a done"}));
-        EXPECT_EQ(a_f.get() == nullptr, !fail);
-        EXPECT_NE(b_f.get(), nullptr);
-    }
-}
-
-// A read waiting for a sync that fails fails with store_error (never hangs, never shows the// A
-// read waiting for a sync that fails fails with store_error (never hangs, never shows the commit);
-// so do later reads: their snapshots hold that commit, which will never be durable.
+// A read waiting for a sync that fails fails with store_error (never hangs, never shows the
+// commit); so do later reads: their snapshots hold that commit, which will never be durable.
 TEST_F(StoreTest, ReadWaitingForAFailedSyncFails) {
     sync_gate gate;
-    auto s = open_held_at(db_path(), gate);
+    st::sqlite_options o;
+    o.path = db_path();
+    o.before_sync = gate.hook();
+    auto s = st::open_sqlite(o);
     release_on_exit guard{gate};
 
     sync_write(*s, [](st::transaction& tx) { tx.insert_task(make_task("ext_ok")); });
