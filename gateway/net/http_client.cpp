@@ -169,8 +169,6 @@ std::optional<std::string> check_request(const request& r) {
         if (!r.body.empty())
             return "both body and body_source are set";
     }
-    if (r.hold_last_byte && r.body.empty() && (!r.body_source || r.body_size.value_or(0) == 0))
-        return "hold_last_byte needs a body";
     return std::nullopt;
 }
 

@@ -118,13 +118,6 @@ struct request {
     // download() only: give the sink each piece of the body as soon as it is read (a
     // Server-Sent Events stream) rather than once a 64 KiB buffer is full or the body ends.
     bool stream_chunks = false;
-    // Set: the body's last byte is held back until this returns (everything before it is
-    // written at once), so the server cannot act on the request before then; a provider's
-    // submit goes out while the task's commit is still being synced (util::durable_gate).
-    // Returning false abandons the request: the connection is closed with the request
-    // incomplete at the server, and the call fails with failure::local_io and request_sent
-    // false, since a server cannot have acted on it. Needs a body (in memory or streamed).
-    std::function<boost::asio::awaitable<bool>()> hold_last_byte;
     // send() only: the answer is its status and header fields (a webhook delivery). A body
     // over client_options::max_response_bytes is then not a failure: it is not read (the
     // response's body stays empty) and the connection is closed instead of reused.

@@ -84,33 +84,6 @@ asio::awaitable<bool> call_sink(const body_sink& sink, std::string_view chunk, r
     co_return false;
 }
 
-// For a request with hold_last_byte, once everything but the body's last byte is written:
-// awaits the hold, then writes that byte. Only that byte makes the request one the server can
-// act on, so it alone sets at.sent. False: the caller said no (or threw), the request was
-// abandoned incomplete and `out` says so.
-template <class Stream, class Arm>
-asio::awaitable<bool> write_held_byte(Stream& s, request& r, char last, Arm& arm, attempt_state& at,
-                                      result& out, error_code& wec) {
-    bool go = false;
-    std::string why = "its hold said no";
-    try {
-        go = co_await r.hold_last_byte();
-    } catch (const std::exception& e) {
-        why = std::string("its hold failed: ") + e.what();
-    }
-    at.sent = false;
-    if (!go) {
-        out.error = failure::local_io;
-        out.message = "the request was abandoned before its last byte (" + why + ")";
-        co_return false;
-    }
-    arm();
-    auto [ec, n] = co_await asio::async_write(s, asio::buffer(&last, 1), use_tuple);
-    at.sent = n > 0;
-    wec = ec;
-    co_return true;
-}
-
 template <class Stream>
 asio::awaitable<void> exchange_on(Stream& s, connection& c, const target& t, request& r,
                                   steady::time_point deadline, const body_sink* sink,
@@ -136,7 +109,7 @@ asio::awaitable<void> exchange_on(Stream& s, connection& c, const target& t, req
         bhttp::request_serializer<bhttp::empty_body> sr{m};
         arm();
         auto [ec, n] = co_await bhttp::async_write_header(s, sr, use_tuple);
-        at.sent = n > 0 && !r.hold_last_byte;
+        at.sent = n > 0;
         wec = ec;
         std::uint64_t total = 0;
         while (!wec) {
@@ -156,16 +129,9 @@ asio::awaitable<void> exchange_on(Stream& s, connection& c, const target& t, req
                 co_return;
             }
             total += chunk.size();
-            const bool held = r.hold_last_byte && total == *r.body_size;
-            const std::size_t now = held ? chunk.size() - 1 : chunk.size();
-            if (now > 0) {
-                arm();
-                auto [cec, cn] =
-                    co_await asio::async_write(s, asio::buffer(chunk.data(), now), use_tuple);
-                wec = cec;
-            }
-            if (held && !wec && !co_await write_held_byte(s, r, chunk.back(), arm, at, out, wec))
-                co_return;
+            arm();
+            auto [cec, cn] = co_await asio::async_write(s, asio::buffer(chunk), use_tuple);
+            wec = cec;
         }
         if (!wec && total != *r.body_size) {
             fail(failure::invalid_request, "body_source ended after " + std::to_string(total) +
@@ -174,21 +140,14 @@ asio::awaitable<void> exchange_on(Stream& s, connection& c, const target& t, req
         }
     } else {
         // span_body: the body is sent from the request itself, so a retry needs no copy.
-        // Held (hold_last_byte): all but the body's last byte, under the whole body's
-        // Content-Length, then that byte once the hold says so.
-        const bool held = r.hold_last_byte && !r.body.empty();
         bhttp::request<bhttp::span_body<const char>> m;
         fill_header(m, t, r, opts.user_agent);
-        m.body() = {r.body.data(), r.body.size() - (held ? 1 : 0)};
+        m.body() = {r.body.data(), r.body.size()};
         m.prepare_payload();
-        if (held)
-            m.content_length(r.body.size());
         arm();
         auto [ec, n] = co_await bhttp::async_write(s, m, use_tuple);
-        at.sent = n > 0 && !held;
+        at.sent = n > 0;
         wec = ec;
-        if (held && !wec && !co_await write_held_byte(s, r, r.body.back(), arm, at, out, wec))
-            co_return;
     }
     if (wec) {
         at.ec = wec;
