@@ -70,6 +70,13 @@ std::int64_t backoff_delay_ms(const backoff_policy& policy, int attempt, std::mt
     return backoff_delay_ms(policy, attempt, std::generate_canonical<double, 53>(rng));
 }
 
+int spread_retry_after_s(int mean_s, double unit_random) {
+    const int lo = std::max(1, static_cast<int>(std::lround(mean_s * 0.6)));
+    const int hi = std::max(lo, static_cast<int>(std::lround(mean_s * 1.4)));
+    const double u = std::isnan(unit_random) ? 0.0 : std::clamp(unit_random, 0.0, 1.0);
+    return std::min(hi, lo + static_cast<int>(u * (hi - lo + 1)));
+}
+
 std::int64_t apply_retry_after(std::int64_t computed_ms, std::optional<std::int64_t> retry_after_ms,
                                std::int64_t max_ms) {
     std::int64_t d = computed_ms;

@@ -36,6 +36,13 @@ std::int64_t backoff_delay_ms(const backoff_policy& policy, int attempt, double 
 // The same with a draw from `rng`.
 std::int64_t backoff_delay_ms(const backoff_policy& policy, int attempt, std::mt19937_64& rng);
 
+// The Retry-After, in whole seconds, for clients turned away together (the database out of
+// reach or too busy): `mean_s` spread over [0.6, 1.4] x mean_s (at least 1 s) by `unit_random`
+// (in [0, 1); clamped), so they do not all come back in the same second. With a fixed value
+// they came back in waves after an outage, each wave queueing on the same rows (a black-box
+// run). 5 gives 3..7.
+int spread_retry_after_s(int mean_s, double unit_random);
+
 // Honours an upstream Retry-After: max(computed_ms, retry_after_ms), capped at max_ms (an
 // upstream asking for an hour does not park a task for an hour; the next answer says again).
 // Never negative.

@@ -6,7 +6,9 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <chrono>
+#include <random>
 
+#include "gateway/core/backoff.hpp"
 #include "gateway/metrics/registry.hpp"
 #include "gateway/util/unavailable.hpp"
 
@@ -15,9 +17,15 @@ namespace segue::store {
 namespace asio = boost::asio;
 
 namespace {
-// A client refused for an unreachable database asks again after this: a restart or a failover
-// of PostgreSQL takes seconds.
+// A client refused for an unreachable database asks again after about this: a restart or a
+// failover of PostgreSQL takes seconds. Spread per answer (core::spread_retry_after_s: 3..7 s).
 constexpr int retry_after_unreachable_s = 5;
+
+int retry_after_s() {
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    return core::spread_retry_after_s(retry_after_unreachable_s,
+                                      std::generate_canonical<double, 53>(rng));
+}
 }  // namespace
 
 db::db(store& s, metrics::registry& m, write_lane lane, bool fail_fast)
@@ -52,7 +60,7 @@ void db::refuse_if_unreachable() {
     // the client is told only to come back.
     if (fail_fast_ && !store_.unreachable().empty())
         throw util::unavailable_error("the database is unreachable for now; try again",
-                                      retry_after_unreachable_s);
+                                      retry_after_s());
 }
 
 asio::awaitable<void> db::run(bool write, store::unit fn) {
@@ -93,8 +101,7 @@ asio::awaitable<void> db::run(bool write, store::unit fn) {
             } catch (const store_error& e) {
                 if (e.busy())
                     throw util::unavailable_error(
-                        "the database is too busy to answer in time; try again",
-                        retry_after_unreachable_s);
+                        "the database is too busy to answer in time; try again", retry_after_s());
                 throw;
             }
         }

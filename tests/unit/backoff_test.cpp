@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <optional>
 #include <random>
 
@@ -152,6 +153,28 @@ TEST(Backoff, RetryAfterRaisesButNeverPastTheCap) {
             EXPECT_GE(d, std::min<std::int64_t>(ra, p.max_ms));
             EXPECT_LE(d, p.max_ms);
         }
+}
+
+TEST(Backoff, TheRetryAfterGivenToRefusedClientsIsSpread) {
+    EXPECT_EQ(core::spread_retry_after_s(5, 0.0), 3);
+    EXPECT_EQ(core::spread_retry_after_s(5, 0.999), 7);
+    EXPECT_EQ(core::spread_retry_after_s(5, 1.0), 7);   // clamped
+    EXPECT_EQ(core::spread_retry_after_s(5, -3.0), 3);  // clamped
+    EXPECT_EQ(core::spread_retry_after_s(5, std::nan("")), 3);
+    EXPECT_EQ(core::spread_retry_after_s(1, 0.5), 1);  // never below a second
+    EXPECT_EQ(core::spread_retry_after_s(0, 0.5), 1);
+    // Every second of the range about equally often.
+    std::mt19937_64 rng(7);
+    std::map<int, int> seen;
+    for (int i = 0; i < 5000; ++i)
+        ++seen[core::spread_retry_after_s(5, std::generate_canonical<double, 53>(rng))];
+    ASSERT_EQ(seen.size(), 5u);
+    for (const auto& [s, n] : seen) {
+        EXPECT_GE(s, 3);
+        EXPECT_LE(s, 7);
+        EXPECT_GT(n, 800) << s;
+        EXPECT_LT(n, 1200) << s;
+    }
 }
 
 TEST(Backoff, ParsesRetryAfterForms) {
