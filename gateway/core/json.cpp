@@ -255,7 +255,9 @@ json::object task_document(const store::task_row& t, const std::vector<store::ou
     json::object links;
     links["self"] = "/v1/extensions/" + t.id;
     links["events"] = "/v1/extensions/" + t.id + "/events";
-    links["cancel"] = "/v1/extensions/" + t.id + "/cancel";
+    // Only while there is something to cancel: a final task answers a cancel 409.
+    if (!is_terminal(parse_task_status(t.status).value_or(task_status::failed)))
+        links["cancel"] = "/v1/extensions/" + t.id + "/cancel";
     o["links"] = std::move(links);
     return o;
 }

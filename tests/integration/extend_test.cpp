@@ -633,10 +633,16 @@ TEST(Extend, CancelStopsTheTask) {
         post_form(s.port(), {{"audio_file", song.bytes, "s.wav"}, {"extend_after", "2"}}, {key_a});
     ASSERT_TRUE(r);
     auto id = std::string(parse(r->body)["id"].as_string());
+    // The link to cancel is there while the task can be canceled, and gone once it is final.
+    const auto links = [](const std::string& body) { return parse(body)["links"].as_object(); };
+    EXPECT_EQ(links(r->body)["cancel"], boost::json::value("/v1/extensions/" + id + "/cancel"))
+        << r->body;
     auto c = http_request(s.port(), "POST", "/v1/extensions/" + id + "/cancel", "", {key_a});
     ASSERT_TRUE(c);
     EXPECT_EQ(c->status, 200) << c->body;
     EXPECT_EQ(parse(c->body)["status"], "canceled");
+    EXPECT_FALSE(links(c->body).contains("cancel")) << c->body;
+    EXPECT_TRUE(links(c->body).contains("events")) << c->body;
     auto again = http_request(s.port(), "POST", "/v1/extensions/" + id + "/cancel", "", {key_a});
     ASSERT_TRUE(again);
     EXPECT_EQ(again->status, 409);
