@@ -387,7 +387,7 @@ object_schema<retention_settings> retention_schema() {
         .range(0ms, forever);
     s.field("tombstones", &retention_settings::tombstones,
             "How long a deleted file is remembered, so GET /v1/files/{id} answers 410 "
-            "file_expired rather than 404. 0 = forever.")
+            "file_expired rather than 404; never less than its task is kept. 0 = forever.")
         .def(24h * 90)
         .range(0ms, forever);
     s.field("interval", &retention_settings::interval,

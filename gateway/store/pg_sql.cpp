@@ -218,9 +218,11 @@ const char* sql_of(q which) {
         case q::mark_purged:
             return "UPDATE file_tombstones SET purged = 1 WHERE id = ANY($1::text[])";
         case q::delete_tombstones_before:
-            return "DELETE FROM file_tombstones WHERE id IN (SELECT id FROM file_tombstones "
-                   "WHERE purged = 1 AND deleted_at < $1::bigint ORDER BY deleted_at "
-                   "LIMIT $2::int FOR UPDATE SKIP LOCKED)";
+            // Never while its task lives: its document and GET /v1/files/{id} say 410.
+            return "DELETE FROM file_tombstones WHERE id IN (SELECT f.id FROM file_tombstones f "
+                   "WHERE f.purged = 1 AND f.deleted_at < $1::bigint AND NOT EXISTS (SELECT 1 "
+                   "FROM tasks t WHERE t.id = f.task_id) ORDER BY f.deleted_at "
+                   "LIMIT $2::int FOR UPDATE OF f SKIP LOCKED)";
         case q::delete_idempotency_batch:
             return "DELETE FROM idempotency WHERE (tenant, key) IN (SELECT tenant, key FROM "
                    "idempotency WHERE created_at < $1::bigint ORDER BY created_at "

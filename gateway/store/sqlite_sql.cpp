@@ -200,8 +200,10 @@ const char* sql_of(q which) {
             return "UPDATE file_tombstones SET purged = 1 "
                    "WHERE id IN (SELECT value FROM json_each(?1))";
         case q::delete_tombstones_before:
-            return "DELETE FROM file_tombstones WHERE id IN (SELECT id FROM file_tombstones "
-                   "WHERE purged = 1 AND deleted_at < ?1 ORDER BY deleted_at LIMIT ?2)";
+            // Never while its task lives: its document and GET /v1/files/{id} say 410.
+            return "DELETE FROM file_tombstones WHERE id IN (SELECT f.id FROM file_tombstones f "
+                   "WHERE f.purged = 1 AND f.deleted_at < ?1 AND NOT EXISTS (SELECT 1 FROM "
+                   "tasks t WHERE t.id = f.task_id) ORDER BY f.deleted_at LIMIT ?2)";
         case q::delete_idempotency_batch:
             return "DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency "
                    "WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)";

@@ -392,7 +392,8 @@ class transaction {
     virtual std::vector<file_tombstone_row> claim_purges(millis now, millis lease_ms,
                                                          int limit) = 0;
     virtual void mark_purged(const std::vector<std::string>& ids) = 0;
-    // Purged tombstones deleted before `cutoff`; returns how many were removed.
+    // Purged tombstones deleted before `cutoff`, except those whose task still exists (they go
+    // after it); returns how many were removed.
     virtual int delete_tombstones_before(millis cutoff, int limit) = 0;
     // Idempotency records made before `cutoff`, at most `limit`; returns how many.
     virtual int delete_idempotency_batch(millis cutoff, int limit) = 0;

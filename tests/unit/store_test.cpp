@@ -2209,6 +2209,24 @@ TEST_P(StoreEngineTest, RetentionBatchesDeleteOnlyWhatExpiredAndLeaveTombstones)
     EXPECT_EQ(n, 1);
     sync_read(*s, [&](st::transaction& tx) { EXPECT_FALSE(tx.get_file_tombstone("file_up_old")); });
 
+    // A tombstone is kept as long as its task, whatever the cutoff: the task's document shows
+    // the file expired and GET /v1/files/{id} says 410, not 404, for the task's whole life.
+    sync_write(*s, [&](st::transaction& tx) {
+        EXPECT_EQ(tx.expire_files("output", 4500, 21000, 10), 1);  // ext_new's output
+    });
+    sync_write(*s, [&](st::transaction& tx) {
+        auto c = tx.claim_purges(21000, 1000, 10);
+        ASSERT_EQ(c.size(), 1u);
+        tx.mark_purged({c[0].id});
+    });
+    sync_write(*s, [&](st::transaction& tx) { n = tx.delete_tombstones_before(99999, 10); });
+    EXPECT_EQ(n, 0);
+    sync_read(*s, [&](st::transaction& tx) { EXPECT_TRUE(tx.get_file_tombstone("file_out_new")); });
+    sync_write(*s, [&](st::transaction& tx) { n = tx.reap_tasks(6000, 30000, 10); });
+    EXPECT_EQ(n, 1);  // ext_new
+    sync_write(*s, [&](st::transaction& tx) { n = tx.delete_tombstones_before(99999, 10); });
+    EXPECT_EQ(n, 1);
+
     // Idempotency keys, oldest first, `limit` at a time.
     sync_write(*s, [&](st::transaction& tx) { n = tx.delete_idempotency_batch(250, 1); });
     EXPECT_EQ(n, 1);
