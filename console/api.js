@@ -131,19 +131,26 @@ export function filePath(url) {
 // Server-Sent Events over fetch (EventSource cannot send an Authorization header). Calls
 // onEvent({event, id, data}) per frame; reconnects with Last-Event-ID until `signal` aborts or
 // the server ends a stream that `done()` says is complete. onState('live'|'reconnecting').
+// While the server stays away (down, or answering 5xx), each failed attempt doubles the wait
+// before the next, up to 30 s, jittered and never shorter than a 503's Retry-After: tabs left
+// open do not call every second, nor all in the same second when it comes back.
 export async function stream(path, { signal, onEvent, onState = () => {}, done = () => false }) {
   let lastId = '';
-  let delay = 1000;
+  let delay = 1000;  // the server's retry: field, else 1 s
+  let failures = 0;  // attempts in a row that did not get the stream
   while (!signal.aborted) {
+    let retryAfter = 0;
     try {
       const h = headers({ Accept: 'text/event-stream' });
       if (lastId) h.set('Last-Event-ID', lastId);
       const r = await fetch(path, { headers: h, signal, cache: 'no-store' });
       if (!r.ok) {
+        retryAfter = 1000 * (Number(r.headers.get('Retry-After')) || 0);
         const type = r.headers.get('Content-Type') || '';
         throw new ApiError(r.status, type.includes('json') ? await r.json() : null);
       }
       onState('live');
+      failures = 0;
       const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
       let buf = '';
       for (;;) {
@@ -177,8 +184,11 @@ export async function stream(path, { signal, onEvent, onState = () => {}, done =
     } catch (e) {
       if (signal.aborted) return;
       if (e instanceof ApiError && e.status >= 400 && e.status < 500) throw e;
+      failures += 1;
     }
     onState('reconnecting');
-    await new Promise((res) => setTimeout(res, delay));
+    const ceiling = Math.min(30000, delay * 2 ** Math.max(0, failures - 1));
+    const wait = Math.max(retryAfter, ceiling / 2 + Math.random() * (ceiling / 2));
+    await new Promise((res) => setTimeout(res, wait));
   }
 }

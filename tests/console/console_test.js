@@ -585,6 +585,41 @@ async function main() {
       assert.ok(Date.now() - opened >= 3000, 'renewed by the timer');
     }
     ok('signed links are renewed before they end in a tab left open');
+    // A task page whose event stream the server refuses (503, as while its database is away)
+    // tries again less and less often, not every second, and connects once it is back.
+    {
+      const tries = [];
+      let refusing = true;
+      await page.setRequestInterception(true);
+      const refuse = (req) => {
+        const u = new URL(req.url());
+        if (u.pathname !== `/v1/extensions/${taskId}/events` || !/event-stream/.test(req.headers().accept || ''))
+          return req.continue();
+        if (!refusing) return req.continue();
+        tries.push(Date.now());
+        return req.respond({ status: 503, contentType: 'application/problem+json',
+          body: JSON.stringify({ type: 'about:blank', title: 'Service Unavailable', status: 503, code: 'unavailable' }) });
+      };
+      page.on('request', refuse);
+      expectedFailure = { status: 503, path: `/v1/extensions/${taskId}/events` };
+      await page.evaluate(() => { location.hash = '#/providers'; });
+      await page.waitForSelector('#provider-rows tr');
+      await page.evaluate((id) => { location.hash = `#/tasks/${id}`; }, taskId);
+      await page.waitForFunction(() => document.getElementById('live-state')?.textContent === 'reconnecting…');
+      await new Promise((res) => setTimeout(res, 7000));
+      refusing = false;
+      const gaps = tries.slice(1).map((t, i) => t - tries[i]);
+      // A fixed second would have tried 7 or 8 times: 1, 2, 4 (each jittered down to half).
+      assert.ok(tries.length >= 2 && tries.length <= 5, `${tries.length} tries in 7 s: gaps ${gaps}`);
+      assert.ok(gaps.length < 2 || gaps[gaps.length - 1] > gaps[0], `the waits grow: ${gaps}`);
+      // The task is final: once the stream is back it replays the events and ends ('final').
+      await page.waitForFunction(() => ['live', 'final'].includes(document.getElementById('live-state')?.textContent),
+        { timeout: 20000 });
+      expectedFailure = null;
+      page.off('request', refuse);
+      await page.setRequestInterception(false);
+    }
+    ok('a refused event stream is tried again less and less often, then connects');
 
     // 4c. A song by URL: the source "Audio URL", extend_after typed in (no waveform of a song
     // elsewhere), sent as JSON; the gateway fetches it from the test's own server. Without
