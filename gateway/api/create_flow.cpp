@@ -267,9 +267,14 @@ awaitable<flow_result> flow::run(http::context& ctx, const std::string& tenant,
         checked = validate_submission(submitted, validating());
     }
     if (our_output)
-        // One of our outputs goes to any provider as its audio: not a clip to route (a field of
-        // its own was refused, or its lookup failed; either is named below).
-        std::erase_if(checked.errors, [](const field_error& e) { return e.field == "clip"; });
+        // One of our outputs goes to any provider as its audio: not a clip to route, so neither
+        // "the provider takes no clips" nor its clip.provider matters (a field of its own was
+        // refused, or its lookup failed; either is named below). A MusicAPI drop-in client
+        // names no provider at all (found by a black-box run: "clip_id: is not an enabled
+        // provider" beside the real reason).
+        std::erase_if(checked.errors, [](const field_error& e) {
+            return e.field == "clip" || e.field == "clip.provider";
+        });
     if (!clip_errors.empty()) {
         // The clip could not be resolved: its own error says why, not one about its id. Its
         // other fields' errors stay.

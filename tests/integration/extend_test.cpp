@@ -1237,6 +1237,15 @@ TEST(Extend, AClipOfOurOwnOutputIsCheckedBeforeAnythingIsSent) {
     // Not also that the sandbox takes no clips: an output of ours goes to it as its audio.
     EXPECT_EQ(extra_bad.count("clip"), 0u) << extra_bad["clip"];
     EXPECT_EQ(refused(id + "-7", "1").count("clip"), 0u);
+    // Its clip.provider does not matter either: not a provider's clip.
+    auto r =
+        http_request(s.port(), "POST", "/v1/extensions",
+                     R"({"clip":{"provider":"nosuch","id":")" + id + R"(-7"},"extend_after":1})",
+                     {key_a, "Content-Type: application/json"});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 422) << r->body;
+    EXPECT_EQ(r->body.find("clip.provider"), std::string::npos) << r->body;
+    EXPECT_NE(r->body.find("no such output"), std::string::npos) << r->body;
     auto list = http_request(s.port(), "GET", "/v1/extensions?limit=100", "", {key_a});
     ASSERT_TRUE(list);
     EXPECT_EQ(parse(list->body)["data"].as_array().size(), 1u) << "nothing else was created";
