@@ -742,6 +742,7 @@ TEST(DropIn, ErrorsInTheProvidersShapes) {
              {"GET", "/api/public/v1/nothing", 404, R"({"detail":"Not Found"})"},
              {"GET", "/api/v1/producer/create", 405, R"("code":405)"},
              {"POST", "/api/v1/producer/download", 404, "download is not offered"},
+             {"GET", "/api/v1/producer/task/", 400, R"("message":"missing task id.")"},
              {"GET", "/api/v1/nothing", 404, R"("code":404)"}}) {
         r = http_request(g.port, u.method, u.target, "", {g.key_header()});
         ASSERT_TRUE(r) << u.target;

@@ -450,15 +450,20 @@ void install(api::compat_host& host) {
     host.routes.on_unrouted("/api/v1/", [](http::response& res, int status, std::string_view path) {
         res.status = status;
         res.content_type = "application/json";
-        if (status == 405)
+        if (status == 405) {
             res.body = body_of(405, "Method Not Allowed.");
-        else if (path == "/api/v1/producer/download")
+        } else if (path == "/api/v1/producer/task/" || path == "/api/v1/producer/task") {
+            // A task read without its id: MusicAPI's own 400, not a 404.
+            res.status = 400;
+            res.body = body_of(400, msg_missing_id);
+        } else if (path == "/api/v1/producer/download") {
             res.body =
                 body_of(404,
                         "download is not offered by this gateway: a task's clips already carry "
                         "audio_url (MP3) and wav_url (WAV).");
-        else
+        } else {
             res.body = body_of(404, "Not Found.");
+        }
     });
     // What the server answers itself there (413 by Content-Length, 431, 408, …), as MusicAPI's.
     host.routes.on_error("/api/v1/", [](http::response& res, int status, std::string_view message) {
