@@ -280,7 +280,9 @@ object_schema<api_settings> api_schema() {
         .def(512ull * MiB)
         .range(1 * MiB, 64ull * GiB);
     s.field("max_json_bytes", &api_settings::max_json_bytes,
-            "Largest JSON body to POST /v1/extensions; larger bodies get 413.")
+            "Largest JSON (or form-encoded) body of a create: POST /v1/extensions, the "
+            "MusicGPT drop-in's extend without a file, MusicAPI's create; larger bodies get "
+            "413.")
         .byte_size()
         .def(256 * KiB)
         .range(1 * KiB, 64 * MiB);
