@@ -6,6 +6,7 @@
 
 #include "gateway/api/auth.hpp"
 #include "gateway/api/common.hpp"
+#include "gateway/api/files.hpp"
 #include "gateway/config/settings.hpp"
 #include "gateway/core/json.hpp"
 #include "gateway/core/signed_url.hpp"
@@ -22,13 +23,13 @@ namespace {
 constexpr std::int64_t link_ttl_s = 7 * 24 * 3600;
 
 // Relative without api.public_base_url, as /v1's signed links: a client that reads a drop-in
-// shape sends no Bearer key to fetch a file, so a link is signed either way.
+// shape sends no Bearer key to fetch a file, so a link is signed either way. Its expiry moves
+// in steps (link_expiry, as /v1's): a file keeps one URL across reads and webhooks for an hour.
 std::string signed_link(const config::settings& s, std::string_view file_id) {
     const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
                            std::chrono::system_clock::now().time_since_epoch())
                            .count();
-    return s.api.public_base_url +
-           core::signed_file_path(s.api.url_signing_key, file_id, now_s + link_ttl_s);
+    return signed_file_url(s, file_id, link_expiry(now_s, std::chrono::seconds(link_ttl_s)));
 }
 
 }  // namespace

@@ -835,6 +835,18 @@ TEST(DropIn, AJsonBodyPostedToMusicGptsExtendRunsToCompletionAndReadsBackById) {
     const auto task_id = str(parse(r->body).if_contains("task_id"));
     ASSERT_FALSE(task_id.empty()) << r->body;
     expect_completed(g, task_id, "sandbox");
+    // A file's signed link stays the same from one read to the next (its expiry moves in steps,
+    // as /v1's), so byId and the webhooks hand out one URL per file.
+    auto link_now = [&] {
+        auto b = http_request(g.port, "GET",
+                              "/api/public/v1/byId?conversionType=EXTEND&task_id=" + task_id, "",
+                              {"Authorization: " + tenant.key});
+        return b ? str(parse(b->body)["conversion"].as_object().if_contains("conversion_path_1"))
+                 : std::string();
+    };
+    const auto first_link = link_now();
+    std::this_thread::sleep_for(1100ms);
+    EXPECT_EQ(link_now(), first_link);
     // What the JSON said is what the task did: its source, its cut, its prompt and lyrics.
     auto neutral = http_request(g.port, "GET", "/v1/extensions/" + task_id, "", {g.key_header()});
     ASSERT_TRUE(neutral && neutral->status == 200);
