@@ -614,6 +614,20 @@ TEST(DropIn, MusicApiSampleServedByTheSandboxAndMusicGpt) {
         ASSERT_EQ(r->status, 200) << r->body;
         auto again = wait_task(g, str(parse(r->body).if_contains("task_id")));
         EXPECT_EQ(str(again.if_contains("status")), "SUCCESS") << json::serialize(again);
+        // The uploaded clip (a URL's song the sandbox fetches) extended past its end fails,
+        // saying so with MusicAPI's own field name.
+        r = http_request(g.port, "POST", "/api/v1/producer/create",
+                         json::serialize(json::object{{"task_type", "extend_music"},
+                                                      {"clip_id", clip},
+                                                      {"starts_at", 3000},
+                                                      {"length", 5}}),
+                         {g.key_header(), "Content-Type: application/json"});
+        ASSERT_TRUE(r);
+        ASSERT_EQ(r->status, 200) << r->body;
+        auto past = wait_task(g, str(parse(r->body).if_contains("task_id")));
+        EXPECT_EQ(str(past.if_contains("status")), "FAILED") << json::serialize(past);
+        EXPECT_EQ(str(past.if_contains("message")).rfind("starts_at (3000.000 s) is beyond", 0), 0u)
+            << json::serialize(past);
         // The same clip id as a neutral `clip` source.
         auto neutral = http_request(
             g.port, "POST", "/v1/extensions",

@@ -96,6 +96,11 @@ std::string task_error(const store::task_row& t, const std::vector<store::output
     std::string m = api::failure_message(t, outputs);
     if (m.empty())
         m = t.status == "canceled" ? "the task was canceled" : "the task failed";
+    // A reason about the request's own field in MusicAPI's name for it (found by a black-box
+    // run: a client that sent starts_at read "extend_after (45.000 s) is beyond ...").
+    constexpr std::string_view neutral_field = "extend_after ";
+    if (m.rfind(neutral_field, 0) == 0)
+        m.replace(0, neutral_field.size() - 1, "starts_at");
     // Segue releases what it held for outputs not produced (extension.credits.refunded).
     while (!m.empty() && (m.back() == '.' || m.back() == ' '))
         m.pop_back();  // a message that ends its own sentence: "(30 s).. Credits" otherwise
