@@ -36,6 +36,69 @@ std::string hmac_sha256(std::string_view key, std::string_view data) {
 }
 
 namespace {
+
+constexpr std::size_t gcm_nonce = 12, gcm_tag = 16;
+
+struct cipher_ctx {
+    EVP_CIPHER_CTX* p = EVP_CIPHER_CTX_new();
+    ~cipher_ctx() { EVP_CIPHER_CTX_free(p); }
+    cipher_ctx() {
+        if (!p)
+            throw std::runtime_error("EVP_CIPHER_CTX_new failed");
+    }
+    cipher_ctx(const cipher_ctx&) = delete;
+    cipher_ctx& operator=(const cipher_ctx&) = delete;
+};
+
+const unsigned char* bytes(std::string_view s) {
+    return reinterpret_cast<const unsigned char*>(s.data());
+}
+
+}  // namespace
+
+std::string aead_seal(std::string_view key, std::string_view aad, std::string_view plain) {
+    if (key.size() != 32)
+        throw std::invalid_argument("aead_seal: the key must be 32 bytes");
+    std::string out(gcm_nonce + plain.size() + gcm_tag, '\0');
+    auto* o = reinterpret_cast<unsigned char*>(out.data());
+    if (RAND_bytes(o, static_cast<int>(gcm_nonce)) != 1)
+        throw std::runtime_error("RAND_bytes failed");
+    cipher_ctx c;
+    int n = 0;
+    if (EVP_EncryptInit_ex(c.p, EVP_aes_256_gcm(), nullptr, bytes(key), o) != 1 ||
+        EVP_EncryptUpdate(c.p, nullptr, &n, bytes(aad), static_cast<int>(aad.size())) != 1 ||
+        EVP_EncryptUpdate(c.p, o + gcm_nonce, &n, bytes(plain), static_cast<int>(plain.size())) !=
+            1 ||
+        EVP_EncryptFinal_ex(c.p, o + gcm_nonce + n, &n) != 1 ||
+        EVP_CIPHER_CTX_ctrl(c.p, EVP_CTRL_GCM_GET_TAG, static_cast<int>(gcm_tag),
+                            o + gcm_nonce + plain.size()) != 1)
+        throw std::runtime_error("AES-256-GCM sealing failed");
+    return out;
+}
+
+std::optional<std::string> aead_open(std::string_view key, std::string_view aad,
+                                     std::string_view sealed) {
+    if (key.size() != 32)
+        throw std::invalid_argument("aead_open: the key must be 32 bytes");
+    if (sealed.size() < gcm_nonce + gcm_tag)
+        return std::nullopt;
+    const std::size_t len = sealed.size() - gcm_nonce - gcm_tag;
+    std::string plain(len, '\0');
+    auto* p = reinterpret_cast<unsigned char*>(plain.data());
+    std::string tag(sealed.substr(gcm_nonce + len));
+    cipher_ctx c;
+    int n = 0;
+    if (EVP_DecryptInit_ex(c.p, EVP_aes_256_gcm(), nullptr, bytes(key), bytes(sealed)) != 1 ||
+        EVP_DecryptUpdate(c.p, nullptr, &n, bytes(aad), static_cast<int>(aad.size())) != 1 ||
+        EVP_DecryptUpdate(c.p, p, &n, bytes(sealed) + gcm_nonce, static_cast<int>(len)) != 1 ||
+        EVP_CIPHER_CTX_ctrl(c.p, EVP_CTRL_GCM_SET_TAG, static_cast<int>(gcm_tag), tag.data()) !=
+            1 ||
+        EVP_DecryptFinal_ex(c.p, p + n, &n) != 1)
+        return std::nullopt;
+    return plain;
+}
+
+namespace {
 constexpr char b64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 }
 

@@ -2,6 +2,7 @@
 // Small crypto helpers over OpenSSL: ids, digests, constant-time comparison.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -29,6 +30,13 @@ bool constant_time_equal(std::string_view a, std::string_view b) noexcept;
 std::string hex_encode(std::string_view raw);
 // Raw 32-byte HMAC-SHA256 of `data` under `key`.
 std::string hmac_sha256(std::string_view key, std::string_view data);
+// AES-256-GCM under a 32-byte key: `plain` sealed as nonce (12 random bytes) || ciphertext ||
+// tag (16), authenticated together with `aad`; open gives the plaintext back, or nullopt for
+// anything not sealed by aead_seal under that key with that `aad` (altered, cut, forged).
+// Throws std::invalid_argument for a key of another length.
+std::string aead_seal(std::string_view key, std::string_view aad, std::string_view plain);
+std::optional<std::string> aead_open(std::string_view key, std::string_view aad,
+                                     std::string_view sealed);
 // Standard base64 (RFC 4648 section 4, with padding).
 std::string base64_encode(std::string_view raw);
 // Standard base64 with or without padding; false for any other character or a bad length.

@@ -177,6 +177,32 @@ TEST(CompatMusicApi, UploadIdsAreTheTenantsAndCannotBeForged) {
     EXPECT_FALSE(ma::upload_url("key", "alpha", forged));
     EXPECT_FALSE(ma::upload_url("key", "alpha", "upl_"));
     EXPECT_FALSE(ma::upload_url("key", "alpha", "ext_abc-1"));
+    // The id does not carry the URL readably (its query may be a pre-signed URL's secret).
+    std::string raw;
+    auto b64 = id.substr(4);
+    for (auto& c : b64)
+        c = c == '-' ? '+' : c == '_' ? '/' : c;
+    while (b64.size() % 4)
+        b64 += '=';
+    ASSERT_TRUE(segue::util::base64_decode(b64, raw));
+    EXPECT_EQ(raw.find("example.com"), std::string::npos);
+    EXPECT_EQ(id.find('.'), std::string::npos);
+    // Each of its characters matters (no second spelling of the same bytes).
+    for (std::size_t i = 4; i < id.size(); ++i) {
+        auto other = id;
+        other[i] = other[i] == 'a' ? 'b' : 'a';
+        EXPECT_FALSE(ma::upload_url("key", "alpha", other)) << i;
+    }
+    // An id of the earlier form (the URL in base64url, then its signature) still reads back.
+    std::string old_b64 = segue::util::base64_encode(url);
+    for (auto& c : old_b64)
+        c = c == '+' ? '-' : c == '/' ? '_' : c;
+    old_b64.erase(old_b64.find_last_not_of('=') + 1);
+    const auto old_sig =
+        segue::util::hex_encode(segue::util::hmac_sha256("key", "musicapi-upload\nalpha\n" + url))
+            .substr(0, 32);
+    EXPECT_EQ(ma::upload_url("key", "alpha", "upl_" + old_b64 + "." + old_sig), url);
+    EXPECT_FALSE(ma::upload_url("key", "beta", "upl_" + old_b64 + "." + old_sig));
 }
 
 TEST(CompatMusicApi, ErrorsInMusicApisShape) {

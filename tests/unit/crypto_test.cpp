@@ -21,6 +21,27 @@ TEST(Crypto, HmacSha256MatchesRfc4231) {
               "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
 }
 
+TEST(Crypto, AeadSealsAndOpensOnlyWhatItSealedUnderThatKeyAndAad) {
+    const std::string key(32, 'k'), other(32, 'o');
+    const std::string plain = "https://bucket.example/a.mp3?X-Amz-Signature=secret";
+    const auto sealed = segue::util::aead_seal(key, "alpha", plain);
+    EXPECT_EQ(sealed.size(), 12 + plain.size() + 16);
+    EXPECT_EQ(sealed.find("secret"), std::string::npos);
+    EXPECT_EQ(segue::util::aead_open(key, "alpha", sealed), plain);
+    EXPECT_NE(segue::util::aead_seal(key, "alpha", plain), sealed);  // a fresh nonce each time
+    EXPECT_FALSE(segue::util::aead_open(key, "beta", sealed));
+    EXPECT_FALSE(segue::util::aead_open(other, "alpha", sealed));
+    for (std::size_t i : {std::size_t{0}, std::size_t{12}, sealed.size() - 1}) {
+        auto bad = sealed;  // the nonce, the ciphertext, the tag
+        bad[i] = static_cast<char>(bad[i] ^ 1);
+        EXPECT_FALSE(segue::util::aead_open(key, "alpha", bad)) << i;
+    }
+    EXPECT_FALSE(segue::util::aead_open(key, "alpha", sealed.substr(0, sealed.size() - 1)));
+    EXPECT_FALSE(segue::util::aead_open(key, "alpha", sealed.substr(0, 27)));
+    EXPECT_EQ(segue::util::aead_open(key, "", segue::util::aead_seal(key, "", "")), "");
+    EXPECT_THROW(segue::util::aead_seal("short", "", "x"), std::invalid_argument);
+}
+
 TEST(Crypto, Base64RoundTripsRfc4648Vectors) {
     const std::pair<const char*, const char*> vectors[] = {
         {"", ""},

@@ -80,6 +80,14 @@ std::optional<std::string> unbase64url(std::string_view text) {
     return out;
 }
 
+std::string upload_key(std::string_view key) {
+    return util::hmac_sha256(key, "musicapi-upload-key");  // 32 bytes: AES-256's key
+}
+
+std::string upload_aad(std::string_view tenant) {
+    return "musicapi-upload\n" + std::string(tenant);
+}
+
 std::string upload_signature(std::string_view key, std::string_view tenant, std::string_view url) {
     return util::hex_encode(util::hmac_sha256(key, "musicapi-upload\n" + std::string(tenant) +
                                                        "\n" + std::string(url)))
@@ -186,8 +194,12 @@ error_answer error_of(const api::create::refusal& r) {
     return {status, body_of(status, r.detail)};
 }
 
+// The URL sealed (AES-256-GCM) under a key of its own derived from the signing key, bound to
+// the tenant: the id says nothing of the URL, whose query may hold a pre-signed URL's secret
+// (found by a black-box run: the id was the URL in base64, and ids end up in access logs).
 std::string upload_id(std::string_view key, std::string_view tenant, std::string_view url) {
-    return std::string(upload_prefix) + base64url(url) + "." + upload_signature(key, tenant, url);
+    return std::string(upload_prefix) +
+           base64url(util::aead_seal(upload_key(key), upload_aad(tenant), url));
 }
 
 std::optional<std::string> upload_url(std::string_view key, std::string_view tenant,
@@ -196,8 +208,15 @@ std::optional<std::string> upload_url(std::string_view key, std::string_view ten
         return std::nullopt;
     id.remove_prefix(upload_prefix.size());
     const auto dot = id.rfind('.');
-    if (dot == std::string_view::npos)
-        return std::nullopt;
+    if (dot == std::string_view::npos) {
+        // Only the canonical spelling: another with the same bytes (a last character whose
+        // unused bits differ) would be a second id for the same upload.
+        const auto sealed = unbase64url(id);
+        if (!sealed || base64url(*sealed) != id)
+            return std::nullopt;
+        return util::aead_open(upload_key(key), upload_aad(tenant), *sealed);
+    }
+    // An id of an earlier version ("<base64url of the URL>.<signature>"), still honoured.
     auto url = unbase64url(id.substr(0, dot));
     if (!url || !util::constant_time_equal(id.substr(dot + 1), upload_signature(key, tenant, *url)))
         return std::nullopt;

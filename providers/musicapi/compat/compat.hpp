@@ -53,8 +53,9 @@ struct error_answer {
 // A refused create in MusicAPI's shape.
 error_answer error_of(const api::create::refusal& r);
 
-// The upload id of `url` for `tenant` ("upl_<base64url of the URL>.<signature>"), and back (the
-// URL, or nullopt for anything not made by upload_id under that key for that tenant).
+// The upload id of `url` for `tenant` ("upl_<base64url of the URL sealed with AES-256-GCM>"),
+// and back (the URL, or nullopt for anything not made by upload_id under that key for that
+// tenant; ids of the earlier form "upl_<base64url of the URL>.<signature>" are still read).
 std::string upload_id(std::string_view key, std::string_view tenant, std::string_view url);
 std::optional<std::string> upload_url(std::string_view key, std::string_view tenant,
                                       std::string_view id);
