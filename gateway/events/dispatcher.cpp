@@ -11,6 +11,7 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <map>
 #include <mutex>
@@ -128,9 +129,17 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
           dead_gauge(m.make_gauge("segue_webhook_deliveries_dead",
                                   "Dead deliveries (retries exhausted or 410 Gone), until "
                                   "redelivered.")),
-          oldest_gauge(m.make_gauge("segue_webhook_oldest_undelivered_age_seconds",
-                                    "Age of the oldest event still waiting for delivery; 0 when "
-                                    "none waits.")) {
+          oldest_at(std::make_shared<std::atomic<std::int64_t>>(0)) {
+        // The age is taken at each scrape from the oldest waiting event's time, so it keeps
+        // growing while the database cannot be read (an outage), rather than freezing at its
+        // last value (found by a black-box run): what waited then waits still.
+        m.add_collector([at = oldest_at](metrics::text_writer& w) {
+            const auto t = at->load(std::memory_order_relaxed);
+            w.write_gauge("segue_webhook_oldest_undelivered_age_seconds",
+                          "Age of the oldest event still waiting for delivery; 0 when none "
+                          "waits.",
+                          t > 0 ? std::max<double>(0.0, (now_ms() - t) / 1e3) : 0.0);
+        });
         for (const auto& t : s.tenants) {
             std::vector<std::string> ks;
             for (const auto& secret : t.webhook_secrets) {
@@ -173,7 +182,8 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     metrics::gauge& in_flight_gauge;
     metrics::gauge& pending_gauge;
     metrics::gauge& dead_gauge;
-    metrics::gauge& oldest_gauge;
+    // When the oldest event waiting for delivery happened (Unix ms; 0: none waits), as last read.
+    std::shared_ptr<std::atomic<std::int64_t>> oldest_at;
 };
 
 dispatcher::dispatcher(asio::io_context& ioc, store::db& db, const config::settings& settings,
@@ -253,9 +263,7 @@ asio::awaitable<void> dispatcher::impl::refresh_gauges() {
     }
     pending_gauge.set(static_cast<double>(sum.pending));
     dead_gauge.set(static_cast<double>(sum.dead));
-    oldest_gauge.set(sum.oldest_pending_event_at
-                         ? std::max<double>(0.0, (now_ms() - *sum.oldest_pending_event_at) / 1e3)
-                         : 0.0);
+    oldest_at->store(sum.oldest_pending_event_at.value_or(0), std::memory_order_relaxed);
 }
 
 asio::awaitable<std::optional<formatted>> dispatcher::impl::shape(const store::delivery_row& d,

@@ -415,14 +415,32 @@ TEST(ApiEdge, ADatabaseOutageIsA503AndNotReadyThenServesAgain) {
     segue_process s(
         "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n  drain_timeout: 3s\n"
         "log:\n  level: info\n"
-        "tenants:\n  - name: edge\n    api_keys: [sk-edge]\n" +
+        "tenants:\n  - name: edge\n    api_keys: [sk-edge]\n"
+        "    webhook_secrets: [\"whsec_c2VndWUtY2xpLXRlc3Qtd2ViaG9vay1zZWNyZXQ=\"]\n" +
         segue::test::postgres_storage_yaml(pg.url(), d.path() + "/blobs") +
-        "engine:\n  poll_interval: 100ms\n");
+        "engine:\n  poll_interval: 100ms\n"
+        "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n");
     const std::string body = R"({"audio_url":"https://cdn.example/a.mp3","extend_after":3})";
     const std::vector<std::string> json_key = {key, "Content-Type: application/json"};
     auto ready = http_request(s.port(), "GET", "/readyz");
     ASSERT_TRUE(ready);
     ASSERT_EQ(ready->status, 200) << ready->body;
+    // A task whose webhooks cannot be delivered (nothing listens on port 9): its events wait.
+    auto waiting = http_request(s.port(), "POST", "/v1/extensions",
+                                R"({"audio_url":"https://cdn.example/a.mp3","extend_after":3,)"
+                                R"("webhook_url":"http://127.0.0.1:9/hooks"})",
+                                json_key);
+    ASSERT_TRUE(waiting);
+    ASSERT_EQ(waiting->status, 202) << waiting->body;
+    auto oldest_age = [&] {
+        auto m = http_request(s.port(), "GET", "/metrics");
+        return m ? segue::test::metric_value(m->body,
+                                             "segue_webhook_oldest_undelivered_age_seconds")
+                 : -1;
+    };
+    for (int i = 0; i < 100 && oldest_age() <= 0; ++i)
+        std::this_thread::sleep_for(50ms);
+    ASSERT_GT(oldest_age(), 0);
 
     pg.stop();
     // The store notices within about a second (its listener's connection breaks).
@@ -443,6 +461,10 @@ TEST(ApiEdge, ADatabaseOutageIsA503AndNotReadyThenServesAgain) {
         return m ? segue::test::metric_value(m->body, "segue_store_reachable") : -1;
     };
     EXPECT_EQ(reachable(), 0);  // what SegueDatabaseUnreachable watches
+    // What waited for delivery waits still: its age grows while the database cannot be read.
+    const double age_then = oldest_age();
+    std::this_thread::sleep_for(1500ms);
+    EXPECT_GE(oldest_age(), age_then + 1.0);
     for (const auto& [method, target] : std::vector<std::pair<std::string, std::string>>{
              {"POST", "/v1/extensions"},
              {"GET", "/v1/extensions"},
@@ -486,11 +508,12 @@ TEST(ApiEdge, ADatabaseOutageIsA503AndNotReadyThenServesAgain) {
     auto created = http_request(s.port(), "POST", "/v1/extensions", body, json_key);
     ASSERT_TRUE(created);
     EXPECT_EQ(created->status, 202) << created->body;
-    // Exactly the one created after the outage: the refused ones made nothing.
+    // Exactly the one created before the outage and the one after: the refused ones made
+    // nothing.
     auto list = http_request(s.port(), "GET", "/v1/extensions", "", {key});
     ASSERT_TRUE(list);
     ASSERT_EQ(list->status, 200) << list->body;
-    EXPECT_EQ(parse(list->body)["data"].as_array().size(), 1u) << list->body;
+    EXPECT_EQ(parse(list->body)["data"].as_array().size(), 2u) << list->body;
 }
 
 // Runs segue (`args` before --config) on `yaml` and expects it to exit 1 within 5 s; its
