@@ -96,6 +96,16 @@ std::string cors_origin(const config::api_settings& api, std::string_view path,
     return {};
 }
 
+// Whether `path`'s answer depends on the request's Origin (an allow-list of origins, not "*"):
+// then every answer of it says Vary: Origin, one without CORS headers too, so that a cache
+// never serves a request of one origin what was made for another (or for none).
+bool varies_by_origin(const config::api_settings& api, std::string_view path) {
+    if (path.starts_with("/v1/files/") || api.cors_allow_origins.empty())
+        return false;
+    return std::find(api.cors_allow_origins.begin(), api.cors_allow_origins.end(), "*") ==
+           api.cors_allow_origins.end();
+}
+
 std::string_view method_label(std::string_view m) {
     for (auto k : known_methods)
         if (k == m)
@@ -427,9 +437,9 @@ class connection final : public context, public std::enable_shared_from_this<con
         if (!cors_origin_.empty()) {
             r.set(bhttp::field::access_control_allow_origin, cors_origin_);
             r.set(bhttp::field::access_control_expose_headers, cors_expose_headers);
-            if (cors_origin_ != "*")
-                r.set(bhttp::field::vary, "Origin");
         }
+        if (vary_origin_)
+            r.insert(bhttp::field::vary, "Origin");
         if (content_length) {
             r.content_length(*content_length);
         } else {
@@ -594,6 +604,7 @@ class connection final : public context, public std::enable_shared_from_this<con
         streaming_ = false;
         event_stream_ = false;
         cors_origin_.clear();
+        vary_origin_ = false;
         preflight_ = false;
         bytes_in_ = 0;
         bytes_out_ = 0;
@@ -630,6 +641,7 @@ class connection final : public context, public std::enable_shared_from_this<con
         const auto origin = header("Origin");
         if (origin)
             cors_origin_ = cors_origin(srv_->settings.api, path(), *origin);
+        vary_origin_ = varies_by_origin(srv_->settings.api, path());
         const auto preflight_method = origin && method() == "OPTIONS"
                                           ? header("Access-Control-Request-Method")
                                           : std::nullopt;
@@ -897,9 +909,9 @@ class connection final : public context, public std::enable_shared_from_this<con
             add("Access-Control-Allow-Origin", cors_origin_);
             if (!preflight_)
                 add("Access-Control-Expose-Headers", cors_expose_headers);
-            if (cors_origin_ != "*")
-                add("Vary", "Origin");
         }
+        if (vary_origin_)
+            add("Vary", "Origin");
         // A 304 and a 204 have no content, and RFC 9110 forbids a Content-Length that is not
         // the 200's (304) or any at all (204).
         if (res_.status != 304 && res_.status != 204)
@@ -955,6 +967,7 @@ class connection final : public context, public std::enable_shared_from_this<con
     std::string remote_;
     std::string forwarded_for_;  // X-Forwarded-For as sent, for the access line
     std::string cors_origin_;    // this answer's Access-Control-Allow-Origin; empty: none
+    bool vary_origin_ = false;   // this answer depends on the Origin (varies_by_origin)
     bool preflight_ = false;     // this request is a CORS preflight (OPTIONS) answered here
     std::string body_;
     std::string head_buffer_;

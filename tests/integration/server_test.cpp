@@ -115,11 +115,21 @@ TEST(Server, CorsForFilesAlwaysAndForTheApiByOrigin) {
         const auto allowed = p->header("access-control-allow-headers").value_or("");
         EXPECT_NE(allowed.find("Authorization"), std::string::npos) << allowed;
         EXPECT_NE(allowed.find("Idempotency-Key"), std::string::npos) << allowed;
-        // Another origin: nothing.
+        // Another origin: nothing, but the answer says it depends on the Origin; so does one to
+        // a request without any (a cache must not hand either to the allowed page, or back).
         auto other = http_request(s.port(), "GET", "/v1/extensions", "",
                                   {"Origin: https://evil.example.net"});
         ASSERT_TRUE(other);
         EXPECT_FALSE(other->header("access-control-allow-origin"));
+        EXPECT_EQ(other->header("vary").value_or(""), "Origin");
+        auto none = http_request(s.port(), "GET", "/healthz");
+        ASSERT_TRUE(none);
+        EXPECT_EQ(none->header("vary").value_or(""), "Origin");
+        // A file's answer is the same for every origin ("*"): no Vary.
+        auto file = http_request(s.port(), "GET", "/v1/files/file_nothere", "",
+                                 {"Origin: https://evil.example.net"});
+        ASSERT_TRUE(file);
+        EXPECT_FALSE(file->header("vary")) << *file->header("vary");
         // A preflight for a method the path does not take is no preflight.
         auto bad = http_request(
             s.port(), "OPTIONS", "/v1/extensions", "",
