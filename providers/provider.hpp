@@ -48,6 +48,9 @@ struct capabilities {
     // given to show up (its callback, an upstream id) before the core treats it as never
     // received and submits again.
     std::int64_t reconcile_window_ms = 0;
+    // A file source reaches it as a signed link of the gateway, which it fetches (MusicAPI): it
+    // takes file sources only when api.public_base_url is set, and routing skips it otherwise.
+    bool file_by_public_url = false;
 };
 
 // One attempt of one task, as the provider sees it.

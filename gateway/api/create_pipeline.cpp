@@ -494,8 +494,9 @@ checked validate_submission(const submission& s, const validate_env& env) {
     // The providers that can take this request, in failover order (the first drawn by weight).
     std::string why;
     const auto route = route_of(c.request, settings);
-    c.request.route_chain = core::plan_route(route, core::make_routing_request(c.request),
-                                             env.capabilities, env.draw, &why);
+    auto wants = core::make_routing_request(c.request);
+    wants.public_url = !settings.api.public_base_url.empty();
+    c.request.route_chain = core::plan_route(route, wants, env.capabilities, env.draw, &why);
     if (c.request.route_chain.empty()) {
         c.errors.push_back(unroutable(c.request, why));
         c.unroutable = true;

@@ -1700,7 +1700,8 @@ std::string engine::providers_json() const {
         json::object o;
         o["name"] = name;
         json::array sources;
-        if (c.source_file)
+        if (c.source_file &&
+            (!c.file_by_public_url || !impl_->settings.api.public_base_url.empty()))
             sources.emplace_back("file");
         if (c.source_url)
             sources.emplace_back("url");

@@ -10,7 +10,7 @@ namespace segue::core {
 namespace {
 
 // Why one provider cannot serve a request (the first unmet need, in this order).
-enum class unfit { none, not_configured, file, url, clip, length, outputs };
+enum class unfit { none, not_configured, file, file_link, url, clip, length, outputs };
 
 unfit check(const providers::capabilities* c, const routing_request& req) {
     if (!c)
@@ -19,6 +19,8 @@ unfit check(const providers::capabilities* c, const routing_request& req) {
         case source_kind::file:
             if (!c->source_file)
                 return unfit::file;
+            if (c->file_by_public_url && !req.public_url)
+                return unfit::file_link;
             break;
         case source_kind::url:
             if (!c->source_url)
@@ -60,6 +62,10 @@ std::string one_reason(std::string_view provider, unfit u, const providers::capa
             return p + " is not configured";
         case unfit::file:
             return p + " does not accept file sources";
+        case unfit::file_link:
+            return p +
+                   " takes file sources only by the gateway's link (api.public_base_url is "
+                   "not set)";
         case unfit::url:
             return p + " does not accept url sources";
         case unfit::clip:
@@ -81,6 +87,7 @@ std::string common_reason(unfit u, const routing_request& req) {
         case unfit::not_configured:
             return "is configured";
         case unfit::file:
+        case unfit::file_link:
             return "accepts file sources";
         case unfit::url:
             return "accepts url sources";

@@ -54,6 +54,9 @@ struct routing_request {
     int num_outputs = 1;
     bool wants_length = false;                   // the request asks for a `length`
     std::optional<std::string> pinned_provider;  // the request's `provider`
+    // The gateway has api.public_base_url: providers that fetch a file source by its link
+    // (capabilities::file_by_public_url) can take one.
+    bool public_url = true;
 };
 
 // The routing view of a normalized request.

@@ -28,6 +28,7 @@ update transport_failure(const net::result& r, std::string_view what) {
 
 musicapi_provider::musicapi_provider(musicapi_settings settings) : settings_(std::move(settings)) {
     caps_.source_file = true;  // through a signed URL of our own (needs api.public_base_url)
+    caps_.file_by_public_url = true;
     caps_.source_url = true;
     caps_.source_clip = true;
     caps_.length = true;

@@ -150,6 +150,25 @@ TEST(Routing, SkipsProvidersLackingSourceKind) {
     EXPECT_EQ(run(f, r, req(source_kind::url)), (plan{"urlonly", "all"}));
 }
 
+// A provider that fetches a file source by the gateway's link takes none without
+// api.public_base_url: skipped for the next, and a pin to it says why.
+TEST(Routing, SkipsProvidersThatNeedTheGatewaysLinkForFilesWithoutOne) {
+    fixture f;
+    f.known["bylink"] = caps_of(true, true, false, true, 2);
+    f.known["bylink"].file_by_public_url = true;
+    const auto r = make_route("r", {{"bylink", 0}, {"fileonly", 0}});
+    auto q = req(source_kind::file);
+    EXPECT_EQ(run(f, r, q), (plan{"bylink", "fileonly"}));
+    q.public_url = false;
+    EXPECT_EQ(run(f, r, q), (plan{"fileonly"}));
+    EXPECT_EQ(run(f, r, req(source_kind::url)), (plan{"bylink"}));  // a URL it fetches itself
+    std::string why;
+    q.pinned_provider = "bylink";
+    EXPECT_TRUE(run(f, r, q, 0.0, &why).empty());
+    EXPECT_NE(why.find("'bylink' takes file sources only by the gateway's link"), std::string::npos)
+        << why;
+}
+
 TEST(Routing, SkipsProvidersWithoutLength) {
     fixture f;
     const auto r = make_route("r", {{"nolength", 0}, {"all", 0}});
