@@ -21,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -57,6 +58,22 @@ descriptor make_descriptor(std::string name, std::string description,
 }
 
 using descriptor_list = std::vector<const descriptor*>;
+
+// Whether `url` is an absolute http(s) URL with a host: a provider's base_url ("http://" alone,
+// or one naming only a port, would fail every task with a bad_url).
+inline bool is_http_url_with_host(std::string_view url) {
+    std::string_view rest;
+    if (url.starts_with("https://"))
+        rest = url.substr(8);
+    else if (url.starts_with("http://"))
+        rest = url.substr(7);
+    else
+        return false;
+    auto authority = rest.substr(0, rest.find_first_of("/?#"));
+    if (const auto at = authority.rfind('@'); at != std::string_view::npos)
+        authority.remove_prefix(at + 1);
+    return !authority.empty() && authority.front() != ':';
+}
 
 // The config layer's view of the descriptors: their settings blocks, in order.
 config::provider_catalog settings_catalog(const descriptor_list& descriptors);

@@ -6,7 +6,11 @@
 // declaration below, then regenerate config/README.md (see its intro).
 
 #include <cctype>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <set>
@@ -759,7 +763,20 @@ object_schema<upstream_settings> upstream_schema() {
         .def(false);
     s.field("ca_file", &upstream_settings::ca_file,
             "Extra trusted CA bundle (PEM) for upstream TLS, besides the system store.")
-        .def("");
+        .def("")
+        .check("empty, or a readable PEM file",
+               [](const std::string& path) -> std::optional<std::string> {
+                   if (path.empty())
+                       return std::nullopt;
+                   std::ifstream in(path, std::ios::binary);
+                   if (!in)
+                       return "cannot read " + path + ": " + std::strerror(errno);
+                   std::string text((std::istreambuf_iterator<char>(in)),
+                                    std::istreambuf_iterator<char>());
+                   if (text.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
+                       return path + " holds no PEM certificate (-----BEGIN CERTIFICATE-----)";
+                   return std::nullopt;
+               });
     return s;
 }
 

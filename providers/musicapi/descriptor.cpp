@@ -80,8 +80,8 @@ object_schema<musicapi_settings> musicapi_schema() {
     s.validate([](const musicapi_settings& m) -> std::optional<std::string> {
         if (m.enabled && m.api_key.empty())
             return "enabled needs an api_key";
-        if (m.base_url.rfind("http://", 0) != 0 && m.base_url.rfind("https://", 0) != 0)
-            return "base_url must be an http(s) URL";
+        if (!is_http_url_with_host(m.base_url))
+            return "base_url must be an http(s) URL with a host";
         if (m.poll_max < m.poll_initial)
             return "poll_max must be at least poll_initial";
         return std::nullopt;

@@ -53,8 +53,8 @@ object_schema<musicgpt_settings> musicgpt_schema() {
     s.validate([](const musicgpt_settings& m) -> std::optional<std::string> {
         if (m.enabled && m.api_key.empty())
             return "enabled needs an api_key";
-        if (m.base_url.rfind("http://", 0) != 0 && m.base_url.rfind("https://", 0) != 0)
-            return "base_url must be an http(s) URL";
+        if (!is_http_url_with_host(m.base_url))
+            return "base_url must be an http(s) URL with a host";
         return std::nullopt;
     });
     return s;

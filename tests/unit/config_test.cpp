@@ -320,6 +320,22 @@ TEST(ConfigErrors, SettingsThatWouldFailEveryTaskAreRefused) {
               "anyone who guesses it can sign links to every file; use e.g. openssl rand -hex 32");
     EXPECT_NO_THROW(load("api:\n  url_signing_key: 0123456789abcdef\n"));
     EXPECT_NO_THROW(load("api:\n  url_signing_key: \"\"\n"));
+    // A provider's base URL without a host would fail every task with a bad URL.
+    for (const char* bad : {"http://", "https://:8080/api", "https:///api/v1", "api.example"})
+        for (const char* p : {"musicgpt", "musicapi"})
+            EXPECT_NE(error_of(std::string("upstream:\n  allow_plain_http: true\nproviders:\n  ") +
+                               p + ":\n    base_url: \"" + bad + "\"\n")
+                          .find("base_url must be an http(s) URL with a host"),
+                      std::string::npos)
+                << p << " " << bad;
+    // A CA bundle that cannot be read, or is not PEM, is named now, not at the first TLS call.
+    EXPECT_NE(error_of("upstream:\n  ca_file: /nonexistent/ca.pem\n")
+                  .find("upstream.ca_file: cannot read /nonexistent/ca.pem"),
+              std::string::npos)
+        << error_of("upstream:\n  ca_file: /nonexistent/ca.pem\n");
+    EXPECT_NE(error_of("upstream:\n  ca_file: " + source_dir + "/README.md\n")
+                  .find("holds no PEM certificate"),
+              std::string::npos);
 }
 
 // A list entry's problem names the entry, not only the section.
