@@ -562,6 +562,11 @@ object_schema<class_retry_settings> class_retry_schema(const class_retry_setting
     s.field("jitter", &class_retry_settings::jitter, "Randomized fraction of each delay.")
         .def(d.jitter)
         .range(0.0, 1.0);
+    s.validate([](const class_retry_settings& c) -> std::optional<std::string> {
+        if (c.max < c.initial)
+            return "max must be at least initial (the first delay would be cut to max)";
+        return std::nullopt;
+    });
     return s;
 }
 
@@ -635,6 +640,11 @@ object_schema<breaker_settings> breaker_schema() {
             "Calls in flight per provider and replica; 0: unlimited.")
         .def(0)
         .range(0, 100000);
+    s.validate([](const breaker_settings& b) -> std::optional<std::string> {
+        if (b.max_open < b.open)
+            return "max_open must be at least open";
+        return std::nullopt;
+    });
     return s;
 }
 
@@ -855,6 +865,11 @@ object_schema<mirror_settings> mirror_schema() {
     s.field("max_backoff", &mirror_settings::max_backoff, "Longest wait between retries.")
         .def(30s)
         .range(10ms, 1h);
+    s.validate([](const mirror_settings& m) -> std::optional<std::string> {
+        if (m.max_backoff < m.initial_backoff)
+            return "max_backoff must be at least initial_backoff";
+        return std::nullopt;
+    });
     s.field("fail_output", &mirror_settings::fail_output,
             "What a mirror that never succeeds does: false (default) makes the output ready "
             "anyway, its URLs the provider's, flagged mirror_failed; true fails the output "

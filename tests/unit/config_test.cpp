@@ -328,6 +328,17 @@ TEST(ConfigErrors, SettingsThatWouldFailEveryTaskAreRefused) {
                           .find("base_url must be an http(s) URL with a host"),
                       std::string::npos)
                 << p << " " << bad;
+    // A longest delay shorter than the first is a mistake, not a cap.
+    EXPECT_NE(error_of("retry:\n  transient:\n    initial: 1m\n    max: 5s\n")
+                  .find("max must be at least initial"),
+              std::string::npos);
+    EXPECT_NE(
+        error_of("breakers:\n  open: 1h\n  max_open: 1s\n").find("max_open must be at least open"),
+        std::string::npos)
+        << error_of("breakers:\n  open: 1h\n  max_open: 1s\n");
+    EXPECT_NE(error_of("outputs:\n  mirror:\n    initial_backoff: 10m\n    max_backoff: 1s\n")
+                  .find("max_backoff must be at least initial_backoff"),
+              std::string::npos);
     // A CA bundle that cannot be read, or is not PEM, is named now, not at the first TLS call.
     EXPECT_NE(error_of("upstream:\n  ca_file: /nonexistent/ca.pem\n")
                   .find("upstream.ca_file: cannot read /nonexistent/ca.pem"),
