@@ -41,19 +41,21 @@ object_schema<server_settings> server_schema() {
             "Open client connections above which new ones are refused until some close.")
         .def(10000)
         .range(1, 1000000);
-    s.field("shutdown_delay", &server_settings::shutdown_delay,
-            "On SIGTERM/SIGINT: readiness turns false at once, but new connections are still "
-            "accepted this long so load balancers stop routing here first (Kubernetes: a few "
-            "seconds). Then the listener closes and the drain starts.")
+    s.field(
+         "shutdown_delay", &server_settings::shutdown_delay,
+         "On SIGTERM/SIGINT/SIGHUP: readiness turns false at once, but new connections are still "
+         "accepted this long so load balancers stop routing here first (Kubernetes: a few "
+         "seconds). Then the listener closes and the drain starts.")
         .def(0s)
         .range(0s, 5min);
     s.field("drain_timeout", &server_settings::drain_timeout,
-            "On SIGTERM/SIGINT: how long in-flight requests may take to finish before the "
+            "On SIGTERM/SIGINT/SIGHUP: how long in-flight requests may take to finish before the "
             "remaining connections are closed.")
         .def(20s)
         .range(0s, 10min);
     s.field("drain_first_request_wait", &server_settings::drain_first_request_wait,
-            "On SIGTERM/SIGINT, once the listener has closed: how long a connection that has not "
+            "On SIGTERM/SIGINT/SIGHUP, once the listener has closed: how long a connection that "
+            "has not "
             "sent its first request may take to send it (a proxy that connected just before the "
             "close is writing it). It is answered if the request comes in time, closed if not.")
         .def(1s)
@@ -73,7 +75,9 @@ object_schema<limits_settings> limits_schema() {
         .def(16 * KiB)
         .range(1 * KiB, 1 * MiB);
     s.field("max_body_bytes", &limits_settings::max_body_bytes,
-            "Largest request body; larger requests get 413.")
+            "Largest request body of the routes without a limit of their own; larger requests "
+            "get 413. Creates have their own: api.max_upload_bytes (multipart) and "
+            "api.max_json_bytes (JSON or form-encoded).")
         .byte_size()
         .def(1 * MiB)
         .range(0, 1 * GiB);
@@ -111,7 +115,9 @@ object_schema<log_settings> log_schema() {
                  {"warn", log_level::warn},
                  {"error", log_level::error}})
         .def(log_level::info);
-    s.field("access", &log_settings::access, "Write one access-log line per request.").def(true);
+    s.field("access", &log_settings::access,
+            "Write one access-log line per request (at info: none below log.level info).")
+        .def(true);
     return s;
 }
 
@@ -797,7 +803,8 @@ object_schema<fetch_settings> fetch_schema() {
             "(loopback, private, link-local, ...), as CIDRs, e.g. 127.0.0.1/32 for tests. "
             "Everything else non-public is refused after resolving, before connecting.");
     s.field("allowed_ports", &fetch_settings::allowed_ports,
-            "Ports user-given URLs (audio_url, webhook_url) may name; an empty list allows any.")
+            "Ports user-given URLs (audio_url, webhook_url) and provider output URLs the mirror "
+            "downloads may name; an empty list allows any.")
         .def({80, 443})
         .range(1, 65535);
     s.field("timeout", &fetch_settings::timeout, "Deadline of one audio_url download.")
@@ -907,7 +914,8 @@ object_schema<settings> make_settings_schema(provider_catalog providers) {
     root.object("upstream", &settings::upstream, upstream_schema(),
                 "The HTTP client for provider APIs.");
     root.object("fetch", &settings::fetch, fetch_schema(),
-                "User-given URLs: audio_url downloads and webhook deliveries (SSRF guard).");
+                "User-given URLs and URLs followed for providers: audio_url downloads, webhook "
+                "deliveries, provider outputs the mirror downloads (SSRF guard).");
     root.object("dns", &settings::dns, dns_schema(),
                 "Host name resolution of every outbound call: concurrent lookups, a bounded "
                 "cache.");
