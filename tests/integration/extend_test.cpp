@@ -84,6 +84,15 @@ std::optional<http_response> post_json(std::uint16_t port, const std::string& bo
     return http_request(port, "POST", "/v1/extensions", body, headers);
 }
 
+// POST /v1/extensions of a clip source, as tenant A.
+std::optional<http_response> post_clip(std::uint16_t port, const std::string& provider,
+                                       const std::string& clip_id, int extend_after) {
+    return post_json(port,
+                     R"({"clip":{"provider":")" + provider + R"(","id":")" + clip_id +
+                         R"("},"extend_after":)" + std::to_string(extend_after) + "}",
+                     {key_a});
+}
+
 json::object parse(const std::string& s) {
     return json::parse(s).as_object();
 }
@@ -1238,10 +1247,7 @@ TEST(Extend, AClipOfOurOwnOutputIsCheckedBeforeAnythingIsSent) {
     EXPECT_EQ(extra_bad.count("clip"), 0u) << extra_bad["clip"];
     EXPECT_EQ(refused(id + "-7", "1").count("clip"), 0u);
     // Its clip.provider does not matter either: not a provider's clip.
-    auto r =
-        http_request(s.port(), "POST", "/v1/extensions",
-                     R"({"clip":{"provider":"nosuch","id":")" + id + R"(-7"},"extend_after":1})",
-                     {key_a, "Content-Type: application/json"});
+    auto r = post_clip(s.port(), "nosuch", id + "-7", 1);
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 422) << r->body;
     EXPECT_EQ(r->body.find("clip.provider"), std::string::npos) << r->body;
@@ -1387,10 +1393,7 @@ TEST(Extend, AClipWhoseLinkTheFetchPolicyRefusesNamesTheClip) {
     auto song = make_song(d, "wav", 4, 22050, 1);
     auto t = extend_to_success(s.port(), song.bytes, 1);
     ASSERT_EQ(t["status"], "succeeded");
-    auto r = http_request(s.port(), "POST", "/v1/extensions",
-                          R"({"clip":{"provider":"sandbox","id":")" +
-                              std::string(t["id"].as_string()) + R"(-1"},"extend_after":1})",
-                          {key_a, "Content-Type: application/json"});
+    auto r = post_clip(s.port(), "sandbox", std::string(t["id"].as_string()) + "-1", 1);
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 422) << r->body;
     const auto doc = parse(r->body);
@@ -1436,10 +1439,7 @@ TEST(Extend, ATaskWhoseFilesRetentionDeletedSaysSo) {
     EXPECT_TRUE(source.contains("expired_at")) << json::serialize(source);
     EXPECT_FALSE(source.contains("signed_url")) << json::serialize(source);
     // Its output as a clip is refused now, not failed later by the provider.
-    auto clip =
-        http_request(s.port(), "POST", "/v1/extensions",
-                     R"({"clip":{"provider":"sandbox","id":")" + id + R"(-1"},"extend_after":1})",
-                     {key_a, "Content-Type: application/json"});
+    auto clip = post_clip(s.port(), "sandbox", id + "-1", 1);
     ASSERT_TRUE(clip);
     EXPECT_EQ(clip->status, 422) << clip->body;
     EXPECT_NE(clip->body.find("expired"), std::string::npos) << clip->body;
