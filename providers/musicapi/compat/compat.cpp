@@ -100,15 +100,29 @@ std::string_view status_of(std::string_view s) {
                               spelling::status_success, spelling::status_failed});
 }
 
+// A field of Segue's request by MusicAPI's name for it (what a MusicAPI client sent): in
+// field errors, and as the first word of a failed task's reason ("extend_after (45 s) is ...").
+std::string field_name(const std::string& f) {
+    if (f == "extend_after")
+        return "starts_at";
+    if (f == "prompt")
+        return "instruction";
+    if (f == "clip" || f.rfind("clip.", 0) == 0 || f == "audio_url" || f == "audio_file")
+        return "clip_id";
+    return f;
+}
+
 std::string task_error(const store::task_row& t, const std::vector<store::output_row>& outputs) {
     std::string m = api::failure_message(t, outputs);
     if (m.empty())
         m = t.status == "canceled" ? "the task was canceled" : "the task failed";
     // A reason about the request's own field in MusicAPI's name for it (found by a black-box
     // run: a client that sent starts_at read "extend_after (45.000 s) is beyond ...").
-    constexpr std::string_view neutral_field = "extend_after ";
-    if (m.rfind(neutral_field, 0) == 0)
-        m.replace(0, neutral_field.size() - 1, "starts_at");
+    if (const auto sp = m.find(' '); sp != std::string::npos) {
+        const std::string first = m.substr(0, sp);
+        if (const auto own = field_name(first); own != first)
+            m.replace(0, sp, own);
+    }
     // Segue releases what it held for outputs not produced (extension.credits.refunded).
     while (!m.empty() && (m.back() == '.' || m.back() == ' '))
         m.pop_back();  // a message that ends its own sentence: "(30 s).. Credits" otherwise
@@ -177,18 +191,9 @@ error_answer error_of(const api::create::refusal& r) {
         return {403, body_of(403, msg_credits)};
     if (status == 422) {
         // MusicAPI answers field errors with 400 and a message; named by its own fields.
-        auto name = [](const std::string& f) -> std::string {
-            if (f == "extend_after")
-                return "starts_at";
-            if (f == "prompt")
-                return "instruction";
-            if (f.rfind("clip", 0) == 0 || f == "audio_url" || f == "audio_file")
-                return "clip_id";
-            return f;
-        };
         std::string m;
         for (const auto& e : r.errors)
-            m += (m.empty() ? "" : "; ") + name(e.field) + ": " + e.message;
+            m += (m.empty() ? "" : "; ") + field_name(e.field) + ": " + e.message;
         return {400, body_of(400, m.empty() ? r.detail : m)};
     }
     return {status, body_of(status, r.detail)};
