@@ -289,7 +289,9 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
             stored_secret(*d.store, "url_signing_key", util::random_hex(32));
     }
     d.db = std::make_unique<store::db>(*d.store, d.metrics, store::write_lane::requests,
-                                       /*fail_fast=*/true);
+                                       /*fail_fast=*/true,
+                                       std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           d.settings.storage.postgres.request_wait));
     d.work_db = std::make_unique<store::db>(*d.store, d.metrics, store::write_lane::work);
     store::blob_options bo;
     bo.backend = d.settings.storage.blobs == config::blob_backend::postgres

@@ -213,6 +213,14 @@ object_schema<postgres_settings> postgres_schema() {
             "with the replicas) before giving up with exit status 1; 0s gives up at once.")
         .def(30s)
         .range(0s, 10min);
+    s.field("request_wait", &postgres_settings::request_wait,
+            "Longest an API request waits for the database in the queue (it is out of reach, "
+            "or stopped answering and is not yet known to be out of reach): then it is "
+            "answered 503 unavailable with Retry-After, and nothing of it was done. A request "
+            "already sent to the database ends as the database ends it (a connection that "
+            "gets no answer for statement_timeout + 10 s is given up as lost).")
+        .def(10s)
+        .range(1s, 10min);
     return s;
 }
 

@@ -63,6 +63,7 @@ struct postgres_settings {
     int pool_size = 8;  // store connections per process: 2 write (a lane each), the rest read
     duration statement_timeout = std::chrono::seconds(5);
     duration connect_wait = std::chrono::seconds(30);  // at start: how long to wait for it
+    duration request_wait = std::chrono::seconds(10);  // an API request's unit, queued, at most
 };
 
 struct storage_settings {

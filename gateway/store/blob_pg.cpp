@@ -33,6 +33,7 @@
 
 #include "gateway/log/log.hpp"
 #include "gateway/store/blob_internal.hpp"
+#include "gateway/store/pg_connection.hpp"
 #include "gateway/util/crypto.hpp"
 
 namespace segue::store::blob_detail {
@@ -111,7 +112,8 @@ std::string trimmed(const char* message) {
 }
 
 blob_result<PGconn*> connect_pg(const std::string& url) {
-    PGconn* c = PQconnectdb(url.c_str());
+    // The store's settings for a database that stops answering (connect_timeout, keepalives).
+    PGconn* c = pg::open_connection(url);
     if (PQstatus(c) != CONNECTION_OK) {
         auto e = make_error(blob_errc::backend, "blob store: cannot connect to PostgreSQL: " +
                                                     trimmed(PQerrorMessage(c)));

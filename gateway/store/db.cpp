@@ -28,10 +28,12 @@ int retry_after_s() {
 }
 }  // namespace
 
-db::db(store& s, metrics::registry& m, write_lane lane, bool fail_fast)
+db::db(store& s, metrics::registry& m, write_lane lane, bool fail_fast,
+       std::chrono::milliseconds give_up_after)
     : store_(s),
       lane_(lane),
       fail_fast_(fail_fast),
+      give_up_after_(give_up_after),
       write_latency_(m.histogram_family("segue_store_operation_duration_seconds",
                                         "Store units of work from submit to durable completion.",
                                         {"op"}, metrics::default_latency_buckets())
@@ -82,10 +84,17 @@ asio::awaitable<void> db::run(bool write, store::unit fn) {
                 // Resume on the coroutine's own executor, never on the store thread.
                 asio::post(ex, [h]() mutable { (*h)(); });
             };
-            if (write)
+            if (give_up_after_.count() > 0) {
+                const auto give_up = store::clock::now() + give_up_after_;
+                if (write)
+                    store_.submit_write_by(std::move(fn), std::move(done), lane_, give_up);
+                else
+                    store_.submit_read_by(std::move(fn), std::move(done), give_up);
+            } else if (write) {
                 store_.submit_write(std::move(fn), std::move(done), lane_);
-            else
+            } else {
                 store_.submit_read(std::move(fn), std::move(done));
+            }
         },
         asio::use_awaitable);
     const double secs =
@@ -101,7 +110,10 @@ asio::awaitable<void> db::run(bool write, store::unit fn) {
             } catch (const store_error& e) {
                 if (e.busy())
                     throw util::unavailable_error(
-                        "the database is too busy to answer in time; try again", retry_after_s());
+                        store_.unreachable().empty()
+                            ? "the database is too busy to answer in time; try again"
+                            : "the database is unreachable for now; try again",
+                        retry_after_s());
                 throw;
             }
         }

@@ -4,6 +4,8 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include <chrono>
+
 #include "gateway/store/store.hpp"
 
 namespace segue::metrics {
@@ -22,8 +24,13 @@ class db {
     // a unit is refused at once with util::unavailable_error, before it is queued, instead of
     // waiting for the database with its client: the server answers 503 with Retry-After, and
     // nothing was done. The engine's units wait: their results must not be dropped.
+    // `give_up_after` (the API's; 0 = never): a unit still queued that long after it was
+    // submitted, the database out of reach or its writer stuck, is not run, and fails as
+    // fail_fast's refusal does (503 with Retry-After; store::submit_write_by), so a request
+    // that came just before an outage was noticed is not held until the database is back.
     db(store& s, metrics::registry& m, write_lane lane = write_lane::requests,
-       bool fail_fast = false);
+       bool fail_fast = false,
+       std::chrono::milliseconds give_up_after = std::chrono::milliseconds::zero());
     // Rethrows the unit's exception (after rollback) or a store_error.
     boost::asio::awaitable<void> write(store::unit fn);
     boost::asio::awaitable<void> read(store::unit fn);
@@ -38,6 +45,7 @@ class db {
     store& store_;
     write_lane lane_;
     bool fail_fast_;
+    std::chrono::milliseconds give_up_after_;
     metrics::histogram& write_latency_;
     metrics::histogram& read_latency_;
     metrics::counter& write_errors_;

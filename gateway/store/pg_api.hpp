@@ -17,6 +17,9 @@ namespace segue::store::pg {
     X(PQclear)                \
     X(PQcmdTuples)            \
     X(PQconnectdb)            \
+    X(PQconnectdbParams)      \
+    X(PQconninfo)             \
+    X(PQconninfoFree)         \
     X(PQconsumeInput)         \
     X(PQenterPipelineMode)    \
     X(PQerrorMessage)         \
@@ -31,6 +34,7 @@ namespace segue::store::pg {
     X(PQgetlength)            \
     X(PQgetResult)            \
     X(PQgetvalue)             \
+    X(PQisBusy)               \
     X(PQnotifies)             \
     X(PQntuples)              \
     X(PQpipelineStatus)       \
@@ -40,6 +44,7 @@ namespace segue::store::pg {
     X(PQresultErrorMessage)   \
     X(PQresultStatus)         \
     X(PQsendPrepare)          \
+    X(PQsendQuery)            \
     X(PQsendQueryParams)      \
     X(PQsendQueryPrepared)    \
     X(PQsetNoticeProcessor)   \
@@ -65,6 +70,9 @@ bool pq_loaded() noexcept;
 #define PQclear (::segue::store::pg::pq().PQclear)
 #define PQcmdTuples (::segue::store::pg::pq().PQcmdTuples)
 #define PQconnectdb (::segue::store::pg::pq().PQconnectdb)
+#define PQconnectdbParams (::segue::store::pg::pq().PQconnectdbParams)
+#define PQconninfo (::segue::store::pg::pq().PQconninfo)
+#define PQconninfoFree (::segue::store::pg::pq().PQconninfoFree)
 #define PQconsumeInput (::segue::store::pg::pq().PQconsumeInput)
 #define PQenterPipelineMode (::segue::store::pg::pq().PQenterPipelineMode)
 #define PQerrorMessage (::segue::store::pg::pq().PQerrorMessage)
@@ -79,6 +87,7 @@ bool pq_loaded() noexcept;
 #define PQgetlength (::segue::store::pg::pq().PQgetlength)
 #define PQgetResult (::segue::store::pg::pq().PQgetResult)
 #define PQgetvalue (::segue::store::pg::pq().PQgetvalue)
+#define PQisBusy (::segue::store::pg::pq().PQisBusy)
 #define PQnotifies (::segue::store::pg::pq().PQnotifies)
 #define PQntuples (::segue::store::pg::pq().PQntuples)
 #define PQpipelineStatus (::segue::store::pg::pq().PQpipelineStatus)
@@ -88,6 +97,7 @@ bool pq_loaded() noexcept;
 #define PQresultErrorMessage (::segue::store::pg::pq().PQresultErrorMessage)
 #define PQresultStatus (::segue::store::pg::pq().PQresultStatus)
 #define PQsendPrepare (::segue::store::pg::pq().PQsendPrepare)
+#define PQsendQuery (::segue::store::pg::pq().PQsendQuery)
 #define PQsendQueryParams (::segue::store::pg::pq().PQsendQueryParams)
 #define PQsendQueryPrepared (::segue::store::pg::pq().PQsendQueryPrepared)
 #define PQsetNoticeProcessor (::segue::store::pg::pq().PQsetNoticeProcessor)

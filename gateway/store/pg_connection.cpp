@@ -1,5 +1,9 @@
 #include "gateway/store/pg_connection.hpp"
 
+#include <poll.h>
+
+#include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <optional>
 
@@ -23,9 +27,35 @@ std::int64_t result::i64(int row, int col) const {
     return out;
 }
 
-connection::connection(const std::string& url, int statement_timeout_ms,
-                       std::string_view app_name) {
-    c_ = PQconnectdb(url.c_str());
+const std::array<connection_setting, 6> connection_defaults = {{
+    {"connect_timeout", "5"},
+    {"keepalives", "1"},
+    {"keepalives_idle", "10"},
+    {"keepalives_interval", "5"},
+    {"keepalives_count", "3"},
+    {"tcp_user_timeout", "30000"},
+}};
+
+PGconn* open_connection(const std::string& url) {
+    // Keywords are applied in order, and the URL given as dbname (expanded) overrides what came
+    // before it: the defaults go first.
+    std::array<const char*, connection_defaults.size() + 2> keywords{};
+    std::array<const char*, connection_defaults.size() + 2> values{};
+    std::size_t n = 0;
+    for (const auto& d : connection_defaults) {
+        keywords[n] = d.keyword;
+        values[n++] = d.value;
+    }
+    keywords[n] = "dbname";
+    values[n++] = url.c_str();
+    keywords[n] = nullptr;
+    values[n] = nullptr;
+    return PQconnectdbParams(keywords.data(), values.data(), 1);
+}
+
+connection::connection(const std::string& url, int statement_timeout_ms, std::string_view app_name)
+    : answer_timeout_ms_(answer_timeout_ms(statement_timeout_ms)) {
+    c_ = open_connection(url);
     if (PQstatus(c_) != CONNECTION_OK) {
         std::string msg = PQerrorMessage(c_);
         while (!msg.empty() && msg.back() == '\n')
@@ -76,13 +106,56 @@ void connection::fail(const char* what) {
     throw pg_error(std::string("postgres: ") + what + ": " + PQerrorMessage(c_), "", true);
 }
 
+void connection::await_answer(const char* what) {
+    if (answer_timeout_ms_ <= 0)
+        return;
+    using clock = std::chrono::steady_clock;
+    const auto until = clock::now() + std::chrono::milliseconds(answer_timeout_ms_);
+    while (PQisBusy(c_) == 1) {
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(until - clock::now()).count();
+        if (left <= 0) {
+            broken_ = true;
+            pending_.clear();
+            throw pg_error(std::string("postgres: ") + what + ": no answer within " +
+                               std::to_string(answer_timeout_ms_) +
+                               " ms (the server, or the way to it, stopped answering)",
+                           "", true);
+        }
+        pollfd p{PQsocket(c_), POLLIN, 0};
+        if (::poll(&p, 1, static_cast<int>(left)) < 0 && errno != EINTR)
+            return;  // PQgetResult reports the connection's state
+        if (PQconsumeInput(c_) == 0)
+            return;  // lost: PQgetResult reports it
+    }
+}
+
+PGresult* connection::last_result(const char* what) {
+    std::unique_ptr<PGresult, void (*)(PGresult*)> last(nullptr, [](PGresult* r) {
+        if (r)
+            PQclear(r);
+    });
+    for (;;) {
+        await_answer(what);
+        PGresult* r = PQgetResult(c_);
+        if (!r)
+            break;
+        last.reset(r);
+        if (PQstatus(c_) == CONNECTION_BAD)
+            break;
+    }
+    return last.release();
+}
+
 void connection::exec(const char* sql) {
     if (!pending_.empty()) {
         send(sql);
         drain(false);
         return;
     }
-    check(PQexec(c_, sql), sql);
+    if (PQsendQuery(c_, sql) != 1)
+        fail(sql);
+    check(last_result(sql), sql);
 }
 
 namespace {
@@ -124,21 +197,25 @@ result connection::run(q which, std::initializer_list<param> params) {
     const auto i = static_cast<std::size_t>(which);
     const std::string& name = name_of(which);
     if (!prepared_[i]) {
-        check(PQprepare(c_, name.c_str(), sql_of(which), 0, nullptr), sql_of(which));
+        if (PQsendPrepare(c_, name.c_str(), sql_of(which), 0, nullptr) != 1)
+            fail(sql_of(which));
+        check(last_result(sql_of(which)), sql_of(which));
         prepared_[i] = true;
     }
     bound b(params);
-    return check(PQexecPrepared(c_, name.c_str(), static_cast<int>(b.values.size()),
-                                b.values.data(), nullptr, nullptr, 0),
-                 sql_of(which));
+    if (PQsendQueryPrepared(c_, name.c_str(), static_cast<int>(b.values.size()), b.values.data(),
+                            nullptr, nullptr, 0) != 1)
+        fail(sql_of(which));
+    return check(last_result(sql_of(which)), sql_of(which));
 }
 
 result connection::query(const char* sql, std::initializer_list<param> params) {
     sync();
     bound b(params);
-    return check(PQexecParams(c_, sql, static_cast<int>(b.values.size()), nullptr, b.values.data(),
-                              nullptr, nullptr, 0),
-                 sql);
+    if (PQsendQueryParams(c_, sql, static_cast<int>(b.values.size()), nullptr, b.values.data(),
+                          nullptr, nullptr, 0) != 1)
+        fail(sql);
+    return check(last_result(sql), sql);
 }
 
 void connection::enter_pipeline() {
@@ -190,7 +267,11 @@ result connection::drain(bool discard_errors) {
     for (const auto& s : pending_) {
         // Each statement's answer: its result(s), then a null.
         bool answered = false;
-        while (PGresult* r = PQgetResult(c_)) {
+        for (;;) {
+            await_answer(s.what);
+            PGresult* r = PQgetResult(c_);
+            if (!r)
+                break;
             answered = true;
             const auto st = PQresultStatus(r);
             if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
@@ -208,6 +289,7 @@ result connection::drain(bool discard_errors) {
         if (!answered)
             fail(s.what);  // the connection broke
     }
+    await_answer("pipeline sync");
     PGresult* r = PQgetResult(c_);
     const bool synced = r && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
     if (r)

@@ -34,9 +34,10 @@ class pg_error : public store_error {
     // A lock wait ran past lock_timeout (55P03).
     bool lock_timeout() const noexcept { return sqlstate_ == "55P03"; }
     // Canceled (57014: statement_timeout), a lock not available, too many connections (53300),
-    // the server starting up (57P03).
+    // the server starting up (57P03), or the connection lost (a unit that failed so was
+    // rolled back: a lost COMMIT's answer is reported as another error, pg_store.cpp).
     bool busy() const noexcept override {
-        return sqlstate_ == "57014" || sqlstate_ == "55P03" || sqlstate_ == "53300" ||
+        return lost_ || sqlstate_ == "57014" || sqlstate_ == "55P03" || sqlstate_ == "53300" ||
                sqlstate_ == "57P03";
     }
     bool connection_lost() const noexcept { return lost_; }
@@ -95,10 +96,43 @@ class param {
     std::string_view s_;
 };
 
+// Opens a libpq connection to `url` (a URL or key=value pairs) with the settings that make a
+// database that stops answering an error instead of a wait without end, each applied unless the
+// URL sets it itself (connection_defaults). The caller checks PQstatus and PQfinishes it.
+PGconn* open_connection(const std::string& url);
+
+// Those settings, libpq's keyword and value, in the order they are given to libpq (before the
+// URL, which overrides any of them).
+//  - connect_timeout 5: a connect, or a session's start-up, that gets no answer in 5 s fails (a
+//    server that is frozen or a host that is gone; libpq's default is to wait for ever, and the
+//    kernel's for about two minutes).
+//  - keepalives on, after 10 s idle, every 5 s, 3 unanswered probes end the connection (TCP
+//    only): a host that went away without a word is noticed in about 25 s, not the kernel's
+//    two hours.
+//  - tcp_user_timeout 30000: data the other end has not acknowledged in 30 s ends the
+//    connection (TCP only; the kernel's default retransmits for about 15 minutes).
+struct connection_setting {
+    const char* keyword;
+    const char* value;
+};
+extern const std::array<connection_setting, 6> connection_defaults;
+
+// How long a connection waits for an answer before it gives the connection up as lost: the
+// server's own statement_timeout cancels a statement long before, so no answer by then means
+// the server or the path to it stopped (a frozen VM, a stalled disk under the server, a
+// network that drops packets without a reset). 0 (statement_timeout 0: migrations) waits for
+// ever.
+constexpr int answer_timeout_ms(int statement_timeout_ms) {
+    return statement_timeout_ms > 0 ? statement_timeout_ms + 10'000 : 0;
+}
+
 class connection {
   public:
     // Connects (throws pg_error) and sets the session up: statement_timeout (0 = none), UTC,
-    // application_name.
+    // application_name. Every wait for an answer is bounded by answer_timeout_ms: one that
+    // runs past it throws a pg_error with connection_lost(), and the connection is not used
+    // again (whether a statement it was waiting for took effect is unknown, as for any lost
+    // connection).
     connection(const std::string& url, int statement_timeout_ms, std::string_view app_name);
     ~connection();
     connection(const connection&) = delete;
@@ -134,6 +168,11 @@ class connection {
 
   private:
     result check(PGresult* r, const char* what);
+    // Returns once libpq has an answer (or the connection failed, which PQgetResult then
+    // reports); throws, the connection broken, when none came within the answer timeout.
+    void await_answer(const char* what);
+    // The last result of the command just sent (as PQexec's), each wait bounded.
+    PGresult* last_result(const char* what);
     pg_error error_of(PGresult* r, const char* what) const;
     [[noreturn]] void fail(const char* what);
     void enter_pipeline();
@@ -147,6 +186,7 @@ class connection {
     PGconn* c_ = nullptr;
     std::vector<sent> pending_;  // what was sent and not yet answered, in order
     bool broken_ = false;
+    int answer_timeout_ms_ = 0;
     std::array<bool, static_cast<std::size_t>(q::count_)> prepared_{};
 };
 

@@ -142,6 +142,10 @@ class pg_store final : public store {
                 name_thread("pg-reader");
                 reader_loop(reader_conns_[static_cast<std::size_t>(i)]);
             });
+        threads_.emplace_back([this] {
+            name_thread("pg-give-up");
+            give_up_loop();
+        });
         if (o_.listen) {
             // Listening before the open returns: a commit made after it is heard.
             std::unique_ptr<connection> lc = connect();
@@ -161,6 +165,13 @@ class pg_store final : public store {
     void submit_read(unit fn, completion done) override {
         reads_.submit(std::move(fn), std::move(done));
     }
+    void submit_write_by(unit fn, completion done, write_lane lane,
+                         clock::time_point give_up) override {
+        writes_[static_cast<std::size_t>(lane)].submit(std::move(fn), std::move(done), give_up);
+    }
+    void submit_read_by(unit fn, completion done, clock::time_point give_up) override {
+        reads_.submit(std::move(fn), std::move(done), give_up);
+    }
 
     void set_commit_listener(std::function<void(const commit_notice&)> fn) override {
         std::lock_guard lk(listener_mutex_);
@@ -171,7 +182,11 @@ class pg_store final : public store {
         for (auto& w : writes_)
             w.stop();
         reads_.stop();
-        stopping_.store(true);
+        {
+            std::lock_guard lk(give_up_mutex_);
+            stopping_.store(true);
+        }
+        give_up_cv_.notify_all();
         const auto self = std::this_thread::get_id();
         std::lock_guard lk(close_mutex_);
         for (auto& t : threads_)
@@ -247,21 +262,57 @@ class pg_store final : public store {
     // committing, short against leases and deadlock_timeout.
     static constexpr const char* later_unit_lock_timeout = "SET LOCAL lock_timeout = '50ms'";
 
+    // A writer (and a reader) connects before it takes units, so that while the database is
+    // out of reach they wait in the queue, where give_up_loop fails those a client waits for
+    // when their time is up, rather than in the hands of a thread that is reconnecting.
     void writer_loop(std::unique_ptr<connection>& c, detail::work_queue& q) {
         std::vector<detail::queued_unit> batch;
-        while (q.take(batch, static_cast<std::size_t>(o_.max_batch))) {
+        while (q.wait()) {
+            ensure_connected(c);  // false only when closing: run_batch fails the batch then
+            if (!q.take(batch, static_cast<std::size_t>(o_.max_batch)))
+                break;
             run_batch(c, q, batch);
             batch.clear();
         }
     }
 
-    // Fails (with `err`) the units out of tries and requeues the others.
+    // Every 100 ms, fails the queued units whose give-up time passed (submit_write_by): a
+    // request is answered (503) while the database is out of reach, instead of being held until
+    // it is back (by when its client has long left, and a task it gave up on would be made).
+    static std::exception_ptr gave_up_error() {
+        return std::make_exception_ptr(store_gave_up_error(
+            "postgres: the unit's time to wait for the database ran out; it was not run"));
+    }
+
+    void give_up_loop() {
+        const auto err = gave_up_error();
+        std::unique_lock lk(give_up_mutex_);
+        while (!stopping_.load()) {
+            give_up_cv_.wait_for(lk, std::chrono::milliseconds(100));
+            lk.unlock();
+            const auto now = clock::now();
+            std::size_t n = reads_.give_up_expired(now, err);
+            for (auto& w : writes_)
+                n += w.give_up_expired(now, err);
+            if (n > 0)
+                log::warn(
+                    "postgres: units given up unrun, their time spent in the queue",
+                    {{"units", static_cast<std::int64_t>(n)}, {"unreachable", unreachable()}});
+            lk.lock();
+        }
+    }
+
+    // Fails (with `err`) the units out of tries, gives up those past their give-up time (a
+    // request's), and requeues the others.
     void again_or_fail(detail::work_queue& q, std::vector<detail::queued_unit>& items,
                        const std::exception_ptr& err) {
         std::vector<detail::queued_unit> again;
+        const auto now = clock::now();
         for (auto& it : items) {
             if (++it.tries >= max_tries || stopping_.load())
                 call_done(it.done, err);
+            else if (it.give_up < now)
+                call_done(it.done, gave_up_error());
             else
                 again.push_back(std::move(it));
         }
@@ -401,40 +452,79 @@ class pg_store final : public store {
 
     void reader_loop(std::unique_ptr<connection>& c) {
         std::vector<detail::queued_unit> one;
-        while (reads_.take(one, 1)) {
+        while (reads_.wait()) {
+            ensure_connected(c);  // see writer_loop
+            if (!reads_.take(one, 1))
+                break;
             detail::queued_unit it = std::move(one.front());
             one.clear();
-            std::exception_ptr err;
-            for (int attempt = 0;; ++attempt) {
-                err = nullptr;
-                if (!ensure_connected(c)) {
-                    err = std::make_exception_ptr(store_error("store closed"));
-                    break;
+            run_read(c, it);
+        }
+    }
+
+    // Runs a read, and again on a new connection if its connection was lost (a read is safe
+    // to run again; the other readers' connections are likely as dead as this one was, so the
+    // retry stays on this thread). If no new connection can be made at once, the read goes back
+    // to the queue's front, where it waits for the database (or its give-up time).
+    void run_read(std::unique_ptr<connection>& c, detail::queued_unit& it) {
+        for (;;) {
+            if (!c || !c->ok()) {
+                if (stopping_.load()) {
+                    call_done(it.done, std::make_exception_ptr(store_error("store closed")));
+                    return;
                 }
-                bool lost = false;
-                try {
-                    // Sent with the unit's first statement (connection::send).
-                    c->send("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-                    pg_transaction txn(*c, false);
-                    it.fn(txn);
-                    c->exec("COMMIT");
-                    worked();
-                } catch (const pg_error& e) {
-                    err = std::current_exception();
-                    lost = e.connection_lost();
-                } catch (...) {
-                    err = std::current_exception();
+                if (!connect_once(c)) {
+                    std::vector<detail::queued_unit> back;
+                    back.push_back(std::move(it));
+                    reads_.requeue_front(back);
+                    return;
                 }
-                if (err && c && c->ok())
-                    try_exec(*c, "ROLLBACK");
-                if (lost) {
-                    c.reset();
-                    if (attempt < 2 && !stopping_.load())
-                        continue;  // a read is safe to run again
-                }
-                break;
             }
-            call_done(it.done, err);
+            std::exception_ptr err;
+            bool lost = false;
+            try {
+                // Sent with the unit's first statement (connection::send).
+                c->send("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+                pg_transaction txn(*c, false);
+                it.fn(txn);
+                c->exec("COMMIT");
+                worked();
+            } catch (const pg_error& e) {
+                err = std::current_exception();
+                lost = e.connection_lost();
+            } catch (...) {
+                err = std::current_exception();
+            }
+            if (err && c && c->ok())
+                try_exec(*c, "ROLLBACK");
+            if (!lost) {
+                call_done(it.done, err);
+                return;
+            }
+            c.reset();
+            if (it.give_up < clock::now()) {  // a request's time to wait ran out meanwhile
+                call_done(it.done, gave_up_error());
+                return;
+            }
+            if (++it.tries >= 3 || stopping_.load()) {
+                call_done(it.done, err);
+                return;
+            }
+        }
+    }
+
+    // One attempt to connect (no waiting, no retry): ensure_connected's loop is for a thread
+    // that holds no unit.
+    bool connect_once(std::unique_ptr<connection>& c) {
+        try {
+            c = connect();
+            reached({});
+            return true;
+        } catch (const std::exception& e) {
+            reached(e.what());
+            log::warn("postgres: cannot connect; the unit waits in the queue",
+                      {{"error", e.what()}});
+            return false;
         }
     }
 
@@ -515,6 +605,8 @@ class pg_store final : public store {
     std::array<detail::work_queue, lanes> writes_;
     detail::work_queue reads_;
     std::atomic<bool> stopping_{false};
+    std::mutex give_up_mutex_;  // give_up_loop's wait (stopping_ is set under it)
+    std::condition_variable give_up_cv_;
     mutable std::mutex reach_mutex_;
     std::string unreachable_;                // see store::unreachable
     std::atomic<bool> out_of_reach_{false};  // !unreachable_.empty(), read without the mutex

@@ -64,11 +64,11 @@ void name_thread(const char* name) noexcept {
     ::pthread_setname_np(::pthread_self(), name);
 }
 
-void work_queue::submit(store::unit fn, store::completion done) {
+void work_queue::submit(store::unit fn, store::completion done, store::clock::time_point give_up) {
     {
         std::lock_guard lk(m_);
         if (!stopping_) {
-            items_.push_back(queued_unit{std::move(fn), std::move(done)});
+            items_.push_back(queued_unit{std::move(fn), std::move(done), 0, give_up});
             cv_.notify_one();
             return;
         }
@@ -87,6 +87,39 @@ bool work_queue::take(std::vector<queued_unit>& out, std::size_t max) {
         items_.pop_front();
     }
     return true;
+}
+
+bool work_queue::wait() {
+    std::unique_lock lk(m_);
+    cv_.wait(lk, [&] { return !items_.empty() || stopping_; });
+    return !items_.empty();
+}
+
+std::size_t work_queue::give_up_expired(store::clock::time_point now,
+                                        const std::exception_ptr& err) {
+    std::vector<queued_unit> expired;
+    {
+        std::lock_guard lk(m_);
+        for (auto it = items_.begin(); it != items_.end();) {
+            if (it->give_up < now) {
+                expired.push_back(std::move(*it));
+                it = items_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
+    for (auto& u : expired)  // outside the lock: a completion may submit more work
+        call_done(u.done, err);
+    return expired.size();
+}
+
+store::clock::time_point work_queue::next_give_up() {
+    std::lock_guard lk(m_);
+    auto first = store::clock::time_point::max();
+    for (const auto& u : items_)
+        first = std::min(first, u.give_up);
+    return first;
 }
 
 void work_queue::requeue_front(std::vector<queued_unit>& units) {

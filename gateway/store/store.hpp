@@ -32,6 +32,7 @@
 // Times are Unix milliseconds (UTC). JSON-valued columns are strings holding JSON text.
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -269,6 +270,13 @@ class store_error : public std::runtime_error {
     // its timeout, no connection slot): it was rolled back, and the same unit later will likely
     // succeed. The API answers such a request 503 with Retry-After, not 500.
     virtual bool busy() const noexcept { return false; }
+};
+
+// A unit given up unrun (store::submit_write_by): busy, as it may well succeed later.
+class store_gave_up_error : public store_error {
+  public:
+    using store_error::store_error;
+    bool busy() const noexcept override { return true; }
 };
 
 struct hold_result {
@@ -526,6 +534,23 @@ class store {
     // Queues a read-only unit on the reader side. It sees every write completed before it was
     // submitted, and nothing that is not durable yet (it may wait for a sync to see it).
     virtual void submit_read(unit fn, completion done) = 0;
+
+    // As submit_write and submit_read, for a unit someone waits for (an API request): if it is
+    // still queued at `give_up`, never sent to the database (which is out of reach, or its
+    // writer stuck), it fails with a store_error whose busy() is true, and nothing of it took
+    // effect. A unit already running is not given up: it ends as it ends (a lost connection's
+    // outcome is known only before the COMMIT was sent). PostgreSQL honours it; the embedded
+    // store, which has no database to lose, runs the unit as submit_write would.
+    using clock = std::chrono::steady_clock;
+    virtual void submit_write_by(unit fn, completion done, write_lane lane,
+                                 clock::time_point give_up) {
+        (void)give_up;
+        submit_write(std::move(fn), std::move(done), lane);
+    }
+    virtual void submit_read_by(unit fn, completion done, clock::time_point give_up) {
+        (void)give_up;
+        submit_read(std::move(fn), std::move(done));
+    }
 
     // Called after a commit that changed something other components wait for (a delivery
     // became due, a job was scheduled, events were appended), so they can wake at once instead

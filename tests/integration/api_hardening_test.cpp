@@ -409,19 +409,70 @@ TEST(ApiEdge, QueryParametersArePercentDecoded) {
 // traffic), and the API answers 503 with Retry-After instead of holding each request until the
 // database is back (a client gave up after 40 s, and its task was created after it left).
 // Once the database is back, both serve again. A server of its own: the shared one stays up.
-TEST(ApiEdge, ADatabaseOutageIsA503AndNotReadyThenServesAgain) {
-    segue::test::temp_dir d;
-    segue::test::pg_private_server pg;
-    segue_process s(
+// A gateway on the private PostgreSQL `pg` (tenant edge), for the outage tests; `postgres`
+// adds lines to storage.postgres.
+segue_process outage_gateway(const segue::test::temp_dir& d,
+                             const segue::test::pg_private_server& pg,
+                             const std::string& postgres = "") {
+    return segue_process(
         "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n  drain_timeout: 3s\n"
         "log:\n  level: info\n"
         "tenants:\n  - name: edge\n    api_keys: [sk-edge]\n"
         "    webhook_secrets: [\"whsec_c2VndWUtY2xpLXRlc3Qtd2ViaG9vay1zZWNyZXQ=\"]\n" +
-        segue::test::postgres_storage_yaml(pg.url(), d.path() + "/blobs") +
+        segue::test::postgres_storage_yaml(pg.url(), d.path() + "/blobs") + postgres +
         "engine:\n  poll_interval: 100ms\n"
         "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n");
-    const std::string body = R"({"audio_url":"https://cdn.example/a.mp3","extend_after":3})";
-    const std::vector<std::string> json_key = {key, "Content-Type: application/json"};
+}
+
+// /readyz once it answers `status`, or its last answer after `limit`.
+std::optional<http_response> readyz_once(const segue_process& s, int status,
+                                         std::chrono::milliseconds limit) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    std::optional<http_response> ready;
+    while (std::chrono::steady_clock::now() < until) {
+        ready = http_request(s.port(), "GET", "/readyz");
+        if (ready && ready->status == status)
+            break;
+        std::this_thread::sleep_for(50ms);
+    }
+    return ready;
+}
+
+const std::string outage_body = R"({"audio_url":"https://cdn.example/a.mp3","extend_after":3})";
+const std::vector<std::string> json_key = {key, "Content-Type: application/json"};
+
+// After an outage: once /readyz is 200 again (within `limit`), a create is accepted. The ids
+// the tenant's list holds then, the new one (`created`) among them; empty on a failure.
+std::set<std::string> serves_again(const segue_process& s, std::chrono::milliseconds limit,
+                                   std::string& created) {
+    auto ready = readyz_once(s, 200, limit);
+    if (!ready || ready->status != 200) {
+        ADD_FAILURE() << "not ready again: " << (ready ? ready->body : "no answer");
+        return {};
+    }
+    auto after = http_request(s.port(), "POST", "/v1/extensions", outage_body, json_key);
+    if (!after || after->status != 202) {
+        ADD_FAILURE() << "a create after the outage: " << (after ? after->body : "no answer");
+        return {};
+    }
+    created = parse(after->body)["id"].as_string();
+    auto list = http_request(s.port(), "GET", "/v1/extensions", "", {key});
+    if (!list || list->status != 200) {
+        ADD_FAILURE() << "the list after the outage: " << (list ? list->body : "no answer");
+        return {};
+    }
+    std::set<std::string> ids;
+    const auto listed = parse(list->body);
+    for (const auto& t : listed.at("data").as_array())
+        ids.insert(std::string(t.at("id").as_string()));
+    return ids;
+}
+
+TEST(ApiEdge, ADatabaseOutageIsA503AndNotReadyThenServesAgain) {
+    segue::test::temp_dir d;
+    segue::test::pg_private_server pg;
+    segue_process s = outage_gateway(d, pg);
+    const std::string& body = outage_body;
     auto ready = http_request(s.port(), "GET", "/readyz");
     ASSERT_TRUE(ready);
     ASSERT_EQ(ready->status, 200) << ready->body;
@@ -444,13 +495,7 @@ TEST(ApiEdge, ADatabaseOutageIsA503AndNotReadyThenServesAgain) {
 
     pg.stop();
     // The store notices within about a second (its listener's connection breaks).
-    auto until = std::chrono::steady_clock::now() + 15s;
-    while (std::chrono::steady_clock::now() < until) {
-        ready = http_request(s.port(), "GET", "/readyz");
-        if (ready && ready->status == 503)
-            break;
-        std::this_thread::sleep_for(50ms);
-    }
+    ready = readyz_once(s, 503, 15s);
     ASSERT_TRUE(ready);
     ASSERT_EQ(ready->status, 503) << ready->body;
     EXPECT_NE(parse(ready->body)["detail"].as_string().find("database is unreachable"),
@@ -496,24 +541,58 @@ TEST(ApiEdge, ADatabaseOutageIsA503AndNotReadyThenServesAgain) {
     }
 
     pg.start();
-    until = std::chrono::steady_clock::now() + 20s;
-    while (std::chrono::steady_clock::now() < until) {
-        ready = http_request(s.port(), "GET", "/readyz");
-        if (ready && ready->status == 200)
-            break;
-        std::this_thread::sleep_for(100ms);
-    }
-    ASSERT_EQ(ready->status, 200) << ready->body;
+    std::string created;
+    const auto ids = serves_again(s, 20s, created);
     EXPECT_EQ(reachable(), 1);
-    auto created = http_request(s.port(), "POST", "/v1/extensions", body, json_key);
-    ASSERT_TRUE(created);
-    EXPECT_EQ(created->status, 202) << created->body;
     // Exactly the one created before the outage and the one after: the refused ones made
     // nothing.
-    auto list = http_request(s.port(), "GET", "/v1/extensions", "", {key});
-    ASSERT_TRUE(list);
-    ASSERT_EQ(list->status, 200) << list->body;
-    EXPECT_EQ(parse(list->body)["data"].as_array().size(), 2u) << list->body;
+    EXPECT_EQ(
+        ids, (std::set<std::string>{std::string(parse(waiting->body)["id"].as_string()), created}));
+}
+
+// PostgreSQL stops answering without closing anything (every process SIGSTOPped: a frozen VM,
+// a server stuck on its disk): no error, no refusal, answers just never come, so nothing tells
+// the gateway the database is gone. A request that arrives then is answered 503 with
+// Retry-After within the store's bounds (a connection without an answer for statement_timeout
+// + 10 s is given up, a request queued longer than storage.postgres.request_wait is not run),
+// not held for the freeze, and it did nothing: after the thaw the list holds the tasks made
+// before and after, none of the refused ones.
+TEST(ApiEdge, AFrozenDatabaseHoldsNoRequestForTheFreeze) {
+    segue::test::temp_dir d;
+    segue::test::pg_private_server pg;
+    segue_process s = outage_gateway(d, pg, "    statement_timeout: 1s\n    request_wait: 2s\n");
+    const std::string& body = outage_body;
+    auto before = http_request(s.port(), "POST", "/v1/extensions", body, json_key);
+    ASSERT_TRUE(before);
+    ASSERT_EQ(before->status, 202) << before->body;
+
+    pg.freeze();
+    // Requests in turn, each on a connection of its own that waits up to a minute: the first
+    // finds a store that believes its connections work, the later ones a store that knows.
+    for (const auto& [method, target] : std::vector<std::pair<std::string, std::string>>{
+             {"POST", "/v1/extensions"}, {"GET", "/v1/extensions"}, {"POST", "/v1/extensions"}}) {
+        const auto start = std::chrono::steady_clock::now();
+        http_connection c(s.port(), 60s);
+        auto r = c.request(method, target, method == "POST" ? body : "", json_key);
+        const auto took = std::chrono::steady_clock::now() - start;
+        ASSERT_TRUE(r) << target << " held for 60 s";
+        EXPECT_EQ(r->status, 503) << target << ": " << r->body;
+        EXPECT_EQ(parse(r->body)["code"], "unavailable") << r->body;
+        EXPECT_TRUE(spread_retry_after(*r)) << target;
+        // 11 s for the connection to be given up, 5 s for a connect, then at once.
+        EXPECT_LT(took, 25s) << target;
+        if (::testing::Test::HasFailure())
+            FAIL() << "the gateway's log:\n" << s.log();
+    }
+    auto ready = http_request(s.port(), "GET", "/readyz");
+    ASSERT_TRUE(ready);
+    EXPECT_EQ(ready->status, 503) << ready->body;
+
+    pg.thaw();
+    std::string created;
+    const auto ids = serves_again(s, 30s, created);
+    EXPECT_EQ(ids,
+              (std::set<std::string>{std::string(parse(before->body)["id"].as_string()), created}));
 }
 
 // Runs segue (`args` before --config) on `yaml` and expects it to exit 1 within 5 s; its

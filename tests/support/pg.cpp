@@ -10,12 +10,15 @@
 #include <cerrno>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <stdexcept>
 #include <string_view>
+#include <vector>
 
 namespace segue::test {
 
@@ -150,6 +153,8 @@ pg_private_server::pg_private_server() {
 }
 
 pg_private_server::~pg_private_server() {
+    if (frozen_)
+        thaw();
     try {
         run_script("destroy " + dir_);
     } catch (...) {
@@ -164,6 +169,44 @@ void pg_private_server::start() {
 
 void pg_private_server::stop() {
     run_script("stop " + dir_);
+}
+
+// The postmaster (the first line of postmaster.pid) and every process whose parent it is.
+void pg_private_server::signal_all(int sig) {
+    std::ifstream pidfile(dir_ + "/data/postmaster.pid");
+    pid_t postmaster = 0;
+    if (!(pidfile >> postmaster) || postmaster <= 0)
+        throw std::runtime_error("no postmaster.pid in " + dir_ + "/data");
+    std::vector<pid_t> pids = {postmaster};
+    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+        const std::string name = e.path().filename().string();
+        if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos)
+            continue;
+        std::ifstream stat(e.path() / "stat");
+        std::string line;
+        std::getline(stat, line);
+        // pid (comm) state ppid ...: comm may hold spaces, so read after its last ')'.
+        const auto close = line.rfind(')');
+        if (close == std::string::npos)
+            continue;
+        std::istringstream rest(line.substr(close + 1));
+        char state = 0;
+        pid_t ppid = 0;
+        if (rest >> state >> ppid && ppid == postmaster)
+            pids.push_back(std::stoi(name));
+    }
+    for (pid_t p : pids)
+        ::kill(p, sig);
+}
+
+void pg_private_server::freeze() {
+    signal_all(SIGSTOP);
+    frozen_ = true;
+}
+
+void pg_private_server::thaw() {
+    signal_all(SIGCONT);
+    frozen_ = false;
 }
 
 }  // namespace segue::test

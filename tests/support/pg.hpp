@@ -51,9 +51,17 @@ class pg_private_server {
     pg_private_server& operator=(const pg_private_server&) = delete;
     void start();
     void stop();
+    // Stops every process of the server (SIGSTOP to the postmaster and its children): it
+    // still accepts connections (the kernel queues them) and takes what is sent, but answers
+    // nothing, as a frozen VM or a server stuck on its disk. thaw() (SIGCONT) lets it go on;
+    // the destructor thaws first.
+    void freeze();
+    void thaw();
     const std::string& url() const { return url_; }
 
   private:
+    void signal_all(int sig);
+    bool frozen_ = false;
     std::string dir_;
     std::string url_;
 };

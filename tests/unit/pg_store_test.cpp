@@ -572,3 +572,108 @@ TEST_F(PgStoreTest, SessionsCommitSynchronouslyWhateverTheServersDefault) {
                                "sync-check");
     EXPECT_EQ(session.query("SHOW synchronous_commit", {}).text(0, 0), "on");
 }
+
+namespace {
+
+// The value libpq uses for `keyword` on `c` ("" if none).
+std::string setting(PGconn* c, std::string_view keyword) {
+    std::string value;
+    PQconninfoOption* options = PQconninfo(c);
+    for (PQconninfoOption* o = options; o && o->keyword; ++o)
+        if (keyword == o->keyword && o->val)
+            value = o->val;
+    PQconninfoFree(options);
+    return value;
+}
+
+}  // namespace
+
+// Every connection the store opens gives up on a database that stops answering (libpq's own
+// default is to wait for ever), and a URL that sets one of those settings keeps its own.
+TEST_F(PgStoreTest, ConnectionsGetTimeoutsAndKeepalivesUnlessTheUrlSetsThem) {
+    PGconn* c = st::pg::open_connection(schema_.url());
+    ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
+    for (const auto& d : st::pg::connection_defaults)
+        EXPECT_EQ(setting(c, d.keyword), d.value) << d.keyword;
+    PQfinish(c);
+
+    c = st::pg::open_connection(schema_.url() + "&connect_timeout=2&keepalives_idle=7");
+    ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
+    EXPECT_EQ(setting(c, "connect_timeout"), "2");
+    EXPECT_EQ(setting(c, "keepalives_idle"), "7");
+    EXPECT_EQ(setting(c, "tcp_user_timeout"), "30000");
+    EXPECT_EQ(setting(c, "search_path"), "");  // not a libpq setting: the URL's options stay
+    EXPECT_NE(setting(c, "options").find("search_path"), std::string::npos);
+    PQfinish(c);
+}
+
+// PostgreSQL stops answering without closing anything (every process SIGSTOPped: a frozen VM,
+// a server stuck on its disk). Nothing fails, answers just never come. The store gives a
+// connection up after statement_timeout + 10 s without an answer and a connect after 5 s
+// (connect_timeout); a unit someone waits for (submit_*_by) that is still queued at its time
+// is failed unrun with a busy store_error, while the engine's units wait and commit after the
+// thaw. What was given up left nothing behind. Without the answer timeout the units' writer
+// waits for the frozen server for ever, and the request with it.
+TEST(PgFrozenServer, UnitsAClientWaitsForAreGivenUpUnrunAndTheRestCommitAfterTheThaw) {
+    segue::test::pg_private_server pg;
+    st::postgres_options o;
+    o.url = pg.url();
+    o.statement_timeout_ms = 500;  // answers given up after 10.5 s
+    o.readers = 1;
+    auto s = st::open_postgres(o);
+    segue::test::sync_write(*s, [](st::transaction& tx) { tx.insert_task(task("ext_before")); });
+
+    pg.freeze();
+    const auto start = st::store::clock::now();
+    std::promise<std::exception_ptr> write_given_up, read_given_up, engine_done;
+    s->submit_write_by([](st::transaction& tx) { tx.insert_task(task("ext_request")); },
+                       [&](std::exception_ptr e) { write_given_up.set_value(e); },
+                       st::write_lane::requests, start + std::chrono::seconds(1));
+    s->submit_read_by([](st::transaction& tx) { tx.get_task("ext_before"); },
+                      [&](std::exception_ptr e) { read_given_up.set_value(e); },
+                      start + std::chrono::seconds(1));
+    s->submit_write([](st::transaction& tx) { tx.insert_task(task("ext_engine")); },
+                    [&](std::exception_ptr e) { engine_done.set_value(e); }, st::write_lane::work);
+
+    auto busy = [](std::future<std::exception_ptr>& f) -> ::testing::AssertionResult {
+        if (f.wait_for(std::chrono::seconds(40)) != std::future_status::ready)
+            return ::testing::AssertionFailure() << "still held after 40 s";
+        const auto e = f.get();
+        if (!e)
+            return ::testing::AssertionFailure() << "it ran (no error)";
+        try {
+            std::rethrow_exception(e);
+        } catch (const st::store_error& err) {
+            if (!err.busy())
+                return ::testing::AssertionFailure() << "not busy: " << err.what();
+            return ::testing::AssertionSuccess() << err.what();
+        } catch (...) {
+            return ::testing::AssertionFailure() << "not a store_error";
+        }
+    };
+    auto write_future = write_given_up.get_future();
+    auto read_future = read_given_up.get_future();
+    EXPECT_TRUE(busy(write_future));
+    EXPECT_TRUE(busy(read_future));
+    // The writer gave up on its connection after 10.5 s; the queue then failed the unit at
+    // once. Not 40 s: bounded by the timeouts, not by the freeze.
+    EXPECT_LT(st::store::clock::now() - start, std::chrono::seconds(25));
+    auto engine_future = engine_done.get_future();
+    EXPECT_EQ(engine_future.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout)
+        << "the engine's unit must wait for the database, not fail";
+    // Known out of reach by now (a connect timed out), and said so.
+    for (int i = 0; i < 100 && s->unreachable().empty(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_FALSE(s->unreachable().empty());
+
+    pg.thaw();
+    ASSERT_EQ(engine_future.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+    EXPECT_EQ(engine_future.get(), nullptr);
+    EXPECT_TRUE(s->unreachable().empty());
+    segue::test::sync_read(*s, [](st::transaction& tx) {
+        EXPECT_TRUE(tx.get_task("ext_before"));
+        EXPECT_TRUE(tx.get_task("ext_engine"));
+        EXPECT_FALSE(tx.get_task("ext_request")) << "a unit given up unrun took effect";
+    });
+    s->close();
+}
