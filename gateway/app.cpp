@@ -299,6 +299,10 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
                      : store::blob_backend::directory;
     bo.dir = d.settings.storage.blob_dir;
     bo.pg_url = d.settings.storage.postgres.url;
+    bo.pg_statement_timeout_ms =
+        static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                             d.settings.storage.postgres.statement_timeout)
+                             .count());
     d.blobs = store::open_blob_store(bo);
     d.providers = providers::make_registry(provider_kinds, d.settings);
     // Routes may only name providers that are enabled here.

@@ -18,12 +18,15 @@
 // could undo another replica's put of the same key made in between.
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "gateway/store/pg_api.hpp"
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -111,7 +114,29 @@ std::string trimmed(const char* message) {
     return m;
 }
 
-blob_result<PGconn*> connect_pg(const std::string& url) {
+// Waits for the last result of the command just sent on `c` (as PQexec's). If no answer comes
+// within `answer_ms` (0: no bound), the socket is shut down: libpq then reports the connection
+// lost (CONNECTION_BAD), as after any break, so the callers' handling of a lost connection
+// applies (the lease is marked dead; an operation that did nothing runs again on a new one).
+PGresult* last_result(PGconn* c, int answer_ms) {
+    if (!pg::wait_for_answer(c, answer_ms)) {
+        log::warn("postgres blob store: no answer in time; the connection is given up",
+                  {{"answer_timeout_ms", answer_ms}});
+        ::shutdown(PQsocket(c), SHUT_RDWR);
+        PQconsumeInput(c);
+    }
+    PGresult* last = nullptr;
+    while (PGresult* r = PQgetResult(c)) {
+        if (last)
+            PQclear(last);
+        last = r;
+        if (PQstatus(c) == CONNECTION_BAD)
+            break;
+    }
+    return last;
+}
+
+blob_result<PGconn*> connect_pg(const std::string& url, int statement_timeout_ms) {
     // The store's settings for a database that stops answering (connect_timeout, keepalives).
     PGconn* c = pg::open_connection(url);
     if (PQstatus(c) != CONNECTION_OK) {
@@ -124,8 +149,13 @@ blob_result<PGconn*> connect_pg(const std::string& url) {
     PQsetNoticeProcessor(
         c, [](void*, const char*) {}, nullptr);
     // A file's chunks are durable before a task commit refers to them (as the store's own
-    // sessions, pg_connection.cpp), whatever the server's default.
-    PGresult* r = PQexec(c, "SET synchronous_commit = on");
+    // sessions, pg_connection.cpp), whatever the server's default; statements are bounded by
+    // the store's statement_timeout, and answers by pg::answer_timeout_ms of it.
+    const std::string setup = "SET synchronous_commit = on; SET statement_timeout = " +
+                              std::to_string(statement_timeout_ms);
+    PGresult* r = PQsendQuery(c, setup.c_str()) == 1
+                      ? last_result(c, pg::answer_timeout_ms(statement_timeout_ms))
+                      : nullptr;
     const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
     if (!ok) {
@@ -153,7 +183,11 @@ bool connection_lost(PGconn* c, const PGresult* r) {
 // Connections opened on demand up to a limit, reused, dropped when broken. Thread-safe.
 class pg_pool {
   public:
-    pg_pool(std::string url, int max) : url_(std::move(url)), max_(std::max(1, max)) {}
+    pg_pool(std::string url, int max, int statement_timeout_ms)
+        : url_(std::move(url)),
+          max_(std::max(1, max)),
+          statement_timeout_ms_(statement_timeout_ms) {}
+    int answer_ms() const { return pg::answer_timeout_ms(statement_timeout_ms_); }
     ~pg_pool() {
         for (auto* c : idle_)
             PQfinish(c);
@@ -171,6 +205,7 @@ class pg_pool {
                 pool_->give_back(conn_, dead_);
         }
         PGconn* get() const { return conn_; }
+        int answer_ms() const { return pool_->answer_ms(); }
         // The connection is gone: it is closed when given back, with every idle one.
         void mark_dead() { dead_ = true; }
 
@@ -213,12 +248,15 @@ class pg_pool {
 
   private:
     blob_result<PGconn*> connect() {
-        auto opened = connect_pg(url_);
+        auto opened = connect_pg(url_, statement_timeout_ms_);
         if (!opened)
             return opened.error();
         PGconn* c = *opened;
         for (const auto& s : statements) {
-            pg_result r(PQprepare(c, s.name, s.sql, s.params, nullptr), PQclear);
+            pg_result r(PQsendPrepare(c, s.name, s.sql, s.params, nullptr) == 1
+                            ? last_result(c, answer_ms())
+                            : nullptr,
+                        PQclear);
             if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
                 auto e =
                     make_error(blob_errc::backend, std::string("blob store: prepare ") + s.name +
@@ -259,6 +297,7 @@ class pg_pool {
 
     std::string url_;
     int max_;
+    int statement_timeout_ms_;
     std::mutex mu_;
     std::condition_variable cv_;
     std::vector<PGconn*> idle_;
@@ -298,12 +337,14 @@ struct params {
     }
 };
 
-// Runs a prepared statement; results in binary when `binary_result`.
-pg_result run(PGconn* c, const char* name, params& p, bool binary_result = false) {
+// Runs a prepared statement on the lease's connection; results in binary when `binary_result`.
+pg_result run(pg_pool::lease& conn, const char* name, params& p, bool binary_result = false) {
     p.fix();
-    return pg_result(PQexecPrepared(c, name, static_cast<int>(p.values.size()), p.values.data(),
-                                    p.lengths.data(), p.formats.data(), binary_result ? 1 : 0),
-                     PQclear);
+    PGconn* c = conn.get();
+    if (PQsendQueryPrepared(c, name, static_cast<int>(p.values.size()), p.values.data(),
+                            p.lengths.data(), p.formats.data(), binary_result ? 1 : 0) != 1)
+        return pg_result(nullptr, PQclear);
+    return pg_result(last_result(c, conn.answer_ms()), PQclear);
 }
 
 bool ok(const pg_result& r) {
@@ -316,12 +357,13 @@ blob_error backend_error(std::string_view key, std::string_view step, PGconn* c)
                                               ": " + trimmed(PQerrorMessage(c)));
 }
 
-pg_result exec(PGconn* c, const char* sql) {
-    return pg_result(PQexec(c, sql), PQclear);
+pg_result exec(PGconn* c, const char* sql, int answer_ms) {
+    if (PQsendQuery(c, sql) != 1)
+        return pg_result(nullptr, PQclear);
+    return pg_result(last_result(c, answer_ms), PQclear);
 }
-
-bool exec_simple(PGconn* c, const char* sql) {
-    return ok(exec(c, sql));
+pg_result exec(pg_pool::lease& conn, const char* sql) {
+    return exec(conn.get(), sql, conn.answer_ms());
 }
 
 // The error of a failed statement of an operation. If the connection was lost it is marked
@@ -340,9 +382,10 @@ blob_error step_error(pg_pool::lease& conn, const pg_result& r, std::string_view
 }
 
 // Ends the failed transaction of a live connection, so that it can be reused.
-void roll_back(PGconn* c) {
+void roll_back(pg_pool::lease& conn) {
+    PGconn* c = conn.get();
     if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE)
-        exec_simple(c, "ROLLBACK");
+        exec(conn, "ROLLBACK");
 }
 
 // Runs `attempt(lease, redo)` on a pooled connection. If it fails with `redo` set (its
@@ -412,7 +455,7 @@ class pg_reader final : public blob_reader {
                     .text(std::to_string(n))
                     .text(meta_.sha256)
                     .text(std::to_string(meta_.chunk_size));
-                pg_result r = run(conn.get(), "blob_chunk_get", p, /*binary_result=*/true);
+                pg_result r = run(conn, "blob_chunk_get", p, /*binary_result=*/true);
                 if (!ok(r))
                     return step_error(conn, r, key_, "read chunk " + std::to_string(n), redo);
                 return std::move(r);
@@ -438,17 +481,18 @@ class pg_reader final : public blob_reader {
 class pg_store final : public blob_store {
   public:
     explicit pg_store(const blob_options& o)
-        : pool_(std::make_shared<pg_pool>(o.pg_url, o.pg_max_connections)),
+        : pool_(
+              std::make_shared<pg_pool>(o.pg_url, o.pg_max_connections, o.pg_statement_timeout_ms)),
           chunk_size_(o.chunk_size),
           cache_(o.dir + "/cache", o.cache_ttl) {
         if (chunk_size_ == 0 || chunk_size_ > (64u << 20))
             throw std::runtime_error("blob store: chunk size must be 1 byte to 64 MiB");
         // A connection of its own: the pool's prepare statements on tables made here.
-        auto conn = connect_pg(o.pg_url);
+        auto conn = connect_pg(o.pg_url, o.pg_statement_timeout_ms);
         if (!conn)
             throw std::runtime_error(conn.error().message);
         std::unique_ptr<PGconn, void (*)(PGconn*)> c(*conn, PQfinish);
-        if (!exec_simple(c.get(), schema_sql))
+        if (!ok(exec(c.get(), schema_sql, pool_->answer_ms())))
             throw std::runtime_error("blob store: cannot create the blob tables: " +
                                      trimmed(PQerrorMessage(c.get())));
     }
@@ -467,7 +511,7 @@ class pg_store final : public blob_store {
         auto size = with_retry(*pool_, [&](pg_pool::lease& conn, bool& redo) {
             auto r = write_chunks(conn, k, fd, local, redo);
             if (!r)
-                roll_back(conn.get());
+                roll_back(conn);
             return r;
         });
         if (!size)
@@ -500,27 +544,27 @@ class pg_store final : public blob_store {
         const std::string k(key);
         return with_retry(*pool_, [&](pg_pool::lease& conn, bool& redo) -> blob_result<bool> {
             PGconn* c = conn.get();
-            if (auto r = exec(c, "BEGIN"); !ok(r))
+            if (auto r = exec(conn, "BEGIN"); !ok(r))
                 return step_error(conn, r, k, "begin", redo);
             // The blobs row first: it locks the key against a put running at the same time.
             params p1;
             p1.text(k);
-            pg_result deleted = run(c, "blob_delete", p1);
+            pg_result deleted = run(conn, "blob_delete", p1);
             if (!ok(deleted)) {
                 auto e = step_error(conn, deleted, k, "remove", redo);
-                roll_back(c);
+                roll_back(conn);
                 return e;
             }
             params p2;
             p2.text(k);
-            if (auto r = run(c, "blob_clear", p2); !ok(r)) {
+            if (auto r = run(conn, "blob_clear", p2); !ok(r)) {
                 auto e = step_error(conn, r, k, "remove chunks", redo);
-                roll_back(c);
+                roll_back(conn);
                 return e;
             }
-            if (auto r = exec(c, "COMMIT"); !ok(r)) {
+            if (auto r = exec(conn, "COMMIT"); !ok(r)) {
                 auto e = step_error(conn, r, k, "commit", redo, /*undone=*/false);
-                roll_back(c);
+                roll_back(conn);
                 return e;
             }
             return std::strtoll(PQcmdTuples(deleted.get()), nullptr, 10) > 0;
@@ -535,12 +579,12 @@ class pg_store final : public blob_store {
         PGconn* c = conn.get();
         if (::lseek(fd, 0, SEEK_SET) < 0)
             return errno_error("blob " + key + ": seek " + local, errno);
-        if (auto r = exec(c, "BEGIN"); !ok(r))
+        if (auto r = exec(conn, "BEGIN"); !ok(r))
             return step_error(conn, r, key, "begin", redo);
         for (const char* step : {"blob_claim", "blob_clear"}) {
             params p;
             p.text(key);
-            if (auto r = run(c, step, p); !ok(r))
+            if (auto r = run(conn, step, p); !ok(r))
                 return step_error(conn, r, key, step, redo);
         }
         std::vector<char> buf(chunk_size_);
@@ -555,7 +599,7 @@ class pg_store final : public blob_store {
             sha.update(std::string_view(buf.data(), static_cast<std::size_t>(got)));
             params p;
             p.text(key).text(std::to_string(n)).binary(buf.data(), static_cast<std::size_t>(got));
-            if (auto r = run(c, "blob_chunk_put", p); !ok(r))
+            if (auto r = run(conn, "blob_chunk_put", p); !ok(r))
                 return step_error(conn, r, key, "write chunk " + std::to_string(n), redo);
             total += static_cast<std::uint64_t>(got);
             if (static_cast<std::size_t>(got) < buf.size())
@@ -567,9 +611,9 @@ class pg_store final : public blob_store {
             .text(sha.hex_digest())
             .text(std::to_string(chunk_size_))
             .text(std::to_string(now_ms()));
-        if (auto r = run(c, "blob_done", p); !ok(r))
+        if (auto r = run(conn, "blob_done", p); !ok(r))
             return step_error(conn, r, key, "blob_done", redo);
-        if (auto r = exec(c, "COMMIT"); !ok(r))
+        if (auto r = exec(conn, "COMMIT"); !ok(r))
             return step_error(conn, r, key, "commit", redo, /*undone=*/false);
         return total;
     }
@@ -581,7 +625,7 @@ class pg_store final : public blob_store {
         return with_retry(*pool_, [&](pg_pool::lease& conn, bool& redo) -> blob_result<blob_meta> {
             params p;
             p.text(key);
-            pg_result r = run(conn.get(), "blob_stat", p);
+            pg_result r = run(conn, "blob_stat", p);
             if (!ok(r))
                 return step_error(conn, r, key, "stat", redo);
             if (PQntuples(r.get()) == 0)

@@ -106,28 +106,34 @@ void connection::fail(const char* what) {
     throw pg_error(std::string("postgres: ") + what + ": " + PQerrorMessage(c_), "", true);
 }
 
-void connection::await_answer(const char* what) {
-    if (answer_timeout_ms_ <= 0)
-        return;
+bool wait_for_answer(PGconn* c, int answer_ms) {
+    if (answer_ms <= 0)
+        return true;
     using clock = std::chrono::steady_clock;
-    const auto until = clock::now() + std::chrono::milliseconds(answer_timeout_ms_);
-    while (PQisBusy(c_) == 1) {
+    const auto until = clock::now() + std::chrono::milliseconds(answer_ms);
+    while (PQisBusy(c) == 1) {
         const auto left =
             std::chrono::duration_cast<std::chrono::milliseconds>(until - clock::now()).count();
-        if (left <= 0) {
-            broken_ = true;
-            pending_.clear();
-            throw pg_error(std::string("postgres: ") + what + ": no answer within " +
-                               std::to_string(answer_timeout_ms_) +
-                               " ms (the server, or the way to it, stopped answering)",
-                           "", true);
-        }
-        pollfd p{PQsocket(c_), POLLIN, 0};
+        if (left <= 0)
+            return false;
+        pollfd p{PQsocket(c), POLLIN, 0};
         if (::poll(&p, 1, static_cast<int>(left)) < 0 && errno != EINTR)
-            return;  // PQgetResult reports the connection's state
-        if (PQconsumeInput(c_) == 0)
-            return;  // lost: PQgetResult reports it
+            return true;  // PQgetResult reports the connection's state
+        if (PQconsumeInput(c) == 0)
+            return true;  // lost: PQgetResult reports it
     }
+    return true;
+}
+
+void connection::await_answer(const char* what) {
+    if (wait_for_answer(c_, answer_timeout_ms_))
+        return;
+    broken_ = true;
+    pending_.clear();
+    throw pg_error(std::string("postgres: ") + what + ": no answer within " +
+                       std::to_string(answer_timeout_ms_) +
+                       " ms (the server, or the way to it, stopped answering)",
+                   "", true);
 }
 
 PGresult* connection::last_result(const char* what) {

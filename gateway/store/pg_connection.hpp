@@ -126,6 +126,11 @@ constexpr int answer_timeout_ms(int statement_timeout_ms) {
     return statement_timeout_ms > 0 ? statement_timeout_ms + 10'000 : 0;
 }
 
+// Waits until libpq can hand out the next result of `c` without blocking (or the connection
+// failed, which PQgetResult then reports): true; false when no answer came within `answer_ms`
+// (0 waits for ever).
+bool wait_for_answer(PGconn* c, int answer_ms);
+
 class connection {
   public:
     // Connects (throws pg_error) and sets the session up: statement_timeout (0 = none), UTC,

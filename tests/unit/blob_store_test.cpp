@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <thread>
 #include <vector>
 
@@ -438,14 +439,20 @@ INSTANTIATE_TEST_SUITE_P(Backends, BlobStore,
                              return info.param == blob_backend::postgres ? "postgres" : "directory";
                          });
 
+// A PostgreSQL blob store's options: on `url`, its scratch space in `dir`.
+segue::store::blob_options pg_blobs(const segue::test::temp_dir& dir, const std::string& url) {
+    segue::store::blob_options o;
+    o.backend = blob_backend::postgres;
+    o.dir = dir.path();
+    o.pg_url = url;
+    return o;
+}
+
 // PostgreSQL materializes into a local cache (the directory backend hands out its own files).
 TEST(BlobStorePostgres, CachedCopiesInUseStayUnusedOnesAreSwept) {
     segue::test::temp_dir dir;
     segue::test::pg_schema schema;
-    segue::store::blob_options o;
-    o.backend = blob_backend::postgres;
-    o.dir = dir.path();
-    o.pg_url = schema.url();
+    auto o = pg_blobs(dir, schema.url());
     o.cache_ttl = std::chrono::seconds(0);  // every get sweeps; everything unused is stale
     auto s = segue::store::open_blob_store(o);
     make_file(dir.file("a"), 1000, 5);
@@ -490,10 +497,7 @@ TEST(BlobStorePostgres, OperationsSucceedAfterTheServerClosedThePooledConnection
             std::this_thread::sleep_for(std::chrono::milliseconds(5));
         ASSERT_EQ(sessions(), 0);
     };
-    segue::store::blob_options o;
-    o.backend = blob_backend::postgres;
-    o.dir = dir.path();
-    o.pg_url = schema.url() + "&application_name=" + app;
+    auto o = pg_blobs(dir, schema.url() + "&application_name=" + app);
     o.chunk_size = 1000;
     auto s = segue::store::open_blob_store(o);
     make_file(dir.file("a"), 2500, 1);
@@ -570,3 +574,43 @@ TEST(BlobStoreKeys, RelativePathsOfPlainSegments) {
 }
 
 }  // namespace
+
+// The server stops answering without closing anything (every PostgreSQL process SIGSTOPped): a
+// put and a read give up after statement_timeout + 10 s without an answer, with the store's
+// backend error, instead of holding their (blocking pool) thread and their client for the
+// freeze. After the thaw both work again on new connections.
+TEST(BlobStorePostgres, AServerThatStopsAnsweringFailsOperationsInBoundedTime) {
+    segue::test::temp_dir dir;
+    segue::test::pg_private_server pg;
+    auto o = pg_blobs(dir, pg.url());
+    o.chunk_size = 1000;
+    o.pg_statement_timeout_ms = 500;  // answers given up after 10.5 s
+    auto s = segue::store::open_blob_store(o);
+    make_file(dir.file("a"), 2500, 1);
+    ASSERT_TRUE(s->put("a", dir.file("a"), put_mode::copy));
+
+    pg.freeze();
+    const auto start = std::chrono::steady_clock::now();
+    make_file(dir.file("b"), 2500, 2);
+    auto frozen = std::async(std::launch::async, [&] {
+        auto put = s->put("b", dir.file("b"), put_mode::copy);
+        auto opened = s->open("a");
+        return std::make_pair(std::move(put), opened.has_value());
+    });
+    // The put gives up on its connection after 10.5 s, and its second try cannot connect
+    // (connect_timeout 5 s); the read cannot connect: bounded by the timeouts, not the freeze.
+    if (frozen.wait_for(std::chrono::seconds(50)) != std::future_status::ready) {
+        pg.thaw();
+        FAIL() << "held for the freeze (50 s)";
+    }
+    auto [put, opened] = frozen.get();
+    ASSERT_FALSE(put);
+    EXPECT_EQ(put.error().code, segue::store::blob_errc::backend) << put.error().message;
+    EXPECT_FALSE(opened);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(50));
+
+    pg.thaw();
+    auto again = s->put("b", dir.file("b"), put_mode::copy);
+    ASSERT_TRUE(again) << again.error().message;
+    EXPECT_EQ(blob_sha(*s, "b"), sha_of(2500, 2));
+}
