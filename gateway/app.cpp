@@ -154,20 +154,56 @@ constexpr std::size_t log_queue_bytes = std::size_t{4} << 20;
 
 // A secret kept in the store (store::transaction::ensure_secret): `fresh` if none was stored
 // yet, else the stored one. At start-up, before any io_context runs: waits for the commit.
+// Runs a unit at start-up, before any io_context runs, and waits for it (rethrowing its error).
+static void run_at_start(store::store& s, bool write, store::store::unit fn) {
+    std::promise<void> done;
+    auto completion = [&](std::exception_ptr e) {
+        if (e)
+            done.set_exception(e);
+        else
+            done.set_value();
+    };
+    if (write)
+        s.submit_write(std::move(fn), completion);
+    else
+        s.submit_read(std::move(fn), completion);
+    done.get_future().get();
+}
+
 static std::string stored_secret(store::store& s, const std::string& name,
                                  const std::string& fresh) {
-    std::promise<void> done;
     std::string value;
-    s.submit_write(
-        [&](store::transaction& tx) { value = tx.ensure_secret(name, fresh, tx.clock_ms()); },
-        [&](std::exception_ptr e) {
-            if (e)
-                done.set_exception(e);
-            else
-                done.set_value();
-        });
-    done.get_future().get();
+    run_at_start(s, true, [&](store::transaction& tx) {
+        value = tx.ensure_secret(name, fresh, tx.clock_ms());
+    });
     return value;
+}
+
+// tenants[].credits is the tenant's initial grant, made once (at its first create or credits
+// call) and never changed after: a config that later says otherwise is logged at start, with
+// what was granted and how to add more, instead of being silently without effect.
+static void warn_of_changed_grants(store::store& s,
+                                   const std::vector<config::tenant_settings>& ts) {
+    std::vector<std::pair<std::string, std::int64_t>> configured;
+    for (const auto& t : ts)
+        if (auto milli = core::credits_to_milli(t.credits); milli && *milli > 0)
+            configured.emplace_back(t.name, *milli);
+    if (configured.empty())
+        return;
+    std::vector<std::optional<store::ledger_row>> granted(configured.size());
+    run_at_start(s, false, [&](store::transaction& tx) {
+        for (std::size_t i = 0; i < configured.size(); ++i)
+            granted[i] = tx.find_ledger_entry(configured[i].first, "", 0, "grant", "initial");
+    });
+    for (std::size_t i = 0; i < configured.size(); ++i)
+        if (granted[i] && granted[i]->amount_milli != configured[i].second)
+            log::warn(
+                "tenants[].credits differs from the initial grant already made, which is "
+                "made once: the setting has no effect; top up with POST "
+                "/v1/admin/credits",
+                {{"tenant", configured[i].first},
+                 {"configured", core::format_credits(configured[i].second)},
+                 {"granted", core::format_credits(granted[i]->amount_milli)}});
 }
 
 namespace {
@@ -281,6 +317,7 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
     }
     add_store_metrics(d.metrics, *d.store,
                       d.settings.storage.engine == config::storage_engine::sqlite);
+    warn_of_changed_grants(*d.store, d.settings.tenants);
     if (d.settings.api.url_signing_key.empty()) {
         // Made once and kept in the store: links already handed out (7-day links, the upload
         // URLs providers fetch) outlive a restart, and every replica sharing the store signs

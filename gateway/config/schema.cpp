@@ -150,7 +150,8 @@ object_schema<tenant_settings> tenant_schema() {
         .secret();
     t.field("credits", &tenant_settings::credits,
             "Initial credit grant, written to the tenant's ledger once; top-ups come from "
-            "POST /v1/admin/credits.")
+            "POST /v1/admin/credits. Changed after the grant was made, it has no effect, and "
+            "the start logs a warning saying so.")
         .def(1000.0)
         .range(0.0, 1e12);
     t.validate([](const tenant_settings& x) -> std::optional<std::string> {

@@ -595,6 +595,39 @@ TEST(ApiEdge, AFrozenDatabaseHoldsNoRequestForTheFreeze) {
               (std::set<std::string>{std::string(parse(before->body)["id"].as_string()), created}));
 }
 
+// tenants[].credits is the initial grant, made once: raised in the config later it changes
+// nothing, and the start says so (with what was granted and how to top up) instead of leaving
+// the operator to find out from a 402. Unchanged, it says nothing.
+TEST(ApiEdge, ACreditsSettingChangedAfterTheGrantIsLoggedAtStart) {
+    segue::test::temp_dir d;
+    const auto config = [&](const std::string& credits) {
+        return "server:\n  listen: 127.0.0.1:0\n"
+               "tenants:\n  - name: edge\n    api_keys: [sk-edge]\n    credits: " +
+               credits + "\n" + segue::test::storage_yaml(d.path());
+    };
+    const std::string warning = "differs from the initial grant already made";
+    const auto balance = [&](const segue_process& s) {
+        auto r = http_request(s.port(), "GET", "/v1/credits", "", {key});
+        return r && r->status == 200 ? json::serialize(parse(r->body)["balance"]) : "?";
+    };
+    {
+        segue_process s(config("1000"));
+        EXPECT_EQ(balance(s), "1000");  // the grant, made by the first credits call
+    }
+    {
+        segue_process s(config("1000"));
+        EXPECT_EQ(balance(s), "1000");
+        EXPECT_EQ(s.log().find(warning), std::string::npos) << s.log();
+    }
+    segue_process s(config("5000"));
+    const std::string log = s.log_with(warning);
+    EXPECT_NE(log.find(warning), std::string::npos) << log;
+    EXPECT_NE(log.find(R"("tenant":"edge","configured":"5000","granted":"1000")"),
+              std::string::npos)
+        << log;
+    EXPECT_EQ(balance(s), "1000");
+}
+
 // Runs segue (`args` before --config) on `yaml` and expects it to exit 1 within 5 s; its
 // output.
 std::string gives_up_at_once(const segue::test::temp_dir& d, const std::string& yaml,
