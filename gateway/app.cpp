@@ -152,8 +152,6 @@ struct app::impl {
 // The log's queue: ~16,000 access lines, a few seconds of a stalled reader at full load.
 constexpr std::size_t log_queue_bytes = std::size_t{4} << 20;
 
-// A secret kept in the store (store::transaction::ensure_secret): `fresh` if none was stored
-// yet, else the stored one. At start-up, before any io_context runs: waits for the commit.
 // Runs a unit at start-up, before any io_context runs, and waits for it (rethrowing its error).
 static void run_at_start(store::store& s, bool write, store::store::unit fn) {
     std::promise<void> done;
@@ -170,6 +168,8 @@ static void run_at_start(store::store& s, bool write, store::store::unit fn) {
     done.get_future().get();
 }
 
+// A secret kept in the store (store::transaction::ensure_secret): `fresh` if none was stored
+// yet, else the stored one. At start-up: waits for the commit.
 static std::string stored_secret(store::store& s, const std::string& name,
                                  const std::string& fresh) {
     std::string value;
@@ -185,16 +185,22 @@ static std::string stored_secret(store::store& s, const std::string& name,
 static void warn_of_changed_grants(store::store& s,
                                    const std::vector<config::tenant_settings>& ts) {
     std::vector<std::pair<std::string, std::int64_t>> configured;
-    for (const auto& t : ts)
-        if (auto milli = core::credits_to_milli(t.credits); milli && *milli > 0)
+    for (const auto& t : ts)  // 0 included: lowered to nothing after a grant, it is said too
+        if (auto milli = core::credits_to_milli(t.credits))
             configured.emplace_back(t.name, *milli);
     if (configured.empty())
         return;
     std::vector<std::optional<store::ledger_row>> granted(configured.size());
-    run_at_start(s, false, [&](store::transaction& tx) {
-        for (std::size_t i = 0; i < configured.size(); ++i)
-            granted[i] = tx.find_ledger_entry(configured[i].first, "", 0, "grant", "initial");
-    });
+    try {
+        run_at_start(s, false, [&](store::transaction& tx) {
+            for (std::size_t i = 0; i < configured.size(); ++i)
+                granted[i] = tx.find_ledger_entry(configured[i].first, "", 0, "grant", "initial");
+        });
+    } catch (const std::exception& e) {  // a diagnosis only: never a reason not to start
+        log::warn("the tenants' initial grants could not be read to compare with the config",
+                  {{"error", e.what()}});
+        return;
+    }
     for (std::size_t i = 0; i < configured.size(); ++i)
         if (granted[i] && granted[i]->amount_milli != configured[i].second)
             log::warn(
@@ -336,10 +342,12 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
                      : store::blob_backend::directory;
     bo.dir = d.settings.storage.blob_dir;
     bo.pg_url = d.settings.storage.postgres.url;
+    // At least the blob store's own default: a put of a key waits for another put of it.
     bo.pg_statement_timeout_ms =
-        static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                             d.settings.storage.postgres.statement_timeout)
-                             .count());
+        std::max(bo.pg_statement_timeout_ms,
+                 static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      d.settings.storage.postgres.statement_timeout)
+                                      .count()));
     d.blobs = store::open_blob_store(bo);
     d.providers = providers::make_registry(provider_kinds, d.settings);
     // Routes may only name providers that are enabled here.

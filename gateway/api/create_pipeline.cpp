@@ -29,10 +29,12 @@
 #include "gateway/net/url_guard.hpp"
 #include "gateway/runtime/blocking_pool.hpp"
 #include "gateway/store/blob_store.hpp"
+#include "gateway/store/db.hpp"
 #include "gateway/util/crypto.hpp"
 #include "gateway/util/json_keys.hpp"
 #include "gateway/util/json_text.hpp"
 #include "gateway/util/text.hpp"
+#include "gateway/util/unavailable.hpp"
 #include "gateway/util/utf8.hpp"
 
 namespace segue::api::create {
@@ -587,9 +589,17 @@ awaitable<std::optional<refusal>> store_upload(upload& up, store::blob_store& bl
     const std::string path = up.spool->path();
     co_await blocking.run([&] { put = blobs.put(key, path, store::put_mode::take); });
     if (!*put) {
-        log::error("upload not stored", {{"file_id", up.file_id},
-                                         {"backend", std::string(blobs.backend())},
-                                         {"error", put->error().message}});
+        // The blob store's database out of reach or not answering (blobs: postgres) is an
+        // outage, as the task store's is: 503 with Retry-After, nothing kept. Anything else
+        // (the disk) is the gateway's failure.
+        const bool outage = put->error().code == store::blob_errc::backend;
+        log::write(outage ? log::level::warn : log::level::error, "upload not stored",
+                   {{"file_id", up.file_id},
+                    {"backend", std::string(blobs.backend())},
+                    {"error", put->error().message}});
+        if (outage)
+            throw util::unavailable_error("the database is unreachable for now; try again",
+                                          store::outage_retry_after_s());
         co_return refuse(error_kind::internal, "blob_error", "cannot store the upload");
     }
     up.spool->keep();  // the store has it now

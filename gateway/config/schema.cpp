@@ -205,10 +205,10 @@ object_schema<postgres_settings> postgres_schema() {
         .def(8)
         .range(3, 200);
     s.field("statement_timeout", &postgres_settings::statement_timeout,
-            "Longest a statement may run (PostgreSQL statement_timeout, for the blob store's "
-            "sessions too); a unit that exceeds it fails instead of holding locks. A "
-            "connection that gets no answer for this + 10 s is given up as lost (the server "
-            "stopped answering).")
+            "Longest a statement may run (PostgreSQL statement_timeout; the blob store's "
+            "sessions use at least 60s); a unit that exceeds it fails instead of holding "
+            "locks. A connection that gets no answer for this + 10 s is given up as lost (the "
+            "server stopped answering).")
         .def(5s)
         .range(100ms, 10min);
     s.field("connect_wait", &postgres_settings::connect_wait,

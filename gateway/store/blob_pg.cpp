@@ -31,6 +31,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -119,14 +120,21 @@ std::string trimmed(const char* message) {
 // lost (CONNECTION_BAD), as after any break, so the callers' handling of a lost connection
 // applies (the lease is marked dead; an operation that did nothing runs again on a new one).
 PGresult* last_result(PGconn* c, int answer_ms) {
-    if (!pg::wait_for_answer(c, answer_ms)) {
+    const auto give_up = [&] {
         log::warn("postgres blob store: no answer in time; the connection is given up",
                   {{"answer_timeout_ms", answer_ms}});
         ::shutdown(PQsocket(c), SHUT_RDWR);
         PQconsumeInput(c);
-    }
+    };
+    if (!pg::flush_within(c, answer_ms))
+        give_up();
     PGresult* last = nullptr;
-    while (PGresult* r = PQgetResult(c)) {
+    for (;;) {
+        if (PQstatus(c) != CONNECTION_BAD && !pg::wait_for_answer(c, answer_ms))
+            give_up();
+        PGresult* r = PQgetResult(c);
+        if (!r)
+            break;
         if (last)
             PQclear(last);
         last = r;
@@ -148,11 +156,25 @@ blob_result<PGconn*> connect_pg(const std::string& url, int statement_timeout_ms
     // Notices ("relation already exists, skipping") are not for the log.
     PQsetNoticeProcessor(
         c, [](void*, const char*) {}, nullptr);
+    // Sends never block: a chunk (1 MiB) that a stopped server does not take is given up on
+    // within the answer timeout too (last_result).
+    if (PQsetnonblocking(c, 1) != 0) {
+        auto e = make_error(blob_errc::backend, "blob store: cannot set up a PostgreSQL session: " +
+                                                    trimmed(PQerrorMessage(c)));
+        PQfinish(c);
+        return e;
+    }
     // A file's chunks are durable before a task commit refers to them (as the store's own
     // sessions, pg_connection.cpp), whatever the server's default; statements are bounded by
     // the store's statement_timeout, and answers by pg::answer_timeout_ms of it.
+    // As the store's sessions (pg_connection.cpp): the server's side of a connection given up
+    // on ends too, and its locks with it.
     const std::string setup = "SET synchronous_commit = on; SET statement_timeout = " +
-                              std::to_string(statement_timeout_ms);
+                              std::to_string(statement_timeout_ms) +
+                              "; SET idle_in_transaction_session_timeout = " +
+                              std::to_string(pg::answer_timeout_ms(statement_timeout_ms)) +
+                              "; SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; "
+                              "SET tcp_keepalives_count = 3; SET tcp_user_timeout = 30000";
     PGresult* r = PQsendQuery(c, setup.c_str()) == 1
                       ? last_result(c, pg::answer_timeout_ms(statement_timeout_ms))
                       : nullptr;
@@ -236,13 +258,28 @@ class pg_pool {
         }
         if (spare)
             PQfinish(spare);
-        auto c = connect();
-        if (!c) {
+        // A connect that failed a moment ago (the server is down, or frozen: each try then
+        // costs connect_timeout) is not tried again by every caller queued behind it: they
+        // fail at once with its error, so an upload during an outage is answered in seconds
+        // rather than after its turn in a queue of 5 s connects.
+        {
             std::lock_guard lock(mu_);
+            if (failed_at_ && std::chrono::steady_clock::now() - *failed_at_ < recent_failure) {
+                --open_;
+                cv_.notify_one();
+                return failed_;
+            }
+        }
+        auto c = connect();
+        std::lock_guard lock(mu_);
+        if (!c) {
             --open_;
             cv_.notify_one();
+            failed_at_ = std::chrono::steady_clock::now();
+            failed_ = c.error();
             return c.error();
         }
+        failed_at_.reset();
         return lease(this, *c);
     }
 
@@ -298,6 +335,9 @@ class pg_pool {
     std::string url_;
     int max_;
     int statement_timeout_ms_;
+    static constexpr std::chrono::seconds recent_failure{2};
+    std::optional<std::chrono::steady_clock::time_point> failed_at_;  // the last failed connect
+    blob_error failed_;                                               // and its error
     std::mutex mu_;
     std::condition_variable cv_;
     std::vector<PGconn*> idle_;

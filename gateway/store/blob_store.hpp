@@ -115,8 +115,10 @@ struct blob_options {
     // PostgreSQL: a libpq connection URL (its search_path names the schema, if not public).
     std::string pg_url;
     int pg_max_connections = 4;  // opened on demand, kept for reuse
-    // Each statement's bound (the session's statement_timeout); an answer that does not come
-    // within it + 10 s gives the connection up as lost (a server that stopped answering).
+    // Each statement's bound (the session's statement_timeout; the gateway gives the task
+    // store's); an answer that does not come within it + 10 s gives the connection up as lost
+    // (a server that stopped answering). A put of a key that another put holds (a rare race of
+    // two runs of one job) waits that long, then fails, and its job runs again.
     int pg_statement_timeout_ms = 5000;
     std::size_t chunk_size = 1u << 20;     // bytes per row (the last row of a blob is shorter)
     std::chrono::seconds cache_ttl{3600};  // a materialized copy unused this long is removed

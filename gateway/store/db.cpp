@@ -22,11 +22,15 @@ namespace {
 constexpr int retry_after_unreachable_s = 5;
 
 int retry_after_s() {
+    return outage_retry_after_s();
+}
+}  // namespace
+
+int outage_retry_after_s() {
     thread_local std::mt19937_64 rng{std::random_device{}()};
     return core::spread_retry_after_s(retry_after_unreachable_s,
                                       std::generate_canonical<double, 53>(rng));
 }
-}  // namespace
 
 db::db(store& s, metrics::registry& m, write_lane lane, bool fail_fast,
        std::chrono::milliseconds give_up_after)

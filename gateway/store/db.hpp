@@ -16,6 +16,10 @@ class counter;
 
 namespace segue::store {
 
+// The Retry-After (seconds) for a client refused because the database is out of reach or too
+// busy: about 5 s, spread per answer (3..7) so refused clients do not come back together.
+int outage_retry_after_s();
+
 class db {
   public:
     // Writes go to `lane` (store.hpp): the API's db is requests, the engine's and the

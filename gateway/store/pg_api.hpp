@@ -29,6 +29,7 @@ namespace segue::store::pg {
     X(PQexecPrepared)         \
     X(PQexitPipelineMode)     \
     X(PQfinish)               \
+    X(PQflush)                \
     X(PQfreemem)              \
     X(PQgetisnull)            \
     X(PQgetlength)            \
@@ -48,6 +49,7 @@ namespace segue::store::pg {
     X(PQsendQueryParams)      \
     X(PQsendQueryPrepared)    \
     X(PQsetNoticeProcessor)   \
+    X(PQsetnonblocking)       \
     X(PQsocket)               \
     X(PQstatus)               \
     X(PQtransactionStatus)
@@ -82,6 +84,7 @@ bool pq_loaded() noexcept;
 #define PQexecPrepared (::segue::store::pg::pq().PQexecPrepared)
 #define PQexitPipelineMode (::segue::store::pg::pq().PQexitPipelineMode)
 #define PQfinish (::segue::store::pg::pq().PQfinish)
+#define PQflush (::segue::store::pg::pq().PQflush)
 #define PQfreemem (::segue::store::pg::pq().PQfreemem)
 #define PQgetisnull (::segue::store::pg::pq().PQgetisnull)
 #define PQgetlength (::segue::store::pg::pq().PQgetlength)
@@ -101,6 +104,7 @@ bool pq_loaded() noexcept;
 #define PQsendQueryParams (::segue::store::pg::pq().PQsendQueryParams)
 #define PQsendQueryPrepared (::segue::store::pg::pq().PQsendQueryPrepared)
 #define PQsetNoticeProcessor (::segue::store::pg::pq().PQsetNoticeProcessor)
+#define PQsetnonblocking (::segue::store::pg::pq().PQsetnonblocking)
 #define PQsocket (::segue::store::pg::pq().PQsocket)
 #define PQstatus (::segue::store::pg::pq().PQstatus)
 #define PQtransactionStatus (::segue::store::pg::pq().PQtransactionStatus)

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <limits>
 #include <optional>
 
 namespace segue::store::pg {
@@ -54,7 +55,8 @@ PGconn* open_connection(const std::string& url) {
 }
 
 connection::connection(const std::string& url, int statement_timeout_ms, std::string_view app_name)
-    : answer_timeout_ms_(answer_timeout_ms(statement_timeout_ms)) {
+    : statement_timeout_ms_(statement_timeout_ms),
+      answer_timeout_ms_(answer_timeout_ms(statement_timeout_ms)) {
     c_ = open_connection(url);
     if (PQstatus(c_) != CONNECTION_OK) {
         std::string msg = PQerrorMessage(c_);
@@ -64,17 +66,40 @@ connection::connection(const std::string& url, int statement_timeout_ms, std::st
         c_ = nullptr;
         throw pg_error("postgres: cannot connect: " + msg, "", true);
     }
+    try {
+        set_up(statement_timeout_ms, app_name);
+    } catch (...) {
+        PQfinish(c_);  // no destructor for an object whose constructor threw
+        c_ = nullptr;
+        throw;
+    }
+}
+
+void connection::set_up(int statement_timeout_ms, std::string_view app_name) {
     // NOTICEs (e.g. "drop cascades to ...") are not errors: never printed on stderr.
     PQsetNoticeProcessor(
         c_, [](void*, const char*) {}, nullptr);
+    // Sends never block: a server that takes nothing more is waited for within the answer
+    // timeout too (flush_within), not for ever.
+    if (PQsetnonblocking(c_, 1) != 0)
+        fail("nonblocking mode");
     // synchronous_commit on, whatever the server's default: a COMMIT that returned is on the
     // database's disk before the gateway acts on it (calls a provider, answers 202). Off, a
     // database crash can take back a commit a provider call followed: a second generation.
+    // The server's side of a connection this process gave up on (no answer in time, across a
+    // network that lost it) ends too, and with it its transaction's locks: idle in a
+    // transaction longer than the answer timeout, or unheard from over TCP (keepalives,
+    // unacknowledged data), instead of the server's default of two hours.
     query(
         "SELECT set_config('statement_timeout', $1, false), set_config('TimeZone', 'UTC', "
         "false), set_config('application_name', $2, false), "
-        "set_config('synchronous_commit', 'on', false)",
-        {std::to_string(statement_timeout_ms), app_name});
+        "set_config('synchronous_commit', 'on', false), "
+        "set_config('idle_in_transaction_session_timeout', $3, false), "
+        "set_config('tcp_keepalives_idle', '10', false), "
+        "set_config('tcp_keepalives_interval', '5', false), "
+        "set_config('tcp_keepalives_count', '3', false), "
+        "set_config('tcp_user_timeout', '30000', false)",
+        {std::to_string(statement_timeout_ms), app_name, std::to_string(answer_timeout_ms_)});
 }
 
 connection::~connection() {
@@ -106,34 +131,71 @@ void connection::fail(const char* what) {
     throw pg_error(std::string("postgres: ") + what + ": " + PQerrorMessage(c_), "", true);
 }
 
-bool wait_for_answer(PGconn* c, int answer_ms) {
-    if (answer_ms <= 0)
-        return true;
-    using clock = std::chrono::steady_clock;
-    const auto until = clock::now() + std::chrono::milliseconds(answer_ms);
-    while (PQisBusy(c) == 1) {
-        const auto left =
-            std::chrono::duration_cast<std::chrono::milliseconds>(until - clock::now()).count();
-        if (left <= 0)
+namespace {
+
+using wait_clock = std::chrono::steady_clock;
+
+wait_clock::time_point deadline_in(int ms) {
+    return ms > 0 ? wait_clock::now() + std::chrono::milliseconds(ms)
+                  : wait_clock::time_point::max();
+}
+
+// One wait of at most 100 ms for `events` on the connection's socket, then whatever arrived is
+// read (also when poll saw nothing: TLS may hold bytes the socket no longer shows). False when
+// the deadline passed, or the socket cannot be polled.
+bool wait_a_moment(PGconn* c, short events, wait_clock::time_point until) {
+    const auto now = wait_clock::now();
+    if (now >= until)
+        return false;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count();
+    pollfd p{PQsocket(c), events, 0};
+    if (::poll(&p, 1, static_cast<int>(std::min<std::int64_t>(left, 100))) < 0 && errno != EINTR)
+        return false;
+    return true;
+}
+
+}  // namespace
+
+bool flush_within(PGconn* c, int answer_ms) {
+    const auto until = deadline_in(answer_ms);
+    for (;;) {
+        const int r = PQflush(c);
+        if (r <= 0)
+            return true;  // all sent; or failed, which the next result reports
+        if (!wait_a_moment(c, POLLIN | POLLOUT, until))
             return false;
-        pollfd p{PQsocket(c), POLLIN, 0};
-        if (::poll(&p, 1, static_cast<int>(left)) < 0 && errno != EINTR)
-            return true;  // PQgetResult reports the connection's state
+        if (PQconsumeInput(c) == 0)
+            return true;  // lost: the next result reports it
+    }
+}
+
+bool wait_for_answer(PGconn* c, int answer_ms) {
+    const auto until = deadline_in(answer_ms);
+    while (PQisBusy(c) == 1) {
+        if (!wait_a_moment(c, POLLIN, until))
+            return false;
         if (PQconsumeInput(c) == 0)
             return true;  // lost: PQgetResult reports it
     }
     return true;
 }
 
-void connection::await_answer(const char* what) {
-    if (wait_for_answer(c_, answer_timeout_ms_))
-        return;
+void connection::gave_up(const char* what, const char* doing, int ms) {
     broken_ = true;
     pending_.clear();
-    throw pg_error(std::string("postgres: ") + what + ": no answer within " +
-                       std::to_string(answer_timeout_ms_) +
-                       " ms (the server, or the way to it, stopped answering)",
+    throw pg_error(std::string("postgres: ") + what + ": " + doing + " within " +
+                       std::to_string(ms) + " ms (the server, or the way to it, stopped answering)",
                    "", true);
+}
+
+void connection::flush(const char* what) {
+    if (!flush_within(c_, answer_timeout_ms_))
+        gave_up(what, "could not send", answer_timeout_ms_);
+}
+
+void connection::await_answer(const char* what, int budget_ms) {
+    if (!wait_for_answer(c_, budget_ms))
+        gave_up(what, "no answer", budget_ms);
 }
 
 PGresult* connection::last_result(const char* what) {
@@ -141,8 +203,9 @@ PGresult* connection::last_result(const char* what) {
         if (r)
             PQclear(r);
     });
+    flush(what);
     for (;;) {
-        await_answer(what);
+        await_answer(what, answer_timeout_ms_);
         PGresult* r = PQgetResult(c_);
         if (!r)
             break;
@@ -268,13 +331,23 @@ void connection::sync_discarding_errors() {
 result connection::drain(bool discard_errors) {
     if (PQpipelineSync(c_) != 1)
         fail("pipeline sync");
+    flush("pipeline sync");
+    // The server sends a pipeline's answers when it reaches the sync, so the first one may come
+    // after every statement of it has run: each may take up to statement_timeout.
+    const int budget =
+        statement_timeout_ms_ > 0
+            ? static_cast<int>(std::min<std::int64_t>(
+                  static_cast<std::int64_t>(pending_.size()) * statement_timeout_ms_ +
+                      answer_timeout_ms_ - statement_timeout_ms_,
+                  std::numeric_limits<int>::max()))
+            : 0;
     result last;
     std::optional<pg_error> first;
     for (const auto& s : pending_) {
         // Each statement's answer: its result(s), then a null.
         bool answered = false;
         for (;;) {
-            await_answer(s.what);
+            await_answer(s.what, budget);
             PGresult* r = PQgetResult(c_);
             if (!r)
                 break;
@@ -295,7 +368,7 @@ result connection::drain(bool discard_errors) {
         if (!answered)
             fail(s.what);  // the connection broke
     }
-    await_answer("pipeline sync");
+    await_answer("pipeline sync", budget);
     PGresult* r = PQgetResult(c_);
     const bool synced = r && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
     if (r)

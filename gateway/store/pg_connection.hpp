@@ -8,6 +8,7 @@
 
 #include "gateway/store/pg_api.hpp"
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cstdint>
@@ -106,9 +107,11 @@ PGconn* open_connection(const std::string& url);
 //  - connect_timeout 5: a connect, or a session's start-up, that gets no answer in 5 s fails (a
 //    server that is frozen or a host that is gone; libpq's default is to wait for ever, and the
 //    kernel's for about two minutes).
-//  - keepalives on, after 10 s idle, every 5 s, 3 unanswered probes end the connection (TCP
-//    only): a host that went away without a word is noticed in about 25 s, not the kernel's
-//    two hours.
+//  - keepalives on, after 10 s idle, every 5 s, 3 unanswered probes (TCP only): a host that
+//    went away without a word is noticed in about 30 s (Linux ends it at tcp_user_timeout
+//    then), not the kernel's two hours.
+// They override PGCONNECT_TIMEOUT and a service file's settings (libpq applies those only to
+// what is not given): set them in the URL instead.
 //  - tcp_user_timeout 30000: data the other end has not acknowledged in 30 s ends the
 //    connection (TCP only; the kernel's default retransmits for about 15 minutes).
 struct connection_setting {
@@ -123,13 +126,18 @@ extern const std::array<connection_setting, 6> connection_defaults;
 // network that drops packets without a reset). 0 (statement_timeout 0: migrations) waits for
 // ever.
 constexpr int answer_timeout_ms(int statement_timeout_ms) {
-    return statement_timeout_ms > 0 ? statement_timeout_ms + 10'000 : 0;
+    return statement_timeout_ms > 0 ? std::min(statement_timeout_ms, 0x7fffffff - 10'000) + 10'000
+                                    : 0;
 }
 
 // Waits until libpq can hand out the next result of `c` without blocking (or the connection
 // failed, which PQgetResult then reports): true; false when no answer came within `answer_ms`
 // (0 waits for ever).
 bool wait_for_answer(PGconn* c, int answer_ms);
+// For a nonblocking connection: sends what libpq holds for it, reading what the server sends
+// meanwhile; true once all is sent (or the connection failed, which the next result reports),
+// false if the server took nothing more for `answer_ms` (0 waits for ever).
+bool flush_within(PGconn* c, int answer_ms);
 
 class connection {
   public:
@@ -174,8 +182,13 @@ class connection {
   private:
     result check(PGresult* r, const char* what);
     // Returns once libpq has an answer (or the connection failed, which PQgetResult then
-    // reports); throws, the connection broken, when none came within the answer timeout.
-    void await_answer(const char* what);
+    // reports); throws, the connection broken, when none came within `budget_ms`.
+    void await_answer(const char* what, int budget_ms);
+    // Sends what libpq holds; throws, the connection broken, when the server takes nothing
+    // more within the answer timeout.
+    void flush(const char* what);
+    [[noreturn]] void gave_up(const char* what, const char* doing, int ms);
+    void set_up(int statement_timeout_ms, std::string_view app_name);
     // The last result of the command just sent (as PQexec's), each wait bounded.
     PGresult* last_result(const char* what);
     pg_error error_of(PGresult* r, const char* what) const;
@@ -191,6 +204,7 @@ class connection {
     PGconn* c_ = nullptr;
     std::vector<sent> pending_;  // what was sent and not yet answered, in order
     bool broken_ = false;
+    int statement_timeout_ms_ = 0;
     int answer_timeout_ms_ = 0;
     std::array<bool, static_cast<std::size_t>(q::count_)> prepared_{};
 };

@@ -147,13 +147,21 @@ class pg_store final : public store {
             give_up_loop();
         });
         if (o_.listen) {
-            // Listening before the open returns: a commit made after it is heard.
-            std::unique_ptr<connection> lc = connect();
-            lc->exec(listen_sql_.c_str());
-            listener_ = std::thread([this, c = std::move(lc)]() mutable {
-                name_thread("pg-listen");
-                listen_loop(std::move(c));
-            });
+            // Listening before the open returns: a commit made after it is heard. If that
+            // fails, the threads already running are stopped before the error goes on (a
+            // joinable std::thread destroyed would end the process, and open_postgres would
+            // never try again).
+            try {
+                std::unique_ptr<connection> lc = connect();
+                lc->exec(listen_sql_.c_str());
+                listener_ = std::thread([this, c = std::move(lc)]() mutable {
+                    name_thread("pg-listen");
+                    listen_loop(std::move(c));
+                });
+            } catch (...) {
+                close();
+                throw;
+            }
         }
     }
 
@@ -286,6 +294,8 @@ class pg_store final : public store {
 
     void give_up_loop() {
         const auto err = gave_up_error();
+        std::size_t given_up = 0;
+        auto last_said = clock::now() - std::chrono::seconds(1);
         std::unique_lock lk(give_up_mutex_);
         while (!stopping_.load()) {
             give_up_cv_.wait_for(lk, std::chrono::milliseconds(100));
@@ -294,10 +304,15 @@ class pg_store final : public store {
             std::size_t n = reads_.give_up_expired(now, err);
             for (auto& w : writes_)
                 n += w.give_up_expired(now, err);
-            if (n > 0)
-                log::warn(
-                    "postgres: units given up unrun, their time spent in the queue",
-                    {{"units", static_cast<std::int64_t>(n)}, {"unreachable", unreachable()}});
+            // Said once a second at most (an outage gives up units every round).
+            given_up += n;
+            if (given_up > 0 && now - last_said >= std::chrono::seconds(1)) {
+                log::warn("postgres: units given up unrun, their time spent in the queue",
+                          {{"units", static_cast<std::int64_t>(given_up)},
+                           {"unreachable", unreachable()}});
+                given_up = 0;
+                last_said = now;
+            }
             lk.lock();
         }
     }

@@ -566,14 +566,28 @@ TEST(ApiEdge, AFrozenDatabaseHoldsNoRequestForTheFreeze) {
     ASSERT_TRUE(before);
     ASSERT_EQ(before->status, 202) << before->body;
 
+    const auto upload = segue::test::multipart_body(
+        {{"audio_file", song(d, "wav"), "song.wav", "audio/wav"}, {"extend_after", "1"}}, boundary);
+    const std::vector<std::string> form = {
+        key, "Content-Type: multipart/form-data; boundary=" + boundary};
+    struct request {
+        std::string method;
+        std::string body;
+        const std::vector<std::string>* headers;
+    };
     pg.freeze();
     // Requests in turn, each on a connection of its own that waits up to a minute: the first
-    // finds a store that believes its connections work, the later ones a store that knows.
-    for (const auto& [method, target] : std::vector<std::pair<std::string, std::string>>{
-             {"POST", "/v1/extensions"}, {"GET", "/v1/extensions"}, {"POST", "/v1/extensions"}}) {
+    // finds stores that believe their connections work (an upload: its file goes to the blob
+    // store first, then a create), the later ones a store that knows.
+    for (const auto& [method, req_body, headers] :
+         std::vector<request>{{"POST", upload, &form},
+                              {"POST", body, &json_key},
+                              {"GET", "", &json_key},
+                              {"POST", body, &json_key}}) {
+        const std::string target = "/v1/extensions";
         const auto start = std::chrono::steady_clock::now();
         http_connection c(s.port(), 60s);
-        auto r = c.request(method, target, method == "POST" ? body : "", json_key);
+        auto r = c.request(method, target, req_body, *headers);
         const auto took = std::chrono::steady_clock::now() - start;
         ASSERT_TRUE(r) << target << " held for 60 s";
         EXPECT_EQ(r->status, 503) << target << ": " << r->body;

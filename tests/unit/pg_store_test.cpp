@@ -677,3 +677,48 @@ TEST(PgFrozenServer, UnitsAClientWaitsForAreGivenUpUnrunAndTheRestCommitAfterThe
     });
     s->close();
 }
+
+// A pipeline's answers come when the server reaches its sync, after all of its statements ran:
+// thirteen statements of 0.9 s each, every one within a 1 s statement_timeout, are answered
+// after 11.7 s, past one statement's answer bound (11 s), and that is not a lost connection.
+TEST_F(PgStoreTest, APipelineOfSlowStatementsIsNotTakenForALostConnection) {
+    st::pg::connection c(schema_.url(), 1000, "slow-pipeline");
+    for (int i = 0; i < 13; ++i)
+        c.send("SELECT pg_sleep(0.9)");
+    EXPECT_NO_THROW(c.sync());
+    EXPECT_TRUE(c.ok());
+}
+
+// The server's side of a session this process gave up on ends too, with its locks: idle in a
+// transaction past the answer bound, or unheard from over TCP.
+TEST_F(PgStoreTest, SessionsEndOnTheServersSideWhenTheirClientIsGone) {
+    st::pg::connection c(schema_.url(), 5000, "session-check");
+    EXPECT_EQ(c.query("SHOW idle_in_transaction_session_timeout", {}).text(0, 0), "15s");
+    EXPECT_EQ(c.query("SHOW statement_timeout", {}).text(0, 0), "5s");
+}
+
+// A statement bigger than a stopped server's socket takes (here 8 MiB on its unix socket) is
+// not a send that waits for ever: the connection gives up within the answer bound and is lost.
+// Blocking libpq sends would hold the caller (a writer, a blob put) until the thaw.
+TEST(PgFrozenServer, ASendTheServerDoesNotTakeIsGivenUpOn) {
+    segue::test::pg_private_server pg;
+    st::pg::connection c(pg.url(), 500, "big-send");  // answers and sends: 10.5 s
+    const std::string big(8 << 20, 'x');
+    pg.freeze();
+    auto sent = std::async(std::launch::async, [&]() -> std::string {
+        try {
+            c.query("SELECT length($1)", {big});
+            return "answered";
+        } catch (const st::pg::pg_error& e) {
+            return e.connection_lost() ? std::string("lost: ") + e.what() : e.what();
+        }
+    });
+    if (sent.wait_for(std::chrono::seconds(40)) != std::future_status::ready) {
+        pg.thaw();
+        FAIL() << "the send waited for the stopped server (40 s)";
+    }
+    const std::string outcome = sent.get();
+    EXPECT_EQ(outcome.rfind("lost: ", 0), 0u) << outcome;
+    EXPECT_NE(outcome.find("could not send"), std::string::npos) << outcome;
+    EXPECT_FALSE(c.ok());
+}
