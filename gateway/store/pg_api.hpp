@@ -44,6 +44,7 @@ namespace segue::store::pg {
     X(PQresultErrorField)     \
     X(PQresultErrorMessage)   \
     X(PQresultStatus)         \
+    X(PQsendFlushRequest)     \
     X(PQsendPrepare)          \
     X(PQsendQuery)            \
     X(PQsendQueryParams)      \
@@ -99,6 +100,7 @@ bool pq_loaded() noexcept;
 #define PQresultErrorField (::segue::store::pg::pq().PQresultErrorField)
 #define PQresultErrorMessage (::segue::store::pg::pq().PQresultErrorMessage)
 #define PQresultStatus (::segue::store::pg::pq().PQresultStatus)
+#define PQsendFlushRequest (::segue::store::pg::pq().PQsendFlushRequest)
 #define PQsendPrepare (::segue::store::pg::pq().PQsendPrepare)
 #define PQsendQuery (::segue::store::pg::pq().PQsendQuery)
 #define PQsendQueryParams (::segue::store::pg::pq().PQsendQueryParams)

@@ -309,6 +309,7 @@ void connection::send(q which, std::initializer_list<param> params) {
                             nullptr, nullptr, 0) != 1)
         fail(sql_of(which));
     pending_.push_back({sql_of(which)});
+    ask_for_answer(sql_of(which));
 }
 
 void connection::send(const char* sql) {
@@ -316,6 +317,15 @@ void connection::send(const char* sql) {
     if (PQsendQueryParams(c_, sql, 0, nullptr, nullptr, nullptr, nullptr, 0) != 1)
         fail(sql);
     pending_.push_back({sql});
+    ask_for_answer(sql);
+}
+
+void connection::ask_for_answer(const char* what) {
+    // The server would hold a pipeline's answers until its sync; asked to flush after each
+    // statement, it sends each as it is ready, so every wait for one is bounded by one
+    // statement's time (answer_timeout_ms), whatever the pipeline's length.
+    if (PQsendFlushRequest(c_) != 1)
+        fail(what);
 }
 
 void connection::sync() {
@@ -332,15 +342,7 @@ result connection::drain(bool discard_errors) {
     if (PQpipelineSync(c_) != 1)
         fail("pipeline sync");
     flush("pipeline sync");
-    // The server sends a pipeline's answers when it reaches the sync, so the first one may come
-    // after every statement of it has run: each may take up to statement_timeout.
-    const int budget =
-        statement_timeout_ms_ > 0
-            ? static_cast<int>(std::min<std::int64_t>(
-                  static_cast<std::int64_t>(pending_.size()) * statement_timeout_ms_ +
-                      answer_timeout_ms_ - statement_timeout_ms_,
-                  std::numeric_limits<int>::max()))
-            : 0;
+    const int budget = answer_timeout_ms_;  // per answer: see ask_for_answer
     result last;
     std::optional<pg_error> first;
     for (const auto& s : pending_) {

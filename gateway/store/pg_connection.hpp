@@ -188,6 +188,7 @@ class connection {
     // more within the answer timeout.
     void flush(const char* what);
     [[noreturn]] void gave_up(const char* what, const char* doing, int ms);
+    void ask_for_answer(const char* what);
     void set_up(int statement_timeout_ms, std::string_view app_name);
     // The last result of the command just sent (as PQexec's), each wait bounded.
     PGresult* last_result(const char* what);
