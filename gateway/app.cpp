@@ -48,6 +48,7 @@
 #include "gateway/store/blob_store.hpp"
 #include "gateway/store/db.hpp"
 #include "gateway/store/open_store.hpp"
+#include "gateway/store/run_sync.hpp"
 #include "gateway/util/crypto.hpp"
 #include "providers/builtin.hpp"
 #include "providers/descriptor.hpp"
@@ -152,28 +153,12 @@ struct app::impl {
 // The log's queue: ~16,000 access lines, a few seconds of a stalled reader at full load.
 constexpr std::size_t log_queue_bytes = std::size_t{4} << 20;
 
-// Runs a unit at start-up, before any io_context runs, and waits for it (rethrowing its error).
-static void run_at_start(store::store& s, bool write, store::store::unit fn) {
-    std::promise<void> done;
-    auto completion = [&](std::exception_ptr e) {
-        if (e)
-            done.set_exception(e);
-        else
-            done.set_value();
-    };
-    if (write)
-        s.submit_write(std::move(fn), completion);
-    else
-        s.submit_read(std::move(fn), completion);
-    done.get_future().get();
-}
-
 // A secret kept in the store (store::transaction::ensure_secret): `fresh` if none was stored
 // yet, else the stored one. At start-up: waits for the commit.
 static std::string stored_secret(store::store& s, const std::string& name,
                                  const std::string& fresh) {
     std::string value;
-    run_at_start(s, true, [&](store::transaction& tx) {
+    store::run_sync(s, true, [&](store::transaction& tx) {
         value = tx.ensure_secret(name, fresh, tx.clock_ms());
     });
     return value;
@@ -192,7 +177,7 @@ static void warn_of_changed_grants(store::store& s,
         return;
     std::vector<std::optional<store::ledger_row>> granted(configured.size());
     try {
-        run_at_start(s, false, [&](store::transaction& tx) {
+        store::run_sync(s, false, [&](store::transaction& tx) {
             for (std::size_t i = 0; i < configured.size(); ++i)
                 granted[i] = tx.find_ledger_entry(configured[i].first, "", 0, "grant", "initial");
         });

@@ -6,12 +6,14 @@
 
 #include "gateway/log/log.hpp"
 #include "gateway/store/row_readers.hpp"
+#include "gateway/store/run_sync.hpp"
 #include "gateway/store/work_queue.hpp"
 
 #include <pthread.h>
 
 #include <algorithm>
 #include <chrono>
+#include <future>
 
 namespace segue::store {
 
@@ -186,6 +188,21 @@ void merge_notice(commit_notice& into, commit_notice&& from) {
              std::make_move_iterator(from.event_tasks.end()));
     std::sort(v.begin(), v.end());
     v.erase(std::unique(v.begin(), v.end()), v.end());
+}
+
+void run_sync(store& s, bool write, store::unit fn) {
+    std::promise<void> done;
+    auto completion = [&done](std::exception_ptr e) {
+        if (e)
+            done.set_exception(e);
+        else
+            done.set_value();
+    };
+    if (write)
+        s.submit_write(std::move(fn), completion);
+    else
+        s.submit_read(std::move(fn), completion);
+    done.get_future().get();
 }
 
 }  // namespace segue::store
