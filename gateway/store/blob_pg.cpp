@@ -583,7 +583,6 @@ class pg_store final : public blob_store {
             return make_error(blob_errc::invalid_key, why);
         const std::string k(key);
         return with_retry(*pool_, [&](pg_pool::lease& conn, bool& redo) -> blob_result<bool> {
-            PGconn* c = conn.get();
             if (auto r = exec(conn, "BEGIN"); !ok(r))
                 return step_error(conn, r, k, "begin", redo);
             // The blobs row first: it locks the key against a put running at the same time.
@@ -616,7 +615,6 @@ class pg_store final : public blob_store {
     // try reads it again).
     blob_result<std::uint64_t> write_chunks(pg_pool::lease& conn, const std::string& key, int fd,
                                             const std::string& local, bool& redo) {
-        PGconn* c = conn.get();
         if (::lseek(fd, 0, SEEK_SET) < 0)
             return errno_error("blob " + key + ": seek " + local, errno);
         if (auto r = exec(conn, "BEGIN"); !ok(r))

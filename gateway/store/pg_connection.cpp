@@ -5,7 +5,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <limits>
 #include <optional>
 
 namespace segue::store::pg {
@@ -55,8 +54,7 @@ PGconn* open_connection(const std::string& url) {
 }
 
 connection::connection(const std::string& url, int statement_timeout_ms, std::string_view app_name)
-    : statement_timeout_ms_(statement_timeout_ms),
-      answer_timeout_ms_(answer_timeout_ms(statement_timeout_ms)) {
+    : answer_timeout_ms_(answer_timeout_ms(statement_timeout_ms)) {
     c_ = open_connection(url);
     if (PQstatus(c_) != CONNECTION_OK) {
         std::string msg = PQerrorMessage(c_);
@@ -342,14 +340,13 @@ result connection::drain(bool discard_errors) {
     if (PQpipelineSync(c_) != 1)
         fail("pipeline sync");
     flush("pipeline sync");
-    const int budget = answer_timeout_ms_;  // per answer: see ask_for_answer
     result last;
     std::optional<pg_error> first;
     for (const auto& s : pending_) {
         // Each statement's answer: its result(s), then a null.
         bool answered = false;
         for (;;) {
-            await_answer(s.what, budget);
+            await_answer(s.what, answer_timeout_ms_);  // per answer: ask_for_answer
             PGresult* r = PQgetResult(c_);
             if (!r)
                 break;
@@ -370,7 +367,7 @@ result connection::drain(bool discard_errors) {
         if (!answered)
             fail(s.what);  // the connection broke
     }
-    await_answer("pipeline sync", budget);
+    await_answer("pipeline sync", answer_timeout_ms_);
     PGresult* r = PQgetResult(c_);
     const bool synced = r && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
     if (r)

@@ -205,7 +205,6 @@ class connection {
     PGconn* c_ = nullptr;
     std::vector<sent> pending_;  // what was sent and not yet answered, in order
     bool broken_ = false;
-    int statement_timeout_ms_ = 0;
     int answer_timeout_ms_ = 0;
     std::array<bool, static_cast<std::size_t>(q::count_)> prepared_{};
 };
