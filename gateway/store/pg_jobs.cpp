@@ -77,4 +77,22 @@ std::optional<millis> pg_transaction::next_job_due() {
     return r.i64(0, 0);
 }
 
+bool pg_transaction::mark_owner_alive(std::string_view owner, millis until) {
+    auto r = c_.run(q::mark_owner_alive, {owner, until});
+    return r.rows() == 1 && r.text(0, 0) == "f";  // not inserted: it was known
+}
+
+transaction::freed_leases pg_transaction::free_dead_owners(millis now) {
+    freed_leases out;
+    auto r = c_.run(q::forget_dead_owners, {now});
+    for (int i = 0; i < r.rows(); ++i)
+        out.owners.push_back(r.text(i, 0));
+    if (out.owners.empty())
+        return out;
+    const std::string owners = array_text(out.owners);
+    out.jobs = static_cast<int>(c_.run(q::free_jobs_of, {owners}).affected());
+    out.deliveries = static_cast<int>(c_.run(q::free_deliveries_of, {owners}).affected());
+    return out;
+}
+
 }  // namespace segue::store::pg

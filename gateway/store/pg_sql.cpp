@@ -348,6 +348,21 @@ const char* sql_of(q which) {
                    "ON CONFLICT (name) DO NOTHING";
         case q::get_secret:
             return "SELECT value FROM secrets WHERE name = $1";
+        // Lease owners' liveness (pg_jobs.cpp).
+        case q::mark_owner_alive:
+            return "INSERT INTO lease_owners (owner, alive_until) VALUES ($1, $2::bigint) "
+                   "ON CONFLICT (owner) DO UPDATE SET alive_until = EXCLUDED.alive_until "
+                   // xmax is 0 in a row the statement inserted, set in one it updated.
+                   "RETURNING xmax = 0";
+        case q::forget_dead_owners:
+            return "DELETE FROM lease_owners WHERE alive_until <= $1::bigint RETURNING owner";
+        // The owner stays: the next claim counts the run as failed, as after an expiry.
+        case q::free_jobs_of:
+            return "UPDATE jobs SET lease_until = 0 WHERE lease_owner = ANY ($1::text[]) "
+                   "AND lease_owner <> '' AND lease_until > 0";
+        case q::free_deliveries_of:
+            return "UPDATE deliveries SET lease_until = 0 WHERE lease_owner = ANY ($1::text[]) "
+                   "AND lease_owner <> '' AND lease_until > 0 AND status = 'pending'";
         case q::count_:
             break;
     }

@@ -78,6 +78,10 @@ enum class q : int {
     list_ledger,
     insert_secret,
     get_secret,
+    mark_owner_alive,
+    forget_dead_owners,
+    free_jobs_of,
+    free_deliveries_of,
     count_
 };
 

@@ -87,6 +87,8 @@ class pg_transaction final : public transaction {
     std::optional<file_row> get_file(std::string_view id) override;
 
     std::string ensure_secret(std::string_view name, std::string_view value, millis now) override;
+    bool mark_owner_alive(std::string_view owner, millis until) override;
+    freed_leases free_dead_owners(millis now) override;
 
     // pg_retention.cpp
     std::optional<file_tombstone_row> get_file_tombstone(std::string_view id) override;

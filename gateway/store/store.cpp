@@ -161,6 +161,14 @@ hold_result transaction::hold_credits(const ledger_row& hold) {
     return out;
 }
 
+bool transaction::mark_owner_alive(std::string_view, millis) {
+    return true;
+}
+
+transaction::freed_leases transaction::free_dead_owners(millis) {
+    return {};
+}
+
 bool transaction::ensure_grant(std::string_view tenant, std::int64_t amount_milli, millis now) {
     if (amount_milli <= 0)
         return false;

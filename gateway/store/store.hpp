@@ -482,6 +482,24 @@ class transaction {
     // value never changes afterwards.
     virtual std::string ensure_secret(std::string_view name, std::string_view value,
                                       millis now) = 0;
+
+    // Lease owners' liveness, so the leases of a replica that died are freed long before they
+    // expire (core::lease_worker's liveness beat). PostgreSQL only: SQLite serves one process,
+    // and a start frees what the dead one held (see sqlite_store.cpp); there these do nothing.
+    // Records that `owner` (a lease_worker's owner) is alive until `until` (the store's clock).
+    // False when the owner was not known: its first beat, or it had been taken for dead (and
+    // its leases freed) since its last one.
+    virtual bool mark_owner_alive(std::string_view owner, millis until);
+    struct freed_leases {
+        std::vector<std::string> owners;  // owners taken for dead (now forgotten)
+        int jobs = 0;                     // their job leases, freed
+        int deliveries = 0;               // their webhook delivery leases, freed
+    };
+    // Forgets every owner alive only until `now` or before, and frees the leases they hold:
+    // their rows' lease_until becomes 0 with the owner kept, so the next claim (by any
+    // replica) takes them at once and counts the run as failed, as when a lease expires. An
+    // owner never marked alive (a process older than this) is left to its leases' expiry.
+    virtual freed_leases free_dead_owners(millis now);
 };
 
 // What a commit changed, for listeners (store::set_commit_listener).

@@ -1700,6 +1700,84 @@ TEST_F(StoreTest, LeasesOfAProcessThatIsGoneAreFreeAtOpen) {
     EXPECT_EQ(deliveries.size(), 1u);
 }
 
+// PostgreSQL: an owner that stopped showing it is alive (a killed replica) has its leases freed
+// for the next claim, counted as a failed run as after an expiry; live owners, and owners never
+// seen (a replica older than the liveness beat), keep theirs. SQLite: nothing to do (its open
+// frees a dead process's leases, above).
+TEST_P(StoreEngineTest, LeasesOfAnOwnerNoLongerAliveAreFreedForTheNextClaim) {
+    auto s = open();
+    st::millis now = 0;
+    sync_write(*s, [&](st::transaction& tx) {
+        now = tx.clock_ms();
+        for (const char* t : {"ext_dead", "ext_live", "ext_old"})
+            tx.insert_task(make_task(t));
+        tx.schedule_job(leased_submit("ext_dead", "dead", 600'000), false);
+        tx.schedule_job(leased_submit("ext_live", "live", 600'000), false);
+        tx.schedule_job(leased_submit("ext_old", "unseen", 600'000), false);
+        add_delivery(tx, "ext_dead", "http://r/a", 1000);
+        add_delivery(tx, "ext_live", "http://r/b", 1000);
+        add_delivery(tx, "ext_dead", "http://r/c", 1000, "tenant_a", "delivered");
+    });
+    std::vector<st::delivery_row> held;
+    sync_write(*s, [&](st::transaction& tx) {
+        for (const char* o : {"dead", "live"}) {
+            auto got = tx.claim_deliveries(o, now, 600'000, 1);
+            held.insert(held.end(), got.begin(), got.end());
+        }
+        EXPECT_EQ(tx.mark_owner_alive("dead", now + 1000), !postgres()) << "a first beat";
+        tx.mark_owner_alive("live", now + 1000);
+        EXPECT_TRUE(tx.mark_owner_alive("live", now + 5000)) << "a later beat moves it on";
+    });
+    ASSERT_EQ(held.size(), 2u);
+
+    st::transaction::freed_leases early, freed, again;
+    sync_write(*s, [&](st::transaction& tx) { early = tx.free_dead_owners(now + 999); });
+    EXPECT_TRUE(early.owners.empty()) << "alive until now + 1000";
+    sync_write(*s, [&](st::transaction& tx) { freed = tx.free_dead_owners(now + 1000); });
+    sync_write(*s, [&](st::transaction& tx) { again = tx.free_dead_owners(now + 1000); });
+    EXPECT_TRUE(again.owners.empty()) << "a dead owner is forgotten once freed";
+
+    std::vector<st::job_row> jobs;
+    std::vector<st::delivery_row> deliveries;
+    sync_write(*s, [&](st::transaction& tx) {
+        jobs = tx.claim_jobs("next", now + 1000, 1000, 10);
+        deliveries = tx.claim_deliveries("next", now + 1000, 1000, 10);
+    });
+    if (!postgres()) {
+        EXPECT_TRUE(freed.owners.empty());
+        EXPECT_TRUE(jobs.empty());
+        EXPECT_TRUE(deliveries.empty());
+        return;
+    }
+    EXPECT_EQ(freed.owners, std::vector<std::string>{"dead"});
+    EXPECT_EQ(freed.jobs, 1);
+    EXPECT_EQ(freed.deliveries, 1) << "the delivered one holds no lease";
+    ASSERT_EQ(jobs.size(), 1u);
+    EXPECT_EQ(jobs[0].task_id, "ext_dead");
+    EXPECT_EQ(jobs[0].failures, 1) << "the dead owner's run counts as failed";
+    EXPECT_EQ(jobs[0].attempts, 2) << "a new fence";
+    ASSERT_EQ(deliveries.size(), 1u);
+    EXPECT_EQ(deliveries[0].task_id, "ext_dead");
+    EXPECT_EQ(deliveries[0].url, "http://r/a");
+
+    // The dead owner's writes are refused now (fence); the live one's still work.
+    bool dead_renewed = true, live_renewed = false;
+    sync_write(*s, [&](st::transaction& tx) {
+        for (const auto& d : held) {
+            const bool ok =
+                tx.renew_deliveries(d.lease_owner, {{d.id, d.lease_fence}}, now + 60'000).empty();
+            (d.lease_owner == "dead" ? dead_renewed : live_renewed) = ok;
+        }
+    });
+    EXPECT_FALSE(dead_renewed);
+    EXPECT_TRUE(live_renewed);
+    // A freed owner that beats again (it had only stalled) learns it was taken for dead.
+    sync_write(*s, [&](st::transaction& tx) {
+        EXPECT_FALSE(tx.mark_owner_alive("dead", now + 2000));
+        EXPECT_TRUE(tx.mark_owner_alive("live", now + 6000));
+    });
+}
+
 TEST_P(StoreEngineTest, DeliveriesClaimOnlyTheHeadOfEachTaskQueue) {
     auto s = open();
     std::vector<st::delivery_row> a, b;
