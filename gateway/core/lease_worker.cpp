@@ -31,7 +31,8 @@ struct lease_worker::impl : std::enable_shared_from_this<lease_worker::impl> {
           time(t),
           hk(std::move(h)),
           timer(io),
-          beat_timer(io) {
+          beat_timer(io),
+          live_timer(io) {
         if (time.heartbeat.count() <= 0)
             time.heartbeat = std::max(std::chrono::milliseconds(1), time.lease / 3);
         time.lanes = std::clamp(time.lanes, 1, max_lanes);
@@ -46,6 +47,7 @@ struct lease_worker::impl : std::enable_shared_from_this<lease_worker::impl> {
 
     asio::awaitable<void> loop();
     asio::awaitable<void> heartbeat();
+    asio::awaitable<void> liveness();
     void spawn(item it);
     void wake_now() {
         wake = true;
@@ -59,6 +61,9 @@ struct lease_worker::impl : std::enable_shared_from_this<lease_worker::impl> {
     hooks hk;
     asio::steady_timer timer;
     asio::steady_timer beat_timer;
+    asio::steady_timer live_timer;
+    // The store's clock at this worker's last liveness beat that committed; 0 before the first.
+    store::millis last_alive = 0;
     bool started = false;
     bool stopping = false;
     bool beating = true;
@@ -230,6 +235,57 @@ asio::awaitable<void> lease_worker::impl::heartbeat() {
     }
 }
 
+asio::awaitable<void> lease_worker::impl::liveness() {
+    auto self = shared_from_this();
+    const auto live = static_cast<store::millis>(time.liveness.count());
+    const auto every = std::max(std::chrono::milliseconds(1), time.liveness / 3);
+    while (beating) {
+        store::transaction::freed_leases freed;
+        bool known = true;
+        const bool first = last_alive == 0;
+        try {
+            co_await db.write([&](store::transaction& tx) {
+                const auto now = tx.clock_ms();
+                known = tx.mark_owner_alive(owner, now + live);
+                // Only while this worker's own beats keep their pace: after a stall of its own
+                // (or the store's) the others missed theirs too, and it cannot tell yet.
+                if (last_alive != 0 && now - last_alive <= 2 * every.count())
+                    freed = tx.free_dead_owners(now);
+                last_alive = now;
+            });
+        } catch (const std::exception& e) {
+            // Nothing committed (or unknown): the next beat tries again, and judges no one
+            // unless it keeps its pace.
+            freed = {};
+            known = true;
+            log::error("showing this replica alive failed",
+                       {{"worker", hk.name}, {"error", e.what()}});
+        }
+        if (!known && !first)
+            log::warn(
+                "another replica took this one for dead (it had not shown it is alive for "
+                "replica_timeout) and freed its leases: work it still runs is fenced off",
+                {{"worker", hk.name}, {"owner", owner}, {"replica_timeout_ms", live}});
+        if (!freed.owners.empty()) {
+            std::string owners;
+            for (const auto& o : freed.owners)
+                owners += (owners.empty() ? "" : ",") + o;
+            log::warn("replicas stopped showing they are alive: their leases are freed",
+                      {{"worker", hk.name},
+                       {"owners", owners},
+                       {"jobs", freed.jobs},
+                       {"deliveries", freed.deliveries},
+                       {"replica_timeout_ms", live}});
+            if (freed.jobs > 0 || freed.deliveries > 0)
+                wake_now();
+        }
+        if (!beating)
+            break;
+        live_timer.expires_after(every);
+        co_await live_timer.async_wait(use_tuple);
+    }
+}
+
 lease_worker::lease_worker(asio::io_context& ioc, store::db& db, std::string owner, timing t,
                            hooks h)
     : impl_(std::make_shared<impl>(ioc, db, std::move(owner), t, std::move(h))) {}
@@ -243,6 +299,9 @@ asio::awaitable<void> run_loop(std::shared_ptr<lease_worker::impl> self) {
 asio::awaitable<void> run_heartbeat(std::shared_ptr<lease_worker::impl> self) {
     co_await self->heartbeat();
 }
+asio::awaitable<void> run_liveness(std::shared_ptr<lease_worker::impl> self) {
+    co_await self->liveness();
+}
 }  // namespace
 
 void lease_worker::start() {
@@ -253,6 +312,8 @@ void lease_worker::start() {
         self->started = true;
         asio::co_spawn(self->ioc, run_loop(self), asio::detached);
         asio::co_spawn(self->ioc, run_heartbeat(self), asio::detached);
+        if (self->time.liveness.count() > 0)
+            asio::co_spawn(self->ioc, run_liveness(self), asio::detached);
     });
 }
 
@@ -320,6 +381,7 @@ asio::awaitable<void> lease_worker::stop(std::chrono::milliseconds deadline) {
                   {{"worker", self->hk.name}, {"running", static_cast<int>(self->running.size())}});
     self->beating = false;
     self->beat_timer.cancel();
+    self->live_timer.cancel();
 }
 
 std::vector<std::string> renew_job_leases(store::transaction& tx, const std::string& owner,

@@ -20,6 +20,13 @@
 //   lanes    optionally, work of different kinds in lanes (timing::lanes), each holding at
 //            most timing::lane_cap of the slots: a lane whose work is slow (e.g. queued for
 //            blocking threads) leaves the rest to the others, so it never starves them
+//   liveness optionally (timing::liveness, for replicas sharing a store), shows the owner is
+//            alive every liveness/3 and frees the leases of owners that stopped showing it
+//            for `liveness` (store::transaction::free_dead_owners): a killed replica's work is
+//            taken up after about `liveness`, not after its leases' full length. A worker
+//            whose own last beat is more than two beats old (it, or the store, stalled) only
+//            shows itself alive in that beat: after a stall every replica missed its beats
+//            alike, and it cannot tell the dead from those about to beat again.
 //
 // Everything but notify() runs on the io_context given at construction, which must be run by
 // one thread (runtime::io_pool's contexts are): the worker's state needs no locks.
@@ -114,6 +121,9 @@ class lease_worker {
         // than lane_cap slots (running and reserved), so every other lane keeps the rest.
         int lanes = 1;
         int lane_cap = 0;
+        // An owner that has not shown it is alive for this long is taken for dead, and its
+        // leases are freed; 0: no liveness beat (one process per store, as SQLite).
+        std::chrono::milliseconds liveness{0};
     };
     static constexpr int max_lanes = 2;
 

@@ -1,6 +1,9 @@
 // The shared lease worker (core::lease_worker) over the real SQLite store: work slower than its
 // lease keeps it while the heartbeat renews it (another replica never takes it), and without
 // renewals the other replica takes it while the first one's writes are fenced off.
+// LeaseWorkerReplicas: replicas on PostgreSQL with the liveness beat: a killed replica's work is
+// taken up after about the liveness timeout, long before its lease ends; a store that stalls
+// every replica alike makes none of them take the others for dead.
 
 #include <gtest/gtest.h>
 
@@ -14,6 +17,7 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <iostream>
 #include <memory>
 #include <thread>
 
@@ -21,7 +25,9 @@
 #include "gateway/metrics/registry.hpp"
 #include "gateway/runtime/io_pool.hpp"
 #include "gateway/store/db.hpp"
+#include "tests/support/pg.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/store_sync.hpp"
 
 using namespace std::chrono_literals;
 namespace net = boost::asio;
@@ -35,6 +41,43 @@ net::awaitable<void> stop_worker(lease_worker* w) {
 }
 
 class LeaseWorker;
+
+// Polls `cond` every 10 ms until it holds or `limit` passes.
+bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds limit) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < until) {
+        if (cond())
+            return true;
+        std::this_thread::sleep_for(10ms);
+    }
+    return cond();
+}
+
+// A claim hook's body: claims up to `limit` jobs for `who` (none of `exclude`), each an item
+// whose work is `run_of(job)`; `next_due` when it found fewer.
+template <typename RunOf>
+std::vector<lease_worker::item> claim_items(segue::store::transaction& tx, const std::string& who,
+                                            segue::store::millis now, segue::store::millis lease_ms,
+                                            int limit, const std::vector<std::string>& exclude,
+                                            std::optional<segue::store::millis>& next_due,
+                                            RunOf run_of) {
+    std::vector<std::int64_t> ids;
+    for (const auto& id : exclude)
+        ids.push_back(std::stoll(id));
+    auto jobs = tx.claim_jobs(who, now, lease_ms, limit, ids);
+    if (static_cast<int>(jobs.size()) < limit)
+        next_due = tx.next_job_due();
+    std::vector<lease_worker::item> items;
+    for (const auto& j : jobs) {
+        lease_worker::item it;
+        it.id = std::to_string(j.id);
+        it.fence = j.attempts;
+        it.until = j.lease_until;
+        it.run = run_of(j);
+        items.push_back(std::move(it));
+    }
+    return items;
+}
 // The work of one claim: a coroutine with its arguments by value (a capturing lambda coroutine
 // would outlive its captures).
 net::awaitable<void> slow_work(LeaseWorker* t, segue::store::job_row j, std::string who,
@@ -97,25 +140,15 @@ class LeaseWorker : public ::testing::Test {
                       segue::store::millis now, segue::store::millis lease_ms, int limit,
                       const std::vector<int>& /*one lane*/, const std::vector<std::string>& exclude,
                       std::optional<segue::store::millis>& next_due) {
-            std::vector<std::int64_t> ids;
-            for (const auto& id : exclude)
-                ids.push_back(std::stoll(id));
-            auto jobs = tx.claim_jobs(who, now, lease_ms, limit, ids);
-            if (static_cast<int>(jobs.size()) < limit)
-                next_due = tx.next_job_due();
-            std::vector<lease_worker::item> items;
-            for (const auto& j : jobs) {
-                lease_worker::item it;
-                it.id = std::to_string(j.id);
-                it.fence = j.attempts;
-                it.until = j.lease_until;
-                it.run = [this, j, work, who, release_first](std::shared_ptr<const lease_state> l) {
-                    return release_first ? release_then_linger(this, j, who, work, std::move(l))
-                                         : slow_work(this, j, who, work, std::move(l));
-                };
-                items.push_back(std::move(it));
-            }
-            return items;
+            return claim_items(
+                tx, who, now, lease_ms, limit, exclude, next_due,
+                [this, work, who, release_first](const segue::store::job_row& j) {
+                    return [this, j, work, who,
+                            release_first](std::shared_ptr<const lease_state> l) {
+                        return release_first ? release_then_linger(this, j, who, work, std::move(l))
+                                             : slow_work(this, j, who, work, std::move(l));
+                    };
+                });
         };
         h.renew = [this](segue::store::transaction& tx, const std::string& who,
                          const lease_worker::held& held, segue::store::millis until) {
@@ -202,15 +235,6 @@ class LeaseWorker : public ::testing::Test {
         for (auto& w : workers_)
             w->start();
         thread_ = std::thread([this] { pool_->run(); });
-    }
-    bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds limit) {
-        const auto until = std::chrono::steady_clock::now() + limit;
-        while (std::chrono::steady_clock::now() < until) {
-            if (cond())
-                return true;
-            std::this_thread::sleep_for(10ms);
-        }
-        return cond();
     }
 
     segue::test::temp_dir dir_;
@@ -396,4 +420,172 @@ TEST_F(LeaseWorker, WorkWhoseRowIsRemovedByOthersIsLost) {
     EXPECT_EQ(on_lost_, 1);
     EXPECT_EQ(lost_seen_, 1);
     EXPECT_EQ(refused_, 1);
+}
+
+namespace {
+
+// Replicas on one PostgreSQL database: each its own store (connections), db, IO thread and
+// lease worker, as separate processes would have. The work holds its job until `work` ends,
+// then completes it with its claim's fence. One job at a time each.
+class LeaseWorkerReplicas : public ::testing::Test {
+  protected:
+    struct replica {
+        std::string name;
+        std::unique_ptr<segue::store::store> store;
+        std::unique_ptr<segue::store::db> db;
+        std::unique_ptr<segue::runtime::io_pool> pool;
+        std::unique_ptr<lease_worker> worker;
+        std::thread thread;
+        bool killed = false;
+        std::atomic<int> runs{0}, completed{0}, refused{0}, lost{0};
+    };
+
+    void TearDown() override {
+        for (auto& r : replicas_) {
+            if (!r->killed) {
+                std::promise<void> stopped;
+                net::co_spawn(r->pool->main(), stop_worker(r->worker.get()),
+                              [&](std::exception_ptr) { stopped.set_value(); });
+                stopped.get_future().wait_for(5s);
+                r->pool->stop();
+                r->thread.join();
+            }
+        }
+        // The store first: its pending units complete into the (stopped) io_contexts. Then
+        // the coroutines a killed replica left suspended go with its io_context, before what
+        // they refer to.
+        for (auto& r : replicas_)
+            r->store->close();
+        for (auto& r : replicas_) {
+            r->worker.reset();
+            r->pool.reset();
+            r->db.reset();
+        }
+    }
+
+    replica& add(const std::string& url, const std::string& name, std::chrono::milliseconds lease,
+                 std::chrono::milliseconds liveness, std::chrono::milliseconds work) {
+        auto r = std::make_unique<replica>();
+        r->name = name;
+        segue::store::postgres_options o;
+        o.url = url;
+        o.statement_timeout_ms = 1000;  // a frozen server's answers are waited for 11 s
+        r->store = segue::store::open_postgres(o);
+        r->db = std::make_unique<segue::store::db>(*r->store, metrics_);
+        r->pool = std::make_unique<segue::runtime::io_pool>(1);
+        replica* self = r.get();
+        lease_worker::hooks h;
+        h.name = name;
+        h.claim = [self, work](segue::store::transaction& tx, const std::string& who,
+                               segue::store::millis now, segue::store::millis lease_ms, int limit,
+                               const std::vector<int>&, const std::vector<std::string>& exclude,
+                               std::optional<segue::store::millis>& next_due) {
+            return claim_items(tx, who, now, lease_ms, limit, exclude, next_due,
+                               [self, who, work](const segue::store::job_row& j) {
+                                   return [self, j, who,
+                                           work](std::shared_ptr<const lease_state> l) {
+                                       return hold_then_complete(self, j, who, work, std::move(l));
+                                   };
+                               });
+        };
+        h.renew = segue::core::renew_job_leases;
+        h.slots = [](int running) { return 1 - running; };  // one job each
+        h.on_lost = [self](const std::string&) { self->lost++; };
+        lease_worker::timing t;
+        t.lease = lease;
+        t.poll_interval = 50ms;
+        t.liveness = liveness;
+        r->worker = std::make_unique<lease_worker>(r->pool->main(), *r->db, name, t, std::move(h));
+        replicas_.push_back(std::move(r));
+        return *replicas_.back();
+    }
+    static void start(replica& r) {
+        r.worker->start();
+        r.thread = std::thread([&r] { r.pool->run(); });
+    }
+    // As a SIGKILL: its IO thread ends where it is (no stop, no further beat or renewal, and
+    // its work never ends); its connections stay open, as a frozen pod's would.
+    static void kill(replica& r) {
+        r.pool->stop();
+        r.thread.join();
+        r.killed = true;
+    }
+    static void schedule(segue::store::store& s, const std::string& task) {
+        segue::test::sync_write(s, [&](segue::store::transaction& tx) {
+            tx.schedule_job({0, "submit", task, "", 0, "", 0, 0}, false);
+        });
+    }
+
+    static net::awaitable<void> hold_then_complete(replica* r, segue::store::job_row j,
+                                                   std::string who, std::chrono::milliseconds work,
+                                                   std::shared_ptr<const lease_state> l) {
+        r->runs++;
+        net::steady_timer timer(co_await net::this_coro::executor);
+        timer.expires_after(work);
+        co_await timer.async_wait(net::as_tuple(net::use_awaitable));
+        bool held = false;
+        co_await r->db->write([&](segue::store::transaction& tx) {
+            held = tx.complete_job({j.id, who, j.attempts});
+        });
+        (held ? r->completed : r->refused)++;
+    }
+
+    segue::metrics::registry metrics_;
+    // A private server (to freeze) outlives TearDown's close of the stores on it.
+    std::unique_ptr<segue::test::pg_private_server> private_pg_;
+    std::vector<std::unique_ptr<replica>> replicas_;
+};
+
+}  // namespace
+
+// A's lease is 60 s; A is killed while its work runs. B, alive, frees A's lease once A has not
+// shown it is alive for the liveness timeout (900 ms) and runs the job: within a few seconds,
+// not a minute.
+TEST_F(LeaseWorkerReplicas, AKilledReplicasWorkIsTakenUpAfterTheLivenessTimeoutNotItsLease) {
+    segue::test::pg_schema schema;
+    auto& a = add(schema.url(), "a", 60s, 900ms, /*work=*/10min);
+    auto& b = add(schema.url(), "b", 60s, 900ms, /*work=*/0ms);
+    schedule(*a.store, "ext_killed");
+    start(a);
+    ASSERT_TRUE(wait_for([&] { return a.runs == 1; }, 5s));
+    start(b);
+    std::this_thread::sleep_for(1500ms);  // both beat; A's lease is renewed, B leaves it alone
+    EXPECT_EQ(b.runs, 0) << "B took a live replica's job";
+    kill(a);
+    const auto killed_at = std::chrono::steady_clock::now();
+    ASSERT_TRUE(wait_for([&] { return b.completed == 1; }, 20s))
+        << "B never took the job of the killed replica (its lease is 60 s)";
+    const auto took = std::chrono::steady_clock::now() - killed_at;
+    EXPECT_LT(took, 10s) << "not the liveness timeout's doing";
+    EXPECT_EQ(b.runs, 1);
+    EXPECT_EQ(b.refused, 0);
+    std::cout << "[ info ] taken up "
+              << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+              << " ms after the kill (liveness 900 ms, lease 60 s)\n";
+}
+
+// Every replica stalls alike (the database frozen for 3 s, three liveness timeouts): when it
+// answers again, each replica's first beat sees its own beats fell behind and judges no one,
+// so no replica takes the others' running work (without that, the first to beat freed the
+// other's lease and ran its job a second time).
+TEST_F(LeaseWorkerReplicas, AStallOfTheDatabaseMakesNoReplicaTakeTheOthersForDead) {
+    private_pg_ = std::make_unique<segue::test::pg_private_server>();
+    auto& pg = *private_pg_;
+    auto& a = add(pg.url(), "a", 60s, 900ms, /*work=*/8s);
+    auto& b = add(pg.url(), "b", 60s, 900ms, /*work=*/8s);
+    schedule(*a.store, "ext_a");
+    schedule(*a.store, "ext_b");
+    start(a);
+    ASSERT_TRUE(wait_for([&] { return a.runs >= 1; }, 5s));
+    start(b);
+    ASSERT_TRUE(wait_for([&] { return a.runs + b.runs == 2; }, 5s));
+    std::this_thread::sleep_for(1s);
+    pg.freeze();
+    std::this_thread::sleep_for(3s);
+    pg.thaw();
+    ASSERT_TRUE(
+        wait_for([&] { return a.completed + a.refused + b.completed + b.refused == 2; }, 20s));
+    EXPECT_EQ(a.runs + b.runs, 2) << "a job ran twice: a replica took another for dead";
+    EXPECT_EQ(a.lost + b.lost, 0);
+    EXPECT_EQ(a.refused + b.refused, 0);
 }
