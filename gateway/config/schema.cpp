@@ -224,6 +224,15 @@ object_schema<postgres_settings> postgres_schema() {
             "gets no answer for statement_timeout + 10 s is given up as lost).")
         .def(10s)
         .range(1s, 10min);
+    s.field("replica_timeout", &postgres_settings::replica_timeout,
+            "A replica shows the others it is alive every third of this; one that has not for "
+            "this long is taken for dead, and the jobs and webhook deliveries it had claimed are "
+            "claimed by the others at once, instead of when their leases (engine.lease, "
+            "webhooks.lease) end. A replica that stalled (or lost the database) longer than "
+            "this finds its claims taken: the fence refuses its writes, and an upstream call "
+            "it had sent is reconciled, never sent again blindly.")
+        .def(15s)
+        .range(1s, 10min);
     return s;
 }
 

@@ -62,8 +62,9 @@ struct postgres_settings {
     std::string url;    // libpq connection URL; secret (it may hold a password)
     int pool_size = 8;  // store connections per process: 2 write (a lane each), the rest read
     duration statement_timeout = std::chrono::seconds(5);
-    duration connect_wait = std::chrono::seconds(30);  // at start: how long to wait for it
-    duration request_wait = std::chrono::seconds(10);  // an API request's unit, queued, at most
+    duration connect_wait = std::chrono::seconds(30);     // at start: how long to wait for it
+    duration request_wait = std::chrono::seconds(10);     // an API request's unit, queued, at most
+    duration replica_timeout = std::chrono::seconds(15);  // unseen this long: dead, leases freed
 };
 
 struct storage_settings {

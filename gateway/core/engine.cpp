@@ -641,6 +641,9 @@ void engine::impl::make_worker() {
     // while a backlog of cheap submits waited, each claim round finding one or two slots free.
     t.lanes = 2;
     t.lane_cap = std::max(1, settings.engine.batch - settings.engine.batch / 4);
+    if (settings.storage.engine == config::storage_engine::postgres)
+        t.liveness = std::chrono::duration_cast<std::chrono::milliseconds>(
+            settings.storage.postgres.replica_timeout);
     worker = std::make_unique<lease_worker>(ioc, db, owner, t, std::move(h));
 }
 

@@ -237,6 +237,9 @@ void dispatcher::impl::make_worker() {
     t.lease = std::chrono::duration_cast<std::chrono::milliseconds>(w.lease);
     t.poll_interval =
         std::chrono::duration_cast<std::chrono::milliseconds>(settings.engine.poll_interval);
+    if (settings.storage.engine == config::storage_engine::postgres)
+        t.liveness = std::chrono::duration_cast<std::chrono::milliseconds>(
+            settings.storage.postgres.replica_timeout);
     worker = std::make_unique<core::lease_worker>(ioc, db, owner, t, std::move(h));
 }
 

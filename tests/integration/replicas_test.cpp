@@ -14,6 +14,9 @@
 //     (the kernel's race at the listener's close, explained at the test).
 //   - OneKeyOnTwoReplicasAtOnceMakesOneTask: the same create with the same Idempotency-Key on
 //     two replicas at the same instant makes one task.
+//   - AKilledReplicasSubmitIsTakenUpAfterTheReplicaTimeout: a replica SIGKILLed in the middle
+//     of a provider call; another takes the job up about storage.postgres.replica_timeout
+//     later, not after engine.lease, and reconciles the call instead of sending it again.
 // The nginx config (nginx_conf below) is the one a deployment in front of several replicas wants:
 // which requests it may send again to another replica, and why.
 
@@ -878,4 +881,67 @@ TEST_F(Replicas, OneKeyOnTwoReplicasAtOnceMakesOneTask) {
     EXPECT_EQ(holds, keys) << "credit holds";
     std::cout << "[replicas] IDEMPOTENCY SUMMARY keys=" << keys << " tasks=" << ids.size()
               << " split_keys=" << split << std::endl;
+}
+
+// Two replicas with the default leases (engine.lease 2 min) and replica_timeout 2 s. A create on
+// A hands its submit to A's engine, whose call the fake MusicGPT holds (it has the task, and
+// sends no webhook during the test). A is SIGKILLed mid-call. B takes the job up once A has not
+// shown it is alive for 2 s: the submit's outcome was never recorded, so B reconciles it
+// (interrupted_submit) and does not send it again. Without the liveness beat the job would wait
+// for its lease, two minutes.
+TEST_F(Replicas, AKilledReplicasSubmitIsTakenUpAfterTheReplicaTimeout) {
+    upstreams up(21);
+    segue::test::pg_schema schema;
+    const std::array<std::uint16_t, 2> ports = {segue::test::free_port(), segue::test::free_port()};
+    std::vector<std::unique_ptr<gateway>> g;
+    for (auto port : ports) {
+        gateway_options o;
+        o.port = port;
+        o.storage_yaml = segue::test::postgres_storage_yaml(schema.url(), "@DIR@/blobs") +
+                         "    replica_timeout: 2s\n";
+        o.public_base_url = "http://127.0.0.1:" + std::to_string(ports[1]);  // B: A will be gone
+        std::string cfg = gateway_config(o, up);
+        const std::string short_lease = "  lease: 2s\n";
+        const auto at = cfg.find(short_lease);
+        ASSERT_NE(at, std::string::npos);
+        cfg.replace(at, short_lease.size(), "  lease: 2m\n");
+        g.push_back(std::make_unique<gateway>(cfg));
+    }
+    ASSERT_TRUE(up.musicgpt.control(
+        R"({"webhook_delay_ms":600000,"faults":[{"match":"submit","delay_ms":60000,"times":1}]})"));
+    auto submits = [&] {
+        auto doc = up.musicgpt.get("/_control/requests?route=submit");
+        return doc.contains("requests") ? doc.at("requests").as_array().size() : 0;
+    };
+    auto interrupted = [&] {
+        auto r = call(ports[1], "GET", "/metrics", "", {}, 2s);
+        return r ? segue::test::metric_value(
+                       r->body, "segue_engine_jobs_total{kind=\"submit\",outcome=\"interrupted\"}")
+                 : -1;
+    };
+
+    std::mt19937 rng(21);
+    task_rec t = make_task(0, "killed-mid-call", rng);
+    t.provider = "musicgpt";
+    submit_task(ports[0], t, up.audio_url(), up.receiver.url("/hooks/" + t.tenant->name), rng, 10s);
+    ASSERT_FALSE(t.id.empty()) << t.submit_error;
+    const auto until = steady::now() + 10s;
+    while (submits() == 0 && steady::now() < until)
+        std::this_thread::sleep_for(20ms);
+    ASSERT_EQ(submits(), 1u) << "the submit never reached the fake";
+    std::this_thread::sleep_for(300ms);
+    g[0]->kill();
+    const auto killed_at = steady::now();
+
+    while (interrupted() < 1 && steady::now() < killed_at + 40s)
+        std::this_thread::sleep_for(50ms);
+    const auto took =
+        std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - killed_at);
+    ASSERT_GE(interrupted(), 1) << "B never took up the killed replica's submit\n"
+                                << grep_logs(g[1]->logs(), "alive");
+    std::cout << "[replicas] the killed replica's submit was taken up " << took.count()
+              << " ms after the kill (replica_timeout 2 s, engine.lease 2 min)" << std::endl;
+    EXPECT_LT(took, 15s);
+    EXPECT_EQ(submits(), 1u) << "the interrupted submit was sent again blindly";
+    EXPECT_NE(grep_logs(g[1]->logs(), "replicas stopped showing they are alive"), "");
 }
