@@ -242,17 +242,21 @@ asio::awaitable<void> lease_worker::impl::liveness() {
     while (beating) {
         store::transaction::freed_leases freed;
         bool known = true;
-        const bool first = last_alive == 0;
+        // The last beat that committed: a unit the store runs again (its batch aborted) judges
+        // by it too, not by its own first run.
+        const store::millis prev = last_alive;
+        store::millis beat_at = 0;
         try {
             co_await db.write([&](store::transaction& tx) {
                 const auto now = tx.clock_ms();
+                beat_at = now;
                 known = tx.mark_owner_alive(owner, now + live);
                 // Only while this worker's own beats keep their pace: after a stall of its own
                 // (or the store's) the others missed theirs too, and it cannot tell yet.
-                if (last_alive != 0 && now - last_alive <= 2 * every.count())
-                    freed = tx.free_dead_owners(now);
-                last_alive = now;
+                freed = prev != 0 && now - prev <= 2 * every.count() ? tx.free_dead_owners(now)
+                                                                     : decltype(freed){};
             });
+            last_alive = beat_at;
         } catch (const std::exception& e) {
             // Nothing committed (or unknown): the next beat tries again, and judges no one
             // unless it keeps its pace.
@@ -261,7 +265,7 @@ asio::awaitable<void> lease_worker::impl::liveness() {
             log::error("showing this replica alive failed",
                        {{"worker", hk.name}, {"error", e.what()}});
         }
-        if (!known && !first)
+        if (!known && prev != 0)
             log::warn(
                 "another replica took this one for dead (it had not shown it is alive for "
                 "replica_timeout) and freed its leases: work it still runs is fenced off",
