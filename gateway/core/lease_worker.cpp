@@ -265,11 +265,16 @@ asio::awaitable<void> lease_worker::impl::liveness() {
             log::error("showing this replica alive failed",
                        {{"worker", hk.name}, {"error", e.what()}});
         }
-        if (!known && prev != 0)
+        if (!known && prev != 0) {
             log::warn(
                 "another replica took this one for dead (it had not shown it is alive for "
                 "replica_timeout) and freed its leases: work it still runs is fenced off",
                 {{"worker", hk.name}, {"owner", owner}, {"replica_timeout_ms", live}});
+            // Renew now rather than at the next heartbeat: the work whose rows were claimed
+            // again learns it is lost before any further upstream call, and the rest keeps
+            // its leases (freed, not yet claimed).
+            beat_timer.cancel();
+        }
         if (!freed.owners.empty()) {
             std::string owners;
             for (const auto& o : freed.owners)

@@ -26,7 +26,9 @@
 //            taken up after about `liveness`, not after its leases' full length. A worker
 //            whose own last beat is more than two beats old (it, or the store, stalled) only
 //            shows itself alive in that beat: after a stall every replica missed its beats
-//            alike, and it cannot tell the dead from those about to beat again.
+//            alike, and it cannot tell the dead from those about to beat again. A worker
+//            that finds it was taken for dead renews its running leases at once, so work
+//            whose row was claimed again is marked lost before its next upstream call.
 //
 // Everything but notify() runs on the io_context given at construction, which must be run by
 // one thread (runtime::io_pool's contexts are): the worker's state needs no locks.

@@ -3,7 +3,8 @@
 // renewals the other replica takes it while the first one's writes are fenced off.
 // LeaseWorkerReplicas: replicas on PostgreSQL with the liveness beat: a killed replica's work is
 // taken up after about the liveness timeout, long before its lease ends; a store that stalls
-// every replica alike makes none of them take the others for dead.
+// every replica alike makes none of them take the others for dead; a replica taken for dead
+// while alive learns within a beat which of its running work was claimed again.
 
 #include <gtest/gtest.h>
 
@@ -588,4 +589,29 @@ TEST_F(LeaseWorkerReplicas, AStallOfTheDatabaseMakesNoReplicaTakeTheOthersForDea
     EXPECT_EQ(a.runs + b.runs, 2) << "a job ran twice: a replica took another for dead";
     EXPECT_EQ(a.lost + b.lost, 0);
     EXPECT_EQ(a.refused + b.refused, 0);
+}
+
+// A replica taken for dead while it was alive (stalled; here, its row deleted and its lease
+// freed as a sweep does, then its job claimed by another): its next liveness beat finds its row
+// gone and renews at once, so the running work learns within a beat that its lease is lost,
+// not at the next heartbeat (lease/3: 20 s here).
+TEST_F(LeaseWorkerReplicas, AReplicaTakenForDeadLearnsItsWorkIsLostWithinABeat) {
+    segue::test::pg_schema schema;
+    auto& a = add(schema.url(), "a", 60s, 900ms, /*work=*/10s);
+    schedule(*a.store, "ext_taken");
+    start(a);
+    ASSERT_TRUE(wait_for([&] { return a.runs == 1; }, 5s));
+    std::this_thread::sleep_for(700ms);  // a few beats
+    std::vector<segue::store::job_row> taken;
+    segue::test::sync_write(*a.store, [&](segue::store::transaction& tx) {
+        const auto now = tx.clock_ms();
+        const auto freed = tx.free_dead_owners(now + 600'000);  // as if a were 10 min late
+        ASSERT_EQ(freed.owners, std::vector<std::string>{"a"});
+        taken = tx.claim_jobs("b", now, 60'000, 10);
+    });
+    ASSERT_EQ(taken.size(), 1u);
+    const auto claimed_at = std::chrono::steady_clock::now();
+    ASSERT_TRUE(wait_for([&] { return a.lost == 1; }, 5s))
+        << "the lost lease was not noticed before the next heartbeat";
+    EXPECT_LT(std::chrono::steady_clock::now() - claimed_at, 3s);
 }
