@@ -62,8 +62,10 @@ struct lease_worker::impl : std::enable_shared_from_this<lease_worker::impl> {
     asio::steady_timer timer;
     asio::steady_timer beat_timer;
     asio::steady_timer live_timer;
-    // The store's clock at this worker's last liveness beat that committed; 0 before the first.
+    // The store's clock at this worker's last liveness beat that committed (0 before the
+    // first), and at the first of the beats since then that kept their pace (see liveness()).
     store::millis last_alive = 0;
+    store::millis pace_since = 0;
     bool started = false;
     bool stopping = false;
     bool beating = true;
@@ -242,21 +244,27 @@ asio::awaitable<void> lease_worker::impl::liveness() {
     while (beating) {
         store::transaction::freed_leases freed;
         bool known = true;
-        // The last beat that committed: a unit the store runs again (its batch aborted) judges
-        // by it too, not by its own first run.
+        // As of the last beat that committed: a unit the store runs again (its batch aborted)
+        // judges by them too, not by its own first run.
         const store::millis prev = last_alive;
-        store::millis beat_at = 0;
+        const store::millis since = pace_since;
+        store::millis beat_at = 0, pace_from = 0;
         try {
             co_await db.write([&](store::transaction& tx) {
                 const auto now = tx.clock_ms();
                 beat_at = now;
                 known = tx.mark_owner_alive(owner, now + live);
-                // Only while this worker's own beats keep their pace: after a stall of its own
-                // (or the store's) the others missed theirs too, and it cannot tell yet.
-                freed = prev != 0 && now - prev <= 2 * every.count() ? tx.free_dead_owners(now)
-                                                                     : decltype(freed){};
+                // A beat more than two beats after the last one ends a stall of this worker or
+                // of the store, which the others may have shared: each of them gets a whole
+                // `live` after it to show itself before this worker judges anyone (so does
+                // everyone at this worker's start).
+                const bool in_pace = prev != 0 && now - prev <= 2 * every.count();
+                pace_from = in_pace ? since : now;
+                freed = in_pace && now - pace_from >= live ? tx.free_dead_owners(now)
+                                                           : decltype(freed){};
             });
             last_alive = beat_at;
+            pace_since = pace_from;
         } catch (const std::exception& e) {
             // Nothing committed (or unknown): the next beat tries again, and judges no one
             // unless it keeps its pace.

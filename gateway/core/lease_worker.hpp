@@ -24,9 +24,10 @@
 //            alive every liveness/3 and frees the leases of owners that stopped showing it
 //            for `liveness` (store::transaction::free_dead_owners): a killed replica's work is
 //            taken up after about `liveness`, not after its leases' full length. A worker
-//            whose own last beat is more than two beats old (it, or the store, stalled) only
-//            shows itself alive in that beat: after a stall every replica missed its beats
-//            alike, and it cannot tell the dead from those about to beat again. A worker
+//            judges others only once its own beats have kept their pace for a whole
+//            `liveness`: after a stall (of it, or of the store, which every replica then
+//            missed its beats through alike) each other replica gets that long to show
+//            itself again, and so does everyone at the worker's start. A worker
 //            that finds it was taken for dead renews its running leases at once, so work
 //            whose row was claimed again is marked lost before its next upstream call.
 //
