@@ -266,8 +266,8 @@ asio::awaitable<void> lease_worker::impl::liveness() {
             last_alive = beat_at;
             pace_since = pace_from;
         } catch (const std::exception& e) {
-            // Nothing committed (or unknown): the next beat tries again, and judges no one
-            // unless it keeps its pace.
+            // Nothing committed (or unknown): the next beat tries again; it comes more than
+            // two beats after the last committed one, so judging waits a whole timeout again.
             freed = {};
             known = true;
             log::error("showing this replica alive failed",
