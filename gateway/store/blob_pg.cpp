@@ -169,12 +169,12 @@ blob_result<PGconn*> connect_pg(const std::string& url, int statement_timeout_ms
     // the store's statement_timeout, and answers by pg::answer_timeout_ms of it.
     // As the store's sessions (pg_connection.cpp): the server's side of a connection given up
     // on ends too, and its locks with it.
-    const std::string setup = "SET synchronous_commit = on; SET statement_timeout = " +
-                              std::to_string(statement_timeout_ms) +
-                              "; SET idle_in_transaction_session_timeout = " +
-                              std::to_string(pg::answer_timeout_ms(statement_timeout_ms)) +
-                              "; SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; "
-                              "SET tcp_keepalives_count = 3; SET tcp_user_timeout = 30000";
+    std::string setup = "SET synchronous_commit = on; SET statement_timeout = " +
+                        std::to_string(statement_timeout_ms) +
+                        "; SET idle_in_transaction_session_timeout = " +
+                        std::to_string(pg::answer_timeout_ms(statement_timeout_ms));
+    for (const auto& k : pg::server_keepalives)
+        setup += std::string("; SET ") + k.keyword + " = " + k.value;
     PGresult* r = PQsendQuery(c, setup.c_str()) == 1
                       ? last_result(c, pg::answer_timeout_ms(statement_timeout_ms))
                       : nullptr;

@@ -36,6 +36,13 @@ const std::array<connection_setting, 6> connection_defaults = {{
     {"tcp_user_timeout", "30000"},
 }};
 
+const std::array<connection_setting, 4> server_keepalives = {{
+    {"tcp_keepalives_idle", "10"},
+    {"tcp_keepalives_interval", "5"},
+    {"tcp_keepalives_count", "3"},
+    {"tcp_user_timeout", "30000"},
+}};
+
 PGconn* open_connection(const std::string& url) {
     // Keywords are applied in order, and the URL given as dbname (expanded) overrides what came
     // before it: the defaults go first.
@@ -88,16 +95,15 @@ void connection::set_up(int statement_timeout_ms, std::string_view app_name) {
     // network that lost it) ends too, and with it its transaction's locks: idle in a
     // transaction longer than the answer timeout, or unheard from over TCP (keepalives,
     // unacknowledged data), instead of the server's default of two hours.
-    query(
+    std::string sql =
         "SELECT set_config('statement_timeout', $1, false), set_config('TimeZone', 'UTC', "
         "false), set_config('application_name', $2, false), "
         "set_config('synchronous_commit', 'on', false), "
-        "set_config('idle_in_transaction_session_timeout', $3, false), "
-        "set_config('tcp_keepalives_idle', '10', false), "
-        "set_config('tcp_keepalives_interval', '5', false), "
-        "set_config('tcp_keepalives_count', '3', false), "
-        "set_config('tcp_user_timeout', '30000', false)",
-        {std::to_string(statement_timeout_ms), app_name, std::to_string(answer_timeout_ms_)});
+        "set_config('idle_in_transaction_session_timeout', $3, false)";
+    for (const auto& k : server_keepalives)
+        sql += std::string(", set_config('") + k.keyword + "', '" + k.value + "', false)";
+    query(sql.c_str(),
+          {std::to_string(statement_timeout_ms), app_name, std::to_string(answer_timeout_ms_)});
 }
 
 connection::~connection() {

@@ -119,6 +119,9 @@ struct connection_setting {
     const char* value;
 };
 extern const std::array<connection_setting, 6> connection_defaults;
+// The same for the server's side of every session (set at its start, by the store and the blob
+// store alike): it probes and gives up on a client gone silent as the client does on it.
+extern const std::array<connection_setting, 4> server_keepalives;
 
 // How long a connection waits for an answer before it gives the connection up as lost: the
 // server's own statement_timeout cancels a statement long before, so no answer by then means
