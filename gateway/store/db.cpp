@@ -21,9 +21,6 @@ namespace {
 // failover of PostgreSQL takes seconds. Spread per answer (core::spread_retry_after_s: 3..7 s).
 constexpr int retry_after_unreachable_s = 5;
 
-int retry_after_s() {
-    return outage_retry_after_s();
-}
 }  // namespace
 
 int outage_retry_after_s() {
@@ -66,7 +63,7 @@ void db::refuse_if_unreachable() {
     // the client is told only to come back.
     if (fail_fast_ && !store_.unreachable().empty())
         throw util::unavailable_error("the database is unreachable for now; try again",
-                                      retry_after_s());
+                                      outage_retry_after_s());
 }
 
 asio::awaitable<void> db::run(bool write, store::unit fn) {
@@ -117,7 +114,7 @@ asio::awaitable<void> db::run(bool write, store::unit fn) {
                         store_.unreachable().empty()
                             ? "the database is too busy to answer in time; try again"
                             : "the database is unreachable for now; try again",
-                        retry_after_s());
+                        outage_retry_after_s());
                 throw;
             }
         }
