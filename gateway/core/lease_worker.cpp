@@ -200,7 +200,9 @@ asio::awaitable<void> lease_worker::impl::heartbeat() {
         store::millis until = 0;
         try {
             const auto lease = static_cast<store::millis>(time.lease.count());
-            co_await db.write([&](store::transaction& tx) {
+            // Before the work waiting in the lane: a backlog longer than the lease must not let
+            // the leases of running work expire.
+            co_await db.write_first([&](store::transaction& tx) {
                 until = tx.clock_ms() + lease;
                 lost = hk.renew(tx, owner, leases, until);
             });
@@ -250,7 +252,9 @@ asio::awaitable<void> lease_worker::impl::liveness() {
         const store::millis since = pace_since;
         store::millis beat_at = 0, pace_from = 0;
         try {
-            co_await db.write([&](store::transaction& tx) {
+            // Before the work waiting in the lane: a replica whose lane is backed up for longer
+            // than `live` is busy, not dead.
+            co_await db.write_first([&](store::transaction& tx) {
                 const auto now = tx.clock_ms();
                 beat_at = now;
                 known = tx.mark_owner_alive(owner, now + live);

@@ -9,7 +9,10 @@
 //   renew    the leases of running work on a heartbeat (every lease/3), so a slow provider call
 //            never lets its lease expire under it; a renewal that finds the lease gone marks
 //            the work `lost` (it should stop before any further upstream call), unless the
-//            work released the row itself (`released`: it is only finishing)
+//            work released the row itself (`released`: it is only finishing). Renewals (and
+//            liveness beats) are queued before the work waiting in the store's lane
+//            (db::write_first): a backlog of writes does not outlast a lease or the liveness
+//            timeout, only the group in flight is waited for
 //   exclude  the rows this process is running from its own claims: even if a renewal failed,
 //            one process never runs the same row twice at once
 //   wake     at once on notify() (thread-safe), or at the next due time, or every

@@ -52,10 +52,13 @@ db::db(store& s, metrics::registry& m, write_lane lane, bool fail_fast,
                        .with({"read"})) {}
 
 asio::awaitable<void> db::write(store::unit fn) {
-    return run(true, std::move(fn));
+    return run(op::write, std::move(fn));
+}
+asio::awaitable<void> db::write_first(store::unit fn) {
+    return run(op::write_first, std::move(fn));
 }
 asio::awaitable<void> db::read(store::unit fn) {
-    return run(false, std::move(fn));
+    return run(op::read, std::move(fn));
 }
 
 void db::refuse_if_unreachable() {
@@ -66,7 +69,8 @@ void db::refuse_if_unreachable() {
                                       outage_retry_after_s());
 }
 
-asio::awaitable<void> db::run(bool write, store::unit fn) {
+asio::awaitable<void> db::run(op kind, store::unit fn) {
+    const bool write = kind != op::read;
     try {
         refuse_if_unreachable();
     } catch (const util::unavailable_error&) {
@@ -85,7 +89,9 @@ asio::awaitable<void> db::run(bool write, store::unit fn) {
                 // Resume on the coroutine's own executor, never on the store thread.
                 asio::post(ex, [h]() mutable { (*h)(); });
             };
-            if (give_up_after_.count() > 0) {
+            if (kind == op::write_first) {
+                store_.submit_write_first(std::move(fn), std::move(done), lane_);
+            } else if (give_up_after_.count() > 0) {
                 const auto give_up = store::clock::now() + give_up_after_;
                 if (write)
                     store_.submit_write_by(std::move(fn), std::move(done), lane_, give_up);

@@ -38,6 +38,10 @@ class db {
     // Rethrows the unit's exception (after rollback) or a store_error.
     boost::asio::awaitable<void> write(store::unit fn);
     boost::asio::awaitable<void> read(store::unit fn);
+    // As write, the unit queued before every unit waiting in the lane (store::submit_write_first):
+    // the lease workers' liveness beats and lease renewals, never held up by a backlog of work.
+    // Not for an API request: it has no give-up time.
+    boost::asio::awaitable<void> write_first(store::unit fn);
     // What `fail_fast` does before each unit, for a request whose work goes through another
     // handle (a cancel is the engine's): throws util::unavailable_error while the database is
     // out of reach; does nothing on a handle without `fail_fast`.
@@ -45,7 +49,8 @@ class db {
     store& raw() noexcept { return store_; }
 
   private:
-    boost::asio::awaitable<void> run(bool write, store::unit fn);
+    enum class op { read, write, write_first };
+    boost::asio::awaitable<void> run(op kind, store::unit fn);
     store& store_;
     write_lane lane_;
     bool fail_fast_;

@@ -170,6 +170,9 @@ class pg_store final : public store {
     void submit_write(unit fn, completion done, write_lane lane) override {
         writes_[static_cast<std::size_t>(lane)].submit(std::move(fn), std::move(done));
     }
+    void submit_write_first(unit fn, completion done, write_lane lane) override {
+        writes_[static_cast<std::size_t>(lane)].submit_first(std::move(fn), std::move(done));
+    }
     void submit_read(unit fn, completion done) override {
         reads_.submit(std::move(fn), std::move(done));
     }

@@ -310,6 +310,9 @@ class sqlite_store final : public store {
     void submit_write(unit fn, completion done, write_lane) override {
         writes_.submit(std::move(fn), std::move(done));
     }
+    void submit_write_first(unit fn, completion done, write_lane) override {
+        writes_.submit_first(std::move(fn), std::move(done));
+    }
     void submit_read(unit fn, completion done) override {
         reads_.submit(std::move(fn), std::move(done));
     }

@@ -78,6 +78,18 @@ void work_queue::submit(store::unit fn, store::completion done, store::clock::ti
     call_done(done, std::make_exception_ptr(store_error("store closed")));
 }
 
+void work_queue::submit_first(store::unit fn, store::completion done) {
+    {
+        std::lock_guard lk(m_);
+        if (!stopping_) {
+            items_.push_front(queued_unit{std::move(fn), std::move(done), 0});
+            cv_.notify_one();
+            return;
+        }
+    }
+    call_done(done, std::make_exception_ptr(store_error("store closed")));
+}
+
 bool work_queue::take(std::vector<queued_unit>& out, std::size_t max) {
     std::unique_lock lk(m_);
     cv_.wait(lk, [&] { return !items_.empty() || stopping_; });

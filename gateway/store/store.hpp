@@ -552,6 +552,11 @@ class store {
     // Queues a read-only unit on the reader side. It sees every write completed before it was
     // submitted, and nothing that is not durable yet (it may wait for a sync to see it).
     virtual void submit_read(unit fn, completion done) = 0;
+    // As submit_write, but the unit goes before every unit waiting in its lane (it still waits
+    // for the group the lane's writer is running): for a small unit whose delay matters more
+    // than its order, such as a lease worker's liveness beat and lease renewals, which must not
+    // wait behind a backlog of work for longer than the leases and the liveness timeout last.
+    virtual void submit_write_first(unit fn, completion done, write_lane lane) = 0;
 
     // As submit_write and submit_read, for a unit someone waits for (an API request): if it is
     // still queued at `give_up`, never sent to the database (which is out of reach, or its

@@ -33,6 +33,9 @@ class work_queue {
     // Queues the unit, or completes it at once with store_error("store closed") once stopped.
     void submit(store::unit fn, store::completion done,
                 store::clock::time_point give_up = store::clock::time_point::max());
+    // Queues the unit before every unit waiting (not before those already taken), or completes
+    // it as submit does once stopped.
+    void submit_first(store::unit fn, store::completion done);
     // Waits for work and moves up to `max` units into `out`; false once stopped and drained.
     bool take(std::vector<queued_unit>& out, std::size_t max);
     // Waits until there is work (true) or the queue is stopped and drained (false), taking

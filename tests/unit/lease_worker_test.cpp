@@ -610,6 +610,61 @@ TEST_F(LeaseWorkerReplicas, AStallOfTheDatabaseMakesNoReplicaTakeTheOthersForDea
     EXPECT_EQ(a.refused + b.refused, 0);
 }
 
+// A replica whose lane is backed up for longer than the liveness timeout (a burst: 1,200 units
+// of 5 ms queued at once, about 6 s of work) is busy, not dead: its liveness beats and
+// renewals go before the waiting work (db::write_first), and no other replica takes its job.
+// (With its beats queued behind the backlog, B freed A's lease after 2 s and ran the job again.)
+TEST_F(LeaseWorkerReplicas, AReplicaWhoseLaneIsBackedUpIsNotTakenForDead) {
+    segue::test::pg_schema schema;
+    auto& a = add(schema.url(), "a", 60s, 2s, /*work=*/10s);
+    auto& b = add(schema.url(), "b", 60s, 2s, /*work=*/0ms);
+    schedule(*a.store, "ext_busy");
+    start(a);
+    ASSERT_TRUE(wait_for([&] { return a.runs == 1; }, 5s));
+    start(b);
+    std::this_thread::sleep_for(2500ms);  // B's beats have kept their pace for a timeout
+    constexpr int backlog = 1200;
+    std::atomic<int> drained{0};
+    const auto queued_at = std::chrono::steady_clock::now();
+    for (int i = 0; i < backlog; ++i)
+        a.store->submit_write([](segue::store::transaction&) { std::this_thread::sleep_for(5ms); },
+                              [&drained](std::exception_ptr) { drained++; });
+    ASSERT_TRUE(wait_for([&] { return drained == backlog; }, 40s));
+    const auto took = std::chrono::steady_clock::now() - queued_at;
+    ASSERT_TRUE(wait_for([&] { return a.completed + a.refused == 1; }, 20s));
+    EXPECT_EQ(b.runs, 0) << "B took A for dead while A's lane was backed up";
+    EXPECT_EQ(a.completed, 1);
+    EXPECT_EQ(a.lost, 0);
+    EXPECT_GT(took, 3s) << "the backlog was not longer than the liveness timeout";
+    std::cout << "[ info ] the backlog took "
+              << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+              << " ms to drain (liveness 2 s)\n";
+}
+
+// The same burst against the leases themselves (3 s, renewed every second; no liveness): the
+// renewals go before the waiting work, so the lease of A's running job never expires and B,
+// claiming every 50 ms, never gets it. (Queued behind the backlog, the lease expired and B
+// ran the job again; A's work was then lost.)
+TEST_F(LeaseWorkerReplicas, LeasesAreRenewedThroughABackedUpLane) {
+    segue::test::pg_schema schema;
+    auto& a = add(schema.url(), "a", 3s, 0ms, /*work=*/9s);
+    auto& b = add(schema.url(), "b", 3s, 0ms, /*work=*/0ms);
+    schedule(*a.store, "ext_renewed");
+    start(a);
+    ASSERT_TRUE(wait_for([&] { return a.runs == 1; }, 5s));
+    start(b);
+    constexpr int backlog = 1200;
+    std::atomic<int> drained{0};
+    for (int i = 0; i < backlog; ++i)
+        a.store->submit_write([](segue::store::transaction&) { std::this_thread::sleep_for(5ms); },
+                              [&drained](std::exception_ptr) { drained++; });
+    ASSERT_TRUE(wait_for([&] { return drained == backlog; }, 40s));
+    ASSERT_TRUE(wait_for([&] { return a.completed + a.refused == 1; }, 20s));
+    EXPECT_EQ(b.runs, 0) << "A's lease expired while A's lane was backed up";
+    EXPECT_EQ(a.completed, 1);
+    EXPECT_EQ(a.lost, 0);
+}
+
 // A replica taken for dead while it was alive (stalled; here, its row deleted and its lease
 // freed as a sweep does, then its job claimed by another): its next liveness beat finds its row
 // gone and renews at once, so the running work learns within a beat that its lease is lost,

@@ -2106,6 +2106,50 @@ TEST_P(StoreEngineTest, CloseFinishesQueuedWritesThenRejects) {
     });
 }
 
+// submit_write_first: the unit runs before the units waiting in its lane (after the group in
+// flight), and is refused like any other once the store is closed.
+TEST_P(StoreEngineTest, AUnitSubmittedFirstRunsBeforeTheUnitsWaitingInItsLane) {
+    auto s = open();
+    writer_gate gate;
+    gate.hold(*s);  // the lane's writer busy: what comes next waits
+    std::mutex m;
+    std::vector<std::string> order;
+    std::atomic<int> done{0};
+    auto record = [&](std::string what) {
+        return [&, what](st::transaction&) {
+            std::lock_guard lk(m);
+            order.push_back(what);
+        };
+    };
+    auto count = [&](std::exception_ptr e) {
+        EXPECT_FALSE(e);
+        ++done;
+    };
+    for (int i = 0; i < 3; ++i)
+        s->submit_write(record("w" + std::to_string(i)), count, st::write_lane::requests);
+    s->submit_write_first(record("first"), count, st::write_lane::requests);
+    s->submit_write_first(record("firster"), count, st::write_lane::requests);
+    gate.release();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (done < 5 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ASSERT_EQ(done.load(), 5);
+    EXPECT_EQ(order, (std::vector<std::string>{"firster", "first", "w0", "w1", "w2"}));
+    s->close();
+    std::string what;
+    s->submit_write_first([](st::transaction&) {},
+                          [&](std::exception_ptr e) {
+                              try {
+                                  if (e)
+                                      std::rethrow_exception(e);
+                              } catch (const st::store_error& err) {
+                                  what = err.what();
+                              }
+                          },
+                          st::write_lane::work);
+    EXPECT_EQ(what, "store closed");
+}
+
 TEST_P(StoreEngineTest, HoldCreditsReservesOrRefuses) {
     auto s = open();
     auto hold = [](const std::string& task, std::int64_t amount) {
