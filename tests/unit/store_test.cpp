@@ -193,6 +193,18 @@ class writer_gate {
     std::shared_future<void> release_f_ = release_.get_future().share();
 };
 
+// A completion that keeps the message of the store_error a unit failed with.
+st::store::completion store_error_into(std::string& what) {
+    return [&what](std::exception_ptr e) {
+        try {
+            if (e)
+                std::rethrow_exception(e);
+        } catch (const st::store_error& err) {
+            what = err.what();
+        }
+    };
+}
+
 }  // namespace
 
 TEST_F(StoreTest, MigrationsCreateSchemaAndReopenIsNoop) {
@@ -2089,15 +2101,7 @@ TEST_P(StoreEngineTest, CloseFinishesQueuedWritesThenRejects) {
     s->close();
     EXPECT_EQ(ok.load(), n);
     std::string what;
-    s->submit_write([](st::transaction&) {},
-                    [&](std::exception_ptr e) {
-                        try {
-                            if (e)
-                                std::rethrow_exception(e);
-                        } catch (const st::store_error& err) {
-                            what = err.what();
-                        }
-                    });
+    s->submit_write([](st::transaction&) {}, store_error_into(what));
     EXPECT_EQ(what, "store closed");
     s.reset();
     auto again = open();
@@ -2137,16 +2141,7 @@ TEST_P(StoreEngineTest, AUnitSubmittedFirstRunsBeforeTheUnitsWaitingInItsLane) {
     EXPECT_EQ(order, (std::vector<std::string>{"firster", "first", "w0", "w1", "w2"}));
     s->close();
     std::string what;
-    s->submit_write_first([](st::transaction&) {},
-                          [&](std::exception_ptr e) {
-                              try {
-                                  if (e)
-                                      std::rethrow_exception(e);
-                              } catch (const st::store_error& err) {
-                                  what = err.what();
-                              }
-                          },
-                          st::write_lane::work);
+    s->submit_write_first([](st::transaction&) {}, store_error_into(what), st::write_lane::work);
     EXPECT_EQ(what, "store closed");
 }
 
