@@ -48,7 +48,7 @@
 #
 # Segue: tenant with ample credits, durable SQLite (storage.sync_full: true unless
 # BENCH_SYNC_FULL=false), log.level info,
-# log.access false, io_threads 2, engine.poll_interval 100ms, providers.musicgpt enabled at the
+# log.access false, io_threads 2 (BENCH_IO_THREADS=N: N), engine.poll_interval 100ms, providers.musicgpt enabled at the
 # fake (upstream.allow_plain_http), api.public_base_url set so segue asks for webhooks and
 # providers.musicgpt.reconcile_after 10m: no byId polling during the run; the fake's
 # --webhook-delay-ms 600000: no webhook arrives during the run either. Breakers generous,
@@ -88,7 +88,7 @@ db="$work/db/segue.db"
 cat >"$work/segue.yaml" <<YAML
 server:
   listen: 127.0.0.1:$sport
-  io_threads: 2
+  io_threads: ${BENCH_IO_THREADS:-2}
   drain_timeout: 2s
 log:
   level: info
