@@ -208,6 +208,7 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
               "segue_task_duration_seconds", "From acceptance to a final status, by provider.",
               {"provider"}, {0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600})),
           running_gauge(m.make_gauge("segue_engine_jobs_running", "Jobs being run right now.")),
+          count_freed(count_freed_leases(m)),
           handoffs(m.counter_family(
               "segue_engine_handoffs_total",
               "New tasks' submit jobs handed to this process's engine in memory (handed_off), "
@@ -498,6 +499,7 @@ struct engine::impl : std::enable_shared_from_this<engine::impl> {
     metrics::family<metrics::counter>& tasks_finished;
     metrics::family<metrics::histogram>& task_duration;
     metrics::gauge& running_gauge;
+    std::function<void(const store::transaction::freed_leases&)> count_freed;
     metrics::family<metrics::counter>& handoffs;
     metrics::family<metrics::counter>& failures;
     metrics::family<metrics::counter>& webhooks;
@@ -629,6 +631,7 @@ void engine::impl::make_worker() {
     h.slots = [this](int running) { return settings.engine.batch - running; };
     h.on_running = [this](int running) { running_gauge.set(running); };
     h.on_lost = [this](const std::string&) { jobs.with({"any", "lease_lost"}).inc(); };
+    h.on_freed = count_freed;
     lease_worker::timing t;
     t.lease = std::chrono::duration_cast<std::chrono::milliseconds>(settings.engine.lease);
     t.poll_interval =

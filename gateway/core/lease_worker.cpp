@@ -16,6 +16,7 @@
 
 #include "gateway/core/json.hpp"
 #include "gateway/log/log.hpp"
+#include "gateway/metrics/registry.hpp"
 #include "gateway/store/db.hpp"
 
 namespace segue::core {
@@ -297,6 +298,8 @@ asio::awaitable<void> lease_worker::impl::liveness() {
                        {"jobs", freed.jobs},
                        {"deliveries", freed.deliveries},
                        {"replica_timeout_ms", live}});
+            if (hk.on_freed)
+                hk.on_freed(freed);
             if (freed.jobs > 0 || freed.deliveries > 0)
                 wake_now();
         }
@@ -415,6 +418,28 @@ std::vector<std::string> renew_job_leases(store::transaction& tx, const std::str
     for (auto id : tx.renew_jobs(owner, ids, until))
         lost.push_back(std::to_string(id));
     return lost;
+}
+
+std::function<void(const store::transaction::freed_leases&)> count_freed_leases(
+    metrics::registry& m) {
+    auto& owners =
+        m.counter_family("segue_lease_owners_freed_total",
+                         "Lease owners (a replica's engine or dispatcher) taken for dead "
+                         "for not showing they were alive for "
+                         "storage.postgres.replica_timeout; their leases were freed.",
+                         {})
+            .with({});
+    auto& leases = m.counter_family("segue_leases_freed_total",
+                                    "Leases of jobs and webhook deliveries freed because their "
+                                    "owner was taken for dead.",
+                                    {"kind"});
+    auto& jobs = leases.with({"job"});
+    auto& deliveries = leases.with({"delivery"});
+    return [&owners, &jobs, &deliveries](const store::transaction::freed_leases& f) {
+        owners.inc(static_cast<double>(f.owners.size()));
+        jobs.inc(f.jobs);
+        deliveries.inc(f.deliveries);
+    };
 }
 
 }  // namespace segue::core

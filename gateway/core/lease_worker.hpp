@@ -57,6 +57,9 @@ class io_context;
 namespace segue::store {
 class db;
 }
+namespace segue::metrics {
+class registry;
+}
 
 namespace segue::core {
 
@@ -113,6 +116,9 @@ class lease_worker {
         std::function<void(int running)> on_running;
         // A renewal found a lease gone. Optional (for a metric; it is logged either way).
         std::function<void(const std::string& id)> on_lost;
+        // A liveness beat took owners for dead and freed their leases. Optional (for metrics:
+        // count_freed_leases; it is logged either way).
+        std::function<void(const store::transaction::freed_leases&)> on_freed;
     };
 
     struct timing {
@@ -165,5 +171,12 @@ class lease_worker {
 // with store::transaction::renew_jobs.
 std::vector<std::string> renew_job_leases(store::transaction& tx, const std::string& owner,
                                           const lease_worker::held& leases, store::millis until);
+
+// hooks::on_freed counting into `m`: segue_lease_owners_freed_total (owners taken for dead: an
+// engine's or a dispatcher's, two per replica) and segue_leases_freed_total{kind="job"|"delivery"}.
+// Either worker of a replica may free a dead replica's job and delivery leases: each is counted
+// once, by the one that freed it.
+std::function<void(const store::transaction::freed_leases&)> count_freed_leases(
+    metrics::registry& m);
 
 }  // namespace segue::core

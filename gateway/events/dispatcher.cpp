@@ -124,6 +124,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
                       .with({})),
           in_flight_gauge(m.make_gauge("segue_webhook_deliveries_in_flight",
                                        "Webhook deliveries being sent by this replica.")),
+          count_freed(core::count_freed_leases(m)),
           pending_gauge(m.make_gauge("segue_webhook_deliveries_pending",
                                      "Deliveries waiting to be delivered (all replicas).")),
           dead_gauge(m.make_gauge("segue_webhook_deliveries_dead",
@@ -180,6 +181,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     metrics::counter& leases_expired;
     metrics::histogram& latency;
     metrics::gauge& in_flight_gauge;
+    std::function<void(const store::transaction::freed_leases&)> count_freed;
     metrics::gauge& pending_gauge;
     metrics::gauge& dead_gauge;
     // When the oldest event waiting for delivery happened (Unix ms; 0: none waits), as last read.
@@ -233,6 +235,7 @@ void dispatcher::impl::make_worker() {
         }
     };
     h.on_running = [this](int running) { in_flight_gauge.set(running); };
+    h.on_freed = count_freed;
     core::lease_worker::timing t;
     t.lease = std::chrono::duration_cast<std::chrono::milliseconds>(w.lease);
     t.poll_interval =

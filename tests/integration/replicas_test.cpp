@@ -944,4 +944,16 @@ TEST_F(Replicas, AKilledReplicasSubmitIsTakenUpAfterTheReplicaTimeout) {
     EXPECT_LT(took, 15s);
     EXPECT_EQ(submits(), 1u) << "the interrupted submit was sent again blindly";
     EXPECT_NE(grep_logs(g[1]->logs(), "replicas stopped showing they are alive"), "");
+    // A's engine and dispatcher were both taken for dead (by B's engine or its dispatcher,
+    // whichever beat first), and A's one job lease was freed (its deliveries may have been
+    // sent before the kill).
+    auto freed = [&](const std::string& series) {
+        auto r = call(ports[1], "GET", "/metrics", "", {}, 2s);
+        return r ? segue::test::metric_value(r->body, series) : -1;
+    };
+    const auto counted_by = steady::now() + 5s;
+    while (freed("segue_lease_owners_freed_total") < 2 && steady::now() < counted_by)
+        std::this_thread::sleep_for(50ms);
+    EXPECT_EQ(freed("segue_lease_owners_freed_total"), 2);
+    EXPECT_EQ(freed("segue_leases_freed_total{kind=\"job\"}"), 1);
 }

@@ -439,6 +439,7 @@ class LeaseWorkerReplicas : public ::testing::Test {
         std::thread thread;
         bool killed = false;
         std::atomic<int> runs{0}, completed{0}, refused{0}, lost{0};
+        segue::metrics::registry metrics;  // what it freed (count_freed_leases)
     };
 
     void TearDown() override {
@@ -492,6 +493,7 @@ class LeaseWorkerReplicas : public ::testing::Test {
         h.renew = segue::core::renew_job_leases;
         h.slots = [](int running) { return 1 - running; };  // one job each
         h.on_lost = [self](const std::string&) { self->lost++; };
+        h.on_freed = segue::core::count_freed_leases(self->metrics);
         lease_worker::timing t;
         t.lease = lease;
         t.poll_interval = 50ms;
@@ -561,6 +563,10 @@ TEST_F(LeaseWorkerReplicas, AKilledReplicasWorkIsTakenUpAfterTheLivenessTimeoutN
     EXPECT_LT(took, 12s) << "not the liveness timeout's doing";
     EXPECT_EQ(b.runs, 1);
     EXPECT_EQ(b.refused, 0);
+    const auto counted = b.metrics.serialize();
+    EXPECT_EQ(segue::test::metric_value(counted, "segue_lease_owners_freed_total"), 1) << counted;
+    EXPECT_EQ(segue::test::metric_value(counted, "segue_leases_freed_total{kind=\"job\"}"), 1);
+    EXPECT_EQ(segue::test::metric_value(counted, "segue_leases_freed_total{kind=\"delivery\"}"), 0);
     std::cout << "[ info ] taken up "
               << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
               << " ms after the kill (liveness 2 s, lease 60 s)\n";
