@@ -88,6 +88,9 @@ void lease_worker::impl::spawn(item it) {
     st->id = it.id;
     st->fence = it.fence;
     st->until = it.until;
+    st->alive_until = last_alive > 0 && time.liveness.count() > 0
+                          ? last_alive + static_cast<store::millis>(time.liveness.count())
+                          : 0;
     st->lane = std::clamp(it.lane, 0, time.lanes - 1);
     if (auto i = running.find(it.id); i != running.end())
         lane_running[i->second->lane].fetch_sub(1);  // an older claim's entry, replaced
@@ -270,6 +273,11 @@ asio::awaitable<void> lease_worker::impl::liveness() {
             });
             last_alive = beat_at;
             pace_since = pace_from;
+            for (auto& [id, st] : running) {
+                st->alive_until = beat_at + live;
+                if (!known && prev != 0)
+                    st->owner_freed = true;
+            }
         } catch (const std::exception& e) {
             // Nothing committed (or unknown): the next beat tries again; it comes more than
             // two beats after the last committed one, so judging waits a whole timeout again.

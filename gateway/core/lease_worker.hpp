@@ -73,11 +73,25 @@ struct lease_state {
     // commit; 0 when unknown. A write refused before this time was refused by a claim that
     // should not exist (two claims of one live lease); after it, the lease had expired.
     store::millis until = 0;
+    // With liveness (replicas sharing a store), a lease also ends when its owner is taken for
+    // dead. `alive_until`: when the owner's last liveness beat seen to commit lets others take
+    // it for dead (0: unknown, or no liveness); before it, no one can. `owner_freed`: a beat
+    // since the claim found the owner taken for dead (its leases freed, maybe claimed again).
+    // Set by the worker on its io_context, as `until` is.
+    store::millis alive_until = 0;
+    bool owner_freed = false;
     int lane = 0;  // item::lane
     // The work let go of its row itself (completed, rescheduled or failed it: the store sets
     // this through store::lease_ref::released). A renewal that no longer finds the row is then
     // no loss: the work is only finishing. Mutable: the work holds its state as const.
     mutable std::atomic<bool> released{false};
+
+    // True when a write refused at `at` (the store's clock) may be explained by the lease's end:
+    // `until` passed, or the owner may have been taken for dead. False means two claims of
+    // one live lease: a bug.
+    bool may_have_ended_by(store::millis at) const {
+        return until <= 0 || at > until || owner_freed || (alive_until > 0 && at > alive_until);
+    }
 };
 
 class lease_worker {

@@ -480,20 +480,26 @@ asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d,
     }
     if (!held) {
         // Another claim took the row: at least once, the event is (or was) sent again. Only a
-        // lease that had ended allows that; one taken while this claim still held it is a bug.
+        // lease that had ended allows that (it expired, or this replica was taken for dead);
+        // one taken while this claim still held it is a bug.
         const std::string now_owner = now_row ? now_row->lease_owner : "";
         const std::int64_t now_fence = now_row ? now_row->lease_fence : 0;
         const std::string now_status = now_row ? now_row->status : "gone";
         // A claim bumps the fence; a kill (a 410 to the same URL) or a redelivery does not.
         const bool claimed_again = now_row && now_fence != d.lease_fence;
-        const bool live = l->until > 0 && recorded_at <= l->until;
         auto level = log::level::info;
         const char* what =
             "delivery's row was changed while it was sent (killed or redelivered); its outcome "
             "is not recorded";
-        if (claimed_again && live) {
+        if (claimed_again && !l->may_have_ended_by(recorded_at)) {
             level = log::level::error;
             what = "delivery taken by another claim while this one's lease still held";
+        } else if (claimed_again && recorded_at <= l->until) {
+            level = log::level::warn;
+            what =
+                "delivery claimed by another replica after this one was taken for dead (it had "
+                "not shown it is alive for replica_timeout); it may be sent again";
+            leases_expired.inc();
         } else if (claimed_again) {
             level = log::level::warn;
             what = "delivery lease expired before its outcome was recorded; it may be sent again";
@@ -506,6 +512,7 @@ asio::awaitable<void> dispatcher::impl::deliver(store::delivery_row d,
                     {"event_id", d.event_id},
                     {"fence", d.lease_fence},
                     {"lease_until", l->until},
+                    {"alive_until", l->alive_until},
                     {"recorded_at", recorded_at},
                     {"late_ms", l->until > 0 ? recorded_at - l->until : 0},
                     {"sending_ms", now - started},

@@ -95,7 +95,8 @@ class receiver {
     std::unique_ptr<segue::test::child_process> proc_;
 };
 
-std::string config(const std::string& storage_dir, const std::string& webhooks) {
+std::string config(const std::string& storage_dir, const std::string& webhooks,
+                   const std::string& storage_more = "") {
     return "server:\n  listen: 127.0.0.1:0\n  io_threads: 2\n  drain_timeout: 3s\n"
            "log:\n  level: info\n"
            "tenants:\n"
@@ -103,7 +104,7 @@ std::string config(const std::string& storage_dir, const std::string& webhooks) 
            secret_new + "\", \"" + secret_old +
            "\"]\n"
            "  - name: nosecret\n    api_keys: [sk-nosecret]\n" +
-           segue::test::storage_yaml(storage_dir) +
+           segue::test::storage_yaml(storage_dir, storage_more) +
            "engine:\n  poll_interval: 100ms\n  lease: 2s\n"
            "providers:\n  sandbox:\n    delay: 50ms\n"
            "fetch:\n  allow_cidrs: [127.0.0.1/32]\n  allowed_ports: []\n"
@@ -703,15 +704,51 @@ TEST_F(WebhooksTest, AnOutcomeTheDatabaseRefusedAWhileIsRecordedNotSentAgain) {
 // clock: its lease had ended (late_ms > 0), and the row is now under a newer claim. Never the
 // error that a claim took a lease still held.
 // Two replicas share a store on PostgreSQL only: CTest runs this suite as pg.* alone.
+// Waits (up to `d`) until the event `id` reached the receiver at least twice.
+bool wait_sent_twice(receiver& rcv, const std::string& id, std::chrono::milliseconds d) {
+    const auto until = std::chrono::steady_clock::now() + d;
+    for (;;) {
+        int n = 0;
+        for (const auto& del : rcv.deliveries("/hooks/"))
+            n += del.at("id").as_string() == id;
+        if (n >= 2)
+            return true;
+        if (std::chrono::steady_clock::now() >= until)
+            return false;
+        std::this_thread::sleep_for(20ms);
+    }
+}
+
+// The last line of `p`'s log containing `what`, waited for up to `d` ("" if none came).
+std::string wait_log_line(const segue::test::segue_process& p, const std::string& what,
+                          std::chrono::milliseconds d) {
+    const auto until = std::chrono::steady_clock::now() + d;
+    std::string line;
+    while (line.empty() && std::chrono::steady_clock::now() < until) {
+        std::istringstream in(p.log());
+        for (std::string l; std::getline(in, l);)
+            if (l.find(what) != std::string::npos)
+                line = l;
+        if (line.empty())
+            std::this_thread::sleep_for(50ms);
+    }
+    return line;
+}
+
+// Webhook settings for a sender frozen mid-delivery: quick retries, the given lease.
+std::string frozen_sender_webhooks(const std::string& lease) {
+    return "  retry_schedule: [200ms, 300ms, 500ms, 500ms, 1s, 1s, 1s]\n"
+           "  jitter: 0\n  timeout: 1s\n  lease: " +
+           lease + "\n";
+}
+
 class WebhooksOnReplicas : public WebhooksTest {};
 
 TEST_F(WebhooksOnReplicas, AReplicaFrozenPastItsLeaseSaysSoAndTheEventIsStillDelivered) {
     if (!segue::test::testing_postgres())
         GTEST_SKIP() << "two replicas share a store on PostgreSQL only (pg.WebhooksOnReplicas)";
     receiver rcv;
-    const std::string webhooks =
-        "  retry_schedule: [200ms, 300ms, 500ms, 500ms, 1s, 1s, 1s]\n"
-        "  jitter: 0\n  timeout: 1s\n  lease: 2s\n";
+    const std::string webhooks = frozen_sender_webhooks("2s");
     segue::test::segue_process a(config(storage_.path(), webhooks));
     // The first delivery is answered 2xx after 600 ms: long enough to freeze its sender first.
     rcv.mode(R"({"mode":"ok","times":1,"delay_ms":600})");
@@ -723,29 +760,12 @@ TEST_F(WebhooksOnReplicas, AReplicaFrozenPastItsLeaseSaysSoAndTheEventIsStillDel
 
     // B shares A's store; after A's lease (2 s) it takes the delivery and sends it again.
     segue::test::segue_process b(config(storage_.path(), webhooks));
-    auto until = std::chrono::steady_clock::now() + 20s;
-    auto sent_twice = [&] {
-        int n = 0;
-        for (const auto& d : rcv.deliveries("/hooks/"))
-            n += d.at("id").as_string() == first;
-        return n >= 2;
-    };
-    while (!sent_twice() && std::chrono::steady_clock::now() < until)
-        std::this_thread::sleep_for(20ms);
-    ASSERT_TRUE(sent_twice()) << json::serialize(rcv.deliveries());
+    ASSERT_TRUE(wait_sent_twice(rcv, first, 20s)) << json::serialize(rcv.deliveries());
     a.proc().signal(SIGCONT);
 
     // A records nothing and says its lease had expired, with the newer claim's fence.
-    std::string line;
-    until = std::chrono::steady_clock::now() + 15s;
-    while (line.empty() && std::chrono::steady_clock::now() < until) {
-        std::istringstream in(a.log());
-        for (std::string l; std::getline(in, l);)
-            if (l.find("delivery lease expired before its outcome was recorded") !=
-                std::string::npos)
-                line = l;
-        std::this_thread::sleep_for(50ms);
-    }
+    const std::string line =
+        wait_log_line(a, "delivery lease expired before its outcome was recorded", 15s);
     ASSERT_FALSE(line.empty()) << a.log();
     const auto f = parse(line);
     EXPECT_EQ(f.at("event_id").as_string(), first);
@@ -760,6 +780,45 @@ TEST_F(WebhooksOnReplicas, AReplicaFrozenPastItsLeaseSaysSoAndTheEventIsStillDel
             << log->log();
 
     // Every event of the task still arrives, in order (B sends the rest).
+    ASSERT_EQ(wait_final(b.port(), id), "succeeded");
+    expect_all_delivered_in_order(rcv, b.port(), id, "/hooks/f");
+}
+
+// The same freeze, shorter than the delivery's lease (1 min) but longer than the replica
+// timeout (2 s): B takes A for dead, frees its lease and sends the delivery again. A's record,
+// refused well inside its lease, says A was taken for dead; it is not the error of two claims
+// of one live lease (which it was logged as before A knew of the liveness beat).
+TEST_F(WebhooksOnReplicas, AReplicaTakenForDeadWhileFrozenSaysSoWhenItsRecordIsRefused) {
+    if (!segue::test::testing_postgres())
+        GTEST_SKIP() << "two replicas share a store on PostgreSQL only (pg.WebhooksOnReplicas)";
+    receiver rcv;
+    const std::string webhooks = frozen_sender_webhooks("1m");
+    const std::string replicas = "    replica_timeout: 2s\n";
+    segue::test::segue_process a(config(storage_.path(), webhooks, replicas));
+    rcv.mode(R"({"mode":"ok","times":1,"delay_ms":600})");
+    const std::string id = create(a.port(), song(files_), rcv.url("/hooks/f"));
+    ASSERT_FALSE(id.empty());
+    const std::string first = first_arrival(rcv, "/hooks/");
+    ASSERT_FALSE(first.empty());
+    a.proc().signal(SIGSTOP);
+
+    segue::test::segue_process b(config(storage_.path(), webhooks, replicas));
+    ASSERT_TRUE(wait_sent_twice(rcv, first, 20s)) << "B never took the frozen replica's delivery\n"
+                                                  << b.log();
+    a.proc().signal(SIGCONT);
+
+    const std::string line = wait_log_line(
+        a, "delivery claimed by another replica after this one was taken for dead", 15s);
+    ASSERT_FALSE(line.empty()) << a.log();
+    const auto f = parse(line);
+    EXPECT_EQ(f.at("event_id").as_string(), first);
+    EXPECT_LT(f.at("late_ms").as_int64(), 0) << "refused inside its lease: " << line;
+    EXPECT_GT(f.at("now_fence").as_int64(), f.at("fence").as_int64()) << line;
+    for (const auto* log : {&a, &b})
+        EXPECT_EQ(log->log().find("while this one's lease still held"), std::string::npos)
+            << log->log();
+    EXPECT_NE(b.log().find("replicas stopped showing they are alive"), std::string::npos);
+
     ASSERT_EQ(wait_final(b.port(), id), "succeeded");
     expect_all_delivered_in_order(rcv, b.port(), id, "/hooks/f");
 }

@@ -439,7 +439,8 @@ class LeaseWorkerReplicas : public ::testing::Test {
         std::thread thread;
         bool killed = false;
         std::atomic<int> runs{0}, completed{0}, refused{0}, lost{0};
-        segue::metrics::registry metrics;  // what it freed (count_freed_leases)
+        segue::metrics::registry metrics;          // what it freed (count_freed_leases)
+        std::shared_ptr<const lease_state> state;  // of its job, once it runs
     };
 
     void TearDown() override {
@@ -522,6 +523,7 @@ class LeaseWorkerReplicas : public ::testing::Test {
     static net::awaitable<void> hold_then_complete(replica* r, segue::store::job_row j,
                                                    std::string who, std::chrono::milliseconds work,
                                                    std::shared_ptr<const lease_state> l) {
+        r->state = l;
         r->runs++;
         net::steady_timer timer(co_await net::this_coro::executor);
         timer.expires_after(work);
@@ -694,4 +696,26 @@ TEST_F(LeaseWorkerReplicas, AReplicaTakenForDeadLearnsItsWorkIsLostWithinABeat) 
     ASSERT_TRUE(wait_for([&] { return a.lost == 1; }, 5s))
         << "the lost lease was not noticed before the next heartbeat";
     EXPECT_LT(std::chrono::steady_clock::now() - claimed_at, 3s);
+    // A write refused now, inside the lease's 60 s, is explained by the owner's death (the
+    // dispatcher logs it as such, not as two claims of one live lease).
+    // (alive_until is not read here: A's beats still write it on A's thread.)
+    EXPECT_TRUE(a.state->owner_freed);
+    EXPECT_TRUE(a.state->may_have_ended_by(a.state->until - 1));
+}
+
+// What a write refused at a time can be explained by: the lease's end, or (with liveness) its
+// owner taken for dead, known or not yet known (after its last beat's promise ran out).
+TEST(LeaseState, AWriteRefusedInsideItsLeaseIsExplainedOnlyByTheOwnersDeath) {
+    lease_state st;
+    st.until = 60'000;
+    EXPECT_FALSE(st.may_have_ended_by(59'000));  // no liveness: two claims of one live lease
+    EXPECT_TRUE(st.may_have_ended_by(60'001));   // expired
+    st.alive_until = 30'000;                     // the last beat's promise
+    EXPECT_FALSE(st.may_have_ended_by(29'000));
+    EXPECT_TRUE(st.may_have_ended_by(31'000));  // others may have taken it for dead
+    st.alive_until = 90'000;
+    st.owner_freed = true;  // a beat found it taken for dead
+    EXPECT_TRUE(st.may_have_ended_by(29'000));
+    lease_state unknown;  // until unknown (0): anything goes
+    EXPECT_TRUE(unknown.may_have_ended_by(1));
 }
