@@ -958,6 +958,42 @@ TEST(DropIn, MusicGptsJsonTakesNumbersSentAsStrings) {
     }
 }
 
+// A form's blank fields are fields not sent, as FastAPI (MusicGPT's API) reads forms: a client
+// posting every field of its form, the optional ones left empty, is accepted; a blank required
+// field is reported missing. A JSON body's "" is still a value, validated as one.
+TEST(DropIn, MusicGptsExtendTakesBlankFormFieldsAsNotSent) {
+    setup s;
+    gateway g(s, "sandbox");
+    auto form = [&](const std::string& body) {
+        return http_request(
+            g.port, "POST", "/api/public/v1/extend", body,
+            {"Authorization: " + tenant.key, "Content-Type: application/x-www-form-urlencoded"});
+    };
+    const std::string audio = "audio_url=" + s.audio_url();  // no & = + % in it
+    auto r = form(audio + "&extend_after=20&prompt=&lyrics=&gender=&webhook_url=&num_outputs=" +
+                  "&lyrics_section_to_extend=&title=");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const auto task_id = str(parse(r->body).if_contains("task_id"));
+    EXPECT_TRUE(parse(r->body).contains("conversion_id_2")) << "num_outputs left to its default";
+    auto neutral = http_request(g.port, "GET", "/v1/extensions/" + task_id, "", {g.key_header()});
+    ASSERT_TRUE(neutral && neutral->status == 200);
+    auto req = parse(neutral->body)["request"].as_object();
+    EXPECT_FALSE(req.contains("gender")) << neutral->body;
+    EXPECT_FALSE(req.contains("prompt")) << neutral->body;
+
+    auto blank_required = form(audio + "&extend_after=");
+    ASSERT_TRUE(blank_required);
+    EXPECT_EQ(blank_required->status, 422) << blank_required->body;
+    EXPECT_NE(blank_required->body.find("extend_after"), std::string::npos) << blank_required->body;
+
+    auto json_blank = musicgpt_json_extend(
+        g, {{"audio_url", s.audio_url()}, {"extend_after", "20"}, {"gender", ""}});
+    ASSERT_TRUE(json_blank);
+    EXPECT_EQ(json_blank->status, 422) << json_blank->body;
+    EXPECT_NE(json_blank->body.find("gender"), std::string::npos) << json_blank->body;
+}
+
 // A task waiting and a task working, read through both shapes while it runs (the sandbox
 // waits 1 s before it starts and between its two outputs): MusicGPT's byId says IN_QUEUE, then
 // PROCESSING, then COMPLETED (the spellings of its docs' two versions, PROVIDERS.md 1.2);

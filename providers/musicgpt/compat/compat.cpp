@@ -156,9 +156,16 @@ void answer_message(http::context& ctx, int status, std::string message) {
 
 void translate_fields(api::create::submission& s) {
     json::object kept;
-    for (auto& kv : s.fields)
-        if (std::find(shared_fields.begin(), shared_fields.end(), kv.key()) != shared_fields.end())
-            kept[kv.key()] = std::move(kv.value());
+    for (auto& kv : s.fields) {
+        if (std::find(shared_fields.begin(), shared_fields.end(), kv.key()) == shared_fields.end())
+            continue;
+        // A form field sent empty is one not sent, as FastAPI reads forms: a client that
+        // posts every field of its form ("gender=", "webhook_url=") is not refused for the
+        // ones left blank. A JSON body's "" stays a value (and is validated as one).
+        if (s.from_form && kv.value().is_string() && kv.value().as_string().empty())
+            continue;
+        kept[kv.key()] = std::move(kv.value());
+    }
     // MusicGPT's API is FastAPI's: a number sent as a JSON string ("35.0") is read as the
     // number (pydantic's coercion), as a form's text is.
     s.text_numbers = true;
