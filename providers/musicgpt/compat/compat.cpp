@@ -159,9 +159,10 @@ void translate_fields(api::create::submission& s) {
     for (auto& kv : s.fields) {
         if (std::find(shared_fields.begin(), shared_fields.end(), kv.key()) == shared_fields.end())
             continue;
-        // A form field sent empty is one not sent, as FastAPI reads forms: a client that
-        // posts every field of its form ("gender=", "webhook_url=") is not refused for the
-        // ones left blank. A JSON body's "" stays a value (and is validated as one).
+        // A form field sent empty is one not sent, as FastAPI (which MusicGPT's API looks
+        // like, PROVIDERS.md) reads forms: a client that posts every field of its form
+        // ("gender=", "webhook_url=") is not refused for the ones left blank. A JSON body's ""
+        // stays a value (and is validated as one).
         if (s.from_form && kv.value().is_string() && kv.value().as_string().empty())
             continue;
         kept[kv.key()] = std::move(kv.value());
