@@ -22,10 +22,9 @@
 //  - `readers` reader threads run read units, each in a READ ONLY REPEATABLE READ transaction
 //    (one consistent snapshot; a commit is visible to every read submitted after its completion
 //    ran, because completions run only after COMMIT returned).
-//  - one listener (LISTEN on "segue:<schema>"): commits of other processes arrive as notifications,
-//  sent by
-//    their writers in the committing transaction (so they arrive only if it commits), and are
-//    handed to the commit listener marked remote.
+//  - one listener (LISTEN on "segue:<schema>"): commits of other processes arrive as
+//    notifications, sent by their writers in the committing transaction (so they arrive only if
+//    it commits), and are handed to the commit listener marked remote.
 
 #include <poll.h>
 #include <pthread.h>
