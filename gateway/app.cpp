@@ -58,6 +58,27 @@
 namespace segue {
 namespace {
 
+// A key short enough to guess is little better than none. Said once at start, not refused: a
+// demo's or a test's key may be short on purpose. The keys themselves are never logged.
+constexpr std::size_t guessable_key_chars = 16;
+
+void warn_of_short_keys(const config::settings& s) {
+    const char* what =
+        "an API key shorter than 16 characters is easy to guess: use 32 or more "
+        "random characters";
+    for (const auto& t : s.tenants)
+        for (std::size_t i = 0; i < t.api_keys.size(); ++i)
+            if (t.api_keys[i].size() < guessable_key_chars)
+                log::warn(what,
+                          {{"tenant", t.name},
+                           {"key", "tenants[" + t.name + "].api_keys[" + std::to_string(i) + "]"},
+                           {"length", static_cast<std::int64_t>(t.api_keys[i].size())}});
+    const auto& admin = s.credits.admin_key;
+    if (!admin.empty() && admin.size() < guessable_key_chars)
+        log::warn(what, {{"key", "credits.admin_key"},
+                         {"length", static_cast<std::int64_t>(admin.size())}});
+}
+
 // A directory the process cannot write (a read-only volume, wrong ownership, chattr +i) would
 // fail every upload with a 500 later: refused at start-up instead, naming the setting.
 void check_writable(const std::string& dir) {
@@ -451,6 +472,7 @@ app::app(config::settings settings, const providers::descriptor_list& provider_k
                             }});
     if (d.auth.tenant_count() == 0)
         log::warn("no tenants configured: every /v1 request will be refused (401)");
+    warn_of_short_keys(d.settings);
     d.server = std::make_unique<http::server>(d.pool, d.settings, d.routes, d.metrics);
 }
 

@@ -425,6 +425,20 @@ TEST(Server, DrainDeadlineCutsStuckRequests) {
     EXPECT_NE(s.log().find("\"clean\":false"), std::string::npos) << s.log();
 }
 
+// A key short enough to guess is said at start (not refused), by where it is, never what it is.
+TEST(Server, ShortKeysAreWarnedOfAtStartWithoutShowingThem) {
+    const std::string long_key = "sk-0123456789abcdefghijklmnopqrstuv";
+    segue_process s(config() + "tenants:\n  - name: acme\n    api_keys: [sk-short, " + long_key +
+                    "]\ncredits:\n  admin_key: adm-short\n");
+    ASSERT_TRUE(http_request(s.port(), "GET", "/healthz"));
+    const std::string log = s.log();
+    EXPECT_NE(log.find("\"key\":\"tenants[acme].api_keys[0]\""), std::string::npos) << log;
+    EXPECT_NE(log.find("\"key\":\"credits.admin_key\""), std::string::npos) << log;
+    EXPECT_EQ(log.find("api_keys[1]"), std::string::npos) << "a 35-character key is not short";
+    EXPECT_EQ(log.find("sk-short"), std::string::npos) << "a key was logged";
+    EXPECT_EQ(log.find("adm-short"), std::string::npos) << "a key was logged";
+}
+
 TEST(Cli, VersionHelpAndUnknownFlag) {
     auto bin = segue::test::segue_binary();
     auto [vc, vout] = segue::test::run_command({bin, "--version"});
