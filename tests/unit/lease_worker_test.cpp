@@ -538,6 +538,14 @@ class LeaseWorkerReplicas : public ::testing::Test {
     segue::metrics::registry metrics_;
     // A private server (to freeze) outlives TearDown's close of the stores on it.
     std::unique_ptr<segue::test::pg_private_server> private_pg_;
+    // The shared server's schema, dropped only after TearDown stopped every worker on it (as a
+    // local of the test body it went first, and the workers' last claims logged errors).
+    std::unique_ptr<segue::test::pg_schema> schema_;
+    const std::string& shared_url() {
+        if (!schema_)
+            schema_ = std::make_unique<segue::test::pg_schema>();
+        return schema_->url();
+    }
     std::vector<std::unique_ptr<replica>> replicas_;
 };
 
@@ -548,9 +556,8 @@ class LeaseWorkerReplicas : public ::testing::Test {
 // a minute. (2 s, not less: a loaded machine, a TSAN build beside ctest -j4, can hold a live
 // replica's beat back for a second.)
 TEST_F(LeaseWorkerReplicas, AKilledReplicasWorkIsTakenUpAfterTheLivenessTimeoutNotItsLease) {
-    segue::test::pg_schema schema;
-    auto& a = add(schema.url(), "a", 60s, 2s, /*work=*/10min);
-    auto& b = add(schema.url(), "b", 60s, 2s, /*work=*/0ms);
+    auto& a = add(shared_url(), "a", 60s, 2s, /*work=*/10min);
+    auto& b = add(shared_url(), "b", 60s, 2s, /*work=*/0ms);
     schedule(*a.store, "ext_killed");
     start(a);
     ASSERT_TRUE(wait_for([&] { return a.runs == 1; }, 5s));
@@ -623,9 +630,8 @@ TEST_F(LeaseWorkerReplicas, AStallOfTheDatabaseMakesNoReplicaTakeTheOthersForDea
 // renewals go before the waiting work (db::write_first), and no other replica takes its job.
 // (With its beats queued behind the backlog, B freed A's lease after 2 s and ran the job again.)
 TEST_F(LeaseWorkerReplicas, AReplicaWhoseLaneIsBackedUpIsNotTakenForDead) {
-    segue::test::pg_schema schema;
-    auto& a = add(schema.url(), "a", 60s, 2s, /*work=*/10s);
-    auto& b = add(schema.url(), "b", 60s, 2s, /*work=*/0ms);
+    auto& a = add(shared_url(), "a", 60s, 2s, /*work=*/10s);
+    auto& b = add(shared_url(), "b", 60s, 2s, /*work=*/0ms);
     schedule(*a.store, "ext_busy");
     start(a);
     ASSERT_TRUE(wait_for([&] { return a.runs == 1; }, 5s));
@@ -654,9 +660,8 @@ TEST_F(LeaseWorkerReplicas, AReplicaWhoseLaneIsBackedUpIsNotTakenForDead) {
 // claiming every 50 ms, never gets it. (Queued behind the backlog, the lease expired and B
 // ran the job again; A's work was then lost.)
 TEST_F(LeaseWorkerReplicas, LeasesAreRenewedThroughABackedUpLane) {
-    segue::test::pg_schema schema;
-    auto& a = add(schema.url(), "a", 3s, 0ms, /*work=*/9s);
-    auto& b = add(schema.url(), "b", 3s, 0ms, /*work=*/0ms);
+    auto& a = add(shared_url(), "a", 3s, 0ms, /*work=*/9s);
+    auto& b = add(shared_url(), "b", 3s, 0ms, /*work=*/0ms);
     schedule(*a.store, "ext_renewed");
     start(a);
     ASSERT_TRUE(wait_for([&] { return a.runs == 1; }, 5s));
@@ -678,8 +683,7 @@ TEST_F(LeaseWorkerReplicas, LeasesAreRenewedThroughABackedUpLane) {
 // gone and renews at once, so the running work learns within a beat that its lease is lost,
 // not at the next heartbeat (lease/3: 20 s here).
 TEST_F(LeaseWorkerReplicas, AReplicaTakenForDeadLearnsItsWorkIsLostWithinABeat) {
-    segue::test::pg_schema schema;
-    auto& a = add(schema.url(), "a", 60s, 900ms, /*work=*/10s);
+    auto& a = add(shared_url(), "a", 60s, 900ms, /*work=*/10s);
     schedule(*a.store, "ext_taken");
     start(a);
     ASSERT_TRUE(wait_for([&] { return a.runs == 1; }, 5s));
