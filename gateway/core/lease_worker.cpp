@@ -300,12 +300,18 @@ asio::awaitable<void> lease_worker::impl::liveness() {
             std::string owners;
             for (const auto& o : freed.owners)
                 owners += (owners.empty() ? "" : ",") + o;
-            log::warn("replicas stopped showing they are alive: their leases are freed",
-                      {{"worker", hk.name},
-                       {"owners", owners},
-                       {"jobs", freed.jobs},
-                       {"deliveries", freed.deliveries},
-                       {"replica_timeout_ms", live}});
+            // A replica that stopped gracefully also stops beating, having handed back its
+            // work: forgotten with no lease freed, which is no news. Leases freed are.
+            const bool took_work = freed.jobs > 0 || freed.deliveries > 0;
+            log::write(took_work ? log::level::warn : log::level::info,
+                       took_work ? "replicas stopped showing they are alive: their leases are freed"
+                                 : "replicas stopped showing they are alive, holding no leases: "
+                                   "forgotten (stopped, or died idle)",
+                       {{"worker", hk.name},
+                        {"owners", owners},
+                        {"jobs", freed.jobs},
+                        {"deliveries", freed.deliveries},
+                        {"replica_timeout_ms", live}});
             if (hk.on_freed)
                 hk.on_freed(freed);
             if (freed.jobs > 0 || freed.deliveries > 0)
@@ -432,14 +438,15 @@ std::function<void(const store::transaction::freed_leases&)> count_freed_leases(
     metrics::registry& m) {
     auto& owners =
         m.counter_family("segue_lease_owners_freed_total",
-                         "Lease owners (a replica's engine or dispatcher) taken for dead "
-                         "for not showing they were alive for "
-                         "storage.postgres.replica_timeout; their leases were freed.",
+                         "Lease owners (a replica's engine or dispatcher) forgotten for not "
+                         "showing they were alive for storage.postgres.replica_timeout: "
+                         "replicas that died, and replicas that stopped (a graceful stop "
+                         "hands its work back first: see segue_leases_freed_total).",
                          {})
             .with({});
     auto& leases = m.counter_family("segue_leases_freed_total",
                                     "Leases of jobs and webhook deliveries freed because their "
-                                    "owner was taken for dead.",
+                                    "owner was taken for dead: work another replica took up.",
                                     {"kind"});
     auto& jobs = leases.with({"job"});
     auto& deliveries = leases.with({"delivery"});

@@ -186,8 +186,9 @@ class lease_worker {
 std::vector<std::string> renew_job_leases(store::transaction& tx, const std::string& owner,
                                           const lease_worker::held& leases, store::millis until);
 
-// hooks::on_freed counting into `m`: segue_lease_owners_freed_total (owners taken for dead: an
-// engine's or a dispatcher's, two per replica) and segue_leases_freed_total{kind="job"|"delivery"}.
+// hooks::on_freed counting into `m`: segue_lease_owners_freed_total (owners forgotten: an
+// engine's or a dispatcher's, two per replica; a replica that stopped gracefully is forgotten
+// too, holding nothing) and segue_leases_freed_total{kind="job"|"delivery"} (work taken up).
 // Either worker of a replica may free a dead replica's job and delivery leases: each is counted
 // once, by the one that freed it.
 std::function<void(const store::transaction::freed_leases&)> count_freed_leases(

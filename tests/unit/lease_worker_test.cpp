@@ -507,6 +507,16 @@ class LeaseWorkerReplicas : public ::testing::Test {
         r.worker->start();
         r.thread = std::thread([&r] { r.pool->run(); });
     }
+    // As a SIGTERM: the worker stops (its work handed back or finished), then its IO thread.
+    static void stop(replica& r) {
+        std::promise<void> stopped;
+        net::co_spawn(r.pool->main(), stop_worker(r.worker.get()),
+                      [&](std::exception_ptr) { stopped.set_value(); });
+        stopped.get_future().wait_for(5s);
+        r.pool->stop();
+        r.thread.join();
+        r.killed = true;  // TearDown: nothing left to stop
+    }
     // As a SIGKILL: its IO thread ends where it is (no stop, no further beat or renewal, and
     // its work never ends); its connections stay open, as a frozen pod's would.
     static void kill(replica& r) {
@@ -579,6 +589,29 @@ TEST_F(LeaseWorkerReplicas, AKilledReplicasWorkIsTakenUpAfterTheLivenessTimeoutN
     std::cout << "[ info ] taken up "
               << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
               << " ms after the kill (liveness 2 s, lease 60 s)\n";
+}
+
+// A replica that stops gracefully stops beating too, with its work handed back: the others
+// forget it when its timeout runs out, freeing no lease, and say so at info (the alert on
+// taken-up work, SegueReplicasTakenForDead, watches the leases).
+TEST_F(LeaseWorkerReplicas, AReplicaThatStoppedIsForgottenWithoutTakingWork) {
+    auto& a = add(shared_url(), "a", 60s, 2s, /*work=*/0ms);
+    auto& b = add(shared_url(), "b", 60s, 2s, /*work=*/0ms);
+    start(a);
+    start(b);
+    std::this_thread::sleep_for(2500ms);  // both beat; B judges from now on
+    stop(a);
+    ASSERT_TRUE(wait_for(
+        [&] {
+            return segue::test::metric_value(b.metrics.serialize(),
+                                             "segue_lease_owners_freed_total") >= 1;
+        },
+        10s))
+        << "B never forgot the stopped replica";
+    const auto counted = b.metrics.serialize();
+    EXPECT_EQ(segue::test::metric_value(counted, "segue_lease_owners_freed_total"), 1) << counted;
+    EXPECT_EQ(segue::test::metric_value(counted, "segue_leases_freed_total{kind=\"job\"}"), 0);
+    EXPECT_EQ(segue::test::metric_value(counted, "segue_leases_freed_total{kind=\"delivery\"}"), 0);
 }
 
 // Every replica stalls alike (the database frozen for 5 s, 2.5 liveness timeouts), and one of
