@@ -444,16 +444,9 @@ class LeaseWorkerReplicas : public ::testing::Test {
     };
 
     void TearDown() override {
-        for (auto& r : replicas_) {
-            if (!r->killed) {
-                std::promise<void> stopped;
-                net::co_spawn(r->pool->main(), stop_worker(r->worker.get()),
-                              [&](std::exception_ptr) { stopped.set_value(); });
-                stopped.get_future().wait_for(5s);
-                r->pool->stop();
-                r->thread.join();
-            }
-        }
+        for (auto& r : replicas_)
+            if (!r->killed)
+                stop(*r);
         // The store first: its pending units complete into the (stopped) io_contexts. Then
         // the coroutines a killed replica left suspended go with its io_context, before what
         // they refer to.
@@ -524,6 +517,27 @@ class LeaseWorkerReplicas : public ::testing::Test {
         r.thread.join();
         r.killed = true;
     }
+    // A burst on r's lane: 1,200 units of 5 ms queued at once (about 6 s of work); true once
+    // they all ran (within 40 s).
+    static bool back_up_and_drain(replica& r) {
+        constexpr int backlog = 1200;
+        std::atomic<int> drained{0};
+        for (int i = 0; i < backlog; ++i)
+            r.store->submit_write(
+                [](segue::store::transaction&) { std::this_thread::sleep_for(5ms); },
+                [&drained](std::exception_ptr) { drained++; });
+        return wait_for([&] { return drained == backlog; }, 40s);
+    }
+    // What r counted of the owners it forgot and the leases it freed.
+    static void expect_freed(replica& r, double owners, double jobs, double deliveries) {
+        const auto counted = r.metrics.serialize();
+        EXPECT_EQ(segue::test::metric_value(counted, "segue_lease_owners_freed_total"), owners)
+            << counted;
+        EXPECT_EQ(segue::test::metric_value(counted, "segue_leases_freed_total{kind=\"job\"}"),
+                  jobs);
+        EXPECT_EQ(segue::test::metric_value(counted, "segue_leases_freed_total{kind=\"delivery\"}"),
+                  deliveries);
+    }
     static void schedule(segue::store::store& s, const std::string& task) {
         segue::test::sync_write(s, [&](segue::store::transaction& tx) {
             tx.schedule_job({0, "submit", task, "", 0, "", 0, 0}, false);
@@ -582,10 +596,7 @@ TEST_F(LeaseWorkerReplicas, AKilledReplicasWorkIsTakenUpAfterTheLivenessTimeoutN
     EXPECT_LT(took, 12s) << "not the liveness timeout's doing";
     EXPECT_EQ(b.runs, 1);
     EXPECT_EQ(b.refused, 0);
-    const auto counted = b.metrics.serialize();
-    EXPECT_EQ(segue::test::metric_value(counted, "segue_lease_owners_freed_total"), 1) << counted;
-    EXPECT_EQ(segue::test::metric_value(counted, "segue_leases_freed_total{kind=\"job\"}"), 1);
-    EXPECT_EQ(segue::test::metric_value(counted, "segue_leases_freed_total{kind=\"delivery\"}"), 0);
+    expect_freed(b, 1, 1, 0);
     std::cout << "[ info ] taken up "
               << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
               << " ms after the kill (liveness 2 s, lease 60 s)\n";
@@ -608,10 +619,7 @@ TEST_F(LeaseWorkerReplicas, AReplicaThatStoppedIsForgottenWithoutTakingWork) {
         },
         10s))
         << "B never forgot the stopped replica";
-    const auto counted = b.metrics.serialize();
-    EXPECT_EQ(segue::test::metric_value(counted, "segue_lease_owners_freed_total"), 1) << counted;
-    EXPECT_EQ(segue::test::metric_value(counted, "segue_leases_freed_total{kind=\"job\"}"), 0);
-    EXPECT_EQ(segue::test::metric_value(counted, "segue_leases_freed_total{kind=\"delivery\"}"), 0);
+    expect_freed(b, 1, 0, 0);
 }
 
 // Every replica stalls alike (the database frozen for 5 s, 2.5 liveness timeouts), and one of
@@ -670,13 +678,8 @@ TEST_F(LeaseWorkerReplicas, AReplicaWhoseLaneIsBackedUpIsNotTakenForDead) {
     ASSERT_TRUE(wait_for([&] { return a.runs == 1; }, 5s));
     start(b);
     std::this_thread::sleep_for(2500ms);  // B's beats have kept their pace for a timeout
-    constexpr int backlog = 1200;
-    std::atomic<int> drained{0};
     const auto queued_at = std::chrono::steady_clock::now();
-    for (int i = 0; i < backlog; ++i)
-        a.store->submit_write([](segue::store::transaction&) { std::this_thread::sleep_for(5ms); },
-                              [&drained](std::exception_ptr) { drained++; });
-    ASSERT_TRUE(wait_for([&] { return drained == backlog; }, 40s));
+    ASSERT_TRUE(back_up_and_drain(a));
     const auto took = std::chrono::steady_clock::now() - queued_at;
     ASSERT_TRUE(wait_for([&] { return a.completed + a.refused == 1; }, 20s));
     EXPECT_EQ(b.runs, 0) << "B took A for dead while A's lane was backed up";
@@ -699,12 +702,7 @@ TEST_F(LeaseWorkerReplicas, LeasesAreRenewedThroughABackedUpLane) {
     start(a);
     ASSERT_TRUE(wait_for([&] { return a.runs == 1; }, 5s));
     start(b);
-    constexpr int backlog = 1200;
-    std::atomic<int> drained{0};
-    for (int i = 0; i < backlog; ++i)
-        a.store->submit_write([](segue::store::transaction&) { std::this_thread::sleep_for(5ms); },
-                              [&drained](std::exception_ptr) { drained++; });
-    ASSERT_TRUE(wait_for([&] { return drained == backlog; }, 40s));
+    ASSERT_TRUE(back_up_and_drain(a));
     ASSERT_TRUE(wait_for([&] { return a.completed + a.refused == 1; }, 20s));
     EXPECT_EQ(b.runs, 0) << "A's lease expired while A's lane was backed up";
     EXPECT_EQ(a.completed, 1);
